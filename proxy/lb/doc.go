@@ -1,0 +1,18 @@
+// Package lb holds the load-balancing policies the proxy uses to pick one
+// endpoint of a cluster for each upstream attempt.
+//
+// A policy is pure: it owns no goroutine, no socket and no clock. It sees a
+// cluster's endpoints only through the small [Candidates] interface that the
+// caller implements, which tells how many endpoints there are, which of them
+// may be picked now (not ejected by outlier detection, not already tried by
+// this request) and how many requests each has in flight.
+//
+// Invariants every policy keeps:
+//   - Pick returns an index i with 0 <= i < Len() and Eligible(i) true, or -1
+//     when no endpoint is eligible. It never returns an ineligible endpoint;
+//     a "panic mode" that ignores ejections is the caller's decision, made by
+//     passing a Candidates whose Eligible says so.
+//   - Pick is safe for concurrent use and never blocks.
+//   - Policies hold no per-endpoint state, so the endpoint list may change
+//     between calls (a config reload builds a new cluster anyway).
+package lb

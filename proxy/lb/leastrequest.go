@@ -1,0 +1,41 @@
+package lb
+
+// LeastRequest is the "power of two choices" policy: draw two eligible
+// endpoints at random and take the one with fewer requests in flight
+// (Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing").
+// It reacts to slow endpoints without the herd behaviour of a global
+// least-loaded scan, and costs two draws per pick.
+type LeastRequest struct {
+	intn IntN
+}
+
+// NewLeastRequest returns a P2C policy; intn nil means math/rand/v2.IntN.
+func NewLeastRequest(intn IntN) *LeastRequest { return &LeastRequest{intn: orDefault(intn)} }
+
+// Pick implements Picker.
+func (l *LeastRequest) Pick(c Candidates) int {
+	n := c.Len()
+	if n == 0 {
+		return -1
+	}
+	a := scanFrom(c, n, l.intn(n))
+	if a < 0 || n == 1 {
+		return a
+	}
+	// Draw the second among the other n-1 positions so a != b whenever two
+	// eligible endpoints exist.
+	start := a + 1 + l.intn(n-1)
+	if start >= n {
+		start -= n
+	}
+	b := scanFrom(c, n, start)
+	if b < 0 || b == a {
+		return a
+	}
+	if c.Active(b) < c.Active(a) {
+		return b
+	}
+	return a
+}
+
+var _ Picker = (*LeastRequest)(nil)
