@@ -1,0 +1,36 @@
+// Package composer serves composite endpoints: one incoming request fans out to
+// the backend services that own the data, and their JSON results are joined in
+// memory into one response.
+//
+// A composition is declared by a Spec (plain config, embedded by the sidecar
+// config under a route's `composition:` key). New compiles it into a plan: a DAG
+// of named calls whose edges are the references between them ({order.customerId}
+// in a path makes the call depend on the call named order). The plan is pure: it
+// owns no goroutine, socket or clock. A Composition executes the plan for each
+// request: every call starts as soon as the calls it depends on are done, so
+// independent calls run in parallel and the latency of a composite request is
+// close to that of its slowest chain, not to the sum of its calls.
+//
+// Every backend call goes through a Backend, a one-method interface implemented
+// by the proxy, so that each call gets the cluster's load balancing, timeouts,
+// retries and circuit breaker. composer never imports the proxy.
+//
+// Invariants:
+//   - Templating cannot reach a cluster or path the config did not name: the
+//     cluster is fixed by config, a value substituted into a path is escaped as
+//     exactly one path segment (and "", "." and ".." are refused), query values
+//     are query-escaped, header values with CR, LF or NUL are refused.
+//   - Results are joined deterministically: merge conflicts are resolved by
+//     declaration order, never by which backend answered last; output objects
+//     are encoded with sorted keys.
+//   - Memory is bounded: each call's body is read through a limit of its cap
+//     plus one byte, the bytes of all calls of a request share a total budget,
+//     the composed body has the same cap, and fan-out has a cap.
+//   - A failed optional call yields a partial response that says what is missing
+//     (header x-outrigger-partial and a body section); a failed required call
+//     fails the request with x-outrigger-error and a JSON error naming the call.
+//   - Every goroutine started for a request is joined before ServeHTTP returns.
+//
+// The package does not log; it reports through metrics on an injected
+// prometheus registry (outrigger_composer_*) and through its responses.
+package composer
