@@ -1,0 +1,198 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options are the sidecar's parts the admin endpoint reads. Every field is
+// optional: a nil function leaves its route unmounted (404).
+type Options struct {
+	// Gatherer serves /metrics in the Prometheus exposition format.
+	Gatherer prometheus.Gatherer
+	// Ready reports whether the sidecar takes traffic: nil means ready. The
+	// error's text is the 503 body.
+	Ready func() error
+	// Config returns what /config shows.
+	Config func() ConfigStatus
+	// Clusters returns the value /clusters renders as JSON (the proxy's
+	// cluster list).
+	Clusters func() any
+	// SetBreaker forces the named cluster's breaker open or closed, or resets
+	// it to normal operation. It returns ErrUnknownCluster for a name that is
+	// not configured.
+	SetBreaker func(cluster string, action BreakerAction) error
+	// Messaging serves /topics and /groups (and the paths below them), the
+	// embedded event log's own admin API.
+	Messaging http.Handler
+	// Pprof mounts net/http/pprof under /debug/pprof/ (loopback clients only).
+	Pprof bool
+}
+
+// ConfigStatus is the body of /config.
+type ConfigStatus struct {
+	// Generation counts configurations applied since start; the first is 1.
+	Generation uint64 `json:"generation"`
+	// Source is the file (or control plane) the configuration came from.
+	Source string `json:"source,omitempty"`
+	// AppliedAt is when the serving configuration was applied.
+	AppliedAt time.Time `json:"applied_at"`
+	// LastReloadError is why the most recent reload was rejected; empty when
+	// the most recent reload succeeded.
+	LastReloadError string `json:"last_reload_error,omitempty"`
+	// LastReloadAt is when a reload was last attempted (zero: never).
+	LastReloadAt time.Time `json:"last_reload_at,omitzero"`
+	// Effective is the serving configuration with every default filled in.
+	Effective json.RawMessage `json:"effective"`
+}
+
+// BreakerAction is an operator override of a cluster's circuit breaker.
+type BreakerAction string
+
+// The actions POST /clusters/{name}/breaker?state= accepts.
+const (
+	// BreakerOpen forces the breaker open: every request fails fast until
+	// the override is reset.
+	BreakerOpen BreakerAction = "open"
+	// BreakerClosed forces the breaker closed: every request is let through
+	// whatever the failure rate, until the override is reset.
+	BreakerClosed BreakerAction = "closed"
+	// BreakerReset clears any override and restarts the breaker closed with
+	// empty counts.
+	BreakerReset BreakerAction = "reset"
+)
+
+// ErrUnknownCluster is returned by Options.SetBreaker for a cluster name that
+// is not in the serving configuration; the endpoint answers 404.
+var ErrUnknownCluster = errors.New("unknown cluster")
+
+// New returns the admin handler for opts.
+func New(opts Options) http.Handler {
+	mux := http.NewServeMux()
+	var routes []string
+	handle := func(pattern, doc string, h http.Handler) {
+		mux.Handle(pattern, h)
+		if doc != "" {
+			routes = append(routes, doc)
+		}
+	}
+	if opts.Ready != nil {
+		handle("GET /ready", "GET  /ready                      200 when serving, else 503 and why", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			if err := opts.Ready(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "not ready: %v\n", err)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		}))
+	}
+	if opts.Gatherer != nil {
+		handle("GET /metrics", "GET  /metrics                    Prometheus metrics",
+			promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	}
+	if opts.Config != nil {
+		handle("GET /config", "GET  /config                     effective config, generation, last reload error", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, opts.Config())
+		}))
+	}
+	if opts.Clusters != nil {
+		handle("GET /clusters", "GET  /clusters                   clusters, endpoints, breaker states", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, opts.Clusters())
+		}))
+	}
+	if opts.SetBreaker != nil {
+		handle("POST /clusters/{name}/breaker", "POST /clusters/{name}/breaker?state=open|closed|reset   force a breaker (loopback)",
+			loopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				setBreaker(w, r, opts.SetBreaker)
+			})))
+	}
+	if opts.Messaging != nil {
+		for _, p := range []string{"/topics", "/topics/", "/groups", "/groups/"} {
+			handle(p, "", opts.Messaging)
+		}
+		routes = append(routes, "GET  /topics, /groups             messaging topics and consumer groups")
+	}
+	if opts.Pprof {
+		// The explicit routes mirror net/http/pprof's init, which registers
+		// on http.DefaultServeMux; this mux is not that one.
+		pp := http.NewServeMux()
+		pp.HandleFunc("/debug/pprof/", pprof.Index)
+		pp.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		pp.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pp.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		pp.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		handle("/debug/pprof/", "GET  /debug/pprof/               Go profiles (loopback)", loopbackOnly(pp))
+	}
+	mux.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "outrigger admin")
+		for _, r := range routes {
+			fmt.Fprintln(w, r)
+		}
+	}))
+	return mux
+}
+
+func setBreaker(w http.ResponseWriter, r *http.Request, set func(string, BreakerAction) error) {
+	name := r.PathValue("name")
+	action := BreakerAction(r.URL.Query().Get("state"))
+	switch action {
+	case BreakerOpen, BreakerClosed, BreakerReset:
+	default:
+		writeJSON(w, http.StatusBadRequest, map[string]string{
+			"error": fmt.Sprintf("state must be open, closed or reset, got %q", action),
+		})
+		return
+	}
+	if err := set(name, action); err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, ErrUnknownCluster) {
+			code = http.StatusNotFound
+		}
+		writeJSON(w, code, map[string]string{"cluster": name, "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"cluster": name, "breaker": string(action)})
+}
+
+// loopbackOnly answers 403 to clients that are not on a loopback address.
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isLoopback(r.RemoteAddr) {
+			http.Error(w, "forbidden: loopback clients only", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func isLoopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		http.Error(w, "encoding response: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}

@@ -1,0 +1,167 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// do serves one request from a loopback client unless remote is given.
+func do(t *testing.T, h http.Handler, method, target string, remote ...string) (int, string) {
+	t.Helper()
+	r := httptest.NewRequest(method, target, nil)
+	r.RemoteAddr = "127.0.0.1:40000"
+	if len(remote) > 0 {
+		r.RemoteAddr = remote[0]
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w.Code, w.Body.String()
+}
+
+func TestReadyFollowsTheReadyFunc(t *testing.T) {
+	var notReady error = errors.New("listeners not bound")
+	h := New(Options{Ready: func() error { return notReady }})
+	if code, body := do(t, h, "GET", "/ready"); code != 503 || !strings.Contains(body, "listeners not bound") {
+		t.Fatalf("not ready: got %d %q, want 503 with the reason", code, body)
+	}
+	notReady = nil
+	if code, body := do(t, h, "GET", "/ready"); code != 200 || body != "ready\n" {
+		t.Fatalf("ready: got %d %q", code, body)
+	}
+}
+
+func TestMetricsServesTheInjectedRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "outrigger_config_generation"})
+	reg.MustRegister(g)
+	g.Set(7)
+	code, body := do(t, New(Options{Gatherer: reg}), "GET", "/metrics")
+	if code != 200 || !strings.Contains(body, "outrigger_config_generation 7") {
+		t.Fatalf("got %d %q", code, body)
+	}
+}
+
+func TestConfigShowsGenerationErrorAndEffectiveConfig(t *testing.T) {
+	at := time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC)
+	h := New(Options{Config: func() ConfigStatus {
+		return ConfigStatus{Generation: 3, Source: "/etc/outrigger.yaml", AppliedAt: at,
+			LastReloadError: "outrigger.yaml: clusters.a.timeout: must be positive",
+			Effective:       json.RawMessage(`{"drain_timeout":"5s"}`)}
+	}})
+	code, body := do(t, h, "GET", "/config")
+	if code != 200 {
+		t.Fatalf("code %d", code)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["generation"] != 3.0 || got["last_reload_error"] != "outrigger.yaml: clusters.a.timeout: must be positive" {
+		t.Fatalf("body %s", body)
+	}
+	if eff, _ := got["effective"].(map[string]any); eff["drain_timeout"] != "5s" {
+		t.Fatalf("effective config missing: %s", body)
+	}
+	if _, ok := got["last_reload_at"]; ok {
+		t.Fatalf("a zero last_reload_at should be omitted: %s", body)
+	}
+}
+
+func TestClustersRendersTheProxyView(t *testing.T) {
+	type cs struct {
+		Name    string `json:"name"`
+		Breaker string `json:"breaker"`
+	}
+	h := New(Options{Clusters: func() any { return []cs{{"catalog", "closed"}} }})
+	code, body := do(t, h, "GET", "/clusters")
+	if code != 200 || !strings.Contains(body, `"name": "catalog"`) {
+		t.Fatalf("got %d %s", code, body)
+	}
+}
+
+func TestBreakerOverride(t *testing.T) {
+	var calls []string
+	h := New(Options{SetBreaker: func(c string, a BreakerAction) error {
+		if c != "catalog" {
+			return fmt.Errorf("cluster %q: %w", c, ErrUnknownCluster)
+		}
+		calls = append(calls, c+"="+string(a))
+		return nil
+	}})
+	for _, tc := range []struct {
+		target, remote string
+		want           int
+	}{
+		{"/clusters/catalog/breaker?state=open", "", 200},
+		{"/clusters/catalog/breaker?state=reset", "[::1]:5555", 200},
+		{"/clusters/catalog/breaker?state=sideways", "", 400},
+		{"/clusters/nope/breaker?state=open", "", 404},
+		{"/clusters/catalog/breaker?state=closed", "10.1.2.3:5555", 403},
+	} {
+		var code int
+		if tc.remote != "" {
+			code, _ = do(t, h, "POST", tc.target, tc.remote)
+		} else {
+			code, _ = do(t, h, "POST", tc.target)
+		}
+		if code != tc.want {
+			t.Errorf("POST %s from %q: got %d, want %d", tc.target, tc.remote, code, tc.want)
+		}
+	}
+	if code, _ := do(t, h, "GET", "/clusters/catalog/breaker?state=open"); code != 405 {
+		t.Errorf("GET on the override: got %d, want 405", code)
+	}
+	if got := strings.Join(calls, ","); got != "catalog=open,catalog=reset" {
+		t.Fatalf("calls %q", got)
+	}
+}
+
+func TestUnsetRoutesAreAbsent(t *testing.T) {
+	h := New(Options{})
+	for _, p := range []string{"/ready", "/metrics", "/config", "/clusters", "/topics", "/debug/pprof/"} {
+		if code, _ := do(t, h, "GET", p); code != 404 {
+			t.Errorf("%s: got %d, want 404", p, code)
+		}
+	}
+}
+
+func TestMessagingRoutesReachTheEventLog(t *testing.T) {
+	h := New(Options{Messaging: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "eventlog "+r.URL.Path)
+	})})
+	for _, p := range []string{"/topics", "/topics/orders", "/groups", "/groups/billing"} {
+		if code, body := do(t, h, "GET", p); code != 200 || body != "eventlog "+p {
+			t.Errorf("%s: got %d %q", p, code, body)
+		}
+	}
+}
+
+func TestPprofOnlyForLoopback(t *testing.T) {
+	h := New(Options{Pprof: true})
+	if code, body := do(t, h, "GET", "/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Fatalf("loopback: got %d", code)
+	}
+	if code, _ := do(t, h, "GET", "/debug/pprof/cmdline", "192.0.2.7:1"); code != 403 {
+		t.Fatalf("remote: got %d, want 403", code)
+	}
+}
+
+func TestIndexListsMountedRoutes(t *testing.T) {
+	h := New(Options{Ready: func() error { return nil }, Pprof: true})
+	code, body := do(t, h, "GET", "/")
+	if code != 200 || !strings.Contains(body, "/ready") || !strings.Contains(body, "/debug/pprof/") || strings.Contains(body, "/metrics") {
+		t.Fatalf("got %d %q", code, body)
+	}
+}
