@@ -1,0 +1,29 @@
+// Package config is Outrigger's configuration model: plain, documented
+// structs, a YAML loader that reports every problem with its key path and
+// line, cross-reference checks, the defaults, and a file watcher for hot
+// reload.
+//
+// The same types are produced by the YAML loader and, later, by the xDS
+// translation; they mirror Envoy's concepts (listeners, ordered routes with a
+// match and one action, clusters of endpoints) so that a Listener,
+// RouteConfiguration, Cluster and ClusterLoadAssignment map onto them.
+//
+// Invariants a newcomer can rely on:
+//
+//   - The zero value of every field means "the default"; each field's comment
+//     says what that default is. [Config.WithDefaults] returns a copy with every
+//     default written in, so that consumers read resolved values only.
+//   - [Config.Validate] never mutates. It reports all problems at once as
+//     [Errors], one [FieldError] per problem, naming the key path
+//     ("clusters.payments.endpoints[1]") and, when the config came from a file,
+//     the file and line.
+//   - [Parse] and [Load] decode (unknown keys are errors), validate, and return
+//     the config with defaults applied. A config they return is valid, and
+//     WithDefaults on it is the identity.
+//   - [Watcher] (and [Watch]) deliver a new config or the error that stopped
+//     it; they never apply anything. The caller keeps serving its last good
+//     config when an error is delivered.
+//
+// The package does no logging and starts no goroutines except the one
+// [Watcher.Run] runs on, which is the caller's.
+package config

@@ -1,0 +1,554 @@
+package config
+
+import "time"
+
+// Config is a whole Outrigger configuration: the YAML file's top level.
+//
+// Every field's zero value means "the default", which the field's comment
+// names. [Parse] and [Load] return a Config with defaults already applied
+// (see [Config.WithDefaults]).
+type Config struct {
+	// Node identifies this sidecar (to operators, in logs and to an xDS
+	// control plane).
+	Node Node `yaml:"node" json:"node"`
+
+	// Admin is the operator endpoint (/ready, /metrics, /config, /clusters).
+	Admin Admin `yaml:"admin" json:"admin"`
+
+	// Listeners are the sockets the sidecar accepts traffic on, and the limits
+	// shared by all of them.
+	Listeners Listeners `yaml:"listeners" json:"listeners"`
+
+	// Clusters are the upstream services, by name. A name is 1-128 characters
+	// of letters, digits, '_', '-' and '.'. The name "inbound|app" is
+	// reserved for the local app (see [InboundAppCluster]); defining it
+	// explicitly overrides the implicit one.
+	Clusters map[string]Cluster `yaml:"clusters" json:"clusters"`
+
+	// Routes is the ordered route table of both listeners; for each request
+	// the first route of the request's listener whose match accepts it wins.
+	// A request no route matches is answered 404 (outbound) or goes to the
+	// local app (inbound, see [InboundDefaultRoute]).
+	Routes []Route `yaml:"routes" json:"routes"`
+
+	// Logging configures the process's logs and the access log.
+	Logging Logging `yaml:"logging" json:"logging"`
+}
+
+// Node identifies this sidecar.
+type Node struct {
+	// ID is this sidecar instance's unique id (the xDS node id). Empty means
+	// the host name (in Kubernetes, the pod name); "outrigger" if the host
+	// name cannot be read.
+	ID string `yaml:"id" json:"id"`
+
+	// Service is the name of the service this sidecar runs next to (the xDS
+	// node cluster). Empty means none: it is then left out of logs and xDS.
+	Service string `yaml:"service" json:"service"`
+
+	// Zone is the locality (e.g. "eu-west-1a"). Empty means unknown.
+	Zone string `yaml:"zone,omitempty" json:"zone,omitempty"`
+
+	// Labels are free-form metadata sent to an xDS control plane. Empty means
+	// none.
+	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+}
+
+// Admin is the operator endpoint.
+type Admin struct {
+	// Address is the host:port the admin endpoint listens on. Empty means
+	// "127.0.0.1:15000". Keep it on loopback: it can change breaker states.
+	// Port 0 picks a free port.
+	Address string `yaml:"address" json:"address"`
+}
+
+// Listeners are the sidecar's sockets and the limits they share.
+type Listeners struct {
+	// Outbound takes the local app's calls to other services.
+	Outbound OutboundListener `yaml:"outbound" json:"outbound"`
+
+	// Inbound takes traffic for the local app and forwards it there.
+	Inbound InboundListener `yaml:"inbound" json:"inbound"`
+
+	// AppAPI is the app-facing messaging API (publish, subscribe, sagas,
+	// event store).
+	AppAPI AppAPIListener `yaml:"app_api" json:"app_api"`
+
+	// MaxRequestHeaderBytes caps the size of a request's header block
+	// (HTTP/1.1 header bytes; HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE). Zero
+	// means 65536 (64 KiB). Must be between 1024 and 8388608 when set.
+	MaxRequestHeaderBytes int `yaml:"max_request_header_bytes" json:"max_request_header_bytes"`
+
+	// MaxRequestBodyBytes caps the body of a request forwarded by a listener;
+	// a longer body is answered 413 (or, once streaming has started, the
+	// stream is reset). Zero means unlimited, which streaming and gRPC
+	// streams need. Bodies the sidecar must hold in memory (for retries,
+	// composition) have their own, smaller limits.
+	MaxRequestBodyBytes int64 `yaml:"max_request_body_bytes" json:"max_request_body_bytes"`
+
+	// ReadHeaderTimeout is how long a client has to send a request's headers
+	// once the connection is accepted or the previous request ended. Zero
+	// means 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" json:"read_header_timeout"`
+
+	// IdleTimeout closes a client connection that has had no request in
+	// flight for this long. Zero means 5m.
+	IdleTimeout time.Duration `yaml:"idle_timeout" json:"idle_timeout"`
+
+	// DrainTimeout is how long a shutdown waits for requests in flight to
+	// finish before closing their connections. Zero means 15s.
+	DrainTimeout time.Duration `yaml:"drain_timeout" json:"drain_timeout"`
+}
+
+// OutboundListener takes the local app's calls to other services.
+type OutboundListener struct {
+	// Address is the host:port to listen on. Empty means "127.0.0.1:15001".
+	// Port 0 picks a free port.
+	Address string `yaml:"address" json:"address"`
+
+	// Disabled turns the outbound listener off. False (the default) means on.
+	Disabled bool `yaml:"disabled" json:"disabled"`
+}
+
+// InboundListener takes traffic for the local app. It runs only when App is
+// set.
+type InboundListener struct {
+	// Address is the host:port to listen on. Empty means "0.0.0.0:15006".
+	// Port 0 picks a free port.
+	Address string `yaml:"address" json:"address"`
+
+	// App is the local app's host:port (e.g. "127.0.0.1:8080"). Empty means
+	// there is no inbound listener; routes with listener "inbound" then are
+	// an error. When set, the implicit cluster [InboundAppCluster] and the
+	// implicit last inbound route [InboundDefaultRoute] forward to it.
+	App string `yaml:"app" json:"app"`
+
+	// AppProtocol is the protocol the local app speaks: "http1", "http2"
+	// (h2c, prior knowledge) or "grpc" (h2c). Empty means "http1".
+	AppProtocol Protocol `yaml:"app_protocol" json:"app_protocol"`
+}
+
+// AppAPIListener is the app-facing messaging API.
+type AppAPIListener struct {
+	// Address is the host:port to listen on. Empty means "127.0.0.1:15002".
+	// Port 0 picks a free port.
+	Address string `yaml:"address" json:"address"`
+
+	// Disabled turns the app API off. False (the default) means on.
+	Disabled bool `yaml:"disabled" json:"disabled"`
+}
+
+// Protocol is how the sidecar speaks to an upstream (or to the local app).
+type Protocol string
+
+// The protocols.
+const (
+	// ProtocolHTTP1 is HTTP/1.1 (with TLS when the cluster's tls is enabled).
+	ProtocolHTTP1 Protocol = "http1"
+	// ProtocolHTTP2 is HTTP/2: h2c with prior knowledge, or TLS with ALPN "h2"
+	// when the cluster's tls is enabled.
+	ProtocolHTTP2 Protocol = "http2"
+	// ProtocolGRPC is gRPC, over HTTP/2 as ProtocolHTTP2; failures are also
+	// read from grpc-status.
+	ProtocolGRPC Protocol = "grpc"
+)
+
+// LBPolicy chooses an endpoint of a cluster for each request.
+type LBPolicy string
+
+// The load-balancing policies.
+const (
+	LBRoundRobin   LBPolicy = "round_robin"
+	LBLeastRequest LBPolicy = "least_request"
+	LBRandom       LBPolicy = "random"
+)
+
+// Cluster is an upstream service: a set of endpoints and how to talk to them.
+type Cluster struct {
+	// Endpoints are the instances of the service. Each is either a string
+	// "host:port" or a mapping {address: "host:port", weight: N}. A host is an
+	// IP address or a DNS name (resolved by the system resolver when a
+	// connection is made). At least one is required; addresses are unique
+	// within a cluster.
+	Endpoints []Endpoint `yaml:"endpoints" json:"endpoints"`
+
+	// Protocol is how to speak to the endpoints: "http1", "http2" or "grpc".
+	// Empty means "http1".
+	Protocol Protocol `yaml:"protocol" json:"protocol"`
+
+	// TLS, when enabled, makes connections to the endpoints use TLS (with
+	// ALPN "h2" for http2 and grpc). The zero value means plaintext.
+	TLS TLS `yaml:"tls" json:"tls"`
+
+	// ConnectTimeout bounds establishing a connection (TCP and TLS
+	// handshake). Zero means 1s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout" json:"connect_timeout"`
+
+	// LBPolicy is "round_robin", "least_request" (power of two choices) or
+	// "random". Empty means "round_robin".
+	LBPolicy LBPolicy `yaml:"lb_policy" json:"lb_policy"`
+
+	// Pool tunes the connection pool to each endpoint.
+	Pool Pool `yaml:"pool" json:"pool"`
+}
+
+// Endpoint is one instance of a cluster.
+//
+// In YAML it is either the string "host:port" or a mapping with address and
+// weight.
+type Endpoint struct {
+	// Address is "host:port"; an IPv6 host is bracketed ("[::1]:8080").
+	Address string `yaml:"address" json:"address"`
+
+	// Weight is the endpoint's share of requests relative to the others'
+	// (for round_robin and random). Zero means 1; at most 10000.
+	Weight uint32 `yaml:"weight" json:"weight"`
+}
+
+// TLS configures TLS to a cluster's endpoints.
+type TLS struct {
+	// Enabled turns TLS on. False (the default) means plaintext, and then no
+	// other TLS field may be set.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+
+	// ServerName is the name to send in SNI and verify the certificate for.
+	// Empty means the endpoint's host.
+	ServerName string `yaml:"server_name" json:"server_name"`
+
+	// CAFile is a PEM file of the CAs to trust. Empty means the system roots.
+	CAFile string `yaml:"ca_file" json:"ca_file"`
+
+	// CertFile and KeyFile are the PEM client certificate and key for mutual
+	// TLS; both or neither. Empty means no client certificate.
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+
+	// InsecureSkipVerify disables certificate verification. For tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify" json:"insecure_skip_verify"`
+}
+
+// Pool tunes the connection pool to each endpoint of a cluster.
+type Pool struct {
+	// MaxIdlePerEndpoint is how many idle HTTP/1.1 connections to keep per
+	// endpoint. Zero means 32.
+	MaxIdlePerEndpoint int `yaml:"max_idle_per_endpoint" json:"max_idle_per_endpoint"`
+
+	// IdleTimeout closes a pooled connection idle for this long. Zero means
+	// 90s.
+	IdleTimeout time.Duration `yaml:"idle_timeout" json:"idle_timeout"`
+
+	// MaxConnectionsPerEndpoint caps the connections (idle and busy) to one
+	// endpoint; a request that would need one more waits for a free one.
+	// Zero means unlimited.
+	MaxConnectionsPerEndpoint int `yaml:"max_connections_per_endpoint" json:"max_connections_per_endpoint"`
+}
+
+// Direction says which listener a route belongs to.
+type Direction string
+
+// The directions.
+const (
+	// Outbound routes serve the local app's calls to other services.
+	Outbound Direction = "outbound"
+	// Inbound routes serve traffic for the local app.
+	Inbound Direction = "inbound"
+)
+
+// Names of the implicit parts that [Config.WithDefaults] adds when
+// listeners.inbound.app is set.
+const (
+	// InboundAppCluster is the implicit cluster of the local app: one endpoint,
+	// listeners.inbound.app, speaking listeners.inbound.app_protocol. A cluster
+	// of this name in the config replaces it.
+	InboundAppCluster = "inbound|app"
+
+	// InboundDefaultRoute is the implicit last inbound route: every request
+	// (path prefix "/") to InboundAppCluster, with no route timeout (the
+	// caller's own timeouts apply). Inbound routes in the config come before
+	// it and so take precedence; a route of this name in the config replaces
+	// it.
+	InboundDefaultRoute = "inbound|default"
+)
+
+// Route matches requests and says what to do with them. A route has exactly
+// one action: Cluster, WeightedClusters or DirectResponse.
+type Route struct {
+	// Name identifies the route in logs, metrics and errors. Empty means
+	// "route[i]" (i its index in routes). Names are unique.
+	Name string `yaml:"name" json:"name"`
+
+	// Listener is "outbound" or "inbound". Empty means "outbound".
+	Listener Direction `yaml:"listener" json:"listener"`
+
+	// Match selects the requests this route takes. The zero value matches
+	// every request.
+	Match RouteMatch `yaml:"match" json:"match"`
+
+	// Cluster sends the request to this cluster. One action only.
+	Cluster string `yaml:"cluster,omitempty" json:"cluster,omitempty"`
+
+	// WeightedClusters splits requests among clusters by weight. One action
+	// only.
+	WeightedClusters []WeightedCluster `yaml:"weighted_clusters,omitempty" json:"weighted_clusters,omitempty"`
+
+	// DirectResponse answers the request from the sidecar itself. One action
+	// only.
+	DirectResponse *DirectResponse `yaml:"direct_response,omitempty" json:"direct_response,omitempty"`
+
+	// Timeout bounds the whole request, retries included, from the request's
+	// arrival until the response is complete. Zero means 15s. Not allowed
+	// with direct_response.
+	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+
+	// TimeoutDisabled, when true, removes the route timeout (for long-lived
+	// streams); Timeout must then be zero. False (the default) means Timeout
+	// applies.
+	TimeoutDisabled bool `yaml:"timeout_disabled" json:"timeout_disabled"`
+
+	// PerTryTimeout bounds each attempt (the first try and each retry). Zero
+	// means no per-try bound: only Timeout applies. Must not exceed Timeout.
+	PerTryTimeout time.Duration `yaml:"per_try_timeout" json:"per_try_timeout"`
+
+	// Retry, when present, retries failed attempts. Absent (nil) means no
+	// retries.
+	Retry *RetryPolicy `yaml:"retry,omitempty" json:"retry,omitempty"`
+
+	// PrefixRewrite replaces the matched path prefix (match.path.prefix or
+	// match.path.exact) before forwarding; it starts with "/". Empty means the
+	// path is forwarded unchanged.
+	PrefixRewrite string `yaml:"prefix_rewrite" json:"prefix_rewrite"`
+
+	// RequestHeaders edits the request's headers before forwarding.
+	RequestHeaders HeaderMutation `yaml:"request_headers" json:"request_headers"`
+
+	// ResponseHeaders edits the response's headers before returning it
+	// (direct responses included).
+	ResponseHeaders HeaderMutation `yaml:"response_headers" json:"response_headers"`
+}
+
+// RouteMatch selects requests. All of its parts must match; a part left at
+// its zero value matches everything.
+type RouteMatch struct {
+	// Authority lists host patterns for the request's Host (:authority):
+	// "api.example.com" (exact), "*.example.com" (any name ending in
+	// ".example.com"), or "*" (any); each may carry a port
+	// ("api.example.com:8080"), and a pattern without a port matches any
+	// port. Matching is case-insensitive. Empty means any authority.
+	Authority []string `yaml:"authority" json:"authority"`
+
+	// Path matches the request path (without the query).
+	Path PathMatch `yaml:"path" json:"path"`
+
+	// Methods lists the HTTP methods accepted ("GET", "POST", ... upper
+	// case). Empty means any method.
+	Methods []string `yaml:"methods" json:"methods"`
+
+	// Headers must all match.
+	Headers []HeaderMatch `yaml:"headers" json:"headers"`
+}
+
+// PathMatch matches the request path with at most one of its fields.
+// All empty means prefix "/" (every path).
+type PathMatch struct {
+	// Exact matches the path exactly.
+	Exact string `yaml:"exact,omitempty" json:"exact,omitempty"`
+
+	// Prefix matches paths starting with it ("/api/" matches "/api/x" but
+	// not "/apix").
+	Prefix string `yaml:"prefix,omitempty" json:"prefix,omitempty"`
+
+	// Regex is an RE2 regular expression (Go's regexp syntax) that must match
+	// the whole path.
+	Regex string `yaml:"regex,omitempty" json:"regex,omitempty"`
+}
+
+// HeaderMatch matches one request header with exactly one of Exact, Prefix,
+// Regex or Present. A header present several times is matched against its
+// values joined by ",".
+type HeaderMatch struct {
+	// Name is the header's name, matched case-insensitively. The HTTP/2
+	// pseudo-headers ":authority", ":method", ":path" and ":scheme" may be
+	// named too.
+	Name string `yaml:"name" json:"name"`
+
+	// Exact matches the value exactly.
+	Exact string `yaml:"exact,omitempty" json:"exact,omitempty"`
+
+	// Prefix matches values starting with it.
+	Prefix string `yaml:"prefix,omitempty" json:"prefix,omitempty"`
+
+	// Regex is an RE2 regular expression that must match the whole value.
+	Regex string `yaml:"regex,omitempty" json:"regex,omitempty"`
+
+	// Present, when true, matches when the header is present at all.
+	Present bool `yaml:"present,omitempty" json:"present,omitempty"`
+
+	// Invert turns the result around: the route matches when the header does
+	// not. False (the default) means no inversion.
+	Invert bool `yaml:"invert" json:"invert"`
+}
+
+// WeightedCluster is one share of a weighted_clusters action.
+type WeightedCluster struct {
+	// Cluster is the target's name.
+	Cluster string `yaml:"cluster" json:"cluster"`
+
+	// Weight is this cluster's share relative to the others'. Zero means the
+	// cluster takes no traffic (useful to drain a canary); the weights of a
+	// route must not all be zero.
+	Weight uint32 `yaml:"weight" json:"weight"`
+}
+
+// DirectResponse answers a request from the sidecar without an upstream.
+type DirectResponse struct {
+	// Status is the HTTP status code, 200 to 599. Required.
+	Status int `yaml:"status" json:"status"`
+
+	// Body is sent as the response body. Empty means none.
+	Body string `yaml:"body" json:"body"`
+
+	// Headers are added to the response. Empty means none beyond
+	// Content-Length (and Content-Type "text/plain; charset=utf-8" when Body
+	// is set and no content-type is given).
+	Headers HeaderValues `yaml:"headers" json:"headers"`
+}
+
+// RetryPolicy retries failed attempts of a request, with jittered
+// exponential back-off, within a retry budget.
+//
+// A request whose body is longer than MaxBufferedBodyBytes is not retried
+// (its body cannot be replayed); neither is a non-idempotent request
+// (POST, PATCH, and any method not defined idempotent by RFC 9110 section
+// 9.2.2) unless AllowNonIdempotent is set, except on connect-failure and
+// refused-stream, which are safe because the upstream never saw it.
+type RetryPolicy struct {
+	// Attempts is the number of retries after the first try. Zero means 1;
+	// at most 10.
+	Attempts int `yaml:"attempts" json:"attempts"`
+
+	// RetryOn lists the conditions that make an attempt retriable:
+	//   connect-failure         the connection could not be made
+	//   refused-stream          the upstream refused the HTTP/2 stream
+	//   reset                   the connection or stream was reset mid-way
+	//   5xx                     any 5xx response (and reset, connect-failure)
+	//   gateway-error           502, 503 or 504
+	//   retriable-status-codes  a status in RetriableStatusCodes
+	//   unavailable             gRPC status UNAVAILABLE
+	//   resource-exhausted      gRPC status RESOURCE_EXHAUSTED
+	//   deadline-exceeded       gRPC status DEADLINE_EXCEEDED
+	//   cancelled               gRPC status CANCELLED
+	// Empty means [connect-failure, refused-stream, gateway-error,
+	// unavailable].
+	RetryOn []RetryCondition `yaml:"retry_on" json:"retry_on"`
+
+	// RetriableStatusCodes are HTTP statuses (100-599) to retry on; they
+	// require "retriable-status-codes" in RetryOn, and it requires them.
+	RetriableStatusCodes []int `yaml:"retriable_status_codes" json:"retriable_status_codes"`
+
+	// Backoff spaces the retries.
+	Backoff Backoff `yaml:"backoff" json:"backoff"`
+
+	// Budget caps retries in flight relative to requests in flight, so that
+	// retries cannot multiply load on a struggling cluster.
+	Budget RetryBudget `yaml:"budget" json:"budget"`
+
+	// AllowNonIdempotent permits retrying non-idempotent requests on
+	// conditions other than connect-failure and refused-stream. False (the
+	// default) means only idempotent requests are retried on those.
+	AllowNonIdempotent bool `yaml:"allow_non_idempotent" json:"allow_non_idempotent"`
+
+	// MaxBufferedBodyBytes is how much of a request body the sidecar keeps to
+	// replay on a retry; a longer body makes the request not retriable. Zero
+	// means 65536 (64 KiB).
+	MaxBufferedBodyBytes int64 `yaml:"max_buffered_body_bytes" json:"max_buffered_body_bytes"`
+}
+
+// RetryCondition is one value of retry_on.
+type RetryCondition string
+
+// The retry conditions (see [RetryPolicy.RetryOn]).
+const (
+	RetryOnConnectFailure       RetryCondition = "connect-failure"
+	RetryOnRefusedStream        RetryCondition = "refused-stream"
+	RetryOnReset                RetryCondition = "reset"
+	RetryOn5xx                  RetryCondition = "5xx"
+	RetryOnGatewayError         RetryCondition = "gateway-error"
+	RetryOnRetriableStatusCodes RetryCondition = "retriable-status-codes"
+	RetryOnUnavailable          RetryCondition = "unavailable"
+	RetryOnResourceExhausted    RetryCondition = "resource-exhausted"
+	RetryOnDeadlineExceeded     RetryCondition = "deadline-exceeded"
+	RetryOnCancelled            RetryCondition = "cancelled"
+)
+
+// Backoff is jittered exponential back-off: before retry n (from 1) the
+// sidecar waits a random time in [0, min(Max, Base*2^(n-1))].
+type Backoff struct {
+	// Base is the first retry's back-off ceiling. Zero means 25ms.
+	Base time.Duration `yaml:"base" json:"base"`
+
+	// Max caps the back-off; at least Base. Zero means 10 times Base
+	// (250ms with the default Base).
+	Max time.Duration `yaml:"max" json:"max"`
+}
+
+// RetryBudget limits retries in flight: they may be at most Percent percent
+// of the requests in flight, but MinConcurrency retries are always allowed.
+type RetryBudget struct {
+	// Percent is in (0, 100]. Zero means 20.
+	Percent float64 `yaml:"percent" json:"percent"`
+
+	// MinConcurrency is the number of retries allowed in flight whatever the
+	// request volume. Zero means 3.
+	MinConcurrency int `yaml:"min_concurrency" json:"min_concurrency"`
+}
+
+// HeaderMutation edits a message's headers: first Remove, then Add.
+type HeaderMutation struct {
+	// Add sets headers. In YAML either a mapping {name: value} (each replaces
+	// the header) or a list of {name, value, append}.
+	Add HeaderValues `yaml:"add" json:"add"`
+
+	// Remove lists header names to delete. Pseudo-headers, hop-by-hop headers
+	// and Host cannot be removed.
+	Remove []string `yaml:"remove" json:"remove"`
+}
+
+// HeaderValues is a list of headers to set. In YAML it may also be written
+// as a mapping {name: value}, which is the list sorted by name, each
+// replacing.
+type HeaderValues []HeaderValue
+
+// HeaderValue is one header to set.
+type HeaderValue struct {
+	// Name is the header name: an RFC 9110 token. Pseudo-headers,
+	// hop-by-hop headers and Host cannot be set.
+	Name string `yaml:"name" json:"name"`
+
+	// Value is the header value (no CR, LF or NUL).
+	Value string `yaml:"value" json:"value"`
+
+	// Append, when true, adds the value next to any existing ones. False (the
+	// default) replaces existing values.
+	Append bool `yaml:"append" json:"append"`
+}
+
+// Logging configures the process's logs and the access log.
+type Logging struct {
+	// Level is "debug", "info", "warn" or "error". Empty means "info".
+	Level string `yaml:"level" json:"level"`
+
+	// Format is "json" or "console". Empty means "json".
+	Format string `yaml:"format" json:"format"`
+
+	// AccessLog writes one line per request.
+	AccessLog AccessLog `yaml:"access_log" json:"access_log"`
+}
+
+// AccessLog writes one JSON line per request handled.
+type AccessLog struct {
+	// Enabled turns the access log on. False (the default) means off.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+
+	// Path is the file to append to. Empty means standard output.
+	Path string `yaml:"path" json:"path"`
+}

@@ -1,0 +1,176 @@
+package config
+
+import (
+	"fmt"
+	"sort"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The YAML shorthands: an endpoint may be a bare "host:port" string, and a
+// header list may be a mapping. Errors are returned as *yaml.TypeError so
+// that the decoder carries on and reports every problem; each message is
+// "line L:C: msg", which the loader turns into a FieldError with the key
+// path of the node at line L, column C.
+
+func nodeError(n *yaml.Node, format string, args ...any) *yaml.TypeError {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d:%d: %s", n.Line, n.Column, fmt.Sprintf(format, args...))}}
+}
+
+// resolve follows an alias to the node it names.
+func resolve(n *yaml.Node) *yaml.Node {
+	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < 100; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+// UnmarshalYAML accepts "host:port" or {address, weight}.
+func (e *Endpoint) UnmarshalYAML(n *yaml.Node) error {
+	n = resolve(n)
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag != "!!str" {
+			return nodeError(n, "expected \"host:port\" or a mapping with address and weight, got %s", describeNode(n))
+		}
+		*e = Endpoint{Address: n.Value}
+		return nil
+	case yaml.MappingNode:
+		// A plain struct decode with the same field names; unknown keys are
+		// checked by hand because Node.Decode does not carry KnownFields.
+		var errs []string
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], resolve(n.Content[i+1])
+			switch k.Value {
+			case "address":
+				if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
+					errs = append(errs, nodeError(v, "expected a string \"host:port\", got %s", describeNode(v)).Errors...)
+					continue
+				}
+				e.Address = v.Value
+			case "weight":
+				var w uint32
+				if err := v.Decode(&w); err != nil {
+					errs = append(errs, nodeError(v, "expected an integer from 0 to 4294967295, got %s", describeNode(v)).Errors...)
+					continue
+				}
+				e.Weight = w
+			default:
+				errs = append(errs, nodeError(k, "unknown key %q (expected address or weight)", k.Value).Errors...)
+			}
+		}
+		if len(errs) > 0 {
+			return &yaml.TypeError{Errors: errs}
+		}
+		return nil
+	default:
+		return nodeError(n, "expected \"host:port\" or a mapping with address and weight, got %s", describeNode(n))
+	}
+}
+
+// MarshalYAML writes the short form when the weight is the default.
+func (e Endpoint) MarshalYAML() (any, error) {
+	if e.Weight == 0 {
+		return e.Address, nil
+	}
+	type plain Endpoint
+	return plain(e), nil
+}
+
+// UnmarshalYAML accepts a list of {name, value, append} or a mapping
+// {name: value}.
+func (h *HeaderValues) UnmarshalYAML(n *yaml.Node) error {
+	n = resolve(n)
+	switch n.Kind {
+	case yaml.MappingNode:
+		var out HeaderValues
+		var errs []string
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], resolve(n.Content[i+1])
+			if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+				errs = append(errs, nodeError(v, "expected a header value string, got %s", describeNode(v)).Errors...)
+				continue
+			}
+			out = append(out, HeaderValue{Name: k.Value, Value: v.Value})
+		}
+		if len(errs) > 0 {
+			return &yaml.TypeError{Errors: errs}
+		}
+		// A mapping has no order of its own worth keeping; sorting makes the
+		// result (and its re-encoding) deterministic.
+		sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		*h = out
+		return nil
+	case yaml.SequenceNode:
+		var out HeaderValues
+		var errs []string
+		for _, item := range n.Content {
+			item = resolve(item)
+			if item.Kind != yaml.MappingNode {
+				errs = append(errs, nodeError(item, "expected a mapping with name, value and append, got %s", describeNode(item)).Errors...)
+				continue
+			}
+			var hv HeaderValue
+			for i := 0; i+1 < len(item.Content); i += 2 {
+				k, v := item.Content[i], resolve(item.Content[i+1])
+				switch k.Value {
+				case "name", "value":
+					if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+						errs = append(errs, nodeError(v, "expected a string, got %s", describeNode(v)).Errors...)
+						continue
+					}
+					if k.Value == "name" {
+						hv.Name = v.Value
+					} else {
+						hv.Value = v.Value
+					}
+				case "append":
+					if err := v.Decode(&hv.Append); err != nil {
+						errs = append(errs, nodeError(v, "expected true or false, got %s", describeNode(v)).Errors...)
+					}
+				default:
+					errs = append(errs, nodeError(k, "unknown key %q (expected name, value or append)", k.Value).Errors...)
+				}
+			}
+			out = append(out, hv)
+		}
+		if len(errs) > 0 {
+			return &yaml.TypeError{Errors: errs}
+		}
+		*h = out
+		return nil
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			*h = nil
+			return nil
+		}
+	}
+	return nodeError(n, "expected a mapping {name: value} or a list of {name, value, append}, got %s", describeNode(n))
+}
+
+// describeNode names what a node holds, for error messages.
+func describeNode(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	case yaml.DocumentNode:
+		return "a document"
+	}
+	switch n.Tag {
+	case "!!null":
+		return "null"
+	case "!!str":
+		return fmt.Sprintf("%q", n.Value)
+	case "!!int":
+		return "the integer " + n.Value
+	case "!!float":
+		return "the number " + n.Value
+	case "!!bool":
+		return "the boolean " + n.Value
+	}
+	return fmt.Sprintf("%s %q", n.Tag, n.Value)
+}
