@@ -1,44 +1,54 @@
-# Outrigger — build, run, test, bench.
+# Outrigger: build, run, test, fuzz, soak, bench.
+#   make run     build, then start the example app with a sidecar in front of it
+#   make test    go vet, then every test with the race detector
 GO       ?= go
 BIN      ?= bin/outrigger
 PKGS     ?= ./...
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X main.version=$(VERSION)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: build run test test-short soak fuzz bench bench-go vet clean
+.PHONY: build run test test-short vet soak fuzz bench bench-go clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/outrigger
 
-# Starts the example app and a sidecar in front of it, all on loopback.
+# Starts the example catalog app and a sidecar in front of it, all on loopback,
+# and prints where to send requests. Ctrl-C drains and stops both.
 run: build
 	$(BIN) demo
 
 vet:
 	$(GO) vet $(PKGS)
 
-# Every test, with the race detector. Long soak and fault suites run in `make soak`.
+# Every test, with the race detector. Long soak and fault suites are in `make soak`.
 test: vet
 	$(GO) test -race -count=1 -timeout 14m $(PKGS)
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
-# Long-running soak and fault suites (build tag `soak`).
+# Long-running soak and fault suites (build tag `soak`), with the race detector.
 soak:
-	$(GO) test -tags soak -count=1 -timeout 30m $(PKGS)
+	$(GO) test -race -tags soak -count=1 -timeout 40m $(PKGS)
 
-# Each fuzz target for a short while; FUZZTIME=5m for longer runs.
+# Each fuzz target for FUZZTIME (FUZZTIME=5m for longer runs).
 FUZZTIME ?= 20s
 fuzz:
 	./.ci/fuzz $(FUZZTIME)
 
-# Go benchmarks, then the load scripts that compare Outrigger with a baseline.
-bench: build bench-go
-	./scripts/bench.sh
+# Load comparison: Outrigger beside nginx, HAProxy and httputil when the peer
+# bench is present (BENCH_SHARED), else Outrigger against direct. BENCH_ARGS
+# are passed on, e.g. BENCH_ARGS='--rounds 3'.
+BENCH_ARGS ?=
+bench: build
+	./.ci/bench.sh --bin $(BIN) $(BENCH_ARGS)
 
+# Go benchmarks of every package (short: one second each).
+BENCHTIME ?= 1s
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem $(PKGS)
 
 clean:
 	rm -rf bin
