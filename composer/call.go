@@ -1,0 +1,234 @@
+package composer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+)
+
+// call makes one backend request (or answers it from the cache), reads its body
+// within the byte caps and decodes it into res.
+func (rn *run) call(cp *callPlan, req *Request, res *callResult) {
+	c := rn.c
+	var key string
+	if cp.cacheTTL > 0 && c.cache != nil {
+		key = cacheKey(req)
+		if e, hit := c.cache.get(key, c.now()); hit {
+			c.m.cache.WithLabelValues(c.name, cp.name, "hit").Inc()
+			if rn.budget.Add(-int64(len(e.body))) < 0 {
+				rn.fail(res, ReasonTotalTooLarge, fmt.Errorf("the request's total byte budget (%d) ran out", rn.c.plan.limits.maxTotalBytes()))
+				return
+			}
+			rn.decode(res, e.body, e.status, e.header)
+			return
+		}
+		c.m.cache.WithLabelValues(c.name, cp.name, "miss").Inc()
+	}
+
+	select {
+	case rn.sem <- struct{}{}:
+	case <-rn.ctx.Done():
+		rn.fail(res, rn.ctxReason(), nil)
+		return
+	}
+	defer func() { <-rn.sem }()
+
+	ctx := rn.ctx
+	if cp.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cp.timeout)
+		defer cancel()
+	}
+	resp, err := c.backend.Do(ctx, req)
+	if err != nil {
+		rn.fail(res, rn.errReason(err), err)
+		return
+	}
+	defer resp.Body.Close()
+	res.status = resp.Status
+	if resp.Status < 200 || resp.Status > 299 {
+		res.httpStatus = resp.Status
+		if cp.passErrors || rn.c.plan.passThrough {
+			// Keep the answer to pass it through; read within the same caps.
+			if body, reason, err := rn.readBody(resp.Body, cp.maxBytes); reason == "" {
+				res.errBody, res.errHeader = body, resp.Header.Clone()
+			} else {
+				rn.fail(res, reason, err)
+				return
+			}
+		}
+		rn.fail(res, ReasonUpstreamStatus, fmt.Errorf("%s answered %d", cp.cluster, resp.Status))
+		return
+	}
+	body, reason, err := rn.readBody(resp.Body, cp.maxBytes)
+	if reason != "" {
+		rn.fail(res, reason, err)
+		return
+	}
+	hdr := pick(resp.Header, cp.passHeaders)
+	if rn.decode(res, body, resp.Status, hdr) && key != "" {
+		c.cache.put(&cacheEntry{key: key, body: body, header: hdr, status: resp.Status, expires: c.now().Add(cp.cacheTTL)})
+	}
+}
+
+// errReason classifies a call error, telling the composition's own deadline and
+// cancellation apart from the call's timeout.
+func (rn *run) errReason(err error) Reason {
+	if rn.ctx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || ClassifyError(err) == ReasonTimeout) {
+		return rn.ctxReason()
+	}
+	return ClassifyError(err)
+}
+
+const readChunk = 32 << 10
+
+// readBody reads at most max bytes of body, charging each chunk to the request's
+// total budget. Nothing beyond max+1 bytes is read: a larger body fails with
+// response_too_large without being buffered.
+func (rn *run) readBody(body io.Reader, max int64) ([]byte, Reason, error) {
+	lr := io.LimitReader(body, max+1)
+	buf := make([]byte, 0, min(max+1, readChunk))
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+			if int64(cap(buf)) > max+1 {
+				buf = buf[: len(buf) : max+1]
+			}
+		}
+		n, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if n > 0 && rn.budget.Add(-int64(n)) < 0 {
+			return nil, ReasonTotalTooLarge, fmt.Errorf("the request's total byte budget (%d) ran out", rn.c.plan.limits.maxTotalBytes())
+		}
+		if int64(len(buf)) > max {
+			return nil, ReasonTooLarge, fmt.Errorf("response larger than %d bytes", max)
+		}
+		if err == io.EOF {
+			return buf, "", nil
+		}
+		if err != nil {
+			return nil, rn.errReason(err), fmt.Errorf("read response: %w", err)
+		}
+	}
+}
+
+// decode parses a 2xx body; an empty body is null.
+func (rn *run) decode(res *callResult, body []byte, status int, hdr http.Header) bool {
+	var v any
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		if err := dec.Decode(&v); err != nil {
+			rn.fail(res, ReasonInvalidJSON, err)
+			return false
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			rn.fail(res, ReasonInvalidJSON, errors.New("data after the JSON value"))
+			return false
+		}
+	}
+	res.ok, res.value, res.status, res.header = true, v, status, hdr
+	return true
+}
+
+func pick(h http.Header, names []string) http.Header {
+	if len(names) == 0 {
+		return nil
+	}
+	out := http.Header{}
+	for _, n := range names {
+		if vs := h.Values(n); len(vs) > 0 {
+			out[n] = append([]string(nil), vs...)
+		}
+	}
+	return out
+}
+
+// fanOut runs a for_each call: one request per distinct element (identical
+// rendered requests are made once), or one batched request.
+func (rn *run) fanOut(cp *callPlan, res *callResult) {
+	limit := rn.c.plan.limits.maxFanOut()
+	src := &rn.res[cp.forEach.call]
+	var elems []any
+	seen := map[string]bool{}
+	for _, v := range cp.forEach.values(src.value) {
+		k, err := json.Marshal(v)
+		if err != nil || seen[string(k)] {
+			continue
+		}
+		seen[string(k)] = true
+		elems = append(elems, v)
+	}
+	if len(elems) > limit {
+		rn.fail(res, ReasonFanOut, fmt.Errorf("%d distinct elements at %s, max_fan_out is %d", len(elems), cp.forEach.raw, limit))
+		return
+	}
+	if len(elems) == 0 {
+		res.ok, res.value = true, []any{}
+		return
+	}
+	if cp.batch {
+		for _, e := range elems {
+			if _, ok := scalarText(e); !ok {
+				rn.fail(res, ReasonInvalidValue, fmt.Errorf("batch element %s is not a string, number or boolean", mustJSON(e)))
+				return
+			}
+		}
+		rn.single(cp, res, nil, batchValues(elems))
+		return
+	}
+	var reqs []*Request
+	index := map[string]bool{}
+	for _, e := range elems {
+		req, err := rn.render(cp, e, nil)
+		if err != nil {
+			rn.renderFailed(res, err)
+			return
+		}
+		k := cacheKey(req)
+		if index[k] {
+			continue
+		}
+		index[k] = true
+		reqs = append(reqs, req)
+	}
+	parts := make([]callResult, len(reqs))
+	var wg sync.WaitGroup
+	for i, req := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rn.call(cp, req, &parts[i])
+		}()
+	}
+	wg.Wait()
+	values := make([]any, len(parts))
+	for i := range parts {
+		p := &parts[i]
+		if !p.ok {
+			*res = *p
+			return
+		}
+		values[i] = p.value
+		if res.header == nil {
+			res.header = p.header
+		} else {
+			for k, vs := range p.header {
+				if _, have := res.header[k]; !have {
+					res.header[k] = vs
+				}
+			}
+		}
+	}
+	res.ok, res.value, res.status = true, values, http.StatusOK
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

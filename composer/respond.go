@@ -1,0 +1,169 @@
+package composer
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// callReport is one entry of the partial-response section and of error bodies.
+type callReport struct {
+	Name       string `json:"name"`
+	Status     string `json:"status"` // failed | skipped
+	Reason     Reason `json:"reason"`
+	HTTPStatus int    `json:"http_status,omitempty"`
+	Dependency string `json:"dependency,omitempty"`
+}
+
+// errorBody is the JSON body of a failed composite request.
+type errorBody struct {
+	Error      string `json:"error"`
+	Call       string `json:"call,omitempty"`
+	Reason     Reason `json:"reason,omitempty"`
+	HTTPStatus int    `json:"http_status,omitempty"`
+	Message    string `json:"message"`
+}
+
+func (rn *run) report(i int) callReport {
+	res := &rn.res[i]
+	r := callReport{Name: rn.c.plan.calls[i].name, Status: "failed", Reason: res.reason, HTTPStatus: res.httpStatus}
+	if res.reason == ReasonDependency {
+		r.Status, r.HTTPStatus, r.Dependency = "skipped", 0, res.dependency
+	}
+	return r
+}
+
+// respond writes the composite response and returns the request's result label.
+func (rn *run) respond(w http.ResponseWriter) string {
+	p := rn.c.plan
+	if i, ok := rn.primaryFailure(); ok {
+		rn.writeFailure(w, i)
+		return resultError
+	}
+	results := make([]any, len(p.calls))
+	oks := make([]bool, len(p.calls))
+	names := make([]string, len(p.calls))
+	var missing []int
+	for i, cp := range p.calls {
+		results[i], oks[i], names[i] = rn.res[i].value, rn.res[i].ok, cp.name
+		if !oks[i] {
+			missing = append(missing, i)
+		}
+	}
+	out, err := p.out.shape(results, oks, names)
+	if err != nil {
+		var ce *conflictError
+		if errors.As(err, &ce) {
+			writeError(w, http.StatusBadGateway, errorBody{Error: ErrorConflict, Message: err.Error()})
+			return resultError
+		}
+		writeError(w, http.StatusBadGateway, errorBody{Error: ErrorCallFailed, Message: err.Error()})
+		return resultError
+	}
+	h := w.Header()
+	if len(missing) > 0 {
+		reports := make([]callReport, len(missing))
+		names := make([]string, len(missing))
+		for k, i := range missing {
+			reports[k], names[k] = rn.report(i), p.calls[i].name
+		}
+		h.Set(HeaderPartial, strings.Join(names, ","))
+		if obj, isObj := out.(map[string]any); isObj && !p.out.headerOnly {
+			obj[p.out.partialField] = map[string]any{"partial": true, "calls": reports}
+		}
+	}
+	body, err := encodeCapped(out, p.limits.maxTotalBytes())
+	if err != nil {
+		h.Del(HeaderPartial)
+		msg := "composed body exceeds max_total_bytes"
+		if !errors.Is(err, errCapExceeded) {
+			msg = "encode composed body: " + err.Error()
+		}
+		writeError(w, http.StatusBadGateway, errorBody{Error: ErrorTooLarge, Message: msg})
+		return resultError
+	}
+	for i := range p.calls {
+		for k, vs := range rn.res[i].header {
+			if _, have := h[k]; !have {
+				h[k] = vs
+			}
+		}
+	}
+	status := http.StatusOK
+	if p.passThrough && rn.res[0].status != 0 {
+		status = rn.res[0].status
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+	if len(missing) > 0 {
+		return resultPartial
+	}
+	return resultOK
+}
+
+// primaryFailure picks the required call whose failure the response reports:
+// the first, in declaration order, that failed by itself (not canceled because
+// another call failed, not skipped), else the first failed required call.
+func (rn *run) primaryFailure() (int, bool) {
+	first := -1
+	for i, cp := range rn.c.plan.calls {
+		res := &rn.res[i]
+		if cp.optional || res.ok {
+			continue
+		}
+		if first < 0 {
+			first = i
+		}
+		if res.reason != ReasonCanceled && res.reason != ReasonDependency {
+			return i, true
+		}
+	}
+	return first, first >= 0
+}
+
+func (rn *run) writeFailure(w http.ResponseWriter, i int) {
+	p := rn.c.plan
+	cp, res := p.calls[i], &rn.res[i]
+	if res.reason == ReasonUpstreamStatus && res.errHeader != nil && (cp.passErrors || p.passThrough) {
+		h := w.Header()
+		for _, k := range []string{"Content-Type", "Retry-After", "Www-Authenticate", "Location"} {
+			if v := res.errHeader.Values(k); len(v) > 0 {
+				h[k] = v
+			}
+		}
+		h.Set("Content-Length", strconv.Itoa(len(res.errBody)))
+		w.WriteHeader(res.status)
+		_, _ = w.Write(res.errBody)
+		return
+	}
+	if res.reason == ReasonInvalidValue && res.fromRequest {
+		writeError(w, http.StatusBadRequest, errorBody{Error: ErrorBadRequest, Call: cp.name, Reason: res.reason, Message: res.detail})
+		return
+	}
+	status := statusFor(res.reason)
+	writeError(w, status, errorBody{
+		Error: ErrorCallFailed, Call: cp.name, Reason: res.reason, HTTPStatus: res.httpStatus,
+		Message: "required call " + strconv.Quote(cp.name) + " failed: " + string(res.reason) + detailSuffix(res.detail),
+	})
+}
+
+func detailSuffix(d string) string {
+	if d == "" {
+		return ""
+	}
+	return " (" + d + ")"
+}
+
+func writeError(w http.ResponseWriter, status int, body errorBody) {
+	b, _ := json.Marshal(body)
+	h := w.Header()
+	h.Set(HeaderError, body.Error)
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
