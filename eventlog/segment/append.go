@@ -1,0 +1,250 @@
+package segment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+var encPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// Append writes recs as one batch with consecutive offsets base..base+len-1
+// and leader epoch epoch, and returns once the batch is durable per the
+// flush policy:
+//   - "sync": an fsync covering the batch has completed (group commit:
+//     concurrent appends share one fsync);
+//   - "interval", "os": the batch is in the operating system's page cache.
+//
+// Record offsets and (under "log_append") timestamps are assigned here; the
+// input records are not modified. An epoch lower than the latest epoch in
+// the log is refused with ErrStaleEpoch; a higher one starts a new entry in
+// the epoch history, persisted before the batch is written.
+//
+// If ctx ends while waiting for the fsync, Append returns the base offset
+// and an error wrapping ErrDurabilityUnknown: the records are in the log.
+// After a failed write or fsync, Append returns ErrLogFailed.
+func (l *Log) Append(ctx context.Context, epoch int32, recs []Record) (int64, error) {
+	if len(recs) == 0 {
+		return 0, errors.New("segment: append of an empty batch")
+	}
+	if epoch < 0 {
+		return 0, fmt.Errorf("segment: negative leader epoch %d", epoch)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if len(recs)-1 > math.MaxInt32 {
+		return 0, fmt.Errorf("%w: %d records in one batch", ErrRecordTooLarge, len(recs))
+	}
+	now := l.nowMs()
+	bp := encPool.Get().(*[]byte)
+	defer encPool.Put(bp)
+	b := encodeBatch((*bp)[:0], batchSpec{
+		logAppendTime:   l.opts.TimestampType == TimestampLogAppend,
+		appendTime:      now,
+		lastOffsetDelta: -1,
+	}, recs)
+	*bp = b
+	if len(b) > l.opts.MaxBatchBytes {
+		return 0, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrRecordTooLarge, len(b), l.opts.MaxBatchBytes)
+	}
+	base, seq, err := l.write(b, epoch, len(recs), now)
+	if err != nil {
+		return 0, err
+	}
+	if l.opts.Flush != FlushSync {
+		return base, nil
+	}
+	return base, l.waitDurable(ctx, seq)
+}
+
+// write stamps and writes one encoded batch under the lock and returns its
+// base offset and write sequence number.
+func (l *Log) write(b []byte, epoch int32, n int, now int64) (int64, uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return 0, 0, ErrClosed
+	}
+	if l.failed != nil {
+		return 0, 0, fmt.Errorf("%w: %w", ErrLogFailed, l.failed)
+	}
+	if latest := l.epochs.latest(); epoch < latest {
+		return 0, 0, fmt.Errorf("%w: append with epoch %d, log is at epoch %d", ErrStaleEpoch, epoch, latest)
+	}
+	base := l.next
+	if base > math.MaxInt64-int64(n) {
+		return 0, 0, errors.New("segment: offset space exhausted")
+	}
+	setBaseAndEpoch(b, base, epoch)
+	h, err := parseBatchHeader(b)
+	if err != nil {
+		return 0, 0, fmt.Errorf("segment: encoded a bad batch: %w", err)
+	}
+	act := l.segs[len(l.segs)-1]
+	if act.meta.size > 0 && (act.meta.size+int64(len(b)) > l.opts.SegmentBytes ||
+		now-act.activeSince >= durMs(l.opts.SegmentAge) ||
+		h.lastOffset()-act.meta.base > math.MaxUint32) {
+		if err := l.rollLocked(now); err != nil {
+			return 0, 0, err
+		}
+		act = l.segs[len(l.segs)-1]
+	}
+	if l.epochs.latest() < epoch {
+		next := append(epochHistory(nil), l.epochs...)
+		next.assign(epoch, base)
+		if err := writeFileAtomic(filepath.Join(l.dir, epochFileName), encodeEpochFile(next)); err != nil {
+			return 0, 0, fmt.Errorf("segment: write epoch checkpoint: %w", err)
+		}
+		l.epochs = next
+	}
+	pos := act.meta.size
+	if _, err := act.f.WriteAt(b, pos); err != nil {
+		// The file may now hold part of the batch beyond act.meta.size;
+		// cut it off so the page cache matches what the log believes.
+		_ = act.f.Truncate(pos)
+		l.failed = err
+		return 0, 0, fmt.Errorf("%w: write %s: %w", ErrLogFailed, act.path, err)
+	}
+	if act.meta.observe(h, pos, l.opts.IndexIntervalBytes) {
+		// Index files are rebuilt on Open when they disagree with the log,
+		// so a failed index write only costs a rebuild.
+		e := act.meta.index[len(act.meta.index)-1]
+		var buf [timeIndexEntrySize]byte
+		_, _ = act.idxF.Write(appendOffsetEntry(buf[:0], act.meta.base, e))
+		_, _ = act.tidxF.Write(appendTimeEntry(buf[:0], act.meta.base, e))
+	}
+	l.next = base + int64(n)
+	l.writeSeq++
+	return base, l.writeSeq, nil
+}
+
+// rollLocked fsyncs the active segment and starts a new one at l.next.
+// Syncing on roll keeps every non-last segment complete on disk, so that
+// recovery only ever has to cut a torn tail from the last one.
+func (l *Log) rollLocked(now int64) error {
+	old := l.segs[len(l.segs)-1]
+	if err := old.f.Sync(); err != nil {
+		l.failed = err
+		return fmt.Errorf("%w: sync %s: %w", ErrLogFailed, old.path, err)
+	}
+	_ = old.idxF.Sync()
+	_ = old.tidxF.Sync()
+	s, err := createSegment(l.dir, l.next, now)
+	if err != nil {
+		return err
+	}
+	old.idxF.Close()
+	old.tidxF.Close()
+	old.idxF, old.tidxF = nil, nil
+	l.segs = append(l.segs, s)
+	l.markDurable(l.writeSeq, l.next)
+	return nil
+}
+
+// markDurable records that writes up to seq (offsets below off) are on
+// stable storage and wakes waiters.
+func (l *Log) markDurable(seq uint64, off int64) {
+	l.cmu.Lock()
+	defer l.cmu.Unlock()
+	if seq > l.durableSeq {
+		l.durableSeq = seq
+	}
+	if off > l.durableOff {
+		l.durableOff = off
+	}
+	close(l.synced)
+	l.synced = make(chan struct{})
+}
+
+// waitDurable blocks until write seq is covered by an fsync.
+func (l *Log) waitDurable(ctx context.Context, seq uint64) error {
+	for {
+		l.cmu.Lock()
+		done, serr, ch := l.durableSeq >= seq, l.syncErr, l.synced
+		l.cmu.Unlock()
+		if done {
+			return nil
+		}
+		if serr != nil {
+			return fmt.Errorf("%w: %w: %w", ErrDurabilityUnknown, ErrLogFailed, serr)
+		}
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrDurabilityUnknown, ctx.Err())
+		}
+	}
+}
+
+// runCommitter is the group-commit loop of the "sync" policy: each wake-up
+// fsyncs once for every batch written so far.
+func (l *Log) runCommitter() {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-l.kick:
+			_ = l.syncRound()
+		}
+	}
+}
+
+// runFlusher fsyncs every FlushInterval under the "interval" policy.
+func (l *Log) runFlusher() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			_ = l.syncRound()
+		}
+	}
+}
+
+// syncRound fsyncs the active segment if anything was written since the
+// last round, then publishes the new durable point.
+func (l *Log) syncRound() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.RLock()
+	seq, off := l.writeSeq, l.next
+	f := l.segs[len(l.segs)-1].f
+	l.mu.RUnlock()
+	l.cmu.Lock()
+	need := seq > l.durableSeq
+	l.cmu.Unlock()
+	if !need {
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		// After a failed fsync the kernel may have dropped the dirty pages
+		// (fsyncgate): nothing written since the last good fsync can be
+		// trusted, so the log stops taking writes.
+		l.mu.Lock()
+		if l.failed == nil {
+			l.failed = err
+		}
+		l.mu.Unlock()
+		l.cmu.Lock()
+		l.syncErr = err
+		close(l.synced)
+		l.synced = make(chan struct{})
+		l.cmu.Unlock()
+		return err
+	}
+	l.markDurable(seq, off)
+	return nil
+}

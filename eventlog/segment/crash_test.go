@@ -1,0 +1,3 @@
+package segment
+
+const crashChildEnv = "OUTRIGGER_SEGMENT_CRASH_CHILD"
