@@ -1,0 +1,441 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxFileBytes bounds the size of a config file. A larger file is rejected
+// before it is parsed.
+const MaxFileBytes = 4 << 20
+
+// Load reads the YAML file at path and returns its config, validated and
+// with defaults applied. On failure the error is an [Errors] whose entries
+// name path as their Source, or a plain error when the file cannot be read.
+func Load(path string) (*Config, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path)
+}
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if len(data) > MaxFileBytes {
+		return nil, Errors{{Source: path, Msg: fmt.Sprintf("file is larger than %d bytes", MaxFileBytes)}}
+	}
+	return data, nil
+}
+
+// Parse decodes one YAML document, validates it and returns it with defaults
+// applied ([Config.WithDefaults]). source names the document in errors
+// (usually the file name).
+//
+// Unknown keys, values of the wrong type, duplicate keys and every
+// [Config.Validate] problem are reported together as [Errors], sorted by
+// line.
+func Parse(data []byte, source string) (cfg *Config, err error) {
+	defer func() {
+		// The YAML library reports its own failures by panicking and
+		// recovering internally; anything else escaping it must not take the
+		// sidecar down on a reload.
+		if r := recover(); r != nil {
+			cfg, err = nil, Errors{{Source: source, Msg: fmt.Sprintf("cannot decode YAML: %v", r)}}
+		}
+	}()
+	raw, err := decode(data, source)
+	if err != nil {
+		return nil, err
+	}
+	return raw.WithDefaults(), nil
+}
+
+var errEmpty = errors.New("empty")
+
+// decode parses and validates data without applying defaults.
+func decode(data []byte, source string) (*Config, error) {
+	fail := func(line int, msg string) error {
+		return Errors{{Source: source, Line: line, Msg: msg}}
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fail(0, fmt.Sprintf("document is larger than %d bytes", MaxFileBytes))
+	}
+
+	// First pass: the node tree, for syntax errors and for the key path of
+	// every line.
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fail(0, "config is empty")
+		}
+		line, msg := syntaxError(err)
+		return nil, fail(line, msg)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, fail(extra.Line, "only one YAML document is allowed")
+	} else if !errors.Is(err, io.EOF) {
+		line, msg := syntaxError(err)
+		return nil, fail(line, msg)
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	if doc.Kind == yaml.ScalarNode && doc.Tag == "!!null" {
+		return nil, fail(doc.Line, "config is empty")
+	}
+	if doc.Kind != yaml.MappingNode {
+		return nil, fail(doc.Line, "expected a mapping of settings at the top level, got "+describeNode(doc))
+	}
+	idx := newNodeIndex()
+	idx.walk(doc, "", reflect.TypeOf(Config{}))
+
+	// Second pass: the typed decode, with unknown keys as errors. The
+	// decoder carries on after a type error, so all of them are reported.
+	var cfg Config
+	var errs Errors
+	dec = yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			line, msg := syntaxError(err)
+			return nil, fail(line, msg)
+		}
+		for _, s := range te.Errors {
+			errs = append(errs, idx.translate(s))
+		}
+	}
+
+	// Validation runs even after decode errors, so that one run shows every
+	// problem; but a value that failed to decode would be reported twice
+	// (once as what it is, once as the zero value it became), so problems
+	// under a path that already has one are dropped.
+	if verr := cfg.Validate(); verr != nil {
+		var ves Errors
+		if !errors.As(verr, &ves) {
+			ves = Errors{{Msg: verr.Error()}}
+		}
+	next:
+		for _, ve := range ves {
+			for _, de := range errs {
+				if de.Path != "" && (ve.Path == de.Path || strings.HasPrefix(ve.Path, de.Path+".") || strings.HasPrefix(ve.Path, de.Path+"[")) {
+					continue next
+				}
+			}
+			ve.Line = idx.lineOf(ve.Path)
+			errs = append(errs, ve)
+		}
+	}
+	if len(errs) > 0 {
+		for _, e := range errs {
+			e.Source = source
+		}
+		errs.sortByLine()
+		return nil, errs
+	}
+	return &cfg, nil
+}
+
+var yamlLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// syntaxError splits the YAML library's "yaml: line N: msg".
+func syntaxError(err error) (int, string) {
+	s := err.Error()
+	if m := yamlLineRe.FindStringSubmatch(s); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n, "invalid YAML: " + m[2]
+	}
+	return 0, "invalid YAML: " + strings.TrimPrefix(s, "yaml: ")
+}
+
+// nodeIndex knows, for every node of the document, its key path and the Go
+// type it decodes into, so that the YAML library's line-numbered messages
+// and validation's key paths can be joined up.
+type nodeIndex struct {
+	entries []indexEntry
+	lines   map[string]int // key path -> line of its key (or item)
+}
+
+type indexEntry struct {
+	line, col int
+	path      string
+	key       bool         // a mapping key (else a value)
+	node      *yaml.Node   // the value node (for keys: the key node)
+	t         reflect.Type // the type the value decodes into; nil if unknown
+	known     []string     // for keys of a struct mapping: the valid keys
+}
+
+func newNodeIndex() *nodeIndex {
+	return &nodeIndex{lines: map[string]int{}}
+}
+
+var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+
+func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
+	n = resolve(n)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if _, ok := x.lines[path]; !ok {
+		x.lines[path] = n.Line
+	}
+	x.entries = append(x.entries, indexEntry{line: n.Line, col: n.Column, path: path, node: n, t: t})
+	switch n.Kind {
+	case yaml.MappingNode:
+		var fields map[string]reflect.Type
+		var known []string
+		var elem reflect.Type
+		if t != nil {
+			switch t.Kind() {
+			case reflect.Struct:
+				fields = map[string]reflect.Type{}
+				for i := 0; i < t.NumField(); i++ {
+					f := t.Field(i)
+					name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+					if !f.IsExported() || name == "-" {
+						continue
+					}
+					if name == "" {
+						name = strings.ToLower(f.Name)
+					}
+					fields[name] = f.Type
+					known = append(known, name)
+				}
+			case reflect.Map:
+				elem = t.Elem()
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := keyPath(path, k.Value)
+			var vt reflect.Type
+			if fields != nil {
+				vt = fields[k.Value]
+			} else {
+				vt = elem
+			}
+			if _, ok := x.lines[p]; !ok {
+				x.lines[p] = k.Line
+			}
+			x.entries = append(x.entries, indexEntry{line: k.Line, col: k.Column, path: p, key: true, node: k, known: known})
+			x.walk(v, p, vt)
+		}
+	case yaml.SequenceNode:
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
+		for i, item := range n.Content {
+			x.walk(item, indexPath(path, i), elem)
+		}
+	}
+}
+
+// lineOf returns the line of path, or of its nearest ancestor in the
+// document (a missing key is reported on its parent's line).
+func (x *nodeIndex) lineOf(path string) int {
+	for p := path; p != ""; p = parentPath(p) {
+		if l, ok := x.lines[p]; ok {
+			return l
+		}
+	}
+	return 0
+}
+
+// parentPath drops the last segment of a key path ("a.b[2]" -> "a.b",
+// "a[\"x.y\"].c" -> "a[\"x.y\"]").
+func parentPath(p string) string {
+	last := 0
+	for i := 0; i < len(p); {
+		switch p[i] {
+		case '.':
+			last = i
+			i++
+		case '[':
+			last = i
+			if i+1 < len(p) && p[i+1] == '"' {
+				q, err := strconv.QuotedPrefix(p[i+1:])
+				if err != nil {
+					return ""
+				}
+				i += 1 + len(q)
+			}
+			j := strings.IndexByte(p[i:], ']')
+			if j < 0 {
+				return ""
+			}
+			i += j + 1
+		default:
+			i++
+		}
+	}
+	return p[:last]
+}
+
+var (
+	ownErrRe      = regexp.MustCompile(`^line (\d+):(\d+): (.*)$`)
+	unknownKeyRe  = regexp.MustCompile(`^line (\d+): field (.*) not found in type (.*)$`)
+	typeErrRe     = regexp.MustCompile(`^line (\d+): cannot unmarshal (\S+)(?: ` + "`" + `(.*)` + "`" + `)? into (.*)$`)
+	duplicateRe   = regexp.MustCompile(`^line (\d+): mapping key (".*") already defined at line (\d+)$`)
+	anyLineErrRe  = regexp.MustCompile(`^line (\d+): (.*)$`)
+	durationTypeT = reflect.TypeOf(time.Duration(0))
+)
+
+// translate turns one of the YAML library's type errors into a FieldError
+// with a key path and a message in the package's words.
+func (x *nodeIndex) translate(s string) *FieldError {
+	atoi := func(s string) int { n, _ := strconv.Atoi(s); return n }
+	if m := ownErrRe.FindStringSubmatch(s); m != nil {
+		line, col := atoi(m[1]), atoi(m[2])
+		for _, e := range x.entries {
+			if e.line == line && e.col == col {
+				return &FieldError{Line: line, Path: e.path, Msg: m[3]}
+			}
+		}
+		return &FieldError{Line: line, Msg: m[3]}
+	}
+	if m := unknownKeyRe.FindStringSubmatch(s); m != nil {
+		line := atoi(m[1])
+		for _, e := range x.entries {
+			if e.key && e.line == line && e.node.Value == m[2] {
+				return &FieldError{Line: line, Path: e.path, Msg: unknownKeyMsg(m[2], e.known)}
+			}
+		}
+		return &FieldError{Line: line, Msg: unknownKeyMsg(m[2], nil)}
+	}
+	if m := duplicateRe.FindStringSubmatch(s); m != nil {
+		line := atoi(m[1])
+		key, _ := strconv.Unquote(m[2])
+		path := ""
+		for _, e := range x.entries {
+			if e.key && e.line == line && e.node.Value == key {
+				path = e.path
+				break
+			}
+		}
+		return &FieldError{Line: line, Path: path, Msg: fmt.Sprintf("duplicate key %s (first on line %s)", m[2], m[3])}
+	}
+	if m := typeErrRe.FindStringSubmatch(s); m != nil {
+		line := atoi(m[1])
+		short := strings.TrimSuffix(m[3], "...")
+		var best *indexEntry
+		for i := range x.entries {
+			e := &x.entries[i]
+			if e.key || e.line != line {
+				continue
+			}
+			if best == nil || (e.node.Kind == yaml.ScalarNode && strings.HasPrefix(e.node.Value, short) && !(best.node.Kind == yaml.ScalarNode && strings.HasPrefix(best.node.Value, short))) {
+				best = e
+			}
+		}
+		if best == nil {
+			return &FieldError{Line: line, Msg: fmt.Sprintf("cannot use %s as %s", m[2], m[4])}
+		}
+		return &FieldError{Line: line, Path: best.path, Msg: typeMsg(best.node, best.t)}
+	}
+	if m := anyLineErrRe.FindStringSubmatch(s); m != nil {
+		return &FieldError{Line: atoi(m[1]), Msg: m[2]}
+	}
+	return &FieldError{Msg: s}
+}
+
+func typeMsg(n *yaml.Node, t reflect.Type) string {
+	if t == durationTypeT {
+		if n.Kind == yaml.ScalarNode && (n.Tag == "!!int" || n.Tag == "!!float") {
+			return fmt.Sprintf("invalid duration %s: a unit is required, e.g. %q", n.Value, n.Value+"s")
+		}
+		return fmt.Sprintf("invalid duration %s: expected a number with a unit, e.g. \"250ms\", \"1s\", \"1m30s\"", describeNode(n))
+	}
+	return fmt.Sprintf("expected %s, got %s", describeType(t), describeNode(n))
+}
+
+func describeType(t reflect.Type) string {
+	if t == nil {
+		return "another kind of value"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a non-negative integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a mapping"
+	}
+	return t.String()
+}
+
+func unknownKeyMsg(key string, known []string) string {
+	msg := fmt.Sprintf("unknown key %q", key)
+	if s := closest(key, known); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	return msg
+}
+
+// closest returns the known key nearest to key by edit distance, if it is
+// near enough to be a typo.
+func closest(key string, known []string) string {
+	sorted := append([]string(nil), known...)
+	sort.Strings(sorted)
+	best, bestD := "", 3
+	for _, k := range sorted {
+		if d := editDistance(key, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 64
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,709 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Limits enforced by validation.
+const (
+	// MaxRetryAttempts is the most retries a route may ask for.
+	MaxRetryAttempts = 10
+	// MaxEndpointWeight is the largest endpoint or weighted-cluster weight.
+	MaxEndpointWeight = 10000
+	maxNameLen        = 128
+	maxDirectBody     = 1 << 20
+)
+
+// Validate reports every problem in c as [Errors] (nil when there is none).
+// Each problem names its key path; Line and Source are left for the loader
+// to fill in. Validate never mutates c and accepts both a config as written
+// and the result of [Config.WithDefaults].
+//
+// It runs in two steps: each section on its own, then the cross-references
+// (routes to clusters, inbound routes to the inbound listener, listener
+// addresses against each other).
+func (c *Config) Validate() error {
+	var p problems
+	c.validateSections(&p)
+	c.validateReferences(&p)
+	return p.err()
+}
+
+func (c *Config) validateSections(p *problems) {
+	checkListenAddr(p, "admin.address", c.Admin.Address)
+	c.Listeners.validate(p, "listeners")
+	for _, name := range sortedKeys(c.Clusters) {
+		cl := c.Clusters[name]
+		path := keyPath("clusters", name)
+		if !validClusterName(name) {
+			p.addf(path, "invalid cluster name %q: use 1-%d letters, digits, '_', '-' and '.'", name, maxNameLen)
+		}
+		cl.validate(p, path)
+	}
+	for i := range c.Routes {
+		c.Routes[i].validate(p, indexPath("routes", i))
+	}
+	c.Logging.validate(p, "logging")
+}
+
+func (l *Listeners) validate(p *problems, path string) {
+	checkListenAddr(p, path+".outbound.address", l.Outbound.Address)
+	checkListenAddr(p, path+".inbound.address", l.Inbound.Address)
+	checkListenAddr(p, path+".app_api.address", l.AppAPI.Address)
+	if l.Inbound.App != "" {
+		if msg := checkHostPort(l.Inbound.App, false, false); msg != "" {
+			p.add(path+".inbound.app", msg)
+		}
+	}
+	checkProtocol(p, path+".inbound.app_protocol", l.Inbound.AppProtocol)
+	switch n := l.MaxRequestHeaderBytes; {
+	case n < 0:
+		p.add(path+".max_request_header_bytes", "must not be negative")
+	case n > 0 && (n < 1024 || n > 8<<20):
+		p.addf(path+".max_request_header_bytes", "must be between 1024 and %d, got %d", 8<<20, n)
+	}
+	if l.MaxRequestBodyBytes < 0 {
+		p.add(path+".max_request_body_bytes", "must not be negative (0 means unlimited)")
+	}
+	checkDuration(p, path+".read_header_timeout", l.ReadHeaderTimeout)
+	checkDuration(p, path+".idle_timeout", l.IdleTimeout)
+	checkDuration(p, path+".drain_timeout", l.DrainTimeout)
+}
+
+func (cl *Cluster) validate(p *problems, path string) {
+	if len(cl.Endpoints) == 0 {
+		p.add(path+".endpoints", "at least one endpoint is required")
+	}
+	seen := map[string]int{}
+	for i, ep := range cl.Endpoints {
+		ip := indexPath(path+".endpoints", i)
+		if ep.Address == "" {
+			p.add(ip, "address is required")
+			continue
+		}
+		if msg := checkHostPort(ep.Address, true, false); msg != "" {
+			p.add(ip, msg)
+			continue
+		}
+		if j, dup := seen[ep.Address]; dup {
+			p.addf(ip, "duplicate endpoint %q (also endpoints[%d])", ep.Address, j)
+		} else {
+			seen[ep.Address] = i
+		}
+		if ep.Weight > MaxEndpointWeight {
+			p.addf(ip+".weight", "must be at most %d, got %d", MaxEndpointWeight, ep.Weight)
+		}
+	}
+	checkProtocol(p, path+".protocol", cl.Protocol)
+	switch cl.LBPolicy {
+	case "", LBRoundRobin, LBLeastRequest, LBRandom:
+	default:
+		p.addf(path+".lb_policy", "unknown load-balancing policy %q (valid: round_robin, least_request, random)", cl.LBPolicy)
+	}
+	checkDuration(p, path+".connect_timeout", cl.ConnectTimeout)
+	cl.TLS.validate(p, path+".tls")
+	if cl.Pool.MaxIdlePerEndpoint < 0 {
+		p.add(path+".pool.max_idle_per_endpoint", "must not be negative")
+	}
+	checkDuration(p, path+".pool.idle_timeout", cl.Pool.IdleTimeout)
+	if cl.Pool.MaxConnectionsPerEndpoint < 0 {
+		p.add(path+".pool.max_connections_per_endpoint", "must not be negative (0 means unlimited)")
+	}
+}
+
+func (t *TLS) validate(p *problems, path string) {
+	if !t.Enabled {
+		var set []string
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"server_name", t.ServerName != ""},
+			{"ca_file", t.CAFile != ""},
+			{"cert_file", t.CertFile != ""},
+			{"key_file", t.KeyFile != ""},
+			{"insecure_skip_verify", t.InsecureSkipVerify},
+		} {
+			if f.set {
+				set = append(set, f.name)
+			}
+		}
+		if len(set) > 0 {
+			p.addf(path, "%s set but enabled is false", strings.Join(set, ", "))
+		}
+		return
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		p.add(path, "cert_file and key_file must be set together")
+	}
+}
+
+func (r *Route) validate(p *problems, path string) {
+	if r.Name != "" && !validRouteName(r.Name) {
+		p.addf(path+".name", "invalid route name %q: use 1-%d letters, digits and any of _ . - | [ ] : /", r.Name, maxNameLen)
+	}
+	switch r.Listener {
+	case "", Outbound, Inbound:
+	default:
+		p.addf(path+".listener", "unknown listener %q (valid: outbound, inbound)", r.Listener)
+	}
+	r.Match.validate(p, path+".match")
+
+	var actions []string
+	if r.Cluster != "" {
+		actions = append(actions, "cluster")
+	}
+	if r.WeightedClusters != nil {
+		actions = append(actions, "weighted_clusters")
+	}
+	if r.DirectResponse != nil {
+		actions = append(actions, "direct_response")
+	}
+	switch len(actions) {
+	case 0:
+		p.add(path, "no action: set one of cluster, weighted_clusters or direct_response")
+	case 1:
+	default:
+		p.addf(path, "set only one action, got %s", strings.Join(actions, " and "))
+	}
+
+	if r.WeightedClusters != nil {
+		wp := path + ".weighted_clusters"
+		if len(r.WeightedClusters) == 0 {
+			p.add(wp, "at least one cluster is required")
+		}
+		var sum uint64
+		seen := map[string]int{}
+		for i, wc := range r.WeightedClusters {
+			ip := indexPath(wp, i)
+			if wc.Cluster == "" {
+				p.add(ip+".cluster", "required")
+			} else if j, dup := seen[wc.Cluster]; dup {
+				p.addf(ip+".cluster", "duplicate cluster %q (also weighted_clusters[%d])", wc.Cluster, j)
+			} else {
+				seen[wc.Cluster] = i
+			}
+			if wc.Weight > MaxEndpointWeight {
+				p.addf(ip+".weight", "must be at most %d, got %d", MaxEndpointWeight, wc.Weight)
+			}
+			sum += uint64(wc.Weight)
+		}
+		if len(r.WeightedClusters) > 0 && sum == 0 {
+			p.add(wp, "weights sum to 0: at least one weight must be positive")
+		}
+	}
+
+	if d := r.DirectResponse; d != nil {
+		dp := path + ".direct_response"
+		if d.Status < 200 || d.Status > 599 {
+			p.addf(dp+".status", "must be an HTTP status from 200 to 599, got %d", d.Status)
+		}
+		if len(d.Body) > maxDirectBody {
+			p.addf(dp+".body", "must be at most %d bytes, got %d", maxDirectBody, len(d.Body))
+		}
+		d.Headers.validate(p, dp+".headers")
+		// Settings that only mean something for a forwarded request.
+		for _, f := range []struct {
+			key string
+			set bool
+		}{
+			{"timeout", r.Timeout != 0},
+			{"timeout_disabled", r.TimeoutDisabled},
+			{"per_try_timeout", r.PerTryTimeout != 0},
+			{"retry", r.Retry != nil},
+			{"prefix_rewrite", r.PrefixRewrite != ""},
+			{"request_headers", len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0},
+		} {
+			if f.set && len(actions) == 1 {
+				p.add(path+"."+f.key, "not used with direct_response")
+			}
+		}
+	}
+
+	checkDuration(p, path+".timeout", r.Timeout)
+	checkDuration(p, path+".per_try_timeout", r.PerTryTimeout)
+	if r.TimeoutDisabled && r.Timeout != 0 {
+		p.add(path+".timeout", "must not be set when timeout_disabled is true")
+	}
+	if r.PerTryTimeout > 0 && !r.TimeoutDisabled {
+		if limit := orDuration(r.Timeout, DefaultRouteTimeout); r.PerTryTimeout > limit {
+			p.addf(path+".per_try_timeout", "%s exceeds the route timeout (%s)", r.PerTryTimeout, limit)
+		}
+	}
+	if r.Retry != nil {
+		r.Retry.validate(p, path+".retry")
+	}
+	if r.PrefixRewrite != "" {
+		if !strings.HasPrefix(r.PrefixRewrite, "/") {
+			p.addf(path+".prefix_rewrite", "must start with \"/\", got %q", r.PrefixRewrite)
+		} else if r.Match.Path.Prefix == "" && r.Match.Path.Exact == "" {
+			p.add(path+".prefix_rewrite", "needs match.path.prefix or match.path.exact")
+		}
+	}
+	r.RequestHeaders.validate(p, path+".request_headers")
+	r.ResponseHeaders.validate(p, path+".response_headers")
+}
+
+func (m *RouteMatch) validate(p *problems, path string) {
+	for i, a := range m.Authority {
+		if msg := checkAuthorityPattern(a); msg != "" {
+			p.add(indexPath(path+".authority", i), msg)
+		}
+	}
+	pp := path + ".path"
+	var set []string
+	if m.Path.Exact != "" {
+		set = append(set, "exact")
+		if !strings.HasPrefix(m.Path.Exact, "/") {
+			p.addf(pp+".exact", "must start with \"/\", got %q", m.Path.Exact)
+		}
+	}
+	if m.Path.Prefix != "" {
+		set = append(set, "prefix")
+		if !strings.HasPrefix(m.Path.Prefix, "/") {
+			p.addf(pp+".prefix", "must start with \"/\", got %q", m.Path.Prefix)
+		}
+	}
+	if m.Path.Regex != "" {
+		set = append(set, "regex")
+		checkRegex(p, pp+".regex", m.Path.Regex)
+	}
+	if len(set) > 1 {
+		p.addf(pp, "set only one of exact, prefix and regex, got %s", strings.Join(set, " and "))
+	}
+	seen := map[string]bool{}
+	for i, meth := range m.Methods {
+		ip := indexPath(path+".methods", i)
+		switch {
+		case !validToken(meth):
+			p.addf(ip, "invalid method %q", meth)
+		case strings.ToUpper(meth) != meth:
+			p.addf(ip, "method %q must be upper case (%q)", meth, strings.ToUpper(meth))
+		case seen[meth]:
+			p.addf(ip, "duplicate method %q", meth)
+		}
+		seen[meth] = true
+	}
+	for i, h := range m.Headers {
+		hp := indexPath(path+".headers", i)
+		switch {
+		case h.Name == "":
+			p.add(hp+".name", "required")
+		case matchablePseudo[strings.ToLower(h.Name)]:
+		case !httpguts.ValidHeaderFieldName(h.Name):
+			p.addf(hp+".name", "invalid header name %q", h.Name)
+		}
+		var set []string
+		if h.Exact != "" {
+			set = append(set, "exact")
+		}
+		if h.Prefix != "" {
+			set = append(set, "prefix")
+		}
+		if h.Regex != "" {
+			set = append(set, "regex")
+			checkRegex(p, hp+".regex", h.Regex)
+		}
+		if h.Present {
+			set = append(set, "present")
+		}
+		switch len(set) {
+		case 0:
+			p.add(hp, "set one of exact, prefix, regex or present")
+		case 1:
+		default:
+			p.addf(hp, "set only one of exact, prefix, regex and present, got %s", strings.Join(set, " and "))
+		}
+	}
+}
+
+var matchablePseudo = map[string]bool{":authority": true, ":method": true, ":path": true, ":scheme": true}
+
+func (rp *RetryPolicy) validate(p *problems, path string) {
+	switch {
+	case rp.Attempts < 0:
+		p.add(path+".attempts", "must not be negative")
+	case rp.Attempts > MaxRetryAttempts:
+		p.addf(path+".attempts", "must be at most %d, got %d", MaxRetryAttempts, rp.Attempts)
+	}
+	wantCodes := false
+	for i, c := range rp.RetryOn {
+		if !validRetryCondition[c] {
+			p.addf(indexPath(path+".retry_on", i), "unknown retry condition %q (valid: %s)", c, retryConditionList)
+		}
+		if c == RetryOnRetriableStatusCodes {
+			wantCodes = true
+		}
+	}
+	for i, code := range rp.RetriableStatusCodes {
+		if code < 100 || code > 599 {
+			p.addf(indexPath(path+".retriable_status_codes", i), "must be an HTTP status from 100 to 599, got %d", code)
+		}
+	}
+	switch {
+	case wantCodes && len(rp.RetriableStatusCodes) == 0:
+		p.add(path+".retriable_status_codes", "required when retry_on has retriable-status-codes")
+	case !wantCodes && len(rp.RetriableStatusCodes) > 0:
+		p.add(path+".retriable_status_codes", "set, but retry_on lacks retriable-status-codes")
+	}
+	checkDuration(p, path+".backoff.base", rp.Backoff.Base)
+	checkDuration(p, path+".backoff.max", rp.Backoff.Max)
+	if rp.Backoff.Max > 0 {
+		if base := orDuration(rp.Backoff.Base, DefaultBackoffBase); rp.Backoff.Max < base {
+			p.addf(path+".backoff.max", "%s is less than backoff.base (%s)", rp.Backoff.Max, base)
+		}
+	}
+	if pc := rp.Budget.Percent; math.IsNaN(pc) || pc < 0 || pc > 100 {
+		p.addf(path+".budget.percent", "must be in (0, 100], got %v", pc)
+	}
+	if rp.Budget.MinConcurrency < 0 {
+		p.add(path+".budget.min_concurrency", "must not be negative")
+	}
+	if rp.MaxBufferedBodyBytes < 0 {
+		p.add(path+".max_buffered_body_bytes", "must not be negative")
+	}
+}
+
+var validRetryCondition = map[RetryCondition]bool{
+	RetryOnConnectFailure: true, RetryOnRefusedStream: true, RetryOnReset: true,
+	RetryOn5xx: true, RetryOnGatewayError: true, RetryOnRetriableStatusCodes: true,
+	RetryOnUnavailable: true, RetryOnResourceExhausted: true,
+	RetryOnDeadlineExceeded: true, RetryOnCancelled: true,
+}
+
+var retryConditionList = "connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, unavailable, resource-exhausted, deadline-exceeded, cancelled"
+
+func (m *HeaderMutation) validate(p *problems, path string) {
+	m.Add.validate(p, path+".add")
+	for i, name := range m.Remove {
+		if msg := checkSettableHeader(name); msg != "" {
+			p.add(indexPath(path+".remove", i), msg)
+		}
+	}
+}
+
+func (hs HeaderValues) validate(p *problems, path string) {
+	for i, h := range hs {
+		ip := indexPath(path, i)
+		if msg := checkSettableHeader(h.Name); msg != "" {
+			p.add(ip+".name", msg)
+		}
+		if !httpguts.ValidHeaderFieldValue(h.Value) {
+			p.addf(ip+".value", "invalid header value %q (no control characters)", h.Value)
+		}
+	}
+}
+
+// forbiddenHeaders may not be set or removed by config: the hop-by-hop
+// headers of RFC 9110 section 7.6.1 (which the proxy manages per hop) and
+// Host (which is the request's authority, chosen by routing).
+var forbiddenHeaders = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true,
+	"transfer-encoding": true, "upgrade": true, "te": true, "trailer": true,
+	"host": true,
+}
+
+func checkSettableHeader(name string) string {
+	switch {
+	case name == "":
+		return "header name is required"
+	case strings.HasPrefix(name, ":"):
+		return fmt.Sprintf("pseudo-header %q cannot be changed", name)
+	case !httpguts.ValidHeaderFieldName(name):
+		return fmt.Sprintf("invalid header name %q", name)
+	case forbiddenHeaders[strings.ToLower(name)]:
+		return fmt.Sprintf("header %q is managed by the proxy and cannot be changed", name)
+	}
+	return ""
+}
+
+func (l *Logging) validate(p *problems, path string) {
+	switch l.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		p.addf(path+".level", "unknown level %q (valid: debug, info, warn, error)", l.Level)
+	}
+	switch l.Format {
+	case "", "json", "console":
+	default:
+		p.addf(path+".format", "unknown format %q (valid: json, console)", l.Format)
+	}
+}
+
+// validateReferences checks what one section says about another.
+func (c *Config) validateReferences(p *problems) {
+	known := func(name string) bool {
+		if _, ok := c.Clusters[name]; ok {
+			return true
+		}
+		return name == InboundAppCluster && c.Listeners.Inbound.App != ""
+	}
+	unknown := func(path, name string) {
+		msg := fmt.Sprintf("unknown cluster %q", name)
+		if s := closest(name, sortedKeys(c.Clusters)); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		p.add(path, msg)
+	}
+	names := map[string]int{}
+	inboundNeeded := -1
+	for i, r := range c.Routes {
+		path := indexPath("routes", i)
+		name := r.Name
+		if name == "" {
+			name = DefaultRouteName(i)
+		}
+		if j, dup := names[name]; dup {
+			p.addf(path+".name", "duplicate route name %q (also routes[%d])", name, j)
+		} else {
+			names[name] = i
+		}
+		if r.Cluster != "" && !known(r.Cluster) {
+			unknown(path+".cluster", r.Cluster)
+		}
+		for j, wc := range r.WeightedClusters {
+			if wc.Cluster != "" && !known(wc.Cluster) {
+				unknown(indexPath(path+".weighted_clusters", j)+".cluster", wc.Cluster)
+			}
+		}
+		if r.Listener == Inbound && inboundNeeded < 0 {
+			inboundNeeded = i
+		}
+	}
+	if inboundNeeded >= 0 && c.Listeners.Inbound.App == "" {
+		p.addf("listeners.inbound.app", "required: routes[%d] uses listener inbound", inboundNeeded)
+	}
+
+	// Listener addresses, as they will be bound.
+	type bound struct{ path, addr string }
+	var socks []bound
+	socks = append(socks, bound{"admin.address", orString(c.Admin.Address, DefaultAdminAddress)})
+	if !c.Listeners.Outbound.Disabled {
+		socks = append(socks, bound{"listeners.outbound.address", orString(c.Listeners.Outbound.Address, DefaultOutboundAddress)})
+	}
+	if c.Listeners.Inbound.App != "" {
+		socks = append(socks, bound{"listeners.inbound.address", orString(c.Listeners.Inbound.Address, DefaultInboundAddress)})
+	}
+	if !c.Listeners.AppAPI.Disabled {
+		socks = append(socks, bound{"listeners.app_api.address", orString(c.Listeners.AppAPI.Address, DefaultAppAPIAddress)})
+	}
+	for i := range socks {
+		for j := 0; j < i; j++ {
+			if sameSocket(socks[i].addr, socks[j].addr) {
+				p.addf(socks[i].path, "%q collides with %s (%q)", socks[i].addr, socks[j].path, socks[j].addr)
+				break
+			}
+		}
+	}
+	if app := c.Listeners.Inbound.App; app != "" {
+		for _, s := range socks {
+			if sameSocket(app, s.addr) {
+				p.addf("listeners.inbound.app", "%q is the sidecar's own %s: traffic would loop", app, s.path)
+				break
+			}
+		}
+	}
+}
+
+// sameSocket reports whether binding a and b would conflict: the same
+// non-zero port, and the same host or either a wildcard host.
+func sameSocket(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	return ha == hb || wildcardHost(ha) || wildcardHost(hb)
+}
+
+func wildcardHost(h string) bool {
+	return h == "" || h == "0.0.0.0" || h == "::"
+}
+
+func checkListenAddr(p *problems, path, addr string) {
+	if addr == "" {
+		return
+	}
+	if msg := checkHostPort(addr, false, true); msg != "" {
+		p.add(path, msg)
+	}
+}
+
+// checkHostPort returns what is wrong with a "host:port", or "".
+func checkHostPort(addr string, hostRequired, zeroPortOK bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		if ae, ok := err.(*net.AddrError); ok && ae.Err == "missing port in address" {
+			return fmt.Sprintf("%q has no port", addr)
+		}
+		return fmt.Sprintf("%q is not host:port", addr)
+	}
+	n, err := strconv.Atoi(port)
+	switch {
+	case port == "":
+		return fmt.Sprintf("%q has no port", addr)
+	case err != nil || strings.HasPrefix(port, "+"):
+		return fmt.Sprintf("%q: port %q is not a number", addr, port)
+	case n == 0 && zeroPortOK:
+	case n < 1 || n > 65535:
+		return fmt.Sprintf("%q: port %d is out of range (1-65535)", addr, n)
+	}
+	if host == "" {
+		if hostRequired {
+			return fmt.Sprintf("%q has no host", addr)
+		}
+		return ""
+	}
+	if !validHost(host) {
+		return fmt.Sprintf("%q: %q is not an IP address or host name", addr, host)
+	}
+	return ""
+}
+
+func validHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if strings.Contains(h, ":") {
+		return false
+	}
+	return validDNSName(h)
+}
+
+// validDNSName accepts RFC 1123 host names (underscores allowed, as in SRV
+// and some internal names).
+func validDNSName(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkAuthorityPattern checks "*", "host", "*.suffix", each with an
+// optional ":port".
+func checkAuthorityPattern(a string) string {
+	if a == "" {
+		return "empty authority pattern"
+	}
+	if a == "*" {
+		return ""
+	}
+	host := a
+	if strings.HasPrefix(a, "[") || strings.Count(a, ":") == 1 {
+		h, port, err := net.SplitHostPort(a)
+		if err == nil {
+			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				return fmt.Sprintf("invalid port in authority pattern %q", a)
+			}
+			host = h
+		} else if strings.HasPrefix(a, "[") {
+			if !strings.HasSuffix(a, "]") {
+				return fmt.Sprintf("invalid authority pattern %q", a)
+			}
+			host = a[1 : len(a)-1]
+		}
+	}
+	if rest, ok := strings.CutPrefix(host, "*."); ok {
+		if !validDNSName(rest) {
+			return fmt.Sprintf("invalid authority pattern %q: %q is not a host name", a, rest)
+		}
+		return ""
+	}
+	if strings.Contains(host, "*") {
+		return fmt.Sprintf("invalid authority pattern %q: a wildcard is allowed only as a leading \"*.\"", a)
+	}
+	if !validHost(host) {
+		return fmt.Sprintf("invalid authority pattern %q: %q is not an IP address or host name", a, host)
+	}
+	return ""
+}
+
+func checkRegex(p *problems, path, expr string) {
+	if _, err := regexp.Compile(expr); err != nil {
+		p.addf(path, "invalid regex: %v", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+	}
+}
+
+func checkProtocol(p *problems, path string, proto Protocol) {
+	switch proto {
+	case "", ProtocolHTTP1, ProtocolHTTP2, ProtocolGRPC:
+	default:
+		p.addf(path, "unknown protocol %q (valid: http1, http2, grpc)", proto)
+	}
+}
+
+func checkDuration(p *problems, path string, d time.Duration) {
+	if d < 0 {
+		p.addf(path, "must not be negative, got %s", d)
+	}
+}
+
+// validToken reports whether s is an RFC 9110 token (method names).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+func validClusterName(name string) bool {
+	if name == InboundAppCluster {
+		return true
+	}
+	if name == "" || len(name) > maxNameLen {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func validRouteName(name string) bool {
+	if name == "" || len(name) > maxNameLen {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_.-|[]:/", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
