@@ -130,6 +130,9 @@ func (cl *Cluster) applyDefaults() {
 	setString((*string)(&cl.LBPolicy), string(LBRoundRobin))
 	setInt(&cl.Pool.MaxIdlePerEndpoint, DefaultMaxIdlePerEndpoint)
 	setDuration(&cl.Pool.IdleTimeout, DefaultPoolIdleTimeout)
+	cl.CircuitBreaker = cl.CircuitBreaker.WithDefaults()
+	cl.Limits = cl.Limits.WithDefaults()
+	cl.OutlierDetection = cl.OutlierDetection.WithDefaults()
 }
 
 func (r *Route) applyDefaults(i int) {
@@ -238,6 +241,13 @@ func deepCopy(v reflect.Value) reflect.Value {
 				out.Field(i).Set(deepCopy(v.Field(i)))
 			}
 		}
+		return out
+	case reflect.Interface:
+		if v.IsNil() {
+			return reflect.Zero(v.Type())
+		}
+		out := reflect.New(v.Type()).Elem()
+		out.Set(deepCopy(v.Elem()))
 		return out
 	default:
 		return v

@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/composer"
 	"sort"
 	"strconv"
 	"strings"
@@ -117,6 +119,56 @@ func (p *problems) add(path, msg string) {
 
 func (p *problems) addf(path, format string, args ...any) {
 	p.add(path, fmt.Sprintf(format, args...))
+}
+
+// nested adds the problems that another package's Validate reported for the
+// section at prefix. Those errors name paths relative to the section, either
+// as a Path field or as a "path: message" text; joined errors
+// (errors.Join, or a slice type with Unwrap) are taken apart.
+func (p *problems) nested(prefix string, err error) {
+	if err == nil {
+		return
+	}
+	switch e := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, inner := range e.Unwrap() {
+			p.nested(prefix, inner)
+		}
+		return
+	case breaker.FieldErrors:
+		for _, fe := range e {
+			p.add(joinKeyPath(prefix, fe.Path), fe.Msg)
+		}
+		return
+	case breaker.FieldError:
+		p.add(joinKeyPath(prefix, e.Path), e.Msg)
+		return
+	case *breaker.FieldError:
+		p.add(joinKeyPath(prefix, e.Path), e.Msg)
+		return
+	case *composer.SpecError:
+		p.add(joinKeyPath(prefix, e.Path), e.Msg)
+		return
+	}
+	msg := err.Error()
+	if path, rest, ok := strings.Cut(msg, ": "); ok && path != "" && !strings.ContainsAny(path, " \t\n") {
+		p.add(joinKeyPath(prefix, path), rest)
+		return
+	}
+	p.add(prefix, msg)
+}
+
+// joinKeyPath appends a relative key path ("a.b", "[2].c") to prefix.
+func joinKeyPath(prefix, rel string) string {
+	switch {
+	case rel == "":
+		return prefix
+	case prefix == "":
+		return rel
+	case strings.HasPrefix(rel, "["):
+		return prefix + rel
+	}
+	return prefix + "." + rel
 }
 
 func (p *problems) err() error {

@@ -138,9 +138,10 @@ func decode(data []byte, source string) (*Config, error) {
 		if !errors.As(verr, &ves) {
 			ves = Errors{{Msg: verr.Error()}}
 		}
+		decodeErrs := errs
 	next:
 		for _, ve := range ves {
-			for _, de := range errs {
+			for _, de := range decodeErrs {
 				if de.Path != "" && (ve.Path == de.Path || strings.HasPrefix(ve.Path, de.Path+".") || strings.HasPrefix(ve.Path, de.Path+"[")) {
 					continue next
 				}

@@ -1,6 +1,12 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/composer"
+	"github.com/outrigger-mesh/outrigger/eventlog"
+)
 
 // Config is a whole Outrigger configuration: the YAML file's top level.
 //
@@ -33,6 +39,11 @@ type Config struct {
 
 	// Logging configures the process's logs and the access log.
 	Logging Logging `yaml:"logging" json:"logging"`
+
+	// EventLog is the embedded partitioned log behind the app API's
+	// publish/subscribe (package eventlog documents every key). The zero
+	// value means its defaults.
+	EventLog eventlog.Config `yaml:"eventlog" json:"eventlog"`
 }
 
 // Node identifies this sidecar.
@@ -190,6 +201,25 @@ type Cluster struct {
 
 	// Pool tunes the connection pool to each endpoint.
 	Pool Pool `yaml:"pool" json:"pool"`
+
+	// CircuitBreaker trips on consecutive failures, failure rate or slow
+	// calls and then fails fast (package breaker documents every key). The
+	// zero value means a breaker with breaker's defaults.
+	CircuitBreaker breaker.Config `yaml:"circuit_breaker" json:"circuit_breaker"`
+
+	// Limits caps connections, pending requests, requests and retries to the
+	// cluster (Envoy's circuit_breakers.thresholds). The zero value means
+	// Envoy's defaults (1024, 1024, 1024, 3).
+	Limits breaker.LimitsConfig `yaml:"limits" json:"limits"`
+
+	// OutlierDetection ejects misbehaving endpoints for a while (Envoy's
+	// outlier_detection). The zero value means Envoy's defaults.
+	OutlierDetection breaker.OutlierConfig `yaml:"outlier_detection" json:"outlier_detection"`
+
+	// FailureClassifier says which HTTP and gRPC statuses count as failures
+	// for the breaker and outlier detection. The zero value means 5xx and
+	// gRPC UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED.
+	FailureClassifier breaker.ClassifierConfig `yaml:"failure_classifier" json:"failure_classifier"`
 }
 
 // Endpoint is one instance of a cluster.
@@ -271,7 +301,7 @@ const (
 )
 
 // Route matches requests and says what to do with them. A route has exactly
-// one action: Cluster, WeightedClusters or DirectResponse.
+// one action: Cluster, WeightedClusters, Composition or DirectResponse.
 type Route struct {
 	// Name identifies the route in logs, metrics and errors. Empty means
 	// "route[i]" (i its index in routes). Names are unique.
@@ -290,6 +320,12 @@ type Route struct {
 	// WeightedClusters splits requests among clusters by weight. One action
 	// only.
 	WeightedClusters []WeightedCluster `yaml:"weighted_clusters,omitempty" json:"weighted_clusters,omitempty"`
+
+	// Composition answers the request by calling several clusters and
+	// joining their JSON (package composer documents every key). Path
+	// parameters its templates use ({id}) are the named groups of
+	// match.path.regex, e.g. "^/orders/(?P<id>[^/]+)$". One action only.
+	Composition *composer.Spec `yaml:"composition,omitempty" json:"composition,omitempty"`
 
 	// DirectResponse answers the request from the sidecar itself. One action
 	// only.

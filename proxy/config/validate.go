@@ -53,6 +53,7 @@ func (c *Config) validateSections(p *problems) {
 		c.Routes[i].validate(p, indexPath("routes", i))
 	}
 	c.Logging.validate(p, "logging")
+	p.nested("eventlog", c.EventLog.Validate())
 }
 
 func (l *Listeners) validate(p *problems, path string) {
@@ -118,6 +119,10 @@ func (cl *Cluster) validate(p *problems, path string) {
 	if cl.Pool.MaxConnectionsPerEndpoint < 0 {
 		p.add(path+".pool.max_connections_per_endpoint", "must not be negative (0 means unlimited)")
 	}
+	p.nested(path+".circuit_breaker", cl.CircuitBreaker.Validate())
+	p.nested(path+".limits", cl.Limits.Validate())
+	p.nested(path+".outlier_detection", cl.OutlierDetection.Validate())
+	p.nested(path+".failure_classifier", cl.FailureClassifier.Validate())
 }
 
 func (t *TLS) validate(p *problems, path string) {
@@ -165,12 +170,15 @@ func (r *Route) validate(p *problems, path string) {
 	if r.WeightedClusters != nil {
 		actions = append(actions, "weighted_clusters")
 	}
+	if r.Composition != nil {
+		actions = append(actions, "composition")
+	}
 	if r.DirectResponse != nil {
 		actions = append(actions, "direct_response")
 	}
 	switch len(actions) {
 	case 0:
-		p.add(path, "no action: set one of cluster, weighted_clusters or direct_response")
+		p.add(path, "no action: set one of cluster, weighted_clusters, composition or direct_response")
 	case 1:
 	default:
 		p.addf(path, "set only one action, got %s", strings.Join(actions, " and "))
@@ -225,6 +233,25 @@ func (r *Route) validate(p *problems, path string) {
 		} {
 			if f.set && len(actions) == 1 {
 				p.add(path+"."+f.key, "not used with direct_response")
+			}
+		}
+	}
+
+	if r.Composition != nil && len(actions) == 1 {
+		// The composition's calls have their own timeouts and go through
+		// each cluster's breaker; the route's per-attempt settings have
+		// nothing to apply to.
+		for _, f := range []struct {
+			key string
+			set bool
+		}{
+			{"per_try_timeout", r.PerTryTimeout != 0},
+			{"retry", r.Retry != nil},
+			{"prefix_rewrite", r.PrefixRewrite != ""},
+			{"request_headers", len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0},
+		} {
+			if f.set {
+				p.add(path+"."+f.key, "not used with composition")
 			}
 		}
 	}
@@ -473,6 +500,21 @@ func (c *Config) validateReferences(p *problems) {
 		for j, wc := range r.WeightedClusters {
 			if wc.Cluster != "" && !known(wc.Cluster) {
 				unknown(indexPath(path+".weighted_clusters", j)+".cluster", wc.Cluster)
+			}
+		}
+		if r.Composition != nil {
+			p.nested(path+".composition", r.Composition.Validate(known))
+			var groups map[string]bool
+			if re, err := regexp.Compile(r.Match.Path.Regex); err == nil && r.Match.Path.Regex != "" {
+				groups = map[string]bool{}
+				for _, g := range re.SubexpNames() {
+					groups[g] = g != ""
+				}
+			}
+			for _, param := range r.Composition.PathParams() {
+				if !groups[param] {
+					p.addf(path+".composition", "path parameter {%s} needs a named group in match.path.regex, e.g. (?P<%s>[^/]+)", param, param)
+				}
 			}
 		}
 		if r.Listener == Inbound && inboundNeeded < 0 {
