@@ -111,7 +111,7 @@ func (w *countWindow) totals(time.Time) windowTotals {
 
 // timeWindow holds the outcomes of the last n buckets of width ns each;
 // bucket i covers [origin + i·width, origin + (i+1)·width), where origin is
-// the time of the window's first record. Bucket i lives in slot i % n.
+// one window length before the time of the window's first record. Bucket i lives in slot i % n.
 //
 // Each slot has three counters (calls, failures, slow). A counter packs the
 // bucket number it counts for (low 32 bits of it) above a 32-bit count, so
@@ -168,7 +168,10 @@ func (w *timeWindow) bucket(now time.Time, set bool) int64 {
 		if !set {
 			return -1
 		}
-		t := now
+		// The origin goes one window before the first record, so that
+		// records racing with it that carry a slightly earlier now still
+		// count.
+		t := now.Add(-time.Duration(w.width * w.n))
 		if !w.origin.CompareAndSwap(nil, &t) {
 			o = w.origin.Load()
 		} else {
