@@ -167,8 +167,8 @@ type windowBox struct{ w window }
 const stateBits = 3
 
 func packWord(s State, gen uint64) uint64 { return gen<<stateBits | uint64(s) }
-func wordState(w uint64) State           { return State(w & (1<<stateBits - 1)) }
-func wordGen(w uint64) uint64            { return w >> stateBits }
+func wordState(w uint64) State            { return State(w & (1<<stateBits - 1)) }
+func wordGen(w uint64) uint64             { return w >> stateBits }
 
 // New builds a closed breaker from a config, validating it first.
 func New(c Config, opts ...Option) (*Breaker, error) {

@@ -64,13 +64,13 @@ type Detector struct {
 
 	eps []endpoint
 
-	mu            sync.Mutex // guards the fields below and the guarded fields of eps
-	lastEval      time.Time
-	ejections     uint64 // ejections since New
-	refused       uint64 // ejections refused by the max_ejection_percent cap
-	notEnforced   uint64 // detections skipped by the enforcing_* roll
-	pending       []Ejection
-	draining      bool
+	mu          sync.Mutex // guards the fields below and the guarded fields of eps
+	lastEval    time.Time
+	ejections   uint64 // ejections since New
+	refused     uint64 // ejections refused by the max_ejection_percent cap
+	notEnforced uint64 // detections skipped by the enforcing_* roll
+	pending     []Ejection
+	draining    bool
 }
 
 // ejectionState is an immutable summary: how many endpoints are ejected,

@@ -68,7 +68,7 @@ func newCountWindow(gen uint64, size int) *countWindow {
 	return &countWindow{gen: gen, size: uint64(size), slots: make([]atomic.Uint32, size)}
 }
 
-func (w *countWindow) generation() uint64          { return w.gen }
+func (w *countWindow) generation() uint64         { return w.gen }
 func (w *countWindow) consecutive() *atomic.Int64 { return &w.consec }
 
 func slotValue(failed, slow bool) uint32 {
@@ -158,7 +158,7 @@ func newTimeWindow(gen uint64, d time.Duration, buckets int) *timeWindow {
 	return w
 }
 
-func (w *timeWindow) generation() uint64          { return w.gen }
+func (w *timeWindow) generation() uint64         { return w.gen }
 func (w *timeWindow) consecutive() *atomic.Int64 { return &w.consec }
 
 // bucket returns the bucket number of now, or -1 before the origin.
