@@ -1,0 +1,273 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/lb"
+)
+
+// upstreamProtocol is how the proxy talks to a cluster's endpoints.
+type upstreamProtocol uint8
+
+const (
+	protoHTTP1 upstreamProtocol = iota // HTTP/1.1 with keep-alive
+	protoH2C                           // HTTP/2 over cleartext, prior knowledge
+	protoH2TLS                         // HTTP/2 over TLS, negotiated by ALPN
+)
+
+func (p upstreamProtocol) String() string {
+	switch p {
+	case protoH2C:
+		return "h2c"
+	case protoH2TLS:
+		return "h2"
+	}
+	return "http1"
+}
+
+// transportKey identifies the settings a connection pool depends on. A
+// reload that keeps a cluster's key keeps its pool (and warm connections).
+type transportKey struct {
+	cluster        string
+	protocol       upstreamProtocol
+	connectTimeout  time.Duration
+	idleTimeout     time.Duration
+	maxIdlePerHost  int
+	maxConnsPerHost int
+	tls             config.TLS // file paths: a changed file needs a changed path (or a restart)
+}
+
+// pool is a cluster's connection pool: one RoundTripper whose idle
+// connections are keyed by endpoint address. It outlives snapshots while
+// its cluster's transportKey stays the same.
+type pool struct {
+	key transportKey
+	rt  http.RoundTripper
+	// closeIdle closes the pool's idle connections.
+	closeIdle func()
+
+	// users counts snapshots referencing the pool plus requests in flight;
+	// when it reaches zero after retirement the idle conns are closed.
+	users   atomic.Int64
+	retired atomic.Bool
+
+	conns *prometheus.GaugeVec // outrigger_proxy_upstream_connections
+}
+
+// connectError marks a failure to establish a connection to an endpoint,
+// so that the forwarder can tell "connect failure" from "reset".
+type connectError struct {
+	addr string
+	err  error
+}
+
+func (e *connectError) Error() string { return fmt.Sprintf("connect to %s: %v", e.addr, e.err) }
+func (e *connectError) Unwrap() error { return e.err }
+
+func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool {
+	p := &pool{key: key, conns: conns}
+	dialer := &net.Dialer{Timeout: key.connectTimeout, KeepAlive: 30 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &connectError{addr: addr, err: err}
+		}
+		g := conns.WithLabelValues(key.cluster, addr) // once per connection, not per request
+		g.Inc()
+		return &countedConn{Conn: c, gauge: g}, nil
+	}
+	idle := key.idleTimeout
+	if idle == 0 {
+		idle = 90 * time.Second
+	}
+	switch key.protocol {
+	case protoH2C, protoH2TLS:
+		t := &http2.Transport{
+			// Upstream gRPC relies on trailers and on the proxy passing
+			// compressed bodies through untouched.
+			DisableCompression: true,
+			IdleConnTimeout:    idle,
+			// A dead HTTP/2 connection must be noticed: ping after 30s of
+			// silence, give up 15s later.
+			ReadIdleTimeout: 30 * time.Second,
+			PingTimeout:     15 * time.Second,
+		}
+		if key.protocol == protoH2C {
+			t.AllowHTTP = true
+			t.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return dial(ctx, network, addr)
+			}
+		} else {
+			tc = tc.Clone()
+			tc.NextProtos = []string{"h2"}
+			t.TLSClientConfig = tc
+			t.DialTLSContext = func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
+				raw, err := dial(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				c := cfg.Clone()
+				if c.ServerName == "" {
+					host, _, _ := net.SplitHostPort(addr)
+					c.ServerName = host
+				}
+				tc := tls.Client(raw, c)
+				if err := tc.HandshakeContext(ctx); err != nil {
+					raw.Close()
+					return nil, &connectError{addr: addr, err: err}
+				}
+				if tc.ConnectionState().NegotiatedProtocol != "h2" {
+					tc.Close()
+					return nil, &connectError{addr: addr, err: errors.New("server did not negotiate h2 via ALPN")}
+				}
+				return tc, nil
+			}
+		}
+		p.rt = t
+		p.closeIdle = t.CloseIdleConnections
+	default:
+		t := &http.Transport{
+			TLSClientConfig:     tc,
+			TLSHandshakeTimeout: key.connectTimeout,
+			MaxConnsPerHost:     key.maxConnsPerHost,
+			Proxy:               nil, // never route through HTTP_PROXY: we are the proxy
+			DialContext:         dial,
+			ForceAttemptHTTP2:   false,
+			DisableCompression:  true, // pass bodies through as encoded
+			MaxIdleConns:        0,    // no global cap; per-host cap below
+			MaxIdleConnsPerHost: key.maxIdlePerHost,
+			IdleConnTimeout:     idle,
+			// The proxy's own timeouts (route, per-try) bound the wait for
+			// headers; the transport must not add a shorter one.
+			ResponseHeaderTimeout: 0,
+			ExpectContinueTimeout: time.Second,
+			WriteBufferSize:       32 << 10,
+			ReadBufferSize:        32 << 10,
+		}
+		p.rt = t
+		p.closeIdle = t.CloseIdleConnections
+	}
+	return p
+}
+
+// release drops one user; the last user of a retired pool closes it.
+func (p *pool) release() {
+	if p.users.Add(-1) == 0 && p.retired.Load() {
+		p.closeIdle()
+	}
+}
+
+// countedConn decrements its gauge exactly once on Close.
+type countedConn struct {
+	net.Conn
+	gauge  prometheus.Gauge
+	closed atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.gauge.Dec()
+	}
+	return c.Conn.Close()
+}
+
+// endpoint is one member of a cluster.
+type endpoint struct {
+	addr   string
+	active atomic.Int64 // requests in flight
+	// ejected is set by outlier detection; the LB skips ejected endpoints.
+	ejected atomic.Bool
+}
+
+// cluster is the compiled, immutable view of one upstream cluster inside a
+// snapshot. Mutable run-time state lives in atomics (endpoint counters) or
+// in objects shared across snapshots (pool).
+type cluster struct {
+	name      string
+	endpoints []*endpoint
+	picker    lb.Picker
+	pool      *pool
+	scheme    string // "http" or "https"
+	protocol  upstreamProtocol
+
+	lbPolicy string
+
+	budget retryBudget
+	active atomic.Int64
+	m      clusterMetrics
+}
+
+// attemptSet implements lb.Candidates for one request: endpoints that are
+// ejected or were already tried by this request are not eligible.
+type attemptSet struct {
+	c     *cluster
+	tried []bool
+	// ignoreEjection is the panic rule: when too few endpoints are
+	// healthy, ejections are ignored rather than overloading the rest.
+	ignoreEjection bool
+}
+
+func (s *attemptSet) Len() int { return len(s.c.endpoints) }
+func (s *attemptSet) Eligible(i int) bool {
+	if s.tried != nil && s.tried[i] {
+		return false
+	}
+	return s.ignoreEjection || !s.c.endpoints[i].ejected.Load()
+}
+func (s *attemptSet) Active(i int) int64 { return s.c.endpoints[i].active.Load() }
+
+var _ lb.Candidates = (*attemptSet)(nil)
+
+// pick chooses an endpoint for the next attempt, preferring endpoints this
+// request has not tried; when all were tried it falls back to any eligible.
+func (c *cluster) pick(s *attemptSet) *endpoint {
+	n := len(c.endpoints)
+	if n == 0 {
+		return nil
+	}
+	ejected := 0
+	for _, e := range c.endpoints {
+		if e.ejected.Load() {
+			ejected++
+		}
+	}
+	// Panic rule (as Envoy's healthy_panic_threshold at 50%): when more
+	// than half of the endpoints are ejected, balance over all of them.
+	s.ignoreEjection = ejected*2 > n
+	if i := c.picker.Pick(s); i >= 0 {
+		return c.endpoints[i]
+	}
+	if s.tried != nil {
+		saved := s.tried
+		s.tried = nil
+		i := c.picker.Pick(s)
+		s.tried = saved
+		if i >= 0 {
+			return c.endpoints[i]
+		}
+	}
+	return nil
+}
+
+func (c *cluster) markTried(s *attemptSet, e *endpoint) {
+	if s.tried == nil {
+		s.tried = make([]bool, len(c.endpoints))
+	}
+	for i, x := range c.endpoints {
+		if x == e {
+			s.tried[i] = true
+		}
+	}
+}
+

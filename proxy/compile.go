@@ -1,0 +1,415 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/lb"
+)
+
+// snapshot is one applied configuration, compiled. It is never mutated
+// after Apply publishes it; per-request state lives in atomics of the
+// clusters and endpoints.
+type snapshot struct {
+	gen      uint64
+	tables   [numListeners]*routeTable
+	clusters map[string]*cluster
+	noRoute  [numListeners]*routeStats
+
+	maxRequestBody int64
+	limits         listenerLimits
+}
+
+// listenerLimits are the downstream server settings.
+type listenerLimits struct {
+	maxHeaderBytes    int
+	readHeaderTimeout time.Duration
+	idleTimeout       time.Duration
+}
+
+func (l listenerLimits) withDefaults() listenerLimits {
+	if l.maxHeaderBytes == 0 {
+		l.maxHeaderBytes = 64 << 10
+	}
+	if l.readHeaderTimeout == 0 {
+		l.readHeaderTimeout = 10 * time.Second
+	}
+	if l.idleTimeout == 0 {
+		l.idleTimeout = 5 * time.Minute
+	}
+	return l
+}
+
+// Defaults the config package documents; applied here as well so that a
+// Config built by hand (zero fields) behaves as a loaded one.
+const (
+	defaultRouteTimeout   = 15 * time.Second
+	defaultConnectTimeout = time.Second
+	defaultMaxBuffered    = 64 << 10
+	defaultBackoffBase    = 25 * time.Millisecond
+	defaultBudgetPercent  = 20
+	defaultBudgetMin      = 3
+	defaultMaxIdle        = 32
+)
+
+// compile builds a snapshot from cfg, reusing the pools of p whose key is
+// unchanged. It returns the pools the snapshot uses. Caller holds applyMu.
+func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, error) {
+	s := &snapshot{
+		clusters:       map[string]*cluster{},
+		maxRequestBody: cfg.Listeners.MaxRequestBodyBytes,
+		limits: listenerLimits{
+			maxHeaderBytes:    cfg.Listeners.MaxRequestHeaderBytes,
+			readHeaderTimeout: cfg.Listeners.ReadHeaderTimeout,
+			idleTimeout:       cfg.Listeners.IdleTimeout,
+		},
+	}
+	used := map[transportKey]*pool{}
+
+	clusters := cfg.Clusters
+	inbound := cfg.Listeners.Inbound
+	if inbound.App != "" {
+		if _, ok := clusters[config.InboundAppCluster]; !ok {
+			clusters = make(map[string]config.Cluster, len(cfg.Clusters)+1)
+			for k, v := range cfg.Clusters {
+				clusters[k] = v
+			}
+			clusters[config.InboundAppCluster] = config.Cluster{
+				Endpoints: []config.Endpoint{{Address: inbound.App}},
+				Protocol:  inbound.AppProtocol,
+			}
+		}
+	}
+	names := make([]string, 0, len(clusters))
+	for n := range clusters {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		c, err := p.compileCluster(name, clusters[name], used)
+		if err != nil {
+			return nil, nil, fmt.Errorf("clusters.%s: %w", name, err)
+		}
+		s.clusters[name] = c
+	}
+
+	routes := cfg.Routes
+	if inbound.App != "" {
+		found := false
+		for _, r := range routes {
+			if r.Name == config.InboundDefaultRoute {
+				found = true
+			}
+		}
+		if !found {
+			routes = append(append([]config.Route(nil), routes...), config.Route{
+				Name:            config.InboundDefaultRoute,
+				Listener:        config.Inbound,
+				Cluster:         config.InboundAppCluster,
+				TimeoutDisabled: true,
+			})
+		}
+	}
+	for l := range s.tables {
+		s.tables[l] = &routeTable{}
+		s.noRoute[l] = p.m.routeStats(Listener(l).String(), "", "")
+	}
+	for i, rc := range routes {
+		l := Outbound
+		switch rc.Listener {
+		case "", config.Outbound:
+		case config.Inbound:
+			l = Inbound
+		default:
+			return nil, nil, fmt.Errorf("routes[%d].listener: unknown listener %q", i, rc.Listener)
+		}
+		name := rc.Name
+		if name == "" {
+			name = "route[" + strconv.Itoa(i) + "]"
+		}
+		rt, err := p.compileRoute(l, name, rc, s)
+		if err != nil {
+			return nil, nil, fmt.Errorf("routes[%d]: %w", i, err)
+		}
+		s.tables[l].routes = append(s.tables[l].routes, rt)
+	}
+	return s, used, nil
+}
+
+func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transportKey]*pool) (*cluster, error) {
+	if len(cc.Endpoints) == 0 {
+		return nil, fmt.Errorf("endpoints: at least one endpoint is required")
+	}
+	c := &cluster{name: name, m: p.m.clusterMetrics(name)}
+	switch cc.Protocol {
+	case "", config.ProtocolHTTP1:
+		c.protocol = protoHTTP1
+	case config.ProtocolHTTP2, config.ProtocolGRPC:
+		c.protocol = protoH2C
+		if cc.TLS.Enabled {
+			c.protocol = protoH2TLS
+		}
+	default:
+		return nil, fmt.Errorf("protocol: unknown protocol %q", cc.Protocol)
+	}
+	c.scheme = "http"
+	if cc.TLS.Enabled {
+		c.scheme = "https"
+	}
+	switch cc.LBPolicy {
+	case "", config.LBRoundRobin:
+		c.picker, c.lbPolicy = lb.NewRoundRobin(), string(config.LBRoundRobin)
+	case config.LBLeastRequest:
+		c.picker, c.lbPolicy = lb.NewLeastRequest(nil), string(config.LBLeastRequest)
+	case config.LBRandom:
+		c.picker, c.lbPolicy = lb.NewRandom(nil), string(config.LBRandom)
+	default:
+		return nil, fmt.Errorf("lb_policy: unknown policy %q", cc.LBPolicy)
+	}
+	for _, e := range cc.Endpoints {
+		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address})
+	}
+
+	key := transportKey{
+		cluster:        name,
+		protocol:       c.protocol,
+		connectTimeout: cc.ConnectTimeout,
+		idleTimeout:    cc.Pool.IdleTimeout,
+		maxIdlePerHost: cc.Pool.MaxIdlePerEndpoint,
+		maxConnsPerHost: cc.Pool.MaxConnectionsPerEndpoint,
+		tls:            cc.TLS,
+	}
+	if key.connectTimeout == 0 {
+		key.connectTimeout = defaultConnectTimeout
+	}
+	if key.maxIdlePerHost == 0 {
+		key.maxIdlePerHost = defaultMaxIdle
+	}
+	if pl, ok := p.pools[key]; ok {
+		c.pool = pl
+	} else {
+		var tc *tls.Config
+		if cc.TLS.Enabled {
+			var err error
+			if tc, err = clientTLS(cc.TLS); err != nil {
+				return nil, fmt.Errorf("tls: %w", err)
+			}
+		}
+		c.pool = newPool(key, tc, p.m.conns)
+	}
+	used[key] = c.pool
+	return c, nil
+}
+
+func clientTLS(t config.TLS) (*tls.Config, error) {
+	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // explicit opt-in, documented as test-only
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificates", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapshot) (*route, error) {
+	rt := &route{name: name}
+	m, err := compileMatch(rc.Match)
+	if err != nil {
+		return nil, err
+	}
+	rt.match = m
+	lname := l.String()
+	rt.localStats = p.m.routeStats(lname, name, "")
+
+	switch {
+	case rc.DirectResponse != nil:
+		d := rc.DirectResponse
+		dr := &directResponse{status: d.Status, body: []byte(d.Body), header: http.Header{}}
+		for _, hv := range d.Headers {
+			dr.header[http.CanonicalHeaderKey(hv.Name)] = append(dr.header[http.CanonicalHeaderKey(hv.Name)], hv.Value)
+		}
+		if d.Body != "" && dr.header.Get("Content-Type") == "" {
+			dr.header.Set("Content-Type", "text/plain; charset=utf-8")
+		}
+		dr.header.Set("Content-Length", strconv.Itoa(len(d.Body)))
+		if dr.status == 0 {
+			dr.status = http.StatusOK
+		}
+		rt.direct = dr
+	case rc.Cluster != "":
+		c, ok := s.clusters[rc.Cluster]
+		if !ok {
+			return nil, fmt.Errorf("cluster: unknown cluster %q", rc.Cluster)
+		}
+		rt.clusters = []weightedCluster{{c: c, weight: 1, stats: p.m.routeStats(lname, name, c.name)}}
+		rt.total = 1
+	case len(rc.WeightedClusters) > 0:
+		for j, wc := range rc.WeightedClusters {
+			c, ok := s.clusters[wc.Cluster]
+			if !ok {
+				return nil, fmt.Errorf("weighted_clusters[%d].cluster: unknown cluster %q", j, wc.Cluster)
+			}
+			if wc.Weight == 0 {
+				continue
+			}
+			rt.clusters = append(rt.clusters, weightedCluster{c: c, weight: wc.Weight, stats: p.m.routeStats(lname, name, c.name)})
+			rt.total += wc.Weight
+		}
+		if rt.total == 0 {
+			return nil, fmt.Errorf("weighted_clusters: all weights are zero")
+		}
+	default:
+		return nil, fmt.Errorf("no action: set cluster, weighted_clusters or direct_response")
+	}
+
+	rt.prefixRewrite = rc.PrefixRewrite
+	if rc.PrefixRewrite != "" && rt.match.path == pathExact {
+		// Exact matches rewrite the whole path.
+		rt.match.path, rt.match.exactRewrite = pathExact, true
+	}
+	rt.reqHeaders = compileMutation(rc.RequestHeaders)
+	rt.respHeaders = compileMutation(rc.ResponseHeaders)
+
+	switch {
+	case rc.TimeoutDisabled:
+	case rc.Timeout > 0:
+		rt.timeout = rc.Timeout
+	default:
+		rt.timeout = defaultRouteTimeout
+	}
+	rt.perTryTimeout = rc.PerTryTimeout
+	if rc.Retry != nil {
+		rp, err := compileRetry(*rc.Retry)
+		if err != nil {
+			return nil, fmt.Errorf("retry: %w", err)
+		}
+		rt.retry = rp
+	}
+	return rt, nil
+}
+
+func compileMutation(m config.HeaderMutation) headerEdit {
+	var e headerEdit
+	for _, k := range m.Remove {
+		e.remove = append(e.remove, http.CanonicalHeaderKey(k))
+	}
+	for _, hv := range m.Add {
+		v := headerValue{name: http.CanonicalHeaderKey(hv.Name), value: hv.Value}
+		if hv.Append {
+			e.add = append(e.add, v)
+		} else {
+			e.set = append(e.set, v)
+		}
+	}
+	return e
+}
+
+func compileRetry(rc config.RetryPolicy) (retryPolicy, error) {
+	rp := retryPolicy{
+		maxRetries:     rc.Attempts,
+		base:           rc.Backoff.Base,
+		max:            rc.Backoff.Max,
+		allowAnyMethod: rc.AllowNonIdempotent,
+		maxBuffered:    rc.MaxBufferedBodyBytes,
+		budgetPercent:  rc.Budget.Percent,
+		budgetMin:      int64(rc.Budget.MinConcurrency),
+		statuses:       rc.RetriableStatusCodes,
+	}
+	if rp.maxRetries == 0 {
+		rp.maxRetries = 1
+	}
+	if rp.base == 0 {
+		rp.base = defaultBackoffBase
+	}
+	if rp.max == 0 {
+		rp.max = 10 * rp.base
+	}
+	if rp.maxBuffered == 0 {
+		rp.maxBuffered = defaultMaxBuffered
+	}
+	if rp.budgetPercent == 0 {
+		rp.budgetPercent = defaultBudgetPercent
+	}
+	if rp.budgetMin == 0 {
+		rp.budgetMin = defaultBudgetMin
+	}
+	on := rc.RetryOn
+	if len(on) == 0 {
+		on = []config.RetryCondition{config.RetryOnConnectFailure, config.RetryOnRefusedStream,
+			config.RetryOnGatewayError, config.RetryOnUnavailable}
+	}
+	for i, c := range on {
+		bit, ok := retryOnNames[string(c)]
+		if !ok {
+			return rp, fmt.Errorf("retry_on[%d]: unknown condition %q", i, c)
+		}
+		rp.on |= bit
+	}
+	return rp, nil
+}
+
+func compileMatch(mc config.RouteMatch) (routeMatch, error) {
+	var m routeMatch
+	for _, a := range mc.Authority {
+		m.authorities = append(m.authorities, compileAuthority(a))
+	}
+	switch {
+	case mc.Path.Exact != "":
+		m.path, m.pathValue = pathExact, mc.Path.Exact
+	case mc.Path.Prefix != "" && mc.Path.Prefix != "/":
+		m.path, m.pathValue = pathPrefix, mc.Path.Prefix
+	case mc.Path.Regex != "":
+		re, err := regexp.Compile("^(?:" + mc.Path.Regex + ")$")
+		if err != nil {
+			return m, fmt.Errorf("match.path.regex: %w", err)
+		}
+		m.path, m.pathRe = pathRegex, re
+	case mc.Path.Prefix == "/":
+		m.path, m.pathValue = pathPrefix, "/"
+	}
+	m.methods = append(m.methods, mc.Methods...)
+	for i, hc := range mc.Headers {
+		hm := headerMatcher{name: http.CanonicalHeaderKey(hc.Name), invert: hc.Invert}
+		if strings.HasPrefix(hc.Name, ":") {
+			hm.pseudo = strings.ToLower(hc.Name)
+		}
+		switch {
+		case hc.Present:
+			hm.kind = headerPresent
+		case hc.Prefix != "":
+			hm.kind, hm.value = headerPrefix, hc.Prefix
+		case hc.Regex != "":
+			re, err := regexp.Compile("^(?:" + hc.Regex + ")$")
+			if err != nil {
+				return m, fmt.Errorf("match.headers[%d].regex: %w", i, err)
+			}
+			hm.kind, hm.re = headerRegex, re
+		default:
+			hm.kind, hm.value = headerExact, hc.Exact
+		}
+		m.headers = append(m.headers, hm)
+	}
+	return m, nil
+}

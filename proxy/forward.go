@@ -1,0 +1,543 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Listener names the listener a request arrived on; each has its own
+// route table.
+type Listener uint8
+
+// The listeners.
+const (
+	Outbound Listener = iota // the local app's calls to other services
+	Inbound                  // traffic for the local app
+	numListeners
+)
+
+func (l Listener) String() string {
+	if l == Inbound {
+		return "inbound"
+	}
+	return "outbound"
+}
+
+// statusClientClosed is recorded (never sent) when the downstream client
+// went away before the response: nginx's 499 convention.
+const statusClientClosed = 499
+
+var errPerTryTimeout = errors.New("per-try timeout")
+
+// bufPool holds the 32 KiB buffers response bodies are copied through.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+type listenerHandler struct {
+	p *Proxy
+	l Listener
+}
+
+// Handler returns the handler of listener l. It serves HTTP/1.1 and, when
+// the server delivers them (see Serve), HTTP/2 requests.
+func (p *Proxy) Handler(l Listener) http.Handler { return &listenerHandler{p: p, l: l} }
+
+func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := h.p
+	p.inflight.Add(1)
+	defer p.inflight.Add(-1)
+	start := p.now()
+
+	s := p.snap.Load()
+	grpc := isGRPC(r.Header)
+	if s == nil {
+		p.localReply(w, grpc, localReply{reason: ReasonNoRoute, detail: "no configuration applied yet"})
+		return
+	}
+	rt := s.tables[h.l].find(r)
+	if rt == nil {
+		status := p.localReply(w, grpc, localReply{reason: ReasonNoRoute})
+		s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
+		return
+	}
+	if rt.direct != nil {
+		status := p.writeDirect(w, rt)
+		rt.localStats.record(status, p.now().Sub(start).Seconds())
+		return
+	}
+	wc := rt.pickCluster(p.intn)
+	f := forwarding{p: p, s: s, rt: rt, c: wc.c, w: w, r: r, grpc: grpc}
+	defer func() {
+		// Runs during an ErrAbortHandler panic too, so aborted streams count.
+		wc.stats.record(f.status, p.now().Sub(start).Seconds())
+	}()
+	f.run()
+}
+
+func (p *Proxy) writeDirect(w http.ResponseWriter, rt *route) int {
+	d := rt.direct
+	h := w.Header()
+	for k, v := range d.header {
+		h[k] = v
+	}
+	rt.respHeaders.apply(h)
+	p.m.localByCode[ReasonDirectResponse].Inc()
+	w.WriteHeader(d.status)
+	if len(d.body) > 0 {
+		_, _ = w.Write(d.body)
+	}
+	return d.status
+}
+
+func (p *Proxy) localReply(w http.ResponseWriter, grpc bool, lr localReply) int {
+	p.m.localByCode[lr.reason].Inc()
+	return writeLocalReply(w, grpc, lr)
+}
+
+// forwarding is the state of one request on its way upstream and back.
+type forwarding struct {
+	p    *Proxy
+	s    *snapshot
+	rt   *route
+	c    *cluster
+	w    http.ResponseWriter
+	r    *http.Request
+	grpc bool
+
+	ctx    context.Context // route deadline (min of route timeout and grpc-timeout)
+	status int             // status sent downstream, for metrics
+
+	limited *limitedBody
+	replay  *replayBody
+	view    *bodyView
+	set     attemptSet
+}
+
+func (f *forwarding) reply(lr localReply) {
+	f.status = f.p.localReply(f.w, f.grpc, lr)
+}
+
+func (f *forwarding) run() {
+	r, rt, c := f.r, f.rt, f.c
+
+	limit := f.s.maxRequestBody
+	if limit > 0 && r.ContentLength > limit {
+		f.reply(localReply{reason: ReasonRequestTooLarge})
+		return
+	}
+
+	// The route deadline covers every attempt and the response body.
+	ctx := r.Context()
+	timeout := rt.timeout
+	if f.grpc {
+		if v := r.Header.Get(hdrGRPCTimeout); v != "" {
+			if d, err := parseGRPCTimeout(v); err == nil && (timeout == 0 || d < timeout) {
+				timeout = d
+			}
+		}
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	f.ctx = ctx
+
+	c.active.Add(1)
+	c.m.active.Inc()
+	c.pool.users.Add(1)
+	defer func() {
+		c.m.active.Dec()
+		c.active.Add(-1)
+		c.pool.release()
+	}()
+
+	hdr := f.outboundHeader()
+	path, rawPath := r.URL.Path, r.URL.RawPath
+	if np := rt.rewritePath(path); np != path {
+		path, rawPath = np, ""
+	}
+
+	var body io.Reader
+	if r.Body != nil && r.Body != http.NoBody {
+		body = r.Body
+		if limit > 0 {
+			f.limited = &limitedBody{r: r.Body, remaining: limit}
+			body = f.limited
+		}
+		if rt.retry.maxRetries > 0 {
+			f.replay = newReplayBody(body, rt.retry.maxBuffered)
+		}
+	}
+	f.set.c = c
+
+	retryBudgetHeld := false
+	defer func() {
+		if retryBudgetHeld {
+			c.budget.release()
+		}
+	}()
+
+	for attempt := 0; ; attempt++ {
+		ep := c.pick(&f.set)
+		if ep == nil {
+			f.reply(localReply{reason: ReasonNoHealthyUpstream, detail: "no healthy upstream in cluster " + c.name})
+			return
+		}
+		c.markTried(&f.set, ep)
+
+		h := hdr
+		if attempt > 0 {
+			// The previous attempt's transport may still hold hdr.
+			h = hdr.Clone()
+		}
+		if f.grpc {
+			if dl, ok := ctx.Deadline(); ok {
+				h[hdrGRPCTimeout] = []string{formatGRPCTimeout(time.Until(dl))}
+			}
+		}
+		var reqBody io.ReadCloser
+		if f.replay != nil {
+			f.view = f.replay.view()
+			reqBody = f.view
+		} else if body != nil {
+			reqBody = io.NopCloser(body)
+		}
+
+		actx, acancel := context.WithCancelCause(ctx)
+		var perTry *time.Timer
+		if rt.perTryTimeout > 0 {
+			perTry = time.AfterFunc(rt.perTryTimeout, func() { acancel(errPerTryTimeout) })
+		}
+		out := &http.Request{
+			Method:     r.Method,
+			URL:        &url.URL{Scheme: c.scheme, Host: ep.addr, Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery},
+			Proto:      "HTTP/1.1",
+			ProtoMajor: 1,
+			ProtoMinor: 1,
+			Header:     h,
+			Body:       reqBody,
+			Host:       r.Host,
+			Trailer:    r.Trailer,
+		}
+		if reqBody != nil {
+			out.ContentLength = r.ContentLength
+		}
+		actx = httptrace.WithClientTrace(actx, f.trace1xx())
+		out = out.WithContext(actx)
+
+		ep.active.Add(1)
+		resp, err := c.pool.rt.RoundTrip(out)
+		headersInTime := perTry == nil || perTry.Stop()
+		if err == nil && !headersInTime {
+			// The per-try timer fired as the headers arrived: the attempt
+			// is already cancelled, so its body is unusable.
+			resp.Body.Close()
+			err = errPerTryTimeout
+		}
+
+		if err != nil {
+			ep.active.Add(-1)
+			acancel(nil)
+			kind := f.failKind(err, actx)
+			switch {
+			case r.Context().Err() != nil:
+				f.status = statusClientClosed
+				return
+			case f.limited != nil && f.limited.crossed.Load():
+				f.reply(localReply{reason: ReasonRequestTooLarge})
+				return
+			case ctx.Err() != nil:
+				f.reply(localReply{reason: ReasonUpstreamTimeout})
+				return
+			}
+			if f.canRetry(attempt, kind, 0, -1) && f.takeBudget(&retryBudgetHeld) {
+				if !f.prepareRetry(attempt) {
+					if ctx.Err() != nil {
+						f.reply(localReply{reason: ReasonUpstreamTimeout})
+					} else {
+						f.reply(failureReply(kind))
+					}
+					return
+				}
+				continue
+			}
+			f.reply(failureReply(kind))
+			return
+		}
+
+		gs := -1
+		if f.grpc {
+			gs = grpcStatusFrom(resp.Header)
+		}
+		if f.canRetry(attempt, failNone, resp.StatusCode, gs) && f.takeBudget(&retryBudgetHeld) {
+			discard(resp.Body)
+			ep.active.Add(-1)
+			acancel(nil)
+			if !f.prepareRetry(attempt) {
+				f.reply(localReply{reason: ReasonUpstreamTimeout})
+				return
+			}
+			continue
+		}
+
+		f.respond(resp)
+		ep.active.Add(-1)
+		acancel(nil)
+		return
+	}
+}
+
+// outboundHeader builds the header block sent upstream: the inbound one
+// minus hop-by-hop headers, plus x-forwarded-*, x-request-id and the
+// route's edits. traceparent and tracestate pass through untouched.
+func (f *forwarding) outboundHeader() http.Header {
+	r := f.r
+	h := copyRequestHeader(r.Header)
+	appendForwardedFor(h, r.RemoteAddr)
+	if _, ok := h[hdrForwardedProto]; !ok {
+		proto := "http"
+		if r.TLS != nil {
+			proto = "https"
+		}
+		h[hdrForwardedProto] = []string{proto}
+	}
+	if _, ok := h[hdrRequestID]; !ok {
+		h[hdrRequestID] = []string{newRequestID()}
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		// An empty value stops net/http from adding its own User-Agent.
+		h["User-Agent"] = []string{""}
+	}
+	if !f.rt.reqHeaders.empty() {
+		f.rt.reqHeaders.apply(h)
+	}
+	return h
+}
+
+// trace1xx forwards informational responses (103 Early Hints, 102
+// Processing) downstream as they arrive, as net/http/httputil does.
+func (f *forwarding) trace1xx() *httptrace.ClientTrace {
+	w := f.w
+	return &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
+			h := w.Header()
+			for k, vv := range header {
+				h[k] = vv
+			}
+			w.WriteHeader(code)
+			// WriteHeader does not clear the map for 1xx responses.
+			clear(h)
+			return nil
+		},
+	}
+}
+
+func (f *forwarding) failKind(err error, actx context.Context) failKind {
+	if errors.Is(err, errPerTryTimeout) || errors.Is(context.Cause(actx), errPerTryTimeout) {
+		return failTimeout
+	}
+	var ce *connectError
+	if errors.As(err, &ce) {
+		return failConnect
+	}
+	var se http2.StreamError
+	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream {
+		return failRefused
+	}
+	return failReset
+}
+
+func failureReply(k failKind) localReply {
+	switch k {
+	case failConnect:
+		return localReply{reason: ReasonUpstreamConnectFailure}
+	case failTimeout:
+		return localReply{reason: ReasonUpstreamTimeout}
+	}
+	return localReply{reason: ReasonUpstreamReset}
+}
+
+// canRetry decides, without side effects, whether the result of attempt
+// (0-based) warrants another one: attempts left, a retry_on condition, a
+// method that may be repeated, and a body that can be sent again.
+func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int) bool {
+	p := &f.rt.retry
+	if attempt >= p.maxRetries || !p.retriable(kind, status, grpcStatus) {
+		return false
+	}
+	// Connect failures and refused streams never reached the application,
+	// so they are safe to retry whatever the method.
+	safe := kind == failConnect || kind == failRefused
+	if !safe && !p.allowAnyMethod && !idempotent(f.r.Method) {
+		return false
+	}
+	switch {
+	case f.replay != nil && kind == failNone:
+		// The upstream answered; retry only if the whole body is kept, as
+		// waiting for the rest of it could stall behind a server that has
+		// stopped reading.
+		return f.replay.complete()
+	case f.replay != nil:
+		return f.replay.replayable()
+	case f.r.Body != nil && f.r.Body != http.NoBody:
+		return false
+	}
+	return true
+}
+
+// takeBudget reserves a slot in the cluster's retry budget for the rest
+// of this request (one slot however many retries it makes).
+func (f *forwarding) takeBudget(held *bool) bool {
+	if *held {
+		return true
+	}
+	p := &f.rt.retry
+	if !f.c.budget.acquire(f.c.active.Load(), p.budgetPercent, p.budgetMin) {
+		return false
+	}
+	*held = true
+	return true
+}
+
+// prepareRetry detaches the previous attempt's body, checks the body can
+// still be replayed and waits the back-off. False: give up.
+func (f *forwarding) prepareRetry(attempt int) bool {
+	if f.view != nil {
+		if !f.view.release(f.ctx) || !f.replay.replayable() {
+			return false
+		}
+	}
+	if !sleepCtx(f.ctx, f.rt.retry.backoff(attempt+1, f.p.int63n)) {
+		return false
+	}
+	f.c.m.retries.Inc()
+	return true
+}
+
+// respond sends resp downstream: headers, body (flushed as it arrives for
+// streams), then trailers.
+func (f *forwarding) respond(resp *http.Response) {
+	defer resp.Body.Close()
+	w := f.w
+	h := w.Header()
+	copyResponseHeader(h, resp.Header)
+	if !f.rt.respHeaders.empty() {
+		f.rt.respHeaders.apply(h)
+	}
+	announced := len(resp.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		h["Trailer"] = []string{strings.Join(keys, ", ")}
+		// Trailers need a framing that can carry them: an HTTP/1.1
+		// downstream must use chunked encoding, not Content-Length.
+		delete(h, "Content-Length")
+	}
+	f.status = resp.StatusCode
+	w.WriteHeader(resp.StatusCode)
+
+	flush := f.grpc || resp.ContentLength == -1 ||
+		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	if err := copyBody(w, resp.Body, flush); err != nil {
+		if f.grpc && f.r.Context().Err() == nil && errors.Is(f.ctx.Err(), context.DeadlineExceeded) {
+			// The call's deadline passed mid-stream: end it the way a gRPC
+			// server would, with DEADLINE_EXCEEDED in the trailers.
+			h[http.TrailerPrefix+"Grpc-Status"] = []string{"4"}
+			h[http.TrailerPrefix+"Grpc-Message"] = []string{"upstream request timeout"}
+			h[http.TrailerPrefix+hdrError] = []string{ReasonUpstreamTimeout.String()}
+			return
+		}
+		// Nothing sensible can be sent after a partial body: abort the
+		// downstream stream so the client sees an error, not a truncated
+		// success (golang/go#23643).
+		panic(http.ErrAbortHandler)
+	}
+	if len(resp.Trailer) == announced {
+		for k, vv := range resp.Trailer {
+			h[k] = vv
+		}
+		return
+	}
+	for k, vv := range resp.Trailer {
+		h[http.TrailerPrefix+k] = vv
+	}
+}
+
+// copyBody streams src to w through a pooled buffer; with flush it pushes
+// each chunk to the client at once.
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var rc *http.ResponseController
+	if flush {
+		rc = http.NewResponseController(w)
+		// Push the headers now: a gRPC client or an event stream waits
+		// for them before the first message.
+		_ = rc.Flush()
+	}
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if flush {
+				if err := rc.Flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// discard reads a little of a body we will not use, so an HTTP/1.1
+// connection can go back to the pool, and closes it.
+func discard(rc io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, rc, 4<<10)
+	rc.Close()
+}
+
+var errTooLarge = errors.New("request body too large")
+
+// limitedBody enforces max_request_body_bytes on a streamed body.
+type limitedBody struct {
+	r         io.Reader
+	remaining int64
+	crossed   atomic.Bool
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.remaining < 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > l.remaining+1 {
+		p = p[:l.remaining+1]
+	}
+	n, err := l.r.Read(p)
+	l.remaining -= int64(n)
+	if l.remaining < 0 {
+		l.crossed.Store(true)
+		return n, errTooLarge
+	}
+	return n, err
+}

@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// gRPC status codes the proxy produces or inspects
+// (https://github.com/grpc/grpc/blob/master/doc/statuscodes.md).
+const (
+	grpcOK                = 0
+	grpcCanceled          = 1
+	grpcDeadlineExceeded  = 4
+	grpcResourceExhausted = 8
+	grpcUnimplemented     = 12
+	grpcInternal          = 13
+	grpcUnavailable       = 14
+)
+
+// isGRPC reports whether the request speaks gRPC: its content-type is
+// application/grpc or application/grpc+<codec> / application/grpc;<params>.
+func isGRPC(h http.Header) bool {
+	ct := h.Get("Content-Type")
+	if !strings.HasPrefix(ct, "application/grpc") {
+		return false
+	}
+	rest := ct[len("application/grpc"):]
+	return rest == "" || rest[0] == '+' || rest[0] == ';'
+}
+
+var errBadTimeout = errors.New("malformed grpc-timeout")
+
+// maxTimeoutDigits is the spec's limit: "TimeoutValue → {positive integer
+// as ASCII string of at most 8 digits}".
+const maxTimeoutDigits = 8
+
+// parseGRPCTimeout decodes a grpc-timeout header value as defined in
+// https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md:
+// 1 to 8 ASCII digits followed by one unit letter H, M, S, m, u or n.
+// Values that overflow time.Duration saturate to the largest duration.
+func parseGRPCTimeout(s string) (time.Duration, error) {
+	if len(s) < 2 || len(s) > maxTimeoutDigits+1 {
+		return 0, errBadTimeout
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, errBadTimeout
+	}
+	var v int64
+	for i := 0; i < len(s)-1; i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, errBadTimeout
+		}
+		v = v*10 + int64(c-'0')
+	}
+	// At most 99,999,999 hours: saturate instead of overflowing.
+	if v > int64(maxDuration/unit) {
+		return maxDuration, nil
+	}
+	return time.Duration(v) * unit, nil
+}
+
+const maxDuration = time.Duration(1<<63 - 1)
+
+// formatGRPCTimeout encodes d for the grpc-timeout header using the finest
+// unit whose value fits in 8 digits, rounding up so that the upstream never
+// sees more time than remains. d <= 0 encodes as "1n" (already expired but
+// still a valid header; the upstream then fails fast with DEADLINE_EXCEEDED).
+func formatGRPCTimeout(d time.Duration) string {
+	if d <= 0 {
+		return "1n"
+	}
+	const max = 99999999
+	units := [...]struct {
+		d time.Duration
+		c byte
+	}{
+		{time.Nanosecond, 'n'},
+		{time.Microsecond, 'u'},
+		{time.Millisecond, 'm'},
+		{time.Second, 'S'},
+		{time.Minute, 'M'},
+		{time.Hour, 'H'},
+	}
+	for _, u := range units {
+		v := (d + u.d - 1) / u.d
+		if v <= max {
+			return strconv.FormatInt(int64(v), 10) + string(u.c)
+		}
+	}
+	return "99999999H"
+}
+
+// encodeGRPCMessage percent-encodes a grpc-message value: bytes outside the
+// printable ASCII range 0x20-0x7E, and '%' itself, become %XX (PROTOCOL-HTTP2.md,
+// "Status-Message").
+func encodeGRPCMessage(msg string) string {
+	clean := true
+	for i := 0; i < len(msg); i++ {
+		if c := msg[i]; c < 0x20 || c > 0x7e || c == '%' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return msg
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(msg) + 8)
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// grpcStatusFrom returns the grpc-status carried by h, or -1 when absent or
+// malformed.
+func grpcStatusFrom(h http.Header) int {
+	v := h["Grpc-Status"]
+	if len(v) == 0 {
+		return -1
+	}
+	n, err := strconv.Atoi(v[0])
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
+}

@@ -1,0 +1,276 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// retryOn is a set of conditions under which an attempt is retried.
+type retryOn uint16
+
+const (
+	retryConnectFailure retryOn = 1 << iota // no connection could be made
+	retryReset                              // connection reset / stream error before response headers
+	retry5xx                                // any 5xx response, a connect failure, reset or per-try timeout
+	retryGatewayError                       // 502, 503, 504, connect failure, reset or per-try timeout
+	retryRetriableStatus                    // a status listed in retriable_status_codes
+	retryGRPCCancelled                      // grpc-status CANCELLED in a trailers-only response
+	retryGRPCDeadlineExceeded
+	retryGRPCResourceExhausted
+	retryGRPCUnavailable
+	retryRefusedStream // HTTP/2 REFUSED_STREAM: the upstream did not process the request
+)
+
+// retryOnNames maps config tokens (Envoy's x-envoy-retry-on and
+// x-envoy-retry-grpc-on vocabularies) to conditions.
+var retryOnNames = map[string]retryOn{
+	"connect-failure":        retryConnectFailure,
+	"reset":                  retryReset,
+	"5xx":                    retry5xx,
+	"gateway-error":          retryGatewayError,
+	"retriable-status-codes": retryRetriableStatus,
+	"cancelled":              retryGRPCCancelled,
+	"deadline-exceeded":      retryGRPCDeadlineExceeded,
+	"resource-exhausted":     retryGRPCResourceExhausted,
+	"unavailable":            retryGRPCUnavailable,
+	"refused-stream":         retryRefusedStream,
+}
+
+// retryPolicy is a route's compiled retry policy.
+type retryPolicy struct {
+	maxRetries int // 0: no retries
+	on         retryOn
+	statuses   []int
+	base, max  time.Duration // back-off: full jitter over [0, min(max, base*2^n))
+	// allowAnyMethod permits retrying non-idempotent methods (POST, PATCH).
+	allowAnyMethod bool
+	// maxBuffered is the largest request body kept for replay.
+	maxBuffered int64
+	// budgetPercent and budgetMin parameterise the cluster's retry budget.
+	budgetPercent float64
+	budgetMin     int64
+}
+
+// idempotent reports whether a request with method m may be retried
+// without the route's explicit permission (RFC 9110 §9.2.2; TRACE too).
+func idempotent(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut,
+		http.MethodDelete, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// failKind is how an attempt failed below HTTP.
+type failKind uint8
+
+const (
+	failNone failKind = iota
+	failConnect
+	failReset
+	failTimeout // per-try timeout
+	failRefused // HTTP/2 stream refused before processing
+)
+
+// retriable decides whether an attempt's result warrants another try.
+// status and grpcStatus are 0/-1 when there was no response.
+func (p *retryPolicy) retriable(kind failKind, status, grpcStatus int) bool {
+	on := p.on
+	switch kind {
+	case failConnect:
+		return on&(retryConnectFailure|retry5xx|retryGatewayError) != 0
+	case failReset:
+		return on&(retryReset|retry5xx|retryGatewayError) != 0
+	case failTimeout:
+		return on&(retry5xx|retryGatewayError) != 0
+	case failRefused:
+		return on&(retryRefusedStream|retryReset|retry5xx|retryGatewayError) != 0
+	}
+	if status >= 500 && on&retry5xx != 0 {
+		return true
+	}
+	if (status == 502 || status == 503 || status == 504) && on&retryGatewayError != 0 {
+		return true
+	}
+	if on&retryRetriableStatus != 0 {
+		for _, s := range p.statuses {
+			if s == status {
+				return true
+			}
+		}
+	}
+	switch grpcStatus {
+	case grpcCanceled:
+		return on&retryGRPCCancelled != 0
+	case grpcDeadlineExceeded:
+		return on&retryGRPCDeadlineExceeded != 0
+	case grpcResourceExhausted:
+		return on&retryGRPCResourceExhausted != 0
+	case grpcUnavailable:
+		return on&retryGRPCUnavailable != 0
+	}
+	return false
+}
+
+// backoff returns the wait before retry number n (1-based) with full
+// jitter: uniform in [0, min(max, base*2^(n-1))) ("Exponential Backoff
+// And Jitter", AWS Architecture Blog, 2015). int63n is injectable.
+func (p *retryPolicy) backoff(n int, int63n func(int64) int64) time.Duration {
+	if p.base <= 0 {
+		return 0
+	}
+	ceil := p.base
+	for i := 1; i < n && ceil < p.max; i++ {
+		ceil *= 2
+	}
+	if p.max > 0 && ceil > p.max {
+		ceil = p.max
+	}
+	if ceil <= 0 {
+		return 0
+	}
+	return time.Duration(int63n(int64(ceil)))
+}
+
+// sleepCtx waits d or until ctx is done; it reports whether d elapsed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// retryBudget bounds concurrent retries per cluster: at most percent% of
+// the cluster's active requests, but never fewer than minConcurrent (as
+// Envoy's retry_budget), so that retries cannot multiply load during an
+// outage. The counter lives on the cluster; the route's policy gives the
+// parameters.
+type retryBudget struct {
+	inFlight atomic.Int64
+}
+
+// acquire reserves a retry slot given the cluster's active requests.
+func (b *retryBudget) acquire(active int64, percent float64, minConcurrent int64) bool {
+	if percent <= 0 {
+		percent = 100
+	}
+	limit := max(int64(float64(active)*percent/100), minConcurrent)
+	for {
+		cur := b.inFlight.Load()
+		if cur >= limit {
+			return false
+		}
+		if b.inFlight.CompareAndSwap(cur, cur+1) {
+			return true
+		}
+	}
+}
+
+func (b *retryBudget) release() { b.inFlight.Add(-1) }
+
+// replayBody lets a request body be sent more than once. The first
+// attempt streams the downstream body and keeps a copy of what it read, up
+// to limit bytes; a later attempt reads the copy and then continues with
+// the unread rest of the downstream body. Once more than limit bytes have
+// been read the copy is dropped and the body can no longer be replayed.
+//
+// Only one attempt reads at a time: before handing a new view out, the
+// forwarder waits for the previous view to be closed by its transport
+// (http.RoundTripper must close the request body, possibly after
+// RoundTrip returns), so no lock is needed on the shared state.
+type replayBody struct {
+	src    io.Reader
+	buf    []byte
+	limit  int64
+	srcErr error
+	// Read by the forwarder while an attempt's transport may be reading.
+	overflow atomic.Bool
+	srcDone  atomic.Bool
+}
+
+func newReplayBody(src io.Reader, limit int64) *replayBody {
+	return &replayBody{src: src, limit: limit}
+}
+
+// replayable reports whether a new attempt can resend the body.
+func (b *replayBody) replayable() bool { return !b.overflow.Load() }
+
+// complete reports whether the whole body has been read and kept, so a
+// replay will not need the downstream again.
+func (b *replayBody) complete() bool { return b.srcDone.Load() && !b.overflow.Load() }
+
+// view returns a reader for one attempt, starting at byte 0.
+func (b *replayBody) view() *bodyView {
+	return &bodyView{b: b, sema: make(chan struct{}, 1)}
+}
+
+// bodyView is one attempt's reader over a replayBody.
+type bodyView struct {
+	b   *replayBody
+	off int
+	// sema is held for the duration of each Read; release takes it for
+	// good, after which Read fails fast without touching shared state.
+	sema chan struct{}
+}
+
+var errBodyDetached = errors.New("request body handed to a newer attempt")
+
+func (v *bodyView) Read(p []byte) (int, error) {
+	select {
+	case v.sema <- struct{}{}:
+	default:
+		return 0, errBodyDetached
+	}
+	defer func() { <-v.sema }()
+	b := v.b
+	if v.off < len(b.buf) {
+		n := copy(p, b.buf[v.off:])
+		v.off += n
+		return n, nil
+	}
+	if b.srcDone.Load() {
+		return 0, b.srcErr
+	}
+	n, err := b.src.Read(p)
+	if n > 0 && !b.overflow.Load() {
+		if int64(len(b.buf)+n) > b.limit {
+			b.overflow.Store(true)
+			b.buf = nil
+		} else {
+			b.buf = append(b.buf, p[:n]...)
+		}
+	}
+	v.off = len(b.buf)
+	if err != nil {
+		b.srcErr = err
+		b.srcDone.Store(true)
+	}
+	return n, err
+}
+
+// Close does not close the downstream body, which the http.Server owns.
+func (v *bodyView) Close() error { return nil }
+
+// release detaches the view: it waits (bounded by ctx) for a Read in
+// progress to return, then keeps every later Read from touching the
+// shared state, so that the next attempt's view may read.
+func (v *bodyView) release(ctx context.Context) bool {
+	select {
+	case v.sema <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

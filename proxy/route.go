@@ -1,0 +1,320 @@
+package proxy
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// authorityMatcher matches the request's host case-insensitively:
+// "api.example.com" (exact), "*.example.com" (any name ending in
+// ".example.com") or "*" (anything), each optionally with ":port". A
+// pattern without a port matches any port.
+type authorityMatcher struct {
+	exact  string // no port
+	suffix string // ".example.com" for "*.example.com"
+	any    bool
+	port   string // "" matches any port
+}
+
+func compileAuthority(s string) authorityMatcher {
+	s = strings.ToLower(strings.TrimSpace(s))
+	host, port := splitHostPort(s)
+	a := authorityMatcher{port: port}
+	switch {
+	case host == "*" || host == "":
+		a.any = true
+	case strings.HasPrefix(host, "*."):
+		a.suffix = host[1:]
+	default:
+		a.exact = host
+	}
+	return a
+}
+
+func (a *authorityMatcher) match(host, port string) bool {
+	if a.port != "" && port != a.port {
+		return false
+	}
+	if a.any {
+		return true
+	}
+	if a.suffix != "" {
+		return len(host) > len(a.suffix) && hasSuffixFold(host, a.suffix)
+	}
+	return strings.EqualFold(host, a.exact)
+}
+
+func hasSuffixFold(s, suffix string) bool {
+	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
+}
+
+// splitHostPort splits "host:port", "[v6]:port", "host" or "[v6]" without
+// allocating (net.SplitHostPort allocates an error for a missing port).
+func splitHostPort(hp string) (host, port string) {
+	if strings.HasPrefix(hp, "[") {
+		end := strings.IndexByte(hp, ']')
+		if end < 0 {
+			return hp, ""
+		}
+		host = hp[1:end]
+		if rest := hp[end+1:]; strings.HasPrefix(rest, ":") {
+			port = rest[1:]
+		}
+		return host, port
+	}
+	i := strings.LastIndexByte(hp, ':')
+	if i < 0 || strings.IndexByte(hp[:i], ':') >= 0 {
+		return hp, "" // no port, or a bare IPv6 address
+	}
+	return hp[:i], hp[i+1:]
+}
+
+type pathKind uint8
+
+const (
+	pathAny pathKind = iota
+	pathExact
+	pathPrefix
+	pathRegex
+)
+
+type headerKind uint8
+
+const (
+	headerExact headerKind = iota
+	headerPrefix
+	headerRegex
+	headerPresent
+)
+
+type headerMatcher struct {
+	name   string // canonical
+	pseudo string // ":authority", ":method", ":path" or ":scheme"; "" for a header
+	kind   headerKind
+	value  string
+	re     *regexp.Regexp
+	invert bool
+}
+
+func (m *headerMatcher) match(r *http.Request) bool {
+	vv, ok := r.Header[m.name]
+	if m.pseudo != "" {
+		vv, ok = []string{pseudoHeader(r, m.pseudo)}, true
+	}
+	var got bool
+	switch m.kind {
+	case headerPresent:
+		got = ok
+	default:
+		// Several values match as their comma-joined form, as RFC 9110
+		// §5.3 defines the combined field value.
+		v := ""
+		if len(vv) == 1 {
+			v = vv[0]
+		} else if len(vv) > 1 {
+			v = strings.Join(vv, ",")
+		}
+		switch {
+		case !ok:
+			got = false
+		case m.kind == headerExact:
+			got = v == m.value
+		case m.kind == headerPrefix:
+			got = strings.HasPrefix(v, m.value)
+		case m.kind == headerRegex:
+			got = m.re.MatchString(v) // anchored at compile time
+		}
+	}
+	return got != m.invert
+}
+
+// routeMatch is the compiled match of one route. Every present condition
+// must hold.
+type routeMatch struct {
+	authorities []authorityMatcher // empty: any
+	path        pathKind
+	pathValue   string
+	pathRe      *regexp.Regexp
+	methods     []string // empty: any
+	headers     []headerMatcher
+	// exactRewrite: prefix_rewrite on an exact path replaces the whole path.
+	exactRewrite bool
+}
+
+func pseudoHeader(r *http.Request, name string) string {
+	switch name {
+	case ":authority":
+		return r.Host
+	case ":method":
+		return r.Method
+	case ":path":
+		return r.URL.RequestURI()
+	case ":scheme":
+		if r.TLS != nil {
+			return "https"
+		}
+		return "http"
+	}
+	return ""
+}
+
+func (m *routeMatch) match(host, port, path string, r *http.Request) bool {
+	if len(m.authorities) > 0 {
+		ok := false
+		for i := range m.authorities {
+			if m.authorities[i].match(host, port) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	switch m.path {
+	case pathExact:
+		if path != m.pathValue {
+			return false
+		}
+	case pathPrefix:
+		if !strings.HasPrefix(path, m.pathValue) {
+			return false
+		}
+	case pathRegex:
+		// Anchored at compile time: the regex must match the whole path.
+		if !m.pathRe.MatchString(path) {
+			return false
+		}
+	}
+	if len(m.methods) > 0 {
+		ok := false
+		for _, x := range m.methods {
+			if x == r.Method {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	for i := range m.headers {
+		if !m.headers[i].match(r) {
+			return false
+		}
+	}
+	return true
+}
+
+type headerValue struct{ name, value string }
+
+// headerEdit is a route's header manipulation for one direction.
+type headerEdit struct {
+	add    []headerValue // appended (or set when replace is true)
+	set    []headerValue
+	remove []string
+}
+
+func (e *headerEdit) apply(h http.Header) {
+	for _, k := range e.remove {
+		delete(h, k)
+	}
+	for _, kv := range e.set {
+		h[kv.name] = []string{kv.value}
+	}
+	for _, kv := range e.add {
+		h[kv.name] = append(h[kv.name], kv.value)
+	}
+}
+
+func (e *headerEdit) empty() bool { return len(e.add)+len(e.set)+len(e.remove) == 0 }
+
+type weightedCluster struct {
+	c      *cluster
+	weight uint32
+	stats  *routeStats
+}
+
+type directResponse struct {
+	status int
+	body   []byte
+	header http.Header
+}
+
+// route is one compiled route. Immutable once in a snapshot.
+type route struct {
+	name  string
+	match routeMatch
+
+	// Exactly one action.
+	clusters []weightedCluster // one entry for a plain cluster action
+	total    uint32            // sum of weights
+	direct   *directResponse
+
+	prefixRewrite string // replaces the matched path prefix when set
+	reqHeaders    headerEdit
+	respHeaders   headerEdit
+
+	timeout       time.Duration // whole request incl. retries; 0: none
+	perTryTimeout time.Duration // each attempt until response headers; 0: none
+	retry         retryPolicy
+
+	maxRequestBody int64 // 0: unlimited
+
+	localStats *routeStats // local replies on this route (cluster label "")
+}
+
+// pickCluster chooses among weighted clusters with the injected rand.
+func (r *route) pickCluster(intn func(int) int) *weightedCluster {
+	if len(r.clusters) == 1 {
+		return &r.clusters[0]
+	}
+	n := uint32(intn(int(r.total)))
+	for i := range r.clusters {
+		if n < r.clusters[i].weight {
+			return &r.clusters[i]
+		}
+		n -= r.clusters[i].weight
+	}
+	return &r.clusters[len(r.clusters)-1]
+}
+
+// rewritePath applies the prefix rewrite to path.
+func (r *route) rewritePath(path string) string {
+	if r.prefixRewrite == "" {
+		return path
+	}
+	if r.match.exactRewrite {
+		return r.prefixRewrite
+	}
+	if r.match.path != pathPrefix {
+		return path
+	}
+	rest := path[len(r.match.pathValue):]
+	if strings.HasSuffix(r.prefixRewrite, "/") && strings.HasPrefix(rest, "/") {
+		rest = rest[1:]
+	}
+	return r.prefixRewrite + rest
+}
+
+// routeTable is the ordered routes of one listener; first match wins.
+type routeTable struct {
+	routes []*route
+}
+
+func (t *routeTable) find(r *http.Request) *route {
+	host := r.Host
+	if host == "" {
+		host = r.URL.Host
+	}
+	h, port := splitHostPort(host)
+	path := r.URL.Path
+	for _, rt := range t.routes {
+		if rt.match.match(h, port, path, r) {
+			return rt
+		}
+	}
+	return nil
+}
