@@ -39,8 +39,8 @@ func (p upstreamProtocol) String() string {
 // transportKey identifies the settings a connection pool depends on. A
 // reload that keeps a cluster's key keeps its pool (and warm connections).
 type transportKey struct {
-	cluster        string
-	protocol       upstreamProtocol
+	cluster         string
+	protocol        upstreamProtocol
 	connectTimeout  time.Duration
 	idleTimeout     time.Duration
 	maxIdlePerHost  int
@@ -270,4 +270,3 @@ func (c *cluster) markTried(s *attemptSet, e *endpoint) {
 		}
 	}
 }
-

@@ -180,13 +180,13 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 	}
 
 	key := transportKey{
-		cluster:        name,
-		protocol:       c.protocol,
-		connectTimeout: cc.ConnectTimeout,
-		idleTimeout:    cc.Pool.IdleTimeout,
-		maxIdlePerHost: cc.Pool.MaxIdlePerEndpoint,
+		cluster:         name,
+		protocol:        c.protocol,
+		connectTimeout:  cc.ConnectTimeout,
+		idleTimeout:     cc.Pool.IdleTimeout,
+		maxIdlePerHost:  cc.Pool.MaxIdlePerEndpoint,
 		maxConnsPerHost: cc.Pool.MaxConnectionsPerEndpoint,
-		tls:            cc.TLS,
+		tls:             cc.TLS,
 	}
 	if key.connectTimeout == 0 {
 		key.connectTimeout = defaultConnectTimeout

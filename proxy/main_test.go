@@ -23,11 +23,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // harness is a proxy serving both listeners on loopback.
 type harness struct {
-	t        testing.TB
-	p        *Proxy
-	reg      *prometheus.Registry
-	out, in  string // listener addresses
-	h1, h2c  *http.Client
+	t       testing.TB
+	p       *Proxy
+	reg     *prometheus.Registry
+	out, in string // listener addresses
+	h1, h2c *http.Client
 }
 
 type harnessOpt func(*Options)

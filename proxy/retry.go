@@ -13,12 +13,12 @@ import (
 type retryOn uint16
 
 const (
-	retryConnectFailure retryOn = 1 << iota // no connection could be made
-	retryReset                              // connection reset / stream error before response headers
-	retry5xx                                // any 5xx response, a connect failure, reset or per-try timeout
-	retryGatewayError                       // 502, 503, 504, connect failure, reset or per-try timeout
-	retryRetriableStatus                    // a status listed in retriable_status_codes
-	retryGRPCCancelled                      // grpc-status CANCELLED in a trailers-only response
+	retryConnectFailure  retryOn = 1 << iota // no connection could be made
+	retryReset                               // connection reset / stream error before response headers
+	retry5xx                                 // any 5xx response, a connect failure, reset or per-try timeout
+	retryGatewayError                        // 502, 503, 504, connect failure, reset or per-try timeout
+	retryRetriableStatus                     // a status listed in retriable_status_codes
+	retryGRPCCancelled                       // grpc-status CANCELLED in a trailers-only response
 	retryGRPCDeadlineExceeded
 	retryGRPCResourceExhausted
 	retryGRPCUnavailable
