@@ -131,8 +131,9 @@ func decode(data []byte, source string) (*Config, error) {
 
 	// Validation runs even after decode errors, so that one run shows every
 	// problem; but a value that failed to decode would be reported twice
-	// (once as what it is, once as the zero value it became), so problems
-	// under a path that already has one are dropped.
+	// (once as what it is, once as the zero value it became, or as a list
+	// that lost an item), so validation problems at, under or above a path
+	// that failed to decode are dropped.
 	if verr := cfg.Validate(); verr != nil {
 		var ves Errors
 		if !errors.As(verr, &ves) {
@@ -142,7 +143,7 @@ func decode(data []byte, source string) (*Config, error) {
 	next:
 		for _, ve := range ves {
 			for _, de := range decodeErrs {
-				if de.Path != "" && (ve.Path == de.Path || strings.HasPrefix(ve.Path, de.Path+".") || strings.HasPrefix(ve.Path, de.Path+"[")) {
+				if de.Path != "" && (pathWithin(ve.Path, de.Path) || pathWithin(de.Path, ve.Path)) {
 					continue next
 				}
 			}
@@ -158,6 +159,11 @@ func decode(data []byte, source string) (*Config, error) {
 		return nil, errs
 	}
 	return &cfg, nil
+}
+
+// pathWithin reports whether path is base or inside it.
+func pathWithin(path, base string) bool {
+	return path == base || strings.HasPrefix(path, base+".") || strings.HasPrefix(path, base+"[")
 }
 
 var yamlLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -341,14 +347,35 @@ func (x *nodeIndex) translate(s string) *FieldError {
 	}
 	if m := typeErrRe.FindStringSubmatch(s); m != nil {
 		line := atoi(m[1])
-		short := strings.TrimSuffix(m[3], "...")
+		tag, short, target := m[2], strings.TrimSuffix(m[3], "..."), m[4]
+		// Several nodes may sit on one line (flow style); pick the one that
+		// decodes into the named type and holds the quoted value.
+		score := func(e *indexEntry) int {
+			n := 0
+			if e.t != nil && e.t.String() == target {
+				n += 4
+			}
+			switch {
+			case tag == "!!map":
+				if e.node.Kind == yaml.MappingNode {
+					n += 2
+				}
+			case tag == "!!seq":
+				if e.node.Kind == yaml.SequenceNode {
+					n += 2
+				}
+			case e.node.Kind == yaml.ScalarNode && strings.HasPrefix(e.node.Value, short):
+				n += 2
+			}
+			return n
+		}
 		var best *indexEntry
 		for i := range x.entries {
 			e := &x.entries[i]
 			if e.key || e.line != line {
 				continue
 			}
-			if best == nil || (e.node.Kind == yaml.ScalarNode && strings.HasPrefix(e.node.Value, short) && !(best.node.Kind == yaml.ScalarNode && strings.HasPrefix(best.node.Value, short))) {
+			if best == nil || score(e) > score(best) {
 				best = e
 			}
 		}

@@ -482,7 +482,6 @@ func (c *Config) validateReferences(p *problems) {
 		p.add(path, msg)
 	}
 	names := map[string]int{}
-	inboundNeeded := -1
 	for i, r := range c.Routes {
 		path := indexPath("routes", i)
 		name := r.Name
@@ -517,12 +516,9 @@ func (c *Config) validateReferences(p *problems) {
 				}
 			}
 		}
-		if r.Listener == Inbound && inboundNeeded < 0 {
-			inboundNeeded = i
+		if r.Listener == Inbound && c.Listeners.Inbound.App == "" {
+			p.add(path+".listener", "inbound routes need listeners.inbound.app (the local app's host:port)")
 		}
-	}
-	if inboundNeeded >= 0 && c.Listeners.Inbound.App == "" {
-		p.addf("listeners.inbound.app", "required: routes[%d] uses listener inbound", inboundNeeded)
 	}
 
 	// Listener addresses, as they will be bound.

@@ -1,0 +1,331 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// A cluster and a route that are valid, for cases about something else.
+const okCluster = `
+clusters:
+  a:
+    endpoints: [10.0.0.1:80]
+`
+
+func TestParseRejects(t *testing.T) {
+	cases := []struct {
+		name string
+		yaml string
+		want string // the whole error text
+	}{
+		{"unknown top-level key", `clusterz: {}`,
+			`t.yaml:1: clusterz: unknown key "clusterz" (did you mean "clusters"?)`},
+		{"unknown nested key", `
+listeners:
+  inbound:
+    app: 127.0.0.1:8080
+    app_protocl: http2
+`, `t.yaml:5: listeners.inbound.app_protocl: unknown key "app_protocl" (did you mean "app_protocol"?)`},
+		{"bad duration", okCluster + `    connect_timeout: 1 second
+`, `t.yaml:5: clusters.a.connect_timeout: invalid duration "1 second": expected a number with a unit, e.g. "250ms", "1s", "1m30s"`},
+		{"duration without unit", okCluster + `    connect_timeout: 5
+`, `t.yaml:5: clusters.a.connect_timeout: invalid duration 5: a unit is required, e.g. "5s"`},
+		{"negative duration", okCluster + `    connect_timeout: -1s
+`, `t.yaml:5: clusters.a.connect_timeout: must not be negative, got -1s`},
+		{"endpoint without port", `
+clusters:
+  payments:
+    endpoints:
+      - 10.0.0.4:8080
+      - 10.0.0.5
+`, `t.yaml:6: clusters.payments.endpoints[1]: "10.0.0.5" has no port`},
+		{"endpoint port out of range", `
+clusters:
+  a:
+    endpoints: ["10.0.0.1:0"]
+`, `t.yaml:4: clusters.a.endpoints[0]: "10.0.0.1:0": port 0 is out of range (1-65535)`},
+		{"endpoint bad host", `
+clusters:
+  a:
+    endpoints: ["bad_host!:80"]
+`, `t.yaml:4: clusters.a.endpoints[0]: "bad_host!:80": "bad_host!" is not an IP address or host name`},
+		{"duplicate endpoint", `
+clusters:
+  a:
+    endpoints:
+      - 10.0.0.1:80
+      - address: 10.0.0.1:80
+        weight: 2
+`, `t.yaml:6: clusters.a.endpoints[1]: duplicate endpoint "10.0.0.1:80" (also endpoints[0])`},
+		{"unknown key in endpoint", `
+clusters:
+  a:
+    endpoints:
+      - address: 10.0.0.1:80
+        wieght: 2
+`, `t.yaml:6: clusters.a.endpoints[0].wieght: unknown key "wieght" (expected address or weight)`},
+		{"endpoint of wrong kind", `
+clusters:
+  a:
+    endpoints: [[10.0.0.1:80]]
+`, `t.yaml:4: clusters.a.endpoints[0]: expected "host:port" or a mapping with address and weight, got a list`},
+		{"endpoints not a list", `
+clusters:
+  a:
+    endpoints: {x: 1}
+`, `t.yaml:4: clusters.a.endpoints: expected a list, got a mapping`},
+		{"empty cluster", `
+clusters:
+  a: {}
+`, `t.yaml:3: clusters.a.endpoints: at least one endpoint is required`},
+		{"bad cluster name", `
+clusters:
+  "pay ments":
+    endpoints: [10.0.0.1:80]
+`, `t.yaml:3: clusters["pay ments"]: invalid cluster name "pay ments": use 1-128 letters, digits, '_', '-' and '.'`},
+		{"bad protocol", okCluster + `    protocol: http3
+`, `t.yaml:5: clusters.a.protocol: unknown protocol "http3" (valid: http1, http2, grpc)`},
+		{"unknown lb policy", okCluster + `    lb_policy: ring_hash
+`, `t.yaml:5: clusters.a.lb_policy: unknown load-balancing policy "ring_hash" (valid: round_robin, least_request, random)`},
+		{"tls settings while disabled", okCluster + `    tls: {server_name: a.example, ca_file: /ca.pem}
+`, `t.yaml:5: clusters.a.tls: server_name, ca_file set but enabled is false`},
+		{"breaker setting out of range", okCluster + `    circuit_breaker:
+      failure_rate: {threshold: 2}
+`, `t.yaml:6: clusters.a.circuit_breaker.failure_rate.threshold: must be in (0,1]`},
+		{"route to unknown cluster", okCluster + `
+routes:
+  - cluster: b
+`, `t.yaml:7: routes[0].cluster: unknown cluster "b" (did you mean "a"?)`},
+		{"two actions", okCluster + `
+routes:
+  - cluster: a
+    direct_response: {status: 200}
+`, `t.yaml:7: routes[0]: set only one action, got cluster and direct_response`},
+		{"no action", okCluster + `
+routes:
+  - name: r
+    timeout: 1s
+`, `t.yaml:7: routes[0]: no action: set one of cluster, weighted_clusters, composition or direct_response`},
+		{"bad regex", okCluster + `
+routes:
+  - match: {path: {regex: "/a(b"}}
+    cluster: a
+`, "t.yaml:7: routes[0].match.path.regex: invalid regex: missing closing ): `/a(b`"},
+		{"two path matchers", okCluster + `
+routes:
+  - match:
+      path: {prefix: /a, exact: /a/b}
+    cluster: a
+`, `t.yaml:8: routes[0].match.path: set only one of exact, prefix and regex, got exact and prefix`},
+		{"path without slash", okCluster + `
+routes:
+  - match: {path: {prefix: api}}
+    cluster: a
+`, `t.yaml:7: routes[0].match.path.prefix: must start with "/", got "api"`},
+		{"weights sum to zero", okCluster + `
+routes:
+  - weighted_clusters:
+      - {cluster: a, weight: 0}
+`, `t.yaml:7: routes[0].weighted_clusters: weights sum to 0: at least one weight must be positive`},
+		{"negative route timeout", okCluster + `
+routes:
+  - cluster: a
+    timeout: -2s
+`, `t.yaml:8: routes[0].timeout: must not be negative, got -2s`},
+		{"per-try timeout above route timeout", okCluster + `
+routes:
+  - cluster: a
+    per_try_timeout: 20s
+`, `t.yaml:8: routes[0].per_try_timeout: 20s exceeds the route timeout (15s)`},
+		{"retry attempts too high", okCluster + `
+routes:
+  - cluster: a
+    retry: {attempts: 11}
+`, `t.yaml:8: routes[0].retry.attempts: must be at most 10, got 11`},
+		{"bad retry_on", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      retry_on: [5xx, 5xxx]
+`, `t.yaml:9: routes[0].retry.retry_on[1]: unknown retry condition "5xxx" (valid: connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, unavailable, resource-exhausted, deadline-exceeded, cancelled)`},
+		{"status codes without condition", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      retriable_status_codes: [409]
+`, `t.yaml:9: routes[0].retry.retriable_status_codes: set, but retry_on lacks retriable-status-codes`},
+		{"backoff max below base", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      backoff: {base: 100ms, max: 50ms}
+`, `t.yaml:9: routes[0].retry.backoff.max: 50ms is less than backoff.base (100ms)`},
+		{"bad header name", okCluster + `
+routes:
+  - cluster: a
+    request_headers:
+      add: {"x bad": "1"}
+`, `t.yaml:9: routes[0].request_headers.add[0].name: invalid header name "x bad"`},
+		{"hop-by-hop header", okCluster + `
+routes:
+  - cluster: a
+    response_headers:
+      remove: [Connection]
+`, `t.yaml:9: routes[0].response_headers.remove[0]: header "Connection" is managed by the proxy and cannot be changed`},
+		{"header match without matcher", okCluster + `
+routes:
+  - cluster: a
+    match:
+      headers: [{name: x-canary}]
+`, `t.yaml:9: routes[0].match.headers[0]: set one of exact, prefix, regex or present`},
+		{"lower-case method", okCluster + `
+routes:
+  - cluster: a
+    match: {methods: [get]}
+`, `t.yaml:8: routes[0].match.methods[0]: method "get" must be upper case ("GET")`},
+		{"bad authority pattern", okCluster + `
+routes:
+  - cluster: a
+    match: {authority: ["api.*.com"]}
+`, `t.yaml:8: routes[0].match.authority[0]: invalid authority pattern "api.*.com": a wildcard is allowed only as a leading "*."`},
+		{"direct response status", `
+routes:
+  - direct_response: {status: 700}
+`, `t.yaml:3: routes[0].direct_response.status: must be an HTTP status from 200 to 599, got 700`},
+		{"timeout with direct response", `
+routes:
+  - direct_response: {status: 404}
+    timeout: 1s
+`, `t.yaml:4: routes[0].timeout: not used with direct_response`},
+		{"prefix rewrite without prefix match", okCluster + `
+routes:
+  - cluster: a
+    match: {path: {regex: "^/x$"}}
+    prefix_rewrite: /y
+`, `t.yaml:9: routes[0].prefix_rewrite: needs match.path.prefix or match.path.exact`},
+		{"duplicate route names", okCluster + `
+routes:
+  - {name: r, cluster: a}
+  - {name: r, cluster: a}
+`, `t.yaml:8: routes[1].name: duplicate route name "r" (also routes[0])`},
+		{"inbound route without app", okCluster + `
+routes:
+  - {listener: inbound, cluster: a}
+`, `t.yaml:7: routes[0].listener: inbound routes need listeners.inbound.app (the local app's host:port)`},
+		{"unknown listener", okCluster + `
+routes:
+  - {listener: sideways, cluster: a}
+`, `t.yaml:7: routes[0].listener: unknown listener "sideways" (valid: outbound, inbound)`},
+		{"listener address collision", `
+listeners:
+  outbound: {address: "0.0.0.0:15000"}
+`, `t.yaml:3: listeners.outbound.address: "0.0.0.0:15000" collides with admin.address ("127.0.0.1:15000")`},
+		{"listener address without port", `
+admin: {address: localhost}
+`, `t.yaml:2: admin.address: "localhost" has no port`},
+		{"app loops into the sidecar", `
+listeners:
+  inbound: {app: "127.0.0.1:15001"}
+`, `t.yaml:3: listeners.inbound.app: "127.0.0.1:15001" is the sidecar's own listeners.outbound.address: traffic would loop`},
+		{"header bytes out of range", `
+listeners: {max_request_header_bytes: 100}
+`, `t.yaml:2: listeners.max_request_header_bytes: must be between 1024 and 8388608, got 100`},
+		{"wrong scalar type", `
+listeners:
+  outbound: {disabled: maybe}
+`, `t.yaml:3: listeners.outbound.disabled: expected true or false, got "maybe"`},
+		{"duplicate key", okCluster + `
+clusters: {}
+`, `t.yaml:6: clusters: duplicate key "clusters" (first on line 2)`},
+		{"yaml syntax error", "clusters:\n  a: [\n", `t.yaml:2: invalid YAML: did not find expected node content`},
+		{"empty document", "# nothing\n", `t.yaml: config is empty`},
+		{"top level not a mapping", "- a\n- b\n", `t.yaml:1: expected a mapping of settings at the top level, got a list`},
+		{"two documents", okCluster + "---\n" + okCluster, `t.yaml:5: only one YAML document is allowed`},
+		{"bad log level", `
+logging: {level: verbose}
+`, `t.yaml:2: logging.level: unknown level "verbose" (valid: debug, info, warn, error)`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tc.yaml), "t.yaml")
+			if err == nil {
+				t.Fatalf("accepted, want error %q", tc.want)
+			}
+			if cfg != nil {
+				t.Errorf("returned a config along with the error")
+			}
+			if got := err.Error(); got != tc.want {
+				t.Errorf("error\n got: %s\nwant: %s", got, tc.want)
+			}
+			var es Errors
+			if !errors.As(err, &es) || len(es) == 0 {
+				t.Fatalf("error is %T, want a non-empty Errors", err)
+			}
+		})
+	}
+	if len(cases) < 25 {
+		t.Fatalf("only %d cases", len(cases))
+	}
+}
+
+// Every problem is reported in one run, in file order, and a value that
+// failed to decode is not reported a second time by validation.
+func TestParseReportsEveryProblemInFileOrder(t *testing.T) {
+	src := `
+clusters:
+  payments:
+    endpoints: [10.0.0.1:80, 10.0.0.2]
+    connect_timeout: soon
+    protocol: spdy
+routes:
+  - cluster: paymnts
+  - cluster: payments
+    retry: {attempts: -1}
+logging: {format: xml}
+`
+	_, err := Parse([]byte(src), "outrigger.yaml")
+	want := strings.Join([]string{
+		`outrigger.yaml:4: clusters.payments.endpoints[1]: "10.0.0.2" has no port`,
+		`outrigger.yaml:5: clusters.payments.connect_timeout: invalid duration "soon": expected a number with a unit, e.g. "250ms", "1s", "1m30s"`,
+		`outrigger.yaml:6: clusters.payments.protocol: unknown protocol "spdy" (valid: http1, http2, grpc)`,
+		`outrigger.yaml:8: routes[0].cluster: unknown cluster "paymnts" (did you mean "payments"?)`,
+		`outrigger.yaml:10: routes[1].retry.attempts: must not be negative`,
+		`outrigger.yaml:11: logging.format: unknown format "xml" (valid: json, console)`,
+	}, "\n")
+	if err == nil || err.Error() != want {
+		t.Fatalf("got:\n%v\nwant:\n%s", err, want)
+	}
+}
+
+func TestFieldErrorFormat(t *testing.T) {
+	for _, tc := range []struct {
+		e    FieldError
+		want string
+	}{
+		{FieldError{Source: "o.yaml", Line: 3, Path: "a.b", Msg: "bad"}, "o.yaml:3: a.b: bad"},
+		{FieldError{Source: "o.yaml", Path: "a.b", Msg: "bad"}, "o.yaml: a.b: bad"},
+		{FieldError{Path: "a.b", Msg: "bad"}, "a.b: bad"},
+		{FieldError{Line: 2, Msg: "bad"}, "line 2: bad"},
+	} {
+		if got := tc.e.Error(); got != tc.want {
+			t.Errorf("got %q, want %q", got, tc.want)
+		}
+	}
+}
+
+func TestParentPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"a":                  "",
+		"a.b":                "a",
+		"a.b[2]":             "a.b",
+		"a.b[2].c":           "a.b[2]",
+		`clusters["x.y"]`:    "clusters",
+		`clusters["x.y"].a`:  `clusters["x.y"]`,
+		`clusters["a]b"][0]`: `clusters["a]b"]`,
+	} {
+		if got := parentPath(in); got != want {
+			t.Errorf("parentPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

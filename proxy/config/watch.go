@@ -1,0 +1,189 @@
+package config
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Debounce defaults of a Watcher.
+const (
+	DefaultDebounce = 100 * time.Millisecond
+	// maxDebounceFactor bounds how long a continuous burst of events can
+	// postpone a reload: at most this many Debounce periods after the first.
+	maxDebounceFactor = 10
+)
+
+// Watcher re-reads a config file when it changes and hands the result to
+// OnChange. It never applies anything itself: on an error the caller keeps
+// serving its last good config.
+//
+// It watches the file's directory rather than the file, because the usual
+// ways of replacing a config replace the file rather than write it: editors
+// write a temporary file and rename it over the old one, and Kubernetes
+// mounts a ConfigMap as a symlink (outrigger.yaml -> ..data/outrigger.yaml)
+// whose ..data symlink it swaps atomically to a new timestamped directory.
+// When the path is a symlink, the directory of the file it resolves to is
+// watched too, and that is re-resolved after every change.
+//
+// Events are debounced (a burst of writes is one reload) and the file's
+// content is hashed, so that an event that did not change the bytes (a
+// touch, a rewrite with the same content, an unrelated file in the same
+// directory) does not reach OnChange. A change that yields the same bytes
+// as the last delivery is never delivered twice in a row, good or bad.
+type Watcher struct {
+	// Path is the config file. Required.
+	Path string
+
+	// OnChange receives each new config (validated, with defaults), or the
+	// error that stopped it (a read error, or an [Errors]) with a nil
+	// config. It is called on Run's goroutine, one call at a time.
+	OnChange func(*Config, error)
+
+	// Debounce is how long the directory must be quiet after an event
+	// before the file is read; a continuous burst is read at the latest
+	// 10 Debounce periods after its first event. Zero means 100ms.
+	Debounce time.Duration
+
+	// Current, if set, is the config the caller is serving (from Load). Run
+	// then compares the file with it on start and delivers a difference at
+	// once, so that an edit made between Load and Run is not lost. Nil
+	// means the file as Run first reads it is taken as already delivered.
+	Current *Config
+}
+
+// Watch runs a Watcher with the default debounce until ctx is done.
+func Watch(ctx context.Context, path string, onChange func(*Config, error)) error {
+	w := &Watcher{Path: path, OnChange: onChange}
+	return w.Run(ctx)
+}
+
+// Run watches until ctx is done and then returns nil, having stopped
+// everything it started. It returns an error early only if watching cannot
+// start (no such directory, no inotify instances left) or the event stream
+// closes underneath it.
+func (w *Watcher) Run(ctx context.Context) error {
+	if w.Path == "" || w.OnChange == nil {
+		return errors.New("config watcher: Path and OnChange are required")
+	}
+	debounce := w.Debounce
+	if debounce <= 0 {
+		debounce = DefaultDebounce
+	}
+	path, err := filepath.Abs(w.Path)
+	if err != nil {
+		return fmt.Errorf("config watcher: %w", err)
+	}
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("config watcher: %w", err)
+	}
+	defer fw.Close()
+
+	dir := filepath.Dir(path)
+	if err := fw.Add(dir); err != nil {
+		return fmt.Errorf("config watcher: watch %s: %w", dir, err)
+	}
+	watched := map[string]bool{dir: true}
+	// rewatch follows the symlinks again and moves the extra watch to the
+	// directory of the file they now lead to.
+	rewatch := func() {
+		want := map[string]bool{dir: true}
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			want[filepath.Dir(real)] = true
+		}
+		for d := range watched {
+			if !want[d] {
+				// The directory may be gone already (Kubernetes deletes the
+				// old timestamped one), which removed the watch with it.
+				_ = fw.Remove(d)
+				delete(watched, d)
+			}
+		}
+		for d := range want {
+			if !watched[d] || d == dir {
+				// Adding again is harmless, and re-arms the main watch if the
+				// directory was replaced.
+				if fw.Add(d) == nil {
+					watched[d] = true
+				}
+			}
+		}
+	}
+
+	var last [sha256.Size]byte
+	deliver := func(initial bool) {
+		data, err := readFile(path)
+		var sum [sha256.Size]byte
+		if err != nil {
+			sum = sha256.Sum256([]byte("error: " + err.Error()))
+		} else {
+			sum = sha256.Sum256(data)
+		}
+		if sum == last {
+			return
+		}
+		last = sum
+		if err != nil {
+			if !initial {
+				w.OnChange(nil, err)
+			}
+			return
+		}
+		cfg, perr := Parse(data, w.Path)
+		if initial {
+			if w.Current == nil || (perr == nil && cfg.Hash() == w.Current.Hash()) {
+				return
+			}
+		}
+		w.OnChange(cfg, perr)
+	}
+
+	rewatch()
+	deliver(true)
+
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var fire <-chan time.Time
+	var burstStart time.Time
+	schedule := func() {
+		now := time.Now()
+		if fire == nil {
+			burstStart = now
+		}
+		wait := debounce
+		if left := burstStart.Add(maxDebounceFactor * debounce).Sub(now); left < wait {
+			wait = max(left, 0)
+		}
+		timer.Reset(wait)
+		fire = timer.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-fw.Events:
+			if !ok {
+				return errors.New("config watcher: event stream closed")
+			}
+			schedule()
+		case _, ok := <-fw.Errors:
+			if !ok {
+				return errors.New("config watcher: event stream closed")
+			}
+			// Events were lost (queue overflow) or the watch hiccuped: the
+			// file may have changed, so read it again.
+			schedule()
+		case <-fire:
+			fire = nil
+			rewatch()
+			deliver(false)
+		}
+	}
+}
