@@ -41,6 +41,9 @@ type Options struct {
 type ConfigStatus struct {
 	// Generation counts configurations applied since start; the first is 1.
 	Generation uint64 `json:"generation"`
+	// Hash fingerprints the effective configuration: equal configurations
+	// have equal hashes.
+	Hash string `json:"hash,omitempty"`
 	// Source is the file (or control plane) the configuration came from.
 	Source string `json:"source,omitempty"`
 	// AppliedAt is when the serving configuration was applied.

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// accessLog writes one JSON line per request when logging.access_log is
+// enabled. A reload may turn it on or off or move it to another file; the
+// request path reads one atomic pointer, so when it is off the cost is a load
+// and a branch.
+type accessLog struct {
+	stdout io.Writer
+	logger atomic.Pointer[zap.Logger] // nil: off
+
+	// mu serialises Reconfigure and Close; it guards the two fields below.
+	mu   sync.Mutex
+	cfg  config.AccessLog
+	file *os.File // the open file when cfg.Path is set
+}
+
+func newAccessLog(cfg config.AccessLog, stdout io.Writer) (*accessLog, error) {
+	a := &accessLog{stdout: stdout}
+	return a, a.Reconfigure(cfg)
+}
+
+// Reconfigure switches to cfg. On error the previous setting stays.
+func (a *accessLog) Reconfigure(cfg config.AccessLog) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cfg == a.cfg && (a.logger.Load() != nil) == cfg.Enabled {
+		return nil
+	}
+	var (
+		w    io.Writer = a.stdout
+		file *os.File
+	)
+	if cfg.Enabled && cfg.Path != "" {
+		f, err := os.OpenFile(cfg.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", cfg.Path, err)
+		}
+		w, file = f, f
+	}
+	var next *zap.Logger
+	if cfg.Enabled {
+		enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{
+			TimeKey:        "ts",
+			MessageKey:     "",
+			LineEnding:     zapcore.DefaultLineEnding,
+			EncodeTime:     zapcore.ISO8601TimeEncoder,
+		})
+		next = zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), zapcore.InfoLevel))
+	}
+	prev, prevFile := a.logger.Swap(next), a.file
+	a.cfg, a.file = cfg, file
+	if prev != nil {
+		prev.Sync()
+	}
+	// A request that loaded prev just before the swap may still write to
+	// prevFile; closing it makes that one line fail, which zap reports on
+	// stderr. Acceptable on a reload that moves the file.
+	if prevFile != nil {
+		prevFile.Close()
+	}
+	return nil
+}
+
+// Close flushes and closes the file.
+func (a *accessLog) Close() error {
+	return a.Reconfigure(config.AccessLog{})
+}
+
+// Wrap logs each request served by h on the named listener.
+func (a *accessLog) Wrap(listener string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l := a.logger.Load()
+		if l == nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		l.Info("",
+			zap.String(fieldListener, listener),
+			zap.String("method", r.Method),
+			zap.String("authority", r.Host),
+			zap.String("path", r.URL.Path),
+			zap.String("protocol", r.Proto),
+			zap.Int("status", status),
+			zap.Int64("bytes", rec.bytes),
+			zap.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			zap.String("request_id", r.Header.Get("X-Request-Id")),
+			zap.String("error", rec.Header().Get("X-Outrigger-Error")),
+			zap.String("remote", r.RemoteAddr),
+		)
+	})
+}
+
+// recorder notes the status and body size of a response. It keeps the
+// writer's optional behaviour: Flush directly (gRPC streaming needs it) and
+// everything else through Unwrap for http.ResponseController.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && code >= 200 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "outrigger run -c FILE [flags]", stderr)
+	path := configFlag(fs)
+	level := fs.String("log-level", "", "override logging.level: debug, info, warn or error")
+	format := fs.String("log-format", "", "override logging.format: json or console")
+	addrFile := fs.String("addr-file", "", "once listening, write the bound addresses (admin, outbound, inbound, app_api, pid) as JSON to `PATH`")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := requireConfig(fs, *path); err != nil {
+		return err
+	}
+	if err := checkLogFlags(stderr, *level, *format); err != nil {
+		return err
+	}
+	return runWithSignals(sidecarOptions{
+		configPath: *path,
+		logLevel:   *level,
+		logFormat:  *format,
+		addrFile:   *addrFile,
+		stdout:     stdout,
+		stderr:     stderr,
+	})
+}
+
+// runWithSignals runs the sidecar until SIGTERM or SIGINT, reloading on
+// SIGHUP. A second SIGTERM/SIGINT during the drain is not special: the drain
+// is already bounded by drain_timeout.
+func runWithSignals(o sidecarOptions) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	o.reload = hup
+	return runSidecar(ctx, o)
+}
+
+// checkLogFlags rejects bad --log-level and --log-format values before
+// anything starts.
+func checkLogFlags(stderr io.Writer, level, format string) error {
+	if _, err := parseLevel(level); err != nil {
+		fmt.Fprintf(stderr, "outrigger: --log-level: %v\n", err)
+		return errUsage
+	}
+	switch format {
+	case "", "json", "console":
+	default:
+		fmt.Fprintf(stderr, "outrigger: --log-format must be json or console, got %q\n", format)
+		return errUsage
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+
+	"github.com/outrigger-mesh/outrigger/proxy"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// trafficServers serve the proxy's listeners. The command runs them itself,
+// rather than through proxy.Serve, so that the access log can wrap each
+// listener's handler (the proxy has no per-request hook); the server setup
+// mirrors proxy.Serve: HTTP/1.1 plus h2c by prior knowledge and by Upgrade,
+// GOAWAY on shutdown, and a base context whose cancel ends hijacked h2c
+// requests on a forced close.
+type trafficServers struct {
+	mu      sync.Mutex
+	servers []*http.Server // guarded by mu
+	cancels []context.CancelFunc
+}
+
+// serve serves ln for listener l until shutdown; it returns
+// http.ErrServerClosed then. Limits come from the listeners section of cfg
+// (they are bound at start, as the sockets are).
+func (t *trafficServers) serve(ln net.Listener, h http.Handler, lc config.Listeners, log *zap.Logger) error {
+	h2s := &http2.Server{IdleTimeout: lc.IdleTimeout, MaxUploadBufferPerStream: 0}
+	srv := &http.Server{
+		Handler:           h2c.NewHandler(h, h2s),
+		MaxHeaderBytes:    lc.MaxRequestHeaderBytes,
+		ReadHeaderTimeout: lc.ReadHeaderTimeout,
+		IdleTimeout:       lc.IdleTimeout,
+		ErrorLog:          zap.NewStdLog(log),
+	}
+	if err := http2.ConfigureServer(srv, h2s); err != nil {
+		return err
+	}
+	base, cancel := context.WithCancel(context.Background())
+	srv.BaseContext = func(net.Listener) context.Context { return base }
+	t.mu.Lock()
+	t.servers = append(t.servers, srv)
+	t.cancels = append(t.cancels, cancel)
+	t.mu.Unlock()
+	return srv.Serve(ln)
+}
+
+// shutdown stops accepting, waits for requests in flight (the proxy counts
+// them, including those on hijacked h2c connections) until ctx ends, then
+// closes what is left. It returns ctx's error when the drain was cut short.
+func (t *trafficServers) shutdown(ctx context.Context, p *proxy.Proxy) error {
+	t.mu.Lock()
+	servers, cancels := t.servers, t.cancels
+	t.mu.Unlock()
+	var errs []error
+	for _, s := range servers {
+		errs = append(errs, s.Shutdown(ctx))
+	}
+	// proxy.Shutdown waits for the proxy's in-flight count and closes idle
+	// upstream connections.
+	errs = append(errs, p.Shutdown(ctx))
+	err := errors.Join(errs...)
+	if err != nil {
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+	for _, c := range cancels {
+		c()
+	}
+	if err != nil {
+		// Let the cancelled requests unwind before the process goes on.
+		wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+		p.Shutdown(wctx)
+		wcancel()
+	}
+	return err
+}

@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/outrigger-mesh/outrigger/proxy"
+	"github.com/outrigger-mesh/outrigger/proxy/admin"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// sidecarOptions are what `run` (and `demo`) pass to runSidecar.
+type sidecarOptions struct {
+	configPath string
+	logLevel   string // overrides logging.level when set
+	logFormat  string // overrides logging.format when set
+	addrFile   string // where to write the bound addresses as JSON; "" = nowhere
+	// override edits every loaded config (the initial one and each reload)
+	// before it is applied; demo uses it for --ephemeral-ports.
+	override func(*config.Config)
+	// onReady, when set, is called once every listener is bound and
+	// serving.
+	onReady func(boundAddrs)
+	// reload delivers SIGHUP; closed or nil means no signal reloads.
+	reload <-chan os.Signal
+	stderr io.Writer // logs
+	stdout io.Writer // access log when logging.access_log.path is empty
+}
+
+// sidecar is one running Outrigger process: the proxy, its admin endpoint,
+// and the loops that reload its configuration.
+type sidecar struct {
+	opts   sidecarOptions
+	log    *zap.Logger
+	level  zap.AtomicLevel
+	state  *configState
+	proxy  *proxy.Proxy
+	access *accessLog
+	lns    *listeners
+
+	// reloadMu serialises reloads: the file watcher and SIGHUP may fire
+	// together, and Apply must see configs in the order they were read.
+	reloadMu sync.Mutex
+
+	draining atomic.Bool
+	serving  atomic.Bool
+}
+
+// runSidecar loads the configuration, binds the listeners, serves until ctx
+// is cancelled, then drains and returns. It returns an error only when the
+// sidecar could not start (an invalid configuration, a port in use) or a
+// listener failed while serving.
+//
+// Start order: config, logger, metrics registry, proxy with the config
+// applied, listeners bound (all or none), servers started, watcher started,
+// then ready.
+//
+// Shutdown order (on ctx cancel), each step finishing before the next:
+//  1. mark not ready: /ready answers 503 so that load balancers and kubelet
+//     stop sending new work; the admin endpoint stays up throughout;
+//  2. stop the reload loops (file watcher, SIGHUP) and wait for them, so
+//     that no reload races the drain;
+//  3. proxy.Shutdown with listeners.drain_timeout: stop accepting, let
+//     requests in flight finish, then close what is left;
+//  4. close the access log (flushing it);
+//  5. shut the admin server down (it served /ready=503 and /metrics during
+//     the drain);
+//  6. sync the process log.
+func runSidecar(ctx context.Context, o sidecarOptions) error {
+	cfg, err := loadConfig(o)
+	if err != nil {
+		printConfigError(o.stderr, o.configPath, err)
+		return silentError{err}
+	}
+
+	s := &sidecar{opts: o}
+	level, err := parseLevel(firstNonEmpty(o.logLevel, cfg.Logging.Level))
+	if err != nil {
+		return err
+	}
+	s.level = zap.NewAtomicLevelAt(level)
+	s.log, err = newLogger(o.stderr, firstNonEmpty(o.logFormat, cfg.Logging.Format), s.level)
+	if err != nil {
+		return err
+	}
+	defer s.log.Sync()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+	)
+	s.state = newConfigState(o.configPath, reg)
+	s.access, err = newAccessLog(cfg.Logging.AccessLog, o.stdout)
+	if err != nil {
+		return fmt.Errorf("logging.access_log: %w", err)
+	}
+	defer s.access.Close()
+
+	s.proxy = proxy.New(proxy.Options{Logger: s.log.Named("proxy"), Registry: reg, Now: time.Now})
+	if err := s.proxy.Apply(cfg); err != nil {
+		s.log.Error("configuration rejected", zap.String(fieldConfig, o.configPath), zap.Error(err))
+		fmt.Fprintf(o.stderr, "%s: %v\n", o.configPath, err)
+		return silentError{err}
+	}
+	gen := s.state.applied(cfg, true, time.Now())
+
+	inbound := ""
+	if cfg.Listeners.Inbound.App != "" {
+		inbound = cfg.Listeners.Inbound.Address
+	}
+	outbound := cfg.Listeners.Outbound.Address
+	if cfg.Listeners.Outbound.Disabled {
+		outbound = ""
+	}
+	s.lns, err = bind(cfg.Admin.Address, outbound, inbound, "")
+	if err != nil {
+		s.log.Error("cannot listen", zap.Error(err))
+		return err
+	}
+	addrs := s.lns.addrs()
+
+	adminSrv := &http.Server{
+		Handler:           s.adminHandler(reg),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          zap.NewStdLog(s.log.Named("admin")),
+	}
+
+	// Every goroutine below is joined before runSidecar returns: servers by
+	// serveErr (one result each), the loops by loops.Wait.
+	type result struct {
+		name string
+		err  error
+	}
+	serveErr := make(chan result, 3)
+	servers := 0
+	serve := func(name string, fn func() error) {
+		servers++
+		go func() { serveErr <- result{name, fn()} }()
+	}
+	serve("admin", func() error { return adminSrv.Serve(s.lns.admin) })
+	var traffic trafficServers
+	for _, l := range []struct {
+		ln net.Listener
+		l  proxy.Listener
+	}{{s.lns.outbound, proxy.Outbound}, {s.lns.inbound, proxy.Inbound}} {
+		if l.ln == nil {
+			continue
+		}
+		h := s.access.Wrap(l.l.String(), s.proxy.Handler(l.l))
+		serve(l.l.String(), func() error {
+			return traffic.serve(l.ln, h, cfg.Listeners, s.log.Named(l.l.String()))
+		})
+	}
+
+	loopCtx, stopLoops := context.WithCancel(context.Background())
+	var loops sync.WaitGroup
+	loops.Go(func() {
+		w := &config.Watcher{Path: o.configPath, OnChange: func(c *config.Config, err error) { s.reload(c, err, "file") }}
+		if o.override == nil {
+			// An edit made between the load above and the watch's start
+			// is then delivered at once instead of being lost.
+			w.Current = cfg
+		}
+		if err := w.Run(loopCtx); err != nil {
+			s.log.Error("watching the configuration file failed; SIGHUP still reloads", zap.String(fieldConfig, o.configPath), zap.Error(err))
+		}
+	})
+	loops.Go(func() { s.sighupLoop(loopCtx) })
+
+	if o.addrFile != "" {
+		if err := writeAddrFile(o.addrFile, addrs); err != nil {
+			s.log.Error("cannot write the address file", zap.Error(err))
+		}
+	}
+	s.serving.Store(true)
+	s.log.Info("outrigger serving",
+		zap.String("version", version), zap.Uint64(fieldGeneration, gen), zap.String(fieldConfig, o.configPath),
+		zap.String("admin", addrs.Admin), zap.String("outbound", addrs.Outbound), zap.String("inbound", addrs.Inbound))
+	if o.onReady != nil {
+		o.onReady(addrs)
+	}
+
+	var failure error
+	select {
+	case <-ctx.Done():
+		s.log.Info("shutting down: draining", zap.Duration("drain_timeout", cfg.Listeners.DrainTimeout))
+	case r := <-serveErr:
+		servers--
+		failure = fmt.Errorf("%s listener: %w", r.name, r.err)
+		s.log.Error("listener failed; shutting down", zap.String(fieldListener, r.name), zap.Error(r.err))
+	}
+
+	// 1. Not ready.
+	s.draining.Store(true)
+	// 2. No more reloads.
+	stopLoops()
+	loops.Wait()
+	// 3. Drain the proxy, bounded by the serving config's drain timeout.
+	cur, _ := s.state.current()
+	drainCtx, cancel := context.WithTimeout(context.Background(), cur.Listeners.DrainTimeout)
+	if err := traffic.shutdown(drainCtx, s.proxy); err != nil {
+		s.log.Warn("drain timed out; closed the remaining connections", zap.Error(err))
+	}
+	cancel()
+	// 4. Access log: closed by the deferred Close, after the servers below.
+	// 5. Admin last.
+	adminCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	adminSrv.Shutdown(adminCtx)
+	cancel()
+	for ; servers > 0; servers-- {
+		if r := <-serveErr; r.err != nil && !errors.Is(r.err, http.ErrServerClosed) && !errors.Is(r.err, net.ErrClosed) && failure == nil {
+			failure = fmt.Errorf("%s listener: %w", r.name, r.err)
+		}
+	}
+	s.log.Info("outrigger stopped")
+	return failure
+}
+
+// loadConfig reads the configuration file and applies the command's
+// override, re-validating after it.
+func loadConfig(o sidecarOptions) (*config.Config, error) {
+	cfg, err := config.Load(o.configPath)
+	if err != nil {
+		return nil, err
+	}
+	if o.override != nil {
+		o.override(cfg)
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// sighupLoop reloads the file on each SIGHUP until ctx ends.
+func (s *sidecar) sighupLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-s.opts.reload:
+			if !ok {
+				return
+			}
+			s.log.Info("SIGHUP: reloading", zap.String(fieldConfig, s.opts.configPath))
+			cfg, err := config.Load(s.opts.configPath)
+			s.reload(cfg, err, "signal")
+		}
+	}
+}
+
+// reload applies cfg as loaded from the file (the command's override is
+// applied here), or records why it cannot: a config that failed to load (err)
+// or that the proxy refused. Either way the last good config keeps
+// serving.
+func (s *sidecar) reload(cfg *config.Config, err error, trigger string) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if s.draining.Load() {
+		return
+	}
+	if err == nil && s.opts.override != nil {
+		s.opts.override(cfg)
+		err = cfg.Validate()
+	}
+	if err == nil {
+		err = s.proxy.Apply(cfg)
+	}
+	now := time.Now()
+	if err != nil {
+		s.state.rejected(err, now)
+		s.log.Error("configuration reload rejected; the previous configuration keeps serving",
+			zap.String("trigger", trigger), zap.String(fieldConfig, s.opts.configPath), zap.Error(err))
+		return
+	}
+	prev, _ := s.state.current()
+	gen := s.state.applied(cfg, false, now)
+	if s.opts.logLevel == "" {
+		if l, err := parseLevel(cfg.Logging.Level); err == nil {
+			s.level.SetLevel(l)
+		}
+	}
+	if err := s.access.Reconfigure(cfg.Logging.AccessLog); err != nil {
+		s.log.Error("access log not reconfigured", zap.Error(err))
+	}
+	s.warnRestartOnly(prev, cfg)
+	s.log.Info("configuration reloaded", zap.String("trigger", trigger), zap.Uint64(fieldGeneration, gen))
+}
+
+// warnRestartOnly logs the settings a reload cannot change in a running
+// process.
+func (s *sidecar) warnRestartOnly(prev, next *config.Config) {
+	if prev == nil {
+		return
+	}
+	for _, c := range []struct{ key, a, b string }{
+		{"admin.address", prev.Admin.Address, next.Admin.Address},
+		{"listeners.outbound.address", prev.Listeners.Outbound.Address, next.Listeners.Outbound.Address},
+		{"listeners.inbound.address", prev.Listeners.Inbound.Address, next.Listeners.Inbound.Address},
+		{"logging.format", prev.Logging.Format, next.Logging.Format},
+	} {
+		if c.a != c.b {
+			s.log.Warn("setting changed; it takes effect on restart", zap.String("key", c.key), zap.String("serving", c.a), zap.String("configured", c.b))
+		}
+	}
+}
+
+// ready is /ready's test: serving (listeners bound, a config applied) and not
+// draining.
+func (s *sidecar) ready() error {
+	switch {
+	case s.draining.Load():
+		return errors.New("draining")
+	case !s.serving.Load():
+		return errors.New("starting")
+	}
+	if cfg, _ := s.state.current(); cfg == nil {
+		return errors.New("no configuration loaded")
+	}
+	return nil
+}
+
+func (s *sidecar) adminHandler(reg *prometheus.Registry) http.Handler {
+	return admin.New(admin.Options{
+		Gatherer: reg,
+		Ready:    s.ready,
+		Config:   s.state.status,
+		Clusters: func() any { return s.proxy.Clusters() },
+		Pprof:    true,
+	})
+}
+
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "outrigger_build_info",
+		Help: "Always 1; the labels say which build is running.",
+	}, []string{"version", "commit", "go_version"})
+	g.WithLabelValues(version, buildCommit(), runtime.Version()).Set(1)
+	return g
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrigger-mesh/outrigger/proxy/admin"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// configState is the serving configuration and the history of reloads that
+// /config and the outrigger_config_* metrics report. It decides nothing: the
+// sidecar records into it after each attempt.
+type configState struct {
+	source string
+
+	generation prometheus.Gauge
+	reloads    *prometheus.CounterVec
+	lastFailed prometheus.Gauge
+
+	mu           sync.Mutex
+	cfg          *config.Config // guarded by mu; nil until the first config applies
+	effective    json.RawMessage
+	hash         string
+	gen          uint64
+	appliedAt    time.Time
+	lastErr      string
+	lastReloadAt time.Time
+}
+
+func newConfigState(source string, reg prometheus.Registerer) *configState {
+	s := &configState{
+		source: source,
+		generation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outrigger_config_generation",
+			Help: "Generation of the serving configuration: 1 for the one loaded at start, +1 per applied reload.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_config_reloads_total",
+			Help: "Configuration reloads attempted, by result (success, failure). The initial load is not a reload.",
+		}, []string{"result"}),
+		lastFailed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outrigger_config_last_reload_error",
+			Help: "1 when the most recent reload was rejected (the previous configuration keeps serving), else 0.",
+		}),
+	}
+	// Both results exist from the start so that rate() sees the first failure.
+	s.reloads.WithLabelValues("success")
+	s.reloads.WithLabelValues("failure")
+	reg.MustRegister(s.generation, s.reloads, s.lastFailed)
+	return s
+}
+
+// applied records cfg as serving; initial is the load at start (not counted
+// as a reload). It returns the new generation.
+func (s *configState) applied(cfg *config.Config, initial bool, now time.Time) uint64 {
+	eff, err := config.EffectiveJSON(cfg)
+	if err != nil {
+		// The config types are plain data; a marshal failure is a bug worth
+		// seeing in /config rather than a reason to refuse the config.
+		eff, _ = json.Marshal(map[string]string{"error": "rendering effective config: " + err.Error()})
+	}
+	s.mu.Lock()
+	s.cfg = cfg
+	s.effective = eff
+	s.hash = cfg.Hash()
+	s.gen++
+	gen := s.gen
+	s.appliedAt = now
+	if !initial {
+		s.lastErr = ""
+		s.lastReloadAt = now
+	}
+	s.mu.Unlock()
+
+	s.generation.Set(float64(gen))
+	if !initial {
+		s.reloads.WithLabelValues("success").Inc()
+		s.lastFailed.Set(0)
+	}
+	return gen
+}
+
+// rejected records a reload that did not apply.
+func (s *configState) rejected(err error, now time.Time) {
+	s.mu.Lock()
+	s.lastErr = err.Error()
+	s.lastReloadAt = now
+	s.mu.Unlock()
+	s.reloads.WithLabelValues("failure").Inc()
+	s.lastFailed.Set(1)
+}
+
+// current returns the serving config (nil before the first) and its
+// generation.
+func (s *configState) current() (*config.Config, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg, s.gen
+}
+
+// status is the /config body.
+func (s *configState) status() admin.ConfigStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return admin.ConfigStatus{
+		Generation:      s.gen,
+		Hash:            s.hash,
+		Source:          s.source,
+		AppliedAt:       s.appliedAt,
+		LastReloadError: s.lastErr,
+		LastReloadAt:    s.lastReloadAt,
+		Effective:       s.effective,
+	}
+}

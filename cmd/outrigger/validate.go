@@ -1,0 +1,43 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+func cmdValidate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("validate", "outrigger validate -c FILE", stderr)
+	path := configFlag(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := requireConfig(fs, *path); err != nil {
+		return err
+	}
+	if _, err := config.Load(*path); err != nil {
+		printConfigError(stderr, *path, err)
+		return silentError{err}
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
+}
+
+// printConfigError writes every problem in err on a line of its own,
+// "FILE:LINE: key.path: why". An error that is not a list of field errors
+// (the file cannot be read) is one line, prefixed with the file.
+func printConfigError(w io.Writer, path string, err error) {
+	var es config.Errors
+	if errors.As(err, &es) {
+		for _, e := range es {
+			if e.Source == "" {
+				e.Source = path
+			}
+			fmt.Fprintln(w, e.Error())
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s: %v\n", path, err)
+}
