@@ -55,10 +55,10 @@ func (a *accessLog) Reconfigure(cfg config.AccessLog) error {
 	var next *zap.Logger
 	if cfg.Enabled {
 		enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{
-			TimeKey:        "ts",
-			MessageKey:     "",
-			LineEnding:     zapcore.DefaultLineEnding,
-			EncodeTime:     zapcore.ISO8601TimeEncoder,
+			TimeKey:    "ts",
+			MessageKey: "",
+			LineEnding: zapcore.DefaultLineEnding,
+			EncodeTime: zapcore.ISO8601TimeEncoder,
 		})
 		next = zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), zapcore.InfoLevel))
 	}
