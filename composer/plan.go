@@ -341,8 +341,10 @@ func compileCall(i int, c Call, s Spec, p *plan, knownCluster func(string) bool,
 	} else if c.Batch || c.BatchSeparator != "" {
 		errs.add(k+".batch", "batch needs for_each")
 	}
-	if strings.ContainsAny(c.BatchSeparator, "&#?/=\r\n") {
-		errs.add(k+".batch_separator", "%q: must not contain & # ? / = or line breaks", c.BatchSeparator)
+	// The separator goes on the wire unescaped, so it is limited to characters
+	// that mean the same in a path segment and a query value.
+	if strings.Trim(c.BatchSeparator, ",;|:-_~") != "" {
+		errs.add(k+".batch_separator", "%q: use characters from , ; | : - _ ~", c.BatchSeparator)
 	}
 	for d := range deps {
 		cp.deps = append(cp.deps, d)

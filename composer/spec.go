@@ -111,7 +111,8 @@ type Call struct {
 	// (ids={each} -> ids=1,2,3). Only scalar elements. Zero: one call per element.
 	Batch bool `yaml:"batch,omitempty" json:"batch,omitempty"`
 
-	// BatchSeparator joins the elements of a batch. Empty: ",".
+	// BatchSeparator joins the elements of a batch; it goes on the wire as is, so
+	// it is made of the characters , ; | : - _ ~ only. Empty: ",".
 	BatchSeparator string `yaml:"batch_separator,omitempty" json:"batch_separator,omitempty"`
 }
 
