@@ -132,8 +132,6 @@ func (l *Log) rollLocked(now int64) error {
 		l.failed = err
 		return fmt.Errorf("%w: sync %s: %w", ErrLogFailed, old.path, err)
 	}
-	_ = old.idxF.Sync()
-	_ = old.tidxF.Sync()
 	s, err := createSegment(l.dir, l.next, now)
 	if err != nil {
 		return err
@@ -229,6 +227,7 @@ func (l *Log) syncRound() error {
 	if !need {
 		return nil
 	}
+	l.fsyncs.Add(1)
 	if err := f.Sync(); err != nil {
 		// After a failed fsync the kernel may have dropped the dirty pages
 		// (fsyncgate): nothing written since the last good fsync can be

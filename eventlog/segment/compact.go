@@ -220,10 +220,10 @@ func (l *Log) swapSegment(s, cleaned *segment) error {
 	// Indexes are rebuilt from the log on Open if a crash lands between the
 	// rename and these writes.
 	offIdx, timeIdx := encodeIndexes(&s.meta)
-	if err := writeFileAtomic(s.indexPath(), offIdx); err != nil {
+	if err := writeIndexFile(s.indexPath(), offIdx); err != nil {
 		return fmt.Errorf("segment: write index: %w", err)
 	}
-	if err := writeFileAtomic(s.timeIndexPath(), timeIdx); err != nil {
+	if err := writeIndexFile(s.timeIndexPath(), timeIdx); err != nil {
 		return fmt.Errorf("segment: write index: %w", err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,8 +25,10 @@ type segment struct {
 	activeSince int64
 }
 
-func (s *segment) indexPath() string     { return strings.TrimSuffix(s.path, logSuffix) + indexSuffix }
-func (s *segment) timeIndexPath() string { return strings.TrimSuffix(s.path, logSuffix) + timeIndexSuffix }
+func (s *segment) indexPath() string { return strings.TrimSuffix(s.path, logSuffix) + indexSuffix }
+func (s *segment) timeIndexPath() string {
+	return strings.TrimSuffix(s.path, logSuffix) + timeIndexSuffix
+}
 
 // closeFiles closes every file of the segment.
 func (s *segment) closeFiles() error {
@@ -88,6 +91,9 @@ type Log struct {
 	durableOff int64
 	syncErr    error
 	synced     chan struct{} // closed and replaced after every fsync round
+
+	// fsyncs counts fsync rounds of the active segment (group commits).
+	fsyncs atomic.Int64
 
 	kick chan struct{} // wakes the committer; capacity 1 coalesces requests
 	stop chan struct{}
@@ -380,12 +386,6 @@ func (l *Log) Close() error {
 	err := l.syncRound()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	act := l.segs[len(l.segs)-1]
-	for _, f := range []*os.File{act.idxF, act.tidxF} {
-		if serr := f.Sync(); err == nil {
-			err = serr
-		}
-	}
 	for _, s := range l.segs {
 		if cerr := s.closeFiles(); err == nil {
 			err = cerr

@@ -13,7 +13,7 @@ type testClock struct{ t time.Time }
 
 func newTestClock() *testClock { return &testClock{t: time.UnixMilli(1_700_000_000_000)} }
 
-func (c *testClock) Now() time.Time           { return c.t }
+func (c *testClock) Now() time.Time          { return c.t }
 func (c *testClock) Advance(d time.Duration) { c.t = c.t.Add(d) }
 
 func mustOpen(t testing.TB, dir string, o Options) *Log {

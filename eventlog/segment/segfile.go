@@ -235,7 +235,18 @@ func syncIndexFile(path string, want []byte) (bool, error) {
 		// Unreadable: fall through and replace it.
 		_ = err
 	}
-	return true, writeFileAtomic(path, want)
+	return true, writeIndexFile(path, want)
+}
+
+// writeIndexFile replaces an index file via a temporary file and rename,
+// without fsync: indexes are checked against the log and rebuilt on every
+// Open, so a lost or torn index only costs a rebuild.
+func writeIndexFile(path string, data []byte) error {
+	tmp := path + tmpSuffix
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // writeFileAtomic writes data to path via a temporary file, fsync and

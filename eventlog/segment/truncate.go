@@ -144,10 +144,10 @@ func (l *Log) truncateSegmentLocked(s *segment, to int64) error {
 		s.idxF, s.tidxF = nil, nil
 	}
 	offIdx, timeIdx := encodeIndexes(&s.meta)
-	if err := writeFileAtomic(s.indexPath(), offIdx); err != nil {
+	if err := writeIndexFile(s.indexPath(), offIdx); err != nil {
 		return err
 	}
-	return writeFileAtomic(s.timeIndexPath(), timeIdx)
+	return writeIndexFile(s.timeIndexPath(), timeIdx)
 }
 
 // removeSegmentFiles deletes a segment's files, the log first: an index

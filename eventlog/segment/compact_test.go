@@ -1,0 +1,251 @@
+package segment
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// appendKV appends one record per key/value pair ("" value = tombstone)
+// and returns the base offset.
+func appendKV(t testing.TB, l *Log, kv ...string) int64 {
+	t.Helper()
+	recs := make([]Record, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		r := Record{Key: []byte(kv[i])}
+		if kv[i+1] != "" {
+			r.Value = []byte(kv[i+1])
+		}
+		recs = append(recs, r)
+	}
+	base, err := l.Append(context.Background(), 1, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base
+}
+
+func TestCompactKeepsLatestPerKeyWithOffsetsAndTombstoneDelay(t *testing.T) {
+	dir := t.TempDir()
+	clk := newTestClock()
+	opts := Options{Compact: true, SegmentBytes: 400, IndexIntervalBytes: 64, TombstoneRetention: time.Hour, Now: clk.Now, Flush: FlushOS}
+	l := mustOpen(t, dir, opts)
+	defer func() { l.Close() }()
+	// value = "<key>@<offset>" so reads can check that offsets were kept.
+	type rec struct {
+		key  string
+		tomb bool
+	}
+	var all []rec
+	for i := 0; i < 120; i++ {
+		key := fmt.Sprintf("k%d", i%9)
+		tomb := i%9 == 3 && i > 100 // k3's last write is a delete
+		v := fmt.Sprintf("%s@%d", key, i)
+		if tomb {
+			v = ""
+		}
+		if off := appendKV(t, l, key, v); off != int64(i) {
+			t.Fatalf("offset %d, want %d", off, i)
+		}
+		all = append(all, rec{key, tomb})
+		clk.Advance(time.Millisecond)
+	}
+	// Unkeyed records are never compacted.
+	unkeyed, _ := l.Append(context.Background(), 1, []Record{{Value: []byte("nokey")}})
+	all = append(all, rec{"", false})
+	l.mu.RLock()
+	activeBase := l.segs[len(l.segs)-1].meta.base
+	l.mu.RUnlock()
+	if activeBase < 50 {
+		t.Fatalf("active segment starts at %d; want most data in closed segments", activeBase)
+	}
+	expect := func(dropTombs bool) map[int64]bool {
+		latest := map[string]int64{}
+		for off, r := range all {
+			if int64(off) < activeBase && r.key != "" {
+				latest[r.key] = int64(off)
+			}
+		}
+		keep := map[int64]bool{}
+		for off, r := range all {
+			o := int64(off)
+			switch {
+			case o >= activeBase || r.key == "":
+				keep[o] = true
+			case latest[r.key] == o && !(r.tomb && dropTombs):
+				keep[o] = true
+			}
+		}
+		return keep
+	}
+	check := func(keep map[int64]bool) {
+		t.Helper()
+		got := readAll(t, l, 0)
+		seen := map[int64]bool{}
+		prev := int64(-1)
+		for _, r := range got {
+			if r.Offset <= prev {
+				t.Fatalf("offsets out of order: %d after %d", r.Offset, prev)
+			}
+			prev = r.Offset
+			if !keep[r.Offset] {
+				t.Fatalf("offset %d (%s) should have been compacted away", r.Offset, r.Key)
+			}
+			seen[r.Offset] = true
+			switch {
+			case r.Key == nil:
+				if string(r.Value) != "nokey" || r.Offset != unkeyed {
+					t.Fatalf("unkeyed record at %d = %q", r.Offset, r.Value)
+				}
+			case r.Value == nil:
+				if !all[r.Offset].tomb {
+					t.Fatalf("offset %d is a tombstone but was written with a value", r.Offset)
+				}
+			default:
+				key, off, _ := strings.Cut(string(r.Value), "@")
+				if key != string(r.Key) || off != strconv.FormatInt(r.Offset, 10) {
+					t.Fatalf("offset %d holds %q: offsets not preserved", r.Offset, r.Value)
+				}
+			}
+		}
+		for off := range keep {
+			if !seen[off] {
+				t.Fatalf("offset %d should have been kept", off)
+			}
+		}
+	}
+	res, err := l.Compact(clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SegmentsRewritten == 0 || res.RecordsRemoved == 0 || res.TombstonesDropped != 0 || res.BytesAfter >= res.BytesBefore {
+		t.Fatalf("first compaction result %+v", res)
+	}
+	check(expect(false))
+	// Reading from inside a gap returns the next kept record.
+	for from := int64(0); from < activeBase; from++ {
+		got, err := l.Read(from, 1)
+		if err != nil || len(got) != 1 || got[0].Offset < from {
+			t.Fatalf("Read(%d) = %v, %v", from, got, err)
+		}
+	}
+	// Past TombstoneRetention the tombstone goes too.
+	clk.Advance(2 * time.Hour)
+	res, err = l.Compact(clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TombstonesDropped != 1 {
+		t.Fatalf("second compaction result %+v, want 1 tombstone dropped", res)
+	}
+	check(expect(true))
+	// Compaction is idempotent and survives reopen.
+	if res, err := l.Compact(clk.Now()); err != nil || res.SegmentsRewritten != 0 {
+		t.Fatalf("third compaction %+v, %v", res, err)
+	}
+	l.Close()
+	l = mustOpen(t, dir, opts)
+	if rep := l.Recovery(); len(rep.Truncated) != 0 || len(rep.RebuiltIndexes) != 0 {
+		t.Fatalf("reopen after compaction repaired something: %+v", rep)
+	}
+	check(expect(true))
+	if base := appendKV(t, l, "k0", "k0@"+strconv.Itoa(len(all))); base != int64(len(all)) {
+		t.Fatalf("append after compaction got offset %d, want %d", base, len(all))
+	}
+}
+
+func TestCompactRunsConcurrentlyWithAppends(t *testing.T) {
+	dir := t.TempDir()
+	l := mustOpen(t, dir, Options{Compact: true, SegmentBytes: 4096, Flush: FlushOS})
+	defer l.Close()
+	for i := 0; i < 2000; i++ {
+		appendKV(t, l, fmt.Sprintf("k%d", i%50), fmt.Sprintf("v%d", i))
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var bases []int64
+	var appended atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			b, err := l.Append(context.Background(), 1, []Record{{Key: []byte("live"), Value: []byte(fmt.Sprintf("live%d", i))}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			bases = append(bases, b)
+			appended.Add(1)
+			if i >= 3000 {
+				return
+			}
+		}
+	}()
+	// Wait until the appender runs, then check it keeps going while
+	// compaction copies segments.
+	for deadline := time.Now().Add(5 * time.Second); appended.Load() == 0 && time.Now().Before(deadline); {
+		runtime.Gosched()
+	}
+	during := int64(0)
+	for i := 0; i < 3; i++ {
+		before := appended.Load()
+		res, err := l.Compact(time.Now())
+		if err != nil {
+			t.Error(err)
+		}
+		if res.SegmentsRewritten > 0 {
+			during += appended.Load() - before
+		}
+	}
+	if during == 0 {
+		t.Error("no append completed while compaction was rewriting segments")
+	}
+	close(stop)
+	wg.Wait()
+	if len(bases) == 0 {
+		t.Fatal("no concurrent appends happened")
+	}
+	for i := 1; i < len(bases); i++ {
+		if bases[i] != bases[i-1]+1 {
+			t.Fatalf("concurrent append offsets %d then %d", bases[i-1], bases[i])
+		}
+	}
+	got := readAll(t, l, 0)
+	live := 0
+	for _, r := range got {
+		if string(r.Key) == "live" {
+			live++
+		}
+	}
+	if live == 0 || got[len(got)-1].Offset != bases[len(bases)-1] {
+		t.Fatalf("last record %d, last append %d", got[len(got)-1].Offset, bases[len(bases)-1])
+	}
+	if len(got) >= 2000 {
+		t.Fatalf("compaction removed nothing: %d records", len(got))
+	}
+}
+
+func TestCompactIsNoOpWithoutCompactOption(t *testing.T) {
+	l := mustOpen(t, t.TempDir(), Options{SegmentBytes: 300, Flush: FlushOS})
+	defer l.Close()
+	for i := 0; i < 100; i++ {
+		appendKV(t, l, "same", fmt.Sprint(i))
+	}
+	if res, err := l.Compact(time.Now()); err != nil || res.SegmentsRewritten != 0 {
+		t.Fatalf("Compact = %+v, %v", res, err)
+	}
+	if n := len(readAll(t, l, 0)); n != 100 {
+		t.Fatalf("%d records left", n)
+	}
+}
