@@ -1,0 +1,411 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// counting wraps a handler and counts its requests.
+type counting struct {
+	n  atomic.Int64
+	fn http.HandlerFunc
+}
+
+func (c *counting) ServeHTTP(w http.ResponseWriter, r *http.Request) { c.n.Add(1); c.fn(w, r) }
+
+func failing(status int) *counting {
+	return &counting{fn: func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(status)
+		fmt.Fprint(w, "upstream says ", status)
+	}}
+}
+
+func echoing() *counting {
+	return &counting{fn: func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "ok %d %x", len(b), sha(b))
+	}}
+}
+
+func sha(b []byte) uint32 {
+	var h uint32 = 2166136261
+	for _, c := range b {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return h
+}
+
+// refusedAddr returns a loopback address nothing listens on.
+func refusedAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
+}
+
+func retryCfg(endpoints []string, rp config.RetryPolicy, mod ...func(*config.Route)) *config.Config {
+	return simpleConfig(config.Cluster{Endpoints: eps(endpoints...)}, append([]func(*config.Route){func(r *config.Route) {
+		r.Retry = &rp
+	}}, mod...)...)
+}
+
+func do(t *testing.T, c *http.Client, method, url string, body []byte) (*http.Response, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return resp, readAll(t, resp)
+}
+
+func TestRetry5xxGoesToAnotherEndpoint(t *testing.T) {
+	bad, good := failing(503), echoing()
+	a, b := upstream(t, false, bad.ServeHTTP), upstream(t, false, good.ServeHTTP)
+	fast := config.Backoff{Base: time.Millisecond, Max: time.Millisecond}
+	h := startProxy(t, retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 3, RetryOn: []config.RetryCondition{"5xx"}, Backoff: fast}))
+	for i := 0; i < 4; i++ {
+		resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+		if resp.StatusCode != 200 || !strings.HasPrefix(body, "ok") {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	// Round robin gives every first attempt to the failing endpoint (each
+	// retry takes a turn too); every retry goes to the other one.
+	if bad.n.Load() != 4 || good.n.Load() != 4 {
+		t.Fatalf("bad hit %d, good hit %d; want 4 and 4", bad.n.Load(), good.n.Load())
+	}
+	if v := testutil.ToFloat64(h.p.m.retries.WithLabelValues("svc")); v != 4 {
+		t.Fatalf("retries_total = %v, want 4", v)
+	}
+}
+
+func TestRetryWithBufferedBodyReplaysItIntact(t *testing.T) {
+	bad, good := failing(502), echoing()
+	a, b := upstream(t, false, bad.ServeHTTP), upstream(t, false, good.ServeHTTP)
+	h := startProxy(t, retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"gateway-error"}, Backoff: config.Backoff{Base: time.Microsecond}}))
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1000) // 16000 bytes < 64 KiB
+	resp, got := do(t, h.h1, "PUT", h.url("/"), body)
+	if want := fmt.Sprintf("ok %d %x", len(body), sha(body)); resp.StatusCode != 200 || got != want {
+		t.Fatalf("%d %q, want %q", resp.StatusCode, got, want)
+	}
+	if bad.n.Load() != 1 || good.n.Load() != 1 {
+		t.Fatalf("hits %d/%d", bad.n.Load(), good.n.Load())
+	}
+}
+
+func TestRetryNotForPOSTOn5xx(t *testing.T) {
+	bad, good := failing(503), echoing()
+	a, b := upstream(t, false, bad.ServeHTTP), upstream(t, false, good.ServeHTTP)
+	h := startProxy(t, retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"5xx"}}))
+	resp, body := do(t, h.h1, "POST", h.url("/"), []byte("x"))
+	if resp.StatusCode != 503 || body != "upstream says 503" {
+		t.Fatalf("%d %q: the upstream's own response must be forwarded", resp.StatusCode, body)
+	}
+	if good.n.Load() != 0 {
+		t.Fatal("POST was retried")
+	}
+}
+
+func TestRetryPOSTOnConnectFailureIsSafe(t *testing.T) {
+	good := echoing()
+	b := upstream(t, false, good.ServeHTTP)
+	h := startProxy(t, retryCfg([]string{refusedAddr(t), addr(b)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"connect-failure"}, Backoff: config.Backoff{Base: time.Microsecond}}))
+	body := []byte("payload")
+	resp, got := do(t, h.h1, "POST", h.url("/"), body)
+	if resp.StatusCode != 200 || got != fmt.Sprintf("ok 7 %x", sha(body)) {
+		t.Fatalf("%d %q", resp.StatusCode, got)
+	}
+}
+
+func TestRetryNotWhenBodyExceedsBuffer(t *testing.T) {
+	bad, good := failing(503), failing(503)
+	a, b := upstream(t, false, bad.ServeHTTP), upstream(t, false, good.ServeHTTP)
+	h := startProxy(t, retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"5xx"}, MaxBufferedBodyBytes: 1024}))
+	big := bytes.Repeat([]byte("z"), 100<<10)
+	resp, got := do(t, h.h1, "PUT", h.url("/"), big)
+	if resp.StatusCode != 503 || bad.n.Load()+good.n.Load() != 1 {
+		t.Fatalf("%d %q hits=%d: a body over the buffer limit must not be retried", resp.StatusCode, got, bad.n.Load()+good.n.Load())
+	}
+	// Chunked (unknown length) bodies follow the same rule.
+	req, _ := http.NewRequest("PUT", h.url("/"), io.MultiReader(bytes.NewReader(big)))
+	req.ContentLength = -1
+	r2, err := h.h1.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, r2)
+	if r2.StatusCode != 503 || bad.n.Load()+good.n.Load() != 2 {
+		t.Fatalf("chunked: %d hits=%d", r2.StatusCode, bad.n.Load()+good.n.Load())
+	}
+}
+
+func TestRetryBackoffUsesFullJitterOnInjectedRand(t *testing.T) {
+	bad := failing(503)
+	a := upstream(t, false, bad.ServeHTTP)
+	var mu sync.Mutex
+	var ceilings []time.Duration
+	h := startProxy(t, retryCfg([]string{addr(a)}, config.RetryPolicy{Attempts: 4, RetryOn: []config.RetryCondition{"5xx"},
+		Backoff: config.Backoff{Base: time.Millisecond, Max: 3 * time.Millisecond}}),
+		func(o *Options) {
+			o.Int63n = func(n int64) int64 {
+				mu.Lock()
+				ceilings = append(ceilings, time.Duration(n))
+				mu.Unlock()
+				return 0
+			}
+		})
+	resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 503 || bad.n.Load() != 5 {
+		t.Fatalf("%d after %d attempts", resp.StatusCode, bad.n.Load())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []time.Duration{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond, 3 * time.Millisecond}
+	if fmt.Sprint(ceilings) != fmt.Sprint(want) {
+		t.Fatalf("back-off ceilings %v, want %v", ceilings, want)
+	}
+}
+
+func TestRetryBudgetLimitsConcurrentRetries(t *testing.T) {
+	bad := failing(503)
+	a := upstream(t, false, bad.ServeHTTP)
+	// Every back-off lasts until the route timeout: the first request holds
+	// the only budget slot (min_concurrency 1, 1% of 2 active requests).
+	h := startProxy(t, retryCfg([]string{addr(a)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"5xx"},
+		Backoff: config.Backoff{Base: time.Hour, Max: time.Hour}, Budget: config.RetryBudget{Percent: 1, MinConcurrency: 1}},
+		func(r *config.Route) { r.Timeout = 500 * time.Millisecond }),
+		func(o *Options) { o.Int63n = func(n int64) int64 { return n - 1 } })
+	first := make(chan int, 1)
+	go func() {
+		resp, err := h.h1.Get(h.url("/"))
+		if err != nil {
+			first <- -1
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	c := h.p.snap.Load().clusters["svc"]
+	eventually(t, 5*time.Second, "first retry to take the budget", func() bool { return c.budget.inFlight.Load() == 1 })
+	resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 503 || body != "upstream says 503" {
+		t.Fatalf("second request: %d %q, want the upstream 503 without retry", resp.StatusCode, body)
+	}
+	if st := <-first; st != 504 {
+		t.Fatalf("first request ended %d, want 504 (deadline during back-off)", st)
+	}
+	if c.budget.inFlight.Load() != 0 {
+		t.Fatal("budget slot leaked")
+	}
+}
+
+func TestRetryBudgetAcquire(t *testing.T) {
+	var b retryBudget
+	// 20% of 50 active = 10 slots.
+	for i := 0; i < 10; i++ {
+		if !b.acquire(50, 20, 3) {
+			t.Fatalf("slot %d refused", i)
+		}
+	}
+	if b.acquire(50, 20, 3) {
+		t.Fatal("11th slot granted")
+	}
+	b.release()
+	if !b.acquire(50, 20, 3) {
+		t.Fatal("released slot not reusable")
+	}
+	var low retryBudget
+	for i := 0; i < 3; i++ {
+		if !low.acquire(1, 20, 3) {
+			t.Fatal("min concurrency not honoured")
+		}
+	}
+	if low.acquire(1, 20, 3) {
+		t.Fatal("over min concurrency")
+	}
+}
+
+func TestRouteTimeoutLocalReply504(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, func(r *config.Route) { r.Timeout = 100 * time.Millisecond }))
+	start := time.Now()
+	resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 504 || resp.Header.Get("X-Outrigger-Error") != "upstream_timeout" || body != "upstream request timeout\n" {
+		t.Fatalf("%d %q %q", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"), body)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("took %v", el)
+	}
+}
+
+func TestPerTryTimeoutRetriesElsewhere(t *testing.T) {
+	slow := &counting{fn: func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }}
+	good := echoing()
+	a, b := upstream(t, false, slow.ServeHTTP), upstream(t, false, good.ServeHTTP)
+	h := startProxy(t, retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"gateway-error"}, Backoff: config.Backoff{Base: time.Microsecond}},
+		func(r *config.Route) { r.PerTryTimeout = 100 * time.Millisecond }))
+	resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 200 || slow.n.Load() != 1 || good.n.Load() != 1 {
+		t.Fatalf("%d %q slow=%d good=%d", resp.StatusCode, body, slow.n.Load(), good.n.Load())
+	}
+	// Without a retry the per-try timeout is a 504.
+	h2 := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(a))}, func(r *config.Route) { r.PerTryTimeout = 50 * time.Millisecond }))
+	resp, _ = do(t, h2.h1, "GET", h2.url("/"), nil)
+	if resp.StatusCode != 504 || resp.Header.Get("X-Outrigger-Error") != "upstream_timeout" {
+		t.Fatalf("no retry: %d %q", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"))
+	}
+}
+
+// blackhole returns an address whose accept queue is full, so new
+// connection attempts hang (the kernel drops their SYNs) until the
+// dialer's timeout.
+func blackhole(t *testing.T) string {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	a := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the queue: connections that complete are never accepted; once
+	// one attempt times out the queue is full.
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp", a, 100*time.Millisecond)
+		if err != nil {
+			return a
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("cannot fill the accept queue on this kernel")
+	return ""
+}
+
+func TestConnectTimeoutToBlackhole(t *testing.T) {
+	bh := blackhole(t)
+	h := startProxy(t, &config.Config{
+		Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(bh), ConnectTimeout: 150 * time.Millisecond}},
+		Routes:   []config.Route{{Name: "all", Cluster: "svc"}},
+	})
+	start := time.Now()
+	resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+	el := time.Since(start)
+	if resp.StatusCode != 502 || resp.Header.Get("X-Outrigger-Error") != "upstream_connect_failure" {
+		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"))
+	}
+	if el < 100*time.Millisecond || el > 5*time.Second {
+		t.Fatalf("took %v, want about the 150ms connect timeout", el)
+	}
+}
+
+func TestConnectRefusedLocalReply502(t *testing.T) {
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(refusedAddr(t))}))
+	resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 502 || resp.Header.Get("X-Outrigger-Error") != "upstream_connect_failure" {
+		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"))
+	}
+	if v := testutil.ToFloat64(h.p.m.localReply.WithLabelValues("upstream_connect_failure")); v != 1 {
+		t.Fatalf("local_replies_total = %v", v)
+	}
+}
+
+func TestUpstreamResetLocalReply502(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		c, _, _ := http.NewResponseController(w).Hijack()
+		c.Close()
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 502 || resp.Header.Get("X-Outrigger-Error") != "upstream_reset" {
+		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"))
+	}
+}
+
+func TestRequestBodyLimit(t *testing.T) {
+	good := echoing()
+	up := upstream(t, false, good.ServeHTTP)
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))})
+	cfg.Listeners.MaxRequestBodyBytes = 1000
+	h := startProxy(t, cfg)
+	resp, _ := do(t, h.h1, "POST", h.url("/"), make([]byte, 1001))
+	if resp.StatusCode != 413 || resp.Header.Get("X-Outrigger-Error") != "request_too_large" || good.n.Load() != 0 {
+		t.Fatalf("content-length: %d %q hits=%d", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"), good.n.Load())
+	}
+	req, _ := http.NewRequest("POST", h.url("/"), io.MultiReader(bytes.NewReader(make([]byte, 5000))))
+	req.ContentLength = -1
+	r2, err := h.h1.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, r2)
+	if r2.StatusCode != 413 {
+		t.Fatalf("chunked: %d", r2.StatusCode)
+	}
+	resp, body := do(t, h.h1, "POST", h.url("/"), make([]byte, 1000))
+	if resp.StatusCode != 200 || !strings.HasPrefix(body, "ok 1000") {
+		t.Fatalf("at the limit: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestRequestHeaderLimit(t *testing.T) {
+	up := upstream(t, false, echoing().ServeHTTP)
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))})
+	cfg.Listeners.MaxRequestHeaderBytes = 2048
+	h := startProxy(t, cfg)
+	resp := mustGet(t, h.h1, h.url("/"), "X-Big", strings.Repeat("a", 8192))
+	readAll(t, resp)
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+func TestClientGoneCancelsUpstream(t *testing.T) {
+	cancelled := make(chan struct{})
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.url("/"), nil)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+	}()
+	if _, err := h.h1.Do(req); err == nil {
+		t.Fatal("expected cancellation")
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream request not cancelled")
+	}
+}

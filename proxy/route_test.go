@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+func TestRouteMatchTable(t *testing.T) {
+	routes := []config.Route{
+		{Name: "exact-host", Match: config.RouteMatch{Authority: []string{"api.example.com"}, Path: config.PathMatch{Exact: "/v1/ping"}}, DirectResponse: &config.DirectResponse{Status: 200}},
+		{Name: "wild-host", Match: config.RouteMatch{Authority: []string{"*.example.com"}, Path: config.PathMatch{Prefix: "/v1/"}}, DirectResponse: &config.DirectResponse{Status: 200}},
+		{Name: "host-port", Match: config.RouteMatch{Authority: []string{"ported.test:8080"}}, DirectResponse: &config.DirectResponse{Status: 200}},
+		{Name: "regex", Match: config.RouteMatch{Path: config.PathMatch{Regex: "/users/[0-9]+"}}, DirectResponse: &config.DirectResponse{Status: 200}},
+		{Name: "methods", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/write"}, Methods: []string{"POST", "PUT"}}, DirectResponse: &config.DirectResponse{Status: 200}},
+		{Name: "hdr-exact", Match: config.RouteMatch{Headers: []config.HeaderMatch{{Name: "x-canary", Exact: "1"}}}, DirectResponse: &config.DirectResponse{Status: 200}},
+		{Name: "hdr-prefix", Match: config.RouteMatch{Headers: []config.HeaderMatch{{Name: "user-agent", Prefix: "grpc-go"}}}, DirectResponse: &config.DirectResponse{Status: 200}},
+		{Name: "hdr-regex", Match: config.RouteMatch{Headers: []config.HeaderMatch{{Name: "x-tenant", Regex: "t-[a-z]+"}}}, DirectResponse: &config.DirectResponse{Status: 200}},
+		{Name: "hdr-present-inverted", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/auth"}, Headers: []config.HeaderMatch{{Name: "authorization", Present: true, Invert: true}}}, DirectResponse: &config.DirectResponse{Status: 401}},
+		{Name: "pseudo-method", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/pseudo"}, Headers: []config.HeaderMatch{{Name: ":method", Exact: "DELETE"}}}, DirectResponse: &config.DirectResponse{Status: 200}},
+		{Name: "catch-all-inbound", Listener: config.Inbound, DirectResponse: &config.DirectResponse{Status: 200}},
+	}
+	p := New(Options{})
+	if err := p.Apply(&config.Config{Routes: routes}); err != nil {
+		t.Fatal(err)
+	}
+	s := p.snap.Load()
+	cases := []struct {
+		method, host, path string
+		hdr                []string
+		want               string // "" = no route
+	}{
+		{"GET", "api.example.com", "/v1/ping", nil, "exact-host"},
+		{"GET", "API.Example.com:443", "/v1/ping", nil, "exact-host"}, // case- and port-insensitive
+		{"GET", "api.example.com", "/v1/ping/x", nil, "wild-host"},    // exact path fails, wildcard host + prefix wins
+		{"GET", "a.b.example.com", "/v1/x", nil, "wild-host"},
+		{"GET", "example.com", "/v1/x", nil, ""}, // wildcard does not match the apex
+		{"GET", "ported.test:8080", "/", nil, "host-port"},
+		{"GET", "ported.test:9090", "/", nil, ""}, // port in pattern must match
+		{"GET", "ported.test", "/", nil, ""},
+		{"GET", "x", "/users/42", nil, "regex"},
+		{"GET", "x", "/users/42/posts", nil, ""}, // regex is anchored
+		{"POST", "x", "/write/a", nil, "methods"},
+		{"GET", "x", "/write/a", nil, ""},
+		{"GET", "x", "/", []string{"X-Canary", "1"}, "hdr-exact"},
+		{"GET", "x", "/", []string{"X-Canary", "2"}, ""},
+		{"GET", "x", "/", []string{"User-Agent", "grpc-go/1.85"}, "hdr-prefix"},
+		{"GET", "x", "/", []string{"X-Tenant", "t-acme"}, "hdr-regex"},
+		{"GET", "x", "/", []string{"X-Tenant", "t-acme9"}, ""},
+		{"GET", "x", "/auth/me", nil, "hdr-present-inverted"},
+		{"GET", "x", "/auth/me", []string{"Authorization", "Bearer x"}, ""},
+		{"DELETE", "x", "/pseudo", nil, "pseudo-method"},
+		{"GET", "x", "/pseudo", nil, ""},
+		{"GET", "[::1]:8080", "/users/1", nil, "regex"},
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest(c.method, "http://"+c.host+c.path, nil)
+		r.Host = c.host
+		for i := 0; i+1 < len(c.hdr); i += 2 {
+			r.Header.Set(c.hdr[i], c.hdr[i+1])
+		}
+		got := ""
+		if rt := s.tables[Outbound].find(r); rt != nil {
+			got = rt.name
+		}
+		if got != c.want {
+			t.Errorf("%s %s%s %v: got route %q, want %q", c.method, c.host, c.path, c.hdr, got, c.want)
+		}
+	}
+	r := httptest.NewRequest("GET", "http://x/anything", nil)
+	if rt := s.tables[Inbound].find(r); rt == nil || rt.name != "catch-all-inbound" {
+		t.Errorf("inbound table: got %v", rt)
+	}
+}
+
+func TestRouteFirstMatchWins(t *testing.T) {
+	routes := []config.Route{
+		{Name: "first", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/a"}}, DirectResponse: &config.DirectResponse{Status: 201}},
+		{Name: "second", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/a/b"}}, DirectResponse: &config.DirectResponse{Status: 202}},
+	}
+	h := startProxy(t, &config.Config{Routes: routes})
+	resp := mustGet(t, h.h1, h.url("/a/b/c"))
+	readAll(t, resp)
+	if resp.StatusCode != 201 {
+		t.Fatalf("status %d, want the first route's 201", resp.StatusCode)
+	}
+}
+
+func TestSplitHostPort(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"a.b":         {"a.b", ""},
+		"a.b:80":      {"a.b", "80"},
+		"[::1]:443":   {"::1", "443"},
+		"[::1]":       {"::1", ""},
+		"::1":         {"::1", ""},
+		"":            {"", ""},
+		"[fe80::1%x]": {"fe80::1%x", ""},
+	} {
+		h, p := splitHostPort(in)
+		if h != want[0] || p != want[1] {
+			t.Errorf("splitHostPort(%q) = %q,%q want %q,%q", in, h, p, want[0], want[1])
+		}
+	}
+}
+
+func TestWeightedClustersFollowInjectedRand(t *testing.T) {
+	a := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("a")) })
+	b := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("b")) })
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"a": {Endpoints: eps(addr(a))}, "b": {Endpoints: eps(addr(b))}},
+		Routes: []config.Route{{Name: "split", WeightedClusters: []config.WeightedCluster{
+			{Cluster: "a", Weight: 90}, {Cluster: "b", Weight: 10}, {Cluster: "a", Weight: 0},
+		}}},
+	}
+	draws := []int64{0, 89, 90, 99, 42}
+	i := 0
+	h := startProxy(t, cfg, func(o *Options) {
+		o.Int63n = func(n int64) int64 {
+			if n != 100 {
+				t.Errorf("drawn over %d, want the weight total 100", n)
+			}
+			v := draws[i%len(draws)]
+			i++
+			return v
+		}
+	})
+	var got string
+	for range draws {
+		got += readAll(t, mustGet(t, h.h1, h.url("/")))
+	}
+	if got != "aabba" {
+		t.Fatalf("clusters chosen %q, want aabba", got)
+	}
+}
+
+func TestPrefixRewriteAndHeaderMutation(t *testing.T) {
+	seen := make(chan *http.Request, 1)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r
+		w.Header().Set("Server", "app")
+		w.Header().Set("X-Debug", "1")
+	})
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, func(r *config.Route) {
+		r.Match.Path.Prefix = "/api/"
+		r.PrefixRewrite = "/"
+		r.RequestHeaders = config.HeaderMutation{
+			Add:    config.HeaderValues{{Name: "x-env", Value: "prod"}, {Name: "x-tag", Value: "b", Append: true}},
+			Remove: []string{"cookie"},
+		}
+		r.ResponseHeaders = config.HeaderMutation{Add: config.HeaderValues{{Name: "x-served-by", Value: "outrigger"}}, Remove: []string{"x-debug"}}
+	})
+	h := startProxy(t, cfg)
+	resp := mustGet(t, h.h1, h.url("/api/items/7?x=1"), "Cookie", "s=1", "X-Env", "dev", "X-Tag", "a")
+	readAll(t, resp)
+	r := <-seen
+	if r.URL.RequestURI() != "/items/7?x=1" {
+		t.Errorf("rewritten path %q", r.URL.RequestURI())
+	}
+	if r.Header.Get("Cookie") != "" || r.Header.Get("X-Env") != "prod" || len(r.Header.Values("X-Tag")) != 2 {
+		t.Errorf("request headers %v", r.Header)
+	}
+	if resp.Header.Get("X-Debug") != "" || resp.Header.Get("X-Served-By") != "outrigger" || resp.Header.Get("Server") != "app" {
+		t.Errorf("response headers %v", resp.Header)
+	}
+}
+
+func TestDirectResponse(t *testing.T) {
+	cfg := &config.Config{Routes: []config.Route{{
+		Name:           "health",
+		DirectResponse: &config.DirectResponse{Status: 418, Body: "teapot", Headers: config.HeaderValues{{Name: "x-a", Value: "1"}}},
+	}}}
+	h := startProxy(t, cfg)
+	resp := mustGet(t, h.h1, h.url("/"))
+	if b := readAll(t, resp); b != "teapot" || resp.StatusCode != 418 || resp.Header.Get("X-A") != "1" {
+		t.Fatalf("%d %q %v", resp.StatusCode, b, resp.Header)
+	}
+}
+
