@@ -177,4 +177,3 @@ func TestDirectResponse(t *testing.T) {
 		t.Fatalf("%d %q %v", resp.StatusCode, b, resp.Header)
 	}
 }
-
