@@ -78,11 +78,15 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 			printDemoBanner(stderr, appAddr, path, a)
 		},
 	}
-	if *ephemeral {
-		o.override = func(c *config.Config) {
+	// The event log keeps its files in the demo's directory, removed on exit.
+	dataDir := filepath.Join(dir, "eventlog")
+	o.override = func(c *config.Config) {
+		c.EventLog.DataDir = dataDir
+		if *ephemeral {
 			c.Admin.Address = "127.0.0.1:0"
 			c.Listeners.Outbound.Address = "127.0.0.1:0"
 			c.Listeners.Inbound.Address = "127.0.0.1:0"
+			c.Listeners.AppAPI.Address = "127.0.0.1:0"
 		}
 	}
 	return runWithSignals(o)
@@ -102,6 +106,11 @@ Outrigger demo is running. The catalog app listens on %[1]s; the sidecar is in f
   Inbound (traffic for the app, through its sidecar):
     curl -i http://%[3]s/items
 
+  Messaging (the app API: publish, then read the partition the answer names):
+    curl -X POST http://%[6]s/v1/topics/orders/records -d '{"key":"order-1","value":{"item":"2","qty":1}}'
+    curl 'http://%[6]s/v1/topics/orders/partitions/1/records?offset=0'    (key order-1 hashes to partition 1)
+    curl http://%[4]s/topics
+
   Admin:
     curl http://%[4]s/ready
     curl http://%[4]s/config
@@ -114,5 +123,5 @@ Outrigger demo is running. The catalog app listens on %[1]s; the sidecar is in f
 
 Ctrl-C drains and stops.
 
-`, appAddr, a.Outbound, a.Inbound, a.Admin, cfgPath)
+`, appAddr, a.Outbound, a.Inbound, a.Admin, cfgPath, a.AppAPI)
 }

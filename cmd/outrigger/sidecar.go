@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
+	"github.com/outrigger-mesh/outrigger/eventlog"
 	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/proxy/admin"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
@@ -73,12 +76,16 @@ type sidecar struct {
 //     stop sending new work; the admin endpoint stays up throughout;
 //  2. stop the reload loops (file watcher, SIGHUP) and wait for them, so
 //     that no reload races the drain;
-//  3. proxy.Shutdown with listeners.drain_timeout: stop accepting, let
-//     requests in flight finish, then close what is left;
-//  4. close the access log (flushing it);
-//  5. shut the admin server down (it served /ready=503 and /metrics during
+//  3. the outbound and inbound listeners, within listeners.drain_timeout:
+//     stop accepting, let requests in flight finish, then close what is
+//     left (and the proxy's idle upstream connections);
+//  4. the app API listener, within what is left of the drain timeout;
+//  5. the event log: stop its loops (push deliveries, retention) and wait
+//     for them, then close its files (acks=0 appends finish first);
+//  6. close the access log (flushing it);
+//  7. shut the admin server down (it served /ready=503 and /metrics during
 //     the drain);
-//  6. sync the process log.
+//  8. sync the process log.
 func runSidecar(ctx context.Context, o sidecarOptions) error {
 	cfg, err := loadConfig(o)
 	if err != nil {
@@ -119,6 +126,24 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	}
 	gen := s.state.applied(cfg, true, time.Now())
 
+	// The event log runs while the app API is on (the default): it is what
+	// that API serves.
+	var broker *eventlog.Broker
+	appAPI := ""
+	if !cfg.Listeners.AppAPI.Disabled {
+		appURL := ""
+		if cfg.Listeners.Inbound.App != "" {
+			appURL = "http://" + cfg.Listeners.Inbound.App
+		}
+		broker, err = eventlog.Open(cfg.EventLog, reg, time.Now, eventlog.Options{AppURL: appURL})
+		if err != nil {
+			s.log.Error("cannot open the event log", zap.Error(err))
+			return err
+		}
+		defer broker.Close() // step 6 of the shutdown order; idempotent
+		appAPI = cfg.Listeners.AppAPI.Address
+	}
+
 	inbound := ""
 	if cfg.Listeners.Inbound.App != "" {
 		inbound = cfg.Listeners.Inbound.Address
@@ -127,15 +152,19 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	if cfg.Listeners.Outbound.Disabled {
 		outbound = ""
 	}
-	s.lns, err = bind(cfg.Admin.Address, outbound, inbound, "")
+	s.lns, err = bind(cfg.Admin.Address, outbound, inbound, appAPI)
 	if err != nil {
 		s.log.Error("cannot listen", zap.Error(err))
 		return err
 	}
 	addrs := s.lns.addrs()
 
+	var messaging http.Handler
+	if broker != nil {
+		messaging = broker.AdminHandler()
+	}
 	adminSrv := &http.Server{
-		Handler:           s.adminHandler(reg),
+		Handler:           s.adminHandler(reg, messaging),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          zap.NewStdLog(s.log.Named("admin")),
 	}
@@ -146,7 +175,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		name string
 		err  error
 	}
-	serveErr := make(chan result, 3)
+	serveErr := make(chan result, 4)
 	servers := 0
 	serve := func(name string, fn func() error) {
 		servers++
@@ -165,6 +194,23 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		serve(l.l.String(), func() error {
 			return traffic.serve(l.ln, h, cfg.Listeners, s.log.Named(l.l.String()))
 		})
+	}
+
+	var appSrv *http.Server
+	if s.lns.appAPI != nil {
+		appSrv = &http.Server{
+			Handler:           s.access.Wrap("app_api", broker.Handler()),
+			ReadHeaderTimeout: cfg.Listeners.ReadHeaderTimeout,
+			IdleTimeout:       cfg.Listeners.IdleTimeout,
+			MaxHeaderBytes:    cfg.Listeners.MaxRequestHeaderBytes,
+			ErrorLog:          zap.NewStdLog(s.log.Named("app_api")),
+		}
+		serve("app_api", func() error { return appSrv.Serve(s.lns.appAPI) })
+	}
+	brokerCtx, stopBroker := context.WithCancel(context.Background())
+	var brokerLoop sync.WaitGroup
+	if broker != nil {
+		brokerLoop.Go(func() { broker.Run(brokerCtx) })
 	}
 
 	loopCtx, stopLoops := context.WithCancel(context.Background())
@@ -190,7 +236,8 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	s.serving.Store(true)
 	s.log.Info("outrigger serving",
 		zap.String("version", version), zap.Uint64(fieldGeneration, gen), zap.String(fieldConfig, o.configPath),
-		zap.String("admin", addrs.Admin), zap.String("outbound", addrs.Outbound), zap.String("inbound", addrs.Inbound))
+		zap.String("admin", addrs.Admin), zap.String("outbound", addrs.Outbound), zap.String("inbound", addrs.Inbound),
+		zap.String("app_api", addrs.AppAPI))
 	if o.onReady != nil {
 		o.onReady(addrs)
 	}
@@ -216,9 +263,23 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	if err := traffic.shutdown(drainCtx, s.proxy); err != nil {
 		s.log.Warn("drain timed out; closed the remaining connections", zap.Error(err))
 	}
+	// 4. The app API, within what is left of the drain timeout.
+	if appSrv != nil {
+		if err := appSrv.Shutdown(drainCtx); err != nil {
+			appSrv.Close()
+		}
+	}
 	cancel()
-	// 4. Access log: closed by the deferred Close, after the servers below.
-	// 5. Admin last.
+	// 5. The event log's loops (push deliveries, retention), then its files.
+	stopBroker()
+	brokerLoop.Wait()
+	if broker != nil {
+		if err := broker.Close(); err != nil {
+			s.log.Error("closing the event log", zap.Error(err))
+		}
+	}
+	// 6. Access log: closed by the deferred Close, after the servers below.
+	// 7. Admin last.
 	adminCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	adminSrv.Shutdown(adminCtx)
 	cancel()
@@ -312,6 +373,8 @@ func (s *sidecar) warnRestartOnly(prev, next *config.Config) {
 		{"admin.address", prev.Admin.Address, next.Admin.Address},
 		{"listeners.outbound.address", prev.Listeners.Outbound.Address, next.Listeners.Outbound.Address},
 		{"listeners.inbound.address", prev.Listeners.Inbound.Address, next.Listeners.Inbound.Address},
+		{"listeners.app_api.address", prev.Listeners.AppAPI.Address, next.Listeners.AppAPI.Address},
+		{"eventlog", mustHash(prev.EventLog), mustHash(next.EventLog)},
 		{"logging.format", prev.Logging.Format, next.Logging.Format},
 	} {
 		if c.a != c.b {
@@ -335,13 +398,14 @@ func (s *sidecar) ready() error {
 	return nil
 }
 
-func (s *sidecar) adminHandler(reg *prometheus.Registry) http.Handler {
+func (s *sidecar) adminHandler(reg *prometheus.Registry, messaging http.Handler) http.Handler {
 	return admin.New(admin.Options{
-		Gatherer: reg,
-		Ready:    s.ready,
-		Config:   s.state.status,
-		Clusters: func() any { return s.proxy.Clusters() },
-		Pprof:    true,
+		Gatherer:  reg,
+		Messaging: messaging,
+		Ready:     s.ready,
+		Config:    s.state.status,
+		Clusters:  func() any { return s.proxy.Clusters() },
+		Pprof:     true,
 	})
 }
 
@@ -359,4 +423,14 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// mustHash fingerprints v for comparison: equal values, equal strings.
+func mustHash(v any) string {
+	b, err := config.EffectiveJSON(v)
+	if err != nil {
+		return err.Error()
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }

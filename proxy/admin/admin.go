@@ -31,7 +31,8 @@ type Options struct {
 	// not configured.
 	SetBreaker func(cluster string, action BreakerAction) error
 	// Messaging serves /topics and /groups (and the paths below them), the
-	// embedded event log's own admin API.
+	// embedded event log's own admin API. Methods other than GET and HEAD
+	// are accepted from loopback clients only.
 	Messaging http.Handler
 	// Pprof mounts net/http/pprof under /debug/pprof/ (loopback clients only).
 	Pprof bool
@@ -120,10 +121,13 @@ func New(opts Options) http.Handler {
 			})))
 	}
 	if opts.Messaging != nil {
+		// Reads are open to whoever reaches the admin listener; writes
+		// (create or delete a topic, reset offsets) are for the host only.
+		m := readsOpen(opts.Messaging)
 		for _, p := range []string{"/topics", "/topics/", "/groups", "/groups/"} {
-			handle(p, "", opts.Messaging)
+			handle(p, "", m)
 		}
-		routes = append(routes, "GET  /topics, /groups             messaging topics and consumer groups")
+		routes = append(routes, "GET  /topics, /groups            messaging topics and consumer groups")
 	}
 	if opts.Pprof {
 		// The explicit routes mirror net/http/pprof's init, which registers
@@ -166,6 +170,19 @@ func setBreaker(w http.ResponseWriter, r *http.Request, set func(string, Breaker
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"cluster": name, "breaker": string(action)})
+}
+
+// readsOpen lets GET and HEAD through and sends other methods through
+// loopbackOnly.
+func readsOpen(h http.Handler) http.Handler {
+	guarded := loopbackOnly(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			h.ServeHTTP(w, r)
+			return
+		}
+		guarded.ServeHTTP(w, r)
+	})
 }
 
 // loopbackOnly answers 403 to clients that are not on a loopback address.

@@ -146,6 +146,15 @@ func TestMessagingRoutesReachTheEventLog(t *testing.T) {
 			t.Errorf("%s: got %d %q", p, code, body)
 		}
 	}
+	if code, _ := do(t, h, "GET", "/topics", "192.0.2.9:1"); code != 200 {
+		t.Errorf("remote read: got %d, want 200", code)
+	}
+	if code, _ := do(t, h, "POST", "/topics", "192.0.2.9:1"); code != 403 {
+		t.Errorf("remote write: got %d, want 403", code)
+	}
+	if code, _ := do(t, h, "POST", "/topics"); code != 200 {
+		t.Errorf("loopback write: got %d, want 200", code)
+	}
 }
 
 func TestPprofOnlyForLoopback(t *testing.T) {
