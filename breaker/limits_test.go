@@ -1,0 +1,136 @@
+package breaker
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+func mustLimits(t *testing.T, c LimitsConfig) *Limits {
+	t.Helper()
+	l, err := NewLimits(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestLimitsRefuseOverflowNamingTheLimit(t *testing.T) {
+	l := mustLimits(t, LimitsConfig{MaxConnections: 2, MaxPendingRequests: 1, MaxRequests: 3, MaxRetries: 1})
+	for _, tc := range []struct {
+		k    Limit
+		max  int
+		name string
+	}{
+		{LimitConnections, 2, "max_connections"},
+		{LimitPendingRequests, 1, "max_pending_requests"},
+		{LimitRequests, 3, "max_requests"},
+		{LimitRetries, 1, "max_retries"},
+	} {
+		for i := range tc.max {
+			if err := l.Acquire(tc.k); err != nil {
+				t.Fatalf("%s: acquire %d: %v", tc.name, i, err)
+			}
+		}
+		err := l.Acquire(tc.k)
+		var le *LimitError
+		if !errors.As(err, &le) || !errors.Is(err, ErrLimit) || le.Limit != tc.k || le.Limit.String() != tc.name || le.Max != tc.max {
+			t.Fatalf("%s: overflow error = %#v", tc.name, err)
+		}
+		l.Release(tc.k)
+		if err := l.Acquire(tc.k); err != nil {
+			t.Fatalf("%s: acquire after release: %v", tc.name, err)
+		}
+	}
+	s := l.Snapshot()
+	if s.InUse != [NumLimits]int64{2, 1, 3, 1} || s.Overflows != [NumLimits]uint64{1, 1, 1, 1} {
+		t.Fatalf("snapshot %+v", s)
+	}
+}
+
+func TestLimitsDefaultsAreEnvoys(t *testing.T) {
+	s := mustLimits(t, LimitsConfig{}).Snapshot()
+	if s.Max != [NumLimits]int64{1024, 1024, 1024, 3} {
+		t.Fatalf("default maxima %v", s.Max)
+	}
+}
+
+func TestRetryBudgetScalesWithActiveRequests(t *testing.T) {
+	l := mustLimits(t, LimitsConfig{RetryBudget: &RetryBudgetConfig{BudgetPercent: 25, MinRetryConcurrency: 2}})
+	retries := func() int {
+		n := 0
+		for l.Acquire(LimitRetries) == nil {
+			n++
+		}
+		for range n {
+			l.Release(LimitRetries)
+		}
+		return n
+	}
+	if got := retries(); got != 2 {
+		t.Fatalf("no load: %d retries allowed, want min_retry_concurrency 2", got)
+	}
+	for range 30 {
+		_ = l.Acquire(LimitRequests)
+	}
+	for range 10 {
+		_ = l.Acquire(LimitPendingRequests)
+	}
+	if got := retries(); got != 10 {
+		t.Fatalf("40 active: %d retries allowed, want 25%% = 10", got)
+	}
+	if s := l.Snapshot(); s.Max[LimitRetries] != 10 {
+		t.Fatalf("snapshot retry max %d, want 10", s.Max[LimitRetries])
+	}
+}
+
+func TestLimitsValidate(t *testing.T) {
+	err := LimitsConfig{MaxRequests: -1, RetryBudget: &RetryBudgetConfig{BudgetPercent: 120}}.Validate()
+	want := "max_requests: must be in [0,2147483647]; retry_budget.budget_percent: must be in (0,100]"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Validate = %v, want %q", err, want)
+	}
+}
+
+func TestReleaseWithoutAcquirePanics(t *testing.T) {
+	l := mustLimits(t, LimitsConfig{})
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no panic")
+		}
+	}()
+	l.Release(LimitRequests)
+}
+
+func TestLimitsNeverExceededUnderContention(t *testing.T) {
+	const max = 5
+	l := mustLimits(t, LimitsConfig{MaxRequests: max})
+	var inUse, peak, admitted atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5000 {
+				if l.Acquire(LimitRequests) != nil {
+					continue
+				}
+				admitted.Add(1)
+				n := inUse.Add(1)
+				for m := peak.Load(); n > m && !peak.CompareAndSwap(m, n); m = peak.Load() {
+				}
+				inUse.Add(-1)
+				l.Release(LimitRequests)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := peak.Load(); p > max || admitted.Load() == 0 {
+		t.Fatalf("peak %d in use (max %d), %d admitted", p, max, admitted.Load())
+	}
+	s := l.Snapshot()
+	if s.InUse[LimitRequests] != 0 || int64(s.Overflows[LimitRequests])+admitted.Load() != 8*5000 {
+		t.Fatalf("after: in use %d, overflows %d + admitted %d != %d", s.InUse[LimitRequests], s.Overflows[LimitRequests], admitted.Load(), 8*5000)
+	}
+}
