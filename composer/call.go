@@ -164,15 +164,15 @@ func (rn *run) fanOut(cp *callPlan, res *callResult) {
 		seen[string(k)] = true
 		elems = append(elems, v)
 	}
-	if len(elems) > limit {
-		rn.fail(res, ReasonFanOut, fmt.Errorf("%d distinct elements at %s, max_fan_out is %d", len(elems), cp.forEach.raw, limit))
-		return
-	}
 	if len(elems) == 0 {
 		res.ok, res.value = true, []any{}
 		return
 	}
 	if cp.batch {
+		if len(elems) > limit {
+			rn.fail(res, ReasonFanOut, fmt.Errorf("%d distinct elements at %s, max_fan_out is %d", len(elems), cp.forEach.raw, limit))
+			return
+		}
 		for _, e := range elems {
 			if _, ok := scalarText(e); !ok {
 				rn.fail(res, ReasonInvalidValue, fmt.Errorf("batch element %s is not a string, number or boolean", mustJSON(e)))
@@ -196,6 +196,10 @@ func (rn *run) fanOut(cp *callPlan, res *callResult) {
 		}
 		index[k] = true
 		reqs = append(reqs, req)
+		if len(reqs) > limit { // checked as requests are rendered: no more than limit+1 are built
+			rn.fail(res, ReasonFanOut, fmt.Errorf("more than %d distinct calls for %s, max_fan_out is %d", limit, cp.forEach.raw, limit))
+			return
+		}
 	}
 	parts := make([]callResult, len(reqs))
 	var wg sync.WaitGroup

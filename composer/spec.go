@@ -203,8 +203,9 @@ type Limits struct {
 	// MaxTotalBytes caps the bytes read from all calls of one request together, and
 	// separately the size of the composed body. Zero: 8 MiB.
 	MaxTotalBytes int64 `yaml:"max_total_bytes,omitempty" json:"max_total_bytes,omitempty"`
-	// MaxFanOut caps the distinct elements one ForEach call may fan out to (and the
-	// ids in one batch); more fails that call with reason fan_out_exceeded. Zero: 100.
+	// MaxFanOut caps the distinct requests one per-element ForEach call makes, and
+	// the distinct elements of one batch; more fails that call with reason
+	// fan_out_exceeded before any of its requests is sent. Zero: 100.
 	MaxFanOut int `yaml:"max_fan_out,omitempty" json:"max_fan_out,omitempty"`
 	// MaxConcurrency caps backend calls in flight for one request. Zero: 16.
 	MaxConcurrency int `yaml:"max_concurrency,omitempty" json:"max_concurrency,omitempty"`
