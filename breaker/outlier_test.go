@@ -1,0 +1,342 @@
+package breaker
+
+import (
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	okV  = Verdict{Reason: "http_200"}
+	v500 = Verdict{Failure: true, Reason: "http_500"}
+	v503 = Verdict{Failure: true, Gateway: true, Reason: "http_503"}
+)
+
+func intp(v int) *int           { return &v }
+func floatp(v float64) *float64 { return &v }
+
+func mustDetector(t *testing.T, c OutlierConfig, n int, opts ...DetectorOption) *Detector {
+	t.Helper()
+	d, err := NewDetector(c, n, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func record(d *Detector, i int, now time.Time, v Verdict, times int) {
+	for range times {
+		d.Record(i, now, v)
+	}
+}
+
+func TestConsecutive5xxEjectsAtOnce(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{}, 10)
+	record(d, 3, at(0), v500, 4)
+	d.Record(3, at(0), okV) // breaks the run
+	record(d, 3, at(0), v500, 4)
+	if d.Ejected(3, at(0)) {
+		t.Fatal("ejected after two runs of 4")
+	}
+	d.Record(3, at(time.Second), v500)
+	if !d.Ejected(3, at(time.Second)) {
+		t.Fatal("not ejected after 5 failures in a row")
+	}
+	s := d.Snapshot(at(time.Second))
+	e := s.Endpoints[3]
+	if !e.EjectedUntil.Equal(at(31*time.Second)) || e.Reason != "consecutive_5xx" || e.TimesEjected != 1 || s.Ejected != 1 {
+		t.Fatalf("snapshot %+v", e)
+	}
+	if got := d.Eligible(at(time.Second), nil); slices.Contains(got, 3) || len(got) != 9 {
+		t.Fatalf("Eligible = %v", got)
+	}
+}
+
+func TestConsecutiveGatewayFailure(t *testing.T) {
+	cfg := OutlierConfig{Consecutive5xx: 10, ConsecutiveGatewayFailure: 3}
+	// Envoy's default: detected, not enforced.
+	d := mustDetector(t, cfg, 10)
+	record(d, 0, at(0), v503, 3)
+	if d.Ejected(0, at(0)) || d.Snapshot(at(0)).NotEnforced != 1 {
+		t.Fatalf("gateway run ejected with enforcing 0: %+v", d.Snapshot(at(0)))
+	}
+	cfg.EnforcingConsecutiveGatewayFailure = intp(100)
+	d = mustDetector(t, cfg, 10)
+	record(d, 0, at(0), v503, 2)
+	d.Record(0, at(0), v500) // a non-gateway failure breaks the gateway run
+	record(d, 0, at(0), v503, 2)
+	if d.Ejected(0, at(0)) {
+		t.Fatal("ejected without 3 gateway errors in a row")
+	}
+	d.Record(0, at(0), v503)
+	if s := d.Snapshot(at(0)).Endpoints[0]; !s.Ejected || s.Reason != "consecutive_gateway_failure" {
+		t.Fatalf("snapshot %+v", s)
+	}
+}
+
+func TestEnforcingRoll(t *testing.T) {
+	cfg := OutlierConfig{Consecutive5xx: 2, EnforcingConsecutive5xx: intp(50)}
+	d := mustDetector(t, cfg, 10, WithEnforcingRand(seqRand(0.6, 0.4)))
+	record(d, 0, at(0), v500, 2) // roll 0.6: 60 >= 50, not enforced
+	if d.Ejected(0, at(0)) {
+		t.Fatal("enforced on a losing roll")
+	}
+	record(d, 0, at(0), v500, 2) // run of 4: tried again, roll 0.4 wins
+	if !d.Ejected(0, at(0)) {
+		t.Fatal("not enforced on a winning roll")
+	}
+}
+
+// traffic records volume calls to endpoint i with the given success rate,
+// the failures spread evenly.
+func traffic(d *Detector, now time.Time, i int, rate float64, volume int) {
+	f := volume - int(rate*float64(volume)+0.5)
+	for k := range volume {
+		v := okV
+		if k*f/volume != (k+1)*f/volume {
+			v = v500
+		}
+		d.Record(i, now, v)
+	}
+}
+
+func successRateTraffic(d *Detector, now time.Time, rates []float64, volume int) {
+	for i, r := range rates {
+		traffic(d, now, i, r, volume)
+	}
+}
+
+func TestSuccessRateOutlierIsEjected(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1000}, 6)
+	successRateTraffic(d, at(0), []float64{1, 0.99, 1, 0.98, 1, 0.5}, 100)
+	snap := d.Snapshot(at(0))
+	if snap.Endpoints[5].IntervalRequests != 100 || snap.Endpoints[5].IntervalSuccesses != 50 {
+		t.Fatalf("interval stats %+v", snap.Endpoints[5])
+	}
+	d.Evaluate(at(10 * time.Second))
+	for i := range 6 {
+		if got := d.Ejected(i, at(10*time.Second)); got != (i == 5) {
+			t.Errorf("endpoint %d ejected = %v", i, got)
+		}
+	}
+	if s := d.Snapshot(at(10 * time.Second)); s.Endpoints[5].Reason != "success_rate" || s.Endpoints[0].IntervalRequests != 0 {
+		t.Fatalf("after Evaluate: %+v", s)
+	}
+}
+
+func TestSuccessRateNeedsMinimumHostsAndVolume(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1000}, 6)
+	// Endpoint 3 has one request too few to take part: only 4 hosts
+	// qualify, fewer than success_rate_minimum_hosts (5).
+	successRateTraffic(d, at(0), []float64{1, 1, 1}, 100)
+	traffic(d, at(0), 3, 1, 99)
+	traffic(d, at(0), 4, 0.5, 100)
+	d.Evaluate(at(10 * time.Second))
+	if s := d.Snapshot(at(10 * time.Second)); s.Ejected != 0 {
+		t.Fatalf("ejected with 4 qualifying hosts: %+v", s)
+	}
+	// Next interval, with enough volume everywhere, 4 is an outlier.
+	successRateTraffic(d, at(10*time.Second), []float64{1, 1, 1, 1, 0.5}, 100)
+	d.Evaluate(at(20 * time.Second))
+	if !d.Ejected(4, at(20*time.Second)) {
+		t.Fatalf("not ejected: %+v", d.Snapshot(at(20*time.Second)))
+	}
+}
+
+func TestEveryEndpointEquallyBadIsNoOutlier(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1000, MaxEjectionPercent: 100}, 5)
+	successRateTraffic(d, at(0), []float64{0.3, 0.3, 0.3, 0.3, 0.3}, 100)
+	d.Evaluate(at(10 * time.Second))
+	if s := d.Snapshot(at(10 * time.Second)); s.Ejected != 0 || s.Panic {
+		t.Fatalf("equally bad endpoints: %+v", s)
+	}
+}
+
+func TestEjectionTimeGrowsIsCappedAndDecays(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1, BaseEjectionTime: 10 * time.Second, MaxEjectionTime: 25 * time.Second}, 10)
+	now := at(0)
+	var lengths []time.Duration
+	for range 4 {
+		d.Record(0, now, v500)
+		until := d.Snapshot(now).Endpoints[0].EjectedUntil
+		lengths = append(lengths, until.Sub(now))
+		now = until // returns by itself
+		if d.Ejected(0, now) {
+			t.Fatal("still ejected when the time is up")
+		}
+	}
+	if !slices.Equal(lengths, []time.Duration{10 * time.Second, 20 * time.Second, 25 * time.Second, 25 * time.Second}) {
+		t.Fatalf("ejection lengths %v", lengths)
+	}
+	// Staying in for base_ejection_time per step lowers the multiplier.
+	d.Evaluate(now)
+	m0 := d.Snapshot(now).Endpoints[0].Multiplier
+	d.Evaluate(now.Add(10 * time.Second))
+	d.Evaluate(now.Add(20 * time.Second))
+	if m := d.Snapshot(now.Add(20 * time.Second)).Endpoints[0].Multiplier; m0 != 4 || m != 2 {
+		t.Fatalf("multiplier %d then %d, want 4 then 2", m0, m)
+	}
+	d.Record(0, now.Add(20*time.Second), v500)
+	if u := d.Snapshot(now.Add(20 * time.Second)).Endpoints[0].EjectedUntil; u.Sub(now.Add(20*time.Second)) != 25*time.Second {
+		t.Fatalf("after decay to 2, next ejection %v, want min(30s, 25s)", u.Sub(now.Add(20*time.Second)))
+	}
+}
+
+func TestEjectedEndpointReturnsAndHookSeesBoth(t *testing.T) {
+	var evs []Ejection
+	var d *Detector
+	d = mustDetector(t, OutlierConfig{Consecutive5xx: 2}, 4, WithEjectionHook(func(e Ejection) {
+		_ = d.Snapshot(e.At) // the hook may call the detector
+		evs = append(evs, e)
+	}))
+	record(d, 1, at(0), v500, 2)
+	record(d, 1, at(time.Second), v500, 10) // ignored while ejected
+	if got := d.Eligible(at(29*time.Second), nil); !slices.Equal(got, []int{0, 2, 3}) {
+		t.Fatalf("Eligible while ejected = %v", got)
+	}
+	if got := d.Eligible(at(30*time.Second), nil); !slices.Equal(got, []int{0, 1, 2, 3}) {
+		t.Fatalf("Eligible after return = %v", got)
+	}
+	if len(evs) != 2 || !evs[0].Ejected || evs[1].Ejected || evs[1].Reason != "ejection_time_over" || !evs[1].At.Equal(at(30*time.Second)) {
+		t.Fatalf("events %+v", evs)
+	}
+	if s := d.Snapshot(at(30 * time.Second)).Endpoints[1]; s.Consecutive5xx != 0 || s.IntervalRequests != 0 {
+		t.Fatalf("outcomes while ejected were counted: %+v", s)
+	}
+}
+
+func TestMaxEjectionPercentCaps(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: 20}, 10)
+	for i := range 4 {
+		d.Record(i, at(0), v500)
+	}
+	s := d.Snapshot(at(0))
+	if s.Ejected != 2 || s.MaxEjected != 2 || s.Refused != 2 {
+		t.Fatalf("ejected %d (max %d), refused %d; want 2, 2, 2", s.Ejected, s.MaxEjected, s.Refused)
+	}
+	// When the first two return, a continuing run of failures on the
+	// others is tried again.
+	d.Record(2, at(31*time.Second), v500)
+	if !d.Ejected(2, at(31*time.Second)) {
+		t.Fatal("endpoint 2 not ejected once room was made")
+	}
+}
+
+func TestSmallPoolsKeepOneEndpoint(t *testing.T) {
+	for _, pct := range []int{10, 50, 100} {
+		for n := 1; n <= 4; n++ {
+			d := mustDetector(t, OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: pct}, n)
+			now := at(0)
+			for step := range 50 { // every endpoint fails all the time
+				for i := range n {
+					d.Record(i, now, v500)
+				}
+				if step%7 == 0 {
+					d.Evaluate(now)
+				}
+				s := d.Snapshot(now)
+				if s.Ejected >= n && n > 0 || (n == 1 && s.Ejected != 0) {
+					t.Fatalf("n=%d pct=%d: %d ejected", n, pct, s.Ejected)
+				}
+				if len(d.Eligible(now, nil)) == 0 {
+					t.Fatalf("n=%d pct=%d: nothing eligible", n, pct)
+				}
+				now = now.Add(3 * time.Second)
+			}
+		}
+	}
+	for _, tc := range []struct{ n, pct, want int }{
+		{1, 100, 0}, {2, 10, 1}, {2, 100, 1}, {3, 10, 1}, {3, 100, 2}, {10, 10, 1}, {10, 25, 2}, {20, 10, 2}, {0, 10, 0},
+	} {
+		if got := maxEjected(tc.n, tc.pct); got != tc.want {
+			t.Errorf("maxEjected(%d, %d) = %d, want %d", tc.n, tc.pct, got, tc.want)
+		}
+	}
+}
+
+func TestPanicModeBalancesOverAll(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: 100}, 3)
+	d.Record(0, at(0), v500)
+	if d.Panic(at(0)) || !slices.Equal(d.Eligible(at(0), nil), []int{1, 2}) {
+		t.Fatal("1 of 3 ejected (67% healthy) must not panic")
+	}
+	d.Record(1, at(0), v500)
+	if !d.Panic(at(0)) || !slices.Equal(d.Eligible(at(0), nil), []int{0, 1, 2}) {
+		t.Fatal("2 of 3 ejected (33% healthy) must panic and offer all endpoints")
+	}
+	// panic_threshold 0 turns panic mode off.
+	d = mustDetector(t, OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: 100, PanicThreshold: floatp(0)}, 3)
+	d.Record(0, at(0), v500)
+	d.Record(1, at(0), v500)
+	if d.Panic(at(0)) || !slices.Equal(d.Eligible(at(0), nil), []int{2}) {
+		t.Fatal("panic mode with panic_threshold 0")
+	}
+	// Leaving panic mode when the ejections end.
+	if d.Panic(at(time.Hour)) {
+		t.Fatal("still in panic after returns")
+	}
+}
+
+func TestDisabledDetectorNeverEjects(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{Disabled: true, Consecutive5xx: 1}, 3)
+	record(d, 0, at(0), v500, 10)
+	d.Evaluate(at(time.Minute))
+	if d.Ejected(0, at(0)) || len(d.Eligible(at(0), nil)) != 3 {
+		t.Fatal("disabled detector ejected")
+	}
+}
+
+func TestCarryFromKeepsEjectionsOfRetainedEndpoints(t *testing.T) {
+	old := mustDetector(t, OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: 50}, 4)
+	old.Record(2, at(0), v500)
+	nd := mustDetector(t, OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: 50}, 3)
+	// New endpoint 0 is old 2; new 1 is old 0; new 2 is new.
+	nd.CarryFrom(old, at(time.Second), func(i int) (int, bool) { return []int{2, 0, -1}[i], i < 2 })
+	if !nd.Ejected(0, at(time.Second)) || nd.Ejected(1, at(time.Second)) || nd.Snapshot(at(time.Second)).Endpoints[0].TimesEjected != 1 {
+		t.Fatalf("carried state %+v", nd.Snapshot(at(time.Second)))
+	}
+}
+
+func TestParallelRecordsNeverExceedTheCap(t *testing.T) {
+	const n = 10
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 3, MaxEjectionPercent: 30}, n)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 3000 {
+				now := at(time.Duration(k) * 10 * time.Millisecond)
+				i := (g + k) % n
+				v := okV
+				if i < 6 {
+					v = v503
+				}
+				d.Record(i, now, v)
+				if got := len(d.Eligible(now, make([]int, 0, n))); got < n-3 {
+					t.Errorf("%d eligible, cap allows at least %d", got, n-3)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if s := d.Snapshot(at(time.Minute)); s.Ejections == 0 {
+		t.Fatalf("no ejections: %+v", s)
+	}
+}
+
+func TestRecordAndEjectedDoNotAllocate(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{}, 8)
+	dst := make([]int, 0, 8)
+	if n := testing.AllocsPerRun(100, func() {
+		d.Record(1, t0, okV)
+		d.Record(2, t0, v500)
+		_ = d.Ejected(1, t0)
+		_ = d.Panic(t0)
+		dst = d.Eligible(t0, dst[:0])
+	}); n != 0 {
+		t.Fatalf("%v allocs", n)
+	}
+}
