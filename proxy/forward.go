@@ -447,6 +447,14 @@ func (f *forwarding) respond(resp *http.Response) {
 		delete(h, "Content-Length")
 	}
 	f.status = resp.StatusCode
+	if f.grpc && resp.Header["Grpc-Status"] != nil {
+		// Trailers-only gRPC response (status in the header block, no
+		// body): write it as one HEADERS frame with END_STREAM, as gRPC
+		// requires, which the server does when the handler returns
+		// without having flushed.
+		w.WriteHeader(resp.StatusCode)
+		return
+	}
 	w.WriteHeader(resp.StatusCode)
 
 	flush := f.grpc || resp.ContentLength == -1 ||
