@@ -85,14 +85,16 @@ func (rn *run) errReason(err error) Reason {
 	return ClassifyError(err)
 }
 
-const readChunk = 32 << 10
+// readStart is the first buffer size for a body; it doubles up to the cap.
+// Most composed bodies are small: starting large costs every call.
+const readStart = 2 << 10
 
 // readBody reads at most max bytes of body, charging each chunk to the request's
 // total budget. Nothing beyond max+1 bytes is read: a larger body fails with
 // response_too_large without being buffered.
 func (rn *run) readBody(body io.Reader, max int64) ([]byte, Reason, error) {
 	lr := io.LimitReader(body, max+1)
-	buf := make([]byte, 0, min(max+1, readChunk))
+	buf := make([]byte, 0, min(max+1, readStart))
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]

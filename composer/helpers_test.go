@@ -17,6 +17,7 @@ import (
 // env is a set of real backends on loopback and a client for the composite endpoint.
 type env struct {
 	t        *testing.T
+	bench    *testing.B // set instead of t in benchmarks
 	backend  *HTTPBackend
 	client   *http.Client
 	upstream *http.Transport
@@ -40,9 +41,12 @@ func newEnv(t *testing.T) *env {
 
 // service starts a backend on 127.0.0.1 for a cluster.
 func (e *env) service(cluster string, h http.Handler) *httptest.Server {
-	e.t.Helper()
 	srv := httptest.NewServer(h)
-	e.t.Cleanup(srv.Close)
+	if e.bench != nil {
+		e.bench.Cleanup(srv.Close)
+	} else {
+		e.t.Cleanup(srv.Close)
+	}
 	e.backend.Clusters[cluster] = srv.URL
 	return srv
 }
