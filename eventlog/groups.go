@@ -35,7 +35,13 @@ type groupState struct {
 	// committed offsets, which is what makes delivery at-least-once.
 	positions  map[string]map[group.TopicPartition]int64
 	generation int32
-	// changed is woken on every rebalance so that long polls return.
+	// committing counts commits in flight per partition. A partition with
+	// one is not fetched: its committed offset is about to move, and a new
+	// owner that started from the old one would receive again records whose
+	// commit succeeded.
+	committing map[group.TopicPartition]int
+	// changed is woken on every rebalance and finished commit so that long
+	// polls look again.
 	changed notifier
 }
 
@@ -195,7 +201,8 @@ func (b *Broker) JoinGroup(g string, req JoinRequest) (MemberState, error) {
 	c.mu.Lock()
 	gs, ok := c.groups[g]
 	if !ok {
-		gs = &groupState{g: group.New(g, assignor, b.partitionCount), reset: map[string]string{}}
+		gs = &groupState{g: group.New(g, assignor, b.partitionCount), reset: map[string]string{},
+			committing: map[group.TopicPartition]int{}}
 		c.groups[g] = gs
 	}
 	gs.g.Expire(now)
@@ -352,6 +359,9 @@ func (b *Broker) groupFetchOnce(g, member string, maxBytes int) (GroupFetchResul
 			gs.positions[member] = pos
 		}
 		for _, tp := range st.Assignment {
+			if gs.committing[tp] > 0 {
+				continue
+			}
 			from, ok := pos[tp]
 			if !ok {
 				from, ok = b.offsets.get(g, tp)
@@ -445,7 +455,9 @@ type CommitOffset struct {
 // uncommitted work), ErrNotAssigned, ErrOffsetRegression,
 // ErrOffsetOutOfRange (beyond the high watermark).
 func (b *Broker) CommitGroup(ctx context.Context, g, member string, gen int32, offsets []CommitOffset) ([]CommitOffset, error) {
-	err := b.groups.withMember(g, member, func(gs *groupState) error {
+	var gs *groupState
+	err := b.groups.withMember(g, member, func(s *groupState) error {
+		gs = s
 		if gen != gs.g.Generation() {
 			return errf(ErrRebalance, "generation %d is over; current is %d", gen, gs.g.Generation())
 		}
@@ -460,11 +472,25 @@ func (b *Broker) CommitGroup(ctx context.Context, g, member string, gen int32, o
 				return errf(ErrNotAssigned, "%s/%d", o.Topic, o.Partition)
 			}
 		}
+		for _, o := range offsets {
+			gs.committing[group.TopicPartition{Topic: o.Topic, Partition: o.Partition}]++
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		b.groups.mu.Lock()
+		for _, o := range offsets {
+			tp := group.TopicPartition{Topic: o.Topic, Partition: o.Partition}
+			if gs.committing[tp]--; gs.committing[tp] <= 0 {
+				delete(gs.committing, tp)
+			}
+		}
+		b.groups.mu.Unlock()
+		gs.changed.Broadcast()
+	}()
 	slices.SortFunc(offsets, func(a, b CommitOffset) int {
 		if a.Topic != b.Topic {
 			if a.Topic < b.Topic {
