@@ -193,3 +193,12 @@ func durationOf(s string) time.Duration {
 	}
 	return d
 }
+
+func mustReadB(b *testing.B, path string) []byte {
+	b.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
+}

@@ -202,7 +202,9 @@ func newNodeIndex() *nodeIndex {
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
 func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
-	n = resolve(n)
+	// An alias is indexed where it stands but not followed: following
+	// nested aliases would expand an alias bomb exponentially (the YAML
+	// decoder has its own guard against that; this walk must not undo it).
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}

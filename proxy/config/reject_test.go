@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -327,5 +328,31 @@ func TestParentPath(t *testing.T) {
 		if got := parentPath(in); got != want {
 			t.Errorf("parentPath(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A "billion laughs" document is refused quickly rather than expanded, also
+// where the config takes free-form values (a composition's body).
+func TestParseRefusesAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("clusters: {c: {endpoints: [\"10.0.0.1:80\"]}}\n")
+	b.WriteString("routes:\n- composition:\n    calls:\n    - name: a\n      cluster: c\n      path: /\n      body:\n")
+	b.WriteString("      - &x0 [a, a, a, a, a, a, a, a, a, a]\n")
+	for i := 1; i < 12; i++ {
+		fmt.Fprintf(&b, "      - &x%d [", i)
+		for j := 0; j < 10; j++ {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "*x%d", i-1)
+		}
+		b.WriteString("]\n")
+	}
+	_, err := Parse([]byte(b.String()), "bomb.yaml")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	if !strings.Contains(err.Error(), "excessive aliasing") {
+		t.Fatalf("error = %v", err)
 	}
 }

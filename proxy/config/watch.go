@@ -55,6 +55,11 @@ type Watcher struct {
 	// once, so that an edit made between Load and Run is not lost. Nil
 	// means the file as Run first reads it is taken as already delivered.
 	Current *Config
+
+	// afterRead, if set, is called after each read of the file that an
+	// event caused, delivered or not; tests use it to know that events
+	// which changed nothing have been handled.
+	afterRead func()
 }
 
 // Watch runs a Watcher with the default debounce until ctx is done.
@@ -184,6 +189,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			fire = nil
 			rewatch()
 			deliver(false)
+			if w.afterRead != nil {
+				w.afterRead()
+			}
 		}
 	}
 }

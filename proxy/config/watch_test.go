@@ -1,0 +1,322 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The watcher tests run a real Watcher on real files in a temporary
+// directory. They wait for deliveries with a deadline, never a sleep.
+
+const waitLimit = 10 * time.Second
+
+func configWithTimeout(d string) string {
+	return "clusters: {a: {endpoints: [\"10.0.0.1:80\"]}}\nroutes: [{cluster: a, timeout: " + d + "}]\n"
+}
+
+type delivery struct {
+	cfg *Config
+	err error
+}
+
+// startWatcher runs a Watcher on path and returns its deliveries. The
+// watcher is given a Current config unlike the file, so its first delivery
+// proves the watches are in place before the test changes anything.
+func startWatcher(t *testing.T, path string) <-chan delivery {
+	t.Helper()
+	ch, _ := startWatcherWith(t, path, 20*time.Millisecond)
+	return ch
+}
+
+// startWatcherWith also returns a channel that receives after each read
+// the watcher makes.
+func startWatcherWith(t *testing.T, path string, debounce time.Duration) (<-chan delivery, <-chan struct{}) {
+	t.Helper()
+	ch := make(chan delivery, 64)
+	reads := make(chan struct{}, 64)
+	cur, err := Parse([]byte(configWithTimeout("999s")), "current")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Watcher{
+		Path:     path,
+		Debounce: debounce,
+		Current:  cur,
+		afterRead: func() {
+			select {
+			case reads <- struct{}{}:
+			case <-ctx.Done():
+			}
+		},
+		OnChange: func(c *Config, err error) {
+			select {
+			case ch <- delivery{c, err}:
+			case <-ctx.Done():
+			}
+		},
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v", err)
+			}
+		case <-time.After(waitLimit):
+			t.Errorf("Run did not return after cancel")
+		}
+	})
+	first := next(t, ch)
+	if first.err != nil || first.cfg.Routes[0].Timeout == 999*time.Second {
+		t.Fatalf("first delivery = %+v, want the file's config", first)
+	}
+	return ch, reads
+}
+
+func next(t *testing.T, ch <-chan delivery) delivery {
+	t.Helper()
+	select {
+	case d := <-ch:
+		return d
+	case <-time.After(waitLimit):
+		t.Fatal("no delivery within the deadline")
+		return delivery{}
+	}
+}
+
+func wantTimeout(t *testing.T, d delivery, want time.Duration) {
+	t.Helper()
+	if d.err != nil {
+		t.Fatalf("delivered error %v, want a config", d.err)
+	}
+	if got := d.cfg.Routes[0].Timeout; got != want {
+		t.Fatalf("delivered timeout %s, want %s", got, want)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWatchSeesInPlaceWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	ch := startWatcher(t, path)
+
+	writeFile(t, path, configWithTimeout("2s"))
+	wantTimeout(t, next(t, ch), 2*time.Second)
+}
+
+func TestWatchSeesRenameReplace(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	ch := startWatcher(t, path)
+
+	// An editor's save: write a temporary file, rename it over the config.
+	tmp := filepath.Join(dir, ".outrigger.yaml.swp")
+	writeFile(t, tmp, configWithTimeout("3s"))
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	wantTimeout(t, next(t, ch), 3*time.Second)
+
+	// And again, to show the watch survived the first replacement.
+	writeFile(t, tmp, configWithTimeout("4s"))
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	wantTimeout(t, next(t, ch), 4*time.Second)
+}
+
+// A Kubernetes ConfigMap volume: outrigger.yaml -> ..data/outrigger.yaml,
+// ..data -> ..<timestamp>/, and an update swaps ..data atomically (a new
+// symlink renamed over it), then deletes the old timestamped directory.
+func TestWatchSeesKubernetesSymlinkSwap(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name, content string) {
+		t.Helper()
+		d := filepath.Join(dir, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(d, "outrigger.yaml"), content)
+	}
+	swap := func(target string) {
+		t.Helper()
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(target, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_11_27_04_00_00.111", configWithTimeout("1s"))
+	if err := os.Symlink("..2026_11_27_04_00_00.111", filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "outrigger.yaml")
+	if err := os.Symlink(filepath.Join("..data", "outrigger.yaml"), path); err != nil {
+		t.Fatal(err)
+	}
+	ch := startWatcher(t, path)
+
+	version("..2026_11_27_04_05_00.222", configWithTimeout("5s"))
+	swap("..2026_11_27_04_05_00.222")
+	if err := os.RemoveAll(filepath.Join(dir, "..2026_11_27_04_00_00.111")); err != nil {
+		t.Fatal(err)
+	}
+	wantTimeout(t, next(t, ch), 5*time.Second)
+
+	// A second update is seen too: the watches followed the swap.
+	version("..2026_11_27_04_10_00.333", configWithTimeout("6s"))
+	swap("..2026_11_27_04_10_00.333")
+	wantTimeout(t, next(t, ch), 6*time.Second)
+}
+
+// An edit inside the directory the symlink leads to (not the link's own
+// directory) is seen, because the resolved directory is watched too.
+func TestWatchSeesWriteBehindSymlink(t *testing.T) {
+	real := filepath.Join(t.TempDir(), "real.yaml")
+	writeFile(t, real, configWithTimeout("1s"))
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	if err := os.Symlink(real, path); err != nil {
+		t.Fatal(err)
+	}
+	ch := startWatcher(t, path)
+
+	writeFile(t, real, configWithTimeout("7s"))
+	wantTimeout(t, next(t, ch), 7*time.Second)
+}
+
+func TestWatchDeliversInvalidEditThenRecovery(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	ch := startWatcher(t, path)
+
+	writeFile(t, path, configWithTimeout("soon"))
+	d := next(t, ch)
+	var es Errors
+	if d.cfg != nil || !errors.As(d.err, &es) {
+		t.Fatalf("delivered %+v, want an Errors and no config", d)
+	}
+	if !strings.Contains(d.err.Error(), `routes[0].timeout: invalid duration "soon"`) {
+		t.Fatalf("error = %v", d.err)
+	}
+
+	writeFile(t, path, configWithTimeout("8s"))
+	wantTimeout(t, next(t, ch), 8*time.Second)
+}
+
+func TestWatchDeliversMissingFileAsError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	ch := startWatcher(t, path)
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if d := next(t, ch); d.cfg != nil || !errors.Is(d.err, os.ErrNotExist) {
+		t.Fatalf("delivered %+v, want a not-exist error", d)
+	}
+	writeFile(t, path, configWithTimeout("9s"))
+	wantTimeout(t, next(t, ch), 9*time.Second)
+}
+
+// Events that leave the bytes as they were (a rewrite with the same content,
+// a touch, an unrelated file in the directory) are read but deliver nothing.
+func TestWatchSkipsEventsThatChangeNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	ch, reads := startWatcherWith(t, path, 20*time.Millisecond)
+
+	now := time.Now()
+	for i, noop := range []func(){
+		func() { writeFile(t, path, configWithTimeout("1s")) },
+		func() { writeFile(t, filepath.Join(dir, "unrelated.txt"), "x") },
+		func() {
+			if err := os.Chtimes(path, now, now); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		noop()
+		select {
+		case <-reads:
+		case <-time.After(waitLimit):
+			t.Fatalf("no-op %d: the watcher never read the file", i)
+		}
+		select {
+		case d := <-ch:
+			t.Fatalf("no-op %d delivered %+v", i, d)
+		default:
+		}
+	}
+
+	writeFile(t, path, configWithTimeout("10s"))
+	wantTimeout(t, next(t, ch), 10*time.Second)
+}
+
+// A burst of writes is one reload of the final content.
+func TestWatchDebouncesBursts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	// The debounce is long enough for the burst below to fit in it.
+	ch, reads := startWatcherWith(t, path, time.Second)
+
+	for i := 1; i <= 20; i++ {
+		writeFile(t, path, configWithTimeout(time.Duration(i*int(time.Millisecond)).String()))
+	}
+	writeFile(t, path, configWithTimeout("11s"))
+	wantTimeout(t, next(t, ch), 11*time.Second)
+	select {
+	case <-reads:
+	case <-time.After(waitLimit):
+		t.Fatal("no read signal")
+	}
+	select {
+	case d := <-ch:
+		t.Fatalf("more than one delivery for one burst: %+v", d)
+	case <-reads:
+		t.Fatal("more than one read for one burst")
+	default:
+	}
+}
+
+func TestWatchStopsOnCancel(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Watch(ctx, path, func(*Config, error) {}) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Watch returned %v", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("Watch did not return after cancel")
+	}
+	// TestMain's goleak check proves nothing it started is left running.
+}
+
+func TestWatchFailsWithoutDirectory(t *testing.T) {
+	err := Watch(context.Background(), filepath.Join(t.TempDir(), "missing", "outrigger.yaml"), func(*Config, error) {})
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v, want not-exist", err)
+	}
+}
