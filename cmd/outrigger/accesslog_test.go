@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+func serveOne(h http.Handler, target string) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", target, nil))
+	return w
+}
+
+func TestAccessLogFollowsReconfigure(t *testing.T) {
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
+	a, err := newAccessLog(config.AccessLog{}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	h := a.Wrap("outbound", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Outrigger-Error", "no_route")
+		w.WriteHeader(404)
+		io.WriteString(w, "none")
+	}))
+
+	serveOne(h, "/off") // logging off: nothing anywhere
+	if err := a.Reconfigure(config.AccessLog{Enabled: true, Path: first}); err != nil {
+		t.Fatal(err)
+	}
+	serveOne(h, "/one")
+	if err := a.Reconfigure(config.AccessLog{Enabled: true, Path: second}); err != nil {
+		t.Fatal(err)
+	}
+	serveOne(h, "/two")
+	if err := a.Reconfigure(config.AccessLog{Enabled: true, Path: filepath.Join(dir, "missing", "c.log")}); err == nil {
+		t.Fatal("a file that cannot be opened was accepted")
+	}
+	serveOne(h, "/three") // the failed reconfigure kept b.log
+
+	read := func(p string) []map[string]any {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []map[string]any
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("%s: %q: %v", p, l, err)
+			}
+			out = append(out, m)
+		}
+		return out
+	}
+	if got := read(first); len(got) != 1 || got[0]["path"] != "/one" || got[0]["status"] != 404.0 || got[0]["bytes"] != 4.0 || got[0]["error"] != "no_route" {
+		t.Fatalf("%s: %v", first, got)
+	}
+	if got := read(second); len(got) != 2 || got[0]["path"] != "/two" || got[1]["path"] != "/three" {
+		t.Fatalf("%s: %v", second, got)
+	}
+}
+
+func TestRecorderKeepsFlushAndDefaultsTo200(t *testing.T) {
+	a, _ := newAccessLog(config.AccessLog{Enabled: true}, io.Discard)
+	defer a.Close()
+	var flushed bool
+	h := a.Wrap("inbound", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, flushed = w.(http.Flusher)
+		w.Write([]byte("x"))
+	}))
+	if w := serveOne(h, "/"); w.Code != 200 || !flushed {
+		t.Fatalf("code %d, flusher %v", w.Code, flushed)
+	}
+}
+
+// BenchmarkAccessLog measures what the access log adds per request around a
+// trivial handler: "off" is the cost when logging.access_log is disabled (an
+// atomic load), "on" writes a JSON line to io.Discard.
+func BenchmarkAccessLog(b *testing.B) {
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) })
+	req := httptest.NewRequest("GET", "/items/2", nil)
+	for _, tc := range []struct {
+		name string
+		cfg  config.AccessLog
+		wrap bool
+	}{{"unwrapped", config.AccessLog{}, false}, {"off", config.AccessLog{}, true}, {"on", config.AccessLog{Enabled: true}, true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			a, _ := newAccessLog(tc.cfg, io.Discard)
+			defer a.Close()
+			var h http.Handler = inner
+			if tc.wrap {
+				h = a.Wrap("outbound", inner)
+			}
+			w := httptest.NewRecorder()
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ServeHTTP(w, req)
+			}
+		})
+	}
+}
