@@ -45,9 +45,15 @@ func (rn *run) call(cp *callPlan, req *Request, res *callResult) {
 		defer cancel()
 	}
 	resp, err := c.backend.Do(ctx, req)
+	if err == nil && resp == nil {
+		err = errors.New("backend returned neither a response nor an error")
+	}
 	if err != nil {
 		rn.fail(res, rn.errReason(err), err)
 		return
+	}
+	if resp.Body == nil {
+		resp.Body = http.NoBody
 	}
 	defer resp.Body.Close()
 	res.status = resp.Status

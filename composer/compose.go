@@ -1,10 +1,12 @@
 package composer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -90,6 +92,7 @@ type run struct {
 	c        *Composition
 	in       *http.Request
 	query    url.Values
+	body     any             // the incoming JSON body, when the plan uses it
 	deadline context.Context // the overall deadline
 	ctx      context.Context // deadline, also canceled when a required call fails
 	cancel   context.CancelCauseFunc
@@ -135,6 +138,17 @@ func (c *Composition) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		done: make([]chan struct{}, len(p.calls)),
 	}
 	rn.budget.Store(p.limits.maxTotalBytes())
+	if p.usesBody {
+		if status, err := rn.readIncoming(); err != nil {
+			code := ErrorBadRequest
+			if status == http.StatusRequestEntityTooLarge {
+				code = ErrorRequestTooLarge
+			}
+			writeError(w, status, errorBody{Error: code, Message: err.Error()})
+			c.observe(rn, resultError, time.Since(start))
+			return
+		}
+	}
 	for i := range rn.done {
 		rn.done[i] = make(chan struct{})
 	}
@@ -249,6 +263,28 @@ func (rn *run) renderFailed(res *callResult, err error) {
 	rn.fail(res, ReasonInvalidValue, err)
 }
 
+// readIncoming reads and parses the incoming JSON body within max_request_bytes.
+// It returns the status to answer with when the body cannot be used.
+func (rn *run) readIncoming() (int, error) {
+	max := rn.c.plan.limits.maxRequestBytes()
+	b, err := io.ReadAll(io.LimitReader(rn.in.Body, max+1))
+	if err != nil {
+		return http.StatusBadRequest, fmt.Errorf("read request body: %w", err)
+	}
+	if int64(len(b)) > max {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("request body larger than max_request_bytes (%d)", max)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&rn.body); err != nil {
+		return http.StatusBadRequest, fmt.Errorf("request body is not JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return http.StatusBadRequest, errors.New("request body: data after the JSON value")
+	}
+	return 0, nil
+}
+
 // resolver returns the value of a reference for this request.
 func (rn *run) resolver(each any, batch batchValues) resolver {
 	return func(r *ref) (any, bool) {
@@ -259,6 +295,11 @@ func (rn *run) resolver(each any, batch batchValues) resolver {
 			return rn.query.Get(r.name), true
 		case refHeader:
 			return rn.in.Header.Get(r.name), true
+		case refBody:
+			if r.path == nil {
+				return rn.body, rn.body != nil
+			}
+			return r.path.getOne(rn.body)
 		case refEach:
 			if batch != nil {
 				return batch, true

@@ -561,3 +561,66 @@ func TestClassifyError(t *testing.T) {
 		}
 	}
 }
+
+func TestWritingCompositionUsesTheIncomingBody(t *testing.T) {
+	e := newEnv(t)
+	e.jsonService("pricing", map[string]string{"/prices/KAY-1": `{"amount":129.9,"currency":"EUR"}`})
+	var gotBody string
+	e.service("orders", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		gotBody = string(b)
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, `{"orderId":"o-1"}`)
+	}))
+	spec := Spec{
+		Calls: []Call{
+			{Name: "price", Cluster: "pricing", Path: "/prices/{body.sku}"},
+			{Name: "order", Cluster: "orders", Method: "POST", Path: "/orders",
+				Body: map[string]any{"line": "{body}", "unit": "{price.amount}", "currency": "{price.currency}"}},
+		},
+		Output: Output{Merge: []string{"order"}, Nest: []Nest{{From: "price"}}},
+		Limits: Limits{MaxRequestBytes: 64},
+	}
+	base, _ := e.serve("POST /checkout", spec, Options{})
+	post := func(body string) reply {
+		resp, err := e.client.Post(base+"/checkout", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return reply{status: resp.StatusCode, header: resp.Header, body: b}
+	}
+	r := post(`{"sku":"KAY-1","qty":2}`)
+	if r.status != 200 || string(r.body) != `{"orderId":"o-1","price":{"amount":129.9,"currency":"EUR"}}`+"\n" {
+		t.Errorf("status %d: %s", r.status, r.body)
+	}
+	if gotBody != `{"currency":"EUR","line":{"qty":2,"sku":"KAY-1"},"unit":129.9}` {
+		t.Errorf("order service got %s", gotBody)
+	}
+	if r := post(`{"sku":`); r.status != 400 || r.header.Get(HeaderError) != ErrorBadRequest {
+		t.Errorf("bad JSON: %d %s", r.status, r.body)
+	}
+	if r := post(`{"sku":"` + strings.Repeat("k", 100) + `"}`); r.status != 413 || r.header.Get(HeaderError) != ErrorRequestTooLarge {
+		t.Errorf("large body: %d %s", r.status, r.body)
+	}
+	if r := post(`{"sku":".."}`); r.status != 400 {
+		t.Errorf("dot segment from the body: %d %s", r.status, r.body)
+	}
+}
+
+func TestSingleCallNoContentPassesThroughWithoutBody(t *testing.T) {
+	e := newEnv(t)
+	e.service("a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	base, _ := e.serve("DELETE /x/{id}", Spec{Calls: []Call{{Name: "a", Cluster: "a", Method: "DELETE", Path: "/things/{id}"}}}, Options{})
+	req, _ := http.NewRequest(http.MethodDelete, base+"/x/1", nil)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 204 || len(b) != 0 {
+		t.Errorf("status %d body %q", resp.StatusCode, b)
+	}
+}

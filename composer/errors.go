@@ -81,7 +81,9 @@ const (
 	ErrorCallFailed = "composition_call_failed" // a required call failed; the body names it
 	ErrorConflict   = "composition_conflict"    // on_conflict: error met differing values
 	ErrorTooLarge   = "composition_too_large"   // the composed body exceeded max_total_bytes
-	ErrorBadRequest = "composition_bad_request" // a value from the incoming request cannot be used safely
+	ErrorBadRequest = "composition_bad_request" // a value from the incoming request cannot be used safely, or its body is not JSON
+
+	ErrorRequestTooLarge = "composition_request_too_large" // the incoming body exceeds max_request_bytes
 )
 
 // Header names the composer sets on responses.

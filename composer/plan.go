@@ -22,6 +22,9 @@ type plan struct {
 	limits Limits
 	// passThrough: one call, no fan-out: its status and error bodies pass through.
 	passThrough bool
+	// usesBody: some template refers to the incoming body, which is then read
+	// and parsed before the calls start.
+	usesBody bool
 }
 
 type callPlan struct {
@@ -145,7 +148,7 @@ func compile(s Spec, knownCluster func(string) bool) (*plan, error) {
 		case !validName(c.Name):
 			errs.add(k+".name", "%q: use letters, digits, '_' and '-', starting with a letter", c.Name)
 		case reserved[c.Name]:
-			errs.add(k+".name", "%q is reserved (query, header, path and each are reference prefixes)", c.Name)
+			errs.add(k+".name", "%q is reserved (query, header, path, each and body are reference prefixes)", c.Name)
 		default:
 			if _, dup := p.byName[c.Name]; dup {
 				errs.add(k+".name", "duplicate call name %q", c.Name)
@@ -172,6 +175,9 @@ func compile(s Spec, knownCluster func(string) bool) (*plan, error) {
 	}
 	if s.Limits.MaxFanOut < 0 {
 		errs.add("limits.max_fan_out", "must not be negative")
+	}
+	if s.Limits.MaxRequestBytes < 0 {
+		errs.add("limits.max_request_bytes", "must not be negative")
 	}
 	if s.Limits.MaxConcurrency < 0 {
 		errs.add("limits.max_concurrency", "must not be negative")
@@ -233,6 +239,8 @@ func compileCall(i int, c Call, s Spec, p *plan, knownCluster func(string) bool,
 				return
 			}
 			deps[j] = true
+		case refBody:
+			p.usesBody = true
 		case refEach:
 			if c.ForEach == "" {
 				errs.add(key, "reference %q is only valid in a call with for_each", r.raw)

@@ -95,6 +95,10 @@ func (rn *run) respond(w http.ResponseWriter) string {
 	if p.passThrough && rn.res[0].status != 0 {
 		status = rn.res[0].status
 	}
+	if !bodyAllowed(status) { // a passed-through 204 or 304
+		w.WriteHeader(status)
+		return resultOK
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
@@ -130,10 +134,14 @@ func (rn *run) writeFailure(w http.ResponseWriter, i int) {
 	cp, res := p.calls[i], &rn.res[i]
 	if res.reason == ReasonUpstreamStatus && res.errHeader != nil && (cp.passErrors || p.passThrough) {
 		h := w.Header()
-		for _, k := range []string{"Content-Type", "Retry-After", "Www-Authenticate", "Location"} {
+		for _, k := range []string{"Content-Type", "Retry-After", "Www-Authenticate", "Location", "Etag", "Cache-Control"} {
 			if v := res.errHeader.Values(k); len(v) > 0 {
 				h[k] = v
 			}
+		}
+		if !bodyAllowed(res.status) {
+			w.WriteHeader(res.status)
+			return
 		}
 		h.Set("Content-Length", strconv.Itoa(len(res.errBody)))
 		w.WriteHeader(res.status)
@@ -149,6 +157,11 @@ func (rn *run) writeFailure(w http.ResponseWriter, i int) {
 		Error: ErrorCallFailed, Call: cp.name, Reason: res.reason, HTTPStatus: res.httpStatus,
 		Message: "required call " + strconv.Quote(cp.name) + " failed: " + string(res.reason) + detailSuffix(res.detail),
 	})
+}
+
+// bodyAllowed: RFC 9110 sections 15.3.5 and 15.4.5 forbid a body with 204 and 304.
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified && status >= 200
 }
 
 func detailSuffix(d string) string {

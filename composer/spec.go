@@ -34,7 +34,7 @@ type Call struct {
 	// Name identifies the call in references ({name.field}), in output shaping, in
 	// partial-response reports and in metric labels. Required; letters, digits,
 	// '_' and '-', starting with a letter; unique; not one of the reserved words
-	// query, header, path, each.
+	// query, header, path, each, body.
 	Name string `yaml:"name" json:"name"`
 
 	// Cluster is the upstream cluster the call goes to, through the proxy's load
@@ -207,6 +207,9 @@ type Limits struct {
 	// the distinct elements of one batch; more fails that call with reason
 	// fan_out_exceeded before any of its requests is sent. Zero: 100.
 	MaxFanOut int `yaml:"max_fan_out,omitempty" json:"max_fan_out,omitempty"`
+	// MaxRequestBytes caps the incoming request body, read (and parsed as JSON)
+	// only when a template refers to {body}; larger is refused with 413. Zero: 1 MiB.
+	MaxRequestBytes int64 `yaml:"max_request_bytes,omitempty" json:"max_request_bytes,omitempty"`
 	// MaxConcurrency caps backend calls in flight for one request. Zero: 16.
 	MaxConcurrency int `yaml:"max_concurrency,omitempty" json:"max_concurrency,omitempty"`
 }
@@ -218,6 +221,7 @@ const (
 	DefaultMaxTotalBytes    = 8 << 20
 	DefaultMaxFanOut        = 100
 	DefaultMaxConcurrency   = 16
+	DefaultMaxRequestBytes  = 1 << 20
 	DefaultPartialField     = "_outrigger"
 )
 
@@ -257,6 +261,13 @@ func (l Limits) maxTotalBytes() int64 {
 		return DefaultMaxTotalBytes
 	}
 	return l.MaxTotalBytes
+}
+
+func (l Limits) maxRequestBytes() int64 {
+	if l.MaxRequestBytes <= 0 {
+		return DefaultMaxRequestBytes
+	}
+	return l.MaxRequestBytes
 }
 
 func (l Limits) maxFanOut() int {

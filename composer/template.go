@@ -14,6 +14,7 @@ import (
 //	{header.X-Tenant}    header of the incoming request
 //	{order.customerId}   field path inside the JSON result of the call named "order"
 //	{each}, {each.sku}   the current element of a for_each fan-out (or the batch)
+//	{body}, {body.qty}   the incoming request's JSON body, or a field of it
 //
 // "{{" and "}}" stand for literal braces. Field paths in references address one
 // value (no "[]"); the value must be a string, number or boolean.
@@ -35,6 +36,7 @@ const (
 	refHeader
 	refCall
 	refEach
+	refBody
 )
 
 type ref struct {
@@ -46,11 +48,11 @@ type ref struct {
 
 // fromRequest reports whether the referenced value comes from the incoming request.
 func (r *ref) fromRequest() bool {
-	return r.kind == refPathParam || r.kind == refQuery || r.kind == refHeader
+	return r.kind == refPathParam || r.kind == refQuery || r.kind == refHeader || r.kind == refBody
 }
 
 // reserved names cannot be call names: they are reference prefixes.
-var reserved = map[string]bool{"query": true, "header": true, "path": true, "each": true}
+var reserved = map[string]bool{"query": true, "header": true, "path": true, "each": true, "body": true}
 
 const maxTemplateLen = 8 << 10
 
@@ -112,6 +114,9 @@ func parseRef(raw string) (*ref, error) {
 	case !dotted && head == "each":
 		r.kind = refEach
 		return r, nil
+	case !dotted && head == "body":
+		r.kind = refBody
+		return r, nil
 	case !dotted:
 		r.kind, r.name = refPathParam, head
 		if !validName(head) {
@@ -138,8 +143,12 @@ func parseRef(raw string) (*ref, error) {
 		return nil, fmt.Errorf("bad reference %q: a reference addresses one value; '[]' belongs in for_each", raw)
 	}
 	r.path = p
-	if head == "each" {
+	switch head {
+	case "each":
 		r.kind = refEach
+		return r, nil
+	case "body":
+		r.kind = refBody
 		return r, nil
 	}
 	if !validName(head) {
