@@ -458,23 +458,28 @@ func (b *Breaker) claimDrainLocked() bool {
 
 // drain gives the pending events to the hook, in order, without the lock.
 func (b *Breaker) drain() {
+	done := false
 	defer func() {
-		// A panicking hook must not leave draining set forever.
-		b.mu.Lock()
-		b.draining = false
-		b.mu.Unlock()
+		if !done { // the hook panicked: let the next transition deliver
+			b.mu.Lock()
+			b.draining = false
+			b.mu.Unlock()
+		}
 	}()
 	for {
 		b.mu.Lock()
 		if len(b.pending) == 0 {
+			// Cleared in the same critical section that sees the queue
+			// empty, so that an event queued after it is delivered by
+			// its own caller.
+			b.pending = nil
+			b.draining = false
 			b.mu.Unlock()
+			done = true
 			return
 		}
 		ev := b.pending[0]
 		b.pending = b.pending[1:]
-		if len(b.pending) == 0 {
-			b.pending = nil
-		}
 		b.mu.Unlock()
 		b.hook(ev)
 	}

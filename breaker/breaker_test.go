@@ -514,3 +514,44 @@ func TestParallelTripOpensExactlyOnce(t *testing.T) {
 		t.Fatalf("opened %d times, state %v; want once, open", opened.Load(), b.State())
 	}
 }
+
+func TestHookGetsEveryTransitionOnceUnderConcurrency(t *testing.T) {
+	var delivered atomic.Uint64
+	var last atomic.Int64 // the hook is never called concurrently with itself
+	var overlap atomic.Bool
+	b := mustNew(t, Config{ConsecutiveFailures: ConsecutiveFailuresConfig{Threshold: 1}},
+		WithStateChangeHook(func(StateChange) {
+			if last.Add(1) != 1 {
+				overlap.Store(true)
+			}
+			delivered.Add(1)
+			last.Add(-1)
+		}))
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 300 {
+				switch (g + i) % 3 {
+				case 0:
+					b.ForceOpen(at(0))
+				case 1:
+					b.Reset(at(0))
+				default:
+					if p, err := b.Allow(at(0)); err == nil {
+						p.Done(at(0), true)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var total uint64
+	for _, n := range b.Snapshot(at(0)).Transitions {
+		total += n
+	}
+	if delivered.Load() != total || overlap.Load() {
+		t.Fatalf("hook got %d events for %d transitions (overlap %v)", delivered.Load(), total, overlap.Load())
+	}
+}

@@ -454,16 +454,24 @@ func (d *Detector) claimDrainLocked() bool {
 }
 
 func (d *Detector) drain() {
+	done := false
 	defer func() {
-		d.mu.Lock()
-		d.draining = false
-		d.mu.Unlock()
+		if !done { // the hook panicked: let the next transition deliver
+			d.mu.Lock()
+			d.draining = false
+			d.mu.Unlock()
+		}
 	}()
 	for {
 		d.mu.Lock()
 		if len(d.pending) == 0 {
+			// Cleared in the same critical section that sees the queue
+			// empty, so that an event queued after it is delivered by
+			// its own caller.
 			d.pending = nil
+			d.draining = false
 			d.mu.Unlock()
+			done = true
 			return
 		}
 		ev := d.pending[0]
