@@ -63,6 +63,9 @@ type Broker struct {
 	adminMu sync.Mutex
 
 	closed atomic.Bool
+	// bgMu orders starting an acks=0 append against Close, so that no
+	// append is added to background once Close waits for it.
+	bgMu sync.Mutex
 	// background tracks acks=0 appends so Close can wait for them.
 	background sync.WaitGroup
 }
@@ -309,7 +312,10 @@ func (b *Broker) Run(ctx context.Context) error {
 // Close waits for outstanding acks=0 appends and closes every log. Run must
 // have returned first.
 func (b *Broker) Close() error {
-	if b.closed.Swap(true) {
+	b.bgMu.Lock()
+	already := b.closed.Swap(true)
+	b.bgMu.Unlock()
+	if already {
 		return nil
 	}
 	b.background.Wait()

@@ -36,7 +36,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 type testBroker struct {
 	*Broker
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	reg   *prometheus.Registry
 	api   *httptest.Server
@@ -46,7 +46,7 @@ type testBroker struct {
 // openTestBroker opens a Broker on dir with cfg and serves its API and admin
 // handlers on loopback. Everything is closed by t.Cleanup unless closed
 // earlier with close().
-func openTestBroker(t *testing.T, dir string, cfg Config, now func() time.Time, opts Options) *testBroker {
+func openTestBroker(t testing.TB, dir string, cfg Config, now func() time.Time, opts Options) *testBroker {
 	t.Helper()
 	cfg.DataDir = dir
 	reg := prometheus.NewRegistry()

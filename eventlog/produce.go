@@ -102,11 +102,17 @@ func (b *Broker) produce(ctx context.Context, topic string, recs []ProduceRecord
 		}
 		part := t.partitions[p]
 		if acks == AcksNone {
+			b.bgMu.Lock()
+			if b.closed.Load() {
+				b.bgMu.Unlock()
+				return results, ErrClosed
+			}
 			b.background.Go(func() {
 				// The producer does not wait; the append is bounded by the
 				// log's own I/O and Close waits for it.
 				b.appendBatch(context.Background(), t, part, batch, acks)
 			})
+			b.bgMu.Unlock()
 			continue
 		}
 		base, err := b.appendBatch(ctx, t, part, batch, acks)
