@@ -2,6 +2,7 @@ package breaker
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -553,5 +554,59 @@ func TestHookGetsEveryTransitionOnceUnderConcurrency(t *testing.T) {
 	}
 	if delivered.Load() != total || overlap.Load() {
 		t.Fatalf("hook got %d events for %d transitions (overlap %v)", delivered.Load(), total, overlap.Load())
+	}
+}
+
+func TestClosedFastPathDoesNotAllocate(t *testing.T) {
+	for _, w := range []WindowConfig{{}, {Type: WindowTime}} {
+		b := mustNew(t, Config{Window: w, SlowCalls: SlowCallsConfig{DurationThreshold: time.Second}})
+		i := 0
+		if n := testing.AllocsPerRun(1000, func() {
+			now := at(time.Duration(i) * time.Millisecond)
+			p, err := b.Allow(now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Done(now, i%50 == 0)
+			i++
+		}); n != 0 {
+			t.Errorf("%s window: %v allocs per call", w.Type, n)
+		}
+	}
+}
+
+func TestOpenRejectionDoesNotAllocate(t *testing.T) {
+	b := mustNew(t, Config{ConsecutiveFailures: ConsecutiveFailuresConfig{Threshold: 1}})
+	p, _ := b.Allow(at(0))
+	p.Done(at(0), true)
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, err := b.Allow(at(time.Second)); err == nil {
+			t.Fatal("admitted while open")
+		}
+	}); n != 0 {
+		t.Errorf("%v allocs per rejection", n)
+	}
+}
+
+func TestRejectReason(t *testing.T) {
+	l := mustLimits(t, LimitsConfig{MaxPendingRequests: 1})
+	_ = l.Acquire(LimitPendingRequests)
+	limitErr := l.Acquire(LimitPendingRequests)
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{&OpenError{Until: t0}, "open"},
+		{fmt.Errorf("calling payments: %w", &OpenError{Forced: true}), "open"},
+		{ErrTooManyProbes, "half_open"},
+		{fmt.Errorf("wrapped: %w", ErrTooManyProbes), "half_open"},
+		{limitErr, "max_pending_requests"},
+		{fmt.Errorf("wrapped: %w", limitErr), "max_pending_requests"},
+		{errors.New("other"), ""},
+	} {
+		if got := RejectReason(tc.err); got != tc.want {
+			t.Errorf("RejectReason(%v) = %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }
