@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/eventlog/segment"
@@ -41,8 +42,9 @@ type ProduceResult struct {
 // order. Records for the same partition are appended as one batch, in input
 // order. Errors: ErrUnknownTopic, ErrReservedTopic, ErrUnknownPartition,
 // ErrRecordTooLarge, ErrNotEnoughReplicas, ErrWriteUnknown (appended, fate
-// unknown), ErrClosed, ErrStorage. On an error, records of partitions
-// already appended stay appended: the results say which (Offset >= 0).
+// unknown), ErrClosed, ErrStorage. The partitions' batches are appended
+// concurrently; on an error, the batches that succeeded stay appended and
+// the results say which (Offset >= 0).
 func (b *Broker) Produce(ctx context.Context, topic string, recs []ProduceRecord, acks Acks) ([]ProduceResult, error) {
 	if strings.HasPrefix(topic, "__") {
 		return nil, errf(ErrReservedTopic, "%q", topic)
@@ -94,42 +96,63 @@ func (b *Broker) produce(ctx context.Context, topic string, recs []ProduceRecord
 		batches[p] = append(batches[p], i)
 		results[i] = ProduceResult{Partition: p, Offset: -1}
 	}
-	for _, p := range order {
+	if acks == AcksNone {
+		b.bgMu.Lock()
+		defer b.bgMu.Unlock()
+		if b.closed.Load() {
+			return nil, ErrClosed
+		}
+	}
+	// Each partition's batch is appended by its own goroutine, joined
+	// before returning, so that a request spanning partitions pays for one
+	// fsync round, not one per partition.
+	type outcome struct {
+		base int64
+		err  error
+	}
+	outcomes := make([]outcome, len(order))
+	var wg sync.WaitGroup
+	for n, p := range order {
 		idx := batches[p]
 		batch := make([]segment.Record, len(idx))
 		for j, i := range idx {
 			batch[j] = segment.Record{Key: recs[i].Key, Value: recs[i].Value, Headers: recs[i].Headers}
 		}
 		part := t.partitions[p]
-		if acks == AcksNone {
-			b.bgMu.Lock()
-			if b.closed.Load() {
-				b.bgMu.Unlock()
-				return results, ErrClosed
-			}
-			b.background.Go(func() {
-				// The producer does not wait; the append is bounded by the
-				// log's own I/O and Close waits for it.
-				b.appendBatch(context.Background(), t, part, batch, acks)
-			})
-			b.bgMu.Unlock()
-			continue
-		}
-		base, err := b.appendBatch(ctx, t, part, batch, acks)
-		if errors.Is(err, segment.ErrDurabilityUnknown) && base >= 0 {
-			for j, i := range idx {
-				results[i].Offset = base + int64(j)
-			}
-			return results, fmt.Errorf("%w: %s/%d offsets %d to %d", ErrWriteUnknown, topic, p, base, base+int64(len(idx))-1)
-		}
-		if err != nil {
-			return results, b.appendError(topic, p, err)
-		}
-		for j, i := range idx {
-			results[i].Offset = base + int64(j)
+		switch {
+		case acks == AcksNone:
+			// The producer does not wait; the append is bounded by the
+			// log's own I/O and Close waits for it.
+			b.background.Go(func() { b.appendBatch(context.Background(), t, part, batch, acks) })
+		case len(order) == 1:
+			outcomes[n].base, outcomes[n].err = b.appendBatch(ctx, t, part, batch, acks)
+		default:
+			wg.Go(func() { outcomes[n].base, outcomes[n].err = b.appendBatch(ctx, t, part, batch, acks) })
 		}
 	}
-	return results, nil
+	wg.Wait()
+	if acks == AcksNone {
+		return results, nil
+	}
+	var firstErr error
+	for n, p := range order {
+		o := outcomes[n]
+		idx := batches[p]
+		switch {
+		case o.err == nil, errors.Is(o.err, segment.ErrDurabilityUnknown):
+			for j, i := range idx {
+				results[i].Offset = o.base + int64(j)
+			}
+		}
+		if o.err != nil && firstErr == nil {
+			if errors.Is(o.err, segment.ErrDurabilityUnknown) {
+				firstErr = fmt.Errorf("%w: %s/%d offsets %d to %d", ErrWriteUnknown, topic, p, o.base, o.base+int64(len(idx))-1)
+			} else {
+				firstErr = b.appendError(topic, p, o.err)
+			}
+		}
+	}
+	return results, firstErr
 }
 
 func (b *Broker) appendBatch(ctx context.Context, t *Topic, p *Partition, batch []segment.Record, acks Acks) (int64, error) {
