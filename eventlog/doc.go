@@ -15,6 +15,24 @@
 // policy, and acks=all means the same as acks=1. Consumers never read past
 // the high watermark.
 //
+// The pieces:
+//   - Broker (broker.go) owns the topics, opens and closes them, and runs the
+//     background work: push subscriptions, retention/compaction, and group
+//     session expiry. Open, Run(ctx), Close; shutdown order is on Broker.
+//   - Partition (partition.go) is the write path: leader epoch, log end
+//     offset, high watermark, acks, and long-poll waiting on the high
+//     watermark (a broadcast channel, no goroutine per waiter).
+//   - eventlog/group is the pure core of consumer groups (membership,
+//     generations, session expiry on an injected clock, assignors);
+//     groups.go is its shell (locks, member ids, fetch positions, commits).
+//   - offsets.go and idempotency.go keep committed offsets and publish
+//     idempotency keys in the internal compacted topics __consumer_offsets
+//     and __idempotency, replayed on Open.
+//   - Subscriber (push.go) delivers a push subscription as CloudEvents.
+//   - Handler (api.go) and AdminHandler (admin.go) are the HTTP surfaces,
+//     documented in docs/messaging.md; errors come from the catalog in
+//     errors.go.
+//
 // Invariants:
 //   - offsets in a partition are assigned once, in order, and never reused;
 //   - a consumer group's committed offset for a partition never moves
