@@ -184,4 +184,3 @@ func (b *Broker) handleCreateTopic(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusCreated, ti)
 }
-

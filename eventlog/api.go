@@ -539,4 +539,3 @@ func (b *Broker) handleReset(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"committed": out})
 }
-
