@@ -198,12 +198,12 @@ func (w *timeWindow) record(now time.Time, failed, slow bool) (windowTotals, boo
 		latest = w.latest.Load()
 	}
 	s := &w.slots[b%w.n]
-	bump(&s.calls, b)
+	w.bump(&s.calls, b)
 	if failed {
-		bump(&s.failures, b)
+		w.bump(&s.failures, b)
 	}
 	if slow {
-		bump(&s.slow, b)
+		w.bump(&s.slow, b)
 	}
 	if failed || slow {
 		for lb := w.lastBad.Load(); b > lb && !w.lastBad.CompareAndSwap(lb, b); lb = w.lastBad.Load() {
@@ -215,17 +215,25 @@ func (w *timeWindow) record(now time.Time, failed, slow bool) (windowTotals, boo
 }
 
 // bump counts one event of bucket b in counter c.
-func bump(c *atomic.Uint64, b int64) {
+func (w *timeWindow) bump(c *atomic.Uint64, b int64) {
 	e := uint64(uint32(b))
 	for {
 		x := c.Load()
 		if x>>32 == e {
-			// Same bucket: count. (If another record moved the counter
-			// on to a newer bucket since the Load, that record is a full
-			// window ahead of this one, and the event lands in its
-			// bucket: a bounded inaccuracy for an outcome that
-			// is already older than the window.)
+			// Same bucket: count. (Should another record move the
+			// counter on between the Load and the Add, that record is a
+			// whole window ahead of this one, and this event lands in
+			// its bucket: a bounded inaccuracy for an outcome that is
+			// already older than the window.)
 			c.Add(1)
+			return
+		}
+		// Moving the slot on. Only an older bucket may be replaced: if
+		// the window has advanced a whole window past b, the slot may
+		// hold a newer bucket, and this event is too old to count.
+		// (latest only grows, so a CAS that succeeds after this check
+		// replaced an older bucket; one that fails retries the check.)
+		if w.latest.Load() >= b+w.n {
 			return
 		}
 		if c.CompareAndSwap(x, e<<32|1) {
