@@ -624,3 +624,102 @@ func TestSingleCallNoContentPassesThroughWithoutBody(t *testing.T) {
 		t.Errorf("status %d body %q", resp.StatusCode, b)
 	}
 }
+
+func TestPlanLevelsOfADiamond(t *testing.T) {
+	p, err := compile(Spec{Calls: []Call{
+		{Name: "join", Cluster: "c", Path: "/j/{left.id}/{right.id}"},
+		{Name: "left", Cluster: "c", Path: "/l/{root.id}"},
+		{Name: "root", Cluster: "c", Path: "/r"},
+		{Name: "right", Cluster: "c", Path: "/r/{root.id}"},
+		{Name: "alone", Cluster: "c", Path: "/a"},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(p.levels)
+	if got != "[[2 4] [1 3] [0]]" {
+		t.Errorf("levels %s, want [[root alone] [left right] [join]] = [[2 4] [1 3] [0]]", got)
+	}
+}
+
+func TestMaxConcurrencyBoundsCallsInFlight(t *testing.T) {
+	e := newEnv(t)
+	var inFlight, peak atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // widen the window in which an overlap would show
+		io.WriteString(w, `{}`)
+	})
+	var calls []Call
+	for _, n := range []string{"a", "b", "c", "d"} {
+		e.service(n, h)
+		calls = append(calls, Call{Name: n, Cluster: n, Path: "/"})
+	}
+	base, _ := e.serve("GET /x", Spec{Calls: calls, Limits: Limits{MaxConcurrency: 1}}, Options{})
+	if r := e.get(base + "/x"); r.status != 200 {
+		t.Fatalf("status %d %s", r.status, r.body)
+	}
+	if p := peak.Load(); p != 1 {
+		t.Errorf("peak in flight %d, want 1", p)
+	}
+}
+
+func TestEscapedValuesReachOnlyTheNamedRoute(t *testing.T) {
+	e := newEnv(t)
+	e.jsonService("orders", map[string]string{"/orders/1": `{"userId":"../../admin"}`, "/orders/2": `{"userId":"x/../../admin%2F"}`})
+	var admin atomic.Int64
+	var seen []string
+	var mu sync.Mutex
+	mux := http.NewServeMux()
+	mux.HandleFunc("/admin", func(w http.ResponseWriter, r *http.Request) { admin.Add(1) })
+	mux.HandleFunc("GET /users/{id}/profile", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.PathValue("id"))
+		mu.Unlock()
+		io.WriteString(w, `{}`)
+	})
+	e.service("users", mux)
+	spec := Spec{Calls: []Call{
+		{Name: "order", Cluster: "orders", Path: "/orders/{id}"},
+		{Name: "user", Cluster: "users", Path: "/users/{order.userId}/profile"},
+	}}
+	base, _ := e.serve("GET /o/{id}", spec, Options{})
+	for _, id := range []string{"1", "2"} {
+		if r := e.get(base + "/o/" + id); r.status != 200 {
+			t.Errorf("order %s: status %d %s", id, r.status, r.body)
+		}
+	}
+	if admin.Load() != 0 {
+		t.Error("a templated value reached /admin")
+	}
+	if fmt.Sprint(seen) != "[../../admin x/../../admin%2F]" {
+		t.Errorf("the users service saw ids %q", seen)
+	}
+}
+
+func TestFanOutOverObjectElementsAndPartialMetric(t *testing.T) {
+	e := newEnv(t)
+	e.jsonService("orders", map[string]string{"/orders/1": `{"lines":[{"p":{"id":1,"v":"a"}},{"p":{"id":2,"v":"b"}}]}`})
+	e.jsonService("catalog", map[string]string{"/p/1/a": `{"ok":1}`})
+	reg := prometheus.NewRegistry()
+	spec := Spec{Calls: []Call{
+		{Name: "order", Cluster: "orders", Path: "/orders/{id}"},
+		{Name: "products", Cluster: "catalog", Path: "/p/{each.id}/{each.v}", ForEach: "order.lines[].p", Optional: true},
+	}}
+	base, _ := e.serve("GET /o/{id}", spec, Options{Name: "fan", Registry: reg})
+	r := e.get(base + "/o/1")
+	// /p/2/b does not exist: one element failing fails the (optional) call.
+	if r.status != 200 || r.header.Get(HeaderPartial) != "products" || !strings.Contains(string(r.body), `"http_status":404`) {
+		t.Errorf("status %d partial %q: %s", r.status, r.header.Get(HeaderPartial), r.body)
+	}
+	if v := testutil.ToFloat64(mustCounter(t, reg, "outrigger_composer_partial_calls_total", "fan", "products")); v != 1 {
+		t.Errorf("partial calls metric = %v", v)
+	}
+}

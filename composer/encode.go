@@ -110,6 +110,10 @@ func writeJSONString(b *bytes.Buffer, s string) {
 				b.WriteString(`\r`)
 			case '\t':
 				b.WriteString(`\t`)
+			case '\b':
+				b.WriteString(`\b`)
+			case '\f':
+				b.WriteString(`\f`)
 			default:
 				b.WriteString(`\u00`)
 				b.WriteByte(hexDigits[c>>4])

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -161,7 +162,7 @@ func scalarText(v any) (string, bool) {
 		}
 		return "false", true
 	case float64: // values built by code rather than decoded with UseNumber
-		return json.Number(fmt.Sprint(x)).String(), true
+		return strconv.FormatFloat(x, 'g', -1, 64), true
 	}
 	return "", false
 }

@@ -408,26 +408,26 @@ func levelsOf(p *plan, s Spec, errs *specErrs) [][]int {
 		errs.add(callKey(cyc[0], s.Calls[cyc[0]]), "dependency cycle %s", strings.Join(names, " -> "))
 		return nil
 	}
-	level := make([]int, n)
+	placed := make([]bool, n)
 	var levels [][]int
 	for done := 0; done < n; {
 		var cur []int
 		for i, c := range p.calls {
-			if level[i] != 0 {
+			if placed[i] {
 				continue
 			}
 			ready := true
 			for _, d := range c.deps {
-				if level[d] == 0 || level[d] == len(levels)+1 {
-					ready = false
-				}
+				ready = ready && placed[d]
 			}
 			if ready {
 				cur = append(cur, i)
 			}
 		}
+		// Mark after the scan: a call whose dependency joins this level
+		// belongs to a later one. The graph is acyclic, so cur is never empty.
 		for _, i := range cur {
-			level[i] = len(levels) + 1
+			placed[i] = true
 		}
 		levels = append(levels, cur)
 		done += len(cur)

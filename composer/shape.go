@@ -3,6 +3,7 @@ package composer
 import (
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 )
 
@@ -375,4 +376,13 @@ func (n *selectNode) project(v any) any {
 		return a
 	}
 	return v
+}
+
+func sortedAnyKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
