@@ -82,7 +82,7 @@ type TopicConfig struct {
 	RetentionBytes int64 `yaml:"retention_bytes" json:"retention_bytes"`
 
 	// SegmentBytes rolls a new segment once the active one is this large.
-	// Zero: 64 MiB.
+	// At most 2 GiB - 1. Zero: 64 MiB.
 	SegmentBytes int64 `yaml:"segment_bytes" json:"segment_bytes"`
 
 	// SegmentAge rolls a new segment once the active one is this old.
@@ -98,7 +98,8 @@ type TopicConfig struct {
 	FlushInterval time.Duration `yaml:"flush_interval" json:"flush_interval"`
 
 	// MaxMessageBytes is the largest record (key + value + headers) the
-	// topic accepts; larger ones are refused with 413. Zero: 1 MiB.
+	// topic accepts; larger ones are refused with 413. At most 32 MiB.
+	// Zero: 1 MiB.
 	MaxMessageBytes int `yaml:"max_message_bytes" json:"max_message_bytes"`
 
 	// TombstoneRetention is how long compaction keeps a record with an empty
@@ -355,8 +356,8 @@ func (t TopicConfig) validate() []error {
 	if t.RetentionBytes < 0 {
 		add("retention_bytes", "must be >= 0")
 	}
-	if t.SegmentBytes < 0 {
-		add("segment_bytes", "must be >= 0")
+	if t.SegmentBytes < 0 || t.SegmentBytes > maxSegmentBytes {
+		add("segment_bytes", "must be between 0 and %d", maxSegmentBytes)
 	}
 	if t.SegmentAge < 0 {
 		add("segment_age", "must be >= 0")
@@ -367,14 +368,22 @@ func (t TopicConfig) validate() []error {
 	if t.FlushInterval < 0 {
 		add("flush_interval", "must be >= 0")
 	}
-	if t.MaxMessageBytes < 0 {
-		add("max_message_bytes", "must be >= 0")
+	if t.MaxMessageBytes < 0 || t.MaxMessageBytes > maxMessageBytes {
+		add("max_message_bytes", "must be between 0 and %d", maxMessageBytes)
 	}
 	if t.TombstoneRetention < 0 {
 		add("tombstone_retention", "must be >= 0")
 	}
 	return errs
 }
+
+// Upper bounds that the segment store imposes: segment files are addressed
+// with 32-bit positions, and one batch (one request's records for one
+// partition) is at most 64 MiB.
+const (
+	maxSegmentBytes = 1<<31 - 1
+	maxMessageBytes = 32 << 20
+)
 
 // maxPartitions bounds a topic's partitions so that per-partition metric
 // labels and goroutines stay bounded.

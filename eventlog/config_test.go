@@ -35,7 +35,7 @@ func TestConfigValidateNamesKeyPaths(t *testing.T) {
 		"topics.orders.replication_factor: must be 1",
 		"topics.orders.cleanup: must be delete or compact",
 		"topics.orders.flush: must be sync, interval or os",
-		"topics.orders.max_message_bytes: must be >= 0",
+		"topics.orders.max_message_bytes: must be between 0 and 33554432",
 		"topics.__hidden: names starting with \"__\" are reserved",
 		"groups.assignor: must be range, roundrobin or sticky",
 		"subscriptions[0].topic: \"missing\" is not declared in topics",

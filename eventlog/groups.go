@@ -530,16 +530,22 @@ type MemberInfo struct {
 
 // GroupInfo describes a consumer group for the admin API.
 type GroupInfo struct {
-	Name       string         `json:"name"`
-	Generation int32          `json:"generation"`
-	Assignor   string         `json:"assignor,omitempty"`
-	Members    []MemberInfo   `json:"members"`
-	Offsets    []PartitionLag `json:"offsets"`
+	Name       string       `json:"name"`
+	Generation int32        `json:"generation"`
+	Assignor   string       `json:"assignor,omitempty"`
+	Members    []MemberInfo `json:"members"`
+	// PushSubscriptions names the push subscriptions that consume as this
+	// group (they are not members: they own every partition of their topic).
+	PushSubscriptions []string       `json:"push_subscriptions,omitempty"`
+	Offsets           []PartitionLag `json:"offsets"`
 }
 
 // Groups describes every group that has members or committed offsets.
 func (b *Broker) Groups() []GroupInfo {
 	names := b.offsets.groups()
+	for _, s := range b.subs {
+		names = append(names, s.cfg.Group)
+	}
 	b.groups.mu.Lock()
 	for n := range b.groups.groups {
 		names = append(names, n)
@@ -576,11 +582,16 @@ func (b *Broker) Group(name string) (GroupInfo, error) {
 	if woken {
 		gs.changed.Broadcast()
 	}
+	for _, s := range b.subs {
+		if s.cfg.Group == name {
+			gi.PushSubscriptions = append(gi.PushSubscriptions, s.name)
+		}
+	}
 	gi.Offsets = b.lag(name)
 	if gi.Offsets == nil {
 		gi.Offsets = []PartitionLag{}
 	}
-	if !ok && len(gi.Offsets) == 0 {
+	if !ok && len(gi.Offsets) == 0 && len(gi.PushSubscriptions) == 0 {
 		return gi, errf(ErrUnknownGroup, "%q", name)
 	}
 	return gi, nil
