@@ -114,8 +114,9 @@ type forwarding struct {
 	r    *http.Request
 	grpc bool
 
-	ctx    context.Context // route deadline (min of route timeout and grpc-timeout)
-	status int             // status sent downstream, for metrics
+	ctx          context.Context // route deadline (min of route timeout and grpc-timeout)
+	deadlineSent bool            // grpc-timeout was propagated upstream
+	status       int             // status sent downstream, for metrics
 
 	limited *limitedBody
 	replay  *replayBody
@@ -204,6 +205,7 @@ func (f *forwarding) run() {
 		if f.grpc {
 			if dl, ok := ctx.Deadline(); ok {
 				h[hdrGRPCTimeout] = []string{formatGRPCTimeout(time.Until(dl))}
+				f.deadlineSent = true
 			}
 		}
 		var reqBody io.ReadCloser
@@ -352,8 +354,16 @@ func (f *forwarding) failKind(err error, actx context.Context) failKind {
 		return failConnect
 	}
 	var se http2.StreamError
-	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream {
-		return failRefused
+	if errors.As(err, &se) {
+		switch {
+		case se.Code == http2.ErrCodeRefusedStream:
+			return failRefused
+		case se.Code == http2.ErrCodeCancel && f.grpc && f.deadlineSent:
+			// A gRPC server whose propagated deadline (grpc-timeout) ran
+			// out may cancel the stream a moment before our own timer
+			// fires: that is the deadline, not a reset.
+			return failTimeout
+		}
 	}
 	return failReset
 }

@@ -252,7 +252,7 @@ func TestGRPCDeadlines(t *testing.T) {
 		}
 	})
 	t.Run("deadline exceeded before headers", func(t *testing.T) {
-		ctx := metadata.AppendToOutgoingContext(ctxT(t, 200*time.Millisecond), "x-hang", "1")
+		ctx := metadata.AppendToOutgoingContext(ctxT(t, 500*time.Millisecond), "x-hang", "1")
 		_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{})
 		if status.Code(err) != codes.DeadlineExceeded {
 			t.Fatalf("%v", err)
@@ -261,7 +261,7 @@ func TestGRPCDeadlines(t *testing.T) {
 	})
 	t.Run("deadline exceeded mid-stream", func(t *testing.T) {
 		req := &testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 1}, {Size: 1, IntervalUs: 5e6}}}
-		st, err := c.StreamingOutputCall(ctxT(t, 300*time.Millisecond), req)
+		st, err := c.StreamingOutputCall(ctxT(t, time.Second), req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -164,3 +164,11 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 func counterValue(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
+
+func startProxyClientH2C() *http.Client {
+	return &http.Client{Transport: &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, n, a)
+		}}}
+}

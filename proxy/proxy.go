@@ -175,11 +175,9 @@ func (p *Proxy) Clusters() []ClusterStatus {
 	return out
 }
 
-// ErrShutdown is returned by Serve when called after Shutdown.
-var ErrShutdown = errors.New("proxy: shut down")
-
 // Serve accepts connections on ln for listener l until Shutdown, and
-// returns http.ErrServerClosed then.
+// returns http.ErrServerClosed then (at once, closing ln, when Shutdown
+// was already called).
 //
 // Downstream protocols: HTTP/1.1, and HTTP/2 cleartext both with prior
 // knowledge and by "Upgrade: h2c" (RFC 7540 §3.2). net/http's own
@@ -213,7 +211,8 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	if p.shutdown {
 		p.srvMu.Unlock()
 		cancel()
-		return ErrShutdown
+		ln.Close()
+		return http.ErrServerClosed
 	}
 	p.servers[srv] = cancel
 	p.srvMu.Unlock()
