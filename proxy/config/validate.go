@@ -677,8 +677,14 @@ func checkAuthorityPattern(a string) string {
 	return ""
 }
 
+// checkRegex compiles expr as written (for the message) and anchored, as
+// the proxy compiles it to match a whole value.
 func checkRegex(p *problems, path, expr string) {
 	if _, err := regexp.Compile(expr); err != nil {
+		p.addf(path, "invalid regex: %v", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		return
+	}
+	if _, err := regexp.Compile("^(?:" + expr + ")$"); err != nil {
 		p.addf(path, "invalid regex: %v", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 	}
 }
