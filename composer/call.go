@@ -24,7 +24,9 @@ func (rn *run) call(cp *callPlan, req *Request, res *callResult) {
 				rn.fail(res, ReasonTotalTooLarge, fmt.Errorf("the request's total byte budget (%d) ran out", rn.c.plan.limits.maxTotalBytes()))
 				return
 			}
-			rn.decode(res, e.body, e.status, e.header)
+			// Entries are shared by requests: the header map is cloned because the
+			// response writer and fan-out merging may write to it.
+			rn.decode(res, e.body, e.status, e.header.Clone())
 			return
 		}
 		c.m.cache.WithLabelValues(c.name, cp.name, "miss").Inc()
@@ -227,13 +229,12 @@ func (rn *run) fanOut(cp *callPlan, res *callResult) {
 			return
 		}
 		values[i] = p.value
-		if res.header == nil {
-			res.header = p.header
-		} else {
-			for k, vs := range p.header {
-				if _, have := res.header[k]; !have {
-					res.header[k] = vs
-				}
+		for k, vs := range p.header { // the first element that has a header wins
+			if res.header == nil {
+				res.header = http.Header{}
+			}
+			if _, have := res.header[k]; !have {
+				res.header[k] = vs
 			}
 		}
 	}

@@ -380,7 +380,17 @@ func (rn *run) render(cp *callPlan, each any, batch batchValues) (*Request, erro
 	return req, nil
 }
 
-// cacheKey identifies a rendered request.
+// perRequestHeaders differ on every request without changing the answer
+// (tracing and request ids). They are left out of the cache key, or forwarding
+// them would make every lookup a miss.
+var perRequestHeaders = map[string]bool{
+	"Traceparent": true, "Tracestate": true, "Baggage": true, "X-Request-Id": true,
+	"B3": true, "X-B3-Traceid": true, "X-B3-Spanid": true, "X-B3-Parentspanid": true,
+	"X-B3-Sampled": true, "X-B3-Flags": true, "X-Cloud-Trace-Context": true, "Uber-Trace-Id": true,
+}
+
+// cacheKey identifies a rendered request. It also de-duplicates fan-out
+// requests, which differ only by the element, never by per-request headers.
 func cacheKey(req *Request) string {
 	var b strings.Builder
 	b.WriteString(req.Cluster)
@@ -391,6 +401,9 @@ func cacheKey(req *Request) string {
 	b.WriteByte('?')
 	b.WriteString(req.RawQuery)
 	for _, k := range sortedHeaderKeys(req.Header) {
+		if perRequestHeaders[k] {
+			continue
+		}
 		for _, v := range req.Header[k] {
 			b.WriteByte(0)
 			b.WriteString(k)

@@ -496,11 +496,22 @@ func TestCacheServesWithinTTLOnInjectedClock(t *testing.T) {
 	}))
 	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
 	reg := prometheus.NewRegistry()
-	spec := Spec{Calls: []Call{{Name: "customer", Cluster: "customers", Path: "/customers/{id}", CacheTTL: Duration(10 * time.Second), PassHeaders: []string{"ETag"}}}}
+	spec := Spec{
+		ForwardHeaders: []string{"traceparent"}, // differs per request, must not defeat the cache
+		Calls:          []Call{{Name: "customer", Cluster: "customers", Path: "/customers/{id}", CacheTTL: Duration(10 * time.Second), PassHeaders: []string{"ETag"}}},
+	}
 	base, c := e.serve("GET /c/{id}", spec, Options{Name: "c", Registry: reg, Now: clock.Now})
 
 	first := e.get(base + "/c/1")
-	second := e.get(base + "/c/1")
+	req, _ := http.NewRequest(http.MethodGet, base+"/c/1", nil)
+	req.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	second := reply{status: resp.StatusCode, header: resp.Header, body: b}
 	if calls.Load() != 1 || string(first.body) != string(second.body) || second.header.Get("ETag") != "1" {
 		t.Fatalf("within TTL: %d calls, %s vs %s", calls.Load(), first.body, second.body)
 	}

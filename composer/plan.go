@@ -337,9 +337,12 @@ func compileCall(i int, c Call, s Spec, p *plan, knownCluster func(string) bool,
 	}
 	if c.ForEach != "" {
 		src, err := parseSource(c.ForEach, p)
-		if err != nil {
+		switch {
+		case err != nil:
 			errs.add(k+".for_each", "%v", err)
-		} else {
+		case !src.each && !src.path.multi():
+			errs.add(k+".for_each", "%q addresses one value: mark the collection with [], e.g. order.items[].id", c.ForEach)
+		default:
 			cp.forEach = src
 			deps[src.call] = true
 		}

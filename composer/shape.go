@@ -64,7 +64,12 @@ func compileOutput(s Spec, p *plan, errs *specErrs) outputPlan {
 		return s
 	}
 	for i, m := range o.Merge {
-		op.merge = append(op.merge, src(fmt.Sprintf("output.merge[%d]", i), m))
+		k := fmt.Sprintf("output.merge[%d]", i)
+		s := src(k, m)
+		if s != nil && (s.each || s.path.multi()) {
+			errs.add(k, "%q addresses many values; merge takes objects", m)
+		}
+		op.merge = append(op.merge, s)
 	}
 	for i, n := range o.Nest {
 		k := fmt.Sprintf("output.nest[%d]", i)

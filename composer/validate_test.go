@@ -64,6 +64,9 @@ func TestValidateRejectsBadSpecsNamingTheKeyPath(t *testing.T) {
 			[]string{`calls.b.query.ids: reference "{each.id}": a batch renders {each} as the list`}},
 		{"batch without for_each", Spec{Calls: []Call{{Name: "a", Cluster: "a", Path: "/x", Batch: true}}}, []string{"calls.a.batch: batch needs for_each"}},
 		{"for_each unknown call", Spec{Calls: []Call{{Name: "a", Cluster: "a", Path: "/x/{each}", ForEach: "zz.items[]"}}}, []string{`calls.a.for_each: unknown reference "zz.items[]"`}},
+		{"for_each without []", Spec{Calls: []Call{call("o", "a", "/o"), {Name: "b", Cluster: "a", Path: "/b/{each}", ForEach: "o.ids"}}},
+			[]string{`calls.b.for_each: "o.ids" addresses one value: mark the collection with []`}},
+		{"merge of many values", Spec{Calls: []Call{call("a", "a", "/x")}, Output: Output{Merge: []string{"a.items[]"}}}, []string{`output.merge[0]: "a.items[]" addresses many values`}},
 		{"required depends on optional", Spec{Calls: []Call{
 			{Name: "ship", Cluster: "a", Path: "/s", Optional: true},
 			call("track", "a", "/t/{ship.id}"),
