@@ -18,6 +18,10 @@ import (
 // the clock, member ids, each member's fetch positions, and the wiring to
 // committed offsets. Decisions (membership, generations, assignment) are
 // group.Group's.
+//
+// Lock order: coordinator.mu, then Broker.mu, offsetStore.mu and
+// Partition.mu (each taken briefly to read). Nothing holding one of those
+// takes coordinator.mu.
 type coordinator struct {
 	b *Broker
 
@@ -413,7 +417,10 @@ func (b *Broker) groupFetchOnce(g, member string, maxBytes int) (GroupFetchResul
 		if budget <= 0 {
 			continue
 		}
-		p := t.partitions[pl.tp.Partition]
+		p, err := t.Partition(int(pl.tp.Partition))
+		if err != nil {
+			continue // the topic was replaced since the plan
+		}
 		fr, err := b.read(t, p, pl.from, budget)
 		if err != nil {
 			if errors.Is(err, ErrOffsetOutOfRange) {

@@ -143,7 +143,9 @@ func (b *Broker) ProduceIdempotent(ctx context.Context, topic, key string, recs 
 		b.idem.finish(ctx, k, nil)
 		return results, false, err
 	}
-	if err := b.idem.finish(ctx, k, results); err != nil {
+	// The records are in: record the key even if the caller has gone, or a
+	// retry would append them again.
+	if err := b.idem.finish(context.WithoutCancel(ctx), k, results); err != nil {
 		// The records are published; only the key is lost. Report success:
 		// failing here would invite a retry that duplicates them anyway.
 		b.metrics.produceErrors.WithLabelValues(idempotencyTopic).Inc()

@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -127,12 +128,19 @@ func (s *offsetStore) commit(ctx context.Context, g string, tp group.TopicPartit
 		}
 	}
 	v, _ := json.Marshal(offsetValue{Offset: offset, CommittedAt: s.now().UTC()})
-	if _, err := s.part.Append(ctx, []segment.Record{{Key: k.encode(), Value: v}}, AcksAll); err != nil {
+	_, err := s.part.Append(ctx, []segment.Record{{Key: k.encode(), Value: v}}, AcksAll)
+	if err != nil && !errors.Is(err, segment.ErrDurabilityUnknown) {
 		return fmt.Errorf("%w: commit offset: %v", classify(err), err)
 	}
+	// With unknown durability the record is in the log and may be replayed
+	// after a restart: memory follows it, so no later commit can go below
+	// what a restart might bring back.
 	s.mu.Lock()
 	s.committed[k] = offset
 	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("%w: commit offset: %v", classify(err), err)
+	}
 	return nil
 }
 

@@ -83,10 +83,17 @@ func (s *Subscriber) Run(ctx context.Context) {
 func (s *Subscriber) runPartition(ctx context.Context, t *Topic, p *Partition, sem chan struct{}) {
 	tp := group.TopicPartition{Topic: t.Name(), Partition: p.ID()}
 	pos, ok := s.b.offsets.get(s.cfg.Group, tp)
-	if !ok && s.cfg.StartFrom == "latest" {
-		pos = p.HighWatermark()
-	}
 	committed := pos
+	if !ok {
+		if s.cfg.StartFrom == "latest" {
+			pos = p.HighWatermark()
+		} else {
+			pos = p.LogStartOffset()
+		}
+		// Commit the starting point at once, so that a restart before the
+		// first delivery resumes here instead of choosing "latest" anew.
+		committed = -1
+	}
 	commit := func() {
 		if pos == committed {
 			return

@@ -244,3 +244,30 @@ func TestPushRetriesWithBackoffThenDeadLettersAndMovesOn(t *testing.T) {
 		t.Fatalf("delivery metrics: %v", counts)
 	}
 }
+
+func TestPushStartFromLatestSkipsOldRecordsAndKeepsItsPlaceAcrossRestart(t *testing.T) {
+	app := newPushApp(t, nil)
+	dir := t.TempDir()
+	cfg := pushConfig(RetryConfig{}, "")
+	cfg.Subscriptions[0].StartFrom = "latest"
+	cfg.Topics["orders"] = TopicConfig{Partitions: 1}
+	tb := openTestBroker(t, dir, cfg, nil, Options{AppURL: app.srv.URL})
+	for i := range 3 {
+		call(t, "POST", tb.api.URL+"/v1/topics/orders/records", fmt.Sprintf(`{"value":"old-%d"}`, i), nil, nil)
+	}
+	stop := runBroker(t, tb)
+	eventually(t, "starting point committed", func() bool {
+		o, ok := tb.CommittedOffset("billing", "orders", 0)
+		return ok && o == 3
+	})
+	stop()
+	// Published while the subscription is stopped: delivered after restart.
+	call(t, "POST", tb.api.URL+"/v1/topics/orders/records", `{"value":"while-down"}`, nil, nil)
+	tb.close()
+	tb = openTestBroker(t, dir, cfg, nil, Options{AppURL: app.srv.URL})
+	runBroker(t, tb)
+	eventually(t, "delivery", func() bool { return len(app.deliveries()) == 1 })
+	if d := app.deliveries(); d[0].body != `"while-down"` {
+		t.Fatalf("delivered %q", d[0].body)
+	}
+}
