@@ -145,7 +145,8 @@ func (c *Composition) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				code = ErrorRequestTooLarge
 			}
 			writeError(w, status, errorBody{Error: code, Message: err.Error()})
-			c.observe(rn, resultError, time.Since(start))
+			c.m.requests.WithLabelValues(c.name, resultError).Inc()
+			c.m.duration.WithLabelValues(c.name).Observe(time.Since(start).Seconds())
 			return
 		}
 	}

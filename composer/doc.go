@@ -11,6 +11,13 @@
 // independent calls run in parallel and the latency of a composite request is
 // close to that of its slowest chain, not to the sum of its calls.
 //
+// Templates in paths, queries, headers and bodies refer to the incoming request
+// ({id} path parameters, {query.x}, {header.X}, {body.x}) and to earlier
+// results ({order.customerId}); a for_each call fans out over a collection, one
+// call per distinct element or one batched call. Output shaping (merge with a
+// declared conflict rule, nest, hash joins, select, rename, drop) is a pure
+// function of the results, pinned by golden files in testdata/golden.
+//
 // Every backend call goes through a Backend, a one-method interface implemented
 // by the proxy, so that each call gets the cluster's load balancing, timeouts,
 // retries and circuit breaker. composer never imports the proxy.
