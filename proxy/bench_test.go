@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// BenchmarkForward measures one small request end to end over real
+// loopback sockets: client -> proxy -> upstream, beside client -> upstream.
+// The proxied sub-benchmarks also time the same number of direct requests
+// (outside the measured time) and report "direct-ns/op" and the ratio
+// "x-direct", so one run shows the proxy's cost. allocs/op counts the whole
+// process: client, proxy and upstream.
+func BenchmarkForward(b *testing.B) {
+	body := []byte("hello, outrigger")
+	up := upstream(b, true, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write(body)
+	})
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		h := startProxy(b, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}))
+		client := h.h1
+		name := "http1"
+		if proto == config.ProtocolHTTP2 {
+			client, name = h.h2c, "h2c"
+		}
+		get := func(b *testing.B, url string) {
+			resp, err := client.Get(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+		direct := up.URL + "/bench"
+		proxied := h.url("/bench")
+		b.Run(name+"/direct", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				get(b, direct)
+			}
+		})
+		b.Run(name+"/proxy", func(b *testing.B) {
+			b.ReportAllocs()
+			get(b, proxied) // warm the pools
+			get(b, direct)
+			n := 0
+			for b.Loop() {
+				get(b, proxied)
+				n++
+			}
+			b.StopTimer()
+			start := time.Now()
+			for i := 0; i < n; i++ {
+				get(b, direct)
+			}
+			d := time.Since(start)
+			directNs := float64(d.Nanoseconds()) / float64(n)
+			proxyNs := float64(b.Elapsed().Nanoseconds()) / float64(n)
+			b.ReportMetric(directNs, "direct-ns/op")
+			b.ReportMetric(proxyNs/directNs, "x-direct")
+		})
+	}
+}
+
+func BenchmarkRequestID(b *testing.B) {
+	b.Run("math-rand-v2", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				_ = newRequestID()
+			}
+		})
+	})
+	b.Run("crypto-rand", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var buf [16]byte
+			for pb.Next() {
+				_, _ = rand.Read(buf[:])
+				_ = hex.EncodeToString(buf[:])
+			}
+		})
+	})
+}
+
+// BenchmarkRouteMatch finds the last of 20 routes (the worst case of a
+// first-match table) and a middle one with header conditions.
+func BenchmarkRouteMatch(b *testing.B) {
+	var routes []config.Route
+	for i := 0; i < 19; i++ {
+		routes = append(routes, config.Route{
+			Name:           fmt.Sprintf("r%d", i),
+			Match:          config.RouteMatch{Authority: []string{fmt.Sprintf("svc%d.internal", i)}, Path: config.PathMatch{Prefix: fmt.Sprintf("/api/v%d/", i)}, Headers: []config.HeaderMatch{{Name: "x-tenant", Prefix: "t-"}}},
+			DirectResponse: &config.DirectResponse{Status: 200},
+		})
+	}
+	routes = append(routes, config.Route{Name: "last", Match: config.RouteMatch{Authority: []string{"*.example.com"}, Path: config.PathMatch{Regex: "/users/[0-9]+"}}, DirectResponse: &config.DirectResponse{Status: 200}})
+	p := New(Options{})
+	if err := p.Apply(&config.Config{Routes: routes}); err != nil {
+		b.Fatal(err)
+	}
+	table := p.snap.Load().tables[Outbound]
+	last := httptest.NewRequest("GET", "http://api.example.com:8080/users/12345", nil)
+	mid := httptest.NewRequest("GET", "http://svc9.internal/api/v9/items", nil)
+	mid.Header.Set("X-Tenant", "t-acme")
+	for _, c := range []struct {
+		name string
+		r    *http.Request
+		want string
+	}{{"last-of-20-regex", last, "last"}, {"middle-with-header", mid, "r9"}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if rt := table.find(c.r); rt == nil || rt.name != c.want {
+					b.Fatal("wrong route")
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkCopyRequestHeader(b *testing.B) {
+	in := http.Header{
+		"Accept":          {"*/*"},
+		"User-Agent":      {"bench"},
+		"Connection":      {"keep-alive"},
+		"Content-Type":    {"application/json"},
+		"Traceparent":     {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		"X-Forwarded-For": {"10.0.0.1"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		h := copyRequestHeader(in)
+		appendForwardedFor(h, "127.0.0.1:5555")
+	}
+}
