@@ -106,8 +106,8 @@ type ClassifierConfig struct {
 	GRPCStatuses []string `yaml:"grpc_statuses" json:"grpc_statuses"`
 }
 
-// DefaultGRPCFailures are the gRPC codes that are failures by default.
-var DefaultGRPCFailures = []string{"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED"}
+// defaultGRPCFailures are the gRPC codes that are failures by default.
+var defaultGRPCFailures = []string{"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED"}
 
 // Validate reports every entry that does not parse, with paths relative to
 // the struct ("http_statuses[2]: ...").
@@ -156,7 +156,7 @@ func NewClassifier(c ClassifierConfig) (*Classifier, error) {
 	}
 	codes := c.GRPCStatuses
 	if len(codes) == 0 {
-		codes = DefaultGRPCFailures
+		codes = defaultGRPCFailures
 	}
 	for _, s := range codes {
 		_ = addGRPC(&cl.grpc, s)
