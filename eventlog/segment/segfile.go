@@ -127,7 +127,7 @@ type scanFault struct {
 // describes it; I/O errors are returned as err.
 func scanSegment(r io.ReaderAt, fileSize, base int64, interval int) (segMeta, *scanFault, error) {
 	m := newSegMeta(base)
-	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, fileSize), 256<<10)
+	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, fileSize), int(min(fileSize, 256<<10)))
 	var buf []byte
 	pos := int64(0)
 	for pos < fileSize {
@@ -135,7 +135,7 @@ func scanSegment(r io.ReaderAt, fileSize, base int64, interval int) (segMeta, *s
 			return m, &scanFault{pos: pos, reason: fmt.Sprintf("%d trailing bytes, shorter than a batch header", fileSize-pos)}, nil
 		}
 		if cap(buf) < batchHeaderSize {
-			buf = make([]byte, batchHeaderSize, 64<<10)
+			buf = make([]byte, batchHeaderSize, min(fileSize, 64<<10))
 		}
 		buf = buf[:batchHeaderSize]
 		if _, err := io.ReadFull(br, buf); err != nil {
@@ -177,7 +177,7 @@ func scanSegment(r io.ReaderAt, fileSize, base int64, interval int) (segMeta, *s
 // the damage at pos is not a torn tail: valid data follows it.
 func findValidBatchAfter(r io.ReaderAt, fileSize, pos, prevLast int64) (int64, bool, error) {
 	const chunk = 1 << 20
-	buf := make([]byte, chunk+batchHeaderSize)
+	buf := make([]byte, min(chunk+batchHeaderSize, max(fileSize-pos, 0)))
 	for start := pos + 1; start+batchHeaderSize <= fileSize; start += chunk {
 		n := min(int64(len(buf)), fileSize-start)
 		if _, err := r.ReadAt(buf[:n], start); err != nil && !errors.Is(err, io.EOF) {
