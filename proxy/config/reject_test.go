@@ -168,6 +168,14 @@ routes:
     request_headers:
       add: {"x bad": "1"}
 `, `t.yaml:9: routes[0].request_headers.add[0].name: invalid header name "x bad"`},
+		{"duplicate header in mapping form", okCluster + `
+routes:
+  - cluster: a
+    request_headers:
+      add:
+        x-a: "1"
+        x-a: "2"
+`, `t.yaml:11: routes[0].request_headers.add.x-a: duplicate key "x-a" (first on line 10)`},
 		{"hop-by-hop header", okCluster + `
 routes:
   - cluster: a

@@ -38,7 +38,7 @@ func (e *Endpoint) UnmarshalYAML(n *yaml.Node) error {
 	case yaml.MappingNode:
 		// A plain struct decode with the same field names; unknown keys are
 		// checked by hand because Node.Decode does not carry KnownFields.
-		var errs []string
+		errs := duplicateKeys(n)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], resolve(n.Content[i+1])
 			switch k.Value {
@@ -84,7 +84,7 @@ func (h *HeaderValues) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.MappingNode:
 		var out HeaderValues
-		var errs []string
+		errs := duplicateKeys(n)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], resolve(n.Content[i+1])
 			if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
@@ -111,6 +111,7 @@ func (h *HeaderValues) UnmarshalYAML(n *yaml.Node) error {
 				continue
 			}
 			var hv HeaderValue
+			errs = append(errs, duplicateKeys(item)...)
 			for i := 0; i+1 < len(item.Content); i += 2 {
 				k, v := item.Content[i], resolve(item.Content[i+1])
 				switch k.Value {
@@ -146,6 +147,22 @@ func (h *HeaderValues) UnmarshalYAML(n *yaml.Node) error {
 		}
 	}
 	return nodeError(n, "expected a mapping {name: value} or a list of {name, value, append}, got %s", describeNode(n))
+}
+
+// duplicateKeys reports keys that a mapping node repeats, as the decoder
+// does for the mappings it decodes itself.
+func duplicateKeys(n *yaml.Node) []string {
+	var errs []string
+	first := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if line, dup := first[k.Value]; dup {
+			errs = append(errs, nodeError(k, "duplicate key %q (first on line %d)", k.Value, line).Errors...)
+			continue
+		}
+		first[k.Value] = k.Line
+	}
+	return errs
 }
 
 // describeNode names what a node holds, for error messages.

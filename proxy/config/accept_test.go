@@ -1,0 +1,74 @@
+package config
+
+import "testing"
+
+// Configs at the edges of what is allowed are accepted.
+func TestParseAccepts(t *testing.T) {
+	for name, src := range map[string]string{
+		"empty mapping":  "{}\n",
+		"ipv6 endpoints": "clusters: {a: {endpoints: [\"[::1]:8080\", \"[fd00::2]:80\"]}}\n",
+		"dns endpoints":  "clusters: {a: {endpoints: [payments.default.svc.cluster.local:8080, my_host:1]}}\n",
+		"port 0 listeners for tests": `
+admin: {address: "127.0.0.1:0"}
+listeners:
+  outbound: {address: "127.0.0.1:0"}
+  inbound: {address: "127.0.0.1:0", app: "127.0.0.1:8080"}
+  app_api: {address: "127.0.0.1:0"}
+`,
+		"all-interfaces listener": "listeners: {outbound: {address: \":15101\"}}\n",
+		"authority patterns": `
+clusters: {a: {endpoints: ["10.0.0.1:80"]}}
+routes:
+  - cluster: a
+    match:
+      authority: ["*", "api", "api:8080", "*.example.com", "*.example.com:443", "10.0.0.1", "10.0.0.1:80", "[::1]:8080", "[::1]", "API.Example.COM"]
+`,
+		"pseudo-header match": `
+clusters: {a: {endpoints: ["10.0.0.1:80"]}}
+routes:
+  - cluster: a
+    match:
+      headers:
+        - {name: ":method", exact: GET}
+        - {name: x-canary, regex: "^(1|true)$", invert: true}
+`,
+		"weighted with a zero weight": `
+clusters: {a: {endpoints: ["10.0.0.1:80"]}, b: {endpoints: ["10.0.0.2:80"]}}
+routes:
+  - weighted_clusters: [{cluster: a, weight: 1}, {cluster: b, weight: 0}]
+`,
+		"retry block empty": `
+clusters: {a: {endpoints: ["10.0.0.1:80"]}}
+routes: [{cluster: a, retry: {}}]
+`,
+		"retriable status codes": `
+clusters: {a: {endpoints: ["10.0.0.1:80"]}}
+routes:
+  - cluster: a
+    retry: {retry_on: [retriable-status-codes, 5xx], retriable_status_codes: [409, 429]}
+`,
+		"header add list with append": `
+clusters: {a: {endpoints: ["10.0.0.1:80"]}}
+routes:
+  - cluster: a
+    request_headers:
+      add: [{name: x-a, value: "1", append: true}, {name: x-a, value: "2", append: true}]
+`,
+		"timeout disabled": `
+clusters: {a: {endpoints: ["10.0.0.1:80"]}}
+routes: [{cluster: a, timeout_disabled: true, per_try_timeout: 1h}]
+`,
+		"anchors and aliases": `
+clusters:
+  a: {endpoints: &eps ["10.0.0.1:80", "10.0.0.2:80"]}
+  b: {endpoints: *eps}
+routes: [{cluster: a}]
+`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Parse([]byte(src), "t.yaml"); err != nil {
+				t.Fatalf("rejected:\n%v", err)
+			}
+		})
+	}
+}
