@@ -40,3 +40,21 @@ func FuzzPublishBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOffsetKey: decoding a key from __consumer_offsets never panics, and
+// whatever decodes encodes back to the same bytes.
+func FuzzOffsetKey(f *testing.F) {
+	f.Add([]byte("billing/orders/3"))
+	f.Add([]byte("a/b"))
+	f.Add([]byte("g/t/-1/x"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		k, ok := decodeOffsetKey(b)
+		if !ok {
+			return
+		}
+		k2, ok := decodeOffsetKey(k.encode())
+		if !ok || k2 != k {
+			t.Fatalf("%q -> %+v -> %q -> %+v", b, k, k.encode(), k2)
+		}
+	})
+}

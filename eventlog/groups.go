@@ -315,11 +315,21 @@ type fetchPlan struct {
 // its positions (initially the committed offsets), about maxBytes in all,
 // waiting up to wait when there is nothing. Positions advance past what is
 // returned; Commit makes them durable. A rebalance while fetching returns no
-// records and the new state.
+// records and the new state. The wait is cut to half the member's session
+// timeout, so that a parked member never expires.
 func (b *Broker) GroupFetch(ctx context.Context, g, member string, maxBytes int, wait time.Duration) (GroupFetchResult, error) {
 	deadline := time.Now().Add(min(wait, MaxFetchWait))
-	for {
+	for first := true; ; first = false {
 		res, waitOn, err := b.groupFetchOnce(g, member, maxBytes)
+		if first && err == nil {
+			// A waiting member makes no call; keep the wait well inside its
+			// session so that it is not expired while parked here.
+			if st, perr := time.ParseDuration(res.State.SessionTimeout); perr == nil {
+				if d := time.Now().Add(st / 2); d.Before(deadline) {
+					deadline = d
+				}
+			}
+		}
 		if err != nil || len(res.Records) > 0 || wait <= 0 || time.Until(deadline) <= 0 {
 			return res, err
 		}
