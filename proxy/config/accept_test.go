@@ -6,6 +6,13 @@ import "testing"
 func TestParseAccepts(t *testing.T) {
 	for name, src := range map[string]string{
 		"empty mapping":  "{}\n",
+		"control-plane names": `
+clusters:
+  "outbound|8080||payments.default.svc.cluster.local": {endpoints: ["10.0.0.1:80"]}
+routes:
+  - name: "payments.default.svc.cluster.local:8080/default"
+    cluster: "outbound|8080||payments.default.svc.cluster.local"
+`,
 		"ipv6 endpoints": "clusters: {a: {endpoints: [\"[::1]:8080\", \"[fd00::2]:80\"]}}\n",
 		"dns endpoints":  "clusters: {a: {endpoints: [payments.default.svc.cluster.local:8080, my_host:1]}}\n",
 		"port 0 listeners for tests": `

@@ -84,7 +84,7 @@ clusters:
 clusters:
   "pay ments":
     endpoints: [10.0.0.1:80]
-`, `t.yaml:3: clusters["pay ments"]: invalid cluster name "pay ments": use 1-128 letters, digits, '_', '-' and '.'`},
+`, `t.yaml:3: clusters["pay ments"]: invalid cluster name "pay ments": use 1-255 letters, digits and any of _ - . | :`},
 		{"bad protocol", okCluster + `    protocol: http3
 `, `t.yaml:5: clusters.a.protocol: unknown protocol "http3" (valid: http1, http2, grpc)`},
 		{"unknown lb policy", okCluster + `    lb_policy: ring_hash

@@ -25,10 +25,11 @@ type Config struct {
 	// shared by all of them.
 	Listeners Listeners `yaml:"listeners" json:"listeners"`
 
-	// Clusters are the upstream services, by name. A name is 1-128 characters
-	// of letters, digits, '_', '-' and '.'. The name "inbound|app" is
-	// reserved for the local app (see [InboundAppCluster]); defining it
-	// explicitly overrides the implicit one.
+	// Clusters are the upstream services, by name. A name is 1-255
+	// characters of letters, digits and any of _ - . | : (so that names from
+	// Envoy control planes fit). The name "inbound|app" belongs to the local
+	// app (see [InboundAppCluster]); defining it explicitly overrides the
+	// implicit one.
 	Clusters map[string]Cluster `yaml:"clusters" json:"clusters"`
 
 	// Routes is the ordered route table of both listeners; for each request
@@ -303,8 +304,9 @@ const (
 // Route matches requests and says what to do with them. A route has exactly
 // one action: Cluster, WeightedClusters, Composition or DirectResponse.
 type Route struct {
-	// Name identifies the route in logs, metrics and errors. Empty means
-	// "route[i]" (i its index in routes). Names are unique.
+	// Name identifies the route in logs, metrics and errors: 1-255
+	// printable ASCII characters without spaces. Empty means "route[i]" (i
+	// its index in routes). Names are unique.
 	Name string `yaml:"name" json:"name"`
 
 	// Listener is "outbound" or "inbound". Empty means "outbound".

@@ -19,7 +19,7 @@ const (
 	MaxRetryAttempts = 10
 	// MaxEndpointWeight is the largest endpoint or weighted-cluster weight.
 	MaxEndpointWeight = 10000
-	maxNameLen        = 128
+	maxNameLen        = 255
 	maxDirectBody     = 1 << 20
 )
 
@@ -45,7 +45,7 @@ func (c *Config) validateSections(p *problems) {
 		cl := c.Clusters[name]
 		path := keyPath("clusters", name)
 		if !validClusterName(name) {
-			p.addf(path, "invalid cluster name %q: use 1-%d letters, digits, '_', '-' and '.'", name, maxNameLen)
+			p.addf(path, "invalid cluster name %q: use 1-%d letters, digits and any of _ - . | :", name, maxNameLen)
 		}
 		cl.validate(p, path)
 	}
@@ -154,7 +154,7 @@ func (t *TLS) validate(p *problems, path string) {
 
 func (r *Route) validate(p *problems, path string) {
 	if r.Name != "" && !validRouteName(r.Name) {
-		p.addf(path+".name", "invalid route name %q: use 1-%d letters, digits and any of _ . - | [ ] : /", r.Name, maxNameLen)
+		p.addf(path+".name", "invalid route name %q: use 1-%d printable ASCII characters without spaces", r.Name, maxNameLen)
 	}
 	switch r.Listener {
 	case "", Outbound, Inbound:
@@ -716,27 +716,29 @@ func validToken(s string) bool {
 	return true
 }
 
+// validClusterName accepts what Envoy control planes name clusters, Istio's
+// "outbound|8080||payments.default.svc.cluster.local" included.
 func validClusterName(name string) bool {
-	if name == InboundAppCluster {
-		return true
-	}
 	if name == "" || len(name) > maxNameLen {
 		return false
 	}
 	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-.|:", r)) {
 			return false
 		}
 	}
 	return true
 }
 
+// validRouteName accepts any printable ASCII without spaces: route names
+// come from people and from control planes, and appear in logs and metric
+// labels, where spaces and control characters would hurt.
 func validRouteName(name string) bool {
 	if name == "" || len(name) > maxNameLen {
 		return false
 	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_.-|[]:/", r)) {
+	for i := 0; i < len(name); i++ {
+		if name[i] <= ' ' || name[i] >= 0x7f {
 			return false
 		}
 	}
