@@ -5,7 +5,7 @@ import "testing"
 // Configs at the edges of what is allowed are accepted.
 func TestParseAccepts(t *testing.T) {
 	for name, src := range map[string]string{
-		"empty mapping":  "{}\n",
+		"empty mapping": "{}\n",
 		"control-plane names": `
 clusters:
   "outbound|8080||payments.default.svc.cluster.local": {endpoints: ["10.0.0.1:80"]}
