@@ -320,3 +320,41 @@ func TestWatchFailsWithoutDirectory(t *testing.T) {
 		t.Fatalf("err = %v, want not-exist", err)
 	}
 }
+
+// With Current equal to the file, nothing is delivered on start: the first
+// delivery is the first change.
+func TestWatchCurrentEqualToFileDeliversNothingOnStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	cur, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan delivery, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	w := &Watcher{Path: path, Current: cur, Debounce: 20 * time.Millisecond,
+		OnChange: func(c *Config, err error) { ch <- delivery{c, err} }}
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	// The watch may not be in place yet; rewrite until a change arrives.
+	deadline := time.Now().Add(waitLimit)
+	for i := 2; time.Now().Before(deadline); i++ {
+		writeFile(t, path, configWithTimeout((time.Duration(i) * time.Second).String()))
+		select {
+		case d := <-ch:
+			if d.err != nil || d.cfg.Routes[0].Timeout == time.Second {
+				t.Fatalf("first delivery %+v is not a change", d)
+			}
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Fatal("no change delivered")
+}
