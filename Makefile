@@ -9,7 +9,7 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: build run test test-short vet soak fuzz bench bench-go clean
+.PHONY: build run deps test test-short vet soak fuzz bench bench-go clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/outrigger
@@ -19,18 +19,23 @@ build:
 run: build
 	$(BIN) demo
 
+# Installs the race detector's C toolchain and the tools some tests use, when
+# missing (apt-get as root on Debian).
+deps:
+	./.ci/deps
+
 vet:
 	$(GO) vet $(PKGS)
 
 # Every test, with the race detector. Long soak and fault suites are in `make soak`.
-test: vet
+test: deps vet
 	$(GO) test -race -count=1 -timeout 14m $(PKGS)
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
 # Long-running soak and fault suites (build tag `soak`), with the race detector.
-soak:
+soak: deps
 	$(GO) test -race -tags soak -count=1 -timeout 40m $(PKGS)
 
 # Each fuzz target for FUZZTIME (FUZZTIME=5m for longer runs).
