@@ -49,14 +49,22 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:9100", "address of the composite endpoint")
 	failShipments := flag.Bool("fail-shipments", false, "make the shipments service answer 503")
 	check := flag.Bool("check", false, "request a few composite URLs, print the answers and exit")
+	anyPort := flag.Bool("any-port", false, "start the services on free ports instead of those in composition.yaml")
 	flag.Parse()
-	if err := run(*listen, *failShipments, *check); err != nil {
+	if err := run(os.Stdout, options{listen: *listen, failShipments: *failShipments, check: *check, anyPort: *anyPort}); err != nil {
 		fmt.Fprintln(os.Stderr, "shop-compose:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen string, failShipments, check bool) error {
+type options struct {
+	listen        string
+	failShipments bool
+	check         bool
+	anyPort       bool
+}
+
+func run(out io.Writer, o options) error {
 	var cfg sidecarConfig
 	if err := yaml.Unmarshal(configYAML, &cfg); err != nil {
 		return fmt.Errorf("composition.yaml: %w", err)
@@ -76,9 +84,11 @@ func run(listen string, failShipments, check bool) error {
 	services := map[string]http.Handler{
 		"orders":    ordersService(),
 		"customers": customersService(),
-		"shipments": shipmentsService(failShipments),
+		"shipments": shipmentsService(o.failShipments),
 	}
-	backend := &composer.HTTPBackend{Clusters: map[string]string{}, Client: &http.Client{Timeout: 5 * time.Second}}
+	transport := &http.Transport{MaxIdleConnsPerHost: 32}
+	defer transport.CloseIdleConnections()
+	backend := &composer.HTTPBackend{Clusters: map[string]string{}, Client: &http.Client{Transport: transport, Timeout: 5 * time.Second}}
 	var servers []*http.Server
 	var wg sync.WaitGroup
 	serve := func(addr string, h http.Handler) (string, error) {
@@ -104,7 +114,11 @@ func run(listen string, failShipments, check bool) error {
 		wg.Wait()
 	}()
 	for name, h := range services {
-		addr, err := serve(cfg.Clusters[name].Endpoints[0], h)
+		addr := cfg.Clusters[name].Endpoints[0]
+		if o.anyPort {
+			addr = "127.0.0.1:0"
+		}
+		addr, err := serve(addr, h)
 		if err != nil {
 			return fmt.Errorf("start %s service: %w", name, err)
 		}
@@ -121,28 +135,30 @@ func run(listen string, failShipments, check bool) error {
 	// ServeMux pattern sets the same {id} for r.PathValue.
 	mux.Handle("GET /orders/{id}/details", comp)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	addr, err := serve(listen, mux)
+	addr, err := serve(o.listen, mux)
 	if err != nil {
 		return fmt.Errorf("start composite endpoint: %w", err)
 	}
 	base := "http://" + addr
-	if check {
-		return checkURLs(base)
+	if o.check {
+		return checkURLs(out, base)
 	}
-	fmt.Printf("shop services: %v\n", backend.Clusters)
-	fmt.Printf("try:\n  curl -s %s/orders/1/details\n  curl -s %s/orders/2/details\n  curl -si %s/orders/404/details\n  curl -s %s/metrics | grep outrigger_composer\n",
+	fmt.Fprintf(out, "shop services: %v\n", backend.Clusters)
+	fmt.Fprintf(out, "try:\n  curl -s %s/orders/1/details\n  curl -s %s/orders/2/details\n  curl -si %s/orders/404/details\n  curl -s %s/metrics | grep outrigger_composer\n",
 		base, base, base, base)
-	if !failShipments {
-		fmt.Println("restart with -fail-shipments to see a partial response")
+	if !o.failShipments {
+		fmt.Fprintln(out, "restart with -fail-shipments to see a partial response")
 	}
 	<-ctx.Done()
 	return nil
 }
 
 // checkURLs makes the requests the printed curl lines make.
-func checkURLs(base string) error {
+func checkURLs(out io.Writer, base string) error {
+	client := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
 	for _, path := range []string{"/orders/1/details", "/orders/2/details", "/orders/404/details"} {
-		resp, err := http.Get(base + path)
+		resp, err := client.Get(base + path)
 		if err != nil {
 			return err
 		}
@@ -151,11 +167,11 @@ func checkURLs(base string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("GET %s -> %d", path, resp.StatusCode)
+		fmt.Fprintf(out, "GET %s -> %d", path, resp.StatusCode)
 		if p := resp.Header.Get(composer.HeaderPartial); p != "" {
-			fmt.Printf(" (%s: %s)", strings.ToLower(composer.HeaderPartial), p)
+			fmt.Fprintf(out, " (%s: %s)", strings.ToLower(composer.HeaderPartial), p)
 		}
-		fmt.Printf("\n%s\n", body)
+		fmt.Fprintf(out, "\n%s\n", body)
 	}
 	return nil
 }
