@@ -61,6 +61,10 @@ func (rn *run) call(cp *callPlan, req *Request, res *callResult) {
 	res.status = resp.Status
 	if resp.Status < 200 || resp.Status > 299 {
 		res.httpStatus = resp.Status
+		if reason := localReplyReason(resp.Header); reason != "" {
+			rn.fail(res, reason, fmt.Errorf("%s: the proxy answered %d (%s)", cp.cluster, resp.Status, resp.Header.Get(HeaderError)))
+			return
+		}
 		if cp.passErrors || rn.c.plan.passThrough {
 			// Keep the answer to pass it through; read within the same caps.
 			if body, reason, err := rn.readBody(resp.Body, cp.maxBytes); reason == "" {

@@ -734,3 +734,33 @@ func TestFanOutOverObjectElementsAndPartialMetric(t *testing.T) {
 		t.Errorf("partial calls metric = %v", v)
 	}
 }
+
+// A Backend may hand back the proxy's own local reply (a 503 with
+// x-outrigger-error: breaker_open) instead of an error: it is classified the same.
+func TestProxyLocalRepliesAreClassified(t *testing.T) {
+	cases := map[string]struct {
+		reason Reason
+		status int
+	}{
+		"breaker_open":             {ReasonBreakerOpen, 503},
+		"overflow":                 {ReasonBreakerOpen, 503},
+		"upstream_timeout":         {ReasonTimeout, 504},
+		"upstream_connect_failure": {ReasonConnect, 502},
+		"no_healthy_upstream":      {ReasonConnect, 503},
+	}
+	for code, want := range cases {
+		t.Run(code, func(t *testing.T) {
+			e := shopEnv(t)
+			e.service("shipments", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set(HeaderError, code)
+				w.WriteHeader(want.status)
+			}))
+			base, _ := e.serve("GET /orders/{id}/details", shopSpec(), Options{})
+			r := e.get(base + "/orders/1/details")
+			section := fmt.Sprintf(`{"name":"shipment","status":"failed","reason":%q,"http_status":%d}`, want.reason, want.status)
+			if r.status != 200 || !strings.Contains(string(r.body), section) {
+				t.Errorf("status %d: %s\nwant section %s", r.status, r.body, section)
+			}
+		})
+	}
+}

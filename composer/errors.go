@@ -64,6 +64,25 @@ func ClassifyError(err error) Reason {
 	return ReasonUpstreamError
 }
 
+// localReplyReason classifies an answer the proxy (this sidecar's, or the
+// backend's own) gave instead of the upstream: such answers carry the proxy's
+// x-outrigger-error code. Empty for an ordinary upstream answer.
+func localReplyReason(h http.Header) Reason {
+	switch h.Get(HeaderError) {
+	case "":
+		return ""
+	case "breaker_open", "overflow":
+		return ReasonBreakerOpen
+	case "upstream_timeout":
+		return ReasonTimeout
+	case "upstream_connect_failure", "no_healthy_upstream":
+		return ReasonConnect
+	case "upstream_reset":
+		return ReasonUpstreamError
+	}
+	return ReasonUpstreamStatus
+}
+
 // statusFor is the HTTP status a required call's failure gives the composite
 // response, and the http_status reported for a failed call without a response.
 func statusFor(r Reason) int {
