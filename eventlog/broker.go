@@ -40,8 +40,8 @@ const (
 // committed offsets, idempotency keys and push subscriptions.
 //
 // Shutdown order: cancel Run's context and wait for Run to return (push
-// deliveries and maintenance stop), stop serving Handler and AdminHandler,
-// then Close (waits for acks=0 appends, closes every log).
+// deliveries and maintenance stop, long polls return), stop serving Handler
+// and AdminHandler, then Close (waits for acks=0 appends, closes every log).
 type Broker struct {
 	cfg     Config
 	opts    Options
@@ -61,6 +61,11 @@ type Broker struct {
 
 	// adminMu serialises topic creation and deletion (they do file I/O).
 	adminMu sync.Mutex
+
+	// waitCtx ends when shutdown begins (Run's context ends, or Close):
+	// long polls end with it, so that the HTTP server can drain quickly.
+	waitCtx     context.Context
+	stopWaiters context.CancelFunc
 
 	closed atomic.Bool
 	// bgMu orders starting an acks=0 append against Close, so that no
@@ -91,8 +96,10 @@ func Open(cfg Config, reg *prometheus.Registry, now func() time.Time, opts Optio
 		dataDir: cmpOr(cfg.DataDir, DefaultDataDir),
 		topics:  map[string]*Topic{},
 	}
+	b.waitCtx, b.stopWaiters = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
+			b.stopWaiters()
 			b.closeTopics()
 		}
 	}()
@@ -296,9 +303,12 @@ func (b *Broker) partitionCount(topic string) int32 {
 	return int32(len(t.partitions))
 }
 
-// Run runs the push subscriptions and the retention/compaction loop until
-// ctx ends, then waits for them and returns nil.
+// Run runs the push subscriptions, the retention/compaction loop and group
+// session expiry until ctx ends, then waits for them and returns nil. When
+// ctx ends, pending long polls (fetches with wait) also return at once.
 func (b *Broker) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, b.stopWaiters)
+	defer stop()
 	var wg sync.WaitGroup
 	for _, s := range b.subs {
 		wg.Go(func() { s.Run(ctx) })
@@ -318,6 +328,7 @@ func (b *Broker) Close() error {
 	if already {
 		return nil
 	}
+	b.stopWaiters()
 	b.background.Wait()
 	return b.closeTopics()
 }

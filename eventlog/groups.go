@@ -340,6 +340,7 @@ func (b *Broker) GroupFetch(ctx context.Context, g, member string, maxBytes int,
 		timer := time.NewTimer(time.Until(deadline))
 		cases = append(cases,
 			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
+			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(b.waitCtx.Done())},
 			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)})
 		chosen, _, _ := reflect.Select(cases)
 		timer.Stop()

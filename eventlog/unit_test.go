@@ -111,3 +111,33 @@ func TestBackoffDoublesUpToCap(t *testing.T) {
 		}
 	}
 }
+
+// Ending Run's context releases parked long polls, so the HTTP server can
+// drain without waiting out every poll.
+func TestShutdownEndsLongPolls(t *testing.T) {
+	tb := openTestBroker(t, t.TempDir(), Config{Topics: map[string]TopicConfig{"t": {}}}, nil, Options{})
+	st, err := tb.JoinGroup("g", JoinRequest{Topics: []string{"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() { tb.Run(ctx); close(runDone) }()
+	done := make(chan struct{}, 2)
+	go func() { tb.Fetch(context.Background(), "t", 0, 0, 1<<20, 25*time.Second); done <- struct{}{} }()
+	go func() { tb.GroupFetch(context.Background(), "g", st.MemberID, 1<<20, 25*time.Second); done <- struct{}{} }()
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	cancel()
+	<-runDone
+	for range 2 {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("long poll outlived shutdown")
+		}
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("long polls took %v to end", el)
+	}
+}
