@@ -1,0 +1,136 @@
+package segment
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+func benchRecords(n, size int) []Record {
+	recs := make([]Record, n)
+	for i := range recs {
+		v := make([]byte, size)
+		for j := range v {
+			v[j] = byte(i + j)
+		}
+		recs[i] = Record{Key: []byte(fmt.Sprintf("key-%04d", i%1000)), Value: v[:size-min(size, 8)]}
+	}
+	return recs
+}
+
+func reportRecords(b *testing.B, records int64) {
+	b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkAppendBatched: one producer, batches of 100 or 1000 records of
+// 100 B or 1 KiB (key + value), no fsync on the append path.
+func BenchmarkAppendBatched(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		for _, flush := range []FlushPolicy{FlushOS, FlushInterval} {
+			for _, batch := range []int{100, 1000} {
+				b.Run(fmt.Sprintf("size=%d/flush=%s/batch=%d", size, flush, batch), func(b *testing.B) {
+					l := mustOpen(b, b.TempDir(), Options{Flush: flush, MaxBatchBytes: 4 << 20})
+					defer l.Close()
+					recs := benchRecords(batch, size)
+					b.SetBytes(int64(batch * size))
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						if _, err := l.Append(context.Background(), 0, recs); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.StopTimer() // Close's final fsync is not part of the append path
+					reportRecords(b, int64(b.N*batch))
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkAppendSyncGroupCommit: flush "sync" (fsync before ack) from 1, 8
+// and 64 concurrent producers, each appending batches of 1 or 100 records;
+// concurrent producers share fsyncs. b.N counts Appends.
+func BenchmarkAppendSyncGroupCommit(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		for _, batch := range []int{1, 100} {
+			for _, producers := range []int{1, 8, 64} {
+				b.Run(fmt.Sprintf("size=%d/batch=%d/producers=%d", size, batch, producers), func(b *testing.B) {
+					l := mustOpen(b, b.TempDir(), Options{Flush: FlushSync, MaxBatchBytes: 4 << 20})
+					defer l.Close()
+					recs := benchRecords(batch, size)
+					b.SetBytes(int64(batch * size))
+					var next atomic.Int64
+					var wg sync.WaitGroup
+					b.ResetTimer()
+					for p := 0; p < producers; p++ {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							for next.Add(1) <= int64(b.N) {
+								if _, err := l.Append(context.Background(), 0, recs); err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						}()
+					}
+					wg.Wait()
+					b.StopTimer()
+					reportRecords(b, int64(b.N*batch))
+					b.ReportMetric(float64(l.fsyncs.Load())/b.Elapsed().Seconds(), "fsyncs/s")
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkRead: sequential consumption of 100 B records in 64 KiB reads.
+func BenchmarkRead(b *testing.B) {
+	l := mustOpen(b, b.TempDir(), Options{Flush: FlushOS})
+	defer l.Close()
+	recs := benchRecords(1000, 100)
+	for i := 0; i < 200; i++ {
+		if _, err := l.Append(context.Background(), 0, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	var n int64
+	from := int64(0)
+	for i := 0; i < b.N; i++ {
+		got, err := l.Read(from, 64<<10)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += int64(len(got))
+		from = got[len(got)-1].Offset + 1
+		if from == l.EndOffset() {
+			from = 0
+		}
+	}
+	b.StopTimer()
+	b.SetBytes(int64(64 << 10))
+	reportRecords(b, n)
+}
+
+// BenchmarkOpenRecovery: scanning a 100 MB log on Open.
+func BenchmarkOpenRecovery(b *testing.B) {
+	dir := b.TempDir()
+	l := mustOpen(b, dir, Options{Flush: FlushOS, SegmentBytes: 16 << 20})
+	recs := benchRecords(1000, 100)
+	for i := 0; i < 1000; i++ {
+		if _, err := l.Append(context.Background(), 0, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	size := l.Size()
+	l.Close()
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		l := mustOpen(b, dir, Options{Flush: FlushOS, SegmentBytes: 16 << 20})
+		l.Close()
+	}
+}
