@@ -163,6 +163,9 @@ func (j *jsonRecord) toProduce(i int) (ProduceRecord, error) {
 			pr.Value = []byte{}
 		}
 	}
+	if pr.Value == nil && pr.Key == nil {
+		return pr, errf(ErrBadRequest, "record %d: needs a value (a record without one is a tombstone, which needs a key)", i)
+	}
 	if j.Offset != nil || j.Timestamp != "" || j.Topic != "" {
 		return pr, errf(ErrBadRequest, "record %d: topic, offset and timestamp are assigned by the log", i)
 	}

@@ -261,6 +261,7 @@ func TestBadInputGivesCodedErrors(t *testing.T) {
 		{"unknown field", "POST", "/v1/topics/orders/records", `{"valeu":1}`, 400, "bad_request"},
 		{"bad base64", "POST", "/v1/topics/orders/records", `{"value_base64":"***"}`, 400, "bad_request"},
 		{"value and base64", "POST", "/v1/topics/orders/records", `{"value":1,"value_base64":"AA=="}`, 400, "bad_request"},
+		{"keyless tombstone", "POST", "/v1/topics/orders/records", `{}`, 400, "bad_request"},
 		{"empty batch", "POST", "/v1/topics/orders/records", `{"records":[]}`, 400, "bad_request"},
 		{"offset assigned by log", "POST", "/v1/topics/orders/records", `{"value":1,"offset":3}`, 400, "bad_request"},
 		{"reserved topic", "POST", "/v1/topics/__consumer_offsets/records", `{"value":1}`, 403, "reserved_topic"},
