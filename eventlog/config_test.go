@@ -3,6 +3,9 @@ package eventlog
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestConfigZeroValueIsValid(t *testing.T) {
@@ -61,5 +64,43 @@ func TestConfigValidateAcceptsFullConfig(t *testing.T) {
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The example in docs/messaging.md decodes with the YAML library the
+// sidecar's loader uses, durations included, and validates.
+func TestConfigDecodesFromDocumentedYAML(t *testing.T) {
+	doc := `
+data_dir: /var/lib/outrigger/eventlog
+default_flush: sync
+topics:
+  orders:
+    partitions: 6
+    retention_age: 72h
+  orders.dlq: {}
+  customers:
+    cleanup: compact
+subscriptions:
+  - topic: orders
+    group: billing
+    route: /events/orders
+    in_flight: 16
+    retry: {max_attempts: 5, initial_backoff: 100ms, max_backoff: 10s}
+    dead_letter_topic: orders.dlq
+idempotency: {window: 24h, max_keys: 100000}
+groups: {session_timeout: 30s, assignor: range}
+`
+	var cfg Config
+	dec := yaml.NewDecoder(strings.NewReader(doc))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Topics["orders"].RetentionAge != 72*time.Hour || cfg.Subscriptions[0].Retry.InitialBackoff != 100*time.Millisecond ||
+		cfg.Groups.SessionTimeout != 30*time.Second || cfg.Topics["customers"].Cleanup != "compact" {
+		t.Fatalf("decoded %+v", cfg)
 	}
 }
