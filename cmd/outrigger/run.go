@@ -35,11 +35,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 }
 
 // runWithSignals runs the sidecar until SIGTERM or SIGINT, reloading on
-// SIGHUP. A second SIGTERM/SIGINT during the drain is not special: the drain
-// is already bounded by drain_timeout.
+// SIGHUP. The first SIGTERM/SIGINT starts the drain and gives the signals
+// back to their default action, so a second one ends the process at once.
 func runWithSignals(o sidecarOptions) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

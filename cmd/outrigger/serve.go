@@ -32,7 +32,7 @@ type trafficServers struct {
 // http.ErrServerClosed then. Limits come from the listeners section of cfg
 // (they are bound at start, as the sockets are).
 func (t *trafficServers) serve(ln net.Listener, h http.Handler, lc config.Listeners, log *zap.Logger) error {
-	h2s := &http2.Server{IdleTimeout: lc.IdleTimeout, MaxUploadBufferPerStream: 0}
+	h2s := &http2.Server{IdleTimeout: lc.IdleTimeout}
 	srv := &http.Server{
 		Handler:           h2c.NewHandler(h, h2s),
 		MaxHeaderBytes:    lc.MaxRequestHeaderBytes,

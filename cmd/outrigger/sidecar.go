@@ -228,12 +228,14 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	})
 	loops.Go(func() { s.sighupLoop(loopCtx) })
 
+	// Ready before the address file appears: whoever waits for the file
+	// may probe /ready at once.
+	s.serving.Store(true)
 	if o.addrFile != "" {
 		if err := writeAddrFile(o.addrFile, addrs); err != nil {
 			s.log.Error("cannot write the address file", zap.Error(err))
 		}
 	}
-	s.serving.Store(true)
 	s.log.Info("outrigger serving",
 		zap.String("version", version), zap.Uint64(fieldGeneration, gen), zap.String(fieldConfig, o.configPath),
 		zap.String("admin", addrs.Admin), zap.String("outbound", addrs.Outbound), zap.String("inbound", addrs.Inbound),
