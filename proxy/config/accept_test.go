@@ -65,6 +65,14 @@ routes:
 clusters: {a: {endpoints: ["10.0.0.1:80"]}}
 routes: [{cluster: a, timeout_disabled: true, per_try_timeout: 1h}]
 `,
+		"merge keys": `
+clusters:
+  a: &defaults {endpoints: ["10.0.0.1:80"], protocol: grpc, connect_timeout: 2s}
+  b:
+    <<: *defaults
+    endpoints: ["10.0.0.2:80"]
+routes: [{cluster: b}]
+`,
 		"anchors and aliases": `
 clusters:
   a: {endpoints: &eps ["10.0.0.1:80", "10.0.0.2:80"]}
@@ -77,5 +85,24 @@ routes: [{cluster: a}]
 				t.Fatalf("rejected:\n%v", err)
 			}
 		})
+	}
+}
+
+// YAML merge keys share settings between clusters; the merged values apply
+// and the explicit ones win.
+func TestMergeKeysApply(t *testing.T) {
+	cfg, err := Parse([]byte(`
+clusters:
+  a: &defaults {endpoints: ["10.0.0.1:80"], protocol: grpc, connect_timeout: 2s}
+  b:
+    <<: *defaults
+    endpoints: ["10.0.0.2:80"]
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.Clusters["b"]
+	if b.Protocol != ProtocolGRPC || b.ConnectTimeout.String() != "2s" || len(b.Endpoints) != 1 || b.Endpoints[0].Address != "10.0.0.2:80" {
+		t.Fatalf("merged cluster = %+v", b)
 	}
 }
