@@ -125,6 +125,9 @@ func Open(cfg Config, reg *prometheus.Registry, now func() time.Time, opts Optio
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: %w", err)
 		}
+		if meta.Name != e.Name() {
+			return nil, fmt.Errorf("eventlog: %s/meta.json names topic %q", dir, meta.Name)
+		}
 		tc := meta.Config
 		if declared, ok := cfg.Topics[meta.Name]; ok {
 			if declared.Partitions != 0 && declared.Partitions < tc.Partitions {
