@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http2"
 
+	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
@@ -62,6 +63,10 @@ type pool struct {
 	users   atomic.Int64
 	retired atomic.Bool
 
+	// limits is the cluster's resource limits (max_connections is
+	// enforced at dial time); set at Apply, shared with the resilience.
+	limits atomic.Pointer[breaker.Limits]
+
 	conns *prometheus.GaugeVec // outrigger_proxy_upstream_connections
 }
 
@@ -79,13 +84,22 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 	p := &pool{key: key, conns: conns}
 	dialer := &net.Dialer{Timeout: key.connectTimeout, KeepAlive: 30 * time.Second}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		lim := p.limits.Load()
+		if lim != nil {
+			if err := lim.Acquire(breaker.LimitConnections); err != nil {
+				return nil, err
+			}
+		}
 		c, err := dialer.DialContext(ctx, network, addr)
 		if err != nil {
+			if lim != nil {
+				lim.Release(breaker.LimitConnections)
+			}
 			return nil, &connectError{addr: addr, err: err}
 		}
 		g := conns.WithLabelValues(key.cluster, addr) // once per connection, not per request
 		g.Inc()
-		return &countedConn{Conn: c, gauge: g}, nil
+		return &countedConn{Conn: c, gauge: g, limits: lim}, nil
 	}
 	idle := key.idleTimeout
 	if idle == 0 {
@@ -172,12 +186,16 @@ func (p *pool) release() {
 type countedConn struct {
 	net.Conn
 	gauge  prometheus.Gauge
+	limits *breaker.Limits // released on close, when max_connections was taken
 	closed atomic.Bool
 }
 
 func (c *countedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.gauge.Dec()
+		if c.limits != nil {
+			c.limits.Release(breaker.LimitConnections)
+		}
 	}
 	return c.Conn.Close()
 }
@@ -185,36 +203,37 @@ func (c *countedConn) Close() error {
 // endpoint is one member of a cluster.
 type endpoint struct {
 	addr   string
+	idx    int          // index in the cluster, as the outlier detector numbers it
 	active atomic.Int64 // requests in flight
-	// ejected is set by outlier detection; the LB skips ejected endpoints.
-	ejected atomic.Bool
 }
 
 // cluster is the compiled, immutable view of one upstream cluster inside a
 // snapshot. Mutable run-time state lives in atomics (endpoint counters) or
-// in objects shared across snapshots (pool).
+// in objects shared across snapshots (pool, resilience).
 type cluster struct {
 	name      string
 	endpoints []*endpoint
 	picker    lb.Picker
 	pool      *pool
+	res       *resilience
 	scheme    string // "http" or "https"
 	protocol  upstreamProtocol
-
-	lbPolicy string
+	lbPolicy  string
 
 	budget retryBudget
 	active atomic.Int64
 	m      clusterMetrics
 }
 
-// attemptSet implements lb.Candidates for one request: endpoints that are
-// ejected or were already tried by this request are not eligible.
+// attemptSet implements lb.Candidates for one attempt: endpoints that
+// outlier detection ejected, or that this request already tried, are not
+// eligible.
 type attemptSet struct {
 	c     *cluster
 	tried []bool
-	// ignoreEjection is the panic rule: when too few endpoints are
-	// healthy, ejections are ignored rather than overloading the rest.
+	now   time.Time
+	// ignoreEjection is breaker's panic rule: when too few endpoints
+	// remain, balance over all of them rather than overload the rest.
 	ignoreEjection bool
 }
 
@@ -223,7 +242,7 @@ func (s *attemptSet) Eligible(i int) bool {
 	if s.tried != nil && s.tried[i] {
 		return false
 	}
-	return s.ignoreEjection || !s.c.endpoints[i].ejected.Load()
+	return s.ignoreEjection || !s.c.res.det.Ejected(i, s.now)
 }
 func (s *attemptSet) Active(i int) int64 { return s.c.endpoints[i].active.Load() }
 
@@ -231,20 +250,12 @@ var _ lb.Candidates = (*attemptSet)(nil)
 
 // pick chooses an endpoint for the next attempt, preferring endpoints this
 // request has not tried; when all were tried it falls back to any eligible.
-func (c *cluster) pick(s *attemptSet) *endpoint {
-	n := len(c.endpoints)
-	if n == 0 {
+func (c *cluster) pick(s *attemptSet, now time.Time) *endpoint {
+	if len(c.endpoints) == 0 {
 		return nil
 	}
-	ejected := 0
-	for _, e := range c.endpoints {
-		if e.ejected.Load() {
-			ejected++
-		}
-	}
-	// Panic rule (as Envoy's healthy_panic_threshold at 50%): when more
-	// than half of the endpoints are ejected, balance over all of them.
-	s.ignoreEjection = ejected*2 > n
+	s.now = now
+	s.ignoreEjection = c.res.det.Panic(now)
 	if i := c.picker.Pick(s); i >= 0 {
 		return c.endpoints[i]
 	}
@@ -264,9 +275,5 @@ func (c *cluster) markTried(s *attemptSet, e *endpoint) {
 	if s.tried == nil {
 		s.tried = make([]bool, len(c.endpoints))
 	}
-	for i, x := range c.endpoints {
-		if x == e {
-			s.tried[i] = true
-		}
-	}
+	s.tried[e.idx] = true
 }

@@ -63,7 +63,7 @@ const (
 
 // compile builds a snapshot from cfg, reusing the pools of p whose key is
 // unchanged. It returns the pools the snapshot uses. Caller holds applyMu.
-func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, error) {
+func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, map[string]*resilience, error) {
 	s := &snapshot{
 		clusters:       map[string]*cluster{},
 		maxRequestBody: cfg.Listeners.MaxRequestBodyBytes,
@@ -74,6 +74,7 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 		},
 	}
 	used := map[transportKey]*pool{}
+	res := map[string]*resilience{}
 
 	clusters := cfg.Clusters
 	inbound := cfg.Listeners.Inbound
@@ -97,7 +98,10 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 	for _, name := range names {
 		c, err := p.compileCluster(name, clusters[name], used)
 		if err != nil {
-			return nil, nil, fmt.Errorf("clusters.%s: %w", name, err)
+			return nil, nil, nil, fmt.Errorf("clusters.%s: %w", name, err)
+		}
+		if c.res, err = p.buildResilience(name, clusters[name], p.res[name]); err != nil {
+			return nil, nil, nil, fmt.Errorf("clusters.%s.%w", name, err)
 		}
 		s.clusters[name] = c
 	}
@@ -130,7 +134,7 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 		case config.Inbound:
 			l = Inbound
 		default:
-			return nil, nil, fmt.Errorf("routes[%d].listener: unknown listener %q", i, rc.Listener)
+			return nil, nil, nil, fmt.Errorf("routes[%d].listener: unknown listener %q", i, rc.Listener)
 		}
 		name := rc.Name
 		if name == "" {
@@ -138,11 +142,14 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 		}
 		rt, err := p.compileRoute(l, name, rc, s)
 		if err != nil {
-			return nil, nil, fmt.Errorf("routes[%d]: %w", i, err)
+			return nil, nil, nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
 		s.tables[l].routes = append(s.tables[l].routes, rt)
 	}
-	return s, used, nil
+	for name, c := range s.clusters {
+		res[name] = c.res
+	}
+	return s, used, res, nil
 }
 
 func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transportKey]*pool) (*cluster, error) {
@@ -175,8 +182,8 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 	default:
 		return nil, fmt.Errorf("lb_policy: unknown policy %q", cc.LBPolicy)
 	}
-	for _, e := range cc.Endpoints {
-		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address})
+	for i, e := range cc.Endpoints {
+		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, idx: i})
 	}
 
 	key := transportKey{

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
 )
 
 // Listener names the listener a request arrived on; each has its own
@@ -154,6 +156,11 @@ func (f *forwarding) run() {
 	}
 	f.ctx = ctx
 
+	res := c.res
+	if err := res.limits.Acquire(breaker.LimitRequests); err != nil {
+		f.reply(f.breakerReply(err))
+		return
+	}
 	c.active.Add(1)
 	c.m.active.Inc()
 	c.pool.users.Add(1)
@@ -161,6 +168,7 @@ func (f *forwarding) run() {
 		c.m.active.Dec()
 		c.active.Add(-1)
 		c.pool.release()
+		res.limits.Release(breaker.LimitRequests)
 	}()
 
 	hdr := f.outboundHeader()
@@ -182,20 +190,38 @@ func (f *forwarding) run() {
 	}
 	f.set.c = c
 
-	retryBudgetHeld := false
+	retryHeld := false
 	defer func() {
-		if retryBudgetHeld {
+		if retryHeld {
 			c.budget.release()
+			res.limits.Release(breaker.LimitRetries)
 		}
 	}()
 
 	for attempt := 0; ; attempt++ {
-		ep := c.pick(&f.set)
+		now := f.p.now()
+		ep := c.pick(&f.set, now)
 		if ep == nil {
 			f.reply(localReply{reason: ReasonNoHealthyUpstream, detail: "no healthy upstream in cluster " + c.name})
 			return
 		}
 		c.markTried(&f.set, ep)
+
+		// Every attempt, retries included, asks the breaker: a cluster
+		// that fails every attempt trips, and no retry goes to an open
+		// breaker.
+		permit, err := res.br.Allow(now)
+		if err != nil {
+			f.reply(f.breakerReply(err))
+			return
+		}
+		if err := res.limits.Acquire(breaker.LimitPendingRequests); err != nil {
+			permit.Cancel()
+			f.reply(f.breakerReply(err))
+			return
+		}
+		tr := &attemptTrace{w: f.w, limits: res.limits}
+		tr.pending.Store(true)
 
 		h := hdr
 		if attempt > 0 {
@@ -235,11 +261,11 @@ func (f *forwarding) run() {
 		if reqBody != nil {
 			out.ContentLength = r.ContentLength
 		}
-		actx = httptrace.WithClientTrace(actx, f.trace1xx())
-		out = out.WithContext(actx)
+		out = out.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace()))
 
 		ep.active.Add(1)
 		resp, err := c.pool.rt.RoundTrip(out)
+		tr.releasePending()
 		headersInTime := perTry == nil || perTry.Stop()
 		if err == nil && !headersInTime {
 			// The per-try timer fired as the headers arrived: the attempt
@@ -251,19 +277,31 @@ func (f *forwarding) run() {
 		if err != nil {
 			ep.active.Add(-1)
 			acancel(nil)
+			var le *breaker.LimitError
+			if errors.As(err, &le) {
+				// max_connections refused the dial: the call was not made.
+				permit.Cancel()
+				f.reply(f.breakerReply(le))
+				return
+			}
 			kind := f.failKind(err, actx)
 			switch {
 			case r.Context().Err() != nil:
+				// The client went away: neither success nor failure.
+				permit.Cancel()
 				f.status = statusClientClosed
 				return
 			case f.limited != nil && f.limited.crossed.Load():
+				permit.Cancel()
 				f.reply(localReply{reason: ReasonRequestTooLarge})
 				return
 			case ctx.Err() != nil:
+				f.record(permit, ep, failTimeout, 0, -1)
 				f.reply(localReply{reason: ReasonUpstreamTimeout})
 				return
 			}
-			if f.canRetry(attempt, kind, 0, -1) && f.takeBudget(&retryBudgetHeld) {
+			v := f.record(permit, ep, kind, 0, -1)
+			if f.canRetry(attempt, kind, 0, -1, v) && f.takeRetry(&retryHeld) {
 				if !f.prepareRetry(attempt) {
 					if ctx.Err() != nil {
 						f.reply(localReply{reason: ReasonUpstreamTimeout})
@@ -282,21 +320,89 @@ func (f *forwarding) run() {
 		if f.grpc {
 			gs = grpcStatusFrom(resp.Header)
 		}
-		if f.canRetry(attempt, failNone, resp.StatusCode, gs) && f.takeBudget(&retryBudgetHeld) {
-			discard(resp.Body)
-			ep.active.Add(-1)
-			acancel(nil)
-			if !f.prepareRetry(attempt) {
-				f.reply(localReply{reason: ReasonUpstreamTimeout})
-				return
+		// gRPC carries its status in the trailers unless the response is
+		// trailers-only: such a call is classified once its body is copied.
+		atHeaders := !f.grpc || gs >= 0
+		if atHeaders {
+			v := f.record(permit, ep, failNone, resp.StatusCode, gs)
+			if f.canRetry(attempt, failNone, resp.StatusCode, gs, v) && f.takeRetry(&retryHeld) {
+				discard(resp.Body)
+				ep.active.Add(-1)
+				acancel(nil)
+				if !f.prepareRetry(attempt) {
+					f.reply(localReply{reason: ReasonUpstreamTimeout})
+					return
+				}
+				continue
 			}
-			continue
 		}
 
-		f.respond(resp)
+		copyErr := f.respond(resp)
+		if !atHeaders {
+			switch {
+			case copyErr != nil && r.Context().Err() != nil:
+				permit.Cancel()
+			case copyErr == errDeadlineTrailers || (copyErr != nil && ctx.Err() != nil):
+				f.record(permit, ep, failTimeout, resp.StatusCode, -1)
+			case copyErr != nil:
+				f.record(permit, ep, failReset, resp.StatusCode, -1)
+			default:
+				f.record(permit, ep, failNone, resp.StatusCode, breaker.ParseGRPCStatus(resp.Header, resp.Trailer))
+			}
+		}
 		ep.active.Add(-1)
 		acancel(nil)
+		if copyErr != nil && copyErr != errDeadlineTrailers {
+			// Nothing sensible can be sent after a partial body: abort the
+			// downstream stream so the client sees an error, not a
+			// truncated success (golang/go#23643).
+			panic(http.ErrAbortHandler)
+		}
 		return
+	}
+}
+
+// record classifies one attempt's outcome with the cluster's classifier
+// and reports it to the breaker and the outlier detector.
+func (f *forwarding) record(permit breaker.Permit, ep *endpoint, kind failKind, status, grpcStatus int) breaker.Verdict {
+	now := f.p.now()
+	res := f.c.res
+	v := res.cls.Classify(outcome(kind, status, grpcStatus))
+	permit.Done(now, v.Failure)
+	res.det.Record(ep.idx, now, v)
+	return v
+}
+
+// attemptTrace follows one upstream attempt: it forwards 1xx responses
+// and frees the max_pending_requests slot once a connection is had.
+type attemptTrace struct {
+	w       http.ResponseWriter
+	limits  *breaker.Limits
+	pending atomic.Bool
+}
+
+func (a *attemptTrace) releasePending() {
+	if a.pending.CompareAndSwap(true, false) {
+		a.limits.Release(breaker.LimitPendingRequests)
+	}
+}
+
+func (a *attemptTrace) clientTrace() *httptrace.ClientTrace {
+	w := a.w
+	return &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { a.releasePending() },
+		// Informational responses (103 Early Hints, 102 Processing) go
+		// downstream as they arrive, as net/http/httputil does.
+		Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
+			h := w.Header()
+			for k, vv := range header {
+				h[k] = vv
+			}
+			w.WriteHeader(code)
+			// WriteHeader does not clear the map for 1xx responses.
+			clear(h)
+			return nil
+		},
 	}
 }
 
@@ -325,24 +431,6 @@ func (f *forwarding) outboundHeader() http.Header {
 		f.rt.reqHeaders.apply(h)
 	}
 	return h
-}
-
-// trace1xx forwards informational responses (103 Early Hints, 102
-// Processing) downstream as they arrive, as net/http/httputil does.
-func (f *forwarding) trace1xx() *httptrace.ClientTrace {
-	w := f.w
-	return &httptrace.ClientTrace{
-		Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
-			h := w.Header()
-			for k, vv := range header {
-				h[k] = vv
-			}
-			w.WriteHeader(code)
-			// WriteHeader does not clear the map for 1xx responses.
-			clear(h)
-			return nil
-		},
-	}
 }
 
 func (f *forwarding) failKind(err error, actx context.Context) failKind {
@@ -381,9 +469,14 @@ func failureReply(k failKind) localReply {
 // canRetry decides, without side effects, whether the result of attempt
 // (0-based) warrants another one: attempts left, a retry_on condition, a
 // method that may be repeated, and a body that can be sent again.
-func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int) bool {
+func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int, v breaker.Verdict) bool {
 	p := &f.rt.retry
-	if attempt >= p.maxRetries || !p.retriable(kind, status, grpcStatus) {
+	// The cluster's classifier has the last word: what it does not call a
+	// failure is not retried, whatever retry_on lists.
+	if attempt >= p.maxRetries || !v.Failure || !p.retriable(kind, status, grpcStatus) {
+		return false
+	}
+	if st := f.c.res.br.State(); st == breaker.StateOpen || st == breaker.StateForcedOpen {
 		return false
 	}
 	// Connect failures and refused streams never reached the application,
@@ -406,14 +499,20 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 	return true
 }
 
-// takeBudget reserves a slot in the cluster's retry budget for the rest
-// of this request (one slot however many retries it makes).
-func (f *forwarding) takeBudget(held *bool) bool {
+// takeRetry reserves, for the rest of this request (one slot however many
+// retries it makes), a slot in the route's retry budget and in the
+// cluster's max_retries limit.
+func (f *forwarding) takeRetry(held *bool) bool {
 	if *held {
 		return true
 	}
 	p := &f.rt.retry
 	if !f.c.budget.acquire(f.c.active.Load(), p.budgetPercent, p.budgetMin) {
+		return false
+	}
+	if err := f.c.res.limits.Acquire(breaker.LimitRetries); err != nil {
+		f.c.budget.release()
+		f.c.res.countReject(breaker.RejectReason(err))
 		return false
 	}
 	*held = true
@@ -435,9 +534,14 @@ func (f *forwarding) prepareRetry(attempt int) bool {
 	return true
 }
 
+// errDeadlineTrailers reports that a gRPC stream was ended with
+// DEADLINE_EXCEEDED trailers by the proxy.
+var errDeadlineTrailers = errors.New("grpc deadline exceeded mid-stream")
+
 // respond sends resp downstream: headers, body (flushed as it arrives for
-// streams), then trailers.
-func (f *forwarding) respond(resp *http.Response) {
+// streams), then trailers. It returns the error that cut the body short;
+// the caller must then abort the downstream stream.
+func (f *forwarding) respond(resp *http.Response) error {
 	defer resp.Body.Close()
 	w := f.w
 	h := w.Header()
@@ -463,7 +567,7 @@ func (f *forwarding) respond(resp *http.Response) {
 		// requires, which the server does when the handler returns
 		// without having flushed.
 		w.WriteHeader(resp.StatusCode)
-		return
+		return nil
 	}
 	w.WriteHeader(resp.StatusCode)
 
@@ -476,22 +580,20 @@ func (f *forwarding) respond(resp *http.Response) {
 			h[http.TrailerPrefix+"Grpc-Status"] = []string{"4"}
 			h[http.TrailerPrefix+"Grpc-Message"] = []string{"upstream request timeout"}
 			h[http.TrailerPrefix+hdrError] = []string{ReasonUpstreamTimeout.String()}
-			return
+			return errDeadlineTrailers
 		}
-		// Nothing sensible can be sent after a partial body: abort the
-		// downstream stream so the client sees an error, not a truncated
-		// success (golang/go#23643).
-		panic(http.ErrAbortHandler)
+		return err
 	}
 	if len(resp.Trailer) == announced {
 		for k, vv := range resp.Trailer {
 			h[k] = vv
 		}
-		return
+		return nil
 	}
 	for k, vv := range resp.Trailer {
 		h[http.TrailerPrefix+k] = vv
 	}
+	return nil
 }
 
 // copyBody streams src to w through a pooled buffer; with flush it pushes

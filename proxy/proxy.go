@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 
+	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
@@ -38,6 +40,7 @@ type Options struct {
 type Proxy struct {
 	log    *zap.Logger
 	m      *metrics
+	bm     *breakerMetrics
 	now    func() time.Time
 	int63n func(int64) int64
 
@@ -48,7 +51,17 @@ type Proxy struct {
 	// pools are the connection pools of the serving snapshot, by key;
 	// guarded by applyMu.
 	pools map[transportKey]*pool
-	gen   atomic.Uint64
+	// res are the clusters' breakers, limits and detectors, by cluster
+	// name; guarded by applyMu.
+	res map[string]*resilience
+	gen atomic.Uint64
+
+	// The outlier evaluator goroutine: started by the first Serve,
+	// stopped and joined by Shutdown.
+	evalOnce sync.Once
+	evalStop chan struct{}
+	evalDone chan struct{}
+	applied  chan struct{} // wakes the evaluator after Apply
 
 	srvMu sync.Mutex
 	// servers are the http.Servers Serve runs, each with the cancel of
@@ -61,11 +74,15 @@ type Proxy struct {
 // request is answered 404 no_route.
 func New(opts Options) *Proxy {
 	p := &Proxy{
-		log:     opts.Logger,
-		now:     opts.Now,
-		int63n:  opts.Int63n,
-		pools:   map[transportKey]*pool{},
-		servers: map[*http.Server]context.CancelFunc{},
+		log:      opts.Logger,
+		now:      opts.Now,
+		int63n:   opts.Int63n,
+		pools:    map[transportKey]*pool{},
+		res:      map[string]*resilience{},
+		evalStop: make(chan struct{}),
+		evalDone: make(chan struct{}),
+		applied:  make(chan struct{}, 1),
+		servers:  map[*http.Server]context.CancelFunc{},
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
@@ -81,6 +98,7 @@ func New(opts Options) *Proxy {
 		reg = prometheus.NewRegistry()
 	}
 	p.m = newMetrics(reg)
+	p.bm = newBreakerMetrics(reg)
 	return p
 }
 
@@ -102,13 +120,17 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 
-	s, used, err := p.compile(cfg)
+	s, used, res, err := p.compile(cfg)
 	if err != nil {
 		return err
+	}
+	for _, c := range s.clusters {
+		c.pool.limits.Store(c.res.limits)
 	}
 	s.gen = p.gen.Load() + 1
 	old := p.pools
 	p.pools = used
+	p.res = res
 	p.snap.Store(s)
 	p.gen.Store(s.gen)
 	p.m.generation.Set(float64(s.gen))
@@ -123,6 +145,10 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 			pl.closeIdle()
 		}
 		retired = append(retired, k.cluster)
+	}
+	select {
+	case p.applied <- struct{}{}:
+	default:
 	}
 	p.log.Info("proxy configuration applied",
 		zap.Uint64("generation", s.gen),
@@ -139,13 +165,43 @@ type ClusterStatus struct {
 	LBPolicy       string           `json:"lb_policy"`
 	ActiveRequests int64            `json:"active_requests"`
 	Endpoints      []EndpointStatus `json:"endpoints"`
+	// Panic: so many endpoints are ejected that the load balancer ignores
+	// ejections.
+	Panic   bool                   `json:"panic"`
+	Breaker BreakerStatus          `json:"breaker"`
+	Limits  map[string]LimitStatus `json:"limits"`
 }
 
 // EndpointStatus is one endpoint of a cluster.
 type EndpointStatus struct {
-	Address        string `json:"address"`
-	State          string `json:"state"` // "healthy" or "ejected"
-	ActiveRequests int64  `json:"active_requests"`
+	Address        string    `json:"address"`
+	State          string    `json:"state"` // "healthy" or "ejected"
+	ActiveRequests int64     `json:"active_requests"`
+	EjectedUntil   time.Time `json:"ejected_until,omitzero"`
+	TimesEjected   uint64    `json:"times_ejected"`
+}
+
+// BreakerStatus is a cluster's circuit breaker at one moment.
+type BreakerStatus struct {
+	State               string    `json:"state"` // closed, open, half_open, forced_open, forced_closed
+	Since               time.Time `json:"since,omitzero"`
+	Reason              string    `json:"reason"`
+	OpenUntil           time.Time `json:"open_until,omitzero"`
+	Calls               int64     `json:"calls"`
+	Failures            int64     `json:"failures"`
+	FailureRate         float64   `json:"failure_rate"`
+	SlowRate            float64   `json:"slow_rate"`
+	ConsecutiveFailures int64     `json:"consecutive_failures"`
+	TimesOpened         uint64    `json:"times_opened"`
+	RejectedOpen        uint64    `json:"rejected_open"`
+	RejectedProbes      uint64    `json:"rejected_probes"`
+}
+
+// LimitStatus is one resource limit of a cluster.
+type LimitStatus struct {
+	InUse     int64  `json:"in_use"`
+	Max       int64  `json:"max"`
+	Overflows uint64 `json:"overflows"`
 }
 
 // Clusters reports the serving snapshot's clusters, sorted by name.
@@ -154,25 +210,75 @@ func (p *Proxy) Clusters() []ClusterStatus {
 	if s == nil {
 		return nil
 	}
+	now := p.now()
 	out := make([]ClusterStatus, 0, len(s.clusters))
 	for _, c := range s.clusters {
+		bs := c.res.br.Snapshot(now)
+		ds := c.res.det.Snapshot(now)
+		ls := c.res.limits.Snapshot()
 		cs := ClusterStatus{
 			Name:           c.name,
 			Protocol:       c.protocol.String(),
 			LBPolicy:       c.lbPolicy,
 			ActiveRequests: c.active.Load(),
+			Panic:          ds.Panic,
+			Breaker: BreakerStatus{
+				State: bs.State.String(), Since: bs.Since, Reason: bs.Reason, OpenUntil: bs.OpenUntil,
+				Calls: bs.Calls, Failures: bs.Failures, FailureRate: bs.FailureRate, SlowRate: bs.SlowRate,
+				ConsecutiveFailures: bs.ConsecutiveFailures, TimesOpened: bs.TimesOpened,
+				RejectedOpen: bs.RejectedOpen, RejectedProbes: bs.RejectedProbes,
+			},
+			Limits: map[string]LimitStatus{},
 		}
-		for _, e := range c.endpoints {
-			st := "healthy"
-			if e.ejected.Load() {
-				st = "ejected"
+		for k := breaker.Limit(0); k < breaker.NumLimits; k++ {
+			cs.Limits[k.String()] = LimitStatus{InUse: ls.InUse[k], Max: ls.Max[k], Overflows: ls.Overflows[k]}
+		}
+		for i, e := range c.endpoints {
+			es := EndpointStatus{Address: e.addr, State: "healthy", ActiveRequests: e.active.Load()}
+			if i < len(ds.Endpoints) {
+				d := ds.Endpoints[i]
+				es.TimesEjected = d.TimesEjected
+				if d.Ejected {
+					es.State, es.EjectedUntil = "ejected", d.EjectedUntil
+				}
 			}
-			cs.Endpoints = append(cs.Endpoints, EndpointStatus{Address: e.addr, State: st, ActiveRequests: e.active.Load()})
+			cs.Endpoints = append(cs.Endpoints, es)
 		}
 		out = append(out, cs)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// ErrUnknownCluster is returned by SetBreaker for a cluster the serving
+// configuration does not have.
+var ErrUnknownCluster = errors.New("unknown cluster")
+
+// SetBreaker applies an operator override to a cluster's breaker: "open"
+// forces it open, "closed" forces it closed, "reset" clears any override
+// and restarts it closed. The override survives reloads that keep the
+// cluster's circuit_breaker block unchanged.
+func (p *Proxy) SetBreaker(cluster, action string) error {
+	s := p.snap.Load()
+	if s == nil {
+		return ErrUnknownCluster
+	}
+	c, ok := s.clusters[cluster]
+	if !ok {
+		return ErrUnknownCluster
+	}
+	now := p.now()
+	switch action {
+	case "open":
+		c.res.br.ForceOpen(now)
+	case "closed":
+		c.res.br.ForceClosed(now)
+	case "reset":
+		c.res.br.Reset(now)
+	default:
+		return fmt.Errorf("unknown breaker action %q (want open, closed or reset)", action)
+	}
+	return nil
 }
 
 // Serve accepts connections on ln for listener l until Shutdown, and
@@ -216,6 +322,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	}
 	p.servers[srv] = cancel
 	p.srvMu.Unlock()
+	p.evalOnce.Do(func() { go p.evaluateOutliers() })
 	defer func() {
 		p.srvMu.Lock()
 		delete(p.servers, srv)
@@ -272,7 +379,62 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		pl.closeIdle()
 	}
 	p.applyMu.Unlock()
+
+	// Stop the outlier evaluator (or keep it from ever starting) and join it.
+	started := true
+	p.evalOnce.Do(func() { started = false })
+	p.srvMu.Lock()
+	select {
+	case <-p.evalStop:
+	default:
+		close(p.evalStop)
+	}
+	p.srvMu.Unlock()
+	if started {
+		<-p.evalDone
+	}
 	return err
+}
+
+// evaluateOutliers runs each cluster's outlier detector Evaluate at its
+// configured interval until Shutdown.
+func (p *Proxy) evaluateOutliers() {
+	defer close(p.evalDone)
+	next := map[*breaker.Detector]time.Time{}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wait := time.Minute
+		if s := p.snap.Load(); s != nil {
+			now := p.now()
+			live := make(map[*breaker.Detector]bool, len(s.clusters))
+			for _, c := range s.clusters {
+				d := c.res.det
+				live[d] = true
+				due, ok := next[d]
+				if !ok {
+					due = now.Add(c.res.interval)
+				} else if !now.Before(due) {
+					d.Evaluate(now)
+					due = now.Add(c.res.interval)
+				}
+				next[d] = due
+				wait = min(wait, due.Sub(now))
+			}
+			for d := range next {
+				if !live[d] {
+					delete(next, d)
+				}
+			}
+		}
+		timer.Reset(max(wait, time.Millisecond))
+		select {
+		case <-p.evalStop:
+			return
+		case <-p.applied:
+		case <-timer.C:
+		}
+	}
 }
 
 func (p *Proxy) waitIdle(ctx context.Context) error {

@@ -1,0 +1,227 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// resilience is a cluster's circuit breaker, resource limits, outlier
+// detector and failure classifier. It outlives snapshots: a reload that
+// leaves a cluster's blocks unchanged keeps its breaker state, limit
+// counters and ejections.
+type resilience struct {
+	name      string
+	cc        resilienceConfig
+	br        *breaker.Breaker
+	limits    *breaker.Limits
+	det       *breaker.Detector
+	cls       *breaker.Classifier
+	interval  time.Duration
+	endpoints []string
+
+	rejected [breaker.NumLimits + 2]prometheus.Counter // by reject reason, see rejectIndex
+}
+
+type resilienceConfig struct {
+	breaker    breaker.Config
+	limits     breaker.LimitsConfig
+	outlier    breaker.OutlierConfig
+	classifier breaker.ClassifierConfig
+}
+
+// breakerMetrics are the breaker-related collectors.
+type breakerMetrics struct {
+	state       *prometheus.GaugeVec   // cluster
+	transitions *prometheus.CounterVec // cluster, to
+	rejected    *prometheus.CounterVec // cluster, reason
+	ejections   *prometheus.CounterVec // cluster
+	ejected     *prometheus.GaugeVec   // cluster
+}
+
+func newBreakerMetrics(reg prometheus.Registerer) *breakerMetrics {
+	m := &breakerMetrics{
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "outrigger_breaker_state",
+			Help: "Circuit breaker state per cluster: 0 closed, 1 open, 2 half_open, 3 forced_open, 4 forced_closed.",
+		}, []string{"cluster"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_breaker_transitions_total",
+			Help: "Circuit breaker state changes per cluster, by the state entered.",
+		}, []string{"cluster", "to"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_breaker_rejected_total",
+			Help: "Upstream calls refused before being made, by cluster and reason (open, half_open, max_connections, max_pending_requests, max_requests, max_retries).",
+		}, []string{"cluster", "reason"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_breaker_ejections_total",
+			Help: "Endpoints ejected by outlier detection, per cluster.",
+		}, []string{"cluster"}),
+		ejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "outrigger_breaker_ejected_endpoints",
+			Help: "Endpoints currently ejected by outlier detection, per cluster.",
+		}, []string{"cluster"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.state, m.transitions, m.rejected, m.ejections, m.ejected)
+	}
+	return m
+}
+
+// rejectIndex maps a reject reason to a slot of resilience.rejected.
+func rejectIndex(reason string) int {
+	switch reason {
+	case "open":
+		return int(breaker.NumLimits)
+	case "half_open":
+		return int(breaker.NumLimits) + 1
+	}
+	for k := breaker.Limit(0); k < breaker.NumLimits; k++ {
+		if k.String() == reason {
+			return int(k)
+		}
+	}
+	return int(breaker.NumLimits)
+}
+
+func (r *resilience) countReject(reason string) { r.rejected[rejectIndex(reason)].Inc() }
+
+// buildResilience returns the resilience of cluster name for cc, reusing
+// the parts of old (same name, previous snapshot) whose config is
+// unchanged. It does not modify old.
+func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience) (*resilience, error) {
+	rc := resilienceConfig{breaker: cc.CircuitBreaker, limits: cc.Limits, outlier: cc.OutlierDetection, classifier: cc.FailureClassifier}
+	r := &resilience{name: name, cc: rc}
+	for _, e := range cc.Endpoints {
+		r.endpoints = append(r.endpoints, e.Address)
+	}
+	var err error
+	if r.cls, err = breaker.NewClassifier(rc.classifier); err != nil {
+		return nil, prefixErr("failure_classifier", err)
+	}
+	if old != nil && reflect.DeepEqual(old.cc.breaker, rc.breaker) {
+		r.br = old.br
+	} else {
+		bm := p.bm
+		r.br, err = breaker.New(rc.breaker, breaker.WithStateChangeHook(func(sc breaker.StateChange) {
+			bm.state.WithLabelValues(name).Set(float64(sc.To))
+			bm.transitions.WithLabelValues(name, sc.To.String()).Inc()
+			fields := []zap.Field{zap.String("cluster", name), zap.Stringer("from", sc.From), zap.Stringer("to", sc.To), zap.String("reason", sc.Reason)}
+			if !sc.OpenUntil.IsZero() {
+				fields = append(fields, zap.Time("open_until", sc.OpenUntil), zap.Int("openings", sc.Openings))
+			}
+			p.log.Warn("circuit breaker state change", fields...)
+		}))
+		if err != nil {
+			return nil, prefixErr("circuit_breaker", err)
+		}
+		p.bm.state.WithLabelValues(name).Set(float64(r.br.State()))
+	}
+	if old != nil && reflect.DeepEqual(old.cc.limits, rc.limits) {
+		r.limits = old.limits
+	} else if r.limits, err = breaker.NewLimits(rc.limits); err != nil {
+		return nil, prefixErr("limits", err)
+	}
+	if old != nil && reflect.DeepEqual(old.cc.outlier, rc.outlier) && slices.Equal(old.endpoints, r.endpoints) {
+		r.det = old.det
+	} else {
+		addrs := r.endpoints
+		bm := p.bm
+		r.det, err = breaker.NewDetector(rc.outlier, len(addrs), breaker.WithEjectionHook(func(e breaker.Ejection) {
+			ep := ""
+			if e.Endpoint >= 0 && e.Endpoint < len(addrs) {
+				ep = addrs[e.Endpoint]
+			}
+			if e.Ejected {
+				bm.ejections.WithLabelValues(name).Inc()
+				bm.ejected.WithLabelValues(name).Inc()
+				p.log.Warn("endpoint ejected", zap.String("cluster", name), zap.String("endpoint", ep),
+					zap.String("reason", e.Reason), zap.Time("until", e.Until), zap.Uint64("times_ejected", e.TimesEjected))
+			} else {
+				bm.ejected.WithLabelValues(name).Dec()
+				p.log.Info("endpoint returned", zap.String("cluster", name), zap.String("endpoint", ep), zap.String("reason", e.Reason))
+			}
+		}))
+		if err != nil {
+			return nil, prefixErr("outlier_detection", err)
+		}
+		if old != nil {
+			oldIdx := map[string]int{}
+			for i, a := range old.endpoints {
+				oldIdx[a] = i
+			}
+			r.det.CarryFrom(old.det, p.now(), func(i int) (int, bool) {
+				j, ok := oldIdx[addrs[i]]
+				return j, ok
+			})
+			// The ejected gauge follows the new detector from here on.
+			p.bm.ejected.WithLabelValues(name).Set(float64(r.det.Snapshot(p.now()).Ejected))
+		}
+	}
+	r.interval = r.det.Config().Interval
+	for i := range r.rejected {
+		reason := "open"
+		switch {
+		case i < int(breaker.NumLimits):
+			reason = breaker.Limit(i).String()
+		case i == int(breaker.NumLimits)+1:
+			reason = "half_open"
+		}
+		r.rejected[i] = p.bm.rejected.WithLabelValues(name, reason)
+	}
+	return r, nil
+}
+
+func prefixErr(key string, err error) error {
+	var fe breaker.FieldErrors
+	if errors.As(err, &fe) {
+		return fe.WithPrefix(key)
+	}
+	return fmt.Errorf("%s: %w", key, err)
+}
+
+// breakerReply is the local reply for a call the breaker or a limit
+// refused.
+func (f *forwarding) breakerReply(err error) localReply {
+	reason := breaker.RejectReason(err)
+	f.c.res.countReject(reason)
+	lr := localReply{extra: [][2]string{{hdrBreaker, reason}}}
+	var oe *breaker.OpenError
+	switch {
+	case errors.As(err, &oe) || errors.Is(err, breaker.ErrTooManyProbes):
+		lr.reason = ReasonBreakerOpen
+		lr.detail = "circuit breaker open for cluster " + f.c.name
+		if oe != nil {
+			if ra := oe.RetryAfter(f.p.now()); ra > 0 {
+				lr.extra = append(lr.extra, [2]string{"Retry-After", strconv.FormatInt(int64(ra/time.Second), 10)})
+			}
+		}
+	default:
+		lr.reason = ReasonOverflow
+		lr.detail = reason + " reached for cluster " + f.c.name
+	}
+	return lr
+}
+
+// outcome builds the classifier input for one attempt.
+func outcome(kind failKind, status, grpcStatus int) breaker.Outcome {
+	o := breaker.Outcome{HTTPStatus: status, GRPCStatus: grpcStatus}
+	switch kind {
+	case failConnect:
+		o.Transport = breaker.TransportConnectFailure
+	case failReset, failRefused:
+		o.Transport = breaker.TransportReset
+	case failTimeout:
+		o.Transport = breaker.TransportTimeout
+	}
+	return o
+}
