@@ -24,8 +24,9 @@ import (
 // requests on a forced close.
 type trafficServers struct {
 	mu      sync.Mutex
-	servers []*http.Server // guarded by mu
-	cancels []context.CancelFunc
+	servers []*http.Server       // guarded by mu
+	cancels []context.CancelFunc // guarded by mu
+	closed  bool                 // guarded by mu; set by shutdown
 }
 
 // serve serves ln for listener l until shutdown; it returns
@@ -46,6 +47,13 @@ func (t *trafficServers) serve(ln net.Listener, h http.Handler, lc config.Listen
 	base, cancel := context.WithCancel(context.Background())
 	srv.BaseContext = func(net.Listener) context.Context { return base }
 	t.mu.Lock()
+	if t.closed {
+		// shutdown ran before this goroutine got here: never serve.
+		t.mu.Unlock()
+		cancel()
+		ln.Close()
+		return http.ErrServerClosed
+	}
 	t.servers = append(t.servers, srv)
 	t.cancels = append(t.cancels, cancel)
 	t.mu.Unlock()
@@ -57,6 +65,7 @@ func (t *trafficServers) serve(ln net.Listener, h http.Handler, lc config.Listen
 // closes what is left. It returns ctx's error when the drain was cut short.
 func (t *trafficServers) shutdown(ctx context.Context, p *proxy.Proxy) error {
 	t.mu.Lock()
+	t.closed = true
 	servers, cancels := t.servers, t.cancels
 	t.mu.Unlock()
 	var errs []error
