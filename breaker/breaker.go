@@ -112,7 +112,9 @@ func WithStateChangeHook(f func(StateChange)) Option {
 }
 
 // WithRand sets the jitter source, a function returning values in [0,1).
-// The default is math/rand/v2.Float64. It is called without any lock held.
+// The default is math/rand/v2.Float64. It is called without any lock held,
+// possibly from several goroutines at once, so it must be safe for
+// concurrent use (a *rand.Rand is not; wrap it with a mutex).
 func WithRand(f func() float64) Option {
 	return func(o *options) { o.rand = f }
 }
