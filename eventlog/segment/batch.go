@@ -156,27 +156,45 @@ func checkBatch(b []byte) (batchHeader, error) {
 // if they do not reuse it. Every length is bounds-checked: any input either
 // decodes or returns an error, never panics.
 func decodeBatch(dst []Record, b []byte) ([]Record, batchHeader, error) {
+	return decodeBatchRange(dst, b, &recordSink{from: math.MinInt64, budget: math.MaxInt})
+}
+
+// decodeBatchRange is decodeBatch keeping only the records sink accepts.
+func decodeBatchRange(dst []Record, b []byte, sink *recordSink) ([]Record, batchHeader, error) {
 	h, err := checkBatch(b)
 	if err != nil {
 		return dst, h, err
 	}
 	n0 := len(dst)
-	dst, err = walkRecords(dst, h, b[batchHeaderSize:], true)
+	dst, err = walkRecords(dst, h, b[batchHeaderSize:], sink)
 	if err != nil {
 		return dst[:n0], h, err
 	}
 	return dst, h, nil
 }
 
+// recordSink selects which decoded records are kept: those at or after
+// from, while their sizes (key + value + header keys and values) fit in
+// budget. When force is set
+// the first record is kept whatever its size (Read returns at least one).
+type recordSink struct {
+	from   int64
+	budget int
+	force  bool
+	full   bool // set when a record did not fit: stop reading
+}
+
 // validateRecords checks the record section of a batch without allocating.
 func validateRecords(h batchHeader, body []byte) error {
-	_, err := walkRecords(nil, h, body, false)
+	_, err := walkRecords(nil, h, body, nil)
 	return err
 }
 
-// walkRecords parses the record section body of a batch with header h. When
-// keep is true the records are appended to dst.
-func walkRecords(dst []Record, h batchHeader, body []byte, keep bool) ([]Record, error) {
+// walkRecords parses the record section body of a batch with header h and
+// appends the records sink accepts to dst. With a nil sink it only checks
+// the structure. Once the sink is full the remaining records are not
+// parsed (the batch CRC has already been checked).
+func walkRecords(dst []Record, h batchHeader, body []byte, sink *recordSink) ([]Record, error) {
 	r := reader{b: body}
 	lastDelta := int64(-1)
 	for i := int32(0); i < h.RecordCount; i++ {
@@ -220,6 +238,8 @@ func walkRecords(dst []Record, h batchHeader, body []byte, keep bool) ([]Record,
 		if hc < 0 || hc > int64(len(rr.b)-rr.p)/2 {
 			return dst, fmt.Errorf("record %d header count %d out of range", i, hc)
 		}
+		keep := sink != nil && h.BaseOffset+offDelta >= sink.from
+		size := len(key) + len(val)
 		var hdrs []Header
 		if keep && hc > 0 {
 			hdrs = make([]Header, 0, hc)
@@ -233,6 +253,7 @@ func walkRecords(dst []Record, h batchHeader, body []byte, keep bool) ([]Record,
 			if err != nil {
 				return dst, fmt.Errorf("record %d header %d value: %w", i, j, err)
 			}
+			size += len(hk) + len(hv)
 			if keep {
 				hdrs = append(hdrs, Header{Key: string(hk), Value: hv})
 			}
@@ -240,20 +261,27 @@ func walkRecords(dst []Record, h batchHeader, body []byte, keep bool) ([]Record,
 		if rr.p != len(rr.b) {
 			return dst, fmt.Errorf("record %d has %d trailing bytes", i, len(rr.b)-rr.p)
 		}
+		if !keep {
+			continue
+		}
+		if !sink.force && size > sink.budget {
+			sink.full = true
+			return dst, nil
+		}
+		sink.force = false
+		sink.budget -= size
 		ts := h.FirstTimestamp + tsDelta
 		if h.Attributes&attrLogAppendTime != 0 {
 			ts = h.MaxTimestamp
 		}
-		if keep {
-			dst = append(dst, Record{
-				Offset:      h.BaseOffset + offDelta,
-				Timestamp:   time.UnixMilli(ts),
-				Key:         key,
-				Value:       val,
-				Headers:     hdrs,
-				LeaderEpoch: h.LeaderEpoch,
-			})
-		}
+		dst = append(dst, Record{
+			Offset:      h.BaseOffset + offDelta,
+			Timestamp:   time.UnixMilli(ts),
+			Key:         key,
+			Value:       val,
+			Headers:     hdrs,
+			LeaderEpoch: h.LeaderEpoch,
+		})
 	}
 	if r.p != len(r.b) {
 		return dst, fmt.Errorf("%d trailing bytes after %d records", len(r.b)-r.p, h.RecordCount)
@@ -427,15 +455,6 @@ func varintLen(v int64) int {
 	for u >= 0x80 {
 		u >>= 7
 		n++
-	}
-	return n
-}
-
-// recordSize is what a record counts against Read's maxBytes budget.
-func recordSize(r *Record) int {
-	n := len(r.Key) + len(r.Value)
-	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
 	}
 	return n
 }

@@ -2,6 +2,7 @@ package segment
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"time"
 )
@@ -26,7 +27,7 @@ func (l *Log) Read(from int64, maxBytes int) ([]Record, error) {
 		return nil, fmt.Errorf("%w: offset %d, log holds [%d, %d)", ErrOffsetOutOfRange, from, l.start, l.next)
 	}
 	var out []Record
-	budget := maxBytes
+	sink := &recordSink{from: from, budget: maxBytes, force: true}
 	for i := l.segmentForLocked(from); i < len(l.segs); i++ {
 		s := l.segs[i]
 		if s.meta.lastOffset < from {
@@ -36,25 +37,17 @@ func (l *Log) Read(from int64, maxBytes int) ([]Record, error) {
 		for pos < s.meta.size {
 			h, b, err := s.readBatchAt(pos, from)
 			if err != nil {
-				return out, err
+				return nil, err
 			}
 			if b != nil {
-				recs, _, err := decodeBatch(nil, b)
+				if out == nil {
+					out = make([]Record, 0, min(int(h.RecordCount), 1024))
+				}
+				out, _, err = decodeBatchRange(out, b, sink)
 				if err != nil {
-					return out, &CorruptError{File: s.path, Position: pos, Reason: err.Error()}
+					return nil, &CorruptError{File: s.path, Position: pos, Reason: err.Error()}
 				}
-				for _, r := range recs {
-					if r.Offset < from {
-						continue
-					}
-					sz := recordSize(&r)
-					if len(out) > 0 && sz > budget {
-						return out, nil
-					}
-					out = append(out, r)
-					budget -= sz
-				}
-				if budget <= 0 {
+				if sink.full || sink.budget <= 0 {
 					return out, nil
 				}
 			}
@@ -132,11 +125,15 @@ func (l *Log) OffsetForTime(t time.Time) (int64, error) {
 			pos = idx[k-1].pos
 		}
 		for pos < s.meta.size {
-			h, b, err := s.readBatchAt(pos, 0)
+			h, _, err := s.readBatchAt(pos, math.MaxInt64) // header only
 			if err != nil {
 				return 0, err
 			}
 			if h.RecordCount > 0 && h.MaxTimestamp >= tm {
+				_, b, err := s.readBatchAt(pos, 0)
+				if err != nil {
+					return 0, err
+				}
 				recs, _, err := decodeBatch(nil, b)
 				if err != nil {
 					return 0, &CorruptError{File: s.path, Position: pos, Reason: err.Error()}
