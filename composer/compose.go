@@ -424,3 +424,5 @@ func sortedHeaderKeys(h http.Header) []string {
 	}
 	return sortedAnyKeys(m)
 }
+
+var _ http.Handler = (*Composition)(nil)
