@@ -244,6 +244,19 @@ listeners: {max_request_header_bytes: 100}
 listeners:
   outbound: {disabled: maybe}
 `, `t.yaml:3: listeners.outbound.disabled: expected true or false, got "maybe"`},
+		{"integer expected", `
+listeners: {max_request_header_bytes: lots}
+`, `t.yaml:2: listeners.max_request_header_bytes: expected an integer, got "lots"`},
+		{"negative endpoint weight", `
+clusters:
+  a:
+    endpoints: [{address: "10.0.0.1:80", weight: -1}]
+`, `t.yaml:4: clusters.a.endpoints[0].weight: expected an integer from 0 to 4294967295, got the integer -1`},
+		{"list expected", `
+routes:
+  - direct_response: {status: 200}
+    match: {methods: GET}
+`, `t.yaml:4: routes[0].match.methods: expected a list, got "GET"`},
 		{"duplicate key", okCluster + `
 clusters: {}
 `, `t.yaml:6: clusters: duplicate key "clusters" (first on line 2)`},
@@ -362,5 +375,49 @@ func TestParseRefusesAliasBomb(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "excessive aliasing") {
 		t.Fatalf("error = %v", err)
+	}
+}
+
+// The sections other packages own (breaker blocks, composition, eventlog)
+// report their problems under the full key path, with lines.
+func TestParseReportsNestedSectionProblems(t *testing.T) {
+	src := `clusters:
+  a:
+    endpoints: [10.0.0.1:80]
+    limits: {max_requests: -1}
+    outlier_detection: {max_ejection_percent: 200}
+    failure_classifier: {http_statuses: ["6xx"]}
+routes:
+  - match: {path: {prefix: /v}}
+    composition:
+      calls:
+        - {name: order, cluster: nope, path: "/orders/{id}"}
+eventlog:
+  topics:
+    orders: {partitions: -1}
+`
+	want := strings.Join([]string{
+		`t.yaml:4: clusters.a.limits.max_requests: must be in [0,2147483647]`,
+		`t.yaml:5: clusters.a.outlier_detection.max_ejection_percent: must be in [1,100]`,
+		`t.yaml:6: clusters.a.failure_classifier.http_statuses[0]: "6xx" is not an HTTP status code (100-599), range (500-599), class (5xx) or none`,
+		`t.yaml:9: routes[0].composition: path parameter {id} needs a named group in match.path.regex, e.g. (?P<id>[^/]+)`,
+		`t.yaml:10: routes[0].composition.calls.order.cluster: unknown cluster "nope"`,
+		`t.yaml:14: eventlog.topics.orders.partitions: must be >= 1`,
+	}, "\n")
+	_, err := Parse([]byte(src), "t.yaml")
+	if err == nil || err.Error() != want {
+		t.Fatalf("got:\n%v\nwant:\n%s", err, want)
+	}
+}
+
+func TestNestedErrorShapes(t *testing.T) {
+	var p problems
+	p.nested("x", errors.Join(errors.New("a.b: bad"), fmt.Errorf("[2].c: worse")))
+	p.nested("y", errors.New("no path here"))
+	p.nested("z", nil)
+	got := Errors(p.errs).Error()
+	want := "x.a.b: bad\nx[2].c: worse\ny: no path here"
+	if got != want {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }
