@@ -723,3 +723,40 @@ func TestIdleResidentMemory(t *testing.T) {
 		t.Errorf("idle RSS %d kB is far above the 30 MB target", kb)
 	}
 }
+
+func TestBreakerOverrideFromTheAdminEndpoint(t *testing.T) {
+	up := newUpstream(t, "a")
+	p := start(t, "run", "-c", writeConfig(t, sidecarConfig(up.addr(), up.addr(), "")))
+	c := newClient(t)
+	post := func(path string) int {
+		t.Helper()
+		resp, err := c.Post("http://"+p.addrs.Admin+path, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("/clusters/svc/breaker?state=open"); code != 200 {
+		t.Fatalf("force open: %d", code)
+	}
+	code, _, hdr := get(t, c, "http://"+p.addrs.Outbound+"/x", "svc")
+	if code != 503 || hdr.Get("X-Outrigger-Breaker") != "open" {
+		t.Fatalf("forced open: %d %v", code, hdr)
+	}
+	if _, body, _ := get(t, c, "http://"+p.addrs.Admin+"/clusters", ""); !strings.Contains(body, "forced_open") {
+		t.Fatalf("/clusters does not show the forced state:\n%s", body)
+	}
+	if code := post("/clusters/svc/breaker?state=reset"); code != 200 {
+		t.Fatalf("reset: %d", code)
+	}
+	if code, body, _ := get(t, c, "http://"+p.addrs.Outbound+"/x", "svc"); code != 200 || body != "a /x" {
+		t.Fatalf("after reset: %d %q", code, body)
+	}
+	if code := post("/clusters/nope/breaker?state=open"); code != 404 {
+		t.Fatalf("unknown cluster: %d, want 404", code)
+	}
+	if code := post("/clusters/svc/breaker?state=ajar"); code != 400 {
+		t.Fatalf("bad state: %d, want 400", code)
+	}
+}

@@ -407,7 +407,17 @@ func (s *sidecar) adminHandler(reg *prometheus.Registry, messaging http.Handler)
 		Ready:     s.ready,
 		Config:    s.state.status,
 		Clusters:  func() any { return s.proxy.Clusters() },
-		Pprof:     true,
+		SetBreaker: func(cluster string, a admin.BreakerAction) error {
+			err := s.proxy.SetBreaker(cluster, string(a))
+			if errors.Is(err, proxy.ErrUnknownCluster) {
+				return fmt.Errorf("%w %q", admin.ErrUnknownCluster, cluster)
+			}
+			if err == nil {
+				s.log.Warn("breaker overridden by an operator", zap.String("cluster", cluster), zap.String("state", string(a)))
+			}
+			return err
+		},
+		Pprof: true,
 	})
 }
 
