@@ -3,6 +3,7 @@ package composer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -762,5 +763,12 @@ func TestProxyLocalRepliesAreClassified(t *testing.T) {
 				t.Errorf("status %d: %s\nwant section %s", r.status, r.body, section)
 			}
 		})
+	}
+}
+
+func TestHTTPBackendUnknownClusterIsAConnectFailure(t *testing.T) {
+	_, err := (&HTTPBackend{}).Do(context.Background(), &Request{Cluster: "nope", Method: "GET", Path: "/"})
+	if !errors.Is(err, ErrUnknownCluster) || ClassifyError(err) != ReasonConnect {
+		t.Errorf("err = %v, reason %s", err, ClassifyError(err))
 	}
 }
