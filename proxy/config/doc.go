@@ -24,6 +24,7 @@
 //     it; they never apply anything. The caller keeps serving its last good
 //     config when an error is delivered.
 //
-// The package does no logging and starts no goroutines except the one
-// [Watcher.Run] runs on, which is the caller's.
+// The package does no logging. Only [Watcher.Run] does I/O over time: it
+// runs on the caller's goroutine, owns an fsnotify watcher (and the reader
+// goroutine inside it), and closes it before returning.
 package config
