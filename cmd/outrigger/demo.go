@@ -115,6 +115,7 @@ Outrigger demo is running. The catalog app listens on %[1]s; the sidecar is in f
     curl http://%[4]s/ready
     curl http://%[4]s/config
     curl http://%[4]s/clusters
+    curl -X POST 'http://%[4]s/clusters/catalog/breaker?state=open'    (outbound calls now fail fast; state=reset undoes it)
     curl -s http://%[4]s/metrics | grep ^outrigger_
     http://%[4]s/debug/pprof/
 
