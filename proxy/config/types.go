@@ -487,7 +487,8 @@ type RetryPolicy struct {
 	Backoff Backoff `yaml:"backoff" json:"backoff"`
 
 	// Budget caps retries in flight relative to requests in flight, so that
-	// retries cannot multiply load on a struggling cluster.
+	// retries cannot multiply load on a struggling cluster. The cluster's
+	// limits (max_retries, or limits.retry_budget) apply as well.
 	Budget RetryBudget `yaml:"budget" json:"budget"`
 
 	// AllowNonIdempotent permits retrying non-idempotent requests on
