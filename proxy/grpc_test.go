@@ -61,6 +61,9 @@ func (s *testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest
 			return err
 		}
 	}
+	if st := req.GetResponseStatus(); st != nil && st.GetCode() != 0 {
+		return status.Error(codes.Code(st.GetCode()), st.GetMessage())
+	}
 	return nil
 }
 

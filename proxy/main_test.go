@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
@@ -171,4 +173,14 @@ func startProxyClientH2C() *http.Client {
 			var d net.Dialer
 			return d.DialContext(ctx, n, a)
 		}}}
+}
+
+func grpcTrailer(md *metadata.MD) grpc.CallOption { return grpc.Trailer(md) }
+
+func netListen(t testing.TB) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, nil
 }

@@ -1,0 +1,251 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc/codes"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+func breakerCluster(endpoints ...string) config.Cluster {
+	return config.Cluster{
+		Endpoints: eps(endpoints...),
+		CircuitBreaker: breaker.Config{
+			ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: 3},
+			Open:                breaker.BackoffConfig{Base: time.Minute},
+		},
+		OutlierDetection: breaker.OutlierConfig{Disabled: true},
+	}
+}
+
+func TestBreakerOpensAndFailsFast(t *testing.T) {
+	bad := failing(500)
+	up := upstream(t, false, bad.ServeHTTP)
+	core, logs := observer.New(zap.WarnLevel)
+	h := startProxy(t, simpleConfig(breakerCluster(addr(up))), func(o *Options) { o.Logger = zap.New(core) })
+	for i := 0; i < 3; i++ {
+		resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+		if resp.StatusCode != 500 {
+			t.Fatalf("call %d: %d", i, resp.StatusCode)
+		}
+	}
+	resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 503 || resp.Header.Get("X-Outrigger-Breaker") != "open" || resp.Header.Get("X-Outrigger-Error") != "breaker_open" {
+		t.Fatalf("after trip: %d %v %q", resp.StatusCode, resp.Header, body)
+	}
+	ra, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || ra < 1 || ra > 60 {
+		t.Fatalf("retry-after %q", resp.Header.Get("Retry-After"))
+	}
+	if bad.n.Load() != 3 {
+		t.Fatalf("upstream hit %d times; an open breaker must not call it", bad.n.Load())
+	}
+	if got := logs.FilterMessage("circuit breaker state change").FilterField(zap.String("cluster", "svc")).Len(); got != 1 {
+		t.Fatalf("state change logs: %d", got)
+	}
+	if v := counterValue(h.p.bm.state.WithLabelValues("svc")); v != float64(breaker.StateOpen) {
+		t.Fatalf("outrigger_breaker_state = %v", v)
+	}
+	if v := counterValue(h.p.bm.rejected.WithLabelValues("svc", "open")); v != 1 {
+		t.Fatalf("rejected = %v", v)
+	}
+	cs := h.p.Clusters()
+	if len(cs) != 1 || cs[0].Breaker.State != "open" || cs[0].Breaker.TimesOpened != 1 {
+		t.Fatalf("Clusters() = %+v", cs)
+	}
+	if _, err := json.Marshal(cs); err != nil {
+		t.Fatal(err)
+	}
+
+	// An operator reset closes it; the upstream is called again.
+	if err := h.p.SetBreaker("svc", "reset"); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 500 || bad.n.Load() != 4 {
+		t.Fatalf("after reset: %d hits=%d", resp.StatusCode, bad.n.Load())
+	}
+	if err := h.p.SetBreaker("nope", "open"); err != ErrUnknownCluster {
+		t.Fatalf("unknown cluster: %v", err)
+	}
+}
+
+func TestBreakerStateSurvivesUnrelatedReload(t *testing.T) {
+	up := upstream(t, false, failing(500).ServeHTTP)
+	cfg := simpleConfig(breakerCluster(addr(up)))
+	h := startProxy(t, cfg)
+	if err := h.p.SetBreaker("svc", "open"); err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := simpleConfig(breakerCluster(addr(up)), func(r *config.Route) { r.Name = "renamed" })
+	if err := h.p.Apply(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 503 || resp.Header.Get("X-Outrigger-Breaker") != "open" {
+		t.Fatalf("forced-open breaker lost on reload: %d", resp.StatusCode)
+	}
+	if resp.Header.Get("Retry-After") != "" {
+		t.Fatal("forced open has no known end: no retry-after")
+	}
+}
+
+func TestBreakerOpenGRPCIsTrailersOnlyUnavailable(t *testing.T) {
+	cfg := grpcConfig(startGRPCServer(t, &testService{}))
+	cfg.Clusters["grpc"] = config.Cluster{Endpoints: cfg.Clusters["grpc"].Endpoints, Protocol: config.ProtocolGRPC}
+	h := startProxy(t, cfg)
+	if err := h.p.SetBreaker("grpc", "open"); err != nil {
+		t.Fatal(err)
+	}
+	var tr metadata.MD
+	_, err := grpcClient(t, h.out).UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{}, grpcTrailer(&tr))
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || st.Message() != "circuit breaker open for cluster grpc" {
+		t.Fatalf("%v %q", st.Code(), st.Message())
+	}
+	if v := tr.Get("x-outrigger-breaker"); len(v) != 1 || v[0] != "open" {
+		t.Fatalf("trailers %v", tr)
+	}
+}
+
+func TestBreakerTripsOnGRPCStatusInTrailers(t *testing.T) {
+	cfg := grpcConfig(startGRPCServer(t, &testService{}))
+	c := breakerCluster(cfg.Clusters["grpc"].Endpoints[0].Address)
+	c.Protocol = config.ProtocolGRPC
+	cfg.Clusters["grpc"] = c
+	h := startProxy(t, cfg)
+	client := grpcClient(t, h.out)
+	// A server-streaming call that sent messages and then failed has its
+	// status in the trailers: the classifier must see it after the body.
+	for i := 0; i < 3; i++ {
+		st, err := client.StreamingOutputCall(ctxT(t, 5*time.Second), &testpb.StreamingOutputCallRequest{
+			ResponseParameters: []*testpb.ResponseParameters{{Size: 1}},
+			ResponseStatus:     &testpb.EchoStatus{Code: int32(codes.Internal), Message: "late failure"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			t.Fatalf("call %d first message: %v", i, err)
+		}
+		if _, err := st.Recv(); status.Code(err) != codes.Internal {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	eventually(t, 5*time.Second, "breaker open", func() bool { return h.p.Clusters()[0].Breaker.State == "open" })
+}
+
+func TestLimitOverflowMaxRequests(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	})
+	c := config.Cluster{Endpoints: eps(addr(up)), Limits: breaker.LimitsConfig{MaxRequests: 1}}
+	h := startProxy(t, simpleConfig(c))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		resp, err := h.h1.Get(h.url("/"))
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+	close(release)
+	wg.Wait()
+	if resp.StatusCode != 503 || resp.Header.Get("X-Outrigger-Breaker") != "max_requests" || resp.Header.Get("X-Outrigger-Error") != "overflow" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	if v := counterValue(h.p.bm.rejected.WithLabelValues("svc", "max_requests")); v != 1 {
+		t.Fatalf("rejected{max_requests} = %v", v)
+	}
+}
+
+func TestOutlierEjectionSkipsEndpointAndRetriesAvoidIt(t *testing.T) {
+	bad, good := failing(503), echoing()
+	a, b := upstream(t, false, bad.ServeHTTP), upstream(t, false, good.ServeHTTP)
+	c := config.Cluster{
+		Endpoints:        eps(addr(a), addr(b)),
+		OutlierDetection: breaker.OutlierConfig{ConsecutiveGatewayFailure: 2, Consecutive5xx: 2, BaseEjectionTime: time.Minute, Interval: 20 * time.Millisecond},
+		CircuitBreaker:   breaker.Config{Disabled: true},
+	}
+	h := startProxy(t, simpleConfig(c))
+	for i := 0; i < 4; i++ {
+		do(t, h.h1, "GET", h.url("/"), nil)
+	}
+	if bad.n.Load() != 2 {
+		t.Fatalf("bad endpoint hit %d times before ejection, want 2", bad.n.Load())
+	}
+	for i := 0; i < 10; i++ {
+		resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("request to ejected endpoint: %d", resp.StatusCode)
+		}
+	}
+	if bad.n.Load() != 2 {
+		t.Fatalf("ejected endpoint still receives traffic (%d)", bad.n.Load())
+	}
+	cs := h.p.Clusters()[0]
+	if cs.Endpoints[0].State != "ejected" || cs.Endpoints[1].State != "healthy" || cs.Endpoints[0].TimesEjected != 1 {
+		t.Fatalf("Clusters() endpoints %+v", cs.Endpoints)
+	}
+	if v := counterValue(h.p.bm.ejected.WithLabelValues("svc")); v != 1 {
+		t.Fatalf("ejected gauge %v", v)
+	}
+	if v := counterValue(h.p.bm.ejections.WithLabelValues("svc")); v != 1 {
+		t.Fatalf("ejections %v", v)
+	}
+}
+
+func TestClassifierDecidesRetries(t *testing.T) {
+	// 500 is not a failure for this cluster, so retry_on 5xx does not
+	// retry it.
+	bad, good := failing(500), echoing()
+	a, b := upstream(t, false, bad.ServeHTTP), upstream(t, false, good.ServeHTTP)
+	cfg := retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"5xx"}})
+	c := cfg.Clusters["svc"]
+	c.FailureClassifier = breaker.ClassifierConfig{HTTPStatuses: []string{"none"}}
+	cfg.Clusters["svc"] = c
+	h := startProxy(t, cfg)
+	resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 500 || good.n.Load() != 0 {
+		t.Fatalf("%d good=%d", resp.StatusCode, good.n.Load())
+	}
+}
+
+func TestShutdownStopsOutlierEvaluator(t *testing.T) {
+	p := New(Options{})
+	if err := p.Apply(simpleConfig(config.Cluster{Endpoints: eps("127.0.0.1:1"), OutlierDetection: breaker.OutlierConfig{Interval: time.Millisecond}})); err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := netListen(t)
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln, Outbound) }()
+	eventually(t, 5*time.Second, "evaluation", func() bool {
+		return !p.snap.Load().clusters["svc"].res.det.Snapshot(time.Now()).LastEvaluation.IsZero()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	// goleak in TestMain checks the evaluator goroutine is gone.
+}
