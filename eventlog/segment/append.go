@@ -115,9 +115,11 @@ func (l *Log) write(b []byte, epoch int32, n int, now int64) (int64, uint64, err
 		// Index files are rebuilt on Open when they disagree with the log,
 		// so a failed index write only costs a rebuild.
 		e := act.meta.index[len(act.meta.index)-1]
-		var buf [timeIndexEntrySize]byte
-		_, _ = act.idxF.Write(appendOffsetEntry(buf[:0], act.meta.base, e))
-		_, _ = act.tidxF.Write(appendTimeEntry(buf[:0], act.meta.base, e))
+		act.idxPend = appendOffsetEntry(act.idxPend, act.meta.base, e)
+		act.tidxPend = appendTimeEntry(act.tidxPend, act.meta.base, e)
+		if len(act.idxPend) >= 8<<10 {
+			_ = act.flushIndex()
+		}
 	}
 	l.next = base + int64(n)
 	l.writeSeq++
@@ -137,6 +139,7 @@ func (l *Log) rollLocked(now int64) error {
 	if err != nil {
 		return err
 	}
+	_ = old.flushIndex()
 	old.idxF.Close()
 	old.tidxF.Close()
 	old.idxF, old.tidxF = nil, nil

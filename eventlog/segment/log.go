@@ -20,6 +20,10 @@ type segment struct {
 	// idxF and tidxF are the index files, open for appending while the
 	// segment is active; nil otherwise.
 	idxF, tidxF *os.File
+	// idxPend and tidxPend hold index entries not yet written to idxF and
+	// tidxF; they are written in chunks (the indexes are rebuilt on Open
+	// anyway, so they need not be current on disk).
+	idxPend, tidxPend []byte
 	// activeSince is when the segment started taking appends (ms), for
 	// rolling by age.
 	activeSince int64
@@ -32,7 +36,7 @@ func (s *segment) timeIndexPath() string {
 
 // closeFiles closes every file of the segment.
 func (s *segment) closeFiles() error {
-	var errs []error
+	errs := []error{s.flushIndex()}
 	for _, f := range []*os.File{s.f, s.idxF, s.tidxF} {
 		if f != nil {
 			errs = append(errs, f.Close())
@@ -40,6 +44,17 @@ func (s *segment) closeFiles() error {
 	}
 	s.idxF, s.tidxF = nil, nil
 	return errors.Join(errs...)
+}
+
+// flushIndex writes pending index entries to the index files.
+func (s *segment) flushIndex() error {
+	if s.idxF == nil || len(s.idxPend) == 0 {
+		return nil
+	}
+	_, err1 := s.idxF.Write(s.idxPend)
+	_, err2 := s.tidxF.Write(s.tidxPend)
+	s.idxPend, s.tidxPend = s.idxPend[:0], s.tidxPend[:0]
+	return errors.Join(err1, err2)
 }
 
 // openIndexAppenders opens the segment's index files for appending.

@@ -138,6 +138,7 @@ func (l *Log) truncateSegmentLocked(s *segment, to int64) error {
 		return &CorruptError{File: s.path, Position: fault.pos, Reason: fault.reason}
 	}
 	s.meta = meta
+	s.idxPend, s.tidxPend = nil, nil // rewritten whole below
 	if s.idxF != nil {
 		s.idxF.Close()
 		s.tidxF.Close()
