@@ -51,8 +51,19 @@ type listenerHandler struct {
 }
 
 // Handler returns the handler of listener l. It serves HTTP/1.1 and, when
-// the server delivers them (see Serve), HTTP/2 requests.
-func (p *Proxy) Handler(l Listener) http.Handler { return &listenerHandler{p: p, l: l} }
+// the server delivers them (see Serve), HTTP/2 requests. The first call
+// starts the goroutine that runs outlier detection at its interval;
+// Shutdown stops and joins it, so a Proxy whose Handler was used must be
+// shut down.
+func (p *Proxy) Handler(l Listener) http.Handler {
+	p.srvMu.Lock()
+	stopped := p.shutdown
+	p.srvMu.Unlock()
+	if !stopped {
+		p.evalOnce.Do(func() { go p.evaluateOutliers() })
+	}
+	return &listenerHandler{p: p, l: l}
+}
 
 func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p

@@ -56,8 +56,8 @@ type Proxy struct {
 	res map[string]*resilience
 	gen atomic.Uint64
 
-	// The outlier evaluator goroutine: started by the first Serve,
-	// stopped and joined by Shutdown.
+	// The outlier evaluator goroutine: started by the first Handler call
+	// (Serve calls Handler), stopped and joined by Shutdown.
 	evalOnce sync.Once
 	evalStop chan struct{}
 	evalDone chan struct{}
@@ -322,7 +322,6 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	}
 	p.servers[srv] = cancel
 	p.srvMu.Unlock()
-	p.evalOnce.Do(func() { go p.evaluateOutliers() })
 	defer func() {
 		p.srvMu.Lock()
 		delete(p.servers, srv)

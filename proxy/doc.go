@@ -1,0 +1,45 @@
+// Package proxy is Outrigger's data path: it takes HTTP/1.1, HTTP/2 (h2c)
+// and gRPC requests on the outbound and inbound listeners, matches them
+// against the routes of the applied configuration and forwards them to an
+// endpoint of the chosen cluster, with timeouts, retries, circuit breaking,
+// resource limits and outlier ejection on the way.
+//
+// Shape. [Proxy.Apply] compiles a config.Config into an immutable snapshot
+// (route tables per listener, clusters with their endpoints, connection
+// pools and resilience objects) and publishes it with one atomic pointer
+// store. A request loads the snapshot once and uses only it, so a reload
+// never changes a request in flight. Objects with run-time state that must
+// outlive a reload — connection pools (keyed by every setting a connection
+// depends on) and each cluster's breaker, limits and outlier detector
+// (keyed by the cluster's blocks) — are carried over when their inputs are
+// unchanged and retired otherwise; a retired pool closes its idle
+// connections when its last request ends.
+//
+// The forwarder is written by hand, after net/http/httputil's checklist:
+// it builds a new outbound request (the inbound one is never mutated),
+// strips hop-by-hop headers (Connection tokens, then the fixed list) but
+// keeps "TE: trailers", announces and forwards trailers (unannounced ones
+// through http.TrailerPrefix), forwards 1xx responses, flushes streaming
+// responses per read, and aborts a response whose upstream body fails
+// midway with http.ErrAbortHandler. Bodies stream; only a request body
+// that may be retried is kept, up to the retry buffer limit.
+//
+// Invariants:
+//   - A response's headers are written downstream at most once, after the
+//     last attempt: a retry never follows bytes sent to the client.
+//   - Every upstream attempt asks the cluster's breaker first and reports
+//     its outcome, classified by the cluster's one failure classifier, to
+//     the breaker and the outlier detector exactly once (or cancels its
+//     permit when the client went away). gRPC calls whose status is in the
+//     trailers are classified after the body has been copied.
+//   - Local replies (the proxy answering itself) carry x-outrigger-error
+//     with a stable code; for gRPC requests they are trailers-only
+//     responses with a gRPC status.
+//   - Metric children are resolved at Apply time; the per-request path does
+//     no label lookups.
+//
+// Goroutines: Serve runs an http.Server per listener until Shutdown; the
+// first Handler call starts the outlier evaluator, which Shutdown stops and
+// joins. Shutdown also waits for requests on hijacked h2c connections,
+// which http.Server.Shutdown does not track.
+package proxy
