@@ -474,12 +474,14 @@ type loadLoop struct {
 	seen     map[string]int // by X-Upstream
 }
 
-func startLoad(t *testing.T, c *http.Client, url string) *loadLoop {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+// startLoad runs the loop for at most limit, and at most perWorker requests
+// in each of its 4 goroutines.
+func startLoad(t *testing.T, c *http.Client, url string, limit time.Duration, perWorker int) *loadLoop {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	l := &loadLoop{stop: cancel, seen: map[string]int{}}
 	for range 4 {
 		l.wg.Go(func() {
-			for i := 0; i < 50000 && ctx.Err() == nil; i++ {
+			for i := 0; i < perWorker && ctx.Err() == nil; i++ {
 				req, _ := http.NewRequest("GET", url, nil)
 				req.Host = "svc"
 				resp, err := c.Do(req)
@@ -525,7 +527,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	c := newClient(t)
 	admin := p.addrs.Admin
 
-	load := startLoad(t, newClient(t), "http://"+p.addrs.Outbound+"/hello")
+	load := startLoad(t, newClient(t), "http://"+p.addrs.Outbound+"/hello", time.Minute, 50000)
 	waitFor(t, 10*time.Second, "traffic to a", func() bool { return load.count("a") > 50 })
 
 	// A valid edit: the cluster moves to b. Generation 2, and traffic
@@ -707,15 +709,7 @@ func TestIdleResidentMemory(t *testing.T) {
 	for range 20 {
 		get(t, c, "http://"+p.addrs.Outbound+"/x", "svc")
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		t.Skipf("no /proc: %v", err)
-	}
-	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b)
-	if m == nil {
-		t.Fatalf("no VmRSS in /proc status")
-	}
-	kb, _ := strconv.Atoi(string(m[1]))
+	kb := rssKB(t, p.cmd.Process.Pid)
 	// Reported, not asserted tightly: the race detector alone multiplies
 	// memory several times. The target without it is under 30 MB.
 	t.Logf("idle RSS after 20 requests: %.1f MB (race detector: %v)", float64(kb)/1024, raceEnabled)
@@ -759,4 +753,19 @@ func TestBreakerOverrideFromTheAdminEndpoint(t *testing.T) {
 	if code := post("/clusters/svc/breaker?state=ajar"); code != 400 {
 		t.Fatalf("bad state: %d, want 400", code)
 	}
+}
+
+// rssKB is the resident set of process pid, from /proc/PID/status.
+func rssKB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no VmRSS in /proc status")
+	}
+	kb, _ := strconv.Atoi(string(m[1]))
+	return kb
 }
