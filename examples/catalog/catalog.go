@@ -119,8 +119,8 @@ func (a *App) add(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad item: " + err.Error()})
 		return
 	}
-	if it.ID == "" || it.Name == "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "id and name are required"})
+	if !validID(it.ID) || it.Name == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "id (1-64 of A-Z a-z 0-9 _ -) and name are required"})
 		return
 	}
 	a.mu.Lock()
@@ -172,4 +172,19 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(v)
+}
+
+// validID keeps ids usable as one path segment: /items/{id}.
+func validID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -8,7 +8,7 @@
 //
 //	GET  /items            every item
 //	GET  /items/{id}       one item, or 404
-//	POST /items            add an item (JSON body), 201
+//	POST /items            add an item (JSON body; id of A-Z a-z 0-9 _ -), 201
 //	GET  /slow?d=800ms     answers after d (at most 30s): watch a drain or a timeout
 //	GET  /status/{code}    answers with that status: trip a circuit breaker
 //	GET  /headers          echoes the request headers: see x-outrigger-* added
