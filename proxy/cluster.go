@@ -219,6 +219,10 @@ type cluster struct {
 	scheme    string // "http" or "https"
 	protocol  upstreamProtocol
 	lbPolicy  string
+	// slots maps the balancer's positions to endpoint indexes when
+	// endpoint weights differ: each endpoint appears weight/gcd times,
+	// interleaved (see weightSlots). nil means one position per endpoint.
+	slots []int
 
 	budget retryBudget
 	active atomic.Int64
@@ -237,14 +241,28 @@ type attemptSet struct {
 	ignoreEjection bool
 }
 
-func (s *attemptSet) Len() int { return len(s.c.endpoints) }
+func (s *attemptSet) Len() int {
+	if s.c.slots != nil {
+		return len(s.c.slots)
+	}
+	return len(s.c.endpoints)
+}
+
+func (s *attemptSet) index(i int) int {
+	if s.c.slots != nil {
+		return s.c.slots[i]
+	}
+	return i
+}
+
 func (s *attemptSet) Eligible(i int) bool {
+	i = s.index(i)
 	if s.tried != nil && s.tried[i] {
 		return false
 	}
 	return s.ignoreEjection || !s.c.res.det.Ejected(i, s.now)
 }
-func (s *attemptSet) Active(i int) int64 { return s.c.endpoints[i].active.Load() }
+func (s *attemptSet) Active(i int) int64 { return s.c.endpoints[s.index(i)].active.Load() }
 
 var _ lb.Candidates = (*attemptSet)(nil)
 
@@ -257,7 +275,7 @@ func (c *cluster) pick(s *attemptSet, now time.Time) *endpoint {
 	s.now = now
 	s.ignoreEjection = c.res.det.Panic(now)
 	if i := c.picker.Pick(s); i >= 0 {
-		return c.endpoints[i]
+		return c.endpoints[s.index(i)]
 	}
 	if s.tried != nil {
 		saved := s.tried
@@ -265,10 +283,69 @@ func (c *cluster) pick(s *attemptSet, now time.Time) *endpoint {
 		i := c.picker.Pick(s)
 		s.tried = saved
 		if i >= 0 {
-			return c.endpoints[i]
+			return c.endpoints[s.index(i)]
 		}
 	}
 	return nil
+}
+
+// maxSlots bounds the balancer positions weights expand to.
+const maxSlots = 4096
+
+// weightSlots returns the balancer positions for endpoint weights (0 means
+// 1), or nil when all weights are equal. Weights are divided by their gcd
+// and, if their sum still exceeds maxSlots, scaled down (keeping each at
+// least 1). Positions are interleaved by smooth weighted round robin (as
+// nginx does), so round robin over them does not send bursts to one
+// endpoint.
+func weightSlots(weights []uint32) []int {
+	if len(weights) == 0 {
+		return nil
+	}
+	w := make([]int, len(weights))
+	equal := true
+	for i, x := range weights {
+		w[i] = max(int(x), 1)
+		if w[i] != w[0] {
+			equal = false
+		}
+	}
+	if equal {
+		return nil
+	}
+	g := w[0]
+	for _, x := range w[1:] {
+		for b := x; b != 0; {
+			g, b = b, g%b
+		}
+	}
+	total := 0
+	for i := range w {
+		w[i] /= g
+		total += w[i]
+	}
+	if total > maxSlots {
+		scaled := 0
+		for i := range w {
+			w[i] = max(w[i]*maxSlots/total, 1)
+			scaled += w[i]
+		}
+		total = scaled
+	}
+	slots := make([]int, 0, total)
+	cur := make([]int, len(w))
+	for range total {
+		best := 0
+		for i := range w {
+			cur[i] += w[i]
+			if cur[i] > cur[best] {
+				best = i
+			}
+		}
+		cur[best] -= total
+		slots = append(slots, best)
+	}
+	return slots
 }
 
 func (c *cluster) markTried(s *attemptSet, e *endpoint) {

@@ -182,9 +182,12 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 	default:
 		return nil, fmt.Errorf("lb_policy: unknown policy %q", cc.LBPolicy)
 	}
+	weights := make([]uint32, 0, len(cc.Endpoints))
 	for i, e := range cc.Endpoints {
 		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, idx: i})
+		weights = append(weights, e.Weight)
 	}
+	c.slots = weightSlots(weights)
 
 	key := transportKey{
 		cluster:         name,

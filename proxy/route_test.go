@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
@@ -175,5 +176,54 @@ func TestDirectResponse(t *testing.T) {
 	resp := mustGet(t, h.h1, h.url("/"))
 	if b := readAll(t, resp); b != "teapot" || resp.StatusCode != 418 || resp.Header.Get("X-A") != "1" {
 		t.Fatalf("%d %q %v", resp.StatusCode, b, resp.Header)
+	}
+}
+
+func TestWeightSlots(t *testing.T) {
+	if s := weightSlots([]uint32{0, 1, 1}); s != nil {
+		t.Fatalf("equal weights: %v", s)
+	}
+	s := weightSlots([]uint32{5, 1, 1})
+	if len(s) != 7 {
+		t.Fatalf("slots %v", s)
+	}
+	counts := map[int]int{}
+	for _, i := range s {
+		counts[i]++
+	}
+	if counts[0] != 5 || counts[1] != 1 || counts[2] != 1 {
+		t.Fatalf("counts %v", counts)
+	}
+	// Smooth: nginx's sequence for 5:1:1 is a a b a c a a — never more
+	// than two in a row within a period.
+	run := 0
+	for _, i := range s {
+		if i == 0 {
+			run++
+			if run > 2 {
+				t.Fatalf("burst in %v", s)
+			}
+		} else {
+			run = 0
+		}
+	}
+	if s := weightSlots([]uint32{10000, 1, 3}); len(s) > maxSlots+3 {
+		t.Fatalf("%d slots", len(s))
+	}
+	if s := weightSlots([]uint32{200, 100}); len(s) != 3 {
+		t.Fatalf("gcd not applied: %v", s)
+	}
+}
+
+func TestWeightedEndpointsRoundRobin(t *testing.T) {
+	var hits [2]atomic.Int64
+	a := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { hits[0].Add(1) })
+	b := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { hits[1].Add(1) })
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: []config.Endpoint{{Address: addr(a), Weight: 3}, {Address: addr(b), Weight: 1}}}))
+	for i := 0; i < 40; i++ {
+		readAll(t, mustGet(t, h.h1, h.url("/")))
+	}
+	if hits[0].Load() != 30 || hits[1].Load() != 10 {
+		t.Fatalf("hits %d/%d, want 30/10", hits[0].Load(), hits[1].Load())
 	}
 }
