@@ -67,6 +67,9 @@ func (l *Log) Compact(now time.Time) (CompactResult, error) {
 	}
 	tombCutoff := now.UnixMilli() - durMs(l.opts.TombstoneRetention)
 	for _, s := range closed {
+		if l.closing.Load() {
+			return res, ErrClosed
+		}
 		out, removed, tombs, err := l.cleanSegment(s, latest, s.meta.maxTs < tombCutoff)
 		if err != nil {
 			return res, err

@@ -107,6 +107,10 @@ type Log struct {
 	syncErr    error
 	synced     chan struct{} // closed and replaced after every fsync round
 
+	// closing is set by Close before it waits for adminMu, so that a long
+	// compaction stops early.
+	closing atomic.Bool
+
 	// fsyncs counts fsync rounds of the active segment (group commits).
 	fsyncs atomic.Int64
 
@@ -387,6 +391,7 @@ func createSegment(dir string, base, now int64) (*segment, error) {
 // background flusher and closes all files. Appends waiting for durability
 // are released by the final fsync. Later calls return ErrClosed.
 func (l *Log) Close() error {
+	l.closing.Store(true)
 	l.adminMu.Lock()
 	defer l.adminMu.Unlock()
 	l.mu.Lock()
@@ -516,3 +521,31 @@ func (l *Log) nowMs() int64 { return l.opts.Now().UnixMilli() }
 
 // msAgo converts a duration to milliseconds.
 func durMs(d time.Duration) int64 { return d.Milliseconds() }
+
+// Stats is a snapshot of a log's counters, for metrics.
+type Stats struct {
+	Segments         int
+	SizeBytes        int64
+	StartOffset      int64
+	EndOffset        int64
+	DurableEndOffset int64
+	// Batches is the number of batches appended since Open.
+	Batches uint64
+	// Fsyncs is the number of flush rounds (group commits under "sync",
+	// ticks with new data under "interval") since Open; Batches/Fsyncs is
+	// the average group size.
+	Fsyncs int64
+}
+
+// Stats returns current counters. It takes the log's read lock briefly.
+func (l *Log) Stats() Stats {
+	l.mu.RLock()
+	st := Stats{Segments: len(l.segs), StartOffset: l.start, EndOffset: l.next, Batches: l.writeSeq}
+	for _, s := range l.segs {
+		st.SizeBytes += s.meta.size
+	}
+	l.mu.RUnlock()
+	st.DurableEndOffset = l.DurableEndOffset()
+	st.Fsyncs = l.fsyncs.Load()
+	return st
+}

@@ -211,7 +211,11 @@ func TestSyncAppendsShareFsyncs(t *testing.T) {
 			t.Fatalf("offsets not dense: %d at %d", b, i)
 		}
 	}
-	if f := l.fsyncs.Load(); f >= producers*each {
+	st := l.Stats()
+	if st.Batches != producers*each || st.EndOffset != producers*each || st.DurableEndOffset != st.EndOffset || st.Segments != 1 || st.SizeBytes == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if f := st.Fsyncs; f >= producers*each {
 		t.Fatalf("%d fsyncs for %d appends: no group commit", f, producers*each)
 	} else {
 		t.Logf("%d appends, %d fsyncs", producers*each, f)

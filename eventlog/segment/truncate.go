@@ -31,13 +31,24 @@ func (l *Log) Truncate(to int64) error {
 	if to >= l.next {
 		return nil
 	}
-	var drop []*segment
-	if to <= l.start {
-		for _, s := range l.segs {
-			s.closeFiles()
-			removeSegmentFiles(s)
-		}
-		l.segs = nil
+	// Whole segments go first, newest first, and the directory is synced
+	// before the straddling segment is cut: a crash at any point leaves a
+	// prefix of the old log, never one with a hole that would bring later
+	// records back.
+	cut := 0
+	if to > l.start {
+		cut = l.segmentForLocked(to) + 1
+	}
+	for j := len(l.segs) - 1; j >= cut; j-- {
+		l.segs[j].closeFiles()
+		removeSegmentFiles(l.segs[j])
+	}
+	l.segs = l.segs[:cut]
+	if err := syncDir(l.dir); err != nil {
+		l.failed = err
+		return fmt.Errorf("%w: sync dir: %w", ErrLogFailed, err)
+	}
+	if cut == 0 {
 		s, err := createSegment(l.dir, to, l.nowMs())
 		if err != nil {
 			l.failed = err
@@ -46,36 +57,28 @@ func (l *Log) Truncate(to int64) error {
 		l.segs = []*segment{s}
 		l.start = to
 		l.next = to
+		l.epochs.truncateStart(to)
 	} else {
-		i := l.segmentForLocked(to)
-		drop = append(drop, l.segs[i+1:]...)
-		s := l.segs[i]
+		s := l.segs[cut-1]
 		if err := l.truncateSegmentLocked(s, to); err != nil {
 			l.failed = err
 			return fmt.Errorf("%w: truncate %s: %w", ErrLogFailed, s.path, err)
 		}
-		l.segs = l.segs[:i+1]
 		if s.idxF == nil {
 			if err := s.openIndexAppenders(); err != nil {
-				return fmt.Errorf("segment: open index: %w", err)
+				l.failed = err
+				return fmt.Errorf("%w: open index: %w", ErrLogFailed, err)
 			}
 		}
-		l.next = min(to, s.meta.lastOffset+1)
-		if l.next < s.meta.base {
-			l.next = s.meta.base
-		}
+		// After compaction the segment may end below to; the log end must
+		// be what a reopen would find.
+		l.next = max(min(to, s.meta.lastOffset+1), s.meta.base)
 	}
-	for _, s := range drop {
-		s.closeFiles()
-		removeSegmentFiles(s)
-	}
-	if err := syncDir(l.dir); err != nil {
-		return fmt.Errorf("segment: sync dir: %w", err)
-	}
-	if l.epochs.truncateEnd(l.next) {
-		if err := writeFileAtomic(filepath.Join(l.dir, epochFileName), encodeEpochFile(l.epochs)); err != nil {
-			return fmt.Errorf("segment: write epoch checkpoint: %w", err)
-		}
+	// Rewritten on every truncation (rare): drop epochs that now start at
+	// or after the end.
+	l.epochs.truncateEnd(l.next)
+	if err := writeFileAtomic(filepath.Join(l.dir, epochFileName), encodeEpochFile(l.epochs)); err != nil {
+		return fmt.Errorf("segment: write epoch checkpoint: %w", err)
 	}
 	l.cmu.Lock()
 	l.durableOff = min(l.durableOff, l.next)
@@ -118,13 +121,17 @@ func (l *Log) truncateSegmentLocked(s *segment, to int64) error {
 		}
 		break
 	}
-	if err := s.f.Truncate(pos); err != nil {
-		return err
-	}
+	// The shorter rewritten batch goes over the old one before the file is
+	// cut: a crash in between leaves a valid batch followed by a torn tail,
+	// which recovery cuts. (A crash during the write itself can lose the
+	// straddling batch's kept records; a follower fetches them again.)
 	if rewrite != nil {
 		if _, err := s.f.WriteAt(rewrite, pos); err != nil {
 			return err
 		}
+	}
+	if err := s.f.Truncate(pos + int64(len(rewrite))); err != nil {
+		return err
 	}
 	if err := s.f.Sync(); err != nil {
 		return err
