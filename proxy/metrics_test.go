@@ -1,0 +1,123 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+func TestMetricsCountRequestsConnectionsAndGeneration(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			w.WriteHeader(404)
+		}
+	})
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, func(r *config.Route) { r.Match.Path.Prefix = "/" })
+	cfg.Routes = append([]config.Route{{Name: "pong", Match: config.RouteMatch{Path: config.PathMatch{Exact: "/ping"}}, DirectResponse: &config.DirectResponse{Status: 200, Body: "pong"}}}, cfg.Routes...)
+	h := startProxy(t, cfg)
+	for _, p := range []string{"/a", "/b", "/missing", "/ping"} {
+		readAll(t, mustGet(t, h.h1, h.url(p)))
+	}
+	m := h.p.m
+	if v := testutil.ToFloat64(m.requests.WithLabelValues("outbound", "all", "svc", "2xx")); v != 2 {
+		t.Errorf("2xx = %v", v)
+	}
+	if v := testutil.ToFloat64(m.requests.WithLabelValues("outbound", "all", "svc", "4xx")); v != 1 {
+		t.Errorf("4xx = %v", v)
+	}
+	if v := testutil.ToFloat64(m.requests.WithLabelValues("outbound", "pong", "", "2xx")); v != 1 {
+		t.Errorf("direct response = %v", v)
+	}
+	if v := testutil.ToFloat64(m.localReply.WithLabelValues("direct_response")); v != 1 {
+		t.Errorf("local replies{direct_response} = %v", v)
+	}
+	if v := testutil.ToFloat64(m.conns.WithLabelValues("svc", addr(up))); v != 1 {
+		t.Errorf("upstream connections = %v, want 1 kept-alive connection", v)
+	}
+	if v := testutil.ToFloat64(m.active.WithLabelValues("svc")); v != 0 {
+		t.Errorf("active = %v", v)
+	}
+	if v := testutil.ToFloat64(m.generation); v != 1 {
+		t.Errorf("generation = %v", v)
+	}
+	n, err := testutil.GatherAndCount(h.reg, "outrigger_proxy_request_duration_seconds")
+	if err != nil || n == 0 {
+		t.Errorf("duration histogram: %d %v", n, err)
+	}
+	// Closing the pool's connections brings the gauge back to zero.
+	up.CloseClientConnections()
+	eventually(t, 5*time.Second, "connection gauge to drop", func() bool {
+		return testutil.ToFloat64(m.conns.WithLabelValues("svc", addr(up))) == 0
+	})
+}
+
+func TestInboundListenerForwardsToLocalApp(t *testing.T) {
+	app := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "app:", r.URL.Path) })
+	cfg := &config.Config{}
+	cfg.Listeners.Inbound.App = addr(app)
+	h := startProxy(t, cfg)
+	resp, err := h.h1.Get("http://" + h.in + "/orders/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := readAll(t, resp); b != "app:/orders/1" {
+		t.Fatalf("%q", b)
+	}
+	// The outbound listener has no routes: 404.
+	resp = mustGet(t, h.h1, h.url("/orders/1"))
+	readAll(t, resp)
+	if resp.StatusCode != 404 {
+		t.Fatalf("outbound: %d", resp.StatusCode)
+	}
+	var names []string
+	for _, c := range h.p.Clusters() {
+		names = append(names, c.Name)
+	}
+	if strings.Join(names, ",") != config.InboundAppCluster {
+		t.Fatalf("clusters %v", names)
+	}
+}
+
+func TestUpstreamTLS(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprint(w, r.Proto, " ", r.TLS != nil)
+			}))
+			up.EnableHTTP2 = proto == config.ProtocolHTTP2
+			up.StartTLS()
+			defer up.Close()
+			c := config.Cluster{Endpoints: eps(strings.TrimPrefix(up.URL, "https://")), Protocol: proto,
+				TLS: config.TLS{Enabled: true, InsecureSkipVerify: true}}
+			h := startProxy(t, simpleConfig(c))
+			want := "HTTP/1.1 true"
+			if proto == config.ProtocolHTTP2 {
+				want = "HTTP/2.0 true"
+			}
+			if b := readAll(t, mustGet(t, h.h1, h.url("/"))); b != want {
+				t.Fatalf("%q, want %q", b, want)
+			}
+		})
+	}
+	// An h1-only TLS server cannot serve an http2 cluster: connect failure.
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	up.TLS = &tls.Config{NextProtos: []string{"http/1.1"}}
+	up.StartTLS()
+	defer up.Close()
+	c := config.Cluster{Endpoints: eps(strings.TrimPrefix(up.URL, "https://")), Protocol: config.ProtocolHTTP2,
+		TLS: config.TLS{Enabled: true, InsecureSkipVerify: true}}
+	h := startProxy(t, simpleConfig(c))
+	resp := mustGet(t, h.h1, h.url("/"))
+	readAll(t, resp)
+	if resp.StatusCode != 502 || resp.Header.Get("X-Outrigger-Error") != "upstream_connect_failure" {
+		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"))
+	}
+}
