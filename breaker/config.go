@@ -56,7 +56,8 @@ type ConsecutiveFailuresConfig struct {
 type FailureRateConfig struct {
 	// Threshold is the share of failed calls in the window, in (0,1], at or
 	// above which the breaker trips once the window holds at least
-	// window.minimum_calls calls. 0 means 0.5.
+	// window.minimum_calls calls. It is checked whenever a failed or slow
+	// call is recorded. 0 means 0.5.
 	Threshold float64 `yaml:"threshold" json:"threshold"`
 	// Disabled turns this policy off. Default false.
 	Disabled bool `yaml:"disabled" json:"disabled"`
@@ -69,7 +70,8 @@ type SlowCallsConfig struct {
 	DurationThreshold time.Duration `yaml:"duration_threshold" json:"duration_threshold"`
 	// RateThreshold is the share of slow calls in the window, in (0,1], at
 	// or above which the breaker trips once the window holds at least
-	// window.minimum_calls calls. 0 means 0.5.
+	// window.minimum_calls calls. It is checked whenever a failed or slow
+	// call is recorded. 0 means 0.5.
 	RateThreshold float64 `yaml:"rate_threshold" json:"rate_threshold"`
 }
 

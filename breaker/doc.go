@@ -14,8 +14,12 @@
 // operator). While closed it admits every call and counts outcomes; it opens
 // when any enabled trip policy fires: a run of consecutive failures, the
 // failure rate over a sliding window, or the slow-call rate over the same
-// window (both only once the window holds minimum_calls calls). The window
-// is count-based (the last N calls) or time-based (the last T, in buckets).
+// window (both only once the window holds minimum_calls calls). The policies
+// are checked when a failed or slow call is recorded, as in sony/gobreaker:
+// successes skip the check, so a trip that a success would complete (by
+// bringing the window to minimum_calls) waits for the next failed call. The
+// window is count-based (the last N calls) or time-based (the last T, in
+// buckets).
 // While open it rejects calls with an *OpenError that says when the open
 // period ends. The open period grows exponentially over successive openings
 // (base × multiplier^(n−1), capped, minus random jitter) and returns to base

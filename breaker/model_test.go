@@ -70,6 +70,9 @@ func (m *model) call(start, end time.Time, failed bool) bool {
 			}
 		}
 		c := m.cfg
+		if !failed && !slow {
+			return true // the rate policies are checked on failed or slow calls
+		}
 		switch {
 		case !c.ConsecutiveFailures.Disabled && failed && m.consec >= c.ConsecutiveFailures.Threshold,
 			calls >= c.Window.MinimumCalls && !c.FailureRate.Disabled && float64(fails) >= c.FailureRate.Threshold*float64(calls),

@@ -16,10 +16,10 @@ import (
 // before another.
 type window interface {
 	generation() uint64
-	// record adds one outcome. It returns the window totals and true when
-	// the trip policies should look at them, or false when nothing can
-	// have changed in a way that matters (no failure or slow call in the
-	// window at all).
+	// record adds one outcome. For a failed or slow call it returns the
+	// window totals and true, for the rate policies to evaluate; for any
+	// other call, false (the rate policies look at the window only when a
+	// failed or slow call is recorded).
 	record(now time.Time, failed, slow bool) (totals windowTotals, eval bool)
 	// totals reads the counts as of now.
 	totals(now time.Time) windowTotals
@@ -89,6 +89,9 @@ func (w *countWindow) record(_ time.Time, failed, slow bool) (windowTotals, bool
 		old = s.Swap(v)
 		w.apply(old, v)
 	}
+	if !failed && !slow {
+		return windowTotals{}, false
+	}
 	return windowTotals{w.calls.Load(), w.failures.Load(), w.slow.Load()}, true
 }
 
@@ -135,9 +138,6 @@ type timeWindow struct {
 	// latest is the highest bucket recorded into; a record for a bucket
 	// at or below latest−n is older than the window and dropped.
 	latest atomic.Int64
-	// lastBad is the highest bucket holding a failure or slow call; while
-	// it is out of the window, successes need no evaluation.
-	lastBad atomic.Int64
 
 	_      cacheLinePad
 	consec atomic.Int64
@@ -154,7 +154,6 @@ type timeSlot struct {
 func newTimeWindow(gen uint64, d time.Duration, buckets int) *timeWindow {
 	w := &timeWindow{gen: gen, width: int64(d) / int64(buckets), n: int64(buckets), slots: make([]timeSlot, buckets)}
 	w.latest.Store(-1)
-	w.lastBad.Store(-1 << 62)
 	return w
 }
 
@@ -205,10 +204,7 @@ func (w *timeWindow) record(now time.Time, failed, slow bool) (windowTotals, boo
 	if slow {
 		w.bump(&s.slow, b)
 	}
-	if failed || slow {
-		for lb := w.lastBad.Load(); b > lb && !w.lastBad.CompareAndSwap(lb, b); lb = w.lastBad.Load() {
-		}
-	} else if w.lastBad.Load() <= b-w.n {
+	if !failed && !slow {
 		return windowTotals{}, false
 	}
 	return w.sum(b), true

@@ -56,7 +56,10 @@ func TestCountWindowMatchesModel(t *testing.T) {
 		for _, o := range outcomes {
 			e := event{failed: o&1 != 0, slow: o&2 != 0}
 			evs = append(evs, e)
-			got, _ := w.record(t0, e.failed, e.slow)
+			got, eval := w.record(t0, e.failed, e.slow)
+			if !eval {
+				got = w.totals(t0)
+			}
 			if want := naiveCount(evs, n); got != want || w.totals(t0) != want {
 				t.Logf("size %d after %d events: got %+v want %+v", n, len(evs), got, want)
 				return false
@@ -122,20 +125,19 @@ func TestTimeWindowDropsOutcomesOlderThanTheWindow(t *testing.T) {
 	}
 }
 
-// TestTimeWindowSuccessesSkipEvaluationWhenNoFailureInWindow pins the
-// optimization that spares successes the bucket sum.
-func TestTimeWindowSuccessesSkipEvaluationWhenNoFailureInWindow(t *testing.T) {
-	w := newTimeWindow(0, 10*time.Second, 10)
-	if _, eval := w.record(at(0), false, false); eval {
-		t.Fatal("success with no failure in the window asked for evaluation")
-	}
-	if _, eval := w.record(at(time.Second), true, false); !eval {
-		t.Fatal("failure did not ask for evaluation")
-	}
-	if _, eval := w.record(at(5*time.Second), false, false); !eval {
-		t.Fatal("success with a failure in the window did not ask for evaluation")
-	}
-	if _, eval := w.record(at(12*time.Second), false, false); eval {
-		t.Fatal("success after the failure left the window asked for evaluation")
+// TestWindowsAskForEvaluationOnFailedOrSlowCalls pins the rule that the
+// rate policies look at the window only when a failed or slow call is
+// recorded, which spares successes the bucket sum.
+func TestWindowsAskForEvaluationOnFailedOrSlowCalls(t *testing.T) {
+	for _, w := range []window{newCountWindow(0, 10), newTimeWindow(0, 10*time.Second, 10)} {
+		if _, eval := w.record(at(0), false, false); eval {
+			t.Errorf("%T: success asked for evaluation", w)
+		}
+		if tot, eval := w.record(at(time.Second), true, false); !eval || tot != (windowTotals{calls: 2, failures: 1}) {
+			t.Errorf("%T: failure: eval %v totals %+v", w, eval, tot)
+		}
+		if tot, eval := w.record(at(2*time.Second), false, true); !eval || tot != (windowTotals{calls: 3, failures: 1, slow: 1}) {
+			t.Errorf("%T: slow call: eval %v totals %+v", w, eval, tot)
+		}
 	}
 }
