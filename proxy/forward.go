@@ -42,6 +42,8 @@ const statusClientClosed = 499
 
 var errPerTryTimeout = errors.New("per-try timeout")
 
+func noCancel(error) {}
+
 // bufPool holds the 32 KiB buffers response bodies are copied through.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
@@ -253,9 +255,13 @@ func (f *forwarding) run() {
 			reqBody = io.NopCloser(body)
 		}
 
-		actx, acancel := context.WithCancelCause(ctx)
+		// Only a per-try timeout needs a context of its own; without one
+		// the attempt lives on the route context (an abandoned response is
+		// ended by closing its body).
+		actx, acancel := ctx, noCancel
 		var perTry *time.Timer
 		if rt.perTryTimeout > 0 {
+			actx, acancel = context.WithCancelCause(ctx)
 			perTry = time.AfterFunc(rt.perTryTimeout, func() { acancel(errPerTryTimeout) })
 		}
 		out := &http.Request{
