@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -339,5 +340,40 @@ func TestGRPCRetryOnUnavailableTrailersOnly(t *testing.T) {
 	}
 	if v := counterValue(h.p.m.retries.WithLabelValues("grpc")); v != 1 {
 		t.Fatalf("retries %v", v)
+	}
+}
+
+// TestGRPCTimeoutHeaderBoundsTheCall sends grpc-timeout with a plain HTTP/2
+// client (which enforces no deadline itself) so that only the proxy can end
+// the call: a trailers-only DEADLINE_EXCEEDED local reply.
+func TestGRPCTimeoutHeaderBoundsTheCall(t *testing.T) {
+	seen := make(chan string, 1)
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("Grpc-Timeout")
+		<-r.Context().Done()
+	})
+	cfg := grpcConfig(addr(up))
+	cfg.Routes[0].Timeout = time.Minute
+	h := startProxy(t, cfg)
+	req, _ := http.NewRequest("POST", h.url("/grpc.testing.TestService/UnaryCall"), strings.NewReader("\x00\x00\x00\x00\x00"))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("Grpc-Timeout", "150m")
+	start := time.Now()
+	resp, err := h.h2c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if el := time.Since(start); el < 100*time.Millisecond || el > 10*time.Second {
+		t.Fatalf("answered after %v", el)
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "4" || resp.Header.Get("X-Outrigger-Error") != "upstream_timeout" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	got := <-seen
+	d, err := parseGRPCTimeout(got)
+	if err != nil || d <= 0 || d > 150*time.Millisecond {
+		t.Fatalf("upstream grpc-timeout %q (%v)", got, d)
 	}
 }

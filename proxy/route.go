@@ -225,7 +225,10 @@ func (e *headerEdit) apply(h http.Header) {
 		h[kv.name] = []string{kv.value}
 	}
 	for _, kv := range e.add {
-		h[kv.name] = append(h[kv.name], kv.value)
+		// Cap the old slice so append copies: its array may be shared
+		// with the inbound request or a compiled direct response.
+		old := h[kv.name]
+		h[kv.name] = append(old[:len(old):len(old)], kv.value)
 	}
 }
 
