@@ -60,7 +60,17 @@ func upstream(args []string) error {
 	fs := flag.NewFlagSet("upstream", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:18180", "listen address")
 	fs.Parse(args)
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Addr: *addr, Handler: upstreamHandler(), Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(os.Stderr, "upstream on %s (HTTP/1.1 + h2c)\n", *addr)
+	return srv.ListenAndServe()
+}
 
+// upstreamHandler serves GET /hello (64 bytes) and the gRPC unary echo
+// POST /bench.Echo/Echo.
+func upstreamHandler() http.Handler {
 	hello := []byte(strings.Repeat("x", 64))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
@@ -83,12 +93,7 @@ func upstream(args []string) error {
 		w.Write(msg)
 		w.Header().Set("Grpc-Status", "0")
 	})
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Addr: *addr, Handler: mux, Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(os.Stderr, "upstream on %s (HTTP/1.1 + h2c)\n", *addr)
-	return srv.ListenAndServe()
+	return mux
 }
 
 func openloop(args []string) error {
@@ -177,27 +182,35 @@ func pct(args []string) error {
 		return err
 	}
 	defer f.Close()
+	line, err := percentiles(f)
+	if err != nil {
+		return err
+	}
+	fmt.Println(line)
+	return nil
+}
+
+// percentiles reads h2load log lines and renders "n p50 p90 p99 p999 max"
+// in milliseconds, or "0 - - - - -" when there is no sample.
+func percentiles(r io.Reader) (string, error) {
 	var d []float64
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) < 3 {
 			continue
 		}
-		v, err := strconv.ParseFloat(fields[2], 64)
-		if err == nil {
+		if v, err := strconv.ParseFloat(fields[2], 64); err == nil {
 			d = append(d, v/1000)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return err
+		return "", err
 	}
 	if len(d) == 0 {
-		fmt.Println("0 - - - - -")
-		return nil
+		return "0 - - - - -", nil
 	}
 	slices.Sort(d)
 	q := func(p float64) float64 { return d[min(len(d)-1, int(p*float64(len(d))))] }
-	fmt.Printf("%d %.3f %.3f %.3f %.3f %.3f\n", len(d), q(.5), q(.9), q(.99), q(.999), d[len(d)-1])
-	return nil
+	return fmt.Sprintf("%d %.3f %.3f %.3f %.3f %.3f", len(d), q(.5), q(.9), q(.99), q(.999), d[len(d)-1]), nil
 }
