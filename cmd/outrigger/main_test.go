@@ -769,3 +769,33 @@ func rssKB(t *testing.T, pid int) int {
 	kb, _ := strconv.Atoi(string(m[1]))
 	return kb
 }
+
+func TestAppAPIRunsOnlyWithAnEventLogSection(t *testing.T) {
+	up := newUpstream(t, "a")
+	plain := strings.Replace(sidecarConfig(up.addr(), up.addr(), ""), "  app_api:\n    disabled: true\n", "  app_api:\n    address: 127.0.0.1:0\n", 1)
+	p := start(t, "run", "-c", writeConfig(t, plain))
+	if p.addrs.AppAPI != "" {
+		t.Fatalf("app API bound without an eventlog section: %+v", p.addrs)
+	}
+	if _, err := os.Stat(filepath.Join(p.cmd.Dir, "data")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a data directory was created without an eventlog section: %v", err)
+	}
+
+	withLog := plain + "eventlog:\n  topics:\n    orders: {}\n"
+	p = start(t, "run", "-c", writeConfig(t, withLog))
+	c := newClient(t)
+	if p.addrs.AppAPI == "" {
+		t.Fatalf("app API not bound: %+v", p.addrs)
+	}
+	resp, err := c.Post("http://"+p.addrs.AppAPI+"/v1/topics/orders/records", "application/json", strings.NewReader(`{"value":{"n":1}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("publish: %d", resp.StatusCode)
+	}
+	if code, body, _ := get(t, c, "http://"+p.addrs.Admin+"/topics/orders", ""); code != 200 || !strings.Contains(body, `"log_end_offset":1`) {
+		t.Fatalf("/topics/orders: %d %s", code, body)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -126,11 +127,13 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	}
 	gen := s.state.applied(cfg, true, time.Now())
 
-	// The event log runs while the app API is on (the default): it is what
-	// that API serves.
+	// The event log and the app API that serves it run when the
+	// configuration has an eventlog section and the app API is not turned
+	// off: a sidecar that only proxies binds no extra port and writes no
+	// data directory.
 	var broker *eventlog.Broker
 	appAPI := ""
-	if !cfg.Listeners.AppAPI.Disabled {
+	if eventLogConfigured(cfg) {
 		appURL := ""
 		if cfg.Listeners.Inbound.App != "" {
 			appURL = "http://" + cfg.Listeners.Inbound.App
@@ -445,4 +448,10 @@ func mustHash(v any) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
+}
+
+// eventLogConfigured reports whether cfg asks for the event log: a non-empty
+// eventlog section, and listeners.app_api not disabled.
+func eventLogConfigured(cfg *config.Config) bool {
+	return !cfg.Listeners.AppAPI.Disabled && !reflect.ValueOf(cfg.EventLog).IsZero()
 }
