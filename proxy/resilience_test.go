@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,4 +249,65 @@ func TestShutdownStopsOutlierEvaluator(t *testing.T) {
 	}
 	<-done
 	// goleak in TestMain checks the evaluator goroutine is gone.
+}
+
+// fakeClock is an injectable clock for Options.Now.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func TestBreakerHalfOpenProbeClosesOnInjectedClock(t *testing.T) {
+	var fail atomic.Bool
+	fail.Store(true)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(503)
+		}
+	})
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	c := breakerCluster(addr(up))
+	c.CircuitBreaker.HalfOpen = breaker.HalfOpenConfig{MaxProbes: 1, SuccessesToClose: 1}
+	c.CircuitBreaker.Open = breaker.BackoffConfig{Base: 10 * time.Second, Max: 10 * time.Second, Jitter: 0}
+	h := startProxy(t, simpleConfig(c), func(o *Options) { o.Now = clock.Now })
+	for i := 0; i < 3; i++ {
+		do(t, h.h1, "GET", h.url("/"), nil)
+	}
+	resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.Header.Get("X-Outrigger-Breaker") != "open" || resp.Header.Get("Retry-After") != "10" {
+		t.Fatalf("open: %d %v", resp.StatusCode, resp.Header)
+	}
+	clock.Add(11 * time.Second)
+	fail.Store(false)
+	resp, _ = do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("probe: %d %v", resp.StatusCode, resp.Header)
+	}
+	if st := h.p.Clusters()[0].Breaker.State; st != "closed" {
+		t.Fatalf("after a successful probe: %s", st)
+	}
+	if v := counterValue(h.p.bm.transitions.WithLabelValues("svc", "half_open")); v != 1 {
+		t.Fatalf("transitions to half_open %v", v)
+	}
+}
+
+func TestRemovedClusterClosesIdleConnections(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	readAll(t, mustGet(t, h.h1, h.url("/")))
+	g := h.p.m.conns.WithLabelValues("svc", addr(up))
+	if counterValue(g) != 1 {
+		t.Fatalf("connections %v", counterValue(g))
+	}
+	if err := h.p.Apply(&config.Config{Routes: []config.Route{{Name: "d", DirectResponse: &config.DirectResponse{Status: 204}}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "idle connection of the removed cluster closed", func() bool { return counterValue(g) == 0 })
 }
