@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
@@ -17,7 +18,14 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	if err := requireConfig(fs, *path); err != nil {
 		return err
 	}
-	if _, err := config.Load(*path); err != nil {
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printConfigError(stderr, *path, err)
+		return silentError{err}
+	}
+	// What run would also refuse: the proxy compiles the routes and clusters
+	// (reading TLS files, for one) without serving anything.
+	if err := proxy.New(proxy.Options{}).Apply(cfg); err != nil {
 		printConfigError(stderr, *path, err)
 		return silentError{err}
 	}
