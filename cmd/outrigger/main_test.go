@@ -104,6 +104,7 @@ type proc struct {
 	cmd            *exec.Cmd
 	stdout, stderr *syncBuffer
 	addrs          boundAddrs
+	addrFile       string
 	done           chan struct{} // closed when the process has exited
 	exitErr        error
 }
@@ -117,7 +118,7 @@ func start(t *testing.T, args ...string) *proc {
 	addrFile := filepath.Join(dir, "addrs.json")
 	cmd := exec.Command(binPath, append(args, "--addr-file", addrFile)...)
 	cmd.Dir = dir
-	p := &proc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, addrFile: addrFile, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -642,6 +643,9 @@ func TestSIGTERMDrainsInFlightRequestsAndExits0(t *testing.T) {
 	}
 	if !strings.Contains(p.stderr.String(), "outrigger stopped") {
 		t.Fatalf("no stop line:\n%s", p.stderr.String())
+	}
+	if _, err := os.Stat(p.addrFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the address file outlived the process: %v", err)
 	}
 }
 

@@ -293,6 +293,10 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 			failure = fmt.Errorf("%s listener: %w", r.name, r.err)
 		}
 	}
+	if o.addrFile != "" {
+		// The addresses are no longer served; a stale file would mislead.
+		os.Remove(o.addrFile)
+	}
 	s.log.Info("outrigger stopped")
 	return failure
 }
