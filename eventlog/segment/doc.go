@@ -15,7 +15,9 @@
 //   - Open never silently drops data: only an invalid tail of the last
 //     segment (a torn write) is cut, and that is reported by Recovery. Any
 //     other damage fails Open (or Read) with a *CorruptError naming the
-//     file and the byte position.
+//     file and the byte position. After a crash Open verifies every batch's
+//     CRC; after a clean Close it verifies the last segment and walks the
+//     older ones header by header (Read checks every CRC it reads).
 //   - Every byte read from disk is bounds-checked before use; no input makes
 //     the decoder panic or allocate more than one batch's length (capped at
 //     64 MiB).
@@ -34,6 +36,7 @@
 //	00000000000000000000.timeindex  its sparse time index
 //	00000000000000004096.log        next segment, base offset 4096, ...
 //	leader-epoch-checkpoint         epoch history
+//	clean-shutdown                  left by a clean Close, removed by Open
 //	.lock                           flock(2)ed while a Log has it open
 //
 // File names are the segment's base offset in 20 decimal digits. The last

@@ -12,6 +12,9 @@ import (
 	"time"
 )
 
+// cleanShutdownFile marks a directory whose Log was closed cleanly.
+const cleanShutdownFile = "clean-shutdown"
+
 // segment is one open segment: its log file and what is known about it.
 type segment struct {
 	meta segMeta
@@ -204,9 +207,16 @@ func (l *Log) recover() error {
 		}
 	}
 	slices.Sort(bases)
+	// The marker is trusted only together with a readable epoch checkpoint:
+	// rebuilding the history needs every batch header anyway.
+	markerPath := filepath.Join(l.dir, cleanShutdownFile)
+	_, markerErr := os.Stat(markerPath)
+	_, epochErr := readEpochFile(filepath.Join(l.dir, epochFileName))
+	clean := markerErr == nil && epochErr == nil
+	rep.CleanShutdown = markerErr == nil
 	for i, base := range bases {
 		last := i == len(bases)-1
-		s, err := l.openSegment(base, last)
+		s, err := l.openSegment(base, last, clean)
 		if err != nil {
 			return err
 		}
@@ -244,12 +254,26 @@ func (l *Log) recover() error {
 	l.next = act.meta.lastOffset + 1
 	rep.Segments = len(l.segs)
 	rep.StartOffset, rep.EndOffset = l.start, l.next
-	return l.recoverEpochs()
+	if err := l.recoverEpochs(); err != nil {
+		return err
+	}
+	// From here on the log can be written, so the marker of the last clean
+	// shutdown must go before Open returns.
+	if markerErr == nil {
+		if err := os.Remove(markerPath); err != nil {
+			return fmt.Errorf("segment: remove clean-shutdown marker: %w", err)
+		}
+		if err := syncDir(l.dir); err != nil {
+			return fmt.Errorf("segment: sync dir: %w", err)
+		}
+	}
+	return nil
 }
 
 // openSegment opens and scans one segment file; for the last segment it
-// truncates a torn tail.
-func (l *Log) openSegment(base int64, last bool) (*segment, error) {
+// truncates a torn tail. After a clean shutdown, segments other than the
+// last are only walked header by header.
+func (l *Log) openSegment(base int64, last, clean bool) (*segment, error) {
 	rep := &l.recovery
 	path := filepath.Join(l.dir, segmentName(base)+logSuffix)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -266,11 +290,17 @@ func (l *Log) openSegment(base int64, last bool) (*segment, error) {
 		return fail(fmt.Errorf("segment: stat: %w", err))
 	}
 	size := st.Size()
-	meta, fault, err := scanSegment(f, size, base, l.opts.IndexIntervalBytes)
+	scan := scanSegment
+	if clean && !last {
+		scan = walkHeaders
+	}
+	meta, fault, err := scan(f, size, base, l.opts.IndexIntervalBytes)
 	if err != nil {
 		return fail(fmt.Errorf("segment: scan %s: %w", path, err))
 	}
-	rep.ScannedBytes += size
+	if !clean || last {
+		rep.VerifiedBytes += size
+	}
 	if fault != nil {
 		if !last {
 			return fail(&CorruptError{File: path, Position: fault.pos, Reason: fault.reason + " (not the last segment: later segments hold data)"})
@@ -411,6 +441,14 @@ func (l *Log) Close() error {
 			err = cerr
 		}
 	}
+	l.cmu.Lock()
+	failed := l.syncErr != nil
+	l.cmu.Unlock()
+	if err == nil && l.failed == nil && !failed {
+		// Everything is fsynced: the next Open may skip verifying the
+		// closed segments.
+		err = writeFileAtomic(filepath.Join(l.dir, cleanShutdownFile), nil)
+	}
 	if cerr := l.lockFile.Close(); err == nil {
 		err = cerr
 	}
@@ -486,8 +524,13 @@ func (l *Log) Recovery() RecoveryReport {
 
 // RecoveryReport is what Open found and did.
 type RecoveryReport struct {
-	Segments     int   // segments opened
-	ScannedBytes int64 // bytes of log scanned and verified
+	Segments int // segments opened
+	// CleanShutdown is true when the previous Close completed. Then only the
+	// last segment is verified byte by byte (CRC and records); older ones
+	// are walked header by header. After a crash every segment is verified.
+	CleanShutdown bool
+	// VerifiedBytes counts the bytes of log whose CRCs were checked.
+	VerifiedBytes int64
 	// Truncated lists torn or corrupt tails that were cut off.
 	Truncated []Truncation
 	// RebuiltIndexes lists index files that were missing or stale and were
