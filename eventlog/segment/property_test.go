@@ -127,13 +127,16 @@ func runModel(t *testing.T, seed uint64, ops int) {
 				t.Fatalf("op %d: Truncate(%d): %v", op, to, err)
 			}
 			model = model[:to-start]
-		default: // clean or unclean (no Close) reopen
-			if err := l.Close(); err != nil {
+		default: // reopen after a clean Close or after abandoning the log
+			crashed := rng.IntN(2) == 0
+			if crashed {
+				abandon(t, l)
+			} else if err := l.Close(); err != nil {
 				t.Fatalf("op %d: Close: %v", op, err)
 			}
 			l = mustOpen(t, dir, opts)
-			if rep := l.Recovery(); len(rep.Truncated) != 0 {
-				t.Fatalf("op %d: reopen after clean close truncated %+v", op, rep.Truncated)
+			if rep := l.Recovery(); len(rep.Truncated) != 0 || rep.CleanShutdown == crashed {
+				t.Fatalf("op %d: reopen (crashed=%v) reported %+v", op, crashed, rep)
 			}
 		}
 		if l.StartOffset() != start || l.EndOffset() != end() {
@@ -145,4 +148,20 @@ func runModel(t *testing.T, seed uint64, ops int) {
 	if len(got) != len(model) {
 		t.Fatalf("final read %d records, model %d", len(got), len(model))
 	}
+}
+
+// abandon drops a log the way a killed process would: no final fsync, no
+// clean-shutdown marker; only the goroutine and descriptors are released.
+func abandon(t *testing.T, l *Log) {
+	t.Helper()
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	l.wg.Wait()
+	for _, s := range l.segs {
+		s.idxPend = nil // entries not yet written are lost
+		s.closeFiles()
+	}
+	l.lockFile.Close()
 }
