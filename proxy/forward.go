@@ -198,7 +198,7 @@ func (f *forwarding) run() {
 			body = f.limited
 		}
 		if rt.retry.maxRetries > 0 {
-			f.replay = newReplayBody(body, rt.retry.maxBuffered)
+			f.replay = newReplayBody(body, rt.retry.maxBuffered, r.ContentLength)
 		}
 	}
 	f.set.c = c

@@ -194,14 +194,16 @@ type replayBody struct {
 	src    io.Reader
 	buf    []byte
 	limit  int64
+	length int64 // declared Content-Length; -1 unknown
 	srcErr error
 	// Read by the forwarder while an attempt's transport may be reading.
 	overflow atomic.Bool
 	srcDone  atomic.Bool
+	kept     atomic.Int64 // len(buf), published
 }
 
-func newReplayBody(src io.Reader, limit int64) *replayBody {
-	return &replayBody{src: src, limit: limit}
+func newReplayBody(src io.Reader, limit, length int64) *replayBody {
+	return &replayBody{src: src, limit: limit, length: length}
 }
 
 // replayable reports whether a new attempt can resend the body.
@@ -209,7 +211,9 @@ func (b *replayBody) replayable() bool { return !b.overflow.Load() }
 
 // complete reports whether the whole body has been read and kept, so a
 // replay will not need the downstream again.
-func (b *replayBody) complete() bool { return b.srcDone.Load() && !b.overflow.Load() }
+func (b *replayBody) complete() bool {
+	return !b.overflow.Load() && (b.srcDone.Load() || b.length >= 0 && b.kept.Load() == b.length)
+}
 
 // view returns a reader for one attempt, starting at byte 0.
 func (b *replayBody) view() *bodyView {
@@ -250,6 +254,7 @@ func (v *bodyView) Read(p []byte) (int, error) {
 			b.buf = nil
 		} else {
 			b.buf = append(b.buf, p[:n]...)
+			b.kept.Store(int64(len(b.buf)))
 		}
 	}
 	v.off = len(b.buf)

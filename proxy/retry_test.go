@@ -409,3 +409,33 @@ func TestClientGoneCancelsUpstream(t *testing.T) {
 		t.Fatal("upstream request not cancelled")
 	}
 }
+
+func TestReplayBodyViews(t *testing.T) {
+	src := strings.NewReader("hello world")
+	rb := newReplayBody(src, 8, 11)
+	v1 := rb.view()
+	buf := make([]byte, 5)
+	if n, _ := v1.Read(buf); string(buf[:n]) != "hello" {
+		t.Fatalf("%q", buf[:n])
+	}
+	if !v1.release(context.Background()) {
+		t.Fatal("release")
+	}
+	if _, err := v1.Read(buf); err != errBodyDetached {
+		t.Fatalf("detached view read: %v", err)
+	}
+	v2 := rb.view()
+	all, err := io.ReadAll(v2)
+	if err != nil || string(all) != "hello world" {
+		t.Fatalf("replay %q %v", all, err)
+	}
+	// 11 bytes > limit 8: the copy is gone.
+	if rb.replayable() || rb.complete() {
+		t.Fatal("overflowed body still replayable")
+	}
+	small := newReplayBody(strings.NewReader("abc"), 8, 3)
+	_, _ = io.ReadAll(io.LimitReader(small.view(), 3))
+	if !small.complete() {
+		t.Fatal("a body read to its declared length is complete")
+	}
+}
