@@ -2,6 +2,7 @@ package segment
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -53,7 +54,7 @@ func (l *Log) Append(ctx context.Context, epoch int32, recs []Record) (int64, er
 	if len(b) > l.opts.MaxBatchBytes {
 		return 0, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrRecordTooLarge, len(b), l.opts.MaxBatchBytes)
 	}
-	base, seq, err := l.write(b, epoch, len(recs), now)
+	base, seq, err := l.write(b, epoch, -1, now)
 	if err != nil {
 		return 0, err
 	}
@@ -64,8 +65,9 @@ func (l *Log) Append(ctx context.Context, epoch int32, recs []Record) (int64, er
 }
 
 // write stamps and writes one encoded batch under the lock and returns its
-// base offset and write sequence number.
-func (l *Log) write(b []byte, epoch int32, n int, now int64) (int64, uint64, error) {
+// base offset and write sequence number. With base -1 the batch gets the
+// next offset; otherwise base is kept and must not be below it.
+func (l *Log) write(b []byte, epoch int32, base int64, now int64) (int64, uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -77,20 +79,21 @@ func (l *Log) write(b []byte, epoch int32, n int, now int64) (int64, uint64, err
 	if latest := l.epochs.latest(); epoch < latest {
 		return 0, 0, fmt.Errorf("%w: append with epoch %d, log is at epoch %d", ErrStaleEpoch, epoch, latest)
 	}
-	base := l.next
-	if base > math.MaxInt64-int64(n) {
-		return 0, 0, errors.New("segment: offset space exhausted")
+	if base < 0 {
+		base = l.next
+	} else if base < l.next {
+		return 0, 0, fmt.Errorf("%w: replica batch at offset %d, log ends at %d", ErrOffsetOrder, base, l.next)
 	}
 	setBaseAndEpoch(b, base, epoch)
 	h, err := parseBatchHeader(b)
 	if err != nil {
-		return 0, 0, fmt.Errorf("segment: encoded a bad batch: %w", err)
+		// Also catches offsets that would overflow int64.
+		return 0, 0, fmt.Errorf("segment: batch at offset %d: %w", base, err)
 	}
 	act := l.segs[len(l.segs)-1]
-	if act.meta.size > 0 && (act.meta.size+int64(len(b)) > l.opts.SegmentBytes ||
-		now-act.activeSince >= durMs(l.opts.SegmentAge) ||
-		h.lastOffset()-act.meta.base > math.MaxUint32) {
-		if err := l.rollLocked(now); err != nil {
+	if h.lastOffset()-act.meta.base > math.MaxUint32 || act.meta.size > 0 &&
+		(act.meta.size+int64(len(b)) > l.opts.SegmentBytes || now-act.activeSince >= durMs(l.opts.SegmentAge)) {
+		if err := l.rollLocked(now, base); err != nil {
 			return 0, 0, err
 		}
 		act = l.segs[len(l.segs)-1]
@@ -121,21 +124,22 @@ func (l *Log) write(b []byte, epoch int32, n int, now int64) (int64, uint64, err
 			_ = act.flushIndex()
 		}
 	}
-	l.next = base + int64(n)
+	l.next = h.lastOffset() + 1
 	l.writeSeq++
 	return base, l.writeSeq, nil
 }
 
-// rollLocked fsyncs the active segment and starts a new one at l.next.
+// rollLocked fsyncs the active segment and starts a new one at base (the
+// next batch's base offset).
 // Syncing on roll keeps every non-last segment complete on disk, so that
 // recovery only ever has to cut a torn tail from the last one.
-func (l *Log) rollLocked(now int64) error {
+func (l *Log) rollLocked(now, base int64) error {
 	old := l.segs[len(l.segs)-1]
 	if err := syncData(old.f); err != nil {
 		l.failed = err
 		return fmt.Errorf("%w: sync %s: %w", ErrLogFailed, old.path, err)
 	}
-	s, err := createSegment(l.dir, l.next, now)
+	s, err := createSegment(l.dir, base, now)
 	if err != nil {
 		return err
 	}
@@ -146,6 +150,73 @@ func (l *Log) rollLocked(now int64) error {
 	l.segs = append(l.segs, s)
 	l.markDurable(l.writeSeq, l.next)
 	return nil
+}
+
+// AppendReplica appends records copied from a leader (a follower's fetch),
+// keeping their Offset, Timestamp and LeaderEpoch, so that the follower's
+// log is the leader's byte for byte in content. Offsets must increase, the
+// first must be >= EndOffset, and gaps (left by the leader's compaction)
+// are kept. Runs of records with the same epoch are written as batches of
+// up to MaxBatchBytes; epochs must not decrease (ErrStaleEpoch). It
+// returns the new EndOffset once durable per the flush policy, like Append;
+// on error a prefix of recs may have been appended (see EndOffset).
+//
+// The follower's EndOffset is its last record's offset + 1. If the leader's
+// compaction removed the records at the very end of its closed segments
+// while its active segment is still empty, the leader's EndOffset is larger
+// than its last record + 1 and a follower cannot reach it this way: compare
+// last offsets, not log ends, in that case.
+func (l *Log) AppendReplica(ctx context.Context, recs []Record) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	for i := range recs {
+		if recs[i].LeaderEpoch < 0 || recs[i].Offset < 0 || (i > 0 && recs[i].Offset <= recs[i-1].Offset) {
+			return 0, fmt.Errorf("%w: record %d has offset %d epoch %d", ErrOffsetOrder, i, recs[i].Offset, recs[i].LeaderEpoch)
+		}
+	}
+	now := l.nowMs()
+	var seq uint64
+	var enc []byte
+	for len(recs) > 0 {
+		// A batch: same epoch, offsets within an int32 delta, estimated
+		// size within MaxBatchBytes (at least one record).
+		n, size := 1, batchHeaderSize+recordEstimate(&recs[0])
+		for n < len(recs) && recs[n].LeaderEpoch == recs[0].LeaderEpoch &&
+			recs[n].Offset-recs[0].Offset <= math.MaxInt32 &&
+			size+recordEstimate(&recs[n]) <= l.opts.MaxBatchBytes {
+			size += recordEstimate(&recs[n])
+			n++
+		}
+		batch := recs[:n]
+		enc = encodeBatch(enc[:0], batchSpec{
+			baseOffset:      batch[0].Offset,
+			appendTime:      now,
+			lastOffsetDelta: int32(batch[n-1].Offset - batch[0].Offset),
+		}, batch)
+		if len(enc) > maxBatchLimit {
+			return 0, fmt.Errorf("%w: record at offset %d encodes to %d bytes", ErrRecordTooLarge, batch[0].Offset, len(enc))
+		}
+		var err error
+		if _, seq, err = l.write(enc, batch[0].LeaderEpoch, batch[0].Offset, now); err != nil {
+			return 0, err
+		}
+		recs = recs[n:]
+	}
+	end := l.EndOffset()
+	if l.opts.Flush != FlushSync || seq == 0 {
+		return end, nil
+	}
+	return end, l.waitDurable(ctx, seq)
+}
+
+// recordEstimate bounds a record's encoded size from above.
+func recordEstimate(r *Record) int {
+	n := 6*binary.MaxVarintLen64 + 1 + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += 2*binary.MaxVarintLen64 + len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // markDurable records that writes up to seq (offsets below off) are on

@@ -32,6 +32,9 @@ var (
 	// After such a failure the page cache may no longer match the disk, so the
 	// Log refuses further writes; reopening it re-runs recovery.
 	ErrLogFailed = errors.New("segment: log failed on an earlier I/O error")
+	// ErrOffsetOrder is returned by AppendReplica when record offsets do not
+	// increase or start below EndOffset.
+	ErrOffsetOrder = errors.New("segment: replica offsets out of order")
 	// ErrLocked is returned by Open when another Log holds the directory.
 	ErrLocked = errors.New("segment: log directory locked by another process")
 )
