@@ -2,7 +2,7 @@
 # make bench: Outrigger under load, beside nginx, HAProxy and httputil.
 #
 # With the peer benchmark present (BENCH_SHARED, default ../shared/bench next
-# to the repository, i.e. /work/shared/bench), this runs its proxy-bench.sh
+# to the repository), this runs its proxy-bench.sh
 # with Outrigger as the extra target: HTTP/1.1 (wrk), h2c and gRPC unary
 # (h2load), and fixed-rate runs; it prints req/s, p50/p99, the ratio to
 # direct and the proxy's CPU microseconds per request for every target.
