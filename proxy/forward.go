@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/net/http2"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
@@ -129,9 +130,12 @@ type forwarding struct {
 	r    *http.Request
 	grpc bool
 
-	ctx          context.Context // route deadline (min of route timeout and grpc-timeout)
-	deadlineSent bool            // grpc-timeout was propagated upstream
-	status       int             // status sent downstream, for metrics
+	// ctx is the route deadline (min of route timeout and grpc-timeout).
+	// forwarding lives for one request only, so it may hold it.
+	ctx          context.Context
+	upgrade      string // protocol an HTTP/1.1 upgrade asks for, or ""
+	deadlineSent bool   // grpc-timeout was propagated upstream
+	status       int    // status sent downstream, for metrics
 
 	limited *limitedBody
 	replay  *replayBody
@@ -155,6 +159,17 @@ func (f *forwarding) run() {
 	// The route deadline covers every attempt and the response body.
 	ctx := r.Context()
 	timeout := rt.timeout
+	perTryTimeout := rt.perTryTimeout
+	if f.upgrade = upgradeProtocol(r); f.upgrade != "" && c.protocol == protoHTTP1 {
+		// A switched protocol lives as long as its peers want: the route
+		// timeout bounds only the wait for the 101.
+		if timeout > 0 && (perTryTimeout == 0 || timeout < perTryTimeout) {
+			perTryTimeout = timeout
+		}
+		timeout = 0
+	} else {
+		f.upgrade = ""
+	}
 	if f.grpc {
 		if v := r.Header.Get(hdrGRPCTimeout); v != "" {
 			if d, err := parseGRPCTimeout(v); err == nil && (timeout == 0 || d < timeout) {
@@ -260,9 +275,9 @@ func (f *forwarding) run() {
 		// ended by closing its body).
 		actx, acancel := ctx, noCancel
 		var perTry *time.Timer
-		if rt.perTryTimeout > 0 {
+		if perTryTimeout > 0 {
 			actx, acancel = context.WithCancelCause(ctx)
-			perTry = time.AfterFunc(rt.perTryTimeout, func() { acancel(errPerTryTimeout) })
+			perTry = time.AfterFunc(perTryTimeout, func() { acancel(errPerTryTimeout) })
 		}
 		out := &http.Request{
 			Method:     r.Method,
@@ -354,6 +369,17 @@ func (f *forwarding) run() {
 			}
 		}
 
+		if f.upgrade != "" && resp.StatusCode == http.StatusSwitchingProtocols {
+			err := f.tunnel(ctx, resp)
+			ep.active.Add(-1)
+			acancel(nil)
+			if err != nil && f.status == 0 {
+				f.p.log.Debug("protocol switch failed", zap.String("cluster", c.name), zap.Error(err))
+				f.reply(localReply{reason: ReasonUpstreamReset})
+			}
+			return
+		}
+
 		copyErr := f.respond(resp)
 		if !atHeaders {
 			switch {
@@ -443,6 +469,12 @@ func (f *forwarding) outboundHeader() http.Header {
 	if _, ok := h["User-Agent"]; !ok {
 		// An empty value stops net/http from adding its own User-Agent.
 		h["User-Agent"] = []string{""}
+	}
+	if f.upgrade != "" {
+		// Hop-by-hop, but the switch is what the client asks the
+		// upstream for: pass it on.
+		h["Connection"] = []string{"Upgrade"}
+		h["Upgrade"] = []string{f.upgrade}
 	}
 	if !f.rt.reqHeaders.empty() {
 		f.rt.reqHeaders.apply(h)

@@ -184,3 +184,7 @@ func netListen(t testing.TB) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

@@ -1,0 +1,113 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// echoUpgrade is an upstream that switches to the "echo" protocol and
+// echoes lines until the client closes.
+func echoUpgrade(t *testing.T) string {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" || !strings.EqualFold(r.Header.Get("Connection"), "upgrade") {
+			http.Error(w, "want upgrade", 400)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Up: 1\r\n\r\n")
+		brw.Flush()
+		for {
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			brw.WriteString("echo " + line)
+			brw.Flush()
+		}
+	})
+	return addr(up)
+}
+
+func TestUpgradeTunnelsBothWaysPastRouteTimeout(t *testing.T) {
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}, func(r *config.Route) { r.Timeout = 200 * time.Millisecond })
+	h := startProxy(t, cfg)
+	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	// The first line rides in the same packet as the request.
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nfirst\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 || resp.Header.Get("Upgrade") != "echo" || resp.Header.Get("X-Up") != "1" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	if line, _ := br.ReadString('\n'); line != "echo first\n" {
+		t.Fatalf("%q", line)
+	}
+	// Keep talking for longer than the route timeout.
+	deadline := time.Now().Add(400 * time.Millisecond)
+	for i := 0; time.Now().Before(deadline); i++ {
+		fmt.Fprintf(c, "msg %d\n", i)
+		if line, err := br.ReadString('\n'); err != nil || line != fmt.Sprintf("echo msg %d\n", i) {
+			t.Fatalf("exchange %d: %q %v", i, line, err)
+		}
+	}
+	if n := h.p.inflight.Load(); n != 1 {
+		t.Fatalf("tunnel not counted in flight: %d", n)
+	}
+	c.Close()
+	eventually(t, 5*time.Second, "tunnel to end", func() bool { return h.p.inflight.Load() == 0 })
+}
+
+func TestUpgradeRefusedByUpstreamIsForwarded(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 426) })
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	resp := mustGet(t, h.h1, h.url("/"), "Connection", "Upgrade", "Upgrade", "websocket")
+	readAll(t, resp)
+	if resp.StatusCode != 426 {
+		t.Fatalf("%d", resp.StatusCode)
+	}
+}
+
+func TestShutdownEndsTunnelsAtDeadline(t *testing.T) {
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))})
+	h := startProxy(t, cfg)
+	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	// The harness's cleanup shuts down with a 10s deadline; a tunnel must
+	// not hold it: shut down here with a short one.
+	ctx, cancel := contextWithTimeout(100 * time.Millisecond)
+	defer cancel()
+	if err := h.p.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown reported a clean drain with a tunnel open")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Fatal("tunnel still open after forced shutdown")
+	}
+}
