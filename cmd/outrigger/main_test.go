@@ -22,6 +22,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // binPath is the outrigger binary built once for every test in this file.
@@ -696,6 +701,23 @@ func TestDemoServesTheCatalogThroughTheSidecar(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("publish: %d", resp.StatusCode)
+	}
+	// gRPC (h2c) through the outbound listener to the catalog's health
+	// service, with a real grpc-go client.
+	cc, err := grpc.NewClient(p.addrs.Outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("catalog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hr, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "catalog"})
+	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("gRPC health through the sidecar: %v %v", hr, err)
+	}
+	_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "nope"})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown service: %v, want NotFound carried through", err)
 	}
 	if !strings.Contains(p.stderr.String(), "curl -H 'Host: catalog' http://"+p.addrs.Outbound+"/items") {
 		t.Fatalf("the banner does not say where to send requests:\n%s", p.stderr.String())
