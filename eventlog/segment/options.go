@@ -53,9 +53,10 @@ type Options struct {
 	// active one would grow beyond this many bytes. 0 means 1 GiB; at most
 	// 2 GiB - 1. A batch larger than SegmentBytes gets a segment of its own.
 	SegmentBytes int64
-	// SegmentAge (segment_age): roll when the active segment's first batch is
-	// older than this at the time of the next Append. 0 means 7 days. An idle
-	// log does not roll (rolling happens on Append).
+	// SegmentAge (segment_age): roll when the active segment has been taking
+	// appends this long (after a restart: since its first batch's timestamp)
+	// at the time of the next Append. 0 means 7 days. An idle log does not
+	// roll (rolling happens on Append).
 	SegmentAge time.Duration
 	// IndexIntervalBytes: bytes of log between two sparse index entries.
 	// 0 means 4096.
