@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -113,8 +115,9 @@ func (a *accessLog) Wrap(listener string, h http.Handler) http.Handler {
 }
 
 // recorder notes the status and body size of a response. It keeps the
-// writer's optional behaviour: Flush directly (gRPC streaming needs it) and
-// everything else through Unwrap for http.ResponseController.
+// writer's optional behaviour: Flush and Hijack directly (gRPC streaming and
+// upgrades need them) and everything else through Unwrap for
+// http.ResponseController.
 type recorder struct {
 	http.ResponseWriter
 	status int
@@ -142,6 +145,17 @@ func (r *recorder) Flush() {
 		r.status = http.StatusOK
 	}
 	http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+// Hijack hands the connection over (protocol upgrades such as WebSocket);
+// the line then records 101, the status the handler writes on the raw
+// connection.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil && r.status == 0 {
+		r.status = http.StatusSwitchingProtocols
+	}
+	return conn, brw, err
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
@@ -81,6 +82,43 @@ func TestRecorderKeepsFlushAndDefaultsTo200(t *testing.T) {
 	if w := serveOne(h, "/"); w.Code != 200 || !flushed {
 		t.Fatalf("code %d, flusher %v", w.Code, flushed)
 	}
+}
+
+func TestAccessLogLetsUpgradesHijack(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: logPath}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	srv := httptest.NewServer(a.Wrap("inbound", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack through the access log: %v", err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+	})))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 101 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// The line is written when the handler returns, which may be just
+	// after the client has read the 101.
+	waitFor(t, 5*time.Second, "the access log line", func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), `"status":101`)
+	})
 }
 
 // BenchmarkAccessLog measures what the access log adds per request around a
