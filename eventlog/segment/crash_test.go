@@ -215,7 +215,7 @@ func runCrashChild(t *testing.T, dir string, round int, maintain bool, acked map
 // maintainOptions: tiny segments, compaction and a size limit, so that
 // compaction, retention and rolls run all the time.
 func maintainOptions() Options {
-	return Options{SegmentBytes: 4 << 10, IndexIntervalBytes: 256, Flush: FlushSync, Compact: true, RetentionBytes: 12 << 10}
+	return Options{SegmentBytes: 4 << 10, IndexIntervalBytes: 256, Flush: FlushSync, Compact: true, RetentionBytes: 5 << 10}
 }
 
 func TestCrashDuringCompactionAndRetentionLosesNothingAcknowledged(t *testing.T) {

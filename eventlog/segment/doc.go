@@ -42,7 +42,9 @@
 // File names are the segment's base offset in 20 decimal digits. The last
 // segment is the active one; only it is appended to. Transient files:
 // "<name>.log.cleaned" (compaction output before its rename) and "*.tmp"
-// (atomic writes); Open deletes both.
+// (atomic writes), which Open deletes, and "<first>-<end>.swap" (a finished
+// compaction merge replacing the segments based in [first, end)), which
+// Open completes.
 //
 // # Batch format (version 1)
 //

@@ -172,6 +172,12 @@ func Open(dir string, opts Options) (*Log, error) {
 // recover builds the in-memory state from the directory. See Open.
 func (l *Log) recover() error {
 	rep := &l.recovery
+	// A compaction merge that reached its commit point is finished first.
+	replaced, err := completeSwaps(l.dir)
+	rep.RemovedFiles = append(rep.RemovedFiles, replaced...)
+	if err != nil {
+		return fmt.Errorf("segment: complete compaction swap: %w", err)
+	}
 	entries, err := os.ReadDir(l.dir)
 	if err != nil {
 		return fmt.Errorf("segment: read dir: %w", err)
@@ -537,7 +543,8 @@ type RecoveryReport struct {
 	// rewritten from the log.
 	RebuiltIndexes []string
 	// RemovedFiles lists leftovers of interrupted operations that were
-	// deleted (partial compaction output, temporary files, orphan indexes).
+	// deleted (partial compaction output, temporary files, orphan indexes,
+	// segments replaced by a compaction merge that Open completed).
 	RemovedFiles []string
 	// EpochHistory says how the epoch checkpoint was repaired; empty when it
 	// was loaded as is.
