@@ -98,14 +98,20 @@ func (l *Log) Compact(now time.Time) (CompactResult, error) {
 		}
 		group, groupEnd := closed[:n], segEnd(closed, n-1, end)
 		closed = closed[n:]
+		if len(group) == 1 {
+			// Reading is cheaper than writing and syncing a copy that would
+			// be thrown away: rewrite a lone segment only if it shrinks.
+			n, err := countRemovable(group[0], latest, tombCutoff)
+			if err != nil {
+				return res, err
+			}
+			if n == 0 {
+				continue
+			}
+		}
 		out, removed, tombs, err := l.cleanGroup(group, latest, tombCutoff)
 		if err != nil {
 			return res, err
-		}
-		if len(group) == 1 && removed == 0 && tombs == 0 {
-			out.f.Close()
-			os.Remove(out.path + cleanedSuffix)
-			continue
 		}
 		for _, s := range group {
 			res.BytesBefore += s.meta.size
@@ -168,6 +174,40 @@ func (s *segment) eachBatch(fn func(pos int64, h batchHeader, b []byte) error) e
 	return nil
 }
 
+// keepRecord says whether compaction keeps r, and if not whether it is a
+// dropped tombstone.
+func keepRecord(r *Record, latest map[string]int64, dropTombstones bool) (keep, tombstone bool) {
+	switch {
+	case r.Key == nil:
+		return true, false
+	case latest[string(r.Key)] != r.Offset:
+		return false, false
+	case r.Value == nil && dropTombstones:
+		return false, true
+	}
+	return true, false
+}
+
+// countRemovable counts the records of s that compaction would drop.
+func countRemovable(s *segment, latest map[string]int64, tombCutoff int64) (int, error) {
+	n := 0
+	var recs []Record
+	err := s.eachBatch(func(pos int64, h batchHeader, b []byte) error {
+		var err error
+		recs, _, err = decodeBatch(recs[:0], b)
+		if err != nil {
+			return &CorruptError{File: s.path, Position: pos, Reason: err.Error()}
+		}
+		for i := range recs {
+			if keep, _ := keepRecord(&recs[i], latest, s.meta.maxTs < tombCutoff); !keep {
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
 // cleanGroup writes the compacted contents of the consecutive segments in
 // group, as one segment based at group[0]'s base offset, to
 // "<group[0]>.log.cleaned" and returns it, fsynced.
@@ -196,13 +236,12 @@ func (l *Log) cleanGroup(group []*segment, latest map[string]int64, tombCutoff i
 			}
 			n := 0
 			for _, r := range recs {
-				switch {
-				case r.Key == nil:
-				case latest[string(r.Key)] != r.Offset:
-					removed++
-					continue
-				case r.Value == nil && dropTombstones:
-					tombs++
+				if keep, tomb := keepRecord(&r, latest, dropTombstones); !keep {
+					if tomb {
+						tombs++
+					} else {
+						removed++
+					}
 					continue
 				}
 				recs[n] = r

@@ -38,10 +38,14 @@ func runModel(t *testing.T, seed uint64, ops int) {
 		IndexIntervalBytes: 1 + rng.IntN(300),
 		Flush:              []FlushPolicy{FlushSync, FlushOS, FlushInterval}[rng.IntN(3)],
 		Now:                clk.Now,
+		// Keyless records are never removed by compaction, but it still
+		// merges small segments under the other operations.
+		Compact: true,
 	}
 	l := mustOpen(t, dir, opts)
 	defer func() { l.Close() }()
 	var model []modelRec // model[i] is offset start+i
+	merged := 0
 	start := int64(0)
 	epoch := int32(0)
 	end := func() int64 { return start + int64(len(model)) }
@@ -71,7 +75,7 @@ func runModel(t *testing.T, seed uint64, ops int) {
 			for _, r := range recs {
 				model = append(model, modelRec{value: r.Value, ts: clk.Now().UnixMilli(), epoch: epoch})
 			}
-		case k < 75: // read
+		case k < 72: // read
 			from := start + rng.Int64N(int64(len(model))+1)
 			maxBytes := rng.IntN(400)
 			got, err := l.Read(from, maxBytes)
@@ -96,7 +100,7 @@ func runModel(t *testing.T, seed uint64, ops int) {
 			if next := from + int64(len(got)); next < end() && size+len(model[next-start].value) <= maxBytes {
 				t.Fatalf("op %d: stopped at %d with budget left for the next record", op, next)
 			}
-		case k < 82: // time lookup, against a linear scan
+		case k < 79: // time lookup, against a linear scan
 			q := clk.Now().Add(-time.Duration(rng.IntN(200)) * time.Millisecond)
 			want := end()
 			for i, m := range model {
@@ -109,7 +113,7 @@ func runModel(t *testing.T, seed uint64, ops int) {
 			if err != nil || got != want {
 				t.Fatalf("op %d: OffsetForTime = %d, %v; want %d", op, got, err, want)
 			}
-		case k < 88: // retention by size
+		case k < 85: // retention by size
 			l.opts.RetentionBytes = int64(rng.IntN(3000)) + 1
 			res, err := l.EnforceRetention(clk.Now())
 			if err != nil {
@@ -121,7 +125,13 @@ func runModel(t *testing.T, seed uint64, ops int) {
 			model = model[res.StartOffset-start:]
 			start = res.StartOffset
 			l.opts.RetentionBytes = 0
-		case k < 92: // follower truncation
+		case k < 89: // compaction (merges segments)
+			res, err := l.Compact(clk.Now())
+			if err != nil {
+				t.Fatalf("op %d: Compact: %v", op, err)
+			}
+			merged += res.SegmentsMerged
+		case k < 93: // follower truncation
 			to := start + rng.Int64N(int64(len(model))+1)
 			if err := l.Truncate(to); err != nil {
 				t.Fatalf("op %d: Truncate(%d): %v", op, to, err)
@@ -143,6 +153,7 @@ func runModel(t *testing.T, seed uint64, ops int) {
 			t.Fatalf("op %d: log [%d, %d), model [%d, %d)", op, l.StartOffset(), l.EndOffset(), start, end())
 		}
 	}
+	t.Logf("%d segments merged by compaction", merged)
 	// Finally the whole log reads back as the model, in order, without gaps.
 	got := readAll(t, l, start)
 	if len(got) != len(model) {
