@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outrigger-mesh/outrigger/composer"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
@@ -290,8 +291,10 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		if rt.total == 0 {
 			return nil, fmt.Errorf("weighted_clusters: all weights are zero")
 		}
+	case rc.Composition != nil:
+		// Built below, once the route's timeouts and retry policy are.
 	default:
-		return nil, fmt.Errorf("no action: set cluster, weighted_clusters or direct_response")
+		return nil, fmt.Errorf("no action: set cluster, weighted_clusters, composition or direct_response")
 	}
 
 	rt.prefixRewrite = rc.PrefixRewrite
@@ -317,7 +320,36 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		}
 		rt.retry = rp
 	}
+	if rc.Composition != nil {
+		if err := p.compileComposition(rt, rc.Composition, s); err != nil {
+			return nil, fmt.Errorf("composition: %w", err)
+		}
+	}
 	return rt, nil
+}
+
+// compileComposition builds rt's composition over the clusters of s. Its
+// calls use the route's per-try timeout and retry policy; the route
+// timeout bounds the whole composite request (serveComposite).
+func (p *Proxy) compileComposition(rt *route, spec *composer.Spec, s *snapshot) error {
+	for i, c := range spec.Calls {
+		if _, ok := s.clusters[c.Cluster]; !ok {
+			return fmt.Errorf("calls[%d].cluster: unknown cluster %q", i, c.Cluster)
+		}
+	}
+	callRoute := &route{
+		name:          rt.name,
+		localStats:    rt.localStats,
+		perTryTimeout: rt.perTryTimeout,
+		retry:         rt.retry,
+	}
+	b := &composeBackend{p: p, s: s, rt: callRoute, maxBody: compositionCallCap(spec) + 1}
+	comp, err := composer.New(*spec, b, composer.Options{Name: rt.name, Registry: p.reg, Now: p.now})
+	if err != nil {
+		return err
+	}
+	rt.compose = comp
+	return nil
 }
 
 func compileMutation(m config.HeaderMutation) headerEdit {

@@ -91,6 +91,10 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.localStats.record(status, p.now().Sub(start).Seconds())
 		return
 	}
+	if rt.compose != nil {
+		p.serveComposite(w, r, rt, start)
+		return
+	}
 	wc := rt.pickCluster(p.intn)
 	f := forwarding{p: p, s: s, rt: rt, c: wc.c, w: w, r: r, grpc: grpc}
 	defer func() {
@@ -136,6 +140,11 @@ type forwarding struct {
 	upgrade      string // protocol an HTTP/1.1 upgrade asks for, or ""
 	deadlineSent bool   // grpc-timeout was propagated upstream
 	status       int    // status sent downstream, for metrics
+	// deadline, when set, also bounds the request (a composition call's
+	// deadline); its expiry is an upstream timeout, not a client gone.
+	deadline time.Time
+	// local is the local reply sent, if the proxy answered itself.
+	local *localReply
 
 	limited *limitedBody
 	replay  *replayBody
@@ -144,6 +153,7 @@ type forwarding struct {
 }
 
 func (f *forwarding) reply(lr localReply) {
+	f.local = &lr
 	f.status = f.p.localReply(f.w, f.grpc, lr)
 }
 
@@ -180,6 +190,11 @@ func (f *forwarding) run() {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	if !f.deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, f.deadline)
 		defer cancel()
 	}
 	f.ctx = ctx

@@ -39,6 +39,7 @@ type Options struct {
 // configuration. It is safe for concurrent use.
 type Proxy struct {
 	log    *zap.Logger
+	reg    prometheus.Registerer
 	m      *metrics
 	bm     *breakerMetrics
 	now    func() time.Time
@@ -97,6 +98,7 @@ func New(opts Options) *Proxy {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	p.reg = reg
 	p.m = newMetrics(reg)
 	p.bm = newBreakerMetrics(reg)
 	return p

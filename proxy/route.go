@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"net/http"
+
+	"github.com/outrigger-mesh/outrigger/composer"
 	"regexp"
 	"strings"
 	"time"
@@ -255,6 +257,7 @@ type route struct {
 	clusters []weightedCluster // one entry for a plain cluster action
 	total    uint32            // sum of weights
 	direct   *directResponse
+	compose  *composer.Composition
 
 	prefixRewrite string // replaces the matched path prefix when set
 	reqHeaders    headerEdit

@@ -345,10 +345,11 @@ type Route struct {
 
 	// PerTryTimeout bounds each attempt (the first try and each retry). Zero
 	// means no per-try bound: only Timeout applies. Must not exceed Timeout.
+	// On a composition route it bounds each attempt of each backend call.
 	PerTryTimeout time.Duration `yaml:"per_try_timeout" json:"per_try_timeout"`
 
 	// Retry, when present, retries failed attempts. Absent (nil) means no
-	// retries.
+	// retries. On a composition route it is the policy of each backend call.
 	Retry *RetryPolicy `yaml:"retry,omitempty" json:"retry,omitempty"`
 
 	// PrefixRewrite replaces the matched path prefix (match.path.prefix or

@@ -238,15 +238,13 @@ func (r *Route) validate(p *problems, path string) {
 	}
 
 	if r.Composition != nil && len(actions) == 1 {
-		// The composition's calls have their own timeouts and go through
-		// each cluster's breaker; the route's per-attempt settings have
-		// nothing to apply to.
+		// The composition's calls are built from its templates: the
+		// route's path and request edits have nothing to apply to. (Its
+		// per_try_timeout and retry apply to each call.)
 		for _, f := range []struct {
 			key string
 			set bool
 		}{
-			{"per_try_timeout", r.PerTryTimeout != 0},
-			{"retry", r.Retry != nil},
 			{"prefix_rewrite", r.PrefixRewrite != ""},
 			{"request_headers", len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0},
 		} {

@@ -1,0 +1,257 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/composer"
+)
+
+// Composite routes. A route whose action is a composition is served by a
+// composer.Composition built at Apply; its backend calls go through
+// composeBackend, which runs each call through the same forwarding code as
+// any proxied request (load balancing, the cluster's breaker, limits,
+// outlier detection and classifier, the route's per-try timeout and retry
+// policy) and captures the answer in memory for the composer to join.
+
+// composeBackend implements composer.Backend over one snapshot's clusters.
+// It belongs to the snapshot it was compiled with, so a reload never
+// changes the clusters a composite request in flight calls.
+type composeBackend struct {
+	p *Proxy
+	s *snapshot
+	// rt carries the composition route's per-try timeout and retry policy
+	// to each call; it has no match, header edits or rewrite.
+	rt *route
+	// maxBody is the most response bytes kept per call: the largest call
+	// cap plus one, so that the composer still sees an oversized body as
+	// too large rather than as an error.
+	maxBody int64
+}
+
+// errCaptureFull stops the copy of a call's response at maxBody.
+var errCaptureFull = errors.New("call response exceeds the composition's cap")
+
+// Do implements composer.Backend. Request.Path goes on the wire as is (it
+// is set as URL.RawPath, so an escaped '/' stays inside its segment). A
+// call the proxy refused or could not complete returns an error wrapping
+// composer.ErrBreakerOpen (breaker open or a limit overflowed),
+// composer.ErrTimeout (route, per-try or call deadline) or
+// composer.ErrConnect (no healthy endpoint, connection failed).
+func (b *composeBackend) Do(ctx context.Context, call *composer.Request) (*composer.Response, error) {
+	c, ok := b.s.clusters[call.Cluster]
+	if !ok {
+		return nil, fmt.Errorf("%w: unknown cluster %q", composer.ErrConnect, call.Cluster)
+	}
+	path, err := url.PathUnescape(call.Path)
+	if err != nil {
+		return nil, fmt.Errorf("call path %q: %w", call.Path, err)
+	}
+	// The call's deadline (composition deadline, call timeout) becomes the
+	// forwarding deadline, so that its expiry is recorded as a timeout by
+	// the breaker; only a cancellation (client gone, a required call
+	// failed) cancels the call as a client that went away.
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			cancel()
+		}
+	})
+	defer stop()
+
+	hdr := call.Header
+	if hdr == nil {
+		hdr = http.Header{}
+	}
+	r := &http.Request{
+		Method:     call.Method,
+		URL:        &url.URL{Path: path, RawPath: call.Path, RawQuery: call.RawQuery},
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     hdr, // copied by outboundHeader, never written
+		Host:       call.Cluster,
+	}
+	if call.Body != nil {
+		r.Body = io.NopCloser(bytes.NewReader(call.Body))
+		r.ContentLength = int64(len(call.Body))
+	}
+	r = r.WithContext(base)
+
+	cw := &captureWriter{h: http.Header{}, limit: b.maxBody}
+	f := forwarding{p: b.p, s: b.s, rt: b.rt, c: c, w: cw, r: r}
+	if dl, ok := ctx.Deadline(); ok {
+		f.deadline = dl
+	}
+	aborted := runForwarding(&f)
+
+	switch {
+	case f.local != nil:
+		return nil, localReplyError(f.local)
+	case f.status == statusClientClosed || cw.status == 0 && ctx.Err() != nil:
+		return nil, fmt.Errorf("call to cluster %s: %w", c.name, context.Cause(ctx))
+	case aborted && !cw.full:
+		return nil, fmt.Errorf("call to cluster %s: upstream body cut short", c.name)
+	case cw.status == 0:
+		return nil, fmt.Errorf("call to cluster %s: no response", c.name)
+	}
+	return &composer.Response{Status: cw.status, Header: cw.h, Body: io.NopCloser(bytes.NewReader(cw.body.Bytes()))}, nil
+}
+
+// runForwarding runs f and reports whether it aborted the response
+// (the panic with http.ErrAbortHandler that a handler uses for that).
+func runForwarding(f *forwarding) (aborted bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler { //nolint:errorlint // the sentinel itself is the panic value
+				panic(v)
+			}
+			aborted = true
+		}
+	}()
+	f.run()
+	return false
+}
+
+// localReplyError maps a local reply the proxy gave for a call to the
+// composer's sentinel errors.
+func localReplyError(lr *localReply) error {
+	msg := lr.detail
+	if msg == "" {
+		msg = reasonInfo[lr.reason].text
+	}
+	var sentinel error
+	switch lr.reason {
+	case ReasonBreakerOpen, ReasonOverflow:
+		sentinel = composer.ErrBreakerOpen
+	case ReasonUpstreamTimeout:
+		sentinel = composer.ErrTimeout
+	case ReasonNoHealthyUpstream, ReasonUpstreamConnectFailure:
+		sentinel = composer.ErrConnect
+	default:
+		return fmt.Errorf("%s: %s", lr.reason, msg)
+	}
+	return fmt.Errorf("%w: %s", sentinel, msg)
+}
+
+// captureWriter is the http.ResponseWriter a composition call's
+// forwarding writes to: it keeps the final status, headers and up to limit
+// body bytes. 1xx responses are dropped.
+type captureWriter struct {
+	h      http.Header
+	status int
+	body   bytes.Buffer
+	limit  int64
+	full   bool
+}
+
+func (w *captureWriter) Header() http.Header { return w.h }
+
+func (w *captureWriter) WriteHeader(code int) {
+	if code < 200 || w.status != 0 {
+		return
+	}
+	w.status = code
+}
+
+func (w *captureWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if room := w.limit - int64(w.body.Len()); int64(len(p)) > room {
+		w.body.Write(p[:max(room, 0)])
+		w.full = true
+		return int(max(room, 0)), errCaptureFull
+	}
+	return w.body.Write(p)
+}
+
+// Flush is a no-op: the body is kept whole until the call ends.
+func (w *captureWriter) Flush() {}
+
+// compositionCallCap is the largest response body any call of spec may
+// read: its own max_response_bytes or the composition's default.
+func compositionCallCap(spec *composer.Spec) int64 {
+	def := spec.Limits.MaxResponseBytes
+	if def <= 0 {
+		def = composer.DefaultMaxResponseBytes
+	}
+	m := def
+	for _, c := range spec.Calls {
+		m = max(m, c.MaxResponseBytes)
+	}
+	return m
+}
+
+// serveComposite answers r with rt's composition. Path parameters are the
+// named groups of the route's path regex, matched against the decoded path
+// as routing did; the composer escapes each as one path segment when it
+// substitutes it. r itself is not changed: the values go on a shallow copy.
+func (p *Proxy) serveComposite(w http.ResponseWriter, r *http.Request, rt *route, start time.Time) {
+	ctx := r.Context()
+	if rt.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rt.timeout)
+		defer cancel()
+	}
+	in := r.WithContext(ctx)
+	if re := rt.match.pathRe; re != nil {
+		if m := re.FindStringSubmatch(r.URL.Path); m != nil {
+			for i, name := range re.SubexpNames() {
+				if name != "" && i < len(m) {
+					in.SetPathValue(name, m[i])
+				}
+			}
+		}
+	}
+	sw := &compositeWriter{ResponseWriter: w, edit: &rt.respHeaders}
+	defer func() {
+		st := sw.status
+		if st == 0 && r.Context().Err() != nil {
+			st = statusClientClosed
+		}
+		rt.localStats.record(st, p.now().Sub(start).Seconds())
+	}()
+	rt.compose.ServeHTTP(sw, in)
+}
+
+// compositeWriter applies the route's response header edits to the
+// composed response and remembers its status for the route metrics.
+type compositeWriter struct {
+	http.ResponseWriter
+	edit   *headerEdit
+	status int
+}
+
+func (w *compositeWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+		if !w.edit.empty() {
+			w.edit.apply(w.ResponseWriter.Header())
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *compositeWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *compositeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var (
+	_ composer.Backend    = (*composeBackend)(nil)
+	_ http.ResponseWriter = (*captureWriter)(nil)
+	_ http.Flusher        = (*captureWriter)(nil)
+)
