@@ -22,11 +22,15 @@ type RetentionResult struct {
 func (l *Log) EnforceRetention(now time.Time) (RetentionResult, error) {
 	l.adminMu.Lock()
 	defer l.adminMu.Unlock()
+	// syncMu only while detaching: a flush round that captured one of these
+	// segments (before it stopped being active) has finished once syncMu is
+	// ours, and later rounds only see the active segment. The deletions
+	// below then run without delaying group commits.
 	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
+		l.syncMu.Unlock()
 		return RetentionResult{}, ErrClosed
 	}
 	var total int64
@@ -48,6 +52,7 @@ func (l *Log) EnforceRetention(now time.Time) (RetentionResult, error) {
 	res := RetentionResult{StartOffset: l.start}
 	if n == 0 {
 		l.mu.Unlock()
+		l.syncMu.Unlock()
 		return res, nil
 	}
 	drop := append([]*segment(nil), l.segs[:n]...)
@@ -59,7 +64,8 @@ func (l *Log) EnforceRetention(now time.Time) (RetentionResult, error) {
 		epochErr = writeFileAtomic(filepath.Join(l.dir, epochFileName), encodeEpochFile(l.epochs))
 	}
 	l.mu.Unlock()
-	// No reader can reach the dropped segments any more.
+	l.syncMu.Unlock()
+	// No reader or flush round can reach the dropped segments any more.
 	for _, s := range drop {
 		s.closeFiles()
 		if err := os.Remove(s.path); err != nil {
