@@ -135,8 +135,15 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("segment: invalid options: %w", err)
 	}
 	opts = opts.withDefaults()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("segment: create dir: %w", err)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("segment: create dir: %w", err)
+		}
+		// The new directory's own entry must survive a power loss too, or
+		// every acknowledged record in it could vanish with it.
+		if err := syncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+			return nil, fmt.Errorf("segment: sync parent of %s: %w", dir, err)
+		}
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
