@@ -256,19 +256,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 
 	switch {
 	case rc.DirectResponse != nil:
-		d := rc.DirectResponse
-		dr := &directResponse{status: d.Status, body: []byte(d.Body), header: http.Header{}}
-		for _, hv := range d.Headers {
-			dr.header[http.CanonicalHeaderKey(hv.Name)] = append(dr.header[http.CanonicalHeaderKey(hv.Name)], hv.Value)
-		}
-		if d.Body != "" && dr.header.Get("Content-Type") == "" {
-			dr.header.Set("Content-Type", "text/plain; charset=utf-8")
-		}
-		dr.header.Set("Content-Length", strconv.Itoa(len(d.Body)))
-		if dr.status == 0 {
-			dr.status = http.StatusOK
-		}
-		rt.direct = dr
+		rt.direct = compileDirect(rc.DirectResponse)
 	case rc.Cluster != "":
 		c, ok := s.clusters[rc.Cluster]
 		if !ok {
@@ -320,6 +308,13 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		}
 		rt.retry = rp
 	}
+	if rc.Fallback != nil {
+		fb, err := p.compileFallback(lname, rt, rc.Fallback, s)
+		if err != nil {
+			return nil, fmt.Errorf("fallback: %w", err)
+		}
+		rt.fallback = fb
+	}
 	if rc.Composition != nil {
 		if err := p.compileComposition(rt, rc.Composition, s); err != nil {
 			return nil, fmt.Errorf("composition: %w", err)
@@ -350,6 +345,60 @@ func (p *Proxy) compileComposition(rt *route, spec *composer.Spec, s *snapshot) 
 	}
 	rt.compose = comp
 	return nil
+}
+
+// compileFallback compiles a route's fallback; rt is otherwise complete.
+func (p *Proxy) compileFallback(lname string, rt *route, fc *config.Fallback, s *snapshot) (*routeFallback, error) {
+	if rt.compose != nil || rt.direct != nil || len(rt.clusters) == 0 {
+		return nil, fmt.Errorf("only routes with cluster or weighted_clusters have a fallback")
+	}
+	fb := &routeFallback{}
+	for r := Reason(0); r < numReasons; r++ {
+		if fallbackReason(r) {
+			fb.used[r] = p.m.fallbacks.WithLabelValues(lname, rt.name, r.String())
+		}
+	}
+	switch {
+	case fc.DirectResponse != nil && fc.Cluster != "":
+		return nil, fmt.Errorf("set only one of direct_response and cluster")
+	case fc.DirectResponse != nil:
+		fb.direct = compileDirect(fc.DirectResponse)
+		fb.stats = rt.localStats
+	case fc.Cluster != "":
+		c, ok := s.clusters[fc.Cluster]
+		if !ok {
+			return nil, fmt.Errorf("cluster: unknown cluster %q", fc.Cluster)
+		}
+		for _, wc := range rt.clusters {
+			if wc.c == c {
+				return nil, fmt.Errorf("cluster: %q is the route's own cluster", fc.Cluster)
+			}
+		}
+		frt := *rt // a copy: the same timeouts, retry policy and header edits
+		fb.stats = p.m.routeStats(lname, rt.name, c.name)
+		frt.clusters = []weightedCluster{{c: c, weight: 1, stats: fb.stats}}
+		frt.total = 1
+		frt.fallback = nil // no chains
+		fb.rt = &frt
+	default:
+		return nil, fmt.Errorf("set direct_response or cluster")
+	}
+	return fb, nil
+}
+
+func compileDirect(d *config.DirectResponse) *directResponse {
+	dr := &directResponse{status: d.Status, body: []byte(d.Body), header: http.Header{}}
+	for _, hv := range d.Headers {
+		dr.header[http.CanonicalHeaderKey(hv.Name)] = append(dr.header[http.CanonicalHeaderKey(hv.Name)], hv.Value)
+	}
+	if d.Body != "" && dr.header.Get("Content-Type") == "" {
+		dr.header.Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	dr.header.Set("Content-Length", strconv.Itoa(len(d.Body)))
+	if dr.status == 0 {
+		dr.status = http.StatusOK
+	}
+	return dr
 }
 
 func compileMutation(m config.HeaderMutation) headerEdit {

@@ -97,20 +97,29 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	wc := rt.pickCluster(p.intn)
 	f := forwarding{p: p, s: s, rt: rt, c: wc.c, w: w, r: r, grpc: grpc}
+	stats := wc.stats
 	defer func() {
 		// Runs during an ErrAbortHandler panic too, so aborted streams count.
-		wc.stats.record(f.status, p.now().Sub(start).Seconds())
+		stats.record(f.status, p.now().Sub(start).Seconds())
 	}()
 	f.run()
+	if f.deferred != nil {
+		stats = rt.fallback.stats
+		p.serveFallback(&f)
+	}
 }
 
 func (p *Proxy) writeDirect(w http.ResponseWriter, rt *route) int {
-	d := rt.direct
+	return p.writeDirectResponse(w, rt.direct, &rt.respHeaders)
+}
+
+// writeDirectResponse writes d with the route's response header edits.
+func (p *Proxy) writeDirectResponse(w http.ResponseWriter, d *directResponse, edit *headerEdit) int {
 	h := w.Header()
 	for k, v := range d.header {
 		h[k] = v
 	}
-	rt.respHeaders.apply(h)
+	edit.apply(h)
 	p.m.localByCode[ReasonDirectResponse].Inc()
 	w.WriteHeader(d.status)
 	if len(d.body) > 0 {
@@ -145,6 +154,13 @@ type forwarding struct {
 	deadline time.Time
 	// local is the local reply sent, if the proxy answered itself.
 	local *localReply
+	// deferred is the local reply left for the route's fallback (see fail).
+	deferred *localReply
+	// touch records whether any attempt read the request body (nil: no body).
+	touch *touchReader
+	// dl is the route deadline, zero for none; a fallback cluster gets
+	// what is left of it.
+	dl time.Time
 
 	limited *limitedBody
 	replay  *replayBody
@@ -198,10 +214,11 @@ func (f *forwarding) run() {
 		defer cancel()
 	}
 	f.ctx = ctx
+	f.dl, _ = ctx.Deadline()
 
 	res := c.res
 	if err := res.limits.Acquire(breaker.LimitRequests); err != nil {
-		f.reply(f.breakerReply(err))
+		f.fail(f.breakerReply(err))
 		return
 	}
 	c.active.Add(1)
@@ -222,9 +239,10 @@ func (f *forwarding) run() {
 
 	var body io.Reader
 	if r.Body != nil && r.Body != http.NoBody {
-		body = r.Body
+		f.touch = &touchReader{r: r.Body}
+		body = f.touch
 		if limit > 0 {
-			f.limited = &limitedBody{r: r.Body, remaining: limit}
+			f.limited = &limitedBody{r: f.touch, remaining: limit}
 			body = f.limited
 		}
 		if rt.retry.maxRetries > 0 {
@@ -245,7 +263,7 @@ func (f *forwarding) run() {
 		now := f.p.now()
 		ep := c.pick(&f.set, now)
 		if ep == nil {
-			f.reply(localReply{reason: ReasonNoHealthyUpstream, detail: "no healthy upstream in cluster " + c.name})
+			f.fail(localReply{reason: ReasonNoHealthyUpstream, detail: "no healthy upstream in cluster " + c.name})
 			return
 		}
 		c.markTried(&f.set, ep)
@@ -255,12 +273,12 @@ func (f *forwarding) run() {
 		// breaker.
 		permit, err := res.br.Allow(now)
 		if err != nil {
-			f.reply(f.breakerReply(err))
+			f.fail(f.breakerReply(err))
 			return
 		}
 		if err := res.limits.Acquire(breaker.LimitPendingRequests); err != nil {
 			permit.Cancel()
-			f.reply(f.breakerReply(err))
+			f.fail(f.breakerReply(err))
 			return
 		}
 		tr := &attemptTrace{w: f.w, limits: res.limits}
@@ -328,7 +346,7 @@ func (f *forwarding) run() {
 			if errors.As(err, &le) {
 				// max_connections refused the dial: the call was not made.
 				permit.Cancel()
-				f.reply(f.breakerReply(le))
+				f.fail(f.breakerReply(le))
 				return
 			}
 			kind := f.failKind(err, actx)
@@ -353,13 +371,13 @@ func (f *forwarding) run() {
 					if ctx.Err() != nil {
 						f.reply(localReply{reason: ReasonUpstreamTimeout})
 					} else {
-						f.reply(failureReply(kind))
+						f.fail(failureReply(kind))
 					}
 					return
 				}
 				continue
 			}
-			f.reply(failureReply(kind))
+			f.fail(failureReply(kind))
 			return
 		}
 
@@ -724,4 +742,16 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 		return n, errTooLarge
 	}
 	return n, err
+}
+
+// touchReader notes that its reader was read at all: a request body no
+// attempt touched can still be sent elsewhere whole (a route's fallback).
+type touchReader struct {
+	r       io.Reader
+	touched atomic.Bool
+}
+
+func (t *touchReader) Read(p []byte) (int, error) {
+	t.touched.Store(true)
+	return t.r.Read(p)
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	conns       *prometheus.GaugeVec     // cluster, endpoint
 	retries     *prometheus.CounterVec   // cluster
 	localReply  *prometheus.CounterVec   // reason
+	fallbacks   *prometheus.CounterVec   // listener, route, reason
 	generation  prometheus.Gauge
 	localByCode [numReasons]prometheus.Counter
 }
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "outrigger_proxy_local_replies_total",
 			Help: "Responses written by the proxy itself, by reason (the x-outrigger-error value).",
 		}, []string{"reason"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_proxy_fallbacks_total",
+			Help: "Requests answered by their route's fallback, by listener, route and the reason the primary cluster could not take them.",
+		}, []string{"listener", "route", "reason"}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outrigger_proxy_config_generation",
 			Help: "Generation of the configuration the proxy serves; increases by one per successful Apply.",
@@ -54,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.localByCode[r] = m.localReply.WithLabelValues(r.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.localReply, m.generation)
+		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.localReply, m.fallbacks, m.generation)
 	}
 	return m
 }

@@ -259,6 +259,8 @@ type route struct {
 	direct   *directResponse
 	compose  *composer.Composition
 
+	fallback *routeFallback // nil: none
+
 	prefixRewrite string // replaces the matched path prefix when set
 	reqHeaders    headerEdit
 	respHeaders   headerEdit

@@ -207,6 +207,47 @@ routes:
   - direct_response: {status: 404}
     timeout: 1s
 `, `t.yaml:4: routes[0].timeout: not used with direct_response`},
+		{"fallback to unknown cluster", okCluster + `
+routes:
+  - cluster: a
+    fallback: {cluster: b}
+`, `t.yaml:8: routes[0].fallback.cluster: unknown cluster "b" (did you mean "a"?)`},
+		{"fallback with both", okCluster + `
+  b:
+    endpoints: [10.0.0.2:80]
+routes:
+  - cluster: a
+    fallback:
+      cluster: b
+      direct_response: {status: 503}
+`, `t.yaml:10: routes[0].fallback: set only one of direct_response and cluster`},
+		{"fallback with neither", okCluster + `
+routes:
+  - cluster: a
+    fallback: {}
+`, `t.yaml:8: routes[0].fallback: set direct_response or cluster`},
+		{"fallback to own cluster", okCluster + `
+routes:
+  - cluster: a
+    fallback: {cluster: a}
+`, `t.yaml:8: routes[0].fallback.cluster: "a" is the route's own cluster`},
+		{"fallback direct response status", okCluster + `
+routes:
+  - cluster: a
+    fallback: {direct_response: {status: 99}}
+`, `t.yaml:8: routes[0].fallback.direct_response.status: must be an HTTP status from 200 to 599, got 99`},
+		{"fallback on composition", okCluster + `
+routes:
+  - match: {path: {exact: /x}}
+    composition:
+      calls: [{name: c, cluster: a, path: /c}]
+    fallback: {direct_response: {status: 200}}
+`, `t.yaml:10: routes[0].fallback: not used with composition (an optional call gives a partial response instead)`},
+		{"fallback on direct response", `
+routes:
+  - direct_response: {status: 200}
+    fallback: {direct_response: {status: 200}}
+`, `t.yaml:4: routes[0].fallback: not used with direct_response`},
 		{"prefix rewrite without prefix match", okCluster + `
 routes:
   - cluster: a

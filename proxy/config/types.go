@@ -363,6 +363,31 @@ type Route struct {
 	// ResponseHeaders edits the response's headers before returning it
 	// (direct responses included).
 	ResponseHeaders HeaderMutation `yaml:"response_headers" json:"response_headers"`
+
+	// Fallback answers the request another way when the route's cluster
+	// cannot take it: its circuit breaker is open, a resource limit is
+	// full, it has no healthy endpoint, or (after any retries) no
+	// connection could be made — every case in which the upstream
+	// application never saw the request. Absent (nil) means no fallback:
+	// the proxy's local reply is sent. Only with cluster or
+	// weighted_clusters.
+	Fallback *Fallback `yaml:"fallback,omitempty" json:"fallback,omitempty"`
+}
+
+// Fallback is a route's second choice: exactly one of DirectResponse and
+// Cluster. The response it produces carries x-outrigger-fallback with the
+// reason (breaker_open, overflow, no_healthy_upstream,
+// upstream_connect_failure) and the primary's x-outrigger-breaker header.
+type Fallback struct {
+	// DirectResponse answers with a fixed response.
+	DirectResponse *DirectResponse `yaml:"direct_response,omitempty" json:"direct_response,omitempty"`
+
+	// Cluster forwards the request to this cluster instead, through its
+	// own breaker, limits and endpoints, with the route's timeouts, retry
+	// policy and header edits and within what is left of the route
+	// timeout. A fallback cluster never falls back further. Must differ
+	// from the route's cluster(s).
+	Cluster string `yaml:"cluster,omitempty" json:"cluster,omitempty"`
 }
 
 // RouteMatch selects requests. All of its parts must match; a part left at

@@ -210,15 +210,34 @@ func (r *Route) validate(p *problems, path string) {
 		}
 	}
 
+	if fb := r.Fallback; fb != nil {
+		fp := path + ".fallback"
+		switch {
+		case r.Composition != nil:
+			p.add(fp, "not used with composition (an optional call gives a partial response instead)")
+		case r.DirectResponse != nil:
+			p.add(fp, "not used with direct_response")
+		}
+		switch {
+		case fb.DirectResponse != nil && fb.Cluster != "":
+			p.add(fp, "set only one of direct_response and cluster")
+		case fb.DirectResponse == nil && fb.Cluster == "":
+			p.add(fp, "set direct_response or cluster")
+		case fb.DirectResponse != nil:
+			fb.DirectResponse.validate(p, fp+".direct_response")
+		case fb.Cluster == r.Cluster:
+			p.addf(fp+".cluster", "%q is the route's own cluster", fb.Cluster)
+		default:
+			for _, wc := range r.WeightedClusters {
+				if wc.Cluster == fb.Cluster {
+					p.addf(fp+".cluster", "%q is one of the route's weighted_clusters", fb.Cluster)
+				}
+			}
+		}
+	}
+
 	if d := r.DirectResponse; d != nil {
-		dp := path + ".direct_response"
-		if d.Status < 200 || d.Status > 599 {
-			p.addf(dp+".status", "must be an HTTP status from 200 to 599, got %d", d.Status)
-		}
-		if len(d.Body) > maxDirectBody {
-			p.addf(dp+".body", "must be at most %d bytes, got %d", maxDirectBody, len(d.Body))
-		}
-		d.Headers.validate(p, dp+".headers")
+		d.validate(p, path+".direct_response")
 		// Settings that only mean something for a forwarded request.
 		for _, f := range []struct {
 			key string
@@ -276,6 +295,16 @@ func (r *Route) validate(p *problems, path string) {
 	}
 	r.RequestHeaders.validate(p, path+".request_headers")
 	r.ResponseHeaders.validate(p, path+".response_headers")
+}
+
+func (d *DirectResponse) validate(p *problems, dp string) {
+	if d.Status < 200 || d.Status > 599 {
+		p.addf(dp+".status", "must be an HTTP status from 200 to 599, got %d", d.Status)
+	}
+	if len(d.Body) > maxDirectBody {
+		p.addf(dp+".body", "must be at most %d bytes, got %d", maxDirectBody, len(d.Body))
+	}
+	d.Headers.validate(p, dp+".headers")
 }
 
 func (m *RouteMatch) validate(p *problems, path string) {
@@ -498,6 +527,9 @@ func (c *Config) validateReferences(p *problems) {
 			if wc.Cluster != "" && !known(wc.Cluster) {
 				unknown(indexPath(path+".weighted_clusters", j)+".cluster", wc.Cluster)
 			}
+		}
+		if fb := r.Fallback; fb != nil && fb.Cluster != "" && !known(fb.Cluster) {
+			unknown(path+".fallback.cluster", fb.Cluster)
 		}
 		if r.Composition != nil {
 			p.nested(path+".composition", r.Composition.Validate(known))

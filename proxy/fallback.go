@@ -1,0 +1,122 @@
+package proxy
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Header the proxy sets on a response produced by a route's fallback; its
+// value is the local-reply code that made the primary unusable.
+const hdrFallback = "X-Outrigger-Fallback"
+
+// routeFallback is a route's compiled fallback: a fixed response or
+// another cluster (never both).
+type routeFallback struct {
+	direct *directResponse
+	// rt is the route as the fallback cluster sees it: the same timeouts,
+	// retry policy and header edits, one cluster, and no fallback (a
+	// fallback never falls back further).
+	rt    *route
+	stats *routeStats // (listener, route, fallback cluster), or the route's local stats
+	// used counts fallbacks by the reason of the primary's failure.
+	used [numReasons]prometheus.Counter
+}
+
+// fallbackReason reports whether a local reply with reason r means the
+// primary cluster never got the request to its application, which is when
+// a fallback is used: the breaker or a limit refused it, no endpoint was
+// healthy, or no connection could be made (after any retries). Timeouts,
+// resets and upstream statuses are not: the upstream may have acted.
+func fallbackReason(r Reason) bool {
+	switch r {
+	case ReasonBreakerOpen, ReasonOverflow, ReasonNoHealthyUpstream, ReasonUpstreamConnectFailure:
+		return true
+	}
+	return false
+}
+
+// fail ends the request with lr, or, when the route has a fallback that
+// applies, leaves lr for ServeHTTP to answer with the fallback once the
+// primary's slots are released.
+func (f *forwarding) fail(lr localReply) {
+	fb := f.rt.fallback
+	if fb == nil || !fallbackReason(lr.reason) || fb.rt != nil && !f.bodyReusable() {
+		f.reply(lr)
+		return
+	}
+	f.deferred = &lr
+}
+
+// bodyReusable reports whether the request body can still be sent in
+// full: there is none, no attempt has read it, or it is kept for replay.
+func (f *forwarding) bodyReusable() bool {
+	if f.touch == nil || !f.touch.touched.Load() {
+		return true
+	}
+	return f.replay != nil && f.replay.replayable()
+}
+
+// serveFallback answers f's request with the route's fallback after the
+// primary cluster failed with f.deferred, and sets f.status.
+func (p *Proxy) serveFallback(f *forwarding) {
+	lr := f.deferred
+	fb := f.rt.fallback
+	fb.used[lr.reason].Inc()
+	fw := &fallbackWriter{ResponseWriter: f.w, set: [][2]string{{hdrFallback, lr.reason.String()}}}
+	for _, kv := range lr.extra {
+		if kv[0] == hdrBreaker {
+			fw.set = append(fw.set, kv)
+		}
+	}
+	if fb.direct != nil {
+		f.status = p.writeDirectResponse(fw, fb.direct, &f.rt.respHeaders)
+		return
+	}
+	r := f.r
+	if f.touch != nil && f.touch.touched.Load() {
+		// The primary's attempts read part of the body: resend it from
+		// the replay buffer (bodyReusable checked that it is whole).
+		if f.view != nil && !f.view.release(r.Context()) {
+			f.status = statusClientClosed
+			return
+		}
+		r = r.WithContext(r.Context())
+		r.Body = f.replay.view()
+	}
+	c := fb.rt.clusters[0].c
+	f2 := forwarding{p: p, s: f.s, rt: fb.rt, c: c, w: fw, r: r, grpc: f.grpc, deadline: f.dl}
+	defer func() { f.status = f2.status }()
+	f2.run()
+}
+
+// fallbackWriter adds the fallback headers to the final response header
+// block, whoever writes it (the fallback cluster's response, or a local
+// reply).
+type fallbackWriter struct {
+	http.ResponseWriter
+	set  [][2]string
+	done bool
+}
+
+func (w *fallbackWriter) WriteHeader(code int) {
+	if code >= 200 && !w.done {
+		w.done = true
+		h := w.Header()
+		for _, kv := range w.set {
+			h.Set(kv[0], kv[1])
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *fallbackWriter) Write(b []byte) (int, error) {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the server's writer (flush,
+// hijack).
+func (w *fallbackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
