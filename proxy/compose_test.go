@@ -306,9 +306,9 @@ func TestCompositeCallsUseRouteRetryPolicy(t *testing.T) {
 	cfg := &config.Config{
 		Clusters: map[string]config.Cluster{"a": {Endpoints: eps(addr(flaky))}},
 		Routes: []config.Route{{
-			Name:  "one",
-			Match: config.RouteMatch{Path: config.PathMatch{Exact: "/one"}},
-			Retry: &config.RetryPolicy{Attempts: 2, Backoff: config.Backoff{Base: time.Millisecond}},
+			Name:        "one",
+			Match:       config.RouteMatch{Path: config.PathMatch{Exact: "/one"}},
+			Retry:       &config.RetryPolicy{Attempts: 2, Backoff: config.Backoff{Base: time.Millisecond}},
 			Composition: &composer.Spec{Calls: []composer.Call{{Name: "a", Cluster: "a", Path: "/a"}}},
 		}},
 	}

@@ -562,8 +562,13 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 		return false
 	}
 	// Connect failures and refused streams never reached the application,
-	// so they are safe to retry whatever the method.
-	safe := kind == failConnect || kind == failRefused
+	// so they are safe to retry whatever the method. So is a gRPC call the
+	// server ended trailers-only with a status gRPC's own retry policy
+	// retries (gRFC A6: the server chose to answer before sending any
+	// response message; every gRPC call is a POST): the body must be kept
+	// whole, which the replay check below requires after any response.
+	safe := kind == failConnect || kind == failRefused ||
+		f.grpc && kind == failNone && grpcStatus >= 0 && p.grpcRetriable(grpcStatus)
 	if !safe && !p.allowAnyMethod && !idempotent(f.r.Method) {
 		return false
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,9 +25,18 @@ import (
 type testService struct {
 	testpb.UnimplementedTestServiceServer
 	deadlines chan time.Duration // remaining time seen by UnaryCall, if set
+	// failUnavailable is how many UnaryCalls still fail UNAVAILABLE
+	// (trailers-only, as grpc-go answers a handler error before any
+	// message); calls counts every UnaryCall.
+	failUnavailable atomic.Int64
+	calls           atomic.Int64
 }
 
 func (s *testService) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	s.calls.Add(1)
+	if s.failUnavailable.Add(-1) >= 0 {
+		return nil, status.Error(codes.Unavailable, "warming up")
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get("x-echo"); len(v) > 0 {
 		_ = grpc.SetHeader(ctx, metadata.Pairs("x-echo-header", v[0]))
@@ -321,8 +331,9 @@ func TestGRPCRetryOnUnavailableTrailersOnly(t *testing.T) {
 	bad := startGRPCServer(t, &testService{})
 	good := startGRPCServer(t, &testService{})
 	cfg := grpcConfig(bad, good)
-	// gRPC calls are POSTs: status-based retries need allow_non_idempotent.
-	cfg.Routes[0].Retry = &config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"unavailable"}, AllowNonIdempotent: true, Backoff: config.Backoff{Base: time.Microsecond}}
+	// gRPC calls are POSTs, yet a trailers-only UNAVAILABLE is retried
+	// without allow_non_idempotent.
+	cfg.Routes[0].Retry = &config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"unavailable"}, Backoff: config.Backoff{Base: time.Microsecond}}
 	h := startProxy(t, cfg)
 	c := grpcClient(t, h.out)
 	// UnaryCall with ResponseStatus UNAVAILABLE fails on both, so one
@@ -375,5 +386,51 @@ func TestGRPCTimeoutHeaderBoundsTheCall(t *testing.T) {
 	d, err := parseGRPCTimeout(got)
 	if err != nil || d <= 0 || d > 150*time.Millisecond {
 		t.Fatalf("upstream grpc-timeout %q (%v)", got, d)
+	}
+}
+
+func TestGRPCTrailersOnlyUnavailableRetriedWithoutAllowNonIdempotent(t *testing.T) {
+	svc := &testService{}
+	svc.failUnavailable.Store(1)
+	target := startGRPCServer(t, svc)
+	cfg := grpcConfig(target)
+	cfg.Routes[0].Retry = &config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"unavailable", "resource-exhausted"}, Backoff: config.Backoff{Base: time.Microsecond}}
+	h := startProxy(t, cfg)
+	c := grpcClient(t, h.out)
+	resp, err := c.UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hello")}})
+	if err != nil {
+		t.Fatalf("call failed: %v", err)
+	}
+	if string(resp.GetPayload().GetBody()) != "hello" {
+		t.Fatalf("payload %q: the retry did not resend the message", resp.GetPayload().GetBody())
+	}
+	if n := svc.calls.Load(); n != 2 {
+		t.Fatalf("server saw %d calls, want 2", n)
+	}
+	if v := counterValue(h.p.m.retries.WithLabelValues("grpc")); v != 1 {
+		t.Fatalf("retries %v", v)
+	}
+
+	// A status the policy does not list (INTERNAL) is not retried.
+	before := svc.calls.Load()
+	_, err = c.UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.Internal), Message: "bug"}})
+	if status.Code(err) != codes.Internal || svc.calls.Load() != before+1 {
+		t.Fatalf("INTERNAL: %v after %d calls", err, svc.calls.Load()-before)
+	}
+}
+
+func TestGRPCStatusRetryNeedsWholeBody(t *testing.T) {
+	// The kept body is smaller than the request: the call cannot be
+	// resent, so UNAVAILABLE is passed on after one attempt.
+	svc := &testService{}
+	svc.failUnavailable.Store(1)
+	target := startGRPCServer(t, svc)
+	cfg := grpcConfig(target)
+	cfg.Routes[0].Retry = &config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"unavailable"}, MaxBufferedBodyBytes: 16, Backoff: config.Backoff{Base: time.Microsecond}}
+	h := startProxy(t, cfg)
+	c := grpcClient(t, h.out)
+	_, err := c.UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 1024)}})
+	if status.Code(err) != codes.Unavailable || svc.calls.Load() != 1 {
+		t.Fatalf("%v after %d calls", err, svc.calls.Load())
 	}
 }

@@ -104,15 +104,21 @@ func (p *retryPolicy) retriable(kind failKind, status, grpcStatus int) bool {
 			}
 		}
 	}
+	return p.grpcRetriable(grpcStatus)
+}
+
+// grpcRetriable reports whether grpcStatus matches one of the policy's
+// gRPC retry_on conditions.
+func (p *retryPolicy) grpcRetriable(grpcStatus int) bool {
 	switch grpcStatus {
 	case grpcCanceled:
-		return on&retryGRPCCancelled != 0
+		return p.on&retryGRPCCancelled != 0
 	case grpcDeadlineExceeded:
-		return on&retryGRPCDeadlineExceeded != 0
+		return p.on&retryGRPCDeadlineExceeded != 0
 	case grpcResourceExhausted:
-		return on&retryGRPCResourceExhausted != 0
+		return p.on&retryGRPCResourceExhausted != 0
 	case grpcUnavailable:
-		return on&retryGRPCUnavailable != 0
+		return p.on&retryGRPCUnavailable != 0
 	}
 	return false
 }

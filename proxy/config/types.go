@@ -519,7 +519,11 @@ type RetryPolicy struct {
 
 	// AllowNonIdempotent permits retrying non-idempotent requests on
 	// conditions other than connect-failure and refused-stream. False (the
-	// default) means only idempotent requests are retried on those.
+	// default) means only idempotent requests are retried on those, except
+	// gRPC calls answered trailers-only with a status of a gRPC condition
+	// (unavailable, resource-exhausted, deadline-exceeded, cancelled), which
+	// are retried as gRPC's own retry policy does when the request body was
+	// kept whole.
 	AllowNonIdempotent bool `yaml:"allow_non_idempotent" json:"allow_non_idempotent"`
 
 	// MaxBufferedBodyBytes is how much of a request body the sidecar keeps to
