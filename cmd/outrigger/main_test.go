@@ -833,3 +833,41 @@ func TestValidateRefusesWhatTheProxyCannotBuild(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
+
+func TestSIGTERMEndsAppAPILongPollsWithoutWaitingOutTheDrain(t *testing.T) {
+	up := newUpstream(t, "a")
+	cfg := strings.Replace(sidecarConfig(up.addr(), up.addr(), ""), "  app_api:\n    disabled: true\n", "  app_api:\n    address: 127.0.0.1:0\n", 1) +
+		"eventlog:\n  topics:\n    orders: {}\n"
+	cfg = strings.Replace(cfg, "drain_timeout: 10s", "drain_timeout: 20s", 1)
+	p := start(t, "run", "-c", writeConfig(t, cfg))
+	c := newClient(t)
+
+	polled := make(chan error, 1)
+	go func() {
+		resp, err := c.Get("http://" + p.addrs.AppAPI + "/v1/topics/orders/partitions/0/records?offset=0&wait=25s")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		polled <- err
+	}()
+	// The poll is parked in the event log once its handler shows in the
+	// sidecar's goroutine dump.
+	waitFor(t, 10*time.Second, "the long poll to be parked", func() bool {
+		_, body, _ := get(t, c, "http://"+p.addrs.Admin+"/debug/pprof/goroutine?debug=1", "")
+		return strings.Contains(body, "handleFetch")
+	})
+	start := time.Now()
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	select {
+	case <-polled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the long poll outlived the process")
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("stopping took %v with a long poll open", el)
+	}
+}

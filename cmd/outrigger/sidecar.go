@@ -80,13 +80,16 @@ type sidecar struct {
 //  3. the outbound and inbound listeners, within listeners.drain_timeout:
 //     stop accepting, let requests in flight finish, then close what is
 //     left (and the proxy's idle upstream connections);
-//  4. the app API listener, within what is left of the drain timeout;
-//  5. the event log: stop its loops (push deliveries, retention) and wait
-//     for them, then close its files (acks=0 appends finish first);
-//  6. close the access log (flushing it);
-//  7. shut the admin server down (it served /ready=503 and /metrics during
+//  4. stop the event log's loops (push deliveries, retention, group
+//     sessions) and wait for them; this also ends the app API's long polls
+//     (the eventlog package's own shutdown order: Run, then its handlers,
+//     then Close);
+//  5. the app API listener, within what is left of the drain timeout;
+//  6. close the event log's files (acks=0 appends finish first);
+//  7. close the access log (flushing it);
+//  8. shut the admin server down (it served /ready=503 and /metrics during
 //     the drain);
-//  8. sync the process log.
+//  9. sync the process log.
 func runSidecar(ctx context.Context, o sidecarOptions) error {
 	cfg, err := loadConfig(o)
 	if err != nil {
@@ -143,7 +146,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 			s.log.Error("cannot open the event log", zap.Error(err))
 			return err
 		}
-		defer broker.Close() // step 6 of the shutdown order; idempotent
+		defer broker.Close() // on a failed start; step 6 of the shutdown order otherwise (idempotent)
 		appAPI = cfg.Listeners.AppAPI.Address
 	}
 
@@ -268,23 +271,25 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	if err := traffic.shutdown(drainCtx, s.proxy); err != nil {
 		s.log.Warn("drain timed out; closed the remaining connections", zap.Error(err))
 	}
-	// 4. The app API, within what is left of the drain timeout.
+	// 4. The event log's loops (push deliveries, retention, group
+	// sessions); ending Run also ends the app API's long polls.
+	stopBroker()
+	brokerLoop.Wait()
+	// 5. The app API, within what is left of the drain timeout.
 	if appSrv != nil {
 		if err := appSrv.Shutdown(drainCtx); err != nil {
 			appSrv.Close()
 		}
 	}
 	cancel()
-	// 5. The event log's loops (push deliveries, retention), then its files.
-	stopBroker()
-	brokerLoop.Wait()
+	// 6. The event log's files.
 	if broker != nil {
 		if err := broker.Close(); err != nil {
 			s.log.Error("closing the event log", zap.Error(err))
 		}
 	}
-	// 6. Access log: closed by the deferred Close, after the servers below.
-	// 7. Admin last.
+	// 7. Access log: closed by the deferred Close, after the servers below.
+	// 8. Admin last.
 	adminCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	adminSrv.Shutdown(adminCtx)
 	cancel()
