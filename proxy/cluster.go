@@ -224,7 +224,6 @@ type cluster struct {
 	// interleaved (see weightSlots). nil means one position per endpoint.
 	slots []int
 
-	budget retryBudget
 	active atomic.Int64
 	m      clusterMetrics
 }

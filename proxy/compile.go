@@ -57,8 +57,6 @@ const (
 	defaultConnectTimeout = time.Second
 	defaultMaxBuffered    = 64 << 10
 	defaultBackoffBase    = 25 * time.Millisecond
-	defaultBudgetPercent  = 20
-	defaultBudgetMin      = 3
 	defaultMaxIdle        = 32
 )
 
@@ -424,8 +422,6 @@ func compileRetry(rc config.RetryPolicy) (retryPolicy, error) {
 		max:            rc.Backoff.Max,
 		allowAnyMethod: rc.AllowNonIdempotent,
 		maxBuffered:    rc.MaxBufferedBodyBytes,
-		budgetPercent:  rc.Budget.Percent,
-		budgetMin:      int64(rc.Budget.MinConcurrency),
 		statuses:       rc.RetriableStatusCodes,
 	}
 	if rp.maxRetries == 0 {
@@ -439,12 +435,6 @@ func compileRetry(rc config.RetryPolicy) (retryPolicy, error) {
 	}
 	if rp.maxBuffered == 0 {
 		rp.maxBuffered = defaultMaxBuffered
-	}
-	if rp.budgetPercent == 0 {
-		rp.budgetPercent = defaultBudgetPercent
-	}
-	if rp.budgetMin == 0 {
-		rp.budgetMin = defaultBudgetMin
 	}
 	on := rc.RetryOn
 	if len(on) == 0 {

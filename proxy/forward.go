@@ -254,7 +254,6 @@ func (f *forwarding) run() {
 	retryHeld := false
 	defer func() {
 		if retryHeld {
-			c.budget.release()
 			res.limits.Release(breaker.LimitRetries)
 		}
 	}()
@@ -587,18 +586,14 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 }
 
 // takeRetry reserves, for the rest of this request (one slot however many
-// retries it makes), a slot in the route's retry budget and in the
-// cluster's max_retries limit.
+// retries it makes), a slot of the cluster's retry limit: its
+// limits.retry_budget when set, else limits.max_retries. This is the one
+// retry budget; it is per cluster, so every route to the cluster shares it.
 func (f *forwarding) takeRetry(held *bool) bool {
 	if *held {
 		return true
 	}
-	p := &f.rt.retry
-	if !f.c.budget.acquire(f.c.active.Load(), p.budgetPercent, p.budgetMin) {
-		return false
-	}
 	if err := f.c.res.limits.Acquire(breaker.LimitRetries); err != nil {
-		f.c.budget.release()
 		f.c.res.countReject(breaker.RejectReason(err))
 		return false
 	}

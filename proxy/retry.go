@@ -50,9 +50,6 @@ type retryPolicy struct {
 	allowAnyMethod bool
 	// maxBuffered is the largest request body kept for replay.
 	maxBuffered int64
-	// budgetPercent and budgetMin parameterise the cluster's retry budget.
-	budgetPercent float64
-	budgetMin     int64
 }
 
 // idempotent reports whether a request with method m may be retried
@@ -157,34 +154,6 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
-
-// retryBudget bounds concurrent retries per cluster: at most percent% of
-// the cluster's active requests, but never fewer than minConcurrent (as
-// Envoy's retry_budget), so that retries cannot multiply load during an
-// outage. The counter lives on the cluster; the route's policy gives the
-// parameters.
-type retryBudget struct {
-	inFlight atomic.Int64
-}
-
-// acquire reserves a retry slot given the cluster's active requests.
-func (b *retryBudget) acquire(active int64, percent float64, minConcurrent int64) bool {
-	if percent <= 0 {
-		percent = 100
-	}
-	limit := max(int64(float64(active)*percent/100), minConcurrent)
-	for {
-		cur := b.inFlight.Load()
-		if cur >= limit {
-			return false
-		}
-		if b.inFlight.CompareAndSwap(cur, cur+1) {
-			return true
-		}
-	}
-}
-
-func (b *retryBudget) release() { b.inFlight.Add(-1) }
 
 // replayBody lets a request body be sent more than once. The first
 // attempt streams the downstream body and keeps a copy of what it read, up

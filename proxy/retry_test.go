@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
@@ -189,18 +190,28 @@ func TestRetryBackoffUsesFullJitterOnInjectedRand(t *testing.T) {
 	}
 }
 
-func TestRetryBudgetLimitsConcurrentRetries(t *testing.T) {
+// The one retry budget is the cluster's (limits.retry_budget): routes to
+// the same cluster share it, and a request holds its slot while it backs off.
+func TestRetryBudgetIsPerClusterAndSharedByRoutes(t *testing.T) {
 	bad := failing(503)
 	a := upstream(t, false, bad.ServeHTTP)
-	// Every back-off lasts until the route timeout: the first request holds
-	// the only budget slot (min_concurrency 1, 1% of 2 active requests).
-	h := startProxy(t, retryCfg([]string{addr(a)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"5xx"},
-		Backoff: config.Backoff{Base: time.Hour, Max: time.Hour}, Budget: config.RetryBudget{Percent: 1, MinConcurrency: 1}},
-		func(r *config.Route) { r.Timeout = 500 * time.Millisecond }),
-		func(o *Options) { o.Int63n = func(n int64) int64 { return n - 1 } })
+	rp := config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"5xx"}, Backoff: config.Backoff{Base: time.Hour, Max: time.Hour}}
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"svc": {
+			Endpoints: eps(addr(a)),
+			// 1% of a few requests in flight rounds down: min_retry_concurrency 1 is the limit.
+			Limits: breaker.LimitsConfig{RetryBudget: &breaker.RetryBudgetConfig{BudgetPercent: 1, MinRetryConcurrency: 1}},
+		}},
+		Routes: []config.Route{
+			{Name: "a", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/a"}}, Cluster: "svc", Retry: &rp, Timeout: 500 * time.Millisecond},
+			{Name: "b", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/b"}}, Cluster: "svc", Retry: &rp, Timeout: 500 * time.Millisecond},
+		},
+	}
+	// Every back-off lasts until the route timeout.
+	h := startProxy(t, cfg, func(o *Options) { o.Int63n = func(n int64) int64 { return n - 1 } })
 	first := make(chan int, 1)
 	go func() {
-		resp, err := h.h1.Get(h.url("/"))
+		resp, err := h.h1.Get(h.url("/a"))
 		if err != nil {
 			first <- -1
 			return
@@ -209,42 +220,20 @@ func TestRetryBudgetLimitsConcurrentRetries(t *testing.T) {
 		first <- resp.StatusCode
 	}()
 	c := h.p.snap.Load().clusters["svc"]
-	eventually(t, 5*time.Second, "first retry to take the budget", func() bool { return c.budget.inFlight.Load() == 1 })
-	resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+	inUse := func() int64 { return c.res.limits.Snapshot().InUse[breaker.LimitRetries] }
+	eventually(t, 5*time.Second, "route a's retry to take the cluster's budget", func() bool { return inUse() == 1 })
+	resp, body := do(t, h.h1, "GET", h.url("/b"), nil)
 	if resp.StatusCode != 503 || body != "upstream says 503" {
-		t.Fatalf("second request: %d %q, want the upstream 503 without retry", resp.StatusCode, body)
+		t.Fatalf("route b: %d %q, want the upstream 503 without retry", resp.StatusCode, body)
+	}
+	if v := testutil.ToFloat64(h.p.bm.rejected.WithLabelValues("svc", "max_retries")); v != 1 {
+		t.Fatalf("retry rejections %v", v)
 	}
 	if st := <-first; st != 504 {
 		t.Fatalf("first request ended %d, want 504 (deadline during back-off)", st)
 	}
-	if c.budget.inFlight.Load() != 0 {
+	if inUse() != 0 {
 		t.Fatal("budget slot leaked")
-	}
-}
-
-func TestRetryBudgetAcquire(t *testing.T) {
-	var b retryBudget
-	// 20% of 50 active = 10 slots.
-	for i := 0; i < 10; i++ {
-		if !b.acquire(50, 20, 3) {
-			t.Fatalf("slot %d refused", i)
-		}
-	}
-	if b.acquire(50, 20, 3) {
-		t.Fatal("11th slot granted")
-	}
-	b.release()
-	if !b.acquire(50, 20, 3) {
-		t.Fatal("released slot not reusable")
-	}
-	var low retryBudget
-	for i := 0; i < 3; i++ {
-		if !low.acquire(1, 20, 3) {
-			t.Fatal("min concurrency not honoured")
-		}
-	}
-	if low.acquire(1, 20, 3) {
-		t.Fatal("over min concurrency")
 	}
 }
 

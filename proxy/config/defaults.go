@@ -27,8 +27,6 @@ const (
 	DefaultRetryAttempts        = 1
 	DefaultBackoffBase          = 25 * time.Millisecond
 	DefaultBackoffMaxFactor     = 10
-	DefaultRetryBudgetPercent   = 20.0
-	DefaultRetryMinConcurrency  = 3
 	DefaultMaxBufferedBodyBytes = 64 << 10
 
 	DefaultLogLevel  = "info"
@@ -151,10 +149,6 @@ func (r *Route) applyDefaults(i int) {
 		}
 		setDuration(&rp.Backoff.Base, DefaultBackoffBase)
 		setDuration(&rp.Backoff.Max, DefaultBackoffMaxFactor*rp.Backoff.Base)
-		if rp.Budget.Percent == 0 {
-			rp.Budget.Percent = DefaultRetryBudgetPercent
-		}
-		setInt(&rp.Budget.MinConcurrency, DefaultRetryMinConcurrency)
 		if rp.MaxBufferedBodyBytes == 0 {
 			rp.MaxBufferedBodyBytes = DefaultMaxBufferedBodyBytes
 		}

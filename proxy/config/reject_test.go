@@ -207,6 +207,12 @@ routes:
   - direct_response: {status: 404}
     timeout: 1s
 `, `t.yaml:4: routes[0].timeout: not used with direct_response`},
+		{"route retry budget", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      budget: {percent: 20}
+`, `t.yaml:9: routes[0].retry.budget: retry budgets are per cluster: set clusters.<name>.limits.retry_budget {budget_percent, min_retry_concurrency} instead`},
 		{"fallback to unknown cluster", okCluster + `
 routes:
   - cluster: a

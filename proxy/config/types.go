@@ -478,7 +478,7 @@ type DirectResponse struct {
 }
 
 // RetryPolicy retries failed attempts of a request, with jittered
-// exponential back-off, within a retry budget.
+// exponential back-off, within the cluster's retry budget (limits).
 //
 // A request whose body is longer than MaxBufferedBodyBytes is not retried
 // (its body cannot be replayed); neither is a non-idempotent request
@@ -512,10 +512,12 @@ type RetryPolicy struct {
 	// Backoff spaces the retries.
 	Backoff Backoff `yaml:"backoff" json:"backoff"`
 
-	// Budget caps retries in flight relative to requests in flight, so that
-	// retries cannot multiply load on a struggling cluster. The cluster's
-	// limits (max_retries, or limits.retry_budget) apply as well.
-	Budget RetryBudget `yaml:"budget" json:"budget"`
+	// Budget is not a route setting: retries in flight are capped per
+	// cluster, by clusters.<name>.limits.retry_budget (or, without one,
+	// limits.max_retries), as Envoy's circuit_breakers.thresholds do, so
+	// that every route to a cluster shares one budget. Setting it is an
+	// error that says so. Absent (nil) is the only valid value.
+	Budget *RetryBudget `yaml:"budget,omitempty" json:"budget,omitempty"`
 
 	// AllowNonIdempotent permits retrying non-idempotent requests on
 	// conditions other than connect-failure and refused-stream. False (the
@@ -560,15 +562,13 @@ type Backoff struct {
 	Max time.Duration `yaml:"max" json:"max"`
 }
 
-// RetryBudget limits retries in flight: they may be at most Percent percent
-// of the requests in flight, but MinConcurrency retries are always allowed.
+// RetryBudget is the shape of the former route-level retry budget, kept
+// only so that a config that still sets routes[].retry.budget is refused
+// with a message naming its replacement, clusters.<name>.limits.retry_budget
+// (budget_percent, min_retry_concurrency).
 type RetryBudget struct {
-	// Percent is in (0, 100]. Zero means 20.
-	Percent float64 `yaml:"percent" json:"percent"`
-
-	// MinConcurrency is the number of retries allowed in flight whatever the
-	// request volume. Zero means 3.
-	MinConcurrency int `yaml:"min_concurrency" json:"min_concurrency"`
+	Percent        float64 `yaml:"percent" json:"percent"`
+	MinConcurrency int     `yaml:"min_concurrency" json:"min_concurrency"`
 }
 
 // HeaderMutation edits a message's headers: first Remove, then Add.

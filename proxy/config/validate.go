@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"math"
 	"net"
 	"regexp"
 	"sort"
@@ -416,11 +415,8 @@ func (rp *RetryPolicy) validate(p *problems, path string) {
 			p.addf(path+".backoff.max", "%s is less than backoff.base (%s)", rp.Backoff.Max, base)
 		}
 	}
-	if pc := rp.Budget.Percent; math.IsNaN(pc) || pc < 0 || pc > 100 {
-		p.addf(path+".budget.percent", "must be in (0, 100], got %v", pc)
-	}
-	if rp.Budget.MinConcurrency < 0 {
-		p.add(path+".budget.min_concurrency", "must not be negative")
+	if rp.Budget != nil {
+		p.add(path+".budget", "retry budgets are per cluster: set clusters.<name>.limits.retry_budget {budget_percent, min_retry_concurrency} instead")
 	}
 	if rp.MaxBufferedBodyBytes < 0 {
 		p.add(path+".max_buffered_body_bytes", "must not be negative")
