@@ -24,7 +24,7 @@ import (
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", "outrigger demo [flags]", stderr)
 	addrFile := fs.String("addr-file", "", "once listening, write the bound addresses as JSON to `PATH` (as run does)")
-	ephemeral := fs.Bool("ephemeral-ports", false, "listen on free loopback ports instead of 15000, 15001 and 15006")
+	ephemeral := fs.Bool("ephemeral-ports", false, "listen on free loopback ports instead of 15000, 15001, 15002 and 15006")
 	level := fs.String("log-level", "", "override logging.level: debug, info, warn or error")
 	format := fs.String("log-format", "", "override logging.format: json or console")
 	if err := parse(fs, args); err != nil {
