@@ -185,3 +185,36 @@ func TestFallbackOnOverflow(t *testing.T) {
 		t.Fatalf("first request %d", st)
 	}
 }
+
+func TestRouteResponseHeadersApplyToLocalReplies(t *testing.T) {
+	up := echoing()
+	srv := upstream(t, false, up.ServeHTTP)
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(srv))}, func(r *config.Route) {
+		r.ResponseHeaders.Add = config.HeaderValues{
+			{Name: "X-Route", Value: "all"},
+			{Name: "X-Outrigger-Error", Value: "overridden"}, // the reply's own header wins
+		}
+	}))
+	if err := h.p.SetBreaker("svc", "open"); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := do(t, h.h1, "GET", h.url("/x"), nil)
+	if resp.StatusCode != 503 || resp.Header.Get("X-Route") != "all" {
+		t.Fatalf("status %d headers %v", resp.StatusCode, resp.Header)
+	}
+	if got := resp.Header.Values("X-Outrigger-Error"); len(got) != 1 || got[0] != "breaker_open" {
+		t.Fatalf("x-outrigger-error %q", got)
+	}
+	// A request that matched no route has no route edits.
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(srv))}, func(r *config.Route) {
+		r.Match.Path.Exact = "/only"
+		r.ResponseHeaders.Add = config.HeaderValues{{Name: "X-Route", Value: "all"}}
+	})
+	if err := h.p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = do(t, h.h1, "GET", h.url("/other"), nil)
+	if resp.StatusCode != 404 || resp.Header.Get("X-Route") != "" {
+		t.Fatalf("no route: status %d headers %v", resp.StatusCode, resp.Header)
+	}
+}

@@ -168,8 +168,17 @@ type forwarding struct {
 	set     attemptSet
 }
 
+// reply answers the request with a local reply. The route's
+// response_headers edits apply to it, as Envoy applies a route's response
+// header edits to the local replies it generates after routing; they are
+// applied first, so the reply's own headers (x-outrigger-*, content-type,
+// content-length, grpc-status, grpc-message) win over an edit of the same
+// name and a gRPC client always gets a well-formed status.
 func (f *forwarding) reply(lr localReply) {
 	f.local = &lr
+	if !f.rt.respHeaders.empty() {
+		f.rt.respHeaders.apply(f.w.Header())
+	}
 	f.status = f.p.localReply(f.w, f.grpc, lr)
 }
 

@@ -360,8 +360,12 @@ type Route struct {
 	// RequestHeaders edits the request's headers before forwarding.
 	RequestHeaders HeaderMutation `yaml:"request_headers" json:"request_headers"`
 
-	// ResponseHeaders edits the response's headers before returning it
-	// (direct responses included).
+	// ResponseHeaders edits the response's headers before returning it:
+	// upstream responses, direct responses, composed responses, fallback
+	// responses, and the proxy's local replies for this route (breaker
+	// open, timeout, ...), where the reply's own headers (x-outrigger-*,
+	// content-type, content-length, grpc-*) win over an edit of the same
+	// name. Empty means no edits.
 	ResponseHeaders HeaderMutation `yaml:"response_headers" json:"response_headers"`
 
 	// Fallback answers the request another way when the route's cluster
