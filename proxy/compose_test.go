@@ -321,3 +321,52 @@ func TestCompositeCallsUseRouteRetryPolicy(t *testing.T) {
 		t.Fatalf("upstream calls %d, want 2 (one retry)", n.Load())
 	}
 }
+
+func TestCompositeCallTimeoutCountsForTheBreaker(t *testing.T) {
+	s := startShop(t)
+	cfg := s.config(true)
+	slow := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	})
+	cfg.Clusters["shipments"] = config.Cluster{Endpoints: eps(addr(slow)), OutlierDetection: breaker.OutlierConfig{Disabled: true}}
+	cfg.Routes[0].Composition.Calls[2].Timeout = composer.Duration(50 * time.Millisecond)
+	h := startProxy(t, cfg)
+	resp := mustGet(t, h.h1, h.url("/orders/1/details"))
+	body := readAll(t, resp)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Outrigger-Partial") != "shipments" || !strings.Contains(body, `"reason":"timeout"`) {
+		t.Fatalf("status %d headers %v body %s", resp.StatusCode, resp.Header, body)
+	}
+	var st BreakerStatus
+	for _, c := range h.p.Clusters() {
+		if c.Name == "shipments" {
+			st = c.Breaker
+		}
+	}
+	if st.Failures != 1 {
+		t.Fatalf("the call's timeout was not recorded as a failure: %+v", st)
+	}
+}
+
+// The example the docs point at is a config the proxy serves as is.
+func TestShopComposeExampleApplies(t *testing.T) {
+	cfg, err := config.Load("../examples/shop-compose/composition.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(Options{})
+	if err := p.Apply(cfg); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	rt := p.snap.Load().tables[Outbound].find(httptestRequest("/orders/1/details"))
+	if rt == nil || rt.compose == nil || rt.compose.Name() != "order-details" {
+		t.Fatalf("route %+v", rt)
+	}
+}
+
+func httptestRequest(path string) *http.Request {
+	r, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1"+path, nil)
+	return r
+}

@@ -24,6 +24,18 @@
 // midway with http.ErrAbortHandler. Bodies stream; only a request body
 // that may be retried is kept, up to the retry buffer limit.
 //
+// Other route actions. A composition route is served by a
+// composer.Composition built at Apply over that snapshot's clusters
+// (compose.go): each backend call runs through the same forwarding code as
+// a proxied request, with the route's per-try timeout and retry policy, and
+// is captured in memory for the join. A route's fallback (fallback.go)
+// answers, with a fixed response or another cluster, the requests the
+// primary cluster never got to its application (breaker open, limit full,
+// no healthy endpoint, connect failure after retries); it never chains.
+//
+// Retries draw on one budget per cluster, the breaker package's
+// max_retries / retry_budget limit, shared by every route to the cluster.
+//
 // Invariants:
 //   - A response's headers are written downstream at most once, after the
 //     last attempt: a retry never follows bytes sent to the client.
@@ -34,7 +46,10 @@
 //     trailers are classified after the body has been copied.
 //   - Local replies (the proxy answering itself) carry x-outrigger-error
 //     with a stable code; for gRPC requests they are trailers-only
-//     responses with a gRPC status.
+//     responses with a gRPC status. The matched route's response header
+//     edits apply to them, without overriding the reply's own headers.
+//   - A request reaches a fallback only when no attempt's upstream
+//     application saw it, and only with its whole body.
 //   - Metric children are resolved at Apply time; the per-request path does
 //     no label lookups.
 //
