@@ -794,3 +794,160 @@ routes:
 		t.Fatalf("retries counted %v, want the one retry before the trip", v)
 	}
 }
+
+// TestAcceptanceHalfOpenAdmitsMaxProbes: after the open period exactly
+// max_probes calls reach the upstream at once; the next is refused with
+// x-outrigger-breaker: half_open (and no retry-after); when the probes
+// succeed the breaker closes.
+func TestAcceptanceHalfOpenAdmitsMaxProbes(t *testing.T) {
+	var fail atomic.Bool
+	fail.Store(true)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseAll := func() { releaseOnce.Do(func() { close(release) }) }
+	entered := make(chan struct{}, 2)
+	var arrivals atomic.Int64
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		arrivals.Add(1)
+		if fail.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	t.Cleanup(releaseAll) // before up.Close
+	h := startProxy(t, parseConfig(t, `
+clusters:
+  inventory:
+    endpoints: ["%s"]
+    circuit_breaker:
+      consecutive_failures: {threshold: 2}
+      failure_rate: {disabled: true}
+      open: {base: 100ms}
+      half_open: {max_probes: 2, successes_to_close: 2}
+    outlier_detection: {disabled: true}
+routes:
+  - name: inventory
+    cluster: inventory
+`, addr(up)))
+	br := func() BreakerStatus { return h.p.Clusters()[0].Breaker }
+	for i := 0; i < 2; i++ {
+		do(t, h.h1, http.MethodGet, h.url("/item"), nil)
+	}
+	eventually(t, 5*time.Second, "breaker open", func() bool { return br().State == "open" })
+	until := br().OpenUntil
+	fail.Store(false)
+	eventually(t, 5*time.Second, "open period over", func() bool { return time.Now().After(until) })
+
+	probes := make(chan int, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			resp, err := h.h1.Get(h.url("/item"))
+			if err != nil {
+				probes <- -1
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			probes <- resp.StatusCode
+		}()
+	}
+	deadline := time.After(10 * time.Second)
+	for i := 0; i < 2; i++ {
+		select {
+		case <-entered:
+		case <-deadline:
+			releaseAll()
+			t.Fatalf("%d of 2 probes reached the upstream", i)
+		}
+	}
+	resp, _ := do(t, h.h1, http.MethodGet, h.url("/item"), nil)
+	releaseAll()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Outrigger-Breaker") != "half_open" || resp.Header.Get("Retry-After") != "" {
+		t.Fatalf("third call while 2 probes in flight: %d %v", resp.StatusCode, resp.Header)
+	}
+	for i := 0; i < 2; i++ {
+		if code := <-probes; code != http.StatusOK {
+			t.Fatalf("probe: %d", code)
+		}
+	}
+	if n := arrivals.Load(); n != 4 {
+		t.Fatalf("upstream reached %d times, want 2 failures and 2 probes", n)
+	}
+	eventually(t, 5*time.Second, "breaker closed", func() bool { return br().State == "closed" })
+	if s := br(); s.RejectedProbes != 1 {
+		t.Fatalf("rejected_probes %d", s.RejectedProbes)
+	}
+}
+
+// TestAcceptanceClientCancelCountsNeitherWay: a call the client abandons
+// before the upstream answered is neither a success (which would end the
+// run of failures) nor a failure (which would trip the breaker).
+func TestAcceptanceClientCancelCountsNeitherWay(t *testing.T) {
+	var hang atomic.Bool
+	stop := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			entered <- struct{}{}
+			select {
+			case <-r.Context().Done():
+			case <-stop:
+			}
+			return
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+	})
+	t.Cleanup(func() { close(stop) }) // before up.Close
+	h := startProxy(t, parseConfig(t, `
+clusters:
+  inventory:
+    endpoints: ["%s"]
+    circuit_breaker:
+      consecutive_failures: {threshold: 2}
+      failure_rate: {disabled: true}
+      open: {base: 1m}
+    outlier_detection: {disabled: true}
+routes:
+  - name: inventory
+    cluster: inventory
+`, addr(up)))
+	cs := func() ClusterStatus { return h.p.Clusters()[0] }
+
+	do(t, h.h1, http.MethodGet, h.url("/item"), nil)
+	eventually(t, 5*time.Second, "first failure recorded", func() bool { return cs().Breaker.ConsecutiveFailures == 1 })
+
+	hang.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url("/item"), nil)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := h.h1.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call never reached the upstream")
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("abandoned call: %v", err)
+	}
+	eventually(t, 5*time.Second, "abandoned call finished in the proxy", func() bool { return cs().ActiveRequests == 0 })
+	if b := cs().Breaker; b.State != "closed" || b.ConsecutiveFailures != 1 || b.Calls != 1 {
+		t.Fatalf("after an abandoned call: %s, %d consecutive failures, %d calls", b.State, b.ConsecutiveFailures, b.Calls)
+	}
+
+	hang.Store(false)
+	do(t, h.h1, http.MethodGet, h.url("/item"), nil)
+	eventually(t, 5*time.Second, "breaker open on the second failure", func() bool { return cs().Breaker.State == "open" })
+}
