@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
 )
@@ -18,7 +17,7 @@ var encPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &
 // and leader epoch epoch, and returns once the batch is durable per the
 // flush policy:
 //   - "sync": an fsync covering the batch has completed (group commit:
-//     concurrent appends share one fsync);
+//     concurrent appends are written together and share one fsync);
 //   - "interval", "os": the batch is in the operating system's page cache.
 //
 // Record offsets and (under "log_append") timestamps are assigned here; the
@@ -26,9 +25,11 @@ var encPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &
 // the log is refused with ErrStaleEpoch; a higher one starts a new entry in
 // the epoch history, persisted before the batch is written.
 //
-// If ctx ends while waiting for the fsync, Append returns the base offset
-// and an error wrapping ErrDurabilityUnknown: the records are in the log.
-// After a failed write or fsync, Append returns ErrLogFailed.
+// If ctx ends before the batch was given an offset, Append returns ctx's
+// error and nothing is written. If it ends later, while the batch is being
+// written or waits for its fsync, Append returns the base offset and an
+// error wrapping ErrDurabilityUnknown: the records are (or are about to be)
+// in the log. After a failed write or fsync, Append returns ErrLogFailed.
 func (l *Log) Append(ctx context.Context, epoch int32, recs []Record) (int64, error) {
 	if len(recs) == 0 {
 		return 0, errors.New("segment: append of an empty batch")
@@ -43,25 +44,23 @@ func (l *Log) Append(ctx context.Context, epoch int32, recs []Record) (int64, er
 		return 0, fmt.Errorf("%w: %d records in one batch", ErrRecordTooLarge, len(recs))
 	}
 	now := l.nowMs()
-	bp := encPool.Get().(*[]byte)
-	defer encPool.Put(bp)
-	b := encodeBatch((*bp)[:0], batchSpec{
+	spec := batchSpec{
 		logAppendTime:   l.opts.TimestampType == TimestampLogAppend,
 		appendTime:      now,
 		lastOffsetDelta: -1,
-	}, recs)
+	}
+	if l.opts.Flush == FlushSync {
+		return l.appendGroup(ctx, epoch, now, spec, recs)
+	}
+	bp := encPool.Get().(*[]byte)
+	defer encPool.Put(bp)
+	b := encodeBatch((*bp)[:0], spec, recs)
 	*bp = b
 	if len(b) > l.opts.MaxBatchBytes {
 		return 0, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrRecordTooLarge, len(b), l.opts.MaxBatchBytes)
 	}
-	base, seq, err := l.write(b, epoch, -1, now)
-	if err != nil {
-		return 0, err
-	}
-	if l.opts.Flush != FlushSync {
-		return base, nil
-	}
-	return base, l.waitDurable(ctx, seq)
+	base, _, err := l.write(b, epoch, -1, now)
+	return base, err
 }
 
 // write stamps and writes one encoded batch under the lock and returns its
@@ -70,63 +69,157 @@ func (l *Log) Append(ctx context.Context, epoch int32, recs []Record) (int64, er
 func (l *Log) write(b []byte, epoch int32, base int64, now int64) (int64, uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	base, err := l.checkLocked(epoch, base)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := l.stageLocked(b, epoch, base, now); err != nil {
+		return 0, 0, err
+	}
+	if err := l.flushStagedLocked(); err != nil {
+		return 0, 0, err
+	}
+	return base, l.writeSeq, nil
+}
+
+// checkLocked decides whether a batch with this epoch may be appended and
+// returns its base offset: the next offset for base -1, else base, which
+// must not be below it. It changes nothing.
+func (l *Log) checkLocked(epoch int32, base int64) (int64, error) {
 	if l.closed {
-		return 0, 0, ErrClosed
+		return 0, ErrClosed
 	}
 	if l.failed != nil {
-		return 0, 0, fmt.Errorf("%w: %w", ErrLogFailed, l.failed)
+		return 0, fmt.Errorf("%w: %w", ErrLogFailed, l.failed)
 	}
 	if latest := l.epochs.latest(); epoch < latest {
-		return 0, 0, fmt.Errorf("%w: append with epoch %d, log is at epoch %d", ErrStaleEpoch, epoch, latest)
+		return 0, fmt.Errorf("%w: append with epoch %d, log is at epoch %d", ErrStaleEpoch, epoch, latest)
 	}
 	if base < 0 {
-		base = l.next
-	} else if base < l.next {
-		return 0, 0, fmt.Errorf("%w: replica batch at offset %d, log ends at %d", ErrOffsetOrder, base, l.next)
+		return l.next, nil
 	}
+	if base < l.next {
+		return 0, fmt.Errorf("%w: replica batch at offset %d, log ends at %d", ErrOffsetOrder, base, l.next)
+	}
+	return base, nil
+}
+
+// staged is what has been given offsets under mu but not yet written: the
+// bytes of one or more batches that follow each other in the active
+// segment. Every holder of mu flushes it (flushStagedLocked) before
+// unlocking, so that readers never see offsets without bytes.
+type staged struct {
+	// one is the only staged batch, written from the caller's buffer;
+	// with two or more they are copied into buf and written at once.
+	one  []byte
+	buf  []byte
+	hdrs []batchHeader
+	// next and seq are l.next and l.writeSeq before the first staged
+	// batch, restored if the write fails.
+	next int64
+	seq  uint64
+}
+
+// stageLocked stamps b with base and epoch and queues it for the next
+// flushStagedLocked, after rolling the segment or persisting a new epoch
+// if the batch needs it (both flush what is staged first). b must stay
+// unchanged until then. The caller has run checkLocked.
+func (l *Log) stageLocked(b []byte, epoch int32, base int64, now int64) error {
 	setBaseAndEpoch(b, base, epoch)
 	h, err := parseBatchHeader(b)
 	if err != nil {
 		// Also catches offsets that would overflow int64.
-		return 0, 0, fmt.Errorf("segment: batch at offset %d: %w", base, err)
+		return fmt.Errorf("segment: batch at offset %d: %w", base, err)
 	}
+	g := &l.stage
 	act := l.segs[len(l.segs)-1]
-	if h.lastOffset()-act.meta.base > math.MaxUint32 || act.meta.size > 0 &&
-		(act.meta.size+int64(len(b)) > l.opts.SegmentBytes || now-act.activeSince >= durMs(l.opts.SegmentAge)) {
-		if err := l.rollLocked(now, base); err != nil {
-			return 0, 0, err
+	size := act.meta.size + int64(g.len())
+	if h.lastOffset()-act.meta.base > math.MaxUint32 || size > 0 &&
+		(size+int64(len(b)) > l.opts.SegmentBytes || now-act.activeSince >= durMs(l.opts.SegmentAge)) {
+		if err := l.flushStagedLocked(); err != nil {
+			return err
 		}
-		act = l.segs[len(l.segs)-1]
+		if err := l.rollLocked(now, base); err != nil {
+			return err
+		}
 	}
 	if l.epochs.latest() < epoch {
+		if err := l.flushStagedLocked(); err != nil {
+			return err
+		}
 		next := append(epochHistory(nil), l.epochs...)
 		next.assign(epoch, base)
 		if err := writeFileAtomic(filepath.Join(l.dir, epochFileName), encodeEpochFile(next)); err != nil {
-			return 0, 0, fmt.Errorf("segment: write epoch checkpoint: %w", err)
+			return fmt.Errorf("segment: write epoch checkpoint: %w", err)
 		}
 		l.epochs = next
 	}
+	switch {
+	case len(g.hdrs) == 0:
+		g.next, g.seq = l.next, l.writeSeq
+		g.one = b
+	case g.one != nil:
+		g.buf = append(append(g.buf[:0], g.one...), b...)
+		g.one = nil
+	default:
+		g.buf = append(g.buf, b...)
+	}
+	g.hdrs = append(g.hdrs, h)
+	l.next = h.lastOffset() + 1
+	l.writeSeq++
+	return nil
+}
+
+func (g *staged) len() int {
+	if g.one != nil {
+		return len(g.one)
+	}
+	return len(g.buf)
+}
+
+// flushStagedLocked writes the staged batches to the active segment with
+// one write and records them in the segment's metadata and index.
+func (l *Log) flushStagedLocked() error {
+	g := &l.stage
+	if len(g.hdrs) == 0 {
+		return nil
+	}
+	data := g.buf
+	if g.one != nil {
+		data = g.one
+	}
+	defer func() {
+		g.one, g.hdrs = nil, g.hdrs[:0]
+		if cap(g.buf) > 8<<20 {
+			g.buf = nil // one burst of large batches should not pin memory
+		} else {
+			g.buf = g.buf[:0]
+		}
+	}()
+	act := l.segs[len(l.segs)-1]
 	pos := act.meta.size
-	if _, err := act.f.WriteAt(b, pos); err != nil {
-		// The file may now hold part of the batch beyond act.meta.size;
+	if _, err := act.f.WriteAt(data, pos); err != nil {
+		// The file may now hold part of the batches beyond act.meta.size;
 		// cut it off so the page cache matches what the log believes.
 		_ = act.f.Truncate(pos)
 		l.failed = err
-		return 0, 0, fmt.Errorf("%w: write %s: %w", ErrLogFailed, act.path, err)
+		l.next, l.writeSeq = g.next, g.seq
+		return fmt.Errorf("%w: write %s: %w", ErrLogFailed, act.path, err)
 	}
-	if act.meta.observe(h, pos, l.opts.IndexIntervalBytes) {
-		// Index files are rebuilt on Open when they disagree with the log,
-		// so a failed index write only costs a rebuild.
-		e := act.meta.index[len(act.meta.index)-1]
-		act.idxPend = appendOffsetEntry(act.idxPend, act.meta.base, e)
-		act.tidxPend = appendTimeEntry(act.tidxPend, act.meta.base, e)
-		if len(act.idxPend) >= 8<<10 {
-			_ = act.flushIndex()
+	for _, h := range g.hdrs {
+		if act.meta.observe(h, pos, l.opts.IndexIntervalBytes) {
+			// Index files are rebuilt on Open when they disagree with the
+			// log, so a failed index write only costs a rebuild.
+			e := act.meta.index[len(act.meta.index)-1]
+			act.idxPend = appendOffsetEntry(act.idxPend, act.meta.base, e)
+			act.tidxPend = appendTimeEntry(act.tidxPend, act.meta.base, e)
+			if len(act.idxPend) >= 8<<10 {
+				_ = act.flushIndex()
+			}
 		}
+		pos += h.size()
 	}
-	l.next = h.lastOffset() + 1
-	l.writeSeq++
-	return base, l.writeSeq, nil
+	return nil
 }
 
 // rollLocked fsyncs the active segment and starts a new one at base (the
@@ -254,24 +347,6 @@ func (l *Log) waitDurable(ctx context.Context, seq uint64) error {
 		case <-ch:
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", ErrDurabilityUnknown, ctx.Err())
-		}
-	}
-}
-
-// runCommitter is the group-commit loop of the "sync" policy: each wake-up
-// fsyncs once for every batch written so far.
-func (l *Log) runCommitter() {
-	defer l.wg.Done()
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-l.kick:
-			// Producers released by the previous fsync are usually about to
-			// write again; letting them run first puts them in this round
-			// instead of the next (larger groups, fewer fsyncs).
-			runtime.Gosched()
-			_ = l.syncRound()
 		}
 	}
 }

@@ -82,7 +82,7 @@ type Log struct {
 	opts     Options
 	lockFile *os.File
 
-	// Lock order: adminMu, then syncMu, then mu, then cmu.
+	// Lock order: adminMu, then syncMu, then mu, then cmu; qmu alone.
 
 	// adminMu serialises structural changes (Truncate, EnforceRetention,
 	// Compact, Close) with each other.
@@ -102,6 +102,7 @@ type Log struct {
 	closed   bool
 	failed   error // first write/fsync error; the log refuses writes after it
 	recovery RecoveryReport
+	stage    staged // batches given offsets but not yet written; empty whenever mu is free
 
 	// cmu guards the durability state shared with the flusher goroutine.
 	cmu        sync.Mutex
@@ -116,6 +117,20 @@ type Log struct {
 
 	// fsyncs counts fsync rounds of the active segment (group commits).
 	fsyncs atomic.Int64
+
+	// qmu guards the group-commit queue ("sync" policy): appends waiting
+	// for the committer to write them. It is never held with another lock.
+	qmu     sync.Mutex
+	queue   []*appendReq
+	qclosed bool // set by Close: no more requests
+	// spare is the committer's second queue slice (it swaps the two);
+	// active is how many requests the last round released or saw queued.
+	// Both are the committer's own.
+	spare  []*appendReq
+	active int
+	qlen   atomic.Int32 // len(queue), read without qmu by the committer
+	// inflight counts appends queued or in a round not yet released.
+	inflight atomic.Int32
 
 	kick chan struct{} // wakes the committer; capacity 1 coalesces requests
 	stop chan struct{}
@@ -444,6 +459,9 @@ func (l *Log) Close() error {
 	}
 	l.closed = true
 	l.mu.Unlock()
+	l.qmu.Lock()
+	l.qclosed = true
+	l.qmu.Unlock()
 	close(l.stop)
 	l.wg.Wait()
 	err := l.syncRound()
