@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrigger-mesh/outrigger/eventlog/segment"
 )
 
 // metrics are the outrigger_eventlog_* series. Labels are bounded: topic,
@@ -64,7 +66,7 @@ func newMetrics(reg *prometheus.Registry, b *Broker) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.producedRecords, m.producedBytes, m.produceErrors, m.fetchedRecords,
 			m.fetchedBytes, m.appendSeconds, m.deliveries, m.deadLettered, m.maintenanceErrors,
-			&lagCollector{b: b})
+			&lagCollector{b: b}, &logCollector{b: b})
 	}
 	return m
 }
@@ -84,6 +86,69 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, l := range c.b.lag(g) {
 			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(l.Lag),
 				l.Topic, g, strconv.Itoa(int(l.Partition)))
+		}
+	}
+}
+
+var (
+	logSegmentsDesc = prometheus.NewDesc("outrigger_eventlog_log_segments",
+		"Segment files of the partition's log, by topic and partition.",
+		[]string{"topic", "partition"}, nil)
+	logBytesDesc = prometheus.NewDesc("outrigger_eventlog_log_bytes",
+		"Size of the partition's segment files in bytes, by topic and partition.",
+		[]string{"topic", "partition"}, nil)
+	logBatchesDesc = prometheus.NewDesc("outrigger_eventlog_log_appended_batches_total",
+		"Batches appended to the partition's log since it was opened, by topic and partition; divided by fsyncs it is the group-commit size.",
+		[]string{"topic", "partition"}, nil)
+	logFsyncsDesc = prometheus.NewDesc("outrigger_eventlog_log_fsyncs_total",
+		"Flush rounds (group commits under flush sync) of the partition's log since it was opened, by topic and partition.",
+		[]string{"topic", "partition"}, nil)
+	logFsyncSecondsDesc = prometheus.NewDesc("outrigger_eventlog_log_fsync_duration_seconds",
+		"Duration of the fdatasync of each flush round of the partition's log, by topic and partition.",
+		[]string{"topic", "partition"}, nil)
+)
+
+// fsyncBucketSeconds are segment.FsyncBucketBounds in seconds.
+var fsyncBucketSeconds = func() []float64 {
+	out := make([]float64, len(segment.FsyncBucketBounds))
+	for i, d := range segment.FsyncBucketBounds {
+		out[i] = d.Seconds()
+	}
+	return out
+}()
+
+// logCollector exports each partition log's segment.Stats at scrape time:
+// the counters live in the logs, so there is nothing to keep in step.
+// Labels are topic and partition, both bounded.
+type logCollector struct{ b *Broker }
+
+func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{logSegmentsDesc, logBytesDesc, logBatchesDesc, logFsyncsDesc, logFsyncSecondsDesc} {
+		ch <- d
+	}
+}
+
+func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, name := range c.b.TopicNames() {
+		t, err := c.b.Topic(name)
+		if err != nil {
+			continue // deleted since the listing
+		}
+		for _, p := range t.Partitions() {
+			st := p.log.Stats()
+			part := strconv.Itoa(int(p.ID()))
+			ch <- prometheus.MustNewConstMetric(logSegmentsDesc, prometheus.GaugeValue, float64(st.Segments), name, part)
+			ch <- prometheus.MustNewConstMetric(logBytesDesc, prometheus.GaugeValue, float64(st.SizeBytes), name, part)
+			ch <- prometheus.MustNewConstMetric(logBatchesDesc, prometheus.CounterValue, float64(st.Batches), name, part)
+			ch <- prometheus.MustNewConstMetric(logFsyncsDesc, prometheus.CounterValue, float64(st.Fsyncs), name, part)
+			buckets := make(map[float64]uint64, len(fsyncBucketSeconds))
+			var cum uint64
+			for i, ub := range fsyncBucketSeconds {
+				cum += st.FsyncLatency.Counts[i]
+				buckets[ub] = cum
+			}
+			cum += st.FsyncLatency.Counts[len(fsyncBucketSeconds)]
+			ch <- prometheus.MustNewConstHistogram(logFsyncSecondsDesc, cum, st.FsyncLatency.Sum.Seconds(), buckets, name, part)
 		}
 	}
 }

@@ -20,6 +20,7 @@ type partitionLog interface {
 	EnforceRetention(now time.Time) (segment.RetentionResult, error)
 	Compact(now time.Time) (segment.CompactResult, error)
 	EpochStartOffsets() []segment.EpochStart
+	Stats() segment.Stats
 	Close() error
 }
 

@@ -117,6 +117,8 @@ type Log struct {
 
 	// fsyncs counts fsync rounds of the active segment (group commits).
 	fsyncs atomic.Int64
+	// fsyncLatency is the duration of those fsyncs.
+	fsyncLatency latencies
 
 	// qmu guards the group-commit queue ("sync" policy): appends waiting
 	// for the committer to write them. It is never held with another lock.
@@ -610,6 +612,8 @@ type Stats struct {
 	// ticks with new data under "interval") since Open; Batches/Fsyncs is
 	// the average group size.
 	Fsyncs int64
+	// FsyncLatency is how long those flush rounds' fdatasyncs took.
+	FsyncLatency LatencyHistogram
 }
 
 // Stats returns current counters. It takes the log's read lock briefly.
@@ -622,5 +626,6 @@ func (l *Log) Stats() Stats {
 	l.mu.RUnlock()
 	st.DurableEndOffset = l.DurableEndOffset()
 	st.Fsyncs = l.fsyncs.Load()
+	st.FsyncLatency = l.fsyncLatency.snapshot()
 	return st
 }

@@ -216,6 +216,13 @@ func TestSyncAppendsShareFsyncs(t *testing.T) {
 	if st.Batches != producers*each || st.EndOffset != producers*each || st.DurableEndOffset != st.EndOffset || st.Segments != 1 || st.SizeBytes == 0 {
 		t.Fatalf("stats %+v", st)
 	}
+	var timed uint64
+	for _, c := range st.FsyncLatency.Counts {
+		timed += c
+	}
+	if int64(timed) != st.Fsyncs || st.FsyncLatency.Sum <= 0 {
+		t.Fatalf("fsync histogram holds %d fsyncs (sum %v), counter %d", timed, st.FsyncLatency.Sum, st.Fsyncs)
+	}
 	if f := st.Fsyncs; f >= producers*each {
 		t.Fatalf("%d fsyncs for %d appends: no group commit", f, producers*each)
 	} else {
