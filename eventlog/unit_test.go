@@ -125,7 +125,10 @@ func TestShutdownEndsLongPolls(t *testing.T) {
 	go func() { tb.Run(ctx); close(runDone) }()
 	done := make(chan struct{}, 2)
 	go func() { tb.Fetch(context.Background(), "t", 0, 0, 1<<20, 25*time.Second); done <- struct{}{} }()
-	go func() { tb.GroupFetch(context.Background(), "g", st.MemberID, 1<<20, 25*time.Second); done <- struct{}{} }()
+	go func() {
+		tb.GroupFetch(context.Background(), "g", st.MemberID, 1<<20, 25*time.Second)
+		done <- struct{}{}
+	}()
 	time.Sleep(50 * time.Millisecond)
 	start := time.Now()
 	cancel()

@@ -105,8 +105,13 @@
 //
 // # Concurrency
 //
-// A Log is safe for concurrent use. Appends are serialised by a mutex for
-// the write(2) only; under the "sync" policy a committer goroutine owned by
-// the Log fsyncs once for all batches written since its last fsync (group
-// commit), and Close joins it. Reads share a read lock with each other.
+// A Log is safe for concurrent use. Under the "sync" policy Append encodes
+// its batch without a lock and queues it; a committer goroutine owned by the
+// Log takes everything queued, gives the batches consecutive offsets under
+// the log's mutex, writes them with one write, fdatasyncs once for the
+// group and then releases each appender (group commit); batches queued
+// during that fsync form the next group. Under "interval" and "os" an
+// Append writes its batch itself under the mutex. Close refuses new
+// appends, releases queued ones with ErrClosed and joins the committer.
+// Reads share a read lock with each other.
 package segment
