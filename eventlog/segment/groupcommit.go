@@ -101,6 +101,14 @@ func (l *Log) appendGroup(ctx context.Context, epoch int32, now int64, spec batc
 		return base, err
 	case <-ctx.Done():
 	}
+	select {
+	case <-r.done:
+		// Finished as ctx ended: the outcome is known after all.
+		base, err := r.base, r.err
+		r.release()
+		return base, err
+	default:
+	}
 	if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
 		// The committer skips it: nothing was written.
 		r.release()
