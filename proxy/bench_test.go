@@ -27,12 +27,21 @@ func BenchmarkForward(b *testing.B) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write(body)
 	})
-	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
-		h := startProxy(b, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}))
-		client := h.h1
-		name := "http1"
-		if proto == config.ProtocolHTTP2 {
-			client, name = h.h2c, "h2c"
+	// Downstream protocol -> cluster protocol. "h2c-http1" is the peer
+	// benchmark's h2c phase: an h2c client in front of an HTTP/1.1 pool.
+	for _, tc := range []struct {
+		name  string
+		proto config.Protocol
+		h2c   bool
+	}{
+		{"http1", config.ProtocolHTTP1, false},
+		{"h2c", config.ProtocolHTTP2, true},
+		{"h2c-http1", config.ProtocolHTTP1, true},
+	} {
+		h := startProxy(b, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: tc.proto}))
+		client, name := h.h1, tc.name
+		if tc.h2c {
+			client = h.h2c
 		}
 		get := func(b *testing.B, url string) {
 			resp, err := client.Get(url)

@@ -247,7 +247,7 @@ func (f *forwarding) run() {
 	}
 
 	var body io.Reader
-	if r.Body != nil && r.Body != http.NoBody {
+	if hasBody(r) {
 		f.touch = &touchReader{r: r.Body}
 		body = f.touch
 		if limit > 0 {
@@ -490,6 +490,16 @@ func (a *attemptTrace) clientTrace() *httptrace.ClientTrace {
 	}
 }
 
+// Shared header values set on every request, so that setting them does
+// not allocate. Their length equals their capacity, so an append (a
+// route's header edit, net/http's Header.Add) copies instead of writing
+// into them; nothing else writes to header values in place.
+var (
+	protoHTTP  = []string{"http"}[:1:1]
+	protoHTTPS = []string{"https"}[:1:1]
+	emptyValue = []string{""}[:1:1]
+)
+
 // outboundHeader builds the header block sent upstream: the inbound one
 // minus hop-by-hop headers, plus x-forwarded-*, x-request-id and the
 // route's edits. traceparent and tracestate pass through untouched.
@@ -498,18 +508,17 @@ func (f *forwarding) outboundHeader() http.Header {
 	h := copyRequestHeader(r.Header)
 	appendForwardedFor(h, r.RemoteAddr)
 	if _, ok := h[hdrForwardedProto]; !ok {
-		proto := "http"
+		h[hdrForwardedProto] = protoHTTP
 		if r.TLS != nil {
-			proto = "https"
+			h[hdrForwardedProto] = protoHTTPS
 		}
-		h[hdrForwardedProto] = []string{proto}
 	}
 	if _, ok := h[hdrRequestID]; !ok {
 		h[hdrRequestID] = []string{newRequestID()}
 	}
 	if _, ok := h["User-Agent"]; !ok {
 		// An empty value stops net/http from adding its own User-Agent.
-		h["User-Agent"] = []string{""}
+		h["User-Agent"] = emptyValue
 	}
 	if f.upgrade != "" {
 		// Hop-by-hop, but the switch is what the client asks the
@@ -588,7 +597,7 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 		return f.replay.complete()
 	case f.replay != nil:
 		return f.replay.replayable()
-	case f.r.Body != nil && f.r.Body != http.NoBody:
+	case hasBody(f.r):
 		return false
 	}
 	return true
@@ -719,6 +728,22 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool) error {
 			return rerr
 		}
 	}
+}
+
+// hasBody reports whether r may carry a request body worth sending
+// upstream. An HTTP/2 request whose HEADERS frame ended the stream (a
+// plain GET) has ContentLength 0 but a non-nil Body that returns EOF;
+// handing such a body to http.Transport makes it probe the body with a
+// goroutine and a timer on every request (transferWriter.probeRequestBody).
+// ContentLength 0 is a promise of no bytes in both HTTP/1.1 and HTTP/2
+// (RFC 9113 §8.1.1 makes extra DATA a stream error), so the body is left
+// out; a request that declares trailers keeps it, for the trailers ride
+// after the body.
+func hasBody(r *http.Request) bool {
+	if r.Body == nil || r.Body == http.NoBody {
+		return false
+	}
+	return r.ContentLength != 0 || r.Trailer != nil
 }
 
 // discard reads a little of a body we will not use, so an HTTP/1.1

@@ -274,3 +274,23 @@ func TestRoutingLocalReplyNoRoute(t *testing.T) {
 		t.Fatalf("got %d %q %q", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"), body)
 	}
 }
+
+func TestHasBodyLeavesOutEmptyBodies(t *testing.T) {
+	eof := io.NopCloser(strings.NewReader(""))
+	for _, c := range []struct {
+		name string
+		r    *http.Request
+		want bool
+	}{
+		{"nil body", &http.Request{ContentLength: 0}, false},
+		{"NoBody", &http.Request{Body: http.NoBody}, false},
+		{"h2 stream ended with headers", &http.Request{Body: eof, ContentLength: 0}, false},
+		{"unknown length", &http.Request{Body: eof, ContentLength: -1}, true},
+		{"known length", &http.Request{Body: eof, ContentLength: 3}, true},
+		{"empty with trailers", &http.Request{Body: eof, ContentLength: 0, Trailer: http.Header{"X-T": nil}}, true},
+	} {
+		if got := hasBody(c.r); got != c.want {
+			t.Errorf("%s: hasBody = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

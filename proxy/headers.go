@@ -97,7 +97,13 @@ func copyResponseHeader(dst, src http.Header) {
 		if isHop(k) || skip != nil && skip[k] {
 			continue
 		}
-		dst[k] = append(dst[k], vv...)
+		if prev := dst[k]; len(prev) > 0 {
+			dst[k] = append(prev[:len(prev):len(prev)], vv...)
+		} else {
+			// The response is the proxy's own and is dropped after
+			// this copy: share its value slices instead of copying.
+			dst[k] = vv
+		}
 	}
 }
 

@@ -428,3 +428,21 @@ func TestReplayBodyViews(t *testing.T) {
 		t.Fatal("a body read to its declared length is complete")
 	}
 }
+
+// An HTTP/2 GET has a non-nil Body that returns EOF at once; it is sent
+// upstream as no body, and it must stay retriable like an HTTP/1.1 GET.
+func TestRetryH2CGetWithEndedStream(t *testing.T) {
+	bad, good := failing(503), echoing()
+	a, b := upstream(t, false, bad.ServeHTTP), upstream(t, false, good.ServeHTTP)
+	fast := config.Backoff{Base: time.Millisecond, Max: time.Millisecond}
+	h := startProxy(t, retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"5xx"}, Backoff: fast}))
+	for i := 0; i < 2; i++ {
+		resp, body := do(t, h.h2c, "GET", h.url("/"), nil)
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || !strings.HasPrefix(body, "ok") {
+			t.Fatalf("request %d: %s %d %q", i, resp.Proto, resp.StatusCode, body)
+		}
+	}
+	if bad.n.Load() != 2 || good.n.Load() != 2 {
+		t.Fatalf("bad hit %d, good hit %d; want 2 and 2", bad.n.Load(), good.n.Load())
+	}
+}
