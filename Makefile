@@ -9,7 +9,7 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: build run deps test test-short vet soak fuzz bench bench-go clean
+.PHONY: build run deps test test-short vet soak fuzz bench bench-go clean bench-log
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/outrigger
@@ -34,9 +34,9 @@ test: deps vet
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
-# Long-running soak and fault suites (build tag `soak`), with the race detector.
+# Long-running soak and fault suites (build tag `soak`, tests named TestSoak*), with the race detector.
 soak: deps
-	$(GO) test -race -tags soak -count=1 -timeout 40m $(PKGS)
+	$(GO) test -race -tags soak -run Soak -count=1 -timeout 40m $(PKGS)
 
 # Each fuzz target for FUZZTIME (FUZZTIME=5m for longer runs).
 FUZZTIME ?= 20s
@@ -52,8 +52,18 @@ bench: build
 
 # Go benchmarks of every package (short: one second each).
 BENCHTIME ?= 1s
+BENCH_SHARED ?= $(abspath ../shared/bench)
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem $(PKGS)
 
 clean:
 	rm -rf bin
+
+# Durable-log figures beside the disk's own fsync rate and sequential bandwidth
+# (and NATS JetStream's, when nats-server is installed and the peer bench is
+# present), then group commit and publish throughput.
+bench-log:
+	@if [ -x "$(BENCH_SHARED)/log-bench.sh" ]; then "$(BENCH_SHARED)/log-bench.sh"; \
+	  else echo "bench-log: $(BENCH_SHARED)/log-bench.sh not found; Go benchmarks only"; fi
+	$(GO) test -run '^$$' -bench 'AppendSyncGroupCommit/size=100/' -benchtime $(BENCHTIME) -count 2 ./eventlog/segment/
+	$(GO) test -run '^$$' -bench 'PublishSync' -benchtime $(BENCHTIME) -count 2 ./eventlog/
