@@ -213,9 +213,9 @@ func TestLongPollWakesOnPublishAndTimesOut(t *testing.T) {
 		call(t, "GET", url, nil, nil, &f)
 		done <- f
 	}()
-	// Publish once the poll is parked (the record is then only seen by a
-	// woken waiter; publishing earlier is also fine: the fetch returns it).
-	time.Sleep(50 * time.Millisecond)
+	// Publish once the poll is parked, so that the record is only seen by a
+	// woken waiter.
+	waitParked(t, tb, 1)
 	call(t, "POST", tb.api.URL+"/v1/topics/orders/records", `{"key":"k","value":"wake"}`, nil, nil)
 	select {
 	case f := <-done:

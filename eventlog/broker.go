@@ -66,6 +66,11 @@ type Broker struct {
 	// long polls end with it, so that the HTTP server can drain quickly.
 	waitCtx     context.Context
 	stopWaiters context.CancelFunc
+	// parked counts long polls (Fetch and GroupFetch with a wait) blocked
+	// right now, each counted only after it holds the channels that wake
+	// it. Tests read it to publish once a poll is parked instead of
+	// sleeping.
+	parked atomic.Int64
 
 	closed atomic.Bool
 	// bgMu orders starting an acks=0 append against Close, so that no

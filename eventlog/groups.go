@@ -342,7 +342,9 @@ func (b *Broker) GroupFetch(ctx context.Context, g, member string, maxBytes int,
 			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
 			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(b.waitCtx.Done())},
 			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)})
+		b.parked.Add(1)
 		chosen, _, _ := reflect.Select(cases)
+		b.parked.Add(-1)
 		timer.Stop()
 		if chosen >= len(waitOn) {
 			// Caller gone or time up: one last look, no more waiting.

@@ -322,7 +322,7 @@ func TestGroupFetchLongPollWakesOnPublish(t *testing.T) {
 		}
 		done <- res
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitParked(t, tb, 1)
 	p := int32(1)
 	if _, err := tb.Produce(context.Background(), "events", []ProduceRecord{{Value: []byte("1"), Partition: &p}}, AcksAll); err != nil {
 		t.Fatal(err)
@@ -337,11 +337,27 @@ func TestGroupFetchLongPollWakesOnPublish(t *testing.T) {
 	}
 	// A caller that goes away ends the wait.
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	defer cancel()
+	type result struct {
+		res GroupFetchResult
+		err error
+	}
+	got := make(chan result, 1)
 	start := time.Now()
-	res, err := tb.GroupFetch(ctx, "g", st.MemberID, 1<<20, 20*time.Second)
-	if err != nil || len(res.Records) != 0 || time.Since(start) > 10*time.Second {
-		t.Fatalf("cancelled fetch: %v %+v after %v", err, res, time.Since(start))
+	go func() {
+		res, err := tb.GroupFetch(ctx, "g", st.MemberID, 1<<20, 20*time.Second)
+		got <- result{res, err}
+	}()
+	// The first fetch has returned, so the one parked is this one.
+	waitParked(t, tb, 1)
+	cancel()
+	select {
+	case r := <-got:
+		if r.err != nil || len(r.res.Records) != 0 || time.Since(start) > 10*time.Second {
+			t.Fatalf("cancelled fetch: %v %+v after %v", r.err, r.res, time.Since(start))
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("cancelled group fetch did not return")
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -112,6 +113,12 @@ func call(t *testing.T, method, url string, body any, header http.Header, out an
 		}
 	}
 	return resp.StatusCode
+}
+
+// waitParked waits until n long polls are parked on tb (see Broker.parked).
+func waitParked(t *testing.T, tb *testBroker, n int64) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d parked long polls", n), func() bool { return tb.parked.Load() >= n })
 }
 
 // eventually polls cond until it holds or the deadline passes.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/eventlog/segment"
@@ -192,15 +193,32 @@ func (p *Partition) Read(from int64, maxBytes int) (recs []segment.Record, next 
 // WaitFor blocks until the high watermark exceeds offset or ctx ends, and
 // returns the high watermark.
 func (p *Partition) WaitFor(ctx context.Context, offset int64) (int64, error) {
+	return p.waitFor(ctx, offset, nil)
+}
+
+// waitFor is WaitFor that, when parked is not nil, counts itself in parked
+// while it blocks: from after it took the wake-up channel, so that a
+// watermark advance seen by whoever reads parked as non-zero wakes it.
+func (p *Partition) waitFor(ctx context.Context, offset int64, parked *atomic.Int64) (int64, error) {
 	for {
 		ch := p.hwNotify.Wait()
 		if hw := p.HighWatermark(); hw > offset {
 			return hw, nil
 		}
+		if parked != nil {
+			parked.Add(1)
+		}
+		var err error
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return p.HighWatermark(), ctx.Err()
+			err = ctx.Err()
+		}
+		if parked != nil {
+			parked.Add(-1)
+		}
+		if err != nil {
+			return p.HighWatermark(), err
 		}
 	}
 }

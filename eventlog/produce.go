@@ -215,7 +215,7 @@ func (b *Broker) Fetch(ctx context.Context, topic string, partition int, offset 
 	wctx, cancel := context.WithTimeout(ctx, min(wait, MaxFetchWait))
 	defer cancel()
 	defer context.AfterFunc(b.waitCtx, cancel)()
-	if _, err := p.WaitFor(wctx, offset); err != nil {
+	if _, err := p.waitFor(wctx, offset, &b.parked); err != nil {
 		// Timed out (or the caller left): an empty answer, not an error.
 		return res, nil
 	}

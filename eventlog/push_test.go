@@ -131,21 +131,26 @@ func TestPushDeliversCloudEventsInPartitionOrderAndResumes(t *testing.T) {
 			t.Fatalf("record %d delivered from partition %d", i, p)
 		}
 	}
-	// Progress is committed: lag drains to zero.
-	eventually(t, "offsets committed", func() bool {
-		gi, err := tb.Group("billing")
-		if err != nil || len(gi.Offsets) == 0 {
-			return false
-		}
-		var sum int64
-		for _, o := range gi.Offsets {
-			if o.Lag != 0 {
+	// committedAll reports whether the group has committed want records in
+	// all and has no lag.
+	committedAll := func(want int64) func() bool {
+		return func() bool {
+			gi, err := tb.Group("billing")
+			if err != nil || len(gi.Offsets) == 0 {
 				return false
 			}
-			sum += o.Committed
+			var sum int64
+			for _, o := range gi.Offsets {
+				if o.Lag != 0 {
+					return false
+				}
+				sum += o.Committed
+			}
+			return sum == want
 		}
-		return sum == n
-	})
+	}
+	// Progress is committed: lag drains to zero.
+	eventually(t, "offsets committed", committedAll(n))
 	stop()
 	tb.close()
 
@@ -155,7 +160,10 @@ func TestPushDeliversCloudEventsInPartitionOrderAndResumes(t *testing.T) {
 	runBroker(t, tb)
 	call(t, "POST", tb.api.URL+"/v1/topics/orders/records", `{"key":"cust-1","value":{"n":1000}}`, nil, nil)
 	eventually(t, "delivery after restart", func() bool { return len(app.deliveries()) > before })
-	time.Sleep(100 * time.Millisecond) // room for a wrong redelivery to show up
+	// Once the new record is committed the subscriber has moved past
+	// everything: a wrong redelivery (resuming before the committed offset,
+	// or delivering the new record again) would have happened by then.
+	eventually(t, "new record committed", committedAll(n+1))
 	got := app.deliveries()[before:]
 	if len(got) != 1 || got[0].body != `{"n":1000}` {
 		t.Fatalf("after restart delivered %d records, first %q", len(got), got[0].body)

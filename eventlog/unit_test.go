@@ -129,7 +129,7 @@ func TestShutdownEndsLongPolls(t *testing.T) {
 		tb.GroupFetch(context.Background(), "g", st.MemberID, 1<<20, 25*time.Second)
 		done <- struct{}{}
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitParked(t, tb, 2)
 	start := time.Now()
 	cancel()
 	<-runDone
