@@ -324,6 +324,12 @@ func (b *Broker) Run(ctx context.Context) error {
 	wg.Go(func() { b.maintain(ctx) })
 	wg.Go(func() { b.groups.run(ctx) })
 	wg.Wait()
+	// Everything above returns only once ctx has ended, yet the AfterFunc
+	// may not have run: ctx.Done() is closed before the AfterFunc is
+	// triggered, so the loops can return and the deferred stop can win
+	// that race, and stopWaiters would never run. End the long polls here
+	// too (stopWaiters is idempotent).
+	b.stopWaiters()
 	return nil
 }
 
