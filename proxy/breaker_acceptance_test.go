@@ -951,3 +951,49 @@ routes:
 	do(t, h.h1, http.MethodGet, h.url("/item"), nil)
 	eventually(t, 5*time.Second, "breaker open on the second failure", func() bool { return cs().Breaker.State == "open" })
 }
+
+// TestAcceptanceHTTPBodyResetAfterHeadersCountsAsFailure: a 200 whose
+// upstream connection is cut mid-body reaches the client as an aborted
+// response, and the breaker counts it as the failure it is, not as the
+// success its headers promised.
+func TestAcceptanceHTTPBodyResetAfterHeadersCountsAsFailure(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("partial"))
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		conn.Close()
+	})
+	h := startProxy(t, parseConfig(t, `
+clusters:
+  inventory:
+    endpoints: ["%s"]
+    circuit_breaker:
+      consecutive_failures: {threshold: 3}
+      failure_rate: {disabled: true}
+      open: {base: 1m}
+    outlier_detection: {disabled: true}
+routes:
+  - name: inventory
+    cluster: inventory
+`, addr(up)))
+	for i := 0; i < 3; i++ {
+		req, _ := http.NewRequest(http.MethodGet, h.url("/item"), nil)
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			continue // the proxy may abort before the client has the headers
+		}
+		_, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr == nil {
+			t.Fatalf("call %d: a body cut short upstream arrived whole", i)
+		}
+	}
+	eventually(t, 2*time.Second, "breaker open after three bodies cut short", func() bool {
+		return h.p.Clusters()[0].Breaker.State == "open"
+	})
+}

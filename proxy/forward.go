@@ -396,21 +396,38 @@ func (f *forwarding) run() {
 		// gRPC carries its status in the trailers unless the response is
 		// trailers-only: such a call is classified once its body is copied.
 		atHeaders := !f.grpc || gs >= 0
+		// Retries are decided on the verdict at the headers, but a response
+		// that goes downstream is reported to the breaker and the outlier
+		// detector only once its body is copied: a body the upstream cuts
+		// short is a failure whatever its status said, and slow_calls
+		// measure the whole response. A retry candidate is reported at
+		// once, so that a breaker it trips refuses the retry.
+		var hv breaker.Verdict
+		recorded := false
 		if atHeaders {
-			v := f.record(permit, ep, failNone, resp.StatusCode, gs)
-			if f.canRetry(attempt, failNone, resp.StatusCode, gs, v) && f.takeRetry(&retryHeld) {
-				discard(resp.Body)
-				ep.active.Add(-1)
-				acancel(nil)
-				if !f.prepareRetry(attempt) {
-					f.reply(localReply{reason: ReasonUpstreamTimeout})
-					return
+			hv = f.classify(failNone, resp.StatusCode, gs)
+			if f.retryCandidate(attempt, failNone, resp.StatusCode, gs, hv) {
+				f.report(permit, ep, hv)
+				recorded = true
+				if f.canRetry(attempt, failNone, resp.StatusCode, gs, hv) && f.takeRetry(&retryHeld) {
+					discard(resp.Body)
+					ep.active.Add(-1)
+					acancel(nil)
+					if !f.prepareRetry(attempt) {
+						f.reply(localReply{reason: ReasonUpstreamTimeout})
+						return
+					}
+					continue
 				}
-				continue
 			}
 		}
 
 		if f.upgrade != "" && resp.StatusCode == http.StatusSwitchingProtocols {
+			// A tunnel lives as long as its peers want: the switch itself
+			// is the outcome.
+			if atHeaders && !recorded {
+				f.report(permit, ep, hv)
+			}
 			err := f.tunnel(ctx, resp)
 			ep.active.Add(-1)
 			acancel(nil)
@@ -422,14 +439,17 @@ func (f *forwarding) run() {
 		}
 
 		copyErr := f.respond(resp)
-		if !atHeaders {
+		if !recorded {
 			switch {
 			case copyErr != nil && r.Context().Err() != nil:
+				// The client went away mid-body: neither success nor failure.
 				permit.Cancel()
 			case copyErr == errDeadlineTrailers || (copyErr != nil && ctx.Err() != nil):
 				f.record(permit, ep, failTimeout, resp.StatusCode, -1)
 			case copyErr != nil:
 				f.record(permit, ep, failReset, resp.StatusCode, -1)
+			case atHeaders:
+				f.report(permit, ep, hv)
 			default:
 				f.record(permit, ep, failNone, resp.StatusCode, breaker.ParseGRPCStatus(resp.Header, resp.Trailer))
 			}
@@ -449,12 +469,23 @@ func (f *forwarding) run() {
 // record classifies one attempt's outcome with the cluster's classifier
 // and reports it to the breaker and the outlier detector.
 func (f *forwarding) record(permit breaker.Permit, ep *endpoint, kind failKind, status, grpcStatus int) breaker.Verdict {
-	now := f.p.now()
-	res := f.c.res
-	v := res.cls.Classify(outcome(kind, status, grpcStatus))
-	permit.Done(now, v.Failure)
-	res.det.Record(ep.idx, now, v)
+	v := f.classify(kind, status, grpcStatus)
+	f.report(permit, ep, v)
 	return v
+}
+
+// classify is the cluster classifier's verdict on one attempt's outcome,
+// without reporting it.
+func (f *forwarding) classify(kind failKind, status, grpcStatus int) breaker.Verdict {
+	return f.c.res.cls.Classify(outcome(kind, status, grpcStatus))
+}
+
+// report ends the attempt's breaker permit and tells the outlier detector
+// with verdict v.
+func (f *forwarding) report(permit breaker.Permit, ep *endpoint, v breaker.Verdict) {
+	now := f.p.now()
+	permit.Done(now, v.Failure)
+	f.c.res.det.Record(ep.idx, now, v)
 }
 
 // attemptTrace follows one upstream attempt: it forwards 1xx responses
@@ -569,15 +600,13 @@ func failureReply(k failKind) localReply {
 // (0-based) warrants another one: attempts left, a retry_on condition, a
 // method that may be repeated, and a body that can be sent again.
 func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int, v breaker.Verdict) bool {
-	p := &f.rt.retry
-	// The cluster's classifier has the last word: what it does not call a
-	// failure is not retried, whatever retry_on lists.
-	if attempt >= p.maxRetries || !v.Failure || !p.retriable(kind, status, grpcStatus) {
+	if !f.retryCandidate(attempt, kind, status, grpcStatus, v) {
 		return false
 	}
 	if st := f.c.res.br.State(); st == breaker.StateOpen || st == breaker.StateForcedOpen {
 		return false
 	}
+	p := &f.rt.retry
 	// Connect failures and refused streams never reached the application,
 	// so they are safe to retry whatever the method. So is a gRPC call the
 	// server ended trailers-only with a status gRPC's own retry policy
@@ -601,6 +630,15 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 		return false
 	}
 	return true
+}
+
+// retryCandidate is canRetry's first test, which does not depend on the
+// breaker's state: attempts left, a classifier failure and a retry_on
+// condition. The cluster's classifier has the last word: what it does not
+// call a failure is not retried, whatever retry_on lists.
+func (f *forwarding) retryCandidate(attempt int, kind failKind, status, grpcStatus int, v breaker.Verdict) bool {
+	p := &f.rt.retry
+	return attempt < p.maxRetries && v.Failure && p.retriable(kind, status, grpcStatus)
 }
 
 // takeRetry reserves, for the rest of this request (one slot however many
