@@ -997,3 +997,53 @@ routes:
 		return h.p.Clusters()[0].Breaker.State == "open"
 	})
 }
+
+// TestAcceptanceClientCancelMidBodyCountsNeitherWay: a client that goes
+// away while a 200's body is streaming makes the call neither a success
+// nor a failure, though its headers said success.
+func TestAcceptanceClientCancelMidBodyCountsNeitherWay(t *testing.T) {
+	stop := make(chan struct{})
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		// No length: the proxy flushes a streamed body as it arrives.
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("partial"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	})
+	t.Cleanup(func() { close(stop) }) // before up.Close
+	h := startProxy(t, parseConfig(t, `
+clusters:
+  inventory:
+    endpoints: ["%s"]
+    circuit_breaker:
+      consecutive_failures: {threshold: 2}
+      failure_rate: {disabled: true}
+      open: {base: 1m}
+    outlier_detection: {disabled: true}
+routes:
+  - name: inventory
+    cluster: inventory
+`, addr(up)))
+	cs := func() ClusterStatus { return h.p.Clusters()[0] }
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url("/item"), nil)
+	resp, err := h.h1.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "partial" {
+		t.Fatalf("first bytes %q: %v", buf, err)
+	}
+	cancel()
+	resp.Body.Close()
+	eventually(t, 5*time.Second, "abandoned call finished in the proxy", func() bool { return cs().ActiveRequests == 0 })
+	if b := cs().Breaker; b.State != "closed" || b.ConsecutiveFailures != 0 || b.Calls != 0 {
+		t.Fatalf("after a call abandoned mid-body: %s, %d consecutive failures, %d calls", b.State, b.ConsecutiveFailures, b.Calls)
+	}
+}
