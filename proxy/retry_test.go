@@ -377,16 +377,23 @@ func TestRequestHeaderLimit(t *testing.T) {
 }
 
 func TestClientGoneCancelsUpstream(t *testing.T) {
-	cancelled := make(chan struct{})
+	arrived, cancelled := make(chan struct{}), make(chan struct{})
 	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
 		<-r.Context().Done()
 		close(cancelled)
 	})
 	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", h.url("/"), nil)
+	// Cancel once the upstream holds the request, so the test proves the
+	// cancellation travels upstream rather than racing the dial.
 	go func() {
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+		}
 		cancel()
 	}()
 	if _, err := h.h1.Do(req); err == nil {
