@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -869,5 +870,30 @@ func TestSIGTERMEndsAppAPILongPollsWithoutWaitingOutTheDrain(t *testing.T) {
 	}
 	if el := time.Since(start); el > 10*time.Second {
 		t.Fatalf("stopping took %v with a long poll open", el)
+	}
+}
+
+func TestTuneGC(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+
+	if got := tuneGC(func(string) string { return "" }); got != defaultGCPercent {
+		t.Fatalf("without GOGC: %d, want %d", got, defaultGCPercent)
+	}
+	if p := debug.SetGCPercent(defaultGCPercent); p != defaultGCPercent {
+		t.Fatalf("runtime's GC percent is %d after tuneGC, want %d", p, defaultGCPercent)
+	}
+	// With GOGC set the runtime's own value stands (here: what the test set).
+	debug.SetGCPercent(150)
+	if got := tuneGC(func(k string) string {
+		if k == "GOGC" {
+			return "150"
+		}
+		return ""
+	}); got != 150 {
+		t.Fatalf("with GOGC=150: %d, want 150", got)
+	}
+	if p := debug.SetGCPercent(150); p != 150 {
+		t.Fatalf("tuneGC changed an operator's GOGC to %d", p)
 	}
 }
