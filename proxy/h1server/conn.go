@@ -1,0 +1,516 @@
+package h1server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Connection states, for Shutdown.
+const (
+	stateIdle     int32 = iota // between requests (or before the first)
+	stateActive                // reading or serving a request
+	stateH2                    // handed to x/net/http2
+	stateHijacked              // owned by a handler
+	stateClosed                // closed by Shutdown or Close
+)
+
+// watchDelay is how long a request runs before the connection is watched
+// for the client going away (see conn.watchFired). Requests that finish
+// sooner cost one timer reset and stop, and no read.
+const watchDelay = 10 * time.Millisecond
+
+// maxDrain is how much of a request body the handler left unread is read
+// and dropped so that the connection can serve the next request; a longer
+// remainder closes the connection instead (net/http's
+// maxPostHandlerReadBytes).
+const maxDrain = 256 << 10
+
+// aLongTimeAgo is a deadline in the past: setting it ends a blocked read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// conn is one accepted connection. Its goroutine (serve) reads requests,
+// calls the handler and writes responses, one request at a time.
+type conn struct {
+	s      *Server
+	rwc    net.Conn
+	remote string
+	state  atomic.Int32
+
+	ctx    context.Context // cancelled when the connection ends
+	cancel context.CancelFunc
+
+	cr       connReader
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	tp       textproto.Reader
+	hdrBuf   []byte // the current response's header block, as snapshotted by WriteHeader
+	body     []byte // response body held back before the header block is written
+	scratch  [64]byte
+	hijacked bool
+
+	// hasDeadline: a read deadline may be set on rwc.
+	hasDeadline bool
+
+	// contMu orders the automatic "100 Continue" (written by whoever
+	// reads the request body first, possibly another goroutine) against
+	// the response header block.
+	contMu sync.Mutex
+
+	// Client-gone watch state (see watchFired); guarded by wmu.
+	timer       *time.Timer
+	wmu         sync.Mutex
+	wArmed      bool // a handler is running
+	wFired      bool // the request has run for watchDelay
+	wBodyDone   bool // the request body is fully read (or there is none)
+	wPipelined  bool // bytes of a next request were buffered at the body's end
+	wRunning    bool // the watcher read is in progress
+	wAborted    bool // the watcher read was ended on purpose
+	wCancel     context.CancelFunc
+	wDone       chan struct{}
+	wConnClosed bool // the watcher saw the client go away
+}
+
+func newConn(s *Server, rwc net.Conn) *conn {
+	c := &conn{s: s, rwc: rwc}
+	c.remote = rwc.RemoteAddr().String()
+	c.cr.src = rwc
+	return c
+}
+
+// connReader is the source of the connection's bufio.Reader. It enforces
+// the header-size limit, and returns first the byte (or the error) the
+// client-gone watcher read.
+type connReader struct {
+	src     io.Reader
+	limit   bool
+	remain  int64
+	hitMax  bool
+	hasByte bool
+	byteBuf [1]byte
+	err     error // sticky: the client went away
+}
+
+var errHeaderTooLarge = errors.New("request header too large")
+
+func (cr *connReader) Read(p []byte) (int, error) {
+	if cr.err != nil {
+		return 0, cr.err
+	}
+	if cr.limit {
+		if cr.remain <= 0 {
+			cr.hitMax = true
+			return 0, errHeaderTooLarge
+		}
+		if int64(len(p)) > cr.remain {
+			p = p[:cr.remain]
+		}
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if cr.hasByte {
+		cr.hasByte = false
+		p[0] = cr.byteBuf[0]
+		cr.remain--
+		return 1, nil
+	}
+	n, err := cr.src.Read(p)
+	cr.remain -= int64(n)
+	return n, err
+}
+
+func (cr *connReader) setLimit(n int) { cr.limit, cr.remain, cr.hitMax = true, int64(n), false }
+func (cr *connReader) noLimit()       { cr.limit = false }
+
+func (c *conn) serve() {
+	s := c.s
+	c.ctx, c.cancel = context.WithCancel(context.WithValue(s.ctx, http.LocalAddrContextKey, c.rwc.LocalAddr()))
+	c.br = readerPool.Get().(*bufio.Reader)
+	c.br.Reset(&c.cr)
+	c.bw = writerPool.Get().(*bufio.Writer)
+	c.bw.Reset(c.rwc)
+	c.tp.R = c.br
+	c.hdrBuf = make([]byte, 0, 1<<10)
+	c.body = make([]byte, 0, bodyBufSize)
+	keepBufs := true
+	defer func() {
+		if p := recover(); p != nil {
+			// A bug of ours, not the handler's (those are recovered in
+			// serveRequest): keep the process, lose the connection.
+			buf := make([]byte, 16<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			s.logf("h1server: panic serving "+c.remote+": "+string(buf), nil)
+			keepBufs = false
+		}
+		c.cancel()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		if !c.hijacked {
+			c.rwc.Close()
+			s.trackConn(c, false)
+		}
+		if keepBufs && !c.hijacked && c.state.Load() != stateH2 {
+			c.br.Reset(nil)
+			readerPool.Put(c.br)
+			c.bw.Reset(nil)
+			writerPool.Put(c.bw)
+		}
+		c.br, c.bw, c.tp.R = nil, nil, nil
+	}()
+
+	first := true
+	for {
+		// Wait for the next request's first byte: the read-header timeout
+		// covers a new connection's wait, the idle timeout a kept-alive
+		// one's.
+		if c.br.Buffered() == 0 {
+			wait := s.IdleTimeout
+			if first {
+				wait = s.ReadHeaderTimeout
+			}
+			c.setReadDeadline(wait)
+			if _, err := c.br.Peek(1); err != nil {
+				return
+			}
+		}
+		if !c.state.CompareAndSwap(stateIdle, stateActive) {
+			return // closed by Shutdown or Close
+		}
+		if first && s.H2 != nil && c.sawPreface() {
+			c.clearReadDeadline()
+			c.serveH2(nil, nil)
+			return
+		}
+		first = false
+
+		// A header block already whole in the buffer needs no deadline.
+		if s.ReadHeaderTimeout > 0 && !headerBuffered(c.br) {
+			c.setReadDeadline(s.ReadHeaderTimeout)
+		}
+		c.cr.setLimit(s.maxHeaderBytes() + readBufSize)
+		w, err := c.readRequest()
+		c.cr.noLimit()
+		if err != nil {
+			c.replyError(err)
+			return
+		}
+		c.clearReadDeadline()
+		if s.WriteTimeout > 0 {
+			_ = c.rwc.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
+		}
+		if w.h2cSettings != nil {
+			c.upgradeH2C(w)
+			return
+		}
+		if !c.serveRequest(w) {
+			return
+		}
+		if s.inShutdown.Load() || !c.state.CompareAndSwap(stateActive, stateIdle) {
+			return
+		}
+		if s.inShutdown.Load() {
+			return
+		}
+	}
+}
+
+func (c *conn) setReadDeadline(d time.Duration) {
+	if d > 0 {
+		_ = c.rwc.SetReadDeadline(time.Now().Add(d))
+		c.hasDeadline = true
+	} else {
+		c.clearReadDeadline()
+	}
+}
+
+func (c *conn) clearReadDeadline() {
+	if c.hasDeadline {
+		_ = c.rwc.SetReadDeadline(time.Time{})
+		c.hasDeadline = false
+	}
+}
+
+// headerBuffered reports whether br holds a whole header block.
+func headerBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n"))
+}
+
+var clientPreface = []byte(http2.ClientPreface)
+
+// sawPreface reports whether the connection opens with the HTTP/2 client
+// preface. It waits for more bytes only while those it has could still be
+// the preface, so a short HTTP/1.1 request is never held up.
+func (c *conn) sawPreface() bool {
+	for {
+		n := min(c.br.Buffered(), len(clientPreface))
+		b, _ := c.br.Peek(n)
+		if !bytes.HasPrefix(clientPreface, b) {
+			return false
+		}
+		if n == len(clientPreface) {
+			return true
+		}
+		// The header-read limits apply to the preface too.
+		if _, err := c.br.Peek(n + 1); err != nil {
+			return false
+		}
+	}
+}
+
+// serveRequest runs the handler for w's request and finishes the
+// response. It reports whether the connection may serve another request.
+func (c *conn) serveRequest(w *response) (keep bool) {
+	c.armWatch(w)
+	defer func() {
+		w.cancel()
+		if p := recover(); p != nil {
+			c.abortWatch()
+			keep = false
+			if p != http.ErrAbortHandler {
+				buf := make([]byte, 16<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.s.logf("h1server: panic serving "+c.remote+": "+panicString(p)+"\n"+string(buf), nil)
+			}
+			if !c.hijacked {
+				// Whatever was buffered stays unsent: the client sees a
+				// cut-off response, never a truncated success.
+				c.rwc.Close()
+			}
+		}
+	}()
+	c.s.Handler.ServeHTTP(w, w.req)
+	c.abortWatch()
+	if c.hijacked {
+		return false
+	}
+	w.finish()
+	if w.lingerClose {
+		c.lingerClose()
+	}
+	return !w.closeAfter && !c.wConnClosed
+}
+
+func panicString(p any) string {
+	switch v := p.(type) {
+	case error:
+		return v.Error()
+	case string:
+		return v
+	}
+	return "non-error panic value"
+}
+
+// Client-gone detection. net/http starts a background read on every
+// request to notice a client that closes its connection while the
+// handler runs; that costs a goroutine, an extra read system call
+// (usually EAGAIN) and deadline changes per request. Here a request that
+// is still running after watchDelay, and whose body has been fully read
+// with no pipelined request behind it, gets one watcher read on the
+// connection: EOF or an error cancels the request's context, a byte (the
+// client pipelining) is kept for the next request and ends the watch.
+// Detection therefore takes at most watchDelay after the client leaves
+// (or after the body's end, if that comes later), plus the kernel's
+// notice of the FIN or RST.
+
+func (c *conn) armWatch(w *response) {
+	if c.timer == nil {
+		c.timer = time.AfterFunc(time.Hour, c.watchFired)
+	}
+	c.wmu.Lock()
+	c.wArmed, c.wFired, c.wRunning, c.wAborted = true, false, false, false
+	c.wCancel = w.cancel
+	c.wBodyDone = w.body == nil
+	c.wPipelined = c.br.Buffered() > 0
+	c.wmu.Unlock()
+	c.timer.Reset(watchDelay)
+}
+
+// watchFired runs on the timer's goroutine. A stale firing (the request
+// it was armed for has ended) finds wArmed false, or merely starts the
+// next request's watch early, which is harmless.
+func (c *conn) watchFired() {
+	c.wmu.Lock()
+	if !c.wArmed || c.wRunning {
+		c.wmu.Unlock()
+		return
+	}
+	c.wFired = true
+	start := c.wBodyDone && !c.wPipelined
+	if start {
+		c.wRunning, c.wDone = true, make(chan struct{})
+	}
+	c.wmu.Unlock()
+	if start {
+		c.watchRead()
+	}
+}
+
+// bodyDone is called by the request body's reader at its end; pipelined
+// says whether bytes of another request were already buffered.
+func (c *conn) bodyDone(pipelined bool) {
+	c.wmu.Lock()
+	c.wBodyDone, c.wPipelined = true, pipelined
+	start := c.wArmed && c.wFired && !c.wRunning && !pipelined
+	if start {
+		c.wRunning, c.wDone = true, make(chan struct{})
+	}
+	c.wmu.Unlock()
+	if start {
+		go c.watchRead()
+	}
+}
+
+func (c *conn) watchRead() {
+	n, err := c.rwc.Read(c.cr.byteBuf[:])
+	var cancel context.CancelFunc
+	c.wmu.Lock()
+	switch {
+	case n > 0:
+		c.cr.hasByte = true
+	case err != nil && !c.wAborted:
+		c.cr.err = err
+		c.wConnClosed = true
+		cancel = c.wCancel
+	}
+	c.wRunning = false
+	done := c.wDone
+	c.wmu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	close(done)
+}
+
+// abortWatch disarms the watch and ends (and waits for) a watcher read in
+// progress, so that the connection's reader is the serving goroutine's
+// alone again.
+func (c *conn) abortWatch() {
+	c.wmu.Lock()
+	c.wArmed = false
+	running, done := c.wRunning, c.wDone
+	if running {
+		c.wAborted = true
+	}
+	c.wmu.Unlock()
+	c.timer.Stop()
+	if running {
+		_ = c.rwc.SetReadDeadline(aLongTimeAgo)
+		<-done
+		_ = c.rwc.SetReadDeadline(time.Time{})
+		c.hasDeadline = false
+	}
+}
+
+// lingerClose half-closes the connection and reads (and drops) what the
+// client still sends for a moment, so that the response is not lost to a
+// reset caused by unread request bytes (net/http's closeWriteAndWait).
+func (c *conn) lingerClose() {
+	_ = c.bw.Flush()
+	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.rwc.SetReadDeadline(time.Now().Add(lingerTime))
+	c.hasDeadline = true
+	_, _ = io.CopyN(io.Discard, c.rwc, maxDrain)
+}
+
+const lingerTime = 500 * time.Millisecond
+
+// replyError answers a request that could not be read, if there is
+// anything to answer, and leaves the connection to be closed.
+func (c *conn) replyError(err error) {
+	var he *httpError
+	if !errors.As(err, &he) {
+		if c.cr.hitMax {
+			he = &httpError{http.StatusRequestHeaderFieldsTooLarge, "request header too large"}
+		} else {
+			// EOF, a timeout or a reset: nobody to answer.
+			return
+		}
+	}
+	code := he.code
+	text := http.StatusText(code)
+	msg := text
+	if he.msg != "" {
+		msg = text + ": " + he.msg
+	}
+	bw := c.bw
+	_, _ = bw.WriteString("HTTP/1.1 ")
+	_, _ = bw.Write(appendStatus(nil, code))
+	_, _ = bw.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ")
+	_, _ = bw.Write(appendInt(nil, int64(len(msg))))
+	_, _ = bw.WriteString("\r\n\r\n")
+	_, _ = bw.WriteString(msg)
+	c.lingerClose()
+}
+
+// httpError is a request the server answers itself with code.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return http.StatusText(e.code) + ": " + e.msg }
+
+func badRequest(msg string) error { return &httpError{http.StatusBadRequest, msg} }
+
+// serveH2 hands the connection to x/net/http2, with the bytes already
+// buffered replayed first. upgrade and settings are set for an h2c
+// upgrade.
+func (c *conn) serveH2(upgrade *http.Request, settings []byte) {
+	c.state.Store(stateH2)
+	hc := &h2Conn{Conn: c.rwc, br: c.br}
+	c.s.H2.ServeConn(hc, &http2.ServeConnOpts{
+		Context:        c.ctx,
+		BaseConfig:     c.s.base,
+		Handler:        c.s.Handler,
+		UpgradeRequest: upgrade,
+		Settings:       settings,
+	})
+}
+
+// h2Conn replays what the HTTP/1.1 reader had buffered before reading
+// the connection itself.
+type h2Conn struct {
+	net.Conn
+	mu sync.Mutex
+	br *bufio.Reader
+}
+
+func (h *h2Conn) Read(p []byte) (int, error) {
+	h.mu.Lock()
+	br := h.br
+	if br != nil && br.Buffered() == 0 {
+		h.br, br = nil, nil
+	}
+	h.mu.Unlock()
+	if br != nil {
+		return br.Read(p)
+	}
+	return h.Conn.Read(p)
+}
+
+// upgradeH2C switches the connection to HTTP/2 for an "Upgrade: h2c"
+// request (RFC 7540 §3.2): 101, then x/net/http2 serves the request as
+// stream 1 and the connection from there on.
+func (c *conn) upgradeH2C(w *response) {
+	_, _ = c.bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+	if err := c.bw.Flush(); err != nil {
+		return
+	}
+	c.serveH2(w.req, w.h2cSettings)
+}

@@ -1,0 +1,91 @@
+// Package h1server is the proxy's downstream HTTP server: a hand-written
+// HTTP/1.1 server for an http.Handler that hands HTTP/2 connections to
+// golang.org/x/net/http2.
+//
+// # Why not net/http's server
+//
+// Per request, net/http's server starts a background read (a goroutine,
+// an extra read system call that usually returns EAGAIN, deadline changes)
+// to notice a client that goes away, and allocates a response, buffered
+// writers and contexts. A sidecar pays that on every request. This server
+// keeps what a proxy needs of net/http's semantics and drops the rest.
+//
+// # What it does
+//
+// One goroutine per connection reads a request, calls the handler on that
+// goroutine, writes the response and reads the next one: keep-alive,
+// HTTP/1.0 keep-alive, pipelined requests in order. Each connection keeps
+// a 4 KiB bufio.Reader and an 8 KiB bufio.Writer (pooled between
+// connections) for its life. A response of at most 4 KiB whose handler
+// returns without flushing gets a Content-Length and leaves in one write
+// system call, header block and body together; a longer or flushed one is
+// sent chunked (HTTP/1.1) or delimited by the connection's close
+// (HTTP/1.0). Trailers work both ways net/http supports: keys announced in
+// the "Trailer" header, and keys set with http.TrailerPrefix after
+// writing. The header map is snapshotted by the final WriteHeader, as in
+// net/http; 1xx responses are written at once and leave the map as it is
+// (RFC 8297). A Date field is added (formatted once a second) unless the
+// handler set one (a nil value suppresses it).
+//
+// Requests are parsed strictly. Bad request lines, headers, Host fields,
+// Content-Length values or chunk sizes get 400 with "Connection: close";
+// a header block over MaxHeaderBytes 431; a transfer coding other than
+// chunked 501; an HTTP major version other than 1 505; an Expect other
+// than 100-continue 417. A request with both Transfer-Encoding and
+// Content-Length, with differing Content-Length values, or with
+// Transfer-Encoding in HTTP/1.0 is refused with 400 rather than
+// reinterpreted, so nothing can smuggle a second request past it.
+// "Expect: 100-continue" is answered with 100 when the handler first reads
+// the body. A body the handler leaves unread is drained, up to 256 KiB,
+// after it returns; a longer one closes the connection.
+//
+// The ResponseWriter implements http.Flusher, FlushError, http.Hijacker
+// (the bufio.ReadWriter's reader holds the bytes already read),
+// SetReadDeadline, SetWriteDeadline and EnableFullDuplex (the server never
+// touches the body while the handler runs), so http.ResponseController
+// works. A handler that panics with http.ErrAbortHandler has its
+// connection closed with whatever was buffered unsent, so the client sees
+// a broken response, never a truncated success; other panics are also
+// reported to ErrorLog.
+//
+// # Client-gone detection
+//
+// A request's context is cancelled when the client closes its connection
+// while the handler runs, as with net/http, but without a read per
+// request: a request still running after 10 ms whose body has been read
+// (with no pipelined request behind it) gets one watcher read on the
+// connection; EOF or an error cancels the context. Detection takes at most
+// 10 ms after the client leaves (or after the body's end, if later).
+// Requests shorter than that cost a timer reset and stop.
+//
+// # HTTP/2
+//
+// With H2 set, a connection that opens with the HTTP/2 client preface,
+// and one whose request asks "Upgrade: h2c" with one valid HTTP2-Settings
+// header (RFC 7540 §3.2; a body of up to 64 KiB is read first), is served
+// by x/net/http2's ServeConn; the upgraded request reaches the handler as
+// stream 1, as an HTTP/2.0 request without the switch headers. Shutdown
+// sends these connections GOAWAY (through an internal http.Server that
+// http2.ConfigureServer ties to H2) and waits for their streams.
+//
+// # Timeouts and shutdown
+//
+// ReadHeaderTimeout, IdleTimeout and WriteTimeout are connection
+// deadlines; there is no timer goroutine. Shutdown closes the listeners
+// and idle connections, lets busy ones finish their request (their
+// response says "Connection: close") and waits for them until its
+// context ends; Close ends everything at once and cancels the context all
+// requests derive from.
+//
+// # What it does not do
+//
+// No TLS (the proxy's listeners are cleartext), no HTTP/2 of its own, no
+// Content-Type sniffing (a response without Content-Type goes without
+// one; the proxy's handlers set it), no Pragma to Cache-Control rewrite,
+// no http.ServerContextKey in request contexts (http.LocalAddrContextKey
+// is there), no ConnState hook, and no handler-chosen Transfer-Encoding
+// (the server frames bodies itself). Hijacked connections are neither
+// tracked nor closed by Shutdown or Close; their requests end when
+// BaseContext is cancelled or Close is called. Libraries don't log:
+// errors go to ErrorLog.
+package h1server

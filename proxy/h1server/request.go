@@ -1,0 +1,509 @@
+package h1server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// maxUpgradeBody bounds the body of an h2c upgrade request, which must be
+// read whole before the switch (x/net/http2/h2c reads it without bound).
+const maxUpgradeBody = 64 << 10
+
+// readRequest reads one request head and prepares its body and response
+// writer. Errors that deserve an answer are *httpError.
+func (c *conn) readRequest() (*response, error) {
+	br := c.br
+	// RFC 9112 §2.2: a server SHOULD ignore at least one empty line
+	// received before the request line (old clients send CRLF after a
+	// POST body).
+	for i := 0; i < 4; i++ {
+		b, err := br.Peek(1)
+		if err != nil {
+			return nil, err
+		}
+		if b[0] != '\r' && b[0] != '\n' {
+			break
+		}
+		_, _ = br.Discard(1)
+	}
+	line, err := c.tp.ReadLine()
+	if err != nil {
+		return nil, err
+	}
+	method, rest, ok1 := strings.Cut(line, " ")
+	uri, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || method == "" || uri == "" {
+		return nil, badRequest("malformed request line")
+	}
+	if !httpguts.ValidHeaderFieldName(method) { // a method is a token
+		return nil, badRequest("invalid method")
+	}
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	if !ok {
+		return nil, badRequest("malformed HTTP version")
+	}
+	if major != 1 {
+		return nil, &httpError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
+	}
+	switch proto {
+	case "HTTP/1.1":
+		proto = "HTTP/1.1" // share the constant rather than the line
+	case "HTTP/1.0":
+		proto = "HTTP/1.0"
+	}
+	// CONNECT's target is an authority (RFC 9112 §3.2.3), parsed as
+	// net/http does.
+	rawurl := uri
+	authority := method == "CONNECT" && !strings.HasPrefix(uri, "/")
+	if authority {
+		rawurl = "http://" + uri
+	}
+	u, err := url.ParseRequestURI(rawurl)
+	if err != nil {
+		return nil, badRequest("malformed request target")
+	}
+	if authority {
+		u.Scheme = ""
+	}
+
+	mh, err := c.tp.ReadMIMEHeader()
+	if err != nil {
+		if c.cr.hitMax {
+			return nil, err
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF || isNetError(err) {
+			return nil, err
+		}
+		return nil, badRequest("malformed header")
+	}
+	h := http.Header(mh)
+	for k, vv := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, badRequest("invalid header name")
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, badRequest("invalid header value")
+			}
+		}
+	}
+
+	// Host (RFC 9112 §3.2): exactly one, valid, and required in HTTP/1.1.
+	host := u.Host
+	hosts, haveHost := h["Host"]
+	switch {
+	case len(hosts) > 1:
+		return nil, badRequest("too many Host headers")
+	case len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]):
+		return nil, badRequest("malformed Host header")
+	case !haveHost && minor >= 1 && method != "CONNECT":
+		return nil, badRequest("missing required Host header")
+	}
+	if host == "" && haveHost {
+		host = hosts[0]
+	}
+	delete(h, "Host")
+
+	w := &response{c: c, declaredCL: -1}
+	r := http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      proto,
+		ProtoMajor: major,
+		ProtoMinor: minor,
+		Header:     h,
+		Host:       host,
+		RemoteAddr: c.remote,
+		RequestURI: uri,
+	}
+	conn := h["Connection"]
+	if minor == 0 {
+		r.Close = !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
+	} else {
+		r.Close = httpguts.HeaderValuesContainsToken(conn, "close")
+	}
+
+	if err := c.frameBody(w, &r); err != nil {
+		return nil, err
+	}
+
+	if e, ok := h["Expect"]; ok {
+		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
+			return nil, &httpError{http.StatusExpectationFailed, "unsupported Expect"}
+		}
+		if minor >= 1 && w.body != nil {
+			w.canContinue, w.expectedFirst = true, true
+		}
+	}
+
+	if c.s.H2 != nil && isH2CUpgrade(h) {
+		settings, err := h2cSettings(h)
+		if err != nil {
+			return nil, badRequest(err.Error())
+		}
+		if err := readUpgradeBody(w, &r); err != nil {
+			return nil, err
+		}
+		// The request now travels as stream 1 of an HTTP/2 connection:
+		// it loses the HTTP/1.1 switch headers, and lives as long as
+		// the connection.
+		for _, k := range []string{"Connection", "Upgrade", "Http2-Settings"} {
+			delete(h, k)
+		}
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+		w.h2cSettings = settings
+		w.req = r.WithContext(c.ctx)
+		w.cancel = func() {}
+		return w, nil
+	}
+
+	var ctx context.Context
+	ctx, w.cancel = context.WithCancel(c.ctx)
+	w.req = r.WithContext(ctx)
+	if w.body != nil {
+		w.body.w = w
+	}
+	return w, nil
+}
+
+func isNetError(err error) bool {
+	_, ok := err.(interface{ Timeout() bool })
+	return ok
+}
+
+// frameBody decides the request body's length (RFC 9112 §6), refusing
+// what could let one request be read as two.
+func (c *conn) frameBody(w *response, r *http.Request) error {
+	h := r.Header
+	te, hasTE := h["Transfer-Encoding"]
+	cl, hasCL := h["Content-Length"]
+	if hasTE {
+		if r.ProtoMinor == 0 {
+			// RFC 9112 §6.1: a Transfer-Encoding in an HTTP/1.0 message
+			// is a sign of faulty framing.
+			return badRequest("Transfer-Encoding in an HTTP/1.0 request")
+		}
+		if hasCL {
+			// RFC 9112 §6.3 ¶3: "ought to be handled as an error".
+			return badRequest("both Transfer-Encoding and Content-Length")
+		}
+		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") {
+			return &httpError{http.StatusNotImplemented, "unsupported transfer encoding"}
+		}
+		delete(h, "Transfer-Encoding")
+		r.TransferEncoding = []string{"chunked"}
+		r.ContentLength = -1
+		if err := declareTrailers(r); err != nil {
+			return err
+		}
+		w.body = &body{br: c.br, c: c, chunked: httputil.NewChunkedReader(c.br), trailer: r.Trailer, max: c.s.maxHeaderBytes()}
+		r.Body = w.body
+		return nil
+	}
+	if hasCL {
+		first := textproto.TrimString(cl[0])
+		for _, v := range cl[1:] {
+			if textproto.TrimString(v) != first {
+				return badRequest("differing Content-Length values")
+			}
+		}
+		n, ok := parseContentLength(first)
+		if !ok {
+			return badRequest("invalid Content-Length")
+		}
+		if len(cl) > 1 {
+			h["Content-Length"] = []string{first}
+		}
+		r.ContentLength = n
+		if n > 0 {
+			w.body = &body{br: c.br, c: c, remain: n}
+			r.Body = w.body
+			return nil
+		}
+	}
+	r.Body = http.NoBody
+	return nil
+}
+
+// parseContentLength accepts 1DIGIT* only (no sign, no spaces inside),
+// without overflow.
+func parseContentLength(s string) (int64, bool) {
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		d := s[i]
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(d-'0')
+	}
+	return n, true
+}
+
+// declareTrailers fills r.Trailer with the keys the "Trailer" header
+// announces (values come at the body's end), as net/http does.
+func declareTrailers(r *http.Request) error {
+	vv, ok := r.Header["Trailer"]
+	if !ok {
+		return nil
+	}
+	delete(r.Header, "Trailer")
+	t := http.Header{}
+	for _, v := range vv {
+		for _, k := range strings.Split(v, ",") {
+			k = textproto.CanonicalMIMEHeaderKey(textproto.TrimString(k))
+			if k == "" {
+				continue
+			}
+			if badTrailer(k) {
+				return badRequest("bad trailer key " + strconv.Quote(k))
+			}
+			t[k] = nil
+		}
+	}
+	if len(t) > 0 {
+		r.Trailer = t
+	}
+	return nil
+}
+
+// badTrailer: fields that frame or route a message never ride in a
+// trailer (RFC 9110 §6.5.1).
+func badTrailer(k string) bool {
+	switch k {
+	case "Transfer-Encoding", "Trailer", "Content-Length", "Host":
+		return true
+	}
+	return false
+}
+
+func isH2CUpgrade(h http.Header) bool {
+	return httpguts.HeaderValuesContainsToken(h["Upgrade"], "h2c") &&
+		httpguts.HeaderValuesContainsToken(h["Connection"], "HTTP2-Settings")
+}
+
+// h2cSettings decodes the one HTTP2-Settings header (RFC 7540 §3.2.1:
+// base64url, padding omitted; padding is tolerated).
+func h2cSettings(h http.Header) ([]byte, error) {
+	vv := h["Http2-Settings"]
+	if len(vv) != 1 {
+		return nil, errString("want exactly one HTTP2-Settings header")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(vv[0], "="))
+	if err != nil {
+		return nil, errString("malformed HTTP2-Settings")
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	return b, nil
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+// readUpgradeBody reads an h2c upgrade request's body whole: HTTP/2 then
+// serves the request as a stream whose body has ended.
+func readUpgradeBody(w *response, r *http.Request) error {
+	if w.body == nil {
+		r.Body = http.NoBody
+		return nil
+	}
+	if r.ContentLength > maxUpgradeBody {
+		return &httpError{http.StatusRequestEntityTooLarge, "h2c upgrade request body too large"}
+	}
+	if w.canContinue {
+		w.writeContinue()
+	}
+	b, err := io.ReadAll(io.LimitReader(w.body, maxUpgradeBody+1))
+	if err != nil {
+		return badRequest("reading upgrade request body: " + err.Error())
+	}
+	if len(b) > maxUpgradeBody {
+		return &httpError{http.StatusRequestEntityTooLarge, "h2c upgrade request body too large"}
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.ContentLength = int64(len(b))
+	r.TransferEncoding = nil
+	w.body = nil
+	return nil
+}
+
+// body is a request body framed by Content-Length or chunked encoding. It
+// is safe for concurrent use: a handler may leave a reader (an upstream
+// transport) behind when it returns, and the server then drains it.
+type body struct {
+	br      *bufio.Reader
+	c       *conn
+	w       *response
+	chunked io.Reader   // nil: Content-Length framing
+	remain  int64       // Content-Length framing: bytes left
+	trailer http.Header // the request's Trailer, filled at the end
+	max     int         // trailer block size limit
+
+	mu         sync.Mutex
+	sawEOF     bool
+	closed     bool // the server took it back; reads fail
+	userClosed bool // the handler closed it; reads fail
+	err        error
+}
+
+// Close makes further reads fail; what is left is drained (or the
+// connection closed) after the handler returns.
+func (b *body) Close() error {
+	b.mu.Lock()
+	b.userClosed = true
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.userClosed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.readLocked(p)
+}
+
+func (b *body) readLocked(p []byte) (int, error) {
+	if b.sawEOF {
+		return 0, io.EOF
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if b.w != nil && b.w.expectedFirst && !b.w.contDone.Load() {
+		b.w.writeContinue()
+	}
+	var n int
+	var err error
+	if b.chunked == nil {
+		if int64(len(p)) > b.remain {
+			p = p[:b.remain]
+		}
+		n, err = b.br.Read(p)
+		b.remain -= int64(n)
+		if b.remain == 0 {
+			err = io.EOF
+		} else if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	} else {
+		n, err = b.chunked.Read(p)
+		if err == io.EOF {
+			err = b.readTrailer()
+			if err == nil {
+				err = io.EOF
+			}
+		}
+	}
+	if err == io.EOF {
+		b.sawEOF = true
+		if b.c != nil {
+			b.c.bodyDone(b.br.Buffered() > 0)
+		}
+	} else if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// readTrailer reads the trailer section after the last chunk (RFC 9112
+// §7.1.2) into the request's Trailer.
+func (b *body) readTrailer() error {
+	if p, err := b.br.Peek(2); err == nil && p[0] == '\r' && p[1] == '\n' {
+		_, _ = b.br.Discard(2)
+		return nil
+	}
+	if b.c != nil {
+		b.c.cr.setLimit(b.max)
+		defer b.c.cr.noLimit()
+	}
+	tp := textproto.NewReader(b.br)
+	mh, err := tp.ReadMIMEHeader()
+	if err != nil {
+		if b.c != nil && b.c.cr.hitMax {
+			return errString("request trailer too large")
+		}
+		if err == io.EOF {
+			return io.ErrUnexpectedEOF
+		}
+		return errString("malformed trailer")
+	}
+	if b.trailer == nil && len(mh) > 0 && b.w != nil {
+		// Unannounced trailers land in Trailer too, as with net/http.
+		b.trailer = http.Header{}
+		b.w.req.Trailer = b.trailer
+	}
+	for k, vv := range mh {
+		if badTrailer(k) {
+			continue
+		}
+		b.trailer[k] = vv
+	}
+	return nil
+}
+
+// drain reads and drops what the handler left of the body, up to
+// maxDrain, and takes the body back from any reader left behind. It
+// reports whether the body's end was reached, so that the connection can
+// serve another request.
+func (b *body) drain() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return b.sawEOF
+	}
+	defer func() { b.closed = true }()
+	if b.sawEOF {
+		return true
+	}
+	if b.err != nil || (b.chunked == nil && b.remain > maxDrain) {
+		return false
+	}
+	var buf [4 << 10]byte
+	for read := 0; read <= maxDrain; {
+		n, err := b.readLocked(buf[:])
+		read += n
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return false
+}
+
+// ended reports whether the body was read to its end.
+func (b *body) ended() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sawEOF
+}
+
+// close takes the body back without reading it.
+func (b *body) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+}

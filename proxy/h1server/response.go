@@ -1,0 +1,537 @@
+package h1server
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// response is the http.ResponseWriter of one HTTP/1.1 request. Its
+// methods follow net/http's: the header map is snapshotted by the final
+// WriteHeader; up to bodyBufSize of body is held back so that a handler
+// that returns having written it all gets a Content-Length and a single
+// write; a longer or flushed body is sent chunked (HTTP/1.1) or
+// delimited by the connection's close (HTTP/1.0).
+type response struct {
+	c      *conn
+	req    *http.Request
+	cancel context.CancelFunc
+	body   *body // nil: no request body
+	header http.Header
+
+	// h2cSettings is set for an h2c upgrade request.
+	h2cSettings []byte
+
+	status      int   // final status, 0 until WriteHeader or Write
+	declaredCL  int64 // the handler's Content-Length, or -1
+	written     int64 // body bytes the handler wrote
+	snapLen     int   // len(header) at the snapshot
+	committed   bool  // the header block went to the connection's writer
+	chunked     bool
+	hasDate     bool
+	connClose   bool     // the handler's header says Connection: close
+	hasTrailers bool     // trailers are announced or set with http.TrailerPrefix
+	trailerKeys []string // announced by the "Trailer" header
+	closeAfter  bool     // close the connection after this response
+	lingerClose bool     // close it gently: request bytes may be unread
+	handlerDone bool
+	hijacked    bool
+
+	// canContinue: the client expects "100 Continue" before sending the
+	// body, and it has not been sent nor made moot by the final header;
+	// guarded by c.contMu once the handler runs.
+	canContinue   bool
+	contDone      atomic.Bool // "100 Continue" was sent or is moot
+	sentContinue  atomic.Bool // "100 Continue" was sent
+	expectedFirst bool        // the request asked for 100-continue
+}
+
+func (w *response) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header)
+	}
+	return w.header
+}
+
+// WriteHeader sends an informational (1xx) response at once, with the
+// current header map, which it leaves as it is (RFC 8297; net/http does
+// the same). A final status is recorded, with a snapshot of the header
+// map; later calls are ignored.
+func (w *response) WriteHeader(code int) {
+	if w.hijacked {
+		w.c.s.logf("h1server: WriteHeader on a hijacked connection", nil)
+		return
+	}
+	if code < 100 || code > 999 {
+		panic("h1server: invalid WriteHeader code " + strconv.Itoa(code))
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.writeInformational(code)
+		return
+	}
+	if w.status != 0 {
+		return
+	}
+	w.status = code
+	w.snapshot()
+}
+
+// writeInformational writes a 1xx response. None goes to an HTTP/1.0
+// client (RFC 9110 §15.2) or after the final status.
+func (w *response) writeInformational(code int) {
+	if w.status != 0 || w.req.ProtoMinor == 0 {
+		return
+	}
+	c := w.c
+	c.contMu.Lock()
+	defer c.contMu.Unlock()
+	if code == http.StatusContinue {
+		if w.sentContinue.Load() {
+			return
+		}
+		w.sentContinue.Store(true)
+		w.contDone.Store(true)
+		w.canContinue = false
+	}
+	bw := c.bw
+	_, _ = bw.WriteString("HTTP/1.1 ")
+	_, _ = bw.Write(appendStatus(c.scratch[:0], code))
+	_, _ = bw.WriteString("\r\n")
+	for k, vv := range w.header {
+		if k == "Content-Length" || k == "Transfer-Encoding" || !httpguts.ValidHeaderFieldName(k) {
+			continue
+		}
+		for _, v := range vv {
+			writeField(bw, k, v)
+		}
+	}
+	_, _ = bw.WriteString("\r\n")
+	_ = bw.Flush()
+}
+
+// writeContinue sends "100 Continue" unless the final header made it
+// moot; the body reader calls it on its first read.
+func (w *response) writeContinue() {
+	c := w.c
+	c.contMu.Lock()
+	defer c.contMu.Unlock()
+	if !w.canContinue {
+		return
+	}
+	w.canContinue = false
+	w.contDone.Store(true)
+	w.sentContinue.Store(true)
+	_, _ = c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	_ = c.bw.Flush()
+}
+
+// snapshot records the header block as the final WriteHeader finds it:
+// later changes to the map do not show, except trailers.
+func (w *response) snapshot() {
+	c := w.c
+	buf := c.hdrBuf[:0]
+	for k, vv := range w.header {
+		switch k {
+		case "Content-Length":
+			if len(vv) > 0 {
+				if n, ok := parseContentLength(textproto.TrimString(vv[0])); ok {
+					w.declaredCL = n
+				} else {
+					w.c.s.logf("h1server: handler set an invalid Content-Length "+strconv.Quote(vv[0]), nil)
+				}
+			}
+			continue
+		case "Transfer-Encoding":
+			// The server frames the body itself.
+			continue
+		case "Date":
+			w.hasDate = true
+		case "Connection":
+			if httpguts.HeaderValuesContainsToken(vv, "close") {
+				w.connClose, w.closeAfter = true, true
+			}
+		case "Trailer":
+			for _, v := range vv {
+				for _, t := range strings.Split(v, ",") {
+					t = textproto.CanonicalMIMEHeaderKey(textproto.TrimString(t))
+					if t != "" && !badTrailer(t) {
+						w.trailerKeys = append(w.trailerKeys, t)
+						w.hasTrailers = true
+					}
+				}
+			}
+		}
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			w.hasTrailers = true
+			continue
+		}
+		if !httpguts.ValidHeaderFieldName(k) {
+			continue
+		}
+		for _, v := range vv {
+			buf = appendField(buf, k, v)
+		}
+	}
+	c.hdrBuf = buf
+	w.snapLen = len(w.header)
+}
+
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// commit writes the status line and header block to the connection's
+// writer, choosing the body's framing, then the body held back so far.
+// final: the handler has returned, so the whole body is known.
+func (w *response) commit(final bool) {
+	c := w.c
+	if w.expectedFirst {
+		// From here on no "100 Continue" may be written.
+		c.contMu.Lock()
+		w.canContinue = false
+		w.contDone.Store(true)
+		c.contMu.Unlock()
+	}
+	w.committed = true
+	req := w.req
+	if final && !w.hasTrailers && len(w.header) != w.snapLen {
+		// Keys added after WriteHeader: trailers set with TrailerPrefix?
+		for k := range w.header {
+			if strings.HasPrefix(k, http.TrailerPrefix) {
+				w.hasTrailers = true
+				break
+			}
+		}
+	}
+	head := req.Method == http.MethodHead
+	http11 := req.ProtoMinor >= 1
+	cl := int64(-1)
+	switch {
+	case !bodyAllowed(w.status):
+		if w.status == http.StatusNotModified {
+			cl = w.declaredCL
+		}
+	case w.hasTrailers && http11 && !head:
+		w.chunked = true
+	case w.declaredCL >= 0:
+		cl = w.declaredCL
+	case final && (!head || w.written > 0):
+		cl = w.written
+	case head:
+	case http11:
+		w.chunked = true
+	default:
+		// HTTP/1.0 without a known length: the close ends the body.
+		w.closeAfter = true
+	}
+	if req.Close || c.s.inShutdown.Load() {
+		w.closeAfter = true
+	}
+
+	bw := c.bw
+	if http11 {
+		_, _ = bw.WriteString("HTTP/1.1 ")
+	} else {
+		_, _ = bw.WriteString("HTTP/1.0 ")
+	}
+	_, _ = bw.Write(appendStatus(c.scratch[:0], w.status))
+	_, _ = bw.WriteString("\r\n")
+	_, _ = bw.Write(c.hdrBuf)
+	if cl >= 0 {
+		_, _ = bw.WriteString("Content-Length: ")
+		_, _ = bw.Write(appendInt(c.scratch[:0], cl))
+		_, _ = bw.WriteString("\r\n")
+	}
+	if w.chunked {
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if !w.hasDate {
+		_, _ = bw.Write(dateField(time.Now()))
+	}
+	switch {
+	case w.closeAfter && !w.connClose:
+		_, _ = bw.WriteString("Connection: close\r\n")
+	case !w.closeAfter && !http11:
+		_, _ = bw.WriteString("Connection: keep-alive\r\n")
+	}
+	_, _ = bw.WriteString("\r\n")
+	if len(c.body) > 0 {
+		w.writeBody(c.body)
+		c.body = c.body[:0]
+	}
+}
+
+func (w *response) writeBody(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	bw := w.c.bw
+	if w.chunked {
+		_, _ = bw.Write(strconv.AppendInt(w.c.scratch[:0], int64(len(p)), 16))
+		_, _ = bw.WriteString("\r\n")
+		n, err := bw.Write(p)
+		if err != nil {
+			return n, err
+		}
+		_, err = bw.WriteString("\r\n")
+		return n, err
+	}
+	return bw.Write(p)
+}
+
+func (w *response) Write(p []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	var err error
+	if w.declaredCL >= 0 && w.written+int64(len(p)) > w.declaredCL {
+		p = p[:w.declaredCL-w.written]
+		err = http.ErrContentLength
+	}
+	w.written += int64(len(p))
+	if w.req.Method == http.MethodHead {
+		return len(p), err
+	}
+	c := w.c
+	if !w.committed {
+		if len(c.body)+len(p) <= cap(c.body) {
+			c.body = append(c.body, p...)
+			return len(p), err
+		}
+		w.commit(false)
+	}
+	n, werr := w.writeBody(p)
+	if werr != nil {
+		err = werr
+	}
+	return n, err
+}
+
+// WriteString lets io.WriteString skip a conversion.
+func (w *response) WriteString(s string) (int, error) {
+	if !w.committed && !w.hijacked && w.status != 0 && len(w.c.body)+len(s) <= cap(w.c.body) &&
+		bodyAllowed(w.status) && w.declaredCL < 0 && w.req.Method != http.MethodHead {
+		w.c.body = append(w.c.body, s...)
+		w.written += int64(len(s))
+		return len(s), nil
+	}
+	return w.Write([]byte(s))
+}
+
+// Flush sends the header block and the body written so far.
+func (w *response) Flush() { _ = w.FlushError() }
+
+// FlushError is Flush reporting the write error, for
+// http.ResponseController.
+func (w *response) FlushError() error {
+	if w.hijacked {
+		return http.ErrHijacked
+	}
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.committed {
+		w.commit(false)
+	}
+	return w.c.bw.Flush()
+}
+
+// Hijack hands the connection to the caller, with a bufio.ReadWriter
+// whose reader holds the bytes already read from it. Any response
+// started is flushed first; the server does nothing more with the
+// connection, and the request's context ends when the handler returns.
+func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	if w.handlerDone {
+		return nil, nil, http.ErrHijacked
+	}
+	c := w.c
+	c.abortWatch()
+	if w.status != 0 && !w.committed {
+		w.commit(false)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return nil, nil, err
+	}
+	w.hijacked, c.hijacked = true, true
+	c.state.Store(stateHijacked)
+	c.s.trackConn(c, false)
+	if c.cr.hasByte {
+		// Move the byte the watcher read into the reader's buffer, where
+		// the new owner looks.
+		_, _ = c.br.Peek(1)
+	}
+	if w.body != nil {
+		w.body.close()
+	}
+	_ = c.rwc.SetDeadline(time.Time{})
+	return c.rwc, bufio.NewReadWriter(c.br, c.bw), nil
+}
+
+// SetReadDeadline sets the connection's read deadline, for
+// http.ResponseController.
+func (w *response) SetReadDeadline(t time.Time) error {
+	if w.hijacked {
+		return http.ErrHijacked
+	}
+	w.c.hasDeadline = true
+	return w.c.rwc.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the connection's write deadline, for
+// http.ResponseController.
+func (w *response) SetWriteDeadline(t time.Time) error {
+	if w.hijacked {
+		return http.ErrHijacked
+	}
+	return w.c.rwc.SetWriteDeadline(t)
+}
+
+// EnableFullDuplex is accepted for http.ResponseController: the server
+// never touches the request body while the handler runs, so the handler
+// may read it while writing the response.
+func (w *response) EnableFullDuplex() error { return nil }
+
+// finish completes the response after the handler returned.
+func (w *response) finish() {
+	w.handlerDone = true
+	c := w.c
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if b := w.body; b != nil {
+		switch {
+		case w.expectedFirst && !w.sentContinue.Load() && !b.ended():
+			// The client waits for "100 Continue" before sending the
+			// body; the next bytes may be neither body nor request.
+			b.close()
+			w.closeAfter = true
+		case !b.drain():
+			w.closeAfter, w.lingerClose = true, true
+		}
+	}
+	if !w.committed {
+		w.commit(true)
+	}
+	if w.chunked {
+		_, _ = c.bw.WriteString("0\r\n")
+		w.writeTrailers()
+		_, _ = c.bw.WriteString("\r\n")
+	}
+	if w.declaredCL >= 0 && w.written < w.declaredCL && bodyAllowed(w.status) && w.req.Method != http.MethodHead {
+		// The client would wait for the missing bytes.
+		w.closeAfter = true
+	}
+	if err := c.bw.Flush(); err != nil {
+		w.closeAfter = true
+	}
+	if c.s.WriteTimeout > 0 {
+		_ = c.rwc.SetWriteDeadline(time.Time{})
+	}
+}
+
+func (w *response) writeTrailers() {
+	bw := w.c.bw
+	for _, k := range w.trailerKeys {
+		for _, v := range w.header[k] {
+			writeField(bw, k, v)
+		}
+	}
+	if !w.hasTrailers {
+		return
+	}
+	for k, vv := range w.header {
+		if !strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		name := textproto.CanonicalMIMEHeaderKey(k[len(http.TrailerPrefix):])
+		if badTrailer(name) || !httpguts.ValidHeaderFieldName(name) {
+			continue
+		}
+		for _, v := range vv {
+			writeField(bw, name, v)
+		}
+	}
+}
+
+// appendField appends "k: v\r\n", v trimmed and with any CR or LF turned
+// into a space so that a value cannot start a new field.
+func appendField(b []byte, k, v string) []byte {
+	b = append(b, k...)
+	b = append(b, ':', ' ')
+	v = textproto.TrimString(v)
+	if strings.ContainsAny(v, "\r\n") {
+		for i := 0; i < len(v); i++ {
+			ch := v[i]
+			if ch == '\r' || ch == '\n' {
+				ch = ' '
+			}
+			b = append(b, ch)
+		}
+	} else {
+		b = append(b, v...)
+	}
+	return append(b, '\r', '\n')
+}
+
+func writeField(bw *bufio.Writer, k, v string) {
+	var scratch [256]byte
+	_, _ = bw.Write(appendField(scratch[:0], k, v))
+}
+
+// appendStatus appends "200 OK".
+func appendStatus(b []byte, code int) []byte {
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	if t := http.StatusText(code); t != "" {
+		return append(b, t...)
+	}
+	b = append(b, "status code "...)
+	return strconv.AppendInt(b, int64(code), 10)
+}
+
+func appendInt(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) }
+
+// The Date field, formatted once a second (RFC 9110 §6.6.1: an origin
+// server with a clock MUST send it).
+type dateLine struct {
+	sec  int64
+	line []byte
+}
+
+var dateCache atomic.Pointer[dateLine]
+
+func dateField(now time.Time) []byte {
+	sec := now.Unix()
+	if d := dateCache.Load(); d != nil && d.sec == sec {
+		return d.line
+	}
+	line := make([]byte, 0, 40)
+	line = append(line, "Date: "...)
+	line = now.UTC().AppendFormat(line, http.TimeFormat)
+	line = append(line, '\r', '\n')
+	dateCache.Store(&dateLine{sec: sec, line: line})
+	return line
+}
+
+var (
+	_ http.ResponseWriter = (*response)(nil)
+	_ http.Flusher        = (*response)(nil)
+	_ http.Hijacker       = (*response)(nil)
+)

@@ -1,0 +1,315 @@
+package h1server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Server serves HTTP/1.1 requests, and hands HTTP/2 connections to H2, on
+// the listeners passed to Serve. Set its fields before the first Serve
+// call and do not change them afterwards; the zero value of each field is
+// its documented default.
+type Server struct {
+	// Handler answers every request. It must not be nil.
+	Handler http.Handler
+
+	// H2 serves connections that open with the HTTP/2 client preface
+	// (prior knowledge) and requests that ask to switch with
+	// "Upgrade: h2c" (RFC 7540 §3.2). Nil: HTTP/1.1 only; such
+	// connections then get 505 and upgrade requests are served as plain
+	// HTTP/1.1. An http2.Server must not be shared between Servers: the
+	// first Serve ties it to this Server's shutdown (http2.ConfigureServer).
+	H2 *http2.Server
+
+	// MaxHeaderBytes bounds the request line plus header block (and a
+	// chunked body's trailer block); larger ones get 431. Zero means
+	// http.DefaultMaxHeaderBytes (1 MiB). As with net/http, up to 4 KiB
+	// of read-ahead may be counted against it.
+	MaxHeaderBytes int
+
+	// ReadHeaderTimeout bounds the time from a request's first byte (or,
+	// for a connection's first request, from its accept) to the end of
+	// its header block. Zero means no limit.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a keep-alive
+	// connection. Zero means no limit.
+	IdleTimeout time.Duration
+	// WriteTimeout, when set, is a write deadline for each response,
+	// counted from the end of its request's header block. Zero means no
+	// limit.
+	WriteTimeout time.Duration
+
+	// BaseContext is the parent of every request's context (HTTP/1.1 and
+	// HTTP/2). Nil means context.Background. Cancelling it cancels every
+	// request, hijacked connections' requests included.
+	BaseContext context.Context
+
+	// ErrorLog receives errors the Server cannot return to anyone: handler
+	// panics, bad handler behaviour, HTTP/2 connection errors. Nil means
+	// they are dropped.
+	ErrorLog func(msg string, err error)
+
+	initOnce sync.Once
+	ctx      context.Context // BaseContext's child; Close cancels it
+	cancel   context.CancelFunc
+	base     *http.Server // HTTP/2 base configuration; its Shutdown sends GOAWAY
+	h2Err    error        // from http2.ConfigureServer
+
+	inShutdown atomic.Bool
+
+	mu sync.Mutex
+	// listeners are the listeners Serve is accepting on; guarded by mu.
+	listeners map[*net.Listener]struct{}
+	// conns are the connections being served (HTTP/1.1 and HTTP/2),
+	// hijacked ones excepted; guarded by mu.
+	conns map[*conn]struct{}
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		parent := s.BaseContext
+		if parent == nil {
+			parent = context.Background()
+		}
+		s.ctx, s.cancel = context.WithCancel(parent)
+		s.listeners = map[*net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+		if s.H2 != nil {
+			s.base = &http.Server{
+				MaxHeaderBytes: s.maxHeaderBytes(),
+				IdleTimeout:    s.IdleTimeout,
+				ErrorLog:       log.New(logWriter{s}, "", 0),
+			}
+			s.h2Err = http2.ConfigureServer(s.base, s.H2)
+		}
+	})
+}
+
+func (s *Server) maxHeaderBytes() int {
+	if s.MaxHeaderBytes > 0 {
+		return s.MaxHeaderBytes
+	}
+	return http.DefaultMaxHeaderBytes
+}
+
+func (s *Server) logf(msg string, err error) {
+	if s.ErrorLog != nil {
+		s.ErrorLog(msg, err)
+	}
+}
+
+// logWriter turns the lines x/net/http2 logs through its base
+// http.Server's ErrorLog into ErrorLog calls.
+type logWriter struct{ s *Server }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.s.logf(strings.TrimSpace(string(p)), nil)
+	return len(p), nil
+}
+
+// Serve accepts connections on ln and serves each on its own goroutine
+// until Shutdown or Close, which close ln; it then returns
+// http.ErrServerClosed. Called after Shutdown or Close, it closes ln and
+// returns http.ErrServerClosed at once. Any other accept error that is not
+// temporary is returned as is.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	if s.h2Err != nil {
+		return s.h2Err
+	}
+	if s.Handler == nil {
+		return errors.New("h1server: nil Handler")
+	}
+	if !s.trackListener(&ln, true) {
+		ln.Close()
+		return http.ErrServerClosed
+	}
+	defer s.trackListener(&ln, false)
+
+	var delay time.Duration
+	for {
+		rw, err := ln.Accept()
+		if err != nil {
+			if s.inShutdown.Load() {
+				return http.ErrServerClosed
+			}
+			var ne interface{ Temporary() bool }
+			if errors.As(err, &ne) && ne.Temporary() {
+				// Out of file descriptors and the like: back off as
+				// net/http does, then try again.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logf("h1server: accept error, retrying", err)
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-s.ctx.Done():
+					t.Stop()
+				}
+				continue
+			}
+			return err
+		}
+		delay = 0
+		c := newConn(s, rw)
+		if !s.trackConn(c, true) {
+			rw.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+func (s *Server) trackListener(ln *net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.inShutdown.Load() {
+			return false
+		}
+		s.listeners[ln] = struct{}{}
+	} else {
+		delete(s.listeners, ln)
+	}
+	return true
+}
+
+func (s *Server) trackConn(c *conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.inShutdown.Load() {
+			return false
+		}
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	return true
+}
+
+// closeListenersLocked closes every listener; s.mu must be held.
+func (s *Server) closeListenersLocked() {
+	for ln := range s.listeners {
+		(*ln).Close()
+		delete(s.listeners, ln)
+	}
+}
+
+// Shutdown stops accepting (closing the listeners), closes idle HTTP/1.1
+// connections, sends GOAWAY to HTTP/2 connections, and waits until every
+// connection has finished its requests and closed, or until ctx is done.
+// It returns nil after a complete drain, else ctx's error; the remaining
+// connections then stay open (call Close to end them). HTTP/1.1
+// connections finish their current request and close. Hijacked
+// connections are neither waited for nor closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	s.closeListenersLocked()
+	s.mu.Unlock()
+	s.goAway()
+
+	const maxPoll = 100 * time.Millisecond
+	poll := time.Millisecond
+	timer := time.NewTimer(poll)
+	defer timer.Stop()
+	for {
+		busy, h2 := s.closeIdle()
+		if busy == 0 {
+			return nil
+		}
+		if h2 > 0 {
+			// An HTTP/2 connection accepted just before Shutdown may have
+			// registered with x/net/http2 after the first GOAWAY round:
+			// send again (each connection sends GOAWAY once).
+			s.goAway()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			poll = min(2*poll, maxPoll)
+			timer.Reset(poll)
+		}
+	}
+}
+
+// goAway makes x/net/http2 start a graceful shutdown of every HTTP/2
+// connection: the hook http2.ConfigureServer registered on the base
+// server sends GOAWAY. The base server has no listener or connection of
+// its own, so its Shutdown returns at once.
+func (s *Server) goAway() {
+	if s.base == nil {
+		return
+	}
+	_ = s.base.Shutdown(context.Background())
+}
+
+// closeIdle closes the idle HTTP/1.1 connections and reports how many
+// connections are still busy, and how many of those are HTTP/2.
+func (s *Server) closeIdle() (busy, h2 int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+			c.rwc.Close()
+			continue
+		}
+		switch c.state.Load() {
+		case stateClosed:
+			// Closing; its goroutine is on its way out.
+		case stateH2:
+			busy++
+			h2++
+		default:
+			busy++
+		}
+	}
+	return busy, h2
+}
+
+// Close closes the listeners and every connection (hijacked ones
+// excepted) at once, and cancels the context every request derives from,
+// which ends requests on HTTP/2 and hijacked connections too.
+func (s *Server) Close() error {
+	s.init()
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	s.closeListenersLocked()
+	for c := range s.conns {
+		c.state.Store(stateClosed)
+		c.rwc.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	return nil
+}
+
+// Pools of per-connection buffers: a keep-alive connection keeps its pair
+// for its whole life; a closed one gives them back.
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufSize) }}
+)
+
+const (
+	readBufSize  = 4 << 10
+	writeBufSize = 8 << 10
+	// bodyBufSize is how much response body is held back, before the
+	// header block is written, in the hope that the handler finishes and
+	// the response can carry a Content-Length (net/http holds 2 KiB). It
+	// plus a usual header block fits writeBufSize, so such a response
+	// leaves in one write.
+	bodyBufSize = 4 << 10
+)
