@@ -176,6 +176,9 @@ func (c *conn) serve() {
 		// Wait for the next request's first byte: the read-header timeout
 		// covers a new connection's wait, the idle timeout a kept-alive
 		// one's.
+		// The header-size limit counts from here; bytes of a pipelined
+		// request already buffered (at most readBufSize) are not counted.
+		c.cr.setLimit(s.maxHeaderBytes() + readBufSize)
 		if c.br.Buffered() == 0 {
 			wait := s.IdleTimeout
 			if first {
@@ -190,6 +193,7 @@ func (c *conn) serve() {
 			return // closed by Shutdown or Close
 		}
 		if first && s.H2 != nil && c.sawPreface() {
+			c.cr.noLimit()
 			c.clearReadDeadline()
 			c.serveH2(nil, nil)
 			return
@@ -200,8 +204,11 @@ func (c *conn) serve() {
 		if s.ReadHeaderTimeout > 0 && !headerBuffered(c.br) {
 			c.setReadDeadline(s.ReadHeaderTimeout)
 		}
-		c.cr.setLimit(s.maxHeaderBytes() + readBufSize)
 		w, err := c.readRequest()
+		if c.cr.hitMax {
+			// Whatever the parser made of a cut-off head, it was too long.
+			err = &httpError{http.StatusRequestHeaderFieldsTooLarge, ""}
+		}
 		c.cr.noLimit()
 		if err != nil {
 			c.replyError(err)
@@ -435,12 +442,8 @@ const lingerTime = 500 * time.Millisecond
 func (c *conn) replyError(err error) {
 	var he *httpError
 	if !errors.As(err, &he) {
-		if c.cr.hitMax {
-			he = &httpError{http.StatusRequestHeaderFieldsTooLarge, "request header too large"}
-		} else {
-			// EOF, a timeout or a reset: nobody to answer.
-			return
-		}
+		// EOF, a timeout or a reset: nobody to answer.
+		return
 	}
 	code := he.code
 	text := http.StatusText(code)

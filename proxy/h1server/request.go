@@ -440,10 +440,10 @@ func (b *body) readTrailer() error {
 	}
 	tp := textproto.NewReader(b.br)
 	mh, err := tp.ReadMIMEHeader()
+	if b.c != nil && b.c.cr.hitMax {
+		return errString("request trailer too large")
+	}
 	if err != nil {
-		if b.c != nil && b.c.cr.hitMax {
-			return errString("request trailer too large")
-		}
 		if err == io.EOF {
 			return io.ErrUnexpectedEOF
 		}

@@ -1,0 +1,120 @@
+package h1server
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestMalformedRequests pins the answer to each kind of bad request: its
+// status, "Connection: close", a closed connection, and a handler that
+// never runs.
+func TestMalformedRequests(t *testing.T) {
+	var handled atomic.Int32
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handled.Add(1)
+		io.ReadAll(r.Body)
+		io.WriteString(w, "handled")
+	}), func(s *Server) { s.MaxHeaderBytes = 1024 })
+	big := strings.Repeat("a", 8<<10)
+	for _, tc := range []struct {
+		name, req string
+		status    int
+	}{
+		{"no spaces in request line", "GET\r\nHost: x\r\n\r\n", 400},
+		{"missing version", "GET /\r\nHost: x\r\n\r\n", 400},
+		{"bad version", "GET / HTTP/x.y\r\nHost: x\r\n\r\n", 400},
+		{"HTTP/2.0 request line", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+		{"HTTP/3.0", "GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505},
+		{"method not a token", "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"control byte in target", "GET /a\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"relative target", "GET a/b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", 400},
+		{"two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"malformed Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"header without colon", "GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", 400},
+		{"space before colon", "GET / HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n", 400},
+		{"invalid header name", "GET / HTTP/1.1\r\nHost: x\r\nX(A): 1\r\n\r\n", 400},
+		{"control byte in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400},
+		{"first line folded", "GET / HTTP/1.1\r\n continued\r\nHost: x\r\n\r\n", 400},
+		{"header block too large", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n", 431},
+		{"request line too large", "GET /" + big + " HTTP/1.1\r\nHost: x\r\n\r\n", 431},
+		{"Content-Length and Transfer-Encoding", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"differing Content-Lengths", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
+		{"negative Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400},
+		{"signed Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc", 400},
+		{"Content-Length list", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc", 400},
+		{"overflowing Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
+		{"gzip transfer coding", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+		{"two transfer codings", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+		{"Transfer-Encoding in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"bad trailer key announced", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Length\r\n\r\n0\r\n\r\n", 400},
+		{"unknown Expect", "POST / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\na", 417},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := handled.Load()
+			c := dial(t, ts.addr)
+			c.send(t, tc.req)
+			resp, _ := c.response(t, "GET")
+			if resp.StatusCode != tc.status || !resp.Close {
+				t.Fatalf("got %d close=%v, want %d with Connection: close", resp.StatusCode, resp.Close, tc.status)
+			}
+			if !c.closed(5 * time.Second) {
+				t.Fatal("connection left open")
+			}
+			if handled.Load() != before {
+				t.Fatal("handler ran")
+			}
+		})
+	}
+}
+
+// TestMalformedChunkedBodies: the head is fine, so the handler runs, but
+// its body read fails and the connection closes rather than reading the
+// rest as another request.
+func TestMalformedChunkedBodies(t *testing.T) {
+	errs := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		errs <- err
+		if err != nil {
+			http.Error(w, "bad body", 400)
+		}
+	}))
+	for _, tc := range []struct{ name, body string }{
+		{"non-hex size", "zz\r\nabc\r\n0\r\n\r\n"},
+		{"overflowing size", "fffffffffffffffffff\r\nabc\r\n0\r\n\r\n"},
+		{"missing chunk CRLF", "3\r\nabcX0\r\n\r\n"},
+		{"bad trailer", "0\r\nno colon\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, ts.addr)
+			c.send(t, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+tc.body+"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+			if err := within(t, 5*time.Second, "handler", errs); err == nil {
+				t.Fatal("malformed chunked body read without error")
+			}
+			if resp, _ := c.response(t, "POST"); resp.StatusCode != 400 || !resp.Close {
+				t.Fatalf("%d close=%v", resp.StatusCode, resp.Close)
+			}
+			if !c.closed(5 * time.Second) {
+				t.Fatal("connection left open: the rest could be read as a request")
+			}
+		})
+	}
+}
+
+func TestDuplicateEqualContentLengthsAccepted(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, string(b)+" "+strings.Join(r.Header["Content-Length"], ","))
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc")
+	if _, body := c.response(t, "POST"); body != "abc 3" {
+		t.Fatalf("%q", body)
+	}
+}
