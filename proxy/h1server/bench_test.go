@@ -1,0 +1,124 @@
+package h1server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// BenchmarkServe compares this server with net/http's on the same tiny
+// handler, driven over loopback by keep-alive connections (8 per
+// GOMAXPROCS) with a minimal allocation-free client, so that the
+// difference is the servers'. allocs/op counts both sides.
+func BenchmarkServe(b *testing.B) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("hello, world\n"))
+	})
+	b.Run("h1server", func(b *testing.B) {
+		s := &Server{Handler: handler}
+		benchServe(b, s.Serve, func() { s.Close() })
+	})
+	b.Run("nethttp", func(b *testing.B) {
+		s := &http.Server{Handler: handler}
+		benchServe(b, s.Serve, func() { s.Close() })
+	})
+}
+
+func benchServe(b *testing.B, serve func(net.Listener) error, stop func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- serve(ln) }()
+	defer func() {
+		stop()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			b.Errorf("Serve: %v", err)
+		}
+	}()
+	req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for pb.Next() {
+			if _, err := c.Write(req); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := readResponse(br); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// readResponse reads one response with a Content-Length body.
+func readResponse(br *bufio.Reader) error {
+	n := -1
+	for first := true; ; first = false {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if first {
+			if !bytes.HasPrefix(line, []byte("HTTP/1.1 200 ")) {
+				return errors.New("unexpected status line " + string(line))
+			}
+			continue
+		}
+		if len(line) <= 2 {
+			break
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+			n, err = strconv.Atoi(string(bytes.TrimSpace(v)))
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if n < 0 {
+		return errors.New("no Content-Length")
+	}
+	_, err := br.Discard(n)
+	return err
+}
+
+// BenchmarkServeSlowHandler is the client-gone watcher's cost: every
+// request outlives watchDelay, so each gets one watcher read.
+func BenchmarkServeSlowHandler(b *testing.B) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := time.NewTimer(2 * watchDelay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+		}
+		_, _ = io.WriteString(w, "slow\n")
+	})
+	b.Run("h1server", func(b *testing.B) {
+		s := &Server{Handler: handler}
+		benchServe(b, s.Serve, func() { s.Close() })
+	})
+	b.Run("nethttp", func(b *testing.B) {
+		s := &http.Server{Handler: handler, BaseContext: func(net.Listener) context.Context { return context.Background() }}
+		benchServe(b, s.Serve, func() { s.Close() })
+	})
+}
