@@ -15,10 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/h1server"
 )
 
 // Options are the proxy's dependencies. Every field is optional.
@@ -65,9 +65,9 @@ type Proxy struct {
 	applied  chan struct{} // wakes the evaluator after Apply
 
 	srvMu sync.Mutex
-	// servers are the http.Servers Serve runs, each with the cancel of
-	// its base context; guarded by srvMu.
-	servers  map[*http.Server]context.CancelFunc
+	// servers are the servers Serve runs, each with the cancel of its
+	// base context; guarded by srvMu.
+	servers  map[*h1server.Server]context.CancelFunc
 	shutdown bool
 }
 
@@ -83,7 +83,7 @@ func New(opts Options) *Proxy {
 		evalStop: make(chan struct{}),
 		evalDone: make(chan struct{}),
 		applied:  make(chan struct{}, 1),
-		servers:  map[*http.Server]context.CancelFunc{},
+		servers:  map[*h1server.Server]context.CancelFunc{},
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
@@ -287,34 +287,31 @@ func (p *Proxy) SetBreaker(cluster, action string) error {
 // returns http.ErrServerClosed then (at once, closing ln, when Shutdown
 // was already called).
 //
-// Downstream protocols: HTTP/1.1, and HTTP/2 cleartext both with prior
-// knowledge and by "Upgrade: h2c" (RFC 7540 §3.2). net/http's own
-// Protocols.UnencryptedHTTP2 speaks prior knowledge only, so the h2c
-// handler of golang.org/x/net serves both forms; http2.ConfigureServer ties
-// its connections to the http.Server so that Shutdown sends them GOAWAY.
-// Header size, read-header and idle timeouts come from the configuration
-// applied when Serve is called.
+// Downstream protocols: HTTP/1.1, served by h1server, and HTTP/2
+// cleartext both with prior knowledge and by "Upgrade: h2c" (RFC 7540
+// §3.2), which h1server hands to golang.org/x/net/http2; Shutdown sends
+// those connections GOAWAY. Header size, read-header and idle timeouts
+// come from the configuration applied when Serve is called.
 func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	lim := listenerLimits{}
 	if s := p.snap.Load(); s != nil {
 		lim = s.limits
 	}
 	lim = lim.withDefaults()
-	h2s := &http2.Server{IdleTimeout: lim.idleTimeout}
-	srv := &http.Server{
-		Handler:           h2c.NewHandler(p.Handler(l), h2s),
+	// Requests on hijacked connections (protocol switches) derive their
+	// context from the base context; cancelling it is how a forced
+	// shutdown ends them.
+	base, cancel := context.WithCancel(context.Background())
+	log := p.log.Named("http")
+	srv := &h1server.Server{
+		Handler:           p.Handler(l),
+		H2:                &http2.Server{IdleTimeout: lim.idleTimeout},
 		MaxHeaderBytes:    lim.maxHeaderBytes,
 		ReadHeaderTimeout: lim.readHeaderTimeout,
 		IdleTimeout:       lim.idleTimeout,
-		ErrorLog:          zap.NewStdLog(p.log.Named("http")),
+		BaseContext:       base,
+		ErrorLog:          func(msg string, err error) { log.Warn(msg, zap.Error(err)) },
 	}
-	if err := http2.ConfigureServer(srv, h2s); err != nil {
-		return err
-	}
-	// Requests on hijacked h2c connections derive their context from the
-	// base context; cancelling it is how a forced shutdown ends them.
-	base, cancel := context.WithCancel(context.Background())
-	srv.BaseContext = func(net.Listener) context.Context { return base }
 	p.srvMu.Lock()
 	if p.shutdown {
 		p.srvMu.Unlock()
@@ -338,7 +335,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.srvMu.Lock()
 	p.shutdown = true
-	servers := make([]*http.Server, 0, len(p.servers))
+	servers := make([]*h1server.Server, 0, len(p.servers))
 	cancels := make([]context.CancelFunc, 0, len(p.servers))
 	for s, c := range p.servers {
 		servers = append(servers, s)
@@ -352,9 +349,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			err = e
 		}
 	}
-	// HTTP/2 connections served by the h2c handler are hijacked from the
-	// http.Server, which therefore does not wait for them: wait for the
-	// proxy's own count of requests in flight.
+	// Hijacked connections (protocol switches) are not the servers' to
+	// wait for: wait for the proxy's own count of requests in flight.
 	if e := p.waitIdle(ctx); e != nil && err == nil {
 		err = e
 	}

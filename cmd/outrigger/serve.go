@@ -10,21 +10,21 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 
 	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/h1server"
 )
 
 // trafficServers serve the proxy's listeners. The command runs them itself,
 // rather than through proxy.Serve, so that the access log can wrap each
 // listener's handler (the proxy has no per-request hook); the server setup
-// mirrors proxy.Serve: HTTP/1.1 plus h2c by prior knowledge and by Upgrade,
-// GOAWAY on shutdown, and a base context whose cancel ends hijacked h2c
-// requests on a forced close.
+// mirrors proxy.Serve: h1server for HTTP/1.1, handing HTTP/2 by prior
+// knowledge and by h2c Upgrade to x/net/http2, GOAWAY on shutdown, and a
+// base context whose cancel ends hijacked requests on a forced close.
 type trafficServers struct {
 	mu      sync.Mutex
-	servers []*http.Server       // guarded by mu
+	servers []*h1server.Server   // guarded by mu
 	cancels []context.CancelFunc // guarded by mu
 	closed  bool                 // guarded by mu; set by shutdown
 }
@@ -33,19 +33,16 @@ type trafficServers struct {
 // http.ErrServerClosed then. Limits come from the listeners section of cfg
 // (they are bound at start, as the sockets are).
 func (t *trafficServers) serve(ln net.Listener, h http.Handler, lc config.Listeners, log *zap.Logger) error {
-	h2s := &http2.Server{IdleTimeout: lc.IdleTimeout}
-	srv := &http.Server{
-		Handler:           h2c.NewHandler(h, h2s),
+	base, cancel := context.WithCancel(context.Background())
+	srv := &h1server.Server{
+		Handler:           h,
+		H2:                &http2.Server{IdleTimeout: lc.IdleTimeout},
 		MaxHeaderBytes:    lc.MaxRequestHeaderBytes,
 		ReadHeaderTimeout: lc.ReadHeaderTimeout,
 		IdleTimeout:       lc.IdleTimeout,
-		ErrorLog:          zap.NewStdLog(log),
+		BaseContext:       base,
+		ErrorLog:          func(msg string, err error) { log.Warn(msg, zap.Error(err)) },
 	}
-	if err := http2.ConfigureServer(srv, h2s); err != nil {
-		return err
-	}
-	base, cancel := context.WithCancel(context.Background())
-	srv.BaseContext = func(net.Listener) context.Context { return base }
 	t.mu.Lock()
 	if t.closed {
 		// shutdown ran before this goroutine got here: never serve.
@@ -60,9 +57,10 @@ func (t *trafficServers) serve(ln net.Listener, h http.Handler, lc config.Listen
 	return srv.Serve(ln)
 }
 
-// shutdown stops accepting, waits for requests in flight (the proxy counts
-// them, including those on hijacked h2c connections) until ctx ends, then
-// closes what is left. It returns ctx's error when the drain was cut short.
+// shutdown stops accepting, waits for requests in flight (the servers wait
+// for their HTTP/1.1 and HTTP/2 connections, the proxy counts hijacked
+// ones too) until ctx ends, then closes what is left. It returns ctx's
+// error when the drain was cut short.
 func (t *trafficServers) shutdown(ctx context.Context, p *proxy.Proxy) error {
 	t.mu.Lock()
 	t.closed = true
