@@ -1,0 +1,178 @@
+package h1client
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// conn is one connection to a host. Between exchanges it belongs to its
+// hostPool's idle list; during one, to the request's goroutine (and, after
+// RoundTrip returned, to the response body).
+type conn struct {
+	hp  *hostPool
+	nc  net.Conn
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	raw syscall.RawConn // the TCP socket, for the liveness peek; nil if not exposed
+
+	tlsState *tls.ConnectionState // shared by every response on the connection
+
+	// written counts bytes written to nc in the current exchange, to tell
+	// a request that never left from one the server may have seen.
+	written int64
+	// reused is set once the connection has served an exchange.
+	reused bool
+	idleAt time.Time // guarded by the Transport's mu while idle
+
+	// cancelFn is c.cancel, bound once so that registering it with
+	// context.AfterFunc allocates no closure per request.
+	cancelFn func()
+	// stop unregisters the AfterFunc of the current exchange, if any.
+	stop func() bool
+	// cancelled is set by the AfterFunc before it moves the deadline;
+	// deadline changes check it afterwards (see setReadDeadline).
+	cancelled atomic.Bool
+	closed    atomic.Bool
+}
+
+// aLongTimeAgo is a deadline that has passed: setting it ends blocked
+// reads and writes at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
+	dial := t.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(ctx, "tcp", hp.key.addr)
+	if err != nil {
+		hp.releaseSlot()
+		return nil, fmt.Errorf("h1client: dial %s: %w", hp.key.addr, err)
+	}
+	c := &conn{hp: hp, nc: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	if hp.tlsConfig != nil {
+		tc := tls.Client(nc, hp.tlsConfig)
+		hctx := ctx
+		if t.HandshakeTimeout > 0 {
+			var cancel context.CancelFunc
+			hctx, cancel = context.WithTimeout(ctx, t.HandshakeTimeout)
+			defer cancel()
+		}
+		if err := tc.HandshakeContext(hctx); err != nil {
+			c.discard()
+			return nil, fmt.Errorf("h1client: tls handshake with %s: %w", hp.key.addr, err)
+		}
+		st := tc.ConnectionState()
+		if p := st.NegotiatedProtocol; p != "" && p != "http/1.1" {
+			tc.Close()
+			hp.releaseSlot()
+			return nil, fmt.Errorf("h1client: %s negotiated protocol %q, not http/1.1", hp.key.addr, p)
+		}
+		c.tlsState = &st
+		c.nc = tc
+	}
+	rs, ws := t.ReadBufferSize, t.WriteBufferSize
+	if rs <= 0 {
+		rs = defaultBufferSize
+	}
+	if ws <= 0 {
+		ws = defaultBufferSize
+	}
+	c.br = bufio.NewReaderSize(c.nc, rs)
+	c.bw = bufio.NewWriterSize(c, ws)
+	c.cancelFn = c.cancel
+	return c, nil
+}
+
+// Write counts what goes to the connection; the bufio.Writer writes
+// through it.
+func (c *conn) Write(p []byte) (int, error) {
+	n, err := c.nc.Write(p)
+	c.written += int64(n)
+	return n, err
+}
+
+// cancel runs when the exchange's context ends: it moves the deadline
+// into the past, ending any blocked read or write.
+func (c *conn) cancel() {
+	c.cancelled.Store(true)
+	_ = c.nc.SetDeadline(aLongTimeAgo)
+}
+
+// watch arranges for ctx to cancel the exchange.
+func (c *conn) watch(ctx context.Context) {
+	if ctx.Done() == nil {
+		c.stop = nil
+		return
+	}
+	c.stop = context.AfterFunc(ctx, c.cancelFn)
+}
+
+// unwatch ends the watch; false means cancel ran or is running, so the
+// connection may not be reused.
+func (c *conn) unwatch() bool {
+	if c.stop == nil {
+		return !c.cancelled.Load()
+	}
+	ok := c.stop()
+	c.stop = nil
+	return ok && !c.cancelled.Load()
+}
+
+// setReadDeadline sets a read deadline without losing a cancellation that
+// raced with it: cancel stores the flag before its own SetDeadline, so a
+// flag seen here after ours means its deadline may have been overwritten.
+func (c *conn) setReadDeadline(t time.Time) {
+	_ = c.nc.SetReadDeadline(t)
+	if c.cancelled.Load() {
+		_ = c.nc.SetDeadline(aLongTimeAgo)
+	}
+}
+
+// release ends c's exchange: back to the pool when reuse is true and no
+// cancellation fired, else closed.
+func (c *conn) release(reuse bool) {
+	if !c.unwatch() || !reuse {
+		c.discard()
+		return
+	}
+	c.reused = true
+	c.hp.putIdle(c)
+}
+
+// discard closes c and gives its slot up.
+func (c *conn) discard() {
+	if c.closed.CompareAndSwap(false, true) {
+		_ = c.nc.Close()
+		c.hp.releaseSlot()
+	}
+}
+
+// peekAfter is how long a connection must have been idle before taking it
+// checks, with a system call, that the server has not closed it: a
+// server's idle timeout is seconds long, so a busier connection is spared
+// the call.
+const peekAfter = time.Second
+
+// alive checks an idle connection before reuse: nothing buffered (a
+// server does not speak unasked), and the socket neither closed by the
+// peer nor holding unsolicited bytes (see peekAlive).
+func (c *conn) alive() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	if c.raw == nil {
+		return true
+	}
+	return peekAlive(c.raw, c.tlsState != nil)
+}

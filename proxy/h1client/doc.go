@@ -1,0 +1,76 @@
+// Package h1client is an HTTP/1.1 client transport (an http.RoundTripper)
+// for the proxy's upstream connections. It does each exchange — writing the
+// request, reading the response head and, later, the body — on the calling
+// goroutine: there is no read or write goroutine per connection and no
+// goroutine per request, so a round trip costs no goroutine hand-offs.
+//
+// # What it does
+//
+// A Transport keeps, per scheme and host:port, a LIFO list of idle
+// keep-alive connections (at most MaxIdlePerHost, expired after IdleTimeout
+// by the injected clock, checked when a connection is taken) and a count of
+// open connections (at most MaxConnsPerHost; a request at the cap waits for
+// a connection to be returned or closed, or for its context). It writes a
+// request line, the Host header and the caller's headers in one buffered
+// write, with a body framed by Content-Length or chunked encoding (with
+// trailers), honours "Expect: 100-continue", and reads responses framed by
+// Content-Length, chunked encoding (trailers land in Response.Trailer at
+// EOF) or the connection's close. 1xx responses are reported through
+// httptrace (Got1xxResponse, Got100Continue); a 101 response's Body is the
+// connection itself, an io.ReadWriteCloser. https URLs get TLS over the
+// dialled connection with ALPN "http/1.1".
+//
+// # Invariants
+//
+//   - A connection serves one exchange at a time and goes back to the idle
+//     list only when its response body reached EOF cleanly, the exchange
+//     was not cancelled, and neither side asked to close (Connection: close,
+//     HTTP/1.0 without keep-alive, a close-delimited body, a request whose
+//     body was refused by a final response to "Expect: 100-continue").
+//   - Cancellation is context.AfterFunc on the request's context: it moves
+//     the connection's deadline into the past, which ends any blocked read
+//     or write at once, for the head and for the body read after RoundTrip
+//     returned. A connection whose AfterFunc fired is closed, never reused.
+//     Errors caused by the context wrap context.Cause of it.
+//   - Nothing that would let one message be read as two is sent or
+//     accepted: invalid header names or values, request targets with
+//     spaces or control bytes, and hosts that are not valid Host headers
+//     are refused before a connection is taken; responses with both
+//     Content-Length and Transfer-Encoding, differing Content-Lengths, a
+//     transfer coding other than chunked, bad chunk sizes, obsolete line
+//     folding or a malformed status line are errors, and their connection
+//     is closed.
+//   - The Transport adds no header net/http would add by default (no
+//     User-Agent, no Accept-Encoding) and skips a User-Agent whose only
+//     value is "" (the idiom that keeps net/http from adding one). It adds
+//     only framing: Host, Content-Length (including "Content-Length: 0" for
+//     POST, PUT and PATCH without a body, as net/http does),
+//     Transfer-Encoding, Trailer and, for Request.Close, Connection: close.
+//
+// # Stale idle connections
+//
+// A server may close a keep-alive connection while it sits idle. When a
+// connection is taken from the idle list after at least a second of
+// idleness, a non-blocking MSG_PEEK on its socket (Linux and macOS, through
+// syscall.RawConn when the net.Conn exposes SyscallConn) finds one the peer
+// has closed, or one with unsolicited bytes, and discards it; shorter idle
+// spells skip the check, so a busy connection costs no extra system call.
+// A request that still fails on a reused connection before any byte of the
+// response arrived (EOF or a reset on write or on the first read) is sent
+// again once on a fresh connection when net/http would do the same: the
+// body can be sent again (none, http.NoBody, or Request.GetBody) and the
+// method is idempotent (GET, HEAD, OPTIONS, TRACE, or an Idempotency-Key
+// header), or nothing at all had been written.
+//
+// # What it does not do
+//
+// No HTTP/2, no proxies (HTTP_PROXY is ignored: the caller is the proxy),
+// no compression (bodies pass through as encoded; no Accept-Encoding is
+// added), no cookies, no redirects, no per-request timeouts of its own (the
+// request's context bounds everything). A response that arrives while the
+// request body is still being sent is read only once the body is sent (or
+// its write fails): full-duplex HTTP/1.1 exchanges are not supported. When
+// Request.ContentLength is 0 but the body is neither nil nor http.NoBody,
+// one byte is read from it (blocking) to learn whether it is empty, where
+// net/http gives up waiting after 200ms.
+package h1client

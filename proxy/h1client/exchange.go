@@ -1,0 +1,234 @@
+package h1client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"os"
+	"strings"
+	"time"
+)
+
+// exchange sends req on c and reads the response head. It owns c: on
+// success the response body (or, for a body-less response, the pool) has
+// it; on error it is closed. stale reports a failure a fresh connection
+// might not have had: c was reused, no byte of a response arrived, the
+// context did not end, and the request may be sent again (idempotent, or
+// not a byte of it written).
+func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, trace *httptrace.ClientTrace) (_ *http.Response, stale bool, _ error) {
+	t := c.hp.t
+	c.written = 0
+	c.watch(ctx)
+	rb := &responseBody{c: c, ctx: ctx}
+	resp := &rb.resp
+	resp.Request = req
+
+	keep := !o.close
+	haveHead := false // a final response head was read while sending
+	mode := bodyNone
+	var err error
+	o.writeHead(c.bw, req)
+	switch {
+	case o.length == 0:
+		err = c.bw.Flush()
+	case o.expect && t.ExpectContinueTimeout > 0:
+		if err = c.bw.Flush(); err != nil {
+			break
+		}
+		if trace != nil && trace.Wait100Continue != nil {
+			trace.Wait100Continue()
+		}
+		var send bool
+		send, mode, err = c.awaitContinue(resp, trace, t.ExpectContinueTimeout, o.method)
+		switch {
+		case err != nil:
+			// A malformed or missing interim response.
+			c.discard()
+			return nil, false, c.wrapErr(ctx, "reading response", err)
+		case send:
+			err = c.writeBody(o, req)
+		default:
+			// A final response refused the body: the server may or
+			// may not read the unsent body, so the connection ends here.
+			haveHead, keep = true, false
+			o.closeBody()
+		}
+	default:
+		err = c.writeBody(o, req)
+	}
+	if err != nil {
+		var be *bodyReadError
+		if errors.As(err, &be) || ctx.Err() != nil {
+			c.discard()
+			return nil, false, c.wrapErr(ctx, "writing request", err)
+		}
+		// The server may have answered before it stopped reading (a
+		// 413, a 401): read what it said, else report the write.
+		if o.length != 0 && c.written > 0 {
+			if mode, rerr := c.readHead(resp, trace, o.method, false); rerr == nil {
+				return c.finish(ctx, rb, mode, false)
+			}
+		}
+		c.discard()
+		return nil, c.reused && (o.idempotent || c.written == 0), c.wrapErr(ctx, "writing request", err)
+	}
+	if trace != nil && trace.WroteRequest != nil && !haveHead {
+		trace.WroteRequest(httptrace.WroteRequestInfo{})
+	}
+	if !haveHead {
+		if _, err = c.br.Peek(1); err != nil {
+			c.discard()
+			if ctx.Err() == nil && c.reused && o.idempotent {
+				stale = true
+			}
+			return nil, stale, c.wrapErr(ctx, "reading response", noResponse(err))
+		}
+		if mode, err = c.readHead(resp, trace, o.method, false); err != nil {
+			c.discard()
+			return nil, false, c.wrapErr(ctx, "reading response", err)
+		}
+	}
+	return c.finish(ctx, rb, mode, keep)
+}
+
+// noResponse names an end of stream before any byte of a response.
+func noResponse(err error) error {
+	if err == io.EOF {
+		return errNoResponse
+	}
+	return err
+}
+
+// finish hands the connection to the response body, or, when there is no
+// body, back to the pool.
+func (c *conn) finish(ctx context.Context, rb *responseBody, mode int, keep bool) (*http.Response, bool, error) {
+	resp := &rb.resp
+	resp.TLS = c.tlsState
+	keep = keep && !resp.Close
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The connection now carries another protocol: it leaves the
+		// pool (still counted under MaxConnsPerHost until closed) and
+		// the context no longer governs it.
+		if !c.unwatch() {
+			c.discard()
+			return nil, false, fmt.Errorf("h1client: reading response: %w", context.Cause(ctx))
+		}
+		resp.Body = &upgradeBody{c: c}
+		return resp, false, nil
+	}
+	if mode == bodyNone {
+		resp.Body = http.NoBody
+		c.release(keep)
+		return resp, false, nil
+	}
+	rb.mode = mode
+	rb.n = resp.ContentLength
+	if mode == bodyChunked {
+		rb.n = 0
+	}
+	rb.keep = keep
+	resp.Body = rb
+	return resp, false, nil
+}
+
+// readHead reads response heads into resp until a final one (or a 101),
+// reporting interim ones to trace. stopAt100 ends the loop at a 100
+// Continue too: the caller is waiting to send a body. It returns the
+// body's framing.
+func (c *conn) readHead(resp *http.Response, trace *httptrace.ClientTrace, method string, stopAt100 bool) (int, error) {
+	limit := c.hp.t.maxHeaderBytes()
+	for n := 0; ; n++ {
+		block, err := readBlock(c.br, limit)
+		if err != nil {
+			if err == io.EOF {
+				return 0, errNoResponse
+			}
+			return 0, err
+		}
+		if err := parseHead(block, resp); err != nil {
+			return 0, err
+		}
+		code := resp.StatusCode
+		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
+			return framing(resp, method)
+		}
+		if n >= max1xx {
+			return 0, errors.New("h1client: too many 1xx informational responses")
+		}
+		if code == http.StatusContinue && trace != nil && trace.Got100Continue != nil {
+			trace.Got100Continue()
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+				return 0, err
+			}
+		}
+		if code == http.StatusContinue && stopAt100 {
+			return bodyNone, nil
+		}
+	}
+}
+
+// awaitContinue waits, up to d, for the server's answer to "Expect:
+// 100-continue". send is true after a 100 Continue (other 1xx responses
+// before it are reported and skipped) or when d passed in silence; false
+// when a final response (now in resp, framed by mode) came instead.
+func (c *conn) awaitContinue(resp *http.Response, trace *httptrace.ClientTrace, d time.Duration, method string) (send bool, mode int, err error) {
+	c.setReadDeadline(time.Now().Add(d))
+	_, err = c.br.Peek(1)
+	c.setReadDeadline(time.Time{})
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && !c.cancelled.Load() {
+			return true, 0, nil
+		}
+		return false, 0, noResponse(err)
+	}
+	if mode, err = c.readHead(resp, trace, method, true); err != nil {
+		return false, 0, err
+	}
+	return resp.StatusCode == http.StatusContinue, mode, nil
+}
+
+// writeBody sends the head (if still buffered) and the body: a body
+// that fits the write buffer goes in the same write as the head; a larger
+// or streamed one follows the head, which is flushed first so the server
+// sees the request while the body comes.
+func (c *conn) writeBody(o *outgoing, req *http.Request) error {
+	bw := c.bw
+	var err error
+	if o.length > 0 && o.length <= int64(bw.Available()) {
+		err = writeFixed(bw, o.body, o.length)
+	} else if err = bw.Flush(); err == nil {
+		if o.length > 0 {
+			err = writeFixed(bw, o.body, o.length)
+		} else {
+			err = writeChunked(bw, o.body, req.Trailer)
+		}
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	o.closeBody()
+	return err
+}
+
+// wrapErr says what failed; when the context ended, its cause is what is
+// wrapped (the deadline error it caused says nothing).
+func (c *conn) wrapErr(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("h1client: %s: %w", op, context.Cause(ctx))
+	}
+	var be *bodyReadError
+	if errors.As(err, &be) || err == errNoResponse || isOwn(err) {
+		return err
+	}
+	return fmt.Errorf("h1client: %s: %w", op, err)
+}
+
+// isOwn reports an error this package made, which already says what
+// failed.
+func isOwn(err error) bool { return strings.HasPrefix(err.Error(), "h1client: ") }

@@ -1,0 +1,397 @@
+package h1client
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+var (
+	// errHeaderTooLarge: a head or trailer block passed MaxResponseHeaderBytes.
+	errHeaderTooLarge = errors.New("h1client: response header exceeds MaxResponseHeaderBytes")
+	// errNoResponse: the connection ended before a byte of a response.
+	errNoResponse = errors.New("h1client: server closed the connection before responding")
+)
+
+// readBlock reads a block of lines ending with an empty line (a response
+// head, or the trailer section after the last chunk) and returns it, blank
+// line included, as one string: keys and values are then substrings of
+// it, one allocation for the whole head. Lines may end in CRLF or a bare
+// LF (RFC 9112 §2.2 lets a recipient accept both). It returns io.EOF when
+// the connection ended before any byte, io.ErrUnexpectedEOF when it ended
+// inside the block.
+func readBlock(br *bufio.Reader, limit int) (string, error) {
+	// Fast path: the block is (or comes to be) wholly in the buffer.
+	scanned := 0 // bytes of complete non-blank lines already checked
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		for {
+			i := bytes.IndexByte(buf[scanned:], '\n')
+			if i < 0 {
+				break
+			}
+			line := buf[scanned : scanned+i]
+			scanned += i + 1
+			if len(line) == 0 || len(line) == 1 && line[0] == '\r' {
+				if scanned > limit {
+					return "", errHeaderTooLarge
+				}
+				s := string(buf[:scanned])
+				_, _ = br.Discard(scanned)
+				return s, nil
+			}
+		}
+		if len(buf) > limit {
+			return "", errHeaderTooLarge
+		}
+		if len(buf) == br.Size() {
+			break // does not fit: accumulate below
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil && err != bufio.ErrBufferFull {
+			if len(buf) == 0 && err == io.EOF {
+				return "", io.EOF
+			}
+			if err == io.EOF {
+				return "", io.ErrUnexpectedEOF
+			}
+			return "", err
+		}
+	}
+	// Slow path: a block larger than the read buffer.
+	acc := make([]byte, 0, 2*br.Size())
+	lineStart := 0
+	for {
+		chunk, err := br.ReadSlice('\n')
+		acc = append(acc, chunk...)
+		if len(acc) > limit {
+			return "", errHeaderTooLarge
+		}
+		switch err {
+		case nil:
+			line := acc[lineStart : len(acc)-1]
+			if len(line) == 0 || len(line) == 1 && line[0] == '\r' {
+				return string(acc), nil
+			}
+			lineStart = len(acc)
+		case bufio.ErrBufferFull:
+		case io.EOF:
+			return "", io.ErrUnexpectedEOF
+		default:
+			return "", err
+		}
+	}
+}
+
+// nextLine splits s at its first line end, dropping the CR of a CRLF.
+func nextLine(s string) (line, rest string) {
+	i := strings.IndexByte(s, '\n')
+	if i < 0 {
+		return s, ""
+	}
+	line, rest = s[:i], s[i+1:]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	return line, rest
+}
+
+// parseHead parses a response head read by readBlock into resp: status
+// line, protocol, status and header.
+func parseHead(block string, resp *http.Response) error {
+	line, rest := nextLine(block)
+	if len(line) < 12 || line[8] != ' ' {
+		return fmt.Errorf("h1client: malformed status line %q", clip(line))
+	}
+	switch line[:8] {
+	case "HTTP/1.1":
+		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
+	case "HTTP/1.0":
+		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.0", 1, 0
+	default:
+		return fmt.Errorf("h1client: unsupported protocol version in status line %q", clip(line))
+	}
+	status := line[9:]
+	code := 0
+	for i := 0; i < 3; i++ {
+		d := status[i]
+		if d < '0' || d > '9' {
+			return fmt.Errorf("h1client: malformed status code in status line %q", clip(line))
+		}
+		code = code*10 + int(d-'0')
+	}
+	if code < 100 {
+		return fmt.Errorf("h1client: malformed status code in status line %q", clip(line))
+	}
+	if len(status) > 3 {
+		if status[3] != ' ' {
+			return fmt.Errorf("h1client: malformed status code in status line %q", clip(line))
+		}
+		for i := 4; i < len(status); i++ {
+			if b := status[i]; b < ' ' && b != '\t' || b == 0x7f {
+				return fmt.Errorf("h1client: control byte in reason phrase of status line %q", clip(line))
+			}
+		}
+	}
+	resp.StatusCode = code
+	resp.Status = status
+	h := make(http.Header, countLines(rest))
+	if err := parseFields(rest, h); err != nil {
+		return err
+	}
+	resp.Header = h
+	return nil
+}
+
+// countLines counts the field lines of a block, to size the header map.
+func countLines(s string) int {
+	return max(strings.Count(s, "\n")-1, 0)
+}
+
+// parseFields parses field lines into h until the blank line. Keys are
+// canonicalized; values are trimmed of surrounding whitespace and must be
+// valid field values (no CR, LF or NUL: nothing that could end a line
+// downstream).
+func parseFields(s string, h http.Header) error {
+	// Values of fields seen once share one backing array, cut to length
+	// and capacity one each (as net/textproto does).
+	var strs []string
+	for {
+		line, rest := nextLine(s)
+		s = rest
+		if line == "" {
+			return nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			// RFC 9112 §5.2: obs-fold is deprecated; a proxy may reject it.
+			return errors.New("h1client: obsolete line folding in response header")
+		}
+		colon := strings.IndexByte(line, ':')
+		if colon <= 0 {
+			return fmt.Errorf("h1client: malformed header line %q", clip(line))
+		}
+		k := line[:colon]
+		if !httpguts.ValidHeaderFieldName(k) {
+			// Includes whitespace before the colon (RFC 9112 §5.1).
+			return fmt.Errorf("h1client: invalid header field name %q", clip(k))
+		}
+		v := strings.Trim(line[colon+1:], " \t")
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return fmt.Errorf("h1client: invalid header field value for %q", clip(k))
+		}
+		k = canonicalKey(k)
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv, v)
+			continue
+		}
+		if len(strs) == 0 {
+			strs = make([]string, max(countLines(s)+1, 1))
+		}
+		strs[0] = v
+		h[k] = strs[:1:1]
+		strs = strs[1:]
+	}
+}
+
+// clip shortens what goes into an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+// canonicalKey is http.CanonicalHeaderKey for a valid field name,
+// without allocating when k is canonical already or a common name.
+func canonicalKey(k string) string {
+	upper := true
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			return canonicalSlow(k)
+		}
+		upper = c == '-'
+	}
+	return k
+}
+
+func canonicalSlow(k string) string {
+	var buf [64]byte
+	if len(k) > len(buf) {
+		return http.CanonicalHeaderKey(k)
+	}
+	b := buf[:len(k)]
+	upper := true
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		} else if !upper && 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+		upper = c == '-'
+	}
+	if s, ok := commonKeys[string(b)]; ok {
+		return s
+	}
+	return string(b)
+}
+
+// commonKeys interns the canonical names of frequent response fields,
+// for servers that send them in lower case.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept-Ranges", "Access-Control-Allow-Origin", "Age", "Cache-Control",
+		"Connection", "Content-Disposition", "Content-Encoding", "Content-Language",
+		"Content-Length", "Content-Range", "Content-Type", "Date", "Etag",
+		"Expires", "Grpc-Message", "Grpc-Status", "Keep-Alive", "Last-Modified",
+		"Link", "Location", "Server", "Set-Cookie", "Strict-Transport-Security",
+		"Trailer", "Transfer-Encoding", "Upgrade", "Vary", "Via",
+		"Www-Authenticate", "X-Content-Type-Options", "X-Request-Id",
+		"Traceparent", "Tracestate",
+	} {
+		m[k] = k
+	}
+	return m
+}()
+
+// Body framings of a response.
+const (
+	bodyNone       = iota // no body (HEAD, 1xx, 204, 304)
+	bodyFixed             // Content-Length
+	bodyChunked           // Transfer-Encoding: chunked
+	bodyUntilClose        // neither: the body ends when the connection does
+)
+
+// framing decides how resp's body is delimited (RFC 9112 §6.3), fills
+// ContentLength, TransferEncoding, Close and the announced Trailer keys,
+// and refuses what could be read more than one way.
+func framing(resp *http.Response, method string) (int, error) {
+	h := resp.Header
+	te, hasTE := h["Transfer-Encoding"]
+	cls, hasCL := h["Content-Length"]
+	if hasTE && hasCL {
+		return 0, errors.New("h1client: response has both Transfer-Encoding and Content-Length")
+	}
+	cl := int64(-1)
+	if hasCL {
+		var err error
+		if cl, err = parseContentLength(cls); err != nil {
+			return 0, err
+		}
+	}
+	chunked := false
+	if hasTE {
+		if resp.ProtoMinor == 0 {
+			// RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message
+			// means the framing is faulty.
+			return 0, errors.New("h1client: Transfer-Encoding in an HTTP/1.0 response")
+		}
+		if len(te) != 1 || !strings.EqualFold(strings.Trim(te[0], " \t"), "chunked") {
+			return 0, fmt.Errorf("h1client: unsupported transfer encoding %q", clip(strings.Join(te, ", ")))
+		}
+		chunked = true
+	}
+	resp.Close = httpguts.HeaderValuesContainsToken(h["Connection"], "close") ||
+		resp.ProtoMinor == 0 && !httpguts.HeaderValuesContainsToken(h["Connection"], "keep-alive")
+
+	switch {
+	case method == http.MethodHead:
+		// The fields describe the body a GET would have had.
+		resp.ContentLength = cl
+		return bodyNone, nil
+	case resp.StatusCode/100 == 1, resp.StatusCode == http.StatusNoContent, resp.StatusCode == http.StatusNotModified:
+		resp.ContentLength = 0
+		return bodyNone, nil
+	case chunked:
+		delete(h, "Content-Length")
+		resp.ContentLength = -1
+		resp.TransferEncoding = []string{"chunked"}
+		if err := announcedTrailers(resp); err != nil {
+			return 0, err
+		}
+		return bodyChunked, nil
+	case cl >= 0:
+		resp.ContentLength = cl
+		return bodyFixed, nil
+	}
+	resp.ContentLength = -1
+	resp.Close = true
+	return bodyUntilClose, nil
+}
+
+// parseContentLength accepts one length, repeated or listed any number of
+// times (RFC 9110 §8.6 lets a recipient take "42, 42"), and nothing else.
+func parseContentLength(vv []string) (int64, error) {
+	n := int64(-1)
+	for _, v := range vv {
+		for part := range strings.SplitSeq(v, ",") {
+			m, ok := parseDecimal(strings.Trim(part, " \t"))
+			if !ok {
+				return 0, fmt.Errorf("h1client: invalid Content-Length %q", clip(v))
+			}
+			if n >= 0 && m != n {
+				return 0, fmt.Errorf("h1client: differing Content-Length values %q", clip(strings.Join(vv, ", ")))
+			}
+			n = m
+		}
+	}
+	return n, nil
+}
+
+// parseDecimal parses a non-negative decimal of at most 18 digits (no
+// sign, no spaces), so it cannot overflow an int64.
+func parseDecimal(s string) (int64, bool) {
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		d := s[i]
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(d-'0')
+	}
+	return n, true
+}
+
+// announcedTrailers moves the Trailer field's names into resp.Trailer,
+// with nil values until the trailers arrive, as net/http does.
+func announcedTrailers(resp *http.Response) error {
+	vv, ok := resp.Header["Trailer"]
+	if !ok {
+		return nil
+	}
+	delete(resp.Header, "Trailer")
+	var tr http.Header
+	for _, v := range vv {
+		for k := range strings.SplitSeq(v, ",") {
+			k = strings.Trim(k, " \t")
+			if k == "" {
+				continue
+			}
+			if !httpguts.ValidHeaderFieldName(k) {
+				return fmt.Errorf("h1client: invalid name %q in Trailer", clip(k))
+			}
+			k = canonicalKey(k)
+			switch k {
+			case "Transfer-Encoding", "Trailer", "Content-Length":
+				return fmt.Errorf("h1client: %q announced as a trailer", k)
+			}
+			if tr == nil {
+				tr = make(http.Header)
+			}
+			tr[k] = nil
+		}
+	}
+	resp.Trailer = tr
+	return nil
+}

@@ -1,0 +1,173 @@
+package h1client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"time"
+)
+
+// Transport is an HTTP/1.1 http.RoundTripper that runs every exchange on
+// the calling goroutine. Its zero value is usable (it dials with a
+// net.Dialer); set fields before the first RoundTrip and do not change
+// them afterwards. A Transport is safe for concurrent use.
+type Transport struct {
+	// Dial opens a TCP connection to addr ("host:port"). Its errors are
+	// returned wrapped, so errors.As finds the caller's error types. nil
+	// means a zero net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// TLSClientConfig configures TLS for https URLs, run over the dialled
+	// connection. ServerName defaults to the URL's host; NextProtos is
+	// always ["http/1.1"]. nil means the zero tls.Config.
+	TLSClientConfig *tls.Config
+
+	// HandshakeTimeout bounds a TLS handshake. 0 means only the request's
+	// context bounds it.
+	HandshakeTimeout time.Duration
+
+	// IdleTimeout is how long a connection may sit idle before it is
+	// closed instead of reused (checked when a connection is taken). 0
+	// means no limit.
+	IdleTimeout time.Duration
+
+	// ExpectContinueTimeout is how long a request with "Expect:
+	// 100-continue" waits for the server's first response before sending
+	// its body anyway. 0 means the body is sent at once, without waiting.
+	ExpectContinueTimeout time.Duration
+
+	// MaxIdlePerHost caps each host's idle connections. 0 means 2, as in
+	// net/http; a negative value keeps no idle connections.
+	MaxIdlePerHost int
+
+	// MaxConnsPerHost caps each host's open connections, dialling, in use
+	// and idle. A request at the cap waits for a connection to be returned
+	// or closed, or for its context to end. 0 means no limit.
+	MaxConnsPerHost int
+
+	// MaxResponseHeaderBytes caps a response's status line and header
+	// block (and, separately, each 1xx response's and the trailers). 0
+	// means 10 MiB, as in net/http.
+	MaxResponseHeaderBytes int
+
+	// ReadBufferSize and WriteBufferSize size each connection's buffers.
+	// 0 means 4 KiB.
+	ReadBufferSize, WriteBufferSize int
+
+	// Now is the clock idle expiry is measured with. nil means time.Now.
+	Now func() time.Time
+
+	mu    sync.Mutex
+	hosts map[hostKey]*hostPool // guarded by mu; a host's entry is never removed
+}
+
+const (
+	defaultMaxIdle        = 2
+	defaultMaxHeaderBytes = 10 << 20
+	defaultBufferSize     = 4 << 10
+	// max1xx caps the informational responses read before the final one.
+	max1xx = 10
+)
+
+func (t *Transport) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
+	}
+	return time.Now()
+}
+
+func (t *Transport) maxIdle() int {
+	if t.MaxIdlePerHost == 0 {
+		return defaultMaxIdle
+	}
+	return max(t.MaxIdlePerHost, 0)
+}
+
+func (t *Transport) maxHeaderBytes() int {
+	if t.MaxResponseHeaderBytes > 0 {
+		return t.MaxResponseHeaderBytes
+	}
+	return defaultMaxHeaderBytes
+}
+
+// RoundTrip sends req and returns the response head; the body is read
+// from the connection as the caller reads Response.Body. It closes
+// req.Body, also on errors.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	o := outgoing{body: req.Body}
+	resp, err := t.roundTrip(req, &o)
+	if err != nil {
+		o.closeBody()
+	}
+	return resp, err
+}
+
+func (t *Transport) roundTrip(req *http.Request, o *outgoing) (*http.Response, error) {
+	if req.URL == nil {
+		return nil, errors.New("h1client: request has no URL")
+	}
+	ctx := req.Context()
+	if err := o.prepare(req); err != nil {
+		return nil, err
+	}
+	hp, err := t.host(req.URL)
+	if err != nil {
+		return nil, err
+	}
+	trace := httptrace.ContextClientTrace(ctx)
+	if trace != nil && trace.GetConn != nil {
+		trace.GetConn(hp.key.addr)
+	}
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("h1client: %w", context.Cause(ctx))
+		}
+		c, wasIdle, idleTime, err := t.getConn(ctx, hp)
+		if err != nil {
+			return nil, err
+		}
+		if attempt == 0 && trace != nil && trace.GotConn != nil {
+			trace.GotConn(httptrace.GotConnInfo{Conn: c.nc, Reused: c.reused, WasIdle: wasIdle, IdleTime: idleTime})
+		}
+		resp, stale, err := c.exchange(ctx, req, o, trace)
+		if err == nil {
+			return resp, nil
+		}
+		// A stale keep-alive connection: send once more on a fresh one
+		// when the body can be sent again.
+		if attempt > 0 || !stale || (o.length != 0 && req.GetBody == nil) {
+			return nil, err
+		}
+		if o.length != 0 {
+			o.closeBody()
+			b, gerr := req.GetBody()
+			if gerr != nil {
+				return nil, fmt.Errorf("h1client: rewinding request body: %w (after %w)", gerr, err)
+			}
+			o.body = b
+		}
+	}
+}
+
+// CloseIdleConnections closes every idle connection. Connections in use
+// are not touched.
+func (t *Transport) CloseIdleConnections() {
+	var idle []*conn
+	t.mu.Lock()
+	for _, hp := range t.hosts {
+		idle = append(idle, hp.idle...)
+		clear(hp.idle)
+		hp.idle = hp.idle[:0]
+	}
+	t.mu.Unlock()
+	for _, c := range idle {
+		c.discard()
+	}
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
