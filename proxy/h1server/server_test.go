@@ -688,3 +688,78 @@ func waitWatching(t testing.TB, s *Server) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestBaseContextCancelEndsHTTP2AndHijackedRequests(t *testing.T) {
+	base, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan string, 2)
+	entered := make(chan struct{}, 2)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hijack" {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Errorf("hijack: %v", err)
+				return
+			}
+			defer conn.Close()
+		}
+		entered <- struct{}{}
+		<-r.Context().Done()
+		ended <- r.URL.Path
+	}), func(s *Server) { s.BaseContext = base })
+	h2, _ := h2Client(t)
+	go func() {
+		if resp, err := h2.Get(ts.url("/h2")); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	c := dial(t, ts.addr)
+	c.send(t, "GET /hijack HTTP/1.1\r\nHost: x\r\n\r\n")
+	within(t, 5*time.Second, "first request", entered)
+	within(t, 5*time.Second, "second request", entered)
+	cancel()
+	got := map[string]bool{}
+	got[within(t, 5*time.Second, "a cancelled request", ended)] = true
+	got[within(t, 5*time.Second, "a cancelled request", ended)] = true
+	if !got["/h2"] || !got["/hijack"] {
+		t.Fatalf("ended: %v", got)
+	}
+}
+
+func TestHandlerConnectionCloseEndsConnection(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		io.WriteString(w, "bye")
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := c.response(t, "GET")
+	if body != "bye" || !resp.Close {
+		t.Fatalf("%q close=%v %v", body, resp.Close, resp.Header)
+	}
+	if !c.closed(5 * time.Second) {
+		t.Fatal("connection kept after the handler's Connection: close")
+	}
+}
+
+func TestWriteTimeoutEndsStalledResponse(t *testing.T) {
+	errc := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The client never reads: writes fill the socket buffers, then
+		// the write deadline ends them.
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for i := 0; i < 4096; i++ {
+			if _, err := w.Write(chunk); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}), func(s *Server) { s.WriteTimeout = 200 * time.Millisecond })
+	c := dial(t, ts.addr)
+	c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	var ne net.Error
+	if err := within(t, 10*time.Second, "stalled write", errc); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("write error %v, want a timeout", err)
+	}
+}
