@@ -55,7 +55,11 @@
 // syscall.RawConn when the net.Conn exposes SyscallConn) finds one the peer
 // has closed, or one with unsolicited bytes, and discards it; shorter idle
 // spells skip the check, so a busy connection costs no extra system call.
-// A request that still fails on a reused connection before any byte of the
+// While any connection is idle, a sweep every second (a time.AfterFunc
+// timer: no goroutine lives between sweeps) peeks at each idle connection
+// the same way and closes those the server closed or that expired, so
+// that a host nobody calls holds no half-closed socket and no
+// MaxConnsPerHost slot. A request that still fails on a reused connection before any byte of the
 // response arrived (EOF or a reset on write or on the first read) is sent
 // again once on a fresh connection when net/http would do the same: the
 // body can be sent again (none, http.NoBody, or Request.GetBody) and the

@@ -175,7 +175,75 @@ func (hp *hostPool) putIdle(c *conn) {
 	}
 	c.idleAt = now
 	hp.idle = append(hp.idle, c)
+	t.armSweepLocked()
 	t.mu.Unlock()
+}
+
+// sweepEvery is how often idle connections are checked in the
+// background while there are any.
+const sweepEvery = time.Second
+
+// armSweepLocked arms the sweeper if it is not armed.
+func (t *Transport) armSweepLocked() {
+	if t.swept {
+		return
+	}
+	t.swept = true
+	if t.sweeper == nil {
+		t.sweeper = time.AfterFunc(sweepEvery, t.sweep)
+	} else {
+		t.sweeper.Reset(sweepEvery)
+	}
+}
+
+// sweep closes idle connections that expired or that the server closed
+// (found by peekAlive), so that they hold no socket (in CLOSE_WAIT) and
+// no MaxConnsPerHost slot while nothing asks for their host. It runs on
+// a timer, in a goroutine of its own only while it runs, and re-arms
+// itself while connections are idle. A connection taken for a request
+// while it is checked is left alone: only connections still idle after
+// the check are removed.
+func (t *Transport) sweep() {
+	now := t.now()
+	var check []*conn
+	var expired []*conn
+	t.mu.Lock()
+	t.swept = false
+	for _, hp := range t.hosts {
+		for _, c := range hp.idle {
+			if t.IdleTimeout > 0 && now.Sub(c.idleAt) >= t.IdleTimeout {
+				expired = append(expired, c)
+			} else if c.raw != nil {
+				check = append(check, c)
+			}
+		}
+	}
+	t.mu.Unlock()
+	dead := expired
+	for _, c := range check {
+		if !peekAlive(c.raw, c.tlsState != nil) {
+			dead = append(dead, c)
+		}
+	}
+	var gone []*conn
+	t.mu.Lock()
+	for _, c := range dead {
+		hp := c.hp
+		if i := slices.Index(hp.idle, c); i >= 0 {
+			hp.idle = slices.Delete(hp.idle, i, i+1)
+			gone = append(gone, c)
+		}
+	}
+	for _, hp := range t.hosts {
+		if len(hp.idle) > 0 {
+			t.armSweepLocked()
+			break
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range gone {
+		c.discard()
+	}
 }
 
 // releaseSlot gives up a closed connection's place under MaxConnsPerHost:

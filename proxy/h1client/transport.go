@@ -64,6 +64,10 @@ type Transport struct {
 
 	mu    sync.Mutex
 	hosts map[hostKey]*hostPool // guarded by mu; a host's entry is never removed
+	// sweeper, armed while connections are idle, closes idle
+	// connections the server closed or that expired (see sweep).
+	sweeper *time.Timer // guarded by mu
+	swept   bool        // guarded by mu: the sweeper is armed
 }
 
 const (
@@ -163,6 +167,10 @@ func (t *Transport) CloseIdleConnections() {
 		idle = append(idle, hp.idle...)
 		clear(hp.idle)
 		hp.idle = hp.idle[:0]
+	}
+	if t.swept {
+		t.sweeper.Stop()
+		t.swept = false
 	}
 	t.mu.Unlock()
 	for _, c := range idle {

@@ -832,3 +832,39 @@ func mustRequest(t testing.TB, method, url string, body io.Reader) *http.Request
 	}
 	return req
 }
+
+func TestIdleConnectionClosedByServerIsSwept(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	var closed atomic.Int32
+	tr := newTransport(t, func(tr *Transport) {
+		tr.MaxConnsPerHost = 1
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &closeCounter{TCPConn: c.(*net.TCPConn), n: &closed}, nil
+		}
+	})
+	get(t, tr, s.URL)
+	s.CloseClientConnections()
+	// No request comes: the sweep finds the closed connection and frees
+	// its socket and its MaxConnsPerHost slot.
+	eventually(t, "idle connection swept", func() bool { return closed.Load() == 1 })
+	tr.mu.Lock()
+	for _, hp := range tr.hosts {
+		if hp.open != 0 || len(hp.idle) != 0 {
+			t.Errorf("open %d idle %d after the sweep", hp.open, len(hp.idle))
+		}
+	}
+	tr.mu.Unlock()
+	get(t, tr, s.URL)
+}
+
+type closeCounter struct {
+	*net.TCPConn
+	n *atomic.Int32
+}
+
+func (c *closeCounter) Close() error { c.n.Add(1); return c.TCPConn.Close() }
