@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/h1client"
 	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
 
@@ -151,20 +153,19 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 		p.rt = t
 		p.closeIdle = t.CloseIdleConnections
 	default:
-		t := &http.Transport{
-			TLSClientConfig:     tc,
-			TLSHandshakeTimeout: key.connectTimeout,
-			MaxConnsPerHost:     key.maxConnsPerHost,
-			Proxy:               nil, // never route through HTTP_PROXY: we are the proxy
-			DialContext:         dial,
-			ForceAttemptHTTP2:   false,
-			DisableCompression:  true, // pass bodies through as encoded
-			MaxIdleConns:        0,    // no global cap; per-host cap below
-			MaxIdleConnsPerHost: key.maxIdlePerHost,
-			IdleConnTimeout:     idle,
-			// The proxy's own timeouts (route, per-try) bound the wait for
-			// headers; the transport must not add a shorter one.
-			ResponseHeaderTimeout: 0,
+		// HTTP/1.1 (and HTTP/1.1 over TLS): h1client does each exchange
+		// on the forwarding goroutine, without http.Transport's
+		// read/write goroutines and their hand-offs per request. It
+		// never uses HTTP_PROXY and never adds compression.
+		t := &h1client.Transport{
+			Dial:             dial,
+			TLSClientConfig:  tc,
+			HandshakeTimeout: key.connectTimeout,
+			MaxConnsPerHost:  key.maxConnsPerHost,
+			MaxIdlePerHost:   key.maxIdlePerHost,
+			IdleTimeout:      idle,
+			// The proxy's own timeouts (route, per-try) bound the wait
+			// for headers; the transport adds none.
 			ExpectContinueTimeout: time.Second,
 			WriteBufferSize:       32 << 10,
 			ReadBufferSize:        32 << 10,
@@ -188,6 +189,15 @@ type countedConn struct {
 	gauge  prometheus.Gauge
 	limits *breaker.Limits // released on close, when max_connections was taken
 	closed atomic.Bool
+}
+
+// SyscallConn exposes the socket, through which h1client checks that a
+// long-idle connection was not closed by the server before reusing it.
+func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 func (c *countedConn) Close() error {
