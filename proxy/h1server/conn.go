@@ -43,10 +43,12 @@ var aLongTimeAgo = time.Unix(1, 0)
 // conn is one accepted connection. Its goroutine (serve) reads requests,
 // calls the handler and writes responses, one request at a time.
 type conn struct {
-	s      *Server
-	rwc    net.Conn
-	remote string
-	state  atomic.Int32
+	s        *Server
+	rwc      net.Conn
+	remote   string
+	state    atomic.Int32
+	accepted time.Time   // for Shutdown's grace to new connections
+	used     atomic.Bool // a request (or the HTTP/2 preface) arrived
 
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
@@ -83,7 +85,7 @@ type conn struct {
 }
 
 func newConn(s *Server, rwc net.Conn) *conn {
-	c := &conn{s: s, rwc: rwc}
+	c := &conn{s: s, rwc: rwc, accepted: time.Now()}
 	c.remote = rwc.RemoteAddr().String()
 	c.cr.src = rwc
 	return c
@@ -191,6 +193,9 @@ func (c *conn) serve() {
 		}
 		if !c.state.CompareAndSwap(stateIdle, stateActive) {
 			return // closed by Shutdown or Close
+		}
+		if first {
+			c.used.Store(true)
 		}
 		if first && s.H2 != nil && c.sawPreface() {
 			c.cr.noLimit()

@@ -208,6 +208,8 @@ func (s *Server) closeListenersLocked() {
 // Shutdown stops accepting (closing the listeners), closes idle HTTP/1.1
 // connections, sends GOAWAY to HTTP/2 connections, and waits until every
 // connection has finished its requests and closed, or until ctx is done.
+// A connection accepted before Shutdown whose first request has not
+// arrived gets up to 5 s to send it.
 // It returns nil after a complete drain, else ctx's error; the remaining
 // connections then stay open (call Close to end them). HTTP/1.1
 // connections finish their current request and close. Hijacked
@@ -261,7 +263,14 @@ func (s *Server) goAway() {
 func (s *Server) closeIdle() (busy, h2 int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := time.Now()
 	for c := range s.conns {
+		if !c.used.Load() && now.Sub(c.accepted) < newConnGrace {
+			// Accepted, but its first request has not arrived yet: it
+			// may be on its way (net/http waits 5 s for these too).
+			busy++
+			continue
+		}
 		if c.state.CompareAndSwap(stateIdle, stateClosed) {
 			c.rwc.Close()
 			continue
@@ -278,6 +287,10 @@ func (s *Server) closeIdle() (busy, h2 int) {
 	}
 	return busy, h2
 }
+
+// newConnGrace is how long Shutdown lets a connection accepted before it
+// send its first request.
+const newConnGrace = 5 * time.Second
 
 // Close closes the listeners and every connection (hijacked ones
 // excepted) at once, and cancels the context every request derives from,

@@ -763,3 +763,36 @@ func TestWriteTimeoutEndsStalledResponse(t *testing.T) {
 		t.Fatalf("write error %v, want a timeout", err)
 	}
 }
+
+func TestShutdownServesRequestOfConnectionAcceptedBefore(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "late") }))
+	c := dial(t, ts.addr)
+	// Wait until the server has accepted it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ts.mu.Lock()
+		n := len(ts.conns)
+		ts.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("connection never tracked")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- ts.Shutdown(ctx)
+	}()
+	c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := c.response(t, "GET")
+	if body != "late" || !resp.Close {
+		t.Fatalf("%q close=%v", body, resp.Close)
+	}
+	if err := within(t, 5*time.Second, "Shutdown", shut); err != nil {
+		t.Fatal(err)
+	}
+}
