@@ -104,7 +104,9 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool) (c *conn, wasIdle
 		}
 		if c != nil {
 			t.mu.Unlock()
-			if idleTime >= peekAfter && !c.alive() {
+			// Bytes buffered while idle are unsolicited (or the tail of a
+			// response longer than it said): the connection is unusable.
+			if c.br.Buffered() > 0 || idleTime >= peekAfter && !c.alive() {
 				c.discard()
 				continue
 			}

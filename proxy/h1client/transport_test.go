@@ -868,3 +868,31 @@ type closeCounter struct {
 }
 
 func (c *closeCounter) Close() error { c.n.Add(1); return c.TCPConn.Close() }
+
+type failingReader struct{ n int }
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n == 0 {
+		return 0, errors.New("client went away")
+	}
+	m := min(len(p), f.n)
+	f.n -= m
+	return m, nil
+}
+
+func TestRequestBodyReadErrorClosesConnection(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
+	tr := newTransport(t)
+	get(t, tr, s.URL)
+	req := mustRequest(t, "POST", s.URL, io.NopCloser(&failingReader{n: 100 << 10}))
+	req.ContentLength = 200 << 10
+	_, err := tr.RoundTrip(req)
+	if err == nil || !strings.Contains(err.Error(), "client went away") {
+		t.Fatalf("err = %v", err)
+	}
+	eventually(t, "connection closed", func() bool { return s.closed.Load() == 1 })
+	get(t, tr, s.URL)
+	if n := s.opened.Load(); n != 2 {
+		t.Fatalf("server saw %d connections, want 2", n)
+	}
+}
