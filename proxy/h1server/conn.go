@@ -81,7 +81,7 @@ type conn struct {
 	wAborted    bool // the watcher read was ended on purpose
 	wCancel     context.CancelFunc
 	wDone       chan struct{}
-	wConnClosed bool // the watcher saw the client go away
+	wConnClosed bool // the client went away (watcher EOF, failed write)
 }
 
 func newConn(s *Server, rwc net.Conn) *conn {
@@ -133,6 +133,26 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// connWriter is the source of the connection's bufio.Writer: a failed
+// write means the client is gone, so it cancels the request's context,
+// as net/http does.
+type connWriter struct{ c *conn }
+
+func (cw connWriter) Write(p []byte) (int, error) {
+	n, err := cw.c.rwc.Write(p)
+	if err != nil {
+		c := cw.c
+		c.wmu.Lock()
+		cancel := c.wCancel
+		c.wConnClosed = true
+		c.wmu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+	}
+	return n, err
+}
+
 func (cr *connReader) setLimit(n int) { cr.limit, cr.remain, cr.hitMax = true, int64(n), false }
 func (cr *connReader) noLimit()       { cr.limit = false }
 
@@ -142,7 +162,7 @@ func (c *conn) serve() {
 	c.br = readerPool.Get().(*bufio.Reader)
 	c.br.Reset(&c.cr)
 	c.bw = writerPool.Get().(*bufio.Writer)
-	c.bw.Reset(c.rwc)
+	c.bw.Reset(connWriter{c})
 	c.tp.R = c.br
 	c.hdrBuf = make([]byte, 0, 1<<10)
 	c.body = make([]byte, 0, bodyBufSize)
@@ -313,7 +333,10 @@ func (c *conn) serveRequest(w *response) (keep bool) {
 	if w.lingerClose {
 		c.lingerClose()
 	}
-	return !w.closeAfter && !c.wConnClosed
+	c.wmu.Lock()
+	gone := c.wConnClosed
+	c.wmu.Unlock()
+	return !w.closeAfter && !gone
 }
 
 func panicString(p any) string {

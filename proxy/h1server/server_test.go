@@ -796,3 +796,31 @@ func TestShutdownServesRequestOfConnectionAcceptedBefore(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestFailedWriteCancelsContext(t *testing.T) {
+	wrote, gone := make(chan struct{}), make(chan struct{})
+	result := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first")
+		w.(http.Flusher).Flush()
+		close(wrote)
+		<-gone
+		// Keep writing until the dead connection fails a write.
+		chunk := bytes.Repeat([]byte("x"), 32<<10)
+		for i := 0; i < 1000; i++ {
+			if _, err := w.Write(chunk); err != nil {
+				break
+			}
+			w.(http.Flusher).Flush()
+		}
+		result <- r.Context().Err()
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	within(t, 5*time.Second, "first write", wrote)
+	c.Close()
+	close(gone)
+	if err := within(t, 5*time.Second, "handler", result); err != context.Canceled {
+		t.Fatalf("context after a failed write: %v", err)
+	}
+}
