@@ -56,7 +56,8 @@
 // (with no pipelined request behind it) gets one watcher read on the
 // connection; EOF or an error cancels the context. Detection takes at most
 // 10 ms after the client leaves (or after the body's end, if later).
-// Requests shorter than that cost a timer reset and stop.
+// Requests shorter than that cost a timer reset and stop. A write to the
+// client that fails also cancels the context at once.
 //
 // # HTTP/2
 //
