@@ -5,15 +5,17 @@ package h1client
 import "syscall"
 
 // peekAlive looks at an idle socket without blocking and without
-// consuming anything (MSG_PEEK|MSG_DONTWAIT through the runtime's
-// RawConn, so no netpoll wait): nothing to read means alive; end of
-// stream or an error means the peer closed or reset it. Bytes waiting on
+// consuming anything (MSG_PEEK|MSG_DONTWAIT, through RawConn.Control,
+// which takes no read lock and never waits in netpoll, so a sweep never
+// stalls behind a connection a request took meanwhile): nothing to read
+// means alive; end of stream or an error means the peer closed or reset
+// it. Bytes waiting on
 // a plain connection are unsolicited, so it is not reusable; under TLS
 // they may be a post-handshake message the TLS layer consumes, so the
 // connection is given the benefit of the doubt.
 func peekAlive(rc syscall.RawConn, underTLS bool) bool {
 	alive := true
-	err := rc.Read(func(fd uintptr) bool {
+	err := rc.Control(func(fd uintptr) {
 		var b [1]byte
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
@@ -24,7 +26,6 @@ func peekAlive(rc syscall.RawConn, underTLS bool) bool {
 		default:
 			alive = underTLS
 		}
-		return true // never wait for readiness
 	})
 	return err == nil && alive
 }

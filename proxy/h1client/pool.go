@@ -187,7 +187,7 @@ const sweepEvery = time.Second
 
 // armSweepLocked arms the sweeper if it is not armed.
 func (t *Transport) armSweepLocked() {
-	if t.swept {
+	if t.swept || t.noSweep {
 		return
 	}
 	t.swept = true

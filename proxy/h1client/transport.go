@@ -68,6 +68,9 @@ type Transport struct {
 	// connections the server closed or that expired (see sweep).
 	sweeper *time.Timer // guarded by mu
 	swept   bool        // guarded by mu: the sweeper is armed
+	// noSweep turns the sweeper off (tests that need a stale idle
+	// connection to stay in the pool).
+	noSweep bool
 }
 
 const (

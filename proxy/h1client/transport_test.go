@@ -490,7 +490,7 @@ func closeAfterOne(t *testing.T) *rawServer {
 
 func TestStaleIdleConnectionRetried(t *testing.T) {
 	rs := closeAfterOne(t)
-	tr := newTransport(t)
+	tr := newTransport(t, func(tr *Transport) { tr.noSweep = true }) // the stale connections must stay
 	if _, body := get(t, tr, "http://"+rs.addr); body != "0" {
 		t.Fatalf("first body %q", body)
 	}
@@ -523,7 +523,7 @@ func TestStaleIdleConnectionRetried(t *testing.T) {
 func TestStaleIdleConnectionFoundByPeek(t *testing.T) {
 	rs := closeAfterOne(t)
 	clk := &clock{now: time.Unix(1000, 0)}
-	tr := newTransport(t, func(tr *Transport) { tr.Now = clk.Now; tr.IdleTimeout = time.Minute })
+	tr := newTransport(t, func(tr *Transport) { tr.Now = clk.Now; tr.IdleTimeout = time.Minute; tr.noSweep = true })
 	var reused []bool
 	post := func() {
 		req := mustRequest(t, "POST", "http://"+rs.addr, nil) // never resent: the peek must find it
