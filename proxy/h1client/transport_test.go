@@ -495,13 +495,19 @@ func TestStaleIdleConnectionRetried(t *testing.T) {
 		t.Fatalf("first body %q", body)
 	}
 	// The server closes the idle connection (the peek is skipped for
-	// connections idle less than a second): the GET is sent again.
-	if _, body := get(t, tr, "http://"+rs.addr); body != "1" {
-		t.Fatalf("second body %q", body)
+	// connections idle less than a second): the GET is sent again, with
+	// one GotConn for the round trip.
+	gotConn := 0
+	req := mustRequest(t, "GET", "http://"+rs.addr, nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { gotConn++ },
+	}))
+	if _, body := do(t, tr, req); body != "1" || gotConn != 1 {
+		t.Fatalf("second body %q, GotConn called %d times", body, gotConn)
 	}
 	// A body that cannot be sent again is not resent, even with an
 	// Idempotency-Key.
-	req := mustRequest(t, "PUT", "http://"+rs.addr, nil)
+	req = mustRequest(t, "PUT", "http://"+rs.addr, nil)
 	req.Body = io.NopCloser(strings.NewReader("payload"))
 	req.ContentLength = 7
 	req.Header.Set("Idempotency-Key", "k1")
@@ -895,4 +901,75 @@ func TestRequestBodyReadErrorClosesConnection(t *testing.T) {
 	if n := s.opened.Load(); n != 2 {
 		t.Fatalf("server saw %d connections, want 2", n)
 	}
+}
+
+// writeCounter counts the writes (system calls) made on a connection.
+type writeCounter struct {
+	*net.TCPConn
+	n *atomic.Int32
+}
+
+func (c *writeCounter) Write(p []byte) (int, error) { c.n.Add(1); return c.TCPConn.Write(p) }
+
+func TestOneWritePerSmallRequest(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
+	var writes atomic.Int32
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &writeCounter{TCPConn: c.(*net.TCPConn), n: &writes}, nil
+		}
+	})
+	req := mustRequest(t, "GET", s.URL+"/x", nil)
+	req.Header.Set("X-Some", "header")
+	do(t, tr, req)
+	if n := writes.Swap(0); n != 1 {
+		t.Fatalf("GET: %d writes, want 1", n)
+	}
+	do(t, tr, mustRequest(t, "POST", s.URL+"/x", strings.NewReader(`{"small":"body"}`)))
+	if n := writes.Swap(0); n != 1 {
+		t.Fatalf("POST with a small body: %d writes, want 1", n)
+	}
+}
+
+func TestCloseUnblocksRead(t *testing.T) {
+	release := make(chan struct{})
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	tr := newTransport(t)
+	resp, err := tr.RoundTrip(mustRequest(t, "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := resp.Body.Read(make([]byte, 10))
+		done <- err
+	}()
+	eventually(t, "the Read to block", func() bool {
+		b := resp.Body.(*responseBody)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.reading
+	})
+	resp.Body.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("blocked Read returned no error after Close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock the Read")
+	}
+	eventually(t, "connection closed", func() bool { return s.closed.Load() == 1 })
 }
