@@ -16,14 +16,18 @@
 // trailers), honours "Expect: 100-continue", and reads responses framed by
 // Content-Length, chunked encoding (trailers land in Response.Trailer at
 // EOF) or the connection's close. 1xx responses are reported through
-// httptrace (Got1xxResponse, Got100Continue); a 101 response's Body is the
+// httptrace (Got1xxResponse, Got100Continue; of the other
+// hooks, GetConn, GotConn — once per round trip — Wait100Continue and
+// WroteRequest are called, the rest are not); a 101 response's Body is the
 // connection itself, an io.ReadWriteCloser. https URLs get TLS over the
 // dialled connection with ALPN "http/1.1".
 //
 // # Invariants
 //
 //   - A connection serves one exchange at a time and goes back to the idle
-//     list only when its response body reached EOF cleanly, the exchange
+//     list only when its response body reached EOF cleanly (or, closed
+//     early, had the rest of a Content-Length body, at most 4 KiB, already
+//     buffered), nothing unread is left in its buffer, the exchange
 //     was not cancelled, and neither side asked to close (Connection: close,
 //     HTTP/1.0 without keep-alive, a close-delimited body, a request whose
 //     body was refused by a final response to "Expect: 100-continue").
