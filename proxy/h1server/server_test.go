@@ -824,3 +824,39 @@ func TestFailedWriteCancelsContext(t *testing.T) {
 		t.Fatalf("context after a failed write: %v", err)
 	}
 }
+
+func TestExpectContinueWithNetHTTPClient(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%d", len(b))
+	}))
+	tr := &http.Transport{ExpectContinueTimeout: 10 * time.Second}
+	defer tr.CloseIdleConnections()
+	var got100 atomic.Bool
+	trace := &httptrace.ClientTrace{Got100Continue: func() { got100.Store(true) }}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "PUT", ts.url("/"), strings.NewReader(strings.Repeat("z", 1000)))
+	req.Header.Set("Expect", "100-continue")
+	start := time.Now()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// Without the 100 the client would wait out ExpectContinueTimeout.
+	if string(b) != "1000" || !got100.Load() || time.Since(start) > 5*time.Second {
+		t.Fatalf("%q, 100 seen: %v, after %v", b, got100.Load(), time.Since(start))
+	}
+}
+
+func TestNoInformationalResponseToHTTP10(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "final")
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET / HTTP/1.0\r\n\r\n")
+	if resp, body := c.response(t, "GET"); resp.StatusCode != 200 || body != "final" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+}
