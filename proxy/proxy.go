@@ -343,9 +343,20 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.srvMu.Unlock()
 
+	// All listeners stop accepting at once; each server then drains.
+	errs := make([]error, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Shutdown(ctx)
+		}()
+	}
+	wg.Wait()
 	var err error
-	for _, s := range servers {
-		if e := s.Shutdown(ctx); e != nil && err == nil {
+	for _, e := range errs {
+		if e != nil && err == nil {
 			err = e
 		}
 	}

@@ -66,10 +66,17 @@ func (t *trafficServers) shutdown(ctx context.Context, p *proxy.Proxy) error {
 	t.closed = true
 	servers, cancels := t.servers, t.cancels
 	t.mu.Unlock()
-	var errs []error
-	for _, s := range servers {
-		errs = append(errs, s.Shutdown(ctx))
+	// All listeners stop accepting at once; each server then drains.
+	errs := make([]error, len(servers), len(servers)+1)
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Shutdown(ctx)
+		}()
 	}
+	wg.Wait()
 	// proxy.Shutdown waits for the proxy's in-flight count and closes idle
 	// upstream connections.
 	errs = append(errs, p.Shutdown(ctx))
