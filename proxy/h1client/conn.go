@@ -139,10 +139,14 @@ func (c *conn) setReadDeadline(t time.Time) {
 	}
 }
 
-// release ends c's exchange: back to the pool when reuse is true and no
-// cancellation fired, else closed.
+// release ends c's exchange: back to the pool when reuse is true, no
+// cancellation fired and nothing is left in the read buffer, else closed.
+// Bytes past the end of the response are ones the server sent unasked
+// (a body after a 204, a response longer than it said): on a reused
+// connection they would be read as the next request's response, and a
+// connection handed straight to a waiting request is not checked again.
 func (c *conn) release(reuse bool) {
-	if !c.unwatch() || !reuse {
+	if !c.unwatch() || !reuse || c.br.Buffered() > 0 {
 		c.discard()
 		return
 	}

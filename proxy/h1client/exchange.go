@@ -120,9 +120,9 @@ func (c *conn) finish(ctx context.Context, rb *responseBody, mode int, keep bool
 		resp.Body = &upgradeBody{c: c}
 		return resp, false, nil
 	}
-	if mode == bodyNone {
+	if mode == bodyNone || mode == bodyNoneClose {
 		resp.Body = http.NoBody
-		c.release(keep)
+		c.release(keep && mode == bodyNone)
 		return resp, false, nil
 	}
 	rb.mode = mode

@@ -265,6 +265,7 @@ var commonKeys = func() map[string]string {
 // Body framings of a response.
 const (
 	bodyNone       = iota // no body (HEAD, 1xx, 204, 304)
+	bodyNoneClose         // no body, but framing fields that say otherwise: the connection is not reused
 	bodyFixed             // Content-Length
 	bodyChunked           // Transfer-Encoding: chunked
 	bodyUntilClose        // neither: the body ends when the connection does
@@ -309,6 +310,14 @@ func framing(resp *http.Response, method string) (int, error) {
 		return bodyNone, nil
 	case resp.StatusCode/100 == 1, resp.StatusCode == http.StatusNoContent, resp.StatusCode == http.StatusNotModified:
 		resp.ContentLength = 0
+		// RFC 9110 §8.6, RFC 9112 §6.1: a 204 has neither
+		// Content-Length nor Transfer-Encoding, and a 304 no
+		// Transfer-Encoding (its Content-Length is the 200's). A server
+		// that sends them may send a body too, which a reused connection
+		// would read as the next response.
+		if hasTE || resp.StatusCode == http.StatusNoContent && cl > 0 {
+			return bodyNoneClose, nil
+		}
 		return bodyNone, nil
 	case chunked:
 		delete(h, "Content-Length")

@@ -1,0 +1,135 @@
+package h1client
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+)
+
+// serveEach answers every request on every connection with respond(n, i)
+// (n: the connection's number, i: the request's on it).
+func serveEach(t *testing.T, respond func(n, i int) string) *rawServer {
+	return startRaw(t, func(conn net.Conn, br *bufio.Reader, n int) {
+		for i := 0; ; i++ {
+			if _, _, err := readRequest(br); err != nil {
+				return
+			}
+			if _, err := io.WriteString(conn, respond(n, i)); err != nil {
+				return
+			}
+		}
+	})
+}
+
+func waiters(tr *Transport) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for _, hp := range tr.hosts {
+		n += len(hp.waiters)
+	}
+	return n
+}
+
+// A connection whose buffer holds bytes past the response it carried
+// is out of step with the server: handing it to a request queued at
+// MaxConnsPerHost would let those bytes be read as that request's
+// response.
+func TestLeftoverBytesNotHandedToWaiter(t *testing.T) {
+	rs := serveEach(t, func(n, i int) string {
+		if n == 0 && i == 0 {
+			// One response, then bytes nobody asked for, in one write.
+			return "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" +
+				"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!"
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal"
+	})
+	tr := newTransport(t, func(tr *Transport) { tr.MaxConnsPerHost = 1 })
+	url := "http://" + rs.addr
+	resp1, err := tr.RoundTrip(mustRequest(t, "GET", url, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := resp1.Body.(*responseBody).c.br.Buffered(); b == 0 {
+		t.Fatal("precondition: the unsolicited bytes were not read with the head")
+	}
+	type result struct {
+		body string
+		err  error
+	}
+	second := make(chan result, 1)
+	go func() {
+		resp, err := tr.RoundTrip(mustRequest(t, "GET", url, nil).WithContext(ctxTimeout(t, 5e9)))
+		if err != nil {
+			second <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		second <- result{string(b), err}
+	}()
+	eventually(t, "second request queued", func() bool { return waiters(tr) == 1 })
+	if _, err := io.ReadAll(resp1.Body); err != nil {
+		t.Fatal(err)
+	}
+	resp1.Body.Close()
+	r := <-second
+	if r.err != nil || r.body != "real" {
+		t.Fatalf("second response: body %q, err %v; want %q from a new connection", r.body, r.err, "real")
+	}
+}
+
+// RFC 9110 §8.6 and RFC 9112 §6.1: a 204 carries neither Content-Length
+// nor Transfer-Encoding. A server that sends them may send a body too,
+// which would be read as the next response: the connection is not reused.
+func TestNoContentWithFramingNotReused(t *testing.T) {
+	for _, c := range []struct{ name, head string }{
+		{"204 with Content-Length", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"},
+		{"204 chunked", "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"},
+		{"304 chunked", "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rs := serveEach(t, func(n, i int) string {
+				if n == 0 && i == 0 {
+					return c.head
+				}
+				return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+			})
+			tr := newTransport(t)
+			url := "http://" + rs.addr
+			get(t, tr, url)
+			if _, body := get(t, tr, url); body != "ok" {
+				t.Fatalf("body %q", body)
+			}
+			if n := rs.accepted.Load(); n != 2 {
+				t.Fatalf("server accepted %d connections, want 2 (the first not reused)", n)
+			}
+		})
+	}
+}
+
+// A 204 with "Content-Length: 0", and a 304 with the length a 200 would
+// have had (RFC 9110 §8.6), keep their connection.
+func TestNoContentWithoutBodyReused(t *testing.T) {
+	rs := serveEach(t, func(n, i int) string {
+		switch i {
+		case 0:
+			return "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+		case 1:
+			return "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	})
+	tr := newTransport(t)
+	url := "http://" + rs.addr
+	for range 3 {
+		get(t, tr, url)
+	}
+	if n := rs.accepted.Load(); n != 1 {
+		t.Fatalf("server accepted %d connections, want 1", n)
+	}
+}
+
+var _ = http.StatusOK
