@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"sync"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // errBodyClosed is what a Read after Close returns, as in net/http.
@@ -282,6 +284,15 @@ func (b *responseBody) readTrailers() error {
 		tr := make(http.Header, n)
 		if err := parseFields(block, tr); err != nil {
 			return fmt.Errorf("%w (in trailers)", err)
+		}
+		// RFC 9110 §6.5.1: framing, routing, authentication and
+		// content fields are not trailers, and a recipient may not
+		// merge them into the header section; they are dropped so that
+		// nothing downstream does.
+		for k := range tr {
+			if !httpguts.ValidTrailerHeader(k) {
+				delete(tr, k)
+			}
 		}
 		if b.resp.Trailer == nil {
 			b.resp.Trailer = tr

@@ -15,7 +15,9 @@
 // write, with a body framed by Content-Length or chunked encoding (with
 // trailers), honours "Expect: 100-continue", and reads responses framed by
 // Content-Length, chunked encoding (trailers land in Response.Trailer at
-// EOF) or the connection's close. 1xx responses are reported through
+// EOF; fields RFC 9110 §6.5.1 keeps out of trailers — framing, routing,
+// authentication, content metadata, as httpguts.ValidTrailerHeader lists
+// them — are dropped) or the connection's close. 1xx responses are reported through
 // httptrace (Got1xxResponse, Got100Continue; of the other
 // hooks, GetConn, GotConn — once per round trip — Wait100Continue and
 // WroteRequest are called, the rest are not); a 101 response's Body is the

@@ -395,6 +395,9 @@ func announcedTrailers(resp *http.Response) error {
 			case "Transfer-Encoding", "Trailer", "Content-Length":
 				return fmt.Errorf("h1client: %q announced as a trailer", k)
 			}
+			if !httpguts.ValidTrailerHeader(k) {
+				continue // dropped when it comes (see readTrailers)
+			}
 			if tr == nil {
 				tr = make(http.Header)
 			}

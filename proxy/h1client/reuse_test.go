@@ -133,3 +133,23 @@ func TestNoContentWithoutBodyReused(t *testing.T) {
 }
 
 var _ = http.StatusOK
+
+// RFC 9110 §6.5.1: framing, routing and connection fields are not
+// trailers; a recipient must not merge them into the header, so a proxy
+// passes none on.
+func TestForbiddenTrailerFieldsDropped(t *testing.T) {
+	rs := serveEach(t, func(n, i int) string {
+		return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Ok\r\n\r\n" +
+			"2\r\nok\r\n0\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\nHost: evil.example\r\n" +
+			"Connection: close\r\nTrailer: X-More\r\nX-Ok: 1\r\nGrpc-Status: 0\r\n\r\n"
+	})
+	tr := newTransport(t)
+	resp, body := get(t, tr, "http://"+rs.addr)
+	if body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	want := http.Header{"X-Ok": {"1"}, "Grpc-Status": {"0"}}
+	if len(resp.Trailer) != len(want) || resp.Trailer.Get("X-Ok") != "1" || resp.Trailer.Get("Grpc-Status") != "0" {
+		t.Fatalf("trailers %v, want %v", resp.Trailer, want)
+	}
+}
