@@ -21,7 +21,9 @@
 // httptrace (Got1xxResponse, Got100Continue; of the other
 // hooks, GetConn, GotConn — once per round trip — Wait100Continue and
 // WroteRequest are called, the rest are not); a 101 response's Body is the
-// connection itself, an io.ReadWriteCloser. https URLs get TLS over the
+// connection itself, an io.ReadWriteCloser; a 101 to a request without
+// an Upgrade header is an error (RFC 9110 §15.2.2) and closes the
+// connection. https URLs get TLS over the
 // dialled connection with ALPN "http/1.1".
 //
 // # Invariants

@@ -110,6 +110,16 @@ func (c *conn) finish(ctx context.Context, rb *responseBody, mode int, keep bool
 	resp.TLS = c.tlsState
 	keep = keep && !resp.Close
 	if resp.StatusCode == http.StatusSwitchingProtocols {
+		if resp.Request.Header["Upgrade"] == nil {
+			// RFC 9110 §15.2.2: a server switches only to a protocol
+			// the request's Upgrade offered. What follows an unasked
+			// 101 is not HTTP this client can frame, and handing the
+			// raw connection to a caller that asked for none would
+			// let the server talk past the response.
+			c.unwatch()
+			c.discard()
+			return nil, false, errors.New("h1client: 101 Switching Protocols to a request without Upgrade")
+		}
 		// The connection now carries another protocol: it leaves the
 		// pool (still counted under MaxConnsPerHost until closed) and
 		// the context no longer governs it.

@@ -57,6 +57,7 @@ func TestMalformedResponses(t *testing.T) {
 		{name: "no response at all", resp: "", wantErr: "closed the connection before responding"},
 		{name: "endless 1xx", resp: strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", 12), wantErr: "too many 1xx"},
 		{name: "forbidden trailer", resp: ok + "Transfer-Encoding: chunked\r\nTrailer: Content-Length\r\n\r\n0\r\n\r\n", wantErr: "announced as a trailer"},
+		{name: "101 unasked", resp: "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", wantErr: "101 Switching Protocols to a request without Upgrade"},
 		{name: "bad trailer line", resp: ok + "Transfer-Encoding: chunked\r\n\r\n0\r\nBad Trailer: x\r\n\r\n", wantErr: "invalid header field name", inBody: true},
 	}
 	for _, c := range cases {
