@@ -226,7 +226,7 @@ func (e *bodyReadError) Error() string { return "h1client: reading request body:
 func (e *bodyReadError) Unwrap() error { return e.err }
 
 // writeFixed copies exactly n bytes of body into bw, reading straight
-// into the writer's free space.
+// into the writer's free space, and checks that the body ends there.
 func writeFixed(bw *bufio.Writer, body io.Reader, n int64) error {
 	for n > 0 {
 		if bw.Available() == 0 {
@@ -242,6 +242,9 @@ func writeFixed(bw *bufio.Writer, body io.Reader, n int64) error {
 			n -= int64(m)
 		}
 		if n == 0 {
+			if err == io.EOF {
+				return nil
+			}
 			break
 		}
 		if err == io.EOF {
@@ -251,6 +254,29 @@ func writeFixed(bw *bufio.Writer, body io.Reader, n int64) error {
 			return &bodyReadError{err}
 		}
 	}
+	return checkBodyEnd(body)
+}
+
+// checkBodyEnd reads once more (up to three times while a reader
+// returns nothing) to see that a body of known length ends where it said: a
+// longer body is the caller's error, as in net/http, not a request to
+// send cut short. The caller has not flushed the last of the body yet,
+// so a small request with a long body is never sent.
+func checkBodyEnd(body io.Reader) error {
+	var b [1]byte
+	for range 3 {
+		m, err := body.Read(b[:])
+		switch {
+		case m > 0:
+			return &bodyReadError{errors.New("body longer than its ContentLength")}
+		case err == io.EOF:
+			return nil
+		case err != nil:
+			return &bodyReadError{err}
+		}
+	}
+	// A reader that keeps returning nothing: no excess seen, and what
+	// was sent matches the length.
 	return nil
 }
 
