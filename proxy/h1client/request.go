@@ -77,12 +77,8 @@ func (o *outgoing) prepare(req *http.Request) error {
 		}
 	}
 	for k := range req.Trailer {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("h1client: invalid trailer field name %q", k)
-		}
-		switch http.CanonicalHeaderKey(k) {
-		case "Content-Length", "Transfer-Encoding", "Trailer", "Host":
-			return fmt.Errorf("h1client: %q may not be a trailer", k)
+		if err := checkTrailerName(k); err != nil {
+			return fmt.Errorf("h1client: %w", err)
 		}
 	}
 	o.close = req.Close || httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
@@ -120,6 +116,19 @@ func (o *outgoing) prepare(req *http.Request) error {
 		}
 	} else {
 		o.expect = httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue")
+	}
+	return nil
+}
+
+// checkTrailerName refuses a request trailer name that is not a token,
+// or that names a field a trailer may not carry.
+func checkTrailerName(k string) error {
+	if !httpguts.ValidHeaderFieldName(k) {
+		return fmt.Errorf("invalid trailer field name %q", k)
+	}
+	switch http.CanonicalHeaderKey(k) {
+	case "Content-Length", "Transfer-Encoding", "Trailer", "Host":
+		return fmt.Errorf("%q may not be a trailer", k)
 	}
 	return nil
 }
@@ -184,6 +193,12 @@ func (o *outgoing) writeHead(bw *bufio.Writer, req *http.Request) {
 			if len(vv) == 1 && vv[0] == "" {
 				continue
 			}
+		default:
+			if framingKey(k) {
+				// The same fields under a key that is not canonical
+				// (a map written to directly): still the transport's.
+				continue
+			}
 		}
 		for _, v := range vv {
 			bw.WriteString(k)
@@ -216,6 +231,22 @@ func (o *outgoing) writeHead(bw *bufio.Writer, req *http.Request) {
 		bw.WriteString("Connection: close\r\n")
 	}
 	bw.WriteString("\r\n")
+}
+
+// framingKey reports whether k names, in any case, a field only the
+// transport writes. The length test keeps the common case to a switch.
+func framingKey(k string) bool {
+	switch len(k) {
+	case len("Host"):
+		return strings.EqualFold(k, "Host")
+	case len("Trailer"):
+		return strings.EqualFold(k, "Trailer")
+	case len("Content-Length"):
+		return strings.EqualFold(k, "Content-Length")
+	case len("Transfer-Encoding"):
+		return strings.EqualFold(k, "Transfer-Encoding")
+	}
+	return false
 }
 
 // errBodyRead marks an error from reading the request body (the caller's
@@ -308,6 +339,10 @@ func writeChunked(bw *bufio.Writer, body io.Reader, trailer http.Header) error {
 	}
 	bw.WriteString("0\r\n")
 	for k, vv := range trailer {
+		// Fields may be added while the body is read: check them again.
+		if err := checkTrailerName(k); err != nil {
+			return &bodyReadError{err}
+		}
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
 				return &bodyReadError{fmt.Errorf("invalid trailer field value for %q", k)}
