@@ -146,10 +146,10 @@ func (c *conn) finish(ctx context.Context, rb *responseBody, mode int, keep bool
 }
 
 // readHead reads response heads into resp until a final one (or a 101),
-// reporting interim ones to trace. stopAt100 ends the loop at a 100
-// Continue too: the caller is waiting to send a body. It returns the
-// body's framing.
-func (c *conn) readHead(resp *http.Response, trace *httptrace.ClientTrace, method string, stopAt100 bool) (int, error) {
+// reporting interim ones to trace. oneInterim ends the loop after one
+// interim response too (its framing is bodyNone): the caller is waiting
+// to send a body. It returns the body's framing.
+func (c *conn) readHead(resp *http.Response, trace *httptrace.ClientTrace, method string, oneInterim bool) (int, error) {
 	limit := c.hp.t.maxHeaderBytes()
 	for n := 0; ; n++ {
 		block, err := readBlock(c.br, limit)
@@ -177,30 +177,44 @@ func (c *conn) readHead(resp *http.Response, trace *httptrace.ClientTrace, metho
 				return 0, err
 			}
 		}
-		if code == http.StatusContinue && stopAt100 {
+		if oneInterim {
 			return bodyNone, nil
 		}
 	}
 }
 
 // awaitContinue waits, up to d, for the server's answer to "Expect:
-// 100-continue". send is true after a 100 Continue (other 1xx responses
-// before it are reported and skipped) or when d passed in silence; false
-// when a final response (now in resp, framed by mode) came instead.
+// 100-continue". send is true after a 100 Continue or when d passed
+// without one (other 1xx responses are reported and do not stop the
+// clock, as in net/http: a server may send 103 Early Hints and then wait
+// for the body); false when a final response (now in resp, framed by
+// mode) came instead.
 func (c *conn) awaitContinue(resp *http.Response, trace *httptrace.ClientTrace, d time.Duration, method string) (send bool, mode int, err error) {
-	c.setReadDeadline(time.Now().Add(d))
-	_, err = c.br.Peek(1)
-	c.setReadDeadline(time.Time{})
-	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) && !c.cancelled.Load() {
-			return true, 0, nil
+	end := time.Now().Add(d)
+	for n := 0; ; n++ {
+		// Only the wait for a response's first byte is under the
+		// deadline: a head cut by it would leave the reader mid-line.
+		c.setReadDeadline(end)
+		_, err = c.br.Peek(1)
+		c.setReadDeadline(time.Time{})
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && !c.cancelled.Load() {
+				return true, 0, nil
+			}
+			return false, 0, noResponse(err)
 		}
-		return false, 0, noResponse(err)
+		if mode, err = c.readHead(resp, trace, method, true); err != nil {
+			return false, 0, err
+		}
+		switch code := resp.StatusCode; {
+		case code == http.StatusContinue:
+			return true, mode, nil
+		case code/100 != 1 || code == http.StatusSwitchingProtocols:
+			return false, mode, nil
+		case n >= max1xx:
+			return false, 0, errors.New("h1client: too many 1xx informational responses")
+		}
 	}
-	if mode, err = c.readHead(resp, trace, method, true); err != nil {
-		return false, 0, err
-	}
-	return resp.StatusCode == http.StatusContinue, mode, nil
 }
 
 // writeBody sends the head (if still buffered) and the body: a body
