@@ -154,6 +154,14 @@ func (c *conn) release(reuse bool) {
 	c.hp.putIdle(c)
 }
 
+// fail ends a failed exchange: stops watching its context (which may
+// outlive the request, and would keep c reachable until it ends) and
+// closes c.
+func (c *conn) fail() {
+	c.unwatch()
+	c.discard()
+}
+
 // discard closes c and gives its slot up.
 func (c *conn) discard() {
 	if c.closed.CompareAndSwap(false, true) {

@@ -47,7 +47,7 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, tra
 		switch {
 		case err != nil:
 			// A malformed or missing interim response.
-			c.discard()
+			c.fail()
 			return nil, false, c.wrapErr(ctx, "reading response", err)
 		case send:
 			err = c.writeBody(o, req)
@@ -63,7 +63,7 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, tra
 	if err != nil {
 		var be *bodyReadError
 		if errors.As(err, &be) || ctx.Err() != nil {
-			c.discard()
+			c.fail()
 			return nil, false, c.wrapErr(ctx, "writing request", err)
 		}
 		// The server may have answered before it stopped reading (a
@@ -73,7 +73,7 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, tra
 				return c.finish(ctx, rb, mode, false)
 			}
 		}
-		c.discard()
+		c.fail()
 		return nil, c.reused && (o.idempotent || c.written == 0), c.wrapErr(ctx, "writing request", err)
 	}
 	if trace != nil && trace.WroteRequest != nil && !haveHead {
@@ -81,14 +81,14 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, tra
 	}
 	if !haveHead {
 		if _, err = c.br.Peek(1); err != nil {
-			c.discard()
+			c.fail()
 			if ctx.Err() == nil && c.reused && o.idempotent {
 				stale = true
 			}
 			return nil, stale, c.wrapErr(ctx, "reading response", noResponse(err))
 		}
 		if mode, err = c.readHead(resp, trace, o.method, false); err != nil {
-			c.discard()
+			c.fail()
 			return nil, false, c.wrapErr(ctx, "reading response", err)
 		}
 	}
@@ -116,8 +116,7 @@ func (c *conn) finish(ctx context.Context, rb *responseBody, mode int, keep bool
 			// 101 is not HTTP this client can frame, and handing the
 			// raw connection to a caller that asked for none would
 			// let the server talk past the response.
-			c.unwatch()
-			c.discard()
+			c.fail()
 			return nil, false, errors.New("h1client: 101 Switching Protocols to a request without Upgrade")
 		}
 		// The connection now carries another protocol: it leaves the

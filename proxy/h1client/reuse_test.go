@@ -2,10 +2,14 @@ package h1client
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // serveEach answers every request on every connection with respond(n, i)
@@ -132,8 +136,6 @@ func TestNoContentWithoutBodyReused(t *testing.T) {
 	}
 }
 
-var _ = http.StatusOK
-
 // RFC 9110 §6.5.1: framing, routing and connection fields are not
 // trailers; a recipient must not merge them into the header, so a proxy
 // passes none on.
@@ -151,5 +153,49 @@ func TestForbiddenTrailerFieldsDropped(t *testing.T) {
 	want := http.Header{"X-Ok": {"1"}, "Grpc-Status": {"0"}}
 	if len(resp.Trailer) != len(want) || resp.Trailer.Get("X-Ok") != "1" || resp.Trailer.Get("Grpc-Status") != "0" {
 		t.Fatalf("trailers %v, want %v", resp.Trailer, want)
+	}
+}
+
+// ownDoneCtx is a context the context package does not recognise as its
+// own, so that context.AfterFunc watches it with a goroutine: a watch
+// left registered shows up as a leaked goroutine.
+type ownDoneCtx struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c *ownDoneCtx) Done() <-chan struct{} { return c.done }
+func (c *ownDoneCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+// A failed exchange stops watching the request's context: a context
+// that outlives many requests (a caller's long-lived one) must not keep
+// each failed connection, and its buffers, reachable until it ends.
+func TestFailedExchangeStopsWatchingContext(t *testing.T) {
+	rs := startRaw(t, func(c net.Conn, br *bufio.Reader, n int) {
+		readRequest(br) // and close without a response
+	})
+	tr := newTransport(t)
+	ctx := &ownDoneCtx{Context: context.Background(), done: make(chan struct{})}
+	defer close(ctx.done)
+	before := goleak.IgnoreCurrent()
+	for _, method := range []string{"GET", "POST"} {
+		var body io.Reader
+		if method == "POST" {
+			body = strings.NewReader("body")
+		}
+		_, err := tr.RoundTrip(mustRequest(t, method, "http://"+rs.addr, body).WithContext(ctx))
+		if err == nil {
+			t.Fatal("RoundTrip succeeded")
+		}
+	}
+	if err := goleak.Find(before); err != nil {
+		t.Fatalf("the context is still watched after the exchange failed: %v", err)
 	}
 }
