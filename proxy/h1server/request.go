@@ -128,11 +128,12 @@ func (c *conn) readRequest() (*response, error) {
 		RemoteAddr: c.remote,
 		RequestURI: uri,
 	}
-	conn := h["Connection"]
+	// RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only
+	// with "keep-alive".
 	if minor == 0 {
-		r.Close = !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
+		r.Close = !httpguts.HeaderValuesContainsToken(h["Connection"], "keep-alive")
 	} else {
-		r.Close = httpguts.HeaderValuesContainsToken(conn, "close")
+		r.Close = httpguts.HeaderValuesContainsToken(h["Connection"], "close")
 	}
 
 	if err := c.frameBody(w, &r); err != nil {
@@ -148,7 +149,7 @@ func (c *conn) readRequest() (*response, error) {
 		}
 	}
 
-	if c.s.H2 != nil && isH2CUpgrade(h) {
+	if c.s.H2 != nil && minor >= 1 && isH2CUpgrade(h) {
 		settings, err := h2cSettings(h)
 		if err != nil {
 			return nil, badRequest(err.Error())
