@@ -327,7 +327,11 @@ func framing(resp *http.Response, method string) (int, error) {
 			return 0, err
 		}
 		return bodyChunked, nil
-	case cl >= 0:
+	case cl == 0:
+		// Nothing to read: the connection goes back at once.
+		resp.ContentLength = 0
+		return bodyNone, nil
+	case cl > 0:
 		resp.ContentLength = cl
 		return bodyFixed, nil
 	}

@@ -45,7 +45,7 @@ func TestLeftoverBytesNotHandedToWaiter(t *testing.T) {
 	rs := serveEach(t, func(n, i int) string {
 		if n == 0 && i == 0 {
 			// One response, then bytes nobody asked for, in one write.
-			return "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" +
+			return "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1" +
 				"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!"
 		}
 		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal"
@@ -197,5 +197,32 @@ func TestFailedExchangeStopsWatchingContext(t *testing.T) {
 	}
 	if err := goleak.Find(before); err != nil {
 		t.Fatalf("the context is still watched after the exchange failed: %v", err)
+	}
+}
+
+// A "Content-Length: 0" response has nothing to read: its connection
+// goes back at once, as in net/http, not when the caller gets round to
+// closing the body (a proxy may first write the head to a slow client).
+func TestZeroLengthResponseReleasesConnectionAtOnce(t *testing.T) {
+	rs := serveEach(t, func(n, i int) string { return "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" })
+	tr := newTransport(t, func(tr *Transport) { tr.MaxConnsPerHost = 1 })
+	url := "http://" + rs.addr
+	first, err := tr.RoundTrip(mustRequest(t, "GET", url, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Body.Close()
+	if first.Body != http.NoBody || first.ContentLength != 0 {
+		t.Fatalf("Body %T, ContentLength %d", first.Body, first.ContentLength)
+	}
+	// The first body is still open: at MaxConnsPerHost 1 this waits
+	// for ever unless the connection went back already.
+	resp, err := tr.RoundTrip(mustRequest(t, "GET", url, nil).WithContext(ctxTimeout(t, 2e9)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := rs.accepted.Load(); n != 1 {
+		t.Fatalf("server accepted %d connections, want 1", n)
 	}
 }
