@@ -31,7 +31,10 @@ type responseBody struct {
 	n int64
 	// inChunk: chunk data was read, so a CRLF is due when it ends.
 	inChunk bool
-	keep    bool // the connection may be reused after EOF
+	// overhead is the chunk framing read beyond an allowance per chunk
+	// and per data byte (see chunkSize).
+	overhead int64
+	keep     bool // the connection may be reused after EOF
 
 	mu       sync.Mutex
 	reading  bool  // a Read is in progress: Close leaves the release to it
@@ -218,8 +221,23 @@ func (b *responseBody) chunkSize() (int64, error) {
 	case err != nil:
 		return 0, b.ioErr(err)
 	}
-	return parseChunkSize(line)
+	size, err := parseChunkSize(line)
+	if err != nil {
+		return 0, err
+	}
+	// Chunk extensions are ignored, so a server could make the reader
+	// parse megabytes of framing per byte of data. As net/http does,
+	// allow 16 bytes of framing per chunk plus twice its data, and
+	// refuse a body whose framing runs 16 KiB beyond that.
+	b.overhead = max(b.overhead+int64(len(line))+2-16-2*min(size, 1<<40), 0)
+	if b.overhead > maxChunkOverhead {
+		return 0, errors.New("h1client: malformed chunked encoding: too much framing for the data")
+	}
+	return size, nil
 }
+
+// maxChunkOverhead bounds the chunk framing read beyond its allowance.
+const maxChunkOverhead = 16 << 10
 
 // parseChunkSize parses a chunk-size line including its CRLF.
 func parseChunkSize(line []byte) (int64, error) {

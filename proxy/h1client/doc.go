@@ -34,7 +34,11 @@
 //     buffered), nothing unread is left in its buffer, the exchange
 //     was not cancelled, and neither side asked to close (Connection: close,
 //     HTTP/1.0 without keep-alive, a close-delimited body, a request whose
-//     body was refused by a final response to "Expect: 100-continue").
+//     body was refused by a final response to "Expect: 100-continue", a
+//     204 with Content-Length or Transfer-Encoding, a 304 with
+//     Transfer-Encoding). A response without a body (HEAD, 204, 304,
+//     Content-Length: 0) gives its connection back before RoundTrip
+//     returns, with http.NoBody as its Body.
 //   - Cancellation is context.AfterFunc on the request's context: it moves
 //     the connection's deadline into the past, which ends any blocked read
 //     or write at once, for the head and for the body read after RoundTrip
@@ -45,7 +49,8 @@
 //     spaces or control bytes, and hosts that are not valid Host headers
 //     are refused before a connection is taken; responses with both
 //     Content-Length and Transfer-Encoding, differing Content-Lengths, a
-//     transfer coding other than chunked, bad chunk sizes, obsolete line
+//     transfer coding other than chunked, bad chunk sizes, chunk framing
+//     that far outweighs its data (as net/http limits it), obsolete line
 //     folding or a malformed status line are errors, and their connection
 //     is closed.
 //   - The Transport adds no header net/http would add by default (no

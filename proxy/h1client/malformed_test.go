@@ -37,6 +37,7 @@ func TestMalformedResponses(t *testing.T) {
 		{name: "chunk size with sign", resp: ok + "Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", wantErr: "invalid chunk size", inBody: true},
 		{name: "chunk size overflow", resp: ok + "Transfer-Encoding: chunked\r\n\r\n10000000000000000\r\n", wantErr: "chunk size too large", inBody: true},
 		{name: "chunk without CRLF", resp: ok + "Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", wantErr: "not followed by CRLF", inBody: true},
+		{name: "chunk extensions outweigh the data", resp: ok + "Transfer-Encoding: chunked\r\n\r\n" + strings.Repeat("1;"+strings.Repeat("e", 1000)+"\r\nx\r\n", 40) + "0\r\n\r\n", wantErr: "too much framing", inBody: true},
 		{name: "chunk line bare LF", resp: ok + "Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", wantErr: "not ended by CRLF", inBody: true},
 		{name: "chunked cut short", resp: ok + "Transfer-Encoding: chunked\r\n\r\n5\r\nhel", wantIs: io.ErrUnexpectedEOF, inBody: true},
 		{name: "length cut short", resp: ok + "Content-Length: 10\r\n\r\nabc", wantIs: io.ErrUnexpectedEOF, inBody: true},
