@@ -210,7 +210,8 @@ func (s *Server) closeListenersLocked() {
 // connection has finished its requests and closed, or until ctx is done.
 // A connection accepted before Shutdown whose first request has not
 // arrived gets up to 5 s to send it.
-// It returns nil after a complete drain, else ctx's error; the remaining
+// It returns nil after a complete drain (every connection goroutine has
+// ended), else ctx's error; the remaining
 // connections then stay open (call Close to end them). HTTP/1.1
 // connections finish their current request and close. Hijacked
 // connections are neither waited for nor closed.
@@ -259,30 +260,25 @@ func (s *Server) goAway() {
 }
 
 // closeIdle closes the idle HTTP/1.1 connections and reports how many
-// connections are still busy, and how many of those are HTTP/2.
+// connections remain (closed ones count until their goroutine has left,
+// so that Shutdown joins them), and how many of those are HTTP/2.
 func (s *Server) closeIdle() (busy, h2 int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	for c := range s.conns {
+		busy++
+		if c.state.Load() == stateH2 {
+			h2++
+			continue
+		}
 		if !c.used.Load() && now.Sub(c.accepted) < newConnGrace {
 			// Accepted, but its first request has not arrived yet: it
 			// may be on its way (net/http waits 5 s for these too).
-			busy++
 			continue
 		}
 		if c.state.CompareAndSwap(stateIdle, stateClosed) {
 			c.rwc.Close()
-			continue
-		}
-		switch c.state.Load() {
-		case stateClosed:
-			// Closing; its goroutine is on its way out.
-		case stateH2:
-			busy++
-			h2++
-		default:
-			busy++
 		}
 	}
 	return busy, h2
@@ -294,7 +290,8 @@ const newConnGrace = 5 * time.Second
 
 // Close closes the listeners and every connection (hijacked ones
 // excepted) at once, and cancels the context every request derives from,
-// which ends requests on HTTP/2 and hijacked connections too.
+// which ends requests on HTTP/2 and hijacked connections too. Unlike
+// Shutdown it does not wait for the connections' goroutines.
 func (s *Server) Close() error {
 	s.init()
 	s.inShutdown.Store(true)
