@@ -421,7 +421,7 @@ func (w *response) finish() {
 			// The client waits for "100 Continue" before sending the
 			// body; the next bytes may be neither body nor request.
 			b.close()
-			w.closeAfter = true
+			w.closeAfter, w.lingerClose = true, true
 		case !b.drain():
 			w.closeAfter, w.lingerClose = true, true
 		}
