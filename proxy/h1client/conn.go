@@ -29,6 +29,10 @@ type conn struct {
 	// reused is set once the connection has served an exchange.
 	reused bool
 	idleAt time.Time // guarded by the Transport's mu while idle
+	// idleGen counts the connection's idle spells (guarded by the
+	// Transport's mu), so that a sweep tells one it checked from a
+	// later one.
+	idleGen uint64
 
 	// cancelFn is c.cancel, bound once so that registering it with
 	// context.AfterFunc allocates no closure per request.

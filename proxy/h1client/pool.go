@@ -176,6 +176,7 @@ func (hp *hostPool) putIdle(c *conn) {
 		return
 	}
 	c.idleAt = now
+	c.idleGen++
 	hp.idle = append(hp.idle, c)
 	t.armSweepLocked()
 	t.mu.Unlock()
@@ -202,35 +203,61 @@ func (t *Transport) armSweepLocked() {
 // (found by peekAlive), so that they hold no socket (in CLOSE_WAIT) and
 // no MaxConnsPerHost slot while nothing asks for their host. It runs on
 // a timer, in a goroutine of its own only while it runs, and re-arms
-// itself while connections are idle. A connection taken for a request
-// while it is checked is left alone: only connections still idle after
-// the check are removed.
+// itself while connections are idle. The peeks run without the lock, so
+// a connection may be taken for a request meanwhile: only connections
+// still idle, and not reused, after the check are removed (see
+// sweepRemove).
 func (t *Transport) sweep() {
+	cands := t.sweepCandidates()
+	dead := cands[:0]
+	for _, sc := range cands {
+		if sc.expired || !peekAlive(sc.c.raw, sc.c.tlsState != nil) {
+			dead = append(dead, sc)
+		}
+	}
+	t.sweepRemove(dead)
+}
+
+// sweepCandidate is an idle connection a sweep checks, as it was when
+// the sweep saw it.
+type sweepCandidate struct {
+	c       *conn
+	gen     uint64 // c.idleGen then
+	expired bool
+}
+
+// sweepCandidates lists the idle connections to close if expired, or to
+// check with a peek.
+func (t *Transport) sweepCandidates() []sweepCandidate {
 	now := t.now()
-	var check []*conn
-	var expired []*conn
+	var cands []sweepCandidate
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.swept = false
 	for _, hp := range t.hosts {
 		for _, c := range hp.idle {
-			if t.IdleTimeout > 0 && now.Sub(c.idleAt) >= t.IdleTimeout {
-				expired = append(expired, c)
-			} else if c.raw != nil {
-				check = append(check, c)
+			expired := t.IdleTimeout > 0 && now.Sub(c.idleAt) >= t.IdleTimeout
+			if expired || c.raw != nil {
+				cands = append(cands, sweepCandidate{c: c, gen: c.idleGen, expired: expired})
 			}
 		}
 	}
-	t.mu.Unlock()
-	dead := expired
-	for _, c := range check {
-		if !peekAlive(c.raw, c.tlsState != nil) {
-			dead = append(dead, c)
-		}
-	}
+	return cands
+}
+
+// sweepRemove closes the connections found dead that are still idle
+// from the same spell: one taken for a request and given back meanwhile
+// was judged on a socket that has since carried an exchange (a peek
+// during it sees the response's bytes), so it stays. It re-arms the
+// sweeper while connections are idle.
+func (t *Transport) sweepRemove(dead []sweepCandidate) {
 	var gone []*conn
 	t.mu.Lock()
-	for _, c := range dead {
-		hp := c.hp
+	for _, sc := range dead {
+		c, hp := sc.c, sc.c.hp
+		if c.idleGen != sc.gen {
+			continue
+		}
 		if i := slices.Index(hp.idle, c); i >= 0 {
 			hp.idle = slices.Delete(hp.idle, i, i+1)
 			gone = append(gone, c)

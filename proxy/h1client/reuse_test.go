@@ -226,3 +226,23 @@ func TestZeroLengthResponseReleasesConnectionAtOnce(t *testing.T) {
 		t.Fatalf("server accepted %d connections, want 1", n)
 	}
 }
+
+// A sweep peeks at idle connections without the lock. One taken for a
+// request meanwhile, and given back before the sweep removes what it
+// found dead, was judged on an exchange's bytes: it stays idle.
+func TestSweepSparesConnectionReusedDuringCheck(t *testing.T) {
+	rs := serveEach(t, func(n, i int) string { return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" })
+	tr := newTransport(t, func(tr *Transport) { tr.noSweep = true })
+	url := "http://" + rs.addr
+	get(t, tr, url)
+	cands := tr.sweepCandidates()
+	if len(cands) != 1 {
+		t.Fatalf("%d candidates, want 1", len(cands))
+	}
+	get(t, tr, url) // reuses the connection and gives it back
+	tr.sweepRemove(cands)
+	get(t, tr, url)
+	if n := rs.accepted.Load(); n != 1 {
+		t.Fatalf("server accepted %d connections, want 1 (the reused one kept)", n)
+	}
+}
