@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -244,5 +245,39 @@ func TestSweepSparesConnectionReusedDuringCheck(t *testing.T) {
 	get(t, tr, url)
 	if n := rs.accepted.Load(); n != 1 {
 		t.Fatalf("server accepted %d connections, want 1 (the reused one kept)", n)
+	}
+}
+
+// A POST the server read on a reused connection and then closed without
+// answering may have been processed: it is not sent again.
+func TestPostReadThenDroppedIsNotResent(t *testing.T) {
+	var posts atomic.Int32
+	rs := startRaw(t, func(c net.Conn, br *bufio.Reader, n int) {
+		for i := 0; ; i++ {
+			req, _, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Method == "POST" {
+				posts.Add(1)
+				return // read, maybe acted on, never answered
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr := newTransport(t, func(tr *Transport) { tr.noSweep = true })
+	url := "http://" + rs.addr
+	get(t, tr, url)
+	for _, body := range []io.Reader{nil, strings.NewReader("payload")} {
+		posts.Store(0)
+		get(t, tr, url) // an idle connection to reuse
+		resp, err := tr.RoundTrip(mustRequest(t, "POST", url, body).WithContext(ctxTimeout(t, 5e9)))
+		if err == nil {
+			resp.Body.Close()
+			t.Fatal("POST succeeded")
+		}
+		if n := posts.Load(); n != 1 {
+			t.Fatalf("server read %d POSTs, want 1", n)
+		}
 	}
 }
