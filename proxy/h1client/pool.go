@@ -29,6 +29,10 @@ type hostPool struct {
 	// waiters queue, first come first served, requests waiting for a
 	// connection under MaxConnsPerHost.
 	waiters []*waiter
+	// removed is set when the pool left the Transport's hosts, its last
+	// connection closed; a request that looked it up before then
+	// attaches it again, or uses its successor (see attachLocked).
+	removed bool
 }
 
 // waiter is a request queued at MaxConnsPerHost. It receives exactly one
@@ -89,6 +93,9 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool) (c *conn, wasIdle
 		now := t.now()
 		var expired []*conn
 		t.mu.Lock()
+		if hp.removed {
+			hp = t.attachLocked(hp)
+		}
 		if n := len(hp.idle); n > 0 {
 			c = hp.idle[n-1]
 			hp.idle[n-1] = nil
@@ -155,6 +162,21 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool) (c *conn, wasIdle
 		c, err = t.dial(ctx, hp)
 		return c, false, 0, err
 	}
+}
+
+// attachLocked returns the pool that now stands for removed hp's host:
+// the one created since, or hp itself, put back. Either way every
+// connection to the host is counted in one place.
+func (t *Transport) attachLocked(hp *hostPool) *hostPool {
+	if cur := t.hosts[hp.key]; cur != nil {
+		return cur
+	}
+	if t.hosts == nil {
+		t.hosts = make(map[hostKey]*hostPool)
+	}
+	hp.removed = false
+	t.hosts[hp.key] = hp
+	return hp
 }
 
 // putIdle hands c to the first waiter or keeps it idle; c is closed when
@@ -288,5 +310,10 @@ func (hp *hostPool) releaseSlot() {
 		return
 	}
 	hp.open--
+	if hp.open == 0 && t.hosts[hp.key] == hp {
+		// No connection, so no idle one and no waiter: forget the host.
+		delete(t.hosts, hp.key)
+		hp.removed = true
+	}
 	t.mu.Unlock()
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -280,4 +281,47 @@ func TestPostReadThenDroppedIsNotResent(t *testing.T) {
 			t.Fatalf("server read %d POSTs, want 1", n)
 		}
 	}
+}
+
+func hostCount(tr *Transport) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return len(tr.hosts)
+}
+
+// Upstream endpoints come and go: a host whose last connection closed
+// leaves nothing behind in the Transport, and is set up again when
+// asked for.
+func TestHostForgottenWhenItsLastConnectionCloses(t *testing.T) {
+	rs := serveEach(t, func(n, i int) string { return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" })
+	tr := newTransport(t, func(tr *Transport) { tr.MaxConnsPerHost = 1 })
+	url := "http://" + rs.addr
+	get(t, tr, url)
+	if n := hostCount(tr); n != 1 {
+		t.Fatalf("%d hosts with an idle connection, want 1", n)
+	}
+	tr.CloseIdleConnections()
+	if n := hostCount(tr); n != 0 {
+		t.Fatalf("%d hosts after the last connection closed, want 0", n)
+	}
+	// A request that looked its host up before it was forgotten still
+	// counts against MaxConnsPerHost with everyone else.
+	stale, err := tr.host(mustRequest(t, "GET", url, nil).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get(t, tr, url)
+	tr.CloseIdleConnections()
+	held, err := tr.RoundTrip(mustRequest(t, "GET", url, nil)) // takes the one slot
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, _, err := tr.getConn(ctxTimeout(t, 100*time.Millisecond), stale)
+	if err == nil {
+		c.discard()
+		t.Fatal("a second connection opened past MaxConnsPerHost 1")
+	}
+	io.ReadAll(held.Body)
+	held.Body.Close()
+	get(t, tr, url)
 }

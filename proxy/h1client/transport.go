@@ -63,7 +63,10 @@ type Transport struct {
 	Now func() time.Time
 
 	mu    sync.Mutex
-	hosts map[hostKey]*hostPool // guarded by mu; a host's entry is never removed
+	// hosts holds each host's pool while it has a connection open (or
+	// a request at it): a host whose last connection closed is removed,
+	// so that endpoints that come and go leave nothing behind.
+	hosts map[hostKey]*hostPool // guarded by mu
 	// sweeper, armed while connections are idle, closes idle
 	// connections the server closed or that expired (see sweep).
 	sweeper *time.Timer // guarded by mu
