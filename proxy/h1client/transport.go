@@ -62,7 +62,7 @@ type Transport struct {
 	// Now is the clock idle expiry is measured with. nil means time.Now.
 	Now func() time.Time
 
-	mu    sync.Mutex
+	mu sync.Mutex
 	// hosts holds each host's pool while it has a connection open (or
 	// a request at it): a host whose last connection closed is removed,
 	// so that endpoints that come and go leave nothing behind.
