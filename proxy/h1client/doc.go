@@ -17,14 +17,16 @@
 // Content-Length, chunked encoding (trailers land in Response.Trailer at
 // EOF; fields RFC 9110 §6.5.1 keeps out of trailers — framing, routing,
 // authentication, content metadata, as httpguts.ValidTrailerHeader lists
-// them — are dropped) or the connection's close. 1xx responses are reported through
-// httptrace (Got1xxResponse, Got100Continue; of the other
-// hooks, GetConn, GotConn — once per round trip — Wait100Continue and
-// WroteRequest are called, the rest are not); a 101 response's Body is the
-// connection itself, an io.ReadWriteCloser; a 101 to a request without
-// an Upgrade header is an error (RFC 9110 §15.2.2) and closes the
-// connection. https URLs get TLS over the
-// dialled connection with ALPN "http/1.1".
+// them — are dropped) or the connection's close. 1xx responses are
+// reported through httptrace (Got1xxResponse, Got100Continue; of the
+// other hooks, GetConn, GotConn — once per round trip — Wait100Continue
+// and WroteRequest are called, the rest are not); a 101 response's Body
+// is the connection itself, an io.ReadWriteCloser; a 101 to a request
+// without an Upgrade header is an error (RFC 9110 §15.2.2) and closes
+// the connection. https URLs get TLS over the dialled connection with
+// ALPN "http/1.1". A request body longer than its ContentLength is an
+// error, as in net/http. A host's pool is dropped when its last
+// connection closes.
 //
 // # Invariants
 //
