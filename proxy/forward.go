@@ -572,18 +572,29 @@ func (f *forwarding) failKind(err error, actx context.Context) failKind {
 		return failConnect
 	}
 	var se http2.StreamError
-	if errors.As(err, &se) {
-		switch {
-		case se.Code == http2.ErrCodeRefusedStream:
-			return failRefused
-		case se.Code == http2.ErrCodeCancel && f.grpc && f.deadlineSent:
-			// A gRPC server whose propagated deadline (grpc-timeout) ran
-			// out may cancel the stream a moment before our own timer
-			// fires: that is the deadline, not a reset.
-			return failTimeout
-		}
+	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream {
+		return failRefused
+	}
+	if f.upstreamDeadline(err) {
+		return failTimeout
 	}
 	return failReset
+}
+
+// deadlineSkew is how close to the call's deadline an upstream's
+// cancellation counts as that deadline (see upstreamDeadline).
+const deadlineSkew = 100 * time.Millisecond
+
+// upstreamDeadline reports whether err is a gRPC upstream ending the call
+// at the deadline the proxy propagated: a server whose grpc-timeout ran out
+// cancels the stream (RST_STREAM CANCEL), a moment before the proxy's own
+// timer fires (the timeout it got was measured from a later instant).
+// A cancellation within deadlineSkew of the deadline is the deadline, not
+// a reset.
+func (f *forwarding) upstreamDeadline(err error) bool {
+	var se http2.StreamError
+	return f.grpc && f.deadlineSent && errors.As(err, &se) && se.Code == http2.ErrCodeCancel &&
+		!f.dl.IsZero() && f.dl.Sub(f.p.now()) <= deadlineSkew
 }
 
 func failureReply(k failKind) localReply {
@@ -712,7 +723,7 @@ func (f *forwarding) respond(resp *http.Response) error {
 	flush := f.grpc || resp.ContentLength == -1 ||
 		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	if err := copyBody(w, resp.Body, flush); err != nil {
-		if f.grpc && f.r.Context().Err() == nil && errors.Is(f.ctx.Err(), context.DeadlineExceeded) {
+		if f.grpc && f.r.Context().Err() == nil && (errors.Is(f.ctx.Err(), context.DeadlineExceeded) || f.upstreamDeadline(err)) {
 			// The call's deadline passed mid-stream: end it the way a gRPC
 			// server would, with DEADLINE_EXCEEDED in the trailers.
 			h[http.TrailerPrefix+"Grpc-Status"] = []string{"4"}
