@@ -53,8 +53,12 @@
 //   - Metric children are resolved at Apply time; the per-request path does
 //     no label lookups.
 //
-// Goroutines: Serve runs an http.Server per listener until Shutdown; the
-// first Handler call starts the outlier evaluator, which Shutdown stops and
-// joins. Shutdown also waits for requests on hijacked h2c connections,
-// which http.Server.Shutdown does not track.
+// Wire protocols: HTTP/1.1 is spoken by the hand-written proxy/h1server
+// (downstream) and proxy/h1client (upstream), each running a request on
+// one goroutine; HTTP/2 and gRPC by golang.org/x/net/http2 on both sides.
+//
+// Goroutines: Serve runs an h1server.Server per listener until Shutdown;
+// the first Handler call starts the outlier evaluator, which Shutdown
+// stops and joins. Shutdown also waits, by the proxy's own count, for
+// requests on hijacked connections, which the server does not track.
 package proxy
