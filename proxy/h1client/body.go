@@ -62,6 +62,11 @@ func (b *responseBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	b.reading = false
 	closed := b.closed
+	if closed && err != nil && err != io.EOF {
+		// Close ended this Read (by moving the deadline): say so,
+		// rather than report a timeout that did not happen.
+		err = errBodyClosed
+	}
 	release := (err != nil || closed) && !b.released
 	if release {
 		b.released = true

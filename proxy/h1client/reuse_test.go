@@ -3,9 +3,11 @@ package h1client
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -324,4 +326,42 @@ func TestHostForgottenWhenItsLastConnectionCloses(t *testing.T) {
 	io.ReadAll(held.Body)
 	held.Body.Close()
 	get(t, tr, url)
+}
+
+// A Read that Close ends from another goroutine says the body was
+// closed, not that the connection timed out (the deadline Close moves
+// is how, not why): a caller must not count it as a slow upstream.
+func TestCloseDuringReadIsNotATimeout(t *testing.T) {
+	rs := startRaw(t, func(c net.Conn, br *bufio.Reader, n int) {
+		if _, _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+		io.Copy(io.Discard, br) // until the client closes
+	})
+	tr := newTransport(t)
+	resp, err := tr.RoundTrip(mustRequest(t, "GET", "http://"+rs.addr, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := resp.Body.Read(make([]byte, 10))
+		done <- err
+	}()
+	eventually(t, "the Read to block", func() bool {
+		b := resp.Body.(*responseBody)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.reading
+	})
+	resp.Body.Close()
+	err = <-done
+	var ne net.Error
+	if !errors.Is(err, errBodyClosed) || errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("Read ended by Close returned %v, want %v", err, errBodyClosed)
+	}
 }
