@@ -184,6 +184,7 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 	weights := make([]uint32, 0, len(cc.Endpoints))
 	for i, e := range cc.Endpoints {
 		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, idx: i})
+		p.m.noteEndpoint(name, e.Address)
 		weights = append(weights, e.Weight)
 	}
 	c.slots = weightSlots(weights)

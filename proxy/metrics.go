@@ -17,7 +17,79 @@ type metrics struct {
 	fallbacks   *prometheus.CounterVec   // listener, route, reason
 	generation  prometheus.Gauge
 	localByCode [numReasons]prometheus.Counter
+
+	// next collects the label sets a compile in progress uses; live holds
+	// those of the applied snapshot. Both are guarded by Proxy.applyMu.
+	next, live series
 }
+
+// series are the label sets of per-route, per-cluster and per-endpoint
+// series one snapshot uses. An Apply deletes the series of the routes,
+// clusters and endpoints it removed, so that a long-lived sidecar whose
+// configuration churns (xDS) exports only what it serves.
+type series struct {
+	routes    map[[3]string]struct{} // listener, route, cluster
+	clusters  map[string]struct{}
+	endpoints map[[2]string]struct{} // cluster, address
+}
+
+func (s *series) add(route *[3]string, cluster string, endpoint *[2]string) {
+	if s.routes == nil {
+		*s = series{routes: map[[3]string]struct{}{}, clusters: map[string]struct{}{}, endpoints: map[[2]string]struct{}{}}
+	}
+	switch {
+	case route != nil:
+		s.routes[*route] = struct{}{}
+	case endpoint != nil:
+		s.endpoints[*endpoint] = struct{}{}
+	default:
+		s.clusters[cluster] = struct{}{}
+	}
+}
+
+// noteEndpoint records that the compile in progress has endpoint addr in
+// cluster (its upstream_connections series is created at dial time).
+func (m *metrics) noteEndpoint(cluster, addr string) {
+	m.next.add(nil, "", &[2]string{cluster, addr})
+}
+
+// commit makes the compiled label sets the live ones and deletes every
+// series the previous snapshot had and the new one does not. A request
+// still in flight on the old snapshot records into the detached child,
+// which is no longer exported.
+func (m *metrics) commit() {
+	old := m.live
+	m.live, m.next = m.next, series{}
+	liveRoutes := make(map[[2]string]struct{}, len(m.live.routes))
+	for k := range m.live.routes {
+		liveRoutes[[2]string{k[0], k[1]}] = struct{}{}
+	}
+	for k := range old.routes {
+		if _, ok := m.live.routes[k]; ok {
+			continue
+		}
+		l := prometheus.Labels{"listener": k[0], "route": k[1], "cluster": k[2]}
+		m.requests.DeletePartialMatch(l)
+		m.duration.Delete(l)
+		if _, ok := liveRoutes[[2]string{k[0], k[1]}]; !ok {
+			m.fallbacks.DeletePartialMatch(prometheus.Labels{"listener": k[0], "route": k[1]})
+		}
+	}
+	for c := range old.clusters {
+		if _, ok := m.live.clusters[c]; !ok {
+			m.active.DeleteLabelValues(c)
+			m.retries.DeleteLabelValues(c)
+		}
+	}
+	for e := range old.endpoints {
+		if _, ok := m.live.endpoints[e]; !ok {
+			m.conns.DeleteLabelValues(e[0], e[1])
+		}
+	}
+}
+
+// discard forgets the label sets of a compile that failed.
+func (m *metrics) discard() { m.next = series{} }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -72,6 +144,7 @@ type routeStats struct {
 }
 
 func (m *metrics) routeStats(listener, route, cluster string) *routeStats {
+	m.next.add(&[3]string{listener, route, cluster}, "", nil)
 	s := &routeStats{duration: m.duration.WithLabelValues(listener, route, cluster)}
 	classes := [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 	for i, c := range classes {
@@ -95,6 +168,7 @@ type clusterMetrics struct {
 }
 
 func (m *metrics) clusterMetrics(name string) clusterMetrics {
+	m.next.add(nil, name, nil)
 	return clusterMetrics{
 		active:  m.active.WithLabelValues(name),
 		retries: m.retries.WithLabelValues(name),

@@ -121,3 +121,86 @@ func TestUpstreamTLS(t *testing.T) {
 		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"))
 	}
 }
+
+// seriesWith counts the series of the proxy's metrics that carry label
+// name=value.
+func seriesWith(t *testing.T, h *harness, name, value string) int {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "outrigger_proxy_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == name && l.GetValue() == value {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
+func TestApplyDeletesSeriesOfRemovedRoutesClustersAndEndpoints(t *testing.T) {
+	ok := func(w http.ResponseWriter, r *http.Request) {}
+	a, b := upstream(t, false, ok), upstream(t, false, ok)
+	cfg := func(withB bool) *config.Config {
+		c := &config.Config{
+			Clusters: map[string]config.Cluster{"keep": {Endpoints: eps(addr(a))}},
+			Routes: []config.Route{
+				{Name: "kept", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/a"}}, Cluster: "keep"},
+			},
+		}
+		if withB {
+			c.Clusters["gone"] = config.Cluster{Endpoints: eps(addr(b))}
+			c.Routes = append(c.Routes, config.Route{Name: "removed",
+				Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/b"}}, Cluster: "gone"})
+		}
+		return c
+	}
+	h := startProxy(t, cfg(true))
+	for _, p := range []string{"/a", "/b"} {
+		readAll(t, mustGet(t, h.h1, h.url(p)))
+	}
+	m := h.p.m
+	for _, c := range []struct{ label, value string }{{"route", "removed"}, {"cluster", "gone"}, {"endpoint", addr(b)}} {
+		if seriesWith(t, h, c.label, c.value) == 0 {
+			t.Fatalf("no series with %s=%q before the reload", c.label, c.value)
+		}
+	}
+
+	// A failed Apply changes nothing.
+	bad := cfg(false)
+	bad.Routes[0].Cluster = "nonexistent"
+	if err := h.p.Apply(bad); err == nil {
+		t.Fatal("Apply accepted a route to a missing cluster")
+	}
+	if seriesWith(t, h, "route", "removed") == 0 {
+		t.Fatal("a failed Apply deleted series")
+	}
+
+	if err := h.p.Apply(cfg(false)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ label, value string }{{"route", "removed"}, {"cluster", "gone"}, {"endpoint", addr(b)}} {
+		if n := seriesWith(t, h, c.label, c.value); n != 0 {
+			t.Errorf("%d series with %s=%q after the reload removed it", n, c.label, c.value)
+		}
+	}
+	// What stays keeps its counts.
+	if v := testutil.ToFloat64(m.requests.WithLabelValues("outbound", "kept", "keep", "2xx")); v != 1 {
+		t.Errorf("kept route's 2xx = %v, want 1", v)
+	}
+	readAll(t, mustGet(t, h.h1, h.url("/a")))
+	if v := testutil.ToFloat64(m.requests.WithLabelValues("outbound", "kept", "keep", "2xx")); v != 2 {
+		t.Errorf("kept route's 2xx = %v after another request, want 2", v)
+	}
+	if seriesWith(t, h, "endpoint", addr(a)) == 0 {
+		t.Error("the kept endpoint's connection series was deleted")
+	}
+}

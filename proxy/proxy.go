@@ -124,6 +124,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 
 	s, used, res, err := p.compile(cfg)
 	if err != nil {
+		p.m.discard()
 		return err
 	}
 	for _, c := range s.clusters {
@@ -136,6 +137,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	p.snap.Store(s)
 	p.gen.Store(s.gen)
 	p.m.generation.Set(float64(s.gen))
+	p.m.commit()
 
 	var retired []string
 	for k, pl := range old {
