@@ -42,13 +42,16 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, tra
 		if trace != nil && trace.Wait100Continue != nil {
 			trace.Wait100Continue()
 		}
-		var send bool
-		send, mode, err = c.awaitContinue(resp, trace, t.ExpectContinueTimeout, o.method)
+		var send, silent bool
+		send, mode, silent, err = c.awaitContinue(resp, trace, t.ExpectContinueTimeout, o.method)
 		switch {
 		case err != nil:
-			// A malformed or missing interim response.
+			// A malformed or missing interim response. One that never
+			// began, on a reused connection, is a stale connection's
+			// failure, as on the plain read path below.
 			c.fail()
-			return nil, false, c.wrapErr(ctx, "reading response", err)
+			stale = silent && ctx.Err() == nil && c.reused && o.idempotent
+			return nil, stale, c.wrapErr(ctx, "reading response", err)
 		case send:
 			err = c.writeBody(o, req)
 		default:
@@ -187,8 +190,9 @@ func (c *conn) readHead(resp *http.Response, trace *httptrace.ClientTrace, metho
 // without one (other 1xx responses are reported and do not stop the
 // clock, as in net/http: a server may send 103 Early Hints and then wait
 // for the body); false when a final response (now in resp, framed by
-// mode) came instead.
-func (c *conn) awaitContinue(resp *http.Response, trace *httptrace.ClientTrace, d time.Duration, method string) (send bool, mode int, err error) {
+// mode) came instead. silent, with an error, means the connection failed
+// before any byte of a response.
+func (c *conn) awaitContinue(resp *http.Response, trace *httptrace.ClientTrace, d time.Duration, method string) (send bool, mode int, silent bool, err error) {
 	end := time.Now().Add(d)
 	for n := 0; ; n++ {
 		// Only the wait for a response's first byte is under the
@@ -198,20 +202,20 @@ func (c *conn) awaitContinue(resp *http.Response, trace *httptrace.ClientTrace, 
 		c.setReadDeadline(time.Time{})
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && !c.cancelled.Load() {
-				return true, 0, nil
+				return true, 0, false, nil
 			}
-			return false, 0, noResponse(err)
+			return false, 0, n == 0, noResponse(err)
 		}
 		if mode, err = c.readHead(resp, trace, method, true); err != nil {
-			return false, 0, err
+			return false, 0, false, err
 		}
 		switch code := resp.StatusCode; {
 		case code == http.StatusContinue:
-			return true, mode, nil
+			return true, mode, false, nil
 		case code/100 != 1 || code == http.StatusSwitchingProtocols:
-			return false, mode, nil
+			return false, mode, false, nil
 		case n >= max1xx:
-			return false, 0, errors.New("h1client: too many 1xx informational responses")
+			return false, 0, false, errors.New("h1client: too many 1xx informational responses")
 		}
 	}
 }

@@ -191,3 +191,35 @@ func TestExpectContinueTimeoutAfterEarlyHints(t *testing.T) {
 		t.Fatalf("server got %q", b)
 	}
 }
+
+// An idempotent request with "Expect: 100-continue" that meets a stale
+// keep-alive connection is sent again on a new one, as one without it
+// is: the server closed the connection before any byte of an answer.
+func TestExpectContinueOnStaleConnectionRetried(t *testing.T) {
+	rs := closeAfterOne(t)
+	tr := newTransport(t, func(tr *Transport) {
+		tr.noSweep = true // the stale connection must stay
+		tr.ExpectContinueTimeout = 100 * time.Millisecond // the server never says 100 Continue
+	})
+	url := "http://" + rs.addr
+	for i := range 3 {
+		get(t, tr, url) // leaves an idle connection the server closes
+		eventually(t, "the server to close the idle connection", func() bool {
+			tr.mu.Lock()
+			defer tr.mu.Unlock()
+			for _, hp := range tr.hosts {
+				return len(hp.idle) == 1 && !peekAlive(hp.idle[0].raw, false)
+			}
+			return false
+		})
+		req := mustRequest(t, "PUT", url, strings.NewReader("payload"))
+		req.Header.Set("Idempotency-Key", "k")
+		req.Header.Set("Expect", "100-continue")
+		resp, err := tr.RoundTrip(req.WithContext(ctxTimeout(t, 5*time.Second)))
+		if err != nil {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+}
