@@ -198,7 +198,7 @@ func TestExpectContinueTimeoutAfterEarlyHints(t *testing.T) {
 func TestExpectContinueOnStaleConnectionRetried(t *testing.T) {
 	rs := closeAfterOne(t)
 	tr := newTransport(t, func(tr *Transport) {
-		tr.noSweep = true // the stale connection must stay
+		tr.noSweep = true                                 // the stale connection must stay
 		tr.ExpectContinueTimeout = 100 * time.Millisecond // the server never says 100 Continue
 	})
 	url := "http://" + rs.addr
