@@ -322,6 +322,13 @@ func (c *conn) serveRequest(w *response) (keep bool) {
 				// cut-off response, never a truncated success.
 				c.rwc.Close()
 			}
+			if w.body != nil {
+				// A reader the handler left behind must not reach the
+				// connection's buffer, which goes back to a pool. (After
+				// the close: such a reader blocked on the connection holds
+				// the body's lock.)
+				w.body.close()
+			}
 		}
 	}()
 	c.s.Handler.ServeHTTP(w, w.req)

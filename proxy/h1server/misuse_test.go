@@ -1,0 +1,126 @@
+package h1server
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// waitNoConns polls until s tracks no connection: its goroutine has
+// given its buffers back.
+func waitNoConns(t testing.TB, s *Server) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("connection still tracked")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestBodyLeftBehindByPanickingHandlerFailsReads: a reader the handler
+// left behind (an upstream transport) must not read the connection's
+// buffer after a panic ended the connection; that buffer goes back to a
+// pool and may be serving another client.
+func TestBodyLeftBehindByPanickingHandlerFailsReads(t *testing.T) {
+	release, result := make(chan struct{}), make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		go func() {
+			<-release
+			_, err := r.Body.Read(make([]byte, 64))
+			result <- err
+		}()
+		panic(http.ErrAbortHandler)
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde")
+	if !c.closed(5 * time.Second) {
+		t.Fatal("connection open after a panic")
+	}
+	waitNoConns(t, ts.Server)
+	close(release)
+	if err := within(t, 5*time.Second, "leftover read", result); !errors.Is(err, http.ErrBodyReadAfterClose) {
+		t.Fatalf("read after the connection ended: %v, want http.ErrBodyReadAfterClose", err)
+	}
+}
+
+// TestWriteAfterHandlerReturnedFails: a write from a goroutine the
+// handler left behind must not land in the next response on the
+// connection.
+func TestWriteAfterHandlerReturnedFails(t *testing.T) {
+	leftover := make(chan http.ResponseWriter, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/first" {
+			leftover <- w
+		}
+		io.WriteString(w, "ok "+r.URL.Path)
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := c.response(t, "GET"); body != "ok /first" {
+		t.Fatalf("%q", body)
+	}
+	w := <-leftover
+	w.Header().Set("X-Late", "1")
+	if _, err := io.WriteString(w, "INJECTED"); err == nil {
+		t.Error("Write after the handler returned succeeded")
+	}
+	w.WriteHeader(500)
+	if err := http.NewResponseController(w).Flush(); err == nil {
+		t.Error("Flush after the handler returned succeeded")
+	}
+	c.send(t, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := c.response(t, "GET")
+	if resp.StatusCode != 200 || body != "ok /second" || resp.Header.Get("X-Late") != "" {
+		t.Fatalf("second response %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+}
+
+// TestNonCanonicalFramingKeysFromHandlerNotSent: the server frames the
+// body itself; a handler's "content-length" or "transfer-encoding" under a
+// non-canonical key would give the client two framings.
+func TestNonCanonicalFramingKeysFromHandlerNotSent(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["content-length"] = []string{"1"}
+		w.Header()["transfer-encoding"] = []string{"chunked"}
+		w.Header()["TRANSFER-ENCODING"] = []string{"identity"}
+		io.WriteString(w, "hello")
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	for i := 0; i < 2; i++ {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var head strings.Builder
+		for {
+			line, err := c.br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("read head: %v (so far %q)", err, head.String())
+			}
+			head.WriteString(line)
+			if line == "\r\n" {
+				break
+			}
+		}
+		h := strings.ToLower(head.String())
+		if strings.Count(h, "content-length:")+strings.Count(h, "transfer-encoding:") != 1 {
+			t.Fatalf("response %d framed twice:\n%s", i, head.String())
+		}
+		if !strings.Contains(h, "content-length: 5\r\n") {
+			t.Fatalf("response %d:\n%s", i, head.String())
+		}
+		b := make([]byte, 5)
+		if _, err := io.ReadFull(c.br, b); err != nil || string(b) != "hello" {
+			t.Fatalf("body %q %v", b, err)
+		}
+	}
+}
