@@ -310,6 +310,7 @@ func (c *conn) serveRequest(w *response) (keep bool) {
 	defer func() {
 		w.cancel()
 		if p := recover(); p != nil {
+			w.handlerDone.Store(true)
 			c.abortWatch()
 			keep = false
 			if p != http.ErrAbortHandler {

@@ -3,6 +3,7 @@ package h1server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -42,8 +43,13 @@ type response struct {
 	trailerKeys []string // announced by the "Trailer" header
 	closeAfter  bool     // close the connection after this response
 	lingerClose bool     // close it gently: request bytes may be unread
-	handlerDone bool
 	hijacked    bool
+
+	// handlerDone: the handler returned (or panicked). From then on the
+	// connection's writer belongs to the next request, so what a
+	// goroutine left behind writes must go nowhere. Atomic, so that such a
+	// goroutine sees it.
+	handlerDone atomic.Bool
 
 	// canContinue: the client expects "100 Continue" before sending the
 	// body, and it has not been sent nor made moot by the final header;
@@ -66,6 +72,10 @@ func (w *response) Header() http.Header {
 // the same). A final status is recorded, with a snapshot of the header
 // map; later calls are ignored.
 func (w *response) WriteHeader(code int) {
+	if w.handlerDone.Load() {
+		w.c.s.logf("h1server: WriteHeader after the handler returned", nil)
+		return
+	}
 	if w.hijacked {
 		w.c.s.logf("h1server: WriteHeader on a hijacked connection", nil)
 		return
@@ -106,7 +116,7 @@ func (w *response) writeInformational(code int) {
 	_, _ = bw.Write(appendStatus(c.scratch[:0], code))
 	_, _ = bw.WriteString("\r\n")
 	for k, vv := range w.header {
-		if k == "Content-Length" || k == "Transfer-Encoding" || !httpguts.ValidHeaderFieldName(k) {
+		if k == "Content-Length" || k == "Transfer-Encoding" || framingKey(k) || !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
 		for _, v := range vv {
@@ -173,7 +183,7 @@ func (w *response) snapshot() {
 			w.hasTrailers = true
 			continue
 		}
-		if !httpguts.ValidHeaderFieldName(k) {
+		if !httpguts.ValidHeaderFieldName(k) || framingKey(k) {
 			continue
 		}
 		for _, v := range vv {
@@ -182,6 +192,42 @@ func (w *response) snapshot() {
 	}
 	c.hdrBuf = buf
 	w.snapLen = len(w.header)
+}
+
+// framingKey reports whether k is "Content-Length" or
+// "Transfer-Encoding" under a non-canonical spelling. The server frames
+// the body itself from the canonical keys; sent as set, such a key would
+// give the client a second, conflicting framing.
+func framingKey(k string) bool {
+	switch len(k) {
+	case len("Content-Length"):
+		return k != "Content-Length" && asciiEqualFold(k, "Content-Length")
+	case len("Transfer-Encoding"):
+		return k != "Transfer-Encoding" && asciiEqualFold(k, "Transfer-Encoding")
+	}
+	return false
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII only: protocol elements
+// are case-insensitive in ASCII, and Unicode folding would let "\u212a"
+// (the Kelvin sign) stand for "k".
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 func bodyAllowed(status int) bool {
@@ -288,6 +334,9 @@ func (w *response) writeBody(p []byte) (int, error) {
 }
 
 func (w *response) Write(p []byte) (int, error) {
+	if w.handlerDone.Load() {
+		return 0, errHandlerDone
+	}
 	if w.hijacked {
 		return 0, http.ErrHijacked
 	}
@@ -323,7 +372,7 @@ func (w *response) Write(p []byte) (int, error) {
 
 // WriteString lets io.WriteString skip a conversion.
 func (w *response) WriteString(s string) (int, error) {
-	if !w.committed && !w.hijacked && w.status != 0 && len(w.c.body)+len(s) <= cap(w.c.body) &&
+	if !w.handlerDone.Load() && !w.committed && !w.hijacked && w.status != 0 && len(w.c.body)+len(s) <= cap(w.c.body) &&
 		bodyAllowed(w.status) && w.declaredCL < 0 && w.req.Method != http.MethodHead {
 		w.c.body = append(w.c.body, s...)
 		w.written += int64(len(s))
@@ -338,6 +387,9 @@ func (w *response) Flush() { _ = w.FlushError() }
 // FlushError is Flush reporting the write error, for
 // http.ResponseController.
 func (w *response) FlushError() error {
+	if w.handlerDone.Load() {
+		return errHandlerDone
+	}
 	if w.hijacked {
 		return http.ErrHijacked
 	}
@@ -358,8 +410,8 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.hijacked {
 		return nil, nil, http.ErrHijacked
 	}
-	if w.handlerDone {
-		return nil, nil, http.ErrHijacked
+	if w.handlerDone.Load() {
+		return nil, nil, errHandlerDone
 	}
 	c := w.c
 	c.abortWatch()
@@ -387,6 +439,9 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // SetReadDeadline sets the connection's read deadline, for
 // http.ResponseController.
 func (w *response) SetReadDeadline(t time.Time) error {
+	if w.handlerDone.Load() {
+		return errHandlerDone
+	}
 	if w.hijacked {
 		return http.ErrHijacked
 	}
@@ -397,6 +452,9 @@ func (w *response) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline sets the connection's write deadline, for
 // http.ResponseController.
 func (w *response) SetWriteDeadline(t time.Time) error {
+	if w.handlerDone.Load() {
+		return errHandlerDone
+	}
 	if w.hijacked {
 		return http.ErrHijacked
 	}
@@ -410,11 +468,11 @@ func (w *response) EnableFullDuplex() error { return nil }
 
 // finish completes the response after the handler returned.
 func (w *response) finish() {
-	w.handlerDone = true
 	c := w.c
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.handlerDone.Store(true)
 	if b := w.body; b != nil {
 		switch {
 		case w.expectedFirst && !w.sentContinue.Load() && !b.ended():
@@ -529,6 +587,10 @@ func dateField(now time.Time) []byte {
 	dateCache.Store(&dateLine{sec: sec, line: line})
 	return line
 }
+
+// errHandlerDone is returned by the ResponseWriter's methods once the
+// handler has returned.
+var errHandlerDone = errors.New("h1server: ResponseWriter used after the handler returned")
 
 var (
 	_ http.ResponseWriter = (*response)(nil)
