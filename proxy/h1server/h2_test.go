@@ -121,6 +121,23 @@ func TestH2CUpgradeServesRequestAsStream1(t *testing.T) {
 	}
 }
 
+// TestH2CUpgradeChunkedBodyWithTrailer: an upgrade request's chunked
+// body may end in a trailer the request did not announce; it reaches the
+// handler, as any request's does.
+func TestH2CUpgradeChunkedBodyWithTrailer(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%q t=%q", b, r.Trailer.Get("X-T"))
+	}))
+	code, status, body, _, _ := h2cUpgrade(t, ts.addr, "POST /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n")
+	if code != 101 || status != "200" || body != `"abc" t="1"` {
+		t.Fatalf("%d %s %q", code, status, body)
+	}
+	if logs := ts.logs.String(); logs != "" {
+		t.Fatalf("logged: %s", logs)
+	}
+}
+
 func TestWithoutH2UpgradeIsPlainHTTP1(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) }),
 		func(s *Server) { s.H2 = nil })

@@ -141,7 +141,7 @@ func (c *conn) readRequest() (*response, error) {
 	}
 
 	if e, ok := h["Expect"]; ok {
-		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
+		if len(e) != 1 || !asciiEqualFold(e[0], "100-continue") {
 			return nil, &httpError{http.StatusExpectationFailed, "unsupported Expect"}
 		}
 		if minor >= 1 && w.body != nil {
@@ -200,7 +200,10 @@ func (c *conn) frameBody(w *response, r *http.Request) error {
 			// RFC 9112 §6.3 ¶3: "ought to be handled as an error".
 			return badRequest("both Transfer-Encoding and Content-Length")
 		}
-		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") {
+		// ASCII-only trimming and case folding, as in net/http: with
+		// Unicode rules "chun\u212aed" or "chunked\u00a0" would pass as
+		// chunked here and not at a stricter hop in front.
+		if len(te) != 1 || !asciiEqualFold(textproto.TrimString(te[0]), "chunked") {
 			return &httpError{http.StatusNotImplemented, "unsupported transfer encoding"}
 		}
 		delete(h, "Transfer-Encoding")
@@ -339,6 +342,7 @@ func readUpgradeBody(w *response, r *http.Request) error {
 		return &httpError{http.StatusRequestEntityTooLarge, "h2c upgrade request body too large"}
 	}
 	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.Trailer = w.body.trailer
 	r.ContentLength = int64(len(b))
 	r.TransferEncoding = nil
 	w.body = nil
@@ -450,10 +454,14 @@ func (b *body) readTrailer() error {
 		}
 		return errString("malformed trailer")
 	}
-	if b.trailer == nil && len(mh) > 0 && b.w != nil {
+	if b.trailer == nil && len(mh) > 0 {
 		// Unannounced trailers land in Trailer too, as with net/http.
+		// (An h2c upgrade's body is read before the handler has the
+		// request, hence no b.w; readUpgradeBody passes the trailer on.)
 		b.trailer = http.Header{}
-		b.w.req.Trailer = b.trailer
+		if b.w != nil {
+			b.w.req.Trailer = b.trailer
+		}
 	}
 	for k, vv := range mh {
 		if badTrailer(k) {
