@@ -37,6 +37,11 @@ const watchDelay = 10 * time.Millisecond
 // maxPostHandlerReadBytes).
 const maxDrain = 256 << 10
 
+// maxKeptHdrBuf bounds the response header buffer a connection keeps
+// between requests: a larger one, grown for one big header block, is
+// dropped rather than held by an idle keep-alive connection.
+const maxKeptHdrBuf = 16 << 10
+
 // aLongTimeAgo is a deadline in the past: setting it ends a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
 
@@ -223,12 +228,14 @@ func (c *conn) serve() {
 			c.serveH2(nil, nil)
 			return
 		}
-		first = false
-
 		// A header block already whole in the buffer needs no deadline.
-		if s.ReadHeaderTimeout > 0 && !headerBuffered(c.br) {
+		// A connection's first request keeps the deadline set at accept,
+		// so that a client cannot wait out most of it before its first
+		// byte and then get the whole timeout again.
+		if !first && s.ReadHeaderTimeout > 0 && !headerBuffered(c.br) {
 			c.setReadDeadline(s.ReadHeaderTimeout)
 		}
+		first = false
 		w, err := c.readRequest()
 		if c.cr.hitMax {
 			// Whatever the parser made of a cut-off head, it was too long.

@@ -2,8 +2,10 @@ package h1server
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +123,32 @@ func TestNonCanonicalFramingKeysFromHandlerNotSent(t *testing.T) {
 		if _, err := io.ReadFull(c.br, b); err != nil || string(b) != "hello" {
 			t.Fatalf("body %q %v", b, err)
 		}
+	}
+}
+
+// TestLargeResponseHeaderNotKeptByIdleConnection: one response with a
+// huge header block must not leave its buffer with the keep-alive
+// connection for the rest of its life.
+func TestLargeResponseHeaderNotKeptByIdleConnection(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			w.Header().Set("X-Big", strings.Repeat("b", 512<<10))
+		case "/probe":
+			// The handler runs on the connection's goroutine.
+			fmt.Fprint(w, cap(w.(*response).c.hdrBuf))
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, _ := c.response(t, "GET"); len(resp.Header.Get("X-Big")) != 512<<10 {
+		t.Fatal("big header lost")
+	}
+	c.send(t, "GET /probe HTTP/1.1\r\nHost: x\r\n\r\n")
+	_, body := c.response(t, "GET")
+	if n, _ := strconv.Atoi(body); n > maxKeptHdrBuf {
+		t.Fatalf("connection keeps a %d-byte header buffer", n)
 	}
 }

@@ -291,6 +291,9 @@ func (w *response) commit(final bool) {
 	_, _ = bw.Write(appendStatus(c.scratch[:0], w.status))
 	_, _ = bw.WriteString("\r\n")
 	_, _ = bw.Write(c.hdrBuf)
+	if cap(c.hdrBuf) > maxKeptHdrBuf {
+		c.hdrBuf = nil // the next snapshot allocates what it needs
+	}
 	if cl >= 0 {
 		_, _ = bw.WriteString("Content-Length: ")
 		_, _ = bw.Write(appendInt(c.scratch[:0], cl))

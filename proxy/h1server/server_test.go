@@ -529,6 +529,26 @@ func TestReadHeaderAndIdleTimeoutsCloseConnections(t *testing.T) {
 	}
 }
 
+// TestReadHeaderTimeoutCountsFromAcceptForFirstRequest: a client that
+// waits almost the whole timeout before its first byte does not get the
+// timeout afresh for the rest of its header.
+func TestReadHeaderTimeoutCountsFromAcceptForFirstRequest(t *testing.T) {
+	const timeout = time.Second
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *Server) {
+		s.ReadHeaderTimeout = timeout
+	})
+	dialed := time.Now()
+	slow := dial(t, ts.addr)
+	time.Sleep(timeout * 8 / 10) // the client's own pace, not a wait for the server
+	slow.send(t, "G")
+	if !slow.closed(5 * time.Second) {
+		t.Fatal("half a request line kept the connection")
+	}
+	if d := time.Since(dialed); d > timeout*3/2 {
+		t.Fatalf("closed %v after accept, ReadHeaderTimeout is %v", d, timeout)
+	}
+}
+
 func TestShutdownDrainsActiveRequestAndRefusesNewConnections(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
