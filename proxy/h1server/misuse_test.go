@@ -152,3 +152,28 @@ func TestLargeResponseHeaderNotKeptByIdleConnection(t *testing.T) {
 		t.Fatalf("connection keeps a %d-byte header buffer", n)
 	}
 }
+
+// TestAnnouncedTrailerWithInvalidNameNotWritten: a name in the handler's
+// "Trailer" header that is no valid field name (here one carrying CR LF)
+// must not reach the trailer section, where it would add fields.
+func TestAnnouncedTrailerWithInvalidNameNotWritten(t *testing.T) {
+	const bad = "X-T\r\nX-Evil: 1"
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", bad+", X-Good")
+		w.WriteHeader(200)
+		io.WriteString(w, "body")
+		w.Header()[bad] = []string{"v"}
+		w.Header().Set("X-Good", "g")
+	}))
+	resp, err := client(t).Get(ts.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "body" {
+		t.Fatalf("%q %v", b, err)
+	}
+	if resp.Trailer.Get("X-Evil") != "" || resp.Trailer.Get("X-Good") != "g" {
+		t.Fatalf("trailer %v", resp.Trailer)
+	}
+}

@@ -172,7 +172,9 @@ func (w *response) snapshot() {
 			for _, v := range vv {
 				for _, t := range strings.Split(v, ",") {
 					t = textproto.CanonicalMIMEHeaderKey(textproto.TrimString(t))
-					if t != "" && !badTrailer(t) {
+					// Names are written as they are in the trailer
+					// section: only valid ones, so none can add a field.
+					if t != "" && !badTrailer(t) && httpguts.ValidHeaderFieldName(t) {
 						w.trailerKeys = append(w.trailerKeys, t)
 						w.hasTrailers = true
 					}
