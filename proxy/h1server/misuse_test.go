@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -175,5 +176,30 @@ func TestAnnouncedTrailerWithInvalidNameNotWritten(t *testing.T) {
 	}
 	if resp.Trailer.Get("X-Evil") != "" || resp.Trailer.Get("X-Good") != "g" {
 		t.Fatalf("trailer %v", resp.Trailer)
+	}
+}
+
+// TestLargeFoldedRequestHeaderNotKeptByIdleConnection: the header
+// reader's buffer for folded (obs-fold) lines grows to the longest such
+// line; a keep-alive connection must not keep it between requests.
+func TestLargeFoldedRequestHeaderNotKeptByIdleConnection(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/probe" {
+			// The handler runs on the connection's goroutine.
+			fmt.Fprint(w, reflect.ValueOf(&w.(*response).c.tp).Elem().FieldByName("buf").Cap())
+			return
+		}
+		fmt.Fprint(w, len(r.Header.Get("X-Folded")))
+	}))
+	c := dial(t, ts.addr)
+	fold := strings.Repeat("f", 8<<10)
+	c.send(t, "GET /big HTTP/1.1\r\nHost: x\r\nX-Folded: a"+strings.Repeat("\r\n "+fold, 64)+"\r\n\r\n")
+	if _, body := c.response(t, "GET"); body == "0" {
+		t.Fatal("folded header lost")
+	}
+	c.send(t, "GET /probe HTTP/1.1\r\nHost: x\r\n\r\n")
+	_, body := c.response(t, "GET")
+	if n, _ := strconv.Atoi(body); n > maxKeptHdrBuf {
+		t.Fatalf("connection keeps a %d-byte header reader buffer", n)
 	}
 }

@@ -25,6 +25,10 @@ const maxUpgradeBody = 64 << 10
 // writer. Errors that deserve an answer are *httpError.
 func (c *conn) readRequest() (*response, error) {
 	br := c.br
+	// A fresh textproto.Reader: the old one's buffer for folded lines
+	// may have grown to MaxHeaderBytes, and the connection lives on.
+	// Unfolded headers never use that buffer, so this costs nothing.
+	c.tp = textproto.Reader{R: br}
 	// RFC 9112 §2.2: a server SHOULD ignore at least one empty line
 	// received before the request line (old clients send CRLF after a
 	// POST body).
