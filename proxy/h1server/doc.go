@@ -27,11 +27,14 @@
 // (RFC 8297). A Date field is added (formatted once a second) unless the
 // handler set one (a nil value suppresses it).
 //
-// Requests are parsed strictly. Bad request lines, headers, Host fields,
-// Content-Length values or chunk sizes get 400 with "Connection: close";
+// Requests are parsed strictly. Bad request lines (the asterisk-form
+// target included, for a method other than OPTIONS), headers, Host
+// fields, Content-Length values or chunk sizes get 400 with
+// "Connection: close";
 // a header block over MaxHeaderBytes 431; a transfer coding other than
 // chunked 501; an HTTP major version other than 1 505; an Expect other
-// than 100-continue 417. A request with both Transfer-Encoding and
+// than 100-continue 417 (these names are compared in ASCII, as in
+// net/http: no Unicode case folding or trimming). A request with both Transfer-Encoding and
 // Content-Length, with differing Content-Length values, or with
 // Transfer-Encoding in HTTP/1.0 is refused with 400 rather than
 // reinterpreted, so nothing can smuggle a second request past it.
@@ -43,7 +46,10 @@
 // (the bufio.ReadWriter's reader holds the bytes already read),
 // SetReadDeadline, SetWriteDeadline and EnableFullDuplex (the server never
 // touches the body while the handler runs), so http.ResponseController
-// works. A handler that panics with http.ErrAbortHandler has its
+// works. Once the handler has returned, its ResponseWriter's methods fail
+// (a goroutine left behind must not write into the next response), and
+// its request body's reads fail with http.ErrBodyReadAfterClose, also
+// after a panic. A handler that panics with http.ErrAbortHandler has its
 // connection closed with whatever was buffered unsent, so the client sees
 // a broken response, never a truncated success; other panics are also
 // reported to ErrorLog.

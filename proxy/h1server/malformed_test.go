@@ -32,6 +32,7 @@ func TestMalformedRequests(t *testing.T) {
 		{"method not a token", "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"control byte in target", "GET /a\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"asterisk-form for GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"relative target", "GET a/b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", 400},
 		{"two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
@@ -119,5 +120,18 @@ func TestDuplicateEqualContentLengthsAccepted(t *testing.T) {
 	c.send(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc")
 	if _, body := c.response(t, "POST"); body != "abc 3" {
 		t.Fatalf("%q", body)
+	}
+}
+
+// TestAsteriskFormForOptions: "OPTIONS *" (RFC 9112 §3.2.4) reaches the
+// handler.
+func TestAsteriskFormForOptions(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Method+" "+r.RequestURI+" "+r.URL.Path)
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := c.response(t, "OPTIONS"); resp.StatusCode != 200 || body != "OPTIONS * *" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
 }

@@ -67,6 +67,11 @@ func (c *conn) readRequest() (*response, error) {
 	case "HTTP/1.0":
 		proto = "HTTP/1.0"
 	}
+	// The asterisk-form is for a server-wide OPTIONS only (RFC 9112
+	// §3.2.4); forwarded with another method it means nothing upstream.
+	if uri == "*" && method != http.MethodOptions {
+		return nil, badRequest("asterisk-form target for a method other than OPTIONS")
+	}
 	// CONNECT's target is an authority (RFC 9112 §3.2.3), parsed as
 	// net/http does.
 	rawurl := uri
