@@ -203,3 +203,35 @@ func TestLargeFoldedRequestHeaderNotKeptByIdleConnection(t *testing.T) {
 		t.Fatalf("connection keeps a %d-byte header reader buffer", n)
 	}
 }
+
+// TestPipelinedRequestArrivingDuringWatchIsServed: the byte the
+// client-gone watcher reads from a request pipelined behind a slow one
+// is the next request's first byte, not lost.
+func TestPipelinedRequestArrivingDuringWatchIsServed(t *testing.T) {
+	release := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, r.Method+" "+r.URL.Path)
+	}))
+	for _, first := range []string{
+		"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+		"POST /slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+	} {
+		c := dial(t, ts.addr)
+		c.send(t, first)
+		if strings.HasPrefix(first, "GET") {
+			waitWatching(t, ts.Server)
+		}
+		c.send(t, "PUT /next HTTP/1.1\r\nHost: x\r\n\r\n")
+		release <- struct{}{}
+		if _, body := c.response(t, "GET"); !strings.HasSuffix(body, " /slow") {
+			t.Fatalf("first response %q", body)
+		}
+		if _, body := c.response(t, "PUT"); body != "PUT /next" {
+			t.Fatalf("pipelined response %q", body)
+		}
+	}
+}

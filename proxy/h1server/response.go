@@ -516,9 +516,9 @@ func (w *response) writeTrailers() {
 			writeField(bw, k, v)
 		}
 	}
-	if !w.hasTrailers {
-		return
-	}
+	// Keys with http.TrailerPrefix count whenever they were set: a
+	// response sent chunked because it was flushed learns of them only
+	// now (net/http sends them too).
 	for k, vv := range w.header {
 		if !strings.HasPrefix(k, http.TrailerPrefix) {
 			continue

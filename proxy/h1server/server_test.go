@@ -144,6 +144,26 @@ func TestPrefixedTrailerOnBufferedBodyForcesChunked(t *testing.T) {
 	}
 }
 
+// TestPrefixedTrailerAfterFlushSent: a streamed (flushed, chunked)
+// response whose handler sets an unannounced trailer with
+// http.TrailerPrefix at the end still carries it, as with net/http.
+func TestPrefixedTrailerAfterFlushSent(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "streamed")
+		w.(http.Flusher).Flush()
+		w.Header().Set(http.TrailerPrefix+"X-Late", "1")
+	}))
+	resp, err := client(t).Get(ts.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "streamed" || resp.Trailer.Get("X-Late") != "1" {
+		t.Fatalf("body %q, trailers %v", b, resp.Trailer)
+	}
+}
+
 func TestHeaderSnapshotAtWriteHeader(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Before", "1")
