@@ -37,6 +37,11 @@ const watchDelay = 10 * time.Millisecond
 // maxPostHandlerReadBytes).
 const maxDrain = 256 << 10
 
+// drainTimeout bounds the wait for the rest of a body the handler left
+// unread: draining only saves a connection, and a client that stops
+// sending must not hold it (and its goroutine) with the response unsent.
+const drainTimeout = time.Second
+
 // maxKeptHdrBuf bounds the response header buffer a connection keeps
 // between requests: a larger one, grown for one big header block, is
 // dropped rather than held by an idle keep-alive connection.

@@ -40,7 +40,9 @@
 // reinterpreted, so nothing can smuggle a second request past it.
 // "Expect: 100-continue" is answered with 100 when the handler first reads
 // the body. A body the handler leaves unread is drained, up to 256 KiB,
-// after it returns; a longer one closes the connection.
+// after it returns and before its response goes out; a longer one, or
+// one whose rest does not arrive within a second, closes the connection
+// (and ends any reader the handler left on the body).
 //
 // The ResponseWriter implements http.Flusher, FlushError, http.Hijacker
 // (the bufio.ReadWriter's reader holds the bytes already read),

@@ -235,3 +235,42 @@ func TestPipelinedRequestArrivingDuringWatchIsServed(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreadBodyDrainIsBoundedInTime: a client that stops sending the
+// body the handler left unread gets its response (and a closed
+// connection) after drainTimeout, instead of holding the connection's
+// goroutine until it goes away. A reader the handler left blocked on the
+// body is released too.
+func TestUnreadBodyDrainIsBoundedInTime(t *testing.T) {
+	leftover := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/leftover" {
+			started := make(chan struct{})
+			go func() {
+				close(started)
+				_, err := io.Copy(io.Discard, r.Body)
+				leftover <- err
+			}()
+			<-started
+		}
+		io.WriteString(w, "early answer")
+	}))
+	for _, path := range []string{"/", "/leftover"} {
+		c := dial(t, ts.addr)
+		sent := time.Now()
+		c.send(t, "POST "+path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+		resp, body := c.response(t, "POST")
+		if body != "early answer" || !resp.Close {
+			t.Fatalf("%s: %q close=%v", path, body, resp.Close)
+		}
+		if d := time.Since(sent); d > drainTimeout+2*time.Second {
+			t.Fatalf("%s: answered after %v", path, d)
+		}
+		if !c.closed(5 * time.Second) {
+			t.Fatalf("%s: connection left open with the body unread", path)
+		}
+	}
+	if err := within(t, 5*time.Second, "leftover reader", leftover); err == nil {
+		t.Fatal("leftover reader saw a complete body")
+	}
+}

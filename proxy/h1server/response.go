@@ -485,8 +485,14 @@ func (w *response) finish() {
 			// body; the next bytes may be neither body nor request.
 			b.close()
 			w.closeAfter, w.lingerClose = true, true
-		case !b.drain():
-			w.closeAfter, w.lingerClose = true, true
+		default:
+			// Before drain takes the body's lock: a reader the handler
+			// left blocked on the body (holding that lock) ends too.
+			_ = c.rwc.SetReadDeadline(time.Now().Add(drainTimeout))
+			c.hasDeadline = true
+			if !b.drain() {
+				w.closeAfter, w.lingerClose = true, true
+			}
 		}
 	}
 	if !w.committed {
