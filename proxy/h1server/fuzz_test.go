@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"testing"
+
+	"golang.org/x/net/http2"
 )
 
 // FuzzReadRequest feeds arbitrary bytes to the request parser and reads
@@ -27,10 +29,13 @@ func FuzzReadRequest(f *testing.F) {
 		"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
 		"\r\nGET / HTTP/1.1\r\nHost: x\r\n X: folded\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
 	}
-	s := &Server{Handler: http.NotFoundHandler(), MaxHeaderBytes: 4 << 10}
+	// With H2 set, so that h2c upgrade requests (whose body is read
+	// before any handler runs) are parsed too.
+	s := &Server{Handler: http.NotFoundHandler(), MaxHeaderBytes: 4 << 10, H2: &http2.Server{}}
 	s.init()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := &conn{s: s, remote: "192.0.2.1:1234"}
