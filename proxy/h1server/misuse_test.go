@@ -274,3 +274,31 @@ func TestUnreadBodyDrainIsBoundedInTime(t *testing.T) {
 		t.Fatal("leftover reader saw a complete body")
 	}
 }
+
+// TestHandlerWriteDeadlineEndsWithItsResponse: a write deadline a handler
+// sets through http.ResponseController bounds its own response, not the
+// later ones on the keep-alive connection (there is no WriteTimeout to
+// replace it).
+func TestHandlerWriteDeadlineEndsWithItsResponse(t *testing.T) {
+	const deadline = 500 * time.Millisecond
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/first" {
+			if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(deadline)); err != nil {
+				t.Error(err)
+			}
+		}
+		io.WriteString(w, "ok "+r.URL.Path)
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := c.response(t, "GET"); body != "ok /first" {
+		t.Fatalf("%q", body)
+	}
+	time.Sleep(2 * deadline) // the client's pace: the next request comes after that deadline
+	c.send(t, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatalf("second request on the connection: %v", err)
+	}
+	resp.Body.Close()
+}

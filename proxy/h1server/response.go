@@ -51,6 +51,10 @@ type response struct {
 	// goroutine sees it.
 	handlerDone atomic.Bool
 
+	// writeDeadline: the handler set a write deadline, which must not
+	// outlive its response.
+	writeDeadline bool
+
 	// canContinue: the client expects "100 Continue" before sending the
 	// body, and it has not been sent nor made moot by the final header;
 	// guarded by c.contMu once the handler runs.
@@ -463,6 +467,7 @@ func (w *response) SetWriteDeadline(t time.Time) error {
 	if w.hijacked {
 		return http.ErrHijacked
 	}
+	w.writeDeadline = true
 	return w.c.rwc.SetWriteDeadline(t)
 }
 
@@ -510,7 +515,7 @@ func (w *response) finish() {
 	if err := c.bw.Flush(); err != nil {
 		w.closeAfter = true
 	}
-	if c.s.WriteTimeout > 0 {
+	if c.s.WriteTimeout > 0 || w.writeDeadline {
 		_ = c.rwc.SetWriteDeadline(time.Time{})
 	}
 }
