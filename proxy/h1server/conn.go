@@ -220,6 +220,10 @@ func (c *conn) serve() {
 			if _, err := c.br.Peek(1); err != nil {
 				return
 			}
+		} else if s.ReadHeaderTimeout == 0 {
+			// A pipelined request is already here: no deadline left from
+			// the previous request (a drain's) may cut its header short.
+			c.clearReadDeadline()
 		}
 		if !c.state.CompareAndSwap(stateIdle, stateActive) {
 			return // closed by Shutdown or Close

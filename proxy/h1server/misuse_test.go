@@ -302,3 +302,23 @@ func TestHandlerWriteDeadlineEndsWithItsResponse(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestDrainDeadlineDoesNotCutPipelinedRequest: the deadline put on the
+// drain of an unread body does not carry over to the rest of a request
+// pipelined behind it (with no ReadHeaderTimeout, its header may take
+// its time).
+func TestDrainDeadlineDoesNotCutPipelinedRequest(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok "+r.URL.Path)
+	}), func(s *Server) { s.ReadHeaderTimeout = 0 })
+	c := dial(t, ts.addr)
+	c.send(t, "POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcdeGET /next HTTP/1.1\r\nHo")
+	if _, body := c.response(t, "POST"); body != "ok /first" {
+		t.Fatalf("%q", body)
+	}
+	time.Sleep(drainTimeout * 3 / 2) // the client's pace: past the drain's deadline
+	c.send(t, "st: x\r\n\r\n")
+	if _, body := c.response(t, "GET"); body != "ok /next" {
+		t.Fatalf("%q", body)
+	}
+}
