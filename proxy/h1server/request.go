@@ -138,11 +138,10 @@ func (c *conn) readRequest() (*response, error) {
 		RequestURI: uri,
 	}
 	// RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only
-	// with "keep-alive".
-	if minor == 0 {
+	// with "keep-alive", and "close" wins over it, as in net/http.
+	r.Close = httpguts.HeaderValuesContainsToken(h["Connection"], "close")
+	if minor == 0 && !r.Close {
 		r.Close = !httpguts.HeaderValuesContainsToken(h["Connection"], "keep-alive")
-	} else {
-		r.Close = httpguts.HeaderValuesContainsToken(h["Connection"], "close")
 	}
 
 	if err := c.frameBody(w, &r); err != nil {

@@ -347,6 +347,15 @@ func TestHTTP10KeepAliveAndClose(t *testing.T) {
 	if _, body := c.response(t, "GET"); body != "aok" {
 		t.Fatalf("%q", body)
 	}
+	// "close" wins over "keep-alive" (RFC 9112 §9.3), as in net/http.
+	c3 := dial(t, ts.addr)
+	c3.send(t, "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n")
+	if resp, _ := c3.response(t, "GET"); resp.Header.Get("Connection") != "close" {
+		t.Fatalf("HTTP/1.0 asking to close answered with %v", resp.Header)
+	}
+	if !c3.closed(5 * time.Second) {
+		t.Fatal("HTTP/1.0 asking to close kept open")
+	}
 	c2 := dial(t, ts.addr)
 	c2.send(t, "GET / HTTP/1.0\r\n\r\n")
 	if resp, _ := c2.response(t, "GET"); !resp.Close {
