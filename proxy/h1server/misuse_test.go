@@ -322,3 +322,41 @@ func TestDrainDeadlineDoesNotCutPipelinedRequest(t *testing.T) {
 		t.Fatalf("%q", body)
 	}
 }
+
+// TestExpectRefusedWithReaderLeftBlockedClosesConnection: a handler
+// refuses an expected body, and leaves a reader blocked on it (holding
+// the body's lock) for a body the client will never send. The connection
+// must still be closed, not wait on that lock for as long as the client
+// stays.
+func TestExpectRefusedWithReaderLeftBlockedClosesConnection(t *testing.T) {
+	leftover := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusExpectationFailed)
+		w.(http.Flusher).Flush()
+		go func() {
+			_, err := io.Copy(io.Discard, r.Body)
+			leftover <- err
+		}()
+		b := w.(*response).body
+		deadline := time.Now().Add(5 * time.Second)
+		for b.mu.TryLock() { // until the reader holds the lock, blocked
+			b.mu.Unlock()
+			if time.Now().After(deadline) {
+				t.Error("reader never blocked")
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n")
+	if resp, _ := c.response(t, "PUT"); resp.StatusCode != http.StatusExpectationFailed {
+		t.Fatal(resp.Status)
+	}
+	if !c.closed(drainTimeout + 3*time.Second) {
+		t.Fatal("connection left open, its goroutine stuck on the body")
+	}
+	if err := within(t, 5*time.Second, "leftover reader", leftover); err == nil {
+		t.Fatal("leftover reader saw a complete body")
+	}
+}

@@ -484,20 +484,19 @@ func (w *response) finish() {
 	}
 	w.handlerDone.Store(true)
 	if b := w.body; b != nil {
+		// Before anything takes the body's lock: a reader the handler
+		// left blocked on the body (holding that lock) ends too, at the
+		// latest when the drain's time is up.
+		_ = c.rwc.SetReadDeadline(time.Now().Add(drainTimeout))
+		c.hasDeadline = true
 		switch {
 		case w.expectedFirst && !w.sentContinue.Load() && !b.ended():
 			// The client waits for "100 Continue" before sending the
 			// body; the next bytes may be neither body nor request.
 			b.close()
 			w.closeAfter, w.lingerClose = true, true
-		default:
-			// Before drain takes the body's lock: a reader the handler
-			// left blocked on the body (holding that lock) ends too.
-			_ = c.rwc.SetReadDeadline(time.Now().Add(drainTimeout))
-			c.hasDeadline = true
-			if !b.drain() {
-				w.closeAfter, w.lingerClose = true, true
-			}
+		case !b.drain():
+			w.closeAfter, w.lingerClose = true, true
 		}
 	}
 	if !w.committed {
