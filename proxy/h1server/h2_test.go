@@ -138,6 +138,20 @@ func TestH2CUpgradeChunkedBodyWithTrailer(t *testing.T) {
 	}
 }
 
+// TestH2CUpgradeBodyNotCountedAsHeader: the upgrade request's body,
+// read before the switch, is not held to MaxHeaderBytes.
+func TestH2CUpgradeBodyNotCountedAsHeader(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprint(w, len(b))
+	}), func(s *Server) { s.MaxHeaderBytes = 1 << 10 })
+	body := strings.Repeat("b", 16<<10)
+	code, status, got, _, _ := h2cUpgrade(t, ts.addr, "POST /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\nContent-Length: 16384\r\n\r\n"+body)
+	if code != 101 || status != "200" || got != "16384" {
+		t.Fatalf("%d %s %q", code, status, got)
+	}
+}
+
 func TestWithoutH2UpgradeIsPlainHTTP1(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) }),
 		func(s *Server) { s.H2 = nil })

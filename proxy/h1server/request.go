@@ -97,6 +97,9 @@ func (c *conn) readRequest() (*response, error) {
 		}
 		return nil, badRequest("malformed header")
 	}
+	// The head is read: what follows (an h2c upgrade's body, read here)
+	// is not held to MaxHeaderBytes.
+	c.cr.noLimit()
 	h := http.Header(mh)
 	for k, vv := range h {
 		if !httpguts.ValidHeaderFieldName(k) {
