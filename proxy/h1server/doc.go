@@ -71,7 +71,8 @@
 //
 // With H2 set, a connection that opens with the HTTP/2 client preface,
 // and one whose request asks "Upgrade: h2c" with one valid HTTP2-Settings
-// header (RFC 7540 §3.2; a body of up to 64 KiB is read first), is served
+// header (RFC 7540 §3.2; a body of up to 64 KiB is read first, within
+// ReadHeaderTimeout), is served
 // by x/net/http2's ServeConn; the upgraded request reaches the handler as
 // stream 1, as an HTTP/2.0 request without the switch headers. Shutdown
 // sends these connections GOAWAY (through an internal http.Server that

@@ -152,6 +152,24 @@ func TestH2CUpgradeBodyNotCountedAsHeader(t *testing.T) {
 	}
 }
 
+// TestH2CUpgradeBodyBoundedByReadHeaderTimeout: the body an upgrade
+// request promises is read before any handler runs, so nothing else
+// bounds the wait for it.
+func TestH2CUpgradeBodyBoundedByReadHeaderTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
+		func(s *Server) { s.ReadHeaderTimeout = timeout })
+	c := dial(t, ts.addr)
+	// A second request on the connection, its head arriving whole: no
+	// header deadline is needed, nor left from the accept.
+	c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.response(t, "GET")
+	c.send(t, "POST /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\nContent-Length: 100\r\n\r\nonly this")
+	if !c.closed(10 * timeout) {
+		t.Fatal("connection held waiting for the upgrade body")
+	}
+}
+
 func TestWithoutH2UpgradeIsPlainHTTP1(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) }),
 		func(s *Server) { s.H2 = nil })

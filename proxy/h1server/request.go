@@ -165,6 +165,11 @@ func (c *conn) readRequest() (*response, error) {
 		if err != nil {
 			return nil, badRequest(err.Error())
 		}
+		// The body is read before any handler runs, so nothing else
+		// bounds the wait for it.
+		if d := c.s.ReadHeaderTimeout; d > 0 && w.body != nil {
+			c.setReadDeadline(d)
+		}
 		if err := readUpgradeBody(w, &r); err != nil {
 			return nil, err
 		}
