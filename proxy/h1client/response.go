@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 var (
@@ -346,7 +348,7 @@ func parseContentLength(vv []string) (int64, error) {
 	n := int64(-1)
 	for _, v := range vv {
 		for part := range strings.SplitSeq(v, ",") {
-			m, ok := parseDecimal(strings.Trim(part, " \t"))
+			m, ok := wire.ParseDecimal(strings.Trim(part, " \t"))
 			if !ok {
 				return 0, fmt.Errorf("h1client: invalid Content-Length %q", clip(v))
 			}
@@ -357,23 +359,6 @@ func parseContentLength(vv []string) (int64, error) {
 		}
 	}
 	return n, nil
-}
-
-// parseDecimal parses a non-negative decimal of at most 18 digits (no
-// sign, no spaces), so it cannot overflow an int64.
-func parseDecimal(s string) (int64, bool) {
-	if s == "" || len(s) > 18 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(s); i++ {
-		d := s[i]
-		if d < '0' || d > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(d-'0')
-	}
-	return n, true
 }
 
 // announcedTrailers moves the Trailer field's names into resp.Trailer,

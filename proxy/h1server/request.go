@@ -15,6 +15,8 @@ import (
 	"sync"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // maxUpgradeBody bounds the body of an h2c upgrade request, which must be
@@ -239,7 +241,7 @@ func (c *conn) frameBody(w *response, r *http.Request) error {
 				return badRequest("differing Content-Length values")
 			}
 		}
-		n, ok := parseContentLength(first)
+		n, ok := wire.ParseDecimal(first)
 		if !ok {
 			return badRequest("invalid Content-Length")
 		}
@@ -255,23 +257,6 @@ func (c *conn) frameBody(w *response, r *http.Request) error {
 	}
 	r.Body = http.NoBody
 	return nil
-}
-
-// parseContentLength accepts 1DIGIT* only (no sign, no spaces inside),
-// without overflow.
-func parseContentLength(s string) (int64, bool) {
-	if s == "" || len(s) > 18 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(s); i++ {
-		d := s[i]
-		if d < '0' || d > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(d-'0')
-	}
-	return n, true
 }
 
 // declareTrailers fills r.Trailer with the keys the "Trailer" header

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // response is the http.ResponseWriter of one HTTP/1.1 request. Its
@@ -156,7 +158,7 @@ func (w *response) snapshot() {
 		switch k {
 		case "Content-Length":
 			if len(vv) > 0 {
-				if n, ok := parseContentLength(textproto.TrimString(vv[0])); ok {
+				if n, ok := wire.ParseDecimal(textproto.TrimString(vv[0])); ok {
 					w.declaredCL = n
 				} else {
 					w.c.s.logf("h1server: handler set an invalid Content-Length "+strconv.Quote(vv[0]), nil)
