@@ -349,3 +349,30 @@ func TestRequestIDsAreUniqueHex(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// TestServeWrapsEachListenersHandler: Options.Wrap sees every request
+// Serve serves, with the listener it came in on.
+func TestServeWrapsEachListenersHandler(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[Listener][]string{}
+	wrap := func(l Listener, h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			seen[l] = append(seen[l], r.URL.Path)
+			mu.Unlock()
+			h.ServeHTTP(w, r)
+		})
+	}
+	cfg := &config.Config{Routes: []config.Route{{Name: "direct", DirectResponse: &config.DirectResponse{Status: 204}}}}
+	h := startProxy(t, cfg, func(o *Options) { o.Wrap = wrap })
+	readAll(t, mustGet(t, h.h1, "http://"+h.out+"/out"))
+	readAll(t, mustGet(t, h.h2c, "http://"+h.out+"/out-h2"))
+	mu.Lock()
+	defer mu.Unlock()
+	if got := seen[Outbound]; len(got) != 2 || got[0] != "/out" || got[1] != "/out-h2" {
+		t.Errorf("outbound requests seen by the wrapper: %v", got)
+	}
+	if got := seen[Inbound]; len(got) != 0 {
+		t.Errorf("inbound requests seen: %v", got)
+	}
+}

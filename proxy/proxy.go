@@ -33,6 +33,9 @@ type Options struct {
 	// Int63n returns a uniform value in [0, n); it draws retry back-off
 	// jitter and weighted-cluster choices. Nil means math/rand/v2.Int64N.
 	Int63n func(n int64) int64
+	// Wrap, when set, wraps the handler Serve serves for each listener
+	// (an access log, say). Nil serves Handler(l) as it is.
+	Wrap func(l Listener, h http.Handler) http.Handler
 }
 
 // Proxy forwards requests by the routes and clusters of the last applied
@@ -44,6 +47,7 @@ type Proxy struct {
 	bm     *breakerMetrics
 	now    func() time.Time
 	int63n func(int64) int64
+	wrap   func(Listener, http.Handler) http.Handler
 
 	snap     atomic.Pointer[snapshot]
 	inflight atomic.Int64
@@ -78,6 +82,7 @@ func New(opts Options) *Proxy {
 		log:      opts.Logger,
 		now:      opts.Now,
 		int63n:   opts.Int63n,
+		wrap:     opts.Wrap,
 		pools:    map[transportKey]*pool{},
 		res:      map[string]*resilience{},
 		evalStop: make(chan struct{}),
@@ -305,8 +310,12 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	// shutdown ends them.
 	base, cancel := context.WithCancel(context.Background())
 	log := p.log.Named("http")
+	h := p.Handler(l)
+	if p.wrap != nil {
+		h = p.wrap(l, h)
+	}
 	srv := &h1server.Server{
-		Handler:           p.Handler(l),
+		Handler:           h,
 		H2:                &http2.Server{IdleTimeout: lim.idleTimeout},
 		MaxHeaderBytes:    lim.maxHeaderBytes,
 		ReadHeaderTimeout: lim.readHeaderTimeout,

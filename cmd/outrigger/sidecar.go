@@ -122,7 +122,8 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	}
 	defer s.access.Close()
 
-	s.proxy = proxy.New(proxy.Options{Logger: s.log.Named("proxy"), Registry: reg, Now: time.Now})
+	s.proxy = proxy.New(proxy.Options{Logger: s.log.Named("proxy"), Registry: reg, Now: time.Now,
+		Wrap: func(l proxy.Listener, h http.Handler) http.Handler { return s.access.Wrap(l.String(), h) }})
 	if err := s.proxy.Apply(cfg); err != nil {
 		s.log.Error("configuration rejected", zap.String(fieldConfig, o.configPath), zap.Error(err))
 		fmt.Fprintf(o.stderr, "%s: %v\n", o.configPath, err)
@@ -188,7 +189,6 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		go func() { serveErr <- result{name, fn()} }()
 	}
 	serve("admin", func() error { return adminSrv.Serve(s.lns.admin) })
-	var traffic trafficServers
 	for _, l := range []struct {
 		ln net.Listener
 		l  proxy.Listener
@@ -196,10 +196,9 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		if l.ln == nil {
 			continue
 		}
-		h := s.access.Wrap(l.l.String(), s.proxy.Handler(l.l))
-		serve(l.l.String(), func() error {
-			return traffic.serve(l.ln, h, cfg.Listeners, s.log.Named(l.l.String()))
-		})
+		// The proxy's own server, with the access log around its
+		// handler (proxy.Options.Wrap).
+		serve(l.l.String(), func() error { return s.proxy.Serve(l.ln, l.l) })
 	}
 
 	var appSrv *http.Server
@@ -268,7 +267,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	// 3. Drain the proxy, bounded by the serving config's drain timeout.
 	cur, _ := s.state.current()
 	drainCtx, cancel := context.WithTimeout(context.Background(), cur.Listeners.DrainTimeout)
-	if err := traffic.shutdown(drainCtx, s.proxy); err != nil {
+	if err := s.proxy.Shutdown(drainCtx); err != nil {
 		s.log.Warn("drain timed out; closed the remaining connections", zap.Error(err))
 	}
 	// 4. The event log's loops (push deliveries, retention, group
