@@ -33,24 +33,14 @@ type series struct {
 	endpoints map[[2]string]struct{} // cluster, address
 }
 
-func (s *series) add(route *[3]string, cluster string, endpoint *[2]string) {
-	if s.routes == nil {
-		*s = series{routes: map[[3]string]struct{}{}, clusters: map[string]struct{}{}, endpoints: map[[2]string]struct{}{}}
-	}
-	switch {
-	case route != nil:
-		s.routes[*route] = struct{}{}
-	case endpoint != nil:
-		s.endpoints[*endpoint] = struct{}{}
-	default:
-		s.clusters[cluster] = struct{}{}
-	}
+func newSeries() series {
+	return series{routes: map[[3]string]struct{}{}, clusters: map[string]struct{}{}, endpoints: map[[2]string]struct{}{}}
 }
 
 // noteEndpoint records that the compile in progress has endpoint addr in
 // cluster (its upstream_connections series is created at dial time).
 func (m *metrics) noteEndpoint(cluster, addr string) {
-	m.next.add(nil, "", &[2]string{cluster, addr})
+	m.next.endpoints[[2]string{cluster, addr}] = struct{}{}
 }
 
 // commit makes the compiled label sets the live ones and deletes every
@@ -59,7 +49,7 @@ func (m *metrics) noteEndpoint(cluster, addr string) {
 // which is no longer exported.
 func (m *metrics) commit() {
 	old := m.live
-	m.live, m.next = m.next, series{}
+	m.live, m.next = m.next, newSeries()
 	liveRoutes := make(map[[2]string]struct{}, len(m.live.routes))
 	for k := range m.live.routes {
 		liveRoutes[[2]string{k[0], k[1]}] = struct{}{}
@@ -89,10 +79,11 @@ func (m *metrics) commit() {
 }
 
 // discard forgets the label sets of a compile that failed.
-func (m *metrics) discard() { m.next = series{} }
+func (m *metrics) discard() { m.next = newSeries() }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
+		next: newSeries(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrigger_proxy_requests_total",
 			Help: "Requests completed by the proxy, by listener, route, cluster and response status class (1xx..5xx).",
@@ -144,7 +135,7 @@ type routeStats struct {
 }
 
 func (m *metrics) routeStats(listener, route, cluster string) *routeStats {
-	m.next.add(&[3]string{listener, route, cluster}, "", nil)
+	m.next.routes[[3]string{listener, route, cluster}] = struct{}{}
 	s := &routeStats{duration: m.duration.WithLabelValues(listener, route, cluster)}
 	classes := [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 	for i, c := range classes {
@@ -168,7 +159,7 @@ type clusterMetrics struct {
 }
 
 func (m *metrics) clusterMetrics(name string) clusterMetrics {
-	m.next.add(nil, name, nil)
+	m.next.clusters[name] = struct{}{}
 	return clusterMetrics{
 		active:  m.active.WithLabelValues(name),
 		retries: m.retries.WithLabelValues(name),
