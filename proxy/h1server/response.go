@@ -565,9 +565,10 @@ func appendField(b []byte, k, v string) []byte {
 	return append(b, '\r', '\n')
 }
 
+// writeField writes "k: v\r\n" as appendField makes it, built in the
+// writer's free space (a field longer than that grows a copy).
 func writeField(bw *bufio.Writer, k, v string) {
-	var scratch [256]byte
-	_, _ = bw.Write(appendField(scratch[:0], k, v))
+	_, _ = bw.Write(appendField(bw.AvailableBuffer(), k, v))
 }
 
 // appendStatus appends "200 OK".
