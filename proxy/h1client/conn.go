@@ -180,15 +180,9 @@ func (c *conn) discard() {
 // the call.
 const peekAfter = time.Second
 
-// alive checks an idle connection before reuse: nothing buffered (a
-// server does not speak unasked), and the socket neither closed by the
-// peer nor holding unsolicited bytes (see peekAlive).
+// alive checks an idle connection, its read buffer already found empty,
+// before reuse: the socket neither closed by the peer nor holding
+// unsolicited bytes (see peekAlive).
 func (c *conn) alive() bool {
-	if c.br.Buffered() > 0 {
-		return false
-	}
-	if c.raw == nil {
-		return true
-	}
-	return peekAlive(c.raw, c.tlsState != nil)
+	return c.raw == nil || peekAlive(c.raw, c.tlsState != nil)
 }
