@@ -23,6 +23,10 @@ type conn struct {
 
 	tlsState *tls.ConnectionState // shared by every response on the connection
 
+	// probe receives the byte read to check that a request body of known
+	// length ends where it said (see checkBodyEnd).
+	probe [1]byte
+
 	// written counts bytes written to nc in the current exchange, to tell
 	// a request that never left from one the server may have seen.
 	written int64

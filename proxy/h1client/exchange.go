@@ -228,10 +228,10 @@ func (c *conn) writeBody(o *outgoing, req *http.Request) error {
 	bw := c.bw
 	var err error
 	if o.length > 0 && o.length <= int64(bw.Available()) {
-		err = writeFixed(bw, o.body, o.length)
+		err = writeFixed(bw, o.body, o.length, &c.probe)
 	} else if err = bw.Flush(); err == nil {
 		if o.length > 0 {
-			err = writeFixed(bw, o.body, o.length)
+			err = writeFixed(bw, o.body, o.length, &c.probe)
 		} else {
 			err = writeChunked(bw, o.body, req.Trailer)
 		}

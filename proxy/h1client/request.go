@@ -257,8 +257,9 @@ func (e *bodyReadError) Error() string { return "h1client: reading request body:
 func (e *bodyReadError) Unwrap() error { return e.err }
 
 // writeFixed copies exactly n bytes of body into bw, reading straight
-// into the writer's free space, and checks that the body ends there.
-func writeFixed(bw *bufio.Writer, body io.Reader, n int64) error {
+// into the writer's free space, and checks that the body ends there
+// (reading into probe, see checkBodyEnd).
+func writeFixed(bw *bufio.Writer, body io.Reader, n int64, probe *[1]byte) error {
 	for n > 0 {
 		if bw.Available() == 0 {
 			if err := bw.Flush(); err != nil {
@@ -285,18 +286,19 @@ func writeFixed(bw *bufio.Writer, body io.Reader, n int64) error {
 			return &bodyReadError{err}
 		}
 	}
-	return checkBodyEnd(body)
+	return checkBodyEnd(body, probe)
 }
 
 // checkBodyEnd reads once more (up to three times while a reader
 // returns nothing) to see that a body of known length ends where it said: a
 // longer body is the caller's error, as in net/http, not a request to
 // send cut short. The caller has not flushed the last of the body yet,
-// so a small request with a long body is never sent.
-func checkBodyEnd(body io.Reader) error {
-	var b [1]byte
+// so a small request with a long body is never sent. The byte is read
+// into probe, the connection's: a local would escape to the heap, body
+// being an interface.
+func checkBodyEnd(body io.Reader, probe *[1]byte) error {
 	for range 3 {
-		m, err := body.Read(b[:])
+		m, err := body.Read(probe[:])
 		switch {
 		case m > 0:
 			return &bodyReadError{errors.New("body longer than its ContentLength")}
