@@ -173,7 +173,6 @@ func (c *conn) serve() {
 	c.br.Reset(&c.cr)
 	c.bw = writerPool.Get().(*bufio.Writer)
 	c.bw.Reset(connWriter{c})
-	c.tp.R = c.br
 	c.hdrBuf = make([]byte, 0, 1<<10)
 	c.body = make([]byte, 0, bodyBufSize)
 	keepBufs := true
