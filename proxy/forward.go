@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/h1client"
 )
 
 // Listener names the listener a request arrived on; each has its own
@@ -568,7 +569,8 @@ func (f *forwarding) failKind(err error, actx context.Context) failKind {
 		return failTimeout
 	}
 	var ce *connectError
-	if errors.As(err, &ce) {
+	var he *h1client.HandshakeError
+	if errors.As(err, &ce) || errors.As(err, &he) {
 		return failConnect
 	}
 	var se http2.StreamError

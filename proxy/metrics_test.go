@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,6 +108,25 @@ func TestUpstreamTLS(t *testing.T) {
 			}
 		})
 	}
+	// A certificate that does not verify fails the handshake, before any
+	// byte of the request: a connect failure, retried whatever the method.
+	var hits atomic.Int32
+	bad := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer bad.Close()
+	bc := config.Cluster{Endpoints: eps(strings.TrimPrefix(bad.URL, "https://")), Protocol: config.ProtocolHTTP1,
+		TLS: config.TLS{Enabled: true}}
+	hb := startProxy(t, simpleConfig(bc, func(r *config.Route) {
+		r.Retry = &config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{config.RetryOnConnectFailure},
+			Backoff: config.Backoff{Base: time.Millisecond, Max: time.Millisecond}}
+	}))
+	resp0, _ := do(t, hb.h1, "POST", hb.url("/"), []byte("x"))
+	if resp0.StatusCode != 502 || resp0.Header.Get("X-Outrigger-Error") != "upstream_connect_failure" || hits.Load() != 0 {
+		t.Fatalf("%d %q, %d requests reached the server", resp0.StatusCode, resp0.Header.Get("X-Outrigger-Error"), hits.Load())
+	}
+	if v := counterValue(hb.p.m.retries.WithLabelValues("svc")); v != 2 {
+		t.Fatalf("retries_total = %v, want 2", v)
+	}
+
 	// An h1-only TLS server cannot serve an http2 cluster: connect failure.
 	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	up.TLS = &tls.Config{NextProtos: []string{"http/1.1"}}

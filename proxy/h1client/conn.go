@@ -49,6 +49,21 @@ type conn struct {
 	closed    atomic.Bool
 }
 
+// HandshakeError is a TLS connection to an upstream that could not be
+// established: the handshake failed or timed out, or the server chose an
+// application protocol other than HTTP/1.1. No byte of the request was
+// sent, so, like a refused TCP connection, it is a connect failure.
+type HandshakeError struct {
+	Addr string
+	Err  error
+}
+
+func (e *HandshakeError) Error() string {
+	return fmt.Sprintf("h1client: tls handshake with %s: %v", e.Addr, e.Err)
+}
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
 // aLongTimeAgo is a deadline that has passed: setting it ends blocked
 // reads and writes at once.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -78,13 +93,13 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		}
 		if err := tc.HandshakeContext(hctx); err != nil {
 			c.discard()
-			return nil, fmt.Errorf("h1client: tls handshake with %s: %w", hp.key.addr, err)
+			return nil, &HandshakeError{Addr: hp.key.addr, Err: err}
 		}
 		st := tc.ConnectionState()
 		if p := st.NegotiatedProtocol; p != "" && p != "http/1.1" {
 			tc.Close()
 			hp.releaseSlot()
-			return nil, fmt.Errorf("h1client: %s negotiated protocol %q, not http/1.1", hp.key.addr, p)
+			return nil, &HandshakeError{Addr: hp.key.addr, Err: fmt.Errorf("negotiated protocol %q, not http/1.1", p)}
 		}
 		c.tlsState = &st
 		c.nc = tc

@@ -689,7 +689,8 @@ func TestTLS(t *testing.T) {
 	// A server certificate not trusted is a handshake error.
 	tr2 := newTransport(t, func(tr *Transport) { tr.TLSClientConfig = &tls.Config{} })
 	_, err := tr2.RoundTrip(mustRequest(t, "GET", s.URL, nil))
-	if err == nil || !strings.Contains(err.Error(), "tls handshake") {
+	var he *HandshakeError
+	if !errors.As(err, &he) || he.Addr != s.Listener.Addr().String() || !strings.Contains(err.Error(), "tls handshake") {
 		t.Fatalf("err = %v", err)
 	}
 	tr.CloseIdleConnections()
