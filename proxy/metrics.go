@@ -50,36 +50,46 @@ func (m *metrics) noteEndpoint(cluster, addr string) {
 func (m *metrics) commit() {
 	old := m.live
 	m.live, m.next = m.next, newSeries()
-	liveRoutes := make(map[[2]string]struct{}, len(m.live.routes))
-	for k := range m.live.routes {
-		liveRoutes[[2]string{k[0], k[1]}] = struct{}{}
+	m.deleteMissing(old, m.live)
+}
+
+// discard forgets the label sets of a compile that failed, deleting the
+// series it created that the live snapshot does not use.
+func (m *metrics) discard() {
+	m.deleteMissing(m.next, m.live)
+	m.next = newSeries()
+}
+
+// deleteMissing deletes the series of from's label sets that keep has
+// not.
+func (m *metrics) deleteMissing(from, keep series) {
+	keepRoutes := make(map[[2]string]struct{}, len(keep.routes))
+	for k := range keep.routes {
+		keepRoutes[[2]string{k[0], k[1]}] = struct{}{}
 	}
-	for k := range old.routes {
-		if _, ok := m.live.routes[k]; ok {
+	for k := range from.routes {
+		if _, ok := keep.routes[k]; ok {
 			continue
 		}
 		l := prometheus.Labels{"listener": k[0], "route": k[1], "cluster": k[2]}
 		m.requests.DeletePartialMatch(l)
 		m.duration.Delete(l)
-		if _, ok := liveRoutes[[2]string{k[0], k[1]}]; !ok {
+		if _, ok := keepRoutes[[2]string{k[0], k[1]}]; !ok {
 			m.fallbacks.DeletePartialMatch(prometheus.Labels{"listener": k[0], "route": k[1]})
 		}
 	}
-	for c := range old.clusters {
-		if _, ok := m.live.clusters[c]; !ok {
+	for c := range from.clusters {
+		if _, ok := keep.clusters[c]; !ok {
 			m.active.DeleteLabelValues(c)
 			m.retries.DeleteLabelValues(c)
 		}
 	}
-	for e := range old.endpoints {
-		if _, ok := m.live.endpoints[e]; !ok {
+	for e := range from.endpoints {
+		if _, ok := keep.endpoints[e]; !ok {
 			m.conns.DeleteLabelValues(e[0], e[1])
 		}
 	}
 }
-
-// discard forgets the label sets of a compile that failed.
-func (m *metrics) discard() { m.next = newSeries() }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{

@@ -142,9 +142,16 @@ func TestUpstreamTLS(t *testing.T) {
 	}
 }
 
-// seriesWith counts the series of the proxy's metrics that carry label
-// name=value.
+// seriesWith counts the series of the proxy's metrics (outrigger_proxy_*
+// and outrigger_breaker_*) that carry label name=value.
 func seriesWith(t *testing.T, h *harness, name, value string) int {
+	t.Helper()
+	return countSeries(t, h, "outrigger_proxy_", name, value) + countSeries(t, h, "outrigger_breaker_", name, value)
+}
+
+// countSeries counts the series of the metrics named prefix* that carry
+// label name=value.
+func countSeries(t *testing.T, h *harness, prefix, name, value string) int {
 	t.Helper()
 	mfs, err := h.reg.Gather()
 	if err != nil {
@@ -152,7 +159,7 @@ func seriesWith(t *testing.T, h *harness, name, value string) int {
 	}
 	n := 0
 	for _, mf := range mfs {
-		if !strings.HasPrefix(mf.GetName(), "outrigger_proxy_") {
+		if !strings.HasPrefix(mf.GetName(), prefix) {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -194,14 +201,23 @@ func TestApplyDeletesSeriesOfRemovedRoutesClustersAndEndpoints(t *testing.T) {
 		}
 	}
 
-	// A failed Apply changes nothing.
+	if countSeries(t, h, "outrigger_breaker_", "cluster", "gone") == 0 {
+		t.Fatal("the breaker series of a cluster are not exported")
+	}
+
+	// A failed Apply changes nothing, and leaves no series of the
+	// clusters it would have added.
 	bad := cfg(false)
+	bad.Clusters["added"] = config.Cluster{Endpoints: eps(addr(b))}
 	bad.Routes[0].Cluster = "nonexistent"
 	if err := h.p.Apply(bad); err == nil {
 		t.Fatal("Apply accepted a route to a missing cluster")
 	}
-	if seriesWith(t, h, "route", "removed") == 0 {
+	if seriesWith(t, h, "route", "removed") == 0 || seriesWith(t, h, "cluster", "gone") == 0 {
 		t.Fatal("a failed Apply deleted series")
+	}
+	if n := seriesWith(t, h, "cluster", "added"); n != 0 {
+		t.Fatalf("a failed Apply left %d series of a cluster it would have added", n)
 	}
 
 	if err := h.p.Apply(cfg(false)); err != nil {

@@ -130,6 +130,13 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	s, used, res, err := p.compile(cfg)
 	if err != nil {
 		p.m.discard()
+		// Clusters the failed config would have added may have created
+		// breaker series while compiling.
+		for name := range cfg.Clusters {
+			if _, ok := p.res[name]; !ok {
+				p.bm.deleteCluster(name)
+			}
+		}
 		return err
 	}
 	for _, c := range s.clusters {
@@ -138,6 +145,14 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	s.gen = p.gen.Load() + 1
 	old := p.pools
 	p.pools = used
+	for name, r := range p.res {
+		if _, ok := res[name]; !ok {
+			// Calls of the old snapshot may still finish: no hook of
+			// the removed cluster exports anything from here on.
+			r.gone.Store(true)
+			p.bm.deleteCluster(name)
+		}
+	}
 	p.res = res
 	p.snap.Store(s)
 	p.gen.Store(s.gen)

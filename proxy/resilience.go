@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,11 @@ type resilience struct {
 	cls       *breaker.Classifier
 	interval  time.Duration
 	endpoints []string
+	// gone is set once the cluster is removed by a reload; it is shared
+	// by every resilience of the same cluster from its first snapshot on,
+	// so a hook of a breaker or detector still finishing calls of the old
+	// snapshot does not bring its deleted series back.
+	gone *atomic.Bool
 
 	rejected [breaker.NumLimits + 2]prometheus.Counter // by reject reason, see rejectIndex
 }
@@ -77,6 +83,16 @@ func newBreakerMetrics(reg prometheus.Registerer) *breakerMetrics {
 	return m
 }
 
+// deleteCluster removes every series of cluster name.
+func (m *breakerMetrics) deleteCluster(name string) {
+	l := prometheus.Labels{"cluster": name}
+	m.state.DeletePartialMatch(l)
+	m.transitions.DeletePartialMatch(l)
+	m.rejected.DeletePartialMatch(l)
+	m.ejections.DeletePartialMatch(l)
+	m.ejected.DeletePartialMatch(l)
+}
+
 // rejectIndex maps a reject reason to a slot of resilience.rejected.
 func rejectIndex(reason string) int {
 	switch reason {
@@ -100,7 +116,11 @@ func (r *resilience) countReject(reason string) { r.rejected[rejectIndex(reason)
 // unchanged. It does not modify old.
 func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience) (*resilience, error) {
 	rc := resilienceConfig{breaker: cc.CircuitBreaker, limits: cc.Limits, outlier: cc.OutlierDetection, classifier: cc.FailureClassifier}
-	r := &resilience{name: name, cc: rc}
+	r := &resilience{name: name, cc: rc, gone: new(atomic.Bool)}
+	if old != nil {
+		r.gone = old.gone
+	}
+	gone := r.gone
 	for _, e := range cc.Endpoints {
 		r.endpoints = append(r.endpoints, e.Address)
 	}
@@ -113,8 +133,10 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 	} else {
 		bm := p.bm
 		r.br, err = breaker.New(rc.breaker, breaker.WithStateChangeHook(func(sc breaker.StateChange) {
-			bm.state.WithLabelValues(name).Set(float64(sc.To))
-			bm.transitions.WithLabelValues(name, sc.To.String()).Inc()
+			if !gone.Load() {
+				bm.state.WithLabelValues(name).Set(float64(sc.To))
+				bm.transitions.WithLabelValues(name, sc.To.String()).Inc()
+			}
 			fields := []zap.Field{zap.String("cluster", name), zap.Stringer("from", sc.From), zap.Stringer("to", sc.To), zap.String("reason", sc.Reason)}
 			if !sc.OpenUntil.IsZero() {
 				fields = append(fields, zap.Time("open_until", sc.OpenUntil), zap.Int("openings", sc.Openings))
@@ -141,13 +163,17 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 			if e.Endpoint >= 0 && e.Endpoint < len(addrs) {
 				ep = addrs[e.Endpoint]
 			}
-			if e.Ejected {
+			switch {
+			case e.Ejected && !gone.Load():
 				bm.ejections.WithLabelValues(name).Inc()
 				bm.ejected.WithLabelValues(name).Inc()
+			case !gone.Load():
+				bm.ejected.WithLabelValues(name).Dec()
+			}
+			if e.Ejected {
 				p.log.Warn("endpoint ejected", zap.String("cluster", name), zap.String("endpoint", ep),
 					zap.String("reason", e.Reason), zap.Time("until", e.Until), zap.Uint64("times_ejected", e.TimesEjected))
 			} else {
-				bm.ejected.WithLabelValues(name).Dec()
 				p.log.Info("endpoint returned", zap.String("cluster", name), zap.String("endpoint", ep), zap.String("reason", e.Reason))
 			}
 		}))
