@@ -1,0 +1,866 @@
+package h2server
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// serverConn is one HTTP/2 connection. Its reader goroutine (the one
+// that called ServeConn) reads and acts on frames; each stream's handler
+// runs on a goroutine of its own; writeLoop writes what they append.
+type serverConn struct {
+	srv     *Server
+	nc      net.Conn
+	handler http.Handler
+	ctx     context.Context // the connection's; each stream's derives from it
+	cancel  context.CancelFunc
+	remote  string
+	br      *bufio.Reader
+	fr      *http2.Framer
+
+	streamWindow int32 // receive window announced per stream
+	connWindow   int32 // receive window of the connection
+	maxStreams   uint32
+
+	wake       chan struct{} // wakes writeLoop; capacity 1
+	writerDone chan struct{}
+	handlers   sync.WaitGroup
+	idleTimer  *time.Timer
+
+	mu sync.Mutex
+	// cond is signalled when a sender may proceed: a window grew, a
+	// write finished, a stream was reset or the connection died.
+	cond        sync.Cond
+	sendWaiters int // goroutines waiting on cond
+	// wbuf holds the frames not yet handed to the writer; spare is the
+	// buffer the writer gave back.
+	wbuf, spare []byte
+	// ctrlPending counts the bytes the reader appended (acknowledgements,
+	// resets) since the writer last took wbuf.
+	ctrlPending     int
+	writing         bool // the writer is in a Write call
+	wakePending     bool // a wake is queued
+	closeAfterFlush bool // the writer ends the connection after its next flush
+	dead            bool // the connection is gone: appends are dropped
+	enc             *hpack.Encoder
+
+	streams     map[uint32]*stream // streams whose handler runs
+	maxClientID uint32             // highest stream id the client opened
+	goAwaySent  bool
+	draining    bool // no new streams; end once streams is empty
+	// recentResets are the last streams the server reset whose handlers
+	// are gone: frames the client sent before it saw the reset are
+	// ignored (RFC 9113 §5.4.2), not answered as if on a closed stream.
+	recentResets [8]uint32
+	recentNext   int
+
+	peerMaxFrame   uint32
+	peerInitWindow int32
+	sendWindow     int64 // connection send window
+	recvAvail      int32 // what the client may still send on the connection
+	recvUnacked    int32 // received and consumed, not yet returned to it
+
+	// Rapid-reset accounting (see doc.go): completed counts streams
+	// answered in full; bad counts streams refused, reset by the client
+	// before their response ended, or malformed.
+	completed, bad int
+}
+
+// calmSlack is how many bad streams a connection may have beyond the
+// number it completed before it gets GOAWAY ENHANCE_YOUR_CALM.
+const calmSlack = 100
+
+// connError ends the connection with GOAWAY(code).
+type connError struct {
+	code   http2.ErrCode
+	reason string
+}
+
+func (e connError) Error() string {
+	return fmt.Sprintf("h2server: connection error %v: %s", e.code, e.reason)
+}
+
+var (
+	errBadPreface = errors.New("h2server: bad client preface")
+	errConnClosed = errors.New("h2server: connection closed")
+	errStreamGone = errors.New("h2server: stream reset")
+	errBodyClosed = errors.New("h2server: request body closed")
+	errHandlerEnd = errors.New("h2server: request body read after the handler returned")
+	errClientCL   = errors.New("h2server: request body does not match its content-length")
+)
+
+func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
+	sc := &serverConn{
+		srv:            s,
+		nc:             c,
+		handler:        s.Handler,
+		remote:         c.RemoteAddr().String(),
+		streamWindow:   s.streamWindow(),
+		connWindow:     s.connWindow(),
+		maxStreams:     s.maxStreams(),
+		wake:           make(chan struct{}, 1),
+		writerDone:     make(chan struct{}),
+		streams:        map[uint32]*stream{},
+		peerMaxFrame:   defaultMaxFrame,
+		peerInitWindow: initialWindow,
+		sendWindow:     initialWindow,
+		recvAvail:      initialWindow,
+	}
+	sc.cond.L = &sc.mu
+	sc.ctx, sc.cancel = context.WithCancel(context.WithValue(parent, http.LocalAddrContextKey, c.LocalAddr()))
+	sc.enc = hpack.NewEncoder(encWriter{sc})
+	return sc
+}
+
+func (sc *serverConn) serve(opts *ConnOpts) {
+	var src io.Reader = sc.nc
+	if len(opts.Prefix) > 0 {
+		src = &prefixReader{prefix: opts.Prefix, r: sc.nc}
+	}
+	sc.br = readerPool.Get().(*bufio.Reader)
+	sc.br.Reset(src)
+	// The Framer only reads: frames are written by hand into wbuf.
+	sc.fr = http2.NewFramer(nil, sc.br)
+	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	sc.fr.MaxHeaderListSize = sc.srv.maxHeaderBytes()
+	sc.fr.SetMaxReadFrameSize(defaultMaxFrame)
+	sc.fr.SetReuseFrames()
+	if d := sc.srv.IdleTimeout; d > 0 {
+		sc.idleTimer = time.AfterFunc(d, sc.onIdle)
+	}
+	stopWatch := context.AfterFunc(sc.ctx, sc.closeNow)
+	go sc.writeLoop()
+
+	sc.mu.Lock()
+	sc.appendSettingsLocked(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.maxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(sc.streamWindow)},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: sc.srv.maxHeaderBytes()},
+	)
+	if sc.connWindow > initialWindow {
+		sc.appendWindowUpdateLocked(0, uint32(sc.connWindow-initialWindow))
+		sc.recvAvail = sc.connWindow
+	}
+	sc.queueLocked()
+	sc.mu.Unlock()
+
+	err := sc.upgrade(opts)
+	if err == nil {
+		err = sc.readLoop()
+	}
+	sc.teardown(err)
+	stopWatch()
+	sc.handlers.Wait()
+	if sc.idleTimer != nil {
+		sc.idleTimer.Stop()
+	}
+	sc.br.Reset(nil)
+	readerPool.Put(sc.br)
+	sc.br = nil
+}
+
+// upgrade applies an h2c upgrade's settings and starts its request as
+// stream 1, half-closed (remote).
+func (sc *serverConn) upgrade(opts *ConnOpts) error {
+	if opts.Upgrade == nil {
+		return nil
+	}
+	if len(opts.Settings)%6 != 0 {
+		return connError{http2.ErrCodeProtocol, "bad HTTP2-Settings"}
+	}
+	var settings []http2.Setting
+	for b := opts.Settings; len(b) > 0; b = b[6:] {
+		settings = append(settings, http2.Setting{
+			ID:  http2.SettingID(binary.BigEndian.Uint16(b)),
+			Val: binary.BigEndian.Uint32(b[2:]),
+		})
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if err := sc.applySettingsLocked(settings); err != nil {
+		return err
+	}
+	r := opts.Upgrade
+	st := sc.newStream(1)
+	st.remoteClosed = true
+	req := r.WithContext(st.ctx)
+	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
+	if req.Body == nil {
+		req.Body = http.NoBody
+	}
+	st.req = req
+	st.isHead = req.Method == "HEAD"
+	sc.maxClientID = 1
+	sc.startStreamLocked(st)
+	return nil
+}
+
+func (sc *serverConn) newStream(id uint32) *stream {
+	st := &stream{sc: sc, id: id, declCL: -1}
+	st.ctx, st.cancel = context.WithCancel(sc.ctx)
+	st.readCond.L = &sc.mu
+	return st
+}
+
+// startStreamLocked registers st and runs its handler.
+func (sc *serverConn) startStreamLocked(st *stream) {
+	st.sendWindow = int64(sc.peerInitWindow)
+	st.recvAvail = sc.streamWindow
+	sc.streams[st.id] = st
+	if sc.idleTimer != nil && len(sc.streams) == 1 {
+		sc.idleTimer.Stop()
+	}
+	sc.handlers.Add(1)
+	go sc.runHandler(st)
+}
+
+func (sc *serverConn) readLoop() error {
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(sc.br, preface[:]); err != nil {
+		return err
+	}
+	if string(preface[:]) != http2.ClientPreface {
+		return errBadPreface
+	}
+	first := true
+	for {
+		f, err := sc.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			var ce http2.ConnectionError
+			switch {
+			case errors.As(err, &se) && !first:
+				if err := sc.onStreamError(se.StreamID, se.Code); err != nil {
+					return err
+				}
+				continue
+			case errors.As(err, &ce):
+				return connError{http2.ErrCode(ce), "frame: " + err.Error()}
+			case errors.As(err, &se):
+				return connError{http2.ErrCodeProtocol, "first frame not SETTINGS"}
+			case errors.Is(err, http2.ErrFrameTooLarge):
+				return connError{http2.ErrCodeFrameSize, "frame too large"}
+			}
+			return err
+		}
+		if first {
+			// RFC 9113 §3.4: the preface ends with a SETTINGS frame.
+			if s, ok := f.(*http2.SettingsFrame); !ok || s.IsAck() {
+				return connError{http2.ErrCodeProtocol, "first frame not SETTINGS"}
+			}
+			first = false
+		}
+		if err := sc.processFrame(f); err != nil {
+			return err
+		}
+	}
+}
+
+func (sc *serverConn) processFrame(f http2.Frame) error {
+	var err error
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		err = sc.onHeaders(f)
+	case *http2.DataFrame:
+		err = sc.onData(f)
+	case *http2.RSTStreamFrame:
+		err = sc.onRST(f)
+	case *http2.WindowUpdateFrame:
+		err = sc.onWindowUpdate(f)
+	case *http2.SettingsFrame:
+		err = sc.onSettings(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			sc.mu.Lock()
+			sc.appendPingAckLocked(f.Data)
+			sc.ctrlPending += 17
+			sc.queueLocked()
+			sc.mu.Unlock()
+		}
+	case *http2.GoAwayFrame:
+		// The client is done with the connection: finish the streams in
+		// flight, take no new ones.
+		sc.startGoAway()
+	case *http2.PushPromiseFrame:
+		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
+	case *http2.PriorityFrame:
+		// Priorities are advisory (RFC 9113 §5.3.2); the Framer checked
+		// the frame's form.
+	}
+	if err != nil {
+		return err
+	}
+	sc.mu.Lock()
+	over := sc.ctrlPending > maxPendingControl
+	sc.mu.Unlock()
+	if over {
+		return connError{http2.ErrCodeEnhanceYourCalm, "client does not read its acknowledgements"}
+	}
+	return nil
+}
+
+// onStreamError resets stream id for a frame the Framer rejected.
+func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode) error {
+	if id%2 == 0 {
+		return connError{http2.ErrCodeProtocol, "stream error on an even stream id"}
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if st := sc.streams[id]; st != nil {
+		sc.resetLocked(st, code)
+	} else {
+		if id > sc.maxClientID {
+			// A malformed request opened and closed the stream.
+			sc.maxClientID = id
+		}
+		sc.appendRSTLocked(id, code)
+		sc.ctrlPending += 13
+		sc.queueLocked()
+	}
+	return sc.countBadLocked()
+}
+
+// countBadLocked counts a bad stream and judges the connection.
+func (sc *serverConn) countBadLocked() error {
+	sc.bad++
+	if sc.bad > calmSlack && sc.bad > sc.completed {
+		return connError{http2.ErrCodeEnhanceYourCalm, "too many refused or reset streams"}
+	}
+	return nil
+}
+
+func (sc *serverConn) wasRecentlyReset(id uint32) bool {
+	for _, r := range sc.recentResets {
+		if r == id {
+			return true
+		}
+	}
+	return false
+}
+
+// resetLocked sends RST_STREAM(code) for a stream whose handler runs and
+// releases whatever waits on it.
+func (sc *serverConn) resetLocked(st *stream, code http2.ErrCode) {
+	if st.reset {
+		return
+	}
+	sc.appendRSTLocked(st.id, code)
+	sc.ctrlPending += 13
+	sc.queueLocked()
+	sc.abortStreamLocked(st, errStreamGone)
+}
+
+// abortStreamLocked marks st reset (by either side) and wakes its waiters.
+func (sc *serverConn) abortStreamLocked(st *stream, err error) {
+	st.reset = true
+	st.remoteClosed = true
+	if st.rerr == nil {
+		st.rerr = err
+	}
+	st.cancel()
+	st.readCond.Broadcast()
+	if sc.sendWaiters > 0 {
+		sc.cond.Broadcast()
+	}
+}
+
+func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if id%2 == 0 {
+		return connError{http2.ErrCodeProtocol, "even stream id from a client"}
+	}
+	sc.mu.Lock()
+	if st := sc.streams[id]; st != nil {
+		defer sc.mu.Unlock()
+		switch {
+		case st.reset:
+			return nil
+		case st.remoteClosed:
+			// RFC 9113 §5.1 half-closed (remote).
+			sc.resetLocked(st, http2.ErrCodeStreamClosed)
+			return nil
+		}
+		return sc.trailersLocked(st, f)
+	}
+	if id <= sc.maxClientID {
+		ignore := sc.wasRecentlyReset(id)
+		sc.mu.Unlock()
+		if ignore {
+			return nil
+		}
+		// RFC 9113 §5.1.1: a new stream id must be higher than all before.
+		return connError{http2.ErrCodeProtocol, "HEADERS on a closed stream or a decreasing stream id"}
+	}
+	sc.maxClientID = id
+	if sc.draining || sc.dead {
+		// After GOAWAY: refused, so the client knows to retry it.
+		sc.appendRSTLocked(id, http2.ErrCodeRefusedStream)
+		sc.queueLocked()
+		sc.mu.Unlock()
+		return nil
+	}
+	if uint32(len(sc.streams)) >= sc.maxStreams {
+		sc.appendRSTLocked(id, http2.ErrCodeRefusedStream)
+		sc.ctrlPending += 13
+		sc.queueLocked()
+		err := sc.countBadLocked()
+		sc.mu.Unlock()
+		return err
+	}
+	sc.mu.Unlock()
+
+	st := sc.newStream(id)
+	status, err := sc.newRequest(st, f)
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	switch {
+	case err != nil:
+		st.cancel()
+		sc.appendRSTLocked(id, http2.ErrCodeProtocol)
+		sc.queueLocked()
+		return sc.countBadLocked()
+	case status != 0:
+		// x/net/http2 answers an oversized header list with 431 too.
+		st.cancel()
+		sc.appendHeadersLocked(id, status, nil, true)
+		if !f.StreamEnded() {
+			sc.appendRSTLocked(id, http2.ErrCodeNo)
+		}
+		sc.queueLocked()
+		return sc.countBadLocked()
+	case sc.dead:
+		st.cancel()
+		return nil
+	}
+	sc.startStreamLocked(st)
+	return nil
+}
+
+// trailersLocked takes a HEADERS frame after the request's DATA: its
+// trailers, which must end the stream.
+func (sc *serverConn) trailersLocked(st *stream, f *http2.MetaHeadersFrame) error {
+	if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+		sc.resetLocked(st, http2.ErrCodeProtocol)
+		st.rerr = errors.New("h2server: malformed request trailers")
+		return nil
+	}
+	if f.Truncated {
+		sc.resetLocked(st, http2.ErrCodeProtocol)
+		st.rerr = errors.New("h2server: request trailers too large")
+		return nil
+	}
+	for _, hf := range f.RegularFields() {
+		if st.trailer == nil {
+			st.trailer = http.Header{}
+		}
+		k := canonicalHeader(hf.Name)
+		st.trailer[k] = append(st.trailer[k], hf.Value)
+	}
+	sc.remoteEndLocked(st)
+	return nil
+}
+
+// remoteEndLocked handles END_STREAM from the client.
+func (sc *serverConn) remoteEndLocked(st *stream) {
+	st.remoteClosed = true
+	if st.declCL >= 0 && st.got != st.declCL {
+		sc.resetLocked(st, http2.ErrCodeProtocol)
+		st.rerr = errClientCL
+		return
+	}
+	if st.rerr == nil {
+		st.rerr = io.EOF
+	}
+	st.readCond.Broadcast()
+}
+
+func (sc *serverConn) onData(f *http2.DataFrame) error {
+	id := f.StreamID
+	data := f.Data()
+	size := int32(f.Length) // padding counts against the windows too
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if size > sc.recvAvail {
+		return connError{http2.ErrCodeFlowControl, "DATA beyond the connection window"}
+	}
+	sc.recvAvail -= size
+	st := sc.streams[id]
+	if st == nil || st.remoteClosed {
+		sc.creditConnLocked(size)
+		switch {
+		case st == nil && id > sc.maxClientID:
+			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
+		case st != nil && st.reset, st == nil && sc.wasRecentlyReset(id):
+			return nil
+		case st != nil:
+			sc.resetLocked(st, http2.ErrCodeStreamClosed)
+		default:
+			sc.appendRSTLocked(id, http2.ErrCodeStreamClosed)
+			sc.ctrlPending += 13
+			sc.queueLocked()
+		}
+		return nil
+	}
+	if size > st.recvAvail {
+		sc.creditConnLocked(size)
+		sc.resetLocked(st, http2.ErrCodeFlowControl)
+		return nil
+	}
+	st.recvAvail -= size
+	if pad := size - int32(len(data)); pad > 0 {
+		sc.creditConnLocked(pad)
+		st.recvUnacked += pad
+	}
+	st.got += int64(len(data))
+	if st.declCL >= 0 && st.got > st.declCL {
+		sc.creditConnLocked(int32(len(data)))
+		sc.resetLocked(st, http2.ErrCodeProtocol)
+		st.rerr = errClientCL
+		return nil
+	}
+	if st.bodyClosed {
+		sc.creditConnLocked(int32(len(data)))
+	} else if len(data) > 0 {
+		if st.rbuf == nil {
+			st.rbuf = make([]byte, 0, max(len(data), 512))
+		}
+		st.rbuf = append(st.rbuf, data...)
+		st.readCond.Signal()
+	}
+	if f.StreamEnded() {
+		sc.remoteEndLocked(st)
+	}
+	return nil
+}
+
+// creditConnLocked returns n bytes of the connection's receive window to
+// the client, in batches.
+func (sc *serverConn) creditConnLocked(n int32) {
+	sc.recvUnacked += n
+	if sc.recvUnacked >= sc.connWindow/2 && !sc.dead {
+		sc.appendWindowUpdateLocked(0, uint32(sc.recvUnacked))
+		sc.recvAvail += sc.recvUnacked
+		sc.recvUnacked = 0
+		sc.queueLocked()
+	}
+}
+
+// consumedLocked returns n bytes the handler read to both windows.
+func (sc *serverConn) consumedLocked(st *stream, n int) {
+	st.recvUnacked += int32(n)
+	if !st.remoteClosed && st.recvUnacked >= sc.streamWindow/2 && !sc.dead {
+		sc.appendWindowUpdateLocked(st.id, uint32(st.recvUnacked))
+		st.recvAvail += st.recvUnacked
+		st.recvUnacked = 0
+		sc.queueLocked()
+	}
+	sc.creditConnLocked(int32(n))
+}
+
+func (sc *serverConn) onRST(f *http2.RSTStreamFrame) error {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	st := sc.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > sc.maxClientID {
+			return connError{http2.ErrCodeProtocol, "RST_STREAM on an idle stream"}
+		}
+		return nil
+	}
+	if st.reset {
+		return nil
+	}
+	sc.abortStreamLocked(st, fmt.Errorf("h2server: stream reset by the client: %v", f.ErrCode))
+	if !st.localEnded {
+		return sc.countBadLocked()
+	}
+	return nil
+}
+
+func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	inc := int64(f.Increment)
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if f.StreamID == 0 {
+		sc.sendWindow += inc
+		if sc.sendWindow > maxWindow {
+			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
+		}
+	} else {
+		st := sc.streams[f.StreamID]
+		if st == nil {
+			if f.StreamID > sc.maxClientID {
+				return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
+			}
+			return nil
+		}
+		if st.reset {
+			return nil
+		}
+		st.sendWindow += inc
+		if st.sendWindow > maxWindow {
+			sc.resetLocked(st, http2.ErrCodeFlowControl)
+			return nil
+		}
+	}
+	if sc.sendWaiters > 0 {
+		sc.cond.Broadcast()
+	}
+	return nil
+}
+
+func (sc *serverConn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	var settings []http2.Setting
+	var arr [8]http2.Setting
+	settings = arr[:0]
+	_ = f.ForeachSetting(func(s http2.Setting) error {
+		settings = append(settings, s)
+		return nil
+	})
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if err := sc.applySettingsLocked(settings); err != nil {
+		return err
+	}
+	sc.appendSettingsAckLocked()
+	sc.ctrlPending += 9
+	sc.queueLocked()
+	return nil
+}
+
+func (sc *serverConn) applySettingsLocked(settings []http2.Setting) error {
+	for _, s := range settings {
+		if err := s.Valid(); err != nil {
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				return connError{http2.ErrCode(ce), "bad setting"}
+			}
+			return connError{http2.ErrCodeProtocol, "bad setting"}
+		}
+		switch s.ID {
+		case http2.SettingHeaderTableSize:
+			sc.enc.SetMaxDynamicTableSizeLimit(s.Val)
+		case http2.SettingInitialWindowSize:
+			// RFC 9113 §6.9.2: the change applies to every open stream's
+			// window, which may go negative.
+			delta := int64(s.Val) - int64(sc.peerInitWindow)
+			sc.peerInitWindow = int32(s.Val)
+			for _, st := range sc.streams {
+				st.sendWindow += delta
+				if st.sendWindow > maxWindow {
+					return connError{http2.ErrCodeFlowControl, "stream window overflow"}
+				}
+			}
+		case http2.SettingMaxFrameSize:
+			sc.peerMaxFrame = s.Val
+		}
+	}
+	if sc.sendWaiters > 0 {
+		sc.cond.Broadcast()
+	}
+	return nil
+}
+
+// startGoAway begins a graceful close: GOAWAY(NO_ERROR) naming the last
+// stream the client opened, no new streams, and the end of the
+// connection once the streams in flight are done.
+func (sc *serverConn) startGoAway() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.startGoAwayLocked()
+}
+
+func (sc *serverConn) startGoAwayLocked() {
+	if sc.dead {
+		return
+	}
+	if !sc.goAwaySent {
+		sc.goAwaySent = true
+		sc.appendGoAwayLocked(sc.maxClientID, http2.ErrCodeNo)
+		sc.queueLocked()
+	}
+	sc.draining = true
+	if len(sc.streams) == 0 {
+		sc.closeAfterFlushLocked()
+	}
+}
+
+func (sc *serverConn) closeAfterFlushLocked() {
+	sc.closeAfterFlush = true
+	if !sc.writing {
+		sc.wakePending = true
+		select {
+		case sc.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// onIdle runs when the connection has had no stream for IdleTimeout.
+func (sc *serverConn) onIdle() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if len(sc.streams) == 0 {
+		sc.startGoAwayLocked()
+	}
+}
+
+// closeNow ends the connection at once (Close, or the connection's
+// context cancelled).
+func (sc *serverConn) closeNow() {
+	sc.mu.Lock()
+	sc.dieLocked(errConnClosed)
+	sc.mu.Unlock()
+	sc.nc.Close()
+}
+
+// dieLocked marks the connection gone: appends are dropped from now on,
+// every stream's context is cancelled and every waiter released.
+func (sc *serverConn) dieLocked(err error) {
+	if sc.dead {
+		return
+	}
+	sc.dead = true
+	for _, st := range sc.streams {
+		sc.abortStreamLocked(st, err)
+	}
+	sc.cond.Broadcast()
+	sc.wakePending = true
+	select {
+	case sc.wake <- struct{}{}:
+	default:
+	}
+}
+
+// teardown ends the connection after the read loop has returned err.
+func (sc *serverConn) teardown(err error) {
+	var ce connError
+	if errors.As(err, &ce) {
+		sc.mu.Lock()
+		sent := !sc.dead && !sc.closeAfterFlush
+		if sent {
+			sc.appendGoAwayLocked(sc.maxClientID, ce.code)
+			sc.goAwaySent = true
+			sc.closeAfterFlushLocked()
+		}
+		sc.mu.Unlock()
+		if ce.code != http2.ErrCodeNo {
+			sc.srv.logf("h2server: "+sc.remote, ce)
+		}
+		if sent {
+			// Flush the GOAWAY, then read until the client closes so
+			// that it gets to read it (see finishWrites).
+			_ = sc.nc.SetWriteDeadline(time.Now().Add(lingerTimeout))
+			<-sc.writerDone
+			_, _ = io.Copy(io.Discard, sc.br)
+		}
+	}
+	sc.mu.Lock()
+	sc.dieLocked(err)
+	sc.mu.Unlock()
+	sc.nc.Close()
+	sc.cancel()
+	<-sc.writerDone
+}
+
+// runHandler runs the handler of one stream and ends the stream.
+func (sc *serverConn) runHandler(st *stream) {
+	defer sc.handlers.Done()
+	rw := &responseWriter{st: st, sc: sc, declCL: -1}
+	panicked := true
+	defer func() {
+		if panicked {
+			p := recover()
+			if p != http.ErrAbortHandler {
+				buf := make([]byte, 16<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				sc.srv.logf(fmt.Sprintf("h2server: panic serving %s: %v\n%s", sc.remote, p, buf), nil)
+			}
+			rw.release()
+			sc.endStream(st, true)
+		}
+	}()
+	sc.handler.ServeHTTP(rw, st.req)
+	rw.finish()
+	panicked = false
+	rw.release()
+	sc.endStream(st, false)
+}
+
+// endStream removes a stream whose handler has returned.
+func (sc *serverConn) endStream(st *stream, failed bool) {
+	sc.mu.Lock()
+	st.bodyClosed = true
+	if st.rerr == nil || st.rerr == io.EOF && len(st.rbuf) == st.roff {
+		st.rerr = errHandlerEnd
+	}
+	if unread := len(st.rbuf) - st.roff; unread > 0 {
+		sc.creditConnLocked(int32(unread))
+	}
+	st.rbuf, st.roff = nil, 0
+	st.readCond.Broadcast()
+	if !st.reset && !sc.dead {
+		switch {
+		case failed || !st.localEnded:
+			sc.appendRSTLocked(st.id, http2.ErrCodeInternal)
+			sc.noteResetLocked(st.id)
+		case !st.remoteClosed:
+			// RFC 9113 §8.1: the response is complete; the client may
+			// stop sending the rest of its request.
+			sc.appendRSTLocked(st.id, http2.ErrCodeNo)
+			sc.noteResetLocked(st.id)
+			sc.completed++
+		default:
+			sc.completed++
+		}
+		sc.queueLocked()
+	} else if st.reset {
+		sc.noteResetLocked(st.id)
+	}
+	st.reset = true
+	delete(sc.streams, st.id)
+	if len(sc.streams) == 0 {
+		if sc.draining {
+			sc.closeAfterFlushLocked()
+		} else if sc.idleTimer != nil {
+			sc.idleTimer.Reset(sc.srv.IdleTimeout)
+		}
+	}
+	sc.mu.Unlock()
+	st.cancel()
+}
+
+func (sc *serverConn) noteResetLocked(id uint32) {
+	sc.recentResets[sc.recentNext] = id
+	sc.recentNext = (sc.recentNext + 1) % len(sc.recentResets)
+}
+
+// prefixReader reads prefix before r.
+type prefixReader struct {
+	prefix []byte
+	r      io.Reader
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
+}

@@ -1,0 +1,88 @@
+// Package h2server is an HTTP/2 server (RFC 9113) for connections
+// already accepted and known to speak HTTP/2: cleartext with prior
+// knowledge, or switched by "Upgrade: h2c" (proxy/h1server hands both
+// over). It serves net/http handlers, with the observable behaviour of
+// golang.org/x/net/http2's Server that a proxy relies on, and is built so
+// that many streams' responses leave in one write.
+//
+// # Goroutines and writes
+//
+// ServeConn's goroutine reads frames (x/net/http2's Framer, HPACK decoding
+// included) and acts on them; each stream's handler runs on a goroutine of
+// its own; a writer goroutine per connection writes. Every outgoing frame
+// is encoded, under the connection's mutex, into one write buffer (HPACK
+// encoding too, so that the dynamic table changes in byte order). The
+// writer, once woken, yields once so that handlers readied by the same
+// network poll can append their responses, then writes all that has
+// accumulated in one call while appends go to a second buffer. A
+// response that fits the 4 KiB body buffer leaves as one append when its
+// handler returns: HEADERS and DATA(END_STREAM), or HEADERS(END_STREAM)
+// with no body, or HEADERS, DATA and trailer HEADERS(END_STREAM). Flush
+// appends what is held and wakes the writer; it never waits for the
+// write. Handlers wait only for flow-control windows and when more than
+// 256 KiB is pending on the connection.
+//
+// # Requests and responses
+//
+// Requests have Proto "HTTP/2.0", Host from :authority (or Host),
+// RequestURI from :path, ContentLength from content-length (-1 without
+// it, 0 with http.NoBody when HEADERS ended the stream), cookies joined
+// with "; ". Trailers the request declared in its "Trailer" header are
+// set in Request.Trailer before Body returns io.EOF (undeclared ones are
+// dropped, as in x/net). A body that does not match its content-length
+// fails and the stream is reset with PROTOCOL_ERROR. Each stream
+// announces a 1 MiB receive window (and the connection 1 MiB); window
+// updates are sent as the handler reads, once half a window is consumed.
+// "Expect: 100-continue" is answered 100 on the first Body read. The
+// request context is cancelled when the client resets the stream, when
+// the connection ends and when the handler returns.
+//
+// Responses: WriteHeader with a 1xx code sends that header block at once
+// (the header map is left as it is); trailers are declared with the
+// "Trailer" header or set with http.TrailerPrefix keys; a content-length
+// the handler set is kept (writing past it fails with
+// http.ErrContentLength, ending short resets the stream INTERNAL_ERROR);
+// a response that fits the buffer when the handler returns gets a
+// content-length. No Date or Content-Type is added. Connection-specific
+// header fields are dropped. A handler panic resets the stream
+// (INTERNAL_ERROR) and, unless the value is http.ErrAbortHandler, is
+// logged. A handler that returns while the client is still sending gets
+// its response sent then RST_STREAM NO_ERROR (RFC 9113 §8.1). Hijack is
+// not supported; neither are per-stream read and write deadlines
+// (http.ResponseController reports http.ErrNotSupported).
+//
+// # Protocol limits
+//
+// The server announces SETTINGS_MAX_CONCURRENT_STREAMS (default 250),
+// SETTINGS_INITIAL_WINDOW_SIZE and SETTINGS_MAX_HEADER_LIST_SIZE
+// (MaxHeaderBytes, default 1 MiB; a larger header list is answered 431),
+// and keeps the 16 KiB frame size. A stream opened beyond the limit is
+// refused (RST_STREAM REFUSED_STREAM); a stream the client reset counts
+// against the limit until its handler returns. Rapid-reset rule
+// (CVE-2023-44487): every stream refused, malformed, or reset by the
+// client before its response ended is "bad"; once a connection has more
+// than 100 bad streams and more bad streams than completed ones, it gets
+// GOAWAY ENHANCE_YOUR_CALM and is closed. A client that does not read
+// while making the server acknowledge (PING, SETTINGS) is cut off once
+// 1 MiB of acknowledgements is pending.
+//
+// Malformed requests (missing pseudo-header fields, connection-specific
+// fields, "te" other than "trailers", uppercase names) are stream errors;
+// frames on idle streams, even or decreasing stream ids, PUSH_PROMISE,
+// window overflows of the connection and bad SETTINGS are connection
+// errors: GOAWAY with the last stream id seen and the error code, then
+// close once it is written. PRIORITY frames and unknown frame types are
+// ignored. IdleTimeout closes a connection without streams with GOAWAY
+// NO_ERROR.
+//
+// # Shutdown
+//
+// Shutdown sends one GOAWAY(NO_ERROR) per connection naming the last
+// stream id the client opened (not x/net's two-step GOAWAY with a PING
+// in between); streams the client opens afterwards are refused with
+// REFUSED_STREAM so that the client retries them elsewhere. Each
+// connection closes when its streams are done; Shutdown returns when all
+// have, or closes the rest when its context ends. Close closes every
+// connection at once. ServeConn returns only after every handler it
+// started has returned.
+package h2server

@@ -1,0 +1,294 @@
+package h2server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+)
+
+// stream is a request whose handler runs. Fields below the line are
+// guarded by sc.mu.
+type stream struct {
+	sc     *serverConn
+	id     uint32
+	ctx    context.Context
+	cancel context.CancelFunc
+	req    *http.Request
+	isHead bool
+
+	remoteClosed bool  // END_STREAM or RST_STREAM received (or sent)
+	reset        bool  // RST_STREAM sent or received: no more frames
+	localEnded   bool  // END_STREAM sent
+	sendWindow   int64 // may go negative (RFC 9113 §6.9.2)
+
+	// Request body: DATA not yet read, and what ends it.
+	rbuf         []byte
+	roff         int
+	rerr         error       // io.EOF after END_STREAM, or why the body failed
+	trailer      http.Header // received trailers, merged into req.Trailer at EOF
+	recvAvail    int32       // what the client may still send
+	recvUnacked  int32       // read by the handler, not yet returned
+	declCL       int64       // content-length, or -1
+	got          int64       // DATA bytes received
+	bodyClosed   bool        // closed, or the handler returned: DATA is dropped
+	needContinue bool        // "Expect: 100-continue": 100 on the first Read
+	readCond     sync.Cond   // L is &sc.mu; signalled when the body changes
+}
+
+// requestBody is a stream's Request.Body.
+type requestBody struct{ st *stream }
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	st := b.st
+	sc := st.sc
+	sc.mu.Lock()
+	if st.needContinue {
+		st.needContinue = false
+		if !st.reset && !sc.dead {
+			sc.appendHeadersLocked(st.id, http.StatusContinue, nil, false)
+			sc.queueLocked()
+		}
+	}
+	for st.roff == len(st.rbuf) && st.rerr == nil {
+		st.readCond.Wait()
+	}
+	if st.roff < len(st.rbuf) && !st.bodyClosed {
+		n := copy(p, st.rbuf[st.roff:])
+		st.roff += n
+		if st.roff == len(st.rbuf) {
+			st.rbuf, st.roff = st.rbuf[:0], 0
+		}
+		sc.consumedLocked(st, n)
+		sc.mu.Unlock()
+		return n, nil
+	}
+	err := st.rerr
+	tr := st.trailer
+	if err == io.EOF {
+		st.trailer = nil
+	}
+	sc.mu.Unlock()
+	if err == io.EOF && tr != nil && st.req.Trailer != nil {
+		// As x/net/http2: trailers the request declared in its "Trailer"
+		// header are kept, on the goroutine that reads the body.
+		for k, vv := range tr {
+			st.req.Trailer[k] = vv
+		}
+	}
+	return 0, err
+}
+
+func (b *requestBody) Close() error {
+	st := b.st
+	sc := st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if unread := len(st.rbuf) - st.roff; unread > 0 {
+		sc.creditConnLocked(int32(unread))
+	}
+	st.rbuf, st.roff = nil, 0
+	st.bodyClosed = true
+	if st.rerr == nil || st.rerr == io.EOF {
+		st.rerr = errBodyClosed
+	}
+	st.readCond.Broadcast()
+	return nil
+}
+
+var errMalformed = errors.New("h2server: malformed request")
+
+// newRequest builds st's request from its HEADERS. A malformed request
+// is an error (a stream error PROTOCOL_ERROR, RFC 9113 §8.1.1); a header
+// list over the limit is status 431.
+func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, err error) {
+	if f.Truncated {
+		return http.StatusRequestHeaderFieldsTooLarge, nil
+	}
+	method := f.PseudoValue("method")
+	scheme := f.PseudoValue("scheme")
+	authority := f.PseudoValue("authority")
+	path := f.PseudoValue("path")
+	if f.PseudoValue("protocol") != "" || f.PseudoValue("status") != "" {
+		// Extended CONNECT is not announced (RFC 8441 §3).
+		return 0, errMalformed
+	}
+	isConnect := method == "CONNECT"
+	if isConnect {
+		if path != "" || scheme != "" || authority == "" {
+			return 0, errMalformed
+		}
+	} else if method == "" || path == "" || (scheme != "http" && scheme != "https") {
+		return 0, errMalformed
+	}
+	if !validMethod(method) {
+		return 0, errMalformed
+	}
+
+	regular := f.RegularFields()
+	h := make(http.Header, len(regular))
+	var cookies int
+	for _, hf := range regular {
+		switch hf.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			// RFC 9113 §8.2.2: connection-specific fields are malformed.
+			return 0, errMalformed
+		case "te":
+			if hf.Value != "trailers" {
+				return 0, errMalformed
+			}
+		case "cookie":
+			cookies++
+		}
+		k := canonicalHeader(hf.Name)
+		h[k] = append(h[k], hf.Value)
+	}
+	if cookies > 1 {
+		// RFC 9113 §8.2.3: split cookie fields join with "; ".
+		h["Cookie"] = []string{strings.Join(h["Cookie"], "; ")}
+	}
+	if hosts := h["Host"]; len(hosts) == 1 {
+		if authority == "" {
+			authority = hosts[0]
+		} else if hosts[0] != authority {
+			return 0, errMalformed
+		}
+		delete(h, "Host")
+	} else if len(hosts) > 1 {
+		return 0, errMalformed
+	}
+	if strings.IndexByte(authority, '@') >= 0 || authority != "" && !httpguts.ValidHostHeader(authority) {
+		return 0, errMalformed
+	}
+
+	var u *url.URL
+	requestURI := path
+	if isConnect {
+		u = &url.URL{Host: authority}
+		requestURI = authority
+	} else {
+		if path[0] != '/' && !(path == "*" && method == "OPTIONS") {
+			return 0, errMalformed
+		}
+		if u, err = url.ParseRequestURI(path); err != nil {
+			return 0, errMalformed
+		}
+	}
+
+	req := &http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      "HTTP/2.0",
+		ProtoMajor: 2,
+		Header:     h,
+		Host:       authority,
+		RemoteAddr: sc.remote,
+		RequestURI: requestURI,
+	}
+	if vv, ok := h["Trailer"]; ok {
+		for _, v := range vv {
+			for _, k := range strings.Split(v, ",") {
+				k = textproto.CanonicalMIMEHeaderKey(textproto.TrimString(k))
+				switch k {
+				case "Transfer-Encoding", "Trailer", "Content-Length", "":
+				default:
+					if req.Trailer == nil {
+						req.Trailer = http.Header{}
+					}
+					req.Trailer[k] = nil
+				}
+			}
+		}
+		delete(h, "Trailer")
+	}
+	if vv, ok := h["Content-Length"]; ok {
+		for _, v := range vv[1:] {
+			if v != vv[0] {
+				return 0, errMalformed
+			}
+		}
+		cl, err := strconv.ParseUint(vv[0], 10, 63)
+		if err != nil {
+			return 0, errMalformed
+		}
+		st.declCL = int64(cl)
+	}
+	if f.StreamEnded() {
+		if st.declCL > 0 {
+			return 0, errMalformed
+		}
+		st.remoteClosed = true
+		st.rerr = io.EOF
+		req.ContentLength = 0
+		req.Body = http.NoBody
+	} else {
+		req.ContentLength = st.declCL
+		req.Body = &requestBody{st: st}
+		if e, ok := h["Expect"]; ok && len(e) == 1 && strings.EqualFold(e[0], "100-continue") {
+			delete(h, "Expect")
+			st.needContinue = true
+		}
+	}
+	st.isHead = method == "HEAD"
+	st.req = req.WithContext(st.ctx)
+	return 0, nil
+}
+
+func validMethod(m string) bool {
+	for i := 0; i < len(m); i++ {
+		if !httpguts.IsTokenRune(rune(m[i])) {
+			return false
+		}
+	}
+	return m != ""
+}
+
+// canonicalHeader turns a lowercase HTTP/2 field name into the form
+// net/http handlers expect, without allocating for the common ones.
+func canonicalHeader(name string) string {
+	if k, ok := commonCanonical[name]; ok {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(name)
+}
+
+// lowerHeader is the HTTP/2 form of a header map key.
+func lowerHeader(k string) string {
+	if v, ok := commonLower[k]; ok {
+		return v
+	}
+	return strings.ToLower(k)
+}
+
+var commonCanonical, commonLower = func() (map[string]string, map[string]string) {
+	names := []string{
+		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Accept-Ranges",
+		"Access-Control-Allow-Origin", "Age", "Allow", "Authorization", "Cache-Control",
+		"Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+		"Content-Location", "Content-Range", "Content-Type", "Cookie", "Date", "Etag",
+		"Expect", "Expires", "From", "Grpc-Accept-Encoding", "Grpc-Encoding", "Grpc-Message",
+		"Grpc-Status", "Grpc-Timeout", "Grpc-Status-Details-Bin", "Host", "If-Match",
+		"If-Modified-Since", "If-None-Match", "If-Unmodified-Since", "Last-Modified", "Link",
+		"Location", "Max-Forwards", "Origin", "Proxy-Authenticate", "Proxy-Authorization",
+		"Range", "Referer", "Refresh", "Retry-After", "Server", "Set-Cookie",
+		"Strict-Transport-Security", "Te", "Trailer", "Transfer-Encoding", "User-Agent",
+		"Vary", "Via", "Www-Authenticate", "X-Forwarded-For", "X-Forwarded-Proto",
+		"X-Request-Id", "Traceparent", "Tracestate",
+	}
+	canon := make(map[string]string, len(names))
+	lower := make(map[string]string, len(names))
+	for _, n := range names {
+		l := strings.ToLower(n)
+		canon[l] = n
+		lower[n] = l
+	}
+	return canon, lower
+}()

@@ -1,0 +1,343 @@
+package h2server
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// responseWriter is a stream's http.ResponseWriter. Only the handler's
+// goroutine uses it; what it shares with the connection is under sc.mu.
+type responseWriter struct {
+	st *stream
+	sc *serverConn
+
+	header      http.Header
+	fields      []hpack.HeaderField // the header block, fixed at WriteHeader
+	status      int
+	wroteHeader bool
+	sentHeader  bool // HEADERS appended
+	bodyAllowed bool
+	declCL      int64 // the handler's content-length, or -1
+	written     int64
+	buf         *[]byte // body held back, from bodyBufPool
+	done        bool
+}
+
+var (
+	_ http.ResponseWriter = (*responseWriter)(nil)
+	_ http.Flusher        = (*responseWriter)(nil)
+)
+
+func (rw *responseWriter) Header() http.Header {
+	if rw.header == nil {
+		rw.header = make(http.Header)
+	}
+	return rw.header
+}
+
+func (rw *responseWriter) WriteHeader(code int) {
+	if rw.done || rw.wroteHeader {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic("invalid WriteHeader code " + strconv.Itoa(code))
+	}
+	if code < 200 {
+		// 1xx goes out at once, as its own header block; the header map
+		// stays as it is. 101 has no meaning in HTTP/2 (RFC 9113 §8.6).
+		if code == http.StatusSwitchingProtocols {
+			return
+		}
+		fields := appendFields(nil, rw.header)
+		sc := rw.sc
+		sc.mu.Lock()
+		if !rw.st.reset && !sc.dead {
+			sc.appendHeadersLocked(rw.st.id, code, fields, false)
+			sc.queueLocked()
+		}
+		sc.mu.Unlock()
+		return
+	}
+	rw.wroteHeader = true
+	rw.status = code
+	rw.bodyAllowed = bodyAllowed(code) && !rw.st.isHead
+	if cl := rw.header["Content-Length"]; len(cl) > 0 {
+		if n, err := strconv.ParseUint(cl[0], 10, 63); err == nil && rw.status != http.StatusNotModified {
+			rw.declCL = int64(n)
+		} else {
+			delete(rw.header, "Content-Length")
+		}
+	}
+	rw.fields = appendFields(rw.fields[:0], rw.header)
+}
+
+// appendFields turns a header map into HTTP/2 fields: lowercase names,
+// without connection-specific fields (RFC 9113 §8.2.2), trailers or
+// invalid fields.
+func appendFields(dst []hpack.HeaderField, h http.Header) []hpack.HeaderField {
+	for k, vv := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		name := lowerHeader(k)
+		switch name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			continue
+		}
+		if !httpguts.ValidHeaderFieldName(k) {
+			continue
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) || name == "te" && v != "trailers" {
+				continue
+			}
+			dst = append(dst, hpack.HeaderField{Name: name, Value: v})
+		}
+	}
+	return dst
+}
+
+func bodyAllowed(code int) bool {
+	return !(code >= 100 && code <= 199 || code == http.StatusNoContent || code == http.StatusNotModified)
+}
+
+func (rw *responseWriter) Write(p []byte) (int, error) {
+	if rw.done {
+		return 0, http.ErrHandlerTimeout
+	}
+	if !rw.wroteHeader {
+		rw.WriteHeader(http.StatusOK)
+	}
+	if !rw.bodyAllowed {
+		if rw.st.isHead {
+			return len(p), nil
+		}
+		return 0, http.ErrBodyNotAllowed
+	}
+	if rw.declCL >= 0 && rw.written+int64(len(p)) > rw.declCL {
+		return 0, http.ErrContentLength
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	rw.written += int64(len(p))
+	if !rw.sentHeader {
+		if rw.buf == nil {
+			rw.buf = bodyBufPool.Get().(*[]byte)
+		}
+		if len(*rw.buf)+len(p) <= bodyBufSize {
+			*rw.buf = append(*rw.buf, p...)
+			return len(p), nil
+		}
+	}
+	sc := rw.sc
+	sc.mu.Lock()
+	err := rw.sendLocked(p, false, nil)
+	sc.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (rw *responseWriter) WriteString(s string) (int, error) {
+	// Small strings go to the buffer without a conversion.
+	if rw.wroteHeader && rw.bodyAllowed && !rw.sentHeader && !rw.done && rw.buf != nil &&
+		len(*rw.buf)+len(s) <= bodyBufSize && (rw.declCL < 0 || rw.written+int64(len(s)) <= rw.declCL) {
+		*rw.buf = append(*rw.buf, s...)
+		rw.written += int64(len(s))
+		return len(s), nil
+	}
+	return rw.Write([]byte(s))
+}
+
+// Flush sends what the handler has written (and the header block) and
+// wakes the writer; it does not wait for the write.
+func (rw *responseWriter) Flush() { _ = rw.FlushError() }
+
+// FlushError is Flush that reports a stream or connection already gone.
+func (rw *responseWriter) FlushError() error {
+	if rw.done {
+		return http.ErrHandlerTimeout
+	}
+	if !rw.wroteHeader {
+		rw.WriteHeader(http.StatusOK)
+	}
+	sc := rw.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return rw.sendLocked(nil, false, nil)
+}
+
+// EnableFullDuplex lets the handler read the request body while it writes
+// the response, which HTTP/2 always allows.
+func (rw *responseWriter) EnableFullDuplex() error { return nil }
+
+// SetReadDeadline and SetWriteDeadline are not supported (per-stream
+// deadlines); http.ResponseController reports http.ErrNotSupported.
+func (rw *responseWriter) SetReadDeadline(time.Time) error  { return http.ErrNotSupported }
+func (rw *responseWriter) SetWriteDeadline(time.Time) error { return http.ErrNotSupported }
+
+// finish sends the rest of the response once the handler has returned.
+func (rw *responseWriter) finish() {
+	if !rw.wroteHeader {
+		rw.WriteHeader(http.StatusOK)
+	}
+	trailers := rw.trailerFields()
+	short := rw.bodyAllowed && rw.declCL >= 0 && rw.written < rw.declCL
+	sc := rw.sc
+	sc.mu.Lock()
+	if !rw.sentHeader && rw.declCL < 0 && (rw.bodyAllowed || rw.st.isHead && rw.written > 0) && bodyAllowed(rw.status) {
+		// Whole in the buffer: announce its length, as x/net/http2 does.
+		n := int64(0)
+		if rw.buf != nil {
+			n = int64(len(*rw.buf))
+		}
+		if rw.st.isHead {
+			n = rw.written
+		}
+		rw.fields = append(rw.fields, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(n, 10)})
+	}
+	if short {
+		// Less body than its content-length: the client must not take
+		// it for a whole response.
+		if rw.sendLocked(nil, false, nil) == nil {
+			sc.resetLocked(rw.st, http2.ErrCodeInternal)
+		}
+	} else {
+		_ = rw.sendLocked(nil, true, trailers)
+	}
+	sc.mu.Unlock()
+	rw.done = true
+}
+
+func (rw *responseWriter) release() {
+	rw.done = true
+	if rw.buf != nil {
+		*rw.buf = (*rw.buf)[:0]
+		bodyBufPool.Put(rw.buf)
+		rw.buf = nil
+	}
+}
+
+// trailerFields collects the trailers: the keys the "Trailer" header
+// declared, and keys set with http.TrailerPrefix.
+func (rw *responseWriter) trailerFields() []hpack.HeaderField {
+	var out []hpack.HeaderField
+	add := func(k string, vv []string) {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return
+		}
+		name := lowerHeader(k)
+		switch name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "content-length":
+			return
+		}
+		for _, v := range vv {
+			if v != "" && httpguts.ValidHeaderFieldValue(v) {
+				out = append(out, hpack.HeaderField{Name: name, Value: v})
+			}
+		}
+	}
+	for _, decl := range rw.header["Trailer"] {
+		for _, k := range strings.Split(decl, ",") {
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			if k != "" {
+				add(k, rw.header[k])
+			}
+		}
+	}
+	for k, vv := range rw.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			add(http.CanonicalHeaderKey(k[len(http.TrailerPrefix):]), vv)
+		}
+	}
+	return out
+}
+
+// sendLocked appends the header block if not yet sent, the held-back
+// body, then p; with end it ends the stream (on the last DATA, on the
+// trailers, or on HEADERS if there is no body). It waits for flow control
+// and for the pending bytes to drain. sc.mu is held.
+func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.HeaderField) error {
+	sc, st := rw.sc, rw.st
+	if st.reset || sc.dead {
+		return errStreamGone
+	}
+	var held []byte
+	if rw.buf != nil {
+		held = *rw.buf
+	}
+	if !rw.sentHeader {
+		rw.sentHeader = true
+		headEnd := end && len(held) == 0 && len(p) == 0 && len(trailers) == 0
+		sc.appendHeadersLocked(st.id, rw.status, rw.fields, headEnd)
+		if headEnd {
+			st.localEnded = true
+			sc.queueLocked()
+			return nil
+		}
+	}
+	dataEnd := end && len(trailers) == 0
+	if len(held) > 0 {
+		if err := rw.sendDataLocked(held, dataEnd && len(p) == 0); err != nil {
+			return err
+		}
+		*rw.buf = held[:0]
+	}
+	if len(p) > 0 || dataEnd && len(held) == 0 {
+		if err := rw.sendDataLocked(p, dataEnd); err != nil {
+			return err
+		}
+	}
+	if end && len(trailers) > 0 {
+		sc.appendHeadersLocked(st.id, 0, trailers, true)
+	}
+	if end {
+		st.localEnded = true
+	}
+	sc.queueLocked()
+	return nil
+}
+
+// sendDataLocked appends p as DATA frames within the peer's frame size
+// and the send windows, waiting for WINDOW_UPDATE (or for the writer to
+// drain a full buffer) as needed.
+func (rw *responseWriter) sendDataLocked(p []byte, end bool) error {
+	sc, st := rw.sc, rw.st
+	for {
+		if st.reset || sc.dead {
+			return errStreamGone
+		}
+		n := 0
+		if len(p) > 0 {
+			avail := min(st.sendWindow, sc.sendWindow)
+			if avail <= 0 || len(sc.wbuf) >= maxPending {
+				sc.queueLocked()
+				sc.sendWaiters++
+				sc.cond.Wait()
+				sc.sendWaiters--
+				continue
+			}
+			n = int(min(int64(len(p)), avail, int64(sc.peerMaxFrame)))
+		}
+		last := end && n == len(p)
+		sc.appendDataLocked(st.id, p[:n], last)
+		st.sendWindow -= int64(n)
+		sc.sendWindow -= int64(n)
+		p = p[n:]
+		if len(p) == 0 {
+			return nil
+		}
+		if len(sc.wbuf) >= maxPending/4 {
+			// Start the write of what is there while more is appended.
+			sc.queueLocked()
+		}
+	}
+}

@@ -1,0 +1,253 @@
+package h2server
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server serves HTTP/2 connections handed to ServeConn. Set its fields
+// before the first ServeConn call and do not change them afterwards; the
+// zero value of each field is its documented default.
+type Server struct {
+	// Handler answers every request. It must not be nil.
+	Handler http.Handler
+
+	// MaxConcurrentStreams is the SETTINGS_MAX_CONCURRENT_STREAMS the
+	// server announces and enforces: a stream opened while this many
+	// handlers run is refused (RST_STREAM REFUSED_STREAM). A stream the
+	// client reset counts until its handler has returned. Zero means 250.
+	MaxConcurrentStreams uint32
+
+	// MaxHeaderBytes bounds a request's decoded header list (RFC 9113
+	// §6.5.2 SETTINGS_MAX_HEADER_LIST_SIZE, name and value lengths plus 32
+	// per field); a larger one is answered 431. Zero means
+	// http.DefaultMaxHeaderBytes (1 MiB).
+	MaxHeaderBytes int
+
+	// IdleTimeout closes a connection (GOAWAY NO_ERROR, then close) that
+	// has had no open stream for this long. Zero means no limit.
+	IdleTimeout time.Duration
+
+	// MaxUploadBufferPerStream is the receive window of each stream: how
+	// much request body the client may send ahead of the handler's reads.
+	// Zero means 1 MiB. Values are capped at 2^31-1.
+	MaxUploadBufferPerStream int32
+	// MaxUploadBufferPerConnection is the connection's receive window,
+	// shared by all its streams. Zero means 1 MiB; values below 65535
+	// (the protocol's initial window) are raised to it.
+	MaxUploadBufferPerConnection int32
+
+	// BaseContext is the parent of every request's context when ServeConn
+	// is given no ConnOpts.Context. Nil means context.Background.
+	BaseContext context.Context
+
+	// ErrorLog receives errors the Server cannot return to anyone: handler
+	// panics and connection errors worth a look. Nil drops them.
+	ErrorLog func(msg string, err error)
+
+	inShutdown atomic.Bool
+
+	mu sync.Mutex
+	// conns are the connections being served; guarded by mu.
+	conns map[*serverConn]struct{}
+}
+
+// ConnOpts are per-connection options of ServeConn. A nil *ConnOpts is
+// the same as a zero one.
+type ConnOpts struct {
+	// Context is the parent of the connection's request contexts; its
+	// cancellation ends the connection. Nil means Server.BaseContext.
+	Context context.Context
+
+	// Prefix holds bytes already read from the connection (by an
+	// HTTP/1.1 reader that found the client preface, or that read an
+	// upgrade request and what followed it). They are read before the
+	// connection itself. ServeConn does not keep Prefix after it returns.
+	Prefix []byte
+
+	// Upgrade, when set, is a request read over HTTP/1.1 with
+	// "Upgrade: h2c" (RFC 7540 §3.2) and answered 101: it is served as
+	// stream 1, half-closed (remote), so its body must have been read
+	// whole already. Settings is then the decoded HTTP2-Settings payload,
+	// applied as the client's first SETTINGS.
+	Upgrade  *http.Request
+	Settings []byte
+}
+
+const (
+	defaultMaxStreams   = 250
+	defaultStreamWindow = 1 << 20
+	defaultConnWindow   = 1 << 20
+	// initialWindow is the window every stream and the connection start
+	// with before any SETTINGS or WINDOW_UPDATE (RFC 9113 §6.9.2).
+	initialWindow = 65535
+	// maxWindow is the largest flow-control window (RFC 9113 §6.9.1).
+	maxWindow = 1<<31 - 1
+	// defaultMaxFrame is SETTINGS_MAX_FRAME_SIZE's initial value; the
+	// server keeps it for what it reads.
+	defaultMaxFrame = 16384
+)
+
+func (s *Server) maxStreams() uint32 {
+	if s.MaxConcurrentStreams > 0 {
+		return s.MaxConcurrentStreams
+	}
+	return defaultMaxStreams
+}
+
+func (s *Server) maxHeaderBytes() uint32 {
+	if s.MaxHeaderBytes > 0 {
+		return uint32(min(s.MaxHeaderBytes, 1<<30))
+	}
+	return http.DefaultMaxHeaderBytes
+}
+
+func (s *Server) streamWindow() int32 {
+	if s.MaxUploadBufferPerStream > 0 {
+		return s.MaxUploadBufferPerStream
+	}
+	return defaultStreamWindow
+}
+
+func (s *Server) connWindow() int32 {
+	if s.MaxUploadBufferPerConnection > 0 {
+		return max(s.MaxUploadBufferPerConnection, initialWindow)
+	}
+	return defaultConnWindow
+}
+
+func (s *Server) logf(msg string, err error) {
+	if s.ErrorLog != nil {
+		s.ErrorLog(msg, err)
+	}
+}
+
+// ServeConn serves HTTP/2 on c until the connection ends: the client
+// closes it, a connection error, the idle timeout, Shutdown or Close, or
+// the cancellation of the connection's context. It then closes c, and
+// returns once every handler it started has returned (their contexts are
+// cancelled when the connection ends). The caller must not use c
+// afterwards.
+func (s *Server) ServeConn(c net.Conn, opts *ConnOpts) {
+	if opts == nil {
+		opts = &ConnOpts{}
+	}
+	parent := opts.Context
+	if parent == nil {
+		parent = s.BaseContext
+	}
+	if parent == nil {
+		parent = context.Background()
+	}
+	sc := newServerConn(s, c, parent)
+	if !s.track(sc, true) {
+		c.Close()
+		sc.cancel()
+		return
+	}
+	defer s.track(sc, false)
+	sc.serve(opts)
+}
+
+func (s *Server) track(sc *serverConn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.conns == nil {
+			s.conns = map[*serverConn]struct{}{}
+		}
+		s.conns[sc] = struct{}{}
+		if s.inShutdown.Load() {
+			// Served, but told at once to go away once its (upgrade)
+			// stream is done.
+			sc.startGoAway()
+		}
+	} else {
+		delete(s.conns, sc)
+	}
+	return true
+}
+
+// Shutdown sends GOAWAY (NO_ERROR, with the last stream id the
+// connection has seen) on every connection, lets the streams in flight
+// finish, and closes each connection once it has none. It returns nil
+// when every connection has ended, or ctx's error once ctx is done, after
+// closing the connections that remain (as Close does). Streams a client
+// opens after the GOAWAY are refused with REFUSED_STREAM, which tells the
+// client they were not processed and may be retried. ServeConn calls made
+// after Shutdown serve their connection only until its streams are done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	for sc := range s.conns {
+		sc.startGoAway()
+	}
+	s.mu.Unlock()
+
+	const maxPoll = 50 * time.Millisecond
+	poll := time.Millisecond
+	timer := time.NewTimer(poll)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		case <-timer.C:
+			poll = min(2*poll, maxPoll)
+			timer.Reset(poll)
+		}
+	}
+}
+
+// Close closes every connection now and cancels their requests'
+// contexts. It does not wait for the handlers to return (ServeConn
+// does). Connections handed to ServeConn afterwards are served until
+// their streams are done, as after Shutdown.
+func (s *Server) Close() error {
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	for sc := range s.conns {
+		sc.closeNow()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Pools of per-connection buffers: a connection keeps them for its life.
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+	// bodyBufPool holds response writers' body buffers.
+	bodyBufPool = sync.Pool{New: func() any { b := make([]byte, 0, bodyBufSize); return &b }}
+)
+
+const (
+	readBufSize = 16 << 10
+	// bodyBufSize is how much response body a handler's writes are held
+	// back, so that a small response leaves with its header block in one
+	// append (and, if the handler returns, with END_STREAM and a
+	// Content-Length).
+	bodyBufSize = 4 << 10
+	// maxPending bounds the bytes appended but not yet written on a
+	// connection: handlers writing bodies wait while more is pending.
+	maxPending = 256 << 10
+	// maxPendingControl bounds the pending bytes when the reader has to
+	// answer (PING, SETTINGS acknowledgements, RST_STREAM) a client that
+	// does not read: beyond it the connection is closed rather than
+	// buffered without end.
+	maxPendingControl = 4 * maxPending
+	// keptWriteBuf bounds the write buffers a connection keeps between
+	// writes; larger ones, grown for a burst, are dropped.
+	keptWriteBuf = 64 << 10
+)

@@ -1,0 +1,426 @@
+package h2server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestRequestFieldsAndEcho(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("read body: %v", err)
+		}
+		w.Header().Set("X-Seen", fmt.Sprintf("%s %d.%d %s %s %s cl=%d tls=%v remote=%v uri=%s cookie=%q",
+			r.Proto, r.ProtoMajor, r.ProtoMinor, r.Method, r.Host, r.URL.Path, r.ContentLength,
+			r.TLS != nil, r.RemoteAddr != "", r.RequestURI, r.Header.Get("Cookie")))
+		w.Write(b)
+	}))
+	c, _ := h2Client(t)
+	for i := 0; i < 3; i++ {
+		req, _ := http.NewRequest("POST", ts.url("/p?q=1"), strings.NewReader("hello"))
+		req.Header.Add("Cookie", "a=1")
+		req.Header.Add("Cookie", "b=2")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := `HTTP/2.0 2.0 POST ` + ts.addr + ` /p cl=5 tls=false remote=true uri=/p?q=1 cookie="a=1; b=2"`
+		if resp.ProtoMajor != 2 || string(b) != "hello" || resp.Header.Get("X-Seen") != want {
+			t.Fatalf("%s %q %q", resp.Proto, b, resp.Header.Get("X-Seen"))
+		}
+		if resp.ContentLength != 5 {
+			t.Fatalf("content-length %d", resp.ContentLength)
+		}
+	}
+}
+
+func TestGetHasNoBody(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := r.Body.Read(make([]byte, 1))
+		fmt.Fprintf(w, "cl=%d nobody=%v n=%d err=%v", r.ContentLength, r.Body == http.NoBody, n, err)
+	}))
+	c, _ := h2Client(t)
+	resp, err := c.Get(ts.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "cl=0 nobody=true n=0 err=EOF" {
+		t.Fatalf("%q", b)
+	}
+}
+
+func TestLargeBodiesBothWays(t *testing.T) {
+	// Larger than every window: both sides must send WINDOW_UPDATEs.
+	payload := make([]byte, 5<<20+123)
+	rand.Read(payload)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("read: %v", err)
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.Write(b)
+	}), func(s *Server) { s.MaxUploadBufferPerStream = 64 << 10; s.MaxUploadBufferPerConnection = 100 << 10 })
+	c, _ := h2Client(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.Post(ts.url("/"), "", bytes.NewReader(payload))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(b, payload) || resp.ContentLength != int64(len(payload)) {
+				t.Errorf("err=%v len=%d cl=%d", err, len(b), resp.ContentLength)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestStreamingFlush(t *testing.T) {
+	next := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 3; i++ {
+			fmt.Fprintf(w, "chunk%d;", i)
+			if err := http.NewResponseController(w).Flush(); err != nil {
+				t.Errorf("flush: %v", err)
+			}
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	c, _ := h2Client(t)
+	resp, err := c.Get(ts.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 64)
+	for i := 0; i < 3; i++ {
+		n, err := resp.Body.Read(buf)
+		if err != nil || string(buf[:n]) != fmt.Sprintf("chunk%d;", i) {
+			t.Fatalf("%d: %q %v", i, buf[:n], err)
+		}
+		next <- struct{}{}
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResponseTrailersDeclaredAndPrefixed(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Declared")
+		w.WriteHeader(200)
+		io.WriteString(w, "body")
+		w.Header().Set("X-Declared", "d")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "l")
+	}))
+	c, _ := h2Client(t)
+	resp, err := c.Get(ts.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "body" || resp.Trailer.Get("X-Declared") != "d" || resp.Trailer.Get("X-Late") != "l" {
+		t.Fatalf("%q %v", b, resp.Trailer)
+	}
+}
+
+func TestRequestTrailersBeforeEOF(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		before := r.Trailer.Get("X-T")
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s before=%q after=%q", b, before, r.Trailer.Get("X-T"))
+	}))
+	c, _ := h2Client(t)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", ts.url("/"), pr)
+	req.Trailer = http.Header{"X-T": nil}
+	go func() {
+		pw.Write([]byte("data"))
+		req.Trailer.Set("X-T", "tv")
+		pw.Close()
+	}()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != `data before="" after="tv"` {
+		t.Fatalf("%q", b)
+	}
+}
+
+func TestInformationalResponses(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a>")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Set("X-Final", "1")
+		io.WriteString(w, "ok")
+	}))
+	c, _ := h2Client(t)
+	var got []string
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			got = append(got, fmt.Sprint(code, h.Get("Link")))
+			return nil
+		},
+	})
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.url("/"), nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "ok" || len(got) != 1 || got[0] != "103</a>" || resp.Header.Get("Link") != "" || resp.Header.Get("X-Final") != "1" {
+		t.Fatalf("%q %v %v", b, got, resp.Header)
+	}
+}
+
+func TestExpectContinue(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s expect=%q", b, r.Header.Get("Expect"))
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.post(1, "/", "expect", "100-continue")
+	got100 := rc.until("100", func(e event) bool { return e.typ == 1 && e.get(":status") == "100" })
+	if got100.end {
+		t.Fatal("100 ended the stream")
+	}
+	rc.fr.WriteData(1, true, []byte("body"))
+	status, body, _, rst := rc.response(1)
+	if status != "200" || body != `body expect=""` || rst != nil {
+		t.Fatalf("%s %q %v", status, body, rst)
+	}
+}
+
+func TestContentLengthHonoured(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/over":
+			w.Header().Set("Content-Length", "4")
+			_, err := io.WriteString(w, "fiver")
+			fmt.Fprint(w, err == http.ErrContentLength)
+		case "/short":
+			w.Header().Set("Content-Length", "10")
+			io.WriteString(w, "abc")
+		case "/empty":
+		case "/head":
+			w.Header().Set("Content-Length", "42")
+		}
+	}))
+	c, _ := h2Client(t)
+	resp, err := c.Get(ts.url("/over"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "true" || resp.ContentLength != 4 {
+		t.Fatalf("over: %q %d", b, resp.ContentLength)
+	}
+	resp, err = c.Get(ts.url("/short"))
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("a short body was taken as whole")
+	}
+	resp, err = c.Get(ts.url("/empty"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ContentLength != 0 {
+		t.Fatalf("empty: %d", resp.ContentLength)
+	}
+	resp, err = c.Head(ts.url("/head"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ContentLength != 42 {
+		t.Fatalf("head: %d", resp.ContentLength)
+	}
+}
+
+func TestNoBodyEndsStreamOnHeaders(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Grpc-Status", "14")
+		w.WriteHeader(204)
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	e := rc.until("HEADERS", func(e event) bool { return e.typ == 1 && e.id == 1 })
+	if !e.end || e.get(":status") != "204" || e.get("grpc-status") != "14" {
+		t.Fatalf("%+v", e)
+	}
+}
+
+func TestContextCancelledOnReset(t *testing.T) {
+	started := make(chan struct{})
+	ended := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+		_, err := r.Body.Read(make([]byte, 1))
+		ended <- err
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.post(1, "/")
+	<-started
+	rc.fr.WriteRSTStream(1, 8) // CANCEL
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("body read succeeded after reset")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("context not cancelled")
+	}
+}
+
+func TestContextCancelledWhenConnectionDies(t *testing.T) {
+	started := make(chan struct{})
+	ended := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+		close(ended)
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	<-started
+	rc.nc.Close()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("context not cancelled")
+	}
+}
+
+func TestHandlerPanics(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/abort" {
+			panic(http.ErrAbortHandler)
+		}
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		panic("boom")
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/abort")
+	if e := rc.rst(1); e.code != 2 {
+		t.Fatalf("abort: %v", e.code)
+	}
+	rc.get(3, "/boom")
+	if _, _, _, rst := rc.response(3); rst == nil || *rst != 2 {
+		t.Fatalf("boom: %v", rst)
+	}
+	waitFor(t, "panic logged", func() bool { return strings.Contains(ts.logs.String(), "boom") })
+	if strings.Contains(ts.logs.String(), "abort") {
+		t.Fatal("ErrAbortHandler logged")
+	}
+	// The connection still serves.
+	rc.get(5, "/abort")
+	rc.rst(5)
+}
+
+func TestUnreadBodyResetNoError(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "early")
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.post(1, "/")
+	rc.fr.WriteData(1, false, []byte("part"))
+	status, body, _, _ := rc.response(1)
+	if status != "200" || body != "early" {
+		t.Fatalf("%s %q", status, body)
+	}
+	if e := rc.rst(1); e.code != 0 {
+		t.Fatalf("%v", e.code)
+	}
+	// More of the body, sent before the client saw the reset: ignored.
+	rc.fr.WriteData(1, true, []byte("rest"))
+	rc.get(3, "/")
+	if status, _, _, _ := rc.response(3); status != "200" {
+		t.Fatal(status)
+	}
+}
+
+func TestResponseControllerUnsupported(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_, _, herr := rc.Hijack()
+		derr := rc.SetReadDeadline(time.Now())
+		fmt.Fprint(w, errors.Is(herr, http.ErrNotSupported), errors.Is(derr, http.ErrNotSupported), rc.EnableFullDuplex())
+	}))
+	c, _ := h2Client(t)
+	resp, err := c.Get(ts.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "true true <nil>" {
+		t.Fatalf("%q", b)
+	}
+}
+
+func TestManyConcurrentStreams(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(w, r.Body)
+	}))
+	c, _ := h2Client(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := fmt.Sprintf("msg-%d", i)
+			resp, err := c.Post(ts.url("/"), "", strings.NewReader(msg))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != msg {
+				t.Errorf("%q != %q", b, msg)
+			}
+		}()
+	}
+	wg.Wait()
+}
