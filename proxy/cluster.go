@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/http2"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/h1client"
+	"github.com/outrigger-mesh/outrigger/proxy/h2client"
 	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
 
@@ -109,31 +109,19 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 	}
 	switch key.protocol {
 	case protoH2C, protoH2TLS:
-		t := &http2.Transport{
-			// Upstream gRPC relies on trailers and on the proxy passing
-			// compressed bodies through untouched.
-			DisableCompression: true,
-			IdleConnTimeout:    idle,
-			// A dead HTTP/2 connection must be noticed: ping after 30s of
-			// silence, give up 15s later.
-			ReadIdleTimeout: 30 * time.Second,
-			PingTimeout:     15 * time.Second,
-		}
-		if key.protocol == protoH2C {
-			t.AllowHTTP = true
-			t.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-				return dial(ctx, network, addr)
-			}
-		} else {
+		// h2client writes the frames of many streams in one system call
+		// and adds no compression: upstream gRPC relies on trailers and
+		// on the proxy passing compressed bodies through untouched.
+		h2dial := dial
+		if key.protocol == protoH2TLS {
 			tc = tc.Clone()
 			tc.NextProtos = []string{"h2"}
-			t.TLSClientConfig = tc
-			t.DialTLSContext = func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
+			h2dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 				raw, err := dial(ctx, network, addr)
 				if err != nil {
 					return nil, err
 				}
-				c := cfg.Clone()
+				c := tc.Clone()
 				if c.ServerName == "" {
 					host, _, _ := net.SplitHostPort(addr)
 					c.ServerName = host
@@ -149,6 +137,14 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 				}
 				return tc, nil
 			}
+		}
+		t := &h2client.Transport{
+			Dial:        h2dial,
+			IdleTimeout: idle,
+			// A dead HTTP/2 connection must be noticed: ping after 30s of
+			// silence, give up 15s later.
+			ReadIdleTimeout: 30 * time.Second,
+			PingTimeout:     15 * time.Second,
 		}
 		p.rt = t
 		p.closeIdle = t.CloseIdleConnections

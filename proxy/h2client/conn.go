@@ -1,0 +1,386 @@
+package h2client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+const (
+	// connWindow and streamWindow are the receive windows advertised for
+	// the connection and (as SETTINGS_INITIAL_WINDOW_SIZE) for each
+	// stream. Stream windows bound what a stream buffers; the connection's
+	// is returned as DATA arrives, so a stream whose reader stalls does
+	// not hold up the others.
+	connWindow   = 4 << 20
+	streamWindow = 1 << 20
+	// connRefresh and streamRefresh are how much consumed window is
+	// returned in one WINDOW_UPDATE: batched, not one per DATA frame.
+	connRefresh   = connWindow / 4
+	streamRefresh = streamWindow / 4
+
+	// defaultMaxFrame is RFC 9113's initial SETTINGS_MAX_FRAME_SIZE, for
+	// both directions (a larger one is not advertised).
+	defaultMaxFrame = 16 << 10
+	// initialPeerWindow is RFC 9113's initial flow-control window.
+	initialPeerWindow = 65535
+	maxWindow         = 1<<31 - 1
+	// maxStreamID is the last client stream id (odd, below 2^31).
+	maxStreamID = 1<<31 - 1
+
+	// maxPending bounds the bytes queued for the writer: DATA frames
+	// wait beyond it (control frames and HEADERS do not).
+	maxPending = 512 << 10
+	// maxKeptBuffer is the largest write buffer kept for reuse.
+	maxKeptBuffer  = 256 << 10
+	readBufferSize = 32 << 10
+)
+
+// brPool recycles connection read buffers.
+var brPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+
+// conn is one HTTP/2 connection: a reader goroutine that dispatches the
+// server's frames and a writer goroutine that writes whatever frames the
+// streams queued, many per system call.
+type conn struct {
+	t      *Transport
+	hp     *hostPool
+	nc     net.Conn
+	scheme string // "https" over TLS, else "http"
+	br     *bufio.Reader
+	fr     *http2.Framer
+
+	done       chan struct{} // closed by close
+	wake       chan struct{} // buffered(1): bytes queued for the writer
+	readerDone chan struct{}
+	writerDone chan struct{}
+	framesRead atomic.Uint64 // for the keepalive check
+
+	mu sync.Mutex
+	// closed: the connection is finished; err says why.
+	closed bool
+	err    error
+	// noNew: no new streams (GOAWAY, idle close, stream ids spent).
+	noNew bool
+	// closeWhenIdle closes the connection when its last stream ends.
+	closeWhenIdle bool
+	goAwayID      uint32 // with goAway: the server's last stream id
+	goAway        bool
+	streams       map[uint32]*stream
+	nextID        uint32
+	// reserved counts open streams plus slots reserved by getConn for
+	// requests about to open one: what SETTINGS_MAX_CONCURRENT_STREAMS
+	// caps.
+	reserved  int
+	used      bool // a stream was reserved before
+	idleSince time.Time
+	idleTimer *time.Timer
+	// Keepalive (ReadIdleTimeout/PingTimeout).
+	keepTimer  *time.Timer
+	lastFrames uint64
+	pingSent   bool
+	pingData   [8]byte
+
+	// What the server allows.
+	maxStreams     uint32
+	peerInitWindow int64
+	peerMaxFrame   uint32
+	sendWindow     int64     // connection send window
+	connWaiters    []*stream // streams waiting for sendWindow
+	// Receive window of the connection: what the server may still send,
+	// and what was received but not yet given back.
+	recvAvail  int64
+	recvUnsent int64
+
+	// Write side: frames are appended to wbuf; the writer swaps it with
+	// spare and writes it out. appended counts appends; flushed is the
+	// value of appended covered by the last complete write.
+	wbuf     []byte
+	spare    []byte
+	appended uint64
+	flushed  uint64
+	// drained, made by a DATA appender waiting on maxPending, is closed
+	// when the writer takes the buffer.
+	drained chan struct{}
+	// henc encodes header blocks into hbuf, under mu, so that the
+	// dynamic table's order is the order of the bytes on the wire.
+	henc *hpack.Encoder
+	hbuf bytes.Buffer
+}
+
+// newConn runs the handshake on nc (preface, SETTINGS and a connection
+// WINDOW_UPDATE out; the server's SETTINGS in) and starts the reader and
+// writer. The handshake is bounded by ctx and by PingTimeout.
+func newConn(ctx context.Context, t *Transport, hp *hostPool, nc net.Conn) (*conn, error) {
+	c := &conn{
+		t:              t,
+		hp:             hp,
+		nc:             nc,
+		scheme:         "http",
+		done:           make(chan struct{}),
+		wake:           make(chan struct{}, 1),
+		readerDone:     make(chan struct{}),
+		writerDone:     make(chan struct{}),
+		streams:        make(map[uint32]*stream),
+		nextID:         1,
+		maxStreams:     100,
+		peerInitWindow: initialPeerWindow,
+		peerMaxFrame:   defaultMaxFrame,
+		sendWindow:     initialPeerWindow,
+		recvAvail:      connWindow,
+	}
+	if _, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		c.scheme = "https"
+	}
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.br = brPool.Get().(*bufio.Reader)
+	c.br.Reset(nc)
+	c.fr = http2.NewFramer(io.Discard, c.br)
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = t.maxHeaderListSize()
+	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
+	c.fr.SetReuseFrames()
+
+	nc.SetDeadline(time.Now().Add(t.pingTimeout()))
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	err := c.handshake()
+	if !stop() {
+		err = context.Cause(ctx)
+	}
+	if err != nil {
+		c.releaseReader()
+		return nil, err
+	}
+	nc.SetDeadline(time.Time{})
+	c.idleSince = t.now()
+	if d := t.readIdleTimeout(); d > 0 {
+		c.keepTimer = time.AfterFunc(d, c.keepalive)
+	}
+	go c.readLoop()
+	go c.writeLoop()
+	c.wakeWriterLocked() // the SETTINGS ack
+	return c, nil
+}
+
+func (c *conn) handshake() error {
+	b := append([]byte(nil), http2.ClientPreface...)
+	b = appendSettings(b, []http2.Setting{
+		{ID: http2.SettingEnablePush, Val: 0},
+		{ID: http2.SettingInitialWindowSize, Val: streamWindow},
+		{ID: http2.SettingMaxHeaderListSize, Val: c.t.maxHeaderListSize()},
+	})
+	b = appendWindowUpdate(b, 0, connWindow-initialPeerWindow)
+	if _, err := c.nc.Write(b); err != nil {
+		return err
+	}
+	f, err := c.fr.ReadFrame()
+	if err != nil {
+		return err
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
+		return fmt.Errorf("server sent %v before its SETTINGS", f.Header().Type)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.onSettingsLocked(sf)
+}
+
+func (c *conn) releaseReader() {
+	c.br.Reset(nil)
+	brPool.Put(c.br)
+	c.br = nil
+}
+
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// reserve takes a stream slot when the connection can open one more
+// stream. expired reports a connection idle beyond IdleTimeout, which the
+// caller closes. Called with the Transport's mu held.
+func (c *conn) reserve(now time.Time) (ok, reused, expired bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.noNew {
+		return false, false, false
+	}
+	if c.reserved == 0 && c.used {
+		if d := c.t.idleTimeout(); d > 0 && now.Sub(c.idleSince) >= d {
+			c.noNew = true
+			return false, false, true
+		}
+	}
+	if uint32(c.reserved) >= c.maxStreams {
+		return false, false, false
+	}
+	if uint64(c.nextID)+2*uint64(c.reserved) > maxStreamID {
+		c.noNew, c.closeWhenIdle = true, true
+		return false, false, false
+	}
+	c.reserved++
+	reused = c.used
+	c.used = true
+	return true, reused, false
+}
+
+// takeIfIdle marks a connection without streams as closing (no new
+// streams) and reports whether it did.
+func (c *conn) takeIfIdle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.reserved > 0 {
+		return false
+	}
+	c.noNew = true
+	return true
+}
+
+// releaseLocked gives back a slot reserve took or a stream held.
+func (c *conn) releaseLocked() {
+	c.reserved--
+	if c.reserved > 0 {
+		return
+	}
+	c.idleSince = c.t.now()
+	if d := c.t.idleTimeout(); d > 0 && !c.closed {
+		if c.idleTimer == nil {
+			c.idleTimer = time.AfterFunc(d, c.idleCheck)
+		} else {
+			c.idleTimer.Reset(d)
+		}
+	}
+}
+
+// unlock releases mu, then closes the connection if it was waiting for
+// its last stream to end.
+func (c *conn) unlock() {
+	closeNow := c.closeWhenIdle && c.reserved == 0 && !c.closed
+	c.mu.Unlock()
+	if closeNow {
+		c.close(errGoingAway)
+	}
+}
+
+var errGoingAway = errors.New("h2client: connection closed after GOAWAY")
+
+// idleCheck closes the connection once it has been idle IdleTimeout by
+// the Transport's clock; else it re-arms for the rest.
+func (c *conn) idleCheck() {
+	d := c.t.idleTimeout()
+	c.mu.Lock()
+	if c.closed || c.reserved > 0 {
+		c.mu.Unlock()
+		return
+	}
+	if rest := d - c.t.now().Sub(c.idleSince); rest > 0 {
+		c.idleTimer.Reset(rest)
+		c.mu.Unlock()
+		return
+	}
+	c.noNew = true
+	c.mu.Unlock()
+	c.close(errIdleClosed)
+}
+
+// keepalive runs every ReadIdleTimeout: after a period without a frame
+// read it sends a PING, and closes the connection when the PING is not
+// answered within PingTimeout.
+func (c *conn) keepalive() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if c.pingSent {
+		c.mu.Unlock()
+		c.close(errPingTimeout)
+		return
+	}
+	n := c.framesRead.Load()
+	if n != c.lastFrames {
+		c.lastFrames = n
+		c.keepTimer.Reset(c.t.readIdleTimeout())
+		c.mu.Unlock()
+		return
+	}
+	c.pingSent = true
+	c.pingData[0]++
+	c.wbuf = appendFrameHeader(c.wbuf, 8, http2.FramePing, 0, 0)
+	c.wbuf = append(c.wbuf, c.pingData[:]...)
+	c.wakeWriterLocked()
+	c.keepTimer.Reset(c.t.pingTimeout())
+	c.mu.Unlock()
+}
+
+var errPingTimeout = errors.New("h2client: connection closed: no answer to PING")
+
+// close ends the connection: every stream fails with err (retryable
+// when none of its frames was written), the writer flushes what is
+// queued (a GOAWAY or RST_STREAM) within a second and closes the socket,
+// which ends the reader.
+func (c *conn) close(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed, c.noNew, c.err = true, true, err
+	for _, s := range c.streams {
+		c.abortLocked(s, &connError{err: err}, s.seq > c.flushed)
+	}
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	if c.keepTimer != nil {
+		c.keepTimer.Stop()
+	}
+	if c.drained != nil {
+		close(c.drained)
+		c.drained = nil
+	}
+	c.mu.Unlock()
+	close(c.done)
+	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	c.t.removeConn(c)
+}
+
+// connError is the error of a stream whose connection failed.
+type connError struct{ err error }
+
+func (e *connError) Error() string { return e.err.Error() }
+func (e *connError) Unwrap() error { return e.err }
+
+// failConn sends GOAWAY with code and closes the connection: the
+// server broke the protocol (RFC 9113 §5.4.1).
+func (c *conn) failConn(code http2.ErrCode, err error) {
+	c.mu.Lock()
+	if !c.closed {
+		c.wbuf = appendFrameHeader(c.wbuf, 8, http2.FrameGoAway, 0, 0)
+		c.wbuf = append(c.wbuf, 0, 0, 0, 0, byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
+		c.wakeWriterLocked()
+	}
+	c.mu.Unlock()
+	c.close(fmt.Errorf("h2client: connection error %v: %w", code, err))
+}
+
+// wakeWriterLocked tells the writer there are bytes to write.
+func (c *conn) wakeWriterLocked() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}

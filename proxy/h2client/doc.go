@@ -1,0 +1,104 @@
+// Package h2client is an HTTP/2 client transport (an http.RoundTripper,
+// RFC 9113) for the proxy's upstream connections to h2c and h2 (TLS)
+// servers, gRPC among them. It is built for many concurrent streams over
+// few connections: the frames of all streams of a connection are encoded
+// into one buffer and leave in one write system call, where
+// x/net/http2's Transport flushes each request's frames on their own.
+//
+// # What it does
+//
+// A Transport keeps, per host:port (Request.URL.Host), a list of open
+// connections. A request takes a stream on the first connection with
+// room under the server's SETTINGS_MAX_CONCURRENT_STREAMS and opens
+// another connection when all are full; one dial per host is in flight at
+// a time, and requests that find every connection full wait for it (or
+// for their context). Dial returns a ready connection — plain TCP for h2c,
+// or TLS that negotiated "h2" — and the Transport runs the handshake on
+// it: client preface, SETTINGS (ENABLE_PUSH 0, INITIAL_WINDOW_SIZE 1 MiB,
+// MAX_HEADER_LIST_SIZE), a connection WINDOW_UPDATE to 4 MiB, and it
+// waits for the server's SETTINGS before the connection takes requests.
+//
+// Each connection has one reader goroutine, which reads frames (with
+// x/net/http2's Framer and its HPACK decoder) and hands them to the
+// streams, and one writer goroutine. Streams and the reader append their
+// frames, HPACK-encoded under the connection's mutex so that the
+// encoder's dynamic table follows the byte order, to a queue; the writer,
+// when woken, yields once (runtime.Gosched: with GOMAXPROCS=1 the streams
+// that are ready append their frames first), swaps the queue with a spare
+// buffer and writes it out in one call, so appenders never wait for the
+// system call. DATA waits while more than 512 KiB are queued.
+//
+// A request without a body goes out as HEADERS with END_STREAM; one with
+// a body of known length up to 16 KiB (read ahead, checked to end at its
+// length) as HEADERS and DATA with END_STREAM in one append, when the
+// flow-control windows allow. Other bodies are sent by a goroutine per
+// request, in DATA frames within the stream and connection windows and
+// the server's SETTINGS_MAX_FRAME_SIZE, followed by the request's
+// trailers (Request.Trailer, announced in a "trailer" field) as HEADERS
+// with END_STREAM. The body is sent while the response is read (full
+// duplex, as gRPC bidirectional streams need); when the response ends
+// first, the rest of the request body is cancelled (RST_STREAM CANCEL),
+// as x/net/http2 does.
+//
+// Requests carry :method, :scheme (the URL's, else "https" over TLS and
+// "http" otherwise), :authority (Request.Host, else URL.Host) and :path
+// (URL.RequestURI), then the header fields lowercased, without the
+// connection-specific ones (Connection, Keep-Alive, Proxy-Connection,
+// Transfer-Encoding, Upgrade, TE other than "trailers") and Host, and
+// content-length when the body's length is known and not zero (and "0"
+// for POST, PUT and PATCH without a body). Nothing else is added (no
+// User-Agent, no Accept-Encoding: bodies pass through as encoded).
+//
+// RoundTrip returns when the final response head arrived. 1xx responses
+// are reported through httptrace's Got1xxResponse (on the RoundTrip
+// goroutine, never the reader's); GotConn is called once a connection
+// and stream slot are taken, GetConn before. The response is what
+// x/net/http2 gives: Proto "HTTP/2.0", canonical header keys, the
+// "Trailer" field's keys in Response.Trailer with nil values, filled
+// (undeclared keys too) when the trailers arrive and before Body returns
+// io.EOF; ContentLength from content-length, else -1 (0, with
+// http.NoBody, when the head ended the stream). The body gives back
+// stream window (WINDOW_UPDATE per 256 KiB read) as it is read; closing
+// it early resets the stream with CANCEL.
+//
+// # Errors and retries
+//
+// A stream the server resets fails with http2.StreamError{StreamID,
+// Code}; a malformed response (no or bad :status, connection-specific or
+// uppercase fields, pseudo-fields in trailers, DATA before HEADERS or
+// beyond the declared content-length, HEADERS after END_STREAM) resets
+// the stream with PROTOCOL_ERROR and fails it with such a StreamError.
+// Protocol errors of the connection (PUSH_PROMISE, frames for streams
+// never opened, window overflow, bad SETTINGS) send GOAWAY and close it.
+// Dial errors are returned wrapped, so errors.As finds the Dial func's
+// error types. When the request's context ends the stream is reset with
+// CANCEL and RoundTrip, or Body.Read, returns an error wrapping
+// context.Cause.
+//
+// A request the server did not process — refused with REFUSED_STREAM
+// before any response, above the last stream id of a GOAWAY, or queued on
+// a connection that failed before its HEADERS were written — is sent once
+// more on another connection when its body can be sent again (none, read
+// ahead, or Request.GetBody).
+//
+// # Connection lifetime
+//
+// A connection that received GOAWAY, or failed, takes no new streams; it
+// closes when its last stream ends. One without streams for IdleTimeout
+// (by the Transport's clock, checked by a timer and when a connection is
+// taken) is closed, as CloseIdleConnections closes all of them at once.
+// After ReadIdleTimeout without a frame read the connection is sent a
+// PING, and closed when the answer does not come within PingTimeout.
+// Closing a connection fails its streams, writes what is queued (GOAWAY,
+// RST_STREAM) within a second, and closes the socket, which ends its
+// reader and writer; request bodies still being read are closed.
+//
+// # What it does not do
+//
+// No CONNECT (nor extended CONNECT), no server push, no priorities, no
+// compression. "Expect: 100-continue" is passed on but the body is sent
+// without waiting for the 100. The server's SETTINGS_MAX_HEADER_LIST_SIZE
+// is not checked before sending. Retries are only for requests the
+// server did not process; a request that failed on a connection that
+// died after its HEADERS were written is not retried.
+package h2client

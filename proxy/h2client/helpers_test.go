@@ -1,0 +1,276 @@
+package h2client
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// h2Server is a real x/net/http2 server over cleartext (prior
+// knowledge) on loopback, counting connections.
+type h2Server struct {
+	addr   string
+	srv    *http2.Server
+	opened atomic.Int32
+}
+
+func startH2(t testing.TB, h http.HandlerFunc, mod ...func(*http2.Server)) *h2Server {
+	t.Helper()
+	s := &h2Server{srv: &http2.Server{}}
+	for _, f := range mod {
+		f(s.srv)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.opened.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.srv.ServeConn(c, &http2.ServeConnOpts{Handler: h})
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return s
+}
+
+func (s *h2Server) url(path string) string { return "http://" + s.addr + path }
+
+// newTransport returns a Transport whose connections are closed when the
+// test ends (before the servers it used are closed).
+func newTransport(t testing.TB, mod ...func(*Transport)) *Transport {
+	tr := &Transport{}
+	for _, f := range mod {
+		f(tr)
+	}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		tr.closeAllForTest()
+	})
+	return tr
+}
+
+// closeAllForTest closes every connection, busy or not, and waits for
+// their goroutines.
+func (t *Transport) closeAllForTest() {
+	var all []*conn
+	t.mu.Lock()
+	for _, hp := range t.hosts {
+		all = append(all, hp.conns...)
+	}
+	t.mu.Unlock()
+	for _, c := range all {
+		c.close(errIdleClosed)
+		<-c.readerDone
+		<-c.writerDone
+	}
+}
+
+func get(t testing.TB, tr http.RoundTripper, url string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return do(t, tr, req)
+}
+
+func do(t testing.TB, tr http.RoundTripper, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("RoundTrip: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading body: %v", err)
+	}
+	return resp, string(b)
+}
+
+// eventually polls cond until it holds or a deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// clock is an injected clock tests move by hand.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// rawServer is a hand-driven HTTP/2 server: each accepted connection's
+// preface is read and a SETTINGS frame sent, then handle runs with a
+// Framer (n counts connections from 0). Cleanup closes everything and
+// waits for the handlers.
+type rawServer struct {
+	addr     string
+	accepted atomic.Int32
+}
+
+// rawConn is one connection of a rawServer.
+type rawConn struct {
+	net.Conn
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	hbuf *bytesBuffer
+}
+
+type bytesBuffer struct{ b []byte }
+
+func (b *bytesBuffer) Write(p []byte) (int, error) { b.b = append(b.b, p...); return len(p), nil }
+
+// headers encodes fields as one header block.
+func (rc *rawConn) headers(id uint32, end bool, kv ...string) error {
+	rc.hbuf.b = rc.hbuf.b[:0]
+	for i := 0; i+1 < len(kv); i += 2 {
+		rc.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.hbuf.b, EndStream: end, EndHeaders: true})
+}
+
+// readUntil reads frames until one satisfies match, or fails.
+func (rc *rawConn) readUntil(match func(http2.Frame) bool) (http2.Frame, error) {
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			rc.fr.WriteSettingsAck()
+		}
+		if match(f) {
+			return f, nil
+		}
+	}
+}
+
+// readRequestHeaders reads until a request's HEADERS.
+func (rc *rawConn) readRequestHeaders() (*http2.MetaHeadersFrame, error) {
+	f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.MetaHeadersFrame); return ok })
+	if err != nil {
+		return nil, err
+	}
+	return f.(*http2.MetaHeadersFrame), nil
+}
+
+func startRaw(t testing.TB, settings []http2.Setting, handle func(rc *rawConn, n int)) *rawServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := &rawServer{addr: ln.Addr().String()}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := int(rs.accepted.Add(1)) - 1
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				preface := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(br, preface); err != nil || string(preface) != http2.ClientPreface {
+					return
+				}
+				rc := &rawConn{Conn: c, hbuf: &bytesBuffer{}}
+				rc.fr = http2.NewFramer(c, br)
+				rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				rc.enc = hpack.NewEncoder(rc.hbuf)
+				if err := rc.fr.WriteSettings(settings...); err != nil {
+					return
+				}
+				handle(rc, n)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return rs
+}

@@ -1,0 +1,154 @@
+package h2client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+)
+
+// hostPool is one host's connections. Its fields are guarded by the
+// Transport's mu.
+type hostPool struct {
+	addr  string
+	conns []*conn
+	// dialing is the dial in flight, if any: requests that find every
+	// connection full wait for it rather than dial one each.
+	dialing *dialCall
+}
+
+// dialCall is one dial (and handshake) in flight. done is closed when it
+// ends; c or err is its result.
+type dialCall struct {
+	done chan struct{}
+	c    *conn
+	err  error
+	// ctxErr is set when the dial ended because the dialling request's
+	// context ended: the waiters, whose contexts may be alive, try again.
+	ctxErr bool
+}
+
+// getConn returns a connection with a stream slot reserved for the
+// caller: the first open connection with room for one more stream, else a
+// new one. One dial per host is in flight at a time; others wait for it.
+// reused reports whether the connection carried streams before.
+func (t *Transport) getConn(ctx context.Context, addr string) (c *conn, reused bool, err error) {
+	if addr == "" {
+		return nil, false, errors.New("h2client: request has no host")
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, false, fmt.Errorf("h2client: bad address %q: %w", addr, err)
+	}
+	for {
+		var expired []*conn
+		now := t.now()
+		t.mu.Lock()
+		hp := t.hosts[addr]
+		if hp == nil {
+			hp = &hostPool{addr: addr}
+			if t.hosts == nil {
+				t.hosts = make(map[string]*hostPool)
+			}
+			t.hosts[addr] = hp
+		}
+		c = nil
+		for _, cc := range hp.conns {
+			ok, r, exp := cc.reserve(now)
+			if exp {
+				expired = append(expired, cc)
+				continue
+			}
+			if ok {
+				c, reused = cc, r
+				break
+			}
+		}
+		if c != nil {
+			t.mu.Unlock()
+			closeAll(expired, errIdleClosed)
+			return c, reused, nil
+		}
+		if dc := hp.dialing; dc != nil {
+			t.mu.Unlock()
+			closeAll(expired, errIdleClosed)
+			select {
+			case <-dc.done:
+			case <-ctx.Done():
+				return nil, false, fmt.Errorf("h2client: waiting for a connection to %s: %w", addr, context.Cause(ctx))
+			}
+			if dc.err != nil && !dc.ctxErr {
+				return nil, false, dc.err
+			}
+			continue
+		}
+		dc := &dialCall{done: make(chan struct{})}
+		hp.dialing = dc
+		t.mu.Unlock()
+		closeAll(expired, errIdleClosed)
+
+		dc.c, dc.err = t.dial(ctx, hp)
+		dc.ctxErr = dc.err != nil && ctx.Err() != nil
+		t.mu.Lock()
+		hp.dialing = nil
+		if dc.c != nil && !dc.c.isClosed() {
+			// A connection that closed already (removeConn found
+			// nothing to remove) is not listed.
+			hp.conns = append(hp.conns, dc.c)
+		} else if len(hp.conns) == 0 && t.hosts[addr] == hp {
+			delete(t.hosts, addr)
+		}
+		t.mu.Unlock()
+		close(dc.done)
+		if dc.err != nil {
+			return nil, false, dc.err
+		}
+	}
+}
+
+// dial opens a connection and runs the handshake: preface and SETTINGS
+// out, the server's SETTINGS in.
+func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
+	addr := hp.addr
+	dial := t.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("h2client: dial %s: %w", addr, err)
+	}
+	c, err := newConn(ctx, t, hp, nc)
+	if err != nil {
+		nc.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("h2client: handshake with %s: %w", addr, context.Cause(ctx))
+		}
+		return nil, fmt.Errorf("h2client: handshake with %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// removeConn drops a closed connection from its host's list, and the host
+// when that was its last connection.
+func (t *Transport) removeConn(c *conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	hp := c.hp
+	if hp == nil {
+		return
+	}
+	if i := slices.Index(hp.conns, c); i >= 0 {
+		hp.conns = slices.Delete(hp.conns, i, i+1)
+	}
+	if len(hp.conns) == 0 && hp.dialing == nil && t.hosts[hp.addr] == hp {
+		delete(t.hosts, hp.addr)
+	}
+}
+
+func closeAll(cs []*conn, err error) {
+	for _, c := range cs {
+		c.close(err)
+	}
+}

@@ -1,0 +1,352 @@
+package h2client
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"golang.org/x/net/http2"
+)
+
+// readLoop reads and dispatches the server's frames until the
+// connection fails or closes.
+func (c *conn) readLoop() {
+	defer close(c.readerDone)
+	defer c.releaseReader()
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				// A malformed header block (decoded all the same, so the
+				// HPACK state is intact) or a bad WINDOW_UPDATE: the
+				// stream's error, not the connection's.
+				c.streamError(se)
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				c.failConn(http2.ErrCode(ce), err)
+				return
+			}
+			if errors.Is(err, http2.ErrFrameTooLarge) {
+				c.failConn(http2.ErrCodeFrameSize, err)
+				return
+			}
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			c.close(fmt.Errorf("h2client: reading from server: %w", err))
+			return
+		}
+		c.framesRead.Add(1)
+		if code, err := c.dispatch(f); err != nil {
+			c.failConn(code, err)
+			return
+		}
+	}
+}
+
+// dispatch handles one frame. An error is the connection's: the caller
+// sends GOAWAY with code and closes.
+func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
+	c.mu.Lock()
+	defer c.unlock()
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		s, code, err := c.streamForLocked(f.StreamID)
+		if s == nil {
+			return code, err
+		}
+		c.onHeadersLocked(s, f)
+	case *http2.DataFrame:
+		return c.onDataLocked(f)
+	case *http2.RSTStreamFrame:
+		s, code, err := c.streamForLocked(f.StreamID)
+		if s == nil {
+			return code, err
+		}
+		if f.ErrCode == http2.ErrCodeNo && s.recvEnd {
+			// The response is complete; the server asks for no more of
+			// the request (RFC 9113 §8.1).
+			c.resetLocked(s, 0, nil, false)
+			return 0, nil
+		}
+		retry := f.ErrCode == http2.ErrCodeRefusedStream && s.resp == nil
+		c.abortLocked(s, http2.StreamError{StreamID: s.id, Code: f.ErrCode}, retry)
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return 0, nil
+		}
+		if err := c.onSettingsLocked(f); err != nil {
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				return http2.ErrCode(ce), err
+			}
+			return http2.ErrCodeProtocol, err
+		}
+		c.wakeWriterLocked()
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdateLocked(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			if c.pingSent && f.Data == c.pingData {
+				c.pingSent = false
+				c.lastFrames = c.framesRead.Load()
+				c.keepTimer.Reset(c.t.readIdleTimeout())
+			}
+			return 0, nil
+		}
+		c.wbuf = appendFrameHeader(c.wbuf, 8, http2.FramePing, http2.FlagPingAck, 0)
+		c.wbuf = append(c.wbuf, f.Data[:]...)
+		c.wakeWriterLocked()
+	case *http2.GoAwayFrame:
+		c.onGoAwayLocked(f)
+	case *http2.PushPromiseFrame:
+		// SETTINGS_ENABLE_PUSH is 0 (RFC 9113 §8.4).
+		return http2.ErrCodeProtocol, errors.New("PUSH_PROMISE with push disabled")
+	}
+	// PRIORITY, and frames of unknown types, are ignored (RFC 9113 §4.1, §5.3.2).
+	return 0, nil
+}
+
+// streamForLocked returns the open stream a frame is for. A frame for a
+// stream that was closed (it may be in flight from before our
+// RST_STREAM) is ignored; one for a stream never opened, or a
+// server-initiated one, is a connection error (RFC 9113 §5.1).
+func (c *conn) streamForLocked(id uint32) (*stream, http2.ErrCode, error) {
+	if s := c.streams[id]; s != nil {
+		return s, 0, nil
+	}
+	if id%2 == 1 && id < c.nextID {
+		return nil, 0, nil
+	}
+	return nil, http2.ErrCodeProtocol, fmt.Errorf("frame for idle stream %d", id)
+}
+
+// streamError resets a stream over a malformed frame found by the framer.
+func (c *conn) streamError(se http2.StreamError) {
+	c.mu.Lock()
+	defer c.unlock()
+	if s := c.streams[se.StreamID]; s != nil {
+		c.resetLocked(s, se.Code, se, false)
+	}
+}
+
+func (c *conn) onSettingsLocked(f *http2.SettingsFrame) error {
+	err := f.ForeachSetting(func(st http2.Setting) error {
+		if err := st.Valid(); err != nil {
+			return err
+		}
+		switch st.ID {
+		case http2.SettingMaxConcurrentStreams:
+			c.maxStreams = st.Val
+		case http2.SettingInitialWindowSize:
+			// Applies to every stream's window, as a delta (§6.9.2).
+			delta := int64(st.Val) - c.peerInitWindow
+			c.peerInitWindow = int64(st.Val)
+			for _, s := range c.streams {
+				s.sendWindow += delta
+				if s.sendWindow > maxWindow {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+				if delta > 0 {
+					s.wakeSender()
+				}
+			}
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrame = st.Val
+		case http2.SettingHeaderTableSize:
+			c.henc.SetMaxDynamicTableSizeLimit(st.Val)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.wbuf = appendFrameHeader(c.wbuf, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
+	return nil
+}
+
+func (c *conn) onWindowUpdateLocked(f *http2.WindowUpdateFrame) (http2.ErrCode, error) {
+	if f.StreamID == 0 {
+		c.sendWindow += int64(f.Increment)
+		if c.sendWindow > maxWindow {
+			return http2.ErrCodeFlowControl, errors.New("connection window overflow")
+		}
+		for _, s := range c.connWaiters {
+			s.wakeSender()
+		}
+		clear(c.connWaiters)
+		c.connWaiters = c.connWaiters[:0]
+		return 0, nil
+	}
+	s, code, err := c.streamForLocked(f.StreamID)
+	if s == nil {
+		return code, err
+	}
+	s.sendWindow += int64(f.Increment)
+	if s.sendWindow > maxWindow {
+		c.resetLocked(s, http2.ErrCodeFlowControl, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl,
+			Cause: errors.New("stream window overflow")}, false)
+		return 0, nil
+	}
+	s.wakeSender()
+	return 0, nil
+}
+
+func (c *conn) onGoAwayLocked(f *http2.GoAwayFrame) {
+	c.noNew, c.closeWhenIdle = true, true
+	c.goAway, c.goAwayID = true, f.LastStreamID
+	for id, s := range c.streams {
+		if id > f.LastStreamID {
+			// Not processed by the server (RFC 9113 §6.8): safe to send
+			// again elsewhere.
+			c.abortLocked(s, &goAwayError{code: f.ErrCode, lastID: f.LastStreamID, debug: string(f.DebugData())}, true)
+		}
+	}
+}
+
+// goAwayError fails a stream the server will not process.
+type goAwayError struct {
+	code   http2.ErrCode
+	lastID uint32
+	debug  string
+}
+
+func (e *goAwayError) Error() string {
+	return fmt.Sprintf("h2client: server sent GOAWAY (%v, last stream %d, %q)", e.code, e.lastID, e.debug)
+}
+
+func (c *conn) onDataLocked(f *http2.DataFrame) (http2.ErrCode, error) {
+	length := int64(f.Header().Length)
+	if length > c.recvAvail {
+		return http2.ErrCodeFlowControl, errors.New("DATA beyond the connection window")
+	}
+	// The connection window is given back as DATA arrives: stream
+	// windows bound what is buffered.
+	c.recvAvail -= length
+	c.recvUnsent += length
+	if c.recvUnsent >= connRefresh {
+		c.wbuf = appendWindowUpdate(c.wbuf, 0, uint32(c.recvUnsent))
+		c.recvAvail += c.recvUnsent
+		c.recvUnsent = 0
+		c.wakeWriterLocked()
+	}
+	s, code, err := c.streamForLocked(f.StreamID)
+	if s == nil {
+		return code, err
+	}
+	if s.resp == nil {
+		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "DATA before the response's HEADERS"), false)
+		return 0, nil
+	}
+	if s.recvEnd {
+		c.resetLocked(s, http2.ErrCodeStreamClosed, protocolError(s.id, "DATA after END_STREAM"), false)
+		return 0, nil
+	}
+	if length > s.recvAvail {
+		c.resetLocked(s, http2.ErrCodeFlowControl, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl,
+			Cause: errors.New("DATA beyond the stream window")}, false)
+		return 0, nil
+	}
+	data := f.Data()
+	s.recvAvail -= length
+	// Padding is never read: give it back with the next update.
+	s.recvUnsent += length - int64(len(data))
+	s.recvd += int64(len(data))
+	if s.clen >= 0 && s.recvd > s.clen {
+		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "more DATA than the declared content-length"), false)
+		return 0, nil
+	}
+	if len(data) > 0 && !s.bodyClosed {
+		s.appendData(data)
+	}
+	if f.StreamEnded() {
+		c.endRecvLocked(s)
+	}
+	s.wakeReader()
+	return 0, nil
+}
+
+// protocolError is a stream error for a malformed response (RFC 9113 §8.1.1).
+func protocolError(id uint32, what string) http2.StreamError {
+	return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol, Cause: errors.New("malformed response: " + what)}
+}
+
+// connectionSpecific lists header fields RFC 9113 §8.2.2 forbids.
+var connectionSpecific = map[string]bool{
+	"connection":        true,
+	"keep-alive":        true,
+	"proxy-connection":  true,
+	"transfer-encoding": true,
+	"upgrade":           true,
+}
+
+func (c *conn) onHeadersLocked(s *stream, f *http2.MetaHeadersFrame) {
+	if s.recvEnd {
+		c.resetLocked(s, http2.ErrCodeStreamClosed, protocolError(s.id, "HEADERS after END_STREAM"), false)
+		return
+	}
+	if f.Truncated {
+		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "header list larger than MaxHeaderListSize"), false)
+		return
+	}
+	for _, hf := range f.RegularFields() {
+		if connectionSpecific[hf.Name] || hf.Name == "te" && hf.Value != "trailers" {
+			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "connection-specific field "+hf.Name), false)
+			return
+		}
+	}
+	if s.resp != nil {
+		// Trailers: they end the stream and carry no pseudo-fields (§8.1).
+		if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "trailers without END_STREAM or with pseudo-fields"), false)
+			return
+		}
+		t := make(http.Header, len(f.RegularFields()))
+		for _, hf := range f.RegularFields() {
+			k := canonicalKey(hf.Name)
+			t[k] = append(t[k], hf.Value)
+		}
+		s.trailer = t
+		c.endRecvLocked(s)
+		s.wakeReader()
+		return
+	}
+	status := f.PseudoValue("status")
+	if len(f.PseudoFields()) != 1 || len(status) != 3 {
+		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "no valid :status"), false)
+		return
+	}
+	code, err := strconv.Atoi(status)
+	if err != nil || code < 100 {
+		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "bad :status "+strconv.Quote(status)), false)
+		return
+	}
+	if code < 200 {
+		if code == 101 || f.StreamEnded() {
+			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "101 or 1xx with END_STREAM"), false)
+			return
+		}
+		if s.n1xx++; s.n1xx > max1xx {
+			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "too many 1xx responses"), false)
+			return
+		}
+		h := make(http.Header, len(f.RegularFields()))
+		for _, hf := range f.RegularFields() {
+			k := canonicalKey(hf.Name)
+			h[k] = append(h[k], hf.Value)
+		}
+		s.info = append(s.info, info{code: code, header: h})
+		s.wakeReader()
+		return
+	}
+	s.resp = newResponse(s, f, code, status)
+	if f.StreamEnded() {
+		c.endRecvLocked(s)
+	}
+	s.wakeReader()
+}

@@ -1,0 +1,210 @@
+package h2client
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http2"
+)
+
+// newResponse builds the response from its header block, as x/net/http2
+// does: the Trailer field becomes Response.Trailer's keys (with nil
+// values) rather than a header; Content-Length, when valid, sets
+// ContentLength, else it is -1 (0 when the block ended the stream).
+func newResponse(s *stream, f *http2.MetaHeadersFrame, code int, status string) *http.Response {
+	regular := f.RegularFields()
+	// One backing array for the usual one value per key.
+	strs := make([]string, len(regular))
+	h := make(http.Header, len(regular))
+	resp := &http.Response{
+		Status:        status + " " + http.StatusText(code),
+		StatusCode:    code,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        h,
+		ContentLength: -1,
+	}
+	for _, hf := range regular {
+		k := canonicalKey(hf.Name)
+		if k == "Trailer" {
+			if resp.Trailer == nil {
+				resp.Trailer = make(http.Header)
+			}
+			for _, v := range strings.Split(hf.Value, ",") {
+				if v = textproto.TrimString(v); v != "" {
+					resp.Trailer[canonicalKey(strings.ToLower(v))] = nil
+				}
+			}
+			continue
+		}
+		if vv := h[k]; vv == nil && len(strs) > 0 {
+			strs[0] = hf.Value
+			h[k] = strs[:1:1]
+			strs = strs[1:]
+		} else {
+			h[k] = append(vv, hf.Value)
+		}
+	}
+	if cl := h["Content-Length"]; len(cl) == 1 {
+		if n, err := strconv.ParseUint(cl[0], 10, 63); err == nil {
+			resp.ContentLength = int64(n)
+			s.clen = int64(n)
+		}
+	} else if len(cl) == 0 && f.StreamEnded() {
+		resp.ContentLength = 0
+	}
+	switch {
+	case f.StreamEnded() && resp.ContentLength > 0:
+		resp.Body = missingBody{}
+	case f.StreamEnded():
+		resp.Body = http.NoBody
+	default:
+		resp.Body = &body{s: s, resp: resp}
+	}
+	return resp
+}
+
+// missingBody is the body of a response that promised a length and
+// ended at its header block.
+type missingBody struct{}
+
+func (missingBody) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
+func (missingBody) Close() error             { return nil }
+
+// body is a response body: the stream's received DATA, given back to the
+// server's flow-control window as it is read.
+type body struct {
+	s    *stream
+	resp *http.Response
+}
+
+var errBodyClosed = errors.New("h2client: read on closed response body")
+
+// Read returns buffered DATA, waiting for more. At the end it fills
+// Response.Trailer (declared keys and undeclared ones alike) before
+// returning io.EOF; a body shorter than its Content-Length ends with
+// io.ErrUnexpectedEOF; a reset stream ends with the stream's error once
+// the data before it was read.
+func (b *body) Read(p []byte) (int, error) {
+	s := b.s
+	c := s.c
+	for {
+		c.mu.Lock()
+		if s.bodyClosed {
+			c.mu.Unlock()
+			return 0, errBodyClosed
+		}
+		if s.roff < len(s.data) {
+			if len(p) == 0 {
+				c.mu.Unlock()
+				return 0, nil
+			}
+			n := copy(p, s.data[s.roff:])
+			s.roff += n
+			if s.roff == len(s.data) {
+				s.data = s.data[:0]
+				s.roff = 0
+			}
+			s.recvUnsent += int64(n)
+			if s.recvUnsent >= streamRefresh && !s.recvEnd && !s.done && !c.closed {
+				c.wbuf = appendWindowUpdate(c.wbuf, s.id, uint32(s.recvUnsent))
+				c.wakeWriterLocked()
+				s.recvAvail += s.recvUnsent
+				s.recvUnsent = 0
+			}
+			c.mu.Unlock()
+			return n, nil
+		}
+		if s.err != nil {
+			err := s.err
+			c.mu.Unlock()
+			return 0, err
+		}
+		if s.recvEnd {
+			if s.clen >= 0 && s.recvd < s.clen {
+				c.mu.Unlock()
+				return 0, io.ErrUnexpectedEOF
+			}
+			if len(s.trailer) > 0 {
+				if b.resp.Trailer == nil {
+					b.resp.Trailer = make(http.Header, len(s.trailer))
+				}
+				for k, vv := range s.trailer {
+					b.resp.Trailer[k] = vv
+				}
+				s.trailer = nil
+			}
+			c.mu.Unlock()
+			return 0, io.EOF
+		}
+		c.mu.Unlock()
+		<-s.recvWake
+	}
+}
+
+// Close ends the body; before the end of the stream it resets the
+// stream with CANCEL.
+func (b *body) Close() error {
+	s := b.s
+	c := s.c
+	c.mu.Lock()
+	defer c.unlock()
+	if s.bodyClosed {
+		return nil
+	}
+	s.bodyClosed = true
+	s.data = nil
+	s.roff = 0
+	if !s.done {
+		c.resetLocked(s, http2.ErrCodeCancel, errBodyClosed, false)
+	}
+	return nil
+}
+
+// commonKeys maps the usual lowercase field names to canonical keys and
+// back, sparing an allocation per field.
+var (
+	commonCanonical = map[string]string{}
+	commonLower     = map[string]string{}
+)
+
+func init() {
+	for _, k := range []string{
+		"accept", "accept-charset", "accept-encoding", "accept-language", "accept-ranges",
+		"age", "access-control-allow-origin", "allow", "authorization", "cache-control",
+		"content-disposition", "content-encoding", "content-language", "content-length",
+		"content-location", "content-range", "content-type", "cookie", "date", "etag",
+		"expect", "expires", "from", "host", "if-match", "if-modified-since", "if-none-match",
+		"if-unmodified-since", "last-modified", "link", "location", "max-forwards",
+		"origin", "proxy-authenticate", "proxy-authorization", "range", "referer", "refresh",
+		"retry-after", "server", "set-cookie", "strict-transport-security", "te", "trailer",
+		"transfer-encoding", "user-agent", "vary", "via", "www-authenticate",
+		"x-forwarded-for", "x-forwarded-proto", "x-request-id", "traceparent",
+		"grpc-status", "grpc-message", "grpc-encoding", "grpc-accept-encoding", "grpc-timeout",
+		"grpc-status-details-bin", "x-outrigger-error",
+	} {
+		ck := textproto.CanonicalMIMEHeaderKey(k)
+		commonCanonical[k] = ck
+		commonLower[ck] = k
+	}
+}
+
+// canonicalKey is http.CanonicalHeaderKey for a lowercase wire name.
+func canonicalKey(k string) string {
+	if ck, ok := commonCanonical[k]; ok {
+		return ck
+	}
+	return textproto.CanonicalMIMEHeaderKey(k)
+}
+
+// lowerKey is a header key as HTTP/2 sends it: lowercase.
+func lowerKey(k string) string {
+	if lk, ok := commonLower[k]; ok {
+		return lk
+	}
+	return strings.ToLower(k)
+}

@@ -1,0 +1,326 @@
+package h2client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+
+	"golang.org/x/net/http2"
+)
+
+// stream is one request/response exchange. Its fields are guarded by
+// its connection's mu, except where noted.
+type stream struct {
+	c   *conn
+	id  uint32
+	seq uint64 // the conn's append count that covers its HEADERS
+	// stopCtx unregisters the context's AfterFunc.
+	stopCtx func() bool
+
+	// done: the stream left the connection (both sides ended, or reset).
+	done bool
+	// err, once set, fails RoundTrip and, after the data buffered,
+	// Response.Body; retry says the server never processed the request.
+	err   error
+	retry bool
+
+	// Send side.
+	sentEnd     bool  // END_STREAM sent
+	sendStopped bool  // the request body is no longer wanted
+	sendWindow  int64 // what the server lets the stream send
+	waitingConn bool  // in conn.connWaiters
+	body        io.ReadCloser
+	bodyOnce    sync.Once // closes body
+	sending     bool      // a goroutine sends body
+
+	// Receive side.
+	resp       *http.Response
+	info       []info // 1xx responses not yet reported
+	n1xx       int
+	recvEnd    bool // END_STREAM received
+	data       []byte
+	roff       int   // data[roff:] is unread
+	recvAvail  int64 // what the server may still send
+	recvUnsent int64 // read (or padding) not yet given back
+	clen       int64 // declared content-length, or -1
+	recvd      int64
+	trailer    http.Header
+	bodyClosed bool
+
+	recvWake chan struct{} // buffered(1): RoundTrip or Body.Read may proceed
+	sendWake chan struct{} // buffered(1): the body sender may proceed
+}
+
+// info is an informational (1xx) response.
+type info struct {
+	code   int
+	header http.Header
+}
+
+func (s *stream) wakeReader() {
+	select {
+	case s.recvWake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *stream) wakeSender() {
+	select {
+	case s.sendWake <- struct{}{}:
+	default:
+	}
+}
+
+// closeBody closes the request body once. When a goroutine may be
+// blocked reading it, the close runs on a goroutine of its own: a body
+// whose Close waits for its Read must not hold up the caller.
+func (s *stream) closeBody(async bool) {
+	if s.body == nil {
+		return
+	}
+	s.bodyOnce.Do(func() {
+		if async {
+			go s.body.Close()
+		} else {
+			s.body.Close()
+		}
+	})
+}
+
+// abortLocked fails the stream with err and takes it off the connection.
+func (c *conn) abortLocked(s *stream, err error, retry bool) {
+	if s.err == nil {
+		s.err, s.retry = err, retry
+	}
+	s.wakeReader()
+	s.wakeSender()
+	if s.sending {
+		s.closeBody(true)
+	}
+	c.removeLocked(s)
+}
+
+// resetLocked sends RST_STREAM with code unless the stream is done, and
+// fails it with err; a nil err stops only the request side (the response
+// stays readable).
+func (c *conn) resetLocked(s *stream, code http2.ErrCode, err error, retry bool) {
+	if !s.done && !c.closed {
+		c.wbuf = appendRST(c.wbuf, s.id, code)
+		c.wakeWriterLocked()
+	}
+	if err == nil {
+		s.sendStopped = true
+		s.wakeSender()
+		if s.sending {
+			s.closeBody(true)
+		}
+		c.removeLocked(s)
+		return
+	}
+	c.abortLocked(s, err, retry)
+}
+
+// endRecvLocked records END_STREAM from the server. A request body still
+// being sent is not wanted any more: it is cancelled, as x/net/http2
+// does.
+func (c *conn) endRecvLocked(s *stream) {
+	s.recvEnd = true
+	if !s.sentEnd {
+		c.resetLocked(s, http2.ErrCodeCancel, nil, false)
+		return
+	}
+	c.removeLocked(s)
+}
+
+// removeLocked takes a stream off the connection, freeing its slot.
+func (c *conn) removeLocked(s *stream) {
+	if s.done {
+		return
+	}
+	s.done = true
+	delete(c.streams, s.id)
+	if s.stopCtx != nil {
+		s.stopCtx()
+	}
+	c.releaseLocked()
+}
+
+// appendData buffers received DATA for the reader.
+func (s *stream) appendData(p []byte) {
+	if s.roff > 0 && len(s.data)+len(p) > cap(s.data) {
+		n := copy(s.data, s.data[s.roff:])
+		s.data = s.data[:n]
+		s.roff = 0
+	}
+	s.data = append(s.data, p...)
+}
+
+// cancel resets the stream when its context ends.
+func (c *conn) cancel(s *stream, ctx context.Context) {
+	c.mu.Lock()
+	defer c.unlock()
+	if !s.done {
+		c.resetLocked(s, http2.ErrCodeCancel, fmt.Errorf("h2client: %w", context.Cause(ctx)), false)
+	}
+}
+
+// errStopped ends a request body the server no longer reads.
+var errStopped = errors.New("h2client: request body no longer wanted")
+
+// sendErrLocked is why the stream can send no more, or nil.
+func (s *stream) sendErrLocked() error {
+	if s.err != nil {
+		return s.err
+	}
+	if s.sendStopped || s.done {
+		return errStopped
+	}
+	return nil
+}
+
+// writeData queues p as DATA frames within the flow-control windows and
+// SETTINGS_MAX_FRAME_SIZE, waiting for window and for the writer's queue
+// to drain below maxPending; endStream sets END_STREAM on the last one.
+func (s *stream) writeData(p []byte, endStream bool) error {
+	c := s.c
+	for {
+		c.mu.Lock()
+		if err := s.sendErrLocked(); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		if len(c.wbuf) >= maxPending {
+			ch := c.waitDrainedLocked()
+			c.mu.Unlock()
+			select {
+			case <-ch:
+			case <-s.sendWake:
+			}
+			continue
+		}
+		n := min(int64(len(p)), int64(c.peerMaxFrame), s.sendWindow, c.sendWindow)
+		if len(p) > 0 && n <= 0 {
+			if c.sendWindow <= 0 && !s.waitingConn {
+				s.waitingConn = true
+				c.connWaiters = append(c.connWaiters, s)
+			}
+			c.mu.Unlock()
+			<-s.sendWake
+			c.mu.Lock()
+			s.waitingConn = false
+			c.mu.Unlock()
+			continue
+		}
+		n = max(n, 0)
+		last := endStream && int(n) == len(p)
+		c.appendDataLocked(s.id, p[:n], last)
+		c.appended++
+		s.sendWindow -= n
+		c.sendWindow -= n
+		c.wakeWriterLocked()
+		if last {
+			s.sentEnd = true
+			if s.recvEnd {
+				c.removeLocked(s)
+			}
+		}
+		c.unlock()
+		p = p[n:]
+		if len(p) == 0 {
+			return nil
+		}
+	}
+}
+
+// writeTrailers queues the request's trailers as HEADERS with END_STREAM.
+func (s *stream) writeTrailers(trailer http.Header) error {
+	c := s.c
+	var fields []field
+	for k, vv := range trailer {
+		lk := lowerKey(k)
+		for _, v := range vv {
+			if !validValue(v) {
+				return fmt.Errorf("h2client: invalid value for trailer %q", k)
+			}
+			fields = append(fields, field{lk, v})
+		}
+	}
+	c.mu.Lock()
+	if err := s.sendErrLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.hbuf.Reset()
+	for _, f := range fields {
+		c.writeFieldLocked(f.name, f.value)
+	}
+	c.appendHeaderBlockLocked(s.id, c.hbuf.Bytes(), true)
+	c.appended++
+	c.wakeWriterLocked()
+	s.sentEnd = true
+	if s.recvEnd {
+		c.removeLocked(s)
+	}
+	c.unlock()
+	return nil
+}
+
+// fail resets the stream over an error of the request side.
+func (s *stream) fail(err error) {
+	c := s.c
+	c.mu.Lock()
+	defer c.unlock()
+	if !s.done {
+		c.resetLocked(s, http2.ErrCodeCancel, err, false)
+	} else if s.err == nil && !s.sendStopped {
+		s.err = err
+		s.wakeReader()
+	}
+}
+
+// sendBody sends the request body (and trailers) on its own goroutine,
+// while the response is read: full duplex, as gRPC streaming needs.
+func (s *stream) sendBody(clen int64, trailer http.Header, done chan<- struct{}) {
+	defer close(done)
+	defer s.closeBody(false)
+	bp := bodyBufPool.Get().(*[]byte)
+	defer bodyBufPool.Put(bp)
+	buf := *bp
+	var sent int64
+	for {
+		n, rerr := s.body.Read(buf)
+		if n > 0 {
+			sent += int64(n)
+			if clen >= 0 && sent > clen {
+				s.fail(fmt.Errorf("h2client: request body longer than its ContentLength %d", clen))
+				return
+			}
+			if err := s.writeData(buf[:n], false); err != nil {
+				return
+			}
+		}
+		if rerr == io.EOF {
+			if clen > 0 && sent < clen {
+				s.fail(fmt.Errorf("h2client: request body of %d bytes, shorter than its ContentLength %d", sent, clen))
+				return
+			}
+			if len(trailer) > 0 {
+				if err := s.writeTrailers(trailer); err != nil && err != errStopped {
+					s.fail(err)
+				}
+				return
+			}
+			s.writeData(nil, true)
+			return
+		}
+		if rerr != nil {
+			s.fail(fmt.Errorf("h2client: reading request body: %w", rerr))
+			return
+		}
+	}
+}
+
+var bodyBufPool = sync.Pool{New: func() any { b := make([]byte, defaultMaxFrame); return &b }}

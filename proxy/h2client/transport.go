@@ -1,0 +1,174 @@
+package h2client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"time"
+)
+
+// Transport is an HTTP/2 http.RoundTripper for upstream connections. Its
+// zero value is usable (it dials plain TCP, i.e. h2c with prior
+// knowledge); set fields before the first RoundTrip and do not change
+// them afterwards. A Transport is safe for concurrent use.
+type Transport struct {
+	// Dial returns a connection ready for HTTP/2 to addr ("host:port"):
+	// plain TCP for h2c, or a TLS connection that negotiated "h2". The
+	// connection preface is the first thing sent on it. Its errors are
+	// returned wrapped, so errors.As finds the caller's error types. nil
+	// means a zero net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// IdleTimeout is how long a connection without open streams is kept
+	// before it is closed. 0 means 90s; a negative value means no limit.
+	IdleTimeout time.Duration
+
+	// ReadIdleTimeout is how long a connection may stay silent before a
+	// PING is sent to check it (the check runs between one and two
+	// ReadIdleTimeouts after the last frame read). 0 means 30s; a negative
+	// value turns the check off.
+	ReadIdleTimeout time.Duration
+
+	// PingTimeout is how long a PING sent by the ReadIdleTimeout check may
+	// go unanswered before the connection is closed. 0 means 15s.
+	PingTimeout time.Duration
+
+	// MaxHeaderListSize caps the decoded size (RFC 9113 §6.5.2: names,
+	// values and 32 bytes per field) of a response's header block and of
+	// its trailers; it is advertised as SETTINGS_MAX_HEADER_LIST_SIZE.
+	// 0 means 10 MiB, as in x/net/http2.
+	MaxHeaderListSize uint32
+
+	// Now is the clock idle expiry is measured with. nil means time.Now.
+	Now func() time.Time
+
+	mu sync.Mutex
+	// hosts holds each host's connections while it has any (or a dial in
+	// flight): a host whose last connection closed is removed.
+	hosts map[string]*hostPool // guarded by mu
+}
+
+const (
+	defaultIdleTimeout       = 90 * time.Second
+	defaultReadIdleTimeout   = 30 * time.Second
+	defaultPingTimeout       = 15 * time.Second
+	defaultMaxHeaderListSize = 10 << 20
+	// max1xx caps the informational responses accepted before the final one.
+	max1xx = 10
+)
+
+func (t *Transport) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
+	}
+	return time.Now()
+}
+
+func (t *Transport) idleTimeout() time.Duration {
+	if t.IdleTimeout == 0 {
+		return defaultIdleTimeout
+	}
+	return t.IdleTimeout
+}
+
+func (t *Transport) readIdleTimeout() time.Duration {
+	if t.ReadIdleTimeout == 0 {
+		return defaultReadIdleTimeout
+	}
+	return t.ReadIdleTimeout
+}
+
+func (t *Transport) pingTimeout() time.Duration {
+	if t.PingTimeout <= 0 {
+		return defaultPingTimeout
+	}
+	return t.PingTimeout
+}
+
+func (t *Transport) maxHeaderListSize() uint32 {
+	if t.MaxHeaderListSize == 0 {
+		return defaultMaxHeaderListSize
+	}
+	return t.MaxHeaderListSize
+}
+
+// RoundTrip sends req on a stream of a connection to req.URL.Host and
+// returns once the response's header block arrived; the body streams as
+// the caller reads Response.Body while the request body is still being
+// sent (full duplex). It closes req.Body, also on errors.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	o, err := prepare(req)
+	if err != nil {
+		closeReqBody(req)
+		return nil, err
+	}
+	ctx := req.Context()
+	trace := httptrace.ContextClientTrace(ctx)
+	if trace != nil && trace.GetConn != nil {
+		trace.GetConn(req.URL.Host)
+	}
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			o.closeBody()
+			return nil, fmt.Errorf("h2client: %w", context.Cause(ctx))
+		}
+		c, reused, err := t.getConn(ctx, req.URL.Host)
+		if err != nil {
+			o.closeBody()
+			return nil, err
+		}
+		if trace != nil && trace.GotConn != nil {
+			trace.GotConn(httptrace.GotConnInfo{Conn: c.nc, Reused: reused})
+		}
+		resp, retry, err := c.roundTrip(req, o, trace)
+		if err == nil {
+			return resp, nil
+		}
+		if !retry || attempt > 0 {
+			return nil, err
+		}
+		// The server did not process the request: send it once more,
+		// on another connection, when its body can be sent again.
+		if !o.rewind(req) {
+			return nil, err
+		}
+	}
+}
+
+// CloseIdleConnections closes every connection that has no open stream.
+// Connections in use are not touched.
+func (t *Transport) CloseIdleConnections() {
+	var idle []*conn
+	t.mu.Lock()
+	for _, hp := range t.hosts {
+		for _, c := range hp.conns {
+			if c.takeIfIdle() {
+				idle = append(idle, c)
+			}
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range idle {
+		c.close(errIdleClosed)
+	}
+}
+
+// errIdleClosed ends a connection closed for idleness.
+var errIdleClosed = errors.New("h2client: idle connection closed")
+
+// closeReqBody closes a request body that RoundTrip will not send.
+func closeReqBody(req *http.Request) {
+	if req.Body != nil && req.Body != http.NoBody {
+		req.Body.Close()
+	}
+}
+
+var (
+	_ http.RoundTripper = (*Transport)(nil)
+	_ io.ReadCloser     = (*body)(nil)
+)
