@@ -330,3 +330,5 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(d)
 	}
 }
+
+func dialDecoder() *hpack.Decoder { return hpack.NewDecoder(4096, nil) }

@@ -208,4 +208,3 @@ func statusString(code int) string {
 	}
 	return "500"
 }
-

@@ -1,0 +1,615 @@
+package h2server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+func okHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+}
+
+func TestServerSettingsFirst(t *testing.T) {
+	ts := start(t, okHandler(), func(s *Server) { s.MaxConcurrentStreams = 7 })
+	rc := dialRaw(t, ts.addr)
+	e, err := rc.next()
+	if err != nil || e.typ != http2.FrameSettings || e.ack {
+		t.Fatalf("%+v %v", e, err)
+	}
+	got := map[http2.SettingID]uint32{}
+	for _, s := range e.setting {
+		got[s.ID] = s.Val
+	}
+	if got[http2.SettingMaxConcurrentStreams] != 7 || got[http2.SettingInitialWindowSize] != 1<<20 || got[http2.SettingMaxHeaderListSize] != http.DefaultMaxHeaderBytes {
+		t.Fatalf("%v", got)
+	}
+	e = rc.until("connection WINDOW_UPDATE", func(e event) bool { return e.typ == http2.FrameWindowUpdate })
+	if e.id != 0 || e.inc != 1<<20-65535 {
+		t.Fatalf("%+v", e)
+	}
+	rc.until("SETTINGS ack", func(e event) bool { return e.typ == http2.FrameSettings && e.ack })
+}
+
+func TestBadPrefaceCloses(t *testing.T) {
+	ts := start(t, okHandler())
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.Write([]byte("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"))
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.Copy(io.Discard, nc)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("not closed")
+	}
+}
+
+func TestFirstFrameMustBeSettings(t *testing.T) {
+	ts := start(t, okHandler())
+	nc, _ := net.Dial("tcp", ts.addr)
+	defer nc.Close()
+	nc.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(nc, nc)
+	fr.WritePing(false, [8]byte{})
+	rc := &rawConn{t: t, nc: nc, fr: fr}
+	rc.dec = dialDecoder()
+	if e := rc.goAway(); e.code != http2.ErrCodeProtocol {
+		t.Fatalf("%v", e.code)
+	}
+}
+
+// connErrorCase is a frame sequence that must end the connection.
+func TestConnectionErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		send func(rc *rawConn)
+		code http2.ErrCode
+		last uint32
+	}{
+		{"even stream id", func(rc *rawConn) { rc.get(2, "/") }, http2.ErrCodeProtocol, 0},
+		{"decreasing stream id", func(rc *rawConn) {
+			rc.get(5, "/")
+			rc.response(5)
+			rc.get(3, "/")
+		}, http2.ErrCodeProtocol, 5},
+		{"HEADERS on a closed stream", func(rc *rawConn) {
+			rc.get(1, "/")
+			rc.response(1)
+			rc.get(1, "/")
+		}, http2.ErrCodeProtocol, 1},
+		{"DATA on an idle stream", func(rc *rawConn) { rc.fr.WriteData(9, true, []byte("x")) }, http2.ErrCodeProtocol, 0},
+		{"RST_STREAM on an idle stream", func(rc *rawConn) { rc.fr.WriteRSTStream(9, 8) }, http2.ErrCodeProtocol, 0},
+		{"WINDOW_UPDATE on an idle stream", func(rc *rawConn) { rc.fr.WriteWindowUpdate(9, 1) }, http2.ErrCodeProtocol, 0},
+		{"PUSH_PROMISE", func(rc *rawConn) {
+			rc.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: rc.headerBlock(":method", "GET"), EndHeaders: true})
+		}, http2.ErrCodeProtocol, 0},
+		{"connection window overflow", func(rc *rawConn) { rc.fr.WriteWindowUpdate(0, 1<<31-1) }, http2.ErrCodeFlowControl, 0},
+		{"zero connection window increment", func(rc *rawConn) { rc.fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, u32(0)) }, http2.ErrCodeProtocol, 0},
+		{"DATA beyond the connection window", func(rc *rawConn) {
+			rc.post(1, "/block")
+			chunk := make([]byte, 16384)
+			for i := 0; i < 65; i++ { // 1 MiB + 16 KiB
+				rc.fr.WriteData(1, false, chunk)
+			}
+		}, http2.ErrCodeFlowControl, 1},
+		{"bad initial window setting", func(rc *rawConn) {
+			rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 31})
+		}, http2.ErrCodeFlowControl, 0},
+		{"frame too large", func(rc *rawConn) {
+			rc.fr.WriteRawFrame(http2.FrameData, 0, 1, make([]byte, 16385))
+		}, http2.ErrCodeFrameSize, 0},
+		{"CONTINUATION without HEADERS", func(rc *rawConn) {
+			rc.fr.WriteContinuation(1, true, rc.headerBlock(":method", "GET"))
+		}, http2.ErrCodeProtocol, 0},
+		{"interleaved HEADERS", func(rc *rawConn) {
+			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.headerBlock(":method", "GET"), EndHeaders: false})
+			rc.get(3, "/")
+		}, http2.ErrCodeProtocol, 0},
+		{"bad hpack", func(rc *rawConn) {
+			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff, 0xff}, EndHeaders: true})
+		}, http2.ErrCodeCompression, 0},
+	}
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			<-r.Context().Done()
+		}
+	}))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := dialRaw(t, ts.addr)
+			rc.t = t
+			tc.send(rc)
+			e := rc.goAway()
+			if e.code != tc.code || e.last != tc.last {
+				t.Fatalf("GOAWAY %v last %d, want %v last %d", e.code, e.last, tc.code, tc.last)
+			}
+			rc.expectClosed()
+		})
+	}
+}
+
+func TestStreamErrors(t *testing.T) {
+	base := []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/"}
+	cases := []struct {
+		name string
+		kv   []string
+	}{
+		{"connection header", append(base, "connection", "close")},
+		{"keep-alive header", append(base, "keep-alive", "1")},
+		{"transfer-encoding header", append(base, "transfer-encoding", "chunked")},
+		{"upgrade header", append(base, "upgrade", "h2c")},
+		{"te other than trailers", append(base, "te", "gzip")},
+		{"uppercase field name", append(base, "X-Upper", "1")},
+		{"missing :path", base[:6]},
+		{"missing :method", base[2:]},
+		{"bad :scheme", []string{":method", "GET", ":scheme", "ftp", ":authority", "x", ":path", "/"}},
+		{":protocol", append(base, ":protocol", "websocket")},
+		{"pseudo after regular", []string{":method", "GET", ":scheme", "http", "x-a", "1", ":path", "/"}},
+		{"path without slash", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "p"}},
+		{"CONNECT with :path", []string{":method", "CONNECT", ":authority", "x:1", ":path", "/"}},
+		{"content-length with END_STREAM", append(base, "content-length", "3")},
+		{"bad content-length", append(base, "content-length", "x")},
+	}
+	ts := start(t, okHandler())
+	rc := dialRaw(t, ts.addr)
+	id := uint32(1)
+	for _, tc := range cases {
+		rc.writeHeaders(id, true, tc.kv...)
+		if e := rc.rst(id); e.code != http2.ErrCodeProtocol {
+			t.Fatalf("%s: RST %v", tc.name, e.code)
+		}
+		// DATA sent before the client saw the reset is answered (or
+		// ignored), never a connection error.
+		id += 2
+	}
+	rc.get(id, "/")
+	if status, body, _, _ := rc.response(id); status != "200" || body != "ok" {
+		t.Fatalf("after stream errors: %s %q", status, body)
+	}
+}
+
+func TestTrailersWithoutEndStream(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		if err == nil {
+			t.Error("body read succeeded")
+		}
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.post(1, "/")
+	rc.fr.WriteData(1, false, []byte("x"))
+	rc.writeHeaders(1, false, "x-t", "1")
+	if e := rc.rst(1); e.code != http2.ErrCodeProtocol {
+		t.Fatalf("%v", e.code)
+	}
+}
+
+func TestFramesAfterClientEndOfStream(t *testing.T) {
+	release := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		<-release
+	}))
+	defer close(release)
+	rc := dialRaw(t, ts.addr)
+	rc.post(1, "/")
+	rc.fr.WriteData(1, true, []byte("x"))
+	rc.fr.WriteData(1, false, []byte("more"))
+	if e := rc.rst(1); e.code != http2.ErrCodeStreamClosed {
+		t.Fatalf("%v", e.code)
+	}
+}
+
+func TestContentLengthMismatch(t *testing.T) {
+	errs := make(chan error, 2)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		errs <- err
+	}))
+	rc := dialRaw(t, ts.addr)
+	// Less than declared.
+	rc.post(1, "/", "content-length", "5")
+	rc.fr.WriteData(1, true, []byte("abc"))
+	if e := rc.rst(1); e.code != http2.ErrCodeProtocol {
+		t.Fatalf("short: %v", e.code)
+	}
+	// More than declared.
+	rc.post(3, "/", "content-length", "2")
+	rc.fr.WriteData(3, false, []byte("abc"))
+	if e := rc.rst(3); e.code != http2.ErrCodeProtocol {
+		t.Fatalf("long: %v", e.code)
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err == nil {
+			t.Fatal("body read succeeded")
+		}
+	}
+}
+
+func TestOversizedHeaderList(t *testing.T) {
+	ts := start(t, okHandler(), func(s *Server) { s.MaxHeaderBytes = 1000 })
+	rc := dialRaw(t, ts.addr)
+	var big []string
+	for i := 0; i < 12; i++ {
+		big = append(big, fmt.Sprintf("x-big-%d", i), strings.Repeat("a", 100))
+	}
+	rc.get(1, "/", big...)
+	status, _, _, _ := rc.response(1)
+	if status != "431" {
+		t.Fatalf("%s", status)
+	}
+	// The dynamic table stayed in step: the next request is read.
+	rc.get(3, "/", "x-small", "b")
+	if status, body, _, _ := rc.response(3); status != "200" || body != "ok" {
+		t.Fatalf("%s %q", status, body)
+	}
+}
+
+func TestTooManyStreamsRefused(t *testing.T) {
+	release := make(chan struct{})
+	var running atomic.Int32
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		running.Add(1)
+		<-release
+	}), func(s *Server) { s.MaxConcurrentStreams = 2 })
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	rc.get(3, "/")
+	rc.get(5, "/")
+	if e := rc.rst(5); e.code != http2.ErrCodeRefusedStream {
+		t.Fatalf("%v", e.code)
+	}
+	// A stream the client reset counts until its handler returns.
+	rc.fr.WriteRSTStream(1, 8)
+	rc.get(7, "/")
+	if e := rc.rst(7); e.code != http2.ErrCodeRefusedStream {
+		t.Fatalf("%v", e.code)
+	}
+	close(release)
+	waitFor(t, "handlers", func() bool { return running.Load() == 2 })
+	// Once they have, there is room again.
+	ok := false
+	for id := uint32(9); id < 200 && !ok; id += 2 {
+		rc.get(id, "/")
+		e := rc.until("answer", func(e event) bool {
+			return e.id == id && (e.typ == http2.FrameHeaders || e.typ == http2.FrameRSTStream)
+		})
+		ok = e.typ == http2.FrameHeaders
+	}
+	if !ok {
+		t.Fatal("no stream accepted after the handlers returned")
+	}
+}
+
+func TestRapidResetEnhanceYourCalm(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	rc := dialRaw(t, ts.addr)
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	for id := uint32(1); id < 2000; id += 2 {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.headerBlock(":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/"), EndStream: true, EndHeaders: true})
+		fr.WriteRSTStream(id, 8)
+	}
+	go rc.nc.Write(buf.Bytes())
+	if e := rc.goAway(); e.code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("%v", e.code)
+	}
+}
+
+func TestCancelledStreamsWithCompletionsAreFine(t *testing.T) {
+	ts := start(t, okHandler())
+	rc := dialRaw(t, ts.addr)
+	// As many completed as cancelled: no GOAWAY.
+	for id := uint32(1); id < 800; id += 4 {
+		rc.get(id, "/")
+		rc.response(id)
+		rc.post(id+2, "/")
+		rc.fr.WriteRSTStream(id+2, 8)
+	}
+	rc.get(801, "/")
+	if status, _, _, _ := rc.response(801); status != "200" {
+		t.Fatal(status)
+	}
+}
+
+func TestPingAck(t *testing.T) {
+	ts := start(t, okHandler())
+	rc := dialRaw(t, ts.addr)
+	rc.fr.WritePing(false, [8]byte{1, 2, 3, 4, 5, 6, 7, 8})
+	e := rc.until("PING ack", func(e event) bool { return e.typ == http2.FramePing })
+	if !e.ack || !bytes.Equal(e.data, []byte{1, 2, 3, 4, 5, 6, 7, 8}) {
+		t.Fatalf("%+v", e)
+	}
+}
+
+func TestIgnoredFrames(t *testing.T) {
+	ts := start(t, okHandler())
+	rc := dialRaw(t, ts.addr)
+	rc.fr.WritePriority(3, http2.PriorityParam{StreamDep: 0, Weight: 10})
+	rc.fr.WriteRawFrame(0xfa, 0, 1, []byte("unknown"))
+	rc.get(1, "/")
+	if status, body, _, _ := rc.response(1); status != "200" || body != "ok" {
+		t.Fatalf("%s %q", status, body)
+	}
+	// PRIORITY of the wrong length is a stream error.
+	rc.fr.WriteRawFrame(http2.FramePriority, 0, 3, []byte{1})
+	rc.until("error", func(e event) bool { return e.typ == http2.FrameRSTStream || e.typ == http2.FrameGoAway })
+}
+
+func TestWindowUpdateOverflowResetsStream(t *testing.T) {
+	release := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		<-release
+	}))
+	defer close(release)
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	rc.fr.WriteWindowUpdate(1, 1<<31-1)
+	if e := rc.rst(1); e.code != http2.ErrCodeFlowControl {
+		t.Fatalf("%v", e.code)
+	}
+	rc.fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 1, u32(0))
+	rc.get(3, "/")
+	rc.fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 3, u32(0))
+	if e := rc.rst(3); e.code != http2.ErrCodeProtocol {
+		t.Fatalf("zero increment: %v", e.code)
+	}
+}
+
+func TestTinyClientWindowReceivesLargeBody(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789"), 10000)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 10}, http2.Setting{ID: http2.SettingMaxFrameSize, Val: 16384})
+	rc.get(1, "/")
+	var got bytes.Buffer
+	for i := 0; i < 100000; i++ {
+		e, err := rc.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.typ == http2.FrameData && e.id == 1 {
+			if len(e.data) > 10 {
+				t.Fatalf("DATA of %d bytes beyond a window of 10", len(e.data))
+			}
+			got.Write(e.data)
+			if e.end {
+				break
+			}
+			if len(e.data) > 0 {
+				rc.fr.WriteWindowUpdate(1, uint32(len(e.data)))
+				rc.fr.WriteWindowUpdate(0, uint32(len(e.data)))
+			}
+		}
+	}
+	if !bytes.Equal(got.Bytes(), body) {
+		t.Fatalf("got %d bytes", got.Len())
+	}
+}
+
+func TestWindowChangeBySettings(t *testing.T) {
+	body := bytes.Repeat([]byte("z"), 100)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body); w.(http.Flusher).Flush() }))
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	rc.get(1, "/")
+	rc.until("HEADERS", func(e event) bool { return e.typ == http2.FrameHeaders && e.id == 1 })
+	// The window opens by SETTINGS alone.
+	rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1000})
+	_, got, _, _ := rc.response(1)
+	if got != string(body) {
+		t.Fatalf("%q", got)
+	}
+}
+
+func TestBlockedWriterReleasedByReset(t *testing.T) {
+	done := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := w.Write(make([]byte, 100<<10))
+		done <- err
+	}))
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	rc.get(1, "/")
+	rc.until("HEADERS", func(e event) bool { return e.typ == http2.FrameHeaders && e.id == 1 })
+	select {
+	case <-done:
+		t.Fatal("write finished without a window")
+	case <-time.After(50 * time.Millisecond):
+	}
+	rc.fr.WriteRSTStream(1, 8)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("write succeeded on a reset stream")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("writer still blocked")
+	}
+}
+
+func TestBlockedWriterReleasedByConnectionEnd(t *testing.T) {
+	done := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := w.Write(make([]byte, 100<<10))
+		done <- err
+	}))
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	rc.get(1, "/")
+	rc.until("HEADERS", func(e event) bool { return e.typ == http2.FrameHeaders && e.id == 1 })
+	rc.nc.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("write succeeded on a dead connection")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("writer still blocked")
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	ts := start(t, okHandler(), func(s *Server) { s.IdleTimeout = 100 * time.Millisecond })
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	rc.response(1)
+	e := rc.goAway()
+	if e.code != http2.ErrCodeNo || e.last != 1 {
+		t.Fatalf("%v %d", e.code, e.last)
+	}
+	rc.expectClosed()
+}
+
+func TestClientGoAwayFinishesStreams(t *testing.T) {
+	release := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "done")
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	rc.fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+	close(release)
+	if status, body, _, _ := rc.response(1); status != "200" || body != "done" {
+		t.Fatalf("%s %q", status, body)
+	}
+	rc.expectClosed()
+}
+
+func TestShutdownLetsStreamsFinish(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		io.WriteString(w, "finished")
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	<-started
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- ts.Shutdown(ctx)
+	}()
+	e := rc.goAway()
+	if e.code != http2.ErrCodeNo || e.last != 1 {
+		t.Fatalf("%v %d", e.code, e.last)
+	}
+	// A stream opened after the GOAWAY is refused.
+	rc.get(3, "/")
+	if e := rc.rst(3); e.code != http2.ErrCodeRefusedStream {
+		t.Fatalf("%v", e.code)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned with a stream in flight: %v", err)
+	default:
+	}
+	close(release)
+	if status, body, _, _ := rc.response(1); status != "200" || body != "finished" {
+		t.Fatalf("%s %q", status, body)
+	}
+	rc.expectClosed()
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestShutdownDeadlineClosesTheRest(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	rc.until("SETTINGS", func(e event) bool { return e.typ == http2.FrameSettings && e.ack })
+	waitFor(t, "stream", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		for sc := range ts.conns {
+			sc.mu.Lock()
+			n := len(sc.streams)
+			sc.mu.Unlock()
+			return n == 1
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := ts.Shutdown(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("%v", err)
+	}
+	rc.expectClosed()
+}
+
+func TestCloseEndsEverything(t *testing.T) {
+	started := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	<-started
+	ts.Close()
+	rc.expectClosed()
+}
+
+func TestBaseContextCancelEndsConnection(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+	}), func(s *Server) { s.BaseContext = ctx })
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	<-started
+	cancel()
+	rc.expectClosed()
+}
+
+func TestPaddedDataAndContinuation(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s", r.Header.Get("X-Long"), b)
+	}))
+	rc := dialRaw(t, ts.addr)
+	block := rc.headerBlock(":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/", "x-long", "v")
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:3]})
+	rc.fr.WriteContinuation(1, false, block[3:5])
+	rc.fr.WriteContinuation(1, true, block[5:])
+	rc.fr.WriteDataPadded(1, true, []byte("padded"), make([]byte, 100))
+	if status, body, _, _ := rc.response(1); status != "200" || body != "v padded" {
+		t.Fatalf("%s %q", status, body)
+	}
+}
+
+func TestLargeResponseHeaderUsesContinuation(t *testing.T) {
+	big := strings.Repeat("h", 40000)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", big)
+	}))
+	c, _ := h2Client(t)
+	resp, err := c.Get(ts.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("X-Big") != big {
+		t.Fatal("big header lost")
+	}
+}
