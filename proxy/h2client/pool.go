@@ -31,9 +31,9 @@ type dialCall struct {
 
 // getConn returns a connection with a stream slot reserved for the
 // caller: the first open connection with room for one more stream, else a
-// new one. One dial per host is in flight at a time; others wait for it.
+// new one; avoid, when set, is not taken (a retry goes elsewhere). One dial per host is in flight at a time; others wait for it.
 // reused reports whether the connection carried streams before.
-func (t *Transport) getConn(ctx context.Context, addr string) (c *conn, reused bool, err error) {
+func (t *Transport) getConn(ctx context.Context, addr string, avoid *conn) (c *conn, reused bool, err error) {
 	if addr == "" {
 		return nil, false, errors.New("h2client: request has no host")
 	}
@@ -54,6 +54,9 @@ func (t *Transport) getConn(ctx context.Context, addr string) (c *conn, reused b
 		}
 		c = nil
 		for _, cc := range hp.conns {
+			if cc == avoid {
+				continue
+			}
 			ok, r, exp := cc.reserve(now)
 			if exp {
 				expired = append(expired, cc)

@@ -112,12 +112,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if trace != nil && trace.GetConn != nil {
 		trace.GetConn(req.URL.Host)
 	}
+	var prev *conn
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			o.closeBody()
 			return nil, fmt.Errorf("h2client: %w", context.Cause(ctx))
 		}
-		c, reused, err := t.getConn(ctx, req.URL.Host)
+		c, reused, err := t.getConn(ctx, req.URL.Host, prev)
 		if err != nil {
 			o.closeBody()
 			return nil, err
@@ -130,8 +131,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		if !retry || attempt > 0 {
+			o.closeBody()
 			return nil, err
 		}
+		prev = c
 		// The server did not process the request: send it once more,
 		// on another connection, when its body can be sent again.
 		if !o.rewind(req) {
