@@ -1,0 +1,121 @@
+package h2server
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/net/http2"
+)
+
+// countingConn counts the writes (system calls) a server makes.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// benchServe serves ln with serve, counting writes, until the benchmark
+// ends.
+func benchServe(b *testing.B, serve func(net.Conn)) (addr string, writes *atomic.Int64) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	writes = new(atomic.Int64)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				serve(countingConn{c, writes})
+			}()
+		}
+	}()
+	b.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String(), writes
+}
+
+var benchHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Type", "text/plain")
+	io.WriteString(w, "hello, world\n")
+})
+
+// benchClient sends b.N small POSTs, 16 goroutines sharing one x/net
+// client connection, and reports the server's writes per request.
+func benchClient(b *testing.B, addr string, writes *atomic.Int64) {
+	c, tr := h2Client(b)
+	defer tr.CloseIdleConnections()
+	url := "http://" + addr + "/"
+	// Warm up: the connection and its SETTINGS exchange.
+	resp, err := c.Post(url, "text/plain", strings.NewReader("x"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	w0 := writes.Load()
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Post(url, "text/plain", strings.NewReader("payload"))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(writes.Load()-w0)/float64(b.N), "writes/op")
+}
+
+// BenchmarkServer compares this server with x/net/http2's on the same
+// handler and client. Allocations count both sides (client included).
+func BenchmarkServer(b *testing.B) {
+	b.Run("h2server", func(b *testing.B) {
+		s := &Server{Handler: benchHandler}
+		addr, writes := benchServe(b, func(c net.Conn) { s.ServeConn(c, nil) })
+		benchClient(b, addr, writes)
+		s.Close()
+	})
+	b.Run("x-net-http2", func(b *testing.B) {
+		s := &http2.Server{}
+		addr, writes := benchServe(b, func(c net.Conn) {
+			s.ServeConn(c, &http2.ServeConnOpts{Handler: benchHandler})
+		})
+		benchClient(b, addr, writes)
+	})
+}
