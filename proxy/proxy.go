@@ -14,11 +14,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"golang.org/x/net/http2"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/h1server"
+	"github.com/outrigger-mesh/outrigger/proxy/h2server"
 )
 
 // Options are the proxy's dependencies. Every field is optional.
@@ -331,7 +331,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	}
 	srv := &h1server.Server{
 		Handler:           h,
-		H2:                &http2.Server{IdleTimeout: lim.idleTimeout},
+		H2:                &h2server.Server{IdleTimeout: lim.idleTimeout},
 		MaxHeaderBytes:    lim.maxHeaderBytes,
 		ReadHeaderTimeout: lim.readHeaderTimeout,
 		IdleTimeout:       lim.idleTimeout,

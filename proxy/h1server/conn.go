@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outrigger-mesh/outrigger/proxy/h2server"
 	"golang.org/x/net/http2"
 )
 
@@ -21,7 +22,7 @@ import (
 const (
 	stateIdle     int32 = iota // between requests (or before the first)
 	stateActive                // reading or serving a request
-	stateH2                    // handed to x/net/http2
+	stateH2                    // handed to H2
 	stateHijacked              // owned by a handler
 	stateClosed                // closed by Shutdown or Close
 )
@@ -193,7 +194,7 @@ func (c *conn) serve() {
 			c.rwc.Close()
 			s.trackConn(c, false)
 		}
-		if keepBufs && !c.hijacked && c.state.Load() != stateH2 {
+		if keepBufs && !c.hijacked {
 			c.br.Reset(nil)
 			readerPool.Put(c.br)
 			c.bw.Reset(nil)
@@ -522,44 +523,29 @@ func (e *httpError) Error() string { return http.StatusText(e.code) + ": " + e.m
 
 func badRequest(msg string) error { return &httpError{http.StatusBadRequest, msg} }
 
-// serveH2 hands the connection to x/net/http2, with the bytes already
-// buffered replayed first. upgrade and settings are set for an h2c
-// upgrade.
+// serveH2 hands the connection to H2, with the bytes already buffered
+// as its prefix. upgrade and settings are set for an h2c upgrade.
 func (c *conn) serveH2(upgrade *http.Request, settings []byte) {
 	c.state.Store(stateH2)
-	hc := &h2Conn{Conn: c.rwc, br: c.br}
-	c.s.H2.ServeConn(hc, &http2.ServeConnOpts{
-		Context:        c.ctx,
-		BaseConfig:     c.s.base,
-		Handler:        c.s.Handler,
-		UpgradeRequest: upgrade,
-		Settings:       settings,
+	var prefix []byte
+	if n := c.br.Buffered(); n > 0 {
+		b, _ := c.br.Peek(n)
+		prefix = append(prefix, b...)
+	}
+	// A response's write deadline must not outlive the switch.
+	if c.s.WriteTimeout > 0 {
+		_ = c.rwc.SetWriteDeadline(time.Time{})
+	}
+	c.s.H2.ServeConn(c.rwc, &h2server.ConnOpts{
+		Context:  c.ctx,
+		Prefix:   prefix,
+		Upgrade:  upgrade,
+		Settings: settings,
 	})
 }
 
-// h2Conn replays what the HTTP/1.1 reader had buffered before reading
-// the connection itself.
-type h2Conn struct {
-	net.Conn
-	mu sync.Mutex
-	br *bufio.Reader
-}
-
-func (h *h2Conn) Read(p []byte) (int, error) {
-	h.mu.Lock()
-	br := h.br
-	if br != nil && br.Buffered() == 0 {
-		h.br, br = nil, nil
-	}
-	h.mu.Unlock()
-	if br != nil {
-		return br.Read(p)
-	}
-	return h.Conn.Read(p)
-}
-
 // upgradeH2C switches the connection to HTTP/2 for an "Upgrade: h2c"
-// request (RFC 7540 §3.2): 101, then x/net/http2 serves the request as
+// request (RFC 7540 §3.2): 101, then H2 serves the request as
 // stream 1 and the connection from there on.
 func (c *conn) upgradeH2C(w *response) {
 	_, _ = c.bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")

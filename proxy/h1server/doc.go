@@ -1,6 +1,6 @@
 // Package h1server is the proxy's downstream HTTP server: a hand-written
 // HTTP/1.1 server for an http.Handler that hands HTTP/2 connections to
-// golang.org/x/net/http2.
+// proxy/h2server.
 //
 // # Why not net/http's server
 //
@@ -73,10 +73,11 @@
 // and one whose request asks "Upgrade: h2c" with one valid HTTP2-Settings
 // header (RFC 7540 §3.2; a body of up to 64 KiB is read first, within
 // ReadHeaderTimeout), is served
-// by x/net/http2's ServeConn; the upgraded request reaches the handler as
-// stream 1, as an HTTP/2.0 request without the switch headers. Shutdown
-// sends these connections GOAWAY (through an internal http.Server that
-// http2.ConfigureServer ties to H2) and waits for their streams.
+// by H2's ServeConn (package h2server), with the bytes the HTTP/1.1 reader
+// had buffered passed along as the connection's prefix; the upgraded
+// request reaches the handler as stream 1, as an HTTP/2.0 request without
+// the switch headers. Shutdown runs H2's Shutdown, which sends these
+// connections GOAWAY, and waits for their streams; Close closes them.
 //
 // # Timeouts and shutdown
 //

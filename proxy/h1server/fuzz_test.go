@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"testing"
 
-	"golang.org/x/net/http2"
+	"github.com/outrigger-mesh/outrigger/proxy/h2server"
 )
 
 // FuzzReadRequest feeds arbitrary bytes to the request parser and reads
@@ -35,7 +35,7 @@ func FuzzReadRequest(f *testing.F) {
 	}
 	// With H2 set, so that h2c upgrade requests (whose body is read
 	// before any handler runs) are parsed too.
-	s := &Server{Handler: http.NotFoundHandler(), MaxHeaderBytes: 4 << 10, H2: &http2.Server{}}
+	s := &Server{Handler: http.NotFoundHandler(), MaxHeaderBytes: 4 << 10, H2: &h2server.Server{}}
 	s.init()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := &conn{s: s, remote: "192.0.2.1:1234"}

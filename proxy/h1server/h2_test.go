@@ -1,12 +1,10 @@
 package h1server
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -255,24 +253,33 @@ func TestShutdownSendsGoAwayAndWaitsForH2Streams(t *testing.T) {
 	}
 }
 
-func TestH2ConnReplaysBufferedBytes(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	br := bufio.NewReader(io.MultiReader(strings.NewReader("buffered"), a))
-	br.Peek(8)
-	hc := &h2Conn{Conn: a, br: br}
-	go b.Write([]byte("-live"))
-	got := make([]byte, 0, 16)
-	buf := make([]byte, 16)
-	for len(got) < len("buffered-live") {
-		n, err := hc.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, buf[:n]...)
+func TestH2GetsTheBytesBufferedAfterThePreface(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) }))
+	// The preface, SETTINGS and a request in one write: the HTTP/1.1
+	// reader has all of it buffered when it sees the preface.
+	var out bytes.Buffer
+	out.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&out, nil)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/buffered"}} {
+		enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
 	}
-	if string(got) != "buffered-live" {
-		t.Fatalf("%q", got)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+	c := dial(t, ts.addr)
+	c.send(t, out.String())
+	rfr := http2.NewFramer(c, c.br)
+	for {
+		f, err := rfr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read frame: %v", err)
+		}
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			if string(d.Data()) != "/buffered" {
+				t.Fatalf("%q", d.Data())
+			}
+			return
+		}
 	}
 }

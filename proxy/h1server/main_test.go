@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outrigger-mesh/outrigger/proxy/h2server"
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 )
@@ -49,7 +50,7 @@ func (l *logBuf) String() string {
 func start(t testing.TB, h http.Handler, mod ...func(*Server)) *testServer {
 	t.Helper()
 	logs := &logBuf{}
-	s := &Server{Handler: h, H2: &http2.Server{}, ErrorLog: logs.log}
+	s := &Server{Handler: h, H2: &h2server.Server{}, ErrorLog: logs.log}
 	for _, f := range mod {
 		f(s)
 	}

@@ -4,15 +4,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"log"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
+	"github.com/outrigger-mesh/outrigger/proxy/h2server"
 )
 
 // Server serves HTTP/1.1 requests, and hands HTTP/2 connections to H2, on
@@ -27,9 +25,11 @@ type Server struct {
 	// (prior knowledge) and requests that ask to switch with
 	// "Upgrade: h2c" (RFC 7540 §3.2). Nil: HTTP/1.1 only; such
 	// connections then get 505 and upgrade requests are served as plain
-	// HTTP/1.1. An http2.Server must not be shared between Servers: the
-	// first Serve ties it to this Server's shutdown (http2.ConfigureServer).
-	H2 *http2.Server
+	// HTTP/1.1. Its zero Handler, MaxHeaderBytes and ErrorLog are set to
+	// this Server's by the first Serve, so an h2server.Server must not be
+	// shared between Servers. Shutdown and Close drive its Shutdown and
+	// Close.
+	H2 *h2server.Server
 
 	// MaxHeaderBytes bounds the request line plus header block (and a
 	// chunked body's trailer block); larger ones get 431. Zero means
@@ -62,8 +62,6 @@ type Server struct {
 	initOnce sync.Once
 	ctx      context.Context // BaseContext's child; Close cancels it
 	cancel   context.CancelFunc
-	base     *http.Server // HTTP/2 base configuration; its Shutdown sends GOAWAY
-	h2Err    error        // from http2.ConfigureServer
 
 	inShutdown atomic.Bool
 
@@ -84,13 +82,16 @@ func (s *Server) init() {
 		s.ctx, s.cancel = context.WithCancel(parent)
 		s.listeners = map[*net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
-		if s.H2 != nil {
-			s.base = &http.Server{
-				MaxHeaderBytes: s.maxHeaderBytes(),
-				IdleTimeout:    s.IdleTimeout,
-				ErrorLog:       log.New(logWriter{s}, "", 0),
+		if h2 := s.H2; h2 != nil {
+			if h2.Handler == nil {
+				h2.Handler = s.Handler
 			}
-			s.h2Err = http2.ConfigureServer(s.base, s.H2)
+			if h2.MaxHeaderBytes == 0 {
+				h2.MaxHeaderBytes = s.maxHeaderBytes()
+			}
+			if h2.ErrorLog == nil {
+				h2.ErrorLog = s.ErrorLog
+			}
 		}
 	})
 }
@@ -108,15 +109,6 @@ func (s *Server) logf(msg string, err error) {
 	}
 }
 
-// logWriter turns the lines x/net/http2 logs through its base
-// http.Server's ErrorLog into ErrorLog calls.
-type logWriter struct{ s *Server }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.s.logf(strings.TrimSpace(string(p)), nil)
-	return len(p), nil
-}
-
 // Serve accepts connections on ln and serves each on its own goroutine
 // until Shutdown or Close, which close ln; it then returns
 // http.ErrServerClosed. Called after Shutdown or Close, it closes ln and
@@ -124,9 +116,6 @@ func (w logWriter) Write(p []byte) (int, error) {
 // temporary is returned as is.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
-	if s.h2Err != nil {
-		return s.h2Err
-	}
 	if s.Handler == nil {
 		return errors.New("h1server: nil Handler")
 	}
@@ -206,13 +195,15 @@ func (s *Server) closeListenersLocked() {
 }
 
 // Shutdown stops accepting (closing the listeners), closes idle HTTP/1.1
-// connections, sends GOAWAY to HTTP/2 connections, and waits until every
-// connection has finished its requests and closed, or until ctx is done.
+// connections, has H2 send GOAWAY to HTTP/2 connections (h2server's
+// Shutdown), and waits until every connection has finished its requests
+// and closed, or until ctx is done.
 // A connection accepted before Shutdown whose first request has not
 // arrived gets up to 5 s to send it.
 // It returns nil after a complete drain (every connection goroutine has
-// ended), else ctx's error; the remaining
-// connections then stay open (call Close to end them). HTTP/1.1
+// ended), else ctx's error; the remaining HTTP/1.1
+// connections then stay open (call Close to end them), while H2 closes
+// the HTTP/2 ones still open. HTTP/1.1
 // connections finish their current request and close. Hijacked
 // connections are neither waited for nor closed.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -221,22 +212,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closeListenersLocked()
 	s.mu.Unlock()
-	s.goAway()
+	if s.H2 != nil {
+		// H2 sends GOAWAY now, and to connections it is handed later.
+		h2done := make(chan struct{})
+		go func() {
+			defer close(h2done)
+			_ = s.H2.Shutdown(ctx)
+		}()
+		defer func() { <-h2done }()
+	}
 
 	const maxPoll = 100 * time.Millisecond
 	poll := time.Millisecond
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
 	for {
-		busy, h2 := s.closeIdle()
-		if busy == 0 {
+		if s.closeIdle() == 0 {
 			return nil
-		}
-		if h2 > 0 {
-			// An HTTP/2 connection accepted just before Shutdown may have
-			// registered with x/net/http2 after the first GOAWAY round:
-			// send again (each connection sends GOAWAY once).
-			s.goAway()
 		}
 		select {
 		case <-ctx.Done():
@@ -248,28 +240,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// goAway makes x/net/http2 start a graceful shutdown of every HTTP/2
-// connection: the hook http2.ConfigureServer registered on the base
-// server sends GOAWAY. The base server has no listener or connection of
-// its own, so its Shutdown returns at once.
-func (s *Server) goAway() {
-	if s.base == nil {
-		return
-	}
-	_ = s.base.Shutdown(context.Background())
-}
-
 // closeIdle closes the idle HTTP/1.1 connections and reports how many
 // connections remain (closed ones count until their goroutine has left,
-// so that Shutdown joins them), and how many of those are HTTP/2.
-func (s *Server) closeIdle() (busy, h2 int) {
+// so that Shutdown joins them).
+func (s *Server) closeIdle() (busy int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	for c := range s.conns {
 		busy++
 		if c.state.Load() == stateH2 {
-			h2++
 			continue
 		}
 		if !c.used.Load() && now.Sub(c.accepted) < newConnGrace {
@@ -281,7 +261,7 @@ func (s *Server) closeIdle() (busy, h2 int) {
 			c.rwc.Close()
 		}
 	}
-	return busy, h2
+	return busy
 }
 
 // newConnGrace is how long Shutdown lets a connection accepted before it
@@ -302,6 +282,9 @@ func (s *Server) Close() error {
 		c.rwc.Close()
 	}
 	s.mu.Unlock()
+	if s.H2 != nil {
+		_ = s.H2.Close()
+	}
 	s.cancel()
 	return nil
 }
