@@ -124,7 +124,25 @@ func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
 	return sc
 }
 
-func (sc *serverConn) serve(opts *ConnOpts) {
+// start queues the server's SETTINGS, which must be the first frame
+// whatever else is said later, and starts an upgrade's stream 1.
+func (sc *serverConn) start(opts *ConnOpts) error {
+	sc.mu.Lock()
+	sc.appendSettingsLocked(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.maxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(sc.streamWindow)},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: sc.srv.maxHeaderBytes()},
+	)
+	if sc.connWindow > initialWindow {
+		sc.appendWindowUpdateLocked(0, uint32(sc.connWindow-initialWindow))
+		sc.recvAvail = sc.connWindow
+	}
+	sc.queueLocked()
+	sc.mu.Unlock()
+	return sc.upgrade(opts)
+}
+
+func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	var src io.Reader = sc.nc
 	if len(opts.Prefix) > 0 {
 		src = &prefixReader{prefix: opts.Prefix, r: sc.nc}
@@ -143,20 +161,6 @@ func (sc *serverConn) serve(opts *ConnOpts) {
 	stopWatch := context.AfterFunc(sc.ctx, sc.closeNow)
 	go sc.writeLoop()
 
-	sc.mu.Lock()
-	sc.appendSettingsLocked(
-		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.maxStreams},
-		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(sc.streamWindow)},
-		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: sc.srv.maxHeaderBytes()},
-	)
-	if sc.connWindow > initialWindow {
-		sc.appendWindowUpdateLocked(0, uint32(sc.connWindow-initialWindow))
-		sc.recvAvail = sc.connWindow
-	}
-	sc.queueLocked()
-	sc.mu.Unlock()
-
-	err := sc.upgrade(opts)
 	if err == nil {
 		err = sc.readLoop()
 	}
@@ -806,16 +810,21 @@ func (sc *serverConn) runHandler(st *stream) {
 func (sc *serverConn) endStream(st *stream, failed bool) {
 	sc.mu.Lock()
 	st.bodyClosed = true
-	if st.rerr == nil || st.rerr == io.EOF && len(st.rbuf) == st.roff {
+	unread := len(st.rbuf) - st.roff
+	if st.rerr == nil || unread > 0 {
+		// A reader left behind (an upstream request) must not take
+		// what remains for the whole body.
 		st.rerr = errHandlerEnd
 	}
-	if unread := len(st.rbuf) - st.roff; unread > 0 {
+	if unread > 0 {
 		sc.creditConnLocked(int32(unread))
 	}
 	st.rbuf, st.roff = nil, 0
 	st.readCond.Broadcast()
 	if !st.reset && !sc.dead {
 		switch {
+		case failed && st.localEnded && st.remoteClosed:
+			// Closed both ways already: nothing to reset.
 		case failed || !st.localEnded:
 			sc.appendRSTLocked(st.id, http2.ErrCodeInternal)
 			sc.noteResetLocked(st.id)

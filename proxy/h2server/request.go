@@ -28,6 +28,7 @@ type stream struct {
 	remoteClosed bool  // END_STREAM or RST_STREAM received (or sent)
 	reset        bool  // RST_STREAM sent or received: no more frames
 	localEnded   bool  // END_STREAM sent
+	respStarted  bool  // the final response's HEADERS are queued
 	sendWindow   int64 // may go negative (RFC 9113 §6.9.2)
 
 	// Request body: DATA not yet read, and what ends it.
@@ -53,7 +54,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	sc.mu.Lock()
 	if st.needContinue {
 		st.needContinue = false
-		if !st.reset && !sc.dead {
+		if !st.reset && !sc.dead && !st.respStarted {
 			sc.appendHeadersLocked(st.id, http.StatusContinue, nil, false)
 			sc.queueLocked()
 		}

@@ -276,6 +276,7 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 	}
 	if !rw.sentHeader {
 		rw.sentHeader = true
+		st.respStarted = true
 		headEnd := end && len(held) == 0 && len(p) == 0 && len(trailers) == 0
 		sc.appendHeadersLocked(st.id, rw.status, rw.fields, headEnd)
 		if headEnd {

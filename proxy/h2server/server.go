@@ -145,16 +145,13 @@ func (s *Server) ServeConn(c net.Conn, opts *ConnOpts) {
 		parent = context.Background()
 	}
 	sc := newServerConn(s, c, parent)
-	if !s.track(sc, true) {
-		c.Close()
-		sc.cancel()
-		return
-	}
+	err := sc.start(opts)
+	s.track(sc, true)
 	defer s.track(sc, false)
-	sc.serve(opts)
+	sc.serve(opts, err)
 }
 
-func (s *Server) track(sc *serverConn, add bool) bool {
+func (s *Server) track(sc *serverConn, add bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
@@ -170,7 +167,6 @@ func (s *Server) track(sc *serverConn, add bool) bool {
 	} else {
 		delete(s.conns, sc)
 	}
-	return true
 }
 
 // Shutdown sends GOAWAY (NO_ERROR, with the last stream id the

@@ -49,6 +49,7 @@ func (sc *serverConn) writeLoop() {
 		for len(sc.wbuf) > 0 && !sc.dead {
 			buf := sc.wbuf
 			sc.wbuf, sc.spare = sc.spare[:0], nil
+			sc.ctrlPending = 0
 			sc.writing = true
 			sc.mu.Unlock()
 			_, err := sc.nc.Write(buf)
