@@ -33,6 +33,7 @@ type outgoing struct {
 	body    io.ReadCloser
 	data    []byte
 	clen    int64 // the body's length, -1 when unknown
+	head    bool  // a HEAD request
 	trailer http.Header
 	// sender is closed when the goroutine sending body has returned.
 	sender chan struct{}
@@ -103,7 +104,7 @@ func prepare(req *http.Request) (*outgoing, error) {
 		scheme = "" // the connection's
 	}
 
-	o := &outgoing{clen: -1}
+	o := &outgoing{clen: -1, head: method == http.MethodHead}
 	o.fields = make([]field, 0, 4+len(req.Header)+2)
 	o.fields = append(o.fields, field{":method", method}, field{":scheme", scheme}, field{":authority", host}, field{":path", path})
 	sendTrailer := len(req.Trailer) > 0
@@ -242,6 +243,7 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 	s.id = c.nextID
 	c.nextID += 2
 	s.sendWindow = c.peerInitWindow
+	s.noBody = o.head
 	c.hbuf.Reset()
 	for _, f := range o.fields {
 		if f.name == ":scheme" && f.value == "" {

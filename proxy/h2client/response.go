@@ -52,12 +52,20 @@ func newResponse(s *stream, f *http2.MetaHeadersFrame, code int, status string) 
 	if cl := h["Content-Length"]; len(cl) == 1 {
 		if n, err := strconv.ParseUint(cl[0], 10, 63); err == nil {
 			resp.ContentLength = int64(n)
-			s.clen = int64(n)
+			if !s.noBody {
+				s.clen = int64(n)
+			}
 		}
 	} else if len(cl) == 0 && f.StreamEnded() {
 		resp.ContentLength = 0
 	}
+	// A response to HEAD, and a 204 or 304, has no content whatever its
+	// Content-Length says (RFC 9110 §6.4.1).
+	noBody := s.noBody || code == http.StatusNoContent || code == http.StatusNotModified
 	switch {
+	case noBody:
+		resp.Body = http.NoBody
+		s.bodyClosed = true // DATA, if any, is dropped
 	case f.StreamEnded() && resp.ContentLength > 0:
 		resp.Body = missingBody{}
 	case f.StreamEnded():

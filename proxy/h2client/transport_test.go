@@ -176,3 +176,29 @@ func TestConcurrentStreamsShareOneConnection(t *testing.T) {
 		t.Fatalf("server saw %d connections, want 1", got)
 	}
 }
+
+func TestResponsesWithoutContent(t *testing.T) {
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "42")
+		switch r.URL.Path {
+		case "/304":
+			w.WriteHeader(http.StatusNotModified)
+		case "/204":
+			w.Header().Del("Content-Length")
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			w.WriteHeader(200)
+		}
+	})
+	tr := newTransport(t)
+	for _, c := range []struct{ method, path string }{{"HEAD", "/"}, {"GET", "/304"}, {"GET", "/204"}} {
+		req, _ := http.NewRequest(c.method, s.url(c.path), nil)
+		resp, body := do(t, tr, req)
+		if body != "" || resp.Body != http.NoBody {
+			t.Fatalf("%s %s: body %q (%T)", c.method, c.path, body, resp.Body)
+		}
+		if c.path != "/204" && resp.ContentLength != 42 {
+			t.Fatalf("%s %s: ContentLength %d", c.method, c.path, resp.ContentLength)
+		}
+	}
+}
