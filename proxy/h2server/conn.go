@@ -63,7 +63,7 @@ type serverConn struct {
 	// recentResets are the last streams the server reset whose handlers
 	// are gone: frames the client sent before it saw the reset are
 	// ignored (RFC 9113 §5.4.2), not answered as if on a closed stream.
-	recentResets [8]uint32
+	recentResets [128]uint32
 	recentNext   int
 
 	peerMaxFrame   uint32
@@ -329,6 +329,7 @@ func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode) error {
 			// A malformed request opened and closed the stream.
 			sc.maxClientID = id
 		}
+		sc.noteResetLocked(id)
 		sc.appendRSTLocked(id, code)
 		sc.ctrlPending += 13
 		sc.queueLocked()
@@ -410,12 +411,14 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	sc.maxClientID = id
 	if sc.draining || sc.dead {
 		// After GOAWAY: refused, so the client knows to retry it.
+		sc.noteResetLocked(id)
 		sc.appendRSTLocked(id, http2.ErrCodeRefusedStream)
 		sc.queueLocked()
 		sc.mu.Unlock()
 		return nil
 	}
 	if uint32(len(sc.streams)) >= sc.maxStreams {
+		sc.noteResetLocked(id)
 		sc.appendRSTLocked(id, http2.ErrCodeRefusedStream)
 		sc.ctrlPending += 13
 		sc.queueLocked()
@@ -432,6 +435,7 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	switch {
 	case err != nil:
 		st.cancel()
+		sc.noteResetLocked(id)
 		sc.appendRSTLocked(id, http2.ErrCodeProtocol)
 		sc.queueLocked()
 		return sc.countBadLocked()
@@ -440,6 +444,7 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		st.cancel()
 		sc.appendHeadersLocked(id, status, nil, true)
 		if !f.StreamEnded() {
+			sc.noteResetLocked(id)
 			sc.appendRSTLocked(id, http2.ErrCodeNo)
 		}
 		sc.queueLocked()
@@ -785,7 +790,8 @@ func (sc *serverConn) teardown(err error) {
 // runHandler runs the handler of one stream and ends the stream.
 func (sc *serverConn) runHandler(st *stream) {
 	defer sc.handlers.Done()
-	rw := &responseWriter{st: st, sc: sc, declCL: -1}
+	rw := &st.rw
+	*rw = responseWriter{st: st, sc: sc, declCL: -1}
 	panicked := true
 	defer func() {
 		if panicked {

@@ -43,6 +43,10 @@ type stream struct {
 	bodyClosed   bool        // closed, or the handler returned: DATA is dropped
 	needContinue bool        // "Expect: 100-continue": 100 on the first Read
 	readCond     sync.Cond   // L is &sc.mu; signalled when the body changes
+
+	// Allocated with the stream: its ResponseWriter and Request.Body.
+	rw   responseWriter
+	body requestBody
 }
 
 // requestBody is a stream's Request.Body.
@@ -232,7 +236,8 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 		req.Body = http.NoBody
 	} else {
 		req.ContentLength = st.declCL
-		req.Body = &requestBody{st: st}
+		st.body.st = st
+		req.Body = &st.body
 		if e, ok := h["Expect"]; ok && len(e) == 1 && strings.EqualFold(e[0], "100-continue") {
 			delete(h, "Expect")
 			st.needContinue = true

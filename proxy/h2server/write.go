@@ -124,8 +124,8 @@ func (sc *serverConn) appendHeadersLocked(id uint32, status int, fields []hpack.
 	if end {
 		flags = http2.FlagHeadersEndStream
 	}
-	max := int(sc.peerMaxFrame)
-	if n <= max {
+	maxFrame := int(sc.peerMaxFrame)
+	if n <= maxFrame {
 		appendFrameHeader(sc.wbuf[start:start], n, http2.FrameHeaders, flags|http2.FlagHeadersEndHeaders, id)
 		return
 	}
@@ -134,7 +134,7 @@ func (sc *serverConn) appendHeadersLocked(id uint32, status int, fields []hpack.
 	sc.wbuf = sc.wbuf[:start]
 	typ := http2.FrameHeaders
 	for len(block) > 0 {
-		k := min(len(block), max)
+		k := min(len(block), maxFrame)
 		f := flags
 		if k == len(block) {
 			f |= http2.FlagHeadersEndHeaders // same bit as CONTINUATION's END_HEADERS
