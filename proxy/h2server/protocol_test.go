@@ -613,3 +613,64 @@ func TestLargeResponseHeaderUsesContinuation(t *testing.T) {
 		t.Fatal("big header lost")
 	}
 }
+
+func TestNonReadingClientHoldsBackTheHandler(t *testing.T) {
+	const total = 16 << 20
+	var written atomic.Int64
+	done := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(done)
+		chunk := make([]byte, 16<<10)
+		for written.Load() < total {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			written.Add(int64(len(chunk)))
+		}
+	}))
+	// Windows so large that only the pending-bytes bound holds it back.
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	rc.get(1, "/")
+	// Wait until the handler stalls, not reading anything.
+	var last int64 = -1
+	waitFor(t, "the handler to stall", func() bool {
+		time.Sleep(20 * time.Millisecond)
+		n := written.Load()
+		stalled := n == last
+		last = n
+		return stalled
+	})
+	if last >= total {
+		t.Fatalf("the handler wrote all %d bytes to a client that reads nothing", last)
+	}
+	t.Logf("stalled after %d bytes", last)
+	_, body, _, rst := rc.response(1)
+	if rst != nil || len(body) != total {
+		t.Fatalf("got %d bytes, reset %v", len(body), rst)
+	}
+	<-done
+}
+
+func TestPingFloodWithoutReadingIsCutOff(t *testing.T) {
+	ts := start(t, okHandler())
+	rc := dialRaw(t, ts.addr)
+	var batch bytes.Buffer
+	fr := http2.NewFramer(&batch, nil)
+	for i := 0; i < 4096; i++ {
+		fr.WritePing(false, [8]byte{byte(i)})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	rc.nc.SetWriteDeadline(deadline)
+	for i := 0; ; i++ {
+		if _, err := rc.nc.Write(batch.Bytes()); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the server kept reading pings it could not answer")
+			}
+			return
+		}
+		if i > 20000 {
+			t.Fatal("not cut off")
+		}
+	}
+}

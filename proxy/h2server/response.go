@@ -24,6 +24,7 @@ type responseWriter struct {
 	sentHeader  bool // HEADERS appended
 	bodyAllowed bool
 	declCL      int64 // the handler's content-length, or -1
+	hasCL       bool  // the header block has a valid content-length
 	written     int64
 	buf         *[]byte // body held back, from bodyBufPool
 	done        bool
@@ -68,10 +69,11 @@ func (rw *responseWriter) WriteHeader(code int) {
 	rw.status = code
 	rw.bodyAllowed = bodyAllowed(code) && !rw.st.isHead
 	if cl := rw.header["Content-Length"]; len(cl) > 0 {
-		if n, err := strconv.ParseUint(cl[0], 10, 63); err == nil && rw.status != http.StatusNotModified {
-			rw.declCL = int64(n)
-		} else {
+		if n, err := strconv.ParseUint(cl[0], 10, 63); err != nil {
 			delete(rw.header, "Content-Length")
+		} else if rw.hasCL = true; rw.bodyAllowed {
+			// (A 304's or a HEAD response's describes a body not sent.)
+			rw.declCL = int64(n)
 		}
 	}
 	rw.fields = appendFields(rw.fields[:0], rw.header)
@@ -193,7 +195,7 @@ func (rw *responseWriter) finish() {
 	short := rw.bodyAllowed && rw.declCL >= 0 && rw.written < rw.declCL
 	sc := rw.sc
 	sc.mu.Lock()
-	if !rw.sentHeader && rw.declCL < 0 && (rw.bodyAllowed || rw.st.isHead && rw.written > 0) && bodyAllowed(rw.status) {
+	if !rw.sentHeader && !rw.hasCL && (rw.bodyAllowed || rw.st.isHead && rw.written > 0) && bodyAllowed(rw.status) {
 		// Whole in the buffer: announce its length, as x/net/http2 does.
 		n := int64(0)
 		if rw.buf != nil {
