@@ -674,3 +674,85 @@ func TestPingFloodWithoutReadingIsCutOff(t *testing.T) {
 		}
 	}
 }
+
+// serveOne serves the next connection on a fresh listener with opts.
+func serveOne(t *testing.T, s *Server, opts func() *ConnOpts) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		s.ServeConn(c, opts())
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		s.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+func TestUpgradeRequestIsStream1WithItsSettings(t *testing.T) {
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s %s", r.Proto, r.Method, r.URL.Path, b)
+	})}
+	// HTTP2-Settings: INITIAL_WINDOW_SIZE 5.
+	settings := append([]byte{0, byte(http2.SettingInitialWindowSize)}, u32(5)...)
+	addr := serveOne(t, s, func() *ConnOpts {
+		req, _ := http.NewRequest("POST", "http://x/up", strings.NewReader("body"))
+		req.RemoteAddr = "client"
+		return &ConnOpts{Upgrade: req, Settings: settings}
+	})
+	rc := dialRaw(t, addr)
+	e, err := rc.next()
+	if err != nil || e.typ != http2.FrameSettings {
+		t.Fatalf("first frame %+v %v", e, err)
+	}
+	var got bytes.Buffer
+	for got.Len() < len("HTTP/2.0 POST /up body") {
+		e := rc.until("DATA", func(e event) bool { return e.typ == http2.FrameData && e.id == 1 })
+		if len(e.data) > 5 {
+			t.Fatalf("DATA of %d bytes beyond the upgrade's window of 5", len(e.data))
+		}
+		got.Write(e.data)
+		if len(e.data) > 0 {
+			rc.fr.WriteWindowUpdate(1, uint32(len(e.data)))
+		}
+	}
+	if got.String() != "HTTP/2.0 POST /up body" {
+		t.Fatalf("%q", got.String())
+	}
+	// Stream 1 is taken: the client goes on with 3, with a usual window.
+	rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
+	rc.get(3, "/next")
+	if status, body, _, _ := rc.response(3); status != "200" || !strings.HasSuffix(body, "/next ") {
+		t.Fatalf("%s %q", status, body)
+	}
+}
+
+func TestServeConnAfterShutdownServesOnlyTheUpgrade(t *testing.T) {
+	s := &Server{Handler: okHandler()}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	addr := serveOne(t, s, func() *ConnOpts {
+		req, _ := http.NewRequest("GET", "http://x/", nil)
+		return &ConnOpts{Upgrade: req}
+	})
+	rc := dialRaw(t, addr)
+	e, err := rc.next()
+	if err != nil || e.typ != http2.FrameSettings {
+		t.Fatalf("first frame %+v %v", e, err)
+	}
+	if status, body, _, _ := rc.response(1); status != "200" || body != "ok" {
+		t.Fatalf("%s %q", status, body)
+	}
+	rc.expectClosed()
+}

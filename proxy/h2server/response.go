@@ -76,6 +76,9 @@ func (rw *responseWriter) WriteHeader(code int) {
 			rw.declCL = int64(n)
 		}
 	}
+	if rw.fields == nil {
+		rw.fields = make([]hpack.HeaderField, 0, len(rw.header)+1)
+	}
 	rw.fields = appendFields(rw.fields[:0], rw.header)
 }
 
