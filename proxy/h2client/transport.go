@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -118,7 +119,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			o.closeBody()
 			return nil, fmt.Errorf("h2client: %w", context.Cause(ctx))
 		}
-		c, reused, err := t.getConn(ctx, req.URL.Host, prev)
+		c, reused, err := t.getConn(ctx, hostAddr(req.URL), prev)
 		if err != nil {
 			o.closeBody()
 			return nil, err
@@ -141,6 +142,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
+}
+
+// hostAddr is the address a URL's connections go to: its host, with the
+// scheme's port when it names none (canonicalAddr's rule in net/http).
+func hostAddr(u *url.URL) string {
+	if u.Port() != "" || u.Host == "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
 }
 
 // CloseIdleConnections closes every connection that has no open stream.

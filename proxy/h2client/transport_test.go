@@ -2,8 +2,11 @@ package h2client
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strings"
@@ -200,5 +203,22 @@ func TestResponsesWithoutContent(t *testing.T) {
 		if c.path != "/204" && resp.ContentLength != 42 {
 			t.Fatalf("%s %s: ContentLength %d", c.method, c.path, resp.ContentLength)
 		}
+	}
+}
+
+func TestHostWithoutPortDialsSchemePort(t *testing.T) {
+	var got []string
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			got = append(got, addr)
+			return nil, errors.New("no")
+		}
+	})
+	for _, u := range []string{"http://example.test/", "https://example.test/x", "http://[::1]/"} {
+		req, _ := http.NewRequest("GET", u, nil)
+		tr.RoundTrip(req)
+	}
+	if want := "[example.test:80 example.test:443 [::1]:80]"; fmt.Sprint(got) != want {
+		t.Fatalf("dialled %v, want %v", got, want)
 	}
 }
