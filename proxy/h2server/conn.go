@@ -38,6 +38,7 @@ type serverConn struct {
 	writerDone chan struct{}
 	handlers   sync.WaitGroup
 	idleTimer  *time.Timer
+	stopWatch  func() bool // stops closeNow on the context's end
 
 	mu sync.Mutex
 	// cond is signalled when a sender may proceed: a window grew, a
@@ -158,14 +159,13 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	if d := sc.srv.IdleTimeout; d > 0 {
 		sc.idleTimer = time.AfterFunc(d, sc.onIdle)
 	}
-	stopWatch := context.AfterFunc(sc.ctx, sc.closeNow)
+	sc.stopWatch = context.AfterFunc(sc.ctx, sc.closeNow)
 	go sc.writeLoop()
 
 	if err == nil {
 		err = sc.readLoop()
 	}
 	sc.teardown(err)
-	stopWatch()
 	sc.handlers.Wait()
 	if sc.idleTimer != nil {
 		sc.idleTimer.Stop()
@@ -783,6 +783,7 @@ func (sc *serverConn) teardown(err error) {
 	sc.dieLocked(err)
 	sc.mu.Unlock()
 	sc.nc.Close()
+	sc.stopWatch() // before the cancel, which would run it
 	sc.cancel()
 	<-sc.writerDone
 }
