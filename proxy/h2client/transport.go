@@ -156,8 +156,10 @@ func hostAddr(u *url.URL) string {
 	return net.JoinHostPort(u.Hostname(), "80")
 }
 
-// CloseIdleConnections closes every connection that has no open stream.
-// Connections in use are not touched.
+// CloseIdleConnections closes every connection that has no open stream
+// and waits for their reader and writer goroutines to return (within
+// about a second: the bound on writing what was queued). Connections in
+// use are not touched.
 func (t *Transport) CloseIdleConnections() {
 	var idle []*conn
 	t.mu.Lock()
@@ -171,6 +173,10 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Unlock()
 	for _, c := range idle {
 		c.close(errIdleClosed)
+	}
+	for _, c := range idle {
+		<-c.readerDone
+		<-c.writerDone
 	}
 }
 
