@@ -40,8 +40,8 @@
 // first, the rest of the request body is cancelled (RST_STREAM CANCEL),
 // as x/net/http2 does.
 //
-// Requests carry :method, :scheme (the URL's, else "https" over TLS and
-// "http" otherwise), :authority (Request.Host, else URL.Host) and :path
+// Requests carry :method, :scheme ("https" over TLS, else the URL's
+// scheme, "http" when it is neither), :authority (Request.Host, else URL.Host) and :path
 // (URL.RequestURI), then the header fields lowercased, without the
 // connection-specific ones (Connection, Keep-Alive, Proxy-Connection,
 // Transfer-Encoding, Upgrade, TE other than "trailers") and Host, and

@@ -99,9 +99,11 @@ func prepare(req *http.Request) (*outgoing, error) {
 	if !(strings.HasPrefix(path, "/") || path == "*" && method == http.MethodOptions) || strings.ContainsAny(path, " \t\r\n") {
 		return nil, fmt.Errorf("h2client: invalid request target %q", path)
 	}
+	// :scheme is "https" over TLS, else the URL's ("http" when it is
+	// neither).
 	scheme := req.URL.Scheme
 	if scheme != "http" && scheme != "https" {
-		scheme = "" // the connection's
+		scheme = ""
 	}
 
 	o := &outgoing{clen: -1, head: method == http.MethodHead}
@@ -246,7 +248,7 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 	s.noBody = o.head
 	c.hbuf.Reset()
 	for _, f := range o.fields {
-		if f.name == ":scheme" && f.value == "" {
+		if f.name == ":scheme" && (f.value == "" || c.scheme == "https") {
 			f.value = c.scheme
 		}
 		c.writeFieldLocked(f.name, f.value)
