@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"strconv"
 
 	"golang.org/x/net/http2"
 )
@@ -52,6 +50,11 @@ func (c *conn) readLoop() {
 // dispatch handles one frame. An error is the connection's: the caller
 // sends GOAWAY with code and closes.
 func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
+	var hb *headerBlock
+	if mh, ok := f.(*http2.MetaHeadersFrame); ok {
+		// Built before taking the lock the streams share.
+		hb = parseHeaderBlock(mh)
+	}
 	c.mu.Lock()
 	defer c.unlock()
 	switch f := f.(type) {
@@ -60,7 +63,7 @@ func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
 		if s == nil {
 			return code, err
 		}
-		c.onHeadersLocked(s, f)
+		c.onHeadersLocked(s, f, hb)
 	case *http2.DataFrame:
 		return c.onDataLocked(f)
 	case *http2.RSTStreamFrame:
@@ -276,57 +279,31 @@ func protocolError(id uint32, what string) http2.StreamError {
 	return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol, Cause: errors.New("malformed response: " + what)}
 }
 
-// connectionSpecific lists header fields RFC 9113 §8.2.2 forbids.
-var connectionSpecific = map[string]bool{
-	"connection":        true,
-	"keep-alive":        true,
-	"proxy-connection":  true,
-	"transfer-encoding": true,
-	"upgrade":           true,
-}
-
-func (c *conn) onHeadersLocked(s *stream, f *http2.MetaHeadersFrame) {
+func (c *conn) onHeadersLocked(s *stream, f *http2.MetaHeadersFrame, hb *headerBlock) {
 	if s.recvEnd {
 		c.resetLocked(s, http2.ErrCodeStreamClosed, protocolError(s.id, "HEADERS after END_STREAM"), false)
 		return
 	}
-	if f.Truncated {
-		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "header list larger than MaxHeaderListSize"), false)
+	if hb.malformed != "" {
+		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, hb.malformed), false)
 		return
-	}
-	for _, hf := range f.RegularFields() {
-		if connectionSpecific[hf.Name] || hf.Name == "te" && hf.Value != "trailers" {
-			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "connection-specific field "+hf.Name), false)
-			return
-		}
 	}
 	if s.resp != nil {
 		// Trailers: they end the stream and carry no pseudo-fields (§8.1).
-		if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+		if !f.StreamEnded() || hb.pseudo > 0 {
 			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "trailers without END_STREAM or with pseudo-fields"), false)
 			return
 		}
-		t := make(http.Header, len(f.RegularFields()))
-		for _, hf := range f.RegularFields() {
-			k := canonicalKey(hf.Name)
-			t[k] = append(t[k], hf.Value)
-		}
-		s.trailer = t
+		s.trailer = hb.resp.Header
 		c.endRecvLocked(s)
 		s.wakeReader()
 		return
 	}
-	status := f.PseudoValue("status")
-	if len(f.PseudoFields()) != 1 || len(status) != 3 {
+	if hb.resp.StatusCode == 0 {
 		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "no valid :status"), false)
 		return
 	}
-	code, err := strconv.Atoi(status)
-	if err != nil || code < 100 {
-		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "bad :status "+strconv.Quote(status)), false)
-		return
-	}
-	if code < 200 {
+	if code := hb.resp.StatusCode; code < 200 {
 		if code == 101 || f.StreamEnded() {
 			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "101 or 1xx with END_STREAM"), false)
 			return
@@ -335,16 +312,11 @@ func (c *conn) onHeadersLocked(s *stream, f *http2.MetaHeadersFrame) {
 			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "too many 1xx responses"), false)
 			return
 		}
-		h := make(http.Header, len(f.RegularFields()))
-		for _, hf := range f.RegularFields() {
-			k := canonicalKey(hf.Name)
-			h[k] = append(h[k], hf.Value)
-		}
-		s.info = append(s.info, info{code: code, header: h})
+		s.info = append(s.info, info{code: code, header: hb.resp.Header})
 		s.wakeReader()
 		return
 	}
-	s.resp = newResponse(s, f, code, status)
+	s.resp = attachBody(s, hb, f.StreamEnded())
 	if f.StreamEnded() {
 		c.endRecvLocked(s)
 	}

@@ -11,24 +11,47 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// newResponse builds the response from its header block, as x/net/http2
-// does: the Trailer field becomes Response.Trailer's keys (with nil
-// values) rather than a header; Content-Length, when valid, sets
-// ContentLength, else it is -1 (0 when the block ended the stream).
-func newResponse(s *stream, f *http2.MetaHeadersFrame, code int, status string) *http.Response {
+// headerBlock is a HEADERS frame's fields as a response: what
+// parseHeaderBlock found, before the stream decides whether it is the
+// response, a 1xx or the trailers.
+type headerBlock struct {
+	resp      *http.Response // StatusCode 0 when :status is missing or bad
+	pseudo    int            // pseudo-fields present
+	clen      int64          // a valid Content-Length, or -1
+	malformed string         // why the block is malformed, if it is
+}
+
+// connectionSpecific lists header fields RFC 9113 §8.2.2 forbids.
+var connectionSpecific = map[string]bool{
+	"connection":        true,
+	"keep-alive":        true,
+	"proxy-connection":  true,
+	"transfer-encoding": true,
+	"upgrade":           true,
+}
+
+// parseHeaderBlock builds the response as x/net/http2 does: the Trailer
+// field becomes Response.Trailer's keys (with nil values) rather than a
+// header; Content-Length, when valid, sets ContentLength, else it is -1
+// (0 when the block ended the stream).
+func parseHeaderBlock(f *http2.MetaHeadersFrame) *headerBlock {
+	hb := &headerBlock{clen: -1, pseudo: len(f.PseudoFields())}
 	regular := f.RegularFields()
 	// One backing array for the usual one value per key.
 	strs := make([]string, len(regular))
 	h := make(http.Header, len(regular))
 	resp := &http.Response{
-		Status:        status + " " + http.StatusText(code),
-		StatusCode:    code,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
 		Header:        h,
 		ContentLength: -1,
 	}
+	hb.resp = resp
 	for _, hf := range regular {
+		if connectionSpecific[hf.Name] || hf.Name == "te" && hf.Value != "trailers" {
+			hb.malformed = "connection-specific field " + hf.Name
+			return hb
+		}
 		k := canonicalKey(hf.Name)
 		if k == "Trailer" {
 			if resp.Trailer == nil {
@@ -49,26 +72,44 @@ func newResponse(s *stream, f *http2.MetaHeadersFrame, code int, status string) 
 			h[k] = append(vv, hf.Value)
 		}
 	}
+	if f.Truncated {
+		hb.malformed = "header list larger than MaxHeaderListSize"
+		return hb
+	}
+	status := f.PseudoValue("status")
+	if hb.pseudo == 1 && len(status) == 3 {
+		if code, err := strconv.Atoi(status); err == nil && code >= 100 {
+			resp.StatusCode = code
+			resp.Status = status + " " + http.StatusText(code)
+		}
+	}
 	if cl := h["Content-Length"]; len(cl) == 1 {
 		if n, err := strconv.ParseUint(cl[0], 10, 63); err == nil {
 			resp.ContentLength = int64(n)
-			if !s.noBody {
-				s.clen = int64(n)
-			}
+			hb.clen = int64(n)
 		}
 	} else if len(cl) == 0 && f.StreamEnded() {
 		resp.ContentLength = 0
 	}
+	return hb
+}
+
+// attachBody gives the response its body.
+func attachBody(s *stream, hb *headerBlock, ended bool) *http.Response {
+	resp := hb.resp
+	if !s.noBody {
+		s.clen = hb.clen
+	}
 	// A response to HEAD, and a 204 or 304, has no content whatever its
 	// Content-Length says (RFC 9110 §6.4.1).
-	noBody := s.noBody || code == http.StatusNoContent || code == http.StatusNotModified
+	noBody := s.noBody || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
 	switch {
 	case noBody:
 		resp.Body = http.NoBody
 		s.bodyClosed = true // DATA, if any, is dropped
-	case f.StreamEnded() && resp.ContentLength > 0:
+	case ended && resp.ContentLength > 0:
 		resp.Body = missingBody{}
-	case f.StreamEnded():
+	case ended:
 		resp.Body = http.NoBody
 	default:
 		resp.Body = &body{s: s, resp: resp}
