@@ -212,10 +212,25 @@ func (o *outgoing) readAhead() error {
 func validValue(v string) bool { return httpguts.ValidHeaderFieldValue(v) }
 
 // writeFieldLocked HPACK-encodes one field into hbuf. Fields that carry
-// credentials are never indexed (RFC 7541 §7.1.3).
+// credentials are never indexed (RFC 7541 §7.1.3); nor are those whose
+// value differs on every request: indexing them would only evict the
+// entries that do repeat, and costs the encoder a table update each.
 func (c *conn) writeFieldLocked(name, value string) {
-	sensitive := name == "authorization" || name == "proxy-authorization" || name == "cookie" && len(value) < 20
-	c.henc.WriteField(hpack.HeaderField{Name: name, Value: value, Sensitive: sensitive})
+	c.henc.WriteField(hpack.HeaderField{Name: name, Value: value, Sensitive: unindexed[name]})
+}
+
+var unindexed = map[string]bool{
+	"authorization":       true,
+	"proxy-authorization": true,
+	"cookie":              true,
+	"x-request-id":        true,
+	"grpc-timeout":        true,
+	"traceparent":         true,
+	"tracestate":          true,
+	"x-b3-traceid":        true,
+	"x-b3-spanid":         true,
+	"x-b3-parentspanid":   true,
+	"x-amzn-trace-id":     true,
 }
 
 // errUnusable fails a request whose reserved connection went away before
@@ -234,7 +249,6 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 		clen:      -1,
 		recvAvail: streamWindow,
 		recvWake:  make(chan struct{}, 1),
-		sendWake:  make(chan struct{}, 1),
 	}
 	c.mu.Lock()
 	if c.closed || c.goAway {
@@ -282,6 +296,7 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 			s.body = io.NopCloser(bytes.NewReader(o.data))
 		}
 		s.sending = true
+		s.sendWake = make(chan struct{}, 1)
 		done := make(chan struct{})
 		if o.body != nil {
 			o.sender = done

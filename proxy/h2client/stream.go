@@ -52,7 +52,7 @@ type stream struct {
 	noBody     bool // a HEAD request: the response has no content
 
 	recvWake chan struct{} // buffered(1): RoundTrip or Body.Read may proceed
-	sendWake chan struct{} // buffered(1): the body sender may proceed
+	sendWake chan struct{} // buffered(1): the body sender may proceed; nil without one
 }
 
 // info is an informational (1xx) response.
