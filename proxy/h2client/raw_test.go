@@ -705,3 +705,30 @@ func TestRequestNeverWrittenIsRetriedOnNewConnection(t *testing.T) {
 		t.Fatalf("err = %v after %d dials", err, dials.Load())
 	}
 }
+
+func TestPerRequestFieldsAreNotIndexed(t *testing.T) {
+	got := make(chan map[string]bool, 1)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		m := map[string]bool{}
+		for _, f := range h.Fields {
+			m[f.Name] = f.Sensitive
+		}
+		got <- m
+		rc.respond(h.StreamID, "")
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
+	req.Header.Set("X-Request-Id", "8d1f")
+	req.Header.Set("Authorization", "Bearer x")
+	req.Header.Set("Content-Type", "application/grpc")
+	do(t, tr, req)
+	m := <-got
+	if !m["x-request-id"] || !m["authorization"] || m["content-type"] || m[":path"] {
+		t.Fatalf("never-indexed flags: %v", m)
+	}
+}
