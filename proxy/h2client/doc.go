@@ -12,7 +12,11 @@
 // room under the server's SETTINGS_MAX_CONCURRENT_STREAMS and opens
 // another connection when all are full; one dial per host is in flight at
 // a time, and requests that find every connection full wait for it (or
-// for their context). Dial returns a ready connection — plain TCP for h2c,
+// for their context). The dialling request takes the new connection's
+// first stream, and no request dials twice: a server that allows no
+// streams is an error, not a loop of dials. A dial runs on the context
+// of the request that started it; when that context ends first, the
+// requests that waited for it try again, one of them dialling. Dial returns a ready connection — plain TCP for h2c,
 // or TLS that negotiated "h2" — and the Transport runs the handshake on
 // it: client preface, SETTINGS (ENABLE_PUSH 0, INITIAL_WINDOW_SIZE 1 MiB,
 // MAX_HEADER_LIST_SIZE), a connection WINDOW_UPDATE to 4 MiB, and it

@@ -94,10 +94,15 @@ func (t *Transport) getConn(ctx context.Context, addr string, avoid *conn) (c *c
 		dc.ctxErr = dc.err != nil && ctx.Err() != nil
 		t.mu.Lock()
 		hp.dialing = nil
+		ok := false
 		if dc.c != nil && !dc.c.isClosed() {
 			// A connection that closed already (removeConn found
 			// nothing to remove) is not listed.
 			hp.conns = append(hp.conns, dc.c)
+			// The dialling request takes the first stream: each request
+			// dials at most once, even from a server that allows no
+			// streams at all.
+			ok, _, _ = dc.c.reserve(now)
 		} else if len(hp.conns) == 0 && t.hosts[addr] == hp {
 			delete(t.hosts, addr)
 		}
@@ -106,6 +111,10 @@ func (t *Transport) getConn(ctx context.Context, addr string, avoid *conn) (c *c
 		if dc.err != nil {
 			return nil, false, dc.err
 		}
+		if !ok {
+			return nil, false, fmt.Errorf("h2client: new connection to %s takes no stream", addr)
+		}
+		return dc.c, false, nil
 	}
 }
 

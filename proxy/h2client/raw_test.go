@@ -732,3 +732,17 @@ func TestPerRequestFieldsAreNotIndexed(t *testing.T) {
 		t.Fatalf("never-indexed flags: %v", m)
 	}
 }
+
+func TestServerAllowingNoStreamsIsAnErrorNotADialLoop(t *testing.T) {
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingMaxConcurrentStreams, Val: 0}}, func(rc *rawConn, n int) {
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
+	if _, err := tr.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "takes no stream") {
+		t.Fatalf("err = %v", err)
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
