@@ -746,3 +746,47 @@ func TestServerAllowingNoStreamsIsAnErrorNotADialLoop(t *testing.T) {
 		t.Fatalf("%d connections, want 1", n)
 	}
 }
+
+func TestSettingsRaisingTheWindowReleasesTheSender(t *testing.T) {
+	const size = 100 << 10
+	got := make(chan int, 1)
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 10}}, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		total := 0
+		raised := false
+		for {
+			f, err := rc.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			d, ok := f.(*http2.DataFrame)
+			if !ok {
+				continue
+			}
+			total += len(d.Data())
+			if d.StreamEnded() {
+				break
+			}
+			if !raised && total == 10 {
+				// The stream's window is spent: raise every window.
+				raised = true
+				rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+				rc.fr.WriteWindowUpdate(0, 1<<20)
+			}
+		}
+		got <- total
+		rc.respond(h.StreamID, "done")
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	req, _ := http.NewRequest("POST", "http://"+s.addr+"/", strings.NewReader(strings.Repeat("z", size)))
+	if _, body := do(t, tr, req); body != "done" {
+		t.Fatalf("body %q", body)
+	}
+	if n := <-got; n != size {
+		t.Fatalf("server got %d bytes", n)
+	}
+}
