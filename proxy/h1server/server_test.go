@@ -817,6 +817,7 @@ func TestWriteTimeoutEndsStalledResponse(t *testing.T) {
 func TestShutdownServesRequestOfConnectionAcceptedBefore(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "late") }))
 	c := dial(t, ts.addr)
+	ts.init() // (Serve's, which sets up the map read below)
 	// Wait until the server has accepted it.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -837,6 +838,13 @@ func TestShutdownServesRequestOfConnectionAcceptedBefore(t *testing.T) {
 		defer cancel()
 		shut <- ts.Shutdown(ctx)
 	}()
+	// The request must come after Shutdown has begun.
+	for !ts.inShutdown.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("Shutdown never began")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	resp, body := c.response(t, "GET")
 	if body != "late" || !resp.Close {
