@@ -768,7 +768,9 @@ func (sc *serverConn) teardown(err error) {
 			sc.closeAfterFlushLocked()
 		}
 		sc.mu.Unlock()
-		if ce.code != http2.ErrCodeNo {
+		if ce.code == http2.ErrCodeEnhanceYourCalm {
+			// Other connection errors are the client's bug, told to it
+			// by the GOAWAY; this one may be an attack.
 			sc.srv.logf("h2server: "+sc.remote, ce)
 		}
 		if sent {

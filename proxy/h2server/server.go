@@ -47,7 +47,8 @@ type Server struct {
 	BaseContext context.Context
 
 	// ErrorLog receives errors the Server cannot return to anyone: handler
-	// panics and connection errors worth a look. Nil drops them.
+	// panics (but http.ErrAbortHandler) and connections closed with
+	// ENHANCE_YOUR_CALM. Nil drops them.
 	ErrorLog func(msg string, err error)
 
 	inShutdown atomic.Bool
