@@ -88,10 +88,10 @@ func FuzzServerFrames(f *testing.F) {
 			}
 			go io.Copy(io.Discard, br) // the pipe is synchronous: keep the client's writes flowing
 			srv.Write(data)
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond)
 		}()
 		tr := &Transport{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) { return cli, nil }}
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, "GET", "http://fuzz.test:80/", nil)
 		if resp, err := tr.RoundTrip(req); err == nil {
