@@ -140,8 +140,12 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 
 	regular := f.RegularFields()
 	h := make(http.Header, len(regular))
+	// One backing array for the values: a field's first value takes a
+	// one-element slice of it (capacity-limited, so that a second value
+	// copies), as net/textproto does.
+	vals := make([]string, len(regular))
 	var cookies int
-	for _, hf := range regular {
+	for i, hf := range regular {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			// RFC 9113 §8.2.2: connection-specific fields are malformed.
@@ -154,7 +158,12 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 			cookies++
 		}
 		k := canonicalHeader(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv, hf.Value)
+		} else {
+			vals[i] = hf.Value
+			h[k] = vals[i : i+1 : i+1]
+		}
 	}
 	if cookies > 1 {
 		// RFC 9113 §8.2.3: split cookie fields join with "; ".
