@@ -42,6 +42,9 @@ const (
 	// maxPending bounds the bytes queued for the writer: DATA frames
 	// wait beyond it (control frames and HEADERS do not).
 	maxPending = 512 << 10
+	// maxControlQueue bounds what a server that does not read can make
+	// the reader queue in answers (PING and SETTINGS acknowledgements).
+	maxControlQueue = 2 * maxPending
 	// maxKeptBuffer is the largest write buffer kept for reuse.
 	maxKeptBuffer  = 256 << 10
 	readBufferSize = 32 << 10

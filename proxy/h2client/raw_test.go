@@ -790,3 +790,29 @@ func TestSettingsRaisingTheWindowReleasesTheSender(t *testing.T) {
 		t.Fatalf("server got %d bytes", n)
 	}
 }
+
+func TestPingFloodFromServerThatDoesNotReadEndsConnection(t *testing.T) {
+	goaway := make(chan struct{})
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		// Reads nothing after the preface; writes PINGs until the client
+		// gives up on the connection.
+		for i := 0; i < 1e6; i++ {
+			if rc.fr.WritePing(false, [8]byte{byte(i)}) != nil {
+				close(goaway)
+				return
+			}
+		}
+	})
+	tr := newTransport(t)
+	ctx := ctxTimeout(t, 20*time.Second)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.addr+"/", nil)
+	_, err := tr.RoundTrip(req)
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("err = %v (context: %v)", err, ctx.Err())
+	}
+	select {
+	case <-goaway:
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection still open")
+	}
+}

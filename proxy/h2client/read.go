@@ -83,6 +83,9 @@ func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
 		if f.IsAck() {
 			return 0, nil
 		}
+		if len(c.wbuf) > maxControlQueue {
+			return http2.ErrCodeEnhanceYourCalm, errors.New("SETTINGS faster than their acknowledgements can be written")
+		}
 		if err := c.onSettingsLocked(f); err != nil {
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
@@ -94,6 +97,9 @@ func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
 	case *http2.WindowUpdateFrame:
 		return c.onWindowUpdateLocked(f)
 	case *http2.PingFrame:
+		if !f.IsAck() && len(c.wbuf) > maxControlQueue {
+			return http2.ErrCodeEnhanceYourCalm, errors.New("PINGs faster than their answers can be written")
+		}
 		if f.IsAck() {
 			if c.pingSent && f.Data == c.pingData {
 				c.pingSent = false
