@@ -307,6 +307,8 @@ func TestRapidResetEnhanceYourCalm(t *testing.T) {
 	if e := rc.goAway(); e.code != http2.ErrCodeEnhanceYourCalm {
 		t.Fatalf("%v", e.code)
 	}
+	rc.nc.Close()
+	waitFor(t, "the log line", func() bool { return strings.Contains(ts.logs.String(), "ENHANCE_YOUR_CALM") })
 }
 
 func TestCancelledStreamsWithCompletionsAreFine(t *testing.T) {
