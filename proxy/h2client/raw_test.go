@@ -816,3 +816,44 @@ func TestPingFloodFromServerThatDoesNotReadEndsConnection(t *testing.T) {
 		t.Fatal("connection still open")
 	}
 }
+
+func TestRetryWithGetBodySendsTheBodyAgain(t *testing.T) {
+	bodies := make(chan string, 4)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		for {
+			h, err := rc.readRequestHeaders()
+			if err != nil {
+				return
+			}
+			var b []byte
+			for {
+				f, err := rc.fr.ReadFrame()
+				if err != nil {
+					return
+				}
+				if d, ok := f.(*http2.DataFrame); ok {
+					b = append(b, d.Data()...)
+					if d.StreamEnded() {
+						break
+					}
+				}
+			}
+			bodies <- string(b)
+			if n == 0 {
+				rc.fr.WriteRSTStream(h.StreamID, http2.ErrCodeRefusedStream)
+				continue
+			}
+			rc.respond(h.StreamID, "ok")
+		}
+	})
+	tr := newTransport(t)
+	payload := strings.Repeat("g", 40<<10) // streamed, not read ahead
+	req, _ := http.NewRequest("POST", "http://"+s.addr+"/", io.MultiReader(strings.NewReader(payload)))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(payload)), nil }
+	if _, body := do(t, tr, req); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	if a, b := <-bodies, <-bodies; a != payload || b != payload {
+		t.Fatalf("bodies of %d and %d bytes, want %d", len(a), len(b), len(payload))
+	}
+}

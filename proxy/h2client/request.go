@@ -45,24 +45,22 @@ func (o *outgoing) closeBody() {
 	}
 }
 
-// rewind prepares o for sending again, and reports whether it can be.
+// rewind prepares o for sending again, and reports whether it can be:
+// when its body was never started (none, read ahead, or no sender yet),
+// or Request.GetBody gives it anew.
 func (o *outgoing) rewind(req *http.Request) bool {
-	if o.body == nil {
+	if o.body == nil || o.sender == nil {
 		return true
 	}
 	if req.GetBody == nil {
-		o.closeBody()
 		return false
 	}
-	if o.sender != nil {
-		// Stopped with its stream; it closes the old body.
-		<-o.sender
-		o.sender = nil
-	} else {
-		o.body.Close()
-	}
+	// The sender stopped with its stream; it closes the old body.
+	<-o.sender
+	o.sender = nil
 	b, err := req.GetBody()
 	if err != nil {
+		o.body = nil
 		return false
 	}
 	o.body = b

@@ -140,6 +140,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// The server did not process the request: send it once more,
 		// on another connection, when its body can be sent again.
 		if !o.rewind(req) {
+			o.closeBody()
 			return nil, err
 		}
 	}
