@@ -85,4 +85,13 @@
 // have, or closes the rest when its context ends. Close closes every
 // connection at once. ServeConn returns only after every handler it
 // started has returned.
+//
+// # Not supported
+//
+// TLS (the connection is served as given; Request.TLS is nil), server
+// push, extended CONNECT (RFC 8441), priorities, a SETTINGS
+// acknowledgement timeout, and write or read timeouts: a client that
+// stops reading holds the handlers that write to it (within flow control
+// and the pending-bytes bound) until it resets its streams, the
+// connection ends, Shutdown's deadline passes or Close.
 package h2server
