@@ -83,7 +83,7 @@
 // before any response, above the last stream id of a GOAWAY, or queued on
 // a connection that failed before its HEADERS were written — is sent once
 // more on another connection when its body can be sent again (none, read
-// ahead, or Request.GetBody).
+// ahead, not started yet, or given anew by Request.GetBody).
 //
 // # Connection lifetime
 //
@@ -100,7 +100,9 @@
 // # What it does not do
 //
 // No CONNECT (nor extended CONNECT), no server push, no priorities, no
-// compression. "Expect: 100-continue" is passed on but the body is sent
+// compression. A server that floods PING or SETTINGS while not reading
+// the answers gets GOAWAY ENHANCE_YOUR_CALM once 1 MiB of answers is
+// queued. "Expect: 100-continue" is passed on but the body is sent
 // without waiting for the 100. The server's SETTINGS_MAX_HEADER_LIST_SIZE
 // is not checked before sending. Retries are only for requests the
 // server did not process; a request that failed on a connection that
