@@ -95,14 +95,14 @@
 // PING, and closed when the answer does not come within PingTimeout.
 // Closing a connection fails its streams, writes what is queued (GOAWAY,
 // RST_STREAM) within a second, and closes the socket, which ends its
-// reader and writer; request bodies still being read are closed.
+// reader and writer; request bodies still being read are closed. A
+// server that floods PING or SETTINGS while not reading the answers gets
+// GOAWAY ENHANCE_YOUR_CALM once 1 MiB of answers is queued.
 //
 // # What it does not do
 //
 // No CONNECT (nor extended CONNECT), no server push, no priorities, no
-// compression. A server that floods PING or SETTINGS while not reading
-// the answers gets GOAWAY ENHANCE_YOUR_CALM once 1 MiB of answers is
-// queued. "Expect: 100-continue" is passed on but the body is sent
+// compression. "Expect: 100-continue" is passed on but the body is sent
 // without waiting for the 100. The server's SETTINGS_MAX_HEADER_LIST_SIZE
 // is not checked before sending. Retries are only for requests the
 // server did not process; a request that failed on a connection that
