@@ -55,8 +55,9 @@
 //
 // RoundTrip returns when the final response head arrived. 1xx responses
 // are reported through httptrace's Got1xxResponse (on the RoundTrip
-// goroutine, never the reader's); GotConn is called once a connection
-// and stream slot are taken, GetConn before. The response is what
+// goroutine, never the reader's; a 100 also through Got100Continue);
+// GotConn is called once a connection and stream slot are taken, GetConn
+// before; other hooks are not called. The response is what
 // x/net/http2 gives: Proto "HTTP/2.0", canonical header keys, the
 // "Trailer" field's keys in Response.Trailer with nil values, filled
 // (undeclared keys too) when the trailers arrive and before Body returns

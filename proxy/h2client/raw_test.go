@@ -244,9 +244,10 @@ func TestInformationalResponsesReachTrace(t *testing.T) {
 			got = append(got, fmt.Sprintf("%d %s", code, h.Get("Link")))
 			return nil
 		},
+		Got100Continue: func() { got = append(got, "continue") },
 	}))
 	resp, body := do(t, tr, req)
-	if resp.StatusCode != 200 || body != "final" || fmt.Sprint(got) != "[103 </a.css>; rel=preload 100 ]" {
+	if resp.StatusCode != 200 || body != "final" || fmt.Sprint(got) != "[103 </a.css>; rel=preload 100  continue]" {
 		t.Fatalf("got %d %q, 1xx %q", resp.StatusCode, body, got)
 	}
 }

@@ -311,11 +311,17 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 		resp, err, retry := s.resp, s.err, s.retry
 		c.mu.Unlock()
 		for _, in := range infos {
-			if trace != nil && trace.Got1xxResponse != nil {
+			if trace == nil {
+				break
+			}
+			if trace.Got1xxResponse != nil {
 				if err := trace.Got1xxResponse(in.code, textprotoHeader(in.header)); err != nil {
 					s.fail(err)
 					return nil, false, err
 				}
+			}
+			if in.code == http.StatusContinue && trace.Got100Continue != nil {
+				trace.Got100Continue()
 			}
 		}
 		if resp != nil {
