@@ -206,3 +206,54 @@ func TestCancellationStormLeavesConnectionUsable(t *testing.T) {
 		return len(c.streams) == 0 && c.reserved == 0
 	})
 }
+
+func TestConcurrentLargeEchoesShareWindows(t *testing.T) {
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) {
+		// Echo as it reads: full duplex, both directions under flow
+		// control at once.
+		buf := make([]byte, 8<<10)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				w.Write(buf[:n])
+				w.(http.Flusher).Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	tr := newTransport(t)
+	const streams = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			size := 50<<10 + rand.IntN(600<<10)
+			payload := make([]byte, size)
+			for j := range payload {
+				payload[j] = byte(i + j*7)
+			}
+			req, _ := http.NewRequest("POST", s.url("/"), io.MultiReader(bytesReader(payload)))
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(got) != string(payload) {
+				errs <- errors.New("echo differs")
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func bytesReader(b []byte) io.Reader { return strings.NewReader(string(b)) }
