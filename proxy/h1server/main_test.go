@@ -54,6 +54,9 @@ func start(t testing.TB, h http.Handler, mod ...func(*Server)) *testServer {
 	for _, f := range mod {
 		f(s)
 	}
+	// What Serve would do on its goroutine, done here so that tests may
+	// read the connection map at once.
+	s.init()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

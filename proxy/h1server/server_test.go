@@ -817,7 +817,6 @@ func TestWriteTimeoutEndsStalledResponse(t *testing.T) {
 func TestShutdownServesRequestOfConnectionAcceptedBefore(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "late") }))
 	c := dial(t, ts.addr)
-	ts.init() // (Serve's, which sets up the map read below)
 	// Wait until the server has accepted it.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
