@@ -50,10 +50,10 @@ func (c *conn) readLoop() {
 // dispatch handles one frame. An error is the connection's: the caller
 // sends GOAWAY with code and closes.
 func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
-	var hb *headerBlock
+	var hb headerBlock
 	if mh, ok := f.(*http2.MetaHeadersFrame); ok {
 		// Built before taking the lock the streams share.
-		hb = parseHeaderBlock(mh)
+		parseHeaderBlock(mh, &hb)
 	}
 	c.mu.Lock()
 	defer c.unlock()
@@ -63,7 +63,7 @@ func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
 		if s == nil {
 			return code, err
 		}
-		c.onHeadersLocked(s, f, hb)
+		c.onHeadersLocked(s, f, &hb)
 	case *http2.DataFrame:
 		return c.onDataLocked(f)
 	case *http2.RSTStreamFrame:

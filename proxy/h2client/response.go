@@ -34,8 +34,8 @@ var connectionSpecific = map[string]bool{
 // field becomes Response.Trailer's keys (with nil values) rather than a
 // header; Content-Length, when valid, sets ContentLength, else it is -1
 // (0 when the block ended the stream).
-func parseHeaderBlock(f *http2.MetaHeadersFrame) *headerBlock {
-	hb := &headerBlock{clen: -1, pseudo: len(f.PseudoFields())}
+func parseHeaderBlock(f *http2.MetaHeadersFrame, hb *headerBlock) {
+	*hb = headerBlock{clen: -1, pseudo: len(f.PseudoFields())}
 	regular := f.RegularFields()
 	// One backing array for the usual one value per key.
 	strs := make([]string, len(regular))
@@ -50,7 +50,7 @@ func parseHeaderBlock(f *http2.MetaHeadersFrame) *headerBlock {
 	for _, hf := range regular {
 		if connectionSpecific[hf.Name] || hf.Name == "te" && hf.Value != "trailers" {
 			hb.malformed = "connection-specific field " + hf.Name
-			return hb
+			return
 		}
 		k := canonicalKey(hf.Name)
 		if k == "Trailer" {
@@ -74,7 +74,7 @@ func parseHeaderBlock(f *http2.MetaHeadersFrame) *headerBlock {
 	}
 	if f.Truncated {
 		hb.malformed = "header list larger than MaxHeaderListSize"
-		return hb
+		return
 	}
 	status := f.PseudoValue("status")
 	if hb.pseudo == 1 && len(status) == 3 {
@@ -91,7 +91,6 @@ func parseHeaderBlock(f *http2.MetaHeadersFrame) *headerBlock {
 	} else if len(cl) == 0 && f.StreamEnded() {
 		resp.ContentLength = 0
 	}
-	return hb
 }
 
 // attachBody gives the response its body.
@@ -112,7 +111,8 @@ func attachBody(s *stream, hb *headerBlock, ended bool) *http.Response {
 	case ended:
 		resp.Body = http.NoBody
 	default:
-		resp.Body = &body{s: s, resp: resp}
+		s.rbody = body{s: s, resp: resp}
+		resp.Body = &s.rbody
 	}
 	return resp
 }

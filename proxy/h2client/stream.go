@@ -49,6 +49,7 @@ type stream struct {
 	recvd      int64
 	trailer    http.Header
 	bodyClosed bool
+	rbody      body // Response.Body, when there is one
 	noBody     bool // a HEAD request: the response has no content
 
 	recvWake chan struct{} // buffered(1): RoundTrip or Body.Read may proceed
