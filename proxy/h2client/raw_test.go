@@ -858,3 +858,34 @@ func TestRetryWithGetBodySendsTheBodyAgain(t *testing.T) {
 		t.Fatalf("bodies of %d and %d bytes, want %d", len(a), len(b), len(payload))
 	}
 }
+
+func TestResponseHeaderListOverLimitResetsStream(t *testing.T) {
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		for {
+			h, err := rc.readRequestHeaders()
+			if err != nil {
+				return
+			}
+			if h.PseudoValue("path") == "/big" {
+				// Each field within the limit, all of them beyond it.
+				v := strings.Repeat("v", 400)
+				rc.headers(h.StreamID, true, ":status", "200", "x-a", v, "x-b", v, "x-c", v)
+				continue
+			}
+			rc.respond(h.StreamID, "small")
+		}
+	})
+	tr := newTransport(t, func(tr *Transport) { tr.MaxHeaderListSize = 1000 })
+	req, _ := http.NewRequest("GET", "http://"+s.addr+"/big", nil)
+	_, err := tr.RoundTrip(req)
+	var se http2.StreamError
+	if !errors.As(err, &se) || se.Code != http2.ErrCodeProtocol {
+		t.Fatalf("err = %v, want a PROTOCOL_ERROR StreamError", err)
+	}
+	if _, body := get(t, tr, "http://"+s.addr+"/small"); body != "small" {
+		t.Fatalf("body %q", body)
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}

@@ -42,8 +42,10 @@ type Transport struct {
 
 	// MaxHeaderListSize caps the decoded size (RFC 9113 §6.5.2: names,
 	// values and 32 bytes per field) of a response's header block and of
-	// its trailers; it is advertised as SETTINGS_MAX_HEADER_LIST_SIZE.
-	// 0 means 10 MiB, as in x/net/http2.
+	// its trailers; it is advertised as SETTINGS_MAX_HEADER_LIST_SIZE. A
+	// block over it resets its stream (PROTOCOL_ERROR); a single field
+	// longer than it, or a frame far beyond it, is a connection error,
+	// as in x/net/http2. 0 means 10 MiB, as in x/net/http2.
 	MaxHeaderListSize uint32
 
 	// Now is the clock idle expiry is measured with. nil means time.Now.
