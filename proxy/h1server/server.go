@@ -25,7 +25,7 @@ type Server struct {
 	// (prior knowledge) and requests that ask to switch with
 	// "Upgrade: h2c" (RFC 7540 §3.2). Nil: HTTP/1.1 only; such
 	// connections then get 505 and upgrade requests are served as plain
-	// HTTP/1.1. Its zero Handler, MaxHeaderBytes and ErrorLog are set to
+	// HTTP/1.1. Its zero Handler, MaxHeaderBytes, IdleTimeout and ErrorLog are set to
 	// this Server's by the first Serve, so an h2server.Server must not be
 	// shared between Servers. Shutdown and Close drive its Shutdown and
 	// Close.
@@ -91,6 +91,9 @@ func (s *Server) init() {
 			}
 			if h2.ErrorLog == nil {
 				h2.ErrorLog = s.ErrorLog
+			}
+			if h2.IdleTimeout == 0 {
+				h2.IdleTimeout = s.IdleTimeout
 			}
 		}
 	})
