@@ -424,3 +424,32 @@ func TestManyConcurrentStreams(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestContextCancelledWhenHandlerReturns(t *testing.T) {
+	ctxs := make(chan context.Context, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ctxs <- r.Context() }))
+	c, _ := h2Client(t)
+	resp, err := c.Get(ts.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ctx := <-ctxs
+	waitFor(t, "the context's end", func() bool { return ctx.Err() != nil })
+}
+
+func TestHostFromHostHeaderWithoutAuthority(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %q %s", r.Host, r.Header.Get("Host"), r.RequestURI)
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.writeHeaders(1, true, ":method", "GET", ":scheme", "http", ":path", "/a?b", "host", "h.example")
+	if status, body, _, _ := rc.response(1); status != "200" || body != `h.example "" /a?b` {
+		t.Fatalf("%s %q", status, body)
+	}
+	// A Host that disagrees with :authority is malformed.
+	rc.writeHeaders(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/", "host", "b")
+	if e := rc.rst(3); e.code != 1 {
+		t.Fatalf("%v", e.code)
+	}
+}
