@@ -53,9 +53,11 @@
 //   - Metric children are resolved at Apply time; the per-request path does
 //     no label lookups.
 //
-// Wire protocols: HTTP/1.1 is spoken by the hand-written proxy/h1server
+// Wire protocols, all hand-written: HTTP/1.1 is spoken by proxy/h1server
 // (downstream) and proxy/h1client (upstream), each running a request on
-// one goroutine; HTTP/2 and gRPC by golang.org/x/net/http2 on both sides.
+// one goroutine; HTTP/2 and gRPC by proxy/h2server (downstream) and
+// proxy/h2client (upstream), which write the frames of many streams in one
+// system call. Frame parsing and HPACK come from golang.org/x/net/http2.
 //
 // Goroutines: Serve runs an h1server.Server per listener until Shutdown;
 // the first Handler call starts the outlier evaluator, which Shutdown

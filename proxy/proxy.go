@@ -311,7 +311,7 @@ func (p *Proxy) SetBreaker(cluster, action string) error {
 //
 // Downstream protocols: HTTP/1.1, served by h1server, and HTTP/2
 // cleartext both with prior knowledge and by "Upgrade: h2c" (RFC 7540
-// §3.2), which h1server hands to golang.org/x/net/http2; Shutdown sends
+// §3.2), which h1server hands to proxy/h2server; Shutdown sends
 // those connections GOAWAY. Header size, read-header and idle timeouts
 // come from the configuration applied when Serve is called.
 func (p *Proxy) Serve(ln net.Listener, l Listener) error {
