@@ -167,6 +167,11 @@ type forwarding struct {
 	replay  *replayBody
 	view    *bodyView
 	set     attemptSet
+
+	// url and trace serve the first attempt (url) or every attempt
+	// (trace), sparing an allocation each.
+	url   url.URL
+	trace attemptTrace
 }
 
 // reply answers the request with a local reply. The route's
@@ -290,9 +295,6 @@ func (f *forwarding) run() {
 			f.fail(f.breakerReply(err))
 			return
 		}
-		tr := &attemptTrace{w: f.w, limits: res.limits}
-		tr.pending.Store(true)
-
 		h := hdr
 		if attempt > 0 {
 			// The previous attempt's transport may still hold hdr.
@@ -321,9 +323,17 @@ func (f *forwarding) run() {
 			actx, acancel = context.WithCancelCause(ctx)
 			perTry = time.AfterFunc(perTryTimeout, func() { acancel(errPerTryTimeout) })
 		}
-		out := &http.Request{
+		u := &f.url
+		if attempt > 0 {
+			// Like hdr, the previous attempt's URL may still be held.
+			u = new(url.URL)
+		}
+		*u = url.URL{Scheme: c.scheme, Host: ep.addr, Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery}
+		// A template on the stack: WithContext makes the one copy that
+		// goes to the transport.
+		tmpl := http.Request{
 			Method:     r.Method,
-			URL:        &url.URL{Scheme: c.scheme, Host: ep.addr, Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery},
+			URL:        u,
 			Proto:      "HTTP/1.1",
 			ProtoMajor: 1,
 			ProtoMinor: 1,
@@ -333,12 +343,23 @@ func (f *forwarding) run() {
 			Trailer:    r.Trailer,
 		}
 		if reqBody != nil {
-			out.ContentLength = r.ContentLength
+			tmpl.ContentLength = r.ContentLength
 		}
-		out = out.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace()))
 
 		ep.active.Add(1)
-		resp, err := c.pool.rt.RoundTrip(out)
+		var resp *http.Response
+		var tr *attemptTrace
+		if hrt, ok := c.pool.rt.(hooksRoundTripper); ok {
+			// The transport calls the hooks only before it returns, so
+			// one attemptTrace serves every attempt of the request.
+			tr = &f.trace
+			tr.init(f.w, res.limits)
+			resp, err = hrt.RoundTripHooks(tmpl.WithContext(actx), tr)
+		} else {
+			tr = &attemptTrace{}
+			tr.init(f.w, res.limits)
+			resp, err = c.pool.rt.RoundTrip(tmpl.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace())))
+		}
 		tr.releasePending()
 		headersInTime := perTry == nil || perTry.Stop()
 		if err == nil && !headersInTime {
@@ -495,6 +516,37 @@ type attemptTrace struct {
 	w       http.ResponseWriter
 	limits  *breaker.Limits
 	pending atomic.Bool
+}
+
+// hooksRoundTripper is a transport that reports an attempt's events
+// to h1client.Hooks directly (h1client.Transport does), sparing the
+// context value, ClientTrace and closures httptrace needs per attempt.
+// Other transports get the same hooks through httptrace.
+type hooksRoundTripper interface {
+	RoundTripHooks(*http.Request, h1client.Hooks) (*http.Response, error)
+}
+
+// init readies a for an attempt that holds a max_pending_requests slot.
+func (a *attemptTrace) init(w http.ResponseWriter, limits *breaker.Limits) {
+	a.w = w
+	a.limits = limits
+	a.pending.Store(true)
+}
+
+// GotConn frees the pending slot: the attempt has its connection.
+func (a *attemptTrace) GotConn() { a.releasePending() }
+
+// Got1xxResponse sends an informational response (103 Early Hints, 102
+// Processing) downstream as it arrives, as net/http/httputil does.
+func (a *attemptTrace) Got1xxResponse(code int, header textproto.MIMEHeader) error {
+	h := a.w.Header()
+	for k, vv := range header {
+		h[k] = vv
+	}
+	a.w.WriteHeader(code)
+	// WriteHeader does not clear the map for 1xx responses.
+	clear(h)
+	return nil
 }
 
 func (a *attemptTrace) releasePending() {

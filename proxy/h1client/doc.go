@@ -20,7 +20,10 @@
 // them — are dropped) or the connection's close. 1xx responses are
 // reported through httptrace (Got1xxResponse, Got100Continue; of the
 // other hooks, GetConn, GotConn — once per round trip — Wait100Continue
-// and WroteRequest are called, the rest are not); a 101 response's Body
+// and WroteRequest are called, the rest are not) and, for a caller that
+// acts on them, through Hooks given to RoundTripHooks (GotConn and
+// Got1xxResponse, called on the round trip's goroutine before it returns,
+// with no context value or closure per request); a 101 response's Body
 // is the connection itself, an io.ReadWriteCloser; a 101 to a request
 // without an Upgrade header is an error (RFC 9110 §15.2.2) and closes
 // the connection. https URLs get TLS over the dialled connection with

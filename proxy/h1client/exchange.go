@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptrace"
-	"net/textproto"
 	"os"
 	"strings"
 	"time"
@@ -19,7 +17,7 @@ import (
 // might not have had: c was reused, no byte of a response arrived, the
 // context did not end, and the request may be sent again (idempotent, or
 // not a byte of it written).
-func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, trace *httptrace.ClientTrace) (_ *http.Response, stale bool, _ error) {
+func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, ev *events) (_ *http.Response, stale bool, _ error) {
 	t := c.hp.t
 	c.written = 0
 	c.watch(ctx)
@@ -39,11 +37,9 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, tra
 		if err = c.bw.Flush(); err != nil {
 			break
 		}
-		if trace != nil && trace.Wait100Continue != nil {
-			trace.Wait100Continue()
-		}
+		ev.wait100Continue()
 		var send, silent bool
-		send, mode, silent, err = c.awaitContinue(resp, trace, t.ExpectContinueTimeout, o.method)
+		send, mode, silent, err = c.awaitContinue(resp, ev, t.ExpectContinueTimeout, o.method)
 		switch {
 		case err != nil:
 			// A malformed or missing interim response. One that never
@@ -72,15 +68,15 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, tra
 		// The server may have answered before it stopped reading (a
 		// 413, a 401): read what it said, else report the write.
 		if o.length != 0 && c.written > 0 {
-			if mode, rerr := c.readHead(resp, trace, o.method, false); rerr == nil {
+			if mode, rerr := c.readHead(resp, ev, o.method, false); rerr == nil {
 				return c.finish(ctx, rb, mode, false)
 			}
 		}
 		c.fail()
 		return nil, c.reused && (o.idempotent || c.written == 0), c.wrapErr(ctx, "writing request", err)
 	}
-	if trace != nil && trace.WroteRequest != nil && !haveHead {
-		trace.WroteRequest(httptrace.WroteRequestInfo{})
+	if !haveHead {
+		ev.wroteRequest()
 	}
 	if !haveHead {
 		if _, err = c.br.Peek(1); err != nil {
@@ -90,7 +86,7 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, tra
 			}
 			return nil, stale, c.wrapErr(ctx, "reading response", noResponse(err))
 		}
-		if mode, err = c.readHead(resp, trace, o.method, false); err != nil {
+		if mode, err = c.readHead(resp, ev, o.method, false); err != nil {
 			c.fail()
 			return nil, false, c.wrapErr(ctx, "reading response", err)
 		}
@@ -148,10 +144,10 @@ func (c *conn) finish(ctx context.Context, rb *responseBody, mode int, keep bool
 }
 
 // readHead reads response heads into resp until a final one (or a 101),
-// reporting interim ones to trace. oneInterim ends the loop after one
+// reporting interim ones to ev. oneInterim ends the loop after one
 // interim response too (its framing is bodyNone): the caller is waiting
 // to send a body. It returns the body's framing.
-func (c *conn) readHead(resp *http.Response, trace *httptrace.ClientTrace, method string, oneInterim bool) (int, error) {
+func (c *conn) readHead(resp *http.Response, ev *events, method string, oneInterim bool) (int, error) {
 	limit := c.hp.t.maxHeaderBytes()
 	for n := 0; ; n++ {
 		block, err := readBlock(c.br, limit)
@@ -171,13 +167,8 @@ func (c *conn) readHead(resp *http.Response, trace *httptrace.ClientTrace, metho
 		if n >= max1xx {
 			return 0, errors.New("h1client: too many 1xx informational responses")
 		}
-		if code == http.StatusContinue && trace != nil && trace.Got100Continue != nil {
-			trace.Got100Continue()
-		}
-		if trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
-				return 0, err
-			}
+		if err := ev.got1xx(code, resp.Header); err != nil {
+			return 0, err
 		}
 		if oneInterim {
 			return bodyNone, nil
@@ -192,7 +183,7 @@ func (c *conn) readHead(resp *http.Response, trace *httptrace.ClientTrace, metho
 // for the body); false when a final response (now in resp, framed by
 // mode) came instead. silent, with an error, means the connection failed
 // before any byte of a response.
-func (c *conn) awaitContinue(resp *http.Response, trace *httptrace.ClientTrace, d time.Duration, method string) (send bool, mode int, silent bool, err error) {
+func (c *conn) awaitContinue(resp *http.Response, ev *events, d time.Duration, method string) (send bool, mode int, silent bool, err error) {
 	end := time.Now().Add(d)
 	for n := 0; ; n++ {
 		// Only the wait for a response's first byte is under the
@@ -206,7 +197,7 @@ func (c *conn) awaitContinue(resp *http.Response, trace *httptrace.ClientTrace, 
 			}
 			return false, 0, n == 0, noResponse(err)
 		}
-		if mode, err = c.readHead(resp, trace, method, true); err != nil {
+		if mode, err = c.readHead(resp, ev, method, true); err != nil {
 			return false, 0, false, err
 		}
 		switch code := resp.StatusCode; {

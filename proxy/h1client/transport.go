@@ -110,14 +110,14 @@ func (t *Transport) maxHeaderBytes() int {
 // req.Body, also on errors.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	o := outgoing{body: req.Body}
-	resp, err := t.roundTrip(req, &o)
+	resp, err := t.roundTrip(req, &o, nil)
 	if err != nil {
 		o.closeBody()
 	}
 	return resp, err
 }
 
-func (t *Transport) roundTrip(req *http.Request, o *outgoing) (*http.Response, error) {
+func (t *Transport) roundTrip(req *http.Request, o *outgoing, hooks Hooks) (*http.Response, error) {
 	if req.URL == nil {
 		return nil, errors.New("h1client: request has no URL")
 	}
@@ -129,9 +129,9 @@ func (t *Transport) roundTrip(req *http.Request, o *outgoing) (*http.Response, e
 	if err != nil {
 		return nil, err
 	}
-	trace := httptrace.ContextClientTrace(ctx)
-	if trace != nil && trace.GetConn != nil {
-		trace.GetConn(hp.key.addr)
+	ev := events{hooks: hooks, trace: httptrace.ContextClientTrace(ctx)}
+	if ev.trace != nil && ev.trace.GetConn != nil {
+		ev.trace.GetConn(hp.key.addr)
 	}
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
@@ -141,10 +141,10 @@ func (t *Transport) roundTrip(req *http.Request, o *outgoing) (*http.Response, e
 		if err != nil {
 			return nil, err
 		}
-		if attempt == 0 && trace != nil && trace.GotConn != nil {
-			trace.GotConn(httptrace.GotConnInfo{Conn: c.nc, Reused: c.reused, WasIdle: wasIdle, IdleTime: idleTime})
+		if attempt == 0 {
+			ev.gotConn(httptrace.GotConnInfo{Conn: c.nc, Reused: c.reused, WasIdle: wasIdle, IdleTime: idleTime})
 		}
-		resp, stale, err := c.exchange(ctx, req, o, trace)
+		resp, stale, err := c.exchange(ctx, req, o, &ev)
 		if err == nil {
 			return resp, nil
 		}

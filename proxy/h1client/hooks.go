@@ -1,0 +1,82 @@
+package h1client
+
+import (
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+)
+
+// Hooks receives the events of one round trip that a caller acts on,
+// without the context value, the httptrace.ClientTrace and the closures
+// that httptrace needs per request. Its methods are called on the
+// goroutine that runs RoundTripHooks, before it returns, never after.
+type Hooks interface {
+	// GotConn is called once per round trip, when a connection for the
+	// request was taken from the idle list or dialled, before any byte of
+	// the request is written. A round trip that fails before it has a
+	// connection does not call it.
+	GotConn()
+	// Got1xxResponse is called for each informational response (1xx
+	// other than 101) read before the final one, 100 Continue included,
+	// with its header block. A non-nil error ends the round trip with
+	// that error and closes the connection.
+	Got1xxResponse(code int, header textproto.MIMEHeader) error
+}
+
+// RoundTripHooks is RoundTrip that also reports the round trip's events
+// to h (nil means none). An httptrace.ClientTrace in the request's context
+// is called as well, its hooks before h's.
+func (t *Transport) RoundTripHooks(req *http.Request, h Hooks) (*http.Response, error) {
+	o := outgoing{body: req.Body}
+	resp, err := t.roundTrip(req, &o, h)
+	if err != nil {
+		o.closeBody()
+	}
+	return resp, err
+}
+
+// events is where an exchange reports what happens: to the caller's
+// Hooks and to an httptrace.ClientTrace from the request's context,
+// either or both nil.
+type events struct {
+	hooks Hooks
+	trace *httptrace.ClientTrace
+}
+
+func (e *events) gotConn(info httptrace.GotConnInfo) {
+	if e.trace != nil && e.trace.GotConn != nil {
+		e.trace.GotConn(info)
+	}
+	if e.hooks != nil {
+		e.hooks.GotConn()
+	}
+}
+
+func (e *events) wait100Continue() {
+	if e.trace != nil && e.trace.Wait100Continue != nil {
+		e.trace.Wait100Continue()
+	}
+}
+
+func (e *events) wroteRequest() {
+	if e.trace != nil && e.trace.WroteRequest != nil {
+		e.trace.WroteRequest(httptrace.WroteRequestInfo{})
+	}
+}
+
+func (e *events) got1xx(code int, header http.Header) error {
+	if e.trace != nil {
+		if code == http.StatusContinue && e.trace.Got100Continue != nil {
+			e.trace.Got100Continue()
+		}
+		if e.trace.Got1xxResponse != nil {
+			if err := e.trace.Got1xxResponse(code, textproto.MIMEHeader(header)); err != nil {
+				return err
+			}
+		}
+	}
+	if e.hooks != nil {
+		return e.hooks.Got1xxResponse(code, textproto.MIMEHeader(header))
+	}
+	return nil
+}
