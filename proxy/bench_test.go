@@ -162,6 +162,6 @@ func BenchmarkCopyRequestHeader(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h := copyRequestHeader(in)
-		appendForwardedFor(h, "127.0.0.1:5555")
+		appendForwardedFor(h, "127.0.0.1:5555", make([]string, 1))
 	}
 }

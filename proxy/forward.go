@@ -590,7 +590,10 @@ var (
 func (f *forwarding) outboundHeader() http.Header {
 	r := f.r
 	h := copyRequestHeader(r.Header)
-	appendForwardedFor(h, r.RemoteAddr)
+	// The X-Forwarded-For and x-request-id values share one allocation,
+	// cut to length and capacity one each.
+	vals := make([]string, 2)
+	appendForwardedFor(h, r.RemoteAddr, vals[0:1:1])
 	if _, ok := h[hdrForwardedProto]; !ok {
 		h[hdrForwardedProto] = protoHTTP
 		if r.TLS != nil {
@@ -598,7 +601,8 @@ func (f *forwarding) outboundHeader() http.Header {
 		}
 	}
 	if _, ok := h[hdrRequestID]; !ok {
-		h[hdrRequestID] = []string{newRequestID()}
+		vals[1] = newRequestID()
+		h[hdrRequestID] = vals[1:2:2]
 	}
 	if _, ok := h["User-Agent"]; !ok {
 		// An empty value stops net/http from adding its own User-Agent.

@@ -76,8 +76,11 @@ func teTrailers(h http.Header) bool {
 }
 
 // appendForwardedFor appends the client's IP to X-Forwarded-For, keeping
-// any list an earlier proxy built (as net/http/httputil does).
-func appendForwardedFor(h http.Header, remoteAddr string) {
+// any list an earlier proxy built (as net/http/httputil does). The new
+// value goes into slot (length and capacity 1), which becomes the header's
+// value slice, so a caller can give several headers' values one
+// allocation.
+func appendForwardedFor(h http.Header, remoteAddr string, slot []string) {
 	ip, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil || ip == "" {
 		return
@@ -86,7 +89,8 @@ func appendForwardedFor(h http.Header, remoteAddr string) {
 	if len(prior) > 0 {
 		ip = strings.Join(prior, ", ") + ", " + ip
 	}
-	h[hdrForwardedFor] = []string{ip}
+	slot[0] = ip
+	h[hdrForwardedFor] = slot
 }
 
 // copyResponseHeader copies an upstream response's headers to the
