@@ -122,6 +122,11 @@ func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
 	sc.cond.L = &sc.mu
 	sc.ctx, sc.cancel = context.WithCancel(context.WithValue(parent, http.LocalAddrContextKey, c.LocalAddr()))
 	sc.enc = hpack.NewEncoder(encWriter{sc})
+	if d := s.IdleTimeout; d > 0 {
+		// Armed before an upgrade's stream 1 starts: its handler stops
+		// and resets the timer, and must find it in place.
+		sc.idleTimer = time.AfterFunc(d, sc.onIdle)
+	}
 	return sc
 }
 
@@ -156,9 +161,6 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	sc.fr.MaxHeaderListSize = sc.srv.maxHeaderBytes()
 	sc.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	sc.fr.SetReuseFrames()
-	if d := sc.srv.IdleTimeout; d > 0 {
-		sc.idleTimer = time.AfterFunc(d, sc.onIdle)
-	}
 	sc.stopWatch = context.AfterFunc(sc.ctx, sc.closeNow)
 	go sc.writeLoop()
 

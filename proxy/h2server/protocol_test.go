@@ -758,3 +758,21 @@ func TestServeConnAfterShutdownServesOnlyTheUpgrade(t *testing.T) {
 	}
 	rc.expectClosed()
 }
+
+// The upgrade's stream 1 starts before ServeConn's reader runs; its end
+// re-arms the idle timer, which must already be in place (this raced).
+func TestUpgradeWithIdleTimeoutThenGoesIdle(t *testing.T) {
+	s := &Server{Handler: okHandler(), IdleTimeout: 100 * time.Millisecond}
+	addr := serveOne(t, s, func() *ConnOpts {
+		req, _ := http.NewRequest("GET", "http://x/", nil)
+		return &ConnOpts{Upgrade: req}
+	})
+	rc := dialRaw(t, addr)
+	if status, body, _, _ := rc.response(1); status != "200" || body != "ok" {
+		t.Fatalf("%s %q", status, body)
+	}
+	if e := rc.goAway(); e.code != http2.ErrCodeNo || e.last != 1 {
+		t.Fatalf("%v %d", e.code, e.last)
+	}
+	rc.expectClosed()
+}
