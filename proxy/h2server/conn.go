@@ -302,8 +302,9 @@ func (sc *serverConn) processFrame(f http2.Frame) error {
 	case *http2.PushPromiseFrame:
 		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
 	case *http2.PriorityFrame:
-		// Priorities are advisory (RFC 9113 §5.3.2); the Framer checked
-		// the frame's form.
+		// Priorities are advisory (RFC 9113 §5.3.2) and ignored, but for
+		// the one rule on their form the Framer does not check.
+		err = sc.onPriority(f)
 	}
 	if err != nil {
 		return err
@@ -333,6 +334,25 @@ func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode) error {
 		}
 		sc.noteResetLocked(id)
 		sc.appendRSTLocked(id, code)
+		sc.ctrlPending += 13
+		sc.queueLocked()
+	}
+	return sc.countBadLocked()
+}
+
+// onPriority answers a PRIORITY frame by which a stream depends on
+// itself: a stream error PROTOCOL_ERROR (RFC 9113 §5.3.1), which does not
+// open an idle stream.
+func (sc *serverConn) onPriority(f *http2.PriorityFrame) error {
+	if f.StreamDep != f.StreamID {
+		return nil
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if st := sc.streams[f.StreamID]; st != nil {
+		sc.resetLocked(st, http2.ErrCodeProtocol)
+	} else {
+		sc.appendRSTLocked(f.StreamID, http2.ErrCodeProtocol)
 		sc.ctrlPending += 13
 		sc.queueLocked()
 	}
@@ -397,6 +417,10 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		case st.remoteClosed:
 			// RFC 9113 §5.1 half-closed (remote).
 			sc.resetLocked(st, http2.ErrCodeStreamClosed)
+			return nil
+		case f.HasPriority() && f.Priority.StreamDep == id:
+			// RFC 9113 §5.3.1: a stream cannot depend on itself.
+			sc.resetLocked(st, http2.ErrCodeProtocol)
 			return nil
 		}
 		return sc.trailersLocked(st, f)

@@ -72,7 +72,8 @@
 // window overflows of the connection and bad SETTINGS are connection
 // errors: GOAWAY with the last stream id seen and the error code, then
 // close once it is written. PRIORITY frames and unknown frame types are
-// ignored. IdleTimeout closes a connection without streams with GOAWAY
+// ignored, but for a stream made to depend on itself (a stream error,
+// RFC 9113 §5.3.1). IdleTimeout closes a connection without streams with GOAWAY
 // NO_ERROR.
 //
 // # Shutdown

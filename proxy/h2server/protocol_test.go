@@ -776,3 +776,25 @@ func TestUpgradeWithIdleTimeoutThenGoesIdle(t *testing.T) {
 	}
 	rc.expectClosed()
 }
+
+// RFC 9113 §5.3.1 (h2spec 5.3.1): a stream that depends on itself is a
+// stream error, by PRIORITY or by HEADERS; PRIORITY does not open an idle
+// stream, so a lower stream id may still be opened after it.
+func TestSelfDependencyIsStreamError(t *testing.T) {
+	ts := start(t, okHandler())
+	rc := dialRaw(t, ts.addr)
+	rc.fr.WritePriority(9, http2.PriorityParam{StreamDep: 9, Weight: 15})
+	if e := rc.rst(9); e.code != http2.ErrCodeProtocol {
+		t.Fatalf("PRIORITY: RST %v", e.code)
+	}
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, EndStream: true, EndHeaders: true,
+		BlockFragment: rc.headerBlock(":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/"),
+		Priority:      http2.PriorityParam{StreamDep: 3, Weight: 15}})
+	if e := rc.rst(3); e.code != http2.ErrCodeProtocol {
+		t.Fatalf("HEADERS: RST %v", e.code)
+	}
+	rc.get(5, "/")
+	if status, body, _, _ := rc.response(5); status != "200" || body != "ok" {
+		t.Fatalf("%s %q", status, body)
+	}
+}

@@ -118,6 +118,10 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 	if f.Truncated {
 		return http.StatusRequestHeaderFieldsTooLarge, nil
 	}
+	if f.HasPriority() && f.Priority.StreamDep == f.StreamID {
+		// RFC 9113 §5.3.1: a stream cannot depend on itself.
+		return 0, errMalformed
+	}
 	method := f.PseudoValue("method")
 	scheme := f.PseudoValue("scheme")
 	authority := f.PseudoValue("authority")
