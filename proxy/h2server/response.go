@@ -121,6 +121,9 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 	}
 	if !rw.bodyAllowed {
 		if rw.st.isHead {
+			// Not sent, but counted: a HEAD response announces the
+			// length the GET response would have (see finish).
+			rw.written += int64(len(p))
 			return len(p), nil
 		}
 		return 0, http.ErrBodyNotAllowed

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 func TestRequestFieldsAndEcho(t *testing.T) {
@@ -451,5 +453,17 @@ func TestHostFromHostHeaderWithoutAuthority(t *testing.T) {
 	rc.writeHeaders(3, true, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/", "host", "b")
 	if e := rc.rst(3); e.code != 1 {
 		t.Fatalf("%v", e.code)
+	}
+}
+
+// A HEAD response whose handler wrote a short body announces its length,
+// as the GET response would and as x/net/http2 does.
+func TestHeadResponseAnnouncesContentLength(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") }))
+	rc := dialRaw(t, ts.addr)
+	rc.writeHeaders(1, true, ":method", "HEAD", ":scheme", "http", ":authority", "x", ":path", "/")
+	e := rc.until("HEADERS", func(e event) bool { return e.typ == http2.FrameHeaders && e.id == 1 })
+	if e.get("content-length") != "5" || !e.end {
+		t.Fatalf("%+v", e)
 	}
 }
