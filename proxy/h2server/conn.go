@@ -555,8 +555,10 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 	}
 	st.recvAvail -= size
 	if pad := size - int32(len(data)); pad > 0 {
-		sc.creditConnLocked(pad)
-		st.recvUnacked += pad
+		// No read will return the padding: it counts as consumed now,
+		// or frames of padding alone could close the stream's window
+		// with nothing for the handler to read.
+		sc.consumedLocked(st, int(pad))
 	}
 	st.got += int64(len(data))
 	if st.declCL >= 0 && st.got > st.declCL {

@@ -32,7 +32,8 @@
 // dropped, as in x/net). A body that does not match its content-length
 // fails and the stream is reset with PROTOCOL_ERROR. Each stream
 // announces a 1 MiB receive window (and the connection 1 MiB); window
-// updates are sent as the handler reads, once half a window is consumed.
+// updates are sent as the handler reads (padding counts as read when it
+// arrives), once half a window is consumed.
 // "Expect: 100-continue" is answered 100 on the first Body read. The
 // request context is cancelled when the client resets the stream, when
 // the connection ends and when the handler returns.

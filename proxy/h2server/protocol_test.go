@@ -798,3 +798,30 @@ func TestSelfDependencyIsStreamError(t *testing.T) {
 		t.Fatalf("%s %q", status, body)
 	}
 }
+
+// Padding is returned to the stream's window as it arrives: DATA frames of
+// padding alone must not close the window on a handler waiting for bytes.
+func TestPaddingOnlyDataReturnsStreamWindow(t *testing.T) {
+	got := make(chan string, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- string(b)
+	}), func(s *Server) { s.MaxUploadBufferPerStream = 4096 })
+	rc := dialRaw(t, ts.addr)
+	rc.until("SETTINGS", func(e event) bool { return e.typ == http2.FrameSettings && !e.ack })
+	rc.post(1, "/")
+	// 16 frames of 256 bytes, all padding: the stream's window of 4096.
+	for i := 0; i < 16; i++ {
+		rc.fr.WriteDataPadded(1, false, nil, make([]byte, 255))
+	}
+	rc.until("stream WINDOW_UPDATE", func(e event) bool { return e.typ == http2.FrameWindowUpdate && e.id == 1 })
+	rc.fr.WriteData(1, true, []byte("x"))
+	select {
+	case b := <-got:
+		if b != "x" {
+			t.Fatalf("%q", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler did not get the body")
+	}
+}
