@@ -572,6 +572,11 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 	} else if len(data) > 0 {
 		if st.rbuf == nil {
 			st.rbuf = make([]byte, 0, max(len(data), 512))
+		} else if st.roff > 0 && len(st.rbuf)+len(data) > cap(st.rbuf) {
+			// Drop what was read before growing: a reader that never
+			// quite catches up would otherwise keep the whole body.
+			n := copy(st.rbuf, st.rbuf[st.roff:])
+			st.rbuf, st.roff = st.rbuf[:n], 0
 		}
 		st.rbuf = append(st.rbuf, data...)
 		st.readCond.Signal()

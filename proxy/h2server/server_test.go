@@ -467,3 +467,48 @@ func TestHeadResponseAnnouncesContentLength(t *testing.T) {
 		t.Fatalf("%+v", e)
 	}
 }
+
+// A handler that reads its body steadily but never quite catches up (an
+// upload relayed to a slower upstream) holds what is unread, not the
+// whole body received so far.
+func TestLaggingReaderBufferStaysBounded(t *testing.T) {
+	const chunk, rounds = 16 << 10, 256 // 4 MiB through a reader always 16 KiB behind
+	sent := make(chan struct{})
+	maxLen := make(chan int, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := r.Body.(*requestBody).st
+		p := make([]byte, chunk)
+		most := 0
+		for i := 0; i < rounds; i++ {
+			<-sent
+			// Both chunks are in: the read leaves one behind.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Microsecond) {
+				st.sc.mu.Lock()
+				unread := len(st.rbuf) - st.roff
+				st.sc.mu.Unlock()
+				if unread >= 2*chunk || time.Now().After(deadline) {
+					break
+				}
+			}
+			if _, err := io.ReadFull(r.Body, p); err != nil {
+				t.Error(err)
+				break
+			}
+			st.sc.mu.Lock()
+			most = max(most, cap(st.rbuf))
+			st.sc.mu.Unlock()
+		}
+		maxLen <- most
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.post(1, "/")
+	p := make([]byte, chunk)
+	rc.fr.WriteData(1, false, p)
+	for i := 0; i < rounds; i++ {
+		rc.fr.WriteData(1, false, p)
+		sent <- struct{}{}
+	}
+	if n := <-maxLen; n > 1<<20 {
+		t.Fatalf("request body buffer grew to %d bytes while at most 32 KiB was unread", n)
+	}
+}
