@@ -439,6 +439,7 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		// After GOAWAY: refused, so the client knows to retry it.
 		sc.noteResetLocked(id)
 		sc.appendRSTLocked(id, http2.ErrCodeRefusedStream)
+		sc.ctrlPending += 13
 		sc.queueLocked()
 		sc.mu.Unlock()
 		return nil
@@ -463,16 +464,19 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		st.cancel()
 		sc.noteResetLocked(id)
 		sc.appendRSTLocked(id, http2.ErrCodeProtocol)
+		sc.ctrlPending += 13
 		sc.queueLocked()
 		return sc.countBadLocked()
 	case status != 0:
 		// x/net/http2 answers an oversized header list with 431 too.
 		st.cancel()
+		n := len(sc.wbuf)
 		sc.appendHeadersLocked(id, status, nil, true)
 		if !f.StreamEnded() {
 			sc.noteResetLocked(id)
 			sc.appendRSTLocked(id, http2.ErrCodeNo)
 		}
+		sc.ctrlPending += len(sc.wbuf) - n
 		sc.queueLocked()
 		return sc.countBadLocked()
 	case sc.dead:

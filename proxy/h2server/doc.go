@@ -64,8 +64,8 @@
 // client before its response ended is "bad"; once a connection has more
 // than 100 bad streams and more bad streams than completed ones, it gets
 // GOAWAY ENHANCE_YOUR_CALM and is closed. A client that does not read
-// while making the server acknowledge (PING, SETTINGS) is cut off once
-// 1 MiB of acknowledgements is pending.
+// while making the server answer (PING and SETTINGS acknowledgements,
+// streams refused or reset) is cut off once 1 MiB of answers is pending.
 //
 // Malformed requests (missing pseudo-header fields, connection-specific
 // fields, "te" other than "trailers", uppercase names) are stream errors;

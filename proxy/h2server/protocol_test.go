@@ -825,3 +825,42 @@ func TestPaddingOnlyDataReturnsStreamWindow(t *testing.T) {
 		t.Fatal("handler did not get the body")
 	}
 }
+
+// After GOAWAY, each new stream is answered RST_STREAM REFUSED_STREAM; a
+// client that opens streams without reading those answers is cut off,
+// as for PING, rather than buffered without end.
+func TestRefusedStreamFloodWithoutReadingIsCutOff(t *testing.T) {
+	started := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- ts.Shutdown(ctx) }()
+	defer func() { cancel(); <-shutdown }()
+	rc.goAway()
+
+	var batch bytes.Buffer
+	fr := http2.NewFramer(&batch, nil)
+	id := uint32(3)
+	rc.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	for written := 0; written < 64<<20; written += batch.Len() {
+		batch.Reset()
+		for i := 0; i < 4096; i++ {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndStream: true, EndHeaders: true,
+				BlockFragment: rc.headerBlock(":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/")})
+			id += 2
+		}
+		if _, err := rc.nc.Write(batch.Bytes()); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the server kept reading streams it could not refuse")
+			}
+			return
+		}
+	}
+	t.Fatal("not cut off")
+}
