@@ -61,6 +61,10 @@ type serverConn struct {
 	maxClientID uint32             // highest stream id the client opened
 	goAwaySent  bool
 	draining    bool // no new streams; end once streams is empty
+	// opening: the reader is building a request for a stream id it has
+	// taken (and that a GOAWAY sent meanwhile names) but not registered
+	// yet; the connection is not without streams.
+	opening bool
 	// recentResets are the last streams the server reset whose handlers
 	// are gone: frames the client sent before it saw the reset are
 	// ignored (RFC 9113 §5.4.2), not answered as if on a closed stream.
@@ -453,23 +457,31 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		sc.mu.Unlock()
 		return err
 	}
+	// From here a GOAWAY (Shutdown, the idle timer, the end of the
+	// other streams) names id: the connection must stay until id is
+	// answered.
+	sc.opening = true
 	sc.mu.Unlock()
 
 	st := sc.newStream(id)
 	status, err := sc.newRequest(st, f)
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	sc.opening = false
+	if err == nil && status == 0 && !sc.dead {
+		sc.startStreamLocked(st)
+		return nil
+	}
+	st.cancel()
 	switch {
 	case err != nil:
-		st.cancel()
 		sc.noteResetLocked(id)
 		sc.appendRSTLocked(id, http2.ErrCodeProtocol)
 		sc.ctrlPending += 13
 		sc.queueLocked()
-		return sc.countBadLocked()
+		err = sc.countBadLocked()
 	case status != 0:
 		// x/net/http2 answers an oversized header list with 431 too.
-		st.cancel()
 		n := len(sc.wbuf)
 		sc.appendHeadersLocked(id, status, nil, true)
 		if !f.StreamEnded() {
@@ -478,13 +490,12 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		sc.ctrlPending += len(sc.wbuf) - n
 		sc.queueLocked()
-		return sc.countBadLocked()
-	case sc.dead:
-		st.cancel()
-		return nil
+		err = sc.countBadLocked()
 	}
-	sc.startStreamLocked(st)
-	return nil
+	if len(sc.streams) == 0 {
+		sc.noStreamsLocked()
+	}
+	return err
 }
 
 // trailersLocked takes a HEADERS frame after the request's DATA: its
@@ -741,8 +752,21 @@ func (sc *serverConn) startGoAwayLocked() {
 		sc.queueLocked()
 	}
 	sc.draining = true
-	if len(sc.streams) == 0 {
+	if len(sc.streams) == 0 && !sc.opening {
 		sc.closeAfterFlushLocked()
+	}
+}
+
+// noStreamsLocked runs when the last stream is gone: a draining
+// connection ends once its writes are out, another starts its idle time.
+func (sc *serverConn) noStreamsLocked() {
+	if sc.opening {
+		return
+	}
+	if sc.draining {
+		sc.closeAfterFlushLocked()
+	} else if sc.idleTimer != nil {
+		sc.idleTimer.Reset(sc.srv.IdleTimeout)
 	}
 }
 
@@ -761,7 +785,7 @@ func (sc *serverConn) closeAfterFlushLocked() {
 func (sc *serverConn) onIdle() {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if len(sc.streams) == 0 {
+	if len(sc.streams) == 0 && !sc.opening {
 		sc.startGoAwayLocked()
 	}
 }
@@ -890,11 +914,7 @@ func (sc *serverConn) endStream(st *stream, failed bool) {
 	st.reset = true
 	delete(sc.streams, st.id)
 	if len(sc.streams) == 0 {
-		if sc.draining {
-			sc.closeAfterFlushLocked()
-		} else if sc.idleTimer != nil {
-			sc.idleTimer.Reset(sc.srv.IdleTimeout)
-		}
+		sc.noStreamsLocked()
 	}
 	sc.mu.Unlock()
 	st.cancel()

@@ -864,3 +864,57 @@ func TestRefusedStreamFloodWithoutReadingIsCutOff(t *testing.T) {
 	}
 	t.Fatal("not cut off")
 }
+
+// A GOAWAY sent while the reader builds a new stream's request (here the
+// idle timer's, for a connection whose first request has a long header
+// block) names that stream, so the stream must still be answered before
+// the connection closes: its response was lost, the client having been
+// told the request was taken.
+func TestGoAwayWhileStreamOpensStillAnswersIt(t *testing.T) {
+	kv := []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/"}
+	for i := 0; i < 6000; i++ {
+		kv = append(kv, fmt.Sprintf("x-h%d", i), "v")
+	}
+	// exchange sends the request and reads until the connection ends.
+	exchange := func(idle time.Duration) (goAwayLast uint32, answered bool, took time.Duration) {
+		ts := start(t, okHandler(), func(s *Server) { s.IdleTimeout = idle })
+		rc := dialRaw(t, ts.addr)
+		block := rc.headerBlock(kv...)
+		began := time.Now()
+		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:16000], EndStream: true})
+		for b := block[16000:]; len(b) > 0; {
+			n := min(len(b), 16000)
+			rc.fr.WriteContinuation(1, n == len(b), b[:n])
+			b = b[n:]
+		}
+		goAwayLast = 1<<31 - 1
+		for {
+			e, err := rc.next()
+			if err != nil {
+				return goAwayLast, answered, took
+			}
+			switch {
+			case e.typ == http2.FrameGoAway:
+				goAwayLast = e.last
+			case e.typ == http2.FrameHeaders && e.id == 1:
+				answered, took = true, time.Since(began)
+				if idle == 0 {
+					return goAwayLast, answered, took
+				}
+			}
+		}
+	}
+	_, ok, took := exchange(0)
+	if !ok {
+		t.Fatal("no response without an idle timeout")
+	}
+	// Idle timeouts around the time the request takes: some fire before
+	// the stream is seen, some while its request is built, some after.
+	for i := 0; i <= 40; i++ {
+		idle := took/2 + took*time.Duration(i)/40
+		last, answered, _ := exchange(idle)
+		if last >= 1 && !answered {
+			t.Fatalf("idle timeout %v: GOAWAY named stream 1 (last %d), which was never answered", idle, last)
+		}
+	}
+}
