@@ -33,7 +33,13 @@
 // fails and the stream is reset with PROTOCOL_ERROR. Each stream
 // announces a 1 MiB receive window (and the connection 1 MiB); window
 // updates are sent as the handler reads (padding counts as read when it
-// arrives), once half a window is consumed.
+// arrives), once half a window is consumed. Unread DATA holds the
+// connection's window as well as its stream's, so one handler that stops
+// reading (an upstream that does not take the body) can hold all of it:
+// with the defaults the other streams' request bodies then wait until
+// that handler reads, returns or is reset, as with x/net/http2. A
+// MaxUploadBufferPerConnection several times MaxUploadBufferPerStream
+// leaves them room, at that much memory per connection.
 // "Expect: 100-continue" is answered 100 on the first Body read. The
 // request context is cancelled when the client resets the stream, when
 // the connection ends and when the handler returns.
