@@ -50,7 +50,7 @@ func TestResponseEndsBeforeRequestBodyCancelsIt(t *testing.T) {
 	if body != "early" {
 		t.Fatalf("body %q", body)
 	}
-	if code := <-rst; code != http2.ErrCodeCancel {
+	if code := recv(t, rst); code != http2.ErrCodeCancel {
 		t.Fatalf("RST_STREAM %v", code)
 	}
 	// The request body was closed, so a writer blocked on it is released.
@@ -86,18 +86,18 @@ func TestRequestBodyErrorResetsStream(t *testing.T) {
 	if _, err := io.ReadAll(resp.Body); !errors.Is(err, bodyErr) {
 		t.Fatalf("response body err = %v, want the request body's", err)
 	}
-	if code := <-rst; code != http2.ErrCodeCancel {
+	if code := recv(t, rst); code != http2.ErrCodeCancel {
 		t.Fatalf("RST_STREAM %v", code)
 	}
 }
 
 func TestQueuedBytesAreBounded(t *testing.T) {
 	const size = 12 << 20
-	release := make(chan struct{})
+	release := newGate()
 	got := make(chan int, 1)
 	s := startRaw(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}}, func(rc *rawConn, n int) {
 		rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
-		<-release // read nothing for a while: the socket buffers fill up
+		<-release.ch // read nothing for a while: the socket buffers fill up
 		h, err := rc.readRequestHeaders()
 		if err != nil {
 			return
@@ -119,6 +119,7 @@ func TestQueuedBytesAreBounded(t *testing.T) {
 		rc.respond(h.StreamID, "ok")
 		io.Copy(io.Discard, rc)
 	})
+	t.Cleanup(release.open)
 	tr := newTransport(t)
 	req, _ := http.NewRequest("POST", "http://"+s.addr+"/", io.MultiReader(strings.NewReader(strings.Repeat("w", size))))
 	done := make(chan error, 1)
@@ -141,19 +142,27 @@ func TestQueuedBytesAreBounded(t *testing.T) {
 		return c != nil
 	})
 	largest := 0
-	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	sample := func() {
 		c.mu.Lock()
 		largest = max(largest, len(c.wbuf))
 		c.mu.Unlock()
 	}
+	// Once the socket buffers are full the queue grows to its bound...
+	for deadline := time.Now().Add(10 * time.Second); largest < maxPending && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		sample()
+	}
+	// ...and stays there.
+	for deadline := time.Now().Add(100 * time.Millisecond); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		sample()
+	}
 	if limit := maxPending + defaultMaxFrame + 9; largest > limit || largest < maxPending {
 		t.Fatalf("largest queue %d bytes, want within [%d, %d]", largest, maxPending, limit)
 	}
-	close(release)
-	if err := <-done; err != nil {
+	release.open()
+	if err := recv(t, done); err != nil {
 		t.Fatal(err)
 	}
-	if n := <-got; n != size {
+	if n := recv(t, got); n != size {
 		t.Fatalf("server got %d bytes", n)
 	}
 }

@@ -274,3 +274,30 @@ func startRaw(t testing.TB, settings []http2.Setting, handle func(rc *rawConn, n
 	})
 	return rs
 }
+
+// recv receives from ch, failing the test when nothing comes within 10s.
+func recv[T any](t testing.TB, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting on a channel")
+	}
+	var zero T
+	return zero
+}
+
+// gate is a channel handlers wait on; open is idempotent. Register
+// t.Cleanup(g.open) after starting the server, so that a failing test
+// does not leave a handler waiting while the server's cleanup waits for
+// it.
+type gate struct {
+	ch   chan struct{}
+	open func()
+}
+
+func newGate() *gate {
+	ch := make(chan struct{})
+	return &gate{ch: ch, open: sync.OnceFunc(func() { close(ch) })}
+}

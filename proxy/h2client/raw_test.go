@@ -79,7 +79,7 @@ func TestGoAwayRetriesUnprocessedAndFailsProcessed(t *testing.T) {
 	}
 	var okBodies, resets int
 	for range 2 {
-		r := <-results
+		r := recv(t, results)
 		var se http2.StreamError
 		switch {
 		case r.err == nil && r.body == "second /b":
@@ -199,7 +199,7 @@ func TestFlowControlTinyServerWindowLargeBody(t *testing.T) {
 	if _, body := do(t, tr, req); body != "done" {
 		t.Fatalf("body %q", body)
 	}
-	if n := <-got; n != size {
+	if n := recv(t, got); n != size {
 		t.Fatalf("server got %d bytes (negative: a frame beyond the window), want %d", n, size)
 	}
 }
@@ -356,7 +356,7 @@ func TestPushPromiseIsAConnectionError(t *testing.T) {
 	if _, err := tr.RoundTrip(req); err == nil {
 		t.Fatal("no error")
 	}
-	if code := <-goaway; code != http2.ErrCodeProtocol {
+	if code := recv(t, goaway); code != http2.ErrCodeProtocol {
 		t.Fatalf("GOAWAY %v", code)
 	}
 }
@@ -441,15 +441,16 @@ func TestIdleTimerClosesUnusedConnection(t *testing.T) {
 }
 
 func TestCloseIdleConnectionsKeepsBusyOnes(t *testing.T) {
-	release := make(chan struct{})
+	release := newGate()
 	s := startH2(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			w.WriteHeader(200)
 			w.(http.Flusher).Flush()
-			<-release
+			<-release.ch
 		}
 		w.Write([]byte("x"))
 	})
+	t.Cleanup(release.open)
 	tr := newTransport(t)
 	req, _ := http.NewRequest("GET", s.url("/slow"), nil)
 	resp, err := tr.RoundTrip(req)
@@ -457,7 +458,7 @@ func TestCloseIdleConnectionsKeepsBusyOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr.CloseIdleConnections()
-	close(release)
+	release.open()
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil || string(b) != "x" {
@@ -510,7 +511,7 @@ func TestContextCancelResetsStream(t *testing.T) {
 			if !errors.Is(err, cause) {
 				t.Fatalf("err = %v, want the context's cause", err)
 			}
-			if code := <-rst; code != http2.ErrCodeCancel {
+			if code := recv(t, rst); code != http2.ErrCodeCancel {
 				t.Fatalf("RST_STREAM %v", code)
 			}
 		})
@@ -544,17 +545,18 @@ func TestBodyCloseEarlyResetsStream(t *testing.T) {
 	if _, err := resp.Body.Read(buf); err == nil {
 		t.Fatal("read after Close succeeded")
 	}
-	if code := <-rst; code != http2.ErrCodeCancel {
+	if code := recv(t, rst); code != http2.ErrCodeCancel {
 		t.Fatalf("RST_STREAM %v", code)
 	}
 }
 
 func TestSmallMaxConcurrentStreamsOpensMoreConnections(t *testing.T) {
-	release := make(chan struct{})
+	release := newGate()
 	s := startH2(t, func(w http.ResponseWriter, r *http.Request) {
-		<-release
+		<-release.ch
 		w.Write([]byte("x"))
 	}, func(s *http2.Server) { s.MaxConcurrentStreams = 2 })
+	t.Cleanup(release.open)
 	tr := newTransport(t)
 	const n = 5
 	errs := make(chan error, n)
@@ -570,9 +572,9 @@ func TestSmallMaxConcurrentStreamsOpensMoreConnections(t *testing.T) {
 		}()
 	}
 	eventually(t, "three connections", func() bool { return s.opened.Load() == 3 })
-	close(release)
+	release.open()
 	for range n {
-		if err := <-errs; err != nil {
+		if err := recv(t, errs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -606,7 +608,7 @@ func TestConcurrentFirstRequestsDialOnce(t *testing.T) {
 		}()
 	}
 	for range n {
-		if err := <-errs; err != nil {
+		if err := recv(t, errs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -661,7 +663,7 @@ func TestWaitingForDialHonoursContext(t *testing.T) {
 		t.Fatalf("waiter err = %v", err)
 	}
 	close(unblock)
-	if err := <-first; err == nil || !strings.Contains(err.Error(), "refused") {
+	if err := recv(t, first); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("dialer err = %v", err)
 	}
 }
@@ -728,7 +730,7 @@ func TestPerRequestFieldsAreNotIndexed(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer x")
 	req.Header.Set("Content-Type", "application/grpc")
 	do(t, tr, req)
-	m := <-got
+	m := recv(t, got)
 	if !m["x-request-id"] || !m["authorization"] || m["content-type"] || m[":path"] {
 		t.Fatalf("never-indexed flags: %v", m)
 	}
@@ -787,7 +789,7 @@ func TestSettingsRaisingTheWindowReleasesTheSender(t *testing.T) {
 	if _, body := do(t, tr, req); body != "done" {
 		t.Fatalf("body %q", body)
 	}
-	if n := <-got; n != size {
+	if n := recv(t, got); n != size {
 		t.Fatalf("server got %d bytes", n)
 	}
 }
@@ -854,7 +856,7 @@ func TestRetryWithGetBodySendsTheBodyAgain(t *testing.T) {
 	if _, body := do(t, tr, req); body != "ok" {
 		t.Fatalf("body %q", body)
 	}
-	if a, b := <-bodies, <-bodies; a != payload || b != payload {
+	if a, b := recv(t, bodies), recv(t, bodies); a != payload || b != payload {
 		t.Fatalf("bodies of %d and %d bytes, want %d", len(a), len(b), len(payload))
 	}
 }
