@@ -60,7 +60,8 @@ type serverConn struct {
 	streams     map[uint32]*stream // streams whose handler runs
 	maxClientID uint32             // highest stream id the client opened
 	goAwaySent  bool
-	draining    bool // no new streams; end once streams is empty
+	goAwayLast  uint32 // the stream id the GOAWAY named: later ones may not name more (RFC 9113 §6.8)
+	draining    bool   // no new streams; end once streams is empty
 	// opening: the reader is building a request for a stream id it has
 	// taken (and that a GOAWAY sent meanwhile names) but not registered
 	// yet; the connection is not without streams.
@@ -748,6 +749,7 @@ func (sc *serverConn) startGoAwayLocked() {
 	}
 	if !sc.goAwaySent {
 		sc.goAwaySent = true
+		sc.goAwayLast = sc.maxClientID
 		sc.appendGoAwayLocked(sc.maxClientID, http2.ErrCodeNo)
 		sc.queueLocked()
 	}
@@ -824,7 +826,12 @@ func (sc *serverConn) teardown(err error) {
 		sc.mu.Lock()
 		sent := !sc.dead && !sc.closeAfterFlush
 		if sent {
-			sc.appendGoAwayLocked(sc.maxClientID, ce.code)
+			last := sc.maxClientID
+			if sc.goAwaySent {
+				// The streams opened since were refused.
+				last = sc.goAwayLast
+			}
+			sc.appendGoAwayLocked(last, ce.code)
 			sc.goAwaySent = true
 			sc.closeAfterFlushLocked()
 		}

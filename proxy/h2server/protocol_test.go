@@ -918,3 +918,33 @@ func TestGoAwayWhileStreamOpensStillAnswersIt(t *testing.T) {
 		}
 	}
 }
+
+// RFC 9113 §6.8: a second GOAWAY (here a connection error during a
+// graceful shutdown) must not name a higher stream than the first, even
+// though the client opened (refused) streams in between.
+func TestSecondGoAwayDoesNotRaiseLastStreamID(t *testing.T) {
+	started := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- ts.Shutdown(ctx) }()
+	defer func() { cancel(); <-shutdown }()
+	if e := rc.goAway(); e.code != http2.ErrCodeNo || e.last != 1 {
+		t.Fatalf("first GOAWAY %v last %d", e.code, e.last)
+	}
+	rc.get(3, "/")
+	if e := rc.rst(3); e.code != http2.ErrCodeRefusedStream {
+		t.Fatalf("stream 3: %v", e.code)
+	}
+	rc.get(4, "/") // even: a connection error
+	e := rc.goAway()
+	if e.code != http2.ErrCodeProtocol || e.last != 1 {
+		t.Fatalf("second GOAWAY %v last %d, want PROTOCOL_ERROR last 1", e.code, e.last)
+	}
+}
