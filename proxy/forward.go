@@ -145,8 +145,11 @@ type forwarding struct {
 	grpc bool
 
 	// ctx is the route deadline (min of route timeout and grpc-timeout).
-	// forwarding lives for one request only, so it may hold it.
+	// forwarding lives for one request only, so it may hold it. nil until
+	// needed when the transport takes the deadline itself (see
+	// routeCtx); cancel, when set, releases it.
 	ctx          context.Context
+	cancel       context.CancelFunc
 	upgrade      string // protocol an HTTP/1.1 upgrade asks for, or ""
 	deadlineSent bool   // grpc-timeout was propagated upstream
 	status       int    // status sent downstream, for metrics
@@ -218,18 +221,41 @@ func (f *forwarding) run() {
 			}
 		}
 	}
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+	// h1client takes the route deadline as its connection's deadline,
+	// so a plain attempt through it needs no context of its own: the
+	// request's context cancels it, the deadline ends it, and f.ctx is
+	// made only if something else needs it (see routeCtx). A per-try
+	// timeout, a protocol switch and gRPC (whose deadline is also a
+	// header) keep the route context.
+	hrt, _ := c.pool.rt.(hooksRoundTripper)
+	direct := hrt != nil && perTryTimeout == 0 && f.upgrade == "" && !f.grpc
+	defer func() {
+		if f.cancel != nil {
+			f.cancel()
+		}
+	}()
+	if direct {
+		if timeout > 0 {
+			f.dl = time.Now().Add(timeout)
+		}
+		f.dl = earliest(f.dl, f.deadline)
+		if dl, ok := ctx.Deadline(); ok {
+			f.dl = earliest(f.dl, dl)
+		}
+	} else {
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		if !f.deadline.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, f.deadline)
+			defer cancel()
+		}
+		f.ctx = ctx
+		f.dl, _ = ctx.Deadline()
 	}
-	if !f.deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, f.deadline)
-		defer cancel()
-	}
-	f.ctx = ctx
-	f.dl, _ = ctx.Deadline()
 
 	res := c.res
 	if err := res.limits.Acquire(breaker.LimitRequests); err != nil {
@@ -300,11 +326,9 @@ func (f *forwarding) run() {
 			// The previous attempt's transport may still hold hdr.
 			h = hdr.Clone()
 		}
-		if f.grpc {
-			if dl, ok := ctx.Deadline(); ok {
-				h[hdrGRPCTimeout] = []string{formatGRPCTimeout(time.Until(dl))}
-				f.deadlineSent = true
-			}
+		if f.grpc && !f.dl.IsZero() {
+			h[hdrGRPCTimeout] = []string{formatGRPCTimeout(time.Until(f.dl))}
+			f.deadlineSent = true
 		}
 		var reqBody io.ReadCloser
 		if f.replay != nil {
@@ -317,7 +341,7 @@ func (f *forwarding) run() {
 		// Only a per-try timeout needs a context of its own; without one
 		// the attempt lives on the route context (an abandoned response is
 		// ended by closing its body).
-		actx, acancel := ctx, noCancel
+		actx, acancel := ctx, noCancel // ctx is r.Context() when direct
 		var perTry *time.Timer
 		if perTryTimeout > 0 {
 			actx, acancel = context.WithCancelCause(ctx)
@@ -349,12 +373,16 @@ func (f *forwarding) run() {
 		ep.active.Add(1)
 		var resp *http.Response
 		var tr *attemptTrace
-		if hrt, ok := c.pool.rt.(hooksRoundTripper); ok {
+		if hrt != nil {
 			// The transport calls the hooks only before it returns, so
 			// one attemptTrace serves every attempt of the request.
 			tr = &f.trace
 			tr.init(f.w, res.limits)
-			resp, err = hrt.RoundTripHooks(tmpl.WithContext(actx), tr)
+			var dl time.Time
+			if direct {
+				dl = f.dl
+			}
+			resp, err = hrt.RoundTripHooks(tmpl.WithContext(actx), tr, dl)
 		} else {
 			tr = &attemptTrace{}
 			tr.init(f.w, res.limits)
@@ -390,7 +418,7 @@ func (f *forwarding) run() {
 				permit.Cancel()
 				f.reply(localReply{reason: ReasonRequestTooLarge})
 				return
-			case ctx.Err() != nil:
+			case f.routeDone():
 				f.record(permit, ep, failTimeout, 0, -1)
 				f.reply(localReply{reason: ReasonUpstreamTimeout})
 				return
@@ -398,7 +426,7 @@ func (f *forwarding) run() {
 			v := f.record(permit, ep, kind, 0, -1)
 			if f.canRetry(attempt, kind, 0, -1, v) && f.takeRetry(&retryHeld) {
 				if !f.prepareRetry(attempt) {
-					if ctx.Err() != nil {
+					if f.routeDone() {
 						f.reply(localReply{reason: ReasonUpstreamTimeout})
 					} else {
 						f.fail(failureReply(kind))
@@ -450,7 +478,7 @@ func (f *forwarding) run() {
 			if atHeaders && !recorded {
 				f.report(permit, ep, hv)
 			}
-			err := f.tunnel(ctx, resp)
+			err := f.tunnel(f.routeCtx(), resp)
 			ep.active.Add(-1)
 			acancel(nil)
 			if err != nil && f.status == 0 {
@@ -466,7 +494,7 @@ func (f *forwarding) run() {
 			case copyErr != nil && r.Context().Err() != nil:
 				// The client went away mid-body: neither success nor failure.
 				permit.Cancel()
-			case copyErr == errDeadlineTrailers || (copyErr != nil && ctx.Err() != nil):
+			case copyErr == errDeadlineTrailers || (copyErr != nil && f.routeDone()):
 				f.record(permit, ep, failTimeout, resp.StatusCode, -1)
 			case copyErr != nil:
 				f.record(permit, ep, failReset, resp.StatusCode, -1)
@@ -486,6 +514,35 @@ func (f *forwarding) run() {
 		}
 		return
 	}
+}
+
+// routeCtx returns the route context: the request's context bounded by
+// the route deadline, made on first use when run did not need it.
+func (f *forwarding) routeCtx() context.Context {
+	if f.ctx == nil {
+		f.ctx = f.r.Context()
+		if !f.dl.IsZero() {
+			f.ctx, f.cancel = context.WithDeadline(f.ctx, f.dl)
+		}
+	}
+	return f.ctx
+}
+
+// routeDone reports whether the request's context ended or the route
+// deadline passed: routeCtx().Err() != nil, without making the context.
+func (f *forwarding) routeDone() bool {
+	if f.ctx != nil {
+		return f.ctx.Err() != nil
+	}
+	return f.r.Context().Err() != nil || !f.dl.IsZero() && !time.Now().Before(f.dl)
+}
+
+// earliest is the earlier of two deadlines, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // record classifies one attempt's outcome with the cluster's classifier
@@ -520,10 +577,12 @@ type attemptTrace struct {
 
 // hooksRoundTripper is a transport that reports an attempt's events
 // to h1client.Hooks directly (h1client.Transport does), sparing the
-// context value, ClientTrace and closures httptrace needs per attempt.
-// Other transports get the same hooks through httptrace.
+// context value, ClientTrace and closures httptrace needs per attempt,
+// and that takes a deadline (zero: none) beside the request's context,
+// sparing a context per request. Other transports get the same hooks
+// through httptrace, and the deadline on the context.
 type hooksRoundTripper interface {
-	RoundTripHooks(*http.Request, h1client.Hooks) (*http.Response, error)
+	RoundTripHooks(req *http.Request, h h1client.Hooks, deadline time.Time) (*http.Response, error)
 }
 
 // init readies a for an attempt that holds a max_pending_requests slot.
@@ -730,11 +789,11 @@ func (f *forwarding) takeRetry(held *bool) bool {
 // still be replayed and waits the back-off. False: give up.
 func (f *forwarding) prepareRetry(attempt int) bool {
 	if f.view != nil {
-		if !f.view.release(f.ctx) || !f.replay.replayable() {
+		if !f.view.release(f.routeCtx()) || !f.replay.replayable() {
 			return false
 		}
 	}
-	if !sleepCtx(f.ctx, f.rt.retry.backoff(attempt+1, f.p.int63n)) {
+	if !sleepCtx(f.routeCtx(), f.rt.retry.backoff(attempt+1, f.p.int63n)) {
 		return false
 	}
 	f.c.m.retries.Inc()
@@ -781,7 +840,7 @@ func (f *forwarding) respond(resp *http.Response) error {
 	flush := f.grpc || resp.ContentLength == -1 ||
 		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	if err := copyBody(w, resp.Body, flush); err != nil {
-		if f.grpc && f.r.Context().Err() == nil && (errors.Is(f.ctx.Err(), context.DeadlineExceeded) || f.upstreamDeadline(err)) {
+		if f.grpc && f.r.Context().Err() == nil && (errors.Is(f.routeCtx().Err(), context.DeadlineExceeded) || f.upstreamDeadline(err)) {
 			// The call's deadline passed mid-stream: end it the way a gRPC
 			// server would, with DEADLINE_EXCEEDED in the trailers.
 			h[http.TrailerPrefix+"Grpc-Status"] = []string{"4"}

@@ -147,8 +147,8 @@ func (b *responseBody) read(p []byte) (int, error) {
 }
 
 func (b *responseBody) ioErr(err error) error {
-	if b.ctx.Err() != nil {
-		return fmt.Errorf("h1client: reading body: %w", context.Cause(b.ctx))
+	if b.c.ended(b.ctx) {
+		return fmt.Errorf("h1client: reading body: %w", b.c.cause(b.ctx))
 	}
 	return fmt.Errorf("h1client: reading body: %w", err)
 }

@@ -27,6 +27,10 @@ type conn struct {
 	// length ends where it said (see checkBodyEnd).
 	probe [1]byte
 
+	// deadline is the current exchange's deadline, zero for none: set on
+	// nc for the exchange (and its body), cleared before c goes idle.
+	deadline time.Time
+
 	// written counts bytes written to nc in the current exchange, to tell
 	// a request that never left from one the server may have seen.
 	written int64
@@ -152,6 +156,37 @@ func (c *conn) unwatch() bool {
 	return ok && !c.cancelled.Load()
 }
 
+// setDeadline makes d the exchange's deadline (zero: none) and nc's. It
+// runs only while no cancellation is watched (before watch, after
+// unwatch), so it cannot overwrite one.
+func (c *conn) setDeadline(d time.Time) {
+	if d.IsZero() && c.deadline.IsZero() {
+		return
+	}
+	c.deadline = d
+	_ = c.nc.SetDeadline(d)
+}
+
+// expired reports whether the exchange's deadline has passed.
+func (c *conn) expired() bool {
+	return !c.deadline.IsZero() && !time.Now().Before(c.deadline)
+}
+
+// ended reports whether the exchange was ended from outside: its context
+// is done or its deadline passed.
+func (c *conn) ended(ctx context.Context) bool {
+	return ctx.Err() != nil || c.expired()
+}
+
+// cause is what ended the exchange from outside: the context's cause,
+// else the deadline.
+func (c *conn) cause(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return context.DeadlineExceeded
+}
+
 // setReadDeadline sets a read deadline without losing a cancellation that
 // raced with it: cancel stores the flag before its own SetDeadline, so a
 // flag seen here after ours means its deadline may have been overwritten.
@@ -173,6 +208,8 @@ func (c *conn) release(reuse bool) {
 		c.discard()
 		return
 	}
+	// An idle connection has no deadline; the next exchange sets its own.
+	c.setDeadline(time.Time{})
 	c.reused = true
 	c.hp.putIdle(c)
 }

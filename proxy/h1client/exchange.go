@@ -15,11 +15,13 @@ import (
 // success the response body (or, for a body-less response, the pool) has
 // it; on error it is closed. stale reports a failure a fresh connection
 // might not have had: c was reused, no byte of a response arrived, the
-// context did not end, and the request may be sent again (idempotent, or
-// not a byte of it written).
-func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, ev *events) (_ *http.Response, stale bool, _ error) {
+// context did not end nor the deadline pass, and the request may be sent
+// again (idempotent, or not a byte of it written). deadline (zero: none)
+// bounds the exchange and the body, as the context does.
+func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Request, o *outgoing, ev *events) (_ *http.Response, stale bool, _ error) {
 	t := c.hp.t
 	c.written = 0
+	c.setDeadline(deadline)
 	c.watch(ctx)
 	rb := &responseBody{c: c, ctx: ctx}
 	resp := &rb.resp
@@ -46,7 +48,7 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, ev 
 			// began, on a reused connection, is a stale connection's
 			// failure, as on the plain read path below.
 			c.fail()
-			stale = silent && ctx.Err() == nil && c.reused && o.idempotent
+			stale = silent && !c.ended(ctx) && c.reused && o.idempotent
 			return nil, stale, c.wrapErr(ctx, "reading response", err)
 		case send:
 			err = c.writeBody(o, req)
@@ -61,7 +63,7 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, ev 
 	}
 	if err != nil {
 		var be *bodyReadError
-		if errors.As(err, &be) || ctx.Err() != nil {
+		if errors.As(err, &be) || c.ended(ctx) {
 			c.fail()
 			return nil, false, c.wrapErr(ctx, "writing request", err)
 		}
@@ -81,7 +83,7 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, o *outgoing, ev 
 	if !haveHead {
 		if _, err = c.br.Peek(1); err != nil {
 			c.fail()
-			if ctx.Err() == nil && c.reused && o.idempotent {
+			if !c.ended(ctx) && c.reused && o.idempotent {
 				stale = true
 			}
 			return nil, stale, c.wrapErr(ctx, "reading response", noResponse(err))
@@ -121,10 +123,11 @@ func (c *conn) finish(ctx context.Context, rb *responseBody, mode int, keep bool
 		// The connection now carries another protocol: it leaves the
 		// pool (still counted under MaxConnsPerHost until closed) and
 		// the context no longer governs it.
-		if !c.unwatch() {
+		if !c.unwatch() || c.expired() {
 			c.discard()
-			return nil, false, fmt.Errorf("h1client: reading response: %w", context.Cause(ctx))
+			return nil, false, fmt.Errorf("h1client: reading response: %w", c.cause(ctx))
 		}
+		c.setDeadline(time.Time{})
 		resp.Body = &upgradeBody{c: c}
 		return resp, false, nil
 	}
@@ -185,14 +188,18 @@ func (c *conn) readHead(resp *http.Response, ev *events, method string, oneInter
 // before any byte of a response.
 func (c *conn) awaitContinue(resp *http.Response, ev *events, d time.Duration, method string) (send bool, mode int, silent bool, err error) {
 	end := time.Now().Add(d)
+	if !c.deadline.IsZero() && c.deadline.Before(end) {
+		end = c.deadline
+	}
 	for n := 0; ; n++ {
 		// Only the wait for a response's first byte is under the
-		// deadline: a head cut by it would leave the reader mid-line.
+		// timeout: a head cut by it would leave the reader mid-line.
+		// The exchange's own deadline then applies again.
 		c.setReadDeadline(end)
 		_, err = c.br.Peek(1)
-		c.setReadDeadline(time.Time{})
+		c.setReadDeadline(c.deadline)
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && !c.cancelled.Load() {
+			if errors.Is(err, os.ErrDeadlineExceeded) && !c.cancelled.Load() && !c.expired() {
 				return true, 0, false, nil
 			}
 			return false, 0, n == 0, noResponse(err)
@@ -235,10 +242,11 @@ func (c *conn) writeBody(o *outgoing, req *http.Request) error {
 }
 
 // wrapErr says what failed; when the context ended, its cause is what is
-// wrapped (the deadline error it caused says nothing).
+// wrapped (the deadline error it caused says nothing), and when the
+// exchange's deadline passed, context.DeadlineExceeded.
 func (c *conn) wrapErr(ctx context.Context, op string, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("h1client: %s: %w", op, context.Cause(ctx))
+	if c.ended(ctx) {
+		return fmt.Errorf("h1client: %s: %w", op, c.cause(ctx))
 	}
 	var be *bodyReadError
 	if errors.As(err, &be) || err == errNoResponse || isOwn(err) {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"time"
 )
 
 // Hooks receives the events of one round trip that a caller acts on,
@@ -24,11 +25,20 @@ type Hooks interface {
 }
 
 // RoundTripHooks is RoundTrip that also reports the round trip's events
-// to h (nil means none). An httptrace.ClientTrace in the request's context
-// is called as well, its hooks before h's.
-func (t *Transport) RoundTripHooks(req *http.Request, h Hooks) (*http.Response, error) {
+// to h (nil means none) and ends at deadline (zero means none). An
+// httptrace.ClientTrace in the request's context is called as well, its
+// hooks before h's.
+//
+// The deadline bounds the round trip and the reading of the response body
+// as a deadline on the request's context would, with the same errors
+// (wrapping context.DeadlineExceeded), but without a context of its own:
+// it is the connection's deadline for the exchange, and only a dial or a
+// wait for a connection makes a context for it. The request's context
+// still cancels everything; a 101 response's connection is bound by
+// neither.
+func (t *Transport) RoundTripHooks(req *http.Request, h Hooks, deadline time.Time) (*http.Response, error) {
 	o := outgoing{body: req.Body}
-	resp, err := t.roundTrip(req, &o, h)
+	resp, err := t.roundTrip(req, &o, h, deadline)
 	if err != nil {
 		o.closeBody()
 	}

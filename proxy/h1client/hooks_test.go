@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"strings"
 	"testing"
+	"time"
 )
 
 // recordingHooks notes the events of one round trip, in order.
@@ -48,7 +49,7 @@ func TestHooksSeeConnectionThenInterimResponses(t *testing.T) {
 				return nil
 			},
 		}))
-		resp, err := tr.RoundTripHooks(req, &h)
+		resp, err := tr.RoundTripHooks(req, &h, time.Time{})
 		if err != nil {
 			t.Fatalf("round trip %d: %v", i, err)
 		}
@@ -76,7 +77,7 @@ func TestHooksInterimResponseErrorEndsRoundTrip(t *testing.T) {
 	tr := newTransport(t)
 	stop := errors.New("no interim responses, thanks")
 	h := recordingHooks{err: stop}
-	resp, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), &h)
+	resp, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), &h, time.Time{})
 	if !errors.Is(err, stop) {
 		if resp != nil {
 			resp.Body.Close()
@@ -100,7 +101,7 @@ func TestHooksNotCalledWithoutConnection(t *testing.T) {
 	tr := newTransport(t)
 	var h recordingHooks
 	req := mustRequest(t, "GET", "http://"+closedAddr(t)+"/", nil)
-	if resp, err := tr.RoundTripHooks(req, &h); err == nil {
+	if resp, err := tr.RoundTripHooks(req, &h, time.Time{}); err == nil {
 		resp.Body.Close()
 		t.Fatal("round trip to a closed port succeeded")
 	}
@@ -112,7 +113,7 @@ func TestHooksNotCalledWithoutConnection(t *testing.T) {
 func TestNilHooksIsRoundTrip(t *testing.T) {
 	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })
 	tr := newTransport(t)
-	resp, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), nil)
+	resp, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), nil, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,7 +87,9 @@ func (t *Transport) host(u *url.URL) (*hostPool, error) {
 
 // getConn returns a connection for one exchange: the most recently idle
 // one that has not expired, else a new one, waiting at MaxConnsPerHost.
-func (t *Transport) getConn(ctx context.Context, hp *hostPool) (c *conn, wasIdle bool, idleTime time.Duration, err error) {
+// A deadline (zero: none) bounds the dial and the wait as the context
+// does.
+func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Time) (c *conn, wasIdle bool, idleTime time.Duration, err error) {
 	for {
 		c = nil
 		now := t.now()
@@ -127,9 +129,13 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool) (c *conn, wasIdle
 			for _, e := range expired {
 				e.discard()
 			}
+			ctx, cancel := withDeadline(ctx, deadline)
+			defer cancel()
 			c, err = t.dial(ctx, hp)
 			return c, false, 0, err
 		}
+		ctx, cancel := withDeadline(ctx, deadline)
+		defer cancel()
 		w := &waiter{ch: make(chan *conn, 1)}
 		hp.waiters = append(hp.waiters, w)
 		t.mu.Unlock()
@@ -316,4 +322,12 @@ func (hp *hostPool) releaseSlot() {
 		hp.removed = true
 	}
 	t.mu.Unlock()
+}
+
+// withDeadline is ctx bounded by deadline too, when it is not zero.
+func withDeadline(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+	if deadline.IsZero() {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, deadline)
 }

@@ -110,14 +110,14 @@ func (t *Transport) maxHeaderBytes() int {
 // req.Body, also on errors.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	o := outgoing{body: req.Body}
-	resp, err := t.roundTrip(req, &o, nil)
+	resp, err := t.roundTrip(req, &o, nil, time.Time{})
 	if err != nil {
 		o.closeBody()
 	}
 	return resp, err
 }
 
-func (t *Transport) roundTrip(req *http.Request, o *outgoing, hooks Hooks) (*http.Response, error) {
+func (t *Transport) roundTrip(req *http.Request, o *outgoing, hooks Hooks, deadline time.Time) (*http.Response, error) {
 	if req.URL == nil {
 		return nil, errors.New("h1client: request has no URL")
 	}
@@ -137,14 +137,17 @@ func (t *Transport) roundTrip(req *http.Request, o *outgoing, hooks Hooks) (*htt
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("h1client: %w", context.Cause(ctx))
 		}
-		c, wasIdle, idleTime, err := t.getConn(ctx, hp)
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("h1client: %w", context.DeadlineExceeded)
+		}
+		c, wasIdle, idleTime, err := t.getConn(ctx, hp, deadline)
 		if err != nil {
 			return nil, err
 		}
 		if attempt == 0 {
 			ev.gotConn(httptrace.GotConnInfo{Conn: c.nc, Reused: c.reused, WasIdle: wasIdle, IdleTime: idleTime})
 		}
-		resp, stale, err := c.exchange(ctx, req, o, &ev)
+		resp, stale, err := c.exchange(ctx, deadline, req, o, &ev)
 		if err == nil {
 			return resp, nil
 		}
