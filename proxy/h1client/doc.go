@@ -48,7 +48,11 @@
 //     the connection's deadline into the past, which ends any blocked read
 //     or write at once, for the head and for the body read after RoundTrip
 //     returned. A connection whose AfterFunc fired is closed, never reused.
-//     Errors caused by the context wrap context.Cause of it.
+//     Errors caused by the context wrap context.Cause of it. A deadline
+//     given to RoundTripHooks is the connection's deadline for the
+//     exchange and its body, cleared before the connection goes idle;
+//     errors past it wrap context.DeadlineExceeded, and its connection is
+//     closed as a cancelled one is.
 //   - Nothing that would let one message be read as two is sent or
 //     accepted: invalid header names or values, request targets with
 //     spaces or control bytes, and hosts that are not valid Host headers
@@ -89,7 +93,7 @@
 // No HTTP/2, no proxies (HTTP_PROXY is ignored: the caller is the proxy),
 // no compression (bodies pass through as encoded; no Accept-Encoding is
 // added), no cookies, no redirects, no per-request timeouts of its own (the
-// request's context bounds everything). A response that arrives while the
+// request's context, and RoundTripHooks' deadline, bound everything). A response that arrives while the
 // request body is still being sent is read only once the body is sent (or
 // its write fails): full-duplex HTTP/1.1 exchanges are not supported. When
 // Request.ContentLength is 0 but the body is neither nil nor http.NoBody,
