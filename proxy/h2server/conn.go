@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -513,10 +514,18 @@ func (sc *serverConn) trailersLocked(st *stream, f *http2.MetaHeadersFrame) erro
 		return nil
 	}
 	for _, hf := range f.RegularFields() {
+		k := canonicalHeader(hf.Name)
+		if st.declTrailer && !httpguts.ValidTrailerHeader(k) {
+			// Fields that must not be trailers (Host, Content-Length,
+			// Transfer-Encoding, ...) would reach Request.Trailer and be
+			// sent upstream: malformed, as x/net/http2 has them.
+			sc.resetLocked(st, http2.ErrCodeProtocol)
+			st.rerr = errors.New("h2server: request trailer " + k + " not allowed")
+			return nil
+		}
 		if st.trailer == nil {
 			st.trailer = http.Header{}
 		}
-		k := canonicalHeader(hf.Name)
 		st.trailer[k] = append(st.trailer[k], hf.Value)
 	}
 	sc.remoteEndLocked(st)

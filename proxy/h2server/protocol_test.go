@@ -948,3 +948,27 @@ func TestSecondGoAwayDoesNotRaiseLastStreamID(t *testing.T) {
 		t.Fatalf("second GOAWAY %v last %d, want PROTOCOL_ERROR last 1", e.code, e.last)
 	}
 }
+
+// Request trailers that may not be trailers (RFC 9110 §6.5.1: Host,
+// Content-Length, ...) reset the stream, as with x/net/http2, rather than
+// reach Request.Trailer to be sent on upstream.
+func TestForbiddenRequestTrailerResetsStream(t *testing.T) {
+	got := make(chan string, 2)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		got <- fmt.Sprintf("%v %q", err != nil, r.Trailer)
+	}))
+	rc := dialRaw(t, ts.addr)
+	for i, name := range []string{"host", "content-length"} {
+		id := uint32(1 + 2*i)
+		rc.post(id, "/", "trailer", "x-t, "+name)
+		rc.fr.WriteData(id, false, []byte("abc"))
+		rc.writeHeaders(id, true, "x-t", "1", name, "3")
+		if e := rc.rst(id); e.code != http2.ErrCodeProtocol {
+			t.Fatalf("%s: RST %v", name, e.code)
+		}
+		if s := <-got; !strings.HasPrefix(s, "true ") {
+			t.Fatalf("%s: handler saw %s", name, s)
+		}
+	}
+}

@@ -36,6 +36,7 @@ type stream struct {
 	roff         int
 	rerr         error       // io.EOF after END_STREAM, or why the body failed
 	trailer      http.Header // received trailers, merged into req.Trailer at EOF
+	declTrailer  bool        // the request declared trailers (Trailer header)
 	recvAvail    int32       // what the client may still send
 	recvUnacked  int32       // read by the handler, not yet returned
 	declCL       int64       // content-length, or -1
@@ -226,6 +227,7 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 			}
 		}
 		delete(h, "Trailer")
+		st.declTrailer = req.Trailer != nil
 	}
 	if vv, ok := h["Content-Length"]; ok {
 		for _, v := range vv[1:] {
