@@ -107,12 +107,13 @@ type conn struct {
 	recvUnsent int64
 
 	// Write side: frames are appended to wbuf; the writer swaps it with
-	// spare and writes it out. appended counts appends; flushed is the
-	// value of appended covered by the last complete write.
+	// spare and writes it out. appended counts appends; taken is the
+	// value of appended covered by the buffers the writer took: bytes it
+	// may have written, even when the write then failed.
 	wbuf     []byte
 	spare    []byte
 	appended uint64
-	flushed  uint64
+	taken    uint64
 	// drained, made by a DATA appender waiting on maxPending, is closed
 	// when the writer takes the buffer.
 	drained chan struct{}
@@ -332,10 +333,17 @@ func (c *conn) keepalive() {
 var errPingTimeout = errors.New("h2client: connection closed: no answer to PING")
 
 // close ends the connection: every stream fails with err (retryable
-// when none of its frames was written), the writer flushes what is
-// queued (a GOAWAY or RST_STREAM) within a second and closes the socket,
+// when the writer never took its HEADERS), the writer closes the socket,
 // which ends the reader.
-func (c *conn) close(err error) {
+func (c *conn) close(err error) { c.shutdown(err, false, 0) }
+
+// shutdown is close, sending GOAWAY with code first (within a second)
+// when goAway is set.
+// The frames the writer has not taken are dropped, not flushed: they
+// include the HEADERS of the streams failed here as never written, which
+// are sent again on another connection and must not reach this server
+// too.
+func (c *conn) shutdown(err error, goAway bool, code http2.ErrCode) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -343,7 +351,12 @@ func (c *conn) close(err error) {
 	}
 	c.closed, c.noNew, c.err = true, true, err
 	for _, s := range c.streams {
-		c.abortLocked(s, &connError{err: err}, s.seq > c.flushed)
+		c.abortLocked(s, &connError{err: err}, s.seq > c.taken)
+	}
+	c.wbuf = c.wbuf[:0]
+	if goAway {
+		c.wbuf = appendFrameHeader(c.wbuf, 8, http2.FrameGoAway, 0, 0)
+		c.wbuf = append(c.wbuf, 0, 0, 0, 0, byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
 	}
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
@@ -370,14 +383,7 @@ func (e *connError) Unwrap() error { return e.err }
 // failConn sends GOAWAY with code and closes the connection: the
 // server broke the protocol (RFC 9113 §5.4.1).
 func (c *conn) failConn(code http2.ErrCode, err error) {
-	c.mu.Lock()
-	if !c.closed {
-		c.wbuf = appendFrameHeader(c.wbuf, 8, http2.FrameGoAway, 0, 0)
-		c.wbuf = append(c.wbuf, 0, 0, 0, 0, byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
-		c.wakeWriterLocked()
-	}
-	c.mu.Unlock()
-	c.close(fmt.Errorf("h2client: connection error %v: %w", code, err))
+	c.shutdown(fmt.Errorf("h2client: connection error %v: %w", code, err), true, code)
 }
 
 // wakeWriterLocked tells the writer there are bytes to write.

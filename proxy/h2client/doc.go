@@ -82,7 +82,7 @@
 //
 // A request the server did not process — refused with REFUSED_STREAM
 // before any response, above the last stream id of a GOAWAY, or queued on
-// a connection that failed before its HEADERS were written — is sent once
+// a connection that failed before its HEADERS were handed to the socket — is sent once
 // more on another connection when its body can be sent again (none, read
 // ahead, not started yet, or given anew by Request.GetBody).
 //
@@ -94,9 +94,12 @@
 // taken) is closed, as CloseIdleConnections closes all of them at once.
 // After ReadIdleTimeout without a frame read the connection is sent a
 // PING, and closed when the answer does not come within PingTimeout.
-// Closing a connection fails its streams, writes what is queued (GOAWAY,
-// RST_STREAM) within a second, and closes the socket, which ends its
-// reader and writer; request bodies still being read are closed. A
+// Closing a connection fails its streams, drops the frames not yet
+// handed to the socket (a request whose HEADERS are dropped is one the
+// server never saw, and may be sent again elsewhere), writes GOAWAY when
+// the server broke the protocol (within a second), and closes the
+// socket, which ends its reader and writer; request bodies still being
+// read are closed. A
 // server that floods PING or SETTINGS while not reading the answers gets
 // GOAWAY ENHANCE_YOUR_CALM once 1 MiB of answers is queued.
 //

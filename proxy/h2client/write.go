@@ -38,7 +38,8 @@ func (c *conn) writeLoop() {
 		buf := c.wbuf
 		c.wbuf = c.spare
 		c.spare = nil
-		seq := c.appended
+		prevTaken := c.taken
+		c.taken = c.appended
 		if c.drained != nil {
 			close(c.drained)
 			c.drained = nil
@@ -52,10 +53,11 @@ func (c *conn) writeLoop() {
 			c.mu.Unlock()
 			continue
 		}
-		_, err := c.nc.Write(buf)
+		n, err := c.nc.Write(buf)
 		c.mu.Lock()
-		if err == nil {
-			c.flushed = seq
+		if err != nil && n == 0 {
+			// Nothing of buf left: its requests were never sent.
+			c.taken = prevTaken
 		}
 		if cap(buf) <= maxKeptBuffer {
 			c.spare = buf[:0]
