@@ -89,6 +89,19 @@ type serverConn struct {
 // number it completed before it gets GOAWAY ENHANCE_YOUR_CALM.
 const calmSlack = 100
 
+// prematureReset: a stream the client resets sooner than this after
+// opening it, before its response ended, is bad (Envoy's default minimum
+// stream lifetime for the same rule).
+const prematureReset = time.Second
+
+// sinceLocked is the time since t on the server's clock.
+func (sc *serverConn) sinceLocked(t time.Time) time.Duration {
+	if sc.srv.now != nil {
+		return sc.srv.now().Sub(t)
+	}
+	return time.Since(t)
+}
+
 // connError ends the connection with GOAWAY(code).
 type connError struct {
 	code   http2.ErrCode
@@ -221,6 +234,11 @@ func (sc *serverConn) upgrade(opts *ConnOpts) error {
 
 func (sc *serverConn) newStream(id uint32) *stream {
 	st := &stream{sc: sc, id: id, declCL: -1}
+	if sc.srv.now != nil {
+		st.opened = sc.srv.now()
+	} else {
+		st.opened = time.Now()
+	}
 	st.ctx, st.cancel = context.WithCancel(sc.ctx)
 	st.readCond.L = &sc.mu
 	return st
@@ -650,7 +668,10 @@ func (sc *serverConn) onRST(f *http2.RSTStreamFrame) error {
 		return nil
 	}
 	sc.abortStreamLocked(st, fmt.Errorf("h2server: stream reset by the client: %v", f.ErrCode))
-	if !st.localEnded {
+	// Only a premature reset is bad: a client giving up on a slow answer
+	// (a deadline, a user leaving) is not an attack, and counting it
+	// would cut off every client of an upstream in trouble.
+	if !st.localEnded && sc.sinceLocked(st.opened) < prematureReset {
 		return sc.countBadLocked()
 	}
 	return nil

@@ -68,9 +68,10 @@
 // refused (RST_STREAM REFUSED_STREAM); a stream the client reset counts
 // against the limit until its handler returns. Rapid-reset rule
 // (CVE-2023-44487): every stream refused, malformed, or reset by the
-// client before its response ended is "bad"; once a connection has more
-// than 100 bad streams and more bad streams than completed ones, it gets
-// GOAWAY ENHANCE_YOUR_CALM and is closed. A client that does not read
+// client within a second of opening it and before its response ended is
+// "bad" (a later reset is a client giving up, not an attack); once a
+// connection has more than 100 bad streams and more bad streams than
+// completed ones, it gets GOAWAY ENHANCE_YOUR_CALM and is closed. A client that does not read
 // while making the server answer (PING and SETTINGS acknowledgements,
 // streams refused or reset) is cut off once 1 MiB of answers is pending.
 //

@@ -311,6 +311,37 @@ func TestRapidResetEnhanceYourCalm(t *testing.T) {
 	waitFor(t, "the log line", func() bool { return strings.Contains(ts.logs.String(), "ENHANCE_YOUR_CALM") })
 }
 
+func TestLateResetsAreNotRapidResets(t *testing.T) {
+	// A client whose every call runs into its deadline resets each stream
+	// after the answer was due: not an attack, no GOAWAY.
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	started := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ok" {
+			_, _ = io.WriteString(w, "ok")
+			return
+		}
+		clock.Add(int64(2 * time.Second)) // the upstream is slow
+		started <- struct{}{}
+		<-r.Context().Done()
+	}), func(s *Server) { s.now = func() time.Time { return time.Unix(0, clock.Load()) } })
+	rc := dialRaw(t, ts.addr)
+	for id := uint32(1); id < 600; id += 2 {
+		rc.get(id, "/")
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stream %d: handler did not start", id)
+		}
+		rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	rc.get(601, "/ok")
+	if status, body, _, _ := rc.response(601); status != "200" || body != "ok" {
+		t.Fatalf("%s %q", status, body)
+	}
+}
+
 func TestCancelledStreamsWithCompletionsAreFine(t *testing.T) {
 	ts := start(t, okHandler())
 	rc := dialRaw(t, ts.addr)

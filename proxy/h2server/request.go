@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -24,6 +25,7 @@ type stream struct {
 	cancel context.CancelFunc
 	req    *http.Request
 	isHead bool
+	opened time.Time // when its HEADERS arrived (rapid-reset rule)
 
 	remoteClosed bool  // END_STREAM or RST_STREAM received (or sent)
 	reset        bool  // RST_STREAM sent or received: no more frames

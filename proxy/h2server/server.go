@@ -51,6 +51,9 @@ type Server struct {
 	// ENHANCE_YOUR_CALM. Nil drops them.
 	ErrorLog func(msg string, err error)
 
+	// now is the clock of the rapid-reset rule; nil means time.Now.
+	now func() time.Time
+
 	inShutdown atomic.Bool
 
 	mu sync.Mutex
