@@ -171,8 +171,9 @@ type forwarding struct {
 	view    *bodyView
 	set     attemptSet
 
-	// url and trace serve the first attempt (url) or every attempt
-	// (trace), sparing an allocation each.
+	// out and url serve the first attempt, trace every attempt, sparing
+	// an allocation each.
+	out   http.Request
 	url   url.URL
 	trace attemptTrace
 }
@@ -347,15 +348,14 @@ func (f *forwarding) run() {
 			actx, acancel = context.WithCancelCause(ctx)
 			perTry = time.AfterFunc(perTryTimeout, func() { acancel(errPerTryTimeout) })
 		}
-		u := &f.url
+		// The first attempt's request and URL live in f; a retry's are
+		// new, as, like hdr, the previous attempt's may still be held.
+		out, u := &f.out, &f.url
 		if attempt > 0 {
-			// Like hdr, the previous attempt's URL may still be held.
-			u = new(url.URL)
+			out, u = new(http.Request), new(url.URL)
 		}
 		*u = url.URL{Scheme: c.scheme, Host: ep.addr, Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery}
-		// A template on the stack: WithContext makes the one copy that
-		// goes to the transport.
-		tmpl := http.Request{
+		*out = http.Request{
 			Method:     r.Method,
 			URL:        u,
 			Proto:      "HTTP/1.1",
@@ -367,7 +367,7 @@ func (f *forwarding) run() {
 			Trailer:    r.Trailer,
 		}
 		if reqBody != nil {
-			tmpl.ContentLength = r.ContentLength
+			out.ContentLength = r.ContentLength
 		}
 
 		ep.active.Add(1)
@@ -382,11 +382,11 @@ func (f *forwarding) run() {
 			if direct {
 				dl = f.dl
 			}
-			resp, err = hrt.RoundTripHooks(tmpl.WithContext(actx), tr, dl)
+			resp, err = hrt.RoundTripHooks(actx, out, tr, dl)
 		} else {
 			tr = &attemptTrace{}
 			tr.init(f.w, res.limits)
-			resp, err = c.pool.rt.RoundTrip(tmpl.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace())))
+			resp, err = c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace())))
 		}
 		tr.releasePending()
 		headersInTime := perTry == nil || perTry.Stop()
@@ -578,11 +578,12 @@ type attemptTrace struct {
 // hooksRoundTripper is a transport that reports an attempt's events
 // to h1client.Hooks directly (h1client.Transport does), sparing the
 // context value, ClientTrace and closures httptrace needs per attempt,
-// and that takes a deadline (zero: none) beside the request's context,
-// sparing a context per request. Other transports get the same hooks
+// and that takes the context and a deadline (zero: none) beside the
+// request, sparing a context per request and the request's copy that
+// WithContext makes. Other transports get the same hooks
 // through httptrace, and the deadline on the context.
 type hooksRoundTripper interface {
-	RoundTripHooks(req *http.Request, h h1client.Hooks, deadline time.Time) (*http.Response, error)
+	RoundTripHooks(ctx context.Context, req *http.Request, h h1client.Hooks, deadline time.Time) (*http.Response, error)
 }
 
 // init readies a for an attempt that holds a max_pending_requests slot.

@@ -17,7 +17,7 @@ func TestDeadlineWhileWaitingForHeaders(t *testing.T) {
 	})
 	tr := newTransport(t)
 	start := time.Now()
-	_, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), nil, start.Add(100*time.Millisecond))
+	_, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, start.Add(100*time.Millisecond))
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "reading response") {
 		t.Fatalf("err = %v, want a deadline reading the response", err)
 	}
@@ -39,7 +39,7 @@ func TestDeadlineMidBody(t *testing.T) {
 	})
 	defer close(release)
 	tr := newTransport(t)
-	resp, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(200*time.Millisecond))
+	resp, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestDeadlineDoesNotOutliveItsExchange(t *testing.T) {
 	})
 	tr := newTransport(t)
 	dl := time.Now().Add(100 * time.Millisecond)
-	resp, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), nil, dl)
+	resp, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, dl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestContextStillCancelsWithDeadline(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil).WithContext(ctx), nil, time.Now().Add(time.Minute))
+		_, err := tr.RoundTripHooks(ctx, mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(time.Minute))
 		errc <- err
 	}()
 	<-arrived
@@ -113,7 +113,7 @@ func TestPassedDeadlineTakesNoConnection(t *testing.T) {
 	var hits atomic.Int32
 	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
 	tr := newTransport(t)
-	_, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(-time.Second))
+	_, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(-time.Second))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
@@ -141,7 +141,7 @@ func TestDeadlineBoundsWaitForConnection(t *testing.T) {
 		held <- err
 	}()
 	eventually(t, "first request in the handler", func() bool { return inHandler.Load() == 1 })
-	_, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(50*time.Millisecond))
+	_, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(50*time.Millisecond))
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "waiting for a connection") {
 		t.Fatalf("err = %v", err)
 	}
@@ -163,7 +163,7 @@ func TestDeadlineShorterThanExpectContinueTimeout(t *testing.T) {
 	req := mustRequest(t, "POST", s.URL, strings.NewReader("body"))
 	req.Header.Set("Expect", "100-continue")
 	start := time.Now()
-	_, err := tr.RoundTripHooks(req, nil, start.Add(100*time.Millisecond))
+	_, err := tr.RoundTripHooks(req.Context(), req, nil, start.Add(100*time.Millisecond))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the deadline", err)
 	}

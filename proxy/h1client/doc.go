@@ -44,10 +44,10 @@
 //     Transfer-Encoding). A response without a body (HEAD, 204, 304,
 //     Content-Length: 0) gives its connection back before RoundTrip
 //     returns, with http.NoBody as its Body.
-//   - Cancellation is context.AfterFunc on the request's context: it moves
-//     the connection's deadline into the past, which ends any blocked read
-//     or write at once, for the head and for the body read after RoundTrip
-//     returned. A connection whose AfterFunc fired is closed, never reused.
+//   - Cancellation is context.AfterFunc on the request's context (for
+//     RoundTripHooks, the context it is given): it moves the connection's
+//     deadline into the past, which ends any blocked read or write at
+//     once, for the head and for the body read after RoundTrip returned. A connection whose AfterFunc fired is closed, never reused.
 //     Errors caused by the context wrap context.Cause of it. A deadline
 //     given to RoundTripHooks is the connection's deadline for the
 //     exchange and its body, cleared before the connection goes idle;
@@ -93,9 +93,10 @@
 // No HTTP/2, no proxies (HTTP_PROXY is ignored: the caller is the proxy),
 // no compression (bodies pass through as encoded; no Accept-Encoding is
 // added), no cookies, no redirects, no per-request timeouts of its own (the
-// request's context, and RoundTripHooks' deadline, bound everything). A response that arrives while the
-// request body is still being sent is read only once the body is sent (or
-// its write fails): full-duplex HTTP/1.1 exchanges are not supported. When
+// request's context, and RoundTripHooks' deadline, bound everything). A
+// response that arrives while the request body is still being sent is
+// read only once the body is sent (or its write fails): full-duplex
+// HTTP/1.1 exchanges are not supported. When
 // Request.ContentLength is 0 but the body is neither nil nor http.NoBody,
 // one byte is read from it (blocking) to learn whether it is empty, where
 // net/http gives up waiting after 200ms.

@@ -1,6 +1,7 @@
 package h1client
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -24,21 +25,21 @@ type Hooks interface {
 	Got1xxResponse(code int, header textproto.MIMEHeader) error
 }
 
-// RoundTripHooks is RoundTrip that also reports the round trip's events
-// to h (nil means none) and ends at deadline (zero means none). An
-// httptrace.ClientTrace in the request's context is called as well, its
-// hooks before h's.
+// RoundTripHooks is RoundTrip governed by ctx, not by req's context
+// (which it does not read, so a caller may reuse a Request value without
+// WithContext's copy), that also reports the round trip's events to h
+// (nil means none) and ends at deadline (zero means none). An
+// httptrace.ClientTrace in ctx is called as well, its hooks before h's.
 //
 // The deadline bounds the round trip and the reading of the response body
-// as a deadline on the request's context would, with the same errors
-// (wrapping context.DeadlineExceeded), but without a context of its own:
-// it is the connection's deadline for the exchange, and only a dial or a
-// wait for a connection makes a context for it. The request's context
-// still cancels everything; a 101 response's connection is bound by
-// neither.
-func (t *Transport) RoundTripHooks(req *http.Request, h Hooks, deadline time.Time) (*http.Response, error) {
+// as a deadline on ctx would, with the same errors (wrapping
+// context.DeadlineExceeded), but without a context of its own: it is the
+// connection's deadline for the exchange, and only a dial or a wait for a
+// connection makes a context for it. ctx still cancels everything; a 101
+// response's connection is bound by neither.
+func (t *Transport) RoundTripHooks(ctx context.Context, req *http.Request, h Hooks, deadline time.Time) (*http.Response, error) {
 	o := outgoing{body: req.Body}
-	resp, err := t.roundTrip(req, &o, h, deadline)
+	resp, err := t.roundTrip(ctx, req, &o, h, deadline)
 	if err != nil {
 		o.closeBody()
 	}

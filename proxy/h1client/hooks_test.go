@@ -1,6 +1,7 @@
 package h1client
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -49,7 +50,7 @@ func TestHooksSeeConnectionThenInterimResponses(t *testing.T) {
 				return nil
 			},
 		}))
-		resp, err := tr.RoundTripHooks(req, &h, time.Time{})
+		resp, err := tr.RoundTripHooks(req.Context(), req, &h, time.Time{})
 		if err != nil {
 			t.Fatalf("round trip %d: %v", i, err)
 		}
@@ -77,7 +78,7 @@ func TestHooksInterimResponseErrorEndsRoundTrip(t *testing.T) {
 	tr := newTransport(t)
 	stop := errors.New("no interim responses, thanks")
 	h := recordingHooks{err: stop}
-	resp, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), &h, time.Time{})
+	resp, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), &h, time.Time{})
 	if !errors.Is(err, stop) {
 		if resp != nil {
 			resp.Body.Close()
@@ -101,7 +102,7 @@ func TestHooksNotCalledWithoutConnection(t *testing.T) {
 	tr := newTransport(t)
 	var h recordingHooks
 	req := mustRequest(t, "GET", "http://"+closedAddr(t)+"/", nil)
-	if resp, err := tr.RoundTripHooks(req, &h, time.Time{}); err == nil {
+	if resp, err := tr.RoundTripHooks(req.Context(), req, &h, time.Time{}); err == nil {
 		resp.Body.Close()
 		t.Fatal("round trip to a closed port succeeded")
 	}
@@ -113,7 +114,7 @@ func TestHooksNotCalledWithoutConnection(t *testing.T) {
 func TestNilHooksIsRoundTrip(t *testing.T) {
 	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })
 	tr := newTransport(t)
-	resp, err := tr.RoundTripHooks(mustRequest(t, "GET", s.URL, nil), nil, time.Time{})
+	resp, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,4 +135,25 @@ func closedAddr(t *testing.T) string {
 	a := ln.Addr().String()
 	ln.Close()
 	return a
+}
+
+func TestRoundTripHooksIsGovernedByItsContextNotTheRequests(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })
+	tr := newTransport(t)
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	// The request's own context has ended; the one given governs.
+	req := mustRequest(t, "GET", s.URL, nil).WithContext(done)
+	resp, err := tr.RoundTripHooks(context.Background(), req, nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "ok" {
+		t.Fatalf("body %q", b)
+	}
+	if _, err := tr.RoundTripHooks(done, mustRequest(t, "GET", s.URL, nil), nil, time.Time{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want the given context's", err)
+	}
 }

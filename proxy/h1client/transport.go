@@ -110,18 +110,17 @@ func (t *Transport) maxHeaderBytes() int {
 // req.Body, also on errors.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	o := outgoing{body: req.Body}
-	resp, err := t.roundTrip(req, &o, nil, time.Time{})
+	resp, err := t.roundTrip(req.Context(), req, &o, nil, time.Time{})
 	if err != nil {
 		o.closeBody()
 	}
 	return resp, err
 }
 
-func (t *Transport) roundTrip(req *http.Request, o *outgoing, hooks Hooks, deadline time.Time) (*http.Response, error) {
+func (t *Transport) roundTrip(ctx context.Context, req *http.Request, o *outgoing, hooks Hooks, deadline time.Time) (*http.Response, error) {
 	if req.URL == nil {
 		return nil, errors.New("h1client: request has no URL")
 	}
-	ctx := req.Context()
 	if err := o.prepare(req); err != nil {
 		return nil, err
 	}
