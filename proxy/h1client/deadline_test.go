@@ -112,10 +112,14 @@ func TestContextStillCancelsWithDeadline(t *testing.T) {
 func TestPassedDeadlineTakesNoConnection(t *testing.T) {
 	var hits atomic.Int32
 	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
-	tr := newTransport(t)
-	_, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(-time.Second))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v", err)
+	// The deadline is on the real clock, whatever clock idle expiry uses.
+	for _, tr := range []*Transport{newTransport(t), newTransport(t, func(tr *Transport) {
+		tr.Now = func() time.Time { return time.Unix(1, 0) }
+	})} {
+		_, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(-time.Second))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v", err)
+		}
 	}
 	if n := s.opened.Load(); n != 0 || hits.Load() != 0 {
 		t.Fatalf("server saw %d connections, %d requests", n, hits.Load())

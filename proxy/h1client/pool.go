@@ -93,6 +93,17 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 	for {
 		c = nil
 		now := t.now()
+		if !deadline.IsZero() {
+			// A passed deadline takes no connection. It is on the real
+			// clock, which now is unless Now is injected.
+			wall := now
+			if t.Now != nil {
+				wall = time.Now()
+			}
+			if !wall.Before(deadline) {
+				return nil, false, 0, fmt.Errorf("h1client: %w", context.DeadlineExceeded)
+			}
+		}
 		var expired []*conn
 		t.mu.Lock()
 		if hp.removed {

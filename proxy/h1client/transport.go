@@ -136,9 +136,6 @@ func (t *Transport) roundTrip(ctx context.Context, req *http.Request, o *outgoin
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("h1client: %w", context.Cause(ctx))
 		}
-		if !deadline.IsZero() && !time.Now().Before(deadline) {
-			return nil, fmt.Errorf("h1client: %w", context.DeadlineExceeded)
-		}
 		c, wasIdle, idleTime, err := t.getConn(ctx, hp, deadline)
 		if err != nil {
 			return nil, err
