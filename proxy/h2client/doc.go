@@ -70,11 +70,12 @@
 //
 // A stream the server resets fails with http2.StreamError{StreamID,
 // Code}; a malformed response (no or bad :status, connection-specific or
-// uppercase fields, pseudo-fields in trailers, DATA before HEADERS or
+// uppercase fields, an invalid or differing content-length, pseudo-fields
+// in trailers, DATA before HEADERS or
 // beyond the declared content-length, HEADERS after END_STREAM) resets
 // the stream with PROTOCOL_ERROR and fails it with such a StreamError.
 // Protocol errors of the connection (PUSH_PROMISE, frames for streams
-// never opened, window overflow, bad SETTINGS) send GOAWAY and close it.
+// never opened, window overflow, bad SETTINGS, SETTINGS_ENABLE_PUSH 1) send GOAWAY and close it.
 // Dial errors are returned wrapped, so errors.As finds the Dial func's
 // error types. When the request's context ends the stream is reset with
 // CANCEL and RoundTrip, or Body.Read, returns an error wrapping
@@ -88,8 +89,8 @@
 //
 // # Connection lifetime
 //
-// A connection that received GOAWAY, or failed, takes no new streams; it
-// closes when its last stream ends. One without streams for IdleTimeout
+// A connection that received GOAWAY, failed, or spent its stream ids
+// takes no new streams; it closes when its last stream ends. One without streams for IdleTimeout
 // (by the Transport's clock, checked by a timer and when a connection is
 // taken) is closed, as CloseIdleConnections closes all of them at once.
 // After ReadIdleTimeout without a frame read the connection is sent a

@@ -165,6 +165,11 @@ func (c *conn) onSettingsLocked(f *http2.SettingsFrame) error {
 					s.wakeSender()
 				}
 			}
+		case http2.SettingEnablePush:
+			// Only a client may enable push (RFC 9113 §6.5.2).
+			if st.Val != 0 {
+				return http2.ConnectionError(http2.ErrCodeProtocol)
+			}
 		case http2.SettingMaxFrameSize:
 			c.peerMaxFrame = st.Val
 		case http2.SettingHeaderTableSize:

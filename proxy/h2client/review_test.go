@@ -2,6 +2,7 @@ package h2client
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -142,4 +144,107 @@ func TestRequestsQueuedAtConnectionFailureReachTheServersOnce(t *testing.T) {
 	if seen["/a"] != 1 || seen["/b"] != 1 {
 		t.Fatalf("requests seen by the servers: %v; want /a and /b once each", seen)
 	}
+}
+
+// A server must not send SETTINGS_ENABLE_PUSH 1 (RFC 9113 §6.5.2).
+func TestServerEnablingPushIsAConnectionError(t *testing.T) {
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingEnablePush, Val: 1}}, func(rc *rawConn, n int) {
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("request succeeded over a connection whose server enabled push")
+	}
+	if !strings.Contains(err.Error(), "PROTOCOL_ERROR") {
+		t.Fatalf("err = %v, want a PROTOCOL_ERROR", err)
+	}
+}
+
+// Content-length values that cannot all be the body's length make the
+// response malformed (RFC 9113 §8.1.1, RFC 9110 §8.6): passed on, they
+// would frame the body differently downstream. Repeats of one value are
+// one value.
+func TestResponseContentLengthValues(t *testing.T) {
+	cases := []struct {
+		name   string
+		fields []string
+		ok     bool
+	}{
+		{"differing values", []string{"content-length", "5", "content-length", "7"}, false},
+		{"not a number", []string{"content-length", "5x"}, false},
+		{"a list", []string{"content-length", "5, 7"}, false},
+		{"negative", []string{"content-length", "-5"}, false},
+		{"the same value twice", []string{"content-length", "5", "content-length", "5"}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rst := make(chan http2.ErrCode, 1)
+			s := startRaw(t, nil, func(rc *rawConn, n int) {
+				h, err := rc.readRequestHeaders()
+				if err != nil {
+					return
+				}
+				rc.headers(h.StreamID, false, append([]string{":status", "200"}, tc.fields...)...)
+				rc.fr.WriteData(h.StreamID, true, []byte("hello"))
+				f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
+				if err == nil {
+					rst <- f.(*http2.RSTStreamFrame).ErrCode
+				}
+				io.Copy(io.Discard, rc)
+			})
+			tr := newTransport(t)
+			req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
+			resp, err := tr.RoundTrip(req)
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(b) != "hello" || resp.ContentLength != 5 || len(resp.Header["Content-Length"]) != 1 {
+					t.Fatalf("body %q, err %v, ContentLength %d, header %q", b, err, resp.ContentLength, resp.Header["Content-Length"])
+				}
+				return
+			}
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("response with %v accepted (ContentLength %d)", tc.fields, resp.ContentLength)
+			}
+			var se http2.StreamError
+			if !errors.As(err, &se) || se.Code != http2.ErrCodeProtocol {
+				t.Fatalf("err = %v, want a PROTOCOL_ERROR StreamError", err)
+			}
+			if code := recv(t, rst); code != http2.ErrCodeProtocol {
+				t.Fatalf("server saw RST_STREAM %v", code)
+			}
+		})
+	}
+}
+
+// A connection whose stream ids are spent takes no new streams and is
+// closed, even with idle expiry turned off, rather than kept open
+// unusable.
+func TestConnectionWithSpentStreamIDsIsClosed(t *testing.T) {
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	tr := newTransport(t, func(tr *Transport) { tr.IdleTimeout = -1 })
+	if _, body := get(t, tr, s.url("/")); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	c := onlyConn(t, tr, s.addr)
+	c.mu.Lock()
+	c.nextID = maxStreamID // the last client stream id
+	c.mu.Unlock()
+	if _, body := get(t, tr, s.url("/")); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	if _, body := get(t, tr, s.url("/")); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	if n := s.opened.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
+	}
+	eventually(t, "the spent connection to close", c.isClosed)
 }
