@@ -32,8 +32,9 @@ var connectionSpecific = map[string]bool{
 
 // parseHeaderBlock builds the response as x/net/http2 does: the Trailer
 // field becomes Response.Trailer's keys (with nil values) rather than a
-// header; Content-Length, when valid, sets ContentLength, else it is -1
-// (0 when the block ended the stream).
+// header; Content-Length sets ContentLength, else it is -1 (0 when the
+// block ended the stream). Unlike x/net/http2, an invalid Content-Length,
+// or differing ones, make the block malformed.
 func parseHeaderBlock(f *http2.MetaHeadersFrame, hb *headerBlock) {
 	*hb = headerBlock{clen: -1, pseudo: len(f.PseudoFields())}
 	regular := f.RegularFields()
@@ -83,12 +84,25 @@ func parseHeaderBlock(f *http2.MetaHeadersFrame, hb *headerBlock) {
 			resp.Status = status + " " + http.StatusText(code)
 		}
 	}
-	if cl := h["Content-Length"]; len(cl) == 1 {
-		if n, err := strconv.ParseUint(cl[0], 10, 63); err == nil {
-			resp.ContentLength = int64(n)
-			hb.clen = int64(n)
+	if cl := h["Content-Length"]; len(cl) > 0 {
+		// Values that cannot all be the body's length make the message
+		// malformed (RFC 9113 §8.1.1): passed on, one of them would frame
+		// the body downstream. Repeats of one value are one value (RFC
+		// 9110 §8.6).
+		n, err := strconv.ParseUint(cl[0], 10, 63)
+		for _, v := range cl[1:] {
+			if v != cl[0] {
+				err = errors.New("differing values")
+			}
 		}
-	} else if len(cl) == 0 && f.StreamEnded() {
+		if err != nil {
+			hb.malformed = "invalid content-length"
+			return
+		}
+		h["Content-Length"] = cl[:1]
+		resp.ContentLength = int64(n)
+		hb.clen = int64(n)
+	} else if f.StreamEnded() {
 		resp.ContentLength = 0
 	}
 }
