@@ -214,8 +214,8 @@ func (c *conn) isClosed() bool {
 }
 
 // reserve takes a stream slot when the connection can open one more
-// stream. expired reports a connection idle beyond IdleTimeout, which the
-// caller closes. Called with the Transport's mu held.
+// stream. expired reports a connection idle beyond IdleTimeout, or idle
+// with its stream ids spent, which the caller closes. Called with the Transport's mu held.
 func (c *conn) reserve(now time.Time) (ok, reused, expired bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -233,7 +233,8 @@ func (c *conn) reserve(now time.Time) (ok, reused, expired bool) {
 	}
 	if uint64(c.nextID)+2*uint64(c.reserved) > maxStreamID {
 		c.noNew, c.closeWhenIdle = true, true
-		return false, false, false
+		// Idle already: no stream's end will close it.
+		return false, false, c.reserved == 0
 	}
 	c.reserved++
 	reused = c.used
