@@ -268,8 +268,16 @@ func (c *conn) onDataLocked(f *http2.DataFrame) (http2.ErrCode, error) {
 	}
 	data := f.Data()
 	s.recvAvail -= length
-	// Padding is never read: give it back with the next update.
+	// Padding is never read: it is given back here, not by Body.Read,
+	// since a stream whose window went on padding may get no data to
+	// read.
 	s.recvUnsent += length - int64(len(data))
+	if s.recvUnsent >= streamRefresh && !f.StreamEnded() {
+		c.wbuf = appendWindowUpdate(c.wbuf, s.id, uint32(s.recvUnsent))
+		c.wakeWriterLocked()
+		s.recvAvail += s.recvUnsent
+		s.recvUnsent = 0
+	}
 	s.recvd += int64(len(data))
 	if s.clen >= 0 && s.recvd > s.clen {
 		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "more DATA than the declared content-length"), false)

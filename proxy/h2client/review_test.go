@@ -248,3 +248,41 @@ func TestConnectionWithSpentStreamIDsIsClosed(t *testing.T) {
 	}
 	eventually(t, "the spent connection to close", c.isClosed)
 }
+
+// Padding is never read, so it must be given back on arrival: a server
+// may spend the whole stream window on padding and then wait for window
+// while the caller waits for data.
+func TestPaddingAloneDoesNotStallTheStream(t *testing.T) {
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		rc.headers(h.StreamID, false, ":status", "200")
+		pad := make([]byte, 255)
+		for range streamWindow / 256 { // 1 pad-length byte + 255 of padding each
+			if err := rc.fr.WriteDataPadded(h.StreamID, false, nil, pad); err != nil {
+				return
+			}
+		}
+		if _, err := rc.readUntil(func(f http2.Frame) bool {
+			wu, ok := f.(*http2.WindowUpdateFrame)
+			return ok && wu.StreamID == h.StreamID
+		}); err != nil {
+			return
+		}
+		rc.fr.WriteData(h.StreamID, true, []byte("end"))
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != "end" {
+		t.Fatalf("body %q, %v", b, err)
+	}
+}
