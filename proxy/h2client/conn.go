@@ -242,6 +242,28 @@ func (c *conn) reserve(now time.Time) (ok, reused, expired bool) {
 	return true, reused, false
 }
 
+// reserveFirst takes the first stream slot of a new connection for the
+// request that dialled it. A connection that already failed or received
+// GOAWAY (usable false; it is not listed, and removeConn found nothing
+// to remove) is taken all the same: the request meets it unusable in
+// roundTrip and is sent again on another connection, instead of failing
+// as if the server allowed no streams. Called with the Transport's mu
+// held.
+func (c *conn) reserveFirst() (ok, usable bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.goAway {
+		c.reserved++
+		return true, false
+	}
+	if c.maxStreams == 0 {
+		return false, true
+	}
+	c.reserved++
+	c.used = true
+	return true, true
+}
+
 // takeIfIdle marks a connection without streams as closing (no new
 // streams) and reports whether it did.
 func (c *conn) takeIfIdle() bool {

@@ -94,16 +94,17 @@ func (t *Transport) getConn(ctx context.Context, addr string, avoid *conn) (c *c
 		dc.ctxErr = dc.err != nil && ctx.Err() != nil
 		t.mu.Lock()
 		hp.dialing = nil
-		ok := false
-		if dc.c != nil && !dc.c.isClosed() {
-			// A connection that closed already (removeConn found
-			// nothing to remove) is not listed.
-			hp.conns = append(hp.conns, dc.c)
+		ok, usable := false, false
+		if dc.c != nil {
 			// The dialling request takes the first stream: each request
 			// dials at most once, even from a server that allows no
 			// streams at all.
-			ok, _, _ = dc.c.reserve(now)
-		} else if len(hp.conns) == 0 && t.hosts[addr] == hp {
+			ok, usable = dc.c.reserveFirst()
+			if usable {
+				hp.conns = append(hp.conns, dc.c)
+			}
+		}
+		if !usable && len(hp.conns) == 0 && t.hosts[addr] == hp {
 			delete(t.hosts, addr)
 		}
 		t.mu.Unlock()

@@ -286,3 +286,31 @@ func TestPaddingAloneDoesNotStallTheStream(t *testing.T) {
 		t.Fatalf("body %q, %v", b, err)
 	}
 }
+
+// A connection that fails between its handshake and its first stream
+// (here: the write of the SETTINGS acknowledgement fails) has carried no
+// request: the request that dialled it is sent on another connection,
+// not failed as if the server allowed no streams.
+func TestConnectionFailingRightAfterHandshakeSendsTheRequestElsewhere(t *testing.T) {
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	for i := range 100 {
+		var dials atomic.Int32
+		tr := newTransport(t, func(tr *Transport) {
+			tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var d net.Dialer
+				c, err := d.DialContext(ctx, network, addr)
+				if err != nil || dials.Add(1) > 1 {
+					return c, err
+				}
+				return &failingConn{Conn: c}, nil
+			}
+		})
+		req, _ := http.NewRequest("GET", s.url("/"), nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+	}
+}
