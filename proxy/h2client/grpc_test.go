@@ -97,6 +97,11 @@ func relay(tr *Transport, upstream string) http.HandlerFunc {
 			Trailer:       r.Trailer,
 			ContentLength: r.ContentLength,
 		}
+		// The caller's deadline reaches the upstream as the reset its
+		// expiry causes; an upstream timer of its own (grpc-go resets
+		// the stream when grpc-timeout passes) would race the caller's
+		// and make the relay answer 502 first.
+		delete(out.Header, "Grpc-Timeout")
 		resp, err := tr.RoundTrip(out.WithContext(r.Context()))
 		if err != nil {
 			w.WriteHeader(http.StatusBadGateway)
