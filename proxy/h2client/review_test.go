@@ -3,6 +3,7 @@ package h2client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -312,5 +313,53 @@ func TestConnectionFailingRightAfterHandshakeSendsTheRequestElsewhere(t *testing
 		}
 		resp.Body.Close()
 		tr.CloseIdleConnections()
+	}
+}
+
+// A trailer added after the request started is checked like the
+// announced ones: an invalid name fails the request instead of going
+// out as a malformed field.
+func TestInvalidTrailerNameAddedLateFailsTheRequest(t *testing.T) {
+	got := make(chan string, 1)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		if _, err := rc.readRequestHeaders(); err != nil {
+			return
+		}
+		f, err := rc.readUntil(func(f http2.Frame) bool {
+			switch f.(type) {
+			case *http2.RSTStreamFrame, *http2.MetaHeadersFrame:
+				return true
+			}
+			return false
+		})
+		switch f.(type) {
+		case *http2.RSTStreamFrame:
+			got <- "RST_STREAM"
+		case *http2.MetaHeadersFrame:
+			got <- "trailers"
+		default:
+			got <- fmt.Sprint("read error: ", err)
+		}
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "POST", "http://"+s.addr+"/", pr)
+	req.Trailer = http.Header{"X-Sum": nil}
+	go func() {
+		pw.Write([]byte("data"))
+		req.Trailer["Bad Name"] = []string{"v"}
+		pw.Close()
+	}()
+	resp, err := tr.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("request with an invalid trailer name succeeded")
+	}
+	if !strings.Contains(err.Error(), "trailer") {
+		t.Fatalf("err = %v, want one naming the trailer", err)
+	}
+	if what := recv(t, got); what != "RST_STREAM" {
+		t.Fatalf("server got %s, want RST_STREAM", what)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 )
 
@@ -242,6 +243,10 @@ func (s *stream) writeTrailers(trailer http.Header) error {
 	c := s.c
 	var fields []field
 	for k, vv := range trailer {
+		// Keys set after prepare checked the announced ones.
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("h2client: invalid trailer name %q", k)
+		}
 		lk := lowerKey(k)
 		for _, v := range vv {
 			if !validValue(v) {
