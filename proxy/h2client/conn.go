@@ -114,6 +114,9 @@ type conn struct {
 	spare    []byte
 	appended uint64
 	taken    uint64
+	// answers counts the bytes of PING and SETTINGS acknowledgements in
+	// wbuf: what maxControlQueue bounds.
+	answers int
 	// drained, made by a DATA appender waiting on maxPending, is closed
 	// when the writer takes the buffer.
 	drained chan struct{}

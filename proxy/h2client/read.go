@@ -83,7 +83,7 @@ func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
 		if f.IsAck() {
 			return 0, nil
 		}
-		if len(c.wbuf) > maxControlQueue {
+		if c.answers > maxControlQueue {
 			return http2.ErrCodeEnhanceYourCalm, errors.New("SETTINGS faster than their acknowledgements can be written")
 		}
 		if err := c.onSettingsLocked(f); err != nil {
@@ -97,7 +97,7 @@ func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
 	case *http2.WindowUpdateFrame:
 		return c.onWindowUpdateLocked(f)
 	case *http2.PingFrame:
-		if !f.IsAck() && len(c.wbuf) > maxControlQueue {
+		if !f.IsAck() && c.answers > maxControlQueue {
 			return http2.ErrCodeEnhanceYourCalm, errors.New("PINGs faster than their answers can be written")
 		}
 		if f.IsAck() {
@@ -110,6 +110,7 @@ func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
 		}
 		c.wbuf = appendFrameHeader(c.wbuf, 8, http2.FramePing, http2.FlagPingAck, 0)
 		c.wbuf = append(c.wbuf, f.Data[:]...)
+		c.answers += frameHeaderLen + 8
 		c.wakeWriterLocked()
 	case *http2.GoAwayFrame:
 		c.onGoAwayLocked(f)
@@ -181,6 +182,7 @@ func (c *conn) onSettingsLocked(f *http2.SettingsFrame) error {
 		return err
 	}
 	c.wbuf = appendFrameHeader(c.wbuf, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
+	c.answers += frameHeaderLen
 	return nil
 }
 

@@ -96,7 +96,6 @@ func TestRequestsQueuedAtConnectionFailureReachTheServersOnce(t *testing.T) {
 		}
 	})
 	g := newGate()
-	t.Cleanup(g.open)
 	var first *heldConn
 	tr := newTransport(t, func(tr *Transport) {
 		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -109,6 +108,7 @@ func TestRequestsQueuedAtConnectionFailureReachTheServersOnce(t *testing.T) {
 			return first, nil
 		}
 	})
+	t.Cleanup(g.open) // before the Transport's cleanup waits for the writer
 	if _, body := get(t, tr, "http://"+s.addr+"/warm"); body != "first" {
 		t.Fatalf("warm-up body %q", body)
 	}
@@ -361,5 +361,87 @@ func TestInvalidTrailerNameAddedLateFailsTheRequest(t *testing.T) {
 	}
 	if what := recv(t, got); what != "RST_STREAM" {
 		t.Fatalf("server got %s, want RST_STREAM", what)
+	}
+}
+
+// The bound on answers a server that does not read can make us queue
+// counts those answers, not the requests queued behind a slow write: a
+// PING arriving while large header blocks wait is answered, not taken
+// for a flood.
+func TestPingWhileManyRequestsAreQueuedIsAnswered(t *testing.T) {
+	const requests, headerSize = 20, 64 << 10
+	ping := newGate()
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders() // the warm-up request
+		if err != nil {
+			return
+		}
+		rc.respond(h.StreamID, "warm")
+		<-ping.ch
+		rc.fr.WritePing(false, [8]byte{1})
+		for {
+			h, err := rc.readRequestHeaders()
+			if err != nil {
+				return
+			}
+			rc.respond(h.StreamID, "ok")
+		}
+	})
+	g := newGate()
+	var held *heldConn
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil || held != nil {
+				return c, err
+			}
+			held = &heldConn{Conn: c, entered: make(chan struct{}, 1)}
+			return held, nil
+		}
+	})
+	t.Cleanup(g.open) // before the Transport's cleanup waits for the writer
+	t.Cleanup(ping.open)
+	if _, body := get(t, tr, "http://"+s.addr+"/warm"); body != "warm" {
+		t.Fatalf("warm-up body %q", body)
+	}
+	c := onlyConn(t, tr, s.addr)
+	held.hold.Store(g)
+	errs := make(chan error, requests)
+	big := strings.Repeat("{", headerSize) // longer Huffman-coded: sent as is
+	for range requests {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
+			req.Header.Set("X-Big", big)
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			errs <- err
+		}()
+	}
+	eventually(t, "the requests to be queued", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.streams) == requests
+	})
+	c.mu.Lock()
+	queued := len(c.wbuf)
+	c.mu.Unlock()
+	if queued <= maxControlQueue {
+		t.Fatalf("only %d bytes queued, want over %d", queued, maxControlQueue)
+	}
+	ping.open()
+	eventually(t, "the PING to be handled", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.closed || len(c.wbuf) > queued
+	})
+	g.open()
+	for range requests {
+		if err := recv(t, errs); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -40,6 +40,7 @@ func (c *conn) writeLoop() {
 		c.spare = nil
 		prevTaken := c.taken
 		c.taken = c.appended
+		c.answers = 0
 		if c.drained != nil {
 			close(c.drained)
 			c.drained = nil
@@ -78,6 +79,9 @@ func (c *conn) waitDrainedLocked() <-chan struct{} {
 	}
 	return c.drained
 }
+
+// frameHeaderLen is the length of a frame header (RFC 9113 §4.1).
+const frameHeaderLen = 9
 
 func appendFrameHeader(b []byte, length int, typ http2.FrameType, flags http2.Flags, id uint32) []byte {
 	return append(b, byte(length>>16), byte(length>>8), byte(length), byte(typ), byte(flags),
