@@ -193,6 +193,7 @@ func (c *conn) onWindowUpdateLocked(f *http2.WindowUpdateFrame) (http2.ErrCode, 
 			return http2.ErrCodeFlowControl, errors.New("connection window overflow")
 		}
 		for _, s := range c.connWaiters {
+			s.waitingConn = false
 			s.wakeSender()
 		}
 		clear(c.connWaiters)

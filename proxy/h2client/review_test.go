@@ -445,3 +445,59 @@ func TestPingWhileManyRequestsAreQueuedIsAnswered(t *testing.T) {
 		}
 	}
 }
+
+// A sender waiting for connection window is listed once however many
+// stream WINDOW_UPDATEs wake it: a server cannot grow the list.
+func TestStreamWindowUpdatesWhileConnectionWindowIsSpentDoNotGrowTheWaiters(t *testing.T) {
+	const updates = 500
+	sent := make(chan struct{})
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		// Read the body until the connection window (65535) is spent.
+		got := 0
+		for got < initialPeerWindow {
+			f, err := rc.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if d, ok := f.(*http2.DataFrame); ok {
+				got += len(d.Data())
+			}
+		}
+		for range updates {
+			if rc.fr.WriteWindowUpdate(h.StreamID, 1) != nil {
+				return
+			}
+		}
+		// A PING answered after the updates tells the test they were read.
+		rc.fr.WritePing(false, [8]byte{7})
+		if _, err := rc.readUntil(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() }); err != nil {
+			return
+		}
+		close(sent)
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+s.addr+"/",
+		io.MultiReader(strings.NewReader(strings.Repeat("x", 200<<10))))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := tr.RoundTrip(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	recv(t, sent)
+	c := onlyConn(t, tr, s.addr)
+	c.mu.Lock()
+	n := len(c.connWaiters)
+	c.mu.Unlock()
+	if n > 1 {
+		t.Fatalf("%d entries waiting for connection window, want 1", n)
+	}
+	tr.closeAllForTest()
+	recv(t, done)
+}

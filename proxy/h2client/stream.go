@@ -211,10 +211,9 @@ func (s *stream) writeData(p []byte, endStream bool) error {
 				c.connWaiters = append(c.connWaiters, s)
 			}
 			c.mu.Unlock()
+			// It stays listed until the connection's window grows: a
+			// stream WINDOW_UPDATE that wakes it does not list it again.
 			<-s.sendWake
-			c.mu.Lock()
-			s.waitingConn = false
-			c.mu.Unlock()
 			continue
 		}
 		n = max(n, 0)
