@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // heldConn holds every Write while a gate is armed, so that a test can
@@ -500,4 +501,41 @@ func TestStreamWindowUpdatesWhileConnectionWindowIsSpentDoNotGrowTheWaiters(t *t
 	}
 	tr.closeAllForTest()
 	recv(t, done)
+}
+
+// A server's SETTINGS_HEADER_TABLE_SIZE below the default shrinks the
+// encoder's dynamic table, which the next header block announces first
+// (RFC 7541 §4.2, §6.3), and no block then indexes beyond it.
+func TestServerHeaderTableSizeShrinksTheEncoderTable(t *testing.T) {
+	blocks := make(chan []byte, 2)
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingHeaderTableSize, Val: 0}}, func(rc *rawConn, n int) {
+		rc.fr.ReadMetaHeaders = nil // the raw block
+		for range 2 {
+			f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.HeadersFrame); return ok })
+			if err != nil {
+				return
+			}
+			h := f.(*http2.HeadersFrame)
+			blocks <- append([]byte(nil), h.HeaderBlockFragment()...)
+			rc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: rc.hbuf.b, EndStream: true, EndHeaders: true})
+			rc.hbuf.b = rc.hbuf.b[:0]
+		}
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	dec := hpack.NewDecoder(4096, nil)
+	dec.SetAllowedMaxDynamicTableSize(0)
+	for i := range 2 {
+		req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
+		req.Header.Set("Content-Type", "application/grpc")
+		do(t, tr, req)
+		b := recv(t, blocks)
+		if i == 0 && (len(b) == 0 || b[0]&0xe0 != 0x20) {
+			t.Fatalf("first header block does not start with a dynamic table size update: % x", b[:min(len(b), 4)])
+		}
+		if _, err := dec.DecodeFull(b); err != nil {
+			t.Fatalf("block %d: %v", i, err)
+		}
+	}
 }
