@@ -539,3 +539,63 @@ func TestServerHeaderTableSizeShrinksTheEncoderTable(t *testing.T) {
 		}
 	}
 }
+
+// Frames that arrive for a stream the client reset are dropped without
+// harm to the connection, and the DATA among them is given back to the
+// connection's window.
+func TestFramesForAResetStreamAreDroppedAndTheirWindowReturned(t *testing.T) {
+	returned := make(chan bool, 1)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		rc.headers(h.StreamID, false, ":status", "200")
+		rc.fr.WriteData(h.StreamID, false, []byte("x"))
+		if _, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok }); err != nil {
+			return
+		}
+		chunk := make([]byte, 16<<10)
+		for sent := 1; sent < streamWindow; sent += len(chunk) {
+			rc.fr.WriteData(h.StreamID, false, chunk[:min(len(chunk), streamWindow-sent)])
+		}
+		rc.headers(h.StreamID, true, "grpc-status", "0")
+		rc.fr.WriteRSTStream(h.StreamID, http2.ErrCodeInternal)
+		got := 0
+		for got < streamWindow {
+			f, err := rc.readUntil(func(f http2.Frame) bool { w, ok := f.(*http2.WindowUpdateFrame); return ok && w.StreamID == 0 })
+			if err != nil {
+				returned <- false
+				return
+			}
+			got += int(f.(*http2.WindowUpdateFrame).Increment)
+		}
+		returned <- true
+		h, err = rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		rc.respond(h.StreamID, "second")
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one [1]byte
+	if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !recv(t, returned) {
+		t.Fatal("the connection's window was not given back for the dropped DATA")
+	}
+	if _, body := get(t, tr, "http://"+s.addr+"/"); body != "second" {
+		t.Fatalf("body %q", body)
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
