@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -597,5 +598,54 @@ func TestFramesForAResetStreamAreDroppedAndTheirWindowReturned(t *testing.T) {
 	}
 	if n := s.accepted.Load(); n != 1 {
 		t.Fatalf("%d connections, want 1", n)
+	}
+}
+
+// When the request whose dial others wait for gives up, its dial ends
+// with it, and a waiter dials in its place.
+func TestWaiterDialsWhenTheDiallingRequestGivesUp(t *testing.T) {
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	var dials atomic.Int32
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials.Add(1) == 1 {
+				<-ctx.Done() // an upstream that does not answer the SYN
+				return nil, ctx.Err()
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.url("/"), nil)
+		_, err := tr.RoundTrip(req)
+		first <- err
+	}()
+	eventually(t, "the first dial", func() bool { return dials.Load() == 1 })
+	second := make(chan error, 1)
+	asked := make(chan struct{})
+	go func() {
+		ctx := httptrace.WithClientTrace(ctxTimeout(t, 10*time.Second), &httptrace.ClientTrace{
+			GetConn: func(string) { close(asked) },
+		})
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.url("/"), nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		second <- err
+	}()
+	recv(t, asked) // it is about to wait for the dial in flight
+	cancel()
+	if err := recv(t, first); !errors.Is(err, context.Canceled) {
+		t.Fatalf("dialling request: %v", err)
+	}
+	if err := recv(t, second); err != nil {
+		t.Fatalf("waiting request: %v", err)
+	}
+	if n := dials.Load(); n != 2 {
+		t.Fatalf("%d dials, want 2", n)
 	}
 }
