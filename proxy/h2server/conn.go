@@ -940,9 +940,6 @@ func (sc *serverConn) endStream(st *stream, failed bool) {
 			// stop sending the rest of its request.
 			sc.appendRSTLocked(st.id, http2.ErrCodeNo)
 			sc.noteResetLocked(st.id)
-			sc.completed++
-		default:
-			sc.completed++
 		}
 		sc.queueLocked()
 	} else if st.reset {

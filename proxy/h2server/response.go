@@ -289,6 +289,7 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 		sc.appendHeadersLocked(st.id, rw.status, rw.fields, headEnd)
 		if headEnd {
 			st.localEnded = true
+			sc.completed++
 			sc.queueLocked()
 			return nil
 		}
@@ -310,6 +311,9 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 	}
 	if end {
 		st.localEnded = true
+		// Counted when the answer is queued, before the client can
+		// read it and reset another stream (rapid-reset rule).
+		sc.completed++
 	}
 	sc.queueLocked()
 	return nil
