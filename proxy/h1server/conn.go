@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -75,6 +76,16 @@ type conn struct {
 
 	// hasDeadline: a read deadline may be set on rwc.
 	hasDeadline bool
+
+	// rdMu orders a handler's SetReadDeadline, which may come from any
+	// goroutine (a timer ending a stalled request body), against the end
+	// of its request: once rdClosed, the read deadline is the serving
+	// goroutine's again.
+	rdMu     sync.Mutex
+	rdClosed bool
+	// rdByHandler: the running handler set a read deadline (see
+	// watchRead).
+	rdByHandler atomic.Bool
 
 	// contMu orders the automatic "100 Continue" (written by whoever
 	// reads the request body first, possibly another goroutine) against
@@ -322,11 +333,15 @@ func (c *conn) sawPreface() bool {
 // serveRequest runs the handler for w's request and finishes the
 // response. It reports whether the connection may serve another request.
 func (c *conn) serveRequest(w *response) (keep bool) {
+	c.rdMu.Lock()
+	c.rdClosed = false
+	c.rdMu.Unlock()
 	c.armWatch(w)
 	defer func() {
 		w.cancel()
 		if p := recover(); p != nil {
 			w.handlerDone.Store(true)
+			c.endHandlerDeadline()
 			c.abortWatch()
 			keep = false
 			if p != http.ErrAbortHandler {
@@ -349,6 +364,7 @@ func (c *conn) serveRequest(w *response) (keep bool) {
 		}
 	}()
 	c.s.Handler.ServeHTTP(w, w.req)
+	c.endHandlerDeadline()
 	c.abortWatch()
 	if c.hijacked {
 		return false
@@ -371,6 +387,19 @@ func panicString(p any) string {
 		return v
 	}
 	return "non-error panic value"
+}
+
+// endHandlerDeadline takes the read deadline back from the handler once
+// it has returned: a SetReadDeadline still on its way (from a goroutine
+// the handler left) fails, and a deadline the handler set is cleared or
+// replaced before the connection reads again.
+func (c *conn) endHandlerDeadline() {
+	c.rdMu.Lock()
+	c.rdClosed = true
+	c.rdMu.Unlock()
+	if c.rdByHandler.Swap(false) {
+		c.hasDeadline = true
+	}
 }
 
 // Client-gone detection. net/http starts a background read on every
@@ -440,7 +469,9 @@ func (c *conn) watchRead() {
 	switch {
 	case n > 0:
 		c.cr.hasByte = true
-	case err != nil && !c.wAborted:
+	case err != nil && !c.wAborted && !(c.rdByHandler.Load() && errors.Is(err, os.ErrDeadlineExceeded)):
+		// (A deadline the handler set is not the client leaving: the
+		// watch just ends, and the connection stays usable.)
 		c.cr.err = err
 		c.wConnClosed = true
 		cancel = c.wCancel

@@ -48,7 +48,13 @@
 // (the bufio.ReadWriter's reader holds the bytes already read),
 // SetReadDeadline, SetWriteDeadline and EnableFullDuplex (the server never
 // touches the body while the handler runs), so http.ResponseController
-// works. Once the handler has returned, its ResponseWriter's methods fail
+// works. SetReadDeadline may be called from any goroutine while the
+// handler runs (a timer ending a request body the client stopped
+// sending): a body Read blocked on the connection, or made after the
+// deadline, fails with an error wrapping os.ErrDeadlineExceeded, and the
+// connection closes after the response, the body's framing being lost; a
+// zero time clears it. Such a deadline is not taken for the client leaving
+// and ends with the request. Once the handler has returned, its ResponseWriter's methods fail
 // (a goroutine left behind must not write into the next response), and
 // its request body's reads fail with http.ErrBodyReadAfterClose, also
 // after a panic. A handler that panics with http.ErrAbortHandler has its

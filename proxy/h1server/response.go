@@ -432,7 +432,9 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err := c.bw.Flush(); err != nil {
 		return nil, nil, err
 	}
+	c.rdMu.Lock()
 	w.hijacked, c.hijacked = true, true
+	c.rdMu.Unlock()
 	c.state.Store(stateHijacked)
 	c.s.trackConn(c, false)
 	if c.cr.hasByte {
@@ -448,16 +450,24 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // SetReadDeadline sets the connection's read deadline, for
-// http.ResponseController.
+// http.ResponseController: a request body Read blocked on the connection,
+// or one made after t, fails with an error wrapping
+// os.ErrDeadlineExceeded (the body is then unusable: its framing is lost,
+// so the connection closes after the response); a zero t clears it. It may
+// be called from any goroutine while the handler runs; the deadline ends
+// with the request.
 func (w *response) SetReadDeadline(t time.Time) error {
-	if w.handlerDone.Load() {
-		return errHandlerDone
-	}
+	c := w.c
+	c.rdMu.Lock()
+	defer c.rdMu.Unlock()
 	if w.hijacked {
 		return http.ErrHijacked
 	}
-	w.c.hasDeadline = true
-	return w.c.rwc.SetReadDeadline(t)
+	if c.rdClosed || w.handlerDone.Load() {
+		return errHandlerDone
+	}
+	c.rdByHandler.Store(true)
+	return c.rwc.SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the connection's write deadline, for
