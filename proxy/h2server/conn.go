@@ -118,7 +118,9 @@ var (
 	errStreamGone = errors.New("h2server: stream reset")
 	errBodyClosed = errors.New("h2server: request body closed")
 	errHandlerEnd = errors.New("h2server: request body read after the handler returned")
-	errClientCL   = errors.New("h2server: request body does not match its content-length")
+	// errHandlerDone: SetReadDeadline after the handler returned.
+	errHandlerDone = errors.New("h2server: ResponseWriter used after the handler returned")
+	errClientCL    = errors.New("h2server: request body does not match its content-length")
 )
 
 func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
@@ -917,6 +919,10 @@ func (sc *serverConn) runHandler(st *stream) {
 func (sc *serverConn) endStream(st *stream, failed bool) {
 	sc.mu.Lock()
 	st.bodyClosed = true
+	st.ended = true
+	if st.rdTimer != nil {
+		st.rdTimer.Stop()
+	}
 	unread := len(st.rbuf) - st.roff
 	if st.rerr == nil || unread > 0 {
 		// A reader left behind (an upstream request) must not take

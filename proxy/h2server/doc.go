@@ -56,8 +56,15 @@
 // (INTERNAL_ERROR) and, unless the value is http.ErrAbortHandler, is
 // logged. A handler that returns while the client is still sending gets
 // its response sent then RST_STREAM NO_ERROR (RFC 9113 §8.1). Hijack is
-// not supported; neither are per-stream read and write deadlines
-// (http.ResponseController reports http.ErrNotSupported).
+// not supported, nor is a per-stream write deadline
+// (http.ResponseController reports http.ErrNotSupported). SetReadDeadline
+// sets a per-stream request body deadline (a timer, made only when a
+// deadline in the future is set), callable from any goroutine while the
+// handler runs: a body Read blocked waiting for DATA, or made after the
+// deadline, fails with an error wrapping os.ErrDeadlineExceeded, until a
+// later or zero deadline is set; the stream and the connection are
+// otherwise unaffected (the handler typically answers and returns, and
+// the unread body gets RST_STREAM NO_ERROR as above).
 //
 // # Protocol limits
 //

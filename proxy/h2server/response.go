@@ -187,9 +187,18 @@ func (rw *responseWriter) FlushError() error {
 // the response, which HTTP/2 always allows.
 func (rw *responseWriter) EnableFullDuplex() error { return nil }
 
-// SetReadDeadline and SetWriteDeadline are not supported (per-stream
-// deadlines); http.ResponseController reports http.ErrNotSupported.
-func (rw *responseWriter) SetReadDeadline(time.Time) error  { return http.ErrNotSupported }
+// SetReadDeadline sets the stream's request body read deadline, for
+// http.ResponseController: a Read blocked waiting for DATA, or made after
+// t, fails with an error wrapping os.ErrDeadlineExceeded; a zero t clears
+// it. The stream and the connection are otherwise unaffected: DATA the
+// client still sends is buffered (within the flow-control window) and
+// dropped when the handler returns, which then resets the stream
+// NO_ERROR after the response as for any unread body. It may be called
+// from any goroutine while the handler runs.
+func (rw *responseWriter) SetReadDeadline(t time.Time) error { return rw.st.setReadDeadline(t) }
+
+// SetWriteDeadline is not supported (per-stream write deadlines);
+// http.ResponseController reports http.ErrNotSupported.
 func (rw *responseWriter) SetWriteDeadline(time.Time) error { return http.ErrNotSupported }
 
 // finish sends the rest of the response once the handler has returned.

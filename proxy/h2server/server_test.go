@@ -386,7 +386,7 @@ func TestResponseControllerUnsupported(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
 		_, _, herr := rc.Hijack()
-		derr := rc.SetReadDeadline(time.Now())
+		derr := rc.SetWriteDeadline(time.Now())
 		fmt.Fprint(w, errors.Is(herr, http.ErrNotSupported), errors.Is(derr, http.ErrNotSupported), rc.EnableFullDuplex())
 	}))
 	c, _ := h2Client(t)
