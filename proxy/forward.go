@@ -290,6 +290,9 @@ func (f *forwarding) run() {
 		if rt.retry.maxRetries > 0 {
 			f.replay = newReplayBody(body, rt.retry.maxBuffered, r.ContentLength)
 		}
+		if stop := f.watchBodyStall(ctx, direct); stop != nil {
+			defer stop()
+		}
 	}
 	f.set.c = c
 
@@ -514,6 +517,41 @@ func (f *forwarding) run() {
 		}
 		return
 	}
+}
+
+// watchBodyStall bounds the request body by the route deadline. A
+// transport reads the downstream body on its own goroutine or the
+// request's, and such a read watches no context: a client that sends
+// headers and part of a body, then nothing, would hold the attempt (its
+// goroutine, breaker permits and upstream connection) past any deadline.
+// When the deadline passes, the downstream read deadline is set to now
+// (http.ResponseController, as net/http's servers and ours support), so
+// the blocked read fails; routeDone then holds, and the attempt ends as a
+// route timeout (504 upstream_timeout, gRPC DEADLINE_EXCEEDED), or is
+// aborted if the response has started. Only requests with a body pay for
+// this: a timer when the transport takes the deadline itself (direct, no
+// route context), else a context.AfterFunc on the route context. The
+// returned stop is nil when there is no deadline.
+func (f *forwarding) watchBodyStall(ctx context.Context, direct bool) (stop func() bool) {
+	if f.dl.IsZero() || f.upgrade != "" {
+		return nil
+	}
+	w, rctx := f.w, f.r.Context()
+	expire := func() {
+		if rctx.Err() != nil {
+			// The client went away: its body has ended already.
+			return
+		}
+		// A writer without read deadlines (ErrNotSupported) is left as
+		// it is: its body is not read from a client.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+	if direct {
+		// Fires at or after f.dl, so routeDone holds by then.
+		return time.AfterFunc(time.Until(f.dl), expire).Stop
+	}
+	// Runs once ctx is done, so routeDone holds by then.
+	return context.AfterFunc(ctx, expire)
 }
 
 // routeCtx returns the route context: the request's context bounded by
