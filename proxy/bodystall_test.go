@@ -135,3 +135,32 @@ func TestStalledH2CRequestBodyEndsAtRouteTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestStalledGRPCRequestBodyEndsAtGRPCDeadline(t *testing.T) {
+	su := &stallUpstream{}
+	up := upstream(t, true, su.handler)
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: config.ProtocolHTTP2}))
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", h.url("/pkg.Svc/Call"), pr)
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("Grpc-Timeout", "200m")
+	req.ContentLength = 100
+	go func() { _, _ = pw.Write([]byte("0123456789")) }()
+	start := time.Now()
+	resp, err := h.h2c.Do(req)
+	if err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	elapsed := time.Since(start)
+	pw.CloseWithError(errors.New("client done"))
+	if gs := resp.Header.Get("Grpc-Status"); gs != "4" || resp.Header.Get(hdrError) != "upstream_timeout" {
+		t.Fatalf("got %d grpc-status %q %q, want DEADLINE_EXCEEDED upstream_timeout", resp.StatusCode, gs, resp.Header.Get(hdrError))
+	}
+	checkStallEnded(t, h, su, elapsed)
+}
