@@ -245,7 +245,10 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 	if hosts := h["Host"]; len(hosts) == 1 {
 		if authority == "" {
 			authority = hosts[0]
-		} else if hosts[0] != authority {
+		} else if !strings.EqualFold(hosts[0], authority) {
+			// RFC 9113 §8.3.1: a Host naming another entity is
+			// malformed; host names compare without case (RFC 3986
+			// §3.2.2).
 			return 0, errMalformed
 		}
 		delete(h, "Host")

@@ -454,6 +454,11 @@ func TestHostFromHostHeaderWithoutAuthority(t *testing.T) {
 	if e := rc.rst(3); e.code != 1 {
 		t.Fatalf("%v", e.code)
 	}
+	// One that differs only in case names the same host.
+	rc.writeHeaders(5, true, ":method", "GET", ":scheme", "http", ":authority", "H.example:80", ":path", "/c", "host", "h.EXAMPLE:80")
+	if status, body, _, _ := rc.response(5); status != "200" || body != `H.example:80 "" /c` {
+		t.Fatalf("%s %q", status, body)
+	}
 }
 
 // A HEAD response whose handler wrote a short body announces its length,
