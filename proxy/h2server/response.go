@@ -244,11 +244,13 @@ func (rw *responseWriter) release() {
 }
 
 // trailerFields collects the trailers: the keys the "Trailer" header
-// declared, and keys set with http.TrailerPrefix.
+// declared, and keys set with http.TrailerPrefix. Fields that must not
+// ride in a trailer (framing, routing, authentication, content metadata:
+// httpguts.ValidTrailerHeader) are dropped, as x/net/http2 does.
 func (rw *responseWriter) trailerFields() []hpack.HeaderField {
 	var out []hpack.HeaderField
 	add := func(k string, vv []string) {
-		if !httpguts.ValidHeaderFieldName(k) {
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidTrailerHeader(k) {
 			return
 		}
 		name := lowerHeader(k)

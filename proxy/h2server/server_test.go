@@ -142,6 +142,9 @@ func TestResponseTrailersDeclaredAndPrefixed(t *testing.T) {
 		io.WriteString(w, "body")
 		w.Header().Set("X-Declared", "d")
 		w.Header().Set(http.TrailerPrefix+"X-Late", "l")
+		// Never in a trailer: dropped.
+		w.Header().Set(http.TrailerPrefix+"Content-Type", "text/evil")
+		w.Header().Set(http.TrailerPrefix+"Authorization", "x")
 	}))
 	c, _ := h2Client(t)
 	resp, err := c.Get(ts.url("/"))
@@ -152,6 +155,9 @@ func TestResponseTrailersDeclaredAndPrefixed(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "body" || resp.Trailer.Get("X-Declared") != "d" || resp.Trailer.Get("X-Late") != "l" {
 		t.Fatalf("%q %v", b, resp.Trailer)
+	}
+	if _, ok := resp.Trailer["Content-Type"]; ok || resp.Trailer.Get("Authorization") != "" {
+		t.Fatalf("forbidden trailers sent: %v", resp.Trailer)
 	}
 }
 
