@@ -9,13 +9,14 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // stream is a request whose handler runs. Fields below the line are
@@ -306,11 +307,11 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 				return 0, errMalformed
 			}
 		}
-		cl, err := strconv.ParseUint(vv[0], 10, 63)
-		if err != nil {
+		cl, ok := wire.ParseDecimal(vv[0])
+		if !ok {
 			return 0, errMalformed
 		}
-		st.declCL = int64(cl)
+		st.declCL = cl
 	}
 	if f.StreamEnded() {
 		if st.declCL > 0 {

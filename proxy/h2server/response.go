@@ -9,6 +9,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // responseWriter is a stream's http.ResponseWriter. Only the handler's
@@ -69,11 +71,11 @@ func (rw *responseWriter) WriteHeader(code int) {
 	rw.status = code
 	rw.bodyAllowed = bodyAllowed(code) && !rw.st.isHead
 	if cl := rw.header["Content-Length"]; len(cl) > 0 {
-		if n, err := strconv.ParseUint(cl[0], 10, 63); err != nil {
+		if n, ok := wire.ParseDecimal(cl[0]); !ok {
 			delete(rw.header, "Content-Length")
 		} else if rw.hasCL = true; rw.bodyAllowed {
 			// (A 304's or a HEAD response's describes a body not sent.)
-			rw.declCL = int64(n)
+			rw.declCL = n
 		}
 	}
 	if rw.fields == nil {
