@@ -78,7 +78,6 @@ type conn struct {
 	noNew bool
 	// closeWhenIdle closes the connection when its last stream ends.
 	closeWhenIdle bool
-	goAwayID      uint32 // with goAway: the server's last stream id
 	goAway        bool
 	streams       map[uint32]*stream
 	nextID        uint32

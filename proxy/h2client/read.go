@@ -216,7 +216,7 @@ func (c *conn) onWindowUpdateLocked(f *http2.WindowUpdateFrame) (http2.ErrCode, 
 
 func (c *conn) onGoAwayLocked(f *http2.GoAwayFrame) {
 	c.noNew, c.closeWhenIdle = true, true
-	c.goAway, c.goAwayID = true, f.LastStreamID
+	c.goAway = true
 	for id, s := range c.streams {
 		if id > f.LastStreamID {
 			// Not processed by the server (RFC 9113 §6.8): safe to send
