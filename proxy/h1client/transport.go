@@ -109,12 +109,7 @@ func (t *Transport) maxHeaderBytes() int {
 // from the connection as the caller reads Response.Body. It closes
 // req.Body, also on errors.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	o := outgoing{body: req.Body}
-	resp, err := t.roundTrip(req.Context(), req, &o, nil, time.Time{})
-	if err != nil {
-		o.closeBody()
-	}
-	return resp, err
+	return t.RoundTripHooks(req.Context(), req, nil, time.Time{})
 }
 
 func (t *Transport) roundTrip(ctx context.Context, req *http.Request, o *outgoing, hooks Hooks, deadline time.Time) (*http.Response, error) {
