@@ -79,13 +79,9 @@ func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Reque
 	}
 	if !haveHead {
 		ev.wroteRequest()
-	}
-	if !haveHead {
 		if _, err = c.br.Peek(1); err != nil {
 			c.fail()
-			if !c.ended(ctx) && c.reused && o.idempotent {
-				stale = true
-			}
+			stale = !c.ended(ctx) && c.reused && o.idempotent
 			return nil, stale, c.wrapErr(ctx, "reading response", noResponse(err))
 		}
 		if mode, err = c.readHead(resp, ev, o.method, false); err != nil {
