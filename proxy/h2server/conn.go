@@ -359,9 +359,7 @@ func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode) error {
 			sc.maxClientID = id
 		}
 		sc.noteResetLocked(id)
-		sc.appendRSTLocked(id, code)
-		sc.ctrlPending += 13
-		sc.queueLocked()
+		sc.rstLocked(id, code)
 	}
 	return sc.countBadLocked()
 }
@@ -378,9 +376,7 @@ func (sc *serverConn) onPriority(f *http2.PriorityFrame) error {
 	if st := sc.streams[f.StreamID]; st != nil {
 		sc.resetLocked(st, http2.ErrCodeProtocol)
 	} else {
-		sc.appendRSTLocked(f.StreamID, http2.ErrCodeProtocol)
-		sc.ctrlPending += 13
-		sc.queueLocked()
+		sc.rstLocked(f.StreamID, http2.ErrCodeProtocol)
 	}
 	return sc.countBadLocked()
 }
@@ -409,9 +405,7 @@ func (sc *serverConn) resetLocked(st *stream, code http2.ErrCode) {
 	if st.reset {
 		return
 	}
-	sc.appendRSTLocked(st.id, code)
-	sc.ctrlPending += 13
-	sc.queueLocked()
+	sc.rstLocked(st.id, code)
 	sc.abortStreamLocked(st, errStreamGone)
 }
 
@@ -464,17 +458,13 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if sc.draining || sc.dead {
 		// After GOAWAY: refused, so the client knows to retry it.
 		sc.noteResetLocked(id)
-		sc.appendRSTLocked(id, http2.ErrCodeRefusedStream)
-		sc.ctrlPending += 13
-		sc.queueLocked()
+		sc.rstLocked(id, http2.ErrCodeRefusedStream)
 		sc.mu.Unlock()
 		return nil
 	}
 	if uint32(len(sc.streams)) >= sc.maxStreams {
 		sc.noteResetLocked(id)
-		sc.appendRSTLocked(id, http2.ErrCodeRefusedStream)
-		sc.ctrlPending += 13
-		sc.queueLocked()
+		sc.rstLocked(id, http2.ErrCodeRefusedStream)
 		err := sc.countBadLocked()
 		sc.mu.Unlock()
 		return err
@@ -498,9 +488,7 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	switch {
 	case err != nil:
 		sc.noteResetLocked(id)
-		sc.appendRSTLocked(id, http2.ErrCodeProtocol)
-		sc.ctrlPending += 13
-		sc.queueLocked()
+		sc.rstLocked(id, http2.ErrCodeProtocol)
 		err = sc.countBadLocked()
 	case status != 0:
 		// x/net/http2 answers an oversized header list with 431 too.
@@ -587,9 +575,7 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 		case st != nil:
 			sc.resetLocked(st, http2.ErrCodeStreamClosed)
 		default:
-			sc.appendRSTLocked(id, http2.ErrCodeStreamClosed)
-			sc.ctrlPending += 13
-			sc.queueLocked()
+			sc.rstLocked(id, http2.ErrCodeStreamClosed)
 		}
 		return nil
 	}
@@ -958,6 +944,14 @@ func (sc *serverConn) endStream(st *stream, failed bool) {
 	}
 	sc.mu.Unlock()
 	st.cancel()
+}
+
+// rstLocked queues RST_STREAM(code), counted with the control frames
+// (maxPendingControl) a client that does not read could pile up.
+func (sc *serverConn) rstLocked(id uint32, code http2.ErrCode) {
+	sc.appendRSTLocked(id, code)
+	sc.ctrlPending += 13
+	sc.queueLocked()
 }
 
 func (sc *serverConn) noteResetLocked(id uint32) {
