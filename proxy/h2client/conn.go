@@ -159,7 +159,7 @@ func newConn(ctx context.Context, t *Transport, hp *hostPool, nc net.Conn) (*con
 	c.fr.SetReuseFrames()
 
 	nc.SetDeadline(time.Now().Add(t.pingTimeout()))
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	err := c.handshake()
 	if !stop() {
 		err = context.Cause(ctx)
