@@ -653,22 +653,12 @@ func (a *attemptTrace) releasePending() {
 	}
 }
 
+// clientTrace is a's hooks for a transport that reports through
+// httptrace.
 func (a *attemptTrace) clientTrace() *httptrace.ClientTrace {
-	w := a.w
 	return &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) { a.releasePending() },
-		// Informational responses (103 Early Hints, 102 Processing) go
-		// downstream as they arrive, as net/http/httputil does.
-		Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
-			h := w.Header()
-			for k, vv := range header {
-				h[k] = vv
-			}
-			w.WriteHeader(code)
-			// WriteHeader does not clear the map for 1xx responses.
-			clear(h)
-			return nil
-		},
+		GotConn:        func(httptrace.GotConnInfo) { a.GotConn() },
+		Got1xxResponse: a.Got1xxResponse,
 	}
 }
 
