@@ -36,8 +36,6 @@ func (c *conn) writeLoop() {
 		runtime.Gosched()
 		c.mu.Lock()
 		buf := c.wbuf
-		c.wbuf = c.spare
-		c.spare = nil
 		prevTaken := c.taken
 		c.taken = c.appended
 		c.answers = 0
@@ -45,15 +43,15 @@ func (c *conn) writeLoop() {
 			close(c.drained)
 			c.drained = nil
 		}
-		c.mu.Unlock()
 		if len(buf) == 0 {
-			c.mu.Lock()
-			if c.spare == nil {
-				c.spare = buf
-			}
+			// Woken for bytes an earlier write already carried: the
+			// buffers stay where they are.
 			c.mu.Unlock()
 			continue
 		}
+		c.wbuf = c.spare
+		c.spare = nil
+		c.mu.Unlock()
 		n, err := c.nc.Write(buf)
 		c.mu.Lock()
 		if err != nil && n == 0 {
