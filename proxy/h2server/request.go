@@ -208,7 +208,7 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 	} else if method == "" || path == "" || (scheme != "http" && scheme != "https") {
 		return 0, errMalformed
 	}
-	if !validMethod(method) {
+	if !httpguts.ValidHeaderFieldName(method) { // a method is a token, as a field name is
 		return 0, errMalformed
 	}
 
@@ -333,15 +333,6 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 	st.isHead = method == "HEAD"
 	st.req = req.WithContext(st.ctx)
 	return 0, nil
-}
-
-func validMethod(m string) bool {
-	for i := 0; i < len(m); i++ {
-		if !httpguts.IsTokenRune(rune(m[i])) {
-			return false
-		}
-	}
-	return m != ""
 }
 
 // canonicalHeader turns a lowercase HTTP/2 field name into the form
