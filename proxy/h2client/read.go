@@ -276,10 +276,7 @@ func (c *conn) onDataLocked(f *http2.DataFrame) (http2.ErrCode, error) {
 	// read.
 	s.recvUnsent += length - int64(len(data))
 	if s.recvUnsent >= streamRefresh && !f.StreamEnded() {
-		c.wbuf = appendWindowUpdate(c.wbuf, s.id, uint32(s.recvUnsent))
-		c.wakeWriterLocked()
-		s.recvAvail += s.recvUnsent
-		s.recvUnsent = 0
+		c.giveBackLocked(s)
 	}
 	s.recvd += int64(len(data))
 	if s.clen >= 0 && s.recvd > s.clen {
@@ -294,6 +291,15 @@ func (c *conn) onDataLocked(f *http2.DataFrame) (http2.ErrCode, error) {
 	}
 	s.wakeReader()
 	return 0, nil
+}
+
+// giveBackLocked returns to the server, in one WINDOW_UPDATE, the
+// stream's window that was read or went on padding.
+func (c *conn) giveBackLocked(s *stream) {
+	c.wbuf = appendWindowUpdate(c.wbuf, s.id, uint32(s.recvUnsent))
+	c.wakeWriterLocked()
+	s.recvAvail += s.recvUnsent
+	s.recvUnsent = 0
 }
 
 // protocolError is a stream error for a malformed response (RFC 9113 §8.1.1).

@@ -174,10 +174,7 @@ func (b *body) Read(p []byte) (int, error) {
 			}
 			s.recvUnsent += int64(n)
 			if s.recvUnsent >= streamRefresh && !s.recvEnd && !s.done && !c.closed {
-				c.wbuf = appendWindowUpdate(c.wbuf, s.id, uint32(s.recvUnsent))
-				c.wakeWriterLocked()
-				s.recvAvail += s.recvUnsent
-				s.recvUnsent = 0
+				c.giveBackLocked(s)
 			}
 			c.mu.Unlock()
 			return n, nil
