@@ -374,21 +374,23 @@ func (f *forwarding) run() {
 		}
 
 		ep.active.Add(1)
+		// A hooks transport calls the hooks only before it returns, so
+		// one attemptTrace serves every attempt of the request; another
+		// transport may call httptrace hooks later, so each attempt
+		// gets its own.
+		tr := &f.trace
+		if hrt == nil {
+			tr = new(attemptTrace)
+		}
+		tr.init(f.w, res.limits)
 		var resp *http.Response
-		var tr *attemptTrace
 		if hrt != nil {
-			// The transport calls the hooks only before it returns, so
-			// one attemptTrace serves every attempt of the request.
-			tr = &f.trace
-			tr.init(f.w, res.limits)
 			var dl time.Time
 			if direct {
 				dl = f.dl
 			}
 			resp, err = hrt.RoundTripHooks(actx, out, tr, dl)
 		} else {
-			tr = &attemptTrace{}
-			tr.init(f.w, res.limits)
 			resp, err = c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace())))
 		}
 		tr.releasePending()
