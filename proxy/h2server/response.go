@@ -213,15 +213,10 @@ func (rw *responseWriter) finish() {
 	sc := rw.sc
 	sc.mu.Lock()
 	if !rw.sentHeader && !rw.hasCL && (rw.bodyAllowed || rw.st.isHead && rw.written > 0) && bodyAllowed(rw.status) {
-		// Whole in the buffer: announce its length, as x/net/http2 does.
-		n := int64(0)
-		if rw.buf != nil {
-			n = int64(len(*rw.buf))
-		}
-		if rw.st.isHead {
-			n = rw.written
-		}
-		rw.fields = append(rw.fields, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(n, 10)})
+		// Whole in the buffer (until the header block is sent, all that
+		// was written is there; a HEAD response's is only counted):
+		// announce its length, as x/net/http2 does.
+		rw.fields = append(rw.fields, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(rw.written, 10)})
 	}
 	if short {
 		// Less body than its content-length: the client must not take
