@@ -136,7 +136,7 @@ func prepare(req *http.Request) (*outgoing, error) {
 			}
 		}
 		for _, v := range vv {
-			if !validValue(v) {
+			if !httpguts.ValidHeaderFieldValue(v) {
 				return nil, fmt.Errorf("h2client: invalid value for header %q", k)
 			}
 			o.fields = append(o.fields, field{lk, v})
@@ -206,8 +206,6 @@ func (o *outgoing) readAhead() error {
 	}
 	return fmt.Errorf("h2client: request body did not end after its ContentLength %d", o.clen)
 }
-
-func validValue(v string) bool { return httpguts.ValidHeaderFieldValue(v) }
 
 // writeFieldLocked HPACK-encodes one field into hbuf. Fields that carry
 // credentials are never indexed (RFC 7541 §7.1.3); nor are those whose
@@ -315,7 +313,7 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 				break
 			}
 			if trace.Got1xxResponse != nil {
-				if err := trace.Got1xxResponse(in.code, textprotoHeader(in.header)); err != nil {
+				if err := trace.Got1xxResponse(in.code, textproto.MIMEHeader(in.header)); err != nil {
 					s.fail(err)
 					return nil, false, err
 				}
@@ -333,5 +331,3 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 		}
 	}
 }
-
-func textprotoHeader(h http.Header) textproto.MIMEHeader { return textproto.MIMEHeader(h) }

@@ -248,7 +248,7 @@ func (s *stream) writeTrailers(trailer http.Header) error {
 		}
 		lk := lowerKey(k)
 		for _, v := range vv {
-			if !validValue(v) {
+			if !httpguts.ValidHeaderFieldValue(v) {
 				return fmt.Errorf("h2client: invalid value for trailer %q", k)
 			}
 			fields = append(fields, field{lk, v})
