@@ -94,12 +94,12 @@ const calmSlack = 100
 // stream lifetime for the same rule).
 const prematureReset = time.Second
 
-// sinceLocked is the time since t on the server's clock.
-func (sc *serverConn) sinceLocked(t time.Time) time.Duration {
+// clock is the time on the server's clock.
+func (sc *serverConn) clock() time.Time {
 	if sc.srv.now != nil {
-		return sc.srv.now().Sub(t)
+		return sc.srv.now()
 	}
-	return time.Since(t)
+	return time.Now()
 }
 
 // connError ends the connection with GOAWAY(code).
@@ -235,12 +235,7 @@ func (sc *serverConn) upgrade(opts *ConnOpts) error {
 }
 
 func (sc *serverConn) newStream(id uint32) *stream {
-	st := &stream{sc: sc, id: id, declCL: -1}
-	if sc.srv.now != nil {
-		st.opened = sc.srv.now()
-	} else {
-		st.opened = time.Now()
-	}
+	st := &stream{sc: sc, id: id, declCL: -1, opened: sc.clock()}
 	st.ctx, st.cancel = context.WithCancel(sc.ctx)
 	st.readCond.L = &sc.mu
 	return st
@@ -659,7 +654,7 @@ func (sc *serverConn) onRST(f *http2.RSTStreamFrame) error {
 	// Only a premature reset is bad: a client giving up on a slow answer
 	// (a deadline, a user leaving) is not an attack, and counting it
 	// would cut off every client of an upstream in trouble.
-	if !st.localEnded && sc.sinceLocked(st.opened) < prematureReset {
+	if !st.localEnded && sc.clock().Sub(st.opened) < prematureReset {
 		return sc.countBadLocked()
 	}
 	return nil
