@@ -209,12 +209,6 @@ func (c *conn) releaseReader() {
 	c.br = nil
 }
 
-func (c *conn) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
-}
-
 // reserve takes a stream slot when the connection can open one more
 // stream. expired reports a connection idle beyond IdleTimeout, or idle
 // with its stream ids spent, which the caller closes. Called with the Transport's mu held.

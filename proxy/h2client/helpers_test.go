@@ -301,3 +301,10 @@ func newGate() *gate {
 	ch := make(chan struct{})
 	return &gate{ch: ch, open: sync.OnceFunc(func() { close(ch) })}
 }
+
+// isClosed reports whether the connection has closed.
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
