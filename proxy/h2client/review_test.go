@@ -409,12 +409,12 @@ func TestPingWhileManyRequestsAreQueuedIsAnswered(t *testing.T) {
 	}
 	c := onlyConn(t, tr, s.addr)
 	held.hold.Store(g)
-	errs := make(chan error, requests)
+	errs := make(chan error, requests+1)
 	big := strings.Repeat("{", headerSize) // longer Huffman-coded: sent as is
-	for range requests {
+	send := func(hdr string) {
 		go func() {
 			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
-			req.Header.Set("X-Big", big)
+			req.Header.Set("X-Big", hdr)
 			resp, err := tr.RoundTrip(req)
 			if err == nil {
 				_, err = io.ReadAll(resp.Body)
@@ -423,10 +423,21 @@ func TestPingWhileManyRequestsAreQueuedIsAnswered(t *testing.T) {
 			errs <- err
 		}()
 	}
+	// A small request first holds the writer inside its write, so that
+	// every large one queues behind it.
+	send("small")
+	select {
+	case <-held.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer did not start its write")
+	}
+	for range requests {
+		send(big)
+	}
 	eventually(t, "the requests to be queued", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return len(c.streams) == requests
+		return len(c.streams) == requests+1
 	})
 	c.mu.Lock()
 	queued := len(c.wbuf)
@@ -441,7 +452,7 @@ func TestPingWhileManyRequestsAreQueuedIsAnswered(t *testing.T) {
 		return c.closed || len(c.wbuf) > queued
 	})
 	g.open()
-	for range requests {
+	for range requests + 1 {
 		if err := recv(t, errs); err != nil {
 			t.Fatal(err)
 		}
