@@ -55,7 +55,10 @@ func Wrap(c net.Conn) net.Conn {
 // and a *net.OpError for anything else.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
-		return 0, nil
+		// net.TCPConn answers an empty read without a system call but
+		// after taking the read lock, so a closed connection reports
+		// net.ErrClosed; let it.
+		return c.TCPConn.Read(p)
 	}
 	if len(p) > maxRW {
 		p = p[:maxRW]
@@ -99,12 +102,14 @@ func (c *Conn) read(fd uintptr) bool {
 // Write writes all of p, waiting for room as needed, as
 // net.TCPConn.Write does.
 func (c *Conn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		// net.TCPConn checks for Close and the write deadline even when
+		// there is nothing to write; let it.
+		return c.TCPConn.Write(p)
+	}
 	c.wmu.Lock()
 	c.wbuf, c.wn, c.werr = p, 0, 0
-	var err error
-	if len(p) > 0 {
-		err = c.rc.Write(c.writeFn)
-	}
+	err := c.rc.Write(c.writeFn)
 	n, errno := c.wn, c.werr
 	c.wbuf = nil
 	c.wmu.Unlock()

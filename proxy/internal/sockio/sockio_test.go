@@ -224,6 +224,42 @@ func TestZeroLengthReadAndWrite(t *testing.T) {
 	})
 }
 
+func TestZeroLengthReadAndWriteAfterCloseFail(t *testing.T) {
+	// net.TCPConn takes the connection's read or write lock even for an
+	// empty buffer, so a closed connection says so.
+	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, _ := pair(t, wrap)
+		c.Close()
+		if n, err := c.Read(nil); n != 0 || !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Read(nil) after Close = %d, %v; want 0, net.ErrClosed", n, err)
+		} else {
+			checkOpError(t, c, err, "read")
+		}
+		if n, err := c.Write(nil); n != 0 || !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Write(nil) after Close = %d, %v; want 0, net.ErrClosed", n, err)
+		} else {
+			checkOpError(t, c, err, "write")
+		}
+	})
+}
+
+func TestZeroLengthWriteAfterWriteDeadlineTimesOut(t *testing.T) {
+	// net.TCPConn checks the write deadline before writing even nothing;
+	// an empty read returns before the deadline is looked at.
+	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, _ := pair(t, wrap)
+		c.SetDeadline(time.Now().Add(-time.Second))
+		if n, err := c.Write(nil); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Write(nil) past the deadline = %d, %v; want 0, os.ErrDeadlineExceeded", n, err)
+		} else {
+			checkOpError(t, c, err, "write")
+		}
+		if n, err := c.Read(nil); n != 0 || err != nil {
+			t.Errorf("Read(nil) past the deadline = %d, %v; want 0, nil", n, err)
+		}
+	})
+}
+
 func TestReadEOFWhenPeerCloses(t *testing.T) {
 	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
 		c, s := pair(t, wrap)
