@@ -46,3 +46,25 @@ func BenchmarkPingPong(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWriteRead measures the socket calls alone: one goroutine
+// writes 64 bytes on one end and reads them on the other, which on
+// loopback are there by the time write returns, so neither call waits on
+// the poller and no other goroutine is woken.
+func BenchmarkWriteRead(b *testing.B) {
+	for _, k := range kinds {
+		b.Run(k.name, func(b *testing.B) {
+			c, s := pair(b, k.wrap)
+			msg, buf := make([]byte, 64), make([]byte, 64)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(s, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
