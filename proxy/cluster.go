@@ -17,6 +17,7 @@ import (
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/h1client"
 	"github.com/outrigger-mesh/outrigger/proxy/h2client"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/sockio"
 	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
 
@@ -93,6 +94,9 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 			}
 		}
 		c, err := dialer.DialContext(ctx, network, addr)
+		if err == nil {
+			c = sockio.Wrap(c)
+		}
 		if err != nil {
 			if lim != nil {
 				lim.Release(breaker.LimitConnections)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/h2server"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/sockio"
 )
 
 // Server serves HTTP/1.1 requests, and hands HTTP/2 connections to H2, on
@@ -152,6 +153,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
+		rw = sockio.Wrap(rw)
 		c := newConn(s, rw)
 		if !s.trackConn(c, true) {
 			rw.Close()

@@ -1,19 +1,34 @@
-// Package sockio reads and writes TCP connections with raw system calls.
+// Package sockio reads and writes TCP connections with raw system calls
+// and a poller of its own.
 //
 // A read or write through net.TCPConn tells the Go scheduler that a system
-// call begins and ends. On a proxy that makes four socket calls per
-// request, that bookkeeping is a large share of its CPU time, and it wakes
-// the runtime's monitor thread whenever the process was idle a moment
-// before, which costs a context switch each time. A socket in non-blocking
-// mode never blocks in read or write, so that bookkeeping is not needed:
-// Conn makes those two calls directly and, when the socket is not ready,
-// waits on Go's network poller through the connection's syscall.RawConn,
-// so deadlines and Close behave exactly as on net.TCPConn.
+// call begins and ends, and that bookkeeping wakes the runtime's monitor
+// thread whenever the process was idle a moment before, a context switch
+// each time. Its reads also always try the socket first: a proxy waiting
+// for an answer it has just asked for makes a read that fails (EAGAIN)
+// before every read that succeeds. On a proxy making four socket calls
+// per request, both are a large share of its CPU time.
+//
+// Conn therefore makes read and write as raw system calls (a
+// non-blocking socket never blocks in them), and keeps its own readiness:
+// every connection is registered, edge-triggered, with an epoll instance
+// that one goroutine watches through Go's own poller. A Read is tried
+// only when the socket may hold data (the last read filled its buffer,
+// or an event came since); a Write is tried at once and waits for an
+// event only when the socket is full. Deadlines are kept by Conn, with a
+// timer armed only while a call waits.
+//
+// Under the race detector the calls go through package syscall, so that
+// the detector sees a write to a socket happen before the read of its
+// bytes.
 //
 // Invariants a caller may rely on: Read and Write return what
 // net.TCPConn's would (io.EOF at the end of the stream, a *net.OpError
 // with Op "read" or "write" otherwise, wrapping os.ErrDeadlineExceeded,
 // net.ErrClosed or the *os.SyscallError of the failed call); each Write
 // is written whole or fails, and is not interleaved with another Write on
-// the same connection; every other method is the embedded *net.TCPConn's.
+// the same connection; SetDeadline, SetReadDeadline and SetWriteDeadline
+// apply to a call already waiting; Close ends waiting calls with
+// net.ErrClosed; io.Copy to or from a Conn goes through its Read and
+// Write. Every other method is the embedded *net.TCPConn's.
 package sockio

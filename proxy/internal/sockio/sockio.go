@@ -5,37 +5,59 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
-	"unsafe"
+	"time"
 )
 
 // maxRW bounds one read or write, as internal/poll does.
 const maxRW = 1 << 30
 
-// Conn is a *net.TCPConn whose Read and Write use raw system calls. Every
-// other method (deadlines, CloseWrite, SyscallConn, ...) is the TCPConn's.
+// Conn is a *net.TCPConn whose Read, Write and deadlines are sockio's.
+// Every other method (CloseWrite, SyscallConn, SetNoDelay, ...) is the
+// TCPConn's.
 type Conn struct {
 	*net.TCPConn
-	rc syscall.RawConn
+	rc     syscall.RawConn
+	pl     *poller
+	slot   int32
+	gen    uint32
+	closed atomic.Bool
 
-	// One read and one write at a time may be in progress; the buffers and
-	// results of each live here so that the callbacks passed to rc are
-	// allocated once per connection.
-	rmu    sync.Mutex
-	rbuf   []byte
-	rn     int
-	rerr   syscall.Errno
-	readFn func(uintptr) bool
+	r, w side
 
-	wmu     sync.Mutex
-	wbuf    []byte
-	wn      int
-	werr    syscall.Errno
-	writeFn func(uintptr) bool
+	// The callbacks passed to rc.Control, allocated once per connection;
+	// buf, n and errno of each side are their arguments and results.
+	readFn  func(uintptr)
+	writeFn func(uintptr)
 }
 
-// Wrap returns c as a *Conn when it is a *net.TCPConn, and c unchanged
-// otherwise.
+// side is the state of one direction: whether the socket may be ready,
+// the deadline, and how a waiter is woken.
+type side struct {
+	mu    sync.Mutex // one Read (one Write) at a time
+	ready atomic.Bool
+	// hup is sticky: the peer closed its side, or the socket failed. A
+	// read that returned less than asked may have left an end of stream
+	// or an error behind it, of which no new event will tell.
+	hup      atomic.Bool
+	wake     chan struct{} // capacity 1: a pending wake-up is never lost
+	deadline atomic.Int64  // monotonic nanoseconds (see mono); 0: none
+	timer    *time.Timer   // wakes a waiter at its deadline; under mu
+	buf      []byte
+	n        int
+	errno    syscall.Errno
+}
+
+func (s *side) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Wrap returns c as a *Conn when it is a *net.TCPConn the poller can
+// watch, and c unchanged otherwise.
 func Wrap(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
@@ -46,106 +68,223 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	sc := &Conn{TCPConn: tc, rc: rc}
-	sc.readFn = sc.read
-	sc.writeFn = sc.write
+	sc.r.wake = make(chan struct{}, 1)
+	sc.w.wake = make(chan struct{}, 1)
+	// Nothing is known of the socket yet: try it before waiting.
+	sc.r.ready.Store(true)
+	sc.w.ready.Store(true)
+	sc.readFn = sc.sysRead
+	sc.writeFn = sc.sysWrite
+	if err := register(sc); err != nil {
+		return c
+	}
 	return sc
 }
 
 // Read reads as net.TCPConn.Read does: io.EOF at the end of the stream,
-// and a *net.OpError for anything else.
+// and a *net.OpError for anything else. It makes the read system call
+// only when the socket may hold data: after a read that filled p, or
+// once the poller reported it readable.
 func (c *Conn) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		// net.TCPConn answers an empty read without a system call but
-		// after taking the read lock, so a closed connection reports
-		// net.ErrClosed; let it.
-		return c.TCPConn.Read(p)
-	}
 	if len(p) > maxRW {
 		p = p[:maxRW]
 	}
-	c.rmu.Lock()
-	c.rbuf, c.rn, c.rerr = p, 0, 0
-	err := c.rc.Read(c.readFn)
-	n, errno := c.rn, c.rerr
-	c.rbuf = nil
-	c.rmu.Unlock()
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case errno != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
-		return 0, io.EOF
+	s := &c.r
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(p) == 0 {
+		// As net.TCPConn: only a closed connection fails an empty read.
+		if c.closed.Load() {
+			return 0, c.opError("read", net.ErrClosed)
+		}
+		return 0, nil
 	}
-	return n, nil
+	for {
+		if err := c.wait(s); err != nil {
+			return 0, c.opError("read", err)
+		}
+		s.ready.Store(false)
+		s.buf, s.n, s.errno = p, 0, 0
+		err := c.rc.Control(c.readFn)
+		n, errno := s.n, s.errno
+		s.buf = nil
+		switch {
+		case err != nil:
+			return 0, c.opError("read", err)
+		case errno == syscall.EAGAIN:
+			continue
+		case errno != 0:
+			s.ready.Store(true) // the error stays; the next read sees it
+			return 0, c.opError("read", os.NewSyscallError("read", errno))
+		case n == 0:
+			s.ready.Store(true)
+			return 0, io.EOF
+		}
+		if n == len(p) {
+			s.ready.Store(true) // there may be more
+		}
+		return n, nil
+	}
 }
 
-// read is the RawConn callback: false means "not ready, wait".
-func (c *Conn) read(fd uintptr) bool {
+func (c *Conn) sysRead(fd uintptr) {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
-		switch e {
-		case 0:
-			c.rn = int(n)
-			return true
-		case syscall.EINTR:
+		n, errno := sysRead(fd, c.r.buf)
+		if errno == syscall.EINTR {
 			continue
-		case syscall.EAGAIN:
-			return false
-		default:
-			c.rerr = e
-			return true
 		}
+		c.r.n, c.r.errno = n, errno
+		return
 	}
 }
 
 // Write writes all of p, waiting for room as needed, as
 // net.TCPConn.Write does.
 func (c *Conn) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		// net.TCPConn checks for Close and the write deadline even when
-		// there is nothing to write; let it.
-		return c.TCPConn.Write(p)
+	s := &c.w
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// As net.TCPConn: a closed connection or a passed deadline fails
+	// the write before any byte is sent, even an empty one.
+	if err := c.check(s); err != nil {
+		return 0, c.opError("write", err)
 	}
-	c.wmu.Lock()
-	c.wbuf, c.wn, c.werr = p, 0, 0
-	err := c.rc.Write(c.writeFn)
-	n, errno := c.wn, c.werr
-	c.wbuf = nil
-	c.wmu.Unlock()
-	switch {
-	case err != nil:
-		return n, c.opError("write", err)
-	case errno != 0:
-		return n, c.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
-}
-
-func (c *Conn) write(fd uintptr) bool {
-	for c.wn < len(c.wbuf) {
-		b := c.wbuf[c.wn:]
+	nn := 0
+	for nn < len(p) {
+		b := p[nn:]
 		if len(b) > maxRW {
 			b = b[:maxRW]
 		}
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-		switch e {
-		case 0:
-			c.wn += int(n)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			c.werr = e
-			return true
+		// Cleared before the attempt: a wake-up that comes after a
+		// failed attempt is then never lost.
+		s.ready.Store(false)
+		s.buf, s.n, s.errno = b, 0, 0
+		err := c.rc.Control(c.writeFn)
+		n, errno := s.n, s.errno
+		s.buf = nil
+		nn += n
+		switch {
+		case err != nil:
+			return nn, c.opError("write", err)
+		case errno == syscall.EAGAIN:
+			if err := c.wait(s); err != nil {
+				return nn, c.opError("write", err)
+			}
+		case errno != 0:
+			return nn, c.opError("write", os.NewSyscallError("write", errno))
+		case n == 0:
+			return nn, c.opError("write", io.ErrUnexpectedEOF)
 		}
 	}
-	return true
+	return nn, nil
 }
 
-// opError shapes err as net.TCPConn's own errors are shaped. An error from
-// the RawConn (closed connection, deadline) is already a *net.OpError;
-// its Op is set to the plain operation.
+func (c *Conn) sysWrite(fd uintptr) {
+	for {
+		n, errno := sysWrite(fd, c.w.buf)
+		if errno == syscall.EINTR {
+			continue
+		}
+		c.w.n, c.w.errno = n, errno
+		return
+	}
+}
+
+// check reports why an operation on side s cannot start: the connection
+// is closed or the deadline has passed.
+func (c *Conn) check(s *side) error {
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	if dl := s.deadline.Load(); dl != 0 && dl <= mono() {
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
+// wait returns once side s may be ready, or why it cannot be waited on.
+func (c *Conn) wait(s *side) error {
+	armed := false
+	defer func() {
+		if armed {
+			s.timer.Stop()
+		}
+	}()
+	for {
+		if err := c.check(s); err != nil {
+			return err
+		}
+		if s.ready.Load() || s.hup.Load() {
+			return nil
+		}
+		if dl := s.deadline.Load(); dl != 0 {
+			d := time.Duration(dl - mono())
+			if s.timer == nil {
+				s.timer = time.AfterFunc(d, s.signal)
+			} else {
+				s.timer.Reset(d)
+			}
+			armed = true
+		}
+		<-s.wake
+	}
+}
+
+// SetDeadline sets both deadlines; see net.Conn.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline; see net.Conn. A Read waiting
+// meanwhile goes by the new one.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.setDeadline(&c.r, t) }
+
+// SetWriteDeadline sets the write deadline; see net.Conn.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.setDeadline(&c.w, t) }
+
+func (c *Conn) setDeadline(s *side, t time.Time) error {
+	if c.closed.Load() {
+		return c.opError("set", net.ErrClosed)
+	}
+	var dl int64
+	if !t.IsZero() {
+		dl = monoAt(t)
+	}
+	s.deadline.Store(dl)
+	s.signal()
+	return nil
+}
+
+// Close closes the connection; a Read or Write waiting returns
+// net.ErrClosed.
+func (c *Conn) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return c.TCPConn.Close() // its own error for a second close
+	}
+	c.r.signal()
+	c.w.signal()
+	c.pl.remove(c)
+	return c.TCPConn.Close()
+}
+
+// ReadFrom and WriteTo hide the TCPConn's, which would bypass these
+// deadlines; io.Copy then goes through Read and Write.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(writerOnly{c}, r)
+}
+
+// WriteTo: see ReadFrom.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, readerOnly{c})
+}
+
+type writerOnly struct{ io.Writer }
+type readerOnly struct{ io.Reader }
+
+// opError shapes err as net.TCPConn's own errors are shaped.
 func (c *Conn) opError(op string, err error) error {
 	if oe, ok := err.(*net.OpError); ok {
 		e := *oe
@@ -153,4 +292,19 @@ func (c *Conn) opError(op string, err error) error {
 		return &e
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// monoBase anchors mono: a monotonic clock in nanoseconds, so that a
+// deadline fits an atomic.Int64 and is immune to wall-clock steps.
+var monoBase = time.Now()
+
+func mono() int64 { return int64(time.Since(monoBase)) }
+
+// monoAt is t on the mono clock, never 0 (0 means no deadline).
+func monoAt(t time.Time) int64 {
+	v := mono() + int64(time.Until(t))
+	if v == 0 {
+		v = -1
+	}
+	return v
 }

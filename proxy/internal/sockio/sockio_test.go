@@ -112,7 +112,7 @@ func fillSendBuffer(t testing.TB, c net.Conn) {
 func blockedRead(c net.Conn, p []byte) (int, error)  { return c.Read(p) }
 func blockedWrite(c net.Conn, p []byte) (int, error) { return c.Write(p) }
 
-// waitIOWait waits until a goroutine is parked on the network poller
+// waitIOWait waits until a goroutine is parked waiting for its socket
 // inside fn, so that what the test does next happens to a blocked call
 // rather than before it.
 func waitIOWait(t testing.TB, fn string) {
@@ -122,7 +122,10 @@ func waitIOWait(t testing.TB, fn string) {
 	for time.Now().Before(deadline) {
 		n := runtime.Stack(buf, true)
 		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, "[IO wait") && strings.Contains(g, "sockio."+fn+"(") {
+			// A plain TCPConn waits in Go's poller ("IO wait"), a Conn
+			// on its side's wake channel.
+			parked := strings.Contains(g, "[IO wait") || strings.Contains(g, "[chan receive")
+			if parked && strings.Contains(g, "sockio."+fn+"(") {
 				return
 			}
 		}
@@ -731,5 +734,60 @@ func TestConcurrentReadsShareTheStream(t *testing.T) {
 	}
 	if total != size || sum != want {
 		t.Fatalf("readers saw %d bytes summing to %d, want %d summing to %d", total, sum, size, want)
+	}
+}
+
+// A read that returns less than asked leaves the side waiting for the
+// next event, but an end of stream that arrived with the last bytes
+// brings no further event: the next Read must still see it.
+func TestEndOfStreamBehindAPartialRead(t *testing.T) {
+	c, s := pair(t, Wrap)
+	if _, err := s.Write(make([]byte, 5000)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Wait until the poller has seen the peer's close, so that the data
+	// and the end of stream are both reported before the first Read.
+	sc := c.(*Conn)
+	deadline := time.Now().Add(10 * time.Second)
+	for !sc.r.hup.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the poller never reported the peer's close")
+		}
+		runtime.Gosched()
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	total := 0
+	for {
+		n, err := c.Read(buf)
+		total += n
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", total, err)
+		}
+	}
+	if total != 5000 {
+		t.Fatalf("read %d bytes, want 5000", total)
+	}
+}
+
+// Connections come and go; the poller closes with the last one and the
+// next Wrap starts another. Every stream still ends in EOF.
+func TestManyConnectionsEndInEOF(t *testing.T) {
+	for i := range 50 {
+		c, s := pair(t, Wrap)
+		go func() {
+			s.Write(make([]byte, 100000))
+			s.Close()
+		}()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := io.Copy(io.Discard, readerOnly{c})
+		if err != nil || n != 100000 {
+			t.Fatalf("round %d: read %d bytes, %v; want 100000, nil", i, n, err)
+		}
+		c.Close()
 	}
 }
