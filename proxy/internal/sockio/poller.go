@@ -111,14 +111,32 @@ func (p *poller) run() {
 	_ = p.rc.Read(p.fn)
 }
 
+// poll takes every event the instance holds. A batch that fills
+// p.events may have left more behind, of which Go's poller will not
+// tell again (nothing new happened), so poll takes batches until one
+// comes back short.
 func (p *poller) poll(uintptr) bool {
-	n, errno := epollWait(p.epfd, p.events[:])
-	if errno != 0 || n <= 0 {
-		return false
+	for {
+		n, errno := epollWait(p.epfd, p.events[:])
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno != 0 || n <= 0 {
+			return false
+		}
+		p.dispatch(p.events[:n])
+		if n < len(p.events) {
+			return false
+		}
 	}
+}
+
+// dispatch marks the sides the events name ready and wakes their waiters.
+func (p *poller) dispatch(events []syscall.EpollEvent) {
 	p.mu.Lock()
-	for i := range p.events[:n] {
-		ev := &p.events[i]
+	defer p.mu.Unlock()
+	for i := range events {
+		ev := &events[i]
 		slot := int(ev.Fd)
 		if slot >= len(p.conns) {
 			continue
@@ -143,8 +161,6 @@ func (p *poller) poll(uintptr) bool {
 			c.w.signal()
 		}
 	}
-	p.mu.Unlock()
-	return false
 }
 
 // remove unregisters c; the last connection's removal closes the poller.
