@@ -2,6 +2,7 @@ package sockio
 
 import (
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -300,9 +301,15 @@ var monoBase = time.Now()
 
 func mono() int64 { return int64(time.Since(monoBase)) }
 
-// monoAt is t on the mono clock, never 0 (0 means no deadline).
+// monoAt is t on the mono clock, never 0 (0 means no deadline). A t
+// beyond the clock's range is math.MaxInt64, never reached.
 func monoAt(t time.Time) int64 {
-	v := mono() + int64(time.Until(t))
+	now := mono()
+	d := int64(time.Until(t))
+	v := now + d
+	if d > 0 && v < now {
+		v = math.MaxInt64
+	}
 	if v == 0 {
 		v = -1
 	}
