@@ -30,5 +30,5 @@
 // the same connection; SetDeadline, SetReadDeadline and SetWriteDeadline
 // apply to a call already waiting; Close ends waiting calls with
 // net.ErrClosed; io.Copy to or from a Conn goes through its Read and
-// Write. Every other method is the embedded *net.TCPConn's.
+// Write. Every other exported method of *net.TCPConn is passed on to it.
 package sockio

@@ -15,10 +15,14 @@ import (
 const maxRW = 1 << 30
 
 // Conn is a *net.TCPConn whose Read, Write and deadlines are sockio's.
-// Every other method (CloseWrite, SyscallConn, SetNoDelay, ...) is the
-// TCPConn's.
+// Every other exported method of *net.TCPConn (CloseWrite, SyscallConn,
+// SetNoDelay, ...) is passed on to TCPConn (see passon.go).
 type Conn struct {
-	*net.TCPConn
+	// TCPConn is the connection wrapped. It is a named field, not an
+	// embedded one, so that Conn lends nobody its unexported methods:
+	// net.Buffers.WriteTo would write through the TCPConn's writev and
+	// bypass Write's deadline and lock.
+	TCPConn *net.TCPConn
 	rc     syscall.RawConn
 	pl     *poller
 	slot   int32
@@ -150,8 +154,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if err := c.check(s); err != nil {
 		return 0, c.opError("write", err)
 	}
+	// Even an empty Write makes the call, as net.TCPConn's does: it
+	// reports a connection that can no longer be written.
 	nn := 0
-	for nn < len(p) {
+	for {
 		b := p[nn:]
 		if len(b) > maxRW {
 			b = b[:maxRW]
@@ -167,6 +173,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 		switch {
 		case err != nil:
 			return nn, c.opError("write", err)
+		case nn == len(p) && errno == 0:
+			return nn, nil
 		case errno == syscall.EAGAIN:
 			if err := c.wait(s); err != nil {
 				return nn, c.opError("write", err)
@@ -177,7 +185,6 @@ func (c *Conn) Write(p []byte) (int, error) {
 			return nn, c.opError("write", io.ErrUnexpectedEOF)
 		}
 	}
-	return nn, nil
 }
 
 func (c *Conn) sysWrite(fd uintptr) {
@@ -248,7 +255,8 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.setDeadline(&c.w, 
 
 func (c *Conn) setDeadline(s *side, t time.Time) error {
 	if c.closed.Load() {
-		return c.opError("set", net.ErrClosed)
+		// Shaped as net.TCPConn's: no source, the local address.
+		return &net.OpError{Op: "set", Net: "tcp", Addr: c.LocalAddr(), Err: net.ErrClosed}
 	}
 	var dl int64
 	if !t.IsZero() {

@@ -1,0 +1,152 @@
+package sockio
+
+import (
+	"errors"
+	"net"
+	"os"
+	"reflect"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// net.Buffers.WriteTo writes through an unexported method of the
+// connection when it has one; a Conn must not lend it the TCPConn's,
+// which would bypass its write deadline and write lock.
+func TestBuffersWriteToKeepsTheWriteDeadline(t *testing.T) {
+	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, _ := pair(t, wrap)
+		c.SetWriteDeadline(time.Now().Add(-time.Second))
+		bufs := net.Buffers{[]byte("a"), []byte("b")}
+		n, err := bufs.WriteTo(c)
+		if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("net.Buffers.WriteTo past the write deadline = %d, %v; want 0, os.ErrDeadlineExceeded", n, err)
+		}
+	})
+}
+
+// Every exported method of *net.TCPConn is a method of *Conn, with the
+// same signature: callers find them through interfaces.
+func TestConnHasEveryTCPConnMethod(t *testing.T) {
+	tcpT, connT := reflect.TypeFor[*net.TCPConn](), reflect.TypeFor[*Conn]()
+	for i := range tcpT.NumMethod() {
+		m := tcpT.Method(i)
+		cm, ok := connT.MethodByName(m.Name)
+		if !ok {
+			t.Errorf("*Conn has no method %s", m.Name)
+			continue
+		}
+		// Drop the receivers before comparing.
+		if !sameSignature(m.Type, cm.Type) {
+			t.Errorf("*Conn.%s is %v, *net.TCPConn.%s is %v", m.Name, cm.Type, m.Name, m.Type)
+		}
+	}
+}
+
+func sameSignature(a, b reflect.Type) bool {
+	if a.NumIn() != b.NumIn() || a.NumOut() != b.NumOut() || a.IsVariadic() != b.IsVariadic() {
+		return false
+	}
+	for i := 1; i < a.NumIn(); i++ {
+		if a.In(i) != b.In(i) {
+			return false
+		}
+	}
+	for i := range a.NumOut() {
+		if a.Out(i) != b.Out(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// The methods a Conn passes on reach the socket.
+func TestPassedOnMethodsReachTheSocket(t *testing.T) {
+	c, s := pair(t, Wrap)
+	sc := c.(*Conn)
+	if sc.LocalAddr().String() != s.RemoteAddr().String() || sc.RemoteAddr().String() != s.LocalAddr().String() {
+		t.Errorf("addresses %v->%v, peer's %v->%v", sc.LocalAddr(), sc.RemoteAddr(), s.LocalAddr(), s.RemoteAddr())
+	}
+	for name, err := range map[string]error{
+		"SetNoDelay":         sc.SetNoDelay(false),
+		"SetKeepAlive":       sc.SetKeepAlive(true),
+		"SetKeepAlivePeriod": sc.SetKeepAlivePeriod(time.Minute),
+		"SetKeepAliveConfig": sc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: time.Minute}),
+		"SetLinger":          sc.SetLinger(1),
+		"SetReadBuffer":      sc.SetReadBuffer(64 << 10),
+		"SetWriteBuffer":     sc.SetWriteBuffer(64 << 10),
+	} {
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := sc.MultipathTCP(); err != nil {
+		t.Errorf("MultipathTCP: %v", err)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodelay int
+	rc.Control(func(fd uintptr) {
+		nodelay, err = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY)
+	})
+	if err != nil || nodelay != 0 {
+		t.Errorf("TCP_NODELAY = %d, %v after SetNoDelay(false)", nodelay, err)
+	}
+	f, err := sc.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := sc.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := s.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("peer Read after CloseWrite = %d, %v; want the end of the stream", n, err)
+	}
+	if err := sc.CloseRead(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An empty Write makes the write call as net.TCPConn's does, and so
+// reports a connection that can no longer be written.
+func TestZeroLengthWriteAfterCloseWriteFails(t *testing.T) {
+	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, _ := pair(t, wrap)
+		if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Write(nil)
+		if n != 0 || !errors.Is(err, syscall.EPIPE) {
+			t.Fatalf("Write(nil) after CloseWrite = %d, %v; want 0, EPIPE", n, err)
+		}
+		checkOpError(t, c, err, "write")
+	})
+}
+
+// Setting a deadline on a closed connection fails as on net.TCPConn:
+// Op "set", no Source, the local address as Addr.
+func TestSetDeadlineAfterCloseError(t *testing.T) {
+	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, _ := pair(t, wrap)
+		local := c.LocalAddr()
+		c.Close()
+		for name, set := range map[string]func(time.Time) error{
+			"SetDeadline": c.SetDeadline, "SetReadDeadline": c.SetReadDeadline, "SetWriteDeadline": c.SetWriteDeadline,
+		} {
+			err := set(time.Now())
+			var oe *net.OpError
+			if !errors.As(err, &oe) || !errors.Is(err, net.ErrClosed) {
+				t.Errorf("%s after Close = %v, want a *net.OpError wrapping net.ErrClosed", name, err)
+				continue
+			}
+			if oe.Op != "set" || oe.Net != "tcp" || oe.Source != nil || oe.Addr == nil || oe.Addr.String() != local.String() {
+				t.Errorf("%s after Close: OpError{Op: %q, Net: %q, Source: %v, Addr: %v}, want {\"set\", \"tcp\", <nil>, %v}",
+					name, oe.Op, oe.Net, oe.Source, oe.Addr, local)
+			}
+		}
+	})
+}

@@ -1,0 +1,55 @@
+package sockio
+
+import (
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
+
+// The exported methods of *net.TCPConn that Conn does not make its own,
+// passed on to the TCPConn.
+
+// LocalAddr: see net.TCPConn.
+func (c *Conn) LocalAddr() net.Addr { return c.TCPConn.LocalAddr() }
+
+// RemoteAddr: see net.TCPConn.
+func (c *Conn) RemoteAddr() net.Addr { return c.TCPConn.RemoteAddr() }
+
+// CloseRead: see net.TCPConn.
+func (c *Conn) CloseRead() error { return c.TCPConn.CloseRead() }
+
+// CloseWrite: see net.TCPConn.
+func (c *Conn) CloseWrite() error { return c.TCPConn.CloseWrite() }
+
+// File: see net.TCPConn.
+func (c *Conn) File() (*os.File, error) { return c.TCPConn.File() }
+
+// SyscallConn: see net.TCPConn.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.TCPConn.SyscallConn() }
+
+// MultipathTCP: see net.TCPConn.
+func (c *Conn) MultipathTCP() (bool, error) { return c.TCPConn.MultipathTCP() }
+
+// SetKeepAlive: see net.TCPConn.
+func (c *Conn) SetKeepAlive(keepalive bool) error { return c.TCPConn.SetKeepAlive(keepalive) }
+
+// SetKeepAliveConfig: see net.TCPConn.
+func (c *Conn) SetKeepAliveConfig(config net.KeepAliveConfig) error {
+	return c.TCPConn.SetKeepAliveConfig(config)
+}
+
+// SetKeepAlivePeriod: see net.TCPConn.
+func (c *Conn) SetKeepAlivePeriod(d time.Duration) error { return c.TCPConn.SetKeepAlivePeriod(d) }
+
+// SetLinger: see net.TCPConn.
+func (c *Conn) SetLinger(sec int) error { return c.TCPConn.SetLinger(sec) }
+
+// SetNoDelay: see net.TCPConn.
+func (c *Conn) SetNoDelay(noDelay bool) error { return c.TCPConn.SetNoDelay(noDelay) }
+
+// SetReadBuffer: see net.TCPConn.
+func (c *Conn) SetReadBuffer(bytes int) error { return c.TCPConn.SetReadBuffer(bytes) }
+
+// SetWriteBuffer: see net.TCPConn.
+func (c *Conn) SetWriteBuffer(bytes int) error { return c.TCPConn.SetWriteBuffer(bytes) }
