@@ -23,11 +23,11 @@ type Conn struct {
 	// net.Buffers.WriteTo would write through the TCPConn's writev and
 	// bypass Write's deadline and lock.
 	TCPConn *net.TCPConn
-	rc     syscall.RawConn
-	pl     *poller
-	slot   int32
-	gen    uint32
-	closed atomic.Bool
+	rc      syscall.RawConn
+	pl      *poller
+	slot    int32
+	gen     uint32
+	closed  atomic.Bool
 
 	r, w side
 
