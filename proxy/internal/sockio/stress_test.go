@@ -22,10 +22,10 @@ const slack = 2 * time.Second
 // stressPair is one connection of the stress test: the client writes
 // requests and reads their echo, the server echoes.
 type stressPair struct {
-	id     int
-	rng    *rand.Rand
-	client net.Conn
-	server net.Conn
+	id      int
+	rng     *rand.Rand
+	client  net.Conn
+	server  net.Conn
 	echoBuf int // the size of the server's buffer
 	// How the pair ends: "" runs every exchange to the end; "deadline"
 	// gives some reads a deadline that may pass; "close" closes the
