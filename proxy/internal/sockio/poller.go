@@ -36,16 +36,42 @@ var (
 
 // register adds c to the current poller, starting one if needed.
 func register(c *Conn) error {
-	var fd int
-	if err := c.rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+	p, err := reserve(c)
+	if err != nil {
 		return err
 	}
+	ev := syscall.EpollEvent{
+		Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET,
+		Fd:     c.slot,
+		Pad:    int32(c.gen),
+	}
+	// Inside Control, so that the descriptor is c's until epoll has it.
+	var errno error
+	err = c.rc.Control(func(fd uintptr) {
+		errno = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if err == nil && errno != nil {
+		err = os.NewSyscallError("epoll_ctl", errno)
+	}
+	if err != nil {
+		// Without pollerMu held: drop takes it.
+		p.drop(c)
+		c.pl = nil
+		return err
+	}
+	return nil
+}
+
+// reserve gives c a slot and a generation in the current poller,
+// starting one if needed. The slot counts as live, so the poller stays
+// open while c is added to its epoll instance.
+func reserve(c *Conn) (*poller, error) {
 	pollerMu.Lock()
 	defer pollerMu.Unlock()
 	if current == nil {
 		p, err := newPoller()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		current = p
 	}
@@ -65,17 +91,7 @@ func register(c *Conn) error {
 	p.live++
 	p.mu.Unlock()
 	c.pl, c.slot = p, slot
-	ev := syscall.EpollEvent{
-		Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET,
-		Fd:     slot,
-		Pad:    int32(c.gen),
-	}
-	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		c.pl = nil
-		p.drop(c)
-		return err
-	}
-	return nil
+	return p, nil
 }
 
 // epollET is EPOLLET as the uint32 EpollEvent.Events wants.

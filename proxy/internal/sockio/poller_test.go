@@ -99,3 +99,47 @@ func TestMoreEventsThanOneBatch(t *testing.T) {
 		t.Fatalf("%d of %d reads never saw their byte", timeouts, n)
 	}
 }
+
+// A connection the poller cannot take (here: one already registered,
+// which epoll refuses) is returned unwrapped, and the poller goes on
+// serving the others.
+func TestWrapFailureLeavesThePollerWorking(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ln.Accept()
+	if err != nil {
+		raw.Close()
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	first := Wrap(raw)
+	defer first.Close()
+	again := make(chan net.Conn, 1)
+	go func() { again <- Wrap(raw) }()
+	select {
+	case got := <-again:
+		if got != raw {
+			t.Fatalf("wrapping a registered connection again = %T, want it unchanged", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wrap of a connection epoll refuses never returned")
+	}
+	// The first wrapping and new ones still work.
+	c, s := pair(t, Wrap)
+	for _, p := range [][2]net.Conn{{first, peer}, {c, s}} {
+		p[0].SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := p[1].Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p[0].Read(make([]byte, 1)); err != nil {
+			t.Fatalf("Read after a failed Wrap: %v", err)
+		}
+	}
+}
