@@ -2,6 +2,7 @@ package sockio
 
 import (
 	"errors"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -57,4 +58,80 @@ func TestFarPastDeadlineHasPassed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A deadline moved later while a call waits holds the call until the
+// new one: the timer armed for the old one must not end it.
+func TestDeadlineExtendedWhileWaiting(t *testing.T) {
+	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, s := pair(t, wrap)
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		done := make(chan result, 1)
+		go func() {
+			n, err := blockedRead(c, make([]byte, 16))
+			done <- result{n, err}
+		}()
+		waitIOWait(t, "blockedRead")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		select {
+		case r := <-done:
+			t.Fatalf("Read returned %d, %v after its deadline was moved later", r.n, r.err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		if _, err := s.Write([]byte("late")); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-done; r.n != 4 || r.err != nil {
+			t.Fatalf("Read = %d, %v; want 4, nil", r.n, r.err)
+		}
+	})
+}
+
+// A deadline moved earlier while a Write waits for room ends it at the
+// new one.
+func TestWriteDeadlineShortenedWhileWaiting(t *testing.T) {
+	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, s := pair(t, wrap)
+		smallBuffers(t, c, s)
+		fillSendBuffer(t, c)
+		c.SetWriteDeadline(time.Now().Add(time.Hour))
+		done := make(chan result, 1)
+		go func() {
+			n, err := blockedWrite(c, make([]byte, 1<<20))
+			done <- result{n, err}
+		}()
+		waitIOWait(t, "blockedWrite")
+		c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+		select {
+		case r := <-done:
+			if !errors.Is(r.err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Write = %d, %v; want os.ErrDeadlineExceeded", r.n, r.err)
+			}
+		case <-time.After(10 * time.Second):
+			c.Close()
+			<-done
+			t.Fatal("the shortened deadline did not end the Write")
+		}
+	})
+}
+
+// CloseRead ends a Read waiting on the connection with the end of the
+// stream, as on net.TCPConn.
+func TestCloseReadEndsWaitingRead(t *testing.T) {
+	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, _ := pair(t, wrap)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		done := make(chan result, 1)
+		go func() {
+			n, err := blockedRead(c, make([]byte, 16))
+			done <- result{n, err}
+		}()
+		waitIOWait(t, "blockedRead")
+		if err := c.(interface{ CloseRead() error }).CloseRead(); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-done; r.n != 0 || r.err != io.EOF {
+			t.Fatalf("Read = %d, %v; want 0, io.EOF", r.n, r.err)
+		}
+	})
 }
