@@ -150,3 +150,21 @@ func TestSetDeadlineAfterCloseError(t *testing.T) {
 		}
 	})
 }
+
+// A call that finds the descriptor closed under it (a Close racing it,
+// here the TCPConn closed directly) fails with net.TCPConn's error
+// shape, naming both ends, not with the raw-control error's.
+func TestCallOnClosedDescriptorErrorShape(t *testing.T) {
+	c, _ := pair(t, Wrap)
+	tcp(t, c).Close()
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read = %v, want net.ErrClosed", err)
+	} else {
+		checkOpError(t, c, err, "read")
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write = %v, want net.ErrClosed", err)
+	} else {
+		checkOpError(t, c, err, "write")
+	}
+}

@@ -295,12 +295,13 @@ type readerOnly struct{ io.Reader }
 
 // opError shapes err as net.TCPConn's own errors are shaped.
 func (c *Conn) opError(op string, err error) error {
+	network := "tcp"
 	if oe, ok := err.(*net.OpError); ok {
-		e := *oe
-		e.Op = op
-		return &e
+		// The raw-control error of a descriptor closed under the call:
+		// its Source and Addr are not a read's or a write's.
+		network, err = oe.Net, oe.Err
 	}
-	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	return &net.OpError{Op: op, Net: network, Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
 // monoBase anchors mono: a monotonic clock in nanoseconds, so that a
