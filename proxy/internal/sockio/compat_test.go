@@ -3,7 +3,9 @@ package sockio
 import (
 	"errors"
 	"net"
+	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"syscall"
 	"testing"
@@ -166,5 +168,59 @@ func TestCallOnClosedDescriptorErrorShape(t *testing.T) {
 		t.Errorf("Write = %v, want net.ErrClosed", err)
 	} else {
 		checkOpError(t, c, err, "write")
+	}
+}
+
+// io.Copy between a file and a Conn: os.File finds the socket through
+// SyscallConn to use sendfile or splice, which would wait in Go's poller
+// by the TCPConn's deadlines, never set, instead of the Conn's. The
+// Conn's deadlines must hold either way.
+func TestFileCopyKeepsDeadlines(t *testing.T) {
+	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		t.Run("to conn", func(t *testing.T) {
+			c, s := pair(t, wrap)
+			smallBuffers(t, c, s)
+			f, err := os.Create(filepath.Join(t.TempDir(), "body"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := f.Truncate(32 << 20); err != nil {
+				t.Fatal(err)
+			}
+			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			copyWithin(t, c, func() (int64, error) { return io.Copy(c, f) })
+		})
+		t.Run("from conn", func(t *testing.T) {
+			c, _ := pair(t, wrap)
+			f, err := os.Create(filepath.Join(t.TempDir(), "body"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			copyWithin(t, c, func() (int64, error) { return io.Copy(f, c) })
+		})
+	})
+}
+
+// copyWithin runs copy and expects it to time out well within 10 s;
+// past that it closes c to end it.
+func copyWithin(t *testing.T, c net.Conn, copy func() (int64, error)) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := copy()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("copy = %v, want os.ErrDeadlineExceeded", err)
+		}
+	case <-time.After(10 * time.Second):
+		c.Close()
+		<-done
+		t.Fatal("the copy outlived the deadline")
 	}
 }

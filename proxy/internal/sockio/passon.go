@@ -25,8 +25,20 @@ func (c *Conn) CloseWrite() error { return c.TCPConn.CloseWrite() }
 // File: see net.TCPConn.
 func (c *Conn) File() (*os.File, error) { return c.TCPConn.File() }
 
-// SyscallConn: see net.TCPConn.
-func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.TCPConn.SyscallConn() }
+// SyscallConn: see net.TCPConn. The RawConn is the TCPConn's behind an
+// interface that shows only Control, Read and Write: os.File looks for
+// more (the TCPConn's internal/poll descriptor) to sendfile to the
+// socket, which would bypass Write's deadline and lock.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	rc, err := c.TCPConn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return rawConn{rc}, nil
+}
+
+// rawConn is a syscall.RawConn and nothing more.
+type rawConn struct{ syscall.RawConn }
 
 // MultipathTCP: see net.TCPConn.
 func (c *Conn) MultipathTCP() (bool, error) { return c.TCPConn.MultipathTCP() }
