@@ -2,8 +2,8 @@ package sockio
 
 import (
 	"errors"
-	"net"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
