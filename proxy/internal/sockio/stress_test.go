@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // slack is how long past its deadline (or past the Close that should end
@@ -66,8 +67,19 @@ func TestStressPingPong(t *testing.T) {
 			p.mode = "close"
 		}
 		if p.rng.IntN(2) == 0 {
-			smallBuffers(t, c, s)
-			smallBuffers(t, s, c)
+			// Smaller than the defaults, so that writes wait for
+			// room more often, but above the loopback MSS: buffers
+			// below it stall TCP itself (the receiver advertises no
+			// window and waits for the sender's probe), net.TCPConn
+			// as much as Conn.
+			for _, c := range []net.Conn{c, s} {
+				if err := tcp(t, c).SetReadBuffer(128 << 10); err != nil {
+					t.Fatal(err)
+				}
+				if err := tcp(t, c).SetWriteBuffer(128 << 10); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		p.echoBuf = 1 + p.rng.IntN(64<<10)
 		ps[i] = p
@@ -96,10 +108,34 @@ func TestStressPingPong(t *testing.T) {
 	}
 }
 
+// state describes c's sides and socket queues, for a call that waited
+// too long: whether the socket had bytes to read or room to write.
+func state(c net.Conn) string {
+	sc, ok := c.(*Conn)
+	if !ok {
+		return ""
+	}
+	var inq, outq int32
+	rc, err := sc.SyscallConn()
+	if err == nil {
+		rc.Control(func(fd uintptr) {
+			syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&inq)))
+			syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCOUTQ, uintptr(unsafe.Pointer(&outq)))
+		})
+	}
+	return fmt.Sprintf("[read ready %v hup %v, write ready %v hup %v, %d bytes queued in, %d out]",
+		sc.r.ready.Load(), sc.r.hup.Load(), sc.w.ready.Load(), sc.w.hup.Load(), inq, outq)
+}
+
 // echo writes back what it reads until the client's end, which may be a
 // close (EOF) or a reset.
-func (p *stressPair) echo() error {
+func (p *stressPair) echo() (err error) {
 	defer p.server.Close()
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%s: %w", state(p.server), err)
+		}
+	}()
 	buf := make([]byte, p.echoBuf)
 	for {
 		dl := time.Now().Add(5 * time.Second)
@@ -139,8 +175,13 @@ func peerGone(err error) bool {
 
 // run makes the client's exchanges: a writer goroutine sends the request
 // while this one reads the echo.
-func (p *stressPair) run(stopAt time.Time, exchanges int) error {
+func (p *stressPair) run(stopAt time.Time, exchanges int) (err error) {
 	defer p.client.Close()
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%s: %w", state(p.client), err)
+		}
+	}()
 	var closeAt time.Time
 	closed := make(chan struct{})
 	if p.mode == "close" {
