@@ -30,5 +30,9 @@
 // the same connection; SetDeadline, SetReadDeadline and SetWriteDeadline
 // apply to a call already waiting; Close ends waiting calls with
 // net.ErrClosed; io.Copy to or from a Conn goes through its Read and
-// Write. Every other exported method of *net.TCPConn is passed on to it.
+// Write, and net.Buffers and os.File reach the socket only through
+// Write too (Conn lends neither the TCPConn's writev nor, through
+// SyscallConn, its internal descriptor, for sendfile). Every other
+// exported method of *net.TCPConn is passed on to it. A deadline
+// beyond the range of time.Duration never expires, as on net.TCPConn.
 package sockio
