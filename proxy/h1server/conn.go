@@ -65,6 +65,14 @@ type conn struct {
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
 
+	// The connection's current request context, ended by the one
+	// context.AfterFunc on ctx (stopReqWatch; see watchConnEnd), and
+	// context.WithoutCancel(ctx), from which request contexts take their
+	// values; both made at the first request.
+	curReq       atomic.Pointer[requestCtx]
+	stopReqWatch func() bool
+	valCtx       context.Context
+
 	cr       connReader
 	br       *bufio.Reader
 	bw       *bufio.Writer
@@ -95,13 +103,13 @@ type conn struct {
 	// Client-gone watch state (see watchFired); guarded by wmu.
 	timer       *time.Timer
 	wmu         sync.Mutex
-	wArmed      bool // a handler is running
-	wFired      bool // the request has run for watchDelay
-	wBodyDone   bool // the request body is fully read (or there is none)
-	wPipelined  bool // bytes of a next request were buffered at the body's end
-	wRunning    bool // the watcher read is in progress
-	wAborted    bool // the watcher read was ended on purpose
-	wCancel     context.CancelFunc
+	wArmed      bool        // a handler is running
+	wFired      bool        // the request has run for watchDelay
+	wBodyDone   bool        // the request body is fully read (or there is none)
+	wPipelined  bool        // bytes of a next request were buffered at the body's end
+	wRunning    bool        // the watcher read is in progress
+	wAborted    bool        // the watcher read was ended on purpose
+	wReq        *requestCtx // the running request's context, cancelled when the client goes
 	wDone       chan struct{}
 	wConnClosed bool // the client went away (watcher EOF, failed write)
 }
@@ -165,11 +173,11 @@ func (cw connWriter) Write(p []byte) (int, error) {
 	if err != nil {
 		c := cw.c
 		c.wmu.Lock()
-		cancel := c.wCancel
+		rc := c.wReq
 		c.wConnClosed = true
 		c.wmu.Unlock()
-		if cancel != nil {
-			cancel()
+		if rc != nil {
+			rc.cancel()
 		}
 	}
 	return n, err
@@ -196,6 +204,11 @@ func (c *conn) serve() {
 			buf = buf[:runtime.Stack(buf, false)]
 			s.logf("h1server: panic serving "+c.remote+": "+string(buf), nil)
 			keepBufs = false
+		}
+		if c.stopReqWatch != nil {
+			// The last request's context has ended: nothing is left
+			// for the AfterFunc to do but start a goroutine.
+			c.stopReqWatch()
 		}
 		c.cancel()
 		if c.timer != nil {
@@ -338,7 +351,8 @@ func (c *conn) serveRequest(w *response) (keep bool) {
 	c.rdMu.Unlock()
 	c.armWatch(w)
 	defer func() {
-		w.cancel()
+		w.ctx.cancel()
+		c.curReq.Store(nil)
 		if p := recover(); p != nil {
 			w.handlerDone.Store(true)
 			c.endHandlerDeadline()
@@ -402,6 +416,35 @@ func (c *conn) endHandlerDeadline() {
 	}
 }
 
+// watchConnEnd makes rc the connection's current request context. A
+// request context is not a child of the connection's context (that
+// would cost a children map entry and, with a transport watching it,
+// a map of its own per request): one context.AfterFunc on the
+// connection's context, registered at the first request, ends whichever
+// request context is current then. A request context made after the
+// connection's context ended starts ended.
+func (c *conn) watchConnEnd(rc *requestCtx) {
+	if c.stopReqWatch == nil {
+		c.valCtx = context.WithoutCancel(c.ctx)
+		c.stopReqWatch = context.AfterFunc(c.ctx, c.connEnded)
+	}
+	rc.c = c
+	c.curReq.Store(rc)
+	// After the store: either the AfterFunc, which runs after c.ctx's
+	// error is set, finds rc current, or this sees the error.
+	if c.ctx.Err() != nil {
+		rc.endWithConn()
+	}
+}
+
+// connEnded runs, in its own goroutine, when the connection's context
+// ends.
+func (c *conn) connEnded() {
+	if rc := c.curReq.Load(); rc != nil {
+		rc.endWithConn()
+	}
+}
+
 // Client-gone detection. net/http starts a background read on every
 // request to notice a client that closes its connection while the
 // handler runs; that costs a goroutine, an extra read system call
@@ -420,7 +463,7 @@ func (c *conn) armWatch(w *response) {
 	}
 	c.wmu.Lock()
 	c.wArmed, c.wFired, c.wRunning, c.wAborted = true, false, false, false
-	c.wCancel = w.cancel
+	c.wReq = &w.ctx
 	c.wBodyDone = w.body == nil
 	c.wPipelined = c.br.Buffered() > 0
 	c.wmu.Unlock()
@@ -464,7 +507,7 @@ func (c *conn) bodyDone(pipelined bool) {
 
 func (c *conn) watchRead() {
 	n, err := c.rwc.Read(c.cr.byteBuf[:])
-	var cancel context.CancelFunc
+	var cancel *requestCtx
 	c.wmu.Lock()
 	switch {
 	case n > 0:
@@ -474,13 +517,13 @@ func (c *conn) watchRead() {
 		// watch just ends, and the connection stays usable.)
 		c.cr.err = err
 		c.wConnClosed = true
-		cancel = c.wCancel
+		cancel = c.wReq
 	}
 	c.wRunning = false
 	done := c.wDone
 	c.wmu.Unlock()
 	if cancel != nil {
-		cancel()
+		cancel.cancel()
 	}
 	close(done)
 }

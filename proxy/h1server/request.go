@@ -3,7 +3,6 @@ package h1server
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"io"
 	"net/http"
@@ -184,13 +183,15 @@ func (c *conn) readRequest() (*response, error) {
 		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
 		w.h2cSettings = settings
 		w.req = r.WithContext(c.ctx)
-		w.cancel = func() {}
 		return w, nil
 	}
 
-	var ctx context.Context
-	ctx, w.cancel = context.WithCancel(c.ctx)
-	w.req = r.WithContext(ctx)
+	c.watchConnEnd(&w.ctx)
+	// WithContext is inlined and its copy, dereferenced at once, stays
+	// on the stack: the request lives inside the response, one
+	// allocation for both.
+	w.reqv = *r.WithContext(&w.ctx)
+	w.req = &w.reqv
 	if w.body != nil {
 		w.body.w = w
 	}

@@ -2,7 +2,6 @@ package h1server
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -24,9 +23,12 @@ import (
 // write; a longer or flushed body is sent chunked (HTTP/1.1) or
 // delimited by the connection's close (HTTP/1.0).
 type response struct {
-	c      *conn
-	req    *http.Request
-	cancel context.CancelFunc
+	c   *conn
+	req *http.Request // &reqv, or for an h2c upgrade one of its own
+	// ctx is the request's context (unused for an h2c upgrade, whose
+	// request lives on the connection's context).
+	ctx    requestCtx
+	reqv   http.Request
 	body   *body // nil: no request body
 	header http.Header
 
