@@ -43,10 +43,14 @@ type conn struct {
 	idleGen uint64
 
 	// cancelFn is c.cancel, bound once so that registering it with
-	// context.AfterFunc allocates no closure per request.
+	// context.AfterFunc or an endWatcher allocates no closure per request.
 	cancelFn func()
 	// stop unregisters the AfterFunc of the current exchange, if any.
 	stop func() bool
+	// ew and ewToken are the current exchange's endWatcher registration,
+	// used instead of stop when its context has one.
+	ew      endWatcher
+	ewToken uint64
 	// cancelled is set by the AfterFunc before it moves the deadline;
 	// deadline changes check it afterwards (see setReadDeadline).
 	cancelled atomic.Bool
@@ -136,10 +140,31 @@ func (c *conn) cancel() {
 	_ = c.nc.SetDeadline(aLongTimeAgo)
 }
 
+// endWatcher is a context that can run a function at its end without
+// the allocations of context.AfterFunc (an afterFuncCtx, and on a
+// cancelCtx a children map and the Done channel): h1server's request
+// contexts have it, found by this method set so that neither package
+// imports the other.
+//
+// WatchEnd registers f, which runs at most once, when the context ends:
+// synchronously on the goroutine that ends it, or on WatchEnd's caller's
+// if it has ended already. StopWatch unregisters it and reports whether
+// it did so before f ran; false means f has run, is running or is about
+// to run. c.cancel suits the synchronous call: it sets a flag and moves
+// the connection's deadline, and never blocks.
+type endWatcher interface {
+	WatchEnd(f func()) (token uint64)
+	StopWatch(token uint64) bool
+}
+
 // watch arranges for ctx to cancel the exchange.
 func (c *conn) watch(ctx context.Context) {
+	c.stop, c.ew = nil, nil
+	if ew, ok := ctx.(endWatcher); ok {
+		c.ew, c.ewToken = ew, ew.WatchEnd(c.cancelFn)
+		return
+	}
 	if ctx.Done() == nil {
-		c.stop = nil
 		return
 	}
 	c.stop = context.AfterFunc(ctx, c.cancelFn)
@@ -148,11 +173,15 @@ func (c *conn) watch(ctx context.Context) {
 // unwatch ends the watch; false means cancel ran or is running, so the
 // connection may not be reused.
 func (c *conn) unwatch() bool {
-	if c.stop == nil {
-		return !c.cancelled.Load()
+	ok := true
+	switch {
+	case c.ew != nil:
+		ok = c.ew.StopWatch(c.ewToken)
+		c.ew = nil
+	case c.stop != nil:
+		ok = c.stop()
+		c.stop = nil
 	}
-	ok := c.stop()
-	c.stop = nil
 	return ok && !c.cancelled.Load()
 }
 
