@@ -135,3 +135,44 @@ func TestCloseReadEndsWaitingRead(t *testing.T) {
 		}
 	})
 }
+
+// The timer of a side stays armed after a wait that ended before it; the
+// next wait must still time out at its own deadline, earlier or later.
+func TestDeadlineAfterAWaitThatEndedEarly(t *testing.T) {
+	c, s := pair(t, Wrap)
+	buf := make([]byte, 8)
+	// A wait with a far deadline, ended by data: the timer stays armed
+	// for an hour from now.
+	c.SetReadDeadline(time.Now().Add(time.Hour))
+	go s.Write([]byte("x"))
+	if _, err := blockedRead(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	// A nearer deadline must fire at its time, not in an hour.
+	start := time.Now()
+	c.SetReadDeadline(start.Add(50 * time.Millisecond))
+	if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read = %v, want a timeout", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("the 50ms deadline fired after %v", el)
+	}
+	// The timer was armed for the 50ms deadline and fired; a wait ended
+	// early by data leaves one armed for 100ms; a later deadline of 300ms
+	// must not fire when that one does.
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	go s.Write([]byte("y"))
+	if _, err := blockedRead(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	c.SetReadDeadline(start.Add(300 * time.Millisecond))
+	_, err := c.Read(buf)
+	el := time.Since(start)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read = %v, want a timeout", err)
+	}
+	if el < 300*time.Millisecond {
+		t.Fatalf("the 300ms deadline fired after %v", el)
+	}
+}

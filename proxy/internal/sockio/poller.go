@@ -4,6 +4,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // poller is an epoll instance of its own, nested in Go's network poller:
@@ -108,6 +109,12 @@ func newPoller() (*poller, error) {
 	}
 	// Non-blocking, so Go's poller watches it.
 	f := os.NewFile(uintptr(epfd), "sockio-epoll")
+	// A file Go's poller does not watch refuses deadlines; the poller
+	// could then never wait for its events.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		f.Close()
+		return nil, err
+	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()

@@ -46,9 +46,10 @@ type side struct {
 	// read that returned less than asked may have left an end of stream
 	// or an error behind it, of which no new event will tell.
 	hup      atomic.Bool
-	wake     chan struct{} // capacity 1: a pending wake-up is never lost
-	deadline atomic.Int64  // monotonic nanoseconds (see mono); 0: none
-	timer    *time.Timer   // wakes a waiter at its deadline; under mu
+	wake     chan struct{}              // capacity 1: a pending wake-up is never lost
+	deadline atomic.Int64               // monotonic nanoseconds (see mono); 0: none
+	timer    atomic.Pointer[time.Timer] // wakes a waiter at its deadline; set under mu
+	timerAt  atomic.Int64               // when timer fires (mono); 0: not armed
 	buf      []byte
 	n        int
 	errno    syscall.Errno
@@ -117,6 +118,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 		case err != nil:
 			return 0, c.opError("read", err)
 		case errno == syscall.EAGAIN:
+			// Nothing to read after all, not even an end of stream: a
+			// hup that would make the next wait return at once must
+			// not turn this into a busy loop; what comes later brings
+			// its own event.
+			s.hup.Store(false)
 			continue
 		case errno != 0:
 			s.ready.Store(true) // the error stays; the next read sees it
@@ -212,30 +218,54 @@ func (c *Conn) check(s *side) error {
 
 // wait returns once side s may be ready, or why it cannot be waited on.
 func (c *Conn) wait(s *side) error {
-	armed := false
-	defer func() {
-		if armed {
-			s.timer.Stop()
-		}
-	}()
 	for {
 		if err := c.check(s); err != nil {
+			if c.closed.Load() {
+				s.disarm()
+			}
 			return err
 		}
 		if s.ready.Load() || s.hup.Load() {
 			return nil
 		}
 		if dl := s.deadline.Load(); dl != 0 {
-			d := time.Duration(dl - mono())
-			if s.timer == nil {
-				s.timer = time.AfterFunc(d, s.signal)
-			} else {
-				s.timer.Reset(d)
-			}
-			armed = true
+			s.arm(dl)
 		}
 		<-s.wake
 	}
+}
+
+// arm makes sure the timer fires by dl. A timer armed for an earlier
+// time is left as it is: when it fires, the waiter finds its deadline
+// still ahead and arms it again. A new deadline per request, later than
+// the last, so costs no timer change per wait, and a wait that ends
+// before the timer leaves it armed.
+func (s *side) arm(dl int64) {
+	if at := s.timerAt.Load(); at != 0 && at <= dl {
+		return
+	}
+	s.timerAt.Store(dl)
+	d := time.Duration(dl - mono())
+	if t := s.timer.Load(); t != nil {
+		t.Reset(d)
+	} else {
+		s.timer.Store(time.AfterFunc(d, s.fire))
+	}
+}
+
+// disarm stops the timer, so that a closed connection is not kept
+// reachable by it until its deadline.
+func (s *side) disarm() {
+	if t := s.timer.Load(); t != nil {
+		t.Stop()
+	}
+}
+
+// fire runs on the timer's goroutine: the timer is no longer armed, and
+// a waiter (if any) looks at its deadline again.
+func (s *side) fire() {
+	s.timerAt.Store(0)
+	s.signal()
 }
 
 // SetDeadline sets both deadlines; see net.Conn.
@@ -275,6 +305,8 @@ func (c *Conn) Close() error {
 	}
 	c.r.signal()
 	c.w.signal()
+	c.r.disarm()
+	c.w.disarm()
 	c.pl.remove(c)
 	return c.TCPConn.Close()
 }
