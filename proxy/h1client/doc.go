@@ -45,9 +45,15 @@
 //     Content-Length: 0) gives its connection back before RoundTrip
 //     returns, with http.NoBody as its Body.
 //   - Cancellation is context.AfterFunc on the request's context (for
-//     RoundTripHooks, the context it is given): it moves the connection's
-//     deadline into the past, which ends any blocked read or write at
-//     once, for the head and for the body read after RoundTrip returned. A connection whose AfterFunc fired is closed, never reused.
+//     RoundTripHooks, the context it is given), or, when the context has
+//     them, its WatchEnd and StopWatch methods (h1server's request
+//     contexts do), which cost no allocation: the function runs
+//     synchronously on the goroutine that ends the context, which it
+//     never blocks. Either moves the connection's deadline into the
+//     past, which ends any blocked read or write at once, for the head
+//     and for the body read after RoundTrip returned. A connection whose
+//     cancellation fired (or may be firing: the stop reported false) is
+//     closed, never reused.
 //     Errors caused by the context wrap context.Cause of it. A deadline
 //     given to RoundTripHooks is the connection's deadline for the
 //     exchange and its body, cleared before the connection goes idle;

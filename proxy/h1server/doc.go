@@ -73,6 +73,32 @@
 // Requests shorter than that cost a timer reset and stop. A write to the
 // client that fails also cancels the context at once.
 //
+// # Request contexts
+//
+// A request's context is not context.WithCancel of its connection's
+// context but a type of the server's own, held inside the request's
+// ResponseWriter (which also holds the Request: no context or Request
+// copy is allocated per request). It behaves as that cancelCtx would:
+// it ends with context.Canceled when the handler returns or the client
+// goes away, and with the connection context's error (and
+// context.Cause) when that ends (Close, BaseContext, the connection's
+// close), through one context.AfterFunc per connection rather than a
+// child per request; its values and deadline are the connection
+// context's, and its Done channel is made only when asked for. It has
+// an AfterFunc method, so context.AfterFunc, WithCancel, WithDeadline
+// and the like on it need no goroutine or children map, and a
+// registration that allocates nothing for transports:
+//
+//	WatchEnd(f func()) (token uint64)
+//	StopWatch(token uint64) bool
+//
+// f runs at most once, synchronously on the goroutine that ends the
+// context (or on WatchEnd's caller's if it has ended), so it must not
+// block; StopWatch reports whether it unregistered f before it ran
+// (false: f ran, is running or is about to). Package h1client uses it,
+// found by its method set. A request context, like the Request, keeps
+// its ResponseWriter reachable while anything holds it.
+//
 // # HTTP/2
 //
 // With H2 set, a connection that opens with the HTTP/2 client preface,
