@@ -118,11 +118,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 		case err != nil:
 			return 0, c.opError("read", err)
 		case errno == syscall.EAGAIN:
-			// Nothing to read after all, not even an end of stream: a
-			// hup that would make the next wait return at once must
-			// not turn this into a busy loop; what comes later brings
-			// its own event.
-			s.hup.Store(false)
+			// hup is never cleared here: the poller may have set it
+			// between this read and now, for an end of stream that
+			// brings no further event. (A TCP socket with hup set
+			// returns the end or an error, not EAGAIN, so this does not
+			// spin.)
 			continue
 		case errno != 0:
 			s.ready.Store(true) // the error stays; the next read sees it
