@@ -70,23 +70,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 // that does almost nothing (reads to the end of each request head and
 // writes a canned response), so that cpu-ns/op is mostly the client's.
 func BenchmarkRoundTripCannedServer(b *testing.B) {
-	const canned = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Fri, 27 Nov 2026 07:00:00 GMT\r\nContent-Length: 16\r\n\r\nhello, outrigger"
-	rs := startRaw(b, func(c net.Conn, br *bufio.Reader, _ int) {
-		for {
-			for {
-				line, err := br.ReadSlice('\n')
-				if err != nil {
-					return
-				}
-				if len(line) == 2 {
-					break
-				}
-			}
-			if _, err := io.WriteString(c, canned); err != nil {
-				return
-			}
-		}
-	})
+	rs := startCanned(b)
 	for _, c := range []struct {
 		name string
 		rt   http.RoundTripper
@@ -122,4 +106,28 @@ func BenchmarkRoundTripCannedServer(b *testing.B) {
 			ci.CloseIdleConnections()
 		}
 	}
+}
+
+// cannedResponse is what startCanned's server answers to every request.
+const cannedResponse = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Fri, 27 Nov 2026 07:00:00 GMT\r\nContent-Length: 16\r\n\r\nhello, outrigger"
+
+// startCanned starts a server that does almost nothing: it reads to the
+// end of each request head and writes cannedResponse.
+func startCanned(b *testing.B) *rawServer {
+	return startRaw(b, func(c net.Conn, br *bufio.Reader, _ int) {
+		for {
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if len(line) == 2 {
+					break
+				}
+			}
+			if _, err := io.WriteString(c, cannedResponse); err != nil {
+				return
+			}
+		}
+	})
 }

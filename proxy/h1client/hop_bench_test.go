@@ -20,23 +20,7 @@ import (
 // server makes per request and the transport's watch of it are part of
 // it.
 func BenchmarkHop(b *testing.B) {
-	const canned = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Fri, 27 Nov 2026 07:00:00 GMT\r\nContent-Length: 16\r\n\r\nhello, outrigger"
-	up := startRaw(b, func(c net.Conn, br *bufio.Reader, _ int) {
-		for {
-			for {
-				line, err := br.ReadSlice('\n')
-				if err != nil {
-					return
-				}
-				if len(line) == 2 {
-					break
-				}
-			}
-			if _, err := io.WriteString(c, canned); err != nil {
-				return
-			}
-		}
-	})
+	up := startCanned(b)
 	tr := newTransport(b)
 	upURL := "http://" + up.addr + "/"
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -104,21 +104,7 @@ func TestMoreEventsThanOneBatch(t *testing.T) {
 // which epoll refuses) is returned unwrapped, and the poller goes on
 // serving the others.
 func TestWrapFailureLeavesThePollerWorking(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := ln.Accept()
-	if err != nil {
-		raw.Close()
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	raw, peer := pair(t, func(c net.Conn) net.Conn { return c })
 	first := Wrap(raw)
 	defer first.Close()
 	again := make(chan net.Conn, 1)
