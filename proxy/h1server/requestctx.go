@@ -40,8 +40,8 @@ type requestCtx struct {
 	// this lives in holds c anyway.)
 	c *conn
 
-	// state is live, endedSelf or endedConn; set under mu after done is
-	// closed, so that a non-nil Err implies a closed Done.
+	// state is live, endedSelf or endedConn; set under mu just before
+	// done is closed (see end and Err).
 	state atomic.Uint32
 	// next is the last token handed out (guarded by mu); tokens start
 	// at 1, 0 is never registered.
@@ -97,9 +97,14 @@ func (r *requestCtx) Done() <-chan struct{} {
 }
 
 func (r *requestCtx) Err() error {
-	switch r.state.Load() {
-	case live:
+	st := r.state.Load()
+	if st == live {
 		return nil
+	}
+	// An end in progress holds mu until Done is closed.
+	r.mu.Lock()
+	r.mu.Unlock()
+	switch st {
 	case endedSelf:
 		return context.Canceled
 	default:
@@ -131,12 +136,15 @@ func (r *requestCtx) end(how uint32) {
 	if how == endedConn {
 		r.connErr = r.c.ctx.Err()
 	}
+	// The state first: whoever sees Done closed must find Err non-nil.
+	// Err waits for mu before it reports an end, so nobody finds Err
+	// non-nil while Done is still open either.
+	r.state.Store(how)
 	if d := r.done.Load(); d != nil {
 		close(d.(chan struct{}))
 	} else {
 		r.done.Store(closedChan)
 	}
-	r.state.Store(how)
 	slots := r.slots
 	r.slots = [len(r.slots)]endFunc{}
 	more := r.more

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -398,4 +399,47 @@ func (r *requestCtx) registered() int {
 		}
 	}
 	return n
+}
+
+// A goroutine woken by Done must find Err non-nil, and Err must stay
+// nil until Done is closed: the context package's contract, which the
+// handler's client-gone check relies on.
+func TestRequestContextErrAgreesWithDone(t *testing.T) {
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; i < 2000 && time.Now().Before(deadline); i++ {
+		ctx, cancelConn := context.WithCancel(context.Background())
+		c := &conn{ctx: ctx, valCtx: context.WithoutCancel(ctx)}
+		rc := &requestCtx{c: c}
+		done := rc.Done()
+		woke := make(chan error, 1)
+		go func() {
+			<-done
+			woke <- rc.Err()
+		}()
+		early := make(chan error, 1)
+		go func() {
+			// Err before Done is closed must be nil.
+			for {
+				err := rc.Err()
+				closed := isClosed(done)
+				if err != nil && !closed {
+					early <- err
+					return
+				}
+				if closed {
+					early <- nil
+					return
+				}
+				runtime.Gosched()
+			}
+		}()
+		rc.cancel()
+		if err := <-woke; err != context.Canceled {
+			t.Fatalf("iteration %d: Err after Done = %v, want context.Canceled", i, err)
+		}
+		if err := <-early; err != nil {
+			t.Fatalf("iteration %d: Err = %v while Done was open", i, err)
+		}
+		cancelConn()
+	}
 }
