@@ -44,8 +44,10 @@ type requestCtx struct {
 	// done is closed (see end and Err).
 	state atomic.Uint32
 	// next is the last token handed out (guarded by mu); tokens start
-	// at 1, 0 is never registered.
-	next uint32
+	// at 1, 0 is never registered. 64 bits, so that it never comes back
+	// around to a token still registered (nor to 0), however many
+	// functions a long-lived request registers and stops.
+	next uint64
 	done atomic.Value // chan struct{}, made on demand
 
 	mu      sync.Mutex
@@ -180,7 +182,7 @@ func (r *requestCtx) register(f func(), async bool) uint64 {
 		return 0
 	}
 	r.next++
-	e := endFunc{f: f, token: uint64(r.next), async: async}
+	e := endFunc{f: f, token: r.next, async: async}
 	placed := false
 	for i := range r.slots {
 		if r.slots[i].f == nil {

@@ -3,6 +3,7 @@ package h1server
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"runtime"
@@ -441,5 +442,31 @@ func TestRequestContextErrAgreesWithDone(t *testing.T) {
 			t.Fatalf("iteration %d: Err = %v while Done was open", i, err)
 		}
 		cancelConn()
+	}
+}
+
+// Tokens never repeat within a request, however many functions come and
+// go (a long-lived stream may make a context.WithTimeout child per
+// message): one that came back around to an earlier, still registered
+// token would make StopWatch or a child's stop remove that earlier
+// function, which then never ran at the end, and a token of 0 would be
+// one no stop could remove. (The counter is set forward here rather
+// than run through 2^32 registrations.)
+func TestRequestContextTokensDoNotWrap(t *testing.T) {
+	rc, _ := testReqCtx(t)
+	var first, late, last atomic.Int32
+	tFirst := rc.WatchEnd(func() { first.Add(1) }) // stays registered
+	rc.next = math.MaxUint32 - 1
+	tLate := rc.WatchEnd(func() { late.Add(1) })
+	tLast := rc.WatchEnd(func() { last.Add(1) })
+	if tLate == 0 || tLast == 0 || tLate == tFirst || tLast == tFirst || tLate == tLast {
+		t.Fatalf("tokens %d, %d, %d: a zero or a repeat", tFirst, tLate, tLast)
+	}
+	if !rc.StopWatch(tLate) || !rc.StopWatch(tLast) {
+		t.Fatal("StopWatch of a registered function reported false")
+	}
+	rc.cancel()
+	if first.Load() != 1 || late.Load() != 0 || last.Load() != 0 {
+		t.Fatalf("ran: first %d, stopped %d and %d (want 1, 0, 0)", first.Load(), late.Load(), last.Load())
 	}
 }
