@@ -470,3 +470,74 @@ func TestRequestContextTokensDoNotWrap(t *testing.T) {
 		t.Fatalf("ran: first %d, stopped %d and %d (want 1, 0, 0)", first.Load(), late.Load(), last.Load())
 	}
 }
+
+// Pipelined requests on one connection, each with a context of its own:
+// the first's has ended (by itself) before the second's handler runs and
+// keeps context.Canceled as its cause when the connection later ends
+// with another; the second's ends with the connection's cause, and so
+// do children made on top of it through context.WithValue;
+// context.WithoutCancel on it stays live with its values; a context
+// retained past its handler still runs context.AfterFunc and ends new
+// children at once.
+func TestPipelinedRequestContexts(t *testing.T) {
+	type key struct{}
+	base, cancelBase := context.WithCancelCause(context.WithValue(context.Background(), key{}, "base"))
+	defer cancelBase(nil)
+	connCause := errors.New("base context ended")
+	type result struct {
+		err, cause, childErr, childCause error
+		detachedErr                      error
+		detachedVal                      any
+	}
+	first := make(chan context.Context, 1)
+	running := make(chan struct{}, 1)
+	results := make(chan result, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/a" {
+			first <- r.Context()
+			return
+		}
+		child, cancel := context.WithCancel(context.WithValue(r.Context(), key{}, "child"))
+		defer cancel()
+		detached := context.WithoutCancel(r.Context())
+		running <- struct{}{}
+		<-r.Context().Done()
+		<-child.Done()
+		results <- result{
+			err: r.Context().Err(), cause: context.Cause(r.Context()),
+			childErr: child.Err(), childCause: context.Cause(child),
+			detachedErr: detached.Err(), detachedVal: detached.Value(key{}),
+		}
+	}), func(s *Server) { s.BaseContext = base })
+	c := dial(t, ts.addr)
+	c.send(t, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	a := within(t, 5*time.Second, "the first request", first)
+	within(t, 5*time.Second, "the second request", running)
+	if a.Err() != context.Canceled || !isClosed(a.Done()) {
+		t.Fatalf("first request's context while the second runs: %v", a.Err())
+	}
+	cancelBase(connCause)
+	res := within(t, 5*time.Second, "the second request's end", results)
+	if res.err != context.Canceled || res.cause != connCause {
+		t.Fatalf("second request: err %v, cause %v; want context.Canceled, %v", res.err, res.cause, connCause)
+	}
+	if res.childErr != context.Canceled || res.childCause != connCause {
+		t.Fatalf("its child: err %v, cause %v", res.childErr, res.childCause)
+	}
+	if res.detachedErr != nil || res.detachedVal != "base" {
+		t.Fatalf("WithoutCancel on it: err %v, value %v", res.detachedErr, res.detachedVal)
+	}
+	if a.Err() != context.Canceled || context.Cause(a) != context.Canceled || a.Value(key{}) != "base" {
+		t.Fatalf("first request after the connection's end: err %v, cause %v, value %v", a.Err(), context.Cause(a), a.Value(key{}))
+	}
+	ran := make(chan struct{})
+	if context.AfterFunc(a, func() { close(ran) })() {
+		t.Fatal("stop of an AfterFunc on an ended context reported true")
+	}
+	within(t, 5*time.Second, "AfterFunc on a retained context", ran)
+	late, cancel := context.WithTimeout(a, time.Hour)
+	defer cancel()
+	if late.Err() != context.Canceled || context.Cause(late) != context.Canceled {
+		t.Fatalf("child of a retained context: err %v, cause %v", late.Err(), context.Cause(late))
+	}
+}
