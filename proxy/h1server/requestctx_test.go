@@ -541,3 +541,71 @@ func TestPipelinedRequestContexts(t *testing.T) {
 		t.Fatalf("child of a retained context: err %v, cause %v", late.Err(), context.Cause(late))
 	}
 }
+
+// AfterFunc's stop racing with the end, directly and through
+// context.AfterFunc and a child's cancel: a stop that reports true kept
+// its function from ever running; one that reports false leaves it to
+// run exactly once.
+func TestRequestContextAfterFuncStopRacesTheEnd(t *testing.T) {
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; i < 1000 && time.Now().Before(deadline); i++ {
+		ctx, cancelConn := context.WithCancel(context.Background())
+		c := &conn{ctx: ctx, valCtx: context.WithoutCancel(ctx)}
+		rc := &requestCtx{c: c}
+		const n = 4
+		var ran [n]atomic.Int32
+		var wg sync.WaitGroup // the functions that will run
+		stops := make([]func() bool, n)
+		wg.Add(n)
+		for j := range n {
+			f := func() { ran[j].Add(1); wg.Done() }
+			if j%2 == 0 {
+				stops[j] = rc.AfterFunc(f)
+			} else {
+				stops[j] = context.AfterFunc(rc, f)
+			}
+		}
+		child, cancelChild := context.WithCancel(rc)
+		var stopped [n]bool
+		var race sync.WaitGroup
+		race.Add(2)
+		go func() {
+			defer race.Done()
+			for j := range stops {
+				stopped[j] = stops[j]()
+			}
+			cancelChild()
+		}()
+		go func() {
+			defer race.Done()
+			if i%2 == 0 {
+				rc.cancel()
+			} else {
+				cancelConn()
+				rc.endWithConn()
+			}
+		}()
+		race.Wait()
+		for j := range n {
+			if stopped[j] {
+				wg.Done()
+			}
+		}
+		waitDone := make(chan struct{})
+		go func() { wg.Wait(); close(waitDone) }()
+		within(t, 5*time.Second, "the functions not stopped", waitDone)
+		for j := range n {
+			want := int32(1)
+			if stopped[j] {
+				want = 0
+			}
+			if got := ran[j].Load(); got != want {
+				t.Fatalf("iteration %d, function %d: stop reported %v, ran %d times", i, j, stopped[j], got)
+			}
+		}
+		if child.Err() == nil || rc.registered() != 0 {
+			t.Fatalf("iteration %d: child err %v, %d functions left registered", i, child.Err(), rc.registered())
+		}
+		cancelConn()
+	}
+}
