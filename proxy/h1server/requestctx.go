@@ -43,10 +43,11 @@ type requestCtx struct {
 	// state is live, endedSelf or endedConn; set under mu just before
 	// done is closed (see end and Err).
 	state atomic.Uint32
-	// next is the last token handed out (guarded by mu); tokens start
-	// at 1, 0 is never registered. 64 bits, so that it never comes back
-	// around to a token still registered (nor to 0), however many
-	// functions a long-lived request registers and stops.
+	// next is the last token handed out, less its async bit (guarded
+	// by mu); it goes up by 2 from 0, so 0 is never registered. 64
+	// bits, so that it never comes back around to a token still
+	// registered (nor to 0), however many functions a long-lived
+	// request registers and stops.
 	next uint64
 	done atomic.Value // chan struct{}, made on demand
 
@@ -64,12 +65,18 @@ const (
 	endedConn
 )
 
-// endFunc is a function to run when a requestCtx ends.
+// endFunc is a function to run when a requestCtx ends. The token's low
+// bit is set for AfterFunc's functions, which run in their own
+// goroutine (a bool of its own would grow the response, in which the
+// context lives, into the next allocation size class).
 type endFunc struct {
 	f     func()
 	token uint64
-	async bool // AfterFunc: f runs in its own goroutine
 }
+
+const asyncBit = 1
+
+func (e endFunc) async() bool { return e.token&asyncBit != 0 }
 
 // closedChan is the Done channel of a context that ended before anyone
 // asked for one.
@@ -164,7 +171,7 @@ func (r *requestCtx) end(how uint32) {
 func (e endFunc) run() {
 	switch {
 	case e.f == nil:
-	case e.async:
+	case e.async():
 		go e.f()
 	default:
 		e.f()
@@ -175,14 +182,18 @@ func (e endFunc) run() {
 // already, f runs now (in its own goroutine when async) and the token is
 // 0, which stops nothing.
 func (r *requestCtx) register(f func(), async bool) uint64 {
+	var bit uint64
+	if async {
+		bit = asyncBit
+	}
 	r.mu.Lock()
 	if r.state.Load() != live {
 		r.mu.Unlock()
-		endFunc{f: f, async: async}.run()
+		endFunc{f: f, token: bit}.run()
 		return 0
 	}
-	r.next++
-	e := endFunc{f: f, token: r.next, async: async}
+	r.next += 2
+	e := endFunc{f: f, token: r.next | bit}
 	placed := false
 	for i := range r.slots {
 		if r.slots[i].f == nil {
