@@ -43,15 +43,14 @@ type requestCtx struct {
 	// state is live, endedSelf or endedConn; set under mu just before
 	// done is closed (see end and Err).
 	state atomic.Uint32
-	// next is the last token handed out, less its async bit (guarded
-	// by mu); it goes up by 2 from 0, so 0 is never registered. 64
-	// bits, so that it never comes back around to a token still
-	// registered (nor to 0), however many functions a long-lived
-	// request registers and stops.
-	next uint64
-	done atomic.Value // chan struct{}, made on demand
+	done  atomic.Value // chan struct{}, made on demand
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// next is the last token handed out, less its async bit; it goes
+	// up by 2 from 0, so 0 is never registered. 64 bits, so that it
+	// never comes back around to a token still registered (nor to 0),
+	// however many functions a long-lived request registers and stops.
+	next    uint64
 	connErr error // c.ctx.Err() at the end, for endedConn; set before state
 	// slots hold the functions to run at the end: a transport's watch
 	// and a route deadline's child fit; more holds the rest.
