@@ -30,11 +30,6 @@ type Conn struct {
 	closed  atomic.Bool
 
 	r, w side
-
-	// The callbacks passed to rc.Control, allocated once per connection;
-	// buf, n and errno of each side are their arguments and results.
-	readFn  func(uintptr)
-	writeFn func(uintptr)
 }
 
 // side is the state of one direction: whether the socket may be ready,
@@ -50,9 +45,45 @@ type side struct {
 	deadline atomic.Int64               // monotonic nanoseconds (see mono); 0: none
 	timer    atomic.Pointer[time.Timer] // wakes a waiter at its deadline; set under mu
 	timerAt  atomic.Int64               // when timer fires (mono); 0: not armed
-	buf      []byte
-	n        int
-	errno    syscall.Errno
+
+	// The system call of the side (sysRead, sysWrite) and fn, the
+	// callback passed to RawConn.Control, bound once per connection; buf,
+	// n and errno are its argument and results.
+	sys   func(fd uintptr, p []byte) (int, syscall.Errno)
+	fn    func(fd uintptr)
+	buf   []byte
+	n     int
+	errno syscall.Errno
+}
+
+// init readies a side whose system call is sys. Nothing is known of the
+// socket yet, so it counts as ready: it is tried before any wait.
+func (s *side) init(sys func(uintptr, []byte) (int, syscall.Errno)) {
+	s.wake = make(chan struct{}, 1)
+	s.ready.Store(true)
+	s.sys = sys
+	s.fn = s.call
+}
+
+// call is the RawConn.Control callback: one system call on s.buf,
+// retried on EINTR.
+func (s *side) call(fd uintptr) {
+	for {
+		n, errno := s.sys(fd, s.buf)
+		if errno != syscall.EINTR {
+			s.n, s.errno = n, errno
+			return
+		}
+	}
+}
+
+// do makes the side's system call on b through rc.Control, which keeps
+// the descriptor from being closed meanwhile.
+func (s *side) do(rc syscall.RawConn, b []byte) (int, syscall.Errno, error) {
+	s.buf, s.n, s.errno = b, 0, 0
+	err := rc.Control(s.fn)
+	s.buf = nil
+	return s.n, s.errno, err
 }
 
 func (s *side) signal() {
@@ -74,13 +105,8 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	sc := &Conn{TCPConn: tc, rc: rc}
-	sc.r.wake = make(chan struct{}, 1)
-	sc.w.wake = make(chan struct{}, 1)
-	// Nothing is known of the socket yet: try it before waiting.
-	sc.r.ready.Store(true)
-	sc.w.ready.Store(true)
-	sc.readFn = sc.sysRead
-	sc.writeFn = sc.sysWrite
+	sc.r.init(sysRead)
+	sc.w.init(sysWrite)
 	if err := register(sc); err != nil {
 		return c
 	}
@@ -110,10 +136,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return 0, c.opError("read", err)
 		}
 		s.ready.Store(false)
-		s.buf, s.n, s.errno = p, 0, 0
-		err := c.rc.Control(c.readFn)
-		n, errno := s.n, s.errno
-		s.buf = nil
+		n, errno, err := s.do(c.rc, p)
 		switch {
 		case err != nil:
 			return 0, c.opError("read", err)
@@ -135,17 +158,6 @@ func (c *Conn) Read(p []byte) (int, error) {
 			s.ready.Store(true) // there may be more
 		}
 		return n, nil
-	}
-}
-
-func (c *Conn) sysRead(fd uintptr) {
-	for {
-		n, errno := sysRead(fd, c.r.buf)
-		if errno == syscall.EINTR {
-			continue
-		}
-		c.r.n, c.r.errno = n, errno
-		return
 	}
 }
 
@@ -171,10 +183,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		// Cleared before the attempt: a wake-up that comes after a
 		// failed attempt is then never lost.
 		s.ready.Store(false)
-		s.buf, s.n, s.errno = b, 0, 0
-		err := c.rc.Control(c.writeFn)
-		n, errno := s.n, s.errno
-		s.buf = nil
+		n, errno, err := s.do(c.rc, b)
 		nn += n
 		switch {
 		case err != nil:
@@ -190,17 +199,6 @@ func (c *Conn) Write(p []byte) (int, error) {
 		case n == 0:
 			return nn, c.opError("write", io.ErrUnexpectedEOF)
 		}
-	}
-}
-
-func (c *Conn) sysWrite(fd uintptr) {
-	for {
-		n, errno := sysWrite(fd, c.w.buf)
-		if errno == syscall.EINTR {
-			continue
-		}
-		c.w.n, c.w.errno = n, errno
-		return
 	}
 }
 
