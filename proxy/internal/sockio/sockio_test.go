@@ -147,6 +147,21 @@ type result struct {
 
 // checkOpError checks that err has the shape net.TCPConn gives it: a
 // *net.OpError for op naming both ends of c.
+// checkTimeout checks that err is op's deadline error as net.TCPConn
+// shapes it: os.ErrDeadlineExceeded, a net.Error whose Timeout() is true,
+// a *net.OpError naming op and both ends.
+func checkTimeout(t testing.TB, c net.Conn, err error, op string) {
+	t.Helper()
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s = %v, want os.ErrDeadlineExceeded", op, err)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("%s error %v is not a net.Error with Timeout()", op, err)
+	}
+	checkOpError(t, c, err, op)
+}
+
 func checkOpError(t testing.TB, c net.Conn, err error, op string) *net.OpError {
 	t.Helper()
 	var oe *net.OpError
@@ -322,14 +337,7 @@ func TestReadDeadlineExpires(t *testing.T) {
 		if n != 0 {
 			t.Errorf("Read returned %d bytes", n)
 		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("Read = %v, want os.ErrDeadlineExceeded", err)
-		}
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			t.Errorf("Read error %v is not a net.Error with Timeout()", err)
-		}
-		checkOpError(t, c, err, "read")
+		checkTimeout(t, c, err, "read")
 	})
 }
 
@@ -413,14 +421,7 @@ func TestWriteDeadlinePeerNeverReads(t *testing.T) {
 		if n <= 0 || n >= len(buf) {
 			t.Errorf("Write wrote %d of %d bytes, want some but not all", n, len(buf))
 		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("Write = %v, want os.ErrDeadlineExceeded", err)
-		}
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			t.Errorf("Write error %v is not a net.Error with Timeout()", err)
-		}
-		checkOpError(t, c, err, "write")
+		checkTimeout(t, c, err, "write")
 	})
 }
 
