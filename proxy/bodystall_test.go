@@ -67,6 +67,31 @@ func checkStallEnded(t *testing.T, h *harness, su *stallUpstream, elapsed time.D
 	}
 }
 
+// sendStalledH2C POSTs over h2c to path a body that announces cl bytes
+// and stalls after ten, and returns the response (its body read to the
+// end) and how long that took.
+func sendStalledH2C(t *testing.T, h *harness, path string, cl int64, hdr http.Header) (*http.Response, time.Duration) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	defer pw.CloseWithError(errors.New("client done"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", h.url(path), pr)
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.ContentLength = cl
+	go func() { _, _ = pw.Write([]byte("0123456789")) }()
+	start := time.Now()
+	resp, err := h.h2c.Do(req)
+	if err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, time.Since(start)
+}
+
 func TestStalledHTTP1RequestBodyEndsAtRouteTimeout(t *testing.T) {
 	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
 		for _, tc := range []struct{ name, head, part string }{
@@ -111,22 +136,7 @@ func TestStalledH2CRequestBodyEndsAtRouteTimeout(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				h, su := startStallProxy(t, proto)
-				pr, pw := io.Pipe()
-				defer pw.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				req, _ := http.NewRequestWithContext(ctx, "POST", h.url("/"), pr)
-				req.ContentLength = cl
-				go func() { _, _ = pw.Write([]byte("0123456789")) }()
-				start := time.Now()
-				resp, err := h.h2c.Do(req)
-				if err != nil {
-					t.Fatalf("no response: %v", err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				elapsed := time.Since(start)
-				pw.CloseWithError(errors.New("client done"))
+				resp, elapsed := sendStalledH2C(t, h, "/", cl, nil)
 				if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get(hdrError) != "upstream_timeout" {
 					t.Fatalf("got %d %q, want 504 upstream_timeout", resp.StatusCode, resp.Header.Get(hdrError))
 				}
@@ -140,25 +150,11 @@ func TestStalledGRPCRequestBodyEndsAtGRPCDeadline(t *testing.T) {
 	su := &stallUpstream{}
 	up := upstream(t, true, su.handler)
 	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: config.ProtocolHTTP2}))
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "POST", h.url("/pkg.Svc/Call"), pr)
-	req.Header.Set("Content-Type", "application/grpc")
-	req.Header.Set("Te", "trailers")
-	req.Header.Set("Grpc-Timeout", "200m")
-	req.ContentLength = 100
-	go func() { _, _ = pw.Write([]byte("0123456789")) }()
-	start := time.Now()
-	resp, err := h.h2c.Do(req)
-	if err != nil {
-		t.Fatalf("no response: %v", err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	elapsed := time.Since(start)
-	pw.CloseWithError(errors.New("client done"))
+	resp, elapsed := sendStalledH2C(t, h, "/pkg.Svc/Call", 100, http.Header{
+		"Content-Type": {"application/grpc"},
+		"Te":           {"trailers"},
+		"Grpc-Timeout": {"200m"},
+	})
 	if gs := resp.Header.Get("Grpc-Status"); gs != "4" || resp.Header.Get(hdrError) != "upstream_timeout" {
 		t.Fatalf("got %d grpc-status %q %q, want DEADLINE_EXCEEDED upstream_timeout", resp.StatusCode, gs, resp.Header.Get(hdrError))
 	}
