@@ -167,8 +167,6 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 			// The proxy's own timeouts (route, per-try) bound the wait
 			// for headers; the transport adds none.
 			ExpectContinueTimeout: time.Second,
-			WriteBufferSize:       32 << 10,
-			ReadBufferSize:        32 << 10,
 		}
 		p.rt = t
 		p.closeIdle = t.CloseIdleConnections
