@@ -177,11 +177,11 @@ func (p *poller) dispatch(events []syscall.EpollEvent) {
 		}
 		if e&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
 			c.r.ready.Store(true)
-			c.r.signal()
+			c.r.notify()
 		}
 		if e&(syscall.EPOLLOUT|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
 			c.w.ready.Store(true)
-			c.w.signal()
+			c.w.notify()
 		}
 	}
 }

@@ -42,6 +42,15 @@ type side struct {
 	// or an error behind it, of which no new event will tell.
 	hup      atomic.Bool
 	wake     chan struct{}              // capacity 1: a pending wake-up is never lost
+	// waiting is set while a Read or Write may block on wake. Whoever
+	// changes what a waiter looks at (ready, hup, the deadline, the
+	// timer) stores that first and then sends only if waiting is set
+	// (notify); the waiter sets waiting and then looks again before it
+	// blocks. One of the two always sees the other's store, so no
+	// wake-up is lost, and the usual case (nobody waiting: an event or a
+	// new deadline while the connection is busy) costs a load instead of
+	// a channel send.
+	waiting atomic.Bool
 	deadline atomic.Int64               // monotonic nanoseconds (see mono); 0: none
 	timer    atomic.Pointer[time.Timer] // wakes a waiter at its deadline; set under mu
 	timerAt  atomic.Int64               // when timer fires (mono); 0: not armed
@@ -90,6 +99,14 @@ func (s *side) signal() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
+	}
+}
+
+// notify wakes the side's waiter, if there is one, after a change of
+// what it waits for has been stored (see waiting).
+func (s *side) notify() {
+	if s.waiting.Load() {
+		s.signal()
 	}
 }
 
@@ -226,10 +243,22 @@ func (c *Conn) wait(s *side) error {
 		if s.ready.Load() || s.hup.Load() {
 			return nil
 		}
-		if dl := s.deadline.Load(); dl != 0 {
+		dl := s.deadline.Load()
+		if dl != 0 {
 			s.arm(dl)
 		}
+		// Waiting, then a second look at everything a notify follows:
+		// a change stored before the flag is seen here, one stored after
+		// it sees the flag and sends. A timer that fired meanwhile (for
+		// this deadline or an earlier one, see arm) is re-armed.
+		s.waiting.Store(true)
+		if s.ready.Load() || s.hup.Load() || c.closed.Load() ||
+			s.deadline.Load() != dl || dl != 0 && s.timerAt.Load() == 0 {
+			s.waiting.Store(false)
+			continue
+		}
 		<-s.wake
+		s.waiting.Store(false)
 	}
 }
 
@@ -263,7 +292,7 @@ func (s *side) disarm() {
 // a waiter (if any) looks at its deadline again.
 func (s *side) fire() {
 	s.timerAt.Store(0)
-	s.signal()
+	s.notify()
 }
 
 // SetDeadline sets both deadlines; see net.Conn.
@@ -291,7 +320,7 @@ func (c *Conn) setDeadline(s *side, t time.Time) error {
 		dl = monoAt(t)
 	}
 	s.deadline.Store(dl)
-	s.signal()
+	s.notify()
 	return nil
 }
 
