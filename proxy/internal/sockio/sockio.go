@@ -40,8 +40,8 @@ type side struct {
 	// hup is sticky: the peer closed its side, or the socket failed. A
 	// read that returned less than asked may have left an end of stream
 	// or an error behind it, of which no new event will tell.
-	hup      atomic.Bool
-	wake     chan struct{}              // capacity 1: a pending wake-up is never lost
+	hup  atomic.Bool
+	wake chan struct{} // capacity 1: a pending wake-up is never lost
 	// waiting is set while a Read or Write may block on wake. Whoever
 	// changes what a waiter looks at (ready, hup, the deadline, the
 	// timer) stores that first and then sends only if waiting is set
@@ -50,7 +50,7 @@ type side struct {
 	// wake-up is lost, and the usual case (nobody waiting: an event or a
 	// new deadline while the connection is busy) costs a load instead of
 	// a channel send.
-	waiting atomic.Bool
+	waiting  atomic.Bool
 	deadline atomic.Int64               // monotonic nanoseconds (see mono); 0: none
 	timer    atomic.Pointer[time.Timer] // wakes a waiter at its deadline; set under mu
 	timerAt  atomic.Int64               // when timer fires (mono); 0: not armed
