@@ -1,6 +1,7 @@
 package h2server
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -23,14 +24,22 @@ func (c countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// benchServe serves ln with serve, counting writes, until the benchmark
-// ends.
+// benchServe serves a loopback listener with serve, counting writes,
+// until the benchmark ends.
 func benchServe(b *testing.B, serve func(net.Conn)) (addr string, writes *atomic.Int64) {
+	writes = new(atomic.Int64)
+	addr = startBenchListener(b, func(c net.Conn) { serve(countingConn{c, writes}) })
+	return addr, writes
+}
+
+// startBenchListener runs handle on each connection accepted on a
+// loopback port until the benchmark ends, then closes the listener and
+// the connections and waits for the handlers.
+func startBenchListener(b *testing.B, handle func(net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	writes = new(atomic.Int64)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -48,7 +57,7 @@ func benchServe(b *testing.B, serve func(net.Conn)) (addr string, writes *atomic
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				serve(countingConn{c, writes})
+				handle(c)
 			}()
 		}
 	}()
@@ -61,7 +70,7 @@ func benchServe(b *testing.B, serve func(net.Conn)) (addr string, writes *atomic
 		mu.Unlock()
 		wg.Wait()
 	})
-	return ln.Addr().String(), writes
+	return ln.Addr().String()
 }
 
 var benchHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -111,6 +120,12 @@ func BenchmarkServer(b *testing.B) {
 		benchClient(b, addr, writes)
 		s.Close()
 	})
+	b.Run("h2server-watched", func(b *testing.B) {
+		s := &Server{Handler: watchedHandler}
+		addr, writes := benchServe(b, func(c net.Conn) { s.ServeConn(c, nil) })
+		benchClient(b, addr, writes)
+		s.Close()
+	})
 	b.Run("x-net-http2", func(b *testing.B) {
 		s := &http2.Server{}
 		addr, writes := benchServe(b, func(c net.Conn) {
@@ -119,3 +134,30 @@ func BenchmarkServer(b *testing.B) {
 		benchClient(b, addr, writes)
 	})
 }
+
+// endWatcher is the method set by which a transport (proxy/h1client)
+// finds a context that runs a function at its end without
+// context.AfterFunc's allocations.
+type endWatcher interface {
+	WatchEnd(f func()) (token uint64)
+	StopWatch(token uint64) bool
+}
+
+// watchedHandler is benchHandler with what a proxy's transport does
+// with the request's context around the upstream exchange: it watches
+// the context's end (through WatchEnd where the context has it, else
+// context.AfterFunc, as proxy/h1client does) and stops the watch after.
+var watchedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if ew, ok := ctx.(endWatcher); ok {
+		tok := ew.WatchEnd(noop)
+		benchHandler(w, r)
+		ew.StopWatch(tok)
+		return
+	}
+	stop := context.AfterFunc(ctx, noop)
+	benchHandler(w, r)
+	stop()
+})
+
+func noop() {}
