@@ -85,7 +85,9 @@ func (p *Proxy) serveFallback(f *forwarding) {
 		r.Body = f.replay.view()
 	}
 	c := fb.rt.clusters[0].c
-	f2 := forwarding{p: p, s: f.s, rt: fb.rt, c: c, w: fw, r: r, grpc: f.grpc, deadline: f.dl}
+	// Made in place on the heap, as in ServeHTTP.
+	f2 := new(forwarding)
+	f2.p, f2.s, f2.rt, f2.c, f2.w, f2.r, f2.grpc, f2.deadline = p, f.s, fb.rt, c, fw, r, f.grpc, f.dl
 	defer func() { f.status = f2.status }()
 	f2.run()
 }

@@ -97,7 +97,12 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wc := rt.pickCluster(p.intn)
-	f := forwarding{p: p, s: s, rt: rt, c: wc.c, w: w, r: r, grpc: grpc}
+	// f goes to the heap (the transport is handed its out request), so
+	// it is made there and filled in place: a composite literal would be
+	// built in this frame first and copied, which would cost as much
+	// stack as f's size on every handler goroutine.
+	f := new(forwarding)
+	f.p, f.s, f.rt, f.c, f.w, f.r, f.grpc = p, s, rt, wc.c, w, r, grpc
 	stats := wc.stats
 	defer func() {
 		// Runs during an ErrAbortHandler panic too, so aborted streams count.
@@ -106,7 +111,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.run()
 	if f.deferred != nil {
 		stats = rt.fallback.stats
-		p.serveFallback(&f)
+		p.serveFallback(f)
 	}
 }
 
@@ -192,75 +197,32 @@ func (f *forwarding) reply(lr localReply) {
 	f.status = f.p.localReply(f.w, f.grpc, lr)
 }
 
+// run forwards the request: it sets the route deadline up, takes the
+// cluster's limits, then makes attempts until one's response goes
+// downstream or the request fails.
+//
+// Every handler goroutine starts on a small stack, and run sits below
+// the handler and above the whole upstream round trip: the bigger its
+// frame, the earlier the stack is grown and copied. So the paths most
+// requests do not take (local replies, retries, failures, protocol
+// switches, httptrace, per-try timers) live in functions of their own,
+// kept out of line, and composite literals are not built in this frame.
 func (f *forwarding) run() {
-	r, rt, c := f.r, f.rt, f.c
+	r, c := f.r, f.c
 
 	limit := f.s.maxRequestBody
 	if limit > 0 && r.ContentLength > limit {
-		f.reply(localReply{reason: ReasonRequestTooLarge})
+		f.replyReason(ReasonRequestTooLarge)
 		return
 	}
 
-	// The route deadline covers every attempt and the response body.
-	ctx := r.Context()
-	timeout := rt.timeout
-	perTryTimeout := rt.perTryTimeout
-	if f.upgrade = upgradeProtocol(r); f.upgrade != "" && c.protocol == protoHTTP1 {
-		// A switched protocol lives as long as its peers want: the route
-		// timeout bounds only the wait for the 101.
-		if timeout > 0 && (perTryTimeout == 0 || timeout < perTryTimeout) {
-			perTryTimeout = timeout
-		}
-		timeout = 0
-	} else {
-		f.upgrade = ""
-	}
-	if f.grpc {
-		if v := r.Header.Get(hdrGRPCTimeout); v != "" {
-			if d, err := parseGRPCTimeout(v); err == nil && (timeout == 0 || d < timeout) {
-				timeout = d
-			}
-		}
-	}
-	// h1client takes the route deadline as its connection's deadline,
-	// so a plain attempt through it needs no context of its own: the
-	// request's context cancels it, the deadline ends it, and f.ctx is
-	// made only if something else needs it (see routeCtx). A per-try
-	// timeout, a protocol switch and gRPC (whose deadline is also a
-	// header) keep the route context.
 	hrt, _ := c.pool.rt.(hooksRoundTripper)
-	direct := hrt != nil && perTryTimeout == 0 && f.upgrade == "" && !f.grpc
-	defer func() {
-		if f.cancel != nil {
-			f.cancel()
-		}
-	}()
-	if direct {
-		if timeout > 0 {
-			f.dl = time.Now().Add(timeout)
-		}
-		f.dl = earliest(f.dl, f.deadline)
-		if dl, ok := ctx.Deadline(); ok {
-			f.dl = earliest(f.dl, dl)
-		}
-	} else {
-		if timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, timeout)
-			defer cancel()
-		}
-		if !f.deadline.IsZero() {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadline(ctx, f.deadline)
-			defer cancel()
-		}
-		f.ctx = ctx
-		f.dl, _ = ctx.Deadline()
-	}
+	ctx, direct, perTryTimeout := f.routeDeadline(hrt)
+	defer f.releaseRouteCtx()
 
 	res := c.res
 	if err := res.limits.Acquire(breaker.LimitRequests); err != nil {
-		f.fail(f.breakerReply(err))
+		f.failBreaker(err)
 		return
 	}
 	c.active.Add(1)
@@ -275,22 +237,15 @@ func (f *forwarding) run() {
 
 	hdr := f.outboundHeader()
 	path, rawPath := r.URL.Path, r.URL.RawPath
-	if np := rt.rewritePath(path); np != path {
+	if np := f.rt.rewritePath(path); np != path {
 		path, rawPath = np, ""
 	}
 
 	var body io.Reader
 	if hasBody(r) {
-		f.touch = &touchReader{r: r.Body}
-		body = f.touch
-		if limit > 0 {
-			f.limited = &limitedBody{r: f.touch, remaining: limit}
-			body = f.limited
-		}
-		if rt.retry.maxRetries > 0 {
-			f.replay = newReplayBody(body, rt.retry.maxBuffered, r.ContentLength)
-		}
-		if stop := f.watchBodyStall(ctx, direct); stop != nil {
+		var stop func() bool
+		body, stop = f.requestBody(ctx, direct, limit)
+		if stop != nil {
 			defer stop()
 		}
 	}
@@ -307,7 +262,7 @@ func (f *forwarding) run() {
 		now := f.p.now()
 		ep := c.pick(&f.set, now)
 		if ep == nil {
-			f.fail(localReply{reason: ReasonNoHealthyUpstream, detail: "no healthy upstream in cluster " + c.name})
+			f.failNoHealthyUpstream()
 			return
 		}
 		c.markTried(&f.set, ep)
@@ -317,30 +272,15 @@ func (f *forwarding) run() {
 		// breaker.
 		permit, err := res.br.Allow(now)
 		if err != nil {
-			f.fail(f.breakerReply(err))
+			f.failBreaker(err)
 			return
 		}
 		if err := res.limits.Acquire(breaker.LimitPendingRequests); err != nil {
 			permit.Cancel()
-			f.fail(f.breakerReply(err))
+			f.failBreaker(err)
 			return
 		}
-		h := hdr
-		if attempt > 0 {
-			// The previous attempt's transport may still hold hdr.
-			h = hdr.Clone()
-		}
-		if f.grpc && !f.dl.IsZero() {
-			h[hdrGRPCTimeout] = []string{formatGRPCTimeout(time.Until(f.dl))}
-			f.deadlineSent = true
-		}
-		var reqBody io.ReadCloser
-		if f.replay != nil {
-			f.view = f.replay.view()
-			reqBody = f.view
-		} else if body != nil {
-			reqBody = io.NopCloser(body)
-		}
+		out := f.attemptRequest(attempt, hdr, body, ep, path, rawPath)
 
 		// Only a per-try timeout needs a context of its own; without one
 		// the attempt lives on the route context (an abandoned response is
@@ -348,52 +288,27 @@ func (f *forwarding) run() {
 		actx, acancel := ctx, noCancel // ctx is r.Context() when direct
 		var perTry *time.Timer
 		if perTryTimeout > 0 {
-			actx, acancel = context.WithCancelCause(ctx)
-			perTry = time.AfterFunc(perTryTimeout, func() { acancel(errPerTryTimeout) })
-		}
-		// The first attempt's request and URL live in f; a retry's are
-		// new, as, like hdr, the previous attempt's may still be held.
-		out, u := &f.out, &f.url
-		if attempt > 0 {
-			out, u = new(http.Request), new(url.URL)
-		}
-		*u = url.URL{Scheme: c.scheme, Host: ep.addr, Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery}
-		*out = http.Request{
-			Method:     r.Method,
-			URL:        u,
-			Proto:      "HTTP/1.1",
-			ProtoMajor: 1,
-			ProtoMinor: 1,
-			Header:     h,
-			Body:       reqBody,
-			Host:       r.Host,
-			Trailer:    r.Trailer,
-		}
-		if reqBody != nil {
-			out.ContentLength = r.ContentLength
+			actx, acancel, perTry = perTryContext(ctx, perTryTimeout)
 		}
 
 		ep.active.Add(1)
 		// A hooks transport calls the hooks only before it returns, so
 		// one attemptTrace serves every attempt of the request; another
 		// transport may call httptrace hooks later, so each attempt
-		// gets its own.
-		tr := &f.trace
-		if hrt == nil {
-			tr = new(attemptTrace)
-		}
-		tr.init(f.w, res.limits)
+		// gets its own (see roundTripTrace).
 		var resp *http.Response
 		if hrt != nil {
+			tr := &f.trace
+			tr.init(f.w, res.limits)
 			var dl time.Time
 			if direct {
 				dl = f.dl
 			}
 			resp, err = hrt.RoundTripHooks(actx, out, tr, dl)
+			tr.releasePending()
 		} else {
-			resp, err = c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace())))
+			resp, err = f.roundTripTrace(actx, out)
 		}
-		tr.releasePending()
 		headersInTime := perTry == nil || perTry.Stop()
 		if err == nil && !headersInTime {
 			// The per-try timer fired as the headers arrived: the attempt
@@ -405,42 +320,9 @@ func (f *forwarding) run() {
 		if err != nil {
 			ep.active.Add(-1)
 			acancel(nil)
-			var le *breaker.LimitError
-			if errors.As(err, &le) {
-				// max_connections refused the dial: the call was not made.
-				permit.Cancel()
-				f.fail(f.breakerReply(le))
-				return
-			}
-			kind := f.failKind(err, actx)
-			switch {
-			case r.Context().Err() != nil:
-				// The client went away: neither success nor failure.
-				permit.Cancel()
-				f.status = statusClientClosed
-				return
-			case f.limited != nil && f.limited.crossed.Load():
-				permit.Cancel()
-				f.reply(localReply{reason: ReasonRequestTooLarge})
-				return
-			case f.routeDone():
-				f.record(permit, ep, failTimeout, 0, -1)
-				f.reply(localReply{reason: ReasonUpstreamTimeout})
-				return
-			}
-			v := f.record(permit, ep, kind, 0, -1)
-			if f.canRetry(attempt, kind, 0, -1, v) && f.takeRetry(&retryHeld) {
-				if !f.prepareRetry(attempt) {
-					if f.routeDone() {
-						f.reply(localReply{reason: ReasonUpstreamTimeout})
-					} else {
-						f.fail(failureReply(kind))
-					}
-					return
-				}
+			if f.attemptFailed(err, actx, attempt, permit, ep, &retryHeld) {
 				continue
 			}
-			f.fail(failureReply(kind))
 			return
 		}
 
@@ -469,7 +351,7 @@ func (f *forwarding) run() {
 					ep.active.Add(-1)
 					acancel(nil)
 					if !f.prepareRetry(attempt) {
-						f.reply(localReply{reason: ReasonUpstreamTimeout})
+						f.replyReason(ReasonUpstreamTimeout)
 						return
 					}
 					continue
@@ -478,36 +360,13 @@ func (f *forwarding) run() {
 		}
 
 		if f.upgrade != "" && resp.StatusCode == http.StatusSwitchingProtocols {
-			// A tunnel lives as long as its peers want: the switch itself
-			// is the outcome.
-			if atHeaders && !recorded {
-				f.report(permit, ep, hv)
-			}
-			err := f.tunnel(f.routeCtx(), resp)
-			ep.active.Add(-1)
-			acancel(nil)
-			if err != nil && f.status == 0 {
-				f.p.log.Debug("protocol switch failed", zap.String("cluster", c.name), zap.Error(err))
-				f.reply(localReply{reason: ReasonUpstreamReset})
-			}
+			f.switchProtocols(resp, permit, ep, atHeaders && !recorded, hv, acancel)
 			return
 		}
 
 		copyErr := f.respond(resp)
 		if !recorded {
-			switch {
-			case copyErr != nil && r.Context().Err() != nil:
-				// The client went away mid-body: neither success nor failure.
-				permit.Cancel()
-			case copyErr == errDeadlineTrailers || (copyErr != nil && f.routeDone()):
-				f.record(permit, ep, failTimeout, resp.StatusCode, -1)
-			case copyErr != nil:
-				f.record(permit, ep, failReset, resp.StatusCode, -1)
-			case atHeaders:
-				f.report(permit, ep, hv)
-			default:
-				f.record(permit, ep, failNone, resp.StatusCode, breaker.ParseGRPCStatus(resp.Header, resp.Trailer))
-			}
+			f.recordResponse(copyErr, permit, ep, resp, atHeaders, hv)
 		}
 		ep.active.Add(-1)
 		acancel(nil)
@@ -519,6 +378,272 @@ func (f *forwarding) run() {
 		}
 		return
 	}
+}
+
+// routeDeadline works out the route deadline (the route timeout, bounded
+// by grpc-timeout, the composition call's deadline and the request's
+// own) into f.dl, and returns the context attempts run on, whether the
+// transport takes the deadline itself (direct), and the per-try timeout.
+// A context it makes is released by releaseRouteCtx.
+//
+//go:noinline
+func (f *forwarding) routeDeadline(hrt hooksRoundTripper) (ctx context.Context, direct bool, perTryTimeout time.Duration) {
+	r, rt := f.r, f.rt
+	// The route deadline covers every attempt and the response body.
+	ctx = r.Context()
+	timeout := rt.timeout
+	perTryTimeout = rt.perTryTimeout
+	if f.upgrade = upgradeProtocol(r); f.upgrade != "" && f.c.protocol == protoHTTP1 {
+		// A switched protocol lives as long as its peers want: the route
+		// timeout bounds only the wait for the 101.
+		if timeout > 0 && (perTryTimeout == 0 || timeout < perTryTimeout) {
+			perTryTimeout = timeout
+		}
+		timeout = 0
+	} else {
+		f.upgrade = ""
+	}
+	if f.grpc {
+		if v := r.Header.Get(hdrGRPCTimeout); v != "" {
+			if d, err := parseGRPCTimeout(v); err == nil && (timeout == 0 || d < timeout) {
+				timeout = d
+			}
+		}
+	}
+	// h1client takes the route deadline as its connection's deadline,
+	// so a plain attempt through it needs no context of its own: the
+	// request's context cancels it, the deadline ends it, and f.ctx is
+	// made only if something else needs it (see routeCtx). A per-try
+	// timeout, a protocol switch and gRPC (whose deadline is also a
+	// header) keep the route context.
+	direct = hrt != nil && perTryTimeout == 0 && f.upgrade == "" && !f.grpc
+	if direct {
+		if timeout > 0 {
+			f.dl = time.Now().Add(timeout)
+		}
+		f.dl = earliest(f.dl, f.deadline)
+		if dl, ok := ctx.Deadline(); ok {
+			f.dl = earliest(f.dl, dl)
+		}
+		return ctx, true, perTryTimeout
+	}
+	// One context for the earlier of the route timeout and the
+	// composition call's deadline; releaseRouteCtx releases it.
+	var dl time.Time
+	if timeout > 0 {
+		dl = time.Now().Add(timeout)
+	}
+	if dl = earliest(dl, f.deadline); !dl.IsZero() {
+		ctx, f.cancel = context.WithDeadline(ctx, dl)
+	}
+	f.ctx = ctx
+	f.dl, _ = ctx.Deadline()
+	return ctx, false, perTryTimeout
+}
+
+// releaseRouteCtx releases the route context routeDeadline or routeCtx
+// made, if any.
+func (f *forwarding) releaseRouteCtx() {
+	if f.cancel != nil {
+		f.cancel()
+	}
+}
+
+// requestBody wraps the request body for the attempts: it notes whether
+// it was read, enforces max_request_body_bytes (limit > 0) and keeps it
+// for replay when the route retries. stop, when not nil, ends the watch
+// of a stalled body (see watchBodyStall).
+//
+//go:noinline
+func (f *forwarding) requestBody(ctx context.Context, direct bool, limit int64) (body io.Reader, stop func() bool) {
+	r := f.r
+	f.touch = &touchReader{r: r.Body}
+	body = f.touch
+	if limit > 0 {
+		f.limited = &limitedBody{r: f.touch, remaining: limit}
+		body = f.limited
+	}
+	if f.rt.retry.maxRetries > 0 {
+		f.replay = newReplayBody(body, f.rt.retry.maxBuffered, r.ContentLength)
+	}
+	return body, f.watchBodyStall(ctx, direct)
+}
+
+// attemptRequest builds the request of one attempt: hdr (a copy of it
+// for a retry), the attempt's grpc-timeout, the body (a replay view when
+// the route retries) and the endpoint's URL. The first attempt's request
+// and URL live in f; a retry's are new, as, like hdr, the previous
+// attempt's may still be held by its transport. They are filled in
+// place, field by field: a composite literal assigned through a pointer
+// is built on the stack first.
+func (f *forwarding) attemptRequest(attempt int, hdr http.Header, body io.Reader, ep *endpoint, path, rawPath string) *http.Request {
+	r := f.r
+	h := hdr
+	if attempt > 0 {
+		h = hdr.Clone()
+	}
+	if f.grpc && !f.dl.IsZero() {
+		h[hdrGRPCTimeout] = []string{formatGRPCTimeout(time.Until(f.dl))}
+		f.deadlineSent = true
+	}
+	var reqBody io.ReadCloser
+	if f.replay != nil {
+		f.view = f.replay.view()
+		reqBody = f.view
+	} else if body != nil {
+		reqBody = io.NopCloser(body)
+	}
+
+	out, u := &f.out, &f.url
+	if attempt > 0 {
+		out, u = new(http.Request), new(url.URL)
+	}
+	*u = url.URL{}
+	u.Scheme = f.c.scheme
+	u.Host = ep.addr
+	u.Path = path
+	u.RawPath = rawPath
+	u.RawQuery = r.URL.RawQuery
+	*out = http.Request{}
+	out.Method = r.Method
+	out.URL = u
+	out.Proto = "HTTP/1.1"
+	out.ProtoMajor = 1
+	out.ProtoMinor = 1
+	out.Header = h
+	out.Body = reqBody
+	out.Host = r.Host
+	out.Trailer = r.Trailer
+	if reqBody != nil {
+		out.ContentLength = r.ContentLength
+	}
+	return out
+}
+
+// perTryContext is an attempt's context under a per-try timeout: a timer
+// cancels it with errPerTryTimeout.
+//
+//go:noinline
+func perTryContext(ctx context.Context, d time.Duration) (context.Context, context.CancelCauseFunc, *time.Timer) {
+	actx, acancel := context.WithCancelCause(ctx)
+	return actx, acancel, time.AfterFunc(d, func() { acancel(errPerTryTimeout) })
+}
+
+// roundTripTrace makes an attempt through a transport that reports
+// through httptrace, with an attemptTrace of its own.
+//
+//go:noinline
+func (f *forwarding) roundTripTrace(actx context.Context, out *http.Request) (*http.Response, error) {
+	tr := new(attemptTrace)
+	tr.init(f.w, f.c.res.limits)
+	resp, err := f.c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace())))
+	tr.releasePending()
+	return resp, err
+}
+
+// attemptFailed handles an attempt that got no usable response: it
+// records the failure and either answers the request (false) or readies
+// a retry (true).
+//
+//go:noinline
+func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int, permit breaker.Permit, ep *endpoint, retryHeld *bool) (retry bool) {
+	var le *breaker.LimitError
+	if errors.As(err, &le) {
+		// max_connections refused the dial: the call was not made.
+		permit.Cancel()
+		f.failBreaker(le)
+		return false
+	}
+	kind := f.failKind(err, actx)
+	switch {
+	case f.r.Context().Err() != nil:
+		// The client went away: neither success nor failure.
+		permit.Cancel()
+		f.status = statusClientClosed
+		return false
+	case f.limited != nil && f.limited.crossed.Load():
+		permit.Cancel()
+		f.replyReason(ReasonRequestTooLarge)
+		return false
+	case f.routeDone():
+		f.record(permit, ep, failTimeout, 0, -1)
+		f.replyReason(ReasonUpstreamTimeout)
+		return false
+	}
+	v := f.record(permit, ep, kind, 0, -1)
+	if f.canRetry(attempt, kind, 0, -1, v) && f.takeRetry(retryHeld) {
+		if !f.prepareRetry(attempt) {
+			if f.routeDone() {
+				f.replyReason(ReasonUpstreamTimeout)
+			} else {
+				f.fail(failureReply(kind))
+			}
+			return false
+		}
+		return true
+	}
+	f.fail(failureReply(kind))
+	return false
+}
+
+// switchProtocols serves a 101 response to an upgrade: the switch itself
+// is the outcome (reported now when report is set), and the tunnel lives
+// as long as its peers want.
+//
+//go:noinline
+func (f *forwarding) switchProtocols(resp *http.Response, permit breaker.Permit, ep *endpoint, report bool, hv breaker.Verdict, acancel context.CancelCauseFunc) {
+	if report {
+		f.report(permit, ep, hv)
+	}
+	err := f.tunnel(f.routeCtx(), resp)
+	ep.active.Add(-1)
+	acancel(nil)
+	if err != nil && f.status == 0 {
+		f.p.log.Debug("protocol switch failed", zap.String("cluster", f.c.name), zap.Error(err))
+		f.replyReason(ReasonUpstreamReset)
+	}
+}
+
+// recordResponse reports the outcome of a response sent downstream,
+// once its body is copied (copyErr: what cut it short, if anything).
+func (f *forwarding) recordResponse(copyErr error, permit breaker.Permit, ep *endpoint, resp *http.Response, atHeaders bool, hv breaker.Verdict) {
+	switch {
+	case copyErr != nil && f.r.Context().Err() != nil:
+		// The client went away mid-body: neither success nor failure.
+		permit.Cancel()
+	case copyErr == errDeadlineTrailers || (copyErr != nil && f.routeDone()):
+		f.record(permit, ep, failTimeout, resp.StatusCode, -1)
+	case copyErr != nil:
+		f.record(permit, ep, failReset, resp.StatusCode, -1)
+	case atHeaders:
+		f.report(permit, ep, hv)
+	default:
+		f.record(permit, ep, failNone, resp.StatusCode, breaker.ParseGRPCStatus(resp.Header, resp.Trailer))
+	}
+}
+
+// replyReason answers the request with the local reply of reason; it
+// builds the reply in its own frame, not in run's.
+//
+//go:noinline
+func (f *forwarding) replyReason(reason Reason) {
+	f.reply(localReply{reason: reason})
+}
+
+// failBreaker fails the request with the local reply of a breaker or
+// resource limit refusal (see fail).
+//
+//go:noinline
+func (f *forwarding) failBreaker(err error) {
+	f.fail(f.breakerReply(err))
+}
+
+// failNoHealthyUpstream fails the request for want of an endpoint to
+// try (see fail).
+//
+//go:noinline
+func (f *forwarding) failNoHealthyUpstream() {
+	f.fail(localReply{reason: ReasonNoHealthyUpstream, detail: "no healthy upstream in cluster " + f.c.name})
 }
 
 // watchBodyStall bounds the request body by the route deadline. A
