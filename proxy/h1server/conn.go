@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/h2server"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/reqctx"
 	"golang.org/x/net/http2"
 )
 
@@ -67,11 +68,10 @@ type conn struct {
 
 	// The connection's current request context, ended by the one
 	// context.AfterFunc on ctx (stopReqWatch; see watchConnEnd), and
-	// context.WithoutCancel(ctx), from which request contexts take their
-	// values; both made at the first request.
-	curReq       atomic.Pointer[requestCtx]
+	// what request contexts share of ctx; both set at the first request.
+	curReq       atomic.Pointer[reqctx.Context]
 	stopReqWatch func() bool
-	valCtx       context.Context
+	reqConn      reqctx.Conn
 
 	cr       connReader
 	br       *bufio.Reader
@@ -103,13 +103,13 @@ type conn struct {
 	// Client-gone watch state (see watchFired); guarded by wmu.
 	timer       *time.Timer
 	wmu         sync.Mutex
-	wArmed      bool        // a handler is running
-	wFired      bool        // the request has run for watchDelay
-	wBodyDone   bool        // the request body is fully read (or there is none)
-	wPipelined  bool        // bytes of a next request were buffered at the body's end
-	wRunning    bool        // the watcher read is in progress
-	wAborted    bool        // the watcher read was ended on purpose
-	wReq        *requestCtx // the running request's context, cancelled when the client goes
+	wArmed      bool            // a handler is running
+	wFired      bool            // the request has run for watchDelay
+	wBodyDone   bool            // the request body is fully read (or there is none)
+	wPipelined  bool            // bytes of a next request were buffered at the body's end
+	wRunning    bool            // the watcher read is in progress
+	wAborted    bool            // the watcher read was ended on purpose
+	wReq        *reqctx.Context // the running request's context, cancelled when the client goes
 	wDone       chan struct{}
 	wConnClosed bool // the client went away (watcher EOF, failed write)
 }
@@ -177,7 +177,7 @@ func (cw connWriter) Write(p []byte) (int, error) {
 		c.wConnClosed = true
 		c.wmu.Unlock()
 		if rc != nil {
-			rc.cancel()
+			rc.Cancel()
 		}
 	}
 	return n, err
@@ -351,7 +351,7 @@ func (c *conn) serveRequest(w *response) (keep bool) {
 	c.rdMu.Unlock()
 	c.armWatch(w)
 	defer func() {
-		w.ctx.cancel()
+		w.ctx.Cancel()
 		c.curReq.Store(nil)
 		if p := recover(); p != nil {
 			w.handlerDone.Store(true)
@@ -423,17 +423,17 @@ func (c *conn) endHandlerDeadline() {
 // connection's context, registered at the first request, ends whichever
 // request context is current then. A request context made after the
 // connection's context ended starts ended.
-func (c *conn) watchConnEnd(rc *requestCtx) {
+func (c *conn) watchConnEnd(rc *reqctx.Context) {
 	if c.stopReqWatch == nil {
-		c.valCtx = context.WithoutCancel(c.ctx)
+		c.reqConn.Init(c.ctx)
 		c.stopReqWatch = context.AfterFunc(c.ctx, c.connEnded)
 	}
-	rc.c = c
+	rc.Init(&c.reqConn)
 	c.curReq.Store(rc)
 	// After the store: either the AfterFunc, which runs after c.ctx's
 	// error is set, finds rc current, or this sees the error.
 	if c.ctx.Err() != nil {
-		rc.endWithConn()
+		rc.EndWithConn()
 	}
 }
 
@@ -441,7 +441,7 @@ func (c *conn) watchConnEnd(rc *requestCtx) {
 // ends.
 func (c *conn) connEnded() {
 	if rc := c.curReq.Load(); rc != nil {
-		rc.endWithConn()
+		rc.EndWithConn()
 	}
 }
 
@@ -507,7 +507,7 @@ func (c *conn) bodyDone(pipelined bool) {
 
 func (c *conn) watchRead() {
 	n, err := c.rwc.Read(c.cr.byteBuf[:])
-	var cancel *requestCtx
+	var cancel *reqctx.Context
 	c.wmu.Lock()
 	switch {
 	case n > 0:
@@ -523,7 +523,7 @@ func (c *conn) watchRead() {
 	done := c.wDone
 	c.wmu.Unlock()
 	if cancel != nil {
-		cancel.cancel()
+		cancel.Cancel()
 	}
 	close(done)
 }

@@ -76,7 +76,7 @@
 // # Request contexts
 //
 // A request's context is not context.WithCancel of its connection's
-// context but a type of the server's own, held inside the request's
+// context but a proxy/internal/reqctx Context, held inside the request's
 // ResponseWriter (which also holds the Request: no context or Request
 // copy is allocated per request). It behaves as that cancelCtx would:
 // it ends with context.Canceled when the handler returns or the client

@@ -70,7 +70,7 @@ func FuzzReadRequest(f *testing.F) {
 			if err == nil && r.ContentLength >= 0 && n != r.ContentLength && w.h2cSettings == nil {
 				t.Fatalf("body of %d bytes with Content-Length %d", n, r.ContentLength)
 			}
-			w.ctx.cancel()
+			w.ctx.Cancel()
 			if err != nil || w.h2cSettings != nil {
 				return
 			}

@@ -3,20 +3,18 @@ package h1server
 import (
 	"context"
 	"errors"
-	"math"
 	"net"
 	"net/http"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/reqctx"
 )
 
 // testReqCtx is a request context of a connection that is not served,
 // as readRequest makes it; cancelling the returned function ends the
 // connection's context with cause.
-func testReqCtx(t *testing.T) (*requestCtx, context.CancelCauseFunc) {
+func testReqCtx(t *testing.T) (*reqctx.Context, context.CancelCauseFunc) {
 	t.Helper()
 	c := &conn{}
 	var cancel context.CancelCauseFunc
@@ -26,7 +24,7 @@ func testReqCtx(t *testing.T) (*requestCtx, context.CancelCauseFunc) {
 		c.stopReqWatch()
 		cancel(nil)
 	})
-	rc := &requestCtx{}
+	rc := &reqctx.Context{}
 	c.watchConnEnd(rc)
 	return rc, cancel
 }
@@ -40,37 +38,12 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-func TestRequestContextCancelEndsItWithCanceled(t *testing.T) {
-	rc, _ := testReqCtx(t)
-	early := rc.Done() // made before the end, closed by it
-	if rc.Err() != nil || isClosed(early) || context.Cause(rc) != nil {
-		t.Fatal("a new request context has ended")
-	}
-	if v := rc.Value(http.LocalAddrContextKey); v != "here" {
-		t.Fatalf("value %v, want the connection's", v)
-	}
-	if _, ok := rc.Deadline(); ok {
-		t.Fatal("deadline without one on the connection")
-	}
-	rc.cancel()
-	rc.cancel() // idempotent
-	if rc.Err() != context.Canceled || !isClosed(early) || !isClosed(rc.Done()) {
-		t.Fatalf("after cancel: err %v", rc.Err())
-	}
-	if c := context.Cause(rc); c != context.Canceled {
-		t.Fatalf("cause %v, want context.Canceled", c)
-	}
-	if v := rc.Value(http.LocalAddrContextKey); v != "here" {
-		t.Fatalf("value after the end %v", v)
-	}
-}
-
 // Ended by itself first, a request context keeps context.Canceled as its
 // cause when the connection later ends with another, as a cancelCtx
 // would.
 func TestRequestContextCauseIsItsOwnWhenItEndedFirst(t *testing.T) {
 	rc, cancelConn := testReqCtx(t)
-	rc.cancel()
+	rc.Cancel()
 	cancelConn(errors.New("connection cause"))
 	if c := context.Cause(rc); c != context.Canceled {
 		t.Fatalf("cause %v, want context.Canceled", c)
@@ -101,7 +74,7 @@ func TestRequestContextMadeAfterTheConnectionEndedStartsEnded(t *testing.T) {
 	c.ctx, cancel = context.WithCancelCause(context.Background())
 	cause := errors.New("gone")
 	cancel(cause)
-	rc := &requestCtx{}
+	rc := &reqctx.Context{}
 	c.watchConnEnd(rc)
 	c.stopReqWatch()
 	if rc.Err() != context.Canceled || !isClosed(rc.Done()) || context.Cause(rc) != cause {
@@ -117,7 +90,7 @@ func TestRequestContextTakesTheConnectionsDeadline(t *testing.T) {
 	var cancel context.CancelFunc
 	c.ctx, cancel = context.WithDeadline(context.Background(), dl)
 	defer cancel()
-	rc := &requestCtx{}
+	rc := &reqctx.Context{}
 	c.watchConnEnd(rc)
 	defer c.stopReqWatch()
 	if got, ok := rc.Deadline(); !ok || !got.Equal(dl) {
@@ -130,178 +103,6 @@ func TestRequestContextTakesTheConnectionsDeadline(t *testing.T) {
 	}
 	if rc.Err() != context.DeadlineExceeded || context.Cause(rc) != context.DeadlineExceeded {
 		t.Fatalf("err %v cause %v", rc.Err(), context.Cause(rc))
-	}
-}
-
-// Children register a function in the request context's slots (its
-// AfterFunc method), not a goroutine, end with it, and unregister when
-// cancelled first.
-func TestRequestContextChildren(t *testing.T) {
-	rc, _ := testReqCtx(t)
-	c1, cancel1 := context.WithCancel(rc)
-	defer cancel1()
-	c2, cancel2 := context.WithDeadline(rc, time.Now().Add(time.Hour))
-	defer cancel2()
-	ran := make(chan struct{})
-	stop3 := context.AfterFunc(rc, func() { close(ran) })
-	if n := rc.registered(); n != 3 {
-		t.Fatalf("%d functions registered, want 3", n)
-	}
-	c4, cancel4 := context.WithCancel(rc)
-	cancel4()
-	if n := rc.registered(); n != 3 || c4.Err() != context.Canceled {
-		t.Fatalf("a cancelled child left %d registered", n)
-	}
-	rc.cancel()
-	for _, c := range []context.Context{c1, c2} {
-		select {
-		case <-c.Done():
-		case <-time.After(5 * time.Second):
-			t.Fatal("a child outlived its request context")
-		}
-		if c.Err() != context.Canceled || context.Cause(c) != context.Canceled {
-			t.Fatalf("child err %v cause %v", c.Err(), context.Cause(c))
-		}
-	}
-	select {
-	case <-ran:
-	case <-time.After(5 * time.Second):
-		t.Fatal("context.AfterFunc did not run")
-	}
-	if stop3() {
-		t.Fatal("stop after the end reported it stopped the function")
-	}
-	// Made after the end: ended at once.
-	c5, cancel5 := context.WithTimeout(rc, time.Hour)
-	defer cancel5()
-	if c5.Err() != context.Canceled {
-		t.Fatalf("late child err %v", c5.Err())
-	}
-	if n := rc.registered(); n != 0 {
-		t.Fatalf("%d functions registered after the end", n)
-	}
-}
-
-// AfterFunc's f runs in its own goroutine: one that waits for the end
-// to return does not hold it up. More functions than slots all run, and
-// stopped ones do not.
-func TestRequestContextAfterFuncs(t *testing.T) {
-	rc, _ := testReqCtx(t)
-	const n = 7
-	var ran [n]atomic.Bool
-	returned := make(chan struct{})
-	var wg sync.WaitGroup
-	stops := make([]func() bool, n)
-	for i := range n {
-		wg.Add(1)
-		stops[i] = rc.AfterFunc(func() {
-			defer wg.Done()
-			<-returned
-			ran[i].Store(true)
-		})
-	}
-	for _, i := range []int{1, 4, 6} {
-		if !stops[i]() {
-			t.Fatalf("stop %d before the end reported false", i)
-		}
-		if stops[i]() {
-			t.Fatalf("second stop %d reported true", i)
-		}
-		wg.Done()
-	}
-	rc.cancel()
-	close(returned)
-	wg.Wait()
-	for i := range n {
-		stopped := i == 1 || i == 4 || i == 6
-		if ran[i].Load() == stopped {
-			t.Fatalf("function %d: ran %v, stopped %v", i, ran[i].Load(), stopped)
-		}
-		if stops[i]() {
-			t.Fatalf("stop %d after the end reported true", i)
-		}
-	}
-	// On an ended context f still runs, in its own goroutine.
-	late := make(chan struct{})
-	if rc.AfterFunc(func() { close(late) })() {
-		t.Fatal("stop of a late AfterFunc reported true")
-	}
-	select {
-	case <-late:
-	case <-time.After(5 * time.Second):
-		t.Fatal("AfterFunc on an ended context did not run")
-	}
-}
-
-// WatchEnd's function runs on the ending goroutine, before the end
-// returns, or at once on an ended context.
-func TestRequestContextWatchEndRunsSynchronously(t *testing.T) {
-	rc, _ := testReqCtx(t)
-	var a, b atomic.Int32
-	ta := rc.WatchEnd(func() { a.Add(1) })
-	tb := rc.WatchEnd(func() { b.Add(1) })
-	if !rc.StopWatch(tb) || rc.StopWatch(tb) {
-		t.Fatal("StopWatch before the end")
-	}
-	rc.cancel()
-	if a.Load() != 1 || b.Load() != 0 {
-		t.Fatalf("ran %d and %d times", a.Load(), b.Load())
-	}
-	if rc.StopWatch(ta) {
-		t.Fatal("StopWatch after its function ran reported true")
-	}
-	var late atomic.Int32
-	tl := rc.WatchEnd(func() { late.Add(1) })
-	if late.Load() != 1 || rc.StopWatch(tl) {
-		t.Fatal("WatchEnd on an ended context")
-	}
-}
-
-// StopWatch racing with the end (by cancel or by the connection's end):
-// exactly one of "StopWatch reported true" and "the function ran" holds
-// for each registration, each time.
-func TestRequestContextStopWatchRacesTheEnd(t *testing.T) {
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; i < 2000 && time.Now().Before(deadline); i++ {
-		// No AfterFunc on the connection's context: the racing
-		// goroutine ends the request context itself, so that every
-		// end has returned once both goroutines have.
-		ctx, cancelConn := context.WithCancel(context.Background())
-		c := &conn{ctx: ctx, valCtx: context.WithoutCancel(ctx)}
-		rc := &requestCtx{c: c}
-		var ran atomic.Int32
-		var tokens [3]uint64
-		for j := range tokens {
-			tokens[j] = rc.WatchEnd(func() { ran.Add(1) })
-		}
-		var stopped atomic.Int32
-		var wg sync.WaitGroup
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			for _, tok := range tokens {
-				if rc.StopWatch(tok) {
-					stopped.Add(1)
-				}
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			if i%2 == 0 {
-				rc.cancel()
-			} else {
-				cancelConn()
-				rc.endWithConn()
-			}
-		}()
-		wg.Wait()
-		cancelConn()
-		if got := ran.Load() + stopped.Load(); got != int32(len(tokens)) {
-			t.Fatalf("iteration %d: ran %d + stopped %d", i, ran.Load(), stopped.Load())
-		}
-		if rc.registered() != 0 {
-			t.Fatalf("iteration %d: functions left registered", i)
-		}
 	}
 }
 
@@ -389,88 +190,6 @@ func waitFor(t testing.TB, cond func() bool) {
 	}
 }
 
-// registered counts the functions waiting for rc's end.
-func (r *requestCtx) registered() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := len(r.more)
-	for _, e := range r.slots {
-		if e.f != nil {
-			n++
-		}
-	}
-	return n
-}
-
-// A goroutine woken by Done must find Err non-nil, and Err must stay
-// nil until Done is closed: the context package's contract, which the
-// handler's client-gone check relies on.
-func TestRequestContextErrAgreesWithDone(t *testing.T) {
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; i < 2000 && time.Now().Before(deadline); i++ {
-		ctx, cancelConn := context.WithCancel(context.Background())
-		c := &conn{ctx: ctx, valCtx: context.WithoutCancel(ctx)}
-		rc := &requestCtx{c: c}
-		done := rc.Done()
-		woke := make(chan error, 1)
-		go func() {
-			<-done
-			woke <- rc.Err()
-		}()
-		early := make(chan error, 1)
-		go func() {
-			// Err before Done is closed must be nil.
-			for {
-				err := rc.Err()
-				closed := isClosed(done)
-				if err != nil && !closed {
-					early <- err
-					return
-				}
-				if closed {
-					early <- nil
-					return
-				}
-				runtime.Gosched()
-			}
-		}()
-		rc.cancel()
-		if err := <-woke; err != context.Canceled {
-			t.Fatalf("iteration %d: Err after Done = %v, want context.Canceled", i, err)
-		}
-		if err := <-early; err != nil {
-			t.Fatalf("iteration %d: Err = %v while Done was open", i, err)
-		}
-		cancelConn()
-	}
-}
-
-// Tokens never repeat within a request, however many functions come and
-// go (a long-lived stream may make a context.WithTimeout child per
-// message): one that came back around to an earlier, still registered
-// token would make StopWatch or a child's stop remove that earlier
-// function, which then never ran at the end, and a token of 0 would be
-// one no stop could remove. (The counter is set forward here rather
-// than run through 2^32 registrations.)
-func TestRequestContextTokensDoNotWrap(t *testing.T) {
-	rc, _ := testReqCtx(t)
-	var first, late, last atomic.Int32
-	tFirst := rc.WatchEnd(func() { first.Add(1) }) // stays registered
-	rc.next = math.MaxUint32 - 1
-	tLate := rc.WatchEnd(func() { late.Add(1) })
-	tLast := rc.WatchEnd(func() { last.Add(1) })
-	if tLate == 0 || tLast == 0 || tLate == tFirst || tLast == tFirst || tLate == tLast {
-		t.Fatalf("tokens %d, %d, %d: a zero or a repeat", tFirst, tLate, tLast)
-	}
-	if !rc.StopWatch(tLate) || !rc.StopWatch(tLast) {
-		t.Fatal("StopWatch of a registered function reported false")
-	}
-	rc.cancel()
-	if first.Load() != 1 || late.Load() != 0 || last.Load() != 0 {
-		t.Fatalf("ran: first %d, stopped %d and %d (want 1, 0, 0)", first.Load(), late.Load(), last.Load())
-	}
-}
-
 // Pipelined requests on one connection, each with a context of its own:
 // the first's has ended (by itself) before the second's handler runs and
 // keeps context.Canceled as its cause when the connection later ends
@@ -539,73 +258,5 @@ func TestPipelinedRequestContexts(t *testing.T) {
 	defer cancel()
 	if late.Err() != context.Canceled || context.Cause(late) != context.Canceled {
 		t.Fatalf("child of a retained context: err %v, cause %v", late.Err(), context.Cause(late))
-	}
-}
-
-// AfterFunc's stop racing with the end, directly and through
-// context.AfterFunc and a child's cancel: a stop that reports true kept
-// its function from ever running; one that reports false leaves it to
-// run exactly once.
-func TestRequestContextAfterFuncStopRacesTheEnd(t *testing.T) {
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; i < 1000 && time.Now().Before(deadline); i++ {
-		ctx, cancelConn := context.WithCancel(context.Background())
-		c := &conn{ctx: ctx, valCtx: context.WithoutCancel(ctx)}
-		rc := &requestCtx{c: c}
-		const n = 4
-		var ran [n]atomic.Int32
-		var wg sync.WaitGroup // the functions that will run
-		stops := make([]func() bool, n)
-		wg.Add(n)
-		for j := range n {
-			f := func() { ran[j].Add(1); wg.Done() }
-			if j%2 == 0 {
-				stops[j] = rc.AfterFunc(f)
-			} else {
-				stops[j] = context.AfterFunc(rc, f)
-			}
-		}
-		child, cancelChild := context.WithCancel(rc)
-		var stopped [n]bool
-		var race sync.WaitGroup
-		race.Add(2)
-		go func() {
-			defer race.Done()
-			for j := range stops {
-				stopped[j] = stops[j]()
-			}
-			cancelChild()
-		}()
-		go func() {
-			defer race.Done()
-			if i%2 == 0 {
-				rc.cancel()
-			} else {
-				cancelConn()
-				rc.endWithConn()
-			}
-		}()
-		race.Wait()
-		for j := range n {
-			if stopped[j] {
-				wg.Done()
-			}
-		}
-		waitDone := make(chan struct{})
-		go func() { wg.Wait(); close(waitDone) }()
-		within(t, 5*time.Second, "the functions not stopped", waitDone)
-		for j := range n {
-			want := int32(1)
-			if stopped[j] {
-				want = 0
-			}
-			if got := ran[j].Load(); got != want {
-				t.Fatalf("iteration %d, function %d: stop reported %v, ran %d times", i, j, stopped[j], got)
-			}
-		}
-		if child.Err() == nil || rc.registered() != 0 {
-			t.Fatalf("iteration %d: child err %v, %d functions left registered", i, child.Err(), rc.registered())
-		}
-		cancelConn()
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/outrigger-mesh/outrigger/proxy/internal/reqctx"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
@@ -27,7 +28,7 @@ type response struct {
 	req *http.Request // &reqv, or for an h2c upgrade one of its own
 	// ctx is the request's context (unused for an h2c upgrade, whose
 	// request lives on the connection's context).
-	ctx    requestCtx
+	ctx    reqctx.Context
 	reqv   http.Request
 	body   *body // nil: no request body
 	header http.Header
