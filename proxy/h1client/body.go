@@ -35,12 +35,22 @@ type responseBody struct {
 	// and per data byte (see chunkSize).
 	overhead int64
 	keep     bool // the connection may be reused after EOF
+	// used counts the elements of vals that hold values.
+	used uint8
 
 	mu       sync.Mutex
 	reading  bool  // a Read is in progress: Close leaves the release to it
 	closed   bool  // Close was called
 	released bool  // the connection was given up
 	err      error // sticky: io.EOF or the failure
+
+	// vals holds the values of the final head's fields (then of the
+	// trailers') seen once, one element each (see parseFields): a
+	// response whose fields fit costs no allocation for them. The
+	// header's value slices point into it, so a value slice kept keeps
+	// the response's allocation. Seven fill the size class the rest of
+	// the struct is in.
+	vals [7]string
 }
 
 func (b *responseBody) Read(p []byte) (int, error) {
@@ -305,9 +315,11 @@ func (b *responseBody) readTrailers() error {
 	}
 	if n := countLines(block); n > 0 {
 		tr := make(http.Header, n)
-		if err := parseFields(block, tr); err != nil {
+		used, err := parseFields(block, tr, n, b.vals[b.used:])
+		if err != nil {
 			return fmt.Errorf("%w (in trailers)", err)
 		}
+		b.used += uint8(used)
 		// RFC 9110 §6.5.1: framing, routing, authentication and
 		// content fields are not trailers, and a recipient may not
 		// merge them into the header section; they are dropped so that

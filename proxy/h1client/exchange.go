@@ -41,7 +41,7 @@ func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Reque
 		}
 		ev.wait100Continue()
 		var send, silent bool
-		send, mode, silent, err = c.awaitContinue(resp, ev, t.ExpectContinueTimeout, o.method)
+		send, mode, silent, err = c.awaitContinue(rb, ev, t.ExpectContinueTimeout, o.method)
 		switch {
 		case err != nil:
 			// A malformed or missing interim response. One that never
@@ -70,7 +70,7 @@ func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Reque
 		// The server may have answered before it stopped reading (a
 		// 413, a 401): read what it said, else report the write.
 		if o.length != 0 && c.written > 0 {
-			if mode, rerr := c.readHead(resp, ev, o.method, false); rerr == nil {
+			if mode, rerr := c.readHead(rb, ev, o.method, false); rerr == nil {
 				return c.finish(ctx, rb, mode, false)
 			}
 		}
@@ -84,7 +84,7 @@ func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Reque
 			stale = !c.ended(ctx) && c.reused && o.idempotent
 			return nil, stale, c.wrapErr(ctx, "reading response", noResponse(err))
 		}
-		if mode, err = c.readHead(resp, ev, o.method, false); err != nil {
+		if mode, err = c.readHead(rb, ev, o.method, false); err != nil {
 			c.fail()
 			return nil, false, c.wrapErr(ctx, "reading response", err)
 		}
@@ -142,11 +142,12 @@ func (c *conn) finish(ctx context.Context, rb *responseBody, mode int, keep bool
 	return resp, false, nil
 }
 
-// readHead reads response heads into resp until a final one (or a 101),
+// readHead reads response heads into rb's response until a final one (or a 101),
 // reporting interim ones to ev. oneInterim ends the loop after one
 // interim response too (its framing is bodyNone): the caller is waiting
 // to send a body. It returns the body's framing.
-func (c *conn) readHead(resp *http.Response, ev *events, method string, oneInterim bool) (int, error) {
+func (c *conn) readHead(rb *responseBody, ev *events, method string, oneInterim bool) (int, error) {
+	resp := &rb.resp
 	limit := c.hp.t.maxHeaderBytes()
 	for n := 0; ; n++ {
 		block, err := readBlock(c.br, limit)
@@ -156,9 +157,11 @@ func (c *conn) readHead(resp *http.Response, ev *events, method string, oneInter
 			}
 			return 0, err
 		}
-		if err := parseHead(block, resp); err != nil {
+		used, err := parseHead(block, resp, rb.vals[rb.used:])
+		if err != nil {
 			return 0, err
 		}
+		rb.used += uint8(used)
 		code := resp.StatusCode
 		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
 			return framing(resp, method)
@@ -179,10 +182,11 @@ func (c *conn) readHead(resp *http.Response, ev *events, method string, oneInter
 // 100-continue". send is true after a 100 Continue or when d passed
 // without one (other 1xx responses are reported and do not stop the
 // clock, as in net/http: a server may send 103 Early Hints and then wait
-// for the body); false when a final response (now in resp, framed by
+// for the body); false when a final response (now in rb.resp, framed by
 // mode) came instead. silent, with an error, means the connection failed
 // before any byte of a response.
-func (c *conn) awaitContinue(resp *http.Response, ev *events, d time.Duration, method string) (send bool, mode int, silent bool, err error) {
+func (c *conn) awaitContinue(rb *responseBody, ev *events, d time.Duration, method string) (send bool, mode int, silent bool, err error) {
+	resp := &rb.resp
 	end := time.Now().Add(d)
 	if !c.deadline.IsZero() && c.deadline.Before(end) {
 		end = c.deadline
@@ -200,7 +204,7 @@ func (c *conn) awaitContinue(resp *http.Response, ev *events, d time.Duration, m
 			}
 			return false, 0, n == 0, noResponse(err)
 		}
-		if mode, err = c.readHead(resp, ev, method, true); err != nil {
+		if mode, err = c.readHead(rb, ev, method, true); err != nil {
 			return false, 0, false, err
 		}
 		switch code := resp.StatusCode; {

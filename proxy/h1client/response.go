@@ -104,11 +104,14 @@ func nextLine(s string) (line, rest string) {
 }
 
 // parseHead parses a response head read by readBlock into resp: status
-// line, protocol, status and header.
-func parseHead(block string, resp *http.Response) error {
+// line, protocol, status and header. The values of a final head's fields
+// go into vals while it has room (see parseFields), and the number of
+// elements used is returned; an interim (1xx) head's never do: its header
+// is handed to hooks, which may keep it.
+func parseHead(block string, resp *http.Response, vals []string) (int, error) {
 	line, rest := nextLine(block)
 	if len(line) < 12 || line[8] != ' ' {
-		return fmt.Errorf("h1client: malformed status line %q", clip(line))
+		return 0, fmt.Errorf("h1client: malformed status line %q", clip(line))
 	}
 	switch line[:8] {
 	case "HTTP/1.1":
@@ -116,38 +119,43 @@ func parseHead(block string, resp *http.Response) error {
 	case "HTTP/1.0":
 		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.0", 1, 0
 	default:
-		return fmt.Errorf("h1client: unsupported protocol version in status line %q", clip(line))
+		return 0, fmt.Errorf("h1client: unsupported protocol version in status line %q", clip(line))
 	}
 	status := line[9:]
 	code := 0
 	for i := 0; i < 3; i++ {
 		d := status[i]
 		if d < '0' || d > '9' {
-			return fmt.Errorf("h1client: malformed status code in status line %q", clip(line))
+			return 0, fmt.Errorf("h1client: malformed status code in status line %q", clip(line))
 		}
 		code = code*10 + int(d-'0')
 	}
 	if code < 100 {
-		return fmt.Errorf("h1client: malformed status code in status line %q", clip(line))
+		return 0, fmt.Errorf("h1client: malformed status code in status line %q", clip(line))
 	}
 	if len(status) > 3 {
 		if status[3] != ' ' {
-			return fmt.Errorf("h1client: malformed status code in status line %q", clip(line))
+			return 0, fmt.Errorf("h1client: malformed status code in status line %q", clip(line))
 		}
 		for i := 4; i < len(status); i++ {
 			if b := status[i]; b < ' ' && b != '\t' || b == 0x7f {
-				return fmt.Errorf("h1client: control byte in reason phrase of status line %q", clip(line))
+				return 0, fmt.Errorf("h1client: control byte in reason phrase of status line %q", clip(line))
 			}
 		}
 	}
 	resp.StatusCode = code
 	resp.Status = status
-	h := make(http.Header, countLines(rest))
-	if err := parseFields(rest, h); err != nil {
-		return err
+	n := countLines(rest)
+	h := make(http.Header, n)
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		vals = nil
+	}
+	used, err := parseFields(rest, h, n, vals)
+	if err != nil {
+		return 0, err
 	}
 	resp.Header = h
-	return nil
+	return used, nil
 }
 
 // countLines counts the field lines of a block, to size the header map.
@@ -155,49 +163,90 @@ func countLines(s string) int {
 	return max(strings.Count(s, "\n")-1, 0)
 }
 
-// parseFields parses field lines into h until the blank line. Keys are
-// canonicalized; values are trimmed of surrounding whitespace and must be
-// valid field values (no CR, LF or NUL: nothing that could end a line
-// downstream).
-func parseFields(s string, h http.Header) error {
-	// Values of fields seen once share one backing array, cut to length
-	// and capacity one each (as net/textproto does).
-	var strs []string
-	for {
+// parseFields parses field lines into h until the blank line; n is the
+// number of field lines (countLines). Keys are canonicalized; values are
+// trimmed of surrounding whitespace and must be valid field values (no
+// CR, LF or NUL: nothing that could end a line downstream).
+//
+// Values of fields seen once go into vals, one element each, cut to
+// length and capacity one (as net/textproto does), so that appending to
+// one never writes over another; when vals is used up, one array is
+// allocated for the remaining lines. It returns the number of elements
+// of vals used.
+func parseFields(s string, h http.Header, n int, vals []string) (used int, _ error) {
+	given := len(vals)
+	for i := 0; ; i++ {
 		line, rest := nextLine(s)
 		s = rest
 		if line == "" {
-			return nil
+			return used, nil
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			// RFC 9112 §5.2: obs-fold is deprecated; a proxy may reject it.
-			return errors.New("h1client: obsolete line folding in response header")
+			return 0, errors.New("h1client: obsolete line folding in response header")
 		}
-		colon := strings.IndexByte(line, ':')
+		// One pass over the name finds the colon, checks that the name
+		// is a token and whether it is in canonical form already.
+		colon, token, canonical, upper := -1, true, true, true
+		for j := 0; j < len(line); j++ {
+			c := line[j]
+			if c == ':' {
+				colon = j
+				break
+			}
+			if !httpguts.IsTokenRune(rune(c)) {
+				token = false
+			}
+			if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+				canonical = false
+			}
+			upper = c == '-'
+		}
 		if colon <= 0 {
-			return fmt.Errorf("h1client: malformed header line %q", clip(line))
+			return 0, fmt.Errorf("h1client: malformed header line %q", clip(line))
 		}
 		k := line[:colon]
-		if !httpguts.ValidHeaderFieldName(k) {
+		if !token {
 			// Includes whitespace before the colon (RFC 9112 §5.1).
-			return fmt.Errorf("h1client: invalid header field name %q", clip(k))
+			return 0, fmt.Errorf("h1client: invalid header field name %q", clip(k))
 		}
-		v := strings.Trim(line[colon+1:], " \t")
-		if !httpguts.ValidHeaderFieldValue(v) {
-			return fmt.Errorf("h1client: invalid header field value for %q", clip(k))
+		v := line[colon+1:]
+		for j := 0; j < len(v); j++ {
+			// httpguts.ValidHeaderFieldValue: no control byte but tab.
+			if b := v[j]; b < ' ' && b != '\t' || b == 0x7f {
+				return 0, fmt.Errorf("h1client: invalid header field value for %q", clip(k))
+			}
 		}
-		k = canonicalKey(k)
+		v = trimOWS(v)
+		if !canonical {
+			k = canonicalSlow(k)
+		}
 		if vv, ok := h[k]; ok {
 			h[k] = append(vv, v)
 			continue
 		}
-		if len(strs) == 0 {
-			strs = make([]string, max(countLines(s)+1, 1))
+		if len(vals) == 0 {
+			vals = make([]string, max(n-i, 1))
 		}
-		strs[0] = v
-		h[k] = strs[:1:1]
-		strs = strs[1:]
+		if used < given {
+			used++
+		}
+		vals[0] = v
+		h[k] = vals[:1:1]
+		vals = vals[1:]
 	}
+}
+
+// trimOWS drops the optional whitespace (spaces and tabs) around a field
+// value.
+func trimOWS(v string) string {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
 }
 
 // clip shortens what goes into an error message.
