@@ -29,7 +29,9 @@
 // the connection. https URLs get TLS over the dialled connection with
 // ALPN "http/1.1". A request body longer than its ContentLength is an
 // error, as in net/http. A host's pool is dropped when its last
-// connection closes.
+// connection closes. A response's header values are substrings of one
+// string holding its head, and the value slices of its first seven
+// fields live in the response's own allocation: keeping one keeps those.
 //
 // # Invariants
 //
