@@ -218,9 +218,29 @@ func (f *forwarding) run() {
 
 	hrt, _ := c.pool.rt.(hooksRoundTripper)
 	ctx, direct, perTryTimeout := f.routeDeadline(hrt)
-	defer f.releaseRouteCtx()
 
+	// One deferred function releases, in reverse order of taking them,
+	// what the request holds: each defer would take a closure's room in
+	// this frame.
 	res := c.res
+	acquired, retryHeld := false, false
+	var stopStallWatch func() bool
+	defer func() {
+		if retryHeld {
+			res.limits.Release(breaker.LimitRetries)
+		}
+		if stopStallWatch != nil {
+			stopStallWatch()
+		}
+		if acquired {
+			c.m.active.Dec()
+			c.active.Add(-1)
+			c.pool.release()
+			res.limits.Release(breaker.LimitRequests)
+		}
+		f.releaseRouteCtx()
+	}()
+
 	if err := res.limits.Acquire(breaker.LimitRequests); err != nil {
 		f.failBreaker(err)
 		return
@@ -228,12 +248,7 @@ func (f *forwarding) run() {
 	c.active.Add(1)
 	c.m.active.Inc()
 	c.pool.users.Add(1)
-	defer func() {
-		c.m.active.Dec()
-		c.active.Add(-1)
-		c.pool.release()
-		res.limits.Release(breaker.LimitRequests)
-	}()
+	acquired = true
 
 	hdr := f.outboundHeader()
 	path, rawPath := r.URL.Path, r.URL.RawPath
@@ -243,20 +258,9 @@ func (f *forwarding) run() {
 
 	var body io.Reader
 	if hasBody(r) {
-		var stop func() bool
-		body, stop = f.requestBody(ctx, direct, limit)
-		if stop != nil {
-			defer stop()
-		}
+		body, stopStallWatch = f.requestBody(ctx, direct, limit)
 	}
 	f.set.c = c
-
-	retryHeld := false
-	defer func() {
-		if retryHeld {
-			res.limits.Release(breaker.LimitRetries)
-		}
-	}()
 
 	for attempt := 0; ; attempt++ {
 		now := f.p.now()
@@ -973,14 +977,7 @@ func (f *forwarding) respond(resp *http.Response) error {
 	}
 	announced := len(resp.Trailer)
 	if announced > 0 {
-		keys := make([]string, 0, announced)
-		for k := range resp.Trailer {
-			keys = append(keys, k)
-		}
-		h["Trailer"] = []string{strings.Join(keys, ", ")}
-		// Trailers need a framing that can carry them: an HTTP/1.1
-		// downstream must use chunked encoding, not Content-Length.
-		delete(h, "Content-Length")
+		announceTrailers(h, resp.Trailer)
 	}
 	f.status = resp.StatusCode
 	if f.grpc && resp.Header["Grpc-Status"] != nil {
@@ -993,29 +990,66 @@ func (f *forwarding) respond(resp *http.Response) error {
 	}
 	w.WriteHeader(resp.StatusCode)
 
+	// The header map's keys are canonical, as is the literal: a direct
+	// lookup is Header.Get without its key canonicalisation.
 	flush := f.grpc || resp.ContentLength == -1 ||
-		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+		len(resp.Header["Content-Type"]) > 0 && strings.HasPrefix(resp.Header["Content-Type"][0], "text/event-stream")
 	if err := copyBody(w, resp.Body, flush); err != nil {
-		if f.grpc && f.r.Context().Err() == nil && (errors.Is(f.routeCtx().Err(), context.DeadlineExceeded) || f.upstreamDeadline(err)) {
-			// The call's deadline passed mid-stream: end it the way a gRPC
-			// server would, with DEADLINE_EXCEEDED in the trailers.
-			h[http.TrailerPrefix+"Grpc-Status"] = []string{"4"}
-			h[http.TrailerPrefix+"Grpc-Message"] = []string{"upstream request timeout"}
-			h[http.TrailerPrefix+hdrError] = []string{ReasonUpstreamTimeout.String()}
-			return errDeadlineTrailers
-		}
-		return err
+		return f.bodyCutShort(h, err)
 	}
-	if len(resp.Trailer) == announced {
-		for k, vv := range resp.Trailer {
-			h[k] = vv
-		}
-		return nil
-	}
-	for k, vv := range resp.Trailer {
-		h[http.TrailerPrefix+k] = vv
+	if len(resp.Trailer) > 0 {
+		copyTrailers(h, resp.Trailer, len(resp.Trailer) == announced)
 	}
 	return nil
+}
+
+// announceTrailers declares, in the response header h, the trailers the
+// upstream announced.
+//
+//go:noinline
+func announceTrailers(h, trailer http.Header) {
+	keys := make([]string, 0, len(trailer))
+	for k := range trailer {
+		keys = append(keys, k)
+	}
+	h["Trailer"] = []string{strings.Join(keys, ", ")}
+	// Trailers need a framing that can carry them: an HTTP/1.1
+	// downstream must use chunked encoding, not Content-Length.
+	delete(h, "Content-Length")
+}
+
+// copyTrailers passes the upstream's trailers on through h: as they are
+// when all were announced, else each under http.TrailerPrefix.
+//
+//go:noinline
+func copyTrailers(h, trailer http.Header, announced bool) {
+	if announced {
+		for k, vv := range trailer {
+			h[k] = vv
+		}
+		return
+	}
+	for k, vv := range trailer {
+		h[http.TrailerPrefix+k] = vv
+	}
+}
+
+// bodyCutShort is respond's answer to a response body that ended with
+// err before its end: errDeadlineTrailers when the gRPC call's deadline
+// passed (the stream is then ended with DEADLINE_EXCEEDED trailers, in
+// h), else err.
+//
+//go:noinline
+func (f *forwarding) bodyCutShort(h http.Header, err error) error {
+	if f.grpc && f.r.Context().Err() == nil && (errors.Is(f.routeCtx().Err(), context.DeadlineExceeded) || f.upstreamDeadline(err)) {
+		// The call's deadline passed mid-stream: end it the way a gRPC
+		// server would, with DEADLINE_EXCEEDED in the trailers.
+		h[http.TrailerPrefix+"Grpc-Status"] = []string{"4"}
+		h[http.TrailerPrefix+"Grpc-Message"] = []string{"upstream request timeout"}
+		h[http.TrailerPrefix+hdrError] = []string{ReasonUpstreamTimeout.String()}
+		return errDeadlineTrailers
+	}
+	return err
 }
 
 // copyBody streams src to w through a pooled buffer; with flush it pushes
