@@ -27,8 +27,9 @@ type conn struct {
 	// length ends where it said (see checkBodyEnd).
 	probe [1]byte
 
-	// deadline is the current exchange's deadline, zero for none: set on
-	// nc for the exchange (and its body), cleared before c goes idle.
+	// deadline is the deadline set on nc, zero for none: the current
+	// exchange's (for it and its body), or, while c is idle, the last
+	// exchange's, which the next one replaces when it differs.
 	deadline time.Time
 
 	// written counts bytes written to nc in the current exchange, to tell
@@ -185,11 +186,13 @@ func (c *conn) unwatch() bool {
 	return ok && !c.cancelled.Load()
 }
 
-// setDeadline makes d the exchange's deadline (zero: none) and nc's. It
-// runs only while no cancellation is watched (before watch, after
-// unwatch), so it cannot overwrite one.
+// setDeadline makes d the exchange's deadline (zero: none) and nc's,
+// unless nc has it already: a deadline change is not free (on a
+// sockio.Conn, a clock reading and a wake-up per direction). It runs only
+// while no cancellation is watched (before watch, after unwatch), so it
+// cannot overwrite one.
 func (c *conn) setDeadline(d time.Time) {
-	if d.IsZero() && c.deadline.IsZero() {
+	if d.Equal(c.deadline) {
 		return
 	}
 	c.deadline = d
@@ -237,8 +240,8 @@ func (c *conn) release(reuse bool) {
 		c.discard()
 		return
 	}
-	// An idle connection has no deadline; the next exchange sets its own.
-	c.setDeadline(time.Time{})
+	// The deadline stays: nothing reads or writes an idle connection,
+	// and the next exchange sets its own (see setDeadline).
 	c.reused = true
 	c.hp.putIdle(c)
 }

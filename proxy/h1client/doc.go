@@ -58,9 +58,14 @@
 //     closed, never reused.
 //     Errors caused by the context wrap context.Cause of it. A deadline
 //     given to RoundTripHooks is the connection's deadline for the
-//     exchange and its body, cleared before the connection goes idle;
-//     errors past it wrap context.DeadlineExceeded, and its connection is
-//     closed as a cancelled one is.
+//     exchange and its body; errors past it wrap
+//     context.DeadlineExceeded, and its connection is closed as a
+//     cancelled one is. It stays on the connection while it is idle
+//     (nothing reads or writes an idle connection: the liveness peek
+//     is a system call of its own) and is replaced by the next
+//     exchange's, or cleared when that has none, so that an exchange
+//     with the deadline the connection has already costs no deadline
+//     change.
 //   - Nothing that would let one message be read as two is sent or
 //     accepted: invalid header names or values, request targets with
 //     spaces or control bytes, and hosts that are not valid Host headers

@@ -122,3 +122,94 @@ func BenchmarkReadHead(b *testing.B) {
 		})
 	}
 }
+
+// loopConn is a connection to an upstream that answers every request head
+// written to it with cannedResponse at once, in memory: an exchange over
+// it is the transport's own work, without system calls or wake-ups. It
+// counts deadline changes.
+type loopConn struct {
+	pending   []byte // written by Write, read by Read
+	off       int
+	deadlines int
+}
+
+func (c *loopConn) Write(p []byte) (int, error) {
+	// Each request is one bodiless head, written with one flush.
+	c.pending = append(c.pending[:0], cannedResponse...)
+	c.off = 0
+	return len(p), nil
+}
+
+func (c *loopConn) Read(p []byte) (int, error) {
+	if c.off == len(c.pending) {
+		return 0, io.ErrNoProgress // a read with no request written: a bug
+	}
+	n := copy(p, c.pending[c.off:])
+	c.off += n
+	return n, nil
+}
+
+func (c *loopConn) Close() error                     { return nil }
+func (c *loopConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *loopConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *loopConn) SetDeadline(time.Time) error      { c.deadlines += 2; return nil }
+func (c *loopConn) SetReadDeadline(time.Time) error  { c.deadlines++; return nil }
+func (c *loopConn) SetWriteDeadline(time.Time) error { c.deadlines++; return nil }
+
+// watchCtx is a context with WatchEnd and StopWatch, as h1server's
+// request contexts have, that never ends.
+type watchCtx struct{ context.Context }
+
+func (watchCtx) WatchEnd(func()) uint64 { return 1 }
+func (watchCtx) StopWatch(uint64) bool  { return true }
+
+// BenchmarkExchangeInMemory is BenchmarkExchange over loopConn: what
+// the transport itself costs per exchange, and how many deadline changes
+// (per direction: SetDeadline counts two) it makes, in the same shapes,
+// plus a context watched through WatchEnd ("endwatch+deadline").
+func BenchmarkExchangeInMemory(b *testing.B) {
+	for _, c := range []struct {
+		name     string
+		ctx      func() (context.Context, context.CancelFunc)
+		deadline bool
+	}{
+		{"background", func() (context.Context, context.CancelFunc) { return context.Background(), func() {} }, false},
+		{"cancel+deadline", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }, true},
+		{"endwatch+deadline", func() (context.Context, context.CancelFunc) { return watchCtx{context.Background()}, func() {} }, true},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			lc := &loopConn{}
+			tr := newTransport(b, func(t *Transport) {
+				t.Dial = func(context.Context, string, string) (net.Conn, error) { return lc, nil }
+			})
+			ctx, cancel := c.ctx()
+			defer cancel()
+			req, _ := http.NewRequest("GET", "http://upstream.test/bench", nil)
+			req.Header["User-Agent"] = []string{""}
+			buf := make([]byte, 512)
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				var dl time.Time
+				if c.deadline {
+					dl = time.Now().Add(time.Minute)
+				}
+				resp, err := tr.RoundTripHooks(ctx, req, nil, dl)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for {
+					if _, err := resp.Body.Read(buf); err == io.EOF {
+						break
+					} else if err != nil {
+						b.Fatal(err)
+					}
+				}
+				resp.Body.Close()
+			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(lc.deadlines)/float64(b.N), "deadline-sets/op")
+			tr.CloseIdleConnections()
+		})
+	}
+}
