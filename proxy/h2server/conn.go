@@ -16,6 +16,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/reqctx"
 )
 
 // serverConn is one HTTP/2 connection. Its reader goroutine (the one
@@ -25,8 +27,9 @@ type serverConn struct {
 	srv     *Server
 	nc      net.Conn
 	handler http.Handler
-	ctx     context.Context // the connection's; each stream's derives from it
+	ctx     context.Context // the connection's; streams' contexts take values, deadline and end from it
 	cancel  context.CancelFunc
+	reqConn reqctx.Conn // what the streams' contexts share of ctx
 	remote  string
 	br      *bufio.Reader
 	fr      *http2.Framer
@@ -57,6 +60,9 @@ type serverConn struct {
 	closeAfterFlush bool // the writer ends the connection after its next flush
 	dead            bool // the connection is gone: appends are dropped
 	enc             *hpack.Encoder
+	// ended are streams whose contexts ended under mu with functions
+	// registered for the end, which unlock runs.
+	ended []*stream
 
 	streams     map[uint32]*stream // streams whose handler runs
 	maxClientID uint32             // highest stream id the client opened
@@ -142,6 +148,7 @@ func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
 	}
 	sc.cond.L = &sc.mu
 	sc.ctx, sc.cancel = context.WithCancel(context.WithValue(parent, http.LocalAddrContextKey, c.LocalAddr()))
+	sc.reqConn.Init(sc.ctx)
 	sc.enc = hpack.NewEncoder(encWriter{sc})
 	if d := s.IdleTimeout; d > 0 {
 		// Armed before an upgrade's stream 1 starts: its handler stops
@@ -196,6 +203,12 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	sc.br.Reset(nil)
 	readerPool.Put(sc.br)
 	sc.br = nil
+	// A context (or request) a handler kept holds its stream, and the
+	// stream the connection: the buffers need not stay with them.
+	sc.mu.Lock()
+	sc.wbuf, sc.spare = nil, nil
+	sc.mu.Unlock()
+	sc.fr = nil
 }
 
 // upgrade applies an h2c upgrade's settings and starts its request as
@@ -222,7 +235,7 @@ func (sc *serverConn) upgrade(opts *ConnOpts) error {
 	r := opts.Upgrade
 	st := sc.newStream(1)
 	st.remoteClosed = true
-	req := r.WithContext(st.ctx)
+	req := r.WithContext(&st.ctx)
 	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
 	if req.Body == nil {
 		req.Body = http.NoBody
@@ -236,7 +249,13 @@ func (sc *serverConn) upgrade(opts *ConnOpts) error {
 
 func (sc *serverConn) newStream(id uint32) *stream {
 	st := &stream{sc: sc, id: id, declCL: -1, opened: sc.clock()}
-	st.ctx, st.cancel = context.WithCancel(sc.ctx)
+	st.ctx.Init(&sc.reqConn)
+	if sc.ctx.Err() != nil {
+		// closeNow, which ends the streams with the connection's
+		// context, is on its way; a child of that context would start
+		// ended.
+		st.ctx.EndWithConn()
+	}
 	st.readCond.L = &sc.mu
 	return st
 }
@@ -345,7 +364,7 @@ func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode) error {
 		return connError{http2.ErrCodeProtocol, "stream error on an even stream id"}
 	}
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
+	defer sc.unlock()
 	if st := sc.streams[id]; st != nil {
 		sc.resetLocked(st, code)
 	} else {
@@ -367,7 +386,7 @@ func (sc *serverConn) onPriority(f *http2.PriorityFrame) error {
 		return nil
 	}
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
+	defer sc.unlock()
 	if st := sc.streams[f.StreamID]; st != nil {
 		sc.resetLocked(st, http2.ErrCodeProtocol)
 	} else {
@@ -404,17 +423,57 @@ func (sc *serverConn) resetLocked(st *stream, code http2.ErrCode) {
 	sc.abortStreamLocked(st, errStreamGone)
 }
 
-// abortStreamLocked marks st reset (by either side) and wakes its waiters.
+// abortStreamLocked marks st reset (by either side), ends its context
+// and wakes its waiters.
 func (sc *serverConn) abortStreamLocked(st *stream, err error) {
 	st.reset = true
 	st.remoteClosed = true
 	if st.rerr == nil {
 		st.rerr = err
 	}
-	st.cancel()
+	sc.endContextLocked(st)
 	st.readCond.Broadcast()
 	if sc.sendWaiters > 0 {
 		sc.cond.Broadcast()
+	}
+}
+
+// endContextLocked ends st's context under sc.mu, so that whoever the
+// lock orders after the reset (a handler woken from a body read or a
+// write) finds it ended, as with the cancelCtx it replaces. It ends with
+// the connection's error and cause if the connection's context has
+// ended (a cancelCtx child would have taken them), else with
+// context.Canceled. The functions registered for its end (a transport's
+// WatchEnd) are not run under the lock: unlock runs them.
+func (sc *serverConn) endContextLocked(st *stream) {
+	if st.ctx.End(sc.ctx.Err() != nil) {
+		sc.ended = append(sc.ended, st)
+	}
+}
+
+// endContext ends st's context, with no lock held.
+func (sc *serverConn) endContext(st *stream) {
+	if sc.ctx.Err() != nil {
+		st.ctx.EndWithConn()
+	} else {
+		st.ctx.Cancel()
+	}
+}
+
+// unlock releases sc.mu, then runs the functions registered for the end
+// of the stream contexts that ended under it (endContextLocked). Every
+// critical section that may reset a stream or end the connection ends
+// with it.
+func (sc *serverConn) unlock() {
+	if len(sc.ended) == 0 {
+		sc.mu.Unlock()
+		return
+	}
+	ended := sc.ended
+	sc.ended = nil
+	sc.mu.Unlock()
+	for _, st := range ended {
+		st.ctx.Notify()
 	}
 }
 
@@ -425,7 +484,7 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	sc.mu.Lock()
 	if st := sc.streams[id]; st != nil {
-		defer sc.mu.Unlock()
+		defer sc.unlock()
 		switch {
 		case st.reset:
 			return nil
@@ -473,13 +532,14 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	st := sc.newStream(id)
 	status, err := sc.newRequest(st, f)
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
+	defer sc.unlock()
 	sc.opening = false
 	if err == nil && status == 0 && !sc.dead {
 		sc.startStreamLocked(st)
 		return nil
 	}
-	st.cancel()
+	// (st's context, which no handler saw, needs no end: nothing is
+	// registered with it, and nothing holds it.)
 	switch {
 	case err != nil:
 		sc.noteResetLocked(id)
@@ -554,7 +614,7 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 	data := f.Data()
 	size := int32(f.Length) // padding counts against the windows too
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
+	defer sc.unlock()
 	if size > sc.recvAvail {
 		return connError{http2.ErrCodeFlowControl, "DATA beyond the connection window"}
 	}
@@ -639,7 +699,7 @@ func (sc *serverConn) consumedLocked(st *stream, n int) {
 
 func (sc *serverConn) onRST(f *http2.RSTStreamFrame) error {
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
+	defer sc.unlock()
 	st := sc.streams[f.StreamID]
 	if st == nil {
 		if f.StreamID > sc.maxClientID {
@@ -663,7 +723,7 @@ func (sc *serverConn) onRST(f *http2.RSTStreamFrame) error {
 func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	inc := int64(f.Increment)
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
+	defer sc.unlock()
 	if f.StreamID == 0 {
 		sc.sendWindow += inc
 		if sc.sendWindow > maxWindow {
@@ -810,12 +870,12 @@ func (sc *serverConn) onIdle() {
 func (sc *serverConn) closeNow() {
 	sc.mu.Lock()
 	sc.dieLocked(errConnClosed)
-	sc.mu.Unlock()
+	sc.unlock()
 	sc.nc.Close()
 }
 
 // dieLocked marks the connection gone: appends are dropped from now on,
-// every stream's context is cancelled and every waiter released.
+// every stream's context is ended and every waiter released.
 func (sc *serverConn) dieLocked(err error) {
 	if sc.dead {
 		return
@@ -864,7 +924,7 @@ func (sc *serverConn) teardown(err error) {
 	}
 	sc.mu.Lock()
 	sc.dieLocked(err)
-	sc.mu.Unlock()
+	sc.unlock()
 	sc.nc.Close()
 	sc.stopWatch() // before the cancel, which would run it
 	sc.cancel()
@@ -937,8 +997,8 @@ func (sc *serverConn) endStream(st *stream, failed bool) {
 	if len(sc.streams) == 0 {
 		sc.noStreamsLocked()
 	}
-	sc.mu.Unlock()
-	st.cancel()
+	sc.unlock()
+	sc.endContext(st)
 }
 
 // rstLocked queues RST_STREAM(code), counted with the control frames

@@ -1,7 +1,6 @@
 package h2server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,16 +15,20 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 
+	"github.com/outrigger-mesh/outrigger/proxy/internal/reqctx"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // stream is a request whose handler runs. Fields below the line are
 // guarded by sc.mu.
 type stream struct {
-	sc     *serverConn
-	id     uint32
-	ctx    context.Context
-	cancel context.CancelFunc
+	sc *serverConn
+	id uint32
+	// ctx is the request's context, ended by the server (see
+	// endContextLocked, endStream): it is reached only through the
+	// stream, which is never reused, so a context a handler keeps stays
+	// valid.
+	ctx    reqctx.Context
 	req    *http.Request
 	isHead bool
 	opened time.Time // when its HEADERS arrived (rapid-reset rule)
@@ -331,7 +334,7 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 		}
 	}
 	st.isHead = method == "HEAD"
-	st.req = req.WithContext(st.ctx)
+	st.req = req.WithContext(&st.ctx)
 	return 0, nil
 }
 

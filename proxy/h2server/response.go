@@ -227,7 +227,7 @@ func (rw *responseWriter) finish() {
 	} else {
 		_ = rw.sendLocked(nil, true, trailers)
 	}
-	sc.mu.Unlock()
+	sc.unlock()
 	rw.done = true
 }
 

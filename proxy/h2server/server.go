@@ -218,10 +218,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
+	conns := make([]*serverConn, 0, len(s.conns))
 	for sc := range s.conns {
-		sc.closeNow()
+		conns = append(conns, sc)
 	}
 	s.mu.Unlock()
+	// Outside s.mu: closing a connection runs the functions its
+	// streams' contexts had registered for their end.
+	for _, sc := range conns {
+		sc.closeNow()
+	}
 	return nil
 }
 

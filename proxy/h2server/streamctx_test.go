@@ -3,6 +3,7 @@ package h2server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"runtime"
@@ -320,5 +321,128 @@ func TestStreamContextRetainedAfterTheConnection(t *testing.T) {
 	defer cancel()
 	if child.Err() != context.Canceled || context.Cause(child) != context.Canceled {
 		t.Fatalf("child: err %v, cause %v", child.Err(), context.Cause(child))
+	}
+}
+
+// A stream context has WatchEnd and StopWatch (the method set
+// proxy/h1client uses instead of context.AfterFunc): a stopped function
+// does not run; a watching one runs when the client resets the stream,
+// or when the connection ends, on the goroutine that ends the context
+// but not under the connection's lock (it is another package's code),
+// before the handler goes on; on an ended context it runs at once.
+func TestStreamContextWatchEnd(t *testing.T) {
+	for _, end := range []string{"client reset", "server close"} {
+		t.Run(end, func(t *testing.T) {
+			started := make(chan context.Context, 1)
+			lockFree := make(chan bool, 1)
+			release := make(chan struct{})
+			ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				ew, ok := r.Context().(endWatcher)
+				if !ok {
+					started <- r.Context()
+					return
+				}
+				sc := w.(*responseWriter).sc
+				tok := ew.WatchEnd(func() { t.Error("a stopped function ran") })
+				if !ew.StopWatch(tok) || ew.StopWatch(tok) {
+					t.Error("StopWatch before the end")
+				}
+				ew.WatchEnd(func() {
+					// The handler waits on release, the writer has
+					// nothing to write: nobody else takes the lock.
+					free := sc.mu.TryLock()
+					if free {
+						sc.mu.Unlock()
+					}
+					lockFree <- free
+				})
+				started <- r.Context()
+				<-release
+			}))
+			rc := dialRaw(t, ts.addr)
+			rc.post(1, "/")
+			ctx := within(t, "the handler", started)
+			if _, ok := ctx.(endWatcher); !ok {
+				t.Fatalf("stream context %T has no WatchEnd/StopWatch", ctx)
+			}
+			if end == "client reset" {
+				rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+			} else {
+				ts.Close()
+			}
+			if !within(t, "the watching function", lockFree) {
+				t.Error("the watching function ran under the connection's lock")
+			}
+			if ctx.Err() != context.Canceled {
+				t.Errorf("err %v", ctx.Err())
+			}
+			close(release)
+			ew := ctx.(endWatcher)
+			ran := false
+			if ew.StopWatch(ew.WatchEnd(func() { ran = true })) || !ran {
+				t.Error("WatchEnd on an ended context did not run its function at once")
+			}
+		})
+	}
+}
+
+// Handlers that watch and unwatch their contexts while the client resets
+// their streams: each function either ran once or was stopped (StopWatch
+// reported true), never both, never neither.
+func TestStreamContextWatchRacesTheReset(t *testing.T) {
+	const streams, perStream = 50, 3
+	bad := make(chan string, streams)
+	done := make(chan struct{}, streams)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { done <- struct{}{} }()
+		ew, ok := r.Context().(endWatcher)
+		if !ok {
+			bad <- "no WatchEnd/StopWatch"
+			return
+		}
+		var ran [perStream]chan struct{}
+		var toks [perStream]uint64
+		for i := range toks {
+			ran[i] = make(chan struct{}, 2)
+			toks[i] = ew.WatchEnd(func() { ran[i] <- struct{}{} })
+		}
+		var stopped [perStream]bool
+		for i, tok := range toks {
+			runtime.Gosched()
+			stopped[i] = ew.StopWatch(tok)
+		}
+		<-r.Context().Done()
+		// A function StopWatch did not stop runs (maybe a little after
+		// Done is closed: it may be about to run), once.
+		for i := range toks {
+			if stopped[i] {
+				continue
+			}
+			select {
+			case <-ran[i]:
+			case <-time.After(5 * time.Second):
+				bad <- "a function StopWatch reported it did not stop never ran"
+				return
+			}
+		}
+		for i := range toks {
+			if n := len(ran[i]); n != 0 {
+				bad <- fmt.Sprintf("stopped %v, ran once more (%d)", stopped[i], n)
+			}
+		}
+	}))
+	rc := dialRaw(t, ts.addr)
+	for i := range streams {
+		id := uint32(2*i + 1)
+		rc.post(id, "/")
+		rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	for range streams {
+		within(t, "the handlers", done)
+	}
+	select {
+	case b := <-bad:
+		t.Fatal(b)
+	default:
 	}
 }

@@ -66,7 +66,7 @@ func (sc *serverConn) writeLoop() {
 			}
 		}
 		if sc.closeAfterFlush || sc.dead {
-			sc.mu.Unlock()
+			sc.unlock() // a failed write ended the streams
 			sc.finishWrites()
 			return
 		}
