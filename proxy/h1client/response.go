@@ -394,6 +394,12 @@ func framing(resp *http.Response, method string) (int, error) {
 // parseContentLength accepts one length, repeated or listed any number of
 // times (RFC 9110 §8.6 lets a recipient take "42, 42"), and nothing else.
 func parseContentLength(vv []string) (int64, error) {
+	if len(vv) == 1 {
+		// The usual case, one length, without splitting.
+		if n, ok := wire.ParseDecimal(trimOWS(vv[0])); ok {
+			return n, nil
+		}
+	}
 	n := int64(-1)
 	for _, v := range vv {
 		for part := range strings.SplitSeq(v, ",") {
