@@ -41,9 +41,30 @@
 // that handler reads, returns or is reset, as with x/net/http2. A
 // MaxUploadBufferPerConnection several times MaxUploadBufferPerStream
 // leaves them room, at that much memory per connection.
-// "Expect: 100-continue" is answered 100 on the first Body read. The
-// request context is cancelled when the client resets the stream, when
-// the connection ends and when the handler returns.
+// "Expect: 100-continue" is answered 100 on the first Body read.
+//
+// # Request contexts
+//
+// A stream's context is a proxy/internal/reqctx Context inside the
+// stream, not context.WithCancel of the connection's context: the
+// connection knows its streams and ends their contexts itself, so a
+// stream costs the connection's context no children map entry. It
+// behaves as that cancelCtx would: it ends with context.Canceled (and
+// that cause) when the handler returns, when the client resets the
+// stream and when the connection ends (the client closes it, a
+// connection error, Close, Shutdown's deadline); with the connection
+// context's error and cause when that context (ConnOpts.Context or
+// BaseContext) ends; its values and deadline are the connection
+// context's. A reset ends it under the connection's lock, so a handler
+// woken by the reset finds it ended; the functions registered for its
+// end run once the lock is released. It has an AfterFunc method, so
+// context.AfterFunc, WithCancel and WithDeadline on it start no
+// goroutine, and WatchEnd/StopWatch, with which proxy/h1client watches
+// it without allocating (WatchEnd's function runs synchronously on the
+// goroutine that ends the context: the handler's, the connection's
+// reader, or Close's caller). Streams are never reused: a context a
+// handler keeps stays valid (and ended) after the stream and the
+// connection are gone.
 //
 // Responses: WriteHeader with a 1xx code sends that header block at once
 // (the header map is left as it is); trailers are declared with the

@@ -203,3 +203,68 @@ func TestGRPCCancelAndDeadline(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// ctxService's FullDuplexCall answers one message, then waits for its
+// context's end and reports its error on ended.
+type ctxService struct {
+	testpb.UnimplementedTestServiceServer
+	ended chan error
+}
+
+func (s ctxService) FullDuplexCall(st grpc.BidiStreamingServer[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse]) error {
+	if _, err := st.Recv(); err != nil {
+		return err
+	}
+	if err := st.Send(&testpb.StreamingOutputCallResponse{}); err != nil {
+		return err
+	}
+	<-st.Context().Done()
+	s.ended <- st.Context().Err()
+	return st.Context().Err()
+}
+
+// A gRPC handler's context, which grpc-go's ServeHTTP derives from the
+// stream's, ends when the client cancels the call (RST_STREAM CANCEL)
+// and at the call's deadline (grpc-timeout).
+func TestGRPCHandlerContextEndsWithTheCall(t *testing.T) {
+	svc := ctxService{ended: make(chan error, 1)}
+	gs := grpc.NewServer()
+	testpb.RegisterTestServiceServer(gs, svc)
+	ts := start(t, gs)
+	t.Cleanup(gs.Stop)
+	cc, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := testpb.NewTestServiceClient(cc)
+	call := func(ctx context.Context) {
+		t.Helper()
+		st, err := c.FullDuplexCall(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&testpb.StreamingOutputCallRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	call(ctx)
+	cancel()
+	if err := within(t, "the handler context's end on cancel", svc.ended); err != context.Canceled {
+		t.Fatalf("after the client's cancel: %v", err)
+	}
+
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	call(ctx)
+	if err := within(t, "the handler context's end at the deadline", svc.ended); err != context.DeadlineExceeded && err != context.Canceled {
+		// (The server's timer and the client's RST_STREAM race: either
+		// ends it.)
+		t.Fatalf("at the deadline: %v", err)
+	}
+}
