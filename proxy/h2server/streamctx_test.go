@@ -446,3 +446,30 @@ func TestStreamContextWatchRacesTheReset(t *testing.T) {
 	default:
 	}
 }
+
+// A handler blocked in a body Read (or a write waiting for flow control)
+// that the client's reset wakes finds its context ended already: the
+// reset ends it before it wakes anyone.
+func TestStreamContextEndedWhenResetWakesTheHandler(t *testing.T) {
+	const streams = 20
+	errs := make(chan error, streams)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b [1]byte
+		if _, err := r.Body.Read(b[:]); err == nil {
+			errs <- errors.New("a body read succeeded without DATA")
+			return
+		}
+		errs <- r.Context().Err()
+	}))
+	rc := dialRaw(t, ts.addr)
+	for i := range streams {
+		id := uint32(2*i + 1)
+		rc.post(id, "/")
+		rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	for range streams {
+		if err := within(t, "a handler", errs); err != context.Canceled {
+			t.Fatalf("context after the reset woke the body read: %v", err)
+		}
+	}
+}

@@ -215,7 +215,12 @@ func (r *Context) end(how uint32) (notify bool) {
 	} else {
 		r.done.Store(closedChan)
 	}
-	return len(r.more) > 0 || r.slots[0].f != nil || r.slots[1].f != nil
+	for _, e := range r.slots {
+		if e.f != nil {
+			return true
+		}
+	}
+	return len(r.more) > 0
 }
 
 // register arranges for f to run at the end. If the context has ended
