@@ -161,7 +161,7 @@ func BenchmarkCopyRequestHeader(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		h := copyRequestHeader(in)
+		h := copyRequestHeader(in, addedRequestHeaders[:])
 		appendForwardedFor(h, "127.0.0.1:5555", make([]string, 1))
 	}
 }

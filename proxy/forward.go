@@ -803,12 +803,16 @@ var (
 	emptyValue = []string{""}[:1:1]
 )
 
+// addedRequestHeaders are the headers outboundHeader sets when the
+// request lacks them.
+var addedRequestHeaders = [...]string{hdrForwardedFor, hdrForwardedProto, hdrRequestID, "User-Agent"}
+
 // outboundHeader builds the header block sent upstream: the inbound one
 // minus hop-by-hop headers, plus x-forwarded-*, x-request-id and the
 // route's edits. traceparent and tracestate pass through untouched.
 func (f *forwarding) outboundHeader() http.Header {
 	r := f.r
-	h := copyRequestHeader(r.Header)
+	h := copyRequestHeader(r.Header, addedRequestHeaders[:])
 	// The X-Forwarded-For and x-request-id values share one allocation,
 	// cut to length and capacity one each.
 	vals := make([]string, 2)

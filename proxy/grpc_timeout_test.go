@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -119,7 +120,10 @@ func FuzzCopyRequestHeader(f *testing.F) {
 		if extra != "" {
 			in[http.CanonicalHeaderKey(extra)] = []string{"e"}
 		}
-		out := copyRequestHeader(in)
+		out := copyRequestHeader(in, addedRequestHeaders[:])
+		if want := modelCopyRequestHeader(in); !reflect.DeepEqual(out, want) {
+			t.Fatalf("copyRequestHeader(%q) = %q, want %q", in, out, want)
+		}
 		for _, k := range hopHeaders {
 			if k == "Te" {
 				if v, ok := out["Te"]; ok && (len(v) != 1 || v[0] != "trailers") {

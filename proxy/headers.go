@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -34,45 +35,77 @@ const (
 	hdrGRPCTimeout    = "Grpc-Timeout"
 )
 
-// copyRequestHeader copies src into a fresh header for the outbound request,
-// leaving out hop-by-hop headers: first every header named by a Connection
-// token (RFC 9110 §7.6.1), then the fixed list. "TE: trailers" is kept
-// because gRPC requires it end to end (it tells the server that the client
-// understands trailers).
-func copyRequestHeader(src http.Header) http.Header {
-	dst := make(http.Header, len(src)+3)
+// copyRequestHeader copies src into a fresh header for the outbound
+// request, sized for the names in add too (headers the caller sets
+// next), leaving out hop-by-hop headers: every header named by a
+// Connection token (RFC 9110 §7.6.1) and the fixed list. "TE: trailers"
+// is kept because gRPC requires it end to end (it tells the server that
+// the client understands trailers).
+//
+// The hop-by-hop headers are left out as the map is copied, not deleted
+// from the copy: a delete hashes its key whether it is there or not, and
+// most requests carry none of the nine names.
+func copyRequestHeader(src http.Header, add []string) http.Header {
+	// A map of up to mapGroupSlots entries is one group, allocated at
+	// its first insert whatever the hint; beyond that the hint sizes the
+	// table, so it counts only what the map will hold.
+	n := len(src) + len(add)
+	if n > mapGroupSlots {
+		n = 0
+		for k := range src {
+			if !isHop(k) || k == "Te" {
+				n++
+			}
+		}
+		for _, k := range add {
+			if _, ok := src[k]; !ok {
+				n++
+			}
+		}
+	}
+	dst := make(http.Header, n)
+	var buf [4]string
+	named := connectionNames(src["Connection"], buf[:0])
 	for k, vv := range src {
+		if isHop(k) || len(named) > 0 && slices.Contains(named, k) {
+			continue
+		}
 		dst[k] = vv // values are not mutated; sharing the slices is safe
 	}
-	removeHopHeaders(dst)
 	if teTrailers(src) {
-		dst["Te"] = []string{"trailers"}
+		dst["Te"] = teTrailersValue
 	}
 	return dst
 }
 
-// removeHopHeaders deletes, in h, the headers named in Connection and the
-// fixed hop-by-hop list.
-func removeHopHeaders(h http.Header) {
-	for _, f := range h["Connection"] {
+// mapGroupSlots is the number of entries in a map's group (Go's
+// internal/abi.MapGroupSlots): the most a map holds before it needs a
+// table.
+const mapGroupSlots = 8
+
+// teTrailersValue is the shared "TE: trailers" value (see the shared
+// values beside outboundHeader).
+var teTrailersValue = []string{"trailers"}[:1:1]
+
+func teTrailers(h http.Header) bool {
+	te := h["Te"]
+	return len(te) > 0 && httpguts.HeaderValuesContainsToken(te, "trailers")
+}
+
+// connectionNames appends to names the canonical names of the headers
+// that the Connection values conn list (RFC 9110 §7.6.1), except
+// hop-by-hop names, which are dropped anyway; a caller passes a small
+// array to append to, so that the common Connection values ("close",
+// "keep-alive", "Upgrade") cost no allocation.
+func connectionNames(conn []string, names []string) []string {
+	for _, f := range conn {
 		for sf := range strings.SplitSeq(f, ",") {
-			if sf = textproto.TrimString(sf); sf != "" {
-				delete(h, http.CanonicalHeaderKey(sf))
+			if sf = textproto.TrimString(sf); sf != "" && !isHopToken(sf) {
+				names = append(names, http.CanonicalHeaderKey(sf))
 			}
 		}
 	}
-	for _, k := range hopHeaders {
-		delete(h, k)
-	}
-}
-
-func teTrailers(h http.Header) bool {
-	for _, v := range h["Te"] {
-		if httpguts.HeaderValuesContainsToken([]string{v}, "trailers") {
-			return true
-		}
-	}
-	return false
+	return names
 }
 
 // appendForwardedFor appends the client's IP to X-Forwarded-For, keeping
@@ -96,9 +129,10 @@ func appendForwardedFor(h http.Header, remoteAddr string, slot []string) {
 // copyResponseHeader copies an upstream response's headers to the
 // downstream writer's header map, dropping hop-by-hop headers.
 func copyResponseHeader(dst, src http.Header) {
-	skip := connectionTokens(src)
+	var buf [4]string
+	named := connectionNames(src["Connection"], buf[:0])
 	for k, vv := range src {
-		if isHop(k) || skip != nil && skip[k] {
+		if isHop(k) || len(named) > 0 && slices.Contains(named, k) {
 			continue
 		}
 		if prev := dst[k]; len(prev) > 0 {
@@ -111,27 +145,60 @@ func copyResponseHeader(dst, src http.Header) {
 	}
 }
 
-func connectionTokens(h http.Header) map[string]bool {
-	c := h["Connection"]
-	if len(c) == 0 {
-		return nil
+// isHop reports whether k, a header map key, is one of hopHeaders. It
+// looks at the length first: few keys have the length of a hop-by-hop
+// name, so most are told apart without comparing bytes.
+func isHop(k string) bool {
+	switch len(k) {
+	case 2:
+		return k == "Te"
+	case 7:
+		return k == "Trailer" || k == "Upgrade"
+	case 10:
+		return k == "Connection" || k == "Keep-Alive"
+	case 16:
+		return k == "Proxy-Connection"
+	case 17:
+		return k == "Transfer-Encoding"
+	case 18:
+		return k == "Proxy-Authenticate"
+	case 19:
+		return k == "Proxy-Authorization"
 	}
-	m := map[string]bool{}
-	for _, f := range c {
-		for sf := range strings.SplitSeq(f, ",") {
-			if sf = textproto.TrimString(sf); sf != "" {
-				m[http.CanonicalHeaderKey(sf)] = true
-			}
-		}
-	}
-	return m
+	return false
 }
 
-func isHop(k string) bool {
+// isHopToken reports whether a Connection token names a hop-by-hop
+// header: whether its canonical form is one of hopHeaders. Those names
+// are letters and hyphens, which is all such a token can hold, and a
+// token of letters and hyphens canonicalises by ASCII case alone.
+func isHopToken(tok string) bool {
 	for _, h := range hopHeaders {
-		if h == k {
+		if len(tok) == len(h) && asciiEqualFold(tok, h) {
 			return true
 		}
 	}
 	return false
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII only: a non-ASCII byte
+// matches only itself (strings.EqualFold folds, say, the Kelvin sign to
+// k, which CanonicalHeaderKey does not).
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }

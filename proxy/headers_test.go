@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"net/textproto"
+	"reflect"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// modelCopyRequestHeader is the plain statement of copyRequestHeader:
+// copy everything, delete what the Connection tokens name, delete the
+// fixed list, put back "TE: trailers".
+func modelCopyRequestHeader(src http.Header) http.Header {
+	dst := http.Header{}
+	for k, vv := range src {
+		dst[k] = vv
+	}
+	for _, f := range dst["Connection"] {
+		for _, sf := range strings.Split(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				delete(dst, http.CanonicalHeaderKey(sf))
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(dst, k)
+	}
+	for _, v := range src["Te"] {
+		if httpguts.HeaderValuesContainsToken([]string{v}, "trailers") {
+			dst["Te"] = []string{"trailers"}
+			break
+		}
+	}
+	return dst
+}
+
+// modelCopyResponseHeader is the plain statement of copyResponseHeader:
+// a set of the canonical Connection tokens, a linear scan of the fixed
+// list, and values appended to what dst has.
+func modelCopyResponseHeader(dst, src http.Header) {
+	skip := map[string]bool{}
+	for _, f := range src["Connection"] {
+		for _, sf := range strings.Split(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				skip[http.CanonicalHeaderKey(sf)] = true
+			}
+		}
+	}
+	for k, vv := range src {
+		hop := false
+		for _, h := range hopHeaders {
+			hop = hop || h == k
+		}
+		if hop || skip[k] {
+			continue
+		}
+		dst[k] = append(append([]string(nil), dst[k]...), vv...)
+	}
+}
+
+// randomHeader draws a header map from names that matter to hop-by-hop
+// removal: the fixed list, in canonical form and not, names a
+// Connection value may list, and non-ASCII look-alikes.
+func randomHeader(rng *rand.Rand) http.Header {
+	names := []string{
+		"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"keep-alive", "te", "TE", "X-Hop", "X-Keep", "X-Other", "Accept",
+		"Content-Type", "Traceparent", "X-Request-Id", "User-Agent", "X_Under",
+		"\u212aeep-Alive", "Trailers", "Upgrade-Insecure-Requests", "A", "B",
+		"C", "D", "E", "F", "G", "H",
+	}
+	tokens := []string{
+		"close", "keep-alive", "Keep-Alive", "KEEP-ALIVE", "Upgrade", "x-hop",
+		"X-Hop", " X-Other ", "te", "TE", "trailer", "x_under", "X_Under", "",
+		"\u212aeep-alive", "accept", "a", "HTTP2-Settings", "proxy-connection",
+	}
+	teValues := []string{"trailers", "gzip, trailers;q=0.5", "TRAILERS", "deflate", "", "trailers, deflate"}
+	h := http.Header{}
+	for n := rng.IntN(12); n > 0; n-- {
+		k := names[rng.IntN(len(names))]
+		switch {
+		case k == "Connection":
+			var parts []string
+			for m := rng.IntN(4); m >= 0; m-- {
+				parts = append(parts, tokens[rng.IntN(len(tokens))])
+			}
+			h[k] = append(h[k], strings.Join(parts, ","))
+		case k == "Te" || k == "te":
+			h[k] = append(h[k], teValues[rng.IntN(len(teValues))])
+		default:
+			h[k] = append(h[k], "v"+k)
+		}
+	}
+	return h
+}
+
+func cloneHeader(h http.Header) http.Header {
+	if h == nil {
+		return nil
+	}
+	c := http.Header{}
+	for k, vv := range h {
+		c[k] = append([]string(nil), vv...)
+	}
+	return c
+}
+
+func TestCopyRequestHeaderMatchesModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 5000; i++ {
+		src := randomHeader(rng)
+		before := cloneHeader(src)
+		got := copyRequestHeader(src, addedRequestHeaders[:rng.IntN(len(addedRequestHeaders)+1)])
+		want := modelCopyRequestHeader(src)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("copyRequestHeader(%q)\n got %q\nwant %q", src, got, want)
+		}
+		if !reflect.DeepEqual(src, before) {
+			t.Fatalf("copyRequestHeader changed its source: %q, was %q", src, before)
+		}
+	}
+}
+
+func TestCopyResponseHeaderMatchesModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 5000; i++ {
+		src := randomHeader(rng)
+		dst := randomHeader(rng)
+		before := cloneHeader(src)
+		want := cloneHeader(dst)
+		modelCopyResponseHeader(want, src)
+		copyResponseHeader(dst, src)
+		if !reflect.DeepEqual(dst, want) {
+			t.Fatalf("copyResponseHeader(%q)\n got %q\nwant %q", src, dst, want)
+		}
+		if !reflect.DeepEqual(src, before) {
+			t.Fatalf("copyResponseHeader changed its source: %q, was %q", src, before)
+		}
+	}
+}
+
+func TestIsHopMatchesTheList(t *testing.T) {
+	for _, k := range hopHeaders {
+		if !isHop(k) {
+			t.Errorf("isHop(%q) = false", k)
+		}
+		if isHop(strings.ToLower(k)) || isHop(strings.ToUpper(k)) {
+			t.Errorf("isHop matches %q in another case", k)
+		}
+		if !isHopToken(strings.ToLower(k)) || !isHopToken(strings.ToUpper(k)) {
+			t.Errorf("isHopToken misses %q in another case", k)
+		}
+	}
+	for _, k := range []string{"", "T", "Tf", "Upgradf", "Trailers", "X-Connection", "Keep-Alivf", "Proxy-Authorizatio", "\u212aeep-Alive"} {
+		if isHop(k) || isHopToken(k) {
+			t.Errorf("%q taken for hop-by-hop", k)
+		}
+	}
+}
+
+// An HTTP/2 request (no Connection header) and an HTTP/1.1 keep-alive one
+// are copied with one allocation for the map's group and none for
+// hop-by-hop removal.
+func TestCopyRequestHeaderAllocations(t *testing.T) {
+	for _, src := range []http.Header{
+		{"Accept": {"*/*"}, "Accept-Encoding": {"gzip"}, "User-Agent": {"h2load"}},
+		{"Accept": {"*/*"}, "Connection": {"keep-alive"}, "Keep-Alive": {"timeout=5"}, "User-Agent": {"curl"}, "X-A": {"1"}, "X-B": {"2"}, "X-C": {"3"}},
+	} {
+		got := testing.AllocsPerRun(100, func() {
+			h := copyRequestHeader(src, addedRequestHeaders[:])
+			h["X-Forwarded-Proto"] = protoHTTP
+		})
+		// The map itself and its one group.
+		if got > 2 {
+			t.Errorf("copyRequestHeader(%q): %v allocations, want at most 2", src, got)
+		}
+	}
+}
