@@ -1,12 +1,18 @@
 package h1client
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/textproto"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -122,4 +128,88 @@ func FuzzParseFields(f *testing.F) {
 	f.Fuzz(func(t *testing.T, block string, nvals uint8) {
 		checkParseFields(t, block, int(nvals%16))
 	})
+}
+
+// keepingHooks keeps the header of every interim response.
+type keepingHooks struct{ interim []textproto.MIMEHeader }
+
+func (h *keepingHooks) GotConn() {}
+
+func (h *keepingHooks) Got1xxResponse(_ int, header textproto.MIMEHeader) error {
+	h.interim = append(h.interim, header)
+	return nil
+}
+
+// Values share arrays (the response's own, then allocated ones): an
+// interim head kept by a hook, the final head and the trailers each keep
+// their values, and appending to one field's values changes no other.
+func TestResponseValuesKeptApart(t *testing.T) {
+	const interim = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nX-Hint: h\r\n\r\n"
+	for _, c := range []struct {
+		name, head string
+		header     http.Header
+	}{
+		{"few fields", "A: 1\r\nB: 2\r\n", http.Header{"A": {"1"}, "B": {"2"}, "Transfer-Encoding": {"chunked"}}},
+		{"more fields than the response holds",
+			"A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\nG: 7\r\nA: 1b\r\nH: 8\r\n",
+			http.Header{"A": {"1", "1b"}, "B": {"2"}, "C": {"3"}, "D": {"4"}, "E": {"5"}, "F": {"6"}, "G": {"7"}, "H": {"8"}, "Transfer-Encoding": {"chunked"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp := interim + "HTTP/1.1 200 OK\r\n" + c.head +
+				"Transfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n5\r\nhello\r\n0\r\nX-T: t\r\nX-U: u1\r\nX-U: u2\r\n\r\n"
+			rs := startRaw(t, func(conn net.Conn, br *bufio.Reader, _ int) {
+				for {
+					if _, _, err := readRequest(br); err != nil {
+						return
+					}
+					if _, err := io.WriteString(conn, resp); err != nil {
+						return
+					}
+				}
+			})
+			tr := newTransport(t)
+			for i := range 2 { // a dialled connection, then the idle one
+				var h keepingHooks
+				req := mustRequest(t, "GET", "http://"+rs.addr, nil)
+				r, err := tr.RoundTripHooks(context.Background(), req, &h, time.Time{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := io.ReadAll(r.Body)
+				r.Body.Close()
+				if err != nil || string(b) != "hello" {
+					t.Fatalf("round trip %d: body %q, %v", i, b, err)
+				}
+				wantInterim := textproto.MIMEHeader{"Link": {"</a.css>"}, "X-Hint": {"h"}}
+				if len(h.interim) != 1 || !reflect.DeepEqual(h.interim[0], wantInterim) {
+					t.Fatalf("round trip %d: interim headers %v, want [%v]", i, h.interim, wantInterim)
+				}
+				if !reflect.DeepEqual(r.Header, c.header) {
+					t.Fatalf("round trip %d: header %v, want %v", i, r.Header, c.header)
+				}
+				wantTrailer := http.Header{"X-T": {"t"}, "X-U": {"u1", "u2"}}
+				if !reflect.DeepEqual(r.Trailer, wantTrailer) {
+					t.Fatalf("round trip %d: trailer %v, want %v", i, r.Trailer, wantTrailer)
+				}
+				for _, hh := range []map[string][]string{h.interim[0], r.Header, r.Trailer} {
+					for k := range hh {
+						hh[k] = append(hh[k], "appended")
+					}
+				}
+				for k, vv := range c.header {
+					if got := r.Header[k]; !reflect.DeepEqual(got[:len(got)-1], vv) {
+						t.Fatalf("round trip %d: after appending, %s is %q, want %q", i, k, got[:len(got)-1], vv)
+					}
+				}
+				for k, vv := range wantTrailer {
+					if got := r.Trailer[k]; !reflect.DeepEqual(got[:len(got)-1], vv) {
+						t.Fatalf("round trip %d: after appending, trailer %s is %q, want %q", i, k, got[:len(got)-1], vv)
+					}
+				}
+			}
+			if n := rs.accepted.Load(); n != 1 {
+				t.Fatalf("server saw %d connections, want 1", n)
+			}
+		})
+	}
 }
