@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
 	"golang.org/x/net/http2"
@@ -803,6 +804,14 @@ var (
 	emptyValue = []string{""}[:1:1]
 )
 
+// outboundValues are the values outboundHeader makes for a request, in
+// one allocation: X-Forwarded-For's and x-request-id's value slices and
+// the bytes of the id.
+type outboundValues struct {
+	vals [2]string
+	id   [32]byte
+}
+
 // addedRequestHeaders are the headers outboundHeader sets when the
 // request lacks them.
 var addedRequestHeaders = [...]string{hdrForwardedFor, hdrForwardedProto, hdrRequestID, "User-Agent"}
@@ -813,19 +822,25 @@ var addedRequestHeaders = [...]string{hdrForwardedFor, hdrForwardedProto, hdrReq
 func (f *forwarding) outboundHeader() http.Header {
 	r := f.r
 	h := copyRequestHeader(r.Header, addedRequestHeaders[:])
-	// The X-Forwarded-For and x-request-id values share one allocation,
-	// cut to length and capacity one each.
-	vals := make([]string, 2)
-	appendForwardedFor(h, r.RemoteAddr, vals[0:1:1])
+	if _, ok := h[hdrRequestID]; ok {
+		appendForwardedFor(h, r.RemoteAddr, make([]string, 1))
+	} else {
+		// The X-Forwarded-For and x-request-id values share one
+		// allocation with the id's bytes, cut to length and capacity
+		// one each.
+		v := new(outboundValues)
+		appendForwardedFor(h, r.RemoteAddr, v.vals[0:1:1])
+		putRequestID(&v.id)
+		// The id's bytes are never written again, so the string may be
+		// them rather than a copy.
+		v.vals[1] = unsafe.String(&v.id[0], len(v.id))
+		h[hdrRequestID] = v.vals[1:2:2]
+	}
 	if _, ok := h[hdrForwardedProto]; !ok {
 		h[hdrForwardedProto] = protoHTTP
 		if r.TLS != nil {
 			h[hdrForwardedProto] = protoHTTPS
 		}
-	}
-	if _, ok := h[hdrRequestID]; !ok {
-		vals[1] = newRequestID()
-		h[hdrRequestID] = vals[1:2:2]
 	}
 	if _, ok := h["User-Agent"]; !ok {
 		// An empty value stops net/http from adding its own User-Agent.

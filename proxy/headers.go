@@ -118,9 +118,20 @@ func appendForwardedFor(h http.Header, remoteAddr string, slot []string) {
 	if err != nil || ip == "" {
 		return
 	}
-	prior := h[hdrForwardedFor]
-	if len(prior) > 0 {
-		ip = strings.Join(prior, ", ") + ", " + ip
+	if prior := h[hdrForwardedFor]; len(prior) > 0 {
+		// strings.Join(prior, ", ") + ", " + ip, in one allocation.
+		n := len(ip)
+		for _, p := range prior {
+			n += len(p) + len(", ")
+		}
+		var b strings.Builder
+		b.Grow(n)
+		for _, p := range prior {
+			b.WriteString(p)
+			b.WriteString(", ")
+		}
+		b.WriteString(ip)
+		ip = b.String()
 	}
 	slot[0] = ip
 	h[hdrForwardedFor] = slot

@@ -181,3 +181,53 @@ func TestCopyRequestHeaderAllocations(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendForwardedForKeepsTheList(t *testing.T) {
+	for _, prior := range [][]string{nil, {"10.0.0.1"}, {"10.0.0.1", "10.0.0.2, 10.0.0.3"}} {
+		h := http.Header{}
+		if prior != nil {
+			h[hdrForwardedFor] = prior
+		}
+		appendForwardedFor(h, "192.0.2.7:5555", make([]string, 1))
+		want := "192.0.2.7"
+		if len(prior) > 0 {
+			want = strings.Join(prior, ", ") + ", " + want
+		}
+		if got := h[hdrForwardedFor]; len(got) != 1 || got[0] != want {
+			t.Errorf("after %q: X-Forwarded-For = %q, want %q", prior, got, want)
+		}
+	}
+	h := http.Header{hdrForwardedFor: {"10.0.0.1"}}
+	appendForwardedFor(h, "not-an-address", make([]string, 1))
+	if got := h[hdrForwardedFor]; len(got) != 1 || got[0] != "10.0.0.1" {
+		t.Errorf("an unparsable remote address changed X-Forwarded-For to %q", got)
+	}
+}
+
+// Each request without an id gets its own: 32 lowercase hex digits.
+func TestOutboundHeaderRequestIDs(t *testing.T) {
+	r, err := http.NewRequest(http.MethodGet, "http://svc/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.RemoteAddr = "192.0.2.7:5555"
+	seen := map[string]bool{}
+	for i := 0; i < 100; i++ {
+		f := &forwarding{r: r, rt: &route{}}
+		h := f.outboundHeader()
+		ids := h[hdrRequestID]
+		if len(ids) != 1 || len(ids[0]) != 32 || strings.Trim(ids[0], "0123456789abcdef") != "" {
+			t.Fatalf("X-Request-Id = %q", ids)
+		}
+		if seen[ids[0]] {
+			t.Fatalf("X-Request-Id %s repeated", ids[0])
+		}
+		seen[ids[0]] = true
+		if got := h[hdrForwardedFor]; len(got) != 1 || got[0] != "192.0.2.7" {
+			t.Fatalf("X-Forwarded-For = %q", got)
+		}
+	}
+	if len(r.Header) != 0 {
+		t.Fatalf("the inbound header was changed: %q", r.Header)
+	}
+}

@@ -12,9 +12,15 @@ import (
 // getrandom(2) call per id; BenchmarkRequestID compares the two.
 func newRequestID() string {
 	var buf [32]byte
+	putRequestID(&buf)
+	return string(buf[:])
+}
+
+// putRequestID writes a new request id (see newRequestID) into buf, so
+// that a caller can keep its bytes in an allocation of its own.
+func putRequestID(buf *[32]byte) {
 	hexUint64(buf[:16], rand.Uint64())
 	hexUint64(buf[16:], rand.Uint64())
-	return string(buf[:])
 }
 
 func hexUint64(dst []byte, v uint64) {
