@@ -30,7 +30,7 @@
 // ALPN "http/1.1". A request body longer than its ContentLength is an
 // error, as in net/http. A host's pool is dropped when its last
 // connection closes. A response's header values are substrings of one
-// string holding its head, and the value slices of its first six
+// string holding its head, and the value slices of its first four
 // fields live in the response's own allocation: keeping one keeps those.
 //
 // # Invariants
