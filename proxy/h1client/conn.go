@@ -187,10 +187,10 @@ func (c *conn) unwatch() bool {
 }
 
 // setDeadline makes d the exchange's deadline (zero: none) and nc's,
-// unless nc has it already: a deadline change is not free (on a
-// sockio.Conn, a clock reading and a wake-up per direction). It runs only
-// while no cancellation is watched (before watch, after unwatch), so it
-// cannot overwrite one.
+// unless nc has it already: a deadline change is not free (a sockio.Conn
+// reads the clock for each direction). It runs only while no
+// cancellation is watched (before watch, after unwatch), so it cannot
+// overwrite one.
 func (c *conn) setDeadline(d time.Time) {
 	if d.Equal(c.deadline) {
 		return

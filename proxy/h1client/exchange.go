@@ -142,8 +142,8 @@ func (c *conn) finish(ctx context.Context, rb *responseBody, mode int, keep bool
 	return resp, false, nil
 }
 
-// readHead reads response heads into rb's response until a final one (or a 101),
-// reporting interim ones to ev. oneInterim ends the loop after one
+// readHead reads response heads into rb.resp until a final one (or a
+// 101), reporting interim ones to ev. oneInterim ends the loop after one
 // interim response too (its framing is bodyNone): the caller is waiting
 // to send a body. It returns the body's framing.
 func (c *conn) readHead(rb *responseBody, ev *events, method string, oneInterim bool) (int, error) {
