@@ -312,7 +312,7 @@ func (f *forwarding) run() {
 			resp, err = hrt.RoundTripHooks(actx, out, tr, dl)
 			tr.releasePending()
 		} else {
-			resp, err = f.roundTripTrace(actx, out)
+			resp, err = f.roundTripTrace(actx, out, attempt)
 		}
 		headersInTime := perTry == nil || perTry.Stop()
 		if err == nil && !headersInTime {
@@ -535,11 +535,15 @@ func perTryContext(ctx context.Context, d time.Duration) (context.Context, conte
 }
 
 // roundTripTrace makes an attempt through a transport that reports
-// through httptrace, with an attemptTrace of its own.
+// through httptrace, with an attemptTrace of its own: the first attempt
+// has f's, which no other attempt then uses, a retry a new one.
 //
 //go:noinline
-func (f *forwarding) roundTripTrace(actx context.Context, out *http.Request) (*http.Response, error) {
-	tr := new(attemptTrace)
+func (f *forwarding) roundTripTrace(actx context.Context, out *http.Request, attempt int) (*http.Response, error) {
+	tr := &f.trace
+	if attempt > 0 {
+		tr = new(attemptTrace)
+	}
 	tr.init(f.w, f.c.res.limits)
 	resp, err := f.c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace())))
 	tr.releasePending()
