@@ -86,11 +86,13 @@ func (b *composeBackend) Do(ctx context.Context, call *composer.Request) (*compo
 	r = r.WithContext(base)
 
 	cw := &captureWriter{h: http.Header{}, limit: b.maxBody}
-	f := forwarding{p: b.p, s: b.s, rt: b.rt, c: c, w: cw, r: r}
+	// Made in place on the heap, as in ServeHTTP.
+	f := new(forwarding)
+	f.p, f.s, f.rt, f.c, f.w, f.r = b.p, b.s, b.rt, c, cw, r
 	if dl, ok := ctx.Deadline(); ok {
 		f.deadline = dl
 	}
-	aborted := runForwarding(&f)
+	aborted := runForwarding(f)
 
 	switch {
 	case f.local != nil:
