@@ -33,6 +33,7 @@ type serverConn struct {
 	remote  string
 	br      *bufio.Reader
 	fr      *http2.Framer
+	hr      *headerReader
 
 	streamWindow int32 // receive window announced per stream
 	connWindow   int32 // receive window of the connection
@@ -185,8 +186,9 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	sc.br.Reset(src)
 	// The Framer only reads: frames are written by hand into wbuf.
 	sc.fr = http2.NewFramer(nil, sc.br)
-	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	sc.fr.MaxHeaderListSize = sc.srv.maxHeaderBytes()
+	// Header blocks are decoded by hr, not by the Framer (see
+	// headers.go).
+	sc.hr = newHeaderReader(sc.fr, sc.srv.maxHeaderBytes())
 	sc.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	sc.fr.SetReuseFrames()
 	sc.stopWatch = context.AfterFunc(sc.ctx, sc.closeNow)
@@ -208,7 +210,7 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	sc.mu.Lock()
 	sc.wbuf, sc.spare = nil, nil
 	sc.mu.Unlock()
-	sc.fr = nil
+	sc.fr, sc.hr = nil, nil
 }
 
 // upgrade applies an h2c upgrade's settings and starts its request as
@@ -283,6 +285,10 @@ func (sc *serverConn) readLoop() error {
 	first := true
 	for {
 		f, err := sc.fr.ReadFrame()
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			// Decoded into sc.hr.block, with its CONTINUATIONs.
+			_, err = sc.hr.read(hf)
+		}
 		if err != nil {
 			var se http2.StreamError
 			var ce http2.ConnectionError
@@ -317,8 +323,9 @@ func (sc *serverConn) readLoop() error {
 func (sc *serverConn) processFrame(f http2.Frame) error {
 	var err error
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		err = sc.onHeaders(f)
+	case *http2.HeadersFrame:
+		err = sc.onHeaders(&sc.hr.block)
+		sc.hr.release()
 	case *http2.DataFrame:
 		err = sc.onData(f)
 	case *http2.RSTStreamFrame:
@@ -477,8 +484,8 @@ func (sc *serverConn) unlock() {
 	}
 }
 
-func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+func (sc *serverConn) onHeaders(f *headerBlock) error {
+	id := f.streamID
 	if id%2 == 0 {
 		return connError{http2.ErrCodeProtocol, "even stream id from a client"}
 	}
@@ -492,7 +499,7 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 			// RFC 9113 §5.1 half-closed (remote).
 			sc.resetLocked(st, http2.ErrCodeStreamClosed)
 			return nil
-		case f.HasPriority() && f.Priority.StreamDep == id:
+		case f.hasPriority && f.priority.StreamDep == id:
 			// RFC 9113 §5.3.1: a stream cannot depend on itself.
 			sc.resetLocked(st, http2.ErrCodeProtocol)
 			return nil
@@ -549,7 +556,7 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		// x/net/http2 answers an oversized header list with 431 too.
 		n := len(sc.wbuf)
 		sc.appendHeadersLocked(id, status, nil, true)
-		if !f.StreamEnded() {
+		if !f.endStream {
 			sc.noteResetLocked(id)
 			sc.appendRSTLocked(id, http2.ErrCodeNo)
 		}
@@ -565,18 +572,18 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 
 // trailersLocked takes a HEADERS frame after the request's DATA: its
 // trailers, which must end the stream.
-func (sc *serverConn) trailersLocked(st *stream, f *http2.MetaHeadersFrame) error {
-	if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+func (sc *serverConn) trailersLocked(st *stream, f *headerBlock) error {
+	if !f.endStream || len(f.pseudoFields()) > 0 {
 		sc.resetLocked(st, http2.ErrCodeProtocol)
 		st.rerr = errors.New("h2server: malformed request trailers")
 		return nil
 	}
-	if f.Truncated {
+	if f.truncated {
 		sc.resetLocked(st, http2.ErrCodeProtocol)
 		st.rerr = errors.New("h2server: request trailers too large")
 		return nil
 	}
-	for _, hf := range f.RegularFields() {
+	for _, hf := range f.regularFields() {
 		k := canonicalHeader(hf.Name)
 		if st.declTrailer && !httpguts.ValidTrailerHeader(k) {
 			// Fields that must not be trailers (Host, Content-Length,

@@ -7,9 +7,11 @@
 //
 // # Goroutines and writes
 //
-// ServeConn's goroutine reads frames (x/net/http2's Framer, HPACK decoding
-// included) and acts on them; each stream's handler runs on a goroutine of
-// its own; a writer goroutine per connection writes. Every outgoing frame
+// ServeConn's goroutine reads frames (x/net/http2's Framer) and acts on
+// them; it decodes header blocks itself (HPACK, with x/net's checks of
+// field names and values, pseudo-header fields and the header list
+// limit), into a buffer it reuses; each stream's handler runs on a
+// goroutine of its own; a writer goroutine per connection writes. Every outgoing frame
 // is encoded, under the connection's mutex, into one write buffer (HPACK
 // encoding too, so that the dynamic table changes in byte order). The
 // writer, once woken, yields once so that handlers readied by the same

@@ -116,6 +116,16 @@ func TestConnectionErrors(t *testing.T) {
 			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.headerBlock(":method", "GET"), EndHeaders: false})
 			rc.get(3, "/")
 		}, http2.ErrCodeProtocol, 0},
+		{"CONTINUATION after a malformed field", func(rc *rawConn) {
+			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.headerBlock(":method", "GET", "X-Upper", "1")})
+			rc.fr.WriteContinuation(1, true, rc.headerBlock(":path", "/"))
+		}, http2.ErrCodeProtocol, 0},
+		{"header block far beyond the list limit", func(rc *rawConn) {
+			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: make([]byte, 2*2*1000+1)})
+		}, http2.ErrCodeProtocol, 0},
+		{"header string beyond the list limit", func(rc *rawConn) {
+			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.headerBlock("x-a", strings.Repeat("a", 1001)), EndHeaders: true})
+		}, http2.ErrCodeCompression, 0},
 		{"bad hpack", func(rc *rawConn) {
 			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff, 0xff}, EndHeaders: true})
 		}, http2.ErrCodeCompression, 0},
@@ -124,7 +134,7 @@ func TestConnectionErrors(t *testing.T) {
 		if r.URL.Path == "/block" {
 			<-r.Context().Done()
 		}
-	}))
+	}), func(s *Server) { s.MaxHeaderBytes = 1000 })
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := dialRaw(t, ts.addr)
@@ -159,6 +169,11 @@ func TestStreamErrors(t *testing.T) {
 		{"path without slash", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "p"}},
 		{"CONNECT with :path", []string{":method", "CONNECT", ":authority", "x:1", ":path", "/"}},
 		{"content-length with END_STREAM", append(base, "content-length", "3")},
+		{"unknown pseudo-header", append([]string{":foo", "1"}, base...)},
+		{"duplicate pseudo-header", append([]string{":path", "/a"}, base...)},
+		{"response pseudo-header", append([]string{":status", "200"}, base...)},
+		{"invalid field value", append(base, "x-a", "a\x00b")},
+		{"field name not a token", append(base, "x a", "1")},
 		{"bad content-length", append(base, "content-length", "x")},
 	}
 	ts := start(t, okHandler())

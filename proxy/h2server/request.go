@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
-	"golang.org/x/net/http2"
 
 	"github.com/outrigger-mesh/outrigger/proxy/internal/reqctx"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
@@ -187,19 +186,34 @@ var errMalformed = errors.New("h2server: malformed request")
 // newRequest builds st's request from its HEADERS. A malformed request
 // is an error (a stream error PROTOCOL_ERROR, RFC 9113 §8.1.1); a header
 // list over the limit is status 431.
-func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, err error) {
-	if f.Truncated {
+func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err error) {
+	if f.truncated {
 		return http.StatusRequestHeaderFieldsTooLarge, nil
 	}
-	if f.HasPriority() && f.Priority.StreamDep == f.StreamID {
+	if f.hasPriority && f.priority.StreamDep == f.streamID {
 		// RFC 9113 §5.3.1: a stream cannot depend on itself.
 		return 0, errMalformed
 	}
-	method := f.PseudoValue("method")
-	scheme := f.PseudoValue("scheme")
-	authority := f.PseudoValue("authority")
-	path := f.PseudoValue("path")
-	if f.PseudoValue("protocol") != "" || f.PseudoValue("status") != "" {
+	// (Each appears at most once: see checkPseudos.)
+	var method, scheme, authority, path, protocol, pstatus string
+	pseudo := f.pseudoFields()
+	for _, hf := range pseudo {
+		switch hf.Name {
+		case ":method":
+			method = hf.Value
+		case ":scheme":
+			scheme = hf.Value
+		case ":authority":
+			authority = hf.Value
+		case ":path":
+			path = hf.Value
+		case ":protocol":
+			protocol = hf.Value
+		case ":status":
+			pstatus = hf.Value
+		}
+	}
+	if protocol != "" || pstatus != "" {
 		// Extended CONNECT is not announced (RFC 8441 §3).
 		return 0, errMalformed
 	}
@@ -215,7 +229,7 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 		return 0, errMalformed
 	}
 
-	regular := f.RegularFields()
+	regular := f.fields[len(pseudo):]
 	h := make(http.Header, len(regular))
 	// One backing array for the values: a field's first value takes a
 	// one-element slice of it (capacity-limited, so that a second value
@@ -316,7 +330,7 @@ func (sc *serverConn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status 
 		}
 		st.declCL = cl
 	}
-	if f.StreamEnded() {
+	if f.endStream {
 		if st.declCL > 0 {
 			return 0, errMalformed
 		}

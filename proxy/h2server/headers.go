@@ -1,0 +1,245 @@
+package h2server
+
+import (
+	"errors"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// A request's header block is decoded here rather than by the Framer
+// (x/net/http2's ReadMetaHeaders), whose MetaHeadersFrame, emit closure,
+// its captured state and the growth of its Fields slice cost about ten
+// allocations per request. headerReader makes the same checks, in the
+// same order, with the same outcome (RFC 9113 §8.1.1, §8.3, and x/net's
+// Framer.readMetaFrame): the frames themselves are still read and parsed
+// by the Framer, which also keeps HEADERS and CONTINUATION contiguous.
+// Its fields go into a buffer the connection reuses; the request's
+// header map is built from it, sized for it (newRequest).
+
+// headerBlock is a decoded HEADERS frame with its CONTINUATIONs.
+type headerBlock struct {
+	streamID    uint32
+	endStream   bool
+	hasPriority bool
+	priority    http2.PriorityParam
+	// fields are the decoded fields, pseudo-header fields first (a
+	// pseudo-header field after a regular one makes the block
+	// malformed). They are valid until the next block is read.
+	fields []hpack.HeaderField
+	// truncated: the header list exceeded the limit; fields holds those
+	// before the one that did not fit.
+	truncated bool
+}
+
+// pseudoFields returns the pseudo-header fields of b.
+func (b *headerBlock) pseudoFields() []hpack.HeaderField {
+	for i, hf := range b.fields {
+		if !hf.IsPseudo() {
+			return b.fields[:i]
+		}
+	}
+	return b.fields
+}
+
+// regularFields returns the regular fields of b.
+func (b *headerBlock) regularFields() []hpack.HeaderField {
+	for i, hf := range b.fields {
+		if !hf.IsPseudo() {
+			return b.fields[i:]
+		}
+	}
+	return nil
+}
+
+// headerReader decodes a connection's request header blocks. Its emit
+// method is the decoder's emit function for the connection's life: the
+// state of the block being decoded lives here, not in a closure.
+type headerReader struct {
+	fr      *http2.Framer
+	dec     *hpack.Decoder
+	maxList uint32 // SETTINGS_MAX_HEADER_LIST_SIZE announced
+
+	block headerBlock
+	// Budgets of the block being decoded: "trailer" fields count
+	// against their own (as in x/net, so that a list of declared
+	// trailers is bounded apart from the rest).
+	headersRemain, trailersRemain uint32
+	sawRegular                    bool
+	invalid                       error // the first malformed field
+}
+
+// keptHeaderFields bounds the field buffer a connection keeps between
+// blocks; one grown larger by a big block is dropped afterwards.
+const keptHeaderFields = 64
+
+func newHeaderReader(fr *http2.Framer, maxList uint32) *headerReader {
+	hr := &headerReader{fr: fr, maxList: maxList}
+	hr.dec = hpack.NewDecoder(4096, hr.emit)
+	// No string longer than the whole list is accepted (a decoding
+	// error, as with x/net's Framer).
+	hr.dec.SetMaxStringLength(int(maxList))
+	return hr
+}
+
+var (
+	errFieldValue         = errors.New("h2server: invalid header field value")
+	errFieldName          = errors.New("h2server: invalid header field name")
+	errPseudoAfterRegular = errors.New("h2server: pseudo-header field after a regular one")
+	errUnknownPseudo      = errors.New("h2server: unknown pseudo-header field")
+	errDuplicatePseudo    = errors.New("h2server: duplicate pseudo-header field")
+	errMixedPseudo        = errors.New("h2server: request and response pseudo-header fields mixed")
+)
+
+// emit takes one decoded field.
+func (hr *headerReader) emit(hf hpack.HeaderField) {
+	if !httpguts.ValidHeaderFieldValue(hf.Value) {
+		hr.invalid = errFieldValue
+	}
+	if strings.HasPrefix(hf.Name, ":") {
+		if hr.sawRegular {
+			hr.invalid = errPseudoAfterRegular
+		}
+	} else {
+		hr.sawRegular = true
+		if !validWireFieldName(hf.Name) {
+			hr.invalid = errFieldName
+		}
+	}
+	if hr.invalid != nil {
+		hr.dec.SetEmitEnabled(false)
+		return
+	}
+	remain := &hr.headersRemain
+	var size uint32
+	if hf.Name == "trailer" {
+		// Each declared name counts as a field of its own, without
+		// decoding the list (whitespace after commas counts too).
+		remain = &hr.trailersRemain
+		n := strings.Count(hf.Value, ",") + 1
+		size = uint32(len(hf.Value)-n+1) + uint32(n)*hpack.HeaderField{}.Size()
+	} else {
+		size = hf.Size()
+	}
+	if size > *remain {
+		hr.dec.SetEmitEnabled(false)
+		hr.block.truncated = true
+		hr.headersRemain, hr.trailersRemain = 0, 0
+		return
+	}
+	*remain -= size
+	hr.block.fields = append(hr.block.fields, hf)
+}
+
+// validWireFieldName reports whether v is a token without uppercase
+// letters (RFC 9113 §8.2.1).
+func validWireFieldName(v string) bool {
+	if v == "" {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !httpguts.IsTokenRune(rune(c)) || 'A' <= c && c <= 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// read decodes the header block that f starts, reading its CONTINUATION
+// frames. Its errors are those of x/net's Framer with ReadMetaHeaders
+// set: http2.ConnectionError for what ends the connection (a fragment
+// far beyond the list limit, a CONTINUATION after a malformed field,
+// HPACK errors: COMPRESSION_ERROR), http2.StreamError for a malformed
+// field list, and whatever reading the next frame failed with.
+func (hr *headerReader) read(f *http2.HeadersFrame) (*headerBlock, error) {
+	b := &hr.block
+	*b = headerBlock{
+		streamID:    f.StreamID,
+		endStream:   f.StreamEnded(),
+		hasPriority: f.HasPriority(),
+		priority:    f.Priority,
+		fields:      b.fields[:0],
+	}
+	hr.headersRemain, hr.trailersRemain = hr.maxList, hr.maxList
+	hr.sawRegular, hr.invalid = false, nil
+	hr.dec.SetEmitEnabled(true)
+
+	frag, ended := f.HeaderBlockFragment(), f.HeadersEnded()
+	for {
+		// A fragment more than twice what the list may still hold is
+		// not decoded: the connection ends. So does any CONTINUATION
+		// after the list went over its limit (both budgets are then 0)
+		// or after a malformed field, past which sizes are not counted.
+		if int64(len(frag)) > 2*int64(hr.headersRemain+hr.trailersRemain) {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if hr.invalid != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if _, err := hr.dec.Write(frag); err != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeCompression)
+		}
+		if ended {
+			break
+		}
+		next, err := hr.fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		// The Framer lets only a CONTINUATION of this stream follow a
+		// HEADERS without END_HEADERS (a connection error otherwise).
+		cf, ok := next.(*http2.ContinuationFrame)
+		if !ok {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		frag, ended = cf.HeaderBlockFragment(), cf.HeadersEnded()
+	}
+	if err := hr.dec.Close(); err != nil {
+		return nil, http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if hr.invalid != nil {
+		return nil, http2.StreamError{StreamID: b.streamID, Code: http2.ErrCodeProtocol, Cause: hr.invalid}
+	}
+	if err := checkPseudos(b.pseudoFields()); err != nil {
+		return nil, http2.StreamError{StreamID: b.streamID, Code: http2.ErrCodeProtocol, Cause: err}
+	}
+	return b, nil
+}
+
+// release drops the references the last block's fields hold, once the
+// request (or its trailers) has taken them, and a buffer grown large.
+func (hr *headerReader) release() {
+	clear(hr.block.fields)
+	if cap(hr.block.fields) > keptHeaderFields {
+		hr.block.fields = nil
+	}
+}
+
+// checkPseudos: only the pseudo-header fields RFC 9113 §8.3 (and RFC
+// 8441's :protocol) defines, each at most once, and not request and
+// response ones together.
+func checkPseudos(pf []hpack.HeaderField) error {
+	var isRequest, isResponse bool
+	for i, hf := range pf {
+		switch hf.Name {
+		case ":method", ":path", ":scheme", ":authority", ":protocol":
+			isRequest = true
+		case ":status":
+			isResponse = true
+		default:
+			return errUnknownPseudo
+		}
+		for _, prev := range pf[:i] {
+			if hf.Name == prev.Name {
+				return errDuplicatePseudo
+			}
+		}
+	}
+	if isRequest && isResponse {
+		return errMixedPseudo
+	}
+	return nil
+}
