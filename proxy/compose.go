@@ -118,7 +118,7 @@ func runForwarding(f *forwarding) (aborted bool) {
 			aborted = true
 		}
 	}()
-	f.run()
+	f.run(time.Time{})
 	return false
 }
 

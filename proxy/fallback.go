@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -89,7 +90,7 @@ func (p *Proxy) serveFallback(f *forwarding) {
 	f2 := new(forwarding)
 	f2.p, f2.s, f2.rt, f2.c, f2.w, f2.r, f2.grpc, f2.deadline = p, f.s, fb.rt, c, fw, r, f.grpc, f.dl
 	defer func() { f.status = f2.status }()
-	f2.run()
+	f2.run(time.Time{})
 }
 
 // fallbackWriter adds the fallback headers to the final response header

@@ -46,6 +46,9 @@ type Proxy struct {
 	m      *metrics
 	bm     *breakerMetrics
 	now    func() time.Time
+	// wallClock: now is time.Now, so its readings can also serve as
+	// real time (deadlines), sparing a clock read.
+	wallClock bool
 	int63n func(int64) int64
 	wrap   func(Listener, http.Handler) http.Handler
 
@@ -95,6 +98,7 @@ func New(opts Options) *Proxy {
 	}
 	if p.now == nil {
 		p.now = time.Now
+		p.wallClock = true
 	}
 	if p.int63n == nil {
 		p.int63n = rand.Int64N
