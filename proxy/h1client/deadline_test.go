@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,5 +176,62 @@ func TestDeadlineShorterThanExpectContinueTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("returned after %v", d)
+	}
+}
+
+// deadlineConn records the deadlines set on a connection.
+type deadlineConn struct {
+	net.Conn
+	mu  sync.Mutex
+	set []time.Time
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.set = append(c.set, t)
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *deadlineConn) deadlines() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.set)
+}
+
+// A connection keeps its deadline while idle: the next exchange sets
+// the deadline only when its own differs, and clears it when it has none.
+func TestDeadlineChangedOnlyWhenItDiffers(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	var dc *deadlineConn
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			nc, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			dc = &deadlineConn{Conn: nc}
+			return dc, nil
+		}
+	})
+	d1 := time.Now().Add(time.Minute)
+	d2 := d1.Add(time.Second)
+	for i, dl := range []time.Time{d1, d1, d2, {}, {}, d2} {
+		resp, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, dl)
+		if err != nil {
+			t.Fatalf("round trip %d: %v", i, err)
+		}
+		if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "ok" {
+			t.Fatalf("round trip %d: body %q, %v", i, b, err)
+		}
+		resp.Body.Close()
+	}
+	if n := s.opened.Load(); n != 1 {
+		t.Fatalf("server saw %d connections, want 1", n)
+	}
+	want := []time.Time{d1, d2, {}, d2}
+	if got := dc.deadlines(); !slices.EqualFunc(got, want, time.Time.Equal) {
+		t.Fatalf("deadlines set %v, want %v", got, want)
 	}
 }
