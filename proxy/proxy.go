@@ -46,11 +46,12 @@ type Proxy struct {
 	m      *metrics
 	bm     *breakerMetrics
 	now    func() time.Time
+	int63n func(int64) int64
+	wrap   func(Listener, http.Handler) http.Handler
+
 	// wallClock: now is time.Now, so its readings can also serve as
 	// real time (deadlines), sparing a clock read.
 	wallClock bool
-	int63n func(int64) int64
-	wrap   func(Listener, http.Handler) http.Handler
 
 	snap     atomic.Pointer[snapshot]
 	inflight atomic.Int64
