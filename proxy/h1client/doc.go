@@ -31,7 +31,8 @@
 // error, as in net/http. A host's pool is dropped when its last
 // connection closes. A response's header values are substrings of one
 // string holding its head, and the value slices of its first four
-// fields live in the response's own allocation: keeping one keeps those.
+// fields live in the allocation of the response and its Body: keeping
+// one keeps the response, and what it refers to, reachable.
 //
 // # Invariants
 //
