@@ -60,9 +60,17 @@ type stream struct {
 	rdExpired  bool
 	ended      bool
 
-	// Allocated with the stream: its ResponseWriter and Request.Body.
-	rw   responseWriter
-	body requestBody
+	// Allocated with the stream: its ResponseWriter, Request.Body, and
+	// the Request and URL that req points to.
+	rw      responseWriter
+	body    requestBody
+	reqData http.Request
+	url     url.URL
+	// vals backs the request's first header values when it has no more
+	// regular fields than this: a client's usual few (user-agent,
+	// accept, or gRPC's content-type, te, user-agent). Four fill the
+	// stream's size class (TestStreamFitsItsSizeClass).
+	vals [4]string
 }
 
 // requestBody is a stream's Request.Body.
@@ -234,7 +242,13 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 	// One backing array for the values: a field's first value takes a
 	// one-element slice of it (capacity-limited, so that a second value
 	// copies), as net/textproto does.
-	vals := make([]string, len(regular))
+	// A few fit in the stream.
+	var vals []string
+	if len(regular) <= len(st.vals) {
+		vals = st.vals[:len(regular)]
+	} else {
+		vals = make([]string, len(regular))
+	}
 	var cookies int
 	for i, hf := range regular {
 		switch hf.Name {
@@ -277,16 +291,16 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 		return 0, errMalformed
 	}
 
-	var u *url.URL
+	u := &st.url
 	requestURI := path
 	if isConnect {
-		u = &url.URL{Host: authority}
+		*u = url.URL{Host: authority}
 		requestURI = authority
 	} else {
 		if path[0] != '/' && !(path == "*" && method == "OPTIONS") {
 			return 0, errMalformed
 		}
-		if u, err = url.ParseRequestURI(path); err != nil {
+		if parseRequestURI(path, u) != nil {
 			return 0, errMalformed
 		}
 	}
@@ -348,7 +362,10 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 		}
 	}
 	st.isHead = method == "HEAD"
-	st.req = req.WithContext(&st.ctx)
+	// WithContext's copy is made in the stream: a request handed to a
+	// handler needs no allocation of its own.
+	st.reqData = *req.WithContext(&st.ctx)
+	st.req = &st.reqData
 	return 0, nil
 }
 

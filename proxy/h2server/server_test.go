@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http2"
 )
@@ -521,5 +522,15 @@ func TestLaggingReaderBufferStaysBounded(t *testing.T) {
 	}
 	if n := <-maxLen; n > 1<<20 {
 		t.Fatalf("request body buffer grew to %d bytes while at most 32 KiB was unread", n)
+	}
+}
+
+// TestStreamFitsItsSizeClass: a stream holds its request, URL, writer
+// and a few header values in one 1024-byte allocation (the runtime adds
+// an 8-byte header to objects with pointers over 512 bytes); a field
+// added beyond it would cost the next size class (1152 bytes) per stream.
+func TestStreamFitsItsSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(stream{}) + 8; n > 1024 {
+		t.Fatalf("stream takes %d bytes", n)
 	}
 }
