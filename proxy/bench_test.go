@@ -161,7 +161,39 @@ func BenchmarkCopyRequestHeader(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		h := copyRequestHeader(in, addedRequestHeaders[:])
-		appendForwardedFor(h, "127.0.0.1:5555", make([]string, 1))
+		h, _ := copyRequestHeader(in, addedRequestHeaders[:])
+		appendForwardedFor(h, h[hdrForwardedFor], "127.0.0.1:5555", make([]string, 1))
+	}
+}
+
+// BenchmarkOutboundHeader builds the upstream header block of a request
+// as an HTTP/2 load generator sends it and of an HTTP/1.1 client's
+// request with hop-by-hop headers, an id and a forwarded-for list.
+func BenchmarkOutboundHeader(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		h    http.Header
+	}{
+		{"h2load", http.Header{"Accept": {"*/*"}, "Accept-Encoding": {"gzip, deflate"}, "User-Agent": {"h2load nghttp2/1.59.0"}}},
+		{"h1", http.Header{
+			"Accept": {"application/json"}, "Connection": {"keep-alive"}, "Keep-Alive": {"timeout=5"},
+			"User-Agent": {"bench/1.0"}, "X-Request-Id": {"5b2d0d8e-8b5f-4c52-9a36-2f1d3f5b8a11"},
+			"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "X-Forwarded-For": {"10.0.0.1"},
+		}},
+	} {
+		r, err := http.NewRequest(http.MethodGet, "http://svc.internal/bench", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.Header, r.RemoteAddr = c.h, "127.0.0.1:50000"
+		f := &forwarding{r: r, rt: &route{}}
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if h := f.outboundHeader(); len(h) < 4 {
+					b.Fatal("short header")
+				}
+			}
+		})
 	}
 }

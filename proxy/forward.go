@@ -834,36 +834,48 @@ type outboundValues struct {
 }
 
 // addedRequestHeaders are the headers outboundHeader sets when the
-// request lacks them.
+// request lacks them; copyRequestHeader reports which it has by these
+// positions.
 var addedRequestHeaders = [...]string{hdrForwardedFor, hdrForwardedProto, hdrRequestID, "User-Agent"}
+
+const (
+	hasForwardedFor = 1 << iota
+	hasForwardedProto
+	hasRequestID
+	hasUserAgent
+)
 
 // outboundHeader builds the header block sent upstream: the inbound one
 // minus hop-by-hop headers, plus x-forwarded-*, x-request-id and the
 // route's edits. traceparent and tracestate pass through untouched.
 func (f *forwarding) outboundHeader() http.Header {
 	r := f.r
-	h := copyRequestHeader(r.Header, addedRequestHeaders[:])
-	if _, ok := h[hdrRequestID]; ok {
-		appendForwardedFor(h, r.RemoteAddr, make([]string, 1))
+	h, has := copyRequestHeader(r.Header, addedRequestHeaders[:])
+	var prior []string
+	if has&hasForwardedFor != 0 {
+		prior = h[hdrForwardedFor]
+	}
+	if has&hasRequestID != 0 {
+		appendForwardedFor(h, prior, r.RemoteAddr, make([]string, 1))
 	} else {
 		// The X-Forwarded-For and x-request-id values share one
 		// allocation with the id's bytes, cut to length and capacity
 		// one each.
 		v := new(outboundValues)
-		appendForwardedFor(h, r.RemoteAddr, v.vals[0:1:1])
+		appendForwardedFor(h, prior, r.RemoteAddr, v.vals[0:1:1])
 		putRequestID(&v.id)
 		// The id's bytes are never written again, so the string may be
 		// them rather than a copy.
 		v.vals[1] = unsafe.String(&v.id[0], len(v.id))
 		h[hdrRequestID] = v.vals[1:2:2]
 	}
-	if _, ok := h[hdrForwardedProto]; !ok {
+	if has&hasForwardedProto == 0 {
 		h[hdrForwardedProto] = protoHTTP
 		if r.TLS != nil {
 			h[hdrForwardedProto] = protoHTTPS
 		}
 	}
-	if _, ok := h["User-Agent"]; !ok {
+	if has&hasUserAgent == 0 {
 		// An empty value stops net/http from adding its own User-Agent.
 		h["User-Agent"] = emptyValue
 	}

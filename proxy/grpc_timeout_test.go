@@ -120,7 +120,7 @@ func FuzzCopyRequestHeader(f *testing.F) {
 		if extra != "" {
 			in[http.CanonicalHeaderKey(extra)] = []string{"e"}
 		}
-		out := copyRequestHeader(in, addedRequestHeaders[:])
+		out, _ := copyRequestHeader(in, addedRequestHeaders[:])
 		if want := modelCopyRequestHeader(in); !reflect.DeepEqual(out, want) {
 			t.Fatalf("copyRequestHeader(%q) = %q, want %q", in, out, want)
 		}

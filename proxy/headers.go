@@ -40,12 +40,14 @@ const (
 // next), leaving out hop-by-hop headers: every header named by a
 // Connection token (RFC 9110 §7.6.1) and the fixed list. "TE: trailers"
 // is kept because gRPC requires it end to end (it tells the server that
-// the client understands trailers).
+// the client understands trailers). found has bit i set when add[i] was
+// copied (at most 32 names), which spares the caller a lookup each.
 //
-// The hop-by-hop headers are left out as the map is copied, not deleted
-// from the copy: a delete hashes its key whether it is there or not, and
-// most requests carry none of the nine names.
-func copyRequestHeader(src http.Header, add []string) http.Header {
+// The fixed list is left out as the map is copied, not deleted from the
+// copy: a delete hashes its key whether it is there or not, and most
+// requests carry none of the nine names. Connection and TE are noted as
+// they go by, not looked up.
+func copyRequestHeader(src http.Header, add []string) (dst http.Header, found uint32) {
 	// A map of up to mapGroupSlots entries is one group, allocated at
 	// its first insert whatever the hint; beyond that the hint sizes the
 	// table, so it counts only what the map will hold.
@@ -63,19 +65,40 @@ func copyRequestHeader(src http.Header, add []string) http.Header {
 			}
 		}
 	}
-	dst := make(http.Header, n)
-	var buf [4]string
-	named := connectionNames(src["Connection"], buf[:0])
+	dst = make(http.Header, n)
+	var conn, te []string
 	for k, vv := range src {
-		if isHop(k) || len(named) > 0 && slices.Contains(named, k) {
+		if isHop(k) {
+			switch k {
+			case "Connection":
+				conn = vv
+			case "Te":
+				te = vv
+			}
 			continue
 		}
 		dst[k] = vv // values are not mutated; sharing the slices is safe
+		for i, a := range add {
+			if k == a {
+				found |= 1 << i
+			}
+		}
 	}
-	if teTrailers(src) {
+	if len(conn) > 0 {
+		var buf [4]string
+		for _, name := range connectionNames(conn, buf[:0]) {
+			delete(dst, name)
+			for i, a := range add {
+				if name == a {
+					found &^= 1 << i
+				}
+			}
+		}
+	}
+	if len(te) > 0 && httpguts.HeaderValuesContainsToken(te, "trailers") {
 		dst["Te"] = teTrailersValue
 	}
-	return dst
+	return dst, found
 }
 
 // mapGroupSlots is the number of entries in a map's group (Go's
@@ -86,11 +109,6 @@ const mapGroupSlots = 8
 // teTrailersValue is the shared "TE: trailers" value (see the shared
 // values beside outboundHeader).
 var teTrailersValue = []string{"trailers"}[:1:1]
-
-func teTrailers(h http.Header) bool {
-	te := h["Te"]
-	return len(te) > 0 && httpguts.HeaderValuesContainsToken(te, "trailers")
-}
 
 // connectionNames appends to names the canonical names of the headers
 // that the Connection values conn list (RFC 9110 §7.6.1), except
@@ -109,16 +127,16 @@ func connectionNames(conn []string, names []string) []string {
 }
 
 // appendForwardedFor appends the client's IP to X-Forwarded-For, keeping
-// any list an earlier proxy built (as net/http/httputil does). The new
-// value goes into slot (length and capacity 1), which becomes the header's
-// value slice, so a caller can give several headers' values one
-// allocation.
-func appendForwardedFor(h http.Header, remoteAddr string, slot []string) {
+// the list prior (h's X-Forwarded-For values) an earlier proxy built (as
+// net/http/httputil does). The new value goes into slot (length and
+// capacity 1), which becomes the header's value slice, so a caller can
+// give several headers' values one allocation.
+func appendForwardedFor(h http.Header, prior []string, remoteAddr string, slot []string) {
 	ip, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil || ip == "" {
 		return
 	}
-	if prior := h[hdrForwardedFor]; len(prior) > 0 {
+	if len(prior) > 0 {
 		// strings.Join(prior, ", ") + ", " + ip, in one allocation.
 		n := len(ip)
 		for _, p := range prior {

@@ -78,6 +78,7 @@ func randomHeader(rng *rand.Rand) http.Header {
 		"close", "keep-alive", "Keep-Alive", "KEEP-ALIVE", "Upgrade", "x-hop",
 		"X-Hop", " X-Other ", "te", "TE", "trailer", "x_under", "X_Under", "",
 		"\u212aeep-alive", "accept", "a", "HTTP2-Settings", "proxy-connection",
+		"x-request-id", "User-Agent", "x-forwarded-for",
 	}
 	teValues := []string{"trailers", "gzip, trailers;q=0.5", "TRAILERS", "deflate", "", "trailers, deflate"}
 	h := http.Header{}
@@ -115,10 +116,23 @@ func TestCopyRequestHeaderMatchesModel(t *testing.T) {
 	for i := 0; i < 5000; i++ {
 		src := randomHeader(rng)
 		before := cloneHeader(src)
-		got := copyRequestHeader(src, addedRequestHeaders[:rng.IntN(len(addedRequestHeaders)+1)])
+		add := addedRequestHeaders[:rng.IntN(len(addedRequestHeaders)+1)]
+		if rng.IntN(2) == 0 {
+			// Names the copy may drop for a Connection token.
+			add = []string{"X-Hop", "Accept", "X-Other", "X_Under"}[:rng.IntN(5)]
+		}
+		got, found := copyRequestHeader(src, add)
 		want := modelCopyRequestHeader(src)
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("copyRequestHeader(%q)\n got %q\nwant %q", src, got, want)
+		}
+		for i, k := range add {
+			if _, ok := want[k]; ok != (found&(1<<i) != 0) {
+				t.Fatalf("copyRequestHeader(%q, %q) reports %s found: %v", src, add, k, !ok)
+			}
+		}
+		if found>>len(add) != 0 {
+			t.Fatalf("copyRequestHeader(%q, %q) found = %b", src, add, found)
 		}
 		if !reflect.DeepEqual(src, before) {
 			t.Fatalf("copyRequestHeader changed its source: %q, was %q", src, before)
@@ -172,7 +186,7 @@ func TestCopyRequestHeaderAllocations(t *testing.T) {
 		{"Accept": {"*/*"}, "Connection": {"keep-alive"}, "Keep-Alive": {"timeout=5"}, "User-Agent": {"curl"}, "X-A": {"1"}, "X-B": {"2"}, "X-C": {"3"}},
 	} {
 		got := testing.AllocsPerRun(100, func() {
-			h := copyRequestHeader(src, addedRequestHeaders[:])
+			h, _ := copyRequestHeader(src, addedRequestHeaders[:])
 			h["X-Forwarded-Proto"] = protoHTTP
 		})
 		// The map itself and its one group.
@@ -188,7 +202,7 @@ func TestAppendForwardedForKeepsTheList(t *testing.T) {
 		if prior != nil {
 			h[hdrForwardedFor] = prior
 		}
-		appendForwardedFor(h, "192.0.2.7:5555", make([]string, 1))
+		appendForwardedFor(h, h[hdrForwardedFor], "192.0.2.7:5555", make([]string, 1))
 		want := "192.0.2.7"
 		if len(prior) > 0 {
 			want = strings.Join(prior, ", ") + ", " + want
@@ -198,7 +212,7 @@ func TestAppendForwardedForKeepsTheList(t *testing.T) {
 		}
 	}
 	h := http.Header{hdrForwardedFor: {"10.0.0.1"}}
-	appendForwardedFor(h, "not-an-address", make([]string, 1))
+	appendForwardedFor(h, h[hdrForwardedFor], "not-an-address", make([]string, 1))
 	if got := h[hdrForwardedFor]; len(got) != 1 || got[0] != "10.0.0.1" {
 		t.Errorf("an unparsable remote address changed X-Forwarded-For to %q", got)
 	}
