@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -20,7 +21,7 @@ type responseWriter struct {
 	sc *serverConn
 
 	header      http.Header
-	fields      []hpack.HeaderField // the header block, fixed at WriteHeader
+	fields      *[]hpack.HeaderField // the header block, fixed at WriteHeader; from fieldsPool until sent
 	status      int
 	wroteHeader bool
 	sentHeader  bool // HEADERS appended
@@ -78,10 +79,27 @@ func (rw *responseWriter) WriteHeader(code int) {
 			rw.declCL = n
 		}
 	}
-	if rw.fields == nil {
-		rw.fields = make([]hpack.HeaderField, 0, len(rw.header)+1)
+	rw.fields = fieldsPool.Get().(*[]hpack.HeaderField)
+	*rw.fields = appendFields((*rw.fields)[:0], rw.header)
+}
+
+// fieldsPool holds the buffers of final header blocks, each a
+// responseWriter's from WriteHeader until its HEADERS are appended.
+var fieldsPool = sync.Pool{New: func() any { f := make([]hpack.HeaderField, 0, 8); return &f }}
+
+// keptFields bounds the header block buffers kept in fieldsPool.
+const keptFields = 64
+
+// putFields returns rw.fields to fieldsPool.
+func (rw *responseWriter) putFields() {
+	if f := rw.fields; f != nil {
+		rw.fields = nil
+		clear(*f) // the pool must not keep the strings
+		if cap(*f) <= keptFields {
+			*f = (*f)[:0]
+			fieldsPool.Put(f)
+		}
 	}
-	rw.fields = appendFields(rw.fields[:0], rw.header)
 }
 
 // appendFields turns a header map into HTTP/2 fields: lowercase names,
@@ -216,7 +234,7 @@ func (rw *responseWriter) finish() {
 		// Whole in the buffer (until the header block is sent, all that
 		// was written is there; a HEAD response's is only counted):
 		// announce its length, as x/net/http2 does.
-		rw.fields = append(rw.fields, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(rw.written, 10)})
+		*rw.fields = append(*rw.fields, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(rw.written, 10)})
 	}
 	if short {
 		// Less body than its content-length: the client must not take
@@ -233,6 +251,7 @@ func (rw *responseWriter) finish() {
 
 func (rw *responseWriter) release() {
 	rw.done = true
+	rw.putFields()
 	if rw.buf != nil {
 		*rw.buf = (*rw.buf)[:0]
 		bodyBufPool.Put(rw.buf)
@@ -294,7 +313,8 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 		rw.sentHeader = true
 		st.respStarted = true
 		headEnd := end && len(held) == 0 && len(p) == 0 && len(trailers) == 0
-		sc.appendHeadersLocked(st.id, rw.status, rw.fields, headEnd)
+		sc.appendHeadersLocked(st.id, rw.status, *rw.fields, headEnd)
+		rw.putFields()
 		if headEnd {
 			st.localEnded = true
 			sc.completed++

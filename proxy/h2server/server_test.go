@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -532,5 +533,99 @@ func TestLaggingReaderBufferStaysBounded(t *testing.T) {
 func TestStreamFitsItsSizeClass(t *testing.T) {
 	if n := unsafe.Sizeof(stream{}) + 8; n > 1024 {
 		t.Fatalf("stream takes %d bytes", n)
+	}
+}
+
+// TestConcurrentStreamsKeepTheirOwnHeaders: requests of several sizes
+// (header values held in the stream or beyond it, paths with and
+// without queries or escapes) and their responses' header blocks (from
+// a shared pool of buffers) do not mix across concurrent streams.
+func TestConcurrentStreamsKeepTheirOwnHeaders(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var got []string
+		for k, vv := range r.Header {
+			if strings.HasPrefix(k, "X-F") {
+				got = append(got, k+"="+strings.Join(vv, ","))
+			}
+		}
+		sort.Strings(got)
+		w.Header().Set("X-Got", strings.Join(got, ";"))
+		w.Header().Set("X-Url", r.URL.Path+"|"+r.URL.RawPath+"|"+r.URL.RawQuery+"|"+r.RequestURI)
+		w.Write([]byte(r.URL.Query().Get("n")))
+	}))
+	c, _ := h2Client(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path, raw := fmt.Sprintf("/p/%d", i), ""
+			if i%3 == 0 {
+				path, raw = fmt.Sprintf("/p%%2F%d", i), fmt.Sprintf("/p%%2F%d", i)
+			}
+			req, _ := http.NewRequest("GET", ts.url(path+fmt.Sprintf("?n=%d", i)), nil)
+			var want []string
+			for k := 0; k < i%8; k++ {
+				name := fmt.Sprintf("X-F%d", k)
+				req.Header.Add(name, fmt.Sprintf("%d-%d", i, k))
+				v := fmt.Sprintf("%d-%d", i, k)
+				if k%2 == 1 {
+					req.Header.Add(name, "again")
+					v += ",again"
+				}
+				want = append(want, name+"="+v)
+			}
+			sort.Strings(want)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			wantPath := fmt.Sprintf("/p/%d", i)
+			wantURL := fmt.Sprintf("%s|%s|n=%d|%s?n=%d", wantPath, raw, i, path, i)
+			if g := resp.Header.Get("X-Got"); g != strings.Join(want, ";") {
+				t.Errorf("request %d: fields %q, want %q", i, g, strings.Join(want, ";"))
+			}
+			if g := resp.Header.Get("X-Url"); g != wantURL {
+				t.Errorf("request %d: URL %q, want %q", i, g, wantURL)
+			}
+			if string(b) != fmt.Sprint(i) || resp.ContentLength != int64(len(b)) {
+				t.Errorf("request %d: body %q, content-length %d", i, b, resp.ContentLength)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestRequestKeptAfterHandlerReturns: a request a handler keeps (its
+// method, URL, header values) stays as it was while the connection
+// serves other streams.
+func TestRequestKeptAfterHandlerReturns(t *testing.T) {
+	kept := make(chan *http.Request, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/keep" {
+			kept <- r
+		}
+	}))
+	c, _ := h2Client(t)
+	get := func(path, v string) {
+		req, _ := http.NewRequest("PUT", ts.url(path), strings.NewReader("x"))
+		req.Header.Set("X-A", v)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get("/keep?a=1", "kept")
+	r := <-kept
+	for i := 0; i < 20; i++ {
+		get(fmt.Sprintf("/other%d?b=%d", i, i), fmt.Sprint(i))
+	}
+	if r.Method != "PUT" || r.URL.String() != "/keep?a=1" || r.Header.Get("X-A") != "kept" || r.RequestURI != "/keep?a=1" {
+		t.Fatalf("kept request changed: %s %s %q %s", r.Method, r.URL, r.Header.Get("X-A"), r.RequestURI)
 	}
 }
