@@ -929,6 +929,12 @@ func (sc *serverConn) teardown(err error) {
 			_, _ = io.Copy(io.Discard, sc.br)
 		}
 	}
+	if err == io.EOF {
+		// The client closed the connection at a frame boundary: a
+		// request body it had not ended is cut short, and must not
+		// read as complete (io.EOF) to its handler.
+		err = errConnClosed
+	}
 	sc.mu.Lock()
 	sc.dieLocked(err)
 	sc.unlock()

@@ -32,8 +32,10 @@
 // with "; ". Trailers the request declared in its "Trailer" header are
 // set in Request.Trailer before Body returns io.EOF (undeclared ones are
 // dropped, as in x/net; one that may not be a trailer, such as Host or
-// Content-Length, resets the stream PROTOCOL_ERROR). A body that does not match its content-length
-// fails and the stream is reset with PROTOCOL_ERROR. Each stream
+// Content-Length, resets the stream PROTOCOL_ERROR). A body that does
+// not match its content-length fails and the stream is reset with
+// PROTOCOL_ERROR; one the connection's end cuts short (the client
+// closes it, a connection error) fails too, never reading as complete. Each stream
 // announces a 1 MiB receive window (and the connection 1 MiB); window
 // updates are sent as the handler reads (padding counts as read when it
 // arrives), once half a window is consumed. Unread DATA holds the

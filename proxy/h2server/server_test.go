@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -338,6 +339,34 @@ func TestContextCancelledWhenConnectionDies(t *testing.T) {
 	case <-ended:
 	case <-time.After(10 * time.Second):
 		t.Fatal("context not cancelled")
+	}
+}
+
+// TestBodyCutByClientCloseFails: a client that closes its connection
+// (a FIN at a frame boundary) before ending its request body leaves the
+// handler a failed read, not the io.EOF of a complete body that a proxy
+// would forward as whole.
+func TestBodyCutByClientCloseFails(t *testing.T) {
+	type result struct {
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		got <- result{string(b), err}
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.post(1, "/")
+	rc.fr.WriteData(1, false, []byte("part"))
+	rc.nc.(*net.TCPConn).CloseWrite()
+	select {
+	case res := <-got:
+		if res.err == nil || res.body != "part" {
+			t.Fatalf("read %q, %v", res.body, res.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler's read did not end")
 	}
 }
 
