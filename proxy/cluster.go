@@ -240,12 +240,16 @@ type cluster struct {
 // outlier detection ejected, or that this request already tried, are not
 // eligible.
 type attemptSet struct {
-	c     *cluster
+	c *cluster
+	// tried marks the endpoints the request tried once it has tried two;
+	// until then first is the one it tried, plus one (0: none), which
+	// spares a request that makes one attempt the slice.
 	tried []bool
 	now   time.Time
 	// ignoreEjection is breaker's panic rule: when too few endpoints
 	// remain, balance over all of them rather than overload the rest.
 	ignoreEjection bool
+	first          int32
 }
 
 func (s *attemptSet) Len() int {
@@ -264,7 +268,7 @@ func (s *attemptSet) index(i int) int {
 
 func (s *attemptSet) Eligible(i int) bool {
 	i = s.index(i)
-	if s.tried != nil && s.tried[i] {
+	if s.tried != nil && s.tried[i] || int(s.first) == i+1 {
 		return false
 	}
 	return s.ignoreEjection || !s.c.res.det.Ejected(i, s.now)
@@ -284,11 +288,11 @@ func (c *cluster) pick(s *attemptSet, now time.Time) *endpoint {
 	if i := c.picker.Pick(s); i >= 0 {
 		return c.endpoints[s.index(i)]
 	}
-	if s.tried != nil {
-		saved := s.tried
-		s.tried = nil
+	if s.tried != nil || s.first != 0 {
+		saved, savedFirst := s.tried, s.first
+		s.tried, s.first = nil, 0
 		i := c.picker.Pick(s)
-		s.tried = saved
+		s.tried, s.first = saved, savedFirst
 		if i >= 0 {
 			return c.endpoints[s.index(i)]
 		}
@@ -357,7 +361,12 @@ func weightSlots(weights []uint32) []int {
 
 func (c *cluster) markTried(s *attemptSet, e *endpoint) {
 	if s.tried == nil {
+		if s.first == 0 {
+			s.first = int32(e.idx) + 1
+			return
+		}
 		s.tried = make([]bool, len(c.endpoints))
+		s.tried[s.first-1] = true
 	}
 	s.tried[e.idx] = true
 }

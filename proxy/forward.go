@@ -149,16 +149,17 @@ type forwarding struct {
 	w    http.ResponseWriter
 	r    *http.Request
 	grpc bool
+	// deadlineSent: grpc-timeout was propagated upstream.
+	deadlineSent bool
 
 	// ctx is the route deadline (min of route timeout and grpc-timeout).
 	// forwarding lives for one request only, so it may hold it. nil until
 	// needed when the transport takes the deadline itself (see
 	// routeCtx); cancel, when set, releases it.
-	ctx          context.Context
-	cancel       context.CancelFunc
-	upgrade      string // protocol an HTTP/1.1 upgrade asks for, or ""
-	deadlineSent bool   // grpc-timeout was propagated upstream
-	status       int    // status sent downstream, for metrics
+	ctx     context.Context
+	cancel  context.CancelFunc
+	upgrade string // protocol an HTTP/1.1 upgrade asks for, or ""
+	status  int    // status sent downstream, for metrics
 	// deadline, when set, also bounds the request (a composition call's
 	// deadline); its expiry is an upstream timeout, not a client gone.
 	deadline time.Time
