@@ -188,7 +188,7 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	sc.fr = http2.NewFramer(nil, sc.br)
 	// Header blocks are decoded by hr, not by the Framer (see
 	// headers.go).
-	sc.hr = newHeaderReader(sc.fr, sc.srv.maxHeaderBytes())
+	sc.hr = newHeaderReader(sc.fr, sc.br, sc.srv.maxHeaderBytes())
 	sc.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	sc.fr.SetReuseFrames()
 	sc.stopWatch = context.AfterFunc(sc.ctx, sc.closeNow)
@@ -284,11 +284,7 @@ func (sc *serverConn) readLoop() error {
 	}
 	first := true
 	for {
-		f, err := sc.fr.ReadFrame()
-		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
-			// Decoded into sc.hr.block, with its CONTINUATIONs.
-			_, err = sc.hr.read(hf)
-		}
+		f, hb, err := sc.hr.readFrame()
 		if err != nil {
 			var se http2.StreamError
 			var ce http2.ConnectionError
@@ -314,17 +310,19 @@ func (sc *serverConn) readLoop() error {
 			}
 			first = false
 		}
-		if err := sc.processFrame(f); err != nil {
+		if err := sc.processFrame(f, hb); err != nil {
 			return err
 		}
 	}
 }
 
-func (sc *serverConn) processFrame(f http2.Frame) error {
+// processFrame acts on a frame, or on a request header block (hb, with
+// a nil f).
+func (sc *serverConn) processFrame(f http2.Frame, hb *headerBlock) error {
 	var err error
 	switch f := f.(type) {
-	case *http2.HeadersFrame:
-		err = sc.onHeaders(&sc.hr.block)
+	case nil:
+		err = sc.onHeaders(hb)
 		sc.hr.release()
 	case *http2.DataFrame:
 		err = sc.onData(f)

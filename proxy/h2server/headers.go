@@ -1,7 +1,10 @@
 package h2server
 
 import (
+	"bufio"
+	"encoding/binary"
 	"errors"
+	"io"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -9,13 +12,14 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// A request's header block is decoded here rather than by the Framer
-// (x/net/http2's ReadMetaHeaders), whose MetaHeadersFrame, emit closure,
-// its captured state and the growth of its Fields slice cost about ten
-// allocations per request. headerReader makes the same checks, in the
-// same order, with the same outcome (RFC 9113 §8.1.1, §8.3, and x/net's
-// Framer.readMetaFrame): the frames themselves are still read and parsed
-// by the Framer, which also keeps HEADERS and CONTINUATION contiguous.
+// A request's HEADERS frame is parsed and its header block decoded here
+// rather than by the Framer (x/net/http2's ReadMetaHeaders), whose
+// HeadersFrame, MetaHeadersFrame, emit closure, its captured state and
+// the growth of its Fields slice cost about ten allocations per request.
+// headerReader makes the same checks, in the same order, with the same
+// outcome (RFC 9113 §6.2, §8.1.1, §8.3, and x/net's parseHeadersFrame
+// and Framer.readMetaFrame). The Framer still reads every frame header,
+// which keeps HEADERS and CONTINUATION contiguous, and every other frame.
 // Its fields go into a buffer the connection reuses; the request's
 // header map is built from it, sized for it (newRequest).
 
@@ -59,8 +63,10 @@ func (b *headerBlock) regularFields() []hpack.HeaderField {
 // state of the block being decoded lives here, not in a closure.
 type headerReader struct {
 	fr      *http2.Framer
+	br      *bufio.Reader // what fr reads
 	dec     *hpack.Decoder
 	maxList uint32 // SETTINGS_MAX_HEADER_LIST_SIZE announced
+	unread  int    // bytes of the HEADERS frame being decoded left in br
 
 	block headerBlock
 	// Budgets of the block being decoded: "trailer" fields count
@@ -75,8 +81,10 @@ type headerReader struct {
 // blocks; one grown larger by a big block is dropped afterwards.
 const keptHeaderFields = 64
 
-func newHeaderReader(fr *http2.Framer, maxList uint32) *headerReader {
-	hr := &headerReader{fr: fr, maxList: maxList}
+// newHeaderReader reads frames with fr, which reads br; br's buffer
+// must hold the largest frame fr reads.
+func newHeaderReader(fr *http2.Framer, br *bufio.Reader, maxList uint32) *headerReader {
+	hr := &headerReader{fr: fr, br: br, maxList: maxList}
 	hr.dec = hpack.NewDecoder(4096, hr.emit)
 	// No string longer than the whole list is accepted (a decoding
 	// error, as with x/net's Framer).
@@ -148,26 +156,94 @@ func validWireFieldName(v string) bool {
 	return true
 }
 
-// read decodes the header block that f starts, reading its CONTINUATION
-// frames. Its errors are those of x/net's Framer with ReadMetaHeaders
-// set: http2.ConnectionError for what ends the connection (a fragment
-// far beyond the list limit, a CONTINUATION after a malformed field,
-// HPACK errors: COMPRESSION_ERROR), http2.StreamError for a malformed
-// field list, and whatever reading the next frame failed with.
-func (hr *headerReader) read(f *http2.HeadersFrame) (*headerBlock, error) {
+// readFrame reads the next frame as the Framer's ReadFrame does, but a
+// HEADERS frame, which it parses and decodes itself with its
+// CONTINUATIONs: it then returns the block (valid until the next call)
+// and a nil Frame. Its errors are those of x/net's Framer with
+// ReadMetaHeaders set: http2.ConnectionError for what ends the
+// connection (a HEADERS on stream 0, a fragment far beyond the list
+// limit, a CONTINUATION after a malformed field, HPACK errors:
+// COMPRESSION_ERROR), http2.StreamError for a malformed field list or
+// padding longer than the frame, and the errors of reading frames
+// (io.ErrUnexpectedEOF for a frame too short for its padding or
+// priority fields, as x/net has it).
+func (hr *headerReader) readFrame() (http2.Frame, *headerBlock, error) {
+	fh, err := hr.fr.ReadFrameHeader()
+	if err != nil {
+		return nil, nil, err
+	}
+	if fh.Type != http2.FrameHeaders {
+		f, err := hr.fr.ReadFrameForHeader(fh)
+		return f, nil, err
+	}
+	// The payload is read in place: ReadFrameHeader has bounded its
+	// length by the read frame size, which the reader's buffer holds.
+	n := int(fh.Length)
+	p, err := hr.br.Peek(n)
+	if err != nil {
+		if len(p) > 0 && err == io.EOF {
+			err = io.ErrUnexpectedEOF // as io.ReadFull has it
+		}
+		return nil, nil, err
+	}
+	hr.unread = n
+	b, err := hr.readHeaders(fh, p)
+	hr.discard()
+	return nil, b, err
+}
+
+// The reader's buffer holds the largest frame read (see readFrame).
+var _ [readBufSize - defaultMaxFrame]struct{}
+
+// discard drops the HEADERS frame's payload from the reader.
+func (hr *headerReader) discard() {
+	if hr.unread > 0 {
+		_, _ = hr.br.Discard(hr.unread)
+		hr.unread = 0
+	}
+}
+
+// readHeaders parses a HEADERS frame's payload p (RFC 9113 §6.2) and
+// decodes its header block.
+func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBlock, error) {
+	if fh.StreamID == 0 {
+		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	var pad int
+	if fh.Flags.Has(http2.FlagHeadersPadded) {
+		if len(p) < 1 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		pad, p = int(p[0]), p[1:]
+	}
+	var prio http2.PriorityParam
+	if fh.Flags.Has(http2.FlagHeadersPriority) {
+		if len(p) < 5 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		v := binary.BigEndian.Uint32(p)
+		prio.StreamDep = v & 0x7fffffff
+		prio.Exclusive = v != prio.StreamDep // the high bit
+		prio.Weight = p[4]
+		p = p[5:]
+	}
+	if len(p) < pad {
+		return nil, http2.StreamError{StreamID: fh.StreamID, Code: http2.ErrCodeProtocol}
+	}
+
 	b := &hr.block
 	*b = headerBlock{
-		streamID:    f.StreamID,
-		endStream:   f.StreamEnded(),
-		hasPriority: f.HasPriority(),
-		priority:    f.Priority,
+		streamID:    fh.StreamID,
+		endStream:   fh.Flags.Has(http2.FlagHeadersEndStream),
+		hasPriority: fh.Flags.Has(http2.FlagHeadersPriority),
+		priority:    prio,
 		fields:      b.fields[:0],
 	}
 	hr.headersRemain, hr.trailersRemain = hr.maxList, hr.maxList
 	hr.sawRegular, hr.invalid = false, nil
 	hr.dec.SetEmitEnabled(true)
 
-	frag, ended := f.HeaderBlockFragment(), f.HeadersEnded()
+	frag, ended := p[:len(p)-pad], fh.Flags.Has(http2.FlagHeadersEndHeaders)
 	for {
 		// A fragment more than twice what the list may still hold is
 		// not decoded: the connection ends. So does any CONTINUATION
@@ -179,12 +255,14 @@ func (hr *headerReader) read(f *http2.HeadersFrame) (*headerBlock, error) {
 		if hr.invalid != nil {
 			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 		}
+		// (The decoder copies what it keeps of frag.)
 		if _, err := hr.dec.Write(frag); err != nil {
 			return nil, http2.ConnectionError(http2.ErrCodeCompression)
 		}
 		if ended {
 			break
 		}
+		hr.discard()
 		next, err := hr.fr.ReadFrame()
 		if err != nil {
 			return nil, err

@@ -1,6 +1,7 @@
 package h2server
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -16,21 +17,25 @@ import (
 // with ReadMetaHeaders decodes header blocks (the model); without it, as
 // the server does, with headerReader.
 func readOutcomes(in []byte, maxList uint32, ref bool) []string {
-	fr := http2.NewFramer(nil, bytes.NewReader(in))
+	br := bufio.NewReaderSize(bytes.NewReader(in), readBufSize)
+	fr := http2.NewFramer(nil, br)
 	fr.SetMaxReadFrameSize(defaultMaxFrame)
 	var hr *headerReader
 	if ref {
 		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 		fr.MaxHeaderListSize = maxList
 	} else {
-		hr = newHeaderReader(fr, maxList)
+		hr = newHeaderReader(fr, br, maxList)
 	}
 	var out []string
 	for i := 0; i < 1000; i++ {
-		f, err := fr.ReadFrame()
+		var f http2.Frame
 		var b *headerBlock
-		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil && !ref {
-			b, err = hr.read(hf)
+		var err error
+		if ref {
+			f, err = fr.ReadFrame()
+		} else {
+			f, b, err = hr.readFrame()
 		}
 		if mh, ok := f.(*http2.MetaHeadersFrame); ok && err == nil {
 			b = &headerBlock{
@@ -216,6 +221,34 @@ func TestHeaderReaderChecks(t *testing.T) {
 			`headers 1 end=true truncated ":method"="GET" ":scheme"="http"`,
 			`headers 3 end=true "x-a"="aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" "x-c"=""`,
 		}},
+		{"HEADERS on stream 0", 0, func(w *frameWriter) {
+			w.fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 0, w.block(reqFields...))
+		}, []string{"connection error PROTOCOL_ERROR"}},
+		{"padded HEADERS without its pad length", 0, func(w *frameWriter) {
+			w.fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersPadded, 1, nil)
+		}, []string{"error unexpected EOF"}},
+		{"HEADERS too short for its priority", 0, func(w *frameWriter) {
+			w.fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersPriority, 1, []byte{0, 0, 0, 3})
+		}, []string{"error unexpected EOF"}},
+		{"padding longer than the frame", 0, func(w *frameWriter) {
+			w.fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersPadded, 1, []byte{9, 0x82})
+			w.headers(3, true, reqFields...)
+		}, []string{
+			"stream error 1 PROTOCOL_ERROR",
+			`headers 3 end=true ":method"="GET" ":scheme"="http" ":authority"="x" ":path"="/"`,
+		}},
+		{"input ends inside a HEADERS frame", 0, func(w *frameWriter) {
+			w.headers(1, true, reqFields...)
+			w.out.Truncate(w.out.Len() - 2)
+		}, []string{"error unexpected EOF"}},
+		{"input ends after a HEADERS frame header", 0, func(w *frameWriter) {
+			w.headers(1, true, reqFields...)
+			w.out.Truncate(9)
+		}, []string{"error EOF"}},
+		{"HEADERS of the largest frame size", 0, func(w *frameWriter) {
+			w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: w.block("x-a", strings.Repeat("a", defaultMaxFrame-100)),
+				EndHeaders: true, PadLength: 90})
+		}, []string{`headers 1 end=false "x-a"="` + strings.Repeat("a", defaultMaxFrame-100) + `"`}},
 		{"trailers block", 0, func(w *frameWriter) { w.headers(1, true, "x-t", "v") },
 			[]string{`headers 1 end=true "x-t"="v"`}},
 		{"padded HEADERS", 0, func(w *frameWriter) {
