@@ -239,10 +239,10 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 
 	regular := f.fields[len(pseudo):]
 	h := make(http.Header, len(regular))
-	// One backing array for the values: a field's first value takes a
-	// one-element slice of it (capacity-limited, so that a second value
-	// copies), as net/textproto does.
-	// A few fit in the stream.
+	// One backing array for the values (the stream's for a few): a
+	// field's first value takes a one-element slice of it
+	// (capacity-limited, so that a second value copies), as
+	// net/textproto does.
 	var vals []string
 	if len(regular) <= len(st.vals) {
 		vals = st.vals[:len(regular)]
