@@ -231,6 +231,7 @@ func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBloc
 		return nil, http2.StreamError{StreamID: fh.StreamID, Code: http2.ErrCodeProtocol}
 	}
 
+	hr.release() // the fields of a block that failed
 	b := &hr.block
 	*b = headerBlock{
 		streamID:    fh.StreamID,
