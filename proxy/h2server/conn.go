@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -41,9 +42,16 @@ type serverConn struct {
 
 	wake       chan struct{} // wakes writeLoop; capacity 1
 	writerDone chan struct{}
-	handlers   sync.WaitGroup
-	idleTimer  *time.Timer
-	stopWatch  func() bool // stops closeNow on the context's end
+	handlers   sync.WaitGroup // running handlers
+	// Handler goroutines (see workers.go): workers counts them; an idle
+	// one waits on work for a stream until workStop is closed, after the
+	// reader has ended; idleWorkers counts those waiting.
+	workers     sync.WaitGroup
+	work        chan *stream
+	workStop    chan struct{}
+	idleWorkers atomic.Int32
+	idleTimer   *time.Timer
+	stopWatch   func() bool // stops closeNow on the context's end
 
 	mu sync.Mutex
 	// cond is signalled when a sender may proceed: a window grew, a
@@ -140,6 +148,8 @@ func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
 		connWindow:     s.connWindow(),
 		maxStreams:     s.maxStreams(),
 		wake:           make(chan struct{}, 1),
+		work:           make(chan *stream),
+		workStop:       make(chan struct{}),
 		writerDone:     make(chan struct{}),
 		streams:        map[uint32]*stream{},
 		peerMaxFrame:   defaultMaxFrame,
@@ -198,7 +208,9 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 		err = sc.readLoop()
 	}
 	sc.teardown(err)
+	close(sc.workStop) // no stream is started after the reader's end
 	sc.handlers.Wait()
+	sc.workers.Wait()
 	if sc.idleTimer != nil {
 		sc.idleTimer.Stop()
 	}
@@ -230,8 +242,8 @@ func (sc *serverConn) upgrade(opts *ConnOpts) error {
 		})
 	}
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
 	if err := sc.applySettingsLocked(settings); err != nil {
+		sc.mu.Unlock()
 		return err
 	}
 	r := opts.Upgrade
@@ -246,6 +258,8 @@ func (sc *serverConn) upgrade(opts *ConnOpts) error {
 	st.isHead = req.Method == "HEAD"
 	sc.maxClientID = 1
 	sc.startStreamLocked(st)
+	sc.mu.Unlock()
+	sc.startHandler(st)
 	return nil
 }
 
@@ -262,7 +276,8 @@ func (sc *serverConn) newStream(id uint32) *stream {
 	return st
 }
 
-// startStreamLocked registers st and runs its handler.
+// startStreamLocked registers st, whose handler the caller then starts
+// with startHandler once it has released sc.mu.
 func (sc *serverConn) startStreamLocked(st *stream) {
 	st.sendWindow = int64(sc.peerInitWindow)
 	st.recvAvail = sc.streamWindow
@@ -271,7 +286,6 @@ func (sc *serverConn) startStreamLocked(st *stream) {
 		sc.idleTimer.Stop()
 	}
 	sc.handlers.Add(1)
-	go sc.runHandler(st)
 }
 
 func (sc *serverConn) readLoop() error {
@@ -537,12 +551,14 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 	st := sc.newStream(id)
 	status, err := sc.newRequest(st, f)
 	sc.mu.Lock()
-	defer sc.unlock()
 	sc.opening = false
 	if err == nil && status == 0 && !sc.dead {
 		sc.startStreamLocked(st)
+		sc.unlock()
+		sc.startHandler(st)
 		return nil
 	}
+	defer sc.unlock()
 	// (st's context, which no handler saw, needs no end: nothing is
 	// registered with it, and nothing holds it.)
 	switch {

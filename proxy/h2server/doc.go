@@ -11,7 +11,13 @@
 // them; it decodes header blocks itself (HPACK, with x/net's checks of
 // field names and values, pseudo-header fields and the header list
 // limit), into a buffer it reuses; each stream's handler runs on a
-// goroutine of its own; a writer goroutine per connection writes. Every outgoing frame
+// goroutine of the connection's, one a new stream gets when no other
+// waits: a goroutine whose handler has returned waits for the next
+// stream, its stack already grown (up to 8 wait per connection; the
+// others end, and all end with the connection), so what a handler
+// leaves in its goroutine (pprof labels set with SetGoroutineLabels, a
+// LockOSThread not undone) is seen by those after it; a writer goroutine
+// per connection writes. Every outgoing frame
 // is encoded, under the connection's mutex, into one write buffer (HPACK
 // encoding too, so that the dynamic table changes in byte order). The
 // writer, once woken, yields once so that handlers readied by the same

@@ -1,0 +1,118 @@
+package h2server
+
+import (
+	"bytes"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/net/http2"
+)
+
+// goroutineID is the id of the calling goroutine, from its stack trace.
+func goroutineID() string {
+	var buf [64]byte
+	s := string(buf[:runtime.Stack(buf[:], false)])
+	s = strings.TrimPrefix(s, "goroutine ")
+	return s[:strings.IndexByte(s, ' ')]
+}
+
+// TestSequentialStreamsShareAHandlerGoroutine: a connection's streams
+// that follow one another run on the goroutine of the first, whose
+// stack is already grown.
+func TestSequentialStreamsShareAHandlerGoroutine(t *testing.T) {
+	ids := make(chan string, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ids <- goroutineID()
+	}))
+	rc := dialRaw(t, ts.addr)
+	var first string
+	for id := uint32(1); id <= 9; id += 2 {
+		rc.get(id, "/")
+		rc.response(id)
+		g := <-ids
+		if first == "" {
+			first = g
+		} else if g != first {
+			t.Fatalf("stream %d on goroutine %s, not %s", id, g, first)
+		}
+		// The response leaves before its goroutine waits again.
+		waitFor(t, "the handler's goroutine to wait", func() bool { return idleWorkers() == 1 })
+	}
+}
+
+// idleWorkers counts the goroutines waiting for a stream in this process.
+func idleWorkers() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return bytes.Count(buf, []byte("h2server.(*serverConn).nextStream("))
+}
+
+// TestIdleHandlerGoroutinesAreBounded: after a burst of streams, at most
+// maxIdleWorkers goroutines wait for the connection's next one; they
+// end with the connection (goleak in TestMain).
+func TestIdleHandlerGoroutinesAreBounded(t *testing.T) {
+	const n = 3 * maxIdleWorkers
+	var started sync.WaitGroup
+	started.Add(n)
+	release := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			started.Done()
+			<-release
+		}
+		w.Write([]byte("ok"))
+	}))
+	rc := dialRaw(t, ts.addr)
+	// burst sends GETs for path on streams [from, to) and reads their
+	// responses.
+	burst := func(from, to int, path string, wait func()) {
+		for i := from; i < to; i++ {
+			rc.get(uint32(2*i+1), path)
+		}
+		wait()
+		ended := map[uint32]bool{}
+		for len(ended) < to-from {
+			e, err := rc.next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.typ == http2.FrameRSTStream {
+				t.Fatalf("stream %d reset", e.id)
+			}
+			if e.end {
+				ended[e.id] = true
+			}
+		}
+	}
+	burst(0, n, "/block", func() { started.Wait(); close(release) })
+	waitFor(t, "idle handler goroutines to settle", func() bool { return idleWorkers() == maxIdleWorkers })
+	// They serve the next burst, and settle again.
+	burst(n, n+2*maxIdleWorkers, "/", func() {})
+	waitFor(t, "idle handler goroutines to settle", func() bool { return idleWorkers() == maxIdleWorkers })
+}
+
+// TestHandlerGoexitEndsOnlyItsStream: a handler that ends its goroutine
+// (runtime.Goexit, as t.FailNow does) has its stream reset as after a
+// panic; the connection's other streams are served.
+func TestHandlerGoexitEndsOnlyItsStream(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/exit" {
+			runtime.Goexit()
+		}
+		w.Write([]byte("ok"))
+	}))
+	rc := dialRaw(t, ts.addr)
+	for id := uint32(1); id <= 13; id += 4 {
+		rc.get(id, "/exit")
+		if e := rc.rst(id); e.code != http2.ErrCodeInternal {
+			t.Fatalf("stream %d: RST %v", id, e.code)
+		}
+		rc.get(id+2, "/")
+		if status, body, _, _ := rc.response(id + 2); status != "200" || body != "ok" {
+			t.Fatalf("after Goexit: %s %q", status, body)
+		}
+	}
+}
