@@ -176,3 +176,27 @@ func TestDeadlineAfterAWaitThatEndedEarly(t *testing.T) {
 		t.Fatalf("the 300ms deadline fired after %v", el)
 	}
 }
+
+// A deadline set between a waiter's check of it and its arming of the
+// timer is armed as it is; one that passed centuries ago (further back
+// than a time.Duration reaches from the clock's reading) must fire the
+// timer at once, as a nearer past one does. The waiter, not yet waiting
+// when the deadline was set, gets no other wake-up: a loop of Reads
+// racing SetReadDeadline(time.Unix(math.MinInt64/2, 0)) hung within some
+// 50 000 rounds while the timer's delay wrapped round to centuries.
+func TestTimerArmedForFarPastDeadlineFiresAtOnce(t *testing.T) {
+	c, _ := pair(t, Wrap)
+	for _, past := range []time.Time{time.Unix(math.MinInt64/2, 0), time.Now().Add(math.MinInt64), time.Unix(1, 0)} {
+		s := &c.(*Conn).r
+		s.mu.Lock() // as in wait, which arms under the side's lock
+		s.arm(monoAt(past))
+		s.mu.Unlock()
+		limit := time.Now().Add(5 * time.Second)
+		for s.timerAt.Load() != 0 {
+			if time.Now().After(limit) {
+				t.Fatalf("the timer armed for a deadline at %v has not fired after 5s", past)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}

@@ -272,7 +272,15 @@ func (s *side) arm(dl int64) {
 		return
 	}
 	s.timerAt.Store(dl)
-	d := time.Duration(dl - mono())
+	// A deadline that has passed fires the timer at once. dl - mono()
+	// is not computed for it: a deadline centuries ago (time.Until
+	// saturates, see monoAt), stored between a waiter's check and this
+	// call, would wrap round to a timer centuries away, and the waiter,
+	// not yet waiting when the deadline was set, would get no wake-up.
+	var d time.Duration
+	if now := mono(); dl > now {
+		d = time.Duration(dl - now)
+	}
 	if t := s.timer.Load(); t != nil {
 		t.Reset(d)
 	} else {
