@@ -116,8 +116,9 @@
 // Malformed requests (missing pseudo-header fields, connection-specific
 // fields, "te" other than "trailers", uppercase names) are stream errors;
 // frames on idle streams, even or decreasing stream ids, PUSH_PROMISE,
-// window overflows of the connection and bad SETTINGS are connection
-// errors: GOAWAY with the last stream id seen and the error code, then
+// window overflows of the connection, bad SETTINGS and a HEADERS frame
+// with more padding than payload (whose header block is not decoded, a
+// stream error in x/net) are connection errors: GOAWAY with the last stream id seen and the error code, then
 // close once it is written. PRIORITY frames and unknown frame types are
 // ignored, but for a stream made to depend on itself (a stream error,
 // RFC 9113 §5.3.1). IdleTimeout closes a connection without streams with GOAWAY

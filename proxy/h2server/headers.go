@@ -163,8 +163,9 @@ func validWireFieldName(v string) bool {
 // ReadMetaHeaders set: http2.ConnectionError for what ends the
 // connection (a HEADERS on stream 0, a fragment far beyond the list
 // limit, a CONTINUATION after a malformed field, HPACK errors:
-// COMPRESSION_ERROR), http2.StreamError for a malformed field list or
-// padding longer than the frame, and the errors of reading frames
+// COMPRESSION_ERROR; and padding longer than the frame, a stream error
+// for x/net), http2.StreamError for a malformed field list, and the
+// errors of reading frames
 // (io.ErrUnexpectedEOF for a frame too short for its padding or
 // priority fields, as x/net has it).
 func (hr *headerReader) readFrame() (http2.Frame, *headerBlock, error) {
@@ -228,7 +229,12 @@ func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBloc
 		p = p[5:]
 	}
 	if len(p) < pad {
-		return nil, http2.StreamError{StreamID: fh.StreamID, Code: http2.ErrCodeProtocol}
+		// A connection error (RFC 9113 §6.2), where x/net's
+		// parseHeadersFrame has a stream error: the block is not
+		// decoded, so the dynamic table would no longer match the
+		// client's, and a later block could be read with other fields
+		// than it carries (RFC 9113 §4.3).
+		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 
 	hr.release() // the fields of a block that failed

@@ -1032,3 +1032,39 @@ func TestForbiddenRequestTrailerResetsStream(t *testing.T) {
 		}
 	}
 }
+
+// TestOverPaddedHeadersEndConnection: a HEADERS frame whose padding is
+// longer than its payload is a connection error PROTOCOL_ERROR (RFC 9113
+// §6.2). Its header block is not decoded, so the HPACK dynamic table no
+// longer matches the client's (RFC 9113 §4.3): a later request that
+// refers to an entry the undecoded block added would be read with
+// another field in its place (here "x-user: alice" for "bob").
+func TestOverPaddedHeadersEndConnection(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("x-user", r.Header.Get("X-User"))
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/", "x-user", "alice")
+	if status, _, _, _ := rc.response(1); status != "200" {
+		t.Fatalf("stream 1: %s", status)
+	}
+	// Adds "x-user: bob" to the client's table; the pad length is one
+	// more than the block.
+	block := rc.headerBlock(":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/", "x-user", "bob")
+	payload := append([]byte{byte(len(block) + 1)}, block...)
+	if err := rc.fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersPadded|http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, 3, payload); err != nil {
+		t.Fatal(err)
+	}
+	// Refers to "x-user: bob" by its index in the client's table.
+	rc.writeHeaders(5, true, ":method", "GET", ":scheme", "http", ":authority", "y", ":path", "/", "x-user", "bob")
+	e := rc.until("GOAWAY", func(e event) bool {
+		if e.typ == http2.FrameHeaders && e.id == 5 {
+			t.Fatalf("stream 5 answered with x-user %q after an undecoded header block", e.get("x-user"))
+		}
+		return e.typ == http2.FrameGoAway
+	})
+	if e.code != http2.ErrCodeProtocol {
+		t.Fatalf("GOAWAY %v", e.code)
+	}
+	rc.expectClosed()
+}
