@@ -2,6 +2,7 @@ package h1client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -64,6 +65,29 @@ func BenchmarkRoundTrip(b *testing.B) {
 			ci.CloseIdleConnections()
 		}
 	}
+}
+
+// BenchmarkRoundTripUpload times a POST of a 1 MiB body of known length
+// against a local net/http server that discards it, with the default
+// (4 KiB) connection buffers, as the proxy's.
+func BenchmarkRoundTripUpload(b *testing.B) {
+	s := startServer(b, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
+	tr := newTransport(b)
+	body := bytes.Repeat([]byte("x"), 1<<20)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		req, _ := http.NewRequest("POST", s.URL+"/upload", bytes.NewReader(body))
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	tr.CloseIdleConnections()
 }
 
 // BenchmarkRoundTripCannedServer is BenchmarkRoundTrip against a server

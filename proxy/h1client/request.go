@@ -259,18 +259,45 @@ func (e *bodyReadError) Unwrap() error { return e.err }
 // writeFixed copies exactly n bytes of body into bw, reading straight
 // into the writer's free space, and checks that the body ends there
 // (reading into probe, see checkBodyEnd).
+//
+// While bw holds nothing and more than its size is left, the body is
+// read into a pooled chunk buffer instead, which bw writes to the
+// connection without a copy (a write larger than its free space, with
+// nothing buffered, goes straight through): a connection with small
+// buffers then sends a large body in 16 KiB writes, not in writes of
+// its buffer's size. The last bw.Size() bytes always go through bw, so
+// that they are still unsent when checkBodyEnd looks for excess.
 func writeFixed(bw *bufio.Writer, body io.Reader, n int64, probe *[1]byte) error {
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			chunkBufs.Put(big)
+		}
+	}()
 	for n > 0 {
 		if bw.Available() == 0 {
 			if err := bw.Flush(); err != nil {
 				return err
 			}
 		}
-		buf := bw.AvailableBuffer()
-		buf = buf[:min(int64(cap(buf)), n)]
+		var buf []byte
+		direct := bw.Buffered() == 0 && n > int64(bw.Size())
+		if direct {
+			if big == nil {
+				big = chunkBufs.Get().(*[]byte)
+			}
+			buf = (*big)[:min(int64(len(*big)), n-int64(bw.Size()))]
+		} else {
+			buf = bw.AvailableBuffer()
+			buf = buf[:min(int64(cap(buf)), n)]
+		}
 		m, err := body.Read(buf)
 		if m > 0 {
-			bw.Write(buf[:m]) // into its own free space: no copy, no error
+			// Into its own free space: no copy, no error; or, direct,
+			// to the connection, which may fail.
+			if _, werr := bw.Write(buf[:m]); werr != nil {
+				return werr
+			}
 			n -= int64(m)
 		}
 		if n == 0 {

@@ -937,6 +937,41 @@ func TestOneWritePerSmallRequest(t *testing.T) {
 	}
 }
 
+// A request body of known length larger than the write buffer does not
+// go out in pieces of the buffer's size: with nothing buffered, the body
+// is read into a larger pooled buffer that goes to the connection
+// without a copy, so a connection can keep small buffers (the proxy's
+// have 4 KiB) without paying a read and a write per 4 KiB of an upload.
+func TestLargeRequestBodyWrittenInLargePieces(t *testing.T) {
+	const size = 1 << 20
+	got := make(chan int64, 1)
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		got <- n
+	})
+	var writes atomic.Int32
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &writeCounter{TCPConn: c.(*net.TCPConn), n: &writes}, nil
+		}
+	})
+	do(t, tr, mustRequest(t, "POST", s.URL, bytes.NewReader(bytes.Repeat([]byte("x"), size))))
+	if n := <-got; n != size {
+		t.Fatalf("server read %d body bytes, want %d", n, size)
+	}
+	// 16 KiB pieces make 64 writes (and the head, and the tail that
+	// stays in the buffer for the check for excess); the default 4 KiB
+	// buffer's would make 257.
+	if n := writes.Load(); n > 80 {
+		t.Fatalf("a 1 MiB body took %d writes", n)
+	}
+}
+
 func TestCloseUnblocksRead(t *testing.T) {
 	release := make(chan struct{})
 	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
