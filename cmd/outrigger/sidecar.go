@@ -122,7 +122,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	}
 	defer s.access.Close()
 
-	s.proxy = proxy.New(proxy.Options{Logger: s.log.Named("proxy"), Registry: reg, Now: time.Now,
+	s.proxy = proxy.New(proxy.Options{Logger: s.log.Named("proxy"), Registry: reg,
 		Wrap: func(l proxy.Listener, h http.Handler) http.Handler { return s.access.Wrap(l.String(), h) }})
 	if err := s.proxy.Apply(cfg); err != nil {
 		s.log.Error("configuration rejected", zap.String(fieldConfig, o.configPath), zap.Error(err))
