@@ -457,9 +457,10 @@ func (sc *serverConn) abortStreamLocked(st *stream, err error) {
 	}
 }
 
-// endContextLocked ends st's context under sc.mu, so that whoever the
-// lock orders after the reset (a handler woken from a body read or a
-// write) finds it ended, as with the cancelCtx it replaces. It ends with
+// endContextLocked ends st's context under sc.mu, with its children
+// (End cancels them: they take only their own locks), so that whoever
+// the lock orders after the reset (a handler woken from a body read or a
+// write) finds them ended, as with the cancelCtx it replaces. It ends with
 // the connection's error and cause if the connection's context has
 // ended (a cancelCtx child would have taken them), else with
 // context.Canceled. The functions registered for its end (a transport's

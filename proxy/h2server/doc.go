@@ -65,9 +65,10 @@
 // connection error, Close, Shutdown's deadline); with the connection
 // context's error and cause when that context (ConnOpts.Context or
 // BaseContext) ends; its values and deadline are the connection
-// context's. A reset ends it under the connection's lock, so a handler
-// woken by the reset finds it ended; the functions registered for its
-// end run once the lock is released. It has an AfterFunc method, so
+// context's. A reset ends it under the connection's lock, with the
+// children made on it (WithCancel, WithDeadline), so a handler woken by
+// the reset finds them ended; WatchEnd's functions run once the lock is
+// released. It has an AfterFunc method, so
 // context.AfterFunc, WithCancel and WithDeadline on it start no
 // goroutine, and WatchEnd/StopWatch, with which proxy/h1client watches
 // it without allocating (WatchEnd's function runs synchronously on the

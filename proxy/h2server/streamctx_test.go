@@ -473,3 +473,43 @@ func TestStreamContextEndedWhenResetWakesTheHandler(t *testing.T) {
 		}
 	}
 }
+
+// The children a handler made on its stream's context (a route
+// deadline, a cancellable call) have ended too when the client's reset
+// wakes the handler from a body Read, as a cancelCtx's children would
+// have: the reset cancels them before it wakes anyone.
+func TestStreamContextChildrenEndedWhenResetWakesTheHandler(t *testing.T) {
+	const streams = 20
+	started := make(chan struct{}, 1)
+	errs := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		child, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		timeout, cancelTimeout := context.WithTimeout(r.Context(), time.Hour)
+		defer cancelTimeout()
+		started <- struct{}{}
+		var b [1]byte
+		if _, err := r.Body.Read(b[:]); err == nil {
+			errs <- errors.New("a body read succeeded without DATA")
+			return
+		}
+		switch {
+		case child.Err() != context.Canceled:
+			errs <- fmt.Errorf("WithCancel child: %v", child.Err())
+		case timeout.Err() != context.Canceled:
+			errs <- fmt.Errorf("WithTimeout child: %v", timeout.Err())
+		default:
+			errs <- nil
+		}
+	}))
+	rc := dialRaw(t, ts.addr)
+	for i := range streams {
+		id := uint32(2*i + 1)
+		rc.post(id, "/")
+		within(t, "the handler", started)
+		rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		if err := within(t, "the handler's report", errs); err != nil {
+			t.Fatalf("stream %d: after the reset woke the body read: %v", id, err)
+		}
+	}
+}

@@ -40,7 +40,7 @@ type Context struct {
 	done  atomic.Value // chan struct{}, made on demand
 
 	mu sync.Mutex
-	// next is the last token handed out, less its async bit; it goes
+	// next is the last token handed out, less its child bit; it goes
 	// up by 2 from 0, so 0 is never registered. 64 bits, so that it
 	// never comes back around to a token still registered (nor to 0),
 	// however many functions a long-lived request registers and stops.
@@ -49,7 +49,7 @@ type Context struct {
 	// slots hold the functions to run at the end: a transport's watch
 	// and a route deadline's child fit; more holds the rest. After the
 	// end they wait there for Notify, which empties them.
-	slots [2]endFunc
+	slots [endSlots]endFunc
 	more  []endFunc
 }
 
@@ -60,24 +60,24 @@ const (
 )
 
 // endFunc is a function to run when a Context ends. The token's low bit
-// is set for AfterFunc's functions, which run in their own goroutine (a
-// bool of its own would grow h1server's response, in which a Context
+// is set for AfterFunc's functions, which the end runs before WatchEnd's
+// (a bool of its own would grow h1server's response, in which a Context
 // lives, into the next allocation size class).
 type endFunc struct {
 	f     func()
 	token uint64
 }
 
-const asyncBit = 1
+const childBit = 1
 
-func (e endFunc) async() bool { return e.token&asyncBit != 0 }
+// endSlots is the number of functions a Context holds without the more
+// slice.
+const endSlots = 2
+
+func (e endFunc) child() bool { return e.token&childBit != 0 }
 
 func (e endFunc) run() {
-	switch {
-	case e.f == nil:
-	case e.async():
-		go e.f()
-	default:
+	if e.f != nil {
 		e.f()
 	}
 }
@@ -140,7 +140,7 @@ func (r *Context) String() string { return "reqctx.Context" }
 // Cancel ends r with context.Canceled, if it has not ended, and runs the
 // functions registered for its end: the request ended by itself.
 func (r *Context) Cancel() {
-	if r.end(endedSelf) {
+	if r.End(false) {
 		r.Notify()
 	}
 }
@@ -149,28 +149,37 @@ func (r *Context) Cancel() {
 // context has: Err is that context's error and context.Cause its cause.
 // It then runs the functions registered for the end.
 func (r *Context) EndWithConn() {
-	if r.end(endedConn) {
+	if r.End(true) {
 		r.Notify()
 	}
 }
 
 // End ends r as Cancel does, or as EndWithConn does when withConn is
-// set, but does not run the functions registered for its end: it
-// reports whether there are any, in which case the caller must call
-// Notify, once it may run them (not under a lock of its own). Until
-// then StopWatch and AfterFunc's stop report false for them, as for
-// functions about to run.
+// set, and runs the functions AfterFunc registered, which cancel r's
+// children: as with a cancelCtx, they have ended when End returns (a
+// server that ends r under its lock wakes nobody who could find a child
+// live). It does not run WatchEnd's functions: it reports whether there
+// are any, in which case the caller must call Notify, once it may run
+// them (not under a lock of its own). Until then StopWatch reports false
+// for them, as for functions about to run.
 func (r *Context) End(withConn bool) (notify bool) {
 	how := endedSelf
 	if withConn {
 		how = endedConn
 	}
-	return r.end(how)
+	kids, more, notify := r.end(how)
+	for _, e := range kids {
+		e.run()
+	}
+	for _, e := range more {
+		e.run()
+	}
+	return notify
 }
 
 // Notify runs the functions registered before the end that End left, in
-// the calling goroutine (AfterFunc's each in a goroutine of its own).
-// Each runs once, whoever calls Notify, however often.
+// the calling goroutine. Each runs once, whoever calls Notify, however
+// often.
 func (r *Context) Notify() {
 	r.mu.Lock()
 	if r.state.Load() == live {
@@ -190,13 +199,15 @@ func (r *Context) Notify() {
 	}
 }
 
-// end sets r's state and closes Done; it reports whether it ended r and
-// functions wait for Notify.
-func (r *Context) end(how uint32) (notify bool) {
+// end sets r's state and closes Done. If it ended r, it takes out the
+// functions AfterFunc registered, for the caller to run once r.mu is
+// released (they call Err), and reports whether WatchEnd's wait for
+// Notify.
+func (r *Context) end(how uint32) (kids [endSlots]endFunc, more []endFunc, notify bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.state.Load() != live {
-		return false
+		return kids, nil, false
 	}
 	if how == endedConn {
 		r.connErr = r.conn.ctx.Err()
@@ -215,26 +226,52 @@ func (r *Context) end(how uint32) (notify bool) {
 	} else {
 		r.done.Store(closedChan)
 	}
-	for _, e := range r.slots {
-		if e.f != nil {
-			return true
+	for i, e := range r.slots {
+		switch {
+		case e.f == nil:
+		case e.child():
+			kids[i], r.slots[i] = e, endFunc{}
+		default:
+			notify = true
 		}
 	}
-	return len(r.more) > 0
+	if len(r.more) > 0 {
+		// (More than the slots hold: rare enough to allocate.)
+		rest := r.more[:0]
+		for _, e := range r.more {
+			if e.child() {
+				more = append(more, e)
+			} else {
+				rest = append(rest, e)
+			}
+		}
+		clear(r.more[len(rest):])
+		r.more = rest
+		if len(rest) == 0 {
+			r.more = nil
+		}
+		notify = notify || len(rest) > 0
+	}
+	return kids, more, notify
 }
 
 // register arranges for f to run at the end. If the context has ended
-// already, f runs now (in its own goroutine when async) and the token is
-// 0, which stops nothing.
-func (r *Context) register(f func(), async bool) uint64 {
+// already, f runs now (in its own goroutine for AfterFunc: the context
+// package calls AfterFunc holding the lock of the child that f cancels)
+// and the token is 0, which stops nothing.
+func (r *Context) register(f func(), child bool) uint64 {
 	var bit uint64
-	if async {
-		bit = asyncBit
+	if child {
+		bit = childBit
 	}
 	r.mu.Lock()
 	if r.state.Load() != live {
 		r.mu.Unlock()
-		endFunc{f: f, token: bit}.run()
+		if child {
+			go f()
+		} else {
+			f()
+		}
 		return 0
 	}
 	r.next += 2
@@ -287,8 +324,12 @@ func (r *Context) unregister(token uint64) bool {
 // AfterFunc is context.AfterFunc's schedule for this context, which the
 // context package calls (for context.AfterFunc, and for the children
 // WithCancel, WithDeadline and the like make) instead of watching Done
-// with a goroutine: f runs once, in its own goroutine, after the context
-// ends (at once if it has); stop reports whether it kept f from running.
+// with a goroutine: f runs once after the context ends, on the goroutine
+// that ends it and before End returns, as a cancelCtx cancels its
+// children; so f must not block (the context package's f cancels a
+// child, and context.AfterFunc's own function gets a goroutine of its
+// own from the context package). On an ended context f runs at once, in
+// a goroutine of its own. stop reports whether it kept f from running.
 func (r *Context) AfterFunc(f func()) (stop func() bool) {
 	token := r.register(f, true)
 	return func() bool { return r.unregister(token) }

@@ -201,23 +201,16 @@ func TestChildren(t *testing.T) {
 	}
 }
 
-// AfterFunc's f runs in its own goroutine: one that waits for the end
-// to return does not hold it up. More functions than slots all run, and
-// stopped ones do not.
+// AfterFunc's f runs on the ending goroutine before the end returns, as
+// a cancelCtx cancels its children. More functions than slots all run,
+// and stopped ones do not.
 func TestAfterFuncs(t *testing.T) {
 	r, _ := newCtx(t)
 	const n = 7
 	var ran [n]atomic.Bool
-	returned := make(chan struct{})
-	var wg sync.WaitGroup
 	stops := make([]func() bool, n)
 	for i := range n {
-		wg.Add(1)
-		stops[i] = r.AfterFunc(func() {
-			defer wg.Done()
-			<-returned
-			ran[i].Store(true)
-		})
+		stops[i] = r.AfterFunc(func() { ran[i].Store(true) })
 	}
 	for _, i := range []int{1, 4, 6} {
 		if !stops[i]() {
@@ -226,26 +219,64 @@ func TestAfterFuncs(t *testing.T) {
 		if stops[i]() {
 			t.Fatalf("second stop %d reported true", i)
 		}
-		wg.Done()
 	}
 	r.Cancel()
-	close(returned)
-	wg.Wait()
 	for i := range n {
 		stopped := i == 1 || i == 4 || i == 6
 		if ran[i].Load() == stopped {
-			t.Fatalf("function %d: ran %v, stopped %v", i, ran[i].Load(), stopped)
+			t.Fatalf("function %d: ran %v by the end's return, stopped %v", i, ran[i].Load(), stopped)
 		}
 		if stops[i]() {
 			t.Fatalf("stop %d after the end reported true", i)
 		}
 	}
-	// On an ended context f still runs, in its own goroutine.
+	// On an ended context f still runs, in its own goroutine (the context
+	// package registers a child's cancel holding the child's lock).
 	late := make(chan struct{})
 	if r.AfterFunc(func() { close(late) })() {
 		t.Fatal("stop of a late AfterFunc reported true")
 	}
 	within(t, "AfterFunc on an ended context", late)
+}
+
+// End cancels the children before it returns, under its caller's lock,
+// and leaves WatchEnd's functions to Notify: a goroutine that takes the
+// lock after the end finds the children ended.
+func TestEndCancelsChildrenAndLeavesWatchesToNotify(t *testing.T) {
+	r, _ := newCtx(t)
+	child, cancel := context.WithCancel(r)
+	defer cancel()
+	timeout, cancelTimeout := context.WithTimeout(r, time.Hour)
+	defer cancelTimeout()
+	ran := make(chan struct{})
+	context.AfterFunc(r, func() { close(ran) })
+	var watched atomic.Bool
+	r.WatchEnd(func() { watched.Store(true) })
+	var mu sync.Mutex
+	mu.Lock()
+	notify := r.End(false)
+	mu.Unlock()
+	if !notify {
+		t.Fatal("End reported no function for Notify")
+	}
+	if child.Err() != context.Canceled || timeout.Err() != context.Canceled {
+		t.Fatalf("children after End: %v, %v", child.Err(), timeout.Err())
+	}
+	if watched.Load() {
+		t.Fatal("End ran WatchEnd's function")
+	}
+	within(t, "context.AfterFunc's function", ran)
+	r.Notify()
+	if !watched.Load() {
+		t.Fatal("Notify did not run WatchEnd's function")
+	}
+	// Only children: nothing is left for Notify.
+	r2, _ := newCtx(t)
+	c2, cancel2 := context.WithCancel(r2)
+	defer cancel2()
+	if r2.End(true) || c2.Err() == nil {
+		t.Fatalf("End with only a child: notify, child err %v", c2.Err())
+	}
 }
 
 // WatchEnd's function runs on the ending goroutine, before the end
@@ -272,9 +303,10 @@ func TestWatchEndRunsSynchronously(t *testing.T) {
 	}
 }
 
-// End ends the context (Err, Done, children made afterwards) but leaves
-// the functions registered before it to Notify, which runs each once;
-// meanwhile their stops report false, as for functions about to run.
+// End ends the context (Err, Done, its children, children made
+// afterwards) but leaves WatchEnd's functions registered before it to
+// Notify, which runs each once; meanwhile their stops report false, as
+// for functions about to run.
 func TestEndLeavesTheFunctionsToNotify(t *testing.T) {
 	r, _ := newCtx(t)
 	var watched atomic.Int32
@@ -292,8 +324,11 @@ func TestEndLeavesTheFunctionsToNotify(t *testing.T) {
 	if r.Err() != context.Canceled || !isClosed(r.Done()) || context.Cause(r) != context.Canceled {
 		t.Fatalf("after End: err %v, cause %v", r.Err(), context.Cause(r))
 	}
-	if watched.Load() != 0 || isClosed(ran) || child.Err() != nil {
-		t.Fatal("a function ran before Notify")
+	if watched.Load() != 0 {
+		t.Fatal("WatchEnd's function ran before Notify")
+	}
+	if !isClosed(ran) || child.Err() != context.Canceled {
+		t.Fatalf("after End: AfterFunc's function ran %v, child err %v", isClosed(ran), child.Err())
 	}
 	if r.StopWatch(tok) || stopAF() {
 		t.Fatal("a stop between End and Notify reported true")

@@ -24,11 +24,17 @@
 //     context.Cause its cause, which a cancelCtx child would have
 //     copied.
 //
-// The first end wins; later ones do nothing. End and Notify split an end
-// in two for a server that ends a request under a lock of its own (so
-// that whoever takes the lock next finds it ended) but must not run the
-// functions registered for the end there: they may be another package's
-// (h1client's cancellation of an upstream exchange).
+// The first end wins; later ones do nothing. The end cancels the
+// request's children (the functions its AfterFunc method registered for
+// the context package) before it returns, as a cancelCtx does, so that
+// a goroutine woken after the end finds them ended too. End and Notify
+// split an end in two for a server that ends a request under a lock of
+// its own (so that whoever takes the lock next finds it and its children
+// ended) but must not run WatchEnd's functions there: they may be
+// another package's (h1client's cancellation of an upstream exchange).
+// Cancelling a child takes only that child's lock (and its own
+// children's), and starts context.AfterFunc's functions in goroutines
+// of their own.
 //
 // Invariants: Done is closed only after Err is non-nil, and Err is
 // non-nil only once Done is closed (Err waits for an end in progress).
