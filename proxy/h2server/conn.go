@@ -967,8 +967,10 @@ func (sc *serverConn) runHandler(st *stream) {
 	panicked := true
 	defer func() {
 		if panicked {
+			// nil: the handler called runtime.Goexit (a nil panic is a
+			// *runtime.PanicNilError); no panic to report.
 			p := recover()
-			if p != http.ErrAbortHandler {
+			if p != nil && p != http.ErrAbortHandler {
 				buf := make([]byte, 16<<10)
 				buf = buf[:runtime.Stack(buf, false)]
 				sc.srv.logf(fmt.Sprintf("h2server: panic serving %s: %v\n%s", sc.remote, p, buf), nil)

@@ -96,7 +96,8 @@ func TestIdleHandlerGoroutinesAreBounded(t *testing.T) {
 
 // TestHandlerGoexitEndsOnlyItsStream: a handler that ends its goroutine
 // (runtime.Goexit, as t.FailNow does) has its stream reset as after a
-// panic; the connection's other streams are served.
+// panic; the connection's other streams are served. It is not logged as
+// a panic: there was none.
 func TestHandlerGoexitEndsOnlyItsStream(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/exit" {
@@ -114,5 +115,8 @@ func TestHandlerGoexitEndsOnlyItsStream(t *testing.T) {
 		if status, body, _, _ := rc.response(id + 2); status != "200" || body != "ok" {
 			t.Fatalf("after Goexit: %s %q", status, body)
 		}
+	}
+	if logs := ts.logs.String(); strings.Contains(logs, "panic") {
+		t.Fatalf("Goexit logged as a panic:\n%s", logs)
 	}
 }
