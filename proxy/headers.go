@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // hopHeaders are the hop-by-hop headers of RFC 9110 §7.6.1 plus the
@@ -203,31 +205,9 @@ func isHop(k string) bool {
 // token of letters and hyphens canonicalises by ASCII case alone.
 func isHopToken(tok string) bool {
 	for _, h := range hopHeaders {
-		if len(tok) == len(h) && asciiEqualFold(tok, h) {
+		if len(tok) == len(h) && wire.EqualFold(tok, h) {
 			return true
 		}
 	}
 	return false
-}
-
-// asciiEqualFold is strings.EqualFold for ASCII only: a non-ASCII byte
-// matches only itself (strings.EqualFold folds, say, the Kelvin sign to
-// k, which CanonicalHeaderKey does not).
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }

@@ -153,7 +153,7 @@ func (c *conn) readRequest() (*response, error) {
 	}
 
 	if e, ok := h["Expect"]; ok {
-		if len(e) != 1 || !asciiEqualFold(e[0], "100-continue") {
+		if len(e) != 1 || !wire.EqualFold(e[0], "100-continue") {
 			return nil, &httpError{http.StatusExpectationFailed, "unsupported Expect"}
 		}
 		if minor >= 1 && w.body != nil {
@@ -222,7 +222,7 @@ func (c *conn) frameBody(w *response, r *http.Request) error {
 		// ASCII-only trimming and case folding, as in net/http: with
 		// Unicode rules "chun\u212aed" or "chunked\u00a0" would pass as
 		// chunked here and not at a stricter hop in front.
-		if len(te) != 1 || !asciiEqualFold(textproto.TrimString(te[0]), "chunked") {
+		if len(te) != 1 || !wire.EqualFold(textproto.TrimString(te[0]), "chunked") {
 			return &httpError{http.StatusNotImplemented, "unsupported transfer encoding"}
 		}
 		delete(h, "Transfer-Encoding")

@@ -212,33 +212,11 @@ func (w *response) snapshot() {
 func framingKey(k string) bool {
 	switch len(k) {
 	case len("Content-Length"):
-		return k != "Content-Length" && asciiEqualFold(k, "Content-Length")
+		return k != "Content-Length" && wire.EqualFold(k, "Content-Length")
 	case len("Transfer-Encoding"):
-		return k != "Transfer-Encoding" && asciiEqualFold(k, "Transfer-Encoding")
+		return k != "Transfer-Encoding" && wire.EqualFold(k, "Transfer-Encoding")
 	}
 	return false
-}
-
-// asciiEqualFold is strings.EqualFold for ASCII only: protocol elements
-// are case-insensitive in ASCII, and Unicode folding would let "\u212a"
-// (the Kelvin sign) stand for "k".
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 func bodyAllowed(status int) bool {

@@ -18,3 +18,25 @@ func ParseDecimal(s string) (int64, bool) {
 	}
 	return n, true
 }
+
+// EqualFold is strings.EqualFold for ASCII only: protocol elements are
+// case-insensitive in ASCII, and Unicode folding would let "\u212a" (the
+// Kelvin sign) stand for "k", which CanonicalHeaderKey does not fold.
+func EqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

@@ -39,3 +39,27 @@ func FuzzParseDecimal(f *testing.F) {
 		}
 	})
 }
+
+func TestEqualFold(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"", "", true},
+		{"chunked", "CHUNKED", true},
+		{"Content-Length", "content-length", true},
+		{"100-continue", "100-Continue", true},
+		{"keep-alive", "keep-alivE", true},
+		{"chunked", "chunke", false},
+		{"k", "\u212a", false},           // the Kelvin sign folds to k in Unicode only
+		{"kelvin", "\u212aelvin", false}, // different lengths too
+		{"a\xffb", "A\xffB", true},       // non-ASCII bytes match only themselves
+		{"a\xffb", "a\xfeb", false},
+		{"@", "`", false}, // neighbours of the letters are not folded
+		{"[", "{", false},
+	} {
+		if got := EqualFold(c.a, c.b); got != c.want {
+			t.Errorf("EqualFold(%q, %q) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
