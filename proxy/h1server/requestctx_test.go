@@ -38,18 +38,6 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// Ended by itself first, a request context keeps context.Canceled as its
-// cause when the connection later ends with another, as a cancelCtx
-// would.
-func TestRequestContextCauseIsItsOwnWhenItEndedFirst(t *testing.T) {
-	rc, cancelConn := testReqCtx(t)
-	rc.Cancel()
-	cancelConn(errors.New("connection cause"))
-	if c := context.Cause(rc); c != context.Canceled {
-		t.Fatalf("cause %v, want context.Canceled", c)
-	}
-}
-
 func TestRequestContextEndsWithTheConnectionAndItsCause(t *testing.T) {
 	rc, cancelConn := testReqCtx(t)
 	done := rc.Done()
