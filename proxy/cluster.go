@@ -94,9 +94,6 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 			}
 		}
 		c, err := dialer.DialContext(ctx, network, addr)
-		if err == nil {
-			c = sockio.Wrap(c)
-		}
 		if err != nil {
 			if lim != nil {
 				lim.Release(breaker.LimitConnections)
@@ -105,7 +102,7 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 		}
 		g := conns.WithLabelValues(key.cluster, addr) // once per connection, not per request
 		g.Inc()
-		return &countedConn{Conn: c, gauge: g, limits: lim}, nil
+		return &countedConn{Conn: sockio.Wrap(c), gauge: g, limits: lim}, nil
 	}
 	idle := key.idleTimeout
 	if idle == 0 {
