@@ -43,11 +43,7 @@ func TestRequestContextEndsWithTheConnectionAndItsCause(t *testing.T) {
 	done := rc.Done()
 	cause := errors.New("server closed")
 	cancelConn(cause)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the request context outlived its connection's")
-	}
+	within(t, 5*time.Second, "the request context's end with its connection's", done)
 	if rc.Err() != context.Canceled {
 		t.Fatalf("err %v", rc.Err())
 	}
@@ -84,11 +80,7 @@ func TestRequestContextTakesTheConnectionsDeadline(t *testing.T) {
 	if got, ok := rc.Deadline(); !ok || !got.Equal(dl) {
 		t.Fatalf("deadline %v %v", got, ok)
 	}
-	select {
-	case <-rc.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("not ended at the connection's deadline")
-	}
+	within(t, 5*time.Second, "the end at the connection's deadline", rc.Done())
 	if rc.Err() != context.DeadlineExceeded || context.Cause(rc) != context.DeadlineExceeded {
 		t.Fatalf("err %v cause %v", rc.Err(), context.Cause(rc))
 	}
