@@ -362,6 +362,25 @@ func TestEndLeavesTheFunctionsToNotify(t *testing.T) {
 	}
 }
 
+// endOneWay ends r in the way i picks of a server's three: Cancel,
+// EndWithConn once the connection's context (cancelConn's) has ended, or
+// End then Notify, with a yield between them that widens the window in
+// which the end has taken place and its functions have not run.
+func endOneWay(r *Context, i int, cancelConn context.CancelFunc) {
+	switch i % 3 {
+	case 0:
+		r.Cancel()
+	case 1:
+		cancelConn()
+		r.EndWithConn()
+	default:
+		if r.End(false) {
+			runtime.Gosched()
+			r.Notify()
+		}
+	}
+}
+
 // StopWatch racing with the end (Cancel, EndWithConn, or End then
 // Notify): exactly one of "StopWatch reported true" and "the function
 // ran" holds for each registration, each time.
@@ -388,18 +407,7 @@ func TestStopWatchRacesTheEnd(t *testing.T) {
 		}()
 		go func() {
 			defer wg.Done()
-			switch i % 3 {
-			case 0:
-				r.Cancel()
-			case 1:
-				cancelConn()
-				r.EndWithConn()
-			default:
-				if r.End(false) {
-					runtime.Gosched()
-					r.Notify()
-				}
-			}
+			endOneWay(r, i, cancelConn)
 		}()
 		wg.Wait()
 		cancelConn()
@@ -512,17 +520,7 @@ func TestAfterFuncStopRacesTheEnd(t *testing.T) {
 		}()
 		go func() {
 			defer race.Done()
-			switch i % 3 {
-			case 0:
-				r.Cancel()
-			case 1:
-				cancelConn()
-				r.EndWithConn()
-			default:
-				if r.End(false) {
-					r.Notify()
-				}
-			}
+			endOneWay(r, i, cancelConn)
 		}()
 		race.Wait()
 		for j := range n {
