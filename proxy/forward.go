@@ -1043,10 +1043,7 @@ func (f *forwarding) respond(resp *http.Response) error {
 	}
 	w.WriteHeader(resp.StatusCode)
 
-	// The header map's keys are canonical, as is the literal: a direct
-	// lookup is Header.Get without its key canonicalisation.
-	flush := f.grpc || resp.ContentLength == -1 ||
-		len(resp.Header["Content-Type"]) > 0 && strings.HasPrefix(resp.Header["Content-Type"][0], "text/event-stream")
+	flush := f.grpc || resp.ContentLength == -1 || isEventStream(resp.Header)
 	if err := copyBody(w, resp.Body, flush); err != nil {
 		return f.bodyCutShort(h, err)
 	}
@@ -1054,6 +1051,15 @@ func (f *forwarding) respond(resp *http.Response) error {
 		copyTrailers(h, resp.Trailer, len(resp.Trailer) == announced)
 	}
 	return nil
+}
+
+// isEventStream reports whether h's Content-Type is text/event-stream
+// (server-sent events), whose events must not wait in a buffer. The
+// header map's keys are canonical, as is the literal: one direct lookup
+// is Header.Get without its key canonicalisation.
+func isEventStream(h http.Header) bool {
+	ct := h["Content-Type"]
+	return len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream")
 }
 
 // announceTrailers declares, in the response header h, the trailers the
