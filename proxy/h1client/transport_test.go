@@ -912,19 +912,25 @@ type writeCounter struct {
 
 func (c *writeCounter) Write(p []byte) (int, error) { c.n.Add(1); return c.TCPConn.Write(p) }
 
-func TestOneWritePerSmallRequest(t *testing.T) {
-	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
-	var writes atomic.Int32
-	tr := newTransport(t, func(tr *Transport) {
+// countWrites makes a transport count in n the writes on the connections
+// it dials.
+func countWrites(n *atomic.Int32) func(*Transport) {
+	return func(tr *Transport) {
 		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
-			return &writeCounter{TCPConn: c.(*net.TCPConn), n: &writes}, nil
+			return &writeCounter{TCPConn: c.(*net.TCPConn), n: n}, nil
 		}
-	})
+	}
+}
+
+func TestOneWritePerSmallRequest(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
+	var writes atomic.Int32
+	tr := newTransport(t, countWrites(&writes))
 	req := mustRequest(t, "GET", s.URL+"/x", nil)
 	req.Header.Set("X-Some", "header")
 	do(t, tr, req)
@@ -950,16 +956,7 @@ func TestLargeRequestBodyWrittenInLargePieces(t *testing.T) {
 		got <- n
 	})
 	var writes atomic.Int32
-	tr := newTransport(t, func(tr *Transport) {
-		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return &writeCounter{TCPConn: c.(*net.TCPConn), n: &writes}, nil
-		}
-	})
+	tr := newTransport(t, countWrites(&writes))
 	do(t, tr, mustRequest(t, "POST", s.URL, bytes.NewReader(bytes.Repeat([]byte("x"), size))))
 	if n := <-got; n != size {
 		t.Fatalf("server read %d body bytes, want %d", n, size)
