@@ -153,12 +153,15 @@ func TestSetDeadlineAfterCloseError(t *testing.T) {
 	})
 }
 
-// A call that finds the descriptor closed under it (a Close racing it,
-// here the TCPConn closed directly) fails with net.TCPConn's error
-// shape, naming both ends, not with the raw-control error's.
-func TestCallOnClosedDescriptorErrorShape(t *testing.T) {
+// A call that finds Close begun between its checks and its system call
+// (here refs is marked as Close marks it, the closed flag not yet set)
+// makes no call and fails with net.TCPConn's error shape, naming both
+// ends.
+func TestCallDuringCloseErrorShape(t *testing.T) {
 	c, _ := pair(t, Wrap)
-	tcp(t, c).Close()
+	sc := c.(*Conn)
+	sc.refs.Add(refClosing)
+	defer sc.refs.Add(-refClosing)
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Read = %v, want net.ErrClosed", err)
 	} else {

@@ -9,8 +9,11 @@
 // before every read that succeeds. On a proxy making four socket calls
 // per request, both are a large share of its CPU time.
 //
-// Conn therefore makes read and write as raw system calls (a
-// non-blocking socket never blocks in them), and keeps its own readiness:
+// Conn therefore makes its reads and writes as raw system calls
+// (recvfrom and sendto; a non-blocking socket never blocks in them) on
+// the descriptor, which it keeps open while a call is under way with a
+// count of its own, cheaper than RawConn.Control's lock. It keeps its
+// own readiness too:
 // every connection is registered, edge-triggered, with an epoll instance
 // that one goroutine watches through Go's own poller. A Read is tried
 // only when the socket may hold data (the last read filled its buffer,

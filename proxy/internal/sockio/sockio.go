@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,16 +19,26 @@ const maxRW = 1 << 30
 // Every other exported method of *net.TCPConn (CloseWrite, SyscallConn,
 // SetNoDelay, ...) is passed on to TCPConn (see passon.go).
 type Conn struct {
-	// TCPConn is the connection wrapped. It is a named field, not an
+	// tcp is the connection wrapped. It is a named field, not an
 	// embedded one, so that Conn lends nobody its unexported methods:
 	// net.Buffers.WriteTo would write through the TCPConn's writev and
-	// bypass Write's deadline and lock.
-	TCPConn *net.TCPConn
-	rc      syscall.RawConn
-	pl      *poller
-	slot    int32
-	gen     uint32
-	closed  atomic.Bool
+	// bypass Write's deadline and lock. It is unexported so that nothing
+	// closes the descriptor behind Conn's back (see refs).
+	tcp    *net.TCPConn
+	rc     syscall.RawConn
+	fd     uintptr
+	pl     *poller
+	slot   int32
+	gen    uint32
+	closed atomic.Bool
+	// refs counts the system calls under way on fd, plus refClosing
+	// once Close has begun. Close waits for the count to fall back to
+	// refClosing before it closes the descriptor, and a call that finds
+	// refClosing set makes no system call: fd is never used after it
+	// was closed, when its number may already name another file.
+	// RawConn.Control keeps that promise too, at the cost of a lock,
+	// a deferred unlock and two indirect calls on every system call.
+	refs atomic.Int32
 
 	r, w side
 }
@@ -55,14 +66,8 @@ type side struct {
 	timer    atomic.Pointer[time.Timer] // wakes a waiter at its deadline; set under mu
 	timerAt  atomic.Int64               // when timer fires (mono); 0: not armed
 
-	// The system call of the side (sysRead, sysWrite) and fn, the
-	// callback passed to RawConn.Control, bound once per connection; buf,
-	// n and errno are its argument and results.
-	sys   func(fd uintptr, p []byte) (int, syscall.Errno)
-	fn    func(fd uintptr)
-	buf   []byte
-	n     int
-	errno syscall.Errno
+	// The system call of the side: sysRead or sysWrite.
+	sys func(fd uintptr, p []byte) (int, syscall.Errno)
 }
 
 // init readies a side whose system call is sys. Nothing is known of the
@@ -71,28 +76,27 @@ func (s *side) init(sys func(uintptr, []byte) (int, syscall.Errno)) {
 	s.wake = make(chan struct{}, 1)
 	s.ready.Store(true)
 	s.sys = sys
-	s.fn = s.call
 }
 
-// call is the RawConn.Control callback: one system call on s.buf,
-// retried on EINTR.
-func (s *side) call(fd uintptr) {
+// refClosing is added to Conn.refs by Close. It dwarfs any count of
+// calls under way (two sides, one call each, plus a moment's count
+// from calls that back out).
+const refClosing = 1 << 30
+
+// do makes side s's system call on b, retried on EINTR, unless Close
+// has begun: then it reports net.ErrClosed and makes no call.
+func (c *Conn) do(s *side, b []byte) (int, syscall.Errno, error) {
+	if c.refs.Add(1) >= refClosing {
+		c.refs.Add(-1)
+		return 0, 0, net.ErrClosed
+	}
 	for {
-		n, errno := s.sys(fd, s.buf)
+		n, errno := s.sys(c.fd, b)
 		if errno != syscall.EINTR {
-			s.n, s.errno = n, errno
-			return
+			c.refs.Add(-1)
+			return n, errno, nil
 		}
 	}
-}
-
-// do makes the side's system call on b through rc.Control, which keeps
-// the descriptor from being closed meanwhile.
-func (s *side) do(rc syscall.RawConn, b []byte) (int, syscall.Errno, error) {
-	s.buf, s.n, s.errno = b, 0, 0
-	err := rc.Control(s.fn)
-	s.buf = nil
-	return s.n, s.errno, err
 }
 
 func (s *side) signal() {
@@ -121,7 +125,10 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	sc := &Conn{TCPConn: tc, rc: rc}
+	sc := &Conn{tcp: tc, rc: rc}
+	if err := rc.Control(func(fd uintptr) { sc.fd = fd }); err != nil {
+		return c
+	}
 	sc.r.init(sysRead)
 	sc.w.init(sysWrite)
 	if err := register(sc); err != nil {
@@ -153,7 +160,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return 0, c.opError("read", err)
 		}
 		s.ready.Store(false)
-		n, errno, err := s.do(c.rc, p)
+		n, errno, err := c.do(s, p)
 		switch {
 		case err != nil:
 			return 0, c.opError("read", err)
@@ -200,7 +207,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		// Cleared before the attempt: a wake-up that comes after a
 		// failed attempt is then never lost.
 		s.ready.Store(false)
-		n, errno, err := s.do(c.rc, b)
+		n, errno, err := c.do(s, b)
 		nn += n
 		switch {
 		case err != nil:
@@ -336,14 +343,20 @@ func (c *Conn) setDeadline(s *side, t time.Time) error {
 // net.ErrClosed.
 func (c *Conn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
-		return c.TCPConn.Close() // its own error for a second close
+		return c.tcp.Close() // its own error for a second close
 	}
 	c.r.signal()
 	c.w.signal()
 	c.r.disarm()
 	c.w.disarm()
 	c.pl.remove(c)
-	return c.TCPConn.Close()
+	// No call starts from here on. Those under way are non-blocking
+	// system calls, over in microseconds; the loop yields to them (one
+	// may be on this thread's own run queue, preempted before its call).
+	for n := c.refs.Add(refClosing); n != refClosing; n = c.refs.Load() {
+		runtime.Gosched()
+	}
+	return c.tcp.Close()
 }
 
 // ReadFrom and WriteTo hide the TCPConn's, which would bypass these

@@ -71,7 +71,7 @@ func tcp(t testing.TB, c net.Conn) *net.TCPConn {
 	case *net.TCPConn:
 		return c
 	case *Conn:
-		return c.TCPConn
+		return c.tcp
 	}
 	t.Fatalf("%T is not a TCP connection", c)
 	return nil
