@@ -1023,8 +1023,11 @@ var errDeadlineTrailers = errors.New("grpc deadline exceeded mid-stream")
 func (f *forwarding) respond(resp *http.Response) error {
 	defer resp.Body.Close()
 	w := f.w
-	h := w.Header()
-	copyResponseHeader(h, resp.Header)
+	// What the upstream's header says is read before the route's edits,
+	// which may go into that very map (see responseHeader).
+	trailersOnly := f.grpc && resp.Header["Grpc-Status"] != nil
+	flush := f.grpc || resp.ContentLength == -1 || isEventStream(resp.Header)
+	h := responseHeader(w, resp.Header)
 	if !f.rt.respHeaders.empty() {
 		f.rt.respHeaders.apply(h)
 	}
@@ -1033,7 +1036,7 @@ func (f *forwarding) respond(resp *http.Response) error {
 		announceTrailers(h, resp.Trailer)
 	}
 	f.status = resp.StatusCode
-	if f.grpc && resp.Header["Grpc-Status"] != nil {
+	if trailersOnly {
 		// Trailers-only gRPC response (status in the header block, no
 		// body): write it as one HEADERS frame with END_STREAM, as gRPC
 		// requires, which the server does when the handler returns
@@ -1043,7 +1046,6 @@ func (f *forwarding) respond(resp *http.Response) error {
 	}
 	w.WriteHeader(resp.StatusCode)
 
-	flush := f.grpc || resp.ContentLength == -1 || isEventStream(resp.Header)
 	if err := copyBody(w, resp.Body, flush); err != nil {
 		return f.bodyCutShort(h, err)
 	}

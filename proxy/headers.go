@@ -176,6 +176,40 @@ func copyResponseHeader(dst, src http.Header) {
 	}
 }
 
+// headerAdopter is a ResponseWriter that can take a header map whole
+// (h1server's and h2server's can): see responseHeader.
+type headerAdopter interface {
+	AdoptHeader(h http.Header) bool
+}
+
+// responseHeader makes src, an upstream response's header, the header of
+// w, minus the hop-by-hop headers, and returns w's header map. When w
+// adopts maps, src itself becomes it, stripped in place: the response is
+// the proxy's own and is dropped after it is forwarded, so one map is
+// made per response instead of two. Otherwise src is copied into
+// w.Header().
+func responseHeader(w http.ResponseWriter, src http.Header) http.Header {
+	if a, ok := w.(headerAdopter); ok && a.AdoptHeader(src) {
+		stripHopHeaders(src)
+		return src
+	}
+	h := w.Header()
+	copyResponseHeader(h, src)
+	return h
+}
+
+// stripHopHeaders deletes from h, in place, the headers
+// copyResponseHeader skips.
+func stripHopHeaders(h http.Header) {
+	var buf [4]string
+	named := connectionNames(h["Connection"], buf[:0])
+	for k := range h {
+		if isHop(k) || len(named) > 0 && slices.Contains(named, k) {
+			delete(h, k)
+		}
+	}
+}
+
 // isHop reports whether k, a header map key, is one of hopHeaders. It
 // looks at the length first: few keys have the length of a hop-by-hop
 // name, so most are told apart without comparing bytes.

@@ -3,6 +3,7 @@ package proxy
 import (
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/textproto"
 	"reflect"
 	"strings"
@@ -243,5 +244,68 @@ func TestOutboundHeaderRequestIDs(t *testing.T) {
 	}
 	if len(r.Header) != 0 {
 		t.Fatalf("the inbound header was changed: %q", r.Header)
+	}
+}
+
+// adoptingWriter adopts header maps as h1server's and h2server's writers
+// do, while its header has not been asked for.
+type adoptingWriter struct {
+	*httptest.ResponseRecorder
+	asked bool
+}
+
+func (w *adoptingWriter) Header() http.Header {
+	w.asked = true
+	return w.ResponseRecorder.Header()
+}
+
+func (w *adoptingWriter) AdoptHeader(h http.Header) bool {
+	if w.asked {
+		return false
+	}
+	w.asked = true
+	w.ResponseRecorder.HeaderMap = h
+	return true
+}
+
+// The header a writer ends with is the same whether it adopted the
+// upstream's map or had it copied: the model's copy into an empty map.
+func TestResponseHeaderAdoptedOrCopiedMatchesModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 5000; i++ {
+		src := randomHeader(rng)
+		want := http.Header{}
+		modelCopyResponseHeader(want, src)
+
+		copied := httptest.NewRecorder()
+		if got := responseHeader(copied, cloneHeader(src)); !reflect.DeepEqual(got, want) || !reflect.DeepEqual(copied.Header(), want) {
+			t.Fatalf("responseHeader(plain writer, %q)\n got %q\nwant %q", src, got, want)
+		}
+
+		adopting := &adoptingWriter{ResponseRecorder: httptest.NewRecorder()}
+		own := cloneHeader(src)
+		got := responseHeader(adopting, own)
+		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(adopting.ResponseRecorder.HeaderMap, want) {
+			t.Fatalf("responseHeader(adopting writer, %q)\n got %q\nwant %q", src, got, want)
+		}
+		if reflect.ValueOf(got).UnsafePointer() != reflect.ValueOf(own).UnsafePointer() {
+			t.Fatalf("responseHeader(adopting writer) made a new map instead of adopting the upstream's")
+		}
+	}
+}
+
+// A writer whose header was already asked for (an interim 1xx, a local
+// edit) refuses the map: the upstream's header is copied into its own.
+func TestResponseHeaderCopiedWhenWriterHeaderInUse(t *testing.T) {
+	w := &adoptingWriter{ResponseRecorder: httptest.NewRecorder()}
+	w.Header().Set("Link", "</style.css>; rel=preload")
+	src := http.Header{"Content-Type": {"text/plain"}, "Connection": {"x-drop"}, "X-Drop": {"1"}}
+	got := responseHeader(w, src)
+	want := http.Header{"Link": {"</style.css>; rel=preload"}, "Content-Type": {"text/plain"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if len(src) != 3 {
+		t.Fatalf("the upstream's map was changed: %q", src)
 	}
 }

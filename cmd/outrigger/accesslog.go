@@ -168,3 +168,10 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// AdoptHeader passes on the writer's hand-over of a whole header map,
+// with which the proxy forwards an upstream's header without copying it.
+func (r *recorder) AdoptHeader(h http.Header) bool {
+	a, ok := r.ResponseWriter.(interface{ AdoptHeader(http.Header) bool })
+	return ok && a.AdoptHeader(h)
+}

@@ -76,6 +76,20 @@ func (w *response) Header() http.Header {
 	return w.header
 }
 
+// AdoptHeader makes h the response's header map, as if Header had
+// returned it and the handler had filled it, and reports whether it
+// did: it does only while Header has not been called and nothing was
+// written. A proxy hands over the header map of the response it
+// forwards instead of copying it into a new one; h is the response's
+// from then on, and the caller reaches it only through Header.
+func (w *response) AdoptHeader(h http.Header) bool {
+	if w.header != nil || w.status != 0 || h == nil {
+		return false
+	}
+	w.header = h
+	return true
+}
+
 // WriteHeader sends an informational (1xx) response at once, with the
 // current header map, which it leaves as it is (RFC 8297; net/http does
 // the same). A final status is recorded, with a snapshot of the header

@@ -45,6 +45,20 @@ func (rw *responseWriter) Header() http.Header {
 	return rw.header
 }
 
+// AdoptHeader makes h the response's header map, as if Header had
+// returned it and the handler had filled it, and reports whether it
+// did: it does only while Header has not been called and nothing was
+// written. A proxy hands over the header map of the response it
+// forwards instead of copying it into a new one; h is the response's
+// from then on, and the caller reaches it only through Header.
+func (rw *responseWriter) AdoptHeader(h http.Header) bool {
+	if rw.header != nil || rw.wroteHeader || rw.done || h == nil {
+		return false
+	}
+	rw.header = h
+	return true
+}
+
 func (rw *responseWriter) WriteHeader(code int) {
 	if rw.done || rw.wroteHeader {
 		return
