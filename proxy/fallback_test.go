@@ -218,3 +218,41 @@ func TestRouteResponseHeadersApplyToLocalReplies(t *testing.T) {
 		t.Fatalf("no route: status %d headers %v", resp.StatusCode, resp.Header)
 	}
 }
+
+// The fallback cluster is sent the request as the client sent it, edited
+// once: one X-Forwarded-For entry, the route's header edits applied once,
+// no hop-by-hop header.
+func TestFallbackClusterGetsTheHeaderEditedOnce(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	srv := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+	})
+	h := startProxy(t, fallbackConfig(refusedAddr(t), addr(srv), &config.Fallback{Cluster: "spare"}, func(r *config.Route) {
+		r.RequestHeaders = config.HeaderMutation{Add: config.HeaderValues{{Name: "x-tag", Value: "route", Append: true}}}
+	}))
+	req, err := http.NewRequest("GET", h.url("/x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Forwarded-For", "198.51.100.7")
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "1")
+	resp, err := h.h1.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.Header.Get("X-Outrigger-Fallback") != "upstream_connect_failure" {
+		t.Fatalf("not served by the fallback: %d %v", resp.StatusCode, resp.Header)
+	}
+	got := <-seen
+	if xff := got.Values("X-Forwarded-For"); len(xff) != 1 || xff[0] != "198.51.100.7, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For %q, want one entry appended", xff)
+	}
+	if tags := got.Values("X-Tag"); len(tags) != 1 {
+		t.Errorf("x-tag %q, want the route's edit once", tags)
+	}
+	if got.Get("X-Hop") != "" || len(got.Values("X-Request-Id")) != 1 {
+		t.Errorf("header %v", got)
+	}
+}

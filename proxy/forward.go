@@ -59,7 +59,10 @@ type listenerHandler struct {
 // the server delivers them (see Serve), HTTP/2 requests. The first call
 // starts the goroutine that runs outlier detection at its interval;
 // Shutdown stops and joins it, so a Proxy whose Handler was used must be
-// shut down.
+// shut down. The handler edits a forwarded request's header in place
+// into the one it sends upstream (hop-by-hop headers out, forwarding
+// headers and the route's edits in); a caller that needs the header as
+// received reads it first.
 func (p *Proxy) Handler(l Listener) http.Handler {
 	p.srvMu.Lock()
 	stopped := p.shutdown
@@ -104,6 +107,9 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// stack as f's size on every handler goroutine.
 	f := new(forwarding)
 	f.p, f.s, f.rt, f.c, f.w, f.r, f.grpc = p, s, rt, wc.c, w, r, grpc
+	// A fallback cluster is sent the request as it came: the header is
+	// then copied, not edited (see ownHeader).
+	f.ownHeader = rt.fallback == nil
 	stats := wc.stats
 	defer func() {
 		// Runs during an ErrAbortHandler panic too, so aborted streams count.
@@ -149,6 +155,12 @@ type forwarding struct {
 	w    http.ResponseWriter
 	r    *http.Request
 	grpc bool
+	// ownHeader: r came from a listener and its header is sent upstream
+	// by no one else, so outboundHeader edits it in place into the
+	// outbound header instead of copying it into a new map, as Envoy
+	// edits a request's headers. A composition call's header and a
+	// request that may go on to a route's fallback are copied.
+	ownHeader bool
 	// deadlineSent: grpc-timeout was propagated upstream.
 	deadlineSent bool
 
@@ -851,7 +863,14 @@ const (
 // route's edits. traceparent and tracestate pass through untouched.
 func (f *forwarding) outboundHeader() http.Header {
 	r := f.r
-	h, has := copyRequestHeader(r.Header, addedRequestHeaders[:])
+	var h http.Header
+	var has uint32
+	if f.ownHeader && r.Header != nil {
+		h = r.Header
+		has = stripRequestHeader(h, addedRequestHeaders[:])
+	} else {
+		h, has = copyRequestHeader(r.Header, addedRequestHeaders[:])
+	}
 	var prior []string
 	if has&hasForwardedFor != 0 {
 		prior = h[hdrForwardedFor]

@@ -138,5 +138,9 @@ func FuzzCopyRequestHeader(f *testing.F) {
 		if in.Get("Connection") != conn {
 			t.Fatal("inbound header mutated")
 		}
+		stripRequestHeader(in, addedRequestHeaders[:])
+		if !reflect.DeepEqual(in, out) {
+			t.Fatalf("stripRequestHeader made %q, the copy %q", in, out)
+		}
 	})
 }

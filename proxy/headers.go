@@ -103,6 +103,47 @@ func copyRequestHeader(src http.Header, add []string) (dst http.Header, found ui
 	return dst, found
 }
 
+// stripRequestHeader edits h in place into what copyRequestHeader would
+// return for it: the hop-by-hop headers and those named by Connection
+// tokens deleted, "TE: trailers" kept. found is as copyRequestHeader's.
+// The proxy uses it on a request that is its own (see
+// forwarding.ownHeader): no second map is made.
+func stripRequestHeader(h http.Header, add []string) (found uint32) {
+	var conn, te []string
+	for k, vv := range h {
+		if isHop(k) {
+			switch k {
+			case "Connection":
+				conn = vv
+			case "Te":
+				te = vv
+			}
+			delete(h, k)
+			continue
+		}
+		for i, a := range add {
+			if k == a {
+				found |= 1 << i
+			}
+		}
+	}
+	if len(conn) > 0 {
+		var buf [4]string
+		for _, name := range connectionNames(conn, buf[:0]) {
+			delete(h, name)
+			for i, a := range add {
+				if name == a {
+					found &^= 1 << i
+				}
+			}
+		}
+	}
+	if len(te) > 0 && httpguts.HeaderValuesContainsToken(te, "trailers") {
+		h["Te"] = teTrailersValue
+	}
+	return found
+}
+
 // mapGroupSlots is the number of entries in a map's group (Go's
 // internal/abi.MapGroupSlots): the most a map holds before it needs a
 // table.

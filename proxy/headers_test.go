@@ -309,3 +309,22 @@ func TestResponseHeaderCopiedWhenWriterHeaderInUse(t *testing.T) {
 		t.Fatalf("the upstream's map was changed: %q", src)
 	}
 }
+
+// Edited in place, a header becomes what the copy would have been, and
+// the same names are reported found.
+func TestStripRequestHeaderMatchesCopy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for i := 0; i < 5000; i++ {
+		src := randomHeader(rng)
+		add := addedRequestHeaders[:rng.IntN(len(addedRequestHeaders)+1)]
+		if rng.IntN(2) == 0 {
+			add = []string{"X-Hop", "Accept", "X-Other", "X_Under"}[:rng.IntN(5)]
+		}
+		want, wantFound := copyRequestHeader(src, add)
+		got := cloneHeader(src)
+		found := stripRequestHeader(got, add)
+		if !reflect.DeepEqual(got, want) || found != wantFound {
+			t.Fatalf("stripRequestHeader(%q, %q)\n got %q, found %b\nwant %q, found %b", src, add, got, found, want, wantFound)
+		}
+	}
+}

@@ -102,6 +102,9 @@ func (a *accessLog) Wrap(listener string, h http.Handler) http.Handler {
 //go:noinline
 func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	// Read before the proxy, which edits the request's header in place
+	// into the one it sends upstream.
+	requestID := r.Header.Get("X-Request-Id")
 	rec := &recorder{ResponseWriter: w}
 	h.ServeHTTP(rec, r)
 	status := rec.status
@@ -117,7 +120,7 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 		zap.Int("status", status),
 		zap.Int64("bytes", rec.bytes),
 		zap.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-		zap.String("request_id", r.Header.Get("X-Request-Id")),
+		zap.String("request_id", requestID),
 		zap.String("error", rec.Header().Get("X-Outrigger-Error")),
 		zap.String("remote", r.RemoteAddr),
 	)

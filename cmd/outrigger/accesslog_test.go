@@ -147,3 +147,40 @@ func BenchmarkAccessLog(b *testing.B) {
 		})
 	}
 }
+
+// request_id is the x-request-id as received: the proxy edits the
+// request's header in place (adding an id when there is none), after
+// which the line is written.
+func TestAccessLogRequestIDAsReceived(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: logPath}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	h := a.Wrap("outbound", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set("X-Request-Id", "made-upstream")
+	}))
+	for _, id := range []string{"", "from-client"} {
+		r := httptest.NewRequest("GET", "/", nil)
+		if id != "" {
+			r.Header.Set("X-Request-Id", id)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []any
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		ids = append(ids, m["request_id"])
+	}
+	if len(ids) != 2 || ids[0] != "" || ids[1] != "from-client" {
+		t.Fatalf("request_id fields %q, want \"\" and \"from-client\"", ids)
+	}
+}
