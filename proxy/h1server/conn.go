@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/textproto"
 	"os"
 	"runtime"
 	"sync"
@@ -76,9 +75,9 @@ type conn struct {
 	cr       connReader
 	br       *bufio.Reader
 	bw       *bufio.Writer
-	tp       textproto.Reader
-	hdrBuf   []byte // the current response's header block, as snapshotted by WriteHeader
-	body     []byte // response body held back before the header block is written
+	tp       headReader // reads request heads (see head.go)
+	hdrBuf   []byte     // the current response's header block, as snapshotted by WriteHeader
+	body     []byte     // response body held back before the header block is written
 	scratch  [64]byte
 	hijacked bool
 

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,10 +25,6 @@ const maxUpgradeBody = 64 << 10
 // writer. Errors that deserve an answer are *httpError.
 func (c *conn) readRequest() (*response, error) {
 	br := c.br
-	// A fresh textproto.Reader: the old one's buffer for folded lines
-	// may have grown to MaxHeaderBytes, and the connection lives on.
-	// Unfolded headers never use that buffer, so this costs nothing.
-	c.tp = textproto.Reader{R: br}
 	// RFC 9112 §2.2: a server SHOULD ignore at least one empty line
 	// received before the request line (old clients send CRLF after a
 	// POST body).
@@ -43,75 +38,14 @@ func (c *conn) readRequest() (*response, error) {
 		}
 		_, _ = br.Discard(1)
 	}
-	line, err := c.tp.ReadLine()
-	if err != nil {
+	var hd head
+	if err := c.readHead(&hd); err != nil {
 		return nil, err
-	}
-	method, rest, ok1 := strings.Cut(line, " ")
-	uri, proto, ok2 := strings.Cut(rest, " ")
-	if !ok1 || !ok2 || method == "" || uri == "" {
-		return nil, badRequest("malformed request line")
-	}
-	if !httpguts.ValidHeaderFieldName(method) { // a method is a token
-		return nil, badRequest("invalid method")
-	}
-	major, minor, ok := http.ParseHTTPVersion(proto)
-	if !ok {
-		return nil, badRequest("malformed HTTP version")
-	}
-	if major != 1 {
-		return nil, &httpError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
-	}
-	switch proto {
-	case "HTTP/1.1":
-		proto = "HTTP/1.1" // share the constant rather than the line
-	case "HTTP/1.0":
-		proto = "HTTP/1.0"
-	}
-	// The asterisk-form is for a server-wide OPTIONS only (RFC 9112
-	// §3.2.4); forwarded with another method it means nothing upstream.
-	if uri == "*" && method != http.MethodOptions {
-		return nil, badRequest("asterisk-form target for a method other than OPTIONS")
-	}
-	// CONNECT's target is an authority (RFC 9112 §3.2.3), parsed as
-	// net/http does.
-	rawurl := uri
-	authority := method == "CONNECT" && !strings.HasPrefix(uri, "/")
-	if authority {
-		rawurl = "http://" + uri
-	}
-	u, err := url.ParseRequestURI(rawurl)
-	if err != nil {
-		return nil, badRequest("malformed request target")
-	}
-	if authority {
-		u.Scheme = ""
-	}
-
-	mh, err := c.tp.ReadMIMEHeader()
-	if err != nil {
-		if c.cr.hitMax {
-			return nil, err
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF || isNetError(err) {
-			return nil, err
-		}
-		return nil, badRequest("malformed header")
 	}
 	// The head is read: what follows (an h2c upgrade's body, read here)
 	// is not held to MaxHeaderBytes.
 	c.cr.noLimit()
-	h := http.Header(mh)
-	for k, vv := range h {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return nil, badRequest("invalid header name")
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return nil, badRequest("invalid header value")
-			}
-		}
-	}
+	method, uri, proto, minor, u, h := hd.method, hd.target, hd.proto, hd.minor, hd.url, hd.header
 
 	// Host (RFC 9112 §3.2): exactly one, valid, and required in HTTP/1.1.
 	host := u.Host
@@ -134,7 +68,7 @@ func (c *conn) readRequest() (*response, error) {
 		Method:     method,
 		URL:        u,
 		Proto:      proto,
-		ProtoMajor: major,
+		ProtoMajor: hd.major,
 		ProtoMinor: minor,
 		Header:     h,
 		Host:       host,

@@ -1,0 +1,558 @@
+package h1server
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// A request head (RFC 9112 §2.1: request line, field lines, blank line)
+// is read the way net/textproto's ReadLine and ReadMIMEHeader read it,
+// which is what this server did before, with the same answers to every
+// input, but with fewer allocations:
+//
+//   - When the whole head is already in the connection's read buffer (a
+//     head that came in one segment, the usual case), it becomes one
+//     string, and the method, target, keys and values are substrings of
+//     it.
+//   - Otherwise the head is read line by line as textproto reads it,
+//     each field line (with its obs-fold continuation lines) becoming a
+//     string of its own. The reads are textproto's, so a request whose
+//     head is cut off, ends early or grows past MaxHeaderBytes gets the
+//     same answer, at the same point of its arrival, as before: a bad
+//     line is answered as soon as it is complete, without waiting for
+//     the rest of the head.
+//
+// Either way the URL and the first values live in one reqHead, one
+// allocation per request, and the header map is sized to the number of
+// field lines.
+
+// headReader reads request heads from a connection's buffered reader.
+// Its buffer holds a field line being read by the line-by-line path, and
+// is kept between requests while it is small.
+type headReader struct {
+	R   *bufio.Reader
+	buf []byte
+}
+
+// reqHead is what a request keeps of its head, in one allocation: its
+// URL (unless net/url parsed it) and room for its first field values.
+// A request may outlive the next one (a handler can leave a goroutine
+// holding it), so each request has its own.
+type reqHead struct {
+	url  url.URL
+	vals [8]string
+}
+
+// head is a parsed request head.
+type head struct {
+	method, target, proto string
+	major, minor          int
+	url                   *url.URL
+	header                http.Header
+
+	rh      *reqHead
+	vals    []string // room for values not yet used
+	lines   int      // field lines not yet parsed, at most (to size vals)
+	badName bool     // a field name holds a space (see addField)
+}
+
+// readHead reads and parses a request head from c.br; the caller has
+// skipped the empty lines before it. Errors that deserve an answer are
+// *httpError; others (EOF, a timeout, a reset) come from the connection.
+// A head that passes MaxHeaderBytes sets c.cr.hitMax, whatever the error.
+func (c *conn) readHead(hd *head) error {
+	tp := &c.tp
+	tp.R = c.br
+	err := tp.read(hd)
+	if cap(tp.buf) > maxKeptHdrBuf {
+		tp.buf = nil
+	}
+	if err != nil {
+		return err
+	}
+	// Before, names were checked after the whole head was read (with
+	// httpguts, which rejects the space that textproto lets into a
+	// name): the error for a name with a space comes last.
+	if hd.badName {
+		return badRequest("invalid header name")
+	}
+	return nil
+}
+
+func (tp *headReader) read(hd *head) error {
+	if s, lines, ok := bufferedHead(tp.R); ok {
+		return hd.parse(s, lines)
+	}
+	return tp.readLines(hd)
+}
+
+// bufferedHead returns the head if br's buffer holds it whole, and the
+// number of lines after the request line, blank line excluded. It reads
+// nothing from the connection.
+func bufferedHead(br *bufio.Reader) (s string, lines int, ok bool) {
+	b, _ := br.Peek(br.Buffered())
+	i := bytes.IndexByte(b, '\n') // the request line's end
+	if i < 0 {
+		return "", 0, false
+	}
+	for p := i + 1; ; lines++ {
+		j := bytes.IndexByte(b[p:], '\n')
+		if j < 0 {
+			return "", 0, false
+		}
+		if j == 0 || j == 1 && b[p] == '\r' {
+			end := p + j + 1
+			s = string(b[:end])
+			_, _ = br.Discard(end)
+			return s, lines, true
+		}
+		p += j + 1
+	}
+}
+
+// parse parses a whole head, blank line included; lines is the number of
+// lines after the request line. The checks come in the order in which
+// textproto's line-by-line reading met them.
+func (hd *head) parse(s string, lines int) error {
+	line, rest := nextLine(s)
+	if err := hd.requestLine(line); err != nil {
+		return err
+	}
+	hd.startFields(lines)
+	if rest[0] == ' ' || rest[0] == '\t' {
+		return errMalformedHeader
+	}
+	for {
+		if rest[0] == '\n' || rest[0] == '\r' && rest[1] == '\n' {
+			return nil // the blank line
+		}
+		// A field line and its continuation lines (RFC 9112 §5.2). Every
+		// line ends with LF: s ends with the blank line.
+		end := strings.IndexByte(rest, '\n') + 1
+		for rest[end] == ' ' || rest[end] == '\t' {
+			end += strings.IndexByte(rest[end:], '\n') + 1
+		}
+		if err := hd.addField(rest[:end]); err != nil {
+			return err
+		}
+		rest = rest[end:]
+	}
+}
+
+// readLines reads a head that is not whole in the buffer, line by line,
+// with the reads textproto's ReadLine and ReadMIMEHeader make.
+func (tp *headReader) readLines(hd *head) error {
+	br := tp.R
+	tp.buf = tp.buf[:0]
+	if err := tp.appendLine(); err != nil {
+		return err
+	}
+	line, _ := nextLine(string(tp.buf))
+	if err := hd.requestLine(line); err != nil {
+		return err
+	}
+	hd.startFields(upcomingLines(br))
+	// The first field line may not be a continuation line: textproto
+	// reads 80 bytes of it (or the whole line) to quote it in an error.
+	if b, err := br.Peek(1); err == nil && (b[0] == ' ' || b[0] == '\t') {
+		for n := 0; ; {
+			l, more, err := br.ReadLine()
+			if err != nil {
+				return fieldReadError(err)
+			}
+			if n += len(l); n > 80 || !more {
+				return errMalformedHeader
+			}
+		}
+	}
+	for {
+		tp.buf = tp.buf[:0]
+		if err := tp.appendLine(); err != nil {
+			return fieldReadError(err)
+		}
+		if len(tp.buf) == 2 {
+			return nil // the blank line
+		}
+		// textproto checks for the colon before it reads continuation
+		// lines, and the rest once it has them.
+		if bytes.IndexByte(tp.buf, ':') < 0 {
+			return errMalformedHeader
+		}
+		for {
+			b, err := br.Peek(1)
+			if err != nil || b[0] != ' ' && b[0] != '\t' {
+				break
+			}
+			if tp.appendLine() != nil {
+				break
+			}
+		}
+		if err := hd.addField(string(tp.buf)); err != nil {
+			return err
+		}
+	}
+}
+
+// appendLine appends a line to tp.buf as textproto's readLineSlice reads
+// it (with bufio's ReadLine: what precedes LF or CRLF; a last line cut
+// off by a read error is taken as it is, the error coming again at the
+// next read), then CRLF, so that nextLine gives back the line as it was
+// read. At a read error before the line's end, it appends nothing.
+func (tp *headReader) appendLine() error {
+	start := len(tp.buf)
+	for {
+		l, more, err := tp.R.ReadLine()
+		if err != nil {
+			tp.buf = tp.buf[:start]
+			return err
+		}
+		tp.buf = append(tp.buf, l...)
+		if !more {
+			tp.buf = append(tp.buf, '\r', '\n')
+			return nil
+		}
+	}
+}
+
+// upcomingLines counts the lines buffered in br, up to a blank line: a
+// size for the header map.
+func upcomingLines(br *bufio.Reader) int {
+	b, _ := br.Peek(br.Buffered())
+	n := 0
+	for n < 1000 {
+		i := bytes.IndexByte(b, '\n')
+		if i <= 0 || i == 1 && b[0] == '\r' {
+			break
+		}
+		b = b[i+1:]
+		n++
+	}
+	return n
+}
+
+var errMalformedHeader = badRequest("malformed header")
+
+// fieldReadError is the answer to a read error met in the field lines.
+func fieldReadError(err error) error {
+	if err == io.EOF || err == io.ErrUnexpectedEOF || isNetError(err) || err == errHeaderTooLarge {
+		return err
+	}
+	return errMalformedHeader
+}
+
+// nextLine splits s at its first LF, dropping it and a CR before it. A
+// last line without LF is returned as it is.
+func nextLine(s string) (line, rest string) {
+	i := strings.IndexByte(s, '\n')
+	if i < 0 {
+		return s, ""
+	}
+	line, rest = s[:i], s[i+1:]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	return line, rest
+}
+
+// requestLine parses the request line (RFC 9112 §3) into hd.
+func (hd *head) requestLine(line string) error {
+	method, rest, ok1 := strings.Cut(line, " ")
+	uri, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || method == "" || uri == "" {
+		return badRequest("malformed request line")
+	}
+	if !httpguts.ValidHeaderFieldName(method) { // a method is a token
+		return badRequest("invalid method")
+	}
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	if !ok {
+		return badRequest("malformed HTTP version")
+	}
+	if major != 1 {
+		return &httpError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
+	}
+	switch proto {
+	case "HTTP/1.1":
+		proto = "HTTP/1.1" // share the constant rather than the head
+	case "HTTP/1.0":
+		proto = "HTTP/1.0"
+	}
+	// The asterisk-form is for a server-wide OPTIONS only (RFC 9112
+	// §3.2.4); forwarded with another method it means nothing upstream.
+	if uri == "*" && method != http.MethodOptions {
+		return badRequest("asterisk-form target for a method other than OPTIONS")
+	}
+	hd.rh = new(reqHead)
+	// CONNECT's target is an authority (RFC 9112 §3.2.3), parsed as
+	// net/http does.
+	if method == "CONNECT" && !strings.HasPrefix(uri, "/") {
+		u, err := url.ParseRequestURI("http://" + uri)
+		if err != nil {
+			return badRequest("malformed request target")
+		}
+		u.Scheme = ""
+		hd.url = u
+	} else if parsePlainPath(uri, &hd.rh.url) {
+		hd.url = &hd.rh.url
+	} else {
+		u, err := url.ParseRequestURI(uri)
+		if err != nil {
+			return badRequest("malformed request target")
+		}
+		hd.url = u
+	}
+	hd.method, hd.target, hd.proto, hd.major, hd.minor = method, uri, proto, major, minor
+	return nil
+}
+
+func (hd *head) startFields(lines int) {
+	hd.header = make(http.Header, lines)
+	hd.vals = hd.rh.vals[:]
+	hd.lines = lines
+}
+
+// addField parses a field line with its continuation lines (t, each line
+// with its LF, but for a last line cut off by a read error) and adds it
+// to hd.header, as textproto does:
+//
+//   - The line must have a colon, and the name before it must be a
+//     token; a name may also hold a space (textproto's leniency, see
+//     go.dev/issue/34540), which is then kept as it is and the request
+//     refused once its head is read (hd.badName): whitespace before the
+//     colon is refused (RFC 9112 §5.1).
+//   - The value is trimmed of spaces and tabs, and may not hold a
+//     control byte but tab.
+//   - Continuation lines (obs-fold) are joined to the value with a
+//     space each, trimmed too (RFC 9112 §5.2 lets a server do that).
+//   - Names are canonicalized (textproto.CanonicalMIMEHeaderKey).
+func (hd *head) addField(t string) error {
+	line, conts := nextLine(t)
+	line = trimOWS(line)
+	colon, token, canonical, upper := -1, true, true, true
+	for j := 0; j < len(line); j++ {
+		c := line[j]
+		if c == ':' {
+			colon = j
+			break
+		}
+		if !httpguts.IsTokenRune(rune(c)) {
+			if c != ' ' {
+				return errMalformedHeader
+			}
+			token = false
+		}
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			canonical = false
+		}
+		upper = c == '-'
+	}
+	if colon <= 0 {
+		return errMalformedHeader
+	}
+	k, v := line[:colon], line[colon+1:]
+	if conts != "" {
+		v = unfold(v, conts)
+	}
+	if !validValue(v) {
+		return errMalformedHeader
+	}
+	// Left only: the line's end is trimmed already, and a folded value
+	// keeps the space before an empty last continuation line.
+	v = strings.TrimLeft(v, " \t")
+	switch {
+	case !token:
+		hd.badName = true
+	case !canonical:
+		k = canonicalSlow(k)
+	}
+	hd.lines--
+	h := hd.header
+	if vv, ok := h[k]; ok {
+		h[k] = append(vv, v)
+		return nil
+	}
+	if len(hd.vals) == 0 {
+		hd.vals = make([]string, max(hd.lines+1, 4))
+	}
+	hd.vals[0] = v
+	h[k] = hd.vals[:1:1]
+	hd.vals = hd.vals[1:]
+	return nil
+}
+
+// unfold joins continuation lines to a value as textproto does: each
+// trimmed of spaces and tabs, after a space.
+func unfold(v, conts string) string {
+	var b strings.Builder
+	b.Grow(len(v) + len(conts))
+	b.WriteString(v)
+	for conts != "" {
+		var line string
+		line, conts = nextLine(conts)
+		b.WriteByte(' ')
+		b.WriteString(trimOWS(line))
+	}
+	return b.String()
+}
+
+// validValue reports whether v holds no control byte but tab
+// (httpguts.ValidHeaderFieldValue).
+func validValue(v string) bool {
+	for j := 0; j < len(v); j++ {
+		if b := v[j]; b < ' ' && b != '\t' || b == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// trimOWS drops the spaces and tabs around a field value.
+func trimOWS(v string) string {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
+}
+
+// canonicalSlow canonicalizes a field name that is a token but not in
+// canonical form.
+func canonicalSlow(k string) string {
+	var buf [64]byte
+	if len(k) > len(buf) {
+		return textproto.CanonicalMIMEHeaderKey(k)
+	}
+	b := buf[:len(k)]
+	upper := true
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		} else if !upper && 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+		upper = c == '-'
+	}
+	return commonKey(b)
+}
+
+// commonKey returns the canonical name b holds, interned when it is the
+// name of a frequent request field (for clients that send them in lower
+// case, as HTTP/2-minded ones do). A switch on string(b) neither
+// allocates nor hashes.
+func commonKey(b []byte) string {
+	switch string(b) {
+	case "Accept":
+		return "Accept"
+	case "Accept-Encoding":
+		return "Accept-Encoding"
+	case "Accept-Language":
+		return "Accept-Language"
+	case "Authorization":
+		return "Authorization"
+	case "Cache-Control":
+		return "Cache-Control"
+	case "Connection":
+		return "Connection"
+	case "Content-Length":
+		return "Content-Length"
+	case "Content-Type":
+		return "Content-Type"
+	case "Cookie":
+		return "Cookie"
+	case "Expect":
+		return "Expect"
+	case "Host":
+		return "Host"
+	case "If-Modified-Since":
+		return "If-Modified-Since"
+	case "If-None-Match":
+		return "If-None-Match"
+	case "Origin":
+		return "Origin"
+	case "Referer":
+		return "Referer"
+	case "Te":
+		return "Te"
+	case "Traceparent":
+		return "Traceparent"
+	case "Tracestate":
+		return "Tracestate"
+	case "Transfer-Encoding":
+		return "Transfer-Encoding"
+	case "Upgrade":
+		return "Upgrade"
+	case "User-Agent":
+		return "User-Agent"
+	case "X-Forwarded-For":
+		return "X-Forwarded-For"
+	case "X-Forwarded-Proto":
+		return "X-Forwarded-Proto"
+	case "X-Request-Id":
+		return "X-Request-Id"
+	}
+	return string(b)
+}
+
+// parsePlainPath sets *u to what url.ParseRequestURI(path) returns when
+// path is an origin-form target of plain characters (none that net/url
+// would unescape or escape, so that it sets no RawPath), split at its
+// first '?' without the allocations of net/url; it reports false,
+// leaving *u alone, for anything else. proxy/h2server does the same for
+// :path.
+func parsePlainPath(path string, u *url.URL) bool {
+	if len(path) == 0 || path[0] != '/' {
+		return false
+	}
+	q := len(path)
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		if c == '?' {
+			q = i
+			break
+		}
+		if !plainPathByte[c] {
+			return false
+		}
+	}
+	for i := q + 1; i < len(path); i++ {
+		if c := path[i]; c < ' ' || c == 0x7f {
+			// net/url rejects control characters anywhere.
+			return false
+		}
+	}
+	*u = url.URL{Path: path[:q]}
+	switch {
+	case q == len(path):
+	case q == len(path)-1:
+		// A lone '?' at the end: an empty query that was asked for.
+		u.ForceQuery = true
+	default:
+		u.RawQuery = path[q+1:]
+	}
+	return true
+}
+
+// plainPathByte holds the bytes that net/url keeps as they are in a
+// path, both ways: not '%' (which it unescapes), not a control or
+// non-ASCII byte, and none that URL.EscapedPath would escape (a path
+// with such a byte gets a RawPath). It is taken from net/url itself.
+var plainPathByte = func() (t [256]bool) {
+	for c := 0x21; c < 0x7f; c++ {
+		p := "/" + string(rune(c))
+		if c != '%' && c != '?' && (&url.URL{Path: p}).EscapedPath() == p {
+			t[c] = true
+		}
+	}
+	return t
+}()

@@ -1,0 +1,509 @@
+package h1server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"reflect"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/outrigger-mesh/outrigger/proxy/h2server"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
+)
+
+// readRequestTextproto is readRequest as it was with net/textproto
+// reading the head (ReadLine, url.ParseRequestURI, ReadMIMEHeader, then
+// httpguts checks): the model that the head reader is held to, answer
+// for answer, read for read.
+func (c *conn) readRequestTextproto() (*response, error) {
+	br := c.br
+	tp := textproto.Reader{R: br}
+	// RFC 9112 §2.2: a server SHOULD ignore at least one empty line
+	// received before the request line (old clients send CRLF after a
+	// POST body).
+	for i := 0; i < 4; i++ {
+		b, err := br.Peek(1)
+		if err != nil {
+			return nil, err
+		}
+		if b[0] != '\r' && b[0] != '\n' {
+			break
+		}
+		_, _ = br.Discard(1)
+	}
+	line, err := tp.ReadLine()
+	if err != nil {
+		return nil, err
+	}
+	method, rest, ok1 := strings.Cut(line, " ")
+	uri, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || method == "" || uri == "" {
+		return nil, badRequest("malformed request line")
+	}
+	if !httpguts.ValidHeaderFieldName(method) { // a method is a token
+		return nil, badRequest("invalid method")
+	}
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	if !ok {
+		return nil, badRequest("malformed HTTP version")
+	}
+	if major != 1 {
+		return nil, &httpError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
+	}
+	switch proto {
+	case "HTTP/1.1":
+		proto = "HTTP/1.1" // share the constant rather than the line
+	case "HTTP/1.0":
+		proto = "HTTP/1.0"
+	}
+	// The asterisk-form is for a server-wide OPTIONS only (RFC 9112
+	// §3.2.4); forwarded with another method it means nothing upstream.
+	if uri == "*" && method != http.MethodOptions {
+		return nil, badRequest("asterisk-form target for a method other than OPTIONS")
+	}
+	// CONNECT's target is an authority (RFC 9112 §3.2.3), parsed as
+	// net/http does.
+	rawurl := uri
+	authority := method == "CONNECT" && !strings.HasPrefix(uri, "/")
+	if authority {
+		rawurl = "http://" + uri
+	}
+	u, err := url.ParseRequestURI(rawurl)
+	if err != nil {
+		return nil, badRequest("malformed request target")
+	}
+	if authority {
+		u.Scheme = ""
+	}
+
+	mh, err := tp.ReadMIMEHeader()
+	if err != nil {
+		if c.cr.hitMax {
+			return nil, err
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF || isNetError(err) {
+			return nil, err
+		}
+		return nil, badRequest("malformed header")
+	}
+	// The head is read: what follows (an h2c upgrade's body, read here)
+	// is not held to MaxHeaderBytes.
+	c.cr.noLimit()
+	h := http.Header(mh)
+	for k, vv := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, badRequest("invalid header name")
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, badRequest("invalid header value")
+			}
+		}
+	}
+
+	// Host (RFC 9112 §3.2): exactly one, valid, and required in HTTP/1.1.
+	host := u.Host
+	hosts, haveHost := h["Host"]
+	switch {
+	case len(hosts) > 1:
+		return nil, badRequest("too many Host headers")
+	case len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]):
+		return nil, badRequest("malformed Host header")
+	case !haveHost && minor >= 1 && method != "CONNECT":
+		return nil, badRequest("missing required Host header")
+	}
+	if host == "" && haveHost {
+		host = hosts[0]
+	}
+	delete(h, "Host")
+
+	w := &response{c: c, declaredCL: -1}
+	r := http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      proto,
+		ProtoMajor: major,
+		ProtoMinor: minor,
+		Header:     h,
+		Host:       host,
+		RemoteAddr: c.remote,
+		RequestURI: uri,
+	}
+	// RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only
+	// with "keep-alive", and "close" wins over it, as in net/http.
+	r.Close = httpguts.HeaderValuesContainsToken(h["Connection"], "close")
+	if minor == 0 && !r.Close {
+		r.Close = !httpguts.HeaderValuesContainsToken(h["Connection"], "keep-alive")
+	}
+
+	if err := c.frameBody(w, &r); err != nil {
+		return nil, err
+	}
+
+	if e, ok := h["Expect"]; ok {
+		if len(e) != 1 || !wire.EqualFold(e[0], "100-continue") {
+			return nil, &httpError{http.StatusExpectationFailed, "unsupported Expect"}
+		}
+		if minor >= 1 && w.body != nil {
+			w.canContinue, w.expectedFirst = true, true
+		}
+	}
+
+	if c.s.H2 != nil && minor >= 1 && isH2CUpgrade(h) {
+		settings, err := h2cSettings(h)
+		if err != nil {
+			return nil, badRequest(err.Error())
+		}
+		// The body is read before any handler runs, so nothing else
+		// bounds the wait for it.
+		if d := c.s.ReadHeaderTimeout; d > 0 && w.body != nil {
+			c.setReadDeadline(d)
+		}
+		if err := readUpgradeBody(w, &r); err != nil {
+			return nil, err
+		}
+		// The request now travels as stream 1 of an HTTP/2 connection:
+		// it loses the HTTP/1.1 switch headers, and lives as long as
+		// the connection.
+		for _, k := range []string{"Connection", "Upgrade", "Http2-Settings"} {
+			delete(h, k)
+		}
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+		w.h2cSettings = settings
+		w.req = r.WithContext(c.ctx)
+		return w, nil
+	}
+
+	c.watchConnEnd(&w.ctx)
+	// WithContext is inlined and its copy, dereferenced at once, stays
+	// on the stack: the request lives inside the response, one
+	// allocation for both.
+	w.reqv = *r.WithContext(&w.ctx)
+	w.req = &w.reqv
+	if w.body != nil {
+		w.body.w = w
+	}
+	return w, nil
+}
+
+// chunkReader returns at most n bytes per Read (any number if n is 0),
+// as a connection receiving small segments does.
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.n > 0 && len(p) > c.n {
+		p = p[:c.n]
+	}
+	return c.r.Read(p)
+}
+
+// headCase is one way of feeding a connection's bytes to the parser.
+type headCase struct {
+	data    string
+	chunk   int // bytes per read, 0: as many as asked
+	bufSize int // the bufio.Reader's size (16 at least)
+	limit   int // the header-size limit, 0: the server's
+}
+
+// reqOutcome is what the serve loop and a handler see of one
+// readRequest call.
+type reqOutcome struct {
+	err      string // "" if none; 431 when the limit was hit
+	req      http.Request
+	url      url.URL
+	consumed int    // bytes of the input read by the time it returned a request
+	body     string // the body, read after
+	bodyErr  string
+}
+
+var headServer = func() *Server {
+	s := &Server{Handler: http.NotFoundHandler(), MaxHeaderBytes: 1 << 10, H2: &h2server.Server{}}
+	s.init()
+	return s
+}()
+
+// readRequests reads up to 4 pipelined requests from hc's bytes with
+// readRequest, or with readRequestTextproto if model is set, the way
+// the serve loop does, and reports what each gave.
+func readRequests(hc headCase, model bool) []reqOutcome {
+	s := headServer
+	c := &conn{s: s, remote: "192.0.2.1:1234"}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if c.stopReqWatch != nil {
+			c.stopReqWatch()
+		}
+		c.cancel()
+	}()
+	src := strings.NewReader(hc.data)
+	c.cr.src = &chunkReader{r: src, n: hc.chunk}
+	c.br = bufio.NewReaderSize(&c.cr, max(hc.bufSize, 16))
+	c.bw = bufio.NewWriter(io.Discard)
+	var out []reqOutcome
+	for i := 0; i < 4; i++ {
+		limit := hc.limit
+		if limit == 0 {
+			limit = s.maxHeaderBytes() + readBufSize
+		}
+		c.cr.setLimit(limit)
+		var w *response
+		var err error
+		if model {
+			w, err = c.readRequestTextproto()
+		} else {
+			w, err = c.readRequest()
+		}
+		var o reqOutcome
+		o.consumed = len(hc.data) - src.Len() - c.br.Buffered()
+		if c.cr.hitMax {
+			// The serve loop answers 431, whatever readRequest said.
+			out = append(out, reqOutcome{err: "431"})
+			return out
+		}
+		c.cr.noLimit()
+		if err != nil {
+			var he *httpError
+			if errors.As(err, &he) {
+				o.err = fmt.Sprint(he.code, " ", he.msg)
+			} else {
+				o.err = fmt.Sprintf("%T %v", err, err)
+			}
+			// What is left in the buffer then is never read: the
+			// connection is answered (or not) and closed.
+			o.consumed = 0
+			return append(out, o)
+		}
+		o.req = *w.req
+		o.req.Body, o.req.GetBody = nil, nil
+		o.req = *o.req.WithContext(context.Background())
+		o.url = *w.req.URL
+		o.req.URL = nil
+		b, err := io.ReadAll(io.LimitReader(w.req.Body, int64(len(hc.data))+1))
+		o.body = string(b)
+		if err != nil {
+			o.bodyErr = err.Error()
+		}
+		w.ctx.Cancel()
+		out = append(out, o)
+		if err != nil || w.h2cSettings != nil {
+			return out
+		}
+	}
+	return out
+}
+
+// checkHead holds readRequest to readRequestTextproto on hc.
+func checkHead(t *testing.T, hc headCase) {
+	t.Helper()
+	want := readRequests(hc, true)
+	got := readRequests(hc, false)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%+q (chunk %d, buffer %d, limit %d):\n got  %s\n want %s",
+			clip(hc.data), hc.chunk, hc.bufSize, hc.limit, describe(got), describe(want))
+	}
+}
+
+func clip(s string) string {
+	if len(s) > 300 {
+		return fmt.Sprintf("%s...(%d bytes)...%s", s[:200], len(s)-300, s[len(s)-100:])
+	}
+	return s
+}
+
+func describe(os []reqOutcome) string {
+	var b strings.Builder
+	for i, o := range os {
+		fmt.Fprintf(&b, "\n  #%d err=%q consumed=%d", i, o.err, o.consumed)
+		if o.err == "" {
+			fmt.Fprintf(&b, " %s %q %s host=%q uri=%q url=%#v header=%q close=%v cl=%d te=%q trailer=%q body=%q bodyErr=%q",
+				o.req.Method, o.req.RequestURI, o.req.Proto, o.req.Host, o.req.RequestURI, o.url, o.req.Header,
+				o.req.Close, o.req.ContentLength, o.req.TransferEncoding, o.req.Trailer, o.body, o.bodyErr)
+		}
+	}
+	return b.String()
+}
+
+// headInputs are request heads at the edges of what is accepted.
+var headInputs = []string{
+	"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET / HTTP/1.1\nHost: x\n\n",
+	"GET / HTTP/1.1\r\nHost: x\n\r\n",
+	"GET /a/b?c=d&e HTTP/1.1\r\nHost: x\r\nUser-Agent: u\r\nAccept: */*\r\n\r\n",
+	"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	"\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	"\n\n\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	"\n\n\n\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	"\r\r\r\rGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET / HTTP/1.1\r\nhost: x\r\nx-a: 1\r\nX-A: 2\r\nx-A: 3\r\nCONTENT-type: t\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nSet-Cookie: a\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX:\r\nY: \t \r\nZ:\tz\t\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX: caf\xc3\xa9 \x80\xff\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX: a\x7f\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX A: 1\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX\tA: 1\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX(A): 1\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nCaf\xc3\xa9: 1\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\n: no name\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-A : 1\r\nNoColon\r\n\r\n",
+	"GET / HTTP/1.1\r\n continued\r\nHost: x\r\n\r\n",
+	"GET / HTTP/1.1\r\n\tcontinued\r\nHost: x\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-F: a\r\n b\r\n\t c \r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-F:\r\n b\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-F: a\r\n \r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-F: a\r\n \r\n \r\n b\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-F: a\r\n \x01\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-F: a\r\n b\rc\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n b: c\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost:\r\n x\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\n\r",
+	"GET / HTTP/1.1\r\nHost: x\r\n",
+	"GET / HTTP/1.1\r\nHost: x",
+	"GET / HTTP/1.1\r\nHost: x\r\nX: \x01",
+	"GET / HTTP/1.1\r\nHost: x\r\nBad",
+	"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n ",
+	"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r",
+	"GET / HTTP/1.1\r\n",
+	"GET / HTTP/1.1\r\n ",
+	"GET / HTTP/1.1",
+	"GET / HTTP/1.1\r",
+	"BAD\x00 / HTTP/1.1",
+	"GET / HTTP/1.1\r\r\nHost: x\r\n\r\n",
+	"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
+	"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET / HTTP/1.0\r\n\r\n",
+	"GET / HTTP/1.2\r\nHost: x\r\n\r\n",
+	"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+	"GET / HTTP/x.y\r\nHost: x\r\n\r\n",
+	"GET\r\nHost: x\r\n\r\n",
+	"G(T / HTTP/1.1\r\nHost: x\r\n\r\n",
+	"\r\n",
+	"",
+	"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+	"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+	"CONNECT example.com:443 HTTP/1.1\r\n\r\n",
+	"CONNECT /path HTTP/1.1\r\nHost: x\r\n\r\n",
+	"CONNECT [::1 HTTP/1.1\r\n\r\n",
+	"GET http://example.com/x?y HTTP/1.1\r\nHost: other\r\n\r\n",
+	"GET /a%20b HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET /a%2Fb?c%20d HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET /a? HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET /\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET /a?\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET /a\"b HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET a/b HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+	"GET / HTTP/1.1\r\n\r\n",
+	"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\nHost: y\r\n\r\n",
+	"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\r\nGET /2 HTTP/1.1\r\nHost: y\r\n\r\n",
+	"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+	"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
+	"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("abcdefghij-", 8) + ": long name\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + strings.Repeat("v", 5000) + "\r\n\r\n",
+	"GET /" + strings.Repeat("p", 5000) + " HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET / HTTP/1.1\r\n " + strings.Repeat("f", 5000) + "\r\nHost: x\r\n\r\n",
+	"GET / HTTP/1.1\r\n " + strings.Repeat("f", 100) + "\r\nHost: x\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-F: a" + strings.Repeat("\r\n "+strings.Repeat("f", 300), 20) + "\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-Many: m\r\n", 300) + "\r\n",
+}
+
+// TestReadRequestMatchesTextproto runs the edge cases through both
+// readers, whole and in small reads, with buffers and limits that put
+// the head in the buffer, past its end and past the limit.
+func TestReadRequestMatchesTextproto(t *testing.T) {
+	for _, data := range headInputs {
+		for _, chunk := range []int{0, 1, 2, 7, 64} {
+			for _, bufSize := range []int{16, 64, readBufSize} {
+				for _, limit := range []int{0, 40, 300, 5000} {
+					checkHead(t, headCase{data, chunk, bufSize, limit})
+				}
+			}
+		}
+	}
+}
+
+// FuzzReadRequestHead holds readRequest to readRequestTextproto on
+// arbitrary bytes, read in arbitrary sizes, with arbitrary buffer sizes
+// and header-size limits: the same answer, request, URL, header map,
+// framing and body, and the same bytes consumed.
+func FuzzReadRequestHead(f *testing.F) {
+	for _, data := range headInputs {
+		if len(data) < 1000 {
+			f.Add(data, uint8(0), uint8(255), uint16(0))
+			f.Add(data, uint8(3), uint8(1), uint16(60))
+		}
+	}
+	f.Fuzz(func(t *testing.T, data string, chunk, bufSize uint8, limit uint16) {
+		checkHead(t, headCase{
+			data:    data,
+			chunk:   int(chunk % 32),
+			bufSize: 16 + int(bufSize)*16,
+			limit:   int(limit % 2048),
+		})
+	})
+}
+
+// FuzzParsePlainPath holds the target fast path to url.ParseRequestURI.
+func FuzzParsePlainPath(f *testing.F) {
+	for _, s := range []string{"/", "/a?b", "/a?", "/a%20b?c", "/a#b", "*", "/é?é", "/a?b?c", "/a b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		checkPlainPath(t, path)
+	})
+}
+
+func checkPlainPath(t *testing.T, path string) {
+	t.Helper()
+	var got url.URL
+	if !parsePlainPath(path, &got) {
+		return
+	}
+	want, err := url.ParseRequestURI(path)
+	if err != nil {
+		t.Fatalf("%q: taken by the fast path, refused by url.ParseRequestURI: %v", path, err)
+	}
+	if !reflect.DeepEqual(got, *want) {
+		t.Fatalf("%q: %#v, url.ParseRequestURI gives %#v", path, got, *want)
+	}
+}
+
+func TestParsePlainPathAsNetURL(t *testing.T) {
+	fast := []string{
+		"/", "/index.html", "/a/b/c", "//a//b", "/a?b=c", "/a?", "/?", "/a??", "/a?b?",
+		"/a?b=%zz", "/a?b=é", "/a?b#c", "/a?b c", "/a:b@c", "/a;b=c,d", "/a+b$c&d=e", "/-._~",
+	}
+	for _, p := range fast {
+		var u url.URL
+		if !parsePlainPath(p, &u) {
+			t.Errorf("%q: not taken by the fast path", p)
+		}
+		checkPlainPath(t, p)
+	}
+	for c := 0; c < 256; c++ {
+		checkPlainPath(t, "/a"+string([]byte{byte(c)}))
+		checkPlainPath(t, "/a?"+string([]byte{byte(c)}))
+	}
+}
