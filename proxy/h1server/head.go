@@ -185,12 +185,13 @@ func (tp *headReader) readLines(hd *head) error {
 		if bytes.IndexByte(tp.buf, ':') < 0 {
 			return errMalformedHeader
 		}
-		for {
-			b, err := br.Peek(1)
-			if err != nil || b[0] != ' ' && b[0] != '\t' {
-				break
-			}
+		// A continuation line is read after its leading whitespace, byte
+		// by byte, as textproto does: the reads then end where they
+		// did, and so does a line that a read error cuts off.
+		for skipSpace(br) > 0 {
+			tp.buf = append(tp.buf, ' ')
 			if tp.appendLine() != nil {
+				tp.buf = append(tp.buf, '\r', '\n')
 				break
 			}
 		}
@@ -218,6 +219,24 @@ func (tp *headReader) appendLine() error {
 			tp.buf = append(tp.buf, '\r', '\n')
 			return nil
 		}
+	}
+}
+
+// skipSpace reads the spaces and tabs at the start of a line and returns
+// their number; it stops at a read error, which comes again at the next
+// read.
+func skipSpace(br *bufio.Reader) int {
+	n := 0
+	for {
+		c, err := br.ReadByte()
+		if err != nil {
+			return n
+		}
+		if c != ' ' && c != '\t' {
+			_ = br.UnreadByte()
+			return n
+		}
+		n++
 	}
 }
 
