@@ -13,7 +13,7 @@
 // limit), into a buffer it reuses; each stream's handler runs on a
 // goroutine of the connection's, one a new stream gets when no other
 // waits: a goroutine whose handler has returned waits for the next
-// stream, its stack already grown (up to 8 wait per connection; the
+// stream, its stack already grown (up to 64 wait per connection; the
 // others end, and all end with the connection), so what a handler
 // leaves in its goroutine (pprof labels set with SetGoroutineLabels, a
 // LockOSThread not undone) is seen by those after it; a writer goroutine
