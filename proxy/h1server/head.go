@@ -46,8 +46,9 @@ type headReader struct {
 // A request may outlive the next one (a handler can leave a goroutine
 // holding it), so each request has its own.
 type reqHead struct {
-	url  url.URL
-	vals [8]string
+	url url.URL
+	// Seven values: the struct then fills a 256-byte size class.
+	vals [7]string
 }
 
 // head is a parsed request head.
@@ -384,7 +385,9 @@ func (hd *head) addField(t string) error {
 	}
 	// Left only: the line's end is trimmed already, and a folded value
 	// keeps the space before an empty last continuation line.
-	v = strings.TrimLeft(v, " \t")
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
 	switch {
 	case !token:
 		hd.badName = true

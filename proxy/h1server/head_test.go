@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -505,5 +507,235 @@ func TestParsePlainPathAsNetURL(t *testing.T) {
 	for c := 0; c < 256; c++ {
 		checkPlainPath(t, "/a"+string([]byte{byte(c)}))
 		checkPlainPath(t, "/a?"+string([]byte{byte(c)}))
+	}
+}
+
+// benchHeads are request heads as a load generator (wrk) and a browser
+// send them.
+var benchHeads = []struct{ name, head string }{
+	{"wrk", "GET /bench HTTP/1.1\r\nHost: bench\r\n\r\n"},
+	{"browser", "GET /static/app.js?v=3 HTTP/1.1\r\nHost: example.com\r\n" +
+		"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n" +
+		"Accept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n" +
+		"Referer: https://example.com/\r\nConnection: keep-alive\r\nCookie: session=0123456789abcdef\r\n" +
+		"Sec-Fetch-Dest: script\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Site: same-origin\r\n\r\n"},
+}
+
+// loopConn is a connection whose client sends the same bytes again
+// whenever the last ones are read.
+func loopConn(tb testing.TB, data string) (*conn, func()) {
+	c := &conn{s: headServer, remote: "192.0.2.1:1234"}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	src := strings.NewReader(data)
+	c.cr.src = src
+	c.br = bufio.NewReaderSize(&c.cr, readBufSize)
+	c.bw = bufio.NewWriter(io.Discard)
+	tb.Cleanup(func() {
+		if c.stopReqWatch != nil {
+			c.stopReqWatch()
+		}
+		c.cancel()
+	})
+	return c, func() {
+		if c.br.Buffered() == 0 {
+			src.Reset(data)
+		}
+		c.cr.setLimit(headServer.maxHeaderBytes() + readBufSize)
+	}
+}
+
+// BenchmarkReadRequest is readRequest on heads whole in the read
+// buffer, against the textproto reader it replaced.
+func BenchmarkReadRequest(b *testing.B) {
+	for _, bh := range benchHeads {
+		for _, model := range []bool{false, true} {
+			name := bh.name + "/head"
+			if model {
+				name = bh.name + "/textproto"
+			}
+			b.Run(name, func(b *testing.B) {
+				c, next := loopConn(b, bh.head)
+				b.ReportAllocs()
+				for b.Loop() {
+					next()
+					var w *response
+					var err error
+					if model {
+						w, err = c.readRequestTextproto()
+					} else {
+						w, err = c.readRequest()
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					w.ctx.Cancel()
+				}
+			})
+		}
+	}
+}
+
+// echoHead answers with what the handler sees of the request's head.
+var echoHead = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	keys := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintf(w, "%s %s path=%q query=%q force=%v raw=%q %s host=%q", r.Method, r.RequestURI,
+		r.URL.Path, r.URL.RawQuery, r.URL.ForceQuery, r.URL.RawPath, r.Proto, r.Host)
+	for _, k := range keys {
+		fmt.Fprintf(w, "\n%s=%q", k, r.Header[k])
+	}
+})
+
+// TestRequestHeadEdges pins what a handler sees, or the answer, for the
+// edges of the head syntax, over a real connection.
+func TestRequestHeadEdges(t *testing.T) {
+	ts := start(t, echoHead, func(s *Server) { s.MaxHeaderBytes = 2 << 10 })
+	for _, tc := range []struct {
+		name, req string
+		status    int
+		body      string
+	}{
+		{"bare LF", "GET /a?b=c HTTP/1.1\nHost: x\nX-A: 1\n\n", 200,
+			"GET /a?b=c path=\"/a\" query=\"b=c\" force=false raw=\"\" HTTP/1.1 host=\"x\"\nX-A=[\"1\"]"},
+		{"mixed line ends", "GET / HTTP/1.1\r\nHost: x\nX-A: 1\r\n\n", 200,
+			"GET / path=\"/\" query=\"\" force=false raw=\"\" HTTP/1.1 host=\"x\"\nX-A=[\"1\"]"},
+		{"leading empty lines", "\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 200,
+			"GET / path=\"/\" query=\"\" force=false raw=\"\" HTTP/1.1 host=\"x\""},
+		{"five leading line feeds", "\n\n\n\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+			"Bad Request: malformed request line"},
+		{"duplicate and non-canonical names", "GET / HTTP/1.1\r\nhost: x\r\nx-a: 1\r\nX-A: 2\r\nx-A:3\r\nCONTENT-TYPE: t\r\nwww-authenticate: w\r\n\r\n", 200,
+			"GET / path=\"/\" query=\"\" force=false raw=\"\" HTTP/1.1 host=\"x\"\nContent-Type=[\"t\"]\nWww-Authenticate=[\"w\"]\nX-A=[\"1\" \"2\" \"3\"]"},
+		{"whitespace around values", "GET / HTTP/1.1\r\nHost: x\r\nX-A: \t 1 2 \t\r\nX-B:\r\n\r\n", 200,
+			"GET / path=\"/\" query=\"\" force=false raw=\"\" HTTP/1.1 host=\"x\"\nX-A=[\"1 2\"]\nX-B=[\"\"]"},
+		{"folded value", "GET / HTTP/1.1\r\nHost: x\r\nX-F: a\r\n  b \r\n\tc\r\n\r\n", 200,
+			"GET / path=\"/\" query=\"\" force=false raw=\"\" HTTP/1.1 host=\"x\"\nX-F=[\"a b c\"]"},
+		{"escaped target", "GET /a%2Fb?c HTTP/1.1\r\nHost: x\r\n\r\n", 200,
+			"GET /a%2Fb?c path=\"/a/b\" query=\"c\" force=false raw=\"/a%2Fb\" HTTP/1.1 host=\"x\""},
+		{"empty query", "GET /a? HTTP/1.1\r\nHost: x\r\n\r\n", 200,
+			"GET /a? path=\"/a\" query=\"\" force=true raw=\"\" HTTP/1.1 host=\"x\""},
+		{"obs-text value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: caf\xc3\xa9\xff\r\n\r\n", 200,
+			"GET / path=\"/\" query=\"\" force=false raw=\"\" HTTP/1.1 host=\"x\"\nX-A=[\"caf\xc3\xa9\\xff\"]"},
+		{"NUL in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400, "Bad Request: malformed header"},
+		{"CR in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", 400, "Bad Request: malformed header"},
+		{"DEL in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x7f\r\n\r\n", 400, "Bad Request: malformed header"},
+		{"control byte in folded line", "GET / HTTP/1.1\r\nHost: x\r\nX-F: a\r\n \x01\r\n\r\n", 400, "Bad Request: malformed header"},
+		{"space before colon", "GET / HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n", 400, "Bad Request: invalid header name"},
+		{"space in name", "GET / HTTP/1.1\r\nHost: x\r\nX A: 1\r\n\r\n", 400, "Bad Request: invalid header name"},
+		{"tab before colon", "GET / HTTP/1.1\r\nHost: x\r\nX-A\t: 1\r\n\r\n", 400, "Bad Request: malformed header"},
+		{"non-token name", "GET / HTTP/1.1\r\nHost: x\r\nX(A): 1\r\n\r\n", 400, "Bad Request: malformed header"},
+		{"non-ASCII name", "GET / HTTP/1.1\r\nHost: x\r\nCaf\xc3\xa9: 1\r\n\r\n", 400, "Bad Request: malformed header"},
+		{"empty name", "GET / HTTP/1.1\r\nHost: x\r\n: 1\r\n\r\n", 400, "Bad Request: malformed header"},
+		{"first field line folded", "GET / HTTP/1.1\r\n X: 1\r\nHost: x\r\n\r\n", 400, "Bad Request: malformed header"},
+		{"head over MaxHeaderBytes", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("b", 8<<10) + "\r\n\r\n", 431,
+			"Request Header Fields Too Large"},
+		{"many lines over MaxHeaderBytes", "GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-M: m\r\n", 1500) + "\r\n", 431,
+			"Request Header Fields Too Large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, ts.addr)
+			c.send(t, tc.req)
+			resp, body := c.response(t, "GET")
+			if resp.StatusCode != tc.status || body != tc.body {
+				t.Fatalf("%d %q, want %d %q", resp.StatusCode, body, tc.status, tc.body)
+			}
+		})
+	}
+}
+
+// TestRequestHeadByteByByte: a head written a byte at a time (most
+// reads then return one byte) is read as a head sent at once, and so is
+// the next request, pipelined the same way.
+func TestRequestHeadByteByByte(t *testing.T) {
+	ts := start(t, echoHead)
+	c := dial(t, ts.addr)
+	req := "GET /x?y=z HTTP/1.1\r\nHost: h\r\nuser-agent: slow\r\nX-F: a\r\n b\r\nX-D: 1\r\nX-D: 2\r\n\r\n" +
+		"GET /2 HTTP/1.1\r\nHost: h2\r\n\r\n"
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	for i := 0; i < len(req); i++ {
+		c.send(t, req[i:i+1])
+	}
+	_, body := c.response(t, "GET")
+	want := "GET /x?y=z path=\"/x\" query=\"y=z\" force=false raw=\"\" HTTP/1.1 host=\"h\"\n" +
+		"User-Agent=[\"slow\"]\nX-D=[\"1\" \"2\"]\nX-F=[\"a b\"]"
+	if body != want {
+		t.Fatalf("first response %q, want %q", body, want)
+	}
+	_, body = c.response(t, "GET")
+	if want := "GET /2 path=\"/2\" query=\"\" force=false raw=\"\" HTTP/1.1 host=\"h2\""; body != want {
+		t.Fatalf("second response %q, want %q", body, want)
+	}
+}
+
+// TestRequestHeadBiggerThanReadBuffer: a head several times the read
+// buffer's size is read whole, and the connection serves a small one
+// after it.
+func TestRequestHeadBiggerThanReadBuffer(t *testing.T) {
+	ts := start(t, echoHead)
+	c := dial(t, ts.addr)
+	cookie := strings.Repeat("c", 3*readBufSize)
+	var b strings.Builder
+	b.WriteString("GET /" + strings.Repeat("p", readBufSize) + " HTTP/1.1\r\nHost: x\r\nCookie: " + cookie + "\r\n")
+	for i := 0; i < 200; i++ {
+		fmt.Fprintf(&b, "x-n%d: %d\r\n", i, i)
+	}
+	b.WriteString("\r\n")
+	c.send(t, b.String()+"GET /small HTTP/1.1\r\nHost: y\r\n\r\n")
+	resp, body := c.response(t, "GET")
+	if resp.StatusCode != 200 || !strings.Contains(body, "\nCookie=[\""+cookie+"\"]") ||
+		!strings.Contains(body, "\nX-N0=[\"0\"]") || !strings.Contains(body, "\nX-N199=[\"199\"]") ||
+		strings.Count(body, "\n") != 201 {
+		t.Fatalf("%d %.300q", resp.StatusCode, body)
+	}
+	_, body = c.response(t, "GET")
+	if want := "GET /small path=\"/small\" query=\"\" force=false raw=\"\" HTTP/1.1 host=\"y\""; body != want {
+		t.Fatalf("second response %q, want %q", body, want)
+	}
+}
+
+// TestRequestHeadOutlivesNextRequest: a request kept past its handler
+// (as by a goroutine it left) keeps its URL and header when the
+// connection reads the next request, whose own are apart; values of
+// one field can be appended to without touching another's.
+func TestRequestHeadOutlivesNextRequest(t *testing.T) {
+	kept := make(chan *http.Request, 2)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kept <- r
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET /one?a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B: 2\r\n\r\n")
+	c.response(t, "GET")
+	c.send(t, "GET /two?b HTTP/1.1\r\nHost: x\r\nX-A: 3\r\nX-B: 4\r\n\r\n")
+	c.response(t, "GET")
+	r1, r2 := <-kept, <-kept
+	if r1.URL == r2.URL || r1.URL.Path != "/one" || r1.URL.RawQuery != "a" || r2.URL.Path != "/two" {
+		t.Fatalf("URLs %p %+v and %p %+v", r1.URL, r1.URL, r2.URL, r2.URL)
+	}
+	r1.Header["X-A"] = append(r1.Header["X-A"], "appended")
+	if got := fmt.Sprint(r1.Header["X-A"], r1.Header["X-B"], r2.Header["X-A"], r2.Header["X-B"]); got != "[1 appended] [2] [3] [4]" {
+		t.Fatalf("headers %s", got)
+	}
+}
+
+// TestReadRequestAllocations pins the allocations of reading a small
+// head that is whole in the read buffer: the head's string, its
+// reqHead, the header map (two: the map and its first group) and the
+// response.
+func TestReadRequestAllocations(t *testing.T) {
+	c, next := loopConn(t, benchHeads[0].head)
+	n := testing.AllocsPerRun(100, func() {
+		next()
+		w, err := c.readRequest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.ctx.Cancel()
+	})
+	if n > 5 {
+		t.Fatalf("%v allocations per request, want 5", n)
 	}
 }
