@@ -56,7 +56,8 @@ type head struct {
 	method, target, proto string
 	major, minor          int
 	url                   *url.URL
-	header                http.Header
+	header                http.Header // without Host
+	hosts                 []string    // the Host field's values
 
 	rh      *reqHead
 	vals    []string // room for values not yet used
@@ -395,18 +396,37 @@ func (hd *head) addField(t string) error {
 		k = canonicalSlow(k)
 	}
 	hd.lines--
+	if k == "Host" {
+		// Kept out of the map: readRequest checks it and never passes it
+		// on (RFC 9112 §3.2), and a map whose only field was Host then
+		// never allocates room for a field.
+		if hd.hosts != nil {
+			hd.hosts = append(hd.hosts, v)
+		} else {
+			hd.hosts = hd.newValue(v)
+		}
+		return nil
+	}
 	h := hd.header
 	if vv, ok := h[k]; ok {
 		h[k] = append(vv, v)
-		return nil
+	} else {
+		h[k] = hd.newValue(v)
 	}
+	return nil
+}
+
+// newValue returns a field's first value in a slice of its own, cut to
+// length and capacity one (as textproto does), so that appending to one
+// field's values never writes over another's.
+func (hd *head) newValue(v string) []string {
 	if len(hd.vals) == 0 {
 		hd.vals = make([]string, max(hd.lines+1, 4))
 	}
 	hd.vals[0] = v
-	h[k] = hd.vals[:1:1]
+	vv := hd.vals[:1:1]
 	hd.vals = hd.vals[1:]
-	return nil
+	return vv
 }
 
 // unfold joins continuation lines to a value as textproto does: each

@@ -49,7 +49,7 @@ func (c *conn) readRequest() (*response, error) {
 
 	// Host (RFC 9112 §3.2): exactly one, valid, and required in HTTP/1.1.
 	host := u.Host
-	hosts, haveHost := h["Host"]
+	hosts, haveHost := hd.hosts, hd.hosts != nil
 	switch {
 	case len(hosts) > 1:
 		return nil, badRequest("too many Host headers")
@@ -61,7 +61,6 @@ func (c *conn) readRequest() (*response, error) {
 	if host == "" && haveHost {
 		host = hosts[0]
 	}
-	delete(h, "Host")
 
 	w := &response{c: c, declaredCL: -1}
 	r := http.Request{
