@@ -34,10 +34,11 @@ import (
 // field lines.
 
 // headReader reads request heads from a connection's buffered reader.
-// Its buffer holds a field line being read by the line-by-line path, and
-// is kept between requests while it is small.
 type headReader struct {
-	R   *bufio.Reader
+	R *bufio.Reader // the connection's, set for each head
+	// buf holds the line (a field line with its continuation lines) that
+	// the line-by-line path is reading; it is kept between requests
+	// while it is small.
 	buf []byte
 }
 
@@ -260,7 +261,10 @@ func upcomingLines(br *bufio.Reader) int {
 
 var errMalformedHeader = badRequest("malformed header")
 
-// fieldReadError is the answer to a read error met in the field lines.
+// fieldReadError is the answer to a read error met in the field lines,
+// as before: the connection's own errors are passed on (and answered
+// with nothing, or with 431 for errHeaderTooLarge, by the serve loop);
+// others, like a pipe's, make a malformed header.
 func fieldReadError(err error) error {
 	if err == io.EOF || err == io.ErrUnexpectedEOF || isNetError(err) || err == errHeaderTooLarge {
 		return err
