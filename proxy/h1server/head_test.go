@@ -739,3 +739,25 @@ func TestReadRequestAllocations(t *testing.T) {
 		t.Fatalf("%v allocations per request, want 4", n)
 	}
 }
+
+// TestBadHeadLineAnsweredBeforeHeadEnds: a bad line is answered as soon
+// as it has arrived (as net/textproto's reader did), not once the rest
+// of the head, which may never come, has.
+func TestBadHeadLineAnsweredBeforeHeadEnds(t *testing.T) {
+	ts := start(t, echoHead)
+	for _, tc := range []struct{ name, part, body string }{
+		{"request line", "G(T / HTTP/1.1\r\nHost: x\r\n", "Bad Request: invalid method"},
+		{"field line", "GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\nX-A: 1\r\n", "Bad Request: malformed header"},
+		{"field value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: \x01\r\nX", "Bad Request: malformed header"},
+		{"folded first line", "GET / HTTP/1.1\r\n folded\r\n", "Bad Request: malformed header"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, ts.addr)
+			c.send(t, tc.part)
+			resp, body := c.response(t, "GET")
+			if resp.StatusCode != 400 || body != tc.body {
+				t.Fatalf("%d %q, want 400 %q", resp.StatusCode, body, tc.body)
+			}
+		})
+	}
+}
