@@ -31,7 +31,9 @@ import (
 //
 // Either way the URL and the first values live in one reqHead, one
 // allocation per request, and the header map is sized to the number of
-// field lines.
+// field lines. (A value kept past its request keeps the string of its
+// head, at most the read buffer's 4 KiB, alive; proxy/h1client's
+// response heads make the same trade.)
 
 // headReader reads request heads from a connection's buffered reader.
 type headReader struct {
