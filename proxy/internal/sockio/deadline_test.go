@@ -200,3 +200,26 @@ func TestTimerArmedForFarPastDeadlineFiresAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// A deadline from time.Now (monotonic reading, placed without reading
+// the clock) and the same instant as a wall-clock time (placed by its
+// distance from now) land at the same point of the mono clock; one
+// beyond the clock's range never comes.
+func TestMonoAtMonotonicAndWallAgree(t *testing.T) {
+	for _, d := range []time.Duration{-time.Hour, -time.Second, 0, time.Millisecond, time.Hour, 50 * 365 * 24 * time.Hour} {
+		at := time.Now().Add(d)
+		mono, wall := monoAt(at), monoAt(at.Round(0))
+		if diff := time.Duration(mono - wall); diff < -time.Second || diff > time.Second {
+			t.Errorf("now%+v: monotonic %d, wall %d: %v apart", d, mono, wall, diff)
+		}
+		if mono == 0 || wall == 0 {
+			t.Errorf("now%+v: 0, which means no deadline", d)
+		}
+	}
+	if got := monoAt(time.Now().Add(math.MaxInt64)); got != math.MaxInt64 {
+		t.Errorf("a deadline past the clock's range is %d, want math.MaxInt64", got)
+	}
+	if got := monoAt(monoBase); got != -1 {
+		t.Errorf("monoBase itself is %d, want -1 (0 means none)", got)
+	}
+}

@@ -393,6 +393,19 @@ func mono() int64 { return int64(time.Since(monoBase)) }
 // monoAt is t on the mono clock, never 0 (0 means no deadline). A t
 // beyond the clock's range is math.MaxInt64, never reached.
 func monoAt(t time.Time) int64 {
+	if t != t.Round(0) {
+		// t has a monotonic reading (it came from time.Now): it is
+		// placed on the clock without reading the clock. Round(0)
+		// strips that reading, so only such a t differs from it.
+		v := int64(t.Sub(monoBase)) // saturates, as time.Until does
+		if v == 0 {
+			v = -1
+		}
+		return v
+	}
+	// A wall-clock time (no monotonic reading) is placed by its distance
+	// from now, so that a step of the wall clock since monoBase does not
+	// move it.
 	now := mono()
 	d := int64(time.Until(t))
 	v := now + d
