@@ -430,8 +430,8 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 		f.upgrade = ""
 	}
 	if f.grpc {
-		if v := r.Header.Get(hdrGRPCTimeout); v != "" {
-			if d, err := parseGRPCTimeout(v); err == nil && (timeout == 0 || d < timeout) {
+		if vv := r.Header[hdrGRPCTimeout]; len(vv) > 0 && vv[0] != "" {
+			if d, err := parseGRPCTimeout(vv[0]); err == nil && (timeout == 0 || d < timeout) {
 				timeout = d
 			}
 		}

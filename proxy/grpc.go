@@ -23,7 +23,13 @@ const (
 // isGRPC reports whether the request speaks gRPC: its content-type is
 // application/grpc or application/grpc+<codec> / application/grpc;<params>.
 func isGRPC(h http.Header) bool {
-	ct := h.Get("Content-Type")
+	// The map's keys are canonical, as is the literal: a direct lookup
+	// is Header.Get without its canonicalisation of the key.
+	vv := h["Content-Type"]
+	if len(vv) == 0 {
+		return false
+	}
+	ct := vv[0]
 	if !strings.HasPrefix(ct, "application/grpc") {
 		return false
 	}
