@@ -44,11 +44,10 @@ type serverConn struct {
 	writerDone chan struct{}
 	handlers   sync.WaitGroup // running handlers
 	// Handler goroutines (see workers.go): workers counts them; an idle
-	// one waits on work for a stream until workStop is closed, after the
+	// one waits on work for a stream until work is closed, after the
 	// reader has ended; idleWorkers counts those waiting.
 	workers     sync.WaitGroup
 	work        chan *stream
-	workStop    chan struct{}
 	idleWorkers atomic.Int32
 	idleTimer   *time.Timer
 	stopWatch   func() bool // stops closeNow on the context's end
@@ -149,7 +148,6 @@ func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
 		maxStreams:     s.maxStreams(),
 		wake:           make(chan struct{}, 1),
 		work:           make(chan *stream),
-		workStop:       make(chan struct{}),
 		writerDone:     make(chan struct{}),
 		streams:        map[uint32]*stream{},
 		peerMaxFrame:   defaultMaxFrame,
@@ -208,7 +206,7 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 		err = sc.readLoop()
 	}
 	sc.teardown(err)
-	close(sc.workStop) // no stream is started after the reader's end
+	close(sc.work) // no stream is started after the reader's end
 	sc.handlers.Wait()
 	sc.workers.Wait()
 	if sc.idleTimer != nil {
