@@ -174,6 +174,55 @@ func TestCallDuringCloseErrorShape(t *testing.T) {
 	}
 }
 
+// A Close that finds another one begun does not close the descriptor
+// while a call is under way either (here one is counted in refs, its
+// system call not yet made, as when its goroutine is preempted just
+// before it): the call would then be made on a closed descriptor, whose
+// number may already name another file.
+func TestSecondCloseWaitsForCallUnderWay(t *testing.T) {
+	c, _ := pair(t, Wrap)
+	sc := c.(*Conn)
+	sc.refs.Add(1)
+	ended := false
+	endCall := func() {
+		if !ended {
+			ended = true
+			sc.refs.Add(-1)
+		}
+	}
+	defer endCall()
+	first := make(chan error, 1)
+	go func() { first <- sc.Close() }()
+	for deadline := time.Now().Add(10 * time.Second); sc.refs.Load() < refClosing; {
+		if time.Now().After(deadline) {
+			t.Fatal("the first Close never began to wait for the call")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	second := make(chan error, 1)
+	go func() { second <- sc.Close() }()
+	errs := make([]error, 0, 2)
+	select {
+	case err := <-second:
+		t.Error("the second Close returned while a call was under way")
+		errs = append(errs, err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, sc.fd, syscall.F_GETFD, 0); errno != 0 {
+		t.Errorf("the descriptor was closed under a call under way: fcntl: %v", errno)
+	}
+	endCall()
+	errs = append(errs, <-first)
+	if len(errs) < 2 {
+		errs = append(errs, <-second)
+	}
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Close = %v, want nil or net.ErrClosed", err)
+		}
+	}
+}
+
 // io.Copy between a file and a Conn: os.File finds the socket through
 // SyscallConn to use sendfile or splice, which would wait in Go's poller
 // by the TCPConn's deadlines, never set, instead of the Conn's. The

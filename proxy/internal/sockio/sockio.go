@@ -343,7 +343,14 @@ func (c *Conn) setDeadline(s *side, t time.Time) error {
 // net.ErrClosed.
 func (c *Conn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
-		return c.tcp.Close() // its own error for a second close
+		// Another Close has begun, and may still wait for a call under
+		// way: the descriptor is not closed before that call is over
+		// (whichever Close then closes it, the other gets the TCPConn's
+		// error for a second close).
+		for c.refs.Load() != refClosing {
+			runtime.Gosched()
+		}
+		return c.tcp.Close()
 	}
 	c.r.signal()
 	c.w.signal()
