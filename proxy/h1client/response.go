@@ -217,9 +217,9 @@ func parseFields(s string, h http.Header, n int, vals []string) (used int, _ err
 				return 0, fmt.Errorf("h1client: invalid header field value for %q", clip(k))
 			}
 		}
-		v = trimOWS(v)
+		v = wire.TrimOWS(v)
 		if !canonical {
-			k = canonicalSlow(k)
+			k = wire.Canonicalize(k)
 		}
 		if vv, ok := h[k]; ok {
 			h[k] = append(vv, v)
@@ -237,134 +237,12 @@ func parseFields(s string, h http.Header, n int, vals []string) (used int, _ err
 	}
 }
 
-// trimOWS drops the optional whitespace (spaces and tabs) around a field
-// value.
-func trimOWS(v string) string {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
-}
-
 // clip shortens what goes into an error message.
 func clip(s string) string {
 	if len(s) > 64 {
 		return s[:64] + "..."
 	}
 	return s
-}
-
-// canonicalKey is http.CanonicalHeaderKey for a valid field name,
-// without allocating when k is canonical already or a common name.
-func canonicalKey(k string) string {
-	upper := true
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			return canonicalSlow(k)
-		}
-		upper = c == '-'
-	}
-	return k
-}
-
-func canonicalSlow(k string) string {
-	var buf [64]byte
-	if len(k) > len(buf) {
-		return http.CanonicalHeaderKey(k)
-	}
-	b := buf[:len(k)]
-	upper := true
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if upper && 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		} else if !upper && 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		b[i] = c
-		upper = c == '-'
-	}
-	return commonKey(b)
-}
-
-// commonKey returns the canonical name b holds, interned when it is the
-// name of a frequent response field (for servers that send them in lower
-// case). A switch on string(b) neither allocates nor hashes: it is a
-// few times faster than a map lookup.
-func commonKey(b []byte) string {
-	switch string(b) {
-	case "Accept-Ranges":
-		return "Accept-Ranges"
-	case "Access-Control-Allow-Origin":
-		return "Access-Control-Allow-Origin"
-	case "Age":
-		return "Age"
-	case "Cache-Control":
-		return "Cache-Control"
-	case "Connection":
-		return "Connection"
-	case "Content-Disposition":
-		return "Content-Disposition"
-	case "Content-Encoding":
-		return "Content-Encoding"
-	case "Content-Language":
-		return "Content-Language"
-	case "Content-Length":
-		return "Content-Length"
-	case "Content-Range":
-		return "Content-Range"
-	case "Content-Type":
-		return "Content-Type"
-	case "Date":
-		return "Date"
-	case "Etag":
-		return "Etag"
-	case "Expires":
-		return "Expires"
-	case "Grpc-Message":
-		return "Grpc-Message"
-	case "Grpc-Status":
-		return "Grpc-Status"
-	case "Keep-Alive":
-		return "Keep-Alive"
-	case "Last-Modified":
-		return "Last-Modified"
-	case "Link":
-		return "Link"
-	case "Location":
-		return "Location"
-	case "Server":
-		return "Server"
-	case "Set-Cookie":
-		return "Set-Cookie"
-	case "Strict-Transport-Security":
-		return "Strict-Transport-Security"
-	case "Trailer":
-		return "Trailer"
-	case "Transfer-Encoding":
-		return "Transfer-Encoding"
-	case "Upgrade":
-		return "Upgrade"
-	case "Vary":
-		return "Vary"
-	case "Via":
-		return "Via"
-	case "Www-Authenticate":
-		return "Www-Authenticate"
-	case "X-Content-Type-Options":
-		return "X-Content-Type-Options"
-	case "X-Request-Id":
-		return "X-Request-Id"
-	case "Traceparent":
-		return "Traceparent"
-	case "Tracestate":
-		return "Tracestate"
-	}
-	return string(b)
 }
 
 // Body framings of a response.
@@ -450,7 +328,7 @@ func framing(resp *http.Response, method string) (int, error) {
 func parseContentLength(vv []string) (int64, error) {
 	if len(vv) == 1 {
 		// The usual case, one length, without splitting.
-		if n, ok := wire.ParseDecimal(trimOWS(vv[0])); ok {
+		if n, ok := wire.ParseDecimal(wire.TrimOWS(vv[0])); ok {
 			return n, nil
 		}
 	}
@@ -488,7 +366,7 @@ func announcedTrailers(resp *http.Response) error {
 			if !httpguts.ValidHeaderFieldName(k) {
 				return fmt.Errorf("h1client: invalid name %q in Trailer", clip(k))
 			}
-			k = canonicalKey(k)
+			k = wire.CanonicalKey(k)
 			switch k {
 			case "Transfer-Encoding", "Trailer", "Content-Length":
 				return fmt.Errorf("h1client: %q announced as a trailer", k)

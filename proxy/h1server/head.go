@@ -5,11 +5,12 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // A request head (RFC 9112 §2.1: request line, field lines, blank line)
@@ -326,7 +327,7 @@ func (hd *head) requestLine(line string) error {
 		}
 		u.Scheme = ""
 		hd.url = u
-	} else if parsePlainPath(uri, &hd.rh.url) {
+	} else if wire.ParsePlainPath(uri, &hd.rh.url) {
 		hd.url = &hd.rh.url
 	} else {
 		u, err := url.ParseRequestURI(uri)
@@ -361,7 +362,7 @@ func (hd *head) startFields(lines int) {
 //   - Names are canonicalized (textproto.CanonicalMIMEHeaderKey).
 func (hd *head) addField(t string) error {
 	line, conts := nextLine(t)
-	line = trimOWS(line)
+	line = wire.TrimOWS(line)
 	colon, token, canonical, upper := -1, true, true, true
 	for j := 0; j < len(line); j++ {
 		c := line[j]
@@ -399,7 +400,7 @@ func (hd *head) addField(t string) error {
 	case !token:
 		hd.badName = true
 	case !canonical:
-		k = canonicalSlow(k)
+		k = wire.Canonicalize(k)
 	}
 	hd.lines--
 	if k == "Host" {
@@ -445,7 +446,7 @@ func unfold(v, conts string) string {
 		var line string
 		line, conts = nextLine(conts)
 		b.WriteByte(' ')
-		b.WriteString(trimOWS(line))
+		b.WriteString(wire.TrimOWS(line))
 	}
 	return b.String()
 }
@@ -460,147 +461,3 @@ func validValue(v string) bool {
 	}
 	return true
 }
-
-// trimOWS drops the spaces and tabs around a field value.
-func trimOWS(v string) string {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
-}
-
-// canonicalSlow canonicalizes a field name that is a token but not in
-// canonical form.
-func canonicalSlow(k string) string {
-	var buf [64]byte
-	if len(k) > len(buf) {
-		return textproto.CanonicalMIMEHeaderKey(k)
-	}
-	b := buf[:len(k)]
-	upper := true
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if upper && 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		} else if !upper && 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		b[i] = c
-		upper = c == '-'
-	}
-	return commonKey(b)
-}
-
-// commonKey returns the canonical name b holds, interned when it is the
-// name of a frequent request field (for clients that send them in lower
-// case, as HTTP/2-minded ones do). A switch on string(b) neither
-// allocates nor hashes.
-func commonKey(b []byte) string {
-	switch string(b) {
-	case "Accept":
-		return "Accept"
-	case "Accept-Encoding":
-		return "Accept-Encoding"
-	case "Accept-Language":
-		return "Accept-Language"
-	case "Authorization":
-		return "Authorization"
-	case "Cache-Control":
-		return "Cache-Control"
-	case "Connection":
-		return "Connection"
-	case "Content-Length":
-		return "Content-Length"
-	case "Content-Type":
-		return "Content-Type"
-	case "Cookie":
-		return "Cookie"
-	case "Expect":
-		return "Expect"
-	case "Host":
-		return "Host"
-	case "If-Modified-Since":
-		return "If-Modified-Since"
-	case "If-None-Match":
-		return "If-None-Match"
-	case "Origin":
-		return "Origin"
-	case "Referer":
-		return "Referer"
-	case "Te":
-		return "Te"
-	case "Traceparent":
-		return "Traceparent"
-	case "Tracestate":
-		return "Tracestate"
-	case "Transfer-Encoding":
-		return "Transfer-Encoding"
-	case "Upgrade":
-		return "Upgrade"
-	case "User-Agent":
-		return "User-Agent"
-	case "X-Forwarded-For":
-		return "X-Forwarded-For"
-	case "X-Forwarded-Proto":
-		return "X-Forwarded-Proto"
-	case "X-Request-Id":
-		return "X-Request-Id"
-	}
-	return string(b)
-}
-
-// parsePlainPath sets *u to what url.ParseRequestURI(path) returns when
-// path is an origin-form target of plain characters (none that net/url
-// would unescape or escape, so that it sets no RawPath), split at its
-// first '?' without the allocations of net/url; it reports false,
-// leaving *u alone, for anything else. proxy/h2server does the same for
-// :path.
-func parsePlainPath(path string, u *url.URL) bool {
-	if len(path) == 0 || path[0] != '/' {
-		return false
-	}
-	q := len(path)
-	for i := 0; i < len(path); i++ {
-		c := path[i]
-		if c == '?' {
-			q = i
-			break
-		}
-		if !plainPathByte[c] {
-			return false
-		}
-	}
-	for i := q + 1; i < len(path); i++ {
-		if c := path[i]; c < ' ' || c == 0x7f {
-			// net/url rejects control characters anywhere.
-			return false
-		}
-	}
-	*u = url.URL{Path: path[:q]}
-	switch {
-	case q == len(path):
-	case q == len(path)-1:
-		// A lone '?' at the end: an empty query that was asked for.
-		u.ForceQuery = true
-	default:
-		u.RawQuery = path[q+1:]
-	}
-	return true
-}
-
-// plainPathByte holds the bytes that net/url keeps as they are in a
-// path, both ways: not '%' (which it unescapes), not a control or
-// non-ASCII byte, and none that URL.EscapedPath would escape (a path
-// with such a byte gets a RawPath). It is taken from net/url itself.
-var plainPathByte = func() (t [256]bool) {
-	for c := 0x21; c < 0x7f; c++ {
-		p := "/" + string(rune(c))
-		if c != '%' && c != '?' && (&url.URL{Path: p}).EscapedPath() == p {
-			t[c] = true
-		}
-	}
-	return t
-}()

@@ -4,6 +4,8 @@ import (
 	"net/url"
 	"reflect"
 	"testing"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // checkRequestURI holds parseRequestURI to url.ParseRequestURI: the same
@@ -34,7 +36,7 @@ func TestParseRequestURIAsNetURL(t *testing.T) {
 	}
 	for _, p := range fast {
 		var u url.URL
-		if !parsePlainPath(p, &u) {
+		if !wire.ParsePlainPath(p, &u) {
 			t.Errorf("%q: not taken by the fast path", p)
 		}
 		checkRequestURI(t, p)
