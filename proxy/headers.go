@@ -86,10 +86,19 @@ func copyRequestHeader(src http.Header, add []string) (dst http.Header, found ui
 			}
 		}
 	}
+	return dst, finishHop(dst, conn, te, add, found)
+}
+
+// finishHop ends copyRequestHeader's and stripRequestHeader's work on h,
+// whose fixed hop-by-hop headers are gone: it deletes the headers the
+// Connection values conn name, clearing their bits in found (see
+// copyRequestHeader's add), and puts "TE: trailers" back when the TE
+// values te ask for trailers. It returns found.
+func finishHop(h http.Header, conn, te, add []string, found uint32) uint32 {
 	if len(conn) > 0 {
 		var buf [4]string
 		for _, name := range connectionNames(conn, buf[:0]) {
-			delete(dst, name)
+			delete(h, name)
 			for i, a := range add {
 				if name == a {
 					found &^= 1 << i
@@ -98,9 +107,9 @@ func copyRequestHeader(src http.Header, add []string) (dst http.Header, found ui
 		}
 	}
 	if len(te) > 0 && httpguts.HeaderValuesContainsToken(te, "trailers") {
-		dst["Te"] = teTrailersValue
+		h["Te"] = teTrailersValue
 	}
-	return dst, found
+	return found
 }
 
 // stripRequestHeader edits h in place into what copyRequestHeader would
@@ -127,21 +136,7 @@ func stripRequestHeader(h http.Header, add []string) (found uint32) {
 			}
 		}
 	}
-	if len(conn) > 0 {
-		var buf [4]string
-		for _, name := range connectionNames(conn, buf[:0]) {
-			delete(h, name)
-			for i, a := range add {
-				if name == a {
-					found &^= 1 << i
-				}
-			}
-		}
-	}
-	if len(te) > 0 && httpguts.HeaderValuesContainsToken(te, "trailers") {
-		h["Te"] = teTrailersValue
-	}
-	return found
+	return finishHop(h, conn, te, add, found)
 }
 
 // mapGroupSlots is the number of entries in a map's group (Go's
