@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // parseFieldsModel is parseFields written plainly, one check at a time
@@ -23,7 +25,7 @@ import (
 func parseFieldsModel(s string) (http.Header, error) {
 	h := http.Header{}
 	for {
-		line, rest := nextLine(s)
+		line, rest := wire.NextLine(s)
 		s = rest
 		if line == "" {
 			return h, nil

@@ -90,26 +90,13 @@ func readBlock(br *bufio.Reader, limit int) (string, error) {
 	}
 }
 
-// nextLine splits s at its first line end, dropping the CR of a CRLF.
-func nextLine(s string) (line, rest string) {
-	i := strings.IndexByte(s, '\n')
-	if i < 0 {
-		return s, ""
-	}
-	line, rest = s[:i], s[i+1:]
-	if len(line) > 0 && line[len(line)-1] == '\r' {
-		line = line[:len(line)-1]
-	}
-	return line, rest
-}
-
 // parseHead parses a response head read by readBlock into resp: status
 // line, protocol, status and header. The values of a final head's fields
 // go into vals while it has room (see parseFields), and the number of
 // elements used is returned; an interim (1xx) head's never do: its header
 // is handed to hooks, which may keep it.
 func parseHead(block string, resp *http.Response, vals []string) (int, error) {
-	line, rest := nextLine(block)
+	line, rest := wire.NextLine(block)
 	if len(line) < 12 || line[8] != ' ' {
 		return 0, fmt.Errorf("h1client: malformed status line %q", clip(line))
 	}
@@ -137,10 +124,8 @@ func parseHead(block string, resp *http.Response, vals []string) (int, error) {
 		if status[3] != ' ' {
 			return 0, fmt.Errorf("h1client: malformed status code in status line %q", clip(line))
 		}
-		for i := 4; i < len(status); i++ {
-			if b := status[i]; b < ' ' && b != '\t' || b == 0x7f {
-				return 0, fmt.Errorf("h1client: control byte in reason phrase of status line %q", clip(line))
-			}
+		if !httpguts.ValidHeaderFieldValue(status[4:]) {
+			return 0, fmt.Errorf("h1client: control byte in reason phrase of status line %q", clip(line))
 		}
 	}
 	resp.StatusCode = code
@@ -176,7 +161,7 @@ func countLines(s string) int {
 func parseFields(s string, h http.Header, n int, vals []string) (used int, _ error) {
 	given := len(vals)
 	for i := 0; ; i++ {
-		line, rest := nextLine(s)
+		line, rest := wire.NextLine(s)
 		s = rest
 		if line == "" {
 			return used, nil
@@ -185,23 +170,7 @@ func parseFields(s string, h http.Header, n int, vals []string) (used int, _ err
 			// RFC 9112 §5.2: obs-fold is deprecated; a proxy may reject it.
 			return 0, errors.New("h1client: obsolete line folding in response header")
 		}
-		// One pass over the name finds the colon, checks that the name
-		// is a token and whether it is in canonical form already.
-		colon, token, canonical, upper := -1, true, true, true
-		for j := 0; j < len(line); j++ {
-			c := line[j]
-			if c == ':' {
-				colon = j
-				break
-			}
-			if !httpguts.IsTokenRune(rune(c)) {
-				token = false
-			}
-			if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-				canonical = false
-			}
-			upper = c == '-'
-		}
+		colon, token, _, canonical := wire.ScanFieldName(line)
 		if colon <= 0 {
 			return 0, fmt.Errorf("h1client: malformed header line %q", clip(line))
 		}
@@ -211,11 +180,8 @@ func parseFields(s string, h http.Header, n int, vals []string) (used int, _ err
 			return 0, fmt.Errorf("h1client: invalid header field name %q", clip(k))
 		}
 		v := line[colon+1:]
-		for j := 0; j < len(v); j++ {
-			// httpguts.ValidHeaderFieldValue: no control byte but tab.
-			if b := v[j]; b < ' ' && b != '\t' || b == 0x7f {
-				return 0, fmt.Errorf("h1client: invalid header field value for %q", clip(k))
-			}
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return 0, fmt.Errorf("h1client: invalid header field value for %q", clip(k))
 		}
 		v = wire.TrimOWS(v)
 		if !canonical {

@@ -127,7 +127,7 @@ func bufferedHead(br *bufio.Reader) (s string, lines int, ok bool) {
 // lines after the request line. The checks come in the order in which
 // textproto's line-by-line reading met them.
 func (hd *head) parse(s string, lines int) error {
-	line, rest := nextLine(s)
+	line, rest := wire.NextLine(s)
 	if err := hd.requestLine(line); err != nil {
 		return err
 	}
@@ -160,7 +160,7 @@ func (tp *headReader) readLines(hd *head) error {
 	if err := tp.appendLine(); err != nil {
 		return err
 	}
-	line, _ := nextLine(string(tp.buf))
+	line, _ := wire.NextLine(string(tp.buf))
 	if err := hd.requestLine(line); err != nil {
 		return err
 	}
@@ -275,20 +275,6 @@ func fieldReadError(err error) error {
 	return errMalformedHeader
 }
 
-// nextLine splits s at its first LF, dropping it and a CR before it. A
-// last line without LF is returned as it is.
-func nextLine(s string) (line, rest string) {
-	i := strings.IndexByte(s, '\n')
-	if i < 0 {
-		return s, ""
-	}
-	line, rest = s[:i], s[i+1:]
-	if len(line) > 0 && line[len(line)-1] == '\r' {
-		line = line[:len(line)-1]
-	}
-	return line, rest
-}
-
 // requestLine parses the request line (RFC 9112 §3) into hd.
 func (hd *head) requestLine(line string) error {
 	method, rest, ok1 := strings.Cut(line, " ")
@@ -361,34 +347,17 @@ func (hd *head) startFields(lines int) {
 //     space each, trimmed too (RFC 9112 §5.2 lets a server do that).
 //   - Names are canonicalized (textproto.CanonicalMIMEHeaderKey).
 func (hd *head) addField(t string) error {
-	line, conts := nextLine(t)
+	line, conts := wire.NextLine(t)
 	line = wire.TrimOWS(line)
-	colon, token, canonical, upper := -1, true, true, true
-	for j := 0; j < len(line); j++ {
-		c := line[j]
-		if c == ':' {
-			colon = j
-			break
-		}
-		if !httpguts.IsTokenRune(rune(c)) {
-			if c != ' ' {
-				return errMalformedHeader
-			}
-			token = false
-		}
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			canonical = false
-		}
-		upper = c == '-'
-	}
-	if colon <= 0 {
+	colon, token, spacesOnly, canonical := wire.ScanFieldName(line)
+	if colon <= 0 || !spacesOnly {
 		return errMalformedHeader
 	}
 	k, v := line[:colon], line[colon+1:]
 	if conts != "" {
 		v = unfold(v, conts)
 	}
-	if !validValue(v) {
+	if !httpguts.ValidHeaderFieldValue(v) {
 		return errMalformedHeader
 	}
 	// Left only: the line's end is trimmed already, and a folded value
@@ -444,20 +413,9 @@ func unfold(v, conts string) string {
 	b.WriteString(v)
 	for conts != "" {
 		var line string
-		line, conts = nextLine(conts)
+		line, conts = wire.NextLine(conts)
 		b.WriteByte(' ')
 		b.WriteString(wire.TrimOWS(line))
 	}
 	return b.String()
-}
-
-// validValue reports whether v holds no control byte but tab
-// (httpguts.ValidHeaderFieldValue).
-func validValue(v string) bool {
-	for j := 0; j < len(v); j++ {
-		if b := v[j]; b < ' ' && b != '\t' || b == 0x7f {
-			return false
-		}
-	}
-	return true
 }

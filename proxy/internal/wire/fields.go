@@ -1,6 +1,11 @@
 package wire
 
-import "net/textproto"
+import (
+	"net/textproto"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
 
 // TrimOWS drops the optional whitespace (spaces and tabs) around a field
 // value (RFC 9110 §5.5).
@@ -12,6 +17,51 @@ func TrimOWS(v string) string {
 		v = v[:len(v)-1]
 	}
 	return v
+}
+
+// NextLine splits s at its first LF, dropping it and a CR before it (RFC
+// 9112 §2.2 lets a recipient take a bare LF as a line end). A last line
+// without LF is returned as it is.
+func NextLine(s string) (line, rest string) {
+	i := strings.IndexByte(s, '\n')
+	if i < 0 {
+		return s, ""
+	}
+	line, rest = s[:i], s[i+1:]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	return line, rest
+}
+
+// ScanFieldName makes one pass over a field line's name: colon is the
+// index of the colon that ends it (-1: none); token reports whether
+// every byte before it is a token byte, and spacesOnly, when it is not,
+// whether the bytes that are not are all spaces (whitespace before the
+// colon, which RFC 9112 §5.1 refuses, is told apart from other garbage);
+// canonical whether the name is in canonical form already, so that
+// Canonicalize is called only when needed.
+func ScanFieldName(line string) (colon int, token, spacesOnly, canonical bool) {
+	colon, token, spacesOnly, canonical = -1, true, true, true
+	upper := true
+	for j := 0; j < len(line); j++ {
+		c := line[j]
+		if c == ':' {
+			colon = j
+			break
+		}
+		if !httpguts.IsTokenRune(rune(c)) {
+			token = false
+			if c != ' ' {
+				spacesOnly = false
+			}
+		}
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			canonical = false
+		}
+		upper = c == '-'
+	}
+	return colon, token, spacesOnly, canonical
 }
 
 // CanonicalKey is textproto.CanonicalMIMEHeaderKey for a field name that
