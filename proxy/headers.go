@@ -39,17 +39,11 @@ const (
 
 // copyRequestHeader copies src into a fresh header for the outbound
 // request, sized for the names in add too (headers the caller sets
-// next), leaving out hop-by-hop headers: every header named by a
-// Connection token (RFC 9110 §7.6.1) and the fixed list. "TE: trailers"
-// is kept because gRPC requires it end to end (it tells the server that
-// the client understands trailers). found has bit i set when add[i] was
-// copied (at most 32 names), which spares the caller a lookup each.
-//
-// The fixed list is left out as the map is copied, not deleted from the
-// copy: a delete hashes its key whether it is there or not, and most
-// requests carry none of the nine names. Connection and TE are noted as
-// they go by, not looked up.
-func copyRequestHeader(src http.Header, add []string) (dst http.Header, found uint32) {
+// next), and leaves out what stripRequestHeader deletes. found is as
+// stripRequestHeader's. The proxy copies only a header it does not own
+// (a composition call's, a request that may go on to its route's
+// fallback); it edits its own in place.
+func copyRequestHeader(src http.Header, add []string) (http.Header, uint32) {
 	// A map of up to mapGroupSlots entries is one group, allocated at
 	// its first insert whatever the hint; beyond that the hint sizes the
 	// table, so it counts only what the map will hold.
@@ -67,56 +61,26 @@ func copyRequestHeader(src http.Header, add []string) (dst http.Header, found ui
 			}
 		}
 	}
-	dst = make(http.Header, n)
-	var conn, te []string
+	dst := make(http.Header, n)
 	for k, vv := range src {
-		if isHop(k) {
-			switch k {
-			case "Connection":
-				conn = vv
-			case "Te":
-				te = vv
-			}
-			continue
-		}
 		dst[k] = vv // values are not mutated; sharing the slices is safe
-		for i, a := range add {
-			if k == a {
-				found |= 1 << i
-			}
-		}
 	}
-	return dst, finishHop(dst, conn, te, add, found)
+	return dst, stripRequestHeader(dst, add)
 }
 
-// finishHop ends copyRequestHeader's and stripRequestHeader's work on h,
-// whose fixed hop-by-hop headers are gone: it deletes the headers the
-// Connection values conn name, clearing their bits in found (see
-// copyRequestHeader's add), and puts "TE: trailers" back when the TE
-// values te ask for trailers. It returns found.
-func finishHop(h http.Header, conn, te, add []string, found uint32) uint32 {
-	if len(conn) > 0 {
-		var buf [4]string
-		for _, name := range connectionNames(conn, buf[:0]) {
-			delete(h, name)
-			for i, a := range add {
-				if name == a {
-					found &^= 1 << i
-				}
-			}
-		}
-	}
-	if len(te) > 0 && httpguts.HeaderValuesContainsToken(te, "trailers") {
-		h["Te"] = teTrailersValue
-	}
-	return found
-}
+// mapGroupSlots is the number of entries in a map's group (Go's
+// internal/abi.MapGroupSlots): the most a map holds before it needs a
+// table.
+const mapGroupSlots = 8
 
-// stripRequestHeader edits h in place into what copyRequestHeader would
-// return for it: the hop-by-hop headers and those named by Connection
-// tokens deleted, "TE: trailers" kept. found is as copyRequestHeader's.
-// The proxy uses it on a request that is its own (see
-// forwarding.ownHeader): no second map is made.
+// stripRequestHeader edits h in place into the header sent upstream
+// without hop-by-hop headers: every header named by a Connection token
+// (RFC 9110 §7.6.1) and the fixed list go. "TE: trailers" is kept because
+// gRPC requires it end to end (it tells the server that the client
+// understands trailers). found has bit i set when add[i] is left in h
+// (at most 32 names), which spares the caller a lookup each. The fixed
+// list is recognised as the map is walked (isHop), not looked up: most
+// requests carry none of the nine names.
 func stripRequestHeader(h http.Header, add []string) (found uint32) {
 	var conn, te []string
 	for k, vv := range h {
@@ -136,13 +100,22 @@ func stripRequestHeader(h http.Header, add []string) (found uint32) {
 			}
 		}
 	}
-	return finishHop(h, conn, te, add, found)
+	if len(conn) > 0 {
+		var buf [4]string
+		for _, name := range connectionNames(conn, buf[:0]) {
+			delete(h, name)
+			for i, a := range add {
+				if name == a {
+					found &^= 1 << i
+				}
+			}
+		}
+	}
+	if len(te) > 0 && httpguts.HeaderValuesContainsToken(te, "trailers") {
+		h["Te"] = teTrailersValue
+	}
+	return found
 }
-
-// mapGroupSlots is the number of entries in a map's group (Go's
-// internal/abi.MapGroupSlots): the most a map holds before it needs a
-// table.
-const mapGroupSlots = 8
 
 // teTrailersValue is the shared "TE: trailers" value (see the shared
 // values beside outboundHeader).
