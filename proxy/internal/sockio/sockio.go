@@ -347,9 +347,7 @@ func (c *Conn) Close() error {
 		// way: the descriptor is not closed before that call is over
 		// (whichever Close then closes it, the other gets the TCPConn's
 		// error for a second close).
-		for c.refs.Load() != refClosing {
-			runtime.Gosched()
-		}
+		c.awaitCalls()
 		return c.tcp.Close()
 	}
 	c.r.signal()
@@ -357,13 +355,19 @@ func (c *Conn) Close() error {
 	c.r.disarm()
 	c.w.disarm()
 	c.pl.remove(c)
-	// No call starts from here on. Those under way are non-blocking
-	// system calls, over in microseconds; the loop yields to them (one
-	// may be on this thread's own run queue, preempted before its call).
-	for n := c.refs.Add(refClosing); n != refClosing; n = c.refs.Load() {
+	c.refs.Add(refClosing) // no call starts from here on
+	c.awaitCalls()
+	return c.tcp.Close()
+}
+
+// awaitCalls returns once refClosing is set and no call is under way.
+// The calls are non-blocking system calls, over in microseconds; the
+// loop yields to them (one may be on this thread's own run queue,
+// preempted before its call).
+func (c *Conn) awaitCalls() {
+	for c.refs.Load() != refClosing {
 		runtime.Gosched()
 	}
-	return c.tcp.Close()
 }
 
 // ReadFrom and WriteTo hide the TCPConn's, which would bypass these
