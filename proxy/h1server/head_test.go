@@ -259,13 +259,7 @@ func readRequests(hc headCase, model bool) []reqOutcome {
 			limit = s.maxHeaderBytes() + readBufSize
 		}
 		c.cr.setLimit(limit)
-		var w *response
-		var err error
-		if model {
-			w, err = c.readRequestTextproto()
-		} else {
-			w, err = c.readRequest()
-		}
+		w, err := c.readRequestWith(model)
 		var o reqOutcome
 		o.consumed = len(hc.data) - src.Len() - c.br.Buffered()
 		if c.cr.hitMax {
@@ -501,6 +495,15 @@ func loopConn(tb testing.TB, data string) (*conn, func()) {
 	}
 }
 
+// readRequestWith reads a request with the textproto reader this
+// server had (the model) or with readRequest.
+func (c *conn) readRequestWith(model bool) (*response, error) {
+	if model {
+		return c.readRequestTextproto()
+	}
+	return c.readRequest()
+}
+
 // BenchmarkReadRequest is readRequest on heads whole in the read
 // buffer, against the textproto reader it replaced.
 func BenchmarkReadRequest(b *testing.B) {
@@ -515,13 +518,7 @@ func BenchmarkReadRequest(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					next()
-					var w *response
-					var err error
-					if model {
-						w, err = c.readRequestTextproto()
-					} else {
-						w, err = c.readRequest()
-					}
+					w, err := c.readRequestWith(model)
 					if err != nil {
 						b.Fatal(err)
 					}
