@@ -15,9 +15,14 @@ import (
 // hostPool's idle list; during one, to the request's goroutine (and, after
 // RoundTrip returned, to the response body).
 type conn struct {
-	hp  *hostPool
-	nc  net.Conn
-	br  *bufio.Reader
+	hp *hostPool
+	nc net.Conn
+	// br is the read buffer from the start of an exchange to the end of
+	// its response, nil while the connection is idle (see
+	// Transport.readers).
+	br *bufio.Reader
+	// bw is the write buffer while a request is sent, nil otherwise
+	// (see Transport.writers).
 	bw  *bufio.Writer
 	raw syscall.RawConn // the TCP socket, for the liveness peek; nil if not exposed
 
@@ -113,15 +118,6 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		c.tlsState = &st
 		c.nc = tc
 	}
-	rs, ws := t.ReadBufferSize, t.WriteBufferSize
-	if rs <= 0 {
-		rs = defaultBufferSize
-	}
-	if ws <= 0 {
-		ws = defaultBufferSize
-	}
-	c.br = bufio.NewReaderSize(c.nc, rs)
-	c.bw = bufio.NewWriterSize(c, ws)
 	c.cancelFn = c.cancel
 	return c, nil
 }
@@ -240,6 +236,8 @@ func (c *conn) release(reuse bool) {
 		c.discard()
 		return
 	}
+	c.hp.t.putReader(c.br)
+	c.br = nil
 	// The deadline stays: nothing reads or writes an idle connection,
 	// and the next exchange sets its own (see setDeadline).
 	c.reused = true

@@ -31,6 +31,10 @@ func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Reque
 	haveHead := false // a final response head was read while sending
 	mode := bodyNone
 	var err error
+	if c.br == nil {
+		c.br = t.getReader(c.nc)
+	}
+	c.bw = t.getWriter(c)
 	o.writeHead(c.bw, req)
 	switch {
 	case o.length == 0:
@@ -47,6 +51,8 @@ func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Reque
 			// A malformed or missing interim response. One that never
 			// began, on a reused connection, is a stale connection's
 			// failure, as on the plain read path below.
+			t.putWriter(c.bw)
+			c.bw = nil
 			c.fail()
 			stale = silent && !c.ended(ctx) && c.reused && o.idempotent
 			return nil, stale, c.wrapErr(ctx, "reading response", err)
@@ -61,6 +67,8 @@ func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Reque
 	default:
 		err = c.writeBody(o, req)
 	}
+	t.putWriter(c.bw)
+	c.bw = nil
 	if err != nil {
 		var be *bodyReadError
 		if errors.As(err, &be) || c.ended(ctx) {

@@ -124,9 +124,10 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 		}
 		if c != nil {
 			t.mu.Unlock()
-			// Bytes buffered while idle are unsolicited (or the tail of a
-			// response longer than it said): the connection is unusable.
-			if c.br.Buffered() > 0 || idleTime >= peekAfter && !c.alive() {
+			// An idle connection holds no read buffer (release checked
+			// it was empty); bytes the server sent since are found by
+			// the peek.
+			if idleTime >= peekAfter && !c.alive() {
 				c.discard()
 				continue
 			}

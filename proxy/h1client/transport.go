@@ -1,6 +1,7 @@
 package h1client
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -74,6 +75,15 @@ type Transport struct {
 	// noSweep turns the sweeper off (tests that need a stale idle
 	// connection to stay in the pool).
 	noSweep bool
+
+	// writers holds the write buffers of connections not sending a
+	// request, readers the read buffers of idle connections. A request
+	// head is written and flushed in one go, so a connection needs its
+	// write buffer only while it sends, and its read buffer only from
+	// its request to the end of the response: sharing the buffers keeps
+	// the few in use warm in the cache instead of one pair per
+	// connection, most of them idle or waiting for a response.
+	writers, readers sync.Pool
 }
 
 const (
@@ -83,6 +93,46 @@ const (
 	// max1xx caps the informational responses read before the final one.
 	max1xx = 10
 )
+
+// getWriter returns a write buffer on c, from the pool when it has one.
+func (t *Transport) getWriter(c *conn) *bufio.Writer {
+	if bw, _ := t.writers.Get().(*bufio.Writer); bw != nil {
+		bw.Reset(c)
+		return bw
+	}
+	ws := t.WriteBufferSize
+	if ws <= 0 {
+		ws = defaultBufferSize
+	}
+	return bufio.NewWriterSize(c, ws)
+}
+
+// putWriter returns bw to the pool. What it still holds (a failed
+// write's bytes) is dropped: the connection is closed after a failed
+// write.
+func (t *Transport) putWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	t.writers.Put(bw)
+}
+
+// getReader returns a read buffer on nc, from the pool when it has one.
+func (t *Transport) getReader(nc net.Conn) *bufio.Reader {
+	if br, _ := t.readers.Get().(*bufio.Reader); br != nil {
+		br.Reset(nc)
+		return br
+	}
+	rs := t.ReadBufferSize
+	if rs <= 0 {
+		rs = defaultBufferSize
+	}
+	return bufio.NewReaderSize(nc, rs)
+}
+
+// putReader returns br, which holds nothing, to the pool.
+func (t *Transport) putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	t.readers.Put(br)
+}
 
 func (t *Transport) now() time.Time {
 	if t.Now != nil {
