@@ -231,13 +231,17 @@ func (c *conn) setReadDeadline(t time.Time) {
 // (a body after a 204, a response longer than it said): on a reused
 // connection they would be read as the next request's response, and a
 // connection handed straight to a waiting request is not checked again.
+// c may hold no read buffer: one handed to a request whose context ended
+// as it arrived is passed on unused.
 func (c *conn) release(reuse bool) {
-	if !c.unwatch() || !reuse || c.br.Buffered() > 0 {
+	if !c.unwatch() || !reuse || c.br != nil && c.br.Buffered() > 0 {
 		c.discard()
 		return
 	}
-	c.hp.t.putReader(c.br)
-	c.br = nil
+	if c.br != nil {
+		c.hp.t.putReader(c.br)
+		c.br = nil
+	}
 	// The deadline stays: nothing reads or writes an idle connection,
 	// and the next exchange sets its own (see setDeadline).
 	c.reused = true
