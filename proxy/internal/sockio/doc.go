@@ -9,9 +9,12 @@
 // before every read that succeeds. On a proxy making four socket calls
 // per request, both are a large share of its CPU time.
 //
-// Conn therefore makes its reads and writes as raw system calls
+// Conn therefore takes the socket over: Wrap duplicates the TCPConn's
+// descriptor and closes the TCPConn, which takes the socket out of Go's
+// poller (left there, every event on it would be made and polled twice,
+// for nobody). Conn makes its reads and writes as raw system calls
 // (recvfrom and sendto; a non-blocking socket never blocks in them) on
-// the descriptor, which it keeps open while a call is under way with a
+// its descriptor, which it keeps open while a call is under way with a
 // count of its own, cheaper than RawConn.Control's lock. It keeps its
 // own readiness too:
 // every connection is registered, edge-triggered, with an epoll instance
@@ -35,7 +38,10 @@
 // net.ErrClosed; io.Copy to or from a Conn goes through its Read and
 // Write, and net.Buffers and os.File reach the socket only through
 // Write too (Conn lends neither the TCPConn's writev nor, through
-// SyscallConn, its internal descriptor, for sendfile). Every other
-// exported method of *net.TCPConn is passed on to it. A deadline
+// SyscallConn, its internal descriptor, for sendfile; SyscallConn's
+// Read and Write wait through the poller, by Conn's deadlines). Every
+// other exported method of *net.TCPConn is Conn's too, made on the
+// socket as net.TCPConn makes it, with its defaults and errors. A
+// deadline
 // beyond the range of time.Duration never expires, as on net.TCPConn.
 package sockio

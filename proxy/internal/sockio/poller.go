@@ -46,15 +46,8 @@ func register(c *Conn) error {
 		Fd:     c.slot,
 		Pad:    int32(c.gen),
 	}
-	// Inside Control, so that the descriptor is c's until epoll has it.
-	var errno error
-	err = c.rc.Control(func(fd uintptr) {
-		errno = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
-	})
-	if err == nil && errno != nil {
+	if errno := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(c.fd), &ev); errno != nil {
 		err = os.NewSyscallError("epoll_ctl", errno)
-	}
-	if err != nil {
 		// Without pollerMu held: drop takes it.
 		p.drop(c)
 		c.pl = nil
@@ -187,10 +180,9 @@ func (p *poller) dispatch(events []syscall.EpollEvent) {
 }
 
 // remove unregisters c; the last connection's removal closes the poller.
+// Close calls it before it closes c's descriptor.
 func (p *poller) remove(c *Conn) {
-	_ = c.rc.Control(func(fd uintptr) {
-		_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
-	})
+	_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.fd), nil)
 	p.drop(c)
 }
 

@@ -15,22 +15,24 @@ import (
 // maxRW bounds one read or write, as internal/poll does.
 const maxRW = 1 << 30
 
-// Conn is a *net.TCPConn whose Read, Write and deadlines are sockio's.
-// Every other exported method of *net.TCPConn (CloseWrite, SyscallConn,
-// SetNoDelay, ...) is passed on to TCPConn (see passon.go).
+// Conn is a TCP connection taken over from a *net.TCPConn: its socket is
+// sockio's alone, with Read, Write and deadlines of its own. Every other
+// exported method of *net.TCPConn (CloseWrite, SyscallConn, SetNoDelay,
+// ...) is Conn's too, made on the same socket (see passon.go).
 type Conn struct {
-	// tcp is the connection wrapped. It is a named field, not an
-	// embedded one, so that Conn lends nobody its unexported methods:
-	// net.Buffers.WriteTo would write through the TCPConn's writev and
-	// bypass Write's deadline and lock. It is unexported so that nothing
-	// closes the descriptor behind Conn's back (see refs).
-	tcp    *net.TCPConn
-	rc     syscall.RawConn
-	fd     uintptr
-	pl     *poller
-	slot   int32
-	gen    uint32
-	closed atomic.Bool
+	// fd is the socket: a duplicate of the TCPConn's descriptor, which
+	// Wrap then closes, so that the socket leaves Go's network poller.
+	// A socket that stayed there as well would make every event twice,
+	// once in sockio's epoll instance and once in Go's, whose poll would
+	// then hand the runtime events nobody waits for. Nothing but Close
+	// closes fd (see refs).
+	fd           uintptr
+	laddr, raddr net.Addr
+	multipath    bool // the TCPConn's MultipathTCP
+	pl           *poller
+	slot         int32
+	gen          uint32
+	closed       atomic.Bool
 	// refs counts the system calls under way on fd, plus refClosing
 	// once Close has begun. Close waits for the count to fall back to
 	// refClosing before it closes the descriptor, and a call that finds
@@ -115,7 +117,8 @@ func (s *side) notify() {
 }
 
 // Wrap returns c as a *Conn when it is a *net.TCPConn the poller can
-// watch, and c unchanged otherwise.
+// watch, and c unchanged otherwise. A *Conn returned has closed c: its
+// socket lives on in the *Conn.
 func Wrap(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
@@ -125,16 +128,39 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	sc := &Conn{tcp: tc, rc: rc}
-	if err := rc.Control(func(fd uintptr) { sc.fd = fd }); err != nil {
+	fd := -1
+	if err := rc.Control(func(s uintptr) { fd = dupCloexec(s) }); err != nil || fd < 0 {
 		return c
 	}
+	mp, _ := tc.MultipathTCP()
+	sc := &Conn{fd: uintptr(fd), laddr: tc.LocalAddr(), raddr: tc.RemoteAddr(), multipath: mp}
 	sc.r.init(sysRead)
 	sc.w.init(sysWrite)
 	if err := register(sc); err != nil {
+		syscall.Close(fd)
 		return c
 	}
+	// The TCPConn's descriptor goes, and with it the socket's place in
+	// Go's poller (the close takes it out of the poller's epoll instance
+	// first). The socket stays open through fd: no FIN, no linger.
+	tc.Close()
 	return sc
+}
+
+// dupCloexec duplicates fd, close-on-exec as every descriptor Go opens;
+// -1 on failure. The duplicate shares the socket's flags: it is
+// non-blocking too.
+func dupCloexec(fd uintptr) int {
+	for {
+		nfd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return -1
+		}
+		return int(nfd)
+	}
 }
 
 // Read reads as net.TCPConn.Read does: io.EOF at the end of the stream,
@@ -340,15 +366,14 @@ func (c *Conn) setDeadline(s *side, t time.Time) error {
 }
 
 // Close closes the connection; a Read or Write waiting returns
-// net.ErrClosed.
+// net.ErrClosed. A second Close fails as net.TCPConn's does.
 func (c *Conn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		// Another Close has begun, and may still wait for a call under
-		// way: the descriptor is not closed before that call is over
-		// (whichever Close then closes it, the other gets the TCPConn's
-		// error for a second close).
+		// way before it closes the descriptor: this one returns after
+		// that call too.
 		c.awaitCalls()
-		return c.tcp.Close()
+		return c.closeError(net.ErrClosed)
 	}
 	c.r.signal()
 	c.w.signal()
@@ -357,7 +382,16 @@ func (c *Conn) Close() error {
 	c.pl.remove(c)
 	c.refs.Add(refClosing) // no call starts from here on
 	c.awaitCalls()
-	return c.tcp.Close()
+	if err := syscall.Close(int(c.fd)); err != nil {
+		return c.closeError(os.NewSyscallError("close", err))
+	}
+	return nil
+}
+
+// closeError shapes a failed Close, CloseRead or CloseWrite as
+// net.TCPConn's.
+func (c *Conn) closeError(err error) error {
+	return &net.OpError{Op: "close", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: err}
 }
 
 // awaitCalls returns once refClosing is set and no call is under way.

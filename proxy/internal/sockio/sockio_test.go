@@ -64,17 +64,23 @@ func pair(t testing.TB, wrap func(net.Conn) net.Conn) (client, server net.Conn) 
 	return client, server
 }
 
-// tcp returns the *net.TCPConn under c.
-func tcp(t testing.TB, c net.Conn) *net.TCPConn {
+// tcp returns c's socket options, a *net.TCPConn's or a *Conn's.
+func tcp(t testing.TB, c net.Conn) socketOptions {
 	t.Helper()
 	switch c := c.(type) {
 	case *net.TCPConn:
 		return c
 	case *Conn:
-		return c.tcp
+		return c
 	}
 	t.Fatalf("%T is not a TCP connection", c)
 	return nil
+}
+
+type socketOptions interface {
+	SetReadBuffer(int) error
+	SetWriteBuffer(int) error
+	SetLinger(int) error
 }
 
 // smallBuffers shrinks the socket buffers so that a few hundred KiB fill
