@@ -240,3 +240,48 @@ func TestOptionsAfterClose(t *testing.T) {
 		}
 	})
 }
+
+// SyscallConn's Read and Write call f at once, as net.TCPConn's do, and
+// wait only when f asks for it: a socket that a Write has written to
+// has no event to tell of room (the kernel tells of room only after it
+// ran out), nor has one that a Read has emptied of data, and an f that
+// checks the socket without waiting (a liveness check, say) would
+// otherwise wait for the peer to send.
+func TestRawIOTriesBeforeWaiting(t *testing.T) {
+	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, s := pair(t, wrap)
+		rc, err := c.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A deadline, so that a raw call that waits fails instead of
+		// hanging; none of them should wait.
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		s.SetDeadline(time.Now().Add(10 * time.Second))
+
+		b := make([]byte, 16)
+		if _, err := s.Write([]byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Read(b); n != 1 || err != nil {
+			t.Fatalf("Read = %d, %v; want 1, nil", n, err)
+		}
+		calls := 0
+		if err := rc.Read(func(uintptr) bool { calls++; return true }); err != nil || calls != 1 {
+			t.Fatalf("raw read after a Read that emptied the socket = %v after %d calls of f, want nil after 1", err, calls)
+		}
+
+		// The event that brought "y" told of room too; the Write after
+		// it finds room, and no event follows.
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, b[:1]); err != nil {
+			t.Fatal(err)
+		}
+		calls = 0
+		if err := rc.Write(func(uintptr) bool { calls++; return true }); err != nil || calls != 1 {
+			t.Fatalf("raw write after a Write = %v after %d calls of f, want nil after 1", err, calls)
+		}
+	})
+}

@@ -112,14 +112,18 @@ func (r rawConn) Write(f func(fd uintptr) bool) error {
 }
 
 // rawIO calls f until it returns true, waiting for side s between calls,
-// as internal/poll's RawRead and RawWrite do.
+// as internal/poll's RawRead and RawWrite do. The first call is made at
+// once, whatever s.ready says: f need not be a read or a write that
+// waits for readiness (a liveness check, say), and a socket that can be
+// written has no event to wait for once a Write has written to it (the
+// kernel tells of room only after it ran out).
 func (c *Conn) rawIO(s *side, op string, f func(fd uintptr) bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := c.check(s); err != nil {
+		return c.opErr(op, "", err)
+	}
 	for {
-		if err := c.wait(s); err != nil {
-			return c.opErr(op, "", err)
-		}
 		s.ready.Store(false) // before f: an event during f is kept
 		done := false
 		if err := c.control(func(fd int) error { done = f(uintptr(fd)); return nil }); err != nil {
@@ -128,6 +132,9 @@ func (c *Conn) rawIO(s *side, op string, f func(fd uintptr) bool) error {
 		if done {
 			s.ready.Store(true) // f may have left more behind
 			return nil
+		}
+		if err := c.wait(s); err != nil {
+			return c.opErr(op, "", err)
 		}
 	}
 }
