@@ -285,3 +285,30 @@ func TestRawIOTriesBeforeWaiting(t *testing.T) {
 		}
 	})
 }
+
+// File names the file as net.TCPConn's does, an address missing (net
+// leaves one nil when getsockname or getpeername failed as the
+// connection was made) named by nothing rather than a panic.
+func TestFileWithoutAddresses(t *testing.T) {
+	c, _ := pair(t, Wrap)
+	sc := c.(*Conn)
+	f, err := sc.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "tcp:" + sc.LocalAddr().String() + "->" + sc.RemoteAddr().String()
+	if f.Name() != want {
+		t.Errorf("File().Name() = %q, want %q", f.Name(), want)
+	}
+	f.Close()
+
+	sc.laddr, sc.raddr = nil, nil
+	f, err = sc.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.Name() != "tcp:->" {
+		t.Errorf("File().Name() without addresses = %q, want %q", f.Name(), "tcp:->")
+	}
+}

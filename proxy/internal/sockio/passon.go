@@ -67,20 +67,31 @@ func (c *Conn) shutdown(how int) error {
 // File: see net.TCPConn. It returns a duplicate of the socket's
 // descriptor. As with net.TCPConn's, changing the socket through it
 // may or may not have the desired effect; in particular, making it
-// blocking (which os.File.Fd does) leaves Conn's reads and writes
-// blocking the thread they run on.
+// blocking leaves Conn's reads and writes blocking the thread they run
+// on, and a Close waiting for them. Unlike net.TCPConn's, the file's
+// Fd leaves the socket non-blocking.
 func (c *Conn) File() (*os.File, error) {
 	nfd := -1
 	err := c.control(func(fd int) error {
-		if nfd = dupCloexec(uintptr(fd)); nfd < 0 {
-			return os.NewSyscallError("fcntl", syscall.EMFILE)
+		var errno syscall.Errno
+		if nfd, errno = dupCloexec(uintptr(fd)); errno != 0 {
+			return os.NewSyscallError("fcntl", errno)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, &net.OpError{Op: "file", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: err}
 	}
-	return os.NewFile(uintptr(nfd), "tcp:"+c.laddr.String()+"->"+c.raddr.String()), nil
+	// Named as net names it; either address may be missing (a failed
+	// getsockname when the connection was made).
+	var ls, rs string
+	if c.laddr != nil {
+		ls = c.laddr.String()
+	}
+	if c.raddr != nil {
+		rs = c.raddr.String()
+	}
+	return os.NewFile(uintptr(nfd), "tcp:"+ls+"->"+rs), nil
 }
 
 // SyscallConn: see net.TCPConn. Read and Write wait for the socket

@@ -128,8 +128,8 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	fd := -1
-	if err := rc.Control(func(s uintptr) { fd = dupCloexec(s) }); err != nil || fd < 0 {
+	fd, errno := -1, syscall.Errno(0)
+	if err := rc.Control(func(s uintptr) { fd, errno = dupCloexec(s) }); err != nil || errno != 0 {
 		return c
 	}
 	mp, _ := tc.MultipathTCP()
@@ -148,18 +148,18 @@ func Wrap(c net.Conn) net.Conn {
 }
 
 // dupCloexec duplicates fd, close-on-exec as every descriptor Go opens;
-// -1 on failure. The duplicate shares the socket's flags: it is
-// non-blocking too.
-func dupCloexec(fd uintptr) int {
+// -1 and the errno on failure. The duplicate shares the socket's flags:
+// it is non-blocking too.
+func dupCloexec(fd uintptr) (int, syscall.Errno) {
 	for {
 		nfd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
 		if errno == syscall.EINTR {
 			continue
 		}
 		if errno != 0 {
-			return -1
+			return -1, errno
 		}
-		return int(nfd)
+		return int(nfd), 0
 	}
 }
 
