@@ -312,3 +312,57 @@ func TestFileWithoutAddresses(t *testing.T) {
 		t.Errorf("File().Name() without addresses = %q, want %q", f.Name(), "tcp:->")
 	}
 }
+
+// MultipathTCP answers as the TCPConn did: true over MPTCP, false over
+// TCP, and false for an MPTCP dial that fell back to TCP (the listener
+// does not speak MPTCP).
+func TestMultipathTCPAnswersAsTheTCPConn(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		listen, dial   bool
+		skipUnlessMPTC bool
+	}{
+		{"tcp", false, false, false},
+		{"mptcp", true, true, true},
+		{"fallback", false, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(tc.listen)
+			ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			var d net.Dialer
+			d.SetMultipathTCP(tc.dial)
+			nc, err := d.DialContext(t.Context(), "tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := ln.Accept()
+			if err != nil {
+				nc.Close()
+				t.Fatal(err)
+			}
+			defer s.Close()
+			want, err := nc.(*net.TCPConn).MultipathTCP()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.skipUnlessMPTC && !want {
+				nc.Close()
+				t.Skip("MPTCP is not available on this kernel")
+			}
+			c := Wrap(nc).(*Conn)
+			defer c.Close()
+			got, err := c.MultipathTCP()
+			if err != nil || got != want {
+				t.Fatalf("MultipathTCP = %v, %v; the TCPConn said %v", got, err, want)
+			}
+			if tc.name == "fallback" && got {
+				t.Fatal("an MPTCP dial to a TCP listener reports MPTCP")
+			}
+		})
+	}
+}

@@ -150,10 +150,28 @@ func (c *Conn) rawIO(s *side, op string, f func(fd uintptr) bool) error {
 	}
 }
 
-// MultipathTCP: see net.TCPConn. Whether the connection uses MPTCP is
-// settled by its handshake, over by Wrap; the TCPConn's answer then is
-// kept.
-func (c *Conn) MultipathTCP() (bool, error) { return c.multipath, nil }
+// MultipathTCP: see net.TCPConn. A connection that did not use MPTCP
+// when wrapped never will; one that did may fall back to TCP later,
+// which the socket tells as net asks it (MPTCP_INFO refused).
+func (c *Conn) MultipathTCP() (bool, error) {
+	if !c.multipath {
+		return false, nil
+	}
+	fellBack := false
+	_ = c.control(func(fd int) error {
+		_, err := syscall.GetsockoptInt(fd, solMPTCP, mptcpInfo)
+		// EOPNOTSUPP over IPv4, ENOPROTOOPT over IPv6.
+		fellBack = err == syscall.EOPNOTSUPP || err == syscall.ENOPROTOOPT
+		return nil
+	})
+	return !fellBack, nil
+}
+
+// The socket option level and option of MPTCP_INFO (linux/mptcp.h).
+const (
+	solMPTCP  = 0x11c
+	mptcpInfo = 0x1
+)
 
 // The keep-alive defaults of package net: 15 s idle, 15 s between
 // probes, 9 probes.
