@@ -443,12 +443,7 @@ func TestPooledBuffersCloseRacingRead(t *testing.T) {
 		}()
 		if i%2 == 1 {
 			// Let the Read block first, most of the time.
-			eventually(t, "the reader to drain the buffer", func() bool {
-				b := resp.Body.(*responseBody)
-				b.mu.Lock()
-				defer b.mu.Unlock()
-				return b.reading
-			})
+			awaitReading(t, "the reader to drain the buffer", resp)
 		}
 		resp.Body.Close()
 		select {
@@ -461,4 +456,16 @@ func TestPooledBuffersCloseRacingRead(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// awaitReading waits until a Read of resp's body is under way (blocked,
+// most likely, for want of bytes).
+func awaitReading(t *testing.T, what string, resp *http.Response) {
+	t.Helper()
+	eventually(t, what, func() bool {
+		b := resp.Body.(*responseBody)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.reading
+	})
 }

@@ -989,12 +989,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 		_, err := resp.Body.Read(make([]byte, 10))
 		done <- err
 	}()
-	eventually(t, "the Read to block", func() bool {
-		b := resp.Body.(*responseBody)
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return b.reading
-	})
+	awaitReading(t, "the Read to block", resp)
 	resp.Body.Close()
 	select {
 	case err := <-done:
