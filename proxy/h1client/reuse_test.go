@@ -352,12 +352,7 @@ func TestCloseDuringReadIsNotATimeout(t *testing.T) {
 		_, err := resp.Body.Read(make([]byte, 10))
 		done <- err
 	}()
-	eventually(t, "the Read to block", func() bool {
-		b := resp.Body.(*responseBody)
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return b.reading
-	})
+	awaitReading(t, "the Read to block", resp)
 	resp.Body.Close()
 	err = <-done
 	var ne net.Error
