@@ -18,28 +18,17 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/outrigger-mesh/outrigger/proxy/h2server"
-	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // readRequestTextproto is readRequest as it was with net/textproto
 // reading the head (ReadLine, url.ParseRequestURI, ReadMIMEHeader, then
 // httpguts checks): the model that the head reader is held to, answer
-// for answer, read for read.
+// for answer, read for read. What follows the head (newRequest) is
+// shared.
 func (c *conn) readRequestTextproto() (*response, error) {
-	br := c.br
-	tp := textproto.Reader{R: br}
-	// RFC 9112 §2.2: a server SHOULD ignore at least one empty line
-	// received before the request line (old clients send CRLF after a
-	// POST body).
-	for i := 0; i < 4; i++ {
-		b, err := br.Peek(1)
-		if err != nil {
-			return nil, err
-		}
-		if b[0] != '\r' && b[0] != '\n' {
-			break
-		}
-		_, _ = br.Discard(1)
+	tp := textproto.Reader{R: c.br}
+	if err := c.skipEmptyLines(); err != nil {
+		return nil, err
 	}
 	line, err := tp.ReadLine()
 	if err != nil {
@@ -111,89 +100,9 @@ func (c *conn) readRequestTextproto() (*response, error) {
 		}
 	}
 
-	// Host (RFC 9112 §3.2): exactly one, valid, and required in HTTP/1.1.
-	host := u.Host
-	hosts, haveHost := h["Host"]
-	switch {
-	case len(hosts) > 1:
-		return nil, badRequest("too many Host headers")
-	case len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]):
-		return nil, badRequest("malformed Host header")
-	case !haveHost && minor >= 1 && method != "CONNECT":
-		return nil, badRequest("missing required Host header")
-	}
-	if host == "" && haveHost {
-		host = hosts[0]
-	}
+	hd := head{method: method, target: uri, proto: proto, major: major, minor: minor, url: u, header: h, hosts: h["Host"]}
 	delete(h, "Host")
-
-	w := &response{c: c, declaredCL: -1}
-	r := http.Request{
-		Method:     method,
-		URL:        u,
-		Proto:      proto,
-		ProtoMajor: major,
-		ProtoMinor: minor,
-		Header:     h,
-		Host:       host,
-		RemoteAddr: c.remote,
-		RequestURI: uri,
-	}
-	// RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only
-	// with "keep-alive", and "close" wins over it, as in net/http.
-	r.Close = httpguts.HeaderValuesContainsToken(h["Connection"], "close")
-	if minor == 0 && !r.Close {
-		r.Close = !httpguts.HeaderValuesContainsToken(h["Connection"], "keep-alive")
-	}
-
-	if err := c.frameBody(w, &r); err != nil {
-		return nil, err
-	}
-
-	if e, ok := h["Expect"]; ok {
-		if len(e) != 1 || !wire.EqualFold(e[0], "100-continue") {
-			return nil, &httpError{http.StatusExpectationFailed, "unsupported Expect"}
-		}
-		if minor >= 1 && w.body != nil {
-			w.canContinue, w.expectedFirst = true, true
-		}
-	}
-
-	if c.s.H2 != nil && minor >= 1 && isH2CUpgrade(h) {
-		settings, err := h2cSettings(h)
-		if err != nil {
-			return nil, badRequest(err.Error())
-		}
-		// The body is read before any handler runs, so nothing else
-		// bounds the wait for it.
-		if d := c.s.ReadHeaderTimeout; d > 0 && w.body != nil {
-			c.setReadDeadline(d)
-		}
-		if err := readUpgradeBody(w, &r); err != nil {
-			return nil, err
-		}
-		// The request now travels as stream 1 of an HTTP/2 connection:
-		// it loses the HTTP/1.1 switch headers, and lives as long as
-		// the connection.
-		for _, k := range []string{"Connection", "Upgrade", "Http2-Settings"} {
-			delete(h, k)
-		}
-		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
-		w.h2cSettings = settings
-		w.req = r.WithContext(c.ctx)
-		return w, nil
-	}
-
-	c.watchConnEnd(&w.ctx)
-	// WithContext is inlined and its copy, dereferenced at once, stays
-	// on the stack: the request lives inside the response, one
-	// allocation for both.
-	w.reqv = *r.WithContext(&w.ctx)
-	w.req = &w.reqv
-	if w.body != nil {
-		w.body.w = w
-	}
-	return w, nil
+	return c.newRequest(&hd)
 }
 
 // chunkReader returns at most n bytes per Read (any number if n is 0),

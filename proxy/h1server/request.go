@@ -24,19 +24,8 @@ const maxUpgradeBody = 64 << 10
 // readRequest reads one request head and prepares its body and response
 // writer. Errors that deserve an answer are *httpError.
 func (c *conn) readRequest() (*response, error) {
-	br := c.br
-	// RFC 9112 §2.2: a server SHOULD ignore at least one empty line
-	// received before the request line (old clients send CRLF after a
-	// POST body).
-	for i := 0; i < 4; i++ {
-		b, err := br.Peek(1)
-		if err != nil {
-			return nil, err
-		}
-		if b[0] != '\r' && b[0] != '\n' {
-			break
-		}
-		_, _ = br.Discard(1)
+	if err := c.skipEmptyLines(); err != nil {
+		return nil, err
 	}
 	var hd head
 	if err := c.readHead(&hd); err != nil {
@@ -45,6 +34,29 @@ func (c *conn) readRequest() (*response, error) {
 	// The head is read: what follows (an h2c upgrade's body, read here)
 	// is not held to MaxHeaderBytes.
 	c.cr.noLimit()
+	return c.newRequest(&hd)
+}
+
+// skipEmptyLines skips the empty lines before a request line: RFC 9112
+// §2.2 says a server SHOULD ignore at least one (old clients send CRLF
+// after a POST body).
+func (c *conn) skipEmptyLines() error {
+	for i := 0; i < 4; i++ {
+		b, err := c.br.Peek(1)
+		if err != nil {
+			return err
+		}
+		if b[0] != '\r' && b[0] != '\n' {
+			break
+		}
+		_, _ = c.br.Discard(1)
+	}
+	return nil
+}
+
+// newRequest checks a head's Host, frames its body, and makes the
+// request and its response writer.
+func (c *conn) newRequest(hd *head) (*response, error) {
 	method, uri, proto, minor, u, h := hd.method, hd.target, hd.proto, hd.minor, hd.url, hd.header
 
 	// Host (RFC 9112 §3.2): exactly one, valid, and required in HTTP/1.1.
