@@ -15,14 +15,22 @@ import (
 type Conn struct {
 	ctx context.Context
 	// values is context.WithoutCancel(ctx): Value's answer while a
-	// request context is live or ended by itself (see doc.go).
+	// request context is live or ended by itself (see doc.go). It is
+	// wrapped in a context.WithValue of a key no one asks for: the
+	// value context's Value hands the lookup on to WithoutCancel's
+	// context already in an interface, whereas WithoutCancel's own
+	// Value puts its receiver in a new interface, an allocation on each
+	// lookup (httptrace.ContextClientTrace, on every upstream request).
 	values context.Context
 }
+
+// noKey is the key of Conn.values' wrapper, for which nobody asks.
+type noKey struct{}
 
 // Init sets the connection's context.
 func (c *Conn) Init(ctx context.Context) {
 	c.ctx = ctx
-	c.values = context.WithoutCancel(ctx)
+	c.values = context.WithValue(context.WithoutCancel(ctx), noKey{}, nil)
 }
 
 // Context is one request's context (see the package documentation). Its

@@ -565,3 +565,24 @@ func TestWatchAndEndAllocateNothing(t *testing.T) {
 		t.Fatalf("%v allocations per request", allocs)
 	}
 }
+
+// Value looks a key up without allocating, whatever the key (a
+// transport asks for its client trace on every request), and still
+// finds the connection's values.
+func TestValueAllocatesNothing(t *testing.T) {
+	r, cancel := newCtx(t)
+	defer cancel(nil)
+	type absent struct{}
+	var got any
+	allocs := testing.AllocsPerRun(100, func() {
+		got = r.Value(key{})
+		_ = r.Value(absent{})
+		_ = context.Cause(r)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per lookup", allocs)
+	}
+	if got != "here" {
+		t.Fatalf("Value(key{}) = %v, want the connection's value", got)
+	}
+}
