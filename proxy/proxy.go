@@ -73,10 +73,33 @@ type Proxy struct {
 	applied  chan struct{} // wakes the evaluator after Apply
 
 	srvMu sync.Mutex
-	// servers are the servers Serve runs, each with the cancel of its
-	// base context; guarded by srvMu.
-	servers  map[*h1server.Server]context.CancelFunc
+	// servers are what Serve runs, by listener; guarded by srvMu.
+	servers  map[net.Listener]*served
 	shutdown bool
+}
+
+// served is the server Serve runs on one listener.
+type served struct {
+	srv *h1server.Server
+	// cancel ends the base context, and with it the requests on the
+	// server's hijacked connections (protocol switches).
+	cancel context.CancelFunc
+	// inflight counts the server's requests in flight, those of
+	// hijacked connections included: their handlers return when the
+	// tunnel ends. Retire waits for it.
+	inflight atomic.Int64
+}
+
+// counted counts a server's requests in flight (served.inflight).
+type counted struct {
+	h http.Handler
+	n *atomic.Int64
+}
+
+func (c counted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.n.Add(1)
+	defer c.n.Add(-1)
+	c.h.ServeHTTP(w, r)
 }
 
 // New returns a Proxy with no configuration: until Apply succeeds every
@@ -92,7 +115,7 @@ func New(opts Options) *Proxy {
 		evalStop: make(chan struct{}),
 		evalDone: make(chan struct{}),
 		applied:  make(chan struct{}, 1),
-		servers:  map[*h1server.Server]context.CancelFunc{},
+		servers:  map[net.Listener]*served{},
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
@@ -310,9 +333,10 @@ func (p *Proxy) SetBreaker(cluster, action string) error {
 	return nil
 }
 
-// Serve accepts connections on ln for listener l until Shutdown, and
-// returns http.ErrServerClosed then (at once, closing ln, when Shutdown
-// was already called).
+// Serve accepts connections on ln for listener l until Shutdown or
+// Retire(ln), and returns http.ErrServerClosed then (at once, closing ln,
+// when Shutdown was already called). Several listeners may serve the same
+// l, as while a listener moves to a new address.
 //
 // Downstream protocols: HTTP/1.1, served by h1server, and HTTP/2
 // cleartext both with prior knowledge and by "Upgrade: h2c" (RFC 7540
@@ -334,8 +358,9 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	if p.wrap != nil {
 		h = p.wrap(l, h)
 	}
+	sv := &served{cancel: cancel}
 	srv := &h1server.Server{
-		Handler:           h,
+		Handler:           counted{h, &sv.inflight},
 		H2:                &h2server.Server{IdleTimeout: lim.idleTimeout},
 		MaxHeaderBytes:    lim.maxHeaderBytes,
 		ReadHeaderTimeout: lim.readHeaderTimeout,
@@ -343,21 +368,60 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		BaseContext:       base,
 		ErrorLog:          func(msg string, err error) { log.Warn(msg, zap.Error(err)) },
 	}
+	sv.srv = srv
 	p.srvMu.Lock()
-	if p.shutdown {
+	if p.shutdown || p.servers[ln] != nil {
+		dup := p.servers[ln] != nil
 		p.srvMu.Unlock()
 		cancel()
+		if dup {
+			return fmt.Errorf("proxy: %s is served already", ln.Addr())
+		}
 		ln.Close()
 		return http.ErrServerClosed
 	}
-	p.servers[srv] = cancel
+	p.servers[ln] = sv
 	p.srvMu.Unlock()
 	defer func() {
 		p.srvMu.Lock()
-		delete(p.servers, srv)
+		if p.servers[ln] == sv {
+			delete(p.servers, ln)
+		}
 		p.srvMu.Unlock()
 	}()
 	return srv.Serve(ln)
+}
+
+// Retire stops serving ln while the other listeners go on, as Shutdown
+// stops them all: ln stops accepting at once (Serve(ln) returns
+// http.ErrServerClosed), idle connections close, HTTP/2 connections are
+// sent GOAWAY, and the requests in flight on ln's connections, those of
+// upgraded connections included, may finish until ctx is done; then
+// what is left of them is closed. It returns ctx's error if the drain did
+// not finish, or an error if ln is not being served.
+func (p *Proxy) Retire(ctx context.Context, ln net.Listener) error {
+	p.srvMu.Lock()
+	sv := p.servers[ln]
+	p.srvMu.Unlock()
+	if sv == nil {
+		return fmt.Errorf("proxy: %s is not served", ln.Addr())
+	}
+	err := sv.srv.Shutdown(ctx)
+	if err == nil {
+		err = waitZero(ctx, &sv.inflight)
+	}
+	if err != nil {
+		sv.srv.Close()
+	}
+	sv.cancel()
+	if err != nil {
+		// Give the cancelled requests a moment to unwind, as Shutdown
+		// does.
+		wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+		_ = waitZero(wctx, &sv.inflight)
+		wcancel()
+	}
+	return err
 }
 
 // Shutdown stops every Serve from accepting, lets requests in flight finish
@@ -368,9 +432,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.shutdown = true
 	servers := make([]*h1server.Server, 0, len(p.servers))
 	cancels := make([]context.CancelFunc, 0, len(p.servers))
-	for s, c := range p.servers {
-		servers = append(servers, s)
-		cancels = append(cancels, c)
+	for _, sv := range p.servers {
+		servers = append(servers, sv.srv)
+		cancels = append(cancels, sv.cancel)
 	}
 	p.srvMu.Unlock()
 
@@ -477,9 +541,14 @@ func (p *Proxy) evaluateOutliers() {
 }
 
 func (p *Proxy) waitIdle(ctx context.Context) error {
+	return waitZero(ctx, &p.inflight)
+}
+
+// waitZero polls n until it is 0 or ctx is done.
+func waitZero(ctx context.Context, n *atomic.Int64) error {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for p.inflight.Load() > 0 {
+	for n.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
