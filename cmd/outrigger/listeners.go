@@ -1,12 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/outrigger-mesh/outrigger/proxy"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // boundAddrs are the addresses the sidecar actually listens on, with any
@@ -19,9 +26,11 @@ type boundAddrs struct {
 	PID      int    `json:"pid"`
 }
 
-// listeners are the sockets bound at start. They are bound once: a reload
-// that changes an address is applied except for the address, which needs a
-// restart (and is logged as such).
+// listeners are the sockets the sidecar serves. The admin and app API
+// listeners are bound once, at start: a reload that changes their address
+// is applied except for the address, which needs a restart (and is logged
+// as such). The outbound and inbound listeners move when a reload changes
+// their address or turns them on or off (see moveListeners).
 type listeners struct {
 	admin, outbound, inbound, appAPI net.Listener
 }
@@ -95,4 +104,135 @@ func writeAddrFile(path string, addrs boundAddrs) error {
 		return fmt.Errorf("addr file: %w", err)
 	}
 	return nil
+}
+
+// proxyAddrs are the configured addresses of the proxy's listeners, ""
+// for one that is off.
+type proxyAddrs struct {
+	outbound, inbound string
+}
+
+// proxyAddrsOf is what cfg asks the proxy to listen on: the outbound
+// listener unless disabled, the inbound one when it has an app.
+func proxyAddrsOf(cfg *config.Config) proxyAddrs {
+	var a proxyAddrs
+	if !cfg.Listeners.Outbound.Disabled {
+		a.outbound = cfg.Listeners.Outbound.Address
+	}
+	if cfg.Listeners.Inbound.App != "" {
+		a.inbound = cfg.Listeners.Inbound.Address
+	}
+	return a
+}
+
+// listenerMove is a proxy listener that a reload moves: to a new address
+// (ln is bound there), or off (ln is nil).
+type listenerMove struct {
+	l    proxy.Listener
+	addr string       // the configured address, "" for off
+	ln   net.Listener // bound at addr; nil for off
+}
+
+// serveResult is a server's end: its name and what its Serve returned.
+type serveResult struct {
+	name string
+	err  error
+}
+
+// serve runs fn, a server's Serve, and sends its result to serveErr.
+func (s *sidecar) serve(name string, fn func() error) {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	s.serveLocked(name, fn)
+}
+
+func (s *sidecar) serveLocked(name string, fn func() error) {
+	s.servers++
+	go func() { s.serveErr <- serveResult{name, fn()} }()
+}
+
+// serveProxy serves listener l on ln: the proxy's own server, with the
+// access log around its handler (proxy.Options.Wrap).
+func (s *sidecar) serveProxy(ln net.Listener, l proxy.Listener) {
+	s.serve(l.String(), func() error { return s.proxy.Serve(ln, l) })
+}
+
+// bindMoves binds the proxy listeners whose address cfg changes. Nothing
+// is bound if one of them cannot be: the error names its key.
+func (s *sidecar) bindMoves(cfg *config.Config) ([]listenerMove, error) {
+	want := proxyAddrsOf(cfg)
+	s.lnMu.Lock()
+	have := s.proxyAddrs
+	s.lnMu.Unlock()
+	var moves []listenerMove
+	for _, m := range []struct {
+		l          proxy.Listener
+		have, want string
+	}{{proxy.Outbound, have.outbound, want.outbound}, {proxy.Inbound, have.inbound, want.inbound}} {
+		if m.have == m.want {
+			continue
+		}
+		mv := listenerMove{l: m.l, addr: m.want}
+		if m.want != "" {
+			ln, err := net.Listen("tcp", m.want)
+			if err != nil {
+				closeMoves(moves)
+				return nil, fmt.Errorf("listeners.%s.address: %w", m.l, err)
+			}
+			mv.ln = ln
+		}
+		moves = append(moves, mv)
+	}
+	return moves, nil
+}
+
+// closeMoves closes the listeners bound for moves not made.
+func closeMoves(moves []listenerMove) {
+	for _, m := range moves {
+		if m.ln != nil {
+			m.ln.Close()
+		}
+	}
+}
+
+// moveListeners makes the moves of an applied reload: each new listener
+// serves at once, and the one it replaces stops accepting and drains
+// its connections within drain (proxy.Retire) while the new one serves.
+// The address file is rewritten.
+func (s *sidecar) moveListeners(moves []listenerMove, drain time.Duration) {
+	if len(moves) == 0 {
+		return
+	}
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	for _, m := range moves {
+		slot, addr := &s.lns.outbound, &s.proxyAddrs.outbound
+		if m.l == proxy.Inbound {
+			slot, addr = &s.lns.inbound, &s.proxyAddrs.inbound
+		}
+		old := *slot
+		*slot, *addr = m.ln, m.addr
+		from, to := "", ""
+		if m.ln != nil {
+			to = m.ln.Addr().String()
+			s.serveLocked(m.l.String(), func() error { return s.proxy.Serve(m.ln, m.l) })
+		}
+		if old != nil {
+			from = old.Addr().String()
+			s.retiring.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), drain)
+				defer cancel()
+				if err := s.proxy.Retire(ctx, old); err != nil {
+					s.log.Warn("listener drain timed out; closed its remaining connections",
+						zap.String(fieldListener, m.l.String()), zap.String("address", from), zap.Error(err))
+				}
+			})
+		}
+		s.log.Info("listener moved", zap.String(fieldListener, m.l.String()), zap.String("from", from), zap.String("to", to))
+	}
+	if s.opts.addrFile != "" {
+		if err := writeAddrFile(s.opts.addrFile, s.lns.addrs()); err != nil {
+			s.log.Error("cannot write the address file", zap.Error(err))
+		}
+	}
 }

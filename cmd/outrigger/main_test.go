@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -896,5 +897,155 @@ func TestTuneGC(t *testing.T) {
 	}
 	if p := debug.SetGCPercent(150); p != 150 {
 		t.Fatalf("tuneGC changed an operator's GOGC to %d", p)
+	}
+}
+
+// freeAddr is a loopback address with a port free at the time of the call.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// withOutbound is cfg (a sidecarConfig) with the outbound listener at addr.
+func withOutbound(t *testing.T, cfg, addr string) string {
+	t.Helper()
+	const at = "  outbound:\n    address: 127.0.0.1:0\n"
+	if !strings.Contains(cfg, at) {
+		t.Fatal("sidecarConfig has no outbound address to replace")
+	}
+	return strings.Replace(cfg, at, "  outbound:\n    address: "+addr+"\n", 1)
+}
+
+// A reload that changes the outbound listener's address moves it: the new
+// address serves at once, the old one stops accepting and its request in
+// flight finishes. An address that cannot be bound rejects the reload and
+// the listener stays where it is.
+func TestReloadMovesAListenerWithoutDroppingItsRequests(t *testing.T) {
+	up := newUpstream(t, "a")
+	base := sidecarConfig(up.addr(), up.addr(), "")
+	path := writeConfig(t, base)
+	p := start(t, "run", "-c", path)
+	c := newClient(t)
+	old := p.addrs.Outbound
+
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+old+"/slow?d=1500ms", nil)
+		req.Host = "svc"
+		resp, err := newClient(t).Do(req)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- result{resp.StatusCode, string(b), err}
+	}()
+	select {
+	case <-up.arrivals:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request never reached the upstream")
+	}
+
+	moved := freeAddr(t)
+	writeAtomic(t, path, withOutbound(t, base, moved))
+	waitFor(t, 15*time.Second, "the address file to name the new address", func() bool {
+		b, err := os.ReadFile(p.addrFile)
+		var a boundAddrs
+		return err == nil && json.Unmarshal(b, &a) == nil && a.Outbound == moved
+	})
+	if g := getConfig(t, c, p.addrs.Admin).Generation; g != 2 {
+		t.Fatalf("generation %d after the move, want 2", g)
+	}
+	if code, body, _ := get(t, c, "http://"+moved+"/x", "svc"); code != 200 || body != "a /x" {
+		t.Fatalf("the new address: %d %q", code, body)
+	}
+	waitFor(t, 10*time.Second, "the old address to refuse connections", func() bool {
+		conn, err := net.DialTimeout("tcp", old, time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	})
+	if r := <-res; r.err != nil || r.code != 200 || r.body != "a /slow" {
+		t.Fatalf("the request in flight on the old address: %+v", r)
+	}
+	if s := p.stderr.String(); !strings.Contains(s, `"msg":"listener moved"`) || strings.Contains(s, "takes effect on restart") {
+		t.Fatalf("the move is not logged as such:\n%s", s)
+	}
+
+	// An address in use: the reload is rejected, and says why.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	writeAtomic(t, path, withOutbound(t, base, busy.Addr().String()))
+	var cb configBody
+	waitFor(t, 15*time.Second, "the rejected reload in /config", func() bool {
+		cb = getConfig(t, c, p.addrs.Admin)
+		return cb.LastReloadError != ""
+	})
+	if cb.Generation != 2 || !strings.Contains(cb.LastReloadError, "listeners.outbound.address") || !strings.Contains(cb.LastReloadError, "address already in use") {
+		t.Fatalf("after moving to an address in use: %+v", cb)
+	}
+	if code, body, _ := get(t, c, "http://"+moved+"/y", "svc"); code != 200 || body != "a /y" {
+		t.Fatalf("the listener after the rejected move: %d %q", code, body)
+	}
+}
+
+// Turning the inbound listener off (no app) and on again by reloads.
+func TestReloadTurnsAListenerOffAndOn(t *testing.T) {
+	up := newUpstream(t, "a")
+	app := newUpstream(t, "app")
+	on := sidecarConfig(up.addr(), app.addr(), "")
+	off := strings.Replace(on, "    app: "+app.addr()+"\n", "", 1)
+	if off == on {
+		t.Fatal("sidecarConfig has no inbound app to remove")
+	}
+	path := writeConfig(t, on)
+	p := start(t, "run", "-c", path)
+	c := newClient(t)
+	in := p.addrs.Inbound
+	if code, body, _ := get(t, c, "http://"+in+"/i", ""); code != 200 || body != "app /i" {
+		t.Fatalf("inbound: %d %q", code, body)
+	}
+	readAddrs := func() boundAddrs {
+		b, err := os.ReadFile(p.addrFile)
+		var a boundAddrs
+		if err != nil || json.Unmarshal(b, &a) != nil {
+			return boundAddrs{Inbound: "unreadable"}
+		}
+		return a
+	}
+
+	writeAtomic(t, path, off)
+	waitFor(t, 15*time.Second, "the inbound listener off in the address file", func() bool { return readAddrs().Inbound == "" })
+	waitFor(t, 10*time.Second, "the inbound address to refuse connections", func() bool {
+		conn, err := net.DialTimeout("tcp", in, time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	})
+	if code, body, _ := get(t, c, "http://"+p.addrs.Outbound+"/o", "svc"); code != 200 || body != "a /o" {
+		t.Fatalf("outbound with inbound off: %d %q", code, body)
+	}
+
+	writeAtomic(t, path, on)
+	var a boundAddrs
+	waitFor(t, 15*time.Second, "the inbound listener on again", func() bool { a = readAddrs(); return a.Inbound != "" })
+	if code, body, _ := get(t, c, "http://"+a.Inbound+"/i2", ""); code != 200 || body != "app /i2" {
+		t.Fatalf("inbound on again: %d %q", code, body)
 	}
 }

@@ -53,7 +53,20 @@ type sidecar struct {
 	state  *configState
 	proxy  *proxy.Proxy
 	access *accessLog
-	lns    *listeners
+
+	// lnMu guards lns, proxyAddrs and servers: a reload moves the proxy's
+	// listeners while the main goroutine counts the servers' results.
+	lnMu sync.Mutex
+	lns  *listeners
+	// proxyAddrs are the configured addresses of the outbound and
+	// inbound listeners being served ("" for one that is off), which a
+	// reload compares with its own.
+	proxyAddrs proxyAddrs
+	// serveErr gets each server's result; servers counts those running.
+	serveErr chan serveResult
+	servers  int
+	// retiring joins the drains of listeners a reload moved away from.
+	retiring sync.WaitGroup
 
 	// reloadMu serialises reloads: the file watcher and SIGHUP may fire
 	// together, and Apply must see configs in the order they were read.
@@ -151,15 +164,8 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		appAPI = cfg.Listeners.AppAPI.Address
 	}
 
-	inbound := ""
-	if cfg.Listeners.Inbound.App != "" {
-		inbound = cfg.Listeners.Inbound.Address
-	}
-	outbound := cfg.Listeners.Outbound.Address
-	if cfg.Listeners.Outbound.Disabled {
-		outbound = ""
-	}
-	s.lns, err = bind(cfg.Admin.Address, outbound, inbound, appAPI)
+	s.proxyAddrs = proxyAddrsOf(cfg)
+	s.lns, err = bind(cfg.Admin.Address, s.proxyAddrs.outbound, s.proxyAddrs.inbound, appAPI)
 	if err != nil {
 		s.log.Error("cannot listen", zap.Error(err))
 		return err
@@ -177,28 +183,17 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	}
 
 	// Every goroutine below is joined before runSidecar returns: servers by
-	// serveErr (one result each), the loops by loops.Wait.
-	type result struct {
-		name string
-		err  error
-	}
-	serveErr := make(chan result, 4)
-	servers := 0
-	serve := func(name string, fn func() error) {
-		servers++
-		go func() { serveErr <- result{name, fn()} }()
-	}
-	serve("admin", func() error { return adminSrv.Serve(s.lns.admin) })
+	// serveErr (one result each), the loops by loops.Wait, the drains of
+	// moved listeners by retiring.
+	s.serveErr = make(chan serveResult, 4)
+	s.serve("admin", func() error { return adminSrv.Serve(s.lns.admin) })
 	for _, l := range []struct {
 		ln net.Listener
 		l  proxy.Listener
 	}{{s.lns.outbound, proxy.Outbound}, {s.lns.inbound, proxy.Inbound}} {
-		if l.ln == nil {
-			continue
+		if l.ln != nil {
+			s.serveProxy(l.ln, l.l)
 		}
-		// The proxy's own server, with the access log around its
-		// handler (proxy.Options.Wrap).
-		serve(l.l.String(), func() error { return s.proxy.Serve(l.ln, l.l) })
 	}
 
 	var appSrv *http.Server
@@ -210,7 +205,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 			MaxHeaderBytes:    cfg.Listeners.MaxRequestHeaderBytes,
 			ErrorLog:          zap.NewStdLog(s.log.Named("app_api")),
 		}
-		serve("app_api", func() error { return appSrv.Serve(s.lns.appAPI) })
+		s.serve("app_api", func() error { return appSrv.Serve(s.lns.appAPI) })
 	}
 	brokerCtx, stopBroker := context.WithCancel(context.Background())
 	var brokerLoop sync.WaitGroup
@@ -250,13 +245,26 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	}
 
 	var failure error
-	select {
-	case <-ctx.Done():
-		s.log.Info("shutting down: draining", zap.Duration("drain_timeout", cfg.Listeners.DrainTimeout))
-	case r := <-serveErr:
-		servers--
-		failure = fmt.Errorf("%s listener: %w", r.name, r.err)
-		s.log.Error("listener failed; shutting down", zap.String(fieldListener, r.name), zap.Error(r.err))
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			cur, _ := s.state.current()
+			s.log.Info("shutting down: draining", zap.Duration("drain_timeout", cur.Listeners.DrainTimeout))
+			break wait
+		case r := <-s.serveErr:
+			s.lnMu.Lock()
+			s.servers--
+			s.lnMu.Unlock()
+			if errors.Is(r.err, http.ErrServerClosed) {
+				// Only Retire closes a server before the shutdown: a
+				// listener a reload moved away from.
+				continue
+			}
+			failure = fmt.Errorf("%s listener: %w", r.name, r.err)
+			s.log.Error("listener failed; shutting down", zap.String(fieldListener, r.name), zap.Error(r.err))
+			break wait
+		}
 	}
 
 	// 1. Not ready.
@@ -270,6 +278,8 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	if err := s.proxy.Shutdown(drainCtx); err != nil {
 		s.log.Warn("drain timed out; closed the remaining connections", zap.Error(err))
 	}
+	// Listeners a reload moved away from drain within their own timeout.
+	s.retiring.Wait()
 	// 4. The event log's loops (push deliveries, retention, group
 	// sessions); ending Run also ends the app API's long polls.
 	stopBroker()
@@ -292,8 +302,12 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	adminCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	adminSrv.Shutdown(adminCtx)
 	cancel()
+	// No server starts any more (reloads ended at step 2).
+	s.lnMu.Lock()
+	servers := s.servers
+	s.lnMu.Unlock()
 	for ; servers > 0; servers-- {
-		if r := <-serveErr; r.err != nil && !errors.Is(r.err, http.ErrServerClosed) && !errors.Is(r.err, net.ErrClosed) && failure == nil {
+		if r := <-s.serveErr; r.err != nil && !errors.Is(r.err, http.ErrServerClosed) && !errors.Is(r.err, net.ErrClosed) && failure == nil {
 			failure = fmt.Errorf("%s listener: %w", r.name, r.err)
 		}
 	}
@@ -352,8 +366,16 @@ func (s *sidecar) reload(cfg *config.Config, err error, trigger string) {
 		s.opts.override(cfg)
 		err = cfg.Validate()
 	}
+	// A listener moving to a new address is bound before anything is
+	// applied: an address that cannot be bound rejects the whole reload.
+	var moves []listenerMove
 	if err == nil {
-		err = s.proxy.Apply(cfg)
+		moves, err = s.bindMoves(cfg)
+	}
+	if err == nil {
+		if err = s.proxy.Apply(cfg); err != nil {
+			closeMoves(moves)
+		}
 	}
 	now := time.Now()
 	if err != nil {
@@ -372,6 +394,7 @@ func (s *sidecar) reload(cfg *config.Config, err error, trigger string) {
 	if err := s.access.Reconfigure(cfg.Logging.AccessLog); err != nil {
 		s.log.Error("access log not reconfigured", zap.Error(err))
 	}
+	s.moveListeners(moves, cfg.Listeners.DrainTimeout)
 	s.warnRestartOnly(prev, cfg)
 	s.log.Info("configuration reloaded", zap.String("trigger", trigger), zap.Uint64(fieldGeneration, gen))
 }
@@ -384,8 +407,6 @@ func (s *sidecar) warnRestartOnly(prev, next *config.Config) {
 	}
 	for _, c := range []struct{ key, a, b string }{
 		{"admin.address", prev.Admin.Address, next.Admin.Address},
-		{"listeners.outbound.address", prev.Listeners.Outbound.Address, next.Listeners.Outbound.Address},
-		{"listeners.inbound.address", prev.Listeners.Inbound.Address, next.Listeners.Inbound.Address},
 		{"listeners.app_api.address", prev.Listeners.AppAPI.Address, next.Listeners.AppAPI.Address},
 		{"eventlog", mustHash(prev.EventLog), mustHash(next.EventLog)},
 		{"logging.format", prev.Logging.Format, next.Logging.Format},
