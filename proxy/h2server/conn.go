@@ -39,6 +39,8 @@ type serverConn struct {
 	streamWindow int32 // receive window announced per stream
 	connWindow   int32 // receive window of the connection
 	maxStreams   uint32
+	maxHeaders   uint32        // SETTINGS_MAX_HEADER_LIST_SIZE announced and enforced
+	idleTimeout  time.Duration // zero: none
 
 	wake       chan struct{} // wakes writeLoop; capacity 1
 	writerDone chan struct{}
@@ -137,7 +139,13 @@ var (
 	errClientCL    = errors.New("h2server: request body does not match its content-length")
 )
 
-func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
+// newServerConn makes the connection's state; lim, when not nil,
+// replaces the Server's header list limit and idle timeout.
+func newServerConn(s *Server, c net.Conn, parent context.Context, lim *ConnLimits) *serverConn {
+	maxHeaders, idle := maxHeaderList(s.MaxHeaderBytes), s.IdleTimeout
+	if lim != nil {
+		maxHeaders, idle = maxHeaderList(lim.MaxHeaderBytes), lim.IdleTimeout
+	}
 	sc := &serverConn{
 		srv:            s,
 		nc:             c,
@@ -146,6 +154,8 @@ func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
 		streamWindow:   s.streamWindow(),
 		connWindow:     s.connWindow(),
 		maxStreams:     s.maxStreams(),
+		maxHeaders:     maxHeaders,
+		idleTimeout:    idle,
 		wake:           make(chan struct{}, 1),
 		work:           make(chan *stream),
 		writerDone:     make(chan struct{}),
@@ -159,7 +169,7 @@ func newServerConn(s *Server, c net.Conn, parent context.Context) *serverConn {
 	sc.ctx, sc.cancel = context.WithCancel(context.WithValue(parent, http.LocalAddrContextKey, c.LocalAddr()))
 	sc.reqConn.Init(sc.ctx)
 	sc.enc = hpack.NewEncoder(encWriter{sc})
-	if d := s.IdleTimeout; d > 0 {
+	if d := sc.idleTimeout; d > 0 {
 		// Armed before an upgrade's stream 1 starts: its handler stops
 		// and resets the timer, and must find it in place.
 		sc.idleTimer = time.AfterFunc(d, sc.onIdle)
@@ -174,7 +184,7 @@ func (sc *serverConn) start(opts *ConnOpts) error {
 	sc.appendSettingsLocked(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.maxStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(sc.streamWindow)},
-		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: sc.srv.maxHeaderBytes()},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: sc.maxHeaders},
 	)
 	if sc.connWindow > initialWindow {
 		sc.appendWindowUpdateLocked(0, uint32(sc.connWindow-initialWindow))
@@ -196,7 +206,7 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	sc.fr = http2.NewFramer(nil, sc.br)
 	// Header blocks are decoded by hr, not by the Framer (see
 	// headers.go).
-	sc.hr = newHeaderReader(sc.fr, sc.br, sc.srv.maxHeaderBytes())
+	sc.hr = newHeaderReader(sc.fr, sc.br, sc.maxHeaders)
 	sc.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	sc.fr.SetReuseFrames()
 	sc.stopWatch = context.AfterFunc(sc.ctx, sc.closeNow)
@@ -861,7 +871,7 @@ func (sc *serverConn) noStreamsLocked() {
 	if sc.draining {
 		sc.closeAfterFlushLocked()
 	} else if sc.idleTimer != nil {
-		sc.idleTimer.Reset(sc.srv.IdleTimeout)
+		sc.idleTimer.Reset(sc.idleTimeout)
 	}
 }
 
@@ -876,7 +886,8 @@ func (sc *serverConn) closeAfterFlushLocked() {
 	}
 }
 
-// onIdle runs when the connection has had no stream for IdleTimeout.
+// onIdle runs when the connection has had no stream for its idle
+// timeout.
 func (sc *serverConn) onIdle() {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()

@@ -125,6 +125,12 @@
 // RFC 9113 §5.3.1). IdleTimeout closes a connection without streams with GOAWAY
 // NO_ERROR.
 //
+// ConnOpts.Limits replaces MaxHeaderBytes and IdleTimeout for one
+// connection (proxy/h1server passes the limits in force when it accepted
+// the connection, so that a change of its limits applies to new
+// connections only); the connection keeps them for its life, and their
+// zero values mean the defaults above, not the Server's fields.
+//
 // # Shutdown
 //
 // Shutdown sends one GOAWAY(NO_ERROR) per connection naming the last

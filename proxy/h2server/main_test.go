@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,8 @@ type testServer struct {
 	logs *logBuf
 	wg   sync.WaitGroup
 	ln   net.Listener
+	// opts are the ConnOpts of the connections accepted from now on.
+	opts atomic.Pointer[ConnOpts]
 }
 
 type logBuf struct {
@@ -73,7 +76,7 @@ func start(t testing.TB, h http.Handler, mod ...func(*Server)) *testServer {
 			ts.wg.Add(1)
 			go func() {
 				defer ts.wg.Done()
-				ts.ServeConn(c, nil)
+				ts.ServeConn(c, ts.opts.Load())
 			}()
 		}
 	}()

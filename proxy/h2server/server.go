@@ -81,6 +81,25 @@ type ConnOpts struct {
 	// applied as the client's first SETTINGS.
 	Upgrade  *http.Request
 	Settings []byte
+
+	// Limits, when set, replace the Server's MaxHeaderBytes and
+	// IdleTimeout for this connection, for its whole life (proxy/h1server
+	// passes the limits in force when it accepted the connection). Nil
+	// means the Server's.
+	Limits *ConnLimits
+}
+
+// ConnLimits are the limits of one connection that ConnOpts.Limits may
+// set instead of the Server's fields of the same names. Each zero value
+// means what the Server field's zero value means (1 MiB, no idle
+// timeout), not the Server's value.
+type ConnLimits struct {
+	// MaxHeaderBytes is the connection's SETTINGS_MAX_HEADER_LIST_SIZE,
+	// announced and enforced as Server.MaxHeaderBytes is.
+	MaxHeaderBytes int
+	// IdleTimeout closes the connection once it has had no open stream
+	// for this long, as Server.IdleTimeout does.
+	IdleTimeout time.Duration
 }
 
 const (
@@ -104,9 +123,11 @@ func (s *Server) maxStreams() uint32 {
 	return defaultMaxStreams
 }
 
-func (s *Server) maxHeaderBytes() uint32 {
-	if s.MaxHeaderBytes > 0 {
-		return uint32(min(s.MaxHeaderBytes, 1<<30))
+// maxHeaderList is the SETTINGS_MAX_HEADER_LIST_SIZE for a
+// MaxHeaderBytes of n.
+func maxHeaderList(n int) uint32 {
+	if n > 0 {
+		return uint32(min(n, 1<<30))
 	}
 	return http.DefaultMaxHeaderBytes
 }
@@ -148,7 +169,7 @@ func (s *Server) ServeConn(c net.Conn, opts *ConnOpts) {
 	if parent == nil {
 		parent = context.Background()
 	}
-	sc := newServerConn(s, c, parent)
+	sc := newServerConn(s, c, parent, opts.Limits)
 	err := sc.start(opts)
 	s.track(sc, true)
 	defer s.track(sc, false)
