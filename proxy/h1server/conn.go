@@ -56,6 +56,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // calls the handler and writes responses, one request at a time.
 type conn struct {
 	s        *Server
+	lim      *connLimits // the Server's limits when it was accepted
 	rwc      net.Conn
 	remote   string
 	state    atomic.Int32
@@ -113,8 +114,8 @@ type conn struct {
 	wConnClosed bool // the client went away (watcher EOF, failed write)
 }
 
-func newConn(s *Server, rwc net.Conn) *conn {
-	c := &conn{s: s, rwc: rwc, accepted: time.Now()}
+func newConn(s *Server, rwc net.Conn, lim *connLimits) *conn {
+	c := &conn{s: s, lim: lim, rwc: rwc, accepted: time.Now()}
 	c.remote = rwc.RemoteAddr().String()
 	c.cr.src = rwc
 	return c
@@ -233,17 +234,18 @@ func (c *conn) serve() {
 		// one's.
 		// The header-size limit counts from here; bytes of a pipelined
 		// request already buffered (at most readBufSize) are not counted.
-		c.cr.setLimit(s.maxHeaderBytes() + readBufSize)
+		lim := c.lim
+		c.cr.setLimit(lim.maxHeaderBytes + readBufSize)
 		if c.br.Buffered() == 0 {
-			wait := s.IdleTimeout
+			wait := lim.idleTimeout
 			if first {
-				wait = s.ReadHeaderTimeout
+				wait = lim.readHeaderTimeout
 			}
 			c.setReadDeadline(wait)
 			if _, err := c.br.Peek(1); err != nil {
 				return
 			}
-		} else if s.ReadHeaderTimeout == 0 {
+		} else if lim.readHeaderTimeout == 0 {
 			// A pipelined request is already here: no deadline left from
 			// the previous request (a drain's) may cut its header short.
 			c.clearReadDeadline()
@@ -264,8 +266,8 @@ func (c *conn) serve() {
 		// A connection's first request keeps the deadline set at accept,
 		// so that a client cannot wait out most of it before its first
 		// byte and then get the whole timeout again.
-		if !first && s.ReadHeaderTimeout > 0 && !headerBuffered(c.br) {
-			c.setReadDeadline(s.ReadHeaderTimeout)
+		if !first && lim.readHeaderTimeout > 0 && !headerBuffered(c.br) {
+			c.setReadDeadline(lim.readHeaderTimeout)
 		}
 		first = false
 		w, err := c.readRequest()
@@ -614,6 +616,7 @@ func (c *conn) serveH2(upgrade *http.Request, settings []byte) {
 		Prefix:   prefix,
 		Upgrade:  upgrade,
 		Settings: settings,
+		Limits:   c.lim.h2,
 	})
 }
 

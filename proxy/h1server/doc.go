@@ -114,7 +114,20 @@
 // # Timeouts and shutdown
 //
 // ReadHeaderTimeout, IdleTimeout and WriteTimeout are connection
-// deadlines; there is no timer goroutine. Shutdown closes the listeners
+// deadlines; there is no timer goroutine.
+//
+// SetLimits changes MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout
+// while the Server serves (a configuration reload), from any goroutine.
+// A connection takes the limits in force when it is accepted (one atomic
+// load per connection, none per request) and keeps them for its life:
+// connections already open are not affected, as with Envoy's listener
+// updates. An HTTP/2 connection (prior knowledge or h2c upgrade) is
+// handed to H2 with the same limits as its header list limit
+// (SETTINGS_MAX_HEADER_LIST_SIZE) and idle timeout, through
+// h2server.ConnOpts.Limits; until SetLimits is first called, H2's own
+// MaxHeaderBytes and IdleTimeout apply.
+//
+// Shutdown closes the listeners
 // and idle connections, lets busy ones finish their request (their
 // response says "Connection: close") and waits for them until its
 // context ends; Close ends everything at once and cancels the context all

@@ -38,7 +38,7 @@ func FuzzReadRequest(f *testing.F) {
 	s := &Server{Handler: http.NotFoundHandler(), MaxHeaderBytes: 4 << 10, H2: &h2server.Server{}}
 	s.init()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c := &conn{s: s, remote: "192.0.2.1:1234"}
+		c := &conn{s: s, lim: s.limits.Load(), remote: "192.0.2.1:1234"}
 		c.ctx, c.cancel = context.WithCancel(context.Background())
 		defer c.cancel()
 		c.cr.src = bytes.NewReader(data)

@@ -149,7 +149,7 @@ var headServer = func() *Server {
 // the serve loop does, and reports what each gave.
 func readRequests(hc headCase, model bool) []reqOutcome {
 	s := headServer
-	c := &conn{s: s, remote: "192.0.2.1:1234"}
+	c := &conn{s: s, lim: s.limits.Load(), remote: "192.0.2.1:1234"}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if c.stopReqWatch != nil {
@@ -384,7 +384,7 @@ var benchHeads = []struct{ name, head string }{
 // loopConn is a connection whose client sends the same bytes again
 // whenever the last ones are read.
 func loopConn(tb testing.TB, data string) (*conn, func()) {
-	c := &conn{s: headServer, remote: "192.0.2.1:1234"}
+	c := &conn{s: headServer, lim: headServer.limits.Load(), remote: "192.0.2.1:1234"}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	src := strings.NewReader(data)
 	c.cr.src = src

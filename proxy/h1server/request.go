@@ -113,7 +113,7 @@ func (c *conn) newRequest(hd *head) (*response, error) {
 		}
 		// The body is read before any handler runs, so nothing else
 		// bounds the wait for it.
-		if d := c.s.ReadHeaderTimeout; d > 0 && w.body != nil {
+		if d := c.lim.readHeaderTimeout; d > 0 && w.body != nil {
 			c.setReadDeadline(d)
 		}
 		if err := readUpgradeBody(w, &r); err != nil {
@@ -176,7 +176,7 @@ func (c *conn) frameBody(w *response, r *http.Request) error {
 		if err := declareTrailers(r); err != nil {
 			return err
 		}
-		w.body = &body{br: c.br, c: c, chunked: httputil.NewChunkedReader(c.br), trailer: r.Trailer, max: c.s.maxHeaderBytes()}
+		w.body = &body{br: c.br, c: c, chunked: httputil.NewChunkedReader(c.br), trailer: r.Trailer, max: c.lim.maxHeaderBytes}
 		r.Body = w.body
 		return nil
 	}

@@ -17,7 +17,9 @@ import (
 // Server serves HTTP/1.1 requests, and hands HTTP/2 connections to H2, on
 // the listeners passed to Serve. Set its fields before the first Serve
 // call and do not change them afterwards; the zero value of each field is
-// its documented default.
+// its documented default. MaxHeaderBytes, ReadHeaderTimeout and
+// IdleTimeout are the initial limits: SetLimits changes them for the
+// connections accepted afterwards.
 type Server struct {
 	// Handler answers every request. It must not be nil.
 	Handler http.Handler
@@ -64,6 +66,10 @@ type Server struct {
 	ctx      context.Context // BaseContext's child; Close cancels it
 	cancel   context.CancelFunc
 
+	// limits are the limits given to each connection at its accept:
+	// those of the fields (set by init), then SetLimits's.
+	limits atomic.Pointer[connLimits]
+
 	inShutdown atomic.Bool
 
 	mu sync.Mutex
@@ -74,8 +80,57 @@ type Server struct {
 	conns map[*conn]struct{}
 }
 
+// Limits are the limits of a Server that SetLimits changes while it
+// serves. Each zero value means what the Server field of the same name
+// means when zero: http.DefaultMaxHeaderBytes (1 MiB), no read-header
+// timeout, no idle timeout.
+type Limits struct {
+	// MaxHeaderBytes is as Server.MaxHeaderBytes, and is also HTTP/2
+	// connections' SETTINGS_MAX_HEADER_LIST_SIZE.
+	MaxHeaderBytes int
+	// ReadHeaderTimeout is as Server.ReadHeaderTimeout.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout is as Server.IdleTimeout, and is also HTTP/2
+	// connections' idle timeout.
+	IdleTimeout time.Duration
+}
+
+// connLimits are the limits a connection keeps for its life, taken at
+// its accept; one value is shared by all connections accepted under it.
+type connLimits struct {
+	maxHeaderBytes    int // the default applied
+	readHeaderTimeout time.Duration
+	idleTimeout       time.Duration
+	// h2 is handed to H2 with HTTP/2 connections; nil (the fields'
+	// limits) leaves H2's own MaxHeaderBytes and IdleTimeout in force.
+	h2 *h2server.ConnLimits
+}
+
+// SetLimits replaces MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout
+// for the connections Serve accepts after it returns, HTTP/1.1 and
+// HTTP/2 alike (for HTTP/2 connections, l's MaxHeaderBytes and
+// IdleTimeout then replace H2's). Connections already accepted keep the
+// limits they were accepted with, for their whole life. It may be called
+// from any goroutine, before or while Serve runs; the Server's fields
+// keep their initial values. A configuration reload calls it so that
+// new connections follow the new configuration.
+func (s *Server) SetLimits(l Limits) {
+	s.limits.Store(&connLimits{
+		maxHeaderBytes:    maxHeaderBytes(l.MaxHeaderBytes),
+		readHeaderTimeout: l.ReadHeaderTimeout,
+		idleTimeout:       l.IdleTimeout,
+		h2:                &h2server.ConnLimits{MaxHeaderBytes: l.MaxHeaderBytes, IdleTimeout: l.IdleTimeout},
+	})
+}
+
 func (s *Server) init() {
 	s.initOnce.Do(func() {
+		// Unless SetLimits came first.
+		s.limits.CompareAndSwap(nil, &connLimits{
+			maxHeaderBytes:    s.maxHeaderBytes(),
+			readHeaderTimeout: s.ReadHeaderTimeout,
+			idleTimeout:       s.IdleTimeout,
+		})
 		parent := s.BaseContext
 		if parent == nil {
 			parent = context.Background()
@@ -100,9 +155,12 @@ func (s *Server) init() {
 	})
 }
 
-func (s *Server) maxHeaderBytes() int {
-	if s.MaxHeaderBytes > 0 {
-		return s.MaxHeaderBytes
+func (s *Server) maxHeaderBytes() int { return maxHeaderBytes(s.MaxHeaderBytes) }
+
+// maxHeaderBytes is the header-size limit for a MaxHeaderBytes of n.
+func maxHeaderBytes(n int) int {
+	if n > 0 {
+		return n
 	}
 	return http.DefaultMaxHeaderBytes
 }
@@ -154,7 +212,8 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		delay = 0
 		rw = sockio.Wrap(rw)
-		c := newConn(s, rw)
+		// One load per connection: its requests read c.lim.
+		c := newConn(s, rw, s.limits.Load())
 		if !s.trackConn(c, true) {
 			rw.Close()
 			continue
