@@ -73,14 +73,21 @@ type Proxy struct {
 	applied  chan struct{} // wakes the evaluator after Apply
 
 	srvMu sync.Mutex
-	// servers are what Serve runs, by listener; guarded by srvMu.
+	// servers are what Serve runs, by listener, and the listeners being
+	// retired until their drain ends (so that Shutdown ends it too);
+	// guarded by srvMu.
 	servers  map[net.Listener]*served
 	shutdown bool
 }
 
 // served is the server Serve runs on one listener.
 type served struct {
+	// srv is nil for a listener retired before its Serve registered it:
+	// that Serve returns at once.
 	srv *h1server.Server
+	// retiring is set by Retire; guarded by Proxy.srvMu. Serve then leaves
+	// the entry to Retire, which removes it when the drain ends.
+	retiring bool
 	// cancel ends the base context, and with it the requests on the
 	// server's hijacked connections (protocol switches).
 	cancel context.CancelFunc
@@ -370,13 +377,21 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	}
 	sv.srv = srv
 	p.srvMu.Lock()
-	if p.shutdown || p.servers[ln] != nil {
-		dup := p.servers[ln] != nil
+	prev := p.servers[ln]
+	switch {
+	case prev != nil && prev.srv == nil:
+		// Retired before this Serve came (Retire closed ln).
+		delete(p.servers, ln)
 		p.srvMu.Unlock()
 		cancel()
-		if dup {
-			return fmt.Errorf("proxy: %s is served already", ln.Addr())
-		}
+		return http.ErrServerClosed
+	case prev != nil:
+		p.srvMu.Unlock()
+		cancel()
+		return fmt.Errorf("proxy: %s is served already", ln.Addr())
+	case p.shutdown:
+		p.srvMu.Unlock()
+		cancel()
 		ln.Close()
 		return http.ErrServerClosed
 	}
@@ -384,7 +399,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	p.srvMu.Unlock()
 	defer func() {
 		p.srvMu.Lock()
-		if p.servers[ln] == sv {
+		if p.servers[ln] == sv && !sv.retiring {
 			delete(p.servers, ln)
 		}
 		p.srvMu.Unlock()
@@ -396,16 +411,39 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 // stops them all: ln stops accepting at once (Serve(ln) returns
 // http.ErrServerClosed), idle connections close, HTTP/2 connections are
 // sent GOAWAY, and the requests in flight on ln's connections, those of
-// upgraded connections included, may finish until ctx is done; then
-// what is left of them is closed. It returns ctx's error if the drain did
-// not finish, or an error if ln is not being served.
+// upgraded connections included, may finish until ctx is done, or until
+// Shutdown's deadline if that comes first; then what is left of them is
+// closed. It returns ctx's error if the drain did not finish.
+//
+// A listener that Serve has not registered yet (a caller that starts
+// Serve on a goroutine cannot tell when it has) is closed at once, and
+// the Serve(ln) that follows returns http.ErrServerClosed without
+// serving; until it comes, or until Shutdown, the Proxy keeps a mark of
+// ln. Retire of a listener being retired waits for the same drain.
 func (p *Proxy) Retire(ctx context.Context, ln net.Listener) error {
 	p.srvMu.Lock()
 	sv := p.servers[ln]
-	p.srvMu.Unlock()
-	if sv == nil {
-		return fmt.Errorf("proxy: %s is not served", ln.Addr())
+	switch {
+	case sv == nil:
+		if !p.shutdown {
+			p.servers[ln] = &served{}
+		}
+		p.srvMu.Unlock()
+		ln.Close()
+		return nil
+	case sv.srv == nil:
+		p.srvMu.Unlock()
+		return nil
 	}
+	sv.retiring = true
+	p.srvMu.Unlock()
+	defer func() {
+		p.srvMu.Lock()
+		if p.servers[ln] == sv {
+			delete(p.servers, ln)
+		}
+		p.srvMu.Unlock()
+	}()
 	err := sv.srv.Shutdown(ctx)
 	if err == nil {
 		err = waitZero(ctx, &sv.inflight)
@@ -432,7 +470,14 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.shutdown = true
 	servers := make([]*h1server.Server, 0, len(p.servers))
 	cancels := make([]context.CancelFunc, 0, len(p.servers))
-	for _, sv := range p.servers {
+	for ln, sv := range p.servers {
+		if sv.srv == nil {
+			// A mark for a Serve that now returns at once anyway.
+			delete(p.servers, ln)
+			continue
+		}
+		// Listeners being retired are drained (and, at ctx's end,
+		// closed) with the others.
 		servers = append(servers, sv.srv)
 		cancels = append(cancels, sv.cancel)
 	}

@@ -28,6 +28,24 @@ func serveOn(t *testing.T, p *Proxy, l Listener) (net.Listener, <-chan error) {
 	return ln, served
 }
 
+// openTunnel opens an upgraded connection through ln to an echoUpgrade
+// upstream.
+func openTunnel(t *testing.T, ln net.Listener) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	return c, br
+}
+
 // A listener moving to a new address: the old one is retired while the
 // new one serves. The old one stops accepting at once, its requests in
 // flight (HTTP/1.1 and HTTP/2) finish, and Retire returns once they have.
@@ -145,22 +163,8 @@ func TestRetireClosesTunnelsAtTheDeadline(t *testing.T) {
 	}()
 	old, _ := serveOn(t, p, Outbound)
 	cur, _ := serveOn(t, p, Outbound)
-	tunnel := func(ln net.Listener) (net.Conn, *bufio.Reader) {
-		c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-		br := bufio.NewReader(c)
-		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
-			t.Fatalf("%v %v", resp, err)
-		}
-		return c, br
-	}
-	oc, obr := tunnel(old)
-	cc, cbr := tunnel(cur)
+	oc, obr := openTunnel(t, old)
+	cc, cbr := openTunnel(t, cur)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -179,17 +183,101 @@ func TestRetireClosesTunnelsAtTheDeadline(t *testing.T) {
 	eventually(t, 5*time.Second, "the tunnels to end", func() bool { return p.inflight.Load() == 0 })
 }
 
-func TestRetireRefusesAListenerNotServed(t *testing.T) {
+// A Retire that comes before Serve has registered the listener (the
+// caller started Serve on a goroutine a moment ago, and a reload moves the
+// listener again at once) still retires it: the listener is closed, and
+// the Serve that comes after returns http.ErrServerClosed at once instead
+// of serving a listener nobody will retire.
+func TestRetireBeforeServeRetiresTheServeThatFollows(t *testing.T) {
 	p := New(Options{})
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	}()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	if err := p.Retire(context.Background(), ln); err == nil || !strings.Contains(err.Error(), "not served") {
-		t.Fatalf("Retire of a listener not served: %v", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Retire(ctx, ln); err != nil {
+		t.Fatalf("Retire before Serve: %v", err)
 	}
-	served, _ := serveOn(t, p, Outbound)
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln, Outbound) }()
+	select {
+	case err := <-served:
+		if !errors.Is(err, http.ErrServerClosed) {
+			t.Fatalf("Serve after Retire: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		ln.Close() // ends the Serve
+		<-served
+		t.Fatal("Serve after Retire serves the retired listener")
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the retired listener still accepts")
+	}
+	// The mark Retire left for the Serve to come is gone with it.
+	p.srvMu.Lock()
+	left := len(p.servers)
+	p.srvMu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d listeners still recorded after the retired Serve returned", left)
+	}
+}
+
+// Shutdown ends the drains of retired listeners at its own deadline, as it
+// ends those of the listeners it stops: a retirement given a longer
+// deadline does not outlive the shutdown.
+func TestShutdownEndsARetirementAtItsDeadline(t *testing.T) {
+	p := New(Options{})
+	if err := p.Apply(simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))})); err != nil {
+		t.Fatal(err)
+	}
+	old, oldServed := serveOn(t, p, Outbound)
+	oc, obr := openTunnel(t, old)
+
+	retired := make(chan error, 1)
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	go func() { retired <- p.Retire(rctx, old) }()
+	select {
+	case err := <-oldServed:
+		if !errors.Is(err, http.ErrServerClosed) {
+			t.Fatalf("Serve of the retired listener: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve of the retired listener did not return")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a tunnel open: %v, want the deadline", err)
+	}
+	_ = oc.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(oc, "still there?\n")
+	if line, err := obr.ReadString('\n'); err == nil {
+		t.Fatalf("the retiring listener's tunnel outlived Shutdown: %q", line)
+	}
+	select {
+	case <-retired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Retire still draining after Shutdown returned")
+	}
+}
+
+// Retire of a listener being retired does the same drain; Serve refuses a
+// listener it is serving already.
+func TestRetireTwiceAndServeTwice(t *testing.T) {
+	p := New(Options{})
+	served, servedErr := serveOn(t, p, Outbound)
 	eventually(t, 5*time.Second, "Serve to register", func() bool {
 		p.srvMu.Lock()
 		defer p.srvMu.Unlock()
@@ -200,6 +288,18 @@ func TestRetireRefusesAListenerNotServed(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- p.Retire(ctx, served) }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Retire: %v", err)
+		}
+	}
+	if err := <-servedErr; !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Serve of the retired listener: %v", err)
+	}
 	if err := p.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
