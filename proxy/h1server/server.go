@@ -30,8 +30,10 @@ type Server struct {
 	// connections then get 505 and upgrade requests are served as plain
 	// HTTP/1.1. Its zero Handler, MaxHeaderBytes, IdleTimeout and ErrorLog are set to
 	// this Server's by the first Serve, so an h2server.Server must not be
-	// shared between Servers. Shutdown and Close drive its Shutdown and
-	// Close.
+	// shared between Servers. Once SetLimits has been called, the
+	// HTTP/2 connections accepted afterwards take its MaxHeaderBytes and
+	// IdleTimeout instead of H2's. Shutdown and Close drive its Shutdown
+	// and Close.
 	H2 *h2server.Server
 
 	// MaxHeaderBytes bounds the request line plus header block (and a
