@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -126,11 +127,13 @@ func proxyAddrsOf(cfg *config.Config) proxyAddrs {
 }
 
 // listenerMove is a proxy listener that a reload moves: to a new address
-// (ln is bound there), or off (ln is nil).
+// (ln is bound there), or off (ln is nil); or, when respelled is set, a
+// new spelling of the address already bound, which moves nothing.
 type listenerMove struct {
-	l    proxy.Listener
-	addr string       // the configured address, "" for off
-	ln   net.Listener // bound at addr; nil for off
+	l         proxy.Listener
+	addr      string       // the configured address, "" for off
+	ln        net.Listener // bound at addr; nil for off or respelled
+	respelled bool
 }
 
 // serveResult is a server's end: its name and what its Serve returned.
@@ -158,25 +161,36 @@ func (s *sidecar) serveProxy(ln net.Listener, l proxy.Listener) {
 }
 
 // bindMoves binds the proxy listeners whose address cfg changes. Nothing
-// is bound if one of them cannot be: the error names its key.
+// is bound if one of them cannot be: the error names its key, and the
+// sidecar's own listener when that is what holds the port.
 func (s *sidecar) bindMoves(cfg *config.Config) ([]listenerMove, error) {
 	want := proxyAddrsOf(cfg)
 	s.lnMu.Lock()
 	have := s.proxyAddrs
+	own := *s.lns
 	s.lnMu.Unlock()
 	var moves []listenerMove
 	for _, m := range []struct {
 		l          proxy.Listener
 		have, want string
-	}{{proxy.Outbound, have.outbound, want.outbound}, {proxy.Inbound, have.inbound, want.inbound}} {
+		cur        net.Listener
+	}{{proxy.Outbound, have.outbound, want.outbound, own.outbound}, {proxy.Inbound, have.inbound, want.inbound, own.inbound}} {
 		if m.have == m.want {
 			continue
 		}
 		mv := listenerMove{l: m.l, addr: m.want}
-		if m.want != "" {
+		switch {
+		case m.want == "":
+		case m.cur != nil && sameSocket(m.want, m.cur.Addr()):
+			// Binding it again would fail: the socket is ours already.
+			mv.respelled = true
+		default:
 			ln, err := net.Listen("tcp", m.want)
 			if err != nil {
 				closeMoves(moves)
+				if holder := own.holding(m.want); holder != "" && errors.Is(err, syscall.EADDRINUSE) {
+					err = fmt.Errorf("%w (the port is held by this sidecar's %s listener, which a reload closes only after binding the new addresses: move through another port, or restart)", err, holder)
+				}
 				return nil, fmt.Errorf("listeners.%s.address: %w", m.l, err)
 			}
 			mv.ln = ln
@@ -184,6 +198,48 @@ func (s *sidecar) bindMoves(cfg *config.Config) ([]listenerMove, error) {
 		moves = append(moves, mv)
 	}
 	return moves, nil
+}
+
+// sameSocket reports whether addr, a configured listen address, names the
+// socket bound at bound: the same port, and the same IP or both wildcard
+// hosts. "", "0.0.0.0" and "::" are the same socket for net.Listen("tcp"),
+// which binds a dual-stack IPv6 socket for each; a host name is resolved
+// as net.Listen resolves it (IPv4 first).
+func sameSocket(addr string, bound net.Addr) bool {
+	b, ok := bound.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	a, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil || a.Port != b.Port {
+		return false
+	}
+	wild := func(ip net.IP) bool { return ip == nil || ip.IsUnspecified() }
+	if wild(a.IP) || wild(b.IP) {
+		return wild(a.IP) && wild(b.IP)
+	}
+	return a.IP.Equal(b.IP)
+}
+
+// holding names the listener of l bound to addr's port ("" for none):
+// binding addr then fails for the sidecar's own sake.
+func (l listeners) holding(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" {
+		return ""
+	}
+	for _, h := range []struct {
+		name string
+		ln   net.Listener
+	}{{"admin", l.admin}, {"outbound", l.outbound}, {"inbound", l.inbound}, {"app_api", l.appAPI}} {
+		if h.ln == nil {
+			continue
+		}
+		if _, p, err := net.SplitHostPort(h.ln.Addr().String()); err == nil && p == port {
+			return h.name
+		}
+	}
+	return ""
 }
 
 // closeMoves closes the listeners bound for moves not made.
@@ -203,35 +259,48 @@ func (s *sidecar) moveListeners(moves []listenerMove, drain time.Duration) {
 	if len(moves) == 0 {
 		return
 	}
+	type moved struct {
+		l        proxy.Listener
+		from, to string
+	}
+	var done []moved
 	s.lnMu.Lock()
-	defer s.lnMu.Unlock()
 	for _, m := range moves {
 		slot, addr := &s.lns.outbound, &s.proxyAddrs.outbound
 		if m.l == proxy.Inbound {
 			slot, addr = &s.lns.inbound, &s.proxyAddrs.inbound
 		}
+		*addr = m.addr
+		if m.respelled {
+			continue
+		}
 		old := *slot
-		*slot, *addr = m.ln, m.addr
-		from, to := "", ""
+		*slot = m.ln
+		mv := moved{l: m.l}
 		if m.ln != nil {
-			to = m.ln.Addr().String()
+			mv.to = m.ln.Addr().String()
 			s.serveLocked(m.l.String(), func() error { return s.proxy.Serve(m.ln, m.l) })
 		}
 		if old != nil {
-			from = old.Addr().String()
+			mv.from = old.Addr().String()
 			s.retiring.Go(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), drain)
 				defer cancel()
 				if err := s.proxy.Retire(ctx, old); err != nil {
 					s.log.Warn("listener drain timed out; closed its remaining connections",
-						zap.String(fieldListener, m.l.String()), zap.String("address", from), zap.Error(err))
+						zap.String(fieldListener, m.l.String()), zap.String("address", mv.from), zap.Error(err))
 				}
 			})
 		}
-		s.log.Info("listener moved", zap.String(fieldListener, m.l.String()), zap.String("from", from), zap.String("to", to))
+		done = append(done, mv)
 	}
-	if s.opts.addrFile != "" {
-		if err := writeAddrFile(s.opts.addrFile, s.lns.addrs()); err != nil {
+	addrs := s.lns.addrs()
+	s.lnMu.Unlock()
+	for _, mv := range done {
+		s.log.Info("listener moved", zap.String(fieldListener, mv.l.String()), zap.String("from", mv.from), zap.String("to", mv.to))
+	}
+	if len(done) > 0 && s.opts.addrFile != "" {
+		if err := writeAddrFile(s.opts.addrFile, addrs); err != nil {
 			s.log.Error("cannot write the address file", zap.Error(err))
 		}
 	}

@@ -1049,3 +1049,184 @@ func TestReloadTurnsAListenerOffAndOn(t *testing.T) {
 		t.Fatalf("inbound on again: %d %q", code, body)
 	}
 }
+
+// withInbound is cfg (a sidecarConfig) with the inbound listener at addr.
+func withInbound(t *testing.T, cfg, addr string) string {
+	t.Helper()
+	const at = "  inbound:\n    address: 127.0.0.1:0\n"
+	if !strings.Contains(cfg, at) {
+		t.Fatal("sidecarConfig has no inbound address to replace")
+	}
+	return strings.Replace(cfg, at, "  inbound:\n    address: "+addr+"\n", 1)
+}
+
+// An address that names the socket already bound, spelled another way, is
+// not a move: the reload applies (its other changes with it) and the
+// listener serves on, instead of the reload being rejected because the
+// listener's own socket holds the port.
+func TestReloadKeepsAListenerWhoseAddressIsOnlyRespelled(t *testing.T) {
+	if a, err := net.ResolveTCPAddr("tcp", "localhost:1"); err != nil || !a.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Skipf("localhost is not 127.0.0.1 here: %v %v", a, err)
+	}
+	up := newUpstream(t, "a")
+	port := freeAddr(t)[len("127.0.0.1:"):]
+	base := withOutbound(t, sidecarConfig(up.addr(), up.addr(), ""), "127.0.0.1:"+port)
+	path := writeConfig(t, base)
+	p := start(t, "run", "-c", path)
+	c := newClient(t)
+
+	respelled := strings.Replace(withOutbound(t, sidecarConfig(up.addr(), up.addr(), ""), "localhost:"+port),
+		"drain_timeout: 10s", "drain_timeout: 11s", 1)
+	writeAtomic(t, path, respelled)
+	var cb configBody
+	waitFor(t, 15*time.Second, "the reload to be applied or rejected", func() bool {
+		cb = getConfig(t, c, p.addrs.Admin)
+		return cb.Generation == 2 || cb.LastReloadError != ""
+	})
+	if cb.Generation != 2 || cb.LastReloadError != "" {
+		t.Fatalf("reload with the outbound address respelled: %+v", cb)
+	}
+	if code, body, _ := get(t, c, "http://127.0.0.1:"+port+"/x", "svc"); code != 200 || body != "a /x" {
+		t.Fatalf("the outbound listener after the reload: %d %q", code, body)
+	}
+	if s := p.stderr.String(); strings.Contains(s, `"msg":"listener moved"`) {
+		t.Fatalf("a respelled address moved the listener:\n%s", s)
+	}
+}
+
+// A reload that moves both listeners, where the second cannot be bound,
+// moves neither and frees what it bound for the first; an address held by
+// the sidecar's own other listener (a swap) is refused with an error that
+// says so.
+func TestReloadMovingBothListenersMovesNeitherWhenOneCannotBind(t *testing.T) {
+	up := newUpstream(t, "a")
+	base := sidecarConfig(up.addr(), up.addr(), "")
+	path := writeConfig(t, base)
+	p := start(t, "run", "-c", path)
+	c := newClient(t)
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	free := freeAddr(t)
+	writeAtomic(t, path, withInbound(t, withOutbound(t, base, free), busy.Addr().String()))
+	var cb configBody
+	waitFor(t, 15*time.Second, "the rejected reload in /config", func() bool {
+		cb = getConfig(t, c, p.addrs.Admin)
+		return cb.LastReloadError != ""
+	})
+	if cb.Generation != 1 || !strings.Contains(cb.LastReloadError, "listeners.inbound.address") {
+		t.Fatalf("after moving inbound to an address in use: %+v", cb)
+	}
+	ln, err := net.Listen("tcp", free)
+	if err != nil {
+		t.Fatalf("the outbound address bound for the rejected reload is still held: %v", err)
+	}
+	ln.Close()
+
+	// The swap: each listener's new address is the other's.
+	writeAtomic(t, path, withInbound(t, withOutbound(t, base, p.addrs.Inbound), p.addrs.Outbound))
+	waitFor(t, 15*time.Second, "the rejected swap in /config", func() bool {
+		cb = getConfig(t, c, p.addrs.Admin)
+		return strings.Contains(cb.LastReloadError, p.addrs.Inbound)
+	})
+	if want := "held by this sidecar's inbound listener"; cb.Generation != 1 || !strings.Contains(cb.LastReloadError, "listeners.outbound.address") ||
+		!strings.Contains(cb.LastReloadError, want) {
+		t.Fatalf("after swapping the listeners' addresses: %+v, want an error naming listeners.outbound.address and %q", cb, want)
+	}
+	for _, a := range []struct{ url, host, body string }{{"http://" + p.addrs.Outbound + "/o", "svc", "a /o"}, {"http://" + p.addrs.Inbound + "/i", "", "a /i"}} {
+		if code, body, _ := get(t, c, a.url, a.host); code != 200 || body != a.body {
+			t.Fatalf("%s after the rejected reloads: %d %q", a.url, code, body)
+		}
+	}
+}
+
+// A listener moved away and straight back, while a request on its first
+// address is still draining: the first address is free again (the old
+// listener stopped accepting when the first move applied), so the second
+// move applies too and the request finishes.
+func TestReloadMovesAListenerBackWhileItsOldAddressDrains(t *testing.T) {
+	up := newUpstream(t, "a")
+	first := freeAddr(t)
+	base := sidecarConfig(up.addr(), up.addr(), "")
+	path := writeConfig(t, withOutbound(t, base, first))
+	p := start(t, "run", "-c", path)
+	c := newClient(t)
+
+	res := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+first+"/slow?d=3s", nil)
+		req.Host = "svc"
+		resp, err := newClient(t).Do(req)
+		if err != nil {
+			res <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	select {
+	case <-up.arrivals:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request never reached the upstream")
+	}
+	readOutbound := func() string {
+		b, err := os.ReadFile(p.addrFile)
+		var a boundAddrs
+		if err != nil || json.Unmarshal(b, &a) != nil {
+			return ""
+		}
+		return a.Outbound
+	}
+	second := freeAddr(t)
+	writeAtomic(t, path, withOutbound(t, base, second))
+	waitFor(t, 15*time.Second, "the move to the second address", func() bool { return readOutbound() == second })
+	writeAtomic(t, path, withOutbound(t, base, first))
+	var cb configBody
+	waitFor(t, 15*time.Second, "the move back to be applied or rejected", func() bool {
+		cb = getConfig(t, c, p.addrs.Admin)
+		return cb.Generation == 3 || cb.LastReloadError != ""
+	})
+	if cb.Generation != 3 || cb.LastReloadError != "" || readOutbound() != first {
+		t.Fatalf("moving back while the first address drains: %+v, address file %q", cb, readOutbound())
+	}
+	if code, body, _ := get(t, c, "http://"+first+"/x", "svc"); code != 200 || body != "a /x" {
+		t.Fatalf("the first address again: %d %q", code, body)
+	}
+	if r := <-res; r != "200 a /slow" {
+		t.Fatalf("the request in flight on the first address: %s", r)
+	}
+}
+
+// The spellings of a wildcard address are one socket for net.Listen("tcp")
+// (a dual-stack IPv6 one); a specific address is not the wildcard.
+func TestSameSocketTakesEverySpellingOfABoundAddress(t *testing.T) {
+	wild, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Skipf("cannot bind a wildcard address here: %v", err)
+	}
+	defer wild.Close()
+	port := strconv.Itoa(wild.Addr().(*net.TCPAddr).Port)
+	for _, a := range []string{":" + port, "0.0.0.0:" + port, "[::]:" + port} {
+		if !sameSocket(a, wild.Addr()) {
+			t.Errorf("%s is not the socket bound at %s", a, wild.Addr())
+		}
+	}
+	lo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lo.Close()
+	lport := strconv.Itoa(lo.Addr().(*net.TCPAddr).Port)
+	for a, want := range map[string]bool{
+		"127.0.0.1:" + lport: true, "[::ffff:127.0.0.1]:" + lport: true,
+		"0.0.0.0:" + lport: false, "127.0.0.2:" + lport: false, "127.0.0.1:0": false, "127.0.0.1:" + port: false,
+	} {
+		if got := sameSocket(a, lo.Addr()); got != want {
+			t.Errorf("sameSocket(%s, %s) = %v, want %v", a, lo.Addr(), got, want)
+		}
+	}
+}
