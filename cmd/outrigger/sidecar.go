@@ -231,11 +231,19 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	// Ready before the address file appears: whoever waits for the file
 	// may probe /ready at once.
 	s.serving.Store(true)
+	// The reloads have started: one may have moved a listener already, and
+	// its own write of the file must not be overwritten with the addresses
+	// bound at start. reloadMu orders the two writes.
+	s.reloadMu.Lock()
+	s.lnMu.Lock()
+	addrs = s.lns.addrs()
+	s.lnMu.Unlock()
 	if o.addrFile != "" {
 		if err := writeAddrFile(o.addrFile, addrs); err != nil {
 			s.log.Error("cannot write the address file", zap.Error(err))
 		}
 	}
+	s.reloadMu.Unlock()
 	s.log.Info("outrigger serving",
 		zap.String("version", version), zap.Uint64(fieldGeneration, gen), zap.String(fieldConfig, o.configPath),
 		zap.String("admin", addrs.Admin), zap.String("outbound", addrs.Outbound), zap.String("inbound", addrs.Inbound),
