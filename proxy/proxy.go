@@ -342,8 +342,9 @@ func (p *Proxy) SetBreaker(cluster, action string) error {
 
 // Serve accepts connections on ln for listener l until Shutdown or
 // Retire(ln), and returns http.ErrServerClosed then (at once, closing ln,
-// when Shutdown was already called). Several listeners may serve the same
-// l, as while a listener moves to a new address.
+// when Shutdown or Retire(ln) was already called). Several listeners may
+// serve the same l, as while a listener moves to a new address; a
+// listener Serve is serving already is refused with an error.
 //
 // Downstream protocols: HTTP/1.1, served by h1server, and HTTP/2
 // cleartext both with prior knowledge and by "Upgrade: h2c" (RFC 7540

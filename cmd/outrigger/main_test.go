@@ -1230,3 +1230,51 @@ func TestSameSocketTakesEverySpellingOfABoundAddress(t *testing.T) {
 		}
 	}
 }
+
+// SIGTERM while a moved listener's old address still drains: the shutdown's
+// drain_timeout (lowered by a later reload) ends that drain too, instead of
+// the process waiting out the longer drain the move was given.
+func TestSIGTERMEndsTheDrainOfAMovedListener(t *testing.T) {
+	up := newUpstream(t, "a")
+	base := sidecarConfig(up.addr(), up.addr(), "")
+	path := writeConfig(t, base)
+	p := start(t, "run", "-c", path)
+	c := newClient(t)
+	old := p.addrs.Outbound
+
+	res := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+old+"/slow?d=20s", nil)
+		req.Host = "svc"
+		resp, err := newClient(t).Do(req)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		res <- err
+	}()
+	select {
+	case <-up.arrivals:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request never reached the upstream")
+	}
+	moved := freeAddr(t)
+	next := withOutbound(t, base, moved) // drain_timeout 10s for the move
+	writeAtomic(t, path, next)
+	waitFor(t, 15*time.Second, "the move", func() bool { return getConfig(t, c, p.addrs.Admin).Generation == 2 })
+	writeAtomic(t, path, strings.Replace(next, "drain_timeout: 10s", "drain_timeout: 500ms", 1))
+	waitFor(t, 15*time.Second, "the shorter drain_timeout", func() bool { return getConfig(t, c, p.addrs.Admin).Generation == 3 })
+
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(6 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	select {
+	case err := <-res:
+		if err == nil {
+			t.Fatal("the request on the old address outlived the drain")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request on the old address is still open after the process exited")
+	}
+}
