@@ -92,7 +92,9 @@ type sidecar struct {
 //     that no reload races the drain;
 //  3. the outbound and inbound listeners, within listeners.drain_timeout:
 //     stop accepting, let requests in flight finish, then close what is
-//     left (and the proxy's idle upstream connections);
+//     left (and the proxy's idle upstream connections); the old listeners
+//     of moves (a reload that changed an address) still draining end
+//     with them, at their own deadline or this one, whichever is first;
 //  4. stop the event log's loops (push deliveries, retention, group
 //     sessions) and wait for them; this also ends the app API's long polls
 //     (the eventlog package's own shutdown order: Run, then its handlers,
@@ -286,7 +288,8 @@ wait:
 	if err := s.proxy.Shutdown(drainCtx); err != nil {
 		s.log.Warn("drain timed out; closed the remaining connections", zap.Error(err))
 	}
-	// Listeners a reload moved away from drain within their own timeout.
+	// Listeners a reload moved away from: Shutdown has ended their drains
+	// too; join the goroutines that ran them.
 	s.retiring.Wait()
 	// 4. The event log's loops (push deliveries, retention, group
 	// sessions); ending Run also ends the app API's long polls.
