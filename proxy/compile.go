@@ -14,6 +14,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/composer"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/h1server"
 	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
 
@@ -35,6 +36,12 @@ type listenerLimits struct {
 	maxHeaderBytes    int
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
+}
+
+// h1 is l as the server takes it (defaults filled in first: a zero in
+// h1server.Limits means no limit).
+func (l listenerLimits) h1() h1server.Limits {
+	return h1server.Limits{MaxHeaderBytes: l.maxHeaderBytes, ReadHeaderTimeout: l.readHeaderTimeout, IdleTimeout: l.idleTimeout}
 }
 
 func (l listenerLimits) withDefaults() listenerLimits {

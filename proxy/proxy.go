@@ -190,6 +190,15 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	p.res = res
 	p.snap.Store(s)
+	// Connections accepted from here on get the new listener limits;
+	// those open keep theirs (see Serve for the one registering now).
+	p.srvMu.Lock()
+	for _, sv := range p.servers {
+		if sv.srv != nil {
+			sv.srv.SetLimits(s.limits.withDefaults().h1())
+		}
+	}
+	p.srvMu.Unlock()
 	p.gen.Store(s.gen)
 	p.m.generation.Set(float64(s.gen))
 	p.m.commit()
@@ -350,13 +359,11 @@ func (p *Proxy) SetBreaker(cluster, action string) error {
 // cleartext both with prior knowledge and by "Upgrade: h2c" (RFC 7540
 // §3.2), which h1server hands to proxy/h2server; Shutdown sends
 // those connections GOAWAY. Header size, read-header and idle timeouts
-// come from the configuration applied when Serve is called.
+// come from the applied configuration: a connection takes those applied
+// when it is accepted and keeps them (Apply changes them for the
+// connections accepted after it).
 func (p *Proxy) Serve(ln net.Listener, l Listener) error {
-	lim := listenerLimits{}
-	if s := p.snap.Load(); s != nil {
-		lim = s.limits
-	}
-	lim = lim.withDefaults()
+	lim := p.listenerLimits()
 	// Requests on hijacked connections (protocol switches) derive their
 	// context from the base context; cancelling it is how a forced
 	// shutdown ends them.
@@ -397,6 +404,10 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		return http.ErrServerClosed
 	}
 	p.servers[ln] = sv
+	// The limits of the snapshot serving now: an Apply that came since
+	// they were read above set the servers registered then, not this
+	// one (Apply stores its snapshot before it takes srvMu).
+	srv.SetLimits(p.listenerLimits().h1())
 	p.srvMu.Unlock()
 	defer func() {
 		p.srvMu.Lock()
@@ -406,6 +417,16 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		p.srvMu.Unlock()
 	}()
 	return srv.Serve(ln)
+}
+
+// listenerLimits are the serving snapshot's listener limits, defaults
+// filled in.
+func (p *Proxy) listenerLimits() listenerLimits {
+	lim := listenerLimits{}
+	if s := p.snap.Load(); s != nil {
+		lim = s.limits
+	}
+	return lim.withDefaults()
 }
 
 // Retire stops serving ln while the other listeners go on, as Shutdown

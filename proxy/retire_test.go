@@ -304,3 +304,62 @@ func TestRetireTwiceAndServeTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A reload's listener limits apply to the connections accepted after it;
+// a connection open before keeps the limits it was accepted with.
+func TestApplyChangesListenerLimitsForNewConnections(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))})
+	h := startProxy(t, cfg)
+	// A request whose head is about 8 KiB: under the default 64 KiB limit,
+	// over the 2 KiB one applied below (and the 4 KiB the server allows
+	// past it, as net/http does).
+	big := "GET / HTTP/1.1\r\nHost: svc\r\nX-Big: " + strings.Repeat("b", 8192) + "\r\n\r\n"
+	status := func(c net.Conn, br *bufio.Reader) int {
+		t.Helper()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, big); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	oc, obr := dial()
+	if code := status(oc, obr); code != 200 {
+		t.Fatalf("before the reload: %d", code)
+	}
+
+	small := simpleConfig(config.Cluster{Endpoints: eps(addr(up))})
+	small.Listeners.MaxRequestHeaderBytes = 2048
+	if err := h.p.Apply(small); err != nil {
+		t.Fatal(err)
+	}
+	nc, nbr := dial()
+	if code := status(nc, nbr); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("a connection accepted after the reload: %d, want 431", code)
+	}
+	if code := status(oc, obr); code != 200 {
+		t.Fatalf("the connection open before the reload: %d, want 200", code)
+	}
+	// And back: a later reload raises the limit again for new connections.
+	if err := h.p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	nc2, nbr2 := dial()
+	if code := status(nc2, nbr2); code != 200 {
+		t.Fatalf("a connection accepted after the limit was raised: %d", code)
+	}
+}
