@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
 )
 
 func cmdRun(args []string, stdout, stderr io.Writer) error {
@@ -39,7 +41,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 // SIGHUP. The first SIGTERM/SIGINT starts the drain and gives the signals
 // back to their default action, so a second one ends the process at once.
 func runWithSignals(o sidecarOptions) error {
-	tuneGC(os.Getenv)
+	o.gcPercent = tuneGC(os.Getenv)
+	o.memLimit, o.memLimitErr = tuneMemoryLimit(memlimit.FromCgroup)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	context.AfterFunc(ctx, stop)
@@ -69,6 +72,26 @@ func tuneGC(getenv func(string) string) int {
 	}
 	debug.SetGCPercent(defaultGCPercent)
 	return defaultGCPercent
+}
+
+// memLimitRatio is the share of the container's memory limit given to the
+// Go runtime as its soft limit: the rest is the process's memory outside
+// the Go heap's accounting (thread stacks, the binary, kernel buffers
+// charged to the container) and headroom.
+const memLimitRatio = 0.9
+
+// tuneMemoryLimit sets the runtime's soft memory limit (what GOMEMLIMIT
+// sets) to memLimitRatio of the limit provider reports, the container's
+// memory limit for memlimit.FromCgroup (cgroup v2 memory.max, or v1
+// memory.limit_in_bytes). Near that limit the collector then runs as
+// often as it must to stay under it, whatever GOGC says, instead of the
+// process being killed for running out of memory. The operator's
+// GOMEMLIMIT stands when set; AUTOMEMLIMIT=off turns this off and
+// AUTOMEMLIMIT=R (0 < R <= 1) takes another ratio. It returns the limit in
+// effect (math.MaxInt64: none), and why it could not be read, if so; no
+// limit (outside a container, or memory.max "max") is not an error.
+func tuneMemoryLimit(provider memlimit.Provider) (int64, error) {
+	return memlimit.Set(memlimit.WithProvider(provider), memlimit.WithRatio(memLimitRatio))
 }
 
 // checkLogFlags rejects bad --log-level and --log-format values before

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -40,6 +41,13 @@ type sidecarOptions struct {
 	onReady func(boundAddrs)
 	// reload delivers SIGHUP; closed or nil means no signal reloads.
 	reload <-chan os.Signal
+	// gcPercent and memLimit are the collector's target and the soft
+	// memory limit set at start (tuneGC, tuneMemoryLimit; math.MaxInt64
+	// or 0: none), memLimitErr why the container's limit could not be
+	// read; they are logged.
+	gcPercent   int
+	memLimit    int64
+	memLimitErr error
 	stderr io.Writer // logs
 	stdout io.Writer // access log when logging.access_log.path is empty
 }
@@ -246,10 +254,17 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		}
 	}
 	s.reloadMu.Unlock()
+	if o.memLimitErr != nil {
+		s.log.Warn("memory limit not set: the container's limit could not be read", zap.Error(o.memLimitErr))
+	}
+	memLimit := o.memLimit
+	if memLimit == math.MaxInt64 {
+		memLimit = 0
+	}
 	s.log.Info("outrigger serving",
 		zap.String("version", version), zap.Uint64(fieldGeneration, gen), zap.String(fieldConfig, o.configPath),
 		zap.String("admin", addrs.Admin), zap.String("outbound", addrs.Outbound), zap.String("inbound", addrs.Inbound),
-		zap.String("app_api", addrs.AppAPI))
+		zap.String("app_api", addrs.AppAPI), zap.Int("gogc", o.gcPercent), zap.Int64("memory_limit_bytes", memLimit))
 	if o.onReady != nil {
 		o.onReady(addrs)
 	}
