@@ -48,8 +48,8 @@ type sidecarOptions struct {
 	gcPercent   int
 	memLimit    int64
 	memLimitErr error
-	stderr io.Writer // logs
-	stdout io.Writer // access log when logging.access_log.path is empty
+	stderr      io.Writer // logs
+	stdout      io.Writer // access log when logging.access_log.path is empty
 }
 
 // sidecar is one running Outrigger process: the proxy, its admin endpoint,
