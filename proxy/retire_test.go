@@ -15,6 +15,24 @@ import (
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
+// appliedProxy is a Proxy with cfg applied, shut down (and its drain
+// checked) when the test ends.
+func appliedProxy(t *testing.T, cfg *config.Config) *Proxy {
+	t.Helper()
+	p := New(Options{})
+	if err := p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return p
+}
+
 // serveOn serves listener l on a new loopback port; the returned channel
 // gets Serve's result.
 func serveOn(t *testing.T, p *Proxy, l Listener) (net.Listener, <-chan error) {
@@ -59,17 +77,7 @@ func TestRetireDrainsOneListenerWhileAnotherServes(t *testing.T) {
 		}
 		fmt.Fprint(w, "ok "+r.URL.Path)
 	})
-	p := New(Options{})
-	if err := p.Apply(simpleConfig(config.Cluster{Endpoints: eps(addr(up))})); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	}()
+	p := appliedProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
 	old, oldServed := serveOn(t, p, Outbound)
 	cur, _ := serveOn(t, p, Outbound)
 
@@ -150,17 +158,7 @@ func TestRetireDrainsOneListenerWhileAnotherServes(t *testing.T) {
 // A tunnel (an upgraded connection) on a retired listener is waited for
 // until the deadline, then closed; the other listener is untouched.
 func TestRetireClosesTunnelsAtTheDeadline(t *testing.T) {
-	p := New(Options{})
-	if err := p.Apply(simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))})); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	}()
+	p := appliedProxy(t, simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}))
 	old, _ := serveOn(t, p, Outbound)
 	cur, _ := serveOn(t, p, Outbound)
 	oc, obr := openTunnel(t, old)

@@ -261,6 +261,40 @@ func newUpstream(t *testing.T, name string) *upstream {
 
 func (u *upstream) addr() string { return strings.TrimPrefix(u.URL, "http://") }
 
+// slowResult is the end of a request sendSlow sent.
+type slowResult struct {
+	code int
+	body string
+	err  error
+}
+
+// sendSlow sends GET /slow?d=D (Host svc) to the sidecar listening at
+// addr, on a connection of its own, and returns once up has the request;
+// the result arrives on the channel when it ends.
+func sendSlow(t *testing.T, up *upstream, addr string, d time.Duration) <-chan slowResult {
+	t.Helper()
+	res := make(chan slowResult, 1)
+	c := newClient(t)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/slow?d="+d.String(), nil)
+		req.Host = "svc"
+		resp, err := c.Do(req)
+		if err != nil {
+			res <- slowResult{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- slowResult{resp.StatusCode, string(b), err}
+	}()
+	select {
+	case <-up.arrivals:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request never reached the upstream")
+	}
+	return res
+}
+
 // sidecarConfig is a minimal config on random loopback ports: the cluster
 // "svc" (Host "svc") goes to upstream, the inbound listener forwards to app.
 func sidecarConfig(upstream, app string, extra string) string {
@@ -606,30 +640,7 @@ func TestSIGTERMDrainsInFlightRequestsAndExits0(t *testing.T) {
 	up := newUpstream(t, "a")
 	p := start(t, "run", "-c", writeConfig(t, sidecarConfig(up.addr(), up.addr(), "")))
 	c := newClient(t)
-
-	type result struct {
-		code int
-		body string
-		err  error
-	}
-	res := make(chan result, 1)
-	go func() {
-		req, _ := http.NewRequest("GET", "http://"+p.addrs.Outbound+"/slow?d=1500ms", nil)
-		req.Host = "svc"
-		resp, err := c.Do(req)
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		res <- result{resp.StatusCode, string(b), err}
-	}()
-	select {
-	case <-up.arrivals:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the slow request never reached the upstream")
-	}
+	res := sendSlow(t, up, p.addrs.Outbound, 1500*time.Millisecond)
 	p.signal(syscall.SIGTERM)
 
 	// While draining: not ready, and the admin endpoint still answers.
@@ -911,15 +922,22 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// withOutbound is cfg (a sidecarConfig) with the outbound listener at addr.
-func withOutbound(t *testing.T, cfg, addr string) string {
+// withAddress is cfg (a sidecarConfig) with listener name ("outbound" or
+// "inbound") at addr.
+func withAddress(t *testing.T, cfg, name, addr string) string {
 	t.Helper()
-	const at = "  outbound:\n    address: 127.0.0.1:0\n"
+	at := "  " + name + ":\n    address: 127.0.0.1:0\n"
 	if !strings.Contains(cfg, at) {
-		t.Fatal("sidecarConfig has no outbound address to replace")
+		t.Fatalf("sidecarConfig has no %s address to replace", name)
 	}
-	return strings.Replace(cfg, at, "  outbound:\n    address: "+addr+"\n", 1)
+	return strings.Replace(cfg, at, "  "+name+":\n    address: "+addr+"\n", 1)
 }
+
+func withOutbound(t *testing.T, cfg, addr string) string {
+	return withAddress(t, cfg, "outbound", addr)
+}
+
+func withInbound(t *testing.T, cfg, addr string) string { return withAddress(t, cfg, "inbound", addr) }
 
 // A reload that changes the outbound listener's address moves it: the new
 // address serves at once, the old one stops accepting and its request in
@@ -932,30 +950,7 @@ func TestReloadMovesAListenerWithoutDroppingItsRequests(t *testing.T) {
 	p := start(t, "run", "-c", path)
 	c := newClient(t)
 	old := p.addrs.Outbound
-
-	type result struct {
-		code int
-		body string
-		err  error
-	}
-	res := make(chan result, 1)
-	go func() {
-		req, _ := http.NewRequest("GET", "http://"+old+"/slow?d=1500ms", nil)
-		req.Host = "svc"
-		resp, err := newClient(t).Do(req)
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		res <- result{resp.StatusCode, string(b), err}
-	}()
-	select {
-	case <-up.arrivals:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the slow request never reached the upstream")
-	}
+	res := sendSlow(t, up, old, 1500*time.Millisecond)
 
 	moved := freeAddr(t)
 	writeAtomic(t, path, withOutbound(t, base, moved))
@@ -1048,16 +1043,6 @@ func TestReloadTurnsAListenerOffAndOn(t *testing.T) {
 	if code, body, _ := get(t, c, "http://"+a.Inbound+"/i2", ""); code != 200 || body != "app /i2" {
 		t.Fatalf("inbound on again: %d %q", code, body)
 	}
-}
-
-// withInbound is cfg (a sidecarConfig) with the inbound listener at addr.
-func withInbound(t *testing.T, cfg, addr string) string {
-	t.Helper()
-	const at = "  inbound:\n    address: 127.0.0.1:0\n"
-	if !strings.Contains(cfg, at) {
-		t.Fatal("sidecarConfig has no inbound address to replace")
-	}
-	return strings.Replace(cfg, at, "  inbound:\n    address: "+addr+"\n", 1)
 }
 
 // An address that names the socket already bound, spelled another way, is
@@ -1155,24 +1140,7 @@ func TestReloadMovesAListenerBackWhileItsOldAddressDrains(t *testing.T) {
 	p := start(t, "run", "-c", path)
 	c := newClient(t)
 
-	res := make(chan string, 1)
-	go func() {
-		req, _ := http.NewRequest("GET", "http://"+first+"/slow?d=3s", nil)
-		req.Host = "svc"
-		resp, err := newClient(t).Do(req)
-		if err != nil {
-			res <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		res <- fmt.Sprintf("%d %s", resp.StatusCode, b)
-	}()
-	select {
-	case <-up.arrivals:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the slow request never reached the upstream")
-	}
+	res := sendSlow(t, up, first, 3*time.Second)
 	readOutbound := func() string {
 		b, err := os.ReadFile(p.addrFile)
 		var a boundAddrs
@@ -1196,8 +1164,8 @@ func TestReloadMovesAListenerBackWhileItsOldAddressDrains(t *testing.T) {
 	if code, body, _ := get(t, c, "http://"+first+"/x", "svc"); code != 200 || body != "a /x" {
 		t.Fatalf("the first address again: %d %q", code, body)
 	}
-	if r := <-res; r != "200 a /slow" {
-		t.Fatalf("the request in flight on the first address: %s", r)
+	if r := <-res; r.err != nil || r.code != 200 || r.body != "a /slow" {
+		t.Fatalf("the request in flight on the first address: %+v", r)
 	}
 }
 
@@ -1242,22 +1210,7 @@ func TestSIGTERMEndsTheDrainOfAMovedListener(t *testing.T) {
 	c := newClient(t)
 	old := p.addrs.Outbound
 
-	res := make(chan error, 1)
-	go func() {
-		req, _ := http.NewRequest("GET", "http://"+old+"/slow?d=20s", nil)
-		req.Host = "svc"
-		resp, err := newClient(t).Do(req)
-		if err == nil {
-			_, err = io.ReadAll(resp.Body)
-			resp.Body.Close()
-		}
-		res <- err
-	}()
-	select {
-	case <-up.arrivals:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the slow request never reached the upstream")
-	}
+	res := sendSlow(t, up, old, 20*time.Second)
 	moved := freeAddr(t)
 	next := withOutbound(t, base, moved) // drain_timeout 10s for the move
 	writeAtomic(t, path, next)
@@ -1270,9 +1223,9 @@ func TestSIGTERMEndsTheDrainOfAMovedListener(t *testing.T) {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 	select {
-	case err := <-res:
-		if err == nil {
-			t.Fatal("the request on the old address outlived the drain")
+	case r := <-res:
+		if r.err == nil {
+			t.Fatalf("the request on the old address outlived the drain: %+v", r)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the request on the old address is still open after the process exited")
