@@ -164,6 +164,13 @@ func start(t *testing.T, args ...string) *proc {
 	return p
 }
 
+// fileAddrs reads the address file now; ok is false when it cannot be
+// read whole.
+func (p *proc) fileAddrs() (a boundAddrs, ok bool) {
+	b, err := os.ReadFile(p.addrFile)
+	return a, err == nil && json.Unmarshal(b, &a) == nil
+}
+
 // wait waits for the process to exit and returns its exit code.
 func (p *proc) wait(d time.Duration) int {
 	p.t.Helper()
@@ -955,9 +962,8 @@ func TestReloadMovesAListenerWithoutDroppingItsRequests(t *testing.T) {
 	moved := freeAddr(t)
 	writeAtomic(t, path, withOutbound(t, base, moved))
 	waitFor(t, 15*time.Second, "the address file to name the new address", func() bool {
-		b, err := os.ReadFile(p.addrFile)
-		var a boundAddrs
-		return err == nil && json.Unmarshal(b, &a) == nil && a.Outbound == moved
+		a, ok := p.fileAddrs()
+		return ok && a.Outbound == moved
 	})
 	if g := getConfig(t, c, p.addrs.Admin).Generation; g != 2 {
 		t.Fatalf("generation %d after the move, want 2", g)
@@ -1016,9 +1022,8 @@ func TestReloadTurnsAListenerOffAndOn(t *testing.T) {
 		t.Fatalf("inbound: %d %q", code, body)
 	}
 	readAddrs := func() boundAddrs {
-		b, err := os.ReadFile(p.addrFile)
-		var a boundAddrs
-		if err != nil || json.Unmarshal(b, &a) != nil {
+		a, ok := p.fileAddrs()
+		if !ok {
 			return boundAddrs{Inbound: "unreadable"}
 		}
 		return a
@@ -1142,11 +1147,7 @@ func TestReloadMovesAListenerBackWhileItsOldAddressDrains(t *testing.T) {
 
 	res := sendSlow(t, up, first, 3*time.Second)
 	readOutbound := func() string {
-		b, err := os.ReadFile(p.addrFile)
-		var a boundAddrs
-		if err != nil || json.Unmarshal(b, &a) != nil {
-			return ""
-		}
+		a, _ := p.fileAddrs()
 		return a.Outbound
 	}
 	second := freeAddr(t)
