@@ -48,6 +48,10 @@ const (
 	// maxKeptBuffer is the largest write buffer kept for reuse.
 	maxKeptBuffer  = 256 << 10
 	readBufferSize = 32 << 10
+
+	// noHeaderListLimit stands for a server that announced no
+	// SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2: unlimited).
+	noHeaderListLimit = 1<<64 - 1
 )
 
 // brPool recycles connection read buffers.
@@ -98,8 +102,11 @@ type conn struct {
 	maxStreams     uint32
 	peerInitWindow int64
 	peerMaxFrame   uint32
-	sendWindow     int64     // connection send window
-	connWaiters    []*stream // streams waiting for sendWindow
+	// peerMaxHeaderList is the server's SETTINGS_MAX_HEADER_LIST_SIZE,
+	// noHeaderListLimit until it announces one.
+	peerMaxHeaderList uint64
+	sendWindow        int64     // connection send window
+	connWaiters       []*stream // streams waiting for sendWindow
 	// Receive window of the connection: what the server may still send,
 	// and what was received but not yet given back.
 	recvAvail  int64
@@ -130,21 +137,22 @@ type conn struct {
 // writer. The handshake is bounded by ctx and by PingTimeout.
 func newConn(ctx context.Context, t *Transport, hp *hostPool, nc net.Conn) (*conn, error) {
 	c := &conn{
-		t:              t,
-		hp:             hp,
-		nc:             nc,
-		scheme:         "http",
-		done:           make(chan struct{}),
-		wake:           make(chan struct{}, 1),
-		readerDone:     make(chan struct{}),
-		writerDone:     make(chan struct{}),
-		streams:        make(map[uint32]*stream),
-		nextID:         1,
-		maxStreams:     100,
-		peerInitWindow: initialPeerWindow,
-		peerMaxFrame:   defaultMaxFrame,
-		sendWindow:     initialPeerWindow,
-		recvAvail:      connWindow,
+		t:                 t,
+		hp:                hp,
+		nc:                nc,
+		scheme:            "http",
+		done:              make(chan struct{}),
+		wake:              make(chan struct{}, 1),
+		readerDone:        make(chan struct{}),
+		writerDone:        make(chan struct{}),
+		streams:           make(map[uint32]*stream),
+		nextID:            1,
+		maxStreams:        100,
+		peerInitWindow:    initialPeerWindow,
+		peerMaxFrame:      defaultMaxFrame,
+		peerMaxHeaderList: noHeaderListLimit,
+		sendWindow:        initialPeerWindow,
+		recvAvail:         connWindow,
 	}
 	if _, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		c.scheme = "https"

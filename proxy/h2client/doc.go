@@ -44,6 +44,27 @@
 // first, the rest of the request body is cancelled (RST_STREAM CANCEL),
 // as x/net/http2 does.
 //
+// A request with a body and "Expect: 100-continue", when the Transport
+// has an ExpectContinueTimeout, sends its HEADERS alone (without
+// END_STREAM) and holds its body back, as net/http's transports do:
+// after a 100 Continue, or once ExpectContinueTimeout passed, the body
+// is sent as above; a final response that comes first is returned and
+// the body is never sent (it is closed), and once that response has
+// ended the stream is closed with RST_STREAM NO_ERROR (RFC 9113 §8.1).
+// Other 1xx responses (103 Early Hints) do not end the wait. The
+// request's context ending while it waits resets the stream with CANCEL.
+// Without an ExpectContinueTimeout, or without a body, the Expect field
+// is passed on and nothing waits.
+//
+// Before a request's HEADERS are encoded, its header list is sized as
+// RFC 9113 §6.5.2 says (name and value lengths plus 32 per field,
+// pseudo-fields included) and, when it exceeds the
+// SETTINGS_MAX_HEADER_LIST_SIZE the server announced, the request fails
+// with ErrHeaderListTooLarge without anything sent: no stream id is
+// spent and the connection and its other streams carry on. Trailers
+// over the limit are not sent either: the stream is reset with CANCEL
+// and the request fails with ErrHeaderListTooLarge.
+//
 // Requests carry :method, :scheme ("https" over TLS, else the URL's
 // scheme, "http" when it is neither), :authority (Request.Host, else URL.Host) and :path
 // (URL.RequestURI), then the header fields lowercased, without the
@@ -57,7 +78,8 @@
 // are reported through httptrace's Got1xxResponse (on the RoundTrip
 // goroutine, never the reader's; a 100 also through Got100Continue);
 // GotConn is called once a connection and stream slot are taken, GetConn
-// before; other hooks are not called. The response is what
+// before; Wait100Continue when a request starts waiting for a 100
+// Continue; other hooks are not called. The response is what
 // x/net/http2 gives: Proto "HTTP/2.0", canonical header keys, the
 // "Trailer" field's keys in Response.Trailer with nil values, filled
 // (undeclared keys too) when the trailers arrive and before Body returns
@@ -107,9 +129,7 @@
 // # What it does not do
 //
 // No CONNECT (nor extended CONNECT), no server push, no priorities, no
-// compression. "Expect: 100-continue" is passed on but the body is sent
-// without waiting for the 100. The server's SETTINGS_MAX_HEADER_LIST_SIZE
-// is not checked before sending. Retries are only for requests the
+// compression. Retries are only for requests the
 // server did not process; a request that failed on a connection that
 // died after its HEADERS were written is not retried.
 package h2client

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 
 	"golang.org/x/net/http2"
 )
@@ -173,6 +174,8 @@ func (c *conn) onSettingsLocked(f *http2.SettingsFrame) error {
 			}
 		case http2.SettingMaxFrameSize:
 			c.peerMaxFrame = st.Val
+		case http2.SettingMaxHeaderListSize:
+			c.peerMaxHeaderList = uint64(st.Val)
 		case http2.SettingHeaderTableSize:
 			c.henc.SetMaxDynamicTableSizeLimit(st.Val)
 		}
@@ -341,8 +344,16 @@ func (c *conn) onHeadersLocked(s *stream, f *http2.MetaHeadersFrame, hb *headerB
 			return
 		}
 		s.info = append(s.info, info{code: code, header: hb.resp.Header})
+		if code == http.StatusContinue && s.expect == expectWaiting {
+			s.expect = expectSend
+		}
 		s.wakeReader()
 		return
+	}
+	if s.expect == expectWaiting {
+		// A final response before the 100 Continue: the body is not
+		// sent (endRecvLocked ends the request side).
+		s.expect = expectDeclined
 	}
 	s.resp = attachBody(s, hb, f.StreamEnded())
 	if f.StreamEnded() {

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2/hpack"
@@ -34,6 +35,7 @@ type outgoing struct {
 	data    []byte
 	clen    int64 // the body's length, -1 when unknown
 	head    bool  // a HEAD request
+	expect  bool  // "Expect: 100-continue"
 	trailer http.Header
 	// sender is closed when the goroutine sending body has returned.
 	sender chan struct{}
@@ -105,6 +107,9 @@ func prepare(req *http.Request) (*outgoing, error) {
 	}
 
 	o := &outgoing{clen: -1, head: method == http.MethodHead}
+	if vv := req.Header["Expect"]; vv != nil {
+		o.expect = httpguts.HeaderValuesContainsToken(vv, "100-continue")
+	}
 	o.fields = make([]field, 0, 4+len(req.Header)+2)
 	o.fields = append(o.fields, field{":method", method}, field{":scheme", scheme}, field{":authority", host}, field{":path", path})
 	sendTrailer := len(req.Trailer) > 0
@@ -233,13 +238,70 @@ var unindexed = map[string]bool{
 // the request was queued; it is retried.
 var errUnusable = errors.New("h2client: connection no longer usable")
 
+// ErrHeaderListTooLarge fails a request whose header list, or whose
+// trailers, would exceed the SETTINGS_MAX_HEADER_LIST_SIZE the server
+// announced (sized as RFC 9113 §6.5.2 says: each field's name and value
+// lengths plus 32, pseudo-fields included). A request whose header list
+// is too large is not sent at all (no stream is opened, and the
+// connection and its other streams carry on); one whose trailers are too
+// large has its stream reset with CANCEL instead of sending them. The
+// error returned wraps it, so test with errors.Is. It is not retried:
+// every connection to the server is likely to say the same.
+var ErrHeaderListTooLarge = errors.New("h2client: request header list larger than the server's SETTINGS_MAX_HEADER_LIST_SIZE")
+
+// headerListTooLarge is ErrHeaderListTooLarge with the figures.
+func headerListTooLarge(what string, size, limit uint64) error {
+	return fmt.Errorf("%w (%s of %d bytes, limit %d)", ErrHeaderListTooLarge, what, size, limit)
+}
+
+// fieldSize is a field's size in a header list (RFC 9113 §6.5.2), as
+// hpack.HeaderField.Size computes it.
+func fieldSize(name, value string) uint64 { return uint64(len(name) + len(value) + 32) }
+
+// schemeFor is the :scheme value sent on c for the request's own v.
+func (c *conn) schemeFor(v string) string {
+	if v == "" || c.scheme == "https" {
+		return c.scheme
+	}
+	return v
+}
+
+// headerListSize is the size of o's header list as sent on c.
+func (c *conn) headerListSize(o *outgoing) uint64 {
+	var n uint64
+	for _, f := range o.fields {
+		if f.name == ":scheme" {
+			f.value = c.schemeFor(f.value)
+		}
+		n += fieldSize(f.name, f.value)
+	}
+	return n
+}
+
+// Waiting for "100 Continue" (stream.expect): the states of a request
+// sent with "Expect: 100-continue" while the Transport holds its body
+// back.
+const (
+	expectNone     = iota // no wait: the body goes with or right after the HEADERS
+	expectWaiting         // HEADERS sent, body held back
+	expectSend            // a 100 came, or ExpectContinueTimeout passed: send the body
+	expectDeclined        // a final response came first: the body is never sent
+)
+
 // roundTrip opens a stream for req (its slot already reserved), queues
 // its HEADERS (with the whole body when it is small and fits the
 // windows), starts the body sender if needed, and waits for the final
 // response head. retry reports that the server did not process the
 // request.
+//
+// A request with a body and "Expect: 100-continue", when the Transport
+// has an ExpectContinueTimeout, sends its HEADERS alone and starts the
+// body only after a 100 Continue or the timeout; a final response that
+// comes first means the body is never sent (see endRecvLocked for how
+// the stream then ends).
 func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.ClientTrace) (_ *http.Response, retry bool, _ error) {
 	ctx := req.Context()
+	wait := o.expect && c.t.ExpectContinueTimeout > 0 && (o.body != nil || o.data != nil)
 	s := &stream{
 		c:         c,
 		clen:      -1,
@@ -252,19 +314,28 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 		c.unlock()
 		return nil, true, errUnusable
 	}
+	if limit := c.peerMaxHeaderList; limit != noHeaderListLimit {
+		// Checked before anything is encoded: a refused request leaves
+		// the HPACK state, the stream ids and the wire untouched.
+		if size := c.headerListSize(o); size > limit {
+			c.releaseLocked()
+			c.unlock()
+			return nil, false, headerListTooLarge("header list", size, limit)
+		}
+	}
 	s.id = c.nextID
 	c.nextID += 2
 	s.sendWindow = c.peerInitWindow
 	s.noBody = o.head
 	c.hbuf.Reset()
 	for _, f := range o.fields {
-		if f.name == ":scheme" && (f.value == "" || c.scheme == "https") {
-			f.value = c.scheme
+		if f.name == ":scheme" {
+			f.value = c.schemeFor(f.value)
 		}
 		c.writeFieldLocked(f.name, f.value)
 	}
 	n := int64(len(o.data))
-	inline := o.data != nil && n <= s.sendWindow && n <= c.sendWindow && n <= int64(c.peerMaxFrame)
+	inline := o.data != nil && !wait && n <= s.sendWindow && n <= c.sendWindow && n <= int64(c.peerMaxFrame)
 	switch {
 	case o.body == nil && o.data == nil:
 		c.appendHeaderBlockLocked(s.id, c.hbuf.Bytes(), true)
@@ -285,24 +356,34 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 	if ctx.Done() != nil {
 		s.stopCtx = context.AfterFunc(ctx, func() { c.cancel(s, ctx) })
 	}
-	if !s.sentEnd {
-		s.body = o.body
-		if s.body == nil {
-			// A small body the windows could not take at once.
-			s.body = io.NopCloser(bytes.NewReader(o.data))
-		}
-		s.sending = true
-		s.sendWake = make(chan struct{}, 1)
-		done := make(chan struct{})
-		if o.body != nil {
-			o.sender = done
-		}
-		go s.sendBody(o.clen, o.trailer, done)
+	switch {
+	case wait:
+		s.expect = expectWaiting
+	case !s.sentEnd:
+		c.startSendLocked(s, o)
 	}
 	c.mu.Unlock()
 
+	var timeout <-chan time.Time
+	if wait {
+		if trace != nil && trace.Wait100Continue != nil {
+			trace.Wait100Continue()
+		}
+		timer := time.NewTimer(c.t.ExpectContinueTimeout)
+		defer timer.Stop()
+		timeout = timer.C
+	}
 	for {
-		<-s.recvWake
+		select {
+		case <-s.recvWake:
+		case <-timeout:
+			timeout = nil
+			c.mu.Lock()
+			if s.expect == expectWaiting {
+				s.expect = expectSend
+			}
+			c.mu.Unlock()
+		}
 		c.mu.Lock()
 		infos := s.info
 		s.info = nil
@@ -322,6 +403,24 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 				trace.Got100Continue()
 			}
 		}
+		if wait && (resp != nil || err == nil) {
+			// The body is sent, or, when it never will be, closed. On
+			// an error it is left to RoundTrip, which may send it again
+			// on another connection.
+			c.mu.Lock()
+			over := s.expect != expectWaiting
+			send := s.expect == expectSend && !s.done && s.err == nil && !s.sendStopped
+			if send {
+				c.startSendLocked(s, o)
+			}
+			c.mu.Unlock()
+			if over {
+				wait, timeout = false, nil
+				if !send {
+					o.closeBody()
+				}
+			}
+		}
 		if resp != nil {
 			resp.Request = req
 			return resp, false, nil
@@ -330,4 +429,22 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 			return nil, retry, err
 		}
 	}
+}
+
+// startSendLocked starts the goroutine that sends the request body (and
+// trailers) after the HEADERS.
+func (c *conn) startSendLocked(s *stream, o *outgoing) {
+	s.body = o.body
+	if s.body == nil {
+		// A small body the windows could not take at once, or one held
+		// back for a 100 Continue.
+		s.body = io.NopCloser(bytes.NewReader(o.data))
+	}
+	s.sending = true
+	s.sendWake = make(chan struct{}, 1)
+	done := make(chan struct{})
+	if o.body != nil {
+		o.sender = done
+	}
+	go s.sendBody(o.clen, o.trailer, done)
 }

@@ -36,6 +36,7 @@ type stream struct {
 	body        io.ReadCloser
 	bodyOnce    sync.Once // closes body
 	sending     bool      // a goroutine sends body
+	expect      uint8     // expectNone, or where the wait for a 100 Continue is
 
 	// Receive side.
 	resp       *http.Response
@@ -129,10 +130,25 @@ func (c *conn) resetLocked(s *stream, code http2.ErrCode, err error, retry bool)
 // endRecvLocked records END_STREAM from the server. A request body still
 // being sent is not wanted any more: it is cancelled, as x/net/http2
 // does.
+//
+// A request whose body a final response declined (it came before the 100
+// Continue) ends here too, with RST_STREAM NO_ERROR: the response is
+// complete and the request has nothing more to say. It is not ended
+// before: an empty DATA with END_STREAM would give the request fewer
+// bytes than its content-length (malformed, RFC 9113 §8.1.1), and
+// RST_STREAM at the response's head would cancel the response too. RFC
+// 9113 §8.1 lets a server that answered before the whole request arrived
+// end the stream with RST_STREAM NO_ERROR; the client ending its
+// half-open stream the same way after a complete response is the
+// symmetric, error-free close.
 func (c *conn) endRecvLocked(s *stream) {
 	s.recvEnd = true
 	if !s.sentEnd {
-		c.resetLocked(s, http2.ErrCodeCancel, nil, false)
+		code := http2.ErrCodeCancel
+		if s.expect == expectDeclined {
+			code = http2.ErrCodeNo
+		}
+		c.resetLocked(s, code, nil, false)
 		return
 	}
 	c.removeLocked(s)
@@ -258,6 +274,16 @@ func (s *stream) writeTrailers(trailer http.Header) error {
 	if err := s.sendErrLocked(); err != nil {
 		c.mu.Unlock()
 		return err
+	}
+	if limit := c.peerMaxHeaderList; limit != noHeaderListLimit {
+		var size uint64
+		for _, f := range fields {
+			size += fieldSize(f.name, f.value)
+		}
+		if size > limit {
+			c.mu.Unlock()
+			return headerListTooLarge("trailers", size, limit)
+		}
 	}
 	c.hbuf.Reset()
 	for _, f := range fields {

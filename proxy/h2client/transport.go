@@ -48,6 +48,14 @@ type Transport struct {
 	// as in x/net/http2. 0 means 10 MiB, as in x/net/http2.
 	MaxHeaderListSize uint32
 
+	// ExpectContinueTimeout is how long a request with a body and
+	// "Expect: 100-continue" waits, after its HEADERS, for the server's
+	// 100 Continue before sending its body anyway. A final response that
+	// comes first is returned and the body is not sent; other 1xx
+	// responses do not end the wait. 0 means the body is sent at once,
+	// without waiting (the Expect field is passed on all the same).
+	ExpectContinueTimeout time.Duration
+
 	// Now is the clock idle expiry is measured with. nil means time.Now.
 	Now func() time.Time
 
