@@ -38,8 +38,9 @@ type listenerLimits struct {
 	idleTimeout       time.Duration
 }
 
-// h1 is l as the server takes it (defaults filled in first: a zero in
-// h1server.Limits means no limit).
+// h1 is l as the server takes it. Call it on l.withDefaults(): a zero in
+// h1server.Limits is not the configuration's default (a zero timeout
+// means none, a zero header limit 1 MiB).
 func (l listenerLimits) h1() h1server.Limits {
 	return h1server.Limits{MaxHeaderBytes: l.maxHeaderBytes, ReadHeaderTimeout: l.readHeaderTimeout, IdleTimeout: l.idleTimeout}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"golang.org/x/net/http2"
 )
 
 // appliedProxy is a Proxy with cfg applied, shut down (and its drain
@@ -335,13 +336,43 @@ func TestApplyChangesListenerLimitsForNewConnections(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c, bufio.NewReader(c)
 	}
+	// h2Limit opens an HTTP/2 prior-knowledge connection and returns the
+	// SETTINGS_MAX_HEADER_LIST_SIZE the proxy announces on it.
+	h2Limit := func() uint32 {
+		t.Helper()
+		c, _ := dial()
+		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+			t.Fatal(err)
+		}
+		fr := http2.NewFramer(c, c)
+		if err := fr.WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for i := 0; i < 10; i++ {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+				v, _ := sf.Value(http2.SettingMaxHeaderListSize)
+				return v
+			}
+		}
+		t.Fatal("no SETTINGS from the proxy")
+		return 0
+	}
 	oc, obr := dial()
 	if code := status(oc, obr); code != 200 {
 		t.Fatalf("before the reload: %d", code)
 	}
+	if v := h2Limit(); v != 64<<10 {
+		t.Fatalf("HTTP/2 before the reload: SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", v, 64<<10)
+	}
 
 	small := simpleConfig(config.Cluster{Endpoints: eps(addr(up))})
 	small.Listeners.MaxRequestHeaderBytes = 2048
+	small.Listeners.ReadHeaderTimeout = 200 * time.Millisecond
 	if err := h.p.Apply(small); err != nil {
 		t.Fatal(err)
 	}
@@ -351,6 +382,19 @@ func TestApplyChangesListenerLimitsForNewConnections(t *testing.T) {
 	}
 	if code := status(oc, obr); code != 200 {
 		t.Fatalf("the connection open before the reload: %d, want 200", code)
+	}
+	if v := h2Limit(); v != 2048 {
+		t.Fatalf("HTTP/2 after the reload: SETTINGS_MAX_HEADER_LIST_SIZE %d, want 2048", v)
+	}
+	// The new read-header timeout (200ms, not the default 10s) closes a
+	// new connection that sends half a head.
+	sc, sbr := dial()
+	if _, err := io.WriteString(sc, "GET / HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, sbr); err != nil {
+		t.Fatalf("half a head after the reload: %v, want the connection closed by the new read-header timeout", err)
 	}
 	// And back: a later reload raises the limit again for new connections.
 	if err := h.p.Apply(cfg); err != nil {
