@@ -116,14 +116,18 @@
 // ReadHeaderTimeout, IdleTimeout and WriteTimeout are connection
 // deadlines; there is no timer goroutine.
 //
-// SetLimits changes MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout
-// while the Server serves (a configuration reload), from any goroutine.
-// A connection takes the limits in force when it is accepted (one atomic
-// load per connection, none per request) and keeps them for its life:
-// connections already open are not affected, as with Envoy's listener
-// updates. An HTTP/2 connection (prior knowledge or h2c upgrade) is
-// handed to H2 with the same limits as its header list limit
-// (SETTINGS_MAX_HEADER_LIST_SIZE) and idle timeout, through
+// SetLimits replaces the header limit, read-header timeout and idle
+// timeout that MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout set
+// (the fields keep their values) while the Server serves (a
+// configuration reload), from any goroutine. A connection takes the
+// limits in force when Serve's Accept returns it (one atomic load per
+// connection, none per request; a client still in the listen backlog
+// gets those in force when it is taken) and keeps them for its life, for
+// its heads and its chunked bodies' trailer blocks alike: connections
+// already accepted are not affected, as with Envoy's listener updates.
+// An HTTP/2 connection (prior knowledge, or an h2c upgrade on any of its
+// requests) is handed to H2 with the same limits as its header list
+// limit (SETTINGS_MAX_HEADER_LIST_SIZE) and idle timeout, through
 // h2server.ConnOpts.Limits; until SetLimits is first called, H2's own
 // MaxHeaderBytes and IdleTimeout apply.
 //

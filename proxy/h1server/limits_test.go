@@ -345,3 +345,133 @@ func oneRequestConn(addr string, h2 bool) error {
 	}
 	return nil
 }
+
+// trailerPost is a chunked POST whose trailer block is about n bytes.
+func trailerPost(n int) string {
+	return "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		"5\r\nhello\r\n0\r\nX-Big: " + strings.Repeat("t", n) + "\r\n\r\n"
+}
+
+// The trailer block of a chunked body is held to the header limit of its
+// connection: SetLimits's for one accepted after it, the old one for one
+// accepted before.
+func TestSetLimitsTrailerLimit(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, err.Error())
+		}
+	}))
+	old := dial(t, ts.addr)
+	old.get(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusOK) // accepted now
+	ts.SetLimits(Limits{MaxHeaderBytes: 1 << 10})
+	old.get(t, trailerPost(8<<10), http.StatusOK)
+	c := dial(t, ts.addr)
+	c.get(t, trailerPost(8<<10), http.StatusBadRequest)
+	c = dial(t, ts.addr)
+	c.get(t, trailerPost(100), http.StatusOK)
+}
+
+// On a kept-alive connection, the read-header timeout SetLimits gave it
+// bounds a later request's head, not the (longer) idle timeout.
+func TestSetLimitsReadHeaderTimeoutOnKeptAliveConnection(t *testing.T) {
+	ts := start(t, pathHandler())
+	ts.SetLimits(Limits{ReadHeaderTimeout: 100 * time.Millisecond, IdleTimeout: time.Minute})
+	c := dial(t, ts.addr)
+	c.get(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusOK)
+	c.send(t, "GET /second HTTP/1.1\r\n")
+	if !c.closed(5 * time.Second) {
+		t.Fatal("half a head kept a kept-alive connection past the read-header timeout")
+	}
+}
+
+// upgradeH2CLimit upgrades c with "Upgrade: h2c" and returns the server's
+// SETTINGS_MAX_HEADER_LIST_SIZE and the framer (stream 1's frames are
+// left unread).
+func upgradeH2CLimit(t *testing.T, c *rawConn) (uint32, *http2.Framer) {
+	t.Helper()
+	c.send(t, "GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\n\r\n")
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answered %d", resp.StatusCode)
+	}
+	c.send(t, http2.ClientPreface)
+	fr := http2.NewFramer(c, c.br)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			v, ok := sf.Value(http2.SettingMaxHeaderListSize)
+			if !ok {
+				t.Fatal("SETTINGS without MAX_HEADER_LIST_SIZE")
+			}
+			if err := fr.WriteSettingsAck(); err != nil {
+				t.Fatal(err)
+			}
+			return v, fr
+		}
+	}
+	t.Fatal("no SETTINGS")
+	return 0, nil
+}
+
+// An h2c upgrade takes the limits its connection was accepted with, not
+// those in force at the upgrade: one accepted before SetLimits keeps the
+// old header list limit, one accepted after announces and enforces the
+// new one on its later streams.
+func TestSetLimitsH2CUpgradeHeaderLimit(t *testing.T) {
+	ts := start(t, pathHandler())
+	old := dial(t, ts.addr)
+	old.get(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusOK) // accepted now
+	ts.SetLimits(Limits{MaxHeaderBytes: 1000})
+	if v, _ := upgradeH2CLimit(t, old); v != http.DefaultMaxHeaderBytes {
+		t.Fatalf("connection accepted before SetLimits: SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", v, http.DefaultMaxHeaderBytes)
+	}
+	c := dial(t, ts.addr)
+	v, fr := upgradeH2CLimit(t, c)
+	if v != 1000 {
+		t.Fatalf("connection accepted after SetLimits: SETTINGS_MAX_HEADER_LIST_SIZE %d, want 1000", v)
+	}
+	var eb bytes.Buffer
+	enc := hpack.NewEncoder(&eb)
+	kv := append([]string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/big"}, bigFields()...)
+	for i := 0; i < len(kv); i += 2 {
+		_ = enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: eb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	dec := hpack.NewDecoder(4096, nil)
+	for i := 0; i < 100; i++ {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, ok := f.(*http2.HeadersFrame)
+		if !ok {
+			continue
+		}
+		fields, err := dec.DecodeFull(h.HeaderBlockFragment())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.StreamID != 3 {
+			continue
+		}
+		for _, hf := range fields {
+			if hf.Name == ":status" && hf.Value != "431" {
+				t.Fatalf("stream 3 with a big header list: %s, want 431", hf.Value)
+			}
+		}
+		return
+	}
+	t.Fatal("no response on stream 3")
+}
