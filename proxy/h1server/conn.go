@@ -266,8 +266,12 @@ func (c *conn) serve() {
 		// A connection's first request keeps the deadline set at accept,
 		// so that a client cannot wait out most of it before its first
 		// byte and then get the whole timeout again.
+		// Without a read-header timeout, the idle wait ends with the
+		// first byte: the rest of the head is not held to it.
 		if !first && lim.readHeaderTimeout > 0 && !headerBuffered(c.br) {
 			c.setReadDeadline(lim.readHeaderTimeout)
+		} else if !first && lim.readHeaderTimeout <= 0 && c.hasDeadline && !headerBuffered(c.br) {
+			c.clearReadDeadline()
 		}
 		first = false
 		w, err := c.readRequest()

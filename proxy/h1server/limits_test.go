@@ -475,3 +475,22 @@ func TestSetLimitsH2CUpgradeHeaderLimit(t *testing.T) {
 	}
 	t.Fatal("no response on stream 3")
 }
+
+// Without a read-header timeout, the idle timeout bounds only the wait
+// for a kept-alive connection's next request: once its first byte is
+// in, the rest of the head may take longer than what was left of the
+// idle wait (as with net/http).
+func TestIdleTimeoutEndsAtNextRequestsFirstByte(t *testing.T) {
+	const idle = 500 * time.Millisecond
+	ts := start(t, pathHandler())
+	ts.SetLimits(Limits{IdleTimeout: idle})
+	c := dial(t, ts.addr)
+	c.get(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusOK)
+	time.Sleep(idle / 5) // the client's own pace, not a wait for the server
+	c.send(t, "GET /second HTTP/1.1\r\n")
+	time.Sleep(idle * 7 / 5) // past the idle wait's end, had it gone on
+	c.send(t, "Host: x\r\n\r\n")
+	if resp, body := c.response(t, "GET"); resp.StatusCode != http.StatusOK || body != "/second" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+}
