@@ -444,3 +444,61 @@ func TestExpectContinueRefusedWhileWaitingIsRetried(t *testing.T) {
 		t.Fatalf("%d connections, want 2", n)
 	}
 }
+
+// A request waiting for its 100 holds up no other stream of its
+// connection: a GET sent meanwhile completes, then the waiting one gets
+// its 100 and sends its body.
+func TestExpectContinueWaitLeavesOtherStreamsAlone(t *testing.T) {
+	seen := make(chan streamSeen, 1)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		waiting, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		other, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		rc.respond(other.StreamID, "other")
+		rc.headers(waiting.StreamID, false, ":status", "100")
+		ss := rc.readStream(waiting.StreamID, nil)
+		seen <- ss
+		rc.respond(waiting.StreamID, "got "+ss.data)
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t, func(tr *Transport) { tr.ExpectContinueTimeout = time.Minute })
+	waiting := make(chan struct{})
+	et := &expectTrace{}
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Wait100Continue: func() { close(waiting) },
+	})
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req := expectRequest(t, et.ctx(ctx), "http://"+s.addr+"/wait", strings.NewReader("hello"), 5)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{string(b), err}
+	}()
+	recv(t, waiting)
+	if _, got := get(t, tr, "http://"+s.addr+"/other"); got != "other" {
+		t.Fatalf("other request got %q", got)
+	}
+	if r := recv(t, done); r.err != nil || r.body != "got hello" {
+		t.Fatalf("waiting request: %q, %v", r.body, r.err)
+	}
+	if ss := recv(t, seen); !ss.ended || ss.data != "hello" {
+		t.Fatalf("server saw %+v", ss)
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
