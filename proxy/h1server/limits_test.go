@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -492,5 +493,17 @@ func TestIdleTimeoutEndsAtNextRequestsFirstByte(t *testing.T) {
 	c.send(t, "Host: x\r\n\r\n")
 	if resp, body := c.response(t, "GET"); resp.StatusCode != http.StatusOK || body != "/second" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+}
+
+// A header limit too large to add the read-ahead to is no limit to
+// speak of, not a limit every head exceeds.
+func TestSetLimitsHugeHeaderLimit(t *testing.T) {
+	ts := start(t, pathHandler())
+	ts.SetLimits(Limits{MaxHeaderBytes: math.MaxInt})
+	c := dial(t, ts.addr)
+	c.get(t, "GET /huge HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusOK)
+	if v := dialH2(t, ts.addr).maxHeaderList; v != 1<<30 {
+		t.Fatalf("SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", v, 1<<30)
 	}
 }

@@ -38,8 +38,9 @@ type Server struct {
 
 	// MaxHeaderBytes bounds the request line plus header block (and a
 	// chunked body's trailer block); larger ones get 431. Zero means
-	// http.DefaultMaxHeaderBytes (1 MiB). As with net/http, up to 4 KiB
-	// of read-ahead may be counted against it.
+	// http.DefaultMaxHeaderBytes (1 MiB); values above 1 GiB mean 1 GiB.
+	// As with net/http, up to 4 KiB of read-ahead may be counted against
+	// it.
 	MaxHeaderBytes int
 
 	// ReadHeaderTimeout bounds the time from a request's first byte (or,
@@ -159,10 +160,11 @@ func (s *Server) init() {
 
 func (s *Server) maxHeaderBytes() int { return maxHeaderBytes(s.MaxHeaderBytes) }
 
-// maxHeaderBytes is the header-size limit for a MaxHeaderBytes of n.
+// maxHeaderBytes is the header-size limit for a MaxHeaderBytes of n,
+// capped at 1 GiB as H2's is (the read-ahead is added to it).
 func maxHeaderBytes(n int) int {
 	if n > 0 {
-		return n
+		return min(n, 1<<30)
 	}
 	return http.DefaultMaxHeaderBytes
 }
