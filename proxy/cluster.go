@@ -146,6 +146,10 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 			// silence, give up 15s later.
 			ReadIdleTimeout: 30 * time.Second,
 			PingTimeout:     15 * time.Second,
+			// A body announced with "Expect: 100-continue" waits for
+			// the upstream's 100 (or its refusal) this long, as HTTP/1.1
+			// clusters' do.
+			ExpectContinueTimeout: time.Second,
 		}
 		p.rt = t
 		p.closeIdle = t.CloseIdleConnections

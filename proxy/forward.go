@@ -19,6 +19,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/h1client"
+	"github.com/outrigger-mesh/outrigger/proxy/h2client"
 )
 
 // Listener names the listener a request arrived on; each has its own
@@ -603,6 +604,14 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 	case f.limited != nil && f.limited.crossed.Load():
 		permit.Cancel()
 		f.replyReason(ReasonRequestTooLarge)
+		return false
+	case errors.Is(err, h2client.ErrHeaderListTooLarge):
+		// Over the header list limit the upstream announced: the
+		// request was not sent. It is the request's doing, so it is
+		// neither the endpoint's failure nor retried (a cluster's
+		// endpoints share their settings, as a rule).
+		permit.Cancel()
+		f.replyReason(ReasonRequestHeadersTooLarge)
 		return false
 	case f.routeDone():
 		f.record(permit, ep, failTimeout, 0, -1)

@@ -19,6 +19,7 @@ const (
 	ReasonUpstreamConnectFailure
 	ReasonUpstreamReset
 	ReasonRequestTooLarge
+	ReasonRequestHeadersTooLarge
 	ReasonBreakerOpen
 	ReasonOverflow
 	ReasonDirectResponse // not an error; counted so direct responses are visible
@@ -37,6 +38,7 @@ var reasonInfo = [numReasons]struct {
 	ReasonUpstreamConnectFailure: {"upstream_connect_failure", http.StatusBadGateway, grpcUnavailable, "upstream connect failure"},
 	ReasonUpstreamReset:          {"upstream_reset", http.StatusBadGateway, grpcUnavailable, "upstream reset the connection"},
 	ReasonRequestTooLarge:        {"request_too_large", http.StatusRequestEntityTooLarge, grpcResourceExhausted, "request body too large"},
+	ReasonRequestHeadersTooLarge: {"request_headers_too_large", http.StatusRequestHeaderFieldsTooLarge, grpcResourceExhausted, "request header list larger than the upstream accepts"},
 	ReasonBreakerOpen:            {"breaker_open", http.StatusServiceUnavailable, grpcUnavailable, "circuit breaker open"},
 	ReasonOverflow:               {"overflow", http.StatusServiceUnavailable, grpcUnavailable, "upstream resource limit reached"},
 	ReasonDirectResponse:         {"direct_response", 0, 0, ""},
