@@ -51,7 +51,12 @@ type serverConn struct {
 	workers     sync.WaitGroup
 	work        chan *stream
 	idleWorkers atomic.Int32
+	// idleTimer fires workerTrim into a quiet spell (no streams), when
+	// that is shorter than idleTimeout, to end the idle workers
+	// (trimWorkersLocked), then at idleTimeout; trimPending (under mu)
+	// says which is next.
 	idleTimer   *time.Timer
+	trimPending bool
 	stopWatch   func() bool // stops closeNow on the context's end
 
 	mu sync.Mutex
@@ -169,10 +174,10 @@ func newServerConn(s *Server, c net.Conn, parent context.Context, lim *ConnLimit
 	sc.ctx, sc.cancel = context.WithCancel(context.WithValue(parent, http.LocalAddrContextKey, c.LocalAddr()))
 	sc.reqConn.Init(sc.ctx)
 	sc.enc = hpack.NewEncoder(encWriter{sc})
-	if d := sc.idleTimeout; d > 0 {
+	if sc.idleTimeout > 0 {
 		// Armed before an upgrade's stream 1 starts: its handler stops
 		// and resets the timer, and must find it in place.
-		sc.idleTimer = time.AfterFunc(d, sc.onIdle)
+		sc.idleTimer = time.AfterFunc(sc.quietDelayLocked(), sc.onIdle)
 	}
 	return sc
 }
@@ -871,8 +876,21 @@ func (sc *serverConn) noStreamsLocked() {
 	if sc.draining {
 		sc.closeAfterFlushLocked()
 	} else if sc.idleTimer != nil {
-		sc.idleTimer.Reset(sc.idleTimeout)
+		sc.idleTimer.Reset(sc.quietDelayLocked())
 	}
+}
+
+// quietDelayLocked is when the idle timer should fire after the last
+// stream ended: at workerTrim, to end the idle workers, when that comes
+// before the idle timeout (trimPending is then set), else at the idle
+// timeout.
+func (sc *serverConn) quietDelayLocked() time.Duration {
+	trim := sc.srv.trimDelay()
+	sc.trimPending = trim < sc.idleTimeout
+	if sc.trimPending {
+		return trim
+	}
+	return sc.idleTimeout
 }
 
 func (sc *serverConn) closeAfterFlushLocked() {
@@ -886,14 +904,24 @@ func (sc *serverConn) closeAfterFlushLocked() {
 	}
 }
 
-// onIdle runs when the connection has had no stream for its idle
+// onIdle runs when the connection has had no stream for workerTrim (see
+// quietDelayLocked), then again when it has had none for its idle
 // timeout.
 func (sc *serverConn) onIdle() {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if len(sc.streams) == 0 && !sc.opening {
-		sc.startGoAwayLocked()
+	if len(sc.streams) != 0 || sc.opening {
+		return
 	}
+	if sc.trimPending {
+		// A quiet spell of workerTrim: the waiting workers end, and
+		// the timer is armed for the rest of the idle timeout.
+		sc.trimPending = false
+		sc.trimWorkersLocked()
+		sc.idleTimer.Reset(sc.idleTimeout - sc.srv.trimDelay())
+		return
+	}
+	sc.startGoAwayLocked()
 }
 
 // closeNow ends the connection at once (Close, or the connection's

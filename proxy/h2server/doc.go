@@ -14,7 +14,9 @@
 // goroutine of the connection's, one a new stream gets when no other
 // waits: a goroutine whose handler has returned waits for the next
 // stream, its stack already grown (up to 64 wait per connection; the
-// others end, and all end with the connection), so what a handler
+// others end, those waiting end when the connection has had no stream
+// for 10 s (when its idle timeout is longer), and all end with the
+// connection), so what a handler
 // leaves in its goroutine (pprof labels set with SetGoroutineLabels, a
 // LockOSThread not undone) is seen by those after it; a writer goroutine
 // per connection writes. Every outgoing frame

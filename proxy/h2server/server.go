@@ -53,6 +53,8 @@ type Server struct {
 
 	// now is the clock of the rapid-reset rule; nil means time.Now.
 	now func() time.Time
+	// workerTrim replaces the package's workerTrim when set (tests).
+	workerTrim time.Duration
 
 	inShutdown atomic.Bool
 

@@ -1,5 +1,7 @@
 package h2server
 
+import "time"
+
 // Handler goroutines are reused within a connection. A new goroutine
 // starts with a 2 KiB stack that a proxy's handler grows, by copying, to
 // several times that: with a goroutine per stream, the creation and the
@@ -13,6 +15,40 @@ package h2server
 // run on it after: pprof labels set with pprof.SetGoroutineLabels (not
 // those of pprof.Do, which restores them), a runtime.LockOSThread not
 // undone. A handler that calls runtime.Goexit ends its goroutine only.
+
+// A connection that has had no stream for workerTrim ends its waiting
+// goroutines (trimWorkersLocked): each keeps a stack a handler grew, tens
+// of KiB on a quiet connection that a client keeps open, when a burst
+// that follows a quiet spell that long pays little for starting them
+// again. The idle timer, reset whenever the last stream ends, fires for
+// it, so the trim costs the streams nothing.
+const workerTrim = 10 * time.Second
+
+// trimDelay is the Server's workerTrim (tests set a shorter one).
+func (s *Server) trimDelay() time.Duration {
+	if s.workerTrim > 0 {
+		return s.workerTrim
+	}
+	return workerTrim
+}
+
+// trimWorkersLocked ends the goroutines waiting for a stream: each takes
+// a nil stream and returns. sc.mu is held and the connection is not
+// dead, so work is still open (it is closed after the reader's end,
+// which marks the connection dead first). A goroutine about to wait
+// is not reached; it ends at the next trim or with the connection.
+func (sc *serverConn) trimWorkersLocked() {
+	if sc.dead {
+		return
+	}
+	for n := sc.idleWorkers.Load(); n > 0; n-- {
+		select {
+		case sc.work <- nil:
+		default:
+			return
+		}
+	}
+}
 
 // maxIdleWorkers bounds the goroutines of a connection waiting for a
 // stream. A connection never has more goroutines than it had streams in

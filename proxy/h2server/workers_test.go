@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -118,5 +119,63 @@ func TestHandlerGoexitEndsOnlyItsStream(t *testing.T) {
 	}
 	if logs := ts.logs.String(); strings.Contains(logs, "panic") {
 		t.Fatalf("Goexit logged as a panic:\n%s", logs)
+	}
+}
+
+// TestQuietConnectionEndsItsIdleHandlerGoroutines: after a burst, a
+// connection that stays without streams for workerTrim ends the
+// goroutines waiting for its next stream, keeps serving (a new stream
+// starts a new goroutine), and is closed only at its idle timeout.
+func TestQuietConnectionEndsItsIdleHandlerGoroutines(t *testing.T) {
+	const n = 8
+	var started sync.WaitGroup
+	started.Add(n)
+	release := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			started.Done()
+			<-release
+		}
+		w.Write([]byte("ok"))
+	}), func(s *Server) {
+		s.workerTrim = 100 * time.Millisecond
+		s.IdleTimeout = 30 * time.Second
+	})
+	rc := dialRaw(t, ts.addr)
+	for i := range n {
+		rc.get(uint32(2*i+1), "/block")
+	}
+	started.Wait()
+	close(release)
+	for ended := 0; ended < n; {
+		e, err := rc.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.typ == http2.FrameRSTStream {
+			t.Fatalf("stream %d reset", e.id)
+		}
+		if e.end {
+			ended++
+		}
+	}
+	// Each of the n goroutines waits for a stream, then the quiet spell
+	// ends them all.
+	waitFor(t, "the idle handler goroutines to end", func() bool { return idleWorkers() == 0 })
+
+	// The connection still serves, on a new goroutine that then waits.
+	id := uint32(2*n + 1)
+	rc.get(id, "/")
+	if status, body, _, rst := rc.response(id); status != "200" || body != "ok" || rst != nil {
+		t.Fatalf("after the trim: %s %q %v", status, body, rst)
+	}
+	waitFor(t, "the new handler goroutine to wait", func() bool { return idleWorkers() == 1 })
+	// And it too ends after a quiet spell, with the connection open: no
+	// GOAWAY before the idle timeout.
+	waitFor(t, "the new handler goroutine to end", func() bool { return idleWorkers() == 0 })
+	id += 2
+	rc.get(id, "/")
+	if status, body, _, rst := rc.response(id); status != "200" || body != "ok" || rst != nil {
+		t.Fatalf("after the second trim: %s %q %v", status, body, rst)
 	}
 }
