@@ -470,18 +470,29 @@ func (p *Proxy) Retire(ctx context.Context, ln net.Listener) error {
 	if err == nil {
 		err = waitZero(ctx, &sv.inflight)
 	}
+	finishDrain(err, &sv.inflight, sv)
+	return err
+}
+
+// finishDrain ends the drain of servers whose outcome is err, n counting
+// their requests in flight: after a drain cut short the servers are
+// closed; then their base contexts are cancelled, which ends the
+// requests of hijacked connections; and cancelled requests get a moment
+// to unwind, so that their goroutines are gone when the drain returns.
+func finishDrain(err error, n *atomic.Int64, servers ...*served) {
 	if err != nil {
-		sv.srv.Close()
+		for _, sv := range servers {
+			sv.srv.Close()
+		}
 	}
-	sv.cancel()
+	for _, sv := range servers {
+		sv.cancel()
+	}
 	if err != nil {
-		// Give the cancelled requests a moment to unwind, as Shutdown
-		// does.
 		wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
-		_ = waitZero(wctx, &sv.inflight)
+		_ = waitZero(wctx, n)
 		wcancel()
 	}
-	return err
 }
 
 // Shutdown stops every Serve from accepting, lets requests in flight finish
@@ -490,8 +501,7 @@ func (p *Proxy) Retire(ctx context.Context, ln net.Listener) error {
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.srvMu.Lock()
 	p.shutdown = true
-	servers := make([]*h1server.Server, 0, len(p.servers))
-	cancels := make([]context.CancelFunc, 0, len(p.servers))
+	servers := make([]*served, 0, len(p.servers))
 	for ln, sv := range p.servers {
 		if sv.srv == nil {
 			// A mark for a Serve that now returns at once anyway.
@@ -500,19 +510,18 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 		// Listeners being retired are drained (and, at ctx's end,
 		// closed) with the others.
-		servers = append(servers, sv.srv)
-		cancels = append(cancels, sv.cancel)
+		servers = append(servers, sv)
 	}
 	p.srvMu.Unlock()
 
 	// All listeners stop accepting at once; each server then drains.
 	errs := make([]error, len(servers))
 	var wg sync.WaitGroup
-	for i, s := range servers {
+	for i, sv := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.Shutdown(ctx)
+			errs[i] = sv.srv.Shutdown(ctx)
 		}()
 	}
 	wg.Wait()
@@ -527,23 +536,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if e := p.waitIdle(ctx); e != nil && err == nil {
 		err = e
 	}
-	if err != nil {
-		for _, s := range servers {
-			s.Close()
-		}
-		for _, c := range cancels {
-			c()
-		}
-		// Give the cancelled requests a moment to unwind so their
-		// goroutines are gone when Shutdown returns.
-		wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
-		_ = p.waitIdle(wctx)
-		wcancel()
-	} else {
-		for _, c := range cancels {
-			c()
-		}
-	}
+	finishDrain(err, &p.inflight, servers...)
 	p.applyMu.Lock()
 	for _, pl := range p.pools {
 		pl.closeIdle()

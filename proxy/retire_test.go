@@ -34,6 +34,20 @@ func appliedProxy(t *testing.T, cfg *config.Config) *Proxy {
 	return p
 }
 
+// awaitServeClosed waits for a retired listener's Serve to return
+// http.ErrServerClosed.
+func awaitServeClosed(t *testing.T, served <-chan error) {
+	t.Helper()
+	select {
+	case err := <-served:
+		if !errors.Is(err, http.ErrServerClosed) {
+			t.Fatalf("Serve of the retired listener: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve of the retired listener did not return")
+	}
+}
+
 // serveOn serves listener l on a new loopback port; the returned channel
 // gets Serve's result.
 func serveOn(t *testing.T, p *Proxy, l Listener) (net.Listener, <-chan error) {
@@ -114,14 +128,7 @@ func TestRetireDrainsOneListenerWhileAnotherServes(t *testing.T) {
 		defer cancel()
 		retired <- p.Retire(ctx, old)
 	}()
-	select {
-	case err := <-oldServed:
-		if !errors.Is(err, http.ErrServerClosed) {
-			t.Fatalf("Serve of the retired listener: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Serve of the retired listener did not return")
-	}
+	awaitServeClosed(t, oldServed)
 	if c, err := net.DialTimeout("tcp", old.Addr().String(), time.Second); err == nil {
 		c.Close()
 		t.Fatal("the retired listener still accepts")
@@ -246,14 +253,7 @@ func TestShutdownEndsARetirementAtItsDeadline(t *testing.T) {
 	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer rcancel()
 	go func() { retired <- p.Retire(rctx, old) }()
-	select {
-	case err := <-oldServed:
-		if !errors.Is(err, http.ErrServerClosed) {
-			t.Fatalf("Serve of the retired listener: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Serve of the retired listener did not return")
-	}
+	awaitServeClosed(t, oldServed)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
