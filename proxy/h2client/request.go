@@ -266,10 +266,10 @@ func (c *conn) schemeFor(v string) string {
 	return v
 }
 
-// headerListSize is the size of o's header list as sent on c.
-func (c *conn) headerListSize(o *outgoing) uint64 {
+// listSize is the size of a header list (or trailers) as sent on c.
+func (c *conn) listSize(fields []field) uint64 {
 	var n uint64
-	for _, f := range o.fields {
+	for _, f := range fields {
 		if f.name == ":scheme" {
 			f.value = c.schemeFor(f.value)
 		}
@@ -317,7 +317,7 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 	if limit := c.peerMaxHeaderList; limit != noHeaderListLimit {
 		// Checked before anything is encoded: a refused request leaves
 		// the HPACK state, the stream ids and the wire untouched.
-		if size := c.headerListSize(o); size > limit {
+		if size := c.listSize(o.fields); size > limit {
 			c.releaseLocked()
 			c.unlock()
 			return nil, false, headerListTooLarge("header list", size, limit)

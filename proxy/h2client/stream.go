@@ -276,11 +276,7 @@ func (s *stream) writeTrailers(trailer http.Header) error {
 		return err
 	}
 	if limit := c.peerMaxHeaderList; limit != noHeaderListLimit {
-		var size uint64
-		for _, f := range fields {
-			size += fieldSize(f.name, f.value)
-		}
-		if size > limit {
+		if size := c.listSize(fields); size > limit {
 			c.mu.Unlock()
 			return headerListTooLarge("trailers", size, limit)
 		}
