@@ -35,10 +35,16 @@ func (c *Conn) opErr(op, call string, err error) error {
 	if err == nil {
 		return nil
 	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: named(call, err)}
+}
+
+// named is err, an errno named after the system call that failed with
+// it; any other error as it is.
+func named(call string, err error) error {
 	if errno, ok := err.(syscall.Errno); ok {
-		err = os.NewSyscallError(call, errno)
+		return os.NewSyscallError(call, errno)
 	}
-	return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: err}
+	return err
 }
 
 func (c *Conn) setInt(level, name, v int) error {
@@ -58,10 +64,7 @@ func (c *Conn) shutdown(how int) error {
 	if err == nil {
 		return nil
 	}
-	if errno, ok := err.(syscall.Errno); ok {
-		err = os.NewSyscallError("shutdown", errno)
-	}
-	return c.closeError(err)
+	return c.closeError(named("shutdown", err))
 }
 
 // File: see net.TCPConn. It returns a duplicate of the socket's
