@@ -51,47 +51,68 @@ func idleWorkers() int {
 	return bytes.Count(buf, []byte("h2server.(*serverConn).nextStream("))
 }
 
+// blocker serves "ok" and holds each /block request until release is
+// closed, which its caller does once n have started.
+type blocker struct {
+	started sync.WaitGroup
+	release chan struct{}
+}
+
+func newBlocker(n int) *blocker {
+	b := &blocker{release: make(chan struct{})}
+	b.started.Add(n)
+	return b
+}
+
+func (b *blocker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/block" {
+		b.started.Done()
+		<-b.release
+	}
+	w.Write([]byte("ok"))
+}
+
+// unblock waits for the n /block requests, then lets them answer.
+func (b *blocker) unblock() {
+	b.started.Wait()
+	close(b.release)
+}
+
+// burst sends GETs for path on streams [from, to) of rc, calls wait, and
+// reads their responses; a reset stream fails the test.
+func burst(t *testing.T, rc *rawConn, from, to int, path string, wait func()) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		rc.get(uint32(2*i+1), path)
+	}
+	wait()
+	ended := map[uint32]bool{}
+	for len(ended) < to-from {
+		e, err := rc.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.typ == http2.FrameRSTStream {
+			t.Fatalf("stream %d reset", e.id)
+		}
+		if e.end {
+			ended[e.id] = true
+		}
+	}
+}
+
 // TestIdleHandlerGoroutinesAreBounded: after a burst of streams, at most
 // maxIdleWorkers goroutines wait for the connection's next one; they
 // end with the connection (goleak in TestMain).
 func TestIdleHandlerGoroutinesAreBounded(t *testing.T) {
 	const n = 3 * maxIdleWorkers
-	var started sync.WaitGroup
-	started.Add(n)
-	release := make(chan struct{})
-	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/block" {
-			started.Done()
-			<-release
-		}
-		w.Write([]byte("ok"))
-	}))
+	b := newBlocker(n)
+	ts := start(t, b)
 	rc := dialRaw(t, ts.addr)
-	// burst sends GETs for path on streams [from, to) and reads their
-	// responses.
-	burst := func(from, to int, path string, wait func()) {
-		for i := from; i < to; i++ {
-			rc.get(uint32(2*i+1), path)
-		}
-		wait()
-		ended := map[uint32]bool{}
-		for len(ended) < to-from {
-			e, err := rc.next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e.typ == http2.FrameRSTStream {
-				t.Fatalf("stream %d reset", e.id)
-			}
-			if e.end {
-				ended[e.id] = true
-			}
-		}
-	}
-	burst(0, n, "/block", func() { started.Wait(); close(release) })
+	burst(t, rc, 0, n, "/block", b.unblock)
 	waitFor(t, "idle handler goroutines to settle", func() bool { return idleWorkers() == maxIdleWorkers })
 	// They serve the next burst, and settle again.
-	burst(n, n+2*maxIdleWorkers, "/", func() {})
+	burst(t, rc, n, n+2*maxIdleWorkers, "/", func() {})
 	waitFor(t, "idle handler goroutines to settle", func() bool { return idleWorkers() == maxIdleWorkers })
 }
 
@@ -128,37 +149,13 @@ func TestHandlerGoexitEndsOnlyItsStream(t *testing.T) {
 // starts a new goroutine), and is closed only at its idle timeout.
 func TestQuietConnectionEndsItsIdleHandlerGoroutines(t *testing.T) {
 	const n = 8
-	var started sync.WaitGroup
-	started.Add(n)
-	release := make(chan struct{})
-	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/block" {
-			started.Done()
-			<-release
-		}
-		w.Write([]byte("ok"))
-	}), func(s *Server) {
+	b := newBlocker(n)
+	ts := start(t, b, func(s *Server) {
 		s.workerTrim = 100 * time.Millisecond
 		s.IdleTimeout = 30 * time.Second
 	})
 	rc := dialRaw(t, ts.addr)
-	for i := range n {
-		rc.get(uint32(2*i+1), "/block")
-	}
-	started.Wait()
-	close(release)
-	for ended := 0; ended < n; {
-		e, err := rc.next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.typ == http2.FrameRSTStream {
-			t.Fatalf("stream %d reset", e.id)
-		}
-		if e.end {
-			ended++
-		}
-	}
+	burst(t, rc, 0, n, "/block", b.unblock)
 	// Each of the n goroutines waits for a stream, then the quiet spell
 	// ends them all.
 	waitFor(t, "the idle handler goroutines to end", func() bool { return idleWorkers() == 0 })
