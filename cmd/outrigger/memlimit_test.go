@@ -165,3 +165,20 @@ func TestMemoryLimitFromTheCgroup(t *testing.T) {
 		t.Fatalf("the serving line lacks %s:\n%s", want, stderr.String())
 	}
 }
+
+// A bad AUTOMEMLIMIT does not stop the sidecar: it serves, without a
+// memory limit, and the warning says why.
+func TestBadAutoMemLimitIsAWarning(t *testing.T) {
+	unsetenv(t, "GOMEMLIMIT")
+	t.Setenv("AUTOMEMLIMIT", "lots")
+	up := newUpstream(t, "a")
+	p := start(t, "run", "-c", writeConfig(t, sidecarConfig(up.addr(), up.addr(), "")))
+	waitFor(t, 10*time.Second, "the serving line", func() bool { return strings.Contains(p.stderr.String(), `"msg":"outrigger serving"`) })
+	s := p.stderr.String()
+	if !strings.Contains(s, `"msg":"memory limit not set"`) || !strings.Contains(s, "AUTOMEMLIMIT") {
+		t.Fatalf("no warning naming AUTOMEMLIMIT:\n%s", s)
+	}
+	if code, body, _ := get(t, newClient(t), "http://"+p.addrs.Outbound+"/x", "svc"); code != 200 || body != "a /x" {
+		t.Fatalf("with a bad AUTOMEMLIMIT: %d %q", code, body)
+	}
+}

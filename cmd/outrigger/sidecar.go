@@ -255,7 +255,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	}
 	s.reloadMu.Unlock()
 	if o.memLimitErr != nil {
-		s.log.Warn("memory limit not set: the container's limit could not be read", zap.Error(o.memLimitErr))
+		s.log.Warn("memory limit not set", zap.Error(o.memLimitErr))
 	}
 	memLimit := o.memLimit
 	if memLimit == math.MaxInt64 {
