@@ -1,0 +1,397 @@
+package health
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Transition is an endpoint turning healthy or unhealthy.
+type Transition struct {
+	Endpoint int
+	Addr     string
+	Healthy  bool
+	// Reason is the last check's failure ("" when Healthy): e.g. "status
+	// 503", "connect: connection refused", "timeout", "grpc: NOT_SERVING".
+	Reason string
+}
+
+// EndpointStatus is one endpoint's health state, for an admin page.
+type EndpointStatus struct {
+	Addr      string
+	Healthy   bool
+	Checked   bool      // at least one check has finished
+	LastCheck time.Time // when the last check finished; zero when !Checked
+	LastError string    // "" when the last check succeeded
+	Successes int       // consecutive
+	Failures  int       // consecutive
+}
+
+// Option configures a Checker beyond its Config.
+type Option func(*options)
+
+type options struct {
+	transition func(Transition)
+	result     func(int, error)
+}
+
+// WithTransitionHook sets a function called after each transition, with no
+// lock held, one call at a time and in transition order (possibly on the
+// goroutine of another endpoint's check). It may call the Checker. No call
+// starts after Close has returned.
+func WithTransitionHook(f func(Transition)) Option {
+	return func(o *options) { o.transition = f }
+}
+
+// WithResultHook sets a function called after every check with the
+// endpoint and the check's error (nil for a success; otherwise a
+// *CheckError), for metrics. It is called with no lock held, on the
+// endpoint's own goroutine, so calls for different endpoints may run at the
+// same time. A check cut short by Close is not reported.
+func WithResultHook(f func(endpoint int, err error)) Option {
+	return func(o *options) { o.result = f }
+}
+
+// Checker checks the endpoints of one cluster, numbered 0..Len()−1 in the
+// order of the addresses given to New. See the package documentation for
+// the rules.
+type Checker struct {
+	cfg          Config
+	addrs        []string
+	onTransition func(Transition)
+	onResult     func(int, error)
+	// prober does the I/O of one check; tests replace it before Start.
+	prober prober
+
+	// healthy mirrors each tracker's healthy flag for lock-free reads; it
+	// is written under mu, together with the tracker and unhealthy.
+	healthy   []atomic.Bool
+	unhealthy atomic.Int64
+
+	mu       sync.Mutex // guards the fields below
+	trackers []tracker
+	pending  []Transition // transitions not yet passed to onTransition
+	draining bool         // a goroutine is passing pending to onTransition
+	started  bool
+	closed   bool
+	cancel   context.CancelFunc // ends every check; nil before Start
+
+	wg        sync.WaitGroup // one per endpoint goroutine
+	closeOnce sync.Once
+}
+
+// prober does the I/O of checks. check is called by endpoint i's goroutine
+// only, never twice at once for one i; reset is called on the same
+// goroutine after a failed check; close is called once, after every
+// endpoint goroutine has ended (or none was started).
+type prober interface {
+	check(ctx context.Context, i int) error
+	reset(i int)
+	close()
+}
+
+// New validates cfg and builds a Checker for the endpoints at addrs
+// ("host:port" each). Nothing runs until Start.
+func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	cfg.Statuses = append([]StatusRange(nil), cfg.Statuses...)
+	c := &Checker{
+		cfg:          cfg,
+		addrs:        append([]string(nil), addrs...),
+		onTransition: o.transition,
+		onResult:     o.result,
+		healthy:      make([]atomic.Bool, len(addrs)),
+		trackers:     make([]tracker, len(addrs)),
+	}
+	for i := range c.trackers {
+		c.trackers[i] = newTracker()
+		c.healthy[i].Store(true)
+	}
+	var err error
+	switch cfg.Kind {
+	case HTTP:
+		c.prober, err = newHTTPProber(&c.cfg, c.addrs)
+	case GRPC:
+		c.prober = newGRPCProber(&c.cfg, c.addrs)
+	case TCP:
+		c.prober = newTCPProber(&c.cfg, c.addrs)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Config returns the Config the Checker was built with.
+func (c *Checker) Config() Config {
+	cfg := c.cfg
+	cfg.Statuses = append([]StatusRange(nil), cfg.Statuses...)
+	return cfg
+}
+
+// Len is the number of endpoints.
+func (c *Checker) Len() int { return len(c.addrs) }
+
+// Start starts one goroutine per endpoint. Each endpoint's first check
+// comes after a random delay in [0, min(Interval, 1s)), so that a large
+// cluster is not probed all at once. Start after Start or Close does
+// nothing.
+func (c *Checker) Start() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started || c.closed {
+		return
+	}
+	c.started = true
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	spread := min(c.cfg.Interval, time.Second)
+	for i := range c.addrs {
+		c.wg.Add(1)
+		go c.run(ctx, i, rand.N(spread))
+	}
+}
+
+// Close stops every check (cancelling those in flight), waits for the
+// endpoint goroutines to end, and closes the connections kept for checks.
+// It may be called more than once, and without Start; every call returns
+// once the first has finished.
+func (c *Checker) Close() {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		cancel := c.cancel
+		c.mu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+		c.wg.Wait()
+		c.prober.close()
+	})
+}
+
+// Healthy reports whether endpoint i may take traffic. It is lock-free and
+// allocation-free. An i out of range reports true, so that a balancer whose
+// endpoint list is newer than the Checker does not lose endpoints.
+func (c *Checker) Healthy(i int) bool {
+	if uint(i) >= uint(len(c.healthy)) {
+		return true
+	}
+	return c.healthy[i].Load()
+}
+
+// UnhealthyCount is the number of unhealthy endpoints. Lock-free.
+func (c *Checker) UnhealthyCount() int { return int(c.unhealthy.Load()) }
+
+// Status returns endpoint i's state. An i out of range reports a healthy,
+// unchecked endpoint with no address.
+func (c *Checker) Status(i int) EndpointStatus {
+	if uint(i) >= uint(len(c.addrs)) {
+		return EndpointStatus{Healthy: true}
+	}
+	c.mu.Lock()
+	t := c.trackers[i]
+	c.mu.Unlock()
+	return c.status(i, t)
+}
+
+// Statuses returns every endpoint's state, indexed like the endpoints.
+func (c *Checker) Statuses() []EndpointStatus {
+	c.mu.Lock()
+	ts := append([]tracker(nil), c.trackers...)
+	c.mu.Unlock()
+	out := make([]EndpointStatus, len(ts))
+	for i, t := range ts {
+		out[i] = c.status(i, t)
+	}
+	return out
+}
+
+func (c *Checker) status(i int, t tracker) EndpointStatus {
+	return EndpointStatus{
+		Addr:      c.addrs[i],
+		Healthy:   t.healthy,
+		Checked:   t.checked,
+		LastCheck: t.lastCheck,
+		LastError: t.lastError,
+		Successes: t.successes,
+		Failures:  t.failures,
+	}
+}
+
+// CarryFrom gives the endpoints that were in old the state they had there
+// (healthy or not, checked or not, counters, last result), so that a config
+// reload which keeps a cluster's health check does not start its
+// endpoints over. oldIndex maps an endpoint of c to its index in old, or
+// false for an endpoint old did not have; those keep the state of a new
+// endpoint (healthy, unchecked). Call it before Start; it reports no
+// transitions.
+func (c *Checker) CarryFrom(old *Checker, oldIndex func(i int) (int, bool)) {
+	if old == nil || old == c {
+		return
+	}
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.trackers {
+		j, ok := oldIndex(i)
+		if !ok || j < 0 || j >= len(old.trackers) {
+			continue
+		}
+		c.setLocked(i, old.trackers[j])
+	}
+}
+
+// setLocked replaces endpoint i's tracker and keeps the lock-free mirrors
+// in step.
+func (c *Checker) setLocked(i int, t tracker) {
+	was := c.trackers[i].healthy
+	c.trackers[i] = t
+	if was != t.healthy {
+		c.healthy[i].Store(t.healthy)
+		if t.healthy {
+			c.unhealthy.Add(-1)
+		} else {
+			c.unhealthy.Add(1)
+		}
+	}
+}
+
+// run is endpoint i's goroutine: wait, check, record, until ctx ends.
+func (c *Checker) run(ctx context.Context, i int, first time.Duration) {
+	defer c.wg.Done()
+	timer := time.NewTimer(first)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		err := c.check(ctx, i)
+		if ctx.Err() != nil {
+			return // closed: the check says nothing about the endpoint
+		}
+		if err != nil {
+			c.prober.reset(i)
+		}
+		healthy := c.record(i, err, time.Now())
+		timer.Reset(c.wait(healthy))
+	}
+}
+
+// check runs one check of endpoint i bounded by Timeout. A check whose
+// time ran out fails with the reason "timeout", whatever error the probe
+// saw first.
+func (c *Checker) check(ctx context.Context, i int) error {
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	err := c.prober.check(cctx, i)
+	if err != nil && ctx.Err() == nil && cctx.Err() != nil {
+		return &CheckError{Cause: CauseTimeout, Reason: "timeout", Err: err}
+	}
+	return err
+}
+
+// record feeds a check's outcome to endpoint i's tracker, then calls the
+// hooks with no lock held. It returns whether the endpoint is healthy now.
+func (c *Checker) record(i int, err error, now time.Time) bool {
+	reason := ""
+	if err != nil {
+		reason = reasonOf(err)
+	}
+	c.mu.Lock()
+	t := c.trackers[i]
+	changed := t.record(err == nil, reason, now, c.cfg.HealthyThreshold, c.cfg.UnhealthyThreshold)
+	c.setLocked(i, t)
+	drain := false
+	if changed && c.onTransition != nil {
+		c.pending = append(c.pending, Transition{Endpoint: i, Addr: c.addrs[i], Healthy: t.healthy, Reason: t.lastError})
+		if !c.draining {
+			c.draining, drain = true, true
+		}
+	}
+	c.mu.Unlock()
+	if c.onResult != nil {
+		c.onResult(i, err)
+	}
+	if drain {
+		c.drain()
+	}
+	return t.healthy
+}
+
+// drain passes pending transitions to the hook until none is left. Only
+// the goroutine that set draining runs it, so hook calls never overlap and
+// keep their order.
+func (c *Checker) drain() {
+	for {
+		c.mu.Lock()
+		batch := c.pending
+		c.pending = nil
+		if len(batch) == 0 {
+			c.draining = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		for _, t := range batch {
+			c.onTransition(t)
+		}
+	}
+}
+
+// wait is the time until an endpoint's next check: Interval while healthy,
+// UnhealthyInterval while not, plus a random part of Jitter. It counts from
+// the end of a check, so that a slow endpoint is never checked twice at
+// once.
+func (c *Checker) wait(healthy bool) time.Duration {
+	d := c.cfg.Interval
+	if !healthy {
+		d = c.cfg.unhealthyInterval()
+	}
+	if c.cfg.Jitter > 0 {
+		d += rand.N(c.cfg.Jitter)
+	}
+	return d
+}
+
+// reasonOf is the Transition reason of a check error.
+func reasonOf(err error) string {
+	if ce, ok := err.(*CheckError); ok {
+		return ce.Reason
+	}
+	return err.Error()
+}
+
+// Cause is the kind of a check failure: a small fixed set, fit for a
+// metric label.
+type Cause string
+
+const (
+	CauseTimeout  Cause = "timeout"  // the check took longer than Timeout
+	CauseConnect  Cause = "connect"  // the connection could not be opened
+	CauseTLS      Cause = "tls"      // the TLS handshake failed
+	CauseStatus   Cause = "status"   // HTTP: a status not in Statuses
+	CauseGRPC     Cause = "grpc"     // gRPC: an RPC error or a status other than SERVING
+	CauseProtocol Cause = "protocol" // the connection broke or the answer was malformed
+)
+
+// CheckError is why a check failed: the error the result hook is given.
+type CheckError struct {
+	Cause  Cause
+	Reason string // short and stable, without the address: "status 503", "connect: connection refused"
+	Err    error  // the underlying error, if any
+}
+
+func (e *CheckError) Error() string { return e.Reason }
+func (e *CheckError) Unwrap() error { return e.Err }

@@ -1,0 +1,76 @@
+// Package health checks a cluster's endpoints actively, as Envoy's
+// health_checks and HAProxy's check do: a Checker per cluster probes every
+// endpoint on an interval, and the load balancer leaves out the endpoints
+// it reports unhealthy (Healthy(i) is false).
+//
+// # Shape
+//
+// The rules live in a pure tracker per endpoint (no goroutine, clock or
+// I/O): it is fed each check's outcome and says whether the endpoint turned
+// healthy or unhealthy. The Checker is the shell around it: after Start it
+// owns one goroutine per endpoint, which waits, checks and records; Close
+// cancels checks in flight, joins every goroutine and closes the
+// connections kept for checks. The package does not log and exports no
+// metrics: the transition hook reports each change of state (with the last
+// failure's reason), the result hook each check, and Status the state of an
+// endpoint for an admin page.
+//
+// # Rules of state
+//
+//   - An endpoint starts healthy and unchecked, so that a new cluster takes
+//     traffic at once (HAProxy does the same).
+//   - Its first check decides alone: a failure makes it unhealthy at once, a
+//     success confirms it healthy.
+//   - From then on a healthy endpoint turns unhealthy after
+//     UnhealthyThreshold consecutive failures, and an unhealthy one turns
+//     healthy after HealthyThreshold consecutive successes.
+//   - A success resets the count of consecutive failures to zero and a
+//     failure the count of successes; the counts keep growing past their
+//     threshold.
+//   - A check that does not finish within Timeout (connecting included) is
+//     a failure with the reason "timeout". A check cut short by Close is no
+//     outcome at all.
+//   - CarryFrom gives the endpoints a reload keeps the state they had in the
+//     old Checker; new endpoints start as above.
+//
+// # Scheduling
+//
+// Each endpoint's first check comes after a random delay in [0,
+// min(Interval, 1s)), so that a large cluster is not probed all at once.
+// After each check the endpoint's goroutine waits Interval while the
+// endpoint is healthy and UnhealthyInterval while it is not, each wait
+// lengthened by a random [0, Jitter). Waits count from the end of a check:
+// one endpoint is never checked twice at once.
+//
+// # Kinds
+//
+//   - HTTP: a GET of Path with Host as the Host header (the endpoint's
+//     address when empty) and User-Agent: outrigger-health-check, over
+//     HTTP/1.1, or HTTP/2 (prior knowledge in clear, h2 by ALPN over TLS)
+//     when HTTP2 is set. It passes when the status is in Statuses (200 when
+//     empty). The body is read, at most 64 KiB of it (a longer body's
+//     connection is closed rather than reused), and discarded. One
+//     connection per endpoint is kept alive between checks; after a failed
+//     check it is closed, so the next check dials afresh. No proxy from the
+//     environment, no compression.
+//   - GRPC: grpc.health.v1.Health/Check for Service ("" is the server as a
+//     whole) on a ClientConn per endpoint, kept between checks. It passes
+//     when the answer is SERVING; any RPC error or other status fails
+//     ("grpc: NOT_SERVING", "grpc: UNIMPLEMENTED"). The call does not wait
+//     for a connection to become ready, and reconnection back-off is capped
+//     by the check interval, so an endpoint that restarts is seen within
+//     about one interval.
+//   - TCP: a connection opens within Timeout; it is closed at once.
+//
+// With TLS set, HTTP and GRPC checks run over TLS (its ServerName, or the
+// address's host when empty); TCP checks only connect.
+//
+// # Invariants
+//
+// Healthy and UnhealthyCount are lock-free and allocation-free (atomics
+// mirroring the trackers, written with them under one mutex). Hooks are
+// never called with a lock held; transition hook calls never overlap and
+// come in the order the transitions happened; no hook starts after Close
+// returns. A failed check's *CheckError carries a Cause from a small fixed
+// set (for metric labels) and a short Reason without the address.
+package health

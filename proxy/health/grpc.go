@@ -1,0 +1,157 @@
+package health
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// grpcProber checks with grpc.health.v1.Health/Check. Each endpoint has a
+// ClientConn of its own, made at its first check and kept until close.
+type grpcProber struct {
+	cfg   *Config
+	addrs []string
+	eps   []grpcEndpoint
+}
+
+type grpcEndpoint struct {
+	// cc and client are used by the endpoint's goroutine only, and by
+	// close after that goroutine has ended.
+	cc     *grpc.ClientConn
+	client healthpb.HealthClient
+	// dialErr is the error of the last dial, nil after one that worked:
+	// grpc-go reports a refused connection as a bare UNAVAILABLE, and this
+	// lets the reason say "connect: connection refused".
+	dialErr atomic.Pointer[error]
+}
+
+func newGRPCProber(cfg *Config, addrs []string) *grpcProber {
+	return &grpcProber{cfg: cfg, addrs: addrs, eps: make([]grpcEndpoint, len(addrs))}
+}
+
+// conn returns endpoint i's ClientConn, making it the first time.
+func (p *grpcProber) conn(i int) (healthpb.HealthClient, error) {
+	ep := &p.eps[i]
+	if ep.client != nil {
+		return ep.client, nil
+	}
+	creds := insecure.NewCredentials()
+	if p.cfg.TLS != nil {
+		creds = credentials.NewTLS(p.cfg.TLS.Clone())
+	}
+	// grpc-go waits up to 120 s between reconnects by default; an
+	// endpoint that comes back must be seen at the next check or so, so
+	// the back-off never exceeds the shortest check interval.
+	maxDelay := min(p.cfg.Interval, p.cfg.unhealthyInterval())
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  min(time.Second, maxDelay),
+				Multiplier: backoff.DefaultConfig.Multiplier,
+				Jitter:     backoff.DefaultConfig.Jitter,
+				MaxDelay:   maxDelay,
+			},
+			MinConnectTimeout: p.cfg.Timeout,
+		}),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				ep.dialErr.Store(&err)
+				return nil, err
+			}
+			ep.dialErr.Store(nil)
+			return c, nil
+		}),
+		grpc.WithUserAgent(userAgent),
+		grpc.WithDisableRetry(),
+		grpc.WithDisableServiceConfig(),
+	}
+	if p.cfg.Host != "" {
+		opts = append(opts, grpc.WithAuthority(p.cfg.Host))
+	}
+	cc, err := grpc.NewClient("passthrough:///"+p.addrs[i], opts...)
+	if err != nil {
+		return nil, err
+	}
+	ep.cc, ep.client = cc, healthpb.NewHealthClient(cc)
+	return ep.client, nil
+}
+
+func (p *grpcProber) check(ctx context.Context, i int) error {
+	client, err := p.conn(i)
+	if err != nil {
+		return &CheckError{Cause: CauseGRPC, Reason: "grpc: " + err.Error(), Err: err}
+	}
+	// No WaitForReady: on a broken connection the call fails at once
+	// instead of waiting out the timeout.
+	resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: p.cfg.Service})
+	if err != nil {
+		code := status.Code(err)
+		if code == codes.Unavailable {
+			if de := p.eps[i].dialErr.Load(); de != nil {
+				return connectFailure(*de)
+			}
+		}
+		return &CheckError{Cause: CauseGRPC, Reason: "grpc: " + codeName(code), Err: err}
+	}
+	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
+		return &CheckError{Cause: CauseGRPC, Reason: "grpc: " + s.String()}
+	}
+	return nil
+}
+
+// reset makes a ClientConn waiting to reconnect try at once, so that the
+// next check sees an endpoint that came back.
+func (p *grpcProber) reset(i int) {
+	if cc := p.eps[i].cc; cc != nil {
+		cc.ResetConnectBackoff()
+	}
+}
+
+func (p *grpcProber) close() {
+	for i := range p.eps {
+		if cc := p.eps[i].cc; cc != nil {
+			cc.Close()
+		}
+	}
+}
+
+var _ prober = (*grpcProber)(nil)
+
+// codeNames are the gRPC status codes as the protocol spells them.
+var codeNames = [...]string{
+	codes.OK:                 "OK",
+	codes.Canceled:           "CANCELLED",
+	codes.Unknown:            "UNKNOWN",
+	codes.InvalidArgument:    "INVALID_ARGUMENT",
+	codes.DeadlineExceeded:   "DEADLINE_EXCEEDED",
+	codes.NotFound:           "NOT_FOUND",
+	codes.AlreadyExists:      "ALREADY_EXISTS",
+	codes.PermissionDenied:   "PERMISSION_DENIED",
+	codes.ResourceExhausted:  "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION",
+	codes.Aborted:            "ABORTED",
+	codes.OutOfRange:         "OUT_OF_RANGE",
+	codes.Unimplemented:      "UNIMPLEMENTED",
+	codes.Internal:           "INTERNAL",
+	codes.Unavailable:        "UNAVAILABLE",
+	codes.DataLoss:           "DATA_LOSS",
+	codes.Unauthenticated:    "UNAUTHENTICATED",
+}
+
+func codeName(c codes.Code) string {
+	if int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return c.String()
+}
