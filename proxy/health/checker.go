@@ -2,6 +2,8 @@ package health
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -101,6 +103,11 @@ func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
 	var o options
 	for _, f := range opts {
 		f(&o)
+	}
+	for i, a := range addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("endpoint %d: %w", i, err)
+		}
 	}
 	cfg.Statuses = append([]StatusRange(nil), cfg.Statuses...)
 	c := &Checker{
@@ -277,16 +284,26 @@ func (c *Checker) run(ctx context.Context, i int, first time.Duration) {
 			return
 		case <-timer.C:
 		}
-		err := c.check(ctx, i)
-		if ctx.Err() != nil {
-			return // closed: the check says nothing about the endpoint
+		healthy, ok := c.step(ctx, i)
+		if !ok {
+			return
 		}
-		if err != nil {
-			c.prober.reset(i)
-		}
-		healthy := c.record(i, err, time.Now())
 		timer.Reset(c.wait(healthy))
 	}
+}
+
+// step checks endpoint i once and records the outcome. It returns whether
+// the endpoint is healthy now, or ok false when ctx ended (Close): a check
+// cut short says nothing about the endpoint.
+func (c *Checker) step(ctx context.Context, i int) (healthy, ok bool) {
+	err := c.check(ctx, i)
+	if ctx.Err() != nil {
+		return false, false
+	}
+	if err != nil {
+		c.prober.reset(i)
+	}
+	return c.record(i, err, time.Now()), true
 }
 
 // check runs one check of endpoint i bounded by Timeout. A check whose

@@ -62,9 +62,6 @@ func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
 		transports: make([]*http.Transport, len(addrs)),
 	}
 	for i, addr := range addrs {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("endpoint %d: %w", i, err)
-		}
 		p.urls[i] = scheme + "://" + addr + path
 		if _, err := url.Parse(p.urls[i]); err != nil {
 			return nil, fmt.Errorf("endpoint %d: %w", i, err)

@@ -1,0 +1,128 @@
+package health
+
+import (
+	"math/rand/v2"
+	"testing"
+	"testing/quick"
+	"time"
+)
+
+func TestTrackerRules(t *testing.T) {
+	const F, S = false, true
+	tests := []struct {
+		name       string
+		healthyTh  int
+		unhealthTh int
+		outcomes   []bool
+		// want is the healthy flag after each outcome, changed whether
+		// that outcome turned the endpoint.
+		want    []bool
+		changed []bool
+	}{
+		{"first success confirms", 2, 3, []bool{S}, []bool{true}, []bool{false}},
+		{"first failure decides alone", 2, 3, []bool{F}, []bool{false}, []bool{true}},
+		{"after the first, failures below threshold keep it healthy", 2, 3,
+			[]bool{S, F, F, S, F, F}, []bool{true, true, true, true, true, true}, []bool{false, false, false, false, false, false}},
+		{"unhealthy threshold reached", 2, 3,
+			[]bool{S, F, F, F, F}, []bool{true, true, true, false, false}, []bool{false, false, false, true, false}},
+		{"healthy threshold after first failure", 2, 3,
+			[]bool{F, S, S, S}, []bool{false, false, true, true}, []bool{true, false, true, false}},
+		{"a failure resets the success run", 3, 1,
+			[]bool{F, S, S, F, S, S, S}, []bool{false, false, false, false, false, false, true}, []bool{true, false, false, false, false, false, true}},
+		{"a success resets the failure run", 1, 2,
+			[]bool{S, F, S, F, S, F, F}, []bool{true, true, true, true, true, true, false}, []bool{false, false, false, false, false, false, true}},
+		{"thresholds of one flip on every change", 1, 1,
+			[]bool{S, F, S, S, F}, []bool{true, false, true, true, false}, []bool{false, true, true, false, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newTracker()
+			if !tr.healthy || tr.checked {
+				t.Fatalf("new tracker: healthy=%v checked=%v, want healthy and unchecked", tr.healthy, tr.checked)
+			}
+			for k, ok := range tt.outcomes {
+				changed := tr.record(ok, "boom", time.Unix(int64(k), 0), tt.healthyTh, tt.unhealthTh)
+				if tr.healthy != tt.want[k] || changed != tt.changed[k] {
+					t.Fatalf("after outcome %d (%v): healthy=%v changed=%v, want %v %v", k, ok, tr.healthy, changed, tt.want[k], tt.changed[k])
+				}
+			}
+		})
+	}
+}
+
+func TestTrackerCountersAndLastResult(t *testing.T) {
+	tr := newTracker()
+	t1, t2, t3 := time.Unix(1, 0), time.Unix(2, 0), time.Unix(3, 0)
+	tr.record(false, "status 503", t1, 2, 2)
+	tr.record(false, "timeout", t2, 2, 2)
+	if tr.failures != 2 || tr.successes != 0 || tr.lastError != "timeout" || !tr.lastCheck.Equal(t2) || !tr.checked {
+		t.Fatalf("after two failures: %+v", tr)
+	}
+	tr.record(true, "ignored", t3, 2, 2)
+	if tr.failures != 0 || tr.successes != 1 || tr.lastError != "" || !tr.lastCheck.Equal(t3) {
+		t.Fatalf("after a success: %+v", tr)
+	}
+}
+
+// modelHealthy is the rules read off the whole history at once: healthy
+// before any check; the first outcome decides; after it the state flips
+// when the run of opposite outcomes ending at the latest check reaches the
+// threshold for the current state.
+func modelHealthy(outcomes []bool, healthyTh, unhealthyTh int) []bool {
+	var out []bool
+	healthy := true
+	for k, ok := range outcomes {
+		if k == 0 {
+			healthy = ok
+		} else {
+			run := 0
+			for j := k; j >= 0 && outcomes[j] == ok; j-- {
+				run++
+			}
+			if healthy && !ok && run >= unhealthyTh || !healthy && ok && run >= healthyTh {
+				healthy = ok
+			}
+		}
+		out = append(out, healthy)
+	}
+	return out
+}
+
+func TestTrackerMatchesModel(t *testing.T) {
+	type input struct {
+		Outcomes               []bool
+		HealthyTh, UnhealthyTh uint8
+	}
+	tracked := func(in input) []bool {
+		h, u := int(in.HealthyTh%5)+1, int(in.UnhealthyTh%5)+1
+		tr := newTracker()
+		var out []bool
+		for _, ok := range in.Outcomes {
+			tr.record(ok, "x", time.Time{}, h, u)
+			out = append(out, tr.healthy)
+		}
+		return out
+	}
+	model := func(in input) []bool {
+		return modelHealthy(in.Outcomes, int(in.HealthyTh%5)+1, int(in.UnhealthyTh%5)+1)
+	}
+	cfg := &quick.Config{MaxCount: 2000, Rand: nil}
+	if err := quick.CheckEqual(tracked, model, cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTrackerChangedMatchesFlagFlip(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 200 {
+		tr := newTracker()
+		h, u := r.IntN(4)+1, r.IntN(4)+1
+		for range 50 {
+			was := tr.healthy
+			changed := tr.record(r.IntN(2) == 0, "x", time.Time{}, h, u)
+			if changed != (was != tr.healthy) {
+				t.Fatalf("changed=%v but healthy went %v -> %v", changed, was, tr.healthy)
+			}
+		}
+	}
+}
