@@ -3,8 +3,8 @@ package health
 import (
 	"context"
 	"fmt"
-	"net"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -284,7 +284,7 @@ func (c *Checker) run(ctx context.Context, i int, first time.Duration) {
 			return
 		case <-timer.C:
 		}
-		healthy, ok := c.step(ctx, i)
+		healthy, ok, _ := c.step(ctx, i)
 		if !ok {
 			return
 		}
@@ -293,17 +293,17 @@ func (c *Checker) run(ctx context.Context, i int, first time.Duration) {
 }
 
 // step checks endpoint i once and records the outcome. It returns whether
-// the endpoint is healthy now, or ok false when ctx ended (Close): a check
-// cut short says nothing about the endpoint.
-func (c *Checker) step(ctx context.Context, i int) (healthy, ok bool) {
-	err := c.check(ctx, i)
+// the endpoint is healthy now and the check's error, or ok false when ctx
+// ended (Close): a check cut short says nothing about the endpoint.
+func (c *Checker) step(ctx context.Context, i int) (healthy, ok bool, err error) {
+	err = c.check(ctx, i)
 	if ctx.Err() != nil {
-		return false, false
+		return false, false, err
 	}
 	if err != nil {
 		c.prober.reset(i)
 	}
-	return c.record(i, err, time.Now()), true
+	return c.record(i, err, time.Now()), true, err
 }
 
 // check runs one check of endpoint i bounded by Timeout. A check whose

@@ -107,9 +107,10 @@ func (p *httpProber) check(ctx context.Context, i int) error {
 	if err != nil {
 		return classify(err, "http")
 	}
-	// Read the body so that the connection can be reused; closing a body
-	// read only in part closes its HTTP/1.1 connection.
-	_, rerr := io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
+	// Read the body so that the connection can be reused: up to maxBody
+	// and one byte more, which sees the end of a body of exactly maxBody.
+	// Closing a body not read to its end closes its HTTP/1.1 connection.
+	_, rerr := io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody+1))
 	resp.Body.Close()
 	if !p.cfg.statusOK(resp.StatusCode) {
 		return &CheckError{Cause: CauseStatus, Reason: fmt.Sprintf("status %d", resp.StatusCode)}
