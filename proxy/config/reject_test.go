@@ -34,6 +34,32 @@ listeners:
 `, `t.yaml:5: clusters.a.connect_timeout: invalid duration 5: a unit is required, e.g. "5s"`},
 		{"negative duration", okCluster + `    connect_timeout: -1s
 `, `t.yaml:5: clusters.a.connect_timeout: must not be negative, got -1s`},
+		{"health check without a kind", okCluster + `    health_check: {interval: 2s}
+`, `t.yaml:5: clusters.a.health_check: one of http, grpc or tcp is required (tcp: {} for a connect check)`},
+		{"health check with two kinds", okCluster + `    health_check: {http: {path: /healthz}, tcp: {}}
+`, `t.yaml:5: clusters.a.health_check: only one of http, grpc or tcp may be set, got http and tcp`},
+		{"grpc health check on an http1 cluster", okCluster + `    health_check:
+      grpc: {service: orders}
+`, `t.yaml:6: clusters.a.health_check.grpc: a gRPC health check needs the cluster's protocol to be http2 or grpc, not http1`},
+		{"health check interval too short", okCluster + `    health_check: {interval: 1ms, tcp: {}}
+`, `t.yaml:5: clusters.a.health_check.interval: must be at least 10ms, got 1ms`},
+		{"health check bad threshold", okCluster + `    health_check: {unhealthy_threshold: -2, tcp: {}}
+`, `t.yaml:5: clusters.a.health_check.unhealthy_threshold: must be from 1 to 1000 (0 means the default), got -2`},
+		{"health check path without slash", okCluster + `    health_check:
+      http: {path: healthz}
+`, `t.yaml:6: clusters.a.health_check.http.path: must start with / and hold no spaces or control characters, got "healthz"`},
+		{"health check status out of range", okCluster + `    health_check:
+      http:
+        expected_statuses: [200, "300-700"]
+`, `t.yaml:7: clusters.a.health_check.http.expected_statuses[1]: must be a status or a rising range within 100-599, got 300-700`},
+		{"health check status not a number", okCluster + `    health_check:
+      http:
+        expected_statuses: [ok]
+`, `t.yaml:7: clusters.a.health_check.http.expected_statuses[0]: expected a status (200) or a range ("200-299"), got "ok"`},
+		{"health check unknown key", okCluster + `    health_check:
+      tcp: {}
+      intervall: 1s
+`, `t.yaml:7: clusters.a.health_check.intervall: unknown key "intervall" (did you mean "interval"?)`},
 		{"endpoint without port", `
 clusters:
   payments:

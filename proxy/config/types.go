@@ -221,7 +221,90 @@ type Cluster struct {
 	// for the breaker and outlier detection. The zero value means 5xx and
 	// gRPC UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED.
 	FailureClassifier breaker.ClassifierConfig `yaml:"failure_classifier" json:"failure_classifier"`
+
+	// HealthCheck, when present, probes every endpoint on an interval and
+	// keeps the load balancer off the endpoints that fail (Envoy's
+	// health_checks, HAProxy's check). Absent means no active checking:
+	// only outlier detection takes endpoints out.
+	HealthCheck *HealthCheck `yaml:"health_check" json:"health_check,omitempty"`
 }
+
+// HealthCheck is a cluster's active health check. Exactly one of HTTP,
+// GRPC and TCP says what a check is.
+//
+// An endpoint starts healthy and unchecked, so a new cluster takes traffic
+// at once; its first check alone decides (one failure makes it unhealthy).
+// After that a healthy endpoint turns unhealthy after UnhealthyThreshold
+// failures in a row, and an unhealthy one healthy after HealthyThreshold
+// successes in a row.
+type HealthCheck struct {
+	// Interval is the time between two checks of a healthy endpoint.
+	// Zero means 5s.
+	Interval time.Duration `yaml:"interval" json:"interval"`
+
+	// UnhealthyInterval is the time between two checks of an unhealthy
+	// endpoint. Zero means Interval.
+	UnhealthyInterval time.Duration `yaml:"unhealthy_interval" json:"unhealthy_interval"`
+
+	// Timeout bounds one check, connecting included; a check that takes
+	// longer fails. Zero means 1s.
+	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+
+	// Jitter lengthens every wait between checks by a random time in
+	// [0, jitter), so that sidecars started together do not probe in step.
+	// Zero means none.
+	Jitter time.Duration `yaml:"jitter" json:"jitter"`
+
+	// HealthyThreshold is how many successes in a row make an unhealthy
+	// endpoint healthy again. Zero means 2.
+	HealthyThreshold int `yaml:"healthy_threshold" json:"healthy_threshold"`
+
+	// UnhealthyThreshold is how many failures in a row make a healthy
+	// endpoint unhealthy. Zero means 3.
+	UnhealthyThreshold int `yaml:"unhealthy_threshold" json:"unhealthy_threshold"`
+
+	// HTTP checks with a GET over the cluster's protocol (HTTP/1.1, or
+	// HTTP/2 for http2 and grpc clusters) and its TLS settings.
+	HTTP *HTTPHealthCheck `yaml:"http" json:"http,omitempty"`
+
+	// GRPC checks with grpc.health.v1.Health/Check over HTTP/2 and the
+	// cluster's TLS settings.
+	GRPC *GRPCHealthCheck `yaml:"grpc" json:"grpc,omitempty"`
+
+	// TCP checks that a connection opens (no TLS handshake). `tcp: {}`.
+	TCP *TCPHealthCheck `yaml:"tcp" json:"tcp,omitempty"`
+}
+
+// HTTPHealthCheck is an HTTP health check.
+type HTTPHealthCheck struct {
+	// Path is the request's path (and query). Empty means "/".
+	Path string `yaml:"path" json:"path"`
+
+	// Host is the Host (:authority) header. Empty means the endpoint's
+	// "host:port".
+	Host string `yaml:"host" json:"host"`
+
+	// ExpectedStatuses are the statuses that pass: each is a status
+	// (200) or an inclusive range ("200-299"). Empty means 200 only.
+	ExpectedStatuses []StatusRange `yaml:"expected_statuses" json:"expected_statuses,omitempty"`
+}
+
+// StatusRange is the HTTP statuses Lo to Hi, both included. In YAML it is
+// a number (one status) or a string "lo-hi".
+type StatusRange struct {
+	Lo, Hi int
+}
+
+// GRPCHealthCheck is a gRPC health check (the grpc.health.v1 protocol): it
+// passes when the server answers SERVING.
+type GRPCHealthCheck struct {
+	// Service is the service name asked about. Empty means the server as
+	// a whole.
+	Service string `yaml:"service" json:"service"`
+}
+
+// TCPHealthCheck is a TCP connect check; it has no settings.
+type TCPHealthCheck struct{}
 
 // Endpoint is one instance of a cluster.
 //

@@ -122,7 +122,76 @@ func (cl *Cluster) validate(p *problems, path string) {
 	p.nested(path+".limits", cl.Limits.Validate())
 	p.nested(path+".outlier_detection", cl.OutlierDetection.Validate())
 	p.nested(path+".failure_classifier", cl.FailureClassifier.Validate())
+	if cl.HealthCheck != nil {
+		cl.HealthCheck.validate(p, path+".health_check", cl.Protocol)
+	}
 }
+
+// MinHealthCheckInterval is the shortest health_check interval accepted.
+const MinHealthCheckInterval = 10 * time.Millisecond
+
+// MaxHealthCheckThreshold bounds healthy_threshold and unhealthy_threshold.
+const MaxHealthCheckThreshold = 1000
+
+func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"interval", h.Interval}, {"unhealthy_interval", h.UnhealthyInterval}} {
+		if d.v < 0 {
+			p.addf(path+"."+d.key, "must not be negative, got %s", d.v)
+		} else if d.v > 0 && d.v < MinHealthCheckInterval {
+			p.addf(path+"."+d.key, "must be at least %s, got %s", MinHealthCheckInterval, d.v)
+		}
+	}
+	checkDuration(p, path+".timeout", h.Timeout)
+	checkDuration(p, path+".jitter", h.Jitter)
+	for _, t := range []struct {
+		key string
+		v   int
+	}{{"healthy_threshold", h.HealthyThreshold}, {"unhealthy_threshold", h.UnhealthyThreshold}} {
+		if t.v < 0 || t.v > MaxHealthCheckThreshold {
+			p.addf(path+"."+t.key, "must be from 1 to %d (0 means the default), got %d", MaxHealthCheckThreshold, t.v)
+		}
+	}
+	var kinds []string
+	if h.HTTP != nil {
+		kinds = append(kinds, "http")
+	}
+	if h.GRPC != nil {
+		kinds = append(kinds, "grpc")
+	}
+	if h.TCP != nil {
+		kinds = append(kinds, "tcp")
+	}
+	switch len(kinds) {
+	case 0:
+		p.add(path, "one of http, grpc or tcp is required (tcp: {} for a connect check)")
+	case 1:
+	default:
+		p.addf(path, "only one of http, grpc or tcp may be set, got %s", strings.Join(kinds, " and "))
+	}
+	if h.GRPC != nil && (proto == "" || proto == ProtocolHTTP1) {
+		p.add(path+".grpc", "a gRPC health check needs the cluster's protocol to be http2 or grpc, not http1")
+	}
+	if hc := h.HTTP; hc != nil {
+		if hc.Path != "" && (!strings.HasPrefix(hc.Path, "/") || strings.ContainsFunc(hc.Path, badURIRune)) {
+			p.addf(path+".http.path", "must start with / and hold no spaces or control characters, got %q", hc.Path)
+		}
+		if strings.ContainsFunc(hc.Host, badURIRune) || strings.ContainsAny(hc.Host, "/?#@") {
+			p.addf(path+".http.host", "must be a host or host:port, got %q", hc.Host)
+		}
+		for i, r := range hc.ExpectedStatuses {
+			if r.Lo < 100 || r.Hi > 599 || r.Lo > r.Hi {
+				p.addf(indexPath(path+".http.expected_statuses", i), "must be a status or a rising range within 100-599, got %s", r)
+			}
+		}
+	}
+}
+
+// badURIRune reports runes that may not appear in a request target or a
+// Host header as written.
+func badURIRune(r rune) bool { return r <= ' ' || r == 0x7f || r > 0x7e }
 
 func (t *TLS) validate(p *problems, path string) {
 	if !t.Enabled {

@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -190,4 +192,67 @@ func describeNode(n *yaml.Node) string {
 		return "the boolean " + n.Value
 	}
 	return fmt.Sprintf("%s %q", n.Tag, n.Value)
+}
+
+// UnmarshalYAML reads a status range: a number, or a string "lo-hi".
+func (r *StatusRange) UnmarshalYAML(n *yaml.Node) error {
+	n = resolve(n)
+	const want = "expected a status (200) or a range (\"200-299\")"
+	if n.Kind != yaml.ScalarNode {
+		return nodeError(n, "%s, got %s", want, describeNode(n))
+	}
+	switch n.Tag {
+	case "!!int":
+		v, err := strconv.Atoi(n.Value)
+		if err != nil {
+			return nodeError(n, "%s, got %s", want, describeNode(n))
+		}
+		*r = StatusRange{v, v}
+		return nil
+	case "!!str":
+		lo, hi, ok := strings.Cut(n.Value, "-")
+		a, errA := strconv.Atoi(strings.TrimSpace(lo))
+		b, errB := strconv.Atoi(strings.TrimSpace(hi))
+		if !ok || errA != nil || errB != nil {
+			return nodeError(n, "%s, got %q", want, n.Value)
+		}
+		*r = StatusRange{a, b}
+		return nil
+	}
+	return nodeError(n, "%s, got %s", want, describeNode(n))
+}
+
+// MarshalJSON writes a range as the YAML spells it: 200 or "200-299".
+func (r StatusRange) MarshalJSON() ([]byte, error) {
+	if r.Lo == r.Hi {
+		return []byte(strconv.Itoa(r.Lo)), nil
+	}
+	return []byte(`"` + strconv.Itoa(r.Lo) + "-" + strconv.Itoa(r.Hi) + `"`), nil
+}
+
+// String is the range as the YAML spells it.
+func (r StatusRange) String() string {
+	if r.Lo == r.Hi {
+		return strconv.Itoa(r.Lo)
+	}
+	return strconv.Itoa(r.Lo) + "-" + strconv.Itoa(r.Hi)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *StatusRange) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if v, err := strconv.Atoi(s); err == nil {
+		*r = StatusRange{v, v}
+		return nil
+	}
+	if u, err := strconv.Unquote(s); err == nil {
+		lo, hi, ok := strings.Cut(u, "-")
+		a, errA := strconv.Atoi(lo)
+		b, errB := strconv.Atoi(hi)
+		if ok && errA == nil && errB == nil {
+			*r = StatusRange{a, b}
+			return nil
+		}
+	}
+	return fmt.Errorf("status range: expected 200 or \"200-299\", got %s", s)
 }
