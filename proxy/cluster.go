@@ -238,8 +238,8 @@ type cluster struct {
 }
 
 // attemptSet implements lb.Candidates for one attempt: endpoints that
-// outlier detection ejected, or that this request already tried, are not
-// eligible.
+// outlier detection ejected, that fail their active health check, or that
+// this request already tried, are not eligible.
 type attemptSet struct {
 	c *cluster
 	// tried marks the endpoints the request tried once it has tried two;
@@ -247,8 +247,9 @@ type attemptSet struct {
 	// spares a request that makes one attempt the slice.
 	tried []bool
 	now   time.Time
-	// ignoreEjection is breaker's panic rule: when too few endpoints
-	// remain, balance over all of them rather than overload the rest.
+	// ignoreEjection is the panic rule: when too few endpoints remain
+	// (neither ejected nor failing their health check), balance over all
+	// of them rather than overload the rest.
 	ignoreEjection bool
 	first          int32
 }
@@ -272,7 +273,7 @@ func (s *attemptSet) Eligible(i int) bool {
 	if s.tried != nil && s.tried[i] || int(s.first) == i+1 {
 		return false
 	}
-	return s.ignoreEjection || !s.c.res.det.Ejected(i, s.now)
+	return s.ignoreEjection || s.c.res.eligible(i, s.now)
 }
 func (s *attemptSet) Active(i int) int64 { return s.c.endpoints[s.index(i)].active.Load() }
 
@@ -285,7 +286,7 @@ func (c *cluster) pick(s *attemptSet, now time.Time) *endpoint {
 		return nil
 	}
 	s.now = now
-	s.ignoreEjection = c.res.det.Panic(now)
+	s.ignoreEjection = c.res.panic(now)
 	if i := c.picker.Pick(s); i >= 0 {
 		return c.endpoints[s.index(i)]
 	}

@@ -45,6 +45,7 @@ type Proxy struct {
 	reg    prometheus.Registerer
 	m      *metrics
 	bm     *breakerMetrics
+	hm     *healthMetrics
 	now    func() time.Time
 	int63n func(int64) int64
 	wrap   func(Listener, http.Handler) http.Handler
@@ -64,6 +65,11 @@ type Proxy struct {
 	// name; guarded by applyMu.
 	res map[string]*resilience
 	gen atomic.Uint64
+	// hcPending are the health checkers the running compile built, to be
+	// started with its snapshot (or closed if it fails); hcStopped is set
+	// by Shutdown, after which none starts. Both guarded by applyMu.
+	hcPending []pendingHealth
+	hcStopped bool
 
 	// The outlier evaluator goroutine: started by the first Handler call
 	// (Serve calls Handler), stopped and joined by Shutdown.
@@ -141,6 +147,7 @@ func New(opts Options) *Proxy {
 	p.reg = reg
 	p.m = newMetrics(reg)
 	p.bm = newBreakerMetrics(reg)
+	p.hm = newHealthMetrics(reg)
 	return p
 }
 
@@ -165,11 +172,13 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	s, used, res, err := p.compile(cfg)
 	if err != nil {
 		p.m.discard()
+		p.startHealth(false)
 		// Clusters the failed config would have added may have created
-		// breaker series while compiling.
+		// breaker and health series while compiling.
 		for name := range cfg.Clusters {
 			if _, ok := p.res[name]; !ok {
 				p.bm.deleteCluster(name)
+				p.hm.deleteCluster(name)
 			}
 		}
 		return err
@@ -186,10 +195,16 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 			// the removed cluster exports anything from here on.
 			r.gone.Store(true)
 			p.bm.deleteCluster(name)
+			p.hm.deleteCluster(name)
 		}
 	}
+	oldRes := p.res
 	p.res = res
 	p.snap.Store(s)
+	// Checkers start with the snapshot that reads them; those it no
+	// longer reads stop.
+	p.startHealth(true)
+	retireHealth(oldRes, res)
 	// Connections accepted from here on get the new listener limits;
 	// those open keep theirs (see Serve for the one registering now).
 	p.srvMu.Lock()
@@ -242,11 +257,25 @@ type ClusterStatus struct {
 
 // EndpointStatus is one endpoint of a cluster.
 type EndpointStatus struct {
-	Address        string    `json:"address"`
-	State          string    `json:"state"` // "healthy" or "ejected"
+	Address string `json:"address"`
+	// State is "healthy", "ejected" (by outlier detection) or
+	// "unhealthy" (failing its active health check, and not ejected).
+	State          string    `json:"state"`
 	ActiveRequests int64     `json:"active_requests"`
 	EjectedUntil   time.Time `json:"ejected_until,omitzero"`
 	TimesEjected   uint64    `json:"times_ejected"`
+	// HealthCheck is the active health check's view; absent without one.
+	HealthCheck *HealthCheckStatus `json:"health_check,omitempty"`
+}
+
+// HealthCheckStatus is one endpoint's active health check at one moment.
+type HealthCheckStatus struct {
+	Healthy   bool      `json:"healthy"`
+	Checked   bool      `json:"checked"` // at least one check finished
+	LastCheck time.Time `json:"last_check,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+	Successes int       `json:"consecutive_successes"`
+	Failures  int       `json:"consecutive_failures"`
 }
 
 // BreakerStatus is a cluster's circuit breaker at one moment.
@@ -289,7 +318,7 @@ func (p *Proxy) Clusters() []ClusterStatus {
 			Protocol:       c.protocol.String(),
 			LBPolicy:       c.lbPolicy,
 			ActiveRequests: c.active.Load(),
-			Panic:          ds.Panic,
+			Panic:          c.res.panic(now),
 			Breaker: BreakerStatus{
 				State: bs.State.String(), Since: bs.Since, Reason: bs.Reason, OpenUntil: bs.OpenUntil,
 				Calls: bs.Calls, Failures: bs.Failures, FailureRate: bs.FailureRate, SlowRate: bs.SlowRate,
@@ -308,6 +337,14 @@ func (p *Proxy) Clusters() []ClusterStatus {
 				es.TimesEjected = d.TimesEjected
 				if d.Ejected {
 					es.State, es.EjectedUntil = "ejected", d.EjectedUntil
+				}
+			}
+			if hc := c.res.hc; hc != nil && i < hc.Len() {
+				h := hc.Status(i)
+				es.HealthCheck = &HealthCheckStatus{Healthy: h.Healthy, Checked: h.Checked, LastCheck: h.LastCheck,
+					LastError: h.LastError, Successes: h.Successes, Failures: h.Failures}
+				if !h.Healthy && es.State == "healthy" {
+					es.State = "unhealthy"
 				}
 			}
 			cs.Endpoints = append(cs.Endpoints, es)
@@ -540,6 +577,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.applyMu.Lock()
 	for _, pl := range p.pools {
 		pl.closeIdle()
+	}
+	// Health checks stop (and none starts after this).
+	p.hcStopped = true
+	for _, r := range p.res {
+		if r.hc != nil {
+			r.hc.Close()
+		}
 	}
 	p.applyMu.Unlock()
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/health"
 )
 
 // resilience is a cluster's circuit breaker, resource limits, outlier
@@ -21,12 +22,17 @@ import (
 // leaves a cluster's blocks unchanged keeps its breaker state, limit
 // counters and ejections.
 type resilience struct {
-	name      string
-	cc        resilienceConfig
-	br        *breaker.Breaker
-	limits    *breaker.Limits
-	det       *breaker.Detector
-	cls       *breaker.Classifier
+	name   string
+	cc     resilienceConfig
+	br     *breaker.Breaker
+	limits *breaker.Limits
+	det    *breaker.Detector
+	cls    *breaker.Classifier
+	// hc is the active health checker (nil without health_check), hcKey
+	// what it depends on; panicPct is outlier_detection.panic_threshold.
+	hc        *health.Checker
+	hcKey     healthKey
+	panicPct  float64
 	interval  time.Duration
 	endpoints []string
 	// gone is set once the cluster is removed by a reload; it is shared
@@ -194,6 +200,12 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 		}
 	}
 	r.interval = r.det.Config().Interval
+	if pt := r.det.Config().PanicThreshold; pt != nil {
+		r.panicPct = *pt
+	}
+	if err := p.buildHealth(name, cc, r, old); err != nil {
+		return nil, prefixErr("health_check", err)
+	}
 	for i := range r.rejected {
 		reason := "open"
 		switch {

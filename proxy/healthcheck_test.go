@@ -1,0 +1,262 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// healthyBackend answers "name" on every path but /healthz, whose status
+// is whatever status holds.
+type healthyBackend struct {
+	name   string
+	status atomic.Int32
+	hits   atomic.Int64 // requests other than health checks
+	checks atomic.Int64
+	agent  atomic.Value // User-Agent of the last check
+}
+
+func newHealthyBackend(t *testing.T, name string) (*healthyBackend, string) {
+	b := &healthyBackend{name: name}
+	b.status.Store(200)
+	s := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			b.checks.Add(1)
+			b.agent.Store(r.UserAgent())
+			w.WriteHeader(int(b.status.Load()))
+			return
+		}
+		b.hits.Add(1)
+		w.Write([]byte(b.name))
+	})
+	return b, addr(s)
+}
+
+func fastHealthCheck() *config.HealthCheck {
+	return &config.HealthCheck{
+		Interval: 20 * time.Millisecond, Timeout: time.Second,
+		HealthyThreshold: 1, UnhealthyThreshold: 1,
+		HTTP: &config.HTTPHealthCheck{Path: "/healthz"},
+	}
+}
+
+func endpointState(h *harness, cluster, ep string) EndpointStatus {
+	for _, c := range h.p.Clusters() {
+		if c.Name != cluster {
+			continue
+		}
+		for _, e := range c.Endpoints {
+			if e.Address == ep {
+				return e
+			}
+		}
+	}
+	return EndpointStatus{}
+}
+
+// An endpoint that fails its check gets no requests; once it passes again
+// it is balanced to again. States, metrics and logs say so.
+func TestHealthCheckKeepsTrafficOffFailingEndpoint(t *testing.T) {
+	a, aAddr := newHealthyBackend(t, "a")
+	b, bAddr := newHealthyBackend(t, "b")
+	core, logs := observer.New(zap.InfoLevel)
+	cl := config.Cluster{Endpoints: eps(aAddr, bAddr), HealthCheck: fastHealthCheck(),
+		OutlierDetection: breaker.OutlierConfig{Disabled: true}}
+	h := startProxy(t, simpleConfig(cl), func(o *Options) { o.Logger = zap.New(core) })
+
+	eventually(t, 5*time.Second, "both endpoints checked", func() bool {
+		ea, eb := endpointState(h, "svc", aAddr), endpointState(h, "svc", bAddr)
+		return ea.HealthCheck != nil && ea.HealthCheck.Checked && eb.HealthCheck != nil && eb.HealthCheck.Checked
+	})
+	if ua, _ := a.agent.Load().(string); ua != "outrigger-health-check" {
+		t.Errorf("check User-Agent %q", ua)
+	}
+
+	b.status.Store(503)
+	eventually(t, 5*time.Second, "b unhealthy", func() bool { return endpointState(h, "svc", bAddr).State == "unhealthy" })
+	if e := endpointState(h, "svc", bAddr); e.HealthCheck.Healthy || !strings.Contains(e.HealthCheck.LastError, "503") {
+		t.Fatalf("b status %+v", e.HealthCheck)
+	}
+	if v := counterValue(h.p.hm.unhealthy.WithLabelValues("svc")); v != 1 {
+		t.Fatalf("outrigger_health_unhealthy_endpoints = %v", v)
+	}
+	hitsB := b.hits.Load()
+	for i := 0; i < 20; i++ {
+		resp := mustGet(t, h.h1, h.url("/x"))
+		if body := readAll(t, resp); resp.StatusCode != 200 || body != "a" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if b.hits.Load() != hitsB {
+		t.Fatalf("the failing endpoint got %d requests", b.hits.Load()-hitsB)
+	}
+	if logs.FilterMessage("endpoint fails its health check").FilterField(zap.String("endpoint", bAddr)).Len() != 1 {
+		t.Errorf("fail logs: %v", logs.All())
+	}
+
+	b.status.Store(200)
+	eventually(t, 5*time.Second, "b healthy again", func() bool { return endpointState(h, "svc", bAddr).State == "healthy" })
+	eventually(t, 5*time.Second, "b balanced to again", func() bool {
+		readAll(t, mustGet(t, h.h1, h.url("/x")))
+		return b.hits.Load() > hitsB
+	})
+	if v := counterValue(h.p.hm.unhealthy.WithLabelValues("svc")); v != 0 {
+		t.Fatalf("outrigger_health_unhealthy_endpoints = %v", v)
+	}
+	if counterValue(h.p.hm.checks.WithLabelValues("svc", "failure")) < 1 || counterValue(h.p.hm.checks.WithLabelValues("svc", "success")) < 2 {
+		t.Fatal("outrigger_health_checks_total not counted")
+	}
+	if logs.FilterMessage("endpoint passes its health check").FilterField(zap.String("endpoint", bAddr)).Len() != 1 {
+		t.Errorf("pass logs: %v", logs.All())
+	}
+	if _, err := json.Marshal(h.p.Clusters()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// When too few endpoints pass, panic mode balances over all of them; with
+// panic mode off, a cluster whose endpoints all fail answers 503.
+func TestHealthCheckPanicMode(t *testing.T) {
+	a, aAddr := newHealthyBackend(t, "a")
+	b, bAddr := newHealthyBackend(t, "b")
+	a.status.Store(500)
+	b.status.Store(500)
+	cl := config.Cluster{Endpoints: eps(aAddr, bAddr), HealthCheck: fastHealthCheck()}
+	h := startProxy(t, simpleConfig(cl))
+	eventually(t, 5*time.Second, "both unhealthy", func() bool {
+		return endpointState(h, "svc", aAddr).State == "unhealthy" && endpointState(h, "svc", bAddr).State == "unhealthy"
+	})
+	if cs := h.p.Clusters(); !cs[0].Panic {
+		t.Fatalf("not in panic mode: %+v", cs[0])
+	}
+	resp := mustGet(t, h.h1, h.url("/x"))
+	if body := readAll(t, resp); resp.StatusCode != 200 {
+		t.Fatalf("panic mode: %d %q", resp.StatusCode, body)
+	}
+
+	zero := 0.0
+	cl.OutlierDetection.PanicThreshold = &zero
+	if err := h.p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	resp = mustGet(t, h.h1, h.url("/x"))
+	if body := readAll(t, resp); resp.StatusCode != 503 || resp.Header.Get("X-Outrigger-Error") != "no_healthy_upstream" {
+		t.Fatalf("no panic mode: %d %v %q", resp.StatusCode, resp.Header, body)
+	}
+}
+
+// A reload that changes nothing the checks depend on keeps the running
+// checker; one that changes the endpoints builds a new one that carries
+// the state of the endpoints it keeps and stops the old one; removing the
+// block stops the checks.
+func TestHealthCheckAcrossReloads(t *testing.T) {
+	a, aAddr := newHealthyBackend(t, "a")
+	b, bAddr := newHealthyBackend(t, "b")
+	_, cAddr := newHealthyBackend(t, "c")
+	b.status.Store(503)
+	cl := config.Cluster{Endpoints: eps(aAddr, bAddr), HealthCheck: fastHealthCheck()}
+	h := startProxy(t, simpleConfig(cl))
+	eventually(t, 5*time.Second, "b unhealthy", func() bool { return endpointState(h, "svc", bAddr).State == "unhealthy" })
+
+	first := h.p.res["svc"].hc
+	cl.LBPolicy = config.LBRandom // not something the checks depend on
+	if err := h.p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	if h.p.res["svc"].hc != first {
+		t.Fatal("an unrelated change replaced the checker")
+	}
+
+	// b stays failing and must not take traffic at any moment after the
+	// reload: its state is carried, not reset to healthy.
+	cl.Endpoints = eps(aAddr, bAddr, cAddr)
+	if err := h.p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	second := h.p.res["svc"].hc
+	if second == first {
+		t.Fatal("new endpoints kept the old checker")
+	}
+	if second.Healthy(1) {
+		t.Fatal("b's failing state was not carried over")
+	}
+	hitsB := b.hits.Load()
+	for i := 0; i < 10; i++ {
+		readAll(t, mustGet(t, h.h1, h.url("/x")))
+	}
+	if b.hits.Load() != hitsB {
+		t.Fatal("b took traffic after the reload")
+	}
+	n := a.checks.Load()
+	eventually(t, 5*time.Second, "new checker probing", func() bool { return a.checks.Load() > n })
+
+	// Removing the block stops the checks.
+	cl.HealthCheck = nil
+	if err := h.p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	if h.p.res["svc"].hc != nil {
+		t.Fatal("checker kept without a health_check block")
+	}
+	if e := endpointState(h, "svc", bAddr); e.HealthCheck != nil || e.State != "healthy" {
+		t.Fatalf("b after removing the checks: %+v", e)
+	}
+	// The replaced checkers' goroutines are gone: goleak in TestMain
+	// checks that no checker outlives its cluster's block.
+}
+
+// A reload that fails after compiling a cluster with a health check closes
+// the checker it built (goleak in TestMain would see it) and keeps the old.
+func TestHealthCheckFailedReloadLeavesNothingRunning(t *testing.T) {
+	_, aAddr := newHealthyBackend(t, "a")
+	cl := config.Cluster{Endpoints: eps(aAddr), HealthCheck: fastHealthCheck()}
+	h := startProxy(t, simpleConfig(cl))
+	first := h.p.res["svc"].hc
+	bad := simpleConfig(cl)
+	bad.Clusters["other"] = config.Cluster{Endpoints: eps(aAddr), HealthCheck: fastHealthCheck()}
+	bad.Routes = append(bad.Routes, config.Route{Name: "broken", Cluster: "missing"})
+	if err := h.p.Apply(bad); err == nil {
+		t.Fatal("a route to a missing cluster was accepted")
+	}
+	if h.p.res["svc"].hc != first || len(h.p.hcPending) != 0 {
+		t.Fatal("the failed reload changed the running checkers")
+	}
+}
+
+// A gRPC cluster's check asks grpc.health.v1 about the configured service.
+func TestHealthCheckGRPC(t *testing.T) {
+	lis, err := netListen(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_SERVING)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	ep := lis.Addr().String()
+	cl := config.Cluster{Endpoints: eps(ep), Protocol: config.ProtocolGRPC, HealthCheck: &config.HealthCheck{
+		Interval: 20 * time.Millisecond, HealthyThreshold: 1, UnhealthyThreshold: 1,
+		GRPC: &config.GRPCHealthCheck{Service: "orders"},
+	}}
+	h := startProxy(t, simpleConfig(cl))
+	eventually(t, 5*time.Second, "checked", func() bool {
+		e := endpointState(h, "svc", ep)
+		return e.HealthCheck != nil && e.HealthCheck.Checked && e.HealthCheck.Healthy
+	})
+	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_NOT_SERVING)
+	eventually(t, 5*time.Second, "unhealthy", func() bool { return endpointState(h, "svc", ep).State == "unhealthy" })
+}
