@@ -239,22 +239,31 @@ func (c *Checker) status(i int, t tracker) EndpointStatus {
 // reload which keeps a cluster's health check does not start its
 // endpoints over. oldIndex maps an endpoint of c to its index in old, or
 // false for an endpoint old did not have; those keep the state of a new
-// endpoint (healthy, unchecked). Call it before Start; it reports no
+// endpoint (healthy, unchecked). oldIndex is called with no lock held and
+// may call either Checker. Call CarryFrom before Start; it reports no
 // transitions.
 func (c *Checker) CarryFrom(old *Checker, oldIndex func(i int) (int, bool)) {
 	if old == nil || old == c {
 		return
 	}
+	// Ask oldIndex before taking any lock: it may call either Checker.
+	from := make([]int, len(c.addrs))
+	for i := range from {
+		j, ok := oldIndex(i)
+		if !ok || j < 0 || j >= len(old.addrs) {
+			j = -1
+		}
+		from[i] = j
+	}
 	old.mu.Lock()
-	defer old.mu.Unlock()
+	kept := append([]tracker(nil), old.trackers...)
+	old.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i := range c.trackers {
-		j, ok := oldIndex(i)
-		if !ok || j < 0 || j >= len(old.trackers) {
-			continue
+	for i, j := range from {
+		if j >= 0 {
+			c.setLocked(i, kept[j])
 		}
-		c.setLocked(i, old.trackers[j])
 	}
 }
 

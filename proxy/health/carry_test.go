@@ -1,0 +1,71 @@
+package health
+
+import (
+	"testing"
+	"time"
+)
+
+func TestCarryFromKeepsStateOfKeptEndpoints(t *testing.T) {
+	cfg := fastConfig(TCP)
+	cfg.HealthyThreshold, cfg.UnhealthyThreshold = 2, 3
+	now := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	down := &CheckError{Cause: CauseConnect, Reason: "connect: connection refused"}
+
+	old := newChecker(t, cfg, []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"})
+	old.record(0, down, now) // first check failed: unhealthy
+	old.record(0, nil, now)  // one success of the two needed
+	old.record(1, nil, now)  // healthy, checked
+	old.record(1, down, now) // one failure of three
+
+	var log transitions
+	next := newChecker(t, cfg, []string{"10.0.0.3:80", "10.0.0.9:80", "10.0.0.1:80", "10.0.0.2:80"}, log.option())
+	byAddr := map[string]int{"10.0.0.1:80": 0, "10.0.0.2:80": 1, "10.0.0.3:80": 2}
+	next.CarryFrom(old, func(i int) (int, bool) {
+		j, ok := byAddr[next.Status(i).Addr]
+		return j, ok
+	})
+
+	want := []EndpointStatus{
+		{Addr: "10.0.0.3:80", Healthy: true},
+		{Addr: "10.0.0.9:80", Healthy: true},
+		{Addr: "10.0.0.1:80", Healthy: false, Checked: true, LastCheck: now, Successes: 1},
+		{Addr: "10.0.0.2:80", Healthy: true, Checked: true, LastCheck: now, LastError: "connect: connection refused", Failures: 1},
+	}
+	for i, w := range want {
+		if got := next.Status(i); got != w {
+			t.Errorf("endpoint %d: %+v, want %+v", i, got, w)
+		}
+		if next.Healthy(i) != w.Healthy {
+			t.Errorf("endpoint %d: Healthy() = %v, want %v", i, next.Healthy(i), w.Healthy)
+		}
+	}
+	if n := next.UnhealthyCount(); n != 1 {
+		t.Fatalf("UnhealthyCount = %d, want 1", n)
+	}
+	if got := log.list(); len(got) != 0 {
+		t.Fatalf("CarryFrom reported transitions %+v", got)
+	}
+
+	// The carried counts go on: one more success makes 10.0.0.1 healthy,
+	// two more failures make 10.0.0.2 unhealthy; the unchecked endpoints'
+	// first check still decides alone.
+	next.record(2, nil, now)
+	next.record(3, down, now)
+	next.record(3, down, now)
+	next.record(0, down, now)
+	if !next.Healthy(2) || next.Healthy(3) || next.Healthy(0) || next.UnhealthyCount() != 2 {
+		t.Fatalf("after more checks: %+v", next.Statuses())
+	}
+}
+
+func TestCarryFromNothing(t *testing.T) {
+	c := newChecker(t, fastConfig(TCP), []string{"10.0.0.1:80"})
+	c.record(0, errDown, time.Now())
+	c.CarryFrom(nil, func(int) (int, bool) { return 0, true })
+	c.CarryFrom(c, func(int) (int, bool) { return 0, true })
+	old := newChecker(t, fastConfig(TCP), []string{"10.0.0.1:80"})
+	c.CarryFrom(old, func(int) (int, bool) { return 5, true }) // out of range: ignored
+	if c.Healthy(0) || c.UnhealthyCount() != 1 {
+		t.Fatalf("state changed: %+v", c.Status(0))
+	}
+}
