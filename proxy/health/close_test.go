@@ -1,0 +1,85 @@
+package health
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+)
+
+// Close must not wait out a check's timeout: it cancels the check in
+// flight, over a real connection, for each kind that can hang.
+
+func TestCloseCancelsHungHTTPCheck(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	srv := newStatusServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-r.Context().Done()
+	})
+	cfg := fastConfig(HTTP)
+	cfg.Timeout = time.Hour
+	c := startChecker(t, cfg, []string{srv.addr()})
+	<-entered
+	closeWithin(t, c, 5*time.Second)
+	if st := c.Status(0); st.Checked {
+		t.Fatalf("the cancelled check was recorded: %+v", st)
+	}
+}
+
+// blockingHealth answers Check only when the call's context ends, and
+// records the metadata it was called with.
+type blockingHealth struct {
+	healthpb.UnimplementedHealthServer
+	entered chan metadata.MD
+}
+
+func (h *blockingHealth) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	select {
+	case h.entered <- md:
+	default:
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func TestCloseCancelsHungGRPCCheckAndAuthorityIsSent(t *testing.T) {
+	ln := listen(t)
+	h := &blockingHealth{entered: make(chan metadata.MD, 1)}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, h)
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Stop(); <-done })
+
+	cfg := fastConfig(GRPC)
+	cfg.Timeout = time.Hour
+	cfg.Host = "payments.internal"
+	c := startChecker(t, cfg, []string{ln.Addr().String()})
+	md := <-h.entered
+	if a := md.Get(":authority"); len(a) != 1 || a[0] != "payments.internal" {
+		t.Errorf(":authority %q, want payments.internal", a)
+	}
+	if ua := md.Get("user-agent"); len(ua) != 1 || len(ua[0]) < len(userAgent) || ua[0][:len(userAgent)] != userAgent {
+		t.Errorf("user-agent %q, want it to start with %s", ua, userAgent)
+	}
+	closeWithin(t, c, 5*time.Second)
+}
+
+func closeWithin(t *testing.T, c *Checker, limit time.Duration) {
+	t.Helper()
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(limit):
+		t.Fatalf("Close still waiting after %v for a check with a one-hour timeout", limit)
+	}
+}
