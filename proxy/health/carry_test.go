@@ -54,7 +54,7 @@ func TestCarryFromKeepsStateOfKeptEndpoints(t *testing.T) {
 	next.record(3, down, now)
 	next.record(0, down, now)
 	if !next.Healthy(2) || next.Healthy(3) || next.Healthy(0) || next.UnhealthyCount() != 2 {
-		t.Fatalf("after more checks: %+v", next.Statuses())
+		t.Fatalf("after more checks: %+v", next.EndpointStatuses())
 	}
 }
 

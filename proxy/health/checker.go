@@ -210,8 +210,8 @@ func (c *Checker) Status(i int) EndpointStatus {
 	return c.status(i, t)
 }
 
-// Statuses returns every endpoint's state, indexed like the endpoints.
-func (c *Checker) Statuses() []EndpointStatus {
+// EndpointStatuses returns every endpoint's state, indexed like the endpoints.
+func (c *Checker) EndpointStatuses() []EndpointStatus {
 	c.mu.Lock()
 	ts := append([]tracker(nil), c.trackers...)
 	c.mu.Unlock()

@@ -54,7 +54,8 @@
 //     check it is closed, so the next check dials afresh. No proxy from the
 //     environment, no compression.
 //   - GRPC: grpc.health.v1.Health/Check for Service ("" is the server as a
-//     whole) on a ClientConn per endpoint, kept between checks. It passes
+//     whole) on a ClientConn per endpoint, kept between checks, with Host
+//     as the :authority when set. It passes
 //     when the answer is SERVING; any RPC error or other status fails
 //     ("grpc: NOT_SERVING", "grpc: UNIMPLEMENTED"). The call does not wait
 //     for a connection to become ready, and reconnection back-off is capped

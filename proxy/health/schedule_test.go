@@ -313,7 +313,7 @@ func TestUnhealthyCountAndStatusFollowChecks(t *testing.T) {
 		if n := c.UnhealthyCount(); n != 4 {
 			t.Fatalf("UnhealthyCount = %d, want 4", n)
 		}
-		for i, st := range c.Statuses() {
+		for i, st := range c.EndpointStatuses() {
 			down := i%3 == 0
 			if c.Healthy(i) == down || st.Healthy == down || !st.Checked || st.LastCheck.Before(start) {
 				t.Fatalf("endpoint %d: Healthy=%v status %+v", i, c.Healthy(i), st)
