@@ -1,6 +1,7 @@
 package health
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -102,7 +104,9 @@ func TestHTTPOverTLSUsesServerName(t *testing.T) {
 			tc := c.(*tls.Conn)
 			tc.Handshake()
 			names <- tc.ConnectionState().ServerName
-			tc.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+			if _, err := http.ReadRequest(bufio.NewReader(tc)); err == nil {
+				tc.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+			}
 			tc.Close()
 		}
 	}()
