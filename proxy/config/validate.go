@@ -154,16 +154,7 @@ func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 			p.addf(path+"."+t.key, "must be from 1 to %d (0 means the default), got %d", MaxHealthCheckThreshold, t.v)
 		}
 	}
-	var kinds []string
-	if h.HTTP != nil {
-		kinds = append(kinds, "http")
-	}
-	if h.GRPC != nil {
-		kinds = append(kinds, "grpc")
-	}
-	if h.TCP != nil {
-		kinds = append(kinds, "tcp")
-	}
+	kinds := present(field{"http", h.HTTP != nil}, field{"grpc", h.GRPC != nil}, field{"tcp", h.TCP != nil})
 	switch len(kinds) {
 	case 0:
 		p.add(path, "one of http, grpc or tcp is required (tcp: {} for a connect check)")
@@ -189,27 +180,36 @@ func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 	}
 }
 
+// field is a key and whether it is set.
+type field struct {
+	name string
+	set  bool
+}
+
+// present returns the names of the fields that are set, in order.
+func present(fields ...field) []string {
+	var out []string
+	for _, f := range fields {
+		if f.set {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
 // badURIRune reports runes that may not appear in a request target or a
 // Host header as written.
 func badURIRune(r rune) bool { return r <= ' ' || r == 0x7f || r > 0x7e }
 
 func (t *TLS) validate(p *problems, path string) {
 	if !t.Enabled {
-		var set []string
-		for _, f := range []struct {
-			name string
-			set  bool
-		}{
-			{"server_name", t.ServerName != ""},
-			{"ca_file", t.CAFile != ""},
-			{"cert_file", t.CertFile != ""},
-			{"key_file", t.KeyFile != ""},
-			{"insecure_skip_verify", t.InsecureSkipVerify},
-		} {
-			if f.set {
-				set = append(set, f.name)
-			}
-		}
+		set := present(
+			field{"server_name", t.ServerName != ""},
+			field{"ca_file", t.CAFile != ""},
+			field{"cert_file", t.CertFile != ""},
+			field{"key_file", t.KeyFile != ""},
+			field{"insecure_skip_verify", t.InsecureSkipVerify},
+		)
 		if len(set) > 0 {
 			p.addf(path, "%s set but enabled is false", strings.Join(set, ", "))
 		}
@@ -231,19 +231,12 @@ func (r *Route) validate(p *problems, path string) {
 	}
 	r.Match.validate(p, path+".match")
 
-	var actions []string
-	if r.Cluster != "" {
-		actions = append(actions, "cluster")
-	}
-	if r.WeightedClusters != nil {
-		actions = append(actions, "weighted_clusters")
-	}
-	if r.Composition != nil {
-		actions = append(actions, "composition")
-	}
-	if r.DirectResponse != nil {
-		actions = append(actions, "direct_response")
-	}
+	actions := present(
+		field{"cluster", r.Cluster != ""},
+		field{"weighted_clusters", r.WeightedClusters != nil},
+		field{"composition", r.Composition != nil},
+		field{"direct_response", r.DirectResponse != nil},
+	)
 	switch len(actions) {
 	case 0:
 		p.add(path, "no action: set one of cluster, weighted_clusters, composition or direct_response")
