@@ -22,14 +22,8 @@ import (
 // new one that carries the state of the endpoints it keeps, starts it once
 // the new snapshot is swapped in, and closes the old one.
 
-// Defaults of a health_check block's zero values.
-const (
-	defaultHealthInterval                  = 5 * time.Second
-	defaultHealthTimeout                   = time.Second
-	defaultHealthyThreshold                = 2
-	defaultUnhealthyThreshold              = 3
-	healthCheckSuccess, healthCheckFailure = "success", "failure"
-)
+// The result label values of outrigger_health_checks_total.
+const healthCheckSuccess, healthCheckFailure = "success", "failure"
 
 // healthKey is what a running checker depends on.
 type healthKey struct {
@@ -148,16 +142,16 @@ func healthConfig(b config.HealthCheck, proto config.Protocol, tc *tls.Config) h
 		TLS:                tc,
 	}
 	if c.Interval == 0 {
-		c.Interval = defaultHealthInterval
+		c.Interval = config.DefaultHealthCheckInterval
 	}
 	if c.Timeout == 0 {
-		c.Timeout = defaultHealthTimeout
+		c.Timeout = config.DefaultHealthCheckTimeout
 	}
 	if c.HealthyThreshold == 0 {
-		c.HealthyThreshold = defaultHealthyThreshold
+		c.HealthyThreshold = config.DefaultHealthyThreshold
 	}
 	if c.UnhealthyThreshold == 0 {
-		c.UnhealthyThreshold = defaultUnhealthyThreshold
+		c.UnhealthyThreshold = config.DefaultUnhealthyThreshold
 	}
 	switch {
 	case b.HTTP != nil:

@@ -23,6 +23,11 @@ const (
 	DefaultMaxIdlePerEndpoint = 32
 	DefaultPoolIdleTimeout    = 90 * time.Second
 
+	DefaultHealthCheckInterval = 5 * time.Second
+	DefaultHealthCheckTimeout  = time.Second
+	DefaultHealthyThreshold    = 2
+	DefaultUnhealthyThreshold  = 3
+
 	DefaultRouteTimeout         = 15 * time.Second
 	DefaultRetryAttempts        = 1
 	DefaultBackoffBase          = 25 * time.Millisecond
@@ -131,6 +136,19 @@ func (cl *Cluster) applyDefaults() {
 	cl.CircuitBreaker = cl.CircuitBreaker.WithDefaults()
 	cl.Limits = cl.Limits.WithDefaults()
 	cl.OutlierDetection = cl.OutlierDetection.WithDefaults()
+	if hc := cl.HealthCheck; hc != nil {
+		setDuration(&hc.Interval, DefaultHealthCheckInterval)
+		setDuration(&hc.UnhealthyInterval, hc.Interval)
+		setDuration(&hc.Timeout, DefaultHealthCheckTimeout)
+		setInt(&hc.HealthyThreshold, DefaultHealthyThreshold)
+		setInt(&hc.UnhealthyThreshold, DefaultUnhealthyThreshold)
+		if h := hc.HTTP; h != nil {
+			setString(&h.Path, "/")
+			if len(h.ExpectedStatuses) == 0 {
+				h.ExpectedStatuses = []StatusRange{{200, 200}}
+			}
+		}
+	}
 }
 
 func (r *Route) applyDefaults(i int) {

@@ -76,3 +76,33 @@ func TestStatusRangeJSONRejects(t *testing.T) {
 		}
 	}
 }
+
+// Parse fills in a health check's defaults (what /config shows), in a
+// copy: the config they were filled in from keeps its zero values.
+func TestHealthCheckDefaults(t *testing.T) {
+	raw := &Config{Clusters: map[string]Cluster{"a": {
+		Endpoints:   []Endpoint{{Address: "10.0.0.1:80"}},
+		HealthCheck: &HealthCheck{HTTP: &HTTPHealthCheck{}},
+	}}}
+	want := &HealthCheck{
+		Interval: DefaultHealthCheckInterval, UnhealthyInterval: DefaultHealthCheckInterval, Timeout: DefaultHealthCheckTimeout,
+		HealthyThreshold: DefaultHealthyThreshold, UnhealthyThreshold: DefaultUnhealthyThreshold,
+		HTTP: &HTTPHealthCheck{Path: "/", ExpectedStatuses: []StatusRange{{200, 200}}},
+	}
+	if got := raw.WithDefaults().Clusters["a"].HealthCheck; !reflect.DeepEqual(got, want) {
+		t.Fatalf("defaults: got %+v %+v, want %+v %+v", got, got.HTTP, want, want.HTTP)
+	}
+	if orig := raw.Clusters["a"].HealthCheck; orig.Interval != 0 || orig.HTTP.Path != "" || orig.HTTP.ExpectedStatuses != nil {
+		t.Fatalf("WithDefaults modified the original: %+v %+v", orig, orig.HTTP)
+	}
+	if again := raw.WithDefaults().WithDefaults().Clusters["a"].HealthCheck; !reflect.DeepEqual(again, want) {
+		t.Fatalf("applying twice: %+v", again)
+	}
+	cfg, err := Parse([]byte("clusters:\n  a:\n    endpoints: [10.0.0.1:80]\n    health_check: {http: {}}\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Clusters["a"].HealthCheck; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Parse: got %+v %+v", got, got.HTTP)
+	}
+}
