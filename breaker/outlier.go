@@ -337,6 +337,10 @@ func (d *Detector) Ejected(i int, now time.Time) bool {
 	return u != nil && now.Before(*u)
 }
 
+// EjectedCount is the number of endpoints ejected at now, returning
+// endpoints whose time is up first. Lock-free while none is ejected.
+func (d *Detector) EjectedCount(now time.Time) int { return d.current(now).ejected }
+
 // Panic reports whether the cluster is in panic mode at now: the
 // un-ejected share of the endpoints is below panic_threshold percent. The
 // load balancer then ignores ejections.

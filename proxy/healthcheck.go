@@ -81,28 +81,26 @@ func (p *Proxy) buildHealth(name string, cc config.Cluster, r, old *resilience) 
 			return fmt.Errorf("tls: %w", err)
 		}
 	}
-	hcfg := healthConfig(*cc.HealthCheck, cc.Protocol, tc)
-	gone, hm, addrs := r.gone, p.hm, r.endpoints
-	checks := [2]prometheus.Counter{
-		hm.checks.WithLabelValues(name, healthCheckSuccess),
-		hm.checks.WithLabelValues(name, healthCheckFailure),
-	}
-	unhealthy := hm.unhealthy.WithLabelValues(name)
-	var hc *health.Checker // set before Start, so before any hook runs
-	hc, err := health.New(hcfg, addrs,
+	ph := &pendingHealth{gone: r.gone}
+	gone := r.gone
+	hc, err := health.New(healthConfig(*cc.HealthCheck, cc.Protocol, tc), r.endpoints,
+		// The hooks run on the checker's goroutines, so after Start, by
+		// which time startHealth has bound ph.series (or left it empty
+		// for a cluster already removed).
 		health.WithResultHook(func(_ int, err error) {
-			if gone.Load() {
+			s := &ph.series
+			if s.unhealthy == nil || gone.Load() {
 				return
 			}
 			if err == nil {
-				checks[0].Inc()
+				s.success.Inc()
 			} else {
-				checks[1].Inc()
+				s.failure.Inc()
 			}
 		}),
 		health.WithTransitionHook(func(t health.Transition) {
-			if !gone.Load() {
-				unhealthy.Set(float64(hc.UnhealthyCount()))
+			if s := &ph.series; s.unhealthy != nil && !gone.Load() {
+				s.unhealthy.Set(float64(ph.hc.UnhealthyCount()))
 			}
 			if t.Healthy {
 				p.log.Info("endpoint passes its health check", zap.String("cluster", name), zap.String("endpoint", t.Addr))
@@ -114,18 +112,23 @@ func (p *Proxy) buildHealth(name string, cc config.Cluster, r, old *resilience) 
 	if err != nil {
 		return err
 	}
+	ph.name, ph.hc = name, hc
 	if old != nil && old.hc != nil {
 		oldIdx := make(map[string]int, len(old.endpoints))
 		for i, a := range old.endpoints {
 			oldIdx[a] = i
 		}
-		hc.CarryFrom(old.hc, func(i int) (int, bool) {
+		addrs := r.endpoints
+		ph.old, ph.oldIndex = old.hc, func(i int) (int, bool) {
 			j, ok := oldIdx[addrs[i]]
 			return j, ok
-		})
+		}
+		// The snapshot reads the new checker from its swap on: it must
+		// not start from "all healthy".
+		hc.CarryFrom(ph.old, ph.oldIndex)
 	}
 	r.hc = hc
-	p.hcPending = append(p.hcPending, pendingHealth{hc, unhealthy, gone})
+	p.hcPending = append(p.hcPending, ph)
 	return nil
 }
 
@@ -172,23 +175,42 @@ func healthConfig(b config.HealthCheck, proto config.Protocol, tc *tls.Config) h
 
 // pendingHealth is a checker built by a compile, not yet started.
 type pendingHealth struct {
-	hc        *health.Checker
-	unhealthy prometheus.Gauge
-	gone      *atomic.Bool
+	name string
+	hc   *health.Checker
+	gone *atomic.Bool
+	// old is the checker hc replaces (nil: none), oldIndex maps hc's
+	// endpoints to old's.
+	old      *health.Checker
+	oldIndex func(int) (int, bool)
+	// series are hc's metric children, bound by startHealth before Start
+	// and never written after: a compile that fails leaves no series.
+	series struct {
+		success, failure prometheus.Counter
+		unhealthy        prometheus.Gauge
+	}
 }
 
 // startHealth starts the checkers the last compile built, or closes them
-// when the compile failed (ok false) or the proxy was shut down. Caller
-// holds applyMu.
+// when the compile failed (ok false), the proxy was shut down or health
+// checks are off. On success it runs after retireHealth: a replaced
+// checker has stopped, so what it saw last is carried over once more and
+// its hooks can no longer write the gauge the new one sets. Caller holds
+// applyMu.
 func (p *Proxy) startHealth(ok bool) {
 	for _, ph := range p.hcPending {
 		if !ok || p.hcStopped {
 			ph.hc.Close()
 			continue
 		}
+		if ph.old != nil {
+			ph.hc.CarryFrom(ph.old, ph.oldIndex)
+			ph.old, ph.oldIndex = nil, nil
+		}
 		if !ph.gone.Load() {
-			// The state carried over from the checker it replaces.
-			ph.unhealthy.Set(float64(ph.hc.UnhealthyCount()))
+			ph.series.success = p.hm.checks.WithLabelValues(ph.name, healthCheckSuccess)
+			ph.series.failure = p.hm.checks.WithLabelValues(ph.name, healthCheckFailure)
+			ph.series.unhealthy = p.hm.unhealthy.WithLabelValues(ph.name)
+			ph.series.unhealthy.Set(float64(ph.hc.UnhealthyCount()))
 		}
 		ph.hc.Start()
 	}
@@ -196,23 +218,29 @@ func (p *Proxy) startHealth(ok bool) {
 }
 
 // retireHealth closes the checkers of old that the serving resilience res
-// no longer uses. Caller holds applyMu.
-func retireHealth(old, res map[string]*resilience) {
+// no longer uses, and drops the series of a cluster that kept its name but
+// lost its health_check block. Caller holds applyMu.
+func (p *Proxy) retireHealth(old, res map[string]*resilience) {
 	for name, o := range old {
 		if o.hc == nil {
 			continue
 		}
-		if n, ok := res[name]; ok && n.hc == o.hc {
+		n, kept := res[name]
+		if kept && n.hc == o.hc {
 			continue
 		}
-		o.hc.Close()
+		o.hc.Close() // joins its hooks
+		if kept && n.hc == nil {
+			p.hm.deleteCluster(name)
+		}
 	}
 }
 
 // panic reports whether the cluster balances over all its endpoints: when
 // fewer than outlier_detection.panic_threshold percent are neither ejected
 // nor failing their health check (Envoy's healthy panic threshold). Two
-// atomic loads while every endpoint passes its check.
+// atomic loads while every endpoint passes its check; a few more while
+// some fail and none is ejected.
 func (r *resilience) panic(now time.Time) bool {
 	if r.hc == nil || r.hc.UnhealthyCount() == 0 {
 		return r.det.Panic(now)
@@ -220,10 +248,16 @@ func (r *resilience) panic(now time.Time) bool {
 	if r.panicPct <= 0 {
 		return false
 	}
-	n, ok := r.hc.Len(), 0
-	for i := range n {
-		if r.hc.Healthy(i) && !r.det.Ejected(i, now) {
-			ok++
+	n := r.hc.Len()
+	ok := n - r.hc.UnhealthyCount()
+	if r.det.EjectedCount(now) > 0 {
+		// Both kinds: count endpoints that are neither (O(n), and only
+		// while some endpoint is ejected and another fails its check).
+		ok = 0
+		for i := range n {
+			if r.hc.Healthy(i) && !r.det.Ejected(i, now) {
+				ok++
+			}
 		}
 	}
 	return float64(ok)*100 < r.panicPct*float64(n)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
@@ -89,9 +90,14 @@ func TestHealthCheckKeepsTrafficOffFailingEndpoint(t *testing.T) {
 	if e := endpointState(h, "svc", bAddr); e.HealthCheck.Healthy || !strings.Contains(e.HealthCheck.LastError, "503") {
 		t.Fatalf("b status %+v", e.HealthCheck)
 	}
-	if v := counterValue(h.p.hm.unhealthy.WithLabelValues("svc")); v != 1 {
-		t.Fatalf("outrigger_health_unhealthy_endpoints = %v", v)
-	}
+	// The gauge and the log follow the state change on the checker's
+	// goroutine.
+	eventually(t, 5*time.Second, "the gauge at 1", func() bool {
+		return counterValue(h.p.hm.unhealthy.WithLabelValues("svc")) == 1
+	})
+	eventually(t, 5*time.Second, "the fail log", func() bool {
+		return logs.FilterMessage("endpoint fails its health check").FilterField(zap.String("endpoint", bAddr)).Len() == 1
+	})
 	hitsB := b.hits.Load()
 	for i := 0; i < 20; i++ {
 		resp := mustGet(t, h.h1, h.url("/x"))
@@ -102,9 +108,6 @@ func TestHealthCheckKeepsTrafficOffFailingEndpoint(t *testing.T) {
 	if b.hits.Load() != hitsB {
 		t.Fatalf("the failing endpoint got %d requests", b.hits.Load()-hitsB)
 	}
-	if logs.FilterMessage("endpoint fails its health check").FilterField(zap.String("endpoint", bAddr)).Len() != 1 {
-		t.Errorf("fail logs: %v", logs.All())
-	}
 
 	b.status.Store(200)
 	eventually(t, 5*time.Second, "b healthy again", func() bool { return endpointState(h, "svc", bAddr).State == "healthy" })
@@ -112,15 +115,15 @@ func TestHealthCheckKeepsTrafficOffFailingEndpoint(t *testing.T) {
 		readAll(t, mustGet(t, h.h1, h.url("/x")))
 		return b.hits.Load() > hitsB
 	})
-	if v := counterValue(h.p.hm.unhealthy.WithLabelValues("svc")); v != 0 {
-		t.Fatalf("outrigger_health_unhealthy_endpoints = %v", v)
-	}
+	eventually(t, 5*time.Second, "the gauge back at 0", func() bool {
+		return counterValue(h.p.hm.unhealthy.WithLabelValues("svc")) == 0
+	})
 	if counterValue(h.p.hm.checks.WithLabelValues("svc", "failure")) < 1 || counterValue(h.p.hm.checks.WithLabelValues("svc", "success")) < 2 {
 		t.Fatal("outrigger_health_checks_total not counted")
 	}
-	if logs.FilterMessage("endpoint passes its health check").FilterField(zap.String("endpoint", bAddr)).Len() != 1 {
-		t.Errorf("pass logs: %v", logs.All())
-	}
+	eventually(t, 5*time.Second, "the pass log", func() bool {
+		return logs.FilterMessage("endpoint passes its health check").FilterField(zap.String("endpoint", bAddr)).Len() == 1
+	})
 	if _, err := json.Marshal(h.p.Clusters()); err != nil {
 		t.Fatal(err)
 	}
@@ -259,4 +262,46 @@ func TestHealthCheckGRPC(t *testing.T) {
 	})
 	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_NOT_SERVING)
 	eventually(t, 5*time.Second, "unhealthy", func() bool { return endpointState(h, "svc", ep).State == "unhealthy" })
+}
+
+// Removing a cluster's health_check block, or a reload rejected after it
+// would have added one, leaves no outrigger_health_* series of the cluster.
+func TestHealthCheckSeriesFollowTheBlock(t *testing.T) {
+	_, aAddr := newHealthyBackend(t, "a")
+	b, bAddr := newHealthyBackend(t, "b")
+	b.status.Store(503)
+	plain := config.Cluster{Endpoints: eps(aAddr, bAddr)}
+	h := startProxy(t, simpleConfig(plain))
+	series := func() int {
+		n, err := testutil.GatherAndCount(h.reg, "outrigger_health_checks_total", "outrigger_health_unhealthy_endpoints")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// A rejected reload that would have added the block.
+	bad := simpleConfig(config.Cluster{Endpoints: eps(aAddr, bAddr), HealthCheck: fastHealthCheck()})
+	bad.Routes = append(bad.Routes, config.Route{Name: "broken", Cluster: "missing"})
+	if err := h.p.Apply(bad); err == nil {
+		t.Fatal("a route to a missing cluster was accepted")
+	}
+	if n := series(); n != 0 {
+		t.Fatalf("%d health series after a rejected reload", n)
+	}
+
+	checked := plain
+	checked.HealthCheck = fastHealthCheck()
+	if err := h.p.Apply(simpleConfig(checked)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the gauge at 1", func() bool {
+		return counterValue(h.p.hm.unhealthy.WithLabelValues("svc")) == 1
+	})
+	if err := h.p.Apply(simpleConfig(plain)); err != nil {
+		t.Fatal(err)
+	}
+	if n := series(); n != 0 {
+		t.Fatalf("%d health series after the block was removed", n)
+	}
 }

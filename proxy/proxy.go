@@ -36,6 +36,10 @@ type Options struct {
 	// Wrap, when set, wraps the handler Serve serves for each listener
 	// (an access log, say). Nil serves Handler(l) as it is.
 	Wrap func(l Listener, h http.Handler) http.Handler
+	// NoHealthChecks builds the clusters' health checkers (so Apply still
+	// checks every health_check block) but never starts one: no probe
+	// leaves a proxy that only validates a configuration.
+	NoHealthChecks bool
 }
 
 // Proxy forwards requests by the routes and clusters of the last applied
@@ -67,8 +71,9 @@ type Proxy struct {
 	gen atomic.Uint64
 	// hcPending are the health checkers the running compile built, to be
 	// started with its snapshot (or closed if it fails); hcStopped is set
-	// by Shutdown, after which none starts. Both guarded by applyMu.
-	hcPending []pendingHealth
+	// by Shutdown (or from the start by Options.NoHealthChecks), after
+	// which none starts. Both guarded by applyMu.
+	hcPending []*pendingHealth
 	hcStopped bool
 
 	// The outlier evaluator goroutine: started by the first Handler call
@@ -148,6 +153,7 @@ func New(opts Options) *Proxy {
 	p.m = newMetrics(reg)
 	p.bm = newBreakerMetrics(reg)
 	p.hm = newHealthMetrics(reg)
+	p.hcStopped = opts.NoHealthChecks
 	return p
 }
 
@@ -201,10 +207,10 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	oldRes := p.res
 	p.res = res
 	p.snap.Store(s)
-	// Checkers start with the snapshot that reads them; those it no
-	// longer reads stop.
+	// Checkers the snapshot no longer reads stop; then those it reads
+	// for the first time start.
+	p.retireHealth(oldRes, res)
 	p.startHealth(true)
-	retireHealth(oldRes, res)
 	// Connections accepted from here on get the new listener limits;
 	// those open keep theirs (see Serve for the one registering now).
 	p.srvMu.Lock()

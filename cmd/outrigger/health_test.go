@@ -86,9 +86,9 @@ routes:
 			t.Fatalf("request %d: %d %q (the failing endpoint must get none)", i, code, body)
 		}
 	}
-	if v := metric(t, c, p.addrs.Admin, `outrigger_health_unhealthy_endpoints{cluster="svc"}`); v != 1 {
-		t.Fatalf("outrigger_health_unhealthy_endpoints = %v", v)
-	}
+	waitFor(t, 10*time.Second, "outrigger_health_unhealthy_endpoints at 1", func() bool {
+		return metric(t, c, p.addrs.Admin, `outrigger_health_unhealthy_endpoints{cluster="svc"}`) == 1
+	})
 	bStatus.Store(204)
 	waitFor(t, 10*time.Second, "b balanced to again", func() bool {
 		_, body, _ := get(t, c, "http://"+p.addrs.Outbound+"/x", "svc")

@@ -47,7 +47,18 @@ listeners:
 `, `t.yaml:5: clusters.a.health_check.unhealthy_threshold: must be from 1 to 1000 (0 means the default), got -2`},
 		{"health check path without slash", okCluster + `    health_check:
       http: {path: healthz}
-`, `t.yaml:6: clusters.a.health_check.http.path: must start with / and hold no spaces or control characters, got "healthz"`},
+`, `t.yaml:6: clusters.a.health_check.http.path: must start with / and hold no spaces, control characters or #, got "healthz"`},
+		{"health check path with a fragment", okCluster + `    health_check:
+      http: {path: "/healthz#top"}
+`, `t.yaml:6: clusters.a.health_check.http.path: must start with / and hold no spaces, control characters or #, got "/healthz#top"`},
+		{"health check path with a bad escape", okCluster + `    health_check:
+      http: {path: "/%zz"}
+`, `t.yaml:6: clusters.a.health_check.http.path: not a valid request path: invalid URL escape "%zz"`},
+		{"health check bad host", okCluster + `    health_check:
+      http: {host: "a{b}"}
+`, `t.yaml:6: clusters.a.health_check.http.host: must be a host or host:port, got "a{b}"`},
+		{"health check interval too long", okCluster + `    health_check: {interval: 25h, jitter: 2400h, tcp: {}}
+`, "t.yaml:5: clusters.a.health_check.interval: must be at most 24h0m0s, got 25h0m0s\nt.yaml:5: clusters.a.health_check.jitter: must be at most 24h0m0s, got 2400h0m0s"},
 		{"health check status out of range", okCluster + `    health_check:
       http:
         expected_statuses: [200, "300-700"]

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -130,22 +132,27 @@ func (cl *Cluster) validate(p *problems, path string) {
 // MinHealthCheckInterval is the shortest health_check interval accepted.
 const MinHealthCheckInterval = 10 * time.Millisecond
 
+// MaxHealthCheckDuration bounds a health_check's durations.
+const MaxHealthCheckDuration = 24 * time.Hour
+
 // MaxHealthCheckThreshold bounds healthy_threshold and unhealthy_threshold.
 const MaxHealthCheckThreshold = 1000
 
 func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{{"interval", h.Interval}, {"unhealthy_interval", h.UnhealthyInterval}} {
-		if d.v < 0 {
+		key      string
+		v        time.Duration
+		interval bool
+	}{{"interval", h.Interval, true}, {"unhealthy_interval", h.UnhealthyInterval, true}, {"timeout", h.Timeout, false}, {"jitter", h.Jitter, false}} {
+		switch {
+		case d.v < 0:
 			p.addf(path+"."+d.key, "must not be negative, got %s", d.v)
-		} else if d.v > 0 && d.v < MinHealthCheckInterval {
+		case d.v > MaxHealthCheckDuration:
+			p.addf(path+"."+d.key, "must be at most %s, got %s", MaxHealthCheckDuration, d.v)
+		case d.interval && d.v > 0 && d.v < MinHealthCheckInterval:
 			p.addf(path+"."+d.key, "must be at least %s, got %s", MinHealthCheckInterval, d.v)
 		}
 	}
-	checkDuration(p, path+".timeout", h.Timeout)
-	checkDuration(p, path+".jitter", h.Jitter)
 	for _, t := range []struct {
 		key string
 		v   int
@@ -166,10 +173,14 @@ func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 		p.add(path+".grpc", "a gRPC health check needs the cluster's protocol to be http2 or grpc, not http1")
 	}
 	if hc := h.HTTP; hc != nil {
-		if hc.Path != "" && (!strings.HasPrefix(hc.Path, "/") || strings.ContainsFunc(hc.Path, badURIRune)) {
-			p.addf(path+".http.path", "must start with / and hold no spaces or control characters, got %q", hc.Path)
+		if hc.Path != "" {
+			if !strings.HasPrefix(hc.Path, "/") || strings.ContainsFunc(hc.Path, badURIRune) || strings.Contains(hc.Path, "#") {
+				p.addf(path+".http.path", "must start with / and hold no spaces, control characters or #, got %q", hc.Path)
+			} else if _, err := url.ParseRequestURI(hc.Path); err != nil {
+				p.addf(path+".http.path", "not a valid request path: %v", errors.Unwrap(err))
+			}
 		}
-		if strings.ContainsFunc(hc.Host, badURIRune) || strings.ContainsAny(hc.Host, "/?#@") {
+		if hc.Host != "" && (!httpguts.ValidHostHeader(hc.Host) || strings.ContainsAny(hc.Host, "/?#@")) {
 			p.addf(path+".http.host", "must be a host or host:port, got %q", hc.Host)
 		}
 		for i, r := range hc.ExpectedStatuses {
