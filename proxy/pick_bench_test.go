@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// BenchmarkPick is the load balancer's choice for one attempt over 16
+// endpoints: without health checks, with all endpoints passing them, and
+// with one failing (panic mode is then decided without a scan).
+func BenchmarkPick(b *testing.B) {
+	var addrs []string
+	for i := range 16 {
+		status := http.StatusOK
+		if i == 5 {
+			status = http.StatusServiceUnavailable
+		}
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) }))
+		b.Cleanup(s.Close)
+		addrs = append(addrs, strings.TrimPrefix(s.URL, "http://"))
+	}
+	healthyOnly := addrs[:5:5]
+	healthyOnly = append(healthyOnly, addrs[6:]...)
+	for _, bc := range []struct {
+		name  string
+		addrs []string
+		hc    bool
+	}{{"no_health_check", addrs, false}, {"all_pass", healthyOnly, true}, {"one_fails", addrs, true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			cl := config.Cluster{Endpoints: eps(bc.addrs...), LBPolicy: config.LBLeastRequest}
+			if bc.hc {
+				cl.HealthCheck = &config.HealthCheck{Interval: time.Hour, HealthyThreshold: 1, UnhealthyThreshold: 1,
+					HTTP: &config.HTTPHealthCheck{}}
+			}
+			h := startProxy(b, simpleConfig(cl))
+			c := h.p.snap.Load().clusters["svc"]
+			want := 0
+			if bc.name == "one_fails" {
+				want = 1
+			}
+			if c.res.hc != nil {
+				eventually(b, 10*time.Second, "every endpoint checked", func() bool {
+					for i := range c.endpoints {
+						if !c.res.hc.Status(i).Checked {
+							return false
+						}
+					}
+					return c.res.hc.UnhealthyCount() == want
+				})
+			}
+			now := time.Now()
+			s := &attemptSet{c: c}
+			b.ReportAllocs()
+			for b.Loop() {
+				*s = attemptSet{c: c}
+				if c.pick(s, now) == nil {
+					b.Fatal("no endpoint")
+				}
+			}
+		})
+	}
+}
