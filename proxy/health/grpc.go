@@ -28,10 +28,37 @@ type grpcEndpoint struct {
 	// close after that goroutine has ended.
 	cc     *grpc.ClientConn
 	client healthpb.HealthClient
-	// dialErr is the error of the last dial, nil after one that worked:
-	// grpc-go reports a refused connection as a bare UNAVAILABLE, and this
-	// lets the reason say "connect: connection refused".
-	dialErr atomic.Pointer[error]
+	// connErr is why the last connection attempt failed (a dial, or a TLS
+	// handshake after a dial that worked), nil after one that worked:
+	// grpc-go reports both as a bare UNAVAILABLE, and this lets the reason
+	// say "connect: connection refused" or "tls: ...".
+	connErr atomic.Pointer[CheckError]
+}
+
+// handshakeRecorder wraps TLS transport credentials: it records endpoint
+// ep's handshake failures in ep.connErr, and hands the handshake the
+// configured ServerName, when there is one, in place of the :authority.
+type handshakeRecorder struct {
+	credentials.TransportCredentials
+	ep         *grpcEndpoint
+	serverName string
+}
+
+func (h *handshakeRecorder) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if h.serverName != "" {
+		authority = h.serverName
+	}
+	c, info, err := h.TransportCredentials.ClientHandshake(ctx, authority, raw)
+	if err != nil {
+		h.ep.connErr.Store(&CheckError{Cause: CauseTLS, Reason: "tls: " + trimTLS(err.Error()), Err: &tlsError{err}})
+	} else {
+		h.ep.connErr.Store(nil)
+	}
+	return c, info, err
+}
+
+func (h *handshakeRecorder) Clone() credentials.TransportCredentials {
+	return &handshakeRecorder{TransportCredentials: h.TransportCredentials.Clone(), ep: h.ep, serverName: h.serverName}
 }
 
 func newGRPCProber(cfg *Config, addrs []string) *grpcProber {
@@ -45,8 +72,19 @@ func (p *grpcProber) conn(i int) (healthpb.HealthClient, error) {
 		return ep.client, nil
 	}
 	creds := insecure.NewCredentials()
+	// The :authority is Host, else TLS's ServerName, else the address.
+	// grpc-go would take ServerName from the credentials as the authority
+	// and refuse a different Host, so the credentials are given none: the
+	// handshake uses ServerName when set and the authority's host when not.
+	authority := p.cfg.Host
 	if p.cfg.TLS != nil {
-		creds = credentials.NewTLS(p.cfg.TLS.Clone())
+		tc := p.cfg.TLS.Clone()
+		name := tc.ServerName
+		tc.ServerName = ""
+		creds = &handshakeRecorder{TransportCredentials: credentials.NewTLS(tc), ep: ep, serverName: name}
+		if authority == "" {
+			authority = name
+		}
 	}
 	// grpc-go waits up to 120 s between reconnects by default; an
 	// endpoint that comes back must be seen at the next check or so, so
@@ -66,18 +104,18 @@ func (p *grpcProber) conn(i int) (healthpb.HealthClient, error) {
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, "tcp", addr)
 			if err != nil {
-				ep.dialErr.Store(&err)
+				ep.connErr.Store(connectFailure(err))
 				return nil, err
 			}
-			ep.dialErr.Store(nil)
+			ep.connErr.Store(nil)
 			return c, nil
 		}),
 		grpc.WithUserAgent(userAgent),
 		grpc.WithDisableRetry(),
 		grpc.WithDisableServiceConfig(),
 	}
-	if p.cfg.Host != "" {
-		opts = append(opts, grpc.WithAuthority(p.cfg.Host))
+	if authority != "" {
+		opts = append(opts, grpc.WithAuthority(authority))
 	}
 	cc, err := grpc.NewClient("passthrough:///"+p.addrs[i], opts...)
 	if err != nil {
@@ -98,8 +136,9 @@ func (p *grpcProber) check(ctx context.Context, i int) error {
 	if err != nil {
 		code := status.Code(err)
 		if code == codes.Unavailable {
-			if de := p.eps[i].dialErr.Load(); de != nil {
-				return connectFailure(*de)
+			if ce := p.eps[i].connErr.Load(); ce != nil {
+				failed := *ce
+				return &failed
 			}
 		}
 		return &CheckError{Cause: CauseGRPC, Reason: "grpc: " + codeName(code), Err: err}
