@@ -2,7 +2,11 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
 	"net/http"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,4 +86,53 @@ func closeWithin(t *testing.T, c *Checker, limit time.Duration) {
 	case <-time.After(limit):
 		t.Fatalf("Close still waiting after %v for a check with a one-hour timeout", limit)
 	}
+}
+
+// A TLS handshake that hangs belongs to the check: the check's timeout
+// ends it, and Close cancels it and returns only after it has.
+func TestHungTLSHandshakeEndsWithTheCheck(t *testing.T) {
+	_, roots := selfSigned(t)
+	ln := listen(t)
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c // never answers the ClientHello
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for c := range accepted {
+			c.Close()
+		}
+	})
+
+	for _, h2 := range []bool{false, true} {
+		cfg := fastConfig(HTTP)
+		cfg.HTTP2 = h2
+		cfg.TLS = &tls.Config{RootCAs: roots}
+		cfg.Timeout = 200 * time.Millisecond
+		err := checkNow(t, newChecker(t, cfg, []string{ln.Addr().String()}), 0)
+		if cause, reason := causeOf(t, err); cause != CauseTimeout {
+			t.Fatalf("http2=%v: hung handshake: %q (cause %q), want a timeout", h2, reason, cause)
+		}
+
+		cfg.Timeout = time.Hour
+		c := startChecker(t, cfg, []string{ln.Addr().String()})
+		waitFor(t, "a handshake under way", func() bool { return inStack("health.dialTLS(") })
+		closeWithin(t, c, 5*time.Second)
+		if inStack("health.dialTLS(") || inStack("health.(*httpProber).bound.func") {
+			t.Fatalf("http2=%v: a dial or handshake still running after Close returned", h2)
+		}
+	}
+}
+
+// inStack reports whether a goroutine's stack has a frame containing fn.
+func inStack(fn string) bool {
+	buf := make([]byte, 1<<20)
+	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
 }

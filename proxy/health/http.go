@@ -2,11 +2,13 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 )
 
@@ -26,11 +28,50 @@ const maxBody = 64 << 10
 // http.Transport speaks HTTP/2 with prior knowledge (Protocols'
 // UnencryptedHTTP2) and over TLS, and x/net/http2's Transport is deprecated
 // in favour of it.
+//
+// net/http dials on a goroutine of its own, with a context that a request's
+// end does not cancel. The prober ties each dial (and TLS handshake) to
+// the check that asked for it instead, through a context value, so that a
+// hung dial ends with the check's timeout or with Close; close waits for
+// every dial to return.
 type httpProber struct {
 	cfg        *Config
 	urls       []string
 	hosts      []string
 	transports []*http.Transport
+
+	dialMu sync.Mutex // guards closed and the adding to dials
+	closed bool
+	dials  sync.WaitGroup
+}
+
+// checkKey is the context key of the check a request belongs to.
+type checkKey struct{}
+
+// errProberClosed is the error of a dial asked for after close.
+var errProberClosed = errors.New("health check closed")
+
+// bound makes fn a Transport dial function that ends when the check that
+// asked for it ends, and that close waits for.
+func (p *httpProber) bound(fn func(ctx context.Context, addr string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
+	return func(ctx context.Context, _, addr string) (net.Conn, error) {
+		p.dialMu.Lock()
+		if p.closed {
+			p.dialMu.Unlock()
+			return nil, &dialError{errProberClosed}
+		}
+		p.dials.Add(1)
+		p.dialMu.Unlock()
+		defer p.dials.Done()
+		if check, ok := ctx.Value(checkKey{}).(context.Context); ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			stop := context.AfterFunc(check, cancel)
+			defer stop()
+		}
+		return fn(ctx, addr)
+	}
 }
 
 func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
@@ -71,10 +112,8 @@ func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
 			p.hosts[i] = cfg.Host
 		}
 		t := &http.Transport{
-			Proxy: nil, // never HTTP_PROXY: a check goes to the endpoint itself
-			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-				return dial(ctx, addr)
-			},
+			Proxy:                  nil, // never HTTP_PROXY: a check goes to the endpoint itself
+			DialContext:            p.bound(dial),
 			DisableCompression:     true,
 			MaxIdleConnsPerHost:    1,
 			IdleConnTimeout:        idle,
@@ -87,9 +126,9 @@ func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
 				proto = "h2"
 			}
 			tc := cfg.TLS
-			t.DialTLSContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
+			t.DialTLSContext = p.bound(func(ctx context.Context, addr string) (net.Conn, error) {
 				return dialTLS(ctx, addr, tc, proto)
-			}
+			})
 		}
 		p.transports[i] = t
 	}
@@ -97,6 +136,7 @@ func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
 }
 
 func (p *httpProber) check(ctx context.Context, i int) error {
+	ctx = context.WithValue(ctx, checkKey{}, ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.urls[i], nil)
 	if err != nil {
 		return &CheckError{Cause: CauseProtocol, Reason: "http: " + err.Error(), Err: err}
@@ -125,7 +165,16 @@ func (p *httpProber) check(ctx context.Context, i int) error {
 // afresh rather than trust a connection that just failed.
 func (p *httpProber) reset(i int) { p.transports[i].CloseIdleConnections() }
 
+// close refuses further dials, waits for those under way (their checks
+// have ended, so they are being cancelled), and closes every idle
+// connection, including one a dial delivered just now. The transports'
+// goroutines for the connections it closed (net/http's read and write
+// loops) see them closed and end on their own.
 func (p *httpProber) close() {
+	p.dialMu.Lock()
+	p.closed = true
+	p.dialMu.Unlock()
+	p.dials.Wait()
 	for _, t := range p.transports {
 		t.CloseIdleConnections()
 	}
