@@ -41,8 +41,10 @@ type options struct {
 
 // WithTransitionHook sets a function called after each transition, with no
 // lock held, one call at a time and in transition order (possibly on the
-// goroutine of another endpoint's check). It may call the Checker. No call
-// starts after Close has returned.
+// goroutine of another endpoint's check). It may call the Checker's
+// methods except Close: Close waits for the goroutine running the hook, so
+// calling it from the hook deadlocks. No call starts after Close has
+// returned.
 func WithTransitionHook(f func(Transition)) Option {
 	return func(o *options) { o.transition = f }
 }
@@ -168,7 +170,9 @@ func (c *Checker) Start() {
 }
 
 // Close stops every check (cancelling those in flight), waits for the
-// endpoint goroutines to end, and closes the connections kept for checks.
+// endpoint goroutines to end, and for every dial and TLS handshake of an
+// HTTP check, and closes the connections kept for checks. It must not be
+// called from a hook.
 // It may be called more than once, and without Start; every call returns
 // once the first has finished.
 func (c *Checker) Close() {

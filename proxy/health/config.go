@@ -49,7 +49,7 @@ type Config struct {
 
 	// HTTP
 	Path     string        // request path (and query), "/" when empty
-	Host     string        // Host (:authority) header; empty means the endpoint's address. GRPC uses it as the :authority too.
+	Host     string        // Host (:authority) header; empty means the endpoint's address. GRPC uses it as the :authority too (empty: TLS's ServerName, else the address).
 	Statuses []StatusRange // healthy statuses; empty means 200 only
 	HTTP2    bool          // HTTP/2 (h2c prior knowledge, or h2 over TLS with ALPN) instead of HTTP/1.1
 
@@ -57,7 +57,9 @@ type Config struct {
 	Service string // the service name asked about; "" is the server as a whole
 
 	// TLS, when non-nil, wraps every probe connection (HTTP, GRPC; TCP only
-	// connects). An empty ServerName means the host part of the address.
+	// connects). An empty ServerName means the host part of the address for
+	// HTTP, and the host part of the :authority (Host when set, else the
+	// address) for GRPC.
 	TLS *tls.Config
 }
 

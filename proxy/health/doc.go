@@ -8,12 +8,16 @@
 // The rules live in a pure tracker per endpoint (no goroutine, clock or
 // I/O): it is fed each check's outcome and says whether the endpoint turned
 // healthy or unhealthy. The Checker is the shell around it: after Start it
-// owns one goroutine per endpoint, which waits, checks and records; Close
-// cancels checks in flight, joins every goroutine and closes the
-// connections kept for checks. The package does not log and exports no
-// metrics: the transition hook reports each change of state (with the last
-// failure's reason), the result hook each check, and Status the state of an
-// endpoint for an admin page.
+// owns one goroutine per endpoint, which waits, checks and records. Close
+// cancels checks in flight, joins every endpoint goroutine, and every dial
+// and TLS handshake of an HTTP check (which net/http runs on goroutines of
+// its own), and closes the connections kept for checks. The goroutines
+// that net/http keeps per connection, and those of a gRPC ClientConn (its
+// connection attempts included), are cancelled by that closing and end by
+// themselves, shortly after Close returns. The package does not log and
+// exports no metrics: the transition hook reports each change of state
+// (with the last failure's reason), the result hook each check, and Status
+// the state of an endpoint for an admin page.
 //
 // # Rules of state
 //
@@ -48,14 +52,18 @@
 //     address when empty) and User-Agent: outrigger-health-check, over
 //     HTTP/1.1, or HTTP/2 (prior knowledge in clear, h2 by ALPN over TLS)
 //     when HTTP2 is set. It passes when the status is in Statuses (200 when
-//     empty). The body is read, at most 64 KiB of it (a longer body's
-//     connection is closed rather than reused), and discarded. One
+//     empty). The body is read and discarded, at most 64 KiB and one byte
+//     of it (the extra byte tells a body of exactly 64 KiB, read to its
+//     end, from a longer one). A longer body is not read to its end: over
+//     HTTP/1.1 its connection is closed rather than reused; over HTTP/2 its
+//     stream is reset and the connection kept. One
 //     connection per endpoint is kept alive between checks; after a failed
 //     check it is closed, so the next check dials afresh. No proxy from the
 //     environment, no compression.
 //   - GRPC: grpc.health.v1.Health/Check for Service ("" is the server as a
-//     whole) on a ClientConn per endpoint, kept between checks, with Host
-//     as the :authority when set. It passes
+//     whole) on a ClientConn per endpoint, kept between checks. Its
+//     :authority is Host when set, else TLS's ServerName when set, else the
+//     endpoint's address. It passes
 //     when the answer is SERVING; any RPC error or other status fails
 //     ("grpc: NOT_SERVING", "grpc: UNIMPLEMENTED"). The call does not wait
 //     for a connection to become ready, and reconnection back-off is capped
@@ -63,8 +71,14 @@
 //     about one interval.
 //   - TCP: a connection opens within Timeout; it is closed at once.
 //
-// With TLS set, HTTP and GRPC checks run over TLS (its ServerName, or the
-// address's host when empty); TCP checks only connect.
+// With TLS set, HTTP and GRPC checks run over TLS; TCP checks only
+// connect. The server name (sent as SNI unless it is an IP address, and
+// the name the certificate must be valid for) is TLS's ServerName when
+// set. When it is empty, an HTTP check uses the host of the endpoint's
+// address (Host does not change it), and a GRPC check the host of its
+// :authority: Host when set, else the endpoint's address. A failed
+// handshake fails the check with the cause tls and a reason starting
+// "tls: ", for gRPC as for HTTP.
 //
 // # Invariants
 //

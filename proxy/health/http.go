@@ -16,8 +16,10 @@ import (
 // tell checks from traffic (and leave them out of their access logs).
 const userAgent = "outrigger-health-check"
 
-// maxBody is how much of a response body a check reads. A longer body is
-// not read to its end: its connection is closed instead of reused.
+// maxBody is how much of a response body a check reads (and one byte more,
+// which tells a body of exactly maxBody from a longer one). A longer body
+// is not read to its end: closing it closes its connection over HTTP/1.1,
+// and resets its stream, keeping the connection, over HTTP/2.
 const maxBody = 64 << 10
 
 // httpProber checks with a GET. Each endpoint has a Transport of its own,
@@ -149,7 +151,8 @@ func (p *httpProber) check(ctx context.Context, i int) error {
 	}
 	// Read the body so that the connection can be reused: up to maxBody
 	// and one byte more, which sees the end of a body of exactly maxBody.
-	// Closing a body not read to its end closes its HTTP/1.1 connection.
+	// Closing a body not read to its end closes its HTTP/1.1 connection;
+	// an HTTP/2 stream is reset instead and the connection kept.
 	_, rerr := io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody+1))
 	resp.Body.Close()
 	if !p.cfg.statusOK(resp.StatusCode) {

@@ -218,6 +218,35 @@ func TestHTTPLongBodyIsCutAtLimitAndItsConnectionDropped(t *testing.T) {
 	}
 }
 
+func TestHTTP2LongBodyResetsItsStreamAndKeepsTheConnection(t *testing.T) {
+	size := atomic.Int64{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(make([]byte, size.Load()))
+	}))
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	var conns atomic.Int64
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	cfg := fastConfig(HTTP)
+	cfg.HTTP2 = true
+	c := newChecker(t, cfg, []string{srv.Listener.Addr().String()})
+	for _, n := range []int64{4 * maxBody, 4 * maxBody, 0} {
+		size.Store(n)
+		if err := checkNow(t, c, 0); err != nil {
+			t.Fatalf("body of %d bytes: %v", n, err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("HTTP/2 checks with bodies over the limit used %d connections, want 1", n)
+	}
+}
+
 func TestHTTPConnectionRefused(t *testing.T) {
 	c := newChecker(t, fastConfig(HTTP), []string{refusedAddr(t)})
 	err := checkNow(t, c, 0)
