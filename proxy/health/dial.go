@@ -37,7 +37,7 @@ func dial(ctx context.Context, addr string) (net.Conn, error) {
 // dialTLS opens a connection and completes a TLS handshake on it, offering
 // the ALPN protocol proto ("h2" or "http/1.1"), which the server must
 // choose when it is "h2".
-func dialTLS(ctx context.Context, addr string, base *tls.Config, proto string) (net.Conn, error) {
+func dialTLS(ctx context.Context, dial func(context.Context, string) (net.Conn, error), addr string, base *tls.Config, proto string) (net.Conn, error) {
 	raw, err := dial(ctx, addr)
 	if err != nil {
 		return nil, err

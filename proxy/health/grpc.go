@@ -49,9 +49,14 @@ func (h *handshakeRecorder) ClientHandshake(ctx context.Context, authority strin
 		authority = h.serverName
 	}
 	c, info, err := h.TransportCredentials.ClientHandshake(ctx, authority, raw)
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// gRPC's connect deadline (or the connection's end) cut the
+		// handshake short: not a TLS problem.
+		h.ep.connErr.Store(&CheckError{Cause: CauseTimeout, Reason: "timeout", Err: err})
+	case err != nil:
 		h.ep.connErr.Store(&CheckError{Cause: CauseTLS, Reason: "tls: " + trimTLS(err.Error()), Err: &tlsError{err}})
-	} else {
+	default:
 		h.ep.connErr.Store(nil)
 	}
 	return c, info, err

@@ -45,6 +45,36 @@ type httpProber struct {
 	dialMu sync.Mutex // guards closed and the adding to dials
 	closed bool
 	dials  sync.WaitGroup
+	conns  map[*trackedConn]struct{}
+}
+
+type trackedConn struct {
+	net.Conn
+	p *httpProber
+}
+
+func (c *trackedConn) Close() error {
+	c.p.dialMu.Lock()
+	delete(c.p.conns, c)
+	c.p.dialMu.Unlock()
+	return c.Conn.Close()
+}
+
+// dialTracked is dial, with the connection closed by close whatever
+// net/http does with it.
+func (p *httpProber) dialTracked(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, p: p}
+	p.dialMu.Lock()
+	if p.conns == nil {
+		p.conns = map[*trackedConn]struct{}{}
+	}
+	p.conns[tc] = struct{}{}
+	p.dialMu.Unlock()
+	return tc, nil
 }
 
 // checkKey is the context key of the check a request belongs to.
@@ -115,7 +145,7 @@ func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
 		}
 		t := &http.Transport{
 			Proxy:                  nil, // never HTTP_PROXY: a check goes to the endpoint itself
-			DialContext:            p.bound(dial),
+			DialContext:            p.bound(p.dialTracked),
 			DisableCompression:     true,
 			MaxIdleConnsPerHost:    1,
 			IdleConnTimeout:        idle,
@@ -129,7 +159,7 @@ func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
 			}
 			tc := cfg.TLS
 			t.DialTLSContext = p.bound(func(ctx context.Context, addr string) (net.Conn, error) {
-				return dialTLS(ctx, addr, tc, proto)
+				return dialTLS(ctx, p.dialTracked, addr, tc, proto)
 			})
 		}
 		p.transports[i] = t
@@ -180,6 +210,13 @@ func (p *httpProber) close() {
 	p.dials.Wait()
 	for _, t := range p.transports {
 		t.CloseIdleConnections()
+	}
+	p.dialMu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.dialMu.Unlock()
+	for c := range conns {
+		c.Conn.Close()
 	}
 }
 

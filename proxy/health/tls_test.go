@@ -110,7 +110,7 @@ func TestGRPCOverTLS(t *testing.T) {
 	// A failed handshake is reported as such, not as UNAVAILABLE.
 	untrusted := fastConfig(GRPC)
 	untrusted.TLS = &tls.Config{}
-	untrusted.Timeout = 500 * time.Millisecond
+	untrusted.Timeout = 5 * time.Second // a failed handshake returns at once; a slow machine must not turn it into a timeout
 	err := checkNow(t, newChecker(t, untrusted, []string{addr}), 0)
 	if cause, reason := causeOf(t, err); cause != CauseTLS || !strings.HasPrefix(reason, "tls: ") || !strings.Contains(reason, "x509") {
 		t.Fatalf("untrusted server: %q (cause %q)", reason, cause)
@@ -120,7 +120,7 @@ func TestGRPCOverTLS(t *testing.T) {
 	// from ServerName or, with no ServerName, from Host as the :authority.
 	wrongName := fastConfig(GRPC)
 	wrongName.TLS = &tls.Config{RootCAs: roots, ServerName: "payments.internal"}
-	wrongName.Timeout = 500 * time.Millisecond
+	wrongName.Timeout = 5 * time.Second // a failed handshake returns at once; a slow machine must not turn it into a timeout
 	err = checkNow(t, newChecker(t, wrongName, []string{addr}), 0)
 	if cause, reason := causeOf(t, err); cause != CauseTLS || !strings.HasPrefix(reason, "tls: ") || !strings.Contains(reason, "payments.internal") {
 		t.Fatalf("wrong server name: %q (cause %q)", reason, cause)
@@ -128,7 +128,7 @@ func TestGRPCOverTLS(t *testing.T) {
 	hostName := fastConfig(GRPC)
 	hostName.TLS = &tls.Config{RootCAs: roots}
 	hostName.Host = "payments.internal"
-	hostName.Timeout = 500 * time.Millisecond
+	hostName.Timeout = 5 * time.Second // a failed handshake returns at once; a slow machine must not turn it into a timeout
 	err = checkNow(t, newChecker(t, hostName, []string{addr}), 0)
 	if cause, reason := causeOf(t, err); cause != CauseTLS || !strings.HasPrefix(reason, "tls: ") || !strings.Contains(reason, "payments.internal") {
 		t.Fatalf("Host as server name: %q (cause %q)", reason, cause)
