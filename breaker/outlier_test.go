@@ -340,3 +340,29 @@ func TestRecordAndEjectedDoNotAllocate(t *testing.T) {
 		t.Fatalf("%v allocs", n)
 	}
 }
+
+func TestEjectedCountReturnsEndpointsWhoseTimeIsUp(t *testing.T) {
+	var returned []int
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: 100, BaseEjectionTime: time.Second},
+		3, WithEjectionHook(func(e Ejection) {
+			if !e.Ejected {
+				returned = append(returned, e.Endpoint)
+			}
+		}))
+	if n := d.EjectedCount(at(0)); n != 0 {
+		t.Fatalf("EjectedCount = %d with nothing ejected", n)
+	}
+	d.Record(0, at(0), v500)
+	d.Record(2, at(0), v500)
+	if n := d.EjectedCount(at(0)); n != 2 {
+		t.Fatalf("EjectedCount = %d, want 2", n)
+	}
+	// Past the ejection time the count is 0 at once, and the returns are
+	// reported without waiting for Evaluate.
+	if n := d.EjectedCount(at(time.Minute)); n != 0 {
+		t.Fatalf("EjectedCount = %d after the ejections ended", n)
+	}
+	if !slices.Equal(returned, []int{0, 2}) && !slices.Equal(returned, []int{2, 0}) {
+		t.Fatalf("returns reported: %v", returned)
+	}
+}

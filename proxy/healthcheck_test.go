@@ -12,11 +12,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
+	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/health"
 )
 
 // healthyBackend answers "name" on every path but /healthz, whose status
@@ -245,7 +246,7 @@ func TestHealthCheckGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	hs := health.NewServer()
+	hs := grpchealth.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_SERVING)
 	go srv.Serve(lis)
@@ -303,5 +304,58 @@ func TestHealthCheckSeriesFollowTheBlock(t *testing.T) {
 	}
 	if n := series(); n != 0 {
 		t.Fatalf("%d health series after the block was removed", n)
+	}
+}
+
+// Panic mode counts the endpoints that are neither ejected nor failing
+// their check, when there are both kinds and when they overlap.
+func TestPanicCountsEjectedAndUnhealthyTogether(t *testing.T) {
+	var addrs []string
+	bad := map[int]bool{0: true, 1: true} // failing their health check
+	for i := range 4 {
+		b, a := newHealthyBackend(t, "e")
+		if bad[i] {
+			b.status.Store(503)
+		}
+		addrs = append(addrs, a)
+	}
+	hcfg := healthConfig(*fastHealthCheck(), config.ProtocolHTTP1, nil)
+	hc, err := health.New(hcfg, addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc.Start()
+	t.Cleanup(hc.Close)
+	eventually(t, 5*time.Second, "two endpoints unhealthy", func() bool { return hc.UnhealthyCount() == 2 })
+
+	now := time.Now()
+	for _, tc := range []struct {
+		name      string
+		ejected   []int
+		threshold float64
+		panic     bool
+	}{
+		{"unhealthy only, 50% left, threshold 50", nil, 50, false},
+		{"unhealthy only, 50% left, threshold 60", nil, 60, true},
+		{"one ejected apart, 25% left", []int{2}, 30, true},
+		{"one ejected apart, 25% left, threshold 25", []int{2}, 25, false},
+		{"ejected and unhealthy overlap, 50% left", []int{1}, 50, false},
+		{"ejected and unhealthy overlap, 50% left, threshold 60", []int{1}, 60, true},
+		{"panic mode off", []int{2, 3}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			det, err := breaker.NewDetector(breaker.OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: 100,
+				PanicThreshold: &tc.threshold}, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, i := range tc.ejected {
+				det.Record(i, now, breaker.Verdict{Failure: true, Reason: "http_500"})
+			}
+			r := &resilience{det: det, hc: hc, panicPct: tc.threshold}
+			if got := r.panic(now); got != tc.panic {
+				t.Fatalf("panic = %v, want %v", got, tc.panic)
+			}
+		})
 	}
 }

@@ -207,6 +207,9 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	oldRes := p.res
 	p.res = res
 	p.snap.Store(s)
+	for name, r := range res {
+		p.publish(name, r, oldRes[name])
+	}
 	// Checkers the snapshot no longer reads stop; then those it reads
 	// for the first time start.
 	p.retireHealth(oldRes, res)

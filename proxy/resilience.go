@@ -152,7 +152,6 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 		if err != nil {
 			return nil, prefixErr("circuit_breaker", err)
 		}
-		p.bm.state.WithLabelValues(name).Set(float64(r.br.State()))
 	}
 	if old != nil && reflect.DeepEqual(old.cc.limits, rc.limits) {
 		r.limits = old.limits
@@ -195,8 +194,6 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 				j, ok := oldIdx[addrs[i]]
 				return j, ok
 			})
-			// The ejected gauge follows the new detector from here on.
-			p.bm.ejected.WithLabelValues(name).Set(float64(r.det.Snapshot(p.now()).Ejected))
 		}
 	}
 	r.interval = r.det.Config().Interval
@@ -217,6 +214,19 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 		r.rejected[i] = p.bm.rejected.WithLabelValues(name, reason)
 	}
 	return r, nil
+}
+
+// publish sets the gauges of a resilience the serving snapshot just took
+// on: a new breaker's state and a new detector's ejections (with what it
+// carried over). A compile that fails never gets here, so the gauges keep
+// describing the serving breaker and detector. Caller holds applyMu.
+func (p *Proxy) publish(name string, r, old *resilience) {
+	if old == nil || old.br != r.br {
+		p.bm.state.WithLabelValues(name).Set(float64(r.br.State()))
+	}
+	if old == nil || old.det != r.det {
+		p.bm.ejected.WithLabelValues(name).Set(float64(r.det.Snapshot(p.now()).Ejected))
+	}
 }
 
 func prefixErr(key string, err error) error {

@@ -311,3 +311,35 @@ func TestRemovedClusterClosesIdleConnections(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "idle connection of the removed cluster closed", func() bool { return counterValue(g) == 0 })
 }
+
+// A rejected reload that would have replaced a cluster's breaker and
+// detector leaves their gauges describing the serving ones.
+func TestRejectedReloadKeepsBreakerGauges(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	cl := breakerCluster(addr(up))
+	h := startProxy(t, simpleConfig(cl))
+	if err := h.p.SetBreaker("svc", "open"); err != nil {
+		t.Fatal(err)
+	}
+	if v := counterValue(h.p.bm.state.WithLabelValues("svc")); v != float64(breaker.StateForcedOpen) {
+		t.Fatalf("outrigger_breaker_state = %v after forcing it open", v)
+	}
+	changed := cl
+	changed.CircuitBreaker.ConsecutiveFailures.Threshold = 7
+	changed.OutlierDetection = breaker.OutlierConfig{Consecutive5xx: 2}
+	bad := simpleConfig(changed)
+	bad.Routes = append(bad.Routes, config.Route{Name: "broken", Cluster: "missing"})
+	if err := h.p.Apply(bad); err == nil {
+		t.Fatal("a route to a missing cluster was accepted")
+	}
+	if v := counterValue(h.p.bm.state.WithLabelValues("svc")); v != float64(breaker.StateForcedOpen) {
+		t.Fatalf("outrigger_breaker_state = %v after a rejected reload; the serving breaker is forced open", v)
+	}
+	// An accepted one with a new breaker publishes the new breaker's state.
+	if err := h.p.Apply(simpleConfig(changed)); err != nil {
+		t.Fatal(err)
+	}
+	if v := counterValue(h.p.bm.state.WithLabelValues("svc")); v != float64(breaker.StateClosed) {
+		t.Fatalf("outrigger_breaker_state = %v after a new breaker took over", v)
+	}
+}
