@@ -37,10 +37,9 @@ func h2cHangServer(t *testing.T) (*httptest.Server, *atomic.Int64, chan struct{}
 	return srv, &open, entered
 }
 
-// Close during a hung HTTP/2 check closes the check's connection: net/http
-// ends a cancelled HTTP/2 stream on a goroutine of its own, so the
-// connection may still look busy when Close closes the idle ones.
-func TestCloseClosesTheHTTP2ConnectionOfAHungCheck(t *testing.T) {
+// h2Checker is a Checker of one h2c endpoint whose handler hangs, with
+// checks that never time out, and the server's open connections.
+func h2Checker(t *testing.T) (*Checker, *atomic.Int64, chan struct{}) {
 	srv, open, entered := h2cHangServer(t)
 	cfg := fastConfig(HTTP)
 	cfg.HTTP2 = true
@@ -49,9 +48,12 @@ func TestCloseClosesTheHTTP2ConnectionOfAHungCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Start()
-	<-entered
-	c.Close()
+	return c, open, entered
+}
+
+// waitAllClosed polls until the server has no connection left open.
+func waitAllClosed(t *testing.T, open *atomic.Int64) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for open.Load() != 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -59,6 +61,17 @@ func TestCloseClosesTheHTTP2ConnectionOfAHungCheck(t *testing.T) {
 	if n := open.Load(); n != 0 {
 		t.Errorf("%d HTTP/2 connection(s) still open 5s after Close returned", n)
 	}
+}
+
+// Close during a hung HTTP/2 check closes the check's connection: net/http
+// ends a cancelled HTTP/2 stream on a goroutine of its own, so the
+// connection may still look busy when Close closes the idle ones.
+func TestCloseClosesTheHTTP2ConnectionOfAHungCheck(t *testing.T) {
+	c, open, entered := h2Checker(t)
+	c.Start()
+	<-entered
+	c.Close()
+	waitAllClosed(t, open)
 }
 
 // wconn blocks its first Write until release is closed.
@@ -73,14 +86,7 @@ func (w *wconn) Write(b []byte) (int, error) { <-w.release; return w.Conn.Write(
 // connection only after the dial function returned (after close waited for
 // the dials and closed the idle connections); Close still closes it.
 func TestCloseClosesAnHTTP2ConnectionDialedAsItCloses(t *testing.T) {
-	srv, open, _ := h2cHangServer(t)
-	cfg := fastConfig(HTTP)
-	cfg.HTTP2 = true
-	cfg.Timeout = time.Hour
-	c, err := New(cfg, []string{srv.Listener.Addr().String()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, open, _ := h2Checker(t)
 	p := c.prober.(*httpProber)
 	release := make(chan struct{})
 	dialing := make(chan struct{})
@@ -97,11 +103,5 @@ func TestCloseClosesAnHTTP2ConnectionDialedAsItCloses(t *testing.T) {
 	<-dialing
 	c.Close()
 	close(release)
-	deadline := time.Now().Add(5 * time.Second)
-	for open.Load() != 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := open.Load(); n != 0 {
-		t.Errorf("%d connection(s) still open 5s after Close returned", n)
-	}
+	waitAllClosed(t, open)
 }
