@@ -116,9 +116,17 @@ func TestHungTLSHandshakeEndsWithTheCheck(t *testing.T) {
 		cfg.HTTP2 = h2
 		cfg.TLS = &tls.Config{RootCAs: roots}
 		cfg.Timeout = 200 * time.Millisecond
-		err := checkNow(t, newChecker(t, cfg, []string{ln.Addr().String()}), 0)
+		first := newChecker(t, cfg, []string{ln.Addr().String()})
+		err := checkNow(t, first, 0)
 		if cause, reason := causeOf(t, err); cause != CauseTimeout {
 			t.Fatalf("http2=%v: hung handshake: %q (cause %q), want a timeout", h2, reason, cause)
+		}
+		// The check returned at its timeout; its dial's goroutine ends
+		// on its own a moment later. Closing joins it, so what the stack
+		// checks below see is the second checker's alone.
+		first.Close()
+		if inStack("health.dialTLS(") {
+			t.Fatalf("http2=%v: the timed-out check's handshake still running after Close returned", h2)
 		}
 
 		cfg.Timeout = time.Hour
