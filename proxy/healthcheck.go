@@ -17,10 +17,11 @@ import (
 
 // Active health checking (clusters.*.health_check): a cluster's
 // health.Checker outlives snapshots like its outlier detector. A reload
-// keeps the running checker when the block, the endpoints and what the
-// probes depend on (protocol, TLS) are unchanged; otherwise it builds a
-// new one that carries the state of the endpoints it keeps, starts it once
-// the new snapshot is swapped in, and closes the old one.
+// keeps the running checker when the block, the endpoint addresses and
+// what the probes depend on (protocol, TLS) are unchanged; otherwise it
+// builds a new one that carries the state of the endpoints it keeps and,
+// once the new snapshot is swapped in, closes the old one and starts the
+// new one (see startHealth).
 
 // The result label values of outrigger_health_checks_total.
 const healthCheckSuccess, healthCheckFailure = "success", "failure"
@@ -85,8 +86,8 @@ func (p *Proxy) buildHealth(name string, cc config.Cluster, r, old *resilience) 
 	gone := r.gone
 	hc, err := health.New(healthConfig(*cc.HealthCheck, cc.Protocol, tc), r.endpoints,
 		// The hooks run on the checker's goroutines, so after Start, by
-		// which time startHealth has bound ph.series (or left it empty
-		// for a cluster already removed).
+		// which time startHealth has bound ph.series. (The nil and gone
+		// tests are guards: a started checker's cluster is serving.)
 		health.WithResultHook(func(_ int, err error) {
 			s := &ph.series
 			if s.unhealthy == nil || gone.Load() {
