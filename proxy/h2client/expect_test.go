@@ -86,6 +86,26 @@ type streamSeen struct {
 	err      error
 }
 
+// echoStream reads stream id to its end, reports what came on seen,
+// answers "got " and the body, and reads the connection to its end.
+func (rc *rawConn) echoStream(id uint32, seen chan<- streamSeen) {
+	ss := rc.readStream(id, nil)
+	seen <- ss
+	rc.respond(id, "got "+ss.data)
+	io.Copy(io.Discard, rc)
+}
+
+// answerTheRest answers every further request of the connection with body.
+func (rc *rawConn) answerTheRest(body string) {
+	for {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		rc.respond(h.StreamID, body)
+	}
+}
+
 // readStream reads the frames of stream id until it ends (END_STREAM or
 // RST_STREAM). Frames of other streams are passed to other, when set.
 func (rc *rawConn) readStream(id uint32, other func(http2.Frame)) streamSeen {
@@ -194,13 +214,7 @@ func TestExpectContinueFinalResponseSkipsBody(t *testing.T) {
 		rc.headers(h.StreamID, false, ":status", "417", "content-length", "4")
 		rc.fr.WriteData(h.StreamID, true, []byte("nope"))
 		seen <- rc.readStream(h.StreamID, nil)
-		for {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
-			rc.respond(h.StreamID, "next")
-		}
+		rc.answerTheRest("next")
 	})
 	tr := newTransport(t, func(tr *Transport) { tr.ExpectContinueTimeout = time.Minute })
 	et := &expectTrace{}
@@ -238,10 +252,7 @@ func TestExpectContinueTimeoutSendsBody(t *testing.T) {
 		if err != nil {
 			return
 		}
-		ss := rc.readStream(h.StreamID, nil)
-		seen <- ss
-		rc.respond(h.StreamID, "got "+ss.data)
-		io.Copy(io.Discard, rc)
+		rc.echoStream(h.StreamID, seen)
 	})
 	tr := newTransport(t, func(tr *Transport) { tr.ExpectContinueTimeout = timeout })
 	et := &expectTrace{}
@@ -298,10 +309,7 @@ func TestExpectContinueAfterEarlyHints(t *testing.T) {
 			return
 		}
 		rc.headers(h.StreamID, false, ":status", "100")
-		ss := rc.readStream(h.StreamID, nil)
-		seen <- ss
-		rc.respond(h.StreamID, "got "+ss.data)
-		io.Copy(io.Discard, rc)
+		rc.echoStream(h.StreamID, seen)
 	})
 	tr := newTransport(t, func(tr *Transport) { tr.ExpectContinueTimeout = time.Minute })
 	et := &expectTrace{onInfo: func(code int) {
@@ -339,13 +347,7 @@ func TestExpectContinueContextCancelledWhileWaiting(t *testing.T) {
 		}
 		close(gotHeaders)
 		seen <- rc.readStream(h.StreamID, nil)
-		for {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
-			rc.respond(h.StreamID, "next")
-		}
+		rc.answerTheRest("next")
 	})
 	tr := newTransport(t, func(tr *Transport) { tr.ExpectContinueTimeout = time.Minute })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -388,10 +390,7 @@ func TestExpectContinueWithoutTimeoutSendsAtOnce(t *testing.T) {
 				expect <- f.Value
 			}
 		}
-		ss := rc.readStream(h.StreamID, nil)
-		seen <- ss
-		rc.respond(h.StreamID, "got "+ss.data)
-		io.Copy(io.Discard, rc)
+		rc.echoStream(h.StreamID, seen)
 	})
 	tr := newTransport(t)
 	et := &expectTrace{}
@@ -461,10 +460,7 @@ func TestExpectContinueWaitLeavesOtherStreamsAlone(t *testing.T) {
 		}
 		rc.respond(other.StreamID, "other")
 		rc.headers(waiting.StreamID, false, ":status", "100")
-		ss := rc.readStream(waiting.StreamID, nil)
-		seen <- ss
-		rc.respond(waiting.StreamID, "got "+ss.data)
-		io.Copy(io.Discard, rc)
+		rc.echoStream(waiting.StreamID, seen)
 	})
 	tr := newTransport(t, func(tr *Transport) { tr.ExpectContinueTimeout = time.Minute })
 	waiting := make(chan struct{})
