@@ -946,16 +946,22 @@ func withOutbound(t *testing.T, cfg, addr string) string {
 
 func withInbound(t *testing.T, cfg, addr string) string { return withAddress(t, cfg, "inbound", addr) }
 
+// startReloadable starts the sidecar in front of one upstream "a" on a
+// config file the test may rewrite: it returns the upstream, the config
+// as written, its path, the process and a client.
+func startReloadable(t *testing.T) (*upstream, string, string, *proc, *http.Client) {
+	up := newUpstream(t, "a")
+	base := sidecarConfig(up.addr(), up.addr(), "")
+	path := writeConfig(t, base)
+	return up, base, path, start(t, "run", "-c", path), newClient(t)
+}
+
 // A reload that changes the outbound listener's address moves it: the new
 // address serves at once, the old one stops accepting and its request in
 // flight finishes. An address that cannot be bound rejects the reload and
 // the listener stays where it is.
 func TestReloadMovesAListenerWithoutDroppingItsRequests(t *testing.T) {
-	up := newUpstream(t, "a")
-	base := sidecarConfig(up.addr(), up.addr(), "")
-	path := writeConfig(t, base)
-	p := start(t, "run", "-c", path)
-	c := newClient(t)
+	up, base, path, p, c := startReloadable(t)
 	old := p.addrs.Outbound
 	res := sendSlow(t, up, old, 1500*time.Millisecond)
 
@@ -1089,11 +1095,7 @@ func TestReloadKeepsAListenerWhoseAddressIsOnlyRespelled(t *testing.T) {
 // the sidecar's own other listener (a swap) is refused with an error that
 // says so.
 func TestReloadMovingBothListenersMovesNeitherWhenOneCannotBind(t *testing.T) {
-	up := newUpstream(t, "a")
-	base := sidecarConfig(up.addr(), up.addr(), "")
-	path := writeConfig(t, base)
-	p := start(t, "run", "-c", path)
-	c := newClient(t)
+	_, base, path, p, c := startReloadable(t)
 
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -1204,11 +1206,7 @@ func TestSameSocketTakesEverySpellingOfABoundAddress(t *testing.T) {
 // drain_timeout (lowered by a later reload) ends that drain too, instead of
 // the process waiting out the longer drain the move was given.
 func TestSIGTERMEndsTheDrainOfAMovedListener(t *testing.T) {
-	up := newUpstream(t, "a")
-	base := sidecarConfig(up.addr(), up.addr(), "")
-	path := writeConfig(t, base)
-	p := start(t, "run", "-c", path)
-	c := newClient(t)
+	up, base, path, p, c := startReloadable(t)
 	old := p.addrs.Outbound
 
 	res := sendSlow(t, up, old, 20*time.Second)
