@@ -14,17 +14,6 @@ import (
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
-// watchedBody is a request body that records whether it was read.
-type watchedBody struct {
-	r    io.Reader
-	read atomic.Bool
-}
-
-func (b *watchedBody) Read(p []byte) (int, error) {
-	b.read.Store(true)
-	return b.r.Read(p)
-}
-
 // An upload announced with "Expect: 100-continue" and refused by an
 // HTTP/2 upstream before it reads anything: the refusal reaches the
 // client and the body is never asked for. Without the proxy's wait for
@@ -43,9 +32,9 @@ func TestExpectContinueToAnHTTP2UpstreamThatRefuses(t *testing.T) {
 	tr := &http.Transport{ExpectContinueTimeout: 10 * time.Second}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 15 * time.Second}
-	post := func(path string) (*http.Response, *watchedBody) {
+	post := func(path string) (*http.Response, *touchReader) {
 		t.Helper()
-		body := &watchedBody{r: strings.NewReader(strings.Repeat("x", 64<<10))}
+		body := &touchReader{r: strings.NewReader(strings.Repeat("x", 64<<10))}
 		req, err := http.NewRequest("POST", h.url(path), body)
 		if err != nil {
 			t.Fatal(err)
@@ -64,12 +53,12 @@ func TestExpectContinueToAnHTTP2UpstreamThatRefuses(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("refused upload: %d", resp.StatusCode)
 	}
-	if body.read.Load() {
+	if body.touched.Load() {
 		t.Fatal("the body of a refused upload was read")
 	}
 	// An upstream that reads the body gets all of it.
 	resp, body = post("/accept")
-	if got := readAll(t, resp); resp.StatusCode != 200 || len(got) != 64<<10 || !body.read.Load() {
+	if got := readAll(t, resp); resp.StatusCode != 200 || len(got) != 64<<10 || !body.touched.Load() {
 		t.Fatalf("accepted upload: %d, %d bytes back", resp.StatusCode, len(got))
 	}
 }
