@@ -210,16 +210,22 @@ func (r *StatusRange) UnmarshalYAML(n *yaml.Node) error {
 		*r = StatusRange{v, v}
 		return nil
 	case "!!str":
-		lo, hi, ok := strings.Cut(n.Value, "-")
-		a, errA := strconv.Atoi(strings.TrimSpace(lo))
-		b, errB := strconv.Atoi(strings.TrimSpace(hi))
-		if !ok || errA != nil || errB != nil {
+		v, ok := parseStatusRange(n.Value)
+		if !ok {
 			return nodeError(n, "%s, got %q", want, n.Value)
 		}
-		*r = StatusRange{a, b}
+		*r = v
 		return nil
 	}
 	return nodeError(n, "%s, got %s", want, describeNode(n))
+}
+
+// parseStatusRange reads "lo-hi" (spaces around either number allowed).
+func parseStatusRange(s string) (StatusRange, bool) {
+	lo, hi, ok := strings.Cut(s, "-")
+	a, errA := strconv.Atoi(strings.TrimSpace(lo))
+	b, errB := strconv.Atoi(strings.TrimSpace(hi))
+	return StatusRange{a, b}, ok && errA == nil && errB == nil
 }
 
 // MarshalJSON writes a range as the YAML spells it: 200 or "200-299".
@@ -227,7 +233,7 @@ func (r StatusRange) MarshalJSON() ([]byte, error) {
 	if r.Lo == r.Hi {
 		return []byte(strconv.Itoa(r.Lo)), nil
 	}
-	return []byte(`"` + strconv.Itoa(r.Lo) + "-" + strconv.Itoa(r.Hi) + `"`), nil
+	return []byte(strconv.Quote(r.String())), nil
 }
 
 // String is the range as the YAML spells it.
@@ -246,11 +252,8 @@ func (r *StatusRange) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	if u, err := strconv.Unquote(s); err == nil {
-		lo, hi, ok := strings.Cut(u, "-")
-		a, errA := strconv.Atoi(lo)
-		b, errB := strconv.Atoi(hi)
-		if ok && errA == nil && errB == nil {
-			*r = StatusRange{a, b}
+		if v, ok := parseStatusRange(u); ok {
+			*r = v
 			return nil
 		}
 	}
