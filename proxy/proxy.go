@@ -217,9 +217,10 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	// Connections accepted from here on get the new listener limits;
 	// those open keep theirs (see Serve for the one registering now).
 	p.srvMu.Lock()
+	lim := s.limits.withDefaults().h1()
 	for _, sv := range p.servers {
 		if sv.srv != nil {
-			sv.srv.SetLimits(s.limits.withDefaults().h1())
+			sv.srv.SetLimits(lim)
 		}
 	}
 	p.srvMu.Unlock()
@@ -409,7 +410,6 @@ func (p *Proxy) SetBreaker(cluster, action string) error {
 // when it is accepted and keeps them (Apply changes them for the
 // connections accepted after it).
 func (p *Proxy) Serve(ln net.Listener, l Listener) error {
-	lim := p.listenerLimits()
 	// Requests on hijacked connections (protocol switches) derive their
 	// context from the base context; cancelling it is how a forced
 	// shutdown ends them.
@@ -421,13 +421,12 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	}
 	sv := &served{cancel: cancel}
 	srv := &h1server.Server{
-		Handler:           counted{h, &sv.inflight},
-		H2:                &h2server.Server{IdleTimeout: lim.idleTimeout},
-		MaxHeaderBytes:    lim.maxHeaderBytes,
-		ReadHeaderTimeout: lim.readHeaderTimeout,
-		IdleTimeout:       lim.idleTimeout,
-		BaseContext:       base,
-		ErrorLog:          func(msg string, err error) { log.Warn(msg, zap.Error(err)) },
+		Handler:     counted{h, &sv.inflight},
+		H2:          &h2server.Server{},
+		BaseContext: base,
+		ErrorLog:    func(msg string, err error) { log.Warn(msg, zap.Error(err)) },
+		// The header size, read-header and idle limits: SetLimits below,
+		// before Serve, under srvMu.
 	}
 	sv.srv = srv
 	p.srvMu.Lock()
@@ -450,9 +449,9 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		return http.ErrServerClosed
 	}
 	p.servers[ln] = sv
-	// The limits of the snapshot serving now: an Apply that came since
-	// they were read above set the servers registered then, not this
-	// one (Apply stores its snapshot before it takes srvMu).
+	// The limits of the snapshot serving now: an Apply that comes later
+	// sets them again, since this server is registered (Apply stores its
+	// snapshot before it takes srvMu).
 	srv.SetLimits(p.listenerLimits().h1())
 	p.srvMu.Unlock()
 	defer func() {
