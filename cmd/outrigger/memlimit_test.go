@@ -50,6 +50,11 @@ func TestTuneMemoryLimit(t *testing.T) {
 
 	// A limit that cannot be read: the error, and the limit left alone.
 	debug.SetMemoryLimit(1 << 40)
+	// A system without cgroups (not Linux): nothing to read, no error,
+	// the limit left alone.
+	if got, err := tuneMemoryLimit(func() (uint64, error) { return 0, memlimit.ErrCgroupsNotSupported }); err != nil || got != 1<<40 {
+		t.Fatalf("no cgroups: limit %d, error %v; want it left alone and no error", got, err)
+	}
 	got, err = tuneMemoryLimit(func() (uint64, error) { return 0, errors.New("cgroup unreadable") })
 	if err == nil || !strings.Contains(err.Error(), "cgroup unreadable") || got != 1<<40 {
 		t.Fatalf("with an unreadable limit: %d %v", got, err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -89,9 +90,14 @@ const memLimitRatio = 0.9
 // GOMEMLIMIT stands when set; AUTOMEMLIMIT=off turns this off and
 // AUTOMEMLIMIT=R (0 < R <= 1) takes another ratio. It returns the limit in
 // effect (math.MaxInt64: none), and why it could not be read, if so; no
-// limit (outside a container, or memory.max "max") is not an error.
+// limit (outside a container, memory.max "max", or a system without
+// cgroups) is not an error.
 func tuneMemoryLimit(provider memlimit.Provider) (int64, error) {
-	return memlimit.Set(memlimit.WithProvider(provider), memlimit.WithRatio(memLimitRatio))
+	limit, err := memlimit.Set(memlimit.WithProvider(provider), memlimit.WithRatio(memLimitRatio))
+	if errors.Is(err, memlimit.ErrCgroupsNotSupported) {
+		err = nil // not Linux: nothing to read, as outside a container
+	}
+	return limit, err
 }
 
 // checkLogFlags rejects bad --log-level and --log-format values before
