@@ -268,10 +268,12 @@ func (c *conn) serve() {
 		// byte and then get the whole timeout again.
 		// Without a read-header timeout, the idle wait ends with the
 		// first byte: the rest of the head is not held to it.
-		if !first && lim.readHeaderTimeout > 0 && !headerBuffered(c.br) {
-			c.setReadDeadline(lim.readHeaderTimeout)
-		} else if !first && lim.readHeaderTimeout <= 0 && c.hasDeadline && !headerBuffered(c.br) {
-			c.clearReadDeadline()
+		if !first && (lim.readHeaderTimeout > 0 || c.hasDeadline) && !headerBuffered(c.br) {
+			if lim.readHeaderTimeout > 0 {
+				c.setReadDeadline(lim.readHeaderTimeout)
+			} else {
+				c.clearReadDeadline()
+			}
 		}
 		first = false
 		w, err := c.readRequest()
