@@ -127,14 +127,17 @@ func proxyAddrsOf(cfg *config.Config) proxyAddrs {
 }
 
 // listenerMove is a proxy listener that a reload moves: to a new address
-// (ln is bound there), or off (ln is nil); or, when respelled is set, a
-// new spelling of the address already bound, which moves nothing.
+// (ln is bound there), or off (addr is ""); or a new spelling of the
+// address already bound (see respelled), which moves nothing.
 type listenerMove struct {
-	l         proxy.Listener
-	addr      string       // the configured address, "" for off
-	ln        net.Listener // bound at addr; nil for off or respelled
-	respelled bool
+	l    proxy.Listener
+	addr string       // the configured address, "" for off
+	ln   net.Listener // bound at addr; nil for off or respelled
 }
+
+// respelled reports a new spelling of the bound address: an address,
+// and nothing bound for it.
+func (m listenerMove) respelled() bool { return m.addr != "" && m.ln == nil }
 
 // serveResult is a server's end: its name and what its Serve returned.
 type serveResult struct {
@@ -157,7 +160,13 @@ func (s *sidecar) serveLocked(name string, fn func() error) {
 // serveProxy serves listener l on ln: the proxy's own server, with the
 // access log around its handler (proxy.Options.Wrap).
 func (s *sidecar) serveProxy(ln net.Listener, l proxy.Listener) {
-	s.serve(l.String(), func() error { return s.proxy.Serve(ln, l) })
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	s.serveProxyLocked(ln, l)
+}
+
+func (s *sidecar) serveProxyLocked(ln net.Listener, l proxy.Listener) {
+	s.serveLocked(l.String(), func() error { return s.proxy.Serve(ln, l) })
 }
 
 // bindMoves binds the proxy listeners whose address cfg changes. Nothing
@@ -182,8 +191,8 @@ func (s *sidecar) bindMoves(cfg *config.Config) ([]listenerMove, error) {
 		switch {
 		case m.want == "":
 		case m.cur != nil && sameSocket(m.want, m.cur.Addr()):
-			// Binding it again would fail: the socket is ours already.
-			mv.respelled = true
+			// Binding it again would fail: the socket is ours already
+			// (ln stays nil: respelled).
 		default:
 			ln, err := net.Listen("tcp", m.want)
 			if err != nil {
@@ -271,7 +280,7 @@ func (s *sidecar) moveListeners(moves []listenerMove, drain time.Duration) {
 			slot, addr = &s.lns.inbound, &s.proxyAddrs.inbound
 		}
 		*addr = m.addr
-		if m.respelled {
+		if m.respelled() {
 			continue
 		}
 		old := *slot
@@ -279,7 +288,7 @@ func (s *sidecar) moveListeners(moves []listenerMove, drain time.Duration) {
 		mv := moved{l: m.l}
 		if m.ln != nil {
 			mv.to = m.ln.Addr().String()
-			s.serveLocked(m.l.String(), func() error { return s.proxy.Serve(m.ln, m.l) })
+			s.serveProxyLocked(m.ln, m.l)
 		}
 		if old != nil {
 			mv.from = old.Addr().String()
