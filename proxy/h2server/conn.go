@@ -88,9 +88,12 @@ type serverConn struct {
 	// taken (and that a GOAWAY sent meanwhile names) but not registered
 	// yet; the connection is not without streams.
 	opening bool
-	// recentResets are the last streams the server reset whose handlers
-	// are gone: frames the client sent before it saw the reset are
-	// ignored (RFC 9113 §5.4.2), not answered as if on a closed stream.
+	// recentResets are the last reset streams whose handlers are gone.
+	// Frames the client sent before it saw the server's reset are
+	// ignored (RFC 9113 §5.4.2), not answered as if on a closed stream;
+	// a stream the client reset is marked (resetByClient), for a frame
+	// the client sends after its own RST_STREAM is a stream error of
+	// type STREAM_CLOSED (RFC 9113 §5.1).
 	recentResets [128]uint32
 	recentNext   int
 
@@ -436,13 +439,28 @@ func (sc *serverConn) countBadLocked() error {
 	return nil
 }
 
-func (sc *serverConn) wasRecentlyReset(id uint32) bool {
-	for _, r := range sc.recentResets {
-		if r == id {
+// resetByClient marks an id in recentResets: stream ids have 31 bits.
+const resetByClient = 1 << 31
+
+// inRecentResets says whether recentResets holds r (an id, marked or not).
+func (sc *serverConn) inRecentResets(r uint32) bool {
+	for _, x := range sc.recentResets {
+		if x == r {
 			return true
 		}
 	}
 	return false
+}
+
+// ignoresLateFrames says whether frames for a stream id that is no
+// longer open are ignored: the server reset it, and the client may not
+// have seen the reset when it sent them. A stream the client reset, or
+// one forgotten, is not in that case.
+func (sc *serverConn) ignoresLateFrames(id uint32) bool { return sc.inRecentResets(id) }
+
+// resetByClientLocked says whether the client reset the gone stream id.
+func (sc *serverConn) resetByClientLocked(id uint32) bool {
+	return sc.inRecentResets(id | resetByClient)
 }
 
 // resetLocked sends RST_STREAM(code) for a stream whose handler runs and
@@ -519,6 +537,10 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 	if st := sc.streams[id]; st != nil {
 		defer sc.unlock()
 		switch {
+		case st.peerReset:
+			// RFC 9113 §5.1: a frame after the client's RST_STREAM.
+			sc.rstLocked(id, http2.ErrCodeStreamClosed)
+			return nil
 		case st.reset:
 			return nil
 		case st.remoteClosed:
@@ -533,9 +555,13 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 		return sc.trailersLocked(st, f)
 	}
 	if id <= sc.maxClientID {
-		ignore := sc.wasRecentlyReset(id)
+		ignore := sc.ignoresLateFrames(id)
+		byClient := !ignore && sc.resetByClientLocked(id)
+		if byClient {
+			sc.rstLocked(id, http2.ErrCodeStreamClosed)
+		}
 		sc.mu.Unlock()
-		if ignore {
+		if ignore || byClient {
 			return nil
 		}
 		// RFC 9113 §5.1.1: a new stream id must be higher than all before.
@@ -660,11 +686,13 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 		switch {
 		case st == nil && id > sc.maxClientID:
 			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
-		case st != nil && st.reset, st == nil && sc.wasRecentlyReset(id):
+		case st != nil && st.reset && !st.peerReset, st == nil && sc.ignoresLateFrames(id):
 			return nil
-		case st != nil:
+		case st != nil && !st.reset:
+			// RFC 9113 §5.1 half-closed (remote).
 			sc.resetLocked(st, http2.ErrCodeStreamClosed)
 		default:
+			// Closed, or reset by the client (RFC 9113 §5.1, §6.1).
 			sc.rstLocked(id, http2.ErrCodeStreamClosed)
 		}
 		return nil
@@ -742,6 +770,7 @@ func (sc *serverConn) onRST(f *http2.RSTStreamFrame) error {
 		}
 		return nil
 	}
+	st.peerReset = true
 	if st.reset {
 		return nil
 	}
@@ -1056,6 +1085,8 @@ func (sc *serverConn) endStream(st *stream, failed bool) {
 			sc.noteResetLocked(st.id)
 		}
 		sc.queueLocked()
+	} else if st.peerReset {
+		sc.noteResetLocked(st.id | resetByClient)
 	} else if st.reset {
 		sc.noteResetLocked(st.id)
 	}

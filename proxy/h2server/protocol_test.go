@@ -1068,3 +1068,107 @@ func TestOverPaddedHeadersEndConnection(t *testing.T) {
 	}
 	rc.expectClosed()
 }
+
+// RFC 9113 §5.1: a frame other than PRIORITY after the client's own
+// RST_STREAM is a stream error of type STREAM_CLOSED, whether the handler
+// still runs (the stream is known) or has ended (it is remembered).
+func TestFramesAfterClientResetAreStreamClosed(t *testing.T) {
+	release := make(chan struct{})
+	ended := make(chan uint32, 4)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" {
+			return
+		}
+		<-r.Context().Done()
+		if r.URL.Path == "/held" {
+			<-release
+		}
+		ended <- 0
+	}))
+	defer close(release)
+	rc := dialRaw(t, ts.addr)
+
+	// The handler of stream 1 still runs.
+	rc.post(1, "/held")
+	rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	rc.fr.WriteData(1, false, []byte("late"))
+	if e := rc.rst(1); e.code != http2.ErrCodeStreamClosed {
+		t.Fatalf("DATA after the client's reset, handler running: %v", e.code)
+	}
+	rc.writeHeaders(1, true, "x-trailer", "late")
+	if e := rc.rst(1); e.code != http2.ErrCodeStreamClosed {
+		t.Fatalf("HEADERS after the client's reset, handler running: %v", e.code)
+	}
+
+	// The handler of stream 3 has ended.
+	rc.post(3, "/gone")
+	rc.fr.WriteRSTStream(3, http2.ErrCodeCancel)
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler of stream 3 did not end")
+	}
+	waitGone(t, ts, 3)
+	rc.fr.WriteData(3, false, []byte("late"))
+	if e := rc.rst(3); e.code != http2.ErrCodeStreamClosed {
+		t.Fatalf("DATA after the client's reset, handler gone: %v", e.code)
+	}
+	rc.writeHeaders(3, true, "x-trailer", "late")
+	if e := rc.rst(3); e.code != http2.ErrCodeStreamClosed {
+		t.Fatalf("HEADERS after the client's reset, handler gone: %v", e.code)
+	}
+	// The connection is fine.
+	rc.get(5, "/")
+	if status, _, _, rst := rc.response(5); status != "200" || rst != nil {
+		t.Fatalf("stream 5: %s %v", status, rst)
+	}
+}
+
+// RFC 9113 §5.4.2: frames the client sent before it saw the server's
+// RST_STREAM are ignored, not answered.
+func TestFramesAfterServerResetAreIgnored(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Answer without reading the body: the server resets the rest
+		// of the request with NO_ERROR (RFC 9113 §8.1).
+		io.WriteString(w, "early")
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.post(1, "/")
+	if e := rc.rst(1); e.code != http2.ErrCodeNo {
+		t.Fatalf("%v", e.code)
+	}
+	waitGone(t, ts, 1)
+	rc.fr.WriteData(1, false, []byte("in flight"))
+	rc.writeHeaders(1, true, "x-trailer", "in flight")
+	// The next frame about stream 1 would come before stream 3's answer.
+	rc.get(3, "/")
+	for {
+		e, err := rc.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.id == 1 || e.typ == http2.FrameGoAway {
+			t.Fatalf("late frames on a stream the server reset were answered: %+v", e)
+		}
+		if e.id == 3 && e.end {
+			return
+		}
+	}
+}
+
+// waitGone waits until the server has forgotten stream id on its only
+// connection.
+func waitGone(t *testing.T, ts *testServer, id uint32) {
+	t.Helper()
+	waitFor(t, "stream gone", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		for sc := range ts.conns {
+			sc.mu.Lock()
+			_, open := sc.streams[id]
+			sc.mu.Unlock()
+			return !open
+		}
+		return false
+	})
+}

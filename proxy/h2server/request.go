@@ -34,6 +34,7 @@ type stream struct {
 
 	remoteClosed bool  // END_STREAM or RST_STREAM received (or sent)
 	reset        bool  // RST_STREAM sent or received: no more frames
+	peerReset    bool  // RST_STREAM received: a later frame is an error (RFC 9113 §5.1)
 	localEnded   bool  // END_STREAM sent
 	respStarted  bool  // the final response's HEADERS are queued
 	sendWindow   int64 // may go negative (RFC 9113 §6.9.2)
