@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,6 +113,7 @@ func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
 		}
 	}
 	cfg.Statuses = append([]StatusRange(nil), cfg.Statuses...)
+	cfg.Headers = cfg.Headers.Clone()
 	c := &Checker{
 		cfg:          cfg,
 		addrs:        append([]string(nil), addrs...),
@@ -124,14 +126,17 @@ func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
 		c.trackers[i] = newTracker()
 		c.healthy[i].Store(true)
 	}
+	// The probers see only what they dial; the Checker keeps the
+	// endpoints' own addresses for transitions and statuses.
+	targets := probeTargets(c.addrs, cfg.Port)
 	var err error
 	switch cfg.Kind {
 	case HTTP:
-		c.prober, err = newHTTPProber(&c.cfg, c.addrs)
+		c.prober, err = newHTTPProber(&c.cfg, targets)
 	case GRPC:
-		c.prober = newGRPCProber(&c.cfg, c.addrs)
+		c.prober = newGRPCProber(&c.cfg, targets)
 	case TCP:
-		c.prober = newTCPProber(&c.cfg, c.addrs)
+		c.prober = newTCPProber(&c.cfg, targets)
 	}
 	if err != nil {
 		return nil, err
@@ -139,10 +144,27 @@ func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
 	return c, nil
 }
 
+// probeTargets are the addresses a check dials: addrs themselves, or, when
+// port is not 0, each address's host with port. addrs are valid
+// "host:port"s (New checked them).
+func probeTargets(addrs []string, port int) []string {
+	if port == 0 {
+		return addrs
+	}
+	p := strconv.Itoa(port)
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		host, _, _ := net.SplitHostPort(a)
+		out[i] = net.JoinHostPort(host, p)
+	}
+	return out
+}
+
 // Config returns the Config the Checker was built with.
 func (c *Checker) Config() Config {
 	cfg := c.cfg
 	cfg.Statuses = append([]StatusRange(nil), cfg.Statuses...)
+	cfg.Headers = cfg.Headers.Clone()
 	return cfg
 }
 

@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,11 +49,28 @@ type Config struct {
 	HealthyThreshold   int           // consecutive successes that make an unhealthy endpoint healthy; >= 1
 	UnhealthyThreshold int           // consecutive failures that make a healthy endpoint unhealthy; >= 1
 
+	// Port, when not 0, is the port every endpoint is probed on in place
+	// of its own (Envoy's health_check_config.port_value), for an app that
+	// answers checks on a management port. Only what is dialed changes:
+	// the host stays the endpoint's, and the endpoint is still known by
+	// its address (Transition.Addr, EndpointStatus.Addr). Where this
+	// package's documentation says "the address" of a probe (the default
+	// Host and :authority), it means the address dialed. 1-65535; 0 means
+	// each endpoint's own port. All kinds.
+	Port int
+
 	// HTTP
 	Path     string        // request path (and query), "/" when empty
-	Host     string        // Host (:authority) header; empty means the endpoint's address. GRPC uses it as the :authority too (empty: TLS's ServerName, else the address).
+	Host     string        // Host (:authority) header; empty means the address dialed. GRPC uses it as the :authority too (empty: TLS's ServerName, else the address dialed).
 	Statuses []StatusRange // healthy statuses; empty means 200 only
 	HTTP2    bool          // HTTP/2 (h2c prior knowledge, or h2 over TLS with ALPN) instead of HTTP/1.1
+	// Headers are sent with every HTTP check, over HTTP/1.1 and HTTP/2
+	// alike (Envoy's request_headers_to_add); a User-Agent among them
+	// replaces outrigger-health-check. Nil means none. Host (see Host),
+	// pseudo-headers, and the headers that describe a connection or a
+	// body rather than the request (see forbiddenHeaders) are refused:
+	// net/http would drop them or fail the request over HTTP/2.
+	Headers http.Header
 
 	// GRPC
 	Service string // the service name asked about; "" is the server as a whole
@@ -102,6 +121,9 @@ func (c Config) Validate() error {
 	if c.UnhealthyThreshold < 1 {
 		add("unhealthy_threshold", "must be >= 1, got %d", c.UnhealthyThreshold)
 	}
+	if c.Port < 0 || c.Port > 65535 {
+		add("port", "must be from 1 to 65535 (0: each endpoint's own port), got %d", c.Port)
+	}
 	switch c.Kind {
 	case HTTP:
 		if c.Path != "" && (!strings.HasPrefix(c.Path, "/") || !validRequestTarget(c.Path)) {
@@ -115,12 +137,80 @@ func (c Config) Validate() error {
 				add(fmt.Sprintf("http.expected_statuses[%d]", i), "must be a status or range within 100-599 with lo <= hi, got %d-%d", r.Lo, r.Hi)
 			}
 		}
+		agents := 0
+		for _, name := range sortedNames(c.Headers) {
+			if msg := headerProblem(name); msg != "" {
+				add("http.request_headers", "%s", msg)
+				continue
+			}
+			vs := c.Headers[name]
+			for _, v := range vs {
+				if !httpguts.ValidHeaderFieldValue(v) {
+					add("http.request_headers", "header %q: invalid value %q (no control characters)", name, v)
+				}
+			}
+			if http.CanonicalHeaderKey(name) == "User-Agent" {
+				agents += len(vs)
+			}
+		}
+		if agents > 1 {
+			// net/http sends the first and drops the others.
+			add("http.request_headers", "a request has one User-Agent, got %d values", agents)
+		}
 	case GRPC:
 		if c.Host != "" && !httpguts.ValidHostHeader(c.Host) {
 			add("grpc.authority", "not a valid :authority: %q", c.Host)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// forbiddenHeaders are the header names, in lower case, a check may not
+// be given, each with the reason. Host has a setting of its own. The
+// others describe a connection (RFC 9110 section 7.6.1, RFC 9113 section
+// 8.2.2: an HTTP/2 request that carries them is malformed, and net/http
+// fails it) or a body, which a check's GET has none of (net/http leaves
+// them out of an HTTP/1.1 request).
+var forbiddenHeaders = map[string]string{
+	"host":              "the Host of a check is set by http.host",
+	"connection":        "connection-specific (hop-by-hop): the check's connection is the prober's to manage",
+	"keep-alive":        "connection-specific (hop-by-hop): the check's connection is the prober's to manage",
+	"proxy-connection":  "connection-specific (hop-by-hop): the check's connection is the prober's to manage",
+	"transfer-encoding": "connection-specific (hop-by-hop), and a check has no body",
+	"upgrade":           "connection-specific (hop-by-hop): a check does not switch protocols",
+	"te":                "connection-specific (hop-by-hop): a check reads no trailers",
+	"trailer":           "a check has no body and so no trailers",
+	"content-length":    "a check has no body; the length is the client's to send",
+}
+
+// headerProblem says why a header called name cannot be sent with a
+// check ("" when it can): an invalid name, a pseudo-header, or one of the
+// names a check may not be given (Host, the connection-specific headers,
+// and those of a body).
+func headerProblem(name string) string {
+	switch {
+	case name == "":
+		return "header name is required"
+	case strings.HasPrefix(name, ":"):
+		return fmt.Sprintf("header %q: pseudo-headers are made by the client from the check's path and host", name)
+	case !httpguts.ValidHeaderFieldName(name):
+		return fmt.Sprintf("invalid header name %q", name)
+	}
+	if why, ok := forbiddenHeaders[strings.ToLower(name)]; ok {
+		return fmt.Sprintf("header %q cannot be set: %s", name, why)
+	}
+	return ""
+}
+
+// sortedNames returns the names of h in order, so that Validate reports
+// its problems in a stable order.
+func sortedNames(h http.Header) []string {
+	names := make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // validRequestTarget reports whether p can go on a request line as it is:

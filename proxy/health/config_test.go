@@ -54,6 +54,8 @@ func TestValidateNamesEachBadField(t *testing.T) {
 		{"status below 100", func(c *Config) { c.Statuses = []StatusRange{{200, 200}, {99, 200}} }, "http.expected_statuses[1]"},
 		{"status above 599", func(c *Config) { c.Statuses = []StatusRange{{200, 600}} }, "http.expected_statuses[0]"},
 		{"inverted range", func(c *Config) { c.Statuses = []StatusRange{{300, 200}} }, "http.expected_statuses[0]"},
+		{"negative port", func(c *Config) { c.Port = -1 }, "port"},
+		{"port above 65535", func(c *Config) { c.Port = 65536 }, "port"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

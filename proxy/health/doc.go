@@ -48,9 +48,9 @@
 //
 // # Kinds
 //
-//   - HTTP: a GET of Path with Host as the Host header (the endpoint's
-//     address when empty) and User-Agent: outrigger-health-check, over
-//     HTTP/1.1, or HTTP/2 (prior knowledge in clear, h2 by ALPN over TLS)
+//   - HTTP: a GET of Path with Host as the Host header (the address
+//     dialed when empty), the Headers given, and User-Agent:
+//     outrigger-health-check unless Headers has one, over HTTP/1.1, or HTTP/2 (prior knowledge in clear, h2 by ALPN over TLS)
 //     when HTTP2 is set. It passes when the status is in Statuses (200 when
 //     empty). The body is read and discarded, at most 64 KiB and one byte
 //     of it (the extra byte tells a body of exactly 64 KiB, read to its
@@ -63,7 +63,7 @@
 //   - GRPC: grpc.health.v1.Health/Check for Service ("" is the server as a
 //     whole) on a ClientConn per endpoint, kept between checks. Its
 //     :authority is Host when set, else TLS's ServerName when set, else the
-//     endpoint's address. It passes
+//     address dialed. It passes
 //     when the answer is SERVING; any RPC error or other status fails
 //     ("grpc: NOT_SERVING", "grpc: UNIMPLEMENTED"). The call does not wait
 //     for a connection to become ready, and reconnection back-off is capped
@@ -71,12 +71,19 @@
 //     about one interval.
 //   - TCP: a connection opens within Timeout; it is closed at once.
 //
+// Every kind dials the endpoint's address, or, when Port is set, the
+// endpoint's host with Port (an app that answers checks on a management
+// port). The endpoint is known by its own address all the same: in
+// transitions, statuses and CarryFrom's mapping; only the dial, and what
+// defaults to the address dialed (an HTTP check's Host, a GRPC check's
+// :authority), change.
+//
 // With TLS set, HTTP and GRPC checks run over TLS; TCP checks only
 // connect. The server name (sent as SNI unless it is an IP address, and
 // the name the certificate must be valid for) is TLS's ServerName when
 // set. When it is empty, an HTTP check uses the host of the endpoint's
 // address (Host does not change it), and a GRPC check the host of its
-// :authority: Host when set, else the endpoint's address. A failed
+// :authority: Host when set, else the address dialed. A failed
 // handshake fails the check with the cause tls and a reason starting
 // "tls: ", for gRPC as for HTTP.
 //

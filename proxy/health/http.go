@@ -41,6 +41,9 @@ type httpProber struct {
 	urls       []string
 	hosts      []string
 	transports []*http.Transport
+	// header is every check's header: Config.Headers and the User-Agent.
+	// Each check sends a copy of it.
+	header http.Header
 
 	dialMu sync.Mutex // guards closed and the adding to dials
 	closed bool
@@ -133,6 +136,7 @@ func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
 		urls:       make([]string, len(addrs)),
 		hosts:      make([]string, len(addrs)),
 		transports: make([]*http.Transport, len(addrs)),
+		header:     checkHeader(cfg.Headers),
 	}
 	for i, addr := range addrs {
 		p.urls[i] = scheme + "://" + addr + path
@@ -167,6 +171,22 @@ func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
 	return p, nil
 }
 
+// checkHeader is the header of every check: extra under canonical names
+// (several spellings of one name keep all their values, in the order of
+// the names sorted), and User-Agent: outrigger-health-check unless extra
+// has a User-Agent of its own.
+func checkHeader(extra http.Header) http.Header {
+	h := make(http.Header, len(extra)+1)
+	for _, name := range sortedNames(extra) {
+		k := http.CanonicalHeaderKey(name)
+		h[k] = append(h[k], extra[name]...)
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{userAgent}
+	}
+	return h
+}
+
 func (p *httpProber) check(ctx context.Context, i int) error {
 	ctx = context.WithValue(ctx, checkKey{}, ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.urls[i], nil)
@@ -174,7 +194,7 @@ func (p *httpProber) check(ctx context.Context, i int) error {
 		return &CheckError{Cause: CauseProtocol, Reason: "http: " + err.Error(), Err: err}
 	}
 	req.Host = p.hosts[i]
-	req.Header.Set("User-Agent", userAgent)
+	req.Header = p.header.Clone()
 	resp, err := p.transports[i].RoundTrip(req)
 	if err != nil {
 		return classify(err, "http")
