@@ -31,8 +31,11 @@
 // target included, for a method other than OPTIONS), headers, Host
 // fields, Content-Length values or chunk sizes get 400 with
 // "Connection: close";
-// a header block over MaxHeaderBytes 431; a transfer coding other than
-// chunked 501; an HTTP major version other than 1 505; an Expect other
+// a header block over MaxHeaderBytes 431; a Transfer-Encoding whose final
+// coding is not chunked, or that is not one plain "chunked" (chunked
+// twice, spread over field lines, with empty list elements), 400 (RFC
+// 9112 §6.1); another coding before a final chunked 501; an HTTP major
+// version other than 1 505; an Expect other
 // than 100-continue 417 (these names are compared in ASCII, as in
 // net/http: no Unicode case folding or trimming). A request with both Transfer-Encoding and
 // Content-Length, with differing Content-Length values, or with

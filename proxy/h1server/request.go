@@ -168,7 +168,7 @@ func (c *conn) frameBody(w *response, r *http.Request) error {
 		// Unicode rules "chun\u212aed" or "chunked\u00a0" would pass as
 		// chunked here and not at a stricter hop in front.
 		if len(te) != 1 || !wire.EqualFold(textproto.TrimString(te[0]), "chunked") {
-			return &httpError{http.StatusNotImplemented, "unsupported transfer encoding"}
+			return transferCodingError(te)
 		}
 		delete(h, "Transfer-Encoding")
 		r.TransferEncoding = []string{"chunked"}
@@ -203,6 +203,41 @@ func (c *conn) frameBody(w *response, r *http.Request) error {
 	}
 	r.Body = http.NoBody
 	return nil
+}
+
+// transferCodingError is the answer to a Transfer-Encoding other than
+// the one "chunked" this server reads. RFC 9112 §6.1: when chunked is not
+// the final coding, the request's length cannot be determined and the
+// server MUST answer 400 and close; a coding it does not implement before
+// a final chunked SHOULD get 501. Chunked applied twice (which a sender
+// MUST NOT do), or spelled over several field lines or with empty list
+// elements, is refused with 400 too rather than read as chunked: a hop in
+// front that read it another way would frame the body differently.
+func transferCodingError(te []string) error {
+	var last string
+	codings, chunked := 0, 0
+	for _, v := range te {
+		for c := range strings.SplitSeq(v, ",") {
+			c = textproto.TrimString(c)
+			if c == "" {
+				continue
+			}
+			last = c
+			codings++
+			if wire.EqualFold(c, "chunked") {
+				chunked++
+			}
+		}
+	}
+	switch {
+	case codings == 0 || !wire.EqualFold(last, "chunked"):
+		return badRequest("final transfer coding is not chunked")
+	case chunked > 1:
+		return badRequest("chunked transfer coding applied more than once")
+	case codings == 1:
+		return badRequest("ambiguous Transfer-Encoding")
+	}
+	return &httpError{http.StatusNotImplemented, "unsupported transfer encoding"}
 }
 
 // declareTrailers fills r.Trailer with the keys the "Trailer" header
