@@ -28,7 +28,9 @@
 // handler set one (a nil value suppresses it).
 //
 // Requests are parsed strictly. Bad request lines (the asterisk-form
-// target included, for a method other than OPTIONS), headers, Host
+// target included, for a method other than OPTIONS; the authority-form,
+// for a method other than CONNECT; an absolute-form target that is not
+// an http or https URI with a host and without userinfo), headers, Host
 // fields, Content-Length values or chunk sizes get 400 with
 // "Connection: close";
 // a header block over MaxHeaderBytes 431; a Transfer-Encoding whose final

@@ -34,6 +34,14 @@ func TestMalformedRequests(t *testing.T) {
 		{"control byte in target", "GET /a\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"asterisk-form for GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"relative target", "GET a/b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		// RFC 9112 §3.2.3: the authority-form is for CONNECT only.
+		{"authority-form for GET", "GET example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 400},
+		{"authority-form for POST", "POST localhost:8080 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 400},
+		{"absolute-form without a path", "GET mailto:a@b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"absolute-form of another scheme", "GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		// RFC 9110 §4.2.1 (empty host) and §4.2.4 (userinfo).
+		{"absolute-form without a host", "GET http:///b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"absolute-form with userinfo", "GET http://x@evil/b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", 400},
 		{"two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
 		{"malformed Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
@@ -150,5 +158,22 @@ func TestAsteriskFormForOptions(t *testing.T) {
 	c.send(t, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp, body := c.response(t, "OPTIONS"); resp.StatusCode != 200 || body != "OPTIONS * *" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+}
+
+// TestAbsoluteFormTarget: an http or https URI as the target (RFC 9112
+// §3.2.2) is served, its authority taking the place of the Host field,
+// which the server MUST then ignore.
+func TestAbsoluteFormTarget(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Host+" "+r.URL.Path+"?"+r.URL.RawQuery)
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET http://a.example:81/p?q HTTP/1.1\r\nHost: other\r\n\r\n"+
+		"GET HTTPS://b.example/r HTTP/1.1\r\nHost: b.example\r\n\r\n")
+	for _, want := range []string{"a.example:81 /p?q", "b.example /r?"} {
+		if resp, body := c.response(t, "GET"); resp.StatusCode != 200 || body != want {
+			t.Fatalf("%d %q, want 200 %q", resp.StatusCode, body, want)
+		}
 	}
 }

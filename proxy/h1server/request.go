@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +59,12 @@ func (c *conn) skipEmptyLines() error {
 // request and its response writer.
 func (c *conn) newRequest(hd *head) (*response, error) {
 	method, uri, proto, minor, u, h := hd.method, hd.target, hd.proto, hd.minor, hd.url, hd.header
+
+	if (u.Scheme != "" || u.Opaque != "") && method != "CONNECT" {
+		if err := checkAbsoluteTarget(u); err != nil {
+			return nil, err
+		}
+	}
 
 	// Host (RFC 9112 §3.2): exactly one, valid, and required in HTTP/1.1.
 	host := u.Host
@@ -141,6 +148,30 @@ func (c *conn) newRequest(hd *head) (*response, error) {
 		w.body.w = w
 	}
 	return w, nil
+}
+
+// checkAbsoluteTarget checks a target that is not in origin-form, of a
+// method other than CONNECT (the asterisk-form is checked with the
+// request line). RFC 9112 §3.2: such a target is in absolute-form; the
+// authority-form is for CONNECT only (§3.2.3), and net/url reads
+// "host:port" as a URI of scheme "host" with an opaque part, which names
+// no path to forward. An absolute-form target must be an http or https
+// URI (the only ones this server serves, and those it forwards as), with
+// a host (RFC 9110 §4.2.1: a recipient MUST reject an empty one) and
+// without userinfo (RFC 9110 §4.2.4: to be treated as an error, as the
+// host it hides in front of is what some readers take for the host).
+func checkAbsoluteTarget(u *url.URL) error {
+	switch {
+	case u.Opaque != "":
+		return badRequest("request target in authority-form or without a path, for a method other than CONNECT")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return badRequest("absolute-form request target with a scheme other than http or https")
+	case u.Host == "":
+		return badRequest("absolute-form request target without a host")
+	case u.User != nil:
+		return badRequest("absolute-form request target with userinfo")
+	}
+	return nil
 }
 
 func isNetError(err error) bool {
