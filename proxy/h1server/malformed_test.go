@@ -119,6 +119,9 @@ func TestMalformedChunkedBodies(t *testing.T) {
 		{"overflowing size", "fffffffffffffffffff\r\nabc\r\n0\r\n\r\n"},
 		{"missing chunk CRLF", "3\r\nabcX0\r\n\r\n"},
 		{"bad trailer", "0\r\nno colon\r\n\r\n"},
+		// RFC 9112 §5.1, in the trailer section as in the head.
+		{"space before colon in trailer", "0\r\nX-T : 1\r\n\r\n"},
+		{"framing name with space in trailer", "0\r\nContent-Length : 5\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dial(t, ts.addr)
@@ -177,3 +180,4 @@ func TestAbsoluteFormTarget(t *testing.T) {
 		}
 	}
 }
+

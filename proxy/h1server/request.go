@@ -467,6 +467,14 @@ func (b *body) readTrailer() error {
 		}
 		return errString("malformed trailer")
 	}
+	for k := range mh {
+		// textproto lets a space before the colon into a name (see
+		// go.dev/issue/34540); RFC 9112 §5.1 refuses it in any field
+		// line, and forwarded as a trailer it would be an invalid name.
+		if !httpguts.ValidHeaderFieldName(k) {
+			return errString("malformed trailer")
+		}
+	}
 	if b.trailer == nil && len(mh) > 0 {
 		// Unannounced trailers land in Trailer too, as with net/http.
 		// (An h2c upgrade's body is read before the handler has the
