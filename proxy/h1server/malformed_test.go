@@ -181,3 +181,26 @@ func TestAbsoluteFormTarget(t *testing.T) {
 	}
 }
 
+// TestChunkedBodyEndingInBareLF: a chunked body whose empty trailer
+// section ends with a bare LF (RFC 9112 §2.2) ends there: the server
+// neither waits for a byte past it nor loses the next request.
+func TestChunkedBodyEndingInBareLF(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		io.WriteString(w, r.URL.Path+":"+string(b))
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\n")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if resp, body := c.response(t, "POST"); resp.StatusCode != 200 || body != "/a:abc" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	c.send(t, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := c.response(t, "GET"); resp.StatusCode != 200 || body != "/b:" {
+		t.Fatalf("next request: %d %q", resp.StatusCode, body)
+	}
+}

@@ -448,6 +448,14 @@ func (b *body) readLocked(p []byte) (int, error) {
 // readTrailer reads the trailer section after the last chunk (RFC 9112
 // §7.1.2) into the request's Trailer.
 func (b *body) readTrailer() error {
+	// An empty trailer section: the blank line alone, taken with a bare
+	// LF as textproto takes it (RFC 9112 §2.2). A two-byte Peek for CRLF
+	// would wait for a byte past the body's end when the line is a bare
+	// LF.
+	if p, err := b.br.Peek(1); err == nil && p[0] == '\n' {
+		_, _ = b.br.Discard(1)
+		return nil
+	}
 	if p, err := b.br.Peek(2); err == nil && p[0] == '\r' && p[1] == '\n' {
 		_, _ = b.br.Discard(2)
 		return nil
