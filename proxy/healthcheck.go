@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"fmt"
+	"net/http"
 	"reflect"
 	"slices"
 	"sync/atomic"
@@ -26,7 +27,11 @@ import (
 // The result label values of outrigger_health_checks_total.
 const healthCheckSuccess, healthCheckFailure = "success", "failure"
 
-// healthKey is what a running checker depends on.
+// healthKey is what a running checker depends on. The block holds port
+// and http.request_headers with the rest: a reload that changes only the
+// port (or a header) builds a checker that dials the new port (sends the
+// new headers), and the state of the endpoints, known by their own
+// addresses, carries over to it.
 type healthKey struct {
 	block    config.HealthCheck
 	protocol config.Protocol
@@ -143,6 +148,7 @@ func healthConfig(b config.HealthCheck, proto config.Protocol, tc *tls.Config) h
 		Jitter:             b.Jitter,
 		HealthyThreshold:   b.HealthyThreshold,
 		UnhealthyThreshold: b.UnhealthyThreshold,
+		Port:               b.Port,
 		TLS:                tc,
 	}
 	if c.Interval == 0 {
@@ -165,6 +171,7 @@ func healthConfig(b config.HealthCheck, proto config.Protocol, tc *tls.Config) h
 			c.Statuses = append(c.Statuses, health.StatusRange{Lo: s.Lo, Hi: s.Hi})
 		}
 		c.HTTP2 = proto == config.ProtocolHTTP2 || proto == config.ProtocolGRPC
+		c.Headers = checkHeaders(b.HTTP.RequestHeaders)
 	case b.GRPC != nil:
 		c.Kind = health.GRPC
 		c.Service = b.GRPC.Service
@@ -172,6 +179,24 @@ func healthConfig(b config.HealthCheck, proto config.Protocol, tc *tls.Config) h
 		c.Kind = health.TCP
 	}
 	return c
+}
+
+// checkHeaders is the header an HTTP check adds: the entries in order, each
+// replacing the values of its name, or added next to them with append.
+// Nil when there is none.
+func checkHeaders(hs config.HeaderValues) http.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	h := make(http.Header, len(hs))
+	for _, hv := range hs {
+		if hv.Append {
+			h.Add(hv.Name, hv.Value)
+		} else {
+			h.Set(hv.Name, hv.Value)
+		}
+	}
+	return h
 }
 
 // pendingHealth is a checker built by a compile, not yet started.

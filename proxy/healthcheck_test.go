@@ -2,8 +2,12 @@ package proxy
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -357,5 +361,201 @@ func TestPanicCountsEjectedAndUnhealthyTogether(t *testing.T) {
 				t.Fatalf("panic = %v, want %v", got, tc.panic)
 			}
 		})
+	}
+}
+
+// healthPort answers /healthz, on a port of its own, with the status it
+// holds, for checks sent to clusters.*.health_check.port. It speaks
+// HTTP/1.1 and h2c and keeps the protocol and header of the last check.
+type healthPort struct {
+	addr   string
+	port   int
+	status atomic.Int32
+	checks atomic.Int64
+	mu     sync.Mutex
+	proto  string
+	header http.Header
+}
+
+func newHealthPort(t *testing.T) *healthPort {
+	hp := &healthPort{}
+	hp.status.Store(200)
+	s := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		hp.mu.Lock()
+		hp.proto, hp.header = r.Proto, r.Header.Clone()
+		hp.mu.Unlock()
+		hp.checks.Add(1)
+		w.WriteHeader(int(hp.status.Load()))
+	})
+	hp.addr = addr(s)
+	_, port, _ := net.SplitHostPort(hp.addr)
+	hp.port, _ = strconv.Atoi(port)
+	return hp
+}
+
+func (hp *healthPort) last() (string, http.Header) {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	return hp.proto, hp.header
+}
+
+// With health_check.port the checks go to the endpoint's host on that
+// port, never to the endpoint's own port, and the endpoint, still known
+// by its own address, turns unhealthy when only the health port fails
+// while its own port keeps serving.
+func TestHealthCheckPortProbesAnotherPort(t *testing.T) {
+	a, aAddr := newHealthyBackend(t, "a")
+	a.status.Store(503) // a check sent to the endpoint's own port would fail
+	mgmt := newHealthPort(t)
+	hc := fastHealthCheck()
+	hc.Port = mgmt.port
+	cl := config.Cluster{Endpoints: eps(aAddr), HealthCheck: hc, OutlierDetection: breaker.OutlierConfig{Disabled: true}}
+	h := startProxy(t, simpleConfig(cl))
+
+	eventually(t, 5*time.Second, "the endpoint checked", func() bool {
+		e := endpointState(h, "svc", aAddr)
+		return e.HealthCheck != nil && e.HealthCheck.Checked
+	})
+	if e := endpointState(h, "svc", aAddr); e.State != "healthy" {
+		t.Fatalf("endpoint %+v %+v: the check did not go to the health port", e, e.HealthCheck)
+	}
+
+	mgmt.status.Store(503)
+	eventually(t, 5*time.Second, "the endpoint unhealthy", func() bool { return endpointState(h, "svc", aAddr).State == "unhealthy" })
+	if e := endpointState(h, "svc", aAddr); !strings.Contains(e.HealthCheck.LastError, "503") {
+		t.Fatalf("last error %q", e.HealthCheck.LastError)
+	}
+	// The endpoint's own port serves all along and never saw a check.
+	if body := readAll(t, mustGet(t, h.h1, "http://"+aAddr+"/x")); body != "a" {
+		t.Fatalf("the endpoint's own port answered %q", body)
+	}
+	if n := a.checks.Load(); n != 0 {
+		t.Fatalf("the endpoint's own port got %d checks", n)
+	}
+	if mgmt.checks.Load() < 2 {
+		t.Fatalf("the health port got %d checks", mgmt.checks.Load())
+	}
+}
+
+// A gRPC check with health_check.port asks the grpc.health.v1 server on
+// that port, not the one on the endpoint's own port.
+func TestHealthCheckPortGRPC(t *testing.T) {
+	serve := func() (*grpchealth.Server, string) {
+		lis, _ := netListen(t)
+		srv := grpc.NewServer()
+		hs := grpchealth.NewServer()
+		healthpb.RegisterHealthServer(srv, hs)
+		go srv.Serve(lis)
+		t.Cleanup(srv.Stop)
+		return hs, lis.Addr().String()
+	}
+	own, ep := serve()
+	mgmt, mgmtAddr := serve()
+	own.SetServingStatus("orders", healthpb.HealthCheckResponse_NOT_SERVING)
+	mgmt.SetServingStatus("orders", healthpb.HealthCheckResponse_SERVING)
+	_, port, _ := net.SplitHostPort(mgmtAddr)
+	p, _ := strconv.Atoi(port)
+	cl := config.Cluster{Endpoints: eps(ep), Protocol: config.ProtocolGRPC, HealthCheck: &config.HealthCheck{
+		Interval: 20 * time.Millisecond, HealthyThreshold: 1, UnhealthyThreshold: 1, Port: p,
+		GRPC: &config.GRPCHealthCheck{Service: "orders"},
+	}}
+	h := startProxy(t, simpleConfig(cl))
+	eventually(t, 5*time.Second, "checked healthy on the health port", func() bool {
+		e := endpointState(h, "svc", ep)
+		return e.HealthCheck != nil && e.HealthCheck.Checked && e.HealthCheck.Healthy
+	})
+	own.SetServingStatus("orders", healthpb.HealthCheckResponse_SERVING)
+	mgmt.SetServingStatus("orders", healthpb.HealthCheckResponse_NOT_SERVING)
+	eventually(t, 5*time.Second, "unhealthy", func() bool { return endpointState(h, "svc", ep).State == "unhealthy" })
+	if e := endpointState(h, "svc", ep); e.HealthCheck.LastError != "grpc: NOT_SERVING" {
+		t.Fatalf("last error %q", e.HealthCheck.LastError)
+	}
+}
+
+// A reload that changes only health_check.port replaces the checker: the
+// checks go to the new port from then on, and the endpoint's state
+// follows what that port answers.
+func TestHealthCheckPortChangeOnReload(t *testing.T) {
+	_, aAddr := newHealthyBackend(t, "a")
+	first, second := newHealthPort(t), newHealthPort(t)
+	second.status.Store(503)
+	cl := config.Cluster{Endpoints: eps(aAddr), HealthCheck: fastHealthCheck(), OutlierDetection: breaker.OutlierConfig{Disabled: true}}
+	cl.HealthCheck.Port = first.port
+	h := startProxy(t, simpleConfig(cl))
+	eventually(t, 5*time.Second, "checked on the first port", func() bool {
+		e := endpointState(h, "svc", aAddr)
+		return e.HealthCheck != nil && e.HealthCheck.Checked && e.State == "healthy"
+	})
+	before := h.p.res["svc"].hc
+
+	moved := cl
+	moved.HealthCheck = fastHealthCheck()
+	moved.HealthCheck.Port = second.port
+	if err := h.p.Apply(simpleConfig(moved)); err != nil {
+		t.Fatal(err)
+	}
+	if h.p.res["svc"].hc == before {
+		t.Fatal("a port change kept the old checker")
+	}
+	// Apply closed the old checker; at most a check already on the wire
+	// still reaches the first port.
+	firstChecks := first.checks.Load()
+	eventually(t, 5*time.Second, "the endpoint unhealthy on the second port", func() bool {
+		return endpointState(h, "svc", aAddr).State == "unhealthy"
+	})
+	eventually(t, 5*time.Second, "several checks on the second port", func() bool { return second.checks.Load() >= 5 })
+	if n := first.checks.Load() - firstChecks; n > 1 {
+		t.Fatalf("the first port got %d checks after the reload", n)
+	}
+
+	// And back: the endpoint passes again once the checks reach the
+	// first port.
+	if err := h.p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the endpoint healthy on the first port again", func() bool {
+		return endpointState(h, "svc", aAddr).State == "healthy"
+	})
+}
+
+// http.request_headers arrive with every check, over HTTP/1.1 for http1
+// clusters and over h2c for http2 clusters; append adds a value, and a
+// user-agent entry replaces the default one.
+func TestHealthCheckRequestHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		protocol config.Protocol
+		proto    string
+	}{{config.ProtocolHTTP1, "HTTP/1.1"}, {config.ProtocolHTTP2, "HTTP/2.0"}} {
+		t.Run(string(tc.protocol), func(t *testing.T) {
+			hp := newHealthPort(t)
+			hc := fastHealthCheck()
+			hc.HTTP.RequestHeaders = config.HeaderValues{
+				{Name: "x-health-token", Value: "s3cret"},
+				{Name: "x-probe", Value: "one"},
+				{Name: "x-probe", Value: "two", Append: true},
+				{Name: "user-agent", Value: "kube-probe/1.31"},
+			}
+			cl := config.Cluster{Endpoints: eps(hp.addr), Protocol: tc.protocol, HealthCheck: hc}
+			startProxy(t, simpleConfig(cl))
+			eventually(t, 5*time.Second, "a check", func() bool { return hp.checks.Load() > 0 })
+			proto, hdr := hp.last()
+			if proto != tc.proto || hdr.Get("X-Health-Token") != "s3cret" || !slices.Equal(hdr.Values("X-Probe"), []string{"one", "two"}) ||
+				!slices.Equal(hdr.Values("User-Agent"), []string{"kube-probe/1.31"}) {
+				t.Fatalf("check %s %v", proto, hdr)
+			}
+		})
+	}
+}
+
+func TestCheckHeaders(t *testing.T) {
+	if h := checkHeaders(nil); h != nil {
+		t.Fatalf("no headers: %v", h)
+	}
+	h := checkHeaders(config.HeaderValues{
+		{Name: "x-a", Value: "1"}, {Name: "X-A", Value: "2"}, // replaces
+		{Name: "x-b", Value: "1"}, {Name: "x-b", Value: "2", Append: true},
+	})
+	if !slices.Equal(h.Values("X-A"), []string{"2"}) || !slices.Equal(h.Values("X-B"), []string{"1", "2"}) || len(h) != 2 {
+		t.Fatalf("checkHeaders = %v", h)
 	}
 }

@@ -3,8 +3,11 @@ package config
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestParseHealthCheck(t *testing.T) {
@@ -104,5 +107,135 @@ func TestHealthCheckDefaults(t *testing.T) {
 	}
 	if got := cfg.Clusters["a"].HealthCheck; !reflect.DeepEqual(got, want) {
 		t.Fatalf("Parse: got %+v %+v", got, got.HTTP)
+	}
+}
+
+// port and http.request_headers parse in both header spellings, are left
+// alone by the defaults (zero port: each endpoint's own), and show in the
+// effective config.
+func TestParseHealthCheckPortAndHeaders(t *testing.T) {
+	src := `clusters:
+  a:
+    endpoints: [10.0.0.1:8080]
+    health_check:
+      port: 9901
+      http:
+        path: /healthz
+        request_headers: {x-token: s3cret, authorization: "Bearer abc"}
+  b:
+    endpoints: [10.0.0.2:8080]
+    protocol: grpc
+    health_check:
+      port: 8081
+      http:
+        request_headers:
+          - {name: x-probe, value: one}
+          - {name: x-probe, value: two, append: true}
+          - {name: user-agent, value: kube-probe/1.31}
+  c:
+    endpoints: [10.0.0.3:8080]
+    health_check: {port: 1, tcp: {}}
+  d:
+    endpoints: [10.0.0.4:8080]
+    health_check: {http: {}}
+`
+	cfg, err := Parse([]byte(src), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := cfg.Clusters["a"].HealthCheck
+	if a.Port != 9901 || !reflect.DeepEqual(a.HTTP.RequestHeaders, HeaderValues{
+		{Name: "authorization", Value: "Bearer abc"}, {Name: "x-token", Value: "s3cret"}}) {
+		t.Errorf("a: port %d, headers %+v", a.Port, a.HTTP.RequestHeaders)
+	}
+	b := cfg.Clusters["b"].HealthCheck
+	if b.Port != 8081 || !reflect.DeepEqual(b.HTTP.RequestHeaders, HeaderValues{
+		{Name: "x-probe", Value: "one"}, {Name: "x-probe", Value: "two", Append: true}, {Name: "user-agent", Value: "kube-probe/1.31"}}) {
+		t.Errorf("b: port %d, headers %+v", b.Port, b.HTTP.RequestHeaders)
+	}
+	if c := cfg.Clusters["c"].HealthCheck; c.Port != 1 || c.TCP == nil {
+		t.Errorf("c: %+v", c)
+	}
+	if d := cfg.Clusters["d"].HealthCheck; d.Port != 0 || d.HTTP.RequestHeaders != nil {
+		t.Errorf("d: defaults set port %d, headers %+v", d.Port, d.HTTP.RequestHeaders)
+	}
+
+	eff, err := EffectiveJSON(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"port": 9901`, `"port": 0`, `"name": "x-token"`, `"value": "kube-probe/1.31"`} {
+		if !strings.Contains(string(eff), want) {
+			t.Errorf("effective config lacks %s", want)
+		}
+	}
+	// The effective form of the HTTP block reads back the same.
+	js, err := json.Marshal(b.HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back HTTPHealthCheck
+	if err := json.Unmarshal(js, &back); err != nil || !reflect.DeepEqual(&back, b.HTTP) {
+		t.Errorf("json round trip: %+v, %v", back, err)
+	}
+	// Without headers the block's JSON is as it was.
+	if js, _ := json.Marshal(cfg.Clusters["d"].HealthCheck.HTTP); strings.Contains(string(js), "request_headers") {
+		t.Errorf("empty request_headers rendered: %s", js)
+	}
+}
+
+// Every refused request header says which entry and why; the names and
+// values a check may send are accepted.
+func TestHealthCheckRequestHeaderRules(t *testing.T) {
+	for _, tc := range []struct {
+		hv   HeaderValue
+		path string // after clusters.a.health_check.http.request_headers[0]
+		msg  string
+	}{
+		{HeaderValue{Name: "", Value: "x"}, ".name", "header name is required"},
+		{HeaderValue{Name: "x y", Value: "x"}, ".name", `invalid header name "x y"`},
+		{HeaderValue{Name: ":authority", Value: "x"}, ".name", `pseudo-header ":authority" cannot be set: the check's path and host make them`},
+		{HeaderValue{Name: "Host", Value: "x"}, ".name", `header "Host" cannot be set here: use http.host`},
+		{HeaderValue{Name: "connection", Value: "close"}, ".name", `header "connection" is connection-specific (hop-by-hop): the sidecar manages the check's connection`},
+		{HeaderValue{Name: "Keep-Alive", Value: "1"}, ".name", `header "Keep-Alive" is connection-specific (hop-by-hop)`},
+		{HeaderValue{Name: "proxy-connection", Value: "1"}, ".name", `header "proxy-connection" is connection-specific (hop-by-hop)`},
+		{HeaderValue{Name: "transfer-encoding", Value: "chunked"}, ".name", `header "transfer-encoding" is connection-specific (hop-by-hop)`},
+		{HeaderValue{Name: "upgrade", Value: "h2c"}, ".name", `header "upgrade" is connection-specific (hop-by-hop)`},
+		{HeaderValue{Name: "TE", Value: "trailers"}, ".name", `header "TE" is connection-specific (hop-by-hop)`},
+		{HeaderValue{Name: "trailer", Value: "x"}, ".name", `header "trailer" describes a body, and a check's GET has none`},
+		{HeaderValue{Name: "content-length", Value: "0"}, ".name", `header "content-length" describes a body, and a check's GET has none`},
+		{HeaderValue{Name: "x-a", Value: "a\r\nb"}, ".value", `invalid header value "a\r\nb" (no control characters)`},
+		{HeaderValue{Name: "User-Agent", Value: "x", Append: true}, ".append", "a request has one User-Agent: set it without append to replace outrigger-health-check"},
+	} {
+		cfg := Config{Clusters: map[string]Cluster{"a": {Endpoints: []Endpoint{{Address: "10.0.0.1:80"}},
+			HealthCheck: &HealthCheck{HTTP: &HTTPHealthCheck{RequestHeaders: HeaderValues{tc.hv}}}}}}
+		want := "clusters.a.health_check.http.request_headers[0]" + tc.path + ": " + tc.msg
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%+v: Validate() = %v, want %s", tc.hv, err, want)
+		}
+	}
+	ok := Config{Clusters: map[string]Cluster{"a": {Endpoints: []Endpoint{{Address: "10.0.0.1:80"}},
+		HealthCheck: &HealthCheck{Port: 65535, HTTP: &HTTPHealthCheck{RequestHeaders: HeaderValues{
+			{Name: "Authorization", Value: "Bearer x"}, {Name: "user-agent", Value: "probe"},
+			{Name: "x-empty", Value: ""}, {Name: "x-a", Value: "1"}, {Name: "x-a", Value: "2", Append: true}}}}}}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("valid headers refused: %v", err)
+	}
+}
+
+// A config written back to YAML spells statuses as it reads them (the
+// fuzz test's round trip relies on it).
+func TestStatusRangeYAMLRoundTrip(t *testing.T) {
+	in := HTTPHealthCheck{ExpectedStatuses: []StatusRange{{200, 200}, {300, 399}}}
+	out, err := yaml.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "- 200\n") || !strings.Contains(string(out), "- 300-399\n") {
+		t.Fatalf("yaml:\n%s", out)
+	}
+	var back HTTPHealthCheck
+	if err := yaml.Unmarshal(out, &back); err != nil || !reflect.DeepEqual(back.ExpectedStatuses, in.ExpectedStatuses) {
+		t.Fatalf("round trip: %+v, %v", back.ExpectedStatuses, err)
 	}
 }

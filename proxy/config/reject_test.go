@@ -71,6 +71,48 @@ listeners:
       tcp: {}
       intervall: 1s
 `, `t.yaml:7: clusters.a.health_check.intervall: unknown key "intervall" (did you mean "interval"?)`},
+		{"health check port out of range", okCluster + `    health_check:
+      port: 65536
+      tcp: {}
+`, `t.yaml:6: clusters.a.health_check.port: must be a port from 1 to 65535 (0 means each endpoint's own port), got 65536`},
+		{"health check negative port", okCluster + `    health_check: {port: -80, grpc: {}}
+    protocol: grpc
+`, `t.yaml:5: clusters.a.health_check.port: must be a port from 1 to 65535 (0 means each endpoint's own port), got -80`},
+		{"health check port not a number", okCluster + `    health_check:
+      port: admin
+      tcp: {}
+`, `t.yaml:6: clusters.a.health_check.port: expected an integer, got "admin"`},
+		{"health check header hop-by-hop", okCluster + `    health_check:
+      http:
+        request_headers: {connection: close}
+`, `t.yaml:7: clusters.a.health_check.http.request_headers[0].name: header "connection" is connection-specific (hop-by-hop): the sidecar manages the check's connection`},
+		{"health check header host", okCluster + `    health_check:
+      http:
+        request_headers:
+          - {name: x-ok, value: "1"}
+          - {name: Host, value: orders.internal}
+`, `t.yaml:9: clusters.a.health_check.http.request_headers[1].name: header "Host" cannot be set here: use http.host`},
+		{"health check pseudo-header", okCluster + `    health_check:
+      http:
+        request_headers: {":path": /x}
+`, `t.yaml:7: clusters.a.health_check.http.request_headers[0].name: pseudo-header ":path" cannot be set: the check's path and host make them`},
+		{"health check header bad name", okCluster + `    health_check:
+      http:
+        request_headers: {"x token": abc}
+`, `t.yaml:7: clusters.a.health_check.http.request_headers[0].name: invalid header name "x token"`},
+		{"health check header bad value", okCluster + `    health_check:
+      http:
+        request_headers:
+          - {name: x-token, value: "a\nb"}
+`, `t.yaml:8: clusters.a.health_check.http.request_headers[0].value: invalid header value "a\nb" (no control characters)`},
+		{"health check header unknown key", okCluster + `    health_check:
+      http:
+        request_headers:
+          - {name: x-token, valeu: abc}
+`, `t.yaml:8: clusters.a.health_check.http.request_headers[0].valeu: unknown key "valeu" (expected name, value or append)`},
+		{"health check headers on a tcp check", okCluster + `    health_check:
+      tcp: {request_headers: {x-a: "1"}}
+`, `t.yaml:6: clusters.a.health_check.tcp.request_headers: unknown key "request_headers"`},
 		{"endpoint without port", `
 clusters:
   payments:

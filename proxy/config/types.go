@@ -263,6 +263,15 @@ type HealthCheck struct {
 	// endpoint unhealthy. Zero means 3.
 	UnhealthyThreshold int `yaml:"unhealthy_threshold" json:"unhealthy_threshold"`
 
+	// Port is the port every endpoint is checked on in place of its own
+	// (Envoy's health_check_config.port_value), for an app that answers
+	// checks on a management port: each check dials the endpoint's host
+	// on this port, for http, grpc and tcp checks alike. The endpoint is
+	// still known by its own address (in /clusters, metrics and logs, and
+	// when a reload carries its state over). 1-65535; zero means each
+	// endpoint's own port.
+	Port int `yaml:"port" json:"port"`
+
 	// HTTP checks with a GET over the cluster's protocol (HTTP/1.1, or
 	// HTTP/2 for http2 and grpc clusters) and its TLS settings.
 	HTTP *HTTPHealthCheck `yaml:"http" json:"http,omitempty"`
@@ -287,12 +296,35 @@ type HTTPHealthCheck struct {
 	// ExpectedStatuses are the statuses that pass: each is a status
 	// (200) or an inclusive range ("200-299"). Empty means 200 only.
 	ExpectedStatuses []StatusRange `yaml:"expected_statuses" json:"expected_statuses,omitempty"`
+
+	// RequestHeaders are added to every check's request, over HTTP/1.1
+	// and HTTP/2 alike (Envoy's request_headers_to_add): a token the
+	// health endpoint asks for, say. Spelled as a route's
+	// request_headers.add: a mapping {name: value}, or a list of {name,
+	// value, append} where append adds a value next to one an earlier
+	// entry set. A user-agent entry replaces outrigger-health-check
+	// (without append: a request has one User-Agent). Host (set by Host),
+	// pseudo-headers, and the headers of a connection or of a body
+	// (connection, keep-alive, proxy-connection, transfer-encoding,
+	// upgrade, te, trailer, content-length) are refused. Empty means
+	// none.
+	RequestHeaders HeaderValues `yaml:"request_headers" json:"request_headers,omitempty"`
 }
 
 // StatusRange is the HTTP statuses Lo to Hi, both included. In YAML it is
 // a number (one status) or a string "lo-hi".
 type StatusRange struct {
 	Lo, Hi int
+}
+
+// MarshalYAML writes a range as the YAML spells it, 200 or "200-299",
+// so that a config written back to YAML parses again (UnmarshalYAML, in
+// yaml.go, reads no other form).
+func (r StatusRange) MarshalYAML() (any, error) {
+	if r.Lo == r.Hi {
+		return r.Lo, nil
+	}
+	return r.String(), nil
 }
 
 // GRPCHealthCheck is a gRPC health check (the grpc.health.v1 protocol): it

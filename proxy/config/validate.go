@@ -161,6 +161,9 @@ func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 			p.addf(path+"."+t.key, "must be from 1 to %d (0 means the default), got %d", MaxHealthCheckThreshold, t.v)
 		}
 	}
+	if h.Port < 0 || h.Port > 65535 {
+		p.addf(path+".port", "must be a port from 1 to 65535 (0 means each endpoint's own port), got %d", h.Port)
+	}
 	kinds := present(field{"http", h.HTTP != nil}, field{"grpc", h.GRPC != nil}, field{"tcp", h.TCP != nil})
 	switch len(kinds) {
 	case 0:
@@ -188,7 +191,43 @@ func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 				p.addf(indexPath(path+".http.expected_statuses", i), "must be a status or a rising range within 100-599, got %s", r)
 			}
 		}
+		for i, hv := range hc.RequestHeaders {
+			ip := indexPath(path+".http.request_headers", i)
+			if msg := checkHealthCheckHeader(hv.Name); msg != "" {
+				p.add(ip+".name", msg)
+			}
+			if !httpguts.ValidHeaderFieldValue(hv.Value) {
+				p.addf(ip+".value", "invalid header value %q (no control characters)", hv.Value)
+			}
+			if hv.Append && strings.EqualFold(hv.Name, "user-agent") {
+				// net/http sends the first User-Agent and drops the rest.
+				p.add(ip+".append", "a request has one User-Agent: set it without append to replace outrigger-health-check")
+			}
+		}
 	}
+}
+
+// checkHealthCheckHeader returns why a health check cannot send a header
+// of this name, or "". The refused names are those net/http would drop
+// from the check's request or fail it for over HTTP/2 (RFC 9113 section
+// 8.2.2), and Host, which has a key of its own.
+func checkHealthCheckHeader(name string) string {
+	switch lower := strings.ToLower(name); {
+	case name == "":
+		return "header name is required"
+	case strings.HasPrefix(name, ":"):
+		return fmt.Sprintf("pseudo-header %q cannot be set: the check's path and host make them", name)
+	case !httpguts.ValidHeaderFieldName(name):
+		return fmt.Sprintf("invalid header name %q", name)
+	case lower == "host":
+		return fmt.Sprintf("header %q cannot be set here: use http.host", name)
+	case lower == "connection", lower == "keep-alive", lower == "proxy-connection",
+		lower == "transfer-encoding", lower == "upgrade", lower == "te":
+		return fmt.Sprintf("header %q is connection-specific (hop-by-hop): the sidecar manages the check's connection", name)
+	case lower == "trailer", lower == "content-length":
+		return fmt.Sprintf("header %q describes a body, and a check's GET has none", name)
+	}
+	return ""
 }
 
 // field is a key and whether it is set.
