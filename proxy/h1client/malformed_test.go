@@ -31,6 +31,7 @@ func TestMalformedResponses(t *testing.T) {
 		{name: "signed length", resp: ok + "Content-Length: +5\r\n\r\nhello", wantErr: "invalid Content-Length"},
 		{name: "huge length", resp: ok + "Content-Length: 99999999999999999999\r\n\r\n", wantErr: "invalid Content-Length"},
 		{name: "unsupported coding", resp: ok + "Transfer-Encoding: gzip\r\n\r\n", wantErr: "unsupported transfer encoding"},
+		{name: "Kelvin sign in chunked", resp: ok + "Transfer-Encoding: chun\u212aed\r\n\r\n5\r\nhello\r\n0\r\n\r\n", wantErr: "unsupported transfer encoding"},
 		{name: "chunked twice", resp: ok + "Transfer-Encoding: chunked, chunked\r\n\r\n", wantErr: "unsupported transfer encoding"},
 		{name: "coding in HTTP/1.0", resp: "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", wantErr: "HTTP/1.0 response"},
 		{name: "bad chunk size", resp: ok + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", wantErr: "invalid chunk size", inBody: true},

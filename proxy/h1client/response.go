@@ -244,7 +244,10 @@ func framing(resp *http.Response, method string) (int, error) {
 			// means the framing is faulty.
 			return 0, errors.New("h1client: Transfer-Encoding in an HTTP/1.0 response")
 		}
-		if len(te) != 1 || !strings.EqualFold(strings.Trim(te[0], " \t"), "chunked") {
+		// ASCII case folding, as net/http's: strings.EqualFold would take
+		// "chun\u212aed" (a Kelvin sign) for chunked, which a stricter
+		// hop would not.
+		if len(te) != 1 || !wire.EqualFold(wire.TrimOWS(te[0]), "chunked") {
 			return 0, fmt.Errorf("h1client: unsupported transfer encoding %q", clip(strings.Join(te, ", ")))
 		}
 		chunked = true
