@@ -1,7 +1,10 @@
 package health
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 )
@@ -64,4 +67,36 @@ func BenchmarkHealthy(b *testing.B) {
 			parallelSink.Add(int64(n))
 		})
 	})
+}
+
+// BenchmarkHTTPCheck is one HTTP/1.1 check on a kept connection to a
+// loopback server, without and with request headers (each check sends a
+// copy of the prober's header).
+func BenchmarkHTTPCheck(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	for _, bc := range []struct {
+		name   string
+		header http.Header
+	}{
+		{"no headers", nil},
+		{"three headers", http.Header{"Authorization": {"Bearer abc"}, "X-Health-Token": {"s3cret"}, "Accept": {"application/json"}}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := fastConfig(HTTP)
+			cfg.Headers = bc.header
+			c, err := New(cfg, []string{srv.Listener.Addr().String()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.check(ctx, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -66,10 +66,12 @@ type Config struct {
 	HTTP2    bool          // HTTP/2 (h2c prior knowledge, or h2 over TLS with ALPN) instead of HTTP/1.1
 	// Headers are sent with every HTTP check, over HTTP/1.1 and HTTP/2
 	// alike (Envoy's request_headers_to_add); a User-Agent among them
-	// replaces outrigger-health-check. Nil means none. Host (see Host),
-	// pseudo-headers, and the headers that describe a connection or a
-	// body rather than the request (see forbiddenHeaders) are refused:
-	// net/http would drop them or fail the request over HTTP/2.
+	// replaces outrigger-health-check. Nil means none. Refused: Host (see
+	// Host), pseudo-headers, the connection-specific headers (Connection,
+	// Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade, TE) and
+	// those of a body (Trailer, Content-Length), which net/http would
+	// drop or fail the request for over HTTP/2, and more than one
+	// User-Agent value.
 	Headers http.Header
 
 	// GRPC
