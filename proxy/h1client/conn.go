@@ -61,6 +61,13 @@ type conn struct {
 	// deadline changes check it afterwards (see setReadDeadline).
 	cancelled atomic.Bool
 	closed    atomic.Bool
+
+	// peekFn is c.peek, bound at the first check of the connection
+	// before a request, so that later checks allocate no closure;
+	// peekOK is its answer. Only the goroutine that took c uses them
+	// (a sweep peeks with a closure of its own).
+	peekFn func(fd uintptr)
+	peekOK bool
 }
 
 // HandshakeError is a TLS connection to an upstream that could not be
@@ -274,5 +281,14 @@ const peekAfter = time.Second
 // before reuse: the socket neither closed by the peer nor holding
 // unsolicited bytes (see peekAlive).
 func (c *conn) alive() bool {
-	return c.raw == nil || peekAlive(c.raw, c.tlsState != nil)
+	if c.raw == nil {
+		return true
+	}
+	if c.peekFn == nil {
+		c.peekFn = c.peek
+	}
+	c.peekOK = false
+	return c.raw.Control(c.peekFn) == nil && c.peekOK
 }
+
+func (c *conn) peek(fd uintptr) { c.peekOK = peekFD(fd, c.tlsState != nil) }

@@ -90,7 +90,13 @@
 // idleness, a non-blocking MSG_PEEK on its socket (Linux and macOS, through
 // syscall.RawConn when the net.Conn exposes SyscallConn) finds one the peer
 // has closed, or one with unsolicited bytes, and discards it; shorter idle
-// spells skip the check, so a busy connection costs no extra system call.
+// spells skip the check, so a busy connection costs no extra system call,
+// except for a request that could not be sent again (below): a POST, or
+// a body without GetBody, is never written into a connection the server
+// closed right after its last response without saying so (RFC 9112
+// §9.3.1), so every connection it reuses, from the idle list or handed
+// over at MaxConnsPerHost, is peeked at first (one system call, no
+// allocation).
 // While any connection is idle, a sweep every second (a time.AfterFunc
 // timer: no goroutine lives between sweeps) peeks at each idle connection
 // the same way and closes those the server closed or that expired, so

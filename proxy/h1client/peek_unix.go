@@ -15,17 +15,19 @@ import "syscall"
 // connection is given the benefit of the doubt.
 func peekAlive(rc syscall.RawConn, underTLS bool) bool {
 	alive := true
-	err := rc.Control(func(fd uintptr) {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
-			alive = true
-		case err != nil, n == 0:
-			alive = false
-		default:
-			alive = underTLS
-		}
-	})
+	err := rc.Control(func(fd uintptr) { alive = peekFD(fd, underTLS) })
 	return err == nil && alive
+}
+
+// peekFD is peekAlive's look at the socket fd.
+func peekFD(fd uintptr, underTLS bool) bool {
+	var b [1]byte
+	n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
+		return true
+	case err != nil, n == 0:
+		return false
+	}
+	return underTLS
 }

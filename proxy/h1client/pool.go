@@ -88,8 +88,11 @@ func (t *Transport) host(u *url.URL) (*hostPool, error) {
 // getConn returns a connection for one exchange: the most recently idle
 // one that has not expired, else a new one, waiting at MaxConnsPerHost.
 // A deadline (zero: none) bounds the dial and the wait as the context
-// does.
-func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Time) (c *conn, wasIdle bool, idleTime time.Duration, err error) {
+// does. check asks for every connection used before to be checked
+// (peeked at) before it is returned, not only one idle for peekAfter:
+// the request cannot be sent again if a connection the server closed
+// fails it.
+func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Time, check bool) (c *conn, wasIdle bool, idleTime time.Duration, err error) {
 	for {
 		c = nil
 		now := t.now()
@@ -127,7 +130,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			// An idle connection holds no read buffer (release checked
 			// it was empty); bytes the server sent since are found by
 			// the peek.
-			if idleTime >= peekAfter && !c.alive() {
+			if (idleTime >= peekAfter || check) && !c.alive() {
 				c.discard()
 				continue
 			}
@@ -174,6 +177,10 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			return nil, false, 0, fmt.Errorf("h1client: waiting for a connection to %s: %w", hp.key.addr, context.Cause(ctx))
 		}
 		if c != nil {
+			if check && !c.alive() {
+				c.discard()
+				continue
+			}
 			return c, false, 0, nil
 		}
 		// A slot was handed over.

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -318,7 +320,7 @@ func TestHostForgottenWhenItsLastConnectionCloses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, _, err := tr.getConn(ctxTimeout(t, 100*time.Millisecond), stale, time.Time{})
+	c, _, _, err := tr.getConn(ctxTimeout(t, 100*time.Millisecond), stale, time.Time{}, false)
 	if err == nil {
 		c.discard()
 		t.Fatal("a second connection opened past MaxConnsPerHost 1")
@@ -358,5 +360,101 @@ func TestCloseDuringReadIsNotATimeout(t *testing.T) {
 	var ne net.Error
 	if !errors.Is(err, errBodyClosed) || errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("Read ended by Close returned %v, want %v", err, errBodyClosed)
+	}
+}
+
+// A request that cannot be sent again after a stale connection fails it
+// (a POST, or a body without GetBody) is not sent on an idle connection
+// the server has closed since its last response, however short the
+// idle spell: the server closed it without "Connection: close" (RFC 9112
+// §9.3.1 lets it), and a non-idempotent request written into it would
+// be lost (RFC 9110 §9.2.2 forbids sending it again).
+func TestRequestThatCannotBeResentSkipsClosedIdleConnection(t *testing.T) {
+	rs := closeAfterOne(t)
+	tr := newTransport(t, func(tr *Transport) { tr.noSweep = true }) // the closed connection must stay idle
+	url := "http://" + rs.addr
+	for i, mk := range []func() *http.Request{
+		func() *http.Request { return mustRequest(t, "POST", url, nil) },
+		func() *http.Request { return mustRequest(t, "POST", url, strings.NewReader("payload")) },
+		func() *http.Request {
+			// Idempotent, but its body cannot be rewound.
+			req := mustRequest(t, "PUT", url, nil)
+			req.Body = io.NopCloser(strings.NewReader("payload"))
+			req.ContentLength = 7
+			return req
+		},
+	} {
+		get(t, tr, url) // an idle connection, closed by the server at once
+		eventually(t, "the server's close to reach the idle connection", func() bool {
+			tr.mu.Lock()
+			defer tr.mu.Unlock()
+			for _, hp := range tr.hosts {
+				return len(hp.idle) == 1 && !peekAlive(hp.idle[0].raw, false)
+			}
+			return false
+		})
+		var reused []bool
+		req := mk()
+		req = req.WithContext(httptrace.WithClientTrace(ctxTimeout(t, 5*time.Second), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { reused = append(reused, info.Reused) },
+		}))
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("request %d (%s): %v", i, req.Method, err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if fmt.Sprint(reused) != "[false]" {
+			t.Fatalf("request %d: GotConn Reused %v, want a fresh connection", i, reused)
+		}
+	}
+}
+
+// A request sent again after a stale failure (a GET) needs no peek
+// before a short idle spell: the retry covers it, and a busy connection
+// costs no system call.
+func TestRetriableRequestNotPeekedAfterShortIdle(t *testing.T) {
+	rs := closeAfterOne(t)
+	tr := newTransport(t, func(tr *Transport) { tr.noSweep = true })
+	url := "http://" + rs.addr
+	get(t, tr, url)
+	eventually(t, "the server's close to reach the idle connection", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		for _, hp := range tr.hosts {
+			return len(hp.idle) == 1 && !peekAlive(hp.idle[0].raw, false)
+		}
+		return false
+	})
+	var reused []bool
+	req := mustRequest(t, "GET", url, nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { reused = append(reused, info.Reused) },
+	}))
+	if _, body := do(t, tr, req); body != "1" || fmt.Sprint(reused) != "[true]" {
+		t.Fatalf("body %q, GotConn Reused %v: want the stale connection taken and the GET sent again", body, reused)
+	}
+}
+
+// The check made before every request that cannot be sent again costs a
+// system call and no allocation.
+func TestAliveCheckAllocatesNothing(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {})
+	tr := newTransport(t)
+	get(t, tr, s.URL)
+	tr.mu.Lock()
+	var c *conn
+	for _, hp := range tr.hosts {
+		c = hp.idle[0]
+	}
+	tr.mu.Unlock()
+	if c.raw == nil {
+		t.Skip("the connection exposes no socket to peek at")
+	}
+	if !c.alive() {
+		t.Fatal("a live idle connection was found dead")
+	}
+	if a := testing.AllocsPerRun(100, func() { c.alive() }); a != 0 {
+		t.Fatalf("%v allocations per check, want 0", a)
 	}
 }

@@ -177,11 +177,17 @@ func (t *Transport) roundTrip(ctx context.Context, req *http.Request, o *outgoin
 	if ev.trace != nil && ev.trace.GetConn != nil {
 		ev.trace.GetConn(hp.key.addr)
 	}
+	// A request that is not sent again when a stale connection fails it
+	// (see exchange's stale) is not sent on one the server has closed:
+	// every reused connection is checked for it, not only those idle
+	// for peekAfter. One system call per such request; the others rely
+	// on the retry.
+	check := !o.idempotent || o.length != 0 && req.GetBody == nil
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("h1client: %w", context.Cause(ctx))
 		}
-		c, wasIdle, idleTime, err := t.getConn(ctx, hp, deadline)
+		c, wasIdle, idleTime, err := t.getConn(ctx, hp, deadline, check)
 		if err != nil {
 			return nil, err
 		}
