@@ -1,0 +1,277 @@
+package h2client
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// answer is what a raw server saw the client send after it misbehaved:
+// the first RST_STREAM or GOAWAY.
+type answer struct {
+	rst    bool // RST_STREAM, else GOAWAY
+	code   http2.ErrCode
+	stream uint32
+}
+
+// misbehave starts a raw server whose first request is answered by
+// serve; it then reports the client's first RST_STREAM or GOAWAY, and,
+// when that was a RST_STREAM, answers the next request "after" to show
+// the connection still works. The client's request and that follow-up
+// go through one Transport; what the first request got is returned.
+func misbehave(t *testing.T, settings []http2.Setting, req func(addr string) *http.Request, serve func(rc *rawConn, id uint32)) (answer, error, *Transport, *rawServer) {
+	t.Helper()
+	got := make(chan answer, 1)
+	s := startRaw(t, settings, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		serve(rc, h.StreamID)
+		f, err := rc.readUntil(func(f http2.Frame) bool {
+			switch f.(type) {
+			case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+				return true
+			}
+			return false
+		})
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			got <- answer{rst: true, code: f.ErrCode, stream: f.StreamID}
+		case *http2.GoAwayFrame:
+			got <- answer{code: f.ErrCode}
+			io.Copy(io.Discard, rc)
+			return
+		}
+		for {
+			h, err := rc.readRequestHeaders()
+			if err != nil {
+				return
+			}
+			rc.respond(h.StreamID, "after")
+		}
+	})
+	tr := newTransport(t)
+	var r *http.Request
+	if req != nil {
+		r = req(s.addr)
+	} else {
+		r, _ = http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
+	}
+	resp, err := tr.RoundTrip(r)
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	var a answer
+	select {
+	case a = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client sent neither RST_STREAM nor GOAWAY")
+	}
+	return a, err, tr, s
+}
+
+func wantGoAway(t *testing.T, a answer, err error, code http2.ErrCode) {
+	t.Helper()
+	if a.rst || a.code != code {
+		t.Fatalf("client answered %+v, want GOAWAY %v", a, code)
+	}
+	if err == nil {
+		t.Fatal("the request did not fail")
+	}
+}
+
+func wantReset(t *testing.T, a answer, err error, code http2.ErrCode, tr *Transport, s *rawServer) {
+	t.Helper()
+	if !a.rst || a.code != code {
+		t.Fatalf("client answered %+v, want RST_STREAM %v", a, code)
+	}
+	var se http2.StreamError
+	if !errors.As(err, &se) || se.Code != code {
+		t.Fatalf("err = %v, want a %v StreamError", err, code)
+	}
+	if _, body := get(t, tr, "http://"+s.addr+"/"); body != "after" {
+		t.Fatalf("next request got %q", body)
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want the first one kept", n)
+	}
+}
+
+func TestSettingsErrors(t *testing.T) {
+	t.Run("MAX_FRAME_SIZE below 16384", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxFrameSize, Val: 16383})
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
+	t.Run("MAX_FRAME_SIZE above 2^24-1", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 24})
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
+	t.Run("INITIAL_WINDOW_SIZE above 2^31-1", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 31})
+		})
+		wantGoAway(t, a, err, http2.ErrCodeFlowControl)
+	})
+	t.Run("INITIAL_WINDOW_SIZE overflowing an open stream's window", func(t *testing.T) {
+		req := func(addr string) *http.Request {
+			pr, pw := io.Pipe()
+			t.Cleanup(func() { pw.Close() })
+			r, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+addr+"/", pr)
+			return r
+		}
+		a, err, _, _ := misbehave(t, nil, req, func(rc *rawConn, id uint32) {
+			rc.fr.WriteWindowUpdate(id, maxWindow-initialPeerWindow)
+			rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: initialPeerWindow + 1})
+		})
+		wantGoAway(t, a, err, http2.ErrCodeFlowControl)
+	})
+	t.Run("ENABLE_PUSH 2", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 2})
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
+}
+
+func TestFlowControlErrors(t *testing.T) {
+	t.Run("stream WINDOW_UPDATE of 0", func(t *testing.T) {
+		a, err, tr, s := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.headers(id, false, ":status", "200")
+			rc.fr.AllowIllegalWrites = true
+			rc.fr.WriteWindowUpdate(id, 0)
+		})
+		wantReset(t, a, err, http2.ErrCodeProtocol, tr, s)
+	})
+	t.Run("connection WINDOW_UPDATE of 0", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.headers(id, false, ":status", "200")
+			rc.fr.AllowIllegalWrites = true
+			rc.fr.WriteWindowUpdate(0, 0)
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
+	t.Run("connection window overflow", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.headers(id, false, ":status", "200")
+			rc.fr.WriteWindowUpdate(0, maxWindow)
+		})
+		wantGoAway(t, a, err, http2.ErrCodeFlowControl)
+	})
+	t.Run("stream window overflow", func(t *testing.T) {
+		a, err, tr, s := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.headers(id, false, ":status", "200")
+			rc.fr.WriteWindowUpdate(id, maxWindow)
+		})
+		wantReset(t, a, err, http2.ErrCodeFlowControl, tr, s)
+	})
+}
+
+func TestFramesOnWrongStreams(t *testing.T) {
+	t.Run("DATA on stream 0", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			// The Framer refuses to write it: by hand.
+			rc.Write([]byte{0, 0, 1, 0, 0, 0, 0, 0, 0, 'x'})
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
+	t.Run("HEADERS on a stream never opened", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.headers(id+2, true, ":status", "200")
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
+	t.Run("HEADERS on a server stream", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.headers(2, true, ":status", "200")
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
+	t.Run("frame beyond MAX_FRAME_SIZE", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.headers(id, false, ":status", "200")
+			rc.fr.WriteData(id, false, make([]byte, defaultMaxFrame+1))
+		})
+		wantGoAway(t, a, err, http2.ErrCodeFrameSize)
+	})
+	t.Run("padding longer than the frame", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.headers(id, false, ":status", "200")
+			rc.Write([]byte{0, 0, 2, 0, 0x8, 0, 0, 0, byte(id), 5, 'x'})
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
+	t.Run("duplicated :status", func(t *testing.T) {
+		a, err, tr, s := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.headers(id, true, ":status", "200", ":status", "204")
+		})
+		wantReset(t, a, err, http2.ErrCodeProtocol, tr, s)
+	})
+}
+
+// A server that sends DATA beyond the stream window it was given has the
+// stream reset with FLOW_CONTROL_ERROR (RFC 9113 §6.9.1); the data within
+// the window stays readable. The client's unread body keeps the stream
+// window from being given back.
+func TestDataBeyondTheStreamWindow(t *testing.T) {
+	codes := make(chan answer, 2)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		rc.headers(h.StreamID, false, ":status", "200")
+		chunk := make([]byte, defaultMaxFrame)
+		for sent := 0; sent <= streamWindow; sent += len(chunk) {
+			if rc.fr.WriteData(h.StreamID, false, chunk) != nil {
+				return
+			}
+		}
+		for range 1 {
+			f, err := rc.readUntil(func(f http2.Frame) bool {
+				switch f.(type) {
+				case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+					return true
+				}
+				return false
+			})
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.RSTStreamFrame:
+				codes <- answer{rst: true, code: f.ErrCode, stream: f.StreamID}
+			case *http2.GoAwayFrame:
+				codes <- answer{code: f.ErrCode}
+			}
+		}
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := recv(t, codes); !a.rst || a.code != http2.ErrCodeFlowControl {
+		t.Fatalf("first answer %+v, want RST_STREAM FLOW_CONTROL_ERROR", a)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	var se http2.StreamError
+	if n != streamWindow || !errors.As(err, &se) || se.Code != http2.ErrCodeFlowControl {
+		t.Fatalf("read %d bytes, then %v; want the window's %d bytes, then FLOW_CONTROL_ERROR", n, err, streamWindow)
+	}
+}
