@@ -16,7 +16,11 @@
 // first stream, and no request dials twice: a server that allows no
 // streams is an error, not a loop of dials. A dial runs on the context
 // of the request that started it; when that context ends first, the
-// requests that waited for it try again, one of them dialling. Dial returns a ready connection — plain TCP for h2c,
+// requests that waited for it try again, one of them dialling. A
+// request whose slot a lowered SETTINGS_MAX_CONCURRENT_STREAMS took away
+// before its HEADERS were queued (the acknowledgement goes first, and
+// the server may count on the new limit from then on, RFC 9113 §6.5.3)
+// goes to another connection. Dial returns a ready connection — plain TCP for h2c,
 // or TLS that negotiated "h2" — and the Transport runs the handshake on
 // it: client preface, SETTINGS (ENABLE_PUSH 0, INITIAL_WINDOW_SIZE 1 MiB,
 // MAX_HEADER_LIST_SIZE), a connection WINDOW_UPDATE to 4 MiB, and it

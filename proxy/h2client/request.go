@@ -234,8 +234,9 @@ var unindexed = map[string]bool{
 	"x-amzn-trace-id":     true,
 }
 
-// errUnusable fails a request whose reserved connection went away before
-// the request was queued; it is retried.
+// errUnusable fails a request whose reserved connection went away, or
+// lost the slot to a lowered SETTINGS_MAX_CONCURRENT_STREAMS, before the
+// request was queued; it is retried.
 var errUnusable = errors.New("h2client: connection no longer usable")
 
 // ErrHeaderListTooLarge fails a request whose header list, or whose
@@ -310,6 +311,16 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 	}
 	c.mu.Lock()
 	if c.closed || c.goAway {
+		c.releaseLocked()
+		c.unlock()
+		return nil, true, errUnusable
+	}
+	if uint32(len(c.streams)) >= c.maxStreams {
+		// The server lowered SETTINGS_MAX_CONCURRENT_STREAMS after the
+		// slot was reserved, and its acknowledgement is already queued
+		// ahead of these HEADERS: the server may count on the new limit
+		// (RFC 9113 §5.1.2, §6.5.3). Nothing was sent; another
+		// connection takes the request.
 		c.releaseLocked()
 		c.unlock()
 		return nil, true, errUnusable

@@ -1,0 +1,120 @@
+package h2client
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// A server that lowers SETTINGS_MAX_CONCURRENT_STREAMS below the streams
+// it already has gets no new stream on that connection once the client
+// has acknowledged the change (RFC 9113 §5.1.2, §6.5.3): not even from a
+// request that had taken a slot before the SETTINGS arrived. The request
+// goes to another connection; the open stream carries on.
+func TestLoweredMaxConcurrentStreamsHoldsForRequestsAlreadyPlaced(t *testing.T) {
+	lower := make(chan struct{})
+	violations := make(chan uint32, 4)
+	release := newGate()
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		if n > 0 {
+			for {
+				h, err := rc.readRequestHeaders()
+				if err != nil {
+					return
+				}
+				rc.respond(h.StreamID, "second")
+			}
+		}
+		first, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		<-lower
+		rc.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1})
+		acked := false
+		var wmu sync.Mutex // the Framer's writes, from two goroutines
+		go func() {
+			<-release.ch
+			wmu.Lock()
+			rc.respond(first.StreamID, "first")
+			wmu.Unlock()
+		}()
+		for {
+			f, err := rc.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				acked = acked || f.IsAck()
+			case *http2.MetaHeadersFrame:
+				if acked {
+					violations <- f.StreamID
+				}
+				wmu.Lock()
+				rc.fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+				wmu.Unlock()
+			}
+		}
+	})
+	t.Cleanup(release.open)
+	tr := newTransport(t)
+	firstDone := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/first", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			firstDone <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		firstDone <- string(b)
+	}()
+	eventually(t, "the first stream", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		hp := tr.hosts[s.addr]
+		if hp == nil || len(hp.conns) != 1 {
+			return false
+		}
+		c := hp.conns[0]
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.streams) == 1
+	})
+	c := onlyConn(t, tr, s.addr)
+	// The second request has its slot on the first connection when the
+	// server lowers the limit.
+	ctx := httptrace.WithClientTrace(ctxTimeout(t, 10*time.Second), &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) {
+			if info.Conn != c.nc {
+				return
+			}
+			close(lower)
+			eventually(t, "the lowered limit", func() bool {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return c.maxStreams == 1
+			})
+		},
+	})
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.addr+"/second", nil)
+	if _, body := do(t, tr, req); body != "second" {
+		t.Fatalf("second request got %q", body)
+	}
+	release.open()
+	if got := recv(t, firstDone); got != "first" {
+		t.Fatalf("first request got %q", got)
+	}
+	select {
+	case id := <-violations:
+		t.Fatalf("stream %d opened beyond the acknowledged limit of 1", id)
+	default:
+	}
+}
