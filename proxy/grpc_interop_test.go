@@ -22,7 +22,9 @@ import (
 // exits the process. This logger turns it into a panic that the case's
 // runner recovers into a test failure. Other logs go where grpc-go's own
 // logger sends them by default: errors to stderr, nothing else.
-func init() { grpclog.SetLoggerV2(panicOnFatal{grpclog.NewLoggerV2(io.Discard, io.Discard, os.Stderr)}) }
+func init() {
+	grpclog.SetLoggerV2(panicOnFatal{grpclog.NewLoggerV2(io.Discard, io.Discard, os.Stderr)})
+}
 
 type panicOnFatal struct{ grpclog.LoggerV2 }
 
