@@ -419,6 +419,10 @@ func TestHealthCheckPortProbesAnotherPort(t *testing.T) {
 	if e := endpointState(h, "svc", aAddr); e.State != "healthy" {
 		t.Fatalf("endpoint %+v %+v: the check did not go to the health port", e, e.HealthCheck)
 	}
+	host, _, _ := net.SplitHostPort(aAddr)
+	if e := endpointState(h, "svc", aAddr); e.HealthCheck.Target != net.JoinHostPort(host, strconv.Itoa(mgmt.port)) {
+		t.Fatalf("/clusters names the check's target %q", e.HealthCheck.Target)
+	}
 
 	mgmt.status.Store(503)
 	eventually(t, 5*time.Second, "the endpoint unhealthy", func() bool { return endpointState(h, "svc", aAddr).State == "unhealthy" })

@@ -280,6 +280,9 @@ type EndpointStatus struct {
 
 // HealthCheckStatus is one endpoint's active health check at one moment.
 type HealthCheckStatus struct {
+	// Target is the address the checks dial: the endpoint's, or its
+	// host with health_check.port.
+	Target    string    `json:"target"`
 	Healthy   bool      `json:"healthy"`
 	Checked   bool      `json:"checked"` // at least one check finished
 	LastCheck time.Time `json:"last_check,omitzero"`
@@ -351,7 +354,7 @@ func (p *Proxy) Clusters() []ClusterStatus {
 			}
 			if hc := c.res.hc; hc != nil && i < hc.Len() {
 				h := hc.Status(i)
-				es.HealthCheck = &HealthCheckStatus{Healthy: h.Healthy, Checked: h.Checked, LastCheck: h.LastCheck,
+				es.HealthCheck = &HealthCheckStatus{Target: h.Target, Healthy: h.Healthy, Checked: h.Checked, LastCheck: h.LastCheck,
 					LastError: h.LastError, Successes: h.Successes, Failures: h.Failures}
 				if !h.Healthy && es.State == "healthy" {
 					es.State = "unhealthy"

@@ -32,6 +32,7 @@ func TestCarryFromKeepsStateOfKeptEndpoints(t *testing.T) {
 		{Addr: "10.0.0.2:80", Healthy: true, Checked: true, LastCheck: now, LastError: "connect: connection refused", Failures: 1},
 	}
 	for i, w := range want {
+		w.Target = w.Addr // no Port: the checks dial the endpoint
 		if got := next.Status(i); got != w {
 			t.Errorf("endpoint %d: %+v, want %+v", i, got, w)
 		}

@@ -24,6 +24,7 @@ type Transition struct {
 // EndpointStatus is one endpoint's health state, for an admin page.
 type EndpointStatus struct {
 	Addr      string
+	Target    string // the address the checks dial: Addr, or its host with Config.Port
 	Healthy   bool
 	Checked   bool      // at least one check has finished
 	LastCheck time.Time // when the last check finished; zero when !Checked
@@ -65,6 +66,7 @@ func WithResultHook(f func(endpoint int, err error)) Option {
 type Checker struct {
 	cfg          Config
 	addrs        []string
+	targets      []string // what the checks dial, indexed like addrs
 	onTransition func(Transition)
 	onResult     func(int, error)
 	// prober does the I/O of one check; tests replace it before Start.
@@ -129,6 +131,7 @@ func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
 	// The probers see only what they dial; the Checker keeps the
 	// endpoints' own addresses for transitions and statuses.
 	targets := probeTargets(c.addrs, cfg.Port)
+	c.targets = targets
 	var err error
 	switch cfg.Kind {
 	case HTTP:
@@ -251,6 +254,7 @@ func (c *Checker) EndpointStatuses() []EndpointStatus {
 func (c *Checker) status(i int, t tracker) EndpointStatus {
 	return EndpointStatus{
 		Addr:      c.addrs[i],
+		Target:    c.targets[i],
 		Healthy:   t.healthy,
 		Checked:   t.checked,
 		LastCheck: t.lastCheck,

@@ -53,8 +53,8 @@ func TestHTTPChecksGoToThePort(t *testing.T) {
 	c := startChecker(t, cfg, []string{traffic.addr()}, log.option())
 
 	waitFor(t, "the first check succeeds", func() bool { return c.Status(0).Checked })
-	if st := c.Status(0); !st.Healthy || st.Addr != traffic.addr() {
-		t.Fatalf("status %+v, want healthy and known as %s", st, traffic.addr())
+	if st := c.Status(0); !st.Healthy || st.Addr != traffic.addr() || st.Target != mgmt.addr() {
+		t.Fatalf("status %+v, want healthy, known as %s and probed at %s", st, traffic.addr(), mgmt.addr())
 	}
 	mgmtStatus.Store(http.StatusServiceUnavailable)
 	waitFor(t, "the endpoint turns unhealthy", func() bool { return !c.Healthy(0) })
