@@ -251,8 +251,10 @@ func (c *conn) reserve(now time.Time) (ok, reused, expired bool) {
 // GOAWAY (usable false; it is not listed, and removeConn found nothing
 // to remove) is taken all the same: the request meets it unusable in
 // roundTrip and is sent again on another connection, instead of failing
-// as if the server allowed no streams. Called with the Transport's mu
-// held.
+// as if the server allowed no streams. One whose server allows no
+// streams (ok and usable false) is not listed either: the caller closes
+// it, since without a stream it would never reach its idle timeout.
+// Called with the Transport's mu held.
 func (c *conn) reserveFirst() (ok, usable bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -261,7 +263,8 @@ func (c *conn) reserveFirst() (ok, usable bool) {
 		return true, false
 	}
 	if c.maxStreams == 0 {
-		return false, true
+		c.noNew = true
+		return false, false
 	}
 	c.reserved++
 	c.used = true

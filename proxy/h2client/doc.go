@@ -14,7 +14,8 @@
 // a time, and requests that find every connection full wait for it (or
 // for their context). The dialling request takes the new connection's
 // first stream, and no request dials twice: a server that allows no
-// streams is an error, not a loop of dials. A dial runs on the context
+// streams is an error, not a loop of dials, and that connection is
+// closed rather than kept. A dial runs on the context
 // of the request that started it; when that context ends first, the
 // requests that waited for it try again, one of them dialling. A
 // request whose slot a lowered SETTINGS_MAX_CONCURRENT_STREAMS took away

@@ -113,6 +113,7 @@ func (t *Transport) getConn(ctx context.Context, addr string, avoid *conn) (c *c
 			return nil, false, dc.err
 		}
 		if !ok {
+			dc.c.close(errNoStreams)
 			return nil, false, fmt.Errorf("h2client: new connection to %s takes no stream", addr)
 		}
 		return dc.c, false, nil
@@ -159,6 +160,10 @@ func (t *Transport) removeConn(c *conn) {
 		delete(t.hosts, hp.addr)
 	}
 }
+
+// errNoStreams closes a new connection whose server allows no streams
+// (SETTINGS_MAX_CONCURRENT_STREAMS 0).
+var errNoStreams = errors.New("h2client: connection closed: the server allows no streams")
 
 func closeAll(cs []*conn, err error) {
 	for _, c := range cs {

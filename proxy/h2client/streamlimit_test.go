@@ -4,7 +4,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,5 +118,35 @@ func TestLoweredMaxConcurrentStreamsHoldsForRequestsAlreadyPlaced(t *testing.T) 
 	case id := <-violations:
 		t.Fatalf("stream %d opened beyond the acknowledged limit of 1", id)
 	default:
+	}
+}
+
+// A new connection whose server allows no streams at all fails the
+// request that dialled it and is closed, not kept: it has no stream to
+// end and no idle timer, so each such request would otherwise leave one
+// more connection open for good.
+func TestConnectionAllowingNoStreamsIsNotKept(t *testing.T) {
+	var open atomic.Int32
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingMaxConcurrentStreams, Val: 0}}, func(rc *rawConn, n int) {
+		open.Add(1)
+		defer open.Add(-1)
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	for range 3 {
+		req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
+		if _, err := tr.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "takes no stream") {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	if n := s.accepted.Load(); n != 3 {
+		t.Fatalf("%d connections, want one per request", n)
+	}
+	eventually(t, "the connections to close", func() bool { return open.Load() == 0 })
+	tr.mu.Lock()
+	hosts := len(tr.hosts)
+	tr.mu.Unlock()
+	if hosts != 0 {
+		t.Fatalf("%d hosts still listed", hosts)
 	}
 }
