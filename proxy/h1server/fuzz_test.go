@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"testing"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/outrigger-mesh/outrigger/proxy/h2server"
 )
 
@@ -30,6 +32,11 @@ func FuzzReadRequest(f *testing.F) {
 		"\r\nGET / HTTP/1.1\r\nHost: x\r\n X: folded\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\n",
+		"GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET http://u@a/ HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T : 1\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -63,12 +70,20 @@ func FuzzReadRequest(f *testing.F) {
 			if r.Header["Host"] != nil || r.Header["Transfer-Encoding"] != nil {
 				t.Fatal("Host or Transfer-Encoding left in Header")
 			}
+			if r.Method != "CONNECT" && (r.URL.Opaque != "" || r.URL.Scheme != "" && r.URL.Host == "") {
+				t.Fatalf("target %q accepted without a path or host", r.RequestURI)
+			}
 			n, err := io.Copy(io.Discard, io.LimitReader(r.Body, int64(len(data))+1))
 			if n > int64(len(data)) {
 				t.Fatalf("body yielded %d bytes from %d of input", n, len(data))
 			}
 			if err == nil && r.ContentLength >= 0 && n != r.ContentLength && w.h2cSettings == nil {
 				t.Fatalf("body of %d bytes with Content-Length %d", n, r.ContentLength)
+			}
+			for k := range r.Trailer {
+				if !httpguts.ValidHeaderFieldName(k) {
+					t.Fatalf("trailer with invalid name %q accepted", k)
+				}
 			}
 			w.ctx.Cancel()
 			if err != nil || w.h2cSettings != nil {
