@@ -42,6 +42,7 @@ func TestMalformedRequests(t *testing.T) {
 		// RFC 9110 §4.2.1 (empty host) and §4.2.4 (userinfo).
 		{"absolute-form without a host", "GET http:///b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"absolute-form with userinfo", "GET http://x@evil/b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"absolute-form with an escaped non-ASCII host", "GET http://%ff/b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", 400},
 		{"two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
 		{"malformed Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},

@@ -159,7 +159,9 @@ func (c *conn) newRequest(hd *head) (*response, error) {
 // URI (the only ones this server serves, and those it forwards as), with
 // a host (RFC 9110 §4.2.1: a recipient MUST reject an empty one) and
 // without userinfo (RFC 9110 §4.2.4: to be treated as an error, as the
-// host it hides in front of is what some readers take for the host).
+// host it hides in front of is what some readers take for the host),
+// and its host must be one a Host field could hold, as the Host field's
+// must.
 func checkAbsoluteTarget(u *url.URL) error {
 	switch {
 	case u.Opaque != "":
@@ -170,6 +172,10 @@ func checkAbsoluteTarget(u *url.URL) error {
 		return badRequest("absolute-form request target without a host")
 	case u.User != nil:
 		return badRequest("absolute-form request target with userinfo")
+	case !httpguts.ValidHostHeader(u.Host):
+		// net/url unescapes a host: "%ff" would become a byte no Host
+		// field may hold, and no upstream request could carry.
+		return badRequest("malformed host in absolute-form request target")
 	}
 	return nil
 }
