@@ -292,7 +292,10 @@ func declareTrailers(r *http.Request) error {
 			if k == "" {
 				continue
 			}
-			if badTrailer(k) {
+			// A name that is not a token (RFC 9110 §6.6.2: Trailer is a
+			// list of field names) would be refused by the transport
+			// forwarding the request, as if the upstream had failed.
+			if badTrailer(k) || !httpguts.ValidHeaderFieldName(k) {
 				return badRequest("bad trailer key " + strconv.Quote(k))
 			}
 			t[k] = nil
