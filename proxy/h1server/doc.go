@@ -29,7 +29,8 @@
 //
 // Requests are parsed strictly. Bad request lines (the asterisk-form
 // target included, for a method other than OPTIONS; the authority-form,
-// for a method other than CONNECT; an absolute-form target that is not
+// for a method other than CONNECT, or with more than host and port; an
+// absolute-form target that is not
 // an http or https URI with a host and without userinfo), headers, Host
 // fields, Content-Length values or chunk sizes get 400 with
 // "Connection: close";

@@ -42,6 +42,10 @@ func TestMalformedRequests(t *testing.T) {
 		// RFC 9110 §4.2.1 (empty host) and §4.2.4 (userinfo).
 		{"absolute-form without a host", "GET http:///b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"absolute-form with userinfo", "GET http://x@evil/b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"CONNECT with userinfo", "CONNECT user@example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 400},
+		{"CONNECT with a path", "CONNECT example.com:443/x HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 400},
+		{"CONNECT without a port", "CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n", 400},
+		{"CONNECT to an escaped non-ASCII host", "CONNECT %ff:443 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"absolute-form with an escaped non-ASCII host", "GET http://%ff/b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", 400},
 		{"two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
@@ -205,5 +209,22 @@ func TestChunkedBodyEndingInBareLF(t *testing.T) {
 	c.send(t, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp, body := c.response(t, "GET"); resp.StatusCode != 200 || body != "/b:" {
 		t.Fatalf("next request: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestConnectAuthorityForm: CONNECT's authority-form target (RFC 9112
+// §3.2.3) is its host; an origin-form one is taken as net/http takes it.
+func TestConnectAuthorityForm(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Method+" "+r.Host+" "+r.URL.Path)
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"+
+		"CONNECT [::1]:8443 HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n"+
+		"CONNECT /rpc HTTP/1.1\r\nHost: x\r\n\r\n")
+	for _, want := range []string{"CONNECT example.com:443 ", "CONNECT [::1]:8443 ", "CONNECT x /rpc"} {
+		if resp, body := c.response(t, "GET"); resp.StatusCode != 200 || body != want {
+			t.Fatalf("%d %q, want 200 %q", resp.StatusCode, body, want)
+		}
 	}
 }

@@ -60,7 +60,14 @@ func (c *conn) skipEmptyLines() error {
 func (c *conn) newRequest(hd *head) (*response, error) {
 	method, uri, proto, minor, u, h := hd.method, hd.target, hd.proto, hd.minor, hd.url, hd.header
 
-	if (u.Scheme != "" || u.Opaque != "") && method != "CONNECT" {
+	switch {
+	case method == "CONNECT":
+		if !strings.HasPrefix(uri, "/") {
+			if err := checkAuthorityTarget(u); err != nil {
+				return nil, err
+			}
+		}
+	case u.Scheme != "" || u.Opaque != "":
 		if err := checkAbsoluteTarget(u); err != nil {
 			return nil, err
 		}
@@ -176,6 +183,17 @@ func checkAbsoluteTarget(u *url.URL) error {
 		// net/url unescapes a host: "%ff" would become a byte no Host
 		// field may hold, and no upstream request could carry.
 		return badRequest("malformed host in absolute-form request target")
+	}
+	return nil
+}
+
+// checkAuthorityTarget checks CONNECT's authority-form target (RFC 9112
+// §3.2.3): uri-host ":" port and nothing else, so no userinfo (net/url
+// takes "a@b:443" for host b), path or query, and a host a Host field
+// could hold.
+func checkAuthorityTarget(u *url.URL) error {
+	if u.User != nil || u.Path != "" || u.RawQuery != "" || u.ForceQuery || u.Port() == "" || !httpguts.ValidHostHeader(u.Host) {
+		return badRequest("malformed authority-form request target")
 	}
 	return nil
 }
