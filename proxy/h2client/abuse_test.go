@@ -1,0 +1,218 @@
+package h2client
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// An HPACK bomb: a header block of a few KiB that decodes, through one
+// dynamic-table entry referenced again and again, into megabytes. The
+// decoded size is what MaxHeaderListSize bounds (RFC 9113 §6.5.2, §10.5.1):
+// the stream is reset with PROTOCOL_ERROR, the connection carries on.
+func TestHPACKBombResetsTheStream(t *testing.T) {
+	blockLen := make(chan int, 1)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		for {
+			h, err := rc.readRequestHeaders()
+			if err != nil {
+				return
+			}
+			if h.PseudoValue("path") != "/bomb" {
+				rc.respond(h.StreamID, "small")
+				continue
+			}
+			kv := []string{":status", "200"}
+			v := strings.Repeat("b", 4000)
+			for range 1000 {
+				kv = append(kv, "x-bomb", v) // indexed after the first
+			}
+			rc.headers(h.StreamID, true, kv...)
+			blockLen <- len(rc.hbuf.b)
+		}
+	})
+	tr := newTransport(t, func(tr *Transport) { tr.MaxHeaderListSize = 64 << 10 })
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/bomb", nil)
+	_, err := tr.RoundTrip(req)
+	var se http2.StreamError
+	if !errors.As(err, &se) || se.Code != http2.ErrCodeProtocol {
+		t.Fatalf("err = %v, want a PROTOCOL_ERROR StreamError", err)
+	}
+	if n := recv(t, blockLen); n > 8<<10 {
+		t.Fatalf("the bomb's block is %d bytes: not a bomb", n)
+	}
+	if _, body := get(t, tr, "http://"+s.addr+"/small"); body != "small" {
+		t.Fatalf("body %q", body)
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
+
+// A header block that goes on in CONTINUATION frames past
+// MaxHeaderListSize is not read to its end (CVE-2023-45288): once the
+// decoded fields pass the limit, the next CONTINUATION ends the
+// connection with PROTOCOL_ERROR, long before the server has sent all it
+// meant to.
+func TestContinuationFloodEndsTheConnection(t *testing.T) {
+	const resetBeforeGoAway = http2.ErrCode(1 << 31)
+	const limit = 64 << 10
+	sent := make(chan int, 1)
+	goaway := make(chan http2.ErrCode, 1)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		go func() {
+			f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+			if err != nil {
+				// The client closes with the flood unread in its
+				// socket: the reset that sends may overtake its GOAWAY.
+				goaway <- resetBeforeGoAway
+				return
+			}
+			goaway <- f.(*http2.GoAwayFrame).ErrCode
+		}()
+		var hb bytesBuffer
+		enc := hpack.NewEncoder(&hb)
+		enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		if rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: hb.b}) != nil {
+			return
+		}
+		total := len(hb.b)
+		v := strings.Repeat("c", 1000)
+		for range 10000 { // 150 MB if nothing stops it
+			hb.b = hb.b[:0]
+			for range 15 {
+				enc.WriteField(hpack.HeaderField{Name: "x-c", Value: v, Sensitive: true})
+			}
+			if rc.fr.WriteContinuation(h.StreamID, false, hb.b) != nil {
+				break
+			}
+			total += len(hb.b)
+		}
+		sent <- total
+	})
+	tr := newTransport(t, func(tr *Transport) { tr.MaxHeaderListSize = limit })
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
+	_, err := tr.RoundTrip(req)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if code := recv(t, goaway); code != http2.ErrCodeProtocol && code != resetBeforeGoAway {
+		t.Fatalf("GOAWAY %v", code)
+	}
+	// What the server got out before the socket closed: the limit, a
+	// frame, and what the socket buffers held.
+	if n := recv(t, sent); n > 20<<20 {
+		t.Fatalf("the server sent %d bytes of one header block", n)
+	}
+}
+
+// The graceful shutdown RFC 9113 §6.8 describes: GOAWAY with the largest
+// stream id, a PING round trip, then GOAWAY with the real last stream.
+// Streams above it are sent again elsewhere; the one at or below it
+// completes on the first connection; a later GOAWAY with a higher id
+// (which a server must not send) revives nothing.
+func TestGracefulGoAwayInTwoSteps(t *testing.T) {
+	seen := make(chan struct{}, 3)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		if n > 0 {
+			for {
+				h, err := rc.readRequestHeaders()
+				if err != nil {
+					return
+				}
+				rc.respond(h.StreamID, "second "+h.PseudoValue("path"))
+			}
+		}
+		var ids []uint32
+		for len(ids) < 3 {
+			h, err := rc.readRequestHeaders()
+			if err != nil {
+				return
+			}
+			ids = append(ids, h.StreamID)
+			seen <- struct{}{}
+		}
+		rc.fr.WriteGoAway(maxStreamID, http2.ErrCodeNo, nil)
+		rc.fr.WritePing(false, [8]byte{7})
+		if _, err := rc.readUntil(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() }); err != nil {
+			return
+		}
+		rc.fr.WriteGoAway(ids[0], http2.ErrCodeNo, nil)
+		rc.fr.WriteGoAway(ids[2], http2.ErrCodeNo, nil)
+		rc.respond(ids[0], "first")
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	results := make(chan string, 3)
+	for _, p := range []string{"/a", "/b", "/c"} {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+p, nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				b = []byte(err.Error())
+			}
+			results <- p + ": " + string(b)
+		}()
+		recv(t, seen) // streams 1, 3, 5 in this order
+	}
+	got := map[string]bool{}
+	for range 3 {
+		got[recv(t, results)] = true
+	}
+	for _, want := range []string{"/a: first", "/b: second /b", "/c: second /c"} {
+		if !got[want] {
+			t.Fatalf("results %v, want %q among them", got, want)
+		}
+	}
+}
+
+// A server may answer before it has read the whole request body and
+// then end the stream with RST_STREAM NO_ERROR (RFC 9113 §8.1): the
+// response stands, whole, however late the reader reads it, and the
+// request body the server never gave window for is abandoned.
+func TestResetNoErrorAfterCompleteResponseKeepsIt(t *testing.T) {
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 0}}, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		rc.headers(h.StreamID, false, ":status", "200")
+		rc.fr.WriteData(h.StreamID, false, []byte(strings.Repeat("r", 16000)))
+		rc.fr.WriteData(h.StreamID, true, []byte(strings.Repeat("s", 16000)))
+		rc.fr.WriteRSTStream(h.StreamID, http2.ErrCodeNo)
+		rc.fr.WritePing(false, [8]byte{1})
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	body := &trackedBody{r: strings.NewReader(strings.Repeat("q", 100000))}
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+s.addr+"/", body)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read only once the RST_STREAM (and the PING after it) were handled.
+	c := onlyConn(t, tr, s.addr)
+	eventually(t, "the frames after the response", func() bool { return c.framesRead.Load() >= 6 })
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || len(b) != 32000 || b[0] != 'r' || b[31999] != 's' {
+		t.Fatalf("read %d bytes, %v", len(b), err)
+	}
+	eventually(t, "the request body to be closed", body.closed.Load)
+}
