@@ -29,6 +29,10 @@ func TestMalformedRequests(t *testing.T) {
 		{"bad version", "GET / HTTP/x.y\r\nHost: x\r\n\r\n", 400},
 		{"HTTP/2.0 request line", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
 		{"HTTP/3.0", "GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505},
+		{"HTTP/0.9", "GET / HTTP/0.9\r\nHost: x\r\n\r\n", 505},
+		{"two-digit minor version", "GET / HTTP/1.10\r\nHost: x\r\n\r\n", 400},
+		{"lower-case protocol name", "GET / http/1.1\r\nHost: x\r\n\r\n", 400},
+		{"bare CR after version", "GET / HTTP/1.1\rHost: x\r\n\r\n", 400},
 		{"method not a token", "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"control byte in target", "GET /a\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
@@ -124,6 +128,17 @@ func TestMalformedChunkedBodies(t *testing.T) {
 	for _, tc := range []struct{ name, body string }{
 		{"non-hex size", "zz\r\nabc\r\n0\r\n\r\n"},
 		{"overflowing size", "fffffffffffffffffff\r\nabc\r\n0\r\n\r\n"},
+		{"sixteen hex digits of leading zeros", "00000000000000003\r\nabc\r\n0\r\n\r\n"},
+		{"signed size", "+3\r\nabc\r\n0\r\n\r\n"},
+		{"0x size", "0x3\r\nabc\r\n0\r\n\r\n"},
+		{"space before size", " 3\r\nabc\r\n0\r\n\r\n"},
+		// A bare LF is no line end in chunk framing (RFC 9112 §7.1,
+		// erratum 7633): the chunk line and the CRLF after the data.
+		{"bare LF after size", "3\nabc\r\n0\r\n\r\n"},
+		{"bare LF after data", "3\r\nabc\n0\r\n\r\n"},
+		{"bare CR in chunk line", "3\rX\r\nabc\r\n0\r\n\r\n"},
+		{"bare LF after last chunk", "3\r\nabc\r\n0\n\r\n"},
+		{"too much chunk extension", strings.Repeat("1;"+strings.Repeat("e", 1000)+"\r\nx\r\n", 40) + "0\r\n\r\n"},
 		{"missing chunk CRLF", "3\r\nabcX0\r\n\r\n"},
 		{"bad trailer", "0\r\nno colon\r\n\r\n"},
 		// RFC 9112 §5.1, in the trailer section as in the head.
@@ -225,6 +240,22 @@ func TestConnectAuthorityForm(t *testing.T) {
 	for _, want := range []string{"CONNECT example.com:443 ", "CONNECT [::1]:8443 ", "CONNECT x /rpc"} {
 		if resp, body := c.response(t, "GET"); resp.StatusCode != 200 || body != want {
 			t.Fatalf("%d %q, want 200 %q", resp.StatusCode, body, want)
+		}
+	}
+}
+
+// TestHigherMinorVersionServedAsHTTP11: RFC 9110 §2.5 — a request of a
+// higher minor version is served as the highest this server speaks.
+func TestHigherMinorVersionServedAsHTTP11(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET / HTTP/1.2\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	for i := 0; i < 2; i++ {
+		resp, body := c.response(t, "GET")
+		if resp.StatusCode != 200 || resp.Proto != "HTTP/1.1" || resp.Close {
+			t.Fatalf("response %d: %d %s close=%v (%q)", i, resp.StatusCode, resp.Proto, resp.Close, body)
 		}
 	}
 }
