@@ -1013,3 +1013,56 @@ func TestCloseUnblocksRead(t *testing.T) {
 	}
 	eventually(t, "connection closed", func() bool { return s.closed.Load() == 1 })
 }
+
+// A final response that a net/http server sends before it has read the
+// request body (a 413 to an upload) is read once the body is sent, or
+// once sending it fails; the connection is reused only when the server
+// did not say it closes, and the next request is answered in order.
+func TestFinalResponseBeforeRequestBodyIsRead(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/refuse" {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			io.WriteString(w, "too large")
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "read %d", len(b))
+	})
+	tr := newTransport(t)
+	// Small enough for net/http to drain and keep the connection, then
+	// too large to drain (it closes), then too large for the socket
+	// buffers (the write fails once the server closes).
+	for _, n := range []int{8 << 10, 300 << 10, 8 << 20} {
+		req := mustRequest(t, "POST", s.URL+"/refuse", bytes.NewReader(bytes.Repeat([]byte("x"), n)))
+		resp, err := tr.RoundTrip(req.WithContext(ctxTimeout(t, 10*time.Second)))
+		if err != nil {
+			t.Fatalf("%d-byte upload: %v", n, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge || string(body) != "too large" {
+			t.Fatalf("%d-byte upload: %d %q %v", n, resp.StatusCode, body, err)
+		}
+		if _, body := do(t, tr, mustRequest(t, "POST", s.URL+"/read", strings.NewReader("abc"))); body != "read 3" {
+			t.Fatalf("request after a %d-byte refused upload: %q", n, body)
+		}
+	}
+}
+
+// Interim responses a server sends unasked (100 Continue to a request
+// without Expect, 103) are skipped (RFC 9110 §15.2: a client MUST be
+// able to parse them), and the final response after them keeps the
+// connection in step.
+func TestUnaskedInterimResponsesSkipped(t *testing.T) {
+	rs := serveEach(t, func(n, i int) string {
+		return "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" +
+			fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n%d.%d", n, i)
+	})
+	tr := newTransport(t)
+	for i, want := range []string{"0.0", "0.1"} {
+		resp, body := get(t, tr, "http://"+rs.addr)
+		if resp.StatusCode != 200 || body != want || resp.Header["Link"] != nil {
+			t.Fatalf("request %d: %d %q %v", i, resp.StatusCode, body, resp.Header)
+		}
+	}
+}
