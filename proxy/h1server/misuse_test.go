@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"reflect"
 	"strconv"
 	"strings"
@@ -358,5 +359,40 @@ func TestExpectRefusedWithReaderLeftBlockedClosesConnection(t *testing.T) {
 	}
 	if err := within(t, 5*time.Second, "leftover reader", leftover); err == nil {
 		t.Fatal("leftover reader saw a complete body")
+	}
+}
+
+// TestResponseFieldValuesCannotSplit: CR and LF in a value the handler
+// sets (header, 1xx, trailer) become spaces, so that no value can end
+// its field line and start another field, or another response (RFC
+// 9110 §5.5, RFC 9112 §11.1).
+func TestResponseFieldValuesCannotSplit(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a>\r\n\r\nHTTP/1.1 200 OK\r\nX-Injected: 1")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Link", "</b>")
+		w.Header().Set("X-A", "v\r\nX-Injected: 2")
+		w.Header().Set("Trailer", "X-T")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "body")
+		w.Header().Set("X-T", "t\nX-Injected: 3")
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	tp := textproto.NewReader(c.br)
+	if line, err := tp.ReadLine(); err != nil || line != "HTTP/1.1 103 Early Hints" {
+		t.Fatalf("first line %q %v", line, err)
+	}
+	h, err := tp.ReadMIMEHeader()
+	if err != nil || h.Get("Link") != "</a>    HTTP/1.1 200 OK  X-Injected: 1" || h["X-Injected"] != nil {
+		t.Fatalf("103 header %v %v", h, err)
+	}
+	resp, body := c.response(t, "GET")
+	if resp.StatusCode != 200 || body != "body" || resp.Header["X-Injected"] != nil || resp.Trailer["X-Injected"] != nil {
+		t.Fatalf("%d %q header %v trailer %v", resp.StatusCode, body, resp.Header, resp.Trailer)
+	}
+	if resp.Header.Get("X-A") != "v  X-Injected: 2" || resp.Trailer.Get("X-T") != "t X-Injected: 3" {
+		t.Fatalf("header %v trailer %v", resp.Header, resp.Trailer)
 	}
 }
