@@ -200,15 +200,39 @@ func (c *conn) handshake() error {
 	}
 	f, err := c.fr.ReadFrame()
 	if err != nil {
+		var ce http2.ConnectionError
+		if errors.As(err, &ce) {
+			c.goAwayHandshake(http2.ErrCode(ce))
+		}
 		return err
 	}
 	sf, ok := f.(*http2.SettingsFrame)
 	if !ok || sf.IsAck() {
-		return fmt.Errorf("server sent %v before its SETTINGS", f.Header().Type)
+		err = fmt.Errorf("server sent %v before its SETTINGS", f.Header().Type)
+		c.goAwayHandshake(http2.ErrCodeProtocol)
+		return err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.onSettingsLocked(sf)
+	err = c.onSettingsLocked(sf)
+	c.mu.Unlock()
+	if err != nil {
+		code := http2.ErrCodeProtocol
+		var ce http2.ConnectionError
+		if errors.As(err, &ce) {
+			code = http2.ErrCode(ce)
+		}
+		c.goAwayHandshake(code)
+		return fmt.Errorf("connection error %v in the server's SETTINGS: %w", code, err)
+	}
+	return nil
+}
+
+// goAwayHandshake tells a server that broke the protocol in its
+// connection preface why the connection closes (RFC 9113 §5.4.1), within
+// the handshake's deadline: nothing else has been written after our
+// SETTINGS.
+func (c *conn) goAwayHandshake(code http2.ErrCode) {
+	c.nc.Write(appendGoAway(nil, 0, code))
 }
 
 func (c *conn) releaseReader() {
@@ -385,8 +409,7 @@ func (c *conn) shutdown(err error, goAway bool, code http2.ErrCode) {
 	}
 	c.wbuf = c.wbuf[:0]
 	if goAway {
-		c.wbuf = appendFrameHeader(c.wbuf, 8, http2.FrameGoAway, 0, 0)
-		c.wbuf = append(c.wbuf, 0, 0, 0, 0, byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
+		c.wbuf = appendGoAway(c.wbuf, 0, code)
 	}
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()

@@ -102,7 +102,8 @@
 // beyond the declared content-length, HEADERS after END_STREAM) resets
 // the stream with PROTOCOL_ERROR and fails it with such a StreamError.
 // Protocol errors of the connection (PUSH_PROMISE, frames for streams
-// never opened, window overflow, bad SETTINGS, SETTINGS_ENABLE_PUSH 1) send GOAWAY and close it.
+// never opened, window overflow, bad SETTINGS, SETTINGS_ENABLE_PUSH 1) send GOAWAY and close it,
+// also when they are in the server's connection preface.
 // Dial errors are returned wrapped, so errors.As finds the Dial func's
 // error types. When the request's context ends the stream is reset with
 // CANCEL and RoundTrip, or Body.Read, returns an error wrapping

@@ -284,3 +284,65 @@ func TestDataBeyondTheStreamWindow(t *testing.T) {
 		t.Fatalf("read %d bytes, then %v; want the window's %d bytes, then FLOW_CONTROL_ERROR", n, err, streamWindow)
 	}
 }
+
+// Settings a client has no use for are accepted: ENABLE_PUSH 0 (only 1
+// is forbidden from a server, RFC 9113 §6.5.2) and identifiers it does
+// not know (which it must ignore, §6.5.2).
+func TestIgnoredSettings(t *testing.T) {
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingEnablePush, Val: 0}, {ID: 0x4242, Val: 7}}, func(rc *rawConn, n int) {
+		for {
+			h, err := rc.readRequestHeaders()
+			if err != nil {
+				return
+			}
+			rc.fr.WriteSettings(http2.Setting{ID: 0x99, Val: 1 << 31}, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+			rc.respond(h.StreamID, "ok")
+		}
+	})
+	tr := newTransport(t)
+	for range 2 {
+		if _, body := get(t, tr, "http://"+s.addr+"/"); body != "ok" {
+			t.Fatalf("body %q", body)
+		}
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
+
+// A server whose first SETTINGS frame is itself a connection error is
+// told so with GOAWAY before the connection closes (RFC 9113 §5.4.1),
+// as a later SETTINGS frame is.
+func TestInvalidFirstSettingsGetGoAway(t *testing.T) {
+	cases := []struct {
+		name    string
+		setting http2.Setting
+		code    http2.ErrCode
+	}{
+		{"MAX_FRAME_SIZE", http2.Setting{ID: http2.SettingMaxFrameSize, Val: 100}, http2.ErrCodeProtocol},
+		{"INITIAL_WINDOW_SIZE", http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 31}, http2.ErrCodeFlowControl},
+		{"ENABLE_PUSH", http2.Setting{ID: http2.SettingEnablePush, Val: 1}, http2.ErrCodeProtocol},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan http2.ErrCode, 1)
+			s := startRaw(t, []http2.Setting{tc.setting}, func(rc *rawConn, n int) {
+				f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+				if err != nil {
+					close(got)
+					return
+				}
+				got <- f.(*http2.GoAwayFrame).ErrCode
+			})
+			tr := newTransport(t)
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
+			if _, err := tr.RoundTrip(req); err == nil {
+				t.Fatal("no error")
+			}
+			code, ok := <-got
+			if !ok || code != tc.code {
+				t.Fatalf("GOAWAY %v (received: %v), want %v", code, ok, tc.code)
+			}
+		})
+	}
+}

@@ -99,6 +99,12 @@ func appendWindowUpdate(b []byte, id, incr uint32) []byte {
 	return append(b, byte(incr>>24), byte(incr>>16), byte(incr>>8), byte(incr))
 }
 
+func appendGoAway(b []byte, lastID uint32, code http2.ErrCode) []byte {
+	b = appendFrameHeader(b, 8, http2.FrameGoAway, 0, 0)
+	return append(b, byte(lastID>>24)&0x7f, byte(lastID>>16), byte(lastID>>8), byte(lastID),
+		byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
+}
+
 func appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
 	b = appendFrameHeader(b, 4, http2.FrameRSTStream, 0, id)
 	return append(b, byte(code>>24), byte(code>>16), byte(code>>8), byte(code))
