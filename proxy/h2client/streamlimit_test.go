@@ -1,6 +1,8 @@
 package h2client
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -148,5 +150,76 @@ func TestConnectionAllowingNoStreamsIsNotKept(t *testing.T) {
 	tr.mu.Unlock()
 	if hosts != 0 {
 		t.Fatalf("%d hosts still listed", hosts)
+	}
+}
+
+// A request cancelled while its body waits for flow-control window is
+// reset with CANCEL, its body is closed, and its stream slot is free at
+// once: with SETTINGS_MAX_CONCURRENT_STREAMS 1 the next request takes
+// the same connection.
+func TestCancelMidBodyFreesTheSlot(t *testing.T) {
+	rst := make(chan http2.ErrCode, 1)
+	s := startRaw(t, []http2.Setting{
+		{ID: http2.SettingMaxConcurrentStreams, Val: 1},
+		{ID: http2.SettingInitialWindowSize, Val: 10},
+	}, func(rc *rawConn, n int) {
+		for {
+			f, err := rc.readUntil(func(f http2.Frame) bool {
+				switch f.(type) {
+				case *http2.MetaHeadersFrame, *http2.RSTStreamFrame:
+					return true
+				}
+				return false
+			})
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.RSTStreamFrame:
+				rst <- f.ErrCode
+			case *http2.MetaHeadersFrame:
+				if f.PseudoValue("path") == "/next" {
+					rc.respond(f.StreamID, "next")
+				}
+			}
+		}
+	})
+	tr := newTransport(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+s.addr+"/upload", pr)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := tr.RoundTrip(req)
+		errc <- err
+	}()
+	if _, err := pw.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	c := onlyConn(t, tr, s.addr)
+	eventually(t, "the body to wait for window", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		s := c.streams[1]
+		return s != nil && s.sendWindow == 0
+	})
+	cancel()
+	if err := recv(t, errc); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	if code := recv(t, rst); code != http2.ErrCodeCancel {
+		t.Fatalf("RST_STREAM %v", code)
+	}
+	eventually(t, "the body to be closed", func() bool {
+		_, err := pw.Write([]byte("x"))
+		return errors.Is(err, io.ErrClosedPipe)
+	})
+	if _, body := get(t, tr, "http://"+s.addr+"/next"); body != "next" {
+		t.Fatalf("body %q", body)
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want the slot reused", n)
 	}
 }
