@@ -22,7 +22,10 @@ func (c *conn) readLoop() {
 				// A malformed header block (decoded all the same, so the
 				// HPACK state is intact) or a bad WINDOW_UPDATE: the
 				// stream's error, not the connection's.
-				c.streamError(se)
+				if code, err := c.streamError(se); err != nil {
+					c.failConn(code, err)
+					return
+				}
 				continue
 			}
 			var ce http2.ConnectionError
@@ -137,13 +140,21 @@ func (c *conn) streamForLocked(id uint32) (*stream, http2.ErrCode, error) {
 	return nil, http2.ErrCodeProtocol, fmt.Errorf("frame for idle stream %d", id)
 }
 
-// streamError resets a stream over a malformed frame found by the framer.
-func (c *conn) streamError(se http2.StreamError) {
+// streamError resets a stream over a malformed frame found by the
+// framer. On a stream never opened the frame is a connection error, as
+// any frame but PRIORITY is there (RFC 9113 §5.1); the caller sends
+// GOAWAY.
+func (c *conn) streamError(se http2.StreamError) (http2.ErrCode, error) {
 	c.mu.Lock()
 	defer c.unlock()
-	if s := c.streams[se.StreamID]; s != nil {
+	s, code, err := c.streamForLocked(se.StreamID)
+	if s != nil {
 		c.resetLocked(s, se.Code, se, false)
 	}
+	if err != nil {
+		return code, fmt.Errorf("%w: %v", err, se)
+	}
+	return 0, nil
 }
 
 func (c *conn) onSettingsLocked(f *http2.SettingsFrame) error {

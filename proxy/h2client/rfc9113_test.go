@@ -346,3 +346,16 @@ func TestInvalidFirstSettingsGetGoAway(t *testing.T) {
 		})
 	}
 }
+
+// A frame the framer finds malformed for its stream (here WINDOW_UPDATE
+// of 0, a stream error on an open stream) on a stream the client never
+// opened is a connection error: on an idle stream any frame but HEADERS
+// and PRIORITY is (RFC 9113 §5.1).
+func TestStreamErrorOnStreamNeverOpenedIsAConnectionError(t *testing.T) {
+	a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+		rc.headers(id, false, ":status", "200")
+		rc.fr.AllowIllegalWrites = true
+		rc.fr.WriteWindowUpdate(id+2, 0)
+	})
+	wantGoAway(t, a, err, http2.ErrCodeProtocol)
+}
