@@ -458,3 +458,54 @@ func TestAliveCheckAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per check, want 0", a)
 	}
 }
+
+// The same holds for a connection handed straight to a request queued at
+// MaxConnsPerHost: a POST waiting for the one connection, which the
+// server closed after answering the request that held it, goes out on a
+// new connection.
+func TestRequestThatCannotBeResentSkipsClosedConnectionHandedOver(t *testing.T) {
+	closed := make(chan struct{}, 4)
+	rs := startRaw(t, func(c net.Conn, br *bufio.Reader, n int) {
+		defer func() { closed <- struct{}{} }()
+		if _, _, err := readRequest(br); err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d", n)
+		c.Close() // no Connection: close said
+	})
+	tr := newTransport(t, func(tr *Transport) { tr.MaxConnsPerHost = 1; tr.noSweep = true })
+	url := "http://" + rs.addr
+	held, err := tr.RoundTrip(mustRequest(t, "GET", url, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	posted := make(chan string, 1)
+	go func() {
+		resp, err := tr.RoundTrip(mustRequest(t, "POST", url, strings.NewReader("payload")).WithContext(ctxTimeout(t, 5*time.Second)))
+		if err != nil {
+			posted <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		posted <- string(b)
+	}()
+	eventually(t, "the POST to queue for the connection", func() bool { return waiters(tr) == 1 })
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server did not close the connection")
+	}
+	hc := held.Body.(*responseBody).c // its head read, its body byte buffered
+	eventually(t, "the server's close to reach the held connection", func() bool { return !peekAlive(hc.raw, false) })
+	io.ReadAll(held.Body) // gives the connection to the POST
+	held.Body.Close()
+	select {
+	case got := <-posted:
+		if got != "1" {
+			t.Fatalf("POST: %s, want the second connection's answer", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("POST hung")
+	}
+}
