@@ -99,7 +99,8 @@
 // Code}; a malformed response (no or bad :status, connection-specific or
 // uppercase fields, an invalid or differing content-length, pseudo-fields
 // in trailers, DATA before HEADERS or
-// beyond the declared content-length, HEADERS after END_STREAM) resets
+// beyond the declared content-length, DATA with content in a response
+// to HEAD or a 204 or 304, HEADERS after END_STREAM) resets
 // the stream with PROTOCOL_ERROR and fails it with such a StreamError.
 // Protocol errors of the connection (PUSH_PROMISE, frames for streams
 // never opened, window overflow, bad SETTINGS, SETTINGS_ENABLE_PUSH 1) send GOAWAY and close it,

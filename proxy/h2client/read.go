@@ -284,6 +284,13 @@ func (c *conn) onDataLocked(f *http2.DataFrame) (http2.ErrCode, error) {
 		return 0, nil
 	}
 	data := f.Data()
+	if len(data) > 0 && s.noContent {
+		// A response to HEAD, a 204 or a 304 has no content (RFC 9110
+		// §6.4.1, §15.3.5): DATA that carries some is malformed, and
+		// would hold the stream's window, which no reader gives back.
+		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "DATA in a response that has no content"), false)
+		return 0, nil
+	}
 	s.recvAvail -= length
 	// Padding is never read: it is given back here, not by Body.Read,
 	// since a stream whose window went on padding may get no data to

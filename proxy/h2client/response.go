@@ -119,7 +119,8 @@ func attachBody(s *stream, hb *headerBlock, ended bool) *http.Response {
 	switch {
 	case noBody:
 		resp.Body = http.NoBody
-		s.bodyClosed = true // DATA, if any, is dropped
+		s.bodyClosed = true
+		s.noContent = true // DATA with content resets the stream
 	case ended && resp.ContentLength > 0:
 		resp.Body = missingBody{}
 	case ended:

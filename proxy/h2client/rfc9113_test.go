@@ -359,3 +359,30 @@ func TestStreamErrorOnStreamNeverOpenedIsAConnectionError(t *testing.T) {
 	})
 	wantGoAway(t, a, err, http2.ErrCodeProtocol)
 }
+
+// DATA with content in a response that has none (to HEAD, or a 204 or
+// 304: RFC 9110 §6.4.1, §15.3.5) resets the stream with PROTOCOL_ERROR,
+// as x/net/http2 does for HEAD, rather than being dropped while it holds
+// the stream's window. The response head already returned stands.
+func TestDataInResponseWithoutContentResetsStream(t *testing.T) {
+	for _, tc := range []struct{ method, status string }{{"HEAD", "200"}, {"GET", "204"}, {"GET", "304"}} {
+		t.Run(tc.method+" "+tc.status, func(t *testing.T) {
+			a, err, tr, s := misbehave(t, nil, func(addr string) *http.Request {
+				r, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), tc.method, "http://"+addr+"/", nil)
+				return r
+			}, func(rc *rawConn, id uint32) {
+				rc.headers(id, false, ":status", tc.status, "content-length", "5")
+				rc.fr.WriteData(id, true, []byte("hello"))
+			})
+			if err != nil {
+				t.Fatalf("the response head did not stand: %v", err)
+			}
+			if !a.rst || a.code != http2.ErrCodeProtocol {
+				t.Fatalf("client answered %+v, want RST_STREAM PROTOCOL_ERROR", a)
+			}
+			if _, body := get(t, tr, "http://"+s.addr+"/"); body != "after" {
+				t.Fatalf("next request got %q", body)
+			}
+		})
+	}
+}

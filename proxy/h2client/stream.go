@@ -51,6 +51,7 @@ type stream struct {
 	recvd      int64
 	trailer    http.Header
 	bodyClosed bool
+	noContent  bool // HEAD, 204 or 304: no DATA may carry content
 	rbody      body // Response.Body, when there is one
 	noBody     bool // a HEAD request: the response has no content
 
