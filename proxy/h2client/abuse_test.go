@@ -1,8 +1,10 @@
 package h2client
 
 import (
+	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -215,4 +217,40 @@ func TestResetNoErrorAfterCompleteResponseKeepsIt(t *testing.T) {
 		t.Fatalf("read %d bytes, %v", len(b), err)
 	}
 	eventually(t, "the request body to be closed", body.closed.Load)
+}
+
+// A SETTINGS flood from a server that reads none of the acknowledgements
+// (each SETTINGS frame must be acknowledged, RFC 9113 §6.5.3) ends the
+// connection with ENHANCE_YOUR_CALM once 1 MiB of them is queued, as a
+// PING flood does, instead of queueing acknowledgements without bound.
+func TestSettingsFloodFromServerThatDoesNotReadEndsConnection(t *testing.T) {
+	gone := make(chan struct{})
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		// Small socket buffers: the client's queue, not the kernel's,
+		// is what fills.
+		rc.Conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+		for i := 0; i < 1e6; i++ {
+			if rc.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: uint32(100 + i%2)}) != nil {
+				close(gone)
+				return
+			}
+		}
+	})
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				c.(*net.TCPConn).SetWriteBuffer(4 << 10)
+			}
+			return c, err
+		}
+	})
+	ctx := ctxTimeout(t, 20*time.Second)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.addr+"/", nil)
+	_, err := tr.RoundTrip(req)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "ENHANCE_YOUR_CALM") {
+		t.Fatalf("err = %v (context: %v)", err, ctx.Err())
+	}
+	recv(t, gone)
 }
