@@ -386,3 +386,31 @@ func TestDataInResponseWithoutContentResetsStream(t *testing.T) {
 		})
 	}
 }
+
+// A server that never acknowledges the client's SETTINGS is served all
+// the same: RFC 9113 §6.5.3 lets the client close with SETTINGS_TIMEOUT
+// but does not make it, and nothing the client announces is unsafe to
+// leave unapplied (push is refused either way; a server still on the
+// 65535-byte initial window only sends less).
+func TestServerThatNeverAcknowledgesSettings(t *testing.T) {
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		for {
+			f, err := rc.fr.ReadFrame() // no acknowledgement, ever
+			if err != nil {
+				return
+			}
+			if h, ok := f.(*http2.MetaHeadersFrame); ok {
+				rc.respond(h.StreamID, "ok")
+			}
+		}
+	})
+	tr := newTransport(t)
+	for range 3 {
+		if _, body := get(t, tr, "http://"+s.addr+"/"); body != "ok" {
+			t.Fatalf("body %q", body)
+		}
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
