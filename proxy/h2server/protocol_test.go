@@ -175,6 +175,12 @@ func TestStreamErrors(t *testing.T) {
 		{"invalid field value", append(base, "x-a", "a\x00b")},
 		{"field name not a token", append(base, "x a", "1")},
 		{"bad content-length", append(base, "content-length", "x")},
+		{"space in :path's query", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/p?a b"}},
+		{"control byte in :path's query", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/p?a\x01b"}},
+		{"DEL in :path", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/p\x7f"}},
+		{"space in :path", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/a b"}},
+		{"OPTIONS target with a space", []string{":method", "OPTIONS", ":scheme", "http", ":authority", "x", ":path", "* x"}},
+		{"Trailer naming a non-token", append(base, "trailer", "x t")},
 	}
 	ts := start(t, okHandler())
 	rc := dialRaw(t, ts.addr)

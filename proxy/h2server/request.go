@@ -301,6 +301,12 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 		if path[0] != '/' && !(path == "*" && method == "OPTIONS") {
 			return 0, errMalformed
 		}
+		if strings.IndexByte(path, ' ') >= 0 {
+			// RFC 3986 §2 has no space in a URI, and no HTTP/1.1
+			// request target can carry one (net/url, which rejects
+			// control characters, lets it by).
+			return 0, errMalformed
+		}
 		if parseRequestURI(path, u) != nil {
 			return 0, errMalformed
 		}
@@ -323,6 +329,10 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 				switch k {
 				case "Transfer-Encoding", "Trailer", "Content-Length", "":
 				default:
+					if !httpguts.ValidHeaderFieldName(k) {
+						// RFC 9110 §6.6.2: Trailer lists field names.
+						return 0, errMalformed
+					}
 					if req.Trailer == nil {
 						req.Trailer = http.Header{}
 					}
