@@ -414,3 +414,56 @@ func TestServerThatNeverAcknowledgesSettings(t *testing.T) {
 		t.Fatalf("%d connections, want 1", n)
 	}
 }
+
+// A server that answers at once, streams a response larger than every
+// window, and never gives the request body any window (it may answer
+// before reading the request, RFC 9113 §8.1) does not deadlock the
+// client: the response is read whole while the body waits, and when the
+// response ends the unsent body is abandoned with RST_STREAM CANCEL.
+func TestResponseStreamsWhileRequestBodyHasNoWindow(t *testing.T) {
+	const size = 3 << 20
+	rst := make(chan http2.ErrCode, 1)
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 0}}, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		// The client's frames are read (for its WINDOW_UPDATEs) while
+		// the response goes out.
+		reading := make(chan struct{})
+		defer func() { <-reading }()
+		go func() {
+			defer close(reading)
+			f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
+			if err == nil {
+				rst <- f.(*http2.RSTStreamFrame).ErrCode
+			}
+			io.Copy(io.Discard, rc)
+		}()
+		rc.headers(h.StreamID, false, ":status", "200")
+		chunk := make([]byte, defaultMaxFrame)
+		for sent := 0; sent < size; sent += len(chunk) {
+			if rc.fr.WriteData(h.StreamID, false, chunk) != nil {
+				return
+			}
+		}
+		rc.fr.WriteData(h.StreamID, true, nil)
+	})
+	tr := newTransport(t)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write(make([]byte, 100<<10))
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+s.addr+"/", pr)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != size {
+		t.Fatalf("read %d bytes, %v", n, err)
+	}
+	if code := recv(t, rst); code != http2.ErrCodeCancel {
+		t.Fatalf("RST_STREAM %v", code)
+	}
+}
