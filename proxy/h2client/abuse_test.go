@@ -1,8 +1,10 @@
 package h2client
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -253,4 +255,39 @@ func TestSettingsFloodFromServerThatDoesNotReadEndsConnection(t *testing.T) {
 		t.Fatalf("err = %v (context: %v)", err, ctx.Err())
 	}
 	recv(t, gone)
+}
+
+// A header block that never ends and decodes to nothing (empty
+// CONTINUATION frames, or frames of dynamic table size updates, which an
+// empty table accepts again and again) holds no memory, and it cannot
+// hold the connection either: no PING answer can come in the middle of
+// a header block, so the keepalive closes the connection.
+func TestEndlessEmptyHeaderBlockIsCutByKeepalive(t *testing.T) {
+	for _, frag := range [][]byte{nil, bytes.Repeat([]byte{0x20}, 1000)} {
+		t.Run(fmt.Sprintf("%d-byte fragments", len(frag)), func(t *testing.T) {
+			s := startRaw(t, nil, func(rc *rawConn, n int) {
+				h, err := rc.readRequestHeaders()
+				if err != nil {
+					return
+				}
+				go io.Copy(io.Discard, rc)
+				if rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID}) != nil {
+					return
+				}
+				for range 10_000_000 {
+					if rc.fr.WriteContinuation(h.StreamID, false, frag) != nil {
+						return
+					}
+				}
+			})
+			tr := newTransport(t, func(tr *Transport) {
+				tr.ReadIdleTimeout = 50 * time.Millisecond
+				tr.PingTimeout = 100 * time.Millisecond
+			})
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
+			if _, err := tr.RoundTrip(req); !errors.Is(err, errPingTimeout) {
+				t.Fatalf("err = %v, want the ping timeout", err)
+			}
+		})
+	}
 }
