@@ -291,3 +291,71 @@ func TestEndlessEmptyHeaderBlockIsCutByKeepalive(t *testing.T) {
 		})
 	}
 }
+
+// GOAWAY, then the connection closes with streams in flight: the stream
+// above the last stream id is sent again on another connection, the one
+// at or below it (which the server may have processed) fails with an
+// error that says the connection was lost. Neither is lost silently.
+func TestGoAwayThenCloseWithStreamsInFlight(t *testing.T) {
+	seen := make(chan struct{}, 2)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		if n > 0 {
+			for {
+				h, err := rc.readRequestHeaders()
+				if err != nil {
+					return
+				}
+				rc.respond(h.StreamID, "second "+h.PseudoValue("path"))
+			}
+		}
+		h1, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		seen <- struct{}{}
+		if _, err := rc.readRequestHeaders(); err != nil {
+			return
+		}
+		seen <- struct{}{}
+		rc.fr.WriteGoAway(h1.StreamID, http2.ErrCodeNo, nil)
+		rc.headers(h1.StreamID, false, ":status", "200")
+		rc.fr.WriteData(h1.StreamID, false, []byte("part"))
+		// The connection closes: a FIN after the frames, and whatever
+		// the client still sends is read, so that no TCP reset
+		// overtakes them.
+		rc.Conn.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	results := make(chan string, 2)
+	for _, p := range []string{"/a", "/b"} {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+p, nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				results <- p + ": " + err.Error()
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				results <- p + ": " + string(b) + " then " + err.Error()
+				return
+			}
+			results <- p + ": " + string(b)
+		}()
+		recv(t, seen) // streams 1 and 3, in this order
+	}
+	got := map[string]bool{}
+	for range 2 {
+		got[recv(t, results)] = true
+	}
+	if !got["/b: second /b"] {
+		t.Fatalf("results %v: /b was not sent again", got)
+	}
+	for r := range got {
+		if strings.HasPrefix(r, "/a: ") && !strings.Contains(r, "part then h2client: reading from server: unexpected EOF") {
+			t.Fatalf("/a: %q, want its partial body then the lost connection", r)
+		}
+	}
+}
