@@ -37,6 +37,22 @@ func (o *outgoing) closeBody() {
 	}
 }
 
+// ErrInvalidRequest is in the error (test with errors.Is) of a request
+// that RoundTrip refused before taking a connection because it cannot be
+// written as an HTTP/1.1 message intact: an invalid method, Host, target,
+// header or trailer field. The upstream never saw it; a caller should not
+// count it against the upstream, nor send it again.
+var ErrInvalidRequest = errors.New("h1client: invalid request")
+
+// invalidRequest is a refusal of prepare: its message, and ErrInvalidRequest.
+type invalidRequest struct{ err error }
+
+func invalid(err error) error { return invalidRequest{err} }
+
+func (e invalidRequest) Error() string        { return e.err.Error() }
+func (e invalidRequest) Unwrap() error        { return e.err }
+func (e invalidRequest) Is(target error) bool { return target == ErrInvalidRequest }
+
 // prepare validates req and works out its framing. Nothing that could
 // split or smuggle a message is accepted: errors name the bad part.
 func (o *outgoing) prepare(req *http.Request) error {
@@ -45,14 +61,14 @@ func (o *outgoing) prepare(req *http.Request) error {
 		o.method = http.MethodGet
 	}
 	if !httpguts.ValidHeaderFieldName(o.method) { // a method is a token, as a field name is
-		return fmt.Errorf("h1client: invalid method %q", o.method)
+		return invalid(fmt.Errorf("h1client: invalid method %q", o.method))
 	}
 	u := req.URL
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("h1client: unsupported scheme %q", u.Scheme)
+		return invalid(fmt.Errorf("h1client: unsupported scheme %q", u.Scheme))
 	}
 	if u.Host == "" {
-		return errors.New("h1client: request URL has no host")
+		return invalid(errors.New("h1client: request URL has no host"))
 	}
 	host := req.Host
 	if host == "" {
@@ -60,7 +76,7 @@ func (o *outgoing) prepare(req *http.Request) error {
 	}
 	h, err := httpguts.PunycodeHostPort(host)
 	if err != nil || !httpguts.ValidHostHeader(h) {
-		return fmt.Errorf("h1client: invalid Host %q", host)
+		return invalid(fmt.Errorf("h1client: invalid Host %q", host))
 	}
 	o.host = h
 	if err := checkTarget(u); err != nil {
@@ -68,17 +84,17 @@ func (o *outgoing) prepare(req *http.Request) error {
 	}
 	for k, vv := range req.Header {
 		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("h1client: invalid header field name %q", k)
+			return invalid(fmt.Errorf("h1client: invalid header field name %q", k))
 		}
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("h1client: invalid header field value for %q", k)
+				return invalid(fmt.Errorf("h1client: invalid header field value for %q", k))
 			}
 		}
 	}
 	for k := range req.Trailer {
 		if err := checkTrailerName(k); err != nil {
-			return fmt.Errorf("h1client: %w", err)
+			return invalid(fmt.Errorf("h1client: %w", err))
 		}
 	}
 	o.close = req.Close || httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
@@ -150,7 +166,7 @@ func checkTarget(u *url.URL) error {
 	for _, s := range [...]string{u.Opaque, u.RawQuery} {
 		for i := 0; i < len(s); i++ {
 			if b := s[i]; b <= ' ' || b == 0x7f {
-				return fmt.Errorf("h1client: invalid byte %#x in request target", b)
+				return invalid(fmt.Errorf("h1client: invalid byte %#x in request target", b))
 			}
 		}
 	}

@@ -816,9 +816,16 @@ func TestInvalidRequestsRefusedBeforeDialling(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want %q", name, err, c.want)
 		}
+		if !errors.Is(err, ErrInvalidRequest) {
+			t.Errorf("%s: %v is not ErrInvalidRequest", name, err)
+		}
 	}
 	if n := dials.Load(); n != 0 {
 		t.Fatalf("dialled %d times for invalid requests", n)
+	}
+	// A request that fails otherwise (here, at its dial) is not one.
+	if _, err := tr.RoundTrip(mustRequest(t, "GET", "http://example.test/", nil)); err == nil || errors.Is(err, ErrInvalidRequest) {
+		t.Fatalf("failed dial: %v", err)
 	}
 }
 
