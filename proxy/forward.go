@@ -605,6 +605,13 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		permit.Cancel()
 		f.replyReason(ReasonRequestTooLarge)
 		return false
+	case errors.Is(err, h1client.ErrInvalidRequest):
+		// Refused before any connection: a field, Host or target that
+		// an HTTP/1.1 message cannot carry (the servers refuse those
+		// first, so this is a second line). The upstream never saw it.
+		permit.Cancel()
+		f.replyReason(ReasonInvalidRequest)
+		return false
 	case errors.Is(err, h2client.ErrHeaderListTooLarge):
 		// Over the header list limit the upstream announced: the
 		// request was not sent. It is the request's doing, so it is

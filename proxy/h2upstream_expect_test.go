@@ -106,3 +106,44 @@ func TestHeaderListOverAnHTTP2UpstreamsLimit(t *testing.T) {
 	}
 	ok()
 }
+
+// A request the HTTP/1.1 client cannot write intact (here a control byte
+// in a header value, put there past the listener's own checks) is not
+// sent; the client gets 400 invalid_request, and neither the endpoint nor
+// the cluster's breaker counts it (a breaker that opens on one failure
+// lets the next request through).
+func TestRequestTheUpstreamClientRefusesIsNotTheEndpointsFailure(t *testing.T) {
+	var got atomic.Int32
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		got.Add(1)
+		w.Write([]byte("ok"))
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)),
+		CircuitBreaker: breaker.Config{
+			ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: 1},
+			Open:                breaker.BackoffConfig{Base: time.Minute},
+		}}), func(o *Options) {
+		o.Wrap = func(_ Listener, next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/bad" {
+					r.Header["X-Bad"] = []string{"a\x01b"}
+				}
+				next.ServeHTTP(w, r)
+			})
+		}
+	})
+	for range 3 {
+		resp := mustGet(t, h.h1, h.url("/bad"))
+		body := readAll(t, resp)
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("X-Outrigger-Error") != "invalid_request" {
+			t.Fatalf("bad header: %d %q %q, want 400 invalid_request", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"), body)
+		}
+	}
+	if got.Load() != 0 {
+		t.Fatal("the invalid request reached the upstream")
+	}
+	resp := mustGet(t, h.h1, h.url("/good"))
+	if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
+		t.Fatalf("after invalid requests: %d %q (the breaker counted them?)", resp.StatusCode, b)
+	}
+}

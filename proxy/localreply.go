@@ -22,6 +22,7 @@ const (
 	ReasonRequestHeadersTooLarge
 	ReasonBreakerOpen
 	ReasonOverflow
+	ReasonInvalidRequest
 	ReasonDirectResponse // not an error; counted so direct responses are visible
 	numReasons
 )
@@ -41,6 +42,7 @@ var reasonInfo = [numReasons]struct {
 	ReasonRequestHeadersTooLarge: {"request_headers_too_large", http.StatusRequestHeaderFieldsTooLarge, grpcResourceExhausted, "request header list larger than the upstream accepts"},
 	ReasonBreakerOpen:            {"breaker_open", http.StatusServiceUnavailable, grpcUnavailable, "circuit breaker open"},
 	ReasonOverflow:               {"overflow", http.StatusServiceUnavailable, grpcUnavailable, "upstream resource limit reached"},
+	ReasonInvalidRequest:         {"invalid_request", http.StatusBadRequest, grpcInternal, "request cannot be forwarded as HTTP/1.1"},
 	ReasonDirectResponse:         {"direct_response", 0, 0, ""},
 }
 
