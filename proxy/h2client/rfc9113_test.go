@@ -196,6 +196,25 @@ func TestFramesOnWrongStreams(t *testing.T) {
 		})
 		wantGoAway(t, a, err, http2.ErrCodeProtocol)
 	})
+	t.Run("HEADERS on stream 0", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.fr.AllowIllegalWrites = true
+			rc.headers(0, true, ":status", "200")
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
+	t.Run("RST_STREAM on a stream never opened", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.fr.WriteRSTStream(id+2, http2.ErrCodeCancel)
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
+	t.Run("WINDOW_UPDATE on a stream never opened", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.fr.WriteWindowUpdate(id+2, 100)
+		})
+		wantGoAway(t, a, err, http2.ErrCodeProtocol)
+	})
 	t.Run("HEADERS on a server stream", func(t *testing.T) {
 		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
 			rc.headers(2, true, ":status", "200")
