@@ -45,7 +45,10 @@ type Transport struct {
 	// its trailers; it is advertised as SETTINGS_MAX_HEADER_LIST_SIZE. A
 	// block over it resets its stream (PROTOCOL_ERROR); a single field
 	// longer than it, or a frame far beyond it, is a connection error,
-	// as in x/net/http2. 0 means 10 MiB, as in x/net/http2.
+	// as in x/net/http2. x/net/http2's framer, which decodes the blocks,
+	// counts "trailer" fields (the names of the trailers to come) against
+	// a budget of their own of the same size, so a block may decode to up
+	// to twice it. 0 means 10 MiB, as in x/net/http2.
 	MaxHeaderListSize uint32
 
 	// ExpectContinueTimeout is how long a request with a body and
