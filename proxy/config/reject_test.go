@@ -85,17 +85,17 @@ listeners:
 		{"health check header hop-by-hop", okCluster + `    health_check:
       http:
         request_headers: {connection: close}
-`, `t.yaml:7: clusters.a.health_check.http.request_headers[0].name: header "connection" is connection-specific (hop-by-hop): the sidecar manages the check's connection`},
+`, `t.yaml:7: clusters.a.health_check.http.request_headers[0].name: header "connection" cannot be set: connection-specific (hop-by-hop): the check's connection is the prober's to manage`},
 		{"health check header host", okCluster + `    health_check:
       http:
         request_headers:
           - {name: x-ok, value: "1"}
           - {name: Host, value: orders.internal}
-`, `t.yaml:9: clusters.a.health_check.http.request_headers[1].name: header "Host" cannot be set here: use http.host`},
+`, `t.yaml:9: clusters.a.health_check.http.request_headers[1].name: header "Host" cannot be set: the Host of a check is set by http.host`},
 		{"health check pseudo-header", okCluster + `    health_check:
       http:
         request_headers: {":path": /x}
-`, `t.yaml:7: clusters.a.health_check.http.request_headers[0].name: pseudo-header ":path" cannot be set: the check's path and host make them`},
+`, `t.yaml:7: clusters.a.health_check.http.request_headers[0].name: header ":path": pseudo-headers are made by the client from the check's path and host`},
 		{"health check header bad name", okCluster + `    health_check:
       http:
         request_headers: {"x token": abc}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/outrigger-mesh/outrigger/proxy/health"
 )
 
 // Limits enforced by validation.
@@ -193,7 +195,7 @@ func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 		}
 		for i, hv := range hc.RequestHeaders {
 			ip := indexPath(path+".http.request_headers", i)
-			if msg := checkHealthCheckHeader(hv.Name); msg != "" {
+			if msg := health.HeaderProblem(hv.Name); msg != "" {
 				p.add(ip+".name", msg)
 			}
 			if !httpguts.ValidHeaderFieldValue(hv.Value) {
@@ -205,29 +207,6 @@ func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 			}
 		}
 	}
-}
-
-// checkHealthCheckHeader returns why a health check cannot send a header
-// of this name, or "". The refused names are those net/http would drop
-// from the check's request or fail it for over HTTP/2 (RFC 9113 section
-// 8.2.2), and Host, which has a key of its own.
-func checkHealthCheckHeader(name string) string {
-	switch lower := strings.ToLower(name); {
-	case name == "":
-		return "header name is required"
-	case strings.HasPrefix(name, ":"):
-		return fmt.Sprintf("pseudo-header %q cannot be set: the check's path and host make them", name)
-	case !httpguts.ValidHeaderFieldName(name):
-		return fmt.Sprintf("invalid header name %q", name)
-	case lower == "host":
-		return fmt.Sprintf("header %q cannot be set here: use http.host", name)
-	case lower == "connection", lower == "keep-alive", lower == "proxy-connection",
-		lower == "transfer-encoding", lower == "upgrade", lower == "te":
-		return fmt.Sprintf("header %q is connection-specific (hop-by-hop): the sidecar manages the check's connection", name)
-	case lower == "trailer", lower == "content-length":
-		return fmt.Sprintf("header %q describes a body, and a check's GET has none", name)
-	}
-	return ""
 }
 
 // field is a key and whether it is set.

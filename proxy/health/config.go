@@ -141,7 +141,7 @@ func (c Config) Validate() error {
 		}
 		agents := 0
 		for _, name := range sortedNames(c.Headers) {
-			if msg := headerProblem(name); msg != "" {
+			if msg := HeaderProblem(name); msg != "" {
 				add("http.request_headers", "%s", msg)
 				continue
 			}
@@ -185,11 +185,11 @@ var forbiddenHeaders = map[string]string{
 	"content-length":    "a check has no body; the length is the client's to send",
 }
 
-// headerProblem says why a header called name cannot be sent with a
+// HeaderProblem says why a header called name cannot be sent with a
 // check ("" when it can): an invalid name, a pseudo-header, or one of the
 // names a check may not be given (Host, the connection-specific headers,
 // and those of a body).
-func headerProblem(name string) string {
+func HeaderProblem(name string) string {
 	switch {
 	case name == "":
 		return "header name is required"
