@@ -433,7 +433,10 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 	if f.grpc {
 		if vv := r.Header[hdrGRPCTimeout]; len(vv) > 0 && vv[0] != "" {
 			if d, err := parseGRPCTimeout(vv[0]); err == nil && (timeout == 0 || d < timeout) {
-				timeout = d
+				// Zero is a deadline already past (grpc-go's encoder
+				// writes "0n" for one, and its server fails such a call
+				// at once), not "no deadline": here timeout 0 is none.
+				timeout = max(d, time.Nanosecond)
 			}
 		}
 	}
