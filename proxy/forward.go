@@ -373,7 +373,12 @@ func (f *forwarding) run(start time.Time) {
 				f.report(permit, ep, hv)
 				recorded = true
 				if f.canRetry(attempt, failNone, resp.StatusCode, gs, hv) && f.takeRetry(&retryHeld) {
-					discard(resp.Body)
+					// Closed, not read: a body that stalls would hold the
+					// retry until the route deadline. Both transports
+					// close without blocking (h1client keeps the
+					// connection when the rest of a short body is
+					// already buffered; h2client resets the stream).
+					resp.Body.Close()
 					ep.active.Add(-1)
 					acancel(nil)
 					if !f.prepareRetry(attempt) {
@@ -1199,13 +1204,6 @@ func hasBody(r *http.Request) bool {
 		return false
 	}
 	return r.ContentLength != 0 || r.Trailer != nil
-}
-
-// discard reads a little of a body we will not use, so an HTTP/1.1
-// connection can go back to the pool, and closes it.
-func discard(rc io.ReadCloser) {
-	_, _ = io.CopyN(io.Discard, rc, 4<<10)
-	rc.Close()
 }
 
 var errTooLarge = errors.New("request body too large")
