@@ -69,20 +69,15 @@ func TestContinuationFloodEndsTheConnection(t *testing.T) {
 	const limit = 64 << 10
 	sent := make(chan int, 1)
 	goaway := make(chan http2.ErrCode, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		go func() {
-			f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+			code, err := rc.readGoAway()
 			if err != nil {
 				// The client closes with the flood unread in its
 				// socket: the reset that sends may overtake its GOAWAY.
-				goaway <- resetBeforeGoAway
-				return
+				code = resetBeforeGoAway
 			}
-			goaway <- f.(*http2.GoAwayFrame).ErrCode
+			goaway <- code
 		}()
 		var hb bytesBuffer
 		enc := hpack.NewEncoder(&hb)
@@ -129,22 +124,12 @@ func TestGracefulGoAwayInTwoSteps(t *testing.T) {
 	seen := make(chan struct{}, 3)
 	s := startRaw(t, nil, func(rc *rawConn, n int) {
 		if n > 0 {
-			for {
-				h, err := rc.readRequestHeaders()
-				if err != nil {
-					return
-				}
-				rc.respond(h.StreamID, "second "+h.PseudoValue("path"))
-			}
+			rc.answerEach(withPath("second "))
+			return
 		}
-		var ids []uint32
-		for len(ids) < 3 {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
-			ids = append(ids, h.StreamID)
-			seen <- struct{}{}
+		ids, err := rc.readRequests(3, seen)
+		if err != nil {
+			return
 		}
 		rc.fr.WriteGoAway(maxStreamID, http2.ErrCodeNo, nil)
 		rc.fr.WritePing(false, [8]byte{7})
@@ -156,28 +141,11 @@ func TestGracefulGoAwayInTwoSteps(t *testing.T) {
 		rc.respond(ids[0], "first")
 		io.Copy(io.Discard, rc)
 	})
-	tr := newTransport(t)
-	results := make(chan string, 3)
-	for _, p := range []string{"/a", "/b", "/c"} {
-		go func() {
-			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+p, nil)
-			resp, err := tr.RoundTrip(req)
-			if err != nil {
-				results <- err.Error()
-				return
-			}
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil {
-				b = []byte(err.Error())
-			}
-			results <- p + ": " + string(b)
-		}()
-		recv(t, seen) // streams 1, 3, 5 in this order
-	}
+	// Streams 1, 3, 5 in this order.
+	results := sendInOrder(t, newTransport(t), s.addr, seen, "/a", "/b", "/c")
 	got := map[string]bool{}
 	for range 3 {
-		got[recv(t, results)] = true
+		got[recv(t, results).String()] = true
 	}
 	for _, want := range []string{"/a: first", "/b: second /b", "/c: second /c"} {
 		if !got[want] {
@@ -191,11 +159,7 @@ func TestGracefulGoAwayInTwoSteps(t *testing.T) {
 // response stands, whole, however late the reader reads it, and the
 // request body the server never gave window for is abandoned.
 func TestResetNoErrorAfterCompleteResponseKeepsIt(t *testing.T) {
-	s := startRaw(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 0}}, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 0}}, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.headers(h.StreamID, false, ":status", "200")
 		rc.fr.WriteData(h.StreamID, false, []byte(strings.Repeat("r", 16000)))
 		rc.fr.WriteData(h.StreamID, true, []byte(strings.Repeat("s", 16000)))
@@ -265,11 +229,7 @@ func TestSettingsFloodFromServerThatDoesNotReadEndsConnection(t *testing.T) {
 func TestEndlessEmptyHeaderBlockIsCutByKeepalive(t *testing.T) {
 	for _, frag := range [][]byte{nil, bytes.Repeat([]byte{0x20}, 1000)} {
 		t.Run(fmt.Sprintf("%d-byte fragments", len(frag)), func(t *testing.T) {
-			s := startRaw(t, nil, func(rc *rawConn, n int) {
-				h, err := rc.readRequestHeaders()
-				if err != nil {
-					return
-				}
+			s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 				go io.Copy(io.Discard, rc)
 				if rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID}) != nil {
 					return
@@ -300,55 +260,27 @@ func TestGoAwayThenCloseWithStreamsInFlight(t *testing.T) {
 	seen := make(chan struct{}, 2)
 	s := startRaw(t, nil, func(rc *rawConn, n int) {
 		if n > 0 {
-			for {
-				h, err := rc.readRequestHeaders()
-				if err != nil {
-					return
-				}
-				rc.respond(h.StreamID, "second "+h.PseudoValue("path"))
-			}
+			rc.answerEach(withPath("second "))
+			return
 		}
-		h1, err := rc.readRequestHeaders()
+		ids, err := rc.readRequests(2, seen)
 		if err != nil {
 			return
 		}
-		seen <- struct{}{}
-		if _, err := rc.readRequestHeaders(); err != nil {
-			return
-		}
-		seen <- struct{}{}
-		rc.fr.WriteGoAway(h1.StreamID, http2.ErrCodeNo, nil)
-		rc.headers(h1.StreamID, false, ":status", "200")
-		rc.fr.WriteData(h1.StreamID, false, []byte("part"))
+		rc.fr.WriteGoAway(ids[0], http2.ErrCodeNo, nil)
+		rc.headers(ids[0], false, ":status", "200")
+		rc.fr.WriteData(ids[0], false, []byte("part"))
 		// The connection closes: a FIN after the frames, and whatever
 		// the client still sends is read, so that no TCP reset
 		// overtakes them.
 		rc.Conn.(*net.TCPConn).CloseWrite()
 		io.Copy(io.Discard, rc)
 	})
-	tr := newTransport(t)
-	results := make(chan string, 2)
-	for _, p := range []string{"/a", "/b"} {
-		go func() {
-			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+p, nil)
-			resp, err := tr.RoundTrip(req)
-			if err != nil {
-				results <- p + ": " + err.Error()
-				return
-			}
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil {
-				results <- p + ": " + string(b) + " then " + err.Error()
-				return
-			}
-			results <- p + ": " + string(b)
-		}()
-		recv(t, seen) // streams 1 and 3, in this order
-	}
+	// Streams 1 and 3, in this order.
+	results := sendInOrder(t, newTransport(t), s.addr, seen, "/a", "/b")
 	got := map[string]bool{}
 	for range 2 {
-		got[recv(t, results)] = true
+		got[recv(t, results).String()] = true
 	}
 	if !got["/b: second /b"] {
 		t.Fatalf("results %v: /b was not sent again", got)

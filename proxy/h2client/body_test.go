@@ -29,15 +29,10 @@ func TestLargeHeaderBlockUsesContinuation(t *testing.T) {
 
 func TestResponseEndsBeforeRequestBodyCancelsIt(t *testing.T) {
 	rst := make(chan http2.ErrCode, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.respond(h.StreamID, "early")
-		f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
-		if err == nil {
-			rst <- f.(*http2.RSTStreamFrame).ErrCode
+		if code, err := rc.readReset(); err == nil {
+			rst <- code
 		}
 		io.Copy(io.Discard, rc)
 	})
@@ -64,15 +59,10 @@ func TestResponseEndsBeforeRequestBodyCancelsIt(t *testing.T) {
 
 func TestRequestBodyErrorResetsStream(t *testing.T) {
 	rst := make(chan http2.ErrCode, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.headers(h.StreamID, false, ":status", "200")
-		f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
-		if err == nil {
-			rst <- f.(*http2.RSTStreamFrame).ErrCode
+		if code, err := rc.readReset(); err == nil {
+			rst <- code
 		}
 		io.Copy(io.Discard, rc)
 	})

@@ -95,17 +95,6 @@ func (rc *rawConn) echoStream(id uint32, seen chan<- streamSeen) {
 	io.Copy(io.Discard, rc)
 }
 
-// answerTheRest answers every further request of the connection with body.
-func (rc *rawConn) answerTheRest(body string) {
-	for {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
-		rc.respond(h.StreamID, body)
-	}
-}
-
 // readStream reads the frames of stream id until it ends (END_STREAM or
 // RST_STREAM). Frames of other streams are passed to other, when set.
 func (rc *rawConn) readStream(id uint32, other func(http2.Frame)) streamSeen {
@@ -199,11 +188,7 @@ func TestExpectContinueThenBody(t *testing.T) {
 // connection carries on.
 func TestExpectContinueFinalResponseSkipsBody(t *testing.T) {
 	seen := make(chan streamSeen, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		if h.StreamEnded() || h.PseudoValue("path") != "/refuse" {
 			seen <- streamSeen{err: fmt.Errorf("first HEADERS: end %v, path %q", h.StreamEnded(), h.PseudoValue("path"))}
 			return
@@ -247,11 +232,7 @@ func TestExpectContinueFinalResponseSkipsBody(t *testing.T) {
 func TestExpectContinueTimeoutSendsBody(t *testing.T) {
 	const timeout = 50 * time.Millisecond
 	seen := make(chan streamSeen, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.echoStream(h.StreamID, seen)
 	})
 	tr := newTransport(t, func(tr *Transport) { tr.ExpectContinueTimeout = timeout })
@@ -279,11 +260,7 @@ func TestExpectContinueTimeoutSendsBody(t *testing.T) {
 func TestExpectContinueAfterEarlyHints(t *testing.T) {
 	saw103 := make(chan struct{})
 	seen := make(chan streamSeen, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.headers(h.StreamID, false, ":status", "103", "link", "</style.css>; rel=preload")
 		select {
 		case <-saw103:
@@ -340,11 +317,7 @@ func TestExpectContinueAfterEarlyHints(t *testing.T) {
 func TestExpectContinueContextCancelledWhileWaiting(t *testing.T) {
 	gotHeaders := make(chan struct{})
 	seen := make(chan streamSeen, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		close(gotHeaders)
 		seen <- rc.readStream(h.StreamID, nil)
 		rc.answerTheRest("next")
@@ -380,11 +353,7 @@ func TestExpectContinueContextCancelledWhileWaiting(t *testing.T) {
 func TestExpectContinueWithoutTimeoutSendsAtOnce(t *testing.T) {
 	seen := make(chan streamSeen, 1)
 	expect := make(chan string, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		for _, f := range h.RegularFields() {
 			if f.Name == "expect" {
 				expect <- f.Value

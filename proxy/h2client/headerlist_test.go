@@ -142,11 +142,7 @@ func TestHeaderListRealServerLimit(t *testing.T) {
 func TestTrailersOverServerLimit(t *testing.T) {
 	const limit = 300
 	seen := make(chan streamSeen, 1)
-	s := startRaw(t, []http2.Setting{{ID: http2.SettingMaxHeaderListSize, Val: limit}}, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, []http2.Setting{{ID: http2.SettingMaxHeaderListSize, Val: limit}}, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		seen <- rc.readStream(h.StreamID, nil)
 		for {
 			h, err := rc.readRequestHeaders()
@@ -195,11 +191,7 @@ func (ts *trailerSetter) Read(p []byte) (int, error) {
 func TestTrailersUnderServerLimit(t *testing.T) {
 	const limit = 300
 	seen := make(chan streamSeen, 1)
-	s := startRaw(t, []http2.Setting{{ID: http2.SettingMaxHeaderListSize, Val: limit}}, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, []http2.Setting{{ID: http2.SettingMaxHeaderListSize, Val: limit}}, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		ss := rc.readStream(h.StreamID, nil)
 		seen <- ss
 		rc.respond(h.StreamID, "ok")

@@ -219,6 +219,76 @@ func (rc *rawConn) readRequestHeaders() (*http2.MetaHeadersFrame, error) {
 	return f.(*http2.MetaHeadersFrame), nil
 }
 
+// is matches the frames of type F, for readUntil.
+func is[F http2.Frame](f http2.Frame) bool { _, ok := f.(F); return ok }
+
+// either matches the frames any of ms matches, for readUntil.
+func either(ms ...func(http2.Frame) bool) func(http2.Frame) bool {
+	return func(f http2.Frame) bool {
+		for _, m := range ms {
+			if m(f) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// readReset reads until the client's RST_STREAM and returns its code.
+func (rc *rawConn) readReset() (http2.ErrCode, error) {
+	f, err := rc.readUntil(is[*http2.RSTStreamFrame])
+	if err != nil {
+		return 0, err
+	}
+	return f.(*http2.RSTStreamFrame).ErrCode, nil
+}
+
+// readGoAway reads until the client's GOAWAY and returns its code.
+func (rc *rawConn) readGoAway() (http2.ErrCode, error) {
+	f, err := rc.readUntil(is[*http2.GoAwayFrame])
+	if err != nil {
+		return 0, err
+	}
+	return f.(*http2.GoAwayFrame).ErrCode, nil
+}
+
+// readRequests reads the HEADERS of k requests, signalling seen after
+// each, and returns their stream ids.
+func (rc *rawConn) readRequests(k int, seen chan<- struct{}) ([]uint32, error) {
+	var ids []uint32
+	for range k {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, h.StreamID)
+		seen <- struct{}{}
+	}
+	return ids, nil
+}
+
+// answerEach answers every further request of the connection with the
+// body answer gives for its HEADERS, until the connection ends.
+func (rc *rawConn) answerEach(answer func(h *http2.MetaHeadersFrame) string) {
+	for {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		rc.respond(h.StreamID, answer(h))
+	}
+}
+
+// answerTheRest answers every further request of the connection with body.
+func (rc *rawConn) answerTheRest(body string) {
+	rc.answerEach(func(*http2.MetaHeadersFrame) string { return body })
+}
+
+// withPath answers a request with prefix and its :path.
+func withPath(prefix string) func(h *http2.MetaHeadersFrame) string {
+	return func(h *http2.MetaHeadersFrame) string { return prefix + h.PseudoValue("path") }
+}
+
 func startRaw(t testing.TB, settings []http2.Setting, handle func(rc *rawConn, n int)) *rawServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -273,6 +343,70 @@ func startRaw(t testing.TB, settings []http2.Setting, handle func(rc *rawConn, n
 		wg.Wait()
 	})
 	return rs
+}
+
+// startRawForRequest starts a raw server whose connections each read
+// their first request's HEADERS and hand them to serve; a connection that
+// ends before them is dropped.
+func startRawForRequest(t testing.TB, settings []http2.Setting, serve func(rc *rawConn, h *http2.MetaHeadersFrame)) *rawServer {
+	t.Helper()
+	return startRaw(t, settings, func(rc *rawConn, n int) {
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		serve(rc, h)
+	})
+}
+
+// outcome is what one request got through a Transport: the response body
+// as far as it was read, and the error that ended it, if any.
+type outcome struct {
+	path string
+	body string
+	err  error
+}
+
+// String reads "path: body", "path: body then error", or, when no
+// response came, "path: error".
+func (o outcome) String() string {
+	switch {
+	case o.err == nil:
+		return o.path + ": " + o.body
+	case o.body == "":
+		return o.path + ": " + o.err.Error()
+	}
+	return o.path + ": " + o.body + " then " + o.err.Error()
+}
+
+// fetch sends req through tr and reads the whole response body. It is
+// safe to call from any goroutine.
+func fetch(tr http.RoundTripper, req *http.Request) outcome {
+	o := outcome{path: req.URL.Path}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		o.err = err
+		return o
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	o.body, o.err = string(b), err
+	return o
+}
+
+// sendInOrder GETs each path on addr from a goroutine of its own, the
+// next one only once the server has signalled on seen that it read the
+// one before, so that the streams reach the server in the order given.
+// The outcomes come on the returned channel as the requests end.
+func sendInOrder(t testing.TB, tr *Transport, addr string, seen <-chan struct{}, paths ...string) <-chan outcome {
+	t.Helper()
+	out := make(chan outcome, len(paths))
+	for _, p := range paths {
+		req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+addr+p, nil)
+		go func() { out <- fetch(tr, req) }()
+		recv(t, seen)
+	}
+	return out
 }
 
 // recv receives from ch, failing the test when nothing comes within 10s.

@@ -33,50 +33,21 @@ func TestGoAwayRetriesUnprocessedAndFailsProcessed(t *testing.T) {
 	s := startRaw(t, nil, func(rc *rawConn, n int) {
 		if n > 0 {
 			// The second connection answers everything.
-			for {
-				h, err := rc.readRequestHeaders()
-				if err != nil {
-					return
-				}
-				rc.respond(h.StreamID, "second "+h.PseudoValue("path"))
-			}
+			rc.answerEach(withPath("second "))
+			return
 		}
 		// The first takes two requests, then says it processed only
 		// the first one and goes away.
-		h1, err := rc.readRequestHeaders()
+		ids, err := rc.readRequests(2, seen)
 		if err != nil {
 			return
 		}
-		seen <- struct{}{}
-		if _, err := rc.readRequestHeaders(); err != nil {
-			return
-		}
-		rc.fr.WriteGoAway(h1.StreamID, http2.ErrCodeNo, []byte("bye"))
-		rc.fr.WriteRSTStream(h1.StreamID, http2.ErrCodeInternal)
+		rc.fr.WriteGoAway(ids[0], http2.ErrCodeNo, []byte("bye"))
+		rc.fr.WriteRSTStream(ids[0], http2.ErrCodeInternal)
 		io.Copy(io.Discard, rc)
 	})
-	tr := newTransport(t)
-	type result struct {
-		body string
-		err  error
-	}
-	results := make(chan result, 2)
-	for _, p := range []string{"/a", "/b"} {
-		go func() {
-			req, _ := http.NewRequest("GET", "http://"+s.addr+p, nil)
-			resp, err := tr.RoundTrip(req)
-			if err != nil {
-				results <- result{err: err}
-				return
-			}
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			results <- result{string(b), err}
-		}()
-		if p == "/a" {
-			<-seen // keep the order of the streams on the wire
-		}
-	}
+	// The streams go out in this order, /a on stream 1.
+	results := sendInOrder(t, newTransport(t), s.addr, seen, "/a", "/b")
 	var okBodies, resets int
 	for range 2 {
 		r := recv(t, results)
@@ -136,11 +107,7 @@ func TestRefusedStreamIsRetriedOnce(t *testing.T) {
 }
 
 func TestResetDuringResponseBody(t *testing.T) {
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.headers(h.StreamID, false, ":status", "200")
 		rc.fr.WriteData(h.StreamID, false, []byte("partial"))
 		rc.fr.WriteRSTStream(h.StreamID, http2.ErrCodeInternal)
@@ -163,11 +130,7 @@ func TestResetDuringResponseBody(t *testing.T) {
 func TestFlowControlTinyServerWindowLargeBody(t *testing.T) {
 	const size = 200 << 10
 	got := make(chan int, 1)
-	s := startRaw(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 10}}, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 10}}, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		total := 0
 		for {
 			f, err := rc.fr.ReadFrame()
@@ -226,11 +189,7 @@ func TestLargeResponseBodyGetsWindowUpdates(t *testing.T) {
 }
 
 func TestInformationalResponsesReachTrace(t *testing.T) {
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.headers(h.StreamID, false, ":status", "103", "link", "</a.css>; rel=preload")
 		rc.headers(h.StreamID, false, ":status", "100")
 		rc.respond(h.StreamID, "final")
@@ -287,15 +246,10 @@ func TestMalformedResponsesResetTheStream(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rst := make(chan http2.ErrCode, 1)
-			s := startRaw(t, nil, func(rc *rawConn, n int) {
-				h, err := rc.readRequestHeaders()
-				if err != nil {
-					return
-				}
+			s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 				tc.serve(rc, h.StreamID)
-				f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
-				if err == nil {
-					rst <- f.(*http2.RSTStreamFrame).ErrCode
+				if code, err := rc.readReset(); err == nil {
+					rst <- code
 				}
 				io.Copy(io.Discard, rc)
 			})
@@ -340,15 +294,10 @@ func TestMalformedResponsesResetTheStream(t *testing.T) {
 
 func TestPushPromiseIsAConnectionError(t *testing.T) {
 	goaway := make(chan http2.ErrCode, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.fr.WritePushPromise(http2.PushPromiseParam{StreamID: h.StreamID, PromiseID: 2, BlockFragment: []byte{0x82}, EndHeaders: true})
-		f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
-		if err == nil {
-			goaway <- f.(*http2.GoAwayFrame).ErrCode
+		if code, err := rc.readGoAway(); err == nil {
+			goaway <- code
 		}
 	})
 	tr := newTransport(t)
@@ -477,17 +426,12 @@ func TestContextCancelResetsStream(t *testing.T) {
 	for _, after := range []bool{false, true} {
 		t.Run(fmt.Sprint("after headers ", after), func(t *testing.T) {
 			rst := make(chan http2.ErrCode, 1)
-			s := startRaw(t, nil, func(rc *rawConn, n int) {
-				h, err := rc.readRequestHeaders()
-				if err != nil {
-					return
-				}
+			s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 				if after {
 					rc.headers(h.StreamID, false, ":status", "200")
 				}
-				f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
-				if err == nil {
-					rst <- f.(*http2.RSTStreamFrame).ErrCode
+				if code, err := rc.readReset(); err == nil {
+					rst <- code
 				}
 				io.Copy(io.Discard, rc)
 			})
@@ -520,16 +464,11 @@ func TestContextCancelResetsStream(t *testing.T) {
 
 func TestBodyCloseEarlyResetsStream(t *testing.T) {
 	rst := make(chan http2.ErrCode, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.headers(h.StreamID, false, ":status", "200")
 		rc.fr.WriteData(h.StreamID, false, []byte("more to come"))
-		f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
-		if err == nil {
-			rst <- f.(*http2.RSTStreamFrame).ErrCode
+		if code, err := rc.readReset(); err == nil {
+			rst <- code
 		}
 		io.Copy(io.Discard, rc)
 	})
@@ -711,11 +650,7 @@ func TestRequestNeverWrittenIsRetriedOnNewConnection(t *testing.T) {
 
 func TestPerRequestFieldsAreNotIndexed(t *testing.T) {
 	got := make(chan map[string]bool, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		m := map[string]bool{}
 		for _, f := range h.Fields {
 			m[f.Name] = f.Sensitive
@@ -753,11 +688,7 @@ func TestServerAllowingNoStreamsIsAnErrorNotADialLoop(t *testing.T) {
 func TestSettingsRaisingTheWindowReleasesTheSender(t *testing.T) {
 	const size = 100 << 10
 	got := make(chan int, 1)
-	s := startRaw(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 10}}, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 10}}, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		total := 0
 		raised := false
 		for {

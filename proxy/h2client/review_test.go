@@ -185,16 +185,11 @@ func TestResponseContentLengthValues(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rst := make(chan http2.ErrCode, 1)
-			s := startRaw(t, nil, func(rc *rawConn, n int) {
-				h, err := rc.readRequestHeaders()
-				if err != nil {
-					return
-				}
+			s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 				rc.headers(h.StreamID, false, append([]string{":status", "200"}, tc.fields...)...)
 				rc.fr.WriteData(h.StreamID, true, []byte("hello"))
-				f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
-				if err == nil {
-					rst <- f.(*http2.RSTStreamFrame).ErrCode
+				if code, err := rc.readReset(); err == nil {
+					rst <- code
 				}
 				io.Copy(io.Discard, rc)
 			})
@@ -256,11 +251,7 @@ func TestConnectionWithSpentStreamIDsIsClosed(t *testing.T) {
 // may spend the whole stream window on padding and then wait for window
 // while the caller waits for data.
 func TestPaddingAloneDoesNotStallTheStream(t *testing.T) {
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.headers(h.StreamID, false, ":status", "200")
 		pad := make([]byte, 255)
 		for range streamWindow / 256 { // 1 pad-length byte + 255 of padding each
@@ -464,11 +455,7 @@ func TestPingWhileManyRequestsAreQueuedIsAnswered(t *testing.T) {
 func TestStreamWindowUpdatesWhileConnectionWindowIsSpentDoNotGrowTheWaiters(t *testing.T) {
 	const updates = 500
 	sent := make(chan struct{})
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		// Read the body until the connection window (65535) is spent.
 		got := 0
 		for got < initialPeerWindow {
@@ -523,7 +510,7 @@ func TestServerHeaderTableSizeShrinksTheEncoderTable(t *testing.T) {
 	s := startRaw(t, []http2.Setting{{ID: http2.SettingHeaderTableSize, Val: 0}}, func(rc *rawConn, n int) {
 		rc.fr.ReadMetaHeaders = nil // the raw block
 		for range 2 {
-			f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.HeadersFrame); return ok })
+			f, err := rc.readUntil(is[*http2.HeadersFrame])
 			if err != nil {
 				return
 			}
@@ -557,14 +544,10 @@ func TestServerHeaderTableSizeShrinksTheEncoderTable(t *testing.T) {
 // connection's window.
 func TestFramesForAResetStreamAreDroppedAndTheirWindowReturned(t *testing.T) {
 	returned := make(chan bool, 1)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.headers(h.StreamID, false, ":status", "200")
 		rc.fr.WriteData(h.StreamID, false, []byte("x"))
-		if _, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok }); err != nil {
+		if _, err := rc.readUntil(is[*http2.RSTStreamFrame]); err != nil {
 			return
 		}
 		chunk := make([]byte, 16<<10)
@@ -583,7 +566,7 @@ func TestFramesForAResetStreamAreDroppedAndTheirWindowReturned(t *testing.T) {
 			got += int(f.(*http2.WindowUpdateFrame).Increment)
 		}
 		returned <- true
-		h, err = rc.readRequestHeaders()
+		h, err := rc.readRequestHeaders()
 		if err != nil {
 			return
 		}

@@ -20,6 +20,19 @@ type answer struct {
 	reset bool
 }
 
+// readAnswer reads until the client's first RST_STREAM or GOAWAY and
+// says which it was.
+func (rc *rawConn) readAnswer() (answer, error) {
+	f, err := rc.readUntil(either(is[*http2.RSTStreamFrame], is[*http2.GoAwayFrame]))
+	if err != nil {
+		return answer{}, err
+	}
+	if f, ok := f.(*http2.RSTStreamFrame); ok {
+		return answer{rst: true, code: f.ErrCode, stream: f.StreamID}, nil
+	}
+	return answer{code: f.(*http2.GoAwayFrame).ErrCode}, nil
+}
+
 // misbehave starts a raw server whose first request is answered by
 // serve; it then reports the client's first RST_STREAM or GOAWAY, and,
 // when that was a RST_STREAM, answers the next request "after" to show
@@ -28,38 +41,19 @@ type answer struct {
 func misbehave(t *testing.T, settings []http2.Setting, req func(addr string) *http.Request, serve func(rc *rawConn, id uint32)) (answer, error, *Transport, *rawServer) {
 	t.Helper()
 	got := make(chan answer, 1)
-	s := startRaw(t, settings, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, settings, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		serve(rc, h.StreamID)
-		f, err := rc.readUntil(func(f http2.Frame) bool {
-			switch f.(type) {
-			case *http2.RSTStreamFrame, *http2.GoAwayFrame:
-				return true
-			}
-			return false
-		})
+		a, err := rc.readAnswer()
 		if err != nil {
 			got <- answer{reset: true}
 			return
 		}
-		switch f := f.(type) {
-		case *http2.RSTStreamFrame:
-			got <- answer{rst: true, code: f.ErrCode, stream: f.StreamID}
-		case *http2.GoAwayFrame:
-			got <- answer{code: f.ErrCode}
+		got <- a
+		if !a.rst {
 			io.Copy(io.Discard, rc)
 			return
 		}
-		for {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
-			rc.respond(h.StreamID, "after")
-		}
+		rc.answerTheRest("after")
 	})
 	tr := newTransport(t)
 	var r *http.Request
@@ -68,11 +62,7 @@ func misbehave(t *testing.T, settings []http2.Setting, req func(addr string) *ht
 	} else {
 		r, _ = http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
 	}
-	resp, err := tr.RoundTrip(r)
-	if err == nil {
-		_, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
-	}
+	err := fetch(tr, r).err
 	var a answer
 	select {
 	case a = <-got:
@@ -255,11 +245,7 @@ func TestFramesOnWrongStreams(t *testing.T) {
 // window from being given back.
 func TestDataBeyondTheStreamWindow(t *testing.T) {
 	codes := make(chan answer, 2)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.headers(h.StreamID, false, ":status", "200")
 		chunk := make([]byte, defaultMaxFrame)
 		for sent := 0; sent <= streamWindow; sent += len(chunk) {
@@ -267,24 +253,11 @@ func TestDataBeyondTheStreamWindow(t *testing.T) {
 				return
 			}
 		}
-		for range 1 {
-			f, err := rc.readUntil(func(f http2.Frame) bool {
-				switch f.(type) {
-				case *http2.RSTStreamFrame, *http2.GoAwayFrame:
-					return true
-				}
-				return false
-			})
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.RSTStreamFrame:
-				codes <- answer{rst: true, code: f.ErrCode, stream: f.StreamID}
-			case *http2.GoAwayFrame:
-				codes <- answer{code: f.ErrCode}
-			}
+		a, err := rc.readAnswer()
+		if err != nil {
+			return
 		}
+		codes <- a
 		io.Copy(io.Discard, rc)
 	})
 	tr := newTransport(t)
@@ -346,12 +319,12 @@ func TestInvalidFirstSettingsGetGoAway(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make(chan http2.ErrCode, 1)
 			s := startRaw(t, []http2.Setting{tc.setting}, func(rc *rawConn, n int) {
-				f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+				code, err := rc.readGoAway()
 				if err != nil {
 					close(got)
 					return
 				}
-				got <- f.(*http2.GoAwayFrame).ErrCode
+				got <- code
 			})
 			tr := newTransport(t)
 			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
@@ -442,20 +415,15 @@ func TestServerThatNeverAcknowledgesSettings(t *testing.T) {
 func TestResponseStreamsWhileRequestBodyHasNoWindow(t *testing.T) {
 	const size = 3 << 20
 	rst := make(chan http2.ErrCode, 1)
-	s := startRaw(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 0}}, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders()
-		if err != nil {
-			return
-		}
+	s := startRawForRequest(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 0}}, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		// The client's frames are read (for its WINDOW_UPDATEs) while
 		// the response goes out.
 		reading := make(chan struct{})
 		defer func() { <-reading }()
 		go func() {
 			defer close(reading)
-			f, err := rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
-			if err == nil {
-				rst <- f.(*http2.RSTStreamFrame).ErrCode
+			if code, err := rc.readReset(); err == nil {
+				rst <- code
 			}
 			io.Copy(io.Discard, rc)
 		}()
