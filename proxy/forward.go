@@ -629,7 +629,14 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		f.replyReason(ReasonRequestHeadersTooLarge)
 		return false
 	case f.routeDone():
-		f.record(permit, ep, failTimeout, 0, -1)
+		if f.touch != nil && f.touch.awaitingClient() {
+			// The deadline passed while the client's body was awaited
+			// (see watchBodyStall): the client's doing, not the
+			// endpoint's, so it counts neither way, as a client gone.
+			permit.Cancel()
+		} else {
+			f.record(permit, ep, failTimeout, 0, -1)
+		}
 		f.replyReason(ReasonUpstreamTimeout)
 		return false
 	}
@@ -1233,12 +1240,30 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 
 // touchReader notes that its reader was read at all: a request body no
 // attempt touched can still be sent elsewhere whole (a route's fallback).
+// It also notes whether a read of the downstream body is in progress or
+// failed, which tells a client that stalls its body from an upstream
+// that does not answer (see awaitingClient).
 type touchReader struct {
 	r       io.Reader
 	touched atomic.Bool
+	reading atomic.Bool
+	failed  atomic.Bool
 }
 
 func (t *touchReader) Read(p []byte) (int, error) {
 	t.touched.Store(true)
-	return t.r.Read(p)
+	t.reading.Store(true)
+	n, err := t.r.Read(p)
+	t.reading.Store(false)
+	if err != nil && err != io.EOF {
+		t.failed.Store(true)
+	}
+	return n, err
+}
+
+// awaitingClient reports whether the attempt is held by the client's
+// body: a read of it is blocked now, or one failed (the read deadline
+// watchBodyStall sets ends a blocked one with an error).
+func (t *touchReader) awaitingClient() bool {
+	return t.reading.Load() || t.failed.Load()
 }

@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// A client that stalls its request body is the client's failure, not the
+// upstream's: the 504 it gets must not count against the endpoint or
+// the cluster's breaker (docs/proxy.md: the breaker and outlier detector
+// get the attempt's outcome, and a call the client abandoned counts
+// neither way). Counting it let a few slow clients trip the breaker for
+// every caller of a healthy cluster.
+func TestStalledRequestBodyDoesNotCountAgainstTheUpstream(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			su := &stallUpstream{}
+			up := upstream(t, proto == config.ProtocolHTTP2, su.handler)
+			cc := config.Cluster{Endpoints: eps(addr(up)), Protocol: proto,
+				CircuitBreaker: breaker.Config{
+					ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: 2},
+					FailureRate:         breaker.FailureRateConfig{Disabled: true},
+				}}
+			h := startProxy(t, simpleConfig(cc, func(r *config.Route) { r.Timeout = stallTimeout }))
+			for i := 0; i < 3; i++ {
+				c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
+				if err != nil {
+					t.Fatalf("no response: %v", err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				c.Close()
+				if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get(hdrError) != "upstream_timeout" {
+					t.Fatalf("stall %d: %d %q, want 504 upstream_timeout", i, resp.StatusCode, resp.Header.Get(hdrError))
+				}
+			}
+			resp := mustGet(t, h.h1, h.url("/"))
+			readAll(t, resp)
+			if resp.StatusCode != 200 {
+				t.Fatalf("after clients stalled their bodies a healthy upstream gets %d %q (breaker %q)",
+					resp.StatusCode, resp.Header.Get(hdrError), resp.Header.Get(hdrBreaker))
+			}
+			s := h.p.snap.Load().clusters["svc"].res.br.Snapshot(time.Now())
+			if s.State != breaker.StateClosed {
+				t.Fatalf("breaker %v", s.State)
+			}
+		})
+	}
+}
+
+// The other side of the line: a body sent whole to an upstream that then
+// does not answer in time is the upstream's timeout, and counts.
+func TestWholeBodyThenUpstreamTimeoutStillCounts(t *testing.T) {
+	stop := make(chan struct{})
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	})
+	t.Cleanup(func() { close(stop) })
+	cc := config.Cluster{Endpoints: eps(addr(up)),
+		CircuitBreaker: breaker.Config{
+			ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: 2},
+			FailureRate:         breaker.FailureRateConfig{Disabled: true},
+		}}
+	h := startProxy(t, simpleConfig(cc, func(r *config.Route) { r.Timeout = stallTimeout }))
+	for i, want := range []string{"upstream_timeout", "upstream_timeout", "breaker_open"} {
+		resp, _ := do(t, h.h1, "POST", h.url("/"), []byte("0123456789"))
+		if got := resp.Header.Get(hdrError); got != want {
+			t.Fatalf("request %d: %d %q, want %q", i, resp.StatusCode, got, want)
+		}
+	}
+}
