@@ -122,15 +122,7 @@ func TestContinuationFloodEndsTheConnection(t *testing.T) {
 // (which a server must not send) revives nothing.
 func TestGracefulGoAwayInTwoSteps(t *testing.T) {
 	seen := make(chan struct{}, 3)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		if n > 0 {
-			rc.answerEach(withPath("second "))
-			return
-		}
-		ids, err := rc.readRequests(3, seen)
-		if err != nil {
-			return
-		}
+	s := startRawGoingAway(t, 3, seen, func(rc *rawConn, ids []uint32) {
 		rc.fr.WriteGoAway(maxStreamID, http2.ErrCodeNo, nil)
 		rc.fr.WritePing(false, [8]byte{7})
 		if _, err := rc.readUntil(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() }); err != nil {
@@ -170,10 +162,7 @@ func TestResetNoErrorAfterCompleteResponseKeepsIt(t *testing.T) {
 	tr := newTransport(t)
 	body := &trackedBody{r: strings.NewReader(strings.Repeat("q", 100000))}
 	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+s.addr+"/", body)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, tr, req)
 	// Read only once the RST_STREAM (and the PING after it) were handled.
 	c := onlyConn(t, tr, s.addr)
 	eventually(t, "the frames after the response", func() bool { return c.framesRead.Load() >= 6 })
@@ -258,15 +247,7 @@ func TestEndlessEmptyHeaderBlockIsCutByKeepalive(t *testing.T) {
 // error that says the connection was lost. Neither is lost silently.
 func TestGoAwayThenCloseWithStreamsInFlight(t *testing.T) {
 	seen := make(chan struct{}, 2)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		if n > 0 {
-			rc.answerEach(withPath("second "))
-			return
-		}
-		ids, err := rc.readRequests(2, seen)
-		if err != nil {
-			return
-		}
+	s := startRawGoingAway(t, 2, seen, func(rc *rawConn, ids []uint32) {
 		rc.fr.WriteGoAway(ids[0], http2.ErrCodeNo, nil)
 		rc.headers(ids[0], false, ":status", "200")
 		rc.fr.WriteData(ids[0], false, []byte("part"))

@@ -69,10 +69,7 @@ func TestRequestBodyErrorResetsStream(t *testing.T) {
 	tr := newTransport(t)
 	pr, pw := io.Pipe()
 	req, _ := http.NewRequest("POST", "http://"+s.addr+"/", pr)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, tr, req)
 	defer resp.Body.Close()
 	bodyErr := errors.New("client went away")
 	pw.CloseWithError(bodyErr)

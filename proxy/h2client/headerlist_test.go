@@ -56,22 +56,9 @@ func TestHeaderListOverServerLimit(t *testing.T) {
 	url := "http://" + s.addr
 
 	// A stream held open across the failure.
-	heldResp := make(chan string, 1)
-	go func() {
-		r, _ := http.NewRequest("GET", url+"/hold", nil)
-		resp, err := tr.RoundTrip(r)
-		if err != nil {
-			heldResp <- err.Error()
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			heldResp <- err.Error()
-			return
-		}
-		heldResp <- string(b)
-	}()
+	heldResp := make(chan outcome, 1)
+	heldReq, _ := http.NewRequest("GET", url+"/hold", nil)
+	go func() { heldResp <- fetch(tr, heldReq) }()
 	if r := recv(t, seen); r.id != 1 || r.path != "/hold" {
 		t.Fatalf("server saw %+v first", r)
 	}
@@ -100,8 +87,8 @@ func TestHeaderListOverServerLimit(t *testing.T) {
 	if _, got := get(t, tr, url+"/release"); got != "ok /release" {
 		t.Fatalf("release: %q", got)
 	}
-	if got := recv(t, heldResp); got != "held" {
-		t.Fatalf("held stream: %q", got)
+	if got := recv(t, heldResp); got.err != nil || got.body != "held" {
+		t.Fatalf("held stream: %v", got)
 	}
 	if n := s.accepted.Load(); n != 1 {
 		t.Fatalf("%d connections, want 1", n)
@@ -144,13 +131,7 @@ func TestTrailersOverServerLimit(t *testing.T) {
 	seen := make(chan streamSeen, 1)
 	s := startRawForRequest(t, []http2.Setting{{ID: http2.SettingMaxHeaderListSize, Val: limit}}, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		seen <- rc.readStream(h.StreamID, nil)
-		for {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
-			rc.respond(h.StreamID, "next")
-		}
+		rc.answerTheRest("next")
 	})
 	tr := newTransport(t)
 	url := "http://" + s.addr

@@ -359,6 +359,53 @@ func startRawForRequest(t testing.TB, settings []http2.Setting, serve func(rc *r
 	})
 }
 
+// startRawGoingAway starts a raw server for tests of GOAWAY: its first
+// connection reads k requests, signalling seen after each, and hands
+// their stream ids to first, which sends the GOAWAY; every later
+// connection, where the client sends again what the GOAWAY left
+// unprocessed, answers each request "second " and its path.
+func startRawGoingAway(t testing.TB, k int, seen chan<- struct{}, first func(rc *rawConn, ids []uint32)) *rawServer {
+	t.Helper()
+	return startRaw(t, nil, func(rc *rawConn, n int) {
+		if n > 0 {
+			rc.answerEach(withPath("second "))
+			return
+		}
+		ids, err := rc.readRequests(k, seen)
+		if err != nil {
+			return
+		}
+		first(rc, ids)
+	})
+}
+
+// getOverOneConnection GETs s's "/" count times through a new Transport,
+// failing the test unless each body is want and s accepted one
+// connection for them all.
+func getOverOneConnection(t testing.TB, s *rawServer, count int, want string) {
+	t.Helper()
+	tr := newTransport(t)
+	for range count {
+		if _, body := get(t, tr, "http://"+s.addr+"/"); body != want {
+			t.Fatalf("body %q", body)
+		}
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
+
+// roundTrip sends req through tr and returns the response, its body
+// unread, failing the test when none came.
+func roundTrip(t testing.TB, tr http.RoundTripper, req *http.Request) *http.Response {
+	t.Helper()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 // outcome is what one request got through a Transport: the response body
 // as far as it was read, and the error that ended it, if any.
 type outcome struct {

@@ -30,18 +30,9 @@ func (rc *rawConn) respond(id uint32, body string) error {
 
 func TestGoAwayRetriesUnprocessedAndFailsProcessed(t *testing.T) {
 	seen := make(chan struct{}, 2)
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		if n > 0 {
-			// The second connection answers everything.
-			rc.answerEach(withPath("second "))
-			return
-		}
-		// The first takes two requests, then says it processed only
-		// the first one and goes away.
-		ids, err := rc.readRequests(2, seen)
-		if err != nil {
-			return
-		}
+	// The first connection takes two requests, then says it processed
+	// only the first one and goes away.
+	s := startRawGoingAway(t, 2, seen, func(rc *rawConn, ids []uint32) {
 		rc.fr.WriteGoAway(ids[0], http2.ErrCodeNo, []byte("bye"))
 		rc.fr.WriteRSTStream(ids[0], http2.ErrCodeInternal)
 		io.Copy(io.Discard, rc)
@@ -115,10 +106,7 @@ func TestResetDuringResponseBody(t *testing.T) {
 	})
 	tr := newTransport(t)
 	req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, tr, req)
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	var se http2.StreamError
@@ -177,14 +165,8 @@ func TestLargeResponseBodyGetsWindowUpdates(t *testing.T) {
 	})
 	tr := newTransport(t)
 	req, _ := http.NewRequest("GET", s.url("/big"), nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil || n != size {
-		t.Fatalf("read %d bytes, %v", n, err)
+	if _, body := do(t, tr, req); len(body) != size {
+		t.Fatalf("read %d bytes, want %d", len(body), size)
 	}
 }
 
@@ -402,10 +384,7 @@ func TestCloseIdleConnectionsKeepsBusyOnes(t *testing.T) {
 	t.Cleanup(release.open)
 	tr := newTransport(t)
 	req, _ := http.NewRequest("GET", s.url("/slow"), nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, tr, req)
 	tr.CloseIdleConnections()
 	release.open()
 	b, err := io.ReadAll(resp.Body)
@@ -474,10 +453,7 @@ func TestBodyCloseEarlyResetsStream(t *testing.T) {
 	})
 	tr := newTransport(t)
 	req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, tr, req)
 	buf := make([]byte, 4)
 	io.ReadFull(resp.Body, buf)
 	resp.Body.Close()

@@ -67,14 +67,11 @@ func TestRequestsQueuedAtConnectionFailureReachTheServersOnce(t *testing.T) {
 	firstDone := make(chan struct{})
 	s := startRaw(t, nil, func(rc *rawConn, n int) {
 		if n > 0 {
-			for {
-				h, err := rc.readRequestHeaders()
-				if err != nil {
-					return
-				}
+			rc.answerEach(func(h *http2.MetaHeadersFrame) string {
 				record(h)
-				rc.respond(h.StreamID, "second")
-			}
+				return "second"
+			})
+			return
 		}
 		defer close(firstDone)
 		h, err := rc.readRequestHeaders() // the warm-up request
@@ -270,10 +267,7 @@ func TestPaddingAloneDoesNotStallTheStream(t *testing.T) {
 	})
 	tr := newTransport(t)
 	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/", nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, tr, req)
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil || string(b) != "end" {
@@ -372,13 +366,7 @@ func TestPingWhileManyRequestsAreQueuedIsAnswered(t *testing.T) {
 		rc.respond(h.StreamID, "warm")
 		<-ping.ch
 		rc.fr.WritePing(false, [8]byte{1})
-		for {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
-			rc.respond(h.StreamID, "ok")
-		}
+		rc.answerTheRest("ok")
 	})
 	g := newGate()
 	var held *heldConn
@@ -575,10 +563,7 @@ func TestFramesForAResetStreamAreDroppedAndTheirWindowReturned(t *testing.T) {
 	})
 	tr := newTransport(t)
 	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, tr, req)
 	var one [1]byte
 	if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
 		t.Fatal(err)

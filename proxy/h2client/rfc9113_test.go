@@ -262,10 +262,7 @@ func TestDataBeyondTheStreamWindow(t *testing.T) {
 	})
 	tr := newTransport(t)
 	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, tr, req)
 	if a := recv(t, codes); !a.rst || a.code != http2.ErrCodeFlowControl {
 		t.Fatalf("first answer %+v, want RST_STREAM FLOW_CONTROL_ERROR", a)
 	}
@@ -282,24 +279,13 @@ func TestDataBeyondTheStreamWindow(t *testing.T) {
 // not know (which it must ignore, §6.5.2).
 func TestIgnoredSettings(t *testing.T) {
 	s := startRaw(t, []http2.Setting{{ID: http2.SettingEnablePush, Val: 0}, {ID: 0x4242, Val: 7}}, func(rc *rawConn, n int) {
-		for {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
+		rc.answerEach(func(*http2.MetaHeadersFrame) string {
+			// More of them before each answer.
 			rc.fr.WriteSettings(http2.Setting{ID: 0x99, Val: 1 << 31}, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
-			rc.respond(h.StreamID, "ok")
-		}
+			return "ok"
+		})
 	})
-	tr := newTransport(t)
-	for range 2 {
-		if _, body := get(t, tr, "http://"+s.addr+"/"); body != "ok" {
-			t.Fatalf("body %q", body)
-		}
-	}
-	if n := s.accepted.Load(); n != 1 {
-		t.Fatalf("%d connections, want 1", n)
-	}
+	getOverOneConnection(t, s, 2, "ok")
 }
 
 // A server whose first SETTINGS frame is itself a connection error is
@@ -396,15 +382,7 @@ func TestServerThatNeverAcknowledgesSettings(t *testing.T) {
 			}
 		}
 	})
-	tr := newTransport(t)
-	for range 3 {
-		if _, body := get(t, tr, "http://"+s.addr+"/"); body != "ok" {
-			t.Fatalf("body %q", body)
-		}
-	}
-	if n := s.accepted.Load(); n != 1 {
-		t.Fatalf("%d connections, want 1", n)
-	}
+	getOverOneConnection(t, s, 3, "ok")
 }
 
 // A server that answers at once, streams a response larger than every
@@ -441,10 +419,8 @@ func TestResponseStreamsWhileRequestBodyHasNoWindow(t *testing.T) {
 	defer pw.Close()
 	go pw.Write(make([]byte, 100<<10))
 	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+s.addr+"/", pr)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Read as it comes: the server writes without waiting for window.
+	resp := roundTrip(t, tr, req)
 	n, err := io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil || n != size {

@@ -26,13 +26,8 @@ func TestLoweredMaxConcurrentStreamsHoldsForRequestsAlreadyPlaced(t *testing.T) 
 	release := newGate()
 	s := startRaw(t, nil, func(rc *rawConn, n int) {
 		if n > 0 {
-			for {
-				h, err := rc.readRequestHeaders()
-				if err != nil {
-					return
-				}
-				rc.respond(h.StreamID, "second")
-			}
+			rc.answerTheRest("second")
+			return
 		}
 		first, err := rc.readRequestHeaders()
 		if err != nil {
@@ -68,18 +63,9 @@ func TestLoweredMaxConcurrentStreamsHoldsForRequestsAlreadyPlaced(t *testing.T) 
 	})
 	t.Cleanup(release.open)
 	tr := newTransport(t)
-	firstDone := make(chan string, 1)
-	go func() {
-		req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/first", nil)
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			firstDone <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		firstDone <- string(b)
-	}()
+	firstDone := make(chan outcome, 1)
+	firstReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/first", nil)
+	go func() { firstDone <- fetch(tr, firstReq) }()
 	eventually(t, "the first stream", func() bool {
 		tr.mu.Lock()
 		defer tr.mu.Unlock()
@@ -113,8 +99,8 @@ func TestLoweredMaxConcurrentStreamsHoldsForRequestsAlreadyPlaced(t *testing.T) 
 		t.Fatalf("second request got %q", body)
 	}
 	release.open()
-	if got := recv(t, firstDone); got != "first" {
-		t.Fatalf("first request got %q", got)
+	if got := recv(t, firstDone); got.err != nil || got.body != "first" {
+		t.Fatalf("first request got %v", got)
 	}
 	select {
 	case id := <-violations:

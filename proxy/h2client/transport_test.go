@@ -123,10 +123,7 @@ func TestResponseTrailersDeclaredAndUndeclared(t *testing.T) {
 	})
 	tr := newTransport(t)
 	req, _ := http.NewRequest("GET", s.url("/"), nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := roundTrip(t, tr, req)
 	if v, ok := resp.Trailer["X-Declared"]; !ok || v != nil || len(resp.Trailer) != 1 {
 		t.Fatalf("Trailer before the body: %v", resp.Trailer)
 	}
