@@ -358,7 +358,9 @@ func (f *forwarding) run(start time.Time) {
 		}
 		// gRPC carries its status in the trailers unless the response is
 		// trailers-only: such a call is classified once its body is copied.
-		atHeaders := !f.grpc || gs >= 0
+		// A non-200 status is whole at its headers too: it carries no
+		// response message (PROTOCOL-HTTP2.md; clients map it to a status).
+		atHeaders := !f.grpc || gs >= 0 || resp.StatusCode != http.StatusOK
 		// Retries are decided on the verdict at the headers, but a response
 		// that goes downstream is reported to the breaker and the outlier
 		// detector only once its body is copied: a body the upstream cuts

@@ -2,10 +2,16 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // A grpc-timeout of zero ("0m", or the "0n" grpc-go's encoder writes for
@@ -37,5 +43,36 @@ func TestGRPCTimeoutZeroIsAnExpiredDeadlineNotNone(t *testing.T) {
 		if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "4" || resp.Header.Get("X-Outrigger-Error") != "upstream_timeout" {
 			t.Fatalf("grpc-timeout %s: %d %v", v, resp.StatusCode, resp.Header)
 		}
+	}
+}
+
+// A gRPC call answered with a non-200 HTTP status (an HTTP/2 load
+// balancer's or server's 503, with no grpc-status) has no response
+// message: the answer is whole at its headers, as a trailers-only one
+// is (gRPC maps such a status to UNAVAILABLE, PROTOCOL-HTTP2.md and
+// http-grpc-status-mapping.md). A route that retries gateway-error with
+// allow_non_idempotent retries it (docs/proxy.md Retries); it was passed
+// on without a retry, because a gRPC response was judged only by its
+// grpc-status.
+func TestGRPCCallAnsweredHTTP503IsRetriedAsGatewayError(t *testing.T) {
+	var bad atomic.Int64
+	lb := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		bad.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "no healthy upstream")
+	})
+	svc := &testService{}
+	cfg := grpcConfig(addr(lb), startGRPCServer(t, svc))
+	cfg.Routes[0].Retry = &config.RetryPolicy{Attempts: 1, AllowNonIdempotent: true,
+		RetryOn: []config.RetryCondition{"gateway-error"}, Backoff: config.Backoff{Base: time.Microsecond}}
+	h := startProxy(t, cfg)
+	resp, err := grpcClient(t, h.out).UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hi")}})
+	if err != nil {
+		t.Fatalf("call failed after %d/%d attempts: %v", bad.Load(), svc.calls.Load(), err)
+	}
+	if string(resp.GetPayload().GetBody()) != "hi" || bad.Load() != 1 || svc.calls.Load() != 1 {
+		t.Fatalf("payload %q, attempts %d/%d", resp.GetPayload().GetBody(), bad.Load(), svc.calls.Load())
 	}
 }
