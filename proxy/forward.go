@@ -1098,7 +1098,7 @@ func (f *forwarding) respond(resp *http.Response) error {
 	}
 	w.WriteHeader(resp.StatusCode)
 
-	if err := copyBody(w, resp.Body, flush); err != nil {
+	if err := copyBody(w, resp.Body, flush, f.dl); err != nil {
 		return f.bodyCutShort(h, err)
 	}
 	if len(resp.Trailer) > 0 {
@@ -1166,8 +1166,9 @@ func (f *forwarding) bodyCutShort(h http.Header, err error) error {
 }
 
 // copyBody streams src to w through a pooled buffer; with flush it pushes
-// each chunk to the client at once.
-func copyBody(w http.ResponseWriter, src io.Reader, flush bool) error {
+// each chunk to the client at once. dl, when set, is the route deadline,
+// which also bounds the writes to a client that stops reading.
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -1178,9 +1179,21 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool) error {
 		// for them before the first message.
 		_ = rc.Flush()
 	}
-	for {
+	for chunks := 0; ; chunks++ {
 		n, rerr := src.Read(buf)
 		if n > 0 {
+			if chunks == 1 && !dl.IsZero() {
+				// A write blocks only on a client that does not read
+				// what it was sent; a body of one chunk fits the
+				// socket's buffers, so only a longer one pays for the
+				// deadline. The server clears it when the handler
+				// returns; a writer without write deadlines (HTTP/2
+				// streams) reports ErrNotSupported and is left as is.
+				if rc == nil {
+					rc = http.NewResponseController(w)
+				}
+				_ = rc.SetWriteDeadline(dl)
+			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return werr
 			}
