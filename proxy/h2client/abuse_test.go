@@ -23,14 +23,10 @@ import (
 func TestHPACKBombResetsTheStream(t *testing.T) {
 	blockLen := make(chan int, 1)
 	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		for {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
+		rc.serveEach(func(h *http2.MetaHeadersFrame) {
 			if h.PseudoValue("path") != "/bomb" {
 				rc.respond(h.StreamID, "small")
-				continue
+				return
 			}
 			kv := []string{":status", "200"}
 			v := strings.Repeat("b", 4000)
@@ -39,7 +35,7 @@ func TestHPACKBombResetsTheStream(t *testing.T) {
 			}
 			rc.headers(h.StreamID, true, kv...)
 			blockLen <- len(rc.hbuf.b)
-		}
+		})
 	})
 	tr := newTransport(t, func(tr *Transport) { tr.MaxHeaderListSize = 64 << 10 })
 	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/bomb", nil)
@@ -125,7 +121,7 @@ func TestGracefulGoAwayInTwoSteps(t *testing.T) {
 	s := startRawGoingAway(t, 3, seen, func(rc *rawConn, ids []uint32) {
 		rc.fr.WriteGoAway(maxStreamID, http2.ErrCodeNo, nil)
 		rc.fr.WritePing(false, [8]byte{7})
-		if _, err := rc.readUntil(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() }); err != nil {
+		if _, err := rc.readUntil(isPingAck); err != nil {
 			return
 		}
 		rc.fr.WriteGoAway(ids[0], http2.ErrCodeNo, nil)

@@ -36,21 +36,17 @@ func TestHeaderListOverServerLimit(t *testing.T) {
 	seen := make(chan req, 4)
 	s := startRaw(t, []http2.Setting{{ID: http2.SettingMaxHeaderListSize, Val: limit}}, func(rc *rawConn, n int) {
 		held := uint32(0)
-		for {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
+		rc.serveEach(func(h *http2.MetaHeadersFrame) {
 			seen <- req{h.StreamID, h.PseudoValue("path")}
 			switch h.PseudoValue("path") {
 			case "/hold":
 				held = h.StreamID
-				continue
+				return
 			case "/release":
 				rc.respond(held, "held")
 			}
 			rc.respond(h.StreamID, "ok "+h.PseudoValue("path"))
-		}
+		})
 	})
 	tr := newTransport(t)
 	url := "http://" + s.addr

@@ -222,6 +222,9 @@ func (rc *rawConn) readRequestHeaders() (*http2.MetaHeadersFrame, error) {
 // is matches the frames of type F, for readUntil.
 func is[F http2.Frame](f http2.Frame) bool { _, ok := f.(F); return ok }
 
+// isPingAck matches PING acknowledgements, for readUntil.
+func isPingAck(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() }
+
 // either matches the frames any of ms matches, for readUntil.
 func either(ms ...func(http2.Frame) bool) func(http2.Frame) bool {
 	return func(f http2.Frame) bool {
@@ -267,16 +270,22 @@ func (rc *rawConn) readRequests(k int, seen chan<- struct{}) ([]uint32, error) {
 	return ids, nil
 }
 
-// answerEach answers every further request of the connection with the
-// body answer gives for its HEADERS, until the connection ends.
-func (rc *rawConn) answerEach(answer func(h *http2.MetaHeadersFrame) string) {
+// serveEach hands the HEADERS of every further request of the
+// connection to serve, until the connection ends.
+func (rc *rawConn) serveEach(serve func(h *http2.MetaHeadersFrame)) {
 	for {
 		h, err := rc.readRequestHeaders()
 		if err != nil {
 			return
 		}
-		rc.respond(h.StreamID, answer(h))
+		serve(h)
 	}
+}
+
+// answerEach answers every further request of the connection with the
+// body answer gives for its HEADERS, until the connection ends.
+func (rc *rawConn) answerEach(answer func(h *http2.MetaHeadersFrame) string) {
+	rc.serveEach(func(h *http2.MetaHeadersFrame) { rc.respond(h.StreamID, answer(h)) })
 }
 
 // answerTheRest answers every further request of the connection with body.

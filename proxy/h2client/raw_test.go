@@ -63,18 +63,14 @@ func TestGoAwayRetriesUnprocessedAndFailsProcessed(t *testing.T) {
 func TestRefusedStreamIsRetriedOnce(t *testing.T) {
 	var refused atomic.Int32
 	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		for {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
+		rc.serveEach(func(h *http2.MetaHeadersFrame) {
 			if h.PseudoValue("path") == "/always" || n == 0 {
 				refused.Add(1)
 				rc.fr.WriteRSTStream(h.StreamID, http2.ErrCodeRefusedStream)
-				continue
+				return
 			}
 			rc.respond(h.StreamID, "ok")
-		}
+		})
 	})
 	tr := newTransport(t)
 	if resp, body := get(t, tr, "http://"+s.addr+"/once"); resp.StatusCode != 200 || body != "ok" {
@@ -165,8 +161,11 @@ func TestLargeResponseBodyGetsWindowUpdates(t *testing.T) {
 	})
 	tr := newTransport(t)
 	req, _ := http.NewRequest("GET", s.url("/big"), nil)
-	if _, body := do(t, tr, req); len(body) != size {
-		t.Fatalf("read %d bytes, want %d", len(body), size)
+	resp := roundTrip(t, tr, req)
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != size {
+		t.Fatalf("read %d bytes, %v", n, err)
 	}
 }
 
@@ -770,19 +769,15 @@ func TestRetryWithGetBodySendsTheBodyAgain(t *testing.T) {
 
 func TestResponseHeaderListOverLimitResetsStream(t *testing.T) {
 	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		for {
-			h, err := rc.readRequestHeaders()
-			if err != nil {
-				return
-			}
+		rc.serveEach(func(h *http2.MetaHeadersFrame) {
 			if h.PseudoValue("path") == "/big" {
 				// Each field within the limit, all of them beyond it.
 				v := strings.Repeat("v", 400)
 				rc.headers(h.StreamID, true, ":status", "200", "x-a", v, "x-b", v, "x-c", v)
-				continue
+				return
 			}
 			rc.respond(h.StreamID, "small")
-		}
+		})
 	})
 	tr := newTransport(t, func(tr *Transport) { tr.MaxHeaderListSize = 1000 })
 	req, _ := http.NewRequest("GET", "http://"+s.addr+"/big", nil)

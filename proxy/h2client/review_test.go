@@ -358,12 +358,8 @@ func TestInvalidTrailerNameAddedLateFailsTheRequest(t *testing.T) {
 func TestPingWhileManyRequestsAreQueuedIsAnswered(t *testing.T) {
 	const requests, headerSize = 20, 64 << 10
 	ping := newGate()
-	s := startRaw(t, nil, func(rc *rawConn, n int) {
-		h, err := rc.readRequestHeaders() // the warm-up request
-		if err != nil {
-			return
-		}
-		rc.respond(h.StreamID, "warm")
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
+		rc.respond(h.StreamID, "warm") // the warm-up request
 		<-ping.ch
 		rc.fr.WritePing(false, [8]byte{1})
 		rc.answerTheRest("ok")
@@ -462,7 +458,7 @@ func TestStreamWindowUpdatesWhileConnectionWindowIsSpentDoNotGrowTheWaiters(t *t
 		}
 		// A PING answered after the updates tells the test they were read.
 		rc.fr.WritePing(false, [8]byte{7})
-		if _, err := rc.readUntil(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() }); err != nil {
+		if _, err := rc.readUntil(isPingAck); err != nil {
 			return
 		}
 		close(sent)
