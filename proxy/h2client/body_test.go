@@ -51,10 +51,7 @@ func TestResponseEndsBeforeRequestBodyCancelsIt(t *testing.T) {
 	// The request body is closed (by a goroutine of its own, so a write
 	// may still meet the sender's last Read), so a writer blocked on it
 	// is released.
-	eventually(t, "the abandoned body to be closed", func() bool {
-		_, err := pw.Write([]byte("more"))
-		return errors.Is(err, io.ErrClosedPipe)
-	})
+	eventuallyPipeClosed(t, "the abandoned body to be closed", pw)
 }
 
 func TestRequestBodyErrorResetsStream(t *testing.T) {

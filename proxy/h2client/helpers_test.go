@@ -3,6 +3,7 @@ package h2client
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -138,6 +139,16 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// eventuallyPipeClosed polls until a write to pw fails because its
+// reader, a request body, was closed.
+func eventuallyPipeClosed(t testing.TB, what string, pw *io.PipeWriter) {
+	t.Helper()
+	eventually(t, what, func() bool {
+		_, err := pw.Write([]byte("x"))
+		return errors.Is(err, io.ErrClosedPipe)
+	})
 }
 
 // clock is an injected clock tests move by hand.

@@ -198,10 +198,7 @@ func TestCancelMidBodyFreesTheSlot(t *testing.T) {
 	if code := recv(t, rst); code != http2.ErrCodeCancel {
 		t.Fatalf("RST_STREAM %v", code)
 	}
-	eventually(t, "the body to be closed", func() bool {
-		_, err := pw.Write([]byte("x"))
-		return errors.Is(err, io.ErrClosedPipe)
-	})
+	eventuallyPipeClosed(t, "the body to be closed", pw)
 	if _, body := get(t, tr, "http://"+s.addr+"/next"); body != "next" {
 		t.Fatalf("body %q", body)
 	}
