@@ -434,8 +434,8 @@ type outcome struct {
 	err  error
 }
 
-// String reads "path: body", "path: body then error", or, when no
-// response came, "path: error".
+// String reads "path: body", "path: body then error", or, when no body
+// came before the error, "path: error".
 func (o outcome) String() string {
 	switch {
 	case o.err == nil:
