@@ -39,10 +39,12 @@ func fallbackReason(r Reason) bool {
 
 // fail ends the request with lr, or, when the route has a fallback that
 // applies, leaves lr for ServeHTTP to answer with the fallback once the
-// primary's slots are released.
+// primary's slots are released. A fallback applies only while no attempt
+// may have reached the upstream's application: a retry refused after one
+// did is answered with lr, or the request would run twice.
 func (f *forwarding) fail(lr localReply) {
 	fb := f.rt.fallback
-	if fb == nil || !fallbackReason(lr.reason) || fb.rt != nil && !f.bodyReusable() {
+	if fb == nil || f.reached || !fallbackReason(lr.reason) || fb.rt != nil && !f.bodyReusable() {
 		f.reply(lr)
 		return
 	}

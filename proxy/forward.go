@@ -164,6 +164,10 @@ type forwarding struct {
 	ownHeader bool
 	// deadlineSent: grpc-timeout was propagated upstream.
 	deadlineSent bool
+	// reached: an earlier attempt may have reached the upstream's
+	// application (it answered, or broke after the request went out),
+	// so a route's fallback no longer applies (see fail).
+	reached bool
 
 	// ctx is the route deadline (min of route timeout and grpc-timeout).
 	// forwarding lives for one request only, so it may hold it. nil until
@@ -375,6 +379,7 @@ func (f *forwarding) run(start time.Time) {
 				f.report(permit, ep, hv)
 				recorded = true
 				if f.canRetry(attempt, failNone, resp.StatusCode, gs, hv) && f.takeRetry(&retryHeld) {
+					f.reached = true
 					// Closed, not read: a body that stalls would hold the
 					// retry until the route deadline. Both transports
 					// close without blocking (h1client keeps the
@@ -644,6 +649,9 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 	}
 	v := f.record(permit, ep, kind, 0, -1)
 	if f.canRetry(attempt, kind, 0, -1, v) && f.takeRetry(retryHeld) {
+		if kind != failConnect && kind != failRefused {
+			f.reached = true
+		}
 		if !f.prepareRetry(attempt) {
 			if f.routeDone() {
 				f.replyReason(ReasonUpstreamTimeout)
@@ -1054,7 +1062,14 @@ func (f *forwarding) takeRetry(held *bool) bool {
 // still be replayed and waits the back-off. False: give up.
 func (f *forwarding) prepareRetry(attempt int) bool {
 	if f.view != nil {
-		if !f.view.release(f.routeCtx()) || !f.replay.replayable() {
+		if !f.view.release(f.routeCtx()) {
+			return false
+		}
+		// Released for good: a second release (serveFallback's, when
+		// the retry is refused before it makes a view) would wait
+		// for the client to go.
+		f.view = nil
+		if !f.replay.replayable() {
 			return false
 		}
 	}
