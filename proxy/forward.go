@@ -389,7 +389,7 @@ func (f *forwarding) run(start time.Time) {
 					ep.active.Add(-1)
 					acancel(nil)
 					if !f.prepareRetry(attempt) {
-						f.replyReason(ReasonUpstreamTimeout)
+						f.retryAbandoned(localReply{reason: ReasonUpstreamTimeout})
 						return
 					}
 					continue
@@ -653,17 +653,30 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 			f.reached = true
 		}
 		if !f.prepareRetry(attempt) {
-			if f.routeDone() {
-				f.replyReason(ReasonUpstreamTimeout)
-			} else {
-				f.fail(failureReply(kind))
-			}
+			f.retryAbandoned(failureReply(kind))
 			return false
 		}
 		return true
 	}
 	f.fail(failureReply(kind))
 	return false
+}
+
+// retryAbandoned answers a request whose retry prepareRetry gave up on:
+// a client gone meanwhile is recorded as such (499, nothing sent), a
+// route deadline passed is a timeout, else lr (the body can no longer be
+// replayed).
+//
+//go:noinline
+func (f *forwarding) retryAbandoned(lr localReply) {
+	switch {
+	case f.r.Context().Err() != nil:
+		f.status = statusClientClosed
+	case f.routeDone():
+		f.replyReason(ReasonUpstreamTimeout)
+	default:
+		f.fail(lr)
+	}
 }
 
 // switchProtocols serves a 101 response to an upgrade: the switch itself

@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
@@ -63,6 +67,55 @@ func TestRetriedResponseWithStalledBodyDoesNotHoldTheRetry(t *testing.T) {
 			}
 			if el > 2*time.Second {
 				t.Fatalf("retry waited %v on the dropped response's body", el)
+			}
+		})
+	}
+}
+
+// A client that goes away while its request waits out a retry's
+// back-off is a client gone: counted code_class="4xx" (recorded 499,
+// never sent) as docs/proxy.md Metrics promises, not a 504
+// upstream_timeout local reply.
+func TestClientGoneDuringBackoffCountsAsClientClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fn   http.HandlerFunc
+	}{
+		{"5xx", failing(503).ServeHTTP},
+		{"reset", func(w http.ResponseWriter, r *http.Request) { panic(http.ErrAbortHandler) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var hits atomic.Int64
+			a := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { hits.Add(1); tc.fn(w, r) })
+			h := startProxy(t, retryCfg([]string{addr(a)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"5xx"},
+				Backoff: config.Backoff{Base: time.Minute, Max: time.Minute}}),
+				func(o *Options) { o.Int63n = func(n int64) int64 { return n - 1 } })
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", h.url("/"), nil)
+			done := make(chan error, 1)
+			go func() {
+				resp, err := h.h1.Do(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+			eventually(t, 5*time.Second, "the first attempt", func() bool { return hits.Load() == 1 })
+			cancel()
+			<-done
+			var got [6]float64
+			eventually(t, 5*time.Second, "the request to be counted", func() bool {
+				for i, c := range []string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"} {
+					got[i] = testutil.ToFloat64(h.p.m.requests.WithLabelValues("outbound", "all", "svc", c))
+				}
+				return got[4]+got[5] > 0
+			})
+			if got[4] != 1 || got[5] != 0 {
+				t.Fatalf("code classes other..5xx %v, want one 4xx (499)", got)
+			}
+			if v := testutil.ToFloat64(h.p.m.localByCode[ReasonUpstreamTimeout]); v != 0 {
+				t.Fatalf("upstream_timeout local replies %v", v)
 			}
 		})
 	}
