@@ -536,6 +536,11 @@ func (f *forwarding) attemptRequest(attempt int, hdr http.Header, body io.Reader
 	if f.grpc && !f.dl.IsZero() {
 		h[hdrGRPCTimeout] = []string{formatGRPCTimeout(time.Until(f.dl))}
 		f.deadlineSent = true
+	} else if f.grpc {
+		// No deadline although the header may be there: its value is
+		// malformed (a valid one sets the deadline), and ignored, so it
+		// is not sent on for the upstream to fail the call with.
+		delete(h, hdrGRPCTimeout)
 	}
 	var reqBody io.ReadCloser
 	if f.replay != nil {

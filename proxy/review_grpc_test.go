@@ -76,3 +76,32 @@ func TestGRPCCallAnsweredHTTP503IsRetriedAsGatewayError(t *testing.T) {
 		t.Fatalf("payload %q, attempts %d/%d", resp.GetPayload().GetBody(), bad.Load(), svc.calls.Load())
 	}
 }
+
+// A malformed grpc-timeout is ignored (docs/proxy.md Timeouts) and the
+// header is replaced by the time remaining; with timeout_disabled there
+// is no time remaining to send, and the malformed value went upstream
+// as it came, where a gRPC server fails the call (grpc-go: INTERNAL
+// "malformed grpc-timeout").
+func TestMalformedGRPCTimeoutIsNotForwardedWithoutARouteTimeout(t *testing.T) {
+	cfg := grpcConfig(startGRPCServer(t, &testService{}))
+	cfg.Routes[0].TimeoutDisabled = true
+	h := startProxy(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", h.url("/grpc.testing.TestService/UnaryCall"), strings.NewReader("\x00\x00\x00\x00\x00"))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("Grpc-Timeout", "1.5S")
+	resp, err := h.h2c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	st := resp.Trailer.Get("Grpc-Status")
+	if st == "" {
+		st = resp.Header.Get("Grpc-Status")
+	}
+	if resp.StatusCode != 200 || st != "0" {
+		t.Fatalf("%d grpc-status %q %v %v", resp.StatusCode, st, resp.Header, resp.Trailer)
+	}
+}
