@@ -667,6 +667,15 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 	return false
 }
 
+// clientBodyBroke reports whether the request body from the client
+// failed before the route deadline: it crossed max_request_body_bytes,
+// or a read of it failed (not the stall watch's read deadline, which
+// comes with the route deadline).
+func (f *forwarding) clientBodyBroke() bool {
+	return f.limited != nil && f.limited.crossed.Load() ||
+		f.touch != nil && f.touch.failed.Load() && !f.routeDone()
+}
+
 // retryAbandoned answers a request whose retry prepareRetry gave up on:
 // a client gone meanwhile is recorded as such (499, nothing sent), a
 // route deadline passed is a timeout, else lr (the body can no longer be
@@ -708,6 +717,11 @@ func (f *forwarding) recordResponse(copyErr error, permit breaker.Permit, ep *en
 	switch {
 	case copyErr != nil && f.r.Context().Err() != nil:
 		// The client went away mid-body: neither success nor failure.
+		permit.Cancel()
+	case copyErr != nil && f.clientBodyBroke():
+		// The client's body went over max_request_body_bytes or broke
+		// while the response streamed (full duplex): the upstream saw
+		// its request cut short by the client, so neither way either.
 		permit.Cancel()
 	case copyErr == errDeadlineTrailers || (copyErr != nil && f.routeDone()):
 		f.record(permit, ep, failTimeout, resp.StatusCode, -1)

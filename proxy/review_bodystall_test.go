@@ -2,11 +2,15 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
@@ -86,5 +90,71 @@ func TestWholeBodyThenUpstreamTimeoutStillCounts(t *testing.T) {
 		if got := resp.Header.Get(hdrError); got != want {
 			t.Fatalf("request %d: %d %q, want %q", i, resp.StatusCode, got, want)
 		}
+	}
+}
+
+// A body that crosses listeners.max_request_body_bytes after the
+// upstream began its response aborts the response (docs/proxy.md
+// Request bodies); that is the client's doing, so it counts against
+// neither the endpoint nor the breaker. It was recorded as the
+// upstream's reset. (An http1 cluster sends the whole body before it
+// reads the response, so the limit is met first there: 413.)
+func TestBodyOverLimitAfterResponseStartedDoesNotCountAgainstTheUpstream(t *testing.T) {
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		// Full duplex: answer first, then read the body.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, "started\n")
+		_ = http.NewResponseController(w).Flush()
+		buf := make([]byte, 512)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				_ = http.NewResponseController(w).Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: config.ProtocolHTTP2,
+		CircuitBreaker: breaker.Config{
+			ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: 1},
+			FailureRate:         breaker.FailureRateConfig{Disabled: true},
+		}})
+	cfg.Listeners.MaxRequestBodyBytes = 1 << 10
+	h := startProxy(t, cfg)
+
+	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("no response head: %v", err)
+	}
+	chunk := strings.Repeat("x", 256)
+	for i := 0; i < 16; i++ { // 4 KiB, over the 1 KiB limit
+		if _, err := fmt.Fprintf(c, "%x\r\n%s\r\n", len(chunk), chunk); err != nil {
+			break
+		}
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err == nil {
+		t.Fatal("the response ended as if complete")
+	}
+	eventually(t, 5*time.Second, "the request to end", func() bool {
+		return testutil.ToFloat64(h.p.m.active.WithLabelValues("svc")) == 0
+	})
+	if s := h.p.snap.Load().clusters["svc"].res.br.Snapshot(time.Now()); s.State != breaker.StateClosed {
+		t.Fatalf("the client's oversized body tripped the breaker: %v", s.State)
 	}
 }
