@@ -625,6 +625,13 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		permit.Cancel()
 		f.replyReason(ReasonRequestTooLarge)
 		return false
+	case f.clientBodyBroke():
+		// The client's body broke (malformed framing, a failed read)
+		// before the route deadline: the client's doing, which the
+		// endpoint is not blamed for and no retry can mend.
+		permit.Cancel()
+		f.reply(localReply{reason: ReasonInvalidRequest, detail: "request body could not be read from the client"})
+		return false
 	case errors.Is(err, h1client.ErrInvalidRequest):
 		// Refused before any connection: a field, Host or target that
 		// an HTTP/1.1 message cannot carry (the servers refuse those

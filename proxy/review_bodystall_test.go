@@ -158,3 +158,47 @@ func TestBodyOverLimitAfterResponseStartedDoesNotCountAgainstTheUpstream(t *test
 		t.Fatalf("the client's oversized body tripped the breaker: %v", s.State)
 	}
 }
+
+// A request body the client breaks (a malformed chunk) before any
+// response is the client's failure: it counts against neither the
+// endpoint nor the breaker, and is not retried. It was recorded as the
+// upstream's reset.
+func TestBrokenRequestBodyDoesNotCountAgainstTheUpstream(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			su := &stallUpstream{}
+			up := upstream(t, proto == config.ProtocolHTTP2, su.handler)
+			cc := config.Cluster{Endpoints: eps(addr(up)), Protocol: proto,
+				CircuitBreaker: breaker.Config{
+					ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: 1},
+					FailureRate:         breaker.FailureRateConfig{Disabled: true},
+				}}
+			h := startProxy(t, simpleConfig(cc, func(r *config.Route) {
+				r.Retry = &config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"5xx"}, Backoff: config.Backoff{Base: time.Millisecond}}
+			}))
+			c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(c, "PUT / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\nzz\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "PUT"})
+			if err != nil {
+				t.Fatalf("no response: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 400 || resp.Header.Get(hdrError) != "invalid_request" {
+				t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get(hdrError))
+			}
+			if s := h.p.snap.Load().clusters["svc"].res.br.Snapshot(time.Now()); s.State != breaker.StateClosed {
+				t.Fatalf("a client's malformed body tripped the breaker (reply %d %q)", resp.StatusCode, resp.Header.Get(hdrError))
+			}
+			if v := testutil.ToFloat64(h.p.m.retries.WithLabelValues("svc")); v != 0 {
+				t.Fatalf("retried %v times", v)
+			}
+		})
+	}
+}
