@@ -120,3 +120,37 @@ func TestClientGoneDuringBackoffCountsAsClientClosed(t *testing.T) {
 		})
 	}
 }
+
+// Every attempt of one request carries the same x-request-id (the one
+// the proxy made, when the client sent none) and one X-Forwarded-For
+// entry: the header is built once and copied for each retry.
+func TestRetriesCarryTheSameRequestID(t *testing.T) {
+	ids := make(chan http.Header, 4)
+	var n atomic.Int64
+	a := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		ids <- r.Header.Clone()
+		if n.Add(1) < 3 {
+			w.WriteHeader(503)
+		}
+	})
+	h := startProxy(t, retryCfg([]string{addr(a)}, config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"5xx"},
+		Backoff: config.Backoff{Base: time.Microsecond}}))
+	resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 200 || len(ids) != 3 {
+		t.Fatalf("%d after %d attempts", resp.StatusCode, len(ids))
+	}
+	first := <-ids
+	id := first.Get("X-Request-Id")
+	if len(id) != 32 {
+		t.Fatalf("x-request-id %q", id)
+	}
+	for i := 1; i < 3; i++ {
+		got := <-ids
+		if got.Get("X-Request-Id") != id || len(got.Values("X-Request-Id")) != 1 {
+			t.Fatalf("attempt %d: x-request-id %q, want %q", i, got.Values("X-Request-Id"), id)
+		}
+		if got.Get("X-Forwarded-For") != "127.0.0.1" {
+			t.Fatalf("attempt %d: X-Forwarded-For %q", i, got.Values("X-Forwarded-For"))
+		}
+	}
+}
