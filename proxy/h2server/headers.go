@@ -66,7 +66,10 @@ type headerReader struct {
 	br      *bufio.Reader // what fr reads
 	dec     *hpack.Decoder
 	maxList uint32 // SETTINGS_MAX_HEADER_LIST_SIZE announced
-	unread  int    // bytes of the HEADERS frame being decoded left in br
+	// maxConts bounds the CONTINUATION frames of one block (see
+	// maxContinuations).
+	maxConts int
+	unread   int // bytes of the HEADERS frame being decoded left in br
 
 	block headerBlock
 	// Budgets of the block being decoded: "trailer" fields count
@@ -84,12 +87,23 @@ const keptHeaderFields = 64
 // newHeaderReader reads frames with fr, which reads br; br's buffer
 // must hold the largest frame fr reads.
 func newHeaderReader(fr *http2.Framer, br *bufio.Reader, maxList uint32) *headerReader {
-	hr := &headerReader{fr: fr, br: br, maxList: maxList}
+	hr := &headerReader{fr: fr, br: br, maxList: maxList, maxConts: maxContinuations(maxList)}
 	hr.dec = hpack.NewDecoder(4096, hr.emit)
 	// No string longer than the whole list is accepted (a decoding
 	// error, as with x/net's Framer).
 	hr.dec.SetMaxStringLength(int(maxList))
 	return hr
+}
+
+// maxContinuations is how many CONTINUATION frames a block may have
+// under a header list limit of maxList. Empty (or nearly empty) frames
+// cost the reader a frame each and no budget of bytes or fields, so a
+// block that never ends (CVE-2024-27316's class) is bounded in frames:
+// 16, and one per KiB of the limit, which lets a block of twice the
+// limit (fields and "trailer" fields) come in frames of 2 KiB, an eighth
+// of the frame size. Beyond it the connection ends ENHANCE_YOUR_CALM.
+func maxContinuations(maxList uint32) int {
+	return 16 + int(maxList>>10)
 }
 
 var (
@@ -164,7 +178,9 @@ func validWireFieldName(v string) bool {
 // connection (a HEADERS on stream 0, a fragment far beyond the list
 // limit, a CONTINUATION after a malformed field, HPACK errors:
 // COMPRESSION_ERROR; and padding longer than the frame, a stream error
-// for x/net), http2.StreamError for a malformed field list, and the
+// for x/net; ENHANCE_YOUR_CALM for a block of more CONTINUATIONs than
+// maxContinuations, which x/net does not bound), http2.StreamError for
+// a malformed field list, and the
 // errors of reading frames
 // (io.ErrUnexpectedEOF for a frame too short for its padding or
 // priority fields, as x/net has it).
@@ -251,6 +267,7 @@ func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBloc
 	hr.dec.SetEmitEnabled(true)
 
 	frag, ended := p[:len(p)-pad], fh.Flags.Has(http2.FlagHeadersEndHeaders)
+	conts := 0
 	for {
 		// A fragment more than twice what the list may still hold is
 		// not decoded: the connection ends. So does any CONTINUATION
@@ -268,6 +285,9 @@ func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBloc
 		}
 		if ended {
 			break
+		}
+		if conts++; conts > hr.maxConts {
+			return nil, http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 		}
 		hr.discard()
 		next, err := hr.fr.ReadFrame()

@@ -1,0 +1,54 @@
+package h2server
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/http2"
+)
+
+// A header block that never ends, made of CONTINUATION frames that carry
+// nothing (CVE-2024-27316's class): each costs the reader a frame header,
+// and no byte or field budget ever runs out. The frames of one block are
+// bounded: the connection gets GOAWAY ENHANCE_YOUR_CALM.
+func TestEmptyContinuationFloodEndsConnection(t *testing.T) {
+	ts := start(t, okHandler())
+	rc := dialRaw(t, ts.addr)
+	var batch bytes.Buffer
+	fr := http2.NewFramer(&batch, nil)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.headerBlock(":method", "GET")})
+	for i := 0; i < 20000; i++ {
+		fr.WriteContinuation(1, false, nil)
+	}
+	go rc.nc.Write(batch.Bytes())
+	if e := rc.goAway(); e.code != http2.ErrCodeEnhanceYourCalm || e.last != 0 {
+		t.Fatalf("GOAWAY %v last %d", e.code, e.last)
+	}
+	rc.nc.Close()
+	waitFor(t, "the log line", func() bool { return strings.Contains(ts.logs.String(), "ENHANCE_YOUR_CALM") })
+}
+
+// A legitimate block split into frames of the full size (a 1 MiB list of
+// 16 KiB frames) is far from the bound.
+func TestLargeHeaderBlockInManyContinuations(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("n", strings.Repeat("x", len(r.Header.Get("X-Big"))/1000))
+	}), func(s *Server) { s.MaxHeaderBytes = 4 << 20 })
+	rc := dialRaw(t, ts.addr)
+	block := rc.headerBlock(":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/",
+		"x-big", strings.Repeat("a", 3<<20))
+	// Frames of 4 KiB: a client that splits more finely than it must.
+	const frag = 4096
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:frag], EndStream: true})
+	for rest := block[frag:]; len(rest) > 0; {
+		n := min(frag, len(rest))
+		rc.fr.WriteContinuation(1, n == len(rest), rest[:n])
+		rest = rest[n:]
+	}
+	e := rc.until("response", func(e event) bool { return e.id == 1 || e.typ == http2.FrameGoAway })
+	if e.typ != http2.FrameHeaders || e.get(":status") != "200" || len(e.get("n")) != 3<<20/1000 {
+		t.Fatalf("%v %v %q", e.typ, e.code, e.get(":status"))
+	}
+}
