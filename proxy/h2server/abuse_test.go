@@ -52,3 +52,19 @@ func TestLargeHeaderBlockInManyContinuations(t *testing.T) {
 		t.Fatalf("%v %v %q", e.typ, e.code, e.get(":status"))
 	}
 }
+
+// A SETTINGS frame holds up to 2730 entries. More than 100 is refused,
+// as x/net/http2's server refuses them.
+func TestSettingsWithManyEntriesEndConnection(t *testing.T) {
+	ts := start(t, okHandler())
+	rc := dialRaw(t, ts.addr)
+	s := make([]http2.Setting, 101)
+	for i := range s {
+		s[i] = http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(i)}
+	}
+	rc.fr.WriteSettings(s...)
+	if e := rc.goAway(); e.code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("GOAWAY %v", e.code)
+	}
+	rc.expectClosed()
+}

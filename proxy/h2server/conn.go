@@ -820,6 +820,12 @@ func (sc *serverConn) onSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
 	}
+	// A frame holds up to 2730 entries: one with many more than there
+	// are settings to say is abuse (x/net's server refuses more than
+	// 100, nghttp2 more than 32).
+	if f.NumSettings() > maxSettingsPerFrame {
+		return connError{http2.ErrCodeEnhanceYourCalm, "SETTINGS with too many entries"}
+	}
 	var settings []http2.Setting
 	var arr [8]http2.Setting
 	settings = arr[:0]
@@ -838,7 +844,11 @@ func (sc *serverConn) onSettings(f *http2.SettingsFrame) error {
 	return nil
 }
 
+// maxSettingsPerFrame bounds the entries of a client's SETTINGS frame.
+const maxSettingsPerFrame = 100
+
 func (sc *serverConn) applySettingsLocked(settings []http2.Setting) error {
+	initial, peak := int64(sc.peerInitWindow), int64(-1)
 	for _, s := range settings {
 		if err := s.Valid(); err != nil {
 			var ce http2.ConnectionError
@@ -851,18 +861,24 @@ func (sc *serverConn) applySettingsLocked(settings []http2.Setting) error {
 		case http2.SettingHeaderTableSize:
 			sc.enc.SetMaxDynamicTableSizeLimit(s.Val)
 		case http2.SettingInitialWindowSize:
-			// RFC 9113 §6.9.2: the change applies to every open stream's
-			// window, which may go negative.
-			delta := int64(s.Val) - int64(sc.peerInitWindow)
 			sc.peerInitWindow = int32(s.Val)
-			for _, st := range sc.streams {
-				st.sendWindow += delta
-				if st.sendWindow > maxWindow {
-					return connError{http2.ErrCodeFlowControl, "stream window overflow"}
-				}
-			}
+			peak = max(peak, int64(s.Val))
 		case http2.SettingMaxFrameSize:
 			sc.peerMaxFrame = s.Val
+		}
+	}
+	if peak >= 0 {
+		// RFC 9113 §6.9.2: each change applies to every open stream's
+		// window, which may go negative, and one that takes a window
+		// past the maximum is an error. One walk for the frame, not one
+		// per entry (a frame may repeat the setting): the windows move
+		// by the last value's difference and were largest at the peak.
+		up, delta := peak-initial, int64(sc.peerInitWindow)-initial
+		for _, st := range sc.streams {
+			if st.sendWindow+up > maxWindow {
+				return connError{http2.ErrCodeFlowControl, "stream window overflow"}
+			}
+			st.sendWindow += delta
 		}
 	}
 	if sc.sendWaiters > 0 {
