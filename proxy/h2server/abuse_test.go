@@ -68,3 +68,27 @@ func TestSettingsWithManyEntriesEndConnection(t *testing.T) {
 	}
 	rc.expectClosed()
 }
+
+// Rapid reset (CVE-2023-44487) through the server's own resets: each
+// stream starts a handler, and a frame that breaks the stream at once
+// (here a body shorter than its content-length, a malformed request,
+// RFC 9113 §8.1.1) has the server reset it, so the client never sends
+// RST_STREAM. Such streams are bad as the client's premature resets are.
+func TestStreamsBrokenByTheClientCountAsRapidResets(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}), func(s *Server) { s.MaxConcurrentStreams = 10000 })
+	rc := dialRaw(t, ts.addr)
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	for id := uint32(1); id < 1000; id += 2 {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.headerBlock(
+			":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/", "content-length", "1"), EndHeaders: true})
+		fr.WriteData(id, true, nil)
+	}
+	go rc.nc.Write(buf.Bytes())
+	if e := rc.goAway(); e.code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("%v", e.code)
+	}
+	rc.nc.Close()
+}

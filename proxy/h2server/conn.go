@@ -386,9 +386,13 @@ func (sc *serverConn) processFrame(f http2.Frame, hb *headerBlock) error {
 	}
 	sc.mu.Lock()
 	over := sc.ctrlPending > maxPendingControl
+	calm := sc.bad > calmSlack && sc.bad > sc.completed // see countBadLocked
 	sc.mu.Unlock()
 	if over {
 		return connError{http2.ErrCodeEnhanceYourCalm, "client does not read its acknowledgements"}
+	}
+	if calm {
+		return connError{http2.ErrCodeEnhanceYourCalm, "too many streams broken by the client"}
 	}
 	return nil
 }
@@ -461,6 +465,19 @@ func (sc *serverConn) ignoresLateFrames(id uint32) bool { return sc.inRecentRese
 // resetByClientLocked says whether the client reset the gone stream id.
 func (sc *serverConn) resetByClientLocked(id uint32) bool {
 	return sc.inRecentResets(id | resetByClient)
+}
+
+// faultLocked resets st for a frame of the client's that broke it (a
+// malformed request or trailers, a frame on a half-closed stream, a
+// window overflow) and counts the stream bad: a client that opens
+// streams only to break them at once makes the server start and end
+// handlers as rapid resets do (CVE-2023-44487). processFrame judges
+// the count once the frame is done.
+func (sc *serverConn) faultLocked(st *stream, code http2.ErrCode) {
+	if !st.reset {
+		sc.bad++
+	}
+	sc.resetLocked(st, code)
 }
 
 // resetLocked sends RST_STREAM(code) for a stream whose handler runs and
@@ -540,16 +557,17 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 		case st.peerReset:
 			// RFC 9113 §5.1: a frame after the client's RST_STREAM.
 			sc.rstLocked(id, http2.ErrCodeStreamClosed)
+			sc.bad++ // the client broke the protocol (judged in processFrame)
 			return nil
 		case st.reset:
 			return nil
 		case st.remoteClosed:
 			// RFC 9113 §5.1 half-closed (remote).
-			sc.resetLocked(st, http2.ErrCodeStreamClosed)
+			sc.faultLocked(st, http2.ErrCodeStreamClosed)
 			return nil
 		case f.hasPriority && f.priority.StreamDep == id:
 			// RFC 9113 §5.3.1: a stream cannot depend on itself.
-			sc.resetLocked(st, http2.ErrCodeProtocol)
+			sc.faultLocked(st, http2.ErrCodeProtocol)
 			return nil
 		}
 		return sc.trailersLocked(st, f)
@@ -559,6 +577,7 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 		byClient := !ignore && sc.resetByClientLocked(id)
 		if byClient {
 			sc.rstLocked(id, http2.ErrCodeStreamClosed)
+			sc.bad++ // the client broke the protocol (judged in processFrame)
 		}
 		sc.mu.Unlock()
 		if ignore || byClient {
@@ -628,12 +647,12 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 // trailers, which must end the stream.
 func (sc *serverConn) trailersLocked(st *stream, f *headerBlock) error {
 	if !f.endStream || len(f.pseudoFields()) > 0 {
-		sc.resetLocked(st, http2.ErrCodeProtocol)
+		sc.faultLocked(st, http2.ErrCodeProtocol)
 		st.rerr = errors.New("h2server: malformed request trailers")
 		return nil
 	}
 	if f.truncated {
-		sc.resetLocked(st, http2.ErrCodeProtocol)
+		sc.faultLocked(st, http2.ErrCodeProtocol)
 		st.rerr = errors.New("h2server: request trailers too large")
 		return nil
 	}
@@ -643,7 +662,7 @@ func (sc *serverConn) trailersLocked(st *stream, f *headerBlock) error {
 			// Fields that must not be trailers (Host, Content-Length,
 			// Transfer-Encoding, ...) would reach Request.Trailer and be
 			// sent upstream: malformed, as x/net/http2 has them.
-			sc.resetLocked(st, http2.ErrCodeProtocol)
+			sc.faultLocked(st, http2.ErrCodeProtocol)
 			st.rerr = errors.New("h2server: request trailer " + k + " not allowed")
 			return nil
 		}
@@ -660,7 +679,7 @@ func (sc *serverConn) trailersLocked(st *stream, f *headerBlock) error {
 func (sc *serverConn) remoteEndLocked(st *stream) {
 	st.remoteClosed = true
 	if st.declCL >= 0 && st.got != st.declCL {
-		sc.resetLocked(st, http2.ErrCodeProtocol)
+		sc.faultLocked(st, http2.ErrCodeProtocol)
 		st.rerr = errClientCL
 		return
 	}
@@ -690,16 +709,17 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 			return nil
 		case st != nil && !st.reset:
 			// RFC 9113 §5.1 half-closed (remote).
-			sc.resetLocked(st, http2.ErrCodeStreamClosed)
+			sc.faultLocked(st, http2.ErrCodeStreamClosed)
 		default:
 			// Closed, or reset by the client (RFC 9113 §5.1, §6.1).
 			sc.rstLocked(id, http2.ErrCodeStreamClosed)
+			sc.bad++ // the client broke the protocol (judged in processFrame)
 		}
 		return nil
 	}
 	if size > st.recvAvail {
 		sc.creditConnLocked(size)
-		sc.resetLocked(st, http2.ErrCodeFlowControl)
+		sc.faultLocked(st, http2.ErrCodeFlowControl)
 		return nil
 	}
 	st.recvAvail -= size
@@ -712,7 +732,7 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 	st.got += int64(len(data))
 	if st.declCL >= 0 && st.got > st.declCL {
 		sc.creditConnLocked(int32(len(data)))
-		sc.resetLocked(st, http2.ErrCodeProtocol)
+		sc.faultLocked(st, http2.ErrCodeProtocol)
 		st.rerr = errClientCL
 		return nil
 	}
@@ -806,7 +826,7 @@ func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		}
 		st.sendWindow += inc
 		if st.sendWindow > maxWindow {
-			sc.resetLocked(st, http2.ErrCodeFlowControl)
+			sc.faultLocked(st, http2.ErrCodeFlowControl)
 			return nil
 		}
 	}
