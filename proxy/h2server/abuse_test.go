@@ -2,8 +2,10 @@ package h2server
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/net/http2"
@@ -91,4 +93,32 @@ func TestStreamsBrokenByTheClientCountAsRapidResets(t *testing.T) {
 		t.Fatalf("%v", e.code)
 	}
 	rc.nc.Close()
+}
+
+// RFC 9113 §8.2.1: a request, or its trailers, with a field value that
+// starts or ends with SP or HTAB is malformed: the stream is reset
+// PROTOCOL_ERROR, and a request never reaches the handler.
+func TestFieldValueEdgeWhitespaceIsMalformed(t *testing.T) {
+	var calls atomic.Int32
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		io.Copy(io.Discard, r.Body)
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/", "x-a", "v ")
+	if e := rc.rst(1); e.code != http2.ErrCodeProtocol {
+		t.Fatalf("%v", e.code)
+	}
+	rc.post(3, "/", "trailer", "x-t")
+	rc.writeHeaders(3, true, "x-t", "\tv")
+	if e := rc.rst(3); e.code != http2.ErrCodeProtocol {
+		t.Fatalf("%v", e.code)
+	}
+	rc.get(5, "/", "x-a", "v w")
+	if status, _, _, rst := rc.response(5); status != "200" || rst != nil {
+		t.Fatalf("%s %v", status, rst)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("handler ran %d times, want 2 (streams 3 and 5)", n)
+	}
 }

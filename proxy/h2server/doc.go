@@ -119,7 +119,9 @@
 // streams refused or reset) is cut off once 1 MiB of answers is pending.
 //
 // Malformed requests (missing pseudo-header fields, connection-specific
-// fields, "te" other than "trailers", uppercase names) are stream errors;
+// fields, "te" other than "trailers", uppercase names, and, unlike x/net
+// but as nghttp2, a field value that starts or ends with SP or HTAB,
+// RFC 9113 §8.2.1, in the request or its trailers) are stream errors;
 // frames on idle streams, even or decreasing stream ids, PUSH_PROMISE,
 // window overflows of the connection, bad SETTINGS and a HEADERS frame
 // with more padding than payload (whose header block is not decoded, a

@@ -78,6 +78,9 @@ type headerReader struct {
 	headersRemain, trailersRemain uint32
 	sawRegular                    bool
 	invalid                       error // the first malformed field
+	// edgeSpace: a field of the block has a value that starts or ends
+	// with SP or HTAB.
+	edgeSpace bool
 }
 
 // keptHeaderFields bounds the field buffer a connection keeps between
@@ -109,6 +112,7 @@ func maxContinuations(maxList uint32) int {
 var (
 	errFieldValue         = errors.New("h2server: invalid header field value")
 	errFieldName          = errors.New("h2server: invalid header field name")
+	errFieldEdgeSpace     = errors.New("h2server: header field value starts or ends with whitespace")
 	errPseudoAfterRegular = errors.New("h2server: pseudo-header field after a regular one")
 	errUnknownPseudo      = errors.New("h2server: unknown pseudo-header field")
 	errDuplicatePseudo    = errors.New("h2server: duplicate pseudo-header field")
@@ -152,6 +156,9 @@ func (hr *headerReader) emit(hf hpack.HeaderField) {
 		return
 	}
 	*remain -= size
+	if v := hf.Value; v != "" && (v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		hr.edgeSpace = true
+	}
 	hr.block.fields = append(hr.block.fields, hf)
 }
 
@@ -263,7 +270,7 @@ func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBloc
 		fields:      b.fields[:0],
 	}
 	hr.headersRemain, hr.trailersRemain = hr.maxList, hr.maxList
-	hr.sawRegular, hr.invalid = false, nil
+	hr.sawRegular, hr.invalid, hr.edgeSpace = false, nil, false
 	hr.dec.SetEmitEnabled(true)
 
 	frag, ended := p[:len(p)-pad], fh.Flags.Has(http2.FlagHeadersEndHeaders)
@@ -310,6 +317,16 @@ func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBloc
 	}
 	if err := checkPseudos(b.pseudoFields()); err != nil {
 		return nil, http2.StreamError{StreamID: b.streamID, Code: http2.ErrCodeProtocol, Cause: err}
+	}
+	if hr.edgeSpace {
+		// RFC 9113 §8.2.1: a field value must not start or end with SP
+		// or HTAB; the request (or its trailers) is malformed. x/net
+		// lets such values through; nghttp2 (and so Envoy) refuses them,
+		// and an upstream that does would fail the forwarded request
+		// with no answer the client can act on. Counted on the fields
+		// kept (a truncated block's last ones are not seen), so that the
+		// budgets and the decoding go on as x/net's.
+		return nil, http2.StreamError{StreamID: b.streamID, Code: http2.ErrCodeProtocol, Cause: errFieldEdgeSpace}
 	}
 	return b, nil
 }

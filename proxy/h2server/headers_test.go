@@ -16,7 +16,8 @@ import (
 // connection, describing what each gave: with ref, as x/net's Framer
 // with ReadMetaHeaders decodes header blocks (the model, but for padding
 // longer than a HEADERS frame, which the server makes a connection
-// error, and for the bound on CONTINUATION frames, lifted here and
+// error, for values that start or end with whitespace, malformed for
+// the server, and for the bound on CONTINUATION frames, lifted here and
 // tested on its own); without it, as the server does, with headerReader.
 func readOutcomes(in []byte, maxList uint32, ref bool) []string {
 	br := bufio.NewReaderSize(bytes.NewReader(in), readBufSize)
@@ -52,6 +53,11 @@ func readOutcomes(in []byte, maxList uint32, ref bool) []string {
 		} else {
 			f, b, err = hr.readFrame()
 		}
+		if mh, ok := f.(*http2.MetaHeadersFrame); ok && err == nil && edgeSpace(mh.Fields) {
+			// x/net accepts values starting or ending with SP or HTAB,
+			// which the server makes malformed (RFC 9113 §8.2.1).
+			f, err = nil, http2.StreamError{StreamID: mh.StreamID, Code: http2.ErrCodeProtocol}
+		}
 		if mh, ok := f.(*http2.MetaHeadersFrame); ok && err == nil {
 			b = &headerBlock{
 				streamID: mh.StreamID, endStream: mh.StreamEnded(),
@@ -79,6 +85,16 @@ func readOutcomes(in []byte, maxList uint32, ref bool) []string {
 		}
 	}
 	return out
+}
+
+// edgeSpace says whether a field value starts or ends with SP or HTAB.
+func edgeSpace(fields []hpack.HeaderField) bool {
+	for _, f := range fields {
+		if v := strings.Trim(f.Value, " \t"); len(v) != len(f.Value) {
+			return true
+		}
+	}
+	return false
 }
 
 func describeBlock(b *headerBlock) string {
@@ -148,6 +164,15 @@ func TestHeaderReaderChecks(t *testing.T) {
 		{"invalid field value in a pseudo-header", 0, func(w *frameWriter) {
 			w.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/\r\n")
 		}, []string{"stream error 1 PROTOCOL_ERROR"}},
+		{"field value starting with a space", 0, func(w *frameWriter) { w.headers(1, true, withReq("x-a", " 1")...) },
+			[]string{"stream error 1 PROTOCOL_ERROR"}},
+		{"field value ending with a tab", 0, func(w *frameWriter) { w.headers(1, true, withReq("x-a", "1\t")...) },
+			[]string{"stream error 1 PROTOCOL_ERROR"}},
+		{"pseudo-header value ending with a space", 0, func(w *frameWriter) {
+			w.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/ ")
+		}, []string{"stream error 1 PROTOCOL_ERROR"}},
+		{"whitespace inside a field value", 0, func(w *frameWriter) { w.headers(1, true, withReq("x-a", "a \tb", "x-b", "")...) },
+			[]string{`headers 1 end=true ":method"="GET" ":scheme"="http" ":authority"="x" ":path"="/" "x-a"="a \tb" "x-b"=""`}},
 		{"uppercase field name", 0, func(w *frameWriter) { w.headers(1, true, withReq("X-A", "1")...) },
 			[]string{"stream error 1 PROTOCOL_ERROR"}},
 		{"field name not a token", 0, func(w *frameWriter) { w.headers(1, true, withReq("x a", "1")...) },
