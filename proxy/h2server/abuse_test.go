@@ -3,10 +3,12 @@ package h2server
 import (
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -121,4 +123,82 @@ func TestFieldValueEdgeWhitespaceIsMalformed(t *testing.T) {
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("handler ran %d times, want 2 (streams 3 and 5)", n)
 	}
+}
+
+// pendingBytes is the largest write buffer among ts's connections.
+func (ts *testServer) pendingBytes() int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	n := 0
+	for sc := range ts.conns {
+		sc.mu.Lock()
+		n = max(n, len(sc.wbuf))
+		sc.mu.Unlock()
+	}
+	return n
+}
+
+// A client that never reads, asking for responses without a body
+// (HEAD, 204, 304, trailers-only gRPC errors): such a response is one
+// header block, which no flow-control window holds back, and its stream
+// ends at once, freeing its place among the concurrent streams. The
+// pending-bytes bound must hold the handlers back as it does for bodies.
+func TestNonReadingClientBodylessResponsesStayBounded(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	rc := dialRaw(t, ts.addr)
+	var sc *serverConn
+	waitFor(t, "the connection", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		for c := range ts.conns {
+			sc = c
+		}
+		return sc != nil
+	})
+	// Little room in the server's socket: what does not fit waits in
+	// its write buffer. (The client's socket keeps its default, about
+	// 128 KiB; made tiny as well, loopback TCP stalls on it at times.)
+	sc.nc.(*net.TCPConn).SetWriteBuffer(4096)
+	// streamsDone says whether the server has read stream id and has no
+	// stream open.
+	streamsDone := func(id uint32) bool {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return sc.maxClientID == id && len(sc.streams) == 0 && !sc.opening
+	}
+	// Up to 100000 responses of 10 bytes, 1 MB, far beyond what the
+	// sockets hold, sent as a careful attacker would: 200 streams at a
+	// time, each batch once the last has ended (so none is refused).
+	var batch bytes.Buffer
+	fr := http2.NewFramer(&batch, nil)
+	id, peak := uint32(1), 0
+	for b := 0; b < 500; b++ {
+		batch.Reset()
+		for j := 0; j < 200; j++ {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.headerBlock(
+				":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/"), EndStream: true, EndHeaders: true})
+			id += 2
+		}
+		rc.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := rc.nc.Write(batch.Bytes()); err != nil {
+			break
+		}
+		drained := false
+		for end := time.Now().Add(2 * time.Second); !drained && time.Now().Before(end); time.Sleep(time.Millisecond) {
+			drained = streamsDone(id - 2)
+		}
+		sc.mu.Lock()
+		peak = max(peak, len(sc.wbuf))
+		sc.mu.Unlock()
+		if !drained {
+			break // the handlers are held back
+		}
+	}
+	t.Logf("peak pending %d bytes after %d streams", peak, id/2)
+	if limit := maxPending + 64<<10; peak > limit {
+		t.Fatalf("%d bytes pending for a client that reads nothing (bound %d)", peak, limit)
+	}
+	rc.nc.Close()
 }

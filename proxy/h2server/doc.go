@@ -29,8 +29,9 @@
 // handler returns: HEADERS and DATA(END_STREAM), or HEADERS(END_STREAM)
 // with no body, or HEADERS, DATA and trailer HEADERS(END_STREAM). Flush
 // appends what is held and wakes the writer; it never waits for the
-// write. Handlers wait only for flow-control windows and when more than
-// 256 KiB is pending on the connection.
+// write. Handlers wait only for flow-control windows and, before
+// appending a response's header block or DATA, while more than 256 KiB
+// is pending on the connection.
 //
 // # Requests and responses
 //

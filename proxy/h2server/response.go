@@ -324,6 +324,19 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 		held = *rw.buf
 	}
 	if !rw.sentHeader {
+		// A header block waits for room as DATA does: a response
+		// without a body is all header block, which no window holds
+		// back, and a client that asks for many and reads none would
+		// grow the buffer without end.
+		for len(sc.wbuf) >= maxPending {
+			sc.queueLocked()
+			sc.sendWaiters++
+			sc.cond.Wait()
+			sc.sendWaiters--
+			if st.reset || sc.dead {
+				return errStreamGone
+			}
+		}
 		rw.sentHeader = true
 		st.respStarted = true
 		headEnd := end && len(held) == 0 && len(p) == 0 && len(trailers) == 0
