@@ -202,3 +202,47 @@ func TestNonReadingClientBodylessResponsesStayBounded(t *testing.T) {
 	}
 	rc.nc.Close()
 }
+
+// The idle timeout also ends a connection that sent only the preface,
+// and one whose first header block never ends: no stream is open while
+// a block is read.
+func TestIdleTimeoutEndsPrefaceOnlyAndUnfinishedHeaderBlock(t *testing.T) {
+	ts := start(t, okHandler(), func(s *Server) { s.IdleTimeout = 100 * time.Millisecond })
+	// goAwayThenEOF reads frames, acknowledging none (an acknowledgement
+	// in the middle of a header block, or in place of the preface's
+	// SETTINGS, would be an error of its own), until GOAWAY, then until
+	// the server closes.
+	goAwayThenEOF := func(t *testing.T, nc net.Conn) {
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		fr := http2.NewFramer(nil, nc)
+		for i := 0; ; i++ {
+			f, err := fr.ReadFrame()
+			if err != nil || i > 100 {
+				t.Fatalf("no GOAWAY: %v", err)
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok {
+				if ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 0 {
+					t.Fatalf("GOAWAY %v %d", ga.ErrCode, ga.LastStreamID)
+				}
+				break
+			}
+		}
+		if _, err := io.Copy(io.Discard, nc); err != nil {
+			t.Fatalf("not closed: %v", err)
+		}
+	}
+	t.Run("preface only", func(t *testing.T) {
+		nc, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		nc.Write([]byte(http2.ClientPreface))
+		goAwayThenEOF(t, nc)
+	})
+	t.Run("unfinished header block", func(t *testing.T) {
+		rc := dialRaw(t, ts.addr)
+		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.headerBlock(":method", "GET")})
+		goAwayThenEOF(t, rc.nc)
+	})
+}
