@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -245,4 +246,25 @@ func TestIdleTimeoutEndsPrefaceOnlyAndUnfinishedHeaderBlock(t *testing.T) {
 		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.headerBlock(":method", "GET")})
 		goAwayThenEOF(t, rc.nc)
 	})
+}
+
+// SETTINGS_HEADER_TABLE_SIZE of 4 GiB only lifts the limit of the
+// response encoder's dynamic table (RFC 7541 §4.2); the table stays at
+// 4096 bytes, so a client's many distinct fields cost the connection
+// no more: a decoder that allows 4096 bytes reads every response.
+func TestHugeHeaderTableSizeKeepsTheEncoderTable(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 50; i++ {
+			w.Header().Set("x-f"+strconv.Itoa(i), r.URL.Path+strings.Repeat("v", 100))
+		}
+	}))
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingHeaderTableSize, Val: 1<<32 - 1})
+	for id := uint32(1); id < 40; id += 2 {
+		path := "/" + strconv.Itoa(int(id))
+		rc.get(id, path)
+		e := rc.until("response", func(e event) bool { return e.id == id && e.typ == http2.FrameHeaders })
+		if e.get(":status") != "200" || e.get("x-f49") != path+strings.Repeat("v", 100) {
+			t.Fatalf("stream %d: %q %q", id, e.get(":status"), e.get("x-f49"))
+		}
+	}
 }
