@@ -53,7 +53,7 @@ func readFile(path string) ([]byte, error) {
 //
 // Unknown keys, values of the wrong type, duplicate keys and every
 // [Config.Validate] problem are reported together as [Errors], sorted by
-// line.
+// line, at most [MaxProblems] of them.
 func Parse(data []byte, source string) (cfg *Config, err error) {
 	defer func() {
 		// The YAML library reports its own failures by panicking and
@@ -111,6 +111,15 @@ func decode(data []byte, source string) (*Config, error) {
 	}
 	idx := newNodeIndex()
 	idx.walk(doc, "", reflect.TypeOf(Config{}))
+	if len(idx.refused) > 0 {
+		// The typed decode would take time or memory quadratic in these
+		// mappings' sizes; say why instead.
+		for _, e := range idx.refused {
+			e.Source = source
+		}
+		idx.refused.sortByLine()
+		return nil, idx.refused.capped(source)
+	}
 
 	// Second pass: the typed decode, with unknown keys as errors. The
 	// decoder carries on after a type error, so all of them are reported.
@@ -139,11 +148,28 @@ func decode(data []byte, source string) (*Config, error) {
 		if !errors.As(verr, &ves) {
 			ves = Errors{{Msg: verr.Error()}}
 		}
-		decodeErrs := errs
+		// failed holds the paths that failed to decode, within holds
+		// those and every ancestor of them: a validation problem is
+		// dropped when its path or an ancestor is in failed (it is within
+		// one), or its path is in within (one is within it). Sets keep
+		// this linear in the number of problems.
+		failed, within := map[string]bool{}, map[string]bool{}
+		for _, de := range errs {
+			if de.Path == "" {
+				continue
+			}
+			failed[de.Path] = true
+			for p := de.Path; p != "" && !within[p]; p = parentPath(p) {
+				within[p] = true
+			}
+		}
 	next:
 		for _, ve := range ves {
-			for _, de := range decodeErrs {
-				if de.Path != "" && (pathWithin(ve.Path, de.Path) || pathWithin(de.Path, ve.Path)) {
+			if within[ve.Path] {
+				continue
+			}
+			for p := ve.Path; p != ""; p = parentPath(p) {
+				if failed[p] {
 					continue next
 				}
 			}
@@ -156,15 +182,38 @@ func decode(data []byte, source string) (*Config, error) {
 			e.Source = source
 		}
 		errs.sortByLine()
-		return nil, errs
+		return nil, errs.capped(source)
 	}
 	return &cfg, nil
 }
 
-// pathWithin reports whether path is base or inside it.
-func pathWithin(path, base string) bool {
-	return path == base || strings.HasPrefix(path, base+".") || strings.HasPrefix(path, base+"[")
+// capped keeps the first MaxProblems problems and adds one that counts the
+// rest.
+func (es Errors) capped(source string) Errors {
+	if len(es) <= MaxProblems {
+		return es
+	}
+	more := len(es) - MaxProblems
+	return append(es[:MaxProblems:MaxProblems], &FieldError{Source: source, Msg: fmt.Sprintf("%d more problems not shown", more)})
 }
+
+// Bounds on one mapping, checked before the typed decode. The YAML
+// library compares every key of a mapping with every later one to find
+// duplicates, and reports each repeated pair: a mapping of n keys costs
+// n²/2 comparisons, and one key written k times costs k²/2 messages. A
+// config's largest legitimate mapping is its clusters (thousands, not tens
+// of thousands); a key repeated more than a few times is a generated
+// mistake.
+const (
+	maxMappingKeys    = 10000
+	maxDuplicatePairs = 1000
+)
+
+// MaxProblems bounds how many problems Parse reports: the first
+// MaxProblems in file order, then one entry saying how many more there
+// are. A file of generated garbage then yields a readable report and a log
+// line of bounded size rather than hundreds of thousands of lines.
+const MaxProblems = 100
 
 var yamlLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
@@ -184,6 +233,13 @@ func syntaxError(err error) (int, string) {
 type nodeIndex struct {
 	entries []indexEntry
 	lines   map[string]int // key path -> line of its key (or item)
+	// refused holds mappings too large for the typed decode (see
+	// maxMappingKeys).
+	refused Errors
+	// byLine lists the entries on each line, so that translating one of
+	// the decoder's messages costs the entries of its line, not of the
+	// file: a 4 MB file can hold hundreds of thousands of bad keys.
+	byLine map[int][]int
 }
 
 type indexEntry struct {
@@ -196,7 +252,22 @@ type indexEntry struct {
 }
 
 func newNodeIndex() *nodeIndex {
-	return &nodeIndex{lines: map[string]int{}}
+	return &nodeIndex{lines: map[string]int{}, byLine: map[int][]int{}}
+}
+
+func (x *nodeIndex) add(e indexEntry) {
+	x.byLine[e.line] = append(x.byLine[e.line], len(x.entries))
+	x.entries = append(x.entries, e)
+}
+
+// onLine returns the entries on line, in document order.
+func (x *nodeIndex) onLine(line int) []*indexEntry {
+	ids := x.byLine[line]
+	out := make([]*indexEntry, len(ids))
+	for i, id := range ids {
+		out[i] = &x.entries[id]
+	}
+	return out
 }
 
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
@@ -211,7 +282,7 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 	if _, ok := x.lines[path]; !ok {
 		x.lines[path] = n.Line
 	}
-	x.entries = append(x.entries, indexEntry{line: n.Line, col: n.Column, path: path, node: n, t: t})
+	x.add(indexEntry{line: n.Line, col: n.Column, path: path, node: n, t: t})
 	switch n.Kind {
 	case yaml.MappingNode:
 		var fields map[string]reflect.Type
@@ -237,6 +308,23 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 				elem = t.Elem()
 			}
 		}
+		if keys := len(n.Content) / 2; keys > maxMappingKeys {
+			x.refused = append(x.refused, &FieldError{Line: n.Line, Path: path,
+				Msg: fmt.Sprintf("a mapping of %d keys; at most %d are allowed", keys, maxMappingKeys)})
+			return
+		}
+		seen := make(map[string]int, len(n.Content)/2)
+		pairs := 0
+		for i := 0; i < len(n.Content); i += 2 {
+			k := n.Content[i]
+			pairs += seen[k.Value]
+			seen[k.Value]++
+			if pairs > maxDuplicatePairs && seen[k.Value] > 2 {
+				x.refused = append(x.refused, &FieldError{Line: k.Line, Path: keyPath(path, k.Value),
+					Msg: fmt.Sprintf("duplicate key %q, written %d times or more", k.Value, seen[k.Value])})
+				return
+			}
+		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			p := keyPath(path, k.Value)
@@ -249,7 +337,7 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 			if _, ok := x.lines[p]; !ok {
 				x.lines[p] = k.Line
 			}
-			x.entries = append(x.entries, indexEntry{line: k.Line, col: k.Column, path: p, key: true, node: k, known: known})
+			x.add(indexEntry{line: k.Line, col: k.Column, path: p, key: true, node: k, known: known})
 			x.walk(v, p, vt)
 		}
 	case yaml.SequenceNode:
@@ -319,8 +407,8 @@ func (x *nodeIndex) translate(s string) *FieldError {
 	atoi := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	if m := ownErrRe.FindStringSubmatch(s); m != nil {
 		line, col := atoi(m[1]), atoi(m[2])
-		for _, e := range x.entries {
-			if e.line == line && e.col == col {
+		for _, e := range x.onLine(line) {
+			if e.col == col {
 				return &FieldError{Line: line, Path: e.path, Msg: m[3]}
 			}
 		}
@@ -328,8 +416,8 @@ func (x *nodeIndex) translate(s string) *FieldError {
 	}
 	if m := unknownKeyRe.FindStringSubmatch(s); m != nil {
 		line := atoi(m[1])
-		for _, e := range x.entries {
-			if e.key && e.line == line && e.node.Value == m[2] {
+		for _, e := range x.onLine(line) {
+			if e.key && e.node.Value == m[2] {
 				return &FieldError{Line: line, Path: e.path, Msg: unknownKeyMsg(m[2], e.known)}
 			}
 		}
@@ -339,8 +427,8 @@ func (x *nodeIndex) translate(s string) *FieldError {
 		line := atoi(m[1])
 		key, _ := strconv.Unquote(m[2])
 		path := ""
-		for _, e := range x.entries {
-			if e.key && e.line == line && e.node.Value == key {
+		for _, e := range x.onLine(line) {
+			if e.key && e.node.Value == key {
 				path = e.path
 				break
 			}
@@ -372,9 +460,8 @@ func (x *nodeIndex) translate(s string) *FieldError {
 			return n
 		}
 		var best *indexEntry
-		for i := range x.entries {
-			e := &x.entries[i]
-			if e.key || e.line != line {
+		for _, e := range x.onLine(line) {
+			if e.key {
 				continue
 			}
 			if best == nil || score(e) > score(best) {
