@@ -35,7 +35,10 @@ const (
 // content is hashed, so that an event that did not change the bytes (a
 // touch, a rewrite with the same content, an unrelated file in the same
 // directory) does not reach OnChange. A change that yields the same bytes
-// as the last delivery is never delivered twice in a row, good or bad.
+// as the last delivery is never delivered twice in a row, good or bad. A
+// failure (unreadable, or not a valid config) is delivered only once the
+// file has stayed so for Settle, so that a file caught half-written is not
+// reported when the complete one follows.
 type Watcher struct {
 	// Path is the config file. Required.
 	Path string
@@ -49,6 +52,15 @@ type Watcher struct {
 	// before the file is read; a continuous burst is read at the latest
 	// 10 Debounce periods after its first event. Zero means 100ms.
 	Debounce time.Duration
+
+	// Settle is how long a file that cannot be read or does not parse
+	// must stay as it is before that failure is delivered. A change in
+	// that time withdraws it: the file is read again after the usual
+	// debounce, and a complete config that follows a half-written one is
+	// delivered alone. (Editors and copy tools may write a file in several
+	// writes spread over more than Debounce; a file deleted and written
+	// again is missing for a moment.) Zero means 5 Debounce periods.
+	Settle time.Duration
 
 	// Current, if set, is the config the caller is serving (from Load). Run
 	// then compares the file with it on start and delivers a difference at
@@ -121,8 +133,21 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 	}
 
-	var last [sha256.Size]byte
-	deliver := func(initial bool) {
+	settle := w.Settle
+	if settle <= 0 {
+		settle = 5 * debounce
+	}
+	settleTimer := time.NewTimer(time.Hour)
+	settleTimer.Stop()
+	defer settleTimer.Stop()
+	var settled <-chan time.Time
+
+	// last is the content last delivered; pending, while settled is set,
+	// the failure waiting out Settle.
+	var last, pending [sha256.Size]byte
+	// deliver reads the file and delivers what changed. initial is the
+	// read at start; confirm is the read when Settle has passed.
+	deliver := func(initial, confirm bool) {
 		data, err := readFile(path)
 		var sum [sha256.Size]byte
 		if err != nil {
@@ -131,26 +156,36 @@ func (w *Watcher) Run(ctx context.Context) error {
 			sum = sha256.Sum256(data)
 		}
 		if sum == last {
+			settled = nil // back to what was delivered: nothing to report
 			return
 		}
+		readErr := err != nil
+		var cfg *Config
+		if !readErr {
+			cfg, err = Parse(data, w.Path)
+		}
+		if err != nil && !initial && !(confirm && sum == pending) {
+			// A failure waits to see whether the file is still being
+			// written; the same failure read again keeps its deadline.
+			if settled == nil || sum != pending {
+				pending = sum
+				settleTimer.Reset(settle)
+				settled = settleTimer.C
+			}
+			return
+		}
+		settled = nil
 		last = sum
-		if err != nil {
-			if !initial {
-				w.OnChange(nil, err)
-			}
+		// At start, a file that cannot be read is not reported (the
+		// caller has just loaded it, or will say so itself).
+		if initial && (readErr || w.Current == nil || (err == nil && cfg.Hash() == w.Current.Hash())) {
 			return
 		}
-		cfg, perr := Parse(data, w.Path)
-		if initial {
-			if w.Current == nil || (perr == nil && cfg.Hash() == w.Current.Hash()) {
-				return
-			}
-		}
-		w.OnChange(cfg, perr)
+		w.OnChange(cfg, err)
 	}
 
 	rewatch()
-	deliver(true)
+	deliver(true, false)
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -188,7 +223,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-fire:
 			fire = nil
 			rewatch()
-			deliver(false)
+			deliver(false, false)
+			if w.afterRead != nil {
+				w.afterRead()
+			}
+		case <-settled:
+			settled = nil
+			rewatch()
+			deliver(false, true)
 			if w.afterRead != nil {
 				w.afterRead()
 			}

@@ -37,6 +37,12 @@ func startWatcher(t *testing.T, path string) <-chan delivery {
 // the watcher makes.
 func startWatcherWith(t *testing.T, path string, debounce time.Duration) (<-chan delivery, <-chan struct{}) {
 	t.Helper()
+	return startWatcherSettle(t, path, debounce, 0)
+}
+
+// startWatcherSettle also sets the Watcher's Settle.
+func startWatcherSettle(t *testing.T, path string, debounce, settle time.Duration) (<-chan delivery, <-chan struct{}) {
+	t.Helper()
 	ch := make(chan delivery, 64)
 	reads := make(chan struct{}, 64)
 	cur, err := Parse([]byte(configWithTimeout("999s")), "current")
@@ -47,6 +53,7 @@ func startWatcherWith(t *testing.T, path string, debounce time.Duration) (<-chan
 	w := &Watcher{
 		Path:     path,
 		Debounce: debounce,
+		Settle:   settle,
 		Current:  cur,
 		afterRead: func() {
 			select {
@@ -363,4 +370,65 @@ func TestWatchCurrentEqualToFileDeliversNothingOnStart(t *testing.T) {
 		}
 	}
 	t.Fatal("no change delivered")
+}
+
+// A file written in pieces further apart than the debounce (a slow copy,
+// an editor that writes in several calls) is not delivered as a failure
+// when the complete file follows within Settle: only the complete config
+// is delivered. Before, the half-written file was delivered as an error,
+// which the sidecar counted and logged as a rejected reload.
+func TestWatchHalfWrittenFileFollowedByCompleteOneDeliversOnlyTheConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	ch, reads := startWatcherSettle(t, path, 20*time.Millisecond, waitLimit)
+
+	full := configWithTimeout("12s")
+	writeFile(t, path, full[:len(full)-12]) // cut inside the route
+	select {
+	case <-reads:
+	case <-time.After(waitLimit):
+		t.Fatal("the watcher never read the half-written file")
+	}
+	select {
+	case d := <-ch:
+		t.Fatalf("half-written file delivered: %+v", d)
+	default:
+	}
+	writeFile(t, path, full)
+	wantTimeout(t, next(t, ch), 12*time.Second)
+}
+
+// A failure that stays is delivered once Settle has passed, and a file
+// that goes back to the delivered content withdraws a pending failure.
+func TestWatchFailureThatStaysIsDeliveredAfterSettle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	ch, reads := startWatcherSettle(t, path, 20*time.Millisecond, waitLimit)
+
+	// Broken, then back to what was delivered before Settle ends: nothing.
+	writeFile(t, path, configWithTimeout("bad"))
+	waitRead(t, reads)
+	writeFile(t, path, configWithTimeout("1s"))
+	waitRead(t, reads)
+	select {
+	case d := <-ch:
+		t.Fatalf("delivered %+v for a file back to its delivered content", d)
+	default:
+	}
+
+	ch2, _ := startWatcherSettle(t, path, 20*time.Millisecond, 50*time.Millisecond)
+	writeFile(t, path, configWithTimeout("bad"))
+	d := next(t, ch2)
+	if d.cfg != nil || d.err == nil || !strings.Contains(d.err.Error(), `invalid duration "bad"`) {
+		t.Fatalf("delivered %+v, want the parse error", d)
+	}
+}
+
+func waitRead(t *testing.T, reads <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-reads:
+	case <-time.After(waitLimit):
+		t.Fatal("the watcher never read the file")
+	}
 }
