@@ -77,8 +77,11 @@ type sidecar struct {
 	retiring sync.WaitGroup
 
 	// reloadMu serialises reloads: the file watcher and SIGHUP may fire
-	// together, and Apply must see configs in the order they were read.
+	// together, and Apply must see configs in the order they were read
+	// (SIGHUP reads the file under it; see reloadFile).
 	reloadMu sync.Mutex
+	// load reads the file for SIGHUP; nil means config.Load.
+	load func(path string) (*config.Config, error)
 
 	draining atomic.Bool
 	serving  atomic.Bool
@@ -372,10 +375,24 @@ func (s *sidecar) sighupLoop(ctx context.Context) {
 				return
 			}
 			s.log.Info("SIGHUP: reloading", zap.String(fieldConfig, s.opts.configPath))
-			cfg, err := config.Load(s.opts.configPath)
-			s.reload(cfg, err, "signal")
+			s.reloadFile("signal")
 		}
 	}
+}
+
+// reloadFile reads the file and applies it, holding reloadMu across both:
+// a read made before waiting for another reload to finish could apply an
+// older file after that reload applied a newer one, and the watcher,
+// having delivered the newer file, would not deliver it again.
+func (s *sidecar) reloadFile(trigger string) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	load := s.load
+	if load == nil {
+		load = config.Load
+	}
+	cfg, err := load(s.opts.configPath)
+	s.reloadLocked(cfg, err, trigger)
 }
 
 // reload applies cfg as loaded from the file (the command's override is
@@ -385,6 +402,11 @@ func (s *sidecar) sighupLoop(ctx context.Context) {
 func (s *sidecar) reload(cfg *config.Config, err error, trigger string) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	s.reloadLocked(cfg, err, trigger)
+}
+
+// reloadLocked is reload with reloadMu held.
+func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string) {
 	if s.draining.Load() {
 		return
 	}
