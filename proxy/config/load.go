@@ -124,7 +124,7 @@ func decode(data []byte, source string) (*Config, error) {
 	// Second pass: the typed decode, with unknown keys as errors. The
 	// decoder carries on after a type error, so all of them are reported.
 	var cfg Config
-	var errs Errors
+	errs := idx.keyErrs
 	dec = yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
@@ -233,6 +233,8 @@ func syntaxError(err error) (int, string) {
 type nodeIndex struct {
 	entries []indexEntry
 	lines   map[string]int // key path -> line of its key (or item)
+	// keyErrs holds keys the typed decode would ignore.
+	keyErrs Errors
 	// refused holds mappings too large for the typed decode (see
 	// maxMappingKeys).
 	refused Errors
@@ -327,6 +329,12 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if fields != nil && k.Kind == yaml.ScalarNode && k.ShortTag() == "!!null" {
+				// The YAML library skips a null key of a struct without a
+				// word, value and all: "~: 1" or ": 1" would pass unseen.
+				x.keyErrs = append(x.keyErrs, &FieldError{Line: k.Line, Path: path,
+					Msg: fmt.Sprintf("key %s is null, not the name of a setting", k.Value)})
+			}
 			p := keyPath(path, k.Value)
 			var vt reflect.Type
 			if fields != nil {

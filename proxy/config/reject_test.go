@@ -390,6 +390,8 @@ clusters: {}
 		{"empty document", "# nothing\n", `t.yaml: config is empty`},
 		{"top level not a mapping", "- a\n- b\n", `t.yaml:1: expected a mapping of settings at the top level, got a list`},
 		{"two documents", okCluster + "---\n" + okCluster, `t.yaml:5: only one YAML document is allowed`},
+		{"null key at the top", "~: 1\n", `t.yaml:1: key ~ is null, not the name of a setting`},
+		{"null key in a section", "listeners:\n  outbound: {null: x}\n", `t.yaml:2: listeners.outbound: key null is null, not the name of a setting`},
 		{"bad log level", `
 logging: {level: verbose}
 `, `t.yaml:2: logging.level: unknown level "verbose" (valid: debug, info, warn, error)`},
