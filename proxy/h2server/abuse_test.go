@@ -268,3 +268,60 @@ func TestHugeHeaderTableSizeKeepsTheEncoderTable(t *testing.T) {
 		}
 	}
 }
+
+// Handlers waiting to send are woken only when they can go on: a
+// WINDOW_UPDATE for one stream, or a SETTINGS frame, each a few bytes,
+// woke every handler waiting on the connection, here 100 blocked on the
+// connection's window, to find it still closed.
+func TestWindowUpdatesWakeOnlyTheSendersTheyFree(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 16<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	rc := dialRaw(t, ts.addr)
+	var sc *serverConn
+	waitFor(t, "the connection", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		for c := range ts.conns {
+			sc = c
+		}
+		return sc != nil
+	})
+	const streams = 100
+	for id := uint32(1); id < 2*streams; id += 2 {
+		rc.get(id, "/")
+	}
+	waitFor(t, "the handlers to wait for the connection's window", func() bool {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return sc.sendWaiters == streams && sc.sendWindow <= 0
+	})
+	sc.mu.Lock()
+	before := sc.sendWakes
+	sc.mu.Unlock()
+	var batch bytes.Buffer
+	fr := http2.NewFramer(&batch, nil)
+	for i := 0; i < 1000; i++ {
+		fr.WriteWindowUpdate(1, 1)
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535 + uint32(i%2)})
+	}
+	fr.WritePing(false, [8]byte{7})
+	rc.nc.Write(batch.Bytes())
+	rc.until("PING ack", func(e event) bool { return e.typ == http2.FramePing && e.ack })
+	sc.mu.Lock()
+	wakes := sc.sendWakes - before
+	sc.mu.Unlock()
+	// Reading the responses up to the PING ack lets the writer drain,
+	// which may wake each handler a few times; the 2000 frames must not
+	// wake them all each.
+	if wakes > 10*streams {
+		t.Fatalf("%d wake-ups of %d waiting handlers for 2000 frames that free none", wakes, streams)
+	}
+	t.Logf("%d wake-ups", wakes)
+	rc.nc.Close()
+}

@@ -60,10 +60,11 @@ type serverConn struct {
 	stopWatch   func() bool // stops closeNow on the context's end
 
 	mu sync.Mutex
-	// cond is signalled when a sender may proceed: a window grew, a
-	// write finished, a stream was reset or the connection died.
-	cond        sync.Cond
-	sendWaiters int // goroutines waiting on cond
+	// Handlers waiting to send (waitSendLocked) are woken when they may
+	// proceed: a window opened, a write finished, their stream was reset
+	// or the connection died.
+	sendWaiters int // handlers waiting to send
+	sendWakes   int // times a waiting handler was woken (tests)
 	// wbuf holds the frames not yet handed to the writer; spare is the
 	// buffer the writer gave back.
 	wbuf, spare []byte
@@ -173,7 +174,6 @@ func newServerConn(s *Server, c net.Conn, parent context.Context, lim *ConnLimit
 		sendWindow:     initialWindow,
 		recvAvail:      initialWindow,
 	}
-	sc.cond.L = &sc.mu
 	sc.ctx, sc.cancel = context.WithCancel(context.WithValue(parent, http.LocalAddrContextKey, c.LocalAddr()))
 	sc.reqConn.Init(sc.ctx)
 	sc.enc = hpack.NewEncoder(encWriter{sc})
@@ -500,9 +500,7 @@ func (sc *serverConn) abortStreamLocked(st *stream, err error) {
 	}
 	sc.endContextLocked(st)
 	st.readCond.Broadcast()
-	if sc.sendWaiters > 0 {
-		sc.cond.Broadcast()
-	}
+	sc.wakeSenderLocked(st)
 }
 
 // endContextLocked ends st's context under sc.mu, with its children
@@ -809,9 +807,14 @@ func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	sc.mu.Lock()
 	defer sc.unlock()
 	if f.StreamID == 0 {
+		was := sc.sendWindow
 		sc.sendWindow += inc
 		if sc.sendWindow > maxWindow {
 			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
+		}
+		if was <= 0 {
+			// While the window was open, no handler waited for it.
+			sc.wakeSendersLocked()
 		}
 	} else {
 		st := sc.streams[f.StreamID]
@@ -829,9 +832,7 @@ func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 			sc.faultLocked(st, http2.ErrCodeFlowControl)
 			return nil
 		}
-	}
-	if sc.sendWaiters > 0 {
-		sc.cond.Broadcast()
+		sc.wakeSenderLocked(st)
 	}
 	return nil
 }
@@ -900,9 +901,9 @@ func (sc *serverConn) applySettingsLocked(settings []http2.Setting) error {
 			}
 			st.sendWindow += delta
 		}
-	}
-	if sc.sendWaiters > 0 {
-		sc.cond.Broadcast()
+		if delta > 0 {
+			sc.wakeSendersLocked()
+		}
 	}
 	return nil
 }
@@ -1006,9 +1007,8 @@ func (sc *serverConn) dieLocked(err error) {
 	}
 	sc.dead = true
 	for _, st := range sc.streams {
-		sc.abortStreamLocked(st, err)
+		sc.abortStreamLocked(st, err) // wakes its handler
 	}
-	sc.cond.Broadcast()
 	sc.wakePending = true
 	select {
 	case sc.wake <- struct{}{}:

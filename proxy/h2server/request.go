@@ -38,6 +38,10 @@ type stream struct {
 	localEnded   bool  // END_STREAM sent
 	respStarted  bool  // the final response's HEADERS are queued
 	sendWindow   int64 // may go negative (RFC 9113 §6.9.2)
+	// The handler waits to send on sendWake (made at its first wait)
+	// while sendWaiting says for what (see waitSendLocked).
+	sendWake    chan struct{}
+	sendWaiting sendWait
 
 	// Request body: DATA not yet read, and what ends it.
 	rbuf         []byte

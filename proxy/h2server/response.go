@@ -329,10 +329,7 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 		// back, and a client that asks for many and reads none would
 		// grow the buffer without end.
 		for len(sc.wbuf) >= maxPending {
-			sc.queueLocked()
-			sc.sendWaiters++
-			sc.cond.Wait()
-			sc.sendWaiters--
+			sc.waitSendLocked(st, waitRoom)
 			if st.reset || sc.dead {
 				return errStreamGone
 			}
@@ -387,10 +384,7 @@ func (rw *responseWriter) sendDataLocked(p []byte, end bool) error {
 		if len(p) > 0 {
 			avail := min(st.sendWindow, sc.sendWindow)
 			if avail <= 0 || len(sc.wbuf) >= maxPending {
-				sc.queueLocked()
-				sc.sendWaiters++
-				sc.cond.Wait()
-				sc.sendWaiters--
+				sc.waitSendLocked(st, waitWindow)
 				continue
 			}
 			n = int(min(int64(len(p)), avail, int64(sc.peerMaxFrame)))
@@ -407,5 +401,63 @@ func (rw *responseWriter) sendDataLocked(p []byte, end bool) error {
 			// Start the write of what is there while more is appended.
 			sc.queueLocked()
 		}
+	}
+}
+
+// sendWait says what a handler waiting to send waits for.
+type sendWait uint8
+
+const (
+	notWaiting sendWait = iota
+	waitRoom            // the pending bytes to fall below maxPending
+	waitWindow          // that, and both send windows to be open
+)
+
+// waitSendLocked waits until st's handler may send (wakeSenderLocked) or
+// st or the connection is gone; sc.mu is held, and released meanwhile.
+// Each stream has its own wake-up, so that a window update, a SETTINGS
+// frame or a write wakes only the handlers it lets go on: one shared
+// sync.Cond woke every waiting handler of the connection for each frame
+// of a few bytes that the client sent.
+func (sc *serverConn) waitSendLocked(st *stream, what sendWait) {
+	if st.sendWake == nil {
+		st.sendWake = make(chan struct{}, 1)
+	}
+	sc.queueLocked()
+	sc.sendWaiters++
+	st.sendWaiting = what
+	sc.mu.Unlock()
+	<-st.sendWake
+	sc.mu.Lock()
+	st.sendWaiting = notWaiting
+	sc.sendWaiters--
+	sc.sendWakes++
+}
+
+// wakeSenderLocked wakes st's handler if it waits to send and may now:
+// st or the connection is gone, or there is room and, for DATA, window.
+func (sc *serverConn) wakeSenderLocked(st *stream) {
+	switch {
+	case st.sendWaiting == notWaiting:
+		return
+	case st.reset || sc.dead:
+	case len(sc.wbuf) >= maxPending:
+		return
+	case st.sendWaiting == waitWindow && (st.sendWindow <= 0 || sc.sendWindow <= 0):
+		return
+	}
+	select {
+	case st.sendWake <- struct{}{}:
+	default:
+	}
+}
+
+// wakeSendersLocked wakes the handlers that wait to send and may now.
+func (sc *serverConn) wakeSendersLocked() {
+	if sc.sendWaiters == 0 {
+		return
+	}
+	for _, st := range sc.streams {
+		sc.wakeSenderLocked(st)
 	}
 }

@@ -58,9 +58,7 @@ func (sc *serverConn) writeLoop() {
 			if cap(buf) <= keptWriteBuf {
 				sc.spare = buf[:0]
 			}
-			if sc.sendWaiters > 0 {
-				sc.cond.Broadcast()
-			}
+			sc.wakeSendersLocked()
 			if err != nil {
 				sc.dieLocked(err)
 			}
