@@ -79,6 +79,16 @@ clusters:
   b: {endpoints: *eps}
 routes: [{cluster: a}]
 `,
+		// time.ParseDuration takes "0" without a unit, and the docs give
+		// duration defaults as 0; it was refused as "a unit is required".
+		"bare zero durations": `
+clusters:
+  a:
+    endpoints: ["10.0.0.1:80"]
+    connect_timeout: 0
+    health_check: {tcp: {}, jitter: -0, interval: +0}
+routes: [{cluster: a, timeout: 0}]
+`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Parse([]byte(src), "t.yaml"); err != nil {

@@ -134,7 +134,9 @@ func decode(data []byte, source string) (*Config, error) {
 			return nil, fail(line, msg)
 		}
 		for _, s := range te.Errors {
-			errs = append(errs, idx.translate(s))
+			if fe := idx.translate(s); fe != nil {
+				errs = append(errs, fe)
+			}
 		}
 	}
 
@@ -410,7 +412,8 @@ var (
 )
 
 // translate turns one of the YAML library's type errors into a FieldError
-// with a key path and a message in the package's words.
+// with a key path and a message in the package's words, or nil for one
+// that is not an error here (a bare 0 for a duration).
 func (x *nodeIndex) translate(s string) *FieldError {
 	atoi := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	if m := ownErrRe.FindStringSubmatch(s); m != nil {
@@ -478,6 +481,15 @@ func (x *nodeIndex) translate(s string) *FieldError {
 		}
 		if best == nil {
 			return &FieldError{Line: line, Msg: fmt.Sprintf("cannot use %s as %s", m[2], m[4])}
+		}
+		if best.t == durationTypeT && best.node.Kind == yaml.ScalarNode && best.node.Tag == "!!int" {
+			// A bare 0 (or +0, -0) is a Go duration: time.ParseDuration
+			// takes it without a unit, and the docs write defaults so.
+			// The YAML library refuses every integer for a Duration and
+			// leaves the field zero, which is the value meant.
+			if d, err := time.ParseDuration(best.node.Value); err == nil && d == 0 {
+				return nil
+			}
 		}
 		return &FieldError{Line: line, Path: best.path, Msg: typeMsg(best.node, best.t)}
 	}
