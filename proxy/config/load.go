@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -90,6 +91,9 @@ func decode(data []byte, source string) (*Config, error) {
 			return nil, fail(0, "config is empty")
 		}
 		line, msg := syntaxError(err)
+		if line == 0 {
+			line, msg = locate(data, msg)
+		}
 		return nil, fail(line, msg)
 	}
 	var extra yaml.Node
@@ -131,6 +135,11 @@ func decode(data []byte, source string) (*Config, error) {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
 			line, msg := syntaxError(err)
+			if line == 0 {
+				var path string
+				line, path, msg = locateMerge(doc, "", msg)
+				return nil, Errors{{Source: source, Line: line, Path: path, Msg: msg}}
+			}
 			return nil, fail(line, msg)
 		}
 		for _, s := range te.Errors {
@@ -216,6 +225,84 @@ const (
 // are. A file of generated garbage then yields a readable report and a log
 // line of bounded size rather than hundreds of thousands of lines.
 const MaxProblems = 100
+
+// locate finds the line that the YAML library's message without one is
+// about: the first character it cannot read (not UTF-8, or a control
+// character), or the first use of an anchor it does not know. It returns
+// msg with the column added, or line 0 and msg unchanged.
+func locate(data []byte, msg string) (int, string) {
+	switch {
+	case strings.Contains(msg, "UTF-8"), strings.Contains(msg, "control characters"):
+		if bytes.HasPrefix(data, []byte{0xff, 0xfe}) || bytes.HasPrefix(data, []byte{0xfe, 0xff}) {
+			return 0, msg // UTF-16: offsets here would not be characters
+		}
+		line, col := 1, 1
+		for i := 0; i < len(data); {
+			r, size := utf8.DecodeRune(data[i:])
+			switch {
+			case r == utf8.RuneError && size <= 1:
+				return line, fmt.Sprintf("invalid YAML: column %d: byte 0x%02x is not UTF-8 (the file must be UTF-8 encoded)", col, data[i])
+			case r < 0x20 && r != '\t' && r != '\n' && r != '\r', r == 0x7f, r >= 0x80 && r <= 0x9f && r != 0x85, r == 0xfffe, r == 0xffff:
+				return line, fmt.Sprintf("invalid YAML: column %d: control character %U is not allowed (write it as an escape in a double-quoted string)", col, r)
+			case r == '\n':
+				line, col = line+1, 0
+			}
+			i += size
+			col++
+		}
+	case strings.Contains(msg, "unknown anchor"):
+		if m := unknownAnchorRe.FindStringSubmatch(msg); m != nil {
+			use := regexp.MustCompile(`\*` + regexp.QuoteMeta(m[1]) + `(?:[\s,\]\}]|$)`)
+			if loc := use.FindIndex(data); loc != nil {
+				return 1 + bytes.Count(data[:loc[0]], []byte("\n")), msg
+			}
+		}
+	}
+	return 0, msg
+}
+
+var unknownAnchorRe = regexp.MustCompile(`unknown anchor '(.*)' referenced`)
+
+// locateMerge finds the merge key ("<<") whose value is neither a mapping
+// nor a list of mappings, which the YAML library reports without a line.
+func locateMerge(n *yaml.Node, path, msg string) (int, string, string) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := keyPath(path, k.Value)
+			if k.Kind == yaml.ScalarNode && k.Value == "<<" && k.Tag == "!!merge" && !mergeable(v) {
+				return k.Line, p, "a merge key (<<) takes a mapping, an alias of one, or a list of them; got " + describeNode(resolve(v))
+			}
+			if l, p, m := locateMerge(v, p, msg); l != 0 {
+				return l, p, m
+			}
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			if l, p, m := locateMerge(item, indexPath(path, i), msg); l != 0 {
+				return l, p, m
+			}
+		}
+	}
+	return 0, "", msg
+}
+
+func mergeable(v *yaml.Node) bool {
+	v = resolve(v)
+	switch v.Kind {
+	case yaml.MappingNode:
+		return true
+	case yaml.SequenceNode:
+		for _, item := range v.Content {
+			if resolve(item).Kind != yaml.MappingNode {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
 
 var yamlLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 

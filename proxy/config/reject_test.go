@@ -390,6 +390,12 @@ clusters: {}
 		{"empty document", "# nothing\n", `t.yaml: config is empty`},
 		{"top level not a mapping", "- a\n- b\n", `t.yaml:1: expected a mapping of settings at the top level, got a list`},
 		{"two documents", okCluster + "---\n" + okCluster, `t.yaml:5: only one YAML document is allowed`},
+		// The YAML library reports these without a line; the line (and
+		// column) are found again.
+		{"not UTF-8", okCluster + "    protocol: \xff\xfe\n", `t.yaml:5: invalid YAML: column 15: byte 0xff is not UTF-8 (the file must be UTF-8 encoded)`},
+		{"NUL byte", okCluster + "    protocol: a\x00\n", `t.yaml:5: invalid YAML: column 16: control character U+0000 is not allowed (write it as an escape in a double-quoted string)`},
+		{"unknown anchor", okCluster + "  b: *nowhere\n", `t.yaml:5: invalid YAML: unknown anchor 'nowhere' referenced`},
+		{"merge of a scalar", okCluster + "  b:\n    <<: 5\n", `t.yaml:6: clusters.b["<<"]: a merge key (<<) takes a mapping, an alias of one, or a list of them; got the integer 5`},
 		{"null key at the top", "~: 1\n", `t.yaml:1: key ~ is null, not the name of a setting`},
 		{"null key in a section", "listeners:\n  outbound: {null: x}\n", `t.yaml:2: listeners.outbound: key null is null, not the name of a setting`},
 		{"bad log level", `
