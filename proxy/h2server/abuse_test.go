@@ -325,3 +325,43 @@ func TestWindowUpdatesWakeOnlyTheSendersTheyFree(t *testing.T) {
 	t.Logf("%d wake-ups", wakes)
 	rc.nc.Close()
 }
+
+// DATA frames that carry nothing and do not end the stream cost the
+// reader a frame each and give the handler nothing (CVE-2019-9518):
+// more than 100 in a row end the connection, as Netty (10) and Envoy (1)
+// end it. A few among DATA that carry a body are fine.
+func TestEmptyDataFloodEndsConnection(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
+	t.Run("a few", func(t *testing.T) {
+		rc := dialRaw(t, ts.addr)
+		rc.t = t
+		rc.post(1, "/")
+		for i := 0; i < 3; i++ {
+			for j := 0; j < 100; j++ {
+				rc.fr.WriteData(1, false, nil)
+			}
+			rc.fr.WriteData(1, i == 2, []byte("x"))
+		}
+		if status, body, _, rst := rc.response(1); status != "200" || body != "xxx" || rst != nil {
+			t.Fatalf("%s %q %v", status, body, rst)
+		}
+	})
+	t.Run("flood", func(t *testing.T) {
+		rc := dialRaw(t, ts.addr)
+		rc.t = t
+		rc.post(1, "/")
+		var batch bytes.Buffer
+		fr := http2.NewFramer(&batch, nil)
+		for i := 0; i < 10000; i++ {
+			fr.WriteData(1, false, nil)
+		}
+		go rc.nc.Write(batch.Bytes())
+		if e := rc.goAway(); e.code != http2.ErrCodeEnhanceYourCalm || e.last != 1 {
+			t.Fatalf("GOAWAY %v last %d", e.code, e.last)
+		}
+		rc.nc.Close()
+	})
+}

@@ -104,6 +104,10 @@ type serverConn struct {
 	recvAvail      int32 // what the client may still send on the connection
 	recvUnacked    int32 // received and consumed, not yet returned to it
 
+	// emptyData counts the DATA frames in a row that carried no data
+	// and did not end their stream (maxEmptyData).
+	emptyData int
+
 	// Rapid-reset accounting (see doc.go): completed counts streams
 	// answered in full; bad counts streams refused, reset by the client
 	// before their response ended, or malformed.
@@ -113,6 +117,12 @@ type serverConn struct {
 // calmSlack is how many bad streams a connection may have beyond the
 // number it completed before it gets GOAWAY ENHANCE_YOUR_CALM.
 const calmSlack = 100
+
+// maxEmptyData bounds the DATA frames in a row without data or
+// END_STREAM (CVE-2019-9518): each costs the reader a frame and gives
+// the handler nothing. Netty allows 10, Envoy 1; no client needs more
+// than a few.
+const maxEmptyData = 100
 
 // prematureReset: a stream the client resets sooner than this after
 // opening it, before its response ended, is bad (Envoy's default minimum
@@ -693,6 +703,13 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 	size := int32(f.Length) // padding counts against the windows too
 	sc.mu.Lock()
 	defer sc.unlock()
+	if len(data) == 0 && !f.StreamEnded() {
+		if sc.emptyData++; sc.emptyData > maxEmptyData {
+			return connError{http2.ErrCodeEnhanceYourCalm, "DATA frames without data"}
+		}
+	} else {
+		sc.emptyData = 0
+	}
 	if size > sc.recvAvail {
 		return connError{http2.ErrCodeFlowControl, "DATA beyond the connection window"}
 	}

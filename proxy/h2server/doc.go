@@ -118,6 +118,11 @@
 // completed ones, it gets GOAWAY ENHANCE_YOUR_CALM and is closed. A client that does not read
 // while making the server answer (PING and SETTINGS acknowledgements,
 // streams refused or reset) is cut off once 1 MiB of answers is pending.
+// Frames that cost the server work and do nothing are bounded too, each
+// breach ending the connection with GOAWAY ENHANCE_YOUR_CALM: more than
+// 100 DATA frames in a row without data or END_STREAM, a SETTINGS frame
+// of more than 100 entries, a header block of more CONTINUATION frames
+// than 16 plus one per KiB of the header list limit.
 //
 // Malformed requests (missing pseudo-header fields, connection-specific
 // fields, "te" other than "trailers", uppercase names, and, unlike x/net
