@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -29,7 +30,10 @@ const (
 // mounts a ConfigMap as a symlink (outrigger.yaml -> ..data/outrigger.yaml)
 // whose ..data symlink it swaps atomically to a new timestamped directory.
 // When the path is a symlink, the directory of the file it resolves to is
-// watched too, and that is re-resolved after every change.
+// watched too, and that is re-resolved after every change. While the
+// directory itself is missing (renamed away, deleted, about to be
+// replaced), its nearest existing ancestor is watched instead, so that its
+// return is seen.
 //
 // Events are debounced (a burst of writes is one reload) and the file's
 // content is hashed, so that an event that did not change the bytes (a
@@ -113,6 +117,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 		want := map[string]bool{dir: true}
 		if real, err := filepath.EvalSymlinks(path); err == nil {
 			want[filepath.Dir(real)] = true
+		}
+		if _, err := os.Stat(dir); err != nil {
+			// The directory itself is gone (renamed or deleted, to be
+			// replaced): watch the nearest ancestor that exists, whose
+			// events include the directory's return.
+			for a := filepath.Dir(dir); ; a = filepath.Dir(a) {
+				if _, err := os.Stat(a); err == nil {
+					want[a] = true
+					break
+				}
+				if a == filepath.Dir(a) {
+					break
+				}
+			}
 		}
 		for d := range watched {
 			if !want[d] {

@@ -432,3 +432,38 @@ func waitRead(t *testing.T, reads <-chan struct{}) {
 		t.Fatal("the watcher never read the file")
 	}
 }
+
+// The config's directory renamed away (a deploy that swaps whole
+// directories: mv conf conf.old; mv conf.new conf) and then replaced: the
+// file at the configured path is followed. Before, the watch went with the
+// renamed directory and the new one was never watched, so nothing but
+// SIGHUP reloaded again.
+func TestWatchFollowsTheDirectoryRenamedAndReplaced(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "conf")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	ch := startWatcher(t, path)
+
+	if err := os.Rename(dir, filepath.Join(root, "conf.old")); err != nil {
+		t.Fatal(err)
+	}
+	if d := next(t, ch); d.cfg != nil || !errors.Is(d.err, os.ErrNotExist) {
+		t.Fatalf("delivered %+v, want a not-exist error", d)
+	}
+	staged := filepath.Join(root, "conf.new")
+	if err := os.Mkdir(staged, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(staged, "outrigger.yaml"), configWithTimeout("13s"))
+	if err := os.Rename(staged, dir); err != nil {
+		t.Fatal(err)
+	}
+	wantTimeout(t, next(t, ch), 13*time.Second)
+	// And the new directory is watched.
+	writeFile(t, path, configWithTimeout("14s"))
+	wantTimeout(t, next(t, ch), 14*time.Second)
+}
