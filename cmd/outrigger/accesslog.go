@@ -2,13 +2,17 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -74,6 +78,40 @@ func (a *accessLog) Reconfigure(cfg config.AccessLog) error {
 	// stderr. Acceptable on a reload that moves the file.
 	if prevFile != nil {
 		prevFile.Close()
+	}
+	return nil
+}
+
+// checkAccessLog reports, as a config error on logging.access_log.path,
+// why the access log file of cfg could not be opened, without creating
+// it: an existing file must open for appending, a new one needs a
+// writable directory. validate and a reload check this before anything
+// applies, as the start does by opening it.
+func checkAccessLog(cfg config.AccessLog) error {
+	if !cfg.Enabled || cfg.Path == "" {
+		return nil
+	}
+	fail := func(err error) error {
+		return config.Errors{{Path: "logging.access_log.path", Msg: "cannot open the access log: " + err.Error()}}
+	}
+	f, err := os.OpenFile(cfg.Path, os.O_WRONLY|os.O_APPEND, 0)
+	if err == nil {
+		f.Close()
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fail(err)
+	}
+	dir := filepath.Dir(cfg.Path)
+	st, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		return fail(err)
+	case !st.IsDir():
+		return fail(fmt.Errorf("%s is not a directory", dir))
+	}
+	if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
+		return fail(fmt.Errorf("%s: directory not writable: %w", dir, err))
 	}
 	return nil
 }

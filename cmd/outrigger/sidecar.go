@@ -416,6 +416,11 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string) {
 	}
 	// A listener moving to a new address is bound before anything is
 	// applied: an address that cannot be bound rejects the whole reload.
+	if err == nil {
+		// What the start refuses, a reload refuses too, before anything
+		// applies (Reconfigure below could only log it).
+		err = checkAccessLog(cfg.Logging.AccessLog)
+	}
 	var moves []listenerMove
 	if err == nil {
 		moves, err = s.bindMoves(cfg)

@@ -29,6 +29,11 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		printConfigError(stderr, *path, err)
 		return silentError{err}
 	}
+	// And what the start (and a reload) would refuse besides.
+	if err := checkAccessLog(cfg.Logging.AccessLog); err != nil {
+		printConfigError(stderr, *path, err)
+		return silentError{err}
+	}
 	fmt.Fprintln(stdout, "ok")
 	return nil
 }

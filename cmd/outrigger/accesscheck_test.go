@@ -1,0 +1,49 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// An access log that cannot be opened stops `run` at start; validate
+// said "ok" for it, and a reload applied the rest of the config, counted
+// itself a success and only logged that the access log stayed as it was.
+// Now validate names the key, and the reload is rejected whole.
+func TestValidateRefusesAnAccessLogThatCannotBeOpened(t *testing.T) {
+	path := writeConfig(t, "logging:\n  access_log: {enabled: true, path: /nonexistent/dir/access.log}\n")
+	code, out, stderr := runCmd(t, "validate", "-c", path)
+	if code != 1 || out != "" || !strings.Contains(stderr, path+": logging.access_log.path: cannot open the access log: ") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	// A path that can be created is fine, and validate does not create it.
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	path = writeConfig(t, "logging:\n  access_log: {enabled: true, path: "+logPath+"}\n")
+	if code, out, stderr := runCmd(t, "validate", "-c", path); code != 0 || out != "ok\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	if _, err := os.Stat(logPath); !os.IsNotExist(err) {
+		t.Fatalf("validate created the access log (stat: %v)", err)
+	}
+}
+
+func TestReloadRejectsAnAccessLogThatCannotBeOpened(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	if err := os.WriteFile(path, []byte(reloadTestConfig("1s")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newReloadSidecar(t, path)
+	bad := reloadTestConfig("2s") + "logging:\n  access_log: {enabled: true, path: /nonexistent/dir/access.log}\n"
+	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.reloadFile("signal")
+	cur, gen := s.state.current()
+	if gen != 1 || cur.Clusters["a"].ConnectTimeout.String() != "1s" {
+		t.Fatalf("generation %d, connect_timeout %v: the reload applied", gen, cur.Clusters["a"].ConnectTimeout)
+	}
+	if st := s.state.status(); !strings.Contains(st.LastReloadError, "logging.access_log.path: cannot open the access log") {
+		t.Fatalf("last reload error %q", st.LastReloadError)
+	}
+}
