@@ -850,7 +850,8 @@ func TestAppAPIRunsOnlyWithAnEventLogSection(t *testing.T) {
 func TestValidateRefusesWhatTheProxyCannotBuild(t *testing.T) {
 	path := writeConfig(t, "clusters:\n  a:\n    endpoints: [127.0.0.1:9]\n    tls:\n      enabled: true\n      ca_file: /nonexistent/ca.pem\n")
 	code, out, stderr := runCmd(t, "validate", "-c", path)
-	if code != 1 || out != "" || !strings.Contains(stderr, path+": clusters.a") || !strings.Contains(stderr, "/nonexistent/ca.pem") {
+	// The line of the cluster, as for Load's own errors.
+	if code != 1 || out != "" || !strings.Contains(stderr, path+":2: clusters.a") || !strings.Contains(stderr, "/nonexistent/ca.pem") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }

@@ -152,7 +152,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		Wrap: func(l proxy.Listener, h http.Handler) http.Handler { return s.access.Wrap(l.String(), h) }})
 	if err := s.proxy.Apply(cfg); err != nil {
 		s.log.Error("configuration rejected", zap.String(fieldConfig, o.configPath), zap.Error(err))
-		fmt.Fprintf(o.stderr, "%s: %v\n", o.configPath, err)
+		printConfigError(o.stderr, o.configPath, err)
 		return silentError{err}
 	}
 	gen := s.state.applied(cfg, true, time.Now())

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
@@ -51,6 +53,17 @@ func printConfigError(w io.Writer, path string, err error) {
 			fmt.Fprintln(w, e.Error())
 		}
 		return
+	}
+	// The proxy's errors start with the key path ("clusters.a: tls: ...");
+	// give them the line of that key, as Load's errors have.
+	msg := err.Error()
+	if key, _, ok := strings.Cut(msg, ": "); ok && key != "" && !strings.ContainsAny(key, " \t\n") {
+		if data, rerr := os.ReadFile(path); rerr == nil {
+			if line := config.LineOf(data, key); line > 0 {
+				fmt.Fprintf(w, "%s:%d: %s\n", path, line, msg)
+				return
+			}
+		}
 	}
 	fmt.Fprintf(w, "%s: %v\n", path, err)
 }

@@ -663,3 +663,22 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// LineOf returns the line of the YAML document data on which the key path
+// keyPath (as [FieldError.Path] spells it) is written, or its nearest
+// ancestor that is; 0 when data does not parse or holds none of them. It
+// places errors found after Parse (by the proxy compiling a config) in
+// the file.
+func LineOf(data []byte, keyPath string) int {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return 0
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	idx := newNodeIndex()
+	idx.walk(doc, "", reflect.TypeOf(Config{}))
+	return idx.lineOf(keyPath)
+}

@@ -555,3 +555,21 @@ func TestNestedErrorShapes(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
+
+func TestLineOfFindsAKeyOrItsNearestAncestor(t *testing.T) {
+	data := []byte("admin: {address: \"127.0.0.1:0\"}\nclusters:\n  a:\n    endpoints: [10.0.0.1:80]\n  \"b.c\":\n    endpoints: [10.0.0.1:81]\n")
+	for path, want := range map[string]int{
+		"clusters.a":                 3,
+		"clusters.a.endpoints[0]":    4,
+		"clusters.a.tls.ca_file":     3,
+		`clusters["b.c"].endpoints`:  6,
+		"listeners.outbound.address": 0,
+	} {
+		if got := LineOf(data, path); got != want {
+			t.Errorf("LineOf(%s) = %d, want %d", path, got, want)
+		}
+	}
+	if got := LineOf([]byte("a: [\n"), "a"); got != 0 {
+		t.Errorf("LineOf of invalid YAML = %d, want 0", got)
+	}
+}
