@@ -467,3 +467,57 @@ func TestWatchFollowsTheDirectoryRenamedAndReplaced(t *testing.T) {
 	writeFile(t, path, configWithTimeout("14s"))
 	wantTimeout(t, next(t, ch), 14*time.Second)
 }
+
+// Two ConfigMap updates in quick succession (..data swapped twice within
+// the debounce, each old timestamped directory deleted): the final
+// content is delivered, once, and a later update is still seen.
+func TestWatchKubernetesSymlinkSwappedTwiceQuickly(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name, content string) {
+		t.Helper()
+		d := filepath.Join(dir, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(d, "outrigger.yaml"), content)
+	}
+	swap := func(target, old string) {
+		t.Helper()
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(target, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..1", configWithTimeout("1s"))
+	if err := os.Symlink("..1", filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "outrigger.yaml")
+	if err := os.Symlink(filepath.Join("..data", "outrigger.yaml"), path); err != nil {
+		t.Fatal(err)
+	}
+	// A debounce long enough for both swaps to fall in one burst.
+	ch, reads := startWatcherWith(t, path, 500*time.Millisecond)
+
+	version("..2", configWithTimeout("2s"))
+	version("..3", configWithTimeout("3s"))
+	swap("..2", "..1")
+	swap("..3", "..2")
+	wantTimeout(t, next(t, ch), 3*time.Second)
+	waitRead(t, reads)
+	select {
+	case d := <-ch:
+		t.Fatalf("second delivery for one burst: %+v", d)
+	default:
+	}
+
+	version("..4", configWithTimeout("4s"))
+	swap("..4", "..3")
+	wantTimeout(t, next(t, ch), 4*time.Second)
+}
