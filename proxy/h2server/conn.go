@@ -482,7 +482,10 @@ func (sc *serverConn) resetByClientLocked(id uint32) bool {
 // window overflow) and counts the stream bad: a client that opens
 // streams only to break them at once makes the server start and end
 // handlers as rapid resets do (CVE-2023-44487). processFrame judges
-// the count once the frame is done.
+// the count once the frame is done. A stream counts once. (Frames on a
+// stream already gone are answered RST_STREAM but not counted: they
+// start nothing, and late DATA of a body the server stopped reading may
+// come in numbers once the stream has left recentResets.)
 func (sc *serverConn) faultLocked(st *stream, code http2.ErrCode) {
 	if !st.reset {
 		sc.bad++
@@ -565,7 +568,6 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 		case st.peerReset:
 			// RFC 9113 §5.1: a frame after the client's RST_STREAM.
 			sc.rstLocked(id, http2.ErrCodeStreamClosed)
-			sc.bad++ // the client broke the protocol (judged in processFrame)
 			return nil
 		case st.reset:
 			return nil
@@ -585,7 +587,6 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 		byClient := !ignore && sc.resetByClientLocked(id)
 		if byClient {
 			sc.rstLocked(id, http2.ErrCodeStreamClosed)
-			sc.bad++ // the client broke the protocol (judged in processFrame)
 		}
 		sc.mu.Unlock()
 		if ignore || byClient {
@@ -728,7 +729,6 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 		default:
 			// Closed, or reset by the client (RFC 9113 §5.1, §6.1).
 			sc.rstLocked(id, http2.ErrCodeStreamClosed)
-			sc.bad++ // the client broke the protocol (judged in processFrame)
 		}
 		return nil
 	}

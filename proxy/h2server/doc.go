@@ -111,7 +111,7 @@
 // against the limit until its handler returns. Rapid-reset rule
 // (CVE-2023-44487): every stream refused, malformed (its request, its
 // trailers, a body that does not match its content-length, a frame on
-// it after the client ended or reset it, a window overflow), or reset
+// it after the client ended it, a window overflow), or reset
 // by the client within a second of opening it and before its response
 // ended is "bad" (a later reset is a client giving up, not an attack); once a
 // connection has more than 100 bad streams and more bad streams than
