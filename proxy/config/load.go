@@ -115,6 +115,12 @@ func decode(data []byte, source string) (*Config, error) {
 	}
 	idx := newNodeIndex()
 	idx.walk(doc, "", reflect.TypeOf(Config{}))
+	if len(idx.refused) == 0 {
+		if c := keyComparisons(doc, map[*yaml.Node]int64{}, map[*yaml.Node]bool{}); c > maxKeyComparisons {
+			idx.refused = append(idx.refused, &FieldError{Line: doc.Line,
+				Msg: "the document's aliases repeat its mappings too often to be checked: use fewer aliases of large mappings"})
+		}
+	}
 	if len(idx.refused) > 0 {
 		// The typed decode would take time or memory quadratic in these
 		// mappings' sizes; say why instead.
@@ -218,7 +224,48 @@ func (es Errors) capped(source string) Errors {
 const (
 	maxMappingKeys    = 10000
 	maxDuplicatePairs = 1000
+	// maxKeyComparisons bounds the library's duplicate checks over the
+	// whole document, counting a mapping once for each alias that repeats
+	// it (its alias guard counts nodes, not the n² of each mapping): about
+	// a second's work, twice the largest single mapping allowed.
+	maxKeyComparisons = maxMappingKeys * maxMappingKeys
 )
+
+// keyComparisons is the number of key comparisons the typed decode makes
+// checking n for duplicate keys, following aliases as the decoder does.
+// memo holds the count of each node already counted; active, the nodes
+// being counted (an alias of its own ancestor counts nothing more: the
+// decoder refuses it).
+func keyComparisons(n *yaml.Node, memo map[*yaml.Node]int64, active map[*yaml.Node]bool) int64 {
+	if c, ok := memo[n]; ok {
+		return c
+	}
+	if active[n] {
+		return 0
+	}
+	active[n] = true
+	var c int64
+	add := func(v int64) {
+		c = min(c+v, 1<<62)
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		if n.Alias != nil {
+			add(keyComparisons(n.Alias, memo, active))
+		}
+	case yaml.MappingNode:
+		k := int64(len(n.Content) / 2)
+		add(k * k / 2)
+		fallthrough
+	case yaml.SequenceNode, yaml.DocumentNode:
+		for _, ch := range n.Content {
+			add(keyComparisons(ch, memo, active))
+		}
+	}
+	delete(active, n)
+	memo[n] = c
+	return c
+}
 
 // MaxProblems bounds how many problems Parse reports: the first
 // MaxProblems in file order, then one entry saying how many more there
