@@ -351,6 +351,10 @@ func mergeable(v *yaml.Node) bool {
 	return false
 }
 
+// durationShapeRe matches what time.ParseDuration parses, whatever the
+// size: numbers each followed by a unit.
+var durationShapeRe = regexp.MustCompile(`^[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+$`)
+
 var yamlLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // syntaxError splits the YAML library's "yaml: line N: msg".
@@ -637,6 +641,10 @@ func typeMsg(n *yaml.Node, t reflect.Type) string {
 	if t == durationTypeT {
 		if n.Kind == yaml.ScalarNode && (n.Tag == "!!int" || n.Tag == "!!float") {
 			return fmt.Sprintf("invalid duration %s: a unit is required, e.g. %q", n.Value, n.Value+"s")
+		}
+		if n.Kind == yaml.ScalarNode && durationShapeRe.MatchString(n.Value) {
+			// Well formed, so time.ParseDuration refused it for its size.
+			return fmt.Sprintf("invalid duration %s: out of range (at most %s)", describeNode(n), time.Duration(1<<63-1))
 		}
 		return fmt.Sprintf("invalid duration %s: expected a number with a unit, e.g. \"250ms\", \"1s\", \"1m30s\"", describeNode(n))
 	}

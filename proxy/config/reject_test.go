@@ -32,6 +32,10 @@ listeners:
 `, `t.yaml:5: clusters.a.connect_timeout: invalid duration "1 second": expected a number with a unit, e.g. "250ms", "1s", "1m30s"`},
 		{"duration without unit", okCluster + `    connect_timeout: 5
 `, `t.yaml:5: clusters.a.connect_timeout: invalid duration 5: a unit is required, e.g. "5s"`},
+		{"duration out of range", okCluster + `    connect_timeout: 9999999999h
+`, `t.yaml:5: clusters.a.connect_timeout: invalid duration "9999999999h": out of range (at most 2562047h47m16.854775807s)`},
+		{"duration in exponent form", okCluster + `    connect_timeout: 1e3s
+`, `t.yaml:5: clusters.a.connect_timeout: invalid duration "1e3s": expected a number with a unit, e.g. "250ms", "1s", "1m30s"`},
 		{"negative duration", okCluster + `    connect_timeout: -1s
 `, `t.yaml:5: clusters.a.connect_timeout: must not be negative, got -1s`},
 		{"health check without a kind", okCluster + `    health_check: {interval: 2s}
