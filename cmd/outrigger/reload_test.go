@@ -124,3 +124,27 @@ func TestSIGHUPReloadNeverAppliesAnOlderFileThanTheWatcher(t *testing.T) {
 		t.Fatalf("serving connect_timeout %v, the file says 2s", got)
 	}
 }
+
+// A reload that arrives once the drain has begun (a file event or SIGHUP
+// racing SIGTERM) changes nothing and records nothing: the drain keeps
+// the config and listeners it started with.
+func TestReloadDuringDrainIsIgnored(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	if err := os.WriteFile(path, []byte(reloadTestConfig("1s")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newReloadSidecar(t, path)
+	s.draining.Store(true)
+	for _, content := range []string{reloadTestConfig("2s"), "clusters: [\n"} {
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s.reloadFile("signal")
+		cfg, err := config.Load(path)
+		s.reload(cfg, err, "file")
+	}
+	cur, gen := s.state.current()
+	if st := s.state.status(); gen != 1 || cur.Clusters["a"].ConnectTimeout != time.Second || st.LastReloadError != "" || !st.LastReloadAt.IsZero() {
+		t.Fatalf("generation %d, connect_timeout %v, status %+v", gen, cur.Clusters["a"].ConnectTimeout, st)
+	}
+}
