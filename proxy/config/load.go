@@ -648,7 +648,35 @@ func typeMsg(n *yaml.Node, t reflect.Type) string {
 		}
 		return fmt.Sprintf("invalid duration %s: expected a number with a unit, e.g. \"250ms\", \"1s\", \"1m30s\"", describeNode(n))
 	}
+	if t != nil && n.Kind == yaml.ScalarNode && decimalRe.MatchString(n.Value) {
+		// An integer the target cannot hold (the YAML library resolves
+		// one beyond 64 bits as a float).
+		switch {
+		case isSigned(t):
+			return fmt.Sprintf("%s is out of range (%d to %d)", n.Value, -1<<(t.Bits()-1), 1<<(t.Bits()-1)-1)
+		case isUnsigned(t) && !strings.HasPrefix(n.Value, "-"):
+			return fmt.Sprintf("%s is out of range (0 to %d)", n.Value, uint64(1)<<t.Bits()-1)
+		}
+	}
 	return fmt.Sprintf("expected %s, got %s", describeType(t), describeNode(n))
+}
+
+var decimalRe = regexp.MustCompile(`^[-+]?[0-9]+$`)
+
+func isSigned(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return true
+	}
+	return false
+}
+
+func isUnsigned(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
 }
 
 func describeType(t reflect.Type) string {

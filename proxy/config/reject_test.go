@@ -382,6 +382,12 @@ clusters:
   a:
     endpoints: [{address: "10.0.0.1:80", weight: -1}]
 `, `t.yaml:4: clusters.a.endpoints[0].weight: expected an integer from 0 to 4294967295, got the integer -1`},
+		{"integer beyond 64 bits", `
+listeners: {max_request_header_bytes: 99999999999999999999999}
+`, `t.yaml:2: listeners.max_request_header_bytes: 99999999999999999999999 is out of range (-9223372036854775808 to 9223372036854775807)`},
+		{"integer beyond int64", `
+listeners: {max_request_header_bytes: 9223372036854775808}
+`, `t.yaml:2: listeners.max_request_header_bytes: 9223372036854775808 is out of range (-9223372036854775808 to 9223372036854775807)`},
 		{"list expected", `
 routes:
   - direct_response: {status: 200}
