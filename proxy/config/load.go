@@ -373,8 +373,10 @@ func syntaxError(err error) (int, string) {
 type nodeIndex struct {
 	entries []indexEntry
 	lines   map[string]int // key path -> line of its key (or item)
-	// keyErrs holds keys the typed decode would ignore.
-	keyErrs Errors
+	// keyErrs holds keys the typed decode would ignore or misreport;
+	// complexKeyLines, the lines of the complex ones.
+	keyErrs         Errors
+	complexKeyLines map[int]bool
 	// refused holds mappings too large for the typed decode (see
 	// maxMappingKeys).
 	refused Errors
@@ -394,7 +396,7 @@ type indexEntry struct {
 }
 
 func newNodeIndex() *nodeIndex {
-	return &nodeIndex{lines: map[string]int{}, byLine: map[int][]int{}}
+	return &nodeIndex{lines: map[string]int{}, byLine: map[int][]int{}, complexKeyLines: map[int]bool{}}
 }
 
 func (x *nodeIndex) add(e indexEntry) {
@@ -469,6 +471,13 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind == yaml.MappingNode || k.Kind == yaml.SequenceNode {
+				// A complex key ("? [a, b]"): the library's message would
+				// name the value's type, not the key's.
+				x.keyErrs = append(x.keyErrs, &FieldError{Line: k.Line, Path: path,
+					Msg: "a key must be a name, got " + describeNode(k)})
+				x.complexKeyLines[k.Line] = true
+			}
 			if fields != nil && k.Kind == yaml.ScalarNode && k.ShortTag() == "!!null" {
 				// The YAML library skips a null key of a struct without a
 				// word, value and all: "~: 1" or ": 1" would pass unseen.
@@ -587,6 +596,9 @@ func (x *nodeIndex) translate(s string) *FieldError {
 	if m := typeErrRe.FindStringSubmatch(s); m != nil {
 		line := atoi(m[1])
 		tag, short, target := m[2], strings.TrimSuffix(m[3], "..."), m[4]
+		if (tag == "!!seq" || tag == "!!map") && target == "string" && x.complexKeyLines[line] {
+			return nil // reported by walk
+		}
 		// Several nodes may sit on one line (flow style); pick the one that
 		// decodes into the named type and holds the quoted value.
 		score := func(e *indexEntry) int {

@@ -406,6 +406,8 @@ clusters: {}
 		{"NUL byte", okCluster + "    protocol: a\x00\n", `t.yaml:5: invalid YAML: column 16: control character U+0000 is not allowed (write it as an escape in a double-quoted string)`},
 		{"unknown anchor", okCluster + "  b: *nowhere\n", `t.yaml:5: invalid YAML: unknown anchor 'nowhere' referenced`},
 		{"merge of a scalar", okCluster + "  b:\n    <<: 5\n", `t.yaml:6: clusters.b["<<"]: a merge key (<<) takes a mapping, an alias of one, or a list of them; got the integer 5`},
+		{"complex key in settings", "? [a]\n: 1\n", `t.yaml:1: a key must be a name, got a list`},
+		{"complex key in clusters", "clusters:\n  ? {a: 1}\n  : {endpoints: [10.0.0.1:80]}\n", `t.yaml:2: clusters: a key must be a name, got a mapping`},
 		{"null key at the top", "~: 1\n", `t.yaml:1: key ~ is null, not the name of a setting`},
 		{"null key in a section", "listeners:\n  outbound: {null: x}\n", `t.yaml:2: listeners.outbound: key null is null, not the name of a setting`},
 		{"bad log level", `
