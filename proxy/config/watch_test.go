@@ -521,3 +521,26 @@ func TestWatchKubernetesSymlinkSwappedTwiceQuickly(t *testing.T) {
 	swap("..4", "..3")
 	wantTimeout(t, next(t, ch), 4*time.Second)
 }
+
+// A file made unreadable is a failure (delivered once it has stayed so for
+// Settle); readable again, the config is delivered. Root reads any file,
+// so the test needs another user.
+func TestWatchUnreadableFileIsAFailureUntilReadableAgain(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads files whatever their permissions")
+	}
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	ch := startWatcher(t, path)
+
+	if err := os.Chmod(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if d := next(t, ch); d.cfg != nil || !errors.Is(d.err, os.ErrPermission) {
+		t.Fatalf("delivered %+v, want a permission error", d)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantTimeout(t, next(t, ch), time.Second)
+}
