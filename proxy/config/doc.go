@@ -19,7 +19,8 @@
 //     the file and line.
 //   - [Parse] and [Load] decode (unknown keys are errors), validate, and return
 //     the config with defaults applied. A config they return is valid, and
-//     WithDefaults on it is the identity.
+//     WithDefaults on it is the identity. Problems are reported at most
+//     [MaxProblems] at a time, then a count of the rest.
 //   - [Watcher] (and [Watch]) deliver a new config or the error that stopped
 //     it; they never apply anything. The caller keeps serving its last good
 //     config when an error is delivered.
