@@ -10,7 +10,8 @@ import (
 
 // TestSoakReloadsUnderLoad reloads the configuration every 300ms for
 // SOAK_DURATION (default 2m), cycling through a valid config, another valid
-// config and an invalid one, while four clients send requests without
+// config and an invalid one (kept for a second, past the watcher's settle
+// time, so that its rejection is reported), while four clients send requests without
 // pause. No request may fail; memory and goroutines must not keep growing.
 func TestSoakReloadsUnderLoad(t *testing.T) {
 	dur := 2 * time.Minute
@@ -41,7 +42,14 @@ func TestSoakReloadsUnderLoad(t *testing.T) {
 	for i := 1; time.Now().Before(deadline); i++ {
 		writeAtomic(t, path, configs[i%3])
 		reloads++
-		time.Sleep(300 * time.Millisecond)
+		pause := 300 * time.Millisecond
+		if i%3 == 2 {
+			// An invalid file is reported once it has stayed so for
+			// the watcher's settle time (500ms): a file replaced
+			// sooner counts as caught half-written.
+			pause = time.Second
+		}
+		time.Sleep(pause)
 	}
 	ok, failures := load.finish()
 	if len(failures) > 0 {
