@@ -28,10 +28,7 @@ func TestStalledRequestBodyDoesNotCountAgainstTheUpstream(t *testing.T) {
 			su := &stallUpstream{}
 			up := upstream(t, proto == config.ProtocolHTTP2, su.handler)
 			cc := config.Cluster{Endpoints: eps(addr(up)), Protocol: proto,
-				CircuitBreaker: breaker.Config{
-					ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: 2},
-					FailureRate:         breaker.FailureRateConfig{Disabled: true},
-				}}
+				CircuitBreaker: tripsAfter(2)}
 			h := startProxy(t, simpleConfig(cc, func(r *config.Route) { r.Timeout = stallTimeout }))
 			for i := 0; i < 3; i++ {
 				c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
@@ -59,7 +56,7 @@ func TestStalledRequestBodyDoesNotCountAgainstTheUpstream(t *testing.T) {
 				t.Fatalf("after clients stalled their bodies a healthy upstream gets %d %q (breaker %q)",
 					resp.StatusCode, resp.Header.Get(hdrError), resp.Header.Get(hdrBreaker))
 			}
-			s := h.p.snap.Load().clusters["svc"].res.br.Snapshot(time.Now())
+			s := svcBreaker(h)
 			if s.State != breaker.StateClosed {
 				t.Fatalf("breaker %v", s.State)
 			}
@@ -80,10 +77,7 @@ func TestWholeBodyThenUpstreamTimeoutStillCounts(t *testing.T) {
 	})
 	t.Cleanup(func() { close(stop) })
 	cc := config.Cluster{Endpoints: eps(addr(up)),
-		CircuitBreaker: breaker.Config{
-			ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: 2},
-			FailureRate:         breaker.FailureRateConfig{Disabled: true},
-		}}
+		CircuitBreaker: tripsAfter(2)}
 	h := startProxy(t, simpleConfig(cc, func(r *config.Route) { r.Timeout = stallTimeout }))
 	for i, want := range []string{"upstream_timeout", "upstream_timeout", "breaker_open"} {
 		resp, _ := do(t, h.h1, "POST", h.url("/"), []byte("0123456789"))
@@ -121,10 +115,7 @@ func TestBodyOverLimitAfterResponseStartedDoesNotCountAgainstTheUpstream(t *test
 		}
 	})
 	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: config.ProtocolHTTP2,
-		CircuitBreaker: breaker.Config{
-			ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: 1},
-			FailureRate:         breaker.FailureRateConfig{Disabled: true},
-		}})
+		CircuitBreaker: tripsAfter(1)})
 	cfg.Listeners.MaxRequestBodyBytes = 1 << 10
 	h := startProxy(t, cfg)
 
@@ -154,7 +145,7 @@ func TestBodyOverLimitAfterResponseStartedDoesNotCountAgainstTheUpstream(t *test
 	eventually(t, 5*time.Second, "the request to end", func() bool {
 		return testutil.ToFloat64(h.p.m.active.WithLabelValues("svc")) == 0
 	})
-	if s := h.p.snap.Load().clusters["svc"].res.br.Snapshot(time.Now()); s.State != breaker.StateClosed {
+	if s := svcBreaker(h); s.State != breaker.StateClosed {
 		t.Fatalf("the client's oversized body tripped the breaker: %v", s.State)
 	}
 }
@@ -169,10 +160,7 @@ func TestBrokenRequestBodyDoesNotCountAgainstTheUpstream(t *testing.T) {
 			su := &stallUpstream{}
 			up := upstream(t, proto == config.ProtocolHTTP2, su.handler)
 			cc := config.Cluster{Endpoints: eps(addr(up)), Protocol: proto,
-				CircuitBreaker: breaker.Config{
-					ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: 1},
-					FailureRate:         breaker.FailureRateConfig{Disabled: true},
-				}}
+				CircuitBreaker: tripsAfter(1)}
 			h := startProxy(t, simpleConfig(cc, func(r *config.Route) {
 				r.Retry = &config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"5xx"}, Backoff: config.Backoff{Base: time.Millisecond}}
 			}))
@@ -193,7 +181,7 @@ func TestBrokenRequestBodyDoesNotCountAgainstTheUpstream(t *testing.T) {
 			if resp.StatusCode != 400 || resp.Header.Get(hdrError) != "invalid_request" {
 				t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get(hdrError))
 			}
-			if s := h.p.snap.Load().clusters["svc"].res.br.Snapshot(time.Now()); s.State != breaker.StateClosed {
+			if s := svcBreaker(h); s.State != breaker.StateClosed {
 				t.Fatalf("a client's malformed body tripped the breaker (reply %d %q)", resp.StatusCode, resp.Header.Get(hdrError))
 			}
 			if v := testutil.ToFloat64(h.p.m.retries.WithLabelValues("svc")); v != 0 {
@@ -201,4 +189,18 @@ func TestBrokenRequestBodyDoesNotCountAgainstTheUpstream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tripsAfter is a breaker that opens after n failures in a row, and on
+// nothing else.
+func tripsAfter(n int) breaker.Config {
+	return breaker.Config{
+		ConsecutiveFailures: breaker.ConsecutiveFailuresConfig{Threshold: n},
+		FailureRate:         breaker.FailureRateConfig{Disabled: true},
+	}
+}
+
+// svcBreaker is the serving breaker of simpleConfig's cluster, now.
+func svcBreaker(h *harness) breaker.Snapshot {
+	return h.p.snap.Load().clusters["svc"].res.br.Snapshot(time.Now())
 }
