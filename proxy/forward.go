@@ -316,9 +316,9 @@ func (f *forwarding) run(start time.Time) {
 		// the attempt lives on the route context (an abandoned response is
 		// ended by closing its body).
 		actx, acancel := ctx, noCancel // ctx is r.Context() when direct
-		var perTry *time.Timer
+		var perTry timerStopper
 		if perTryTimeout > 0 {
-			actx, acancel, perTry = perTryContext(ctx, perTryTimeout)
+			actx, acancel, perTry = f.perTryContext(ctx, perTryTimeout, out)
 		}
 
 		ep.active.Add(1)
@@ -576,13 +576,93 @@ func (f *forwarding) attemptRequest(attempt int, hdr http.Header, body io.Reader
 	return out
 }
 
+// timerStopper is an attempt's per-try timer: a *time.Timer, or an
+// uploadTimer when the timer waits for the request body's end. Stop
+// reports whether the timer had not fired.
+type timerStopper interface{ Stop() bool }
+
 // perTryContext is an attempt's context under a per-try timeout: a timer
-// cancels it with errPerTryTimeout.
+// cancels it with errPerTryTimeout. As Envoy's per-try timeout, the timer
+// runs from the end of the request, not from the attempt's start: at
+// once for a request without a body; for one with a body, from the
+// moment the attempt has read the whole body (out.Body is wrapped to see
+// it), so that a client's slow upload is never taken for the upstream's
+// slowness (which would be retried and reported to the breaker and the
+// outlier detector). A retry's body is replayed from memory, so its
+// timer starts almost at once. Until the body ends, the route deadline
+// bounds the attempt, and the stalled body watch tells a client that
+// stalls from an upstream that stops reading (see watchBodyStall). A
+// protocol switch's timer starts at once: it bounds the wait for the
+// 101, in place of the route timeout, and nothing else bounds that
+// request.
 //
 //go:noinline
-func perTryContext(ctx context.Context, d time.Duration) (context.Context, context.CancelCauseFunc, *time.Timer) {
+func (f *forwarding) perTryContext(ctx context.Context, d time.Duration, out *http.Request) (context.Context, context.CancelCauseFunc, timerStopper) {
 	actx, acancel := context.WithCancelCause(ctx)
-	return actx, acancel, time.AfterFunc(d, func() { acancel(errPerTryTimeout) })
+	if out.Body == nil || f.upgrade != "" {
+		return actx, acancel, time.AfterFunc(d, func() { acancel(errPerTryTimeout) })
+	}
+	u := &uploadTimer{body: out.Body, left: -1, d: d, cancel: acancel}
+	if out.ContentLength > 0 {
+		u.left = out.ContentLength
+	}
+	out.Body = u
+	return actx, acancel, u
+}
+
+// uploadTimer is the request body of an attempt under a per-try
+// timeout, and that attempt's per-try timer, which it starts once the
+// body has been read whole: at io.EOF, or at the last byte of a declared
+// length (a transport need not read on to EOF). The transport reads the
+// body on a goroutine of its choosing, possibly after RoundTrip
+// returned; Stop, from the forwarder, keeps a later end of the body from
+// starting the timer.
+type uploadTimer struct {
+	body   io.ReadCloser
+	left   int64 // bytes to the declared length; -1 when unknown
+	d      time.Duration
+	cancel context.CancelCauseFunc
+
+	mu      sync.Mutex
+	t       *time.Timer // nil until the body ended
+	stopped bool
+}
+
+func (u *uploadTimer) Read(p []byte) (int, error) {
+	n, err := u.body.Read(p)
+	if u.left > 0 {
+		if u.left -= int64(n); u.left <= 0 {
+			u.start()
+		}
+	}
+	if err == io.EOF {
+		u.start()
+	}
+	return n, err
+}
+
+// Close closes the attempt's body (a replay view or the downstream
+// body's wrapper, neither of which closes the downstream body).
+func (u *uploadTimer) Close() error { return u.body.Close() }
+
+// start arms the timer, once, unless Stop came first.
+func (u *uploadTimer) start() {
+	u.mu.Lock()
+	if u.t == nil && !u.stopped {
+		u.t = time.AfterFunc(u.d, u.expire)
+	}
+	u.mu.Unlock()
+}
+
+func (u *uploadTimer) expire() { u.cancel(errPerTryTimeout) }
+
+// Stop disarms the timer for good; it reports whether the timer had not
+// fired (true too when the body has not ended: the timer never ran).
+func (u *uploadTimer) Stop() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.stopped = true
+	return u.t == nil || u.t.Stop()
 }
 
 // roundTripTrace makes an attempt through a transport that reports

@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// uploadPerTry is the per-try timeout of these tests; a slow client
+// takes several times as long to upload its body.
+const uploadPerTry = 100 * time.Millisecond
+
+// uploadSlowly sends a request with a body of pieces bytes to addr over
+// a plain socket, one piece every pace (the client's own slowness, the
+// behaviour under test, not a wait for anything), and reads the
+// response. It returns the response, its body and the time from the
+// first byte sent to the response read.
+func uploadSlowly(t *testing.T, addr, method string, pieces int, pace time.Duration) (*http.Response, string, time.Duration) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	if _, err := fmt.Fprintf(c, "%s / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", method, pieces*10); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < pieces; i++ {
+		if i > 0 {
+			<-time.After(pace)
+		}
+		if _, err := fmt.Fprintf(c, "piece %03d\n", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("response body: %v", err)
+	}
+	return resp, string(b), time.Since(start)
+}
+
+// The per-try timeout runs from the end of the request, as Envoy's does:
+// a client that takes longer than per_try_timeout to upload its body to
+// an upstream that answers as soon as it has read it gets the answer,
+// not a 504 upstream_timeout that is retried and counted against a
+// healthy upstream. It ran from the attempt's start, upload included.
+func TestPerTryTimeoutStartsAfterSlowUpload(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(w, "got %d", len(b))
+			})
+			cc := config.Cluster{Endpoints: eps(addr(up)), Protocol: proto, CircuitBreaker: tripsAfter(2)}
+			h := startProxy(t, simpleConfig(cc, func(r *config.Route) {
+				r.Timeout = 5 * time.Second
+				r.PerTryTimeout = uploadPerTry
+			}))
+			for i := 0; i < 2; i++ {
+				resp, body, took := uploadSlowly(t, h.out, "POST", 5, uploadPerTry)
+				if resp.StatusCode != 200 || body != "got 50" {
+					t.Fatalf("upload %d over %v: %d %q %q, want 200 %q", i, took, resp.StatusCode,
+						resp.Header.Get(hdrError), body, "got 50")
+				}
+				if took < 2*uploadPerTry {
+					t.Fatalf("upload %d took %v, not longer than the per-try timeout", i, took)
+				}
+			}
+			if s := svcBreaker(h); s.State != breaker.StateClosed {
+				t.Fatalf("breaker %v after slow uploads to a healthy upstream", s.State)
+			}
+		})
+	}
+}
+
+// The other side: an upstream that is slow once it has the whole body
+// still meets the per-try timeout, counted from the body's end.
+func TestPerTryTimeoutBoundsUpstreamSlowAfterUpload(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			stop := make(chan struct{})
+			up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				select {
+				case <-r.Context().Done():
+				case <-stop:
+				}
+			})
+			t.Cleanup(func() { close(stop) })
+			cc := config.Cluster{Endpoints: eps(addr(up)), Protocol: proto, CircuitBreaker: tripsAfter(1)}
+			h := startProxy(t, simpleConfig(cc, func(r *config.Route) {
+				r.Timeout = 5 * time.Second
+				r.PerTryTimeout = uploadPerTry
+			}))
+			resp, _, took := uploadSlowly(t, h.out, "POST", 4, uploadPerTry)
+			if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get(hdrError) != "upstream_timeout" {
+				t.Fatalf("%d %q, want 504 upstream_timeout", resp.StatusCode, resp.Header.Get(hdrError))
+			}
+			// The upload took 3 paces; the timeout then ran one more.
+			if took < 4*uploadPerTry || took > 3*time.Second {
+				t.Fatalf("504 after %v: the per-try timeout did not run from the upload's end", took)
+			}
+			// The upstream's timeout counts against it.
+			if s := svcBreaker(h); s.State != breaker.StateOpen {
+				t.Fatalf("breaker %v after the upstream's per-try timeout", s.State)
+			}
+		})
+	}
+}
+
+// A retry after a per-try timeout replays the body kept from the slow
+// upload: its own timer runs from its (fast) replay, so the retry gets
+// the answer. Both attempts used to be cut while the client was still
+// uploading.
+func TestRetryAfterPerTryTimeoutReplaysSlowUpload(t *testing.T) {
+	var calls atomic.Int32
+	stop := make(chan struct{})
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		if calls.Add(1) == 1 {
+			select {
+			case <-r.Context().Done():
+			case <-stop:
+			}
+			return
+		}
+		fmt.Fprintf(w, "got %d %s", len(b), strings.TrimSpace(string(b[len(b)-10:])))
+	})
+	t.Cleanup(func() { close(stop) })
+	rp := config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"gateway-error"},
+		Backoff: config.Backoff{Base: time.Microsecond}}
+	h := startProxy(t, retryCfg([]string{addr(up)}, rp, func(r *config.Route) {
+		r.Timeout = 5 * time.Second
+		r.PerTryTimeout = uploadPerTry
+	}))
+	resp, body, took := uploadSlowly(t, h.out, "PUT", 5, uploadPerTry)
+	if resp.StatusCode != 200 || body != "got 50 piece 004" || calls.Load() != 2 {
+		t.Fatalf("after %v: %d %q %q, %d calls; want 200 %q from the retry", took, resp.StatusCode,
+			resp.Header.Get(hdrError), body, calls.Load(), "got 50 piece 004")
+	}
+}
