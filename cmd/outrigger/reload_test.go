@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,83 +50,147 @@ func newReloadSidecar(t *testing.T, path string) *sidecar {
 		t.Fatal(err)
 	}
 	s.state.applied(cfg, true, time.Now())
+	s.watcher = s.newWatcher(cfg)
 	return s
 }
 
-// A SIGHUP that reads the file while the watcher's reload of a newer
-// version waits, or the other way round, must not end with the older file
-// serving. Before, SIGHUP read the file and only then waited for the
-// reload lock: when the file changed in between and the watcher applied
-// the new version first, SIGHUP applied the old one after it, and the
-// watcher, having delivered the new bytes already, never delivered them
-// again.
-func TestSIGHUPReloadNeverAppliesAnOlderFileThanTheWatcher(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "outrigger.yaml")
-	write := func(ct string) {
-		if err := os.WriteFile(path, []byte(reloadTestConfig(ct)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("1s")
-	s := newReloadSidecar(t, path)
-
-	read, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	s.load = func(p string) (*config.Config, error) {
-		cfg, err := config.Load(p)
-		once.Do(func() {
-			close(read)
-			<-release
-		})
-		return cfg, err
-	}
-	hup := make(chan os.Signal, 1)
+// sidecarLoops runs s's file watch and SIGHUP loop until the test ends.
+// Real SIGHUPs sent to this process reach the loop; the returned function
+// sends one and returns once it has been received, so that signals are
+// neither merged nor left pending when the test stops listening.
+func sidecarLoops(t *testing.T, s *sidecar) (sighup func()) {
+	t.Helper()
+	caught, received := make(chan os.Signal, 1), make(chan struct{})
+	signal.Notify(caught, syscall.SIGHUP)
+	hup := make(chan os.Signal)
 	s.opts.reload = hup
 	ctx, cancel := context.WithCancel(context.Background())
-	var loop sync.WaitGroup
-	loop.Go(func() { s.sighupLoop(ctx) })
-	defer func() { cancel(); loop.Wait() }()
+	var loops sync.WaitGroup
+	loops.Go(func() {
+		if err := s.watcher.Run(ctx); err != nil {
+			t.Errorf("watcher: %v", err)
+		}
+	})
+	loops.Go(func() { s.sighupLoop(ctx) })
+	loops.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-caught:
+				select {
+				case hup <- sig:
+				case <-ctx.Done():
+					return
+				}
+				received <- struct{}{}
+			}
+		}
+	})
+	t.Cleanup(func() {
+		signal.Stop(caught)
+		cancel()
+		loops.Wait()
+	})
+	return func() {
+		t.Helper()
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-received:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the SIGHUP never reached the reload loop")
+		}
+	}
+}
 
-	hup <- os.Interrupt // any signal value: the loop only counts them
-	select {
-	case <-read:
-	case <-time.After(10 * time.Second):
-		t.Fatal("SIGHUP did not read the file")
-	}
-	// SIGHUP has read the file (1s); now it changes, and the watcher
-	// delivers the new version.
+// servingConnectTimeout is clusters.a.connect_timeout of the serving
+// config, and its generation.
+func servingConnectTimeout(s *sidecar) (time.Duration, uint64) {
+	cur, gen := s.state.current()
+	return cur.Clusters["a"].ConnectTimeout, gen
+}
+
+// waitServing waits until the serving config has connect_timeout want.
+func waitServing(t *testing.T, s *sidecar, want time.Duration) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "connect_timeout "+want.String()+" serving", func() bool {
+		got, _ := servingConnectTimeout(s)
+		return got == want
+	})
+}
+
+// A file changed, reloaded by SIGHUP and changed back before the watcher
+// read it must end with the file's content serving. The watcher delivered
+// only what differed from the last content it had delivered itself: the
+// content SIGHUP applied was unknown to it, so a file written back to what
+// it last delivered was never applied, and the config SIGHUP applied kept
+// serving.
+func TestFileChangedBackAfterSIGHUPServesTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	write := func(ct string) { writeAtomic(t, path, reloadTestConfig(ct)) }
+	write("1s")
+	s := newReloadSidecar(t, path)
+	// The watcher delivers a file unlike the config loaded at start as
+	// soon as it runs: its watches are then in place.
 	write("2s")
-	newer, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fileDone := make(chan struct{})
-	go func() { s.reload(newer, nil, "file"); close(fileDone) }()
-	// Give the watcher's reload the chance to run ahead of SIGHUP's, as
-	// it did before (it waits for reloadMu now).
-	select {
-	case <-fileDone:
-	case <-time.After(300 * time.Millisecond):
-	}
-	close(release)
-	select {
-	case <-fileDone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the watcher's reload never finished")
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, gen := s.state.current(); gen == 3 {
-			break
+	sighup := sidecarLoops(t, s)
+	waitServing(t, s, 2*time.Second)
+
+	write("3s")
+	sighup()
+	waitServing(t, s, 3*time.Second)
+	write("2s")
+	waitServing(t, s, 2*time.Second)
+}
+
+// Reloads by SIGHUP, by file events and by direct calls, all at once while
+// the file keeps changing, apply the file's versions in the order they
+// were written, and the last applied is the last written. Before, the
+// watcher read the file outside the reload lock: a SIGHUP could read and
+// apply a newer version between the watcher's read and its apply, which
+// then put the older one back.
+func TestConcurrentReloadsApplyTheNewestFileLast(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	write := func(v int) { writeAtomic(t, path, reloadTestConfig(strconv.Itoa(v)+"ms")) }
+	write(1)
+	s := newReloadSidecar(t, path)
+	sighup := sidecarLoops(t, s)
+
+	const versions = 60
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var backwards atomic.Value // a string saying what went back
+	wg.Go(func() {
+		// Watches what serves: a later generation must never hold an
+		// older version.
+		lastV, lastGen := time.Duration(0), uint64(0)
+		for {
+			v, gen := servingConnectTimeout(s)
+			if gen > lastGen && v < lastV {
+				backwards.Store(fmt.Sprintf("generation %d serves %v after generation %d served %v", gen, v, lastGen, lastV))
+			}
+			if gen > lastGen {
+				lastV, lastGen = v, gen
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Microsecond):
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("both reloads did not apply")
-		}
-		time.Sleep(5 * time.Millisecond)
+	})
+	for v := 2; v <= versions; v++ {
+		write(v)
+		wg.Go(func() { s.reloadFile("signal") })
+		sighup()
 	}
-	cur, _ := s.state.current()
-	if got := cur.Clusters["a"].ConnectTimeout; got != 2*time.Second {
-		t.Fatalf("serving connect_timeout %v, the file says 2s", got)
+	waitServing(t, s, versions*time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if msg := backwards.Load(); msg != nil {
+		t.Fatal(msg)
 	}
 }
 

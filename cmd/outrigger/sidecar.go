@@ -76,12 +76,12 @@ type sidecar struct {
 	// retiring joins the drains of listeners a reload moved away from.
 	retiring sync.WaitGroup
 
-	// reloadMu serialises reloads: the file watcher and SIGHUP may fire
-	// together, and Apply must see configs in the order they were read
-	// (SIGHUP reads the file under it; see reloadFile).
+	// watcher reads the file for the file watch and for SIGHUP alike:
+	// each read is applied before the next is made (see reloadFile).
+	watcher *config.Watcher
+	// reloadMu serialises reloads with the start's write of the address
+	// file, and reloads of a config given to reload directly.
 	reloadMu sync.Mutex
-	// load reads the file for SIGHUP; nil means config.Load.
-	load func(path string) (*config.Config, error)
 
 	draining atomic.Bool
 	serving  atomic.Bool
@@ -228,14 +228,9 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 
 	loopCtx, stopLoops := context.WithCancel(context.Background())
 	var loops sync.WaitGroup
+	s.watcher = s.newWatcher(cfg)
 	loops.Go(func() {
-		w := &config.Watcher{Path: o.configPath, OnChange: func(c *config.Config, err error) { s.reload(c, err, "file") }}
-		if o.override == nil {
-			// An edit made between the load above and the watch's start
-			// is then delivered at once instead of being lost.
-			w.Current = cfg
-		}
-		if err := w.Run(loopCtx); err != nil {
+		if err := s.watcher.Run(loopCtx); err != nil {
 			s.log.Error("watching the configuration file failed; SIGHUP still reloads", zap.String(fieldConfig, o.configPath), zap.Error(err))
 		}
 	})
@@ -380,19 +375,27 @@ func (s *sidecar) sighupLoop(ctx context.Context) {
 	}
 }
 
-// reloadFile reads the file and applies it, holding reloadMu across both:
-// a read made before waiting for another reload to finish could apply an
-// older file after that reload applied a newer one, and the watcher,
-// having delivered the newer file, would not deliver it again.
-func (s *sidecar) reloadFile(trigger string) {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	load := s.load
-	if load == nil {
-		load = config.Load
+// newWatcher returns the watch of the config file, which applies each
+// change; current is the config loaded at start.
+func (s *sidecar) newWatcher(current *config.Config) *config.Watcher {
+	w := &config.Watcher{Path: s.opts.configPath, OnChange: func(c *config.Config, err error) { s.reload(c, err, "file") }}
+	if s.opts.override == nil {
+		// An edit made between the load at start and the watch's start
+		// is then delivered at once instead of being lost.
+		w.Current = current
 	}
-	cfg, err := load(s.opts.configPath)
-	s.reloadLocked(cfg, err, trigger)
+	return w
+}
+
+// reloadFile reads the file and applies it, through the watcher, which
+// reads and applies as one step for a file event and for this alike. A
+// read made before another reload finished could otherwise apply an older
+// file after that reload applied a newer one; and the watcher, which
+// delivers only what differs from the last content it handed on, must
+// know what this reload read, or a file changed back to what it last
+// delivered would never be applied.
+func (s *sidecar) reloadFile(trigger string) {
+	s.watcher.Reload(func(c *config.Config, err error) { s.reload(c, err, trigger) })
 }
 
 // reload applies cfg as loaded from the file (the command's override is

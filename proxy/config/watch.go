@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -43,13 +44,21 @@ const (
 // failure (unreadable, or not a valid config) is delivered only once the
 // file has stayed so for Settle, so that a file caught half-written is not
 // reported when the complete one follows.
+//
+// A caller that also reloads the file on demand (on SIGHUP) does so with
+// [Watcher.Reload], which reads and hands on under the same lock as Run:
+// each read is handed on before the next read is made, so the last config
+// handed on is the newest read, and Run compares later changes with what
+// was handed on last, whoever read it.
 type Watcher struct {
 	// Path is the config file. Required.
 	Path string
 
 	// OnChange receives each new config (validated, with defaults), or the
 	// error that stopped it (a read error, or an [Errors]) with a nil
-	// config. It is called on Run's goroutine, one call at a time.
+	// config. It is called on Run's goroutine, one call at a time, with
+	// the Watcher's lock held from the read it hands on: it must not call
+	// Reload.
 	OnChange func(*Config, error)
 
 	// Debounce is how long the directory must be quiet after an event
@@ -76,6 +85,42 @@ type Watcher struct {
 	// event caused, delivered or not; tests use it to know that events
 	// which changed nothing have been handled.
 	afterRead func()
+
+	// mu is held from each read of the file until what was read has been
+	// handed on (OnChange, or Reload's apply) or dropped, so that reads
+	// are handed on in the order they were made.
+	mu sync.Mutex
+	// last is the content last handed on: the file's bytes, or its read
+	// error, hashed (see read); lastSet, whether there is one.
+	last    [sha256.Size]byte
+	lastSet bool
+}
+
+// Reload reads the file now and hands what it holds to apply: the config,
+// or the error that stopped it with a nil config. Unlike Run it hands it
+// on whether or not it changed, and a failure at once, without waiting
+// out Settle: it is a reload asked for by hand. It holds the lock Run
+// delivers under, so that a read never overtakes another on its way to
+// being applied, and Run then delivers a change only if it differs from
+// this read. apply must not call Reload. Reload may be called whether or
+// not Run is running.
+func (w *Watcher) Reload(apply func(*Config, error)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sum, cfg, _, err := w.read()
+	w.last, w.lastSet = sum, true
+	apply(cfg, err)
+}
+
+// read reads and parses the file. sum identifies what was read: the
+// bytes, or the read error (readErr). Callers hold mu.
+func (w *Watcher) read() (sum [sha256.Size]byte, cfg *Config, readErr bool, err error) {
+	data, err := readFile(w.Path)
+	if err != nil {
+		return sha256.Sum256([]byte("error: " + err.Error())), nil, true, err
+	}
+	cfg, err = Parse(data, w.Path)
+	return sha256.Sum256(data), cfg, false, err
 }
 
 // Watch runs a Watcher with the default debounce until ctx is done.
@@ -160,27 +205,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer settleTimer.Stop()
 	var settled <-chan time.Time
 
-	// last is the content last delivered; pending, while settled is set,
-	// the failure waiting out Settle.
-	var last, pending [sha256.Size]byte
+	// pending, while settled is set, is the failure waiting out Settle.
+	var pending [sha256.Size]byte
 	// deliver reads the file and delivers what changed. initial is the
 	// read at start; confirm is the read when Settle has passed.
 	deliver := func(initial, confirm bool) {
-		data, err := readFile(path)
-		var sum [sha256.Size]byte
-		if err != nil {
-			sum = sha256.Sum256([]byte("error: " + err.Error()))
-		} else {
-			sum = sha256.Sum256(data)
-		}
-		if sum == last {
-			settled = nil // back to what was delivered: nothing to report
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		sum, cfg, readErr, err := w.read()
+		if w.lastSet && sum == w.last {
+			settled = nil // back to what was handed on: nothing to report
 			return
-		}
-		readErr := err != nil
-		var cfg *Config
-		if !readErr {
-			cfg, err = Parse(data, w.Path)
 		}
 		if err != nil && !initial && !(confirm && sum == pending) {
 			// A failure waits to see whether the file is still being
@@ -193,7 +228,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return
 		}
 		settled = nil
-		last = sum
+		w.last, w.lastSet = sum, true
 		// At start, a file that cannot be read is not reported (the
 		// caller has just loaded it, or will say so itself).
 		if initial && (readErr || w.Current == nil || (err == nil && cfg.Hash() == w.Current.Hash())) {
