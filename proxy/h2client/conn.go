@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +98,11 @@ type conn struct {
 	lastFrames uint64
 	pingSent   bool
 	pingData   [8]byte
+	// settingsAcked: the server acknowledged our SETTINGS; settingsTimer
+	// closes the connection when it has not within PingTimeout of the
+	// preface (RFC 9113 §6.5.3).
+	settingsAcked bool
+	settingsTimer *time.Timer
 
 	// What the server allows.
 	maxStreams     uint32
@@ -134,7 +140,17 @@ type conn struct {
 
 // newConn runs the handshake on nc (preface, SETTINGS and a connection
 // WINDOW_UPDATE out; the server's SETTINGS in) and starts the reader and
-// writer. The handshake is bounded by ctx and by PingTimeout.
+// writer. The handshake is bounded by ctx and by PingTimeout, and so is
+// the acknowledgement of our SETTINGS, which the reader waits for.
+//
+// The bound is PingTimeout because the two frames are due at once, as a
+// PING's answer is: a server sends its SETTINGS first thing (RFC 9113
+// §3.4) and acknowledges ours "immediately" (§6.5.3), so a server that
+// takes longer is, for this client, as good as one that does not answer
+// a PING. x/net/http2's server waits 2 s for a client's first SETTINGS
+// and its Transport sets no bound; the cluster's connect timeout (1 s by
+// default) would cut off a server that is merely slow to schedule a new
+// connection, which PingTimeout (15 s in the proxy) tolerates.
 func newConn(ctx context.Context, t *Transport, hp *hostPool, nc net.Conn) (*conn, error) {
 	c := &conn{
 		t:                 t,
@@ -166,11 +182,15 @@ func newConn(ctx context.Context, t *Transport, hp *hostPool, nc net.Conn) (*con
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	c.fr.SetReuseFrames()
 
-	nc.SetDeadline(time.Now().Add(t.pingTimeout()))
+	settingsDeadline := time.Now().Add(t.pingTimeout())
+	nc.SetDeadline(settingsDeadline)
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	err := c.handshake()
 	if !stop() {
 		err = context.Cause(ctx)
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.goAwayHandshake(http2.ErrCodeSettingsTimeout)
+		err = fmt.Errorf("%w: no SETTINGS from the server within %v", errSettingsTimeout, t.pingTimeout())
 	}
 	if err != nil {
 		c.releaseReader()
@@ -181,10 +201,29 @@ func newConn(ctx context.Context, t *Transport, hp *hostPool, nc net.Conn) (*con
 	if d := t.readIdleTimeout(); d > 0 {
 		c.keepTimer = time.AfterFunc(d, c.keepalive)
 	}
+	c.settingsTimer = time.AfterFunc(time.Until(settingsDeadline), c.settingsCheck)
 	go c.readLoop()
 	go c.writeLoop()
 	c.wakeWriterLocked() // the SETTINGS ack
 	return c, nil
+}
+
+// errSettingsTimeout ends a connection whose server did not send its
+// SETTINGS, or acknowledge ours, within PingTimeout (RFC 9113 §6.5.3).
+var errSettingsTimeout = errors.New("h2client: SETTINGS timeout")
+
+// settingsCheck runs PingTimeout after the preface: a server that has
+// not acknowledged our SETTINGS by then is sent GOAWAY SETTINGS_TIMEOUT
+// and the connection closes (RFC 9113 §6.5.3). Its streams fail as on
+// any closed connection: those whose HEADERS never left are sent again
+// elsewhere.
+func (c *conn) settingsCheck() {
+	c.mu.Lock()
+	over := c.closed || c.settingsAcked
+	c.mu.Unlock()
+	if !over {
+		c.failConn(http2.ErrCodeSettingsTimeout, fmt.Errorf("%w: our SETTINGS not acknowledged within %v", errSettingsTimeout, c.t.pingTimeout()))
+	}
 }
 
 func (c *conn) handshake() error {
@@ -199,41 +238,48 @@ func (c *conn) handshake() error {
 		return err
 	}
 	f, err := c.fr.ReadFrame()
-	if err != nil {
-		var ce http2.ConnectionError
-		if errors.As(err, &ce) {
-			c.goAwayHandshake(http2.ErrCode(ce))
+	if err == nil {
+		sf, ok := f.(*http2.SettingsFrame)
+		if !ok || sf.IsAck() {
+			err = connErrorf(http2.ErrCodeProtocol, "server sent %v before its SETTINGS", f.Header().Type)
+		} else {
+			c.mu.Lock()
+			err = c.onSettingsLocked(sf)
+			c.mu.Unlock()
 		}
-		return err
 	}
-	sf, ok := f.(*http2.SettingsFrame)
-	if !ok || sf.IsAck() {
-		err = fmt.Errorf("server sent %v before its SETTINGS", f.Header().Type)
-		c.goAwayHandshake(http2.ErrCodeProtocol)
-		return err
-	}
-	c.mu.Lock()
-	err = c.onSettingsLocked(sf)
-	c.mu.Unlock()
-	if err != nil {
-		code := http2.ErrCodeProtocol
-		var ce http2.ConnectionError
-		if errors.As(err, &ce) {
-			code = http2.ErrCode(ce)
-		}
+	if code, ok := connErrorCode(err); ok {
 		c.goAwayHandshake(code)
-		return fmt.Errorf("connection error %v in the server's SETTINGS: %w", code, err)
+		return fmt.Errorf("connection error %v in the server's connection preface: %w", code, err)
 	}
-	return nil
+	return err
 }
 
 // goAwayHandshake tells a server that broke the protocol in its
-// connection preface why the connection closes (RFC 9113 §5.4.1), within
-// the handshake's deadline: nothing else has been written after our
-// SETTINGS.
+// connection preface, or did not send it in time, why the connection
+// closes (RFC 9113 §5.4.1), within a second: nothing else has been
+// written after our SETTINGS.
 func (c *conn) goAwayHandshake(code http2.ErrCode) {
+	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	c.nc.Write(appendGoAway(nil, 0, code))
 }
+
+// HandshakeError is a connection to an upstream whose HTTP/2 handshake
+// failed: the server closed it, sent something other than a valid
+// SETTINGS frame first, or sent nothing within PingTimeout (it is then
+// sent GOAWAY SETTINGS_TIMEOUT). No request was sent on it, so, like a
+// refused TCP connection, it is a failure to connect: every request that
+// waited for the connection fails with it. Test with errors.As.
+type HandshakeError struct {
+	Addr string
+	Err  error
+}
+
+func (e *HandshakeError) Error() string {
+	return fmt.Sprintf("h2client: handshake with %s: %v", e.Addr, e.Err)
+}
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
 
 func (c *conn) releaseReader() {
 	c.br.Reset(nil)
@@ -416,6 +462,9 @@ func (c *conn) shutdown(err error, goAway bool, code http2.ErrCode) {
 	}
 	if c.keepTimer != nil {
 		c.keepTimer.Stop()
+	}
+	if c.settingsTimer != nil {
+		c.settingsTimer.Stop()
 	}
 	if c.drained != nil {
 		close(c.drained)

@@ -26,6 +26,9 @@
 // it: client preface, SETTINGS (ENABLE_PUSH 0, INITIAL_WINDOW_SIZE 1 MiB,
 // MAX_HEADER_LIST_SIZE), a connection WINDOW_UPDATE to 4 MiB, and it
 // waits for the server's SETTINGS before the connection takes requests.
+// A server that sends no SETTINGS within PingTimeout of the preface, or
+// does not acknowledge ours within it, is sent GOAWAY SETTINGS_TIMEOUT
+// and its connection closes (RFC 9113 §6.5.3).
 //
 // Each connection has one reader goroutine, which reads frames (with
 // x/net/http2's Framer and its HPACK decoder) and hands them to the
@@ -106,7 +109,10 @@
 // never opened, window overflow, bad SETTINGS, SETTINGS_ENABLE_PUSH 1) send GOAWAY and close it,
 // also when they are in the server's connection preface.
 // Dial errors are returned wrapped, so errors.As finds the Dial func's
-// error types. When the request's context ends the stream is reset with
+// error types; a failed handshake (the server closed, broke the
+// protocol in its preface or sent no SETTINGS in time) is a
+// HandshakeError, a failure to connect, for the request that dialled
+// and those that waited for the dial. When the request's context ends the stream is reset with
 // CANCEL and RoundTrip, or Body.Read, returns an error wrapping
 // context.Cause.
 //

@@ -139,7 +139,7 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("h2client: handshake with %s: %w", addr, context.Cause(ctx))
 		}
-		return nil, fmt.Errorf("h2client: handshake with %s: %w", addr, err)
+		return nil, &HandshakeError{Addr: addr, Err: err}
 	}
 	return c, nil
 }

@@ -28,13 +28,8 @@ func (c *conn) readLoop() {
 				}
 				continue
 			}
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				c.failConn(http2.ErrCode(ce), err)
-				return
-			}
-			if errors.Is(err, http2.ErrFrameTooLarge) {
-				c.failConn(http2.ErrCodeFrameSize, err)
+			if code, ok := connErrorCode(err); ok {
+				c.failConn(code, err)
 				return
 			}
 			if err == io.EOF {
@@ -49,6 +44,39 @@ func (c *conn) readLoop() {
 			return
 		}
 	}
+}
+
+// connErrorCode is the GOAWAY code of err, an error that ends the
+// connection, and whether the server broke the protocol (the frame
+// checks of x/net/http2's Framer, and ours); false is a failure of the socket (or PROTOCOL_ERROR, for
+// a caller that knows the server at fault), which no GOAWAY explains.
+func connErrorCode(err error) (http2.ErrCode, bool) {
+	var ce http2.ConnectionError
+	var pe *peerError
+	switch {
+	case errors.As(err, &ce):
+		return http2.ErrCode(ce), true
+	case errors.As(err, &pe):
+		return pe.code, true
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		return http2.ErrCodeFrameSize, true
+	}
+	return http2.ErrCodeProtocol, false
+}
+
+// peerError is a connection error of the server's found by this
+// package rather than by the Framer: code goes in the GOAWAY.
+type peerError struct {
+	code http2.ErrCode
+	err  error
+}
+
+func (e *peerError) Error() string { return e.err.Error() }
+func (e *peerError) Unwrap() error { return e.err }
+
+// connErrorf is a peerError with code and a message.
+func connErrorf(code http2.ErrCode, format string, args ...any) error {
+	return &peerError{code: code, err: fmt.Errorf(format, args...)}
 }
 
 // dispatch handles one frame. An error is the connection's: the caller
@@ -85,17 +113,20 @@ func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
 		c.abortLocked(s, http2.StreamError{StreamID: s.id, Code: f.ErrCode}, retry)
 	case *http2.SettingsFrame:
 		if f.IsAck() {
+			// We send SETTINGS once, in the preface: later
+			// acknowledgements acknowledge nothing and are ignored.
+			if !c.settingsAcked {
+				c.settingsAcked = true
+				c.settingsTimer.Stop()
+			}
 			return 0, nil
 		}
 		if c.answers > maxControlQueue {
 			return http2.ErrCodeEnhanceYourCalm, errors.New("SETTINGS faster than their acknowledgements can be written")
 		}
 		if err := c.onSettingsLocked(f); err != nil {
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				return http2.ErrCode(ce), err
-			}
-			return http2.ErrCodeProtocol, err
+			code, _ := connErrorCode(err)
+			return code, err
 		}
 		c.wakeWriterLocked()
 	case *http2.WindowUpdateFrame:

@@ -36,8 +36,11 @@ type Transport struct {
 	ReadIdleTimeout time.Duration
 
 	// PingTimeout is how long a PING sent by the ReadIdleTimeout check may
-	// go unanswered before the connection is closed; it also bounds the
-	// handshake (our preface out, the server's SETTINGS in). 0 means 15s.
+	// go unanswered before the connection is closed. It also bounds what
+	// is due as promptly: the server's first SETTINGS frame and its
+	// acknowledgement of ours, both counted from our connection preface
+	// (beyond it the connection ends with GOAWAY SETTINGS_TIMEOUT, RFC
+	// 9113 §6.5.3). 0 means 15s.
 	PingTimeout time.Duration
 
 	// MaxHeaderListSize caps the decoded size (RFC 9113 §6.5.2: names,

@@ -1,0 +1,188 @@
+package h2client
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// startSilent starts a server that reads each connection's preface and
+// then sends nothing at all, reading the client's frames until its
+// GOAWAY, whose code it reports on the returned channel.
+func startSilent(t *testing.T) (addr string, goAways <-chan http2.ErrCode) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := make(chan http2.ErrCode, 10)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				preface := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(br, preface); err != nil {
+					return
+				}
+				fr := http2.NewFramer(io.Discard, br)
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					if g, ok := f.(*http2.GoAwayFrame); ok {
+						codes <- g.ErrCode
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String(), codes
+}
+
+// A server that accepts the connection and reads the preface but never
+// sends its SETTINGS is sent GOAWAY SETTINGS_TIMEOUT once PingTimeout
+// has passed (RFC 9113 §6.5.3). The request that dialled, and the one
+// that waited for its dial, fail with a HandshakeError (a failure to
+// connect: nothing was sent), and nothing stays in the pool.
+func TestServerThatNeverSendsSettingsGetsSettingsTimeout(t *testing.T) {
+	addr, goAways := startSilent(t)
+	tr := newTransport(t, func(tr *Transport) {
+		tr.ReadIdleTimeout = -1
+		tr.PingTimeout = 200 * time.Millisecond
+	})
+	errs := make(chan error, 2)
+	for range 2 {
+		req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+addr+"/", nil)
+		go func() { errs <- fetch(tr, req).err }()
+	}
+	for range 2 {
+		err := recv(t, errs)
+		var he *HandshakeError
+		if !errors.As(err, &he) || he.Addr != addr || !errors.Is(err, errSettingsTimeout) {
+			t.Fatalf("err = %v, want a HandshakeError for the SETTINGS timeout", err)
+		}
+	}
+	if code := recv(t, goAways); code != http2.ErrCodeSettingsTimeout {
+		t.Fatalf("GOAWAY %v, want SETTINGS_TIMEOUT", code)
+	}
+	tr.mu.Lock()
+	n := len(tr.hosts)
+	tr.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d hosts left in the pool", n)
+	}
+}
+
+// A server that sends its SETTINGS and serves requests but never
+// acknowledges the client's SETTINGS is served until PingTimeout after
+// the preface; then it is sent GOAWAY SETTINGS_TIMEOUT (RFC 9113
+// §6.5.3), the request it holds fails with the connection, and the
+// connection leaves the pool.
+func TestServerThatNeverAcknowledgesSettingsGetsSettingsTimeout(t *testing.T) {
+	goAway := make(chan http2.ErrCode, 1)
+	held := make(chan struct{}, 1)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		for {
+			f, err := rc.fr.ReadFrame() // no acknowledgement, ever
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				if f.PseudoValue("path") == "/hold" {
+					held <- struct{}{}
+					continue
+				}
+				rc.respond(f.StreamID, "ok")
+			case *http2.GoAwayFrame:
+				goAway <- f.ErrCode
+				return
+			}
+		}
+	})
+	tr := newTransport(t, func(tr *Transport) {
+		tr.ReadIdleTimeout = -1
+		tr.PingTimeout = 300 * time.Millisecond
+	})
+	if _, body := get(t, tr, "http://"+s.addr+"/"); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/hold", nil)
+	_, err := tr.RoundTrip(req)
+	var ce *connError
+	if !errors.As(err, &ce) || !errors.Is(err, errSettingsTimeout) {
+		t.Fatalf("err = %v, want the connection's SETTINGS timeout", err)
+	}
+	recv(t, held)
+	if code := recv(t, goAway); code != http2.ErrCodeSettingsTimeout {
+		t.Fatalf("GOAWAY %v, want SETTINGS_TIMEOUT", code)
+	}
+	eventually(t, "the connection to leave the pool", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(tr.hosts) == 0
+	})
+}
+
+// A server that acknowledges the client's SETTINGS keeps its connection
+// past PingTimeout: the acknowledgement stops the SETTINGS timer.
+func TestSettingsAcknowledgedKeepsTheConnection(t *testing.T) {
+	s := startRaw(t, nil, func(rc *rawConn, n int) { rc.answerTheRest("ok") })
+	tr := newTransport(t, func(tr *Transport) {
+		tr.ReadIdleTimeout = -1
+		tr.PingTimeout = 50 * time.Millisecond
+	})
+	get(t, tr, "http://"+s.addr+"/")
+	c := onlyConn(t, tr, s.addr)
+	eventually(t, "the acknowledgement", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.settingsAcked
+	})
+	// The timer, stopped, never fires: past the timeout the connection
+	// still serves.
+	deadline := time.Now().Add(3 * tr.PingTimeout)
+	for time.Now().Before(deadline) {
+		if _, body := get(t, tr, "http://"+s.addr+"/"); body != "ok" {
+			t.Fatalf("body %q", body)
+		}
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
