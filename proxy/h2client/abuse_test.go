@@ -214,32 +214,187 @@ func TestSettingsFloodFromServerThatDoesNotReadEndsConnection(t *testing.T) {
 
 // A header block that never ends and decodes to nothing (empty
 // CONTINUATION frames, or frames of dynamic table size updates, which an
-// empty table accepts again and again) holds no memory, and it cannot
-// hold the connection either: no PING answer can come in the middle of
-// a header block, so the keepalive closes the connection.
-func TestEndlessEmptyHeaderBlockIsCutByKeepalive(t *testing.T) {
+// empty table accepts again and again) holds no memory, but it would
+// hold the connection's reader: it is cut after 16 CONTINUATION frames
+// plus one per KiB of MaxHeaderListSize, as proxy/h2server cuts a
+// request's, with GOAWAY ENHANCE_YOUR_CALM. The keepalive, which would
+// close the connection in the end, is off here.
+func TestEndlessHeaderBlockIsCutByItsFrameCount(t *testing.T) {
 	for _, frag := range [][]byte{nil, bytes.Repeat([]byte{0x20}, 1000)} {
 		t.Run(fmt.Sprintf("%d-byte fragments", len(frag)), func(t *testing.T) {
+			const resetBeforeGoAway = http2.ErrCode(1 << 31)
+			sent := make(chan int, 1)
+			goAway := make(chan http2.ErrCode, 1)
 			s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
-				go io.Copy(io.Discard, rc)
+				go func() {
+					code, err := rc.readGoAway()
+					if err != nil {
+						// The client closes with frames unread in its
+						// socket: the reset that sends may overtake
+						// its GOAWAY.
+						code = resetBeforeGoAway
+					}
+					goAway <- code
+				}()
+				n := 0
+				defer func() { sent <- n }()
 				if rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID}) != nil {
 					return
 				}
-				for range 10_000_000 {
+				for range 1_000_000 {
 					if rc.fr.WriteContinuation(h.StreamID, false, frag) != nil {
 						return
+					}
+					n++
+				}
+			})
+			tr := newTransport(t, func(tr *Transport) {
+				tr.ReadIdleTimeout = -1
+				tr.MaxHeaderListSize = 16 << 10 // 32 frames
+			})
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/", nil)
+			if _, err := tr.RoundTrip(req); !errors.Is(err, errTooManyContinuations) {
+				t.Fatalf("err = %v, want too many CONTINUATION frames", err)
+			}
+			if code := recv(t, goAway); code != http2.ErrCodeEnhanceYourCalm && code != resetBeforeGoAway {
+				t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
+			}
+			// What the server got out before the socket closed: the
+			// frames allowed, and what the socket buffers held.
+			if n := recv(t, sent); n >= 1_000_000 {
+				t.Fatalf("the server sent all %d CONTINUATION frames", n)
+			}
+		})
+	}
+}
+
+// A header block of as many CONTINUATION frames as allowed (16 plus one
+// per KiB of MaxHeaderListSize) is a response like any other; one more
+// frame ends the connection.
+func TestHeaderBlockOfTheMostContinuationsAllowed(t *testing.T) {
+	const allowed = 16 + 4 // MaxHeaderListSize 4 KiB
+	for _, conts := range []int{allowed, allowed + 1} {
+		t.Run(fmt.Sprint(conts), func(t *testing.T) {
+			s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
+				var hb bytesBuffer
+				enc := hpack.NewEncoder(&hb)
+				enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				enc.WriteField(hpack.HeaderField{Name: "x-last", Value: "yes"})
+				if rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: hb.b}) != nil {
+					return
+				}
+				for i := range conts {
+					if rc.fr.WriteContinuation(h.StreamID, i == conts-1, nil) != nil {
+						return
+					}
+				}
+				rc.fr.WriteData(h.StreamID, true, []byte("ok"))
+				io.Copy(io.Discard, rc)
+			})
+			tr := newTransport(t, func(tr *Transport) { tr.MaxHeaderListSize = 4 << 10 })
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/", nil)
+			o := fetch(tr, req)
+			if conts > allowed {
+				if !errors.Is(o.err, errTooManyContinuations) {
+					t.Fatalf("err = %v, want too many CONTINUATION frames", o.err)
+				}
+				return
+			}
+			if o.err != nil || o.body != "ok" {
+				t.Fatalf("got %v", o)
+			}
+		})
+	}
+}
+
+// A header block may stay open (HEADERS without END_HEADERS, then
+// CONTINUATION frames or nothing) for PingTimeout, the time a PING's
+// answer may take, since none can come while it is open; then the
+// connection ends with GOAWAY ENHANCE_YOUR_CALM, with the keepalive off
+// and whether the server is silent or trickles frames.
+func TestHeaderBlockLeftOpenIsCutByPingTimeout(t *testing.T) {
+	for _, trickle := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trickle=%v", trickle), func(t *testing.T) {
+			goAway := make(chan http2.ErrCode, 1)
+			s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					code, err := rc.readGoAway()
+					if err != nil {
+						close(goAway)
+						return
+					}
+					goAway <- code
+				}()
+				if rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID}) != nil {
+					return
+				}
+				if !trickle {
+					<-done
+					return
+				}
+				tick := time.NewTicker(10 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case <-tick.C:
+						if rc.fr.WriteContinuation(h.StreamID, false, nil) != nil {
+							return
+						}
 					}
 				}
 			})
 			tr := newTransport(t, func(tr *Transport) {
-				tr.ReadIdleTimeout = 50 * time.Millisecond
-				tr.PingTimeout = 100 * time.Millisecond
+				tr.ReadIdleTimeout = -1
+				tr.PingTimeout = 200 * time.Millisecond
 			})
-			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
-			if _, err := tr.RoundTrip(req); !errors.Is(err, errPingTimeout) {
-				t.Fatalf("err = %v, want the ping timeout", err)
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/", nil)
+			if _, err := tr.RoundTrip(req); !errors.Is(err, errHeaderBlockTimeout) {
+				t.Fatalf("err = %v, want the header block's timeout", err)
+			}
+			if code, ok := <-goAway; !ok || code != http2.ErrCodeEnhanceYourCalm {
+				t.Fatalf("GOAWAY %v (received: %v), want ENHANCE_YOUR_CALM", code, ok)
 			}
 		})
+	}
+}
+
+// Header blocks in several frames that do end leave no read deadline
+// behind: the connection serves on, silent between responses for longer
+// than PingTimeout.
+func TestEndedHeaderBlockLeavesNoDeadline(t *testing.T) {
+	next := make(chan struct{})
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		rc.serveEach(func(h *http2.MetaHeadersFrame) {
+			var hb bytesBuffer
+			enc := hpack.NewEncoder(&hb)
+			enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: hb.b})
+			rc.fr.WriteContinuation(h.StreamID, true, nil)
+			<-next // silence, the response's head sent
+			rc.fr.WriteData(h.StreamID, true, []byte("ok"))
+		})
+	})
+	tr := newTransport(t, func(tr *Transport) {
+		tr.ReadIdleTimeout = -1
+		tr.PingTimeout = 50 * time.Millisecond
+	})
+	for range 2 {
+		req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/", nil)
+		resp := roundTrip(t, tr, req)
+		timer := time.AfterFunc(3*tr.PingTimeout, func() { next <- struct{}{} })
+		b, err := io.ReadAll(resp.Body)
+		timer.Stop()
+		resp.Body.Close()
+		if string(b) != "ok" || err != nil {
+			t.Fatalf("body %q, err %v", b, err)
+		}
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
 	}
 }
 

@@ -67,6 +67,7 @@ type conn struct {
 	nc     net.Conn
 	scheme string // "https" over TLS, else "http"
 	br     *bufio.Reader
+	guard  headerGuard // between br and fr
 	fr     *http2.Framer
 
 	done       chan struct{} // closed by close
@@ -176,7 +177,8 @@ func newConn(ctx context.Context, t *Transport, hp *hostPool, nc net.Conn) (*con
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.br = brPool.Get().(*bufio.Reader)
 	c.br.Reset(nc)
-	c.fr = http2.NewFramer(io.Discard, c.br)
+	c.guard = headerGuard{r: c.br, nc: nc, maxConts: maxContinuations(t.maxHeaderListSize())}
+	c.fr = http2.NewFramer(io.Discard, &c.guard)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = t.maxHeaderListSize()
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
@@ -197,6 +199,9 @@ func newConn(ctx context.Context, t *Transport, hp *hostPool, nc net.Conn) (*con
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
+	// From here on the read deadline is the guard's, for header blocks
+	// (see headerGuard).
+	c.guard.timeout = t.pingTimeout()
 	c.idleSince = t.now()
 	if d := t.readIdleTimeout(); d > 0 {
 		c.keepTimer = time.AfterFunc(d, c.keepalive)

@@ -139,6 +139,15 @@
 // server that floods PING or SETTINGS while not reading the answers gets
 // GOAWAY ENHANCE_YOUR_CALM once 1 MiB of answers is queued.
 //
+// A response header block is read whole (x/net/http2's Framer decodes
+// HEADERS and CONTINUATION frames together, bounding the decoded size by
+// MaxHeaderListSize), and while it is open no other frame, PING answers
+// included, can come. So a block may have at most 16 CONTINUATION frames
+// plus one per KiB of MaxHeaderListSize (as proxy/h2server allows a
+// request's), and must end within PingTimeout of its HEADERS; beyond
+// either the connection ends with GOAWAY ENHANCE_YOUR_CALM. Empty
+// CONTINUATION frames, which decode to nothing, cannot hold the reader.
+//
 // # What it does not do
 //
 // No CONNECT (nor extended CONNECT), no server push, no priorities, no

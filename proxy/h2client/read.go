@@ -48,7 +48,8 @@ func (c *conn) readLoop() {
 
 // connErrorCode is the GOAWAY code of err, an error that ends the
 // connection, and whether the server broke the protocol (the frame
-// checks of x/net/http2's Framer, and ours); false is a failure of the socket (or PROTOCOL_ERROR, for
+// checks of x/net/http2's Framer, ours, the header block bounds of
+// headerGuard); false is a failure of the socket (or PROTOCOL_ERROR, for
 // a caller that knows the server at fault), which no GOAWAY explains.
 func connErrorCode(err error) (http2.ErrCode, bool) {
 	var ce http2.ConnectionError

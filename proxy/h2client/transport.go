@@ -40,7 +40,9 @@ type Transport struct {
 	// is due as promptly: the server's first SETTINGS frame and its
 	// acknowledgement of ours, both counted from our connection preface
 	// (beyond it the connection ends with GOAWAY SETTINGS_TIMEOUT, RFC
-	// 9113 §6.5.3). 0 means 15s.
+	// 9113 §6.5.3), and the time one response header block (HEADERS and
+	// its CONTINUATION frames) may stay open (beyond it, GOAWAY
+	// ENHANCE_YOUR_CALM). 0 means 15s.
 	PingTimeout time.Duration
 
 	// MaxHeaderListSize caps the decoded size (RFC 9113 §6.5.2: names,
