@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/outrigger-mesh/outrigger/proxy"
@@ -58,11 +57,9 @@ func printConfigError(w io.Writer, path string, err error) {
 	// give them the line of that key, as Load's errors have.
 	msg := err.Error()
 	if key, _, ok := strings.Cut(msg, ": "); ok && key != "" && !strings.ContainsAny(key, " \t\n") {
-		if data, rerr := os.ReadFile(path); rerr == nil {
-			if line := config.LineOf(data, key); line > 0 {
-				fmt.Fprintf(w, "%s:%d: %s\n", path, line, msg)
-				return
-			}
+		if line := config.LineOfFile(path, key); line > 0 {
+			fmt.Fprintf(w, "%s:%d: %s\n", path, line, msg)
+			return
 		}
 	}
 	fmt.Fprintf(w, "%s: %v\n", path, err)

@@ -761,10 +761,13 @@ func editDistance(a, b string) int {
 
 // LineOf returns the line of the YAML document data on which the key path
 // keyPath (as [FieldError.Path] spells it) is written, or its nearest
-// ancestor that is; 0 when data does not parse or holds none of them. It
-// places errors found after Parse (by the proxy compiling a config) in
-// the file.
+// ancestor that is; 0 when data does not parse, holds none of them or is
+// larger than [MaxFileBytes] (Parse would not have read it). It places
+// errors found after Parse (by the proxy compiling a config) in the file.
 func LineOf(data []byte, keyPath string) int {
+	if len(data) > MaxFileBytes {
+		return 0
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return 0
@@ -776,4 +779,16 @@ func LineOf(data []byte, keyPath string) int {
 	idx := newNodeIndex()
 	idx.walk(doc, "", reflect.TypeOf(Config{}))
 	return idx.lineOf(keyPath)
+}
+
+// LineOfFile is [LineOf] for the file at path, read as [Load] reads it: no
+// more than [MaxFileBytes] of it. The file may have been replaced since it
+// was loaded, by anything up to an endless stream; then the line may be
+// wrong or 0, but the read stays bounded.
+func LineOfFile(path, keyPath string) int {
+	data, err := readFile(path)
+	if err != nil {
+		return 0
+	}
+	return LineOf(data, keyPath)
 }

@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -583,5 +585,31 @@ func TestLineOfFindsAKeyOrItsNearestAncestor(t *testing.T) {
 	}
 	if got := LineOf([]byte("a: [\n"), "a"); got != 0 {
 		t.Errorf("LineOf of invalid YAML = %d, want 0", got)
+	}
+}
+
+// LineOf and LineOfFile place errors in a file that may have changed since
+// it was loaded; one larger than the loader reads is not read past that
+// size, nor searched.
+func TestLineOfRefusesWhatTheLoaderWouldNotRead(t *testing.T) {
+	small := "clusters:\n  a:\n    endpoints: [10.0.0.1:80]\n"
+	large := small + strings.Repeat("#", MaxFileBytes)
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	for _, tc := range []struct {
+		content string
+		want    int
+	}{{small, 2}, {large, 0}} {
+		if got := LineOf([]byte(tc.content), "clusters.a"); got != tc.want {
+			t.Errorf("LineOf of %d bytes = %d, want %d", len(tc.content), got, tc.want)
+		}
+		if err := os.WriteFile(path, []byte(tc.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := LineOfFile(path, "clusters.a"); got != tc.want {
+			t.Errorf("LineOfFile of %d bytes = %d, want %d", len(tc.content), got, tc.want)
+		}
+	}
+	if got := LineOfFile(filepath.Join(t.TempDir(), "missing.yaml"), "clusters.a"); got != 0 {
+		t.Errorf("LineOfFile of a missing file = %d, want 0", got)
 	}
 }
