@@ -75,6 +75,10 @@ type conn struct {
 	readerDone chan struct{}
 	writerDone chan struct{}
 	framesRead atomic.Uint64 // for the keepalive check
+	// writesBegun and writesEnded count the writer's system calls, for
+	// the keepalive's check that the server still reads.
+	writesBegun atomic.Uint64
+	writesEnded atomic.Uint64
 
 	mu sync.Mutex
 	// closed: the connection is finished; err says why.
@@ -97,6 +101,7 @@ type conn struct {
 	// Keepalive (ReadIdleTimeout/PingTimeout).
 	keepTimer  *time.Timer
 	lastFrames uint64
+	lastWrite  uint64 // writesBegun at the previous check
 	pingSent   bool
 	pingData   [8]byte
 	// settingsAcked: the server acknowledged our SETTINGS; settingsTimer
@@ -408,12 +413,33 @@ func (c *conn) idleCheck() {
 // keepalive runs every ReadIdleTimeout: after a period without a frame
 // read it sends a PING, and closes the connection when the PING is not
 // answered within PingTimeout.
+//
+// It also closes a connection whose writer is blocked in a write that
+// had begun by the previous check: a server that stops reading, once
+// the socket buffers are full, blocks the writer for ever, and may go on
+// sending frames, so that no PING is ever due. Its requests would wait
+// for their own deadlines, and new ones would still be placed on it.
+// Flow control and maxPending keep one write to what the server's
+// windows allowed, about 512 KiB at most: a server that takes more than
+// a ReadIdleTimeout (30 s in the proxy) to read that much is taken to
+// have stopped, as x/net/http2's WriteByteTimeout, when set, takes one
+// that accepts no byte for as long.
 func (c *conn) keepalive() {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return
 	}
+	w := c.writesBegun.Load()
+	if w == c.lastWrite && w != c.writesEnded.Load() {
+		c.mu.Unlock()
+		c.close(errWriteStalled)
+		// The stalled write need not be given the second close allows
+		// for writing what was queued: nothing more will go out.
+		c.nc.SetWriteDeadline(aLongTimeAgo)
+		return
+	}
+	c.lastWrite = w
 	if c.pingSent {
 		c.mu.Unlock()
 		c.close(errPingTimeout)
@@ -436,6 +462,10 @@ func (c *conn) keepalive() {
 }
 
 var errPingTimeout = errors.New("h2client: connection closed: no answer to PING")
+
+// errWriteStalled closes a connection whose server stopped reading: a
+// write to it has not returned between two keepalive checks.
+var errWriteStalled = errors.New("h2client: connection closed: the server stopped reading")
 
 // close ends the connection: every stream fails with err (retryable
 // when the writer never took its HEADERS), the writer closes the socket,

@@ -130,6 +130,9 @@
 // taken) is closed, as CloseIdleConnections closes all of them at once.
 // After ReadIdleTimeout without a frame read the connection is sent a
 // PING, and closed when the answer does not come within PingTimeout.
+// The same check, every ReadIdleTimeout, closes a connection whose
+// server stopped reading: a write that has not returned between two
+// checks (the server may go on sending frames, so that no PING is due).
 // Closing a connection fails its streams, drops the frames not yet
 // handed to the socket (a request whose HEADERS are dropped is one the
 // server never saw, and may be sent again elsewhere), writes GOAWAY when

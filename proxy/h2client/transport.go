@@ -31,7 +31,9 @@ type Transport struct {
 
 	// ReadIdleTimeout is how long a connection may stay silent before a
 	// PING is sent to check it (the check runs between one and two
-	// ReadIdleTimeouts after the last frame read). 0 means 30s; a negative
+	// ReadIdleTimeouts after the last frame read). The check also closes
+	// a connection one of whose writes has not returned since the
+	// previous check: the server stopped reading. 0 means 30s; a negative
 	// value turns the check off.
 	ReadIdleTimeout time.Duration
 

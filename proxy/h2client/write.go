@@ -52,7 +52,9 @@ func (c *conn) writeLoop() {
 		c.wbuf = c.spare
 		c.spare = nil
 		c.mu.Unlock()
+		c.writesBegun.Add(1)
 		n, err := c.nc.Write(buf)
+		c.writesEnded.Add(1)
 		c.mu.Lock()
 		if err != nil && n == 0 {
 			// Nothing of buf left: its requests were never sent.
