@@ -1,8 +1,10 @@
 package h2client
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +50,59 @@ func TestServerThatStopsReadingIsClosed(t *testing.T) {
 		tr.mu.Lock()
 		defer tr.mu.Unlock()
 		return len(tr.hosts) == 0
+	})
+}
+
+// Requests whose bodies wait for connection window that never comes,
+// and which end meanwhile (here by their contexts), leave the list of
+// senders waiting for that window: a server that grants the first 65535
+// bytes and never more cannot make the connection hold every stream
+// that ever waited on it.
+func TestEndedStreamsLeaveTheConnectionWindowWaiters(t *testing.T) {
+	const requests = 20
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		// Reads everything, answers nothing, gives no window back.
+		rc.readUntil(func(http2.Frame) bool { return false })
+	})
+	tr := newTransport(t)
+	for i := range requests {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+s.addr+"/", strings.NewReader(strings.Repeat("x", 100<<10)))
+		errc := make(chan error, 1)
+		go func() {
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errc <- err
+		}()
+		if i == 0 {
+			eventually(t, "the connection", func() bool {
+				tr.mu.Lock()
+				defer tr.mu.Unlock()
+				return tr.hosts[s.addr] != nil && len(tr.hosts[s.addr].conns) == 1
+			})
+		}
+		c := onlyConn(t, tr, s.addr)
+		eventually(t, "the request's body to wait for connection window", func() bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			for _, w := range c.connWaiters {
+				if !w.done {
+					return true
+				}
+			}
+			return false
+		})
+		cancel()
+		if err := recv(t, errc); !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want the cancellation", err)
+		}
+	}
+	c := onlyConn(t, tr, s.addr)
+	eventually(t, "no stream left waiting", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.connWaiters) == 0
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 
 	"golang.org/x/net/http/httpguts"
@@ -162,6 +163,14 @@ func (c *conn) removeLocked(s *stream) {
 	}
 	s.done = true
 	delete(c.streams, s.id)
+	if s.waitingConn {
+		// Its sender has stopped: a connection window that never grows
+		// must not keep every stream that ever waited for it.
+		s.waitingConn = false
+		if i := slices.Index(c.connWaiters, s); i >= 0 {
+			c.connWaiters = slices.Delete(c.connWaiters, i, i+1)
+		}
+	}
 	if s.stopCtx != nil {
 		s.stopCtx()
 	}
