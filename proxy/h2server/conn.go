@@ -153,7 +153,8 @@ var (
 	errStreamGone = errors.New("h2server: stream reset")
 	errBodyClosed = errors.New("h2server: request body closed")
 	errHandlerEnd = errors.New("h2server: request body read after the handler returned")
-	// errHandlerDone: SetReadDeadline after the handler returned.
+	// errHandlerDone: SetReadDeadline or SetWriteDeadline after the
+	// handler returned.
 	errHandlerDone = errors.New("h2server: ResponseWriter used after the handler returned")
 	errClientCL    = errors.New("h2server: request body does not match its content-length")
 )
@@ -1110,9 +1111,7 @@ func (sc *serverConn) endStream(st *stream, failed bool) {
 	sc.mu.Lock()
 	st.bodyClosed = true
 	st.ended = true
-	if st.rdTimer != nil {
-		st.rdTimer.Stop()
-	}
+	st.stopDeadlinesLocked()
 	unread := len(st.rbuf) - st.roff
 	if st.rerr == nil || unread > 0 {
 		// A reader left behind (an upstream request) must not take

@@ -100,13 +100,15 @@ func TestSetReadDeadlineZeroClearsStreamDeadline(t *testing.T) {
 	}
 }
 
-// Once the handler has returned, SetReadDeadline fails.
-func TestSetReadDeadlineAfterHandlerFailsOnStream(t *testing.T) {
+// Once the handler has returned, SetReadDeadline and SetWriteDeadline
+// fail.
+func TestSetDeadlinesAfterHandlerFailOnStream(t *testing.T) {
 	rcs := make(chan *http.ResponseController, 1)
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
-		// A timer left set when the handler returns is stopped.
+		// Timers left set when the handler returns are stopped.
 		_ = rc.SetReadDeadline(time.Now().Add(time.Hour))
+		_ = rc.SetWriteDeadline(time.Now().Add(time.Hour))
 		rcs <- rc
 	}))
 	rc := dialRaw(t, ts.addr)
@@ -114,7 +116,188 @@ func TestSetReadDeadlineAfterHandlerFailsOnStream(t *testing.T) {
 	if status, _, _, _ := rc.response(1); status != "200" {
 		t.Fatal(status)
 	}
-	if err := (<-rcs).SetReadDeadline(time.Now()); !errors.Is(err, errHandlerDone) {
+	rc2 := <-rcs
+	if err := rc2.SetReadDeadline(time.Now()); !errors.Is(err, errHandlerDone) {
 		t.Fatalf("SetReadDeadline after the handler: %v", err)
+	}
+	if err := rc2.SetWriteDeadline(time.Now()); !errors.Is(err, errHandlerDone) {
+		t.Fatalf("SetWriteDeadline after the handler: %v", err)
+	}
+}
+
+// writeUntilError writes w 16 KiB at a time until a write fails.
+func writeUntilError(w http.ResponseWriter) error {
+	chunk := make([]byte, 16<<10)
+	for {
+		if _, err := w.Write(chunk); err != nil {
+			return err
+		}
+	}
+}
+
+// A handler's Write blocked on a client that does not let it send (no
+// WINDOW_UPDATE for its stream or for the connection, or no reading, so
+// that the connection's pending bytes reach their bound) is ended by the
+// stream's write deadline, by its timer or set (already passed) from
+// another goroutine while the Write waits: the Write fails promptly, the
+// client gets RST_STREAM INTERNAL_ERROR, and another stream on the
+// connection completes.
+func TestSetWriteDeadlineEndsBlockedStreamWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		settings []http2.Setting
+		connInc  uint32 // a connection WINDOW_UPDATE sent first
+		// blocked says what the handler waits for; nil: the deadline
+		// is the handler's own timer.
+		blocked func(sc *serverConn) bool
+	}{
+		{name: "stream window", settings: []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1000}}, connInc: 1 << 20},
+		{name: "connection window", settings: []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 30}}},
+		{name: "stream window, set from another goroutine",
+			settings: []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1000}}, connInc: 1 << 20,
+			blocked: func(sc *serverConn) bool { return sc.streams[1] != nil && sc.streams[1].sendWindow <= 0 }},
+		{name: "connection window, set from another goroutine",
+			settings: []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 30}},
+			blocked:  func(sc *serverConn) bool { return sc.sendWindow <= 0 }},
+		{name: "pending bytes, set from another goroutine",
+			settings: []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1 << 30}}, connInc: 1 << 30,
+			blocked: func(sc *serverConn) bool { return len(sc.wbuf) >= maxPending }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writeErr := make(chan error, 1)
+			rcs := make(chan *http.ResponseController, 1)
+			ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/small" {
+					w.Write(make([]byte, 500))
+					return
+				}
+				rc := http.NewResponseController(w)
+				if tc.blocked == nil {
+					if err := rc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+						writeErr <- err
+						return
+					}
+				} else {
+					rcs <- rc
+				}
+				writeErr <- writeUntilError(w)
+			}))
+			rc := dialRaw(t, ts.addr, tc.settings...)
+			if tc.connInc > 0 {
+				rc.fr.WriteWindowUpdate(0, tc.connInc)
+			}
+			rc.get(1, "/big")
+			if tc.blocked != nil {
+				sc := ts.conn(t)
+				waitFor(t, "the handler to wait to send", func() bool {
+					return sc.locked(func() bool { return sc.sendWaiters == 1 && tc.blocked(sc) })
+				})
+				if err := (<-rcs).SetWriteDeadline(time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			select {
+			case err := <-writeErr:
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("write: %v, want os.ErrDeadlineExceeded", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("write still blocked")
+			}
+			if e := rc.rst(1); e.code != http2.ErrCodeInternal {
+				t.Fatalf("reset %v, want INTERNAL_ERROR", e.code)
+			}
+			// The connection's window may be spent: the client opens it.
+			rc.fr.WriteWindowUpdate(0, 1000)
+			rc.get(3, "/small")
+			if status, body, _, rst := rc.response(3); status != "200" || len(body) != 500 || rst != nil {
+				t.Fatalf("next stream: %s, %d bytes, reset %v", status, len(body), rst)
+			}
+		})
+	}
+}
+
+// The end of the response, sent once the handler has returned, waits
+// for window as a Write does and is bounded by the deadline as well:
+// the body held back is cut at the window and the stream reset.
+func TestSetWriteDeadlineBoundsTheResponseEnd(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+			t.Error(err)
+		}
+		w.Write(make([]byte, 3000)) // held back until the handler returns
+	}))
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1000})
+	rc.get(1, "/")
+	status, body, _, rst := rc.response(1)
+	if status != "200" || len(body) != 1000 || rst == nil || *rst != http2.ErrCodeInternal {
+		t.Fatalf("%s, %d bytes, reset %v", status, len(body), rst)
+	}
+	sc := ts.conn(t)
+	waitFor(t, "the stream's end", func() bool { return sc.locked(func() bool { return len(sc.streams) == 0 }) })
+}
+
+// A deadline already passed fails the next Write, even one the server
+// would only have held back, and Flush; the stream is reset. Cleared
+// before a write (or moved later), it fails nothing.
+func TestSetWriteDeadlinePassedFailsWrites(t *testing.T) {
+	errs := make(chan [2]error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if err := rc.SetWriteDeadline(time.Now().Add(-time.Second)); err != nil {
+			t.Error(err)
+		}
+		if r.URL.Path == "/cleared" {
+			_ = rc.SetWriteDeadline(time.Time{})
+		}
+		_, err := io.WriteString(w, "x")
+		errs <- [2]error{err, rc.Flush()}
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	if status, _, _, rst := rc.response(1); status != "" || rst == nil || *rst != http2.ErrCodeInternal {
+		t.Fatalf("past deadline: status %q, reset %v", status, rst)
+	}
+	if e := <-errs; !errors.Is(e[0], os.ErrDeadlineExceeded) || !errors.Is(e[1], os.ErrDeadlineExceeded) {
+		t.Fatalf("past deadline: write %v, flush %v", e[0], e[1])
+	}
+	rc.get(3, "/cleared")
+	if status, body, _, rst := rc.response(3); status != "200" || body != "x" || rst != nil {
+		t.Fatalf("cleared deadline: %s %q %v", status, body, rst)
+	}
+	if e := <-errs; e[0] != nil || e[1] != nil {
+		t.Fatalf("cleared deadline: write %v, flush %v", e[0], e[1])
+	}
+}
+
+// A zero deadline clears one set: its timer does not fire, and a Write
+// waiting for window past the cleared time completes once the client
+// opens the window.
+func TestSetWriteDeadlineZeroClearsStreamDeadline(t *testing.T) {
+	cleared := make(chan time.Time, 1)
+	writeErr := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		dl := time.Now().Add(20 * time.Millisecond)
+		_ = rc.SetWriteDeadline(dl)
+		_ = rc.SetWriteDeadline(time.Time{})
+		cleared <- dl
+		_, err := w.Write(make([]byte, 100<<10))
+		writeErr <- err
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	sc := ts.conn(t)
+	dl := <-cleared
+	waitFor(t, "the handler to wait past the cleared deadline", func() bool {
+		return time.Now().After(dl.Add(20*time.Millisecond)) && sc.locked(func() bool { return sc.sendWaiters == 1 })
+	})
+	rc.fr.WriteWindowUpdate(0, 1<<20)
+	rc.fr.WriteWindowUpdate(1, 1<<20)
+	if status, body, _, rst := rc.response(1); status != "200" || len(body) != 100<<10 || rst != nil {
+		t.Fatalf("%s, %d bytes, reset %v", status, len(body), rst)
+	}
+	if err := <-writeErr; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -31,7 +31,8 @@
 // appends what is held and wakes the writer; it never waits for the
 // write. Handlers wait only for flow-control windows and, before
 // appending a response's header block or DATA, while more than 256 KiB
-// is pending on the connection.
+// is pending on the connection; a stream's write deadline bounds these
+// waits (see below).
 //
 // # Requests and responses
 //
@@ -91,15 +92,27 @@
 // (INTERNAL_ERROR) and, unless the value is http.ErrAbortHandler, is
 // logged. A handler that returns while the client is still sending gets
 // its response sent then RST_STREAM NO_ERROR (RFC 9113 §8.1). Hijack is
-// not supported, nor is a per-stream write deadline
-// (http.ResponseController reports http.ErrNotSupported). SetReadDeadline
-// sets a per-stream request body deadline (a timer, made only when a
-// deadline in the future is set), callable from any goroutine while the
-// handler runs: a body Read blocked waiting for DATA, or made after the
-// deadline, fails with an error wrapping os.ErrDeadlineExceeded, until a
-// later or zero deadline is set; the stream and the connection are
-// otherwise unaffected (the handler typically answers and returns, and
-// the unread body gets RST_STREAM NO_ERROR as above).
+// not supported.
+//
+// SetReadDeadline and SetWriteDeadline (http.ResponseController) set
+// per-stream deadlines, callable from any goroutine while the handler
+// runs; each is a timer made only when a deadline in the future is set
+// (a stream that sets none has none), and a zero time clears it. Past
+// the read deadline, a body Read blocked waiting for DATA, or made after
+// it, fails with an error wrapping os.ErrDeadlineExceeded, until a later
+// or zero deadline is set; the stream and the connection are otherwise
+// unaffected (the handler typically answers and returns, and the unread
+// body gets RST_STREAM NO_ERROR as above). Past the write deadline, a
+// Write or Flush waiting for flow-control window or for the pending
+// bytes to drain is woken and fails with an error wrapping
+// os.ErrDeadlineExceeded, as does one made after it (even one the body
+// buffer would take) and the end of the response once the handler
+// returns; the stream is then reset INTERNAL_ERROR, as x/net/http2 and
+// nghttpx reset a stream whose write timed out, which ends its context,
+// frees its place among the concurrent streams and tells the client the
+// response is cut short; the connection's other streams go on. A client
+// that stops reading, or never opens the windows, so holds a handler
+// that writes to it no longer than its write deadline.
 //
 // # Protocol limits
 //
@@ -158,8 +171,9 @@
 //
 // TLS (the connection is served as given; Request.TLS is nil), server
 // push, extended CONNECT (RFC 8441), priorities, a SETTINGS
-// acknowledgement timeout, and write or read timeouts: a client that
-// stops reading holds the handlers that write to it (within flow control
-// and the pending-bytes bound) until it resets its streams, the
-// connection ends, Shutdown's deadline passes or Close.
+// acknowledgement timeout, and server-wide write or read timeouts: a
+// client that stops reading holds the handlers that write to it (within
+// flow control and the pending-bytes bound) until their write deadlines
+// pass, it resets its streams, the connection ends, Shutdown's deadline
+// passes or Close.
 package h2server

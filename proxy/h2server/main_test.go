@@ -335,3 +335,26 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 func dialDecoder() *hpack.Decoder { return hpack.NewDecoder(4096, nil) }
+
+// conn waits for ts to serve a connection and returns it (the one, or
+// any, of those it serves).
+func (ts *testServer) conn(t testing.TB) *serverConn {
+	t.Helper()
+	var sc *serverConn
+	waitFor(t, "the connection", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		for c := range ts.conns {
+			sc = c
+		}
+		return sc != nil
+	})
+	return sc
+}
+
+// locked runs f under sc.mu and returns its result.
+func (sc *serverConn) locked(f func() bool) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return f()
+}

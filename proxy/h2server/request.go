@@ -2,14 +2,13 @@ package h2server
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -57,13 +56,13 @@ type stream struct {
 	needContinue bool        // "Expect: 100-continue": 100 on the first Read
 	readCond     sync.Cond   // L is &sc.mu; signalled when the body changes
 
-	// The handler's read deadline (SetReadDeadline): rdTimer is made
-	// on the first deadline in the future; rdExpired fails Reads until
-	// the deadline is moved or cleared. ended: the handler returned.
-	rdDeadline time.Time
-	rdTimer    *time.Timer
-	rdExpired  bool
-	ended      bool
+	// dl holds the handler's deadlines (SetReadDeadline,
+	// SetWriteDeadline; see deadline.go), made when the first is set:
+	// most streams set none. It is stored and its fields change under
+	// sc.mu; the handler's buffered writes load it without the lock.
+	// ended: the handler returned.
+	dl    atomic.Pointer[deadlines]
+	ended bool
 
 	// Allocated with the stream: its ResponseWriter, Request.Body, and
 	// the Request and URL that req points to.
@@ -85,7 +84,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	st := b.st
 	sc := st.sc
 	sc.mu.Lock()
-	if st.rdExpired {
+	if st.readExpiredLocked() {
 		sc.mu.Unlock()
 		return 0, errReadDeadline
 	}
@@ -96,10 +95,10 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			sc.queueLocked()
 		}
 	}
-	for st.roff == len(st.rbuf) && st.rerr == nil && !st.rdExpired {
+	for st.roff == len(st.rbuf) && st.rerr == nil && !st.readExpiredLocked() {
 		st.readCond.Wait()
 	}
-	if st.rdExpired {
+	if st.readExpiredLocked() {
 		sc.mu.Unlock()
 		return 0, errReadDeadline
 	}
@@ -144,54 +143,6 @@ func (b *requestBody) Close() error {
 	}
 	st.readCond.Broadcast()
 	return nil
-}
-
-// errReadDeadline fails a request body Read past the handler's read
-// deadline.
-var errReadDeadline = fmt.Errorf("h2server: request body read: %w", os.ErrDeadlineExceeded)
-
-// setReadDeadline sets st's read deadline (see
-// responseWriter.SetReadDeadline).
-func (st *stream) setReadDeadline(t time.Time) error {
-	sc := st.sc
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	if st.ended {
-		return errHandlerDone
-	}
-	st.rdDeadline, st.rdExpired = t, false
-	d := time.Duration(0)
-	if !t.IsZero() {
-		d = time.Until(t)
-	}
-	switch {
-	case d > 0 && st.rdTimer == nil:
-		st.rdTimer = time.AfterFunc(d, st.readDeadlineFired)
-	case d > 0:
-		st.rdTimer.Reset(d)
-	default:
-		if st.rdTimer != nil {
-			st.rdTimer.Stop()
-		}
-		if !t.IsZero() {
-			st.rdExpired = true
-			st.readCond.Broadcast()
-		}
-	}
-	return nil
-}
-
-// readDeadlineFired runs on st.rdTimer's goroutine. A stale firing (the
-// deadline was moved later or cleared meanwhile) finds the deadline not
-// passed, and does nothing.
-func (st *stream) readDeadlineFired() {
-	sc := st.sc
-	sc.mu.Lock()
-	if !st.ended && !st.rdDeadline.IsZero() && !time.Now().Before(st.rdDeadline) {
-		st.rdExpired = true
-		st.readCond.Broadcast()
-	}
-	sc.mu.Unlock()
 }
 
 var errMalformed = errors.New("h2server: malformed request")

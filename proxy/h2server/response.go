@@ -174,6 +174,14 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 			rw.buf = bodyBufPool.Get().(*[]byte)
 		}
 		if len(*rw.buf)+len(p) <= bodyBufSize {
+			if rw.st.dl.Load() != nil {
+				// A write past the deadline fails, even one that
+				// would only be held back.
+				if err := rw.writeDeadlinePassed(); err != nil {
+					rw.written -= int64(len(p))
+					return 0, err
+				}
+			}
 			*rw.buf = append(*rw.buf, p...)
 			return len(p), nil
 		}
@@ -181,7 +189,7 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 	sc := rw.sc
 	sc.mu.Lock()
 	err := rw.sendLocked(p, false, nil)
-	sc.mu.Unlock()
+	sc.unlock()
 	if err != nil {
 		return 0, err
 	}
@@ -190,7 +198,7 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 
 func (rw *responseWriter) WriteString(s string) (int, error) {
 	// Small strings go to the buffer without a conversion.
-	if rw.wroteHeader && rw.bodyAllowed && !rw.sentHeader && !rw.done && rw.buf != nil &&
+	if rw.wroteHeader && rw.bodyAllowed && !rw.sentHeader && !rw.done && rw.buf != nil && rw.st.dl.Load() == nil &&
 		len(*rw.buf)+len(s) <= bodyBufSize && (rw.declCL < 0 || rw.written+int64(len(s)) <= rw.declCL) {
 		*rw.buf = append(*rw.buf, s...)
 		rw.written += int64(len(s))
@@ -213,7 +221,7 @@ func (rw *responseWriter) FlushError() error {
 	}
 	sc := rw.sc
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
+	defer sc.unlock()
 	return rw.sendLocked(nil, false, nil)
 }
 
@@ -229,11 +237,30 @@ func (rw *responseWriter) EnableFullDuplex() error { return nil }
 // dropped when the handler returns, which then resets the stream
 // NO_ERROR after the response as for any unread body. It may be called
 // from any goroutine while the handler runs.
-func (rw *responseWriter) SetReadDeadline(t time.Time) error { return rw.st.setReadDeadline(t) }
+func (rw *responseWriter) SetReadDeadline(t time.Time) error { return rw.st.setDeadline(t, false) }
 
-// SetWriteDeadline is not supported (per-stream write deadlines);
-// http.ResponseController reports http.ErrNotSupported.
-func (rw *responseWriter) SetWriteDeadline(time.Time) error { return http.ErrNotSupported }
+// SetWriteDeadline sets the stream's response write deadline, for
+// http.ResponseController: a Write or Flush waiting for flow-control
+// window or for the connection's pending bytes to drain, or made after
+// t, fails with an error wrapping os.ErrDeadlineExceeded, and so does
+// the end of the response once the handler returns; the stream is then
+// reset INTERNAL_ERROR (see deadline.go), the connection's other streams
+// unaffected. A zero t clears it; a later t lifts an expired deadline
+// unless a write has failed (the stream is gone). It may be called from
+// any goroutine while the handler runs.
+func (rw *responseWriter) SetWriteDeadline(t time.Time) error { return rw.st.setDeadline(t, true) }
+
+// writeDeadlinePassed checks the write deadline for a write that needs
+// no lock otherwise (one held back in the buffer).
+func (rw *responseWriter) writeDeadlinePassed() error {
+	sc, st := rw.sc, rw.st
+	sc.mu.Lock()
+	defer sc.unlock()
+	if st.writeExpiredLocked() {
+		return sc.sendBlockedLocked(st)
+	}
+	return nil
+}
 
 // finish sends the rest of the response once the handler has returned.
 func (rw *responseWriter) finish() {
@@ -313,11 +340,13 @@ func (rw *responseWriter) trailerFields() []hpack.HeaderField {
 // sendLocked appends the header block if not yet sent, the held-back
 // body, then p; with end it ends the stream (on the last DATA, on the
 // trailers, or on HEADERS if there is no body). It waits for flow control
-// and for the pending bytes to drain. sc.mu is held.
+// and for the pending bytes to drain, and fails past the write deadline
+// (resetting the stream). sc.mu is held; the caller releases it with
+// sc.unlock.
 func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.HeaderField) error {
 	sc, st := rw.sc, rw.st
-	if st.reset || sc.dead {
-		return errStreamGone
+	if err := sc.sendBlockedLocked(st); err != nil {
+		return err
 	}
 	var held []byte
 	if rw.buf != nil {
@@ -330,8 +359,8 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 		// grow the buffer without end.
 		for len(sc.wbuf) >= maxPending {
 			sc.waitSendLocked(st, waitRoom)
-			if st.reset || sc.dead {
-				return errStreamGone
+			if err := sc.sendBlockedLocked(st); err != nil {
+				return err
 			}
 		}
 		rw.sentHeader = true
@@ -377,8 +406,8 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 func (rw *responseWriter) sendDataLocked(p []byte, end bool) error {
 	sc, st := rw.sc, rw.st
 	for {
-		if st.reset || sc.dead {
-			return errStreamGone
+		if err := sc.sendBlockedLocked(st); err != nil {
+			return err
 		}
 		n := 0
 		if len(p) > 0 {
@@ -440,7 +469,7 @@ func (sc *serverConn) wakeSenderLocked(st *stream) {
 	switch {
 	case st.sendWaiting == notWaiting:
 		return
-	case st.reset || sc.dead:
+	case st.reset || sc.dead || st.writeExpiredLocked():
 	case len(sc.wbuf) >= maxPending:
 		return
 	case st.sendWaiting == waitWindow && (st.sendWindow <= 0 || sc.sendWindow <= 0):
