@@ -381,22 +381,40 @@ func TestResponseStreamsWhileRequestBodyHasNoWindow(t *testing.T) {
 	rst := make(chan http2.ErrCode, 1)
 	s := startRawForRequest(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 0}}, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		// The client's frames are read (for its WINDOW_UPDATEs) while
-		// the response goes out.
+		// the response goes out within the stream window they give (the
+		// connection's, 4 MiB, is larger than the response).
 		reading := make(chan struct{})
 		defer func() { <-reading }()
+		credit := make(chan int, 100)
 		go func() {
 			defer close(reading)
-			if code, err := rc.readReset(); err == nil {
-				rst <- code
+			f, err := rc.readUntil(func(f http2.Frame) bool {
+				if wu, ok := f.(*http2.WindowUpdateFrame); ok && wu.StreamID == h.StreamID {
+					credit <- int(wu.Increment)
+				}
+				return is[*http2.RSTStreamFrame](f)
+			})
+			if err == nil {
+				rst <- f.(*http2.RSTStreamFrame).ErrCode
 			}
 			io.Copy(io.Discard, rc)
 		}()
 		rc.headers(h.StreamID, false, ":status", "200")
 		chunk := make([]byte, defaultMaxFrame)
+		window := streamWindow
 		for sent := 0; sent < size; sent += len(chunk) {
+			for window < len(chunk) {
+				select {
+				case n := <-credit:
+					window += n
+				case <-reading:
+					return
+				}
+			}
 			if rc.fr.WriteData(h.StreamID, false, chunk) != nil {
 				return
 			}
+			window -= len(chunk)
 		}
 		rc.fr.WriteData(h.StreamID, true, nil)
 	})
