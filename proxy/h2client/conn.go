@@ -250,9 +250,12 @@ func (c *conn) handshake() error {
 	f, err := c.fr.ReadFrame()
 	if err == nil {
 		sf, ok := f.(*http2.SettingsFrame)
-		if !ok || sf.IsAck() {
+		switch {
+		case !ok:
 			err = connErrorf(http2.ErrCodeProtocol, "server sent %v before its SETTINGS", f.Header().Type)
-		} else {
+		case sf.IsAck():
+			err = connErrorf(http2.ErrCodeProtocol, "server acknowledged our SETTINGS before sending its own")
+		default:
 			c.mu.Lock()
 			err = c.onSettingsLocked(sf)
 			c.mu.Unlock()

@@ -263,11 +263,15 @@ func (c *conn) onWindowUpdateLocked(f *http2.WindowUpdateFrame) (http2.ErrCode, 
 func (c *conn) onGoAwayLocked(f *http2.GoAwayFrame) {
 	c.noNew, c.closeWhenIdle = true, true
 	c.goAway = true
+	var ge *goAwayError // one for all the streams: the debug data may be 16 KiB
 	for id, s := range c.streams {
 		if id > f.LastStreamID {
+			if ge == nil {
+				ge = &goAwayError{code: f.ErrCode, lastID: f.LastStreamID, debug: string(f.DebugData())}
+			}
 			// Not processed by the server (RFC 9113 §6.8): safe to send
 			// again elsewhere.
-			c.abortLocked(s, &goAwayError{code: f.ErrCode, lastID: f.LastStreamID, debug: string(f.DebugData())}, true)
+			c.abortLocked(s, ge, true)
 		}
 	}
 }
