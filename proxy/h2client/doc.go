@@ -112,9 +112,9 @@
 // error types; a failed handshake (the server closed, broke the
 // protocol in its preface or sent no SETTINGS in time) is a
 // HandshakeError, a failure to connect, for the request that dialled
-// and those that waited for the dial. When the request's context ends the stream is reset with
-// CANCEL and RoundTrip, or Body.Read, returns an error wrapping
-// context.Cause.
+// and those that waited for the dial. When the request's context ends
+// the stream is reset with CANCEL and RoundTrip, or Body.Read, returns
+// an error wrapping context.Cause.
 //
 // A request the server did not process — refused with REFUSED_STREAM
 // before any response, above the last stream id of a GOAWAY, or queued on
