@@ -15,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/outrigger-mesh/outrigger/composer"
 )
 
 // MaxFileBytes bounds the size of a config file. A larger file is rejected
@@ -414,7 +416,10 @@ func (x *nodeIndex) onLine(line int) []*indexEntry {
 	return out
 }
 
-var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+var (
+	unmarshalerType  = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+	composerCallType = reflect.TypeOf(composer.Call{})
+)
 
 func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 	// An alias is indexed where it stands but not followed: following
@@ -493,6 +498,13 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 			}
 			if _, ok := x.lines[p]; !ok {
 				x.lines[p] = k.Line
+			}
+			if t == composerCallType && k.Value == "headers" && v.Kind == yaml.MappingNode {
+				// A plain map to the YAML library: its keys are compared
+				// as written.
+				for _, d := range caseDuplicates(v) {
+					x.keyErrs = append(x.keyErrs, &FieldError{Line: d.key.Line, Path: keyPath(p, d.key.Value), Msg: d.msg()})
+				}
 			}
 			x.add(indexEntry{line: k.Line, col: k.Column, path: p, key: true, node: k, known: known})
 			x.walk(v, p, vt)

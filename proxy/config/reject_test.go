@@ -261,6 +261,43 @@ routes:
         x-a: "1"
         x-a: "2"
 `, `t.yaml:11: routes[0].request_headers.add.x-a: duplicate key "x-a" (first on line 10)`},
+		{"header names differing only in case", okCluster + `
+routes:
+  - cluster: a
+    request_headers:
+      add:
+        X-A: "1"
+        x-a: "2"
+`, `t.yaml:11: routes[0].request_headers.add.x-a: header "x-a" is the same field as "X-A" on line 10 (header names are case-insensitive): give it once, or use the list form with append: true to send several values`},
+		{"header names differing only in case in a flow mapping", okCluster + `
+routes:
+  - cluster: a
+    response_headers: {add: {Cache-Control: no-store, cache-control: private}}
+`, `t.yaml:8: routes[0].response_headers.add.cache-control: header "cache-control" is the same field as "Cache-Control" on line 8 (header names are case-insensitive): give it once, or use the list form with append: true to send several values`},
+		{"health check header names differing only in case", okCluster + `    health_check:
+      http:
+        request_headers: {Authorization: a, AUTHORIZATION: b}
+`, `t.yaml:7: clusters.a.health_check.http.request_headers.AUTHORIZATION: header "AUTHORIZATION" is the same field as "Authorization" on line 7 (header names are case-insensitive): give it once, or use the list form with append: true to send several values`},
+		{"direct response header names differing only in case", `
+routes:
+  - direct_response:
+      status: 200
+      headers:
+        content-type: text/plain
+        Content-Type: text/html
+`, `t.yaml:7: routes[0].direct_response.headers.Content-Type: header "Content-Type" is the same field as "content-type" on line 6 (header names are case-insensitive): give it once, or use the list form with append: true to send several values`},
+		{"composition call header names differing only in case", okCluster + `
+routes:
+  - match: {path: {exact: /x}}
+    composition:
+      calls:
+        - name: c
+          cluster: a
+          path: /c
+          headers:
+            X-Tenant: a
+            x-tenant: t
+`, `t.yaml:15: routes[0].composition.calls[0].headers.x-tenant: header "x-tenant" is the same field as "X-Tenant" on line 14 (header names are case-insensitive): give it once`},
 		{"hop-by-hop header", okCluster + `
 routes:
   - cluster: a

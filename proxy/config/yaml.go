@@ -87,6 +87,9 @@ func (h *HeaderValues) UnmarshalYAML(n *yaml.Node) error {
 	case yaml.MappingNode:
 		var out HeaderValues
 		errs := duplicateKeys(n)
+		for _, d := range caseDuplicates(n) {
+			errs = append(errs, nodeError(d.key, "%s, or use the list form with append: true to send several values", d.msg()).Errors...)
+		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], resolve(n.Content[i+1])
 			if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
@@ -149,6 +152,43 @@ func (h *HeaderValues) UnmarshalYAML(n *yaml.Node) error {
 		}
 	}
 	return nodeError(n, "expected a mapping {name: value} or a list of {name, value, append}, got %s", describeNode(n))
+}
+
+// caseDuplicate is a key of a mapping of header names that differs from
+// an earlier key only in case.
+type caseDuplicate struct {
+	key, first *yaml.Node
+}
+
+func (d caseDuplicate) msg() string {
+	return fmt.Sprintf("header %q is the same field as %q on line %d (header names are case-insensitive): give it once",
+		d.key.Value, d.first.Value, d.first.Line)
+}
+
+// caseDuplicates finds the keys of n, a mapping of header names to values,
+// that name a field an earlier key named in other letters. Field names
+// are case-insensitive (RFC 9110 section 5.1): {X-A: 1, x-a: 2} is one
+// field given twice, and which value wins (or whether both are sent)
+// would be up to the order the mapping happens to be read in. Keys
+// written the same way twice are left to duplicateKeys.
+func caseDuplicates(n *yaml.Node) []caseDuplicate {
+	var out []caseDuplicate
+	first := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if k.Kind != yaml.ScalarNode {
+			continue
+		}
+		name := strings.ToLower(k.Value)
+		f, seen := first[name]
+		switch {
+		case !seen:
+			first[name] = k
+		case f.Value != k.Value:
+			out = append(out, caseDuplicate{key: k, first: f})
+		}
+	}
+	return out
 }
 
 // duplicateKeys reports keys that a mapping node repeats, as the decoder
