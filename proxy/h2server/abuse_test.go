@@ -365,3 +365,41 @@ func TestEmptyDataFloodEndsConnection(t *testing.T) {
 		rc.nc.Close()
 	})
 }
+
+// A header block left open while another stream keeps the idle timeout
+// away (HEADERS without END_HEADERS, and no CONTINUATION) held the
+// connection's reader, and the fields decoded so far, for as long as
+// that stream lasted. ReadHeaderTimeout bounds it: GOAWAY
+// ENHANCE_YOUR_CALM naming the last stream opened, the connection
+// closed, and the streams in flight ended.
+func TestOpenHeaderBlockEndsConnectionAfterReadHeaderTimeout(t *testing.T) {
+	ended := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		close(ended)
+	}), func(s *Server) {
+		s.IdleTimeout = time.Hour
+		s.ReadHeaderTimeout = 100 * time.Millisecond
+	})
+	rc := dialRaw(t, ts.addr)
+	// A block of two frames, ended in time: its timer is stopped.
+	block := rc.headerBlock(":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/")
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:3], EndStream: true})
+	rc.fr.WriteContinuation(1, true, block[3:])
+	rc.until("stream 1's response", func(e event) bool { return e.id == 1 && e.typ == http2.FrameHeaders })
+	passed := time.Now().Add(200 * time.Millisecond)
+	waitFor(t, "the timeout to pass", func() bool { return time.Now().After(passed) })
+	rc.fr.WritePing(false, [8]byte{1})
+	if e := rc.until("PING ack", func(e event) bool { return e.typ == http2.FramePing || e.typ == http2.FrameGoAway }); e.typ != http2.FramePing {
+		t.Fatalf("GOAWAY %v after a block ended in time", e.code)
+	}
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: rc.headerBlock(":method", "GET")})
+	if e := rc.goAway(); e.code != http2.ErrCodeEnhanceYourCalm || e.last != 1 {
+		t.Fatalf("GOAWAY %v last %d", e.code, e.last)
+	}
+	rc.expectClosed()
+	rc.nc.Close()
+	<-ended
+}

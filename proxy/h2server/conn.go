@@ -41,6 +41,7 @@ type serverConn struct {
 	maxStreams   uint32
 	maxHeaders   uint32        // SETTINGS_MAX_HEADER_LIST_SIZE announced and enforced
 	idleTimeout  time.Duration // zero: none
+	blockTimeout time.Duration // how long a header block may stay open
 
 	wake       chan struct{} // wakes writeLoop; capacity 1
 	writerDone chan struct{}
@@ -58,6 +59,10 @@ type serverConn struct {
 	idleTimer   *time.Timer
 	trimPending bool
 	stopWatch   func() bool // stops closeNow on the context's end
+	// blockTimer, made with the first header block that goes on past
+	// its HEADERS frame, ends the connection if a block stays open
+	// past blockTimeout (see headerBlockOpen).
+	blockTimer *time.Timer
 
 	mu sync.Mutex
 	// Handlers waiting to send (waitSendLocked) are woken when they may
@@ -107,6 +112,12 @@ type serverConn struct {
 	// emptyData counts the DATA frames in a row that carried no data
 	// and did not end their stream (maxEmptyData).
 	emptyData int
+
+	// A header block is open (blockOpen) until blockDeadline; past it,
+	// blockExpired, the reader's read fails and the connection ends.
+	blockOpen     bool
+	blockExpired  bool
+	blockDeadline time.Time
 
 	// Rapid-reset accounting (see doc.go): completed counts streams
 	// answered in full; bad counts streams refused, reset by the client
@@ -160,11 +171,11 @@ var (
 )
 
 // newServerConn makes the connection's state; lim, when not nil,
-// replaces the Server's header list limit and idle timeout.
+// replaces the Server's header list limit and timeouts.
 func newServerConn(s *Server, c net.Conn, parent context.Context, lim *ConnLimits) *serverConn {
-	maxHeaders, idle := maxHeaderList(s.MaxHeaderBytes), s.IdleTimeout
+	maxHeaders, idle, block := maxHeaderList(s.MaxHeaderBytes), s.IdleTimeout, s.ReadHeaderTimeout
 	if lim != nil {
-		maxHeaders, idle = maxHeaderList(lim.MaxHeaderBytes), lim.IdleTimeout
+		maxHeaders, idle, block = maxHeaderList(lim.MaxHeaderBytes), lim.IdleTimeout, lim.ReadHeaderTimeout
 	}
 	sc := &serverConn{
 		srv:            s,
@@ -176,6 +187,7 @@ func newServerConn(s *Server, c net.Conn, parent context.Context, lim *ConnLimit
 		maxStreams:     s.maxStreams(),
 		maxHeaders:     maxHeaders,
 		idleTimeout:    idle,
+		blockTimeout:   readHeaderTimeout(block),
 		wake:           make(chan struct{}, 1),
 		work:           make(chan *stream),
 		writerDone:     make(chan struct{}),
@@ -226,6 +238,7 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	// Header blocks are decoded by hr, not by the Framer (see
 	// headers.go).
 	sc.hr = newHeaderReader(sc.fr, sc.br, sc.maxHeaders)
+	sc.hr.blockOpen = sc.headerBlockOpen
 	sc.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	sc.fr.SetReuseFrames()
 	sc.stopWatch = context.AfterFunc(sc.ctx, sc.closeNow)
@@ -241,6 +254,11 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	if sc.idleTimer != nil {
 		sc.idleTimer.Stop()
 	}
+	sc.mu.Lock()
+	if sc.blockTimer != nil {
+		sc.blockTimer.Stop()
+	}
+	sc.mu.Unlock()
 	sc.br.Reset(nil)
 	readerPool.Put(sc.br)
 	sc.br = nil
@@ -327,6 +345,9 @@ func (sc *serverConn) readLoop() error {
 	for {
 		f, hb, err := sc.hr.readFrame()
 		if err != nil {
+			if sc.headerBlockExpired() {
+				return connError{http2.ErrCodeEnhanceYourCalm, "header block not ended within the read-header timeout"}
+			}
 			var se http2.StreamError
 			var ce http2.ConnectionError
 			switch {
@@ -355,6 +376,51 @@ func (sc *serverConn) readLoop() error {
 			return err
 		}
 	}
+}
+
+// headerBlockOpen arms the header block timer when a block goes on past
+// its HEADERS frame, and stops it when the block ends. Only such blocks,
+// rare (a header block of more than one frame), pay for the timer.
+func (sc *serverConn) headerBlockOpen(open bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.blockOpen = open
+	switch {
+	case !open:
+		sc.blockTimer.Stop()
+	case sc.blockTimer == nil:
+		sc.blockDeadline = time.Now().Add(sc.blockTimeout)
+		sc.blockTimer = time.AfterFunc(sc.blockTimeout, sc.blockTimeUp)
+	default:
+		sc.blockDeadline = time.Now().Add(sc.blockTimeout)
+		sc.blockTimer.Reset(sc.blockTimeout)
+	}
+}
+
+// blockTimeUp runs on blockTimer's goroutine. If the block is still
+// open (a stale firing finds it ended, or open again with a later
+// deadline), its time is up: the reader, waiting for the CONTINUATION,
+// is woken by a read deadline in the past, and readLoop ends the
+// connection (headerBlockExpired). A connection already closing is left
+// to its own read deadline (finishWrites).
+func (sc *serverConn) blockTimeUp() {
+	sc.mu.Lock()
+	up := sc.blockOpen && !time.Now().Before(sc.blockDeadline) && !sc.dead && !sc.closeAfterFlush
+	if up {
+		sc.blockExpired = true
+	}
+	sc.mu.Unlock()
+	if up {
+		_ = sc.nc.SetReadDeadline(time.Now())
+	}
+}
+
+// headerBlockExpired says whether a read failed because a header block
+// stayed open too long.
+func (sc *serverConn) headerBlockExpired() bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.blockExpired
 }
 
 // processFrame acts on a frame, or on a request header block (hb, with

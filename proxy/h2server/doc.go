@@ -135,7 +135,14 @@
 // breach ending the connection with GOAWAY ENHANCE_YOUR_CALM: more than
 // 100 DATA frames in a row without data or END_STREAM, a SETTINGS frame
 // of more than 100 entries, a header block of more CONTINUATION frames
-// than 16 plus one per KiB of the header list limit.
+// than 16 plus one per KiB of the header list limit. A header block may
+// stay open (HEADERS without END_HEADERS, waiting for its CONTINUATION)
+// for ReadHeaderTimeout (default 10 s), a timer armed only for blocks of
+// more than one frame: the client can send nothing else meanwhile, and
+// the fields decoded so far are held, so a block left open while
+// another stream keeps the idle timeout away would hold the connection
+// for as long as that stream lasts. Past it the connection gets GOAWAY
+// ENHANCE_YOUR_CALM, naming the last stream opened, and is closed.
 //
 // Malformed requests (missing pseudo-header fields, connection-specific
 // fields, "te" other than "trailers", uppercase names, and, unlike x/net
@@ -150,11 +157,12 @@
 // RFC 9113 §5.3.1). IdleTimeout closes a connection without streams with GOAWAY
 // NO_ERROR.
 //
-// ConnOpts.Limits replaces MaxHeaderBytes and IdleTimeout for one
-// connection (proxy/h1server passes the limits in force when it accepted
-// the connection, so that a change of its limits applies to new
-// connections only); the connection keeps them for its life, and their
-// zero values mean the defaults above, not the Server's fields.
+// ConnOpts.Limits replaces MaxHeaderBytes, IdleTimeout and
+// ReadHeaderTimeout for one connection (proxy/h1server passes the
+// limits in force when it accepted the connection, so that a change of
+// its limits applies to new connections only); the connection keeps
+// them for its life, and their zero values mean the defaults above, not
+// the Server's fields.
 //
 // # Shutdown
 //

@@ -69,7 +69,11 @@ type headerReader struct {
 	// maxConts bounds the CONTINUATION frames of one block (see
 	// maxContinuations).
 	maxConts int
-	unread   int // bytes of the HEADERS frame being decoded left in br
+	// blockOpen, when set, is called with true once a block goes on
+	// past its HEADERS frame, and with false once its last
+	// CONTINUATION is read (a block that fails ends the connection).
+	blockOpen func(open bool)
+	unread    int // bytes of the HEADERS frame being decoded left in br
 
 	block headerBlock
 	// Budgets of the block being decoded: "trailer" fields count
@@ -296,6 +300,9 @@ func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBloc
 		if conts++; conts > hr.maxConts {
 			return nil, http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 		}
+		if conts == 1 && hr.blockOpen != nil {
+			hr.blockOpen(true)
+		}
 		hr.discard()
 		next, err := hr.fr.ReadFrame()
 		if err != nil {
@@ -308,6 +315,9 @@ func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBloc
 			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		frag, ended = cf.HeaderBlockFragment(), cf.HeadersEnded()
+		if ended && hr.blockOpen != nil {
+			hr.blockOpen(false)
+		}
 	}
 	if err := hr.dec.Close(); err != nil {
 		return nil, http2.ConnectionError(http2.ErrCodeCompression)

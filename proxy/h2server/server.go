@@ -33,6 +33,16 @@ type Server struct {
 	// has had no open stream for this long. Zero means no limit.
 	IdleTimeout time.Duration
 
+	// ReadHeaderTimeout bounds the time a request's header block may
+	// stay open: from a HEADERS frame without END_HEADERS to the
+	// CONTINUATION that ends it. While the block is open the client may
+	// send nothing else and the server holds what it has decoded, so a
+	// block left open would hold the connection's reader, and up to
+	// twice MaxHeaderBytes of fields, as long as another stream kept the
+	// idle timeout away. Past it the connection gets GOAWAY
+	// ENHANCE_YOUR_CALM and is closed. Zero means 10 s.
+	ReadHeaderTimeout time.Duration
+
 	// MaxUploadBufferPerStream is the receive window of each stream: how
 	// much request body the client may send ahead of the handler's reads.
 	// Zero means 1 MiB. Values are capped at 2^31-1.
@@ -84,17 +94,17 @@ type ConnOpts struct {
 	Upgrade  *http.Request
 	Settings []byte
 
-	// Limits, when set, replace the Server's MaxHeaderBytes and
-	// IdleTimeout for this connection, for its whole life (proxy/h1server
-	// passes the limits in force when it accepted the connection). Nil
-	// means the Server's.
+	// Limits, when set, replace the Server's MaxHeaderBytes, IdleTimeout
+	// and ReadHeaderTimeout for this connection, for its whole life
+	// (proxy/h1server passes the limits in force when it accepted the
+	// connection). Nil means the Server's.
 	Limits *ConnLimits
 }
 
 // ConnLimits are the limits of one connection that ConnOpts.Limits may
 // set instead of the Server's fields of the same names. Each zero value
 // means what the Server field's zero value means (1 MiB, no idle
-// timeout), not the Server's value.
+// timeout, 10 s), not the Server's value.
 type ConnLimits struct {
 	// MaxHeaderBytes is the connection's SETTINGS_MAX_HEADER_LIST_SIZE,
 	// announced and enforced as Server.MaxHeaderBytes is.
@@ -102,6 +112,9 @@ type ConnLimits struct {
 	// IdleTimeout closes the connection once it has had no open stream
 	// for this long, as Server.IdleTimeout does.
 	IdleTimeout time.Duration
+	// ReadHeaderTimeout bounds the time a header block stays open, as
+	// Server.ReadHeaderTimeout does.
+	ReadHeaderTimeout time.Duration
 }
 
 const (
@@ -116,6 +129,9 @@ const (
 	// defaultMaxFrame is SETTINGS_MAX_FRAME_SIZE's initial value; the
 	// server keeps it for what it reads.
 	defaultMaxFrame = 16384
+	// defaultReadHeaderTimeout is ReadHeaderTimeout's default, as the
+	// proxy's listeners default their read_header_timeout.
+	defaultReadHeaderTimeout = 10 * time.Second
 )
 
 func (s *Server) maxStreams() uint32 {
@@ -132,6 +148,15 @@ func maxHeaderList(n int) uint32 {
 		return uint32(min(n, 1<<30))
 	}
 	return http.DefaultMaxHeaderBytes
+}
+
+// readHeaderTimeout is the header block timeout for a ReadHeaderTimeout
+// of d.
+func readHeaderTimeout(d time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return defaultReadHeaderTimeout
 }
 
 func (s *Server) streamWindow() int32 {
