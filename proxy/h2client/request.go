@@ -50,15 +50,23 @@ func (o *outgoing) closeBody() {
 // rewind prepares o for sending again, and reports whether it can be:
 // when its body was never started (none, read ahead, or no sender yet),
 // or Request.GetBody gives it anew.
-func (o *outgoing) rewind(req *http.Request) bool {
+//
+// The old body's sender must have returned first; its stream has ended,
+// and the body was closed, but a body whose Close does not end a Read in
+// progress keeps the sender until that Read returns: it is waited for
+// only until ctx ends (the sender then closes the old body on its own).
+func (o *outgoing) rewind(ctx context.Context, req *http.Request) bool {
 	if o.body == nil || o.sender == nil {
 		return true
 	}
 	if req.GetBody == nil {
 		return false
 	}
-	// The sender stopped with its stream; it closes the old body.
-	<-o.sender
+	select {
+	case <-o.sender:
+	case <-ctx.Done():
+		return false
+	}
 	o.sender = nil
 	b, err := req.GetBody()
 	if err != nil {

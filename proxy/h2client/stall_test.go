@@ -3,8 +3,10 @@ package h2client
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,4 +107,55 @@ func TestEndedStreamsLeaveTheConnectionWindowWaiters(t *testing.T) {
 		defer c.mu.Unlock()
 		return len(c.connWaiters) == 0
 	})
+}
+
+// stuckBody gives its first bytes, then blocks in Read until released;
+// its Close does not end that Read.
+type stuckBody struct {
+	first   []byte
+	release chan struct{}
+}
+
+func (b *stuckBody) Read(p []byte) (int, error) {
+	if len(b.first) > 0 {
+		n := copy(p, b.first)
+		b.first = b.first[n:]
+		return n, nil
+	}
+	<-b.release
+	return 0, io.EOF
+}
+
+func (b *stuckBody) Close() error { return nil }
+
+// A request refused after its body began, whose body can be had anew
+// (GetBody) but whose old body is stuck in a Read that closing it does
+// not end, fails when its context ends: the retry waits for the old
+// body's sender only as long as the request may last.
+func TestRetryWaitingForAStuckBodyHonoursTheContext(t *testing.T) {
+	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
+		if _, err := rc.readUntil(is[*http2.DataFrame]); err != nil {
+			return
+		}
+		rc.fr.WriteRSTStream(h.StreamID, http2.ErrCodeRefusedStream)
+		io.Copy(io.Discard, rc)
+	})
+	tr := newTransport(t)
+	body := &stuckBody{first: []byte(strings.Repeat("x", 100)), release: make(chan struct{})}
+	released := sync.OnceFunc(func() { close(body.release) })
+	t.Cleanup(released)
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 300*time.Millisecond), "POST", "http://"+s.addr+"/", body)
+	req.ContentLength = -1
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("again")), nil }
+	errc := make(chan error, 1)
+	go func() { errc <- fetch(tr, req).err }()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the context's deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		released()
+		t.Fatalf("RoundTrip outlived its context by seconds; then: %v", <-errc)
+	}
 }

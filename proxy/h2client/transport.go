@@ -159,8 +159,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		prev = c
 		// The server did not process the request: send it once more,
 		// on another connection, when its body can be sent again.
-		if !o.rewind(req) {
+		if !o.rewind(ctx, req) {
 			o.closeBody()
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("h2client: %w", context.Cause(ctx))
+			}
 			return nil, err
 		}
 	}
