@@ -61,6 +61,9 @@ routes:
     request_headers:
       add: [{name: x-a, value: "1", append: true}, {name: x-a, value: "2", append: true}]
 `,
+		// A stream's trailing "---" starts a document with nothing in it.
+		"an empty document after the config": "clusters: {a: {endpoints: [\"10.0.0.1:80\"]}}\n---\n",
+		"empty documents with comments":      "---\nclusters: {a: {endpoints: [\"10.0.0.1:80\"]}}\n---\n# nothing more\n---\n...\n",
 		"timeout disabled": `
 clusters: {a: {endpoints: ["10.0.0.1:80"]}}
 routes: [{cluster: a, timeout_disabled: true, per_try_timeout: 1h}]

@@ -98,12 +98,27 @@ func decode(data []byte, source string) (*Config, error) {
 		}
 		return nil, fail(line, msg)
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, fail(extra.Line, "only one YAML document is allowed")
-	} else if !errors.Is(err, io.EOF) {
-		line, msg := syntaxError(err)
-		return nil, fail(line, msg)
+	// A config is one document. A document with nothing in it after the
+	// config (a trailing "---", maybe with comments) is no second one: it
+	// is what tools that write YAML streams leave behind.
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			line, msg := syntaxError(err)
+			return nil, fail(line, msg)
+		}
+		if emptyDocument(&extra) {
+			continue
+		}
+		line := extra.Line
+		if len(extra.Content) > 0 {
+			line = extra.Content[0].Line
+		}
+		return nil, fail(line, fmt.Sprintf("a second YAML document (started by the --- on line %d): a config is one document", extra.Line))
 	}
 	doc := &root
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
@@ -204,6 +219,16 @@ func decode(data []byte, source string) (*Config, error) {
 		return nil, errs.capped(source)
 	}
 	return &cfg, nil
+}
+
+// emptyDocument reports whether doc holds nothing: no node written, not
+// even null ("~").
+func emptyDocument(doc *yaml.Node) bool {
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return doc.Kind == yaml.DocumentNode && len(doc.Content) == 0
+	}
+	n := doc.Content[0]
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null" && n.Value == "" && n.Style == 0 && n.Anchor == ""
 }
 
 // capped keeps the first MaxProblems problems and adds one that counts the

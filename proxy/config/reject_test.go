@@ -438,7 +438,9 @@ clusters: {}
 		{"yaml syntax error", "clusters:\n  a: [\n", `t.yaml:2: invalid YAML: did not find expected node content`},
 		{"empty document", "# nothing\n", `t.yaml: config is empty`},
 		{"top level not a mapping", "- a\n- b\n", `t.yaml:1: expected a mapping of settings at the top level, got a list`},
-		{"two documents", okCluster + "---\n" + okCluster, `t.yaml:5: only one YAML document is allowed`},
+		{"two documents", okCluster + "---\n" + okCluster, `t.yaml:7: a second YAML document (started by the --- on line 5): a config is one document`},
+		{"a second document after an empty one", okCluster + "---\n# nothing\n---\nbogus: 1\n", `t.yaml:8: a second YAML document (started by the --- on line 7): a config is one document`},
+		{"a second document holding null", okCluster + "--- ~\n", `t.yaml:5: a second YAML document (started by the --- on line 5): a config is one document`},
 		// The YAML library reports these without a line; the line (and
 		// column) are found again.
 		{"not UTF-8", okCluster + "    protocol: \xff\xfe\n", `t.yaml:5: invalid YAML: column 15: byte 0xff is not UTF-8 (the file must be UTF-8 encoded)`},
