@@ -159,9 +159,9 @@ func decode(data []byte, source string) (*Config, error) {
 		if !errors.As(err, &te) {
 			line, msg := syntaxError(err)
 			if line == 0 {
-				var path string
-				line, path, msg = locateMerge(doc, "", msg)
-				return nil, Errors{{Source: source, Line: line, Path: path, Msg: msg}}
+				if l, path, m := locateMerge(doc, ""); l != 0 {
+					return nil, Errors{{Source: source, Line: l, Path: path, Msg: m}}
+				}
 			}
 			return nil, fail(line, msg)
 		}
@@ -338,8 +338,10 @@ func locate(data []byte, msg string) (int, string) {
 var unknownAnchorRe = regexp.MustCompile(`unknown anchor '(.*)' referenced`)
 
 // locateMerge finds the merge key ("<<") whose value is neither a mapping
-// nor a list of mappings, which the YAML library reports without a line.
-func locateMerge(n *yaml.Node, path, msg string) (int, string, string) {
+// nor a list of mappings, which the YAML library reports without a line,
+// and returns its line, key path and what is wrong; line 0 when there is
+// none.
+func locateMerge(n *yaml.Node, path string) (int, string, string) {
 	switch n.Kind {
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -348,18 +350,18 @@ func locateMerge(n *yaml.Node, path, msg string) (int, string, string) {
 			if k.Kind == yaml.ScalarNode && k.Value == "<<" && k.Tag == "!!merge" && !mergeable(v) {
 				return k.Line, p, "a merge key (<<) takes a mapping, an alias of one, or a list of them; got " + describeNode(resolve(v))
 			}
-			if l, p, m := locateMerge(v, p, msg); l != 0 {
+			if l, p, m := locateMerge(v, p); l != 0 {
 				return l, p, m
 			}
 		}
 	case yaml.SequenceNode:
 		for i, item := range n.Content {
-			if l, p, m := locateMerge(item, indexPath(path, i), msg); l != 0 {
+			if l, p, m := locateMerge(item, indexPath(path, i)); l != 0 {
 				return l, p, m
 			}
 		}
 	}
-	return 0, "", msg
+	return 0, "", ""
 }
 
 func mergeable(v *yaml.Node) bool {
