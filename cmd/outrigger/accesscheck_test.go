@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // An access log that cannot be opened stops `run` at start; validate
@@ -14,7 +16,7 @@ import (
 func TestValidateRefusesAnAccessLogThatCannotBeOpened(t *testing.T) {
 	path := writeConfig(t, "logging:\n  access_log: {enabled: true, path: /nonexistent/dir/access.log}\n")
 	code, out, stderr := runCmd(t, "validate", "-c", path)
-	if code != 1 || out != "" || !strings.Contains(stderr, path+": logging.access_log.path: cannot open the access log: ") {
+	if code != 1 || out != "" || !strings.Contains(stderr, path+":2: logging.access_log.path: cannot open the access log: ") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 	// A path that can be created is fine, and validate does not create it.
@@ -45,5 +47,26 @@ func TestReloadRejectsAnAccessLogThatCannotBeOpened(t *testing.T) {
 	}
 	if st := s.state.status(); !strings.Contains(st.LastReloadError, "logging.access_log.path: cannot open the access log") {
 		t.Fatalf("last reload error %q", st.LastReloadError)
+	}
+}
+
+// A directory the sidecar may not write to is refused for a new access
+// log file (access(2) with W_OK). Root may write anywhere, so this runs
+// only as another user.
+func TestAccessLogInAnUnwritableDirectoryIsRefused(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root may write to any directory")
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(dir, 0o755) })
+	err := checkAccessLog(config.AccessLog{Enabled: true, Path: filepath.Join(dir, "access.log")})
+	if err == nil || !strings.Contains(err.Error(), "logging.access_log.path: cannot open the access log: "+dir+": directory not writable") {
+		t.Fatalf("err = %v", err)
+	}
+	if err := checkAccessLog(config.AccessLog{Enabled: true, Path: filepath.Join(t.TempDir(), "access.log")}); err != nil {
+		t.Fatalf("a writable directory: %v", err)
 	}
 }

@@ -82,6 +82,10 @@ func (a *accessLog) Reconfigure(cfg config.AccessLog) error {
 	return nil
 }
 
+// accessWrite is access(2)'s W_OK (<unistd.h>): may the caller write.
+// Package syscall does not export it.
+const accessWrite = 0x2
+
 // checkAccessLog reports, as a config error on logging.access_log.path,
 // why the access log file of cfg could not be opened, without creating
 // it: an existing file must open for appending, a new one needs a
@@ -110,7 +114,7 @@ func checkAccessLog(cfg config.AccessLog) error {
 	case !st.IsDir():
 		return fail(fmt.Errorf("%s is not a directory", dir))
 	}
-	if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
+	if err := syscall.Access(dir, accessWrite); err != nil {
 		return fail(fmt.Errorf("%s: directory not writable: %w", dir, err))
 	}
 	return nil
