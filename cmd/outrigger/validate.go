@@ -40,21 +40,28 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 }
 
 // printConfigError writes every problem in err on a line of its own,
-// "FILE:LINE: key.path: why". An error that is not a list of field errors
-// (the file cannot be read) is one line, prefixed with the file.
+// "FILE:LINE: key.path: why". A problem that names its key path but not
+// its line (found after Load: the proxy's, the access log's) is given the
+// line of that key, as Load's own problems have it. An error that is not
+// a list of field errors is one line, prefixed with the file (and the
+// line of the key path its text starts with, if any).
 func printConfigError(w io.Writer, path string, err error) {
 	var es config.Errors
 	if errors.As(err, &es) {
 		for _, e := range es {
-			if e.Source == "" {
-				e.Source = path
+			fe := *e
+			if fe.Source == "" {
+				fe.Source = path
 			}
-			fmt.Fprintln(w, e.Error())
+			if fe.Line == 0 && fe.Path != "" && fe.Source == path {
+				fe.Line = config.LineOfFile(path, fe.Path)
+			}
+			fmt.Fprintln(w, fe.Error())
 		}
 		return
 	}
-	// The proxy's errors start with the key path ("clusters.a: tls: ...");
-	// give them the line of that key, as Load's errors have.
+	// The proxy's errors are text that starts with the key path
+	// ("clusters.a: tls: ...").
 	msg := err.Error()
 	if key, _, ok := strings.Cut(msg, ": "); ok && key != "" && !strings.ContainsAny(key, " \t\n") {
 		if line := config.LineOfFile(path, key); line > 0 {
