@@ -31,15 +31,8 @@ func TestValidateRefusesAnAccessLogThatCannotBeOpened(t *testing.T) {
 }
 
 func TestReloadRejectsAnAccessLogThatCannotBeOpened(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "outrigger.yaml")
-	if err := os.WriteFile(path, []byte(reloadTestConfig("1s")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := newReloadSidecar(t, path)
-	bad := reloadTestConfig("2s") + "logging:\n  access_log: {enabled: true, path: /nonexistent/dir/access.log}\n"
-	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := newReloadSidecar(t, "1s")
+	writeAtomic(t, s.opts.configPath, reloadTestConfig("2s")+"logging:\n  access_log: {enabled: true, path: /nonexistent/dir/access.log}\n")
 	s.reloadFile("signal")
 	cur, gen := s.state.current()
 	if gen != 1 || cur.Clusters["a"].ConnectTimeout.String() != "1s" {

@@ -25,15 +25,21 @@ func reloadTestConfig(connectTimeout string) string {
 	return "listeners: {outbound: {disabled: true}}\nclusters: {a: {endpoints: [\"127.0.0.1:9\"], connect_timeout: " + connectTimeout + "}}\n"
 }
 
-// newReloadSidecar is a sidecar with no listeners, serving the file at
-// path, ready for reload and reloadFile.
-func newReloadSidecar(t *testing.T, path string) *sidecar {
+// newReloadSidecar writes reloadTestConfig(connectTimeout) to a file of
+// its own (s.opts.configPath) and returns a sidecar with no listeners
+// serving it, ready for reload, reloadFile and its watcher. write
+// replaces the file (by rename, as editors do) with the config of another
+// connect_timeout.
+func newReloadSidecar(t *testing.T, connectTimeout string) (s *sidecar, write func(connectTimeout string)) {
 	t.Helper()
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	write = func(ct string) { writeAtomic(t, path, reloadTestConfig(ct)) }
+	write(connectTimeout)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sidecar{
+	s = &sidecar{
 		opts:  sidecarOptions{configPath: path},
 		log:   zap.NewNop(),
 		level: zap.NewAtomicLevel(),
@@ -51,7 +57,7 @@ func newReloadSidecar(t *testing.T, path string) *sidecar {
 	}
 	s.state.applied(cfg, true, time.Now())
 	s.watcher = s.newWatcher(cfg)
-	return s
+	return s, write
 }
 
 // sidecarLoops runs s's file watch and SIGHUP loop until the test ends.
@@ -128,10 +134,7 @@ func waitServing(t *testing.T, s *sidecar, want time.Duration) {
 // it last delivered was never applied, and the config SIGHUP applied kept
 // serving.
 func TestFileChangedBackAfterSIGHUPServesTheFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "outrigger.yaml")
-	write := func(ct string) { writeAtomic(t, path, reloadTestConfig(ct)) }
-	write("1s")
-	s := newReloadSidecar(t, path)
+	s, write := newReloadSidecar(t, "1s")
 	// The watcher delivers a file unlike the config loaded at start as
 	// soon as it runs: its watches are then in place.
 	write("2s")
@@ -152,10 +155,7 @@ func TestFileChangedBackAfterSIGHUPServesTheFile(t *testing.T) {
 // apply a newer version between the watcher's read and its apply, which
 // then put the older one back.
 func TestConcurrentReloadsApplyTheNewestFileLast(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "outrigger.yaml")
-	write := func(v int) { writeAtomic(t, path, reloadTestConfig(strconv.Itoa(v)+"ms")) }
-	write(1)
-	s := newReloadSidecar(t, path)
+	s, write := newReloadSidecar(t, "1ms")
 	sighup := sidecarLoops(t, s)
 
 	const versions = 60
@@ -182,7 +182,7 @@ func TestConcurrentReloadsApplyTheNewestFileLast(t *testing.T) {
 		}
 	})
 	for v := 2; v <= versions; v++ {
-		write(v)
+		write(strconv.Itoa(v) + "ms")
 		wg.Go(func() { s.reloadFile("signal") })
 		sighup()
 	}
@@ -198,18 +198,12 @@ func TestConcurrentReloadsApplyTheNewestFileLast(t *testing.T) {
 // racing SIGTERM) changes nothing and records nothing: the drain keeps
 // the config and listeners it started with.
 func TestReloadDuringDrainIsIgnored(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "outrigger.yaml")
-	if err := os.WriteFile(path, []byte(reloadTestConfig("1s")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := newReloadSidecar(t, path)
+	s, _ := newReloadSidecar(t, "1s")
 	s.draining.Store(true)
 	for _, content := range []string{reloadTestConfig("2s"), "clusters: [\n"} {
-		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeAtomic(t, s.opts.configPath, content)
 		s.reloadFile("signal")
-		cfg, err := config.Load(path)
+		cfg, err := config.Load(s.opts.configPath)
 		s.reload(cfg, err, "file")
 	}
 	cur, gen := s.state.current()
