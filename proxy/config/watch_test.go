@@ -37,11 +37,13 @@ func startWatcher(t *testing.T, path string) <-chan delivery {
 // the watcher makes.
 func startWatcherWith(t *testing.T, path string, debounce time.Duration) (<-chan delivery, <-chan struct{}) {
 	t.Helper()
-	return startWatcherSettle(t, path, debounce, 0)
+	_, ch, reads := startWatcherSettle(t, path, debounce, 0)
+	return ch, reads
 }
 
-// startWatcherSettle also sets the Watcher's Settle.
-func startWatcherSettle(t *testing.T, path string, debounce, settle time.Duration) (<-chan delivery, <-chan struct{}) {
+// startWatcherSettle also sets the Watcher's Settle, and returns the
+// Watcher.
+func startWatcherSettle(t *testing.T, path string, debounce, settle time.Duration) (*Watcher, <-chan delivery, <-chan struct{}) {
 	t.Helper()
 	ch := make(chan delivery, 64)
 	reads := make(chan struct{}, 64)
@@ -85,7 +87,7 @@ func startWatcherSettle(t *testing.T, path string, debounce, settle time.Duratio
 	if first.err != nil || first.cfg.Routes[0].Timeout == 999*time.Second {
 		t.Fatalf("first delivery = %+v, want the file's config", first)
 	}
-	return ch, reads
+	return w, ch, reads
 }
 
 func next(t *testing.T, ch <-chan delivery) delivery {
@@ -380,7 +382,7 @@ func TestWatchCurrentEqualToFileDeliversNothingOnStart(t *testing.T) {
 func TestWatchHalfWrittenFileFollowedByCompleteOneDeliversOnlyTheConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outrigger.yaml")
 	writeFile(t, path, configWithTimeout("1s"))
-	ch, reads := startWatcherSettle(t, path, 20*time.Millisecond, waitLimit)
+	_, ch, reads := startWatcherSettle(t, path, 20*time.Millisecond, waitLimit)
 
 	full := configWithTimeout("12s")
 	writeFile(t, path, full[:len(full)-12]) // cut inside the route
@@ -403,7 +405,7 @@ func TestWatchHalfWrittenFileFollowedByCompleteOneDeliversOnlyTheConfig(t *testi
 func TestWatchFailureThatStaysIsDeliveredAfterSettle(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outrigger.yaml")
 	writeFile(t, path, configWithTimeout("1s"))
-	ch, reads := startWatcherSettle(t, path, 20*time.Millisecond, waitLimit)
+	_, ch, reads := startWatcherSettle(t, path, 20*time.Millisecond, waitLimit)
 
 	// Broken, then back to what was delivered before Settle ends: nothing.
 	writeFile(t, path, configWithTimeout("bad"))
@@ -416,7 +418,7 @@ func TestWatchFailureThatStaysIsDeliveredAfterSettle(t *testing.T) {
 	default:
 	}
 
-	ch2, _ := startWatcherSettle(t, path, 20*time.Millisecond, 50*time.Millisecond)
+	_, ch2, _ := startWatcherSettle(t, path, 20*time.Millisecond, 50*time.Millisecond)
 	writeFile(t, path, configWithTimeout("bad"))
 	d := next(t, ch2)
 	if d.cfg != nil || d.err == nil || !strings.Contains(d.err.Error(), `invalid duration "bad"`) {
@@ -543,4 +545,36 @@ func TestWatchUnreadableFileIsAFailureUntilReadableAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantTimeout(t, next(t, ch), time.Second)
+}
+
+// Reload hands the file on at once, changed or not, a failure without
+// waiting out Settle; and Run compares later changes with what Reload
+// handed on, so a file changed, reloaded and changed back is delivered
+// (it differs from what was handed on last) though it is what Run itself
+// delivered last.
+func TestWatchReloadHandsOnAtOnceAndRunComparesWithIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outrigger.yaml")
+	writeFile(t, path, configWithTimeout("1s"))
+	// A debounce far longer than a write and a Reload take: Run reads
+	// only after the last write below.
+	w, ch, _ := startWatcherSettle(t, path, 300*time.Millisecond, waitLimit)
+	reload := func() delivery {
+		var d delivery
+		w.Reload(func(c *Config, err error) { d = delivery{c, err} })
+		return d
+	}
+
+	wantTimeout(t, reload(), time.Second) // unchanged, handed on all the same
+	writeFile(t, path, configWithTimeout("2s"))
+	wantTimeout(t, reload(), 2*time.Second)
+	writeFile(t, path, configWithTimeout("1s"))
+	wantTimeout(t, next(t, ch), time.Second)
+
+	writeFile(t, path, "clusters: [\n")
+	if d := reload(); d.err == nil || !strings.Contains(d.err.Error(), "invalid YAML") {
+		t.Fatalf("Reload of a broken file handed on %+v", d)
+	}
+	// Run delivers what follows as usual.
+	writeFile(t, path, configWithTimeout("3s"))
+	wantTimeout(t, next(t, ch), 3*time.Second)
 }
