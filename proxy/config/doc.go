@@ -23,7 +23,13 @@
 //     [MaxProblems] at a time, then a count of the rest.
 //   - [Watcher] (and [Watch]) deliver a new config or the error that stopped
 //     it; they never apply anything. The caller keeps serving its last good
-//     config when an error is delivered.
+//     config when an error is delivered. [Watcher.Reload] reads on demand
+//     under the lock Run delivers under, so that every read of the file is
+//     handed on before the next is made and the newest content is the last
+//     handed on.
+//   - A config is one YAML document; empty documents after it (a trailing
+//     "---") are ignored. Header names given as a mapping are compared
+//     without regard to case, as HTTP compares them.
 //
 // The package does no logging. Only [Watcher.Run] does I/O over time: it
 // runs on the caller's goroutine, owns an fsnotify watcher (and the reader
