@@ -298,6 +298,18 @@ routes:
             X-Tenant: a
             x-tenant: t
 `, `t.yaml:15: routes[0].composition.calls[0].headers.x-tenant: header "x-tenant" is the same field as "X-Tenant" on line 14 (header names are case-insensitive): give it once`},
+		{"composition call named in the error by its place", okCluster + `
+routes:
+  - match: {path: {exact: /x}}
+    composition:
+      calls:
+        - name: first
+          cluster: a
+          path: /c
+        - name: second
+          cluster: nope
+          path: /d
+`, `t.yaml:14: routes[0].composition.calls[1].cluster: unknown cluster "nope"`},
 		{"hop-by-hop header", okCluster + `
 routes:
   - cluster: a
@@ -588,7 +600,7 @@ eventlog:
 		`t.yaml:5: clusters.a.outlier_detection.max_ejection_percent: must be in [1,100]`,
 		`t.yaml:6: clusters.a.failure_classifier.http_statuses[0]: "6xx" is not an HTTP status code (100-599), range (500-599), class (5xx) or none`,
 		`t.yaml:9: routes[0].composition: path parameter {id} needs a named group in match.path.regex, e.g. (?P<id>[^/]+)`,
-		`t.yaml:10: routes[0].composition.calls.order.cluster: unknown cluster "nope"`,
+		`t.yaml:11: routes[0].composition.calls[0].cluster: unknown cluster "nope"`,
 		`t.yaml:14: eventlog.topics.orders.partitions: must be >= 1`,
 	}, "\n")
 	_, err := Parse([]byte(src), "t.yaml")

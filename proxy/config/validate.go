@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/outrigger-mesh/outrigger/composer"
 	"github.com/outrigger-mesh/outrigger/proxy/health"
 )
 
@@ -619,7 +620,9 @@ func (c *Config) validateReferences(p *problems) {
 			unknown(path+".fallback.cluster", fb.Cluster)
 		}
 		if r.Composition != nil {
+			from := len(p.errs)
 			p.nested(path+".composition", r.Composition.Validate(known))
+			callPathsByIndex(p.errs[from:], path+".composition.calls", r.Composition.Calls)
 			var groups map[string]bool
 			if re, err := regexp.Compile(r.Match.Path.Regex); err == nil && r.Match.Path.Regex != "" {
 				groups = map[string]bool{}
@@ -869,4 +872,28 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// callPathsByIndex rewrites the key paths of the composer's problems that
+// name a call by its name (calls.order.cluster) to name it by its place
+// in the list (calls[0].cluster), as every other key path of a list item
+// does and as the file's lines are found by.
+func callPathsByIndex(errs Errors, prefix string, calls []composer.Call) {
+	index := map[string]int{}
+	for i := len(calls) - 1; i >= 0; i-- {
+		index[calls[i].Name] = i // the first of a repeated name
+	}
+	for _, e := range errs {
+		rest, ok := strings.CutPrefix(e.Path, prefix+".")
+		if !ok {
+			continue
+		}
+		end := strings.IndexAny(rest, ".[")
+		if end < 0 {
+			end = len(rest)
+		}
+		if i, ok := index[rest[:end]]; ok {
+			e.Path = indexPath(prefix, i) + rest[end:]
+		}
+	}
 }
