@@ -403,3 +403,51 @@ func TestOpenHeaderBlockEndsConnectionAfterReadHeaderTimeout(t *testing.T) {
 	rc.nc.Close()
 	<-ended
 }
+
+// Handlers blocked on the connection's window, and a client that opens
+// it a byte at a time: each WINDOW_UPDATE woke every handler whose own
+// window was open, for one of them to take the byte and the others to
+// find the window closed again (some 100 wake-ups per frame here). Only
+// as many as the window can serve are woken, each passing on what it
+// leaves.
+func TestOneByteConnectionWindowUpdatesWakeOneSender(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeUntilError(w)
+	}))
+	rc := dialRaw(t, ts.addr)
+	sc := ts.conn(t)
+	const streams, updates = 100, 300
+	for id := uint32(1); id < 2*streams; id += 2 {
+		rc.get(id, "/")
+	}
+	waitFor(t, "the handlers to wait for the connection's window", func() bool {
+		return sc.locked(func() bool { return sc.sendWaiters == streams && sc.sendWindow <= 0 })
+	})
+	// readData reads n bytes of DATA.
+	readData := func(n int) {
+		for n > 0 {
+			n -= len(rc.until("DATA", func(e event) bool { return e.typ == http2.FrameData }).data)
+		}
+	}
+	readData(initialWindow)
+	sc.mu.Lock()
+	before := sc.sendWakes
+	sc.mu.Unlock()
+	// Each update once the last byte came: it finds the window closed.
+	for i := 0; i < updates; i++ {
+		rc.fr.WriteWindowUpdate(0, 1)
+		readData(1)
+	}
+	// Every byte was sent: the window was passed on, nothing was lost.
+	waitFor(t, "the handlers to wait again", func() bool {
+		return sc.locked(func() bool { return sc.sendWaiters == streams })
+	})
+	sc.mu.Lock()
+	wakes := sc.sendWakes - before
+	sc.mu.Unlock()
+	t.Logf("%d wake-ups for %d one-byte updates", wakes, updates)
+	if wakes > 2*updates {
+		t.Fatalf("%d wake-ups of %d waiting handlers for %d one-byte updates", wakes, streams, updates)
+	}
+	rc.nc.Close()
+}

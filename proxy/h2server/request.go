@@ -38,9 +38,11 @@ type stream struct {
 	respStarted  bool  // the final response's HEADERS are queued
 	sendWindow   int64 // may go negative (RFC 9113 §6.9.2)
 	// The handler waits to send on sendWake (made at its first wait)
-	// while sendWaiting says for what (see waitSendLocked).
+	// while sendWaiting says for what (see waitSendLocked), and, for
+	// window, how much it has to send (sendNeed).
 	sendWake    chan struct{}
 	sendWaiting sendWait
+	sendNeed    int
 
 	// Request body: DATA not yet read, and what ends it.
 	rbuf         []byte

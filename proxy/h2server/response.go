@@ -405,15 +405,26 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 // drain a full buffer) as needed.
 func (rw *responseWriter) sendDataLocked(p []byte, end bool) error {
 	sc, st := rw.sc, rw.st
+	// A handler woken for the connection's window passes on what it
+	// leaves of it, when it stops taking it (see wakeSendersLocked).
+	waited := false
 	for {
 		if err := sc.sendBlockedLocked(st); err != nil {
+			if waited {
+				sc.passWindowLocked()
+			}
 			return err
 		}
 		n := 0
 		if len(p) > 0 {
 			avail := min(st.sendWindow, sc.sendWindow)
 			if avail <= 0 || len(sc.wbuf) >= maxPending {
+				if waited {
+					sc.passWindowLocked()
+				}
+				st.sendNeed = len(p)
 				sc.waitSendLocked(st, waitWindow)
+				waited = true
 				continue
 			}
 			n = int(min(int64(len(p)), avail, int64(sc.peerMaxFrame)))
@@ -424,6 +435,9 @@ func (rw *responseWriter) sendDataLocked(p []byte, end bool) error {
 		sc.sendWindow -= int64(n)
 		p = p[n:]
 		if len(p) == 0 {
+			if waited {
+				sc.passWindowLocked()
+			}
 			return nil
 		}
 		if len(sc.wbuf) >= maxPending/4 {
@@ -481,12 +495,37 @@ func (sc *serverConn) wakeSenderLocked(st *stream) {
 	}
 }
 
-// wakeSendersLocked wakes the handlers that wait to send and may now.
+// wakeSendersLocked wakes the handlers that wait to send and may now,
+// but of those waiting for the connection's window only as many as it
+// can serve: each counts for what it waits to send, within its stream's
+// window, and those woken already count too. Waking all of them, a
+// client that opened the window a byte at a time had every handler woken
+// for each byte, one to take it and the rest to wait again. One woken
+// that takes less than it counted for passes the rest on when it stops
+// taking (passWindowLocked), so the window is never left unused while
+// handlers wait for it.
 func (sc *serverConn) wakeSendersLocked() {
 	if sc.sendWaiters == 0 {
 		return
 	}
+	budget := sc.sendWindow
 	for _, st := range sc.streams {
+		if st.sendWaiting != waitWindow || st.reset || sc.dead || st.writeExpiredLocked() {
+			sc.wakeSenderLocked(st)
+			continue
+		}
+		if st.sendWindow <= 0 || budget <= 0 || len(sc.wbuf) >= maxPending {
+			continue
+		}
+		budget -= min(st.sendWindow, int64(st.sendNeed))
 		sc.wakeSenderLocked(st)
+	}
+}
+
+// passWindowLocked is called by a handler woken for the connection's
+// window once it stops taking it: what it left goes to the next ones.
+func (sc *serverConn) passWindowLocked() {
+	if sc.sendWindow > 0 {
+		sc.wakeSendersLocked()
 	}
 }
