@@ -523,7 +523,11 @@ func (sc *serverConn) countBadLocked() error {
 // resetByClient marks an id in recentResets: stream ids have 31 bits.
 const resetByClient = 1 << 31
 
-// inRecentResets says whether recentResets holds r (an id, marked or not).
+// inRecentResets says whether recentResets holds r: an id, for a stream
+// the server reset, whose late frames (sent before the client saw the
+// reset) are ignored; or an id marked resetByClient (see
+// resetByClientLocked). A stream the client reset, or one forgotten, is
+// not ignored.
 func (sc *serverConn) inRecentResets(r uint32) bool {
 	for _, x := range sc.recentResets {
 		if x == r {
@@ -532,12 +536,6 @@ func (sc *serverConn) inRecentResets(r uint32) bool {
 	}
 	return false
 }
-
-// ignoresLateFrames says whether frames for a stream id that is no
-// longer open are ignored: the server reset it, and the client may not
-// have seen the reset when it sent them. A stream the client reset, or
-// one forgotten, is not in that case.
-func (sc *serverConn) ignoresLateFrames(id uint32) bool { return sc.inRecentResets(id) }
 
 // resetByClientLocked says whether the client reset the gone stream id.
 func (sc *serverConn) resetByClientLocked(id uint32) bool {
@@ -650,7 +648,7 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 		return sc.trailersLocked(st, f)
 	}
 	if id <= sc.maxClientID {
-		ignore := sc.ignoresLateFrames(id)
+		ignore := sc.inRecentResets(id)
 		byClient := !ignore && sc.resetByClientLocked(id)
 		if byClient {
 			sc.rstLocked(id, http2.ErrCodeStreamClosed)
@@ -788,7 +786,7 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 		switch {
 		case st == nil && id > sc.maxClientID:
 			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
-		case st != nil && st.reset && !st.peerReset, st == nil && sc.ignoresLateFrames(id):
+		case st != nil && st.reset && !st.peerReset, st == nil && sc.inRecentResets(id):
 			return nil
 		case st != nil && !st.reset:
 			// RFC 9113 §5.1 half-closed (remote).
