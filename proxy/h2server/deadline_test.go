@@ -12,6 +12,20 @@ import (
 	"golang.org/x/net/http2"
 )
 
+// expectDeadlineError waits for the error of a blocked operation (what)
+// on errc, which must come soon and wrap os.ErrDeadlineExceeded.
+func expectDeadlineError(t *testing.T, what string, errc <-chan error) {
+	t.Helper()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%s: %v, want os.ErrDeadlineExceeded", what, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s still blocked", what)
+	}
+}
+
 // A stream's body Read blocked waiting for DATA is ended by the handler's
 // read deadline, by its timer or set (already passed) from another
 // goroutine; the handler answers, the stream is reset NO_ERROR after the
@@ -46,14 +60,7 @@ func TestSetReadDeadlineEndsBlockedStreamRead(t *testing.T) {
 			rc := dialRaw(t, ts.addr)
 			rc.post(1, "/", "content-length", "100")
 			rc.fr.WriteData(1, false, []byte("part"))
-			select {
-			case err := <-readErr:
-				if !errors.Is(err, os.ErrDeadlineExceeded) {
-					t.Fatalf("body read: %v, want os.ErrDeadlineExceeded", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("body read still blocked")
-			}
+			expectDeadlineError(t, "body read", readErr)
 			if status, _, _, rst := rc.response(1); status != "504" || rst != nil {
 				t.Fatalf("status %q, reset %v", status, rst)
 			}
@@ -196,14 +203,7 @@ func TestSetWriteDeadlineEndsBlockedStreamWrite(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			select {
-			case err := <-writeErr:
-				if !errors.Is(err, os.ErrDeadlineExceeded) {
-					t.Fatalf("write: %v, want os.ErrDeadlineExceeded", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("write still blocked")
-			}
+			expectDeadlineError(t, "write", writeErr)
 			if e := rc.rst(1); e.code != http2.ErrCodeInternal {
 				t.Fatalf("reset %v, want INTERNAL_ERROR", e.code)
 			}
