@@ -443,10 +443,7 @@ func (x *nodeIndex) onLine(line int) []*indexEntry {
 	return out
 }
 
-var (
-	unmarshalerType  = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
-	composerCallType = reflect.TypeOf(composer.Call{})
-)
+var composerCallType = reflect.TypeOf(composer.Call{})
 
 func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 	// An alias is indexed where it stands but not followed: following
