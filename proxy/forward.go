@@ -432,14 +432,11 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 	ctx = r.Context()
 	timeout := rt.timeout
 	perTryTimeout = rt.perTryTimeout
-	if f.upgrade = upgradeProtocol(r); f.upgrade != "" && f.c.protocol == protoHTTP1 {
-		// A switched protocol lives as long as its peers want: the route
-		// timeout bounds only the wait for the 101.
-		if timeout > 0 && (perTryTimeout == 0 || timeout < perTryTimeout) {
-			perTryTimeout = timeout
-		}
-		timeout = 0
-	} else {
+	// The route timeout bounds an upgrade request as any other until its
+	// response: its body, the wait for the 101, a refusal's body. A
+	// switched protocol then lives as long as its peers want, within the
+	// tunnel's idle timeout (see tunnel), on the request's context.
+	if f.upgrade = upgradeProtocol(r); f.c.protocol != protoHTTP1 {
 		f.upgrade = ""
 	}
 	if f.grpc {
@@ -591,15 +588,12 @@ type timerStopper interface{ Stop() bool }
 // outlier detector). A retry's body is replayed from memory, so its
 // timer starts almost at once. Until the body ends, the route deadline
 // bounds the attempt, and the stalled body watch tells a client that
-// stalls from an upstream that stops reading (see watchBodyStall). A
-// protocol switch's timer starts at once: it bounds the wait for the
-// 101, in place of the route timeout, and nothing else bounds that
-// request.
+// stalls from an upstream that stops reading (see watchBodyStall).
 //
 //go:noinline
 func (f *forwarding) perTryContext(ctx context.Context, d time.Duration, out *http.Request) (context.Context, context.CancelCauseFunc, timerStopper) {
 	actx, acancel := context.WithCancelCause(ctx)
-	if out.Body == nil || f.upgrade != "" {
+	if out.Body == nil {
 		return actx, acancel, time.AfterFunc(d, func() { acancel(errPerTryTimeout) })
 	}
 	u := &uploadTimer{body: out.Body, left: -1, d: d, cancel: acancel}
@@ -789,7 +783,9 @@ func (f *forwarding) switchProtocols(resp *http.Response, permit breaker.Permit,
 	if report {
 		f.report(permit, ep, hv)
 	}
-	err := f.tunnel(f.routeCtx(), resp)
+	// The route deadline bounded the switch; the tunnel has its own
+	// bounds, and ends with the request's context (forced shutdown).
+	err := f.tunnel(f.r.Context(), resp)
 	ep.active.Add(-1)
 	acancel(nil)
 	if err != nil && f.status == 0 {
@@ -859,7 +855,7 @@ func (f *forwarding) failNoHealthyUpstream() {
 // route context), else a context.AfterFunc on the route context. The
 // returned stop is nil when there is no deadline.
 func (f *forwarding) watchBodyStall(ctx context.Context, direct bool) (stop func() bool) {
-	if f.dl.IsZero() || f.upgrade != "" {
+	if f.dl.IsZero() {
 		return nil
 	}
 	w, rctx := f.w, f.r.Context()

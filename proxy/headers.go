@@ -25,6 +25,10 @@ var hopHeaders = [...]string{
 	"Trailer", // not "Trailers", per RFC 9110 §6.6.2
 	"Transfer-Encoding",
 	"Upgrade",
+	// RFC 7540 §3.2.1: a connection-specific field that goes with
+	// "Upgrade: h2c" (deprecated by RFC 9113 §3.1), which is never
+	// passed on (see upgradeProtocol).
+	"Http2-Settings",
 }
 
 // Headers the proxy reads or sets on every request.
@@ -230,6 +234,8 @@ func isHop(k string) bool {
 		return k == "Trailer" || k == "Upgrade"
 	case 10:
 		return k == "Connection" || k == "Keep-Alive"
+	case 14:
+		return k == "Http2-Settings"
 	case 16:
 		return k == "Proxy-Connection"
 	case 17:

@@ -5,30 +5,52 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
 
 // upgradeProtocol returns the protocol an HTTP/1.1 request asks to switch
 // to (RFC 9110 §7.8: "Connection: upgrade" plus "Upgrade: <protocol>"), or
-// "" when it asks for none. The h2c upgrade never gets here: the listener
-// serves it as HTTP/2 itself.
+// "" when it asks for none, or for one the proxy does not pass on:
+//
+//   - an HTTP/1.0 request's Upgrade is ignored, as §7.8 requires (an
+//     HTTP/1.0 intermediary may have passed it on without knowing it);
+//   - h2c is never tunnelled. The listener serves an h2c upgrade itself
+//     when its Connection names HTTP2-Settings; any other that names h2c
+//     would, once the upstream switched, give the client an HTTP/2
+//     connection to the upstream whose every later stream bypasses the
+//     routes, header edits, breakers and limits ("h2c smuggling"). As
+//     Envoy does, such a request goes on without its switch headers
+//     (Upgrade and HTTP2-Settings are hop-by-hop).
 func upgradeProtocol(r *http.Request) string {
-	if r.ProtoMajor != 1 || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+	if r.ProtoMajor != 1 || r.ProtoMinor < 1 || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
 		return ""
 	}
-	return r.Header.Get("Upgrade")
+	up := r.Header["Upgrade"]
+	if len(up) == 0 || httpguts.HeaderValuesContainsToken(up, "h2c") {
+		return ""
+	}
+	return up[0]
 }
 
 // tunnel completes a protocol switch (WebSocket and the like): it sends the
 // upstream's 101 response to the client on the hijacked connection, then
-// copies bytes both ways until either side closes or ctx ends (client gone,
-// forced shutdown). resp.Body is the upstream connection, as net/http
-// returns it for a 101.
+// copies bytes both ways until both directions have ended, either side
+// fails, the tunnel has been idle for the listener's idle_timeout, or ctx
+// ends (forced shutdown). resp.Body is the upstream connection, as
+// net/http returns it for a 101.
+//
+// A direction ends when its source sends EOF (a TCP half-close): the end
+// is passed on to the other peer (CloseWrite) and the other direction
+// goes on, as a TCP relay does; when the destination cannot be half
+// closed, the tunnel is closed whole.
 func (f *forwarding) tunnel(ctx context.Context, resp *http.Response) error {
 	back, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
@@ -70,17 +92,78 @@ func (f *forwarding) tunnel(ctx context.Context, resp *http.Response) error {
 	}
 	stop := context.AfterFunc(ctx, closeBoth)
 	defer stop()
+	idle := newIdleWatch(f.s.limits.withDefaults().idleTimeout, closeBoth)
+	defer idle.stop()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = pump(conn, back)
-		closeBoth()
+		relay(conn, back, idle, closeBoth)
 	}()
 	// Bytes the client sent after its request are already in brw.
-	_ = pump(back, clientReader(conn, brw.Reader))
-	closeBoth()
+	relay(back, clientReader(conn, brw.Reader), idle, closeBoth)
 	<-done
+	closeBoth()
 	return nil
+}
+
+// closeWriter is a connection that can end its sending direction alone
+// (TCP's half-close): *net.TCPConn, *tls.Conn.
+type closeWriter interface{ CloseWrite() error }
+
+// relay copies one direction of a tunnel. At src's EOF it passes the end
+// on to dst and returns, leaving the other direction open; on any failure,
+// or when dst cannot be half closed, it closes the tunnel.
+func relay(dst io.Writer, src io.Reader, idle *idleWatch, closeBoth func()) {
+	if pump(dst, src, idle) == nil {
+		if cw, ok := dst.(closeWriter); ok && cw.CloseWrite() == nil {
+			return
+		}
+	}
+	closeBoth()
+}
+
+// idleWatch closes a tunnel in which no bytes went either way for d, as
+// Envoy's stream idle timeout closes an upgraded stream: once switched,
+// no route timeout applies, and a tunnel holds a goroutine pair, an
+// upstream connection and a max_requests slot. The copies note each
+// transfer's time; one timer checks it when it could have expired.
+type idleWatch struct {
+	d       time.Duration
+	last    atomic.Int64 // time.Now().UnixNano() of the last transfer
+	t       *time.Timer
+	close   func()
+	stopped atomic.Bool
+}
+
+func newIdleWatch(d time.Duration, close func()) *idleWatch {
+	w := &idleWatch{d: d, close: close}
+	w.touch()
+	// Made stopped, then armed: check may use w.t as soon as it runs.
+	w.t = time.AfterFunc(time.Duration(math.MaxInt64), w.check)
+	w.t.Reset(d)
+	return w
+}
+
+func (w *idleWatch) touch() { w.last.Store(time.Now().UnixNano()) }
+
+// check closes the tunnel if it has been idle for d, else waits for the
+// rest of d from the last transfer.
+func (w *idleWatch) check() {
+	if w.stopped.Load() {
+		return
+	}
+	if left := w.d - time.Since(time.Unix(0, w.last.Load())); left > 0 {
+		w.t.Reset(left)
+		return
+	}
+	w.close()
+}
+
+// stop ends the watch; a check already running then neither re-arms nor
+// closes.
+func (w *idleWatch) stop() {
+	w.stopped.Store(true)
+	w.t.Stop()
 }
 
 // clientReader reads what the server's bufio.Reader holds, then the
@@ -92,9 +175,25 @@ func clientReader(c net.Conn, br *bufio.Reader) io.Reader {
 	return io.MultiReader(io.LimitReader(br, int64(br.Buffered())), c)
 }
 
-func pump(dst io.Writer, src io.Reader) error {
+// pump copies src to dst through a pooled buffer until src's EOF (nil)
+// or a failure, noting each transfer in idle.
+func pump(dst io.Writer, src io.Reader, idle *idleWatch) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	_, err := io.CopyBuffer(dst, src, *bp)
-	return err
+	buf := *bp
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			idle.touch()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
 }

@@ -1,0 +1,233 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// dialRaw opens a plain connection to addr with a deadline for the test.
+func dialRaw(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// lenientH2C is an upstream that switches to h2c for any request whose
+// Upgrade names it, whatever else the request says (as some servers
+// do), and then writes what stands for its HTTP/2 preface; any other
+// request gets 200 with the switch headers it saw.
+func lenientH2C(t *testing.T) string {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(strings.ToLower(r.Header.Get("Upgrade")), "h2c") {
+			fmt.Fprintf(w, "plain upgrade=%q settings=%q", r.Header.Get("Upgrade"), r.Header.Get("Http2-Settings"))
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nRAW HTTP/2 FROM THE UPSTREAM\n")
+		brw.Flush()
+	})
+	return addr(up)
+}
+
+// An h2c upgrade that the listener does not serve itself (its Connection
+// does not name HTTP2-Settings) must not be passed on: a tunnel would
+// give the client an HTTP/2 connection straight to the upstream, whose
+// every later stream bypasses the routes, header edits, breakers and
+// limits (h2c smuggling). As Envoy does, the request goes on without
+// its switch headers (Upgrade, HTTP2-Settings). It was tunnelled.
+func TestH2CUpgradeIsNeverTunnelled(t *testing.T) {
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(lenientH2C(t))}))
+	for _, up := range []string{"h2c", "H2C", "websocket, h2c"} {
+		c := dialRaw(t, h.out)
+		fmt.Fprintf(c, "GET /internal HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: %s\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n", up)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("Upgrade %q: %v", up, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != `plain upgrade="" settings=""` {
+			t.Fatalf("Upgrade %q: %d %q, want the request forwarded without its switch headers", up, resp.StatusCode, b)
+		}
+	}
+}
+
+// RFC 9110 §7.8: a server must ignore Upgrade in an HTTP/1.0 request (an
+// HTTP/1.0 intermediary may have passed the field on without knowing
+// it). The request is forwarded without it, not switched.
+func TestUpgradeInHTTP10RequestIsIgnored(t *testing.T) {
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}))
+	c := dialRaw(t, h.out)
+	fmt.Fprint(c, "GET /ws HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		t.Fatal("an HTTP/1.0 request was switched to another protocol")
+	}
+}
+
+// A tunnel in which neither side sends anything for the listener's
+// idle_timeout is closed, as Envoy's stream idle timeout closes an
+// upgraded stream: nothing else bounds it (no route timeout applies once
+// switched), and each holds a goroutine pair, an upstream connection and
+// a slot of max_requests. One that carries bytes stays open.
+func TestIdleTunnelClosedAfterIdleTimeout(t *testing.T) {
+	const idle = 500 * time.Millisecond
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))})
+	cfg.Listeners.IdleTimeout = idle
+	h := startProxy(t, cfg)
+	c := dialRaw(t, h.out)
+	fmt.Fprint(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	// Busy for two idle timeouts: a message every fifth of one.
+	busyUntil := time.Now().Add(2 * idle)
+	for i := 0; time.Now().Before(busyUntil); i++ {
+		<-time.After(idle / 5)
+		fmt.Fprintf(c, "msg %d\n", i)
+		if line, err := br.ReadString('\n'); err != nil || line != fmt.Sprintf("echo msg %d\n", i) {
+			t.Fatalf("busy tunnel, exchange %d: %q %v", i, line, err)
+		}
+	}
+	// Then silent: the proxy closes it.
+	silent := time.Now()
+	_, err := br.ReadString('\n')
+	if err == nil || errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read %v", err)
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("idle tunnel still open after the test's deadline")
+	}
+	if took := time.Since(silent); took < idle {
+		t.Fatalf("closed %v after the last byte, before the idle timeout", took)
+	}
+	eventually(t, 5*time.Second, "tunnel to end", func() bool { return h.p.inflight.Load() == 0 })
+}
+
+// halfCloser is an upstream that switches to "half", writes a greeting,
+// shuts its side for writing (a FIN: it has nothing more to say), then
+// reads one line from the client and hands it to got.
+func halfCloser(t *testing.T, got chan<- string) string {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: half\r\n\r\nhello\n")
+		brw.Flush()
+		_ = c.(*net.TCPConn).CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := brw.ReadString('\n')
+		if err != nil {
+			line = "error: " + err.Error()
+		}
+		got <- line
+	})
+	return addr(up)
+}
+
+// An upstream that ends its direction of a tunnel (TCP half-close) has
+// its FIN passed on to the client, and the client's direction stays
+// open: what the client sends next still reaches the upstream. The
+// whole tunnel used to be closed at the first end of either direction.
+func TestTunnelPassesUpstreamHalfClose(t *testing.T) {
+	got := make(chan string, 1)
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(halfCloser(t, got))}))
+	c := dialRaw(t, h.out)
+	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: half\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	if line, err := br.ReadString('\n'); line != "hello\n" {
+		t.Fatalf("%q %v", line, err)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the upstream's FIN: %v, want EOF", err)
+	}
+	fmt.Fprint(c, "reply\n")
+	select {
+	case line := <-got:
+		if line != "reply\n" {
+			t.Fatalf("upstream got %q after its half-close, want the client's reply", line)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("upstream got nothing")
+	}
+	c.Close()
+	eventually(t, 5*time.Second, "tunnel to end", func() bool { return h.p.inflight.Load() == 0 })
+}
+
+// An upgrade request whose body stalls is bounded like any other: the
+// route timeout (which, for an upgrade, bounds the wait for the 101)
+// ends it with a 504, without counting it against the upstream, and the
+// request does not stay in flight until the client goes.
+func TestUpgradeRequestWithStalledBodyEnds(t *testing.T) {
+	cc := config.Cluster{Endpoints: eps(echoUpgrade(t)), CircuitBreaker: tripsAfter(1)}
+	h := startProxy(t, simpleConfig(cc, func(r *config.Route) { r.Timeout = 200 * time.Millisecond }))
+	c := dialRaw(t, h.out)
+	fmt.Fprint(c, "POST /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nContent-Length: 100\r\n\r\n0123456789")
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
+	if err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get(hdrError) != "upstream_timeout" {
+		t.Fatalf("%d %q, want 504 upstream_timeout", resp.StatusCode, resp.Header.Get(hdrError))
+	}
+	eventually(t, 5*time.Second, "request to end", func() bool { return h.p.inflight.Load() == 0 })
+	if s := svcBreaker(h); s.State != breaker.StateClosed {
+		t.Fatalf("breaker %v: the client's stalled body counted against the upstream", s.State)
+	}
+}
+
+// An upstream's 101 to a request that asked for no switch is not
+// passed on, nor the connection tunnelled: 502.
+func TestUnaskedSwitchingProtocolsIsRefused(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nRAW\n")
+		brw.Flush()
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	// Connection: upgrade without Upgrade asks for nothing.
+	c := dialRaw(t, h.out)
+	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("%d, want 502", resp.StatusCode)
+	}
+}
