@@ -199,6 +199,15 @@ func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
 	return nil, errors.ErrUnsupported
 }
 
+// CloseWrite ends the sending direction alone (TCP half-close), for a
+// tunnel that passes a peer's end on (see relay).
+func (c *countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 func (c *countedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.gauge.Dec()
