@@ -780,12 +780,25 @@ func (f *forwarding) retryAbandoned(lr localReply) {
 //
 //go:noinline
 func (f *forwarding) switchProtocols(resp *http.Response, permit breaker.Permit, ep *endpoint, report bool, hv breaker.Verdict, acancel context.CancelCauseFunc) {
+	back, err := f.switchedConn(resp)
+	if err != nil {
+		// A switch the client did not ask for is the upstream's
+		// failure, not a success.
+		if report {
+			f.record(permit, ep, failReset, resp.StatusCode, -1)
+		}
+		ep.active.Add(-1)
+		acancel(nil)
+		f.p.log.Debug("protocol switch refused", zap.String("cluster", f.c.name), zap.Error(err))
+		f.replyReason(ReasonUpstreamReset)
+		return
+	}
 	if report {
 		f.report(permit, ep, hv)
 	}
 	// The route deadline bounded the switch; the tunnel has its own
 	// bounds, and ends with the request's context (forced shutdown).
-	err := f.tunnel(f.r.Context(), resp)
+	err = f.tunnel(f.r.Context(), resp, back)
 	ep.active.Add(-1)
 	acancel(nil)
 	if err != nil && f.status == 0 {

@@ -40,27 +40,35 @@ func upgradeProtocol(r *http.Request) string {
 	return up[0]
 }
 
+// switchedConn returns the upstream connection of a 101 response, once
+// it is seen to switch to the protocol the client asked for (RFC 9110
+// §15.2.2: only to one the request's Upgrade offered); else it closes
+// the response and says why.
+func (f *forwarding) switchedConn(resp *http.Response) (io.ReadWriteCloser, error) {
+	back, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		return nil, fmt.Errorf("upstream 101 body is not writable")
+	}
+	if got := resp.Header.Get("Upgrade"); !strings.EqualFold(got, f.upgrade) {
+		back.Close()
+		return nil, fmt.Errorf("upstream switched to %q, client asked for %q", got, f.upgrade)
+	}
+	return back, nil
+}
+
 // tunnel completes a protocol switch (WebSocket and the like): it sends the
 // upstream's 101 response to the client on the hijacked connection, then
 // copies bytes both ways until both directions have ended, either side
 // fails, the tunnel has been idle for the listener's idle_timeout, or ctx
-// ends (forced shutdown). resp.Body is the upstream connection, as
-// net/http returns it for a 101.
+// ends (forced shutdown). back is the upstream connection (see
+// switchedConn).
 //
 // A direction ends when its source sends EOF (a TCP half-close): the end
 // is passed on to the other peer (CloseWrite) and the other direction
 // goes on, as a TCP relay does; when the destination cannot be half
 // closed, the tunnel is closed whole.
-func (f *forwarding) tunnel(ctx context.Context, resp *http.Response) error {
-	back, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		resp.Body.Close()
-		return fmt.Errorf("upstream 101 body is not writable")
-	}
-	if got := resp.Header.Get("Upgrade"); !strings.EqualFold(got, f.upgrade) {
-		back.Close()
-		return fmt.Errorf("upstream switched to %q, client asked for %q", got, f.upgrade)
-	}
+func (f *forwarding) tunnel(ctx context.Context, resp *http.Response, back io.ReadWriteCloser) error {
 	conn, brw, err := http.NewResponseController(f.w).Hijack()
 	if err != nil {
 		back.Close()
@@ -71,6 +79,9 @@ func (f *forwarding) tunnel(ctx context.Context, resp *http.Response) error {
 	if !f.rt.respHeaders.empty() {
 		f.rt.respHeaders.apply(h)
 	}
+	// RFC 9110 §8.6: no Content-Length in a 1xx response; what follows
+	// is the new protocol, not a body it could describe.
+	delete(h, "Content-Length")
 	h["Connection"] = []string{"Upgrade"}
 	h["Upgrade"] = []string{f.upgrade}
 	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\n")

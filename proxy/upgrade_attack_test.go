@@ -231,3 +231,64 @@ func TestUnaskedSwitchingProtocolsIsRefused(t *testing.T) {
 		t.Fatalf("%d, want 502", resp.StatusCode)
 	}
 }
+
+// rawSwitcher is an upstream that answers every request with a 101 to
+// protocol, with the extra header lines extra.
+func rawSwitcher(t *testing.T, protocol, extra string) string {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s\r\n", protocol, extra)
+		brw.Flush()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.Copy(io.Discard, brw)
+	})
+	return addr(up)
+}
+
+// An upstream that switches to a protocol the client did not ask for
+// fails the request (502 upstream_reset), and that counts against it: it
+// was reported to the breaker as a successful switch.
+func TestSwitchToUnaskedProtocolCountsAgainstTheUpstream(t *testing.T) {
+	cc := config.Cluster{Endpoints: eps(rawSwitcher(t, "other", "")), CircuitBreaker: tripsAfter(2)}
+	h := startProxy(t, simpleConfig(cc))
+	for i, want := range []string{"upstream_reset", "upstream_reset", "breaker_open"} {
+		c := dialRaw(t, h.out)
+		fmt.Fprint(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get(hdrError); got != want {
+			t.Fatalf("request %d: %d %q, want %q", i, resp.StatusCode, got, want)
+		}
+	}
+}
+
+// RFC 9110 §8.6: a 1xx response carries no Content-Length. An
+// upstream's is not passed on with the 101: a client or intermediary
+// that believed it would take the new protocol's first bytes for a body.
+func TestSwitchingProtocolsDropsContentLength(t *testing.T) {
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(rawSwitcher(t, "echo", "Content-Length: 5\r\n"))}))
+	c := dialRaw(t, h.out)
+	fmt.Fprint(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	head := ""
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("head %q: %v", head, err)
+		}
+		if line == "\r\n" {
+			break
+		}
+		head += line
+	}
+	if !strings.HasPrefix(head, "HTTP/1.1 101 ") || strings.Contains(strings.ToLower(head), "content-length") {
+		t.Fatalf("101 head %q", head)
+	}
+}
