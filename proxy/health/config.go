@@ -62,7 +62,7 @@ type Config struct {
 	// HTTP
 	Path     string        // request path (and query), "/" when empty
 	Host     string        // Host (:authority) header; empty means the address dialed. GRPC uses it as the :authority too (empty: TLS's ServerName, else the address dialed).
-	Statuses []StatusRange // healthy statuses; empty means 200 only
+	Statuses []StatusRange // healthy statuses; empty means 200 only. A 101 fails all the same.
 	HTTP2    bool          // HTTP/2 (h2c prior knowledge, or h2 over TLS with ALPN) instead of HTTP/1.1
 	// Headers are sent with every HTTP check, over HTTP/1.1 and HTTP/2
 	// alike (Envoy's request_headers_to_add); a User-Agent among them

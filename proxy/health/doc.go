@@ -52,7 +52,9 @@
 //     dialed when empty), the Headers given, and User-Agent:
 //     outrigger-health-check unless Headers has one, over HTTP/1.1, or HTTP/2 (prior knowledge in clear, h2 by ALPN over TLS)
 //     when HTTP2 is set. It passes when the status is in Statuses (200 when
-//     empty). The body is read and discarded, at most 64 KiB and one byte
+//     empty). A 101 Switching Protocols fails it whatever Statuses says
+//     (the check asks for no upgrade), and closes its connection. Redirects
+//     are not followed: a 3xx is judged by its status. The body is read and discarded, at most 64 KiB and one byte
 //     of it (the extra byte tells a body of exactly 64 KiB, read to its
 //     end, from a longer one). A longer body is not read to its end: over
 //     HTTP/1.1 its connection is closed rather than reused; over HTTP/2 its

@@ -199,6 +199,15 @@ func (p *httpProber) check(ctx context.Context, i int) error {
 	if err != nil {
 		return classify(err, "http")
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// A check asks for no upgrade, so a server may not switch
+		// (RFC 9110 section 15.2.2). net/http hands over the connection
+		// of a 101 as its body, out of reach of the check's context: a
+		// read of it could outlast the timeout, and Close. Closing the
+		// body closes the connection.
+		resp.Body.Close()
+		return &CheckError{Cause: CauseProtocol, Reason: "http: 101 Switching Protocols to a check that asked for no upgrade"}
+	}
 	// Read the body so that the connection can be reused: up to maxBody
 	// and one byte more, which sees the end of a body of exactly maxBody.
 	// Closing a body not read to its end closes its HTTP/1.1 connection;
