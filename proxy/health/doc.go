@@ -50,27 +50,31 @@
 //
 //   - HTTP: a GET of Path with Host as the Host header (the address
 //     dialed when empty), the Headers given, and User-Agent:
-//     outrigger-health-check unless Headers has one, over HTTP/1.1, or HTTP/2 (prior knowledge in clear, h2 by ALPN over TLS)
-//     when HTTP2 is set. It passes when the status is in Statuses (200 when
-//     empty). A 101 Switching Protocols fails it whatever Statuses says
-//     (the check asks for no upgrade), and closes its connection. Redirects
-//     are not followed: a 3xx is judged by its status. The body is read and discarded, at most 64 KiB and one byte
-//     of it (the extra byte tells a body of exactly 64 KiB, read to its
-//     end, from a longer one). A longer body is not read to its end: over
-//     HTTP/1.1 its connection is closed rather than reused; over HTTP/2 its
-//     stream is reset and the connection kept. One
-//     connection per endpoint is kept alive between checks; after a failed
-//     check it is closed, so the next check dials afresh. No proxy from the
-//     environment, no compression.
+//     outrigger-health-check unless Headers has one, over HTTP/1.1, or
+//     HTTP/2 (prior knowledge in clear, h2 by ALPN over TLS) when HTTP2 is
+//     set. It passes when the status is in Statuses (200 when empty). A
+//     101 Switching Protocols fails it whatever Statuses says (the check
+//     asks for no upgrade) and closes its connection. Redirects are not
+//     followed: a 3xx is judged by its status. A response head over 64
+//     KiB (informational responses included) fails the check. The body is
+//     read and discarded, at most 64 KiB and one byte of it (the extra
+//     byte tells a body of exactly 64 KiB, read to its end, from a longer
+//     one). A longer body is not read to its end: over HTTP/1.1 its
+//     connection is closed rather than reused; over HTTP/2 its stream is
+//     reset and the connection kept. One connection per endpoint is kept
+//     alive between checks; after a failed check it is closed, so the
+//     next check dials afresh; an answer that comes after its check timed
+//     out is never read as another's. No proxy from the environment, no
+//     compression.
 //   - GRPC: grpc.health.v1.Health/Check for Service ("" is the server as a
 //     whole) on a ClientConn per endpoint, kept between checks. Its
 //     :authority is Host when set, else TLS's ServerName when set, else the
-//     address dialed. It passes
-//     when the answer is SERVING; any RPC error or other status fails
-//     ("grpc: NOT_SERVING", "grpc: UNIMPLEMENTED"). The call does not wait
-//     for a connection to become ready, and reconnection back-off is capped
-//     by the check interval, so an endpoint that restarts is seen within
-//     about one interval.
+//     address dialed. It passes when the answer is SERVING; any RPC error
+//     or other status fails ("grpc: NOT_SERVING", "grpc: UNIMPLEMENTED"),
+//     and so does an answer whose message or headers exceed 64 KiB. The
+//     call does not wait for a connection to become ready, and
+//     reconnection back-off is capped by the check interval, so an
+//     endpoint that restarts is seen within about one interval.
 //   - TCP: a connection opens within Timeout; it is closed at once.
 //
 // Every kind dials the endpoint's address, or, when Port is set, the

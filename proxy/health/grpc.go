@@ -116,6 +116,11 @@ func (p *grpcProber) conn(i int) (healthpb.HealthClient, error) {
 			return c, nil
 		}),
 		grpc.WithUserAgent(userAgent),
+		// A health answer is a few bytes: read no more of it than of an
+		// HTTP check's (grpc-go would take a 4 MiB message and 16 MiB of
+		// headers from each endpoint at each check).
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxBody)),
+		grpc.WithMaxHeaderListSize(maxBody),
 		grpc.WithDisableRetry(),
 		grpc.WithDisableServiceConfig(),
 	}

@@ -2,6 +2,7 @@ package health
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Upstreams that answer checks badly, on purpose or not: each check stays
@@ -322,5 +328,58 @@ func TestHTTPLateAnswerIsNotTakenForTheNextCheck(t *testing.T) {
 		if cause, reason := causeOf(t, checkNow(t, c, 0)); reason != "status 503" {
 			t.Fatalf("check %d after the timeout: %q (cause %q), want status 503 from a new connection", k, reason, cause)
 		}
+	}
+}
+
+// bloatedHealth answers SERVING with a large unknown field, or with large
+// header metadata.
+type bloatedHealth struct {
+	healthpb.UnimplementedHealthServer
+	message, header int
+}
+
+func (h *bloatedHealth) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if h.header > 0 {
+		grpc.SetHeader(ctx, metadata.Pairs("x-pad", strings.Repeat("a", h.header)))
+	}
+	resp := &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}
+	if h.message > 0 {
+		pad := protowire.AppendTag(nil, 99, protowire.BytesType)
+		resp.ProtoReflect().SetUnknown(protowire.AppendBytes(pad, make([]byte, h.message)))
+	}
+	return resp, nil
+}
+
+// A gRPC check reads no more than an HTTP check: a response message or
+// headers over 64 KiB fail it (grpc-go would take 4 MiB and 16 MiB).
+func TestGRPCLargeAnswersFail(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		message, header int
+		ok              bool
+	}{
+		{"small", 1 << 10, 1 << 10, true},
+		{"message of 1 MiB", 1 << 20, 0, false},
+		{"header of 1 MiB", 0, 1 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := listen(t)
+			srv := grpc.NewServer()
+			healthpb.RegisterHealthServer(srv, &bloatedHealth{message: tc.message, header: tc.header})
+			done := make(chan struct{})
+			go func() { defer close(done); srv.Serve(ln) }()
+			t.Cleanup(func() { srv.Stop(); <-done })
+			c := newChecker(t, fastConfig(GRPC), []string{ln.Addr().String()})
+			err := checkNow(t, c, 0)
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if cause, reason := causeOf(t, err); cause != CauseGRPC {
+				t.Fatalf("%q (cause %q), want the answer refused", reason, cause)
+			}
+		})
 	}
 }
