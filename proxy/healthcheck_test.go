@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -561,5 +563,102 @@ func TestCheckHeaders(t *testing.T) {
 	})
 	if !slices.Equal(h.Values("X-A"), []string{"2"}) || !slices.Equal(h.Values("X-B"), []string{"1", "2"}) || len(h) != 2 {
 		t.Fatalf("checkHeaders = %v", h)
+	}
+}
+
+// checkerGoroutines counts the goroutines running an endpoint's checks,
+// by their creator: one not yet scheduled shows no frame of its own.
+func checkerGoroutines() int {
+	buf := make([]byte, 4<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "created by github.com/outrigger-mesh/outrigger/proxy/health.(*Checker).Start")
+}
+
+// Reloads in quick succession, while requests are in flight, leave one
+// check loop per endpoint of the serving config (never two for one
+// endpoint, none for an endpoint or cluster removed), and every request
+// counter back at zero.
+func TestHealthCheckQuickReloadsKeepOneCheckerPerEndpoint(t *testing.T) {
+	var addrs []string
+	for range 3 {
+		_, a := newHealthyBackend(t, "e")
+		addrs = append(addrs, a)
+	}
+	base := checkerGoroutines()
+	slow := fastHealthCheck()
+	slow.Interval = 30 * time.Millisecond
+	weighted := eps(addrs...)
+	weighted[0].Weight, weighted[2].Weight = 3, 2
+	variants := []struct {
+		cl       config.Cluster
+		checkers int
+	}{
+		{config.Cluster{Endpoints: eps(addrs[0]), HealthCheck: fastHealthCheck()}, 1},
+		{config.Cluster{Endpoints: eps(addrs...), HealthCheck: fastHealthCheck()}, 3},
+		{config.Cluster{Endpoints: eps(addrs[2], addrs[0]), HealthCheck: fastHealthCheck()}, 2},
+		{config.Cluster{Endpoints: eps(addrs...), HealthCheck: slow}, 3},
+		{config.Cluster{Endpoints: weighted, HealthCheck: slow}, 3},
+		{config.Cluster{Endpoints: eps(addrs[1])}, 0},
+		{config.Cluster{Endpoints: eps(addrs[1], addrs[2]), HealthCheck: fastHealthCheck(), LBPolicy: config.LBLeastRequest}, 2},
+	}
+	h := startProxy(t, simpleConfig(variants[0].cl))
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	client := &http.Client{Timeout: 5 * time.Second}
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Get(h.url("/x"))
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	for k := range 40 {
+		v := variants[k%len(variants)]
+		cfg := simpleConfig(v.cl)
+		if k%5 == 4 {
+			// Another cluster takes the route, and svc goes with its checks.
+			cfg.Clusters = map[string]config.Cluster{"other": {Endpoints: eps(addrs[0])}}
+			cfg.Routes[0].Cluster = "other"
+			v.checkers = 0
+		}
+		if err := h.p.Apply(cfg); err != nil {
+			t.Fatalf("reload %d: %v", k, err)
+		}
+		if n := checkerGoroutines() - base; n != v.checkers {
+			t.Fatalf("reload %d: %d check loops running, want %d", k, n, v.checkers)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	client.CloseIdleConnections()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d requests failed across the reloads", n)
+	}
+	for _, c := range h.p.Clusters() {
+		if c.ActiveRequests != 0 {
+			t.Errorf("cluster %s: %d requests in flight after all ended", c.Name, c.ActiveRequests)
+		}
+		for _, e := range c.Endpoints {
+			if e.ActiveRequests != 0 {
+				t.Errorf("cluster %s endpoint %s: %d requests in flight after all ended", c.Name, e.Address, e.ActiveRequests)
+			}
+		}
 	}
 }
