@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -660,5 +661,67 @@ func TestHealthCheckQuickReloadsKeepOneCheckerPerEndpoint(t *testing.T) {
 				t.Errorf("cluster %s endpoint %s: %d requests in flight after all ended", c.Name, e.Address, e.ActiveRequests)
 			}
 		}
+	}
+}
+
+// Requests whose client goes away (waiting for the headers, or in the
+// middle of the body) leave no count behind on the endpoints of a checked
+// least_request cluster: a leaked count would steer its picks away from
+// an endpoint for good.
+func TestHealthCheckedLeastRequestCountsEndWithCancelledRequests(t *testing.T) {
+	release := make(chan struct{})
+	var checks atomic.Int64
+	s := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			checks.Add(1)
+			return
+		}
+		if r.URL.Path == "/body" {
+			w.Write([]byte("part"))
+			http.NewResponseController(w).Flush()
+		}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	defer close(release) // before the upstream's Close, which waits for handlers
+	cl := config.Cluster{Endpoints: eps(addr(s)), HealthCheck: fastHealthCheck(), LBPolicy: config.LBLeastRequest}
+	h := startProxy(t, simpleConfig(cl))
+	eventually(t, 5*time.Second, "a check", func() bool { return checks.Load() > 0 })
+
+	active := func() (cluster, ep int64) {
+		for _, c := range h.p.Clusters() {
+			if c.Name == "svc" {
+				return c.ActiveRequests, c.Endpoints[0].ActiveRequests
+			}
+		}
+		return -1, -1
+	}
+	for _, path := range []string{"/headers", "/body"} {
+		var wg sync.WaitGroup
+		for range 8 {
+			ctx, cancel := context.WithCancel(context.Background())
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url(path), nil)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					io.ReadFull(resp.Body, make([]byte, 4))
+					cancel()
+					resp.Body.Close()
+				}
+			}()
+			if path == "/headers" {
+				eventually(t, 5*time.Second, "the request in flight", func() bool { c, _ := active(); return c > 0 })
+				cancel()
+			}
+			wg.Wait()
+			cancel()
+		}
+		eventually(t, 5*time.Second, path+": counts back at zero", func() bool {
+			c, e := active()
+			return c == 0 && e == 0
+		})
 	}
 }
