@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -382,4 +383,33 @@ func TestGRPCLargeAnswersFail(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Over HTTP/2 too, a response head over 64 KiB fails the check rather
+// than being read.
+func TestHTTP2EndlessHeadersAreCut(t *testing.T) {
+	srv := newH2CServer(t, func(w http.ResponseWriter, r *http.Request) {
+		for n := range 200 {
+			w.Header().Set(fmt.Sprintf("X-Pad-%d", n), strings.Repeat("a", 1000))
+		}
+	})
+	cfg := fastConfig(HTTP)
+	cfg.HTTP2 = true
+	cfg.Timeout = 10 * time.Second
+	c := newChecker(t, cfg, []string{srv})
+	err := checkWithin(t, c, 5*time.Second)
+	if cause, reason := causeOf(t, err); cause != CauseProtocol {
+		t.Fatalf("%q (cause %q), want the headers refused", reason, cause)
+	}
+}
+
+// newH2CServer serves h over h2c prior knowledge until the test ends.
+func newH2CServer(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
 }
