@@ -225,3 +225,47 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+func TestPickSingleEndpoint(t *testing.T) {
+	for name, p := range policies() {
+		s := newSet(1)
+		s.active[0] = 7
+		for k := 0; k < 20; k++ {
+			if got := p.Pick(s); got != 0 {
+				t.Fatalf("%s: one eligible endpoint: got %d, want 0", name, got)
+			}
+		}
+		s.eligible[0] = false
+		for k := 0; k < 20; k++ {
+			if got := p.Pick(s); got != -1 {
+				t.Fatalf("%s: one ineligible endpoint: got %d, want -1", name, got)
+			}
+		}
+	}
+}
+
+// A policy shared by snapshots of different sizes (a reload that adds or
+// removes endpoints while picks go on) only ever returns an index of the
+// set it was given.
+func TestPickAcrossSetsOfDifferentSizes(t *testing.T) {
+	for name, p := range policies() {
+		var wg sync.WaitGroup
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := 0; k < 2000; k++ {
+					n := (k+g)%5 + 1
+					s := newSet(n)
+					s.eligible[k%n] = k%3 != 0 || n == 1
+					i := p.Pick(s)
+					if i < -1 || i >= n || i >= 0 && !s.eligible[i] {
+						t.Errorf("%s: set of %d: picked %d", name, n, i)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
