@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -724,4 +725,77 @@ func TestHealthCheckedLeastRequestCountsEndWithCancelledRequests(t *testing.T) {
 			return c == 0 && e == 0
 		})
 	}
+}
+
+// A reload that stops a check is not held by an endpoint that answered
+// the check with a 101 and keeps the connection open: the check fails at
+// once rather than read the switched connection, which no timeout bounds.
+func TestHealthCheckReloadIsNotHeldByASwitchedConnection(t *testing.T) {
+	ln, err := netListen(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	answered := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"))
+				select {
+				case answered <- struct{}{}:
+				default:
+				}
+			}()
+		}
+	}()
+	hangUp := func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}
+	hc := fastHealthCheck()
+	hc.Timeout = time.Hour
+	cl := config.Cluster{Endpoints: eps(ln.Addr().String()), HealthCheck: hc}
+	h := startProxy(t, simpleConfig(cl))
+	t.Cleanup(hangUp) // before the proxy's shutdown, should the reload hang
+	<-answered
+	eventually(t, 5*time.Second, "the check holds the 101 or has failed it", func() bool {
+		return endpointState(h, "svc", ln.Addr().String()).State == "unhealthy" || goroutinesIn("net/http.(*readWriteCloserBody).Read")
+	})
+	cl.HealthCheck = nil
+	applied := make(chan error, 1)
+	go func() { applied <- h.p.Apply(simpleConfig(cl)) }()
+	select {
+	case err := <-applied:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		hangUp()
+		<-applied
+		t.Fatal("the reload waited on a check reading a switched connection")
+	}
+}
+
+// goroutinesIn reports whether a goroutine's stack has a frame containing fn.
+func goroutinesIn(fn string) bool {
+	buf := make([]byte, 4<<20)
+	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
 }
