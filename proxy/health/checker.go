@@ -76,6 +76,12 @@ type Checker struct {
 	// is written under mu, together with the tracker and unhealthy.
 	healthy   []atomic.Bool
 	unhealthy atomic.Int64
+	// due is when each endpoint's next check starts (Unix nanoseconds; 0
+	// before Start): written by the endpoint's goroutine as it starts
+	// waiting, read by a successor's CarryFrom. While a check runs it is
+	// the time that check started, so one cut short by Close is due at
+	// once in the successor.
+	due []atomic.Int64
 
 	mu       sync.Mutex // guards the fields below
 	trackers []tracker
@@ -122,6 +128,7 @@ func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
 		onTransition: o.transition,
 		onResult:     o.result,
 		healthy:      make([]atomic.Bool, len(addrs)),
+		due:          make([]atomic.Int64, len(addrs)),
 		trackers:     make([]tracker, len(addrs)),
 	}
 	for i := range c.trackers {
@@ -176,8 +183,10 @@ func (c *Checker) Len() int { return len(c.addrs) }
 
 // Start starts one goroutine per endpoint. Each endpoint's first check
 // comes after a random delay in [0, min(Interval, 1s)), so that a large
-// cluster is not probed all at once. Start after Start or Close does
-// nothing.
+// cluster is not probed all at once; an endpoint that CarryFrom gave a
+// schedule is checked when it was due instead (at once if overdue), but
+// no later than Interval from now (UnhealthyInterval if it is unhealthy).
+// Start after Start or Close does nothing.
 func (c *Checker) Start() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -188,9 +197,19 @@ func (c *Checker) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	spread := min(c.cfg.Interval, time.Second)
+	now := time.Now()
 	for i := range c.addrs {
+		first := rand.N(spread)
+		if due := c.due[i].Load(); due != 0 {
+			most := c.cfg.Interval
+			if !c.trackers[i].healthy {
+				most = c.cfg.unhealthyInterval()
+			}
+			first = min(max(time.Unix(0, due).Sub(now), 0), most)
+		}
+		c.due[i].Store(now.Add(first).UnixNano())
 		c.wg.Add(1)
-		go c.run(ctx, i, rand.N(spread))
+		go c.run(ctx, i, first)
 	}
 }
 
@@ -265,9 +284,10 @@ func (c *Checker) status(i int, t tracker) EndpointStatus {
 }
 
 // CarryFrom gives the endpoints that were in old the state they had there
-// (healthy or not, checked or not, counters, last result), so that a config
-// reload which keeps a cluster's health check does not start its
-// endpoints over. oldIndex maps an endpoint of c to its index in old, or
+// (healthy or not, checked or not, counters, last result) and their
+// schedule (when their next check is due), so that a config reload which
+// keeps a cluster's health check does not start its endpoints over, nor
+// check them more often than Interval however often it comes. oldIndex maps an endpoint of c to its index in old, or
 // false for an endpoint old did not have; those keep the state of a new
 // endpoint (healthy, unchecked). oldIndex is called with no lock held and
 // may call either Checker. Call CarryFrom before Start; it reports no
@@ -293,6 +313,7 @@ func (c *Checker) CarryFrom(old *Checker, oldIndex func(i int) (int, bool)) {
 	for i, j := range from {
 		if j >= 0 {
 			c.setLocked(i, kept[j])
+			c.due[i].Store(old.due[j].Load())
 		}
 	}
 }
@@ -327,7 +348,9 @@ func (c *Checker) run(ctx context.Context, i int, first time.Duration) {
 		if !ok {
 			return
 		}
-		timer.Reset(c.wait(healthy))
+		d := c.wait(healthy)
+		c.due[i].Store(time.Now().Add(d).UnixNano())
+		timer.Reset(d)
 	}
 }
 

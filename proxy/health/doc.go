@@ -34,14 +34,18 @@
 //   - A check that does not finish within Timeout (connecting included) is
 //     a failure with the reason "timeout". A check cut short by Close is no
 //     outcome at all.
-//   - CarryFrom gives the endpoints a reload keeps the state they had in the
-//     old Checker; new endpoints start as above.
+//   - CarryFrom gives the endpoints a reload keeps the state (and the
+//     schedule) they had in the old Checker; new endpoints start as above.
 //
 // # Scheduling
 //
 // Each endpoint's first check comes after a random delay in [0,
 // min(Interval, 1s)), so that a large cluster is not probed all at once.
-// After each check the endpoint's goroutine waits Interval while the
+// An endpoint whose state CarryFrom carried keeps its schedule as well:
+// its first check comes when its next one was due in the old Checker (at
+// once if a check was under way), and no later than its interval from
+// Start, so that reloads, however frequent, neither add checks nor hold
+// them back. After each check the endpoint's goroutine waits Interval while the
 // endpoint is healthy and UnhealthyInterval while it is not, each wait
 // lengthened by a random [0, Jitter). Waits count from the end of a check:
 // one endpoint is never checked twice at once.
