@@ -413,3 +413,29 @@ func newH2CServer(t *testing.T, h http.HandlerFunc) string {
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
 }
+
+// An answer nobody asked for (a second response after the first) is not
+// kept for the next check: the connection it came on is closed, and the
+// next check gets its own answer on a new one.
+func TestHTTPUnsolicitedAnswerIsNotTakenForTheNextCheck(t *testing.T) {
+	closed := make(chan struct{}, 8)
+	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"))
+		hold(br)
+		closed <- struct{}{}
+	})
+	c := newChecker(t, fastConfig(HTTP), []string{addr})
+	for k := range 3 {
+		if err := checkNow(t, c, 0); err != nil {
+			t.Fatalf("check %d: %v", k, err)
+		}
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("check %d: the connection with an unsolicited answer is still open", k)
+		}
+	}
+}
