@@ -44,9 +44,11 @@
 // An endpoint whose state CarryFrom carried keeps its schedule as well:
 // its first check comes when its next one was due in the old Checker (at
 // once if a check was under way), and no later than its interval from
-// Start, so that reloads, however frequent, neither add checks nor hold
-// them back. After each check the endpoint's goroutine waits Interval while the
-// endpoint is healthy and UnhealthyInterval while it is not, each wait
+// Start, so that frequent reloads neither add checks nor hold them back.
+// (Reloads that keep coming faster than a check takes still cut it short
+// each time: the endpoint keeps its state without a new outcome.) After
+// each check the endpoint's goroutine waits Interval while the endpoint
+// is healthy and UnhealthyInterval while it is not, each wait
 // lengthened by a random [0, Jitter). Waits count from the end of a check:
 // one endpoint is never checked twice at once.
 //
