@@ -128,7 +128,15 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 					c.ServerName = host
 				}
 				tc := tls.Client(raw, c)
-				if err := tc.HandshakeContext(ctx); err != nil {
+				// The handshake counts against connect_timeout, as the
+				// HTTP/1.1 pool's TLS handshake does.
+				hctx, cancel := ctx, context.CancelFunc(func() {})
+				if key.connectTimeout > 0 {
+					hctx, cancel = context.WithTimeout(ctx, key.connectTimeout)
+				}
+				err = tc.HandshakeContext(hctx)
+				cancel()
+				if err != nil {
 					raw.Close()
 					return nil, &connectError{addr: addr, err: err}
 				}

@@ -1086,7 +1086,8 @@ func (f *forwarding) failKind(err error, actx context.Context) failKind {
 	}
 	var ce *connectError
 	var he *h1client.HandshakeError
-	if errors.As(err, &ce) || errors.As(err, &he) {
+	var h2he *h2client.HandshakeError
+	if errors.As(err, &ce) || errors.As(err, &he) || errors.As(err, &h2he) {
 		return failConnect
 	}
 	var se http2.StreamError
@@ -1330,8 +1331,9 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time) er
 				// what it was sent; a body of one chunk fits the
 				// socket's buffers, so only a longer one pays for the
 				// deadline. The server clears it when the handler
-				// returns; a writer without write deadlines (HTTP/2
-				// streams) reports ErrNotSupported and is left as is.
+				// returns; an HTTP/2 stream whose deadline passes is
+				// reset INTERNAL_ERROR. A writer without write
+				// deadlines reports ErrNotSupported and is left as is.
 				if rc == nil {
 					rc = http.NewResponseController(w)
 				}
