@@ -105,14 +105,15 @@ type connLimits struct {
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
 	// h2 is handed to H2 with HTTP/2 connections; nil (the fields'
-	// limits) leaves H2's own MaxHeaderBytes and IdleTimeout in force.
+	// limits) leaves H2's own MaxHeaderBytes, ReadHeaderTimeout and
+	// IdleTimeout in force.
 	h2 *h2server.ConnLimits
 }
 
 // SetLimits replaces MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout
 // for the connections Serve accepts after it returns, HTTP/1.1 and
-// HTTP/2 alike (for HTTP/2 connections, l's MaxHeaderBytes and
-// IdleTimeout then replace H2's). Connections already accepted keep the
+// HTTP/2 alike (for HTTP/2 connections, l's MaxHeaderBytes,
+// ReadHeaderTimeout and IdleTimeout then replace H2's). Connections already accepted keep the
 // limits they were accepted with, for their whole life. It may be called
 // from any goroutine, before or while Serve runs; the Server's fields
 // keep their initial values. A configuration reload calls it so that
@@ -122,7 +123,7 @@ func (s *Server) SetLimits(l Limits) {
 		maxHeaderBytes:    maxHeaderBytes(l.MaxHeaderBytes),
 		readHeaderTimeout: l.ReadHeaderTimeout,
 		idleTimeout:       l.IdleTimeout,
-		h2:                &h2server.ConnLimits{MaxHeaderBytes: l.MaxHeaderBytes, IdleTimeout: l.IdleTimeout},
+		h2:                &h2server.ConnLimits{MaxHeaderBytes: l.MaxHeaderBytes, IdleTimeout: l.IdleTimeout, ReadHeaderTimeout: l.ReadHeaderTimeout},
 	})
 }
 
