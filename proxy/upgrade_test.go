@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -109,5 +110,46 @@ func TestShutdownEndsTunnelsAtDeadline(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := br.ReadString('\n'); err == nil {
 		t.Fatal("tunnel still open after forced shutdown")
+	}
+}
+
+// A client that half-closes its side of a tunnel (sends FIN, keeps
+// reading) still gets what the upstream sends after seeing that end: the
+// FIN is passed on, not taken for the end of the tunnel.
+func TestTunnelPassesClientHalfClose(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := io.ReadAll(brw)
+		fmt.Fprintf(brw, "read %q until %v\n", got, err)
+		brw.Flush()
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := br.ReadString('\n')
+	if want := "read \"hello\" until <nil>\n"; line != want {
+		t.Fatalf("after half-close got %q (%v), want %q", line, err, want)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("tunnel not closed after the upstream's end: %v", err)
 	}
 }

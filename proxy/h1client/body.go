@@ -355,4 +355,15 @@ func (u *upgradeBody) Close() error {
 	return nil
 }
 
+// CloseWrite ends the sending direction of the switched connection alone
+// (TCP half-close), so that a tunnel can pass a client's end of stream on
+// to the upstream and still read its answer. A connection that cannot be
+// half closed reports errors.ErrUnsupported.
+func (u *upgradeBody) CloseWrite() error {
+	if cw, ok := u.c.nc.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 var _ io.ReadWriteCloser = (*upgradeBody)(nil)
