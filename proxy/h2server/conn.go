@@ -636,6 +636,12 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 			return nil
 		case st.reset:
 			return nil
+		case st.remoteClosed && st.localEnded:
+			// Closed both ways (RFC 9113 §5.1), though its handler has
+			// not returned yet: as for a stream already removed, so
+			// that a client that saw the END_STREAM gets the same
+			// answer however soon it sends.
+			return connError{http2.ErrCodeProtocol, "HEADERS on a closed stream or a decreasing stream id"}
 		case st.remoteClosed:
 			// RFC 9113 §5.1 half-closed (remote).
 			sc.faultLocked(st, http2.ErrCodeStreamClosed)
