@@ -140,22 +140,22 @@ func relay(dst io.Writer, src io.Reader, idle *idleWatch, closeBoth func()) {
 // transfer's time; one timer checks it when it could have expired.
 type idleWatch struct {
 	d       time.Duration
-	last    atomic.Int64 // time.Now().UnixNano() of the last transfer
+	base    time.Time    // the watch's start, with its monotonic reading
+	last    atomic.Int64 // time since base of the last transfer
 	t       *time.Timer
 	close   func()
 	stopped atomic.Bool
 }
 
 func newIdleWatch(d time.Duration, close func()) *idleWatch {
-	w := &idleWatch{d: d, close: close}
-	w.touch()
+	w := &idleWatch{d: d, base: time.Now(), close: close}
 	// Made stopped, then armed: check may use w.t as soon as it runs.
 	w.t = time.AfterFunc(time.Duration(math.MaxInt64), w.check)
 	w.t.Reset(d)
 	return w
 }
 
-func (w *idleWatch) touch() { w.last.Store(time.Now().UnixNano()) }
+func (w *idleWatch) touch() { w.last.Store(int64(time.Since(w.base))) }
 
 // check closes the tunnel if it has been idle for d, else waits for the
 // rest of d from the last transfer.
@@ -163,7 +163,7 @@ func (w *idleWatch) check() {
 	if w.stopped.Load() {
 		return
 	}
-	if left := w.d - time.Since(time.Unix(0, w.last.Load())); left > 0 {
+	if left := w.d - (time.Since(w.base) - time.Duration(w.last.Load())); left > 0 {
 		w.t.Reset(left)
 		return
 	}
