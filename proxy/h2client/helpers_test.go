@@ -33,11 +33,23 @@ func startH2(t testing.TB, h http.HandlerFunc, mod ...func(*http2.Server)) *h2Se
 	for _, f := range mod {
 		f(s.srv)
 	}
+	s.addr = serveLoopback(t, func(c net.Conn, _ int) {
+		s.opened.Add(1)
+		s.srv.ServeConn(c, &http2.ServeConnOpts{Handler: h})
+	})
+	return s
+}
+
+// serveLoopback listens on a random loopback port and runs serve on a
+// goroutine of its own for each connection, numbered from 0, closing the
+// connection when serve returns. When the test ends it stops listening,
+// closes every connection and waits for every serve to return.
+func serveLoopback(t testing.TB, serve func(c net.Conn, n int)) (addr string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.addr = ln.Addr().String()
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -46,19 +58,19 @@ func startH2(t testing.TB, h http.HandlerFunc, mod ...func(*http2.Server)) *h2Se
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
+		for n := 0; ; n++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			s.opened.Add(1)
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.srv.ServeConn(c, &http2.ServeConnOpts{Handler: h})
+				defer c.Close()
+				serve(c, n)
 			}()
 		}
 	}()
@@ -71,7 +83,7 @@ func startH2(t testing.TB, h http.HandlerFunc, mod ...func(*http2.Server)) *h2Se
 		mu.Unlock()
 		wg.Wait()
 	})
-	return s
+	return ln.Addr().String()
 }
 
 func (s *h2Server) url(path string) string { return "http://" + s.addr + path }
@@ -311,56 +323,22 @@ func withPath(prefix string) func(h *http2.MetaHeadersFrame) string {
 
 func startRaw(t testing.TB, settings []http2.Setting, handle func(rc *rawConn, n int)) *rawServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs := &rawServer{addr: ln.Addr().String()}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n := int(rs.accepted.Add(1)) - 1
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				preface := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(br, preface); err != nil || string(preface) != http2.ClientPreface {
-					return
-				}
-				rc := &rawConn{Conn: c, hbuf: &bytesBuffer{}}
-				rc.fr = http2.NewFramer(c, br)
-				rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				rc.enc = hpack.NewEncoder(rc.hbuf)
-				if err := rc.fr.WriteSettings(settings...); err != nil {
-					return
-				}
-				handle(rc, n)
-			}()
+	rs := &rawServer{}
+	rs.addr = serveLoopback(t, func(c net.Conn, n int) {
+		rs.accepted.Add(1)
+		br := bufio.NewReader(c)
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(br, preface); err != nil || string(preface) != http2.ClientPreface {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
+		rc := &rawConn{Conn: c, hbuf: &bytesBuffer{}}
+		rc.fr = http2.NewFramer(c, br)
+		rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		rc.enc = hpack.NewEncoder(rc.hbuf)
+		if err := rc.fr.WriteSettings(settings...); err != nil {
+			return
 		}
-		mu.Unlock()
-		wg.Wait()
+		handle(rc, n)
 	})
 	return rs
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,60 +17,26 @@ import (
 // GOAWAY, whose code it reports on the returned channel.
 func startSilent(t *testing.T) (addr string, goAways <-chan http2.ErrCode) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	codes := make(chan http2.ErrCode, 10)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	addr = serveLoopback(t, func(c net.Conn, _ int) {
+		br := bufio.NewReader(c)
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(br, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(io.Discard, br)
 		for {
-			c, err := ln.Accept()
+			f, err := fr.ReadFrame()
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				preface := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(br, preface); err != nil {
-					return
-				}
-				fr := http2.NewFramer(io.Discard, br)
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					if g, ok := f.(*http2.GoAwayFrame); ok {
-						codes <- g.ErrCode
-						return
-					}
-				}
-			}()
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				codes <- g.ErrCode
+				return
+			}
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	return ln.Addr().String(), codes
+	return addr, codes
 }
 
 // A server that accepts the connection and reads the preface but never
