@@ -574,21 +574,25 @@ func (f *forwarding) attemptRequest(attempt int, hdr http.Header, body io.Reader
 }
 
 // timerStopper is an attempt's per-try timer: a *time.Timer, or an
-// uploadTimer when the timer waits for the request body's end. Stop
+// uploadTimer when the request has a body. Stop
 // reports whether the timer had not fired.
 type timerStopper interface{ Stop() bool }
 
 // perTryContext is an attempt's context under a per-try timeout: a timer
 // cancels it with errPerTryTimeout. As Envoy's per-try timeout, the timer
 // runs from the end of the request, not from the attempt's start: at
-// once for a request without a body; for one with a body, from the
-// moment the attempt has read the whole body (out.Body is wrapped to see
-// it), so that a client's slow upload is never taken for the upstream's
+// once for a request without a body; for one with a body, once the
+// attempt has read the whole body (out.Body is wrapped to see it), so
+// that a client's slow upload is never taken for the upstream's
 // slowness (which would be retried and reported to the breaker and the
-// outlier detector). A retry's body is replayed from memory, so its
-// timer starts almost at once. Until the body ends, the route deadline
-// bounds the attempt, and the stalled body watch tells a client that
-// stalls from an upstream that stops reading (see watchBodyStall).
+// outlier detector). Before the body's end the same timeout bounds each
+// wait on the upstream instead: the time from the attempt's start, or
+// from a piece of the body read, to the next read of it (an upstream
+// that stops taking the body holds the transport in its write). Only
+// the time blocked reading the client's body is not counted: that wait
+// is bounded by the route deadline and the stalled body watch (see
+// watchBodyStall). A retry's body is replayed from memory, so its
+// reads never wait on the client.
 //
 //go:noinline
 func (f *forwarding) perTryContext(ctx context.Context, d time.Duration, out *http.Request) (context.Context, context.CancelCauseFunc, timerStopper) {
@@ -600,17 +604,21 @@ func (f *forwarding) perTryContext(ctx context.Context, d time.Duration, out *ht
 	if out.ContentLength > 0 {
 		u.left = out.ContentLength
 	}
+	u.mu.Lock()
+	u.t = time.AfterFunc(d, u.expire)
+	u.mu.Unlock()
 	out.Body = u
 	return actx, acancel, u
 }
 
 // uploadTimer is the request body of an attempt under a per-try
-// timeout, and that attempt's per-try timer, which it starts once the
-// body has been read whole: at io.EOF, or at the last byte of a declared
-// length (a transport need not read on to EOF). The transport reads the
-// body on a goroutine of its choosing, possibly after RoundTrip
-// returned; Stop, from the forwarder, keeps a later end of the body from
-// starting the timer.
+// timeout, and that attempt's per-try timer. The timer is paused while a
+// read of the body is in progress and restarted, for the whole timeout,
+// when one returns; after the read that ends the body (io.EOF, or the
+// last byte of a declared length: a transport need not read on to EOF)
+// it runs on undisturbed. The transport reads the body on a goroutine
+// of its choosing, possibly after RoundTrip returned; Stop, from the
+// forwarder, disarms the timer for good.
 type uploadTimer struct {
 	body   io.ReadCloser
 	left   int64 // bytes to the declared length; -1 when unknown
@@ -618,20 +626,22 @@ type uploadTimer struct {
 	cancel context.CancelCauseFunc
 
 	mu      sync.Mutex
-	t       *time.Timer // nil until the body ended
+	t       *time.Timer
+	ended   bool // the body was read whole: the timer runs on
 	stopped bool
+	fired   bool
 }
 
 func (u *uploadTimer) Read(p []byte) (int, error) {
+	u.pause()
 	n, err := u.body.Read(p)
+	end := err == io.EOF
 	if u.left > 0 {
 		if u.left -= int64(n); u.left <= 0 {
-			u.start()
+			end = true
 		}
 	}
-	if err == io.EOF {
-		u.start()
-	}
+	u.resume(end)
 	return n, err
 }
 
@@ -639,24 +649,46 @@ func (u *uploadTimer) Read(p []byte) (int, error) {
 // body's wrapper, neither of which closes the downstream body).
 func (u *uploadTimer) Close() error { return u.body.Close() }
 
-// start arms the timer, once, unless Stop came first.
-func (u *uploadTimer) start() {
+// pause holds the timer while the body is read, unless the body has
+// ended already.
+func (u *uploadTimer) pause() {
 	u.mu.Lock()
-	if u.t == nil && !u.stopped {
-		u.t = time.AfterFunc(u.d, u.expire)
+	if !u.ended && !u.stopped && !u.fired {
+		u.t.Stop()
 	}
 	u.mu.Unlock()
 }
 
-func (u *uploadTimer) expire() { u.cancel(errPerTryTimeout) }
+// resume restarts the timer for the whole timeout after a read; end
+// marks the body's end, after which reads no longer touch it.
+func (u *uploadTimer) resume(end bool) {
+	u.mu.Lock()
+	if !u.ended && !u.stopped && !u.fired {
+		u.ended = end
+		u.t.Reset(u.d)
+	}
+	u.mu.Unlock()
+}
+
+func (u *uploadTimer) expire() {
+	u.mu.Lock()
+	if u.stopped {
+		u.mu.Unlock()
+		return
+	}
+	u.fired = true
+	u.mu.Unlock()
+	u.cancel(errPerTryTimeout)
+}
 
 // Stop disarms the timer for good; it reports whether the timer had not
-// fired (true too when the body has not ended: the timer never ran).
+// fired.
 func (u *uploadTimer) Stop() bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.stopped = true
-	return u.t == nil || u.t.Stop()
+	u.t.Stop()
+	return !u.fired
 }
 
 // roundTripTrace makes an attempt through a transport that reports

@@ -162,3 +162,97 @@ func TestRetryAfterPerTryTimeoutReplaysSlowUpload(t *testing.T) {
 			resp.Header.Get(hdrError), body, calls.Load(), "got 50 piece 004")
 	}
 }
+
+// sendUnread sends a request of method with a body of size bytes to
+// addr over a plain socket, writing it on a goroutine of its own (it
+// blocks once the path to an upstream that does not read is full), and
+// returns the response and how long it took to come.
+func sendUnread(t *testing.T, addr, method string, size int) (*http.Response, time.Duration) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	go func() {
+		if _, err := fmt.Fprintf(c, "%s / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", method, size); err != nil {
+			return
+		}
+		piece := make([]byte, 64<<10)
+		for left := size; left > 0; left -= len(piece) {
+			if _, err := c.Write(piece[:min(left, len(piece))]); err != nil {
+				return // the proxy answered and closed
+			}
+		}
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	resp.Body.Close()
+	return resp, time.Since(start)
+}
+
+// An upstream that stops taking the request body holds the attempt in
+// its write, before the body's end: the per-try timeout bounds that wait
+// too (it is the upstream's, not the client's), so the attempt ends a
+// per-try timeout, counted against the upstream, even with no route
+// timeout. The timer used to wait for the body's end, which never came.
+func TestPerTryTimeoutBoundsUpstreamThatStopsReading(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			stop := make(chan struct{})
+			up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
+				<-stop // never reads the body
+			})
+			t.Cleanup(func() { close(stop) })
+			cc := config.Cluster{Endpoints: eps(addr(up)), Protocol: proto, CircuitBreaker: tripsAfter(1)}
+			h := startProxy(t, simpleConfig(cc, func(r *config.Route) {
+				r.TimeoutDisabled = true
+				r.PerTryTimeout = 200 * time.Millisecond
+			}))
+			resp, took := sendUnread(t, h.out, "POST", 32<<20)
+			if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get(hdrError) != "upstream_timeout" {
+				t.Fatalf("after %v: %d %q, want 504 upstream_timeout", took, resp.StatusCode, resp.Header.Get(hdrError))
+			}
+			if s := svcBreaker(h); s.State != breaker.StateOpen {
+				t.Fatalf("breaker %v after the upstream's per-try timeout", s.State)
+			}
+		})
+	}
+}
+
+// The attempt cut short that way is retried when the body can be
+// replayed: the retry reads the rest of the body from the client after
+// the part kept from the first attempt, and its upstream gets all of it.
+func TestRetryAfterUpstreamStoppedReadingBody(t *testing.T) {
+	const size = 24 << 20
+	stop := make(chan struct{})
+	var stuck, got atomic.Int64
+	a := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		stuck.Add(1)
+		<-stop
+	})
+	b := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			return
+		}
+		got.Store(n)
+		fmt.Fprintf(w, "got %d", n)
+	})
+	t.Cleanup(func() { close(stop) })
+	rp := config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"gateway-error"},
+		Backoff: config.Backoff{Base: time.Microsecond}, MaxBufferedBodyBytes: size}
+	h := startProxy(t, retryCfg([]string{addr(a), addr(b)}, rp, func(r *config.Route) {
+		r.TimeoutDisabled = true
+		r.PerTryTimeout = 200 * time.Millisecond
+	}))
+	resp, took := sendUnread(t, h.out, "PUT", size)
+	if resp.StatusCode != 200 || stuck.Load() != 1 || got.Load() != size {
+		t.Fatalf("after %v: %d %q; stuck upstream called %d times, the other got %d bytes, want 200 and %d",
+			took, resp.StatusCode, resp.Header.Get(hdrError), stuck.Load(), got.Load(), size)
+	}
+}
