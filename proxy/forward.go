@@ -812,7 +812,7 @@ func (f *forwarding) retryAbandoned(lr localReply) {
 //
 //go:noinline
 func (f *forwarding) switchProtocols(resp *http.Response, permit breaker.Permit, ep *endpoint, report bool, hv breaker.Verdict, acancel context.CancelCauseFunc) {
-	back, err := f.switchedConn(resp)
+	back, protocol, err := f.switchedConn(resp)
 	if err != nil {
 		// A switch the client did not ask for is the upstream's
 		// failure, not a success.
@@ -830,7 +830,7 @@ func (f *forwarding) switchProtocols(resp *http.Response, permit breaker.Permit,
 	}
 	// The route deadline bounded the switch; the tunnel has its own
 	// bounds, and ends with the request's context (forced shutdown).
-	err = f.tunnel(f.r.Context(), resp, back)
+	err = f.tunnel(f.r.Context(), resp, back, protocol)
 	ep.active.Add(-1)
 	acancel(nil)
 	if err != nil && f.status == 0 {

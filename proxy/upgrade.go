@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,12 +17,16 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// upgradeProtocol returns the protocol an HTTP/1.1 request asks to switch
-// to (RFC 9110 §7.8: "Connection: upgrade" plus "Upgrade: <protocol>"), or
-// "" when it asks for none, or for one the proxy does not pass on:
+// upgradeProtocol returns the protocols an HTTP/1.1 request offers to
+// switch to (RFC 9110 §7.8: "Connection: upgrade" plus "Upgrade:" with a
+// list of protocols in order of preference, over one or more lines), as
+// one comma-separated list, or "" when it offers none, or none the proxy
+// passes on:
 //
 //   - an HTTP/1.0 request's Upgrade is ignored, as §7.8 requires (an
 //     HTTP/1.0 intermediary may have passed it on without knowing it);
+//   - an Upgrade with an element that is not a protocol (a token, and an
+//     optional "/" and version token) is ignored whole;
 //   - h2c is never tunnelled. The listener serves an h2c upgrade itself
 //     when its Connection names HTTP2-Settings; any other that names h2c
 //     would, once the upstream switched, give the client an HTTP/2
@@ -33,42 +38,90 @@ func upgradeProtocol(r *http.Request) string {
 	if r.ProtoMajor != 1 || r.ProtoMinor < 1 || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
 		return ""
 	}
-	up := r.Header["Upgrade"]
-	if len(up) == 0 || httpguts.HeaderValuesContainsToken(up, "h2c") {
+	offer, ok := protocolList(r.Header["Upgrade"])
+	if !ok || len(offer) == 0 {
 		return ""
 	}
-	return up[0]
+	for _, p := range offer {
+		name, _, _ := strings.Cut(p, "/")
+		if strings.EqualFold(name, "h2c") {
+			return ""
+		}
+	}
+	return strings.Join(offer, ", ")
 }
 
-// switchedConn returns the upstream connection of a 101 response, once
-// it is seen to switch to the protocol the client asked for (RFC 9110
-// §15.2.2: only to one the request's Upgrade offered); else it closes
-// the response and says why.
-func (f *forwarding) switchedConn(resp *http.Response) (io.ReadWriteCloser, error) {
+// protocolList splits Upgrade field lines into their protocols, empty
+// elements left out (RFC 9110 §5.6.1); ok is false when an element is
+// not a protocol.
+func protocolList(lines []string) (list []string, ok bool) {
+	for _, line := range lines {
+		for p := range strings.SplitSeq(line, ",") {
+			p = strings.Trim(p, " \t")
+			if p == "" {
+				continue
+			}
+			name, version, versioned := strings.Cut(p, "/")
+			if !isToken(name) || versioned && !isToken(version) {
+				return nil, false
+			}
+			list = append(list, p)
+		}
+	}
+	return list, true
+}
+
+// isToken reports whether s is an RFC 9110 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// switchedConn returns the upstream connection of a 101 response and
+// the protocols it switched to, once every one of them is seen to be
+// one the client offered (RFC 9110 §15.2.2: a server switches only to
+// protocols the request's Upgrade listed; several name layers of one
+// stack, lowest first); else it closes the response and says why.
+func (f *forwarding) switchedConn(resp *http.Response) (io.ReadWriteCloser, string, error) {
 	back, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
 		resp.Body.Close()
-		return nil, fmt.Errorf("upstream 101 body is not writable")
+		return nil, "", fmt.Errorf("upstream 101 body is not writable")
 	}
-	if got := resp.Header.Get("Upgrade"); !strings.EqualFold(got, f.upgrade) {
+	got, ok := protocolList(resp.Header["Upgrade"])
+	if !ok || len(got) == 0 {
 		back.Close()
-		return nil, fmt.Errorf("upstream switched to %q, client asked for %q", got, f.upgrade)
+		return nil, "", fmt.Errorf("upstream 101 names no protocol: %q", resp.Header["Upgrade"])
 	}
-	return back, nil
+	offer, _ := protocolList([]string{f.upgrade})
+	for _, p := range got {
+		if !slices.ContainsFunc(offer, func(o string) bool { return strings.EqualFold(o, p) }) {
+			back.Close()
+			return nil, "", fmt.Errorf("upstream switched to %q, client offered %q", p, f.upgrade)
+		}
+	}
+	return back, strings.Join(got, ", "), nil
 }
 
 // tunnel completes a protocol switch (WebSocket and the like): it sends the
 // upstream's 101 response to the client on the hijacked connection, then
 // copies bytes both ways until both directions have ended, either side
 // fails, the tunnel has been idle for the listener's idle_timeout, or ctx
-// ends (forced shutdown). back is the upstream connection (see
-// switchedConn).
+// ends (forced shutdown). back is the upstream connection and protocol
+// what it switched to (see switchedConn).
 //
 // A direction ends when its source sends EOF (a TCP half-close): the end
 // is passed on to the other peer (CloseWrite) and the other direction
 // goes on, as a TCP relay does; when the destination cannot be half
 // closed, the tunnel is closed whole.
-func (f *forwarding) tunnel(ctx context.Context, resp *http.Response, back io.ReadWriteCloser) error {
+func (f *forwarding) tunnel(ctx context.Context, resp *http.Response, back io.ReadWriteCloser, protocol string) error {
 	conn, brw, err := http.NewResponseController(f.w).Hijack()
 	if err != nil {
 		back.Close()
@@ -83,7 +136,7 @@ func (f *forwarding) tunnel(ctx context.Context, resp *http.Response, back io.Re
 	// is the new protocol, not a body it could describe.
 	delete(h, "Content-Length")
 	h["Connection"] = []string{"Upgrade"}
-	h["Upgrade"] = []string{f.upgrade}
+	h["Upgrade"] = []string{protocol}
 	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\n")
 	_ = h.Write(brw)
 	_, _ = brw.WriteString("\r\n")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -294,4 +295,95 @@ func TestSwitchingProtocolsDropsContentLength(t *testing.T) {
 	if !strings.HasPrefix(head, "HTTP/1.1 101 ") || strings.Contains(strings.ToLower(head), "content-length") {
 		t.Fatalf("101 head %q", head)
 	}
+}
+
+// A client may offer several protocols, in order of preference, on one
+// Upgrade line or several (RFC 9110 §7.8): the upstream gets the whole
+// offer, and its switch to any one of them is passed on, with the
+// protocol it chose. Only a whole first line used to be compared with
+// the upstream's choice, so such a switch failed 502 upstream_reset and
+// counted against the upstream.
+func TestSwitchToOneOfSeveralOfferedProtocols(t *testing.T) {
+	offers := make(chan string, 4)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		offers <- strings.Join(r.Header["Upgrade"], "|")
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ECHO\r\n\r\n")
+		brw.Flush()
+	})
+	cc := config.Cluster{Endpoints: eps(addr(up)), CircuitBreaker: tripsAfter(1)}
+	h := startProxy(t, simpleConfig(cc))
+	for _, tc := range []struct{ lines, sent string }{
+		{"Upgrade: foo/2, echo\r\n", "foo/2, echo"},
+		{"Upgrade: foo\r\nUpgrade: ,echo/1 ,\r\nUpgrade: echo\r\n", "foo, echo/1, echo"},
+	} {
+		c := dialRaw(t, h.out)
+		fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n%s\r\n", tc.lines)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != "ECHO" {
+			t.Fatalf("offer %q: %d %q %q, want 101 to ECHO", tc.lines, resp.StatusCode, resp.Header.Get("Upgrade"), resp.Header.Get(hdrError))
+		}
+		if got := <-offers; got != tc.sent {
+			t.Fatalf("offer %q reached the upstream as %q, want %q", tc.lines, got, tc.sent)
+		}
+		c.Close()
+	}
+	if s := svcBreaker(h); s.State != breaker.StateClosed {
+		t.Fatalf("breaker %v after switches the clients asked for", s.State)
+	}
+}
+
+// An Upgrade with an element that is not a protocol, or that names h2c
+// among others, is no switch the proxy passes on: the request goes on
+// without its switch headers.
+func TestMalformedOrH2COfferIsNotPassedOn(t *testing.T) {
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(lenientH2C(t))}))
+	for _, offer := range []string{"echo two", "echo/", "/1", "websocket, H2C", "echo, h2c/1"} {
+		c := dialRaw(t, h.out)
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", offer)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != `plain upgrade="" settings=""` {
+			t.Fatalf("offer %q: %d %q", offer, resp.StatusCode, b)
+		}
+		c.Close()
+	}
+}
+
+// protocolList accepts only lists of protocols, and what it returns,
+// joined as upgradeProtocol sends it on, reads back the same.
+func FuzzProtocolList(f *testing.F) {
+	for _, s := range []string{"websocket", "foo/2, echo", " ,echo/1 ,", "a b", "x/", "/1", "h2c", "\xff", "a/b/c"} {
+		f.Add(s, "echo")
+	}
+	f.Fuzz(func(t *testing.T, line1, line2 string) {
+		list, ok := protocolList([]string{line1, line2})
+		if !ok {
+			if list != nil {
+				t.Fatalf("refused %q %q with a list %q", line1, line2, list)
+			}
+			return
+		}
+		for _, p := range list {
+			name, version, versioned := strings.Cut(p, "/")
+			if !isToken(name) || versioned && !isToken(version) {
+				t.Fatalf("%q %q gave element %q", line1, line2, p)
+			}
+		}
+		back, ok := protocolList([]string{strings.Join(list, ", ")})
+		if !ok || !slices.Equal(back, list) {
+			t.Fatalf("%q joined reads back as %q %v", list, back, ok)
+		}
+	})
 }
