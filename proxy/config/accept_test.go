@@ -64,6 +64,7 @@ routes:
 		// A stream's trailing "---" starts a document with nothing in it.
 		"an empty document after the config": "clusters: {a: {endpoints: [\"10.0.0.1:80\"]}}\n---\n",
 		"empty documents with comments":      "---\nclusters: {a: {endpoints: [\"10.0.0.1:80\"]}}\n---\n# nothing more\n---\n...\n",
+		"empty documents before the config":  "# a header\n---\n# more\n---\nclusters: {a: {endpoints: [\"10.0.0.1:80\"]}}\n",
 		"timeout disabled": `
 clusters: {a: {endpoints: ["10.0.0.1:80"]}}
 routes: [{cluster: a, timeout_disabled: true, per_try_timeout: 1h}]
@@ -117,5 +118,17 @@ clusters:
 	b := cfg.Clusters["b"]
 	if b.Protocol != ProtocolGRPC || b.ConnectTimeout.String() != "2s" || len(b.Endpoints) != 1 || b.Endpoints[0].Address != "10.0.0.2:80" {
 		t.Fatalf("merged cluster = %+v", b)
+	}
+}
+
+// Empty documents before the config are passed over by both passes: the
+// config read is the one after them, not the first (empty) document.
+func TestConfigAfterEmptyDocumentsIsRead(t *testing.T) {
+	cfg, err := Parse([]byte("# generated\n---\n---\n# c\n---\nclusters: {a: {endpoints: [\"10.0.0.9:81\"]}}\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := cfg.Clusters["a"]; !ok || len(a.Endpoints) != 1 || a.Endpoints[0].Address != "10.0.0.9:81" {
+		t.Fatalf("clusters = %+v", cfg.Clusters)
 	}
 }

@@ -86,21 +86,32 @@ func decode(data []byte, source string) (*Config, error) {
 
 	// First pass: the node tree, for syntax errors and for the key path of
 	// every line.
+	//
+	// A config is one document. A document with nothing in it before or
+	// after the config (a "---" with at most comments under it) is no
+	// second one: it is what tools that write YAML streams leave behind,
+	// and a file may open with a comment block and a "---". skipped
+	// counts those before the config.
 	var root yaml.Node
+	skipped := 0
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&root); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fail(0, "config is empty")
+	for {
+		root = yaml.Node{}
+		if err := dec.Decode(&root); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, fail(0, "config is empty")
+			}
+			line, msg := syntaxError(err)
+			if line == 0 {
+				line, msg = locate(data, msg)
+			}
+			return nil, fail(line, msg)
 		}
-		line, msg := syntaxError(err)
-		if line == 0 {
-			line, msg = locate(data, msg)
+		if !emptyDocument(&root) {
+			break
 		}
-		return nil, fail(line, msg)
+		skipped++
 	}
-	// A config is one document. A document with nothing in it after the
-	// config (a trailing "---", maybe with comments) is no second one: it
-	// is what tools that write YAML streams leave behind.
 	for {
 		var extra yaml.Node
 		err := dec.Decode(&extra)
@@ -154,6 +165,10 @@ func decode(data []byte, source string) (*Config, error) {
 	errs := idx.keyErrs
 	dec = yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
+	for range skipped {
+		var empty yaml.Node
+		_ = dec.Decode(&empty) // decoded once already, without error
+	}
 	if err := dec.Decode(&cfg); err != nil {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {

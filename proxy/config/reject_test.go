@@ -452,6 +452,9 @@ clusters: {}
 		{"top level not a mapping", "- a\n- b\n", `t.yaml:1: expected a mapping of settings at the top level, got a list`},
 		{"two documents", okCluster + "---\n" + okCluster, `t.yaml:7: a second YAML document (started by the --- on line 5): a config is one document`},
 		{"a second document after an empty one", okCluster + "---\n# nothing\n---\nbogus: 1\n", `t.yaml:8: a second YAML document (started by the --- on line 7): a config is one document`},
+		{"a bad key after empty documents", "# a header\n---\n---\nclusterz: {}\n", `t.yaml:4: clusterz: unknown key "clusterz" (did you mean "clusters"?)`},
+		{"two documents after an empty one", "---\n" + okCluster + "---\n" + okCluster, `t.yaml:8: a second YAML document (started by the --- on line 6): a config is one document`},
+		{"empty documents only", "---\n# a\n---\n", `t.yaml: config is empty`},
 		{"a second document holding null", okCluster + "--- ~\n", `t.yaml:5: a second YAML document (started by the --- on line 5): a config is one document`},
 		// The YAML library reports these without a line; the line (and
 		// column) are found again.
