@@ -218,6 +218,10 @@ func (w *idleWatch) check() {
 	}
 	if left := w.d - (time.Since(w.base) - time.Duration(w.last.Load())); left > 0 {
 		w.t.Reset(left)
+		if w.stopped.Load() {
+			// stop ran meanwhile, its Stop before this Reset.
+			w.t.Stop()
+		}
 		return
 	}
 	w.close()
