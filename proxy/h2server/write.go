@@ -14,8 +14,10 @@ import (
 // reader's acknowledgements). One writer goroutine per connection moves
 // what has accumulated to the socket in a single write: frames of many
 // streams share a syscall. Handlers never wait for the syscall, only for
-// flow-control windows and for the pending bytes to fall below
-// maxPending.
+// flow-control windows and for room: one that finds maxPending bytes
+// queued waits for the writer to have written them (its Write to
+// return), so that the response bytes held for a client that does not
+// read stay under about twice that.
 
 func appendFrameHeader(b []byte, length int, typ http2.FrameType, flags http2.Flags, id uint32) []byte {
 	return append(b, byte(length>>16), byte(length>>8), byte(length),
