@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // upgradeProtocol returns the protocols an HTTP/1.1 request offers to
@@ -57,31 +59,18 @@ func upgradeProtocol(r *http.Request) string {
 func protocolList(lines []string) (list []string, ok bool) {
 	for _, line := range lines {
 		for p := range strings.SplitSeq(line, ",") {
-			p = strings.Trim(p, " \t")
+			p = wire.TrimOWS(p)
 			if p == "" {
 				continue
 			}
 			name, version, versioned := strings.Cut(p, "/")
-			if !isToken(name) || versioned && !isToken(version) {
+			if !wire.IsToken(name) || versioned && !wire.IsToken(version) {
 				return nil, false
 			}
 			list = append(list, p)
 		}
 	}
 	return list, true
-}
-
-// isToken reports whether s is an RFC 9110 token.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !httpguts.IsTokenRune(rune(s[i])) {
-			return false
-		}
-	}
-	return true
 }
 
 // switchedConn returns the upstream connection of a 101 response and

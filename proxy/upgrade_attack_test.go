@@ -14,6 +14,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // dialRaw opens a plain connection to addr with a deadline for the test.
@@ -377,7 +378,7 @@ func FuzzProtocolList(f *testing.F) {
 		}
 		for _, p := range list {
 			name, version, versioned := strings.Cut(p, "/")
-			if !isToken(name) || versioned && !isToken(version) {
+			if !wire.IsToken(name) || versioned && !wire.IsToken(version) {
 				t.Fatalf("%q %q gave element %q", line1, line2, p)
 			}
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/composer"
 	"github.com/outrigger-mesh/outrigger/proxy/health"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // Limits enforced by validation.
@@ -429,7 +430,7 @@ func (m *RouteMatch) validate(p *problems, path string) {
 	for i, meth := range m.Methods {
 		ip := indexPath(path+".methods", i)
 		switch {
-		case !validToken(meth):
+		case !wire.IsToken(meth):
 			p.addf(ip, "invalid method %q", meth)
 		case strings.ToUpper(meth) != meth:
 			p.addf(ip, "method %q must be upper case (%q)", meth, strings.ToUpper(meth))
@@ -821,19 +822,6 @@ func checkDuration(p *problems, path string, d time.Duration) {
 	if d < 0 {
 		p.addf(path, "must not be negative, got %s", d)
 	}
-}
-
-// validToken reports whether s is an RFC 9110 token (method names).
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !httpguts.IsTokenRune(rune(s[i])) {
-			return false
-		}
-	}
-	return true
 }
 
 // validClusterName accepts what Envoy control planes name clusters, Istio's

@@ -19,6 +19,20 @@ func TrimOWS(v string) string {
 	return v
 }
 
+// IsToken reports whether s is an RFC 9110 token (§5.6.2): a method, a
+// field name, a protocol name.
+func IsToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
 // NextLine splits s at its first LF, dropping it and a CR before it (RFC
 // 9112 §2.2 lets a recipient take a bare LF as a line end). A last line
 // without LF is returned as it is.
