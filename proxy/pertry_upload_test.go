@@ -169,12 +169,7 @@ func TestRetryAfterPerTryTimeoutReplaysSlowUpload(t *testing.T) {
 // returns the response and how long it took to come.
 func sendUnread(t *testing.T, addr, method string, size int) (*http.Response, time.Duration) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := dialRaw(t, addr)
 	start := time.Now()
 	go func() {
 		if _, err := fmt.Fprintf(c, "%s / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", method, size); err != nil {
