@@ -236,13 +236,15 @@ func (c *conn) serve() {
 		// request already buffered (at most readBufSize) are not counted.
 		lim := c.lim
 		c.cr.setLimit(lim.maxHeaderBytes + readBufSize)
-		if c.br.Buffered() == 0 {
+		// Empty lines before a request (which readRequest skips, see
+		// skipEmptyLines) are no request yet: the wait for one goes on.
+		if empty := leadingEmptyLines(c.br); empty == c.br.Buffered() {
 			wait := lim.idleTimeout
 			if first {
 				wait = lim.readHeaderTimeout
 			}
 			c.setReadDeadline(wait)
-			if _, err := c.br.Peek(1); err != nil {
+			if _, err := c.br.Peek(empty + 1); err != nil {
 				return
 			}
 		} else if lim.readHeaderTimeout == 0 {
@@ -322,10 +324,29 @@ func (c *conn) clearReadDeadline() {
 	}
 }
 
-// headerBuffered reports whether br holds a whole header block.
+// headerBuffered reports whether br holds a whole header block: after
+// the empty lines skipEmptyLines skips, a line and then an empty line
+// (the lines may end in a bare LF, as readHead takes them). Empty lines
+// alone are no header block.
 func headerBuffered(br *bufio.Reader) bool {
 	b, _ := br.Peek(br.Buffered())
-	return bytes.Contains(b, []byte("\r\n\r\n"))
+	b = b[leadingEmptyLines(br):]
+	if len(b) == 0 || b[0] == '\r' || b[0] == '\n' {
+		return false
+	}
+	return bytes.Contains(b, []byte("\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
+}
+
+// leadingEmptyLines counts the bytes of the empty lines buffered ahead
+// of a request that skipEmptyLines skips: CR and LF bytes, at most
+// maxEmptyLineBytes.
+func leadingEmptyLines(br *bufio.Reader) int {
+	b, _ := br.Peek(min(br.Buffered(), maxEmptyLineBytes))
+	n := 0
+	for n < len(b) && (b[n] == '\r' || b[n] == '\n') {
+		n++
+	}
+	return n
 }
 
 var clientPreface = []byte(http2.ClientPreface)

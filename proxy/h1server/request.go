@@ -38,11 +38,15 @@ func (c *conn) readRequest() (*response, error) {
 	return c.newRequest(&hd)
 }
 
+// maxEmptyLineBytes bounds the CR and LF bytes skipped before a request
+// line: two empty lines.
+const maxEmptyLineBytes = 4
+
 // skipEmptyLines skips the empty lines before a request line: RFC 9112
 // §2.2 says a server SHOULD ignore at least one (old clients send CRLF
 // after a POST body).
 func (c *conn) skipEmptyLines() error {
-	for i := 0; i < 4; i++ {
+	for i := 0; i < maxEmptyLineBytes; i++ {
 		b, err := c.br.Peek(1)
 		if err != nil {
 			return err

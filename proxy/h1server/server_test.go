@@ -917,3 +917,45 @@ func TestNoInformationalResponseToHTTP10(t *testing.T) {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
 }
+
+// Empty lines after a request (which a server skips before the next
+// request line, RFC 9112 §2.2) are no header block: the wait for the
+// next request stays bounded by the idle timeout, and a head begun after
+// them by the read-header timeout. A buffered "\r\n\r\n" was taken for a
+// whole head, and the connection was left with no deadline at all.
+func TestEmptyLinesAfterRequestKeepTimeouts(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		rht, idle time.Duration
+		tail      string
+	}{
+		{"empty lines, both timeouts", 200 * time.Millisecond, 200 * time.Millisecond, "\r\n\r\n"},
+		{"empty lines, idle timeout only", 0, 200 * time.Millisecond, "\r\n\r\n"},
+		{"bare LFs, idle timeout only", 0, 200 * time.Millisecond, "\n\n"},
+		{"empty lines and half a head", 200 * time.Millisecond, 200 * time.Millisecond, "\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *Server) {
+				s.ReadHeaderTimeout = tc.rht
+				s.IdleTimeout = tc.idle
+			})
+			c := dial(t, ts.addr)
+			c.send(t, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"+tc.tail)
+			if resp, _ := c.response(t, "GET"); resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if !c.closed(5 * time.Second) {
+				t.Fatalf("connection kept open after %q past its timeouts", tc.tail)
+			}
+		})
+	}
+	// The request after an empty line is served as before.
+	ts := start(t, pathHandler())
+	c := dial(t, ts.addr)
+	c.send(t, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	for _, want := range []string{"/a", "/b"} {
+		if resp, body := c.response(t, "GET"); resp.StatusCode != 200 || body != want {
+			t.Fatalf("%d %q, want 200 %q", resp.StatusCode, body, want)
+		}
+	}
+}
