@@ -42,7 +42,13 @@ type conn struct {
 	written int64
 	// reused is set once the connection has served an exchange.
 	reused bool
-	idleAt time.Time // guarded by the Transport's mu while idle
+	// unframedRisk is set when the last response had no body by its
+	// framing (HEAD, 1xx, 204, 304, Content-Length 0): a server that
+	// wrote one anyway (one that ignores HEAD, say) may have sent it
+	// after the head, too late for release to see it buffered, so the
+	// connection is peeked at before its next use (see getConn).
+	unframedRisk bool
+	idleAt       time.Time // guarded by the Transport's mu while idle
 	// idleGen counts the connection's idle spells (guarded by the
 	// Transport's mu), so that a sweep tells one it checked from a
 	// later one.

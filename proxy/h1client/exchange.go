@@ -137,6 +137,7 @@ func (c *conn) finish(ctx context.Context, rb *responseBody, mode int, keep bool
 	}
 	if mode == bodyNone || mode == bodyNoneClose {
 		resp.Body = http.NoBody
+		c.unframedRisk = true
 		c.release(keep && mode == bodyNone)
 		return resp, false, nil
 	}

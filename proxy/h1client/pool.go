@@ -129,11 +129,15 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			t.mu.Unlock()
 			// An idle connection holds no read buffer (release checked
 			// it was empty); bytes the server sent since are found by
-			// the peek.
-			if (idleTime >= peekAfter || check) && !c.alive() {
+			// the peek. Unsolicited bytes after a response without a
+			// body are looked for too: read as the next response, they
+			// would answer another request (net/http closes such a
+			// connection as well).
+			if (idleTime >= peekAfter || check || c.unframedRisk) && !c.alive() {
 				c.discard()
 				continue
 			}
+			c.unframedRisk = false
 			return c, true, idleTime, nil
 		}
 		if t.MaxConnsPerHost <= 0 || hp.open-len(expired) < t.MaxConnsPerHost {

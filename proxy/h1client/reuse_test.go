@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -507,5 +508,72 @@ func TestRequestThatCannotBeResentSkipsClosedConnectionHandedOver(t *testing.T) 
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("POST hung")
+	}
+}
+
+// A server that answers with no body by its framing (HEAD, 204, 304,
+// Content-Length 0) and then writes one anyway (one that ignores HEAD,
+// say), after the head, leaves those bytes on the idle connection after
+// release looked at its buffer. The connection is peeked at before its
+// next use and closed: the next request does not read them as its
+// response. It was reused at once (it had idled less than peekAfter),
+// and the next request got the stray bytes.
+func TestUnsolicitedBytesAfterBodilessResponseAreNotReadAsNextResponse(t *testing.T) {
+	for _, tc := range []struct{ name, method, head, late string }{
+		{"HEAD then a body", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "hello"},
+		{"HEAD then a response", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+			"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!"},
+		{"304 then a response", "GET", "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+			"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!"},
+		{"204 then a response", "GET", "HTTP/1.1 204 No Content\r\n\r\n",
+			"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!"},
+		{"empty 200 then a response", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+			"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			headSent, lateSent := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			release := func() { once.Do(func() { close(headSent) }) }
+			t.Cleanup(release) // before the server's, which waits for it
+			rs := startRaw(t, func(c net.Conn, br *bufio.Reader, n int) {
+				for i := 0; ; i++ {
+					if _, _, err := readRequest(br); err != nil {
+						return
+					}
+					if n == 0 && i == 0 {
+						io.WriteString(c, tc.head)
+						// The late bytes follow once the client has the
+						// response, and is done with it.
+						<-headSent
+						io.WriteString(c, tc.late)
+						close(lateSent)
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+				}
+			})
+			tr := newTransport(t)
+			url := "http://" + rs.addr + "/"
+			req, _ := http.NewRequest(tc.method, url, nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			release()
+			<-lateSent // on loopback, in the client's socket once written
+			req, _ = http.NewRequest("GET", url, nil)
+			resp, err = tr.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("next request: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != "real" || rs.accepted.Load() != 2 {
+				t.Fatalf("next request got %d %q on connection %d, want %q on a new one",
+					resp.StatusCode, b, rs.accepted.Load(), "real")
+			}
+		})
 	}
 }
