@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,12 +157,18 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return fmt.Errorf("config watcher: watch %s: %w", dir, err)
 	}
 	watched := map[string]bool{dir: true}
-	// rewatch follows the symlinks again and moves the extra watch to the
-	// directory of the file they now lead to.
+	// rewatch follows the symlinks again and moves the extra watches to
+	// the directory of the file they now lead to and to the directories
+	// that hold the links on the way, where a link swapped changes the
+	// file the path names (a release directory's "current", a link
+	// elsewhere that the config's own link goes through).
 	rewatch := func() {
 		want := map[string]bool{dir: true}
 		if real, err := filepath.EvalSymlinks(path); err == nil {
 			want[filepath.Dir(real)] = true
+		}
+		for _, d := range linkDirs(path) {
+			want[d] = true
 		}
 		if _, err := os.Stat(dir); err != nil {
 			// The directory itself is gone (renamed or deleted, to be
@@ -289,4 +296,54 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// maxLinks bounds the symlinks linkDirs follows, as the kernel's
+// resolution is bounded (ELOOP).
+const maxLinks = 40
+
+// linkDirs returns the directories that hold the symlinks met while
+// resolving path (absolute and clean), in order, each once. It stops
+// where resolution fails: what is missing has no links to watch yet.
+func linkDirs(path string) []string {
+	var dirs []string
+	seen := map[string]bool{}
+	rest := strings.Split(path, string(filepath.Separator))
+	cur := string(filepath.Separator)
+	for links := 0; len(rest) > 0; {
+		name := rest[0]
+		rest = rest[1:]
+		switch name {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, name)
+		fi, err := os.Lstat(next)
+		if err != nil {
+			return dirs
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return dirs
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return dirs
+		}
+		if !seen[cur] {
+			seen[cur] = true
+			dirs = append(dirs, cur)
+		}
+		if filepath.IsAbs(target) {
+			cur = string(filepath.Separator)
+		}
+		rest = append(strings.Split(target, string(filepath.Separator)), rest...)
+	}
+	return dirs
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -577,4 +578,111 @@ func TestWatchReloadHandsOnAtOnceAndRunComparesWithIt(t *testing.T) {
 	// Run delivers what follows as usual.
 	writeFile(t, path, configWithTimeout("3s"))
 	wantTimeout(t, next(t, ch), 3*time.Second)
+}
+
+// swapLink points link at target atomically, as deploy tools do (a new
+// link renamed over the old one).
+func swapLink(t *testing.T, target, link string) {
+	t.Helper()
+	tmp := link + ".tmp"
+	if err := os.Symlink(target, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// releases makes root/<under>/<name>/outrigger.yaml for each version,
+// with its route timeout.
+func releases(t *testing.T, root, under string, timeouts map[string]string) {
+	t.Helper()
+	for name, to := range timeouts {
+		d := filepath.Join(root, under, name)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(d, "outrigger.yaml"), configWithTimeout(to))
+	}
+}
+
+// A symlink on the config's path that lives in neither the config's
+// directory nor the resolved file's is watched too: swapping it changes
+// the config. Such swaps were missed (no reload, no error) until
+// something touched the watched directories.
+func TestWatchSeesSwapOfLinkElsewhereOnThePath(t *testing.T) {
+	t.Run("release directory", func(t *testing.T) {
+		// -c root/current/outrigger.yaml, current -> releases/v1.
+		root := t.TempDir()
+		releases(t, root, "releases", map[string]string{"v1": "1s", "v2": "2s"})
+		cur := filepath.Join(root, "current")
+		if err := os.Symlink("releases/v1", cur); err != nil {
+			t.Fatal(err)
+		}
+		ch := startWatcher(t, filepath.Join(cur, "outrigger.yaml"))
+		swapLink(t, "releases/v2", cur)
+		wantTimeout(t, next(t, ch), 2*time.Second)
+		// And back: the watches followed the swap.
+		swapLink(t, "releases/v1", cur)
+		wantTimeout(t, next(t, ch), time.Second)
+	})
+	t.Run("link through a third directory", func(t *testing.T) {
+		// etc/outrigger.yaml -> store/current/outrigger.yaml, current -> v1.
+		root := t.TempDir()
+		releases(t, root, "store", map[string]string{"v1": "1s", "v2": "2s"})
+		if err := os.Symlink("v1", filepath.Join(root, "store", "current")); err != nil {
+			t.Fatal(err)
+		}
+		etc := filepath.Join(root, "etc")
+		if err := os.Mkdir(etc, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(etc, "outrigger.yaml")
+		if err := os.Symlink(filepath.Join(root, "store", "current", "outrigger.yaml"), path); err != nil {
+			t.Fatal(err)
+		}
+		ch := startWatcher(t, path)
+		swapLink(t, "v2", filepath.Join(root, "store", "current"))
+		wantTimeout(t, next(t, ch), 2*time.Second)
+		swapLink(t, "v1", filepath.Join(root, "store", "current"))
+		wantTimeout(t, next(t, ch), time.Second)
+	})
+}
+
+func TestLinkDirs(t *testing.T) {
+	root := t.TempDir()
+	mk := func(p string) {
+		if err := os.MkdirAll(filepath.Join(root, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln := func(target, link string) {
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("a/b")
+	mk("c")
+	ln("../a", "c/toA")               // relative, through ..
+	ln(filepath.Join(root, "c"), "d") // absolute
+	ln("loop2", "loop1")
+	ln("loop1", "loop2")
+	for _, tc := range []struct {
+		path string
+		want []string
+	}{
+		{"a/b/x.yaml", nil},
+		{"c/toA/b/x.yaml", []string{"c"}},
+		{"d/toA/b/x.yaml", []string{"", "c"}},
+		{"missing/x.yaml", nil},
+		{"loop1/x.yaml", []string{""}},
+	} {
+		var want []string
+		for _, w := range tc.want {
+			want = append(want, filepath.Join(root, w))
+		}
+		if got := linkDirs(filepath.Join(root, tc.path)); !slices.Equal(got, want) {
+			t.Errorf("linkDirs(%s) = %q, want %q", tc.path, got, want)
+		}
+	}
 }
