@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
@@ -209,5 +211,39 @@ func TestReloadDuringDrainIsIgnored(t *testing.T) {
 	cur, gen := s.state.current()
 	if st := s.state.status(); gen != 1 || cur.Clusters["a"].ConnectTimeout != time.Second || st.LastReloadError != "" || !st.LastReloadAt.IsZero() {
 		t.Fatalf("generation %d, connect_timeout %v, status %+v", gen, cur.Clusters["a"].ConnectTimeout, st)
+	}
+}
+
+// A reload that changes a setting bound at start logs that it takes
+// effect on restart, naming the key; turning the app API (and with it
+// the event log) off or on was applied silently, though nothing of it
+// stops or starts until a restart.
+func TestRestartOnlySettingsAreWarned(t *testing.T) {
+	const base = "listeners: {outbound: {disabled: true}%s}\neventlog: {topics: {orders: {partitions: 1}}}\nclusters: {a: {endpoints: [\"127.0.0.1:9\"]}}\n"
+	for _, tc := range []struct{ name, prev, next, key string }{
+		{"app api turned off", "", ", app_api: {disabled: true}", "listeners.app_api.disabled"},
+		{"app api turned on", ", app_api: {disabled: true}", "", "listeners.app_api.disabled"},
+		{"app api moved", "", ", app_api: {address: \"127.0.0.1:15999\"}", "listeners.app_api.address"},
+		{"nothing bound at start", "", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prev, err := config.Parse(fmt.Appendf(nil, base, tc.prev), "prev.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			next, err := config.Parse(fmt.Appendf(nil, base, tc.next), "next.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			core, logs := observer.New(zap.WarnLevel)
+			(&sidecar{log: zap.New(core)}).warnRestartOnly(prev, next)
+			var keys []string
+			for _, e := range logs.All() {
+				keys = append(keys, e.ContextMap()["key"].(string))
+			}
+			if want := []string{tc.key}; tc.key == "" && len(keys) != 0 || tc.key != "" && !slices.Equal(keys, want) {
+				t.Fatalf("warned for %q, want %q", keys, tc.key)
+			}
+		})
 	}
 }

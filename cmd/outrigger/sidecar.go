@@ -13,6 +13,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -464,6 +465,7 @@ func (s *sidecar) warnRestartOnly(prev, next *config.Config) {
 	for _, c := range []struct{ key, a, b string }{
 		{"admin.address", prev.Admin.Address, next.Admin.Address},
 		{"listeners.app_api.address", prev.Listeners.AppAPI.Address, next.Listeners.AppAPI.Address},
+		{"listeners.app_api.disabled", strconv.FormatBool(prev.Listeners.AppAPI.Disabled), strconv.FormatBool(next.Listeners.AppAPI.Disabled)},
 		{"eventlog", mustHash(prev.EventLog), mustHash(next.EventLog)},
 		{"logging.format", prev.Logging.Format, next.Logging.Format},
 	} {
