@@ -218,7 +218,14 @@ func (l *Limits) limit(k Limit) int64 {
 	if k != LimitRetries || !l.budget {
 		return l.max[k]
 	}
-	active := l.cur[LimitRequests].Load() + l.cur[LimitPendingRequests].Load()
+	// A call holds its max_requests unit from start to end, and a
+	// max_pending_requests unit only within that while it waits for a
+	// connection (see the package example): the calls in flight are the
+	// max_requests units alone, which is what Envoy's "active plus
+	// pending requests" counts. Adding the pending ones counted a call
+	// that waits for a connection twice, and let a storm of retries
+	// against endpoints that hang on connect twice the budget.
+	active := l.cur[LimitRequests].Load()
 	return max(l.minRet, int64(float64(active)*l.pct))
 }
 

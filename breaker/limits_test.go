@@ -71,14 +71,16 @@ func TestRetryBudgetScalesWithActiveRequests(t *testing.T) {
 	if got := retries(); got != 2 {
 		t.Fatalf("no load: %d retries allowed, want min_retry_concurrency 2", got)
 	}
-	for range 30 {
+	for range 40 {
 		_ = l.Acquire(LimitRequests)
 	}
+	// Ten of the calls wait for a connection: they are calls in flight
+	// already, not ten more.
 	for range 10 {
 		_ = l.Acquire(LimitPendingRequests)
 	}
 	if got := retries(); got != 10 {
-		t.Fatalf("40 active: %d retries allowed, want 25%% = 10", got)
+		t.Fatalf("40 calls in flight: %d retries allowed, want 25%% = 10", got)
 	}
 	if s := l.Snapshot(); s.Max[LimitRetries] != 10 {
 		t.Fatalf("snapshot retry max %d, want 10", s.Max[LimitRetries])
