@@ -228,9 +228,13 @@ func (c *countedConn) Close() error {
 
 // endpoint is one member of a cluster.
 type endpoint struct {
-	addr   string
-	idx    int          // index in the cluster, as the outlier detector numbers it
-	active atomic.Int64 // requests in flight
+	addr string
+	idx  int // index in the cluster, as the outlier detector numbers it
+	// active counts the requests in flight. The same endpoint (cluster
+	// and address) of every snapshot shares it (see carryState), so that
+	// least_request and /clusters count the requests still running on
+	// an earlier snapshot.
+	active *atomic.Int64
 }
 
 // cluster is the compiled, immutable view of one upstream cluster inside a
@@ -250,7 +254,7 @@ type cluster struct {
 	// interleaved (see weightSlots). nil means one position per endpoint.
 	slots []int
 
-	active atomic.Int64
+	active *atomic.Int64 // requests in flight, shared as endpoint.active is
 	m      clusterMetrics
 }
 
@@ -388,4 +392,37 @@ func (c *cluster) markTried(s *attemptSet, e *endpoint) {
 		s.tried[s.first-1] = true
 	}
 	s.tried[e.idx] = true
+}
+
+// carryState gives c, new in a snapshot being compiled, the run-time
+// state of prev, the cluster of the same name serving now (nil: none),
+// which its requests in flight go on updating: the counts of requests in
+// flight, the cluster's and each endpoint's that stays (by address, in
+// order when an address is listed more than once), and, for the same
+// load-balancing policy, the balancer itself, so that round robin goes
+// on from its turn instead of starting every reload at the first
+// endpoint (every sidecar in step). A fresh counter starts at zero.
+func (c *cluster) carryState(prev *cluster) {
+	if prev == nil {
+		c.active = new(atomic.Int64)
+		for _, e := range c.endpoints {
+			e.active = new(atomic.Int64)
+		}
+		return
+	}
+	c.active = prev.active
+	if prev.lbPolicy == c.lbPolicy {
+		c.picker = prev.picker
+	}
+	kept := make(map[string][]*atomic.Int64, len(prev.endpoints))
+	for _, e := range prev.endpoints {
+		kept[e.addr] = append(kept[e.addr], e.active)
+	}
+	for _, e := range c.endpoints {
+		if k := kept[e.addr]; len(k) > 0 {
+			e.active, kept[e.addr] = k[0], k[1:]
+		} else {
+			e.active = new(atomic.Int64)
+		}
+	}
 }

@@ -196,6 +196,11 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 		weights = append(weights, e.Weight)
 	}
 	c.slots = weightSlots(weights)
+	if s := p.snap.Load(); s != nil {
+		c.carryState(s.clusters[name])
+	} else {
+		c.carryState(nil)
+	}
 
 	key := transportKey{
 		cluster:         name,
