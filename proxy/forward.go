@@ -1268,7 +1268,10 @@ func (f *forwarding) respond(resp *http.Response) error {
 		// Trailers-only gRPC response (status in the header block, no
 		// body): write it as one HEADERS frame with END_STREAM, as gRPC
 		// requires, which the server does when the handler returns
-		// without having flushed.
+		// without having flushed. A body the upstream sent anyway is
+		// dropped, and with it any Content-Length, which the server
+		// would otherwise find unmet and reset the stream.
+		delete(h, "Content-Length")
 		w.WriteHeader(resp.StatusCode)
 		return nil
 	}
@@ -1336,10 +1339,19 @@ func (f *forwarding) bodyCutShort(h http.Header, err error) error {
 		h[http.TrailerPrefix+"Grpc-Status"] = []string{"4"}
 		h[http.TrailerPrefix+"Grpc-Message"] = []string{"upstream request timeout"}
 		h[http.TrailerPrefix+hdrError] = []string{ReasonUpstreamTimeout.String()}
+		// The response writes are bounded by the same deadline (see
+		// copyBody), now passed: the trailers get trailersGrace to be
+		// sent, else the server would reset the stream INTERNAL_ERROR
+		// in their stead.
+		_ = http.NewResponseController(f.w).SetWriteDeadline(time.Now().Add(trailersGrace))
 		return errDeadlineTrailers
 	}
 	return err
 }
+
+// trailersGrace is how long past a gRPC call's deadline the
+// DEADLINE_EXCEEDED trailers have to be written to the client.
+const trailersGrace = time.Second
 
 // copyBody streams src to w through a pooled buffer; with flush it pushes
 // each chunk to the client at once. dl, when set, is the route deadline,

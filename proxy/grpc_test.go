@@ -434,3 +434,67 @@ func TestGRPCStatusRetryNeedsWholeBody(t *testing.T) {
 		t.Fatalf("%v after %d calls", err, svc.calls.Load())
 	}
 }
+
+// A deadline that passes mid-stream, after several messages, ends the
+// call DEADLINE_EXCEEDED. From the second message on the response
+// writes are bounded by the same deadline; its timer, firing with the
+// route context's, made the trailers fail to go out about half the time
+// (the client saw RST_STREAM INTERNAL_ERROR). Five calls each way give
+// that race room to show.
+func TestGRPCDeadlineMidStreamAfterSeveralMessages(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		routeTimeout time.Duration
+		callDeadline time.Duration
+	}{
+		{"route timeout", 300 * time.Millisecond, 10 * time.Second},
+		{"client deadline", 0, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := grpcConfig(startGRPCServer(t, &testService{}))
+			if tc.routeTimeout > 0 {
+				cfg.Routes[0].Timeout = tc.routeTimeout
+			}
+			h := startProxy(t, cfg)
+			c := grpcClient(t, h.out)
+			for i := range 5 {
+				req := &testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{
+					{Size: 1}, {Size: 1, IntervalUs: 10000}, {Size: 1, IntervalUs: 10000}, {Size: 1, IntervalUs: 5e6}}}
+				st, err := c.StreamingOutputCall(ctxT(t, tc.callDeadline), req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for range 3 {
+					if _, err := st.Recv(); err != nil {
+						t.Fatalf("call %d: %v", i, err)
+					}
+				}
+				if _, err := st.Recv(); status.Code(err) != codes.DeadlineExceeded {
+					t.Fatalf("call %d, after 3 messages: %v, want DeadlineExceeded", i, err)
+				}
+			}
+		})
+	}
+}
+
+// An upstream that puts the call's status in its header block (a
+// trailers-only answer) but sends a body with a Content-Length anyway:
+// the body is dropped, and so is the length, which the client would
+// never get. The length went on, and the server, finding it unmet,
+// reset the stream INTERNAL_ERROR in place of the upstream's status.
+func TestGRPCTrailersOnlyWithContentLengthKeepsStatus(t *testing.T) {
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", "7")
+		w.Header().Set("Grpc-Message", "denied")
+		w.Header().Set("Content-Length", "5")
+		w.WriteHeader(200)
+		_, _ = w.Write([]byte{0, 0, 0, 0, 0})
+	})
+	h := startProxy(t, grpcConfig(addr(up)))
+	_, err := grpcClient(t, h.out).UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{})
+	if st := status.Convert(err); st.Code() != codes.PermissionDenied || st.Message() != "denied" {
+		t.Fatalf("%v %q, want PermissionDenied %q", st.Code(), st.Message(), "denied")
+	}
+}
