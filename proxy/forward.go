@@ -1280,6 +1280,13 @@ func (f *forwarding) respond(resp *http.Response) error {
 	if err := copyBody(w, resp.Body, flush, f.dl); err != nil {
 		return f.bodyCutShort(h, err)
 	}
+	if !f.dl.IsZero() && !time.Now().Before(f.dl) {
+		// The body came whole as the deadline passed (a gRPC upstream
+		// ends the call at the deadline it was sent, as the route
+		// does): its end and trailers get endGrace to be written, past
+		// the write deadline copyBody set, which would cut them.
+		f.extendWrites()
+	}
 	if len(resp.Trailer) > 0 {
 		copyTrailers(h, resp.Trailer, len(resp.Trailer) == announced)
 	}
@@ -1340,18 +1347,28 @@ func (f *forwarding) bodyCutShort(h http.Header, err error) error {
 		h[http.TrailerPrefix+"Grpc-Message"] = []string{"upstream request timeout"}
 		h[http.TrailerPrefix+hdrError] = []string{ReasonUpstreamTimeout.String()}
 		// The response writes are bounded by the same deadline (see
-		// copyBody), now passed: the trailers get trailersGrace to be
-		// sent, else the server would reset the stream INTERNAL_ERROR
-		// in their stead.
-		_ = http.NewResponseController(f.w).SetWriteDeadline(time.Now().Add(trailersGrace))
+		// copyBody), now passed: the trailers get endGrace to be sent,
+		// else the server would reset the stream INTERNAL_ERROR in
+		// their stead.
+		f.extendWrites()
 		return errDeadlineTrailers
 	}
 	return err
 }
 
-// trailersGrace is how long past a gRPC call's deadline the
-// DEADLINE_EXCEEDED trailers have to be written to the client.
-const trailersGrace = time.Second
+// endGrace is how long past the route deadline the end of a response
+// has to be written to the client once nothing more is awaited from the
+// upstream: a gRPC call's DEADLINE_EXCEEDED trailers, or the end of a
+// body that came whole just as the deadline passed.
+const endGrace = time.Second
+
+// extendWrites moves the response's write deadline to endGrace from
+// now (see endGrace). A writer without write deadlines is left as is.
+//
+//go:noinline
+func (f *forwarding) extendWrites() {
+	_ = http.NewResponseController(f.w).SetWriteDeadline(time.Now().Add(endGrace))
+}
 
 // copyBody streams src to w through a pooled buffer; with flush it pushes
 // each chunk to the client at once. dl, when set, is the route deadline,
