@@ -498,3 +498,39 @@ func TestGRPCTrailersOnlyWithContentLengthKeepsStatus(t *testing.T) {
 		t.Fatalf("%v %q, want PermissionDenied %q", st.Code(), st.Message(), "denied")
 	}
 }
+
+// Trailers over the client's SETTINGS_MAX_HEADER_LIST_SIZE fail that
+// call only (INTERNAL, its stream reset): the client's connection, and
+// the next call on it, go on. They were sent, and grpc-go ended the
+// whole connection (COMPRESSION_ERROR), every call on it with it.
+func TestGRPCTrailersOverClientLimitFailOneCall(t *testing.T) {
+	msg := []byte{0, 0, 0, 0, 0} // an empty SimpleResponse
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		w.WriteHeader(200)
+		_, _ = w.Write(msg)
+		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+		if r.Header.Get("X-Big") != "" {
+			w.Header().Set(http.TrailerPrefix+"X-Big", strings.Repeat("a", 64<<10))
+		}
+	})
+	h := startProxy(t, grpcConfig(addr(up)))
+	cc, err := grpc.NewClient("passthrough:///"+h.out, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithMaxHeaderListSize(16<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	c := testpb.NewTestServiceClient(cc)
+	_, err = c.UnaryCall(metadata.AppendToOutgoingContext(ctxT(t, 5*time.Second), "x-big", "1"), &testpb.SimpleRequest{})
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("call with big trailers: %v, want Internal", err)
+	}
+	if _, err := c.UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
+		t.Fatalf("next call on the same connection: %v", err)
+	}
+	if s := cc.GetState(); s.String() != "READY" {
+		t.Fatalf("client connection %v after the call", s)
+	}
+}

@@ -103,11 +103,15 @@ type serverConn struct {
 	recentResets [128]uint32
 	recentNext   int
 
-	peerMaxFrame   uint32
-	peerInitWindow int32
-	sendWindow     int64 // connection send window
-	recvAvail      int32 // what the client may still send on the connection
-	recvUnacked    int32 // received and consumed, not yet returned to it
+	peerMaxFrame uint32
+	// peerMaxHeaderList is the client's SETTINGS_MAX_HEADER_LIST_SIZE
+	// (0: none announced): a header block over it is not sent (see
+	// headerListFitsLocked).
+	peerMaxHeaderList uint32
+	peerInitWindow    int32
+	sendWindow        int64 // connection send window
+	recvAvail         int32 // what the client may still send on the connection
+	recvUnacked       int32 // received and consumed, not yet returned to it
 
 	// emptyData counts the DATA frames in a row that carried no data
 	// and did not end their stream (maxEmptyData).
@@ -162,8 +166,11 @@ var (
 	errBadPreface = errors.New("h2server: bad client preface")
 	errConnClosed = errors.New("h2server: connection closed")
 	errStreamGone = errors.New("h2server: stream reset")
-	errBodyClosed = errors.New("h2server: request body closed")
-	errHandlerEnd = errors.New("h2server: request body read after the handler returned")
+	// errHeaderListTooLarge fails a write whose header block (response
+	// header or trailers) is over the client's header list limit.
+	errHeaderListTooLarge = errors.New("h2server: header list larger than the client's SETTINGS_MAX_HEADER_LIST_SIZE")
+	errBodyClosed         = errors.New("h2server: request body closed")
+	errHandlerEnd         = errors.New("h2server: request body read after the handler returned")
 	// errHandlerDone: SetReadDeadline or SetWriteDeadline after the
 	// handler returned.
 	errHandlerDone = errors.New("h2server: ResponseWriter used after the handler returned")
@@ -974,6 +981,8 @@ func (sc *serverConn) applySettingsLocked(settings []http2.Setting) error {
 			peak = max(peak, int64(s.Val))
 		case http2.SettingMaxFrameSize:
 			sc.peerMaxFrame = s.Val
+		case http2.SettingMaxHeaderListSize:
+			sc.peerMaxHeaderList = s.Val
 		}
 	}
 	if peak >= 0 {

@@ -104,3 +104,39 @@ func TestConnLimitsZeroMeansDefaults(t *testing.T) {
 		t.Fatalf("after the Server's idle timeout: %s %q", status, body)
 	}
 }
+
+// A response header block or trailers over the client's
+// SETTINGS_MAX_HEADER_LIST_SIZE is not sent: the stream is reset
+// INTERNAL_ERROR (and the handler's writes fail from then on), and the
+// connection's other streams go on. The block was sent, and a client that enforces
+// its limit (grpc-go) ended the whole connection, COMPRESSION_ERROR.
+func TestHeaderListOverClientLimitResetsOnlyTheStream(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		big := strings.Repeat("a", 2000)
+		switch r.URL.Path {
+		case "/big-header":
+			w.Header().Set("X-Big", big)
+			_, _ = w.Write([]byte("body"))
+		case "/big-trailer":
+			w.Header().Set("Trailer", "X-Big")
+			_, _ = w.Write([]byte("body"))
+			w.Header().Set("X-Big", big)
+		default:
+			w.Header().Set("X-Small", "ok")
+			_, _ = w.Write([]byte("fine"))
+		}
+	}))
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: 1024})
+	rc.get(1, "/big-header")
+	if _, _, _, rst := rc.response(1); rst == nil || *rst != http2.ErrCodeInternal {
+		t.Fatalf("big header: reset %v, want INTERNAL_ERROR", rst)
+	}
+	rc.get(3, "/big-trailer")
+	if status, body, _, rst := rc.response(3); status != "200" || body != "body" || rst == nil || *rst != http2.ErrCodeInternal {
+		t.Fatalf("big trailer: %s %q reset %v, want 200, the body, then INTERNAL_ERROR", status, body, rst)
+	}
+	rc.get(5, "/small")
+	if status, body, _, rst := rc.response(5); status != "200" || body != "fine" || rst != nil {
+		t.Fatalf("next stream: %s %q reset %v", status, body, rst)
+	}
+}

@@ -363,6 +363,9 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 				return err
 			}
 		}
+		if !sc.headerListFitsLocked(st, *rw.fields, true) {
+			return errHeaderListTooLarge
+		}
 		rw.sentHeader = true
 		st.respStarted = true
 		headEnd := end && len(held) == 0 && len(p) == 0 && len(trailers) == 0
@@ -388,6 +391,9 @@ func (rw *responseWriter) sendLocked(p []byte, end bool, trailers []hpack.Header
 		}
 	}
 	if end && len(trailers) > 0 {
+		if !sc.headerListFitsLocked(st, trailers, false) {
+			return errHeaderListTooLarge
+		}
 		sc.appendHeadersLocked(st.id, 0, trailers, true)
 	}
 	if end {
@@ -528,4 +534,30 @@ func (sc *serverConn) passWindowLocked() {
 	if sc.sendWindow > 0 {
 		sc.wakeSendersLocked()
 	}
+}
+
+// headerListFitsLocked reports whether a header block of fields (and
+// :status, with status) is within the client's SETTINGS_MAX_HEADER_LIST_SIZE
+// (RFC 9113 §6.5.2: each field counts its name's and value's lengths and
+// 32). One that is not is not sent: the stream is reset INTERNAL_ERROR,
+// as the block could not be answered otherwise. A client that gets a
+// block over its limit may end the whole connection (grpc-go does, with
+// COMPRESSION_ERROR), every other stream of it with it.
+func (sc *serverConn) headerListFitsLocked(st *stream, fields []hpack.HeaderField, status bool) bool {
+	limit := uint64(sc.peerMaxHeaderList)
+	if limit == 0 {
+		return true
+	}
+	var size uint64
+	if status {
+		size = uint64(len(":status") + 3 + 32)
+	}
+	for _, f := range fields {
+		size += uint64(len(f.Name) + len(f.Value) + 32)
+	}
+	if size <= limit {
+		return true
+	}
+	sc.resetLocked(st, http2.ErrCodeInternal)
+	return false
 }
