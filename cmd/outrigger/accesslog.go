@@ -47,6 +47,25 @@ func (a *accessLog) Reconfigure(cfg config.AccessLog) error {
 	if cfg == a.cfg && (a.logger.Load() != nil) == cfg.Enabled {
 		return nil
 	}
+	return a.switchLocked(cfg)
+}
+
+// Reopen opens the access log file again by its path, as log rotation
+// needs (logrotate renames the file, then sends SIGHUP): lines go on in
+// the new file at the path, not in the renamed one. Without a file it
+// does nothing; on error the open file stays.
+func (a *accessLog) Reopen() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.file == nil {
+		return nil
+	}
+	return a.switchLocked(a.cfg)
+}
+
+// switchLocked opens what cfg names and swaps it in, then closes the
+// previous file. a.mu is held.
+func (a *accessLog) switchLocked(cfg config.AccessLog) error {
 	var (
 		w    io.Writer = a.stdout
 		file *os.File

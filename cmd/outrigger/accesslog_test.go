@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -182,5 +183,59 @@ func TestAccessLogRequestIDAsReceived(t *testing.T) {
 	}
 	if len(ids) != 2 || ids[0] != "" || ids[1] != "from-client" {
 		t.Fatalf("request_id fields %q, want \"\" and \"from-client\"", ids)
+	}
+}
+
+// Log rotation: the file is renamed, then SIGHUP reopens it by its path
+// (Reopen), and the lines after go to a new file there, not on into the
+// renamed one. The file was opened once, as long as the config was the
+// same, so logrotate without copytruncate lost the log to the old file.
+func TestAccessLogReopenAfterRotation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: path}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	h := a.Wrap("outbound", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	serveOne(h, "/before")
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	serveOne(h, "/rotated") // before the signal: still the renamed file
+	if err := a.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	serveOne(h, "/after")
+	lines := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var paths []string
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("%s: %q: %v", p, l, err)
+			}
+			paths = append(paths, fmt.Sprint(m["path"]))
+		}
+		return strings.Join(paths, " ")
+	}
+	if got := lines(path + ".1"); got != "/before /rotated" {
+		t.Fatalf("rotated file holds %q, want %q", got, "/before /rotated")
+	}
+	if got := lines(path); got != "/after" {
+		t.Fatalf("reopened file holds %q, want %q", got, "/after")
+	}
+	// Without a file (standard output) there is nothing to reopen.
+	b, err := newAccessLog(config.AccessLog{Enabled: true}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Reopen(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -372,6 +372,10 @@ func (s *sidecar) sighupLoop(ctx context.Context) {
 			}
 			s.log.Info("SIGHUP: reloading", zap.String(fieldConfig, s.opts.configPath))
 			s.reloadFile("signal")
+			// After log rotation: the access log goes on at its path.
+			if err := s.access.Reopen(); err != nil {
+				s.log.Error("access log not reopened", zap.Error(err))
+			}
 		}
 	}
 }
