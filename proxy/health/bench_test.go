@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func benchChecker(b testing.TB, n int) *Checker {
@@ -93,7 +94,7 @@ func BenchmarkHTTPCheck(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := c.check(ctx, 0); err != nil {
+				if err := c.check(ctx, 0, time.Now()); err != nil {
 					b.Fatal(err)
 				}
 			}

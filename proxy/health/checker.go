@@ -82,6 +82,16 @@ type Checker struct {
 	// the time that check started, so one cut short by Close is due at
 	// once in the successor.
 	due []atomic.Int64
+	// cutStart is, for each endpoint, when its last check started if that
+	// check was cut short by Close (Unix nanoseconds; 0: none). A
+	// successor's CarryFrom takes it as carried: that endpoint's first
+	// check there runs at once but keeps the cut check's deadline (its
+	// start plus Timeout), and carries the same start on if cut again.
+	// Reloads that come faster than a check lasts would otherwise cut
+	// every check and start it afresh, so that none ever ended: a hung
+	// endpoint was never found unhealthy.
+	cutStart []atomic.Int64
+	carried  []int64 // set by CarryFrom before Start, read by run
 
 	mu       sync.Mutex // guards the fields below
 	trackers []tracker
@@ -129,6 +139,8 @@ func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
 		onResult:     o.result,
 		healthy:      make([]atomic.Bool, len(addrs)),
 		due:          make([]atomic.Int64, len(addrs)),
+		cutStart:     make([]atomic.Int64, len(addrs)),
+		carried:      make([]int64, len(addrs)),
 		trackers:     make([]tracker, len(addrs)),
 	}
 	for i := range c.trackers {
@@ -206,6 +218,9 @@ func (c *Checker) Start() {
 				most = c.cfg.unhealthyInterval()
 			}
 			first = min(max(time.Unix(0, due).Sub(now), 0), most)
+		}
+		if c.carried[i] != 0 {
+			first = 0 // a check cut short goes on at once
 		}
 		c.due[i].Store(now.Add(first).UnixNano())
 		c.wg.Add(1)
@@ -314,6 +329,7 @@ func (c *Checker) CarryFrom(old *Checker, oldIndex func(i int) (int, bool)) {
 		if j >= 0 {
 			c.setLocked(i, kept[j])
 			c.due[i].Store(old.due[j].Load())
+			c.carried[i] = old.cutStart[j].Load()
 		}
 	}
 }
@@ -344,7 +360,12 @@ func (c *Checker) run(ctx context.Context, i int, first time.Duration) {
 			return
 		case <-timer.C:
 		}
-		healthy, ok, _ := c.step(ctx, i)
+		start := time.Now()
+		if c.carried[i] != 0 {
+			start = time.Unix(0, c.carried[i])
+			c.carried[i] = 0
+		}
+		healthy, ok, _ := c.step(ctx, i, start)
 		if !ok {
 			return
 		}
@@ -357,9 +378,10 @@ func (c *Checker) run(ctx context.Context, i int, first time.Duration) {
 // step checks endpoint i once and records the outcome. It returns whether
 // the endpoint is healthy now and the check's error, or ok false when ctx
 // ended (Close): a check cut short says nothing about the endpoint.
-func (c *Checker) step(ctx context.Context, i int) (healthy, ok bool, err error) {
-	err = c.check(ctx, i)
+func (c *Checker) step(ctx context.Context, i int, start time.Time) (healthy, ok bool, err error) {
+	err = c.check(ctx, i, start)
 	if ctx.Err() != nil {
+		c.cutStart[i].Store(start.UnixNano())
 		return false, false, err
 	}
 	if err != nil {
@@ -368,11 +390,12 @@ func (c *Checker) step(ctx context.Context, i int) (healthy, ok bool, err error)
 	return c.record(i, err, time.Now()), true, err
 }
 
-// check runs one check of endpoint i bounded by Timeout. A check whose
-// time ran out fails with the reason "timeout", whatever error the probe
-// saw first.
-func (c *Checker) check(ctx context.Context, i int) error {
-	cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+// check runs one check of endpoint i bounded by Timeout from start (now,
+// or the start of a check a reload cut short, see cutStart). A check
+// whose time ran out fails with the reason "timeout", whatever error the
+// probe saw first.
+func (c *Checker) check(ctx context.Context, i int, start time.Time) error {
+	cctx, cancel := context.WithDeadline(ctx, start.Add(c.cfg.Timeout))
 	defer cancel()
 	err := c.prober.check(cctx, i)
 	if err != nil && ctx.Err() == nil && cctx.Err() != nil {

@@ -32,7 +32,7 @@ func newChecker(t *testing.T, cfg Config, addrs []string, opts ...Option) *Check
 // endpoint's goroutine would, and returns its error.
 func checkNow(t *testing.T, c *Checker, i int) error {
 	t.Helper()
-	_, ok, err := c.step(context.Background(), i)
+	_, ok, err := c.step(context.Background(), i, time.Now())
 	if !ok {
 		t.Fatal("check cut short")
 	}

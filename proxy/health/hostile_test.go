@@ -93,7 +93,7 @@ func hold(br *bufio.Reader) {
 func checkWithin(t *testing.T, c *Checker, limit time.Duration) error {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { _, _, err := c.step(t.Context(), 0); done <- err }()
+	go func() { _, _, err := c.step(t.Context(), 0, time.Now()); done <- err }()
 	select {
 	case err := <-done:
 		return err

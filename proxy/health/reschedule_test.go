@@ -129,3 +129,31 @@ func TestHTTPReloadDoesNotRecheckBeforeTheInterval(t *testing.T) {
 		}
 	}
 }
+
+// A check that reloads keep cutting short still ends within Timeout of
+// its start: the successor goes on with it at once, with the cut
+// check's deadline, so a hung endpoint (it accepts and never answers) is
+// found unhealthy however often reloads come. Each reload used to start
+// the check afresh, with a full Timeout: under reloads faster than
+// Timeout no check ever ended, and the endpoint stayed in service.
+func TestCheckCutByReloadsKeepsItsDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{Interval: 5 * time.Second, Timeout: time.Second, HealthyThreshold: 1, UnhealthyThreshold: 1}
+		hang := func(ctx context.Context, i, call int) error { <-ctx.Done(); return ctx.Err() }
+		mk := func() *Checker { c, _ := fakeChecker(t, cfg, 1, hang); return c }
+		c := mk()
+		c.Start()
+		// The first check starts within min(Interval, 1 s) and times out
+		// a Timeout later: by 2 s, with a reload every 300 ms throughout.
+		for range 7 {
+			time.Sleep(300 * time.Millisecond)
+			c = restart(t, c, mk)
+		}
+		st := c.Status(0)
+		c.Close()
+		if st.Healthy || !st.Checked || st.LastError != "timeout" {
+			t.Fatalf("after 2.1 s of reloads every 300 ms: healthy=%v checked=%v last error %q, want unhealthy by timeout",
+				st.Healthy, st.Checked, st.LastError)
+		}
+	})
+}
