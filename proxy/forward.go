@@ -276,7 +276,12 @@ func (f *forwarding) run(start time.Time) {
 	hdr := f.outboundHeader()
 	path, rawPath := r.URL.Path, r.URL.RawPath
 	if np := f.rt.rewritePath(path); np != path {
-		path, rawPath = np, ""
+		er := ""
+		if rawPath != "" {
+			// The path has escapes its decoded form would lose.
+			er, _ = f.rt.rewriteEscaped(rawPath)
+		}
+		path, rawPath = np, er
 	}
 
 	var body io.Reader

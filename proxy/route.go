@@ -2,11 +2,12 @@ package proxy
 
 import (
 	"net/http"
-
-	"github.com/outrigger-mesh/outrigger/composer"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/composer"
 )
 
 // authorityMatcher matches the request's host case-insensitively:
@@ -305,6 +306,35 @@ func (r *route) rewritePath(path string) string {
 		rest = rest[1:]
 	}
 	return r.prefixRewrite + rest
+}
+
+// rewriteEscaped applies a prefix rewrite to escaped, the escaped form
+// of a path whose decoded form the prefix matched (URL.RawPath): what
+// follows the prefix keeps its escapes (an escaped '/' stays inside its
+// segment, "%2e%2e" stays escaped), as the path does without a rewrite.
+// ok is false when the route rewrites no prefix.
+func (r *route) rewriteEscaped(escaped string) (string, bool) {
+	if r.prefixRewrite == "" || r.match.exactRewrite || r.match.path != pathPrefix {
+		return "", false
+	}
+	// Each escape ("%XX") decodes to one byte of the matched prefix.
+	i, n := 0, 0
+	for n < len(r.match.pathValue) && i < len(escaped) {
+		if escaped[i] == '%' {
+			i += 3
+		} else {
+			i++
+		}
+		n++
+	}
+	if n != len(r.match.pathValue) || i > len(escaped) {
+		return "", false
+	}
+	rest := escaped[i:]
+	if strings.HasSuffix(r.prefixRewrite, "/") && strings.HasPrefix(rest, "/") {
+		rest = rest[1:]
+	}
+	return (&url.URL{Path: r.prefixRewrite}).EscapedPath() + rest, true
 }
 
 // routeTable is the ordered routes of one listener; first match wins.

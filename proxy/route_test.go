@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -225,5 +227,43 @@ func TestWeightedEndpointsRoundRobin(t *testing.T) {
 	}
 	if hits[0].Load() != 30 || hits[1].Load() != 10 {
 		t.Fatalf("hits %d/%d, want 30/10", hits[0].Load(), hits[1].Load())
+	}
+}
+
+// A prefix rewrite keeps the escapes of the rest of the path: the
+// upstream gets "%2F" inside a segment and "%2e%2e" as sent, as it does
+// without a rewrite. The rewritten path was sent from its decoded form,
+// so "a%2Fb" reached the upstream as two segments and "%2e%2e" as a
+// literal "..": another path than the one the route matched.
+func TestPrefixRewriteKeepsEscapes(t *testing.T) {
+	uris := make(chan string, 8)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { uris <- r.RequestURI })
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(addr(up))}},
+		Routes: []config.Route{
+			{Name: "rw", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/api/"}}, Cluster: "svc", PrefixRewrite: "/v1/"},
+			{Name: "rw-esc", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/a b/"}}, Cluster: "svc", PrefixRewrite: "/c d/"},
+			{Name: "plain", Cluster: "svc"},
+		},
+	}
+	h := startProxy(t, cfg)
+	for _, tc := range []struct{ target, want string }{
+		{"/files/a%2Fb?x=1", "/files/a%2Fb?x=1"},
+		{"/api/files/a%2Fb?x=1", "/v1/files/a%2Fb?x=1"},
+		{"/api/%2e%2e/admin", "/v1/%2e%2e/admin"},
+		{"/api/plain?q", "/v1/plain?q"},
+		{"/a%20b/x%2Fy", "/c%20d/x%2Fy"},
+		{"/%61pi/a%2Fb", "/v1/a%2Fb"},
+	} {
+		c := dialRaw(t, h.out)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: svc\r\n\r\n", tc.target)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := <-uris; got != tc.want {
+			t.Errorf("%s reached the upstream as %q, want %q", tc.target, got, tc.want)
+		}
 	}
 }
