@@ -489,6 +489,11 @@ func compileMatch(mc config.RouteMatch) (routeMatch, error) {
 		hm := headerMatcher{name: http.CanonicalHeaderKey(hc.Name), invert: hc.Invert}
 		if strings.HasPrefix(hc.Name, ":") {
 			hm.pseudo = strings.ToLower(hc.Name)
+		} else if hm.name == "Host" {
+			// The servers keep Host as the request's authority, out of
+			// the header map (HTTP/1.1 Host and HTTP/2 :authority
+			// alike): a matcher on host matches that, as on :authority.
+			hm.pseudo = ":authority"
 		}
 		switch {
 		case hc.Present:

@@ -267,3 +267,30 @@ func TestPrefixRewriteKeepsEscapes(t *testing.T) {
 		}
 	}
 }
+
+// A header matcher on host matches the request's authority, over
+// HTTP/1.1 (Host) and HTTP/2 (:authority) alike. The servers keep Host
+// out of the header map, so such a matcher never saw it: an exact one
+// never matched and an inverted present one matched every request.
+func TestHostHeaderMatcherMatchesAuthority(t *testing.T) {
+	cfg := &config.Config{Routes: []config.Route{
+		{Name: "by-host", Match: config.RouteMatch{Headers: []config.HeaderMatch{{Name: "host", Exact: "a.example"}}}, DirectResponse: &config.DirectResponse{Status: 201}},
+		{Name: "no-host", Match: config.RouteMatch{Headers: []config.HeaderMatch{{Name: "Host", Present: true, Invert: true}}}, DirectResponse: &config.DirectResponse{Status: 202}},
+		{Name: "rest", DirectResponse: &config.DirectResponse{Status: 204}},
+	}}
+	h := startProxy(t, cfg)
+	for name, c := range map[string]*http.Client{"http1": h.h1, "h2c": h.h2c} {
+		for host, want := range map[string]int{"a.example": 201, "b.example": 204} {
+			req, _ := http.NewRequest("GET", h.url("/"), nil)
+			req.Host = host
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("%s, Host %s: %d, want %d", name, host, resp.StatusCode, want)
+			}
+		}
+	}
+}
