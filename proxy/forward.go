@@ -1010,9 +1010,9 @@ func (a *attemptTrace) GotConn() { a.releasePending() }
 // Processing) downstream as it arrives, as net/http/httputil does.
 func (a *attemptTrace) Got1xxResponse(code int, header textproto.MIMEHeader) error {
 	h := a.w.Header()
-	for k, vv := range header {
-		h[k] = vv
-	}
+	// Hop-by-hop fields (and those its Connection names) are the
+	// upstream hop's, as in a final response.
+	copyResponseHeader(h, http.Header(header))
 	a.w.WriteHeader(code)
 	// WriteHeader does not clear the map for 1xx responses.
 	clear(h)

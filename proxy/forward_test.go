@@ -157,17 +157,30 @@ func TestTrailersForwardedHTTP1AndH2(t *testing.T) {
 	}
 }
 
+// An upstream's 1xx goes downstream as it arrives, without its
+// hop-by-hop fields (and those its Connection names), as a final
+// response goes; they were forwarded.
 func TestInformationalResponsesForwarded(t *testing.T) {
 	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.Header().Set("Connection", "X-Hop")
+		w.Header().Set("X-Hop", "secret")
+		w.Header().Set("Keep-Alive", "timeout=5")
 		w.WriteHeader(http.StatusEarlyHints)
-		w.Header().Del("Link")
+		for _, k := range []string{"Link", "Connection", "X-Hop", "Keep-Alive"} {
+			w.Header().Del(k)
+		}
 		fmt.Fprint(w, "final")
 	})
 	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
 	var hints []string
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, hdr textproto.MIMEHeader) error {
 		hints = append(hints, fmt.Sprintf("%d %s", code, hdr.Get("Link")))
+		for _, k := range []string{"Connection", "X-Hop", "Keep-Alive"} {
+			if v := hdr.Get(k); v != "" {
+				hints = append(hints, "hop-by-hop "+k+": "+v)
+			}
+		}
 		return nil
 	}}
 	req, _ := http.NewRequest(http.MethodGet, h.url("/"), nil)
