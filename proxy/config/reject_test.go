@@ -316,6 +316,12 @@ routes:
     response_headers:
       remove: [Connection]
 `, `t.yaml:9: routes[0].response_headers.remove[0]: header "Connection" is managed by the proxy and cannot be changed`},
+		{"content-length edit", okCluster + `
+routes:
+  - cluster: a
+    response_headers:
+      add: [{name: content-length, value: "3"}]
+`, `t.yaml:9: routes[0].response_headers.add[0].name: header "content-length" is managed by the proxy and cannot be changed`},
 		{"header match without matcher", okCluster + `
 routes:
   - cluster: a

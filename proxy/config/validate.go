@@ -547,12 +547,15 @@ func (hs HeaderValues) validate(p *problems, path string) {
 }
 
 // forbiddenHeaders may not be set or removed by config: the hop-by-hop
-// headers of RFC 9110 section 7.6.1 (which the proxy manages per hop) and
-// Host (which is the request's authority, chosen by routing).
+// headers of RFC 9110 section 7.6.1 (which the proxy manages per hop),
+// HTTP2-Settings (h2c's, hop-by-hop too), Host (which is the request's
+// authority, chosen by routing) and Content-Length (the body's framing,
+// which an edit would contradict: every response of the route would be
+// cut short).
 var forbiddenHeaders = map[string]bool{
 	"connection": true, "keep-alive": true, "proxy-connection": true,
 	"transfer-encoding": true, "upgrade": true, "te": true, "trailer": true,
-	"host": true,
+	"http2-settings": true, "host": true, "content-length": true,
 }
 
 func checkSettableHeader(name string) string {
