@@ -348,6 +348,12 @@ func (t *routeTable) find(r *http.Request) *route {
 		host = r.URL.Host
 	}
 	h, port := splitHostPort(host)
+	// A fully qualified name's trailing dot names the same host
+	// ("admin.example.com." is "admin.example.com"): without it gone, a
+	// route for the host could be passed by with the dot.
+	if len(h) > 1 && h[len(h)-1] == '.' {
+		h = h[:len(h)-1]
+	}
 	path := r.URL.Path
 	for _, rt := range t.routes {
 		if rt.match.match(h, port, path, r) {

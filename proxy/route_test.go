@@ -294,3 +294,30 @@ func TestHostHeaderMatcherMatchesAuthority(t *testing.T) {
 		}
 	}
 }
+
+// A host name with its trailing dot (a fully qualified name) matches the
+// routes of the name without it: a route that denies a host cannot be
+// passed by with the dot. It went to the next route.
+func TestTrailingDotHostMatchesItsRoutes(t *testing.T) {
+	cfg := &config.Config{Routes: []config.Route{
+		{Name: "deny", Match: config.RouteMatch{Authority: []string{"admin.example.com"}}, DirectResponse: &config.DirectResponse{Status: 403}},
+		{Name: "ported", Match: config.RouteMatch{Authority: []string{"svc.example:8080"}}, DirectResponse: &config.DirectResponse{Status: 202}},
+		{Name: "rest", DirectResponse: &config.DirectResponse{Status: 200}},
+	}}
+	h := startProxy(t, cfg)
+	for host, want := range map[string]int{
+		"admin.example.com": 403, "admin.example.com.": 403, "admin.example.com.:80": 403, "ADMIN.example.com.": 403,
+		"svc.example.:8080": 202, "admin.example.com..": 200, "other.example.": 200,
+	} {
+		req, _ := http.NewRequest("GET", h.url("/"), nil)
+		req.Host = host
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
