@@ -40,6 +40,13 @@ type resilience struct {
 	// so a hook of a breaker or detector still finishing calls of the old
 	// snapshot does not bring its deleted series back.
 	gone *atomic.Bool
+	// detRetired is set once det is no longer the serving detector of the
+	// cluster (a reload built another, which carried its ejections over):
+	// det's hook then reports nothing, as calls of the old snapshot that
+	// still ask det would report the carried ejections a second time (the
+	// ejected gauge dropping twice for one return, "endpoint returned"
+	// logged twice).
+	detRetired *atomic.Bool
 
 	rejected [breaker.NumLimits + 2]prometheus.Counter // by reject reason, see rejectIndex
 }
@@ -159,11 +166,16 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 		return nil, prefixErr("limits", err)
 	}
 	if old != nil && reflect.DeepEqual(old.cc.outlier, rc.outlier) && slices.Equal(old.endpoints, r.endpoints) {
-		r.det = old.det
+		r.det, r.detRetired = old.det, old.detRetired
 	} else {
 		addrs := r.endpoints
 		bm := p.bm
+		retired := new(atomic.Bool)
+		r.detRetired = retired
 		r.det, err = breaker.NewDetector(rc.outlier, len(addrs), breaker.WithEjectionHook(func(e breaker.Ejection) {
+			if retired.Load() {
+				return
+			}
 			ep := ""
 			if e.Endpoint >= 0 && e.Endpoint < len(addrs) {
 				ep = addrs[e.Endpoint]
@@ -225,6 +237,9 @@ func (p *Proxy) publish(name string, r, old *resilience) {
 		p.bm.state.WithLabelValues(name).Set(float64(r.br.State()))
 	}
 	if old == nil || old.det != r.det {
+		if old != nil && old.detRetired != nil {
+			old.detRetired.Store(true)
+		}
 		p.bm.ejected.WithLabelValues(name).Set(float64(r.det.Snapshot(p.now()).Ejected))
 	}
 }

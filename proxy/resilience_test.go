@@ -343,3 +343,37 @@ func TestRejectedReloadKeepsBreakerGauges(t *testing.T) {
 		t.Fatalf("outrigger_breaker_state = %v after a new breaker took over", v)
 	}
 }
+
+// A reload that rebuilds a cluster's outlier detector (its endpoints
+// changed) carries an ejection over; the old detector, still asked by
+// calls of the old snapshot, reports nothing more: the ejected gauge
+// follows the serving detector alone. The old one reported the carried
+// ejection's return as well, and the gauge dropped below zero.
+func TestRetiredDetectorReportsNothing(t *testing.T) {
+	bad := failing(503)
+	a := upstream(t, false, bad.ServeHTTP)
+	b, c := upstream(t, false, echoing().ServeHTTP), upstream(t, false, echoing().ServeHTTP)
+	od := breaker.OutlierConfig{ConsecutiveGatewayFailure: 1, Consecutive5xx: 1, BaseEjectionTime: time.Minute, Interval: 20 * time.Millisecond}
+	cfg := func(endpoints ...string) *config.Config {
+		return simpleConfig(config.Cluster{Endpoints: eps(endpoints...), OutlierDetection: od, CircuitBreaker: breaker.Config{Disabled: true}})
+	}
+	h := startProxy(t, cfg(addr(a), addr(b)))
+	gauge := func() float64 { return counterValue(h.p.bm.ejected.WithLabelValues("svc")) }
+	for i := 0; i < 4 && bad.n.Load() == 0; i++ {
+		do(t, h.h1, "GET", h.url("/"), nil)
+	}
+	eventually(t, 5*time.Second, "the ejection", func() bool { return gauge() == 1 })
+	oldDet := h.p.snap.Load().clusters["svc"].res.det
+	if err := h.p.Apply(cfg(addr(a), addr(b), addr(c))); err != nil {
+		t.Fatal(err)
+	}
+	if g := gauge(); g != 1 {
+		t.Fatalf("gauge %v after the reload, want the carried ejection: 1", g)
+	}
+	// A call of the old snapshot asks the old detector after the
+	// ejection's end: it returns the endpoint there, and says nothing.
+	oldDet.Panic(time.Now().Add(time.Hour))
+	if g := gauge(); g != 1 {
+		t.Fatalf("gauge %v after the old detector's return, want 1 (the serving detector's count)", g)
+	}
+}
