@@ -562,6 +562,7 @@ func (f *forwarding) attemptRequest(attempt int, hdr http.Header, body io.Reader
 	u.Path = path
 	u.RawPath = rawPath
 	u.RawQuery = r.URL.RawQuery
+	u.ForceQuery = r.URL.ForceQuery // "/a?" goes on as sent
 	*out = http.Request{}
 	out.Method = r.Method
 	out.URL = u

@@ -252,6 +252,7 @@ func TestPrefixRewriteKeepsEscapes(t *testing.T) {
 		{"/api/files/a%2Fb?x=1", "/v1/files/a%2Fb?x=1"},
 		{"/api/%2e%2e/admin", "/v1/%2e%2e/admin"},
 		{"/api/plain?q", "/v1/plain?q"},
+		{"/plain?", "/plain?"},
 		{"/a%20b/x%2Fy", "/c%20d/x%2Fy"},
 		{"/%61pi/a%2Fb", "/v1/a%2Fb"},
 	} {
