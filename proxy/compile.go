@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"sort"
@@ -196,11 +197,11 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 		weights = append(weights, e.Weight)
 	}
 	c.slots = weightSlots(weights)
+	var prev *cluster
 	if s := p.snap.Load(); s != nil {
-		c.carryState(s.clusters[name])
-	} else {
-		c.carryState(nil)
+		prev = s.clusters[name]
 	}
+	c.carryState(prev)
 
 	key := transportKey{
 		cluster:         name,
@@ -298,6 +299,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 	}
 
 	rt.prefixRewrite = rc.PrefixRewrite
+	rt.prefixRewriteEscaped = (&url.URL{Path: rc.PrefixRewrite}).EscapedPath()
 	if rc.PrefixRewrite != "" && rt.match.path == pathExact {
 		// Exact matches rewrite the whole path.
 		rt.match.path, rt.match.exactRewrite = pathExact, true

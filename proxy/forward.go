@@ -1283,10 +1283,11 @@ func (f *forwarding) respond(resp *http.Response) error {
 	}
 	w.WriteHeader(resp.StatusCode)
 
-	if err := copyBody(w, resp.Body, flush, f.dl); err != nil {
+	bounded, err := copyBody(w, resp.Body, flush, f.dl)
+	if err != nil {
 		return f.bodyCutShort(h, err)
 	}
-	if !f.dl.IsZero() && !time.Now().Before(f.dl) {
+	if bounded && !time.Now().Before(f.dl) {
 		// The body came whole as the deadline passed (a gRPC upstream
 		// ends the call at the deadline it was sent, as the route
 		// does): its end and trailers get endGrace to be written, past
@@ -1378,8 +1379,9 @@ func (f *forwarding) extendWrites() {
 
 // copyBody streams src to w through a pooled buffer; with flush it pushes
 // each chunk to the client at once. dl, when set, is the route deadline,
-// which also bounds the writes to a client that stops reading.
-func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time) error {
+// which also bounds the writes to a client that stops reading; bounded
+// reports whether it was set as the write deadline.
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time) (bounded bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -1404,22 +1406,22 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time) er
 				if rc == nil {
 					rc = http.NewResponseController(w)
 				}
-				_ = rc.SetWriteDeadline(dl)
+				bounded = rc.SetWriteDeadline(dl) == nil
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return werr
+				return bounded, werr
 			}
 			if flush {
 				if err := rc.Flush(); err != nil {
-					return err
+					return bounded, err
 				}
 			}
 		}
 		if rerr == io.EOF {
-			return nil
+			return bounded, nil
 		}
 		if rerr != nil {
-			return rerr
+			return bounded, rerr
 		}
 	}
 }

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -263,8 +262,11 @@ type route struct {
 	fallback *routeFallback // nil: none
 
 	prefixRewrite string // replaces the matched path prefix when set
-	reqHeaders    headerEdit
-	respHeaders   headerEdit
+	// prefixRewriteEscaped is prefixRewrite in its escaped form, for a
+	// path that keeps its escapes (see rewriteEscaped).
+	prefixRewriteEscaped string
+	reqHeaders           headerEdit
+	respHeaders          headerEdit
 
 	timeout       time.Duration // whole request incl. retries; 0: none
 	perTryTimeout time.Duration // each attempt until response headers; 0: none
@@ -301,11 +303,16 @@ func (r *route) rewritePath(path string) string {
 	if r.match.path != pathPrefix {
 		return path
 	}
-	rest := path[len(r.match.pathValue):]
-	if strings.HasSuffix(r.prefixRewrite, "/") && strings.HasPrefix(rest, "/") {
+	return joinRewrite(r.prefixRewrite, path[len(r.match.pathValue):])
+}
+
+// joinRewrite puts a rewritten prefix before the rest of the path,
+// with one '/' between them where both bring one.
+func joinRewrite(prefix, rest string) string {
+	if strings.HasSuffix(prefix, "/") && strings.HasPrefix(rest, "/") {
 		rest = rest[1:]
 	}
-	return r.prefixRewrite + rest
+	return prefix + rest
 }
 
 // rewriteEscaped applies a prefix rewrite to escaped, the escaped form
@@ -330,11 +337,7 @@ func (r *route) rewriteEscaped(escaped string) (string, bool) {
 	if n != len(r.match.pathValue) || i > len(escaped) {
 		return "", false
 	}
-	rest := escaped[i:]
-	if strings.HasSuffix(r.prefixRewrite, "/") && strings.HasPrefix(rest, "/") {
-		rest = rest[1:]
-	}
-	return (&url.URL{Path: r.prefixRewrite}).EscapedPath() + rest, true
+	return joinRewrite(r.prefixRewriteEscaped, escaped[i:]), true
 }
 
 // routeTable is the ordered routes of one listener; first match wins.

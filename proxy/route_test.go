@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"bufio"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -256,13 +254,7 @@ func TestPrefixRewriteKeepsEscapes(t *testing.T) {
 		{"/a%20b/x%2Fy", "/c%20d/x%2Fy"},
 		{"/%61pi/a%2Fb", "/v1/a%2Fb"},
 	} {
-		c := dialRaw(t, h.out)
-		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: svc\r\n\r\n", tc.target)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		sendRaw(t, h.out, "GET "+tc.target+" HTTP/1.1\r\nHost: svc\r\n\r\n").Body.Close()
 		if got := <-uris; got != tc.want {
 			t.Errorf("%s reached the upstream as %q, want %q", tc.target, got, tc.want)
 		}

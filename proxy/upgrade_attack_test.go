@@ -29,6 +29,22 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	return c
 }
 
+// sendRaw writes request, as it is, on a new connection to addr and
+// reads the response's head; the body is left to the caller, the
+// connection closed with the test.
+func sendRaw(t *testing.T, addr, request string) *http.Response {
+	t.Helper()
+	c := dialRaw(t, addr)
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 // lenientH2C is an upstream that switches to h2c for any request whose
 // Upgrade names it, whatever else the request says (as some servers
 // do), and then writes what stands for its HTTP/2 preface; any other
@@ -322,19 +338,13 @@ func TestSwitchToOneOfSeveralOfferedProtocols(t *testing.T) {
 		{"Upgrade: foo/2, echo\r\n", "foo/2, echo"},
 		{"Upgrade: foo\r\nUpgrade: ,echo/1 ,\r\nUpgrade: echo\r\n", "foo, echo/1, echo"},
 	} {
-		c := dialRaw(t, h.out)
-		fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n%s\r\n", tc.lines)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := sendRaw(t, h.out, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"+tc.lines+"\r\n")
 		if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != "ECHO" {
 			t.Fatalf("offer %q: %d %q %q, want 101 to ECHO", tc.lines, resp.StatusCode, resp.Header.Get("Upgrade"), resp.Header.Get(hdrError))
 		}
 		if got := <-offers; got != tc.sent {
 			t.Fatalf("offer %q reached the upstream as %q, want %q", tc.lines, got, tc.sent)
 		}
-		c.Close()
 	}
 	if s := svcBreaker(h); s.State != breaker.StateClosed {
 		t.Fatalf("breaker %v after switches the clients asked for", s.State)
@@ -347,18 +357,12 @@ func TestSwitchToOneOfSeveralOfferedProtocols(t *testing.T) {
 func TestMalformedOrH2COfferIsNotPassedOn(t *testing.T) {
 	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(lenientH2C(t))}))
 	for _, offer := range []string{"echo two", "echo/", "/1", "websocket, H2C", "echo, h2c/1"} {
-		c := dialRaw(t, h.out)
-		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", offer)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := sendRaw(t, h.out, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "+offer+"\r\n\r\n")
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 200 || string(b) != `plain upgrade="" settings=""` {
 			t.Fatalf("offer %q: %d %q", offer, resp.StatusCode, b)
 		}
-		c.Close()
 	}
 }
 

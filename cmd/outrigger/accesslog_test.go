@@ -49,27 +49,31 @@ func TestAccessLogFollowsReconfigure(t *testing.T) {
 	}
 	serveOne(h, "/three") // the failed reconfigure kept b.log
 
-	read := func(p string) []map[string]any {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []map[string]any
-		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			var m map[string]any
-			if err := json.Unmarshal([]byte(l), &m); err != nil {
-				t.Fatalf("%s: %q: %v", p, l, err)
-			}
-			out = append(out, m)
-		}
-		return out
-	}
+	read := func(p string) []map[string]any { return readAccessLog(t, p) }
 	if got := read(first); len(got) != 1 || got[0]["path"] != "/one" || got[0]["status"] != 404.0 || got[0]["bytes"] != 4.0 || got[0]["error"] != "no_route" {
 		t.Fatalf("%s: %v", first, got)
 	}
 	if got := read(second); len(got) != 2 || got[0]["path"] != "/two" || got[1]["path"] != "/three" {
 		t.Fatalf("%s: %v", second, got)
 	}
+}
+
+// readAccessLog reads the access log file p, a JSON object a line.
+func readAccessLog(t *testing.T, p string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("%s: %q: %v", p, l, err)
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 func TestRecorderKeepsFlushAndDefaultsTo200(t *testing.T) {
@@ -209,16 +213,8 @@ func TestAccessLogReopenAfterRotation(t *testing.T) {
 	}
 	serveOne(h, "/after")
 	lines := func(p string) string {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var paths []string
-		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			var m map[string]any
-			if err := json.Unmarshal([]byte(l), &m); err != nil {
-				t.Fatalf("%s: %q: %v", p, l, err)
-			}
+		for _, m := range readAccessLog(t, p) {
 			paths = append(paths, fmt.Sprint(m["path"]))
 		}
 		return strings.Join(paths, " ")
