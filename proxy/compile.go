@@ -30,6 +30,10 @@ type snapshot struct {
 
 	maxRequestBody int64
 	limits         listenerLimits
+
+	// normalizePath: request paths are normalized before routing (see
+	// proxy/internal/normpath); mergeSlashes: runs of slashes too.
+	normalizePath, mergeSlashes bool
 }
 
 // listenerLimits are the downstream server settings.
@@ -75,6 +79,8 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 	s := &snapshot{
 		clusters:       map[string]*cluster{},
 		maxRequestBody: cfg.Listeners.MaxRequestBodyBytes,
+		normalizePath:  cfg.Listeners.PathNormalization != config.PathNormalizationNone,
+		mergeSlashes:   cfg.Listeners.PathNormalization == config.PathNormalizationMergeSlashes,
 		limits: listenerLimits{
 			maxHeaderBytes:    cfg.Listeners.MaxRequestHeaderBytes,
 			readHeaderTimeout: cfg.Listeners.ReadHeaderTimeout,

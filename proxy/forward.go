@@ -20,6 +20,7 @@ import (
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/h1client"
 	"github.com/outrigger-mesh/outrigger/proxy/h2client"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/normpath"
 )
 
 // Listener names the listener a request arrived on; each has its own
@@ -62,8 +63,9 @@ type listenerHandler struct {
 // Shutdown stops and joins it, so a Proxy whose Handler was used must be
 // shut down. The handler edits a forwarded request's header in place
 // into the one it sends upstream (hop-by-hop headers out, forwarding
-// headers and the route's edits in); a caller that needs the header as
-// received reads it first.
+// headers and the route's edits in), and its URL's path into the
+// normalized one it routes on (listeners.path_normalization); a caller
+// that needs the header or path as received reads them first.
 func (p *Proxy) Handler(l Listener) http.Handler {
 	p.srvMu.Lock()
 	stopped := p.shutdown
@@ -85,6 +87,10 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		p.localReply(w, grpc, localReply{reason: ReasonNoRoute, detail: "no configuration applied yet"})
 		return
+	}
+	if s.normalizePath {
+		u := r.URL
+		u.Path, u.RawPath, _ = normpath.Normalize(u.Path, u.RawPath, s.mergeSlashes)
 	}
 	rt := s.tables[h.l].find(r)
 	if rt == nil {

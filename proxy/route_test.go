@@ -229,15 +229,17 @@ func TestWeightedEndpointsRoundRobin(t *testing.T) {
 }
 
 // A prefix rewrite keeps the escapes of the rest of the path: the
-// upstream gets "%2F" inside a segment and "%2e%2e" as sent, as it does
-// without a rewrite. The rewritten path was sent from its decoded form,
-// so "a%2Fb" reached the upstream as two segments and "%2e%2e" as a
-// literal "..": another path than the one the route matched.
+// upstream gets "%2F" inside a segment and, with path normalization off,
+// "%2e%2e" as sent, as it does without a rewrite. The rewritten path was
+// sent from its decoded form, so "a%2Fb" reached the upstream as two
+// segments and "%2e%2e" as a literal "..": another path than the one the
+// route matched.
 func TestPrefixRewriteKeepsEscapes(t *testing.T) {
 	uris := make(chan string, 8)
 	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { uris <- r.RequestURI })
 	cfg := &config.Config{
-		Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(addr(up))}},
+		Listeners: config.Listeners{PathNormalization: config.PathNormalizationNone},
+		Clusters:  map[string]config.Cluster{"svc": {Endpoints: eps(addr(up))}},
 		Routes: []config.Route{
 			{Name: "rw", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/api/"}}, Cluster: "svc", PrefixRewrite: "/v1/"},
 			{Name: "rw-esc", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/a b/"}}, Cluster: "svc", PrefixRewrite: "/c d/"},

@@ -87,6 +87,7 @@ func (c *Config) WithDefaults() *Config {
 	setDuration(&l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setDuration(&l.IdleTimeout, DefaultIdleTimeout)
 	setDuration(&l.DrainTimeout, DefaultDrainTimeout)
+	setString((*string)(&l.PathNormalization), string(PathNormalizationBase))
 
 	if l.Inbound.App != "" {
 		if _, ok := out.Clusters[InboundAppCluster]; !ok {

@@ -30,6 +30,10 @@ listeners:
     app: 127.0.0.1:8080
     app_protocl: http2
 `, `t.yaml:5: listeners.inbound.app_protocl: unknown key "app_protocl" (did you mean "app_protocol"?)`},
+		{"unknown path normalization", `
+listeners:
+  path_normalization: rfc3986
+`, `t.yaml:3: listeners.path_normalization: unknown normalization "rfc3986" (valid: base, merge_slashes, none)`},
 		{"bad duration", okCluster + `    connect_timeout: 1 second
 `, `t.yaml:5: clusters.a.connect_timeout: invalid duration "1 second": expected a number with a unit, e.g. "250ms", "1s", "1m30s"`},
 		{"duration without unit", okCluster + `    connect_timeout: 5

@@ -110,7 +110,29 @@ type Listeners struct {
 	// DrainTimeout is how long a shutdown waits for requests in flight to
 	// finish before closing their connections. Zero means 15s.
 	DrainTimeout time.Duration `yaml:"drain_timeout" json:"drain_timeout"`
+
+	// PathNormalization is how a request's path is normalized before it
+	// is routed and forwarded, on the outbound and inbound listeners:
+	// "base" (RFC 3986: escapes of unreserved characters decoded, dot
+	// segments removed), "merge_slashes" (base, and runs of slashes
+	// merged) or "none". Empty means "base".
+	PathNormalization PathNormalization `yaml:"path_normalization" json:"path_normalization"`
 }
+
+// PathNormalization is how a request's path is normalized before routing.
+type PathNormalization string
+
+// The path normalizations.
+const (
+	// PathNormalizationBase decodes escapes of unreserved characters,
+	// upper-cases the hex of the others and removes dot segments
+	// (RFC 3986 §6.2.2).
+	PathNormalizationBase PathNormalization = "base"
+	// PathNormalizationMergeSlashes is base, and merges runs of slashes.
+	PathNormalizationMergeSlashes PathNormalization = "merge_slashes"
+	// PathNormalizationNone routes and forwards the path as it came.
+	PathNormalizationNone PathNormalization = "none"
+)
 
 // OutboundListener takes the local app's calls to other services.
 type OutboundListener struct {

@@ -83,6 +83,11 @@ func (l *Listeners) validate(p *problems, path string) {
 	checkDuration(p, path+".read_header_timeout", l.ReadHeaderTimeout)
 	checkDuration(p, path+".idle_timeout", l.IdleTimeout)
 	checkDuration(p, path+".drain_timeout", l.DrainTimeout)
+	switch l.PathNormalization {
+	case "", PathNormalizationBase, PathNormalizationMergeSlashes, PathNormalizationNone:
+	default:
+		p.addf(path+".path_normalization", "unknown normalization %q (valid: base, merge_slashes, none)", l.PathNormalization)
+	}
 }
 
 func (cl *Cluster) validate(p *problems, path string) {
