@@ -8,6 +8,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -419,7 +420,7 @@ func (f *forwarding) run(start time.Time) {
 		}
 		ep.active.Add(-1)
 		acancel(nil)
-		if copyErr != nil && copyErr != errDeadlineTrailers {
+		if copyErr != nil && copyErr != errDeadlineTrailers && copyErr != errResetTrailers {
 			// Nothing sensible can be sent after a partial body: abort the
 			// downstream stream so the client sees an error, not a
 			// truncated success (golang/go#23643).
@@ -1253,9 +1254,13 @@ func (f *forwarding) prepareRetry(attempt int) bool {
 	return true
 }
 
-// errDeadlineTrailers reports that a gRPC stream was ended with
-// DEADLINE_EXCEEDED trailers by the proxy.
-var errDeadlineTrailers = errors.New("grpc deadline exceeded mid-stream")
+// errDeadlineTrailers and errResetTrailers report that the proxy ended
+// a gRPC stream with trailers, DEADLINE_EXCEEDED or UNAVAILABLE, when
+// the upstream's body did not end (see bodyCutShort).
+var (
+	errDeadlineTrailers = errors.New("grpc deadline exceeded mid-stream")
+	errResetTrailers    = errors.New("grpc upstream reset between messages")
+)
 
 // respond sends resp downstream: headers, body (flushed as it arrives for
 // streams), then trailers. It returns the error that cut the body short;
@@ -1289,9 +1294,13 @@ func (f *forwarding) respond(resp *http.Response) error {
 	}
 	w.WriteHeader(resp.StatusCode)
 
-	bounded, err := copyBody(w, resp.Body, flush, f.dl)
+	var frames *grpcFrames
+	if f.grpc {
+		frames = new(grpcFrames)
+	}
+	bounded, upstream, err := copyBody(w, resp.Body, flush, f.dl, frames)
 	if err != nil {
-		return f.bodyCutShort(h, err)
+		return f.bodyCutShort(h, err, upstream && frames != nil && frames.between())
 	}
 	if bounded && !time.Now().Before(f.dl) {
 		// The body came whole as the deadline passed (a gRPC upstream
@@ -1349,11 +1358,15 @@ func copyTrailers(h, trailer http.Header, announced bool) {
 // bodyCutShort is respond's answer to a response body that ended with
 // err before its end: errDeadlineTrailers when the gRPC call's deadline
 // passed (the stream is then ended with DEADLINE_EXCEEDED trailers, in
-// h), else err.
+// h); errResetTrailers when the upstream broke a gRPC body between two
+// messages (between; ended with UNAVAILABLE trailers); else err.
 //
 //go:noinline
-func (f *forwarding) bodyCutShort(h http.Header, err error) error {
-	if f.grpc && f.r.Context().Err() == nil && (errors.Is(f.routeCtx().Err(), context.DeadlineExceeded) || f.upstreamDeadline(err)) {
+func (f *forwarding) bodyCutShort(h http.Header, err error, between bool) error {
+	if !f.grpc || f.r.Context().Err() != nil {
+		return err
+	}
+	if errors.Is(f.routeCtx().Err(), context.DeadlineExceeded) || f.upstreamDeadline(err) {
 		// The call's deadline passed mid-stream: end it the way a gRPC
 		// server would, with DEADLINE_EXCEEDED in the trailers.
 		h[http.TrailerPrefix+"Grpc-Status"] = []string{"4"}
@@ -1365,6 +1378,22 @@ func (f *forwarding) bodyCutShort(h http.Header, err error) error {
 		// their stead.
 		f.extendWrites()
 		return errDeadlineTrailers
+	}
+	if between && !f.clientBodyBroke() {
+		// The upstream broke the body between two messages: end the
+		// call with the status a client connected to the upstream
+		// would have seen, the messages sent so far delivered. Cut
+		// inside a message, the stream is reset instead: a message
+		// cannot be completed.
+		code, msg := grpcUnavailable, reasonInfo[ReasonUpstreamReset].text
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			code, msg = grpcStatusOfReset(se.Code), "upstream reset the stream: "+se.Code.String()
+		}
+		h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(code)}
+		h[http.TrailerPrefix+"Grpc-Message"] = []string{encodeGRPCMessage(msg)}
+		h[http.TrailerPrefix+hdrError] = []string{ReasonUpstreamReset.String()}
+		return errResetTrailers
 	}
 	return err
 }
@@ -1386,8 +1415,10 @@ func (f *forwarding) extendWrites() {
 // copyBody streams src to w through a pooled buffer; with flush it pushes
 // each chunk to the client at once. dl, when set, is the route deadline,
 // which also bounds the writes to a client that stops reading; bounded
-// reports whether it was set as the write deadline.
-func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time) (bounded bool, err error) {
+// reports whether it was set as the write deadline. frames, when set, is
+// fed what was written. upstream reports that err came from src, not
+// from w.
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time, frames *grpcFrames) (bounded, upstream bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -1415,19 +1446,22 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time) (b
 				bounded = rc.SetWriteDeadline(dl) == nil
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return bounded, werr
+				return bounded, false, werr
 			}
 			if flush {
 				if err := rc.Flush(); err != nil {
-					return bounded, err
+					return bounded, false, err
 				}
+			}
+			if frames != nil {
+				frames.feed(buf[:n])
 			}
 		}
 		if rerr == io.EOF {
-			return bounded, nil
+			return bounded, false, nil
 		}
 		if rerr != nil {
-			return bounded, rerr
+			return bounded, true, rerr
 		}
 	}
 }

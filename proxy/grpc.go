@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // gRPC status codes the proxy produces or inspects
@@ -14,6 +16,7 @@ const (
 	grpcOK                = 0
 	grpcCanceled          = 1
 	grpcDeadlineExceeded  = 4
+	grpcPermissionDenied  = 7
 	grpcResourceExhausted = 8
 	grpcUnimplemented     = 12
 	grpcInternal          = 13
@@ -156,4 +159,54 @@ func grpcStatusFrom(h http.Header) int {
 		return -1
 	}
 	return n
+}
+
+// grpcFrames follows the length-prefixed messages of a gRPC body as it
+// passes (a 5-byte prefix: a compressed flag and a big-endian length,
+// then that many bytes), to know whether the body read so far ends
+// between two messages. It reads no more than the prefixes.
+type grpcFrames struct {
+	prefix [5]byte
+	have   int    // bytes of the current prefix seen
+	left   uint64 // bytes of the current message not yet seen
+}
+
+// feed takes the next bytes of the body.
+func (g *grpcFrames) feed(p []byte) {
+	for len(p) > 0 {
+		if g.left > 0 {
+			n := uint64(len(p))
+			if n > g.left {
+				n = g.left
+			}
+			p = p[n:]
+			g.left -= n
+			continue
+		}
+		n := copy(g.prefix[g.have:], p)
+		p = p[n:]
+		if g.have += n; g.have == len(g.prefix) {
+			g.have = 0
+			g.left = uint64(g.prefix[1])<<24 | uint64(g.prefix[2])<<16 | uint64(g.prefix[3])<<8 | uint64(g.prefix[4])
+		}
+	}
+}
+
+// between reports whether the bytes fed end a message (or are none).
+func (g *grpcFrames) between() bool { return g.have == 0 && g.left == 0 }
+
+// grpcStatusOfReset is the status a gRPC client gives a call whose
+// stream was reset with code (the table of gRPC's PROTOCOL-HTTP2.md).
+func grpcStatusOfReset(code http2.ErrCode) int {
+	switch code {
+	case http2.ErrCodeRefusedStream:
+		return grpcUnavailable
+	case http2.ErrCodeCancel:
+		return grpcCanceled
+	case http2.ErrCodeEnhanceYourCalm:
+		return grpcResourceExhausted
+	case http2.ErrCodeInadequateSecurity:
+		return grpcPermissionDenied
+	}
+	return grpcInternal
 }
