@@ -107,7 +107,8 @@ type Ejection struct {
 	// Until is the end of the ejection (ejections only).
 	Until time.Time
 	// Reason: "consecutive_5xx", "consecutive_gateway_failure",
-	// "success_rate", or "ejection_time_over" for a return.
+	// "success_rate"; for a return "ejection_time_over", or
+	// "active_health_check_passed" (Uneject).
 	Reason string
 	// TimesEjected counts this endpoint's ejections since New.
 	TimesEjected uint64
@@ -308,6 +309,39 @@ func (d *Detector) refreshLocked(now time.Time) {
 		d.queueLocked(Ejection{Endpoint: i, At: *u, Reason: "ejection_time_over", TimesEjected: e.timesEjected})
 	}
 	d.state.Store(&ns)
+}
+
+// Uneject returns endpoint i to load balancing at now, before its
+// ejection time is up, because an active health check it passed says it
+// is well (Envoy's successful_active_health_check_uneject_host); the
+// caller checks that the config asks for it. It reports whether i was
+// ejected; its return is reported to the hook with the reason
+// "active_health_check_passed". The ejection still counts towards the
+// length of the next one (the multiplier decays as after any return).
+func (d *Detector) Uneject(i int, now time.Time) bool {
+	if !d.Ejected(i, now) {
+		return false // lock-free while nothing is ejected
+	}
+	d.mu.Lock()
+	d.refreshLocked(now)
+	e := &d.eps[i]
+	u := e.until.Load()
+	ok := u != nil && now.Before(*u)
+	if ok {
+		e.until.Store(nil)
+		e.returned = now
+		// The summary's next return may have been i's: too early a
+		// next costs one refresh at that time, which recomputes it.
+		st := d.state.Load()
+		d.state.Store(&ejectionState{ejected: st.ejected - 1, next: st.next})
+		d.queueLocked(Ejection{Endpoint: i, At: now, Reason: "active_health_check_passed", TimesEjected: e.timesEjected})
+	}
+	drain := d.claimDrainLocked()
+	d.mu.Unlock()
+	if drain {
+		d.drain()
+	}
+	return ok
 }
 
 // current returns the ejection summary as of now, returning endpoints

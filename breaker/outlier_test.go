@@ -206,6 +206,46 @@ func TestEjectedEndpointReturnsAndHookSeesBoth(t *testing.T) {
 	}
 }
 
+func TestUnejectReturnsEarlyAndKeepsTheMultiplier(t *testing.T) {
+	var evs []Ejection
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 2, MaxEjectionPercent: 100}, 4, WithEjectionHook(func(e Ejection) {
+		evs = append(evs, e)
+	}))
+	if d.Uneject(1, at(0)) {
+		t.Fatal("Uneject of an endpoint not ejected reported true")
+	}
+	record(d, 1, at(0), v500, 2)
+	record(d, 2, at(0), v500, 2)
+	if !d.Uneject(1, at(5*time.Second)) {
+		t.Fatal("Uneject of an ejected endpoint reported false")
+	}
+	if d.Uneject(1, at(5*time.Second)) {
+		t.Fatal("a second Uneject reported true")
+	}
+	if got := d.Eligible(at(5*time.Second), nil); !slices.Equal(got, []int{0, 1, 3}) {
+		t.Fatalf("Eligible after Uneject = %v", got)
+	}
+	if n := d.EjectedCount(at(5 * time.Second)); n != 1 {
+		t.Fatalf("EjectedCount = %d, want 1", n)
+	}
+	if len(evs) != 3 || evs[2].Ejected || evs[2].Endpoint != 1 || evs[2].Reason != "active_health_check_passed" || !evs[2].At.Equal(at(5*time.Second)) {
+		t.Fatalf("events %+v", evs)
+	}
+	// Endpoint 2 still returns at its own time, reported once.
+	if got := d.Eligible(at(30*time.Second), nil); !slices.Equal(got, []int{0, 1, 2, 3}) {
+		t.Fatalf("Eligible at 30s = %v", got)
+	}
+	if len(evs) != 4 || evs[3].Endpoint != 2 || evs[3].Reason != "ejection_time_over" {
+		t.Fatalf("events %+v", evs)
+	}
+	// Ejected again within its interval, endpoint 1's second ejection is
+	// twice as long: the early return does not forget the first.
+	record(d, 1, at(6*time.Second), v500, 2)
+	if len(evs) != 5 || !evs[4].Until.Equal(at(66*time.Second)) {
+		t.Fatalf("second ejection %+v, want it until 66s", evs[len(evs)-1])
+	}
+}
+
 func TestMaxEjectionPercentCaps(t *testing.T) {
 	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: 20}, 10)
 	for i := range 4 {

@@ -73,6 +73,12 @@ type OutlierConfig struct {
 	// balances over all endpoints (panic mode). Absent means 50; 0 turns
 	// panic mode off.
 	PanicThreshold *float64 `yaml:"panic_threshold,omitempty" json:"panic_threshold,omitempty"`
+
+	// SuccessfulActiveHealthCheckUnejectHost returns an ejected endpoint
+	// to load balancing as soon as it passes an active health check (the
+	// cluster's health_check), before its ejection time is up, as Envoy's
+	// field of that name does. Absent means true.
+	SuccessfulActiveHealthCheckUnejectHost *bool `yaml:"successful_active_health_check_uneject_host,omitempty" json:"successful_active_health_check_uneject_host,omitempty"`
 }
 
 // Defaults of OutlierConfig (Envoy's).
@@ -137,6 +143,8 @@ func (c OutlierConfig) WithDefaults() OutlierConfig {
 		p = *c.PanicThreshold
 	}
 	c.PanicThreshold = &p
+	uneject := c.SuccessfulActiveHealthCheckUnejectHost == nil || *c.SuccessfulActiveHealthCheckUnejectHost
+	c.SuccessfulActiveHealthCheckUnejectHost = &uneject
 	return c
 }
 

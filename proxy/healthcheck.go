@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/health"
 )
@@ -77,7 +78,7 @@ func (p *Proxy) buildHealth(name string, cc config.Cluster, r, old *resilience) 
 	key := healthKey{block: *cc.HealthCheck, protocol: cc.Protocol, tls: cc.TLS}
 	r.hcKey = key
 	if old != nil && old.hc != nil && reflect.DeepEqual(old.hcKey, key) && slices.Equal(old.endpoints, r.endpoints) {
-		r.hc = old.hc
+		r.hc, r.hcUneject = old.hc, old.hcUneject
 		return nil
 	}
 	var tc *tls.Config
@@ -89,11 +90,18 @@ func (p *Proxy) buildHealth(name string, cc config.Cluster, r, old *resilience) 
 	}
 	ph := &pendingHealth{gone: r.gone}
 	gone := r.gone
+	uneject := new(atomic.Pointer[breaker.Detector])
+	r.hcUneject = uneject
 	hc, err := health.New(healthConfig(*cc.HealthCheck, cc.Protocol, tc), r.endpoints,
 		// The hooks run on the checker's goroutines, so after Start, by
 		// which time startHealth has bound ph.series. (The nil and gone
 		// tests are guards: a started checker's cluster is serving.)
-		health.WithResultHook(func(_ int, err error) {
+		health.WithResultHook(func(i int, err error) {
+			if err == nil {
+				if d := uneject.Load(); d != nil {
+					d.Uneject(i, p.now())
+				}
+			}
 			s := &ph.series
 			if s.unhealthy == nil || gone.Load() {
 				return

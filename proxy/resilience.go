@@ -30,8 +30,13 @@ type resilience struct {
 	cls    *breaker.Classifier
 	// hc is the active health checker (nil without health_check), hcKey
 	// what it depends on; panicPct is outlier_detection.panic_threshold.
-	hc        *health.Checker
-	hcKey     healthKey
+	hc    *health.Checker
+	hcKey healthKey
+	// hcUneject is the detector hc's passed checks return ejected
+	// endpoints to (outlier_detection.successful_active_health_check_uneject_host),
+	// nil for none; shared by the resiliences that keep hc, and set by
+	// publish to the serving detector.
+	hcUneject *atomic.Pointer[breaker.Detector]
 	panicPct  float64
 	interval  time.Duration
 	endpoints []string
@@ -241,6 +246,13 @@ func (p *Proxy) publish(name string, r, old *resilience) {
 			old.detRetired.Store(true)
 		}
 		p.bm.ejected.WithLabelValues(name).Set(float64(r.det.Snapshot(p.now()).Ejected))
+	}
+	if r.hcUneject != nil {
+		var d *breaker.Detector
+		if *r.det.Config().SuccessfulActiveHealthCheckUnejectHost {
+			d = r.det
+		}
+		r.hcUneject.Store(d)
 	}
 }
 

@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// An endpoint ejected for failing calls comes back when it passes an
+// active health check, long before its ejection time is up, unless
+// outlier_detection.successful_active_health_check_uneject_host is false.
+func TestPassedHealthCheckUnejects(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		uneject *bool
+	}{
+		{"default", nil},
+		{"off", new(bool)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var checks atomic.Int64
+			sick := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/healthz" {
+					checks.Add(1)
+					return // 200: its checks pass while its calls fail
+				}
+				w.WriteHeader(500)
+			})
+			well := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+			core, logs := observer.New(zap.InfoLevel)
+			cl := config.Cluster{Endpoints: eps(addr(sick), addr(well)), HealthCheck: fastHealthCheck(),
+				OutlierDetection: breaker.OutlierConfig{Consecutive5xx: 1, BaseEjectionTime: time.Hour,
+					MaxEjectionPercent: 50, SuccessfulActiveHealthCheckUnejectHost: tc.uneject}}
+			h := startProxy(t, simpleConfig(cl), func(o *Options) { o.Logger = zap.New(core) })
+
+			ejections := func() float64 { return counterValue(h.p.bm.ejections.WithLabelValues("svc")) }
+			eventually(t, 5*time.Second, "the failing endpoint ejected", func() bool {
+				readAll(t, mustGet(t, h.h1, h.url("/x")))
+				return ejections() == 1
+			})
+			returned := func() int {
+				return logs.FilterMessage("endpoint returned").FilterField(zap.String("reason", "active_health_check_passed")).Len()
+			}
+			if tc.uneject == nil {
+				eventually(t, 5*time.Second, "the endpoint back after a passed check", func() bool {
+					return returned() == 1 && endpointState(h, "svc", addr(sick)).State == "healthy"
+				})
+				if v := counterValue(h.p.bm.ejected.WithLabelValues("svc")); v != 0 {
+					t.Fatalf("ejected gauge %v after the return, want 0", v)
+				}
+				return
+			}
+			// Off: several passed checks later, the endpoint is still out.
+			seen := checks.Load()
+			eventually(t, 5*time.Second, "three more passed checks", func() bool { return checks.Load() >= seen+3 })
+			if s := endpointState(h, "svc", addr(sick)).State; s != "ejected" || returned() != 0 {
+				t.Fatalf("state %q, %d early returns: want it still ejected", s, returned())
+			}
+			// A reload that turns it on (the checker kept, the detector
+			// rebuilt with the ejection carried over) brings it back.
+			cl.OutlierDetection.SuccessfulActiveHealthCheckUnejectHost = nil
+			if err := h.p.Apply(simpleConfig(cl)); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 5*time.Second, "the endpoint back after the reload", func() bool {
+				return returned() == 1 && endpointState(h, "svc", addr(sick)).State == "healthy"
+			})
+		})
+	}
+}
