@@ -169,7 +169,13 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 	rec := &recorder{ResponseWriter: w}
 	h.ServeHTTP(rec, r)
 	status := rec.status
-	if status == 0 {
+	switch {
+	case status != 0:
+	case r.Context().Err() != nil:
+		// The client went away before the response and none was sent:
+		// nginx's 499, as outrigger_proxy_requests_total counts it.
+		status = statusClientClosed
+	default:
 		status = http.StatusOK
 	}
 	l.Info("",
@@ -186,6 +192,10 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 		zap.String("remote", r.RemoteAddr),
 	)
 }
+
+// statusClientClosed is logged (never sent) for a request whose client
+// went away before the response.
+const statusClientClosed = 499
 
 // recorder notes the status and body size of a response. It keeps the
 // writer's optional behaviour: Flush and Hijack directly (gRPC streaming and
