@@ -52,6 +52,12 @@ type resilience struct {
 	// ejected gauge dropping twice for one return, "endpoint returned"
 	// logged twice).
 	detRetired *atomic.Bool
+	// brRetired is set once br is no longer the serving breaker of the
+	// cluster (a reload changed circuit_breaker and built another): br's
+	// hook then reports nothing, as calls of the old snapshot that still
+	// report to br may trip it, and the state gauge, the transitions and
+	// the log would tell of a breaker that no longer decides anything.
+	brRetired *atomic.Bool
 
 	rejected [breaker.NumLimits + 2]prometheus.Counter // by reject reason, see rejectIndex
 }
@@ -147,10 +153,15 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 		return nil, prefixErr("failure_classifier", err)
 	}
 	if old != nil && reflect.DeepEqual(old.cc.breaker, rc.breaker) {
-		r.br = old.br
+		r.br, r.brRetired = old.br, old.brRetired
 	} else {
 		bm := p.bm
+		retired := new(atomic.Bool)
+		r.brRetired = retired
 		r.br, err = breaker.New(rc.breaker, breaker.WithStateChangeHook(func(sc breaker.StateChange) {
+			if retired.Load() {
+				return
+			}
 			if !gone.Load() {
 				bm.state.WithLabelValues(name).Set(float64(sc.To))
 				bm.transitions.WithLabelValues(name, sc.To.String()).Inc()
@@ -235,10 +246,13 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 
 // publish sets the gauges of a resilience the serving snapshot just took
 // on: a new breaker's state and a new detector's ejections (with what it
-// carried over). A compile that fails never gets here, so the gauges keep
+// carried over), after which the ones they replace report nothing more. A compile that fails never gets here, so the gauges keep
 // describing the serving breaker and detector. Caller holds applyMu.
 func (p *Proxy) publish(name string, r, old *resilience) {
 	if old == nil || old.br != r.br {
+		if old != nil && old.brRetired != nil {
+			old.brRetired.Store(true)
+		}
 		p.bm.state.WithLabelValues(name).Set(float64(r.br.State()))
 	}
 	if old == nil || old.det != r.det {
