@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,5 +40,33 @@ func TestAccessLogRecordsAClientGoneAs499(t *testing.T) {
 	lines := readAccessLog(t, logPath)
 	if len(lines) != 1 || lines[0]["status"] != 499.0 || lines[0]["bytes"] != 0.0 {
 		t.Fatalf("access log %v, want one line with status 499 and no bytes", lines)
+	}
+}
+
+// validate lists every problem: one the proxy finds building the clusters
+// and one of the access log, together. It stopped at the proxy's.
+func TestValidateListsTheProxysAndTheAccessLogsProblemsTogether(t *testing.T) {
+	path := writeConfig(t, "clusters:\n  a:\n    endpoints: [127.0.0.1:9]\n    tls:\n      enabled: true\n      ca_file: /nonexistent/ca.pem\n"+
+		"logging:\n  access_log: {enabled: true, path: /nonexistent/dir/access.log}\n")
+	code, out, stderr := runCmd(t, "validate", "-c", path)
+	if code != 1 || out != "" ||
+		!strings.Contains(stderr, path+":2: clusters.a") ||
+		!strings.Contains(stderr, path+":8: logging.access_log.path: cannot open the access log: ") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
+
+// run refuses the same configuration with the same list, before binding
+// anything. It stopped at the access log, without the file and line.
+func TestRunListsTheProxysAndTheAccessLogsProblemsTogether(t *testing.T) {
+	cfg := strings.Replace(sidecarConfig("127.0.0.1:9", "127.0.0.1:9", ""), "    endpoints: [127.0.0.1:9]\n",
+		"    endpoints: [127.0.0.1:9]\n    tls:\n      enabled: true\n      ca_file: /nonexistent/ca.pem\n", 1) +
+		"logging:\n  access_log: {enabled: true, path: /nonexistent/dir/access.log}\n"
+	path := writeConfig(t, cfg)
+	code, _, stderr := runCmd(t, "run", "-c", path)
+	if code != 1 ||
+		!strings.Contains(stderr, path+":13: clusters.svc") ||
+		!strings.Contains(stderr, ": logging.access_log.path: cannot open the access log: ") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 }

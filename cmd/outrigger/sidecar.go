@@ -143,19 +143,26 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		buildInfo(),
 	)
 	s.state = newConfigState(o.configPath, reg)
+
+	// The proxy's wrap reads s.access when Serve starts, below.
+	s.proxy = proxy.New(proxy.Options{Logger: s.log.Named("proxy"), Registry: reg,
+		Wrap: func(l proxy.Listener, h http.Handler) http.Handler { return s.access.Wrap(l.String(), h) }})
+	// Every problem is listed, as validate lists them.
+	if problems := buildProblems(cfg, s.proxy.Apply); len(problems) > 0 {
+		err := errors.Join(problems...)
+		s.log.Error("configuration rejected", zap.String(fieldConfig, o.configPath), zap.Error(err))
+		for _, e := range problems {
+			printConfigError(o.stderr, o.configPath, e)
+		}
+		// An applied build has started health checks: stop them.
+		s.proxy.Shutdown(context.Background())
+		return silentError{err}
+	}
 	s.access, err = newAccessLog(cfg.Logging.AccessLog, o.stdout)
 	if err != nil {
 		return fmt.Errorf("logging.access_log: %w", err)
 	}
 	defer s.access.Close()
-
-	s.proxy = proxy.New(proxy.Options{Logger: s.log.Named("proxy"), Registry: reg,
-		Wrap: func(l proxy.Listener, h http.Handler) http.Handler { return s.access.Wrap(l.String(), h) }})
-	if err := s.proxy.Apply(cfg); err != nil {
-		s.log.Error("configuration rejected", zap.String(fieldConfig, o.configPath), zap.Error(err))
-		printConfigError(o.stderr, o.configPath, err)
-		return silentError{err}
-	}
 	gen := s.state.applied(cfg, true, time.Now())
 
 	// The event log and the app API that serves it run when the

@@ -26,17 +26,29 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	}
 	// What run would also refuse: the proxy compiles the routes and clusters
 	// (reading TLS files, for one) without serving anything.
-	if err := proxy.New(proxy.Options{NoHealthChecks: true}).Apply(cfg); err != nil {
-		printConfigError(stderr, *path, err)
-		return silentError{err}
-	}
-	// And what the start (and a reload) would refuse besides.
-	if err := checkAccessLog(cfg.Logging.AccessLog); err != nil {
-		printConfigError(stderr, *path, err)
-		return silentError{err}
+	if problems := buildProblems(cfg, proxy.New(proxy.Options{NoHealthChecks: true}).Apply); len(problems) > 0 {
+		for _, err := range problems {
+			printConfigError(stderr, *path, err)
+		}
+		return silentError{errors.Join(problems...)}
 	}
 	fmt.Fprintln(stdout, "ok")
 	return nil
+}
+
+// buildProblems lists every problem of a loaded cfg that the start
+// refuses: apply's (the proxy's build of the routes and clusters) and the
+// access log's, whichever are found; nil when there is none. apply's
+// success applies cfg.
+func buildProblems(cfg *config.Config, apply func(*config.Config) error) []error {
+	var problems []error
+	if err := apply(cfg); err != nil {
+		problems = append(problems, err)
+	}
+	if err := checkAccessLog(cfg.Logging.AccessLog); err != nil {
+		problems = append(problems, err)
+	}
+	return problems
 }
 
 // printConfigError writes every problem in err on a line of its own,
