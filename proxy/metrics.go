@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // metrics are the proxy's collectors, registered once on the injected
@@ -19,7 +20,9 @@ type metrics struct {
 	localByCode [numReasons]prometheus.Counter
 
 	// next collects the label sets a compile in progress uses; live holds
-	// those of the applied snapshot. Both are guarded by Proxy.applyMu.
+	// those of the applied snapshot, and the endpoints it removed that
+	// still have connections open (see deleteMissing). Both are guarded
+	// by Proxy.applyMu.
 	next, live series
 }
 
@@ -61,7 +64,9 @@ func (m *metrics) discard() {
 }
 
 // deleteMissing deletes the series of from's label sets that keep has
-// not.
+// not, except the upstream_connections series of an endpoint removed
+// from a cluster that stays while connections to it are open: keep takes
+// those on, so that a later call deletes them once they are closed.
 func (m *metrics) deleteMissing(from, keep series) {
 	keepRoutes := make(map[[2]string]struct{}, len(keep.routes))
 	for k := range keep.routes {
@@ -85,10 +90,31 @@ func (m *metrics) deleteMissing(from, keep series) {
 		}
 	}
 	for e := range from.endpoints {
-		if _, ok := keep.endpoints[e]; !ok {
-			m.conns.DeleteLabelValues(e[0], e[1])
+		if _, ok := keep.endpoints[e]; ok {
+			continue
 		}
+		// A cluster's pool, kept by a reload that leaves its connection
+		// settings alone, holds its idle connections to a removed endpoint
+		// until its idle timeout, and uses them again if a reload adds the
+		// endpoint back: deleted, the series would count them from zero.
+		// (A removed cluster's pool is never used again.)
+		if _, ok := keep.clusters[e[0]]; ok && m.connsOpen(e[0], e[1]) {
+			keep.endpoints[e] = struct{}{}
+			continue
+		}
+		m.conns.DeleteLabelValues(e[0], e[1])
 	}
+}
+
+// connsOpen reports whether the upstream_connections series of endpoint
+// addr of cluster counts open connections.
+func (m *metrics) connsOpen(cluster, addr string) bool {
+	g, err := m.conns.GetMetricWithLabelValues(cluster, addr)
+	if err != nil {
+		return false
+	}
+	var d dto.Metric
+	return g.Write(&d) == nil && d.GetGauge().GetValue() > 0
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

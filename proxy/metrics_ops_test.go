@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // A reload that changes a cluster's circuit_breaker builds a new breaker;
@@ -71,5 +72,52 @@ func TestReplacedBreakerReportsNothing(t *testing.T) {
 	}
 	if v := opened(); v != 0 {
 		t.Errorf("outrigger_breaker_transitions_total{to=open} = %v, want 0: the serving breaker never opened", v)
+	}
+}
+
+// An endpoint a reload removes and a later one adds back within the
+// pool's idle timeout: the upstream_connections gauge counts the
+// connections open to it, the one kept from before included. The series
+// was deleted with the endpoint while the cluster's pool kept the
+// connection, and counted from zero when the endpoint came back, though
+// the pool used the kept connection again (0 while one was open).
+func TestUpstreamConnectionsOfAnEndpointAddedBack(t *testing.T) {
+	a := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	b := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	cfg := func(endpoints ...string) *config.Config {
+		return simpleConfig(config.Cluster{Endpoints: eps(endpoints...), OutlierDetection: breaker.OutlierConfig{Disabled: true}})
+	}
+	h := startProxy(t, cfg(addr(a)))
+	conns := func() float64 { return counterValue(h.p.m.conns.WithLabelValues("svc", addr(a))) }
+	readAll(t, mustGet(t, h.h1, h.url("/")))
+	if v := conns(); v != 1 {
+		t.Fatalf("connections to a: %v, want 1", v)
+	}
+	if err := h.p.Apply(cfg(addr(b))); err != nil {
+		t.Fatal(err)
+	}
+	if n := seriesWith(t, h, "endpoint", addr(a)); n != 1 {
+		t.Fatalf("%d series of the removed endpoint while the pool holds a connection to it, want 1", n)
+	}
+	if err := h.p.Apply(cfg(addr(a))); err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, mustGet(t, h.h1, h.url("/")))
+	if v := conns(); v != 1 {
+		t.Fatalf("connections to a: %v after it came back, want 1", v)
+	}
+
+	// Removed again, and its connection closed: the next reload deletes
+	// the series.
+	if err := h.p.Apply(cfg(addr(b))); err != nil {
+		t.Fatal(err)
+	}
+	a.CloseClientConnections()
+	eventually(t, 5*time.Second, "the connection to a to close", func() bool { return conns() == 0 })
+	if err := h.p.Apply(cfg(addr(b))); err != nil {
+		t.Fatal(err)
+	}
+	if n := seriesWith(t, h, "endpoint", addr(a)); n != 0 {
+		t.Fatalf("%d series of the removed endpoint after its connection closed and a reload", n)
 	}
 }
