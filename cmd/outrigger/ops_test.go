@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -68,5 +69,31 @@ func TestRunListsTheProxysAndTheAccessLogsProblemsTogether(t *testing.T) {
 		!strings.Contains(stderr, path+":13: clusters.svc") ||
 		!strings.Contains(stderr, ": logging.access_log.path: cannot open the access log: ") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// /config's effective configuration is the one serving: a reload that
+// changes a setting bound at start (admin.address) applies the rest, and
+// --log-level overrides logging.level. /config showed the file's values,
+// which did not serve.
+func TestConfigShowsTheSettingsThatServe(t *testing.T) {
+	up := newUpstream(t, "a")
+	base := sidecarConfig(up.addr(), up.addr(), "")
+	path := writeConfig(t, base)
+	p := start(t, "run", "-c", path, "--log-level", "debug")
+	c := newClient(t)
+	moved := strings.Replace(base, "admin:\n  address: 127.0.0.1:0\n", "admin:\n  address: "+freeAddr(t)+"\n", 1)
+	writeAtomic(t, path, moved)
+	waitFor(t, 10*time.Second, "the reload", func() bool { return getConfig(t, c, p.addrs.Admin).Generation == 2 })
+
+	var eff struct {
+		Admin   struct{ Address string }
+		Logging struct{ Level string }
+	}
+	if err := json.Unmarshal(getConfig(t, c, p.addrs.Admin).Effective, &eff); err != nil {
+		t.Fatal(err)
+	}
+	if eff.Admin.Address != "127.0.0.1:0" || eff.Logging.Level != "debug" {
+		t.Fatalf("effective admin.address %q, logging.level %q; want the serving 127.0.0.1:0 and debug", eff.Admin.Address, eff.Logging.Level)
 	}
 }

@@ -163,7 +163,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		return fmt.Errorf("logging.access_log: %w", err)
 	}
 	defer s.access.Close()
-	gen := s.state.applied(cfg, true, time.Now())
+	gen := s.state.applied(s.servingConfig(cfg, nil), true, time.Now())
 
 	// The event log and the app API that serves it run when the
 	// configuration has an eventlog section and the app API is not turned
@@ -453,7 +453,7 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string) {
 		return
 	}
 	prev, _ := s.state.current()
-	gen := s.state.applied(cfg, false, now)
+	gen := s.state.applied(s.servingConfig(cfg, prev), false, now)
 	if s.opts.logLevel == "" {
 		if l, err := parseLevel(cfg.Logging.Level); err == nil {
 			s.level.SetLevel(l)
@@ -463,12 +463,37 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string) {
 		s.log.Error("access log not reconfigured", zap.Error(err))
 	}
 	s.moveListeners(moves, cfg.Listeners.DrainTimeout)
-	s.warnRestartOnly(prev, cfg)
+	s.warnRestartOnly(prev, s.servingConfig(cfg, nil))
 	s.log.Info("configuration reloaded", zap.String("trigger", trigger), zap.Uint64(fieldGeneration, gen))
 }
 
+// servingConfig is cfg as this process serves it, for /config: the command
+// line's --log-level and --log-format in place of logging.level and
+// logging.format, and, when prev (the serving config) is given, prev's
+// settings that are bound or opened at start (those warnRestartOnly names)
+// in place of cfg's. cfg itself stays as loaded: the watcher compares
+// with it.
+func (s *sidecar) servingConfig(cfg, prev *config.Config) *config.Config {
+	c := *cfg
+	if s.opts.logLevel != "" {
+		c.Logging.Level = s.opts.logLevel
+	}
+	if s.opts.logFormat != "" {
+		c.Logging.Format = s.opts.logFormat
+	}
+	if prev != nil {
+		c.Admin.Address = prev.Admin.Address
+		c.Listeners.AppAPI.Address = prev.Listeners.AppAPI.Address
+		c.Listeners.AppAPI.Disabled = prev.Listeners.AppAPI.Disabled
+		c.EventLog = prev.EventLog
+		c.Logging.Format = prev.Logging.Format
+	}
+	return &c
+}
+
 // warnRestartOnly logs the settings a reload cannot change in a running
-// process.
+// process: prev is the serving config, next the reload's with the
+// command line's overrides.
 func (s *sidecar) warnRestartOnly(prev, next *config.Config) {
 	if prev == nil {
 		return
