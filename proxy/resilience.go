@@ -246,8 +246,10 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 
 // publish sets the gauges of a resilience the serving snapshot just took
 // on: a new breaker's state and a new detector's ejections (with what it
-// carried over), after which the ones they replace report nothing more. A compile that fails never gets here, so the gauges keep
-// describing the serving breaker and detector. Caller holds applyMu.
+// carried over), after which the ones they replace report nothing more;
+// and points the health checker's returns at the serving detector. A
+// compile that fails never gets here, so the gauges keep describing the
+// serving breaker and detector. Caller holds applyMu.
 func (p *Proxy) publish(name string, r, old *resilience) {
 	if old == nil || old.br != r.br {
 		if old != nil && old.brRetired != nil {
