@@ -28,6 +28,10 @@ type Request struct {
 	RawQuery string      // already escaped, without '?'; empty for none
 	Header   http.Header // request headers to send (forwarded and templated)
 	Body     []byte      // nil for none; replayable for retries
+	// MaxResponseBytes is the call's max_response_bytes. The composer reads at
+	// most one byte more of the body; a Backend that buffers the body itself
+	// should keep no more than that either.
+	MaxResponseBytes int64
 }
 
 // Response is a backend's answer. Body is read up to the call's byte cap and

@@ -29,13 +29,12 @@ type composeBackend struct {
 	// rt carries the composition route's per-try timeout and retry policy
 	// to each call; it has no match, header edits or rewrite.
 	rt *route
-	// maxBody is the most response bytes kept per call: the largest call
-	// cap plus one, so that the composer still sees an oversized body as
-	// too large rather than as an error.
+	// maxBody is the most response bytes kept for a call that names no
+	// cap of its own: the largest call cap plus one.
 	maxBody int64
 }
 
-// errCaptureFull stops the copy of a call's response at maxBody.
+// errCaptureFull stops the copy of a call's response at its cap.
 var errCaptureFull = errors.New("call response exceeds the composition's cap")
 
 // Do implements composer.Backend. Request.Path goes on the wire as is (it
@@ -85,7 +84,14 @@ func (b *composeBackend) Do(ctx context.Context, call *composer.Request) (*compo
 	}
 	r = r.WithContext(base)
 
-	cw := &captureWriter{h: http.Header{}, limit: b.maxBody}
+	// One byte past the call's cap, so that the composer still sees an
+	// oversized body as too large rather than as an error; reading on to a
+	// larger cap would buffer what the call may not have, and wait for it.
+	limit := b.maxBody
+	if call.MaxResponseBytes > 0 {
+		limit = min(limit, call.MaxResponseBytes+1)
+	}
+	cw := &captureWriter{h: http.Header{}, limit: limit}
 	// Made in place on the heap, as in ServeHTTP.
 	f := new(forwarding)
 	f.p, f.s, f.rt, f.c, f.w, f.r = b.p, b.s, b.rt, c, cw, r

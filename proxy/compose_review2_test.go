@@ -1,0 +1,47 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/composer"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// A call's own max_response_bytes bounds what the proxy reads of its body:
+// a backend that sends more than the cap and then keeps the response open
+// fails the call with response_too_large at once, not at the deadline after
+// buffering up to the composition's largest cap.
+func TestCompositeCallCapStopsReadingAtTheCallsOwnCap(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	big := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`["` + strings.Repeat("x", 4096)))
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"big": {Endpoints: eps(addr(big))}},
+		Routes: []config.Route{{
+			Name:  "capped",
+			Match: config.RouteMatch{Path: config.PathMatch{Exact: "/capped"}},
+			Composition: &composer.Spec{
+				Calls:  []composer.Call{{Name: "big", Cluster: "big", Path: "/big", MaxResponseBytes: 1024}},
+				Limits: composer.Limits{Deadline: composer.Duration(5 * time.Second)},
+			},
+		}},
+	}
+	h := startProxy(t, cfg)
+	start := time.Now()
+	resp := mustGet(t, h.h1, h.url("/capped"))
+	body := readAll(t, resp)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, `"reason":"response_too_large"`) {
+		t.Fatalf("status %d after %v, body %s", resp.StatusCode, time.Since(start), body)
+	}
+}
