@@ -105,6 +105,13 @@ func (b *composeBackend) Do(ctx context.Context, call *composer.Request) (*compo
 		return nil, localReplyError(f.local)
 	case f.status == statusClientClosed || cw.status == 0 && ctx.Err() != nil:
 		return nil, fmt.Errorf("call to cluster %s: %w", c.name, context.Cause(ctx))
+	case aborted && !cw.full && ctx.Err() != nil:
+		return nil, fmt.Errorf("call to cluster %s: body cut short: %w", c.name, context.Cause(ctx))
+	case aborted && !cw.full && !f.deadline.IsZero() && !time.Now().Before(f.deadline):
+		// The call's deadline cut the body short. h1client ends the read at
+		// that deadline itself, which can be a moment before ctx's own timer
+		// fires: the call timed out either way, the upstream did nothing wrong.
+		return nil, fmt.Errorf("%w: call to cluster %s: body cut short at the call's deadline", composer.ErrTimeout, c.name)
 	case aborted && !cw.full:
 		return nil, fmt.Errorf("call to cluster %s: upstream body cut short", c.name)
 	case cw.status == 0:

@@ -45,3 +45,36 @@ func TestCompositeCallCapStopsReadingAtTheCallsOwnCap(t *testing.T) {
 		t.Fatalf("status %d after %v, body %s", resp.StatusCode, time.Since(start), body)
 	}
 }
+
+// A call whose timeout passes while its body is still arriving timed out: it
+// is reported as timeout (504 when required), like a call whose answer had
+// not started, not as an upstream error.
+func TestCompositeCallTimeoutMidBodyIsTimeout(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	slow := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"id":`))
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"slow": {Endpoints: eps(addr(slow))}},
+		Routes: []config.Route{{
+			Name:  "slow",
+			Match: config.RouteMatch{Path: config.PathMatch{Exact: "/slow"}},
+			Composition: &composer.Spec{
+				Calls: []composer.Call{{Name: "slow", Cluster: "slow", Path: "/slow", Timeout: composer.Duration(100 * time.Millisecond)}},
+			},
+		}},
+	}
+	h := startProxy(t, cfg)
+	resp := mustGet(t, h.h1, h.url("/slow"))
+	body := readAll(t, resp)
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, `"reason":"timeout"`) {
+		t.Fatalf("status %d body %s", resp.StatusCode, body)
+	}
+}
