@@ -92,7 +92,9 @@ func (rn *run) respond(w http.ResponseWriter) string {
 		}
 	}
 	status := http.StatusOK
-	if p.passThrough && rn.res[0].status != 0 {
+	// Only a result's status passes through: a failed optional call's status
+	// came with no body to pass, and the response is partial.
+	if p.passThrough && rn.res[0].ok && rn.res[0].status != 0 {
 		status = rn.res[0].status
 	}
 	if !bodyAllowed(status) { // a passed-through 204 or 304
