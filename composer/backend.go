@@ -28,9 +28,10 @@ type Request struct {
 	RawQuery string      // already escaped, without '?'; empty for none
 	Header   http.Header // request headers to send (forwarded and templated)
 	Body     []byte      // nil for none; replayable for retries
-	// MaxResponseBytes is the call's max_response_bytes. The composer reads at
-	// most one byte more of the body; a Backend that buffers the body itself
-	// should keep no more than that either.
+	// MaxResponseBytes is the most body bytes the call may use: its
+	// max_response_bytes, or less when less is left of the request's
+	// max_total_bytes as the call starts. The composer reads at most one byte
+	// more; a Backend that buffers the body itself should keep no more either.
 	MaxResponseBytes int64
 }
 

@@ -39,6 +39,9 @@ func (rn *run) call(cp *callPlan, req *Request, res *callResult) {
 		return
 	}
 	defer func() { <-rn.sem }()
+	// What is left of the budget now bounds what the call may read, as its
+	// cap does (a Backend that buffers the body reads no further).
+	req.MaxResponseBytes = min(cp.maxBytes, max(rn.budget.Load(), 0))
 
 	ctx := rn.ctx
 	if cp.timeout > 0 {

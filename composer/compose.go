@@ -337,7 +337,7 @@ func (rn *run) render(cp *callPlan, each any, batch batchValues) (*Request, erro
 			return nil, fmt.Errorf("rendered path %q contains a dot segment", path)
 		}
 	}
-	req := &Request{Cluster: cp.cluster, Method: cp.method, Path: path, Header: http.Header{}, MaxResponseBytes: cp.maxBytes}
+	req := &Request{Cluster: cp.cluster, Method: cp.method, Path: path, Header: http.Header{}}
 	if len(cp.query) > 0 {
 		var q strings.Builder
 		for i, kv := range cp.query {

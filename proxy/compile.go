@@ -358,7 +358,7 @@ func (p *Proxy) compileComposition(rt *route, spec *composer.Spec, s *snapshot) 
 		perTryTimeout: rt.perTryTimeout,
 		retry:         rt.retry,
 	}
-	b := &composeBackend{p: p, s: s, rt: callRoute, maxBody: compositionCallCap(spec) + 1}
+	b := &composeBackend{p: p, s: s, rt: callRoute}
 	comp, err := composer.New(*spec, b, composer.Options{Name: rt.name, Registry: p.reg, Now: p.now})
 	if err != nil {
 		return err

@@ -29,9 +29,6 @@ type composeBackend struct {
 	// rt carries the composition route's per-try timeout and retry policy
 	// to each call; it has no match, header edits or rewrite.
 	rt *route
-	// maxBody is the most response bytes kept for a call that names no
-	// cap of its own: the largest call cap plus one.
-	maxBody int64
 }
 
 // errCaptureFull stops the copy of a call's response at its cap.
@@ -84,14 +81,10 @@ func (b *composeBackend) Do(ctx context.Context, call *composer.Request) (*compo
 	}
 	r = r.WithContext(base)
 
-	// One byte past the call's cap, so that the composer still sees an
-	// oversized body as too large rather than as an error; reading on to a
-	// larger cap would buffer what the call may not have, and wait for it.
-	limit := b.maxBody
-	if call.MaxResponseBytes > 0 {
-		limit = min(limit, call.MaxResponseBytes+1)
-	}
-	cw := &captureWriter{h: http.Header{}, limit: limit}
+	// One byte past what the call may use, so that the composer still sees
+	// an oversized body as too large rather than as an error; reading on
+	// would buffer what the call may not have, and wait for it.
+	cw := &captureWriter{h: http.Header{}, limit: call.MaxResponseBytes + 1}
 	// Made in place on the heap, as in ServeHTTP.
 	f := new(forwarding)
 	f.p, f.s, f.rt, f.c, f.w, f.r = b.p, b.s, b.rt, c, cw, r
@@ -190,20 +183,6 @@ func (w *captureWriter) Write(p []byte) (int, error) {
 
 // Flush is a no-op: the body is kept whole until the call ends.
 func (w *captureWriter) Flush() {}
-
-// compositionCallCap is the largest response body any call of spec may
-// read: its own max_response_bytes or the composition's default.
-func compositionCallCap(spec *composer.Spec) int64 {
-	def := spec.Limits.MaxResponseBytes
-	if def <= 0 {
-		def = composer.DefaultMaxResponseBytes
-	}
-	m := def
-	for _, c := range spec.Calls {
-		m = max(m, c.MaxResponseBytes)
-	}
-	return m
-}
 
 // serveComposite answers r with rt's composition. Path parameters are the
 // named groups of the route's path regex, matched against the decoded path

@@ -78,3 +78,38 @@ func TestCompositeCallTimeoutMidBodyIsTimeout(t *testing.T) {
 		t.Fatalf("status %d body %s", resp.StatusCode, body)
 	}
 }
+
+// The request's max_total_bytes budget is charged while a call's body is
+// read: a body larger than what is left of it fails the call with
+// total_too_large at once, even when its upstream holds the rest back.
+func TestCompositeTotalBudgetStopsReadingACallsBody(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	big := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`["` + strings.Repeat("x", 4096)))
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"big": {Endpoints: eps(addr(big))}},
+		Routes: []config.Route{{
+			Name:  "budget",
+			Match: config.RouteMatch{Path: config.PathMatch{Exact: "/budget"}},
+			Composition: &composer.Spec{
+				Calls:  []composer.Call{{Name: "big", Cluster: "big", Path: "/big"}},
+				Limits: composer.Limits{Deadline: composer.Duration(5 * time.Second), MaxTotalBytes: 1024},
+			},
+		}},
+	}
+	h := startProxy(t, cfg)
+	start := time.Now()
+	resp := mustGet(t, h.h1, h.url("/budget"))
+	body := readAll(t, resp)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, `"reason":"total_too_large"`) {
+		t.Fatalf("status %d after %v, body %s", resp.StatusCode, time.Since(start), body)
+	}
+}
