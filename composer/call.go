@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // call makes one backend request (or answers it from the cache), reads its body
@@ -97,7 +98,14 @@ func (rn *run) errReason(err error) Reason {
 	if rn.ctx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || ClassifyError(err) == ReasonTimeout) {
 		return rn.ctxReason()
 	}
-	return ClassifyError(err)
+	reason := ClassifyError(err)
+	// A Backend may end the call at the composition's deadline with a timer
+	// of its own (the proxy's connection deadline), which can fire a moment
+	// before the deadline's context does: by the clock, it is the deadline.
+	if dl, ok := rn.deadline.Deadline(); ok && reason == ReasonTimeout && !time.Now().Before(dl) {
+		return ReasonDeadline
+	}
+	return reason
 }
 
 // readStart is the first buffer size for a body; it doubles up to the cap.

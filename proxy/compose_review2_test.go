@@ -3,9 +3,11 @@ package proxy
 import (
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/composer"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
@@ -111,5 +113,49 @@ func TestCompositeTotalBudgetStopsReadingACallsBody(t *testing.T) {
 	body := readAll(t, resp)
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, `"reason":"total_too_large"`) {
 		t.Fatalf("status %d after %v, body %s", resp.StatusCode, time.Since(start), body)
+	}
+}
+
+// A call cut off by the composition's deadline is reported as
+// deadline_exceeded, whichever of the proxy's own timer for the call and the
+// deadline's context fires first.
+func TestCompositeDeadlineIsReportedAsDeadlineExceeded(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var headersFirst atomic.Bool
+	slow := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if headersFirst.Load() {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"id":`))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"slow": {
+			Endpoints:        eps(addr(slow)),
+			CircuitBreaker:   breaker.Config{Disabled: true},
+			OutlierDetection: breaker.OutlierConfig{Disabled: true},
+		}},
+		Routes: []config.Route{{
+			Name:  "slow",
+			Match: config.RouteMatch{Path: config.PathMatch{Exact: "/slow"}},
+			Composition: &composer.Spec{
+				Calls:  []composer.Call{{Name: "slow", Cluster: "slow", Path: "/slow"}},
+				Limits: composer.Limits{Deadline: composer.Duration(50 * time.Millisecond)},
+			},
+		}},
+	}
+	h := startProxy(t, cfg)
+	for i := range 10 {
+		headersFirst.Store(i%2 == 1)
+		resp := mustGet(t, h.h1, h.url("/slow"))
+		body := readAll(t, resp)
+		if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, `"reason":"deadline_exceeded"`) {
+			t.Fatalf("request %d (headers first: %v): status %d body %s", i, headersFirst.Load(), resp.StatusCode, body)
+		}
 	}
 }
