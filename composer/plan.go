@@ -158,11 +158,16 @@ func compile(s Spec, knownCluster func(string) bool) (*plan, error) {
 		}
 	}
 	for _, h := range s.ForwardHeaders {
-		if h == "" || strings.ContainsAny(h, " \t\r\n:") {
+		ck := textproto.CanonicalMIMEHeaderKey(h)
+		switch {
+		case h == "" || strings.ContainsAny(h, " \t\r\n:"):
 			errs.add("forward_headers", "invalid header name %q", h)
 			continue
+		case framingHeader(ck):
+			errs.add("forward_headers", "%s cannot be forwarded: it describes the incoming request's own framing", ck)
+			continue
 		}
-		p.fwd = append(p.fwd, textproto.CanonicalMIMEHeaderKey(h))
+		p.fwd = append(p.fwd, ck)
 	}
 	if s.Limits.Deadline < 0 {
 		errs.add("limits.deadline", "must not be negative")
@@ -299,7 +304,7 @@ func compileCall(i int, c Call, s Spec, p *plan, knownCluster func(string) bool,
 		case key == "" || strings.ContainsAny(key, " \t\r\n:"):
 			errs.add(k+".headers", "invalid header name %q", key)
 			continue
-		case ck == "Host" || ck == "Content-Length" || ck == "Transfer-Encoding" || ck == "Connection":
+		case framingHeader(ck):
 			errs.add(k+".headers."+key, "%s cannot be set by a composition", ck)
 			continue
 		}
@@ -326,11 +331,16 @@ func compileCall(i int, c Call, s Spec, p *plan, knownCluster func(string) bool,
 		errs.add(k+".cache_ttl", "a %s call cannot be cached", c.method())
 	}
 	for _, h := range c.PassHeaders {
-		if h == "" || strings.ContainsAny(h, " \t\r\n:") {
+		ck := http.CanonicalHeaderKey(h)
+		switch {
+		case h == "" || strings.ContainsAny(h, " \t\r\n:"):
 			errs.add(k+".pass_headers", "invalid header name %q", h)
 			continue
+		case framingHeader(ck):
+			errs.add(k+".pass_headers", "%s cannot be passed: it describes the call's own response, not the composite one", ck)
+			continue
 		}
-		cp.passHeaders = append(cp.passHeaders, http.CanonicalHeaderKey(h))
+		cp.passHeaders = append(cp.passHeaders, ck)
 	}
 	if c.PassErrors && c.Optional {
 		errs.add(k+".pass_errors", "only a required call can pass its errors through")
@@ -484,4 +494,18 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// framingHeader reports whether the canonical header name ck belongs to
+// one message's framing or connection (RFC 9110 §7.6.1's hop-by-hop
+// fields, Host, Content-Length, Expect, Trailer): such a field of the
+// incoming request or of a call's response does not describe another
+// message, and a call's request gets its own from the proxy.
+func framingHeader(ck string) bool {
+	switch ck {
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
+		"Proxy-Connection", "Te", "Trailer", "Upgrade", "Expect":
+		return true
+	}
+	return false
 }
