@@ -1254,6 +1254,15 @@ func (f *forwarding) prepareRetry(attempt int) bool {
 	return true
 }
 
+// UpstreamMarker is a ResponseWriter that is told when the response it
+// carries is an upstream's (its header copied from the upstream's
+// response) rather than one the proxy made itself; an access log uses it
+// to tell the proxy's own x-outrigger-error from one an upstream
+// Outrigger sent. MarkUpstream is called before the header is copied.
+type UpstreamMarker interface {
+	MarkUpstream()
+}
+
 // errDeadlineTrailers and errResetTrailers report that the proxy ended
 // a gRPC stream with trailers, DEADLINE_EXCEEDED or UNAVAILABLE, when
 // the upstream's body did not end (see bodyCutShort).
@@ -1272,6 +1281,9 @@ func (f *forwarding) respond(resp *http.Response) error {
 	// which may go into that very map (see responseHeader).
 	trailersOnly := f.grpc && resp.Header["Grpc-Status"] != nil
 	flush := f.grpc || resp.ContentLength == -1 || isEventStream(resp.Header)
+	if m, ok := w.(UpstreamMarker); ok {
+		m.MarkUpstream()
+	}
 	h := responseHeader(w, resp.Header)
 	if !f.rt.respHeaders.empty() {
 		f.rt.respHeaders.apply(h)

@@ -31,12 +31,16 @@ var hopHeaders = [...]string{
 	"Http2-Settings",
 }
 
+// HeaderError is the header (or trailer) that names the reason when the
+// proxy answers a request itself: "x-outrigger-error: no_route".
+const HeaderError = "X-Outrigger-Error"
+
 // Headers the proxy reads or sets on every request.
 const (
 	hdrRequestID      = "X-Request-Id"
 	hdrForwardedFor   = "X-Forwarded-For"
 	hdrForwardedProto = "X-Forwarded-Proto"
-	hdrError          = "X-Outrigger-Error"
+	hdrError          = HeaderError
 	hdrBreaker        = "X-Outrigger-Breaker"
 	hdrGRPCTimeout    = "Grpc-Timeout"
 )

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
@@ -169,6 +170,7 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 	rec := &recorder{ResponseWriter: w}
 	h.ServeHTTP(rec, r)
 	status := rec.status
+	own, upstreamErr := rec.errors()
 	switch {
 	case status != 0:
 	case r.Context().Err() != nil:
@@ -188,7 +190,8 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 		zap.Int64("bytes", rec.bytes),
 		zap.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 		zap.String("request_id", requestID),
-		zap.String("error", rec.Header().Get("X-Outrigger-Error")),
+		zap.String("error", own),
+		zap.String("upstream_error", upstreamErr),
 		zap.String("remote", r.RemoteAddr),
 	)
 }
@@ -205,6 +208,26 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	// upstream: the response is an upstream's (proxy.UpstreamMarker).
+	upstream bool
+}
+
+// MarkUpstream implements proxy.UpstreamMarker.
+func (r *recorder) MarkUpstream() { r.upstream = true }
+
+// errors returns the x-outrigger-error reason of this sidecar, and the one
+// an upstream Outrigger sent in its response, if any. On an upstream's
+// response the sidecar's own reason can only be a trailer it added (a
+// gRPC stream it ended).
+func (r *recorder) errors() (own, upstream string) {
+	h := r.Header()
+	if !r.upstream {
+		return h.Get(proxy.HeaderError), ""
+	}
+	if v := h[http.TrailerPrefix+proxy.HeaderError]; len(v) > 0 {
+		own = v[0]
+	}
+	return own, h.Get(proxy.HeaderError)
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -249,3 +272,5 @@ func (r *recorder) AdoptHeader(h http.Header) bool {
 	a, ok := r.ResponseWriter.(interface{ AdoptHeader(http.Header) bool })
 	return ok && a.AdoptHeader(h)
 }
+
+var _ proxy.UpstreamMarker = (*recorder)(nil)
