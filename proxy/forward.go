@@ -1136,7 +1136,9 @@ func (f *forwarding) failKind(err error, actx context.Context) failKind {
 		return failConnect
 	}
 	var se http2.StreamError
-	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream {
+	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream || errors.Is(err, h2client.ErrUnprocessed) {
+		// The upstream did not process the request (REFUSED_STREAM, or
+		// above a GOAWAY's last stream id): safe to send again.
 		return failRefused
 	}
 	if f.upstreamDeadline(err) {

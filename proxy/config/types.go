@@ -634,6 +634,8 @@ type RetryPolicy struct {
 	// RetryOn lists the conditions that make an attempt retriable:
 	//   connect-failure         the connection could not be made
 	//   refused-stream          the upstream refused the HTTP/2 stream
+	//                           (REFUSED_STREAM, or above a GOAWAY's last
+	//                           stream id)
 	//   reset                   the connection or stream was reset mid-way
 	//   5xx                     any 5xx response (and reset, connect-failure)
 	//   gateway-error           502, 503 or 504

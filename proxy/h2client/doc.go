@@ -120,7 +120,9 @@
 // before any response, above the last stream id of a GOAWAY, or queued on
 // a connection that failed before its HEADERS were handed to the socket — is sent once
 // more on another connection when its body can be sent again (none, read
-// ahead, not started yet, or given anew by Request.GetBody).
+// ahead, not started yet, or given anew by Request.GetBody); when it is
+// not, or that try fails the same way, its error wraps ErrUnprocessed, so
+// that the caller may send it again itself.
 //
 // # Connection lifetime
 //

@@ -152,9 +152,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		if !retry || attempt > 0 {
+		if !retry {
 			o.closeBody()
 			return nil, err
+		}
+		if attempt > 0 {
+			o.closeBody()
+			return nil, fmt.Errorf("%w: %w", err, ErrUnprocessed)
 		}
 		prev = c
 		// The server did not process the request: send it once more,
@@ -164,10 +168,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("h2client: %w", context.Cause(ctx))
 			}
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", err, ErrUnprocessed)
 		}
 	}
 }
+
+// ErrUnprocessed is wrapped in the error of a request the server did not
+// process — refused with REFUSED_STREAM before any response, above the
+// last stream id of a GOAWAY, or queued on a connection that failed
+// before its HEADERS were handed to the socket — and that RoundTrip did
+// not send again: its one more try failed the same way, or its body
+// could not be sent again. The request may be sent again whatever its
+// method (RFC 9113 §8.7). Test with errors.Is.
+var ErrUnprocessed = errors.New("request not processed by the server")
 
 // hostAddr is the address a URL's connections go to: its host, with the
 // scheme's port when it names none (canonicalAddr's rule in net/http).
