@@ -151,7 +151,9 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 			Dial:        h2dial,
 			IdleTimeout: idle,
 			// A dead HTTP/2 connection must be noticed: ping after 30s of
-			// silence, give up 15s later.
+			// silence, give up 15s later. While the silence lasts, pings
+			// are MinPingInterval (5 minutes) apart, which gRPC servers'
+			// keepalive enforcement allows.
 			ReadIdleTimeout: 30 * time.Second,
 			PingTimeout:     15 * time.Second,
 			// A body announced with "Expect: 100-continue" waits for

@@ -104,6 +104,7 @@ type conn struct {
 	lastWrite  uint64 // writesBegun at the previous check
 	pingSent   bool
 	pingData   [8]byte
+	lastPing   time.Time // when the previous PING was sent
 	// settingsAcked: the server acknowledged our SETTINGS; settingsTimer
 	// closes the connection when it has not within PingTimeout of the
 	// preface (RFC 9113 §6.5.3).
@@ -414,8 +415,9 @@ func (c *conn) idleCheck() {
 }
 
 // keepalive runs every ReadIdleTimeout: after a period without a frame
-// read it sends a PING, and closes the connection when the PING is not
-// answered within PingTimeout.
+// read it sends a PING, unless it sent one within MinPingInterval, and
+// closes the connection when the PING is not answered within
+// PingTimeout.
 //
 // It also closes a connection whose writer is blocked in a write that
 // had begun by the previous check: a server that stops reading, once
@@ -449,13 +451,18 @@ func (c *conn) keepalive() {
 		return
 	}
 	n := c.framesRead.Load()
-	if n != c.lastFrames {
+	now := time.Now()
+	if n != c.lastFrames || !c.lastPing.IsZero() && now.Sub(c.lastPing) < c.t.minPingInterval() {
+		// Frames came, or the previous PING is too recent: a gRPC
+		// server counts PINGs closer than its minimum, and ends the
+		// connection after a few (see MinPingInterval).
 		c.lastFrames = n
 		c.keepTimer.Reset(c.t.readIdleTimeout())
 		c.mu.Unlock()
 		return
 	}
 	c.pingSent = true
+	c.lastPing = now
 	c.pingData[0]++
 	c.wbuf = appendFrameHeader(c.wbuf, 8, http2.FramePing, 0, 0)
 	c.wbuf = append(c.wbuf, c.pingData[:]...)

@@ -131,7 +131,11 @@
 // (by the Transport's clock, checked by a timer and when a connection is
 // taken) is closed, as CloseIdleConnections closes all of them at once.
 // After ReadIdleTimeout without a frame read the connection is sent a
-// PING, and closed when the answer does not come within PingTimeout.
+// PING, and closed when the answer does not come within PingTimeout; a
+// connection that stays silent is sent the next PING no sooner than
+// MinPingInterval (5 minutes) after the previous one, which gRPC
+// servers' keepalive enforcement allows (closer PINGs make them end the
+// connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings").
 // The same check, every ReadIdleTimeout, closes a connection whose
 // server stopped reading: a write that has not returned between two
 // checks (the server may go on sending frames, so that no PING is due).

@@ -1,13 +1,19 @@
 package h2client
 
 import (
+	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/keepalive"
 )
 
 // A request above a GOAWAY's last stream id whose body was streaming
@@ -43,4 +49,81 @@ func TestUnsentAgainUnprocessedRequestWrapsErrUnprocessed(t *testing.T) {
 			t.Errorf("%s: %v: errors.Is(err, ErrUnprocessed) = %v, want %v", c.path, err, !c.unprocessed, c.unprocessed)
 		}
 	}
+}
+
+// A call that waits long for its answer, over a connection that stays
+// silent, outlives the keepalive check's PINGs: they are spaced by
+// MinPingInterval, which a grpc-go server's keepalive enforcement
+// (here a minimum of 300 ms, 5 minutes by default) accepts. PINGs every
+// ReadIdleTimeout made it end the connection, and the call with it,
+// with GOAWAY ENHANCE_YOUR_CALM "too_many_pings" at the third that came
+// too soon.
+func TestQuietGRPCCallOutlivesKeepalivePings(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 300 * time.Millisecond}))
+	svc := &grpcService{cancelled: make(chan struct{}, 1)}
+	testpb.RegisterTestServiceServer(gs, svc)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	tr := newTransport(t, func(tr *Transport) {
+		tr.ReadIdleTimeout = 20 * time.Millisecond
+		tr.MinPingInterval = 400 * time.Millisecond
+	})
+	ctx, cancel := context.WithCancel(ctxTimeout(t, 20*time.Second))
+	defer cancel()
+	// An empty SimpleRequest; x-hang holds the answer until the call is
+	// cancelled.
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+ln.Addr().String()+"/grpc.testing.TestService/UnaryCall",
+		strings.NewReader("\x00\x00\x00\x00\x00"))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("X-Hang", "1")
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	var c *conn
+	eventually(t, "the connection", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		if hp := tr.hosts[ln.Addr().String()]; hp != nil && len(hp.conns) > 0 {
+			c = hp.conns[0]
+		}
+		return c != nil
+	})
+	// Until the fifth PING is answered: the server answers a PING
+	// before it sends the GOAWAY that PING earned, so a GOAWAY for the
+	// fourth came before that answer.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		pings, answered, goAway, closed, cerr := c.pingData[0], !c.pingSent, c.goAway, c.closed, c.err
+		c.mu.Unlock()
+		if goAway || closed {
+			t.Fatalf("GOAWAY or close after %d PINGs, the call in flight: %v", pings, cerr)
+		}
+		if pings >= 5 && answered {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d PINGs sent, want 5 answered", pings)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("call ended before it was cancelled: %v", err)
+	default:
+	}
+	cancel()
+	<-errc
+	recv(t, svc.cancelled)
 }

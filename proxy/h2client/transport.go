@@ -47,6 +47,18 @@ type Transport struct {
 	// ENHANCE_YOUR_CALM). 0 means 15s.
 	PingTimeout time.Duration
 
+	// MinPingInterval is the least time between two PINGs of the
+	// ReadIdleTimeout check on one connection: while a connection stays
+	// silent it is checked again only once MinPingInterval has passed
+	// since its previous PING. gRPC servers count PINGs that come closer
+	// than their keepalive enforcement's minimum (5 minutes by default in
+	// grpc-go and grpc-java), also on a connection whose streams are
+	// waiting for the server, and after the third such PING end the
+	// connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", failing
+	// its streams (gRFC A8). 0 means 5 minutes; a negative value means no
+	// minimum.
+	MinPingInterval time.Duration
+
 	// MaxHeaderListSize caps the decoded size (RFC 9113 §6.5.2: names,
 	// values and 32 bytes per field) of a response's header block and of
 	// its trailers; it is advertised as SETTINGS_MAX_HEADER_LIST_SIZE. A
@@ -79,6 +91,7 @@ const (
 	defaultIdleTimeout       = 90 * time.Second
 	defaultReadIdleTimeout   = 30 * time.Second
 	defaultPingTimeout       = 15 * time.Second
+	defaultMinPingInterval   = 5 * time.Minute
 	defaultMaxHeaderListSize = 10 << 20
 	// max1xx caps the informational responses accepted before the final one.
 	max1xx = 10
@@ -110,6 +123,13 @@ func (t *Transport) pingTimeout() time.Duration {
 		return defaultPingTimeout
 	}
 	return t.PingTimeout
+}
+
+func (t *Transport) minPingInterval() time.Duration {
+	if t.MinPingInterval == 0 {
+		return defaultMinPingInterval
+	}
+	return t.MinPingInterval
 }
 
 func (t *Transport) maxHeaderListSize() uint32 {
