@@ -89,6 +89,19 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.localReply(w, grpc, localReply{reason: ReasonNoRoute, detail: "no configuration applied yet"})
 		return
 	}
+	if r.Method == http.MethodConnect {
+		// A 2xx answer to CONNECT makes the connection (an HTTP/2
+		// stream) a tunnel for the client, whose response ends with its
+		// header block (RFC 9112 §6.3, RFC 9113 §8.5). The proxy tunnels
+		// nothing: it would read what the client sends into its tunnel
+		// as requests, and an upstream would be asked for "CONNECT /".
+		// Refused before routing, so that no action answers it with a
+		// 2xx, and the connection is closed after the answer.
+		status := p.localReply(w, grpc, localReply{reason: ReasonInvalidRequest, detail: "CONNECT is not supported",
+			extra: [][2]string{{"Connection", "close"}}})
+		s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
+		return
+	}
 	if s.normalizePath {
 		u := r.URL
 		u.Path, u.RawPath, _ = normpath.Normalize(u.Path, u.RawPath, s.mergeSlashes)
