@@ -209,6 +209,17 @@ func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
 	return nil, errors.ErrUnsupported
 }
 
+// InputPending passes on the socket's answer (sockio.Conn.InputPending),
+// with which h1client finds bytes an upstream sent on a connection while
+// it was idle; true (so h1client looks at the socket) when the socket
+// cannot tell.
+func (c *countedConn) InputPending() bool {
+	if ip, ok := c.Conn.(interface{ InputPending() bool }); ok {
+		return ip.InputPending()
+	}
+	return true
+}
+
 // CloseWrite ends the sending direction alone (TCP half-close), for a
 // tunnel that passes a peer's end on (see relay).
 func (c *countedConn) CloseWrite() error {

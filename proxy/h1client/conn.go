@@ -25,6 +25,8 @@ type conn struct {
 	// (see Transport.writers).
 	bw  *bufio.Writer
 	raw syscall.RawConn // the TCP socket, for the liveness peek; nil if not exposed
+	// input is nc's InputPending, when nc has one (see InputPender).
+	input InputPender
 
 	tlsState *tls.ConnectionState // shared by every response on the connection
 
@@ -109,6 +111,9 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 	c := &conn{hp: hp, nc: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
+	}
+	if ip, ok := nc.(InputPender); ok && hp.tlsConfig == nil {
+		c.input = ip
 	}
 	if hp.tlsConfig != nil {
 		tc := tls.Client(nc, hp.tlsConfig)
@@ -275,6 +280,18 @@ func (c *conn) discard() {
 		_ = c.nc.Close()
 		c.hp.releaseSlot()
 	}
+}
+
+// InputPender is a connection that can tell, without a system call,
+// whether input may have come since its last read left the socket empty
+// (proxy/internal/sockio's Conn can). Dial may return one; a connection
+// that says so is looked at before it is taken from the pool however
+// short its idle spell: bytes a server sent unasked on an idle
+// connection (a second response, to a request smuggled past it) would
+// be read as the answer to another client's request. Under TLS the
+// question is not asked: bytes may be a post-handshake message.
+type InputPender interface {
+	InputPending() bool
 }
 
 // peekAfter is how long a connection must have been idle before taking it

@@ -90,7 +90,10 @@
 // idleness, a non-blocking MSG_PEEK on its socket (Linux and macOS, through
 // syscall.RawConn when the net.Conn exposes SyscallConn) finds one the peer
 // has closed, or one with unsolicited bytes, and discards it; shorter idle
-// spells skip the check, so a busy connection costs no extra system call,
+// spells skip the check, so a busy connection costs no extra system call
+// (but one whose net.Conn is an InputPender that says input may have come
+// since its response was read is checked too: bytes a server sent unasked
+// are never read as another request's response),
 // except for a request that could not be sent again (below): a POST, or
 // a body without GetBody, is never written into a connection the server
 // closed right after its last response without saying so (RFC 9112

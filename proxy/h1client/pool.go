@@ -132,8 +132,9 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			// the peek. Unsolicited bytes after a response without a
 			// body are looked for too: read as the next response, they
 			// would answer another request (net/http closes such a
-			// connection as well).
-			if (idleTime >= peekAfter || check || c.unframedRisk) && !c.alive() {
+			// connection as well). So are bytes the socket says may
+			// have come since the response was read (InputPender).
+			if (idleTime >= peekAfter || check || c.unframedRisk || c.input != nil && c.input.InputPending()) && !c.alive() {
 				c.discard()
 				continue
 			}

@@ -211,6 +211,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
+// InputPending reports whether input may have come since the last Read
+// left the socket empty: bytes or an end of stream (or an error) that
+// the poller has seen an event for since, or a last Read that filled
+// its buffer, after which there may be more. False means no input has
+// come that the poller has seen: a pool can take an idle connection
+// without looking at its socket for bytes the server sent unasked. Two
+// atomic loads.
+func (c *Conn) InputPending() bool { return c.r.ready.Load() || c.r.hup.Load() }
+
 // Write writes all of p, waiting for room as needed, as
 // net.TCPConn.Write does.
 func (c *Conn) Write(p []byte) (int, error) {
