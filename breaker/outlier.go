@@ -29,8 +29,10 @@ import (
 //     success_rate_minimum_hosts of them: one whose success rate is below
 //     mean − success_rate_stdev_factor × stdev is ejected, worst first.
 //   - The n-th ejection lasts min(base_ejection_time × n,
-//     max_ejection_time); n drops by one for each Evaluate interval the
-//     endpoint spends un-ejected.
+//     max_ejection_time); n drops by one for each base_ejection_time the
+//     endpoint spends un-ejected (counted at Evaluate), and stops growing
+//     once base_ejection_time × n reaches max_ejection_time +
+//     base_ejection_time, so that it decays in a bounded time.
 //   - An ejected endpoint returns by itself when its time is up; it is
 //     checked lazily, by Ejected, Eligible, Panic, Record and Evaluate.
 //     While ejected, its outcomes are not counted; on return its runs start
@@ -262,7 +264,12 @@ func (d *Detector) ejectLocked(i int, now time.Time, reason string) {
 		d.refused++
 		return
 	}
-	e.multiplier++
+	// The multiplier stops growing once its ejection would reach
+	// max_ejection_time (as Envoy's does): a long run of ejections
+	// would otherwise take as many base_ejection_times to decay.
+	if time.Duration(e.multiplier)*d.cfg.BaseEjectionTime < d.cfg.MaxEjectionTime+d.cfg.BaseEjectionTime {
+		e.multiplier++
+	}
 	e.timesEjected++
 	d.ejections++
 	dur := d.cfg.MaxEjectionTime

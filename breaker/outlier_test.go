@@ -183,6 +183,33 @@ func TestEjectionTimeGrowsIsCappedAndDecays(t *testing.T) {
 	}
 }
 
+// The multiplier stops growing past max_ejection_time's share, so an
+// endpoint ejected many times in a row is back to base-length
+// ejections after that many steps, not after as many as its ejections.
+func TestEjectionMultiplierIsCapped(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1, BaseEjectionTime: 10 * time.Second, MaxEjectionTime: 25 * time.Second}, 10)
+	now := at(0)
+	for range 20 {
+		d.Record(0, now, v500)
+		now = d.Snapshot(now).Endpoints[0].EjectedUntil
+	}
+	if m := d.Snapshot(now).Endpoints[0].Multiplier; m != 4 {
+		t.Fatalf("multiplier %d after 20 ejections, want 4 (4 × 10s reaches 25s + 10s)", m)
+	}
+	d.Evaluate(now)
+	for step := 1; step <= 4; step++ {
+		d.Evaluate(now.Add(time.Duration(step) * 10 * time.Second))
+	}
+	now = now.Add(40 * time.Second)
+	if m := d.Snapshot(now).Endpoints[0].Multiplier; m != 0 {
+		t.Fatalf("multiplier %d after four base_ejection_times in, want 0", m)
+	}
+	d.Record(0, now, v500)
+	if u := d.Snapshot(now).Endpoints[0].EjectedUntil; u.Sub(now) != 10*time.Second {
+		t.Fatalf("next ejection %v, want the base 10s", u.Sub(now))
+	}
+}
+
 func TestEjectedEndpointReturnsAndHookSeesBoth(t *testing.T) {
 	var evs []Ejection
 	var d *Detector
