@@ -102,7 +102,9 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 		}
 		g := conns.WithLabelValues(key.cluster, addr) // once per connection, not per request
 		g.Inc()
-		return &countedConn{Conn: sockio.Wrap(c), gauge: g, limits: lim}, nil
+		cc := &countedConn{Conn: sockio.Wrap(c), gauge: g, limits: lim}
+		cc.input, _ = cc.Conn.(h1client.InputPender)
+		return cc, nil
 	}
 	idle := key.idleTimeout
 	if idle == 0 {
@@ -195,6 +197,7 @@ func (p *pool) release() {
 // countedConn decrements its gauge exactly once on Close.
 type countedConn struct {
 	net.Conn
+	input  h1client.InputPender // Conn's, when it has one
 	gauge  prometheus.Gauge
 	limits *breaker.Limits // released on close, when max_connections was taken
 	closed atomic.Bool
@@ -214,8 +217,8 @@ func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
 // it was idle; true (so h1client looks at the socket) when the socket
 // cannot tell.
 func (c *countedConn) InputPending() bool {
-	if ip, ok := c.Conn.(interface{ InputPending() bool }); ok {
-		return ip.InputPending()
+	if c.input != nil {
+		return c.input.InputPending()
 	}
 	return true
 }
