@@ -37,6 +37,13 @@ for a in "$@"; do
   esac
 done
 
+# Refuse before anything changes: a run without the uid must not remove
+# the rules in place and leave the pod without its redirect.
+if [ "$CLEAN" = 0 ] && [ -z "${OUTRIGGER_UID:-}" ]; then
+  echo "outrigger-iptables: set OUTRIGGER_UID to the uid the sidecar runs as" >&2
+  exit 2
+fi
+
 IPT=${IPTABLES:-iptables}
 IN_PORT=${OUTRIGGER_INBOUND_PORT:-15006}
 OUT_PORT=${OUTRIGGER_OUTBOUND_PORT:-15001}
@@ -60,11 +67,6 @@ for c in OUTRIGGER_INBOUND OUTRIGGER_IN_REDIRECT OUTRIGGER_OUTPUT OUTRIGGER_REDI
   quiet -X $c
 done
 [ "$CLEAN" = 1 ] && exit 0
-
-if [ -z "${OUTRIGGER_UID:-}" ]; then
-  echo "outrigger-iptables: set OUTRIGGER_UID to the uid the sidecar runs as" >&2
-  exit 2
-fi
 
 for c in OUTRIGGER_INBOUND OUTRIGGER_IN_REDIRECT OUTRIGGER_OUTPUT OUTRIGGER_REDIRECT; do
   ipt -N $c

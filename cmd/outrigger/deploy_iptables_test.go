@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// dryRun runs the transparent-mode script with --dry-run and env, and
+// returns the rules it prints (standard output) and its exit error.
+func dryRun(t *testing.T, env ...string) (string, error) {
+	t.Helper()
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command("sh", iptablesScript(t), "--dry-run")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		t.Logf("stderr: %s", stderr.String())
+	}
+	return stdout.String(), err
+}
+
+// A run without OUTRIGGER_UID is refused before it touches anything: it
+// must not remove the rules a previous run installed.
+func TestIptablesScriptWithoutUIDChangesNothing(t *testing.T) {
+	out, err := dryRun(t, "OUTRIGGER_UID=")
+	if err == nil {
+		t.Fatalf("no uid accepted:\n%s", out)
+	}
+	if out != "" {
+		t.Errorf("refused run still printed rule changes:\n%s", out)
+	}
+}
+
+func TestIptablesScriptWithoutUIDKeepsTheRulesInANetworkNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	for _, tool := range []string{"iptables", "unshare"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s", tool)
+		}
+	}
+	if err := exec.Command("unshare", "-n", "true").Run(); err != nil {
+		t.Skipf("cannot create a network namespace: %v", err)
+	}
+	out, err := runScript(t, []string{"S=" + iptablesScript(t)}, "unshare", "-n", "sh", "-c",
+		`OUTRIGGER_UID=1337 sh "$S" || exit 9; OUTRIGGER_UID= sh "$S" && exit 8; iptables -t nat -S`)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(out, "-A PREROUTING -p tcp -j OUTRIGGER_INBOUND") || !strings.Contains(out, "-j REDIRECT --to-ports 15001") {
+		t.Errorf("a refused run removed the redirect:\n%s", out)
+	}
+}
