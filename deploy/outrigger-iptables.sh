@@ -20,8 +20,10 @@
 #   OUTRIGGER_OUTBOUND_PORT  the outbound listener's port (default 15001)
 #   OUTRIGGER_APP_PORTS      app ports whose inbound traffic to capture,
 #                            comma-separated, or "*" for all (default "*")
-#   OUTRIGGER_EXCLUDE_INBOUND_PORTS   ports never captured inbound, e.g. an
-#                            SSH port (default: the sidecar's own 15000-15006)
+#   OUTRIGGER_EXCLUDE_INBOUND_PORTS   more ports never captured inbound,
+#                            comma-separated, e.g. an SSH port; the sidecar's
+#                            own (15000, 15001, 15002 and the two above) are
+#                            never captured either way
 #   OUTRIGGER_EXCLUDE_OUTBOUND_CIDRS  destinations never captured outbound,
 #                            comma-separated (default: none besides loopback)
 #   IPTABLES                 the iptables command (default iptables)
@@ -48,7 +50,9 @@ IPT=${IPTABLES:-iptables}
 IN_PORT=${OUTRIGGER_INBOUND_PORT:-15006}
 OUT_PORT=${OUTRIGGER_OUTBOUND_PORT:-15001}
 APP_PORTS=${OUTRIGGER_APP_PORTS:-*}
-EXCL_IN=${OUTRIGGER_EXCLUDE_INBOUND_PORTS:-15000,15001,15002,15006}
+# The sidecar's own ports always pass: the admin port above all, where the
+# kubelet's probes would otherwise reach the app instead of /ready.
+EXCL_IN="15000,15001,15002,$OUT_PORT,$IN_PORT,${OUTRIGGER_EXCLUDE_INBOUND_PORTS:-}"
 EXCL_OUT=${OUTRIGGER_EXCLUDE_OUTBOUND_CIDRS:-}
 
 ipt() {
@@ -76,7 +80,10 @@ ipt -A OUTRIGGER_REDIRECT -p tcp -j REDIRECT --to-ports "$OUT_PORT"
 
 # Inbound: PREROUTING sees connections arriving from outside the pod.
 ipt -A PREROUTING -p tcp -j OUTRIGGER_INBOUND
+seen=" "
 for p in $(echo "$EXCL_IN" | tr ',' ' '); do
+  case $seen in *" $p "*) continue ;; esac
+  seen="$seen$p "
   ipt -A OUTRIGGER_INBOUND -p tcp --dport "$p" -j RETURN
 done
 if [ "$APP_PORTS" = "*" ]; then

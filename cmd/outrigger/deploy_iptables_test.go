@@ -59,3 +59,26 @@ func TestIptablesScriptWithoutUIDKeepsTheRulesInANetworkNamespace(t *testing.T) 
 		t.Errorf("a refused run removed the redirect:\n%s", out)
 	}
 }
+
+// OUTRIGGER_EXCLUDE_INBOUND_PORTS adds to the sidecar's own ports: naming
+// an SSH port must not let the admin port (the kubelet's /ready probe) be
+// redirected to the inbound listener and on to the app.
+func TestIptablesScriptExcludedInboundPortsKeepTheSidecars(t *testing.T) {
+	out, err := dryRun(t, "OUTRIGGER_UID=1337", "OUTRIGGER_EXCLUDE_INBOUND_PORTS=22", "OUTRIGGER_INBOUND_PORT=16006")
+	if err != nil {
+		t.Fatal(err)
+	}
+	redirect := strings.Index(out, "-A OUTRIGGER_INBOUND -p tcp -j OUTRIGGER_IN_REDIRECT")
+	if redirect < 0 {
+		t.Fatalf("no inbound redirect:\n%s", out)
+	}
+	for _, port := range []string{"22", "15000", "15001", "15002", "16006"} {
+		rule := "-A OUTRIGGER_INBOUND -p tcp --dport " + port + " -j RETURN"
+		if i := strings.Index(out, rule); i < 0 || i > redirect {
+			t.Errorf("port %s is not exempted before the redirect:\n%s", port, out)
+		}
+		if n := strings.Count(out, rule); n > 1 {
+			t.Errorf("port %s exempted %d times:\n%s", port, n, out)
+		}
+	}
+}
