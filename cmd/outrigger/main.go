@@ -27,14 +27,14 @@ const usage = `outrigger: a sidecar proxy for resilient service-to-service traff
 Usage:
   outrigger run -c FILE [--log-level L] [--log-format F] [--addr-file PATH]
   outrigger validate -c FILE
-  outrigger demo [--addr-file PATH] [--ephemeral-ports]
+  outrigger demo [--ephemeral-ports] [--addr-file PATH] [--log-level L] [--log-format F]
   outrigger version
 
 Commands:
   run        start the sidecar with the configuration in FILE (reloaded on
              change and on SIGHUP; SIGTERM or SIGINT drains and exits 0)
   validate   check FILE; print "ok" and exit 0, or print every problem as
-             "FILE: key.path: why" and exit 1
+             "FILE:LINE: key.path: why" and exit 1
   demo       start the example catalog app and a sidecar in front of it on
              loopback, and print where to send requests
   version    print version, commit and Go version
