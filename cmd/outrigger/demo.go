@@ -89,7 +89,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 			c.Listeners.AppAPI.Address = "127.0.0.1:0"
 		}
 	}
-	return runWithSignals(o)
+	return runWithSignals(o, dir)
 }
 
 func printDemoBanner(w io.Writer, appAddr, cfgPath string, a boundAddrs) {

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 )
@@ -35,18 +37,47 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		addrFile:   *addrFile,
 		stdout:     stdout,
 		stderr:     stderr,
-	})
+	}, "")
 }
 
 // runWithSignals runs the sidecar until SIGTERM or SIGINT, reloading on
-// SIGHUP. The first SIGTERM/SIGINT starts the drain and gives the signals
-// back to their default action, so a second one ends the process at once.
-func runWithSignals(o sidecarOptions) error {
+// SIGHUP. The first SIGTERM/SIGINT starts the drain; a second one ends the
+// process at once, by that signal, once it has removed what a finished
+// stop removes: the address file and tempDir (demo's directory; "" for
+// none).
+func runWithSignals(o sidecarOptions, tempDir string) error {
 	o.gcPercent = tuneGC(os.Getenv)
 	o.memLimit, o.memLimitErr = tuneMemoryLimit(memlimit.FromCgroup)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	context.AfterFunc(ctx, stop)
+	done := make(chan struct{})
+	var abort sync.WaitGroup
+	defer func() { close(done); abort.Wait() }()
+	abort.Go(func() {
+		select {
+		case <-ctx.Done():
+		case <-done:
+			return
+		}
+		second := make(chan os.Signal, 1)
+		signal.Notify(second, syscall.SIGTERM, syscall.SIGINT)
+		defer signal.Stop(second)
+		stop()
+		select {
+		case sig := <-second:
+			if o.addrFile != "" {
+				os.Remove(o.addrFile)
+			}
+			if tempDir != "" {
+				os.RemoveAll(tempDir)
+			}
+			signal.Reset(syscall.SIGTERM, syscall.SIGINT)
+			syscall.Kill(os.Getpid(), sig.(syscall.Signal))
+			time.Sleep(time.Second)
+			os.Exit(exitFailure) // not reached: the signal's default action ends the process
+		case <-done:
+		}
+	})
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
