@@ -97,3 +97,16 @@ func TestConfigShowsTheSettingsThatServe(t *testing.T) {
 		t.Fatalf("effective admin.address %q, logging.level %q; want the serving 127.0.0.1:0 and debug", eff.Admin.Address, eff.Logging.Level)
 	}
 }
+
+// An address file that cannot be written is refused before anything
+// starts: whoever passed --addr-file would wait for it in vain while the
+// sidecar served.
+func TestRunRefusesAnAddressFileItCannotWrite(t *testing.T) {
+	up := newUpstream(t, "a")
+	path := writeConfig(t, sidecarConfig(up.addr(), up.addr(), ""))
+	bad := filepath.Join(t.TempDir(), "missing", "addrs.json")
+	code, _, stderr := runCmd(t, "run", "-c", path, "--addr-file", bad)
+	if code != 1 || !strings.Contains(stderr, "--addr-file "+bad) {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+}

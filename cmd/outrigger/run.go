@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -46,6 +47,17 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 // stop removes: the address file and tempDir (demo's directory; "" for
 // none).
 func runWithSignals(o sidecarOptions, tempDir string) error {
+	if o.addrFile != "" {
+		// Whoever passed --addr-file waits for the file: a directory it
+		// cannot be written to is refused before anything starts, not
+		// logged while serving and waited for in vain.
+		if err := checkAddrFile(o.addrFile); err != nil {
+			if tempDir != "" {
+				os.RemoveAll(tempDir)
+			}
+			return err
+		}
+	}
 	o.gcPercent = tuneGC(os.Getenv)
 	o.memLimit, o.memLimitErr = tuneMemoryLimit(memlimit.FromCgroup)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -145,4 +157,15 @@ func checkLogFlags(stderr io.Writer, level, format string) error {
 		return errUsage
 	}
 	return nil
+}
+
+// checkAddrFile makes sure the address file can be written where asked:
+// writeAddrFile writes a temporary file beside it and renames it.
+func checkAddrFile(path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".outrigger-addrs-*")
+	if err != nil {
+		return fmt.Errorf("--addr-file %s: %w", path, err)
+	}
+	tmp.Close()
+	return os.Remove(tmp.Name())
 }
