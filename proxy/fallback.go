@@ -122,6 +122,16 @@ func (w *fallbackWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// MarkUpstream passes on that the fallback cluster's response is an
+// upstream's (UpstreamMarker).
+func (w *fallbackWriter) MarkUpstream() {
+	if m, ok := w.ResponseWriter.(UpstreamMarker); ok {
+		m.MarkUpstream()
+	}
+}
+
 // Unwrap lets http.ResponseController reach the server's writer (flush,
 // hijack).
 func (w *fallbackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var _ UpstreamMarker = (*fallbackWriter)(nil)
