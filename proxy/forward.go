@@ -868,6 +868,13 @@ func (f *forwarding) switchProtocols(resp *http.Response, permit breaker.Permit,
 // recordResponse reports the outcome of a response sent downstream,
 // once its body is copied (copyErr: what cut it short, if anything).
 func (f *forwarding) recordResponse(copyErr error, permit breaker.Permit, ep *endpoint, resp *http.Response, atHeaders bool, hv breaker.Verdict) {
+	if copyErr == errCaptureFull {
+		// A composition call's cap stopped the copy (see captureWriter):
+		// the body was fine as far as it was read, and the call wants no
+		// more of it. Its being too large is the composition's failure,
+		// not the upstream's.
+		copyErr = nil
+	}
 	switch {
 	case copyErr != nil && f.r.Context().Err() != nil:
 		// The client went away mid-body: neither success nor failure.
