@@ -1146,14 +1146,17 @@ func (f *forwarding) outboundHeader() http.Header {
 }
 
 func (f *forwarding) failKind(err error, actx context.Context) failKind {
-	if errors.Is(err, errPerTryTimeout) || errors.Is(context.Cause(actx), errPerTryTimeout) {
-		return failTimeout
-	}
+	// A connection not made is a connect failure even when the per-try
+	// timeout cut the dial or handshake short: the upstream never saw the
+	// request, so a retry is safe whatever the method.
 	var ce *connectError
 	var he *h1client.HandshakeError
 	var h2he *h2client.HandshakeError
 	if errors.As(err, &ce) || errors.As(err, &he) || errors.As(err, &h2he) {
 		return failConnect
+	}
+	if errors.Is(err, errPerTryTimeout) || errors.Is(context.Cause(actx), errPerTryTimeout) {
+		return failTimeout
 	}
 	var se http2.StreamError
 	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream || errors.Is(err, h2client.ErrUnprocessed) {
