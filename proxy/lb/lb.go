@@ -46,3 +46,36 @@ func scanFrom(c Candidates, n, start int) int {
 	}
 	return -1
 }
+
+// drawEligible returns an eligible index other than not (-1 excludes
+// none), uniformly among them, or -1 when there is none. One draw serves
+// when it lands on an eligible index, as it does while every endpoint is
+// eligible; otherwise the k-th eligible index is taken for a second draw
+// k, which keeps each eligible index at exactly 1/m (taking the next
+// eligible index after the first draw would give an ineligible one's
+// share to its successor, twice the load of the others).
+func drawEligible(c Candidates, n, not int, intn IntN) int {
+	if i := intn(n); i != not && c.Eligible(i) {
+		return i
+	}
+	m := 0
+	for i := 0; i < n; i++ {
+		if i != not && c.Eligible(i) {
+			m++
+		}
+	}
+	if m == 0 {
+		return -1
+	}
+	k := intn(m)
+	for i := 0; i < n; i++ {
+		if i != not && c.Eligible(i) {
+			if k == 0 {
+				return i
+			}
+			k--
+		}
+	}
+	// Eligibility changed between the scans (an ejection, a return).
+	return scanFrom(c, n, 0)
+}

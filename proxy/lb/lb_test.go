@@ -201,8 +201,7 @@ func TestLeastRequestSkipsIneligibleDistribution(t *testing.T) {
 	for k := 0; k < 40000; k++ {
 		counts[p.Pick(s)]++
 	}
-	// Scanning past ejected endpoints biases toward their successors; with
-	// equal load, P2C halves that bias. Check all eligible get a fair-ish share.
+	// With equal load every eligible endpoint gets about a quarter.
 	for _, i := range []int{0, 2, 3, 5} {
 		share := float64(counts[i]) / 40000
 		if share < 0.15 || share > 0.35 {

@@ -18,18 +18,14 @@ func (l *LeastRequest) Pick(c Candidates) int {
 	if n == 0 {
 		return -1
 	}
-	a := scanFrom(c, n, l.intn(n))
+	a := drawEligible(c, n, -1, l.intn)
 	if a < 0 || n == 1 {
 		return a
 	}
-	// Draw the second among the other n-1 positions so a != b whenever two
-	// eligible endpoints exist.
-	start := a + 1 + l.intn(n-1)
-	if start >= n {
-		start -= n
-	}
-	b := scanFrom(c, n, start)
-	if b < 0 || b == a {
+	// The second among the other eligible positions, so a != b whenever
+	// two eligible endpoints exist.
+	b := drawEligible(c, n, a, l.intn)
+	if b < 0 {
 		return a
 	}
 	if c.Active(b) < c.Active(a) {

@@ -3,8 +3,10 @@ package lb
 import "sync/atomic"
 
 // RoundRobin hands out endpoints in turn. Ineligible endpoints are skipped:
-// the next eligible one after the turn's position is taken, so a single
-// ejected endpoint shifts its share to its successor until it returns.
+// the next eligible one after the turn's position is taken, and the turns
+// of the positions skipped are taken with it, so that the next pick goes
+// on after it. An ejected endpoint's share is thus spread evenly over the
+// others rather than given to its successor.
 type RoundRobin struct {
 	next atomic.Uint64
 }
@@ -19,7 +21,15 @@ func (r *RoundRobin) Pick(c Candidates) int {
 		return -1
 	}
 	turn := r.next.Add(1) - 1
-	return scanFrom(c, n, int(turn%uint64(n)))
+	start := int(turn % uint64(n))
+	i := scanFrom(c, n, start)
+	if skipped := i - start; i >= 0 && skipped != 0 {
+		if skipped < 0 {
+			skipped += n
+		}
+		r.next.Add(uint64(skipped))
+	}
+	return i
 }
 
 var _ Picker = (*RoundRobin)(nil)
