@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,5 +75,57 @@ func TestEjectedEndpointShareIsSpreadEvenly(t *testing.T) {
 				t.Fatalf("endpoints after the ejected one took %d and %d of %d requests, want about %d each", na, nb, n, n/2)
 			}
 		})
+	}
+}
+
+// least_request keeps endpoint weights under load: it compares requests
+// in flight per unit of weight, so an endpoint of weight 3 holds about
+// three times the requests of one of weight 1. Comparing the bare counts
+// evened them out, which gave the light endpoint twice its share.
+func TestLeastRequestInFlightFollowsWeights(t *testing.T) {
+	hold := make(chan struct{})
+	arrived := make(chan int, 64)
+	handler := func(id int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			arrived <- id
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+			}
+		}
+	}
+	light, heavy := upstream(t, false, handler(0)), upstream(t, false, handler(1))
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
+	cl := config.Cluster{LBPolicy: config.LBLeastRequest, Endpoints: []config.Endpoint{
+		{Address: addr(light), Weight: 1}, {Address: addr(heavy), Weight: 3}}}
+	h := startProxy(t, simpleConfig(cl))
+
+	const n = 40
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer release()
+	var got [2]int
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := h.h1.Get(h.url("/"))
+			if err == nil {
+				resp.Body.Close()
+			}
+		}()
+		// The next request is balanced once this one is in flight.
+		select {
+		case id := <-arrived:
+			got[id]++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("request not forwarded; in flight so far %v", got)
+		}
+	}
+	// Weighted, the light endpoint holds about n/4 (10); it held about
+	// n/2 (17 to 20) when the bare counts were compared.
+	if got[0] > n/4+2 {
+		t.Fatalf("in flight on weights 1 and 3: %v, want about %d and %d", got, n/4, 3*n/4)
 	}
 }

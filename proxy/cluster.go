@@ -269,6 +269,9 @@ type cluster struct {
 	// endpoint weights differ: each endpoint appears weight/gcd times,
 	// interleaved (see weightSlots). nil means one position per endpoint.
 	slots []int
+	// weights holds each endpoint's number of positions in slots, its
+	// weight as the balancer sees it; nil when slots is.
+	weights []int64
 
 	active *atomic.Int64 // requests in flight, shared as endpoint.active is
 	m      clusterMetrics
@@ -313,6 +316,13 @@ func (s *attemptSet) Eligible(i int) bool {
 	return s.ignoreEjection || s.c.res.eligible(i, s.now)
 }
 func (s *attemptSet) Active(i int) int64 { return s.c.endpoints[s.index(i)].active.Load() }
+
+func (s *attemptSet) Weight(i int) int64 {
+	if s.c.weights == nil {
+		return 1
+	}
+	return s.c.weights[s.index(i)]
+}
 
 var _ lb.Candidates = (*attemptSet)(nil)
 

@@ -202,7 +202,12 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 		p.m.noteEndpoint(name, e.Address)
 		weights = append(weights, e.Weight)
 	}
-	c.slots = weightSlots(weights)
+	if c.slots = weightSlots(weights); c.slots != nil {
+		c.weights = make([]int64, len(c.endpoints))
+		for _, i := range c.slots {
+			c.weights[i]++
+		}
+	}
 	var prev *cluster
 	if s := p.snap.Load(); s != nil {
 		prev = s.clusters[name]

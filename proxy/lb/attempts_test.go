@@ -39,3 +39,38 @@ func TestRoundRobinAlternatesAroundAnIneligibleEndpoint(t *testing.T) {
 		prev = i
 	}
 }
+
+// Weight implements Candidates: the sets of the tests are unweighted.
+func (s *set) Weight(int) int64 { return 1 }
+
+// weighted is a set whose positions repeat endpoints by weight, as the
+// proxy lays them out.
+type weighted struct {
+	*set
+	slots   []int // position -> endpoint
+	weights []int64
+}
+
+func (w *weighted) Len() int            { return len(w.slots) }
+func (w *weighted) Eligible(i int) bool { return w.set.Eligible(w.slots[i]) }
+func (w *weighted) Active(i int) int64  { return w.set.Active(w.slots[i]) }
+func (w *weighted) Weight(i int) int64  { return w.weights[w.slots[i]] }
+
+// least_request weighs requests in flight by the endpoints' weights:
+// with loads already in proportion to weights 1 and 3, picks keep that
+// proportion (a quarter to the light endpoint), where comparing the
+// bare counts sent the light endpoint every mixed draw, half the picks.
+func TestLeastRequestWeighsInFlightByWeight(t *testing.T) {
+	p := NewLeastRequest(seeded(5))
+	w := &weighted{set: newSet(2), slots: []int{1, 1, 0, 1}, weights: []int64{1, 3}}
+	w.active = []int64{10, 30}
+	counts := make([]int, 2)
+	const n = 40000
+	for range n {
+		i := p.Pick(w)
+		counts[w.slots[i]]++
+	}
+	if share := float64(counts[0]) / n; share < 0.22 || share > 0.28 {
+		t.Fatalf("light endpoint share %.3f (%v), want about 0.25", share, counts)
+	}
+}

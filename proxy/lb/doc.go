@@ -5,7 +5,7 @@
 // cluster's endpoints only through the small [Candidates] interface that the
 // caller implements, which tells how many endpoints there are, which of them
 // may be picked now (not ejected by outlier detection, not already tried by
-// this request) and how many requests each has in flight.
+// this request), how many requests each has in flight and its weight.
 //
 // Invariants every policy keeps:
 //   - Pick returns an index i with 0 <= i < Len() and Eligible(i) true, or -1

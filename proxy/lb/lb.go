@@ -13,6 +13,11 @@ type Candidates interface {
 	Eligible(i int) bool
 	// Active is the number of requests endpoint i has in flight.
 	Active(i int) int64
+	// Weight is endpoint i's weight, at least 1 (1 for all when the
+	// weights are equal). The positions already repeat an endpoint in
+	// proportion to its weight, which is all round robin and random need;
+	// least_request also weighs the requests in flight by it.
+	Weight(i int) int64
 }
 
 // Picker chooses one endpoint among Candidates.

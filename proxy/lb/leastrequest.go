@@ -2,8 +2,10 @@ package lb
 
 // LeastRequest is the "power of two choices" policy: draw two eligible
 // endpoints at random and take the one with fewer requests in flight
-// (Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing").
-// It reacts to slow endpoints without the herd behaviour of a global
+// (Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing")
+// per unit of weight, so that endpoints of unequal weights hold requests
+// in proportion to them, as Envoy's weighted least request does. It
+// reacts to slow endpoints without the herd behaviour of a global
 // least-loaded scan, and costs two draws per pick.
 type LeastRequest struct {
 	intn IntN
@@ -28,7 +30,8 @@ func (l *LeastRequest) Pick(c Candidates) int {
 	if b < 0 {
 		return a
 	}
-	if c.Active(b) < c.Active(a) {
+	// active(b)/weight(b) < active(a)/weight(a), without division.
+	if c.Active(b)*c.Weight(a) < c.Active(a)*c.Weight(b) {
 		return b
 	}
 	return a
