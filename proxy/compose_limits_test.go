@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,17 +18,7 @@ import (
 // fails the call with response_too_large at once, not at the deadline after
 // buffering up to the composition's largest cap.
 func TestCompositeCallCapStopsReadingAtTheCallsOwnCap(t *testing.T) {
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	big := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`["` + strings.Repeat("x", 4096)))
-		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	})
+	big := holdingUpstream(t, `["`+strings.Repeat("x", 4096))
 	cfg := &config.Config{
 		Clusters: map[string]config.Cluster{"big": {Endpoints: eps(addr(big))}},
 		Routes: []config.Route{{
@@ -52,17 +43,7 @@ func TestCompositeCallCapStopsReadingAtTheCallsOwnCap(t *testing.T) {
 // is reported as timeout (504 when required), like a call whose answer had
 // not started, not as an upstream error.
 func TestCompositeCallTimeoutMidBodyIsTimeout(t *testing.T) {
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	slow := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"id":`))
-		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	})
+	slow := holdingUpstream(t, `{"id":`)
 	cfg := &config.Config{
 		Clusters: map[string]config.Cluster{"slow": {Endpoints: eps(addr(slow))}},
 		Routes: []config.Route{{
@@ -85,17 +66,7 @@ func TestCompositeCallTimeoutMidBodyIsTimeout(t *testing.T) {
 // read: a body larger than what is left of it fails the call with
 // total_too_large at once, even when its upstream holds the rest back.
 func TestCompositeTotalBudgetStopsReadingACallsBody(t *testing.T) {
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	big := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`["` + strings.Repeat("x", 4096)))
-		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	})
+	big := holdingUpstream(t, `["`+strings.Repeat("x", 4096))
 	cfg := &config.Config{
 		Clusters: map[string]config.Cluster{"big": {Endpoints: eps(addr(big))}},
 		Routes: []config.Route{{
@@ -158,4 +129,21 @@ func TestCompositeDeadlineIsReportedAsDeadlineExceeded(t *testing.T) {
 			t.Fatalf("request %d (headers first: %v): status %d body %s", i, headersFirst.Load(), resp.StatusCode, body)
 		}
 	}
+}
+
+// holdingUpstream answers every request with the start of a JSON body,
+// prefix, and then holds the response open until the request ends or the
+// test does.
+func holdingUpstream(t *testing.T, prefix string) *httptest.Server {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	return upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(prefix))
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
 }
