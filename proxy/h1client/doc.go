@@ -92,8 +92,10 @@
 // has closed, or one with unsolicited bytes, and discards it; shorter idle
 // spells skip the check, so a busy connection costs no extra system call
 // (but one whose net.Conn is an InputPender that says input may have come
-// since its response was read is checked too: bytes a server sent unasked
-// are never read as another request's response),
+// since its response was read is checked too, so that bytes a server sent
+// unasked are not read as another request's response once the socket's
+// poller has seen them: only bytes that arrive in the moment before a
+// reuse can still slip past),
 // except for a request that could not be sent again (below): a POST, or
 // a body without GetBody, is never written into a connection the server
 // closed right after its last response without saying so (RFC 9112
