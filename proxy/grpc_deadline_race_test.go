@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"sync"
@@ -20,31 +19,8 @@ import (
 // timer, since the timeout it got was measured from a later instant.
 func cancelAtDeadlineUpstream(t *testing.T, early time.Duration) string {
 	t.Helper()
-	ln, err := netListen(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		stop := context.AfterFunc(t.Context(), func() { c.Close() })
-		defer stop()
-		preface := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, preface); err != nil {
-			return
-		}
+	return rawH2Upstream(t, func(_ int, fr *http2.Framer) {
 		var wmu sync.Mutex // the reset is written from the timer's goroutine
-		fr := http2.NewFramer(c, c)
-		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		if fr.WriteSettings() != nil {
-			return
-		}
 		var timer *time.Timer
 		defer func() {
 			if timer != nil {
@@ -85,8 +61,7 @@ func cancelAtDeadlineUpstream(t *testing.T, early time.Duration) string {
 				})
 			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 func h2HeaderValue(f *http2.MetaHeadersFrame, name string) string {

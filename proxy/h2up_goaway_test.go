@@ -1,13 +1,10 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,62 +12,6 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
-
-// rawH2Upstream is a hand-driven HTTP/2 upstream on loopback: each
-// connection's preface is read and an empty SETTINGS sent, then serve
-// runs with the connection's number (from 0). Cleanup closes every
-// connection and waits for serve to return.
-func rawH2Upstream(t *testing.T, serve func(n int, fr *http2.Framer)) string {
-	t.Helper()
-	ln, err := netListen(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for n := 0; ; n++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				preface := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(br, preface); err != nil {
-					return
-				}
-				fr := http2.NewFramer(c, br)
-				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				if fr.WriteSettings() != nil {
-					return
-				}
-				serve(n, fr)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
 
 // readH2Request reads frames, acknowledging SETTINGS, until a request's
 // HEADERS, and returns them.
