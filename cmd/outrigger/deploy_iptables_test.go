@@ -39,17 +39,7 @@ func TestIptablesScriptWithoutUIDChangesNothing(t *testing.T) {
 }
 
 func TestIptablesScriptWithoutUIDKeepsTheRulesInANetworkNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	for _, tool := range []string{"iptables", "unshare"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("no %s", tool)
-		}
-	}
-	if err := exec.Command("unshare", "-n", "true").Run(); err != nil {
-		t.Skipf("cannot create a network namespace: %v", err)
-	}
+	needNetNamespace(t)
 	out, err := runScript(t, []string{"S=" + iptablesScript(t)}, "unshare", "-n", "sh", "-c",
 		`OUTRIGGER_UID=1337 sh "$S" || exit 9; OUTRIGGER_UID= sh "$S" && exit 8; iptables -t nat -S`)
 	if err != nil {

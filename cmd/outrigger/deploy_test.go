@@ -26,6 +26,23 @@ func iptablesScript(t *testing.T) string {
 	return p
 }
 
+// needNetNamespace skips the test unless it can run iptables in a new
+// network namespace: as root, with iptables and unshare.
+func needNetNamespace(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	for _, tool := range []string{"iptables", "unshare"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s", tool)
+		}
+	}
+	if err := exec.Command("unshare", "-n", "true").Run(); err != nil {
+		t.Skipf("cannot create a network namespace: %v", err)
+	}
+}
+
 func runScript(t *testing.T, env []string, name string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
@@ -66,17 +83,7 @@ func TestIptablesScriptRuleSet(t *testing.T) {
 }
 
 func TestIptablesScriptInANetworkNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	for _, tool := range []string{"iptables", "unshare"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("no %s", tool)
-		}
-	}
-	if err := exec.Command("unshare", "-n", "true").Run(); err != nil {
-		t.Skipf("cannot create a network namespace: %v", err)
-	}
+	needNetNamespace(t)
 	script := iptablesScript(t)
 	// Apply twice (idempotence), list, clean, list again: all inside one
 	// new, empty network namespace that disappears with the shell.
