@@ -1406,9 +1406,7 @@ func (f *forwarding) bodyCutShort(h http.Header, err error, between bool) error 
 	if errors.Is(f.routeCtx().Err(), context.DeadlineExceeded) || f.upstreamDeadline(err) {
 		// The call's deadline passed mid-stream: end it the way a gRPC
 		// server would, with DEADLINE_EXCEEDED in the trailers.
-		h[http.TrailerPrefix+"Grpc-Status"] = []string{"4"}
-		h[http.TrailerPrefix+"Grpc-Message"] = []string{"upstream request timeout"}
-		h[http.TrailerPrefix+hdrError] = []string{ReasonUpstreamTimeout.String()}
+		grpcEndTrailers(h, grpcDeadlineExceeded, reasonInfo[ReasonUpstreamTimeout].text, ReasonUpstreamTimeout)
 		// The response writes are bounded by the same deadline (see
 		// copyBody), now passed: the trailers get endGrace to be sent,
 		// else the server would reset the stream INTERNAL_ERROR in
@@ -1427,12 +1425,19 @@ func (f *forwarding) bodyCutShort(h http.Header, err error, between bool) error 
 		if errors.As(err, &se) {
 			code, msg = grpcStatusOfReset(se.Code), "upstream reset the stream: "+se.Code.String()
 		}
-		h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(code)}
-		h[http.TrailerPrefix+"Grpc-Message"] = []string{encodeGRPCMessage(msg)}
-		h[http.TrailerPrefix+hdrError] = []string{ReasonUpstreamReset.String()}
+		grpcEndTrailers(h, code, msg, ReasonUpstreamReset)
 		return errResetTrailers
 	}
 	return err
+}
+
+// grpcEndTrailers sets, in the response header h, the trailers with which
+// the proxy ends a gRPC stream it took over from the upstream: the
+// status, its message and the reason in x-outrigger-error.
+func grpcEndTrailers(h http.Header, code int, msg string, reason Reason) {
+	h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(code)}
+	h[http.TrailerPrefix+"Grpc-Message"] = []string{encodeGRPCMessage(msg)}
+	h[http.TrailerPrefix+hdrError] = []string{reason.String()}
 }
 
 // endGrace is how long past the route deadline the end of a response
