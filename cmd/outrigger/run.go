@@ -52,10 +52,7 @@ func runWithSignals(o sidecarOptions, tempDir string) error {
 		// cannot be written to is refused before anything starts, not
 		// logged while serving and waited for in vain.
 		if err := checkAddrFile(o.addrFile); err != nil {
-			if tempDir != "" {
-				os.RemoveAll(tempDir)
-			}
-			return err
+			return err // demo removes tempDir as it returns
 		}
 	}
 	o.gcPercent = tuneGC(os.Getenv)
