@@ -18,7 +18,10 @@ func (rn *run) call(cp *callPlan, req *Request, res *callResult) {
 	c := rn.c
 	var key string
 	if cp.cacheTTL > 0 && c.cache != nil {
-		key = cacheKey(req)
+		// Keyed by the call too: what a call passes on (pass_headers) and
+		// may read (max_response_bytes) are its own, so two calls that
+		// render the same request do not answer from each other's entries.
+		key = cp.name + "\x00" + cacheKey(req)
 		if e, hit := c.cache.get(key, c.now()); hit {
 			c.m.cache.WithLabelValues(c.name, cp.name, "hit").Inc()
 			if rn.budget.Add(-int64(len(e.body))) < 0 {

@@ -84,7 +84,8 @@ type Call struct {
 	MaxResponseBytes int64 `yaml:"max_response_bytes,omitempty" json:"max_response_bytes,omitempty"`
 
 	// CacheTTL caches successful (2xx) results of this call for this long, keyed by
-	// the rendered request (cluster, method, path, query, headers, body). Only for
+	// the call and its rendered request (cluster, method, path, query, headers,
+	// body): another call's entries never answer it. Only for
 	// calls that do not write. Zero: no caching.
 	CacheTTL Duration `yaml:"cache_ttl,omitempty" json:"cache_ttl,omitempty"`
 
