@@ -1231,3 +1231,26 @@ func TestSIGTERMEndsTheDrainOfAMovedListener(t *testing.T) {
 		t.Fatal("the request on the old address is still open after the process exited")
 	}
 }
+
+// A push subscription delivers to listeners.inbound.app. Without it, run
+// refused to start ("eventlog: Options.AppURL is required for push
+// subscriptions", no file, line or key) while validate said ok.
+func TestValidateAndRunRefuseAPushSubscriptionWithoutTheApp(t *testing.T) {
+	path := writeConfig(t, `admin: {address: 127.0.0.1:0}
+listeners:
+  outbound: {address: 127.0.0.1:0}
+  app_api: {address: 127.0.0.1:0}
+eventlog:
+  data_dir: data
+  topics: {orders: {}}
+  subscriptions:
+    - {topic: orders, group: billing, route: /events}
+`)
+	want := path + ":9: eventlog.subscriptions[0].route: push subscriptions deliver to the local app: set listeners.inbound.app"
+	for _, cmd := range []string{"validate", "run"} {
+		code, out, stderr := runCmd(t, cmd, "-c", path)
+		if code != 1 || out != "" || !strings.Contains(stderr, want) {
+			t.Errorf("%s: exit %d, stdout %q, stderr:\n%s", cmd, code, out, stderr)
+		}
+	}
+}

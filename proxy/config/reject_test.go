@@ -413,6 +413,12 @@ routes:
 routes:
   - {listener: inbound, cluster: a}
 `, `t.yaml:7: routes[0].listener: inbound routes need listeners.inbound.app (the local app's host:port)`},
+		{"push subscription without app", `
+eventlog:
+  topics: {orders: {}}
+  subscriptions:
+    - {topic: orders, group: billing, route: /events}
+`, `t.yaml:5: eventlog.subscriptions[0].route: push subscriptions deliver to the local app: set listeners.inbound.app (its host:port)`},
 		{"unknown listener", okCluster + `
 routes:
   - {listener: sideways, cluster: a}

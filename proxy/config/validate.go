@@ -650,6 +650,14 @@ func (c *Config) validateReferences(p *problems) {
 		}
 	}
 
+	// Push subscriptions POST to the local app; the event log runs unless
+	// the app API is off, and cannot start without the app's address.
+	if c.Listeners.Inbound.App == "" && !c.Listeners.AppAPI.Disabled {
+		for i := range c.EventLog.Subscriptions {
+			p.add(indexPath("eventlog.subscriptions", i)+".route", "push subscriptions deliver to the local app: set listeners.inbound.app (its host:port)")
+		}
+	}
+
 	// Listener addresses, as they will be bound.
 	type bound struct{ path, addr string }
 	var socks []bound
