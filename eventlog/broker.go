@@ -23,7 +23,7 @@ import (
 type Options struct {
 	// AppURL is the base URL of the local app that push subscriptions
 	// deliver to, e.g. "http://127.0.0.1:8080". Required when the config
-	// has subscriptions.
+	// has subscriptions. [Broker.SetAppURL] changes it.
 	AppURL string
 	// HTTPClient delivers pushes. nil: a client with no overall timeout
 	// (each attempt is bounded by the subscription's timeout).
@@ -48,6 +48,9 @@ type Broker struct {
 	now     func() time.Time
 	dataDir string
 	metrics *metrics
+
+	// appURL is Options.AppURL, or what SetAppURL set since.
+	appURL atomic.Pointer[string]
 
 	part    partitioner
 	offsets *offsetStore
@@ -101,6 +104,7 @@ func Open(cfg Config, reg *prometheus.Registry, now func() time.Time, opts Optio
 		dataDir: cmpOr(cfg.DataDir, DefaultDataDir),
 		topics:  map[string]*Topic{},
 	}
+	b.appURL.Store(&opts.AppURL)
 	b.waitCtx, b.stopWaiters = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -185,6 +189,13 @@ func Open(cfg Config, reg *prometheus.Registry, now func() time.Time, opts Optio
 		b.subs = append(b.subs, newSubscriber(b, sc))
 	}
 	return b, nil
+}
+
+// SetAppURL moves push deliveries to the local app at url (as
+// Options.AppURL): attempts that start from now on go there. The sidecar
+// calls it when a reload moves the app.
+func (b *Broker) SetAppURL(url string) {
+	b.appURL.Store(&url)
 }
 
 // settingsFor is the effective settings of a topic. Internal topics keep

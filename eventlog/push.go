@@ -29,7 +29,6 @@ type Subscriber struct {
 	b       *Broker
 	cfg     SubscriptionConfig // defaults applied
 	name    string
-	url     string
 	client  *http.Client
 	ownTran *http.Transport
 }
@@ -43,7 +42,6 @@ func newSubscriber(b *Broker, sc SubscriptionConfig) *Subscriber {
 	sc.Retry.InitialBackoff = cmpOr(sc.Retry.InitialBackoff, DefaultInitialBackoff)
 	sc.Retry.MaxBackoff = cmpOr(sc.Retry.MaxBackoff, DefaultMaxBackoff)
 	s.cfg = sc
-	s.url = strings.TrimSuffix(b.opts.AppURL, "/") + sc.Route
 	if b.opts.HTTPClient != nil {
 		s.client = b.opts.HTTPClient
 	} else {
@@ -174,7 +172,8 @@ func (s *Subscriber) deliver(ctx context.Context, topic string, partition int32,
 func (s *Subscriber) post(ctx context.Context, topic string, partition int32, r segment.Record, attempt int) (bool, string) {
 	actx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, s.url, bytes.NewReader(r.Value))
+	url := strings.TrimSuffix(*s.b.appURL.Load(), "/") + s.cfg.Route
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, url, bytes.NewReader(r.Value))
 	if err != nil {
 		return false, err.Error()
 	}

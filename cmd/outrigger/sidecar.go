@@ -62,6 +62,9 @@ type sidecar struct {
 	state  *configState
 	proxy  *proxy.Proxy
 	access *accessLog
+	// broker is the event log; nil when it does not run. A reload moves
+	// its push deliveries with listeners.inbound.app.
+	broker *eventlog.Broker
 
 	// lnMu guards lns, proxyAddrs and servers: a reload moves the proxy's
 	// listeners while the main goroutine counts the servers' results.
@@ -172,17 +175,14 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	var broker *eventlog.Broker
 	appAPI := ""
 	if eventLogConfigured(cfg) {
-		appURL := ""
-		if cfg.Listeners.Inbound.App != "" {
-			appURL = "http://" + cfg.Listeners.Inbound.App
-		}
-		broker, err = eventlog.Open(cfg.EventLog, reg, time.Now, eventlog.Options{AppURL: appURL})
+		broker, err = eventlog.Open(cfg.EventLog, reg, time.Now, eventlog.Options{AppURL: appURL(cfg)})
 		if err != nil {
 			s.log.Error("cannot open the event log", zap.Error(err))
 			return err
 		}
 		defer broker.Close() // on a failed start; step 6 of the shutdown order otherwise (idempotent)
 		appAPI = cfg.Listeners.AppAPI.Address
+		s.broker = broker
 	}
 
 	s.proxyAddrs = proxyAddrsOf(cfg)
@@ -462,6 +462,13 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string) {
 	if err := s.access.Reconfigure(cfg.Logging.AccessLog); err != nil {
 		s.log.Error("access log not reconfigured", zap.Error(err))
 	}
+	if u := appURL(cfg); s.broker != nil && u != "" {
+		// Push deliveries follow the app, as the inbound traffic does. A
+		// config without the app has no push subscriptions (validation)
+		// but may leave the running ones until a restart (the eventlog
+		// section takes effect then): they keep the app they had.
+		s.broker.SetAppURL(u)
+	}
 	s.moveListeners(moves, cfg.Listeners.DrainTimeout)
 	s.warnRestartOnly(prev, s.servingConfig(cfg, nil))
 	s.log.Info("configuration reloaded", zap.String("trigger", trigger), zap.Uint64(fieldGeneration, gen))
@@ -571,6 +578,15 @@ func mustHash(v any) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
+}
+
+// appURL is the base URL of the local app (listeners.inbound.app) that
+// push subscriptions deliver to; "" for none.
+func appURL(cfg *config.Config) string {
+	if cfg.Listeners.Inbound.App == "" {
+		return ""
+	}
+	return "http://" + cfg.Listeners.Inbound.App
 }
 
 // eventLogConfigured reports whether cfg asks for the event log: a non-empty
