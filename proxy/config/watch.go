@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,10 +33,11 @@ const (
 // mounts a ConfigMap as a symlink (outrigger.yaml -> ..data/outrigger.yaml)
 // whose ..data symlink it swaps atomically to a new timestamped directory.
 // When the path is a symlink, the directory of the file it resolves to is
-// watched too, and that is re-resolved after every change. While the
-// directory itself is missing (renamed away, deleted, about to be
-// replaced), its nearest existing ancestor is watched instead, so that its
-// return is seen.
+// watched too, and that is re-resolved after every change. While
+// something on the way to the file is missing (the directory renamed away,
+// deleted, about to be replaced; the file or directory a symlink leads to
+// deleted, to be written again), the directory it is missing from is
+// watched too, so that its return is seen.
 //
 // Events are debounced (a burst of writes is one reload) and the file's
 // content is hashed, so that an event that did not change the bytes (a
@@ -167,22 +169,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if real, err := filepath.EvalSymlinks(path); err == nil {
 			want[filepath.Dir(real)] = true
 		}
-		for _, d := range linkDirs(path) {
+		links, missing := linkDirs(path)
+		for _, d := range links {
 			want[d] = true
 		}
-		if _, err := os.Stat(dir); err != nil {
-			// The directory itself is gone (renamed or deleted, to be
-			// replaced): watch the nearest ancestor that exists, whose
-			// events include the directory's return.
-			for a := filepath.Dir(dir); ; a = filepath.Dir(a) {
-				if _, err := os.Stat(a); err == nil {
-					want[a] = true
-					break
-				}
-				if a == filepath.Dir(a) {
-					break
-				}
-			}
+		if missing != "" {
+			// Something on the way is gone (the directory renamed or
+			// deleted, to be replaced; the file a link leads to deleted,
+			// to be written again): watch the directory it is missing
+			// from, whose events include its return.
+			want[missing] = true
 		}
 		for d := range watched {
 			if !want[d] {
@@ -305,8 +301,10 @@ const maxLinks = 40
 // linkDirs returns the directories that hold the symlinks met while
 // resolving path (absolute and clean), in order, each once. It stops
 // where resolution fails: what is missing has no links to watch yet.
-func linkDirs(path string) []string {
-	var dirs []string
+// missing is then the directory, found on the way, that lacks the next
+// name to resolve ("" when nothing is missing, or resolution failed
+// otherwise).
+func linkDirs(path string) (dirs []string, missing string) {
 	seen := map[string]bool{}
 	rest := strings.Split(path, string(filepath.Separator))
 	cur := string(filepath.Separator)
@@ -322,19 +320,22 @@ func linkDirs(path string) []string {
 		}
 		next := filepath.Join(cur, name)
 		fi, err := os.Lstat(next)
+		if errors.Is(err, fs.ErrNotExist) {
+			return dirs, cur
+		}
 		if err != nil {
-			return dirs
+			return dirs, ""
 		}
 		if fi.Mode()&os.ModeSymlink == 0 {
 			cur = next
 			continue
 		}
 		if links++; links > maxLinks {
-			return dirs
+			return dirs, ""
 		}
 		target, err := os.Readlink(next)
 		if err != nil {
-			return dirs
+			return dirs, ""
 		}
 		if !seen[cur] {
 			seen[cur] = true
@@ -345,5 +346,5 @@ func linkDirs(path string) []string {
 		}
 		rest = append(strings.Split(target, string(filepath.Separator)), rest...)
 	}
-	return dirs
+	return dirs, ""
 }

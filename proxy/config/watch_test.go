@@ -667,22 +667,80 @@ func TestLinkDirs(t *testing.T) {
 	ln(filepath.Join(root, "c"), "d") // absolute
 	ln("loop2", "loop1")
 	ln("loop1", "loop2")
+	ln("a/b/gone.yaml", "dangling")
 	for _, tc := range []struct {
-		path string
-		want []string
+		path    string
+		want    []string
+		missing string // "-" for none
 	}{
-		{"a/b/x.yaml", nil},
-		{"c/toA/b/x.yaml", []string{"c"}},
-		{"d/toA/b/x.yaml", []string{"", "c"}},
-		{"missing/x.yaml", nil},
-		{"loop1/x.yaml", []string{""}},
+		{"a/b/x.yaml", nil, "a/b"},
+		{"a/b", nil, "-"},
+		{"c/toA/b/x.yaml", []string{"c"}, "a/b"},
+		{"d/toA/b/x.yaml", []string{"", "c"}, "a/b"},
+		{"missing/x.yaml", nil, ""},
+		{"c/toA/missing/x.yaml", []string{"c"}, "a"},
+		{"dangling", []string{""}, "a/b"},
+		{"loop1/x.yaml", []string{""}, "-"},
 	} {
 		var want []string
 		for _, w := range tc.want {
 			want = append(want, filepath.Join(root, w))
 		}
-		if got := linkDirs(filepath.Join(root, tc.path)); !slices.Equal(got, want) {
-			t.Errorf("linkDirs(%s) = %q, want %q", tc.path, got, want)
+		wantMissing := ""
+		if tc.missing != "-" {
+			wantMissing = filepath.Join(root, tc.missing)
+		}
+		got, missing := linkDirs(filepath.Join(root, tc.path))
+		if !slices.Equal(got, want) || missing != wantMissing {
+			t.Errorf("linkDirs(%s) = %q, %q; want %q, %q", tc.path, got, missing, want, wantMissing)
 		}
 	}
+}
+
+// What a symlink on the config's path leads to, deleted and written again
+// later than Settle (its deletion delivered as a failure first), is
+// delivered. The directory it was deleted from was no longer watched once
+// the link could not be resolved, so its return was never seen.
+func TestWatchSeesWhatALinkLeadsToDeletedAndWrittenAgain(t *testing.T) {
+	t.Run("file", func(t *testing.T) {
+		// etc/outrigger.yaml -> store/outrigger.yaml.
+		root := t.TempDir()
+		releases(t, root, "", map[string]string{"store": "1s"})
+		etc := filepath.Join(root, "etc")
+		if err := os.Mkdir(etc, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		target := filepath.Join(root, "store", "outrigger.yaml")
+		path := filepath.Join(etc, "outrigger.yaml")
+		if err := os.Symlink(target, path); err != nil {
+			t.Fatal(err)
+		}
+		_, ch, _ := startWatcherSettle(t, path, 20*time.Millisecond, 50*time.Millisecond)
+		if err := os.Remove(target); err != nil {
+			t.Fatal(err)
+		}
+		if d := next(t, ch); d.cfg != nil || !errors.Is(d.err, os.ErrNotExist) {
+			t.Fatalf("delivered %+v, want a not-exist error", d)
+		}
+		writeFile(t, target, configWithTimeout("2s"))
+		wantTimeout(t, next(t, ch), 2*time.Second)
+	})
+	t.Run("release directory", func(t *testing.T) {
+		// current/outrigger.yaml, current -> releases/v1.
+		root := t.TempDir()
+		releases(t, root, "releases", map[string]string{"v1": "1s"})
+		cur := filepath.Join(root, "current")
+		if err := os.Symlink(filepath.Join("releases", "v1"), cur); err != nil {
+			t.Fatal(err)
+		}
+		_, ch, _ := startWatcherSettle(t, filepath.Join(cur, "outrigger.yaml"), 20*time.Millisecond, 50*time.Millisecond)
+		if err := os.RemoveAll(filepath.Join(root, "releases", "v1")); err != nil {
+			t.Fatal(err)
+		}
+		if d := next(t, ch); d.cfg != nil || !errors.Is(d.err, os.ErrNotExist) {
+			t.Fatalf("delivered %+v, want a not-exist error", d)
+		}
+		releases(t, root, "releases", map[string]string{"v1": "2s"})
+		wantTimeout(t, next(t, ch), 2*time.Second)
+	})
 }
