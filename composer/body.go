@@ -26,6 +26,26 @@ type bodyField struct {
 
 const maxBodyDepth = 32
 
+// bodyError is a problem of a body template at path, the key path below
+// the body written as config paths are (".items[2].note"), so that
+// validation names the body's own key.
+type bodyError struct {
+	path string
+	err  error
+}
+
+func (e *bodyError) Error() string { return e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
+
+// inBody puts seg in front of err's path within the body.
+func inBody(seg string, err error) error {
+	if be, ok := err.(*bodyError); ok {
+		be.path = seg + be.path
+		return be
+	}
+	return &bodyError{path: seg, err: err}
+}
+
 func compileBody(v any, depth int) (*bodyTmpl, error) {
 	if depth > maxBodyDepth {
 		return nil, fmt.Errorf("nested deeper than %d", maxBodyDepth)
@@ -50,7 +70,7 @@ func compileBody(v any, depth int) (*bodyTmpl, error) {
 		for _, k := range keys {
 			f, err := compileBody(x[k], depth+1)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", k, err)
+				return nil, inBody("."+k, err)
 			}
 			b.obj = append(b.obj, bodyField{key: k, val: f})
 		}
@@ -60,7 +80,7 @@ func compileBody(v any, depth int) (*bodyTmpl, error) {
 		for i, e := range x {
 			f, err := compileBody(e, depth+1)
 			if err != nil {
-				return nil, fmt.Errorf("[%d]: %w", i, err)
+				return nil, inBody(fmt.Sprintf("[%d]", i), err)
 			}
 			b.arr = append(b.arr, f)
 		}

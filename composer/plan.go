@@ -313,7 +313,11 @@ func compileCall(i int, c Call, s Spec, p *plan, knownCluster func(string) bool,
 	if c.Body != nil {
 		b, err := compileBody(c.Body, 0)
 		if err != nil {
-			errs.add(k+".body", "%v", err)
+			at := k + ".body"
+			if be, ok := err.(*bodyError); ok {
+				at += be.path
+			}
+			errs.add(at, "%v", err)
 		} else {
 			b.refs(func(r *ref) { useRef(k+".body", r) })
 			cp.body = b

@@ -78,6 +78,11 @@ func TestValidateRejectsBadSpecsNamingTheKeyPath(t *testing.T) {
 			[]string{"forward_headers: Expect cannot be forwarded", "forward_headers: Content-Length cannot be forwarded"}},
 		{"passed framing header", Spec{Calls: []Call{{Name: "a", Cluster: "a", Path: "/x", PassHeaders: []string{"ETag", "transfer-encoding"}}}},
 			[]string{"calls.a.pass_headers: Transfer-Encoding cannot be passed"}},
+		{"bad template deep in a body", Spec{Calls: []Call{{Name: "a", Cluster: "a", Path: "/x", Method: "POST",
+			Body: map[string]any{"order": map[string]any{"items": []any{1, "{unclosed"}}}}}},
+			[]string{`calls.a.body.order.items[1]: `}},
+		{"body nested too deep", Spec{Calls: []Call{{Name: "a", Cluster: "a", Path: "/x", Method: "POST", Body: nested(40)}}},
+			[]string{"calls.a.body[0][0][0]", "nested deeper than 32"}},
 		{"negative timeout", Spec{Calls: []Call{{Name: "a", Cluster: "a", Path: "/x", Timeout: -1}}}, []string{"calls.a.timeout: must not be negative"}},
 		{"bad separator", Spec{Calls: []Call{call("o", "a", "/o"), {Name: "b", Cluster: "a", Path: "/b", ForEach: "o[]", Batch: true, BatchSeparator: "&"}}}, []string{"calls.b.batch_separator"}},
 		{"bad on_conflict", Spec{Calls: []Call{call("a", "a", "/x")}, Output: Output{OnConflict: "newest"}}, []string{`output.on_conflict: "newest": use first, last, error or prefix`}},
@@ -173,4 +178,13 @@ func TestValidateDoesNotMutateTheSpec(t *testing.T) {
 	if after := mustJSONString(t, s); after != before {
 		t.Errorf("spec changed: %s -> %s", before, after)
 	}
+}
+
+// nested is a body of n arrays, each the only element of the one around it.
+func nested(n int) any {
+	var v any = "x"
+	for range n {
+		v = []any{v}
+	}
+	return v
 }
