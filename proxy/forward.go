@@ -1335,7 +1335,7 @@ func (f *forwarding) respond(resp *http.Response) error {
 	if f.grpc {
 		frames = new(grpcFrames)
 	}
-	bounded, upstream, err := copyBody(w, resp.Body, flush, f.dl, frames)
+	bounded, upstream, err := copyBody(w, resp.Body, flush, f.r.ProtoMajor == 2, f.dl, frames)
 	if err != nil {
 		return f.bodyCutShort(h, err, upstream && frames != nil && frames.between())
 	}
@@ -1457,16 +1457,37 @@ func (f *forwarding) extendWrites() {
 // copyBody streams src to w through a pooled buffer; with flush it pushes
 // each chunk to the client at once. dl, when set, is the route deadline,
 // which also bounds the writes to a client that stops reading; bounded
-// reports whether it was set as the write deadline. frames, when set, is
-// fed what was written. upstream reports that err came from src, not
-// from w.
-func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time, frames *grpcFrames) (bounded, upstream bool, err error) {
+// reports whether it was set as the write deadline. h2 says w is an
+// HTTP/2 stream's. frames, when set, is fed what was written. upstream
+// reports that err came from src, not from w.
+func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time, frames *grpcFrames) (bounded, upstream bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
 	var rc *http.ResponseController
+	// On HTTP/1.1 a write blocks only on a client that does not read
+	// what it was sent; a body of one chunk fits the socket's buffers,
+	// so only a longer one pays for the deadline. On HTTP/2 any write,
+	// the first included, waits for the stream's flow-control window,
+	// which a client may announce as 0 and never open (and the header
+	// block waits for room on a connection whose client does not read):
+	// the deadline comes before the first. The server clears it when
+	// the handler returns; an HTTP/2 stream whose deadline passes is
+	// reset INTERNAL_ERROR. A writer without write deadlines reports
+	// ErrNotSupported and is left as is.
+	bound := func() {
+		if rc == nil {
+			rc = http.NewResponseController(w)
+		}
+		bounded = rc.SetWriteDeadline(dl) == nil
+	}
+	if h2 && !dl.IsZero() {
+		bound()
+	}
 	if flush {
-		rc = http.NewResponseController(w)
+		if rc == nil {
+			rc = http.NewResponseController(w)
+		}
 		// Push the headers now: a gRPC client or an event stream waits
 		// for them before the first message.
 		_ = rc.Flush()
@@ -1474,18 +1495,8 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time, fr
 	for chunks := 0; ; chunks++ {
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			if chunks == 1 && !dl.IsZero() {
-				// A write blocks only on a client that does not read
-				// what it was sent; a body of one chunk fits the
-				// socket's buffers, so only a longer one pays for the
-				// deadline. The server clears it when the handler
-				// returns; an HTTP/2 stream whose deadline passes is
-				// reset INTERNAL_ERROR. A writer without write
-				// deadlines reports ErrNotSupported and is left as is.
-				if rc == nil {
-					rc = http.NewResponseController(w)
-				}
-				bounded = rc.SetWriteDeadline(dl) == nil
+			if chunks == 1 && !h2 && !dl.IsZero() {
+				bound()
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return bounded, false, werr
