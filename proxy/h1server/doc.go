@@ -114,7 +114,7 @@
 // by H2's ServeConn (package h2server), with the bytes the HTTP/1.1 reader
 // had buffered passed along as the connection's prefix; the upgraded
 // request reaches the handler as stream 1, as an HTTP/2.0 request without
-// the switch headers. Shutdown runs H2's Shutdown, which sends these
+// the switch headers, nor the fields its Connection header named (but TE). Shutdown runs H2's Shutdown, which sends these
 // connections GOAWAY, and waits for their streams; Close closes them.
 //
 // # Timeouts and shutdown

@@ -139,7 +139,12 @@ func (c *conn) newRequest(hd *head) (*response, error) {
 		}
 		// The request now travels as stream 1 of an HTTP/2 connection:
 		// it loses the HTTP/1.1 switch headers, and lives as long as
-		// the connection.
+		// the connection. The fields its Connection header names go
+		// with it (RFC 9110 §7.6.1: they were for this hop only), as a
+		// proxy strips them from an HTTP/1.1 request, which it could no
+		// longer do without the names; but for TE, whose "trailers"
+		// HTTP/2 carries.
+		dropConnectionNames(h)
 		for _, k := range []string{"Connection", "Upgrade", "Http2-Settings"} {
 			delete(h, k)
 		}
@@ -342,6 +347,18 @@ func badTrailer(k string) bool {
 func isH2CUpgrade(h http.Header) bool {
 	return httpguts.HeaderValuesContainsToken(h["Upgrade"], "h2c") &&
 		httpguts.HeaderValuesContainsToken(h["Connection"], "HTTP2-Settings")
+}
+
+// dropConnectionNames deletes from h the fields its Connection header
+// names, but for TE.
+func dropConnectionNames(h http.Header) {
+	for _, v := range h["Connection"] {
+		for _, tok := range strings.Split(v, ",") {
+			if k := textproto.CanonicalMIMEHeaderKey(textproto.TrimString(tok)); k != "Te" && k != "Connection" {
+				delete(h, k)
+			}
+		}
+	}
 }
 
 // h2cSettings decodes the one HTTP2-Settings header (RFC 7540 §3.2.1:
