@@ -1056,7 +1056,18 @@ func (sc *serverConn) quietDelayLocked() time.Duration {
 	return sc.idleTimeout
 }
 
+// closeAfterFlushLocked has the writer end the connection once what is
+// pending is written. With an idle timeout, that last flush gets as long
+// as the timeout to go out: the connection has no stream left, and a
+// client that does not take it (it stopped reading, and says nothing,
+// so the reader waits too) would otherwise hold the connection, its
+// goroutines and the bytes pending for it, for as long as it keeps it
+// open. The deadline is set under sc.mu, where the end is decided; it
+// does not block.
 func (sc *serverConn) closeAfterFlushLocked() {
+	if !sc.closeAfterFlush && sc.idleTimeout > 0 {
+		_ = sc.nc.SetWriteDeadline(time.Now().Add(sc.idleTimeout))
+	}
 	sc.closeAfterFlush = true
 	if !sc.writing {
 		sc.wakePending = true

@@ -155,7 +155,10 @@
 // close once it is written. PRIORITY frames and unknown frame types are
 // ignored, but for a stream made to depend on itself (a stream error,
 // RFC 9113 §5.3.1). IdleTimeout closes a connection without streams with GOAWAY
-// NO_ERROR.
+// NO_ERROR; when a connection ends without streams (idle, drained, or
+// told GOAWAY by the client), what is still pending for it, the GOAWAY
+// included, gets IdleTimeout to be written, so a client that stopped
+// reading and says nothing does not hold it open.
 //
 // ConnOpts.Limits replaces MaxHeaderBytes, IdleTimeout and
 // ReadHeaderTimeout for one connection (proxy/h1server passes the

@@ -30,7 +30,10 @@ type Server struct {
 	MaxHeaderBytes int
 
 	// IdleTimeout closes a connection (GOAWAY NO_ERROR, then close) that
-	// has had no open stream for this long. Zero means no limit.
+	// has had no open stream for this long. It also bounds the last
+	// write of a connection that ends without streams: what a client
+	// that stopped reading has not taken is dropped with the
+	// connection. Zero means no limit.
 	IdleTimeout time.Duration
 
 	// ReadHeaderTimeout bounds the time a request's header block may

@@ -1,0 +1,55 @@
+package h2server
+
+import (
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// A client that stops reading while a response is written to it, and
+// then says nothing, must not hold the connection past the idle
+// timeout. Its handler is let go by its write deadline (the stream is
+// reset), the connection is left without streams, and the idle timeout
+// queues GOAWAY behind the write the writer is blocked in: that last
+// flush, which the client does not take, was waited for without end,
+// and the connection (its reader and writer goroutines, the bytes
+// pending for it) stayed until the client closed it.
+func TestIdleTimeoutEndsAConnectionWhoseClientStoppedReading(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	handlerDone := make(chan struct{})
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(handlerDone)
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		chunk := make([]byte, 64<<10)
+		for i := 0; i < 1024; i++ { // 64 MiB at most
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}), func(s *Server) { s.IdleTimeout = idle })
+	// Windows so large that only the socket holds the writes back.
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	if tc, ok := rc.nc.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(16 << 10)
+	}
+	rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	rc.get(1, "/")
+	sc := ts.conn(t)
+	select {
+	case <-handlerDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler was not let go by its write deadline")
+	}
+	if sc.locked(func() bool { return !sc.writing }) {
+		t.Fatal("the writer is not blocked: the client took everything")
+	}
+	// The client reads nothing more, and keeps the connection open.
+	waitFor(t, "the connection to end", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		return len(ts.conns) == 0
+	})
+}
