@@ -73,9 +73,11 @@
 //     out is never read as another's. No proxy from the environment, no
 //     compression.
 //   - GRPC: grpc.health.v1.Health/Check for Service ("" is the server as a
-//     whole) on a ClientConn per endpoint, kept between checks. Its
-//     :authority is Host when set, else TLS's ServerName when set, else the
-//     address dialed. It passes when the answer is SERVING; any RPC error
+//     whole) on a ClientConn per endpoint, kept between checks until one
+//     times out: the next check then dials afresh, as the connection may
+//     be one the network silently stopped carrying. Its :authority is
+//     Host when set, else TLS's ServerName when set, else the address
+//     dialed. It passes when the answer is SERVING; any RPC error
 //     or other status fails ("grpc: NOT_SERVING", "grpc: UNIMPLEMENTED"),
 //     and so does an answer whose message or headers exceed 64 KiB. The
 //     call does not wait for a connection to become ready, and

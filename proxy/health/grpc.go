@@ -16,7 +16,8 @@ import (
 )
 
 // grpcProber checks with grpc.health.v1.Health/Check. Each endpoint has a
-// ClientConn of its own, made at its first check and kept until close.
+// ClientConn of its own, made at its first check and kept until close, or
+// until a check of it times out.
 type grpcProber struct {
 	cfg   *Config
 	addrs []string
@@ -144,6 +145,16 @@ func (p *grpcProber) check(ctx context.Context, i int) error {
 	// instead of waiting out the timeout.
 	resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: p.cfg.Service})
 	if err != nil {
+		if ctx.Err() != nil {
+			// No answer in time: the connection may be one the network
+			// no longer carries (a peer gone without a reset, a flow a
+			// NAT or firewall forgot), which grpc-go, without keepalive
+			// pings (servers refuse them more often than every 5
+			// minutes), keeps using until the kernel gives up on it,
+			// some 15 minutes later. The next check dials afresh, as an
+			// HTTP check does after a failure.
+			p.drop(i)
+		}
 		code := status.Code(err)
 		if code == codes.Unavailable {
 			if ce := p.eps[i].connErr.Load(); ce != nil {
@@ -164,6 +175,16 @@ func (p *grpcProber) check(ctx context.Context, i int) error {
 func (p *grpcProber) reset(i int) {
 	if cc := p.eps[i].cc; cc != nil {
 		cc.ResetConnectBackoff()
+	}
+}
+
+// drop closes endpoint i's ClientConn, so that its next check makes a
+// new one.
+func (p *grpcProber) drop(i int) {
+	ep := &p.eps[i]
+	if ep.cc != nil {
+		ep.cc.Close()
+		ep.cc, ep.client = nil, nil
 	}
 }
 
