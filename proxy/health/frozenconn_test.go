@@ -2,6 +2,7 @@ package health
 
 import (
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -144,5 +145,30 @@ func TestSilentConnectionIsReplacedAfterATimedOutCheck(t *testing.T) {
 				t.Fatalf("%d connections, want a new one after the timeout", n)
 			}
 		})
+	}
+}
+
+// Over HTTP/2 too, the check after one that timed out on a silent
+// connection dials afresh. net/http let go of the timed-out stream on a
+// goroutine of its own, often after the failed check had closed the
+// endpoint's idle connections, so that the silent connection was not yet
+// idle, was kept, and the next check was sent on it to time out again (up
+// to ten times in a row).
+func TestHTTP2CheckAfterATimeoutDialsAfresh(t *testing.T) {
+	backend := newH2CServer(t, func(w http.ResponseWriter, r *http.Request) {})
+	relay := newFreezingRelay(t, backend)
+	cfg := fastConfig(HTTP)
+	cfg.HTTP2 = true
+	cfg.Timeout = 100 * time.Millisecond
+	c := newChecker(t, cfg, []string{relay.addr()})
+	// Each round makes the race that lost the connection again.
+	for round := range 10 {
+		if err := checkNow(t, c, 0); err != nil {
+			t.Fatalf("round %d: the check after a timeout: %v (%d connections)", round, err, relay.accepted.Load())
+		}
+		relay.freeze()
+		if cause, reason := causeOf(t, checkNow(t, c, 0)); cause != CauseTimeout {
+			t.Fatalf("round %d: on the silent connection: %q (cause %q), want a timeout", round, reason, cause)
+		}
 	}
 }

@@ -91,7 +91,7 @@ func TestCloseClosesAnHTTP2ConnectionDialedAsItCloses(t *testing.T) {
 	release := make(chan struct{})
 	dialing := make(chan struct{})
 	p.transports[0].DialContext = p.bound(func(ctx context.Context, addr string) (net.Conn, error) {
-		raw, err := p.dialTracked(context.Background(), addr)
+		raw, err := p.dialTracked(context.Background(), 0, addr)
 		if err != nil {
 			return nil, err
 		}

@@ -37,9 +37,13 @@ const maxBody = 64 << 10
 // hung dial ends with the check's timeout or with Close; close waits for
 // every dial to return.
 type httpProber struct {
-	cfg        *Config
-	urls       []string
-	hosts      []string
+	cfg    *Config
+	urls   []string
+	hosts  []string
+	protos http.Protocols
+	idle   time.Duration // the transports' IdleConnTimeout
+	// transports are used by their endpoint's goroutine only (check,
+	// reset), and by close after it has ended.
 	transports []*http.Transport
 	// header is every check's header: Config.Headers and the User-Agent.
 	// Each check sends a copy of it.
@@ -53,7 +57,8 @@ type httpProber struct {
 
 type trackedConn struct {
 	net.Conn
-	p *httpProber
+	p  *httpProber
+	ep int // the endpoint it was dialed for
 }
 
 func (c *trackedConn) Close() error {
@@ -63,14 +68,14 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// dialTracked is dial, with the connection closed by close whatever
-// net/http does with it.
-func (p *httpProber) dialTracked(ctx context.Context, addr string) (net.Conn, error) {
+// dialTracked is dial for endpoint i, with the connection closed by close
+// (and by reset(i)) whatever net/http does with it.
+func (p *httpProber) dialTracked(ctx context.Context, i int, addr string) (net.Conn, error) {
 	c, err := dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, p: p}
+	tc := &trackedConn{Conn: c, p: p, ep: i}
 	p.dialMu.Lock()
 	if p.conns == nil {
 		p.conns = map[*trackedConn]struct{}{}
@@ -137,6 +142,8 @@ func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
 		hosts:      make([]string, len(addrs)),
 		transports: make([]*http.Transport, len(addrs)),
 		header:     checkHeader(cfg.Headers),
+		protos:     protos,
+		idle:       idle,
 	}
 	for i, addr := range addrs {
 		p.urls[i] = scheme + "://" + addr + path
@@ -147,28 +154,33 @@ func newHTTPProber(cfg *Config, addrs []string) (*httpProber, error) {
 		if cfg.Host != "" {
 			p.hosts[i] = cfg.Host
 		}
-		t := &http.Transport{
-			Proxy:                  nil, // never HTTP_PROXY: a check goes to the endpoint itself
-			DialContext:            p.bound(p.dialTracked),
-			DisableCompression:     true,
-			MaxIdleConnsPerHost:    1,
-			IdleConnTimeout:        idle,
-			MaxResponseHeaderBytes: maxBody,
-			Protocols:              &protos,
-		}
-		if cfg.TLS != nil {
-			proto := "http/1.1"
-			if cfg.HTTP2 {
-				proto = "h2"
-			}
-			tc := cfg.TLS
-			t.DialTLSContext = p.bound(func(ctx context.Context, addr string) (net.Conn, error) {
-				return dialTLS(ctx, p.dialTracked, addr, tc, proto)
-			})
-		}
-		p.transports[i] = t
+		p.transports[i] = p.newTransport(i)
 	}
 	return p, nil
+}
+
+// newTransport is a Transport for endpoint i's checks.
+func (p *httpProber) newTransport(i int) *http.Transport {
+	dial := func(ctx context.Context, addr string) (net.Conn, error) { return p.dialTracked(ctx, i, addr) }
+	t := &http.Transport{
+		Proxy:                  nil, // never HTTP_PROXY: a check goes to the endpoint itself
+		DialContext:            p.bound(dial),
+		DisableCompression:     true,
+		MaxIdleConnsPerHost:    1,
+		IdleConnTimeout:        p.idle,
+		MaxResponseHeaderBytes: maxBody,
+		Protocols:              &p.protos,
+	}
+	if tc := p.cfg.TLS; tc != nil {
+		proto := "http/1.1"
+		if p.cfg.HTTP2 {
+			proto = "h2"
+		}
+		t.DialTLSContext = p.bound(func(ctx context.Context, addr string) (net.Conn, error) {
+			return dialTLS(ctx, dial, addr, tc, proto)
+		})
+	}
+	return t
 }
 
 // checkHeader is the header of every check: extra under canonical names
@@ -223,9 +235,30 @@ func (p *httpProber) check(ctx context.Context, i int) error {
 	return nil
 }
 
-// reset drops endpoint i's idle connection, so that the next check dials
-// afresh rather than trust a connection that just failed.
-func (p *httpProber) reset(i int) { p.transports[i].CloseIdleConnections() }
+// reset closes endpoint i's connections and gives it a new Transport, so
+// that the next check dials afresh rather than trust a connection that
+// just failed. Closing the idle connections is not enough: net/http lets
+// go of an HTTP/2 stream that timed out on a goroutine of its own, often
+// after the check has returned, and until then its connection is not idle
+// and is kept, to carry the next check, on a connection that may have gone
+// silent, into the same timeout. No check of i is running, so every
+// connection of i is one that the next check could have been sent on.
+func (p *httpProber) reset(i int) {
+	old := p.transports[i]
+	p.transports[i] = p.newTransport(i)
+	old.CloseIdleConnections()
+	p.dialMu.Lock()
+	var conns []*trackedConn
+	for c := range p.conns {
+		if c.ep == i {
+			conns = append(conns, c)
+		}
+	}
+	p.dialMu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
 
 // close refuses further dials, waits for those under way (their checks
 // have ended, so they are being cancelled), and closes every idle
