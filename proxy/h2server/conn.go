@@ -1057,15 +1057,15 @@ func (sc *serverConn) quietDelayLocked() time.Duration {
 }
 
 // closeAfterFlushLocked has the writer end the connection once what is
-// pending is written. With an idle timeout, that last flush gets as long
-// as the timeout to go out: the connection has no stream left, and a
-// client that does not take it (it stopped reading, and says nothing,
-// so the reader waits too) would otherwise hold the connection, its
-// goroutines and the bytes pending for it, for as long as it keeps it
-// open. The deadline is set under sc.mu, where the end is decided; it
+// pending is written. With an idle timeout, each write from then on gets
+// as long as the timeout to go out (see writeLoop), the one under way
+// too: a client that does not take them (it stopped reading, and says
+// nothing, so the reader waits too) would otherwise hold the connection,
+// its goroutines and the bytes pending for it, for as long as it keeps
+// it open. The deadline is set under sc.mu, where the end is decided; it
 // does not block.
 func (sc *serverConn) closeAfterFlushLocked() {
-	if !sc.closeAfterFlush && sc.idleTimeout > 0 {
+	if !sc.closeAfterFlush && sc.writing && sc.idleTimeout > 0 {
 		_ = sc.nc.SetWriteDeadline(time.Now().Add(sc.idleTimeout))
 	}
 	sc.closeAfterFlush = true

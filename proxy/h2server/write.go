@@ -53,6 +53,11 @@ func (sc *serverConn) writeLoop() {
 			sc.wbuf, sc.spare = sc.spare[:0], nil
 			sc.ctrlPending = 0
 			sc.writing = true
+			if sc.closeAfterFlush && sc.idleTimeout > 0 {
+				// A last write, from its start (see closeAfterFlushLocked):
+				// a stream the GOAWAY named may still be answering.
+				_ = sc.nc.SetWriteDeadline(time.Now().Add(sc.idleTimeout))
+			}
 			sc.mu.Unlock()
 			_, err := sc.nc.Write(buf)
 			sc.mu.Lock()
