@@ -11,7 +11,11 @@ import (
 // A handler sets its stream's deadlines with http.ResponseController,
 // from any goroutine while it runs. Each is a time, and a timer made on
 // the first deadline set in the future: a stream that sets none has no
-// timer, and nothing of them but a nil pointer (stream.dl). Once a
+// timer, and nothing of them but a nil pointer (stream.dl). The write
+// deadline's timer is made and armed only when the handler waits to
+// send (for window, or for room under maxPending): a proxy sets one on
+// every response, and most are sent without waiting, so until then a
+// send compares the deadline with the clock instead. Once a
 // deadline passes, its operations fail, with errors wrapping
 // os.ErrDeadlineExceeded, until the deadline is moved later or cleared,
 // as with net.Conn:
@@ -34,30 +38,46 @@ type deadlines struct {
 }
 
 // deadline is one deadline: at (zero: none), the timer that marks it
-// expired, made on the first deadline in the future, and expired, which
-// fails the deadline's operations until at changes.
+// expired, made when it is first armed, armed while it runs for at, and
+// expired, which fails the deadline's operations until at changes.
 type deadline struct {
 	at      time.Time
 	timer   *time.Timer
+	armed   bool
 	expired bool
 }
 
-// set moves d to t: a time in the future arms the timer, which calls
-// fire; one passed marks d expired at once; zero clears it.
+// set moves d to t and arms the timer for a time in the future, which
+// calls fire; one passed marks d expired at once; zero clears it.
 func (d *deadline) set(t time.Time, fire func()) {
-	d.at, d.expired = t, false
-	var wait time.Duration
-	if !t.IsZero() {
-		wait = time.Until(t)
+	d.move(t)
+	d.arm(fire)
+}
+
+// move moves d to t without arming the timer (see arm): one passed
+// marks d expired at once; zero clears it.
+func (d *deadline) move(t time.Time) {
+	d.at, d.expired, d.armed = t, false, false
+	d.stop()
+	d.expired = d.passed()
+}
+
+// arm starts the timer for a deadline in the future that it does not
+// run for yet; one that has passed meanwhile is marked expired instead.
+func (d *deadline) arm(fire func()) {
+	if d.at.IsZero() || d.expired || d.armed {
+		return
 	}
+	wait := time.Until(d.at)
 	switch {
-	case wait > 0 && d.timer == nil:
+	case wait <= 0:
+		d.expired = true
+	case d.timer == nil:
 		d.timer = time.AfterFunc(wait, fire)
-	case wait > 0:
-		d.timer.Reset(wait)
+		d.armed = true
 	default:
-		d.stop()
-		d.expired = !t.IsZero()
+		d.timer.Reset(wait)
+		d.armed = true
 	}
 }
 
@@ -102,7 +122,10 @@ func (st *stream) setDeadline(t time.Time, write bool) error {
 	}
 	d := st.deadlinesLocked()
 	if write {
-		d.write.set(t, st.writeDeadlineFired)
+		d.write.move(t)
+		if st.sendWaiting != notWaiting {
+			d.write.arm(st.writeDeadlineFired)
+		}
 	} else {
 		d.read.set(t, st.readDeadlineFired)
 	}
@@ -149,9 +172,29 @@ func (st *stream) readExpiredLocked() bool {
 	return d != nil && d.read.expired
 }
 
+// writeExpiredLocked says whether the write deadline has passed: the
+// timer says so while it is armed, the clock otherwise.
 func (st *stream) writeExpiredLocked() bool {
 	d := st.dl.Load()
-	return d != nil && d.write.expired
+	if d == nil {
+		return false
+	}
+	if !d.write.expired && !d.write.armed && d.write.passed() {
+		d.write.expired = true
+	}
+	return d.write.expired
+}
+
+// armWriteLocked arms the write deadline's timer, if one is set, before
+// the handler waits to send, so that the deadline wakes it. It reports
+// whether the deadline has passed already: the handler must not wait.
+func (st *stream) armWriteLocked() (expired bool) {
+	d := st.dl.Load()
+	if d == nil {
+		return false
+	}
+	d.write.arm(st.writeDeadlineFired)
+	return d.write.expired
 }
 
 // stopDeadlinesLocked stops the timers once the handler has returned.

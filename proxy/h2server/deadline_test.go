@@ -276,6 +276,42 @@ func TestSetWriteDeadlinePassedFailsWrites(t *testing.T) {
 	}
 }
 
+// A deadline in the future that passes while the handler sends without
+// waiting (its timer is armed only for a wait) still fails the next
+// Write and Flush, and resets the stream.
+func TestSetWriteDeadlineThatPassesWithoutAWaitFailsWrites(t *testing.T) {
+	errs := make(chan [2]error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		dl := time.Now().Add(20 * time.Millisecond)
+		if err := rc.SetWriteDeadline(dl); err != nil {
+			t.Error(err)
+		}
+		_, err := io.WriteString(w, "before")
+		if err == nil {
+			err = rc.Flush()
+		}
+		if err != nil {
+			errs <- [2]error{err, nil}
+			return
+		}
+		for time.Now().Before(dl) { // bounded by dl
+			time.Sleep(time.Millisecond)
+		}
+		_, err = io.WriteString(w, "after")
+		errs <- [2]error{err, rc.Flush()}
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	status, body, _, rst := rc.response(1)
+	if status != "200" || body != "before" || rst == nil || *rst != http2.ErrCodeInternal {
+		t.Fatalf("status %q, body %q, reset %v", status, body, rst)
+	}
+	if e := <-errs; !errors.Is(e[0], os.ErrDeadlineExceeded) || !errors.Is(e[1], os.ErrDeadlineExceeded) {
+		t.Fatalf("after the deadline: write %v, flush %v", e[0], e[1])
+	}
+}
+
 // A zero deadline clears one set: its timer does not fire, and a Write
 // waiting for window past the cleared time completes once the client
 // opens the window.

@@ -469,6 +469,9 @@ const (
 // sync.Cond woke every waiting handler of the connection for each frame
 // of a few bytes that the client sent.
 func (sc *serverConn) waitSendLocked(st *stream, what sendWait) {
+	if st.armWriteLocked() {
+		return // the caller finds the deadline passed
+	}
 	if st.sendWake == nil {
 		st.sendWake = make(chan struct{}, 1)
 	}
