@@ -359,7 +359,7 @@ func (sc *serverConn) readLoop() error {
 			var ce http2.ConnectionError
 			switch {
 			case errors.As(err, &se) && !first:
-				if err := sc.onStreamError(se.StreamID, se.Code); err != nil {
+				if err := sc.onStreamError(se.StreamID, se.Code, sc.hr.typ); err != nil {
 					return err
 				}
 				continue
@@ -481,8 +481,11 @@ func (sc *serverConn) processFrame(f http2.Frame, hb *headerBlock) error {
 	return nil
 }
 
-// onStreamError resets stream id for a frame the Framer rejected.
-func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode) error {
+// onStreamError resets stream id for a frame of type typ that was
+// rejected (by the Framer, or as a malformed request). On an idle stream
+// only HEADERS, which opens it, and PRIORITY may come (RFC 9113 §5.1):
+// another frame there is a connection error.
+func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode, typ http2.FrameType) error {
 	if id%2 == 0 {
 		return connError{http2.ErrCodeProtocol, "stream error on an even stream id"}
 	}
@@ -491,14 +494,27 @@ func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode) error {
 	if st := sc.streams[id]; st != nil {
 		sc.resetLocked(st, code)
 	} else {
-		if id > sc.maxClientID {
-			// A malformed request opened and closed the stream.
-			sc.maxClientID = id
+		if sc.idleLocked(id) {
+			switch typ {
+			case http2.FrameHeaders:
+				// A malformed request opened and closed the stream.
+				sc.maxClientID = id
+			case http2.FramePriority:
+			default:
+				return connError{http2.ErrCodeProtocol, typ.String() + " on an idle stream"}
+			}
 		}
 		sc.noteResetLocked(id)
 		sc.rstLocked(id, code)
 	}
 	return sc.countBadLocked()
+}
+
+// idleLocked says whether stream id is idle (RFC 9113 §5.1): an odd one
+// above the highest the client opened, or any even one, which only the
+// server could open, and it opens none (it does not push).
+func (sc *serverConn) idleLocked(id uint32) bool {
+	return id%2 == 0 || id > sc.maxClientID
 }
 
 // onPriority answers a PRIORITY frame by which a stream depends on
@@ -797,7 +813,7 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 	if st == nil || st.remoteClosed {
 		sc.creditConnLocked(size)
 		switch {
-		case st == nil && id > sc.maxClientID:
+		case st == nil && sc.idleLocked(id):
 			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
 		case st != nil && st.reset && !st.peerReset, st == nil && sc.inRecentResets(id):
 			return nil
@@ -878,7 +894,7 @@ func (sc *serverConn) onRST(f *http2.RSTStreamFrame) error {
 	defer sc.unlock()
 	st := sc.streams[f.StreamID]
 	if st == nil {
-		if f.StreamID > sc.maxClientID {
+		if sc.idleLocked(f.StreamID) {
 			return connError{http2.ErrCodeProtocol, "RST_STREAM on an idle stream"}
 		}
 		return nil
@@ -914,7 +930,7 @@ func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	} else {
 		st := sc.streams[f.StreamID]
 		if st == nil {
-			if f.StreamID > sc.maxClientID {
+			if sc.idleLocked(f.StreamID) {
 				return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
 			}
 			return nil

@@ -74,6 +74,9 @@ type headerReader struct {
 	// CONTINUATION is read (a block that fails ends the connection).
 	blockOpen func(open bool)
 	unread    int // bytes of the HEADERS frame being decoded left in br
+	// typ is the type of the frame last read: the frame a stream
+	// error is about.
+	typ http2.FrameType
 
 	block headerBlock
 	// Budgets of the block being decoded: "trailer" fields count
@@ -200,6 +203,7 @@ func (hr *headerReader) readFrame() (http2.Frame, *headerBlock, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	hr.typ = fh.Type
 	if fh.Type != http2.FrameHeaders {
 		f, err := hr.fr.ReadFrameForHeader(fh)
 		return f, nil, err

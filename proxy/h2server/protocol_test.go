@@ -91,6 +91,24 @@ func TestConnectionErrors(t *testing.T) {
 		{"DATA on an idle stream", func(rc *rawConn) { rc.fr.WriteData(9, true, []byte("x")) }, http2.ErrCodeProtocol, 0},
 		{"RST_STREAM on an idle stream", func(rc *rawConn) { rc.fr.WriteRSTStream(9, 8) }, http2.ErrCodeProtocol, 0},
 		{"WINDOW_UPDATE on an idle stream", func(rc *rawConn) { rc.fr.WriteWindowUpdate(9, 1) }, http2.ErrCodeProtocol, 0},
+		{"zero WINDOW_UPDATE increment on an idle stream", func(rc *rawConn) {
+			rc.fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 9, u32(0))
+		}, http2.ErrCodeProtocol, 0},
+		{"DATA on an even stream below the highest opened", func(rc *rawConn) {
+			rc.get(5, "/")
+			rc.response(5)
+			rc.fr.WriteData(2, true, []byte("x"))
+		}, http2.ErrCodeProtocol, 5},
+		{"RST_STREAM on an even stream below the highest opened", func(rc *rawConn) {
+			rc.get(5, "/")
+			rc.response(5)
+			rc.fr.WriteRSTStream(2, http2.ErrCodeCancel)
+		}, http2.ErrCodeProtocol, 5},
+		{"WINDOW_UPDATE on an even stream below the highest opened", func(rc *rawConn) {
+			rc.get(5, "/")
+			rc.response(5)
+			rc.fr.WriteWindowUpdate(2, 1)
+		}, http2.ErrCodeProtocol, 5},
 		{"PUSH_PROMISE", func(rc *rawConn) {
 			rc.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: rc.headerBlock(":method", "GET"), EndHeaders: true})
 		}, http2.ErrCodeProtocol, 0},
