@@ -199,6 +199,9 @@ func TestStreamErrors(t *testing.T) {
 		{"space in :path", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/a b"}},
 		{"OPTIONS target with a space", []string{":method", "OPTIONS", ":scheme", "http", ":authority", "x", ":path", "* x"}},
 		{"Trailer naming a non-token", append(base, "trailer", "x t")},
+		{"no authority", []string{":method", "GET", ":scheme", "http", ":path", "/"}},
+		{"empty authority", []string{":method", "GET", ":scheme", "https", ":authority", "", ":path", "/"}},
+		{"empty Host", []string{":method", "GET", ":scheme", "http", ":path", "/", "host", ""}},
 	}
 	ts := start(t, okHandler())
 	rc := dialRaw(t, ts.addr)

@@ -248,6 +248,12 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 	if strings.IndexByte(authority, '@') >= 0 || authority != "" && !httpguts.ValidHostHeader(authority) {
 		return 0, errMalformed
 	}
+	if authority == "" {
+		// RFC 9113 §8.3.1: an http or https request names its
+		// authority, in :authority or Host, and an http URI's host is
+		// never empty (RFC 9110 §4.2.1); CONNECT's was checked above.
+		return 0, errMalformed
+	}
 
 	u := &st.url
 	requestURI := path
