@@ -96,6 +96,9 @@ type served struct {
 	// srv is nil for a listener retired before its Serve registered it:
 	// that Serve returns at once.
 	srv *h1server.Server
+	// l is the listener the server serves (Shutdown drains the inbound
+	// ones first).
+	l Listener
 	// retiring is set by Retire; guarded by Proxy.srvMu. Serve then leaves
 	// the entry to Retire, which removes it when the drain ends.
 	retiring bool
@@ -422,7 +425,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	if p.wrap != nil {
 		h = p.wrap(l, h)
 	}
-	sv := &served{cancel: cancel}
+	sv := &served{cancel: cancel, l: l}
 	srv := &h1server.Server{
 		Handler:     counted{h, &sv.inflight},
 		H2:          &h2server.Server{},
@@ -543,13 +546,45 @@ func finishDrain(err error, n *atomic.Int64, servers ...*served) {
 	}
 }
 
+// drainServers stops servers from accepting, all at once, and waits until
+// each has finished its connections and its requests in flight, those of
+// hijacked connections included, or until ctx is done. It returns ctx's
+// error if the drain did not finish; it closes nothing (finishDrain does).
+func drainServers(ctx context.Context, servers []*served) error {
+	errs := make([]error, len(servers))
+	var wg sync.WaitGroup
+	for i, sv := range servers {
+		wg.Go(func() {
+			errs[i] = sv.srv.Shutdown(ctx)
+			if errs[i] == nil {
+				errs[i] = waitZero(ctx, &sv.inflight)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Shutdown stops every Serve from accepting, lets requests in flight finish
 // until ctx is done, then closes the remaining connections and the idle
 // upstream connections. It returns ctx's error if the drain did not finish.
+//
+// The inbound listeners drain first: the outbound ones go on accepting
+// and serving until the inbound requests in flight (upgraded connections
+// included) are done, for the local app may have to call out through
+// them to answer those requests (Istio drains only Envoy's inbound
+// listeners when a pod stops, for the same reason). Then the outbound
+// listeners stop accepting and drain, within what is left of ctx.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.srvMu.Lock()
 	p.shutdown = true
 	servers := make([]*served, 0, len(p.servers))
+	var inbound, outbound []*served
 	for ln, sv := range p.servers {
 		if sv.srv == nil {
 			// A mark for a Serve that now returns at once anyway.
@@ -559,25 +594,17 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		// Listeners being retired are drained (and, at ctx's end,
 		// closed) with the others.
 		servers = append(servers, sv)
+		if sv.l == Inbound {
+			inbound = append(inbound, sv)
+		} else {
+			outbound = append(outbound, sv)
+		}
 	}
 	p.srvMu.Unlock()
 
-	// All listeners stop accepting at once; each server then drains.
-	errs := make([]error, len(servers))
-	var wg sync.WaitGroup
-	for i, sv := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = sv.srv.Shutdown(ctx)
-		}()
-	}
-	wg.Wait()
-	var err error
-	for _, e := range errs {
-		if e != nil && err == nil {
-			err = e
-		}
+	err := drainServers(ctx, inbound)
+	if e := drainServers(ctx, outbound); e != nil && err == nil {
+		err = e
 	}
 	// Hijacked connections (protocol switches) are not the servers' to
 	// wait for: wait for the proxy's own count of requests in flight.

@@ -105,11 +105,14 @@ type sidecar struct {
 //     stop sending new work; the admin endpoint stays up throughout;
 //  2. stop the reload loops (file watcher, SIGHUP) and wait for them, so
 //     that no reload races the drain;
-//  3. the outbound and inbound listeners, within listeners.drain_timeout:
-//     stop accepting, let requests in flight finish, then close what is
-//     left (and the proxy's idle upstream connections); the old listeners
-//     of moves (a reload that changed an address) still draining end
-//     with them, at their own deadline or this one, whichever is first;
+//  3. the inbound, then the outbound listeners, within
+//     listeners.drain_timeout: stop accepting, let requests in flight
+//     finish, then close what is left (and the proxy's idle upstream
+//     connections); the outbound listener serves until the inbound
+//     requests are done, since the app may call out to answer them (see
+//     proxy.Shutdown); the old listeners of moves (a reload that changed
+//     an address) still draining end with them, at their own deadline or
+//     this one, whichever is first;
 //  4. stop the event log's loops (push deliveries, retention, group
 //     sessions) and wait for them; this also ends the app API's long polls
 //     (the eventlog package's own shutdown order: Run, then its handlers,
