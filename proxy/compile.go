@@ -98,10 +98,7 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 			for k, v := range cfg.Clusters {
 				clusters[k] = v
 			}
-			clusters[config.InboundAppCluster] = config.Cluster{
-				Endpoints: []config.Endpoint{{Address: inbound.App}},
-				Protocol:  inbound.AppProtocol,
-			}
+			clusters[config.InboundAppCluster] = inbound.AppCluster()
 		}
 	}
 	names := make([]string, 0, len(clusters))

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strconv"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
 )
 
 // The defaults that zero values stand for.
@@ -94,10 +96,7 @@ func (c *Config) WithDefaults() *Config {
 			if out.Clusters == nil {
 				out.Clusters = map[string]Cluster{}
 			}
-			out.Clusters[InboundAppCluster] = Cluster{
-				Endpoints: []Endpoint{{Address: l.Inbound.App}},
-				Protocol:  l.Inbound.AppProtocol,
-			}
+			out.Clusters[InboundAppCluster] = l.Inbound.AppCluster()
 		}
 	}
 	for name, cl := range out.Clusters {
@@ -122,6 +121,19 @@ func (c *Config) WithDefaults() *Config {
 	setString(&out.Logging.Level, DefaultLogLevel)
 	setString(&out.Logging.Format, DefaultLogFormat)
 	return out
+}
+
+// AppCluster is the implicit cluster [InboundAppCluster] of the local
+// app at in.App. It has no circuit breaker, as Envoy's and Linkerd's
+// inbound sides have none: the app's callers have their own, and one
+// here, opened while the app restarts, would fail its requests for an
+// open period after it is back.
+func (in InboundListener) AppCluster() Cluster {
+	return Cluster{
+		Endpoints:      []Endpoint{{Address: in.App}},
+		Protocol:       in.AppProtocol,
+		CircuitBreaker: breaker.Config{Disabled: true},
+	}
 }
 
 func (cl *Cluster) applyDefaults() {
