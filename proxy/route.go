@@ -12,7 +12,8 @@ import (
 // authorityMatcher matches the request's host case-insensitively:
 // "api.example.com" (exact), "*.example.com" (any name ending in
 // ".example.com") or "*" (anything), each optionally with ":port". A
-// pattern without a port matches any port.
+// pattern without a port matches any port. A trailing dot is no part of
+// the name, in a pattern as in a request's host (see routeTable.find).
 type authorityMatcher struct {
 	exact  string // no port
 	suffix string // ".example.com" for "*.example.com"
@@ -23,6 +24,9 @@ type authorityMatcher struct {
 func compileAuthority(s string) authorityMatcher {
 	s = strings.ToLower(strings.TrimSpace(s))
 	host, port := splitHostPort(s)
+	if len(host) > 1 && host[len(host)-1] == '.' {
+		host = host[:len(host)-1]
+	}
 	a := authorityMatcher{port: port}
 	switch {
 	case host == "*" || host == "":

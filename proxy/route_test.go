@@ -316,3 +316,35 @@ func TestTrailingDotHostMatchesItsRoutes(t *testing.T) {
 		}
 	}
 }
+
+// An authority pattern written with a trailing dot (a fully qualified
+// name, which validate accepts) names the same host as without it, and
+// matches that host with or without the dot. The pattern kept its dot
+// while the request's host lost it, so the route matched no request.
+func TestAuthorityPatternWithTrailingDotMatches(t *testing.T) {
+	cfg := &config.Config{Routes: []config.Route{
+		{Name: "deny", Match: config.RouteMatch{Authority: []string{"admin.example.com."}}, DirectResponse: &config.DirectResponse{Status: 403}},
+		{Name: "wild", Match: config.RouteMatch{Authority: []string{"*.svc.example.:8080"}}, DirectResponse: &config.DirectResponse{Status: 202}},
+		{Name: "rest", DirectResponse: &config.DirectResponse{Status: 200}},
+	}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h := startProxy(t, cfg)
+	for host, want := range map[string]int{
+		"admin.example.com": 403, "admin.example.com.": 403, "Admin.Example.com.:80": 403,
+		"a.svc.example:8080": 202, "a.svc.example.:8080": 202, "a.svc.example:9090": 200,
+		"other.example.com.": 200,
+	} {
+		req, _ := http.NewRequest("GET", h.url("/"), nil)
+		req.Host = host
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
