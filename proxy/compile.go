@@ -486,7 +486,10 @@ func compileMatch(mc config.RouteMatch) (routeMatch, error) {
 	case mc.Path.Prefix != "" && mc.Path.Prefix != "/":
 		m.path, m.pathValue = pathPrefix, mc.Path.Prefix
 	case mc.Path.Regex != "":
-		re, err := regexp.Compile("^(?:" + mc.Path.Regex + ")$")
+		// The path is matched decoded, so it may hold a line feed
+		// ("%0A"): with the s flag "." matches it too, and ".*" is
+		// every rest of a path, as the pattern's author reads it.
+		re, err := regexp.Compile("^(?s:" + mc.Path.Regex + ")$")
 		if err != nil {
 			return m, fmt.Errorf("match.path.regex: %w", err)
 		}

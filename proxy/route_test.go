@@ -348,3 +348,35 @@ func TestAuthorityPatternWithTrailingDotMatches(t *testing.T) {
 		}
 	}
 }
+
+// A path regex's "." matches any character of the decoded path, a line
+// feed or carriage return from "%0A" or "%0D" included: a route that
+// denies "/secret/.*" is not passed by with an escaped newline. RE2's
+// "." stops at "\n" unless the s flag is set, so "/secret/%0A" went on
+// to the next route, to the upstream.
+func TestPathRegexDotMatchesEscapedNewline(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(addr(up))}},
+		Routes: []config.Route{
+			{Name: "deny", Match: config.RouteMatch{Path: config.PathMatch{Regex: "/secret/.*"}}, DirectResponse: &config.DirectResponse{Status: 403}},
+			{Name: "rest", Cluster: "svc"},
+		},
+	}
+	h := startProxy(t, cfg)
+	for _, target := range []string{"/secret/a", "/secret/%0Aa", "/secret/a%0A", "/secret/%0D%0A", "/secret/%0a/x"} {
+		resp := sendRaw(t, h.out, "GET "+target+" HTTP/1.1\r\nHost: svc\r\n\r\n")
+		readAll(t, resp)
+		if resp.StatusCode != 403 {
+			t.Errorf("GET %s: %d, want the deny route's 403", target, resp.StatusCode)
+		}
+	}
+	resp, err := h.h2c.Get(h.url("/secret/%0A"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 403 {
+		t.Errorf("h2 GET /secret/%%0A: %d, want 403", resp.StatusCode)
+	}
+}

@@ -563,7 +563,8 @@ type PathMatch struct {
 	Prefix string `yaml:"prefix,omitempty" json:"prefix,omitempty"`
 
 	// Regex is an RE2 regular expression (Go's regexp syntax) that must match
-	// the whole path.
+	// the whole path; "." matches any character of the decoded path, a
+	// newline ("%0A") too.
 	Regex string `yaml:"regex,omitempty" json:"regex,omitempty"`
 }
 
