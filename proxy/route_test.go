@@ -380,3 +380,29 @@ func TestPathRegexDotMatchesEscapedNewline(t *testing.T) {
 		t.Errorf("h2 GET /secret/%%0A: %d, want 403", resp.StatusCode)
 	}
 }
+
+// "*:8080", the wildcard with a port, is valid and matches any host on
+// that port: each authority pattern may carry a port, "*" too. Validate
+// refused it ("a wildcard is allowed only as a leading *.").
+func TestWildcardAuthorityWithPortMatchesThatPort(t *testing.T) {
+	cfg := &config.Config{Routes: []config.Route{
+		{Name: "by-port", Match: config.RouteMatch{Authority: []string{"*:8080"}}, DirectResponse: &config.DirectResponse{Status: 202}},
+		{Name: "rest", DirectResponse: &config.DirectResponse{Status: 200}},
+	}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h := startProxy(t, cfg)
+	for host, want := range map[string]int{"a.example:8080": 202, "[::1]:8080": 202, "a.example:9090": 200, "a.example": 200} {
+		req, _ := http.NewRequest("GET", h.url("/"), nil)
+		req.Host = host
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}

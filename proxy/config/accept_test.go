@@ -28,7 +28,7 @@ clusters: {a: {endpoints: ["10.0.0.1:80"]}}
 routes:
   - cluster: a
     match:
-      authority: ["*", "api", "api:8080", "*.example.com", "*.example.com:443", "10.0.0.1", "10.0.0.1:80", "[::1]:8080", "[::1]", "API.Example.COM"]
+      authority: ["*", "*:8080", "api", "api:8080", "*.example.com", "*.example.com:443", "10.0.0.1", "10.0.0.1:80", "[::1]:8080", "[::1]", "API.Example.COM"]
 `,
 		"pseudo-header match": `
 clusters: {a: {endpoints: ["10.0.0.1:80"]}}

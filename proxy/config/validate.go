@@ -776,7 +776,7 @@ func validDNSName(h string) bool {
 }
 
 // checkAuthorityPattern checks "*", "host", "*.suffix", each with an
-// optional ":port".
+// optional ":port" ("*:8080" is any host on port 8080).
 func checkAuthorityPattern(a string) string {
 	if a == "" {
 		return "empty authority pattern"
@@ -798,6 +798,9 @@ func checkAuthorityPattern(a string) string {
 			}
 			host = a[1 : len(a)-1]
 		}
+	}
+	if host == "*" {
+		return ""
 	}
 	if rest, ok := strings.CutPrefix(host, "*."); ok {
 		if !validDNSName(rest) {
