@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"time"
@@ -14,11 +15,15 @@ import (
 // ".example.com") or "*" (anything), each optionally with ":port". A
 // pattern without a port matches any port. A trailing dot is no part of
 // the name, in a pattern as in a request's host (see routeTable.find).
+// Ports and IPv6 addresses compare by value: "08080" is port 8080 (RFC
+// 3986 §3.2.3) and "[0::1]" is "[::1]" (RFC 4291 §2.2), so that no other
+// spelling of an authority passes by its routes.
 type authorityMatcher struct {
-	exact  string // no port
-	suffix string // ".example.com" for "*.example.com"
+	exact  string     // no port
+	ip     netip.Addr // exact as an IPv6 address, when it is one
+	suffix string     // ".example.com" for "*.example.com"
 	any    bool
-	port   string // "" matches any port
+	port   string // without leading zeros; "" matches any port
 }
 
 func compileAuthority(s string) authorityMatcher {
@@ -27,7 +32,7 @@ func compileAuthority(s string) authorityMatcher {
 	if len(host) > 1 && host[len(host)-1] == '.' {
 		host = host[:len(host)-1]
 	}
-	a := authorityMatcher{port: port}
+	a := authorityMatcher{port: trimPortZeros(port)}
 	switch {
 	case host == "*" || host == "":
 		a.any = true
@@ -35,6 +40,9 @@ func compileAuthority(s string) authorityMatcher {
 		a.suffix = host[1:]
 	default:
 		a.exact = host
+		if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+			a.ip = ip
+		}
 	}
 	return a
 }
@@ -49,7 +57,20 @@ func (a *authorityMatcher) match(host, port string) bool {
 	if a.suffix != "" {
 		return len(host) > len(a.suffix) && hasSuffixFold(host, a.suffix)
 	}
+	if a.ip.IsValid() && host != a.exact {
+		ip, err := netip.ParseAddr(host)
+		return err == nil && ip == a.ip
+	}
 	return strings.EqualFold(host, a.exact)
+}
+
+// trimPortZeros returns port without its leading zeros ("08080" is
+// 8080), so that ports compare as numbers.
+func trimPortZeros(port string) string {
+	for len(port) > 1 && port[0] == '0' {
+		port = port[1:]
+	}
+	return port
 }
 
 func hasSuffixFold(s, suffix string) bool {
@@ -361,6 +382,7 @@ func (t *routeTable) find(r *http.Request) *route {
 	if len(h) > 1 && h[len(h)-1] == '.' {
 		h = h[:len(h)-1]
 	}
+	port = trimPortZeros(port)
 	path := r.URL.Path
 	for _, rt := range t.routes {
 		if rt.match.match(h, port, path, r) {

@@ -406,3 +406,39 @@ func TestWildcardAuthorityWithPortMatchesThatPort(t *testing.T) {
 		}
 	}
 }
+
+// A port written with leading zeros ("08080") is the same port (RFC 3986
+// §3.2.3: a port is a decimal number), and an IPv6 address written
+// another way ("[0::1]", "[0:0:0:0:0:0:0:1]") the same address: both
+// match the routes of the authority in its usual spelling, so a route
+// that denies it cannot be passed by with another. They were compared as
+// text and went to the next route.
+func TestAuthorityMatchesPortAndIPv6AddressByValue(t *testing.T) {
+	cfg := &config.Config{Routes: []config.Route{
+		{Name: "deny", Match: config.RouteMatch{Authority: []string{"admin.example.com:8080", "[fd00::1]", "[::1]:9000"}}, DirectResponse: &config.DirectResponse{Status: 403}},
+		{Name: "zero-pattern", Match: config.RouteMatch{Authority: []string{"svc.example:0443"}}, DirectResponse: &config.DirectResponse{Status: 202}},
+		{Name: "rest", DirectResponse: &config.DirectResponse{Status: 200}},
+	}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h := startProxy(t, cfg)
+	for host, want := range map[string]int{
+		"admin.example.com:8080": 403, "admin.example.com:08080": 403, "admin.example.com:0008080": 403,
+		"admin.example.com:80800": 200, "admin.example.com:80": 200,
+		"[fd00::1]": 403, "[FD00:0::1]:80": 403, "[fd00:0:0:0:0:0:0:1]": 403, "[fd00::2]": 200,
+		"[::1]:9000": 403, "[0::1]:09000": 403, "[0:0:0:0:0:0:0:1]:9000": 403, "[::1]:9001": 200,
+		"svc.example:443": 202, "svc.example:0443": 202, "svc.example:4430": 200,
+	} {
+		req, _ := http.NewRequest("GET", h.url("/"), nil)
+		req.Host = host
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
