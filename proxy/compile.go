@@ -413,13 +413,21 @@ func compileDirect(d *config.DirectResponse) *directResponse {
 	for _, hv := range d.Headers {
 		dr.header[http.CanonicalHeaderKey(hv.Name)] = append(dr.header[http.CanonicalHeaderKey(hv.Name)], hv.Value)
 	}
+	if dr.status == 0 {
+		dr.status = http.StatusOK
+	}
+	if dr.status == http.StatusNoContent || dr.status == http.StatusNotModified {
+		// No content (RFC 9110 §15.3.5, §15.4.5), hence no
+		// Content-Length: a 204 must not have one (§8.6), and a 304's
+		// would be that of a 200 the proxy does not know. Validate
+		// refuses a body with these; one built by hand is not sent.
+		dr.body = nil
+		return dr
+	}
 	if d.Body != "" && dr.header.Get("Content-Type") == "" {
 		dr.header.Set("Content-Type", "text/plain; charset=utf-8")
 	}
 	dr.header.Set("Content-Length", strconv.Itoa(len(d.Body)))
-	if dr.status == 0 {
-		dr.status = http.StatusOK
-	}
 	return dr
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -439,6 +440,41 @@ func TestAuthorityMatchesPortAndIPv6AddressByValue(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != want {
 			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
+
+// A direct response of status 204 or 304 has no content (RFC 9110
+// §15.3.5, §15.4.5) and, over HTTP/1.1 and HTTP/2 alike, no
+// Content-Length: it was sent the length of its configured body (or
+// "0") while the server, rightly, sent no body, so an HTTP/2 client read
+// the response as cut short ("unexpected EOF").
+func TestDirectResponseWithoutContentHasNoContentLength(t *testing.T) {
+	cfg := &config.Config{Routes: []config.Route{
+		// Validate refuses a body with these statuses; one built by hand
+		// is not sent either.
+		{Name: "204-body", Match: config.RouteMatch{Path: config.PathMatch{Exact: "/204-body"}}, DirectResponse: &config.DirectResponse{Status: 204, Body: "done"}},
+		{Name: "204", Match: config.RouteMatch{Path: config.PathMatch{Exact: "/204"}}, DirectResponse: &config.DirectResponse{Status: 204}},
+		{Name: "304", Match: config.RouteMatch{Path: config.PathMatch{Exact: "/304"}}, DirectResponse: &config.DirectResponse{Status: 304, Headers: config.HeaderValues{{Name: "etag", Value: `"v1"`}}}},
+	}}
+	h := startProxy(t, cfg)
+	for name, c := range map[string]*http.Client{"http1": h.h1, "h2c": h.h2c} {
+		for _, path := range []string{"/204-body", "/204", "/304"} {
+			resp, err := c.Get(h.url(path))
+			if err != nil {
+				t.Fatalf("%s GET %s: %v", name, path, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || len(body) != 0 {
+				t.Errorf("%s GET %s: body %q, %v; want none", name, path, body, err)
+			}
+			if cl, ok := resp.Header["Content-Length"]; ok {
+				t.Errorf("%s GET %s: Content-Length %q, want none", name, path, cl)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "" {
+				t.Errorf("%s GET %s: Content-Type %q, want none", name, path, ct)
+			}
 		}
 	}
 }

@@ -346,6 +346,16 @@ routes:
 routes:
   - direct_response: {status: 700}
 `, `t.yaml:3: routes[0].direct_response.status: must be an HTTP status from 200 to 599, got 700`},
+		{"direct response body with 204", `
+routes:
+  - direct_response: {status: 204, body: done}
+`, `t.yaml:3: routes[0].direct_response.body: a 204 response has no content (RFC 9110 §15.3.5): leave body empty or use another status`},
+		{"fallback direct response body with 304", okCluster + `
+routes:
+  - cluster: a
+    fallback:
+      direct_response: {status: 304, body: same}
+`, `t.yaml:9: routes[0].fallback.direct_response.body: a 304 response has no content (RFC 9110 §15.4.5): leave body empty or use another status`},
 		{"timeout with direct response", `
 routes:
   - direct_response: {status: 404}

@@ -610,12 +610,13 @@ type DirectResponse struct {
 	// Status is the HTTP status code, 200 to 599. Required.
 	Status int `yaml:"status" json:"status"`
 
-	// Body is sent as the response body. Empty means none.
+	// Body is sent as the response body. Empty means none. Must be empty
+	// with status 204 or 304, which have no content.
 	Body string `yaml:"body" json:"body"`
 
 	// Headers are added to the response. Empty means none beyond
 	// Content-Length (and Content-Type "text/plain; charset=utf-8" when Body
-	// is set and no content-type is given).
+	// is set and no content-type is given); a 204 or 304 gets neither.
 	Headers HeaderValues `yaml:"headers" json:"headers"`
 }
 

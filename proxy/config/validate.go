@@ -401,6 +401,14 @@ func (d *DirectResponse) validate(p *problems, dp string) {
 	if len(d.Body) > maxDirectBody {
 		p.addf(dp+".body", "must be at most %d bytes, got %d", maxDirectBody, len(d.Body))
 	}
+	if d.Body != "" {
+		switch d.Status {
+		case 204:
+			p.add(dp+".body", "a 204 response has no content (RFC 9110 §15.3.5): leave body empty or use another status")
+		case 304:
+			p.add(dp+".body", "a 304 response has no content (RFC 9110 §15.4.5): leave body empty or use another status")
+		}
+	}
 	d.Headers.validate(p, dp+".headers")
 }
 
