@@ -478,3 +478,48 @@ func TestDirectResponseWithoutContentHasNoContentLength(t *testing.T) {
 		}
 	}
 }
+
+// A Host (or :authority, or absolute-form target's authority) that is no
+// uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2-3) is refused with
+// 400 (RFC 9112 §3.2, RFC 9113 §8.3.1): a second colon outside brackets,
+// or a port that is not digits. "admin.example.com:80:80" was read as a
+// bare IPv6 address, passed by the route for admin.example.com, and was
+// sent upstream, where servers that cut the host at its first colon take
+// it for admin.example.com.
+func TestMalformedAuthorityIsRefusedBeforeRouting(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(addr(up))}},
+		Routes: []config.Route{
+			{Name: "deny", Match: config.RouteMatch{Authority: []string{"admin.example.com"}}, DirectResponse: &config.DirectResponse{Status: 403}},
+			{Name: "rest", Cluster: "svc"},
+		},
+	}
+	h := startProxy(t, cfg)
+	for _, host := range []string{"admin.example.com:80:80", "admin.example.com:80:", "admin.example.com::80", "admin.example.com:abc", "admin.example.com:+80", "[::1]x", "[::1]:80:80", "::1"} {
+		resp := sendRaw(t, h.out, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		readAll(t, resp)
+		if resp.StatusCode != 400 {
+			t.Errorf("Host %q: %d, want 400", host, resp.StatusCode)
+		}
+	}
+	resp := sendRaw(t, h.out, "GET http://admin.example.com:80:80/ HTTP/1.1\r\nHost: admin.example.com\r\n\r\n")
+	readAll(t, resp)
+	if resp.StatusCode != 400 {
+		t.Errorf("absolute-form target http://admin.example.com:80:80/: %d, want 400", resp.StatusCode)
+	}
+	req, _ := http.NewRequest("GET", h.url("/"), nil)
+	req.Host = "admin.example.com:80:80"
+	if resp, err := h.h2c.Do(req); err == nil {
+		resp.Body.Close()
+		t.Errorf(":authority admin.example.com:80:80: %d, want the stream refused", resp.StatusCode)
+	}
+	// What stays valid.
+	for host, want := range map[string]int{"admin.example.com": 403, "admin.example.com:": 403, "admin.example.com:8080": 403, "[::1]:8080": 200, "[::1]": 200, "other": 200} {
+		resp := sendRaw(t, h.out, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		readAll(t, resp)
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}

@@ -32,7 +32,7 @@
 // for a method other than CONNECT, or with more than host and port; an
 // absolute-form target that is not
 // an http or https URI with a host and without userinfo), headers, Host
-// fields, Content-Length values or chunk sizes get 400 with
+// fields (one, and host[:port]: see wire.ValidAuthority), Content-Length values or chunk sizes get 400 with
 // "Connection: close";
 // a header block over MaxHeaderBytes 431; a Transfer-Encoding whose final
 // coding is not chunked, or that is not one plain "chunked" (chunked

@@ -83,7 +83,7 @@ func (c *conn) newRequest(hd *head) (*response, error) {
 	switch {
 	case len(hosts) > 1:
 		return nil, badRequest("too many Host headers")
-	case len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]):
+	case len(hosts) == 1 && !wire.ValidAuthority(hosts[0]):
 		return nil, badRequest("malformed Host header")
 	case !haveHost && minor >= 1 && method != "CONNECT":
 		return nil, badRequest("missing required Host header")
@@ -188,9 +188,10 @@ func checkAbsoluteTarget(u *url.URL) error {
 		return badRequest("absolute-form request target without a host")
 	case u.User != nil:
 		return badRequest("absolute-form request target with userinfo")
-	case !httpguts.ValidHostHeader(u.Host):
+	case !wire.ValidAuthority(u.Host):
 		// net/url unescapes a host: "%ff" would become a byte no Host
-		// field may hold, and no upstream request could carry.
+		// field may hold, and no upstream request could carry. And it
+		// takes "a:80:80" for host "a:80" and port 80.
 		return badRequest("malformed host in absolute-form request target")
 	}
 	return nil

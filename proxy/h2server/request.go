@@ -245,7 +245,7 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 	} else if len(hosts) > 1 {
 		return 0, errMalformed
 	}
-	if strings.IndexByte(authority, '@') >= 0 || authority != "" && !httpguts.ValidHostHeader(authority) {
+	if !wire.ValidAuthority(authority) {
 		return 0, errMalformed
 	}
 	if authority == "" {
