@@ -301,21 +301,10 @@ func TestTrailingDotHostMatchesItsRoutes(t *testing.T) {
 		{Name: "rest", DirectResponse: &config.DirectResponse{Status: 200}},
 	}}
 	h := startProxy(t, cfg)
-	for host, want := range map[string]int{
+	wantHostStatuses(t, h, map[string]int{
 		"admin.example.com": 403, "admin.example.com.": 403, "admin.example.com.:80": 403, "ADMIN.example.com.": 403,
 		"svc.example.:8080": 202, "admin.example.com..": 200, "other.example.": 200,
-	} {
-		req, _ := http.NewRequest("GET", h.url("/"), nil)
-		req.Host = host
-		resp, err := h.h1.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
-		}
-	}
+	})
 }
 
 // An authority pattern written with a trailing dot (a fully qualified
@@ -332,22 +321,11 @@ func TestAuthorityPatternWithTrailingDotMatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startProxy(t, cfg)
-	for host, want := range map[string]int{
+	wantHostStatuses(t, h, map[string]int{
 		"admin.example.com": 403, "admin.example.com.": 403, "Admin.Example.com.:80": 403,
 		"a.svc.example:8080": 202, "a.svc.example.:8080": 202, "a.svc.example:9090": 200,
 		"other.example.com.": 200,
-	} {
-		req, _ := http.NewRequest("GET", h.url("/"), nil)
-		req.Host = host
-		resp, err := h.h1.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
-		}
-	}
+	})
 }
 
 // A path regex's "." matches any character of the decoded path, a line
@@ -394,18 +372,7 @@ func TestWildcardAuthorityWithPortMatchesThatPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startProxy(t, cfg)
-	for host, want := range map[string]int{"a.example:8080": 202, "[::1]:8080": 202, "a.example:9090": 200, "a.example": 200} {
-		req, _ := http.NewRequest("GET", h.url("/"), nil)
-		req.Host = host
-		resp, err := h.h1.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
-		}
-	}
+	wantHostStatuses(t, h, map[string]int{"a.example:8080": 202, "[::1]:8080": 202, "a.example:9090": 200, "a.example": 200})
 }
 
 // A port written with leading zeros ("08080") is the same port (RFC 3986
@@ -424,24 +391,13 @@ func TestAuthorityMatchesPortAndIPv6AddressByValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startProxy(t, cfg)
-	for host, want := range map[string]int{
+	wantHostStatuses(t, h, map[string]int{
 		"admin.example.com:8080": 403, "admin.example.com:08080": 403, "admin.example.com:0008080": 403,
 		"admin.example.com:80800": 200, "admin.example.com:80": 200,
 		"[fd00::1]": 403, "[FD00:0::1]:80": 403, "[fd00:0:0:0:0:0:0:1]": 403, "[fd00::2]": 200,
 		"[::1]:9000": 403, "[0::1]:09000": 403, "[0:0:0:0:0:0:0:1]:9000": 403, "[::1]:9001": 200,
 		"svc.example:443": 202, "svc.example:0443": 202, "svc.example:4430": 200,
-	} {
-		req, _ := http.NewRequest("GET", h.url("/"), nil)
-		req.Host = host
-		resp, err := h.h1.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
-		}
-	}
+	})
 }
 
 // A direct response of status 204 or 304 has no content (RFC 9110
@@ -520,6 +476,24 @@ func TestMalformedAuthorityIsRefusedBeforeRouting(t *testing.T) {
 		readAll(t, resp)
 		if resp.StatusCode != want {
 			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
+
+// wantHostStatuses sends GET / over HTTP/1.1 with each Host and checks
+// the status it gets.
+func wantHostStatuses(t *testing.T, h *harness, want map[string]int) {
+	t.Helper()
+	for host, status := range want {
+		req, _ := http.NewRequest("GET", h.url("/"), nil)
+		req.Host = host
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != status {
+			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, status)
 		}
 	}
 }
