@@ -263,6 +263,9 @@ func (c *conn) onWindowUpdateLocked(f *http2.WindowUpdateFrame) (http2.ErrCode, 
 func (c *conn) onGoAwayLocked(f *http2.GoAwayFrame) {
 	c.noNew, c.closeWhenIdle = true, true
 	c.goAway = true
+	if f.ErrCode == http2.ErrCodeEnhanceYourCalm && string(f.DebugData()) == "too_many_pings" {
+		c.t.slowPings()
+	}
 	var ge *goAwayError // one for all the streams: the debug data may be 16 KiB
 	for id, s := range c.streams {
 		if id > f.LastStreamID {

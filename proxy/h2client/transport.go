@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -55,8 +56,12 @@ type Transport struct {
 	// grpc-go and grpc-java), also on a connection whose streams are
 	// waiting for the server, and after the third such PING end the
 	// connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", failing
-	// its streams (gRFC A8). 0 means 5 minutes; a negative value means no
-	// minimum.
+	// its streams (gRFC A8). Each such GOAWAY doubles the spacing for
+	// every connection of the Transport from then on (up to
+	// maxPingSpacing), as grpc-go's client doubles its keepalive time: a
+	// server stricter than the minimum is met after a few. 0 means 5
+	// minutes; a negative value means no minimum (the spacing then
+	// starts from ReadIdleTimeout when it doubles).
 	MinPingInterval time.Duration
 
 	// MaxHeaderListSize caps the decoded size (RFC 9113 §6.5.2: names,
@@ -80,6 +85,10 @@ type Transport struct {
 
 	// Now is the clock idle expiry is measured with. nil means time.Now.
 	Now func() time.Time
+
+	// pingSpacing, when above MinPingInterval, is the spacing that
+	// GOAWAYs "too_many_pings" doubled it to (see minPingInterval).
+	pingSpacing atomic.Int64
 
 	mu sync.Mutex
 	// hosts holds each host's connections while it has any (or a dial in
@@ -126,10 +135,30 @@ func (t *Transport) pingTimeout() time.Duration {
 }
 
 func (t *Transport) minPingInterval() time.Duration {
-	if t.MinPingInterval == 0 {
-		return defaultMinPingInterval
+	d := t.MinPingInterval
+	if d == 0 {
+		d = defaultMinPingInterval
 	}
-	return t.MinPingInterval
+	return max(d, time.Duration(t.pingSpacing.Load()))
+}
+
+// maxPingSpacing bounds the doubling of the PING spacing: gRPC servers'
+// strictest enforcement, for PINGs on a connection without streams, is
+// two hours.
+const maxPingSpacing = 2 * time.Hour
+
+// slowPings doubles the PING spacing after a server ended a connection
+// for PINGs that came too often (GOAWAY ENHANCE_YOUR_CALM
+// "too_many_pings").
+func (t *Transport) slowPings() {
+	for {
+		cur := t.pingSpacing.Load()
+		base := max(t.minPingInterval(), t.readIdleTimeout())
+		next := min(2*base, maxPingSpacing)
+		if t.pingSpacing.CompareAndSwap(cur, int64(next)) {
+			return
+		}
+	}
 }
 
 func (t *Transport) maxHeaderListSize() uint32 {
