@@ -130,8 +130,19 @@ func (w *fallbackWriter) MarkUpstream() {
 	}
 }
 
+// RecordRequestID passes on the id the proxy made for the fallback
+// cluster's request (RequestIDRecorder).
+func (w *fallbackWriter) RecordRequestID(id string) {
+	if r, ok := w.ResponseWriter.(RequestIDRecorder); ok {
+		r.RecordRequestID(id)
+	}
+}
+
 // Unwrap lets http.ResponseController reach the server's writer (flush,
 // hijack).
 func (w *fallbackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-var _ UpstreamMarker = (*fallbackWriter)(nil)
+var (
+	_ UpstreamMarker    = (*fallbackWriter)(nil)
+	_ RequestIDRecorder = (*fallbackWriter)(nil)
+)

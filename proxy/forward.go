@@ -1122,6 +1122,9 @@ func (f *forwarding) outboundHeader() http.Header {
 		// them rather than a copy.
 		v.vals[1] = unsafe.String(&v.id[0], len(v.id))
 		h[hdrRequestID] = v.vals[1:2:2]
+		if rr, ok := f.w.(RequestIDRecorder); ok {
+			rr.RecordRequestID(v.vals[1])
+		}
 	}
 	if has&hasForwardedProto == 0 {
 		h[hdrForwardedProto] = protoHTTP
@@ -1286,6 +1289,15 @@ func (f *forwarding) prepareRetry(attempt int) bool {
 // Outrigger sent. MarkUpstream is called before the header is copied.
 type UpstreamMarker interface {
 	MarkUpstream()
+}
+
+// RequestIDRecorder is a ResponseWriter that is told the x-request-id
+// the proxy made for a request that came without one (the id it sends
+// upstream, on every attempt; a route's fallback, which goes on only
+// when no attempt reached the upstream's application, makes another);
+// an access log uses it to log the id the upstream saw.
+type RequestIDRecorder interface {
+	RecordRequestID(id string)
 }
 
 // errDeadlineTrailers and errResetTrailers report that the proxy ended

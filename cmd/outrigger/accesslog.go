@@ -165,10 +165,14 @@ func (a *accessLog) Wrap(listener string, h http.Handler) http.Handler {
 func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	// Read before the proxy, which edits the request's header in place
-	// into the one it sends upstream.
+	// into the one it sends upstream; an id the proxy makes for a
+	// request without one comes through the recorder.
 	requestID := r.Header.Get("X-Request-Id")
 	rec := &recorder{ResponseWriter: w}
 	h.ServeHTTP(rec, r)
+	if requestID == "" {
+		requestID = rec.requestID
+	}
 	status := rec.status
 	own, upstreamErr := rec.errors()
 	switch {
@@ -210,10 +214,17 @@ type recorder struct {
 	bytes  int64
 	// upstream: the response is an upstream's (proxy.UpstreamMarker).
 	upstream bool
+	// requestID is the x-request-id the proxy made (proxy.RequestIDRecorder);
+	// the last one, which a route's fallback made when its primary's
+	// attempts never reached the upstream's application.
+	requestID string
 }
 
 // MarkUpstream implements proxy.UpstreamMarker.
 func (r *recorder) MarkUpstream() { r.upstream = true }
+
+// RecordRequestID implements proxy.RequestIDRecorder.
+func (r *recorder) RecordRequestID(id string) { r.requestID = id }
 
 // errors returns the x-outrigger-error reason of this sidecar, and the one
 // an upstream Outrigger sent in its response, if any. On an upstream's
@@ -273,4 +284,7 @@ func (r *recorder) AdoptHeader(h http.Header) bool {
 	return ok && a.AdoptHeader(h)
 }
 
-var _ proxy.UpstreamMarker = (*recorder)(nil)
+var (
+	_ proxy.UpstreamMarker    = (*recorder)(nil)
+	_ proxy.RequestIDRecorder = (*recorder)(nil)
+)

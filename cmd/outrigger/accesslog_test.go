@@ -153,9 +153,10 @@ func BenchmarkAccessLog(b *testing.B) {
 	}
 }
 
-// request_id is the x-request-id as received: the proxy edits the
-// request's header in place (adding an id when there is none), after
-// which the line is written.
+// request_id is the x-request-id as received, whatever the handler does
+// to the request's header afterwards (the proxy edits it in place into
+// the upstream's); an id the proxy makes comes through
+// proxy.RequestIDRecorder (TestAccessLogRequestIDIsTheOneTheUpstreamSaw).
 func TestAccessLogRequestIDAsReceived(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "access.log")
 	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: logPath}, io.Discard)
