@@ -26,6 +26,8 @@ func TestReadyOnlyWhileServingWithAConfig(t *testing.T) {
 	check("no configuration loaded")
 	s.state.applied(&config.Config{}, true, time.Now())
 	check("")
+	s.stopping.Store(true)
+	check("shutting down")
 	s.draining.Store(true)
 	check("draining")
 }

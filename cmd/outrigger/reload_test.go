@@ -196,12 +196,13 @@ func TestConcurrentReloadsApplyTheNewestFileLast(t *testing.T) {
 	}
 }
 
-// A reload that arrives once the drain has begun (a file event or SIGHUP
-// racing SIGTERM) changes nothing and records nothing: the drain keeps
-// the config and listeners it started with.
-func TestReloadDuringDrainIsIgnored(t *testing.T) {
+// A reload that arrives once the stop has begun (a file event or SIGHUP
+// racing SIGTERM, or during the shutdown delay or the drain) changes
+// nothing and records nothing: the stop keeps the config and listeners
+// it started with.
+func TestReloadDuringShutdownDelayOrDrainIsIgnored(t *testing.T) {
 	s, _ := newReloadSidecar(t, "1s")
-	s.draining.Store(true)
+	s.stopping.Store(true)
 	for _, content := range []string{reloadTestConfig("2s"), "clusters: [\n"} {
 		writeAtomic(t, s.opts.configPath, content)
 		s.reloadFile("signal")

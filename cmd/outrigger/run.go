@@ -42,10 +42,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 }
 
 // runWithSignals runs the sidecar until SIGTERM or SIGINT, reloading on
-// SIGHUP. The first SIGTERM/SIGINT starts the drain; a second one ends the
-// process at once, by that signal, once it has removed what a finished
-// stop removes: the address file and tempDir (demo's directory; "" for
-// none).
+// SIGHUP. The first SIGTERM/SIGINT starts the stop: the shutdown delay
+// (listeners.shutdown_delay), then the drain. A second one during the
+// delay ends the delay; one during the drain ends the process at once, by
+// that signal, once it has removed what a finished stop removes: the
+// address file and tempDir (demo's directory; "" for none).
 func runWithSignals(o sidecarOptions, tempDir string) error {
 	if o.addrFile != "" {
 		// Whoever passed --addr-file waits for the file: a directory it
@@ -57,36 +58,37 @@ func runWithSignals(o sidecarOptions, tempDir string) error {
 	}
 	o.gcPercent = tuneGC(os.Getenv)
 	o.memLimit, o.memLimitErr = tuneMemoryLimit(memlimit.FromCgroup)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	// One channel gets every SIGTERM and SIGINT: the first is read here
+	// and cancels ctx; runSidecar reads the ones after it (o.again), and
+	// only once ctx is cancelled, so each signal has one reader.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan struct{})
-	var abort sync.WaitGroup
-	defer func() { close(done); abort.Wait() }()
-	abort.Go(func() {
+	var first sync.WaitGroup
+	defer func() { close(done); first.Wait() }()
+	first.Go(func() {
 		select {
-		case <-ctx.Done():
-		case <-done:
-			return
-		}
-		second := make(chan os.Signal, 1)
-		signal.Notify(second, syscall.SIGTERM, syscall.SIGINT)
-		defer signal.Stop(second)
-		stop()
-		select {
-		case sig := <-second:
-			if o.addrFile != "" {
-				os.Remove(o.addrFile)
-			}
-			if tempDir != "" {
-				os.RemoveAll(tempDir)
-			}
-			signal.Reset(syscall.SIGTERM, syscall.SIGINT)
-			syscall.Kill(os.Getpid(), sig.(syscall.Signal))
-			time.Sleep(time.Second)
-			os.Exit(exitFailure) // not reached: the signal's default action ends the process
+		case <-sigs:
+			cancel()
 		case <-done:
 		}
 	})
+	o.again = sigs
+	o.abort = func(sig os.Signal) {
+		if o.addrFile != "" {
+			os.Remove(o.addrFile)
+		}
+		if tempDir != "" {
+			os.RemoveAll(tempDir)
+		}
+		signal.Reset(syscall.SIGTERM, syscall.SIGINT)
+		syscall.Kill(os.Getpid(), sig.(syscall.Signal))
+		time.Sleep(time.Second)
+		os.Exit(exitFailure) // not reached: the signal's default action ends the process
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

@@ -42,6 +42,13 @@ type sidecarOptions struct {
 	onReady func(boundAddrs)
 	// reload delivers SIGHUP; closed or nil means no signal reloads.
 	reload <-chan os.Signal
+	// again delivers the SIGTERMs and SIGINTs that follow the one that
+	// cancelled runSidecar's ctx; it is read only once ctx is cancelled.
+	// One that arrives during the shutdown delay ends the delay; one
+	// that arrives later is handed to abort, which ends the process and
+	// does not return. Nil: no signal shortens the stop.
+	again <-chan os.Signal
+	abort func(os.Signal)
 	// gcPercent and memLimit are the collector's target and the soft
 	// memory limit set at start (tuneGC, tuneMemoryLimit; math.MaxInt64
 	// or 0: none), memLimitErr why the container's limit could not be
@@ -87,6 +94,10 @@ type sidecar struct {
 	// file, and reloads of a config given to reload directly.
 	reloadMu sync.Mutex
 
+	// stopping is set when the stop begins (a signal, a failed listener):
+	// /ready fails and reloads are refused from then on. draining is set
+	// when the drain begins, after the shutdown delay.
+	stopping atomic.Bool
 	draining atomic.Bool
 	serving  atomic.Bool
 }
@@ -104,8 +115,15 @@ type sidecar struct {
 //  1. mark not ready: /ready answers 503 so that load balancers and kubelet
 //     stop sending new work; the admin endpoint stays up throughout;
 //  2. stop the reload loops (file watcher, SIGHUP) and wait for them, so
-//     that no reload races the drain;
-//  3. the inbound, then the outbound listeners, within
+//     that no reload races the stop; the serving config's
+//     listeners.shutdown_delay and drain_timeout are the stop's;
+//  3. the shutdown delay (listeners.shutdown_delay): every listener
+//     accepts and serves as before, for the clients that have not yet
+//     seen the endpoint go (kube-proxy, other sidecars, load balancers);
+//     a second signal ends it; there is none when a failed listener
+//     stops the sidecar, as there was no signal to announce the stop;
+//     from its end, a signal ends the process at once (o.abort);
+//  4. the inbound, then the outbound listeners, within
 //     listeners.drain_timeout: stop accepting, let requests in flight
 //     finish, then close what is left (and the proxy's idle upstream
 //     connections); the outbound listener serves until the inbound
@@ -113,16 +131,16 @@ type sidecar struct {
 //     proxy.Shutdown); the old listeners of moves (a reload that changed
 //     an address) still draining end with them, at their own deadline or
 //     this one, whichever is first;
-//  4. stop the event log's loops (push deliveries, retention, group
+//  5. stop the event log's loops (push deliveries, retention, group
 //     sessions) and wait for them; this also ends the app API's long polls
 //     (the eventlog package's own shutdown order: Run, then its handlers,
 //     then Close);
-//  5. the app API listener, within what is left of the drain timeout;
-//  6. close the event log's files (acks=0 appends finish first);
-//  7. close the access log (flushing it);
-//  8. shut the admin server down (it served /ready=503 and /metrics during
+//  6. the app API listener, within what is left of the drain timeout;
+//  7. close the event log's files (acks=0 appends finish first);
+//  8. close the access log (flushing it);
+//  9. shut the admin server down (it served /ready=503 and /metrics during
 //     the drain);
-//  9. sync the process log.
+//  10. sync the process log.
 func runSidecar(ctx context.Context, o sidecarOptions) error {
 	cfg, err := loadConfig(o)
 	if err != nil {
@@ -183,7 +201,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 			s.log.Error("cannot open the event log", zap.Error(err))
 			return err
 		}
-		defer broker.Close() // on a failed start; step 6 of the shutdown order otherwise (idempotent)
+		defer broker.Close() // on a failed start; step 7 of the shutdown order otherwise (idempotent)
 		appAPI = cfg.Listeners.AppAPI.Address
 		s.broker = broker
 	}
@@ -283,31 +301,49 @@ wait:
 	for {
 		select {
 		case <-ctx.Done():
-			cur, _ := s.state.current()
-			s.log.Info("shutting down: draining", zap.Duration("drain_timeout", cur.Listeners.DrainTimeout))
 			break wait
 		case r := <-s.serveErr:
-			s.lnMu.Lock()
-			s.servers--
-			s.lnMu.Unlock()
-			if errors.Is(r.err, http.ErrServerClosed) {
-				// Only Retire closes a server before the shutdown: a
-				// listener a reload moved away from.
-				continue
+			if failure = s.serverEnded(r); failure != nil {
+				s.log.Error("listener failed; shutting down", zap.String(fieldListener, r.name), zap.Error(r.err))
+				break wait
 			}
-			failure = fmt.Errorf("%s listener: %w", r.name, r.err)
-			s.log.Error("listener failed; shutting down", zap.String(fieldListener, r.name), zap.Error(r.err))
-			break wait
 		}
 	}
 
 	// 1. Not ready.
-	s.draining.Store(true)
+	s.stopping.Store(true)
 	// 2. No more reloads.
 	stopLoops()
 	loops.Wait()
-	// 3. Drain the proxy, bounded by the serving config's drain timeout.
 	cur, _ := s.state.current()
+	signalled := ctx.Err() != nil
+	// 3. The shutdown delay.
+	if d := cur.Listeners.ShutdownDelay; signalled && d > 0 {
+		failure = s.shutdownDelay(d)
+	}
+	// From here a signal ends the process at once.
+	drained := make(chan struct{})
+	var aborter sync.WaitGroup
+	defer func() { close(drained); aborter.Wait() }()
+	if o.again != nil {
+		aborter.Go(func() {
+			select {
+			case <-ctx.Done():
+			case <-drained:
+				return
+			}
+			select {
+			case sig := <-o.again:
+				o.abort(sig)
+			case <-drained:
+			}
+		})
+	}
+	// 4. Drain the proxy, bounded by the serving config's drain timeout.
+	s.draining.Store(true)
+	if signalled {
+		s.log.Info("shutting down: draining", zap.Duration("drain_timeout", cur.Listeners.DrainTimeout))
+	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), cur.Listeners.DrainTimeout)
 	if err := s.proxy.Shutdown(drainCtx); err != nil {
 		s.log.Warn("drain timed out; closed the remaining connections", zap.Error(err))
@@ -315,25 +351,25 @@ wait:
 	// Listeners a reload moved away from: Shutdown has ended their drains
 	// too; join the goroutines that ran them.
 	s.retiring.Wait()
-	// 4. The event log's loops (push deliveries, retention, group
+	// 5. The event log's loops (push deliveries, retention, group
 	// sessions); ending Run also ends the app API's long polls.
 	stopBroker()
 	brokerLoop.Wait()
-	// 5. The app API, within what is left of the drain timeout.
+	// 6. The app API, within what is left of the drain timeout.
 	if appSrv != nil {
 		if err := appSrv.Shutdown(drainCtx); err != nil {
 			appSrv.Close()
 		}
 	}
 	cancel()
-	// 6. The event log's files.
+	// 7. The event log's files.
 	if broker != nil {
 		if err := broker.Close(); err != nil {
 			s.log.Error("closing the event log", zap.Error(err))
 		}
 	}
-	// 7. Access log: closed by the deferred Close, after the servers below.
-	// 8. Admin last.
+	// 8. Access log: closed by the deferred Close, after the servers below.
+	// 9. Admin last.
 	adminCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	adminSrv.Shutdown(adminCtx)
 	cancel()
@@ -425,7 +461,7 @@ func (s *sidecar) reload(cfg *config.Config, err error, trigger string) {
 
 // reloadLocked is reload with reloadMu held.
 func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string) {
-	if s.draining.Load() {
+	if s.stopping.Load() {
 		return
 	}
 	if err == nil && s.opts.override != nil {
@@ -521,12 +557,54 @@ func (s *sidecar) warnRestartOnly(prev, next *config.Config) {
 	}
 }
 
+// serverEnded counts the end of a server; it returns the listener's
+// failure, or nil for a server Retire closed.
+func (s *sidecar) serverEnded(r serveResult) error {
+	s.lnMu.Lock()
+	s.servers--
+	s.lnMu.Unlock()
+	if errors.Is(r.err, http.ErrServerClosed) {
+		// Only Retire closes a server before the drain: a listener a
+		// reload moved away from.
+		return nil
+	}
+	return fmt.Errorf("%s listener: %w", r.name, r.err)
+}
+
+// shutdownDelay keeps every listener serving, while /ready fails, for d,
+// or until a signal on s.opts.again or a listener's failure, whichever is
+// first. It returns that failure.
+func (s *sidecar) shutdownDelay(d time.Duration) error {
+	s.log.Info("shutting down: not ready, serving on for the shutdown delay", zap.Duration("shutdown_delay", d))
+	start := time.Now()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.log.Info("shutdown delay over", zap.Duration("shutdown_delay", d))
+			return nil
+		case sig := <-s.opts.again: // nil: never
+			s.log.Info("shutdown delay ended by a second signal", zap.String("signal", sig.String()),
+				zap.Duration("shutdown_delay", d), zap.Duration("elapsed", time.Since(start)))
+			return nil
+		case r := <-s.serveErr:
+			if err := s.serverEnded(r); err != nil {
+				s.log.Error("listener failed; ending the shutdown delay", zap.String(fieldListener, r.name), zap.Error(r.err))
+				return err
+			}
+		}
+	}
+}
+
 // ready is /ready's test: serving (listeners bound, a config applied) and not
-// draining.
+// stopping.
 func (s *sidecar) ready() error {
 	switch {
 	case s.draining.Load():
 		return errors.New("draining")
+	case s.stopping.Load():
+		return errors.New("shutting down")
 	case !s.serving.Load():
 		return errors.New("starting")
 	}

@@ -22,7 +22,8 @@ listeners:
   inbound: {address: "127.0.0.1:0", app: "127.0.0.1:8080"}
   app_api: {address: "127.0.0.1:0"}
 `,
-		"all-interfaces listener": "listeners: {outbound: {address: \":15101\"}}\n",
+		"shutdown delay at its bound": "listeners: {shutdown_delay: 5m}\n",
+		"all-interfaces listener":     "listeners: {outbound: {address: \":15101\"}}\n",
 		"authority patterns": `
 clusters: {a: {endpoints: ["10.0.0.1:80"]}}
 routes:

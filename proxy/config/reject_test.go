@@ -44,6 +44,14 @@ listeners:
 `, `t.yaml:5: clusters.a.connect_timeout: invalid duration "1e3s": expected a number with a unit, e.g. "250ms", "1s", "1m30s"`},
 		{"negative duration", okCluster + `    connect_timeout: -1s
 `, `t.yaml:5: clusters.a.connect_timeout: must not be negative, got -1s`},
+		{"negative shutdown delay", `
+listeners:
+  shutdown_delay: -5s
+`, `t.yaml:3: listeners.shutdown_delay: must not be negative, got -5s`},
+		{"shutdown delay beyond its bound", `
+listeners:
+  shutdown_delay: 5h
+`, `t.yaml:3: listeners.shutdown_delay: must be at most 5m0s, got 5h0m0s`},
 		{"health check without a kind", okCluster + `    health_check: {interval: 2s}
 `, `t.yaml:5: clusters.a.health_check: one of http, grpc or tcp is required (tcp: {} for a connect check)`},
 		{"health check with two kinds", okCluster + `    health_check: {http: {path: /healthz}, tcp: {}}

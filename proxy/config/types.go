@@ -111,6 +111,15 @@ type Listeners struct {
 	// finish before closing their connections. Zero means 15s.
 	DrainTimeout time.Duration `yaml:"drain_timeout" json:"drain_timeout"`
 
+	// ShutdownDelay is how long, after SIGTERM or SIGINT, every listener
+	// goes on accepting and serving as before while /ready answers 503,
+	// before the drain starts (drain_timeout counts from its end): the
+	// time the clients of an endpoint being removed (kube-proxy, other
+	// sidecars, load balancers) take to stop opening connections to it.
+	// The value serving when the signal arrives applies. Zero means none:
+	// the drain starts at once. At most 5m.
+	ShutdownDelay time.Duration `yaml:"shutdown_delay" json:"shutdown_delay"`
+
 	// PathNormalization is how a request's path is normalized before it
 	// is routed and forwarded, on the outbound and inbound listeners:
 	// "base" (RFC 3986: escapes of unreserved characters decoded, dot

@@ -24,8 +24,14 @@ const (
 	MaxRetryAttempts = 10
 	// MaxEndpointWeight is the largest endpoint or weighted-cluster weight.
 	MaxEndpointWeight = 10000
-	maxNameLen        = 255
-	maxDirectBody     = 1 << 20
+	// MaxShutdownDelay is the longest listeners.shutdown_delay. Clients
+	// see an endpoint go within seconds (kube-proxy, sidecars) to a minute
+	// or two (cloud load balancers' deregistration); a longer delay is
+	// more likely a mistyped unit ("5m" for "5s") than a need, and it
+	// holds every pod's termination that long.
+	MaxShutdownDelay = 5 * time.Minute
+	maxNameLen       = 255
+	maxDirectBody    = 1 << 20
 )
 
 // Validate reports every problem in c as [Errors] (nil when there is none).
@@ -83,6 +89,12 @@ func (l *Listeners) validate(p *problems, path string) {
 	checkDuration(p, path+".read_header_timeout", l.ReadHeaderTimeout)
 	checkDuration(p, path+".idle_timeout", l.IdleTimeout)
 	checkDuration(p, path+".drain_timeout", l.DrainTimeout)
+	switch d := l.ShutdownDelay; {
+	case d < 0:
+		p.addf(path+".shutdown_delay", "must not be negative, got %s", d)
+	case d > MaxShutdownDelay:
+		p.addf(path+".shutdown_delay", "must be at most %s, got %s", MaxShutdownDelay, d)
+	}
 	switch l.PathNormalization {
 	case "", PathNormalizationBase, PathNormalizationMergeSlashes, PathNormalizationNone:
 	default:
