@@ -60,7 +60,7 @@ func (p *proc) logIndex(msg string) int {
 }
 
 // During listeners.shutdown_delay the sidecar is taken out of rotation
-// (/ready answers 503) while clients that have not yet seen it go are
+// (/ready answers 503; /live, for liveness probes, 200) while clients that have not yet seen it go are
 // still served: every listener goes on accepting new connections and
 // answering on them, and keep-alive connections go on too. A second
 // SIGTERM ends the delay at once: the drain starts (the listeners stop
@@ -84,6 +84,9 @@ func TestShutdownDelayServesNewConnectionsWhileNotReadyUntilASecondSignal(t *tes
 	})
 	if readyBody != "not ready: shutting down\n" {
 		t.Fatalf("/ready during the shutdown delay: %q", readyBody)
+	}
+	if code, body, err := getFresh("http://"+p.addrs.Admin+"/live", ""); code != 200 || body != "live\n" {
+		t.Fatalf("/live during the shutdown delay: %d %q %v", code, body, err)
 	}
 	waitFor(t, 5*time.Second, "the log line of the delay's start", func() bool {
 		return p.logIndex("shutting down: not ready, serving on for the shutdown delay") >= 0
@@ -157,9 +160,10 @@ func TestShutdownDelayThenDrainThenExit0(t *testing.T) {
 	}
 }
 
-// The signal that ends the shutdown delay starts the drain; one more,
-// during the drain, ends the process at once by that signal, as a second
-// signal does without a delay.
+// The signal that ends the shutdown delay starts the drain, during which
+// /live still answers 200; one more signal, during the drain, ends the
+// process at once by that signal, as a second signal does without a
+// delay.
 func TestSignalDuringTheDrainAfterAShutdownDelayEndsTheProcess(t *testing.T) {
 	up := newUpstream(t, "a")
 	p := start(t, "run", "-c", writeConfig(t, withStop(t, sidecarConfig(up.addr(), up.addr(), ""), "1m", "30s")))
@@ -171,6 +175,9 @@ func TestSignalDuringTheDrainAfterAShutdownDelayEndsTheProcess(t *testing.T) {
 	})
 	p.signal(syscall.SIGTERM)
 	waitFor(t, 5*time.Second, "the drain", func() bool { return p.logIndex("shutting down: draining") >= 0 })
+	if code, body, err := getFresh("http://"+p.addrs.Admin+"/live", ""); code != 200 || body != "live\n" {
+		t.Fatalf("/live during the drain: %d %q %v", code, body, err)
+	}
 	p.signal(syscall.SIGTERM)
 	p.wait(5 * time.Second)
 	var ee *exec.ExitError

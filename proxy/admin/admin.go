@@ -14,7 +14,8 @@ import (
 )
 
 // Options are the sidecar's parts the admin endpoint reads. Every field is
-// optional: a nil function leaves its route unmounted (404).
+// optional: a nil function leaves its route unmounted (404). /live and /
+// need none and are always mounted.
 type Options struct {
 	// Gatherer serves /metrics in the Prometheus exposition format.
 	Gatherer prometheus.Gatherer
@@ -88,6 +89,16 @@ func New(opts Options) http.Handler {
 			routes = append(routes, doc)
 		}
 	}
+	// /live is for liveness probes: it says the process runs and its admin
+	// endpoint answers, nothing more. /ready is wrong for them: it fails on
+	// purpose from the stop's start (shutdown delay, drain), and a
+	// liveness probe that failed then would restart, mid-drain, a sidecar
+	// that is stopping as asked.
+	handle("GET /live", "GET  /live                       200 while the process runs (liveness)", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprintln(w, "live")
+	}))
 	if opts.Ready != nil {
 		handle("GET /ready", "GET  /ready                      200 when serving, else 503 and why", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -42,6 +42,21 @@ func TestReadyFollowsTheReadyFunc(t *testing.T) {
 	}
 }
 
+// A liveness probe must not restart a sidecar that is only not ready
+// (starting, or in its shutdown delay or drain).
+func TestLiveAnswers200WhileNotReady(t *testing.T) {
+	h := New(Options{Ready: func() error { return errors.New("shutting down") }})
+	if code, body := do(t, h, "GET", "/live", "192.0.2.7:1"); code != 200 || body != "live\n" {
+		t.Fatalf("/live: got %d %q, want 200 live", code, body)
+	}
+	if code, _ := do(t, h, "GET", "/ready"); code != 503 {
+		t.Fatalf("/ready: got %d, want 503", code)
+	}
+	if code, _ := do(t, New(Options{}), "GET", "/live"); code != 200 {
+		t.Fatalf("/live with no options: got %d, want 200", code)
+	}
+}
+
 func TestMetricsServesTheInjectedRegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "outrigger_config_generation"})
@@ -170,7 +185,7 @@ func TestPprofOnlyForLoopback(t *testing.T) {
 func TestIndexListsMountedRoutes(t *testing.T) {
 	h := New(Options{Ready: func() error { return nil }, Pprof: true})
 	code, body := do(t, h, "GET", "/")
-	if code != 200 || !strings.Contains(body, "/ready") || !strings.Contains(body, "/debug/pprof/") || strings.Contains(body, "/metrics") {
+	if code != 200 || !strings.Contains(body, "/ready") || !strings.Contains(body, "/live") || !strings.Contains(body, "/debug/pprof/") || strings.Contains(body, "/metrics") {
 		t.Fatalf("got %d %q", code, body)
 	}
 }

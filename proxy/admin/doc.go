@@ -1,17 +1,20 @@
-// Package admin is the sidecar's operator endpoint: readiness, Prometheus
-// metrics, the effective configuration, upstream cluster state, breaker
-// overrides, messaging topics and groups, and Go's pprof profiles.
+// Package admin is the sidecar's operator endpoint: liveness, readiness,
+// Prometheus metrics, the effective configuration, upstream cluster state,
+// breaker overrides, messaging topics and groups, and Go's pprof profiles.
 //
 // The package owns no state and starts no goroutine. [New] builds an
 // [http.Handler] from an [Options] struct of small functions supplied by the
 // wiring in cmd/outrigger; each route calls one of them per request, so the
 // handler is tested with httptest and plain closures. A route whose function is
 // nil is not mounted and answers 404, so a sidecar without messaging has no
-// /topics.
+// /topics; /live and the index need nothing and are always there.
 //
 // Invariants:
 //   - /ready answers 200 only while Options.Ready returns nil; otherwise 503 with
 //     the reason as the body. Load balancers and kubelet probes rely on this.
+//   - /live answers 200 whenever the handler runs, whatever /ready says: a
+//     liveness probe on it never restarts a sidecar that is starting or
+//     stopping.
 //   - Routes that change behaviour (breaker overrides) and /debug/pprof/ answer
 //     only requests from a loopback address, even when the admin listener was
 //     bound to a wider address by configuration: they are for the operator on
