@@ -9,8 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // The transparent-mode script in deploy/ is tested here, next to the binary
@@ -107,24 +110,42 @@ func TestIptablesScriptInANetworkNamespace(t *testing.T) {
 // TestKubernetesManifestIsConsistent validates the ConfigMap's sidecar
 // configuration with `outrigger validate` and checks that the uid the
 // redirect exempts is the uid the sidecar runs as (else its own upstream
-// connections would loop back into it).
+// connections would loop back into it); that the pod's grace period
+// covers the sidecar's shutdown delay and drain timeout and the margin
+// docs/operations.md asks for (else the kubelet kills it mid-drain), and
+// the app's preStop sleep ends within the delay (else the app's calls
+// out while it stops meet a draining sidecar); and that the liveness
+// probe is /live, the readiness probe /ready (a liveness probe on
+// /ready, which fails from SIGTERM on, restarts a stopping sidecar).
 func TestKubernetesManifestIsConsistent(t *testing.T) {
 	f, err := os.Open("../../deploy/kubernetes/catalog.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	type probe struct {
+		HTTPGet struct{ Path string } `yaml:"httpGet"`
+	}
 	type container struct {
 		Name            string
 		Env             []struct{ Name, Value string }
 		SecurityContext struct {
 			RunAsUser *int64 `yaml:"runAsUser"`
 		} `yaml:"securityContext"`
+		Lifecycle struct {
+			PreStop struct {
+				Sleep struct{ Seconds int64 }
+			} `yaml:"preStop"`
+		}
+		ReadinessProbe probe `yaml:"readinessProbe"`
+		LivenessProbe  probe `yaml:"livenessProbe"`
 	}
 	var (
 		sidecarConfig string
 		exemptUID     string
 		sidecarUID    int64 = -1
+		grace         int64 = -1
+		sidecar, app  container
 	)
 	dec := yaml.NewDecoder(f)
 	for {
@@ -132,8 +153,9 @@ func TestKubernetesManifestIsConsistent(t *testing.T) {
 			Kind string
 			Data map[string]string
 			Spec struct {
-				InitContainers []container `yaml:"initContainers"`
-				Containers     []container
+				TerminationGracePeriodSeconds *int64      `yaml:"terminationGracePeriodSeconds"`
+				InitContainers                []container `yaml:"initContainers"`
+				Containers                    []container
 			}
 		}
 		if err := dec.Decode(&doc); err != nil {
@@ -153,9 +175,18 @@ func TestKubernetesManifestIsConsistent(t *testing.T) {
 					}
 				}
 			}
+			if g := doc.Spec.TerminationGracePeriodSeconds; g != nil {
+				grace = *g
+			}
 			for _, c := range doc.Spec.Containers {
-				if c.Name == "outrigger" && c.SecurityContext.RunAsUser != nil {
-					sidecarUID = *c.SecurityContext.RunAsUser
+				switch c.Name {
+				case "outrigger":
+					sidecar = c
+					if c.SecurityContext.RunAsUser != nil {
+						sidecarUID = *c.SecurityContext.RunAsUser
+					}
+				case "app":
+					app = c
 				}
 			}
 		}
@@ -168,5 +199,20 @@ func TestKubernetesManifestIsConsistent(t *testing.T) {
 	}
 	if code, out, stderr := runCmd(t, "validate", "-c", writeConfig(t, sidecarConfig)); code != 0 || out != "ok\n" {
 		t.Fatalf("the ConfigMap's config does not validate (exit %d):\n%s", code, stderr)
+	}
+	cfg, err := config.Parse([]byte(sidecarConfig), "catalog.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.WithDefaults().Listeners
+	const margin = 5 * time.Second
+	if stop := l.ShutdownDelay + l.DrainTimeout + margin; time.Duration(grace)*time.Second < stop {
+		t.Errorf("terminationGracePeriodSeconds is %d, want at least shutdown_delay %v + drain_timeout %v + %v", grace, l.ShutdownDelay, l.DrainTimeout, margin)
+	}
+	if s := time.Duration(app.Lifecycle.PreStop.Sleep.Seconds) * time.Second; s >= l.ShutdownDelay && s > 0 {
+		t.Errorf("the app's preStop sleep (%v) does not end within the sidecar's shutdown_delay (%v)", s, l.ShutdownDelay)
+	}
+	if r, lv := sidecar.ReadinessProbe.HTTPGet.Path, sidecar.LivenessProbe.HTTPGet.Path; r != "/ready" || lv != "/live" {
+		t.Errorf("the sidecar's probes: readiness %q, liveness %q; want /ready and /live", r, lv)
 	}
 }
