@@ -323,6 +323,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		rt.timeout = defaultRouteTimeout
 	}
 	rt.perTryTimeout = rc.PerTryTimeout
+	rt.attemptCount = rc.IncludeRequestAttemptCount
 	if rc.Retry != nil {
 		rp, err := compileRetry(*rc.Retry)
 		if err != nil {
@@ -346,8 +347,9 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 }
 
 // compileComposition builds rt's composition over the clusters of s. Its
-// calls use the route's per-try timeout and retry policy; the route
-// timeout bounds the whole composite request (serveComposite).
+// calls use the route's per-try timeout, retry policy and attempt count
+// header; the route timeout bounds the whole composite request
+// (serveComposite).
 func (p *Proxy) compileComposition(rt *route, spec *composer.Spec, s *snapshot) error {
 	for i, c := range spec.Calls {
 		if _, ok := s.clusters[c.Cluster]; !ok {
@@ -359,6 +361,7 @@ func (p *Proxy) compileComposition(rt *route, spec *composer.Spec, s *snapshot) 
 		localStats:    rt.localStats,
 		perTryTimeout: rt.perTryTimeout,
 		retry:         rt.retry,
+		attemptCount:  rt.attemptCount,
 	}
 	b := &composeBackend{p: p, s: s, rt: callRoute}
 	comp, err := composer.New(*spec, b, composer.Options{Name: rt.name, Registry: p.reg, Now: p.now})

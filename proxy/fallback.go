@@ -91,6 +91,9 @@ func (p *Proxy) serveFallback(f *forwarding) {
 	// Made in place on the heap, as in ServeHTTP.
 	f2 := new(forwarding)
 	f2.p, f2.s, f2.rt, f2.c, f2.w, f2.r, f2.grpc, f2.deadline = p, f.s, fb.rt, c, fw, r, f.grpc, f.dl
+	// The fallback's attempts are further attempts of the same request
+	// (x-outrigger-attempt-count goes on counting).
+	f2.attempts = f.attempts
 	defer func() { f.status = f2.status }()
 	f2.run(time.Time{})
 }

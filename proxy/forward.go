@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/h1client"
 	"github.com/outrigger-mesh/outrigger/proxy/h2client"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/normpath"
@@ -188,6 +189,9 @@ type forwarding struct {
 	// application (it answered, or broke after the request went out),
 	// so a route's fallback no longer applies (see fail).
 	reached bool
+	// attempts counts the attempts sent upstream for the request, a
+	// fallback cluster's going on from the primary's.
+	attempts uint16
 
 	// ctx is the route deadline (min of route timeout and grpc-timeout).
 	// forwarding lives for one request only, so it may hold it. nil until
@@ -543,7 +547,8 @@ func (f *forwarding) requestBody(ctx context.Context, direct bool, limit int64) 
 }
 
 // attemptRequest builds the request of one attempt: hdr (a copy of it
-// for a retry), the attempt's grpc-timeout, the body (a replay view when
+// for a retry), the attempt's number when the route includes it, the
+// attempt's grpc-timeout, the body (a replay view when
 // the route retries) and the endpoint's URL. The first attempt's request
 // and URL live in f; a retry's are new, as, like hdr, the previous
 // attempt's may still be held by its transport. They are filled in
@@ -554,6 +559,10 @@ func (f *forwarding) attemptRequest(attempt int, hdr http.Header, body io.Reader
 	h := hdr
 	if attempt > 0 {
 		h = hdr.Clone()
+	}
+	f.attempts++
+	if f.rt.attemptCount {
+		setAttemptCount(h, f.attempts)
 	}
 	if f.grpc && !f.dl.IsZero() {
 		h[hdrGRPCTimeout] = []string{formatGRPCTimeout(time.Until(f.dl))}
@@ -597,6 +606,29 @@ func (f *forwarding) attemptRequest(attempt int, hdr http.Header, body io.Reader
 		out.ContentLength = r.ContentLength
 	}
 	return out
+}
+
+// attemptCountValues are the values of x-outrigger-attempt-count, shared
+// so that setting one does not allocate (see protoHTTP for why sharing
+// is safe): [n] is "n", up to the most attempts a valid config makes,
+// the primary's and a fallback cluster's.
+var attemptCountValues = func() (v [2*(1+config.MaxRetryAttempts) + 1][]string) {
+	for i := range v {
+		v[i] = []string{strconv.Itoa(i)}[:1:1]
+	}
+	return v
+}()
+
+// setAttemptCount sets x-outrigger-attempt-count in h to n, replacing a
+// value the client sent.
+//
+//go:noinline
+func setAttemptCount(h http.Header, n uint16) {
+	if int(n) < len(attemptCountValues) {
+		h[hdrAttemptCount] = attemptCountValues[n]
+		return
+	}
+	h[hdrAttemptCount] = []string{strconv.Itoa(int(n))}
 }
 
 // timerStopper is an attempt's per-try timer: a *time.Timer, or an

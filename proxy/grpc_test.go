@@ -109,7 +109,7 @@ func (s *testService) FullDuplexCall(stream grpc.BidiStreamingServer[testpb.Stre
 	}
 }
 
-func startGRPCServer(t testing.TB, svc *testService) string {
+func startGRPCServer(t testing.TB, svc testpb.TestServiceServer) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -43,6 +43,7 @@ const (
 	hdrError          = HeaderError
 	hdrBreaker        = "X-Outrigger-Breaker"
 	hdrGRPCTimeout    = "Grpc-Timeout"
+	hdrAttemptCount   = "X-Outrigger-Attempt-Count"
 )
 
 // copyRequestHeader copies src into a fresh header for the outbound

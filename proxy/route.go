@@ -296,6 +296,9 @@ type route struct {
 	timeout       time.Duration // whole request incl. retries; 0: none
 	perTryTimeout time.Duration // each attempt until response headers; 0: none
 	retry         retryPolicy
+	// attemptCount: each attempt's request carries its number in
+	// x-outrigger-attempt-count (include_request_attempt_count).
+	attemptCount bool
 
 	maxRequestBody int64 // 0: unlimited
 

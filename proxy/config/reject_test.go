@@ -369,6 +369,11 @@ routes:
   - direct_response: {status: 404}
     timeout: 1s
 `, `t.yaml:4: routes[0].timeout: not used with direct_response`},
+		{"attempt count on a direct response", okCluster + `
+routes:
+  - direct_response: {status: 404}
+    include_request_attempt_count: true
+`, `t.yaml:8: routes[0].include_request_attempt_count: not used with direct_response`},
 		{"route retry budget", okCluster + `
 routes:
   - cluster: a

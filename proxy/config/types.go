@@ -498,6 +498,16 @@ type Route struct {
 	// retries. On a composition route it is the policy of each backend call.
 	Retry *RetryPolicy `yaml:"retry,omitempty" json:"retry,omitempty"`
 
+	// IncludeRequestAttemptCount, when true, sets x-outrigger-attempt-count
+	// on every attempt sent upstream: 1 on the first, 2 on the first
+	// retry, and so on; a fallback cluster's attempts go on counting from
+	// the primary's. A value the client sent is replaced. False (the
+	// default) means the proxy neither sets nor removes the header. On a
+	// composition route it applies to each backend call, counted per
+	// call. Not allowed with direct_response. Envoy's
+	// include_request_attempt_count.
+	IncludeRequestAttemptCount bool `yaml:"include_request_attempt_count" json:"include_request_attempt_count"`
+
 	// PrefixRewrite replaces the matched path prefix (match.path.prefix or
 	// match.path.exact) before forwarding; it starts with "/". Empty means the
 	// path is forwarded unchanged.

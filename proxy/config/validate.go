@@ -356,6 +356,7 @@ func (r *Route) validate(p *problems, path string) {
 			{"timeout_disabled", r.TimeoutDisabled},
 			{"per_try_timeout", r.PerTryTimeout != 0},
 			{"retry", r.Retry != nil},
+			{"include_request_attempt_count", r.IncludeRequestAttemptCount},
 			{"prefix_rewrite", r.PrefixRewrite != ""},
 			{"request_headers", len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0},
 		} {
