@@ -324,6 +324,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 	}
 	rt.perTryTimeout = rc.PerTryTimeout
 	rt.attemptCount = rc.IncludeRequestAttemptCount
+	rt.grpcPerTry = rc.GRPCTimeoutPerTry && rc.PerTryTimeout > 0
 	if rc.Retry != nil {
 		rp, err := compileRetry(*rc.Retry)
 		if err != nil {
@@ -362,6 +363,7 @@ func (p *Proxy) compileComposition(rt *route, spec *composer.Spec, s *snapshot) 
 		perTryTimeout: rt.perTryTimeout,
 		retry:         rt.retry,
 		attemptCount:  rt.attemptCount,
+		grpcPerTry:    rt.grpcPerTry,
 	}
 	b := &composeBackend{p: p, s: s, rt: callRoute}
 	comp, err := composer.New(*spec, b, composer.Options{Name: rt.name, Registry: p.reg, Now: p.now})

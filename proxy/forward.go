@@ -183,8 +183,6 @@ type forwarding struct {
 	// edits a request's headers. A composition call's header and a
 	// request that may go on to a route's fallback are copied.
 	ownHeader bool
-	// deadlineSent: grpc-timeout was propagated upstream.
-	deadlineSent bool
 	// reached: an earlier attempt may have reached the upstream's
 	// application (it answered, or broke after the request went out),
 	// so a route's fallback no longer applies (see fail).
@@ -192,6 +190,10 @@ type forwarding struct {
 	// attempts counts the attempts sent upstream for the request, a
 	// fallback cluster's going on from the primary's.
 	attempts uint16
+	// sentDL is the deadline the last attempt's grpc-timeout named, in
+	// wall-clock Unix nanoseconds (a time.Time would take forwarding out
+	// of its size class); 0: none was sent.
+	sentDL int64
 
 	// ctx is the route deadline (min of route timeout and grpc-timeout).
 	// forwarding lives for one request only, so it may hold it. nil until
@@ -564,21 +566,15 @@ func (f *forwarding) attemptRequest(attempt int, hdr http.Header, body io.Reader
 	if f.rt.attemptCount {
 		setAttemptCount(h, f.attempts)
 	}
-	if f.grpc && !f.dl.IsZero() {
-		h[hdrGRPCTimeout] = []string{formatGRPCTimeout(time.Until(f.dl))}
-		f.deadlineSent = true
-	} else if f.grpc {
-		// No deadline although the header may be there: its value is
-		// malformed (a valid one sets the deadline), and ignored, so it
-		// is not sent on for the upstream to fail the call with.
-		delete(h, hdrGRPCTimeout)
-	}
 	var reqBody io.ReadCloser
 	if f.replay != nil {
 		f.view = f.replay.view()
 		reqBody = f.view
 	} else if body != nil {
 		reqBody = io.NopCloser(body)
+	}
+	if f.grpc {
+		f.setGRPCTimeout(h, reqBody != nil)
 	}
 
 	out, u := &f.out, &f.url
@@ -606,6 +602,57 @@ func (f *forwarding) attemptRequest(attempt int, hdr http.Header, body io.Reader
 		out.ContentLength = r.ContentLength
 	}
 	return out
+}
+
+// setGRPCTimeout sets the grpc-timeout of an attempt (hasBody: it sends
+// a body) in h: the time to the route deadline, or the route's per-try
+// timeout when shorter and the route asks for it (grpc_timeout_per_try)
+// and the attempt's body is whole (see bodyWhole). Envoy sends the
+// smaller of the two as well (its "expected timeout"), but its per-try
+// timer starts once the downstream request is complete, whatever the
+// upstream was told; here the upstream's deadline runs from the
+// headers, the per-try timer from the body's end, so a body still
+// streaming from the client would have its upload cut by the upstream
+// before the proxy's own timer would end the attempt.
+//
+//go:noinline
+func (f *forwarding) setGRPCTimeout(h http.Header, hasBody bool) {
+	now := time.Now()
+	d, set := time.Duration(0), false
+	if !f.dl.IsZero() {
+		d, set = f.dl.Sub(now), true
+	}
+	if pt := f.rt.perTryTimeout; f.rt.grpcPerTry && (!set || pt < d) && (!hasBody || f.bodyWhole()) {
+		d, set = pt, true
+	}
+	if !set {
+		// No deadline although the header may be there: its value is
+		// malformed (a valid one sets the deadline), and ignored, so it
+		// is not sent on for the upstream to fail the call with.
+		delete(h, hdrGRPCTimeout)
+		f.sentDL = 0
+		return
+	}
+	h[hdrGRPCTimeout] = []string{formatGRPCTimeout(d)}
+	f.sentDL = now.Add(d).UnixNano()
+}
+
+// bodyReceived is a request body that can tell whether the client has
+// sent all of it, so that reading the rest never waits for the client
+// (h2server's bodies can).
+type bodyReceived interface{ Received() bool }
+
+// bodyWhole reports whether every read of the request body an attempt
+// sends is served without waiting for the client: the body is kept
+// whole for replay, or the downstream body has been received to its
+// end (a unary call's message, as a rule, which gRPC clients send right
+// behind the headers).
+func (f *forwarding) bodyWhole() bool {
+	if f.replay != nil && f.replay.complete() {
+		return true
+	}
+	b, ok := f.r.Body.(bodyReceived)
+	return ok && b.Received()
 }
 
 // attemptCountValues are the values of x-outrigger-attempt-count, shared
@@ -1210,15 +1257,15 @@ func (f *forwarding) failKind(err error, actx context.Context) failKind {
 const deadlineSkew = 100 * time.Millisecond
 
 // upstreamDeadline reports whether err is a gRPC upstream ending the call
-// at the deadline the proxy propagated: a server whose grpc-timeout ran out
-// cancels the stream (RST_STREAM CANCEL), a moment before the proxy's own
-// timer fires (the timeout it got was measured from a later instant).
-// A cancellation within deadlineSkew of the deadline is the deadline, not
-// a reset.
+// at the deadline the proxy propagated (the route deadline, or the
+// per-try timeout; see setGRPCTimeout): a server whose grpc-timeout ran
+// out cancels the stream (RST_STREAM CANCEL), about when the proxy's own
+// timer fires, often a moment before. A cancellation within deadlineSkew
+// of the deadline is the deadline, not a reset.
 func (f *forwarding) upstreamDeadline(err error) bool {
 	var se http2.StreamError
-	return f.grpc && f.deadlineSent && errors.As(err, &se) && se.Code == http2.ErrCodeCancel &&
-		!f.dl.IsZero() && f.dl.Sub(f.p.now()) <= deadlineSkew
+	return f.grpc && f.sentDL != 0 && errors.As(err, &se) && se.Code == http2.ErrCodeCancel &&
+		f.sentDL-time.Now().UnixNano() <= int64(deadlineSkew)
 }
 
 func failureReply(k failKind) localReply {

@@ -243,6 +243,11 @@ func (v *bodyView) Read(p []byte) (int, error) {
 // Close does not close the downstream body, which the http.Server owns.
 func (v *bodyView) Close() error { return nil }
 
+// Received reports whether the whole body is kept, so that reading the
+// view never waits for the client (bodyReceived: a fallback cluster's
+// request body is a view).
+func (v *bodyView) Received() bool { return v.b.complete() }
+
 // release detaches the view: it waits (bounded by ctx) for a Read in
 // progress to return, then keeps every later Read from touching the
 // shared state, so that the next attempt's view may read.

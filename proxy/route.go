@@ -296,6 +296,9 @@ type route struct {
 	timeout       time.Duration // whole request incl. retries; 0: none
 	perTryTimeout time.Duration // each attempt until response headers; 0: none
 	retry         retryPolicy
+	// grpcPerTry: a gRPC attempt whose body is whole tells the upstream
+	// the per-try timeout when shorter (grpc_timeout_per_try).
+	grpcPerTry bool
 	// attemptCount: each attempt's request carries its number in
 	// x-outrigger-attempt-count (include_request_attempt_count).
 	attemptCount bool

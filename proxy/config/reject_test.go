@@ -369,6 +369,11 @@ routes:
   - direct_response: {status: 404}
     timeout: 1s
 `, `t.yaml:4: routes[0].timeout: not used with direct_response`},
+		{"grpc_timeout_per_try without per_try_timeout", okCluster + `
+routes:
+  - cluster: a
+    grpc_timeout_per_try: true
+`, `t.yaml:8: routes[0].grpc_timeout_per_try: requires per_try_timeout`},
 		{"attempt count on a direct response", okCluster + `
 routes:
   - direct_response: {status: 404}

@@ -494,6 +494,18 @@ type Route struct {
 	// On a composition route it bounds each attempt of each backend call.
 	PerTryTimeout time.Duration `yaml:"per_try_timeout" json:"per_try_timeout"`
 
+	// GRPCTimeoutPerTry, when true, caps the grpc-timeout sent with a gRPC
+	// attempt at PerTryTimeout when the attempt's request body is whole
+	// as it goes out (no body, one the client has sent to its end, or a
+	// retry's body replayed whole from memory), so that the upstream
+	// gives up on the attempt when the proxy does. The upstream then ends
+	// the whole call at that bound, its response included, while the
+	// proxy's per-try timer stops at the response headers: for routes
+	// whose calls answer whole (unary), not server streams that outlive
+	// PerTryTimeout. False (the default) means grpc-timeout is the time
+	// to the route deadline. Requires PerTryTimeout.
+	GRPCTimeoutPerTry bool `yaml:"grpc_timeout_per_try" json:"grpc_timeout_per_try"`
+
 	// Retry, when present, retries failed attempts. Absent (nil) means no
 	// retries. On a composition route it is the policy of each backend call.
 	Retry *RetryPolicy `yaml:"retry,omitempty" json:"retry,omitempty"`

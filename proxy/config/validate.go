@@ -355,6 +355,7 @@ func (r *Route) validate(p *problems, path string) {
 			{"timeout", r.Timeout != 0},
 			{"timeout_disabled", r.TimeoutDisabled},
 			{"per_try_timeout", r.PerTryTimeout != 0},
+			{"grpc_timeout_per_try", r.GRPCTimeoutPerTry},
 			{"retry", r.Retry != nil},
 			{"include_request_attempt_count", r.IncludeRequestAttemptCount},
 			{"prefix_rewrite", r.PrefixRewrite != ""},
@@ -385,6 +386,9 @@ func (r *Route) validate(p *problems, path string) {
 
 	checkDuration(p, path+".timeout", r.Timeout)
 	checkDuration(p, path+".per_try_timeout", r.PerTryTimeout)
+	if r.GRPCTimeoutPerTry && r.PerTryTimeout == 0 && r.DirectResponse == nil {
+		p.add(path+".grpc_timeout_per_try", "requires per_try_timeout")
+	}
 	if r.TimeoutDisabled && r.Timeout != 0 {
 		p.add(path+".timeout", "must not be set when timeout_disabled is true")
 	}

@@ -147,6 +147,18 @@ func (b *requestBody) Close() error {
 	return nil
 }
 
+// Received reports whether the client has sent the whole body: its end
+// (END_STREAM) has arrived and what the handler has not read of it yet
+// is buffered, so reads return without waiting for the client. The
+// proxy asks it before it tells an upstream a deadline that runs from
+// the body's end (see the proxy's per-try grpc-timeout).
+func (b *requestBody) Received() bool {
+	st := b.st
+	st.sc.mu.Lock()
+	defer st.sc.mu.Unlock()
+	return st.rerr == io.EOF
+}
+
 var errMalformed = errors.New("h2server: malformed request")
 
 // newRequest builds st's request from its HEADERS. A malformed request
