@@ -31,7 +31,8 @@
 // target included, for a method other than OPTIONS; the authority-form,
 // for a method other than CONNECT, or with more than host and port; an
 // absolute-form target that is not
-// an http or https URI with a host and without userinfo), headers, Host
+// an http or https URI with a host and without userinfo; any target
+// with a '#', since no target has a fragment), headers, Host
 // fields (one, and host[:port]: see wire.ValidAuthority), Content-Length values or chunk sizes get 400 with
 // "Connection: close";
 // a header block over MaxHeaderBytes 431; a Transfer-Encoding whose final

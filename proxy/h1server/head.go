@@ -303,6 +303,13 @@ func (hd *head) requestLine(line string) error {
 	if uri == "*" && method != http.MethodOptions {
 		return badRequest("asterisk-form target for a method other than OPTIONS")
 	}
+	// RFC 9112 §3.2: no form of request target has a fragment. net/url
+	// would keep a '#' in the query (or escape it in the path) and
+	// forward it, and an upstream that reads a fragment there would
+	// serve another target than the one routed.
+	if strings.IndexByte(uri, '#') >= 0 {
+		return badRequest("fragment in request target")
+	}
 	hd.rh = new(reqHead)
 	// CONNECT's target is an authority (RFC 9112 §3.2.3), parsed as
 	// net/http does.

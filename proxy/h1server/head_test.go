@@ -60,6 +60,10 @@ func (c *conn) readRequestTextproto() (*response, error) {
 	if uri == "*" && method != http.MethodOptions {
 		return nil, badRequest("asterisk-form target for a method other than OPTIONS")
 	}
+	// RFC 9112 §3.2: no form of request target has a fragment.
+	if strings.IndexByte(uri, '#') >= 0 {
+		return nil, badRequest("fragment in request target")
+	}
 	// CONNECT's target is an authority (RFC 9112 §3.2.3), parsed as
 	// net/http does.
 	rawurl := uri

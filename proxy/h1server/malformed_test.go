@@ -38,6 +38,11 @@ func TestMalformedRequests(t *testing.T) {
 		{"control byte in target", "GET /a\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"asterisk-form for GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"relative target", "GET a/b HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		// RFC 9112 §3.2: a target has no fragment; an upstream that
+		// reads one would not see the query (or path) routed.
+		{"fragment in target's query", "GET /api?x#y HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"fragment in target's path", "GET /api#y HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"fragment in absolute-form target", "GET http://x/api#y HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		// RFC 9112 §3.2.3: the authority-form is for CONNECT only.
 		{"authority-form for GET", "GET example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 400},
 		{"authority-form for POST", "POST localhost:8080 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 400},

@@ -197,6 +197,8 @@ func TestStreamErrors(t *testing.T) {
 		{"control byte in :path's query", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/p?a\x01b"}},
 		{"DEL in :path", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/p\x7f"}},
 		{"space in :path", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/a b"}},
+		{"fragment in :path's query", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/p?a#b"}},
+		{"fragment in :path", []string{":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/p#b"}},
 		{"OPTIONS target with a space", []string{":method", "OPTIONS", ":scheme", "http", ":authority", "x", ":path", "* x"}},
 		{"Trailer naming a non-token", append(base, "trailer", "x t")},
 		{"no authority", []string{":method", "GET", ":scheme", "http", ":path", "/"}},

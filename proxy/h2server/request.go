@@ -282,6 +282,12 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 			// control characters, lets it by).
 			return 0, errMalformed
 		}
+		if strings.IndexByte(path, '#') >= 0 {
+			// RFC 9113 §8.3.1: :path is the target's path and query,
+			// which have no fragment (RFC 3986 §3.4), as in an HTTP/1.1
+			// request target.
+			return 0, errMalformed
+		}
 		if parseRequestURI(path, u) != nil {
 			return 0, errMalformed
 		}
