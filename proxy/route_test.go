@@ -497,3 +497,33 @@ func wantHostStatuses(t *testing.T, h *harness, want map[string]int) {
 		}
 	}
 }
+
+// Proxy-Authorization and Proxy-Authenticate are stripped as hop-by-hop,
+// yet a route may set them: what the route sets is for the next hop (an
+// upstream that is itself a proxy, a 407 sent to the client), as RFC
+// 9110 §11.7 has a proxy consume the previous hop's credentials and
+// send its own. The client's and the upstream's never pass.
+func TestRouteSetsProxyAuthorizationForTheNextHop(t *testing.T) {
+	seen := make(chan []string, 1)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Values("Proxy-Authorization")
+		w.Header().Set("Proxy-Authenticate", `Basic realm="upstream"`)
+		w.WriteHeader(http.StatusProxyAuthRequired)
+	})
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, func(r *config.Route) {
+		r.RequestHeaders.Add = config.HeaderValues{{Name: "proxy-authorization", Value: "Basic c2lkZWNhcjpz"}}
+		r.ResponseHeaders.Add = config.HeaderValues{{Name: "proxy-authenticate", Value: `Basic realm="mesh"`}}
+	})
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	h := startProxy(t, cfg)
+	resp := mustGet(t, h.h1, h.url("/"), "Proxy-Authorization", "Basic Y2xpZW50OmM=")
+	readAll(t, resp)
+	if got := <-seen; len(got) != 1 || got[0] != "Basic c2lkZWNhcjpz" {
+		t.Errorf("upstream got Proxy-Authorization %q, want the route's alone", got)
+	}
+	if got := resp.Header.Values("Proxy-Authenticate"); len(got) != 1 || got[0] != `Basic realm="mesh"` {
+		t.Errorf("client got Proxy-Authenticate %q, want the route's alone", got)
+	}
+}

@@ -753,8 +753,10 @@ type HeaderMutation struct {
 	// the header) or a list of {name, value, append}.
 	Add HeaderValues `yaml:"add" json:"add"`
 
-	// Remove lists header names to delete. Pseudo-headers, hop-by-hop headers
-	// and Host cannot be removed.
+	// Remove lists header names to delete. Pseudo-headers, Host,
+	// Content-Length and the hop-by-hop headers the proxy manages
+	// (Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding,
+	// Upgrade, TE, Trailer, HTTP2-Settings) cannot be removed.
 	Remove []string `yaml:"remove" json:"remove"`
 }
 
@@ -765,8 +767,13 @@ type HeaderValues []HeaderValue
 
 // HeaderValue is one header to set.
 type HeaderValue struct {
-	// Name is the header name: an RFC 9110 token. Pseudo-headers,
-	// hop-by-hop headers and Host cannot be set.
+	// Name is the header name: an RFC 9110 token. Pseudo-headers, Host,
+	// Content-Length and the hop-by-hop headers the proxy manages
+	// (Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding,
+	// Upgrade, TE, Trailer, HTTP2-Settings) cannot be set.
+	// Proxy-Authorization and Proxy-Authenticate can: the proxy drops
+	// the client's and the upstream's (they were for the hop before),
+	// and one a route sets is for the next hop (RFC 9110 §11.7).
 	Name string `yaml:"name" json:"name"`
 
 	// Value is the header value (no CR, LF or NUL).

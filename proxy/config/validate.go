@@ -581,7 +581,10 @@ func (hs HeaderValues) validate(p *problems, path string) {
 // HTTP2-Settings (h2c's, hop-by-hop too), Host (which is the request's
 // authority, chosen by routing) and Content-Length (the body's framing,
 // which an edit would contradict: every response of the route would be
-// cut short).
+// cut short). Proxy-Authorization and Proxy-Authenticate, which the
+// proxy strips as the previous hop's, are not among them: a route may
+// set them for the next hop (credentials for an upstream that is a
+// proxy, the challenge of a 407), as RFC 9110 §11.7 lets a proxy do.
 var forbiddenHeaders = map[string]bool{
 	"connection": true, "keep-alive": true, "proxy-connection": true,
 	"transfer-encoding": true, "upgrade": true, "te": true, "trailer": true,
