@@ -40,6 +40,13 @@ routes:
         - {name: ":method", exact: GET}
         - {name: x-canary, regex: "^(1|true)$", invert: true}
 `,
+		"upgrade header match": `
+clusters: {a: {endpoints: ["10.0.0.1:80"]}}
+routes:
+  - cluster: a
+    match:
+      headers: [{name: upgrade, exact: websocket}]
+`,
 		"weighted with a zero weight": `
 clusters: {a: {endpoints: ["10.0.0.1:80"]}, b: {endpoints: ["10.0.0.2:80"]}}
 routes:

@@ -340,6 +340,36 @@ routes:
     match:
       headers: [{name: x-canary}]
 `, `t.yaml:9: routes[0].match.headers[0]: set one of exact, prefix, regex or present`},
+		{"header match on transfer-encoding", okCluster + `
+routes:
+  - cluster: a
+    match:
+      headers: [{name: transfer-encoding, exact: chunked}]
+`, `t.yaml:9: routes[0].match.headers[0].name: header "transfer-encoding" frames the request body and is taken out of the request's fields by the listener: a matcher on it never sees it`},
+		{"header match on trailer", okCluster + `
+routes:
+  - cluster: a
+    match:
+      headers: [{name: Trailer, present: true}]
+`, `t.yaml:9: routes[0].match.headers[0].name: header "Trailer" frames the request body and is taken out of the request's fields by the listener: a matcher on it never sees it`},
+		{"header match on connection", okCluster + `
+routes:
+  - cluster: a
+    match:
+      headers: [{name: Connection, exact: close}]
+`, `t.yaml:9: routes[0].match.headers[0].name: header "Connection" describes the client's connection, not the request, and an HTTP/2 request has none (RFC 9113 §8.2.2), so a route on it would tell the protocols apart: match "upgrade" to route a protocol upgrade`},
+		{"header match on keep-alive", okCluster + `
+routes:
+  - cluster: a
+    match:
+      headers: [{name: keep-alive, present: true, invert: true}]
+`, `t.yaml:9: routes[0].match.headers[0].name: header "keep-alive" describes the client's connection, not the request, and an HTTP/2 request has none (RFC 9113 §8.2.2), so a route on it would tell the protocols apart`},
+		{"header match on te", okCluster + `
+routes:
+  - cluster: a
+    match:
+      headers: [{name: te, prefix: trailers}]
+`, `t.yaml:9: routes[0].match.headers[0].name: header "te" describes the client's connection, not the request, and an HTTP/2 request has none but "te: trailers" (RFC 9113 §8.2.2), so a route on it would tell the protocols apart`},
 		{"lower-case method", okCluster + `
 routes:
   - cluster: a

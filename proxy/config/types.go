@@ -605,7 +605,10 @@ type PathMatch struct {
 type HeaderMatch struct {
 	// Name is the header's name, matched case-insensitively. The HTTP/2
 	// pseudo-headers ":authority", ":method", ":path" and ":scheme" may be
-	// named too.
+	// named too. The body's framing (Transfer-Encoding, Trailer), which
+	// the listener takes out of the request's fields, and the
+	// connection-specific fields (Connection, Keep-Alive,
+	// Proxy-Connection, TE, HTTP2-Settings) may not; Upgrade may.
 	Name string `yaml:"name" json:"name"`
 
 	// Exact matches the value exactly.

@@ -477,6 +477,10 @@ func (m *RouteMatch) validate(p *problems, path string) {
 		case matchablePseudo[strings.ToLower(h.Name)]:
 		case !httpguts.ValidHeaderFieldName(h.Name):
 			p.addf(hp+".name", "invalid header name %q", h.Name)
+		default:
+			if msg := checkMatchableHeader(h.Name); msg != "" {
+				p.add(hp+".name", msg)
+			}
 		}
 		var set []string
 		if h.Exact != "" {
@@ -503,6 +507,33 @@ func (m *RouteMatch) validate(p *problems, path string) {
 }
 
 var matchablePseudo = map[string]bool{":authority": true, ":method": true, ":path": true, ":scheme": true}
+
+// checkMatchableHeader refuses a matcher on a field no route sees as
+// the client sent it. The listeners take the body's framing out of the
+// request's fields (HTTP/1.1 Transfer-Encoding and Trailer, HTTP/2
+// Trailer), so a matcher on it never matched and an inverted one always
+// did. The connection-specific fields describe the client's hop, and
+// make an HTTP/2 request malformed (RFC 9113 §8.2.2; TE but "trailers"),
+// so the same request would be routed one way over HTTP/1.1 and another
+// over HTTP/2. Upgrade is matchable: it names the protocol an HTTP/1.1
+// request asks to switch to (a WebSocket), which the proxy passes on.
+func checkMatchableHeader(name string) string {
+	switch k := strings.ToLower(name); k {
+	case "transfer-encoding", "trailer":
+		return fmt.Sprintf("header %q frames the request body and is taken out of the request's fields by the listener: a matcher on it never sees it", name)
+	case "connection", "keep-alive", "proxy-connection", "te", "http2-settings":
+		h2 := "has none"
+		if k == "te" {
+			h2 = `has none but "te: trailers"`
+		}
+		msg := fmt.Sprintf("header %q describes the client's connection, not the request, and an HTTP/2 request %s (RFC 9113 §8.2.2), so a route on it would tell the protocols apart", name, h2)
+		if k == "connection" {
+			msg += `: match "upgrade" to route a protocol upgrade`
+		}
+		return msg
+	}
+	return ""
+}
 
 func (rp *RetryPolicy) validate(p *problems, path string) {
 	switch {
