@@ -21,6 +21,7 @@ func TestRouteMatchTable(t *testing.T) {
 		{Name: "hdr-prefix", Match: config.RouteMatch{Headers: []config.HeaderMatch{{Name: "user-agent", Prefix: "grpc-go"}}}, DirectResponse: &config.DirectResponse{Status: 200}},
 		{Name: "hdr-regex", Match: config.RouteMatch{Headers: []config.HeaderMatch{{Name: "x-tenant", Regex: "t-[a-z]+"}}}, DirectResponse: &config.DirectResponse{Status: 200}},
 		{Name: "hdr-present-inverted", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/auth"}, Headers: []config.HeaderMatch{{Name: "authorization", Present: true, Invert: true}}}, DirectResponse: &config.DirectResponse{Status: 401}},
+		{Name: "hdr-empty", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/empty"}, Headers: []config.HeaderMatch{{Name: "x-empty", Regex: "^$"}}}, DirectResponse: &config.DirectResponse{Status: 200}},
 		{Name: "pseudo-method", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/pseudo"}, Headers: []config.HeaderMatch{{Name: ":method", Exact: "DELETE"}}}, DirectResponse: &config.DirectResponse{Status: 200}},
 		{Name: "catch-all-inbound", Listener: config.Inbound, DirectResponse: &config.DirectResponse{Status: 200}},
 	}
@@ -53,6 +54,9 @@ func TestRouteMatchTable(t *testing.T) {
 		{"GET", "x", "/", []string{"X-Tenant", "t-acme9"}, ""},
 		{"GET", "x", "/auth/me", nil, "hdr-present-inverted"},
 		{"GET", "x", "/auth/me", []string{"Authorization", "Bearer x"}, ""},
+		{"GET", "x", "/empty", []string{"X-Empty", ""}, "hdr-empty"},
+		{"GET", "x", "/empty", []string{"X-Empty", "a"}, ""},
+		{"GET", "x", "/empty", nil, ""},
 		{"DELETE", "x", "/pseudo", nil, "pseudo-method"},
 		{"GET", "x", "/pseudo", nil, ""},
 		{"GET", "[::1]:8080", "/users/1", nil, "regex"},

@@ -339,7 +339,13 @@ routes:
   - cluster: a
     match:
       headers: [{name: x-canary}]
-`, `t.yaml:9: routes[0].match.headers[0]: set one of exact, prefix, regex or present`},
+`, `t.yaml:9: routes[0].match.headers[0]: set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`},
+		{"header match on an empty exact", okCluster + `
+routes:
+  - cluster: a
+    match:
+      headers: [{name: x-canary, exact: ""}]
+`, `t.yaml:9: routes[0].match.headers[0]: set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`},
 		{"header match on transfer-encoding", okCluster + `
 routes:
   - cluster: a

@@ -611,7 +611,8 @@ type HeaderMatch struct {
 	// Proxy-Connection, TE, HTTP2-Settings) may not; Upgrade may.
 	Name string `yaml:"name" json:"name"`
 
-	// Exact matches the value exactly.
+	// Exact matches the value exactly. Empty means unset: an empty value
+	// is matched by Regex "^$".
 	Exact string `yaml:"exact,omitempty" json:"exact,omitempty"`
 
 	// Prefix matches values starting with it.

@@ -498,7 +498,9 @@ func (m *RouteMatch) validate(p *problems, path string) {
 		}
 		switch len(set) {
 		case 0:
-			p.add(hp, "set one of exact, prefix, regex or present")
+			// An empty exact is no matcher: the field cannot tell it from
+			// one left out (Envoy's string matcher takes exact "").
+			p.add(hp, `set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`)
 		case 1:
 		default:
 			p.addf(hp, "set only one of exact, prefix, regex and present, got %s", strings.Join(set, " and "))
