@@ -376,6 +376,33 @@ routes:
     match:
       headers: [{name: te, prefix: trailers}]
 `, `t.yaml:9: routes[0].match.headers[0].name: header "te" describes the client's connection, not the request, and an HTTP/2 request has none but "te: trailers" (RFC 9113 §8.2.2), so a route on it would tell the protocols apart`},
+		{"escape in path prefix", okCluster + `
+routes:
+  - cluster: a
+    match: {path: {prefix: "/a%20b/"}}
+`, `t.yaml:8: routes[0].match.path.prefix: must be written decoded, without "%" escapes: paths are matched decoded and sent escaped ("/a b" matches and sends /a%20b; a "%" the path decodes to is matched by path.regex)`},
+		{"escape in path exact", okCluster + `
+routes:
+  - cluster: a
+    match: {path: {exact: "/a%2Fb"}}
+`, `t.yaml:8: routes[0].match.path.exact: must be written decoded, without "%" escapes: paths are matched decoded and sent escaped ("/a b" matches and sends /a%20b; a "%" the path decodes to is matched by path.regex)`},
+		{"query in path prefix", okCluster + `
+routes:
+  - cluster: a
+    match: {path: {prefix: "/a?b"}}
+`, `t.yaml:8: routes[0].match.path.prefix: must not contain "?" or "#": it is matched against the path alone, without query or fragment`},
+		{"escape in prefix_rewrite", okCluster + `
+routes:
+  - cluster: a
+    match: {path: {prefix: /api/}}
+    prefix_rewrite: /a%20b/
+`, `t.yaml:9: routes[0].prefix_rewrite: must be written decoded, without "%" escapes: the rewritten path is sent escaped ("/a b/" sends /a%20b/)`},
+		{"fragment in prefix_rewrite", okCluster + `
+routes:
+  - cluster: a
+    match: {path: {prefix: /api/}}
+    prefix_rewrite: "/v1/#x"
+`, `t.yaml:9: routes[0].prefix_rewrite: must not contain "?" or "#": a rewrite replaces part of the path and cannot add a query or fragment`},
 		{"lower-case method", okCluster + `
 routes:
   - cluster: a

@@ -521,8 +521,10 @@ type Route struct {
 	IncludeRequestAttemptCount bool `yaml:"include_request_attempt_count" json:"include_request_attempt_count"`
 
 	// PrefixRewrite replaces the matched path prefix (match.path.prefix or
-	// match.path.exact) before forwarding; it starts with "/". Empty means the
-	// path is forwarded unchanged.
+	// match.path.exact) before forwarding; it starts with "/" and is
+	// written decoded, without "%", "?" or "#" (the proxy escapes the path
+	// it sends: "/a b/" is sent as "/a%20b/"). Empty means the path is
+	// forwarded unchanged.
 	PrefixRewrite string `yaml:"prefix_rewrite" json:"prefix_rewrite"`
 
 	// RequestHeaders edits the request's headers before forwarding.
@@ -585,6 +587,10 @@ type RouteMatch struct {
 
 // PathMatch matches the request path with at most one of its fields.
 // All empty means prefix "/" (every path).
+//
+// Exact and Prefix are written as the decoded path they match ("/a b",
+// not "/a%20b"), without "%", "?" or "#": the path is matched decoded,
+// without its query.
 type PathMatch struct {
 	// Exact matches the path exactly.
 	Exact string `yaml:"exact,omitempty" json:"exact,omitempty"`

@@ -405,6 +405,8 @@ func (r *Route) validate(p *problems, path string) {
 			p.addf(path+".prefix_rewrite", "must start with \"/\", got %q", r.PrefixRewrite)
 		} else if r.Match.Path.Prefix == "" && r.Match.Path.Exact == "" {
 			p.add(path+".prefix_rewrite", "needs match.path.prefix or match.path.exact")
+		} else {
+			checkDecodedPath(p, path+".prefix_rewrite", r.PrefixRewrite, true)
 		}
 	}
 	r.RequestHeaders.validate(p, path+".request_headers")
@@ -441,12 +443,16 @@ func (m *RouteMatch) validate(p *problems, path string) {
 		set = append(set, "exact")
 		if !strings.HasPrefix(m.Path.Exact, "/") {
 			p.addf(pp+".exact", "must start with \"/\", got %q", m.Path.Exact)
+		} else {
+			checkDecodedPath(p, pp+".exact", m.Path.Exact, false)
 		}
 	}
 	if m.Path.Prefix != "" {
 		set = append(set, "prefix")
 		if !strings.HasPrefix(m.Path.Prefix, "/") {
 			p.addf(pp+".prefix", "must start with \"/\", got %q", m.Path.Prefix)
+		} else {
+			checkDecodedPath(p, pp+".prefix", m.Path.Prefix, false)
 		}
 	}
 	if m.Path.Regex != "" {
@@ -505,6 +511,26 @@ func (m *RouteMatch) validate(p *problems, path string) {
 		default:
 			p.addf(hp, "set only one of exact, prefix, regex and present, got %s", strings.Join(set, " and "))
 		}
+	}
+}
+
+// checkDecodedPath refuses, in a path matcher or a prefix_rewrite (a
+// rewrite when rewrite is set), what would not mean what it says. A
+// path is matched in its decoded form and a rewritten one is escaped
+// when sent, so an escape written as Envoy takes it ("/a%20b") matched
+// only "/a%2520b" and was sent as that; and a path has no query or
+// fragment, so a "?" or "#" matched or sent only an escaped one
+// ("%3F", "%23").
+func checkDecodedPath(p *problems, key, v string, rewrite bool) {
+	switch {
+	case strings.Contains(v, "%") && rewrite:
+		p.add(key, `must be written decoded, without "%" escapes: the rewritten path is sent escaped ("/a b/" sends /a%20b/)`)
+	case strings.Contains(v, "%"):
+		p.add(key, `must be written decoded, without "%" escapes: paths are matched decoded and sent escaped ("/a b" matches and sends /a%20b; a "%" the path decodes to is matched by path.regex)`)
+	case strings.ContainsAny(v, "?#") && rewrite:
+		p.add(key, `must not contain "?" or "#": a rewrite replaces part of the path and cannot add a query or fragment`)
+	case strings.ContainsAny(v, "?#"):
+		p.add(key, `must not contain "?" or "#": it is matched against the path alone, without query or fragment`)
 	}
 }
 
