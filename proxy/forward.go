@@ -304,8 +304,16 @@ func (f *forwarding) run(start time.Time) {
 	if np := f.rt.rewritePath(path); np != path {
 		er := ""
 		if rawPath != "" {
-			// The path has escapes its decoded form would lose.
-			er, _ = f.rt.rewriteEscaped(rawPath)
+			// The path has escapes its decoded form would lose: the
+			// escaped form is rewritten, and the decoded one taken from
+			// it, as net/url sends Path alone when RawPath is not its
+			// escaping (they differ where the rest begins with an
+			// escaped '/', which joinRewrite merges only when real).
+			if e, ok := f.rt.rewriteEscaped(rawPath); ok {
+				if d, err := url.PathUnescape(e); err == nil {
+					np, er = d, e
+				}
+			}
 		}
 		path, rawPath = np, er
 	}

@@ -350,15 +350,20 @@ func joinRewrite(prefix, rest string) string {
 // of a path whose decoded form the prefix matched (URL.RawPath): what
 // follows the prefix keeps its escapes (an escaped '/' stays inside its
 // segment, "%2e%2e" stays escaped), as the path does without a rewrite.
-// ok is false when the route rewrites no prefix.
+// An escaped '/' that the prefix's last '/' matched stays too, before
+// the rest: what follows it was inside its segment, and would otherwise
+// begin one after the rewrite ("/api%2F../admin", matched by "/api/"
+// and rewritten to "/v1/", would be sent as "/v1/../admin", out of
+// /v1/, where it is "/v1/%2F../admin"). ok is false when the route
+// rewrites no prefix.
 func (r *route) rewriteEscaped(escaped string) (string, bool) {
 	if r.prefixRewrite == "" || r.match.exactRewrite || r.match.path != pathPrefix {
 		return "", false
 	}
 	// Each escape ("%XX") decodes to one byte of the matched prefix.
-	i, n := 0, 0
+	i, n, esc := 0, 0, false
 	for n < len(r.match.pathValue) && i < len(escaped) {
-		if escaped[i] == '%' {
+		if esc = escaped[i] == '%'; esc {
 			i += 3
 		} else {
 			i++
@@ -367,6 +372,9 @@ func (r *route) rewriteEscaped(escaped string) (string, bool) {
 	}
 	if n != len(r.match.pathValue) || i > len(escaped) {
 		return "", false
+	}
+	if esc && r.match.pathValue[n-1] == '/' {
+		i -= 3 // the escaped slash begins the rest
 	}
 	return joinRewrite(r.prefixRewriteEscaped, escaped[i:]), true
 }

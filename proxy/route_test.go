@@ -531,3 +531,48 @@ func TestRouteSetsProxyAuthorizationForTheNextHop(t *testing.T) {
 		t.Errorf("client got Proxy-Authenticate %q, want the route's alone", got)
 	}
 }
+
+// A prefix whose last '/' matched an escaped slash ("/api/" matching
+// "/api%2Fx") is rewritten with that escape kept before the rest of the
+// path: what follows was inside the escape's segment, and stays there.
+// The escape was replaced with the prefix, so the rest began a segment
+// of its own: "/api%2F../admin", which normalization leaves alone
+// (its dots are no segment), reached the upstream as "/v1/../admin",
+// out of /v1/. And a rest that began with an escaped slash lost it
+// ("/api/%2Fx" was sent as "/v1/x"), its decoded and escaped forms
+// joined with one slash between them in one and two in the other.
+func TestPrefixRewriteKeepsEscapedSlashInItsSegment(t *testing.T) {
+	uris := make(chan string, 8)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { uris <- r.RequestURI })
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(addr(up))}},
+		Routes: []config.Route{
+			{Name: "api", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/api/"}}, Cluster: "svc", PrefixRewrite: "/v1/"},
+			{Name: "b", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/b"}}, Cluster: "svc", PrefixRewrite: "/"},
+			{Name: "c", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/c/"}}, Cluster: "svc", PrefixRewrite: "/v2"},
+		},
+	}
+	h := startProxy(t, cfg)
+	for _, tc := range []struct{ target, want string }{
+		{"/api%2Fx", "/v1/%2Fx"},
+		{"/api%2fx?q=1", "/v1/%2Fx?q=1"},
+		{"/api%2F../admin", "/v1/%2F../admin"},
+		{"/api%2F..", "/v1/%2F.."},
+		{"/api/%2Fx", "/v1/%2Fx"},
+		{"/api/x%2Fy", "/v1/x%2Fy"},
+		{"/api/x", "/v1/x"},
+		{"/b%2Fx", "/%2Fx"},
+		{"/b/x", "/x"},
+		{"/c%2Fx", "/v2%2Fx"},
+		{"/c/x", "/v2x"},
+	} {
+		resp := sendRaw(t, h.out, "GET "+tc.target+" HTTP/1.1\r\nHost: svc\r\n\r\n")
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d", tc.target, resp.StatusCode)
+		}
+		if got := <-uris; got != tc.want {
+			t.Errorf("%s reached the upstream as %q, want %q", tc.target, got, tc.want)
+		}
+	}
+}
