@@ -116,7 +116,9 @@ func TestIptablesScriptInANetworkNamespace(t *testing.T) {
 // the app's preStop sleep ends within the delay (else the app's calls
 // out while it stops meet a draining sidecar); and that the liveness
 // probe is /live, the readiness probe /ready (a liveness probe on
-// /ready, which fails from SIGTERM on, restarts a stopping sidecar).
+// /ready, which fails from SIGTERM on, restarts a stopping sidecar); and
+// that the sidecar is the first container, holding the app's start with
+// a postStart `outrigger wait` until it is ready.
 func TestKubernetesManifestIsConsistent(t *testing.T) {
 	f, err := os.Open("../../deploy/kubernetes/catalog.yaml")
 	if err != nil {
@@ -136,6 +138,9 @@ func TestKubernetesManifestIsConsistent(t *testing.T) {
 			PreStop struct {
 				Sleep struct{ Seconds int64 }
 			} `yaml:"preStop"`
+			PostStart struct {
+				Exec struct{ Command []string }
+			} `yaml:"postStart"`
 		}
 		ReadinessProbe probe `yaml:"readinessProbe"`
 		LivenessProbe  probe `yaml:"livenessProbe"`
@@ -146,6 +151,7 @@ func TestKubernetesManifestIsConsistent(t *testing.T) {
 		sidecarUID    int64 = -1
 		grace         int64 = -1
 		sidecar, app  container
+		first         string
 	)
 	dec := yaml.NewDecoder(f)
 	for {
@@ -177,6 +183,9 @@ func TestKubernetesManifestIsConsistent(t *testing.T) {
 			}
 			if g := doc.Spec.TerminationGracePeriodSeconds; g != nil {
 				grace = *g
+			}
+			if len(doc.Spec.Containers) > 0 {
+				first = doc.Spec.Containers[0].Name
 			}
 			for _, c := range doc.Spec.Containers {
 				switch c.Name {
@@ -211,6 +220,9 @@ func TestKubernetesManifestIsConsistent(t *testing.T) {
 	}
 	if s := time.Duration(app.Lifecycle.PreStop.Sleep.Seconds) * time.Second; s >= l.ShutdownDelay && s > 0 {
 		t.Errorf("the app's preStop sleep (%v) does not end within the sidecar's shutdown_delay (%v)", s, l.ShutdownDelay)
+	}
+	if cmd := sidecar.Lifecycle.PostStart.Exec.Command; first != "outrigger" || len(cmd) < 2 || cmd[1] != "wait" {
+		t.Errorf("the first container is %q, the sidecar's postStart hook %q: want the sidecar first, its hook outrigger wait (the app starts once it is ready)", first, cmd)
 	}
 	if r, lv := sidecar.ReadinessProbe.HTTPGet.Path, sidecar.LivenessProbe.HTTPGet.Path; r != "/ready" || lv != "/live" {
 		t.Errorf("the sidecar's probes: readiness %q, liveness %q; want /ready and /live", r, lv)

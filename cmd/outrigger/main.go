@@ -28,6 +28,7 @@ Usage:
   outrigger run -c FILE [--log-level L] [--log-format F] [--addr-file PATH]
   outrigger validate -c FILE
   outrigger demo [--ephemeral-ports] [--addr-file PATH] [--log-level L] [--log-format F]
+  outrigger wait [--admin HOST:PORT] [--timeout D]
   outrigger version
 
 Commands:
@@ -37,6 +38,8 @@ Commands:
              "FILE:LINE: key.path: why" and exit 1
   demo       start the example catalog app and a sidecar in front of it on
              loopback, and print where to send requests
+  wait       wait until the sidecar's /ready answers 200 (exit 0), or
+             exit 1 after the timeout (1m); for an app's start to wait on
   version    print version, commit and Go version
 
 Run "outrigger COMMAND -h" for a command's flags.
@@ -69,6 +72,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdValidate(rest, stdout, stderr)
 	case "demo":
 		err = cmdDemo(rest, stdout, stderr)
+	case "wait":
+		err = cmdWait(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		err = cmdVersion(rest, stdout, stderr)
 	case "help", "-h", "--help":
