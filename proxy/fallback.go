@@ -126,10 +126,10 @@ func (w *fallbackWriter) Write(b []byte) (int, error) {
 }
 
 // MarkUpstream passes on that the fallback cluster's response is an
-// upstream's (UpstreamMarker).
-func (w *fallbackWriter) MarkUpstream() {
+// upstream's, and whose (UpstreamMarker).
+func (w *fallbackWriter) MarkUpstream(cluster, host string) {
 	if m, ok := w.ResponseWriter.(UpstreamMarker); ok {
-		m.MarkUpstream()
+		m.MarkUpstream(cluster, host)
 	}
 }
 

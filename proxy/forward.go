@@ -113,6 +113,10 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
 		return
 	}
+	rr, recordRoute := w.(RouteRecorder)
+	if recordRoute && rt.clusters == nil {
+		rr.RecordRoute(rt.name, "")
+	}
 	if rt.direct != nil {
 		status := p.writeDirect(w, rt)
 		rt.localStats.record(status, p.now().Sub(start).Seconds())
@@ -123,6 +127,9 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wc := rt.pickCluster(p.intn)
+	if recordRoute {
+		rr.RecordRoute(rt.name, wc.c.name)
+	}
 	// f goes to the heap (the transport is handed its out request), so
 	// it is made there and filled in place: a composite literal would be
 	// built in this frame first and copied, which would cost as much
@@ -441,7 +448,7 @@ func (f *forwarding) run(start time.Time) {
 			return
 		}
 
-		copyErr := f.respond(resp)
+		copyErr := f.respond(resp, ep)
 		if !recorded {
 			f.recordResponse(copyErr, permit, ep, resp, atHeaders, hv)
 		}
@@ -1371,11 +1378,22 @@ func (f *forwarding) prepareRetry(attempt int) bool {
 
 // UpstreamMarker is a ResponseWriter that is told when the response it
 // carries is an upstream's (its header copied from the upstream's
-// response) rather than one the proxy made itself; an access log uses it
-// to tell the proxy's own x-outrigger-error from one an upstream
-// Outrigger sent. MarkUpstream is called before the header is copied.
+// response) rather than one the proxy made itself, and whose: the
+// cluster and the endpoint (host:port) that answered. An access log uses
+// it to tell the proxy's own x-outrigger-error from one an upstream
+// Outrigger sent, and to say who answered. MarkUpstream is called before
+// the header is copied; a route's fallback calls it again for the
+// fallback cluster's response.
 type UpstreamMarker interface {
-	MarkUpstream()
+	MarkUpstream(cluster, host string)
+}
+
+// RouteRecorder is a ResponseWriter that is told the route a request
+// matched and the cluster it picked for it ("" for a direct response or
+// a composition), as soon as they are known: an access log names them
+// for local replies too.
+type RouteRecorder interface {
+	RecordRoute(route, cluster string)
 }
 
 // RequestIDRecorder is a ResponseWriter that is told the x-request-id
@@ -1398,7 +1416,7 @@ var (
 // respond sends resp downstream: headers, body (flushed as it arrives for
 // streams), then trailers. It returns the error that cut the body short;
 // the caller must then abort the downstream stream.
-func (f *forwarding) respond(resp *http.Response) error {
+func (f *forwarding) respond(resp *http.Response, ep *endpoint) error {
 	defer resp.Body.Close()
 	w := f.w
 	// What the upstream's header says is read before the route's edits,
@@ -1406,7 +1424,7 @@ func (f *forwarding) respond(resp *http.Response) error {
 	trailersOnly := f.grpc && resp.Header["Grpc-Status"] != nil
 	flush := f.grpc || resp.ContentLength == -1 || isEventStream(resp.Header)
 	if m, ok := w.(UpstreamMarker); ok {
-		m.MarkUpstream()
+		m.MarkUpstream(f.c.name, ep.addr)
 	}
 	h := responseHeader(w, resp.Header)
 	if !f.rt.respHeaders.empty() {

@@ -194,6 +194,9 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 		zap.Int64("bytes", rec.bytes),
 		zap.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 		zap.String("request_id", requestID),
+		zap.String("route", rec.route),
+		zap.String("cluster", rec.cluster),
+		zap.String("upstream_host", rec.upstreamHost),
 		zap.String("error", own),
 		zap.String("upstream_error", upstreamErr),
 		zap.String("remote", r.RemoteAddr),
@@ -212,8 +215,13 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
-	// upstream: the response is an upstream's (proxy.UpstreamMarker).
-	upstream bool
+	// upstream: the response is an upstream's, upstreamHost's of
+	// cluster (proxy.UpstreamMarker).
+	upstream     bool
+	upstreamHost string
+	// route and cluster: what the request matched and was sent to
+	// (proxy.RouteRecorder); cluster is the fallback's once it answered.
+	route, cluster string
 	// requestID is the x-request-id the proxy made (proxy.RequestIDRecorder);
 	// the last one, which a route's fallback made when its primary's
 	// attempts never reached the upstream's application.
@@ -221,7 +229,14 @@ type recorder struct {
 }
 
 // MarkUpstream implements proxy.UpstreamMarker.
-func (r *recorder) MarkUpstream() { r.upstream = true }
+func (r *recorder) MarkUpstream(cluster, host string) {
+	r.upstream, r.cluster, r.upstreamHost = true, cluster, host
+}
+
+// RecordRoute implements proxy.RouteRecorder.
+func (r *recorder) RecordRoute(route, cluster string) {
+	r.route, r.cluster = route, cluster
+}
 
 // RecordRequestID implements proxy.RequestIDRecorder.
 func (r *recorder) RecordRequestID(id string) { r.requestID = id }
@@ -287,4 +302,5 @@ func (r *recorder) AdoptHeader(h http.Header) bool {
 var (
 	_ proxy.UpstreamMarker    = (*recorder)(nil)
 	_ proxy.RequestIDRecorder = (*recorder)(nil)
+	_ proxy.RouteRecorder     = (*recorder)(nil)
 )
