@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/outrigger-mesh/outrigger/eventlog"
 	"github.com/outrigger-mesh/outrigger/proxy"
@@ -621,6 +622,29 @@ func (s *sidecar) adminHandler(reg *prometheus.Registry, messaging http.Handler)
 		Ready:     s.ready,
 		Config:    s.state.status,
 		Clusters:  func() any { return s.proxy.Clusters() },
+		LogLevel:  func() string { return s.level.Level().String() },
+		SetLogLevel: func(level string) error {
+			l, err := parseLevel(level)
+			if err != nil || level == "" || l < zapcore.DebugLevel || l > zapcore.ErrorLevel {
+				return fmt.Errorf("level must be debug, info, warn or error, got %q", level)
+			}
+			prev := s.level.Level()
+			if prev == l {
+				return nil
+			}
+			// Written at whichever of the two levels shows a warning.
+			note := func() {
+				s.log.Warn("log level set by an operator", zap.String("level", l.String()), zap.String("was", prev.String()))
+			}
+			if l > zapcore.WarnLevel {
+				note()
+				s.level.SetLevel(l)
+			} else {
+				s.level.SetLevel(l)
+				note()
+			}
+			return nil
+		},
 		SetBreaker: func(cluster string, a admin.BreakerAction) error {
 			err := s.proxy.SetBreaker(cluster, string(a))
 			if errors.Is(err, proxy.ErrUnknownCluster) {

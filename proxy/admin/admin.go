@@ -31,6 +31,11 @@ type Options struct {
 	// it to normal operation. It returns ErrUnknownCluster for a name that is
 	// not configured.
 	SetBreaker func(cluster string, action BreakerAction) error
+	// LogLevel returns the level the sidecar's log is written at, and
+	// SetLogLevel changes it (an error for a level it does not take is
+	// the 400 answer's text). Both nil: no /logging.
+	LogLevel    func() string
+	SetLogLevel func(level string) error
 	// Messaging serves /topics and /groups (and the paths below them), the
 	// embedded event log's own admin API. Methods other than GET and HEAD
 	// are accepted from loopback clients only.
@@ -129,6 +134,19 @@ func New(opts Options) http.Handler {
 		handle("POST /clusters/{name}/breaker", "POST /clusters/{name}/breaker?state=open|closed|reset   force a breaker (loopback)",
 			loopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				setBreaker(w, r, opts.SetBreaker)
+			})))
+	}
+	if opts.LogLevel != nil && opts.SetLogLevel != nil {
+		handle("GET /logging", "GET  /logging                    the log level", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"level": opts.LogLevel()})
+		}))
+		handle("POST /logging", "POST /logging?level=debug|info|warn|error   set the log level (loopback)",
+			loopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if err := opts.SetLogLevel(r.URL.Query().Get("level")); err != nil {
+					writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+					return
+				}
+				writeJSON(w, http.StatusOK, map[string]string{"level": opts.LogLevel()})
 			})))
 	}
 	if opts.Messaging != nil {
