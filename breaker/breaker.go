@@ -342,10 +342,14 @@ func (b *Breaker) record(w uint64, now time.Time, failed, slow bool) {
 		}
 	}
 	if reason == "" && eval && t.calls >= b.minCalls && t.calls > 0 {
+		// The share is compared, not the count with threshold × calls:
+		// a division rounds failures/calls to the same float64 as the
+		// threshold written as that share, where the product rounds
+		// 0.07 × 100 up to 7.000000000000001, above 7 failures.
 		switch {
-		case b.rate > 0 && float64(t.failures) >= b.rate*float64(t.calls):
+		case b.rate > 0 && float64(t.failures)/float64(t.calls) >= b.rate:
 			reason = "failure_rate"
-		case b.slowRate > 0 && float64(t.slow) >= b.slowRate*float64(t.calls):
+		case b.slowRate > 0 && float64(t.slow)/float64(t.calls) >= b.slowRate:
 			reason = "slow_call_rate"
 		}
 	}

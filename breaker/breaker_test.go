@@ -612,3 +612,51 @@ func TestRejectReason(t *testing.T) {
 		}
 	}
 }
+
+// A rate threshold is met by a window whose share equals it exactly, for
+// every threshold written with two decimals: 7 failed calls of 100 trip
+// failure_rate 0.07, as 7 slow calls of 100 trip slow_calls 0.07, and 6
+// trip neither.
+func TestRateThresholdIsMetByAnEqualShare(t *testing.T) {
+	// state returns the breaker's state and reason after 100 calls of
+	// which the last bad ones failed (or were slow).
+	state := func(policy string, th float64, bad int) (State, string) {
+		cfg := Config{
+			ConsecutiveFailures: ConsecutiveFailuresConfig{Disabled: true},
+			FailureRate:         FailureRateConfig{Threshold: th},
+			Window:              WindowConfig{Size: 100, MinimumCalls: 100},
+		}
+		if policy == "slow_call_rate" {
+			cfg.FailureRate.Disabled = true
+			cfg.SlowCalls = SlowCallsConfig{DurationThreshold: time.Second, RateThreshold: th}
+		}
+		b := mustNew(t, cfg)
+		for i := range 100 {
+			p, err := b.Allow(at(0))
+			if err != nil {
+				t.Fatalf("%s %v: call %d refused: %v", policy, th, i, err)
+			}
+			switch {
+			case i < 100-bad:
+				p.Done(at(0), false)
+			case policy == "slow_call_rate":
+				p.Done(at(time.Second), false)
+			default:
+				p.Done(at(0), true)
+			}
+		}
+		s := b.Snapshot(at(0))
+		return s.State, s.Reason
+	}
+	for pct := 1; pct < 100; pct++ {
+		th := float64(pct) / 100
+		for _, policy := range []string{"failure_rate", "slow_call_rate"} {
+			if st, why := state(policy, th, pct); st != StateOpen || why != policy {
+				t.Errorf("%s %v: %d bad calls of 100 left it %v (%s)", policy, th, pct, st, why)
+			}
+			if st, _ := state(policy, th, pct-1); st != StateClosed {
+				t.Errorf("%s %v: %d bad calls of 100 tripped it", policy, th, pct-1)
+			}
+		}
+	}
+}

@@ -75,8 +75,8 @@ func (m *model) call(start, end time.Time, failed bool) bool {
 		}
 		switch {
 		case !c.ConsecutiveFailures.Disabled && failed && m.consec >= c.ConsecutiveFailures.Threshold,
-			calls >= c.Window.MinimumCalls && !c.FailureRate.Disabled && float64(fails) >= c.FailureRate.Threshold*float64(calls),
-			calls >= c.Window.MinimumCalls && c.SlowCalls.DurationThreshold > 0 && float64(slows) >= c.SlowCalls.RateThreshold*float64(calls):
+			calls >= c.Window.MinimumCalls && !c.FailureRate.Disabled && float64(fails)/float64(calls) >= c.FailureRate.Threshold,
+			calls >= c.Window.MinimumCalls && c.SlowCalls.DurationThreshold > 0 && float64(slows)/float64(calls) >= c.SlowCalls.RateThreshold:
 			m.open(end)
 		}
 	case StateHalfOpen:
