@@ -154,7 +154,7 @@ type Limits struct {
 	max    [NumLimits]int64
 	errs   [NumLimits]LimitError
 	budget bool    // retries limited by the budget, not max[LimitRetries]
-	pct    float64 // budget percent / 100
+	pct    float64 // budget percent
 	minRet int64
 
 	cur      [NumLimits]paddedInt64
@@ -176,7 +176,7 @@ func NewLimits(c LimitsConfig) (*Limits, error) {
 	l.max = [NumLimits]int64{int64(c.MaxConnections), int64(c.MaxPendingRequests), int64(c.MaxRequests), int64(c.MaxRetries)}
 	if rb := c.RetryBudget; rb != nil {
 		l.budget = true
-		l.pct = rb.BudgetPercent / 100
+		l.pct = rb.BudgetPercent
 		l.minRet = int64(rb.MinRetryConcurrency)
 	}
 	for k := range NumLimits {
@@ -225,8 +225,13 @@ func (l *Limits) limit(k Limit) int64 {
 	// pending requests" counts. Adding the pending ones counted a call
 	// that waits for a connection twice, and let a storm of retries
 	// against endpoints that hang on connect twice the budget.
+	//
+	// The product with the percent comes before the division by 100:
+	// it is exact for a whole percent, so the quotient rounds down
+	// right, where active × (percent/100) went below a whole result
+	// (100 × 0.29 = 28.999999999999996, 28 retries where 29 are due).
 	active := l.cur[LimitRequests].Load()
-	return max(l.minRet, int64(float64(active)*l.pct))
+	return max(l.minRet, int64(float64(active)*l.pct/100))
 }
 
 // LimitsSnapshot is the state of a Limits at one moment.

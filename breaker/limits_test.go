@@ -87,6 +87,23 @@ func TestRetryBudgetScalesWithActiveRequests(t *testing.T) {
 	}
 }
 
+// The retry budget is budget_percent of the calls in flight, rounded
+// down, for every whole percent: 29% of 100 calls is 29 retries.
+func TestRetryBudgetIsTheExactShareOfCallsInFlight(t *testing.T) {
+	for pct := 1; pct <= 100; pct++ {
+		l := mustLimits(t, LimitsConfig{MaxRequests: 200, RetryBudget: &RetryBudgetConfig{BudgetPercent: float64(pct), MinRetryConcurrency: 1}})
+		for active := 1; active <= 200; active++ {
+			if err := l.Acquire(LimitRequests); err != nil {
+				t.Fatal(err)
+			}
+			want := max(1, int64(active*pct/100))
+			if got := l.Snapshot().Max[LimitRetries]; got != want {
+				t.Errorf("budget_percent %d, %d calls in flight: %d retries allowed, want %d", pct, active, got, want)
+			}
+		}
+	}
+}
+
 func TestLimitsValidate(t *testing.T) {
 	err := LimitsConfig{MaxRequests: -1, RetryBudget: &RetryBudgetConfig{BudgetPercent: 120}}.Validate()
 	want := "max_requests: must be in [0,2147483647]; retry_budget.budget_percent: must be in (0,100]"
