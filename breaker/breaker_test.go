@@ -660,3 +660,33 @@ func TestRateThresholdIsMetByAnEqualShare(t *testing.T) {
 		}
 	}
 }
+
+// A count window smaller than the default minimum_calls (20) still lets
+// the failure-rate policy trip: minimum_calls defaults to the window's
+// size then. A minimum above the size, which no count window could ever
+// reach, is refused.
+func TestCountWindowBelowDefaultMinimumCallsTrips(t *testing.T) {
+	cfg := Config{
+		ConsecutiveFailures: ConsecutiveFailuresConfig{Disabled: true},
+		Window:              WindowConfig{Size: 10},
+	}
+	if got := cfg.WithDefaults().Window.MinimumCalls; got != 10 {
+		t.Errorf("effective minimum_calls %d, want the size 10", got)
+	}
+	b := mustNew(t, cfg)
+	states := run(t, b, cat(oks(5, 0, time.Millisecond), fails(5, 5*time.Millisecond, time.Millisecond)))
+	if s := b.Snapshot(at(time.Second)); s.State != StateOpen || s.Reason != "failure_rate" {
+		t.Fatalf("5 failures of 10 in a window of 10: %v (%s), states %v", s.State, s.Reason, states)
+	}
+	// A time window's count is not bounded by a size: its default stays.
+	if got := (Config{Window: WindowConfig{Type: WindowTime, Size: 10}}).WithDefaults().Window.MinimumCalls; got != DefaultMinimumCalls {
+		t.Errorf("time window: effective minimum_calls %d, want %d", got, DefaultMinimumCalls)
+	}
+	err := Config{Window: WindowConfig{Size: 10, MinimumCalls: 11}}.Validate()
+	if want := "window.minimum_calls: must be at most window.size (10), which a count window never exceeds"; err == nil || err.Error() != want {
+		t.Fatalf("Validate = %v, want %q", err, want)
+	}
+	if err := (Config{Window: WindowConfig{MinimumCalls: 101}}).Validate(); err == nil || !strings.Contains(err.Error(), "window.size (default 100)") {
+		t.Fatalf("minimum_calls 101 with the default size: Validate = %v", err)
+	}
+}

@@ -96,7 +96,9 @@ type WindowConfig struct {
 	// bucket must span at least 1ms. 0 means 10.
 	Buckets int `yaml:"buckets" json:"buckets"`
 	// MinimumCalls is the number of calls the window must hold before the
-	// rate policies are evaluated. 0 means 20.
+	// rate policies are evaluated. For a count window it is at most Size,
+	// as the window never holds more. 0 means 20, or Size for a count
+	// window of fewer than 20 calls.
 	MinimumCalls int `yaml:"minimum_calls" json:"minimum_calls"`
 }
 
@@ -174,6 +176,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Window.MinimumCalls == 0 {
 		c.Window.MinimumCalls = DefaultMinimumCalls
+		if c.Window.Type == WindowCount {
+			// A count window of fewer calls would never reach the
+			// default, and its rate policies would never fire
+			// (Resilience4j caps it at the size too).
+			c.Window.MinimumCalls = min(DefaultMinimumCalls, c.Window.Size)
+		}
 	}
 	if c.Open.Base == 0 {
 		c.Open.Base = DefaultOpenBase
@@ -250,6 +258,14 @@ func (w WindowConfig) Validate() error {
 	}
 	if w.MinimumCalls < 0 {
 		l.add("minimum_calls", "must not be negative")
+	} else if (w.Type == "" || w.Type == WindowCount) && w.Size >= 0 && w.Size <= maxWindowSize {
+		size, def := w.Size, ""
+		if size == 0 {
+			size, def = DefaultWindowSize, "default "
+		}
+		if w.MinimumCalls > size {
+			l.add("minimum_calls", fmt.Sprintf("must be at most window.size (%s%d), which a count window never exceeds", def, size))
+		}
 	}
 	return l.err()
 }

@@ -103,6 +103,8 @@ func TestBreakerMatchesModel(t *testing.T) {
 			Open:                BackoffConfig{Base: time.Duration(1+r.IntN(5)) * time.Second, Max: time.Duration(5+r.IntN(60)) * time.Second, Multiplier: 1 + 2*r.Float64()},
 			HalfOpen:            HalfOpenConfig{MaxProbes: 1 + r.IntN(3), SuccessesToClose: 1 + r.IntN(4)},
 		}
+		// A count window never holds more than its size.
+		cfg.Window.MinimumCalls = min(cfg.Window.MinimumCalls, cfg.Window.Size)
 		if r.IntN(2) == 0 {
 			cfg.SlowCalls = SlowCallsConfig{DurationThreshold: 100 * time.Millisecond, RateThreshold: 0.3 + 0.7*r.Float64()}
 		}
