@@ -439,9 +439,17 @@ func (d *Detector) Evaluate(now time.Time) {
 		if u := e.until.Load(); u != nil {
 			continue // ejected
 		}
-		if e.multiplier > 0 && !e.returned.IsZero() && now.Sub(e.returned) >= d.cfg.BaseEjectionTime {
-			e.multiplier--
-			e.returned = now // one step per base_ejection_time
+		if e.multiplier > 0 && !e.returned.IsZero() {
+			// One step per whole base_ejection_time in since the last
+			// step, counted from when that step was due: counting from
+			// this Evaluate would stretch each step to a multiple of
+			// the interval (with interval 30s and base 20s, one step
+			// per 30s instead of three per 60s).
+			if k := int(now.Sub(e.returned) / d.cfg.BaseEjectionTime); k > 0 {
+				k = min(k, e.multiplier)
+				e.multiplier -= k
+				e.returned = e.returned.Add(time.Duration(k) * d.cfg.BaseEjectionTime)
+			}
 		}
 		if req := x >> 32; req >= vol && req > 0 {
 			cands = append(cands, candidate{i, min(float64(x&0xffffffff)/float64(req), 1)})

@@ -210,6 +210,29 @@ func TestEjectionMultiplierIsCapped(t *testing.T) {
 	}
 }
 
+// The multiplier drops by one for each base_ejection_time spent in, also
+// when the evaluation interval does not divide it: evaluated every 30s
+// with a base of 20s, 120s in take six steps, not one per evaluation.
+func TestEjectionMultiplierDecaysPerBaseWhateverTheInterval(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1, Interval: 30 * time.Second, BaseEjectionTime: 20 * time.Second}, 10)
+	now := at(0)
+	for range 6 {
+		d.Record(0, now, v500)
+		now = d.Snapshot(now).Endpoints[0].EjectedUntil
+	}
+	if m := d.Snapshot(now).Endpoints[0].Multiplier; m != 6 {
+		t.Fatalf("multiplier %d after 6 ejections in a row, want 6", m)
+	}
+	want := []int{6, 5, 3, 2, 0} // 6 − floor(in / 20s), at 0s, 30s, 60s, 90s, 120s in
+	for i, w := range want {
+		ev := now.Add(time.Duration(i) * 30 * time.Second)
+		d.Evaluate(ev)
+		if m := d.Snapshot(ev).Endpoints[0].Multiplier; m != w {
+			t.Fatalf("%v in: multiplier %d, want %d", ev.Sub(now), m, w)
+		}
+	}
+}
+
 func TestEjectedEndpointReturnsAndHookSeesBoth(t *testing.T) {
 	var evs []Ejection
 	var d *Detector

@@ -32,8 +32,8 @@ type OutlierConfig struct {
 	// calls Detector.Evaluate at this interval. 0 means 10s.
 	Interval time.Duration `yaml:"interval" json:"interval"`
 	// BaseEjectionTime is the first ejection's length; the n-th ejection of
-	// an endpoint lasts n times as long (n decays by one per interval the
-	// endpoint spends un-ejected). 0 means 30s.
+	// an endpoint lasts n times as long (n decays by one per
+	// base_ejection_time the endpoint spends un-ejected). 0 means 30s.
 	BaseEjectionTime time.Duration `yaml:"base_ejection_time" json:"base_ejection_time"`
 	// MaxEjectionTime caps the ejection length. 0 means 300s; must be at
 	// least base_ejection_time.
