@@ -327,9 +327,6 @@ func (b *Breaker) record(w uint64, now time.Time, failed, slow bool) {
 		return // the closed period this call was admitted in is over
 	}
 	t, eval := win.record(now, failed, slow)
-	if wordState(w) != StateClosed {
-		return // forced closed: count, never trip
-	}
 	var reason string
 	if b.consecN > 0 {
 		c := win.consecutive()
@@ -340,6 +337,9 @@ func (b *Breaker) record(w uint64, now time.Time, failed, slow bool) {
 		} else if c.Load() != 0 {
 			c.Store(0)
 		}
+	}
+	if wordState(w) != StateClosed {
+		return // forced closed: count, never trip
 	}
 	if reason == "" && eval && t.calls >= b.minCalls && t.calls > 0 {
 		// The share is compared, not the count with threshold × calls:

@@ -690,3 +690,24 @@ func TestCountWindowBelowDefaultMinimumCallsTrips(t *testing.T) {
 		t.Fatalf("minimum_calls 101 with the default size: Validate = %v", err)
 	}
 }
+
+// A forced-closed breaker counts its run of failures as it counts its
+// window, for the admin page, though the run trips nothing.
+func TestForcedClosedCountsConsecutiveFailures(t *testing.T) {
+	b := mustNew(t, Config{ConsecutiveFailures: ConsecutiveFailuresConfig{Threshold: 2}})
+	b.ForceClosed(at(0))
+	for i, failed := range []bool{true, true, true, false, true} {
+		p, err := b.Allow(at(0))
+		if err != nil {
+			t.Fatalf("forced closed refused call %d: %v", i, err)
+		}
+		p.Done(at(0), failed)
+		want := int64(i + 1)
+		if i >= 3 {
+			want = int64(i - 3)
+		}
+		if s := b.Snapshot(at(0)); s.State != StateForcedClosed || s.ConsecutiveFailures != want {
+			t.Fatalf("after call %d: %v with a run of %d failures, want forced_closed with %d", i, s.State, s.ConsecutiveFailures, want)
+		}
+	}
+}
