@@ -537,7 +537,9 @@ func (d *Detector) drain() {
 // CarryFrom copies the ejection state of endpoints from old, a Detector of
 // the previous endpoint set: oldIndex maps a new index to the old index of
 // the same endpoint (false for a new endpoint). Ejections carried over still
-// respect the new cap. Call it before the Detector is in use.
+// respect the new cap; one the cap leaves out returns at now, and one whose
+// time is up returns at its time, the multiplier decaying from there. Call
+// it before the Detector is in use.
 func (d *Detector) CarryFrom(old *Detector, now time.Time, oldIndex func(i int) (int, bool)) {
 	old.mu.Lock()
 	defer old.mu.Unlock()
@@ -553,7 +555,18 @@ func (d *Detector) CarryFrom(old *Detector, now time.Time, oldIndex func(i int) 
 		e.multiplier, e.timesEjected, e.lastEjected, e.reason, e.returned = o.multiplier, o.timesEjected, o.lastEjected, o.reason, o.returned
 		e.consec5xx.Store(o.consec5xx.Load())
 		e.consecGW.Store(o.consecGW.Load())
-		if u := o.until.Load(); u != nil && now.Before(*u) && st.ejected < d.maxEj {
+		u := o.until.Load()
+		switch {
+		case u == nil:
+		case !now.Before(*u):
+			// Over, though old has not returned it yet (no call or
+			// Evaluate since): it returned at its time, from which
+			// the multiplier decays, as refreshLocked would have
+			// recorded.
+			e.returned = *u
+		case st.ejected >= d.maxEj:
+			e.returned = now // the new cap returns it now
+		default:
 			t := *u
 			e.until.Store(&t)
 			if st.ejected == 0 || t.Before(st.next) {

@@ -388,6 +388,40 @@ func TestCarryFromKeepsEjectionsOfRetainedEndpoints(t *testing.T) {
 	}
 }
 
+// An ejection whose time was up when the endpoints changed, though the
+// old Detector had not yet noticed (no call and no Evaluate since), ends
+// in the new one at its time, and the multiplier decays from there. So
+// does one the new cap leaves out, from the change.
+func TestCarryFromDecaysEjectionsThatEndedOrAreLeftOut(t *testing.T) {
+	cfg := OutlierConfig{Consecutive5xx: 1, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 100}
+	old := mustDetector(t, cfg, 3)
+	old.Record(0, at(0), v500) // ejected until 10s
+	nd := mustDetector(t, cfg, 3)
+	nd.CarryFrom(old, at(12*time.Second), func(i int) (int, bool) { return i, true })
+	if nd.Ejected(0, at(12*time.Second)) {
+		t.Fatal("an ejection over at 10s carried at 12s")
+	}
+	nd.Evaluate(at(20 * time.Second))
+	if m := nd.Snapshot(at(20 * time.Second)).Endpoints[0].Multiplier; m != 0 {
+		t.Fatalf("ejection over at 10s, evaluated at 20s: multiplier %d, want 0", m)
+	}
+
+	// Both carried over, but a pool of two keeps one in: the one left out
+	// returns at the change.
+	old = mustDetector(t, cfg, 3)
+	old.Record(0, at(0), v500)
+	old.Record(1, at(0), v500)
+	nd = mustDetector(t, cfg, 2)
+	nd.CarryFrom(old, at(2*time.Second), func(i int) (int, bool) { return i, true })
+	if s := nd.Snapshot(at(2 * time.Second)); s.Ejected != 1 || s.Endpoints[1].Ejected {
+		t.Fatalf("carried into a pool of two: %+v", s)
+	}
+	nd.Evaluate(at(12 * time.Second))
+	if m := nd.Snapshot(at(12 * time.Second)).Endpoints[1].Multiplier; m != 0 {
+		t.Fatalf("left out at 2s, evaluated at 12s: multiplier %d, want 0", m)
+	}
+}
+
 func TestParallelRecordsNeverExceedTheCap(t *testing.T) {
 	const n = 10
 	d := mustDetector(t, OutlierConfig{Consecutive5xx: 3, MaxEjectionPercent: 30}, n)
