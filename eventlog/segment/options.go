@@ -47,7 +47,9 @@ const maxSegmentBytes = math.MaxInt32
 
 // Options configures a Log. The zero value of every field means its default,
 // so Options{} is a valid, durable configuration. Each field names the
-// topic-level config key that eventlog maps onto it.
+// topic-level config key that eventlog maps onto it, if any; eventlog fills
+// in its own topic defaults first, which differ from some of these
+// (docs/storage.md, Knobs).
 type Options struct {
 	// SegmentBytes (segment_bytes): roll to a new segment file when the
 	// active one would grow beyond this many bytes. 0 means 1 GiB; at most
@@ -84,8 +86,11 @@ type Options struct {
 	// timestamp of its segment is older than this. 0 means 24 h.
 	TombstoneRetention time.Duration
 
-	// MaxBatchBytes (max_message_bytes): largest encoded batch Append
-	// accepts, header included. 0 means 1 MiB.
+	// MaxBatchBytes: largest encoded batch Append accepts, header
+	// included. 0 means 1 MiB. No topic key maps onto it: eventlog
+	// appends a publish request's records as one batch, with 64 MiB here,
+	// and checks each record against the topic's max_message_bytes
+	// itself.
 	MaxBatchBytes int
 
 	// TimestampType: "log_append" (default, also "") or "create".
