@@ -175,10 +175,12 @@ type GroupsConfig struct {
 	// SessionTimeout is how long a member may go without a heartbeat (or
 	// any other call) before it is removed and the group rebalances. A
 	// member may ask for another in its join request, between 1s and
-	// MaxSessionTimeout. Zero: 30s.
+	// MaxSessionTimeout. Zero: 30s. At least 1s and at most
+	// MaxSessionTimeout, defaults included.
 	SessionTimeout time.Duration `yaml:"session_timeout" json:"session_timeout"`
 
-	// MaxSessionTimeout caps what a member may ask for. Zero: 5m.
+	// MaxSessionTimeout caps what a member may ask for. Zero: 5m. At
+	// least 1s.
 	MaxSessionTimeout time.Duration `yaml:"max_session_timeout" json:"max_session_timeout"`
 
 	// Assignor is the partition assignor of groups whose first member names
@@ -208,6 +210,10 @@ const (
 	DefaultSessionTimeout      = 30 * time.Second
 	DefaultMaxSessionTimeout   = 5 * time.Minute
 	DefaultAssignor            = "range"
+
+	// minSessionTimeout is the shortest session timeout a join may ask
+	// for.
+	minSessionTimeout = time.Second
 )
 
 var topicNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
@@ -268,8 +274,24 @@ func (c Config) Validate() error {
 	if c.Groups.MaxSessionTimeout < 0 {
 		add("groups.max_session_timeout", "must be >= 0")
 	}
-	if c.Groups.SessionTimeout > 0 && c.Groups.MaxSessionTimeout > 0 && c.Groups.SessionTimeout > c.Groups.MaxSessionTimeout {
-		add("groups.session_timeout", "must be <= groups.max_session_timeout")
+	// A join that names no session timeout gets session_timeout, and a
+	// join is refused outside [minSessionTimeout, max_session_timeout]:
+	// checked with the defaults filled in, or a configuration that sets
+	// only one of the two could have every such join refused.
+	if st, mx := c.Groups.SessionTimeout, c.Groups.MaxSessionTimeout; st >= 0 && mx >= 0 {
+		est, emx := cmpOr(st, DefaultSessionTimeout), cmpOr(mx, DefaultMaxSessionTimeout)
+		switch {
+		case mx > 0 && mx < minSessionTimeout:
+			add("groups.max_session_timeout", "must be at least %s", minSessionTimeout)
+		case st > 0 && st < minSessionTimeout:
+			add("groups.session_timeout", "must be at least %s", minSessionTimeout)
+		case est > emx && mx == 0:
+			add("groups.session_timeout", "must be at most groups.max_session_timeout (%s, its default)", emx)
+		case est > emx && st == 0:
+			add("groups.session_timeout", "must be at most groups.max_session_timeout (%s); its default is %s", emx, est)
+		case est > emx:
+			add("groups.session_timeout", "must be at most groups.max_session_timeout (%s)", emx)
+		}
 	}
 	if c.Groups.Assignor != "" && !validAssignor(c.Groups.Assignor) {
 		add("groups.assignor", "must be range, roundrobin or sticky, not %q", c.Groups.Assignor)

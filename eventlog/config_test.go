@@ -104,3 +104,34 @@ groups: {session_timeout: 30s, assignor: range}
 		t.Fatalf("decoded %+v", cfg)
 	}
 }
+
+// A join that asks for no session timeout gets groups.session_timeout,
+// and a join is refused unless its timeout is from 1s to
+// groups.max_session_timeout: a configuration whose session timeout,
+// defaults included, lies outside that range would have every such join
+// refused, so it is refused itself.
+func TestConfigValidateRefusesASessionTimeoutNoJoinCanUse(t *testing.T) {
+	for _, tc := range []struct {
+		session, max time.Duration
+		want         string // "" when valid
+	}{
+		{0, 0, ""},
+		{time.Second, 0, ""},
+		{10 * time.Minute, 10 * time.Minute, ""},
+		{5 * time.Minute, 0, ""},
+		{0, 30 * time.Second, ""},
+		{10 * time.Minute, 0, "groups.session_timeout: must be at most groups.max_session_timeout (5m0s, its default)"},
+		{0, 10 * time.Second, "groups.session_timeout: must be at most groups.max_session_timeout (10s); its default is 30s"},
+		{time.Minute, 10 * time.Second, "groups.session_timeout: must be at most groups.max_session_timeout (10s)"},
+		{500 * time.Millisecond, 0, "groups.session_timeout: must be at least 1s"},
+		{0, 500 * time.Millisecond, "groups.max_session_timeout: must be at least 1s"},
+	} {
+		err := Config{Groups: GroupsConfig{SessionTimeout: tc.session, MaxSessionTimeout: tc.max}}.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("session_timeout %v, max_session_timeout %v: %v", tc.session, tc.max, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("session_timeout %v, max_session_timeout %v: got %v, want %q", tc.session, tc.max, err, tc.want)
+		}
+	}
+}

@@ -186,8 +186,8 @@ func (b *Broker) JoinGroup(g string, req JoinRequest) (MemberState, error) {
 		}
 	}
 	timeout := cmpOr(req.SessionTimeout, cmpOr(b.cfg.Groups.SessionTimeout, DefaultSessionTimeout))
-	if maxT := cmpOr(b.cfg.Groups.MaxSessionTimeout, DefaultMaxSessionTimeout); timeout < time.Second || timeout > maxT {
-		return MemberState{}, errf(ErrBadRequest, "session_timeout must be between 1s and %s", maxT)
+	if maxT := cmpOr(b.cfg.Groups.MaxSessionTimeout, DefaultMaxSessionTimeout); timeout < minSessionTimeout || timeout > maxT {
+		return MemberState{}, errf(ErrBadRequest, "session_timeout must be between %s and %s", minSessionTimeout, maxT)
 	}
 	switch req.OffsetReset {
 	case "":
