@@ -170,6 +170,9 @@ func TestRetryAfterPerTryTimeoutReplaysSlowUpload(t *testing.T) {
 func sendUnread(t *testing.T, addr, method string, size int) (*http.Response, time.Duration) {
 	t.Helper()
 	c := dialRaw(t, addr)
+	// Tens of MiB through the proxy, twice for a retry, under the race
+	// detector on a busy machine: more than dialRaw's 10 s at times.
+	_ = c.SetDeadline(time.Now().Add(40 * time.Second))
 	start := time.Now()
 	go func() {
 		if _, err := fmt.Fprintf(c, "%s / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", method, size); err != nil {
