@@ -10,19 +10,68 @@ import (
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"google.golang.org/grpc/codes"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
-// An HTTP/1.1 attempt carries the route deadline on its upstream
-// connection rather than on a context: these pin that the deadline
-// passing mid-body still ends the upstream exchange, and that it leaves
-// with its exchange (TestClientGoneCancelsUpstream pins the client
-// leaving).
+// An attempt carries the route deadline on its upstream connection
+// (HTTP/1.1) or as a timer on its stream (HTTP/2, gRPC) rather than on a
+// context: these pin that the deadline passing mid-body still ends the
+// upstream exchange, and that it leaves with its exchange
+// (TestClientGoneCancelsUpstream pins the client leaving).
 
 func TestRouteTimeoutMidBodyAbortsDownstream(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			var upstreamGone atomic.Bool
+			up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "1000")
+				_, _ = io.WriteString(w, "partial")
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					upstreamGone.Store(true)
+				case <-time.After(10 * time.Second):
+				}
+			})
+			h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto},
+				func(r *config.Route) { r.Timeout = 200 * time.Millisecond }))
+			start := time.Now()
+			resp, err := h.h1.Get(h.url("/"))
+			if err == nil {
+				var b []byte
+				b, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					t.Fatalf("body %q read as complete", b)
+				}
+			}
+			if el := time.Since(start); el < 200*time.Millisecond || el > 5*time.Second {
+				t.Fatalf("ended after %v, want about the route timeout", el)
+			}
+			eventually(t, 5*time.Second, "the upstream to see its request end", upstreamGone.Load)
+		})
+	}
+}
+
+// A gRPC upstream that does not end the call at the grpc-timeout it was
+// sent is ended by the proxy at the route deadline, mid-stream: the
+// client gets DEADLINE_EXCEEDED after the messages that came, and the
+// upstream sees its stream reset.
+func TestRouteTimeoutEndsGRPCStreamOfUpstreamThatIgnoresIt(t *testing.T) {
 	var upstreamGone atomic.Bool
-	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1000")
-		_, _ = io.WriteString(w, "partial")
+	msg, err := proto.Marshal(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: []byte("x")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		frame := append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...)
+		_, _ = w.Write(frame)
 		w.(http.Flusher).Flush()
 		select {
 		case <-r.Context().Done():
@@ -30,21 +79,25 @@ func TestRouteTimeoutMidBodyAbortsDownstream(t *testing.T) {
 		case <-time.After(10 * time.Second):
 		}
 	})
-	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, func(r *config.Route) { r.Timeout = 200 * time.Millisecond }))
+	cfg := grpcConfig(addr(up))
+	cfg.Routes[0].Timeout = 300 * time.Millisecond
+	h := startProxy(t, cfg)
+	c := grpcClient(t, h.out)
 	start := time.Now()
-	resp, err := h.h1.Get(h.url("/"))
-	if err == nil {
-		var b []byte
-		b, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil {
-			t.Fatalf("body %q read as complete", b)
-		}
+	st, err := c.StreamingOutputCall(ctxT(t, 10*time.Second), &testpb.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if el := time.Since(start); el < 200*time.Millisecond || el > 5*time.Second {
+	if m, err := st.Recv(); err != nil || string(m.GetPayload().GetBody()) != "x" {
+		t.Fatalf("first message %v, %v", m, err)
+	}
+	if _, err := st.Recv(); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("after the first message: %v, want DeadlineExceeded", err)
+	}
+	if el := time.Since(start); el < 300*time.Millisecond || el > 5*time.Second {
 		t.Fatalf("ended after %v, want about the route timeout", el)
 	}
-	eventually(t, 5*time.Second, "the upstream to see its request end", upstreamGone.Load)
+	eventually(t, 5*time.Second, "the upstream to see its stream reset", upstreamGone.Load)
 }
 
 func TestIdleUpstreamConnectionOutlivesRouteTimeout(t *testing.T) {

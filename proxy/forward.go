@@ -23,6 +23,7 @@ import (
 	"github.com/outrigger-mesh/outrigger/proxy/h1client"
 	"github.com/outrigger-mesh/outrigger/proxy/h2client"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/normpath"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 )
 
 // Listener names the listener a request arrived on; each has its own
@@ -496,12 +497,12 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 		}
 	}
 	// h1client takes the route deadline as its connection's deadline,
-	// so a plain attempt through it needs no context of its own: the
-	// request's context cancels it, the deadline ends it, and f.ctx is
-	// made only if something else needs it (see routeCtx). A per-try
-	// timeout, a protocol switch and gRPC (whose deadline is also a
-	// header) keep the route context.
-	direct = hrt != nil && perTryTimeout == 0 && f.upgrade == "" && !f.grpc
+	// h2client as a timer on the stream, so a plain attempt through
+	// either needs no context of its own: the request's context cancels
+	// it, the deadline ends it, and f.ctx is made only if something else
+	// needs it (see routeCtx). A per-try timeout and a protocol switch
+	// keep the route context.
+	direct = hrt != nil && perTryTimeout == 0 && f.upgrade == ""
 	if direct {
 		if timeout > 0 {
 			f.dl = wallStart(f.p, start).Add(timeout)
@@ -1108,15 +1109,20 @@ type attemptTrace struct {
 }
 
 // hooksRoundTripper is a transport that reports an attempt's events
-// to h1client.Hooks directly (h1client.Transport does), sparing the
-// context value, ClientTrace and closures httptrace needs per attempt,
-// and that takes the context and a deadline (zero: none) beside the
-// request, sparing a context per request and the request's copy that
-// WithContext makes. Other transports get the same hooks
-// through httptrace, and the deadline on the context.
+// to roundtrip.Hooks directly (h1client's and h2client's Transports
+// do), sparing the context value, ClientTrace and closures httptrace
+// needs per attempt, and that takes the context and a deadline (zero:
+// none) beside the request, sparing a context per request and the
+// request's copy that WithContext makes. Other transports get the same
+// hooks through httptrace, and the deadline on the context.
 type hooksRoundTripper interface {
-	RoundTripHooks(ctx context.Context, req *http.Request, h h1client.Hooks, deadline time.Time) (*http.Response, error)
+	RoundTripHooks(ctx context.Context, req *http.Request, h roundtrip.Hooks, deadline time.Time) (*http.Response, error)
 }
+
+var (
+	_ hooksRoundTripper = (*h1client.Transport)(nil)
+	_ hooksRoundTripper = (*h2client.Transport)(nil)
+)
 
 // init readies a for an attempt that holds a max_pending_requests slot.
 func (a *attemptTrace) init(w http.ResponseWriter, limits *breaker.Limits) {

@@ -6,24 +6,19 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 )
 
 // Hooks receives the events of one round trip that a caller acts on,
 // without the context value, the httptrace.ClientTrace and the closures
-// that httptrace needs per request. Its methods are called on the
-// goroutine that runs RoundTripHooks, before it returns, never after.
-type Hooks interface {
-	// GotConn is called once per round trip, when a connection for the
-	// request was taken from the idle list or dialled, before any byte of
-	// the request is written. A round trip that fails before it has a
-	// connection does not call it.
-	GotConn()
-	// Got1xxResponse is called for each informational response (1xx
-	// other than 101) read before the final one, 100 Continue included,
-	// with its header block. A non-nil error ends the round trip with
-	// that error and closes the connection.
-	Got1xxResponse(code int, header textproto.MIMEHeader) error
-}
+// that httptrace needs per request. It is proxy/internal/roundtrip's,
+// which proxy/h2client takes too. GotConn is called once per round trip,
+// when a connection for the request was taken from the idle list or
+// dialled, before any byte of the request is written; Got1xxResponse for
+// each informational response read before the final one, and an error
+// from it ends the round trip and closes the connection.
+type Hooks = roundtrip.Hooks
 
 // RoundTripHooks is RoundTrip governed by ctx, not by req's context
 // (which it does not read, so a caller may reuse a Request value without

@@ -6,10 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -38,7 +41,11 @@ func (c *countingConn) Write(p []byte) (int, error) {
 // to EOF) from 10 goroutines over one connection to a local x/net/http2
 // server, with this Transport and with x/net/http2's, configured alike.
 // The server's cost is in both; writes/op counts the client's write
-// calls.
+// calls. The h2client cases beside the plain one are the proxy's two
+// ways to send an attempt under a deadline, on a request context that
+// can end: a context with the deadline and an httptrace.ClientTrace
+// (ctx-deadline), and RoundTripHooks with the deadline and Hooks
+// (hooks-deadline).
 func BenchmarkRoundTrip(b *testing.B) {
 	payload := strings.Repeat("p", 100)
 	s := startH2(b, func(w http.ResponseWriter, r *http.Request) {
@@ -63,12 +70,34 @@ func BenchmarkRoundTrip(b *testing.B) {
 		},
 	}
 	b.Cleanup(xnet.CloseIdleConnections)
+	tr := newTransport(b, func(t *Transport) { t.Dial = dial })
+	// The request's context: one that can end, as a server's can.
+	rctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	var hooks benchHooks
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { hooks.GotConn() }}
+	plain := func(rt http.RoundTripper) func(*http.Request) (*http.Response, func(), error) {
+		return func(req *http.Request) (*http.Response, func(), error) {
+			resp, err := rt.RoundTrip(req)
+			return resp, func() {}, err
+		}
+	}
 	for _, c := range []struct {
 		name string
-		rt   http.RoundTripper
+		// do sends req; done is called once the body was read.
+		do func(req *http.Request) (resp *http.Response, done func(), err error)
 	}{
-		{"h2client", newTransport(b, func(t *Transport) { t.Dial = dial })},
-		{"xnet", xnet},
+		{"h2client", plain(tr)},
+		{"h2client/ctx-deadline", func(req *http.Request) (*http.Response, func(), error) {
+			ctx, cancel := context.WithDeadline(rctx, time.Now().Add(time.Minute))
+			resp, err := tr.RoundTrip(req.WithContext(httptrace.WithClientTrace(ctx, trace)))
+			return resp, cancel, err
+		}},
+		{"h2client/hooks-deadline", func(req *http.Request) (*http.Response, func(), error) {
+			resp, err := tr.RoundTripHooks(rctx, req, &hooks, time.Now().Add(time.Minute))
+			return resp, func() {}, err
+		}},
+		{"xnet", plain(xnet)},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -80,7 +109,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 				for pb.Next() {
 					req, _ := http.NewRequest("POST", s.url("/bench.Echo/Echo"), strings.NewReader(payload))
 					req.Header.Set("Content-Type", "application/grpc")
-					resp, err := c.rt.RoundTrip(req)
+					resp, done, err := c.do(req)
 					if err != nil {
 						b.Error(err)
 						return
@@ -94,6 +123,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 						}
 					}
 					resp.Body.Close()
+					done()
 				}
 			})
 			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
@@ -101,3 +131,9 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// benchHooks counts connections taken.
+type benchHooks struct{ conns atomic.Int64 }
+
+func (h *benchHooks) GotConn()                                       { h.conns.Add(1) }
+func (h *benchHooks) Got1xxResponse(int, textproto.MIMEHeader) error { return nil }

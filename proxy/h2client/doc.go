@@ -87,7 +87,14 @@
 // goroutine, never the reader's; a 100 also through Got100Continue);
 // GotConn is called once a connection and stream slot are taken, GetConn
 // before; Wait100Continue when a request starts waiting for a 100
-// Continue; other hooks are not called. The response is what
+// Continue; other hooks are not called. RoundTripHooks is RoundTrip on a
+// context given beside the request, reporting GotConn (once per round
+// trip) and the 1xx responses to proxy/internal/roundtrip's Hooks
+// without httptrace, and with a deadline that bounds the round trip and
+// the response body as a context's would: a timer on the stream, stopped
+// when the stream ends, resets it with CANCEL when the deadline passes,
+// and the round trip or Body.Read fails with an error wrapping
+// context.DeadlineExceeded. The response is what
 // x/net/http2 gives: Proto "HTTP/2.0", canonical header keys, the
 // "Trailer" field's keys in Response.Trailer with nil values, filled
 // (undeclared keys too) when the trailers arrive and before Body returns

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"time"
 )
 
 // hostPool is one host's connections. Its fields are guarded by the
@@ -32,8 +33,10 @@ type dialCall struct {
 // getConn returns a connection with a stream slot reserved for the
 // caller: the first open connection with room for one more stream, else a
 // new one; avoid, when set, is not taken (a retry goes elsewhere). One dial per host is in flight at a time; others wait for it.
-// reused reports whether the connection carried streams before.
-func (t *Transport) getConn(ctx context.Context, addr string, avoid *conn) (c *conn, reused bool, err error) {
+// reused reports whether the connection carried streams before. A
+// deadline (zero: none) bounds the wait for a dial and the dial as ctx
+// does; only those make a context for it.
+func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string, avoid *conn) (c *conn, reused bool, err error) {
 	if addr == "" {
 		return nil, false, errors.New("h2client: request has no host")
 	}
@@ -71,6 +74,14 @@ func (t *Transport) getConn(ctx context.Context, addr string, avoid *conn) (c *c
 			t.mu.Unlock()
 			closeAll(expired, errIdleClosed)
 			return c, reused, nil
+		}
+		if !deadline.IsZero() {
+			// Every connection is full: the wait or the dial ahead
+			// takes the deadline on a context.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+			defer cancel()
+			deadline = time.Time{}
 		}
 		if dc := hp.dialing; dc != nil {
 			t.mu.Unlock()

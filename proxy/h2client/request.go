@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptrace"
-	"net/textproto"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,14 +52,17 @@ func (o *outgoing) closeBody() {
 // The old body's sender must have returned first; its stream has ended,
 // and the body was closed, but a body whose Close does not end a Read in
 // progress keeps the sender until that Read returns: it is waited for
-// only until ctx ends (the sender then closes the old body on its own).
-func (o *outgoing) rewind(ctx context.Context, req *http.Request) bool {
+// only until ctx ends or deadline (zero: none) passes (the sender then
+// closes the old body on its own).
+func (o *outgoing) rewind(ctx context.Context, deadline time.Time, req *http.Request) bool {
 	if o.body == nil || o.sender == nil {
 		return true
 	}
 	if req.GetBody == nil {
 		return false
 	}
+	ctx, cancel := withDeadline(ctx, deadline)
+	defer cancel()
 	select {
 	case <-o.sender:
 	case <-ctx.Done():
@@ -308,8 +309,7 @@ const (
 // body only after a 100 Continue or the timeout; a final response that
 // comes first means the body is never sent (see endRecvLocked for how
 // the stream then ends).
-func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.ClientTrace) (_ *http.Response, retry bool, _ error) {
-	ctx := req.Context()
+func (c *conn) roundTrip(ctx context.Context, deadline time.Time, req *http.Request, o *outgoing, ev *events) (_ *http.Response, retry bool, _ error) {
 	wait := o.expect && c.t.ExpectContinueTimeout > 0 && (o.body != nil || o.data != nil)
 	s := &stream{
 		c:         c,
@@ -375,6 +375,12 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 	if ctx.Done() != nil {
 		s.stopCtx = context.AfterFunc(ctx, func() { c.cancel(s, ctx) })
 	}
+	if !deadline.IsZero() {
+		// One timer for the round trip and the body: it resets the
+		// stream as a context's deadline would (see expire), and the
+		// stream's end stops it.
+		s.deadline = time.AfterFunc(time.Until(deadline), s.expire)
+	}
 	switch {
 	case wait:
 		s.expect = expectWaiting
@@ -385,9 +391,7 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 
 	var timeout <-chan time.Time
 	if wait {
-		if trace != nil && trace.Wait100Continue != nil {
-			trace.Wait100Continue()
-		}
+		ev.wait100Continue()
 		timer := time.NewTimer(c.t.ExpectContinueTimeout)
 		defer timer.Stop()
 		timeout = timer.C
@@ -409,17 +413,9 @@ func (c *conn) roundTrip(req *http.Request, o *outgoing, trace *httptrace.Client
 		resp, err, retry := s.resp, s.err, s.retry
 		c.mu.Unlock()
 		for _, in := range infos {
-			if trace == nil {
-				break
-			}
-			if trace.Got1xxResponse != nil {
-				if err := trace.Got1xxResponse(in.code, textproto.MIMEHeader(in.header)); err != nil {
-					s.fail(err)
-					return nil, false, err
-				}
-			}
-			if in.code == http.StatusContinue && trace.Got100Continue != nil {
-				trace.Got100Continue()
+			if err := ev.got1xx(in.code, in.header); err != nil {
+				s.fail(err)
+				return nil, false, err
 			}
 		}
 		if wait && (resp != nil || err == nil) {

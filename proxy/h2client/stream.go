@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -21,6 +22,9 @@ type stream struct {
 	seq uint64 // the conn's append count that covers its HEADERS
 	// stopCtx unregisters the context's AfterFunc.
 	stopCtx func() bool
+	// deadline, when set, is the round trip's deadline timer (see
+	// expire); the stream's end stops it.
+	deadline *time.Timer
 
 	// done: the stream left the connection (both sides ended, or reset).
 	done bool
@@ -174,6 +178,9 @@ func (c *conn) removeLocked(s *stream) {
 	if s.stopCtx != nil {
 		s.stopCtx()
 	}
+	if s.deadline != nil {
+		s.deadline.Stop()
+	}
 	c.releaseLocked()
 }
 
@@ -193,6 +200,18 @@ func (c *conn) cancel(s *stream, ctx context.Context) {
 	defer c.unlock()
 	if !s.done {
 		c.resetLocked(s, http2.ErrCodeCancel, fmt.Errorf("h2client: %w", context.Cause(ctx)), false)
+	}
+}
+
+// expire resets the stream when the round trip's deadline passes, as
+// cancel does when a context's deadline passes, with an error that wraps
+// context.DeadlineExceeded.
+func (s *stream) expire() {
+	c := s.c
+	c.mu.Lock()
+	defer c.unlock()
+	if !s.done {
+		c.resetLocked(s, http2.ErrCodeCancel, errDeadline, false)
 	}
 }
 

@@ -3,11 +3,9 @@ package h2client
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -171,55 +169,10 @@ func (t *Transport) maxHeaderListSize() uint32 {
 // RoundTrip sends req on a stream of a connection to req.URL.Host and
 // returns once the response's header block arrived; the body streams as
 // the caller reads Response.Body while the request body is still being
-// sent (full duplex). It closes req.Body, also on errors.
+// sent (full duplex). It closes req.Body, also on errors. It is
+// RoundTripHooks on req's context, without hooks or deadline.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	o, err := prepare(req)
-	if err != nil {
-		closeReqBody(req)
-		return nil, err
-	}
-	ctx := req.Context()
-	trace := httptrace.ContextClientTrace(ctx)
-	if trace != nil && trace.GetConn != nil {
-		trace.GetConn(req.URL.Host)
-	}
-	var prev *conn
-	for attempt := 0; ; attempt++ {
-		if err := ctx.Err(); err != nil {
-			o.closeBody()
-			return nil, fmt.Errorf("h2client: %w", context.Cause(ctx))
-		}
-		c, reused, err := t.getConn(ctx, hostAddr(req.URL), prev)
-		if err != nil {
-			o.closeBody()
-			return nil, err
-		}
-		if trace != nil && trace.GotConn != nil {
-			trace.GotConn(httptrace.GotConnInfo{Conn: c.nc, Reused: reused})
-		}
-		resp, retry, err := c.roundTrip(req, o, trace)
-		if err == nil {
-			return resp, nil
-		}
-		if !retry {
-			o.closeBody()
-			return nil, err
-		}
-		if attempt > 0 {
-			o.closeBody()
-			return nil, fmt.Errorf("%w: %w", err, ErrUnprocessed)
-		}
-		prev = c
-		// The server did not process the request: send it once more,
-		// on another connection, when its body can be sent again.
-		if !o.rewind(ctx, req) {
-			o.closeBody()
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("h2client: %w", context.Cause(ctx))
-			}
-			return nil, fmt.Errorf("%w: %w", err, ErrUnprocessed)
-		}
-	}
+	return t.RoundTripHooks(req.Context(), req, nil, time.Time{})
 }
 
 // ErrUnprocessed is wrapped in the error of a request the server did not
