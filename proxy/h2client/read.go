@@ -382,12 +382,12 @@ func (c *conn) onHeadersLocked(s *stream, f *http2.MetaHeadersFrame, hb *headerB
 			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "trailers without END_STREAM or with pseudo-fields"), false)
 			return
 		}
-		s.trailer = hb.resp.Header
+		s.trailer = hb.header
 		c.endRecvLocked(s)
 		s.wakeReader()
 		return
 	}
-	if hb.resp.StatusCode == 0 {
+	if hb.resp == nil || hb.resp.StatusCode == 0 {
 		c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "no valid :status"), false)
 		return
 	}

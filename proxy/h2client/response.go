@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 	"golang.org/x/net/http2"
 )
 
@@ -15,10 +16,14 @@ import (
 // parseHeaderBlock found, before the stream decides whether it is the
 // response, a 1xx or the trailers.
 type headerBlock struct {
-	resp      *http.Response // StatusCode 0 when :status is missing or bad
-	pseudo    int            // pseudo-fields present
-	clen      int64          // a valid Content-Length, or -1
-	malformed string         // why the block is malformed, if it is
+	// resp is nil for a block without pseudo-fields, which can only be
+	// trailers (or a response without :status); its StatusCode is 0
+	// when :status is missing or bad.
+	resp      *http.Response
+	header    http.Header // the regular fields (resp.Header when resp is set)
+	pseudo    int         // pseudo-fields present
+	clen      int64       // a valid Content-Length, or -1
+	malformed string      // why the block is malformed, if it is
 }
 
 // connectionSpecific lists header fields RFC 9113 §8.2.2 forbids.
@@ -30,24 +35,44 @@ var connectionSpecific = map[string]bool{
 	"upgrade":           true,
 }
 
+// response is a Response with room for the values of its first fields,
+// made in one allocation: a header block's values live as long as its
+// response anyway.
+type response struct {
+	http.Response
+	vals [6]string
+}
+
 // parseHeaderBlock builds the response as x/net/http2 does: the Trailer
 // field becomes Response.Trailer's keys (with nil values) rather than a
 // header; Content-Length sets ContentLength, else it is -1 (0 when the
 // block ended the stream). Unlike x/net/http2, an invalid Content-Length,
-// or differing ones, make the block malformed.
+// or differing ones, make the block malformed. A block without
+// pseudo-fields gets no Response, only its header: trailers need no
+// other, and a response without :status is malformed.
 func parseHeaderBlock(f *http2.MetaHeadersFrame, hb *headerBlock) {
 	*hb = headerBlock{clen: -1, pseudo: len(f.PseudoFields())}
 	regular := f.RegularFields()
 	// One backing array for the usual one value per key.
-	strs := make([]string, len(regular))
-	h := make(http.Header, len(regular))
-	resp := &http.Response{
-		Proto:         "HTTP/2.0",
-		ProtoMajor:    2,
-		Header:        h,
-		ContentLength: -1,
+	var strs []string
+	var resp *http.Response
+	if hb.pseudo > 0 {
+		r := new(response)
+		resp = &r.Response
+		resp.Proto, resp.ProtoMajor, resp.ContentLength = "HTTP/2.0", 2, -1
+		strs = r.vals[:]
+		if len(regular) > len(strs) {
+			strs = make([]string, len(regular))
+		}
+		hb.resp = resp
+	} else {
+		strs = make([]string, len(regular))
 	}
-	hb.resp = resp
+	h := make(http.Header, len(regular))
+	hb.header = h
+	if resp != nil {
+		resp.Header = h
+	}
 	for _, hf := range regular {
 		if connectionSpecific[hf.Name] || hf.Name == "te" && hf.Value != "trailers" {
 			hb.malformed = "connection-specific field " + hf.Name
@@ -55,13 +80,8 @@ func parseHeaderBlock(f *http2.MetaHeadersFrame, hb *headerBlock) {
 		}
 		k := canonicalKey(hf.Name)
 		if k == "Trailer" {
-			if resp.Trailer == nil {
-				resp.Trailer = make(http.Header)
-			}
-			for _, v := range strings.Split(hf.Value, ",") {
-				if v = textproto.TrimString(v); v != "" {
-					resp.Trailer[canonicalKey(strings.ToLower(v))] = nil
-				}
+			if resp != nil {
+				declareTrailers(resp, hf.Value)
 			}
 			continue
 		}
@@ -77,11 +97,14 @@ func parseHeaderBlock(f *http2.MetaHeadersFrame, hb *headerBlock) {
 		hb.malformed = "header list larger than MaxHeaderListSize"
 		return
 	}
+	if resp == nil {
+		return
+	}
 	status := f.PseudoValue("status")
 	if hb.pseudo == 1 && len(status) == 3 {
 		if code, err := strconv.Atoi(status); err == nil && code >= 100 {
 			resp.StatusCode = code
-			resp.Status = status + " " + http.StatusText(code)
+			resp.Status = statusLine(code, status)
 		}
 	}
 	if cl := h["Content-Length"]; len(cl) > 0 {
@@ -105,6 +128,57 @@ func parseHeaderBlock(f *http2.MetaHeadersFrame, hb *headerBlock) {
 	} else if f.StreamEnded() {
 		resp.ContentLength = 0
 	}
+}
+
+// declareTrailers adds the names a Trailer field value lists (comma
+// separated, case-insensitive) to resp.Trailer, canonical, with nil
+// values.
+func declareTrailers(resp *http.Response, v string) {
+	if resp.Trailer == nil {
+		resp.Trailer = make(http.Header, strings.Count(v, ",")+1)
+	}
+	for v != "" {
+		name := v
+		if i := strings.IndexByte(v, ','); i >= 0 {
+			name, v = v[:i], v[i+1:]
+		} else {
+			v = ""
+		}
+		if name = textproto.TrimString(name); name != "" {
+			resp.Trailer[trailerKey(name)] = nil
+		}
+	}
+}
+
+// trailerKey is the canonical key of a name a Trailer field lists, in
+// any case: http.CanonicalHeaderKey of its lowercase form, as x/net/http2
+// has it, without allocating for a common field name or one sent
+// canonical. A name that is not a token is kept lowercase, as
+// CanonicalHeaderKey leaves it.
+func trailerKey(name string) string {
+	if !wire.IsToken(name) {
+		return strings.ToLower(name)
+	}
+	return wire.CanonicalKey(name)
+}
+
+// statusLines holds Response.Status for the codes net/http names.
+var statusLines = func() (lines [600]string) {
+	for code := range lines {
+		if text := http.StatusText(code); text != "" {
+			lines[code] = strconv.Itoa(code) + " " + text
+		}
+	}
+	return lines
+}()
+
+// statusLine is Response.Status for a response of code, whose :status
+// is status: "200 OK", as x/net/http2 has it.
+func statusLine(code int, status string) string {
+	if code < len(statusLines) && statusLines[code] != "" {
+		return statusLines[code]
+	}
+	return status + " " + http.StatusText(code)
 }
 
 // attachBody gives the response its body.
@@ -192,10 +266,13 @@ func (b *body) Read(p []byte) (int, error) {
 			}
 			if len(s.trailer) > 0 {
 				if b.resp.Trailer == nil {
-					b.resp.Trailer = make(http.Header, len(s.trailer))
-				}
-				for k, vv := range s.trailer {
-					b.resp.Trailer[k] = vv
+					// None declared: the trailers' own map, which
+					// nothing else holds, serves.
+					b.resp.Trailer = s.trailer
+				} else {
+					for k, vv := range s.trailer {
+						b.resp.Trailer[k] = vv
+					}
 				}
 				s.trailer = nil
 			}
