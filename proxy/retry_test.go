@@ -376,33 +376,48 @@ func TestRequestHeaderLimit(t *testing.T) {
 	}
 }
 
+// A client that goes away while the upstream holds its request ends
+// the upstream request, whatever the protocols on either side: the
+// transports watch the request's context (h2server's and h1server's
+// own type).
 func TestClientGoneCancelsUpstream(t *testing.T) {
-	arrived, cancelled := make(chan struct{}), make(chan struct{})
-	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-r.Context().Done()
-		close(cancelled)
-	})
-	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.url("/"), nil)
-	// Cancel once the upstream holds the request, so the test proves the
-	// cancellation travels upstream rather than racing the dial.
-	go func() {
-		select {
-		case <-arrived:
-		case <-time.After(5 * time.Second):
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		for _, down := range []string{"h1", "h2c"} {
+			t.Run(string(proto)+" from "+down, func(t *testing.T) {
+				arrived, cancelled := make(chan struct{}), make(chan struct{})
+				up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
+					close(arrived)
+					<-r.Context().Done()
+					close(cancelled)
+				})
+				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}))
+				client := h.h1
+				if down == "h2c" {
+					client = h.h2c
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				req, _ := http.NewRequestWithContext(ctx, "GET", h.url("/"), nil)
+				// Cancel once the upstream holds the request, so the test
+				// proves the cancellation travels upstream rather than
+				// racing the dial.
+				go func() {
+					select {
+					case <-arrived:
+					case <-time.After(5 * time.Second):
+					}
+					cancel()
+				}()
+				if _, err := client.Do(req); err == nil {
+					t.Fatal("expected cancellation")
+				}
+				select {
+				case <-cancelled:
+				case <-time.After(5 * time.Second):
+					t.Fatal("upstream request not cancelled")
+				}
+			})
 		}
-		cancel()
-	}()
-	if _, err := h.h1.Do(req); err == nil {
-		t.Fatal("expected cancellation")
-	}
-	select {
-	case <-cancelled:
-	case <-time.After(5 * time.Second):
-		t.Fatal("upstream request not cancelled")
 	}
 }
 

@@ -121,7 +121,9 @@
 // HandshakeError, a failure to connect, for the request that dialled
 // and those that waited for the dial. When the request's context ends
 // the stream is reset with CANCEL and RoundTrip, or Body.Read, returns
-// an error wrapping context.Cause.
+// an error wrapping context.Cause. A context with WatchEnd and StopWatch
+// methods (proxy/internal/reqctx's, the proxy's request contexts) is
+// watched through them, without context.AfterFunc's allocations.
 //
 // A request the server did not process — refused with REFUSED_STREAM
 // before any response, above the last stream id of a GOAWAY, or queued on

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outrigger-mesh/outrigger/proxy/internal/reqctx"
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -247,4 +248,90 @@ func TestRoundTripHooksReports1xx(t *testing.T) {
 		t.Fatalf("err %v, want Got1xxResponse's", err)
 	}
 	recv(t, gone)
+}
+
+// The end of a request context of the proxy's servers (reqctx, which the
+// transport watches with WatchEnd) resets the stream: the round trip
+// fails with its cause and the server sees its request end.
+func TestRoundTripHooksRequestContextEndResetsStream(t *testing.T) {
+	arrived, gone := make(chan struct{}), make(chan struct{})
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-r.Context().Done()
+		close(gone)
+	})
+	tr := newTransport(t)
+	var rc reqctx.Conn
+	rc.Init(context.Background())
+	var ctx reqctx.Context
+	ctx.Init(&rc)
+	done := make(chan error, 1)
+	req, _ := http.NewRequest("GET", s.url("/hang"), nil)
+	go func() {
+		_, err := tr.RoundTripHooks(&ctx, req, nil, time.Now().Add(10*time.Second))
+		done <- err
+	}()
+	recv(t, arrived)
+	ctx.Cancel()
+	if err := recv(t, done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want one wrapping context.Canceled", err)
+	}
+	recv(t, gone)
+}
+
+// endingCtx is a context that ends as its end is watched: WatchEnd runs
+// the function at once, as reqctx's does on a context that has ended.
+type endingCtx struct {
+	context.Context
+	ended atomic.Bool
+}
+
+func (c *endingCtx) WatchEnd(f func()) uint64 {
+	c.ended.Store(true)
+	f()
+	return 0
+}
+
+func (c *endingCtx) StopWatch(uint64) bool { return false }
+
+func (c *endingCtx) Err() error {
+	if c.ended.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// A context that ends as the stream is about to open fails the round
+// trip with its cause before anything is sent, and gives back the
+// connection's stream slot.
+func TestRoundTripHooksContextEndedBeforeStreamOpens(t *testing.T) {
+	var served atomic.Int32
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) { served.Add(1) })
+	tr := newTransport(t)
+	if _, body := get(t, tr, s.url("/")); body != "" {
+		t.Fatalf("body %q", body)
+	}
+	req, _ := http.NewRequest("GET", s.url("/"), nil)
+	if _, err := tr.RoundTripHooks(&endingCtx{Context: context.Background()}, req, nil, time.Time{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want one wrapping context.Canceled", err)
+	}
+	if _, body := get(t, tr, s.url("/")); body != "" || served.Load() != 2 {
+		t.Fatalf("body %q, %d requests served, want 2", body, served.Load())
+	}
+	tr.mu.Lock()
+	var conns []*conn
+	for _, hp := range tr.hosts {
+		conns = append(conns, hp.conns...)
+	}
+	tr.mu.Unlock()
+	if len(conns) != 1 {
+		t.Fatalf("%d connections, want 1", len(conns))
+	}
+	c := conns[0]
+	c.mu.Lock()
+	reserved := c.reserved
+	c.mu.Unlock()
+	if reserved != 0 {
+		t.Fatalf("%d stream slots held, want 0", reserved)
+	}
 }

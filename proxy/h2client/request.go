@@ -317,8 +317,18 @@ func (c *conn) roundTrip(ctx context.Context, deadline time.Time, req *http.Requ
 		recvAvail: streamWindow,
 		recvWake:  make(chan struct{}, 1),
 	}
+	// Watched before c.mu is taken: a context that has ended runs
+	// cancel, which takes c.mu, at once (see watch).
+	s.watch(ctx)
 	c.mu.Lock()
+	if s.err != nil {
+		// The context ended before the stream opened (see cancel).
+		c.releaseLocked()
+		c.unlock()
+		return nil, false, s.err
+	}
 	if c.closed || c.goAway {
+		s.unwatch()
 		c.releaseLocked()
 		c.unlock()
 		return nil, true, errUnusable
@@ -329,6 +339,7 @@ func (c *conn) roundTrip(ctx context.Context, deadline time.Time, req *http.Requ
 		// ahead of these HEADERS: the server may count on the new limit
 		// (RFC 9113 §5.1.2, §6.5.3). Nothing was sent; another
 		// connection takes the request.
+		s.unwatch()
 		c.releaseLocked()
 		c.unlock()
 		return nil, true, errUnusable
@@ -337,6 +348,7 @@ func (c *conn) roundTrip(ctx context.Context, deadline time.Time, req *http.Requ
 		// Checked before anything is encoded: a refused request leaves
 		// the HPACK state, the stream ids and the wire untouched.
 		if size := c.listSize(o.fields); size > limit {
+			s.unwatch()
 			c.releaseLocked()
 			c.unlock()
 			return nil, false, headerListTooLarge("header list", size, limit)
@@ -372,9 +384,6 @@ func (c *conn) roundTrip(ctx context.Context, deadline time.Time, req *http.Requ
 	s.seq = c.appended
 	c.streams[s.id] = s
 	c.wakeWriterLocked()
-	if ctx.Done() != nil {
-		s.stopCtx = context.AfterFunc(ctx, func() { c.cancel(s, ctx) })
-	}
 	if !deadline.IsZero() {
 		// One timer for the round trip and the body: it resets the
 		// stream as a context's deadline would (see expire), and the

@@ -20,7 +20,11 @@ type stream struct {
 	c   *conn
 	id  uint32
 	seq uint64 // the conn's append count that covers its HEADERS
-	// stopCtx unregisters the context's AfterFunc.
+	// The watch of the round trip's context (see watch): ew and ewToken
+	// for a context that has WatchEnd, else stopCtx, which unregisters
+	// the context's AfterFunc. Set before the stream opens.
+	ew      endWatcher
+	ewToken uint64
 	stopCtx func() bool
 	// deadline, when set, is the round trip's deadline timer (see
 	// expire); the stream's end stops it.
@@ -175,9 +179,7 @@ func (c *conn) removeLocked(s *stream) {
 			c.connWaiters = slices.Delete(c.connWaiters, i, i+1)
 		}
 	}
-	if s.stopCtx != nil {
-		s.stopCtx()
-	}
+	s.unwatch()
 	if s.deadline != nil {
 		s.deadline.Stop()
 	}
@@ -194,12 +196,60 @@ func (s *stream) appendData(p []byte) {
 	s.data = append(s.data, p...)
 }
 
-// cancel resets the stream when its context ends.
+// endWatcher is a context that runs a function at its end without the
+// allocations of context.AfterFunc (an afterFuncCtx, the stop functions
+// and, on the proxy's request contexts, a Done channel made to be
+// looked at): proxy/internal/reqctx's Context, which proxy/h1server and
+// proxy/h2server give their requests, found by this method set.
+// WatchEnd's function runs once, at the end, on the goroutine that ends
+// the context, or on WatchEnd's caller's when it has ended already;
+// StopWatch unregisters it.
+type endWatcher interface {
+	WatchEnd(f func()) (token uint64)
+	StopWatch(token uint64) bool
+}
+
+// watch arranges for ctx's end to reset the stream (see cancel). It is
+// called before the stream opens, without c.mu: the function may run at
+// once, and cancel takes c.mu.
+func (s *stream) watch(ctx context.Context) {
+	c := s.c
+	f := func() { c.cancel(s, ctx) }
+	if ew, ok := ctx.(endWatcher); ok {
+		s.ew, s.ewToken = ew, ew.WatchEnd(f)
+		return
+	}
+	if ctx.Done() != nil {
+		s.stopCtx = context.AfterFunc(ctx, f)
+	}
+}
+
+// unwatch ends the watch of the context, if any. Called with c.mu held.
+func (s *stream) unwatch() {
+	switch {
+	case s.ew != nil:
+		s.ew.StopWatch(s.ewToken)
+		s.ew = nil
+	case s.stopCtx != nil:
+		s.stopCtx()
+		s.stopCtx = nil
+	}
+}
+
+// cancel resets the stream when its context ends; before the stream
+// opened (it has no id yet) it fails the stream, which roundTrip then
+// finds and does not open.
 func (c *conn) cancel(s *stream, ctx context.Context) {
 	c.mu.Lock()
 	defer c.unlock()
-	if !s.done {
-		c.resetLocked(s, http2.ErrCodeCancel, fmt.Errorf("h2client: %w", context.Cause(ctx)), false)
+	err := fmt.Errorf("h2client: %w", context.Cause(ctx))
+	switch {
+	case s.id == 0:
+		if s.err == nil {
+			s.err = err
+		}
+	case !s.done:
+		c.resetLocked(s, http2.ErrCodeCancel, err, false)
 	}
 }
 
