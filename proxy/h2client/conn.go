@@ -69,6 +69,7 @@ type conn struct {
 	br     *bufio.Reader
 	guard  headerGuard // between br and fr
 	fr     *http2.Framer
+	hdec   headerDecoder // response header blocks; the reader's
 
 	done       chan struct{} // closed by close
 	wake       chan struct{} // buffered(1): bytes queued for the writer
@@ -185,8 +186,7 @@ func newConn(ctx context.Context, t *Transport, hp *hostPool, nc net.Conn) (*con
 	c.br.Reset(nc)
 	c.guard = headerGuard{r: c.br, nc: nc, maxConts: maxContinuations(t.maxHeaderListSize())}
 	c.fr = http2.NewFramer(io.Discard, &c.guard)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = t.maxHeaderListSize()
+	c.hdec.init(t.maxHeaderListSize())
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	c.fr.SetReuseFrames()
 

@@ -31,8 +31,9 @@
 // and its connection closes (RFC 9113 §6.5.3).
 //
 // Each connection has one reader goroutine, which reads frames (with
-// x/net/http2's Framer and its HPACK decoder) and hands them to the
-// streams, and one writer goroutine. Streams and the reader append their
+// x/net/http2's Framer; header blocks are decoded with its HPACK decoder
+// into a buffer the connection reuses, with the checks the Framer's
+// ReadMetaHeaders makes) and hands them to the streams, and one writer goroutine. Streams and the reader append their
 // frames, HPACK-encoded under the connection's mutex so that the
 // encoder's dynamic table follows the byte order, to a queue; the writer,
 // when woken, yields once (runtime.Gosched: with GOMAXPROCS=1 the streams
@@ -157,8 +158,8 @@
 // server that floods PING or SETTINGS while not reading the answers gets
 // GOAWAY ENHANCE_YOUR_CALM once 1 MiB of answers is queued.
 //
-// A response header block is read whole (x/net/http2's Framer decodes
-// HEADERS and CONTINUATION frames together, bounding the decoded size by
+// A response header block is read whole (HEADERS and CONTINUATION
+// frames decoded together, the decoded size bounded by
 // MaxHeaderListSize), and while it is open no other frame, PING answers
 // included, can come. So a block may have at most 16 CONTINUATION frames
 // plus one per KiB of MaxHeaderListSize (as proxy/h2server allows a

@@ -12,9 +12,9 @@ import (
 
 // headerGuard sits between a connection's buffered reader and its
 // Framer and follows the frame headers going by, to bound what the
-// Framer does not: x/net/http2's Framer reads a HEADERS frame and all
-// its CONTINUATION frames in one ReadFrame call, bounding the decoded
-// fields (MaxHeaderListSize) but neither the frames nor the time. Empty
+// Framer does not: a HEADERS frame and all its CONTINUATION frames are
+// read in one go (see headerDecoder), bounding the decoded fields
+// (MaxHeaderListSize) but neither the frames nor the time. Empty
 // CONTINUATION frames, or frames of HPACK table size updates, decode to
 // nothing, and no PING answer can come while a header block is open
 // (RFC 9113 §6.10): a server could hold the reader in one block for

@@ -16,6 +16,10 @@ func (c *conn) readLoop() {
 	defer c.releaseReader()
 	for {
 		f, err := c.fr.ReadFrame()
+		var block *fieldList
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			block, err = c.hdec.read(c.fr, hf)
+		}
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -39,7 +43,7 @@ func (c *conn) readLoop() {
 			return
 		}
 		c.framesRead.Add(1)
-		if code, err := c.dispatch(f); err != nil {
+		if code, err := c.dispatch(f, block); err != nil {
 			c.failConn(code, err)
 			return
 		}
@@ -80,23 +84,24 @@ func connErrorf(code http2.ErrCode, format string, args ...any) error {
 	return &peerError{code: code, err: fmt.Errorf(format, args...)}
 }
 
-// dispatch handles one frame. An error is the connection's: the caller
-// sends GOAWAY with code and closes.
-func (c *conn) dispatch(f http2.Frame) (http2.ErrCode, error) {
+// dispatch handles one frame; block is a HEADERS frame's decoded header
+// block. An error is the connection's: the caller sends GOAWAY with code
+// and closes.
+func (c *conn) dispatch(f http2.Frame, block *fieldList) (http2.ErrCode, error) {
 	var hb headerBlock
-	if mh, ok := f.(*http2.MetaHeadersFrame); ok {
+	if block != nil {
 		// Built before taking the lock the streams share.
-		parseHeaderBlock(mh, &hb)
+		parseHeaderBlock(block, &hb)
 	}
 	c.mu.Lock()
 	defer c.unlock()
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		s, code, err := c.streamForLocked(f.StreamID)
+	case *http2.HeadersFrame:
+		s, code, err := c.streamForLocked(block.streamID)
 		if s == nil {
 			return code, err
 		}
-		c.onHeadersLocked(s, f, &hb)
+		c.onHeadersLocked(s, block.endStream, &hb)
 	case *http2.DataFrame:
 		return c.onDataLocked(f)
 	case *http2.RSTStreamFrame:
@@ -367,7 +372,7 @@ func protocolError(id uint32, what string) http2.StreamError {
 	return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol, Cause: errors.New("malformed response: " + what)}
 }
 
-func (c *conn) onHeadersLocked(s *stream, f *http2.MetaHeadersFrame, hb *headerBlock) {
+func (c *conn) onHeadersLocked(s *stream, ended bool, hb *headerBlock) {
 	if s.recvEnd {
 		c.resetLocked(s, http2.ErrCodeStreamClosed, protocolError(s.id, "HEADERS after END_STREAM"), false)
 		return
@@ -378,7 +383,7 @@ func (c *conn) onHeadersLocked(s *stream, f *http2.MetaHeadersFrame, hb *headerB
 	}
 	if s.resp != nil {
 		// Trailers: they end the stream and carry no pseudo-fields (§8.1).
-		if !f.StreamEnded() || hb.pseudo > 0 {
+		if !ended || hb.pseudo > 0 {
 			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "trailers without END_STREAM or with pseudo-fields"), false)
 			return
 		}
@@ -392,7 +397,7 @@ func (c *conn) onHeadersLocked(s *stream, f *http2.MetaHeadersFrame, hb *headerB
 		return
 	}
 	if code := hb.resp.StatusCode; code < 200 {
-		if code == 101 || f.StreamEnded() {
+		if code == 101 || ended {
 			c.resetLocked(s, http2.ErrCodeProtocol, protocolError(s.id, "101 or 1xx with END_STREAM"), false)
 			return
 		}
@@ -412,8 +417,8 @@ func (c *conn) onHeadersLocked(s *stream, f *http2.MetaHeadersFrame, hb *headerB
 		// sent (endRecvLocked ends the request side).
 		s.expect = expectDeclined
 	}
-	s.resp = attachBody(s, hb, f.StreamEnded())
-	if f.StreamEnded() {
+	s.resp = attachBody(s, hb, ended)
+	if ended {
 		c.endRecvLocked(s)
 	}
 	s.wakeReader()

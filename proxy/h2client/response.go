@@ -50,9 +50,9 @@ type response struct {
 // or differing ones, make the block malformed. A block without
 // pseudo-fields gets no Response, only its header: trailers need no
 // other, and a response without :status is malformed.
-func parseHeaderBlock(f *http2.MetaHeadersFrame, hb *headerBlock) {
-	*hb = headerBlock{clen: -1, pseudo: len(f.PseudoFields())}
-	regular := f.RegularFields()
+func parseHeaderBlock(f *fieldList, hb *headerBlock) {
+	*hb = headerBlock{clen: -1, pseudo: len(f.pseudoFields())}
+	regular := f.regularFields()
 	// One backing array for the usual one value per key.
 	var strs []string
 	var resp *http.Response
@@ -93,14 +93,14 @@ func parseHeaderBlock(f *http2.MetaHeadersFrame, hb *headerBlock) {
 			h[k] = append(vv, hf.Value)
 		}
 	}
-	if f.Truncated {
+	if f.truncated {
 		hb.malformed = "header list larger than MaxHeaderListSize"
 		return
 	}
 	if resp == nil {
 		return
 	}
-	status := f.PseudoValue("status")
+	status := f.pseudoValue("status")
 	if hb.pseudo == 1 && len(status) == 3 {
 		if code, err := strconv.Atoi(status); err == nil && code >= 100 {
 			resp.StatusCode = code
@@ -125,7 +125,7 @@ func parseHeaderBlock(f *http2.MetaHeadersFrame, hb *headerBlock) {
 		h["Content-Length"] = cl[:1]
 		resp.ContentLength = int64(n)
 		hb.clen = int64(n)
-	} else if f.StreamEnded() {
+	} else if f.endStream {
 		resp.ContentLength = 0
 	}
 }

@@ -1,9 +1,12 @@
 package h2client
 
 import (
+	"bytes"
+	"errors"
 	"maps"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,17 +49,13 @@ func TestStatusLineAsNetHTTP(t *testing.T) {
 	}
 }
 
-// headersFrame is a decoded HEADERS frame of fields kv.
-func headersFrame(endStream bool, kv ...string) *http2.MetaHeadersFrame {
-	hf := &http2.HeadersFrame{}
-	if endStream {
-		hf.Flags = http2.FlagHeadersEndStream | http2.FlagHeadersEndHeaders
-	}
-	f := &http2.MetaHeadersFrame{HeadersFrame: hf}
+// headersFrame is a decoded header block of fields kv.
+func headersFrame(endStream bool, kv ...string) *fieldList {
+	l := &fieldList{streamID: 1, endStream: endStream}
 	for i := 0; i+1 < len(kv); i += 2 {
-		f.Fields = append(f.Fields, hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+		l.fields = append(l.fields, hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
 	}
-	return f
+	return l
 }
 
 // A gRPC response's head, as Go's servers send it, and its trailers.
@@ -86,4 +85,79 @@ func BenchmarkParseHeaderBlock(b *testing.B) {
 		parseHeaderBlock(head, &hb)
 		parseHeaderBlock(trailers, &hb)
 	}
+}
+
+// FuzzHeaderDecoderAsXNet decodes a header block, split between a
+// HEADERS frame and a CONTINUATION, with headerDecoder and with x/net's
+// Framer (ReadMetaHeaders): both must give the same fields, the same
+// truncation, or errors of the same kind and code.
+func FuzzHeaderDecoderAsXNet(f *testing.F) {
+	enc := func(kv ...string) []byte {
+		var b bytes.Buffer
+		e := hpack.NewEncoder(&b)
+		for i := 0; i+1 < len(kv); i += 2 {
+			e.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+		}
+		return b.Bytes()
+	}
+	f.Add(enc(":status", "200", "content-type", "application/grpc", "trailer", "grpc-status"), uint8(3), uint16(4096))
+	f.Add(enc("grpc-status", "0", "grpc-message", "ok"), uint8(0), uint16(40))
+	f.Add(enc(":status", "200", "X-Upper", "v"), uint8(1), uint16(4096))
+	f.Add(enc("x", "1", ":status", "200"), uint8(200), uint16(4096))
+	f.Add(enc(":status", "200", ":status", "204"), uint8(2), uint16(4096))
+	f.Add(enc(":status", "200", ":path", "/"), uint8(2), uint16(4096))
+	f.Add(enc(":status", "200", "bad", "a\x00b"), uint8(2), uint16(4096))
+	f.Add([]byte{0xff, 0xff, 0xff}, uint8(1), uint16(4096))
+	f.Fuzz(func(t *testing.T, block []byte, split uint8, maxList uint16) {
+		if len(block) > 8000 {
+			return
+		}
+		k := min(int(split), len(block))
+		var wire bytes.Buffer
+		w := http2.NewFramer(&wire, nil)
+		w.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:k], EndHeaders: k == len(block), EndStream: split%2 == 0})
+		if k < len(block) {
+			w.WriteContinuation(1, true, block[k:])
+		}
+		limit := uint32(maxList) + 1
+
+		xr := http2.NewFramer(nil, bytes.NewReader(wire.Bytes()))
+		xr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		xr.MaxHeaderListSize = limit
+		xf, xerr := xr.ReadFrame()
+
+		r := http2.NewFramer(nil, bytes.NewReader(wire.Bytes()))
+		var d headerDecoder
+		d.init(limit)
+		hf, err := r.ReadFrame()
+		var got *fieldList
+		if err == nil {
+			got, err = d.read(r, hf.(*http2.HeadersFrame))
+		}
+
+		if (xerr == nil) != (err == nil) {
+			t.Fatalf("x/net: %v; ours: %v", xerr, err)
+		}
+		if err != nil {
+			var xce, ce http2.ConnectionError
+			var xse, se http2.StreamError
+			switch {
+			case errors.As(xerr, &xce):
+				if !errors.As(err, &ce) || ce != xce {
+					t.Fatalf("x/net: %v; ours: %v", xerr, err)
+				}
+			case errors.As(xerr, &xse):
+				if !errors.As(err, &se) || se.Code != xse.Code || se.StreamID != xse.StreamID {
+					t.Fatalf("x/net: %v; ours: %v", xerr, err)
+				}
+			}
+			return
+		}
+		mh := xf.(*http2.MetaHeadersFrame)
+		if !slices.Equal(mh.Fields, got.fields) || mh.Truncated != got.truncated ||
+			mh.StreamEnded() != got.endStream || mh.StreamID != got.streamID {
+			t.Fatalf("x/net: %v truncated %v; ours: %v truncated %v", mh.Fields, mh.Truncated, got.fields, got.truncated)
+		}
+		parseHeaderBlock(got, new(headerBlock)) // must not panic
+	})
 }

@@ -67,9 +67,9 @@ type Transport struct {
 	// its trailers; it is advertised as SETTINGS_MAX_HEADER_LIST_SIZE. A
 	// block over it resets its stream (PROTOCOL_ERROR); a single field
 	// longer than it, or a frame far beyond it, is a connection error,
-	// as in x/net/http2. x/net/http2's framer, which decodes the blocks,
-	// counts "trailer" fields (the names of the trailers to come) against
-	// a budget of their own of the same size, so a block may decode to up
+	// as in x/net/http2. The blocks are decoded as x/net/http2's framer
+	// decodes them, which counts "trailer" fields (the names of the
+	// trailers to come) against a budget of their own of the same size, so a block may decode to up
 	// to twice it. 0 means 10 MiB, as in x/net/http2.
 	MaxHeaderListSize uint32
 
