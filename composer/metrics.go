@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"composition"}),
 		callDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "outrigger_composer_call_duration_seconds",
-			Help:    "Latency of each backend call of a composition (a fan-out call counts once, start to last element).",
+			Help:    "Latency of each backend call of a composition (a fan-out call counts once, from its start to the end of its last element).",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"composition", "call"}),
 		callFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
