@@ -59,42 +59,18 @@ func TestUnsentAgainUnprocessedRequestWrapsErrUnprocessed(t *testing.T) {
 // with GOAWAY ENHANCE_YOUR_CALM "too_many_pings" at the third that came
 // too soon.
 func TestQuietGRPCCallOutlivesKeepalivePings(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 300 * time.Millisecond}))
-	svc := &grpcService{cancelled: make(chan struct{}, 1)}
-	testpb.RegisterTestServiceServer(gs, svc)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
+	addr, svc := keepaliveServer(t, 300*time.Millisecond)
 	tr := newTransport(t, func(tr *Transport) {
 		tr.ReadIdleTimeout = 20 * time.Millisecond
 		tr.MinPingInterval = 400 * time.Millisecond
 	})
-	ctx, cancel := context.WithCancel(ctxTimeout(t, 20*time.Second))
+	cancel, errc := hangingCall(t, tr, addr)
 	defer cancel()
-	// An empty SimpleRequest; x-hang holds the answer until the call is
-	// cancelled.
-	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+ln.Addr().String()+"/grpc.testing.TestService/UnaryCall",
-		strings.NewReader("\x00\x00\x00\x00\x00"))
-	req.Header.Set("Content-Type", "application/grpc")
-	req.Header.Set("Te", "trailers")
-	req.Header.Set("X-Hang", "1")
-	errc := make(chan error, 1)
-	go func() {
-		resp, err := tr.RoundTrip(req)
-		if err == nil {
-			_, err = io.ReadAll(resp.Body)
-			resp.Body.Close()
-		}
-		errc <- err
-	}()
 	var c *conn
 	eventually(t, "the connection", func() bool {
 		tr.mu.Lock()
 		defer tr.mu.Unlock()
-		if hp := tr.hosts[ln.Addr().String()]; hp != nil && len(hp.conns) > 0 {
+		if hp := tr.hosts[addr]; hp != nil && len(hp.conns) > 0 {
 			c = hp.conns[0]
 		}
 		return c != nil
@@ -126,4 +102,43 @@ func TestQuietGRPCCallOutlivesKeepalivePings(t *testing.T) {
 	cancel()
 	<-errc
 	recv(t, svc.cancelled)
+}
+
+// keepaliveServer starts a grpc-go server whose keepalive enforcement
+// counts PINGs closer than minTime (ending the connection with GOAWAY
+// "too_many_pings" at the third); it returns its address and service.
+func keepaliveServer(t *testing.T, minTime time.Duration) (string, *grpcService) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minTime}))
+	svc := &grpcService{cancelled: make(chan struct{}, 8)}
+	testpb.RegisterTestServiceServer(gs, svc)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	return ln.Addr().String(), svc
+}
+
+// hangingCall starts a unary call to addr (an empty SimpleRequest) that
+// x-hang holds unanswered until cancel; errc gets how it ended.
+func hangingCall(t *testing.T, tr *Transport, addr string) (cancel context.CancelFunc, errc <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctxTimeout(t, 20*time.Second))
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/grpc.testing.TestService/UnaryCall",
+		strings.NewReader("\x00\x00\x00\x00\x00"))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("X-Hang", "1")
+	ch := make(chan error, 1)
+	go func() {
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		ch <- err
+	}()
+	return cancel, ch
 }

@@ -1,17 +1,8 @@
 package h2client
 
 import (
-	"context"
-	"io"
-	"net"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/keepalive"
 )
 
 // A server whose keepalive enforcement is stricter than MinPingInterval
@@ -20,15 +11,7 @@ import (
 // grpc-go's client doubles its keepalive time), so that a later quiet
 // call outlives them. With a fixed spacing every quiet call died.
 func TestTooManyPingsDoublesThePingSpacing(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 700 * time.Millisecond}))
-	svc := &grpcService{cancelled: make(chan struct{}, 8)}
-	testpb.RegisterTestServiceServer(gs, svc)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
+	addr, _ := keepaliveServer(t, 700*time.Millisecond)
 	tr := newTransport(t, func(tr *Transport) {
 		tr.ReadIdleTimeout = 20 * time.Millisecond
 		tr.MinPingInterval = 200 * time.Millisecond
@@ -36,27 +19,13 @@ func TestTooManyPingsDoublesThePingSpacing(t *testing.T) {
 	// quietCall holds a call open (x-hang) until it has outlived five
 	// answered PINGs, or until its connection ends; it reports which.
 	quietCall := func() (outlived bool) {
-		ctx, cancel := context.WithCancel(ctxTimeout(t, 20*time.Second))
+		cancel, errc := hangingCall(t, tr, addr)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+ln.Addr().String()+"/grpc.testing.TestService/UnaryCall",
-			strings.NewReader("\x00\x00\x00\x00\x00"))
-		req.Header.Set("Content-Type", "application/grpc")
-		req.Header.Set("Te", "trailers")
-		req.Header.Set("X-Hang", "1")
-		errc := make(chan error, 1)
-		go func() {
-			resp, err := tr.RoundTrip(req)
-			if err == nil {
-				_, err = io.ReadAll(resp.Body)
-				resp.Body.Close()
-			}
-			errc <- err
-		}()
 		var c *conn
 		eventually(t, "the call's connection", func() bool {
 			tr.mu.Lock()
 			defer tr.mu.Unlock()
-			if hp := tr.hosts[ln.Addr().String()]; hp != nil {
+			if hp := tr.hosts[addr]; hp != nil {
 				for _, hc := range hp.conns {
 					hc.mu.Lock()
 					if !hc.closed && !hc.goAway && len(hc.streams) > 0 {
