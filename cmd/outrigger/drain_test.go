@@ -89,18 +89,9 @@ func TestSIGTERMKeepsTheOutboundListenerForTheInboundRequestsInFlight(t *testing
 		t.Fatalf("before the drain: %v", err)
 	}
 
-	res := make(chan slowResult, 1)
 	c := newClient(t)
-	go func() {
-		resp, err := c.Get("http://" + p.addrs.Inbound + "/order")
-		if err != nil {
-			res <- slowResult{err: err}
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		res <- slowResult{resp.StatusCode, string(b), err}
-	}()
+	req, _ := http.NewRequest("GET", "http://"+p.addrs.Inbound+"/order", nil)
+	res := doAsync(c, req)
 	select {
 	case <-app.arrived:
 	case <-time.After(10 * time.Second):

@@ -280,11 +280,22 @@ type slowResult struct {
 // the result arrives on the channel when it ends.
 func sendSlow(t *testing.T, up *upstream, addr string, d time.Duration) <-chan slowResult {
 	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+"/slow?d="+d.String(), nil)
+	req.Host = "svc"
+	res := doAsync(newClient(t), req)
+	select {
+	case <-up.arrivals:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request never reached the upstream")
+	}
+	return res
+}
+
+// doAsync sends req with c on a goroutine of its own; the channel gets
+// the response's status and body, or the error.
+func doAsync(c *http.Client, req *http.Request) <-chan slowResult {
 	res := make(chan slowResult, 1)
-	c := newClient(t)
 	go func() {
-		req, _ := http.NewRequest("GET", "http://"+addr+"/slow?d="+d.String(), nil)
-		req.Host = "svc"
 		resp, err := c.Do(req)
 		if err != nil {
 			res <- slowResult{err: err}
@@ -294,11 +305,6 @@ func sendSlow(t *testing.T, up *upstream, addr string, d time.Duration) <-chan s
 		resp.Body.Close()
 		res <- slowResult{resp.StatusCode, string(b), err}
 	}()
-	select {
-	case <-up.arrivals:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the slow request never reached the upstream")
-	}
 	return res
 }
 
