@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -30,13 +31,18 @@ func cmdWait(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "outrigger wait: --timeout must be positive, got %v\n", *timeout)
 		return errUsage
 	}
-	addr := *admin
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+	if _, _, err := net.SplitHostPort(*admin); err != nil {
+		fmt.Fprintf(stderr, "outrigger wait: --admin must be HOST:PORT, got %q\n", *admin)
+		return errUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	last, err := waitReady(ctx, addr+"/ready")
+	req, err := http.NewRequest(http.MethodGet, "http://"+*admin+"/ready", nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "outrigger wait: --admin %q: %v\n", *admin, err)
+		return errUsage
+	}
+	last, err := waitReady(ctx, req)
 	if err != nil {
 		return fmt.Errorf("wait: the sidecar at %s was not ready within %v (last: %s)", *admin, *timeout, last)
 	}
@@ -44,14 +50,14 @@ func cmdWait(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// waitReady asks url every waitPoll until it answers 200 or ctx ends,
-// and says what the last attempt got.
-func waitReady(ctx context.Context, url string) (last string, err error) {
+// waitReady sends req every waitPoll until it is answered 200 or ctx
+// ends, and says what the last attempt got.
+func waitReady(ctx context.Context, req *http.Request) (last string, err error) {
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+	req = req.WithContext(ctx)
 	t := time.NewTicker(waitPoll)
 	defer t.Stop()
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, rerr := c.Do(req)
 		if rerr == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))

@@ -62,4 +62,9 @@ func TestWaitGivesUpAfterItsTimeout(t *testing.T) {
 	if code, _, _ := runCmd(t, "wait", "--timeout", "0s"); code != exitUsage {
 		t.Fatalf("--timeout 0s: exit %d, want %d", code, exitUsage)
 	}
+	for _, bad := range []string{"bad host:%%", "127.0.0.1", "http://127.0.0.1:15000"} {
+		if code, _, errOut := runCmd(t, "wait", "--admin", bad, "--timeout", "1s"); code != exitUsage || !strings.Contains(errOut, "--admin") {
+			t.Fatalf("--admin %q: exit %d, %q; want %d naming --admin", bad, code, errOut, exitUsage)
+		}
+	}
 }
