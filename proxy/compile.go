@@ -323,6 +323,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		rt.timeout = defaultRouteTimeout
 	}
 	rt.perTryTimeout = rc.PerTryTimeout
+	rt.idleTimeout = rc.IdleTimeout
 	rt.attemptCount = rc.IncludeRequestAttemptCount
 	rt.grpcPerTry = rc.GRPCTimeoutPerTry && rc.PerTryTimeout > 0
 	if rc.Retry != nil {

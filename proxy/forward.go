@@ -502,7 +502,7 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 	// it, the deadline ends it, and f.ctx is made only if something else
 	// needs it (see routeCtx). A per-try timeout and a protocol switch
 	// keep the route context.
-	direct = hrt != nil && perTryTimeout == 0 && f.upgrade == ""
+	direct = hrt != nil && perTryTimeout == 0 && f.upgrade == "" && rt.idleTimeout == 0
 	if direct {
 		if timeout > 0 {
 			f.dl = wallStart(f.p, start).Add(timeout)
@@ -522,9 +522,77 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 	if dl = earliest(dl, f.deadline); !dl.IsZero() {
 		ctx, f.cancel = context.WithDeadline(ctx, dl)
 	}
+	if rt.idleTimeout > 0 {
+		ctx = f.streamIdle(ctx, rt.idleTimeout)
+	}
 	f.ctx = ctx
 	f.dl, _ = ctx.Deadline()
 	return ctx, false, perTryTimeout
+}
+
+// errStreamIdle is the route context's cause when the route's
+// idle_timeout ended the request.
+var errStreamIdle = errors.New("stream idle timeout")
+
+// streamIdle watches the request for the route's idle_timeout d (Envoy's
+// route idle_timeout): the client's body read, the response's body read
+// and written (see touchReader and copyBody) each restart it, and the
+// wait for an attempt's response headers does not. When d passes with no
+// bytes moved, the returned context, a child of ctx that the attempts
+// run on, is cancelled with errStreamIdle, so the attempt or the body
+// copy under way ends, and a read of the client's body blocked now is
+// ended by its read deadline (as watchBodyStall does at the route
+// deadline). A response write blocked on a client that does not read is
+// bounded by its write deadline, which copyBody moves to d from each
+// write. releaseRouteCtx stops the watch. The watch rides in the
+// context (an idleCtx), not in a field of forwarding, which would take
+// it out of its size class.
+//
+//go:noinline
+func (f *forwarding) streamIdle(ctx context.Context, d time.Duration) context.Context {
+	ctx, cancel := context.WithCancelCause(ctx)
+	if prev := f.cancel; prev != nil {
+		f.cancel = func() { cancel(nil); prev() }
+	} else {
+		f.cancel = func() { cancel(nil) }
+	}
+	w, rctx := f.w, f.r.Context()
+	return &idleCtx{Context: ctx, watch: newIdleWatch(d, func() {
+		cancel(errStreamIdle)
+		if rctx.Err() == nil {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
+	})}
+}
+
+// idleCtx is the route context of a route with an idle_timeout: it
+// carries the watch that cancels it.
+type idleCtx struct {
+	context.Context
+	watch *idleWatch
+}
+
+// idle is the request's idle watch, nil when its route has none.
+func (f *forwarding) idle() *idleWatch {
+	if ic, ok := f.ctx.(*idleCtx); ok {
+		return ic.watch
+	}
+	return nil
+}
+
+// idleEnded reports whether the route's idle_timeout ended the request.
+func (f *forwarding) idleEnded() bool {
+	_, ok := f.ctx.(*idleCtx)
+	return ok && context.Cause(f.ctx) == errStreamIdle
+}
+
+// timeoutReason is the local reply of a request whose route context
+// ended: the idle timeout's, or the route deadline's.
+func (f *forwarding) timeoutReason() Reason {
+	if f.idleEnded() {
+		return ReasonStreamIdleTimeout
+	}
+	return ReasonUpstreamTimeout
 }
 
 // wallStart is start as wall-clock time when p's clock is the wall
@@ -539,6 +607,9 @@ func wallStart(p *Proxy, start time.Time) time.Time {
 // releaseRouteCtx releases the route context routeDeadline or routeCtx
 // made, if any.
 func (f *forwarding) releaseRouteCtx() {
+	if w := f.idle(); w != nil {
+		w.stop()
+	}
 	if f.cancel != nil {
 		f.cancel()
 	}
@@ -552,7 +623,7 @@ func (f *forwarding) releaseRouteCtx() {
 //go:noinline
 func (f *forwarding) requestBody(ctx context.Context, direct bool, limit int64) (body io.Reader, stop func() bool) {
 	r := f.r
-	f.touch = &touchReader{r: r.Body}
+	f.touch = &touchReader{r: r.Body, idle: f.idle()}
 	body = f.touch
 	if limit > 0 {
 		f.limited = &limitedBody{r: f.touch, remaining: limit}
@@ -883,7 +954,7 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		} else {
 			f.record(permit, ep, failTimeout, 0, -1)
 		}
-		f.replyReason(ReasonUpstreamTimeout)
+		f.replyReason(f.timeoutReason())
 		return false
 	}
 	v := f.record(permit, ep, kind, 0, -1)
@@ -921,7 +992,7 @@ func (f *forwarding) retryAbandoned(lr localReply) {
 	case f.r.Context().Err() != nil:
 		f.status = statusClientClosed
 	case f.routeDone():
-		f.replyReason(ReasonUpstreamTimeout)
+		f.replyReason(f.timeoutReason())
 	default:
 		f.fail(lr)
 	}
@@ -951,6 +1022,9 @@ func (f *forwarding) switchProtocols(resp *http.Response, permit breaker.Permit,
 	}
 	// The route deadline bounded the switch; the tunnel has its own
 	// bounds, and ends with the request's context (forced shutdown).
+	if w := f.idle(); w != nil {
+		w.stop() // the tunnel watches its own idleness
+	}
 	err = f.tunnel(f.r.Context(), resp, back, protocol)
 	ep.active.Add(-1)
 	acancel(nil)
@@ -1458,7 +1532,7 @@ func (f *forwarding) respond(resp *http.Response, ep *endpoint) error {
 	if f.grpc {
 		frames = new(grpcFrames)
 	}
-	bounded, upstream, err := copyBody(w, resp.Body, flush, f.r.ProtoMajor == 2, f.dl, frames)
+	bounded, upstream, err := copyBody(w, resp.Body, flush, f.r.ProtoMajor == 2, f.dl, frames, f.idle())
 	if err != nil {
 		return f.bodyCutShort(h, err, upstream && frames != nil && frames.between())
 	}
@@ -1526,10 +1600,12 @@ func (f *forwarding) bodyCutShort(h http.Header, err error, between bool) error 
 	if !f.grpc || f.r.Context().Err() != nil {
 		return err
 	}
-	if errors.Is(f.routeCtx().Err(), context.DeadlineExceeded) || f.upstreamDeadline(err) {
-		// The call's deadline passed mid-stream: end it the way a gRPC
-		// server would, with DEADLINE_EXCEEDED in the trailers.
-		grpcEndTrailers(h, grpcDeadlineExceeded, reasonInfo[ReasonUpstreamTimeout].text, ReasonUpstreamTimeout)
+	if errors.Is(f.routeCtx().Err(), context.DeadlineExceeded) || f.upstreamDeadline(err) || f.idleEnded() {
+		// The call's deadline (or its idle timeout) passed mid-stream:
+		// end it the way a gRPC server would, with DEADLINE_EXCEEDED in
+		// the trailers.
+		reason := f.timeoutReason()
+		grpcEndTrailers(h, grpcDeadlineExceeded, reasonInfo[reason].text, reason)
 		// The response writes are bounded by the same deadline (see
 		// copyBody), now passed: the trailers get endGrace to be sent,
 		// else the server would reset the stream INTERNAL_ERROR in
@@ -1582,8 +1658,9 @@ func (f *forwarding) extendWrites() {
 // which also bounds the writes to a client that stops reading; bounded
 // reports whether it was set as the write deadline. h2 says w is an
 // HTTP/2 stream's. frames, when set, is fed what was written. upstream
-// reports that err came from src, not from w.
-func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time, frames *grpcFrames) (bounded, upstream bool, err error) {
+// reports that err came from src, not from w. idle, when set, is told of
+// each read and write, and each write is bounded by its timeout.
+func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time, frames *grpcFrames, idle *idleWatch) (bounded, upstream bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -1618,7 +1695,15 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time
 	for chunks := 0; ; chunks++ {
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			if chunks == 1 && !h2 && !dl.IsZero() {
+			if idle != nil {
+				// Each write gets the idle timeout: a client that takes
+				// nothing for that long is idle too.
+				idle.touch()
+				if rc == nil {
+					rc = http.NewResponseController(w)
+				}
+				bounded = rc.SetWriteDeadline(earliest(dl, time.Now().Add(idle.d))) == nil
+			} else if chunks == 1 && !h2 && !dl.IsZero() {
 				bound()
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
@@ -1628,6 +1713,9 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time
 				if err := rc.Flush(); err != nil {
 					return bounded, false, err
 				}
+			}
+			if idle != nil {
+				idle.touch()
 			}
 			if frames != nil {
 				frames.feed(buf[:n])
@@ -1690,6 +1778,7 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 // that does not answer (see awaitingClient).
 type touchReader struct {
 	r       io.Reader
+	idle    *idleWatch // told of each read that brought bytes; nil: none
 	touched atomic.Bool
 	reading atomic.Bool
 	failed  atomic.Bool
@@ -1700,6 +1789,9 @@ func (t *touchReader) Read(p []byte) (int, error) {
 	t.reading.Store(true)
 	n, err := t.r.Read(p)
 	t.reading.Store(false)
+	if n > 0 && t.idle != nil {
+		t.idle.touch()
+	}
 	if err != nil && err != io.EOF {
 		t.failed.Store(true)
 	}

@@ -16,6 +16,7 @@ const (
 	ReasonNoRoute Reason = iota
 	ReasonNoHealthyUpstream
 	ReasonUpstreamTimeout
+	ReasonStreamIdleTimeout
 	ReasonUpstreamConnectFailure
 	ReasonUpstreamReset
 	ReasonRequestTooLarge
@@ -36,6 +37,7 @@ var reasonInfo = [numReasons]struct {
 	ReasonNoRoute:                {"no_route", http.StatusNotFound, grpcUnimplemented, "no route matches the request"},
 	ReasonNoHealthyUpstream:      {"no_healthy_upstream", http.StatusServiceUnavailable, grpcUnavailable, "no healthy upstream"},
 	ReasonUpstreamTimeout:        {"upstream_timeout", http.StatusGatewayTimeout, grpcDeadlineExceeded, "upstream request timeout"},
+	ReasonStreamIdleTimeout:      {"stream_idle_timeout", http.StatusRequestTimeout, grpcDeadlineExceeded, "stream idle timeout"},
 	ReasonUpstreamConnectFailure: {"upstream_connect_failure", http.StatusBadGateway, grpcUnavailable, "upstream connect failure"},
 	ReasonUpstreamReset:          {"upstream_reset", http.StatusBadGateway, grpcUnavailable, "upstream reset the connection"},
 	ReasonRequestTooLarge:        {"request_too_large", http.StatusRequestEntityTooLarge, grpcResourceExhausted, "request body too large"},

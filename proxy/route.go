@@ -295,7 +295,10 @@ type route struct {
 
 	timeout       time.Duration // whole request incl. retries; 0: none
 	perTryTimeout time.Duration // each attempt until response headers; 0: none
-	retry         retryPolicy
+	// idleTimeout ends a request no bytes moved for in either direction
+	// for this long (see streamIdle); 0: none.
+	idleTimeout time.Duration
+	retry       retryPolicy
 	// grpcPerTry: a gRPC attempt whose body is whole tells the upstream
 	// the per-try timeout when shorter (grpc_timeout_per_try).
 	grpcPerTry bool

@@ -102,7 +102,8 @@ func (f *forwarding) switchedConn(resp *http.Response) (io.ReadWriteCloser, stri
 // tunnel completes a protocol switch (WebSocket and the like): it sends the
 // upstream's 101 response to the client on the hijacked connection, then
 // copies bytes both ways until both directions have ended, either side
-// fails, the tunnel has been idle for the listener's idle_timeout, or ctx
+// fails, the tunnel has been idle for the route's idle_timeout (the
+// listener's when the route has none), or ctx
 // ends (forced shutdown). back is the upstream connection and protocol
 // what it switched to (see switchedConn).
 //
@@ -145,7 +146,11 @@ func (f *forwarding) tunnel(ctx context.Context, resp *http.Response, back io.Re
 	}
 	stop := context.AfterFunc(ctx, closeBoth)
 	defer stop()
-	idle := newIdleWatch(f.s.limits.withDefaults().idleTimeout, closeBoth)
+	d := f.s.limits.withDefaults().idleTimeout
+	if f.rt.idleTimeout > 0 {
+		d = f.rt.idleTimeout
+	}
+	idle := newIdleWatch(d, closeBoth)
 	defer idle.stop()
 	done := make(chan struct{})
 	go func() {

@@ -437,6 +437,23 @@ routes:
   - cluster: a
     grpc_timeout_per_try: true
 `, `t.yaml:8: routes[0].grpc_timeout_per_try: requires per_try_timeout`},
+		{"idle timeout on a direct response", `
+routes:
+  - direct_response: {status: 404}
+    idle_timeout: 1m
+`, `t.yaml:4: routes[0].idle_timeout: not used with direct_response`},
+		{"idle timeout on a composition", okCluster + `
+routes:
+  - match: {path: {exact: /x}}
+    composition:
+      calls: [{name: c, cluster: a, path: /c}]
+    idle_timeout: 1m
+`, `t.yaml:10: routes[0].idle_timeout: not used with composition`},
+		{"negative idle timeout", okCluster + `
+routes:
+  - cluster: a
+    idle_timeout: -1s
+`, `t.yaml:8: routes[0].idle_timeout: must not be negative, got -1s`},
 		{"attempt count on a direct response", okCluster + `
 routes:
   - direct_response: {status: 404}

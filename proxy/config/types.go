@@ -489,6 +489,18 @@ type Route struct {
 	// applies.
 	TimeoutDisabled bool `yaml:"timeout_disabled" json:"timeout_disabled"`
 
+	// IdleTimeout ends the request when no bytes have moved for this long
+	// in either direction: the client's body read, the response's body
+	// read from the upstream or written to the client (Envoy's route
+	// idle_timeout). Waiting for the response headers counts as idle. A
+	// request it ends before the response started is answered 408
+	// stream_idle_timeout; one whose response had started is cut (a gRPC
+	// call gets DEADLINE_EXCEEDED trailers). A protocol-upgrade tunnel
+	// the route switches uses it in place of listeners.idle_timeout.
+	// Zero (the default) means none. Not allowed with direct_response or
+	// composition.
+	IdleTimeout time.Duration `yaml:"idle_timeout" json:"idle_timeout"`
+
 	// PerTryTimeout bounds each attempt (the first try and each retry). Zero
 	// means no per-try bound: only Timeout applies. Must not exceed Timeout.
 	// On a composition route it bounds each attempt of each backend call.

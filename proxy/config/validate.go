@@ -354,6 +354,7 @@ func (r *Route) validate(p *problems, path string) {
 		}{
 			{"timeout", r.Timeout != 0},
 			{"timeout_disabled", r.TimeoutDisabled},
+			{"idle_timeout", r.IdleTimeout != 0},
 			{"per_try_timeout", r.PerTryTimeout != 0},
 			{"grpc_timeout_per_try", r.GRPCTimeoutPerTry},
 			{"retry", r.Retry != nil},
@@ -377,6 +378,9 @@ func (r *Route) validate(p *problems, path string) {
 		}{
 			{"prefix_rewrite", r.PrefixRewrite != ""},
 			{"request_headers", len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0},
+			// The calls are bounded by the route timeout and the
+			// composition's deadline; none streams to the client.
+			{"idle_timeout", r.IdleTimeout != 0},
 		} {
 			if f.set {
 				p.add(path+"."+f.key, "not used with composition")
@@ -386,6 +390,7 @@ func (r *Route) validate(p *problems, path string) {
 
 	checkDuration(p, path+".timeout", r.Timeout)
 	checkDuration(p, path+".per_try_timeout", r.PerTryTimeout)
+	checkDuration(p, path+".idle_timeout", r.IdleTimeout)
 	if r.GRPCTimeoutPerTry && r.PerTryTimeout == 0 && r.DirectResponse == nil {
 		p.add(path+".grpc_timeout_per_try", "requires per_try_timeout")
 	}

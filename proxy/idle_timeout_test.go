@@ -1,0 +1,334 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	grpc_testing "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// A route's idle_timeout ends a request no bytes moved for in either
+// direction, on a route with no timeout at all (the long-lived streams
+// it is for): before the response, with 408 stream_idle_timeout; after
+// it started, by cutting the response (a gRPC call ends with
+// DEADLINE_EXCEEDED trailers). Bytes moving either way keep it alive.
+
+const idleTimeout = 300 * time.Millisecond
+
+func idleRoute(r *config.Route) {
+	r.TimeoutDisabled = true
+	r.IdleTimeout = idleTimeout
+}
+
+// checkIdleElapsed fails unless d is about the idle timeout.
+func checkIdleElapsed(t *testing.T, d time.Duration) {
+	t.Helper()
+	if d < idleTimeout || d > 10*time.Second {
+		t.Fatalf("ended after %v, want about the idle timeout %v", d, idleTimeout)
+	}
+}
+
+func TestIdleTimeoutAnswersSilentUpstream(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		for _, client := range []string{"h1", "h2c"} {
+			t.Run(string(proto)+"/"+client, func(t *testing.T) {
+				ended := make(chan struct{})
+				up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
+					<-r.Context().Done() // never answers
+					close(ended)
+				})
+				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, idleRoute))
+				c := h.h1
+				if client == "h2c" {
+					c = h.h2c
+				}
+				start := time.Now()
+				resp := mustGet(t, c, h.url("/slow"))
+				body := readAll(t, resp)
+				checkIdleElapsed(t, time.Since(start))
+				if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(hdrError) != "stream_idle_timeout" {
+					t.Fatalf("got %d %q %q, want 408 stream_idle_timeout", resp.StatusCode, resp.Header.Get(hdrError), body)
+				}
+				select {
+				case <-ended:
+				case <-time.After(5 * time.Second):
+					t.Fatal("the upstream did not see its request end")
+				}
+				if n := counterValue(h.p.m.localReply.WithLabelValues("stream_idle_timeout")); n != 1 {
+					t.Fatalf("local replies counted %v, want 1", n)
+				}
+			})
+		}
+	}
+}
+
+// trickle writes n chunks, gap apart, flushing each: a response that
+// takes longer than the idle timeout but is never idle for it.
+func trickle(n int, gap time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		for i := range n {
+			if i > 0 {
+				select {
+				case <-time.After(gap):
+				case <-r.Context().Done():
+					return
+				}
+			}
+			fmt.Fprintf(w, "chunk %d\n", i)
+			w.(http.Flusher).Flush()
+		}
+	}
+}
+
+func TestIdleTimeoutSparesStreamsThatMove(t *testing.T) {
+	const chunks, gap = 30, 25 * time.Millisecond // 725 ms in all
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		for _, client := range []string{"h1", "h2c"} {
+			t.Run(string(proto)+"/"+client, func(t *testing.T) {
+				up := upstream(t, proto == config.ProtocolHTTP2, trickle(chunks, gap))
+				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, idleRoute))
+				c := h.h1
+				if client == "h2c" {
+					c = h.h2c
+				}
+				resp := mustGet(t, c, h.url("/stream"))
+				body := readAll(t, resp)
+				if resp.StatusCode != 200 || strings.Count(body, "chunk ") != chunks {
+					t.Fatalf("got %d with %d chunks, want 200 with %d", resp.StatusCode, strings.Count(body, "chunk "), chunks)
+				}
+			})
+		}
+	}
+}
+
+func TestIdleTimeoutSparesUploadsThatMove(t *testing.T) {
+	const chunks, gap = 30, 25 * time.Millisecond
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(w, "got %d", len(b))
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, idleRoute))
+	pr, pw := io.Pipe()
+	go func() {
+		for range chunks {
+			time.Sleep(gap)
+			if _, err := pw.Write([]byte("0123456789")); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequestWithContext(ctxT(t, 20*time.Second), "POST", h.url("/up"), pr)
+	resp, err := h.h2c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); resp.StatusCode != 200 || body != fmt.Sprintf("got %d", 10*chunks) {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestIdleTimeoutCutsStalledResponse(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		for _, client := range []string{"h1", "h2c"} {
+			t.Run(string(proto)+"/"+client, func(t *testing.T) {
+				up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
+					// No length: the proxy passes each piece on at once.
+					_, _ = io.WriteString(w, "first part")
+					w.(http.Flusher).Flush()
+					<-r.Context().Done() // the rest never comes
+				})
+				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, idleRoute))
+				c := h.h1
+				if client == "h2c" {
+					c = h.h2c
+				}
+				start := time.Now()
+				resp := mustGet(t, c, h.url("/stall"))
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					t.Fatalf("the body ended cleanly (%q); want it cut", b)
+				}
+				if string(b) != "first part" {
+					t.Fatalf("got %q before the cut, want the first part", b)
+				}
+				checkIdleElapsed(t, time.Since(start))
+				eventually(t, 5*time.Second, "the active-requests gauge back to 0", func() bool {
+					return counterValue(h.p.m.active.WithLabelValues("svc")) == 0
+				})
+			})
+		}
+	}
+}
+
+// A client that stops sending its body is idle too: 408, and the
+// upstream sees its request end.
+func TestIdleTimeoutEndsStalledRequestBody(t *testing.T) {
+	su := &stallUpstream{}
+	up := upstream(t, false, su.handler)
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, idleRoute))
+	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
+	if err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	resp.Body.Close()
+	checkIdleElapsed(t, time.Since(start))
+	if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(hdrError) != "stream_idle_timeout" {
+		t.Fatalf("got %d %q, want 408 stream_idle_timeout", resp.StatusCode, resp.Header.Get(hdrError))
+	}
+	if su.arrived.Load() {
+		eventually(t, 5*time.Second, "the upstream to see its request end", su.aborted.Load)
+	}
+	if su.completed.Load() {
+		t.Fatal("the upstream read a whole body")
+	}
+}
+
+func TestIdleTimeoutEndsGRPCStreamWithStatus(t *testing.T) {
+	cfg := grpcConfig(startGRPCServer(t, &testService{}))
+	cfg.Routes[0].TimeoutDisabled = true
+	cfg.Routes[0].IdleTimeout = idleTimeout
+	h := startProxy(t, cfg)
+	c := grpcClient(t, h.out)
+
+	// Messages 100 ms apart outlive the idle timeout together.
+	params := make([]*grpc_testing.ResponseParameters, 8)
+	for i := range params {
+		params[i] = &grpc_testing.ResponseParameters{Size: 1, IntervalUs: 100_000}
+	}
+	st, err := c.StreamingOutputCall(ctxT(t, 20*time.Second), &grpc_testing.StreamingOutputCallRequest{ResponseParameters: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range params {
+		if _, err := st.Recv(); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if _, err := st.Recv(); err != io.EOF {
+		t.Fatalf("after the messages: %v, want the call's end", err)
+	}
+
+	// One message, then a gap longer than the idle timeout.
+	st, err = c.StreamingOutputCall(ctxT(t, 20*time.Second), &grpc_testing.StreamingOutputCallRequest{
+		ResponseParameters: []*grpc_testing.ResponseParameters{{Size: 1}, {Size: 1, IntervalUs: 10e6}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = st.Recv()
+	checkIdleElapsed(t, time.Since(start))
+	if s := status.Convert(err); s.Code() != codes.DeadlineExceeded || s.Message() != "stream idle timeout" {
+		t.Fatalf("after the gap: %v, want DeadlineExceeded: stream idle timeout", err)
+	}
+	if md := st.Trailer(); strings.Join(md.Get(hdrError), ",") != "stream_idle_timeout" {
+		t.Fatalf("trailers %v, want %s: stream_idle_timeout", md, hdrError)
+	}
+}
+
+// A tunnel the route switches to is closed after the route's
+// idle_timeout, not the listener's.
+func TestIdleTimeoutBoundsUpgradeTunnel(t *testing.T) {
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}, idleRoute))
+	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 {
+		t.Fatalf("got %d, want 101", resp.StatusCode)
+	}
+	// Talk for longer than the idle timeout, then go quiet.
+	deadline := time.Now().Add(2 * idleTimeout)
+	var start time.Time
+	for i := 0; time.Now().Before(deadline); i++ {
+		time.Sleep(20 * time.Millisecond)
+		start = time.Now()
+		fmt.Fprintf(c, "msg %d\n", i)
+		if line, err := br.ReadString('\n'); err != nil || line != fmt.Sprintf("echo msg %d\n", i) {
+			t.Fatalf("exchange %d: %q %v", i, line, err)
+		}
+	}
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Fatal("the quiet tunnel sent a line")
+	}
+	checkIdleElapsed(t, time.Since(start))
+	eventually(t, 5*time.Second, "tunnel to end", func() bool { return h.p.inflight.Load() == 0 })
+}
+
+// A client that stops reading the response is idle too: the write that
+// waits for it is given up after the idle timeout, the request ends and
+// the upstream sees it end.
+func TestIdleTimeoutEndsResponseClientDoesNotRead(t *testing.T) {
+	for _, client := range []string{"h1", "h2c"} {
+		t.Run(client, func(t *testing.T) {
+			ended := make(chan struct{})
+			up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+				defer close(ended)
+				chunk := make([]byte, 32<<10)
+				for range 8192 { // 256 MiB at most
+					if _, err := w.Write(chunk); err != nil {
+						return
+					}
+				}
+			})
+			h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, idleRoute))
+			c := h.h1
+			if client == "h2c" {
+				c = h.h2c
+			}
+			resp := mustGet(t, c, h.url("/big"))
+			defer resp.Body.Close()
+			// Read a little, then nothing more.
+			if _, err := io.ReadFull(resp.Body, make([]byte, 1024)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-ended:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the upstream's response did not end")
+			}
+			eventually(t, 5*time.Second, "the active-requests gauge back to 0", func() bool {
+				return counterValue(h.p.m.active.WithLabelValues("svc")) == 0
+			})
+			if _, err := io.Copy(io.Discard, resp.Body); err == nil {
+				t.Fatal("the body ended cleanly; want it cut")
+			}
+		})
+	}
+}
