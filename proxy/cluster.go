@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -49,7 +50,10 @@ type transportKey struct {
 	idleTimeout     time.Duration
 	maxIdlePerHost  int
 	maxConnsPerHost int
-	tls             config.TLS // file paths: a changed file needs a changed path (or a restart)
+	tls             config.TLS
+	// tlsFiles is tls.FilesSum() when the key was made: a file rewritten
+	// in place (a rotated certificate) makes a new pool.
+	tlsFiles [sha256.Size]byte
 }
 
 // pool is a cluster's connection pool: one RoundTripper whose idle

@@ -219,6 +219,7 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 		maxIdlePerHost:  cc.Pool.MaxIdlePerEndpoint,
 		maxConnsPerHost: cc.Pool.MaxConnectionsPerEndpoint,
 		tls:             cc.TLS,
+		tlsFiles:        cc.TLS.FilesSum(),
 	}
 	if key.connectTimeout == 0 {
 		key.connectTimeout = defaultConnectTimeout

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"net/http"
@@ -37,6 +38,7 @@ type healthKey struct {
 	block    config.HealthCheck
 	protocol config.Protocol
 	tls      config.TLS
+	tlsFiles [sha256.Size]byte // tls.FilesSum(), as for transportKey
 }
 
 // healthMetrics are the health-check collectors.
@@ -75,7 +77,7 @@ func (p *Proxy) buildHealth(name string, cc config.Cluster, r, old *resilience) 
 	if cc.HealthCheck == nil {
 		return nil
 	}
-	key := healthKey{block: *cc.HealthCheck, protocol: cc.Protocol, tls: cc.TLS}
+	key := healthKey{block: *cc.HealthCheck, protocol: cc.Protocol, tls: cc.TLS, tlsFiles: cc.TLS.FilesSum()}
 	r.hcKey = key
 	if old != nil && old.hc != nil && reflect.DeepEqual(old.hcKey, key) && slices.Equal(old.endpoints, r.endpoints) {
 		r.hc, r.hcUneject = old.hc, old.hcUneject

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -62,6 +63,9 @@ type Proxy struct {
 	inflight atomic.Int64
 
 	applyMu sync.Mutex
+	// tlsDigest is the serving config's TLSFilesDigest, read as the
+	// Apply that made it began.
+	tlsDigest atomic.Pointer[[sha256.Size]byte]
 	// pools are the connection pools of the serving snapshot, by key;
 	// guarded by applyMu.
 	pools map[transportKey]*pool
@@ -178,6 +182,10 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 
+	// Before anything reads the files, so that a file changed while
+	// this Apply reads it differs from the digest kept (see
+	// TLSFilesDigest).
+	tlsDigest := cfg.TLSFilesDigest()
 	s, used, res, err := p.compile(cfg)
 	if err != nil {
 		p.m.discard()
@@ -228,6 +236,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	p.srvMu.Unlock()
 	p.gen.Store(s.gen)
+	p.tlsDigest.Store(&tlsDigest)
 	p.m.generation.Set(float64(s.gen))
 	p.m.commit()
 
@@ -698,4 +707,17 @@ func waitZero(ctx context.Context, n *atomic.Int64) error {
 		}
 	}
 	return nil
+}
+
+// TLSFilesDigest is the config.TLSFilesDigest of the serving config, as
+// read when the Apply that made it began (zero before the first). A
+// caller that finds the files' digest now differs from it knows that a
+// file a cluster's tls names has changed since (a certificate rotated in
+// place): applying the config again builds that cluster's connection
+// pool and health checks anew from the files.
+func (p *Proxy) TLSFilesDigest() [sha256.Size]byte {
+	if d := p.tlsDigest.Load(); d != nil {
+		return *d
+	}
+	return [sha256.Size]byte{}
 }

@@ -115,7 +115,7 @@ type sidecar struct {
 // Shutdown order (on ctx cancel), each step finishing before the next:
 //  1. mark not ready: /ready answers 503 so that load balancers and kubelet
 //     stop sending new work; the admin endpoint stays up throughout;
-//  2. stop the reload loops (file watcher, SIGHUP) and wait for them, so
+//  2. stop the reload loops (file watcher, SIGHUP, TLS files) and wait for them, so
 //     that no reload races the stop; the serving config's
 //     listeners.shutdown_delay and drain_timeout are the stop's;
 //  3. the shutdown delay (listeners.shutdown_delay): every listener
@@ -265,6 +265,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		}
 	})
 	loops.Go(func() { s.sighupLoop(loopCtx) })
+	loops.Go(func() { s.tlsFilesLoop(loopCtx) })
 
 	// Ready before the address file appears: whoever waits for the file
 	// may probe /ready at once.
@@ -424,6 +425,48 @@ func (s *sidecar) sighupLoop(ctx context.Context) {
 				s.log.Error("access log not reopened", zap.Error(err))
 			}
 		}
+	}
+}
+
+// tlsFilesInterval is how often the files clusters' tls blocks name are
+// read for a change.
+const tlsFilesInterval = 2 * time.Second
+
+// tlsFilesLoop reloads the configuration when a file a cluster's tls
+// names (ca_file, cert_file, key_file) changes while the config file does
+// not: a certificate or CA rotated in place, as cert-manager and
+// Kubernetes Secret volumes (a symlink swap) rotate them. The files are
+// read every tlsFilesInterval (a few KB each); the reload builds the
+// clusters whose files changed anew (connection pool and health checks),
+// so new connections present and trust what the files now hold, while
+// open ones finish as they are. Files that make the reload fail (a key
+// that does not match its certificate yet, a half-written file) leave the
+// last good config serving, and are tried again only once they change.
+func (s *sidecar) tlsFilesLoop(ctx context.Context) {
+	t := time.NewTicker(tlsFilesInterval)
+	defer t.Stop()
+	tried := s.proxy.TLSFilesDigest()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cfg, _ := s.state.current()
+		if cfg == nil {
+			continue
+		}
+		d := cfg.TLSFilesDigest()
+		if d == s.proxy.TLSFilesDigest() {
+			tried = d
+			continue
+		}
+		if d == tried {
+			continue // as it was when a reload last failed on it
+		}
+		tried = d
+		s.log.Info("a file a cluster's tls names changed: reloading", zap.String(fieldConfig, s.opts.configPath))
+		s.reloadFile("tls_files")
 	}
 }
 

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A cluster's client certificate and CA, rotated in place (same paths,
+// new content) the way a Kubernetes Secret volume rotates them (its
+// ..data symlink swapped to a new directory), are used by the sidecar's
+// next connections without a restart, a config edit or a signal; a
+// rotation that leaves a key not matching its certificate is refused and
+// the last good files keep serving until the pair is whole again.
+
+// testCA is a CA that issues certificates for the tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue returns a leaf certificate and key, in PEM, for cn: a server
+// certificate for 127.0.0.1 when server is set, else a client one.
+func (ca *testCA) issue(t *testing.T, cn string, server bool) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+}
+
+// secretDir is a directory laid out as Kubernetes mounts a Secret:
+// name -> ..data/name, ..data -> a timestamped directory, swapped whole.
+type secretDir struct {
+	t    *testing.T
+	dir  string
+	gen  int
+	keys []string
+}
+
+func newSecretDir(t *testing.T, files map[string][]byte) *secretDir {
+	d := &secretDir{t: t, dir: t.TempDir()}
+	for name := range files {
+		d.keys = append(d.keys, name)
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(d.dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.update(files)
+	return d
+}
+
+// update writes files into a new timestamped directory and swaps ..data
+// to it in one rename, as the kubelet does.
+func (d *secretDir) update(files map[string][]byte) {
+	d.t.Helper()
+	d.gen++
+	ts := fmt.Sprintf("..2026_11_29_%d", d.gen)
+	if err := os.Mkdir(filepath.Join(d.dir, ts), 0o755); err != nil {
+		d.t.Fatal(err)
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(d.dir, ts, name), b, 0o600); err != nil {
+			d.t.Fatal(err)
+		}
+	}
+	tmp := filepath.Join(d.dir, "..data_tmp")
+	if err := os.Symlink(ts, tmp); err != nil {
+		d.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(d.dir, "..data")); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *secretDir) path(name string) string { return filepath.Join(d.dir, name) }
+
+// mtlsUpstream is an HTTPS server, with the certificate serverCert holds
+// at each handshake, that requires a client certificate from clientCA
+// and answers with its common name; every response closes its
+// connection, so each request is a new handshake.
+func mtlsUpstream(t *testing.T, serverCert *atomic.Pointer[tls.Certificate], clientCA *testCA) *httptest.Server {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(clientCA.cert)
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		fmt.Fprint(w, r.TLS.PeerCertificates[0].Subject.CommonName)
+	}))
+	// Served on a TLS listener of its own: httptest's StartTLS would add
+	// its own certificate, which a client without SNI (an IP address)
+	// gets in place of GetCertificate's.
+	s.Listener = tls.NewListener(s.Listener, &tls.Config{
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serverCert.Load(), nil },
+		ClientCAs:      pool,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+	})
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestRotatedClusterCertificatesAreUsedWithoutRestart(t *testing.T) {
+	serverCA, clientCA := newTestCA(t, "server CA"), newTestCA(t, "client CA")
+	sc, sk := serverCA.issue(t, "upstream", true)
+	first, err := tls.X509KeyPair(sc, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serverCert atomic.Pointer[tls.Certificate]
+	serverCert.Store(&first)
+	up := mtlsUpstream(t, &serverCert, clientCA)
+
+	certA, keyA := clientCA.issue(t, "client-a", false)
+	secret := newSecretDir(t, map[string][]byte{"ca.crt": serverCA.pem, "tls.crt": certA, "tls.key": keyA})
+	upAddr := up.Listener.Addr().String()
+	endpoints := "    endpoints: [" + upAddr + "]\n"
+	cfg := strings.Replace(sidecarConfig(upAddr, "127.0.0.1:1", ""), endpoints, endpoints+fmt.Sprintf(`    tls:
+      enabled: true
+      ca_file: %s
+      cert_file: %s
+      key_file: %s
+`, secret.path("ca.crt"), secret.path("tls.crt"), secret.path("tls.key")), 1)
+	p := start(t, "run", "-c", writeConfig(t, cfg))
+	c := newClient(t)
+	url := "http://" + p.addrs.Outbound + "/"
+	whoAmI := func() (int, string) {
+		code, body, _ := get(t, c, url, "svc")
+		return code, body
+	}
+	if code, body := whoAmI(); code != 200 || body != "client-a" {
+		t.Fatalf("got %d %q, want 200 client-a", code, body)
+	}
+
+	// A rotation caught half done: the new certificate with the old key.
+	certB, keyB := clientCA.issue(t, "client-b", false)
+	secret.update(map[string][]byte{"ca.crt": serverCA.pem, "tls.crt": certB, "tls.key": keyA})
+	waitFor(t, 15*time.Second, "the mismatched pair to be refused", func() bool {
+		return strings.Contains(p.stderr.String(), `"trigger":"tls_files"`) &&
+			strings.Contains(p.stderr.String(), "configuration reload rejected")
+	})
+	if code, body := whoAmI(); code != 200 || body != "client-a" {
+		t.Fatalf("after a refused rotation: got %d %q, want 200 client-a (the last good files)", code, body)
+	}
+
+	// The rotation completed.
+	secret.update(map[string][]byte{"ca.crt": serverCA.pem, "tls.crt": certB, "tls.key": keyB})
+	waitFor(t, 15*time.Second, "requests to carry the rotated certificate", func() bool {
+		code, body := whoAmI()
+		return code == 200 && body == "client-b"
+	})
+
+	// The upstream moves to a certificate from a new CA: refused until the
+	// CA file has it too.
+	newServerCA := newTestCA(t, "server CA 2")
+	sc2, sk2 := newServerCA.issue(t, "upstream", true)
+	second, err := tls.X509KeyPair(sc2, sk2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert.Store(&second)
+	if code, _ := whoAmI(); code != http.StatusBadGateway {
+		t.Fatalf("an upstream certificate from an untrusted CA got %d, want 502", code)
+	}
+	secret.update(map[string][]byte{"ca.crt": newServerCA.pem, "tls.crt": certB, "tls.key": keyB})
+	waitFor(t, 15*time.Second, "the rotated CA to be trusted", func() bool {
+		code, body := whoAmI()
+		return code == 200 && body == "client-b"
+	})
+}
