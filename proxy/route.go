@@ -13,7 +13,8 @@ import (
 // authorityMatcher matches the request's host case-insensitively:
 // "api.example.com" (exact), "*.example.com" (any name ending in
 // ".example.com") or "*" (anything), each optionally with ":port". A
-// pattern without a port matches any port. A trailing dot is no part of
+// pattern without a port matches any port; a request's host without one
+// is on port 80 (see routeTable.find). A trailing dot is no part of
 // the name, in a pattern as in a request's host (see routeTable.find).
 // Ports and IPv6 addresses compare by value: "08080" is port 8080 (RFC
 // 3986 §3.2.3) and "[0::1]" is "[::1]" (RFC 4291 §2.2), so that no other
@@ -399,7 +400,11 @@ func (t *routeTable) find(r *http.Request) *route {
 	if len(h) > 1 && h[len(h)-1] == '.' {
 		h = h[:len(h)-1]
 	}
-	port = trimPortZeros(port)
+	if port = trimPortZeros(port); port == "" {
+		// No port is the http scheme's default, the only one the
+		// listeners serve (RFC 9110 §4.2.1): "api:80" matches "api".
+		port = "80"
+	}
 	path := r.URL.Path
 	for _, rt := range t.routes {
 		if rt.match.match(h, port, path, r) {

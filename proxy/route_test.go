@@ -576,3 +576,25 @@ func TestPrefixRewriteKeepsEscapedSlashInItsSegment(t *testing.T) {
 		}
 	}
 }
+
+// A request whose Host has no port is on port 80, the default of the
+// http scheme the listeners serve (RFC 9110 §4.2.1): a pattern written
+// with ":80" matches it, as it matches the same host with ":80" written
+// out, and a pattern with another port does not.
+func TestAuthorityWithoutPortIsOnPort80(t *testing.T) {
+	cfg := &config.Config{Routes: []config.Route{
+		{Name: "deny", Match: config.RouteMatch{Authority: []string{"admin.example.com:80", "[fd00::1]:80"}}, DirectResponse: &config.DirectResponse{Status: 403}},
+		{Name: "any-80", Match: config.RouteMatch{Authority: []string{"*:80"}}, DirectResponse: &config.DirectResponse{Status: 202}},
+		{Name: "rest", DirectResponse: &config.DirectResponse{Status: 200}},
+	}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h := startProxy(t, cfg)
+	wantHostStatuses(t, h, map[string]int{
+		"admin.example.com": 403, "admin.example.com:80": 403, "admin.example.com.": 403, "ADMIN.example.com:080": 403,
+		"[fd00::1]": 403, "[fd00::1]:80": 403,
+		"other.example": 202, "other.example:80": 202,
+		"admin.example.com:8080": 200, "other.example:8080": 200, "[fd00::1]:8080": 200,
+	})
+}
