@@ -48,10 +48,7 @@ func TestIdleTimeoutAnswersSilentUpstream(t *testing.T) {
 					close(ended)
 				})
 				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, idleRoute))
-				c := h.h1
-				if client == "h2c" {
-					c = h.h2c
-				}
+				c := h.client(client)
 				start := time.Now()
 				resp := mustGet(t, c, h.url("/slow"))
 				body := readAll(t, resp)
@@ -98,10 +95,7 @@ func TestIdleTimeoutSparesStreamsThatMove(t *testing.T) {
 			t.Run(string(proto)+"/"+client, func(t *testing.T) {
 				up := upstream(t, proto == config.ProtocolHTTP2, trickle(chunks, gap))
 				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, idleRoute))
-				c := h.h1
-				if client == "h2c" {
-					c = h.h2c
-				}
+				c := h.client(client)
 				resp := mustGet(t, c, h.url("/stream"))
 				body := readAll(t, resp)
 				if resp.StatusCode != 200 || strings.Count(body, "chunk ") != chunks {
@@ -153,10 +147,7 @@ func TestIdleTimeoutCutsStalledResponse(t *testing.T) {
 					<-r.Context().Done() // the rest never comes
 				})
 				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, idleRoute))
-				c := h.h1
-				if client == "h2c" {
-					c = h.h2c
-				}
+				c := h.client(client)
 				start := time.Now()
 				resp := mustGet(t, c, h.url("/stall"))
 				b, err := io.ReadAll(resp.Body)
@@ -258,21 +249,7 @@ func TestIdleTimeoutEndsGRPCStreamWithStatus(t *testing.T) {
 // idle_timeout, not the listener's.
 func TestIdleTimeoutBoundsUpgradeTunnel(t *testing.T) {
 	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}, idleRoute))
-	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 101 {
-		t.Fatalf("got %d, want 101", resp.StatusCode)
-	}
+	c, br := openEchoTunnel(t, h, "")
 	// Talk for longer than the idle timeout, then go quiet.
 	deadline := time.Now().Add(2 * idleTimeout)
 	var start time.Time
@@ -308,10 +285,7 @@ func TestIdleTimeoutEndsResponseClientDoesNotRead(t *testing.T) {
 				}
 			})
 			h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, idleRoute))
-			c := h.h1
-			if client == "h2c" {
-				c = h.h2c
-			}
+			c := h.client(client)
 			resp := mustGet(t, c, h.url("/big"))
 			defer resp.Body.Close()
 			// Read a little, then nothing more.

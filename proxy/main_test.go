@@ -89,6 +89,14 @@ func startProxy(t testing.TB, cfg *config.Config, opts ...harnessOpt) *harness {
 
 func (h *harness) url(path string) string { return "http://" + h.out + path }
 
+// client is h's HTTP/1.1 client for "h1", its h2c client for "h2c".
+func (h *harness) client(name string) *http.Client {
+	if name == "h2c" {
+		return h.h2c
+	}
+	return h.h1
+}
+
 // upstream starts an HTTP/1.1 test server; h2c makes it also accept
 // HTTP/2 with prior knowledge.
 func upstream(t testing.TB, h2c bool, fn http.HandlerFunc) *httptest.Server {

@@ -40,17 +40,19 @@ func echoUpgrade(t *testing.T) string {
 	return addr(up)
 }
 
-func TestUpgradeTunnelsBothWaysPastRouteTimeout(t *testing.T) {
-	cfg := simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}, func(r *config.Route) { r.Timeout = 200 * time.Millisecond })
-	h := startProxy(t, cfg)
+// openEchoTunnel asks h's outbound listener to switch to the echo
+// protocol (see echoUpgrade), sending first right behind the request, and
+// returns the tunnel once its 101 has been read. The connection is
+// closed at the test's end.
+func openEchoTunnel(t *testing.T, h *harness, first string) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	// The first line rides in the same packet as the request.
-	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nfirst\n")
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n%s", first)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -59,6 +61,14 @@ func TestUpgradeTunnelsBothWaysPastRouteTimeout(t *testing.T) {
 	if resp.StatusCode != 101 || resp.Header.Get("Upgrade") != "echo" || resp.Header.Get("X-Up") != "1" {
 		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
 	}
+	return c, br
+}
+
+func TestUpgradeTunnelsBothWaysPastRouteTimeout(t *testing.T) {
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}, func(r *config.Route) { r.Timeout = 200 * time.Millisecond })
+	h := startProxy(t, cfg)
+	// The first line rides in the same packet as the request.
+	c, br := openEchoTunnel(t, h, "first\n")
 	if line, _ := br.ReadString('\n'); line != "echo first\n" {
 		t.Fatalf("%q", line)
 	}
