@@ -80,9 +80,8 @@ func (p *Proxy) serveFallback(f *forwarding) {
 	if f.touch != nil && f.touch.touched.Load() {
 		// The primary's attempts read part of the body: resend it from
 		// the replay buffer (bodyReusable checked that it is whole).
-		if f.view != nil && !f.view.release(r.Context()) {
-			f.status = statusClientClosed
-			return
+		if f.view != nil {
+			f.view.release()
 		}
 		r = r.WithContext(r.Context())
 		r.Body = f.replay.view()

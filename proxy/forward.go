@@ -1438,12 +1438,10 @@ func (f *forwarding) takeRetry(held *bool) bool {
 // still be replayed and waits the back-off. False: give up.
 func (f *forwarding) prepareRetry(attempt int) bool {
 	if f.view != nil {
-		if !f.view.release(f.routeCtx()) {
-			return false
-		}
-		// Released for good: a second release (serveFallback's, when
-		// the retry is refused before it makes a view) would wait
-		// for the client to go.
+		// Not waiting for a Read of it in progress: the transport may
+		// have left one behind that waits for the client, which may
+		// itself wait for the response (see replayBody).
+		f.view.release()
 		f.view = nil
 		if !f.replay.replayable() {
 			return false

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -161,16 +162,28 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // the unread rest of the downstream body. Once more than limit bytes have
 // been read the copy is dropped and the body can no longer be replayed.
 //
-// Only one attempt reads at a time: before handing a new view out, the
-// forwarder waits for the previous view to be closed by its transport
-// (http.RoundTripper must close the request body, possibly after
-// RoundTrip returns), so no lock is needed on the shared state.
+// Each attempt reads through a view of its own, and only the view handed
+// out last (cur) may read; an earlier one is detached. A transport may
+// still be in a Read of a detached view, possibly after RoundTrip
+// returned (h2client reads the body on a goroutine of its own), and that
+// Read may be waiting for the client: the next attempt does not wait for
+// it. It replays the copy at once, and only when it has caught up with
+// what was read does it wait for that Read, whose bytes are kept for it
+// whatever the limit (one read's worth more: the retry was decided while
+// the copy was whole), then reads on from the client itself. Only one
+// Read of the downstream body is in progress at a time.
 type replayBody struct {
 	src    io.Reader
-	buf    []byte
 	limit  int64
 	length int64 // declared Content-Length; -1 unknown
-	srcErr error
+
+	mu      sync.Mutex
+	srcRead sync.Cond // broadcast when a Read of src returns
+	buf     []byte    // src's first read bytes, while not overflowed
+	read    int64     // bytes read from src
+	srcErr  error
+	reading bool      // a view is reading src (without mu)
+	cur     *bodyView // the view that may read; nil once released
 	// Read by the forwarder while an attempt's transport may be reading.
 	overflow atomic.Bool
 	srcDone  atomic.Bool
@@ -178,7 +191,9 @@ type replayBody struct {
 }
 
 func newReplayBody(src io.Reader, limit, length int64) *replayBody {
-	return &replayBody{src: src, limit: limit, length: length}
+	b := &replayBody{src: src, limit: limit, length: length}
+	b.srcRead.L = &b.mu
+	return b
 }
 
 // replayable reports whether a new attempt can resend the body.
@@ -190,53 +205,89 @@ func (b *replayBody) complete() bool {
 	return !b.overflow.Load() && (b.srcDone.Load() || b.length >= 0 && b.kept.Load() == b.length)
 }
 
-// view returns a reader for one attempt, starting at byte 0.
+// view returns a reader for one attempt, starting at byte 0; the
+// previous view is detached.
 func (b *replayBody) view() *bodyView {
-	return &bodyView{b: b, sema: make(chan struct{}, 1)}
+	v := &bodyView{b: b}
+	b.mu.Lock()
+	b.cur = v
+	b.mu.Unlock()
+	return v
 }
 
 // bodyView is one attempt's reader over a replayBody.
 type bodyView struct {
 	b   *replayBody
-	off int
-	// sema is held for the duration of each Read; release takes it for
-	// good, after which Read fails fast without touching shared state.
-	sema chan struct{}
+	off int64 // bytes of the body this view has returned
 }
 
-var errBodyDetached = errors.New("request body handed to a newer attempt")
+var (
+	errBodyDetached = errors.New("request body handed to a newer attempt")
+	errBodyDropped  = errors.New("request body no longer kept for replay")
+)
 
 func (v *bodyView) Read(p []byte) (int, error) {
-	select {
-	case v.sema <- struct{}{}:
-	default:
-		return 0, errBodyDetached
-	}
-	defer func() { <-v.sema }()
 	b := v.b
-	if v.off < len(b.buf) {
-		n := copy(p, b.buf[v.off:])
-		v.off += n
-		return n, nil
-	}
-	if b.srcDone.Load() {
-		return 0, b.srcErr
-	}
-	n, err := b.src.Read(p)
-	if n > 0 && !b.overflow.Load() {
-		if int64(len(b.buf)+n) > b.limit {
-			b.overflow.Store(true)
-			b.buf = nil
-		} else {
-			b.buf = append(b.buf, p[:n]...)
-			b.kept.Store(int64(len(b.buf)))
+	b.mu.Lock()
+	for {
+		if b.cur != v {
+			b.mu.Unlock()
+			return 0, errBodyDetached
 		}
+		if v.off < b.read {
+			if b.overflow.Load() {
+				// Not reached: a view is handed out only while the
+				// copy is whole, and only the current view drops it.
+				b.mu.Unlock()
+				return 0, errBodyDropped
+			}
+			n := copy(p, b.buf[v.off:])
+			v.off += int64(n)
+			b.mu.Unlock()
+			return n, nil
+		}
+		if b.srcDone.Load() {
+			err := b.srcErr
+			b.mu.Unlock()
+			return 0, err
+		}
+		if !b.reading {
+			break
+		}
+		// A detached view's Read of the client's body is in progress:
+		// its bytes come next.
+		b.srcRead.Wait()
 	}
-	v.off = len(b.buf)
+	b.reading = true
+	b.mu.Unlock()
+
+	n, err := b.src.Read(p)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reading = false
+	b.srcRead.Broadcast()
+	mine := b.cur == v
+	if n > 0 {
+		if !b.overflow.Load() {
+			if mine && int64(len(b.buf)+n) > b.limit {
+				b.overflow.Store(true)
+				b.buf = nil
+			} else {
+				b.buf = append(b.buf, p[:n]...)
+				b.kept.Store(int64(len(b.buf)))
+			}
+		}
+		b.read += int64(n)
+	}
 	if err != nil {
 		b.srcErr = err
 		b.srcDone.Store(true)
 	}
+	if !mine {
+		return 0, errBodyDetached
+	}
+	v.off = b.read
 	return n, err
 }
 
@@ -248,14 +299,14 @@ func (v *bodyView) Close() error { return nil }
 // request body is a view).
 func (v *bodyView) Received() bool { return v.b.complete() }
 
-// release detaches the view: it waits (bounded by ctx) for a Read in
-// progress to return, then keeps every later Read from touching the
-// shared state, so that the next attempt's view may read.
-func (v *bodyView) release(ctx context.Context) bool {
-	select {
-	case v.sema <- struct{}{}:
-		return true
-	case <-ctx.Done():
-		return false
+// release detaches the view: its later Reads fail without touching the
+// shared state, and a Read in progress keeps what it reads for the next
+// view. It does not wait for that Read.
+func (v *bodyView) release() {
+	b := v.b
+	b.mu.Lock()
+	if b.cur == v {
+		b.cur = nil
 	}
+	b.mu.Unlock()
 }

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -152,5 +154,85 @@ func TestRetriesCarryTheSameRequestID(t *testing.T) {
 		if got.Get("X-Forwarded-For") != "127.0.0.1" {
 			t.Fatalf("attempt %d: X-Forwarded-For %q", i, got.Values("X-Forwarded-For"))
 		}
+	}
+}
+
+// A retry replays the body kept so far without waiting for a read of the
+// client's body that the failed attempt left behind. h2client reads the
+// body on a goroutine of its own, which stays in its read after the
+// stream is reset; a client that sends the next piece of its body only
+// once the upstream has answered the first (a full-duplex stream) then
+// waited for the retry while the retry waited for it, until the route
+// deadline or, with timeout_disabled, for good. The piece that read
+// brings still goes to the retry, in its place.
+func TestRetryDoesNotWaitForTheFailedAttemptsBodyRead(t *testing.T) {
+	const first, rest = "0123456789", "abcdef"
+	var resets atomic.Int32
+	a := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		resets.Add(1)
+		buf := make([]byte, len(first))
+		_, _ = io.ReadFull(r.Body, buf)
+		panic(http.ErrAbortHandler) // RST_STREAM
+	})
+	gotFirst := make(chan struct{})
+	b := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, len(first))
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return
+		}
+		close(gotFirst)
+		more, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		_, _ = w.Write(append(buf, more...))
+	})
+	cfg := retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"reset"},
+		Backoff: config.Backoff{Base: time.Microsecond}}, func(r *config.Route) { r.TimeoutDisabled = true })
+	c := cfg.Clusters["svc"]
+	c.Protocol = config.ProtocolHTTP2
+	cfg.Clusters["svc"] = c
+	h := startProxy(t, cfg)
+
+	pr, pw := io.Pipe()
+	defer pw.CloseWithError(errors.New("client done"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "PUT", h.url("/"), pr)
+	type result struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := h.h2c.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{resp, string(body), err}
+	}()
+	if _, err := io.WriteString(pw, first); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gotFirst:
+	case <-ctx.Done():
+		t.Fatalf("the retry did not reach the other endpoint (%d attempts reset)", resets.Load())
+	}
+	if _, err := io.WriteString(pw, rest); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("no response: %v", res.err)
+	}
+	if res.resp.StatusCode != 200 || res.body != first+rest || resets.Load() != 1 {
+		t.Fatalf("%d %q %q after %d reset attempts; want 200 %q after 1", res.resp.StatusCode,
+			res.resp.Header.Get(hdrError), res.body, resets.Load(), first+rest)
 	}
 }
