@@ -1534,7 +1534,7 @@ func (f *forwarding) respond(resp *http.Response, ep *endpoint) error {
 	if err != nil {
 		return f.bodyCutShort(h, err, upstream && frames != nil && frames.between())
 	}
-	if bounded && !time.Now().Before(f.dl) {
+	if bounded && !f.dl.IsZero() && !time.Now().Before(f.dl) {
 		// The body came whole as the deadline passed (a gRPC upstream
 		// ends the call at the deadline it was sent, as the route
 		// does): its end and trailers get endGrace to be written, past
@@ -1657,7 +1657,8 @@ func (f *forwarding) extendWrites() {
 // reports whether it was set as the write deadline. h2 says w is an
 // HTTP/2 stream's. frames, when set, is fed what was written. upstream
 // reports that err came from src, not from w. idle, when set, is told of
-// each read and write, and each write is bounded by its timeout.
+// each read and write, and each write is bounded by its timeout, as is
+// the end of the response from the body's end.
 func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time, frames *grpcFrames, idle *idleWatch) (bounded, upstream bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -1720,6 +1721,13 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time
 			}
 		}
 		if rerr == io.EOF {
+			if idle != nil && rc != nil {
+				// The end of the response (what the server holds back,
+				// END_STREAM, the trailers) is written once the handler
+				// returns: it may wait for the client the idle timeout
+				// from now, not what is left of the last write's.
+				bounded = rc.SetWriteDeadline(earliest(dl, time.Now().Add(idle.d))) == nil
+			}
 			return bounded, false, nil
 		}
 		if rerr != nil {

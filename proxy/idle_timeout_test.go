@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	grpc_testing "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
@@ -304,5 +307,154 @@ func TestIdleTimeoutEndsResponseClientDoesNotRead(t *testing.T) {
 				t.Fatal("the body ended cleanly; want it cut")
 			}
 		})
+	}
+}
+
+// The end of a response (its last bytes held back, the END_STREAM,
+// the trailers) is a write to the client like any other: it may wait
+// for the client up to the idle timeout from the body's end. It was
+// bounded by the write deadline of the last piece of body, set before
+// that piece waited for the client, so a response that was never idle
+// for the timeout was reset INTERNAL_ERROR once whole, and, with no
+// route timeout, by a grace of 1 s whatever the idle timeout.
+func TestIdleTimeoutLetsTheResponseEndWaitForTheClient(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		route  func(*config.Route)
+		window uint32        // the client's initial stream window
+		open   time.Duration // when the client opens it, from the header block
+		body   int
+		end    time.Duration // the upstream's wait before ending its body
+	}{
+		// The last piece waits 500 ms for window; the body ends 1.25 s
+		// after it was read, 750 ms after it was written.
+		{"after a slow write", func(r *config.Route) { r.Timeout = 30 * time.Second; r.IdleTimeout = time.Second },
+			16 << 10, 500 * time.Millisecond, 32 << 10, 1250 * time.Millisecond},
+		// A short body is held back until the end, which waits 1.3 s
+		// for window.
+		{"held back", func(r *config.Route) { r.TimeoutDisabled = true; r.IdleTimeout = 2 * time.Second },
+			0, 1300 * time.Millisecond, 1 << 10, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+				if tc.end == 0 {
+					w.Header().Set("Content-Length", fmt.Sprint(tc.body))
+				}
+				_, _ = w.Write(make([]byte, tc.body))
+				if tc.end > 0 {
+					w.(http.Flusher).Flush()
+					select {
+					case <-time.After(tc.end):
+					case <-r.Context().Done():
+					}
+				}
+			})
+			h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, tc.route))
+			status, n, err := h2GetOpeningWindow(t, h.out, tc.window, tc.open)
+			if err != nil || status != "200" || n != tc.body {
+				t.Fatalf("got %s with %d bytes (%v), want 200 with the whole body of %d", status, n, err, tc.body)
+			}
+		})
+	}
+}
+
+// h2GetOpeningWindow sends GET / over h2c with an initial stream window
+// of window, opens it open after the response's header block, and reads
+// stream 1 to its end: it returns the status and the body's length, and
+// an error if the stream was reset.
+func h2GetOpeningWindow(t *testing.T, addr string, window uint32, open time.Duration) (status string, n int, err error) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window}); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	// The frames are read on a goroutine of their own, so that the
+	// window can be opened while a read waits; what is needed of each
+	// is taken there, as the framer reuses a frame on the next read.
+	type event struct {
+		status string // of a header block for stream 1
+		n      int    // DATA for stream 1
+		end    bool
+		err    error // a reset, GOAWAY or failed read
+	}
+	events := make(chan event)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			var e event
+			f, err := fr.ReadFrame()
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
+				}
+				continue
+			case *http2.MetaHeadersFrame:
+				if f.StreamID != 1 {
+					continue
+				}
+				e.status, e.end = f.PseudoValue("status"), f.StreamEnded()
+			case *http2.DataFrame:
+				if f.StreamID != 1 {
+					continue
+				}
+				e.n, e.end = len(f.Data()), f.StreamEnded()
+			case *http2.RSTStreamFrame:
+				e.err = fmt.Errorf("stream %d reset %v", f.StreamID, f.ErrCode)
+			case *http2.GoAwayFrame:
+				e.err = fmt.Errorf("GOAWAY %v", f.ErrCode)
+			case nil:
+				e.err = err
+			default:
+				continue
+			}
+			select {
+			case events <- e:
+			case <-done:
+				return
+			}
+			if e.err != nil {
+				return
+			}
+		}
+	}()
+	var opened <-chan time.Time
+	for {
+		select {
+		case <-opened:
+			opened = nil
+			if err := fr.WriteWindowUpdate(1, 1<<20); err != nil {
+				t.Fatal(err)
+			}
+		case e := <-events:
+			if e.err != nil {
+				return status, n, e.err
+			}
+			if e.status != "" && status == "" {
+				status, opened = e.status, time.After(open)
+			}
+			if n += e.n; e.end {
+				return status, n, nil
+			}
+		}
 	}
 }
