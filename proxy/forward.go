@@ -1053,6 +1053,12 @@ func (f *forwarding) recordResponse(copyErr error, permit breaker.Permit, ep *en
 		// while the response streamed (full duplex): the upstream saw
 		// its request cut short by the client, so neither way either.
 		permit.Cancel()
+	case copyErr != nil && f.idleEnded() && f.touch != nil && f.touch.awaitingClient():
+		// The idle timeout passed while the client's body was awaited
+		// (a stream both of whose sides went quiet, the client's still
+		// open): the client's doing as much as the upstream's, so
+		// neither way, as before the response (see attemptFailed).
+		permit.Cancel()
 	case copyErr == errDeadlineTrailers || (copyErr != nil && f.routeDone()):
 		f.record(permit, ep, failTimeout, resp.StatusCode, -1)
 	case copyErr != nil:

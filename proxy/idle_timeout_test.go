@@ -17,6 +17,7 @@ import (
 	grpc_testing "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
+	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
@@ -457,4 +458,67 @@ func h2GetOpeningWindow(t *testing.T, addr string, window uint32, open time.Dura
 			}
 		}
 	}
+}
+
+// A gRPC stream both of whose sides went quiet, the client's still
+// open, is ended by the idle timeout with the client's body awaited:
+// that counts neither way, as a client that stalls its body before the
+// response does. It counted against the endpoint as a timeout, so a
+// cluster's breaker opened on clients that left their streams quiet.
+// An upstream that goes quiet once the client's side has ended still
+// counts.
+func TestIdleTimeoutBlamesTheUpstreamOnlyWhenTheClientIsNotAwaited(t *testing.T) {
+	cfg := grpcConfig(startGRPCServer(t, &testService{}))
+	cfg.Routes[0].TimeoutDisabled = true
+	cfg.Routes[0].IdleTimeout = idleTimeout
+	cc := cfg.Clusters["grpc"]
+	cc.CircuitBreaker = tripsAfter(1)
+	cfg.Clusters["grpc"] = cc
+	h := startProxy(t, cfg)
+	c := grpcClient(t, h.out)
+	breakerState := func() breaker.State {
+		return h.p.snap.Load().clusters["grpc"].res.br.Snapshot(time.Now()).State
+	}
+	checkIdleEnd := func(err error) {
+		t.Helper()
+		if s := status.Convert(err); s.Code() != codes.DeadlineExceeded || s.Message() != "stream idle timeout" {
+			t.Fatalf("after the quiet: %v, want DeadlineExceeded: stream idle timeout", err)
+		}
+	}
+
+	// Both sides quiet after one exchange, the client's side open.
+	for range 2 {
+		st, err := c.FullDuplexCall(ctxT(t, 20*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&grpc_testing.StreamingOutputCallRequest{
+			ResponseParameters: []*grpc_testing.ResponseParameters{{Size: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.Recv()
+		checkIdleEnd(err)
+		eventually(t, 5*time.Second, "the request to end", func() bool { return h.p.inflight.Load() == 0 })
+		if s := breakerState(); s != breaker.StateClosed {
+			t.Fatalf("a stream the client left quiet moved the breaker to %v", s)
+		}
+	}
+
+	// The upstream quiet after the client's side ended.
+	st, err := c.StreamingOutputCall(ctxT(t, 20*time.Second), &grpc_testing.StreamingOutputCallRequest{
+		ResponseParameters: []*grpc_testing.ResponseParameters{{Size: 1}, {Size: 1, IntervalUs: 10e6}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Recv()
+	checkIdleEnd(err)
+	eventually(t, 5*time.Second, "the silent upstream to open the breaker", func() bool {
+		return breakerState() == breaker.StateOpen
+	})
 }
