@@ -229,7 +229,10 @@ func TestIdleTimeoutEndsGRPCStreamWithStatus(t *testing.T) {
 		t.Fatalf("after the messages: %v, want the call's end", err)
 	}
 
-	// One message, then a gap longer than the idle timeout.
+	// One message, then a gap longer than the idle timeout. The idle
+	// time runs from the proxy's write of the message, before the
+	// client has it: it is measured from before the call.
+	start := time.Now()
 	st, err = c.StreamingOutputCall(ctxT(t, 20*time.Second), &grpc_testing.StreamingOutputCallRequest{
 		ResponseParameters: []*grpc_testing.ResponseParameters{{Size: 1}, {Size: 1, IntervalUs: 10e6}}})
 	if err != nil {
@@ -238,7 +241,6 @@ func TestIdleTimeoutEndsGRPCStreamWithStatus(t *testing.T) {
 	if _, err := st.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	_, err = st.Recv()
 	checkIdleElapsed(t, time.Since(start))
 	if s := status.Convert(err); s.Code() != codes.DeadlineExceeded || s.Message() != "stream idle timeout" {
