@@ -402,6 +402,9 @@ func (f *forwarding) run(start time.Time) {
 			}
 			return
 		}
+		if w := f.idle(); w != nil {
+			w.touch() // the response's header block came
+		}
 
 		gs := -1
 		if f.grpc {
@@ -535,9 +538,10 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 var errStreamIdle = errors.New("stream idle timeout")
 
 // streamIdle watches the request for the route's idle_timeout d (Envoy's
-// route idle_timeout): the client's body read, the response's body read
-// and written (see touchReader and copyBody) each restart it, and the
-// wait for an attempt's response headers does not. When d passes with no
+// route idle_timeout): the client's body read, an attempt's response
+// header block, the response's body read and written (see touchReader,
+// run and copyBody) each restart it, and the wait for an attempt's
+// response headers does not. When d passes with no
 // bytes moved, the returned context, a child of ctx that the attempts
 // run on, is cancelled with errStreamIdle, so the attempt or the body
 // copy under way ends, and a read of the client's body blocked now is

@@ -110,6 +110,49 @@ func TestIdleTimeoutSparesStreamsThatMove(t *testing.T) {
 	}
 }
 
+// The response's header block is bytes moved: an event stream whose
+// first event comes less than the idle timeout after its header block,
+// though more than that after the request, is not idle. The idle time
+// ran from the request until the first byte of body, so the stream was
+// cut after its 200 went out.
+func TestIdleTimeoutCountsTheResponseHeaderBlock(t *testing.T) {
+	const idle, head, event = time.Second, 700 * time.Millisecond, 600 * time.Millisecond
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
+				for _, d := range []time.Duration{head, event} {
+					select {
+					case <-time.After(d):
+					case <-r.Context().Done():
+						return
+					}
+					if d == head {
+						w.Header().Set("Content-Type", "text/event-stream")
+						w.WriteHeader(200)
+					} else {
+						_, _ = io.WriteString(w, "data: first\n\n")
+					}
+					w.(http.Flusher).Flush()
+				}
+			})
+			h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, func(r *config.Route) {
+				r.TimeoutDisabled = true
+				r.IdleTimeout = idle
+			}))
+			c := h.h1
+			if proto == config.ProtocolHTTP2 {
+				c = h.h2c
+			}
+			resp := mustGet(t, c, h.url("/events"))
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || string(b) != "data: first\n\n" {
+				t.Fatalf("got %d %q (%v), want 200 with the event", resp.StatusCode, b, err)
+			}
+		})
+	}
+}
+
 func TestIdleTimeoutSparesUploadsThatMove(t *testing.T) {
 	const chunks, gap = 30, 25 * time.Millisecond
 	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
