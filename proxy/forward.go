@@ -538,19 +538,19 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 var errStreamIdle = errors.New("stream idle timeout")
 
 // streamIdle watches the request for the route's idle_timeout d (Envoy's
-// route idle_timeout): the client's body read, an attempt's response
-// header block, the response's body read and written (see touchReader,
-// run and copyBody) each restart it, and the wait for an attempt's
-// response headers does not. When d passes with no
-// bytes moved, the returned context, a child of ctx that the attempts
-// run on, is cancelled with errStreamIdle, so the attempt or the body
-// copy under way ends, and a read of the client's body blocked now is
-// ended by its read deadline (as watchBodyStall does at the route
+// route idle_timeout): the client's body read (or replayed for a retry),
+// an attempt's response header block, the response's body read and
+// written (see touchReader, bodyView, run and copyBody) each restart it,
+// and the wait for an attempt's response headers does not. When d passes
+// with no bytes moved, the returned context, a child of ctx that the
+// attempts run on, is cancelled with errStreamIdle, so the attempt or
+// the body copy under way ends, and a read of the client's body blocked
+// now is ended by its read deadline (as watchBodyStall does at the route
 // deadline). A response write blocked on a client that does not read is
 // bounded by its write deadline, which copyBody moves to d from each
-// write. releaseRouteCtx stops the watch. The watch rides in the
-// context (an idleCtx), not in a field of forwarding, which would take
-// it out of its size class.
+// write. releaseRouteCtx stops the watch. The watch rides in the context
+// (an idleCtx), not in a field of forwarding, which would take it out of
+// its size class.
 //
 //go:noinline
 func (f *forwarding) streamIdle(ctx context.Context, d time.Duration) context.Context {
@@ -635,6 +635,7 @@ func (f *forwarding) requestBody(ctx context.Context, direct bool, limit int64) 
 	}
 	if f.rt.retry.maxRetries > 0 {
 		f.replay = newReplayBody(body, f.rt.retry.maxBuffered, r.ContentLength)
+		f.replay.idle = f.touch.idle
 	}
 	return body, f.watchBodyStall(ctx, direct)
 }

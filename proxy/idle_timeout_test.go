@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,6 +181,51 @@ func TestIdleTimeoutSparesUploadsThatMove(t *testing.T) {
 	}
 	if body := readAll(t, resp); resp.StatusCode != 200 || body != fmt.Sprintf("got %d", 10*chunks) {
 		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}
+
+// A retry's body, replayed from memory, moves at the pace the upstream
+// takes it, as the client's body did on the first attempt: an upload
+// the first attempt was not idle in is not idle on the retry either.
+// The replay's reads did not count, so the retry of a body the upstream
+// took for longer than the idle timeout was answered 408.
+func TestIdleTimeoutSparesReplayedBodiesThatMove(t *testing.T) {
+	const size = 6 << 20
+	var attempts atomic.Int64
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		// 64 KiB every 8 ms: the 6 MiB take about 750 ms, the 1 MiB
+		// the server reads ahead (its window) about 125 ms.
+		buf := make([]byte, 64<<10)
+		n := 0
+		for {
+			k, err := io.ReadFull(r.Body, buf)
+			n += k
+			if err != nil {
+				break
+			}
+			select {
+			case <-time.After(8 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if attempts.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "got %d", n)
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: config.ProtocolHTTP2}, idleRoute,
+		func(r *config.Route) {
+			r.Retry = &config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"5xx"},
+				MaxBufferedBodyBytes: size, Backoff: config.Backoff{Base: time.Millisecond}}
+		}))
+	resp, body := do(t, h.h1, "PUT", h.url("/up"), bytes.Repeat([]byte("x"), size))
+	if resp.StatusCode != 200 || body != fmt.Sprintf("got %d", size) {
+		t.Fatalf("got %d %q %q, want 200 from the retry with the whole body", resp.StatusCode, resp.Header.Get(hdrError), body)
+	}
+	if n := attempts.Load(); n != 2 {
+		t.Fatalf("%d attempts, want 2", n)
 	}
 }
 

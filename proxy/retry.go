@@ -184,6 +184,9 @@ type replayBody struct {
 	srcErr  error
 	reading bool      // a view is reading src (without mu)
 	cur     *bodyView // the view that may read; nil once released
+	// idle is told of each read a replay serves from buf (src tells it
+	// of the others); nil: the route has no idle_timeout.
+	idle *idleWatch
 	// Read by the forwarder while an attempt's transport may be reading.
 	overflow atomic.Bool
 	srcDone  atomic.Bool
@@ -244,6 +247,11 @@ func (v *bodyView) Read(p []byte) (int, error) {
 			n := copy(p, b.buf[v.off:])
 			v.off += int64(n)
 			b.mu.Unlock()
+			if b.idle != nil {
+				// Sent upstream at the pace the upstream takes it, as
+				// the client's body is on the first attempt.
+				b.idle.touch()
+			}
 			return n, nil
 		}
 		if b.srcDone.Load() {

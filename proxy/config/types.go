@@ -490,10 +490,11 @@ type Route struct {
 	TimeoutDisabled bool `yaml:"timeout_disabled" json:"timeout_disabled"`
 
 	// IdleTimeout ends the request when no bytes have moved for this long
-	// in either direction: the client's body read, the response's header
-	// block read from the upstream, its body read from the upstream or
-	// written to the client (Envoy's route idle_timeout). Waiting for the
-	// response headers counts as idle. A
+	// in either direction: the client's body read (or a retry's, replayed
+	// from memory), the response's header block read from the upstream,
+	// its body read from the upstream or written to the client (Envoy's
+	// route idle_timeout). Waiting for the response headers counts as
+	// idle. A
 	// request it ends before the response started is answered 408
 	// stream_idle_timeout; one whose response had started is cut (a gRPC
 	// call gets DEADLINE_EXCEEDED trailers). A protocol-upgrade tunnel
