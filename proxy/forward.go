@@ -1668,8 +1668,8 @@ func (f *forwarding) extendWrites() {
 // reports whether it was set as the write deadline. h2 says w is an
 // HTTP/2 stream's. frames, when set, is fed what was written. upstream
 // reports that err came from src, not from w. idle, when set, is told of
-// each read and write, and each write is bounded by its timeout, as is
-// the end of the response from the body's end.
+// each read and write, and its timeout bounds the header block, each
+// write, and the end of the response from the body's end.
 func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time, frames *grpcFrames, idle *idleWatch) (bounded, upstream bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -1691,7 +1691,15 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time
 		}
 		bounded = rc.SetWriteDeadline(dl) == nil
 	}
-	if h2 && !dl.IsZero() {
+	switch {
+	case idle != nil:
+		// The header block, pushed below or sent with the first write,
+		// may wait for the client too (for room on a connection whose
+		// client does not read): the idle timeout bounds it, as each
+		// write below.
+		rc = http.NewResponseController(w)
+		bounded = rc.SetWriteDeadline(earliest(dl, time.Now().Add(idle.d))) == nil
+	case h2 && !dl.IsZero():
 		bound()
 	}
 	if flush {
@@ -1732,7 +1740,7 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time
 			}
 		}
 		if rerr == io.EOF {
-			if idle != nil && rc != nil {
+			if idle != nil {
 				// The end of the response (what the server holds back,
 				// END_STREAM, the trailers) is written once the handler
 				// returns: it may wait for the client the idle timeout

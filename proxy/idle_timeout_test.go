@@ -450,6 +450,104 @@ func TestIdleTimeoutLetsTheResponseEndWaitForTheClient(t *testing.T) {
 	}
 }
 
+// A response's header block waits for the client too when the
+// connection's pending bytes are at their bound (a client that stopped
+// reading): the idle timeout bounds that wait, as it bounds each write
+// of the body. Without a route timeout nothing did, so an event stream
+// asked for on such a connection held its request (its slot, breaker
+// permit, goroutine and upstream request) for as long as the client
+// kept the connection open.
+func TestIdleTimeoutBoundsTheHeaderBlockOfAClientThatDoesNotRead(t *testing.T) {
+	var sent atomic.Int64
+	ended := make(chan struct{})
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/events" {
+			defer close(ended)
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		chunk := make([]byte, 16<<10)
+		for range 16384 { // 256 MiB at most
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			sent.Add(int64(len(chunk)))
+		}
+	})
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, idleRoute)
+	// /big has no idle timeout: its responses fill the connection and
+	// stay, waiting for room.
+	cfg.Routes = append([]config.Route{{Name: "big", Cluster: "svc", TimeoutDisabled: true,
+		Match: config.RouteMatch{Path: config.PathMatch{Exact: "/big"}}}}, cfg.Routes...)
+	h := startProxy(t, cfg)
+
+	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	// Windows as large as they go: only the connection's pending bytes
+	// hold the server's writes back.
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteWindowUpdate(0, 1<<31-1-65535); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			_ = fr.WriteSettingsAck()
+			break
+		}
+	}
+	get := func(id uint32, path string) {
+		t.Helper()
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", path}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The client reads nothing more. Once the bodies of four streams
+	// have stopped moving for a second (the socket's buffers and the
+	// pending bytes full), the event stream is asked for.
+	for id := uint32(1); id <= 7; id += 2 {
+		get(id, "/big")
+	}
+	last, still := int64(-1), time.Now()
+	eventually(t, 20*time.Second, "the body to fill the connection", func() bool {
+		if n := sent.Load(); n != last {
+			last, still = n, time.Now()
+		}
+		return last > 0 && time.Since(still) > time.Second
+	})
+	get(9, "/events")
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event stream's upstream request did not end")
+	}
+	eventually(t, 5*time.Second, "the event stream's request to end", func() bool {
+		return counterValue(h.p.m.active.WithLabelValues("svc")) == 4 // /big's
+	})
+}
+
 // h2GetOpeningWindow sends GET / over h2c with an initial stream window
 // of window, opens it open after the response's header block, and reads
 // stream 1 to its end: it returns the status and the body's length, and
