@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -120,4 +122,40 @@ func rawH2Upstream(t *testing.T, serve func(n int, fr *http2.Framer)) string {
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// dialRawH2 opens an HTTP/2 connection with prior knowledge to addr and
+// sends the preface and a SETTINGS frame of settings; the caller reads
+// the server's frames (and acknowledges its SETTINGS). The connection
+// has a 30 s deadline and is closed at the test's end.
+func dialRawH2(t *testing.T, addr string, settings ...http2.Setting) (net.Conn, *http2.Framer) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(settings...); err != nil {
+		t.Fatal(err)
+	}
+	return c, fr
+}
+
+// writeRawGet sends a GET of path (authority x) on stream id, the
+// request whole in one HEADERS frame.
+func writeRawGet(t *testing.T, fr *http2.Framer, id uint32, path string) {
+	t.Helper()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", path}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -485,21 +485,9 @@ func TestIdleTimeoutBoundsTheHeaderBlockOfAClientThatDoesNotRead(t *testing.T) {
 		Match: config.RouteMatch{Path: config.PathMatch{Exact: "/big"}}}}, cfg.Routes...)
 	h := startProxy(t, cfg)
 
-	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
 	// Windows as large as they go: only the connection's pending bytes
 	// hold the server's writes back.
-	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}); err != nil {
-		t.Fatal(err)
-	}
+	_, fr := dialRawH2(t, h.out, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
 	if err := fr.WriteWindowUpdate(0, 1<<31-1-65535); err != nil {
 		t.Fatal(err)
 	}
@@ -513,22 +501,11 @@ func TestIdleTimeoutBoundsTheHeaderBlockOfAClientThatDoesNotRead(t *testing.T) {
 			break
 		}
 	}
-	get := func(id uint32, path string) {
-		t.Helper()
-		var hb bytes.Buffer
-		enc := hpack.NewEncoder(&hb)
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", path}} {
-			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// The client reads nothing more. Once the bodies of four streams
 	// have stopped moving for a second (the socket's buffers and the
 	// pending bytes full), the event stream is asked for.
 	for id := uint32(1); id <= 7; id += 2 {
-		get(id, "/big")
+		writeRawGet(t, fr, id, "/big")
 	}
 	last, still := int64(-1), time.Now()
 	eventually(t, 20*time.Second, "the body to fill the connection", func() bool {
@@ -537,7 +514,7 @@ func TestIdleTimeoutBoundsTheHeaderBlockOfAClientThatDoesNotRead(t *testing.T) {
 		}
 		return last > 0 && time.Since(still) > time.Second
 	})
-	get(9, "/events")
+	writeRawGet(t, fr, 9, "/events")
 	select {
 	case <-ended:
 	case <-time.After(10 * time.Second):
@@ -554,28 +531,9 @@ func TestIdleTimeoutBoundsTheHeaderBlockOfAClientThatDoesNotRead(t *testing.T) {
 // an error if the stream was reset.
 func h2GetOpeningWindow(t *testing.T, addr string, window uint32, open time.Duration) (status string, n int, err error) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
+	_, fr := dialRawH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window}); err != nil {
-		t.Fatal(err)
-	}
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
-		t.Fatal(err)
-	}
+	writeRawGet(t, fr, 1, "/")
 	// The frames are read on a goroutine of their own, so that the
 	// window can be opened while a read waits; what is needed of each
 	// is taken there, as the framer reuses a frame on the next read.

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"net"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
@@ -77,27 +75,8 @@ func TestRouteTimeoutEndsAResponseToAClientThatNeverOpensItsWindow(t *testing.T)
 	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))},
 		func(r *config.Route) { r.Timeout = timeout }))
 
-	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
-		t.Fatal(err)
-	}
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
-		t.Fatal(err)
-	}
+	_, fr := dialRawH2(t, h.out, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	writeRawGet(t, fr, 1, "/")
 
 	// The client reads (and acknowledges SETTINGS) but never
 	// sends WINDOW_UPDATE: the stream must be reset.
