@@ -13,34 +13,54 @@ import (
 // or names no file. A certificate rotated in place keeps its path, so the
 // proxy keys what it builds from these files by this sum, not by the
 // paths alone.
-func (t TLS) FilesSum() [sha256.Size]byte {
+func (t TLS) FilesSum() [sha256.Size]byte { return t.filesSum(nil) }
+
+// filesSum is FilesSum, taking the sums of files read already from seen
+// and adding those it reads (seen may be nil).
+func (t TLS) filesSum(seen map[string][sha256.Size]byte) [sha256.Size]byte {
 	var sum [sha256.Size]byte
 	if !t.Enabled || t.CAFile == "" && t.CertFile == "" && t.KeyFile == "" {
 		return sum
 	}
 	h := sha256.New()
 	for _, p := range []string{t.CAFile, t.CertFile, t.KeyFile} {
-		// Per file: whether it is named and read, then the hash of its
-		// bytes (or of its read error).
-		tag, b := byte(0), []byte(nil)
-		if p != "" {
-			var err error
-			if b, err = os.ReadFile(p); err != nil {
-				tag, b = 1, []byte(err.Error())
-			} else {
-				tag = 2
-			}
-		}
-		fs := sha256.Sum256(b)
-		h.Write([]byte{tag})
+		fs := fileSum(p, seen)
 		h.Write(fs[:])
 	}
 	h.Sum(sum[:0])
 	return sum
 }
 
+// fileSum identifies what path holds now: its bytes, or the error that
+// stopped its read (a tag tells the two apart); zero for no path. A path
+// in seen is not read again; one read is added to seen when it is not nil.
+func fileSum(path string, seen map[string][sha256.Size]byte) [sha256.Size]byte {
+	var sum [sha256.Size]byte
+	if path == "" {
+		return sum
+	}
+	if s, ok := seen[path]; ok {
+		return s
+	}
+	h := sha256.New()
+	if b, err := os.ReadFile(path); err != nil {
+		h.Write([]byte{1})
+		h.Write([]byte(err.Error()))
+	} else {
+		h.Write([]byte{2})
+		h.Write(b)
+	}
+	h.Sum(sum[:0])
+	if seen != nil {
+		seen[path] = sum
+	}
+	return sum
+}
+
 // TLSFilesDigest combines the FilesSum of every cluster, in the order of
 // their names: it changes when any file a cluster's tls names changes.
+// Each file is read once, however many clusters name it (clusters
+// commonly share one certificate, key and CA bundle).
 func (c *Config) TLSFilesDigest() [sha256.Size]byte {
 	names := make([]string, 0, len(c.Clusters))
 	for name, cc := range c.Clusters {
@@ -49,9 +69,10 @@ func (c *Config) TLSFilesDigest() [sha256.Size]byte {
 		}
 	}
 	slices.Sort(names)
+	seen := map[string][sha256.Size]byte{}
 	h := sha256.New()
 	for _, name := range names {
-		s := c.Clusters[name].TLS.FilesSum()
+		s := c.Clusters[name].TLS.filesSum(seen)
 		h.Write([]byte(name))
 		h.Write([]byte{0})
 		h.Write(s[:])
