@@ -57,7 +57,7 @@ func newReloadSidecar(t *testing.T, connectTimeout string) (s *sidecar, write fu
 	if err := s.proxy.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	s.state.applied(cfg, true, time.Now())
+	s.state.applied(cfg, initialLoad, time.Now())
 	s.watcher = s.newWatcher(cfg)
 	return s, write
 }

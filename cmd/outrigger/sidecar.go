@@ -188,7 +188,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		return fmt.Errorf("logging.access_log: %w", err)
 	}
 	defer s.access.Close()
-	gen := s.state.applied(s.servingConfig(cfg, nil), true, time.Now())
+	gen := s.state.applied(s.servingConfig(cfg, nil), initialLoad, time.Now())
 
 	// The event log and the app API that serves it run when the
 	// configuration has an eventlog section and the app API is not turned
@@ -432,16 +432,20 @@ func (s *sidecar) sighupLoop(ctx context.Context) {
 // read for a change.
 const tlsFilesInterval = 2 * time.Second
 
-// tlsFilesLoop reloads the configuration when a file a cluster's tls
-// names (ca_file, cert_file, key_file) changes while the config file does
-// not: a certificate or CA rotated in place, as cert-manager and
-// Kubernetes Secret volumes (a symlink swap) rotate them. The files are
-// read every tlsFilesInterval (a few KB each); the reload builds the
-// clusters whose files changed anew (connection pool and health checks),
-// so new connections present and trust what the files now hold, while
-// open ones finish as they are. Files that make the reload fail (a key
-// that does not match its certificate yet, a half-written file) leave the
-// last good config serving, and are tried again only once they change.
+// triggerTLSFiles is the trigger of a reload for changed TLS files.
+const triggerTLSFiles = "tls_files"
+
+// tlsFilesLoop applies the serving configuration again when a file a
+// cluster's tls names (ca_file, cert_file, key_file) changes: a
+// certificate or CA rotated in place, as cert-manager and Kubernetes
+// Secret volumes (a symlink swap) rotate them. The files are read every
+// tlsFilesInterval (each once, however many clusters name it); the
+// rebuild (see rebuildServing) makes the clusters whose files changed
+// anew (connection pool and health checks), so new connections present
+// and trust what the files now hold, while open ones finish as they are.
+// Files that make it fail (a key that does not match its certificate
+// yet, a half-written file) leave the last good config serving, and are
+// tried again only once they change.
 func (s *sidecar) tlsFilesLoop(ctx context.Context) {
 	t := time.NewTicker(tlsFilesInterval)
 	defer t.Stop()
@@ -465,9 +469,28 @@ func (s *sidecar) tlsFilesLoop(ctx context.Context) {
 			continue // as it was when a reload last failed on it
 		}
 		tried = d
-		s.log.Info("a file a cluster's tls names changed: reloading", zap.String(fieldConfig, s.opts.configPath))
-		s.reloadFile("tls_files")
+		s.rebuildServing()
 	}
+}
+
+// rebuildServing applies the serving configuration again, for the TLS
+// files it names that have changed since it was applied. The config file
+// is not read: an edit of it that was refused (or is yet to be read)
+// does not hold a rotated certificate back, and the file watch and SIGHUP
+// apply the file as they would have. The serving configuration is taken
+// and applied under reloadMu, so that a reload of the file in between is
+// neither undone nor done again.
+func (s *sidecar) rebuildServing() {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	cur, _ := s.state.current()
+	if cur == nil || cur.TLSFilesDigest() == s.proxy.TLSFilesDigest() {
+		return // a reload took the files in since they were read
+	}
+	s.log.Info("a file a cluster's tls names changed: reloading", zap.String(fieldConfig, s.opts.configPath))
+	// A copy: the command's override edits what it is given.
+	c := *cur
+	s.reloadLocked(&c, nil, triggerTLSFiles)
 }
 
 // newWatcher returns the watch of the config file, which applies each
@@ -503,7 +526,8 @@ func (s *sidecar) reload(cfg *config.Config, err error, trigger string) {
 	s.reloadLocked(cfg, err, trigger)
 }
 
-// reloadLocked is reload with reloadMu held.
+// reloadLocked is reload with reloadMu held; for triggerTLSFiles cfg is a
+// copy of the serving config rather than the file's (see rebuildServing).
 func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string) {
 	if s.stopping.Load() {
 		return
@@ -529,14 +553,18 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string) {
 		}
 	}
 	now := time.Now()
+	kind := fileReload
+	if trigger == triggerTLSFiles {
+		kind = tlsRebuild
+	}
 	if err != nil {
-		s.state.rejected(err, now)
+		s.state.rejected(err, kind, now)
 		s.log.Error("configuration reload rejected; the previous configuration keeps serving",
 			zap.String("trigger", trigger), zap.String(fieldConfig, s.opts.configPath), zap.Error(err))
 		return
 	}
 	prev, _ := s.state.current()
-	gen := s.state.applied(s.servingConfig(cfg, prev), false, now)
+	gen := s.state.applied(s.servingConfig(cfg, prev), kind, now)
 	if s.opts.logLevel == "" {
 		if l, err := parseLevel(cfg.Logging.Level); err == nil {
 			s.level.SetLevel(l)

@@ -29,6 +29,12 @@ type configState struct {
 	appliedAt    time.Time
 	lastErr      string
 	lastReloadAt time.Time
+
+	// fileRefused: lastErr is why the config file was refused, which
+	// only a reload of the file that applies clears. A rebuild of the
+	// serving config for its rotated TLS files neither clears nor
+	// replaces it: the file stays refused.
+	fileRefused bool
 }
 
 func newConfigState(source string, reg prometheus.Registerer) *configState {
@@ -44,7 +50,7 @@ func newConfigState(source string, reg prometheus.Registerer) *configState {
 		}, []string{"result"}),
 		lastFailed: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outrigger_config_last_reload_error",
-			Help: "1 when the most recent reload was rejected (the previous configuration keeps serving), else 0.",
+			Help: "1 when the most recent reload was rejected (the previous configuration keeps serving), or the most recent reload of the config file was (the reloads for rotated TLS files leave it), else 0.",
 		}),
 	}
 	// Both results exist from the start so that rate() sees the first failure.
@@ -54,9 +60,17 @@ func newConfigState(source string, reg prometheus.Registerer) *configState {
 	return s
 }
 
-// applied records cfg as serving; initial is the load at start (not counted
-// as a reload). It returns the new generation.
-func (s *configState) applied(cfg *config.Config, initial bool, now time.Time) uint64 {
+// reloadKind is where a configuration applied or refused comes from.
+type reloadKind uint8
+
+const (
+	initialLoad reloadKind = iota // the file, loaded at start: not a reload
+	fileReload                    // the file, read again (file watch, SIGHUP)
+	tlsRebuild                    // the serving config, applied again for its rotated TLS files
+)
+
+// applied records cfg as serving and returns the new generation.
+func (s *configState) applied(cfg *config.Config, kind reloadKind, now time.Time) uint64 {
 	eff, err := config.EffectiveJSON(cfg)
 	if err != nil {
 		// The config types are plain data; a marshal failure is a bug worth
@@ -70,24 +84,34 @@ func (s *configState) applied(cfg *config.Config, initial bool, now time.Time) u
 	s.gen++
 	gen := s.gen
 	s.appliedAt = now
-	if !initial {
-		s.lastErr = ""
+	refused := false
+	if kind != initialLoad {
 		s.lastReloadAt = now
+		if kind == tlsRebuild && s.fileRefused {
+			refused = true // the file is still refused
+		} else {
+			s.lastErr, s.fileRefused = "", false
+		}
 	}
 	s.mu.Unlock()
 
 	s.generation.Set(float64(gen))
-	if !initial {
+	if kind != initialLoad {
 		s.reloads.WithLabelValues("success").Inc()
-		s.lastFailed.Set(0)
+		if !refused {
+			s.lastFailed.Set(0)
+		}
 	}
 	return gen
 }
 
-// rejected records a reload that did not apply.
-func (s *configState) rejected(err error, now time.Time) {
+// rejected records a reload that did not apply. The error of a tlsRebuild
+// does not replace the refusal of the file.
+func (s *configState) rejected(err error, kind reloadKind, now time.Time) {
 	s.mu.Lock()
-	s.lastErr = err.Error()
+	if kind != tlsRebuild || !s.fileRefused {
+		s.lastErr, s.fileRefused = err.Error(), kind != tlsRebuild
+	}
 	s.lastReloadAt = now
 	s.mu.Unlock()
 	s.reloads.WithLabelValues("failure").Inc()

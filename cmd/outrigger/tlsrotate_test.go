@@ -162,53 +162,77 @@ func mtlsUpstream(t *testing.T, serverCert *atomic.Pointer[tls.Certificate], cli
 	return s
 }
 
-func TestRotatedClusterCertificatesAreUsedWithoutRestart(t *testing.T) {
-	serverCA, clientCA := newTestCA(t, "server CA"), newTestCA(t, "client CA")
-	sc, sk := serverCA.issue(t, "upstream", true)
+// mtlsSidecar is a running outrigger whose cluster svc reaches an
+// mtlsUpstream with the CA and client certificate in secret.
+type mtlsSidecar struct {
+	p          *proc
+	c          *http.Client
+	cfg, text  string // the config file, and what it holds
+	secret     *secretDir
+	serverCA   *testCA
+	clientCA   *testCA
+	keyA       []byte // the key of client-a, the certificate the sidecar starts with
+	serverCert *atomic.Pointer[tls.Certificate]
+}
+
+// startMTLSSidecar starts an mtlsUpstream and an outrigger whose cluster
+// svc reaches it with the client certificate client-a.
+func startMTLSSidecar(t *testing.T) *mtlsSidecar {
+	m := &mtlsSidecar{serverCA: newTestCA(t, "server CA"), clientCA: newTestCA(t, "client CA"), serverCert: new(atomic.Pointer[tls.Certificate])}
+	sc, sk := m.serverCA.issue(t, "upstream", true)
 	first, err := tls.X509KeyPair(sc, sk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var serverCert atomic.Pointer[tls.Certificate]
-	serverCert.Store(&first)
-	up := mtlsUpstream(t, &serverCert, clientCA)
+	m.serverCert.Store(&first)
+	up := mtlsUpstream(t, m.serverCert, m.clientCA)
 
-	certA, keyA := clientCA.issue(t, "client-a", false)
-	secret := newSecretDir(t, map[string][]byte{"ca.crt": serverCA.pem, "tls.crt": certA, "tls.key": keyA})
+	var certA []byte
+	certA, m.keyA = m.clientCA.issue(t, "client-a", false)
+	m.secret = newSecretDir(t, map[string][]byte{"ca.crt": m.serverCA.pem, "tls.crt": certA, "tls.key": m.keyA})
 	upAddr := up.Listener.Addr().String()
 	endpoints := "    endpoints: [" + upAddr + "]\n"
-	cfg := strings.Replace(sidecarConfig(upAddr, "127.0.0.1:1", ""), endpoints, endpoints+fmt.Sprintf(`    tls:
+	m.text = strings.Replace(sidecarConfig(upAddr, "127.0.0.1:1", ""), endpoints, endpoints+fmt.Sprintf(`    tls:
       enabled: true
       ca_file: %s
       cert_file: %s
       key_file: %s
-`, secret.path("ca.crt"), secret.path("tls.crt"), secret.path("tls.key")), 1)
-	p := start(t, "run", "-c", writeConfig(t, cfg))
-	c := newClient(t)
-	url := "http://" + p.addrs.Outbound + "/"
-	whoAmI := func() (int, string) {
-		code, body, _ := get(t, c, url, "svc")
-		return code, body
-	}
-	if code, body := whoAmI(); code != 200 || body != "client-a" {
+`, m.secret.path("ca.crt"), m.secret.path("tls.crt"), m.secret.path("tls.key")), 1)
+	m.cfg = writeConfig(t, m.text)
+	m.p = start(t, "run", "-c", m.cfg)
+	m.c = newClient(t)
+	if code, body := m.whoAmI(t); code != 200 || body != "client-a" {
 		t.Fatalf("got %d %q, want 200 client-a", code, body)
 	}
+	return m
+}
+
+// whoAmI sends a request for svc and returns the status and the body: the
+// common name of the client certificate the upstream got.
+func (m *mtlsSidecar) whoAmI(t *testing.T) (int, string) {
+	t.Helper()
+	code, body, _ := get(t, m.c, "http://"+m.p.addrs.Outbound+"/", "svc")
+	return code, body
+}
+
+func TestRotatedClusterCertificatesAreUsedWithoutRestart(t *testing.T) {
+	m := startMTLSSidecar(t)
 
 	// A rotation caught half done: the new certificate with the old key.
-	certB, keyB := clientCA.issue(t, "client-b", false)
-	secret.update(map[string][]byte{"ca.crt": serverCA.pem, "tls.crt": certB, "tls.key": keyA})
+	certB, keyB := m.clientCA.issue(t, "client-b", false)
+	m.secret.update(map[string][]byte{"ca.crt": m.serverCA.pem, "tls.crt": certB, "tls.key": m.keyA})
 	waitFor(t, 15*time.Second, "the mismatched pair to be refused", func() bool {
-		return strings.Contains(p.stderr.String(), `"trigger":"tls_files"`) &&
-			strings.Contains(p.stderr.String(), "configuration reload rejected")
+		return strings.Contains(m.p.stderr.String(), `"trigger":"tls_files"`) &&
+			strings.Contains(m.p.stderr.String(), "configuration reload rejected")
 	})
-	if code, body := whoAmI(); code != 200 || body != "client-a" {
+	if code, body := m.whoAmI(t); code != 200 || body != "client-a" {
 		t.Fatalf("after a refused rotation: got %d %q, want 200 client-a (the last good files)", code, body)
 	}
 
 	// The rotation completed.
-	secret.update(map[string][]byte{"ca.crt": serverCA.pem, "tls.crt": certB, "tls.key": keyB})
+	m.secret.update(map[string][]byte{"ca.crt": m.serverCA.pem, "tls.crt": certB, "tls.key": keyB})
 	waitFor(t, 15*time.Second, "requests to carry the rotated certificate", func() bool {
-		code, body := whoAmI()
+		code, body := m.whoAmI(t)
 		return code == 200 && body == "client-b"
 	})
 
@@ -220,13 +244,54 @@ func TestRotatedClusterCertificatesAreUsedWithoutRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverCert.Store(&second)
-	if code, _ := whoAmI(); code != http.StatusBadGateway {
+	m.serverCert.Store(&second)
+	if code, _ := m.whoAmI(t); code != http.StatusBadGateway {
 		t.Fatalf("an upstream certificate from an untrusted CA got %d, want 502", code)
 	}
-	secret.update(map[string][]byte{"ca.crt": newServerCA.pem, "tls.crt": certB, "tls.key": keyB})
+	m.secret.update(map[string][]byte{"ca.crt": newServerCA.pem, "tls.crt": certB, "tls.key": keyB})
 	waitFor(t, 15*time.Second, "the rotated CA to be trusted", func() bool {
-		code, body := whoAmI()
+		code, body := m.whoAmI(t)
 		return code == 200 && body == "client-b"
 	})
+}
+
+// A config file edit the sidecar refuses (here a key this version does not
+// know, as a fleet-wide edit meets a sidecar not yet upgraded) does not
+// hold back a rotation of the serving configuration's files: the rotated
+// certificate is used, and /config and the metrics go on reporting the
+// refused file until a reload of the file succeeds.
+func TestRotationIsAppliedWhileTheConfigFileIsRefused(t *testing.T) {
+	m := startMTLSSidecar(t)
+	admin := m.p.addrs.Admin
+	writeAtomic(t, m.cfg, m.text+"unknown_section: {}\n")
+	waitFor(t, 15*time.Second, "the edit to be refused", func() bool {
+		return getConfig(t, m.c, admin).LastReloadError != ""
+	})
+	refusal := getConfig(t, m.c, admin).LastReloadError
+
+	certB, keyB := m.clientCA.issue(t, "client-b", false)
+	m.secret.update(map[string][]byte{"ca.crt": m.serverCA.pem, "tls.crt": certB, "tls.key": keyB})
+	waitFor(t, 15*time.Second, "requests to carry the rotated certificate", func() bool {
+		code, body := m.whoAmI(t)
+		return code == 200 && body == "client-b"
+	})
+	if got := getConfig(t, m.c, admin); got.LastReloadError != refusal || got.Generation != 2 {
+		t.Fatalf("after the rotation /config says generation %d, last_reload_error %q; want 2 and the file's refusal %q", got.Generation, got.LastReloadError, refusal)
+	}
+	if v := metric(t, m.c, admin, "outrigger_config_last_reload_error"); v != 1 {
+		t.Fatalf("outrigger_config_last_reload_error = %v while the file is refused, want 1", v)
+	}
+
+	// The file fixed: applied, and nothing is refused any more.
+	writeAtomic(t, m.cfg, m.text)
+	waitFor(t, 15*time.Second, "the fixed file to be applied", func() bool {
+		got := getConfig(t, m.c, admin)
+		return got.Generation == 3 && got.LastReloadError == ""
+	})
+	if v := metric(t, m.c, admin, "outrigger_config_last_reload_error"); v != 0 {
+		t.Fatalf("outrigger_config_last_reload_error = %v once the file applied, want 0", v)
+	}
+	if code, body := m.whoAmI(t); code != 200 || body != "client-b" {
+		t.Fatalf("after the fix: got %d %q, want 200 client-b", code, body)
+	}
 }
