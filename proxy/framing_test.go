@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
@@ -89,5 +91,95 @@ func TestConnectIsRefused(t *testing.T) {
 	readAll(t, resp)
 	if s := seen(); resp.StatusCode != http.StatusBadRequest || len(s) > 0 {
 		t.Fatalf("HTTP/2 CONNECT answered %d, the upstream got %q; want 400 and nothing", resp.StatusCode, s)
+	}
+}
+
+// An upstream that sends bytes past the end of a response (a second
+// response, to a request smuggled past it) in the same write as that
+// response: when the response ends exactly where the proxy's read of
+// it does, those bytes are still in the socket. A request queued for
+// the endpoint's only connection (pool.max_connections_per_endpoint)
+// is handed that connection at the response's end, and gets its own
+// answer on a new connection, not those bytes; it read them as its
+// response.
+func TestUpstreamBytesPastResponseNotReadByQueuedRequest(t *testing.T) {
+	const size = 4055 // with its head, the upstream read buffer's 4 KiB
+	head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+	if len(head)+size != 4096 {
+		t.Fatalf("precondition: the first response is %d bytes", len(head)+size)
+	}
+	got1, answer1 := make(chan struct{}), make(chan struct{})
+	ln, err := netListen(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if n == 0 && i == 0 {
+						close(got1)
+						select {
+						case <-answer1:
+						case <-time.After(10 * time.Second):
+							return
+						}
+						io.WriteString(c, head+strings.Repeat("a", size)+
+							"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!")
+						continue
+					}
+					body := fmt.Sprintf("%s on connection %d", r.URL.Path, n)
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				}
+			}()
+		}
+	}()
+	cl := config.Cluster{Endpoints: eps(ln.Addr().String())}
+	cl.Pool.MaxConnectionsPerEndpoint = 1
+	h := startProxy(t, simpleConfig(cl))
+
+	a := dialRaw(t, h.out)
+	fmt.Fprint(a, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case <-got1:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream never got the first request")
+	}
+	b := dialRaw(t, h.out)
+	fmt.Fprint(b, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+	// The second request waits for the endpoint's one connection.
+	eventually(t, 10*time.Second, "the second request to wait for a connection", func() bool {
+		return h.p.Clusters()[0].Limits["max_pending_requests"].InUse == 1
+	})
+	close(answer1)
+	resp, err := http.ReadResponse(bufio.NewReader(a), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); len(body) != size {
+		t.Fatalf("first response: %d bytes of body", len(body))
+	}
+	resp, err = http.ReadResponse(bufio.NewReader(b), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); body != "/second on connection 1" {
+		t.Fatalf("second response: %d %q, want the upstream's answer on a new connection", resp.StatusCode, body)
 	}
 }

@@ -95,7 +95,9 @@
 // since its response was read is checked too, so that bytes a server sent
 // unasked are not read as another request's response once the socket's
 // poller has seen them: only bytes that arrive in the moment before a
-// reuse can still slip past),
+// reuse can still slip past; a connection handed straight to a request
+// waiting at MaxConnsPerHost is checked on the same terms, bar the idle
+// time),
 // except for a request that could not be sent again (below): a POST, or
 // a body without GetBody, is never written into a connection the server
 // closed right after its last response without saying so (RFC 9112

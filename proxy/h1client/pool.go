@@ -182,10 +182,15 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			return nil, false, 0, fmt.Errorf("h1client: waiting for a connection to %s: %w", hp.key.addr, context.Cause(ctx))
 		}
 		if c != nil {
-			if check && !c.alive() {
+			// Handed over at the end of its last response: looked at
+			// as an idle connection is (bar the idle time), since bytes
+			// the server sent past that response may be in the socket,
+			// unread.
+			if (check || c.unframedRisk || c.input != nil && c.input.InputPending()) && !c.alive() {
 				c.discard()
 				continue
 			}
+			c.unframedRisk = false
 			return c, false, 0, nil
 		}
 		// A slot was handed over.

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/sockio"
 )
 
 // serveEach answers every request on every connection with respond(n, i)
@@ -89,6 +91,121 @@ func TestLeftoverBytesNotHandedToWaiter(t *testing.T) {
 	r := <-second
 	if r.err != nil || r.body != "real" {
 		t.Fatalf("second response: body %q, err %v; want %q from a new connection", r.body, r.err, "real")
+	}
+}
+
+// A response that ends exactly where the connection's read buffer does
+// leaves bytes sent past it in the socket, unread, where release cannot
+// see them. A request queued at MaxConnsPerHost is handed the connection
+// at the response's end, and looks at the socket first, as a request
+// taking an idle connection does: when the socket says input may have
+// come (InputPender), and after a response without a body by its
+// framing, whose late body a server that ignores HEAD sends. It does not
+// read those bytes as its response. It was handed the connection
+// unchecked and got them.
+func TestUnreadBytesNotHandedToWaiter(t *testing.T) {
+	// pad makes a response head of exactly the read buffer's size.
+	pad := func(head string) string {
+		head += "X-Pad: "
+		return head + strings.Repeat("p", defaultBufferSize-len(head)-len("\r\n\r\n")) + "\r\n\r\n"
+	}
+	for _, tc := range []struct {
+		name, method string
+		first        string // the first response, as the buffer holds it
+		body         int    // its body's length
+		sockio       bool   // the connection says when input may have come
+	}{
+		{"bytes past a Content-Length body", "GET",
+			"HTTP/1.1 200 OK\r\nContent-Length: 4055\r\n\r\n" + strings.Repeat("a", 4055), 4055, true},
+		{"a body after a HEAD response", "HEAD",
+			pad("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"), 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if len(tc.first) != defaultBufferSize {
+				t.Fatalf("precondition: the first response is %d bytes, want %d", len(tc.first), defaultBufferSize)
+			}
+			got1, answer1 := make(chan struct{}), make(chan struct{})
+			rs := startRaw(t, func(c net.Conn, br *bufio.Reader, n int) {
+				for i := 0; ; i++ {
+					if _, _, err := readRequest(br); err != nil {
+						return
+					}
+					if n == 0 && i == 0 {
+						close(got1)
+						<-answer1
+						// One response that fills the read buffer, then
+						// one nobody asked for, in one write.
+						io.WriteString(c, tc.first+"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!")
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+				}
+			})
+			var once sync.Once
+			answer := func() { once.Do(func() { close(answer1) }) }
+			t.Cleanup(answer) // before the server's, which waits for it
+			var dialled atomic.Int32
+			tr := newTransport(t, func(tr *Transport) {
+				tr.MaxConnsPerHost = 1
+				tr.noSweep = true
+				tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					var d net.Dialer
+					c, err := d.DialContext(ctx, network, addr)
+					if err != nil || !tc.sockio {
+						return c, err
+					}
+					w := sockio.Wrap(c)
+					if _, ok := w.(*sockio.Conn); ok {
+						dialled.Add(1)
+					}
+					return w, nil
+				}
+			})
+			url := "http://" + rs.addr
+			type result struct {
+				resp *http.Response
+				err  error
+			}
+			roundTrip := func(method string) <-chan result {
+				ch := make(chan result, 1)
+				go func() {
+					resp, err := tr.RoundTrip(mustRequest(t, method, url, nil).WithContext(ctxTimeout(t, 5e9)))
+					ch <- result{resp, err}
+				}()
+				return ch
+			}
+			first := roundTrip(tc.method)
+			<-got1
+			if tc.sockio && dialled.Load() != 1 {
+				t.Skip("the socket cannot be watched here")
+			}
+			second := roundTrip("GET")
+			eventually(t, "second request queued", func() bool { return waiters(tr) == 1 })
+			answer()
+			r1 := <-first
+			if r1.err != nil {
+				t.Fatal(r1.err)
+			}
+			resp1 := r1.resp
+			if rb, ok := resp1.Body.(*responseBody); ok {
+				if b := rb.c.br.Buffered(); b != tc.body {
+					t.Fatalf("precondition: %d bytes buffered after the head, want the body's %d alone", b, tc.body)
+				}
+			}
+			if b, err := io.ReadAll(resp1.Body); err != nil || len(b) != tc.body {
+				t.Fatalf("first body: %d bytes, %v", len(b), err)
+			}
+			resp1.Body.Close()
+			r2 := <-second
+			if r2.err != nil {
+				t.Fatalf("second request: %v", r2.err)
+			}
+			b, err := io.ReadAll(r2.resp.Body)
+			r2.resp.Body.Close()
+			if err != nil || string(b) != "real" {
+				t.Fatalf("second response: body %q, err %v; want %q from a new connection", b, err, "real")
+			}
+		})
 	}
 }
 
