@@ -335,15 +335,11 @@ func declareTrailers(r *http.Request) error {
 	return nil
 }
 
-// badTrailer: fields that frame or route a message never ride in a
-// trailer (RFC 9110 §6.5.1).
-func badTrailer(k string) bool {
-	switch k {
-	case "Transfer-Encoding", "Trailer", "Content-Length", "Host":
-		return true
-	}
-	return false
-}
+// badTrailer: fields that must not ride in a trailer (RFC 9110 §6.5.1:
+// framing, routing, authentication, request modifiers, response control,
+// content metadata), by x/net's list, which the HTTP/2 listener applies
+// too: a received one is dropped, a declared one refused.
+func badTrailer(k string) bool { return !httpguts.ValidTrailerHeader(k) }
 
 func isH2CUpgrade(h http.Header) bool {
 	return httpguts.HeaderValuesContainsToken(h["Upgrade"], "h2c") &&

@@ -959,3 +959,36 @@ func TestEmptyLinesAfterRequestKeepTimeouts(t *testing.T) {
 		}
 	}
 }
+
+// Fields that must not be trailers (RFC 9110 §6.5.1: framing, routing,
+// authentication, request modifiers, content metadata; x/net's
+// ValidTrailerHeader list, which the HTTP/2 listener applies) are not
+// passed on from a chunked body's trailer section, and a Trailer header
+// that declares one is refused, as the HTTP/2 listener refuses the
+// request: the handler would otherwise forward, say, an Authorization
+// or Connection field that no one checked as a header.
+func TestRequestTrailersThatMustNotBeTrailers(t *testing.T) {
+	got := make(chan http.Header, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		got <- r.Trailer
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"5\r\nhello\r\n0\r\nX-Sum: 42\r\nAuthorization: Bearer x\r\nConnection: close\r\nContent-Type: text/evil\r\nCache-Control: no-store\r\n\r\n")
+	resp, _ := c.response(t, "POST")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	tr := within(t, 5*time.Second, "handler", got)
+	if tr.Get("X-Sum") != "42" || len(tr) != 1 {
+		t.Fatalf("trailers %v, want X-Sum alone", tr)
+	}
+	for _, k := range []string{"Authorization", "Connection", "Content-Type", "Te", "Expect"} {
+		c := dial(t, ts.addr)
+		c.send(t, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum, "+k+"\r\n\r\n0\r\n\r\n")
+		if resp, _ := c.response(t, "POST"); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("Trailer declaring %s: status %d, want 400", k, resp.StatusCode)
+		}
+	}
+}
