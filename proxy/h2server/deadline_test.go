@@ -343,3 +343,29 @@ func TestSetWriteDeadlineZeroClearsStreamDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The end of a response whose handler set no write deadline (what it
+// held back, END_STREAM, the trailers; a response without a body is all
+// of it) waits for a client that takes nothing at most the connection's
+// idle timeout: the stream is then reset INTERNAL_ERROR and its handler
+// goroutine let go. It waited for good, holding the goroutine, while
+// the client kept the connection open (an open stream keeps the idle
+// timeout from ending the connection).
+func TestIdleTimeoutBoundsTheResponseEndWithoutADeadline(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(make([]byte, 3000)) // held back until the handler returns
+	}), func(s *Server) { s.IdleTimeout = idle })
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1000})
+	start := time.Now()
+	rc.get(1, "/")
+	status, body, _, rst := rc.response(1)
+	if status != "200" || len(body) != 1000 || rst == nil || *rst != http2.ErrCodeInternal {
+		t.Fatalf("%s, %d bytes, reset %v", status, len(body), rst)
+	}
+	if d := time.Since(start); d < idle {
+		t.Fatalf("reset after %v, before the idle timeout %v", d, idle)
+	}
+	sc := ts.conn(t)
+	waitFor(t, "the stream's end", func() bool { return sc.locked(func() bool { return len(sc.streams) == 0 }) })
+}

@@ -31,6 +31,8 @@ type responseWriter struct {
 	written     int64
 	buf         *[]byte // body held back, from bodyBufPool
 	done        bool
+	// finishing: the handler has returned and finish sends the rest.
+	finishing bool
 }
 
 var (
@@ -271,6 +273,7 @@ func (rw *responseWriter) finish() {
 	short := rw.bodyAllowed && rw.declCL >= 0 && rw.written < rw.declCL
 	sc := rw.sc
 	sc.mu.Lock()
+	rw.finishing = true
 	if !rw.sentHeader && !rw.hasCL && (rw.bodyAllowed || rw.st.isHead && rw.written > 0) && bodyAllowed(rw.status) {
 		// Whole in the buffer (until the header block is sent, all that
 		// was written is there; a HEAD response's is only counted):
@@ -469,6 +472,14 @@ const (
 // sync.Cond woke every waiting handler of the connection for each frame
 // of a few bytes that the client sent.
 func (sc *serverConn) waitSendLocked(st *stream, what sendWait) {
+	if st.rw.finishing && sc.idleTimeout > 0 {
+		// The handler has returned: the end of its response waits for
+		// a client that takes nothing at most the idle timeout, unless
+		// the handler set a write deadline of its own.
+		if d := st.deadlinesLocked(); d.write.at.IsZero() {
+			d.write.move(time.Now().Add(sc.idleTimeout))
+		}
+	}
 	if st.armWriteLocked() {
 		return // the caller finds the deadline passed
 	}
