@@ -122,6 +122,7 @@ func (st *stream) setDeadline(t time.Time, write bool) error {
 	}
 	d := st.deadlinesLocked()
 	if write {
+		st.rw.endBound = false
 		d.write.move(t)
 		if st.sendWaiting != notWaiting {
 			d.write.arm(st.writeDeadlineFired)

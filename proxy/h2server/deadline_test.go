@@ -369,3 +369,48 @@ func TestIdleTimeoutBoundsTheResponseEndWithoutADeadline(t *testing.T) {
 	sc := ts.conn(t)
 	waitFor(t, "the stream's end", func() bool { return sc.locked(func() bool { return len(sc.streams) == 0 }) })
 }
+
+// The idle timeout bounds the end of a response while the client takes
+// nothing, not the whole end: a client that reads slowly, opening the
+// window a little at a time each well within the timeout, gets the whole
+// response however long it takes.
+func TestIdleTimeoutDoesNotCutTheResponseEndOfAReadingClient(t *testing.T) {
+	const idle = time.Second
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(make([]byte, 3000)) // held back until the handler returns
+	}), func(s *Server) { s.IdleTimeout = idle })
+	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 200})
+	start := time.Now()
+	rc.get(1, "/")
+	got := 0
+	for {
+		e, err := rc.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.id != 1 {
+			continue
+		}
+		if e.typ == http2.FrameRSTStream {
+			t.Fatalf("reset %v after %d bytes in %v", e.code, got, time.Since(start))
+		}
+		if e.typ != http2.FrameData {
+			continue
+		}
+		got += len(e.data)
+		if e.end {
+			break
+		}
+		if len(e.data) > 0 {
+			// Well within the idle timeout, and 15 of them are
+			// longer than it.
+			time.Sleep(idle / 10)
+			if err := rc.fr.WriteWindowUpdate(1, uint32(len(e.data))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got != 3000 {
+		t.Fatalf("%d bytes", got)
+	}
+}

@@ -33,6 +33,9 @@ type responseWriter struct {
 	done        bool
 	// finishing: the handler has returned and finish sends the rest.
 	finishing bool
+	// endBound: the write deadline is the idle timeout's bound on the
+	// end of the response (see waitSendLocked), not the handler's.
+	endBound bool
 }
 
 var (
@@ -475,9 +478,13 @@ func (sc *serverConn) waitSendLocked(st *stream, what sendWait) {
 	if st.rw.finishing && sc.idleTimeout > 0 {
 		// The handler has returned: the end of its response waits for
 		// a client that takes nothing at most the idle timeout, unless
-		// the handler set a write deadline of its own.
-		if d := st.deadlinesLocked(); d.write.at.IsZero() {
+		// the handler set a write deadline of its own. Each wait gets
+		// the whole timeout: a client that takes some of the end (the
+		// wait before this one ended) is not cut off, however slowly
+		// it reads.
+		if d := st.deadlinesLocked(); d.write.at.IsZero() || st.rw.endBound {
 			d.write.move(time.Now().Add(sc.idleTimeout))
+			st.rw.endBound = true
 		}
 	}
 	if st.armWriteLocked() {
