@@ -97,7 +97,7 @@
 // poller has seen them: only bytes that arrive in the moment before a
 // reuse can still slip past; a connection handed straight to a request
 // waiting at MaxConnsPerHost is checked on the same terms, bar the idle
-// time),
+// time, and one it discards leaves that request its slot to dial in),
 // except for a request that could not be sent again (below): a POST, or
 // a body without GetBody, is never written into a connection the server
 // closed right after its last response without saying so (RFC 9112

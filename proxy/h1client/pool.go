@@ -187,8 +187,15 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			// the server sent past that response may be in the socket,
 			// unread.
 			if (check || c.unframedRisk || c.input != nil && c.input.InputPending()) && !c.alive() {
-				c.discard()
-				continue
+				// Closed, its slot kept: this request, first in line,
+				// dials in its place rather than handing the slot to
+				// the next waiter and queueing again behind the rest.
+				if !c.closed.CompareAndSwap(false, true) {
+					continue // closed meanwhile: its slot is gone
+				}
+				_ = c.nc.Close()
+				c, err = t.dial(ctx, hp)
+				return c, false, 0, err
 			}
 			c.unframedRisk = false
 			return c, false, 0, nil

@@ -209,6 +209,76 @@ func TestUnreadBytesNotHandedToWaiter(t *testing.T) {
 	}
 }
 
+// A request queued at MaxConnsPerHost that is handed a connection it
+// then finds unusable (bytes past the last response in the socket)
+// dials a new one in that connection's place, before the requests
+// queued after it: it was first in line. It gave the place to the next
+// one and queued again behind all the others.
+func TestWaiterHandedBadConnectionDialsInItsPlace(t *testing.T) {
+	got1, answer1 := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var order []string
+	rs := startRaw(t, func(c net.Conn, br *bufio.Reader, n int) {
+		for i := 0; ; i++ {
+			req, _, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			if n == 0 && i == 0 {
+				close(got1)
+				<-answer1
+				// A HEAD response head that fills the read buffer,
+				// then a body sent after it anyway, in one write.
+				head := "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Pad: "
+				head += strings.Repeat("p", defaultBufferSize-len(head)-len("\r\n\r\n")) + "\r\n\r\n"
+				io.WriteString(c, head+"fake!")
+				continue
+			}
+			mu.Lock()
+			order = append(order, req.URL.Path)
+			mu.Unlock()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+		}
+	})
+	var once sync.Once
+	answer := func() { once.Do(func() { close(answer1) }) }
+	t.Cleanup(answer) // before the server's, which waits for it
+	tr := newTransport(t, func(tr *Transport) {
+		tr.MaxConnsPerHost = 1
+		tr.noSweep = true
+	})
+	url := "http://" + rs.addr
+	roundTrip := func(method, path string) <-chan error {
+		ch := make(chan error, 1)
+		go func() {
+			resp, err := tr.RoundTrip(mustRequest(t, method, url+path, nil).WithContext(ctxTimeout(t, 5e9)))
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			ch <- err
+		}()
+		return ch
+	}
+	first := roundTrip("HEAD", "/a")
+	<-got1
+	second := roundTrip("GET", "/b")
+	eventually(t, "second request queued", func() bool { return waiters(tr) == 1 })
+	third := roundTrip("GET", "/c")
+	eventually(t, "third request queued", func() bool { return waiters(tr) == 2 })
+	answer()
+	for _, ch := range []<-chan error{first, second, third} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(order, " ") != "/b /c" {
+		t.Fatalf("served %v, want /b before /c", order)
+	}
+}
+
 // RFC 9110 §8.6 and RFC 9112 §6.1: a 204 carries neither Content-Length
 // nor Transfer-Encoding. A server that sends them may send a body too,
 // which would be read as the next response: the connection is not reused.
