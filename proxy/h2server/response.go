@@ -250,9 +250,11 @@ func (rw *responseWriter) SetReadDeadline(t time.Time) error { return rw.st.setD
 // t, fails with an error wrapping os.ErrDeadlineExceeded, and so does
 // the end of the response once the handler returns; the stream is then
 // reset INTERNAL_ERROR (see deadline.go), the connection's other streams
-// unaffected. A zero t clears it; a later t lifts an expired deadline
-// unless a write has failed (the stream is gone). It may be called from
-// any goroutine while the handler runs.
+// unaffected. A zero t clears it (the end of the response then waits
+// for the client at most the server's IdleTimeout per wait, as when no
+// deadline was set); a later t lifts an expired deadline unless a write
+// has failed (the stream is gone). It may be called from any goroutine
+// while the handler runs.
 func (rw *responseWriter) SetWriteDeadline(t time.Time) error { return rw.st.setDeadline(t, true) }
 
 // writeDeadlinePassed checks the write deadline for a write that needs
