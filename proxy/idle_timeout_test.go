@@ -322,15 +322,7 @@ func TestIdleTimeoutEndsGRPCStreamWithStatus(t *testing.T) {
 	// time runs from the proxy's write of the message, before the
 	// client has it: it is measured from before the call.
 	start := time.Now()
-	st, err = c.StreamingOutputCall(ctxT(t, 20*time.Second), &grpc_testing.StreamingOutputCallRequest{
-		ResponseParameters: []*grpc_testing.ResponseParameters{{Size: 1}, {Size: 1, IntervalUs: 10e6}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Recv(); err != nil {
-		t.Fatal(err)
-	}
-	_, err = st.Recv()
+	st, err = quietAfterOneMessage(t, c)
 	checkIdleElapsed(t, time.Since(start))
 	if s := status.Convert(err); s.Code() != codes.DeadlineExceeded || s.Message() != "stream idle timeout" {
 		t.Fatalf("after the gap: %v, want DeadlineExceeded: stream idle timeout", err)
@@ -655,6 +647,18 @@ func TestIdleTimeoutBlamesTheUpstreamOnlyWhenTheClientIsNotAwaited(t *testing.T)
 	}
 
 	// The upstream quiet after the client's side ended.
+	_, err := quietAfterOneMessage(t, c)
+	checkIdleEnd(err)
+	eventually(t, 5*time.Second, "the silent upstream to open the breaker", func() bool {
+		return breakerState() == breaker.StateOpen
+	})
+}
+
+// quietAfterOneMessage makes a server-streaming call whose upstream
+// sends one message, then nothing for 10 s, and returns the call and
+// what its second Recv got.
+func quietAfterOneMessage(t *testing.T, c grpc_testing.TestServiceClient) (grpc_testing.TestService_StreamingOutputCallClient, error) {
+	t.Helper()
 	st, err := c.StreamingOutputCall(ctxT(t, 20*time.Second), &grpc_testing.StreamingOutputCallRequest{
 		ResponseParameters: []*grpc_testing.ResponseParameters{{Size: 1}, {Size: 1, IntervalUs: 10e6}}})
 	if err != nil {
@@ -664,8 +668,5 @@ func TestIdleTimeoutBlamesTheUpstreamOnlyWhenTheClientIsNotAwaited(t *testing.T)
 		t.Fatal(err)
 	}
 	_, err = st.Recv()
-	checkIdleEnd(err)
-	eventually(t, 5*time.Second, "the silent upstream to open the breaker", func() bool {
-		return breakerState() == breaker.StateOpen
-	})
+	return st, err
 }

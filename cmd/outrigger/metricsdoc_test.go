@@ -5,6 +5,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -79,7 +80,7 @@ func TestEveryMetricIsDocumentedWithItsTypeAndLabels(t *testing.T) {
 		}
 	}
 
-	for _, name := range sortedKeys(code) {
+	for _, name := range slices.Sorted(maps.Keys(code)) {
 		c := code[name]
 		if len(rows[name]) == 0 {
 			t.Errorf("%s (%s) is in no metrics table of the docs", name, c.at)
@@ -94,7 +95,7 @@ func TestEveryMetricIsDocumentedWithItsTypeAndLabels(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range sortedKeys(named) {
+	for _, name := range slices.Sorted(maps.Keys(named)) {
 		if _, ok := code[name]; !ok {
 			t.Errorf("%s names %s, which the code does not declare", named[name], name)
 		}
@@ -259,13 +260,4 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	sort.Strings(s)
 	return s
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
