@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"slices"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 )
 
 // hostKey names a host's connections: scheme and the address dialled.
@@ -149,12 +151,12 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			for _, e := range expired {
 				e.discard()
 			}
-			ctx, cancel := withDeadline(ctx, deadline)
+			ctx, cancel := roundtrip.WithDeadline(ctx, deadline)
 			defer cancel()
 			c, err = t.dial(ctx, hp)
 			return c, false, 0, err
 		}
-		ctx, cancel := withDeadline(ctx, deadline)
+		ctx, cancel := roundtrip.WithDeadline(ctx, deadline)
 		defer cancel()
 		w := &waiter{ch: make(chan *conn, 1)}
 		hp.waiters = append(hp.waiters, w)
@@ -358,12 +360,4 @@ func (hp *hostPool) releaseSlot() {
 		hp.removed = true
 	}
 	t.mu.Unlock()
-}
-
-// withDeadline is ctx bounded by deadline too, when it is not zero.
-func withDeadline(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
-	if deadline.IsZero() {
-		return ctx, func() {}
-	}
-	return context.WithDeadline(ctx, deadline)
 }

@@ -88,14 +88,6 @@ func ended(ctx context.Context, deadline time.Time) error {
 	return nil
 }
 
-// withDeadline is ctx bounded by deadline too, when it is not zero.
-func withDeadline(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
-	if deadline.IsZero() {
-		return ctx, func() {}
-	}
-	return context.WithDeadline(ctx, deadline)
-}
-
 // events is where a round trip reports what happens: to the caller's
 // Hooks and to an httptrace.ClientTrace from its context, either or both
 // nil.

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 )
 
 // smallBody is the largest request body of known length read ahead and
@@ -61,7 +63,7 @@ func (o *outgoing) rewind(ctx context.Context, deadline time.Time, req *http.Req
 	if req.GetBody == nil {
 		return false
 	}
-	ctx, cancel := withDeadline(ctx, deadline)
+	ctx, cancel := roundtrip.WithDeadline(ctx, deadline)
 	defer cancel()
 	select {
 	case <-o.sender:
