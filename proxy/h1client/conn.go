@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 )
 
 // conn is one connection to a host. Between exchanges it belongs to its
@@ -57,13 +59,13 @@ type conn struct {
 	idleGen uint64
 
 	// cancelFn is c.cancel, bound once so that registering it with
-	// context.AfterFunc or an endWatcher allocates no closure per request.
+	// context.AfterFunc or a roundtrip.EndWatcher allocates no closure per request.
 	cancelFn func()
 	// stop unregisters the AfterFunc of the current exchange, if any.
 	stop func() bool
-	// ew and ewToken are the current exchange's endWatcher registration,
+	// ew and ewToken are the current exchange's roundtrip.EndWatcher registration,
 	// used instead of stop when its context has one.
-	ew      endWatcher
+	ew      roundtrip.EndWatcher
 	ewToken uint64
 	// cancelled is set by the AfterFunc before it moves the deadline;
 	// deadline changes check it afterwards (see setReadDeadline).
@@ -155,27 +157,12 @@ func (c *conn) cancel() {
 	_ = c.nc.SetDeadline(aLongTimeAgo)
 }
 
-// endWatcher is a context that can run a function at its end without
-// the allocations of context.AfterFunc (an afterFuncCtx, and on a
-// cancelCtx a children map and the Done channel): h1server's request
-// contexts have it, found by this method set so that neither package
-// imports the other.
-//
-// WatchEnd registers f, which runs at most once, when the context ends:
-// synchronously on the goroutine that ends it, or on WatchEnd's caller's
-// if it has ended already. StopWatch unregisters it and reports whether
-// it did so before f ran; false means f has run, is running or is about
-// to run. c.cancel suits the synchronous call: it sets a flag and moves
-// the connection's deadline, and never blocks.
-type endWatcher interface {
-	WatchEnd(f func()) (token uint64)
-	StopWatch(token uint64) bool
-}
-
-// watch arranges for ctx to cancel the exchange.
+// watch arranges for ctx to cancel the exchange. c.cancel suits an
+// EndWatcher's synchronous call: it sets a flag and moves the
+// connection's deadline, and never blocks.
 func (c *conn) watch(ctx context.Context) {
 	c.stop, c.ew = nil, nil
-	if ew, ok := ctx.(endWatcher); ok {
+	if ew, ok := ctx.(roundtrip.EndWatcher); ok {
 		c.ew, c.ewToken = ew, ew.WatchEnd(c.cancelFn)
 		return
 	}

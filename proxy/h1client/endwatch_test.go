@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/h1server"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 )
 
 // startH1 serves h with an h1server on a loopback port until the test
@@ -72,7 +73,7 @@ func TestDownstreamGoneEndsBlockedUpstreamRead(t *testing.T) {
 	tr := newTransport(t)
 	errs := make(chan error, 1)
 	addr := startH1(t, func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := r.Context().(endWatcher); !ok {
+		if _, ok := r.Context().(roundtrip.EndWatcher); !ok {
 			t.Errorf("h1server's request context %T has no WatchEnd/StopWatch", r.Context())
 		}
 		out, _ := http.NewRequest("GET", "http://"+up.addr+r.URL.Path, nil)

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 )
 
 // stream is one request/response exchange. Its fields are guarded by
@@ -23,7 +25,7 @@ type stream struct {
 	// The watch of the round trip's context (see watch): ew and ewToken
 	// for a context that has WatchEnd, else stopCtx, which unregisters
 	// the context's AfterFunc. Set before the stream opens.
-	ew      endWatcher
+	ew      roundtrip.EndWatcher
 	ewToken uint64
 	stopCtx func() bool
 	// deadline, when set, is the round trip's deadline timer (see
@@ -196,26 +198,13 @@ func (s *stream) appendData(p []byte) {
 	s.data = append(s.data, p...)
 }
 
-// endWatcher is a context that runs a function at its end without the
-// allocations of context.AfterFunc (an afterFuncCtx, the stop functions
-// and, on the proxy's request contexts, a Done channel made to be
-// looked at): proxy/internal/reqctx's Context, which proxy/h1server and
-// proxy/h2server give their requests, found by this method set.
-// WatchEnd's function runs once, at the end, on the goroutine that ends
-// the context, or on WatchEnd's caller's when it has ended already;
-// StopWatch unregisters it.
-type endWatcher interface {
-	WatchEnd(f func()) (token uint64)
-	StopWatch(token uint64) bool
-}
-
 // watch arranges for ctx's end to reset the stream (see cancel). It is
 // called before the stream opens, without c.mu: the function may run at
 // once, and cancel takes c.mu.
 func (s *stream) watch(ctx context.Context) {
 	c := s.c
 	f := func() { c.cancel(s, ctx) }
-	if ew, ok := ctx.(endWatcher); ok {
+	if ew, ok := ctx.(roundtrip.EndWatcher); ok {
 		s.ew, s.ewToken = ew, ew.WatchEnd(f)
 		return
 	}

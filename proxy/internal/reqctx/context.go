@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 )
 
 // Conn is what the request contexts of one connection share: the
@@ -359,4 +361,7 @@ func (r *Context) WatchEnd(f func()) (token uint64) { return r.register(f, false
 // already): the caller must assume the end reached it.
 func (r *Context) StopWatch(token uint64) bool { return r.unregister(token) }
 
-var _ context.Context = (*Context)(nil)
+var (
+	_ context.Context      = (*Context)(nil)
+	_ roundtrip.EndWatcher = (*Context)(nil) // what the transports look for
+)
