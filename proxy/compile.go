@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -246,7 +245,7 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 func clientTLS(t config.TLS) (*tls.Config, error) {
 	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // explicit opt-in, documented as test-only
 	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
+		pem, err := config.ReadTLSFile(t.CAFile)
 		if err != nil {
 			return nil, err
 		}
@@ -257,7 +256,15 @@ func clientTLS(t config.TLS) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	if t.CertFile != "" || t.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		certPEM, err := config.ReadTLSFile(t.CertFile)
+		if err != nil {
+			return nil, err
+		}
+		keyPEM, err := config.ReadTLSFile(t.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
 			return nil, err
 		}

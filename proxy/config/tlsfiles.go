@@ -2,9 +2,45 @@ package config
 
 import (
 	"crypto/sha256"
+	"fmt"
+	"io"
 	"os"
 	"slices"
+	"syscall"
 )
+
+// MaxTLSFileBytes bounds a file a cluster's tls names (ca_file,
+// cert_file, key_file): the largest CA bundles are a few hundred KB.
+const MaxTLSFileBytes = 4 << 20
+
+// ReadTLSFile reads a file a cluster's tls names: a regular file (or a
+// symlink to one) of at most MaxTLSFileBytes. Anything else is an error
+// that says what it is: a FIFO or a device, whose read could wait for
+// good (and hold the reload, or the check of the files every 2 s, and
+// with it the stop), a directory, a larger file. It is opened without
+// blocking, so that a FIFO is found out rather than waited on.
+func ReadTLSFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxTLSFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxTLSFileBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxTLSFileBytes)
+	}
+	return b, nil
+}
 
 // FilesSum identifies the content of the files t names (ca_file,
 // cert_file, key_file) as they are now: a file rewritten, or a symlink
@@ -43,7 +79,7 @@ func fileSum(path string, seen map[string][sha256.Size]byte) [sha256.Size]byte {
 		return s
 	}
 	h := sha256.New()
-	if b, err := os.ReadFile(path); err != nil {
+	if b, err := ReadTLSFile(path); err != nil {
 		h.Write([]byte{1})
 		h.Write([]byte(err.Error()))
 	} else {

@@ -5,7 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestTLSFilesSumFollowsContent(t *testing.T) {
@@ -103,5 +106,50 @@ func TestTLSFilesDigestReadsASharedFileOnce(t *testing.T) {
 	}
 	if c.TLSFilesDigest() == moved {
 		t.Fatal("a file only one cluster names was rewritten and the digest stayed")
+	}
+}
+
+// A file a cluster's tls names that is not a regular file, or is larger
+// than MaxTLSFileBytes, is an error, found without waiting: a FIFO's
+// read would wait for a writer for good, and with it the check of the
+// files every 2 s (and the stop, which waits for that check).
+func TestReadTLSFileRefusesWhatIsNotAPlainFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.pem")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.pem")
+	if err := os.WriteFile(big, make([]byte, MaxTLSFileBytes+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok := filepath.Join(dir, "ok.pem")
+	if err := os.WriteFile(ok, []byte("pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, tc := range []struct{ path, want string }{
+			{fifo, "not a regular file"},
+			{dir, "not a regular file"},
+			{big, "larger than"},
+		} {
+			if _, err := ReadTLSFile(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ReadTLSFile(%s): %v, want an error saying %q", tc.path, err, tc.want)
+			}
+		}
+		if b, err := ReadTLSFile(ok); err != nil || string(b) != "pem" {
+			t.Errorf("ReadTLSFile(a plain file): %q, %v", b, err)
+		}
+		tl := TLS{Enabled: true, CAFile: fifo}
+		if tl.FilesSum() == (TLS{Enabled: true, CAFile: ok}).FilesSum() {
+			t.Error("a FIFO's sum is a plain file's")
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("reading a FIFO waited")
 	}
 }
