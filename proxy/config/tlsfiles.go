@@ -32,14 +32,30 @@ func ReadTLSFile(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
 	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxTLSFileBytes+1))
-	if err != nil {
-		return nil, err
+	tooLarge := fmt.Errorf("%s: larger than %d bytes", path, MaxTLSFileBytes)
+	if fi.Size() > MaxTLSFileBytes {
+		return nil, tooLarge
 	}
-	if len(b) > MaxTLSFileBytes {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxTLSFileBytes)
+	// Sized by the file, as os.ReadFile does: one allocation, not the
+	// doublings of a growing buffer. A file that grows meanwhile is read
+	// on, to the bound.
+	b := make([]byte, 0, fi.Size()+512)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if len(b) > MaxTLSFileBytes {
+			return nil, tooLarge
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	return b, nil
 }
 
 // FilesSum identifies the content of the files t names (ca_file,
