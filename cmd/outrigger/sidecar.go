@@ -490,7 +490,7 @@ func (s *sidecar) rebuildServing() {
 	s.log.Info("a file a cluster's tls names changed: reloading", zap.String(fieldConfig, s.opts.configPath))
 	// A copy: the command's override edits what it is given.
 	c := *cur
-	s.reloadLocked(&c, nil, triggerTLSFiles)
+	s.reloadLocked(&c, nil, triggerTLSFiles, tlsRebuild)
 }
 
 // newWatcher returns the watch of the config file, which applies each
@@ -523,12 +523,13 @@ func (s *sidecar) reloadFile(trigger string) {
 func (s *sidecar) reload(cfg *config.Config, err error, trigger string) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	s.reloadLocked(cfg, err, trigger)
+	s.reloadLocked(cfg, err, trigger, fileReload)
 }
 
-// reloadLocked is reload with reloadMu held; for triggerTLSFiles cfg is a
-// copy of the serving config rather than the file's (see rebuildServing).
-func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string) {
+// reloadLocked is reload with reloadMu held; kind says where cfg comes
+// from: the file, or (tlsRebuild) a copy of the serving config (see
+// rebuildServing).
+func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string, kind reloadKind) {
 	if s.stopping.Load() {
 		return
 	}
@@ -553,10 +554,6 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string) {
 		}
 	}
 	now := time.Now()
-	kind := fileReload
-	if trigger == triggerTLSFiles {
-		kind = tlsRebuild
-	}
 	if err != nil {
 		s.state.rejected(err, kind, now)
 		s.log.Error("configuration reload rejected; the previous configuration keeps serving",
