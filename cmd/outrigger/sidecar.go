@@ -94,6 +94,11 @@ type sidecar struct {
 	// reloadMu serialises reloads with the start's write of the address
 	// file, and reloads of a config given to reload directly.
 	reloadMu sync.Mutex
+	// refusedTLS is the config file's last read when the proxy refused
+	// it, with the digest of the files its clusters' tls named then; nil
+	// when the file's last read applied or did not load. tlsFilesLoop
+	// reads the file again when those files change.
+	refusedTLS atomic.Pointer[refusedFiles]
 
 	// stopping is set when the stop begins (a signal, a failed listener):
 	// /ready fails and reloads are refused from then on. draining is set
@@ -435,6 +440,13 @@ const tlsFilesInterval = 2 * time.Second
 // triggerTLSFiles is the trigger of a reload for changed TLS files.
 const triggerTLSFiles = "tls_files"
 
+// refusedFiles is a config file's read that the proxy refused, and the
+// digest of the files its clusters' tls named when it did.
+type refusedFiles struct {
+	cfg    *config.Config
+	digest [sha256.Size]byte
+}
+
 // tlsFilesLoop applies the serving configuration again when a file a
 // cluster's tls names (ca_file, cert_file, key_file) changes: a
 // certificate or CA rotated in place, as cert-manager and Kubernetes
@@ -445,7 +457,10 @@ const triggerTLSFiles = "tls_files"
 // and trust what the files now hold, while open ones finish as they are.
 // Files that make it fail (a key that does not match its certificate
 // yet, a half-written file) leave the last good config serving, and are
-// tried again only once they change.
+// tried again only once they change. A config file whose read the proxy
+// refused (a file its tls names missing or unreadable, as when a cluster
+// is added before its certificate is issued) is read and applied again
+// when the files its clusters' tls name change.
 func (s *sidecar) tlsFilesLoop(ctx context.Context) {
 	t := time.NewTicker(tlsFilesInterval)
 	defer t.Stop()
@@ -455,6 +470,10 @@ func (s *sidecar) tlsFilesLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if r := s.refusedTLS.Load(); r != nil && r.cfg.TLSFilesDigest() != r.digest {
+			s.log.Info("a file the refused config file's tls names changed: reloading", zap.String(fieldConfig, s.opts.configPath))
+			s.reloadFile(triggerTLSFiles)
 		}
 		cfg, _ := s.state.current()
 		if cfg == nil {
@@ -544,6 +563,12 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string, ki
 		// applies (Reconfigure below could only log it).
 		err = checkAccessLog(cfg.Logging.AccessLog)
 	}
+	// The files' digest is taken before the proxy reads them: a change
+	// made while it does is then seen as one.
+	var refused *refusedFiles
+	if kind == fileReload && err == nil && namesTLSFiles(cfg) {
+		refused = &refusedFiles{cfg: cfg, digest: cfg.TLSFilesDigest()}
+	}
 	var moves []listenerMove
 	if err == nil {
 		moves, err = s.bindMoves(cfg)
@@ -552,6 +577,12 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string, ki
 		if err = s.proxy.Apply(cfg); err != nil {
 			closeMoves(moves)
 		}
+	}
+	if kind == fileReload {
+		if err == nil {
+			refused = nil
+		}
+		s.refusedTLS.Store(refused)
 	}
 	now := time.Now()
 	if err != nil {
@@ -580,6 +611,18 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string, ki
 	s.moveListeners(moves, cfg.Listeners.DrainTimeout)
 	s.warnRestartOnly(prev, s.servingConfig(cfg, nil))
 	s.log.Info("configuration reloaded", zap.String("trigger", trigger), zap.Uint64(fieldGeneration, gen))
+}
+
+// namesTLSFiles reports whether a cluster of cfg's names a tls file. A
+// refused config file's read that names none is not kept for
+// tlsFilesLoop: no file of its can change.
+func namesTLSFiles(cfg *config.Config) bool {
+	for _, c := range cfg.Clusters {
+		if c.TLS.CAFile != "" || c.TLS.CertFile != "" || c.TLS.KeyFile != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // servingConfig is cfg as this process serves it, for /config: the command

@@ -295,3 +295,39 @@ func TestRotationIsAppliedWhileTheConfigFileIsRefused(t *testing.T) {
 		t.Fatalf("after the fix: got %d %q, want 200 client-b", code, body)
 	}
 }
+
+// A config file edit refused because a file its tls names is not there yet
+// (a cluster added before cert-manager has issued its certificate) is
+// applied once the files appear, without another edit or a SIGHUP.
+func TestRefusedEditIsAppliedOnceItsTLSFilesAppear(t *testing.T) {
+	m := startMTLSSidecar(t)
+	admin := m.p.addrs.Admin
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	edited := strings.Replace(strings.Replace(m.text, m.secret.path("tls.crt"), certPath, 1), m.secret.path("tls.key"), keyPath, 1)
+	writeAtomic(t, m.cfg, edited)
+	waitFor(t, 15*time.Second, "the edit naming missing files to be refused", func() bool {
+		return strings.Contains(getConfig(t, m.c, admin).LastReloadError, certPath)
+	})
+	if code, body := m.whoAmI(t); code != 200 || body != "client-a" {
+		t.Fatalf("while the edit is refused: got %d %q, want 200 client-a", code, body)
+	}
+
+	certB, keyB := m.clientCA.issue(t, "client-b", false)
+	if err := os.WriteFile(keyPath, keyB, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certPath, certB, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the edit to be applied once its files are there", func() bool {
+		got := getConfig(t, m.c, admin)
+		return got.Generation == 2 && got.LastReloadError == ""
+	})
+	if code, body := m.whoAmI(t); code != 200 || body != "client-b" {
+		t.Fatalf("after the files appeared: got %d %q, want 200 client-b", code, body)
+	}
+	if !strings.Contains(m.p.stderr.String(), `"trigger":"tls_files"`) {
+		t.Fatalf("the reload was not logged with trigger tls_files:\n%s", m.p.stderr.String())
+	}
+}
