@@ -98,8 +98,10 @@ type StateChange struct {
 type Option func(*options)
 
 type options struct {
-	hook func(StateChange)
-	rand func() float64
+	hook        func(StateChange)
+	rand        func() float64
+	forced      State
+	forcedSince time.Time
 }
 
 // WithStateChangeHook sets a function called after every transition, with
@@ -117,6 +119,15 @@ func WithStateChangeHook(f func(StateChange)) Option {
 // concurrent use (a *rand.Rand is not; wrap it with a mutex).
 func WithRand(f func() float64) Option {
 	return func(o *options) { o.rand = f }
+}
+
+// WithForcedState makes the breaker start in s, StateForcedOpen or
+// StateForcedClosed, as if forced so at since, without a transition (the
+// hook is not called, and Snapshot counts no entry into s): for a
+// breaker that replaces one an operator forced, so that the override
+// outlives the replacement. Any other s is ignored.
+func WithForcedState(s State, since time.Time) Option {
+	return func(o *options) { o.forced, o.forcedSince = s, since }
 }
 
 // Breaker is a circuit breaker for one upstream cluster. It owns no
@@ -200,6 +211,15 @@ func New(c Config, opts ...Option) (*Breaker, error) {
 	b.slowDur = c.SlowCalls.DurationThreshold
 	b.win.Store(&windowBox{b.newWindow(0)})
 	b.word.Store(packWord(StateClosed, 0))
+	switch o.forced {
+	case StateForcedOpen:
+		b.openErr.Store(&OpenError{Forced: true})
+		b.word.Store(packWord(StateForcedOpen, 0))
+		b.since, b.reason = o.forcedSince, "forced_open"
+	case StateForcedClosed:
+		b.word.Store(packWord(StateForcedClosed, 0))
+		b.since, b.reason = o.forcedSince, "forced_closed"
+	}
 	return b, nil
 }
 

@@ -331,6 +331,53 @@ func TestLateOutcomesFromEarlierStateAreIgnored(t *testing.T) {
 	}
 }
 
+// A breaker made forced (replacing one an operator forced) starts so,
+// with no transition for the hook, and leaves it as one forced by
+// ForceOpen or ForceClosed does.
+func TestWithForcedState(t *testing.T) {
+	var seen []string
+	hook := WithStateChangeHook(func(c StateChange) { seen = append(seen, c.From.String()+">"+c.To.String()) })
+	cfg := Config{ConsecutiveFailures: ConsecutiveFailuresConfig{Threshold: 1}}
+
+	b := mustNew(t, cfg, hook, WithForcedState(StateForcedOpen, at(-time.Minute)))
+	var oe *OpenError
+	if _, err := b.Allow(at(time.Hour)); !errors.As(err, &oe) || !oe.Forced {
+		t.Fatalf("made forced open: Allow = %v, want a forced *OpenError", err)
+	}
+	if s := b.Snapshot(at(0)); s.State != StateForcedOpen || s.Reason != "forced_open" || !s.Since.Equal(at(-time.Minute)) || s.Transitions[StateForcedOpen] != 0 {
+		t.Fatalf("made forced open: %+v", s)
+	}
+	if len(seen) != 0 {
+		t.Fatalf("the hook saw %v for a breaker made forced", seen)
+	}
+	b.Reset(at(time.Second))
+	if p, err := b.Allow(at(time.Second)); err != nil {
+		t.Fatalf("reset: %v", err)
+	} else {
+		p.Done(at(time.Second), true)
+	}
+	if b.State() != StateOpen || strings.Join(seen, " ") != "forced_open>closed closed>open" {
+		t.Fatalf("after reset and a failure: %v, hook saw %v", b.State(), seen)
+	}
+
+	b = mustNew(t, cfg, WithForcedState(StateForcedClosed, at(0)))
+	for i := range 5 {
+		p, err := b.Allow(at(0))
+		if err != nil {
+			t.Fatalf("made forced closed: call %d refused: %v", i, err)
+		}
+		p.Done(at(0), true)
+	}
+	if s := b.Snapshot(at(0)); s.State != StateForcedClosed || s.Failures != 5 {
+		t.Fatalf("made forced closed: %v with %d failures, want forced_closed with 5 counted", s.State, s.Failures)
+	}
+
+	b = mustNew(t, cfg, WithForcedState(StateOpen, at(0)))
+	if b.State() != StateClosed {
+		t.Fatalf("WithForcedState(open) made %v, want it ignored", b.State())
+	}
+}
+
 func TestForcedStatesAndReset(t *testing.T) {
 	b := mustNew(t, Config{ConsecutiveFailures: ConsecutiveFailuresConfig{Threshold: 1}})
 	b.ForceOpen(at(0))

@@ -386,9 +386,14 @@ var ErrUnknownCluster = errors.New("unknown cluster")
 
 // SetBreaker applies an operator override to a cluster's breaker: "open"
 // forces it open, "closed" forces it closed, "reset" clears any override
-// and restarts it closed. The override survives reloads that keep the
-// cluster's circuit_breaker block unchanged.
+// and restarts it closed. The override survives reloads, including one
+// that changes the cluster's circuit_breaker block: the new breaker is
+// forced as the old one was.
 func (p *Proxy) SetBreaker(cluster, action string) error {
+	// Not while an Apply builds breakers: one replacing this cluster's
+	// takes its override (see buildResilience).
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
 	s := p.snap.Load()
 	if s == nil {
 		return ErrUnknownCluster

@@ -158,7 +158,15 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 		bm := p.bm
 		retired := new(atomic.Bool)
 		r.brRetired = retired
-		r.br, err = breaker.New(rc.breaker, breaker.WithStateChangeHook(func(sc breaker.StateChange) {
+		// An operator's override outlives the breaker it was set on
+		// (SetBreaker holds applyMu, so none is set meanwhile).
+		var opts []breaker.Option
+		if old != nil {
+			if st := old.br.Snapshot(p.now()); st.State == breaker.StateForcedOpen || st.State == breaker.StateForcedClosed {
+				opts = append(opts, breaker.WithForcedState(st.State, st.Since))
+			}
+		}
+		r.br, err = breaker.New(rc.breaker, append(opts, breaker.WithStateChangeHook(func(sc breaker.StateChange) {
 			if retired.Load() {
 				return
 			}
@@ -171,7 +179,7 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 				fields = append(fields, zap.Time("open_until", sc.OpenUntil), zap.Int("openings", sc.Openings))
 			}
 			p.log.Warn("circuit breaker state change", fields...)
-		}))
+		}))...)
 		if err != nil {
 			return nil, prefixErr("circuit_breaker", err)
 		}

@@ -335,12 +335,73 @@ func TestRejectedReloadKeepsBreakerGauges(t *testing.T) {
 	if v := counterValue(h.p.bm.state.WithLabelValues("svc")); v != float64(breaker.StateForcedOpen) {
 		t.Fatalf("outrigger_breaker_state = %v after a rejected reload; the serving breaker is forced open", v)
 	}
-	// An accepted one with a new breaker publishes the new breaker's state.
+	// An accepted one with a new breaker publishes the new breaker's
+	// state: forced open too, as the operator left it.
 	if err := h.p.Apply(simpleConfig(changed)); err != nil {
 		t.Fatal(err)
 	}
+	if v := counterValue(h.p.bm.state.WithLabelValues("svc")); v != float64(breaker.StateForcedOpen) {
+		t.Fatalf("outrigger_breaker_state = %v after a new breaker took over from a forced-open one", v)
+	}
+	if err := h.p.SetBreaker("svc", "reset"); err != nil {
+		t.Fatal(err)
+	}
 	if v := counterValue(h.p.bm.state.WithLabelValues("svc")); v != float64(breaker.StateClosed) {
-		t.Fatalf("outrigger_breaker_state = %v after a new breaker took over", v)
+		t.Fatalf("outrigger_breaker_state = %v after the reset", v)
+	}
+}
+
+// An operator's override outlives a reload that changes the cluster's
+// circuit_breaker block: the new breaker is forced as the old one was
+// (an incident's forced-open breaker is not reopened to traffic by a
+// config push), and only a reset ends it.
+func TestForcedBreakerStateOutlivesItsReplacement(t *testing.T) {
+	ok := echoing()
+	up := upstream(t, false, ok.ServeHTTP)
+	cl := breakerCluster(addr(up))
+	h := startProxy(t, simpleConfig(cl))
+	changed := cl
+	changed.CircuitBreaker.ConsecutiveFailures.Threshold = 9
+
+	if err := h.p.SetBreaker("svc", "open"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Apply(simpleConfig(changed)); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Outrigger-Breaker") != "open" || resp.Header.Get("Retry-After") != "" {
+		t.Fatalf("forced open, then a new breaker block: %d %v, want 503 open without retry-after", resp.StatusCode, resp.Header)
+	}
+	if st := h.p.Clusters()[0].Breaker; st.State != "forced_open" {
+		t.Fatalf("/clusters says %q, want forced_open", st.State)
+	}
+	if n := ok.n.Load(); n != 0 {
+		t.Fatalf("the upstream was reached %d times through a forced-open breaker", n)
+	}
+
+	// Forced closed, then back to the first block: still forced closed.
+	if err := h.p.SetBreaker("svc", "closed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.p.Clusters()[0].Breaker; st.State != "forced_closed" {
+		t.Fatalf("/clusters says %q after the reload, want forced_closed", st.State)
+	}
+	if err := h.p.SetBreaker("svc", "reset"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Apply(simpleConfig(changed)); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.p.Clusters()[0].Breaker; st.State != "closed" {
+		t.Fatalf("/clusters says %q after a reset and a reload, want closed", st.State)
+	}
+	resp, _ = do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the reset: %d %v", resp.StatusCode, resp.Header)
 	}
 }
 
