@@ -376,7 +376,7 @@ func (f *forwarding) run(start time.Time) {
 		var resp *http.Response
 		if hrt != nil {
 			tr := &f.trace
-			tr.init(f.w, res.limits)
+			tr.init(f.infoWriter(), res.limits)
 			var dl time.Time
 			if direct {
 				dl = f.dl
@@ -561,19 +561,47 @@ func (f *forwarding) streamIdle(ctx context.Context, d time.Duration) context.Co
 		f.cancel = func() { cancel(nil) }
 	}
 	w, rctx := f.w, f.r.Context()
-	return &idleCtx{Context: ctx, watch: newIdleWatch(d, func() {
+	ic := &idleCtx{Context: ctx, watch: newIdleWatch(d, func() {
 		cancel(errStreamIdle)
 		if rctx.Err() == nil {
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 		}
 	})}
+	ic.info = informational{ResponseWriter: w, watch: ic.watch}
+	return ic
 }
 
 // idleCtx is the route context of a route with an idle_timeout: it
-// carries the watch that cancels it.
+// carries the watch that cancels it, and the writer of the attempts'
+// informational responses, which are bytes moved too.
 type idleCtx struct {
 	context.Context
 	watch *idleWatch
+	info  informational
+}
+
+// informational is the response writer an attempt's 1xx responses go
+// to on a route with an idle_timeout: each restarts the watch as it
+// arrives and once it is written (102 Processing sent while an upstream
+// works on a long answer keeps the request alive).
+type informational struct {
+	http.ResponseWriter
+	watch *idleWatch
+}
+
+func (i *informational) WriteHeader(code int) {
+	i.watch.touch()
+	i.ResponseWriter.WriteHeader(code)
+	i.watch.touch()
+}
+
+// infoWriter is the writer of the attempts' 1xx responses (see
+// attemptTrace.Got1xxResponse).
+func (f *forwarding) infoWriter() http.ResponseWriter {
+	if ic, ok := f.ctx.(*idleCtx); ok {
+		return &ic.info
+	}
+	return f.w
 }
 
 // idle is the request's idle watch, nil when its route has none.
@@ -898,7 +926,7 @@ func (f *forwarding) roundTripTrace(actx context.Context, out *http.Request, att
 	if attempt > 0 {
 		tr = new(attemptTrace)
 	}
-	tr.init(f.w, f.c.res.limits)
+	tr.init(f.infoWriter(), f.c.res.limits)
 	resp, err := f.c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace())))
 	tr.releasePending()
 	return resp, err

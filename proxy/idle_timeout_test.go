@@ -670,3 +670,32 @@ func quietAfterOneMessage(t *testing.T, c grpc_testing.TestServiceClient) (grpc_
 	_, err = st.Recv()
 	return st, err
 }
+
+// An informational response is bytes moved: an upstream that sends 102
+// Processing more often than the idle timeout, while it works on an
+// answer that takes longer, is not idle.
+func TestIdleTimeoutCountsInformationalResponses(t *testing.T) {
+	const n, gap = 4, 200 * time.Millisecond // 800 ms before the answer
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		for _, client := range []string{"h1", "h2c"} {
+			t.Run(string(proto)+"/"+client, func(t *testing.T) {
+				up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
+					for range n {
+						select {
+						case <-time.After(gap):
+						case <-r.Context().Done():
+							return
+						}
+						w.WriteHeader(http.StatusProcessing)
+					}
+					fmt.Fprint(w, "done")
+				})
+				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, idleRoute))
+				resp := mustGet(t, h.client(client), h.url("/work"))
+				if body := readAll(t, resp); resp.StatusCode != 200 || body != "done" {
+					t.Fatalf("got %d %q (%s), want 200 done", resp.StatusCode, body, resp.Header.Get(hdrError))
+				}
+			})
+		}
+	}
+}
