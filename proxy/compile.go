@@ -33,6 +33,9 @@ type snapshot struct {
 	// normalizePath: request paths are normalized before routing (see
 	// proxy/internal/normpath); mergeSlashes: runs of slashes too.
 	normalizePath, mergeSlashes bool
+
+	// underscores is each listener's headers_with_underscores.
+	underscores [numListeners]underscoreAction
 }
 
 // listenerLimits are the downstream server settings.
@@ -80,6 +83,10 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 		maxRequestBody: cfg.Listeners.MaxRequestBodyBytes,
 		normalizePath:  cfg.Listeners.PathNormalization != config.PathNormalizationNone,
 		mergeSlashes:   cfg.Listeners.PathNormalization == config.PathNormalizationMergeSlashes,
+		underscores: [numListeners]underscoreAction{
+			Outbound: compileUnderscores(cfg.Listeners.Outbound.HeadersWithUnderscores),
+			Inbound:  compileUnderscores(cfg.Listeners.Inbound.HeadersWithUnderscores),
+		},
 		limits: listenerLimits{
 			maxHeaderBytes:    cfg.Listeners.MaxRequestHeaderBytes,
 			readHeaderTimeout: cfg.Listeners.ReadHeaderTimeout,

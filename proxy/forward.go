@@ -104,6 +104,15 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
 		return
 	}
+	if a := s.underscores[h.l]; a != underscoresAllow {
+		// Before routing, as Envoy's codec does it: a dropped field is
+		// seen by no route match, and a refused request by no route.
+		if name := applyUnderscores(a, r, p.m.underscoresDropped[h.l]); name != "" {
+			status := p.localReply(w, grpc, underscoreReply(name))
+			s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
+			return
+		}
+	}
 	if s.normalizePath {
 		u := r.URL
 		u.Path, u.RawPath, _ = normpath.Normalize(u.Path, u.RawPath, s.mergeSlashes)

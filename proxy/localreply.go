@@ -24,6 +24,7 @@ const (
 	ReasonBreakerOpen
 	ReasonOverflow
 	ReasonInvalidRequest
+	ReasonHeaderWithUnderscore
 	ReasonDirectResponse // not an error; counted so direct responses are visible
 	numReasons
 )
@@ -45,6 +46,7 @@ var reasonInfo = [numReasons]struct {
 	ReasonBreakerOpen:            {"breaker_open", http.StatusServiceUnavailable, grpcUnavailable, "circuit breaker open"},
 	ReasonOverflow:               {"overflow", http.StatusServiceUnavailable, grpcUnavailable, "upstream resource limit reached"},
 	ReasonInvalidRequest:         {"invalid_request", http.StatusBadRequest, grpcInternal, "request cannot be forwarded as HTTP/1.1"},
+	ReasonHeaderWithUnderscore:   {"header_with_underscore", http.StatusBadRequest, grpcInternal, "request header name has an underscore"},
 	ReasonDirectResponse:         {"direct_response", 0, 0, ""},
 }
 

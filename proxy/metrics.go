@@ -19,6 +19,12 @@ type metrics struct {
 	generation  prometheus.Gauge
 	localByCode [numReasons]prometheus.Counter
 
+	// underscores counts the request header fields dropped for an
+	// underscore in their name (headers_with_underscores: drop), by
+	// listener; underscoresDropped are its children.
+	underscores        *prometheus.CounterVec
+	underscoresDropped [numListeners]prometheus.Counter
+
 	// next collects the label sets a compile in progress uses; live holds
 	// those of the applied snapshot, and the endpoints it removed that
 	// still have connections open (see deleteMissing). Both are guarded
@@ -149,6 +155,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "outrigger_proxy_fallbacks_total",
 			Help: "Requests answered by their route's fallback, by listener, route and the reason the primary cluster could not take them.",
 		}, []string{"listener", "route", "reason"}),
+		underscores: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_proxy_dropped_headers_with_underscores_total",
+			Help: "Request header fields dropped for an underscore in their name (headers_with_underscores: drop), by listener.",
+		}, []string{"listener"}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outrigger_proxy_config_generation",
 			Help: "Generation of the configuration the proxy serves; increases by one per successful Apply.",
@@ -157,8 +167,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for r := Reason(0); r < numReasons; r++ {
 		m.localByCode[r] = m.localReply.WithLabelValues(r.String())
 	}
+	for l := Listener(0); l < numListeners; l++ {
+		m.underscoresDropped[l] = m.underscores.WithLabelValues(l.String())
+	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.localReply, m.fallbacks, m.generation)
+		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.localReply, m.fallbacks, m.underscores, m.generation)
 	}
 	return m
 }

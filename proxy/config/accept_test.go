@@ -23,7 +23,13 @@ listeners:
   app_api: {address: "127.0.0.1:0"}
 `,
 		"shutdown delay at its bound": "listeners: {shutdown_delay: 5m}\n",
-		"all-interfaces listener":     "listeners: {outbound: {address: \":15101\"}}\n",
+		"every action on headers with underscores": `
+listeners:
+  outbound: {headers_with_underscores: reject}
+  inbound: {app: "127.0.0.1:8080", headers_with_underscores: drop}
+`,
+		"headers with underscores allowed": "listeners: {outbound: {headers_with_underscores: allow}}\n",
+		"all-interfaces listener":          "listeners: {outbound: {address: \":15101\"}}\n",
 		"authority patterns": `
 clusters: {a: {endpoints: ["10.0.0.1:80"]}}
 routes:

@@ -82,8 +82,10 @@ func (c *Config) WithDefaults() *Config {
 
 	l := &out.Listeners
 	setString(&l.Outbound.Address, DefaultOutboundAddress)
+	setString((*string)(&l.Outbound.HeadersWithUnderscores), string(HeadersWithUnderscoresAllow))
 	setString(&l.Inbound.Address, DefaultInboundAddress)
 	setString((*string)(&l.Inbound.AppProtocol), string(ProtocolHTTP1))
+	setString((*string)(&l.Inbound.HeadersWithUnderscores), string(HeadersWithUnderscoresAllow))
 	setString(&l.AppAPI.Address, DefaultAppAPIAddress)
 	setInt(&l.MaxRequestHeaderBytes, DefaultMaxRequestHeaderBytes)
 	setDuration(&l.ReadHeaderTimeout, DefaultReadHeaderTimeout)

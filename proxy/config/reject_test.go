@@ -34,6 +34,17 @@ listeners:
 listeners:
   path_normalization: rfc3986
 `, `t.yaml:3: listeners.path_normalization: unknown normalization "rfc3986" (valid: base, merge_slashes, none)`},
+		{"unknown action on outbound headers with underscores", `
+listeners:
+  outbound:
+    headers_with_underscores: strip
+`, `t.yaml:4: listeners.outbound.headers_with_underscores: unknown action "strip" (valid: allow, drop, reject)`},
+		{"unknown action on inbound headers with underscores", `
+listeners:
+  inbound:
+    app: 127.0.0.1:8080
+    headers_with_underscores: REJECT
+`, `t.yaml:5: listeners.inbound.headers_with_underscores: unknown action "REJECT" (valid: allow, drop, reject)`},
 		{"bad duration", okCluster + `    connect_timeout: 1 second
 `, `t.yaml:5: clusters.a.connect_timeout: invalid duration "1 second": expected a number with a unit, e.g. "250ms", "1s", "1m30s"`},
 		{"duration without unit", okCluster + `    connect_timeout: 5

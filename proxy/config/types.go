@@ -151,6 +151,11 @@ type OutboundListener struct {
 
 	// Disabled turns the outbound listener off. False (the default) means on.
 	Disabled bool `yaml:"disabled" json:"disabled"`
+
+	// HeadersWithUnderscores is what the listener does with a request
+	// header field whose name has an underscore: "allow", "drop" or
+	// "reject" (see [HeadersWithUnderscores]). Empty means "allow".
+	HeadersWithUnderscores HeadersWithUnderscores `yaml:"headers_with_underscores" json:"headers_with_underscores"`
 }
 
 // InboundListener takes traffic for the local app. It runs only when App is
@@ -169,7 +174,32 @@ type InboundListener struct {
 	// AppProtocol is the protocol the local app speaks: "http1", "http2"
 	// (h2c, prior knowledge) or "grpc" (h2c). Empty means "http1".
 	AppProtocol Protocol `yaml:"app_protocol" json:"app_protocol"`
+
+	// HeadersWithUnderscores is what the listener does with a request
+	// header field whose name has an underscore: "allow", "drop" or
+	// "reject" (see [HeadersWithUnderscores]). Empty means "allow".
+	HeadersWithUnderscores HeadersWithUnderscores `yaml:"headers_with_underscores" json:"headers_with_underscores"`
 }
+
+// HeadersWithUnderscores is what a listener does with a request field
+// whose name has an underscore (Envoy's headers_with_underscores_action).
+// RFC 9110 allows "_" in a field name, but upstreams that fold "_" and
+// "-" together (CGI and WSGI stacks, nginx with underscores_in_headers)
+// read X_Forwarded_For as X-Forwarded-For: a client can spoof a header
+// the sidecar set or checked by sending its underscore twin.
+type HeadersWithUnderscores string
+
+// The actions on request fields with an underscore in their name.
+const (
+	// HeadersWithUnderscoresAllow forwards them as they came.
+	HeadersWithUnderscoresAllow HeadersWithUnderscores = "allow"
+	// HeadersWithUnderscoresDrop removes them before the request is
+	// routed and forwarded, and counts each.
+	HeadersWithUnderscoresDrop HeadersWithUnderscores = "drop"
+	// HeadersWithUnderscoresReject answers the request 400 (a gRPC
+	// request, INTERNAL) with x-outrigger-error: header_with_underscore.
+	HeadersWithUnderscoresReject HeadersWithUnderscores = "reject"
+)
 
 // AppAPIListener is the app-facing messaging API.
 type AppAPIListener struct {

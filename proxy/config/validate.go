@@ -77,6 +77,8 @@ func (l *Listeners) validate(p *problems, path string) {
 		}
 	}
 	checkProtocol(p, path+".inbound.app_protocol", l.Inbound.AppProtocol)
+	checkHeadersWithUnderscores(p, path+".outbound.headers_with_underscores", l.Outbound.HeadersWithUnderscores)
+	checkHeadersWithUnderscores(p, path+".inbound.headers_with_underscores", l.Inbound.HeadersWithUnderscores)
 	switch n := l.MaxRequestHeaderBytes; {
 	case n < 0:
 		p.add(path+".max_request_header_bytes", "must not be negative")
@@ -99,6 +101,14 @@ func (l *Listeners) validate(p *problems, path string) {
 	case "", PathNormalizationBase, PathNormalizationMergeSlashes, PathNormalizationNone:
 	default:
 		p.addf(path+".path_normalization", "unknown normalization %q (valid: base, merge_slashes, none)", l.PathNormalization)
+	}
+}
+
+func checkHeadersWithUnderscores(p *problems, path string, a HeadersWithUnderscores) {
+	switch a {
+	case "", HeadersWithUnderscoresAllow, HeadersWithUnderscoresDrop, HeadersWithUnderscoresReject:
+	default:
+		p.addf(path, "unknown action %q (valid: allow, drop, reject)", a)
 	}
 }
 
