@@ -67,8 +67,11 @@ type listenerHandler struct {
 // shut down. The handler edits a forwarded request's header in place
 // into the one it sends upstream (hop-by-hop headers out, forwarding
 // headers and the route's edits in), and its URL's path into the
-// normalized one it routes on (listeners.path_normalization); a caller
-// that needs the header or path as received reads them first.
+// normalized one it routes on (listeners.path_normalization); under a
+// listener's headers_with_underscores drop or reject, it deletes header
+// fields and may wrap the request's Body to check the trailers that end
+// it. A caller that needs the header or path as received reads them
+// first.
 func (p *Proxy) Handler(l Listener) http.Handler {
 	p.srvMu.Lock()
 	stopped := p.shutdown
@@ -107,8 +110,8 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if a := s.underscores[h.l]; a != underscoresAllow {
 		// Before routing, as Envoy's codec does it: a dropped field is
 		// seen by no route match, and a refused request by no route.
-		if name := applyUnderscores(a, r, p.m.underscoresDropped[h.l]); name != "" {
-			status := p.localReply(w, grpc, underscoreReply(name))
+		if name, trailer := applyUnderscores(a, r, p.m.underscoresDropped[h.l]); name != "" {
+			status := p.localReply(w, grpc, underscoreReply(name, trailer))
 			s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
 			return
 		}
@@ -966,10 +969,15 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		f.replyReason(ReasonRequestTooLarge)
 		return false
 	case f.clientBodyBroke():
-		// The client's body broke (malformed framing, a failed read)
-		// before the route deadline: the client's doing, which the
-		// endpoint is not blamed for and no retry can mend.
+		// The client's body broke (malformed framing, a failed read, a
+		// trailer field headers_with_underscores rejects) before the
+		// route deadline: the client's doing, which the endpoint is not
+		// blamed for and no retry can mend.
 		permit.Cancel()
+		if name := rejectedTrailer(f.r); name != "" {
+			f.reply(underscoreReply(name, true))
+			return false
+		}
 		f.reply(localReply{reason: ReasonInvalidRequest, detail: "request body could not be read from the client"})
 		return false
 	case errors.Is(err, h1client.ErrInvalidRequest):

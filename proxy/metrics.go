@@ -19,9 +19,9 @@ type metrics struct {
 	generation  prometheus.Gauge
 	localByCode [numReasons]prometheus.Counter
 
-	// underscores counts the request header fields dropped for an
-	// underscore in their name (headers_with_underscores: drop), by
-	// listener; underscoresDropped are its children.
+	// underscores counts the request header and trailer fields dropped
+	// for an underscore in their name (headers_with_underscores: drop),
+	// by listener; underscoresDropped are its children.
 	underscores        *prometheus.CounterVec
 	underscoresDropped [numListeners]prometheus.Counter
 
@@ -157,7 +157,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"listener", "route", "reason"}),
 		underscores: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrigger_proxy_dropped_headers_with_underscores_total",
-			Help: "Request header fields dropped for an underscore in their name (headers_with_underscores: drop), by listener.",
+			Help: "Request header and trailer fields dropped for an underscore in their name (headers_with_underscores: drop), by listener.",
 		}, []string{"listener"}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outrigger_proxy_config_generation",

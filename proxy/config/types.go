@@ -153,8 +153,9 @@ type OutboundListener struct {
 	Disabled bool `yaml:"disabled" json:"disabled"`
 
 	// HeadersWithUnderscores is what the listener does with a request
-	// header field whose name has an underscore: "allow", "drop" or
-	// "reject" (see [HeadersWithUnderscores]). Empty means "allow".
+	// header or trailer field whose name has an underscore: "allow",
+	// "drop" or "reject" (see [HeadersWithUnderscores]). Empty means
+	// "allow".
 	HeadersWithUnderscores HeadersWithUnderscores `yaml:"headers_with_underscores" json:"headers_with_underscores"`
 }
 
@@ -176,8 +177,9 @@ type InboundListener struct {
 	AppProtocol Protocol `yaml:"app_protocol" json:"app_protocol"`
 
 	// HeadersWithUnderscores is what the listener does with a request
-	// header field whose name has an underscore: "allow", "drop" or
-	// "reject" (see [HeadersWithUnderscores]). Empty means "allow".
+	// header or trailer field whose name has an underscore: "allow",
+	// "drop" or "reject" (see [HeadersWithUnderscores]). Empty means
+	// "allow".
 	HeadersWithUnderscores HeadersWithUnderscores `yaml:"headers_with_underscores" json:"headers_with_underscores"`
 }
 
