@@ -24,7 +24,7 @@ type loggedProxy struct {
 func startLoggedProxy(t *testing.T, cfg *config.Config) *loggedProxy {
 	t.Helper()
 	lp := &loggedProxy{logPath: filepath.Join(t.TempDir(), "access.log")}
-	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: lp.logPath}, io.Discard)
+	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: lp.logPath}, io.Discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

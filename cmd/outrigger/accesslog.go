@@ -29,6 +29,7 @@ import (
 type accessLog struct {
 	stdout io.Writer
 	logger atomic.Pointer[zap.Logger] // nil: off
+	lost   *lostLines
 
 	// mu serialises Reconfigure and Close; it guards the two fields below.
 	mu   sync.Mutex
@@ -36,8 +37,13 @@ type accessLog struct {
 	file *os.File // the open file when cfg.Path is set
 }
 
-func newAccessLog(cfg config.AccessLog, stdout io.Writer) (*accessLog, error) {
-	a := &accessLog{stdout: stdout}
+// newAccessLog returns the access log set to cfg. Lines it cannot write
+// are reported on log (nil: nowhere).
+func newAccessLog(cfg config.AccessLog, stdout io.Writer, log *zap.Logger) (*accessLog, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	a := &accessLog{stdout: stdout, lost: &lostLines{log: log, now: time.Now}}
 	return a, a.Reconfigure(cfg)
 }
 
@@ -86,7 +92,10 @@ func (a *accessLog) switchLocked(cfg config.AccessLog) error {
 			LineEnding: zapcore.DefaultLineEnding,
 			EncodeTime: zapcore.ISO8601TimeEncoder,
 		})
-		next = zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), zapcore.InfoLevel))
+		// zap writes a line of its own on standard error for each
+		// line it fails to write; lostLines reports them instead.
+		next = zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(lostLinesWriter{w, a.lost})), zapcore.InfoLevel),
+			zap.ErrorOutput(zapcore.AddSync(io.Discard)))
 	}
 	prev, prevFile := a.logger.Swap(next), a.file
 	a.cfg, a.file = cfg, file
@@ -100,6 +109,70 @@ func (a *accessLog) switchLocked(cfg config.AccessLog) error {
 		prevFile.Close()
 	}
 	return nil
+}
+
+// lostLinesEvery is the least time between two reports of lost access
+// log lines.
+const lostLinesEvery = 10 * time.Second
+
+// lostLines reports the access log lines that could not be written (a
+// full disk, a file system turned read-only) on the process log: the
+// first failure at once, then at most one line per lostLinesEvery, each
+// with the number of lines lost since the previous report; and, once a
+// line is written again, the ones lost since the last report. A full
+// disk fails every request's line: one report each would be as many
+// lines as requests, on a standard error that may well sit on the same
+// disk.
+type lostLines struct {
+	log *zap.Logger
+	now func() time.Time
+
+	pending atomic.Int64 // lines lost and not yet reported
+
+	mu   sync.Mutex
+	next time.Time // no report before this
+}
+
+// done notes the outcome of one line's write. A success costs an atomic
+// load.
+func (l *lostLines) done(err error) {
+	if err == nil && l.pending.Load() == 0 {
+		return
+	}
+	if err != nil {
+		l.pending.Add(1)
+	}
+	now := l.now()
+	l.mu.Lock()
+	if now.Before(l.next) {
+		l.mu.Unlock()
+		return
+	}
+	n := l.pending.Swap(0)
+	if n == 0 {
+		l.mu.Unlock()
+		return
+	}
+	l.next = now.Add(lostLinesEvery)
+	l.mu.Unlock()
+	if err != nil {
+		l.log.Error("access log lines lost", zap.Int64("lost", n), zap.Error(err))
+	} else {
+		l.log.Warn("access log written again", zap.Int64("lost", n))
+	}
+}
+
+// lostLinesWriter is the access log's writer: w, with each write's
+// outcome noted in lost. zap writes each line in one call.
+type lostLinesWriter struct {
+	w    io.Writer
+	lost *lostLines
+}
+
+func (w lostLinesWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	w.lost.done(err)
+	return n, err
 }
 
 // accessWrite is access(2)'s W_OK (<unistd.h>): may the caller write.

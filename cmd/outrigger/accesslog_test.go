@@ -24,7 +24,7 @@ func serveOne(h http.Handler, target string) *httptest.ResponseRecorder {
 func TestAccessLogFollowsReconfigure(t *testing.T) {
 	dir := t.TempDir()
 	first, second := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
-	a, err := newAccessLog(config.AccessLog{}, io.Discard)
+	a, err := newAccessLog(config.AccessLog{}, io.Discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func readAccessLog(t *testing.T, p string) []map[string]any {
 }
 
 func TestRecorderKeepsFlushAndDefaultsTo200(t *testing.T) {
-	a, _ := newAccessLog(config.AccessLog{Enabled: true}, io.Discard)
+	a, _ := newAccessLog(config.AccessLog{Enabled: true}, io.Discard, nil)
 	defer a.Close()
 	var flushed bool
 	h := a.Wrap("inbound", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -91,7 +91,7 @@ func TestRecorderKeepsFlushAndDefaultsTo200(t *testing.T) {
 
 func TestAccessLogLetsUpgradesHijack(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "access.log")
-	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: logPath}, io.Discard)
+	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: logPath}, io.Discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func BenchmarkAccessLog(b *testing.B) {
 		wrap bool
 	}{{"unwrapped", config.AccessLog{}, false}, {"off", config.AccessLog{}, true}, {"on", config.AccessLog{Enabled: true}, true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			a, _ := newAccessLog(tc.cfg, io.Discard)
+			a, _ := newAccessLog(tc.cfg, io.Discard, nil)
 			defer a.Close()
 			var h http.Handler = inner
 			if tc.wrap {
@@ -159,7 +159,7 @@ func BenchmarkAccessLog(b *testing.B) {
 // proxy.RequestIDRecorder (TestAccessLogRequestIDIsTheOneTheUpstreamSaw).
 func TestAccessLogRequestIDAsReceived(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "access.log")
-	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: logPath}, io.Discard)
+	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: logPath}, io.Discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestAccessLogRequestIDAsReceived(t *testing.T) {
 func TestAccessLogReopenAfterRotation(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "access.log")
-	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: path}, io.Discard)
+	a, err := newAccessLog(config.AccessLog{Enabled: true, Path: path}, io.Discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestAccessLogReopenAfterRotation(t *testing.T) {
 		t.Fatalf("reopened file holds %q, want %q", got, "/after")
 	}
 	// Without a file (standard output) there is nothing to reopen.
-	b, err := newAccessLog(config.AccessLog{Enabled: true}, io.Discard)
+	b, err := newAccessLog(config.AccessLog{Enabled: true}, io.Discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

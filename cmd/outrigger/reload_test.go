@@ -49,7 +49,7 @@ func newReloadSidecar(t *testing.T, connectTimeout string) (s *sidecar, write fu
 		proxy: proxy.New(proxy.Options{NoHealthChecks: true}),
 		lns:   &listeners{},
 	}
-	s.access, err = newAccessLog(cfg.Logging.AccessLog, io.Discard)
+	s.access, err = newAccessLog(cfg.Logging.AccessLog, io.Discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -188,7 +188,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 		s.proxy.Shutdown(context.Background())
 		return silentError{err}
 	}
-	s.access, err = newAccessLog(cfg.Logging.AccessLog, o.stdout)
+	s.access, err = newAccessLog(cfg.Logging.AccessLog, o.stdout, s.log)
 	if err != nil {
 		return fmt.Errorf("logging.access_log: %w", err)
 	}
