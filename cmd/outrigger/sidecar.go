@@ -224,9 +224,14 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	if broker != nil {
 		messaging = broker.AdminHandler()
 	}
+	// A keep-alive connection with no request in flight is closed after
+	// listeners.idle_timeout as it stands at start (as the app API's), so
+	// that clients of a non-loopback admin address cannot pile up open
+	// connections: without it net/http keeps them for good.
 	adminSrv := &http.Server{
 		Handler:           s.adminHandler(reg, messaging),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       cfg.Listeners.IdleTimeout,
 		ErrorLog:          zap.NewStdLog(s.log.Named("admin")),
 	}
 
