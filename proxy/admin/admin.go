@@ -214,11 +214,23 @@ func readsOpen(h http.Handler) http.Handler {
 	})
 }
 
-// loopbackOnly answers 403 to clients that are not on a loopback address.
+// loopbackOnly answers 403 to clients that are not on a loopback address,
+// and to a write (any method but GET, HEAD and OPTIONS) that a browser
+// sends for another origin's page. A loopback address alone does not make
+// the operator: a page open in a browser on the host can POST to
+// 127.0.0.1:15000 (a form, or fetch in no-cors mode, needs no preflight).
+// http.CrossOriginProtection tells such requests by the Sec-Fetch-Site
+// header browsers send, or by an Origin whose host is not the request's;
+// curl and other clients that send neither are let through.
 func loopbackOnly(h http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !isLoopback(r.RemoteAddr) {
 			http.Error(w, "forbidden: loopback clients only", http.StatusForbidden)
+			return
+		}
+		if err := cop.Check(r); err != nil {
+			http.Error(w, "forbidden: "+err.Error(), http.StatusForbidden)
 			return
 		}
 		h.ServeHTTP(w, r)

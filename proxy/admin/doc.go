@@ -18,6 +18,8 @@
 //   - Routes that change behaviour (breaker overrides) and /debug/pprof/ answer
 //     only requests from a loopback address, even when the admin listener was
 //     bound to a wider address by configuration: they are for the operator on
-//     the host, never for the network.
+//     the host, never for the network. Their writes also refuse what a
+//     browser sends for another site's page (Sec-Fetch-Site, Origin): a
+//     web page the host's browser shows is on loopback too.
 //   - JSON responses are indented and end in a newline, for curl users.
 package admin
