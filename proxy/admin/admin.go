@@ -22,7 +22,7 @@ type Options struct {
 	// Ready reports whether the sidecar takes traffic: nil means ready. The
 	// error's text is the 503 body.
 	Ready func() error
-	// Config returns what /config shows.
+	// Config returns what /config shows (to loopback clients only).
 	Config func() ConfigStatus
 	// Clusters returns the value /clusters renders as JSON (the proxy's
 	// cluster list).
@@ -121,9 +121,11 @@ func New(opts Options) http.Handler {
 			promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	}
 	if opts.Config != nil {
-		handle("GET /config", "GET  /config                     effective config, generation, last reload error", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Loopback only: the configuration's values show as written,
+		// header values with them (a token a health check sends).
+		handle("GET /config", "GET  /config                     effective config, generation, last reload error (loopback)", loopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, opts.Config())
-		}))
+		})))
 	}
 	if opts.Clusters != nil {
 		handle("GET /clusters", "GET  /clusters                   clusters, endpoints, breaker states", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -15,7 +15,8 @@
 //   - /live answers 200 whenever the handler runs, whatever /ready says: a
 //     liveness probe on it never restarts a sidecar that is starting or
 //     stopping.
-//   - Routes that change behaviour (breaker overrides) and /debug/pprof/ answer
+//   - Routes that change behaviour (breaker overrides), /config (the
+//     configuration's values as written) and /debug/pprof/ answer
 //     only requests from a loopback address, even when the admin listener was
 //     bound to a wider address by configuration: they are for the operator on
 //     the host, never for the network. Their writes also refuse what a
