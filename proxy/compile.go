@@ -288,11 +288,15 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 	}
 	rt.match = m
 	lname := l.String()
-	rt.localStats = p.m.routeStats(lname, name, "")
 
+	// The route's cluster="" series count the proxy's own answers on it:
+	// made for the actions that give them (and a direct-response
+	// fallback, below), so that a cluster route exports only series of
+	// its clusters.
 	switch {
 	case rc.DirectResponse != nil:
 		rt.direct = compileDirect(rc.DirectResponse)
+		rt.localStats = p.m.routeStats(lname, name, "")
 	case rc.Cluster != "":
 		c, ok := s.clusters[rc.Cluster]
 		if !ok {
@@ -317,6 +321,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		}
 	case rc.Composition != nil:
 		// Built below, once the route's timeouts and retry policy are.
+		rt.localStats = p.m.routeStats(lname, name, "")
 	default:
 		return nil, fmt.Errorf("no action: set cluster, weighted_clusters, composition or direct_response")
 	}
@@ -406,6 +411,7 @@ func (p *Proxy) compileFallback(lname string, rt *route, fc *config.Fallback, s 
 		return nil, fmt.Errorf("set only one of direct_response and cluster")
 	case fc.DirectResponse != nil:
 		fb.direct = compileDirect(fc.DirectResponse)
+		rt.localStats = p.m.routeStats(lname, rt.name, "")
 		fb.stats = rt.localStats
 	case fc.Cluster != "":
 		c, ok := s.clusters[fc.Cluster]

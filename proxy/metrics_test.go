@@ -240,3 +240,49 @@ func TestApplyDeletesSeriesOfRemovedRoutesClustersAndEndpoints(t *testing.T) {
 		t.Error("the kept endpoint's connection series was deleted")
 	}
 }
+
+// A route to a cluster exports its request series with that cluster
+// only: a route's cluster="" series, for the proxy's own answers on it,
+// exist for direct responses, compositions and direct-response fallbacks,
+// and were made for every route, 6 counters and a histogram of zeros
+// each, as if a cluster route answered without its cluster.
+func TestClusterRoutesExportNoSeriesWithoutTheirCluster(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, func(r *config.Route) { r.Match.Path.Prefix = "/" })
+	cfg.Routes = append([]config.Route{
+		{Name: "pong", Match: config.RouteMatch{Path: config.PathMatch{Exact: "/ping"}}, DirectResponse: &config.DirectResponse{Status: 200, Body: "pong"}},
+		{Name: "spare", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/spare"}}, Cluster: "svc",
+			Fallback: &config.Fallback{DirectResponse: &config.DirectResponse{Status: 200, Body: "spare"}}},
+	}, cfg.Routes...)
+	h := startProxy(t, cfg)
+	for _, p := range []string{"/a", "/ping", "/spare"} {
+		readAll(t, mustGet(t, h.h1, h.url(p)))
+	}
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	localSeries := map[string]int{} // route -> series with cluster=""
+	for _, mf := range mfs {
+		if mf.GetName() != "outrigger_proxy_requests_total" && mf.GetName() != "outrigger_proxy_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["cluster"] == "" && labels["route"] != "" {
+				localSeries[labels["route"]]++
+			}
+		}
+	}
+	if n := localSeries["all"]; n != 0 {
+		t.Errorf("the cluster route exports %d series with cluster=\"\"", n)
+	}
+	for _, r := range []string{"pong", "spare"} {
+		if localSeries[r] == 0 {
+			t.Errorf("route %s exports no series with cluster=\"\" for its direct response", r)
+		}
+	}
+}

@@ -309,7 +309,7 @@ type route struct {
 
 	maxRequestBody int64 // 0: unlimited
 
-	localStats *routeStats // local replies on this route (cluster label "")
+	localStats *routeStats // local replies on this route (cluster label ""); nil for a cluster route without a direct-response fallback
 }
 
 // pickCluster chooses among weighted clusters with the injected rand.
