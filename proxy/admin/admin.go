@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -223,12 +224,21 @@ func readsOpen(h http.Handler) http.Handler {
 // 127.0.0.1:15000 (a form, or fetch in no-cors mode, needs no preflight).
 // http.CrossOriginProtection tells such requests by the Sec-Fetch-Site
 // header browsers send, or by an Origin whose host is not the request's;
-// curl and other clients that send neither are let through.
+// curl and other clients that send neither are let through. A request
+// whose Host is a name other than localhost is refused too: a page can
+// reach 127.0.0.1 under a name of its own that resolves there (DNS
+// rebinding), and is then same-origin with the admin, free to read what
+// it answers; the operator's curl, kubectl port-forward and scripts name
+// the admin by its address or as localhost.
 func loopbackOnly(h http.Handler) http.Handler {
 	cop := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !isLoopback(r.RemoteAddr) {
 			http.Error(w, "forbidden: loopback clients only", http.StatusForbidden)
+			return
+		}
+		if !localName(r.Host) {
+			http.Error(w, "forbidden: the Host must be an IP address or localhost", http.StatusForbidden)
 			return
 		}
 		if err := cop.Check(r); err != nil {
@@ -237,6 +247,17 @@ func loopbackOnly(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// localName reports whether host (a request's Host, with or without a
+// port) is an IP address, localhost, or empty (an HTTP/1.0 request
+// without Host, which no browser sends).
+func localName(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return host == "" || strings.EqualFold(host, "localhost") || net.ParseIP(host) != nil
 }
 
 func isLoopback(remoteAddr string) bool {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,7 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // do serves one request from a loopback client unless remote is given.
 func do(t *testing.T, h http.Handler, method, target string, remote ...string) (int, string) {
 	t.Helper()
-	r := httptest.NewRequest(method, target, nil)
+	r := httptest.NewRequest(method, "http://127.0.0.1:15000"+target, nil)
 	r.RemoteAddr = "127.0.0.1:40000"
 	if len(remote) > 0 {
 		r.RemoteAddr = remote[0]
@@ -187,5 +188,57 @@ func TestIndexListsMountedRoutes(t *testing.T) {
 	code, body := do(t, h, "GET", "/")
 	if code != 200 || !strings.Contains(body, "/ready") || !strings.Contains(body, "/live") || !strings.Contains(body, "/debug/pprof/") || strings.Contains(body, "/metrics") {
 		t.Fatalf("got %d %q", code, body)
+	}
+}
+
+// A page a browser on the host shows can reach the admin listener under
+// a name of the attacker's that resolves to 127.0.0.1 (DNS rebinding):
+// the request is then on loopback and same-origin, so the page could
+// read /config or a profile. The loopback-only routes answer only a
+// request whose Host is an IP address or localhost, as the operator's
+// curl, kubectl port-forward and scripts send.
+func TestLoopbackRoutesRefuseForeignHostNames(t *testing.T) {
+	h := New(Options{
+		Config:     func() ConfigStatus { return ConfigStatus{Source: "secret"} },
+		SetBreaker: func(string, BreakerAction) error { return nil },
+		Pprof:      true,
+	})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	for _, tc := range []struct {
+		method, path, host string
+		want               int
+	}{
+		{"GET", "/config", "127.0.0.1:" + port, 200},
+		{"GET", "/config", "localhost:" + port, 200},
+		{"GET", "/config", "LOCALHOST", 200},
+		{"GET", "/config", "[::1]:" + port, 200},
+		{"GET", "/config", "rebind.attacker.example:" + port, 403},
+		{"GET", "/config", "localhost.attacker.example", 403},
+		{"GET", "/debug/pprof/", "rebind.attacker.example:" + port, 403},
+		{"POST", "/clusters/c/breaker?state=open", "rebind.attacker.example:" + port, 403},
+		{"POST", "/clusters/c/breaker?state=open", "127.0.0.1:" + port, 200},
+		// Reads open to all keep answering any name.
+		{"GET", "/clusters", "sidecar.example:" + port, 404},
+		{"GET", "/live", "sidecar.example:" + port, 200},
+	} {
+		req, err := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = tc.host
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s with Host %q: got %d %q, want %d", tc.method, tc.path, tc.host, resp.StatusCode, body, tc.want)
+		}
+		if tc.want == 403 && strings.Contains(string(body), "secret") {
+			t.Errorf("%s %s with Host %q: the refusal shows the config", tc.method, tc.path, tc.host)
+		}
 	}
 }

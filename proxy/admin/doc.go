@@ -21,6 +21,8 @@
 //     bound to a wider address by configuration: they are for the operator on
 //     the host, never for the network. Their writes also refuse what a
 //     browser sends for another site's page (Sec-Fetch-Site, Origin): a
-//     web page the host's browser shows is on loopback too.
+//     web page the host's browser shows is on loopback too. They refuse a
+//     Host that is a name other than localhost as well: a page can reach
+//     127.0.0.1 under a name of its own (DNS rebinding).
 //   - JSON responses are indented and end in a newline, for curl users.
 package admin
