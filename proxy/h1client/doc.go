@@ -110,7 +110,9 @@
 // that a host nobody calls holds no half-closed socket and no
 // MaxConnsPerHost slot. A request that still fails on a reused connection before any byte of the
 // response arrived (EOF or a reset on write or on the first read) is sent
-// again once on a fresh connection when net/http would do the same: the
+// again once on a fresh connection (not on another idle one, which a
+// server that closed one may have closed too; at MaxConnsPerHost an idle
+// one is taken, checked first) when net/http would do the same: the
 // body can be sent again (none, http.NoBody, or Request.GetBody) and the
 // method is idempotent (GET, HEAD, OPTIONS, TRACE, or an Idempotency-Key
 // header), or nothing at all had been written.

@@ -93,8 +93,9 @@ func (t *Transport) host(u *url.URL) (*hostPool, error) {
 // does. check asks for every connection used before to be checked
 // (peeked at) before it is returned, not only one idle for peekAfter:
 // the request cannot be sent again if a connection the server closed
-// fails it.
-func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Time, check bool) (c *conn, wasIdle bool, idleTime time.Duration, err error) {
+// fails it. fresh asks for a new connection: an idle one is taken only
+// at MaxConnsPerHost.
+func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Time, check, fresh bool) (c *conn, wasIdle bool, idleTime time.Duration, err error) {
 	for {
 		c = nil
 		now := t.now()
@@ -114,7 +115,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 		if hp.removed {
 			hp = t.attachLocked(hp)
 		}
-		if n := len(hp.idle); n > 0 {
+		if n := len(hp.idle); n > 0 && (!fresh || t.MaxConnsPerHost > 0 && hp.open >= t.MaxConnsPerHost) {
 			c = hp.idle[n-1]
 			hp.idle[n-1] = nil
 			hp.idle = hp.idle[:n-1]

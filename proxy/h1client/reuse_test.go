@@ -508,7 +508,7 @@ func TestHostForgottenWhenItsLastConnectionCloses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, _, err := tr.getConn(ctxTimeout(t, 100*time.Millisecond), stale, time.Time{}, false)
+	c, _, _, err := tr.getConn(ctxTimeout(t, 100*time.Millisecond), stale, time.Time{}, false, false)
 	if err == nil {
 		c.discard()
 		t.Fatal("a second connection opened past MaxConnsPerHost 1")

@@ -187,7 +187,12 @@ func (t *Transport) roundTrip(ctx context.Context, req *http.Request, o *outgoin
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("h1client: %w", context.Cause(ctx))
 		}
-		c, wasIdle, idleTime, err := t.getConn(ctx, hp, deadline, check)
+		// A retry follows a reused connection the server had closed,
+		// as it may have closed others it held (a restart closes them
+		// all): it dials, and any connection it still reuses (at
+		// MaxConnsPerHost) is checked first.
+		retry := attempt > 0
+		c, wasIdle, idleTime, err := t.getConn(ctx, hp, deadline, check || retry, retry)
 		if err != nil {
 			return nil, err
 		}

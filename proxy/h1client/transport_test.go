@@ -492,17 +492,7 @@ func TestStaleIdleConnectionRetried(t *testing.T) {
 	rs := closeAfterOne(t)
 	tr := newTransport(t, func(tr *Transport) {
 		tr.noSweep = true // the stale connections must stay
-		// Connections that hide their socket cannot be peeked at: the
-		// server's close is found only by the exchange, as when it is
-		// still on its way when a request takes the connection.
-		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return struct{ net.Conn }{c}, nil
-		}
+		tr.Dial = hiddenSocketDial
 	})
 	if _, body := get(t, tr, "http://"+rs.addr); body != "0" {
 		t.Fatalf("first body %q", body)
@@ -535,6 +525,52 @@ func TestStaleIdleConnectionRetried(t *testing.T) {
 	req.Header.Set("Idempotency-Key", "k2")
 	if _, body := do(t, tr, req); body != "3" {
 		t.Fatalf("body %q, want the fourth connection's", body)
+	}
+}
+
+// hiddenSocketDial dials connections that hide their socket, so that
+// they cannot be peeked at: a server's close is found only by the
+// exchange, as when it is still on its way when a request takes the
+// connection.
+func hiddenSocketDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return struct{ net.Conn }{c}, nil
+}
+
+func TestStaleRetryDoesNotTakeAnotherIdleConnection(t *testing.T) {
+	rs := closeAfterOne(t)
+	tr := newTransport(t, func(tr *Transport) {
+		tr.noSweep = true
+		tr.Dial = hiddenSocketDial
+	})
+	// Two connections, each answered once and then closed by the
+	// server, as a server restarting closes every one: both idle.
+	var resps []*http.Response
+	for range 2 {
+		resp, err := tr.RoundTrip(mustRequest(t, "GET", "http://"+rs.addr, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resps = append(resps, resp)
+	}
+	for _, resp := range resps {
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	// The GET fails on one stale connection and is sent again on a new
+	// one, not on the other stale one.
+	resp, err := tr.RoundTrip(mustRequest(t, "GET", "http://"+rs.addr, nil))
+	if err != nil {
+		t.Fatalf("GET after the server closed its idle connections: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "2" {
+		t.Fatalf("body %q, want the third connection's", b)
 	}
 }
 
