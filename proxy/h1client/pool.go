@@ -144,11 +144,23 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			c.unframedRisk = false
 			return c, true, idleTime, nil
 		}
-		if t.MaxConnsPerHost <= 0 || hp.open-len(expired) < t.MaxConnsPerHost {
-			// Take a slot for a new connection. Expired connections
-			// hand theirs over: open counts them until they close.
-			hp.open++
+		if len(expired) > 0 || t.MaxConnsPerHost <= 0 || hp.open < t.MaxConnsPerHost {
+			// Take a slot for a new connection: an expired
+			// connection's, which it leaves closed without giving the
+			// slot up (given up, it would go to a request queued
+			// meanwhile, and both would dial in it), else a free one.
+			// The other expired connections give theirs up.
+			var took *conn
+			if n := len(expired); n > 0 {
+				took, expired = expired[n-1], expired[:n-1]
+				took.closed.Store(true) // off the idle list: no one else holds it
+			} else {
+				hp.open++
+			}
 			t.mu.Unlock()
+			if took != nil {
+				_ = took.nc.Close()
+			}
 			for _, e := range expired {
 				e.discard()
 			}
@@ -162,9 +174,6 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 		w := &waiter{ch: make(chan *conn, 1)}
 		hp.waiters = append(hp.waiters, w)
 		t.mu.Unlock()
-		for _, e := range expired {
-			e.discard()
-		}
 		select {
 		case c = <-w.ch:
 		case <-ctx.Done():

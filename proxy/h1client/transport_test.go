@@ -1109,3 +1109,95 @@ func TestUnaskedInterimResponsesSkipped(t *testing.T) {
 		}
 	}
 }
+
+// closeGate is a connection whose Close waits for gate.
+type closeGate struct {
+	net.Conn
+	gate chan struct{}
+}
+
+func (c *closeGate) Close() error {
+	<-c.gate
+	return c.Conn.Close()
+}
+
+func TestExpiredConnectionsSlotNotHandedOutTwice(t *testing.T) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	clk := &clock{now: time.Unix(1000, 0)}
+	gate := make(chan struct{})
+	var dials atomic.Int32
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Now = clk.Now
+		tr.IdleTimeout = time.Minute
+		tr.MaxConnsPerHost = 1
+		tr.noSweep = true
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil || dials.Add(1) > 1 {
+				return c, err
+			}
+			// The first connection's close waits, so that another
+			// request comes while it expires.
+			return &closeGate{Conn: c, gate: gate}, nil
+		}
+	})
+	get(t, tr, s.URL)
+	clk.Advance(2 * time.Minute)
+	hp := func() *hostPool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		for _, hp := range tr.hosts {
+			return hp
+		}
+		return nil
+	}()
+
+	// A takes the expired connection and dials in its slot; B, at the
+	// cap meanwhile, waits.
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	a, b := make(chan result, 1), make(chan result, 1)
+	go func() {
+		resp, err := tr.RoundTrip(mustRequest(t, "GET", s.URL, nil))
+		a <- result{resp, err}
+	}()
+	eventually(t, "the expired connection being closed", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(hp.idle) == 0
+	})
+	go func() {
+		resp, err := tr.RoundTrip(mustRequest(t, "GET", s.URL, nil))
+		b <- result{resp, err}
+	}()
+	eventually(t, "second request queued", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(hp.waiters) == 1
+	})
+	close(gate)
+	ra := <-a
+	if ra.err != nil {
+		t.Fatal(ra.err)
+	}
+	tr.mu.Lock()
+	open := hp.open
+	tr.mu.Unlock()
+	if open > 1 {
+		t.Errorf("%d connections counted open under MaxConnsPerHost 1", open)
+	}
+	io.ReadAll(ra.resp.Body)
+	ra.resp.Body.Close()
+	rb := <-b
+	if rb.err != nil {
+		t.Fatal(rb.err)
+	}
+	io.ReadAll(rb.resp.Body)
+	rb.resp.Body.Close()
+	if n := dials.Load(); n != 2 {
+		t.Errorf("%d connections dialled, want 2 (B reuses A's)", n)
+	}
+}
