@@ -89,7 +89,10 @@
 // connection is taken from the idle list after at least a second of
 // idleness, a non-blocking MSG_PEEK on its socket (Linux and macOS, through
 // syscall.RawConn when the net.Conn exposes SyscallConn) finds one the peer
-// has closed, or one with unsolicited bytes, and discards it; shorter idle
+// has closed, or one with unsolicited bytes, and discards it (under TLS,
+// bytes waiting may be a post-handshake message and are let be, unless,
+// on Linux, a POLLRDHUP says the peer has also ended its side: a server
+// closing a TLS connection sends close_notify before its FIN); shorter idle
 // spells skip the check, so a busy connection costs no extra system call
 // (but one whose net.Conn is an InputPender that says input may have come
 // since its response was read is checked too, so that bytes a server sent

@@ -12,7 +12,11 @@ import "syscall"
 // it. Bytes waiting on
 // a plain connection are unsolicited, so it is not reusable; under TLS
 // they may be a post-handshake message the TLS layer consumes, so the
-// connection is given the benefit of the doubt.
+// connection is given the benefit of the doubt, unless the peer has
+// also ended its side: a TLS server closing a connection sends
+// close_notify first (Go's and nginx's do), so its close leaves bytes
+// waiting, and only the end of the stream behind them tells it (see
+// peerClosed).
 func peekAlive(rc syscall.RawConn, underTLS bool) bool {
 	alive := true
 	err := rc.Control(func(fd uintptr) { alive = peekFD(fd, underTLS) })
@@ -29,5 +33,5 @@ func peekFD(fd uintptr, underTLS bool) bool {
 	case err != nil, n == 0:
 		return false
 	}
-	return underTLS
+	return underTLS && !peerClosed(fd)
 }
