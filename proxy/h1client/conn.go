@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -74,10 +76,10 @@ type conn struct {
 
 	// peekFn is c.peek, bound at the first check of the connection
 	// before a request, so that later checks allocate no closure;
-	// peekOK is its answer. Only the goroutine that took c uses them
+	// peekSt is its answer. Only the goroutine that took c uses them
 	// (a sweep peeks with a closure of its own).
 	peekFn func(fd uintptr)
-	peekOK bool
+	peekSt peekState
 }
 
 // HandshakeError is a TLS connection to an upstream that could not be
@@ -287,9 +289,29 @@ type InputPender interface {
 // the call.
 const peekAfter = time.Second
 
+// peekState is what a look at an idle socket found (see peekFD).
+type peekState uint8
+
+const (
+	peekQuiet   peekState = iota // nothing to read
+	peekPending                  // bytes waiting, the peer's side still open
+	peekClosed                   // end of stream, an error, or the peer's side ended
+)
+
+// tlsSettle is how long a taker reads an idle TLS connection that has
+// bytes waiting: they are there already, so a read of what they hold
+// returns at once, and a post-handshake message (which the TLS layer
+// consumes, returning nothing) leaves the read waiting this long.
+const tlsSettle = time.Millisecond
+
 // alive checks an idle connection, its read buffer already found empty,
 // before reuse: the socket neither closed by the peer nor holding
-// unsolicited bytes (see peekAlive).
+// unsolicited bytes (see peekAlive). Bytes waiting under TLS are read
+// through it, which the goroutine that took c may do (a sweep may not):
+// a post-handshake message is consumed and the read times out with
+// nothing, while data (a body sent after a HEAD response, say, which a
+// reuse would read as the next request's response) or close_notify
+// (io.EOF) condemns c.
 func (c *conn) alive() bool {
 	if c.raw == nil {
 		return true
@@ -297,8 +319,22 @@ func (c *conn) alive() bool {
 	if c.peekFn == nil {
 		c.peekFn = c.peek
 	}
-	c.peekOK = false
-	return c.raw.Control(c.peekFn) == nil && c.peekOK
+	c.peekSt = peekClosed
+	if c.raw.Control(c.peekFn) != nil {
+		return false
+	}
+	switch c.peekSt {
+	case peekQuiet:
+		return true
+	case peekPending:
+		if c.tlsState != nil {
+			_ = c.nc.SetReadDeadline(time.Now().Add(tlsSettle))
+			n, err := c.nc.Read(c.probe[:])
+			_ = c.nc.SetReadDeadline(c.deadline)
+			return n == 0 && errors.Is(err, os.ErrDeadlineExceeded)
+		}
+	}
+	return false
 }
 
-func (c *conn) peek(fd uintptr) { c.peekOK = peekFD(fd, c.tlsState != nil) }
+func (c *conn) peek(fd uintptr) { c.peekSt = peekFD(fd) }

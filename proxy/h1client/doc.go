@@ -90,9 +90,12 @@
 // idleness, a non-blocking MSG_PEEK on its socket (Linux and macOS, through
 // syscall.RawConn when the net.Conn exposes SyscallConn) finds one the peer
 // has closed, or one with unsolicited bytes, and discards it (under TLS,
-// bytes waiting may be a post-handshake message and are let be, unless,
-// on Linux, a POLLRDHUP says the peer has also ended its side: a server
-// closing a TLS connection sends close_notify before its FIN); shorter idle
+// bytes waiting may be a post-handshake message: the request taking the
+// connection reads them through TLS, for at most a millisecond, and
+// keeps it only if they yield nothing, neither data nor close_notify;
+// the sweep below, which may not read, lets them be unless, on Linux, a
+// POLLRDHUP says the peer has also ended its side, as a server closing
+// a TLS connection does after its close_notify); shorter idle
 // spells skip the check, so a busy connection costs no extra system call
 // (but one whose net.Conn is an InputPender that says input may have come
 // since its response was read is checked too, so that bytes a server sent

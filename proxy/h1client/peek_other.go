@@ -8,4 +8,4 @@ import "syscall"
 // assumed alive, and a stale one is caught by the retry of RoundTrip.
 func peekAlive(syscall.RawConn, bool) bool { return true }
 
-func peekFD(uintptr, bool) bool { return true }
+func peekFD(uintptr) peekState { return peekQuiet }

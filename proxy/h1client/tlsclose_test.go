@@ -1,10 +1,14 @@
 package h1client
 
 import (
+	"bufio"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -66,4 +70,99 @@ func TestIdleTLSConnectionClosedByServerIsSwept(t *testing.T) {
 		defer tr.mu.Unlock()
 		return len(tr.hosts) == 0
 	})
+}
+
+// Under TLS, bytes waiting on an idle connection may be a post-handshake
+// message, but the connection's taker reads them through TLS to tell:
+// a body sent after a HEAD response is not read as the next response.
+func TestUnsolicitedBytesUnderTLSAreNotReadAsNextResponse(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil)
+	ts.StartTLS()
+	serverTLS := ts.TLS.Clone()
+	clientTLS := ts.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	ts.Close()
+
+	headRead, lateSent := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(headRead) }) }
+	t.Cleanup(release) // before the server's, which waits for it
+	rs := startRaw(t, func(c net.Conn, _ *bufio.Reader, n int) {
+		tc := tls.Server(c, serverTLS)
+		br := bufio.NewReader(tc)
+		for i := 0; ; i++ {
+			if _, _, err := readRequest(br); err != nil {
+				return
+			}
+			if n == 0 && i == 0 {
+				io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+				<-headRead
+				io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!")
+				close(lateSent)
+				continue
+			}
+			io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+		}
+	})
+	tr := newTransport(t, func(tr *Transport) {
+		tr.noSweep = true
+		tr.TLSClientConfig = clientTLS
+	})
+	url := "https://" + rs.addr + "/"
+	resp, err := tr.RoundTrip(mustRequest(t, "HEAD", url, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	release()
+	<-lateSent
+	eventually(t, "the late bytes to reach the idle connection", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		for _, hp := range tr.hosts {
+			return len(hp.idle) == 1 && !peekAlive(hp.idle[0].raw, false)
+		}
+		return false
+	})
+	_, body := get(t, tr, url)
+	if body != "real" {
+		t.Fatalf("next response's body %q, want the server's answer to it", body)
+	}
+}
+
+// timesOut reads nothing until its read deadline, as a TLS connection
+// does when the bytes waiting were a post-handshake message.
+type timesOut struct{ net.Conn }
+
+func (timesOut) Read([]byte) (int, error) { return 0, os.ErrDeadlineExceeded }
+
+func TestPostHandshakeMessageKeepsTLSConnectionAlive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	raw, err := cc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Write([]byte{0x17}) // a record's first byte
+	eventually(t, "the byte to arrive", func() bool { return !peekAlive(raw, false) })
+	c := &conn{nc: timesOut{cc}, raw: raw, tlsState: &tls.ConnectionState{}}
+	if !c.alive() {
+		t.Fatal("a TLS connection whose waiting bytes the TLS layer consumed was found dead")
+	}
+	c.tlsState = nil
+	if c.alive() {
+		t.Fatal("a plain connection with bytes waiting was found alive")
+	}
 }
