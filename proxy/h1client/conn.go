@@ -33,6 +33,9 @@ type conn struct {
 	input InputPender
 
 	tlsState *tls.ConnectionState // shared by every response on the connection
+	// guard is what TLS reads the connection through (nil without TLS):
+	// see tlsHoldsInput.
+	guard *readGuard
 
 	// probe receives the byte read to check that a request body of known
 	// length ends where it said (see checkBodyEnd).
@@ -120,7 +123,8 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		c.input = ip
 	}
 	if hp.tlsConfig != nil {
-		tc := tls.Client(nc, hp.tlsConfig)
+		c.guard = &readGuard{Conn: nc}
+		tc := tls.Client(c.guard, hp.tlsConfig)
 		hctx := ctx
 		if t.HandshakeTimeout > 0 {
 			var cancel context.CancelFunc
@@ -239,9 +243,10 @@ func (c *conn) setReadDeadline(t time.Time) {
 // connection they would be read as the next request's response, and a
 // connection handed straight to a waiting request is not checked again.
 // c may hold no read buffer: one handed to a request whose context ended
-// as it arrived is passed on unused.
+// as it arrived is passed on unused. Under TLS such bytes may also be
+// held by the TLS layer (see tlsHoldsInput).
 func (c *conn) release(reuse bool) {
-	if !c.unwatch() || !reuse || c.br != nil && c.br.Buffered() > 0 {
+	if !c.unwatch() || !reuse || c.br != nil && c.br.Buffered() > 0 || c.tlsState != nil && c.tlsHoldsInput() {
 		c.discard()
 		return
 	}
@@ -254,6 +259,47 @@ func (c *conn) release(reuse bool) {
 	c.reused = true
 	c.hp.putIdle(c)
 }
+
+// tlsHoldsInput reports whether the TLS layer holds input past the
+// response: the rest of a record that also carried the response's end,
+// when the last read took only what the response had left (a read of a
+// body's end straight into the caller's buffer does), or records read
+// from the socket with it, are in neither the read buffer nor the
+// socket. A read with the guard up returns what the TLS layer holds, or
+// a complete record it has, and would need the socket for anything
+// more, which the guard refuses with a temporary error (which leaves a
+// TLS connection usable): no wait, no system call, no allocation.
+func (c *conn) tlsHoldsInput() bool {
+	c.guard.refuse = true
+	n, err := c.nc.Read(c.probe[:])
+	c.guard.refuse = false
+	return n > 0 || err != errGuarded
+}
+
+// readGuard is the connection under TLS. While refuse is set, which
+// only the goroutine holding the connection does, around its own read,
+// Read fails at once with errGuarded.
+type readGuard struct {
+	net.Conn
+	refuse bool
+}
+
+func (g *readGuard) Read(p []byte) (int, error) {
+	if g.refuse {
+		return 0, errGuarded
+	}
+	return g.Conn.Read(p)
+}
+
+// errGuarded is a guarded read's error: temporary, as a timeout is, so
+// that crypto/tls does not make it the connection's for good.
+var errGuarded error = guardedError{}
+
+type guardedError struct{}
+
+func (guardedError) Error() string   { return "h1client: read refused while checking for buffered input" }
+func (guardedError) Timeout() bool   { return true }
+func (guardedError) Temporary() bool { return true }
 
 // fail ends a failed exchange: stops watching its context (which may
 // outlive the request, and would keep c reachable until it ends) and

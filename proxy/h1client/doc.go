@@ -39,7 +39,8 @@
 //   - A connection serves one exchange at a time and goes back to the idle
 //     list only when its response body reached EOF cleanly (or, closed
 //     early, had the rest of a Content-Length body, at most 4 KiB, already
-//     buffered), nothing unread is left in its buffer, the exchange
+//     buffered), nothing unread is left in its buffer (nor, under TLS, in
+//     the TLS layer's, which a read that may not reach the socket finds), the exchange
 //     was not cancelled, and neither side asked to close (Connection: close,
 //     HTTP/1.0 without keep-alive, a close-delimited body, a request whose
 //     body was refused by a final response to "Expect: 100-continue", a

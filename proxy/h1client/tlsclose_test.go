@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -164,5 +165,65 @@ func TestPostHandshakeMessageKeepsTLSConnectionAlive(t *testing.T) {
 	c.tlsState = nil
 	if c.alive() {
 		t.Fatal("a plain connection with bytes waiting was found alive")
+	}
+}
+
+// Bytes an upstream sent past a response in the TLS record that ends it
+// are held by the TLS layer, not by the connection's read buffer or its
+// socket: they are looked for too before the connection is pooled.
+func TestBytesPastResponseInItsTLSRecordAreNotReadAsNextResponse(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil)
+	ts.StartTLS()
+	serverTLS := ts.TLS.Clone()
+	serverTLS.DynamicRecordSizingDisabled = true // records of up to 16 KiB
+	clientTLS := ts.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	ts.Close()
+
+	body := strings.Repeat("x", 10000)
+	rs := startRaw(t, func(c net.Conn, _ *bufio.Reader, n int) {
+		tc := tls.Server(c, serverTLS)
+		br := bufio.NewReader(tc)
+		for i := 0; ; i++ {
+			if _, _, err := readRequest(br); err != nil {
+				return
+			}
+			if n == 0 && i == 0 {
+				// One write, one record: the response and another.
+				io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n"+body+
+					"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!")
+				continue
+			}
+			io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+		}
+	})
+	tr := newTransport(t, func(tr *Transport) {
+		tr.noSweep = true
+		tr.TLSClientConfig = clientTLS
+	})
+	url := "https://" + rs.addr + "/"
+	resp, err := tr.RoundTrip(mustRequest(t, "GET", url, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read as a proxy copies a body: in pieces larger than the read
+	// buffer, so that the body's end is read straight from TLS.
+	var got strings.Builder
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp.Body.Close()
+	if got.String() != body {
+		t.Fatalf("first body: %d bytes", got.Len())
+	}
+	if _, b := get(t, tr, url); b != "real" {
+		t.Fatalf("next response's body %q, want the server's answer to it", b)
 	}
 }
