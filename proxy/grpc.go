@@ -109,7 +109,12 @@ func formatGRPCTimeout(d time.Duration) string {
 		{time.Hour, 'H'},
 	}
 	for _, u := range units {
-		v := (d + u.d - 1) / u.d
+		// Rounded up without adding to d, which may be within a unit
+		// of the largest duration (a saturated grpc-timeout).
+		v := d / u.d
+		if d%u.d != 0 {
+			v++
+		}
 		if v <= max {
 			return strconv.FormatInt(int64(v), 10) + string(u.c)
 		}

@@ -105,3 +105,37 @@ func TestMalformedGRPCTimeoutIsNotForwardedWithoutARouteTimeout(t *testing.T) {
 		t.Fatalf("%d grpc-status %q %v %v", resp.StatusCode, st, resp.Header, resp.Trailer)
 	}
 }
+
+// A grpc-timeout past what a time.Duration holds ("99999999H", the
+// largest the header can say) saturates, and on a route with
+// timeout_disabled the time remaining sent upstream is then within a
+// unit of the largest duration: rounding it up overflowed, and the
+// upstream was sent a negative grpc-timeout ("-9223372036853m"), which
+// a gRPC server fails the call for (grpc-go: INTERNAL "malformed
+// grpc-timeout").
+func TestGRPCTimeoutAtTheLargestDurationIsSentValid(t *testing.T) {
+	cfg := grpcConfig(startGRPCServer(t, &testService{}))
+	cfg.Routes[0].TimeoutDisabled = true
+	h := startProxy(t, cfg)
+	for _, v := range []string{"99999999H", "2562048H"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "POST", h.url("/grpc.testing.TestService/UnaryCall"), strings.NewReader("\x00\x00\x00\x00\x00"))
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Te", "trailers")
+		req.Header.Set("Grpc-Timeout", v)
+		resp, err := h.h2c.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		cancel()
+		st, msg := resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
+		if st == "" {
+			st, msg = resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message")
+		}
+		if resp.StatusCode != 200 || st != "0" {
+			t.Fatalf("grpc-timeout %s: %d grpc-status %q %q", v, resp.StatusCode, st, msg)
+		}
+	}
+}
