@@ -63,7 +63,7 @@ clusters: {a: {endpoints: ["10.0.0.1:80"]}}
 routes: [{cluster: a, retry: {}}]
 `,
 		"retriable status codes": `
-clusters: {a: {endpoints: ["10.0.0.1:80"]}}
+clusters: {a: {endpoints: ["10.0.0.1:80"], failure_classifier: {http_statuses: ["5xx", "409", "429"]}}}
 routes:
   - cluster: a
     retry: {retry_on: [retriable-status-codes, 5xx], retriable_status_codes: [409, 429]}

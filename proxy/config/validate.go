@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/composer"
 	"github.com/outrigger-mesh/outrigger/proxy/health"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
@@ -620,6 +621,47 @@ func (rp *RetryPolicy) validate(p *problems, path string) {
 	}
 }
 
+// retryGRPCCodes are the gRPC statuses of the gRPC retry conditions.
+var retryGRPCCodes = map[RetryCondition]int{
+	RetryOnCancelled: 1, RetryOnDeadlineExceeded: 4, RetryOnResourceExhausted: 8, RetryOnUnavailable: 14,
+}
+
+// checkRetryClassified refuses a retry condition that names a gRPC status
+// or an HTTP status (retriable_status_codes) which the failure classifier
+// of cluster, a route's cluster, does not count as a failure: the
+// classifier has the last word on retries (what it accepts is never
+// retried), so such a condition could never take effect. A classifier
+// that does not validate is reported with its cluster.
+func (c *Config) checkRetryClassified(p *problems, path string, rp *RetryPolicy, cluster string) {
+	var cc breaker.ClassifierConfig
+	if cl, ok := c.Clusters[cluster]; ok {
+		cc = cl.FailureClassifier
+	}
+	cls, err := breaker.NewClassifier(cc)
+	if err != nil {
+		return
+	}
+	codes := false
+	for i, cond := range rp.RetryOn {
+		codes = codes || cond == RetryOnRetriableStatusCodes
+		g, ok := retryGRPCCodes[cond]
+		if !ok || cls.Classify(breaker.Outcome{GRPCStatus: g}).Failure {
+			continue
+		}
+		name := breaker.GRPCCodeName(g)
+		p.addf(indexPath(path+".retry_on", i), "%s never retries on cluster %q: its failure_classifier does not count %s as a failure, and what it accepts is not retried (list %s in clusters.%s.failure_classifier.grpc_statuses)", cond, cluster, name, name, cluster)
+	}
+	if !codes {
+		return
+	}
+	for i, code := range rp.RetriableStatusCodes {
+		if code < 100 || code > 599 || cls.Classify(breaker.Outcome{HTTPStatus: code, GRPCStatus: -1}).Failure {
+			continue
+		}
+		p.addf(indexPath(path+".retriable_status_codes", i), "%d never retries on cluster %q: its failure_classifier does not count it as a failure, and what it accepts is not retried (list it in clusters.%s.failure_classifier.http_statuses)", code, cluster, cluster)
+	}
+}
+
 var validRetryCondition = map[RetryCondition]bool{
 	RetryOnConnectFailure: true, RetryOnRefusedStream: true, RetryOnReset: true,
 	RetryOn5xx: true, RetryOnGatewayError: true, RetryOnRetriableStatusCodes: true,
@@ -729,6 +771,16 @@ func (c *Config) validateReferences(p *problems) {
 		}
 		if fb := r.Fallback; fb != nil && fb.Cluster != "" && !known(fb.Cluster) {
 			unknown(path+".fallback.cluster", fb.Cluster)
+		}
+		if r.Retry != nil {
+			if r.Cluster != "" && known(r.Cluster) {
+				c.checkRetryClassified(p, path+".retry", r.Retry, r.Cluster)
+			}
+			for _, wc := range r.WeightedClusters {
+				if wc.Cluster != "" && known(wc.Cluster) {
+					c.checkRetryClassified(p, path+".retry", r.Retry, wc.Cluster)
+				}
+			}
 		}
 		if r.Composition != nil {
 			from := len(p.errs)
