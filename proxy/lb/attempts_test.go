@@ -1,6 +1,9 @@
 package lb
 
-import "testing"
+import (
+	"sync"
+	"testing"
+)
 
 // An ineligible endpoint's share is spread evenly over the eligible ones,
 // wherever they sit: the endpoint after an ejected one took its share on
@@ -72,5 +75,45 @@ func TestLeastRequestWeighsInFlightByWeight(t *testing.T) {
 	}
 	if share := float64(counts[0]) / n; share < 0.22 || share > 0.28 {
 		t.Fatalf("light endpoint share %.3f (%v), want about 0.25", share, counts)
+	}
+}
+
+// Round robin spreads an ineligible endpoint's turns evenly under
+// concurrent picks too: each turn is taken by one pick, and a pick that
+// lands on an ineligible position takes the next turn, not the next
+// position, so no eligible position is ever passed over. Skipping
+// positions by moving the shared counter on after the scan moved it past
+// turns other picks had taken meanwhile, and gave the endpoint after the
+// ineligible one two to three times the other's share.
+func TestRoundRobinConcurrentPicksAroundAnIneligibleEndpointStayFair(t *testing.T) {
+	p := NewRoundRobin()
+	s := newSet(3)
+	s.eligible[1] = false
+	const goroutines, picks = 8, 100000
+	counts := make([][3]int, goroutines)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for range picks {
+				counts[g][p.Pick(s)]++
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	var total [3]int
+	for _, c := range counts {
+		for i := range c {
+			total[i] += c[i]
+		}
+	}
+	// Every turn goes to one pick: the eligible positions of the turns
+	// taken, 0 and 2 alternately, differ by at most one.
+	if d := total[0] - total[2]; total[1] != 0 || d < -1 || d > 1 {
+		t.Fatalf("counts %v, want 0 for endpoint 1 and endpoints 0 and 2 within one", total)
 	}
 }

@@ -2,11 +2,20 @@ package lb
 
 import "sync/atomic"
 
-// RoundRobin hands out endpoints in turn. Ineligible endpoints are skipped:
-// the next eligible one after the turn's position is taken, and the turns
-// of the positions skipped are taken with it, so that the next pick goes
-// on after it. An ejected endpoint's share is thus spread evenly over the
-// others rather than given to its successor.
+// RoundRobin hands out endpoints in turn. Each turn is taken by exactly
+// one pick, and a pick whose turn falls on an ineligible endpoint takes
+// further turns, up to one that falls on an eligible endpoint. So every
+// eligible endpoint gets each of its turns and no more, and an ineligible
+// one's turns go to the picks that come next: its share is spread evenly
+// over the others rather than given to its successor, under concurrent
+// picks as one at a time.
+//
+// Such a pick takes the turns up to the next eligible position at once
+// (one scan, one compare-and-swap) when no other pick took a turn
+// meanwhile, else one at a time. Moving the counter past the positions
+// skipped whatever happened meanwhile took turns that concurrent picks
+// had already taken, so the endpoint after an ineligible one got two to
+// three times the others' share under load.
 type RoundRobin struct {
 	next atomic.Uint64
 }
@@ -22,14 +31,35 @@ func (r *RoundRobin) Pick(c Candidates) int {
 	}
 	turn := r.next.Add(1) - 1
 	start := int(turn % uint64(n))
-	i := scanFrom(c, n, start)
-	if skipped := i - start; i >= 0 && skipped != 0 {
-		if skipped < 0 {
-			skipped += n
-		}
-		r.next.Add(uint64(skipped))
+	if c.Eligible(start) {
+		return start
 	}
-	return i
+	i := scanFrom(c, n, start)
+	if i < 0 {
+		return -1
+	}
+	skipped := i - start
+	if skipped < 0 {
+		skipped += n
+	}
+	// skipped is 0 when start became eligible since: the turn is its.
+	if skipped == 0 || r.next.CompareAndSwap(turn+1, turn+1+uint64(skipped)) {
+		return i
+	}
+	for {
+		// n turns in a row cover every position when no other pick
+		// takes one meanwhile; under concurrent picks they may not, so
+		// after n misses a scan tells "none eligible" from "turns taken
+		// by others".
+		for range n {
+			if i := int((r.next.Add(1) - 1) % uint64(n)); c.Eligible(i) {
+				return i
+			}
+		}
+		if scanFrom(c, n, 0) < 0 {
+			return -1
+		}
+	}
 }
 
 var _ Picker = (*RoundRobin)(nil)
