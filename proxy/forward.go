@@ -1362,10 +1362,6 @@ func (f *forwarding) outboundHeader() http.Header {
 			h[hdrForwardedProto] = protoHTTPS
 		}
 	}
-	if has&hasUserAgent == 0 {
-		// An empty value stops net/http from adding its own User-Agent.
-		h["User-Agent"] = emptyValue
-	}
 	if f.upgrade != "" {
 		// Hop-by-hop, but the switch is what the client asks the
 		// upstream for: pass it on.
@@ -1374,6 +1370,18 @@ func (f *forwarding) outboundHeader() http.Header {
 	}
 	if !f.rt.reqHeaders.empty() {
 		f.rt.reqHeaders.apply(h)
+		// The edits may have set or removed it.
+		has &^= hasUserAgent
+		if _, ok := h["User-Agent"]; ok {
+			has |= hasUserAgent
+		}
+	}
+	if has&hasUserAgent == 0 {
+		// An empty value stops net/http from adding its own
+		// User-Agent. It goes in after the route's edits, which would
+		// otherwise append a User-Agent to it and send an empty one
+		// beside theirs.
+		h["User-Agent"] = emptyValue
 	}
 	return h
 }

@@ -598,3 +598,36 @@ func TestAuthorityWithoutPortIsOnPort80(t *testing.T) {
 		"admin.example.com:8080": 200, "other.example:8080": 200, "[fd00::1]:8080": 200,
 	})
 }
+
+// A route that appends a User-Agent to a request that came without one
+// sends that value alone. The proxy marks a request without one with an
+// empty value (so that no transport adds its own), and the route's
+// value was appended to that mark: the upstream got an empty
+// User-Agent line beside the route's.
+func TestRouteAppendedUserAgentIsSentAlone(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			seen := make(chan []string, 1)
+			up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+				seen <- r.Header.Values("User-Agent")
+			})
+			cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, func(r *config.Route) {
+				r.RequestHeaders.Add = config.HeaderValues{{Name: "user-agent", Value: "sidecar/1", Append: true}}
+			})
+			if err := cfg.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			h := startProxy(t, cfg)
+			// An empty value keeps net/http from sending its own.
+			readAll(t, mustGet(t, h.h1, h.url("/"), "User-Agent", ""))
+			if got := <-seen; len(got) != 1 || got[0] != "sidecar/1" {
+				t.Errorf("upstream got User-Agent %q, want [\"sidecar/1\"]", got)
+			}
+			// A client's own is kept, the route's appended.
+			readAll(t, mustGet(t, h.h1, h.url("/"), "User-Agent", "app/2"))
+			if got := <-seen; len(got) != 2 || got[0] != "app/2" || got[1] != "sidecar/1" {
+				t.Errorf("upstream got User-Agent %q, want [\"app/2\" \"sidecar/1\"]", got)
+			}
+		})
+	}
+}
