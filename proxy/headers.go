@@ -151,22 +151,32 @@ func connectionNames(conn []string, names []string) []string {
 // net/http/httputil does). The new value goes into slot (length and
 // capacity 1), which becomes the header's value slice, so a caller can
 // give several headers' values one allocation.
+//
+// A field line that is empty (or whitespace) is left out of the joined
+// list: joined as is, it would be an empty element, which RFC 9110
+// §5.6.1 has a sender never generate (", 10.0.0.7" has "" first, where
+// many readers look for the client), as Envoy leaves an empty
+// X-Forwarded-For out.
 func appendForwardedFor(h http.Header, prior []string, remoteAddr string, slot []string) {
 	ip, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil || ip == "" {
 		return
 	}
-	if len(prior) > 0 {
-		// strings.Join(prior, ", ") + ", " + ip, in one allocation.
-		n := len(ip)
-		for _, p := range prior {
+	n := 0
+	for _, p := range prior {
+		if wire.TrimOWS(p) != "" {
 			n += len(p) + len(", ")
 		}
+	}
+	if n > 0 {
+		// strings.Join(prior, ", ") + ", " + ip, in one allocation.
 		var b strings.Builder
-		b.Grow(n)
+		b.Grow(n + len(ip))
 		for _, p := range prior {
-			b.WriteString(p)
-			b.WriteString(", ")
+			if wire.TrimOWS(p) != "" {
+				b.WriteString(p)
+				b.WriteString(", ")
+			}
 		}
 		b.WriteString(ip)
 		ip = b.String()

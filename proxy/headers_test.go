@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // modelCopyRequestHeader is the plain statement of copyRequestHeader:
@@ -325,6 +327,47 @@ func TestStripRequestHeaderMatchesCopy(t *testing.T) {
 		found := stripRequestHeader(got, add)
 		if !reflect.DeepEqual(got, want) || found != wantFound {
 			t.Fatalf("stripRequestHeader(%q, %q)\n got %q, found %b\nwant %q, found %b", src, add, got, found, want, wantFound)
+		}
+	}
+}
+
+// X-Forwarded-For field lines a client sent empty add no element to the
+// list the client's address is appended to: RFC 9110 §5.6.1 has a sender
+// generate no empty list element, and a reader that takes the list's
+// first element as the client's address read "" from ", 127.0.0.1".
+func TestForwardedForSkipsEmptyFieldLines(t *testing.T) {
+	seen := make(chan []string, 1)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Values(hdrForwardedFor)
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	for _, c := range []struct {
+		sent []string
+		want string
+	}{
+		{[]string{""}, "127.0.0.1"},
+		{[]string{" "}, "127.0.0.1"},
+		{[]string{"", ""}, "127.0.0.1"},
+		{[]string{"10.0.0.1", "", "10.0.0.2"}, "10.0.0.1, 10.0.0.2, 127.0.0.1"},
+		{[]string{"10.0.0.1", ""}, "10.0.0.1, 127.0.0.1"},
+	} {
+		for _, proto := range []string{"h1", "h2c"} {
+			if proto == "h2c" && c.sent[0] == " " {
+				continue // malformed in HTTP/2 (RFC 9113 §8.2.1)
+			}
+			req, err := http.NewRequest(http.MethodGet, h.url("/"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header[hdrForwardedFor] = c.sent
+			resp, err := h.client(proto).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			if got := <-seen; len(got) != 1 || got[0] != c.want {
+				t.Errorf("%s: X-Forwarded-For %q sent, upstream got %q, want %q", proto, c.sent, got, c.want)
+			}
 		}
 	}
 }
