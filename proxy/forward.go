@@ -24,6 +24,7 @@ import (
 	"github.com/outrigger-mesh/outrigger/proxy/h2client"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/normpath"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
 // Listener names the listener a request arrived on; each has its own
@@ -1338,6 +1339,11 @@ func (f *forwarding) outboundHeader() http.Header {
 	var prior []string
 	if has&hasForwardedFor != 0 {
 		prior = h[hdrForwardedFor]
+	}
+	if has&hasRequestID != 0 && wire.TrimOWS(h[hdrRequestID][0]) == "" {
+		// An empty id identifies nothing: the request is given one as
+		// a request without any is, and RequestIDRecorder is told it.
+		has &^= hasRequestID
 	}
 	if has&hasRequestID != 0 {
 		appendForwardedFor(h, prior, r.RemoteAddr, make([]string, 1))

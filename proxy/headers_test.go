@@ -371,3 +371,37 @@ func TestForwardedForSkipsEmptyFieldLines(t *testing.T) {
 		}
 	}
 }
+
+// A request whose x-request-id is empty is given an id as a request
+// without one is: an empty one was kept, so the upstream, and the access
+// log, had no id for it.
+func TestEmptyRequestIDIsReplaced(t *testing.T) {
+	seen := make(chan []string, 1)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Values(hdrRequestID)
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	for _, c := range []struct {
+		proto string
+		sent  []string
+	}{{"h1", []string{""}}, {"h1", []string{" \t"}}, {"h2c", []string{""}}} {
+		req, err := http.NewRequest(http.MethodGet, h.url("/"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header[hdrRequestID] = c.sent
+		resp, err := h.client(c.proto).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if got := <-seen; len(got) != 1 || len(got[0]) != 32 || strings.Trim(got[0], "0123456789abcdef") != "" {
+			t.Errorf("%s: x-request-id %q sent, upstream got %q, want a generated id", c.proto, c.sent, got)
+		}
+	}
+	// A client's id is kept.
+	readAll(t, mustGet(t, h.h1, h.url("/"), "X-Request-Id", "abc-123"))
+	if got := <-seen; len(got) != 1 || got[0] != "abc-123" {
+		t.Errorf("upstream got x-request-id %q, want the client's", got)
+	}
+}
