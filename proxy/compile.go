@@ -464,12 +464,7 @@ func compileMutation(m config.HeaderMutation) headerEdit {
 		e.remove = append(e.remove, http.CanonicalHeaderKey(k))
 	}
 	for _, hv := range m.Add {
-		v := headerValue{name: http.CanonicalHeaderKey(hv.Name), value: hv.Value}
-		if hv.Append {
-			e.add = append(e.add, v)
-		} else {
-			e.set = append(e.set, v)
-		}
+		e.add = append(e.add, headerValue{name: http.CanonicalHeaderKey(hv.Name), value: hv.Value, append: hv.Append})
 	}
 	return e
 }

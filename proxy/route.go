@@ -236,23 +236,29 @@ func (m *routeMatch) match(host, port, path string, r *http.Request) bool {
 	return true
 }
 
-type headerValue struct{ name, value string }
+type headerValue struct {
+	name, value string
+	append      bool // added next to the values there; else replaces them
+}
 
 // headerEdit is a route's header manipulation for one direction.
 type headerEdit struct {
-	add    []headerValue // appended (or set when replace is true)
-	set    []headerValue
 	remove []string
+	// add is applied in the order written, as Envoy applies
+	// headers_to_add: an entry that replaces replaces what the entries
+	// before it appended too.
+	add []headerValue
 }
 
 func (e *headerEdit) apply(h http.Header) {
 	for _, k := range e.remove {
 		delete(h, k)
 	}
-	for _, kv := range e.set {
-		h[kv.name] = []string{kv.value}
-	}
 	for _, kv := range e.add {
+		if !kv.append {
+			h[kv.name] = []string{kv.value}
+			continue
+		}
 		// Cap the old slice so append copies: its array may be shared
 		// with the inbound request or a compiled direct response.
 		old := h[kv.name]
@@ -260,7 +266,7 @@ func (e *headerEdit) apply(h http.Header) {
 	}
 }
 
-func (e *headerEdit) empty() bool { return len(e.add)+len(e.set)+len(e.remove) == 0 }
+func (e *headerEdit) empty() bool { return len(e.add)+len(e.remove) == 0 }
 
 type weightedCluster struct {
 	c      *cluster

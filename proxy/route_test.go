@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -629,5 +630,39 @@ func TestRouteAppendedUserAgentIsSentAlone(t *testing.T) {
 				t.Errorf("upstream got User-Agent %q, want [\"app/2\" \"sidecar/1\"]", got)
 			}
 		})
+	}
+}
+
+// A header mutation's add list is applied in its order, as Envoy
+// applies headers_to_add: an entry that replaces replaces what the
+// entries before it appended. Entries that replace were applied before
+// all those that append, so [{x-tag: a, append}, {x-tag: b}] sent
+// "b, a" instead of "b".
+func TestHeaderMutationAddListAppliesInOrder(t *testing.T) {
+	seen := make(chan []string, 1)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Values("X-Tag")
+		w.Header().Set("X-Tag", "up")
+	})
+	list := config.HeaderValues{
+		{Name: "x-tag", Value: "a", Append: true},
+		{Name: "x-tag", Value: "b"},
+		{Name: "x-tag", Value: "c", Append: true},
+	}
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, func(r *config.Route) {
+		r.RequestHeaders.Add = list
+		r.ResponseHeaders.Add = list
+	})
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	h := startProxy(t, cfg)
+	resp := mustGet(t, h.h1, h.url("/"), "X-Tag", "client")
+	readAll(t, resp)
+	if got := <-seen; !slices.Equal(got, []string{"b", "c"}) {
+		t.Errorf("upstream got X-Tag %q, want [b c]", got)
+	}
+	if got := resp.Header.Values("X-Tag"); !slices.Equal(got, []string{"b", "c"}) {
+		t.Errorf("client got X-Tag %q, want [b c]", got)
 	}
 }

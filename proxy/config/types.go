@@ -806,7 +806,8 @@ type RetryBudget struct {
 // HeaderMutation edits a message's headers: first Remove, then Add.
 type HeaderMutation struct {
 	// Add sets headers. In YAML either a mapping {name: value} (each replaces
-	// the header) or a list of {name, value, append}.
+	// the header) or a list of {name, value, append}, applied in its order
+	// (an entry that replaces replaces what earlier entries appended).
 	Add HeaderValues `yaml:"add" json:"add"`
 
 	// Remove lists header names to delete. Pseudo-headers, Host,
