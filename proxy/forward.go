@@ -1340,10 +1340,13 @@ func (f *forwarding) outboundHeader() http.Header {
 	if has&hasForwardedFor != 0 {
 		prior = h[hdrForwardedFor]
 	}
-	if has&hasRequestID != 0 && wire.TrimOWS(h[hdrRequestID][0]) == "" {
-		// An empty id identifies nothing: the request is given one as
-		// a request without any is, and RequestIDRecorder is told it.
+	// An empty id or scheme says nothing: the request is given one as a
+	// request without any is (and RequestIDRecorder is told the id).
+	if has&hasRequestID != 0 && emptyField(h[hdrRequestID]) {
 		has &^= hasRequestID
+	}
+	if has&hasForwardedProto != 0 && emptyField(h[hdrForwardedProto]) {
+		has &^= hasForwardedProto
 	}
 	if has&hasRequestID != 0 {
 		appendForwardedFor(h, prior, r.RemoteAddr, make([]string, 1))
@@ -1390,6 +1393,12 @@ func (f *forwarding) outboundHeader() http.Header {
 		h["User-Agent"] = emptyValue
 	}
 	return h
+}
+
+// emptyField reports whether a field's first value, the one readers
+// take, is empty or whitespace.
+func emptyField(vv []string) bool {
+	return len(vv) == 0 || wire.TrimOWS(vv[0]) == ""
 }
 
 func (f *forwarding) failKind(err error, actx context.Context) failKind {

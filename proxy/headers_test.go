@@ -405,3 +405,38 @@ func TestEmptyRequestIDIsReplaced(t *testing.T) {
 		t.Errorf("upstream got x-request-id %q, want the client's", got)
 	}
 }
+
+// A request whose X-Forwarded-Proto is empty is given the listener's
+// scheme, as one without any is: the empty value was kept, so the
+// upstream had no scheme for the request. A client's scheme is kept.
+func TestEmptyForwardedProtoIsReplaced(t *testing.T) {
+	seen := make(chan []string, 1)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Values(hdrForwardedProto)
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	for _, c := range []struct {
+		proto string
+		sent  []string
+		want  string
+	}{
+		{"h1", []string{""}, "http"},
+		{"h1", []string{" "}, "http"},
+		{"h2c", []string{""}, "http"},
+		{"h1", []string{"https"}, "https"},
+	} {
+		req, err := http.NewRequest(http.MethodGet, h.url("/"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header[hdrForwardedProto] = c.sent
+		resp, err := h.client(c.proto).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if got := <-seen; len(got) != 1 || got[0] != c.want {
+			t.Errorf("%s: X-Forwarded-Proto %q sent, upstream got %q, want %q", c.proto, c.sent, got, c.want)
+		}
+	}
+}
