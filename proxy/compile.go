@@ -437,9 +437,9 @@ func (p *Proxy) compileFallback(lname string, rt *route, fc *config.Fallback, s 
 
 func compileDirect(d *config.DirectResponse) *directResponse {
 	dr := &directResponse{status: d.Status, body: []byte(d.Body), header: http.Header{}}
-	for _, hv := range d.Headers {
-		dr.header[http.CanonicalHeaderKey(hv.Name)] = append(dr.header[http.CanonicalHeaderKey(hv.Name)], hv.Value)
-	}
+	// The headers are a response_headers add list, applied to none.
+	add := compileMutation(config.HeaderMutation{Add: d.Headers})
+	add.apply(dr.header)
 	if dr.status == 0 {
 		dr.status = http.StatusOK
 	}

@@ -666,3 +666,28 @@ func TestHeaderMutationAddListAppliesInOrder(t *testing.T) {
 		t.Errorf("client got X-Tag %q, want [b c]", got)
 	}
 }
+
+// A direct response's headers are built as a response_headers add list
+// is: an entry that replaces replaces the values before it. Every entry
+// was appended, so [{x-a: 1}, {x-a: 2}] sent both values.
+func TestDirectResponseHeadersReplaceAsAnAddList(t *testing.T) {
+	cfg := &config.Config{Routes: []config.Route{{
+		Name: "health",
+		DirectResponse: &config.DirectResponse{Status: 200, Headers: config.HeaderValues{
+			{Name: "x-a", Value: "1"}, {Name: "x-a", Value: "2"},
+			{Name: "x-b", Value: "1"}, {Name: "x-b", Value: "2", Append: true},
+		}},
+	}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	h := startProxy(t, cfg)
+	resp := mustGet(t, h.h1, h.url("/"))
+	readAll(t, resp)
+	if got := resp.Header.Values("X-A"); !slices.Equal(got, []string{"2"}) {
+		t.Errorf("X-A = %q, want [2]", got)
+	}
+	if got := resp.Header.Values("X-B"); !slices.Equal(got, []string{"1", "2"}) {
+		t.Errorf("X-B = %q, want [1 2]", got)
+	}
+}

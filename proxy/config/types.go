@@ -701,7 +701,8 @@ type DirectResponse struct {
 	// with status 204 or 304, which have no content.
 	Body string `yaml:"body" json:"body"`
 
-	// Headers are added to the response. Empty means none beyond
+	// Headers are added to the response, as a response_headers add list
+	// is (an entry that replaces replaces earlier ones). Empty means none beyond
 	// Content-Length (and Content-Type "text/plain; charset=utf-8" when Body
 	// is set and no content-type is given); a 204 or 304 gets neither.
 	Headers HeaderValues `yaml:"headers" json:"headers"`
