@@ -295,6 +295,26 @@ routes:
     request_headers:
       add: {"x bad": "1"}
 `, `t.yaml:9: routes[0].request_headers.add[0].name: invalid header name "x bad"`},
+		{"header value with leading whitespace", okCluster + `
+routes:
+  - cluster: a
+    request_headers:
+      add: {x-env: " prod"}
+`, `t.yaml:9: routes[0].request_headers.add[0].value: invalid header value " prod" (no leading or trailing whitespace: HTTP/1.1 drops it, and an HTTP/2 peer refuses the message, RFC 9113 §8.2.1)`},
+		{"response header value with trailing tab", okCluster + `
+routes:
+  - cluster: a
+    response_headers:
+      add: [{name: x-env, value: "prod\t", append: true}]
+`, `t.yaml:9: routes[0].response_headers.add[0].value: invalid header value "prod\t" (no leading or trailing whitespace: HTTP/1.1 drops it, and an HTTP/2 peer refuses the message, RFC 9113 §8.2.1)`},
+		{"direct response header value with trailing space", `
+routes:
+  - direct_response: {status: 200, headers: {x-a: "1 "}}
+`, `t.yaml:3: routes[0].direct_response.headers[0].value: invalid header value "1 " (no leading or trailing whitespace: HTTP/1.1 drops it, and an HTTP/2 peer refuses the message, RFC 9113 §8.2.1)`},
+		{"health check header value with leading space", okCluster + `    health_check:
+      http:
+        request_headers: {x-token: " abc"}
+`, `t.yaml:7: clusters.a.health_check.http.request_headers[0].value: invalid header value " abc" (no leading or trailing whitespace: HTTP/1.1 drops it, and an HTTP/2 peer refuses the message, RFC 9113 §8.2.1)`},
 		{"duplicate header in mapping form", okCluster + `
 routes:
   - cluster: a

@@ -228,8 +228,8 @@ func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 			if msg := health.HeaderProblem(hv.Name); msg != "" {
 				p.add(ip+".name", msg)
 			}
-			if !httpguts.ValidHeaderFieldValue(hv.Value) {
-				p.addf(ip+".value", "invalid header value %q (no control characters)", hv.Value)
+			if msg := headerValueProblem(hv.Value); msg != "" {
+				p.add(ip+".value", msg)
 			}
 			if hv.Append && strings.EqualFold(hv.Name, "user-agent") {
 				// net/http sends the first User-Agent and drops the rest.
@@ -686,10 +686,27 @@ func (hs HeaderValues) validate(p *problems, path string) {
 		if msg := checkSettableHeader(h.Name); msg != "" {
 			p.add(ip+".name", msg)
 		}
-		if !httpguts.ValidHeaderFieldValue(h.Value) {
-			p.addf(ip+".value", "invalid header value %q (no control characters)", h.Value)
+		if msg := headerValueProblem(h.Value); msg != "" {
+			p.add(ip+".value", msg)
 		}
 	}
+}
+
+// headerValueProblem says what makes v no value a header can be sent
+// with, or "". A field value holds no control characters (RFC 9110
+// §5.5), and neither begins nor ends with whitespace: HTTP/1.1 readers
+// drop it as the optional whitespace around the value (an HTTP/1.1
+// upstream got "prod" for " prod"), and RFC 9113 §8.2.1 makes an HTTP/2
+// message with it malformed, so that a peer that checks (another
+// sidecar's listener) reset every request the edit applied to.
+func headerValueProblem(v string) string {
+	switch {
+	case !httpguts.ValidHeaderFieldValue(v):
+		return fmt.Sprintf("invalid header value %q (no control characters)", v)
+	case wire.TrimOWS(v) != v:
+		return fmt.Sprintf("invalid header value %q (no leading or trailing whitespace: HTTP/1.1 drops it, and an HTTP/2 peer refuses the message, RFC 9113 §8.2.1)", v)
+	}
+	return ""
 }
 
 // forbiddenHeaders may not be set or removed by config: the hop-by-hop
