@@ -278,14 +278,15 @@ func (c *conn) serve() {
 			}
 		}
 		first = false
-		w, err := c.readRequest()
+		var hd head
+		w, err := c.readRequest(&hd)
 		if c.cr.hitMax {
 			// Whatever the parser made of a cut-off head, it was too long.
 			err = &httpError{http.StatusRequestHeaderFieldsTooLarge, ""}
 		}
 		c.cr.noLimit()
 		if err != nil {
-			c.replyError(err)
+			c.replyError(err, &hd)
 			return
 		}
 		c.clearReadDeadline()
@@ -592,13 +593,15 @@ func (c *conn) lingerClose() {
 const lingerTime = 500 * time.Millisecond
 
 // replyError answers a request that could not be read, if there is
-// anything to answer, and leaves the connection to be closed.
-func (c *conn) replyError(err error) {
+// anything to answer, reports it to Server.Refused with what hd holds of
+// its head, and leaves the connection to be closed.
+func (c *conn) replyError(err error, hd *head) {
 	var he *httpError
 	if !errors.As(err, &he) {
 		// EOF, a timeout or a reset: nobody to answer.
 		return
 	}
+	start := time.Now()
 	code := he.code
 	text := http.StatusText(code)
 	msg := text
@@ -612,6 +615,22 @@ func (c *conn) replyError(err error) {
 	_, _ = bw.Write(appendInt(nil, int64(len(msg))))
 	_, _ = bw.WriteString("\r\n\r\n")
 	_, _ = bw.WriteString(msg)
+	_ = bw.Flush()
+	if fn := c.s.Refused; fn != nil {
+		r := Refusal{RemoteAddr: c.remote, Status: code, Detail: text, Bytes: len(msg), Duration: time.Since(start)}
+		if he.msg != "" {
+			r.Detail = he.msg
+		}
+		if hd.url != nil {
+			// The request line was read (hd's fields are set together).
+			r.Method, r.Path, r.Proto = hd.method, hd.url.Path, hd.proto
+			r.Host = hd.url.Host
+			if r.Host == "" && len(hd.hosts) == 1 {
+				r.Host = hd.hosts[0]
+			}
+		}
+		fn(r)
+	}
 	c.lingerClose()
 }
 

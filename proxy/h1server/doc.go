@@ -154,5 +154,8 @@
 // (the server frames bodies itself). Hijacked connections are neither
 // tracked nor closed by Shutdown or Close; their requests end when
 // BaseContext is cancelled or Close is called. Libraries don't log:
-// errors go to ErrorLog.
+// errors go to ErrorLog, and each request the server answers itself
+// before any handler runs (the bad requests above) to Refused, with
+// what was read of it, so that whoever logs and counts requests sees
+// those too (H2 reports its refused streams the same way).
 package h1server

@@ -54,7 +54,7 @@ func FuzzReadRequest(f *testing.F) {
 		c.bw = bufio.NewWriter(io.Discard)
 		for i := 0; i < 8; i++ { // pipelined requests, bounded
 			c.cr.setLimit(s.maxHeaderBytes() + readBufSize)
-			w, err := c.readRequest()
+			w, err := c.readRequest(new(head))
 			c.cr.noLimit()
 			if err != nil {
 				var he *httpError

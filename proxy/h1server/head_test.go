@@ -414,7 +414,8 @@ func (c *conn) readRequestWith(model bool) (*response, error) {
 	if model {
 		return c.readRequestTextproto()
 	}
-	return c.readRequest()
+	var hd head
+	return c.readRequest(&hd)
 }
 
 // BenchmarkReadRequest is readRequest on heads whole in the read
@@ -596,7 +597,8 @@ func TestReadRequestAllocations(t *testing.T) {
 	c, next := loopConn(t, benchHeads[0].head)
 	n := testing.AllocsPerRun(100, func() {
 		next()
-		w, err := c.readRequest()
+		var hd head
+		w, err := c.readRequest(&hd)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,20 +22,20 @@ import (
 // read whole before the switch (x/net/http2/h2c reads it without bound).
 const maxUpgradeBody = 64 << 10
 
-// readRequest reads one request head and prepares its body and response
-// writer. Errors that deserve an answer are *httpError.
-func (c *conn) readRequest() (*response, error) {
+// readRequest reads one request head into hd and prepares its body and
+// response writer. Errors that deserve an answer are *httpError; hd then
+// holds what was read of the request line (for Server.Refused).
+func (c *conn) readRequest(hd *head) (*response, error) {
 	if err := c.skipEmptyLines(); err != nil {
 		return nil, err
 	}
-	var hd head
-	if err := c.readHead(&hd); err != nil {
+	if err := c.readHead(hd); err != nil {
 		return nil, err
 	}
 	// The head is read: what follows (an h2c upgrade's body, read here)
 	// is not held to MaxHeaderBytes.
 	c.cr.noLimit()
-	return c.newRequest(&hd)
+	return c.newRequest(hd)
 }
 
 // maxEmptyLineBytes bounds the CR and LF bytes skipped before a request

@@ -65,6 +65,18 @@ type Server struct {
 	// they are dropped.
 	ErrorLog func(msg string, err error)
 
+	// Refused, when set, is told of each request the Server answers
+	// itself before any handler runs (a malformed request line, header
+	// or Host, a header block over MaxHeaderBytes, framing it refuses,
+	// an unsupported Expect or transfer coding: see the package doc), once,
+	// on the connection's goroutine after the answer is written, and
+	// must not block. Such a request closes its connection, so a client
+	// causes at most one call per connection it opens. A connection that
+	// ends before a whole request (EOF, a reset, a read-header timeout)
+	// was answered nothing and is not reported. H2's Refused, when nil,
+	// is set to this one by the first Serve.
+	Refused func(Refusal)
+
 	initOnce sync.Once
 	ctx      context.Context // BaseContext's child; Close cancels it
 	cancel   context.CancelFunc
@@ -82,6 +94,10 @@ type Server struct {
 	// hijacked ones excepted; guarded by mu.
 	conns map[*conn]struct{}
 }
+
+// Refusal is a request the Server answered itself before any handler
+// ran (Server.Refused); HTTP/1.1 and HTTP/2 report the same type.
+type Refusal = h2server.Refusal
 
 // Limits are the limits of a Server that SetLimits changes while it
 // serves. Each zero value means what the Server field of the same name
@@ -154,6 +170,9 @@ func (s *Server) init() {
 			}
 			if h2.IdleTimeout == 0 {
 				h2.IdleTimeout = s.IdleTimeout
+			}
+			if h2.Refused == nil {
+				h2.Refused = s.Refused
 			}
 		}
 	})

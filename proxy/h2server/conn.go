@@ -359,7 +359,7 @@ func (sc *serverConn) readLoop() error {
 			var ce http2.ConnectionError
 			switch {
 			case errors.As(err, &se) && !first:
-				if err := sc.onStreamError(se.StreamID, se.Code, sc.hr.typ); err != nil {
+				if err := sc.onStreamError(se.StreamID, se.Code, sc.hr.typ, se.Cause); err != nil {
 					return err
 				}
 				continue
@@ -484,13 +484,15 @@ func (sc *serverConn) processFrame(f http2.Frame, hb *headerBlock) error {
 // onStreamError resets stream id for a frame of type typ that was
 // rejected (by the Framer, or as a malformed request). On an idle stream
 // only HEADERS, which opens it, and PRIORITY may come (RFC 9113 §5.1):
-// another frame there is a connection error.
-func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode, typ http2.FrameType) error {
+// another frame there is a connection error. A HEADERS frame that opened
+// the stream is a malformed request: it is reported to Server.Refused,
+// with cause as its detail.
+func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode, typ http2.FrameType, cause error) error {
 	if id%2 == 0 {
 		return connError{http2.ErrCodeProtocol, "stream error on an even stream id"}
 	}
 	sc.mu.Lock()
-	defer sc.unlock()
+	request := false
 	if st := sc.streams[id]; st != nil {
 		sc.resetLocked(st, code)
 	} else {
@@ -499,15 +501,26 @@ func (sc *serverConn) onStreamError(id uint32, code http2.ErrCode, typ http2.Fra
 			case http2.FrameHeaders:
 				// A malformed request opened and closed the stream.
 				sc.maxClientID = id
+				request = true
 			case http2.FramePriority:
 			default:
+				sc.unlock()
 				return connError{http2.ErrCodeProtocol, typ.String() + " on an idle stream"}
 			}
 		}
 		sc.noteResetLocked(id)
 		sc.rstLocked(id, code)
 	}
-	return sc.countBadLocked()
+	err := sc.countBadLocked()
+	sc.unlock()
+	if request {
+		detail := "malformed request"
+		if cause != nil {
+			detail = cause.Error()
+		}
+		sc.refused(nil, 0, detail)
+	}
+	return err
 }
 
 // idleLocked says whether stream id is idle (RFC 9113 §5.1): an odd one
@@ -720,13 +733,14 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 		sc.startHandler(st)
 		return nil
 	}
-	defer sc.unlock()
 	// (st's context, which no handler saw, needs no end: nothing is
 	// registered with it, and nothing holds it.)
+	refused, detail := err != nil || status != 0, ""
 	switch {
 	case err != nil:
 		sc.noteResetLocked(id)
 		sc.rstLocked(id, http2.ErrCodeProtocol)
+		detail = err.Error()
 		err = sc.countBadLocked()
 	case status != 0:
 		// x/net/http2 answers an oversized header list with 431 too.
@@ -738,10 +752,15 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 		}
 		sc.ctrlPending += len(sc.wbuf) - n
 		sc.queueLocked()
+		detail = "request header list too large"
 		err = sc.countBadLocked()
 	}
 	if len(sc.streams) == 0 {
 		sc.noStreamsLocked()
+	}
+	sc.unlock()
+	if refused {
+		sc.refused(f, status, detail)
 	}
 	return err
 }

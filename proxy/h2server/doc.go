@@ -128,7 +128,11 @@
 // by the client within a second of opening it and before its response
 // ended is "bad" (a later reset is a client giving up, not an attack); once a
 // connection has more than 100 bad streams and more bad streams than
-// completed ones, it gets GOAWAY ENHANCE_YOUR_CALM and is closed. A client that does not read
+// completed ones, it gets GOAWAY ENHANCE_YOUR_CALM and is closed. Each
+// request stream ended before a handler ran, malformed or over the
+// header list limit, is reported to Refused once (the server does not
+// log); the rule above bounds them per connection to the streams it
+// completed plus about 100. A client that does not read
 // while making the server answer (PING and SETTINGS acknowledgements,
 // streams refused or reset) is cut off once 1 MiB of answers is pending.
 // Frames that cost the server work and do nothing are bounded too, each

@@ -64,6 +64,20 @@ type Server struct {
 	// ENHANCE_YOUR_CALM. Nil drops them.
 	ErrorLog func(msg string, err error)
 
+	// Refused, when set, is told of each request stream the server ends
+	// itself before any handler runs: one malformed (RFC 9113 §8.1.1:
+	// reset PROTOCOL_ERROR, its header block decoded or not) or whose
+	// header list is over MaxHeaderBytes (answered 431). It is called
+	// once per stream on the connection's reading goroutine, after the
+	// answer is queued and with no lock held, and must not block. A
+	// stream refused for the stream limit or after GOAWAY
+	// (REFUSED_STREAM, which a client may send again) is no such
+	// request, nor are malformed trailers, which come while a handler
+	// runs. A connection that breaks more streams than it completes is
+	// closed after about 100 (ENHANCE_YOUR_CALM): the calls a client
+	// causes are bounded as its requests are.
+	Refused func(Refusal)
+
 	// now is the clock of the rapid-reset rule; nil means time.Now.
 	now func() time.Time
 	// workerTrim replaces the package's workerTrim when set (tests).
