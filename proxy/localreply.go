@@ -25,6 +25,10 @@ const (
 	ReasonOverflow
 	ReasonInvalidRequest
 	ReasonHeaderWithUnderscore
+	// ReasonDownstreamProtocolError is a request the listener's server
+	// refused before the handler ran (see Proxy.Serve); that server
+	// writes the answer, without x-outrigger-error.
+	ReasonDownstreamProtocolError
 	ReasonDirectResponse // not an error; counted so direct responses are visible
 	numReasons
 )
@@ -35,19 +39,20 @@ var reasonInfo = [numReasons]struct {
 	grpcStatus int
 	text       string
 }{
-	ReasonNoRoute:                {"no_route", http.StatusNotFound, grpcUnimplemented, "no route matches the request"},
-	ReasonNoHealthyUpstream:      {"no_healthy_upstream", http.StatusServiceUnavailable, grpcUnavailable, "no healthy upstream"},
-	ReasonUpstreamTimeout:        {"upstream_timeout", http.StatusGatewayTimeout, grpcDeadlineExceeded, "upstream request timeout"},
-	ReasonStreamIdleTimeout:      {"stream_idle_timeout", http.StatusRequestTimeout, grpcDeadlineExceeded, "stream idle timeout"},
-	ReasonUpstreamConnectFailure: {"upstream_connect_failure", http.StatusBadGateway, grpcUnavailable, "upstream connect failure"},
-	ReasonUpstreamReset:          {"upstream_reset", http.StatusBadGateway, grpcUnavailable, "upstream reset the connection"},
-	ReasonRequestTooLarge:        {"request_too_large", http.StatusRequestEntityTooLarge, grpcResourceExhausted, "request body too large"},
-	ReasonRequestHeadersTooLarge: {"request_headers_too_large", http.StatusRequestHeaderFieldsTooLarge, grpcResourceExhausted, "request header list larger than the upstream accepts"},
-	ReasonBreakerOpen:            {"breaker_open", http.StatusServiceUnavailable, grpcUnavailable, "circuit breaker open"},
-	ReasonOverflow:               {"overflow", http.StatusServiceUnavailable, grpcUnavailable, "upstream resource limit reached"},
-	ReasonInvalidRequest:         {"invalid_request", http.StatusBadRequest, grpcInternal, "request cannot be forwarded as HTTP/1.1"},
-	ReasonHeaderWithUnderscore:   {"header_with_underscore", http.StatusBadRequest, grpcInternal, "request header name has an underscore"},
-	ReasonDirectResponse:         {"direct_response", 0, 0, ""},
+	ReasonNoRoute:                 {"no_route", http.StatusNotFound, grpcUnimplemented, "no route matches the request"},
+	ReasonNoHealthyUpstream:       {"no_healthy_upstream", http.StatusServiceUnavailable, grpcUnavailable, "no healthy upstream"},
+	ReasonUpstreamTimeout:         {"upstream_timeout", http.StatusGatewayTimeout, grpcDeadlineExceeded, "upstream request timeout"},
+	ReasonStreamIdleTimeout:       {"stream_idle_timeout", http.StatusRequestTimeout, grpcDeadlineExceeded, "stream idle timeout"},
+	ReasonUpstreamConnectFailure:  {"upstream_connect_failure", http.StatusBadGateway, grpcUnavailable, "upstream connect failure"},
+	ReasonUpstreamReset:           {"upstream_reset", http.StatusBadGateway, grpcUnavailable, "upstream reset the connection"},
+	ReasonRequestTooLarge:         {"request_too_large", http.StatusRequestEntityTooLarge, grpcResourceExhausted, "request body too large"},
+	ReasonRequestHeadersTooLarge:  {"request_headers_too_large", http.StatusRequestHeaderFieldsTooLarge, grpcResourceExhausted, "request header list larger than the upstream accepts"},
+	ReasonBreakerOpen:             {"breaker_open", http.StatusServiceUnavailable, grpcUnavailable, "circuit breaker open"},
+	ReasonOverflow:                {"overflow", http.StatusServiceUnavailable, grpcUnavailable, "upstream resource limit reached"},
+	ReasonInvalidRequest:          {"invalid_request", http.StatusBadRequest, grpcInternal, "request cannot be forwarded as HTTP/1.1"},
+	ReasonHeaderWithUnderscore:    {"header_with_underscore", http.StatusBadRequest, grpcInternal, "request header name has an underscore"},
+	ReasonDownstreamProtocolError: {"downstream_protocol_error", http.StatusBadRequest, grpcInternal, "malformed request"},
+	ReasonDirectResponse:          {"direct_response", 0, 0, ""},
 }
 
 // String returns the stable code, e.g. "no_route".

@@ -37,6 +37,14 @@ type Options struct {
 	// Wrap, when set, wraps the handler Serve serves for each listener
 	// (an access log, say). Nil serves Handler(l) as it is.
 	Wrap func(l Listener, h http.Handler) http.Handler
+	// Refused, when set, is told of each request Serve's server on
+	// listener l answered itself before the handler (and so Wrap's
+	// handler) ran: a malformed HTTP/1.1 request (400, 431, 501 and the
+	// like, the connection closed after it) or HTTP/2 stream (reset
+	// PROTOCOL_ERROR, or 431). It is called on the connection's
+	// goroutine, once per such request, after the proxy has counted it
+	// (see Serve), and must not block.
+	Refused func(l Listener, r h1server.Refusal)
 	// NoHealthChecks builds the clusters' health checkers (so Apply still
 	// checks every health_check block) but never starts one: no probe
 	// leaves a proxy that only validates a configuration.
@@ -54,6 +62,8 @@ type Proxy struct {
 	now    func() time.Time
 	int63n func(int64) int64
 	wrap   func(Listener, http.Handler) http.Handler
+	// onRefused is Options.Refused.
+	onRefused func(Listener, h1server.Refusal)
 
 	// wallClock: now is time.Now, so its readings can also serve as
 	// real time (deadlines), sparing a clock read.
@@ -131,16 +141,17 @@ func (c counted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // request is answered 404 no_route.
 func New(opts Options) *Proxy {
 	p := &Proxy{
-		log:      opts.Logger,
-		now:      opts.Now,
-		int63n:   opts.Int63n,
-		wrap:     opts.Wrap,
-		pools:    map[transportKey]*pool{},
-		res:      map[string]*resilience{},
-		evalStop: make(chan struct{}),
-		evalDone: make(chan struct{}),
-		applied:  make(chan struct{}, 1),
-		servers:  map[net.Listener]*served{},
+		log:       opts.Logger,
+		now:       opts.Now,
+		int63n:    opts.Int63n,
+		wrap:      opts.Wrap,
+		onRefused: opts.Refused,
+		pools:     map[transportKey]*pool{},
+		res:       map[string]*resilience{},
+		evalStop:  make(chan struct{}),
+		evalDone:  make(chan struct{}),
+		applied:   make(chan struct{}, 1),
+		servers:   map[net.Listener]*served{},
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
@@ -428,7 +439,9 @@ func (p *Proxy) SetBreaker(cluster, action string) error {
 // those connections GOAWAY. Header size, read-header and idle timeouts
 // come from the applied configuration: a connection takes those applied
 // when it is accepted and keeps them (Apply changes them for the
-// connections accepted after it).
+// connections accepted after it). A request the server answers itself,
+// before the handler runs, is counted as the proxy's own answer without
+// a route (downstream_protocol_error) and passed to Options.Refused.
 func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	// Requests on hijacked connections (protocol switches) derive their
 	// context from the base context; cancelling it is how a forced
@@ -445,6 +458,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		H2:          &h2server.Server{},
 		BaseContext: base,
 		ErrorLog:    func(msg string, err error) { log.Warn(msg, zap.Error(err)) },
+		Refused:     func(r h1server.Refusal) { p.refused(l, r) },
 		// The header size, read-header and idle limits: SetLimits below,
 		// before Serve, under srvMu.
 	}
@@ -482,6 +496,23 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		p.srvMu.Unlock()
 	}()
 	return srv.Serve(ln)
+}
+
+// refused counts a request the server of listener l answered itself
+// before the handler ran as the proxy's own answer to a request that
+// matched no route, as Envoy counts its codec errors: in
+// requests_total and request_duration_seconds with route and cluster
+// "" (status 0, an HTTP/2 reset, is code_class "other"), and in
+// local_replies_total as downstream_protocol_error. Then it passes it
+// to Options.Refused.
+func (p *Proxy) refused(l Listener, r h1server.Refusal) {
+	p.m.localByCode[ReasonDownstreamProtocolError].Inc()
+	if s := p.snap.Load(); s != nil {
+		s.noRoute[l].record(r.Status, r.Duration.Seconds())
+	}
+	if p.onRefused != nil {
+		p.onRefused(l, r)
+	}
 }
 
 // listenerLimits are the serving snapshot's listener limits, defaults

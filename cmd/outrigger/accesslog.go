@@ -20,6 +20,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/h1server"
 )
 
 // accessLog writes one JSON line per request when logging.access_log is
@@ -273,6 +274,39 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 		zap.String("error", own),
 		zap.String("upstream_error", upstreamErr),
 		zap.String("remote", r.RemoteAddr),
+	)
+}
+
+// Refused writes the access log line of a request the server of the
+// named listener answered itself before any handler ran (a malformed
+// request, proxy.Options.Refused): the fields known of it, error
+// downstream_protocol_error, and detail, which no other line has, with
+// the server's words for what was wrong. Such a request closes its
+// HTTP/1.1 connection, and a connection breaking more HTTP/2 streams
+// than it completes is closed after about 100: as Envoy, one line per
+// refused request, and no more.
+func (a *accessLog) Refused(listener string, r h1server.Refusal) {
+	l := a.logger.Load()
+	if l == nil {
+		return
+	}
+	l.Info("",
+		zap.String(fieldListener, listener),
+		zap.String("method", r.Method),
+		zap.String("authority", r.Host),
+		zap.String("path", r.Path),
+		zap.String("protocol", r.Proto),
+		zap.Int("status", r.Status),
+		zap.Int("bytes", r.Bytes),
+		zap.Float64("duration_ms", float64(r.Duration.Microseconds())/1000),
+		zap.String("request_id", ""),
+		zap.String("route", ""),
+		zap.String("cluster", ""),
+		zap.String("upstream_host", ""),
+		zap.String("error", proxy.ReasonDownstreamProtocolError.String()),
+		zap.String("upstream_error", ""),
+		zap.String("remote", r.RemoteAddr),
+		zap.String("detail", r.Detail),
 	)
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/proxy/admin"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/h1server"
 )
 
 // sidecarOptions are what `run` (and `demo`) pass to runSidecar.
@@ -174,9 +175,11 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	)
 	s.state = newConfigState(o.configPath, reg)
 
-	// The proxy's wrap reads s.access when Serve starts, below.
+	// The proxy's wrap reads s.access when Serve starts, below, and its
+	// refused hook once a listener serves.
 	s.proxy = proxy.New(proxy.Options{Logger: s.log.Named("proxy"), Registry: reg,
-		Wrap: func(l proxy.Listener, h http.Handler) http.Handler { return s.access.Wrap(l.String(), h) }})
+		Wrap:    func(l proxy.Listener, h http.Handler) http.Handler { return s.access.Wrap(l.String(), h) },
+		Refused: func(l proxy.Listener, r h1server.Refusal) { s.access.Refused(l.String(), r) }})
 	// Every problem is listed, as validate lists them.
 	if problems := buildProblems(cfg, s.proxy.Apply); len(problems) > 0 {
 		err := errors.Join(problems...)
