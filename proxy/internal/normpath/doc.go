@@ -16,6 +16,12 @@
 // normalized: an asterisk-form ("*") or authority-form target is not a
 // path.
 //
+// HasEscapedSlash and UnescapeSlashes serve a listener's
+// path_with_escaped_slashes (Envoy's path_with_escaped_slashes_action):
+// the first finds "%2F" or "%5C" (either case) in a path, the second
+// makes each "%2F" a separator, after which Normalize removes the dot
+// segments it exposed ("/a%2F..%2Fb" is then "/b").
+//
 // Normalize works on the two halves of net/url's URL: the decoded Path
 // and the RawPath it keeps when the request's escaping differs from
 // Path's default one. Most paths need nothing; finding that out reads
