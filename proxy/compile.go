@@ -33,6 +33,8 @@ type snapshot struct {
 	// normalizePath: request paths are normalized before routing (see
 	// proxy/internal/normpath); mergeSlashes: runs of slashes too.
 	normalizePath, mergeSlashes bool
+	// escapedSlashes is listeners.path_with_escaped_slashes.
+	escapedSlashes escapedSlashAction
 
 	// underscores is each listener's headers_with_underscores.
 	underscores [numListeners]underscoreAction
@@ -83,6 +85,7 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 		maxRequestBody: cfg.Listeners.MaxRequestBodyBytes,
 		normalizePath:  cfg.Listeners.PathNormalization != config.PathNormalizationNone,
 		mergeSlashes:   cfg.Listeners.PathNormalization == config.PathNormalizationMergeSlashes,
+		escapedSlashes: compileEscapedSlashes(cfg.Listeners.PathWithEscapedSlashes),
 		underscores: [numListeners]underscoreAction{
 			Outbound: compileUnderscores(cfg.Listeners.Outbound.HeadersWithUnderscores),
 			Inbound:  compileUnderscores(cfg.Listeners.Inbound.HeadersWithUnderscores),

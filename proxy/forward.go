@@ -68,11 +68,11 @@ type listenerHandler struct {
 // shut down. The handler edits a forwarded request's header in place
 // into the one it sends upstream (hop-by-hop headers out, forwarding
 // headers and the route's edits in), and its URL's path into the
-// normalized one it routes on (listeners.path_normalization); under a
-// listener's headers_with_underscores drop or reject, it deletes header
-// fields and may wrap the request's Body to check the trailers that end
-// it. A caller that needs the header or path as received reads them
-// first.
+// normalized one it routes on (listeners.path_normalization and
+// path_with_escaped_slashes); under a listener's headers_with_underscores
+// drop or reject, it deletes header fields and may wrap the request's
+// Body to check the trailers that end it. A caller that needs the header
+// or path as received reads them first.
 func (p *Proxy) Handler(l Listener) http.Handler {
 	p.srvMu.Lock()
 	stopped := p.shutdown
@@ -117,9 +117,26 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var redirect bool
+	if a := s.escapedSlashes; a != escapedSlashesKeep {
+		// Before normalization, as Envoy does it: normalizing decodes
+		// no "%2F", and the dots an unescaped one exposes are removed
+		// with the others.
+		var reject bool
+		if reject, redirect = applyEscapedSlashes(a, r.URL); reject {
+			status := p.localReply(w, grpc, localReply{reason: ReasonPathWithEscapedSlash})
+			s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
+			return
+		}
+	}
 	if s.normalizePath {
 		u := r.URL
 		u.Path, u.RawPath, _ = normpath.Normalize(u.Path, u.RawPath, s.mergeSlashes)
+	}
+	if redirect {
+		status := p.writeEscapedSlashRedirect(w, grpc, r.URL)
+		s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
+		return
 	}
 	rt := s.tables[h.l].find(r)
 	if rt == nil {

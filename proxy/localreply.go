@@ -25,6 +25,11 @@ const (
 	ReasonOverflow
 	ReasonInvalidRequest
 	ReasonHeaderWithUnderscore
+	ReasonPathWithEscapedSlash
+	// ReasonEscapedSlashRedirect is the 307 of path_with_escaped_slashes:
+	// unescape_and_redirect; not an error (no x-outrigger-error), counted
+	// so the redirects are visible.
+	ReasonEscapedSlashRedirect
 	// ReasonDownstreamProtocolError is a request the listener's server
 	// refused before the handler ran (see Proxy.Serve); that server
 	// writes the answer, without x-outrigger-error.
@@ -51,6 +56,8 @@ var reasonInfo = [numReasons]struct {
 	ReasonOverflow:                {"overflow", http.StatusServiceUnavailable, grpcUnavailable, "upstream resource limit reached"},
 	ReasonInvalidRequest:          {"invalid_request", http.StatusBadRequest, grpcInternal, "request cannot be forwarded as HTTP/1.1"},
 	ReasonHeaderWithUnderscore:    {"header_with_underscore", http.StatusBadRequest, grpcInternal, "request header name has an underscore"},
+	ReasonPathWithEscapedSlash:    {"path_with_escaped_slash", http.StatusBadRequest, grpcInternal, "request path has an escaped slash or backslash"},
+	ReasonEscapedSlashRedirect:    {"escaped_slash_redirect", http.StatusTemporaryRedirect, 0, ""},
 	ReasonDownstreamProtocolError: {"downstream_protocol_error", http.StatusBadRequest, grpcInternal, "malformed request"},
 	ReasonDirectResponse:          {"direct_response", 0, 0, ""},
 }

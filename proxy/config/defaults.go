@@ -92,6 +92,7 @@ func (c *Config) WithDefaults() *Config {
 	setDuration(&l.IdleTimeout, DefaultIdleTimeout)
 	setDuration(&l.DrainTimeout, DefaultDrainTimeout)
 	setString((*string)(&l.PathNormalization), string(PathNormalizationBase))
+	setString((*string)(&l.PathWithEscapedSlashes), string(PathWithEscapedSlashesKeep))
 
 	if l.Inbound.App != "" {
 		if _, ok := out.Clusters[InboundAppCluster]; !ok {

@@ -34,6 +34,10 @@ listeners:
 listeners:
   path_normalization: rfc3986
 `, `t.yaml:3: listeners.path_normalization: unknown normalization "rfc3986" (valid: base, merge_slashes, none)`},
+		{"unknown action on paths with escaped slashes", `
+listeners:
+  path_with_escaped_slashes: KEEP_UNCHANGED
+`, `t.yaml:3: listeners.path_with_escaped_slashes: unknown action "KEEP_UNCHANGED" (valid: keep, reject, unescape_and_forward, unescape_and_redirect)`},
 		{"unknown action on outbound headers with underscores", `
 listeners:
   outbound:

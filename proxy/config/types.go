@@ -126,7 +126,40 @@ type Listeners struct {
 	// segments removed), "merge_slashes" (base, and runs of slashes
 	// merged) or "none". Empty means "base".
 	PathNormalization PathNormalization `yaml:"path_normalization" json:"path_normalization"`
+
+	// PathWithEscapedSlashes is what becomes of a request, on the
+	// outbound and inbound listeners, whose path has an escaped slash or
+	// backslash ("%2F", "%5C", either case): "keep", "reject",
+	// "unescape_and_forward" or "unescape_and_redirect" (see
+	// [PathWithEscapedSlashes]). Empty means "keep".
+	PathWithEscapedSlashes PathWithEscapedSlashes `yaml:"path_with_escaped_slashes" json:"path_with_escaped_slashes"`
 }
+
+// PathWithEscapedSlashes is what a listener does with a request whose
+// path has an escaped slash or backslash (Envoy's
+// path_with_escaped_slashes_action). Path normalization leaves "%2F" in
+// its segment, so "/public%2F..%2Fadmin" is routed as written and passes
+// a route that denies "/admin", while an upstream that decodes "%2F"
+// before it resolves dot segments serves "/admin".
+type PathWithEscapedSlashes string
+
+// The actions on paths with escaped slashes.
+const (
+	// PathWithEscapedSlashesKeep routes and forwards the path as it came
+	// (Envoy's KEEP_UNCHANGED).
+	PathWithEscapedSlashesKeep PathWithEscapedSlashes = "keep"
+	// PathWithEscapedSlashesReject answers the request 400 (a gRPC
+	// request, INTERNAL) with x-outrigger-error: path_with_escaped_slash.
+	PathWithEscapedSlashesReject PathWithEscapedSlashes = "reject"
+	// PathWithEscapedSlashesUnescapeAndForward makes each "%2F" a "/",
+	// normalizes the path again and routes and forwards the result.
+	PathWithEscapedSlashesUnescapeAndForward PathWithEscapedSlashes = "unescape_and_forward"
+	// PathWithEscapedSlashesUnescapeAndRedirect answers 307 with the
+	// path PathWithEscapedSlashesUnescapeAndForward would forward as the
+	// Location (a gRPC request, which cannot follow it, gets what
+	// PathWithEscapedSlashesReject answers).
+	PathWithEscapedSlashesUnescapeAndRedirect PathWithEscapedSlashes = "unescape_and_redirect"
+)
 
 // PathNormalization is how a request's path is normalized before routing.
 type PathNormalization string

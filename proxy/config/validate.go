@@ -103,6 +103,12 @@ func (l *Listeners) validate(p *problems, path string) {
 	default:
 		p.addf(path+".path_normalization", "unknown normalization %q (valid: base, merge_slashes, none)", l.PathNormalization)
 	}
+	switch l.PathWithEscapedSlashes {
+	case "", PathWithEscapedSlashesKeep, PathWithEscapedSlashesReject,
+		PathWithEscapedSlashesUnescapeAndForward, PathWithEscapedSlashesUnescapeAndRedirect:
+	default:
+		p.addf(path+".path_with_escaped_slashes", "unknown action %q (valid: keep, reject, unescape_and_forward, unescape_and_redirect)", l.PathWithEscapedSlashes)
+	}
 }
 
 func checkHeadersWithUnderscores(p *problems, path string, a HeadersWithUnderscores) {
