@@ -422,3 +422,66 @@ func TestOneByteConnectionWindowUpdatesWakeOneSender(t *testing.T) {
 	}
 	rc.nc.Close()
 }
+
+// The connection's receive window bounds the request body a client can
+// make the server hold, across all its streams. A stream whose handler
+// has read everything kept the buffer its body had grown to, so a client
+// that sent each of many streams a burst, one stream after the other,
+// had the server hold a window's worth per stream (here 16 x 512 KiB for
+// 1 MiB of window, up to 250 x 1 MiB with the defaults) while nothing
+// was left unread.
+func TestDrainedRequestBodiesDoNotKeepTheirBuffers(t *testing.T) {
+	const streams, burst = 16, 512 << 10
+	release := make([]chan struct{}, streams)
+	read := make(chan struct{})
+	for i := range release {
+		release[i] = make(chan struct{})
+	}
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i, _ := strconv.Atoi(r.URL.Path[1:])
+		<-release[i]
+		if _, err := io.ReadFull(r.Body, make([]byte, burst)); err != nil {
+			t.Error(err)
+		}
+		read <- struct{}{}
+		// The body goes on: the handler waits for the rest, as a
+		// proxy relaying an upload does.
+		io.Copy(io.Discard, r.Body)
+	}))
+	rc := dialRaw(t, ts.addr)
+	sc := ts.conn(t)
+	unread := func(id uint32) int {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		if st := sc.streams[id]; st != nil {
+			return len(st.rbuf) - st.roff
+		}
+		return -1
+	}
+	p := make([]byte, 16<<10)
+	for i := 0; i < streams; i++ {
+		id := uint32(2*i + 1)
+		rc.post(id, "/"+strconv.Itoa(i))
+		for n := 0; n < burst; n += len(p) {
+			rc.fr.WriteData(id, false, p)
+		}
+		// All of it buffered before the handler reads: a burst.
+		waitFor(t, "the burst to be buffered", func() bool { return unread(id) == burst })
+		close(release[i])
+		<-read
+	}
+	held := 0
+	sc.mu.Lock()
+	for _, st := range sc.streams {
+		if len(st.rbuf) != st.roff {
+			t.Errorf("stream %d has %d bytes unread", st.id, len(st.rbuf)-st.roff)
+		}
+		held += cap(st.rbuf)
+	}
+	sc.mu.Unlock()
+	t.Logf("%d bytes of buffers held by %d drained streams", held, streams)
+	if limit := streams * defaultMaxFrame; held > limit {
+		t.Fatalf("%d drained streams hold %d bytes of body buffers (bound %d)", streams, held, limit)
+	}
+	rc.nc.Close()
+}

@@ -48,7 +48,10 @@
 // closes it, a connection error) fails too, never reading as complete. Each stream
 // announces a 1 MiB receive window (and the connection 1 MiB); window
 // updates are sent as the handler reads (padding counts as read when it
-// arrives), once half a window is consumed. Unread DATA holds the
+// arrives), once half a window is consumed; a stream whose handler has
+// read all that came keeps at most a frame's worth of buffer, so what
+// the server holds of request bodies is what is unread, within the
+// connection's window, however many streams got bursts. Unread DATA holds the
 // connection's window as well as its stream's, so one handler that stops
 // reading (an upstream that does not take the body) can hold all of it:
 // with the defaults the other streams' request bodies then wait until

@@ -109,6 +109,13 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		st.roff += n
 		if st.roff == len(st.rbuf) {
 			st.rbuf, st.roff = st.rbuf[:0], 0
+			if cap(st.rbuf) > keptBodyBuf {
+				// Grown by a burst the handler has now read: holding it
+				// while the stream lasts would let a client that bursts
+				// on one stream after another have the server hold a
+				// window's worth per stream, not per connection.
+				st.rbuf = nil
+			}
 		}
 		sc.consumedLocked(st, n)
 		sc.mu.Unlock()
@@ -158,6 +165,11 @@ func (b *requestBody) Received() bool {
 	defer st.sc.mu.Unlock()
 	return st.rerr == io.EOF
 }
+
+// keptBodyBuf bounds the request body buffer a stream keeps once its
+// handler has read all of it: a frame's worth, what a handler that keeps
+// up needs.
+const keptBodyBuf = defaultMaxFrame
 
 var errMalformed = errors.New("h2server: malformed request")
 
