@@ -485,3 +485,77 @@ func TestDrainedRequestBodiesDoNotKeepTheirBuffers(t *testing.T) {
 	}
 	rc.nc.Close()
 }
+
+// A client that sends the preface and then nothing, or its first
+// SETTINGS a byte at a time, held the connection until the idle timeout
+// (5 minutes on the proxy's listeners), where an HTTP/1.1 client must
+// have sent its request head within the read-header timeout. The client
+// preface, up to the end of its SETTINGS frame, gets ReadHeaderTimeout:
+// past it the connection gets GOAWAY ENHANCE_YOUR_CALM and is closed.
+// One that sent it in time is not held to it afterwards.
+func TestClientPrefaceWithinReadHeaderTimeout(t *testing.T) {
+	ts := start(t, okHandler(), func(s *Server) {
+		s.IdleTimeout = time.Hour
+		s.ReadHeaderTimeout = 100 * time.Millisecond
+	})
+	// goAwayCalm reads frames (the server's SETTINGS) until GOAWAY, which
+	// must be ENHANCE_YOUR_CALM, then until the server closes.
+	goAwayCalm := func(t *testing.T, nc net.Conn) {
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		fr := http2.NewFramer(nil, nc)
+		for i := 0; ; i++ {
+			f, err := fr.ReadFrame()
+			if err != nil || i > 10 {
+				t.Fatalf("no GOAWAY: %v", err)
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok {
+				if ga.ErrCode != http2.ErrCodeEnhanceYourCalm || ga.LastStreamID != 0 {
+					t.Fatalf("GOAWAY %v %d", ga.ErrCode, ga.LastStreamID)
+				}
+				break
+			}
+		}
+		if _, err := io.Copy(io.Discard, nc); err != nil {
+			t.Fatalf("not closed: %v", err)
+		}
+	}
+	dial := func(t *testing.T) net.Conn {
+		nc, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		return nc
+	}
+	t.Run("part of the preface", func(t *testing.T) {
+		nc := dial(t)
+		nc.Write([]byte(http2.ClientPreface[:10]))
+		goAwayCalm(t, nc)
+	})
+	t.Run("preface only", func(t *testing.T) {
+		nc := dial(t)
+		nc.Write([]byte(http2.ClientPreface))
+		goAwayCalm(t, nc)
+	})
+	t.Run("part of the first SETTINGS", func(t *testing.T) {
+		nc := dial(t)
+		// The frame header of a SETTINGS of one entry, and 3 of its 6
+		// bytes.
+		nc.Write(append([]byte(http2.ClientPreface), 0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0))
+		goAwayCalm(t, nc)
+	})
+	t.Run("in time", func(t *testing.T) {
+		rc := dialRaw(t, ts.addr)
+		rc.t = t
+		passed := time.Now().Add(300 * time.Millisecond)
+		waitFor(t, "the timeout to pass", func() bool { return time.Now().After(passed) })
+		rc.fr.WritePing(false, [8]byte{1})
+		if e := rc.until("PING ack", func(e event) bool { return e.typ == http2.FramePing || e.typ == http2.FrameGoAway }); e.typ != http2.FramePing {
+			t.Fatalf("GOAWAY %v after a preface sent in time", e.code)
+		}
+		rc.get(1, "/")
+		if status, _, _, rst := rc.response(1); status != "200" || rst != nil {
+			t.Fatalf("%s %v", status, rst)
+		}
+	})
+}

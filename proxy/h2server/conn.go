@@ -341,8 +341,19 @@ func (sc *serverConn) startStreamLocked(st *stream) {
 }
 
 func (sc *serverConn) readLoop() error {
+	// The client preface, up to the end of its SETTINGS frame, is the
+	// connection's head: it gets the read-header timeout, as an HTTP/1.1
+	// request head does, and the header block timer bounds it
+	// (x/net/http2 gives the preface 10 s and its SETTINGS 2 s more).
+	// Without it a client that sent the preface (or, after an h2c
+	// upgrade, not even that) and then nothing, or its SETTINGS a byte
+	// at a time, held the connection until the idle timeout.
+	sc.headerBlockOpen(true)
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(sc.br, preface[:]); err != nil {
+		if sc.headerBlockExpired() {
+			return errPrefaceTimeout
+		}
 		return err
 	}
 	if string(preface[:]) != http2.ClientPreface {
@@ -353,6 +364,9 @@ func (sc *serverConn) readLoop() error {
 		f, hb, err := sc.hr.readFrame()
 		if err != nil {
 			if sc.headerBlockExpired() {
+				if first {
+					return errPrefaceTimeout
+				}
 				return connError{http2.ErrCodeEnhanceYourCalm, "header block not ended within the read-header timeout"}
 			}
 			var se http2.StreamError
@@ -378,6 +392,7 @@ func (sc *serverConn) readLoop() error {
 				return connError{http2.ErrCodeProtocol, "first frame not SETTINGS"}
 			}
 			first = false
+			sc.headerBlockOpen(false)
 		}
 		if err := sc.processFrame(f, hb); err != nil {
 			return err
@@ -385,9 +400,14 @@ func (sc *serverConn) readLoop() error {
 	}
 }
 
+// errPrefaceTimeout ends a connection whose client preface (its SETTINGS
+// frame included) did not arrive within the read-header timeout.
+var errPrefaceTimeout = connError{http2.ErrCodeEnhanceYourCalm, "client preface not received within the read-header timeout"}
+
 // headerBlockOpen arms the header block timer when a block goes on past
 // its HEADERS frame, and stops it when the block ends. Only such blocks,
-// rare (a header block of more than one frame), pay for the timer.
+// rare (a header block of more than one frame), and the client preface
+// pay for the timer.
 func (sc *serverConn) headerBlockOpen(open bool) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()

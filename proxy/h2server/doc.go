@@ -149,7 +149,12 @@
 // the fields decoded so far are held, so a block left open while
 // another stream keeps the idle timeout away would hold the connection
 // for as long as that stream lasts. Past it the connection gets GOAWAY
-// ENHANCE_YOUR_CALM, naming the last stream opened, and is closed.
+// ENHANCE_YOUR_CALM, naming the last stream opened, and is closed. The
+// client preface, up to the end of its SETTINGS frame, gets
+// ReadHeaderTimeout too, from the start of ServeConn (after an h2c
+// upgrade's 101 as well), with the same end past it: a client that
+// sends the preface and then nothing is not held until the idle
+// timeout.
 //
 // Malformed requests (missing pseudo-header fields, connection-specific
 // fields, "te" other than "trailers", uppercase names, and, unlike x/net

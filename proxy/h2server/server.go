@@ -42,8 +42,10 @@ type Server struct {
 	// send nothing else and the server holds what it has decoded, so a
 	// block left open would hold the connection's reader, and up to
 	// twice MaxHeaderBytes of fields, as long as another stream kept the
-	// idle timeout away. Past it the connection gets GOAWAY
-	// ENHANCE_YOUR_CALM and is closed. Zero means 10 s.
+	// idle timeout away. It also bounds the client preface, up to the
+	// end of its SETTINGS frame, from the start of ServeConn. Past it
+	// the connection gets GOAWAY ENHANCE_YOUR_CALM and is closed. Zero
+	// means 10 s.
 	ReadHeaderTimeout time.Duration
 
 	// MaxUploadBufferPerStream is the receive window of each stream: how
@@ -129,8 +131,8 @@ type ConnLimits struct {
 	// IdleTimeout closes the connection once it has had no open stream
 	// for this long, as Server.IdleTimeout does.
 	IdleTimeout time.Duration
-	// ReadHeaderTimeout bounds the time a header block stays open, as
-	// Server.ReadHeaderTimeout does.
+	// ReadHeaderTimeout bounds the time a header block stays open, and
+	// the client preface, as Server.ReadHeaderTimeout does.
 	ReadHeaderTimeout time.Duration
 }
 
