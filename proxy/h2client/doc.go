@@ -114,7 +114,9 @@
 // to HEAD or a 204 or 304, HEADERS after END_STREAM) resets
 // the stream with PROTOCOL_ERROR and fails it with such a StreamError.
 // Protocol errors of the connection (PUSH_PROMISE, frames for streams
-// never opened, window overflow, bad SETTINGS, SETTINGS_ENABLE_PUSH 1) send GOAWAY and close it,
+// never opened, window overflow, bad SETTINGS, SETTINGS_ENABLE_PUSH 1,
+// a HEADERS frame whose header block cannot be decoded, such as one
+// with more padding than payload) send GOAWAY and close it,
 // also when they are in the server's connection preface.
 // Dial errors are returned wrapped, so errors.As finds the Dial func's
 // error types; a failed handshake (the server closed, broke the

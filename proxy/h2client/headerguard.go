@@ -74,6 +74,10 @@ func (g *headerGuard) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// lastType is the type of the frame whose header went by last: the
+// frame the Framer has read, or is reading.
+func (g *headerGuard) lastType() http2.FrameType { return http2.FrameType(g.hdr[3]) }
+
 func (g *headerGuard) timedOut() error {
 	return &peerError{code: http2.ErrCodeEnhanceYourCalm, err: errHeaderBlockTimeout}
 }

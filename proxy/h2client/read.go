@@ -19,6 +19,12 @@ func (c *conn) readLoop() {
 		var block *fieldList
 		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
 			block, err = c.hdec.read(c.fr, hf)
+		} else if se, ok := err.(http2.StreamError); ok && c.guard.lastType() == http2.FrameHeaders {
+			// The Framer refused a HEADERS frame (padding longer than
+			// its payload) as the stream's error, with its header block
+			// not decoded: every later block would be decoded against an
+			// HPACK table that block may have changed (RFC 9113 §4.3).
+			err = connErrorf(http2.ErrCodeProtocol, "HEADERS for stream %d not decodable: %v", se.StreamID, se)
 		}
 		if err != nil {
 			var se http2.StreamError

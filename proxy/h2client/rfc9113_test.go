@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // answer is what a raw server saw the client send after it misbehaved:
@@ -432,5 +433,70 @@ func TestResponseStreamsWhileRequestBodyHasNoWindow(t *testing.T) {
 	}
 	if code := recv(t, rst); code != http2.ErrCodeCancel {
 		t.Fatalf("RST_STREAM %v", code)
+	}
+}
+
+// A HEADERS frame whose padding is longer than its payload is refused
+// by the Framer before its header block is decoded, and every later
+// block of the connection is decoded against the HPACK table that one
+// would have changed (RFC 9113 §4.3): it is a connection error
+// PROTOCOL_ERROR, not the stream's. The fields the server's encoder
+// indexed in it would be missing from the client's table, and a later
+// response that refers to them read with another field's value.
+func TestHeadersPaddingLongerThanTheFrameIsAConnectionError(t *testing.T) {
+	goAway := make(chan http2.ErrCode, 1)
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		answer := func(id uint32) { rc.headers(id, true, ":status", "200", "x-v", "new") }
+		if n == 0 {
+			h, err := rc.readRequestHeaders()
+			if err != nil {
+				return
+			}
+			// Indexed: dynamic table entry 62.
+			rc.headers(h.StreamID, true, ":status", "200", "x-v", "old")
+			if h, err = rc.readRequestHeaders(); err != nil {
+				return
+			}
+			// "x-v: new" indexed in a frame whose pad length (one more
+			// than the block) reaches past its end: entry 62 for the
+			// server, "x-v: old" becomes 63.
+			rc.hbuf.b = rc.hbuf.b[:0]
+			rc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			rc.enc.WriteField(hpack.HeaderField{Name: "x-v", Value: "new"})
+			payload := append([]byte{byte(len(rc.hbuf.b) + 1)}, rc.hbuf.b...)
+			rc.fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersPadded|http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, h.StreamID, payload)
+		}
+		for {
+			f, err := rc.readUntil(either(is[*http2.MetaHeadersFrame], is[*http2.GoAwayFrame]))
+			if err != nil {
+				return
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok {
+				goAway <- ga.ErrCode
+				io.Copy(io.Discard, rc)
+				return
+			}
+			answer(f.(*http2.MetaHeadersFrame).StreamID)
+		}
+	})
+	tr := newTransport(t)
+	if resp, _ := get(t, tr, "http://"+s.addr+"/a"); resp.Header.Get("X-V") != "old" {
+		t.Fatalf("first response x-v %q", resp.Header.Get("X-V"))
+	}
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/b", nil)
+	if o := fetch(tr, req); o.err == nil {
+		t.Fatalf("HEADERS with bad padding: %v", o)
+	}
+	// The server's "x-v: new" is its entry 62 now.
+	if resp, _ := get(t, tr, "http://"+s.addr+"/c"); resp.Header.Get("X-V") != "new" {
+		t.Fatalf("response after the bad HEADERS read x-v %q, want \"new\"", resp.Header.Get("X-V"))
+	}
+	select {
+	case code := <-goAway:
+		if code != http2.ErrCodeProtocol {
+			t.Fatalf("GOAWAY %v, want PROTOCOL_ERROR", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client sent no GOAWAY")
 	}
 }
