@@ -116,7 +116,8 @@
 // Protocol errors of the connection (PUSH_PROMISE, frames for streams
 // never opened, window overflow, bad SETTINGS, SETTINGS_ENABLE_PUSH 1,
 // a HEADERS frame whose header block cannot be decoded, such as one
-// with more padding than payload) send GOAWAY and close it,
+// with more padding than payload, a frame too short for the fields its
+// flags announce) send GOAWAY and close it,
 // also when they are in the server's connection preface.
 // Dial errors are returned wrapped, so errors.As finds the Dial func's
 // error types; a failed handshake (the server closed, broke the

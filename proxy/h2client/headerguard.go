@@ -78,6 +78,10 @@ func (g *headerGuard) Read(p []byte) (int, error) {
 // frame the Framer has read, or is reading.
 func (g *headerGuard) lastType() http2.FrameType { return http2.FrameType(g.hdr[3]) }
 
+// atFrameEnd reports whether the bytes read so far end a frame: none of
+// a next frame's header or of the payload of the last one is missing.
+func (g *headerGuard) atFrameEnd() bool { return g.hn == 0 && g.remain == 0 }
+
 func (g *headerGuard) timedOut() error {
 	return &peerError{code: http2.ErrCodeEnhanceYourCalm, err: errHeaderBlockTimeout}
 }

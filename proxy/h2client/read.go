@@ -25,6 +25,13 @@ func (c *conn) readLoop() {
 			// not decoded: every later block would be decoded against an
 			// HPACK table that block may have changed (RFC 9113 §4.3).
 			err = connErrorf(http2.ErrCodeProtocol, "HEADERS for stream %d not decodable: %v", se.StreamID, se)
+		} else if err == io.ErrUnexpectedEOF && c.guard.atFrameEnd() {
+			// The Framer read the whole frame and found it too short
+			// for the fields its flags announce (the pad length of a
+			// PADDED frame, HEADERS' priority fields): the server's
+			// connection error FRAME_SIZE_ERROR (RFC 9113 §4.2), not the
+			// end of the socket.
+			err = connErrorf(http2.ErrCodeFrameSize, "%v frame too short for its fields", c.guard.lastType())
 		}
 		if err != nil {
 			var se http2.StreamError

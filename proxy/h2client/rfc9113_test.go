@@ -232,6 +232,23 @@ func TestFramesOnWrongStreams(t *testing.T) {
 		})
 		wantGoAway(t, a, err, http2.ErrCodeProtocol)
 	})
+	// A frame too short for the fields its flags announce (the pad
+	// length of a PADDED frame, the priority fields of HEADERS) is a
+	// connection error FRAME_SIZE_ERROR (RFC 9113 §4.2), not an end of
+	// the socket.
+	t.Run("PADDED DATA without its pad length", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.headers(id, false, ":status", "200")
+			rc.Write([]byte{0, 0, 0, 0, 0x8, 0, 0, 0, byte(id)})
+		})
+		wantGoAway(t, a, err, http2.ErrCodeFrameSize)
+	})
+	t.Run("HEADERS with PRIORITY shorter than its priority fields", func(t *testing.T) {
+		a, err, _, _ := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
+			rc.Write([]byte{0, 0, 1, 1, 0x4 | 0x20, 0, 0, 0, byte(id), 0x88})
+		})
+		wantGoAway(t, a, err, http2.ErrCodeFrameSize)
+	})
 	t.Run("duplicated :status", func(t *testing.T) {
 		a, err, tr, s := misbehave(t, nil, nil, func(rc *rawConn, id uint32) {
 			rc.headers(id, true, ":status", "200", ":status", "204")
@@ -498,5 +515,33 @@ func TestHeadersPaddingLongerThanTheFrameIsAConnectionError(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the client sent no GOAWAY")
+	}
+}
+
+// A server that closes its connection inside a frame (its header, or
+// its payload) ends the connection as a lost socket: the response body
+// fails with io.ErrUnexpectedEOF, not as a frame too short for its
+// fields.
+func TestServerClosingMidFrameIsAnUnexpectedEOF(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tail []byte
+	}{
+		{"in a frame header", []byte{0, 0, 5, 0}},
+		{"in a payload", []byte{0, 0, 5, 0, 0, 0, 0, 0, 1, 'a', 'b'}},
+		{"in a padded payload", []byte{0, 0, 5, 0, 0x8, 0, 0, 0, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
+				rc.headers(h.StreamID, false, ":status", "200")
+				rc.fr.WriteData(h.StreamID, false, []byte("ok"))
+				rc.Write(tc.tail)
+			})
+			tr := newTransport(t)
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
+			if o := fetch(tr, req); o.body != "ok" || !errors.Is(o.err, io.ErrUnexpectedEOF) {
+				t.Fatalf("got %v, want ok then io.ErrUnexpectedEOF", o)
+			}
+		})
 	}
 }
