@@ -134,12 +134,11 @@ func prepare(req *http.Request) (*outgoing, error) {
 			// Connection-specific (RFC 9113 §8.2.2) or set below.
 			continue
 		case "te":
-			// Only "trailers" may go (RFC 9113 §8.2.2).
-			for _, v := range vv {
-				if strings.EqualFold(strings.TrimSpace(v), "trailers") {
-					o.fields = append(o.fields, field{"te", "trailers"})
-					break
-				}
+			// Only "trailers" may go (RFC 9113 §8.2.2): kept when it is
+			// one of the codings listed, as the proxy's header edit and
+			// Envoy keep it.
+			if httpguts.HeaderValuesContainsToken(vv, "trailers") {
+				o.fields = append(o.fields, field{"te", "trailers"})
 			}
 			continue
 		case "trailer":

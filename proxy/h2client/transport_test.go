@@ -219,3 +219,33 @@ func TestHostWithoutPortDialsSchemePort(t *testing.T) {
 		t.Fatalf("dialled %v, want %v", got, want)
 	}
 }
+
+// TE may go to an HTTP/2 server only as "trailers" (RFC 9113 §8.2.2): a
+// request whose TE lists trailers among other codings sends "te:
+// trailers" (gRPC servers may require it), and one without the token
+// sends none.
+func TestTEKeepsOnlyTheTrailersToken(t *testing.T) {
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Got-Te", strings.Join(r.Header.Values("Te"), "|"))
+	})
+	tr := newTransport(t)
+	for _, tc := range []struct {
+		te   []string
+		want string
+	}{
+		{[]string{"trailers"}, "trailers"},
+		{[]string{"Trailers"}, "trailers"},
+		{[]string{"trailers, deflate"}, "trailers"},
+		{[]string{"deflate;q=0.5, trailers"}, "trailers"},
+		{[]string{"gzip", " trailers "}, "trailers"},
+		{[]string{"deflate", "gzip"}, ""},
+		{[]string{"trailersx, xtrailers"}, ""},
+	} {
+		req, _ := http.NewRequest("GET", s.url("/"), nil)
+		req.Header["Te"] = tc.te
+		resp, _ := do(t, tr, req)
+		if got := resp.Header.Get("X-Got-Te"); got != tc.want {
+			t.Errorf("TE %q: the server got %q, want %q", tc.te, got, tc.want)
+		}
+	}
+}
