@@ -825,6 +825,13 @@ func (c *Config) validateReferences(p *problems) {
 		if r.Listener == Inbound && c.Listeners.Inbound.App == "" {
 			p.add(path+".listener", "inbound routes need listeners.inbound.app (the local app's host:port)")
 		}
+		// A route of this name replaces the implicit inbound catch-all
+		// wherever it is: on the outbound listener it would leave the
+		// inbound one without it, and inbound requests no route matches
+		// would get 404 no_route instead of reaching the app.
+		if r.Name == InboundDefaultRoute && r.Listener != Inbound && c.Listeners.Inbound.App != "" {
+			p.addf(path+".listener", "the route named %q replaces the inbound listener's catch-all to the local app: set listener: inbound, or give the route another name", InboundDefaultRoute)
+		}
 	}
 
 	// Push subscriptions POST to the local app; the event log runs unless
