@@ -180,8 +180,13 @@ func decode(data []byte, source string) (*Config, error) {
 			}
 			return nil, fail(line, msg)
 		}
+		// A node under an anchor is decoded again at each alias of it,
+		// and its failure reported each time with the anchor's line:
+		// translated alike, it is one problem, listed once.
+		seen := map[FieldError]bool{}
 		for _, s := range te.Errors {
-			if fe := idx.translate(s); fe != nil {
+			if fe := idx.translate(s); fe != nil && !seen[*fe] {
+				seen[*fe] = true
 				errs = append(errs, fe)
 			}
 		}
