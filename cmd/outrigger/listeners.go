@@ -41,13 +41,13 @@ type listeners struct {
 func bind(admin, outbound, inbound, appAPI string) (*listeners, error) {
 	var l listeners
 	for _, b := range []struct {
-		name, addr string
-		dst        *net.Listener
+		key, addr string // key: the config key of the address
+		dst       *net.Listener
 	}{
-		{"admin", admin, &l.admin},
-		{"outbound", outbound, &l.outbound},
-		{"inbound", inbound, &l.inbound},
-		{"app_api", appAPI, &l.appAPI},
+		{"admin.address", admin, &l.admin},
+		{"listeners.outbound.address", outbound, &l.outbound},
+		{"listeners.inbound.address", inbound, &l.inbound},
+		{"listeners.app_api.address", appAPI, &l.appAPI},
 	} {
 		if b.addr == "" {
 			continue
@@ -55,7 +55,7 @@ func bind(admin, outbound, inbound, appAPI string) (*listeners, error) {
 		ln, err := net.Listen("tcp", b.addr)
 		if err != nil {
 			l.close()
-			return nil, fmt.Errorf("listeners.%s: %w", b.name, err)
+			return nil, fmt.Errorf("%s: %w", b.key, err)
 		}
 		*b.dst = ln
 	}
