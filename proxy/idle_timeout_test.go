@@ -28,18 +28,39 @@ import (
 // it started, by cutting the response (a gRPC call ends with
 // DEADLINE_EXCEEDED trailers). Bytes moving either way keep it alive.
 
+// idleTimeout is the idle timeout of the tests that wait for it to pass.
 const idleTimeout = 300 * time.Millisecond
+
+// movingIdleTimeout is the idle timeout of the tests in which bytes
+// move, more often than it, for longer than it, and it must not pass.
+// Their gaps leave most of it spare: a machine running the race
+// detector and several test binaries on two cores holds a goroutine up
+// for hundreds of milliseconds at times, and with 300 ms and gaps of 25
+// to 200 ms such a stall ended streams that were moving (408, a cut
+// body, DEADLINE_EXCEEDED).
+const movingIdleTimeout = time.Second
 
 func idleRoute(r *config.Route) {
 	r.TimeoutDisabled = true
 	r.IdleTimeout = idleTimeout
 }
 
+func movingIdleRoute(r *config.Route) {
+	r.TimeoutDisabled = true
+	r.IdleTimeout = movingIdleTimeout
+}
+
 // checkIdleElapsed fails unless d is about the idle timeout.
 func checkIdleElapsed(t *testing.T, d time.Duration) {
 	t.Helper()
-	if d < idleTimeout || d > 10*time.Second {
-		t.Fatalf("ended after %v, want about the idle timeout %v", d, idleTimeout)
+	checkElapsedAbout(t, d, idleTimeout)
+}
+
+// checkElapsedAbout fails unless d is about the idle timeout idle.
+func checkElapsedAbout(t *testing.T, d, idle time.Duration) {
+	t.Helper()
+	if d < idle || d > 10*time.Second {
+		t.Fatalf("ended after %v, want about the idle timeout %v", d, idle)
 	}
 }
 
@@ -94,12 +115,12 @@ func trickle(n int, gap time.Duration) http.HandlerFunc {
 }
 
 func TestIdleTimeoutSparesStreamsThatMove(t *testing.T) {
-	const chunks, gap = 30, 25 * time.Millisecond // 725 ms in all
+	const chunks, gap = 13, movingIdleTimeout / 10 // 1.2 s in all
 	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
 		for _, client := range []string{"h1", "h2c"} {
 			t.Run(string(proto)+"/"+client, func(t *testing.T) {
 				up := upstream(t, proto == config.ProtocolHTTP2, trickle(chunks, gap))
-				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, idleRoute))
+				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, movingIdleRoute))
 				c := h.client(client)
 				resp := mustGet(t, c, h.url("/stream"))
 				body := readAll(t, resp)
@@ -117,17 +138,19 @@ func TestIdleTimeoutSparesStreamsThatMove(t *testing.T) {
 // ran from the request until the first byte of body, so the stream was
 // cut after its 200 went out.
 func TestIdleTimeoutCountsTheResponseHeaderBlock(t *testing.T) {
-	const idle, head, event = time.Second, 700 * time.Millisecond, 600 * time.Millisecond
+	// Each wait leaves 900 ms of the idle timeout spare (see
+	// movingIdleTimeout); the two outlast it together.
+	const idle, head, event = 2 * time.Second, 1100 * time.Millisecond, 1100 * time.Millisecond
 	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
 		t.Run(string(proto), func(t *testing.T) {
 			up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
-				for _, d := range []time.Duration{head, event} {
+				for i, d := range []time.Duration{head, event} {
 					select {
 					case <-time.After(d):
 					case <-r.Context().Done():
 						return
 					}
-					if d == head {
+					if i == 0 {
 						w.Header().Set("Content-Type", "text/event-stream")
 						w.WriteHeader(200)
 					} else {
@@ -155,7 +178,7 @@ func TestIdleTimeoutCountsTheResponseHeaderBlock(t *testing.T) {
 }
 
 func TestIdleTimeoutSparesUploadsThatMove(t *testing.T) {
-	const chunks, gap = 30, 25 * time.Millisecond
+	const chunks, gap = 12, movingIdleTimeout / 10 // 1.2 s in all
 	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -163,7 +186,7 @@ func TestIdleTimeoutSparesUploadsThatMove(t *testing.T) {
 		}
 		fmt.Fprintf(w, "got %d", len(b))
 	})
-	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, idleRoute))
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, movingIdleRoute))
 	pr, pw := io.Pipe()
 	go func() {
 		for range chunks {
@@ -193,8 +216,9 @@ func TestIdleTimeoutSparesReplayedBodiesThatMove(t *testing.T) {
 	const size = 6 << 20
 	var attempts atomic.Int64
 	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
-		// 64 KiB every 8 ms: the 6 MiB take about 750 ms, the 1 MiB
-		// the server reads ahead (its window) about 125 ms.
+		// 64 KiB every 16 ms: the 6 MiB take 1.5 s at least, the
+		// 1 MiB the server reads ahead (its window) 250 ms, so the
+		// replay goes on for longer than movingIdleTimeout.
 		buf := make([]byte, 64<<10)
 		n := 0
 		for {
@@ -204,7 +228,7 @@ func TestIdleTimeoutSparesReplayedBodiesThatMove(t *testing.T) {
 				break
 			}
 			select {
-			case <-time.After(8 * time.Millisecond):
+			case <-time.After(16 * time.Millisecond):
 			case <-r.Context().Done():
 				return
 			}
@@ -215,7 +239,7 @@ func TestIdleTimeoutSparesReplayedBodiesThatMove(t *testing.T) {
 		}
 		fmt.Fprintf(w, "got %d", n)
 	})
-	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: config.ProtocolHTTP2}, idleRoute,
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: config.ProtocolHTTP2}, movingIdleRoute,
 		func(r *config.Route) {
 			r.Retry = &config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"5xx"},
 				MaxBufferedBodyBytes: size, Backoff: config.Backoff{Base: time.Millisecond}}
@@ -296,14 +320,14 @@ func TestIdleTimeoutEndsStalledRequestBody(t *testing.T) {
 func TestIdleTimeoutEndsGRPCStreamWithStatus(t *testing.T) {
 	cfg := grpcConfig(startGRPCServer(t, &testService{}))
 	cfg.Routes[0].TimeoutDisabled = true
-	cfg.Routes[0].IdleTimeout = idleTimeout
+	cfg.Routes[0].IdleTimeout = movingIdleTimeout
 	h := startProxy(t, cfg)
 	c := grpcClient(t, h.out)
 
 	// Messages 100 ms apart outlive the idle timeout together.
-	params := make([]*grpc_testing.ResponseParameters, 8)
+	params := make([]*grpc_testing.ResponseParameters, 12)
 	for i := range params {
-		params[i] = &grpc_testing.ResponseParameters{Size: 1, IntervalUs: 100_000}
+		params[i] = &grpc_testing.ResponseParameters{Size: 1, IntervalUs: int32(movingIdleTimeout / 10 / time.Microsecond)}
 	}
 	st, err := c.StreamingOutputCall(ctxT(t, 20*time.Second), &grpc_testing.StreamingOutputCallRequest{ResponseParameters: params})
 	if err != nil {
@@ -323,7 +347,7 @@ func TestIdleTimeoutEndsGRPCStreamWithStatus(t *testing.T) {
 	// client has it: it is measured from before the call.
 	start := time.Now()
 	st, err = quietAfterOneMessage(t, c)
-	checkIdleElapsed(t, time.Since(start))
+	checkElapsedAbout(t, time.Since(start), movingIdleTimeout)
 	if s := status.Convert(err); s.Code() != codes.DeadlineExceeded || s.Message() != "stream idle timeout" {
 		t.Fatalf("after the gap: %v, want DeadlineExceeded: stream idle timeout", err)
 	}
@@ -335,10 +359,10 @@ func TestIdleTimeoutEndsGRPCStreamWithStatus(t *testing.T) {
 // A tunnel the route switches to is closed after the route's
 // idle_timeout, not the listener's.
 func TestIdleTimeoutBoundsUpgradeTunnel(t *testing.T) {
-	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}, idleRoute))
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}, movingIdleRoute))
 	c, br := openEchoTunnel(t, h, "")
 	// Talk for longer than the idle timeout, then go quiet.
-	deadline := time.Now().Add(2 * idleTimeout)
+	deadline := time.Now().Add(movingIdleTimeout + 200*time.Millisecond)
 	var start time.Time
 	for i := 0; time.Now().Before(deadline); i++ {
 		time.Sleep(20 * time.Millisecond)
@@ -351,7 +375,7 @@ func TestIdleTimeoutBoundsUpgradeTunnel(t *testing.T) {
 	if _, err := br.ReadString('\n'); err == nil {
 		t.Fatal("the quiet tunnel sent a line")
 	}
-	checkIdleElapsed(t, time.Since(start))
+	checkElapsedAbout(t, time.Since(start), movingIdleTimeout)
 	eventually(t, 5*time.Second, "tunnel to end", func() bool { return h.p.inflight.Load() == 0 })
 }
 
@@ -675,7 +699,7 @@ func quietAfterOneMessage(t *testing.T, c grpc_testing.TestServiceClient) (grpc_
 // Processing more often than the idle timeout, while it works on an
 // answer that takes longer, is not idle.
 func TestIdleTimeoutCountsInformationalResponses(t *testing.T) {
-	const n, gap = 4, 200 * time.Millisecond // 800 ms before the answer
+	const n, gap = 5, movingIdleTimeout / 4 // 1.25 s before the answer
 	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
 		for _, client := range []string{"h1", "h2c"} {
 			t.Run(string(proto)+"/"+client, func(t *testing.T) {
@@ -690,7 +714,7 @@ func TestIdleTimeoutCountsInformationalResponses(t *testing.T) {
 					}
 					fmt.Fprint(w, "done")
 				})
-				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, idleRoute))
+				h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: proto}, movingIdleRoute))
 				resp := mustGet(t, h.client(client), h.url("/work"))
 				if body := readAll(t, resp); resp.StatusCode != 200 || body != "done" {
 					t.Fatalf("got %d %q (%s), want 200 done", resp.StatusCode, body, resp.Header.Get(hdrError))
