@@ -1898,12 +1898,16 @@ func (t *touchReader) Read(p []byte) (int, error) {
 	t.touched.Store(true)
 	t.reading.Store(true)
 	n, err := t.r.Read(p)
+	// failed before reading is cleared: a read ended by the idle
+	// timeout's read deadline must not look, for a moment, like none
+	// awaited, to a response copy that the same timeout ended and that
+	// asks awaitingClient meanwhile (the upstream was then blamed).
+	if err != nil && err != io.EOF {
+		t.failed.Store(true)
+	}
 	t.reading.Store(false)
 	if n > 0 && t.idle != nil {
 		t.idle.touch()
-	}
-	if err != nil && err != io.EOF {
-		t.failed.Store(true)
 	}
 	return n, err
 }
