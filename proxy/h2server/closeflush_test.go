@@ -3,6 +3,7 @@ package h2server
 import (
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,16 +20,30 @@ import (
 // pending for it) stayed until the client closed it.
 func TestIdleTimeoutEndsAConnectionWhoseClientStoppedReading(t *testing.T) {
 	const idle = 200 * time.Millisecond
-	handlerDone := make(chan struct{})
+	writeEnded, checked := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(checked) })
+	defer release()
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer close(handlerDone)
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		rc := http.NewResponseController(w)
 		chunk := make([]byte, 64<<10)
 		for i := 0; i < 1024; i++ { // 64 MiB at most
+			// Each write gets 200 ms to find room, so the handler is let
+			// go once the writes have stopped moving, not at a fixed
+			// time from its start: a loaded machine had not always filled
+			// the sockets by then, and the writer was found between two
+			// writes, not blocked in one.
+			_ = rc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 			if _, err := w.Write(chunk); err != nil {
-				return
+				break
 			}
 		}
+		// The handler stays until the writer has been looked at: while
+		// its stream lasts the connection has no idle time, and the
+		// writer stays as the client left it. Once the handler had
+		// returned, the idle timeout and its last write's deadline could
+		// end the writer's write before the test looked.
+		close(writeEnded)
+		<-checked
 	}), func(s *Server) { s.IdleTimeout = idle })
 	// Windows so large that only the socket holds the writes back.
 	rc := dialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
@@ -39,13 +54,14 @@ func TestIdleTimeoutEndsAConnectionWhoseClientStoppedReading(t *testing.T) {
 	rc.get(1, "/")
 	sc := ts.conn(t)
 	select {
-	case <-handlerDone:
+	case <-writeEnded:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the handler was not let go by its write deadline")
 	}
 	if sc.locked(func() bool { return !sc.writing }) {
 		t.Fatal("the writer is not blocked: the client took everything")
 	}
+	release()
 	// The client reads nothing more, and keeps the connection open.
 	waitFor(t, "the connection to end", func() bool {
 		ts.mu.Lock()
