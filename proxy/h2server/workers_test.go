@@ -150,8 +150,13 @@ func TestHandlerGoexitEndsOnlyItsStream(t *testing.T) {
 func TestQuietConnectionEndsItsIdleHandlerGoroutines(t *testing.T) {
 	const n = 8
 	b := newBlocker(n)
+	// The trim comes a second into a quiet spell. A handler goroutine
+	// must be waiting by then for the trim to reach it (one about to wait
+	// is left to the next), and the test must see it wait first: with
+	// 100 ms, a loaded machine let the trim go by before either, and the
+	// goroutine was never seen waiting, or waited until the idle timeout.
 	ts := start(t, b, func(s *Server) {
-		s.workerTrim = 100 * time.Millisecond
+		s.workerTrim = time.Second
 		s.IdleTimeout = 30 * time.Second
 	})
 	rc := dialRaw(t, ts.addr)
