@@ -248,7 +248,7 @@ func failureModes() []failureMode {
 		name:     "connection-refused",
 		protocol: config.ProtocolHTTP1,
 		start: func(t *testing.T) (string, func(bool), *atomic.Int64) {
-			a := refusedAddr(t)
+			a, release := holdRefusedAddr(t)
 			n := new(atomic.Int64)
 			var srv *httptest.Server // used by the test goroutine only
 			setFailing := func(fail bool) {
@@ -262,6 +262,7 @@ func failureModes() []failureMode {
 				if srv != nil {
 					return
 				}
+				release()
 				ln, err := net.Listen("tcp", a)
 				if err != nil {
 					t.Fatalf("listen again on %s: %v", a, err)

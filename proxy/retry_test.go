@@ -51,15 +51,38 @@ func sha(b []byte) uint32 {
 	return h
 }
 
-// refusedAddr returns a loopback address nothing listens on.
+// refusedAddr returns a loopback address that refuses connections for
+// the rest of the test (see holdRefusedAddr).
 func refusedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, _ := holdRefusedAddr(t)
+	return a
+}
+
+// holdRefusedAddr returns a loopback address whose port a socket is
+// bound to without listening, so that connections to it are refused
+// and no listener is given the port, until the test ends or release
+// lets it go (for the test to listen on it). The port of a listener
+// closed at once was free for the next: the proxy the test started
+// then was handed it for one of its own listeners now and then, so the
+// requests for the refused endpoint went round through the proxy
+// itself until max_requests overflowed (a fallback's reason overflow
+// where upstream_connect_failure was expected).
+func holdRefusedAddr(t *testing.T) (addr string, release func()) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
+	release = sync.OnceFunc(func() { syscall.Close(fd) })
+	t.Cleanup(release)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port), release
 }
 
 func retryCfg(endpoints []string, rp config.RetryPolicy, mod ...func(*config.Route)) *config.Config {
