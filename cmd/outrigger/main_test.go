@@ -974,12 +974,11 @@ func TestReloadMovesAListenerWithoutDroppingItsRequests(t *testing.T) {
 
 	moved := freeAddr(t)
 	writeAtomic(t, path, withOutbound(t, base, moved))
-	waitFor(t, 15*time.Second, "the address file to name the new address", func() bool {
-		a, ok := p.fileAddrs()
-		return ok && a.Outbound == moved
-	})
-	if g := getConfig(t, c, p.addrs.Admin).Generation; g != 2 {
-		t.Fatalf("generation %d after the move, want 2", g)
+	// The generation is the last thing a reload changes: once /config
+	// shows it, the address file names the new address.
+	waitFor(t, 15*time.Second, "generation 2", func() bool { return getConfig(t, c, p.addrs.Admin).Generation == 2 })
+	if a, ok := p.fileAddrs(); !ok || a.Outbound != moved {
+		t.Fatalf("the address file after the move names %q (read whole: %v), want %q", a.Outbound, ok, moved)
 	}
 	if code, body, _ := get(t, c, "http://"+moved+"/x", "svc"); code != 200 || body != "a /x" {
 		t.Fatalf("the new address: %d %q", code, body)

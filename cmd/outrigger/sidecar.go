@@ -599,8 +599,6 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string, ki
 			zap.String("trigger", trigger), zap.String(fieldConfig, s.opts.configPath), zap.Error(err))
 		return
 	}
-	prev, _ := s.state.current()
-	gen := s.state.applied(s.servingConfig(cfg, prev), kind, now)
 	if s.opts.logLevel == "" {
 		if l, err := parseLevel(cfg.Logging.Level); err == nil {
 			s.level.SetLevel(l)
@@ -617,6 +615,12 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string, ki
 		s.broker.SetAppURL(u)
 	}
 	s.moveListeners(moves, cfg.Listeners.DrainTimeout)
+	// The generation is published last, once everything above took
+	// effect: whoever sees it in /config finds the listeners where it
+	// says, the address file naming them, and the access log, the log
+	// level and push deliveries following it.
+	prev, _ := s.state.current()
+	gen := s.state.applied(s.servingConfig(cfg, prev), kind, now)
 	s.warnRestartOnly(prev, s.servingConfig(cfg, nil))
 	s.log.Info("configuration reloaded", zap.String("trigger", trigger), zap.Uint64(fieldGeneration, gen))
 }
