@@ -84,28 +84,38 @@ func TestRefusedRequestsAreLoggedAndCounted(t *testing.T) {
 	extra := fmt.Sprintf("logging:\n  access_log:\n    enabled: true\n    path: %s\n", logPath)
 	p := start(t, "run", "-c", writeConfig(t, sidecarConfig(up.addr(), up.addr(), extra)))
 
+	// The line is written once the answer is sent, so a client can have
+	// the answer before the line is there: each request waits for its
+	// line before the next is sent, which keeps the lines in the order
+	// of want below.
+	var lines []map[string]any
+	waitLines := func(n int) {
+		t.Helper()
+		waitFor(t, 10*time.Second, fmt.Sprintf("%d access log lines", n), func() bool {
+			b, err := os.ReadFile(logPath)
+			if err != nil || strings.Count(string(b), "\n") < n {
+				return false
+			}
+			lines = readAccessLog(t, logPath)
+			return true
+		})
+	}
 	if s := sendRaw(t, p.addrs.Outbound, "GET /a/b?q=1 HTTP/1.1\r\nHost: svc\r\nNoColon\r\n\r\n"); s != 400 {
 		t.Fatalf("malformed header: %d", s)
 	}
+	waitLines(1)
 	if s := sendRaw(t, p.addrs.Outbound, "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n"); s != 400 {
 		t.Fatalf("garbage: %d", s)
 	}
+	waitLines(2)
 	if s := sendRaw(t, p.addrs.Outbound, "POST /up HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"); s != 501 {
 		t.Fatalf("unknown transfer coding: %d", s)
 	}
+	waitLines(3)
 	if code := sendMalformedH2(t, p.addrs.Outbound); code != http2.ErrCodeProtocol {
 		t.Fatalf("malformed HTTP/2 request reset %v", code)
 	}
-
-	var lines []map[string]any
-	waitFor(t, 10*time.Second, "four access log lines", func() bool {
-		b, err := os.ReadFile(logPath)
-		if err != nil || strings.Count(string(b), "\n") < 4 {
-			return false
-		}
-		lines = readAccessLog(t, logPath)
-		return true
-	})
+	waitLines(4)
 	if len(lines) != 4 {
 		t.Fatalf("%d lines, want 4: %v", len(lines), lines)
 	}
