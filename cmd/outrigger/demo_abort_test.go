@@ -17,6 +17,8 @@ import (
 // a finished stop does.
 func TestDemoSecondSignalLeavesNoFilesBehind(t *testing.T) {
 	p := start(t, "demo", "--ephemeral-ports", "--log-format", "json")
+	// The banner is printed after the address file is written.
+	waitFor(t, 10*time.Second, "the banner", func() bool { return strings.Contains(p.stderr.String(), "Ctrl-C drains and stops.") })
 	m := regexp.MustCompile(`(/[^\s"]*outrigger-demo-[^/\s"]+)/outrigger\.yaml`).FindStringSubmatch(p.stderr.String())
 	if m == nil {
 		t.Fatalf("the banner names no configuration file:\n%s", p.stderr.String())

@@ -513,9 +513,10 @@ func TestRunServesTrafficAndTheAdminEndpoint(t *testing.T) {
 	for _, m := range []string{"go_goroutines", "process_resident_memory_bytes", `outrigger_proxy_requests_total{cluster="svc",code_class="2xx",listener="outbound",route="svc"}`} {
 		metric(t, c, p.addrs.Admin, m)
 	}
-	if !strings.Contains(p.stderr.String(), `"msg":"outrigger serving"`) {
-		t.Fatalf("no JSON start line in the log:\n%s", p.stderr.String())
-	}
+	// The start line is logged after the address file start waited for.
+	waitFor(t, 10*time.Second, "the JSON start line in the log", func() bool {
+		return strings.Contains(p.stderr.String(), `"msg":"outrigger serving"`)
+	})
 }
 
 // loadLoop sends requests with Host svc from a few goroutines until stop is
@@ -613,9 +614,10 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	}
 	before := load.count("b")
 	waitFor(t, 10*time.Second, "more traffic to b", func() bool { return load.count("b") > before+50 })
-	if !strings.Contains(p.stderr.String(), "configuration reload rejected") {
-		t.Fatalf("the rejection is not logged:\n%s", p.stderr.String())
-	}
+	// The rejection is logged after /config shows it.
+	waitFor(t, 10*time.Second, "the rejection in the log", func() bool {
+		return strings.Contains(p.stderr.String(), "configuration reload rejected")
+	})
 
 	ok, failures := load.finish()
 	if len(failures) > 0 {
@@ -746,6 +748,8 @@ func TestDemoServesTheCatalogThroughTheSidecar(t *testing.T) {
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("unknown service: %v, want NotFound carried through", err)
 	}
+	// The banner is printed after the address file start waited for.
+	waitFor(t, 10*time.Second, "the banner", func() bool { return strings.Contains(p.stderr.String(), "Ctrl-C drains and stops.") })
 	if !strings.Contains(p.stderr.String(), "curl -H 'Host: catalog' http://"+p.addrs.Outbound+"/items") {
 		t.Fatalf("the banner does not say where to send requests:\n%s", p.stderr.String())
 	}
