@@ -258,23 +258,50 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 	default:
 		status = http.StatusOK
 	}
-	l.Info("",
-		zap.String(fieldListener, listener),
-		zap.String("method", r.Method),
-		zap.String("authority", r.Host),
-		zap.String("path", r.URL.Path),
-		zap.String("protocol", r.Proto),
-		zap.Int("status", status),
-		zap.Int64("bytes", rec.bytes),
-		zap.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-		zap.String("request_id", requestID),
-		zap.String("route", rec.route),
-		zap.String("cluster", rec.cluster),
-		zap.String("upstream_host", rec.upstreamHost),
-		zap.String("error", own),
-		zap.String("upstream_error", upstreamErr),
-		zap.String("remote", r.RemoteAddr),
-	)
+	writeLine(l, &accessLine{
+		listener: listener, method: r.Method, authority: r.Host, path: r.URL.Path, protocol: r.Proto,
+		status: status, bytes: rec.bytes, duration: time.Since(start),
+		requestID: requestID, route: rec.route, cluster: rec.cluster, upstreamHost: rec.upstreamHost,
+		err: own, upstreamErr: upstreamErr, remote: r.RemoteAddr,
+	})
+}
+
+// accessLine is one access log line's fields. detail is written only
+// when set: it is a refused request's (see Refused).
+type accessLine struct {
+	listener, method, authority, path, protocol string
+	status                                      int
+	bytes                                       int64
+	duration                                    time.Duration
+	requestID, route, cluster, upstreamHost     string
+	err, upstreamErr, remote, detail            string
+}
+
+// writeLine writes ln to l, with its fields in the documented order.
+func writeLine(l *zap.Logger, ln *accessLine) {
+	f := [...]zap.Field{
+		zap.String(fieldListener, ln.listener),
+		zap.String("method", ln.method),
+		zap.String("authority", ln.authority),
+		zap.String("path", ln.path),
+		zap.String("protocol", ln.protocol),
+		zap.Int("status", ln.status),
+		zap.Int64("bytes", ln.bytes),
+		zap.Float64("duration_ms", float64(ln.duration.Microseconds())/1000),
+		zap.String("request_id", ln.requestID),
+		zap.String("route", ln.route),
+		zap.String("cluster", ln.cluster),
+		zap.String("upstream_host", ln.upstreamHost),
+		zap.String("error", ln.err),
+		zap.String("upstream_error", ln.upstreamErr),
+		zap.String("remote", ln.remote),
+	}
+	if ln.detail != "" {
+		// Rare: the slot is not reserved in every request's line.
+		l.Info("", append(f[:], zap.String("detail", ln.detail))...)
+		return
+	}
+	l.Info("", f[:]...)
 }
 
 // Refused writes the access log line of a request the server of the
@@ -290,24 +317,11 @@ func (a *accessLog) Refused(listener string, r h1server.Refusal) {
 	if l == nil {
 		return
 	}
-	l.Info("",
-		zap.String(fieldListener, listener),
-		zap.String("method", r.Method),
-		zap.String("authority", r.Host),
-		zap.String("path", r.Path),
-		zap.String("protocol", r.Proto),
-		zap.Int("status", r.Status),
-		zap.Int("bytes", r.Bytes),
-		zap.Float64("duration_ms", float64(r.Duration.Microseconds())/1000),
-		zap.String("request_id", ""),
-		zap.String("route", ""),
-		zap.String("cluster", ""),
-		zap.String("upstream_host", ""),
-		zap.String("error", proxy.ReasonDownstreamProtocolError.String()),
-		zap.String("upstream_error", ""),
-		zap.String("remote", r.RemoteAddr),
-		zap.String("detail", r.Detail),
-	)
+	writeLine(l, &accessLine{
+		listener: listener, method: r.Method, authority: r.Host, path: r.Path, protocol: r.Proto,
+		status: r.Status, bytes: int64(r.Bytes), duration: r.Duration,
+		err: proxy.ReasonDownstreamProtocolError.String(), remote: r.RemoteAddr, detail: r.Detail,
+	})
 }
 
 // statusClientClosed is logged (never sent) for a request whose client
