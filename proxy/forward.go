@@ -61,6 +61,14 @@ type listenerHandler struct {
 	l Listener
 }
 
+// refuse answers a request that no route takes (refused before routing,
+// or matching none) with lr, and counts it as the listener's answer
+// without a route. start is when the request was taken.
+func (h *listenerHandler) refuse(s *snapshot, w http.ResponseWriter, grpc bool, lr localReply, start time.Time) {
+	status := h.p.localReply(w, grpc, lr)
+	s.noRoute[h.l].record(status, h.p.now().Sub(start).Seconds())
+}
+
 // Handler returns the handler of listener l. It serves HTTP/1.1 and, when
 // the server delivers them (see Serve), HTTP/2 requests. The first call
 // starts the goroutine that runs outlier detection at its interval;
@@ -103,17 +111,15 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// as requests, and an upstream would be asked for "CONNECT /".
 		// Refused before routing, so that no action answers it with a
 		// 2xx, and the connection is closed after the answer.
-		status := p.localReply(w, grpc, localReply{reason: ReasonInvalidRequest, detail: "CONNECT is not supported",
-			extra: [][2]string{{"Connection", "close"}}})
-		s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
+		h.refuse(s, w, grpc, localReply{reason: ReasonInvalidRequest, detail: "CONNECT is not supported",
+			extra: [][2]string{{"Connection", "close"}}}, start)
 		return
 	}
 	if a := s.underscores[h.l]; a != underscoresAllow {
 		// Before routing, as Envoy's codec does it: a dropped field is
 		// seen by no route match, and a refused request by no route.
 		if name, trailer := applyUnderscores(a, r, p.m.underscoresDropped[h.l]); name != "" {
-			status := p.localReply(w, grpc, underscoreReply(name, trailer))
-			s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
+			h.refuse(s, w, grpc, underscoreReply(name, trailer), start)
 			return
 		}
 	}
@@ -124,8 +130,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// with the others.
 		var reject bool
 		if reject, redirect = applyEscapedSlashes(a, r.URL); reject {
-			status := p.localReply(w, grpc, localReply{reason: ReasonPathWithEscapedSlash})
-			s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
+			h.refuse(s, w, grpc, localReply{reason: ReasonPathWithEscapedSlash}, start)
 			return
 		}
 	}
@@ -140,8 +145,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rt := s.tables[h.l].find(r)
 	if rt == nil {
-		status := p.localReply(w, grpc, localReply{reason: ReasonNoRoute})
-		s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
+		h.refuse(s, w, grpc, localReply{reason: ReasonNoRoute}, start)
 		return
 	}
 	rr, recordRoute := w.(RouteRecorder)
