@@ -574,7 +574,8 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string, ki
 	// The files' digest is taken before the proxy reads them: a change
 	// made while it does is then seen as one.
 	var refused *refusedFiles
-	if kind == fileReload && err == nil && namesTLSFiles(cfg) {
+	if kind == fileReload && err == nil && cfg.NamesTLSFiles() {
+		// One that names none is not kept: no file of its can change.
 		refused = &refusedFiles{cfg: cfg, digest: cfg.TLSFilesDigest()}
 	}
 	var moves []listenerMove
@@ -623,18 +624,6 @@ func (s *sidecar) reloadLocked(cfg *config.Config, err error, trigger string, ki
 	gen := s.state.applied(s.servingConfig(cfg, prev), kind, now)
 	s.warnRestartOnly(prev, s.servingConfig(cfg, nil))
 	s.log.Info("configuration reloaded", zap.String("trigger", trigger), zap.Uint64(fieldGeneration, gen))
-}
-
-// namesTLSFiles reports whether a cluster of cfg's names a tls file. A
-// refused config file's read that names none is not kept for
-// tlsFilesLoop: no file of its can change.
-func namesTLSFiles(cfg *config.Config) bool {
-	for _, c := range cfg.Clusters {
-		if c.TLS.CAFile != "" || c.TLS.CertFile != "" || c.TLS.KeyFile != "" {
-			return true
-		}
-	}
-	return false
 }
 
 // servingConfig is cfg as this process serves it, for /config: the command

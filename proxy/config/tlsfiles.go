@@ -71,7 +71,7 @@ func (t TLS) FilesSum() [sha256.Size]byte { return t.filesSum(nil) }
 // and adding those it reads (seen may be nil).
 func (t TLS) filesSum(seen map[string][sha256.Size]byte) [sha256.Size]byte {
 	var sum [sha256.Size]byte
-	if !t.Enabled || t.CAFile == "" && t.CertFile == "" && t.KeyFile == "" {
+	if !t.NamesFiles() {
 		return sum
 	}
 	h := sha256.New()
@@ -81,6 +81,22 @@ func (t TLS) filesSum(seen map[string][sha256.Size]byte) [sha256.Size]byte {
 	}
 	h.Sum(sum[:0])
 	return sum
+}
+
+// NamesFiles reports whether t is enabled and names a file (ca_file,
+// cert_file or key_file).
+func (t TLS) NamesFiles() bool {
+	return t.Enabled && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "")
+}
+
+// NamesTLSFiles reports whether a cluster's tls names a file.
+func (c *Config) NamesTLSFiles() bool {
+	for _, cc := range c.Clusters {
+		if cc.TLS.NamesFiles() {
+			return true
+		}
+	}
+	return false
 }
 
 // fileSum identifies what path holds now: its bytes, or the error that
