@@ -286,6 +286,11 @@ func (sc *serverConn) upgrade(opts *ConnOpts) error {
 	if len(opts.Settings)%6 != 0 {
 		return connError{http2.ErrCodeProtocol, "bad HTTP2-Settings"}
 	}
+	// The header's payload is a SETTINGS frame's (RFC 7540 §3.2.1), held
+	// to the entries onSettings allows one.
+	if len(opts.Settings)/6 > maxSettingsPerFrame {
+		return connError{http2.ErrCodeEnhanceYourCalm, "HTTP2-Settings with too many entries"}
+	}
 	var settings []http2.Setting
 	for b := opts.Settings; len(b) > 0; b = b[6:] {
 		settings = append(settings, http2.Setting{

@@ -1201,3 +1201,27 @@ func waitGone(t *testing.T, ts *testServer, id uint32) {
 		return false
 	})
 }
+
+// An upgrade's HTTP2-Settings is held to the entries a SETTINGS frame may
+// carry, and its request is not served.
+func TestUpgradeSettingsWithTooManyEntriesIsRefused(t *testing.T) {
+	var ran atomic.Bool
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ran.Store(true) })}
+	var settings []byte
+	for range maxSettingsPerFrame + 1 {
+		settings = append(settings, 0, byte(http2.SettingEnablePush))
+		settings = append(settings, u32(0)...)
+	}
+	addr := serveOne(t, s, func() *ConnOpts {
+		req, _ := http.NewRequest("GET", "http://x/up", nil)
+		return &ConnOpts{Upgrade: req, Settings: settings}
+	})
+	rc := dialRaw(t, addr)
+	if e := rc.goAway(); e.code != http2.ErrCodeEnhanceYourCalm || e.last != 0 {
+		t.Fatalf("GOAWAY %v last %d", e.code, e.last)
+	}
+	rc.expectClosed()
+	if ran.Load() {
+		t.Fatal("the upgrade's request was served")
+	}
+}
