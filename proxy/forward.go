@@ -1370,6 +1370,12 @@ func (f *forwarding) outboundHeader() http.Header {
 		has &^= hasForwardedProto
 	}
 	if has&hasRequestID != 0 {
+		// One id goes up, the first, which the access log records: an
+		// upstream reading another line (or all of them joined) would
+		// trace the request under an id the proxy never logged.
+		if ids := h[hdrRequestID]; len(ids) > 1 {
+			h[hdrRequestID] = ids[:1:1]
+		}
 		appendForwardedFor(h, prior, r.RemoteAddr, make([]string, 1))
 	} else {
 		// The X-Forwarded-For and x-request-id values share one

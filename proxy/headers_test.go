@@ -440,3 +440,29 @@ func TestEmptyForwardedProtoIsReplaced(t *testing.T) {
 		}
 	}
 }
+
+// A request with several x-request-id lines goes up with the first: the
+// access log records the first, and an upstream reading another (or all,
+// joined) would trace the request under an id the proxy never logged.
+func TestOnlyTheFirstRequestIDGoesUp(t *testing.T) {
+	seen := make(chan []string, 1)
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Values(hdrRequestID)
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	for _, proto := range []string{"h1", "h2c"} {
+		req, err := http.NewRequest(http.MethodGet, h.url("/"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header[hdrRequestID] = []string{"first", "second", "third"}
+		resp, err := h.client(proto).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if got := <-seen; len(got) != 1 || got[0] != "first" {
+			t.Errorf("%s: upstream got x-request-id %q, want [first]", proto, got)
+		}
+	}
+}
