@@ -178,6 +178,13 @@ clusters:
       - address: 10.0.0.1:80
         wieght: 2
 `, `t.yaml:6: clusters.a.endpoints[0].wieght: unknown key "wieght" (expected address or weight)`},
+		{"endpoint weight 0", `
+clusters:
+  a:
+    endpoints:
+      - 10.0.0.1:80
+      - {address: 10.0.0.2:80, weight: 0}
+`, `t.yaml:6: clusters.a.endpoints[1].weight: must be at least 1, got 0 (an endpoint that should take no requests is left out of the list)`},
 		{"endpoint of wrong kind", `
 clusters:
   a:
@@ -610,7 +617,7 @@ listeners: {max_request_header_bytes: lots}
 clusters:
   a:
     endpoints: [{address: "10.0.0.1:80", weight: -1}]
-`, `t.yaml:4: clusters.a.endpoints[0].weight: expected an integer from 0 to 4294967295, got the integer -1`},
+`, `t.yaml:4: clusters.a.endpoints[0].weight: expected an integer from 1 to 10000, got the integer -1`},
 		{"integer beyond 64 bits", `
 listeners: {max_request_header_bytes: 99999999999999999999999}
 `, `t.yaml:2: listeners.max_request_header_bytes: 99999999999999999999999 is out of range (-9223372036854775808 to 9223372036854775807)`},

@@ -443,7 +443,8 @@ type Endpoint struct {
 	Address string `yaml:"address" json:"address"`
 
 	// Weight is the endpoint's share of requests relative to the others'
-	// (for round_robin and random). Zero means 1; at most 10000.
+	// (for round_robin and random). Zero (absent) means 1; at most 10000.
+	// An explicit 0 in YAML is refused.
 	Weight uint32 `yaml:"weight" json:"weight"`
 }
 

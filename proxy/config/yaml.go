@@ -53,7 +53,14 @@ func (e *Endpoint) UnmarshalYAML(n *yaml.Node) error {
 			case "weight":
 				var w uint32
 				if err := v.Decode(&w); err != nil {
-					errs = append(errs, nodeError(v, "expected an integer from 0 to 4294967295, got %s", describeNode(v)).Errors...)
+					errs = append(errs, nodeError(v, "expected an integer from 1 to %d, got %s", MaxEndpointWeight, describeNode(v)).Errors...)
+					continue
+				}
+				// As in Envoy (load_balancing_weight ≥ 1): 0 would read as
+				// "no traffic", which the balancer cannot give an endpoint
+				// it lists.
+				if w == 0 {
+					errs = append(errs, nodeError(v, "must be at least 1, got 0 (an endpoint that should take no requests is left out of the list)").Errors...)
 					continue
 				}
 				e.Weight = w
