@@ -364,7 +364,10 @@ func (rn *run) render(cp *callPlan, each any, batch batchValues) (*Request, erro
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set(kv.key, v)
+		// A value's edge whitespace is not part of it (HTTP/1.1 drops
+		// it) and makes an HTTP/2 message malformed (RFC 9113 §8.2.1):
+		// a referenced " x " goes as "x" to either.
+		req.Header.Set(kv.key, strings.Trim(v, " \t"))
 	}
 	if cp.body != nil {
 		v, err := cp.body.render(resolve, cp.batchSep)

@@ -26,7 +26,8 @@
 //   - Templating cannot reach a cluster or path the config did not name: the
 //     cluster is fixed by config, a value substituted into a path is escaped as
 //     exactly one path segment (and "", "." and ".." are refused), query values
-//     are query-escaped, header values with CR, LF or NUL are refused.
+//     are query-escaped, header values with a control character are refused
+//     (edge spaces and tabs are trimmed).
 //   - Results are joined deterministically: merge conflicts are resolved by
 //     declaration order, never by which backend answered last; output objects
 //     are encoded with sorted keys.

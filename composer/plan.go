@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // plan is a Spec compiled into a DAG of calls. It is pure data, built once per
@@ -306,6 +308,16 @@ func compileCall(i int, c Call, s Spec, p *plan, knownCluster func(string) bool,
 			continue
 		case framingHeader(ck):
 			errs.add(k+".headers."+key, "%s cannot be set by a composition", ck)
+			continue
+		}
+		switch v := c.Headers[key]; {
+		case !httpguts.ValidHeaderFieldValue(v):
+			errs.add(k+".headers."+key, "%q holds a control character", v)
+			continue
+		case strings.Trim(v, " \t") != v:
+			// The proxy's own routes refuse such values too: HTTP/1.1
+			// drops the whitespace, an HTTP/2 upstream resets the call.
+			errs.add(k+".headers."+key, "%q begins or ends with whitespace", v)
 			continue
 		}
 		cp.headers = append(cp.headers, kvTemplate{key: ck, val: parse(k+".headers."+key, c.Headers[key])})

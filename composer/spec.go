@@ -58,7 +58,8 @@ type Call struct {
 	Query map[string]string `yaml:"query,omitempty" json:"query,omitempty"`
 
 	// Headers maps request header names (literal) to value templates. A rendered
-	// value containing CR, LF or NUL fails the call. Host cannot be set.
+	// value containing a control character fails the call; spaces and tabs at
+	// its ends are trimmed. Host cannot be set.
 	Headers map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
 
 	// Body is an optional JSON body template, written as a YAML/JSON value. A string

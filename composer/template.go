@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Templates are text with references in braces:
@@ -251,8 +253,11 @@ func escapeValue(r *ref, v any, esc escaping) (string, error) {
 	case escQuery:
 		return url.QueryEscape(s), nil
 	case escHeader:
-		if strings.ContainsAny(s, "\r\n\x00") {
-			return "", &renderErr{ref: r, msg: "value contains CR, LF or NUL", fromRequest: r.fromRequest()}
+		// CR, LF and NUL would split or cut the field; any other control
+		// character but HTAB makes it one an HTTP/2 upstream refuses
+		// (RFC 9110 §5.5).
+		if !httpguts.ValidHeaderFieldValue(s) {
+			return "", &renderErr{ref: r, msg: "value contains a control character", fromRequest: r.fromRequest()}
 		}
 	}
 	return s, nil

@@ -107,6 +107,34 @@ func TestHeaderValuesRefuseLineBreaks(t *testing.T) {
 	}
 }
 
+// A rendered header value is one an HTTP/2 upstream accepts: a value with
+// a control character fails the call, and whitespace at its edges, which
+// HTTP/1.1 drops and which makes an HTTP/2 message malformed (RFC 9113
+// §8.2.1), is trimmed.
+func TestHeaderValuesAreValidFieldValues(t *testing.T) {
+	p, err := compile(Spec{Calls: []Call{{Name: "a", Cluster: "c", Path: "/x", Headers: map[string]string{"X-T": "{query.v}"}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ in, want string }{
+		{" v ", "v"}, {"\tv w\t", "v w"}, {"v\x01", ""}, {"v\x7f", ""}, {"  ", ""},
+	} {
+		in := httptest.NewRequest(http.MethodGet, "/", nil)
+		rn := &run{c: &Composition{plan: p}, in: in, query: url.Values{"v": {c.in}}}
+		req, err := rn.render(p.calls[0], nil, nil)
+		switch {
+		case c.want == "" && strings.Trim(c.in, " \t") != "":
+			if err == nil {
+				t.Errorf("%q: rendered %q, want an error", c.in, req.Header.Get("X-T"))
+			}
+		case err != nil:
+			t.Errorf("%q: %v", c.in, err)
+		case req.Header.Get("X-T") != c.want:
+			t.Errorf("%q: rendered %q, want %q", c.in, req.Header.Get("X-T"), c.want)
+		}
+	}
+}
+
 func TestTemplateLiteralBraces(t *testing.T) {
 	tm, err := parseTemplate("{{x}} {id} }}")
 	if err != nil {

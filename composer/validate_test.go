@@ -73,6 +73,8 @@ func TestValidateRejectsBadSpecsNamingTheKeyPath(t *testing.T) {
 		}}, []string{`calls.track.optional: call "track" is required but depends on optional call "ship"`}},
 		{"cache on write", Spec{Calls: []Call{{Name: "a", Cluster: "a", Path: "/x", Method: "POST", CacheTTL: Duration(1e9)}}}, []string{"calls.a.cache_ttl: a POST call cannot be cached"}},
 		{"host header", Spec{Calls: []Call{{Name: "a", Cluster: "a", Path: "/x", Headers: map[string]string{"host": "evil"}}}}, []string{"calls.a.headers.host: Host cannot be set"}},
+		{"header value with edge whitespace", Spec{Calls: []Call{{Name: "a", Cluster: "a", Path: "/x", Headers: map[string]string{"X-T": " v-{header.X-In}", "X-U": "{header.X-In}\t", "X-V": "a\x01{header.X-In}"}}}},
+			[]string{`calls.a.headers.X-T: " v-{header.X-In}" begins or ends with whitespace`, `calls.a.headers.X-U: "{header.X-In}\t" begins or ends with whitespace`, `calls.a.headers.X-V: "a\x01{header.X-In}" holds a control character`}},
 		{"expect header", Spec{Calls: []Call{{Name: "a", Cluster: "a", Path: "/x", Headers: map[string]string{"expect": "100-continue"}}}}, []string{"calls.a.headers.expect: Expect cannot be set"}},
 		{"forwarded framing header", Spec{ForwardHeaders: []string{"authorization", "expect", "content-length"}, Calls: []Call{call("a", "a", "/x")}},
 			[]string{"forward_headers: Expect cannot be forwarded", "forward_headers: Content-Length cannot be forwarded"}},
