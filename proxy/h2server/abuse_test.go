@@ -1,6 +1,7 @@
 package h2server
 
 import (
+	"fmt"
 	"bytes"
 	"io"
 	"net"
@@ -482,6 +483,79 @@ func TestDrainedRequestBodiesDoNotKeepTheirBuffers(t *testing.T) {
 	t.Logf("%d bytes of buffers held by %d drained streams", held, streams)
 	if limit := streams * defaultMaxFrame; held > limit {
 		t.Fatalf("%d drained streams hold %d bytes of body buffers (bound %d)", streams, held, limit)
+	}
+	rc.nc.Close()
+}
+
+// A stream whose handler stops reading just short of the end of a burst
+// (its upstream stalls) kept the buffer the burst had grown to around
+// the few bytes left: a client could have the server hold a window's
+// worth per stream, 250 MiB a connection with the defaults, for 1 MiB of
+// unread data. Once little is left in a large buffer, it moves to a
+// smaller one.
+func TestStalledRequestBodiesDoNotKeepTheirBuffers(t *testing.T) {
+	// Bursts of a quarter of the connection's window: a stalled stream
+	// keeps its unread bytes' credit, and the client sends within the
+	// window the server has returned.
+	const streams, burst, left = 16, 256 << 10, 1 << 10
+	release := make([]chan struct{}, streams)
+	read := make(chan struct{}, streams)
+	stall := make(chan struct{})
+	for i := range release {
+		release[i] = make(chan struct{})
+	}
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i, _ := strconv.Atoi(r.URL.Path[1:])
+		<-release[i]
+		if _, err := io.ReadFull(r.Body, make([]byte, burst-left)); err != nil {
+			t.Error(err)
+		}
+		read <- struct{}{}
+		<-stall
+	}))
+	defer func() {
+		close(stall)
+		for _, c := range release {
+			select {
+			case <-c:
+			default:
+				close(c)
+			}
+		}
+	}()
+	rc := dialRaw(t, ts.addr)
+	sc := ts.conn(t)
+	unread := func(id uint32) int {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		if st := sc.streams[id]; st != nil {
+			return len(st.rbuf) - st.roff
+		}
+		return -1
+	}
+	p := make([]byte, 16<<10)
+	for i := 0; i < streams; i++ {
+		id := uint32(2*i + 1)
+		rc.post(id, "/"+strconv.Itoa(i))
+		for n := 0; n < burst; n += len(p) {
+			rc.fr.WriteData(id, false, p)
+		}
+		waitFor(t, fmt.Sprintf("stream %d's burst to be buffered", id), func() bool { return unread(id) == burst })
+		close(release[i])
+		<-read
+	}
+	held := 0
+	sc.mu.Lock()
+	for _, st := range sc.streams {
+		if n := len(st.rbuf) - st.roff; n != left {
+			t.Errorf("stream %d has %d bytes unread, want %d", st.id, n, left)
+		}
+		held += cap(st.rbuf)
+	}
+	sc.mu.Unlock()
+	t.Logf("%d bytes of buffers held by %d stalled streams", held, streams)
+	if limit := streams * defaultMaxFrame; held > limit {
+		t.Fatalf("%d stalled streams with %d bytes unread each hold %d bytes of body buffers (bound %d)", streams, left, held, limit)
 	}
 	rc.nc.Close()
 }

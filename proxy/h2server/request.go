@@ -116,6 +116,16 @@ func (b *requestBody) Read(p []byte) (int, error) {
 				// window's worth per stream, not per connection.
 				st.rbuf = nil
 			}
+		} else if c, left := cap(st.rbuf), len(st.rbuf)-st.roff; c > keptBodyBuf && left <= c/4 {
+			// Little is left of a burst: move it to a buffer its size.
+			// A handler that stops reading here (its upstream stalls)
+			// would otherwise have the stream hold the burst's buffer
+			// around a few bytes, a window's worth per stream. Each move
+			// at least halves the buffer, so a handler that reads in
+			// small pieces copies less than a third of the burst again.
+			b := make([]byte, left, max(2*left, keptBodyBuf))
+			copy(b, st.rbuf[st.roff:])
+			st.rbuf, st.roff = b, 0
 		}
 		sc.consumedLocked(st, n)
 		sc.mu.Unlock()
