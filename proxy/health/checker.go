@@ -91,7 +91,12 @@ type Checker struct {
 	// every check and start it afresh, so that none ever ended: a hung
 	// endpoint was never found unhealthy.
 	cutStart []atomic.Int64
-	carried  []int64 // set by CarryFrom before Start, read by run
+	// carried is, for each endpoint, the start of a cut check CarryFrom
+	// took over (0: none), until the endpoint's goroutine takes it up for
+	// its first check. A Checker closed before that (a reload right after
+	// the one that started it) passes it on to its own successor: taken
+	// as not cut, the check would start again with a full Timeout.
+	carried []atomic.Int64
 
 	mu       sync.Mutex // guards the fields below
 	trackers []tracker
@@ -140,7 +145,7 @@ func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
 		healthy:      make([]atomic.Bool, len(addrs)),
 		due:          make([]atomic.Int64, len(addrs)),
 		cutStart:     make([]atomic.Int64, len(addrs)),
-		carried:      make([]int64, len(addrs)),
+		carried:      make([]atomic.Int64, len(addrs)),
 		trackers:     make([]tracker, len(addrs)),
 	}
 	for i := range c.trackers {
@@ -219,7 +224,7 @@ func (c *Checker) Start() {
 			}
 			first = min(max(time.Unix(0, due).Sub(now), 0), most)
 		}
-		if c.carried[i] != 0 {
+		if c.carried[i].Load() != 0 {
 			first = 0 // a check cut short goes on at once
 		}
 		c.due[i].Store(now.Add(first).UnixNano())
@@ -329,7 +334,13 @@ func (c *Checker) CarryFrom(old *Checker, oldIndex func(i int) (int, bool)) {
 		if j >= 0 {
 			c.setLocked(i, kept[j])
 			c.due[i].Store(old.due[j].Load())
-			c.carried[i] = old.cutStart[j].Load()
+			cut := old.cutStart[j].Load()
+			if cut == 0 {
+				// A check old was given to go on with, and closed
+				// before it could.
+				cut = old.carried[j].Load()
+			}
+			c.carried[i].Store(cut)
 		}
 	}
 }
@@ -361,9 +372,8 @@ func (c *Checker) run(ctx context.Context, i int, first time.Duration) {
 		case <-timer.C:
 		}
 		start := time.Now()
-		if c.carried[i] != 0 {
-			start = time.Unix(0, c.carried[i])
-			c.carried[i] = 0
+		if cut := c.carried[i].Swap(0); cut != 0 {
+			start = time.Unix(0, cut)
 		}
 		healthy, ok, _ := c.step(ctx, i, start)
 		if !ok {

@@ -157,3 +157,33 @@ func TestCheckCutByReloadsKeepsItsDeadline(t *testing.T) {
 		}
 	})
 }
+
+// Reloads that come back to back, each before the checker the last one
+// started has begun its first check, still carry a cut check's deadline
+// on: a checker closed that early passes on the check it was given. It
+// used to pass on nothing, so the next checker started the check afresh
+// with a full Timeout, and bursts of reloads (a control plane pushing
+// several updates at once) kept a hung endpoint in service.
+func TestBackToBackReloadsKeepACutChecksDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{Interval: 5 * time.Second, Timeout: time.Second, HealthyThreshold: 1, UnhealthyThreshold: 1}
+		hang := func(ctx context.Context, i, call int) error { <-ctx.Done(); return ctx.Err() }
+		mk := func() *Checker { c, _ := fakeChecker(t, cfg, 1, hang); return c }
+		c := mk()
+		c.Start()
+		// The first check starts within 1 s and times out a Timeout
+		// later: by 2 s, with a burst of reloads every 300 ms.
+		for range 7 {
+			time.Sleep(300 * time.Millisecond)
+			for range 20 {
+				c = restart(t, c, mk)
+			}
+		}
+		st := c.Status(0)
+		c.Close()
+		if st.Healthy || !st.Checked || st.LastError != "timeout" {
+			t.Fatalf("after 2.1 s of bursts of reloads: healthy=%v checked=%v last error %q, want unhealthy by timeout",
+				st.Healthy, st.Checked, st.LastError)
+		}
+	})
+}
