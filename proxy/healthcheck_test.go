@@ -799,3 +799,32 @@ func goroutinesIn(fn string) bool {
 	buf := make([]byte, 4<<20)
 	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
 }
+
+// When every endpoint fails its check, panic mode (on by default) still
+// sends the request to the cluster, so a route's fallback does not take
+// it; with panic_threshold: 0 the cluster has no endpoint to pick and the
+// fallback answers (no_healthy_upstream).
+func TestHealthCheckPanicModeComesBeforeTheFallback(t *testing.T) {
+	a, aAddr := newHealthyBackend(t, "a")
+	a.status.Store(503)
+	cl := config.Cluster{Endpoints: eps(aAddr), HealthCheck: fastHealthCheck()}
+	withFallback := func(r *config.Route) {
+		r.Fallback = &config.Fallback{DirectResponse: &config.DirectResponse{Status: 200, Body: "spare"}}
+	}
+	h := startProxy(t, simpleConfig(cl, withFallback))
+	eventually(t, 5*time.Second, "a unhealthy", func() bool { return endpointState(h, "svc", aAddr).State == "unhealthy" })
+	resp := mustGet(t, h.h1, h.url("/x"))
+	if body := readAll(t, resp); body != "a" || resp.Header.Get("X-Outrigger-Fallback") != "" {
+		t.Fatalf("panic mode: %d %q fallback %q, want the cluster's answer", resp.StatusCode, body, resp.Header.Get("X-Outrigger-Fallback"))
+	}
+
+	zero := 0.0
+	cl.OutlierDetection.PanicThreshold = &zero
+	if err := h.p.Apply(simpleConfig(cl, withFallback)); err != nil {
+		t.Fatal(err)
+	}
+	resp = mustGet(t, h.h1, h.url("/x"))
+	if body := readAll(t, resp); body != "spare" || resp.Header.Get("X-Outrigger-Fallback") != "no_healthy_upstream" {
+		t.Fatalf("panic mode off: %d %q fallback %q, want the fallback", resp.StatusCode, body, resp.Header.Get("X-Outrigger-Fallback"))
+	}
+}

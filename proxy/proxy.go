@@ -281,8 +281,9 @@ type ClusterStatus struct {
 	LBPolicy       string           `json:"lb_policy"`
 	ActiveRequests int64            `json:"active_requests"`
 	Endpoints      []EndpointStatus `json:"endpoints"`
-	// Panic: so many endpoints are ejected that the load balancer ignores
-	// ejections.
+	// Panic: so few endpoints are neither ejected nor failing their
+	// active health check (below outlier_detection.panic_threshold) that
+	// the load balancer picks among all of them.
 	Panic   bool                   `json:"panic"`
 	Breaker BreakerStatus          `json:"breaker"`
 	Limits  map[string]LimitStatus `json:"limits"`
