@@ -959,10 +959,16 @@ func (f *forwarding) roundTripTrace(actx context.Context, out *http.Request, att
 	tr := &f.trace
 	if attempt > 0 {
 		tr = new(attemptTrace)
+		// Whose 1xx went to the client carries over from attempt to
+		// attempt (see Got1xxResponse).
+		tr.info1xx.Store(f.trace.info1xx.Load())
 	}
 	tr.init(f.infoWriter(), f.c.res.limits)
 	resp, err := f.c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace())))
 	tr.releasePending()
+	if tr != &f.trace {
+		f.trace.info1xx.Store(tr.info1xx.Load())
+	}
 	return resp, err
 }
 
@@ -1258,7 +1264,17 @@ type attemptTrace struct {
 	w       http.ResponseWriter
 	limits  *breaker.Limits
 	pending atomic.Bool
+	// info1xx says whose 1xx responses went to the client: none yet
+	// (info1xxNone), this attempt's, or an earlier attempt's.
+	info1xx atomic.Int32
 }
+
+// attemptTrace.info1xx's values.
+const (
+	info1xxNone = iota
+	info1xxThis
+	info1xxEarlier
+)
 
 // hooksRoundTripper is a transport that reports an attempt's events
 // to roundtrip.Hooks directly (h1client's and h2client's Transports
@@ -1281,6 +1297,9 @@ func (a *attemptTrace) init(w http.ResponseWriter, limits *breaker.Limits) {
 	a.w = w
 	a.limits = limits
 	a.pending.Store(true)
+	// The 1xx responses the previous attempt forwarded are now an
+	// earlier attempt's.
+	a.info1xx.CompareAndSwap(info1xxThis, info1xxEarlier)
 }
 
 // GotConn frees the pending slot: the attempt has its connection.
@@ -1288,7 +1307,18 @@ func (a *attemptTrace) GotConn() { a.releasePending() }
 
 // Got1xxResponse sends an informational response (103 Early Hints, 102
 // Processing) downstream as it arrives, as net/http/httputil does.
+//
+// Only one attempt's go: once an attempt's 1xx reached the client, those
+// of a retry are dropped. The retry's upstream, asked again, answers
+// again with its 103 or 100, and the client would get them twice for one
+// request (a refused stream or a reset after a 1xx, retried). A 1xx is
+// advice ahead of the final response: the hints the client has had serve
+// the retry's final response as well.
 func (a *attemptTrace) Got1xxResponse(code int, header textproto.MIMEHeader) error {
+	if a.info1xx.Load() == info1xxEarlier {
+		return nil
+	}
+	a.info1xx.Store(info1xxThis)
 	h := a.w.Header()
 	// Hop-by-hop fields (and those its Connection names) are the
 	// upstream hop's, as in a final response.
@@ -1441,10 +1471,13 @@ func (f *forwarding) failKind(err error, actx context.Context) failKind {
 	if errors.Is(err, errPerTryTimeout) || errors.Is(context.Cause(actx), errPerTryTimeout) {
 		return failTimeout
 	}
-	var se http2.StreamError
-	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream || errors.Is(err, h2client.ErrUnprocessed) {
+	if errors.Is(err, h2client.ErrUnprocessed) {
 		// The upstream did not process the request (REFUSED_STREAM, or
-		// above a GOAWAY's last stream id): safe to send again.
+		// above a GOAWAY's last stream id): safe to send again. A stream
+		// refused after the upstream sent a 1xx fails as a bare
+		// StreamError REFUSED_STREAM, without ErrUnprocessed: the
+		// upstream answered, so it may have begun the request, and it
+		// is a reset (see h2client's unansweredLocked).
 		return failRefused
 	}
 	if f.upstreamDeadline(err) {

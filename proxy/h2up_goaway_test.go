@@ -2,9 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,5 +112,74 @@ func TestPostAboveGoAwaysLastStreamIsRetriedAsRefused(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || body != "ok" {
 		t.Fatalf("POST above the GOAWAY's last stream: %d %q %q, want 200 \"ok\" from the retry", resp.StatusCode,
 			resp.Header.Get("X-Outrigger-Error"), body)
+	}
+}
+
+// An HTTP/2 upstream that sends 103 Early Hints and then refuses the
+// stream (REFUSED_STREAM) has answered: the request may have been begun,
+// so it is a reset, not a refused stream. A GET is retried as one (the
+// route's gateway-error), and the client gets the 103 once, not again
+// from the retry; a POST is not retried at all. The transport sent both
+// again on a new connection, as unprocessed, and the 103 reached the
+// client twice.
+func TestUpstreamRefusingAfter1xxIsAResetAnd1xxGoesOnce(t *testing.T) {
+	var requests atomic.Int32
+	up := rawH2Upstream(t, func(n int, fr *http2.Framer) {
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		headers := func(id uint32, end bool, kv ...string) {
+			hb.Reset()
+			for i := 0; i+1 < len(kv); i += 2 {
+				enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+			}
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: end, EndHeaders: true})
+		}
+		for {
+			h, err := readH2Request(fr)
+			if err != nil {
+				return
+			}
+			// The first request of each pair is refused after its 103.
+			first := requests.Add(1)%2 == 1
+			headers(h.StreamID, false, ":status", "103", "link", "</a.css>; rel=preload")
+			if first {
+				fr.WriteRSTStream(h.StreamID, http2.ErrCodeRefusedStream)
+				continue
+			}
+			headers(h.StreamID, false, ":status", "200")
+			fr.WriteData(h.StreamID, true, []byte("ok"))
+		}
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(up), Protocol: config.ProtocolHTTP2},
+		func(r *config.Route) {
+			r.Retry = &config.RetryPolicy{Attempts: 1, Backoff: config.Backoff{Base: time.Millisecond}}
+		}))
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		requests.Store(0)
+		var hints atomic.Int32
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+			if code == http.StatusEarlyHints {
+				hints.Add(1)
+			}
+			return nil
+		}}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, h.url("/"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, resp)
+		got := fmt.Sprintf("%d %q %q, %d hints, %d requests", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"), body,
+			hints.Load(), requests.Load())
+		want := `200 "" "ok", 1 hints, 2 requests`
+		if method == http.MethodPost {
+			want = `502 "upstream_reset" "upstream reset the connection\n", 1 hints, 1 requests`
+		}
+		if got != want {
+			t.Errorf("%s: %s, want %s", method, got, want)
+		}
 	}
 }

@@ -130,12 +130,16 @@
 // watched through them, without context.AfterFunc's allocations.
 //
 // A request the server did not process — refused with REFUSED_STREAM
-// before any response, above the last stream id of a GOAWAY, or queued on
-// a connection that failed before its HEADERS were handed to the socket — is sent once
+// or above the last stream id of a GOAWAY before any response (1xx
+// included), or queued on a connection that failed before its HEADERS
+// were handed to the socket — is sent once
 // more on another connection when its body can be sent again (none, read
 // ahead, not started yet, or given anew by Request.GetBody); when it is
 // not, or that try fails the same way, its error wraps ErrUnprocessed, so
-// that the caller may send it again itself.
+// that the caller may send it again itself. A stream refused after a 1xx
+// response, which the caller has been given, is neither: it fails as a
+// reset (a StreamError, REFUSED_STREAM, or the GOAWAY's error), since the
+// server answered and sending it again would bring the 1xx again.
 //
 // # Connection lifetime
 //

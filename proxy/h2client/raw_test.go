@@ -93,6 +93,56 @@ func TestRefusedStreamIsRetriedOnce(t *testing.T) {
 	}
 }
 
+// A stream refused (REFUSED_STREAM, or above a GOAWAY's last stream)
+// after its 103 Early Hints was passed on is not sent again: the caller,
+// a proxy that wrote the 103 to its client, would get it twice for one
+// request. It fails as a reset, without ErrUnprocessed, on the one
+// connection.
+func TestRefusedAfter1xxIsNotSentAgain(t *testing.T) {
+	for _, refuse := range []string{"rst", "goaway"} {
+		t.Run(refuse, func(t *testing.T) {
+			s := startRaw(t, nil, func(rc *rawConn, n int) {
+				if n > 0 {
+					rc.serveEach(func(h *http2.MetaHeadersFrame) {
+						rc.headers(h.StreamID, false, ":status", "103", "link", "</again.css>; rel=preload")
+						rc.respond(h.StreamID, "second")
+					})
+					return
+				}
+				h, err := rc.readRequestHeaders()
+				if err != nil {
+					return
+				}
+				rc.headers(h.StreamID, false, ":status", "103", "link", "</a.css>; rel=preload")
+				if refuse == "rst" {
+					rc.fr.WriteRSTStream(h.StreamID, http2.ErrCodeRefusedStream)
+				} else {
+					rc.fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+				}
+				io.Copy(io.Discard, rc)
+			})
+			tr := newTransport(t)
+			var hooks recordingHooks
+			req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
+			resp, err := tr.RoundTripHooks(ctxTimeout(t, 10*time.Second), req, &hooks, time.Time{})
+			if err == nil {
+				resp.Body.Close()
+			}
+			if err == nil || errors.Is(err, ErrUnprocessed) || len(hooks.infos) != 1 {
+				t.Fatalf("err %v, 1xx %v; want one 103, then an error without ErrUnprocessed", err, hooks.infos)
+			}
+			var se http2.StreamError
+			var ge *goAwayError
+			if refuse == "rst" && !(errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream) || refuse == "goaway" && !errors.As(err, &ge) {
+				t.Fatalf("err %v", err)
+			}
+			if n := s.accepted.Load(); n != 1 {
+				t.Fatalf("%d connections, want 1", n)
+			}
+		})
+	}
+}
+
 func TestResetDuringResponseBody(t *testing.T) {
 	s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
 		rc.headers(h.StreamID, false, ":status", "200")

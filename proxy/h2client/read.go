@@ -128,8 +128,14 @@ func (c *conn) dispatch(f http2.Frame, block *fieldList) (http2.ErrCode, error) 
 			c.resetLocked(s, 0, nil, false)
 			return 0, nil
 		}
-		retry := f.ErrCode == http2.ErrCodeRefusedStream && s.resp == nil
-		c.abortLocked(s, http2.StreamError{StreamID: s.id, Code: f.ErrCode}, retry)
+		se := http2.StreamError{StreamID: s.id, Code: f.ErrCode}
+		retry := false
+		if f.ErrCode == http2.ErrCodeRefusedStream {
+			if retry = s.unansweredLocked(); !retry {
+				se.Cause = errRefusedAfterAnswer
+			}
+		}
+		c.abortLocked(s, se, retry)
 	case *http2.SettingsFrame:
 		if f.IsAck() {
 			// We send SETTINGS once, in the preface: later
@@ -291,8 +297,9 @@ func (c *conn) onGoAwayLocked(f *http2.GoAwayFrame) {
 				ge = &goAwayError{code: f.ErrCode, lastID: f.LastStreamID, debug: string(f.DebugData())}
 			}
 			// Not processed by the server (RFC 9113 §6.8): safe to send
-			// again elsewhere.
-			c.abortLocked(s, ge, true)
+			// again elsewhere, unless it answered already (see
+			// unansweredLocked).
+			c.abortLocked(s, ge, s.unansweredLocked())
 		}
 	}
 }

@@ -106,6 +106,29 @@ func (s *stream) closeBody(async bool) {
 	})
 }
 
+// unansweredLocked reports whether the server has sent the stream no
+// response at all, 1xx included: only then is a refusal (REFUSED_STREAM,
+// or a GOAWAY below its id) taken at its word and the request sent again.
+//
+// A 1xx has been passed on to the caller by the time the refusal is seen
+// (roundTrip reports the 1xx it collected before the error), and the
+// caller may have passed it on in turn: a proxy has written it to its
+// client. Sent again, the request would draw its 1xx again, and the
+// client would see a 103 Early Hints, or a 100 Continue, twice for one
+// request; and a server that answered has begun to process the request,
+// whatever its refusal says (RFC 9113 §8.7: REFUSED_STREAM means closed
+// "prior to any processing"). So the stream fails as a reset would, with
+// an error that does not wrap ErrUnprocessed, and the caller's own retry
+// policy decides, as for any stream reset after the server saw it.
+// Holding the 1xx back until the final response, to drop a repeat, would
+// delay 103 Early Hints, whose use is to arrive early.
+func (s *stream) unansweredLocked() bool { return s.resp == nil && s.n1xx == 0 }
+
+// errRefusedAfterAnswer is the cause in the StreamError of a stream the
+// server refused after it had sent a 1xx response (see
+// unansweredLocked).
+var errRefusedAfterAnswer = errors.New("refused after a 1xx response: not sent again")
+
 // abortLocked fails the stream with err and takes it off the connection.
 func (c *conn) abortLocked(s *stream, err error, retry bool) {
 	if s.err == nil {

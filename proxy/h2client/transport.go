@@ -176,8 +176,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // ErrUnprocessed is wrapped in the error of a request the server did not
-// process — refused with REFUSED_STREAM before any response, above the
-// last stream id of a GOAWAY, or queued on a connection that failed
+// process — refused with REFUSED_STREAM, or above the last stream id of
+// a GOAWAY, before any response (1xx included), or queued on a connection that failed
 // before its HEADERS were handed to the socket — and that RoundTrip did
 // not send again: its one more try failed the same way, or its body
 // could not be sent again. The request may be sent again whatever its
