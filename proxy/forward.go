@@ -441,11 +441,14 @@ func (f *forwarding) run(start time.Time) {
 		}
 
 		gs := -1
-		if f.grpc {
+		trailersOnly := f.grpc && grpcTrailersOnly(resp)
+		if trailersOnly {
 			gs = grpcStatusFrom(resp.Header)
 		}
 		// gRPC carries its status in the trailers unless the response is
-		// trailers-only: such a call is classified once its body is copied.
+		// trailers-only (a grpc-status in a header block that did not end
+		// the stream is not the call's): such a call is classified once
+		// its body is copied.
 		// A non-200 status is whole at its headers too: it carries no
 		// response message (PROTOCOL-HTTP2.md; clients map it to a status).
 		atHeaders := !f.grpc || gs >= 0 || resp.StatusCode != http.StatusOK
@@ -486,9 +489,9 @@ func (f *forwarding) run(start time.Time) {
 			return
 		}
 
-		copyErr := f.respond(resp, ep)
+		copyErr := f.respond(resp, ep, trailersOnly)
 		if !recorded {
-			f.recordResponse(copyErr, permit, ep, resp, atHeaders, hv)
+			f.recordResponse(copyErr, permit, ep, resp, trailersOnly, atHeaders, hv)
 		}
 		ep.active.Add(-1)
 		acancel(nil)
@@ -1114,7 +1117,7 @@ func (f *forwarding) switchProtocols(resp *http.Response, permit breaker.Permit,
 
 // recordResponse reports the outcome of a response sent downstream,
 // once its body is copied (copyErr: what cut it short, if anything).
-func (f *forwarding) recordResponse(copyErr error, permit breaker.Permit, ep *endpoint, resp *http.Response, atHeaders bool, hv breaker.Verdict) {
+func (f *forwarding) recordResponse(copyErr error, permit breaker.Permit, ep *endpoint, resp *http.Response, trailersOnly, atHeaders bool, hv breaker.Verdict) {
 	if copyErr == errCaptureFull {
 		// A composition call's cap stopped the copy (see captureWriter):
 		// the body was fine as far as it was read, and the call wants no
@@ -1144,7 +1147,15 @@ func (f *forwarding) recordResponse(copyErr error, permit breaker.Permit, ep *en
 	case atHeaders:
 		f.report(permit, ep, hv)
 	default:
-		f.record(permit, ep, failNone, resp.StatusCode, breaker.ParseGRPCStatus(resp.Header, resp.Trailer))
+		// A gRPC call's status is in its trailers, or in the header
+		// block of a trailers-only answer (here when its grpc-status is
+		// malformed, which counts as UNKNOWN); not in another header
+		// block.
+		var h http.Header
+		if trailersOnly {
+			h = resp.Header
+		}
+		f.record(permit, ep, failNone, resp.StatusCode, breaker.ParseGRPCStatus(h, resp.Trailer))
 	}
 }
 
@@ -1631,14 +1642,15 @@ var (
 )
 
 // respond sends resp downstream: headers, body (flushed as it arrives for
-// streams), then trailers. It returns the error that cut the body short;
-// the caller must then abort the downstream stream.
-func (f *forwarding) respond(resp *http.Response, ep *endpoint) error {
+// streams), then trailers; trailersOnly, a gRPC answer whose status
+// ended it at its header block, goes as a header block alone. It returns
+// the error that cut the body short; the caller must then abort the
+// downstream stream.
+func (f *forwarding) respond(resp *http.Response, ep *endpoint, trailersOnly bool) error {
 	defer resp.Body.Close()
 	w := f.w
 	// What the upstream's header says is read before the route's edits,
 	// which may go into that very map (see responseHeader).
-	trailersOnly := f.grpc && resp.Header["Grpc-Status"] != nil
 	flush := f.grpc || resp.ContentLength == -1 || isEventStream(resp.Header)
 	if m, ok := w.(UpstreamMarker); ok {
 		m.MarkUpstream(f.c.name, ep.addr)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/outrigger-mesh/outrigger/proxy/h2client"
 )
 
 // gRPC status codes the proxy produces or inspects
@@ -150,6 +152,16 @@ func encodeGRPCMessage(msg string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
+}
+
+// grpcTrailersOnly reports whether resp, the answer to a gRPC call, is
+// Trailers-Only: its grpc-status in a header block that ended the stream
+// (gRPC's PROTOCOL-HTTP2.md: HEADERS with END_STREAM). A grpc-status in a
+// header block that did not end the stream is not the call's: the
+// trailers carry that, and a client (grpc-go's) reads it from them only,
+// failing the call INTERNAL when the stream ends without them.
+func grpcTrailersOnly(resp *http.Response) bool {
+	return resp.Header["Grpc-Status"] != nil && h2client.EndedAtHead(resp)
 }
 
 // grpcStatusFrom returns the grpc-status carried by h, or -1 when absent or

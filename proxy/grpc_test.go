@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -477,25 +481,78 @@ func TestGRPCDeadlineMidStreamAfterSeveralMessages(t *testing.T) {
 	}
 }
 
-// An upstream that puts the call's status in its header block (a
-// trailers-only answer) but sends a body with a Content-Length anyway:
-// the body is dropped, and so is the length, which the client would
-// never get. The length went on, and the server, finding it unmet,
+// An upstream whose trailers-only answer (HEADERS with END_STREAM and
+// the call's status) also declares a Content-Length it has no body for:
+// the status is the call's, and the length is dropped, which the client
+// would never get. The length went on, and the server, finding it unmet,
 // reset the stream INTERNAL_ERROR in place of the upstream's status.
 func TestGRPCTrailersOnlyWithContentLengthKeepsStatus(t *testing.T) {
-	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/grpc")
-		w.Header().Set("Grpc-Status", "7")
-		w.Header().Set("Grpc-Message", "denied")
-		w.Header().Set("Content-Length", "5")
-		w.WriteHeader(200)
-		_, _ = w.Write([]byte{0, 0, 0, 0, 0})
+	up := rawH2Upstream(t, func(n int, fr *http2.Framer) {
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for {
+			h, err := readH2Request(fr)
+			if err != nil {
+				return
+			}
+			hb.Reset()
+			for _, kv := range [][2]string{{":status", "200"}, {"content-type", "application/grpc"},
+				{"grpc-status", "7"}, {"grpc-message", "denied"}, {"content-length", "5"}} {
+				enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+			}
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+		}
 	})
-	h := startProxy(t, grpcConfig(addr(up)))
+	h := startProxy(t, grpcConfig(up))
 	_, err := grpcClient(t, h.out).UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{})
 	if st := status.Convert(err); st.Code() != codes.PermissionDenied || st.Message() != "denied" {
 		t.Fatalf("%v %q, want PermissionDenied %q", st.Code(), st.Message(), "denied")
+	}
+}
+
+// A grpc-status in a header block that does not end the stream is not
+// the call's: only a HEADERS with END_STREAM is trailers-only (gRPC's
+// PROTOCOL-HTTP2.md), and the status comes in the trailers. An upstream
+// whose response headers say UNAVAILABLE and whose trailers say OK after
+// a message is an OK call, passed on as the upstream sent it and not
+// retried; one whose stream ends without trailers gets INTERNAL from
+// the client, as it would straight from the upstream. The first was
+// retried on the header block's UNAVAILABLE and answered UNAVAILABLE
+// trailers-only, the message dropped; the second got the header block's
+// status.
+func TestGRPCStatusInHeadersThatDoNotEndTheStreamIsNotTheCalls(t *testing.T) {
+	var calls atomic.Int64
+	msg := grpcMessage(t, &testpb.SimpleResponse{Payload: &testpb.Payload{Body: []byte("hello")}})
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		if r.URL.Path == "/grpc.testing.TestService/UnaryCall" && r.Header.Get("X-No-Trailers") != "" {
+			w.Header().Set("Grpc-Status", "7")
+			w.Header().Set("Grpc-Message", "denied")
+			w.Header().Set("Content-Length", fmt.Sprint(len(msg)))
+			w.WriteHeader(200)
+			_, _ = w.Write(msg)
+			return
+		}
+		w.Header().Set("Grpc-Status", "14")
+		w.Header().Set("Grpc-Message", "not yet")
+		w.WriteHeader(200)
+		_, _ = w.Write(msg)
+		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+		w.Header().Set(http.TrailerPrefix+"Grpc-Message", "")
+	})
+	cfg := grpcConfig(addr(up))
+	cfg.Routes[0].Retry = &config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"unavailable"}, Backoff: config.Backoff{Base: time.Microsecond}}
+	h := startProxy(t, cfg)
+	c := grpcClient(t, h.out)
+	resp, err := c.UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{})
+	if err != nil || string(resp.GetPayload().GetBody()) != "hello" || calls.Load() != 1 {
+		t.Fatalf("call: %v, payload %q after %d upstream calls; want OK, %q after 1", err, resp.GetPayload().GetBody(), calls.Load(), "hello")
+	}
+	_, err = c.UnaryCall(metadata.AppendToOutgoingContext(ctxT(t, 5*time.Second), "x-no-trailers", "1"), &testpb.SimpleRequest{})
+	if st := status.Convert(err); st.Code() != codes.Internal {
+		t.Fatalf("call without trailers: %v %q, want Internal", st.Code(), st.Message())
 	}
 }
 

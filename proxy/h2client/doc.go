@@ -100,7 +100,9 @@
 // "Trailer" field's keys in Response.Trailer with nil values, filled
 // (undeclared keys too) when the trailers arrive and before Body returns
 // io.EOF; ContentLength from content-length, else -1 (0, with
-// http.NoBody, when the head ended the stream). The body gives back
+// http.NoBody, when the head ended the stream). EndedAtHead tells a
+// response whose header block ended the stream, as gRPC's Trailers-Only
+// responses do. The body gives back
 // stream window (WINDOW_UPDATE per 256 KiB read) as it is read; closing
 // it early resets the stream with CANCEL.
 //

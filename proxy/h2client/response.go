@@ -206,6 +206,19 @@ func attachBody(s *stream, hb *headerBlock, ended bool) *http.Response {
 	return resp
 }
 
+// EndedAtHead reports whether resp has neither body nor trailers to come:
+// its Body is http.NoBody, as a response whose HEADERS ended the stream
+// (END_STREAM) has, or a response to HEAD, a 204 or a 304 (whose content
+// is none, and whose Body gives no trailers); or resp is one of this
+// package's that ended at its header block although that declared a
+// content-length (its body fails with io.ErrUnexpectedEOF). A gRPC
+// response is Trailers-Only when such a header block carries its
+// grpc-status (gRPC's PROTOCOL-HTTP2.md); one that did not end the stream
+// has its status in the trailers, whatever its header block says.
+func EndedAtHead(resp *http.Response) bool {
+	return resp.Body == http.NoBody || resp.Body == io.ReadCloser(missingBody{})
+}
+
 // missingBody is the body of a response that promised a length and
 // ended at its header block.
 type missingBody struct{}
