@@ -299,6 +299,18 @@ func (c *conn) onGoAwayLocked(f *http2.GoAwayFrame) {
 			// Not processed by the server (RFC 9113 §6.8): safe to send
 			// again elsewhere, unless it answered already (see
 			// unansweredLocked).
+			//
+			// Its HEADERS may still be queued, not yet taken by the
+			// writer: they go out all the same. The server ignores a
+			// stream above its last stream id but still decodes its
+			// header block (§6.8, §4.3), and our HPACK encoder has
+			// already entered its fields in the dynamic table. Withdrawn,
+			// they would leave the server's decoder behind the encoder,
+			// and the header blocks still sent here (the trailers of
+			// streams at or below the last stream id, which the server
+			// goes on processing) would decode wrong: COMPRESSION_ERROR,
+			// and those streams lost. The request is failed as refused
+			// either way, and goes to another connection.
 			c.abortLocked(s, ge, s.unansweredLocked())
 		}
 	}
