@@ -189,12 +189,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 		}
 		for d := range want {
-			if !watched[d] || d == dir {
-				// Adding again is harmless, and re-arms the main watch if the
-				// directory was replaced.
-				if fw.Add(d) == nil {
-					watched[d] = true
-				}
+			// Every one is added again, watched or not: adding again is
+			// harmless, and re-arms the watch of a directory replaced
+			// under the same name (renamed away or deleted, another put
+			// in its place within one debounce), whose watch went with
+			// the old one. Only the config's own directory was re-armed
+			// so; the directory a symlink leads to, replaced so, was no
+			// longer watched, and edits in it were missed.
+			if fw.Add(d) == nil {
+				watched[d] = true
 			}
 		}
 	}

@@ -744,3 +744,58 @@ func TestWatchSeesWhatALinkLeadsToDeletedAndWrittenAgain(t *testing.T) {
 		wantTimeout(t, next(t, ch), 2*time.Second)
 	})
 }
+
+// The directory a symlink on the config's path leads to, replaced under
+// the same name within one debounce (renamed away and another renamed in,
+// or deleted and made again), is watched from then on: an edit in it
+// afterwards is delivered. The watch went with the old directory and the
+// new one was never watched, as it had the name of one already watched;
+// only the config's own directory was re-armed so.
+func TestWatchFollowsTheDirectoryALinkLeadsToReplacedUnderItsName(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		replace func(t *testing.T, store string)
+	}{
+		{"renamed", func(t *testing.T, store string) {
+			if err := os.Rename(store, store+".old"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(store+".new", store); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"deleted", func(t *testing.T, store string) {
+			if err := os.RemoveAll(store); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(store, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(store+".new", "outrigger.yaml"), filepath.Join(store, "outrigger.yaml")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// etc/outrigger.yaml -> store/outrigger.yaml.
+			root := t.TempDir()
+			releases(t, root, "", map[string]string{"store": "1s", "store.new": "2s"})
+			etc := filepath.Join(root, "etc")
+			if err := os.Mkdir(etc, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			store := filepath.Join(root, "store")
+			path := filepath.Join(etc, "outrigger.yaml")
+			if err := os.Symlink(filepath.Join(store, "outrigger.yaml"), path); err != nil {
+				t.Fatal(err)
+			}
+			// A debounce long enough for the replacement to be one burst,
+			// so that the watcher never sees the directory missing.
+			ch, _ := startWatcherWith(t, path, 300*time.Millisecond)
+			tc.replace(t, store)
+			wantTimeout(t, next(t, ch), 2*time.Second)
+			writeFile(t, filepath.Join(store, "outrigger.yaml"), configWithTimeout("3s"))
+			wantTimeout(t, next(t, ch), 3*time.Second)
+		})
+	}
+}
