@@ -1,9 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"net/http"
+	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
@@ -119,5 +124,94 @@ func TestUpstreamConnectionsOfAnEndpointAddedBack(t *testing.T) {
 	}
 	if n := seriesWith(t, h, "endpoint", addr(a)); n != 0 {
 		t.Fatalf("%d series of the removed endpoint after its connection closed and a reload", n)
+	}
+}
+
+// A breaker or detector hook of a cluster that a reload removes while the
+// hook is on its way to the cluster's series writes nothing the registry
+// exports: the series the reload deleted stay deleted. The hooks tested a
+// "removed" flag, then looked the series up by cluster name, which
+// created them again when the reload came in between; they then stayed
+// exported for good (outrigger_breaker_state of a cluster no longer
+// configured).
+func TestHookOfARemovedClusterBringsNoSeriesBack(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cluster func() config.Cluster
+		fire    func(r *resilience, now time.Time)
+		metrics []string
+	}{
+		{"breaker", func() config.Cluster { return breakerCluster("127.0.0.1:9") },
+			func(r *resilience, now time.Time) { r.br.ForceOpen(now) },
+			[]string{"outrigger_breaker_state", "outrigger_breaker_transitions_total"}},
+		{"detector", func() config.Cluster {
+			c := breakerCluster("127.0.0.1:9", "127.0.0.1:10")
+			c.OutlierDetection = breaker.OutlierConfig{}
+			return c
+		}, func(r *resilience, now time.Time) {
+			for range 5 {
+				r.det.Record(0, now, breaker.Verdict{Failure: true})
+			}
+		}, []string{"outrigger_breaker_ejections_total", "outrigger_breaker_ejected_endpoints"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			p := New(Options{Registry: reg, NoHealthChecks: true})
+			t.Cleanup(func() { p.Shutdown(context.Background()) })
+			held, release := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			p.beforeHookSeries = func(cluster string) {
+				once.Do(func() {
+					close(held)
+					<-release
+				})
+			}
+			cfg := simpleConfig(tc.cluster())
+			cfg.Clusters["other"] = breakerCluster("127.0.0.1:11")
+			if err := p.Apply(cfg); err != nil {
+				t.Fatal(err)
+			}
+			p.applyMu.Lock()
+			r := p.res["svc"]
+			p.applyMu.Unlock()
+
+			fired := make(chan struct{})
+			go func() {
+				defer close(fired)
+				tc.fire(r, time.Now())
+			}()
+			select {
+			case <-held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the hook never ran")
+			}
+			// svc removed while its hook is held.
+			removed := &config.Config{
+				Clusters: map[string]config.Cluster{"other": cfg.Clusters["other"]},
+				Routes:   []config.Route{{Name: "all", Cluster: "other"}},
+			}
+			if err := p.Apply(removed); err != nil {
+				t.Fatal(err)
+			}
+			close(release)
+			<-fired
+
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, mf := range mfs {
+				if !slices.Contains(tc.metrics, mf.GetName()) {
+					continue
+				}
+				for _, m := range mf.GetMetric() {
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "cluster" && l.GetValue() == "svc" {
+							t.Errorf("%s exports %v for the removed cluster", mf.GetName(), m.GetLabel())
+						}
+					}
+				}
+			}
+		})
 	}
 }

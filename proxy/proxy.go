@@ -65,6 +65,12 @@ type Proxy struct {
 	// onRefused is Options.Refused.
 	onRefused func(Listener, h1server.Refusal)
 
+	// beforeHookSeries, when set, is called by a cluster's breaker and
+	// detector hooks just before they write its series; tests use it to
+	// hold a hook there while a reload removes the cluster. Set before
+	// any hook can run.
+	beforeHookSeries func(cluster string)
+
 	// wallClock: now is time.Now, so its readings can also serve as
 	// real time (deadlines), sparing a clock read.
 	wallClock bool

@@ -42,8 +42,10 @@ type resilience struct {
 	endpoints []string
 	// gone is set once the cluster is removed by a reload; it is shared
 	// by every resilience of the same cluster from its first snapshot on,
-	// so a hook of a breaker or detector still finishing calls of the old
-	// snapshot does not bring its deleted series back.
+	// so that a health checker built for it is not given series (see
+	// startHealth). The hooks of its breaker and detector need no such
+	// test: they write the series bound when they were built (see
+	// breakerSeries).
 	gone *atomic.Bool
 	// detRetired is set once det is no longer the serving detector of the
 	// cluster (a reload built another, which carried its ejections over):
@@ -107,6 +109,33 @@ func newBreakerMetrics(reg prometheus.Registerer) *breakerMetrics {
 	return m
 }
 
+// breakerSeries are the series a cluster's breaker and detector hooks
+// write, bound when the breaker or detector is built. A hook never looks
+// a series up by its labels: one of a cluster a reload removed, still
+// finishing calls of the old snapshot, would create again a series the
+// reload deleted (WithLabelValues does), for good. A test of a "removed"
+// flag before the lookup leaves the window between the two; a bound
+// series, once deleted, is no longer exported, whatever is written to it.
+type breakerSeries struct {
+	state       prometheus.Gauge
+	transitions [breaker.NumStates]prometheus.Counter
+	ejections   prometheus.Counter
+	ejected     prometheus.Gauge
+}
+
+// bind returns cluster name's series, creating those it lacks.
+func (m *breakerMetrics) bind(name string) *breakerSeries {
+	s := &breakerSeries{
+		state:     m.state.WithLabelValues(name),
+		ejections: m.ejections.WithLabelValues(name),
+		ejected:   m.ejected.WithLabelValues(name),
+	}
+	for st := range breaker.State(breaker.NumStates) {
+		s.transitions[st] = m.transitions.WithLabelValues(name, st.String())
+	}
+	return s
+}
+
 // deleteCluster removes every series of cluster name.
 func (m *breakerMetrics) deleteCluster(name string) {
 	l := prometheus.Labels{"cluster": name}
@@ -144,7 +173,6 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 	if old != nil {
 		r.gone = old.gone
 	}
-	gone := r.gone
 	for _, e := range cc.Endpoints {
 		r.endpoints = append(r.endpoints, e.Address)
 	}
@@ -155,7 +183,7 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 	if old != nil && reflect.DeepEqual(old.cc.breaker, rc.breaker) {
 		r.br, r.brRetired = old.br, old.brRetired
 	} else {
-		bm := p.bm
+		series := p.bm.bind(name)
 		retired := new(atomic.Bool)
 		r.brRetired = retired
 		// An operator's override outlives the breaker it was set on
@@ -170,10 +198,11 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 			if retired.Load() {
 				return
 			}
-			if !gone.Load() {
-				bm.state.WithLabelValues(name).Set(float64(sc.To))
-				bm.transitions.WithLabelValues(name, sc.To.String()).Inc()
+			if hold := p.beforeHookSeries; hold != nil {
+				hold(name)
 			}
+			series.state.Set(float64(sc.To))
+			series.transitions[sc.To].Inc()
 			fields := []zap.Field{zap.String("cluster", name), zap.Stringer("from", sc.From), zap.Stringer("to", sc.To), zap.String("reason", sc.Reason)}
 			if !sc.OpenUntil.IsZero() {
 				fields = append(fields, zap.Time("open_until", sc.OpenUntil), zap.Int("openings", sc.Openings))
@@ -193,7 +222,7 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 		r.det, r.detRetired = old.det, old.detRetired
 	} else {
 		addrs := r.endpoints
-		bm := p.bm
+		series := p.bm.bind(name)
 		retired := new(atomic.Bool)
 		r.detRetired = retired
 		r.det, err = breaker.NewDetector(rc.outlier, len(addrs), breaker.WithEjectionHook(func(e breaker.Ejection) {
@@ -204,12 +233,14 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 			if e.Endpoint >= 0 && e.Endpoint < len(addrs) {
 				ep = addrs[e.Endpoint]
 			}
-			switch {
-			case e.Ejected && !gone.Load():
-				bm.ejections.WithLabelValues(name).Inc()
-				bm.ejected.WithLabelValues(name).Inc()
-			case !gone.Load():
-				bm.ejected.WithLabelValues(name).Dec()
+			if hold := p.beforeHookSeries; hold != nil {
+				hold(name)
+			}
+			if e.Ejected {
+				series.ejections.Inc()
+				series.ejected.Inc()
+			} else {
+				series.ejected.Dec()
 			}
 			if e.Ejected {
 				p.log.Warn("endpoint ejected", zap.String("cluster", name), zap.String("endpoint", ep),
