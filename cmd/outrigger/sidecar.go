@@ -230,7 +230,9 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	// A keep-alive connection with no request in flight is closed after
 	// listeners.idle_timeout as it stands at start (as the app API's), so
 	// that clients of a non-loopback admin address cannot pile up open
-	// connections: without it net/http keeps them for good.
+	// connections: without it net/http keeps them for good. Each
+	// response's write is bounded by the admin handler itself
+	// (admin.DefaultWriteTimeout, longer for a profile that collects).
 	adminSrv := &http.Server{
 		Handler:           s.adminHandler(reg, messaging),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,7 +44,19 @@ type Options struct {
 	Messaging http.Handler
 	// Pprof mounts net/http/pprof under /debug/pprof/ (loopback clients only).
 	Pprof bool
+	// WriteTimeout bounds the writing of each response, from the
+	// request's arrival: a client that stops reading (a large /metrics
+	// it never takes) has its connection closed then, instead of holding
+	// the handler's goroutine for good. A profile or trace asked for
+	// seconds=N (30 s for the CPU profile, 1 s for the trace without it)
+	// gets N on top. Zero means DefaultWriteTimeout.
+	WriteTimeout time.Duration
 }
+
+// DefaultWriteTimeout is Options.WriteTimeout's default: ample for a
+// scrape of a large registry over a slow link, and 3x Prometheus's
+// default scrape timeout.
+const DefaultWriteTimeout = 30 * time.Second
 
 // ConfigStatus is the body of /config.
 type ConfigStatus struct {
@@ -87,6 +100,14 @@ var ErrUnknownCluster = errors.New("unknown cluster")
 
 // New returns the admin handler for opts.
 func New(opts Options) http.Handler {
+	timeout := opts.WriteTimeout
+	if timeout <= 0 {
+		timeout = DefaultWriteTimeout
+	}
+	return writeDeadline(newMux(opts, timeout), timeout)
+}
+
+func newMux(opts Options, timeout time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	var routes []string
 	handle := func(pattern, doc string, h http.Handler) {
@@ -165,11 +186,11 @@ func New(opts Options) http.Handler {
 		// The explicit routes mirror net/http/pprof's init, which registers
 		// on http.DefaultServeMux; this mux is not that one.
 		pp := http.NewServeMux()
-		pp.HandleFunc("/debug/pprof/", pprof.Index)
+		pp.HandleFunc("/debug/pprof/", profiling(pprof.Index, timeout))
 		pp.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		pp.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pp.HandleFunc("/debug/pprof/profile", profiling(pprof.Profile, timeout))
 		pp.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		pp.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		pp.HandleFunc("/debug/pprof/trace", profiling(pprof.Trace, timeout))
 		handle("/debug/pprof/", "GET  /debug/pprof/               Go profiles (loopback)", loopbackOnly(pp))
 	}
 	mux.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -180,6 +201,75 @@ func New(opts Options) http.Handler {
 		}
 	}))
 	return mux
+}
+
+// writeDeadline sets the write deadline of each response, timeout from
+// the request's arrival; the profiles extend it (see profiling). The
+// deadline is the connection's: a keep-alive connection's next request
+// sets its own. A ResponseWriter that cannot take a deadline (httptest's
+// recorder) serves without one.
+//
+// net/http's Server.WriteTimeout would be one bound for every response
+// on the server; set here, the admin endpoint carries its own bound
+// wherever it is served.
+func writeDeadline(h http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout))
+		h.ServeHTTP(w, r)
+	})
+}
+
+// profiling moves the write deadline of a /debug/pprof/ request on by
+// the time the profile collects, before its response is written (a CPU
+// or delta profile) or while it is (the execution trace streams as it
+// runs). It runs after loopbackOnly: reading seconds may read a form
+// from the body, which pprof does next anyway.
+func profiling(h http.HandlerFunc, timeout time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + collectFor(r)))
+		h(w, r)
+	}
+}
+
+// maxCollect bounds what collectFor returns, so that a seconds value
+// of any size adds a duration that does not overflow.
+const maxCollect = 24 * time.Hour
+
+// collectFor is how long a /debug/pprof/ request collects, as
+// net/http/pprof reads seconds: whole seconds for the CPU profile (30
+// without a valid value) and a delta profile (none without one), any
+// number for the trace (1 without a valid one). Zero for the index,
+// cmdline and symbol, which take no seconds, and for other paths.
+func collectFor(r *http.Request) time.Duration {
+	name, ok := strings.CutPrefix(r.URL.Path, "/debug/pprof/")
+	if !ok {
+		return 0
+	}
+	v := r.FormValue("seconds")
+	var sec float64
+	switch name {
+	case "", "cmdline", "symbol":
+		return 0
+	case "trace":
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(f > 0) {
+			f = 1
+		}
+		sec = f
+	default:
+		n, err := strconv.ParseInt(v, 10, 64)
+		switch {
+		case (err != nil || n <= 0) && name == "profile":
+			n = 30
+		case err != nil || n <= 0:
+			return 0
+		}
+		sec = float64(n)
+	}
+	if sec >= maxCollect.Seconds() {
+		return maxCollect
+	}
+	return time.Duration(sec * float64(time.Second))
 }
 
 func setBreaker(w http.ResponseWriter, r *http.Request, set func(string, BreakerAction) error) {

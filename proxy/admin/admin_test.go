@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -239,6 +241,101 @@ func TestLoopbackRoutesRefuseForeignHostNames(t *testing.T) {
 		}
 		if tc.want == 403 && strings.Contains(string(body), "secret") {
 			t.Errorf("%s %s with Host %q: the refusal shows the config", tc.method, tc.path, tc.host)
+		}
+	}
+}
+
+// serve runs h on a loopback server; done receives each time a request's
+// handler returns.
+func serve(t *testing.T, h http.Handler) (url string, done <-chan struct{}) {
+	t.Helper()
+	ch := make(chan struct{}, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { ch <- struct{}{} }()
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, ch
+}
+
+// A client that asks for /metrics and never reads the answer has its
+// connection closed at the write timeout, and the handler returns. The
+// response had no write deadline: the handler's goroutine waited for
+// good on a socket the client had filled.
+func TestClientThatStopsReadingIsCutOffAtTheWriteTimeout(t *testing.T) {
+	// Larger than what the loopback socket buffers hold.
+	help := strings.Repeat("x", 32<<20)
+	g := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		return []*dto.MetricFamily{{
+			Name:   proto.String("big"),
+			Help:   proto.String(help),
+			Type:   dto.MetricType_GAUGE.Enum(),
+			Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(1)}}},
+		}}, nil
+	})
+	url, done := serve(t, New(Options{Gatherer: g, WriteTimeout: 200 * time.Millisecond}))
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the /metrics handler still writes to a client that stopped reading")
+	}
+}
+
+// The profiles that collect for a while (a CPU profile, the execution
+// trace, a delta profile) are written whole though they take longer
+// than the write timeout: their deadline counts the seconds asked for.
+// The index and a plain profile, which take none, answer as usual.
+func TestProfilesLongerThanTheWriteTimeoutAreWrittenWhole(t *testing.T) {
+	url, _ := serve(t, New(Options{Pprof: true, WriteTimeout: 100 * time.Millisecond}))
+	for _, path := range []string{
+		"/debug/pprof/profile?seconds=1",
+		"/debug/pprof/trace?seconds=0.5",
+		"/debug/pprof/heap?seconds=1",
+		"/debug/pprof/",
+		"/debug/pprof/goroutine?debug=1",
+	} {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || len(body) == 0 {
+			t.Fatalf("%s: %d, %d bytes, %v; want 200 and the whole profile", path, resp.StatusCode, len(body), err)
+		}
+	}
+}
+
+func TestCollectForReadsSecondsAsPprofDoes(t *testing.T) {
+	for _, tc := range []struct {
+		target string
+		want   time.Duration
+	}{
+		{"/metrics?seconds=5", 0},
+		{"/debug/pprof/", 0},
+		{"/debug/pprof/symbol?seconds=5", 0},
+		{"/debug/pprof/profile", 30 * time.Second},
+		{"/debug/pprof/profile?seconds=2.5", 30 * time.Second}, // pprof wants whole seconds
+		{"/debug/pprof/profile?seconds=90", 90 * time.Second},
+		{"/debug/pprof/trace", time.Second},
+		{"/debug/pprof/trace?seconds=2.5", 2500 * time.Millisecond},
+		{"/debug/pprof/heap", 0},
+		{"/debug/pprof/heap?seconds=-3", 0},
+		{"/debug/pprof/allocs?seconds=7", 7 * time.Second},
+		{"/debug/pprof/trace?seconds=1e300", maxCollect},
+		{"/debug/pprof/profile?seconds=9223372036854775807", maxCollect},
+	} {
+		r := httptest.NewRequest("GET", tc.target, nil)
+		if got := collectFor(r); got != tc.want {
+			t.Errorf("collectFor(%s) = %v, want %v", tc.target, got, tc.want)
 		}
 	}
 }

@@ -24,5 +24,8 @@
 //     web page the host's browser shows is on loopback too. They refuse a
 //     Host that is a name other than localhost as well: a page can reach
 //     127.0.0.1 under a name of its own (DNS rebinding).
+//   - Every response has a write deadline, Options.WriteTimeout from the
+//     request's arrival, plus the seconds a profile collects for: a
+//     client that stops reading holds no goroutine past it.
 //   - JSON responses are indented and end in a newline, for curl users.
 package admin
