@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +53,17 @@ type retryPolicy struct {
 	allowAnyMethod bool
 	// maxBuffered is the largest request body kept for replay.
 	maxBuffered int64
+	// resetHeaders, when set, are the rate-limit reset headers read from
+	// a retried response, in order (rate_limited_backoff); resetMax is
+	// the longest interval they may ask for.
+	resetHeaders []resetHeader
+	resetMax     time.Duration
+}
+
+// resetHeader is one header of rate_limited_backoff.reset_headers.
+type resetHeader struct {
+	key       string // canonical, as the transports key response headers
+	timestamp bool   // unix_timestamp; else seconds (delay-seconds or HTTP-date)
 }
 
 // idempotent reports whether a request with method m may be retried
@@ -139,6 +152,86 @@ func (p *retryPolicy) backoff(n int, int63n func(int64) int64) time.Duration {
 		return 0
 	}
 	return time.Duration(int63n(int64(ceil)))
+}
+
+// resetWait is the wait before retrying a response whose header is h,
+// by the policy's reset headers (Envoy's rate_limited_retry_back_off),
+// at time now. wait < 0 means no header names one: the exponential
+// back-off applies. ok is false when the interval named exceeds
+// resetMax: the response is not retried. The first header that parses
+// decides; an interval of zero (Retry-After: 0, or a reset time already
+// past) names no wait, and the back-off applies, which keeps a server
+// that has just refused from being called again at once.
+// The wait is spread over [interval, 1.5 × interval), as Envoy's
+// JitteredLowerBoundBackOffStrategy does, without passing resetMax, so
+// that the clients told one reset time do not all come back at that
+// instant. int63n is injectable.
+func (p *retryPolicy) resetWait(h http.Header, now time.Time, int63n func(int64) int64) (wait time.Duration, ok bool) {
+	for _, rh := range p.resetHeaders {
+		vv := h[rh.key]
+		if len(vv) == 0 {
+			continue
+		}
+		d, parsed := parseReset(vv[0], rh.timestamp, now)
+		if !parsed {
+			continue
+		}
+		switch {
+		case d <= 0:
+			return -1, true
+		case d > p.resetMax:
+			return 0, false
+		}
+		if spread := min(d/2, p.resetMax-d); spread > 0 {
+			d += time.Duration(int63n(int64(spread)))
+		}
+		return d, true
+	}
+	return -1, true
+}
+
+// maxResetSeconds is the most seconds a reset header is read as: more
+// would overflow a time.Duration.
+const maxResetSeconds = int64(math.MaxInt64 / int64(time.Second))
+
+// parseReset reads a reset header's value v as the interval it names
+// from now: with timestamp, whole seconds since the Unix epoch; else a
+// Retry-After value (RFC 9110 §10.2.3), delay-seconds or an HTTP-date.
+// A number too large for a time.Duration reads as the largest one.
+func parseReset(v string, timestamp bool, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	n, digits := parseSeconds(v)
+	switch {
+	case timestamp && digits:
+		return time.Unix(n, 0).Sub(now), true
+	case timestamp:
+		return 0, false
+	case digits:
+		return time.Duration(n) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return t.Sub(now), true
+}
+
+// parseSeconds parses 1*DIGIT, saturating at maxResetSeconds.
+func parseSeconds(v string) (int64, bool) {
+	if v == "" {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n <= maxResetSeconds {
+			n = n*10 + int64(c-'0')
+		}
+	}
+	return min(n, maxResetSeconds), true
 }
 
 // sleepCtx waits d or until ctx is done; it reports whether d elapsed.
