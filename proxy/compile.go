@@ -493,6 +493,23 @@ func compileRetry(rc config.RetryPolicy) (retryPolicy, error) {
 	if rp.maxBuffered == 0 {
 		rp.maxBuffered = defaultMaxBuffered
 	}
+	if rl := rc.RateLimitedBackoff; rl != nil {
+		rp.resetMax = rl.MaxInterval
+		if rp.resetMax == 0 {
+			rp.resetMax = config.DefaultRateLimitedMaxInterval
+		}
+		for i, h := range rl.ResetHeaders {
+			switch h.Format {
+			case "", config.ResetHeaderSeconds, config.ResetHeaderUnixTimestamp:
+			default:
+				return rp, fmt.Errorf("rate_limited_backoff.reset_headers[%d].format: unknown format %q", i, h.Format)
+			}
+			rp.resetHeaders = append(rp.resetHeaders, resetHeader{
+				key:       http.CanonicalHeaderKey(h.Name),
+				timestamp: h.Format == config.ResetHeaderUnixTimestamp,
+			})
+		}
+	}
 	on := rc.RetryOn
 	if len(on) == 0 {
 		on = []config.RetryCondition{config.RetryOnConnectFailure, config.RetryOnRefusedStream,

@@ -465,7 +465,10 @@ func (f *forwarding) run(start time.Time) {
 			if f.retryCandidate(attempt, failNone, resp.StatusCode, gs, hv) {
 				f.report(permit, ep, hv)
 				recorded = true
-				if f.canRetry(attempt, failNone, resp.StatusCode, gs, hv) && f.takeRetry(&retryHeld) {
+				// A response whose reset header asks for a wait longer
+				// than the route allows is the answer (see resetAllows).
+				wait := time.Duration(-1)
+				if f.canRetry(attempt, failNone, resp.StatusCode, gs, hv) && f.resetAllows(resp.Header, &wait) && f.takeRetry(&retryHeld) {
 					f.reached = true
 					// Closed, not read: a body that stalls would hold the
 					// retry until the route deadline. Both transports
@@ -475,7 +478,7 @@ func (f *forwarding) run(start time.Time) {
 					resp.Body.Close()
 					ep.active.Add(-1)
 					acancel(nil)
-					if !f.prepareRetry(attempt) {
+					if !f.prepareRetry(attempt, wait) {
 						f.retryAbandoned(localReply{reason: ReasonUpstreamTimeout})
 						return
 					}
@@ -1043,7 +1046,7 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		if kind != failConnect && kind != failRefused {
 			f.reached = true
 		}
-		if !f.prepareRetry(attempt) {
+		if !f.prepareRetry(attempt, -1) {
 			f.retryAbandoned(failureReply(kind))
 			return false
 		}
@@ -1584,9 +1587,42 @@ func (f *forwarding) takeRetry(held *bool) bool {
 	return true
 }
 
+// resetAllows reports whether a response whose header is h may be
+// retried as far as its rate-limit reset header goes (see
+// retryPolicy.resetWait), and sets *wait to the wait it names (left
+// alone, < 0, for the exponential back-off). It refuses the retry when
+// the header asks for more than max_interval, or for a wait that would
+// reach the route deadline or last the route's idle_timeout (the idle
+// watch restarted at the response's header block, and nothing moves
+// during the wait): the retry could then only end in a local reply,
+// where the upstream's answer says when to come back.
+//
+//go:noinline
+func (f *forwarding) resetAllows(h http.Header, wait *time.Duration) bool {
+	p := &f.rt.retry
+	if len(p.resetHeaders) == 0 {
+		return true
+	}
+	now := time.Now()
+	d, ok := p.resetWait(h, now, f.p.int63n)
+	switch {
+	case !ok:
+		return false
+	case d < 0:
+		return true
+	case !f.dl.IsZero() && !now.Add(d).Before(f.dl):
+		return false
+	case f.rt.idleTimeout > 0 && d >= f.rt.idleTimeout:
+		return false
+	}
+	*wait = d
+	return true
+}
+
 // prepareRetry detaches the previous attempt's body, checks the body can
-// still be replayed and waits the back-off. False: give up.
-func (f *forwarding) prepareRetry(attempt int) bool {
+// still be replayed and waits: wait when it is >= 0 (a rate-limited
+// response's), else the exponential back-off. False: give up.
+func (f *forwarding) prepareRetry(attempt int, wait time.Duration) bool {
 	if f.view != nil {
 		// Not waiting for a Read of it in progress: the transport may
 		// have left one behind that waits for the client, which may
@@ -1597,7 +1633,10 @@ func (f *forwarding) prepareRetry(attempt int) bool {
 			return false
 		}
 	}
-	if !sleepCtx(f.routeCtx(), f.rt.retry.backoff(attempt+1, f.p.int63n)) {
+	if wait < 0 {
+		wait = f.rt.retry.backoff(attempt+1, f.p.int63n)
+	}
+	if !sleepCtx(f.routeCtx(), wait) {
 		return false
 	}
 	f.c.m.retries.Inc()

@@ -35,6 +35,9 @@ const (
 	DefaultBackoffBase          = 25 * time.Millisecond
 	DefaultBackoffMaxFactor     = 10
 	DefaultMaxBufferedBodyBytes = 64 << 10
+	// DefaultRateLimitedMaxInterval is Envoy's default for
+	// rate_limited_retry_back_off.max_interval.
+	DefaultRateLimitedMaxInterval = 300 * time.Second
 
 	DefaultLogLevel  = "info"
 	DefaultLogFormat = "json"
@@ -186,6 +189,12 @@ func (r *Route) applyDefaults(i int) {
 		setDuration(&rp.Backoff.Max, DefaultBackoffMaxFactor*rp.Backoff.Base)
 		if rp.MaxBufferedBodyBytes == 0 {
 			rp.MaxBufferedBodyBytes = DefaultMaxBufferedBodyBytes
+		}
+		if rl := rp.RateLimitedBackoff; rl != nil {
+			setDuration(&rl.MaxInterval, DefaultRateLimitedMaxInterval)
+			for i := range rl.ResetHeaders {
+				setString((*string)(&rl.ResetHeaders[i].Format), string(ResetHeaderSeconds))
+			}
 		}
 	}
 }

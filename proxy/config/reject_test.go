@@ -300,6 +300,64 @@ routes:
     retry:
       backoff: {base: 100ms, max: 50ms}
 `, `t.yaml:9: routes[0].retry.backoff.max: 50ms is less than backoff.base (100ms)`},
+		{"rate-limited back-off without reset headers", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      rate_limited_backoff: {max_interval: 30s}
+`, `t.yaml:9: routes[0].retry.rate_limited_backoff.reset_headers: required: name at least one header, such as retry-after`},
+		{"unknown reset header format", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      rate_limited_backoff:
+        reset_headers:
+          - {name: retry-after, format: seconds}
+          - {name: x-ratelimit-reset, format: MINUTES}
+`, `t.yaml:12: routes[0].retry.rate_limited_backoff.reset_headers[1].format: unknown format "MINUTES" (valid: seconds, unix_timestamp)`},
+		{"reset header without a name", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      rate_limited_backoff:
+        reset_headers: [{format: unix_timestamp}]
+`, `t.yaml:10: routes[0].retry.rate_limited_backoff.reset_headers[0].name: required`},
+		{"reset header named twice", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      rate_limited_backoff:
+        reset_headers: [{name: Retry-After}, {name: retry-after}]
+`, `t.yaml:10: routes[0].retry.rate_limited_backoff.reset_headers[1].name: "retry-after" repeats reset_headers[0]`},
+		{"invalid reset header name", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      rate_limited_backoff:
+        reset_headers: [{name: "retry after"}]
+`, `t.yaml:10: routes[0].retry.rate_limited_backoff.reset_headers[0].name: invalid header name "retry after"`},
+		{"gRPC pushback as a reset header", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      rate_limited_backoff:
+        reset_headers: [{name: grpc-retry-pushback-ms}]
+`, `t.yaml:10: routes[0].retry.rate_limited_backoff.reset_headers[0].name: "grpc-retry-pushback-ms" counts milliseconds (gRFC A6): neither seconds nor unix_timestamp reads it`},
+		{"negative max_interval", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      rate_limited_backoff:
+        reset_headers: [{name: retry-after}]
+        max_interval: -1s
+`, `t.yaml:11: routes[0].retry.rate_limited_backoff.max_interval: must not be negative, got -1s`},
+		{"unknown key in rate-limited back-off", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      rate_limited_backoff:
+        reset_headers: [{name: retry-after, fromat: seconds}]
+`, `t.yaml:10: routes[0].retry.rate_limited_backoff.reset_headers[0].fromat: unknown key "fromat" (did you mean "format"?)`},
 		{"bad header name", okCluster + `
 routes:
   - cluster: a

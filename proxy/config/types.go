@@ -779,6 +779,14 @@ type RetryPolicy struct {
 	// Backoff spaces the retries.
 	Backoff Backoff `yaml:"backoff" json:"backoff"`
 
+	// RateLimitedBackoff, when present, waits before a retry for as long
+	// as the retried response's reset header (Retry-After,
+	// X-RateLimit-Reset, ...) asks instead of the Backoff (Envoy's
+	// rate_limited_retry_back_off). It does not make anything retriable:
+	// RetryOn still decides which responses are retried. Absent (nil)
+	// means reset headers are ignored.
+	RateLimitedBackoff *RateLimitedBackoff `yaml:"rate_limited_backoff,omitempty" json:"rate_limited_backoff,omitempty"`
+
 	// Budget is not a route setting: retries in flight are capped per
 	// cluster, by clusters.<name>.limits.retry_budget (or, without one,
 	// limits.max_retries), as Envoy's circuit_breakers.thresholds do, so
@@ -828,6 +836,57 @@ type Backoff struct {
 	// (250ms with the default Base).
 	Max time.Duration `yaml:"max" json:"max"`
 }
+
+// RateLimitedBackoff takes a retry's wait from the retried response's
+// rate-limit reset headers. The first of ResetHeaders whose value parses
+// names the interval; the retry waits a random time from the interval up
+// to 1.5 times it, never more than MaxInterval, spread as Envoy spreads
+// it so that the clients told the same reset time do not all come back
+// at once. A response none of whose headers parse, or whose interval is
+// zero (a reset time already past), gets the Backoff. A response whose
+// interval exceeds MaxInterval, or whose wait would reach the route
+// deadline or last the route's idle_timeout, is not retried: it is the
+// answer. (Envoy instead skips a header over max_interval and tries the
+// next, then its exponential back-off.)
+type RateLimitedBackoff struct {
+	// ResetHeaders are the response headers to read, in order. Required
+	// (at least one); names are unique, case-insensitively.
+	ResetHeaders []ResetHeader `yaml:"reset_headers" json:"reset_headers"`
+
+	// MaxInterval is the longest interval a reset header may ask for; a
+	// longer one ends the retries. Zero means 300s (Envoy's default).
+	MaxInterval time.Duration `yaml:"max_interval" json:"max_interval"`
+}
+
+// ResetHeader is one response header that names when to retry.
+type ResetHeader struct {
+	// Name is the header's name, matched case-insensitively; when the
+	// header appears more than once, its first value is read. Required.
+	// grpc-retry-pushback-ms, which counts milliseconds (gRFC A6), is
+	// refused: neither format reads it.
+	Name string `yaml:"name" json:"name"`
+
+	// Format is how the value names the wait: "seconds" or
+	// "unix_timestamp" (see [ResetHeaderFormat]). Empty means "seconds".
+	Format ResetHeaderFormat `yaml:"format" json:"format"`
+}
+
+// ResetHeaderFormat is how a reset header's value names the wait
+// (Envoy's RetryPolicy.ResetHeaderFormat).
+type ResetHeaderFormat string
+
+// The reset header formats.
+const (
+	// ResetHeaderSeconds is a count of seconds to wait ("120"), or an
+	// HTTP-date to wait until ("Wed, 21 Oct 2015 07:28:00 GMT"): the two
+	// forms of Retry-After (RFC 9110 §10.2.3). Envoy's SECONDS reads only
+	// the count.
+	ResetHeaderSeconds ResetHeaderFormat = "seconds"
+	// ResetHeaderUnixTimestamp is the time to wait until, in whole seconds
+	// since the Unix epoch ("1595320702"), as X-RateLimit-Reset is often
+	// sent.
+	ResetHeaderUnixTimestamp ResetHeaderFormat = "unix_timestamp"
+)
 
 // RetryBudget is the shape of the former route-level retry budget, kept
 // only so that a config that still sets routes[].retry.budget is refused

@@ -619,12 +619,48 @@ func (rp *RetryPolicy) validate(p *problems, path string) {
 			p.addf(path+".backoff.max", "%s is less than backoff.base (%s)", rp.Backoff.Max, base)
 		}
 	}
+	if rl := rp.RateLimitedBackoff; rl != nil {
+		rl.validate(p, path+".rate_limited_backoff")
+	}
 	if rp.Budget != nil {
 		p.add(path+".budget", "retry budgets are per cluster: set clusters.<name>.limits.retry_budget {budget_percent, min_retry_concurrency} instead")
 	}
 	if rp.MaxBufferedBodyBytes < 0 {
 		p.add(path+".max_buffered_body_bytes", "must not be negative")
 	}
+}
+
+func (rl *RateLimitedBackoff) validate(p *problems, path string) {
+	if len(rl.ResetHeaders) == 0 {
+		p.add(path+".reset_headers", "required: name at least one header, such as retry-after")
+	}
+	first := map[string]int{}
+	for i, h := range rl.ResetHeaders {
+		hp := indexPath(path+".reset_headers", i)
+		key := strings.ToLower(h.Name)
+		switch {
+		case h.Name == "":
+			p.add(hp+".name", "required")
+		case !httpguts.ValidHeaderFieldName(h.Name):
+			p.addf(hp+".name", "invalid header name %q", h.Name)
+		case key == "grpc-retry-pushback-ms":
+			// gRFC A6: milliseconds, and a value that does not parse
+			// means "do not retry", which no format here says.
+			p.addf(hp+".name", "%q counts milliseconds (gRFC A6): neither seconds nor unix_timestamp reads it", h.Name)
+		default:
+			if j, ok := first[key]; ok {
+				p.addf(hp+".name", "%q repeats reset_headers[%d]", h.Name, j)
+			} else {
+				first[key] = i
+			}
+		}
+		switch h.Format {
+		case "", ResetHeaderSeconds, ResetHeaderUnixTimestamp:
+		default:
+			p.addf(hp+".format", "unknown format %q (valid: seconds, unix_timestamp)", h.Format)
+		}
+	}
+	checkDuration(p, path+".max_interval", rl.MaxInterval)
 }
 
 // retryGRPCCodes are the gRPC statuses of the gRPC retry conditions.
