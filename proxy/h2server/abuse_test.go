@@ -433,23 +433,69 @@ func TestOneByteConnectionWindowUpdatesWakeOneSender(t *testing.T) {
 // was left unread.
 func TestDrainedRequestBodiesDoNotKeepTheirBuffers(t *testing.T) {
 	const streams, burst = 16, 512 << 10
+	// The body goes on after the burst: the handler waits for the rest,
+	// as a proxy relaying an upload does.
+	held := bufferedAfterBursts(t, streams, burst, burst, true)
+	if limit := streams * defaultMaxFrame; held > limit {
+		t.Fatalf("%d drained streams hold %d bytes of body buffers (bound %d)", streams, held, limit)
+	}
+}
+
+// A stream whose handler stops reading just short of the end of a burst
+// (its upstream stalls) kept the buffer the burst had grown to around
+// the few bytes left: a client could have the server hold a window's
+// worth per stream, 250 MiB a connection with the defaults, for 1 MiB of
+// unread data. Once little is left in a large buffer, it moves to a
+// smaller one.
+func TestStalledRequestBodiesDoNotKeepTheirBuffers(t *testing.T) {
+	// Bursts of a quarter of the connection's window: a stalled stream
+	// keeps its unread bytes' credit, and the client sends within the
+	// window the server has returned.
+	const streams, burst, left = 16, 256 << 10, 1 << 10
+	held := bufferedAfterBursts(t, streams, burst, burst-left, false)
+	if limit := streams * defaultMaxFrame; held > limit {
+		t.Fatalf("%d stalled streams with %d bytes unread each hold %d bytes of body buffers (bound %d)", streams, left, held, limit)
+	}
+}
+
+// bufferedAfterBursts opens streams POSTs on one connection, one after the
+// other, sends each a burst of body bytes, and once all of it is
+// buffered has the stream's handler read the first read bytes; then the
+// handler reads on (goOn) or stops. It checks that every stream has
+// burst-read bytes unread, and returns the capacity of the streams'
+// body buffers.
+func bufferedAfterBursts(t *testing.T, streams, burst, read int, goOn bool) (held int) {
+	t.Helper()
 	release := make([]chan struct{}, streams)
-	read := make(chan struct{})
 	for i := range release {
 		release[i] = make(chan struct{})
 	}
+	done, stop := make(chan struct{}, streams), make(chan struct{})
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		i, _ := strconv.Atoi(r.URL.Path[1:])
 		<-release[i]
-		if _, err := io.ReadFull(r.Body, make([]byte, burst)); err != nil {
+		if _, err := io.ReadFull(r.Body, make([]byte, read)); err != nil {
 			t.Error(err)
 		}
-		read <- struct{}{}
-		// The body goes on: the handler waits for the rest, as a
-		// proxy relaying an upload does.
-		io.Copy(io.Discard, r.Body)
+		done <- struct{}{}
+		if goOn {
+			io.Copy(io.Discard, r.Body)
+		} else {
+			<-stop
+		}
 	}))
+	t.Cleanup(func() { // before the server's: its handlers end first
+		close(stop)
+		for _, c := range release {
+			select {
+			case <-c:
+			default:
+				close(c)
+			}
+		}
+	})
 	rc := dialRaw(t, ts.addr)
+	defer rc.nc.Close()
 	sc := ts.conn(t)
 	unread := func(id uint32) int {
 		sc.mu.Lock()
@@ -467,97 +513,20 @@ func TestDrainedRequestBodiesDoNotKeepTheirBuffers(t *testing.T) {
 			rc.fr.WriteData(id, false, p)
 		}
 		// All of it buffered before the handler reads: a burst.
-		waitFor(t, "the burst to be buffered", func() bool { return unread(id) == burst })
-		close(release[i])
-		<-read
-	}
-	held := 0
-	sc.mu.Lock()
-	for _, st := range sc.streams {
-		if len(st.rbuf) != st.roff {
-			t.Errorf("stream %d has %d bytes unread", st.id, len(st.rbuf)-st.roff)
-		}
-		held += cap(st.rbuf)
-	}
-	sc.mu.Unlock()
-	t.Logf("%d bytes of buffers held by %d drained streams", held, streams)
-	if limit := streams * defaultMaxFrame; held > limit {
-		t.Fatalf("%d drained streams hold %d bytes of body buffers (bound %d)", streams, held, limit)
-	}
-	rc.nc.Close()
-}
-
-// A stream whose handler stops reading just short of the end of a burst
-// (its upstream stalls) kept the buffer the burst had grown to around
-// the few bytes left: a client could have the server hold a window's
-// worth per stream, 250 MiB a connection with the defaults, for 1 MiB of
-// unread data. Once little is left in a large buffer, it moves to a
-// smaller one.
-func TestStalledRequestBodiesDoNotKeepTheirBuffers(t *testing.T) {
-	// Bursts of a quarter of the connection's window: a stalled stream
-	// keeps its unread bytes' credit, and the client sends within the
-	// window the server has returned.
-	const streams, burst, left = 16, 256 << 10, 1 << 10
-	release := make([]chan struct{}, streams)
-	read := make(chan struct{}, streams)
-	stall := make(chan struct{})
-	for i := range release {
-		release[i] = make(chan struct{})
-	}
-	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		i, _ := strconv.Atoi(r.URL.Path[1:])
-		<-release[i]
-		if _, err := io.ReadFull(r.Body, make([]byte, burst-left)); err != nil {
-			t.Error(err)
-		}
-		read <- struct{}{}
-		<-stall
-	}))
-	defer func() {
-		close(stall)
-		for _, c := range release {
-			select {
-			case <-c:
-			default:
-				close(c)
-			}
-		}
-	}()
-	rc := dialRaw(t, ts.addr)
-	sc := ts.conn(t)
-	unread := func(id uint32) int {
-		sc.mu.Lock()
-		defer sc.mu.Unlock()
-		if st := sc.streams[id]; st != nil {
-			return len(st.rbuf) - st.roff
-		}
-		return -1
-	}
-	p := make([]byte, 16<<10)
-	for i := 0; i < streams; i++ {
-		id := uint32(2*i + 1)
-		rc.post(id, "/"+strconv.Itoa(i))
-		for n := 0; n < burst; n += len(p) {
-			rc.fr.WriteData(id, false, p)
-		}
 		waitFor(t, fmt.Sprintf("stream %d's burst to be buffered", id), func() bool { return unread(id) == burst })
 		close(release[i])
-		<-read
+		<-done
 	}
-	held := 0
 	sc.mu.Lock()
+	defer sc.mu.Unlock()
 	for _, st := range sc.streams {
-		if n := len(st.rbuf) - st.roff; n != left {
-			t.Errorf("stream %d has %d bytes unread, want %d", st.id, n, left)
+		if n := len(st.rbuf) - st.roff; n != burst-read {
+			t.Errorf("stream %d has %d bytes unread, want %d", st.id, n, burst-read)
 		}
 		held += cap(st.rbuf)
 	}
-	sc.mu.Unlock()
-	t.Logf("%d bytes of buffers held by %d stalled streams", held, streams)
-	if limit := streams * defaultMaxFrame; held > limit {
-		t.Fatalf("%d stalled streams with %d bytes unread each hold %d bytes of body buffers (bound %d)", streams, left, held, limit)
-	}
-	rc.nc.Close()
+	t.Logf("%d bytes of buffers held by %d streams", held, streams)
+	return held
 }
 
 // A client that sends the preface and then nothing, or its first
