@@ -1,8 +1,8 @@
 package h2server
 
 import (
-	"fmt"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
