@@ -74,7 +74,14 @@ type pool struct {
 	// enforced at dial time); set at Apply, shared with the resilience.
 	limits atomic.Pointer[breaker.Limits]
 
-	conns *prometheus.GaugeVec // outrigger_proxy_upstream_connections
+	// conns maps an endpoint address to the
+	// outrigger_proxy_upstream_connections series a connection dialled
+	// to it counts on, bound when the snapshot was compiled (see
+	// bindConns). A dial never looks the series up by name: a request
+	// still running on a snapshot a reload replaced would create again
+	// the series of an endpoint or cluster the reload removed. An address
+	// the map lacks counts on nothing.
+	conns atomic.Pointer[map[string]prometheus.Gauge]
 }
 
 // connectError marks a failure to establish a connection to an endpoint,
@@ -87,8 +94,8 @@ type connectError struct {
 func (e *connectError) Error() string { return fmt.Sprintf("connect to %s: %v", e.addr, e.err) }
 func (e *connectError) Unwrap() error { return e.err }
 
-func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool {
-	p := &pool{key: key, conns: conns}
+func newPool(key transportKey, tc *tls.Config) *pool {
+	p := &pool{key: key}
 	dialer := &net.Dialer{Timeout: key.connectTimeout, KeepAlive: 30 * time.Second}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		lim := p.limits.Load()
@@ -104,8 +111,13 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 			}
 			return nil, &connectError{addr: addr, err: err}
 		}
-		g := conns.WithLabelValues(key.cluster, addr) // once per connection, not per request
-		g.Inc()
+		var g prometheus.Gauge
+		if m := p.conns.Load(); m != nil {
+			g = (*m)[addr]
+		}
+		if g != nil {
+			g.Inc()
+		}
 		cc := &countedConn{Conn: sockio.Wrap(c), gauge: g, limits: lim}
 		cc.input, _ = cc.Conn.(h1client.InputPender)
 		return cc, nil
@@ -191,6 +203,44 @@ func newPool(key transportKey, tc *tls.Config, conns *prometheus.GaugeVec) *pool
 	return p
 }
 
+// bindConns makes the series of c's endpoints the ones the pool's dials
+// count on, keeping those of the addresses c lacks: until the reload
+// applying c has decided which series of removed endpoints stay (see
+// pruneConns), a dial to one still counts where it did. Caller holds
+// Proxy.applyMu, before c's snapshot is published.
+func (p *pool) bindConns(c *cluster) {
+	m := make(map[string]prometheus.Gauge, len(c.endpoints))
+	if old := p.conns.Load(); old != nil {
+		for a, g := range *old {
+			m[a] = g
+		}
+	}
+	for _, e := range c.endpoints {
+		m[e.addr] = e.conns
+	}
+	p.conns.Store(&m)
+}
+
+// pruneConns drops the series of the addresses keep refuses: those of
+// endpoints removed whose series the reload deleted. A connection a
+// request of an older snapshot dials to one afterwards counts on none;
+// should a later reload add the endpoint back while the pool still holds
+// it idle, the new series does not count it. Caller holds
+// Proxy.applyMu.
+func (p *pool) pruneConns(keep func(addr string) bool) {
+	old := p.conns.Load()
+	if old == nil {
+		return
+	}
+	m := make(map[string]prometheus.Gauge, len(*old))
+	for a, g := range *old {
+		if keep(a) {
+			m[a] = g
+		}
+	}
+	p.conns.Store(&m)
+}
+
 // release drops one user; the last user of a retired pool closes it.
 func (p *pool) release() {
 	if p.users.Add(-1) == 0 && p.retired.Load() {
@@ -198,12 +248,13 @@ func (p *pool) release() {
 	}
 }
 
-// countedConn decrements its gauge exactly once on Close.
+// countedConn decrements its gauge exactly once on Close: the one its
+// dial incremented, whatever a reload bound since.
 type countedConn struct {
 	net.Conn
 	input  h1client.InputPender // Conn's, when it has one
-	gauge  prometheus.Gauge
-	limits *breaker.Limits // released on close, when max_connections was taken
+	gauge  prometheus.Gauge     // nil: the connection counts on none
+	limits *breaker.Limits      // released on close, when max_connections was taken
 	closed atomic.Bool
 }
 
@@ -238,7 +289,9 @@ func (c *countedConn) CloseWrite() error {
 
 func (c *countedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
-		c.gauge.Dec()
+		if c.gauge != nil {
+			c.gauge.Dec()
+		}
 		if c.limits != nil {
 			c.limits.Release(breaker.LimitConnections)
 		}
@@ -255,6 +308,9 @@ type endpoint struct {
 	// least_request and /clusters count the requests still running on
 	// an earlier snapshot.
 	active *atomic.Int64
+	// conns is the endpoint's outrigger_proxy_upstream_connections
+	// series, bound at compile (see pool.bindConns).
+	conns prometheus.Gauge
 }
 
 // cluster is the compiled, immutable view of one upstream cluster inside a

@@ -204,8 +204,7 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 	}
 	weights := make([]uint32, 0, len(cc.Endpoints))
 	for i, e := range cc.Endpoints {
-		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, idx: i})
-		p.m.noteEndpoint(name, e.Address)
+		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, idx: i, conns: p.m.endpointConns(name, e.Address)})
 		weights = append(weights, e.Weight)
 	}
 	if c.slots = weightSlots(weights); c.slots != nil {
@@ -246,7 +245,7 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 				return nil, fmt.Errorf("tls: %w", err)
 			}
 		}
-		c.pool = newPool(key, tc, p.m.conns)
+		c.pool = newPool(key, tc)
 	}
 	used[key] = c.pool
 	return c, nil

@@ -7,7 +7,11 @@ import (
 
 // metrics are the proxy's collectors, registered once on the injected
 // registry. Per-request code uses children resolved at Apply time
-// (routeStats, clusterMetrics), never WithLabelValues.
+// (routeStats, clusterMetrics, the endpoints' upstream_connections), never
+// WithLabelValues: a request still running on a snapshot a reload
+// replaced would create again a series the reload deleted, exported for
+// good. A child the reload deleted is written to in vain, and a name that
+// comes back gets a new child, which the old one's writes leave alone.
 type metrics struct {
 	requests    *prometheus.CounterVec   // listener, route, cluster, code_class
 	duration    *prometheus.HistogramVec // listener, route, cluster
@@ -46,10 +50,20 @@ func newSeries() series {
 	return series{routes: map[[3]string]struct{}{}, clusters: map[string]struct{}{}, endpoints: map[[2]string]struct{}{}}
 }
 
-// noteEndpoint records that the compile in progress has endpoint addr in
-// cluster (its upstream_connections series is created at dial time).
-func (m *metrics) noteEndpoint(cluster, addr string) {
+// endpointConns records that the compile in progress has endpoint addr
+// in cluster and returns its upstream_connections series, which the
+// connections dialled to it count on (see pool.bindConns).
+func (m *metrics) endpointConns(cluster, addr string) prometheus.Gauge {
 	m.next.endpoints[[2]string{cluster, addr}] = struct{}{}
+	return m.conns.WithLabelValues(cluster, addr)
+}
+
+// liveEndpoint reports whether the applied snapshot's label sets hold
+// endpoint addr of cluster: one it serves, or one it removed whose
+// upstream_connections series stays while connections to it are open.
+func (m *metrics) liveEndpoint(cluster, addr string) bool {
+	_, ok := m.live.endpoints[[2]string{cluster, addr}]
+	return ok
 }
 
 // commit makes the compiled label sets the live ones and deletes every

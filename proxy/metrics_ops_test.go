@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -214,4 +215,194 @@ func TestHookOfARemovedClusterBringsNoSeriesBack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A request still running on the configuration a reload replaced, which
+// dials again after the reload (a retry after its upstream closed the
+// connection), counts that connection on no series the reload deleted:
+// neither of a cluster the reload removed, nor of an endpoint it removed
+// while no connection to it was open. The dial looked the
+// upstream_connections series up by cluster and address, which created
+// it again, exported for good (at 0 once the connection closed).
+func TestRetryAfterAReloadBringsNoConnectionSeriesBack(t *testing.T) {
+	// first makes the upstream that serves it hold its first request
+	// until released, then answer 503 closing the connection, so that
+	// the proxy retries on a new connection.
+	type first struct {
+		once    sync.Once
+		arrived chan string // the address of the upstream that has it
+		release chan struct{}
+	}
+	handler := func(f *first, self func() string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			held := false
+			f.once.Do(func() { held = true })
+			if !held {
+				return
+			}
+			f.arrived <- self()
+			<-f.release
+			w.Header().Set("Connection", "close")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}
+	retry := func(r *config.Route) {
+		r.Retry = &config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{config.RetryOn5xx},
+			Backoff: config.Backoff{Base: time.Millisecond}}
+	}
+	cluster := func(endpoints ...string) config.Cluster {
+		return config.Cluster{Endpoints: eps(endpoints...), OutlierDetection: breaker.OutlierConfig{Disabled: true}}
+	}
+	// other is a cluster that stays when svc goes.
+	other := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	withOther := func(cfg *config.Config) *config.Config {
+		cfg.Clusters["other"] = cluster(addr(other))
+		return cfg
+	}
+	withoutSvc := &config.Config{
+		Clusters: map[string]config.Cluster{"other": cluster(addr(other))},
+		Routes:   []config.Route{{Name: "all", Cluster: "other"}},
+	}
+	// get sends one request and returns a channel with its status.
+	get := func(h *harness) <-chan int {
+		res := make(chan int, 1)
+		go func() {
+			resp, err := h.h1.Get(h.url("/"))
+			if err != nil {
+				res <- 0
+				return
+			}
+			resp.Body.Close()
+			res <- resp.StatusCode
+		}()
+		return res
+	}
+	wait := func(t *testing.T, ch <-chan string) string {
+		t.Helper()
+		select {
+		case a := <-ch:
+			return a
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request never reached the upstream")
+			return ""
+		}
+	}
+	conns := func(h *harness, cluster, endpoint string) (float64, bool) {
+		mfs, err := h.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "outrigger_proxy_upstream_connections" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				var c, e string
+				for _, l := range m.GetLabel() {
+					switch l.GetName() {
+					case "cluster":
+						c = l.GetValue()
+					case "endpoint":
+						e = l.GetValue()
+					}
+				}
+				if c == cluster && e == endpoint {
+					return m.GetGauge().GetValue(), true
+				}
+			}
+		}
+		return 0, false
+	}
+
+	t.Run("cluster removed", func(t *testing.T) {
+		f := &first{arrived: make(chan string, 1), release: make(chan struct{})}
+		var up *httptest.Server
+		up = upstream(t, false, handler(f, func() string { return addr(up) }))
+		h := startProxy(t, withOther(simpleConfig(cluster(addr(up)), retry)))
+		res := get(h)
+		wait(t, f.arrived)
+		if err := h.p.Apply(withoutSvc); err != nil {
+			t.Fatal(err)
+		}
+		close(f.release)
+		if code := <-res; code != http.StatusOK {
+			t.Fatalf("status %d, want the retry's 200", code)
+		}
+		if n := seriesWith(t, h, "cluster", "svc"); n != 0 {
+			t.Fatalf("%d series of the removed cluster after its retry dialled again", n)
+		}
+	})
+
+	t.Run("cluster removed and added back", func(t *testing.T) {
+		f := &first{arrived: make(chan string, 1), release: make(chan struct{})}
+		var up *httptest.Server
+		up = upstream(t, false, handler(f, func() string { return addr(up) }))
+		cfg := withOther(simpleConfig(cluster(addr(up)), retry))
+		h := startProxy(t, cfg)
+		res := get(h)
+		wait(t, f.arrived)
+		old := h.p.snap.Load().clusters["svc"].pool
+		if err := h.p.Apply(withoutSvc); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.p.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+		// The cluster back, its own connection counts once open.
+		readAll(t, mustGet(t, h.h1, h.url("/")))
+		if v, _ := conns(h, "svc", addr(up)); v != 1 {
+			t.Fatalf("connections of the cluster added back: %v, want 1", v)
+		}
+		// The first connection, counted before the removal, closes after
+		// the 503 (Connection: close); the retry dials on the removed
+		// cluster's pool, closed once the request is done. Both count on
+		// the series the removal deleted, never on the new one.
+		oldConns := (*old.conns.Load())[addr(up)]
+		close(f.release)
+		if code := <-res; code != http.StatusOK {
+			t.Fatalf("status %d, want the retry's 200", code)
+		}
+		eventually(t, 5*time.Second, "the old configuration's connections to close", func() bool {
+			return counterValue(oldConns) == 0
+		})
+		if v, ok := conns(h, "svc", addr(up)); !ok || v != 1 {
+			t.Fatalf("connections of the cluster added back: %v (exported %v), want 1: its own", v, ok)
+		}
+	})
+
+	t.Run("endpoint removed", func(t *testing.T) {
+		// Whichever endpoint has the first request stays; the other,
+		// never dialled, goes, and the retry dials it.
+		f := &first{arrived: make(chan string, 1), release: make(chan struct{})}
+		var a, b *httptest.Server
+		a = upstream(t, false, handler(f, func() string { return addr(a) }))
+		b = upstream(t, false, handler(f, func() string { return addr(b) }))
+		h := startProxy(t, withOther(simpleConfig(cluster(addr(a), addr(b)), retry)))
+		res := get(h)
+		stays := wait(t, f.arrived)
+		goes := addr(a)
+		if stays == goes {
+			goes = addr(b)
+		}
+		if err := h.p.Apply(withOther(simpleConfig(cluster(stays), retry))); err != nil {
+			t.Fatal(err)
+		}
+		if n := seriesWith(t, h, "endpoint", goes); n != 0 {
+			t.Fatalf("%d series of the removed endpoint, never dialled", n)
+		}
+		close(f.release)
+		if code := <-res; code != http.StatusOK {
+			t.Fatalf("status %d, want the retry's 200", code)
+		}
+		if n := seriesWith(t, h, "endpoint", goes); n != 0 {
+			t.Fatalf("%d series of the removed endpoint after the retry dialled it", n)
+		}
+		// Nor does a later reload, which no longer knows the endpoint.
+		if err := h.p.Apply(withOther(simpleConfig(cluster(stays), retry))); err != nil {
+			t.Fatal(err)
+		}
+		if n := seriesWith(t, h, "endpoint", goes); n != 0 {
+			t.Fatalf("%d series of the removed endpoint after another reload", n)
+		}
+	})
 }

@@ -219,6 +219,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	for _, c := range s.clusters {
 		c.pool.limits.Store(c.res.limits)
+		c.pool.bindConns(c)
 	}
 	s.gen = p.gen.Load() + 1
 	old := p.pools
@@ -256,6 +257,9 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	p.tlsDigest.Store(&tlsDigest)
 	p.m.generation.Set(float64(s.gen))
 	p.m.commit()
+	for name, c := range s.clusters {
+		c.pool.pruneConns(func(addr string) bool { return p.m.liveEndpoint(name, addr) })
+	}
 
 	var retired []string
 	for k, pl := range old {
