@@ -83,6 +83,16 @@ func decode(data []byte, source string) (*Config, error) {
 	if len(data) > MaxFileBytes {
 		return nil, fail(0, fmt.Sprintf("document is larger than %d bytes", MaxFileBytes))
 	}
+	// A file holding no settings is refused rather than applied as a
+	// config without clusters or routes: a writer that truncates the file
+	// before writing it (a shell's "cat > file", some editors) leaves it
+	// so for a moment, and a reload that read it would drop every route.
+	// The decoder below says so too, but a tab, which YAML allows between
+	// a line's start and its comment, makes it report a syntax error.
+	// An explicit {} is a config, applied as written.
+	if blank(data) {
+		return nil, fail(0, "config is empty")
+	}
 
 	// First pass: the node tree, for syntax errors and for the key path of
 	// every line.
@@ -243,6 +253,19 @@ func decode(data []byte, source string) (*Config, error) {
 
 // emptyDocument reports whether doc holds nothing: no node written, not
 // even null ("~").
+// blank reports whether data holds nothing but white space (spaces,
+// tabs, line breaks), comments and a byte order mark.
+func blank(data []byte) bool {
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+	for line := range bytes.Lines(data) {
+		line = bytes.TrimLeft(line, " \t\r\n")
+		if len(line) > 0 && line[0] != '#' {
+			return false
+		}
+	}
+	return true
+}
+
 func emptyDocument(doc *yaml.Node) bool {
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
 		return doc.Kind == yaml.DocumentNode && len(doc.Content) == 0

@@ -692,6 +692,13 @@ clusters: {}
 `, `t.yaml:6: clusters: duplicate key "clusters" (first on line 2)`},
 		{"yaml syntax error", "clusters:\n  a: [\n", `t.yaml:2: invalid YAML: did not find expected node content`},
 		{"empty document", "# nothing\n", `t.yaml: config is empty`},
+		// What a writer that truncates the file before writing it leaves
+		// for a moment: refused, so that a reload does not drop every
+		// route.
+		{"zero bytes", "", `t.yaml: config is empty`},
+		{"white space only", " \n\t\r\n\n   \t", `t.yaml: config is empty`},
+		{"comments after tabs", "\t# a\n  \t# b\n", `t.yaml: config is empty`},
+		{"byte order mark only", "\xef\xbb\xbf\n", `t.yaml: config is empty`},
 		{"top level not a mapping", "- a\n- b\n", `t.yaml:1: expected a mapping of settings at the top level, got a list`},
 		{"two documents", okCluster + "---\n" + okCluster, `t.yaml:7: a second YAML document (started by the --- on line 5): a config is one document`},
 		{"a second document after an empty one", okCluster + "---\n# nothing\n---\nbogus: 1\n", `t.yaml:8: a second YAML document (started by the --- on line 7): a config is one document`},
