@@ -73,8 +73,6 @@ func Parse(data []byte, source string) (cfg *Config, err error) {
 	return raw.WithDefaults(), nil
 }
 
-var errEmpty = errors.New("empty")
-
 // decode parses and validates data without applying defaults.
 func decode(data []byte, source string) (*Config, error) {
 	fail := func(line int, msg string) error {
