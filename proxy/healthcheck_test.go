@@ -138,6 +138,36 @@ func TestHealthCheckKeepsTrafficOffFailingEndpoint(t *testing.T) {
 	}
 }
 
+// A 503 is an answer that says the endpoint is unhealthy: it leaves the
+// rotation at its next check, whatever unhealthy_threshold (1000 checks
+// 20ms apart would take 20s).
+func TestHealthCheckStatusAnswerEjectsAtOnce(t *testing.T) {
+	a, aAddr := newHealthyBackend(t, "a")
+	b, bAddr := newHealthyBackend(t, "b")
+	hc := fastHealthCheck()
+	hc.UnhealthyThreshold = 1000
+	cl := config.Cluster{Endpoints: eps(aAddr, bAddr), HealthCheck: hc,
+		OutlierDetection: breaker.OutlierConfig{Disabled: true}}
+	h := startProxy(t, simpleConfig(cl))
+	eventually(t, 5*time.Second, "both endpoints checked", func() bool {
+		ea, eb := endpointState(h, "svc", aAddr), endpointState(h, "svc", bAddr)
+		return ea.HealthCheck != nil && ea.HealthCheck.Checked && eb.HealthCheck != nil && eb.HealthCheck.Checked
+	})
+
+	b.status.Store(503)
+	eventually(t, 5*time.Second, "b unhealthy", func() bool { return endpointState(h, "svc", bAddr).State == "unhealthy" })
+	hitsA, hitsB := a.hits.Load(), b.hits.Load()
+	for i := 0; i < 10; i++ {
+		resp := mustGet(t, h.h1, h.url("/x"))
+		if body := readAll(t, resp); resp.StatusCode != 200 || body != "a" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if b.hits.Load() != hitsB || a.hits.Load() != hitsA+10 {
+		t.Fatalf("requests while b fails: a %d, b %d, want 10 and 0", a.hits.Load()-hitsA, b.hits.Load()-hitsB)
+	}
+}
+
 // When too few endpoints pass, panic mode balances over all of them; with
 // panic mode off, a cluster whose endpoints all fail answers 503.
 func TestHealthCheckPanicMode(t *testing.T) {

@@ -330,8 +330,11 @@ type Cluster struct {
 //
 // An endpoint starts healthy and unchecked, so a new cluster takes traffic
 // at once; its first check alone decides (one failure makes it unhealthy).
-// After that a healthy endpoint turns unhealthy after UnhealthyThreshold
-// failures in a row, and an unhealthy one healthy after HealthyThreshold
+// After that a healthy endpoint turns unhealthy at once on an answer that
+// says so (an HTTP status not in ExpectedStatuses, a gRPC answer other
+// than SERVING), as in Envoy, and after UnhealthyThreshold failures in a
+// row otherwise (timeouts, connection, TLS and protocol failures, gRPC
+// error statuses); an unhealthy one turns healthy after HealthyThreshold
 // successes in a row.
 type HealthCheck struct {
 	// Interval is the time between two checks of a healthy endpoint.
@@ -356,7 +359,8 @@ type HealthCheck struct {
 	HealthyThreshold int `yaml:"healthy_threshold" json:"healthy_threshold"`
 
 	// UnhealthyThreshold is how many failures in a row make a healthy
-	// endpoint unhealthy. Zero means 3.
+	// endpoint unhealthy; an answer that says it is unhealthy (see
+	// HealthCheck) makes it so at once. Zero means 3.
 	UnhealthyThreshold int `yaml:"unhealthy_threshold" json:"unhealthy_threshold"`
 
 	// Port is the port every endpoint is checked on in place of its own

@@ -423,7 +423,7 @@ func (c *Checker) record(i int, err error, now time.Time) bool {
 	}
 	c.mu.Lock()
 	t := c.trackers[i]
-	changed := t.record(err == nil, reason, now, c.cfg.HealthyThreshold, c.cfg.UnhealthyThreshold)
+	changed := t.record(outcomeOf(err), reason, now, c.cfg.HealthyThreshold, c.cfg.UnhealthyThreshold)
 	c.setLocked(i, t)
 	drain := false
 	if changed && c.onTransition != nil {
@@ -503,6 +503,14 @@ type CheckError struct {
 	Cause  Cause
 	Reason string // short and stable, without the address: "status 503", "connect: connection refused"
 	Err    error  // the underlying error, if any
+	// Immediate marks an answer that says the endpoint is unhealthy: an
+	// HTTP response read whole whose status is not in Statuses, or a
+	// gRPC answer other than SERVING. It turns a
+	// healthy endpoint unhealthy at once, whatever UnhealthyThreshold, as
+	// Envoy's "active" failures do: an app that answers 503 to be drained
+	// is out at the next check. Every other failure counts toward the
+	// threshold (Envoy's "network" failures).
+	Immediate bool
 }
 
 func (e *CheckError) Error() string { return e.Reason }

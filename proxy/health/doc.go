@@ -25,9 +25,17 @@
 //     traffic at once (HAProxy does the same).
 //   - Its first check decides alone: a failure makes it unhealthy at once, a
 //     success confirms it healthy.
-//   - From then on a healthy endpoint turns unhealthy after
-//     UnhealthyThreshold consecutive failures, and an unhealthy one turns
-//     healthy after HealthyThreshold consecutive successes.
+//   - From then on a failure is of one of two kinds, as in Envoy. An
+//     answer that says the endpoint is unhealthy (an HTTP status not in
+//     Statuses, read whole; a gRPC answer other than SERVING) turns a
+//     healthy endpoint unhealthy at once, whatever UnhealthyThreshold:
+//     an app that answers 503 to be drained is out at the next check.
+//     Any other failure (a timeout; a connection, TLS or protocol
+//     failure, a body that breaks off or is malformed included; a gRPC
+//     RPC error) counts, and UnhealthyThreshold consecutive failures of
+//     either kind turn a healthy endpoint unhealthy. An unhealthy one
+//     turns healthy after HealthyThreshold consecutive successes,
+//     whichever kind of failure made it unhealthy.
 //   - A success resets the count of consecutive failures to zero and a
 //     failure the count of successes; the counts keep growing past their
 //     threshold.
@@ -58,7 +66,10 @@
 //     dialed when empty), the Headers given, and User-Agent:
 //     outrigger-health-check unless Headers has one, over HTTP/1.1, or
 //     HTTP/2 (prior knowledge in clear, h2 by ALPN over TLS) when HTTP2 is
-//     set. It passes when the status is in Statuses (200 when empty). A
+//     set. It passes when the status is in Statuses (200 when empty),
+//     and the body could be read (a body that breaks off or is
+//     malformed fails the check as a protocol failure, whatever the
+//     status). A
 //     101 Switching Protocols fails it whatever Statuses says (the check
 //     asks for no upgrade) and closes its connection. Redirects are not
 //     followed: a 3xx is judged by its status. A response head over 64

@@ -155,6 +155,14 @@ func (p *grpcProber) check(ctx context.Context, i int) error {
 			// HTTP check does after a failure.
 			p.drop(i)
 		}
+		// An RPC error counts toward UnhealthyThreshold, whoever made
+		// it. Envoy fails at once on a status the server sent, but
+		// grpc-go reports a connection that broke (UNAVAILABLE), an
+		// answer over the size limit (RESOURCE_EXHAUSTED) or a
+		// malformed one (INTERNAL) with codes a server may send too:
+		// taken as answers, a connection's blip would eject the
+		// endpoint. An endpoint without the health service is still
+		// failed at its first check, which decides alone.
 		code := status.Code(err)
 		if code == codes.Unavailable {
 			if ce := p.eps[i].connErr.Load(); ce != nil {
@@ -165,7 +173,7 @@ func (p *grpcProber) check(ctx context.Context, i int) error {
 		return &CheckError{Cause: CauseGRPC, Reason: "grpc: " + codeName(code), Err: err}
 	}
 	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
-		return &CheckError{Cause: CauseGRPC, Reason: "grpc: " + s.String()}
+		return &CheckError{Cause: CauseGRPC, Reason: "grpc: " + s.String(), Immediate: true}
 	}
 	return nil
 }

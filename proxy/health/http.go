@@ -226,11 +226,15 @@ func (p *httpProber) check(ctx context.Context, i int) error {
 	// an HTTP/2 stream is reset instead and the connection kept.
 	_, rerr := io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody+1))
 	resp.Body.Close()
-	if !p.cfg.statusOK(resp.StatusCode) {
-		return &CheckError{Cause: CauseStatus, Reason: fmt.Sprintf("status %d", resp.StatusCode)}
-	}
 	if rerr != nil {
+		// Only an answer read whole is judged by its status, as Envoy
+		// judges a response once complete: one whose body breaks off
+		// or is malformed is a protocol failure, whatever its status,
+		// and counts toward UnhealthyThreshold.
 		return classify(rerr, "http")
+	}
+	if !p.cfg.statusOK(resp.StatusCode) {
+		return &CheckError{Cause: CauseStatus, Reason: fmt.Sprintf("status %d", resp.StatusCode), Immediate: true}
 	}
 	return nil
 }

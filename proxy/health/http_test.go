@@ -58,7 +58,8 @@ func TestHTTPEndpointTurnsUnhealthyAndHealthyAgain(t *testing.T) {
 
 	srv.status.Store(http.StatusServiceUnavailable)
 	waitFor(t, "the endpoint turns unhealthy", func() bool { return !c.Healthy(0) })
-	if st := c.Status(0); st.Failures < 2 || st.LastError != "status 503" || c.UnhealthyCount() != 1 {
+	// A 503 is an answer: one ejects, whatever unhealthy_threshold.
+	if st := c.Status(0); st.Failures < 1 || st.LastError != "status 503" || c.UnhealthyCount() != 1 {
 		t.Fatalf("unhealthy: %+v, UnhealthyCount %d", st, c.UnhealthyCount())
 	}
 

@@ -2,6 +2,32 @@ package health
 
 import "time"
 
+// outcome is what one check says of an endpoint.
+type outcome uint8
+
+const (
+	passed outcome = iota
+	// failed counts toward UnhealthyThreshold: a timeout, a connection,
+	// TLS or protocol failure, a retriable status (Envoy's network
+	// failure).
+	failed
+	// failedNow is an answer that says the endpoint is unhealthy: it
+	// turns a healthy endpoint unhealthy at once (Envoy's active
+	// failure).
+	failedNow
+)
+
+// outcomeOf is the outcome of a check that returned err.
+func outcomeOf(err error) outcome {
+	switch ce, _ := err.(*CheckError); {
+	case err == nil:
+		return passed
+	case ce != nil && ce.Immediate:
+		return failedNow
+	}
+	return failed
+}
+
 // tracker is one endpoint's health state and the rules that move it: no
 // goroutine, no clock, no I/O. The Checker keeps one per endpoint and feeds
 // it each check's outcome.
@@ -9,7 +35,7 @@ type tracker struct {
 	healthy   bool
 	checked   bool // at least one check has finished
 	successes int  // consecutive
-	failures  int  // consecutive
+	failures  int  // consecutive, of either kind
 	lastCheck time.Time
 	lastError string
 }
@@ -19,11 +45,13 @@ type tracker struct {
 func newTracker() tracker { return tracker{healthy: true} }
 
 // record applies one check's outcome (reason is the failure, ignored when
-// ok) and reports whether the endpoint changed between healthy and
+// it passed) and reports whether the endpoint changed between healthy and
 // unhealthy. The first check decides alone; after it a healthy endpoint
-// needs unhealthyThreshold failures in a row to turn unhealthy and an
-// unhealthy one healthyThreshold successes in a row to turn healthy.
-func (t *tracker) record(ok bool, reason string, now time.Time, healthyThreshold, unhealthyThreshold int) (changed bool) {
+// turns unhealthy at a failedNow, or at unhealthyThreshold failures of
+// either kind in a row, and an unhealthy one healthy after
+// healthyThreshold successes in a row.
+func (t *tracker) record(o outcome, reason string, now time.Time, healthyThreshold, unhealthyThreshold int) (changed bool) {
+	ok := o == passed
 	first := !t.checked
 	t.checked = true
 	t.lastCheck = now
@@ -40,7 +68,7 @@ func (t *tracker) record(ok bool, reason string, now time.Time, healthyThreshold
 	switch {
 	case first:
 		t.healthy = ok
-	case t.healthy && t.failures >= unhealthyThreshold:
+	case t.healthy && (o == failedNow || t.failures >= unhealthyThreshold):
 		t.healthy = false
 	case !t.healthy && t.successes >= healthyThreshold:
 		t.healthy = true
