@@ -180,6 +180,9 @@ func healthConfig(b config.HealthCheck, proto config.Protocol, tc *tls.Config) h
 		for _, s := range b.HTTP.ExpectedStatuses {
 			c.Statuses = append(c.Statuses, health.StatusRange{Lo: s.Lo, Hi: s.Hi})
 		}
+		for _, s := range b.HTTP.RetriableStatuses {
+			c.RetriableStatuses = append(c.RetriableStatuses, health.StatusRange{Lo: s.Lo, Hi: s.Hi})
+		}
 		c.HTTP2 = proto == config.ProtocolHTTP2 || proto == config.ProtocolGRPC
 		c.Headers = checkHeaders(b.HTTP.RequestHeaders)
 	case b.GRPC != nil:

@@ -858,3 +858,15 @@ func TestHealthCheckPanicModeComesBeforeTheFallback(t *testing.T) {
 		t.Fatalf("panic mode off: %d %q fallback %q, want the fallback", resp.StatusCode, body, resp.Header.Get("X-Outrigger-Fallback"))
 	}
 }
+
+func TestHealthConfigCarriesRetriableStatuses(t *testing.T) {
+	b := config.HealthCheck{HTTP: &config.HTTPHealthCheck{
+		ExpectedStatuses:  []config.StatusRange{{Lo: 200, Hi: 299}},
+		RetriableStatuses: []config.StatusRange{{Lo: 429, Hi: 429}, {Lo: 502, Hi: 504}},
+	}}
+	c := healthConfig(b, config.ProtocolHTTP1, nil)
+	want := []health.StatusRange{{Lo: 429, Hi: 429}, {Lo: 502, Hi: 504}}
+	if !slices.Equal(c.RetriableStatuses, want) || !slices.Equal(c.Statuses, []health.StatusRange{{Lo: 200, Hi: 299}}) {
+		t.Fatalf("statuses %v, retriable %v", c.Statuses, c.RetriableStatuses)
+	}
+}

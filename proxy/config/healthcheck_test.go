@@ -26,6 +26,7 @@ func TestParseHealthCheck(t *testing.T) {
         path: /healthz?full=1
         host: orders.internal
         expected_statuses: [200, "300-399", 204]
+        retriable_statuses: [429, "502-504"]
   b:
     endpoints: [10.0.0.2:80]
     protocol: http2
@@ -42,7 +43,8 @@ func TestParseHealthCheck(t *testing.T) {
 		Interval: 2 * time.Second, UnhealthyInterval: 500 * time.Millisecond, Timeout: 300 * time.Millisecond,
 		Jitter: 100 * time.Millisecond, HealthyThreshold: 1, UnhealthyThreshold: 4,
 		HTTP: &HTTPHealthCheck{Path: "/healthz?full=1", Host: "orders.internal",
-			ExpectedStatuses: []StatusRange{{200, 200}, {300, 399}, {204, 204}}},
+			ExpectedStatuses:  []StatusRange{{200, 200}, {300, 399}, {204, 204}},
+			RetriableStatuses: []StatusRange{{429, 429}, {502, 504}}},
 	}
 	if got := cfg.Clusters["a"].HealthCheck; !reflect.DeepEqual(got, want) {
 		t.Errorf("a: got %+v, want %+v", got, want)
@@ -59,7 +61,7 @@ func TestParseHealthCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := string(b); got != `{"path":"/healthz?full=1","host":"orders.internal","expected_statuses":[200,"300-399",204]}` {
+	if got := string(b); got != `{"path":"/healthz?full=1","host":"orders.internal","expected_statuses":[200,"300-399",204],"retriable_statuses":[429,"502-504"]}` {
 		t.Errorf("json: %s", got)
 	}
 	var back HTTPHealthCheck

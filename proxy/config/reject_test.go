@@ -96,6 +96,10 @@ listeners:
       http:
         expected_statuses: [200, "300-700"]
 `, `t.yaml:7: clusters.a.health_check.http.expected_statuses[1]: must be a status or a rising range within 100-599, got 300-700`},
+		{"health check retriable status out of range", okCluster + `    health_check:
+      http:
+        retriable_statuses: ["500-499"]
+`, `t.yaml:7: clusters.a.health_check.http.retriable_statuses[0]: must be a status or a rising range within 100-599, got 500-499`},
 		{"health check status not a number", okCluster + `    health_check:
       http:
         expected_statuses: [ok]

@@ -331,10 +331,11 @@ type Cluster struct {
 // An endpoint starts healthy and unchecked, so a new cluster takes traffic
 // at once; its first check alone decides (one failure makes it unhealthy).
 // After that a healthy endpoint turns unhealthy at once on an answer that
-// says so (an HTTP status not in ExpectedStatuses, a gRPC answer other
-// than SERVING), as in Envoy, and after UnhealthyThreshold failures in a
-// row otherwise (timeouts, connection, TLS and protocol failures, gRPC
-// error statuses); an unhealthy one turns healthy after HealthyThreshold
+// says so (an HTTP status in neither ExpectedStatuses nor
+// RetriableStatuses, a gRPC answer other than SERVING), as in Envoy, and
+// after UnhealthyThreshold failures in a row otherwise (timeouts,
+// connection, TLS and protocol failures, retriable statuses, gRPC error
+// statuses); an unhealthy one turns healthy after HealthyThreshold
 // successes in a row.
 type HealthCheck struct {
 	// Interval is the time between two checks of a healthy endpoint.
@@ -396,6 +397,15 @@ type HTTPHealthCheck struct {
 	// ExpectedStatuses are the statuses that pass: each is a status
 	// (200) or an inclusive range ("200-299"). Empty means 200 only.
 	ExpectedStatuses []StatusRange `yaml:"expected_statuses" json:"expected_statuses,omitempty"`
+
+	// RetriableStatuses are statuses that fail the check but count
+	// toward UnhealthyThreshold, as timeouts do, instead of making the
+	// endpoint unhealthy at once as any other status not in
+	// ExpectedStatuses does (Envoy's retriable_statuses): a 429 or 503
+	// an app gives under a passing overload, say. Spelled as
+	// ExpectedStatuses, which wins where the two overlap. Empty means
+	// none.
+	RetriableStatuses []StatusRange `yaml:"retriable_statuses" json:"retriable_statuses,omitempty"`
 
 	// RequestHeaders are added to every check's request, over HTTP/1.1
 	// and HTTP/2 alike (Envoy's request_headers_to_add): a token the

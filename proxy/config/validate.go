@@ -229,6 +229,11 @@ func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 				p.addf(indexPath(path+".http.expected_statuses", i), "must be a status or a rising range within 100-599, got %s", r)
 			}
 		}
+		for i, r := range hc.RetriableStatuses {
+			if r.Lo < 100 || r.Hi > 599 || r.Lo > r.Hi {
+				p.addf(indexPath(path+".http.retriable_statuses", i), "must be a status or a rising range within 100-599, got %s", r)
+			}
+		}
 		for i, hv := range hc.RequestHeaders {
 			ip := indexPath(path+".http.request_headers", i)
 			if msg := health.HeaderProblem(hv.Name); msg != "" {

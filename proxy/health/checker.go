@@ -136,6 +136,7 @@ func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
 		}
 	}
 	cfg.Statuses = append([]StatusRange(nil), cfg.Statuses...)
+	cfg.RetriableStatuses = append([]StatusRange(nil), cfg.RetriableStatuses...)
 	cfg.Headers = cfg.Headers.Clone()
 	c := &Checker{
 		cfg:          cfg,
@@ -191,6 +192,7 @@ func probeTargets(addrs []string, port int) []string {
 func (c *Checker) Config() Config {
 	cfg := c.cfg
 	cfg.Statuses = append([]StatusRange(nil), cfg.Statuses...)
+	cfg.RetriableStatuses = append([]StatusRange(nil), cfg.RetriableStatuses...)
 	cfg.Headers = cfg.Headers.Clone()
 	return cfg
 }
@@ -504,8 +506,8 @@ type CheckError struct {
 	Reason string // short and stable, without the address: "status 503", "connect: connection refused"
 	Err    error  // the underlying error, if any
 	// Immediate marks an answer that says the endpoint is unhealthy: an
-	// HTTP response read whole whose status is not in Statuses, or a
-	// gRPC answer other than SERVING. It turns a
+	// HTTP response read whole whose status is in neither Statuses nor
+	// RetriableStatuses, or a gRPC answer other than SERVING. It turns a
 	// healthy endpoint unhealthy at once, whatever UnhealthyThreshold, as
 	// Envoy's "active" failures do: an app that answers 503 to be drained
 	// is out at the next check. Every other failure counts toward the

@@ -63,7 +63,12 @@ type Config struct {
 	Path     string        // request path (and query), "/" when empty
 	Host     string        // Host (:authority) header; empty means the address dialed. GRPC uses it as the :authority too (empty: TLS's ServerName, else the address dialed).
 	Statuses []StatusRange // healthy statuses; empty means 200 only. A 101 fails all the same.
-	HTTP2    bool          // HTTP/2 (h2c prior knowledge, or h2 over TLS with ALPN) instead of HTTP/1.1
+	// RetriableStatuses fail the check without ejecting the endpoint at
+	// once: they count toward UnhealthyThreshold, as timeouts do (Envoy's
+	// retriable_statuses). Any other status not in Statuses ejects at
+	// once. Statuses wins where the two overlap. Nil means none.
+	RetriableStatuses []StatusRange
+	HTTP2             bool // HTTP/2 (h2c prior knowledge, or h2 over TLS with ALPN) instead of HTTP/1.1
 	// Headers are sent with every HTTP check, over HTTP/1.1 and HTTP/2
 	// alike (Envoy's request_headers_to_add); a User-Agent among them
 	// replaces outrigger-health-check. Nil means none. Refused: Host (see
@@ -137,6 +142,11 @@ func (c Config) Validate() error {
 		for i, r := range c.Statuses {
 			if r.Lo < 100 || r.Hi > 599 || r.Lo > r.Hi {
 				add(fmt.Sprintf("http.expected_statuses[%d]", i), "must be a status or range within 100-599 with lo <= hi, got %d-%d", r.Lo, r.Hi)
+			}
+		}
+		for i, r := range c.RetriableStatuses {
+			if r.Lo < 100 || r.Hi > 599 || r.Lo > r.Hi {
+				add(fmt.Sprintf("http.retriable_statuses[%d]", i), "must be a status or range within 100-599 with lo <= hi, got %d-%d", r.Lo, r.Hi)
 			}
 		}
 		agents := 0
@@ -239,7 +249,15 @@ func (c *Config) statusOK(code int) bool {
 	if len(c.Statuses) == 0 {
 		return code == 200
 	}
-	for _, r := range c.Statuses {
+	return inRanges(c.Statuses, code)
+}
+
+// statusRetriable reports whether an HTTP status that does not pass
+// counts toward UnhealthyThreshold rather than ejecting at once.
+func (c *Config) statusRetriable(code int) bool { return inRanges(c.RetriableStatuses, code) }
+
+func inRanges(rs []StatusRange, code int) bool {
+	for _, r := range rs {
 		if r.Lo <= code && code <= r.Hi {
 			return true
 		}

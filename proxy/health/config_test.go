@@ -54,6 +54,8 @@ func TestValidateNamesEachBadField(t *testing.T) {
 		{"status below 100", func(c *Config) { c.Statuses = []StatusRange{{200, 200}, {99, 200}} }, "http.expected_statuses[1]"},
 		{"status above 599", func(c *Config) { c.Statuses = []StatusRange{{200, 600}} }, "http.expected_statuses[0]"},
 		{"inverted range", func(c *Config) { c.Statuses = []StatusRange{{300, 200}} }, "http.expected_statuses[0]"},
+		{"retriable status above 599", func(c *Config) { c.RetriableStatuses = []StatusRange{{503, 503}, {500, 600}} }, "http.retriable_statuses[1]"},
+		{"inverted retriable range", func(c *Config) { c.RetriableStatuses = []StatusRange{{504, 500}} }, "http.retriable_statuses[0]"},
 		{"negative port", func(c *Config) { c.Port = -1 }, "port"},
 		{"port above 65535", func(c *Config) { c.Port = 65536 }, "port"},
 	}
@@ -101,18 +103,21 @@ func TestNewRejectsAddressWithoutPort(t *testing.T) {
 func TestConfigIsCopied(t *testing.T) {
 	c := validConfig(HTTP)
 	c.Statuses = []StatusRange{{200, 204}}
+	c.RetriableStatuses = []StatusRange{{503, 503}}
 	ch, err := New(c, []string{"127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ch.Close()
 	c.Statuses[0].Hi = 599
+	c.RetriableStatuses[0].Hi = 599
 	got := ch.Config()
-	if got.Statuses[0].Hi != 204 {
-		t.Fatalf("Checker's config changed with the caller's slice: %+v", got.Statuses)
+	if got.Statuses[0].Hi != 204 || got.RetriableStatuses[0].Hi != 503 {
+		t.Fatalf("Checker's config changed with the caller's slice: %+v %+v", got.Statuses, got.RetriableStatuses)
 	}
 	got.Statuses[0].Hi = 599
-	if ch.Config().Statuses[0].Hi != 204 {
+	got.RetriableStatuses[0].Hi = 599
+	if ch.Config().Statuses[0].Hi != 204 || ch.Config().RetriableStatuses[0].Hi != 503 {
 		t.Fatal("Config() returned the Checker's own slice")
 	}
 }

@@ -26,13 +26,14 @@
 //   - Its first check decides alone: a failure makes it unhealthy at once, a
 //     success confirms it healthy.
 //   - From then on a failure is of one of two kinds, as in Envoy. An
-//     answer that says the endpoint is unhealthy (an HTTP status not in
-//     Statuses, read whole; a gRPC answer other than SERVING) turns a
+//     answer that says the endpoint is unhealthy (an HTTP status in
+//     neither Statuses nor RetriableStatuses, read whole; a gRPC answer
+//     other than SERVING) turns a
 //     healthy endpoint unhealthy at once, whatever UnhealthyThreshold:
 //     an app that answers 503 to be drained is out at the next check.
 //     Any other failure (a timeout; a connection, TLS or protocol
-//     failure, a body that breaks off or is malformed included; a gRPC
-//     RPC error) counts, and UnhealthyThreshold consecutive failures of
+//     failure, a body that breaks off or is malformed included; a status
+//     in RetriableStatuses; a gRPC RPC error) counts, and UnhealthyThreshold consecutive failures of
 //     either kind turn a healthy endpoint unhealthy. An unhealthy one
 //     turns healthy after HealthyThreshold consecutive successes,
 //     whichever kind of failure made it unhealthy.

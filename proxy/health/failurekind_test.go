@@ -95,6 +95,33 @@ func TestHTTPConnectionFailuresCount(t *testing.T) {
 	expectState(t, c, "three", false, 3)
 }
 
+// A retriable status counts toward the threshold; a status neither
+// expected nor retriable still ejects at once, and an expected one passes
+// even when it is retriable too.
+func TestHTTPRetriableStatusesCount(t *testing.T) {
+	srv := newStatusServer(t, nil)
+	cfg := fastConfig(HTTP)
+	cfg.HealthyThreshold, cfg.UnhealthyThreshold = 1, 3
+	cfg.Statuses = []StatusRange{{200, 200}, {429, 429}}
+	cfg.RetriableStatuses = []StatusRange{{429, 429}, {502, 504}}
+	c := newChecker(t, cfg, []string{srv.addr()})
+
+	expectState(t, c, "first check", true, 0)
+	srv.status.Store(http.StatusServiceUnavailable)
+	for k := 1; k <= 2; k++ {
+		err := expectState(t, c, "retriable 503s below the threshold", true, k)
+		if ce := err.(*CheckError); ce.Cause != CauseStatus || ce.Reason != "status 503" || ce.Immediate {
+			t.Fatalf("a retriable 503: %+v, want a counted status failure", ce)
+		}
+	}
+	expectState(t, c, "the third 503", false, 3)
+
+	srv.status.Store(http.StatusTooManyRequests)
+	expectState(t, c, "429, expected and retriable", true, 0)
+	srv.status.Store(http.StatusInternalServerError)
+	expectState(t, c, "a 500, not retriable", false, 1)
+}
+
 // An answer whose body breaks off is not judged by its status: it counts,
 // as a protocol failure.
 func TestHTTPStatusWithABrokenBodyCounts(t *testing.T) {

@@ -234,7 +234,8 @@ func (p *httpProber) check(ctx context.Context, i int) error {
 		return classify(rerr, "http")
 	}
 	if !p.cfg.statusOK(resp.StatusCode) {
-		return &CheckError{Cause: CauseStatus, Reason: fmt.Sprintf("status %d", resp.StatusCode), Immediate: true}
+		return &CheckError{Cause: CauseStatus, Reason: fmt.Sprintf("status %d", resp.StatusCode),
+			Immediate: !p.cfg.statusRetriable(resp.StatusCode)}
 	}
 	return nil
 }
