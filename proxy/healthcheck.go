@@ -26,7 +26,9 @@ import (
 // once the new snapshot is swapped in, closes the old one and starts the
 // new one (see startHealth).
 
-// The result label values of outrigger_health_checks_total.
+// The result label values of outrigger_health_checks_total. A failure's
+// reason label is its health.Cause, a success's is empty (so that it has
+// no reason label in the exposition).
 const healthCheckSuccess, healthCheckFailure = "success", "failure"
 
 // healthKey is what a running checker depends on. The block holds port
@@ -43,7 +45,7 @@ type healthKey struct {
 
 // healthMetrics are the health-check collectors.
 type healthMetrics struct {
-	checks    *prometheus.CounterVec // cluster, result
+	checks    *prometheus.CounterVec // cluster, result, reason
 	unhealthy *prometheus.GaugeVec   // cluster
 }
 
@@ -51,8 +53,8 @@ func newHealthMetrics(reg prometheus.Registerer) *healthMetrics {
 	m := &healthMetrics{
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrigger_health_checks_total",
-			Help: "Active health checks finished, by cluster and result (success, failure).",
-		}, []string{"cluster", "result"}),
+			Help: "Active health checks finished, by cluster, result (success, failure) and a failure's reason (timeout, connect, tls, status, grpc, protocol).",
+		}, []string{"cluster", "result", "reason"}),
 		unhealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "outrigger_health_unhealthy_endpoints",
 			Help: "Endpoints that fail their active health check, per cluster.",
@@ -110,8 +112,8 @@ func (p *Proxy) buildHealth(name string, cc config.Cluster, r, old *resilience) 
 			}
 			if err == nil {
 				s.success.Inc()
-			} else {
-				s.failure.Inc()
+			} else if c := s.failure[health.CauseOf(err)]; c != nil {
+				c.Inc()
 			}
 		}),
 		health.WithTransitionHook(func(t health.Transition) {
@@ -224,8 +226,9 @@ type pendingHealth struct {
 	// series are hc's metric children, bound by startHealth before Start
 	// and never written after: a compile that fails leaves no series.
 	series struct {
-		success, failure prometheus.Counter
-		unhealthy        prometheus.Gauge
+		success   prometheus.Counter
+		failure   map[health.Cause]prometheus.Counter // every cause's, read-only once bound
+		unhealthy prometheus.Gauge
 	}
 }
 
@@ -246,8 +249,13 @@ func (p *Proxy) startHealth(ok bool) {
 			ph.old, ph.oldIndex = nil, nil
 		}
 		if !ph.gone.Load() {
-			ph.series.success = p.hm.checks.WithLabelValues(ph.name, healthCheckSuccess)
-			ph.series.failure = p.hm.checks.WithLabelValues(ph.name, healthCheckFailure)
+			// Every cause's series exists from the start, at 0, so that
+			// the label set is fixed and a rate over it needs no absent().
+			ph.series.success = p.hm.checks.WithLabelValues(ph.name, healthCheckSuccess, "")
+			ph.series.failure = make(map[health.Cause]prometheus.Counter, len(health.Causes()))
+			for _, c := range health.Causes() {
+				ph.series.failure[c] = p.hm.checks.WithLabelValues(ph.name, healthCheckFailure, string(c))
+			}
 			ph.series.unhealthy = p.hm.unhealthy.WithLabelValues(ph.name)
 			ph.series.unhealthy.Set(float64(ph.hc.UnhealthyCount()))
 		}

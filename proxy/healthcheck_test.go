@@ -127,7 +127,7 @@ func TestHealthCheckKeepsTrafficOffFailingEndpoint(t *testing.T) {
 	eventually(t, 5*time.Second, "the gauge back at 0", func() bool {
 		return counterValue(h.p.hm.unhealthy.WithLabelValues("svc")) == 0
 	})
-	if counterValue(h.p.hm.checks.WithLabelValues("svc", "failure")) < 1 || counterValue(h.p.hm.checks.WithLabelValues("svc", "success")) < 2 {
+	if counterValue(h.p.hm.checks.WithLabelValues("svc", "failure", "status")) < 1 || counterValue(h.p.hm.checks.WithLabelValues("svc", "success", "")) < 2 {
 		t.Fatal("outrigger_health_checks_total not counted")
 	}
 	eventually(t, 5*time.Second, "the pass log", func() bool {
@@ -301,6 +301,41 @@ func TestHealthCheckGRPC(t *testing.T) {
 	})
 	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_NOT_SERVING)
 	eventually(t, 5*time.Second, "unhealthy", func() bool { return endpointState(h, "svc", ep).State == "unhealthy" })
+}
+
+// outrigger_health_checks_total tells failures apart by their reason, a
+// label whose values are fixed: every one exists from the cluster's start.
+func TestHealthCheckFailuresCountedByReason(t *testing.T) {
+	a, aAddr := newHealthyBackend(t, "a")
+	a.status.Store(503)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	_, okAddr := newHealthyBackend(t, "ok")
+	cl := config.Cluster{Endpoints: eps(aAddr, refused, okAddr), HealthCheck: fastHealthCheck(),
+		OutlierDetection: breaker.OutlierConfig{Disabled: true}}
+	h := startProxy(t, simpleConfig(cl))
+	value := func(result, reason string) float64 {
+		return counterValue(h.p.hm.checks.WithLabelValues("svc", result, reason))
+	}
+	eventually(t, 5*time.Second, "a failure of each reason and a success", func() bool {
+		return value("failure", "status") > 0 && value("failure", "connect") > 0 && value("success", "") > 0
+	})
+	for _, reason := range []string{"timeout", "tls", "grpc", "protocol"} {
+		if v := value("failure", reason); v != 0 {
+			t.Errorf("reason %s: %v failures", reason, v)
+		}
+	}
+	n, err := testutil.GatherAndCount(h.reg, "outrigger_health_checks_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1+len(health.Causes()) {
+		t.Fatalf("%d outrigger_health_checks_total series, want a success and one per reason (%d)", n, 1+len(health.Causes()))
+	}
 }
 
 // Removing a cluster's health_check block, or a reload rejected after it

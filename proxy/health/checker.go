@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -499,6 +500,23 @@ const (
 	CauseGRPC     Cause = "grpc"     // gRPC: an RPC error or a status other than SERVING
 	CauseProtocol Cause = "protocol" // the connection broke or the answer was malformed
 )
+
+// Causes are every Cause a check can fail with, in a fixed order: the
+// values a metric label of causes takes.
+func Causes() []Cause {
+	return []Cause{CauseTimeout, CauseConnect, CauseTLS, CauseStatus, CauseGRPC, CauseProtocol}
+}
+
+// CauseOf is the Cause of a failed check's error: its CheckError's, or
+// CauseProtocol for an error of another type (the result hook is given a
+// *CheckError for every failure).
+func CauseOf(err error) Cause {
+	var ce *CheckError
+	if errors.As(err, &ce) {
+		return ce.Cause
+	}
+	return CauseProtocol
+}
 
 // CheckError is why a check failed: the error the result hook is given.
 type CheckError struct {

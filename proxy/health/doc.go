@@ -120,5 +120,5 @@
 // never called with a lock held; transition hook calls never overlap and
 // come in the order the transitions happened; no hook starts after Close
 // returns. A failed check's *CheckError carries a Cause from a small fixed
-// set (for metric labels) and a short Reason without the address.
+// set (Causes, for metric labels) and a short Reason without the address.
 package health

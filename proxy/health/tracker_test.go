@@ -2,6 +2,7 @@ package health
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"testing/quick"
@@ -161,5 +162,16 @@ func TestOutcomeOf(t *testing.T) {
 		if got := outcomeOf(tt.err); got != tt.want {
 			t.Errorf("outcomeOf(%v) = %d, want %d", tt.err, got, tt.want)
 		}
+	}
+}
+
+func TestCauseOf(t *testing.T) {
+	for _, c := range Causes() {
+		if got := CauseOf(fmt.Errorf("wrapped: %w", &CheckError{Cause: c})); got != c {
+			t.Errorf("CauseOf(a %s failure) = %s", c, got)
+		}
+	}
+	if got := CauseOf(errors.New("not a CheckError")); got != CauseProtocol {
+		t.Errorf("CauseOf(another error) = %s, want protocol", got)
 	}
 }
