@@ -113,11 +113,12 @@ type Checker struct {
 
 // prober does the I/O of checks. check is called by endpoint i's goroutine
 // only, never twice at once for one i; reset is called on the same
-// goroutine after a failed check; close is called once, after every
+// goroutine after a failed check, with its error as the result hook sees
+// it (a time out as CauseTimeout); close is called once, after every
 // endpoint goroutine has ended (or none was started).
 type prober interface {
 	check(ctx context.Context, i int) error
-	reset(i int)
+	reset(i int, err error)
 	close()
 }
 
@@ -398,7 +399,7 @@ func (c *Checker) step(ctx context.Context, i int, start time.Time) (healthy, ok
 		return false, false, err
 	}
 	if err != nil {
-		c.prober.reset(i)
+		c.prober.reset(i, err)
 	}
 	return c.record(i, err, time.Now()), true, err
 }

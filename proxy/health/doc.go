@@ -80,9 +80,12 @@
 //     one). A longer body is not read to its end: over HTTP/1.1 its
 //     connection is closed rather than reused; over HTTP/2 its stream is
 //     reset and the connection kept. One connection per endpoint is kept
-//     alive between checks; after a failed check it is closed, so the
-//     next check dials afresh; an answer that comes after its check timed
-//     out is never read as another's. No proxy from the environment, no
+//     alive between checks, also after a check failed by its status (the
+//     answer was read whole), so an endpoint that keeps answering 503
+//     over TLS costs no handshake per check; after any other failure (a
+//     timeout, a connection, TLS or protocol failure) it is closed, so
+//     the next check dials afresh, and an answer that comes after its
+//     check timed out is never read as another's. No proxy from the environment, no
 //     compression.
 //   - GRPC: grpc.health.v1.Health/Check for Service ("" is the server as a
 //     whole) on a ClientConn per endpoint, kept between checks until one

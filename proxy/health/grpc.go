@@ -180,7 +180,7 @@ func (p *grpcProber) check(ctx context.Context, i int) error {
 
 // reset makes a ClientConn waiting to reconnect try at once, so that the
 // next check sees an endpoint that came back.
-func (p *grpcProber) reset(i int) {
+func (p *grpcProber) reset(i int, _ error) {
 	if cc := p.eps[i].cc; cc != nil {
 		cc.ResetConnectBackoff()
 	}

@@ -248,7 +248,16 @@ func (p *httpProber) check(ctx context.Context, i int) error {
 // and is kept, to carry the next check, on a connection that may have gone
 // silent, into the same timeout. No check of i is running, so every
 // connection of i is one that the next check could have been sent on.
-func (p *httpProber) reset(i int) {
+//
+// A check failed by its status keeps its connection: the answer was read
+// whole, so the connection is idle and good for the next check, and
+// net/http has closed it already if it was not (a body over maxBody, a
+// Connection: close). Dialing again would cost an endpoint that keeps
+// answering 503 a TLS handshake per check.
+func (p *httpProber) reset(i int, err error) {
+	if CauseOf(err) == CauseStatus {
+		return
+	}
 	old := p.transports[i]
 	p.transports[i] = p.newTransport(i)
 	old.CloseIdleConnections()

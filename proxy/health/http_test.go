@@ -164,8 +164,25 @@ func TestHTTPSlowServerFailsWithTimeout(t *testing.T) {
 }
 
 func TestHTTPKeepsOneConnectionAndRedialsAfterAFailure(t *testing.T) {
-	srv := newStatusServer(t, nil)
-	c := newChecker(t, fastConfig(HTTP), []string{srv.addr()})
+	var hang atomic.Bool
+	release := make(chan struct{})
+	var status atomic.Int64
+	status.Store(http.StatusOK)
+	srv := newStatusServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		w.WriteHeader(int(status.Load()))
+		w.Write([]byte("body"))
+	})
+	defer close(release) // before the server's Close, which waits for handlers
+	cfg := fastConfig(HTTP)
+	cfg.Timeout = 100 * time.Millisecond
+	c := newChecker(t, cfg, []string{srv.addr()})
 	for range 5 {
 		if err := checkNow(t, c, 0); err != nil {
 			t.Fatal(err)
@@ -174,16 +191,64 @@ func TestHTTPKeepsOneConnectionAndRedialsAfterAFailure(t *testing.T) {
 	if n := srv.conns.Load(); n != 1 {
 		t.Fatalf("5 successful checks used %d connections, want 1", n)
 	}
-	srv.status.Store(http.StatusInternalServerError)
-	if err := checkNow(t, c, 0); err == nil {
-		t.Fatal("a 500 passed")
+	// A status is an answer read whole: its connection is as good as
+	// after a success.
+	status.Store(http.StatusInternalServerError)
+	for range 3 {
+		if err := checkNow(t, c, 0); err == nil {
+			t.Fatal("a 500 passed")
+		}
 	}
-	srv.status.Store(http.StatusOK)
+	status.Store(http.StatusOK)
+	if err := checkNow(t, c, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.conns.Load(); n != 1 {
+		t.Fatalf("checks failed by their status: %d connections, want 1", n)
+	}
+	hang.Store(true)
+	if cause, _ := causeOf(t, checkNow(t, c, 0)); cause != CauseTimeout {
+		t.Fatalf("a check of a server that does not answer failed with %q", cause)
+	}
+	hang.Store(false)
 	if err := checkNow(t, c, 0); err != nil {
 		t.Fatal(err)
 	}
 	if n := srv.conns.Load(); n != 2 {
-		t.Fatalf("the check after a failed one did not dial afresh: %d connections, want 2", n)
+		t.Fatalf("the check after a timed-out one did not dial afresh: %d connections, want 2", n)
+	}
+}
+
+// An endpoint that keeps answering 503 over TLS is checked on one
+// connection, with one handshake, over HTTP/1.1 and HTTP/2 alike.
+func TestHTTPOverTLSKeepsItsConnectionAcrossFailedStatuses(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("draining"))
+		}))
+		var conns atomic.Int64
+		srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				conns.Add(1)
+			}
+		}
+		srv.EnableHTTP2 = h2
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		roots := x509.NewCertPool()
+		roots.AddCert(srv.Certificate())
+		cfg := fastConfig(HTTP)
+		cfg.TLS, cfg.HTTP2 = &tls.Config{RootCAs: roots}, h2
+		c := newChecker(t, cfg, []string{srv.Listener.Addr().String()})
+		for range 4 {
+			if cause, _ := causeOf(t, checkNow(t, c, 0)); cause != CauseStatus {
+				t.Fatalf("http2=%v: a 503 failed with %q", h2, cause)
+			}
+		}
+		if n := conns.Load(); n != 1 {
+			t.Fatalf("http2=%v: 4 checks answered 503 used %d connections, want 1", h2, n)
+		}
 	}
 }
 

@@ -43,8 +43,8 @@ func (p *fakeProber) check(ctx context.Context, i int) error {
 	return err
 }
 
-func (p *fakeProber) reset(int) { p.mu.Lock(); p.resets++; p.mu.Unlock() }
-func (p *fakeProber) close()    { p.mu.Lock(); p.closed++; p.mu.Unlock() }
+func (p *fakeProber) reset(int, error) { p.mu.Lock(); p.resets++; p.mu.Unlock() }
+func (p *fakeProber) close()           { p.mu.Lock(); p.closed++; p.mu.Unlock() }
 
 func (p *fakeProber) log() []probeCall {
 	p.mu.Lock()

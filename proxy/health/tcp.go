@@ -18,7 +18,7 @@ func (p *tcpProber) check(ctx context.Context, i int) error {
 	return nil
 }
 
-func (p *tcpProber) reset(int) {}
-func (p *tcpProber) close()    {}
+func (p *tcpProber) reset(int, error) {}
+func (p *tcpProber) close()           {}
 
 var _ prober = (*tcpProber)(nil)
