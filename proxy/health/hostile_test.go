@@ -439,3 +439,32 @@ func TestHTTPUnsolicitedAnswerIsNotTakenForTheNextCheck(t *testing.T) {
 		}
 	}
 }
+
+// A body that cannot be read fails the check with a reason that says what
+// was wrong with it, whatever the status: a malformed chunk is not taken
+// for the connection closing.
+func TestHTTPBodyFailureReasons(t *testing.T) {
+	tests := []struct {
+		name, answer, reason string
+	}{
+		{"malformed chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n0\r\n\r\n", "http: body: malformed chunked encoding"},
+		{"bad chunk size", "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", "http: body: invalid byte in chunk length"},
+		{"chunk line too long", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;" + strings.Repeat("x", 5000) + "\r\nabc\r\n0\r\n\r\n", "http: body: chunk line too long"},
+		{"chunked body cut short", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab", "http: body: connection closed before its end"},
+		{"body shorter than its length", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "http: body: connection closed before its end"},
+		{"trailer cut short", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n", "http: body: unexpected EOF reading trailer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+				if _, err := http.ReadRequest(br); err == nil {
+					c.Write([]byte(tt.answer))
+				}
+			})
+			err := checkNow(t, newChecker(t, fastConfig(HTTP), []string{addr}), 0)
+			if cause, reason := causeOf(t, err); cause != CauseProtocol || reason != tt.reason {
+				t.Fatalf("got %q (cause %q), want %q (protocol)", reason, cause, tt.reason)
+			}
+		})
+	}
+}

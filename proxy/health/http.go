@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
@@ -231,13 +232,34 @@ func (p *httpProber) check(ctx context.Context, i int) error {
 		// judges a response once complete: one whose body breaks off
 		// or is malformed is a protocol failure, whatever its status,
 		// and counts toward UnhealthyThreshold.
-		return classify(rerr, "http")
+		return bodyFailure(rerr)
 	}
 	if !p.cfg.statusOK(resp.StatusCode) {
 		return &CheckError{Cause: CauseStatus, Reason: fmt.Sprintf("status %d", resp.StatusCode),
 			Immediate: !p.cfg.statusRetriable(resp.StatusCode)}
 	}
 	return nil
+}
+
+// bodyFailure is the CheckError of a response body that could not be read
+// to its end: "http: body: " and what went wrong, so that a malformed
+// chunk is not reported as the connection closing.
+func bodyFailure(err error) *CheckError {
+	var reason string
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// net/http's chunked reader, and a body shorter than its
+		// Content-Length, say so of a connection closed early.
+		reason = "connection closed before its end"
+	case err.Error() == "header line too long":
+		// net/http's chunked reader reuses the error of a header line
+		// (its internal.ErrLineTooLong, which cannot be matched with
+		// errors.Is from here) for a chunk-size line over 4 KiB.
+		reason = "chunk line too long"
+	default:
+		reason = strings.TrimPrefix(netReason(err), "http: ")
+	}
+	return &CheckError{Cause: CauseProtocol, Reason: "http: body: " + reason, Err: err}
 }
 
 // reset closes endpoint i's connections and gives it a new Transport, so
