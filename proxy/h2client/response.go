@@ -51,8 +51,8 @@ type response struct {
 // pseudo-fields gets no Response, only its header: trailers need no
 // other, and a response without :status is malformed.
 func parseHeaderBlock(f *fieldList, hb *headerBlock) {
-	*hb = headerBlock{clen: -1, pseudo: len(f.pseudoFields())}
-	regular := f.regularFields()
+	*hb = headerBlock{clen: -1, pseudo: len(f.PseudoFields())}
+	regular := f.RegularFields()
 	// One backing array for the usual one value per key.
 	var strs []string
 	var resp *http.Response
@@ -93,7 +93,7 @@ func parseHeaderBlock(f *fieldList, hb *headerBlock) {
 			h[k] = append(vv, hf.Value)
 		}
 	}
-	if f.truncated {
+	if f.Truncated {
 		hb.malformed = "header list larger than MaxHeaderListSize"
 		return
 	}

@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/h2fields"
 )
 
 // FuzzDeclaredTrailersAsSplitAndLower checks that the keys a Trailer
@@ -51,9 +53,9 @@ func TestStatusLineAsNetHTTP(t *testing.T) {
 
 // headersFrame is a decoded header block of fields kv.
 func headersFrame(endStream bool, kv ...string) *fieldList {
-	l := &fieldList{streamID: 1, endStream: endStream}
+	l := &fieldList{streamID: 1, endStream: endStream, List: new(h2fields.List)}
 	for i := 0; i+1 < len(kv); i += 2 {
-		l.fields = append(l.fields, hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+		l.Fields = append(l.Fields, hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
 	}
 	return l
 }
@@ -154,10 +156,36 @@ func FuzzHeaderDecoderAsXNet(f *testing.F) {
 			return
 		}
 		mh := xf.(*http2.MetaHeadersFrame)
-		if !slices.Equal(mh.Fields, got.fields) || mh.Truncated != got.truncated ||
+		if !slices.Equal(mh.Fields, got.Fields) || mh.Truncated != got.Truncated ||
 			mh.StreamEnded() != got.endStream || mh.StreamID != got.streamID {
-			t.Fatalf("x/net: %v truncated %v; ours: %v truncated %v", mh.Fields, mh.Truncated, got.fields, got.truncated)
+			t.Fatalf("x/net: %v truncated %v; ours: %v truncated %v", mh.Fields, mh.Truncated, got.Fields, got.Truncated)
 		}
 		parseHeaderBlock(got, new(headerBlock)) // must not panic
 	})
+}
+
+// A malformed response header block is the stream's error, its cause
+// naming this package as its other errors do.
+func TestHeaderDecoderMalformedCause(t *testing.T) {
+	var block bytes.Buffer
+	e := hpack.NewEncoder(&block)
+	e.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	e.WriteField(hpack.HeaderField{Name: "X-Up", Value: "1"})
+	var wire bytes.Buffer
+	http2.NewFramer(&wire, nil).WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
+	r := http2.NewFramer(nil, &wire)
+	f, err := r.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d headerDecoder
+	d.init(1 << 20)
+	_, err = d.read(r, f.(*http2.HeadersFrame))
+	var se http2.StreamError
+	if !errors.As(err, &se) || se.StreamID != 1 || se.Code != http2.ErrCodeProtocol {
+		t.Fatalf("%v, want a stream error PROTOCOL_ERROR on stream 1", err)
+	}
+	if !errors.Is(se.Cause, h2fields.ErrFieldName) || se.Cause.Error() != "h2client: invalid header field name" {
+		t.Errorf("cause %q, want h2fields.ErrFieldName as %q", se.Cause, "h2client: invalid header field name")
+	}
 }

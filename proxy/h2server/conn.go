@@ -462,7 +462,7 @@ func (sc *serverConn) processFrame(f http2.Frame, hb *headerBlock) error {
 	switch f := f.(type) {
 	case nil:
 		err = sc.onHeaders(hb)
-		sc.hr.release()
+		sc.hr.dec.Release() // the request (or its trailers) has taken the fields
 	case *http2.DataFrame:
 		err = sc.onData(f)
 	case *http2.RSTStreamFrame:
@@ -793,17 +793,17 @@ func (sc *serverConn) onHeaders(f *headerBlock) error {
 // trailersLocked takes a HEADERS frame after the request's DATA: its
 // trailers, which must end the stream.
 func (sc *serverConn) trailersLocked(st *stream, f *headerBlock) error {
-	if !f.endStream || len(f.pseudoFields()) > 0 {
+	if !f.endStream || len(f.PseudoFields()) > 0 {
 		sc.faultLocked(st, http2.ErrCodeProtocol)
 		st.rerr = errors.New("h2server: malformed request trailers")
 		return nil
 	}
-	if f.truncated {
+	if f.Truncated {
 		sc.faultLocked(st, http2.ErrCodeProtocol)
 		st.rerr = errors.New("h2server: request trailers too large")
 		return nil
 	}
-	for _, hf := range f.regularFields() {
+	for _, hf := range f.RegularFields() {
 		k := canonicalHeader(hf.Name)
 		if st.declTrailer && !httpguts.ValidTrailerHeader(k) {
 			// Fields that must not be trailers (Host, Content-Length,

@@ -3,13 +3,11 @@ package h2server
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"io"
-	"strings"
 
-	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/h2fields"
 )
 
 // A request's HEADERS frame is parsed and its header block decoded here
@@ -18,10 +16,11 @@ import (
 // the growth of its Fields slice cost about ten allocations per request.
 // headerReader makes the same checks, in the same order, with the same
 // outcome (RFC 9113 §6.2, §8.1.1, §8.3, and x/net's parseHeadersFrame
-// and Framer.readMetaFrame). The Framer still reads every frame header,
-// which keeps HEADERS and CONTINUATION contiguous, and every other frame.
-// Its fields go into a buffer the connection reuses; the request's
-// header map is built from it, sized for it (newRequest).
+// and Framer.readMetaFrame): the frame's own here, the field list's in
+// h2fields. The Framer still reads every frame header, which keeps
+// HEADERS and CONTINUATION contiguous, and every other frame. Its fields
+// go into a buffer the connection reuses; the request's header map is
+// built from it, sized for it (newRequest).
 
 // headerBlock is a decoded HEADERS frame with its CONTINUATIONs.
 type headerBlock struct {
@@ -29,43 +28,18 @@ type headerBlock struct {
 	endStream   bool
 	hasPriority bool
 	priority    http2.PriorityParam
-	// fields are the decoded fields, pseudo-header fields first (a
-	// pseudo-header field after a regular one makes the block
-	// malformed). They are valid until the next block is read.
-	fields []hpack.HeaderField
-	// truncated: the header list exceeded the limit; fields holds those
-	// before the one that did not fit.
-	truncated bool
+	// The decoded fields (the header reader's buffer), valid until the
+	// next block is read.
+	*h2fields.List
 }
 
-// pseudoFields returns the pseudo-header fields of b.
-func (b *headerBlock) pseudoFields() []hpack.HeaderField {
-	for i, hf := range b.fields {
-		if !hf.IsPseudo() {
-			return b.fields[:i]
-		}
-	}
-	return b.fields
-}
-
-// regularFields returns the regular fields of b.
-func (b *headerBlock) regularFields() []hpack.HeaderField {
-	for i, hf := range b.fields {
-		if !hf.IsPseudo() {
-			return b.fields[i:]
-		}
-	}
-	return nil
-}
-
-// headerReader decodes a connection's request header blocks. Its emit
-// method is the decoder's emit function for the connection's life: the
-// state of the block being decoded lives here, not in a closure.
+// headerReader reads a connection's request header blocks.
 type headerReader struct {
-	fr      *http2.Framer
-	br      *bufio.Reader // what fr reads
-	dec     *hpack.Decoder
-	maxList uint32 // SETTINGS_MAX_HEADER_LIST_SIZE announced
+	fr *http2.Framer
+	br *bufio.Reader // what fr reads
+	// dec decodes the blocks under the SETTINGS_MAX_HEADER_LIST_SIZE
+	// announced.
+	dec h2fields.Decoder
 	// maxConts bounds the CONTINUATION frames of one block (see
 	// maxContinuations).
 	maxConts int
@@ -79,29 +53,19 @@ type headerReader struct {
 	typ http2.FrameType
 
 	block headerBlock
-	// Budgets of the block being decoded: "trailer" fields count
-	// against their own (as in x/net, so that a list of declared
-	// trailers is bounded apart from the rest).
-	headersRemain, trailersRemain uint32
-	sawRegular                    bool
-	invalid                       error // the first malformed field
-	// edgeSpace: a field of the block has a value that starts or ends
-	// with SP or HTAB.
-	edgeSpace bool
 }
-
-// keptHeaderFields bounds the field buffer a connection keeps between
-// blocks; one grown larger by a big block is dropped afterwards.
-const keptHeaderFields = 64
 
 // newHeaderReader reads frames with fr, which reads br; br's buffer
 // must hold the largest frame fr reads.
 func newHeaderReader(fr *http2.Framer, br *bufio.Reader, maxList uint32) *headerReader {
-	hr := &headerReader{fr: fr, br: br, maxList: maxList, maxConts: maxContinuations(maxList)}
-	hr.dec = hpack.NewDecoder(4096, hr.emit)
-	// No string longer than the whole list is accepted (a decoding
-	// error, as with x/net's Framer).
-	hr.dec.SetMaxStringLength(int(maxList))
+	hr := &headerReader{fr: fr, br: br, maxConts: maxContinuations(maxList)}
+	hr.dec.Init(maxList)
+	// RFC 9113 §8.2.1: a field value must not start or end with SP or
+	// HTAB; the request (or its trailers) is malformed. x/net lets such
+	// values through; nghttp2 (and so Envoy) refuses them, and an
+	// upstream that does would fail the forwarded request with no
+	// answer the client can act on.
+	hr.dec.RefuseEdgeSpace = true
 	return hr
 }
 
@@ -116,74 +80,6 @@ func maxContinuations(maxList uint32) int {
 	return 16 + int(maxList>>10)
 }
 
-var (
-	errFieldValue         = errors.New("h2server: invalid header field value")
-	errFieldName          = errors.New("h2server: invalid header field name")
-	errFieldEdgeSpace     = errors.New("h2server: header field value starts or ends with whitespace")
-	errPseudoAfterRegular = errors.New("h2server: pseudo-header field after a regular one")
-	errUnknownPseudo      = errors.New("h2server: unknown pseudo-header field")
-	errDuplicatePseudo    = errors.New("h2server: duplicate pseudo-header field")
-	errMixedPseudo        = errors.New("h2server: request and response pseudo-header fields mixed")
-)
-
-// emit takes one decoded field.
-func (hr *headerReader) emit(hf hpack.HeaderField) {
-	if !httpguts.ValidHeaderFieldValue(hf.Value) {
-		hr.invalid = errFieldValue
-	}
-	if strings.HasPrefix(hf.Name, ":") {
-		if hr.sawRegular {
-			hr.invalid = errPseudoAfterRegular
-		}
-	} else {
-		hr.sawRegular = true
-		if !validWireFieldName(hf.Name) {
-			hr.invalid = errFieldName
-		}
-	}
-	if hr.invalid != nil {
-		hr.dec.SetEmitEnabled(false)
-		return
-	}
-	remain := &hr.headersRemain
-	var size uint32
-	if hf.Name == "trailer" {
-		// Each declared name counts as a field of its own, without
-		// decoding the list (whitespace after commas counts too).
-		remain = &hr.trailersRemain
-		n := strings.Count(hf.Value, ",") + 1
-		size = uint32(len(hf.Value)-n+1) + uint32(n)*hpack.HeaderField{}.Size()
-	} else {
-		size = hf.Size()
-	}
-	if size > *remain {
-		hr.dec.SetEmitEnabled(false)
-		hr.block.truncated = true
-		hr.headersRemain, hr.trailersRemain = 0, 0
-		return
-	}
-	*remain -= size
-	if v := hf.Value; v != "" && (v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		hr.edgeSpace = true
-	}
-	hr.block.fields = append(hr.block.fields, hf)
-}
-
-// validWireFieldName reports whether v is a token without uppercase
-// letters (RFC 9113 §8.2.1).
-func validWireFieldName(v string) bool {
-	if v == "" {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !httpguts.IsTokenRune(rune(c)) || 'A' <= c && c <= 'Z' {
-			return false
-		}
-	}
-	return true
-}
-
 // readFrame reads the next frame as the Framer's ReadFrame does, but a
 // HEADERS frame, which it parses and decodes itself with its
 // CONTINUATIONs: it then returns the block (valid until the next call)
@@ -194,7 +90,7 @@ func validWireFieldName(v string) bool {
 // COMPRESSION_ERROR; and padding longer than the frame, a stream error
 // for x/net; ENHANCE_YOUR_CALM for a block of more CONTINUATIONs than
 // maxContinuations, which x/net does not bound), http2.StreamError for
-// a malformed field list, and the
+// a malformed field list (h2fields.Decoder.End), and the
 // errors of reading frames
 // (io.ErrUnexpectedEOF for a frame too short for its padding or
 // priority fields, as x/net has it).
@@ -268,35 +164,12 @@ func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBloc
 		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 
-	hr.release() // the fields of a block that failed
-	b := &hr.block
-	*b = headerBlock{
-		streamID:    fh.StreamID,
-		endStream:   fh.Flags.Has(http2.FlagHeadersEndStream),
-		hasPriority: fh.Flags.Has(http2.FlagHeadersPriority),
-		priority:    prio,
-		fields:      b.fields[:0],
-	}
-	hr.headersRemain, hr.trailersRemain = hr.maxList, hr.maxList
-	hr.sawRegular, hr.invalid, hr.edgeSpace = false, nil, false
-	hr.dec.SetEmitEnabled(true)
-
+	hr.dec.Begin() // (dropping the fields of a block that failed)
 	frag, ended := p[:len(p)-pad], fh.Flags.Has(http2.FlagHeadersEndHeaders)
 	conts := 0
 	for {
-		// A fragment more than twice what the list may still hold is
-		// not decoded: the connection ends. So does any CONTINUATION
-		// after the list went over its limit (both budgets are then 0)
-		// or after a malformed field, past which sizes are not counted.
-		if int64(len(frag)) > 2*int64(hr.headersRemain+hr.trailersRemain) {
-			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
-		}
-		if hr.invalid != nil {
-			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
-		}
-		// (The decoder copies what it keeps of frag.)
-		if _, err := hr.dec.Write(frag); err != nil {
-			return nil, http2.ConnectionError(http2.ErrCodeCompression)
+		if err := hr.dec.Write(frag); err != nil {
+			return nil, err
 		}
 		if ended {
 			break
@@ -323,59 +196,16 @@ func (hr *headerReader) readHeaders(fh http2.FrameHeader, p []byte) (*headerBloc
 			hr.blockOpen(false)
 		}
 	}
-	if err := hr.dec.Close(); err != nil {
-		return nil, http2.ConnectionError(http2.ErrCodeCompression)
+	l, err := hr.dec.End(fh.StreamID)
+	if err != nil {
+		return nil, err
 	}
-	if hr.invalid != nil {
-		return nil, http2.StreamError{StreamID: b.streamID, Code: http2.ErrCodeProtocol, Cause: hr.invalid}
+	hr.block = headerBlock{
+		streamID:    fh.StreamID,
+		endStream:   fh.Flags.Has(http2.FlagHeadersEndStream),
+		hasPriority: fh.Flags.Has(http2.FlagHeadersPriority),
+		priority:    prio,
+		List:        l,
 	}
-	if err := checkPseudos(b.pseudoFields()); err != nil {
-		return nil, http2.StreamError{StreamID: b.streamID, Code: http2.ErrCodeProtocol, Cause: err}
-	}
-	if hr.edgeSpace {
-		// RFC 9113 §8.2.1: a field value must not start or end with SP
-		// or HTAB; the request (or its trailers) is malformed. x/net
-		// lets such values through; nghttp2 (and so Envoy) refuses them,
-		// and an upstream that does would fail the forwarded request
-		// with no answer the client can act on. Counted on the fields
-		// kept (a truncated block's last ones are not seen), so that the
-		// budgets and the decoding go on as x/net's.
-		return nil, http2.StreamError{StreamID: b.streamID, Code: http2.ErrCodeProtocol, Cause: errFieldEdgeSpace}
-	}
-	return b, nil
-}
-
-// release drops the references the last block's fields hold, once the
-// request (or its trailers) has taken them, and a buffer grown large.
-func (hr *headerReader) release() {
-	clear(hr.block.fields)
-	if cap(hr.block.fields) > keptHeaderFields {
-		hr.block.fields = nil
-	}
-}
-
-// checkPseudos: only the pseudo-header fields RFC 9113 §8.3 (and RFC
-// 8441's :protocol) defines, each at most once, and not request and
-// response ones together.
-func checkPseudos(pf []hpack.HeaderField) error {
-	var isRequest, isResponse bool
-	for i, hf := range pf {
-		switch hf.Name {
-		case ":method", ":path", ":scheme", ":authority", ":protocol":
-			isRequest = true
-		case ":status":
-			isResponse = true
-		default:
-			return errUnknownPseudo
-		}
-		for _, prev := range pf[:i] {
-			if hf.Name == prev.Name {
-				return errDuplicatePseudo
-			}
-		}
-	}
-	if isRequest && isResponse {
-		return errMixedPseudo
-	}
-	return nil
+	return &hr.block, nil
 }

@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/h2fields"
 )
 
 // readOutcomes reads frames from in until an error that ends the
@@ -62,7 +64,7 @@ func readOutcomes(in []byte, maxList uint32, ref bool) []string {
 			b = &headerBlock{
 				streamID: mh.StreamID, endStream: mh.StreamEnded(),
 				hasPriority: mh.HasPriority(), priority: mh.Priority,
-				fields: mh.Fields, truncated: mh.Truncated,
+				List: &h2fields.List{Fields: mh.Fields, Truncated: mh.Truncated},
 			}
 		}
 		var se http2.StreamError
@@ -78,7 +80,7 @@ func readOutcomes(in []byte, maxList uint32, ref bool) []string {
 		case b != nil:
 			out = append(out, describeBlock(b))
 			if hr != nil {
-				hr.release()
+				hr.dec.Release()
 			}
 		default:
 			out = append(out, f.Header().Type.String())
@@ -103,10 +105,10 @@ func describeBlock(b *headerBlock) string {
 	if b.hasPriority {
 		fmt.Fprintf(&s, " priority=%d,%v,%d", b.priority.StreamDep, b.priority.Exclusive, b.priority.Weight)
 	}
-	if b.truncated {
+	if b.Truncated {
 		s.WriteString(" truncated")
 	}
-	for _, f := range b.fields {
+	for _, f := range b.Fields {
 		fmt.Fprintf(&s, " %q=%q", f.Name, f.Value)
 	}
 	return s.String()

@@ -45,7 +45,7 @@ func (sc *serverConn) refused(f *headerBlock, status int, detail string) {
 	}
 	r := Refusal{RemoteAddr: sc.remote, Proto: "HTTP/2.0", Status: status, Detail: strings.TrimPrefix(detail, "h2server: ")}
 	if f != nil {
-		for _, hf := range f.pseudoFields() {
+		for _, hf := range f.PseudoFields() {
 			switch hf.Name {
 			case ":method":
 				r.Method = strings.Clone(hf.Value)

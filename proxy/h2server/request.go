@@ -187,16 +187,16 @@ var errMalformed = errors.New("h2server: malformed request")
 // is an error (a stream error PROTOCOL_ERROR, RFC 9113 §8.1.1); a header
 // list over the limit is status 431.
 func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err error) {
-	if f.truncated {
+	if f.Truncated {
 		return http.StatusRequestHeaderFieldsTooLarge, nil
 	}
 	if f.hasPriority && f.priority.StreamDep == f.streamID {
 		// RFC 9113 §5.3.1: a stream cannot depend on itself.
 		return 0, errMalformed
 	}
-	// (Each appears at most once: see checkPseudos.)
+	// (Each appears at most once: h2fields.Decoder.End checks it.)
 	var method, scheme, authority, path, protocol, pstatus string
-	pseudo := f.pseudoFields()
+	pseudo := f.PseudoFields()
 	for _, hf := range pseudo {
 		switch hf.Name {
 		case ":method":
@@ -229,7 +229,7 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 		return 0, errMalformed
 	}
 
-	regular := f.fields[len(pseudo):]
+	regular := f.Fields[len(pseudo):]
 	h := make(http.Header, len(regular))
 	// One backing array for the values (the stream's for a few): a
 	// field's first value takes a one-element slice of it
