@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
 
 func TestKeepAliveReusesOneConnection(t *testing.T) {
@@ -576,7 +578,7 @@ func TestStaleRetryDoesNotTakeAnotherIdleConnection(t *testing.T) {
 
 func TestStaleIdleConnectionFoundByPeek(t *testing.T) {
 	rs := closeAfterOne(t)
-	clk := &clock{now: time.Unix(1000, 0)}
+	clk := proxytest.NewClock(time.Unix(1000, 0))
 	tr := newTransport(t, func(tr *Transport) { tr.Now = clk.Now; tr.IdleTimeout = time.Minute; tr.noSweep = true })
 	var reused []bool
 	post := func() {
@@ -657,7 +659,7 @@ func TestMaxConnsPerHostQueues(t *testing.T) {
 
 func TestIdleExpiryByInjectedClock(t *testing.T) {
 	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
-	clk := &clock{now: time.Unix(1000, 0)}
+	clk := proxytest.NewClock(time.Unix(1000, 0))
 	tr := newTransport(t, func(tr *Transport) { tr.Now = clk.Now; tr.IdleTimeout = 30 * time.Second })
 	get(t, tr, s.URL)
 	clk.Advance(29 * time.Second) // old enough for the peek, not to expire
@@ -1123,7 +1125,7 @@ func (c *closeGate) Close() error {
 
 func TestExpiredConnectionsSlotNotHandedOutTwice(t *testing.T) {
 	s := startServer(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
-	clk := &clock{now: time.Unix(1000, 0)}
+	clk := proxytest.NewClock(time.Unix(1000, 0))
 	gate := make(chan struct{})
 	var dials atomic.Int32
 	tr := newTransport(t, func(tr *Transport) {

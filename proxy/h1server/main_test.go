@@ -8,12 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/h2server"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 )
@@ -24,33 +23,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type testServer struct {
 	*Server
 	addr string
-	logs *logBuf
-}
-
-type logBuf struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logBuf) log(msg string, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err != nil {
-		msg += ": " + err.Error()
-	}
-	l.lines = append(l.lines, msg)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
+	logs *proxytest.Log
 }
 
 func start(t testing.TB, h http.Handler, mod ...func(*Server)) *testServer {
 	t.Helper()
-	logs := &logBuf{}
-	s := &Server{Handler: h, H2: &h2server.Server{}, ErrorLog: logs.log}
+	logs := &proxytest.Log{}
+	s := &Server{Handler: h, H2: &h2server.Server{}, ErrorLog: logs.Log}
 	for _, f := range mod {
 		f(s)
 	}

@@ -15,6 +15,8 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -33,57 +35,11 @@ func startH2(t testing.TB, h http.HandlerFunc, mod ...func(*http2.Server)) *h2Se
 	for _, f := range mod {
 		f(s.srv)
 	}
-	s.addr = serveLoopback(t, func(c net.Conn, _ int) {
+	s.addr = proxytest.Serve(t, func(c net.Conn, _ int) {
 		s.opened.Add(1)
 		s.srv.ServeConn(c, &http2.ServeConnOpts{Handler: h})
 	})
 	return s
-}
-
-// serveLoopback listens on a random loopback port and runs serve on a
-// goroutine of its own for each connection, numbered from 0, closing the
-// connection when serve returns. When the test ends it stops listening,
-// closes every connection and waits for every serve to return.
-func serveLoopback(t testing.TB, serve func(c net.Conn, n int)) (addr string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for n := 0; ; n++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				serve(c, n)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
 
 func (s *h2Server) url(path string) string { return "http://" + s.addr + path }
@@ -161,24 +117,6 @@ func eventuallyPipeClosed(t testing.TB, what string, pw *io.PipeWriter) {
 		_, err := pw.Write([]byte("x"))
 		return errors.Is(err, io.ErrClosedPipe)
 	})
-}
-
-// clock is an injected clock tests move by hand.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }
 
 func ctxTimeout(t testing.TB, d time.Duration) context.Context {
@@ -324,7 +262,7 @@ func withPath(prefix string) func(h *http2.MetaHeadersFrame) string {
 func startRaw(t testing.TB, settings []http2.Setting, handle func(rc *rawConn, n int)) *rawServer {
 	t.Helper()
 	rs := &rawServer{}
-	rs.addr = serveLoopback(t, func(c net.Conn, n int) {
+	rs.addr = proxytest.Serve(t, func(c net.Conn, n int) {
 		rs.accepted.Add(1)
 		br := bufio.NewReader(c)
 		preface := make([]byte, len(http2.ClientPreface))

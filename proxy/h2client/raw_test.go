@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
 
 // respond sends a 200 with body and END_STREAM.
@@ -385,7 +387,7 @@ func TestPingAnsweredKeepsConnection(t *testing.T) {
 
 func TestIdleTimeoutByInjectedClock(t *testing.T) {
 	s := startH2(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("x")) })
-	clk := &clock{now: time.Unix(1000, 0)}
+	clk := proxytest.NewClock(time.Unix(1000, 0))
 	tr := newTransport(t, func(tr *Transport) {
 		tr.IdleTimeout = time.Minute
 		tr.Now = clk.Now

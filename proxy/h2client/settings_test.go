@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
 
 // startSilent starts a server that reads each connection's preface and
@@ -18,7 +20,7 @@ import (
 func startSilent(t *testing.T) (addr string, goAways <-chan http2.ErrCode) {
 	t.Helper()
 	codes := make(chan http2.ErrCode, 10)
-	addr = serveLoopback(t, func(c net.Conn, _ int) {
+	addr = proxytest.Serve(t, func(c net.Conn, _ int) {
 		br := bufio.NewReader(c)
 		preface := make([]byte, len(http2.ClientPreface))
 		if _, err := io.ReadFull(br, preface); err != nil {

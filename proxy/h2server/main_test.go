@@ -8,7 +8,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +16,8 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -25,37 +26,17 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type testServer struct {
 	*Server
 	addr string
-	logs *logBuf
+	logs *proxytest.Log
 	wg   sync.WaitGroup
 	ln   net.Listener
 	// opts are the ConnOpts of the connections accepted from now on.
 	opts atomic.Pointer[ConnOpts]
 }
 
-type logBuf struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logBuf) log(msg string, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err != nil {
-		msg += ": " + err.Error()
-	}
-	l.lines = append(l.lines, msg)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
 func start(t testing.TB, h http.Handler, mod ...func(*Server)) *testServer {
 	t.Helper()
-	ts := &testServer{logs: &logBuf{}}
-	ts.Server = &Server{Handler: h, ErrorLog: ts.logs.log}
+	ts := &testServer{logs: &proxytest.Log{}}
+	ts.Server = &Server{Handler: h, ErrorLog: ts.logs.Log}
 	for _, f := range mod {
 		f(ts.Server)
 	}
