@@ -6,12 +6,13 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
 
 // readH2Stream1 speaks the client side of HTTP/2 after an h2c upgrade: it
@@ -74,54 +75,19 @@ func readH2Stream1(t *testing.T, c net.Conn, br *bufio.Reader) (status, body str
 // connection and waits for serve to return.
 func rawH2Upstream(t *testing.T, serve func(n int, fr *http2.Framer)) string {
 	t.Helper()
-	ln, err := netListen(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for n := 0; ; n++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				preface := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(br, preface); err != nil {
-					return
-				}
-				fr := http2.NewFramer(c, br)
-				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				if fr.WriteSettings() != nil {
-					return
-				}
-				serve(n, fr)
-			}()
+	return proxytest.Serve(t, func(c net.Conn, n int) {
+		br := bufio.NewReader(c)
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(br, preface); err != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
+		fr := http2.NewFramer(c, br)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		if fr.WriteSettings() != nil {
+			return
 		}
-		mu.Unlock()
-		wg.Wait()
+		serve(n, fr)
 	})
-	return ln.Addr().String()
 }
 
 // dialRawH2 opens an HTTP/2 connection with prior knowledge to addr and

@@ -10,12 +10,13 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
 
 // countingConn counts the writes (system calls) a server makes.
@@ -33,49 +34,8 @@ func (c countingConn) Write(p []byte) (int, error) {
 // until the benchmark ends.
 func benchServe(b *testing.B, serve func(net.Conn)) (addr string, writes *atomic.Int64) {
 	writes = new(atomic.Int64)
-	addr = startBenchListener(b, func(c net.Conn) { serve(countingConn{c, writes}) })
+	addr = proxytest.Serve(b, func(c net.Conn, _ int) { serve(countingConn{c, writes}) })
 	return addr, writes
-}
-
-// startBenchListener runs handle on each connection accepted on a
-// loopback port until the benchmark ends, then closes the listener and
-// the connections and waits for the handlers.
-func startBenchListener(b *testing.B, handle func(net.Conn)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				handle(c)
-			}()
-		}
-	}()
-	b.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
 
 var benchHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
