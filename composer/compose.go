@@ -140,12 +140,16 @@ func (c *Composition) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rn.budget.Store(p.limits.maxTotalBytes())
 	if p.usesBody {
 		if status, err := rn.readIncoming(); err != nil {
-			code := ErrorBadRequest
-			if status == http.StatusRequestEntityTooLarge {
-				code = ErrorRequestTooLarge
+			result := resultCanceled
+			if !clientGone(r) {
+				code := ErrorBadRequest
+				if status == http.StatusRequestEntityTooLarge {
+					code = ErrorRequestTooLarge
+				}
+				writeError(w, status, errorBody{Error: code, Message: err.Error()})
+				result = resultError
 			}
-			writeError(w, status, errorBody{Error: code, Message: err.Error()})
-			c.m.requests.WithLabelValues(c.name, resultError).Inc()
+			c.m.requests.WithLabelValues(c.name, result).Inc()
 			c.m.duration.WithLabelValues(c.name).Observe(time.Since(start).Seconds())
 			return
 		}
@@ -164,8 +168,22 @@ func (c *Composition) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	wg.Wait()
+	if clientGone(r) {
+		// No one reads the answer, and writing one would have the
+		// server's access log and metrics record a status the client
+		// never got: a 502 for the calls its leaving canceled.
+		c.observe(rn, resultCanceled, time.Since(start))
+		return
+	}
 	result := rn.respond(w)
 	c.observe(rn, result, time.Since(start))
+}
+
+// clientGone reports whether r's context was canceled (the client went
+// away, or the server closed its connection), not ended by a deadline:
+// a router's timeout on the request is a deadline, answered as one.
+func clientGone(r *http.Request) bool {
+	return errors.Is(r.Context().Err(), context.Canceled)
 }
 
 func (c *Composition) observe(rn *run, result string, d time.Duration) {

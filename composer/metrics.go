@@ -24,13 +24,16 @@ const (
 	resultOK      = "ok"
 	resultPartial = "partial"
 	resultError   = "error"
+	// resultCanceled: the client went away before the answer, which was
+	// not written.
+	resultCanceled = "canceled"
 )
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrigger_composer_requests_total",
-			Help: "Composite requests by composition and result (ok, partial, error).",
+			Help: "Composite requests by composition and result (ok, partial, error, canceled).",
 		}, []string{"composition", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "outrigger_composer_request_duration_seconds",
