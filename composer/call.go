@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -82,6 +83,12 @@ func (rn *run) call(cp *callPlan, req *Request, res *callResult) {
 			}
 		}
 		rn.fail(res, ReasonUpstreamStatus, fmt.Errorf("%s answered %d", cp.cluster, resp.Status))
+		return
+	}
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// Asked for unencoded and answered encoded anyway: the bytes
+		// are not JSON, whatever they decode to.
+		rn.fail(res, ReasonInvalidJSON, fmt.Errorf("%s answered with content-encoding %q, not the identity the call asked for", cp.cluster, ce))
 		return
 	}
 	body, reason, err := rn.readBody(resp.Body, cp.maxBytes)

@@ -355,7 +355,10 @@ func (rn *run) render(cp *callPlan, each any, batch batchValues) (*Request, erro
 			return nil, fmt.Errorf("rendered path %q contains a dot segment", path)
 		}
 	}
-	req := &Request{Cluster: cp.cluster, Method: cp.method, Path: path, Header: http.Header{}}
+	// Without Accept-Encoding any coding is acceptable (RFC 9110
+	// §12.5.3): the composer decodes bodies as JSON, so it asks for them
+	// unencoded.
+	req := &Request{Cluster: cp.cluster, Method: cp.method, Path: path, Header: http.Header{"Accept-Encoding": identity}}
 	if len(cp.query) > 0 {
 		var q strings.Builder
 		for i, kv := range cp.query {
@@ -401,6 +404,10 @@ func (rn *run) render(cp *callPlan, each any, batch batchValues) (*Request, erro
 	}
 	return req, nil
 }
+
+// identity is every call's Accept-Encoding. Shared: no one writes a
+// request's header values.
+var identity = []string{"identity"}
 
 // perRequestHeaders differ on every request without changing the answer
 // (tracing and request ids). They are left out of the cache key, or forwarding

@@ -168,6 +168,9 @@ func compile(s Spec, knownCluster func(string) bool) (*plan, error) {
 		case framingHeader(ck):
 			errs.add("forward_headers", "%s cannot be forwarded: it describes the incoming request's own framing", ck)
 			continue
+		case codingHeader(ck):
+			errs.add("forward_headers", "%s cannot be forwarded: calls are answered unencoded, as the composer reads their JSON", ck)
+			continue
 		}
 		p.fwd = append(p.fwd, ck)
 	}
@@ -306,7 +309,7 @@ func compileCall(i int, c Call, s Spec, p *plan, knownCluster func(string) bool,
 		case key == "" || strings.ContainsAny(key, " \t\r\n:"):
 			errs.add(k+".headers", "invalid header name %q", key)
 			continue
-		case framingHeader(ck):
+		case framingHeader(ck), codingHeader(ck):
 			errs.add(k+".headers."+key, "%s cannot be set by a composition", ck)
 			continue
 		}
@@ -352,7 +355,7 @@ func compileCall(i int, c Call, s Spec, p *plan, knownCluster func(string) bool,
 		case h == "" || strings.ContainsAny(h, " \t\r\n:"):
 			errs.add(k+".pass_headers", "invalid header name %q", h)
 			continue
-		case framingHeader(ck):
+		case framingHeader(ck), codingHeader(ck):
 			errs.add(k+".pass_headers", "%s cannot be passed: it describes the call's own response, not the composite one", ck)
 			continue
 		}
@@ -524,4 +527,14 @@ func framingHeader(ck string) bool {
 		return true
 	}
 	return false
+}
+
+// codingHeader reports whether the canonical header name ck negotiates
+// or names a content coding (RFC 9110 §8.4, §12.5.3). Every call asks
+// for its body unencoded (Accept-Encoding: identity), since the composer
+// decodes it as JSON, and the composed body is never encoded: a client's
+// Accept-Encoding says what it takes of the composite response, and a
+// call's Content-Encoding describes no other body.
+func codingHeader(ck string) bool {
+	return ck == "Accept-Encoding" || ck == "Content-Encoding"
 }

@@ -17,7 +17,9 @@ type Spec struct {
 
 	// ForwardHeaders names headers of the incoming request that are copied onto
 	// every call (for example Authorization, traceparent, x-request-id). Empty: none.
-	// Per-call Headers are applied after these and win.
+	// Per-call Headers are applied after these and win. Framing fields (Host,
+	// Content-Length, hop-by-hop ones) and Accept-Encoding cannot be named:
+	// every call asks for an unencoded body.
 	ForwardHeaders []string `yaml:"forward_headers,omitempty" json:"forward_headers,omitempty"`
 
 	// Output says how call results become the response body. Zero: with one call,
@@ -59,7 +61,8 @@ type Call struct {
 
 	// Headers maps request header names (literal) to value templates. A rendered
 	// value containing a control character fails the call; spaces and tabs at
-	// its ends are trimmed. Host cannot be set.
+	// its ends are trimmed. Framing fields (Host, Content-Length, hop-by-hop
+	// ones), Accept-Encoding and Content-Encoding cannot be set.
 	Headers map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
 
 	// Body is an optional JSON body template, written as a YAML/JSON value. A string
@@ -92,7 +95,8 @@ type Call struct {
 
 	// PassHeaders names response headers of this call copied to the composite
 	// response. When several calls pass the same header, the first call in
-	// declaration order that has it wins. Empty: none.
+	// declaration order that has it wins. Framing fields and Content-Encoding
+	// cannot be passed. Empty: none.
 	PassHeaders []string `yaml:"pass_headers,omitempty" json:"pass_headers,omitempty"`
 
 	// PassErrors makes a non-2xx answer of this (required) call the composite
