@@ -187,7 +187,8 @@ func (w *captureWriter) Flush() {}
 // serveComposite answers r with rt's composition. Path parameters are the
 // named groups of the route's path regex, matched against the decoded path
 // as routing did; the composer escapes each as one path segment when it
-// substitutes it. r itself is not changed: the values go on a shallow copy.
+// substitutes it. r itself is not changed: the values go on a shallow copy,
+// and so does its header without the hop-by-hop fields.
 func (p *Proxy) serveComposite(w http.ResponseWriter, r *http.Request, rt *route, start time.Time) {
 	ctx := r.Context()
 	if rt.timeout > 0 {
@@ -196,6 +197,13 @@ func (p *Proxy) serveComposite(w http.ResponseWriter, r *http.Request, rt *route
 		defer cancel()
 	}
 	in := r.WithContext(ctx)
+	if _, ok := r.Header["Connection"]; ok {
+		// The fields the client's Connection names are for this hop
+		// (RFC 9110 §7.6.1): neither forward_headers nor a {header.*}
+		// reference may carry them on to a call.
+		in.Header = r.Header.Clone()
+		stripRequestHeader(in.Header, nil)
+	}
 	if re := rt.match.pathRe; re != nil {
 		if m := re.FindStringSubmatch(r.URL.Path); m != nil {
 			for i, name := range re.SubexpNames() {
