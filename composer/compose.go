@@ -84,8 +84,11 @@ func New(spec Spec, backend Backend, opts Options) (*Composition, error) {
 // Name returns the composition's metric label.
 func (c *Composition) Name() string { return c.name }
 
-// errRequiredFailed cancels the remaining calls once a required call failed.
-var errRequiredFailed = errors.New("a required call failed")
+// errRequiredFailed cancels the remaining calls once a required call
+// failed. It is a context.Canceled: a Backend that returns its context's
+// cause (the proxy's does) has the calls it ended reported as canceled,
+// not as upstream errors that could be taken for the request's own.
+var errRequiredFailed = fmt.Errorf("a required call failed: %w", context.Canceled)
 
 // run is the state of one composite request.
 type run struct {
