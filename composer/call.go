@@ -13,9 +13,10 @@ import (
 	"time"
 )
 
-// call makes one backend request (or answers it from the cache), reads its body
-// within the byte caps and decodes it into res.
-func (rn *run) call(cp *callPlan, req *Request, res *callResult) {
+// call makes one backend request (or answers it from the cache) on ctx,
+// the request's or a fan-out's, reads its body within the byte caps and
+// decodes it into res.
+func (rn *run) call(ctx context.Context, cp *callPlan, req *Request, res *callResult) {
 	c := rn.c
 	var key string
 	if cp.cacheTTL > 0 && c.cache != nil {
@@ -39,8 +40,12 @@ func (rn *run) call(cp *callPlan, req *Request, res *callResult) {
 
 	select {
 	case rn.sem <- struct{}{}:
-	case <-rn.ctx.Done():
-		rn.fail(res, rn.ctxReason(), nil)
+	case <-ctx.Done():
+		reason := ReasonCanceled // a fan-out's element failed
+		if rn.ctx.Err() != nil {
+			reason = rn.ctxReason()
+		}
+		rn.fail(res, reason, nil)
 		return
 	}
 	defer func() { <-rn.sem }()
@@ -48,7 +53,6 @@ func (rn *run) call(cp *callPlan, req *Request, res *callResult) {
 	// cap does (a Backend that buffers the body reads no further).
 	req.MaxResponseBytes = min(cp.maxBytes, max(rn.budget.Load(), 0))
 
-	ctx := rn.ctx
 	if cp.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cp.timeout)
@@ -236,23 +240,38 @@ func (rn *run) fanOut(cp *callPlan, res *callResult) {
 			return
 		}
 	}
+	// The first element that fails fails the call: the others still in
+	// flight or waiting for their turn are canceled, not waited for.
+	ctx, cancel := context.WithCancelCause(rn.ctx)
+	defer cancel(nil)
 	parts := make([]callResult, len(reqs))
 	var wg sync.WaitGroup
 	for i, req := range reqs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rn.call(cp, req, &parts[i])
+			rn.call(ctx, cp, req, &parts[i])
+			if !parts[i].ok {
+				cancel(errElementFailed)
+			}
 		}()
 	}
 	wg.Wait()
+	// The call reports the first element, in order, that failed by
+	// itself, not one canceled because another failed.
+	failed := -1
+	for i := range parts {
+		if p := &parts[i]; !p.ok && (failed < 0 || parts[failed].reason == ReasonCanceled && p.reason != ReasonCanceled) {
+			failed = i
+		}
+	}
+	if failed >= 0 {
+		*res = parts[failed]
+		return
+	}
 	values := make([]any, len(parts))
 	for i := range parts {
 		p := &parts[i]
-		if !p.ok {
-			*res = *p
-			return
-		}
 		values[i] = p.value
 		for k, vs := range p.header { // the first element that has a header wins
 			if res.header == nil {
@@ -265,6 +284,10 @@ func (rn *run) fanOut(cp *callPlan, res *callResult) {
 	}
 	res.ok, res.value, res.status = true, values, http.StatusOK
 }
+
+// errElementFailed cancels the other elements of a fan-out when one
+// failed. A context.Canceled, as errRequiredFailed is.
+var errElementFailed = fmt.Errorf("another element of the fan-out failed: %w", context.Canceled)
 
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)

@@ -274,7 +274,7 @@ func (rn *run) single(cp *callPlan, res *callResult, each any, batch batchValues
 		rn.renderFailed(res, err)
 		return
 	}
-	rn.call(cp, req, res)
+	rn.call(rn.ctx, cp, req, res)
 }
 
 func (rn *run) renderFailed(res *callResult, err error) {

@@ -109,7 +109,8 @@ type Call struct {
 	// call's result, such as order.items[].productId. Without Batch, one call is made
 	// per distinct element and {each} (or {each.field} for object elements) refers to
 	// the element; identical rendered requests are made once. The call's result is
-	// the array of the element results, in order of first appearance. Empty: no fan-out.
+	// the array of the element results, in order of first appearance; the first
+	// element that fails fails the call and cancels the others. Empty: no fan-out.
 	ForEach string `yaml:"for_each,omitempty" json:"for_each,omitempty"`
 
 	// Batch makes a ForEach call one request for the whole collection: {each}
