@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,12 +143,15 @@ func (c *Composition) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rn.budget.Store(p.limits.maxTotalBytes())
 	if p.usesBody {
-		if status, err := rn.readIncoming(); err != nil {
+		if status, err := rn.readIncoming(w); err != nil {
 			result := resultCanceled
 			if !clientGone(r) {
 				code := ErrorBadRequest
-				if status == http.StatusRequestEntityTooLarge {
+				switch status {
+				case http.StatusRequestEntityTooLarge:
 					code = ErrorRequestTooLarge
+				case http.StatusRequestTimeout:
+					code = ErrorRequestTimeout
 				}
 				writeError(w, status, errorBody{Error: code, Message: err.Error()})
 				result = resultError
@@ -285,12 +289,24 @@ func (rn *run) renderFailed(res *callResult, err error) {
 	rn.fail(res, ReasonInvalidValue, err)
 }
 
-// readIncoming reads and parses the incoming JSON body within max_request_bytes.
-// It returns the status to answer with when the body cannot be used.
-func (rn *run) readIncoming() (int, error) {
+// readIncoming reads and parses the incoming JSON body within max_request_bytes
+// and the deadline. It returns the status to answer with when the body cannot
+// be used.
+func (rn *run) readIncoming(w http.ResponseWriter) (int, error) {
 	max := rn.c.plan.limits.maxRequestBytes()
+	// A read of the body watches no context: a client that sends part of
+	// it and then nothing would hold the request past any deadline. The
+	// server's read deadline ends such a read (a writer without read
+	// deadlines is not reading from a client).
+	rc := http.NewResponseController(w)
+	if dl, ok := rn.deadline.Deadline(); ok && rc.SetReadDeadline(dl) == nil {
+		defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	}
 	b, err := io.ReadAll(io.LimitReader(rn.in.Body, max+1))
 	if err != nil {
+		if rn.deadline.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			return http.StatusRequestTimeout, errors.New("request body not received before the deadline")
+		}
 		return http.StatusBadRequest, fmt.Errorf("read request body: %w", err)
 	}
 	if int64(len(b)) > max {

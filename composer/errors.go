@@ -103,6 +103,7 @@ const (
 	ErrorBadRequest = "composition_bad_request" // a value from the incoming request cannot be used safely, or its body is not JSON
 
 	ErrorRequestTooLarge = "composition_request_too_large" // the incoming body exceeds max_request_bytes
+	ErrorRequestTimeout  = "composition_request_timeout"   // the incoming body did not arrive within the deadline
 )
 
 // Header names the composer sets on responses.
