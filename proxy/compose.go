@@ -31,6 +31,10 @@ type composeBackend struct {
 	rt *route
 }
 
+// compositeRequestID is the context key of a composite request's
+// x-request-id, which its calls carry.
+type compositeRequestID struct{}
+
 // errCaptureFull stops the copy of a call's response at its cap.
 var errCaptureFull = errors.New("call response exceeds the composition's cap")
 
@@ -66,13 +70,18 @@ func (b *composeBackend) Do(ctx context.Context, call *composer.Request) (*compo
 	if hdr == nil {
 		hdr = http.Header{}
 	}
+	// The composite request's id, unless the call's own headers (a
+	// template, forward_headers) give it one.
+	if id, _ := ctx.Value(compositeRequestID{}).(string); id != "" && emptyField(hdr[hdrRequestID]) {
+		hdr[hdrRequestID] = []string{id}
+	}
 	r := &http.Request{
 		Method:     call.Method,
 		URL:        &url.URL{Path: path, RawPath: call.Path, RawQuery: call.RawQuery},
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     hdr, // copied by outboundHeader, never written
+		Header:     hdr, // the call's own; copied by outboundHeader
 		Host:       call.Cluster,
 	}
 	if call.Body != nil {
@@ -196,6 +205,19 @@ func (p *Proxy) serveComposite(w http.ResponseWriter, r *http.Request, rt *route
 		ctx, cancel = context.WithTimeout(ctx, rt.timeout)
 		defer cancel()
 	}
+	// One request id for the composite request and every call it makes
+	// (Do sets it on a call that has none): the client's, or one made
+	// here, which the access log is told, as for a forwarded request.
+	id := ""
+	if ids := r.Header[hdrRequestID]; !emptyField(ids) {
+		id = ids[0]
+	} else {
+		id = newRequestID()
+		if rr, ok := w.(RequestIDRecorder); ok {
+			rr.RecordRequestID(id)
+		}
+	}
+	ctx = context.WithValue(ctx, compositeRequestID{}, id)
 	in := r.WithContext(ctx)
 	if _, ok := r.Header["Connection"]; ok {
 		// The fields the client's Connection names are for this hop

@@ -382,3 +382,61 @@ func httptestRequest(path string) *http.Request {
 	r, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1"+path, nil)
 	return r
 }
+
+// A composite request and all its calls carry one x-request-id: the
+// client's, or one the proxy makes for it (and the access log records),
+// so that the backends' logs tie back to the request. Each call used to
+// make its own unless forward_headers named x-request-id, and the access
+// log had none.
+func TestCompositeCallsShareTheRequestID(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	serve := func() string {
+		return addr(upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			seen = append(seen, strings.Join(r.Header.Values(hdrRequestID), "|"))
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"ok":true}`)
+		}))
+	}
+	a, b := serve(), serve()
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"a": {Endpoints: eps(a)}, "b": {Endpoints: eps(b)}},
+		Routes: []config.Route{{
+			Name:  "both",
+			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/both"}},
+			Composition: &composer.Spec{
+				Calls:  []composer.Call{{Name: "a", Cluster: "a", Path: "/a"}, {Name: "b", Cluster: "b", Path: "/b"}},
+				Output: composer.Output{Nest: []composer.Nest{{From: "a"}, {From: "b"}}},
+			},
+		}},
+	}
+	h := startProxy(t, cfg)
+	for _, sent := range []string{"", "client-id-1"} {
+		mu.Lock()
+		seen = nil
+		mu.Unlock()
+		var resp *http.Response
+		if sent == "" {
+			resp = mustGet(t, h.h1, h.url("/both"))
+		} else {
+			resp = mustGet(t, h.h1, h.url("/both"), "X-Request-Id", sent)
+		}
+		if body := readAll(t, resp); resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		mu.Lock()
+		got := append([]string(nil), seen...)
+		mu.Unlock()
+		if len(got) != 2 || got[0] != got[1] || got[0] == "" {
+			t.Fatalf("x-request-id %q sent: the calls carried %q, want one id for both", sent, got)
+		}
+		if sent != "" && got[0] != sent {
+			t.Fatalf("x-request-id %q sent: the calls carried %q", sent, got[0])
+		}
+		if sent == "" && (len(got[0]) != 32 || strings.Trim(got[0], "0123456789abcdef") != "") {
+			t.Fatalf("no x-request-id sent: the calls carried %q, want a generated id", got[0])
+		}
+	}
+}
