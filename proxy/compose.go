@@ -31,9 +31,12 @@ type composeBackend struct {
 	rt *route
 }
 
-// compositeRequestID is the context key of a composite request's
-// x-request-id, which its calls carry.
-type compositeRequestID struct{}
+// compositeCaller is what a composite request's calls carry of it: its
+// x-request-id, and the client's address for X-Forwarded-For. It is its
+// own context key.
+type compositeCaller struct {
+	requestID, remoteAddr string
+}
 
 // errCaptureFull stops the copy of a call's response at its cap.
 var errCaptureFull = errors.New("call response exceeds the composition's cap")
@@ -72,8 +75,9 @@ func (b *composeBackend) Do(ctx context.Context, call *composer.Request) (*compo
 	}
 	// The composite request's id, unless the call's own headers (a
 	// template, forward_headers) give it one.
-	if id, _ := ctx.Value(compositeRequestID{}).(string); id != "" && emptyField(hdr[hdrRequestID]) {
-		hdr[hdrRequestID] = []string{id}
+	caller, _ := ctx.Value(compositeCaller{}).(*compositeCaller)
+	if caller != nil && emptyField(hdr[hdrRequestID]) {
+		hdr[hdrRequestID] = []string{caller.requestID}
 	}
 	r := &http.Request{
 		Method:     call.Method,
@@ -83,6 +87,9 @@ func (b *composeBackend) Do(ctx context.Context, call *composer.Request) (*compo
 		ProtoMinor: 1,
 		Header:     hdr, // the call's own; copied by outboundHeader
 		Host:       call.Cluster,
+	}
+	if caller != nil {
+		r.RemoteAddr = caller.remoteAddr
 	}
 	if call.Body != nil {
 		r.Body = io.NopCloser(bytes.NewReader(call.Body))
@@ -208,16 +215,17 @@ func (p *Proxy) serveComposite(w http.ResponseWriter, r *http.Request, rt *route
 	// One request id for the composite request and every call it makes
 	// (Do sets it on a call that has none): the client's, or one made
 	// here, which the access log is told, as for a forwarded request.
-	id := ""
+	// The calls are made for the client: X-Forwarded-For names it.
+	caller := &compositeCaller{remoteAddr: r.RemoteAddr}
 	if ids := r.Header[hdrRequestID]; !emptyField(ids) {
-		id = ids[0]
+		caller.requestID = ids[0]
 	} else {
-		id = newRequestID()
+		caller.requestID = newRequestID()
 		if rr, ok := w.(RequestIDRecorder); ok {
-			rr.RecordRequestID(id)
+			rr.RecordRequestID(caller.requestID)
 		}
 	}
-	ctx = context.WithValue(ctx, compositeRequestID{}, id)
+	ctx = context.WithValue(ctx, compositeCaller{}, caller)
 	in := r.WithContext(ctx)
 	if _, ok := r.Header["Connection"]; ok {
 		// The fields the client's Connection names are for this hop

@@ -387,14 +387,16 @@ func httptestRequest(path string) *http.Request {
 // client's, or one the proxy makes for it (and the access log records),
 // so that the backends' logs tie back to the request. Each call used to
 // make its own unless forward_headers named x-request-id, and the access
-// log had none.
+// log had none. The calls name the client in X-Forwarded-For, as a
+// forwarded request does; they named nobody.
 func TestCompositeCallsShareTheRequestID(t *testing.T) {
 	var mu sync.Mutex
-	var seen []string
+	var seen, xff []string
 	serve := func() string {
 		return addr(upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
 			mu.Lock()
 			seen = append(seen, strings.Join(r.Header.Values(hdrRequestID), "|"))
+			xff = append(xff, strings.Join(r.Header.Values(hdrForwardedFor), "|"))
 			mu.Unlock()
 			w.Header().Set("Content-Type", "application/json")
 			io.WriteString(w, `{"ok":true}`)
@@ -437,6 +439,13 @@ func TestCompositeCallsShareTheRequestID(t *testing.T) {
 		}
 		if sent == "" && (len(got[0]) != 32 || strings.Trim(got[0], "0123456789abcdef") != "") {
 			t.Fatalf("no x-request-id sent: the calls carried %q, want a generated id", got[0])
+		}
+		mu.Lock()
+		fwd := append([]string(nil), xff...)
+		xff = nil
+		mu.Unlock()
+		if len(fwd) != 2 || fwd[0] != "127.0.0.1" || fwd[1] != "127.0.0.1" {
+			t.Fatalf("the calls carried X-Forwarded-For %q, want the client's address", fwd)
 		}
 	}
 }
