@@ -1158,7 +1158,16 @@ func (f *forwarding) recordResponse(copyErr error, permit breaker.Permit, ep *en
 		if trailersOnly {
 			h = resp.Header
 		}
-		f.record(permit, ep, failNone, resp.StatusCode, breaker.ParseGRPCStatus(h, resp.Trailer))
+		gs := breaker.ParseGRPCStatus(h, resp.Trailer)
+		if gs < 0 {
+			// The stream ended without a status: the call failed,
+			// whatever the HTTP status said. gRPC requires the status
+			// even for OK (PROTOCOL-HTTP2.md, "Trailers"), and grpc-go's
+			// client ends such a call INTERNAL ("server closed the
+			// stream without sending trailers").
+			gs = grpcInternal
+		}
+		f.record(permit, ep, failNone, resp.StatusCode, gs)
 	}
 }
 

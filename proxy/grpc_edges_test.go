@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 
+	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
@@ -137,5 +140,36 @@ func TestGRPCTimeoutAtTheLargestDurationIsSentValid(t *testing.T) {
 		if resp.StatusCode != 200 || st != "0" {
 			t.Fatalf("grpc-timeout %s: %d grpc-status %q %q", v, resp.StatusCode, st, msg)
 		}
+	}
+}
+
+// A gRPC call whose stream ends without a grpc-status (a body, then
+// END_STREAM and no trailers) failed: gRPC sends the status even for
+// OK, and grpc-go's client ends such a call INTERNAL. The outlier
+// detector and the breaker count it as the client does; it was counted
+// a success, by the HTTP 200 alone, so an endpoint that drops its
+// trailers was never ejected.
+func TestGRPCCallEndingWithoutStatusIsAFailure(t *testing.T) {
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		_, _ = w.Write([]byte("\x00\x00\x00\x00\x00"))
+	})
+	cfg := grpcConfig(addr(up))
+	c := cfg.Clusters["grpc"]
+	c.OutlierDetection = breaker.OutlierConfig{Consecutive5xx: 3}
+	cfg.Clusters["grpc"] = c
+	h := startProxy(t, cfg)
+	client := grpcClient(t, h.out)
+	for i := range 2 {
+		_, err := client.UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{})
+		if status.Code(err) != codes.Internal {
+			t.Fatalf("call %d: %v, want the client's INTERNAL", i, err)
+		}
+	}
+	s := h.p.snap.Load().clusters["grpc"].res.det.Snapshot(time.Now()).Endpoints[0]
+	if s.Consecutive5xx != 2 || s.IntervalSuccesses != 0 || s.IntervalRequests != 2 {
+		t.Fatalf("detector saw %d failures in a row, %d successes of %d calls; want 2, 0 of 2",
+			s.Consecutive5xx, s.IntervalSuccesses, s.IntervalRequests)
 	}
 }
