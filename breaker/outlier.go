@@ -30,7 +30,9 @@ import (
 //     mean − success_rate_stdev_factor × stdev is ejected, worst first.
 //   - The n-th ejection lasts min(base_ejection_time × n,
 //     max_ejection_time); n drops by one for each base_ejection_time the
-//     endpoint spends un-ejected (counted at Evaluate), and stops growing
+//     endpoint spends un-ejected (counted at Evaluate, and at an ejection
+//     between two, so that it grows from where the decay has brought it
+//     down to), and stops growing
 //     once base_ejection_time × n reaches max_ejection_time +
 //     base_ejection_time, so that it decays in a bounded time.
 //   - An ejected endpoint returns by itself when its time is up; it is
@@ -264,6 +266,10 @@ func (d *Detector) ejectLocked(i int, now time.Time, reason string) {
 		d.refused++
 		return
 	}
+	// The steps of decay due since the last Evaluate come first: an
+	// ejection between two evaluations would otherwise grow from a
+	// multiplier the time spent in has already lowered.
+	d.decayLocked(e, now)
 	// The multiplier stops growing once its ejection would reach
 	// max_ejection_time (as Envoy's does): a long run of ejections
 	// would otherwise take as many base_ejection_times to decay.
@@ -288,6 +294,22 @@ func (d *Detector) ejectLocked(i int, now time.Time, reason string) {
 	}
 	d.state.Store(&ejectionState{ejected: st.ejected + 1, next: next})
 	d.queueLocked(Ejection{Endpoint: i, Ejected: true, At: now, Until: until, Reason: reason, TimesEjected: e.timesEjected})
+}
+
+// decayLocked lowers the multiplier of e, an endpoint not ejected, by one
+// step per whole base_ejection_time it has spent in since its last
+// return or step, counted from when that step was due: counting from the
+// call would stretch each step to a multiple of the interval (with
+// interval 30s and base 20s, one step per 30s instead of three per 60s).
+func (d *Detector) decayLocked(e *endpoint, now time.Time) {
+	if e.multiplier == 0 || e.returned.IsZero() {
+		return
+	}
+	if k := int(now.Sub(e.returned) / d.cfg.BaseEjectionTime); k > 0 {
+		k = min(k, e.multiplier)
+		e.multiplier -= k
+		e.returned = e.returned.Add(time.Duration(k) * d.cfg.BaseEjectionTime)
+	}
 }
 
 // refreshLocked returns the endpoints whose ejection is over and recomputes
@@ -439,18 +461,7 @@ func (d *Detector) Evaluate(now time.Time) {
 		if u := e.until.Load(); u != nil {
 			continue // ejected
 		}
-		if e.multiplier > 0 && !e.returned.IsZero() {
-			// One step per whole base_ejection_time in since the last
-			// step, counted from when that step was due: counting from
-			// this Evaluate would stretch each step to a multiple of
-			// the interval (with interval 30s and base 20s, one step
-			// per 30s instead of three per 60s).
-			if k := int(now.Sub(e.returned) / d.cfg.BaseEjectionTime); k > 0 {
-				k = min(k, e.multiplier)
-				e.multiplier -= k
-				e.returned = e.returned.Add(time.Duration(k) * d.cfg.BaseEjectionTime)
-			}
-		}
+		d.decayLocked(e, now)
 		if req := x >> 32; req >= vol && req > 0 {
 			cands = append(cands, candidate{i, min(float64(x&0xffffffff)/float64(req), 1)})
 		}
@@ -620,6 +631,9 @@ func (d *Detector) Snapshot(now time.Time) DetectorSnapshot {
 	}
 	for i := range d.eps {
 		e := &d.eps[i]
+		if e.until.Load() == nil {
+			d.decayLocked(e, now) // as the next ejection would see it
+		}
 		x := e.stats.Load()
 		es := EndpointSnapshot{
 			TimesEjected:              e.timesEjected,

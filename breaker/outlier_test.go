@@ -233,6 +233,29 @@ func TestEjectionMultiplierDecaysPerBaseWhateverTheInterval(t *testing.T) {
 	}
 }
 
+// An ejection between two evaluations starts from the multiplier the
+// time spent in has lowered it to, not from the one the last Evaluate
+// left: evaluated every 30s with a base of 20s, an endpoint back for 50s
+// has two steps behind it, though the Evaluate 30s in took only one.
+func TestEjectionBetweenEvaluationsSeesTheDecayDue(t *testing.T) {
+	d := mustDetector(t, OutlierConfig{Consecutive5xx: 1, Interval: 30 * time.Second, BaseEjectionTime: 20 * time.Second}, 10)
+	now := at(0)
+	for range 6 {
+		d.Record(0, now, v500)
+		now = d.Snapshot(now).Endpoints[0].EjectedUntil
+	}
+	d.Evaluate(now)
+	d.Evaluate(now.Add(30 * time.Second)) // one step: 6 to 5
+	back := now.Add(50 * time.Second)     // two steps due: 4
+	if m := d.Snapshot(back).Endpoints[0].Multiplier; m != 4 {
+		t.Fatalf("multiplier %d 50s in, want 4", m)
+	}
+	d.Record(0, back, v500)
+	if u := d.Snapshot(back).Endpoints[0].EjectedUntil; u.Sub(back) != 100*time.Second {
+		t.Fatalf("ejection 50s after a return at multiplier 6: %v, want 5 × 20s", u.Sub(back))
+	}
+}
+
 func TestEjectedEndpointReturnsAndHookSeesBoth(t *testing.T) {
 	var evs []Ejection
 	var d *Detector
