@@ -70,7 +70,7 @@ type Detector struct {
 
 	mu          sync.Mutex // guards the fields below and the guarded fields of eps
 	lastEval    time.Time
-	ejections   uint64 // ejections since New
+	ejections   uint64 // ejections since New, or since the Detector carried from
 	refused     uint64 // ejections refused by the max_ejection_percent cap
 	notEnforced uint64 // detections skipped by the enforcing_* roll
 	pending     []Ejection
@@ -549,13 +549,15 @@ func (d *Detector) drain() {
 // the previous endpoint set: oldIndex maps a new index to the old index of
 // the same endpoint (false for a new endpoint). Ejections carried over still
 // respect the new cap; one the cap leaves out returns at now, and one whose
-// time is up returns at its time, the multiplier decaying from there. Call
-// it before the Detector is in use.
+// time is up returns at its time, the multiplier decaying from there. The
+// counts of ejections, refusals and detections not enforced go on from
+// old's. Call it before the Detector is in use.
 func (d *Detector) CarryFrom(old *Detector, now time.Time, oldIndex func(i int) (int, bool)) {
 	old.mu.Lock()
 	defer old.mu.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.ejections, d.refused, d.notEnforced = old.ejections, old.refused, old.notEnforced
 	st := ejectionState{}
 	for i := range d.eps {
 		j, ok := oldIndex(i)
@@ -595,8 +597,10 @@ type DetectorSnapshot struct {
 	Ejected    int                // endpoints ejected now
 	MaxEjected int                // the cap on Ejected
 	Panic      bool               // panic mode now
-	// Ejections counts ejections since New; Refused the ejections the cap
-	// prevented; NotEnforced the detections the enforcing_* rolls skipped.
+	// Ejections counts ejections since New (or since the New of the
+	// Detector it carried from, see CarryFrom); Refused the ejections the
+	// cap prevented; NotEnforced the detections the enforcing_* rolls
+	// skipped.
 	Ejections, Refused, NotEnforced uint64
 	LastEvaluation                  time.Time
 }

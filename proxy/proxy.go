@@ -297,6 +297,21 @@ type ClusterStatus struct {
 	Panic   bool                   `json:"panic"`
 	Breaker BreakerStatus          `json:"breaker"`
 	Limits  map[string]LimitStatus `json:"limits"`
+	Outlier OutlierStatus          `json:"outlier"`
+}
+
+// OutlierStatus is a cluster's outlier detection at one moment. Its
+// counts run from the cluster's start, across reloads.
+type OutlierStatus struct {
+	Ejected    int `json:"ejected"`     // endpoints ejected now
+	MaxEjected int `json:"max_ejected"` // the cap max_ejection_percent puts on ejected
+	// Ejections counts the ejections; Overflows the ejections the cap
+	// refused (Envoy's ejections_overflow); NotEnforced the detections
+	// an enforcing_* percentage left unacted on (by default every
+	// consecutive_gateway_failure detection).
+	Ejections   uint64 `json:"ejections"`
+	Overflows   uint64 `json:"overflows"`
+	NotEnforced uint64 `json:"not_enforced"`
 }
 
 // EndpointStatus is one endpoint of a cluster.
@@ -373,6 +388,8 @@ func (p *Proxy) Clusters() []ClusterStatus {
 				RejectedOpen: bs.RejectedOpen, RejectedProbes: bs.RejectedProbes,
 			},
 			Limits: map[string]LimitStatus{},
+			Outlier: OutlierStatus{Ejected: ds.Ejected, MaxEjected: ds.MaxEjected,
+				Ejections: ds.Ejections, Overflows: ds.Refused, NotEnforced: ds.NotEnforced},
 		}
 		for k := breaker.Limit(0); k < breaker.NumLimits; k++ {
 			cs.Limits[k.String()] = LimitStatus{InUse: ls.InUse[k], Max: ls.Max[k], Overflows: ls.Overflows[k]}

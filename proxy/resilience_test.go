@@ -438,3 +438,36 @@ func TestRetiredDetectorReportsNothing(t *testing.T) {
 		t.Fatalf("gauge %v after the old detector's return, want 1 (the serving detector's count)", g)
 	}
 }
+
+// /clusters tells why a failing endpoint stays in: the detections an
+// enforcing_* percentage left unacted on (consecutive_gateway_failure's,
+// by default) and the ejections max_ejection_percent refused, beside
+// the ejections and the cap; and the counts go on across a reload that
+// builds a new detector. The detector counted them, but nothing showed
+// them.
+func TestClustersShowsOutlierOverflowsAndDetectionsNotEnforced(t *testing.T) {
+	a, b := upstream(t, false, failing(503).ServeHTTP), upstream(t, false, failing(503).ServeHTTP)
+	mk := func(base time.Duration) *config.Config {
+		return simpleConfig(config.Cluster{
+			Endpoints:        eps(addr(a), addr(b)),
+			OutlierDetection: breaker.OutlierConfig{Consecutive5xx: 2, ConsecutiveGatewayFailure: 1, BaseEjectionTime: base},
+			CircuitBreaker:   breaker.Config{Disabled: true},
+		})
+	}
+	h := startProxy(t, mk(time.Minute))
+	// a, b: a gateway failure each (detected, not enforced); a again:
+	// ejected; b again: the cap (1 of 2) refuses.
+	for range 4 {
+		do(t, h.h1, "GET", h.url("/"), nil)
+	}
+	want := OutlierStatus{Ejected: 1, MaxEjected: 1, Ejections: 1, Overflows: 1, NotEnforced: 2}
+	if got := h.p.Clusters()[0].Outlier; got != want {
+		t.Fatalf("outlier %+v, want %+v", got, want)
+	}
+	if err := h.p.Apply(mk(2 * time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.p.Clusters()[0].Outlier; got != want {
+		t.Fatalf("after a reload that changed outlier_detection: %+v, want %+v", got, want)
+	}
+}
