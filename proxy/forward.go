@@ -1729,7 +1729,7 @@ func (f *forwarding) respond(resp *http.Response, ep *endpoint, trailersOnly boo
 	if f.grpc {
 		frames = new(grpcFrames)
 	}
-	bounded, upstream, err := copyBody(w, resp.Body, flush, f.r.ProtoMajor == 2, f.dl, frames, f.idle())
+	bounded, upstream, err := copyBody(w, resp.Body, flush, f.dl, frames, f.idle())
 	if err != nil {
 		return f.bodyCutShort(h, err, upstream && frames != nil && frames.between())
 	}
@@ -1853,26 +1853,26 @@ func (f *forwarding) extendWrites() {
 // copyBody streams src to w through a pooled buffer; with flush it pushes
 // each chunk to the client at once. dl, when set, is the route deadline,
 // which also bounds the writes to a client that stops reading; bounded
-// reports whether it was set as the write deadline. h2 says w is an
-// HTTP/2 stream's. frames, when set, is fed what was written. upstream
+// reports whether it was set as the write deadline. frames, when set, is fed what was written. upstream
 // reports that err came from src, not from w. idle, when set, is told of
 // each read and write, and its timeout bounds the header block, each
 // write, and the end of the response from the body's end.
-func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time, frames *grpcFrames, idle *idleWatch) (bounded, upstream bool, err error) {
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time, frames *grpcFrames, idle *idleWatch) (bounded, upstream bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
 	var rc *http.ResponseController
-	// On HTTP/1.1 a write blocks only on a client that does not read
-	// what it was sent; a body of one chunk fits the socket's buffers,
-	// so only a longer one pays for the deadline. On HTTP/2 any write,
-	// the first included, waits for the stream's flow-control window,
-	// which a client may announce as 0 and never open (and the header
-	// block waits for room on a connection whose client does not read):
-	// the deadline comes before the first. The server clears it when
-	// the handler returns; an HTTP/2 stream whose deadline passes is
-	// reset INTERNAL_ERROR. A writer without write deadlines reports
-	// ErrNotSupported and is left as is.
+	// The deadline comes before the first write, the header block's
+	// included. On HTTP/1.1 a write blocks on a client that does not
+	// read what it was sent, and the socket's buffers may be full before
+	// this response's first byte: a client that pipelines requests and
+	// reads none of the answers has them filled by the earlier ones. On
+	// HTTP/2 any write waits for the stream's flow-control window, which
+	// a client may announce as 0 and never open (and the header block
+	// waits for room on a connection whose client does not read). The
+	// server clears it when the handler returns; an HTTP/2 stream whose
+	// deadline passes is reset INTERNAL_ERROR. A writer without write
+	// deadlines reports ErrNotSupported and is left as is.
 	bound := func() {
 		if rc == nil {
 			rc = http.NewResponseController(w)
@@ -1887,7 +1887,7 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time
 		// write below.
 		rc = http.NewResponseController(w)
 		bounded = rc.SetWriteDeadline(earliest(dl, time.Now().Add(idle.d))) == nil
-	case h2 && !dl.IsZero():
+	case !dl.IsZero():
 		bound()
 	}
 	if flush {
@@ -1898,7 +1898,7 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time
 		// for them before the first message.
 		_ = rc.Flush()
 	}
-	for chunks := 0; ; chunks++ {
+	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			if idle != nil {
@@ -1909,8 +1909,6 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, h2 bool, dl time.Time
 					rc = http.NewResponseController(w)
 				}
 				bounded = rc.SetWriteDeadline(earliest(dl, time.Now().Add(idle.d))) == nil
-			} else if chunks == 1 && !h2 && !dl.IsZero() {
-				bound()
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return bounded, false, werr

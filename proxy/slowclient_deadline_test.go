@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -133,5 +135,52 @@ func streamingUpstream(t *testing.T, h2c bool, ended *atomic.Bool) *httptest.Ser
 				return
 			}
 		}
+	})
+}
+
+// A client that pipelines requests and reads none of the answers fills
+// the socket's buffers with the earlier ones: the first write of a
+// later response blocks, the header block's included. Only the writes
+// after a response's first body chunk were bounded by the route
+// timeout, so a response whose body came in one chunk (a DATA frame of
+// an HTTP/2 upstream) held its request, and the upstream stream, for as
+// long as the client kept the connection open.
+func TestRouteTimeoutEndsTheFirstWriteToAPipeliningClientThatReadsNothing(t *testing.T) {
+	body := make([]byte, 12<<10) // one DATA frame, past what the server holds back
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(body)
+	})
+	const timeout = 300 * time.Millisecond
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up)), Protocol: config.ProtocolHTTP2},
+		func(r *config.Route) { r.Timeout = timeout }))
+	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(16 << 10)
+	}
+	// Requests until the proxy stops taking them: its answers fill the
+	// buffers both ways and it blocks writing one.
+	batch := []byte(strings.Repeat("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 64))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy never stopped taking requests")
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := c.Write(batch); err != nil {
+			// A timeout: the proxy is blocked writing. Anything else:
+			// it ended the connection (at the route timeout).
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Logf("the proxy ended the connection: %v", err)
+			}
+			break
+		}
+	}
+	eventually(t, 10*time.Second, "the blocked request to end after the route timeout", func() bool {
+		return testutil.ToFloat64(h.p.m.active.WithLabelValues("svc")) == 0
 	})
 }
