@@ -602,6 +602,16 @@ func (c *conn) replyError(err error, hd *head) {
 		return
 	}
 	start := time.Now()
+	// The answer is written with no request's write deadline in force:
+	// WriteTimeout, or else the idle timeout, bounds it, as the idle
+	// timeout bounds the end of a response (see finish).
+	d := c.s.WriteTimeout
+	if d == 0 {
+		d = c.lim.idleTimeout
+	}
+	if d > 0 {
+		_ = c.rwc.SetWriteDeadline(start.Add(d))
+	}
 	code := he.code
 	text := http.StatusText(code)
 	msg := text
@@ -653,8 +663,9 @@ func (c *conn) serveH2(upgrade *http.Request, settings []byte) {
 		b, _ := c.br.Peek(n)
 		prefix = append(prefix, b...)
 	}
-	// A response's write deadline must not outlive the switch.
-	if c.s.WriteTimeout > 0 {
+	// A response's write deadline (or the 101's) must not outlive the
+	// switch.
+	if c.s.WriteTimeout > 0 || upgrade != nil {
 		_ = c.rwc.SetWriteDeadline(time.Time{})
 	}
 	c.s.H2.ServeConn(c.rwc, &h2server.ConnOpts{
@@ -670,6 +681,11 @@ func (c *conn) serveH2(upgrade *http.Request, settings []byte) {
 // request (RFC 7540 §3.2): 101, then H2 serves the request as
 // stream 1 and the connection from there on.
 func (c *conn) upgradeH2C(w *response) {
+	// Bounded as an answer of the server's own (see replyError); serveH2
+	// clears it.
+	if d := c.lim.idleTimeout; d > 0 && c.s.WriteTimeout == 0 {
+		_ = c.rwc.SetWriteDeadline(time.Now().Add(d))
+	}
 	_, _ = c.bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
 	if err := c.bw.Flush(); err != nil {
 		return

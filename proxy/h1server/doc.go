@@ -121,7 +121,13 @@
 // # Timeouts and shutdown
 //
 // ReadHeaderTimeout, IdleTimeout and WriteTimeout are connection
-// deadlines; there is no timer goroutine.
+// deadlines; there is no timer goroutine. Without WriteTimeout, what the
+// server writes with no handler running (the end of a response, as much
+// of it as the handler left buffered, unless the handler set a write
+// deadline; its own answers to refused requests and h2c upgrades) waits
+// for the client at most IdleTimeout: a client that pipelines requests
+// and reads no answer fills the socket's buffers, and would otherwise
+// hold the connection and its goroutine for good.
 //
 // SetLimits replaces the header limit, read-header timeout and idle
 // timeout that MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout set

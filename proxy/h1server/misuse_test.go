@@ -4,13 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/h2server"
 )
 
 // waitNoConns polls until s tracks no connection: its goroutine has
@@ -394,5 +398,121 @@ func TestResponseFieldValuesCannotSplit(t *testing.T) {
 	}
 	if resp.Header.Get("X-A") != "v  X-Injected: 2" || resp.Trailer.Get("X-T") != "t X-Injected: 3" {
 		t.Fatalf("header %v trailer %v", resp.Header, resp.Trailer)
+	}
+}
+
+// fillUnread pipelines requests on c, reading none of the answers, until
+// the server stops taking them (its answers fill the socket's buffers
+// and it blocks writing one) or ends the connection.
+func fillUnread(t *testing.T, c *rawConn, req string) {
+	t.Helper()
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(16 << 10)
+	}
+	batch := []byte(strings.Repeat(req, 64))
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		_ = c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Write(batch); err != nil {
+			return
+		}
+	}
+	t.Fatal("the server never stopped taking requests")
+}
+
+// What is left of a response once the handler has returned (here all
+// of it: a short body is held back until then) is written with no
+// handler to bound the write. A client that pipelines requests and reads
+// none of the answers fills the socket's buffers, and the write of a
+// later one blocked for good, holding the connection and its goroutine;
+// the idle timeout bounds it, as it bounds a connection that sends
+// nothing.
+func TestIdleTimeoutBoundsTheEndOfAResponseToAClientThatReadsNothing(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}), func(s *Server) { s.IdleTimeout = 200 * time.Millisecond })
+	c := dial(t, ts.addr)
+	fillUnread(t, c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	waitNoConns(t, ts.Server)
+}
+
+// pipeListener hands out the server ends of net.Pipe connections,
+// which buffer nothing: a write waits for the client to read it.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "pipe" }
+
+// servePipe serves s on a pipeListener and returns a client end,
+// closed by the test's cleanup, on which req is being written.
+func servePipe(t *testing.T, s *Server, req string) net.Conn {
+	t.Helper()
+	ln := newPipeListener()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
+		}
+	})
+	client, server := net.Pipe()
+	t.Cleanup(func() { client.Close() })
+	ln.conns <- server
+	go func() { _, _ = io.WriteString(client, req) }()
+	return client
+}
+
+// The server's own answers, to a malformed request and the 101 to an
+// h2c upgrade, are written with no handler's write deadline in force: a
+// client that read none of them held the connection and its goroutine
+// for good. The idle timeout bounds them as it bounds the end of a
+// response.
+func TestIdleTimeoutBoundsTheServersOwnAnswers(t *testing.T) {
+	for name, req := range map[string]string{
+		"malformed": "GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+		"h2c":       "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\n\r\n",
+		"response":  "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "hello")
+			}), H2: &h2server.Server{}, IdleTimeout: 200 * time.Millisecond}
+			servePipe(t, s, req)
+			s.init()
+			// Until the connection is tracked, then until it is not.
+			waitFor(t, func() bool {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return len(s.conns) > 0
+			})
+			waitNoConns(t, s)
+		})
 	}
 }

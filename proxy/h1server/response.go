@@ -506,6 +506,15 @@ func (w *response) finish() {
 			w.closeAfter, w.lingerClose = true, true
 		}
 	}
+	// What is left of the response is written now, the handler gone:
+	// unless a write deadline bounds it, the idle timeout does, or a
+	// client that takes nothing (one that pipelines requests and reads
+	// no answer fills the socket's buffers) would hold the connection
+	// and its goroutine for good.
+	ownDeadline := c.s.WriteTimeout == 0 && !w.writeDeadline && c.lim.idleTimeout > 0
+	if ownDeadline {
+		_ = c.rwc.SetWriteDeadline(time.Now().Add(c.lim.idleTimeout))
+	}
 	if !w.committed {
 		w.commit(true)
 	}
@@ -521,7 +530,7 @@ func (w *response) finish() {
 	if err := c.bw.Flush(); err != nil {
 		w.closeAfter = true
 	}
-	if c.s.WriteTimeout > 0 || w.writeDeadline {
+	if c.s.WriteTimeout > 0 || w.writeDeadline || ownDeadline {
 		_ = c.rwc.SetWriteDeadline(time.Time{})
 	}
 }

@@ -48,7 +48,11 @@ type Server struct {
 	// its header block. Zero means no limit.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a keep-alive
-	// connection. Zero means no limit.
+	// connection, and, unless WriteTimeout or the handler's write
+	// deadline does, the writes the server makes with no handler running:
+	// what is left of a response once its handler has returned, and the
+	// server's own answers (to a request it refuses, the 101 to an h2c
+	// upgrade). Zero means no limit.
 	IdleTimeout time.Duration
 	// WriteTimeout, when set, is a write deadline for each response,
 	// counted from the end of its request's header block. Zero means no
