@@ -183,3 +183,29 @@ func TestUpstreamBytesPastResponseNotReadByQueuedRequest(t *testing.T) {
 		t.Fatalf("second response: %d %q, want the upstream's answer on a new connection", resp.StatusCode, body)
 	}
 }
+
+// A client that half-closes its connection after its request reads, to
+// the listener, as one gone: the upstream request is cancelled and the
+// proxy records 499, sending nothing. The listener then sent the
+// default "200 OK" with no body for the handler that wrote nothing, and
+// the client, still reading, took it for the upstream's answer. It gets
+// the connection's end instead.
+func TestClientHalfCloseGetsNoSuccessTheUpstreamNeverGave(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+		fmt.Fprint(w, "from upstream")
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	c := dialRaw(t, h.out)
+	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if len(got) > 0 || err != nil {
+		t.Fatalf("the client got %q (%v), want the connection's end", got, err)
+	}
+}

@@ -412,12 +412,33 @@ func (c *conn) serveRequest(w *response) (keep bool) {
 	if c.hijacked {
 		return false
 	}
+	c.wmu.Lock()
+	gone := c.wConnClosed
+	c.wmu.Unlock()
+	if gone && w.status == 0 {
+		// The client went away (the watcher read its FIN, or a write
+		// failed) and the handler, told so by its context, wrote
+		// nothing. The default 200 with no body is then no answer the
+		// handler gave: a proxy that gave up on the upstream would have
+		// it report a success. A client that only half-closed its
+		// connection (shutdown(SHUT_WR) after the request), which reads
+		// as one gone, gets the connection's end instead.
+		w.handlerDone.Store(true)
+		c.rwc.Close()
+		if w.body != nil {
+			// As after a panic: a reader the handler left behind must
+			// not reach the pooled buffer (after the close, which ends
+			// such a reader blocked on the connection).
+			w.body.close()
+		}
+		return false
+	}
 	w.finish()
 	if w.lingerClose {
 		c.lingerClose()
 	}
 	c.wmu.Lock()
-	gone := c.wConnClosed
+	gone = c.wConnClosed
 	c.wmu.Unlock()
 	return !w.closeAfter && !gone
 }

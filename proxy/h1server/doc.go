@@ -78,7 +78,11 @@
 // connection; EOF or an error cancels the context. Detection takes at most
 // 10 ms after the client leaves (or after the body's end, if later).
 // Requests shorter than that cost a timer reset and stop. A write to the
-// client that fails also cancels the context at once.
+// client that fails also cancels the context at once. A client that
+// half-closes its connection after its request reads as one gone, as
+// with net/http. A handler that returns without having written a
+// response after its client went away gets none sent, not the default
+// 200: the connection is closed.
 //
 // # Request contexts
 //

@@ -992,3 +992,36 @@ func TestRequestTrailersThatMustNotBeTrailers(t *testing.T) {
 		}
 	}
 }
+
+// A client that half-closes its connection after its request reads as
+// one gone: its request's context is cancelled. A handler that then
+// returns without writing (a proxy that dropped the upstream request it
+// was waiting on) gave no answer, and the server sent the default 200
+// with no body in its name, a success the client could read.
+func TestNoDefaultResponseAfterTheClientWentAway(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The body first, as a proxy sends it upstream: the watch for
+		// the client starts at its end.
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+			w.WriteHeader(http.StatusGatewayTimeout)
+		}
+	}))
+	for _, req := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+		"GET / HTTP/1.0\r\n\r\n",
+	} {
+		c := dial(t, ts.addr)
+		c.send(t, req)
+		if err := c.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c.br)
+		if len(got) > 0 || err != nil {
+			t.Fatalf("%q: the client got %q (%v), want the connection's end", req, got, err)
+		}
+	}
+}
