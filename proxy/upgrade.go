@@ -127,6 +127,16 @@ func (f *forwarding) tunnel(ctx context.Context, resp *http.Response, back io.Re
 	delete(h, "Content-Length")
 	h["Connection"] = []string{"Upgrade"}
 	h["Upgrade"] = []string{protocol}
+	d := f.s.limits.withDefaults().idleTimeout
+	if f.rt.idleTimeout > 0 {
+		d = f.rt.idleTimeout
+	}
+	// The hijacked connection has no deadline, and the idle watch below
+	// starts with the copies: the 101 waits for a client that takes
+	// nothing (one that pipelined requests and read none of the answers
+	// has the socket's buffers full) at most the idle timeout, or the
+	// tunnel's upstream connection was held for good.
+	_ = conn.SetWriteDeadline(time.Now().Add(d))
 	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\n")
 	_ = h.Write(brw)
 	_, _ = brw.WriteString("\r\n")
@@ -135,6 +145,7 @@ func (f *forwarding) tunnel(ctx context.Context, resp *http.Response, back io.Re
 		back.Close()
 		return err
 	}
+	_ = conn.SetWriteDeadline(time.Time{})
 	f.status = http.StatusSwitchingProtocols
 
 	var once sync.Once
@@ -146,10 +157,6 @@ func (f *forwarding) tunnel(ctx context.Context, resp *http.Response, back io.Re
 	}
 	stop := context.AfterFunc(ctx, closeBoth)
 	defer stop()
-	d := f.s.limits.withDefaults().idleTimeout
-	if f.rt.idleTimeout > 0 {
-		d = f.rt.idleTimeout
-	}
 	idle := newIdleWatch(d, closeBoth)
 	defer idle.stop()
 	done := make(chan struct{})

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,8 +10,11 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
@@ -391,4 +395,64 @@ func FuzzProtocolList(f *testing.F) {
 			t.Fatalf("%q joined reads back as %q %v", list, back, ok)
 		}
 	})
+}
+
+// pipeListener hands out the server ends of net.Pipe connections, which
+// buffer nothing: a write waits for the client to read it, as one to a
+// client whose socket buffers are full (it pipelined requests and read
+// none of the answers).
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// The 101 that opens a tunnel is written on the hijacked connection,
+// which has no deadline, before the idle watch starts: a client that
+// read nothing held the tunnel's upstream connection and its request
+// slot for good. The listener's idle_timeout bounds that write too.
+func TestSwitchingProtocolsToAClientThatReadsNothingEnds(t *testing.T) {
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))})
+	cfg.Listeners.IdleTimeout = 300 * time.Millisecond
+	p := New(Options{Registry: prometheus.NewRegistry()})
+	if err := p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ln := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln, Outbound) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	client, server := net.Pipe()
+	defer client.Close()
+	ln.conns <- server
+	go func() {
+		_, _ = io.WriteString(client, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	}()
+	eventually(t, 5*time.Second, "the upgrade request to be in flight", func() bool { return p.inflight.Load() == 1 })
+	eventually(t, 5*time.Second, "the unread 101 to end the request", func() bool { return p.inflight.Load() == 0 })
 }
