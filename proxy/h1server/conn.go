@@ -99,6 +99,11 @@ type conn struct {
 	// reads the request body first, possibly another goroutine) against
 	// the response header block.
 	contMu sync.Mutex
+	// wdMu orders a handler's SetWriteDeadline, from any goroutine,
+	// against the write deadline a 1xx response sets for itself (see
+	// flushInterim); it guards the response's writeDeadline while the
+	// handler runs.
+	wdMu sync.Mutex
 
 	// Client-gone watch state (see watchFired); guarded by wmu.
 	timer       *time.Timer

@@ -128,10 +128,13 @@
 // deadlines; there is no timer goroutine. Without WriteTimeout, what the
 // server writes with no handler running (the end of a response, as much
 // of it as the handler left buffered, unless the handler set a write
-// deadline; its own answers to refused requests and h2c upgrades) waits
-// for the client at most IdleTimeout: a client that pipelines requests
-// and reads no answer fills the socket's buffers, and would otherwise
-// hold the connection and its goroutine for good.
+// deadline; its own answers to refused requests and h2c upgrades), and
+// 1xx responses (the automatic 100 Continue, those the handler sends)
+// unless the handler set a write deadline, wait for the client at most
+// IdleTimeout: a client that pipelines requests and reads no answer
+// fills the socket's buffers, and would otherwise hold the connection
+// and its goroutine, or the handler, for good. A 100 Continue that
+// cannot be sent fails the body's read.
 //
 // SetLimits replaces the header limit, read-header timeout and idle
 // timeout that MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout set

@@ -516,3 +516,45 @@ func TestIdleTimeoutBoundsTheServersOwnAnswers(t *testing.T) {
 		})
 	}
 }
+
+// A 1xx response is written while the handler runs: the automatic "100
+// Continue" on the body's first read, one the handler sends (a proxy's
+// 103 from its upstream). Unless a deadline bounds it, the idle timeout
+// does: a client that read none of it held the handler for good,
+// blocked in the body's read or its WriteHeader, past any read deadline
+// it set. A 100 that cannot be sent fails the body's read: the client
+// waits for it before sending the body.
+func TestIdleTimeoutBoundsInformationalResponses(t *testing.T) {
+	for name, tc := range map[string]struct {
+		req string
+		h   http.HandlerFunc
+	}{
+		"100-continue": {
+			"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+			func(w http.ResponseWriter, r *http.Request) {
+				if _, err := io.ReadAll(r.Body); err == nil {
+					t.Error("the body's read succeeded with no 100 sent")
+				}
+			},
+		},
+		"103": {
+			"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+			func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Link", "</a>; rel=preload")
+				w.WriteHeader(http.StatusEarlyHints)
+			},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := &Server{Handler: tc.h, IdleTimeout: 200 * time.Millisecond}
+			servePipe(t, s, tc.req)
+			s.init()
+			waitFor(t, func() bool {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return len(s.conns) > 0
+			})
+			waitNoConns(t, s)
+		})
+	}
+}

@@ -390,7 +390,9 @@ func readUpgradeBody(w *response, r *http.Request) error {
 		return &httpError{http.StatusRequestEntityTooLarge, "h2c upgrade request body too large"}
 	}
 	if w.canContinue {
-		w.writeContinue()
+		if err := w.writeContinue(); err != nil {
+			return err
+		}
 	}
 	b, err := io.ReadAll(io.LimitReader(w.body, maxUpgradeBody+1))
 	if err != nil {
@@ -455,7 +457,11 @@ func (b *body) readLocked(p []byte) (int, error) {
 		return 0, nil
 	}
 	if b.w != nil && b.w.expectedFirst && !b.w.contDone.Load() {
-		b.w.writeContinue()
+		if err := b.w.writeContinue(); err != nil {
+			// The client waits for the 100 before it sends the body.
+			b.err = err
+			return 0, err
+		}
 	}
 	var n int
 	var err error

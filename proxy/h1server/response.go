@@ -57,7 +57,7 @@ type response struct {
 	handlerDone atomic.Bool
 
 	// writeDeadline: the handler set a write deadline, which must not
-	// outlive its response.
+	// outlive its response; guarded by c.wdMu while the handler runs.
 	writeDeadline bool
 
 	// canContinue: the client expects "100 Continue" before sending the
@@ -147,23 +147,48 @@ func (w *response) writeInformational(code int) {
 		}
 	}
 	_, _ = bw.WriteString("\r\n")
-	_ = bw.Flush()
+	_ = w.flushInterim()
 }
 
 // writeContinue sends "100 Continue" unless the final header made it
-// moot; the body reader calls it on its first read.
-func (w *response) writeContinue() {
+// moot; the body reader calls it on its first read. An error means the
+// 100 could not be sent: the client, waiting for it, will not send the
+// body.
+func (w *response) writeContinue() error {
 	c := w.c
 	c.contMu.Lock()
 	defer c.contMu.Unlock()
 	if !w.canContinue {
-		return
+		return nil
 	}
 	w.canContinue = false
 	w.contDone.Store(true)
 	w.sentContinue.Store(true)
 	_, _ = c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-	_ = c.bw.Flush()
+	return w.flushInterim()
+}
+
+// flushInterim sends a 1xx response; c.contMu is held. Unless
+// WriteTimeout or a write deadline the handler set bounds it, the idle
+// timeout does, as it bounds the server's other writes of its own (see
+// finish): a client that takes nothing (its socket buffers full with the
+// answers to requests it pipelined) held the handler there for good,
+// past any deadline it set on the body's reads.
+func (w *response) flushInterim() error {
+	c := w.c
+	c.wdMu.Lock()
+	own := c.s.WriteTimeout == 0 && !w.writeDeadline && c.lim.idleTimeout > 0
+	if own {
+		_ = c.rwc.SetWriteDeadline(time.Now().Add(c.lim.idleTimeout))
+	}
+	c.wdMu.Unlock()
+	err := c.bw.Flush()
+	c.wdMu.Lock()
+	if own && !w.writeDeadline {
+		_ = c.rwc.SetWriteDeadline(time.Time{})
+	}
+	c.wdMu.Unlock()
+	return err
 }
 
 // snapshot records the header block as the final WriteHeader finds it:
@@ -474,8 +499,14 @@ func (w *response) SetWriteDeadline(t time.Time) error {
 	if w.hijacked {
 		return http.ErrHijacked
 	}
+	// A 1xx being sent meanwhile (see flushInterim) then keeps this
+	// deadline rather than its own. (Not under contMu, which such a
+	// write holds while it waits: this deadline applies to it at once.)
+	c := w.c
+	c.wdMu.Lock()
+	defer c.wdMu.Unlock()
 	w.writeDeadline = true
-	return w.c.rwc.SetWriteDeadline(t)
+	return c.rwc.SetWriteDeadline(t)
 }
 
 // EnableFullDuplex is accepted for http.ResponseController: the server

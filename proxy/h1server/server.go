@@ -49,10 +49,10 @@ type Server struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a keep-alive
 	// connection, and, unless WriteTimeout or the handler's write
-	// deadline does, the writes the server makes with no handler running:
-	// what is left of a response once its handler has returned, and the
-	// server's own answers (to a request it refuses, the 101 to an h2c
-	// upgrade). Zero means no limit.
+	// deadline does, the writes the server makes with no handler running
+	// (what is left of a response once its handler has returned, and the
+	// server's own answers: to a request it refuses, the 101 to an h2c
+	// upgrade) and 1xx responses. Zero means no limit.
 	IdleTimeout time.Duration
 	// WriteTimeout, when set, is a write deadline for each response,
 	// counted from the end of its request's header block. Zero means no
