@@ -439,12 +439,18 @@ func (c *conn) serveRequest(w *response) (keep bool) {
 		return false
 	}
 	w.finish()
-	if w.lingerClose {
-		c.lingerClose()
-	}
 	c.wmu.Lock()
 	gone = c.wConnClosed
 	c.wmu.Unlock()
+	// A close the client did not ask for (Shutdown, the handler's
+	// "Connection: close", a response without a length to an HTTP/1.0
+	// keep-alive request) may meet requests it pipelined, arriving
+	// after the server stopped reading: a close with them unread sends
+	// a reset, which drops what the socket still holds of the response
+	// (RFC 9112 §9.6). The connection is closed in stages instead.
+	if w.lingerClose || w.closeAfter && !w.req.Close && !gone {
+		c.lingerClose()
+	}
 	return !w.closeAfter && !gone
 }
 

@@ -50,6 +50,13 @@
 // after it returns and before its response goes out; a longer one, or
 // one whose rest does not arrive within a second, closes the connection
 // (and ends any reader the handler left on the body).
+// A connection closed after a response when its client did not ask for
+// it (Shutdown, the handler's "Connection: close", a body delimited by
+// the close) is closed in stages (RFC 9112 §9.6): its sending side
+// first, then what the client still sends (requests it pipelined) is
+// read and dropped until it closes (up to half a second and 256 KiB),
+// so that those bytes do not make the socket reset and drop the
+// response's end.
 //
 // The ResponseWriter implements http.Flusher, FlushError, http.Hijacker
 // (the bufio.ReadWriter's reader holds the bytes already read),

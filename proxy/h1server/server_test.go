@@ -1025,3 +1025,33 @@ func TestNoDefaultResponseAfterTheClientWentAway(t *testing.T) {
 		}
 	}
 }
+
+// A close the client did not ask for (here the handler's "Connection:
+// close"; Shutdown's is the same) may meet a request the client
+// pipelined, arriving once the server has stopped reading. Closed with
+// it unread, the socket sent a reset and dropped what it still held of
+// the response: the client read a cut-off body and ECONNRESET (RFC 9112
+// §9.6). The connection is closed in stages instead.
+func TestServerCloseDoesNotResetAClientThatPipelined(t *testing.T) {
+	body := strings.Repeat("x", 8<<20) // more than the socket buffers hold
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		io.WriteString(w, body)
+	}))
+	for i := 0; i < 5; i++ {
+		c := dial(t, ts.addr)
+		c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The next request, before the response has been read: the
+		// server is still writing it.
+		c.send(t, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err != nil || n != int64(len(body)) {
+			t.Fatalf("connection %d: read %d of %d bytes: %v", i, n, len(body), err)
+		}
+		c.Close()
+	}
+}
