@@ -343,7 +343,8 @@ func (d *Detector) refreshLocked(now time.Time) {
 // Uneject returns endpoint i to load balancing at now, before its
 // ejection time is up, because an active health check it passed says it
 // is well (Envoy's successful_active_health_check_uneject_host); the
-// caller checks that the config asks for it. It reports whether i was
+// caller checks that the config asks for it and that the checker has i
+// healthy. It reports whether i was
 // ejected; its return is reported to the hook with the reason
 // "active_health_check_passed". The ejection still counts towards the
 // length of the next one (the multiplier decays as after any return).

@@ -76,8 +76,10 @@ type OutlierConfig struct {
 
 	// SuccessfulActiveHealthCheckUnejectHost returns an ejected endpoint
 	// to load balancing as soon as it passes an active health check (the
-	// cluster's health_check), before its ejection time is up, as Envoy's
-	// field of that name does. Absent means true.
+	// cluster's health_check) and the checker has it healthy, before its
+	// ejection time is up, as Envoy's field of that name does: a pass
+	// short of healthy_threshold by an endpoint failing its checks
+	// returns nothing. Absent means true.
 	SuccessfulActiveHealthCheckUnejectHost *bool `yaml:"successful_active_health_check_uneject_host,omitempty" json:"successful_active_health_check_uneject_host,omitempty"`
 }
 

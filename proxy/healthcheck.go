@@ -101,7 +101,15 @@ func (p *Proxy) buildHealth(name string, cc config.Cluster, r, old *resilience) 
 		// which time startHealth has bound ph.series. (The nil and gone
 		// tests are guards: a started checker's cluster is serving.)
 		health.WithResultHook(func(i int, err error) {
-			if err == nil {
+			// A passed check returns an ejected endpoint only once the
+			// checker has it healthy, as Envoy's does (an ejected host
+			// still failing active health checking stays out): an
+			// endpoint recovering from failed checks comes back at the
+			// pass that reaches healthy_threshold, not at its first.
+			// The hook runs after the check is recorded, on the
+			// endpoint's goroutine, so Healthy(i) is this check's
+			// outcome.
+			if err == nil && ph.hc.Healthy(i) {
 				if d := uneject.Load(); d != nil {
 					d.Uneject(i, p.now())
 				}

@@ -75,3 +75,67 @@ func TestPassedHealthCheckUnejects(t *testing.T) {
 		})
 	}
 }
+
+// A passed check returns an ejected endpoint only once the checker has it
+// healthy: one recovering from failed checks stays ejected through the
+// passes short of healthy_threshold, and comes back at the one that
+// reaches it.
+func TestPassedHealthCheckUnejectsOnlyAHealthyEndpoint(t *testing.T) {
+	// budget is how many more checks pass (negative: none), unless every
+	// check passes.
+	var every atomic.Bool
+	var budget, passed, failed atomic.Int64
+	every.Store(true)
+	sick := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			w.WriteHeader(500)
+			return
+		}
+		if every.Load() || budget.Add(-1) >= 0 {
+			passed.Add(1)
+			return
+		}
+		failed.Add(1)
+		w.WriteHeader(503) // unhealthy at once, whatever unhealthy_threshold
+	})
+	well := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	core, logs := observer.New(zap.InfoLevel)
+	hc := fastHealthCheck()
+	hc.HealthyThreshold = 3
+	cl := config.Cluster{Endpoints: eps(addr(sick), addr(well)), HealthCheck: hc,
+		OutlierDetection: breaker.OutlierConfig{Consecutive5xx: 1, BaseEjectionTime: time.Hour, MaxEjectionPercent: 50}}
+	h := startProxy(t, simpleConfig(cl), func(o *Options) { o.Logger = zap.New(core) })
+	returned := func() int {
+		return logs.FilterMessage("endpoint returned").FilterField(zap.String("reason", "active_health_check_passed")).Len()
+	}
+	state := func() EndpointStatus { return endpointState(h, "svc", addr(sick)) }
+
+	eventually(t, 5*time.Second, "the failing endpoint ejected", func() bool {
+		readAll(t, mustGet(t, h.h1, h.url("/x")))
+		return counterValue(h.p.bm.ejections.WithLabelValues("svc")) == 1
+	})
+	every.Store(false)
+	eventually(t, 5*time.Second, "the endpoint failing its check", func() bool {
+		s := state()
+		return s.HealthCheck != nil && !s.HealthCheck.Healthy
+	})
+
+	// Two passes (one short of healthy_threshold), then failures again.
+	p0 := passed.Load()
+	budget.Store(2)
+	eventually(t, 5*time.Second, "two passes", func() bool { return passed.Load() >= p0+2 })
+	f0 := failed.Load()
+	eventually(t, 5*time.Second, "two more failures", func() bool { return failed.Load() >= f0+2 })
+	if s := state(); s.State != "ejected" || returned() != 0 {
+		t.Fatalf("state %q, %d returns after passes short of healthy_threshold: want it still ejected", s.State, returned())
+	}
+
+	// Passes from now on: the third in a row makes it healthy and returns it.
+	every.Store(true)
+	eventually(t, 5*time.Second, "the endpoint back once healthy", func() bool {
+		return returned() == 1 && state().State == "healthy"
+	})
+	if s := state(); s.HealthCheck == nil || s.HealthCheck.Successes < hc.HealthyThreshold {
+		t.Fatalf("returned with health check %+v, want at least %d passes in a row", s.HealthCheck, hc.HealthyThreshold)
+	}
+}

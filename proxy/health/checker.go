@@ -56,7 +56,9 @@ func WithTransitionHook(f func(Transition)) Option {
 // endpoint and the check's error (nil for a success; otherwise a
 // *CheckError), for metrics. It is called with no lock held, on the
 // endpoint's own goroutine, so calls for different endpoints may run at the
-// same time. A check cut short by Close is not reported.
+// same time. The check is recorded before the call: Healthy(endpoint) in
+// the hook is the state this check left the endpoint in. A check cut short
+// by Close is not reported.
 func WithResultHook(f func(endpoint int, err error)) Option {
 	return func(o *options) { o.result = f }
 }
