@@ -72,7 +72,8 @@
 // len(endpoints), WithEjectionHook(log)). Validate errors are FieldErrors;
 // report them with WithPrefix("clusters.<name>.circuit_breaker") and so on.
 // On a config or endpoint change, build new values (Detector.CarryFrom keeps
-// the ejections of endpoints that stay) and swap them in.
+// the ejections of endpoints that stay; Limits.Reconfigure puts new limits
+// on the counts of the resources in use) and swap them in.
 //
 // Per request:
 //

@@ -150,6 +150,12 @@ func (e *LimitError) Is(target error) bool { return target == ErrLimit }
 // would exceed the configured limits. Acquire and release are lock-free and
 // do not allocate; every successful Acquire must be paired with exactly one
 // Release of the same kind. Safe for concurrent use.
+//
+// The counts live apart from the limits: Reconfigure returns a Limits with
+// other limits on the same counts, so that a config reload that changes
+// the limits goes on counting what is in use (calls in flight, open
+// connections) and what is released through the Limits it was acquired
+// from counts down where it counted up.
 type Limits struct {
 	max    [NumLimits]int64
 	errs   [NumLimits]LimitError
@@ -157,6 +163,11 @@ type Limits struct {
 	pct    float64 // budget percent
 	minRet int64
 
+	n *limitCounts // shared with the Limits Reconfigure makes
+}
+
+// limitCounts are the counters of a Limits and its reconfigurations.
+type limitCounts struct {
 	cur      [NumLimits]paddedInt64
 	overflow [NumLimits]paddedInt64
 }
@@ -171,8 +182,26 @@ func NewLimits(c LimitsConfig) (*Limits, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	return newLimits(c, new(limitCounts)), nil
+}
+
+// Reconfigure returns a Limits that enforces c on l's counts, validating c
+// first. The two count as one: a resource acquired through either is in
+// use for both until it is released through either, so that resources
+// taken under the old limits count towards the new ones, and give their
+// count back when released through the Limits they were acquired from.
+// A limit lowered below what is in use refuses every Acquire until enough
+// is released. Overflows carry on too. l is not modified.
+func (l *Limits) Reconfigure(c LimitsConfig) (*Limits, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return newLimits(c, l.n), nil
+}
+
+func newLimits(c LimitsConfig, n *limitCounts) *Limits {
 	c = c.WithDefaults()
-	l := &Limits{}
+	l := &Limits{n: n}
 	l.max = [NumLimits]int64{int64(c.MaxConnections), int64(c.MaxPendingRequests), int64(c.MaxRequests), int64(c.MaxRetries)}
 	if rb := c.RetryBudget; rb != nil {
 		l.budget = true
@@ -185,7 +214,7 @@ func NewLimits(c LimitsConfig) (*Limits, error) {
 	if l.budget {
 		l.errs[LimitRetries].Max = int(l.minRet)
 	}
-	return l, nil
+	return l
 }
 
 // Acquire takes one unit of resource k, or returns a *LimitError naming k if
@@ -194,11 +223,11 @@ func NewLimits(c LimitsConfig) (*Limits, error) {
 // requests in flight)).
 func (l *Limits) Acquire(k Limit) error {
 	limit := l.limit(k)
-	c := &l.cur[k].Int64
+	c := &l.n.cur[k].Int64
 	for {
 		n := c.Load()
 		if n >= limit {
-			l.overflow[k].Add(1)
+			l.n.overflow[k].Add(1)
 			return &l.errs[k]
 		}
 		if c.CompareAndSwap(n, n+1) {
@@ -209,7 +238,7 @@ func (l *Limits) Acquire(k Limit) error {
 
 // Release returns one unit of resource k taken by Acquire.
 func (l *Limits) Release(k Limit) {
-	if l.cur[k].Add(-1) < 0 {
+	if l.n.cur[k].Add(-1) < 0 {
 		panic("breaker: Limits.Release of " + k.String() + " without Acquire")
 	}
 }
@@ -230,7 +259,7 @@ func (l *Limits) limit(k Limit) int64 {
 	// it is exact for a whole percent, so the quotient rounds down
 	// right, where active × (percent/100) went below a whole result
 	// (100 × 0.29 = 28.999999999999996, 28 retries where 29 are due).
-	active := l.cur[LimitRequests].Load()
+	active := l.n.cur[LimitRequests].Load()
 	return max(l.minRet, int64(float64(active)*l.pct/100))
 }
 
@@ -240,7 +269,8 @@ type LimitsSnapshot struct {
 	// current retry budget when one is configured.
 	InUse [NumLimits]int64
 	Max   [NumLimits]int64
-	// Overflows counts the refused Acquires per limit since creation.
+	// Overflows counts the refused Acquires per limit since NewLimits
+	// (through it and its reconfigurations).
 	Overflows [NumLimits]uint64
 }
 
@@ -249,9 +279,9 @@ type LimitsSnapshot struct {
 func (l *Limits) Snapshot() LimitsSnapshot {
 	var s LimitsSnapshot
 	for k := range NumLimits {
-		s.InUse[k] = l.cur[k].Load()
+		s.InUse[k] = l.n.cur[k].Load()
 		s.Max[k] = l.limit(k)
-		s.Overflows[k] = uint64(l.overflow[k].Load())
+		s.Overflows[k] = uint64(l.n.overflow[k].Load())
 	}
 	return s
 }

@@ -153,3 +153,74 @@ func TestLimitsNeverExceededUnderContention(t *testing.T) {
 		t.Fatalf("after: in use %d, overflows %d + admitted %d != %d", s.InUse[LimitRequests], s.Overflows[LimitRequests], admitted.Load(), 8*5000)
 	}
 }
+
+// A reconfigured Limits enforces its own limits on the counts of the one
+// it came from: what was taken through the old one counts towards the
+// new limits, and comes back through either, down to zero for both.
+func TestReconfiguredLimitsShareTheCounts(t *testing.T) {
+	old := mustLimits(t, LimitsConfig{MaxConnections: 2, MaxPendingRequests: 2, MaxRequests: 2, MaxRetries: 2})
+	for k := range NumLimits {
+		for range 2 {
+			if err := old.Acquire(k); err != nil {
+				t.Fatalf("%s: %v", k, err)
+			}
+		}
+	}
+	nl, err := old.Reconfigure(LimitsConfig{MaxConnections: 3, MaxPendingRequests: 3, MaxRequests: 3, MaxRetries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range NumLimits {
+		// One more fits under the new limit of 3, not two.
+		if err := nl.Acquire(k); err != nil {
+			t.Fatalf("%s: the third: %v", k, err)
+		}
+		var le *LimitError
+		if err := nl.Acquire(k); !errors.As(err, &le) || le.Limit != k || le.Max != 3 {
+			t.Fatalf("%s: the fourth: %v, want the new limit of 3 reached", k, err)
+		}
+		// The old Limits keeps its limits, on the shared counts.
+		if err := old.Acquire(k); err == nil {
+			t.Fatalf("%s: the old Limits admitted a fourth", k)
+		}
+	}
+	if s := nl.Snapshot(); s.InUse != [NumLimits]int64{3, 3, 3, 3} || s.Max != [NumLimits]int64{3, 3, 3, 3} || s.Overflows != [NumLimits]uint64{2, 2, 2, 2} {
+		t.Fatalf("new snapshot %+v", s)
+	}
+	if s := old.Snapshot(); s.InUse != [NumLimits]int64{3, 3, 3, 3} || s.Max != [NumLimits]int64{2, 2, 2, 2} {
+		t.Fatalf("old snapshot %+v", s)
+	}
+	for k := range NumLimits {
+		old.Release(k) // taken through old
+		old.Release(k)
+		nl.Release(k) // taken through nl
+	}
+	if s := nl.Snapshot(); s.InUse != [NumLimits]int64{} {
+		t.Fatalf("in use after every release: %v", s.InUse)
+	}
+}
+
+// A retry budget set by a reload is a share of the calls in flight,
+// those admitted before it included.
+func TestReconfiguredRetryBudgetCountsEarlierRequests(t *testing.T) {
+	old := mustLimits(t, LimitsConfig{MaxRequests: 100})
+	for range 20 {
+		if err := old.Acquire(LimitRequests); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nl, err := old.Reconfigure(LimitsConfig{MaxRequests: 100, RetryBudget: &RetryBudgetConfig{BudgetPercent: 50, MinRetryConcurrency: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := nl.Snapshot().Max[LimitRetries]; m != 10 {
+		t.Fatalf("retry budget %d, want 50%% of the 20 calls in flight", m)
+	}
+}
+
+func TestReconfigureValidates(t *testing.T) {
+	old := mustLimits(t, LimitsConfig{})
+	if _, err := old.Reconfigure(LimitsConfig{MaxRequests: -1}); err == nil {
+		t.Fatal("a negative max_requests accepted")
+	}
+}
