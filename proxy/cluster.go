@@ -72,6 +72,9 @@ type pool struct {
 
 	// limits is the cluster's resource limits (max_connections is
 	// enforced at dial time); set at Apply, shared with the resilience.
+	// A connection releases its count through the Limits it was dialled
+	// under, which shares its counts with the ones reloads put here
+	// since (breaker.Limits.Reconfigure).
 	limits atomic.Pointer[breaker.Limits]
 
 	// conns maps an endpoint address to the

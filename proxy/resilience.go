@@ -19,8 +19,10 @@ import (
 
 // resilience is a cluster's circuit breaker, resource limits, outlier
 // detector and failure classifier. It outlives snapshots: a reload that
-// leaves a cluster's blocks unchanged keeps its breaker state, limit
-// counters and ejections.
+// leaves a cluster's blocks unchanged keeps its breaker state and
+// ejections, and every reload that keeps the cluster keeps its limit
+// counts (one that changes the limits block puts the new limits on
+// them, see breaker.Limits.Reconfigure).
 type resilience struct {
 	name   string
 	cc     resilienceConfig
@@ -213,10 +215,23 @@ func (p *Proxy) buildResilience(name string, cc config.Cluster, old *resilience)
 			return nil, prefixErr("circuit_breaker", err)
 		}
 	}
-	if old != nil && reflect.DeepEqual(old.cc.limits, rc.limits) {
+	switch {
+	case old != nil && reflect.DeepEqual(old.cc.limits, rc.limits):
 		r.limits = old.limits
-	} else if r.limits, err = breaker.NewLimits(rc.limits); err != nil {
-		return nil, prefixErr("limits", err)
+	case old != nil:
+		// New limits on the old counts: the calls in flight and the
+		// connections open (idle ones in a kept pool too) were counted
+		// by the old Limits, and give their counts back through it. New
+		// counts would let them and as many new ones in as the limits
+		// allow, max_connections exceeded for as long as the old
+		// connections stay open.
+		if r.limits, err = old.limits.Reconfigure(rc.limits); err != nil {
+			return nil, prefixErr("limits", err)
+		}
+	default:
+		if r.limits, err = breaker.NewLimits(rc.limits); err != nil {
+			return nil, prefixErr("limits", err)
+		}
 	}
 	if old != nil && reflect.DeepEqual(old.cc.outlier, rc.outlier) && slices.Equal(old.endpoints, r.endpoints) {
 		r.det, r.detRetired = old.det, old.detRetired
