@@ -567,6 +567,15 @@ func (p *Proxy) listenerLimits() listenerLimits {
 // serving; until it comes, or until Shutdown, the Proxy keeps a mark of
 // ln. Retire of a listener being retired waits for the same drain.
 func (p *Proxy) Retire(ctx context.Context, ln net.Listener) error {
+	return p.BeginRetire(ln)(ctx)
+}
+
+// BeginRetire is Retire in two steps, for a caller that drains on a
+// goroutine of its own but must know that ln no longer accepts (a
+// reload that may bind ln's address again next): ln has stopped
+// accepting when BeginRetire returns, and drain, called once, is the
+// rest of Retire.
+func (p *Proxy) BeginRetire(ln net.Listener) (drain func(ctx context.Context) error) {
 	p.srvMu.Lock()
 	sv := p.servers[ln]
 	switch {
@@ -576,26 +585,33 @@ func (p *Proxy) Retire(ctx context.Context, ln net.Listener) error {
 		}
 		p.srvMu.Unlock()
 		ln.Close()
-		return nil
+		return func(context.Context) error { return nil }
 	case sv.srv == nil:
 		p.srvMu.Unlock()
-		return nil
+		return func(context.Context) error { return nil }
 	}
 	sv.retiring = true
 	p.srvMu.Unlock()
-	defer func() {
-		p.srvMu.Lock()
-		if p.servers[ln] == sv {
-			delete(p.servers, ln)
+	sv.srv.StopAccepting()
+	// StopAccepting closes the listeners the server accepts on; Serve may
+	// have registered ln and not yet handed it to the server, which then
+	// refuses it, but only once its goroutine runs.
+	ln.Close()
+	return func(ctx context.Context) error {
+		defer func() {
+			p.srvMu.Lock()
+			if p.servers[ln] == sv {
+				delete(p.servers, ln)
+			}
+			p.srvMu.Unlock()
+		}()
+		err := sv.srv.Shutdown(ctx)
+		if err == nil {
+			err = waitZero(ctx, &sv.inflight)
 		}
-		p.srvMu.Unlock()
-	}()
-	err := sv.srv.Shutdown(ctx)
-	if err == nil {
-		err = waitZero(ctx, &sv.inflight)
+		finishDrain(err, &sv.inflight, sv)
+		return err
 	}
-	finishDrain(err, &sv.inflight, sv)
-	return err
 }
 
 // finishDrain ends the drain of servers whose outcome is err, n counting

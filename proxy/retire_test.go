@@ -405,3 +405,56 @@ func TestApplyChangesListenerLimitsForNewConnections(t *testing.T) {
 		t.Fatalf("a connection accepted after the limit was raised: %d", code)
 	}
 }
+
+// BeginRetire returns once the listener no longer accepts, its socket
+// closed, while a request in flight on it goes on: the address can be
+// bound again at once, and the drain BeginRetire returns waits for that
+// request.
+func TestBeginRetireFreesTheAddressBeforeTheDrain(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			entered <- struct{}{}
+			<-release
+		}
+		fmt.Fprint(w, "ok "+r.URL.Path)
+	})
+	p := appliedProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	old, oldServed := serveOn(t, p, Outbound)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.Transport.(*http.Transport).CloseIdleConnections()
+	result := make(chan string, 1)
+	go func() {
+		resp, err := c.Get("http://" + old.Addr().String() + "/hold")
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- string(b)
+	}()
+	<-entered
+
+	drain := p.BeginRetire(old)
+	again, err := net.Listen("tcp", old.Addr().String())
+	if err != nil {
+		t.Fatalf("binding the retired listener's address again: %v", err)
+	}
+	again.Close()
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- drain(ctx)
+	}()
+	close(release)
+	if got := <-result; got != "ok /hold" {
+		t.Fatalf("the request in flight: %q", got)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	awaitServeClosed(t, oldServed)
+}

@@ -261,8 +261,9 @@ func closeMoves(moves []listenerMove) {
 }
 
 // moveListeners makes the moves of an applied reload: each new listener
-// serves at once, and the one it replaces stops accepting and drains
-// its connections within drain (proxy.Retire) while the new one serves.
+// serves at once, and the one it replaces stops accepting before
+// moveListeners returns, then drains its connections within drain
+// (proxy.BeginRetire) while the new one serves.
 // The address file is rewritten.
 func (s *sidecar) moveListeners(moves []listenerMove, drain time.Duration) {
 	if len(moves) == 0 {
@@ -292,10 +293,13 @@ func (s *sidecar) moveListeners(moves []listenerMove, drain time.Duration) {
 		}
 		if old != nil {
 			mv.from = old.Addr().String()
+			// The old address accepts no more before the reload is
+			// published: a reload right after may bind it again.
+			drainOld := s.proxy.BeginRetire(old)
 			s.retiring.Go(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), drain)
 				defer cancel()
-				if err := s.proxy.Retire(ctx, old); err != nil {
+				if err := drainOld(ctx); err != nil {
 					s.log.Warn("listener drain timed out; closed its remaining connections",
 						zap.String(fieldListener, m.l.String()), zap.String("address", mv.from), zap.Error(err))
 				}

@@ -299,11 +299,7 @@ func (s *Server) closeListenersLocked() {
 // connections finish their current request and close. Hijacked
 // connections are neither waited for nor closed.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	s.inShutdown.Store(true)
-	s.mu.Lock()
-	s.closeListenersLocked()
-	s.mu.Unlock()
+	s.StopAccepting()
 	if s.H2 != nil {
 		// H2 sends GOAWAY now, and to connections it is handed later.
 		h2done := make(chan struct{})
@@ -330,6 +326,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			timer.Reset(poll)
 		}
 	}
+}
+
+// StopAccepting is Shutdown's first step, which it returns after: the
+// listeners are closed (Serve returns http.ErrServerClosed) and a Serve
+// called later returns at once; each HTTP/1.1 connection closes after
+// the response it is writing, which says Connection: close if its
+// header is still to be written. It closes no idle connection and sends
+// no GOAWAY: the Shutdown that follows does.
+func (s *Server) StopAccepting() {
+	s.init()
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	s.closeListenersLocked()
+	s.mu.Unlock()
 }
 
 // closeIdle closes the idle HTTP/1.1 connections and reports how many
