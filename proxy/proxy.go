@@ -109,6 +109,8 @@ type Proxy struct {
 	// guarded by srvMu.
 	servers  map[net.Listener]*served
 	shutdown bool
+	// noKeepAlive: SetKeepAlivesEnabled(l, false); guarded by srvMu.
+	noKeepAlive [numListeners]bool
 }
 
 // served is the server Serve runs on one listener.
@@ -511,6 +513,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		return http.ErrServerClosed
 	}
 	p.servers[ln] = sv
+	srv.SetKeepAlivesEnabled(!p.noKeepAlive[l])
 	// The limits of the snapshot serving now: an Apply that comes later
 	// sets them again, since this server is registered (Apply stores its
 	// snapshot before it takes srvMu).
@@ -540,6 +543,23 @@ func (p *Proxy) refused(l Listener, r h1server.Refusal) {
 	}
 	if p.onRefused != nil {
 		p.onRefused(l, r)
+	}
+}
+
+// SetKeepAlivesEnabled(l, false) has the HTTP/1.1 responses of
+// listener l say Connection: close, and their connections close after
+// them, while l goes on accepting and serving (see
+// h1server.Server.SetKeepAlivesEnabled): so that its keep-alive clients
+// reconnect, and find their way elsewhere, before it stops accepting.
+// It holds for the servers Serve starts later too; true undoes it.
+func (p *Proxy) SetKeepAlivesEnabled(l Listener, v bool) {
+	p.srvMu.Lock()
+	defer p.srvMu.Unlock()
+	p.noKeepAlive[l] = !v
+	for _, sv := range p.servers {
+		if sv.l == l && sv.srv != nil {
+			sv.srv.SetKeepAlivesEnabled(v)
+		}
 	}
 }
 

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -183,5 +186,93 @@ func TestSignalDuringTheDrainAfterAShutdownDelayEndsTheProcess(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(p.exitErr, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
 		t.Fatalf("want the process ended by SIGTERM, got %v", p.exitErr)
+	}
+}
+
+// keepAliveConn is an HTTP/1.1 connection of its own to addr, for
+// requests one after the other.
+type keepAliveConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialKeepAlive(t *testing.T, addr string) *keepAliveConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &keepAliveConn{t, c, bufio.NewReader(c)}
+}
+
+// get sends GET path (Host host) and reads the whole response.
+func (k *keepAliveConn) get(path, host string) *http.Response {
+	k.t.Helper()
+	k.c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(k.c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host); err != nil {
+		k.t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(k.br, nil)
+	if err != nil {
+		k.t.Fatalf("GET %s: %v", path, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// closed reports whether the server has closed the connection.
+func (k *keepAliveConn) closed() bool {
+	k.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := k.br.ReadByte()
+	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// During the shutdown delay the inbound listener answers HTTP/1.1
+// requests with Connection: close and closes their connections after
+// them, keep-alive connections included, while it goes on accepting and
+// serving, as Envoy's drain does: the clients reconnect, and a client
+// behind kube-proxy, which sends only new connections elsewhere once the
+// pod's endpoint is gone, then leaves the pod. Its keep-alive connection
+// went on to the pod through the delay, until the drain closed it, and a
+// request it sent at that moment failed (a POST is not retried). The
+// outbound listener, the local app's, keeps its connections until its
+// drain.
+func TestShutdownDelayClosesInboundKeepAliveConnectionsAfterTheirNextResponse(t *testing.T) {
+	up := newUpstream(t, "a")
+	p := start(t, "run", "-c", writeConfig(t, withStop(t, sidecarConfig(up.addr(), up.addr(), ""), "1m", "10s")))
+	in, out := dialKeepAlive(t, p.addrs.Inbound), dialKeepAlive(t, p.addrs.Outbound)
+	if resp := in.get("/before", "app"); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("inbound before SIGTERM: %d, Connection %q", resp.StatusCode, resp.Header.Get("Connection"))
+	}
+	if resp := out.get("/before", "svc"); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("outbound before SIGTERM: %d, Connection %q", resp.StatusCode, resp.Header.Get("Connection"))
+	}
+	p.signal(syscall.SIGTERM)
+	waitFor(t, 5*time.Second, "the shutdown delay", func() bool {
+		return p.logIndex("shutting down: not ready, serving on for the shutdown delay") >= 0
+	})
+
+	if resp := in.get("/during", "app"); resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("inbound keep-alive connection during the delay: %d, Connection %q, want close", resp.StatusCode, resp.Header.Get("Connection"))
+	}
+	if !in.closed() {
+		t.Fatal("the inbound connection stayed open after a response that said Connection: close")
+	}
+	fresh := dialKeepAlive(t, p.addrs.Inbound)
+	if resp := fresh.get("/new", "app"); resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("new inbound connection during the delay: %d, Connection %q, want close", resp.StatusCode, resp.Header.Get("Connection"))
+	}
+	for i := range 2 {
+		if resp := out.get("/during", "svc"); resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("outbound keep-alive request %d during the delay: %d, Connection %q", i, resp.StatusCode, resp.Header.Get("Connection"))
+		}
+	}
+
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
 	}
 }

@@ -126,8 +126,11 @@ type sidecar struct {
 //     listeners.shutdown_delay and drain_timeout are the stop's;
 //  3. the shutdown delay (listeners.shutdown_delay): every listener
 //     accepts and serves as before, for the clients that have not yet
-//     seen the endpoint go (kube-proxy, other sidecars, load balancers);
-//     a second signal ends it; there is none when a failed listener
+//     seen the endpoint go (kube-proxy, other sidecars, load balancers),
+//     except that the inbound listener's HTTP/1.1 responses say
+//     Connection: close, so that its keep-alive clients reconnect
+//     (kube-proxy sends only new connections elsewhere) before the drain
+//     closes their connections; a second signal ends it; there is none when a failed listener
 //     stops the sidecar, as there was no signal to announce the stop;
 //     from its end, a signal ends the process at once (o.abort);
 //  4. the inbound, then the outbound listeners, within
@@ -336,6 +339,7 @@ wait:
 	signalled := ctx.Err() != nil
 	// 3. The shutdown delay.
 	if d := cur.Listeners.ShutdownDelay; signalled && d > 0 {
+		s.proxy.SetKeepAlivesEnabled(proxy.Inbound, false)
 		failure = s.shutdownDelay(d)
 	}
 	// From here a signal ends the process at once.

@@ -112,8 +112,10 @@ type Listeners struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout" json:"drain_timeout"`
 
 	// ShutdownDelay is how long, after SIGTERM or SIGINT, every listener
-	// goes on accepting and serving as before while /ready answers 503,
-	// before the drain starts (drain_timeout counts from its end): the
+	// goes on accepting and serving as before while /ready answers 503
+	// (the inbound listener's HTTP/1.1 responses then say Connection:
+	// close, so that its keep-alive clients reconnect), before the drain
+	// starts (drain_timeout counts from its end): the
 	// time the clients of an endpoint being removed (kube-proxy, other
 	// sidecars, load balancers) take to stop opening connections to it.
 	// The value serving when the signal arrives applies. Zero means none:

@@ -306,7 +306,7 @@ func (w *response) commit(final bool) {
 		// HTTP/1.0 without a known length: the close ends the body.
 		w.closeAfter = true
 	}
-	if req.Close || c.s.inShutdown.Load() {
+	if req.Close || c.s.inShutdown.Load() || c.s.noKeepAlive.Load() {
 		w.closeAfter = true
 	}
 

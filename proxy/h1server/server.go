@@ -90,6 +90,8 @@ type Server struct {
 	limits atomic.Pointer[connLimits]
 
 	inShutdown atomic.Bool
+	// noKeepAlive: SetKeepAlivesEnabled(false).
+	noKeepAlive atomic.Bool
 
 	mu sync.Mutex
 	// listeners are the listeners Serve is accepting on; guarded by mu.
@@ -327,6 +329,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 }
+
+// SetKeepAlivesEnabled(false) has the responses whose header is written
+// from then on say Connection: close, and their connections close after
+// them, as during Shutdown, while the Server goes on accepting and
+// serving: keep-alive clients are made to reconnect, on connections
+// that go where their address now leads, before the listener closes.
+// Unlike net/http's method of that name it closes no idle connection:
+// such a close races the client's next request, which, answered, says
+// Connection: close instead. HTTP/2 connections are left as they are.
+// True undoes it. The zero Server keeps connections alive.
+func (s *Server) SetKeepAlivesEnabled(v bool) { s.noKeepAlive.Store(!v) }
 
 // StopAccepting is Shutdown's first step, which it returns after: the
 // listeners are closed (Serve returns http.ErrServerClosed) and a Serve

@@ -1055,3 +1055,32 @@ func TestServerCloseDoesNotResetAClientThatPipelined(t *testing.T) {
 		c.Close()
 	}
 }
+
+// SetKeepAlivesEnabled(false) has each response from then on say
+// Connection: close and close its connection, an idle keep-alive
+// connection's next one included, while the Server goes on accepting;
+// the idle connection itself is left for that request. True undoes it.
+func TestKeepAlivesDisabledCloseAfterTheNextResponse(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	idle := dial(t, ts.addr)
+	idle.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, _ := idle.response(t, "GET"); resp.Close {
+		t.Fatal("Connection: close before SetKeepAlivesEnabled(false)")
+	}
+	ts.SetKeepAlivesEnabled(false)
+	idle.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := idle.response(t, "GET"); !resp.Close || body != "ok" {
+		t.Fatalf("the idle connection's next response: close=%v %q", resp.Close, body)
+	}
+	if !idle.closed(5 * time.Second) {
+		t.Fatal("the connection stayed open after Connection: close")
+	}
+	ts.SetKeepAlivesEnabled(true)
+	again := dial(t, ts.addr)
+	for range 2 {
+		again.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, _ := again.response(t, "GET"); resp.Close {
+			t.Fatal("Connection: close after SetKeepAlivesEnabled(true)")
+		}
+	}
+}
