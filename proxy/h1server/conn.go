@@ -193,6 +193,11 @@ func (cr *connReader) noLimit()       { cr.limit = false }
 
 func (c *conn) serve() {
 	s := c.s
+	if s.Gate != nil {
+		// Last, after the close below (or the hijacking handler's
+		// return).
+		defer s.Gate.Release()
+	}
 	c.ctx, c.cancel = context.WithCancel(context.WithValue(s.ctx, http.LocalAddrContextKey, c.rwc.LocalAddr()))
 	c.br = readerPool.Get().(*bufio.Reader)
 	c.br.Reset(&c.cr)

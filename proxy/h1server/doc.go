@@ -158,6 +158,18 @@
 // h2server.ConnOpts.Limits; until SetLimits is first called, H2's own
 // MaxHeaderBytes and IdleTimeout apply.
 //
+// # Admission
+//
+// Gate, when set, decides at each accept whether the connection is
+// served: one it refuses is closed at once, before a read or a write,
+// and before it costs buffers or a goroutine; the accept loop goes on
+// (Envoy's listener connection limit does the same). An admitted
+// connection is released once the server is done with it: closed, for
+// HTTP/1.1 and HTTP/2 (whose ServeConn returns when it has closed), or
+// when the handler that hijacked it returns. A Gate that counts admitted
+// connections against a cap thus bounds the sockets, goroutines and
+// buffers a listener's clients hold.
+//
 // Shutdown closes the listeners
 // and idle connections, lets busy ones finish their request (their
 // response says "Connection: close") and waits for them until its

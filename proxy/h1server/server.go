@@ -81,6 +81,17 @@ type Server struct {
 	// is set to this one by the first Serve.
 	Refused func(Refusal)
 
+	// Gate, when set, admits the connections Serve accepts: each one is
+	// offered to Gate.Admit as soon as it is accepted, and one refused is
+	// closed at once, before anything is read from it or written to it
+	// (the listener goes on accepting: a connection left in the kernel's
+	// backlog would hold the client in its connect, and then time out,
+	// where a closed one fails at once). Every admitted connection is
+	// given back by one Gate.Release when the Server is done with it:
+	// an HTTP/1.1 or HTTP/2 connection once closed, a hijacked one once
+	// its handler has returned. Gate may be shared between Servers.
+	Gate ConnGate
+
 	initOnce sync.Once
 	ctx      context.Context // BaseContext's child; Close cancels it
 	cancel   context.CancelFunc
@@ -99,6 +110,16 @@ type Server struct {
 	// conns are the connections being served (HTTP/1.1 and HTTP/2),
 	// hijacked ones excepted; guarded by mu.
 	conns map[*conn]struct{}
+}
+
+// ConnGate admits a Server's connections (Server.Gate). Its methods are
+// called from the accept loop and from the connections' goroutines,
+// concurrently; they must not block.
+type ConnGate interface {
+	// Admit reports whether a connection just accepted may be served.
+	Admit() bool
+	// Release gives back a connection Admit admitted.
+	Release()
 }
 
 // Refusal is a request the Server answered itself before any handler
@@ -241,11 +262,18 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
+		if s.Gate != nil && !s.Gate.Admit() {
+			rw.Close()
+			continue
+		}
 		rw = sockio.Wrap(rw)
 		// One load per connection: its requests read c.lim.
 		c := newConn(s, rw, s.limits.Load())
 		if !s.trackConn(c, true) {
 			rw.Close()
+			if s.Gate != nil {
+				s.Gate.Release()
+			}
 			continue
 		}
 		go c.serve()
