@@ -29,6 +29,9 @@ type snapshot struct {
 
 	maxRequestBody int64
 	limits         listenerLimits
+	// maxConns is each listener's max_connections, the default filled
+	// in; 0 means no cap.
+	maxConns [numListeners]int64
 
 	// normalizePath: request paths are normalized before routing (see
 	// proxy/internal/normpath); mergeSlashes: runs of slashes too.
@@ -67,6 +70,15 @@ func (l listenerLimits) withDefaults() listenerLimits {
 	return l
 }
 
+// maxConns is the cap a listener's max_connections of n puts on its
+// downstream connections: n, or Options.DefaultMaxConnections for 0.
+func (p *Proxy) maxConns(n int) int64 {
+	if n > 0 {
+		return int64(n)
+	}
+	return p.defaultMaxConns
+}
+
 // Defaults the config package documents; applied here as well so that a
 // Config built by hand (zero fields) behaves as a loaded one.
 const (
@@ -89,6 +101,10 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 		underscores: [numListeners]underscoreAction{
 			Outbound: compileUnderscores(cfg.Listeners.Outbound.HeadersWithUnderscores),
 			Inbound:  compileUnderscores(cfg.Listeners.Inbound.HeadersWithUnderscores),
+		},
+		maxConns: [numListeners]int64{
+			Outbound: p.maxConns(cfg.Listeners.Outbound.MaxConnections),
+			Inbound:  p.maxConns(cfg.Listeners.Inbound.MaxConnections),
 		},
 		limits: listenerLimits{
 			maxHeaderBytes:    cfg.Listeners.MaxRequestHeaderBytes,

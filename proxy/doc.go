@@ -33,6 +33,12 @@
 // primary cluster never got to its application (breaker open, limit full,
 // no healthy endpoint, connect failure after retries); it never chains.
 //
+// Downstream connections. Each listener's max_connections caps the client
+// connections open on it, across the servers Serve runs for it
+// (connlimit.go): the one gate per listener, kept by the Proxy across
+// reloads, admits each accepted connection or closes it at once, and
+// Apply only changes its cap, so a lowered cap closes nothing.
+//
 // Retries draw on one budget per cluster, the breaker package's
 // max_retries / retry_budget limit, shared by every route to the cluster.
 //

@@ -29,6 +29,12 @@ type metrics struct {
 	underscores        *prometheus.CounterVec
 	underscoresDropped [numListeners]prometheus.Counter
 
+	// downConns and downOverflow are the listeners' open downstream
+	// connections and those closed over max_connections (see connGate),
+	// by listener; there from the start, at 0.
+	downConns    *prometheus.GaugeVec
+	downOverflow *prometheus.CounterVec
+
 	// next collects the label sets a compile in progress uses; live holds
 	// those of the applied snapshot, and the endpoints it removed that
 	// still have connections open (see deleteMissing). Both are guarded
@@ -173,6 +179,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "outrigger_proxy_dropped_headers_with_underscores_total",
 			Help: "Request header and trailer fields dropped for an underscore in their name (headers_with_underscores: drop), by listener.",
 		}, []string{"listener"}),
+		downConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "outrigger_proxy_downstream_connections",
+			Help: "Open client connections by listener (HTTP/1.1 and HTTP/2; an upgraded one while its tunnel lasts), which listeners.<listener>.max_connections caps.",
+		}, []string{"listener"}),
+		downOverflow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_proxy_downstream_connections_overflow_total",
+			Help: "Client connections closed as soon as accepted because their listener had max_connections open, by listener.",
+		}, []string{"listener"}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outrigger_proxy_config_generation",
 			Help: "Generation of the configuration the proxy serves; increases by one per successful Apply.",
@@ -183,9 +197,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	for l := Listener(0); l < numListeners; l++ {
 		m.underscoresDropped[l] = m.underscores.WithLabelValues(l.String())
+		m.downConns.WithLabelValues(l.String())
+		m.downOverflow.WithLabelValues(l.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.localReply, m.fallbacks, m.underscores, m.generation)
+		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.localReply, m.fallbacks, m.underscores, m.downConns, m.downOverflow, m.generation)
 	}
 	return m
 }

@@ -45,6 +45,10 @@ type Options struct {
 	// goroutine, once per such request, after the proxy has counted it
 	// (see Serve), and must not block.
 	Refused func(l Listener, r h1server.Refusal)
+	// DefaultMaxConnections is the cap on each listener's open downstream
+	// connections when its max_connections is 0 (the command passes a
+	// quarter of the process's open-file limit). Zero means no cap.
+	DefaultMaxConnections int
 	// NoHealthChecks builds the clusters' health checkers (so Apply still
 	// checks every health_check block) but never starts one: no probe
 	// leaves a proxy that only validates a configuration.
@@ -77,6 +81,12 @@ type Proxy struct {
 
 	snap     atomic.Pointer[snapshot]
 	inflight atomic.Int64
+
+	// gates cap each listener's downstream connections, across the
+	// servers Serve runs for it; Apply sets their caps.
+	gates [numListeners]*connGate
+	// defaultMaxConns is Options.DefaultMaxConnections.
+	defaultMaxConns int64
 
 	applyMu sync.Mutex
 	// tlsDigest is the serving config's TLSFilesDigest, read as the
@@ -180,6 +190,14 @@ func New(opts Options) *Proxy {
 	p.bm = newBreakerMetrics(reg)
 	p.hm = newHealthMetrics(reg)
 	p.hcStopped = opts.NoHealthChecks
+	p.defaultMaxConns = int64(max(opts.DefaultMaxConnections, 0))
+	for l := Listener(0); l < numListeners; l++ {
+		g := &connGate{l: l, gauge: p.m.downConns.WithLabelValues(l.String()),
+			overflow: p.m.downOverflow.WithLabelValues(l.String()), log: p.log.Named("http"), now: p.now}
+		// Until the first Apply.
+		g.max.Store(p.defaultMaxConns)
+		p.gates[l] = g
+	}
 	return p
 }
 
@@ -255,6 +273,9 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		}
 	}
 	p.srvMu.Unlock()
+	for l, g := range p.gates {
+		g.max.Store(s.maxConns[l])
+	}
 	p.gen.Store(s.gen)
 	p.tlsDigest.Store(&tlsDigest)
 	p.m.generation.Set(float64(s.gen))
@@ -469,7 +490,10 @@ func (p *Proxy) SetBreaker(cluster, action string) error {
 // those connections GOAWAY. Header size, read-header and idle timeouts
 // come from the applied configuration: a connection takes those applied
 // when it is accepted and keeps them (Apply changes them for the
-// connections accepted after it). A request the server answers itself,
+// connections accepted after it). The listener's max_connections caps
+// the connections open on all the listeners serving l together; one
+// over it is closed as soon as it is accepted (see connGate), and a cap
+// Apply lowers closes none of those open. A request the server answers itself,
 // before the handler runs, is counted as the proxy's own answer without
 // a route (downstream_protocol_error) and passed to Options.Refused.
 func (p *Proxy) Serve(ln net.Listener, l Listener) error {
@@ -489,6 +513,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		BaseContext: base,
 		ErrorLog:    func(msg string, err error) { log.Warn(msg, zap.Error(err)) },
 		Refused:     func(r h1server.Refusal) { p.refused(l, r) },
+		Gate:        p.gates[l],
 		// The header size, read-header and idle limits: SetLimits below,
 		// before Serve, under srvMu.
 	}

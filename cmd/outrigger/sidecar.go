@@ -180,9 +180,18 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 
 	// The proxy's wrap reads s.access when Serve starts, below, and its
 	// refused hook once a listener serves.
+	maxConns, nofile := defaultMaxConnections()
 	s.proxy = proxy.New(proxy.Options{Logger: s.log.Named("proxy"), Registry: reg,
-		Wrap:    func(l proxy.Listener, h http.Handler) http.Handler { return s.access.Wrap(l.String(), h) },
-		Refused: func(l proxy.Listener, r h1server.Refusal) { s.access.Refused(l.String(), r) }})
+		Wrap:                  func(l proxy.Listener, h http.Handler) http.Handler { return s.access.Wrap(l.String(), h) },
+		Refused:               func(l proxy.Listener, r h1server.Refusal) { s.access.Refused(l.String(), r) },
+		DefaultMaxConnections: maxConns})
+	if maxConns > 0 {
+		s.log.Info("listeners without max_connections cap their connections at a quarter of the open-file limit",
+			zap.Int("max_connections", maxConns), zap.Uint64("open_file_limit", nofile))
+	} else {
+		s.log.Warn("no open-file limit to derive a default from: listeners without max_connections accept connections without bound",
+			zap.Uint64("open_file_limit", nofile))
+	}
 	// Every problem is listed, as validate lists them.
 	if problems := buildProblems(cfg, s.proxy.Apply); len(problems) > 0 {
 		err := errors.Join(problems...)

@@ -28,6 +28,11 @@ listeners:
   outbound: {headers_with_underscores: reject}
   inbound: {app: "127.0.0.1:8080", headers_with_underscores: drop}
 `,
+		"connection caps per listener": `
+listeners:
+  outbound: {max_connections: 2}
+  inbound: {app: "127.0.0.1:8080", max_connections: 100000}
+`,
 		"headers with underscores allowed": "listeners: {outbound: {headers_with_underscores: allow}}\n",
 		"all-interfaces listener":          "listeners: {outbound: {address: \":15101\"}}\n",
 		"authority patterns": `

@@ -67,7 +67,9 @@ var hostname = os.Hostname
 // Fields whose zero value means "none" or "unlimited" (max_request_body_bytes,
 // per_try_timeout, pool.max_connections_per_endpoint, a weighted cluster's
 // weight, an absent retry block) stay zero, and so does health_check.port,
-// whose zero means each endpoint's own port (which differs per endpoint).
+// whose zero means each endpoint's own port (which differs per endpoint),
+// and a listener's max_connections, whose zero is derived from the
+// process's open-file limit where the proxy runs, not here.
 //
 // The node id is the one place that reads the environment: an empty id
 // becomes the host name.

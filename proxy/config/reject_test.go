@@ -49,6 +49,17 @@ listeners:
     app: 127.0.0.1:8080
     headers_with_underscores: REJECT
 `, `t.yaml:5: listeners.inbound.headers_with_underscores: unknown action "REJECT" (valid: allow, drop, reject)`},
+		{"negative outbound max_connections", `
+listeners:
+  outbound:
+    max_connections: -1
+`, `t.yaml:4: listeners.outbound.max_connections: must not be negative, got -1 (0 means a quarter of the open-file limit)`},
+		{"negative inbound max_connections", `
+listeners:
+  inbound:
+    app: 127.0.0.1:8080
+    max_connections: -5
+`, `t.yaml:5: listeners.inbound.max_connections: must not be negative, got -5 (0 means a quarter of the open-file limit)`},
 		{"bad duration", okCluster + `    connect_timeout: 1 second
 `, `t.yaml:5: clusters.a.connect_timeout: invalid duration "1 second": expected a number with a unit, e.g. "250ms", "1s", "1m30s"`},
 		{"duration without unit", okCluster + `    connect_timeout: 5

@@ -192,6 +192,20 @@ type OutboundListener struct {
 	// "drop" or "reject" (see [HeadersWithUnderscores]). Empty means
 	// "allow".
 	HeadersWithUnderscores HeadersWithUnderscores `yaml:"headers_with_underscores" json:"headers_with_underscores"`
+
+	// MaxConnections caps the client connections the listener has open
+	// at once, HTTP/1.1 and HTTP/2 alike (an upgraded one, such as a
+	// WebSocket, counts while its tunnel lasts). A connection over it is
+	// closed as soon as it is accepted, unanswered, and counted in
+	// outrigger_proxy_downstream_connections_overflow_total; the listener
+	// goes on accepting. A reload applies a new value to the connections
+	// accepted after it: lowering it closes none of those open. Zero
+	// means a quarter of the process's open-file limit (RLIMIT_NOFILE,
+	// as the process starts), so that the two proxy listeners' clients
+	// hold at most half the descriptors and the upstream connections,
+	// the admin and app API listeners and files always find one; no cap
+	// where the limit cannot be read. Must not be negative.
+	MaxConnections int `yaml:"max_connections" json:"max_connections"`
 }
 
 // InboundListener takes traffic for the local app. It runs only when App is
@@ -216,6 +230,20 @@ type InboundListener struct {
 	// "drop" or "reject" (see [HeadersWithUnderscores]). Empty means
 	// "allow".
 	HeadersWithUnderscores HeadersWithUnderscores `yaml:"headers_with_underscores" json:"headers_with_underscores"`
+
+	// MaxConnections caps the client connections the listener has open
+	// at once, HTTP/1.1 and HTTP/2 alike (an upgraded one, such as a
+	// WebSocket, counts while its tunnel lasts). A connection over it is
+	// closed as soon as it is accepted, unanswered, and counted in
+	// outrigger_proxy_downstream_connections_overflow_total; the listener
+	// goes on accepting. A reload applies a new value to the connections
+	// accepted after it: lowering it closes none of those open. Zero
+	// means a quarter of the process's open-file limit (RLIMIT_NOFILE,
+	// as the process starts), so that the two proxy listeners' clients
+	// hold at most half the descriptors and the upstream connections,
+	// the admin and app API listeners and files always find one; no cap
+	// where the limit cannot be read. Must not be negative.
+	MaxConnections int `yaml:"max_connections" json:"max_connections"`
 }
 
 // HeadersWithUnderscores is what a listener does with a request field

@@ -80,6 +80,8 @@ func (l *Listeners) validate(p *problems, path string) {
 	checkProtocol(p, path+".inbound.app_protocol", l.Inbound.AppProtocol)
 	checkHeadersWithUnderscores(p, path+".outbound.headers_with_underscores", l.Outbound.HeadersWithUnderscores)
 	checkHeadersWithUnderscores(p, path+".inbound.headers_with_underscores", l.Inbound.HeadersWithUnderscores)
+	checkMaxConnections(p, path+".outbound.max_connections", l.Outbound.MaxConnections)
+	checkMaxConnections(p, path+".inbound.max_connections", l.Inbound.MaxConnections)
 	switch n := l.MaxRequestHeaderBytes; {
 	case n < 0:
 		p.add(path+".max_request_header_bytes", "must not be negative")
@@ -116,6 +118,12 @@ func checkHeadersWithUnderscores(p *problems, path string, a HeadersWithUndersco
 	case "", HeadersWithUnderscoresAllow, HeadersWithUnderscoresDrop, HeadersWithUnderscoresReject:
 	default:
 		p.addf(path, "unknown action %q (valid: allow, drop, reject)", a)
+	}
+}
+
+func checkMaxConnections(p *problems, path string, n int) {
+	if n < 0 {
+		p.addf(path, "must not be negative, got %d (0 means a quarter of the open-file limit)", n)
 	}
 }
 
