@@ -90,6 +90,11 @@ type serverConn struct {
 	goAwaySent  bool
 	goAwayLast  uint32 // the stream id the GOAWAY named: later ones may not name more (RFC 9113 §6.8)
 	draining    bool   // no new streams; end once streams is empty
+	// noticePending: the shutdown notice (GOAWAY naming maxStreamID, see
+	// shutdown.go) is out and the final GOAWAY is not; noticeTimer sends
+	// the final one if the notice's PING is not acknowledged first.
+	noticePending bool
+	noticeTimer   *time.Timer
 	// opening: the reader is building a request for a stream id it has
 	// taken (and that a GOAWAY sent meanwhile names) but not registered
 	// yet; the connection is not without streams.
@@ -264,6 +269,9 @@ func (sc *serverConn) serve(opts *ConnOpts, err error) {
 	sc.mu.Lock()
 	if sc.blockTimer != nil {
 		sc.blockTimer.Stop()
+	}
+	if sc.noticeTimer != nil {
+		sc.noticeTimer.Stop()
 	}
 	sc.mu.Unlock()
 	sc.br.Reset(nil)
@@ -472,7 +480,11 @@ func (sc *serverConn) processFrame(f http2.Frame, hb *headerBlock) error {
 	case *http2.SettingsFrame:
 		err = sc.onSettings(f)
 	case *http2.PingFrame:
-		if !f.IsAck() {
+		if f.IsAck() {
+			if f.Data == noticePing {
+				sc.noticeAcked()
+			}
+		} else {
 			sc.mu.Lock()
 			sc.appendPingAckLocked(f.Data)
 			sc.ctrlPending += 17
@@ -1065,9 +1077,12 @@ func (sc *serverConn) applySettingsLocked(settings []http2.Setting) error {
 	return nil
 }
 
-// startGoAway begins a graceful close: GOAWAY(NO_ERROR) naming the last
-// stream the client opened, no new streams, and the end of the
-// connection once the streams in flight are done.
+// startGoAway begins (or, after the shutdown notice, completes) a
+// graceful close: GOAWAY(NO_ERROR) naming the last stream the client
+// opened, no new streams, and the end of the connection once the
+// streams in flight are done. The idle timeout and a client's GOAWAY
+// close this way in one step; Shutdown sends the notice first (see
+// startShutdown).
 func (sc *serverConn) startGoAway() {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
@@ -1078,7 +1093,8 @@ func (sc *serverConn) startGoAwayLocked() {
 	if sc.dead {
 		return
 	}
-	if !sc.goAwaySent {
+	if !sc.goAwaySent || sc.noticePending {
+		sc.endNoticeLocked()
 		sc.goAwaySent = true
 		sc.goAwayLast = sc.maxClientID
 		sc.appendGoAwayLocked(sc.maxClientID, http2.ErrCodeNo)
@@ -1192,10 +1208,14 @@ func (sc *serverConn) teardown(err error) {
 		sent := !sc.dead && !sc.closeAfterFlush
 		if sent {
 			last := sc.maxClientID
-			if sc.goAwaySent {
-				// The streams opened since were refused.
+			if sc.goAwaySent && sc.goAwayLast < last {
+				// The streams opened since were refused. (After the
+				// shutdown notice alone, which named maxStreamID, every
+				// stream the client opened was taken.)
 				last = sc.goAwayLast
 			}
+			sc.endNoticeLocked()
+			sc.goAwayLast = last
 			sc.appendGoAwayLocked(last, ce.code)
 			sc.goAwaySent = true
 			sc.closeAfterFlushLocked()

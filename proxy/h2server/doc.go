@@ -181,14 +181,25 @@
 //
 // # Shutdown
 //
-// Shutdown sends one GOAWAY(NO_ERROR) per connection naming the last
-// stream id the client opened (not x/net's two-step GOAWAY with a PING
-// in between); streams the client opens afterwards are refused with
-// REFUSED_STREAM so that the client retries them elsewhere. Each
-// connection closes when its streams are done; Shutdown returns when all
-// have, or closes the rest when its context ends. Close closes every
-// connection at once. ServeConn returns only after every handler it
-// started has returned.
+// Shutdown closes each connection in two steps (RFC 9113 §6.8, as
+// nghttp2, Envoy, grpc-go and x/net do): a GOAWAY(NO_ERROR) naming
+// stream 2^31-1, with a PING, which stops the client opening streams and
+// refuses none; then, on the PING's acknowledgement (the client has
+// read the notice, and every stream it opened before has arrived) or a
+// second after the notice without one, a GOAWAY(NO_ERROR) naming the
+// last stream the client opened. Streams opened between the two are
+// served; those opened after the second are refused with REFUSED_STREAM
+// so that the client retries them elsewhere. Connections handed to
+// ServeConn after Shutdown get the same two steps. The idle timeout and
+// a client's GOAWAY close in one step: a connection without streams has
+// none to lose, and a stream that races with that GOAWAY is refused and
+// may be retried. A connection error sends one GOAWAY with its code,
+// naming the last stream the client opened, or the stream a GOAWAY
+// before it named if that is lower. Each connection closes once the
+// final GOAWAY is out and its streams are done; Shutdown returns when
+// all have, or closes the rest when its context ends. Close closes
+// every connection at once. ServeConn returns only after every handler
+// it started has returned.
 //
 // # Not supported
 //

@@ -241,6 +241,32 @@ func (rc *rawConn) goAway() event {
 	return rc.until("GOAWAY", func(e event) bool { return e.typ == http2.FrameGoAway })
 }
 
+// shutdownNotice reads the first GOAWAY of a graceful shutdown, which
+// must be NO_ERROR naming maxStreamID, and the PING after it, whose data
+// it returns unacknowledged.
+func (rc *rawConn) shutdownNotice() [8]byte {
+	rc.t.Helper()
+	if e := rc.goAway(); e.code != http2.ErrCodeNo || e.last != maxStreamID {
+		rc.t.Fatalf("first GOAWAY %v last %d, want NO_ERROR last %d", e.code, e.last, uint32(maxStreamID))
+	}
+	e := rc.until("PING", func(e event) bool { return e.typ == http2.FramePing })
+	if e.ack {
+		rc.t.Fatal("PING after the notice is an acknowledgement")
+	}
+	return [8]byte(e.data)
+}
+
+// finalGoAway reads the shutdown notice, acknowledges its PING and
+// returns the GOAWAY that follows.
+func (rc *rawConn) finalGoAway() event {
+	rc.t.Helper()
+	data := rc.shutdownNotice()
+	if err := rc.fr.WritePing(true, data); err != nil {
+		rc.t.Fatal(err)
+	}
+	return rc.goAway()
+}
+
 func (rc *rawConn) rst(id uint32) event {
 	rc.t.Helper()
 	return rc.until("RST_STREAM", func(e event) bool { return e.typ == http2.FrameRSTStream && e.id == id })

@@ -581,11 +581,11 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 		defer cancel()
 		shut <- ts.Shutdown(ctx)
 	}()
-	e := rc.goAway()
+	e := rc.finalGoAway()
 	if e.code != http2.ErrCodeNo || e.last != 1 {
 		t.Fatalf("%v %d", e.code, e.last)
 	}
-	// A stream opened after the GOAWAY is refused.
+	// A stream opened after the final GOAWAY is refused.
 	rc.get(3, "/")
 	if e := rc.rst(3); e.code != http2.ErrCodeRefusedStream {
 		t.Fatalf("%v", e.code)
@@ -901,7 +901,7 @@ func TestPaddingOnlyDataReturnsStreamWindow(t *testing.T) {
 	}
 }
 
-// After GOAWAY, each new stream is answered RST_STREAM REFUSED_STREAM; a
+// After the final GOAWAY, each new stream is answered RST_STREAM REFUSED_STREAM; a
 // client that opens streams without reading those answers is cut off,
 // as for PING, rather than buffered without end.
 func TestRefusedStreamFloodWithoutReadingIsCutOff(t *testing.T) {
@@ -917,7 +917,7 @@ func TestRefusedStreamFloodWithoutReadingIsCutOff(t *testing.T) {
 	shutdown := make(chan error, 1)
 	go func() { shutdown <- ts.Shutdown(ctx) }()
 	defer func() { cancel(); <-shutdown }()
-	rc.goAway()
+	rc.finalGoAway()
 
 	var batch bytes.Buffer
 	fr := http2.NewFramer(&batch, nil)
@@ -1008,9 +1008,9 @@ func TestGoAwayWhileStreamOpensStillAnswersIt(t *testing.T) {
 	}
 }
 
-// RFC 9113 §6.8: a second GOAWAY (here a connection error during a
-// graceful shutdown) must not name a higher stream than the first, even
-// though the client opened (refused) streams in between.
+// RFC 9113 §6.8: a later GOAWAY (here a connection error during a
+// graceful shutdown) must not name a higher stream than the final one,
+// even though the client opened (refused) streams in between.
 func TestSecondGoAwayDoesNotRaiseLastStreamID(t *testing.T) {
 	started := make(chan struct{})
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -1024,8 +1024,8 @@ func TestSecondGoAwayDoesNotRaiseLastStreamID(t *testing.T) {
 	shutdown := make(chan error, 1)
 	go func() { shutdown <- ts.Shutdown(ctx) }()
 	defer func() { cancel(); <-shutdown }()
-	if e := rc.goAway(); e.code != http2.ErrCodeNo || e.last != 1 {
-		t.Fatalf("first GOAWAY %v last %d", e.code, e.last)
+	if e := rc.finalGoAway(); e.code != http2.ErrCodeNo || e.last != 1 {
+		t.Fatalf("final GOAWAY %v last %d", e.code, e.last)
 	}
 	rc.get(3, "/")
 	if e := rc.rst(3); e.code != http2.ErrCodeRefusedStream {

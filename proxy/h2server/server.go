@@ -84,6 +84,8 @@ type Server struct {
 	now func() time.Time
 	// workerTrim replaces the package's workerTrim when set (tests).
 	workerTrim time.Duration
+	// noticeWait replaces the package's noticeWait when set (tests).
+	noticeWait time.Duration
 
 	inShutdown atomic.Bool
 
@@ -232,27 +234,33 @@ func (s *Server) track(sc *serverConn, add bool) {
 		s.conns[sc] = struct{}{}
 		if s.inShutdown.Load() {
 			// Served, but told at once to go away once its (upgrade)
-			// stream is done.
-			sc.startGoAway()
+			// stream and those the client opened before it saw the
+			// notice are done.
+			sc.startShutdown()
 		}
 	} else {
 		delete(s.conns, sc)
 	}
 }
 
-// Shutdown sends GOAWAY (NO_ERROR, with the last stream id the
-// connection has seen) on every connection, lets the streams in flight
-// finish, and closes each connection once it has none. It returns nil
-// when every connection has ended, or ctx's error once ctx is done, after
-// closing the connections that remain (as Close does). Streams a client
-// opens after the GOAWAY are refused with REFUSED_STREAM, which tells the
-// client they were not processed and may be retried. ServeConn calls made
-// after Shutdown serve their connection only until its streams are done.
+// Shutdown closes every connection gracefully, in two steps (RFC 9113
+// §6.8): a GOAWAY(NO_ERROR) naming stream 2^31-1 and a PING, so that
+// the client stops opening streams, then, once the PING is acknowledged
+// or after a second without the acknowledgement, a GOAWAY(NO_ERROR)
+// naming the last stream the client opened. Streams the client opened
+// before the second GOAWAY are served; those it opens after it are
+// refused with REFUSED_STREAM, which tells the client they were not
+// processed and may be retried. Each connection closes once it has sent
+// the second GOAWAY and its streams are done. Shutdown returns nil when
+// every connection has ended, or ctx's error once ctx is done, after
+// closing the connections that remain (as Close does). ServeConn calls
+// made after Shutdown get the same two steps at once, and serve their
+// connection only until its streams are done.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
 	for sc := range s.conns {
-		sc.startGoAway()
+		sc.startShutdown()
 	}
 	s.mu.Unlock()
 

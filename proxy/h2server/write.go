@@ -188,6 +188,11 @@ func (sc *serverConn) appendSettingsAckLocked() {
 	sc.wbuf = appendFrameHeader(sc.wbuf, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
 }
 
+func (sc *serverConn) appendPingLocked(data [8]byte) {
+	sc.wbuf = appendFrameHeader(sc.wbuf, 8, http2.FramePing, 0, 0)
+	sc.wbuf = append(sc.wbuf, data[:]...)
+}
+
 func (sc *serverConn) appendPingAckLocked(data [8]byte) {
 	sc.wbuf = appendFrameHeader(sc.wbuf, 8, http2.FramePing, http2.FlagPingAck, 0)
 	sc.wbuf = append(sc.wbuf, data[:]...)
