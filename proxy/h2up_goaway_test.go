@@ -115,6 +115,67 @@ func TestPostAboveGoAwaysLastStreamIsRetriedAsRefused(t *testing.T) {
 	}
 }
 
+// An HTTP/2 upstream that shuts down in two steps (RFC 9113 §6.8), as
+// proxy/h2server, nghttp2 and Envoy do: GOAWAY naming 2^31-1 and a PING,
+// then, on the PING's acknowledgement, GOAWAY naming the stream in
+// flight, then that stream's answer. The request is answered by it, not
+// failed or retried, and the next one goes on a new connection.
+func TestUpstreamTwoStepGoAwayAnswersStreamInFlight(t *testing.T) {
+	var conns atomic.Int32
+	up := rawH2Upstream(t, func(n int, fr *http2.Framer) {
+		conns.Add(1)
+		if n > 0 {
+			answerH2Requests(fr, "new")
+			return
+		}
+		hf, err := readH2Request(fr)
+		if err != nil {
+			return
+		}
+		fr.WriteGoAway(1<<31-1, http2.ErrCodeNo, nil)
+		fr.WritePing(false, [8]byte{'n', 'o', 't', 'i', 'c', 'e'})
+		if !awaitPingAck(fr) {
+			return
+		}
+		fr.WriteGoAway(hf.StreamID, http2.ErrCodeNo, nil)
+		var hb bytes.Buffer
+		hpack.NewEncoder(&hb).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: hf.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
+		fr.WriteData(hf.StreamID, true, []byte("old"))
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(up), Protocol: config.ProtocolHTTP2}))
+	for i, want := range []string{"old", "new"} {
+		resp, err := h.h1.Get(h.url("/x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(t, resp); resp.StatusCode != http.StatusOK || body != want {
+			t.Fatalf("request %d: %d %q %q, want 200 %q", i, resp.StatusCode, resp.Header.Get("X-Outrigger-Error"), body, want)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d upstream connections, want 2", n)
+	}
+}
+
+// awaitPingAck reads frames until a PING acknowledgement.
+func awaitPingAck(fr *http2.Framer) bool {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return false
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+			return true
+		}
+	}
+}
+
 // An HTTP/2 upstream that sends 103 Early Hints and then refuses the
 // stream (REFUSED_STREAM) has answered: the request may have been begun,
 // so it is a reset, not a refused stream. A GET is retried as one (the
