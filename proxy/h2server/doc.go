@@ -182,8 +182,8 @@
 // # Shutdown
 //
 // Shutdown closes each connection in two steps (RFC 9113 §6.8, as
-// nghttp2, Envoy, grpc-go and x/net do): a GOAWAY(NO_ERROR) naming
-// stream 2^31-1, with a PING, which stops the client opening streams and
+// Envoy and grpc-go's server do): a GOAWAY(NO_ERROR) naming stream
+// 2^31-1, with a PING, which stops the client opening streams and
 // refuses none; then, on the PING's acknowledgement (the client has
 // read the notice, and every stream it opened before has arrived) or a
 // second after the notice without one, a GOAWAY(NO_ERROR) naming the

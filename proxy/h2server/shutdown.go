@@ -7,10 +7,11 @@ import (
 )
 
 // Shutdown closes a connection in two steps, as RFC 9113 §6.8 advises
-// and as nghttp2, Envoy and grpc-go do. A single GOAWAY naming the last
-// stream the server has seen races with the client: a request it sends
-// before the GOAWAY reaches it arrives above that id and is refused,
-// and the client has to send it again elsewhere. So the server first
+// and as Envoy and grpc-go's server do (nghttp2 provides the notice). A
+// single GOAWAY naming the last stream the server has seen races with
+// the client: a request it sends before the GOAWAY reaches it arrives
+// above that id and is refused, and the client has to send it again
+// elsewhere. So the server first
 // sends a notice, GOAWAY(NO_ERROR) naming maxStreamID, which stops the
 // client opening streams but refuses none, followed by a PING. The
 // client answers the PING after it has read the notice, so every stream
@@ -31,9 +32,11 @@ import (
 const maxStreamID = 1<<31 - 1
 
 // noticeWait bounds the wait for the acknowledgement of the notice's
-// PING, for a client that does not answer: about one round trip is
-// enough, and nghttp2 and grpc-go do not wait for more. Envoy waits a
-// fixed drain_timeout (5 s) instead.
+// PING, for a client that does not answer. One round trip is what the
+// notice needs, and a second is many round trips on the networks a
+// sidecar sees; it also bounds what such a client adds to a drain.
+// grpc-go's server waits up to a minute for its PING's acknowledgement;
+// Envoy sends no PING and waits its drain_timeout (5 s by default).
 const noticeWait = time.Second
 
 // noticePing is the opaque data of the notice's PING; an
