@@ -25,7 +25,7 @@ func (rn *run) call(ctx context.Context, cp *callPlan, req *Request, res *callRe
 		// render the same request do not answer from each other's entries.
 		key = cp.name + "\x00" + cacheKey(req)
 		if e, hit := c.cache.get(key, c.now()); hit {
-			c.m.cache.WithLabelValues(c.name, cp.name, "hit").Inc()
+			c.series.calls[cp.idx].hit.Inc()
 			if rn.budget.Add(-int64(len(e.body))) < 0 {
 				rn.fail(res, ReasonTotalTooLarge, fmt.Errorf("the request's total byte budget (%d) ran out", rn.c.plan.limits.maxTotalBytes()))
 				return
@@ -35,7 +35,7 @@ func (rn *run) call(ctx context.Context, cp *callPlan, req *Request, res *callRe
 			rn.decode(res, e.body, e.status, e.header.Clone())
 			return
 		}
-		c.m.cache.WithLabelValues(c.name, cp.name, "miss").Inc()
+		c.series.calls[cp.idx].miss.Inc()
 	}
 
 	select {

@@ -23,7 +23,9 @@ type Options struct {
 	// Name labels the composition's metrics (the route's name). Empty: "default".
 	Name string
 	// Registry receives the outrigger_composer_* metrics. Compositions on the same
-	// registry share the collectors. Nil: metrics are kept but not registered.
+	// registry share the collectors, and those of the same Name the series;
+	// DeleteSeries deletes those a reload no longer uses. Nil: metrics are
+	// kept but not registered.
 	Registry prometheus.Registerer
 	// Now is the clock of the result cache. Nil: time.Now.
 	Now func() time.Time
@@ -43,6 +45,7 @@ type Composition struct {
 	now     func() time.Time
 	cache   *resultCache // nil when no call caches
 	m       *metrics
+	series  *compositionSeries
 }
 
 // New validates spec (without a cluster check: the proxy checks clusters with
@@ -66,6 +69,7 @@ func New(spec Spec, backend Backend, opts Options) (*Composition, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.series = m.seriesOf(c.name, p)
 	for _, cp := range p.calls {
 		if cp.cacheTTL > 0 {
 			n, b := opts.CacheMaxEntries, opts.CacheMaxBytes
@@ -156,8 +160,8 @@ func (c *Composition) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeError(w, status, errorBody{Error: code, Message: err.Error()})
 				result = resultError
 			}
-			c.m.requests.WithLabelValues(c.name, result).Inc()
-			c.m.duration.WithLabelValues(c.name).Observe(time.Since(start).Seconds())
+			c.series.requests[result].Inc()
+			c.series.duration.Observe(time.Since(start).Seconds())
 			return
 		}
 	}
@@ -193,18 +197,23 @@ func clientGone(r *http.Request) bool {
 	return errors.Is(r.Context().Err(), context.Canceled)
 }
 
-func (c *Composition) observe(rn *run, result string, d time.Duration) {
-	c.m.requests.WithLabelValues(c.name, result).Inc()
-	c.m.duration.WithLabelValues(c.name).Observe(d.Seconds())
+func (c *Composition) observe(rn *run, out result, d time.Duration) {
+	s := c.series
+	s.requests[out].Inc()
+	s.duration.Observe(d.Seconds())
 	for i, cp := range c.plan.calls {
-		res := &rn.res[i]
+		res, cs := &rn.res[i], &s.calls[i]
 		if res.ran {
-			c.m.callDuration.WithLabelValues(c.name, cp.name).Observe(res.elapsed.Seconds())
+			cs.duration.Observe(res.elapsed.Seconds())
 		}
 		if !res.ok {
-			c.m.callFailures.WithLabelValues(c.name, cp.name, string(res.reason)).Inc()
-			if result == resultPartial && cp.optional {
-				c.m.partials.WithLabelValues(c.name, cp.name).Inc()
+			// A call fails with one of the Reason constants, all in
+			// reasons: none goes uncounted.
+			if k := reasonIndex(res.reason); k >= 0 {
+				cs.failures[k].Inc()
+			}
+			if out == resultPartial && cp.optional {
+				cs.partial.Inc()
 			}
 		}
 	}

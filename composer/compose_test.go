@@ -223,8 +223,12 @@ func TestOptionalCallRejectedByBreakerGivesPartialResponse(t *testing.T) {
 	if v := testutil.ToFloat64(mustCounter(t, reg, "outrigger_composer_requests_total", "details", "partial")); v != 1 {
 		t.Errorf("partial requests metric = %v", v)
 	}
-	if n := testutil.CollectAndCount(reg, "outrigger_composer_call_failures_total"); n != 1 {
-		t.Errorf("%d failure series, want 1", n)
+	if v := testutil.ToFloat64(mustCounter(t, reg, "outrigger_composer_call_failures_total", "details", "shipment", "breaker_open")); v != 1 {
+		t.Errorf("breaker_open failures of shipment = %v", v)
+	}
+	// Every reason's series exists at 0; only that one counted.
+	if v := gatheredSum(t, reg, "outrigger_composer_call_failures_total"); v != 1 {
+		t.Errorf("%v failures counted, want 1", v)
 	}
 }
 
@@ -242,9 +246,29 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, name string, labels ...
 		return m.cache.WithLabelValues(labels...)
 	case "outrigger_composer_partial_calls_total":
 		return m.partials.WithLabelValues(labels...)
+	case "outrigger_composer_call_failures_total":
+		return m.callFailures.WithLabelValues(labels...)
 	}
 	t.Fatalf("unknown metric %s", name)
 	return nil
+}
+
+// gatheredSum is the sum of the counters of metric name on reg.
+func gatheredSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 func TestPartialReportCanBeHeaderOnlyOrRenamed(t *testing.T) {

@@ -40,5 +40,8 @@
 //   - Every goroutine started for a request is joined before ServeHTTP returns.
 //
 // The package does not log; it reports through metrics on an injected
-// prometheus registry (outrigger_composer_*) and through its responses.
+// prometheus registry (outrigger_composer_*) and through its responses. A
+// Composition binds its series when it is built and writes no other; the
+// caller that replaces compositions deletes the series of those it drops
+// (DeleteSeries).
 package composer

@@ -35,8 +35,8 @@ func (rn *run) report(i int) callReport {
 	return r
 }
 
-// respond writes the composite response and returns the request's result label.
-func (rn *run) respond(w http.ResponseWriter) string {
+// respond writes the composite response and returns the request's result.
+func (rn *run) respond(w http.ResponseWriter) result {
 	p := rn.c.plan
 	if i, ok := rn.primaryFailure(); ok {
 		rn.writeFailure(w, i)

@@ -85,14 +85,16 @@ func TestCompositeClientGoneMidFanOutIsNoUpstreamError(t *testing.T) {
 	})
 }
 
-// gathered is the value of the series of metric name on h's registry
-// whose label key has value val (0 when there is none).
+// gathered is the sum of the series of metric name on h's registry whose
+// label key has value val (0 when there is none): a composition's series
+// exist for every call and reason, most at 0.
 func gathered(t testing.TB, h *harness, name, key, val string) float64 {
 	t.Helper()
 	mfs, err := h.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var sum float64
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
@@ -100,10 +102,10 @@ func gathered(t testing.TB, h *harness, name, key, val string) float64 {
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == key && l.GetValue() == val {
-					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 				}
 			}
 		}
 	}
-	return 0
+	return sum
 }
