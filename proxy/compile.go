@@ -410,6 +410,7 @@ func (p *Proxy) compileComposition(rt *route, spec *composer.Spec, s *snapshot) 
 		return err
 	}
 	rt.compose = comp
+	p.m.next.compositions = append(p.m.next.compositions, comp)
 	return nil
 }
 

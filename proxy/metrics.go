@@ -1,13 +1,15 @@
 package proxy
 
 import (
+	"github.com/outrigger-mesh/outrigger/composer"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
 
 // metrics are the proxy's collectors, registered once on the injected
 // registry. Per-request code uses children resolved at Apply time
-// (routeStats, clusterMetrics, the endpoints' upstream_connections), never
+// (routeStats, clusterMetrics, the endpoints' upstream_connections, the
+// outrigger_composer_* children each composer.Composition binds), never
 // WithLabelValues: a request still running on a snapshot a reload
 // replaced would create again a series the reload deleted, exported for
 // good. A child the reload deleted is written to in vain, and a name that
@@ -43,13 +45,16 @@ type metrics struct {
 }
 
 // series are the label sets of per-route, per-cluster and per-endpoint
-// series one snapshot uses. An Apply deletes the series of the routes,
-// clusters and endpoints it removed, so that a long-lived sidecar whose
-// configuration churns (xDS) exports only what it serves.
+// series one snapshot uses, and its compositions, whose series the
+// composer package names. An Apply deletes the series of the routes,
+// clusters, endpoints and compositions (or composition calls) it removed,
+// so that a long-lived sidecar whose configuration churns (xDS) exports
+// only what it serves.
 type series struct {
-	routes    map[[3]string]struct{} // listener, route, cluster
-	clusters  map[string]struct{}
-	endpoints map[[2]string]struct{} // cluster, address
+	routes       map[[3]string]struct{} // listener, route, cluster
+	clusters     map[string]struct{}
+	endpoints    map[[2]string]struct{} // cluster, address
+	compositions []*composer.Composition
 }
 
 func newSeries() series {
@@ -130,6 +135,9 @@ func (m *metrics) deleteMissing(from, keep series) {
 		}
 		m.conns.DeleteLabelValues(e[0], e[1])
 	}
+	// Every Apply builds its compositions again; one of a name (and
+	// calls) from keeps its series, bound again to the same children.
+	composer.DeleteSeries(from.compositions, keep.compositions)
 }
 
 // connsOpen reports whether the upstream_connections series of endpoint
