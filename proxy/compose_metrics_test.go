@@ -204,3 +204,40 @@ func composerValue(t *testing.T, h *harness, name, composition, key, val string)
 	}
 	return 0
 }
+
+// A reload that fails after building some of its compositions leaves no
+// series of those the serving configuration does not have, and those of
+// the serving ones with their counts.
+func TestFailedReloadLeavesNoComposerSeriesOfItsCompositions(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"n":1}`)
+	})
+	route := func(name, cluster string) config.Route {
+		return config.Route{
+			Name:  name,
+			Match: config.RouteMatch{Path: config.PathMatch{Exact: "/" + name}},
+			Composition: &composer.Spec{Calls: []composer.Call{{Name: "c", Cluster: cluster, Path: "/"}},
+				Output: composer.Output{Nest: []composer.Nest{{From: "c"}}}},
+		}
+	}
+	cfg := func(routes ...config.Route) *config.Config {
+		return &config.Config{Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(addr(up))}}, Routes: routes}
+	}
+	h := startProxy(t, cfg(route("serving", "svc")))
+	resp := mustGet(t, h.h1, h.url("/serving"))
+	readAll(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// Routes compile in order: "added" is built before "bad" fails.
+	if err := h.p.Apply(cfg(route("serving", "svc"), route("added", "svc"), route("bad", "nowhere"))); err == nil {
+		t.Fatal("Apply of a composition calling an unknown cluster succeeded")
+	}
+	if n := countSeries(t, h, "outrigger_composer_", "composition", "added"); n != 0 {
+		t.Fatalf("%d series of a composition of the failed reload", n)
+	}
+	if v := composerValue(t, h, "outrigger_composer_requests_total", "serving", "result", "ok"); v != 1 {
+		t.Fatalf("serving composition: %v ok requests, want 1", v)
+	}
+}
