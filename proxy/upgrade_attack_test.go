@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/wire"
 )
 
@@ -397,32 +397,6 @@ func FuzzProtocolList(f *testing.F) {
 	})
 }
 
-// pipeListener hands out the server ends of net.Pipe connections, which
-// buffer nothing: a write waits for the client to read it, as one to a
-// client whose socket buffers are full (it pipelined requests and read
-// none of the answers).
-type pipeListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func (l *pipeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *pipeListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
-
 // The 101 that opens a tunnel is written on the hijacked connection,
 // which has no deadline, before the idle watch starts: a client that
 // read nothing held the tunnel's upstream connection and its request
@@ -434,7 +408,7 @@ func TestSwitchingProtocolsToAClientThatReadsNothingEnds(t *testing.T) {
 	if err := p.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	ln := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	ln := proxytest.NewPipeListener()
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln, Outbound) }()
 	t.Cleanup(func() {
@@ -447,9 +421,8 @@ func TestSwitchingProtocolsToAClientThatReadsNothingEnds(t *testing.T) {
 			t.Errorf("Serve returned %v", err)
 		}
 	})
-	client, server := net.Pipe()
+	client := ln.Dial()
 	defer client.Close()
-	ln.conns <- server
 	go func() {
 		_, _ = io.WriteString(client, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 	}()

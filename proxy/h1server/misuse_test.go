@@ -10,11 +10,11 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/h2server"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
 
 // waitNoConns polls until s tracks no connection: its goroutine has
@@ -436,44 +436,11 @@ func TestIdleTimeoutBoundsTheEndOfAResponseToAClientThatReadsNothing(t *testing.
 	waitNoConns(t, ts.Server)
 }
 
-// pipeListener hands out the server ends of net.Pipe connections,
-// which buffer nothing: a write waits for the client to read it.
-type pipeListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newPipeListener() *pipeListener {
-	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *pipeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *pipeListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
-
-type pipeAddr struct{}
-
-func (pipeAddr) Network() string { return "pipe" }
-func (pipeAddr) String() string  { return "pipe" }
-
-// servePipe serves s on a pipeListener and returns a client end,
+// servePipe serves s on a proxytest.PipeListener and returns a client end,
 // closed by the test's cleanup, on which req is being written.
 func servePipe(t *testing.T, s *Server, req string) net.Conn {
 	t.Helper()
-	ln := newPipeListener()
+	ln := proxytest.NewPipeListener()
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
@@ -482,9 +449,8 @@ func servePipe(t *testing.T, s *Server, req string) net.Conn {
 			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
 		}
 	})
-	client, server := net.Pipe()
+	client := ln.Dial()
 	t.Cleanup(func() { client.Close() })
-	ln.conns <- server
 	go func() { _, _ = io.WriteString(client, req) }()
 	return client
 }
