@@ -35,16 +35,26 @@ func held(started chan<- struct{}, release <-chan struct{}) http.Handler {
 	})
 }
 
+// heldStream starts a server serving held (modified by mod), opens
+// stream 1 to /held on a raw connection, and returns once its handler
+// waits. started takes the start of each later /held stream (up to two
+// unread); closing release lets them all answer.
+func heldStream(t *testing.T, mod ...func(*Server)) (ts *testServer, rc *rawConn, started, release chan struct{}) {
+	t.Helper()
+	started, release = make(chan struct{}, 2), make(chan struct{})
+	ts = start(t, held(started, release), mod...)
+	rc = dialRaw(t, ts.addr)
+	rc.get(1, "/held")
+	<-started
+	return ts, rc, started, release
+}
+
 // Shutdown's first GOAWAY is a notice naming 2^31-1, followed by a PING
 // (RFC 9113 §6.8), not a GOAWAY naming the last stream the client
 // opened.
 func TestShutdownSendsNoticeThenPing(t *testing.T) {
-	started, release := make(chan struct{}, 1), make(chan struct{})
-	ts := start(t, held(started, release), func(s *Server) { s.noticeWait = time.Minute })
+	ts, rc, _, release := heldStream(t, func(s *Server) { s.noticeWait = time.Minute })
 	defer close(release)
-	rc := dialRaw(t, ts.addr)
-	rc.get(1, "/held")
-	<-started
 	shutdownAsync(t, ts)
 	if data := rc.shutdownNotice(); data != noticePing {
 		t.Fatalf("PING data %q", data)
@@ -56,11 +66,7 @@ func TestShutdownSendsNoticeThenPing(t *testing.T) {
 // it; a stream opened after that is refused; the connection closes once
 // its streams are done, and Shutdown returns.
 func TestShutdownServesStreamsOpenedBeforeThePingAck(t *testing.T) {
-	started, release := make(chan struct{}, 2), make(chan struct{})
-	ts := start(t, held(started, release), func(s *Server) { s.noticeWait = time.Minute })
-	rc := dialRaw(t, ts.addr)
-	rc.get(1, "/held")
-	<-started
+	ts, rc, started, release := heldStream(t, func(s *Server) { s.noticeWait = time.Minute })
 	shut := shutdownAsync(t, ts)
 	data := rc.shutdownNotice()
 
@@ -109,12 +115,8 @@ func TestShutdownServesStreamsOpenedBeforeThePingAck(t *testing.T) {
 // An acknowledgement of a PING other than the notice's does not end the
 // notice.
 func TestShutdownIgnoresOtherPingAcks(t *testing.T) {
-	started, release := make(chan struct{}, 1), make(chan struct{})
-	ts := start(t, held(started, release), func(s *Server) { s.noticeWait = time.Minute })
+	ts, rc, _, release := heldStream(t, func(s *Server) { s.noticeWait = time.Minute })
 	defer close(release)
-	rc := dialRaw(t, ts.addr)
-	rc.get(1, "/held")
-	<-started
 	shutdownAsync(t, ts)
 	data := rc.shutdownNotice()
 	rc.fr.WritePing(true, [8]byte{1})
@@ -132,11 +134,7 @@ func TestShutdownIgnoresOtherPingAcks(t *testing.T) {
 // GOAWAY after noticeWait (the default, a second), naming the last
 // stream it opened.
 func TestShutdownFinalGoAwayWithoutPingAck(t *testing.T) {
-	started, release := make(chan struct{}, 1), make(chan struct{})
-	ts := start(t, held(started, release))
-	rc := dialRaw(t, ts.addr)
-	rc.get(1, "/held")
-	<-started
+	ts, rc, _, release := heldStream(t)
 	shut := shutdownAsync(t, ts)
 	began := time.Now()
 	rc.shutdownNotice()
@@ -179,12 +177,8 @@ func TestShutdownOfIdleConnection(t *testing.T) {
 // A connection error after the notice alone names the last stream the
 // client opened, which was taken, not the notice's 2^31-1.
 func TestConnectionErrorAfterNoticeNamesLastStream(t *testing.T) {
-	started, release := make(chan struct{}, 1), make(chan struct{})
-	ts := start(t, held(started, release), func(s *Server) { s.noticeWait = time.Minute })
+	ts, rc, _, release := heldStream(t, func(s *Server) { s.noticeWait = time.Minute })
 	defer close(release)
-	rc := dialRaw(t, ts.addr)
-	rc.get(1, "/held")
-	<-started
 	shutdownAsync(t, ts)
 	rc.shutdownNotice()
 	rc.get(3, "/")
