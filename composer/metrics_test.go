@@ -3,6 +3,10 @@ package composer
 import (
 	"context"
 	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"strconv"
 	"testing"
 	"time"
 
@@ -128,5 +132,49 @@ func TestDeleteSeriesKeepsWhatTheNewCompositionsUse(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(keep[0].series.requests[resultOK]); v != 1 {
 		t.Errorf("kept composition: ok = %v, want the 1 counted before", v)
+	}
+}
+
+// reasons lists every Reason constant: observe counts a failure only
+// under a reason it finds there, so one missing would go uncounted.
+func TestReasonsListsEveryReasonConstant(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "errors.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var declared []Reason
+	for _, d := range f.Decls {
+		gd, ok := d.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, s := range gd.Specs {
+			vs := s.(*ast.ValueSpec)
+			if id, ok := vs.Type.(*ast.Ident); !ok || id.Name != "Reason" {
+				continue
+			}
+			for _, v := range vs.Values {
+				lit, ok := v.(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					t.Fatalf("a Reason constant that is not a string literal: %T", v)
+				}
+				s, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				declared = append(declared, Reason(s))
+			}
+		}
+	}
+	if len(declared) == 0 {
+		t.Fatal("no Reason constant found in errors.go; the scan is broken")
+	}
+	for _, r := range declared {
+		if reasonIndex(r) < 0 {
+			t.Errorf("Reason %q is not in reasons: its failures are not counted", r)
+		}
+	}
+	if len(declared) != len(reasons) {
+		t.Errorf("errors.go declares %d Reasons, reasons lists %d", len(declared), len(reasons))
 	}
 }
