@@ -139,14 +139,14 @@ func (c Config) Validate() error {
 		if c.Host != "" && !httpguts.ValidHostHeader(c.Host) {
 			add("http.host", "not a valid Host header: %q", c.Host)
 		}
-		for i, r := range c.Statuses {
-			if r.Lo < 100 || r.Hi > 599 || r.Lo > r.Hi {
-				add(fmt.Sprintf("http.expected_statuses[%d]", i), "must be a status or range within 100-599 with lo <= hi, got %d-%d", r.Lo, r.Hi)
-			}
-		}
-		for i, r := range c.RetriableStatuses {
-			if r.Lo < 100 || r.Hi > 599 || r.Lo > r.Hi {
-				add(fmt.Sprintf("http.retriable_statuses[%d]", i), "must be a status or range within 100-599 with lo <= hi, got %d-%d", r.Lo, r.Hi)
+		for _, l := range []struct {
+			key string
+			rs  []StatusRange
+		}{{"http.expected_statuses", c.Statuses}, {"http.retriable_statuses", c.RetriableStatuses}} {
+			for i, r := range l.rs {
+				if r.Lo < 100 || r.Hi > 599 || r.Lo > r.Hi {
+					add(fmt.Sprintf("%s[%d]", l.key, i), "must be a status or range within 100-599 with lo <= hi, got %d-%d", r.Lo, r.Hi)
+				}
 			}
 		}
 		agents := 0
