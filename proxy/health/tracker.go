@@ -1,6 +1,9 @@
 package health
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // outcome is what one check says of an endpoint.
 type outcome uint8
@@ -18,11 +21,13 @@ const (
 )
 
 // outcomeOf is the outcome of a check that returned err.
+// A wrapped CheckError counts as itself, as CauseOf reads it.
 func outcomeOf(err error) outcome {
-	switch ce, _ := err.(*CheckError); {
+	var ce *CheckError
+	switch {
 	case err == nil:
 		return passed
-	case ce != nil && ce.Immediate:
+	case errors.As(err, &ce) && ce.Immediate:
 		return failedNow
 	}
 	return failed
