@@ -249,8 +249,6 @@ func decode(data []byte, source string) (*Config, error) {
 	return &cfg, nil
 }
 
-// emptyDocument reports whether doc holds nothing: no node written, not
-// even null ("~").
 // blank reports whether data holds nothing but white space (spaces,
 // tabs, line breaks), comments and a byte order mark.
 func blank(data []byte) bool {
@@ -264,6 +262,8 @@ func blank(data []byte) bool {
 	return true
 }
 
+// emptyDocument reports whether doc holds nothing: no node written, not
+// even null ("~").
 func emptyDocument(doc *yaml.Node) bool {
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
 		return doc.Kind == yaml.DocumentNode && len(doc.Content) == 0
