@@ -1853,10 +1853,11 @@ func (f *forwarding) extendWrites() {
 // copyBody streams src to w through a pooled buffer; with flush it pushes
 // each chunk to the client at once. dl, when set, is the route deadline,
 // which also bounds the writes to a client that stops reading; bounded
-// reports whether it was set as the write deadline. frames, when set, is fed what was written. upstream
-// reports that err came from src, not from w. idle, when set, is told of
-// each read and write, and its timeout bounds the header block, each
-// write, and the end of the response from the body's end.
+// reports whether it was set as the write deadline. frames, when set, is
+// fed what was written. upstream reports that err came from src, not
+// from w. idle, when set, is told of each read and write, and its timeout
+// bounds the header block, each write, and the end of the response from
+// the body's end.
 func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time, frames *grpcFrames, idle *idleWatch) (bounded, upstream bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -1873,12 +1874,6 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time, fr
 	// server clears it when the handler returns; an HTTP/2 stream whose
 	// deadline passes is reset INTERNAL_ERROR. A writer without write
 	// deadlines reports ErrNotSupported and is left as is.
-	bound := func() {
-		if rc == nil {
-			rc = http.NewResponseController(w)
-		}
-		bounded = rc.SetWriteDeadline(dl) == nil
-	}
 	switch {
 	case idle != nil:
 		// The header block, pushed below or sent with the first write,
@@ -1888,7 +1883,8 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool, dl time.Time, fr
 		rc = http.NewResponseController(w)
 		bounded = rc.SetWriteDeadline(earliest(dl, time.Now().Add(idle.d))) == nil
 	case !dl.IsZero():
-		bound()
+		rc = http.NewResponseController(w)
+		bounded = rc.SetWriteDeadline(dl) == nil
 	}
 	if flush {
 		if rc == nil {
