@@ -193,9 +193,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 			// harmless, and re-arms the watch of a directory replaced
 			// under the same name (renamed away or deleted, another put
 			// in its place within one debounce), whose watch went with
-			// the old one. Only the config's own directory was re-armed
-			// so; the directory a symlink leads to, replaced so, was no
-			// longer watched, and edits in it were missed.
+			// the old one. That goes for a directory a symlink on the
+			// config's path leads to as for the config's own.
 			if fw.Add(d) == nil {
 				watched[d] = true
 			}
