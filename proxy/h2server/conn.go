@@ -482,7 +482,7 @@ func (sc *serverConn) processFrame(f http2.Frame, hb *headerBlock) error {
 	case *http2.PingFrame:
 		if f.IsAck() {
 			if f.Data == noticePing {
-				sc.noticeAcked()
+				sc.sendFinalGoAway()
 			}
 		} else {
 			sc.mu.Lock()

@@ -67,23 +67,16 @@ func (sc *serverConn) startShutdown() {
 	sc.appendGoAwayLocked(maxStreamID, http2.ErrCodeNo)
 	sc.appendPingLocked(noticePing)
 	sc.queueLocked()
-	sc.noticeTimer = time.AfterFunc(sc.srv.noticeDelay(), sc.noticeTimeUp)
+	sc.noticeTimer = time.AfterFunc(sc.srv.noticeDelay(), sc.sendFinalGoAway)
 }
 
-// noticeAcked runs on the reader when the client acknowledges the
-// notice's PING: the streams it opened before it read the notice have
-// all arrived, and the final GOAWAY names the last.
-func (sc *serverConn) noticeAcked() {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	if sc.noticePending {
-		sc.startGoAwayLocked()
-	}
-}
-
-// noticeTimeUp runs on noticeTimer's goroutine. A firing that lost the
-// race with the acknowledgement finds the notice no longer pending.
-func (sc *serverConn) noticeTimeUp() {
+// sendFinalGoAway sends the final GOAWAY, naming the last stream the
+// client opened, if the notice is still pending. It runs on the reader
+// when the client acknowledges the notice's PING (the streams it opened
+// before it read the notice have all arrived), and on noticeTimer's
+// goroutine when no acknowledgement came in time; whichever comes second
+// finds the notice no longer pending.
+func (sc *serverConn) sendFinalGoAway() {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.noticePending {
