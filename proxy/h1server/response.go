@@ -168,6 +168,16 @@ func (w *response) writeContinue() error {
 	return w.flushInterim()
 }
 
+// idleBoundsWrite reports whether a write the server makes for w on its
+// own (a 1xx, what is left of the response once the handler has
+// returned) gets the idle timeout as its deadline: neither WriteTimeout
+// nor a write deadline the handler set bounds it. While the handler
+// runs, its caller holds c.wdMu, which guards writeDeadline.
+func (w *response) idleBoundsWrite() bool {
+	c := w.c
+	return c.s.WriteTimeout == 0 && !w.writeDeadline && c.lim.idleTimeout > 0
+}
+
 // flushInterim sends a 1xx response; c.contMu is held. Unless
 // WriteTimeout or a write deadline the handler set bounds it, the idle
 // timeout does, as it bounds the server's other writes of its own (see
@@ -177,7 +187,7 @@ func (w *response) writeContinue() error {
 func (w *response) flushInterim() error {
 	c := w.c
 	c.wdMu.Lock()
-	own := c.s.WriteTimeout == 0 && !w.writeDeadline && c.lim.idleTimeout > 0
+	own := w.idleBoundsWrite()
 	if own {
 		_ = c.rwc.SetWriteDeadline(time.Now().Add(c.lim.idleTimeout))
 	}
@@ -542,7 +552,7 @@ func (w *response) finish() {
 	// client that takes nothing (one that pipelines requests and reads
 	// no answer fills the socket's buffers) would hold the connection
 	// and its goroutine for good.
-	ownDeadline := c.s.WriteTimeout == 0 && !w.writeDeadline && c.lim.idleTimeout > 0
+	ownDeadline := w.idleBoundsWrite()
 	if ownDeadline {
 		_ = c.rwc.SetWriteDeadline(time.Now().Add(c.lim.idleTimeout))
 	}
