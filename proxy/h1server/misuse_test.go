@@ -437,7 +437,8 @@ func TestIdleTimeoutBoundsTheEndOfAResponseToAClientThatReadsNothing(t *testing.
 }
 
 // servePipe serves s on a proxytest.PipeListener and returns a client end,
-// closed by the test's cleanup, on which req is being written.
+// closed by the test's cleanup, on which req is being written, once s
+// tracks the connection.
 func servePipe(t *testing.T, s *Server, req string) net.Conn {
 	t.Helper()
 	ln := proxytest.NewPipeListener()
@@ -452,6 +453,12 @@ func servePipe(t *testing.T, s *Server, req string) net.Conn {
 	client := ln.Dial()
 	t.Cleanup(func() { client.Close() })
 	go func() { _, _ = io.WriteString(client, req) }()
+	s.init()
+	waitFor(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) > 0
+	})
 	return client
 }
 
@@ -471,13 +478,6 @@ func TestIdleTimeoutBoundsTheServersOwnAnswers(t *testing.T) {
 				io.WriteString(w, "hello")
 			}), H2: &h2server.Server{}, IdleTimeout: 200 * time.Millisecond}
 			servePipe(t, s, req)
-			s.init()
-			// Until the connection is tracked, then until it is not.
-			waitFor(t, func() bool {
-				s.mu.Lock()
-				defer s.mu.Unlock()
-				return len(s.conns) > 0
-			})
 			waitNoConns(t, s)
 		})
 	}
@@ -514,12 +514,6 @@ func TestIdleTimeoutBoundsInformationalResponses(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := &Server{Handler: tc.h, IdleTimeout: 200 * time.Millisecond}
 			servePipe(t, s, tc.req)
-			s.init()
-			waitFor(t, func() bool {
-				s.mu.Lock()
-				defer s.mu.Unlock()
-				return len(s.conns) > 0
-			})
 			waitNoConns(t, s)
 		})
 	}
