@@ -293,23 +293,31 @@ func (p *Proxy) retireHealth(old, res map[string]*resilience) {
 
 // panic reports whether the cluster balances over all its endpoints: when
 // fewer than outlier_detection.panic_threshold percent are neither ejected
-// nor failing their health check (Envoy's healthy panic threshold). Two
-// atomic loads while every endpoint passes its check; a few more while
-// some fail and none is ejected.
+// nor failing their health check (Envoy's healthy panic threshold).
+// Pending endpoints (a reload added them, and they have not been checked
+// yet) count on neither side, as with Envoy's
+// ignore_new_hosts_until_first_hc; when every endpoint is pending, the
+// cluster is as new and balances over all of them whatever the threshold.
+// Two atomic loads while every endpoint passes its check; a few more
+// while some fail and none is ejected.
 func (r *resilience) panic(now time.Time) bool {
 	if r.hc == nil || r.hc.UnhealthyCount() == 0 {
 		return r.det.Panic(now)
 	}
+	pending := r.hc.PendingCount()
+	n := r.hc.Len() - pending
+	if n <= 0 {
+		return true
+	}
 	if r.panicPct <= 0 {
 		return false
 	}
-	n := r.hc.Len()
-	ok := n - r.hc.UnhealthyCount()
+	ok := n - (r.hc.UnhealthyCount() - pending)
 	if r.det.EjectedCount(now) > 0 {
 		// Both kinds: count endpoints that are neither (O(n), and only
 		// while some endpoint is ejected and another fails its check).
 		ok = 0
-		for i := range n {
+		for i := range r.hc.Len() {
 			if r.hc.Healthy(i) && !r.det.Ejected(i, now) {
 				ok++
 			}

@@ -433,6 +433,49 @@ func TestPanicCountsEjectedAndUnhealthyTogether(t *testing.T) {
 	}
 }
 
+// Pending endpoints (added by a reload, not yet checked) count on neither
+// side of the panic threshold: a scale-up from one endpoint to four sends
+// everything to the checked one until the new ones pass, rather than
+// putting the cluster in panic mode. A cluster whose endpoints are all
+// pending balances over them, whatever the threshold, as a new one would.
+func TestPanicLeavesPendingEndpointsOut(t *testing.T) {
+	hcfg := healthConfig(*fastHealthCheck(), config.ProtocolHTTP1, nil)
+	old, err := health.New(hcfg, []string{"10.0.0.1:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(old.Close)
+	now := time.Now()
+	for _, tc := range []struct {
+		name      string
+		addrs     []string
+		threshold float64
+		panic     bool
+	}{
+		{"one kept, three added", []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"}, 50, false},
+		{"all added", []string{"10.0.0.2:80", "10.0.0.3:80"}, 50, true},
+		{"all added, panic mode off", []string{"10.0.0.2:80", "10.0.0.3:80"}, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hc, err := health.New(hcfg, tc.addrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(hc.Close)
+			hc.CarryFrom(old, func(i int) (int, bool) { return 0, tc.addrs[i] == "10.0.0.1:80" })
+			det, err := breaker.NewDetector(breaker.OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: 100,
+				PanicThreshold: &tc.threshold}, len(tc.addrs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &resilience{det: det, hc: hc, panicPct: tc.threshold}
+			if got := r.panic(now); got != tc.panic {
+				t.Fatalf("panic = %v, want %v (%d pending of %d)", got, tc.panic, hc.PendingCount(), hc.Len())
+			}
+		})
+	}
+}
+
 // healthPort answers /healthz, on a port of its own, with the status it
 // holds, for checks sent to clusters.*.health_check.port. It speaks
 // HTTP/1.1 and h2c and keeps the protocol and header of the last check.
@@ -903,5 +946,60 @@ func TestHealthConfigCarriesRetriableStatuses(t *testing.T) {
 	want := []health.StatusRange{{Lo: 429, Hi: 429}, {Lo: 502, Hi: 504}}
 	if !slices.Equal(c.RetriableStatuses, want) || !slices.Equal(c.Statuses, []health.StatusRange{{Lo: 200, Hi: 299}}) {
 		t.Fatalf("statuses %v, retriable %v", c.Statuses, c.RetriableStatuses)
+	}
+}
+
+// An endpoint a reload adds to a checked cluster takes no request before
+// its first check passes (Envoy's pending first health check), shows as
+// pending meanwhile, and takes its share as soon as the check passes.
+func TestHealthCheckEndpointAddedByReloadWaitsForItsFirstCheck(t *testing.T) {
+	a, aAddr := newHealthyBackend(t, "a")
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	var bHits, bChecks atomic.Int64
+	b := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			bChecks.Add(1)
+			select {
+			case <-release: // b's checks hold their answer until then
+			case <-r.Context().Done():
+			}
+			return
+		}
+		bHits.Add(1)
+		w.Write([]byte("b"))
+	})
+	bAddr := addr(b)
+	hc := fastHealthCheck()
+	hc.Timeout = time.Minute
+	cl := config.Cluster{Endpoints: eps(aAddr), HealthCheck: hc}
+	h := startProxy(t, simpleConfig(cl))
+	eventually(t, 5*time.Second, "a checked", func() bool { return a.checks.Load() > 0 })
+
+	cl.Endpoints = eps(aAddr, bAddr)
+	if err := h.p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	if e := endpointState(h, "svc", bAddr); e.State != "pending" || e.HealthCheck == nil || e.HealthCheck.Checked {
+		t.Fatalf("b right after the reload: %+v", e)
+	}
+	eventually(t, 5*time.Second, "b's first check in flight", func() bool { return bChecks.Load() > 0 })
+	for range 20 {
+		if got := readAll(t, mustGet(t, h.h1, h.url("/x"))); got != "a" {
+			t.Fatalf("answered by %q before b's first check passed", got)
+		}
+	}
+	if n := bHits.Load(); n != 0 {
+		t.Fatalf("b took %d requests before its first check passed", n)
+	}
+
+	once.Do(func() { close(release) })
+	eventually(t, 5*time.Second, "b taking traffic after its check", func() bool {
+		readAll(t, mustGet(t, h.h1, h.url("/x")))
+		return bHits.Load() > 0
+	})
+	if e := endpointState(h, "svc", bAddr); e.State != "healthy" {
+		t.Fatalf("b after its first pass: %+v", e)
 	}
 }

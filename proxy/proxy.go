@@ -340,8 +340,10 @@ type OutlierStatus struct {
 // EndpointStatus is one endpoint of a cluster.
 type EndpointStatus struct {
 	Address string `json:"address"`
-	// State is "healthy", "ejected" (by outlier detection) or
-	// "unhealthy" (failing its active health check, and not ejected).
+	// State is "healthy", "ejected" (by outlier detection),
+	// "unhealthy" (failing its active health check, and not ejected) or
+	// "pending" (added by a reload to a checked cluster, and not yet
+	// checked).
 	State          string    `json:"state"`
 	ActiveRequests int64     `json:"active_requests"`
 	EjectedUntil   time.Time `json:"ejected_until,omitzero"`
@@ -432,6 +434,9 @@ func (p *Proxy) Clusters() []ClusterStatus {
 					LastError: h.LastError, Successes: h.Successes, Failures: h.Failures}
 				if !h.Healthy && es.State == "healthy" {
 					es.State = "unhealthy"
+					if !h.Checked {
+						es.State = "pending"
+					}
 				}
 			}
 			cs.Endpoints = append(cs.Endpoints, es)

@@ -359,7 +359,9 @@ type Cluster struct {
 // GRPC and TCP says what a check is.
 //
 // An endpoint starts healthy and unchecked, so a new cluster takes traffic
-// at once; its first check alone decides (one failure makes it unhealthy).
+// at once; an endpoint a reload adds to a checked cluster is pending
+// (takes no traffic) until its first check. The first check alone decides
+// (one failure makes the endpoint unhealthy, one pass healthy).
 // After that a healthy endpoint turns unhealthy at once on an answer that
 // says so (an HTTP status in neither ExpectedStatuses nor
 // RetriableStatuses, a gRPC answer other than SERVING), as in Envoy, and

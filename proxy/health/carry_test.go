@@ -27,7 +27,7 @@ func TestCarryFromKeepsStateOfKeptEndpoints(t *testing.T) {
 
 	want := []EndpointStatus{
 		{Addr: "10.0.0.3:80", Healthy: true},
-		{Addr: "10.0.0.9:80", Healthy: true},
+		{Addr: "10.0.0.9:80", Healthy: false}, // new to the cluster: pending
 		{Addr: "10.0.0.1:80", Healthy: false, Checked: true, LastCheck: now, Successes: 1},
 		{Addr: "10.0.0.2:80", Healthy: true, Checked: true, LastCheck: now, LastError: "connect: connection refused", Failures: 1},
 	}
@@ -40,8 +40,8 @@ func TestCarryFromKeepsStateOfKeptEndpoints(t *testing.T) {
 			t.Errorf("endpoint %d: Healthy() = %v, want %v", i, next.Healthy(i), w.Healthy)
 		}
 	}
-	if n := next.UnhealthyCount(); n != 1 {
-		t.Fatalf("UnhealthyCount = %d, want 1", n)
+	if n := next.UnhealthyCount(); n != 2 {
+		t.Fatalf("UnhealthyCount = %d, want 2", n)
 	}
 	if got := log.list(); len(got) != 0 {
 		t.Fatalf("CarryFrom reported transitions %+v", got)
@@ -54,8 +54,18 @@ func TestCarryFromKeepsStateOfKeptEndpoints(t *testing.T) {
 	next.record(3, down, now)
 	next.record(3, down, now)
 	next.record(0, down, now)
-	if !next.Healthy(2) || next.Healthy(3) || next.Healthy(0) || next.UnhealthyCount() != 2 {
+	if !next.Healthy(2) || next.Healthy(3) || next.Healthy(0) || next.Healthy(1) || next.UnhealthyCount() != 3 {
 		t.Fatalf("after more checks: %+v", next.EndpointStatuses())
+	}
+	// The pending endpoint's first pass lets it in at once, whatever
+	// HealthyThreshold, and says so.
+	next.record(1, nil, now)
+	if !next.Healthy(1) || next.UnhealthyCount() != 2 {
+		t.Fatalf("after the pending endpoint's first pass: %+v", next.EndpointStatuses())
+	}
+	got := log.list()
+	if len(got) == 0 || got[len(got)-1] != (Transition{Endpoint: 1, Addr: "10.0.0.9:80", Healthy: true}) {
+		t.Fatalf("transitions %+v, want the last to let 10.0.0.9 in", got)
 	}
 }
 

@@ -76,9 +76,12 @@ type Checker struct {
 	prober prober
 
 	// healthy mirrors each tracker's healthy flag for lock-free reads; it
-	// is written under mu, together with the tracker and unhealthy.
+	// is written under mu, together with the tracker, unhealthy and
+	// unchecked (the unhealthy endpoints that are so for want of a
+	// check: pending).
 	healthy   []atomic.Bool
 	unhealthy atomic.Int64
+	unchecked atomic.Int64
 	// due is when each endpoint's next check starts (Unix nanoseconds; 0
 	// before Start): written by the endpoint's goroutine as it starts
 	// waiting, read by a successor's CarryFrom. While a check runs it is
@@ -269,8 +272,13 @@ func (c *Checker) Healthy(i int) bool {
 	return c.healthy[i].Load()
 }
 
-// UnhealthyCount is the number of unhealthy endpoints. Lock-free.
+// UnhealthyCount is the number of unhealthy endpoints, pending ones
+// included. Lock-free.
 func (c *Checker) UnhealthyCount() int { return int(c.unhealthy.Load()) }
+
+// PendingCount is the number of pending endpoints: added by CarryFrom
+// and not yet checked. They count as unhealthy too. Lock-free.
+func (c *Checker) PendingCount() int { return int(c.unchecked.Load()) }
 
 // Status returns endpoint i's state. An i out of range reports a healthy,
 // unchecked endpoint with no address.
@@ -314,8 +322,10 @@ func (c *Checker) status(i int, t tracker) EndpointStatus {
 // schedule (when their next check is due), so that a config reload which
 // keeps a cluster's health check does not start its endpoints over, nor
 // check them more often than Interval however often it comes. oldIndex maps an endpoint of c to its index in old, or
-// false for an endpoint old did not have; those keep the state of a new
-// endpoint (healthy, unchecked). oldIndex is called with no lock held and
+// false for an endpoint old did not have; those are pending: unhealthy
+// until their first check, which decides alone, so that an endpoint added
+// to a checked cluster takes no traffic before it has passed one (as in
+// Envoy). oldIndex is called with no lock held and
 // may call either Checker. Call CarryFrom before Start; it reports no
 // transitions.
 func (c *Checker) CarryFrom(old *Checker, oldIndex func(i int) (int, bool)) {
@@ -337,7 +347,9 @@ func (c *Checker) CarryFrom(old *Checker, oldIndex func(i int) (int, bool)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, j := range from {
-		if j >= 0 {
+		if j < 0 {
+			c.setLocked(i, pendingTracker())
+		} else {
 			c.setLocked(i, kept[j])
 			c.due[i].Store(old.due[j].Load())
 			cut := old.cutStart[j].Load()
@@ -355,6 +367,13 @@ func (c *Checker) CarryFrom(old *Checker, oldIndex func(i int) (int, bool)) {
 // in step.
 func (c *Checker) setLocked(i int, t tracker) {
 	was := c.trackers[i].healthy
+	if c.trackers[i].pending() != t.pending() {
+		if t.pending() {
+			c.unchecked.Add(1)
+		} else {
+			c.unchecked.Add(-1)
+		}
+	}
 	c.trackers[i] = t
 	if was != t.healthy {
 		c.healthy[i].Store(t.healthy)

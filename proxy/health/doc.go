@@ -22,7 +22,10 @@
 // # Rules of state
 //
 //   - An endpoint starts healthy and unchecked, so that a new cluster takes
-//     traffic at once (HAProxy does the same).
+//     traffic at once (HAProxy does the same). One that CarryFrom adds to
+//     a checked cluster starts pending instead: unhealthy and unchecked,
+//     so that it takes no traffic before a check has passed (Envoy does
+//     the same); PendingCount says how many are.
 //   - Its first check decides alone: a failure makes it unhealthy at once, a
 //     success confirms it healthy.
 //   - From then on a failure is of one of two kinds, as in Envoy. An

@@ -49,15 +49,26 @@ type tracker struct {
 // so that a new cluster takes traffic at once.
 func newTracker() tracker { return tracker{healthy: true} }
 
+// pendingTracker returns the state of an endpoint added to a cluster that
+// is already checked: unhealthy and unchecked, so that it takes no traffic
+// before its first check passes (Envoy's pending first health check).
+func pendingTracker() tracker { return tracker{} }
+
+// pending reports whether the endpoint is out for want of a check.
+func (t tracker) pending() bool { return !t.checked && !t.healthy }
+
 // record applies one check's outcome (reason is the failure, ignored when
 // it passed) and reports whether the endpoint changed between healthy and
-// unhealthy. The first check decides alone; after it a healthy endpoint
-// turns unhealthy at a failedNow, or at unhealthyThreshold failures of
-// either kind in a row, and an unhealthy one healthy after
-// healthyThreshold successes in a row.
+// unhealthy, or stopped being pending: a pending endpoint's first check
+// is a transition whatever its outcome, since the endpoint was out for
+// want of a check and is now in, or out for a reason. The first check
+// decides alone; after it a healthy endpoint turns unhealthy at a
+// failedNow, or at unhealthyThreshold failures of either kind in a row,
+// and an unhealthy one healthy after healthyThreshold successes in a row.
 func (t *tracker) record(o outcome, reason string, now time.Time, healthyThreshold, unhealthyThreshold int) (changed bool) {
 	ok := o == passed
 	first := !t.checked
+	pending := t.pending()
 	t.checked = true
 	t.lastCheck = now
 	if ok {
@@ -78,5 +89,5 @@ func (t *tracker) record(o outcome, reason string, now time.Time, healthyThresho
 	case !t.healthy && t.successes >= healthyThreshold:
 		t.healthy = true
 	}
-	return t.healthy != was
+	return t.healthy != was || pending
 }

@@ -131,6 +131,45 @@ func TestTrackerMatchesModel(t *testing.T) {
 	if err := quick.CheckEqual(tracked, model, cfg); err != nil {
 		t.Fatal(err)
 	}
+	// A pending endpoint differs only until its first check, which
+	// decides alone there too.
+	pending := func(in input) []bool {
+		h, u := int(in.HealthyTh%5)+1, int(in.UnhealthyTh%5)+1
+		tr := pendingTracker()
+		var out []bool
+		for _, o := range outcomes(in) {
+			tr.record(o, "x", time.Time{}, h, u)
+			out = append(out, tr.healthy)
+		}
+		return out
+	}
+	if err := quick.CheckEqual(pending, model, cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A pending endpoint is out until its first check, and that check is a
+// transition whether it passes or fails; the checks after it report
+// transitions as for any endpoint.
+func TestPendingTrackerFirstCheckIsATransition(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 200 {
+		tr := pendingTracker()
+		if tr.healthy || tr.checked {
+			t.Fatalf("pending tracker %+v", tr)
+		}
+		h, u := r.IntN(4)+1, r.IntN(4)+1
+		if !tr.record(outcome(r.IntN(3)), "x", time.Time{}, h, u) {
+			t.Fatal("a pending endpoint's first check reported no transition")
+		}
+		for range 50 {
+			was := tr.healthy
+			changed := tr.record(outcome(r.IntN(3)), "x", time.Time{}, h, u)
+			if changed != (was != tr.healthy) {
+				t.Fatalf("changed=%v but healthy went %v -> %v", changed, was, tr.healthy)
+			}
+		}
+	}
 }
 
 func TestTrackerChangedMatchesFlagFlip(t *testing.T) {
