@@ -197,7 +197,7 @@ func healthConfig(b config.HealthCheck, proto config.Protocol, tc *tls.Config) h
 		c.Headers = checkHeaders(b.HTTP.RequestHeaders)
 	case b.GRPC != nil:
 		c.Kind = health.GRPC
-		c.Service = b.GRPC.Service
+		c.Service, c.Host = b.GRPC.Service, b.GRPC.Authority
 	default:
 		c.Kind = health.TCP
 	}

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
@@ -301,6 +302,42 @@ func TestHealthCheckGRPC(t *testing.T) {
 	})
 	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_NOT_SERVING)
 	eventually(t, 5*time.Second, "unhealthy", func() bool { return endpointState(h, "svc", ep).State == "unhealthy" })
+}
+
+// health_check.grpc.authority is the :authority of the check calls; left
+// out, the address dialed is.
+func TestHealthCheckGRPCAuthority(t *testing.T) {
+	lis, err := netListen(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last atomic.Value
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(":authority")) == 1 {
+			last.Store(md.Get(":authority")[0])
+		}
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(srv, grpchealth.NewServer())
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	ep := lis.Addr().String()
+	var h *harness
+	for _, tc := range []struct{ authority, want string }{
+		{"orders.internal:443", "orders.internal:443"},
+		{"", ep},
+	} {
+		cl := config.Cluster{Endpoints: eps(ep), Protocol: config.ProtocolGRPC, HealthCheck: &config.HealthCheck{
+			Interval: 20 * time.Millisecond, HealthyThreshold: 1, UnhealthyThreshold: 1,
+			GRPC: &config.GRPCHealthCheck{Authority: tc.authority},
+		}}
+		if h == nil {
+			h = startProxy(t, simpleConfig(cl))
+		} else if err := h.p.Apply(simpleConfig(cl)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "a check with :authority "+tc.want, func() bool { return last.Load() == tc.want })
+	}
 }
 
 // outrigger_health_checks_total tells failures apart by their reason, a

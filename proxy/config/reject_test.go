@@ -85,6 +85,10 @@ listeners:
 		{"grpc health check on an http1 cluster", okCluster + `    health_check:
       grpc: {service: orders}
 `, `t.yaml:6: clusters.a.health_check.grpc: a gRPC health check needs the cluster's protocol to be http2 or grpc, not http1`},
+		{"grpc health check bad authority", okCluster + `    protocol: grpc
+    health_check:
+      grpc: {authority: "orders/v1"}
+`, `t.yaml:7: clusters.a.health_check.grpc.authority: must be a host or host:port, got "orders/v1"`},
 		{"health check interval too short", okCluster + `    health_check: {interval: 1ms, tcp: {}}
 `, `t.yaml:5: clusters.a.health_check.interval: must be at least 10ms, got 1ms`},
 		{"health check bad threshold", okCluster + `    health_check: {unhealthy_threshold: -2, tcp: {}}

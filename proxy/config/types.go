@@ -475,6 +475,12 @@ type GRPCHealthCheck struct {
 	// Service is the service name asked about. Empty means the server as
 	// a whole.
 	Service string `yaml:"service" json:"service"`
+
+	// Authority is the call's :authority (Envoy's
+	// grpc_health_check.authority), for a server that routes or
+	// authorizes by it. Empty means TLS's server_name when set, else the
+	// host:port dialed.
+	Authority string `yaml:"authority" json:"authority,omitempty"`
 }
 
 // TCPHealthCheck is a TCP connect check; it has no settings.

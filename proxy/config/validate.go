@@ -221,6 +221,9 @@ func (h *HealthCheck) validate(p *problems, path string, proto Protocol) {
 	if h.GRPC != nil && (proto == "" || proto == ProtocolHTTP1) {
 		p.add(path+".grpc", "a gRPC health check needs the cluster's protocol to be http2 or grpc, not http1")
 	}
+	if a := h.GRPC; a != nil && a.Authority != "" && (!httpguts.ValidHostHeader(a.Authority) || strings.ContainsAny(a.Authority, "/?#@")) {
+		p.addf(path+".grpc.authority", "must be a host or host:port, got %q", a.Authority)
+	}
 	if hc := h.HTTP; hc != nil {
 		if hc.Path != "" {
 			if !strings.HasPrefix(hc.Path, "/") || strings.ContainsFunc(hc.Path, badURIRune) || strings.Contains(hc.Path, "#") {
