@@ -619,6 +619,15 @@ type EndpointSnapshot struct {
 	IntervalRequests, IntervalSuccesses uint64
 }
 
+// Skipped returns the ejections the max_ejection_percent cap refused and
+// the detections the enforcing_* rolls did not enforce, as Snapshot's
+// Refused and NotEnforced, without building a snapshot.
+func (d *Detector) Skipped() (refused, notEnforced uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.refused, d.notEnforced
+}
+
 // Snapshot reads the Detector's state at now.
 func (d *Detector) Snapshot(now time.Time) DetectorSnapshot {
 	st := d.current(now)

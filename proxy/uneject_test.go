@@ -139,3 +139,79 @@ func TestPassedHealthCheckUnejectsOnlyAHealthyEndpoint(t *testing.T) {
 		t.Fatalf("returned with health check %+v, want at least %d passes in a row", s.HealthCheck, hc.HealthyThreshold)
 	}
 }
+
+// skippedEjections reads outrigger_breaker_ejections_skipped_total of
+// cluster svc for reason, or -1 when it is not exported.
+func skippedEjections(t *testing.T, h *harness, reason string) float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "outrigger_breaker_ejections_skipped_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["cluster"] == "svc" && l["reason"] == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return -1
+}
+
+// Detections that eject nothing are counted by why: the
+// max_ejection_percent cap (overflow) or an enforcing_* below 100
+// (not_enforced). The counts survive a reload that rebuilds the detector,
+// and go with the cluster when a reload removes it.
+func TestSkippedEjectionsMetric(t *testing.T) {
+	sick := func() string {
+		return addr(upstream(t, false, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
+	}
+	cl := config.Cluster{Endpoints: eps(sick(), sick()),
+		OutlierDetection: breaker.OutlierConfig{Consecutive5xx: 1, BaseEjectionTime: time.Hour, MaxEjectionPercent: 50}}
+	h := startProxy(t, simpleConfig(cl))
+	if o, n := skippedEjections(t, h, "overflow"), skippedEjections(t, h, "not_enforced"); o != 0 || n != 0 {
+		t.Fatalf("before any request: overflow %v, not_enforced %v; want both 0", o, n)
+	}
+	for range 3 {
+		readAll(t, mustGet(t, h.h1, h.url("/")))
+	}
+	// The first 500 ejects one endpoint; each later one, from the other,
+	// is over the 50 % cap. (A request is recorded as the proxy ends it,
+	// which can be after the client has read the response.)
+	eventually(t, 5*time.Second, "2 overflows", func() bool { return skippedEjections(t, h, "overflow") == 2 })
+
+	zero := 0
+	cl.OutlierDetection.EnforcingConsecutive5xx = &zero
+	cl.OutlierDetection.MaxEjectionPercent = 100
+	if err := h.p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	// (Four failed requests in all: a fifth would open the breaker.)
+	readAll(t, mustGet(t, h.h1, h.url("/")))
+	eventually(t, 5*time.Second, "a detection not enforced", func() bool { return skippedEjections(t, h, "not_enforced") == 1 })
+	if o := skippedEjections(t, h, "overflow"); o != 2 {
+		t.Fatalf("after the reload: overflow %v, want the 2 carried", o)
+	}
+
+	other := simpleConfig(config.Cluster{Endpoints: eps(sick())})
+	for name, c := range other.Clusters {
+		delete(other.Clusters, name)
+		other.Clusters["other"] = c
+	}
+	for i := range other.Routes {
+		other.Routes[i].Cluster = "other"
+	}
+	if err := h.p.Apply(other); err != nil {
+		t.Fatal(err)
+	}
+	if o := skippedEjections(t, h, "overflow"); o != -1 {
+		t.Fatalf("removed cluster still exported: overflow %v", o)
+	}
+}
