@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -274,6 +277,9 @@ func clientTLS(t config.TLS) (*tls.Config, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := pemWhole(pem); err != nil {
+			return nil, fmt.Errorf("ca_file %s: %w", t.CAFile, err)
+		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("ca_file %s: no PEM certificates", t.CAFile)
@@ -284,6 +290,9 @@ func clientTLS(t config.TLS) (*tls.Config, error) {
 		certPEM, err := config.ReadTLSFile(t.CertFile)
 		if err != nil {
 			return nil, err
+		}
+		if err := pemWhole(certPEM); err != nil {
+			return nil, fmt.Errorf("cert_file %s: %w", t.CertFile, err)
 		}
 		keyPEM, err := config.ReadTLSFile(t.KeyFile)
 		if err != nil {
@@ -296,6 +305,28 @@ func clientTLS(t config.TLS) (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// pemWhole reports an error when b has a PEM block that does not decode:
+// begun and cut off before its end, as a file rewritten in place reads
+// while half written, or damaged. x509.CertPool.AppendCertsFromPEM and
+// tls.X509KeyPair stop at such a block and keep the ones before it, so a
+// CA bundle or certificate chain read half written would apply with
+// only part of its certificates, and the handshakes that need the rest
+// fail until the files are next read.
+func pemWhole(b []byte) error {
+	begun := bytes.Count(b, []byte("-----BEGIN"))
+	n := 0
+	for rest := b; ; n++ {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+	}
+	if n < begun {
+		return errors.New("a PEM block is cut short or malformed")
+	}
+	return nil
 }
 
 func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapshot) (*route, error) {

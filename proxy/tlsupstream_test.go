@@ -1,0 +1,165 @@
+package proxy
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// testCert is a certificate and key for the upstream TLS tests, with
+// their PEM.
+type testCert struct {
+	cert            *x509.Certificate
+	key             *ecdsa.PrivateKey
+	certPEM, keyPEM []byte
+}
+
+// tlsCert returns a tls.Certificate of c (its chain: c alone).
+func (c *testCert) tlsCert(t testing.TB) tls.Certificate {
+	t.Helper()
+	tc, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tc
+}
+
+// newCert makes a certificate from tmpl, valid for the hour around now
+// unless tmpl says otherwise, signed by parent (self-signed when nil).
+func newCert(t testing.TB, tmpl *x509.Certificate, parent *testCert) *testCert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	}
+	pc, pk := tmpl, key
+	if parent != nil {
+		pc, pk = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, pc, &key.PublicKey, pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCert{cert: cert, key: key,
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})}
+}
+
+// newCA makes a self-signed CA named name.
+func newCA(t testing.TB, name string) *testCert {
+	return newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: name}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil)
+}
+
+// serverCert makes a server certificate for 127.0.0.1 and the DNS names,
+// signed by ca.
+func serverCert(t testing.TB, ca *testCert, names ...string) *testCert {
+	return newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "upstream"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: names}, ca)
+}
+
+// writeFile writes b to name in dir and returns its path.
+func writeFile(t testing.TB, dir, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tlsUpstream starts an HTTPS upstream serving cert that answers "ok".
+func tlsUpstream(t testing.TB, cert tls.Certificate, fn http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	if fn == nil {
+		fn = func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }
+	}
+	s := httptest.NewUnstartedServer(fn)
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// A CA bundle or certificate chain rewritten in place and read half
+// written, cut off inside a PEM block, is refused: crypto's parsers stop
+// at such a block and keep those before it, so the reload applied a
+// bundle missing the CAs after the cut, and the upstreams they vouch for
+// failed every handshake until the next read of the files.
+func TestPEMFileCutShortInABlockIsRefused(t *testing.T) {
+	ca1, ca2 := newCA(t, "first CA"), newCA(t, "second CA")
+	up := tlsUpstream(t, serverCert(t, ca2).tlsCert(t), nil)
+	dir := t.TempDir()
+	bundle := append(append([]byte{}, ca1.certPEM...), ca2.certPEM...)
+	caPath := writeFile(t, dir, "ca.pem", bundle)
+	c := config.Cluster{Endpoints: eps(strings.TrimPrefix(up.URL, "https://")),
+		TLS: config.TLS{Enabled: true, CAFile: caPath}}
+	h := startProxy(t, simpleConfig(c))
+	get := func(when string) {
+		t.Helper()
+		resp := mustGet(t, h.h1, h.url("/"))
+		if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
+			t.Fatalf("%s: %d %q, want 200 ok", when, resp.StatusCode, b)
+		}
+	}
+	get("with the whole bundle")
+
+	writeFile(t, dir, "ca.pem", bundle[:len(ca1.certPEM)+len(ca2.certPEM)/2])
+	err := h.p.Apply(simpleConfig(c))
+	if err == nil || !strings.Contains(err.Error(), "ca_file "+caPath) {
+		t.Fatalf("Apply of a CA bundle cut short: %v, want an error naming ca_file %s", err, caPath)
+	}
+	get("after the cut bundle was refused")
+
+	// A client certificate's chain (leaf, then intermediate) cut short
+	// in the intermediate.
+	inter := newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "intermediate"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, ca1)
+	leaf := newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "client"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, inter)
+	chain := append(append([]byte{}, leaf.certPEM...), inter.certPEM...)
+	writeFile(t, dir, "ca.pem", bundle)
+	cc := c
+	cc.TLS.CertFile = writeFile(t, dir, "tls.crt", chain[:len(leaf.certPEM)+len(inter.certPEM)-40])
+	cc.TLS.KeyFile = writeFile(t, dir, "tls.key", leaf.keyPEM)
+	if err := h.p.Apply(simpleConfig(cc)); err == nil || !strings.Contains(err.Error(), "cert_file "+cc.TLS.CertFile) {
+		t.Fatalf("Apply of a certificate chain cut short: %v, want an error naming cert_file %s", err, cc.TLS.CertFile)
+	}
+	writeFile(t, dir, "tls.crt", chain)
+	if err := h.p.Apply(simpleConfig(cc)); err != nil {
+		t.Fatalf("Apply of the whole chain: %v", err)
+	}
+	get("with the whole chain")
+}
