@@ -92,6 +92,9 @@ type pool struct {
 type connectError struct {
 	addr string
 	err  error
+	// tls: the TLS handshake failed (or chose no h2), after the TCP
+	// connection was made.
+	tls bool
 }
 
 func (e *connectError) Error() string { return fmt.Sprintf("connect to %s: %v", e.addr, e.err) }
@@ -159,11 +162,11 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 				cancel()
 				if err != nil {
 					raw.Close()
-					return nil, &connectError{addr: addr, err: err}
+					return nil, &connectError{addr: addr, err: err, tls: true}
 				}
 				if tc.ConnectionState().NegotiatedProtocol != "h2" {
 					tc.Close()
-					return nil, &connectError{addr: addr, err: errors.New("server did not negotiate h2 via ALPN")}
+					return nil, &connectError{addr: addr, err: errors.New("server did not negotiate h2 via ALPN"), tls: true}
 				}
 				return tc, nil
 			}

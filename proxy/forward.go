@@ -1047,12 +1047,12 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 			f.reached = true
 		}
 		if !f.prepareRetry(attempt, -1) {
-			f.retryAbandoned(failureReply(kind))
+			f.retryAbandoned(failureReply(kind, err))
 			return false
 		}
 		return true
 	}
-	f.fail(failureReply(kind))
+	f.fail(failureReply(kind, err))
 	return false
 }
 
@@ -1509,6 +1509,28 @@ func (f *forwarding) failKind(err error, actx context.Context) failKind {
 	return failReset
 }
 
+// tlsFailure is why the TLS handshake that err failed in did; empty when
+// err is not a TLS handshake's failure. The "tls: " most crypto/tls
+// errors begin with is dropped, the reply saying TLS already; a handshake
+// a timeout cut short (connect_timeout, the per-try timeout) timed out.
+func tlsFailure(err error) string {
+	var cause error
+	var he *h1client.HandshakeError
+	var ce *connectError
+	switch {
+	case errors.As(err, &he):
+		cause = he.Err
+	case errors.As(err, &ce) && ce.tls:
+		cause = ce.err
+	default:
+		return ""
+	}
+	if errors.Is(cause, context.DeadlineExceeded) || errors.Is(cause, context.Canceled) {
+		return "timed out"
+	}
+	return strings.TrimPrefix(cause.Error(), "tls: ")
+}
+
 // deadlineSkew is how close to the call's deadline an upstream's
 // cancellation counts as that deadline (see upstreamDeadline).
 const deadlineSkew = 100 * time.Millisecond
@@ -1525,10 +1547,18 @@ func (f *forwarding) upstreamDeadline(err error) bool {
 		f.sentDL-time.Now().UnixNano() <= int64(deadlineSkew)
 }
 
-func failureReply(k failKind) localReply {
+// failureReply is the local reply of an attempt that failed with err,
+// of kind k. A connect failure in the TLS handshake says why it failed,
+// as Envoy's reply gives its transport failure reason: a certificate
+// that does not verify is otherwise not told from a refused connection.
+func failureReply(k failKind, err error) localReply {
 	switch k {
 	case failConnect:
-		return localReply{reason: ReasonUpstreamConnectFailure}
+		lr := localReply{reason: ReasonUpstreamConnectFailure}
+		if why := tlsFailure(err); why != "" {
+			lr.detail = reasonInfo[lr.reason].text + ": TLS handshake: " + why
+		}
+		return lr
 	case failTimeout:
 		return localReply{reason: ReasonUpstreamTimeout}
 	}

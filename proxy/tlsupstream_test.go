@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,13 +101,13 @@ func writeFile(t testing.TB, dir, name string, b []byte) string {
 }
 
 // tlsUpstream starts an HTTPS upstream serving cert that answers "ok".
-func tlsUpstream(t testing.TB, cert tls.Certificate, fn http.HandlerFunc) *httptest.Server {
+// It offers the ALPN protocols alpn ("h2" among them serves HTTP/2);
+// nil offers http/1.1, empty none (the server ignores the client's).
+func tlsUpstream(t testing.TB, cert tls.Certificate, alpn []string) *httptest.Server {
 	t.Helper()
-	if fn == nil {
-		fn = func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }
-	}
-	s := httptest.NewUnstartedServer(fn)
-	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: alpn}
+	s.EnableHTTP2 = slices.Contains(alpn, "h2")
 	s.Config.ErrorLog = log.New(io.Discard, "", 0)
 	s.StartTLS()
 	t.Cleanup(s.Close)
@@ -162,4 +163,105 @@ func TestPEMFileCutShortInABlockIsRefused(t *testing.T) {
 		t.Fatalf("Apply of the whole chain: %v", err)
 	}
 	get("with the whole chain")
+}
+
+// A connection whose TLS handshake fails is a connect failure, and the
+// reply says why the handshake failed (its text, or a gRPC call's
+// grpc-message), so that a certificate that does not verify, has expired
+// or names another host, or a server that does not speak the cluster's
+// protocol, is told from a refused connection.
+func TestTLSHandshakeFailureIsNamedInTheReply(t *testing.T) {
+	ca := newCA(t, "upstream CA")
+	caPath := writeFile(t, t.TempDir(), "ca.pem", ca.certPEM)
+	expired := newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "expired"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:   time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}, ca)
+	h2 := []string{"h2"}
+
+	for _, tc := range []struct {
+		name  string
+		up    *httptest.Server
+		proto config.Protocol
+		tls   config.TLS
+		want  string
+	}{
+		{"self-signed http1", tlsUpstream(t, serverCert(t, newCA(t, "other CA")).tlsCert(t), nil), config.ProtocolHTTP1,
+			config.TLS{Enabled: true, CAFile: caPath}, "certificate signed by unknown authority"},
+		{"self-signed http2", tlsUpstream(t, serverCert(t, newCA(t, "other CA")).tlsCert(t), h2), config.ProtocolHTTP2,
+			config.TLS{Enabled: true, CAFile: caPath}, "certificate signed by unknown authority"},
+		{"expired", tlsUpstream(t, expired.tlsCert(t), nil), config.ProtocolHTTP1,
+			config.TLS{Enabled: true, CAFile: caPath}, "certificate has expired"},
+		{"other name", tlsUpstream(t, serverCert(t, ca, "a.example").tlsCert(t), h2), config.ProtocolGRPC,
+			config.TLS{Enabled: true, CAFile: caPath, ServerName: "b.example"}, "not b.example"},
+		{"http/1.1 only", tlsUpstream(t, serverCert(t, ca).tlsCert(t), nil), config.ProtocolHTTP2,
+			config.TLS{Enabled: true, CAFile: caPath}, "no application protocol"},
+		{"no ALPN", tlsUpstream(t, serverCert(t, ca).tlsCert(t), []string{}), config.ProtocolHTTP2,
+			config.TLS{Enabled: true, CAFile: caPath}, "did not negotiate h2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config.Cluster{Endpoints: eps(strings.TrimPrefix(tc.up.URL, "https://")), Protocol: tc.proto, TLS: tc.tls}
+			h := startProxy(t, simpleConfig(c))
+			resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+			if resp.StatusCode != 502 || resp.Header.Get(HeaderError) != "upstream_connect_failure" ||
+				!strings.HasPrefix(body, "upstream connect failure: TLS handshake: ") || !strings.Contains(body, tc.want) {
+				t.Fatalf("got %d %q %q, want 502 upstream_connect_failure and a text naming the TLS handshake and %q",
+					resp.StatusCode, resp.Header.Get(HeaderError), body, tc.want)
+			}
+			req, _ := http.NewRequest("POST", h.url("/pkg.Svc/Call"), nil)
+			req.Header.Set("Content-Type", "application/grpc")
+			resp, err := h.h2c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			if msg := resp.Header.Get("Grpc-Message"); resp.Header.Get("Grpc-Status") != "14" ||
+				!strings.Contains(msg, "TLS handshake") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("gRPC: grpc-status %q grpc-message %q, want 14 naming the TLS handshake and %q",
+					resp.Header.Get("Grpc-Status"), msg, tc.want)
+			}
+		})
+	}
+
+	// A server that accepts the connection and never answers the
+	// ClientHello: connect_timeout ends the handshake.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(silent.Addr().String()), Protocol: proto,
+			ConnectTimeout: 100 * time.Millisecond, TLS: config.TLS{Enabled: true, CAFile: caPath}}))
+		if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 502 || body != "upstream connect failure: TLS handshake: timed out\n" {
+			t.Fatalf("%s, silent server: %d %q, want 502 %q", proto, resp.StatusCode, body, "upstream connect failure: TLS handshake: timed out\n")
+		}
+	}
+
+	// A refused connection keeps the catalog's text.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(closed), TLS: config.TLS{Enabled: true, CAFile: caPath}}))
+	if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 502 || body != "upstream connect failure\n" {
+		t.Fatalf("refused: %d %q, want 502 %q", resp.StatusCode, body, "upstream connect failure\n")
+	}
 }
