@@ -142,6 +142,14 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 			tc = tc.Clone()
 			tc.NextProtos = []string{"h2"}
 			h2dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				// connect_timeout bounds the TCP connect and the
+				// handshake together, as the HTTP/1.1 pool's
+				// ConnectTimeout does.
+				if key.connectTimeout > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, key.connectTimeout)
+					defer cancel()
+				}
 				raw, err := dial(ctx, network, addr)
 				if err != nil {
 					return nil, err
@@ -152,15 +160,7 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 					c.ServerName = host
 				}
 				tc := tls.Client(raw, c)
-				// The handshake counts against connect_timeout, as the
-				// HTTP/1.1 pool's TLS handshake does.
-				hctx, cancel := ctx, context.CancelFunc(func() {})
-				if key.connectTimeout > 0 {
-					hctx, cancel = context.WithTimeout(ctx, key.connectTimeout)
-				}
-				err = tc.HandshakeContext(hctx)
-				cancel()
-				if err != nil {
+				if err := tc.HandshakeContext(ctx); err != nil {
 					raw.Close()
 					return nil, &connectError{addr: addr, err: err, tls: true}
 				}
@@ -193,12 +193,12 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 		// read/write goroutines and their hand-offs per request. It
 		// never uses HTTP_PROXY and never adds compression.
 		t := &h1client.Transport{
-			Dial:             dial,
-			TLSClientConfig:  tc,
-			HandshakeTimeout: key.connectTimeout,
-			MaxConnsPerHost:  key.maxConnsPerHost,
-			MaxIdlePerHost:   key.maxIdlePerHost,
-			IdleTimeout:      idle,
+			Dial:            dial,
+			TLSClientConfig: tc,
+			ConnectTimeout:  key.connectTimeout,
+			MaxConnsPerHost: key.maxConnsPerHost,
+			MaxIdlePerHost:  key.maxIdlePerHost,
+			IdleTimeout:     idle,
 			// The proxy's own timeouts (route, per-try) bound the wait
 			// for headers; the transport adds none.
 			ExpectContinueTimeout: time.Second,

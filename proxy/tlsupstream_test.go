@@ -18,7 +18,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -263,5 +265,123 @@ func TestTLSHandshakeFailureIsNamedInTheReply(t *testing.T) {
 	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(closed), TLS: config.TLS{Enabled: true, CAFile: caPath}}))
 	if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 502 || body != "upstream connect failure\n" {
 		t.Fatalf("refused: %d %q, want 502 %q", resp.StatusCode, body, "upstream connect failure\n")
+	}
+}
+
+// listenOverflows is the kernel's count of connections refused because a
+// listener's accept queue was full (TcpExt ListenOverflows).
+func listenOverflows(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		t.Skipf("no /proc/net/netstat: %v", err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) {
+			continue
+		}
+		for j, n := range names {
+			if n == "ListenOverflows" {
+				v, err := strconv.ParseInt(values[j], 10, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+		}
+	}
+	t.Skip("no TcpExt ListenOverflows in /proc/net/netstat")
+	return 0
+}
+
+// connect_timeout bounds the TCP connect and the TLS handshake together,
+// as Envoy's does ("if TLS is used, the timeout also applies to TLS
+// session setup"): each had a connect_timeout of its own, so a
+// connection whose SYN had to be sent again (a lost SYN, a full accept
+// queue) to a server that then never answered the ClientHello took up
+// to twice connect_timeout to fail.
+func TestConnectTimeoutBoundsTCPConnectAndTLSHandshakeTogether(t *testing.T) {
+	const connectTimeout = 1500 * time.Millisecond
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			// A listener whose accept queue holds one connection, held
+			// by filler: the proxy's SYN is dropped, and sent again
+			// 1 s later (Linux's initial retransmission timeout), once
+			// filler was taken. The server never answers a ClientHello.
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+				syscall.Close(fd)
+				t.Fatal(err)
+			}
+			if err := syscall.Listen(fd, 0); err != nil {
+				syscall.Close(fd)
+				t.Fatal(err)
+			}
+			f := os.NewFile(uintptr(fd), "listener")
+			ln, err := net.FileListener(f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			filler, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer filler.Close()
+
+			h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(ln.Addr().String()), Protocol: proto,
+				ConnectTimeout: connectTimeout, TLS: config.TLS{Enabled: true, InsecureSkipVerify: true}}))
+			overflows := listenOverflows(t)
+			start := time.Now()
+			type result struct {
+				code int
+				body string
+				took time.Duration
+			}
+			done := make(chan result, 1)
+			go func() {
+				resp, err := h.h1.Get(h.url("/"))
+				if err != nil {
+					done <- result{body: err.Error()}
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				done <- result{resp.StatusCode, string(b), time.Since(start)}
+			}()
+			eventually(t, 5*time.Second, "the proxy's SYN to be dropped", func() bool { return listenOverflows(t) > overflows })
+			accepted := make(chan time.Duration, 2)
+			var held []net.Conn
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
+			for range 2 { // filler, then the proxy's connection
+				c, err := ln.Accept()
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, c)
+				accepted <- time.Since(start)
+			}
+			<-accepted
+			if at := <-accepted; at < 500*time.Millisecond {
+				t.Skipf("the proxy's connection was accepted after %v: its SYN was not the one dropped", at)
+			}
+			r := <-done
+			if r.code != 502 || r.body != "upstream connect failure: TLS handshake: timed out\n" {
+				t.Fatalf("got %d %q, want 502 and a handshake timed out", r.code, r.body)
+			}
+			if r.took > connectTimeout+500*time.Millisecond {
+				t.Fatalf("the connect failure took %v, want about connect_timeout (%v)", r.took, connectTimeout)
+			}
+		})
 	}
 }

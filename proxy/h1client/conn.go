@@ -110,6 +110,12 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		var d net.Dialer
 		dial = d.DialContext
 	}
+	if t.ConnectTimeout > 0 {
+		// The connection outlives ctx: a bound on its making only.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.ConnectTimeout)
+		defer cancel()
+	}
 	nc, err := dial(ctx, "tcp", hp.key.addr)
 	if err != nil {
 		hp.releaseSlot()
@@ -125,13 +131,7 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 	if hp.tlsConfig != nil {
 		c.guard = &readGuard{Conn: nc}
 		tc := tls.Client(c.guard, hp.tlsConfig)
-		hctx := ctx
-		if t.HandshakeTimeout > 0 {
-			var cancel context.CancelFunc
-			hctx, cancel = context.WithTimeout(ctx, t.HandshakeTimeout)
-			defer cancel()
-		}
-		if err := tc.HandshakeContext(hctx); err != nil {
+		if err := tc.HandshakeContext(ctx); err != nil {
 			c.discard()
 			return nil, &HandshakeError{Addr: hp.key.addr, Err: err}
 		}

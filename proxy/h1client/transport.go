@@ -28,9 +28,11 @@ type Transport struct {
 	// always ["http/1.1"]. nil means the zero tls.Config.
 	TLSClientConfig *tls.Config
 
-	// HandshakeTimeout bounds a TLS handshake. 0 means only the request's
-	// context bounds it.
-	HandshakeTimeout time.Duration
+	// ConnectTimeout bounds making a connection: the dial and, for
+	// https, the TLS handshake, together, from the dial's start (as
+	// Envoy's connect_timeout covers TLS session setup). 0 means only
+	// the request's context (and Dial's own bound) bounds them.
+	ConnectTimeout time.Duration
 
 	// IdleTimeout is how long a connection may sit idle before it is
 	// closed instead of reused (checked when a connection is taken). 0

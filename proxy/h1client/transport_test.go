@@ -720,7 +720,7 @@ func TestTLS(t *testing.T) {
 	var opened atomic.Int32
 	tr := newTransport(t, func(tr *Transport) {
 		tr.TLSClientConfig = s.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
-		tr.HandshakeTimeout = 5 * time.Second
+		tr.ConnectTimeout = 5 * time.Second
 		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			opened.Add(1)
 			var d net.Dialer
