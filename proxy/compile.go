@@ -300,7 +300,9 @@ func clientTLS(t config.TLS) (*tls.Config, error) {
 		}
 		cert, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
-			return nil, err
+			// Its words begin with the "tls: " the caller's key path
+			// already says.
+			return nil, fmt.Errorf("cert_file %s and key_file %s: %s", t.CertFile, t.KeyFile, strings.TrimPrefix(err.Error(), "tls: "))
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}

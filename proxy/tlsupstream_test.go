@@ -385,3 +385,19 @@ func TestConnectTimeoutBoundsTCPConnectAndTLSHandshakeTogether(t *testing.T) {
 		})
 	}
 }
+
+// A client certificate and key that do not make a pair (a rotation caught
+// between its two writes) are refused with an error that names both
+// files, so that the log says which pair to look at.
+func TestMismatchedCertificateAndKeyAreRefusedNamingTheFiles(t *testing.T) {
+	ca := newCA(t, "client CA")
+	a, b := serverCert(t, ca), serverCert(t, ca)
+	dir := t.TempDir()
+	c := config.Cluster{Endpoints: eps("127.0.0.1:1"), TLS: config.TLS{Enabled: true,
+		CertFile: writeFile(t, dir, "tls.crt", a.certPEM), KeyFile: writeFile(t, dir, "tls.key", b.keyPEM)}}
+	err := New(Options{}).Apply(simpleConfig(c))
+	want := "clusters.svc: tls: cert_file " + c.TLS.CertFile + " and key_file " + c.TLS.KeyFile + ": private key does not match public key"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Apply: %v, want %q", err, want)
+	}
+}
