@@ -272,6 +272,10 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 
 func clientTLS(t config.TLS) (*tls.Config, error) {
 	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // explicit opt-in, documented as test-only
+	// Validate has checked the names; empty leaves crypto/tls's bounds
+	// (1.2 to 1.3 for a client).
+	tc.MinVersion, _ = config.TLSVersion(t.MinVersion)
+	tc.MaxVersion, _ = config.TLSVersion(t.MaxVersion)
 	if t.CAFile != "" {
 		pem, err := config.ReadTLSFile(t.CAFile)
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -401,3 +402,60 @@ func TestMismatchedCertificateAndKeyAreRefusedNamingTheFiles(t *testing.T) {
 		t.Fatalf("Apply: %v, want %q", err, want)
 	}
 }
+
+// tls.min_version and max_version bound the versions the proxy offers,
+// for requests and health checks alike: a TLS 1.2-only endpoint is
+// refused under min_version 1.3, and max_version 1.2 speaks 1.2 to an
+// endpoint that could do 1.3.
+func TestTLSVersionBounds(t *testing.T) {
+	ca := newCA(t, "versions CA")
+	cert := serverCert(t, ca).tlsCert(t)
+	caPath := writeFile(t, t.TempDir(), "ca.pem", ca.certPEM)
+	only12 := tlsUpstream(t, cert, nil)
+	only12.TLS.MaxVersion = tls.VersionTLS12
+	var seen atomicVersion
+	both := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.store(r.TLS.Version)
+		fmt.Fprint(w, "ok")
+	}))
+	both.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	both.Config.ErrorLog = log.New(io.Discard, "", 0)
+	both.StartTLS()
+	t.Cleanup(both.Close)
+
+	for _, tc := range []struct {
+		name     string
+		up       *httptest.Server
+		min, max string
+		status   int
+		version  uint16
+	}{
+		{"defaults to a 1.2-only endpoint", only12, "", "", 200, 0},
+		{"min 1.3 to a 1.2-only endpoint", only12, "1.3", "", 502, 0},
+		{"max 1.2 to an endpoint that can do 1.3", both, "", "1.2", 200, tls.VersionTLS12},
+		{"defaults to an endpoint that can do 1.3", both, "", "", 200, tls.VersionTLS13},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen.store(0)
+			c := config.Cluster{Endpoints: eps(strings.TrimPrefix(tc.up.URL, "https://")),
+				TLS: config.TLS{Enabled: true, CAFile: caPath, MinVersion: tc.min, MaxVersion: tc.max}}
+			h := startProxy(t, simpleConfig(c))
+			resp := mustGet(t, h.h1, h.url("/"))
+			body := readAll(t, resp)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%d %q, want %d", resp.StatusCode, body, tc.status)
+			}
+			if tc.status == 502 && !strings.Contains(body, "TLS handshake") {
+				t.Fatalf("refused endpoint: %q, want the handshake named", body)
+			}
+			if tc.version != 0 && seen.load() != tc.version {
+				t.Fatalf("spoke TLS %#x, want %#x", seen.load(), tc.version)
+			}
+		})
+	}
+}
+
+type atomicVersion struct{ v atomic.Uint32 }
+
+func (a *atomicVersion) store(v uint16) { a.v.Store(uint32(v)) }
+func (a *atomicVersion) load() uint16   { return uint16(a.v.Load()) }

@@ -229,6 +229,12 @@ clusters:
 `, `t.yaml:5: clusters.a.lb_policy: unknown load-balancing policy "ring_hash" (valid: round_robin, least_request, random)`},
 		{"tls settings while disabled", okCluster + `    tls: {server_name: a.example, ca_file: /ca.pem}
 `, `t.yaml:5: clusters.a.tls: server_name, ca_file set but enabled is false`},
+		{"tls version while disabled", okCluster + `    tls: {min_version: "1.3"}
+`, `t.yaml:5: clusters.a.tls: min_version set but enabled is false`},
+		{"tls unknown versions", okCluster + `    tls: {enabled: true, min_version: "1.1", max_version: TLSv1_3}
+`, "t.yaml:5: clusters.a.tls.min_version: must be \"1.2\" or \"1.3\", got \"1.1\"\nt.yaml:5: clusters.a.tls.max_version: must be \"1.2\" or \"1.3\", got \"TLSv1_3\""},
+		{"tls versions crossed", okCluster + `    tls: {enabled: true, min_version: "1.3", max_version: "1.2"}
+`, `t.yaml:5: clusters.a.tls: min_version 1.3 is above max_version 1.2`},
 		{"breaker setting out of range", okCluster + `    circuit_breaker:
       failure_rate: {threshold: 2}
 `, `t.yaml:6: clusters.a.circuit_breaker.failure_rate.threshold: must be in (0,1]`},

@@ -520,6 +520,26 @@ type TLS struct {
 
 	// InsecureSkipVerify disables certificate verification. For tests only.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify" json:"insecure_skip_verify"`
+
+	// MinVersion and MaxVersion bound the TLS versions offered: "1.2" or
+	// "1.3" (Envoy's tls_minimum_protocol_version and
+	// tls_maximum_protocol_version). Empty means 1.2 and 1.3.
+	MinVersion string `yaml:"min_version" json:"min_version,omitempty"`
+	MaxVersion string `yaml:"max_version" json:"max_version,omitempty"`
+}
+
+// TLSVersion is the crypto/tls version a MinVersion or MaxVersion names,
+// or false for a name that is none of them. Empty names none: 0, true.
+func TLSVersion(name string) (uint16, bool) {
+	switch name {
+	case "":
+		return 0, true
+	case "1.2":
+		return 0x0303, true // tls.VersionTLS12
+	case "1.3":
+		return 0x0304, true // tls.VersionTLS13
+	}
+	return 0, false
 }
 
 // Pool tunes the connection pool to each endpoint of a cluster.

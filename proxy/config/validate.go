@@ -290,6 +290,8 @@ func (t *TLS) validate(p *problems, path string) {
 			field{"cert_file", t.CertFile != ""},
 			field{"key_file", t.KeyFile != ""},
 			field{"insecure_skip_verify", t.InsecureSkipVerify},
+			field{"min_version", t.MinVersion != ""},
+			field{"max_version", t.MaxVersion != ""},
 		)
 		if len(set) > 0 {
 			p.addf(path, "%s set but enabled is false", strings.Join(set, ", "))
@@ -298,6 +300,17 @@ func (t *TLS) validate(p *problems, path string) {
 	}
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		p.add(path, "cert_file and key_file must be set together")
+	}
+	lo, okLo := TLSVersion(t.MinVersion)
+	if !okLo {
+		p.addf(path+".min_version", `must be "1.2" or "1.3", got %q`, t.MinVersion)
+	}
+	hi, okHi := TLSVersion(t.MaxVersion)
+	if !okHi {
+		p.addf(path+".max_version", `must be "1.2" or "1.3", got %q`, t.MaxVersion)
+	}
+	if okLo && okHi && lo != 0 && hi != 0 && lo > hi {
+		p.addf(path, "min_version %s is above max_version %s", t.MinVersion, t.MaxVersion)
 	}
 }
 
