@@ -50,6 +50,8 @@ type transportKey struct {
 	idleTimeout     time.Duration
 	maxIdlePerHost  int
 	maxConnsPerHost int
+	maxRequests     int           // pool.max_requests_per_connection
+	maxAge          time.Duration // pool.max_connection_duration
 	tls             config.TLS
 	// tlsFiles is tls.FilesSum() when the key was made: a file rewritten
 	// in place (a rotated certificate) makes a new pool.
@@ -178,8 +180,10 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 			// silence, give up 15s later. While the silence lasts, pings
 			// are MinPingInterval (5 minutes) apart, which gRPC servers'
 			// keepalive enforcement allows.
-			ReadIdleTimeout: 30 * time.Second,
-			PingTimeout:     15 * time.Second,
+			ReadIdleTimeout:   30 * time.Second,
+			PingTimeout:       15 * time.Second,
+			MaxStreamsPerConn: key.maxRequests,
+			MaxConnAge:        key.maxAge,
 			// A body announced with "Expect: 100-continue" waits for
 			// the upstream's 100 (or its refusal) this long, as HTTP/1.1
 			// clusters' do.
@@ -193,12 +197,14 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 		// read/write goroutines and their hand-offs per request. It
 		// never uses HTTP_PROXY and never adds compression.
 		t := &h1client.Transport{
-			Dial:            dial,
-			TLSClientConfig: tc,
-			ConnectTimeout:  key.connectTimeout,
-			MaxConnsPerHost: key.maxConnsPerHost,
-			MaxIdlePerHost:  key.maxIdlePerHost,
-			IdleTimeout:     idle,
+			Dial:               dial,
+			TLSClientConfig:    tc,
+			ConnectTimeout:     key.connectTimeout,
+			MaxConnsPerHost:    key.maxConnsPerHost,
+			MaxIdlePerHost:     key.maxIdlePerHost,
+			IdleTimeout:        idle,
+			MaxRequestsPerConn: key.maxRequests,
+			MaxConnAge:         key.maxAge,
 			// The proxy's own timeouts (route, per-try) bound the wait
 			// for headers; the transport adds none.
 			ExpectContinueTimeout: time.Second,

@@ -245,6 +245,8 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 		idleTimeout:     cc.Pool.IdleTimeout,
 		maxIdlePerHost:  cc.Pool.MaxIdlePerEndpoint,
 		maxConnsPerHost: cc.Pool.MaxConnectionsPerEndpoint,
+		maxRequests:     cc.Pool.MaxRequestsPerConnection,
+		maxAge:          cc.Pool.MaxConnectionDuration,
 		tls:             cc.TLS,
 		tlsFiles:        cc.TLS.FilesSum(),
 	}

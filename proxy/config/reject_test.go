@@ -229,6 +229,8 @@ clusters:
 `, `t.yaml:5: clusters.a.lb_policy: unknown load-balancing policy "ring_hash" (valid: round_robin, least_request, random)`},
 		{"tls settings while disabled", okCluster + `    tls: {server_name: a.example, ca_file: /ca.pem}
 `, `t.yaml:5: clusters.a.tls: server_name, ca_file set but enabled is false`},
+		{"pool connection life negative", okCluster + `    pool: {max_requests_per_connection: -1, max_connection_duration: -1s}
+`, "t.yaml:5: clusters.a.pool.max_requests_per_connection: must not be negative (0 means unlimited)\nt.yaml:5: clusters.a.pool.max_connection_duration: must not be negative, got -1s"},
 		{"tls version while disabled", okCluster + `    tls: {min_version: "1.3"}
 `, `t.yaml:5: clusters.a.tls: min_version set but enabled is false`},
 		{"tls unknown versions", okCluster + `    tls: {enabled: true, min_version: "1.1", max_version: TLSv1_3}

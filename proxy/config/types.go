@@ -556,6 +556,19 @@ type Pool struct {
 	// endpoint; a request that would need one more waits for a free one.
 	// Zero means unlimited.
 	MaxConnectionsPerEndpoint int `yaml:"max_connections_per_endpoint" json:"max_connections_per_endpoint"`
+
+	// MaxRequestsPerConnection is how many requests one connection
+	// carries (HTTP/1.1 exchanges, HTTP/2 streams) before it is closed,
+	// once they have ended (Envoy's max_requests_per_connection); 1 uses
+	// each connection once. Zero means unlimited.
+	MaxRequestsPerConnection int `yaml:"max_requests_per_connection" json:"max_requests_per_connection,omitempty"`
+
+	// MaxConnectionDuration is how long a connection takes new requests
+	// from its dial (Envoy's max_connection_duration); past it, it is
+	// closed once its requests have ended, so that traffic to an endpoint
+	// that is a load-balanced address (a Kubernetes Service) spreads again
+	// over what is behind it. Zero means unlimited.
+	MaxConnectionDuration time.Duration `yaml:"max_connection_duration" json:"max_connection_duration,omitempty"`
 }
 
 // Direction says which listener a route belongs to.

@@ -163,6 +163,10 @@ func (cl *Cluster) validate(p *problems, path string) {
 		p.add(path+".pool.max_idle_per_endpoint", "must not be negative")
 	}
 	checkDuration(p, path+".pool.idle_timeout", cl.Pool.IdleTimeout)
+	if cl.Pool.MaxRequestsPerConnection < 0 {
+		p.add(path+".pool.max_requests_per_connection", "must not be negative (0 means unlimited)")
+	}
+	checkDuration(p, path+".pool.max_connection_duration", cl.Pool.MaxConnectionDuration)
 	if cl.Pool.MaxConnectionsPerEndpoint < 0 {
 		p.add(path+".pool.max_connections_per_endpoint", "must not be negative (0 means unlimited)")
 	}

@@ -51,6 +51,10 @@ type conn struct {
 	written int64
 	// reused is set once the connection has served an exchange.
 	reused bool
+	// born is when the connection was dialled and exchanges counts those
+	// it finished, for the Transport's MaxConnAge and MaxRequestsPerConn.
+	born      time.Time
+	exchanges int
 	// unframedRisk is set when the last response had no body by its
 	// framing (HEAD, 1xx, 204, 304, Content-Length 0): a server that
 	// wrote one anyway (one that ignores HEAD, say) may have sent it
@@ -121,7 +125,7 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		hp.releaseSlot()
 		return nil, fmt.Errorf("h1client: dial %s: %w", hp.key.addr, err)
 	}
-	c := &conn{hp: hp, nc: nc}
+	c := &conn{hp: hp, nc: nc, born: t.now()}
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
@@ -246,7 +250,8 @@ func (c *conn) setReadDeadline(t time.Time) {
 // as it arrived is passed on unused. Under TLS such bytes may also be
 // held by the TLS layer (see tlsHoldsInput).
 func (c *conn) release(reuse bool) {
-	if !c.unwatch() || !reuse || c.br != nil && c.br.Buffered() > 0 || c.tlsState != nil && c.tlsHoldsInput() {
+	c.exchanges++
+	if !c.unwatch() || !reuse || c.spent() || c.br != nil && c.br.Buffered() > 0 || c.tlsState != nil && c.tlsHoldsInput() {
 		c.discard()
 		return
 	}
@@ -258,6 +263,15 @@ func (c *conn) release(reuse bool) {
 	// and the next exchange sets its own (see setDeadline).
 	c.reused = true
 	c.hp.putIdle(c)
+}
+
+// spent reports whether the connection has carried the Transport's
+// MaxRequestsPerConn exchanges or is past its MaxConnAge: it is not to
+// be reused. It reads the clock only under a MaxConnAge.
+func (c *conn) spent() bool {
+	t := c.hp.t
+	return t.MaxRequestsPerConn > 0 && c.exchanges >= t.MaxRequestsPerConn ||
+		t.MaxConnAge > 0 && t.now().Sub(c.born) >= t.MaxConnAge
 }
 
 // tlsHoldsInput reports whether the TLS layer holds input past the

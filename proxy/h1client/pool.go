@@ -128,6 +128,12 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 				c = nil
 			}
 		}
+		if c != nil && c.spent() {
+			// Past MaxConnAge while idle.
+			t.mu.Unlock()
+			c.discard()
+			continue
+		}
 		if c != nil {
 			t.mu.Unlock()
 			// An idle connection holds no read buffer (release checked

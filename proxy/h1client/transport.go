@@ -48,6 +48,16 @@ type Transport struct {
 	// net/http; a negative value keeps no idle connections.
 	MaxIdlePerHost int
 
+	// MaxRequestsPerConn is how many exchanges a connection carries in
+	// its life (Envoy's max_requests_per_connection): it is closed at
+	// the end of the last instead of being reused. 0 means no limit.
+	MaxRequestsPerConn int
+
+	// MaxConnAge is how long a connection is reused from its dial
+	// (Envoy's max_connection_duration): one past it is closed at the
+	// end of its exchange, or when taken idle. 0 means no limit.
+	MaxConnAge time.Duration
+
 	// MaxConnsPerHost caps each host's open connections, dialling, in use
 	// and idle. A request at the cap waits for a connection to be returned
 	// or closed, or for its context to end. 0 means no limit.

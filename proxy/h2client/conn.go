@@ -98,6 +98,11 @@ type conn struct {
 	reserved  int
 	used      bool // a stream was reserved before
 	idleSince time.Time
+	// born is when the connection was made; started counts the streams
+	// reserved on it, both for the Transport's MaxConnAge and
+	// MaxStreamsPerConn.
+	born    time.Time
+	started int
 	idleTimer *time.Timer
 	// Keepalive (ReadIdleTimeout/PingTimeout).
 	keepTimer  *time.Timer
@@ -171,6 +176,7 @@ func newConn(ctx context.Context, t *Transport, hp *hostPool, nc net.Conn) (*con
 		writerDone:        make(chan struct{}),
 		streams:           make(map[uint32]*stream),
 		nextID:            1,
+		born:              t.now(),
 		maxStreams:        100,
 		peerInitWindow:    initialPeerWindow,
 		peerMaxFrame:      defaultMaxFrame,
@@ -316,18 +322,35 @@ func (c *conn) reserve(now time.Time) (ok, reused, expired bool) {
 			return false, false, true
 		}
 	}
-	if uint32(c.reserved) >= c.maxStreams {
-		return false, false, false
-	}
-	if uint64(c.nextID)+2*uint64(c.reserved) > maxStreamID {
+	if uint64(c.nextID)+2*uint64(c.reserved) > maxStreamID || c.agedLocked(now) {
 		c.noNew, c.closeWhenIdle = true, true
 		// Idle already: no stream's end will close it.
 		return false, false, c.reserved == 0
 	}
+	if uint32(c.reserved) >= c.maxStreams {
+		return false, false, false
+	}
 	c.reserved++
+	c.countStreamLocked()
 	reused = c.used
 	c.used = true
 	return true, reused, false
+}
+
+// agedLocked reports whether the connection is past the Transport's
+// MaxConnAge at now.
+func (c *conn) agedLocked(now time.Time) bool {
+	return c.t.MaxConnAge > 0 && now.Sub(c.born) >= c.t.MaxConnAge
+}
+
+// countStreamLocked counts a stream reserved on the connection; the last
+// one MaxStreamsPerConn allows closes it to new ones, and it closes when
+// its streams have ended.
+func (c *conn) countStreamLocked() {
+	c.started++
+	if m := c.t.MaxStreamsPerConn; m > 0 && c.started >= m {
+		c.noNew, c.closeWhenIdle = true, true
+	}
 }
 
 // reserveFirst takes the first stream slot of a new connection for the
@@ -351,6 +374,7 @@ func (c *conn) reserveFirst() (ok, usable bool) {
 		return false, false
 	}
 	c.reserved++
+	c.countStreamLocked()
 	c.used = true
 	return true, true
 }

@@ -28,6 +28,17 @@ type Transport struct {
 	// before it is closed. 0 means 90s; a negative value means no limit.
 	IdleTimeout time.Duration
 
+	// MaxStreamsPerConn is how many streams a connection carries in its
+	// life (Envoy's max_requests_per_connection): the last one it may
+	// take leaves it open for the streams it has and closes it when they
+	// end. 0 means no limit.
+	MaxStreamsPerConn int
+
+	// MaxConnAge is how long a connection takes new streams from its
+	// dial (Envoy's max_connection_duration): past it, the connection
+	// takes none, and closes when its streams end. 0 means no limit.
+	MaxConnAge time.Duration
+
 	// ReadIdleTimeout is how long a connection may stay silent before a
 	// PING is sent to check it (the check runs between one and two
 	// ReadIdleTimeouts after the last frame read). The check also closes
