@@ -230,10 +230,10 @@ func (a *accessLog) Wrap(listener string, h http.Handler) http.Handler {
 	})
 }
 
-// serveLogged serves r through h and writes its access log line. It is
-// kept out of the wrapper: its fields take about 1 KB of stack, which
-// every request's handler goroutine would otherwise reserve (and grow its
-// stack for) even with the access log off.
+// serveLogged serves r through h and writes its access log line. It and
+// logServed are kept out of the wrapper: the fields take about 1 KB of
+// stack, which every request's handler goroutine would otherwise reserve
+// (and grow its stack for) even with the access log off.
 //
 //go:noinline
 func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.ResponseWriter, r *http.Request) {
@@ -243,7 +243,19 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 	// request without one comes through the recorder.
 	requestID := r.Header.Get("X-Request-Id")
 	rec := &recorder{ResponseWriter: w}
+	// Deferred: a response the proxy aborts midway (an upstream body cut
+	// short, a client gone mid-body, a route timeout past the header)
+	// ends its handler with the panic http.ErrAbortHandler, and its
+	// request has its line too.
+	defer logServed(l, listener, r, rec, requestID, start)
 	h.ServeHTTP(rec, r)
+}
+
+// logServed writes the line of r, served through rec from start.
+// requestID is the request's x-request-id as received.
+//
+//go:noinline
+func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, requestID string, start time.Time) {
 	if requestID == "" {
 		requestID = rec.requestID
 	}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// A response whose upstream body fails midway is aborted downstream (the
+// client reads a cut-off body, not a short success); its request still
+// writes its one access log line, with the status sent and the body bytes
+// that reached the client. The abort's panic skipped the line.
+func TestAccessLogLinesAnAbortedResponse(t *testing.T) {
+	up := newRawUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+	lp := startServedProxy(t, &config.Config{
+		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: up}}}},
+		Routes: []config.Route{{Name: "r", Cluster: "up",
+			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
+	})
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	// The client fails: on the response, or on its body, depending on
+	// whether the header went out before the abort.
+	if resp, err := c.Get("http://" + lp.addr + "/cut"); err == nil {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Fatalf("the cut-off body read as complete: %q", b)
+		}
+	}
+	lines := waitLines(t, lp.logPath, 1)
+	if len(lines) != 1 {
+		t.Fatalf("%d lines: %v", len(lines), lines)
+	}
+	l := lines[0]
+	if l["path"] != "/cut" || l["status"] != 200.0 || l["bytes"] != 10.0 || l["upstream_host"] != up {
+		t.Fatalf("line %v", l)
+	}
+}
+
+// A client that goes away mid-body aborts its response too: its line
+// keeps the status that was sent and the bytes sent before.
+func TestAccessLogLinesAResponseItsClientLeftMidBody(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("first"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(up.Close)
+	upAddr := up.Listener.Addr().String()
+	lp := startServedProxy(t, &config.Config{
+		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: upAddr}}}},
+		Routes: []config.Route{{Name: "r", Cluster: "up",
+			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
+	})
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + lp.addr + "/left")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, len("first"))
+	if _, err := io.ReadFull(resp.Body, b); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // mid-body: closes the connection
+	lines := waitLines(t, lp.logPath, 1)
+	if len(lines) != 1 {
+		t.Fatalf("%d lines: %v", len(lines), lines)
+	}
+	l := lines[0]
+	if l["path"] != "/left" || l["status"] != 200.0 || l["bytes"] != 5.0 || l["upstream_host"] != upAddr {
+		t.Fatalf("line %v", l)
+	}
+}
