@@ -1109,7 +1109,7 @@ func (f *forwarding) switchProtocols(resp *http.Response, permit breaker.Permit,
 	if w := f.idle(); w != nil {
 		w.stop() // the tunnel watches its own idleness
 	}
-	err = f.tunnel(f.r.Context(), resp, back, protocol)
+	err = f.tunnel(f.r.Context(), resp, back, protocol, ep.addr)
 	ep.active.Add(-1)
 	acancel(nil)
 	if err != nil && f.status == 0 {

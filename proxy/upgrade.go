@@ -104,18 +104,23 @@ func (f *forwarding) switchedConn(resp *http.Response) (io.ReadWriteCloser, stri
 // copies bytes both ways until both directions have ended, either side
 // fails, the tunnel has been idle for the route's idle_timeout (the
 // listener's when the route has none), or ctx
-// ends (forced shutdown). back is the upstream connection and protocol
-// what it switched to (see switchedConn).
+// ends (forced shutdown). back is the upstream connection of host and
+// protocol what it switched to (see switchedConn).
 //
 // A direction ends when its source sends EOF (a TCP half-close): the end
 // is passed on to the other peer (CloseWrite) and the other direction
 // goes on, as a TCP relay does; when the destination cannot be half
 // closed, the tunnel is closed whole.
-func (f *forwarding) tunnel(ctx context.Context, resp *http.Response, back io.ReadWriteCloser, protocol string) error {
+func (f *forwarding) tunnel(ctx context.Context, resp *http.Response, back io.ReadWriteCloser, protocol, host string) error {
 	conn, brw, err := http.NewResponseController(f.w).Hijack()
 	if err != nil {
 		back.Close()
 		return fmt.Errorf("hijack: %w", err)
+	}
+	// The 101 is the upstream's, its header copied below: an access log
+	// names host as the endpoint that answered.
+	if m, ok := f.w.(UpstreamMarker); ok {
+		m.MarkUpstream(f.c.name, host)
 	}
 	h := http.Header{}
 	copyResponseHeader(h, resp.Header)
