@@ -1,6 +1,7 @@
 package h2server
 
 import (
+	"net/url"
 	"strings"
 	"time"
 )
@@ -13,10 +14,11 @@ import (
 type Refusal struct {
 	// RemoteAddr is the client's address, as a Request's RemoteAddr.
 	RemoteAddr string
-	// Method, Host, Path (without the query) and Proto are the
-	// request's as far as they were read before the fault; those that
-	// were not are empty (all of them for an HTTP/1.1 request line that
-	// does not parse, or an HTTP/2 header block that does not decode).
+	// Method, Host, Path (decoded, as a Request's URL.Path, without the
+	// query) and Proto are the request's as far as they were read before
+	// the fault; those that were not are empty (all of them for an
+	// HTTP/1.1 request line that does not parse, or an HTTP/2 header
+	// block that does not decode).
 	Method, Host, Path, Proto string
 	// Status is the status answered; 0 for a stream reset (RST_STREAM
 	// PROTOCOL_ERROR) that carries none.
@@ -52,10 +54,22 @@ func (sc *serverConn) refused(f *headerBlock, status int, detail string) {
 			case ":authority":
 				r.Host = strings.Clone(hf.Value)
 			case ":path":
-				p, _, _ := strings.Cut(hf.Value, "?")
-				r.Path = strings.Clone(p)
+				r.Path = refusedPath(hf.Value)
 			}
 		}
 	}
 	fn(r)
+}
+
+// refusedPath is the path of a refused stream's :path value v as a served
+// request's URL.Path has it, and as package h1server reports a refused
+// request's: without the query, percent-decoded. A v that does not parse
+// as a request target is kept as it is up to its '?'.
+func refusedPath(v string) string {
+	var u url.URL
+	if v != "" && parseRequestURI(v, &u) == nil {
+		return strings.Clone(u.Path)
+	}
+	p, _, _ := strings.Cut(v, "?")
+	return strings.Clone(p)
 }

@@ -36,6 +36,10 @@ func TestRefusedStreamsAreReportedWithWhatWasRead(t *testing.T) {
 			Refusal{Status: 0, Detail: "header field value starts or ends with whitespace"}},
 		{"header list too large", func() { rc.get(7, "/big", "x-a", big, "x-b", big) },
 			Refusal{Method: "GET", Host: "x", Path: "/big", Status: 431, Detail: "request header list too large"}},
+		// Decoded, as a served request's URL.Path and an HTTP/1.1
+		// refusal's Path are.
+		{"escaped path", func() { rc.get(9, "/a%20b/%2Fc?q=%20", "connection", "keep-alive") },
+			Refusal{Method: "GET", Host: "x", Path: "/a b//c", Status: 0, Detail: "malformed request"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.send()
@@ -50,8 +54,8 @@ func TestRefusedStreamsAreReportedWithWhatWasRead(t *testing.T) {
 		})
 	}
 	// A served stream is no refusal.
-	rc.get(9, "/served")
-	if status, _, _, _ := rc.response(9); status != "400" {
+	rc.get(11, "/served")
+	if status, _, _, _ := rc.response(11); status != "400" {
 		t.Fatalf("served stream: %s", status)
 	}
 	select {
