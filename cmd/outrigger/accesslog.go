@@ -272,7 +272,7 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 	}
 	writeLine(l, &accessLine{
 		listener: listener, method: r.Method, authority: r.Host, path: r.URL.Path, protocol: r.Proto,
-		status: status, bytes: rec.bytes, duration: time.Since(start),
+		status: status, bytes: rec.bytes + rec.tunnelled.Load(), duration: time.Since(start),
 		requestID: requestID, route: rec.route, cluster: rec.cluster, upstreamHost: rec.upstreamHost,
 		err: own, upstreamErr: upstreamErr, remote: r.RemoteAddr,
 	})
@@ -348,6 +348,10 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	// tunnelled counts the bytes written to the hijacked connection (a
+	// tunnel's, after its 101); atomic, as the tunnel's two directions
+	// run on goroutines of their own.
+	tunnelled atomic.Int64
 	// upstream: the response is an upstream's, upstreamHost's of
 	// cluster (proxy.UpstreamMarker).
 	upstream     bool
@@ -414,13 +418,41 @@ func (r *recorder) Flush() {
 
 // Hijack hands the connection over (protocol upgrades such as WebSocket);
 // the line then records 101, the status the handler writes on the raw
-// connection.
+// connection, and as bytes those written to the connection itself, as
+// Envoy's BYTES_SENT counts an upgraded stream's. What goes through the
+// returned bufio.Writer (the 101's header block) is not counted.
 func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
-	if err == nil && r.status == 0 {
+	if err != nil {
+		return conn, brw, err
+	}
+	if r.status == 0 {
 		r.status = http.StatusSwitchingProtocols
 	}
-	return conn, brw, err
+	return countedConn{conn, &r.tunnelled}, brw, nil
+}
+
+// countedConn is a hijacked connection that adds the bytes written to it
+// to n. It keeps CloseWrite, with which a tunnel passes on one
+// direction's end (a TCP half-close).
+type countedConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// CloseWrite closes the connection's sending side, when it has one to
+// close alone; else it fails and closes nothing.
+func (c countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +75,26 @@ func TestAccessLogNamesATunnelsUpstreamHost(t *testing.T) {
 	l := lines[0]
 	if l["status"] != 101.0 || l["route"] != "ws" || l["cluster"] != "up" || l["upstream_host"] != up || l["error"] != "" {
 		t.Fatalf("line %v", l)
+	}
+}
+
+// A tunnel's bytes are those sent to the client after the 101, as Envoy's
+// BYTES_SENT counts an upgraded stream's; they were 0 however much the
+// tunnel carried.
+func TestAccessLogCountsATunnelsBytes(t *testing.T) {
+	up := newEchoUpgrader(t)
+	lp := startServedProxy(t, &config.Config{
+		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: up}}}},
+		Routes: []config.Route{{Name: "ws", Cluster: "up",
+			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
+	})
+	msg := strings.Repeat("echo", 10000)
+	tunnelEcho(t, lp.addr, "/ws", msg)
+	lines := waitLines(t, lp.logPath, 1)
+	if len(lines) != 1 {
+		t.Fatalf("%d lines: %v", len(lines), lines)
+	}
+	if l := lines[0]; l["status"] != 101.0 || l["bytes"] != float64(len(msg)) {
+		t.Fatalf("line %v; want status 101, bytes %d", l, len(msg))
 	}
 }
