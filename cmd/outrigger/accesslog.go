@@ -95,7 +95,7 @@ func (a *accessLog) switchLocked(cfg config.AccessLog) error {
 		})
 		// zap writes a line of its own on standard error for each
 		// line it fails to write; lostLines reports them instead.
-		next = zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(lostLinesWriter{w, a.lost})), zapcore.InfoLevel),
+		next = zap.New(zapcore.NewCore(enc, zapcore.AddSync(&lostLinesWriter{w: w, lost: a.lost}), zapcore.InfoLevel),
 			zap.ErrorOutput(zapcore.AddSync(io.Discard)))
 	}
 	prev, prevFile := a.logger.Swap(next), a.file
@@ -163,15 +163,23 @@ func (l *lostLines) done(err error) {
 	}
 }
 
-// lostLinesWriter is the access log's writer: w, with each write's
-// outcome noted in lost. zap writes each line in one call.
+// lostLinesWriter is the access log's writer: w, one line at a time,
+// with each write's outcome noted in lost. zap writes each line in one
+// call.
 type lostLinesWriter struct {
-	w    io.Writer
 	lost *lostLines
+
+	// mu serialises the writes to w.
+	mu sync.Mutex
+	w  io.Writer
 }
 
-func (w lostLinesWriter) Write(p []byte) (int, error) {
+func (w *lostLinesWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
 	n, err := w.w.Write(p)
+	w.mu.Unlock()
+	// Unlocked: a report of lost lines goes to the process log, which
+	// the other requests' lines must not wait for.
 	w.lost.done(err)
 	return n, err
 }

@@ -3,13 +3,18 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // An access log on a full disk: no line of zap's own on standard error
@@ -93,4 +98,66 @@ func TestLostLinesReportsAtMostOncePerPeriod(t *testing.T) {
 	if got := reports(); got != "access log written again lost=1" {
 		t.Fatalf("written again: %q", got)
 	}
+}
+
+// failOnce fails its first write and takes the others.
+type failOnce struct{ failed atomic.Bool }
+
+func (w *failOnce) Write(p []byte) (int, error) {
+	if w.failed.CompareAndSwap(false, true) {
+		return 0, errors.New("no space left on device")
+	}
+	return len(p), nil
+}
+
+// blockingWriter is a process log whose writes wait for release; each
+// write is signalled on writing first.
+type blockingWriter struct {
+	writing, release chan struct{}
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	w.writing <- struct{}{}
+	<-w.release
+	return len(p), nil
+}
+
+func (w *blockingWriter) Sync() error { return nil }
+
+// The report of a lost line goes to the process log after the access
+// log's lock is released: a process log that is slow to take it (standard
+// error on a pipe nobody reads) holds back no other request's line. The
+// report was written under that lock.
+func TestLostLinesReportHoldsNoOtherLine(t *testing.T) {
+	plog := &blockingWriter{writing: make(chan struct{}), release: make(chan struct{})}
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), plog, zap.InfoLevel))
+	a, err := newAccessLog(config.AccessLog{Enabled: true}, &failOnce{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	h := a.Wrap("outbound", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		serveOne(h, "/lost") // its line fails; the report blocks
+	}()
+	select {
+	case <-plog.writing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report of the lost line")
+	}
+	second := make(chan struct{})
+	go func() {
+		defer close(second)
+		serveOne(h, "/written")
+	}()
+	select {
+	case <-second:
+	case <-time.After(10 * time.Second):
+		t.Error("a line waited for the process log's report of another")
+	}
+	close(plog.release)
+	<-first
+	<-second
 }
