@@ -132,6 +132,14 @@ func (w *fallbackWriter) MarkUpstream(cluster, host string) {
 	}
 }
 
+// RecordAbort passes on why the fallback cluster's response was cut
+// short (AbortRecorder).
+func (w *fallbackWriter) RecordAbort(reason string) {
+	if r, ok := w.ResponseWriter.(AbortRecorder); ok {
+		r.RecordAbort(reason)
+	}
+}
+
 // RecordRequestID passes on the id the proxy made for the fallback
 // cluster's request (RequestIDRecorder).
 func (w *fallbackWriter) RecordRequestID(id string) {
@@ -147,4 +155,5 @@ func (w *fallbackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 var (
 	_ UpstreamMarker    = (*fallbackWriter)(nil)
 	_ RequestIDRecorder = (*fallbackWriter)(nil)
+	_ AbortRecorder     = (*fallbackWriter)(nil)
 )

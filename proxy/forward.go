@@ -502,6 +502,11 @@ func (f *forwarding) run(start time.Time) {
 			// Nothing sensible can be sent after a partial body: abort the
 			// downstream stream so the client sees an error, not a
 			// truncated success (golang/go#23643).
+			if ar, ok := f.w.(AbortRecorder); ok {
+				if reason, ours := f.abortReason(); ours {
+					ar.RecordAbort(reason.String())
+				}
+			}
 			panic(http.ErrAbortHandler)
 		}
 		return
@@ -1709,6 +1714,31 @@ type RouteRecorder interface {
 // an access log uses it to log the id the upstream saw.
 type RequestIDRecorder interface {
 	RecordRequestID(id string)
+}
+
+// AbortRecorder is a ResponseWriter that is told why the proxy cut a
+// response short after its header (the abort with http.ErrAbortHandler):
+// the reason its local reply would have had before the header
+// (upstream_reset, upstream_timeout, ...). It is not told of a client that
+// went away. An access log uses it as Envoy's response flags (UR, UT).
+type AbortRecorder interface {
+	RecordAbort(reason string)
+}
+
+// abortReason is why f's response, its header sent, is cut short, and
+// whether the proxy's (false: the client went away).
+func (f *forwarding) abortReason() (Reason, bool) {
+	switch {
+	case f.r.Context().Err() != nil:
+		return 0, false
+	case f.limited != nil && f.limited.crossed.Load():
+		return ReasonRequestTooLarge, true
+	case f.clientBodyBroke():
+		return ReasonInvalidRequest, true
+	case f.routeDone():
+		return f.timeoutReason(), true
+	}
+	return ReasonUpstreamReset, true
 }
 
 // errDeadlineTrailers and errResetTrailers report that the proxy ended

@@ -367,6 +367,9 @@ type recorder struct {
 	// route and cluster: what the request matched and was sent to
 	// (proxy.RouteRecorder); cluster is the fallback's once it answered.
 	route, cluster string
+	// aborted is why the proxy cut the response short after its header
+	// (proxy.AbortRecorder).
+	aborted string
 	// requestID is the x-request-id the proxy made (proxy.RequestIDRecorder);
 	// the last one, which a route's fallback made when its primary's
 	// attempts never reached the upstream's application.
@@ -383,13 +386,16 @@ func (r *recorder) RecordRoute(route, cluster string) {
 	r.route, r.cluster = route, cluster
 }
 
+// RecordAbort implements proxy.AbortRecorder.
+func (r *recorder) RecordAbort(reason string) { r.aborted = reason }
+
 // RecordRequestID implements proxy.RequestIDRecorder.
 func (r *recorder) RecordRequestID(id string) { r.requestID = id }
 
 // errors returns the x-outrigger-error reason of this sidecar, and the one
 // an upstream Outrigger sent in its response, if any. On an upstream's
 // response the sidecar's own reason can only be a trailer it added (a
-// gRPC stream it ended).
+// gRPC stream it ended), or why it cut the response short.
 func (r *recorder) errors() (own, upstream string) {
 	h := r.Header()
 	if !r.upstream {
@@ -397,6 +403,8 @@ func (r *recorder) errors() (own, upstream string) {
 	}
 	if v := h[http.TrailerPrefix+proxy.HeaderError]; len(v) > 0 {
 		own = v[0]
+	} else {
+		own = r.aborted
 	}
 	return own, h.Get(proxy.HeaderError)
 }
@@ -476,4 +484,5 @@ var (
 	_ proxy.UpstreamMarker    = (*recorder)(nil)
 	_ proxy.RequestIDRecorder = (*recorder)(nil)
 	_ proxy.RouteRecorder     = (*recorder)(nil)
+	_ proxy.AbortRecorder     = (*recorder)(nil)
 )

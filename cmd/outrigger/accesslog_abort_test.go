@@ -5,14 +5,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // A response whose upstream body fails midway is aborted downstream (the
 // client reads a cut-off body, not a short success); its request still
-// writes its one access log line, with the status sent and the body bytes
-// that reached the client. The abort's panic skipped the line.
+// writes its one access log line, with the status sent, the body bytes
+// that reached the client and, in error, upstream_reset: the sidecar cut
+// the response short (Envoy's response flag UR). The abort's panic
+// skipped the line.
 func TestAccessLogLinesAnAbortedResponse(t *testing.T) {
 	up := newRawUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
 	lp := startServedProxy(t, &config.Config{
@@ -35,13 +38,14 @@ func TestAccessLogLinesAnAbortedResponse(t *testing.T) {
 		t.Fatalf("%d lines: %v", len(lines), lines)
 	}
 	l := lines[0]
-	if l["path"] != "/cut" || l["status"] != 200.0 || l["bytes"] != 10.0 || l["upstream_host"] != up {
+	if l["path"] != "/cut" || l["status"] != 200.0 || l["bytes"] != 10.0 || l["upstream_host"] != up || l["error"] != "upstream_reset" {
 		t.Fatalf("line %v", l)
 	}
 }
 
 // A client that goes away mid-body aborts its response too: its line
-// keeps the status that was sent and the bytes sent before.
+// keeps the status that was sent and the bytes sent before, and no error
+// of the sidecar's.
 func TestAccessLogLinesAResponseItsClientLeftMidBody(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("first"))
@@ -70,7 +74,42 @@ func TestAccessLogLinesAResponseItsClientLeftMidBody(t *testing.T) {
 		t.Fatalf("%d lines: %v", len(lines), lines)
 	}
 	l := lines[0]
-	if l["path"] != "/left" || l["status"] != 200.0 || l["bytes"] != 5.0 || l["upstream_host"] != upAddr {
+	if l["path"] != "/left" || l["status"] != 200.0 || l["bytes"] != 5.0 || l["upstream_host"] != upAddr || l["error"] != "" {
+		t.Fatalf("line %v", l)
+	}
+}
+
+// A route timeout that passes mid-body cuts the response short: the line
+// says upstream_timeout, as a 504 the sidecar answered would, with the
+// status of the header that went out.
+func TestAccessLogSaysARouteTimeoutCutAResponse(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("first"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(up.Close)
+	upAddr := up.Listener.Addr().String()
+	lp := startServedProxy(t, &config.Config{
+		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: upAddr}}}},
+		Routes: []config.Route{{Name: "r", Cluster: "up", Timeout: 200 * time.Millisecond,
+			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
+	})
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + lp.addr + "/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Fatalf("the cut-off body read as complete: %q", b)
+	}
+	lines := waitLines(t, lp.logPath, 1)
+	if len(lines) != 1 {
+		t.Fatalf("%d lines: %v", len(lines), lines)
+	}
+	if l := lines[0]; l["status"] != 200.0 || l["bytes"] != 5.0 || l["upstream_host"] != upAddr || l["error"] != "upstream_timeout" {
 		t.Fatalf("line %v", l)
 	}
 }
