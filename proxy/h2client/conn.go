@@ -101,8 +101,8 @@ type conn struct {
 	// born is when the connection was made; started counts the streams
 	// reserved on it, both for the Transport's MaxConnAge and
 	// MaxStreamsPerConn.
-	born    time.Time
-	started int
+	born      time.Time
+	started   int
 	idleTimer *time.Timer
 	// Keepalive (ReadIdleTimeout/PingTimeout).
 	keepTimer  *time.Timer
