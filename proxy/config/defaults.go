@@ -25,6 +25,11 @@ const (
 	DefaultMaxIdlePerEndpoint = 32
 	DefaultPoolIdleTimeout    = 90 * time.Second
 
+	// DefaultTLSMinVersion and DefaultTLSMaxVersion are crypto/tls's
+	// bounds for a client.
+	DefaultTLSMinVersion = "1.2"
+	DefaultTLSMaxVersion = "1.3"
+
 	DefaultHealthCheckInterval = 5 * time.Second
 	DefaultHealthCheckTimeout  = time.Second
 	DefaultHealthyThreshold    = 2
@@ -153,6 +158,11 @@ func (cl *Cluster) applyDefaults() {
 	setString((*string)(&cl.Protocol), string(ProtocolHTTP1))
 	setDuration(&cl.ConnectTimeout, DefaultConnectTimeout)
 	setString((*string)(&cl.LBPolicy), string(LBRoundRobin))
+	if cl.TLS.Enabled {
+		// Only with TLS on: Validate refuses a tls key beside enabled: false.
+		setString(&cl.TLS.MinVersion, DefaultTLSMinVersion)
+		setString(&cl.TLS.MaxVersion, DefaultTLSMaxVersion)
+	}
 	setInt(&cl.Pool.MaxIdlePerEndpoint, DefaultMaxIdlePerEndpoint)
 	setDuration(&cl.Pool.IdleTimeout, DefaultPoolIdleTimeout)
 	cl.CircuitBreaker = cl.CircuitBreaker.WithDefaults()

@@ -118,6 +118,36 @@ func TestImplicitInboundParts(t *testing.T) {
 	}
 }
 
+// /config shows the TLS versions a cluster offers: the bounds left out
+// are written in, and one that is set stays as set. A cluster without TLS
+// gets none, as Validate refuses tls keys beside enabled: false.
+func TestWithDefaultsFillsTheTLSVersionBounds(t *testing.T) {
+	cfg, err := Parse([]byte(`clusters:
+  plain: {endpoints: ["10.0.0.1:80"]}
+  tls: {endpoints: ["10.0.0.2:443"], tls: {enabled: true}}
+  only13: {endpoints: ["10.0.0.3:443"], tls: {enabled: true, min_version: "1.3"}}
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][2]string{"plain": {"", ""}, "tls": {"1.2", "1.3"}, "only13": {"1.3", "1.3"}} {
+		got := cfg.Clusters[name].TLS
+		if got.MinVersion != want[0] || got.MaxVersion != want[1] {
+			t.Errorf("clusters.%s.tls: min_version %q, max_version %q; want %q, %q", name, got.MinVersion, got.MaxVersion, want[0], want[1])
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("effective config does not validate: %v", err)
+	}
+	out, err := EffectiveJSON(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(out, []byte(`"min_version": "1.2"`)) || !bytes.Contains(out, []byte(`"max_version": "1.3"`)) {
+		t.Fatalf("the effective JSON leaves out the TLS version bounds:\n%s", out)
+	}
+}
+
 func TestEffectiveJSONRendersDurationsOfAnyStruct(t *testing.T) {
 	type inner struct {
 		Wait  interface{ String() string } `json:"wait"`

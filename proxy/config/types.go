@@ -523,9 +523,11 @@ type TLS struct {
 
 	// MinVersion and MaxVersion bound the TLS versions offered: "1.2" or
 	// "1.3" (Envoy's tls_minimum_protocol_version and
-	// tls_maximum_protocol_version). Empty means 1.2 and 1.3.
-	MinVersion string `yaml:"min_version" json:"min_version,omitempty"`
-	MaxVersion string `yaml:"max_version" json:"max_version,omitempty"`
+	// tls_maximum_protocol_version). Empty means 1.2 and 1.3, which
+	// [Config.WithDefaults] writes in when TLS is enabled, so that /config
+	// shows the versions offered.
+	MinVersion string `yaml:"min_version" json:"min_version"`
+	MaxVersion string `yaml:"max_version" json:"max_version"`
 }
 
 // TLSVersion is the crypto/tls version a MinVersion or MaxVersion names,
