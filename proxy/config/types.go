@@ -480,7 +480,7 @@ type GRPCHealthCheck struct {
 	// grpc_health_check.authority), for a server that routes or
 	// authorizes by it. Empty means TLS's server_name when set, else the
 	// host:port dialed.
-	Authority string `yaml:"authority" json:"authority,omitempty"`
+	Authority string `yaml:"authority" json:"authority"`
 }
 
 // TCPHealthCheck is a TCP connect check; it has no settings.
@@ -563,14 +563,14 @@ type Pool struct {
 	// carries (HTTP/1.1 exchanges, HTTP/2 streams) before it is closed,
 	// once they have ended (Envoy's max_requests_per_connection); 1 uses
 	// each connection once. Zero means unlimited.
-	MaxRequestsPerConnection int `yaml:"max_requests_per_connection" json:"max_requests_per_connection,omitempty"`
+	MaxRequestsPerConnection int `yaml:"max_requests_per_connection" json:"max_requests_per_connection"`
 
 	// MaxConnectionDuration is how long a connection takes new requests
 	// from its dial (Envoy's max_connection_duration); past it, it is
 	// closed once its requests have ended, so that traffic to an endpoint
 	// that is a load-balanced address (a Kubernetes Service) spreads again
 	// over what is behind it. Zero means unlimited.
-	MaxConnectionDuration time.Duration `yaml:"max_connection_duration" json:"max_connection_duration,omitempty"`
+	MaxConnectionDuration time.Duration `yaml:"max_connection_duration" json:"max_connection_duration"`
 }
 
 // Direction says which listener a route belongs to.
