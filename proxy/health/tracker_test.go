@@ -114,36 +114,29 @@ func TestTrackerMatchesModel(t *testing.T) {
 		}
 		return os
 	}
-	tracked := func(in input) []bool {
-		h, u := int(in.HealthyTh%5)+1, int(in.UnhealthyTh%5)+1
-		tr := newTracker()
-		var out []bool
-		for _, o := range outcomes(in) {
-			tr.record(o, "x", time.Time{}, h, u)
-			out = append(out, tr.healthy)
+	// run feeds in's outcomes to the tracker start returns.
+	run := func(start func() tracker) func(in input) []bool {
+		return func(in input) []bool {
+			h, u := int(in.HealthyTh%5)+1, int(in.UnhealthyTh%5)+1
+			tr := start()
+			var out []bool
+			for _, o := range outcomes(in) {
+				tr.record(o, "x", time.Time{}, h, u)
+				out = append(out, tr.healthy)
+			}
+			return out
 		}
-		return out
 	}
 	model := func(in input) []bool {
 		return modelHealthy(outcomes(in), int(in.HealthyTh%5)+1, int(in.UnhealthyTh%5)+1)
 	}
 	cfg := &quick.Config{MaxCount: 2000, Rand: nil}
-	if err := quick.CheckEqual(tracked, model, cfg); err != nil {
+	if err := quick.CheckEqual(run(newTracker), model, cfg); err != nil {
 		t.Fatal(err)
 	}
 	// A pending endpoint differs only until its first check, which
 	// decides alone there too.
-	pending := func(in input) []bool {
-		h, u := int(in.HealthyTh%5)+1, int(in.UnhealthyTh%5)+1
-		tr := pendingTracker()
-		var out []bool
-		for _, o := range outcomes(in) {
-			tr.record(o, "x", time.Time{}, h, u)
-			out = append(out, tr.healthy)
-		}
-		return out
-	}
-	if err := quick.CheckEqual(pending, model, cfg); err != nil {
+	if err := quick.CheckEqual(run(pendingTracker), model, cfg); err != nil {
 		t.Fatal(err)
 	}
 }
