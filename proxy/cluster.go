@@ -66,6 +66,10 @@ type pool struct {
 	rt  http.RoundTripper
 	// closeIdle closes the pool's idle connections.
 	closeIdle func()
+	// retain is the transport's Retain: it keeps pooling the
+	// connections to the hosts its argument reports true for, and
+	// closes the others once idle (see retainEndpoints).
+	retain func(keep func(addr string) bool)
 
 	// users counts snapshots referencing the pool plus requests in flight;
 	// when it reaches zero after retirement the idle conns are closed.
@@ -191,6 +195,7 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 		}
 		p.rt = t
 		p.closeIdle = t.CloseIdleConnections
+		p.retain = t.Retain
 	default:
 		// HTTP/1.1 (and HTTP/1.1 over TLS): h1client does each exchange
 		// on the forwarding goroutine, without http.Transport's
@@ -211,8 +216,27 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 		}
 		p.rt = t
 		p.closeIdle = t.CloseIdleConnections
+		p.retain = t.Retain
 	}
 	return p
+}
+
+// retainEndpoints keeps the pool's connections to c's endpoints and
+// lets those to any other address go: idle ones close at once, those in
+// use when their requests (of an earlier snapshot) end, as Envoy drains
+// the connection pools of a host removed from a cluster. Kept idle
+// until the pool's idle timeout, they held max_connections slots that
+// the cluster's endpoints then could not dial in. Caller holds
+// Proxy.applyMu, after c's snapshot is published.
+func (p *pool) retainEndpoints(c *cluster) {
+	live := make(map[string]struct{}, len(c.endpoints))
+	for _, e := range c.endpoints {
+		live[e.addr] = struct{}{}
+	}
+	p.retain(func(addr string) bool {
+		_, ok := live[addr]
+		return ok
+	})
 }
 
 // bindConns makes the series of c's endpoints the ones the pool's dials

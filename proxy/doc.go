@@ -13,7 +13,8 @@
 // depends on) and each cluster's breaker, limits and outlier detector
 // (keyed by the cluster's blocks) — are carried over when their inputs are
 // unchanged and retired otherwise; a retired pool closes its idle
-// connections when its last request ends.
+// connections when its last request ends, and a kept pool closes those
+// to the endpoints its cluster no longer has, each once idle.
 //
 // The forwarder is written by hand, after net/http/httputil's checklist:
 // it builds a new outbound request (the inbound one is never mutated),

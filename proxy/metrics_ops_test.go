@@ -81,50 +81,61 @@ func TestReplacedBreakerReportsNothing(t *testing.T) {
 	}
 }
 
-// An endpoint a reload removes and a later one adds back within the
-// pool's idle timeout: the upstream_connections gauge counts the
-// connections open to it, the one kept from before included. The series
-// was deleted with the endpoint while the cluster's pool kept the
-// connection, and counted from zero when the endpoint came back, though
-// the pool used the kept connection again (0 while one was open).
+// An endpoint a reload removes while a request holds a connection to
+// it, and a later reload adds back before the request ends: the
+// upstream_connections gauge counts the connections open to it, the one
+// kept from before included. The series was deleted with the endpoint
+// while the connection stayed open, and counted from zero when the
+// endpoint came back, though the pool used the kept connection again (0
+// while one was open).
 func TestUpstreamConnectionsOfAnEndpointAddedBack(t *testing.T) {
-	a := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	a := newHeldUpstream(t)
 	b := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
 	cfg := func(endpoints ...string) *config.Config {
-		return simpleConfig(config.Cluster{Endpoints: eps(endpoints...), OutlierDetection: breaker.OutlierConfig{Disabled: true}})
+		return simpleConfig(config.Cluster{Endpoints: eps(endpoints...), OutlierDetection: breaker.OutlierConfig{Disabled: true}},
+			func(r *config.Route) { r.Timeout = 10 * time.Second })
 	}
-	h := startProxy(t, cfg(addr(a)))
-	conns := func() float64 { return counterValue(h.p.m.conns.WithLabelValues("svc", addr(a))) }
-	readAll(t, mustGet(t, h.h1, h.url("/")))
+	h := startProxy(t, cfg(a.addr))
+	a.unblockOnCleanup(t)
+	conns := func() float64 { return counterValue(h.p.m.conns.WithLabelValues("svc", a.addr)) }
+	res := send(h, 1)
+	eventually(t, 5*time.Second, "the call upstream", func() bool { return a.entered.Load() == 1 })
 	if v := conns(); v != 1 {
 		t.Fatalf("connections to a: %v, want 1", v)
 	}
 	if err := h.p.Apply(cfg(addr(b))); err != nil {
 		t.Fatal(err)
 	}
-	if n := seriesWith(t, h, "endpoint", addr(a)); n != 1 {
-		t.Fatalf("%d series of the removed endpoint while the pool holds a connection to it, want 1", n)
+	if n := seriesWith(t, h, "endpoint", a.addr); n != 1 {
+		t.Fatalf("%d series of the removed endpoint while a request holds a connection to it, want 1", n)
 	}
-	if err := h.p.Apply(cfg(addr(a))); err != nil {
+	if err := h.p.Apply(cfg(a.addr)); err != nil {
 		t.Fatal(err)
 	}
-	readAll(t, mustGet(t, h.h1, h.url("/")))
+	a.release <- struct{}{}
+	if r := <-res; r[0] != "200 OK" {
+		t.Fatalf("the call held across the reloads: %v", r)
+	}
+	res = send(h, 1)
+	eventually(t, 5*time.Second, "the second call upstream", func() bool { return a.entered.Load() == 2 })
 	if v := conns(); v != 1 {
 		t.Fatalf("connections to a: %v after it came back, want 1", v)
 	}
+	a.release <- struct{}{}
+	if r := <-res; r[0] != "200 OK" {
+		t.Fatalf("the call after the endpoint came back: %v", r)
+	}
+	if m := a.maxOpenConns(); m != 1 {
+		t.Fatalf("%d connections opened to a, want the one kept", m)
+	}
 
-	// Removed again, and its connection closed: the next reload deletes
+	// Removed again: the reload closes its idle connection and deletes
 	// the series.
 	if err := h.p.Apply(cfg(addr(b))); err != nil {
 		t.Fatal(err)
 	}
-	a.CloseClientConnections()
-	eventually(t, 5*time.Second, "the connection to a to close", func() bool { return conns() == 0 })
-	if err := h.p.Apply(cfg(addr(b))); err != nil {
-		t.Fatal(err)
-	}
-	if n := seriesWith(t, h, "endpoint", addr(a)); n != 0 {
-		t.Fatalf("%d series of the removed endpoint after its connection closed and a reload", n)
+	if n := seriesWith(t, h, "endpoint", a.addr); n != 0 {
+		t.Fatalf("%d series of the removed endpoint once the reload closed its idle connection", n)
 	}
 }
 

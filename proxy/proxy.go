@@ -257,6 +257,11 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	oldRes := p.res
 	p.res = res
 	p.snap.Store(s)
+	// Before the series are committed, so that those of the endpoints
+	// removed whose connections this closes go with this reload.
+	for _, c := range s.clusters {
+		c.pool.retainEndpoints(c)
+	}
 	for name, r := range res {
 		p.publish(name, r, oldRes[name])
 	}

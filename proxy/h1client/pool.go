@@ -35,6 +35,9 @@ type hostPool struct {
 	// connection closed; a request that looked it up before then
 	// attaches it again, or uses its successor (see attachLocked).
 	removed bool
+	// draining: Retain let the host go, so a connection is closed at
+	// the end of its exchange rather than kept idle.
+	draining bool
 }
 
 // waiter is a request queued at MaxConnsPerHost. It receives exactly one
@@ -83,6 +86,7 @@ func (t *Transport) host(u *url.URL) (*hostPool, error) {
 	if t.hosts == nil {
 		t.hosts = make(map[hostKey]*hostPool)
 	}
+	hp.draining = t.keep != nil && !t.keep(k.addr)
 	t.hosts[k] = hp
 	return hp, nil
 }
@@ -235,6 +239,7 @@ func (t *Transport) attachLocked(hp *hostPool) *hostPool {
 		t.hosts = make(map[hostKey]*hostPool)
 	}
 	hp.removed = false
+	hp.draining = t.keep != nil && !t.keep(hp.key.addr)
 	t.hosts[hp.key] = hp
 	return hp
 }
@@ -252,7 +257,7 @@ func (hp *hostPool) putIdle(c *conn) {
 		w.ch <- c // buffered, and only ever sent to once
 		return
 	}
-	if len(hp.idle) >= t.maxIdle() {
+	if hp.draining || len(hp.idle) >= t.maxIdle() {
 		t.mu.Unlock()
 		c.discard()
 		return

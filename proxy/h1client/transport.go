@@ -80,6 +80,9 @@ type Transport struct {
 	// a request at it): a host whose last connection closed is removed,
 	// so that endpoints that come and go leave nothing behind.
 	hosts map[hostKey]*hostPool // guarded by mu
+	// keep is the last Retain's: the hosts whose connections are pooled
+	// (nil: all). Guarded by mu.
+	keep func(addr string) bool
 	// sweeper, armed while connections are idle, closes idle
 	// connections the server closed or that expired (see sweep).
 	sweeper *time.Timer // guarded by mu
@@ -244,6 +247,38 @@ func (t *Transport) CloseIdleConnections() {
 	if t.swept {
 		t.sweeper.Stop()
 		t.swept = false
+	}
+	t.mu.Unlock()
+	for _, c := range idle {
+		c.discard()
+	}
+}
+
+// Retain keeps pooling the connections to the hosts ("host:port") keep
+// reports true for, until the next Retain; nil keeps every host. The
+// idle connections to any other host are closed, and those in use are
+// closed at the end of their exchange instead of kept idle (one is
+// still handed to a request waiting for that host at MaxConnsPerHost);
+// so is each connection dialled to such a host later (a request that
+// still goes there). A host a later Retain keeps again is pooled as
+// before. keep is called with the Transport's lock held, now and for
+// hosts used later: it must not block or call the Transport.
+//
+// A proxy calls it when its configuration drops endpoints, as Envoy
+// drains the connection pools of a host removed from a cluster: idle
+// connections that nothing will ask for would hold their sockets, and
+// any cap on the connections open, until the idle timeout.
+func (t *Transport) Retain(keep func(addr string) bool) {
+	var idle []*conn
+	t.mu.Lock()
+	t.keep = keep
+	for k, hp := range t.hosts {
+		hp.draining = keep != nil && !keep(k.addr)
+		if hp.draining {
+			idle = append(idle, hp.idle...)
+			clear(hp.idle)
+			hp.idle = hp.idle[:0]
+		}
 	}
 	t.mu.Unlock()
 	for _, c := range idle {

@@ -391,6 +391,19 @@ func (c *conn) takeIfIdle() bool {
 	return true
 }
 
+// drain has the connection take no new stream and close when its last
+// stream ends, and reports whether it has none (reserved slots count),
+// for the caller to close it now.
+func (c *conn) drain() (idle bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.noNew, c.closeWhenIdle = true, true
+	return c.reserved == 0
+}
+
 // releaseLocked gives back a slot reserve took or a stream held.
 func (c *conn) releaseLocked() {
 	c.reserved--

@@ -17,6 +17,9 @@ type hostPool struct {
 	// dialing is the dial in flight, if any: requests that find every
 	// connection full wait for it rather than dial one each.
 	dialing *dialCall
+	// draining: Retain let the host go, so each of its connections
+	// closes when its last stream ends.
+	draining bool
 }
 
 // dialCall is one dial (and handshake) in flight. done is closed when it
@@ -49,7 +52,7 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		t.mu.Lock()
 		hp := t.hosts[addr]
 		if hp == nil {
-			hp = &hostPool{addr: addr}
+			hp = &hostPool{addr: addr, draining: t.keep != nil && !t.keep(addr)}
 			if t.hosts == nil {
 				t.hosts = make(map[string]*hostPool)
 			}
@@ -113,6 +116,10 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 			ok, usable = dc.c.reserveFirst()
 			if usable {
 				hp.conns = append(hp.conns, dc.c)
+				if hp.draining {
+					// The dialling request's stream keeps it open.
+					dc.c.drain()
+				}
 			}
 		}
 		if !usable && len(hp.conns) == 0 && t.hosts[addr] == hp {

@@ -103,6 +103,9 @@ type Transport struct {
 	// hosts holds each host's connections while it has any (or a dial in
 	// flight): a host whose last connection closed is removed.
 	hosts map[string]*hostPool // guarded by mu
+	// keep is the last Retain's: the hosts whose connections are pooled
+	// (nil: all). Guarded by mu.
+	keep func(addr string) bool
 }
 
 const (
@@ -230,6 +233,41 @@ func (t *Transport) CloseIdleConnections() {
 		<-c.writerDone
 	}
 }
+
+// Retain keeps pooling the connections to the hosts ("host:port") keep
+// reports true for, until the next Retain; nil keeps every host. Those
+// to any other host take no new stream and close when their last
+// stream ends, at once when they have none; so does each connection
+// dialled to such a host later (a request that still goes there). A
+// host a later Retain keeps again gets new connections. keep is called
+// with the Transport's lock held, now and for hosts dialled later: it
+// must not block or call the Transport.
+//
+// A proxy calls it when its configuration drops endpoints, as Envoy
+// drains the connection pools of a host removed from a cluster: pooled
+// connections that nothing will ask for would hold their sockets, and
+// any cap on the connections open, until the idle timeout.
+func (t *Transport) Retain(keep func(addr string) bool) {
+	var idle []*conn
+	t.mu.Lock()
+	t.keep = keep
+	for addr, hp := range t.hosts {
+		hp.draining = keep != nil && !keep(addr)
+		if !hp.draining {
+			continue
+		}
+		for _, c := range hp.conns {
+			if c.drain() {
+				idle = append(idle, c)
+			}
+		}
+	}
+	t.mu.Unlock()
+	closeAll(idle, errHostRetired)
+}
+
+// errHostRetired ends a connection to a host Retain let go.
+var errHostRetired = errors.New("h2client: connection closed: its host is no longer pooled")
 
 // errIdleClosed ends a connection closed for idleness.
 var errIdleClosed = errors.New("h2client: idle connection closed")
