@@ -516,14 +516,14 @@ func TestCacheServesWithinTTLOnInjectedClock(t *testing.T) {
 	var calls atomic.Int64
 	e.service("customers", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := calls.Add(1)
-		w.Header().Set("ETag", fmt.Sprint(n))
+		w.Header().Set("X-Version", fmt.Sprint(n))
 		fmt.Fprintf(w, `{"path":%q,"n":%d}`, r.URL.Path, n)
 	}))
 	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
 	reg := prometheus.NewRegistry()
 	spec := Spec{
 		ForwardHeaders: []string{"traceparent"}, // differs per request, must not defeat the cache
-		Calls:          []Call{{Name: "customer", Cluster: "customers", Path: "/customers/{id}", CacheTTL: Duration(10 * time.Second), PassHeaders: []string{"ETag"}}},
+		Calls:          []Call{{Name: "customer", Cluster: "customers", Path: "/customers/{id}", CacheTTL: Duration(10 * time.Second), PassHeaders: []string{"X-Version"}}},
 	}
 	base, c := e.serve("GET /c/{id}", spec, Options{Name: "c", Registry: reg, Now: clock.Now})
 
@@ -537,7 +537,7 @@ func TestCacheServesWithinTTLOnInjectedClock(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	second := reply{status: resp.StatusCode, header: resp.Header, body: b}
-	if calls.Load() != 1 || string(first.body) != string(second.body) || second.header.Get("ETag") != "1" {
+	if calls.Load() != 1 || string(first.body) != string(second.body) || second.header.Get("X-Version") != "1" {
 		t.Fatalf("within TTL: %d calls, %s vs %s", calls.Load(), first.body, second.body)
 	}
 	e.get(base + "/c/2") // another rendered request, another entry
@@ -794,5 +794,63 @@ func TestHTTPBackendUnknownClusterIsAConnectFailure(t *testing.T) {
 	_, err := (&HTTPBackend{}).Do(context.Background(), &Request{Cluster: "nope", Method: "GET", Path: "/"})
 	if !errors.Is(err, ErrUnknownCluster) || ClassifyError(err) != ReasonConnect {
 		t.Errorf("err = %v, reason %s", err, ClassifyError(err))
+	}
+}
+
+// A composed body carries an ETag of its own, made from its bytes: equal
+// bodies have equal tags, a call's passed ETag or Last-Modified (which
+// describe that call's body) does not label it, and a GET or HEAD whose
+// If-None-Match names the tag is answered 304 without a body.
+func TestCompositeEntityTag(t *testing.T) {
+	e := newEnv(t)
+	var version atomic.Int64
+	e.service("items", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"call-tag"`)
+		w.Header().Set("Last-Modified", "Sun, 29 Nov 2026 10:00:00 GMT")
+		w.Header().Set("Cache-Control", "max-age=5")
+		fmt.Fprintf(w, `{"v":%d}`, version.Load())
+	}))
+	spec := Spec{Calls: []Call{{Name: "items", Cluster: "items", Path: "/items",
+		PassHeaders: []string{"ETag", "Last-Modified", "Cache-Control"}}}}
+	base, _ := e.serve("/c", spec, Options{Name: "etag"})
+	do := func(method, inm string) reply {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+"/c", nil)
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return reply{status: resp.StatusCode, header: resp.Header, body: b}
+	}
+
+	first := do("GET", "")
+	tag := first.header.Get("ETag")
+	if first.status != 200 || tag == "" || tag == `"call-tag"` || !strings.HasPrefix(tag, `"`) || first.header.Get("Last-Modified") != "" {
+		t.Fatalf("composed response: %d ETag %q Last-Modified %q", first.status, tag, first.header.Get("Last-Modified"))
+	}
+	if again := do("GET", ""); again.header.Get("ETag") != tag {
+		t.Fatalf("same body, tags %q and %q", tag, again.header.Get("ETag"))
+	}
+	for _, inm := range []string{tag, "W/" + tag, `"other", ` + tag, "*"} {
+		for _, method := range []string{"GET", "HEAD"} {
+			r := do(method, inm)
+			if r.status != http.StatusNotModified || len(r.body) != 0 || r.header.Get("ETag") != tag ||
+				r.header.Get("Content-Type") != "" || r.header.Get("Cache-Control") != "max-age=5" {
+				t.Fatalf("%s with If-None-Match %s: %d %v %q", method, inm, r.status, r.header, r.body)
+			}
+		}
+	}
+	if r := do("GET", `"other"`); r.status != 200 || string(r.body) != string(first.body) {
+		t.Fatalf("If-None-Match naming another tag: %d %q", r.status, r.body)
+	}
+	// Another body, another tag: the client's copy is stale.
+	version.Store(1)
+	if r := do("GET", tag); r.status != 200 || r.header.Get("ETag") == tag || strings.TrimSpace(string(r.body)) != `{"v":1}` {
+		t.Fatalf("after the data changed: %d ETag %q %q", r.status, r.header.Get("ETag"), r.body)
 	}
 }

@@ -37,6 +37,9 @@
 //   - A failed optional call yields a partial response that says what is missing
 //     (header x-outrigger-partial and a body section); a failed required call
 //     fails the request with x-outrigger-error and a JSON error naming the call.
+//   - A composed body's ETag is made from its bytes (a call's validators,
+//     which describe that call's body, never label it), and a GET or HEAD
+//     whose If-None-Match names it is answered 304.
 //   - Every goroutine started for a request is joined before ServeHTTP returns.
 //
 // The package does not log; it reports through metrics on an injected
