@@ -133,8 +133,13 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n\nFlags (one or two dashes):\n", synopsis)
-		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "Usage: %s\n", synopsis)
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags { // version has none
+			fmt.Fprintf(stderr, "\nFlags (one or two dashes):\n")
+			fs.PrintDefaults()
+		}
 	}
 	return fs
 }

@@ -34,3 +34,18 @@ func TestUsageMatchesTheCommands(t *testing.T) {
 		}
 	}
 }
+
+// A command without flags (version) prints its synopsis alone, without a
+// "Flags" heading over nothing; one with flags lists them under it.
+func TestUsageHeadsOnlyFlagsThatExist(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	runMain([]string{"version", "-h"}, &stdout, &stderr)
+	if got := stderr.String(); !strings.HasPrefix(got, "Usage: outrigger version") || strings.Contains(got, "Flags") {
+		t.Fatalf("version -h:\n%s", got)
+	}
+	stderr.Reset()
+	runMain([]string{"validate", "-h"}, &stdout, &stderr)
+	if got := stderr.String(); !strings.Contains(got, "Flags (one or two dashes):") || !strings.Contains(got, "-c") {
+		t.Fatalf("validate -h:\n%s", got)
+	}
+}
