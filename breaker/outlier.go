@@ -68,13 +68,25 @@ type Detector struct {
 
 	eps []endpoint
 
-	mu          sync.Mutex // guards the fields below and the guarded fields of eps
-	lastEval    time.Time
-	ejections   uint64 // ejections since New, or since the Detector carried from
-	refused     uint64 // ejections refused by the max_ejection_percent cap
-	notEnforced uint64 // detections skipped by the enforcing_* roll
-	pending     []Ejection
-	draining    bool
+	mu        sync.Mutex // guards the fields below and the guarded fields of eps
+	lastEval  time.Time
+	ejections uint64 // ejections since New, or since the Detector carried from
+	// skipped counts the detections that ejected nothing; CarryFrom
+	// shares it with the Detector carried from.
+	skipped  *skippedCounts
+	pending  []Ejection
+	draining bool
+}
+
+// skippedCounts are a Detector's detections that ejected nothing: held
+// by every Detector carried from the one that made them, so that the
+// count of a Detector being replaced (one that calls still in flight
+// report to) goes on in its successor and is never read lower there than
+// it was in the replaced one. Atomic: the Detectors sharing them hold
+// different locks.
+type skippedCounts struct {
+	refused     atomic.Uint64 // ejections refused by the max_ejection_percent cap
+	notEnforced atomic.Uint64 // detections skipped by the enforcing_* roll
 }
 
 // ejectionState is an immutable summary: how many endpoints are ejected,
@@ -172,6 +184,7 @@ func NewDetector(c OutlierConfig, n int, opts ...DetectorOption) (*Detector, err
 		rand:     o.rand,
 		hook:     o.hook,
 		eps:      make([]endpoint, n),
+		skipped:  new(skippedCounts),
 	}
 	d.state.Store(&ejectionState{})
 	return d, nil
@@ -250,7 +263,7 @@ func (d *Detector) rollLocked(pct float64) bool {
 	if pct > 0 && d.rand()*100 < pct {
 		return true
 	}
-	d.notEnforced++
+	d.skipped.notEnforced.Add(1)
 	return false
 }
 
@@ -263,7 +276,7 @@ func (d *Detector) ejectLocked(i int, now time.Time, reason string) {
 	}
 	st := d.state.Load()
 	if st.ejected >= d.maxEj {
-		d.refused++
+		d.skipped.refused.Add(1)
 		return
 	}
 	// The steps of decay due since the last Evaluate come first: an
@@ -551,14 +564,16 @@ func (d *Detector) drain() {
 // the same endpoint (false for a new endpoint). Ejections carried over still
 // respect the new cap; one the cap leaves out returns at now, and one whose
 // time is up returns at its time, the multiplier decaying from there. The
-// counts of ejections, refusals and detections not enforced go on from
-// old's. Call it before the Detector is in use.
+// count of ejections goes on from old's; the counts of refusals and
+// detections not enforced are shared with old, so that those old makes
+// after the call (for calls still in flight) count in both. Call it
+// before the Detector is in use.
 func (d *Detector) CarryFrom(old *Detector, now time.Time, oldIndex func(i int) (int, bool)) {
 	old.mu.Lock()
 	defer old.mu.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.ejections, d.refused, d.notEnforced = old.ejections, old.refused, old.notEnforced
+	d.ejections, d.skipped = old.ejections, old.skipped
 	st := ejectionState{}
 	for i := range d.eps {
 		j, ok := oldIndex(i)
@@ -601,7 +616,8 @@ type DetectorSnapshot struct {
 	// Ejections counts ejections since New (or since the New of the
 	// Detector it carried from, see CarryFrom); Refused the ejections the
 	// cap prevented; NotEnforced the detections the enforcing_* rolls
-	// skipped.
+	// skipped (both counted with the Detectors it carried from, and those
+	// carried from it).
 	Ejections, Refused, NotEnforced uint64
 	LastEvaluation                  time.Time
 }
@@ -625,7 +641,7 @@ type EndpointSnapshot struct {
 func (d *Detector) Skipped() (refused, notEnforced uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.refused, d.notEnforced
+	return d.skipped.refused.Load(), d.skipped.notEnforced.Load()
 }
 
 // Snapshot reads the Detector's state at now.
@@ -639,8 +655,8 @@ func (d *Detector) Snapshot(now time.Time) DetectorSnapshot {
 		MaxEjected:     d.maxEj,
 		Panic:          d.panic(st),
 		Ejections:      d.ejections,
-		Refused:        d.refused,
-		NotEnforced:    d.notEnforced,
+		Refused:        d.skipped.refused.Load(),
+		NotEnforced:    d.skipped.notEnforced.Load(),
 		LastEvaluation: d.lastEval,
 	}
 	for i := range d.eps {

@@ -513,3 +513,24 @@ func TestEjectedCountReturnsEndpointsWhoseTimeIsUp(t *testing.T) {
 		t.Fatalf("returns reported: %v", returned)
 	}
 }
+
+// The counts of detections that ejected nothing are shared with the
+// Detector carried from: one it makes after the carry (a call in flight
+// across a reload) counts in the new Detector too, whose count is never
+// below the old one's.
+func TestCarryFromSharesSkippedCounts(t *testing.T) {
+	zero := 0
+	cfg := OutlierConfig{Consecutive5xx: 1, EnforcingConsecutive5xx: &zero}
+	old := mustDetector(t, cfg, 2)
+	old.Record(0, at(0), v500)
+	nd := mustDetector(t, cfg, 2)
+	nd.CarryFrom(old, at(time.Second), func(i int) (int, bool) { return i, true })
+	old.Record(1, at(2*time.Second), v500)
+	_, o := old.Skipped()
+	if _, n := nd.Skipped(); o != 2 || n != 2 {
+		t.Fatalf("not enforced: old %d, new %d; want 2 in both", o, n)
+	}
+	if s := nd.Snapshot(at(2 * time.Second)); s.NotEnforced != 2 {
+		t.Fatalf("snapshot of the new detector: %+v", s)
+	}
+}

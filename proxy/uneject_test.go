@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -214,4 +215,49 @@ func TestSkippedEjectionsMetric(t *testing.T) {
 	if o := skippedEjections(t, h, "overflow"); o != -1 {
 		t.Fatalf("removed cluster still exported: overflow %v", o)
 	}
+}
+
+// A detection that ejects nothing counts when the detector that makes it
+// is one a reload has replaced: a call in flight across the reload ends
+// on the old detector. The counter goes on from the replaced detector's
+// count and never back: the new detector took the count over when the
+// reload built it, and what the old one counted since was lost.
+func TestSkippedEjectionsCountedAfterTheReloadThatReplacedTheDetector(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	s := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		w.WriteHeader(500)
+	})
+	zero := 0
+	cl := config.Cluster{Endpoints: eps(addr(s)),
+		OutlierDetection: breaker.OutlierConfig{Consecutive5xx: 1, EnforcingConsecutive5xx: &zero, BaseEjectionTime: time.Hour}}
+	h := startProxy(t, simpleConfig(cl))
+
+	done := make(chan string, 1)
+	go func() {
+		resp, err := h.h1.Get(h.url("/"))
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		resp.Body.Close()
+		done <- resp.Status
+	}()
+	<-arrived
+	// A new base_ejection_time: the reload builds another detector.
+	cl.OutlierDetection.BaseEjectionTime = 2 * time.Hour
+	if err := h.p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	once.Do(func() { close(release) })
+	if st := <-done; st != "500 Internal Server Error" {
+		t.Fatalf("request in flight across the reload: %s", st)
+	}
+	eventually(t, 5*time.Second, "the detection of the call in flight counted", func() bool {
+		return skippedEjections(t, h, "not_enforced") == 1
+	})
 }
