@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,6 +70,41 @@ func TestPoolMaxConnectionDuration(t *testing.T) {
 			eventually(t, 10*time.Second, "requests on a third connection", func() bool {
 				readAll(t, mustGet(t, h.h1, h.url("/")))
 				return up.conns() >= 3
+			})
+		})
+	}
+}
+
+// pool.max_connection_duration closes a connection that ages while idle,
+// with no request to find it past its time: it is not left open until
+// pool.idle_timeout.
+func TestPoolMaxConnectionDurationClosesAnIdleConnection(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			var closed atomic.Int64
+			s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Write([]byte("ok"))
+			}))
+			if proto == config.ProtocolHTTP2 {
+				s.Config.Protocols = new(http.Protocols)
+				s.Config.Protocols.SetHTTP1(true)
+				s.Config.Protocols.SetUnencryptedHTTP2(true)
+			}
+			s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+				if st == http.StateClosed {
+					closed.Add(1)
+				}
+			}
+			s.Start()
+			t.Cleanup(s.Close)
+			cl := config.Cluster{Endpoints: eps(addr(s)), Protocol: proto,
+				Pool: config.Pool{MaxConnectionDuration: 100 * time.Millisecond, IdleTimeout: time.Hour}}
+			h := startProxy(t, simpleConfig(cl))
+			if got := readAll(t, mustGet(t, h.h1, h.url("/"))); got != "ok" {
+				t.Fatalf("answer %q", got)
+			}
+			eventually(t, 5*time.Second, "the upstream connection closed past max_connection_duration", func() bool {
+				return closed.Load() == 1
 			})
 		})
 	}

@@ -567,7 +567,8 @@ type Pool struct {
 
 	// MaxConnectionDuration is how long a connection takes new requests
 	// from its dial (Envoy's max_connection_duration); past it, it is
-	// closed once its requests have ended, so that traffic to an endpoint
+	// closed once its requests have ended (an idle one within a second,
+	// whatever IdleTimeout), so that traffic to an endpoint
 	// that is a load-balanced address (a Kubernetes Service) spreads again
 	// over what is behind it. Zero means unlimited.
 	MaxConnectionDuration time.Duration `yaml:"max_connection_duration" json:"max_connection_duration"`

@@ -286,7 +286,8 @@ func (t *Transport) armSweepLocked() {
 	}
 }
 
-// sweep closes idle connections that expired or that the server closed
+// sweep closes idle connections that expired (IdleTimeout, MaxConnAge) or
+// that the server closed
 // (found by peekAlive), so that they hold no socket (in CLOSE_WAIT) and
 // no MaxConnsPerHost slot while nothing asks for their host. It runs on
 // a timer, in a goroutine of its own only while it runs, and re-arms
@@ -323,7 +324,10 @@ func (t *Transport) sweepCandidates() []sweepCandidate {
 	t.swept = false
 	for _, hp := range t.hosts {
 		for _, c := range hp.idle {
-			expired := t.IdleTimeout > 0 && now.Sub(c.idleAt) >= t.IdleTimeout
+			// Past MaxConnAge too: with no request to take it, an
+			// aged connection would stay open until IdleTimeout.
+			expired := t.IdleTimeout > 0 && now.Sub(c.idleAt) >= t.IdleTimeout ||
+				t.MaxConnAge > 0 && now.Sub(c.born) >= t.MaxConnAge
 			if expired || c.raw != nil {
 				cands = append(cands, sweepCandidate{c: c, gen: c.idleGen, expired: expired})
 			}

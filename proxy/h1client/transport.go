@@ -55,7 +55,8 @@ type Transport struct {
 
 	// MaxConnAge is how long a connection is reused from its dial
 	// (Envoy's max_connection_duration): one past it is closed at the
-	// end of its exchange, or when taken idle. 0 means no limit.
+	// end of its exchange, or, idle, by the sweep of idle connections
+	// (within a second) or when taken. 0 means no limit.
 	MaxConnAge time.Duration
 
 	// MaxConnsPerHost caps each host's open connections, dialling, in use

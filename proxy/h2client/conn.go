@@ -411,13 +411,30 @@ func (c *conn) releaseLocked() {
 		return
 	}
 	c.idleSince = c.t.now()
-	if d := c.t.idleTimeout(); d > 0 && !c.closed {
+	if d, ok := c.idleWaitLocked(c.idleSince); ok && !c.closed {
+		d = max(d, 0)
 		if c.idleTimer == nil {
 			c.idleTimer = time.AfterFunc(d, c.idleCheck)
 		} else {
 			c.idleTimer.Reset(d)
 		}
 	}
+}
+
+// idleWaitLocked is how long from now an idle connection stays open: the
+// rest of its IdleTimeout, or of its MaxConnAge when that ends first (an
+// aged connection that no request finds aged would otherwise stay open
+// until IdleTimeout); ok is false when neither bounds it.
+func (c *conn) idleWaitLocked(now time.Time) (wait time.Duration, ok bool) {
+	if d := c.t.idleTimeout(); d > 0 {
+		wait, ok = d-now.Sub(c.idleSince), true
+	}
+	if a := c.t.MaxConnAge; a > 0 {
+		if rest := a - now.Sub(c.born); !ok || rest < wait {
+			wait, ok = rest, true
+		}
+	}
+	return wait, ok
 }
 
 // unlock releases mu, then closes the connection if it was waiting for
@@ -432,16 +449,16 @@ func (c *conn) unlock() {
 
 var errGoingAway = errors.New("h2client: connection closed after GOAWAY")
 
-// idleCheck closes the connection once it has been idle IdleTimeout by
-// the Transport's clock; else it re-arms for the rest.
+// idleCheck closes the connection once it has been idle IdleTimeout, or
+// is past MaxConnAge, by the Transport's clock; else it re-arms for the
+// rest.
 func (c *conn) idleCheck() {
-	d := c.t.idleTimeout()
 	c.mu.Lock()
 	if c.closed || c.reserved > 0 {
 		c.mu.Unlock()
 		return
 	}
-	if rest := d - c.t.now().Sub(c.idleSince); rest > 0 {
+	if rest, _ := c.idleWaitLocked(c.t.now()); rest > 0 {
 		c.idleTimer.Reset(rest)
 		c.mu.Unlock()
 		return

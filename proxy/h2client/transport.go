@@ -36,7 +36,8 @@ type Transport struct {
 
 	// MaxConnAge is how long a connection takes new streams from its
 	// dial (Envoy's max_connection_duration): past it, the connection
-	// takes none, and closes when its streams end. 0 means no limit.
+	// takes none, and closes when its streams end (at once if it has
+	// none). 0 means no limit.
 	MaxConnAge time.Duration
 
 	// ReadIdleTimeout is how long a connection may stay silent before a
