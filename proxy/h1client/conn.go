@@ -52,7 +52,8 @@ type conn struct {
 	// reused is set once the connection has served an exchange.
 	reused bool
 	// born is when the connection was dialled and exchanges counts those
-	// it finished, for the Transport's MaxConnAge and MaxRequestsPerConn.
+	// begun on it (a connection handed on unused counts none), for the
+	// Transport's MaxConnAge and MaxRequestsPerConn.
 	born      time.Time
 	exchanges int
 	// unframedRisk is set when the last response had no body by its
@@ -250,7 +251,6 @@ func (c *conn) setReadDeadline(t time.Time) {
 // as it arrived is passed on unused. Under TLS such bytes may also be
 // held by the TLS layer (see tlsHoldsInput).
 func (c *conn) release(reuse bool) {
-	c.exchanges++
 	if !c.unwatch() || !reuse || c.spent() || c.br != nil && c.br.Buffered() > 0 || c.tlsState != nil && c.tlsHoldsInput() {
 		c.discard()
 		return

@@ -71,3 +71,29 @@ func TestMaxConnAge(t *testing.T) {
 		t.Fatalf("after a connection aged during its exchange: %q, want a new connection's 2.0", got[0])
 	}
 }
+
+// A connection handed on without carrying an exchange (a waiter whose
+// context ended as it was handed one passes it on through release) counts
+// none: MaxRequestsPerConn counts exchanges begun, not releases.
+func TestMaxRequestsPerConnCountsOnlyExchanges(t *testing.T) {
+	rs := serveEach(t, func(n, i int) string {
+		b := fmt.Sprintf("%d.%d", n, i)
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+	})
+	tr := newTransport(t, func(tr *Transport) { tr.MaxRequestsPerConn = 2 })
+	got := bodies(t, tr, rs.addr, 1)
+	req := mustRequest(t, "GET", "http://"+rs.addr, nil)
+	hp, err := tr.host(req.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, wasIdle, _, err := tr.getConn(req.Context(), hp, time.Time{}, false, false)
+	if err != nil || !wasIdle {
+		t.Fatalf("taking the idle connection: %v (idle %v)", err, wasIdle)
+	}
+	c.release(true) // handed on unused
+	got = append(got, bodies(t, tr, rs.addr, 2)...)
+	if want := []string{"0.0", "0.1", "1.0"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("connection.exchange of each response %v, want %v", got, want)
+	}
+}

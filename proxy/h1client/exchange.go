@@ -21,6 +21,7 @@ import (
 func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Request, o *outgoing, ev *events) (_ *http.Response, stale bool, _ error) {
 	t := c.hp.t
 	c.written = 0
+	c.exchanges++
 	c.setDeadline(deadline)
 	c.watch(ctx)
 	rb := &responseBody{c: c, ctx: ctx}
