@@ -301,10 +301,13 @@ func (p *Proxy) retireHealth(old, res map[string]*resilience) {
 // Two atomic loads while every endpoint passes its check; a few more
 // while some fail and none is ejected.
 func (r *resilience) panic(now time.Time) bool {
-	if r.hc == nil || r.hc.UnhealthyCount() == 0 {
+	if r.hc == nil {
 		return r.det.Panic(now)
 	}
-	pending := r.hc.PendingCount()
+	unhealthy, pending := r.hc.Counts()
+	if unhealthy == 0 {
+		return r.det.Panic(now)
+	}
 	n := r.hc.Len() - pending
 	if n <= 0 {
 		return true
@@ -312,7 +315,7 @@ func (r *resilience) panic(now time.Time) bool {
 	if r.panicPct <= 0 {
 		return false
 	}
-	ok := n - (r.hc.UnhealthyCount() - pending)
+	ok := n - (unhealthy - pending)
 	if r.det.EjectedCount(now) > 0 {
 		// Both kinds: count endpoints that are neither (O(n), and only
 		// while some endpoint is ejected and another fails its check).

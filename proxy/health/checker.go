@@ -76,12 +76,12 @@ type Checker struct {
 	prober prober
 
 	// healthy mirrors each tracker's healthy flag for lock-free reads; it
-	// is written under mu, together with the tracker, unhealthy and
-	// unchecked (the unhealthy endpoints that are so for want of a
-	// check: pending).
-	healthy   []atomic.Bool
-	unhealthy atomic.Int64
-	unchecked atomic.Int64
+	// is written under mu, together with the tracker and counts.
+	healthy []atomic.Bool
+	// counts holds, in one word so that a reader sees both of one moment,
+	// the unhealthy endpoints (low 32 bits) and those of them that are so
+	// for want of a check, the pending ones (high 32 bits).
+	counts atomic.Uint64
 	// due is when each endpoint's next check starts (Unix nanoseconds; 0
 	// before Start): written by the endpoint's goroutine as it starts
 	// waiting, read by a successor's CarryFrom. While a check runs it is
@@ -274,11 +274,18 @@ func (c *Checker) Healthy(i int) bool {
 
 // UnhealthyCount is the number of unhealthy endpoints, pending ones
 // included. Lock-free.
-func (c *Checker) UnhealthyCount() int { return int(c.unhealthy.Load()) }
+func (c *Checker) UnhealthyCount() int { return int(uint32(c.counts.Load())) }
 
 // PendingCount is the number of pending endpoints: added by CarryFrom
 // and not yet checked. They count as unhealthy too. Lock-free.
-func (c *Checker) PendingCount() int { return int(c.unchecked.Load()) }
+func (c *Checker) PendingCount() int { return int(c.counts.Load() >> 32) }
+
+// Counts returns UnhealthyCount and PendingCount as of one moment.
+// Lock-free.
+func (c *Checker) Counts() (unhealthy, pending int) {
+	n := c.counts.Load()
+	return int(uint32(n)), int(n >> 32)
+}
 
 // Status returns endpoint i's state. An i out of range reports a healthy,
 // unchecked endpoint with no address.
@@ -366,22 +373,26 @@ func (c *Checker) CarryFrom(old *Checker, oldIndex func(i int) (int, bool)) {
 // setLocked replaces endpoint i's tracker and keeps the lock-free mirrors
 // in step.
 func (c *Checker) setLocked(i int, t tracker) {
-	was := c.trackers[i].healthy
-	if c.trackers[i].pending() != t.pending() {
-		if t.pending() {
-			c.unchecked.Add(1)
-		} else {
-			c.unchecked.Add(-1)
+	var delta int64 // to counts: ±1 unhealthy, ±1<<32 pending
+	if was, now := c.trackers[i].pending(), t.pending(); was != now {
+		delta += 1 << 32
+		if was {
+			delta -= 2 << 32
 		}
 	}
+	was := c.trackers[i].healthy
 	c.trackers[i] = t
 	if was != t.healthy {
 		c.healthy[i].Store(t.healthy)
-		if t.healthy {
-			c.unhealthy.Add(-1)
-		} else {
-			c.unhealthy.Add(1)
+		delta--
+		if was {
+			delta += 2
 		}
+	}
+	if delta != 0 {
+		// Neither half goes below zero, so the sum never borrows
+		// across them.
+		c.counts.Add(uint64(delta))
 	}
 }
 
