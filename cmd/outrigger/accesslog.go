@@ -250,7 +250,7 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 	// into the one it sends upstream; an id the proxy makes for a
 	// request without one comes through the recorder.
 	requestID := r.Header.Get("X-Request-Id")
-	rec := &recorder{ResponseWriter: w}
+	rec := &recorder{ResponseWriter: w, userAgent: r.Header.Get("User-Agent")}
 	// Deferred: a response the proxy aborts midway (an upstream body cut
 	// short, a client gone mid-body, a route timeout past the header)
 	// ends its handler with the panic http.ErrAbortHandler, and its
@@ -281,7 +281,7 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 	writeLine(l, &accessLine{
 		listener: listener, method: r.Method, authority: r.Host, path: r.URL.Path, protocol: r.Proto,
 		status: status, bytes: rec.bytes + rec.tunnelled.Load(), duration: time.Since(start),
-		requestID: requestID, route: rec.route, cluster: rec.cluster, upstreamHost: rec.upstreamHost,
+		requestID: requestID, userAgent: rec.userAgent, route: rec.route, cluster: rec.cluster, upstreamHost: rec.upstreamHost,
 		err: own, upstreamErr: upstreamErr, remote: r.RemoteAddr,
 	})
 }
@@ -293,7 +293,8 @@ type accessLine struct {
 	status                                      int
 	bytes                                       int64
 	duration                                    time.Duration
-	requestID, route, cluster, upstreamHost     string
+	requestID, userAgent, route, cluster        string
+	upstreamHost                                string
 	err, upstreamErr, remote, detail            string
 }
 
@@ -309,6 +310,7 @@ func writeLine(l *zap.Logger, ln *accessLine) {
 		zap.Int64("bytes", ln.bytes),
 		zap.Float64("duration_ms", float64(ln.duration.Microseconds())/1000),
 		zap.String("request_id", ln.requestID),
+		zap.String("user_agent", ln.userAgent),
 		zap.String("route", ln.route),
 		zap.String("cluster", ln.cluster),
 		zap.String("upstream_host", ln.upstreamHost),
@@ -370,6 +372,10 @@ type recorder struct {
 	// aborted is why the proxy cut the response short after its header
 	// (proxy.AbortRecorder).
 	aborted string
+	// userAgent is the request's User-Agent as received: read before the
+	// proxy, which edits the header in place (a route's request_headers
+	// may set it).
+	userAgent string
 	// requestID is the x-request-id the proxy made (proxy.RequestIDRecorder);
 	// the last one, which a route's fallback made when its primary's
 	// attempts never reached the upstream's application.

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// httpClients are the clients the access log's field tests send plain
+// HTTP requests with through the proxy's own server: HTTP/1.1, and h2c
+// with prior knowledge. Neither keeps a connection for the next test.
+func httpClients() []struct {
+	name string
+	c    *http.Client
+} {
+	return []struct {
+		name string
+		c    *http.Client
+	}{
+		{"http1", &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}},
+		{"h2c", &http.Client{Transport: &http2.Transport{AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			}}, Timeout: 10 * time.Second}},
+	}
+}
+
+// send sends req with c and reads the response's body whole.
+func send(t *testing.T, c *http.Client, req *http.Request) *http.Response {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if tr, ok := c.Transport.(*http2.Transport); ok {
+		tr.CloseIdleConnections()
+	}
+	return resp
+}
+
+// newRequest is a request for path on lp, with body when not nil.
+func (lp *loggedProxy) newRequest(t *testing.T, method, path string, body io.Reader) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+lp.addr+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// grpcService is the upstream of the gRPC field tests: grpc-go's test
+// service, whose calls answer with what the request asks (a payload, a
+// status, messages spaced in time).
+type grpcService struct {
+	testpb.UnimplementedTestServiceServer
+}
+
+func (grpcService) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return &testpb.SimpleResponse{Payload: req.GetPayload()}, nil
+}
+
+// startGRPCUpstream serves svc with grpc-go on loopback.
+func startGRPCUpstream(t *testing.T, svc testpb.TestServiceServer) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	testpb.RegisterTestServiceServer(s, svc)
+	done := make(chan struct{})
+	go func() { s.Serve(ln); close(done) }()
+	t.Cleanup(func() { s.Stop(); <-done })
+	return ln.Addr().String()
+}
+
+// grpcTestClient is a grpc-go client of the test service at addr.
+func grpcTestClient(t *testing.T, addr string, opts ...grpc.DialOption) testpb.TestServiceClient {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+addr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return testpb.NewTestServiceClient(cc)
+}
+
+// grpcRoutes routes the test service's calls to the cluster "grpc" at
+// addr.
+func grpcRoutes(addr string) *config.Config {
+	return &config.Config{
+		Clusters: map[string]config.Cluster{"grpc": {Endpoints: []config.Endpoint{{Address: addr}}, Protocol: config.ProtocolGRPC}},
+		Routes: []config.Route{{Name: "grpc", Cluster: "grpc",
+			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/grpc.testing.TestService/"}}}},
+	}
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// user_agent is the request's User-Agent as received, over every
+// protocol: not the one a route's request_headers sets for the
+// upstream, and escaped so that a client cannot end the line or add a
+// field with its value.
+func TestAccessLogUserAgent(t *testing.T) {
+	up := newUpstream(t, "up")
+	forged := "agent/1.0 \"quoted\" \\ \t\"}{\"status\":200,\"x\":\""
+	for _, hc := range httpClients() {
+		t.Run(hc.name, func(t *testing.T) {
+			lp := startServedProxy(t, &config.Config{
+				Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: up.addr()}}}},
+				Routes: []config.Route{{Name: "r", Cluster: "up",
+					Match:          config.RouteMatch{Path: config.PathMatch{Prefix: "/"}},
+					RequestHeaders: config.HeaderMutation{Add: config.HeaderValues{{Name: "User-Agent", Value: "rewritten"}}}}},
+			})
+			req := lp.newRequest(t, "GET", "/ua", nil)
+			req.Header.Set("User-Agent", forged)
+			send(t, hc.c, req)
+			req = lp.newRequest(t, "GET", "/none", nil)
+			req.Header.Set("User-Agent", "") // Go's clients then send none
+			send(t, hc.c, req)
+			lines := waitLines(t, lp.logPath, 2)
+			if len(lines) != 2 {
+				t.Fatalf("%d lines: %v", len(lines), lines)
+			}
+			if l := lines[0]; l["user_agent"] != forged || l["status"] != 200.0 || l["x"] != nil {
+				t.Errorf("line %v; want user_agent %q", l, forged)
+			}
+			if l := lines[1]; l["user_agent"] != "" {
+				t.Errorf("line %v; want an empty user_agent", l)
+			}
+		})
+	}
+	t.Run("grpc", func(t *testing.T) {
+		lp := startServedProxy(t, grpcRoutes(startGRPCUpstream(t, grpcService{})))
+		c := grpcTestClient(t, lp.addr, grpc.WithUserAgent("shop/2.1"))
+		if _, err := c.UnaryCall(ctxFor(t, 10*time.Second), &testpb.SimpleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		lines := waitLines(t, lp.logPath, 1)
+		// grpc-go puts its own name after the application's.
+		if ua, _ := lines[0]["user_agent"].(string); len(lines) != 1 || !strings.HasPrefix(ua, "shop/2.1 grpc-go/") {
+			t.Fatalf("lines %v; want user_agent shop/2.1 grpc-go/...", lines)
+		}
+	})
+}
