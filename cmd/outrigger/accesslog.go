@@ -251,6 +251,13 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 	// request without one comes through the recorder.
 	requestID := r.Header.Get("X-Request-Id")
 	rec := &recorder{ResponseWriter: w, userAgent: r.Header.Get("User-Agent")}
+	if r.Body != nil && r.Body != http.NoBody {
+		// The server's own request, whose body the line counts as the
+		// proxy reads it: the body's wrapper lives in rec, so it costs
+		// no allocation of its own.
+		rec.body.ReadCloser = r.Body
+		r.Body = &rec.body
+	}
 	// Deferred: a response the proxy aborts midway (an upstream body cut
 	// short, a client gone mid-body, a route timeout past the header)
 	// ends its handler with the panic http.ErrAbortHandler, and its
@@ -280,7 +287,8 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 	}
 	writeLine(l, &accessLine{
 		listener: listener, method: r.Method, authority: r.Host, path: r.URL.Path, protocol: r.Proto,
-		status: status, bytes: rec.bytes + rec.tunnelled.Load(), duration: time.Since(start),
+		status: status, duration: time.Since(start),
+		bytes: rec.bytes + rec.tunnelled.Load(), bytesReceived: rec.body.n.Load() + rec.tunnelIn.Load(),
 		requestID: requestID, userAgent: rec.userAgent, route: rec.route, cluster: rec.cluster, upstreamHost: rec.upstreamHost,
 		err: own, upstreamErr: upstreamErr, remote: r.RemoteAddr,
 	})
@@ -291,7 +299,7 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 type accessLine struct {
 	listener, method, authority, path, protocol string
 	status                                      int
-	bytes                                       int64
+	bytes, bytesReceived                        int64
 	duration                                    time.Duration
 	requestID, userAgent, route, cluster        string
 	upstreamHost                                string
@@ -308,6 +316,7 @@ func writeLine(l *zap.Logger, ln *accessLine) {
 		zap.String("protocol", ln.protocol),
 		zap.Int("status", ln.status),
 		zap.Int64("bytes", ln.bytes),
+		zap.Int64("bytes_received", ln.bytesReceived),
 		zap.Float64("duration_ms", float64(ln.duration.Microseconds())/1000),
 		zap.String("request_id", ln.requestID),
 		zap.String("user_agent", ln.userAgent),
@@ -359,9 +368,12 @@ type recorder struct {
 	status int
 	bytes  int64
 	// tunnelled counts the bytes written to the hijacked connection (a
-	// tunnel's, after its 101); atomic, as the tunnel's two directions
-	// run on goroutines of their own.
-	tunnelled atomic.Int64
+	// tunnel's, after its 101), tunnelIn those read from it and from
+	// its buffer; atomic, as the tunnel's two directions run on
+	// goroutines of their own.
+	tunnelled, tunnelIn atomic.Int64
+	// body is the request's body as the handler reads it, counted.
+	body countedBody
 	// upstream: the response is an upstream's, upstreamHost's of
 	// cluster (proxy.UpstreamMarker).
 	upstream     bool
@@ -440,9 +452,12 @@ func (r *recorder) Flush() {
 
 // Hijack hands the connection over (protocol upgrades such as WebSocket);
 // the line then records 101, the status the handler writes on the raw
-// connection, and as bytes those written to the connection itself, as
-// Envoy's BYTES_SENT counts an upgraded stream's. What goes through the
-// returned bufio.Writer (the 101's header block) is not counted.
+// connection, as bytes those written to the connection itself, and as
+// bytes_received those read from it and those the returned bufio.Reader
+// holds already (the client's first bytes after its request, which a
+// tunnel passes on first), as Envoy's BYTES_SENT and BYTES_RECEIVED
+// count an upgraded stream's. What goes through the returned
+// bufio.Writer (the 101's header block) is not counted.
 func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
 	if err != nil {
@@ -451,20 +466,29 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if r.status == 0 {
 		r.status = http.StatusSwitchingProtocols
 	}
-	return countedConn{conn, &r.tunnelled}, brw, nil
+	if brw != nil {
+		r.tunnelIn.Add(int64(brw.Reader.Buffered()))
+	}
+	return countedConn{conn, &r.tunnelled, &r.tunnelIn}, brw, nil
 }
 
 // countedConn is a hijacked connection that adds the bytes written to it
-// to n. It keeps CloseWrite, with which a tunnel passes on one
-// direction's end (a TCP half-close).
+// to sent, and those read from it to received. It keeps CloseWrite, with
+// which a tunnel passes on one direction's end (a TCP half-close).
 type countedConn struct {
 	net.Conn
-	n *atomic.Int64
+	sent, received *atomic.Int64
 }
 
 func (c countedConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
-	c.n.Add(int64(n))
+	c.sent.Add(int64(n))
+	return n, err
+}
+
+func (c countedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.received.Add(int64(n))
 	return n, err
 }
 
@@ -478,6 +502,29 @@ func (c countedConn) CloseWrite() error {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// countedBody is a request body that counts the bytes read from it
+// (bytes_received): those the proxy read, not the Content-Length the
+// client announced. Reads may come from a transport's goroutine, which
+// may still read after the handler returned: the count is atomic.
+type countedBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// Received passes on the server's answer to whether the client has sent
+// the whole body (h2server's bodies tell): the proxy asks it of the
+// request's body before it tells a gRPC upstream a per-try deadline.
+func (b *countedBody) Received() bool {
+	r, ok := b.ReadCloser.(interface{ Received() bool })
+	return ok && r.Received()
+}
 
 // AdoptHeader passes on the writer's hand-over of a whole header map,
 // with which the proxy forwards an upstream's header without copying it.

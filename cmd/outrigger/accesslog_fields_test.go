@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
@@ -161,4 +163,90 @@ func TestAccessLogUserAgent(t *testing.T) {
 			t.Fatalf("lines %v; want user_agent shop/2.1 grpc-go/...", lines)
 		}
 	})
+}
+
+// bytes_received is the request body bytes the proxy read from the
+// client, over every protocol: the body's length however it was framed
+// (chunked, HTTP/2 DATA without a content-length, gRPC messages), and 0
+// for a body the proxy answered without reading, whatever its
+// Content-Length said.
+func TestAccessLogBytesReceived(t *testing.T) {
+	up := newUpstream(t, "up")
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: up.addr()}}}},
+		Routes: []config.Route{
+			{Name: "direct", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/direct"}},
+				DirectResponse: &config.DirectResponse{Status: 204}},
+			{Name: "r", Cluster: "up", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}},
+		},
+	}
+	body := strings.Repeat("0123456789", 2000)
+	for _, hc := range httpClients() {
+		t.Run(hc.name, func(t *testing.T) {
+			lp := startServedProxy(t, cfg)
+			// Without a length: chunked over HTTP/1.1, DATA frames alone
+			// over HTTP/2.
+			send(t, hc.c, lp.newRequest(t, "POST", "/upload", io.MultiReader(strings.NewReader(body))))
+			send(t, hc.c, lp.newRequest(t, "POST", "/direct", strings.NewReader(body)))
+			lines := waitLines(t, lp.logPath, 2)
+			if len(lines) != 2 {
+				t.Fatalf("%d lines: %v", len(lines), lines)
+			}
+			if l := lines[0]; l["status"] != 200.0 || l["bytes_received"] != float64(len(body)) {
+				t.Errorf("line %v; want bytes_received %d", l, len(body))
+			}
+			if l := lines[1]; l["status"] != 204.0 || l["bytes_received"] != 0.0 {
+				t.Errorf("line %v; want bytes_received 0, the body unread", l)
+			}
+		})
+	}
+	t.Run("grpc", func(t *testing.T) {
+		lp := startServedProxy(t, grpcRoutes(startGRPCUpstream(t, grpcService{})))
+		c := grpcTestClient(t, lp.addr)
+		req := &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte(body)}}
+		if _, err := c.UnaryCall(ctxFor(t, 10*time.Second), req); err != nil {
+			t.Fatal(err)
+		}
+		lines := waitLines(t, lp.logPath, 1)
+		// One message: its 5-byte prefix (flag, length) and itself.
+		if want := float64(5 + proto.Size(req)); len(lines) != 1 || lines[0]["bytes_received"] != want {
+			t.Fatalf("lines %v; want bytes_received %v", lines, want)
+		}
+	})
+}
+
+// A tunnel's bytes_received are those the client sent through it after
+// its request: those that came in the same packet as the request,
+// already read into the server's buffer, and those after the 101, as
+// Envoy's BYTES_RECEIVED counts an upgraded stream's.
+func TestAccessLogCountsWhatATunnelReceived(t *testing.T) {
+	up := newEchoUpgrader(t)
+	lp := startServedProxy(t, &config.Config{
+		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: up}}}},
+		Routes: []config.Route{{Name: "ws", Cluster: "up",
+			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
+	})
+	first, second := "early bytes", strings.Repeat("echo", 5000)
+	c, err := net.Dial("tcp", lp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"+first)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.WriteString(c, second)
+	b := make([]byte, len(first)+len(second))
+	if _, err := io.ReadFull(br, b); err != nil || string(b) != first+second {
+		t.Fatalf("echo of %d bytes: %v", len(b), err)
+	}
+	c.Close()
+	lines := waitLines(t, lp.logPath, 1)
+	n := float64(len(first) + len(second))
+	if l := lines[0]; len(lines) != 1 || l["status"] != 101.0 || l["bytes_received"] != n || l["bytes"] != n {
+		t.Fatalf("lines %v; want status 101, bytes_received and bytes %v", lines, n)
+	}
 }
