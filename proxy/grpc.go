@@ -25,8 +25,14 @@ const (
 	grpcUnavailable       = 14
 )
 
-// isGRPC reports whether the request speaks gRPC: its content-type is
-// application/grpc or application/grpc+<codec> / application/grpc;<params>.
+// IsGRPC reports whether a request with header h speaks gRPC, as the
+// proxy decides it (and answers it with gRPC local replies): its
+// content-type is application/grpc or application/grpc+<codec> /
+// application/grpc;<params>. An access log uses it to tell the requests
+// whose grpc-status it records.
+func IsGRPC(h http.Header) bool { return isGRPC(h) }
+
+// isGRPC is IsGRPC.
 func isGRPC(h http.Header) bool {
 	// The map's keys are canonical, as is the literal: a direct lookup
 	// is Header.Get without its canonicalisation of the key.

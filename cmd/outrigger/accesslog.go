@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -250,7 +252,7 @@ func serveLogged(l *zap.Logger, listener string, h http.Handler, w http.Response
 	// into the one it sends upstream; an id the proxy makes for a
 	// request without one comes through the recorder.
 	requestID := r.Header.Get("X-Request-Id")
-	rec := &recorder{ResponseWriter: w, userAgent: r.Header.Get("User-Agent")}
+	rec := &recorder{ResponseWriter: w, userAgent: r.Header.Get("User-Agent"), grpc: proxy.IsGRPC(r.Header)}
 	if r.Body != nil && r.Body != http.NoBody {
 		// The server's own request, whose body the line counts as the
 		// proxy reads it: the body's wrapper lives in rec, so it costs
@@ -285,9 +287,13 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 	default:
 		status = http.StatusOK
 	}
+	grpcStatus := -1
+	if rec.grpc {
+		grpcStatus = rec.grpcStatus()
+	}
 	writeLine(l, &accessLine{
 		listener: listener, method: r.Method, authority: r.Host, path: r.URL.Path, protocol: r.Proto,
-		status: status, duration: time.Since(start),
+		status: status, grpcStatus: grpcStatus, duration: time.Since(start),
 		bytes: rec.bytes + rec.tunnelled.Load(), bytesReceived: rec.body.n.Load() + rec.tunnelIn.Load(),
 		requestID: requestID, userAgent: rec.userAgent, route: rec.route, cluster: rec.cluster, upstreamHost: rec.upstreamHost,
 		err: own, upstreamErr: upstreamErr, remote: r.RemoteAddr,
@@ -295,10 +301,11 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 }
 
 // accessLine is one access log line's fields. detail is written only
-// when set: it is a refused request's (see Refused).
+// when set: it is a refused request's (see Refused); grpcStatus only
+// when not negative.
 type accessLine struct {
 	listener, method, authority, path, protocol string
-	status                                      int
+	status, grpcStatus                          int
 	bytes, bytesReceived                        int64
 	duration                                    time.Duration
 	requestID, userAgent, route, cluster        string
@@ -315,6 +322,7 @@ func writeLine(l *zap.Logger, ln *accessLine) {
 		zap.String("path", ln.path),
 		zap.String("protocol", ln.protocol),
 		zap.Int("status", ln.status),
+		grpcStatusField(ln.grpcStatus),
 		zap.Int64("bytes", ln.bytes),
 		zap.Int64("bytes_received", ln.bytesReceived),
 		zap.Float64("duration_ms", float64(ln.duration.Microseconds())/1000),
@@ -335,6 +343,16 @@ func writeLine(l *zap.Logger, ln *accessLine) {
 	l.Info("", f[:]...)
 }
 
+// grpcStatusField is the grpc_status field of a line: the status as a
+// number, or nothing when negative (not a gRPC request, or none sent).
+// zap.Skip keeps the field's slot in writeLine's array, at no cost.
+func grpcStatusField(code int) zap.Field {
+	if code < 0 {
+		return zap.Skip()
+	}
+	return zap.Int("grpc_status", code)
+}
+
 // Refused writes the access log line of a request the server of the
 // named listener answered itself before any handler ran (a malformed
 // request, proxy.Options.Refused): the fields known of it, error
@@ -350,7 +368,7 @@ func (a *accessLog) Refused(listener string, r h1server.Refusal) {
 	}
 	writeLine(l, &accessLine{
 		listener: listener, method: r.Method, authority: r.Host, path: r.Path, protocol: r.Proto,
-		status: r.Status, bytes: int64(r.Bytes), duration: r.Duration,
+		status: r.Status, grpcStatus: -1, bytes: int64(r.Bytes), duration: r.Duration,
 		err: proxy.ReasonDownstreamProtocolError.String(), remote: r.RemoteAddr, detail: r.Detail,
 	})
 }
@@ -384,6 +402,9 @@ type recorder struct {
 	// aborted is why the proxy cut the response short after its header
 	// (proxy.AbortRecorder).
 	aborted string
+	// grpc: the request speaks gRPC (proxy.IsGRPC), read before the
+	// proxy as userAgent is.
+	grpc bool
 	// userAgent is the request's User-Agent as received: read before the
 	// proxy, which edits the header in place (a route's request_headers
 	// may set it).
@@ -426,6 +447,40 @@ func (r *recorder) errors() (own, upstream string) {
 	}
 	return own, h.Get(proxy.HeaderError)
 }
+
+// grpcStatus is the grpc-status the response sent downstream: in its
+// trailers (those the proxy wrote itself, ending a stream it took over,
+// or an upstream's it did not announce, go under http.TrailerPrefix; an
+// announced one is set in the header map once the header is sent), or
+// in the header block of a trailers-only response (an upstream's, or
+// the proxy's own local reply). -1 when none was sent: the proxy reset
+// the stream (an abort), or nothing set one. A malformed value is 2
+// (UNKNOWN), as the proxy's breaker classifies it.
+func (r *recorder) grpcStatus() int {
+	if r.aborted != "" {
+		return -1
+	}
+	h := r.Header()
+	v, ok := h[http.TrailerPrefix+"Grpc-Status"]
+	if !ok {
+		v = h["Grpc-Status"]
+	}
+	if len(v) == 0 {
+		return -1
+	}
+	s := strings.TrimSpace(v[0])
+	if len(s) > 10 {
+		return grpcUnknown
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return grpcUnknown
+	}
+	return n
+}
+
+// grpcUnknown is gRPC's status UNKNOWN.
+const grpcUnknown = 2
 
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {

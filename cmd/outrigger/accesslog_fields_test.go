@@ -13,8 +13,11 @@ import (
 
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
@@ -72,8 +75,34 @@ type grpcService struct {
 	testpb.UnimplementedTestServiceServer
 }
 
+// UnaryCall answers with the request's payload, or fails with its
+// response_status before any message (grpc-go then answers
+// trailers-only).
 func (grpcService) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	if st := req.GetResponseStatus(); st.GetCode() != 0 {
+		return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage())
+	}
 	return &testpb.SimpleResponse{Payload: req.GetPayload()}, nil
+}
+
+// StreamingOutputCall sends a message per response parameter, each
+// after its interval, then ends with the request's response_status (in
+// the trailers).
+func (grpcService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, stream grpc.ServerStreamingServer[testpb.StreamingOutputCallResponse]) error {
+	for _, p := range req.GetResponseParameters() {
+		select {
+		case <-time.After(time.Duration(p.GetIntervalUs()) * time.Microsecond):
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+		if err := stream.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+			return err
+		}
+	}
+	if st := req.GetResponseStatus(); st.GetCode() != 0 {
+		return status.Error(codes.Code(st.GetCode()), st.GetMessage())
+	}
+	return nil
 }
 
 // startGRPCUpstream serves svc with grpc-go on loopback.
@@ -248,5 +277,90 @@ func TestAccessLogCountsWhatATunnelReceived(t *testing.T) {
 	n := float64(len(first) + len(second))
 	if l := lines[0]; len(lines) != 1 || l["status"] != 101.0 || l["bytes_received"] != n || l["bytes"] != n {
 		t.Fatalf("lines %v; want status 101, bytes_received and bytes %v", lines, n)
+	}
+}
+
+// grpc_status is the grpc-status sent downstream for a gRPC request, as
+// a number: an upstream's in its trailers or its trailers-only answer,
+// the proxy's own local reply's, and the one the proxy ends a stream
+// with in its trailers (a route timeout mid-stream). A request that is
+// not gRPC has none, over HTTP/1.1 and h2c alike.
+func TestAccessLogGRPCStatus(t *testing.T) {
+	up := startGRPCUpstream(t, grpcService{})
+	cfg := grpcRoutes(up)
+	cfg.Routes = append([]config.Route{{Name: "stream", Cluster: "grpc", Timeout: 300 * time.Millisecond,
+		Match: config.RouteMatch{Path: config.PathMatch{Exact: "/grpc.testing.TestService/StreamingOutputCall"},
+			Headers: []config.HeaderMatch{{Name: "x-short", Exact: "1"}}}}}, cfg.Routes...)
+	lp := startServedProxy(t, cfg)
+	c := grpcTestClient(t, lp.addr)
+
+	if _, err := c.UnaryCall(ctxFor(t, 10*time.Second), &testpb.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.UnaryCall(ctxFor(t, 10*time.Second), &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.NotFound)}})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("unary: %v", err)
+	}
+	// Messages, then the status in the trailers.
+	readStream := func(ctx context.Context, req *testpb.StreamingOutputCallRequest) error {
+		st, err := c.StreamingOutputCall(ctx, req)
+		if err != nil {
+			return err
+		}
+		for {
+			if _, err := st.Recv(); err != nil {
+				return err
+			}
+		}
+	}
+	err = readStream(ctxFor(t, 10*time.Second), &testpb.StreamingOutputCallRequest{
+		ResponseParameters: []*testpb.ResponseParameters{{Size: 10}, {Size: 10}},
+		ResponseStatus:     &testpb.EchoStatus{Code: int32(codes.FailedPrecondition)}})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("stream: %v", err)
+	}
+	// The route timeout passes between two messages: the proxy ends the
+	// stream with DEADLINE_EXCEEDED trailers of its own.
+	err = readStream(metadata.AppendToOutgoingContext(ctxFor(t, 10*time.Second), "x-short", "1"), &testpb.StreamingOutputCallRequest{
+		ResponseParameters: []*testpb.ResponseParameters{{Size: 10}, {Size: 10, IntervalUs: 10e6}}})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("cut stream: %v", err)
+	}
+	// No route: the proxy's own trailers-only UNIMPLEMENTED.
+	cc, err := grpc.NewClient("passthrough:///"+lp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if err := cc.Invoke(ctxFor(t, 10*time.Second), "/nowhere.Service/Call", &testpb.Empty{}, &testpb.Empty{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("no route: %v", err)
+	}
+	lines := waitLines(t, lp.logPath, 5)
+	want := []struct {
+		route string
+		code  float64
+	}{{"grpc", 0}, {"grpc", 5}, {"grpc", 9}, {"stream", 4}, {"", 12}}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines: %v", len(lines), lines)
+	}
+	for i, w := range want {
+		if l := lines[i]; l["route"] != w.route || l["grpc_status"] != w.code {
+			t.Errorf("line %d: %v; want route %q, grpc_status %v", i, l, w.route, w.code)
+		}
+	}
+
+	for _, hc := range httpClients() {
+		t.Run(hc.name, func(t *testing.T) {
+			lp := startServedProxy(t, &config.Config{Routes: []config.Route{{Name: "direct",
+				Match: config.RouteMatch{Path: config.PathMatch{Exact: "/plain"}}, DirectResponse: &config.DirectResponse{Status: 200}}}})
+			send(t, hc.c, lp.newRequest(t, "GET", "/plain", nil))
+			send(t, hc.c, lp.newRequest(t, "GET", "/nowhere", nil))
+			lines := waitLines(t, lp.logPath, 2)
+			for _, l := range lines {
+				if _, ok := l["grpc_status"]; ok {
+					t.Errorf("line %v of a request that is not gRPC has a grpc_status", l)
+				}
+			}
+		})
 	}
 }
