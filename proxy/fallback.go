@@ -93,7 +93,7 @@ func (p *Proxy) serveFallback(f *forwarding) {
 	// The fallback's attempts are further attempts of the same request
 	// (x-outrigger-attempt-count goes on counting).
 	f2.attempts = f.attempts
-	defer func() { f.status = f2.status }()
+	defer func() { f.status, f.attempts = f2.status, f2.attempts }()
 	f2.run(time.Time{})
 }
 

@@ -178,6 +178,9 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		// Runs during an ErrAbortHandler panic too, so aborted streams count.
 		stats.record(f.status, p.now().Sub(start).Seconds())
+		if ar, ok := w.(AttemptRecorder); ok {
+			ar.RecordAttempts(int(f.attempts))
+		}
 	}()
 	f.run(start)
 	if f.deferred != nil {
@@ -1714,6 +1717,18 @@ type RouteRecorder interface {
 // an access log uses it to log the id the upstream saw.
 type RequestIDRecorder interface {
 	RecordRequestID(id string)
+}
+
+// AttemptRecorder is a ResponseWriter that is told, once the proxy is
+// done with a forwarded request (a tunnel's once it has closed), how many
+// upstream attempts it made: the first try and each retry, a connection
+// that failed included, and a route's fallback cluster's going on from
+// the primary's, as x-outrigger-attempt-count numbers them. It is not
+// told of a request the proxy answered before it picked a cluster, nor of
+// a composition's calls: those made no attempt of their own. An access
+// log uses it as Envoy's UPSTREAM_REQUEST_ATTEMPT_COUNT.
+type AttemptRecorder interface {
+	RecordAttempts(n int)
 }
 
 // AbortRecorder is a ResponseWriter that is told why the proxy cut a

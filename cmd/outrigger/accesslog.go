@@ -295,7 +295,8 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 		listener: listener, method: r.Method, authority: r.Host, path: r.URL.Path, protocol: r.Proto,
 		status: status, grpcStatus: grpcStatus, duration: time.Since(start),
 		bytes: rec.bytes + rec.tunnelled.Load(), bytesReceived: rec.body.n.Load() + rec.tunnelIn.Load(),
-		requestID: requestID, userAgent: rec.userAgent, route: rec.route, cluster: rec.cluster, upstreamHost: rec.upstreamHost,
+		requestID: requestID, userAgent: rec.userAgent, route: rec.route, cluster: rec.cluster,
+		upstreamHost: rec.upstreamHost, attempts: rec.attempts,
 		err: own, upstreamErr: upstreamErr, remote: r.RemoteAddr,
 	})
 }
@@ -305,7 +306,7 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 // when not negative.
 type accessLine struct {
 	listener, method, authority, path, protocol string
-	status, grpcStatus                          int
+	status, grpcStatus, attempts                int
 	bytes, bytesReceived                        int64
 	duration                                    time.Duration
 	requestID, userAgent, route, cluster        string
@@ -331,6 +332,7 @@ func writeLine(l *zap.Logger, ln *accessLine) {
 		zap.String("route", ln.route),
 		zap.String("cluster", ln.cluster),
 		zap.String("upstream_host", ln.upstreamHost),
+		zap.Int("attempts", ln.attempts),
 		zap.String("error", ln.err),
 		zap.String("upstream_error", ln.upstreamErr),
 		zap.String("remote", ln.remote),
@@ -399,6 +401,9 @@ type recorder struct {
 	// route and cluster: what the request matched and was sent to
 	// (proxy.RouteRecorder); cluster is the fallback's once it answered.
 	route, cluster string
+	// attempts is how many upstream attempts the proxy made
+	// (proxy.AttemptRecorder).
+	attempts int
 	// aborted is why the proxy cut the response short after its header
 	// (proxy.AbortRecorder).
 	aborted string
@@ -424,6 +429,9 @@ func (r *recorder) MarkUpstream(cluster, host string) {
 func (r *recorder) RecordRoute(route, cluster string) {
 	r.route, r.cluster = route, cluster
 }
+
+// RecordAttempts implements proxy.AttemptRecorder.
+func (r *recorder) RecordAttempts(n int) { r.attempts = n }
 
 // RecordAbort implements proxy.AbortRecorder.
 func (r *recorder) RecordAbort(reason string) { r.aborted = reason }
@@ -593,4 +601,5 @@ var (
 	_ proxy.RequestIDRecorder = (*recorder)(nil)
 	_ proxy.RouteRecorder     = (*recorder)(nil)
 	_ proxy.AbortRecorder     = (*recorder)(nil)
+	_ proxy.AttemptRecorder   = (*recorder)(nil)
 )

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,12 +75,22 @@ func (lp *loggedProxy) newRequest(t *testing.T, method, path string, body io.Rea
 // status, messages spaced in time).
 type grpcService struct {
 	testpb.UnimplementedTestServiceServer
+	// failed holds the x-fail-once values of the calls failed
+	// UNAVAILABLE: a call carrying one fails the first time only. nil:
+	// none fails so.
+	failed *sync.Map
 }
 
 // UnaryCall answers with the request's payload, or fails with its
 // response_status before any message (grpc-go then answers
 // trailers-only).
-func (grpcService) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+func (s grpcService) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("x-fail-once"); len(v) > 0 && s.failed != nil {
+		if _, seen := s.failed.LoadOrStore(v[0], true); !seen {
+			return nil, status.Error(codes.Unavailable, "warming up")
+		}
+	}
 	if st := req.GetResponseStatus(); st.GetCode() != 0 {
 		return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage())
 	}
@@ -363,4 +375,114 @@ func TestAccessLogGRPCStatus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deadAddr is a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// attempts is the number of upstream attempts made for the request, as
+// Envoy's UPSTREAM_REQUEST_ATTEMPT_COUNT: 1 for a plain forward, one
+// more for each retry (a connection that failed counts), the fallback
+// cluster's counted on from the primary's, and 0 when the proxy
+// answered without trying an upstream.
+func TestAccessLogAttempts(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	// The first request for a path ending in /flaky (and a query) fails
+	// 503.
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		first := !seen[r.URL.RequestURI()]
+		seen[r.URL.RequestURI()] = true
+		mu.Unlock()
+		if first && strings.HasSuffix(r.URL.Path, "/flaky") {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(up.Close)
+	dead := deadAddr(t)
+	retry := &config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"5xx"}}
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{
+			"up":   {Endpoints: []config.Endpoint{{Address: up.Listener.Addr().String()}}},
+			"dead": {Endpoints: []config.Endpoint{{Address: dead}}},
+		},
+		Routes: []config.Route{
+			{Name: "direct", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/direct"}},
+				DirectResponse: &config.DirectResponse{Status: 204}},
+			{Name: "lost", Cluster: "dead", Retry: retry, Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/lost"}}},
+			{Name: "saved", Cluster: "dead", Retry: retry, Fallback: &config.Fallback{Cluster: "up"},
+				Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/saved"}}},
+			{Name: "up", Cluster: "up", Retry: retry, Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/up"}}},
+		},
+	}
+	want := []struct {
+		path     string
+		status   float64
+		attempts float64
+	}{
+		{"/up/plain", 200, 1},
+		{"/up/flaky", 200, 2},
+		{"/lost", 502, 2},  // upstream_connect_failure after its retry
+		{"/saved", 200, 3}, // the primary's two, the fallback's one
+		{"/direct", 204, 0},
+		{"/nowhere", 404, 0},
+	}
+	for _, hc := range httpClients() {
+		t.Run(hc.name, func(t *testing.T) {
+			lp := startServedProxy(t, cfg)
+			for _, w := range want {
+				send(t, hc.c, lp.newRequest(t, "GET", w.path+"?"+hc.name, nil))
+			}
+			lines := waitLines(t, lp.logPath, len(want))
+			if len(lines) != len(want) {
+				t.Fatalf("%d lines: %v", len(lines), lines)
+			}
+			for i, w := range want {
+				if l := lines[i]; l["status"] != w.status || l["attempts"] != w.attempts {
+					t.Errorf("%s: line %v; want status %v, attempts %v", w.path, l, w.status, w.attempts)
+				}
+			}
+		})
+	}
+	t.Run("grpc", func(t *testing.T) {
+		cfg := grpcRoutes(startGRPCUpstream(t, grpcService{failed: new(sync.Map)}))
+		cfg.Routes[0].Retry = &config.RetryPolicy{Attempts: 1} // retry_on has unavailable by default
+		lp := startServedProxy(t, cfg)
+		c := grpcTestClient(t, lp.addr)
+		if _, err := c.UnaryCall(ctxFor(t, 10*time.Second), &testpb.SimpleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		// UNAVAILABLE (trailers-only), then OK on the retry.
+		ctx := metadata.AppendToOutgoingContext(ctxFor(t, 10*time.Second), "x-fail-once", "a")
+		if _, err := c.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient("passthrough:///"+lp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		if err := cc.Invoke(ctxFor(t, 10*time.Second), "/nowhere.Service/Call", &testpb.Empty{}, &testpb.Empty{}); status.Code(err) != codes.Unimplemented {
+			t.Fatalf("no route: %v", err)
+		}
+		lines := waitLines(t, lp.logPath, 3)
+		if len(lines) != 3 {
+			t.Fatalf("%d lines: %v", len(lines), lines)
+		}
+		for i, want := range []float64{1, 2, 0} {
+			if l := lines[i]; l["attempts"] != want {
+				t.Errorf("line %v; want attempts %v", l, want)
+			}
+		}
+	})
 }
