@@ -1695,9 +1695,12 @@ func (f *forwarding) prepareRetry(attempt int, wait time.Duration) bool {
 // response) rather than one the proxy made itself, and whose: the
 // cluster and the endpoint (host:port) that answered. An access log uses
 // it to tell the proxy's own x-outrigger-error from one an upstream
-// Outrigger sent, and to say who answered. MarkUpstream is called before
-// the header is copied; a route's fallback calls it again for the
-// fallback cluster's response.
+// Outrigger sent, and to say who answered. MarkUpstream is called once
+// the response that goes downstream is taken, its header block just
+// arrived, before the header is copied (for a tunnel's 101, once the
+// client's connection is hijacked), so the time of the call is the
+// header's, to within the proxy's own work; a route's fallback calls it
+// again for the fallback cluster's response.
 type UpstreamMarker interface {
 	MarkUpstream(cluster, host string)
 }

@@ -291,9 +291,13 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 	if rec.grpc {
 		grpcStatus = rec.grpcStatus()
 	}
+	upstreamHeader := time.Duration(-1)
+	if !rec.headerAt.IsZero() {
+		upstreamHeader = rec.headerAt.Sub(start)
+	}
 	writeLine(l, &accessLine{
 		listener: listener, method: r.Method, authority: r.Host, path: r.URL.Path, protocol: r.Proto,
-		status: status, grpcStatus: grpcStatus, duration: time.Since(start),
+		status: status, grpcStatus: grpcStatus, duration: time.Since(start), upstreamHeader: upstreamHeader,
 		bytes: rec.bytes + rec.tunnelled.Load(), bytesReceived: rec.body.n.Load() + rec.tunnelIn.Load(),
 		requestID: requestID, userAgent: rec.userAgent, route: rec.route, cluster: rec.cluster,
 		upstreamHost: rec.upstreamHost, attempts: rec.attempts,
@@ -302,13 +306,13 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 }
 
 // accessLine is one access log line's fields. detail is written only
-// when set: it is a refused request's (see Refused); grpcStatus only
-// when not negative.
+// when set: it is a refused request's (see Refused); grpcStatus and
+// upstreamHeader only when not negative.
 type accessLine struct {
 	listener, method, authority, path, protocol string
 	status, grpcStatus, attempts                int
 	bytes, bytesReceived                        int64
-	duration                                    time.Duration
+	duration, upstreamHeader                    time.Duration
 	requestID, userAgent, route, cluster        string
 	upstreamHost                                string
 	err, upstreamErr, remote, detail            string
@@ -326,7 +330,8 @@ func writeLine(l *zap.Logger, ln *accessLine) {
 		grpcStatusField(ln.grpcStatus),
 		zap.Int64("bytes", ln.bytes),
 		zap.Int64("bytes_received", ln.bytesReceived),
-		zap.Float64("duration_ms", float64(ln.duration.Microseconds())/1000),
+		zap.Float64("duration_ms", millis(ln.duration)),
+		upstreamHeaderField(ln.upstreamHeader),
 		zap.String("request_id", ln.requestID),
 		zap.String("user_agent", ln.userAgent),
 		zap.String("route", ln.route),
@@ -343,6 +348,18 @@ func writeLine(l *zap.Logger, ln *accessLine) {
 		return
 	}
 	l.Info("", f[:]...)
+}
+
+// millis is d in milliseconds, to the microsecond.
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// upstreamHeaderField is the upstream_header_ms field of a line, or
+// nothing when d is negative (no upstream's response went downstream).
+func upstreamHeaderField(d time.Duration) zap.Field {
+	if d < 0 {
+		return zap.Skip()
+	}
+	return zap.Float64("upstream_header_ms", millis(d))
 }
 
 // grpcStatusField is the grpc_status field of a line: the status as a
@@ -370,7 +387,7 @@ func (a *accessLog) Refused(listener string, r h1server.Refusal) {
 	}
 	writeLine(l, &accessLine{
 		listener: listener, method: r.Method, authority: r.Host, path: r.Path, protocol: r.Proto,
-		status: r.Status, grpcStatus: -1, bytes: int64(r.Bytes), duration: r.Duration,
+		status: r.Status, grpcStatus: -1, bytes: int64(r.Bytes), duration: r.Duration, upstreamHeader: -1,
 		err: proxy.ReasonDownstreamProtocolError.String(), remote: r.RemoteAddr, detail: r.Detail,
 	})
 }
@@ -395,9 +412,11 @@ type recorder struct {
 	// body is the request's body as the handler reads it, counted.
 	body countedBody
 	// upstream: the response is an upstream's, upstreamHost's of
-	// cluster (proxy.UpstreamMarker).
+	// cluster (proxy.UpstreamMarker), whose header the proxy took at
+	// headerAt.
 	upstream     bool
 	upstreamHost string
+	headerAt     time.Time
 	// route and cluster: what the request matched and was sent to
 	// (proxy.RouteRecorder); cluster is the fallback's once it answered.
 	route, cluster string
@@ -420,9 +439,14 @@ type recorder struct {
 	requestID string
 }
 
-// MarkUpstream implements proxy.UpstreamMarker.
+// MarkUpstream implements proxy.UpstreamMarker. The proxy calls it as
+// it takes the response that goes downstream, its header just arrived
+// (a tunnel's 101, once the client's connection is hijacked): the time
+// now is that header's, for upstream_header_ms, at the cost of one clock
+// read on the requests that have an upstream's response.
 func (r *recorder) MarkUpstream(cluster, host string) {
 	r.upstream, r.cluster, r.upstreamHost = true, cluster, host
+	r.headerAt = time.Now()
 }
 
 // RecordRoute implements proxy.RouteRecorder.

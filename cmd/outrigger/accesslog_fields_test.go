@@ -486,3 +486,96 @@ func TestAccessLogAttempts(t *testing.T) {
 		}
 	})
 }
+
+// upstream_header_ms is the time from the request's start to the
+// arrival of the header of the upstream response that went downstream
+// (Envoy's RESPONSE_DURATION), over every protocol: an upstream that
+// takes 100ms to answer and 150ms more to end its body has it at 100ms
+// or more, and 100ms or more under duration_ms. A reply the proxy made
+// itself has none.
+func TestAccessLogUpstreamHeaderTime(t *testing.T) {
+	const headerAfter, bodyAfter = 100 * time.Millisecond, 150 * time.Millisecond
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(headerAfter)
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		time.Sleep(bodyAfter)
+		io.WriteString(w, "done")
+	}))
+	t.Cleanup(up.Close)
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{
+			"up":   {Endpoints: []config.Endpoint{{Address: up.Listener.Addr().String()}}},
+			"dead": {Endpoints: []config.Endpoint{{Address: deadAddr(t)}}},
+		},
+		Routes: []config.Route{
+			{Name: "direct", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/direct"}},
+				DirectResponse: &config.DirectResponse{Status: 204}},
+			{Name: "dead", Cluster: "dead", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/dead"}}},
+			{Name: "up", Cluster: "up", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}},
+		},
+	}
+	// check checks the line of a response whose header came after
+	// headerAfter, and its end bodyAfter later.
+	check := func(t *testing.T, l map[string]any) {
+		t.Helper()
+		header, ok := l["upstream_header_ms"].(float64)
+		total, _ := l["duration_ms"].(float64)
+		if !ok || header < float64(headerAfter.Milliseconds()) || total-header < float64(headerAfter.Milliseconds()) {
+			t.Errorf("line %v; want upstream_header_ms >= %v and %v or more under duration_ms", l, headerAfter, headerAfter)
+		}
+	}
+	for _, hc := range httpClients() {
+		t.Run(hc.name, func(t *testing.T) {
+			lp := startServedProxy(t, cfg)
+			send(t, hc.c, lp.newRequest(t, "GET", "/slow", nil))
+			send(t, hc.c, lp.newRequest(t, "GET", "/direct", nil))
+			send(t, hc.c, lp.newRequest(t, "GET", "/dead", nil))
+			lines := waitLines(t, lp.logPath, 3)
+			if len(lines) != 3 {
+				t.Fatalf("%d lines: %v", len(lines), lines)
+			}
+			check(t, lines[0])
+			for _, l := range lines[1:] {
+				if _, ok := l["upstream_header_ms"]; ok {
+					t.Errorf("line %v of the proxy's own reply has upstream_header_ms", l)
+				}
+			}
+		})
+	}
+	t.Run("grpc", func(t *testing.T) {
+		lp := startServedProxy(t, grpcRoutes(startGRPCUpstream(t, grpcService{})))
+		c := grpcTestClient(t, lp.addr)
+		// grpc-go sends the header with the first message.
+		st, err := c.StreamingOutputCall(ctxFor(t, 10*time.Second), &testpb.StreamingOutputCallRequest{
+			ResponseParameters: []*testpb.ResponseParameters{
+				{Size: 1, IntervalUs: int32(headerAfter.Microseconds())},
+				{Size: 1, IntervalUs: int32(bodyAfter.Microseconds())},
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for err == nil {
+			_, err = st.Recv()
+		}
+		if err != io.EOF {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient("passthrough:///"+lp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		if err := cc.Invoke(ctxFor(t, 10*time.Second), "/nowhere.Service/Call", &testpb.Empty{}, &testpb.Empty{}); status.Code(err) != codes.Unimplemented {
+			t.Fatalf("no route: %v", err)
+		}
+		lines := waitLines(t, lp.logPath, 2)
+		if len(lines) != 2 {
+			t.Fatalf("%d lines: %v", len(lines), lines)
+		}
+		check(t, lines[0])
+		if _, ok := lines[1]["upstream_header_ms"]; ok {
+			t.Errorf("line %v of the proxy's own reply has upstream_header_ms", lines[1])
+		}
+	})
+}

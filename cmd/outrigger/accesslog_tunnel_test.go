@@ -73,7 +73,7 @@ func TestAccessLogNamesATunnelsUpstreamHost(t *testing.T) {
 		t.Fatalf("%d lines: %v", len(lines), lines)
 	}
 	l := lines[0]
-	if l["status"] != 101.0 || l["route"] != "ws" || l["cluster"] != "up" || l["upstream_host"] != up || l["error"] != "" || l["attempts"] != 1.0 {
+	if l["status"] != 101.0 || l["route"] != "ws" || l["cluster"] != "up" || l["upstream_host"] != up || l["error"] != "" || l["attempts"] != 1.0 || l["upstream_header_ms"] == nil {
 		t.Fatalf("line %v", l)
 	}
 }
