@@ -675,6 +675,11 @@ func (p *Proxy) BeginRetire(ln net.Listener) (drain func(ctx context.Context) er
 // closed; then their base contexts are cancelled, which ends the
 // requests of hijacked connections; and cancelled requests get a moment
 // to unwind, so that their goroutines are gone when the drain returns.
+// The moment covers the servers' own counts too, which fall after n
+// when n is the proxy's: a handler Options.Wrap put around the proxy's
+// has work left once the proxy's returns (an access log writes the
+// line of the tunnel that just ended, into a file its caller closes
+// once Shutdown returns).
 func finishDrain(err error, n *atomic.Int64, servers ...*served) {
 	if err != nil {
 		for _, sv := range servers {
@@ -687,6 +692,9 @@ func finishDrain(err error, n *atomic.Int64, servers ...*served) {
 	if err != nil {
 		wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
 		_ = waitZero(wctx, n)
+		for _, sv := range servers {
+			_ = waitZero(wctx, &sv.inflight)
+		}
 		wcancel()
 	}
 }

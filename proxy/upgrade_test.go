@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,5 +163,48 @@ func TestTunnelPassesClientHalfClose(t *testing.T) {
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("tunnel not closed after the upstream's end: %v", err)
+	}
+}
+
+// A forced shutdown that ends a tunnel waits, within its moment for
+// cancelled requests to unwind, for the server's handler to return, not
+// only the proxy's: a wrapper (Options.Wrap) still has work after the
+// proxy's handler returns, such as an access log writing the tunnel's
+// line, and the caller closes that log once Shutdown returns. Shutdown
+// returned as soon as the proxy's own count of requests fell to 0.
+func TestForcedShutdownWaitsForTheWrapperOfATunnelItEnds(t *testing.T) {
+	innerDone, proceed := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(proceed) })
+	defer release()
+	var wrapperDone atomic.Bool
+	wrap := func(l Listener, h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.ServeHTTP(w, r)
+			close(innerDone)
+			<-proceed
+			wrapperDone.Store(true)
+		})
+	}
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}), func(o *Options) { o.Wrap = wrap })
+	openEchoTunnel(t, h, "")
+	ctx, cancel := contextWithTimeout(100 * time.Millisecond)
+	defer cancel()
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- h.p.Shutdown(ctx) }()
+	<-innerDone // the drain timed out and ended the tunnel
+	// Shutdown must not return while the wrapper is held; the moment it
+	// gives cancelled requests is 1s, so 200ms tells a Shutdown that
+	// waits from one that does not.
+	select {
+	case <-shutdown:
+		t.Fatal("Shutdown returned while the tunnel's wrapper had not")
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	if err := <-shutdown; err == nil {
+		t.Fatal("Shutdown reported a clean drain with a tunnel open")
+	}
+	if !wrapperDone.Load() {
+		t.Fatal("Shutdown returned before the tunnel's wrapper")
 	}
 }
