@@ -35,6 +35,10 @@ const (
 	DefaultHealthyThreshold    = 2
 	DefaultUnhealthyThreshold  = 3
 
+	// DefaultOverprovisioningFactor is Envoy's default
+	// overprovisioning_factor, in percent.
+	DefaultOverprovisioningFactor = 140
+
 	DefaultRouteTimeout         = 15 * time.Second
 	DefaultRetryAttempts        = 1
 	DefaultBackoffBase          = 25 * time.Millisecond
@@ -168,6 +172,7 @@ func (cl *Cluster) applyDefaults() {
 	cl.CircuitBreaker = cl.CircuitBreaker.WithDefaults()
 	cl.Limits = cl.Limits.WithDefaults()
 	cl.OutlierDetection = cl.OutlierDetection.WithDefaults()
+	setInt(&cl.ZoneAware.OverprovisioningFactor, DefaultOverprovisioningFactor)
 	if hc := cl.HealthCheck; hc != nil {
 		setDuration(&hc.Interval, DefaultHealthCheckInterval)
 		setDuration(&hc.UnhealthyInterval, hc.Interval)

@@ -196,7 +196,44 @@ clusters:
     endpoints:
       - address: 10.0.0.1:80
         wieght: 2
-`, `t.yaml:6: clusters.a.endpoints[0].wieght: unknown key "wieght" (expected address or weight)`},
+`, `t.yaml:6: clusters.a.endpoints[0].wieght: unknown key "wieght" (expected address, weight or zone)`},
+		{"endpoint zone not a string", `
+clusters:
+  a:
+    endpoints:
+      - {address: 10.0.0.1:80, zone: [a]}
+`, `t.yaml:5: clusters.a.endpoints[0].zone: expected a string, got a list`},
+		{"endpoint zone with a space", `
+clusters:
+  a:
+    endpoints:
+      - {address: 10.0.0.1:80, zone: "eu west"}
+`, `t.yaml:5: clusters.a.endpoints[0].zone: must hold no white space or control characters, got "eu west"`},
+		{"node zone with a control character", `
+node:
+  zone: "eu\tw"
+`, `t.yaml:3: node.zone: must hold no white space or control characters, got "eu\tw"`},
+		{"zone_aware without node.zone", `
+clusters:
+  a:
+    endpoints: [{address: 10.0.0.1:80, zone: eu-west-1a}]
+    zone_aware: {enabled: true}
+`, `t.yaml:5: clusters.a.zone_aware.enabled: needs node.zone, the sidecar's own zone, which is not set`},
+		{"overprovisioning_factor below 100", `
+node: {zone: eu-west-1a}
+clusters:
+  a:
+    endpoints: [{address: 10.0.0.1:80, zone: eu-west-1a}]
+    zone_aware: {enabled: true, overprovisioning_factor: 90}
+`, `t.yaml:6: clusters.a.zone_aware.overprovisioning_factor: must be from 100 to 1000 percent (0 means 140), got 90`},
+		{"overprovisioning_factor above 1000", `
+node: {zone: eu-west-1a}
+clusters:
+  a:
+    endpoints: [10.0.0.1:80]
+    zone_aware:
+      overprovisioning_factor: 1400
+`, `t.yaml:7: clusters.a.zone_aware.overprovisioning_factor: must be from 100 to 1000 percent (0 means 140), got 1400`},
 		{"endpoint weight 0", `
 clusters:
   a:

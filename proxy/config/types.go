@@ -59,6 +59,8 @@ type Node struct {
 	Service string `yaml:"service" json:"service"`
 
 	// Zone is the locality (e.g. "eu-west-1a"). Empty means unknown.
+	// Clusters with zone_aware enabled keep their traffic on the
+	// endpoints of this zone while enough of them are healthy.
 	Zone string `yaml:"zone,omitempty" json:"zone,omitempty"`
 
 	// Labels are free-form metadata sent to an xDS control plane. Empty means
@@ -304,7 +306,7 @@ const (
 // Cluster is an upstream service: a set of endpoints and how to talk to them.
 type Cluster struct {
 	// Endpoints are the instances of the service. Each is either a string
-	// "host:port" or a mapping {address: "host:port", weight: N}. A host is an
+	// "host:port" or a mapping {address: "host:port", weight: N, zone: Z}. A host is an
 	// IP address or a DNS name (resolved by the system resolver when a
 	// connection is made). At least one is required; addresses are unique
 	// within a cluster.
@@ -353,6 +355,32 @@ type Cluster struct {
 	// health_checks, HAProxy's check). Absent means no active checking:
 	// only outlier detection takes endpoints out.
 	HealthCheck *HealthCheck `yaml:"health_check" json:"health_check,omitempty"`
+
+	// ZoneAware keeps traffic on the endpoints of the sidecar's own zone
+	// (node.zone) while enough of them are eligible, and spills it over
+	// to the other endpoints as they fail (Envoy's priority levels, as
+	// Istio's locality failover sets them). The zero value means off.
+	ZoneAware ZoneAware `yaml:"zone_aware" json:"zone_aware"`
+}
+
+// ZoneAware is a cluster's zone-aware load balancing. The endpoints whose
+// zone is node.zone are the local level, all others the remote one. The
+// local level takes min(100%, its eligible share of endpoints ×
+// OverprovisioningFactor / 100) of the picks, the remote level the rest;
+// when both levels are short of that, the two shares are scaled to sum to
+// 100% (Envoy's normalized total health). Panic mode, which is decided
+// for the whole cluster, balances over every endpoint whatever its zone.
+type ZoneAware struct {
+	// Enabled turns zone-aware balancing on; it needs node.zone. False
+	// (the default) balances over every endpoint whatever its zone.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+
+	// OverprovisioningFactor, in percent, is how much load a level is
+	// taken to bear beyond its share of healthy endpoints (Envoy's
+	// overprovisioning_factor): at 140, the local level keeps all the
+	// traffic until fewer than 100/140 (about 71%) of its endpoints are
+	// eligible. 100 to 1000; zero means 140.
+	OverprovisioningFactor int `yaml:"overprovisioning_factor" json:"overprovisioning_factor"`
 }
 
 // HealthCheck is a cluster's active health check. Exactly one of HTTP,
@@ -498,6 +526,11 @@ type Endpoint struct {
 	// (for round_robin and random). Zero (absent) means 1; at most 10000.
 	// An explicit 0 in YAML is refused.
 	Weight uint32 `yaml:"weight" json:"weight"`
+
+	// Zone is the endpoint's locality (e.g. "eu-west-1a"), compared with
+	// node.zone by a zone-aware cluster. Empty means unknown: never the
+	// local zone.
+	Zone string `yaml:"zone,omitempty" json:"zone,omitempty"`
 }
 
 // TLS configures TLS to a cluster's endpoints.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -51,6 +52,7 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) validateSections(p *problems) {
+	checkZone(p, "node.zone", c.Node.Zone)
 	checkListenAddr(p, "admin.address", c.Admin.Address)
 	c.Listeners.validate(p, "listeners")
 	for _, name := range sortedKeys(c.Clusters) {
@@ -150,6 +152,7 @@ func (cl *Cluster) validate(p *problems, path string) {
 		if ep.Weight > MaxEndpointWeight {
 			p.addf(ip+".weight", "must be at most %d, got %d", MaxEndpointWeight, ep.Weight)
 		}
+		checkZone(p, ip+".zone", ep.Zone)
 	}
 	checkProtocol(p, path+".protocol", cl.Protocol)
 	switch cl.LBPolicy {
@@ -176,6 +179,31 @@ func (cl *Cluster) validate(p *problems, path string) {
 	p.nested(path+".failure_classifier", cl.FailureClassifier.Validate())
 	if cl.HealthCheck != nil {
 		cl.HealthCheck.validate(p, path+".health_check", cl.Protocol)
+	}
+	if f := cl.ZoneAware.OverprovisioningFactor; f != 0 && (f < MinOverprovisioningFactor || f > MaxOverprovisioningFactor) {
+		p.addf(path+".zone_aware.overprovisioning_factor", "must be from %d to %d percent (0 means %d), got %d",
+			MinOverprovisioningFactor, MaxOverprovisioningFactor, DefaultOverprovisioningFactor, f)
+	}
+}
+
+// The bounds of zone_aware.overprovisioning_factor. Below 100 the local
+// zone would lose traffic while all its endpoints are healthy; above
+// 1000 one healthy endpoint in ten would hold a zone's whole load.
+const (
+	MinOverprovisioningFactor = 100
+	MaxOverprovisioningFactor = 1000
+)
+
+// checkZone checks a zone name (node.zone, an endpoint's zone): at most
+// 255 bytes, with no white space or control characters, so that a zone
+// compares as written and shows unambiguously in /clusters. Empty means
+// unknown.
+func checkZone(p *problems, path, zone string) {
+	switch {
+	case len(zone) > maxNameLen:
+		p.addf(path, "must be at most %d bytes, got %d", maxNameLen, len(zone))
+	case strings.ContainsFunc(zone, func(r rune) bool { return r <= ' ' || r == 0x7f || unicode.IsSpace(r) || unicode.IsControl(r) }):
+		p.addf(path, "must hold no white space or control characters, got %q", zone)
 	}
 }
 
@@ -828,6 +856,16 @@ func (l *Logging) validate(p *problems, path string) {
 
 // validateReferences checks what one section says about another.
 func (c *Config) validateReferences(p *problems) {
+	if c.Node.Zone == "" {
+		// Without the sidecar's own zone no endpoint is local: every
+		// pick would go to the other zones' level, which reads as zone
+		// awareness while doing none.
+		for _, name := range sortedKeys(c.Clusters) {
+			if c.Clusters[name].ZoneAware.Enabled {
+				p.add(keyPath("clusters", name)+".zone_aware.enabled", "needs node.zone, the sidecar's own zone, which is not set")
+			}
+		}
+	}
 	known := func(name string) bool {
 		if _, ok := c.Clusters[name]; ok {
 			return true

@@ -27,7 +27,7 @@ func resolve(n *yaml.Node) *yaml.Node {
 	return n
 }
 
-// UnmarshalYAML accepts "host:port" or {address, weight}.
+// UnmarshalYAML accepts "host:port" or {address, weight, zone}.
 func (e *Endpoint) UnmarshalYAML(n *yaml.Node) error {
 	n = resolve(n)
 	switch n.Kind {
@@ -64,8 +64,14 @@ func (e *Endpoint) UnmarshalYAML(n *yaml.Node) error {
 					continue
 				}
 				e.Weight = w
+			case "zone":
+				if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
+					errs = append(errs, nodeError(v, "expected a string, got %s", describeNode(v)).Errors...)
+					continue
+				}
+				e.Zone = v.Value
 			default:
-				errs = append(errs, nodeError(k, "unknown key %q (expected address or weight)", k.Value).Errors...)
+				errs = append(errs, nodeError(k, "unknown key %q (expected address, weight or zone)", k.Value).Errors...)
 			}
 		}
 		if len(errs) > 0 {
@@ -77,13 +83,18 @@ func (e *Endpoint) UnmarshalYAML(n *yaml.Node) error {
 	}
 }
 
-// MarshalYAML writes the short form when the weight is the default.
+// MarshalYAML writes the short form when the weight is the default and
+// there is no zone.
 func (e Endpoint) MarshalYAML() (any, error) {
-	if e.Weight == 0 {
+	if e.Weight == 0 && e.Zone == "" {
 		return e.Address, nil
 	}
-	type plain Endpoint
-	return plain(e), nil
+	// A weight of 0 written out would be refused when read back.
+	return struct {
+		Address string `yaml:"address"`
+		Weight  uint32 `yaml:"weight,omitempty"`
+		Zone    string `yaml:"zone,omitempty"`
+	}{e.Address, e.Weight, e.Zone}, nil
 }
 
 // UnmarshalYAML accepts a list of {name, value, append} or a mapping
