@@ -368,6 +368,8 @@ type cluster struct {
 	// weights holds each endpoint's number of positions in slots, its
 	// weight as the balancer sees it; nil when slots is.
 	weights []int64
+	// zone is the cluster's levels when zone_aware is enabled, else nil.
+	zone *zoneAware
 
 	active *atomic.Int64 // requests in flight, shared as endpoint.active is
 	m      clusterMetrics
@@ -387,7 +389,10 @@ type attemptSet struct {
 	// (neither ejected nor failing their health check), balance over all
 	// of them rather than overload the rest.
 	ignoreEjection bool
-	first          int32
+	// level is the level of a zone-aware cluster that levelSet, the
+	// same memory, shows the picker (see zoneAware.pick).
+	level uint8
+	first int32
 }
 
 func (s *attemptSet) Len() int {
@@ -430,6 +435,9 @@ func (c *cluster) pick(s *attemptSet, now time.Time) *endpoint {
 	}
 	s.now = now
 	s.ignoreEjection = c.res.panic(now)
+	if c.zone != nil && !s.ignoreEjection {
+		return c.zone.pick(c, s)
+	}
 	if i := c.picker.Pick(s); i >= 0 {
 		return c.endpoints[s.index(i)]
 	}
@@ -523,7 +531,8 @@ func (c *cluster) markTried(s *attemptSet, e *endpoint) {
 // order when an address is listed more than once), and, for the same
 // load-balancing policy, the balancer itself, so that round robin goes
 // on from its turn instead of starting every reload at the first
-// endpoint (every sidecar in step). A fresh counter starts at zero.
+// endpoint (every sidecar in step), and a zone-aware cluster's level
+// balancers and draws. A fresh counter starts at zero.
 func (c *cluster) carryState(prev *cluster) {
 	if prev == nil {
 		c.active = new(atomic.Int64)
@@ -535,6 +544,9 @@ func (c *cluster) carryState(prev *cluster) {
 	c.active = prev.active
 	if prev.lbPolicy == c.lbPolicy {
 		c.picker = prev.picker
+	}
+	if c.zone != nil {
+		c.zone.carryState(prev.zone, prev.lbPolicy == c.lbPolicy)
 	}
 	kept := make(map[string][]*atomic.Int64, len(prev.endpoints))
 	for _, e := range prev.endpoints {

@@ -135,7 +135,7 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		c, err := p.compileCluster(name, clusters[name], used)
+		c, err := p.compileCluster(name, clusters[name], cfg.Node.Zone, used)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("clusters.%s: %w", name, err)
 		}
@@ -191,7 +191,9 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 	return s, used, res, nil
 }
 
-func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transportKey]*pool) (*cluster, error) {
+// compileCluster builds cluster name from cc; zone is node.zone, the
+// sidecar's own, which a zone-aware cluster keeps its traffic in.
+func (p *Proxy) compileCluster(name string, cc config.Cluster, zone string, used map[transportKey]*pool) (*cluster, error) {
 	if len(cc.Endpoints) == 0 {
 		return nil, fmt.Errorf("endpoints: at least one endpoint is required")
 	}
@@ -232,6 +234,7 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, used map[transpor
 			c.weights[i]++
 		}
 	}
+	c.zone = compileZoneAware(c, cc, zone)
 	var prev *cluster
 	if s := p.snap.Load(); s != nil {
 		prev = s.clusters[name]

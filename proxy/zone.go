@@ -1,0 +1,259 @@
+package proxy
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/lb"
+)
+
+// Zone-aware load balancing (clusters.*.zone_aware): a cluster's endpoints
+// fall in two levels, as Envoy's priority levels when Istio sets them by
+// locality: level 0 holds the endpoints in the sidecar's own zone
+// (node.zone), level 1 all the others. Each attempt first picks a level,
+// by the levels' health, then lets the cluster's lb_policy pick among that
+// level's eligible endpoints. Panic mode, decided for the whole cluster,
+// bypasses the levels (see cluster.pick).
+
+// shareUnit is a level's whole share: shares are in parts of 2^20, finer
+// than Envoy's integer percents, so that a level's share follows its
+// health without steps of a percent.
+const shareUnit = 1 << 20
+
+// zoneAware is a zone-aware cluster's levels, compiled with the cluster.
+type zoneAware struct {
+	zone   string // node.zone
+	factor int64  // overprovisioning_factor, percent
+	levels [2]zoneLevel
+	// level maps an endpoint index to its level.
+	level []uint8
+	// pickers are the lb_policy's, one per level, so that round robin
+	// takes its turns within each level.
+	pickers [2]lb.Picker
+	// draws counts the level draws: the k-th draw is the fractional
+	// part of k times the golden ratio (a Weyl sequence), which spreads
+	// any share over the draws more evenly than random numbers (the
+	// share of k draws is off by O(log k) draws, not O(√k)) and needs
+	// no random source. Shared across reloads (see carryState).
+	draws *atomic.Uint64
+	// panicShare is the local level's part of the positions when panic
+	// mode balances over every endpoint, in shareUnit.
+	panicShare int64
+}
+
+// zoneLevel is one level's endpoints.
+type zoneLevel struct {
+	// slots maps the level's balancer positions to endpoint indexes,
+	// each endpoint repeated for its weight as weightSlots lays them out
+	// (one position each when the level's weights are equal).
+	slots []int
+	// weights is the positions each endpoint of the level has, indexed
+	// by endpoint; nil when they are all 1.
+	weights []int64
+	n       int // endpoints in the level
+}
+
+// compileZoneAware returns the levels of c for zone_aware za and the
+// sidecar's zone, or nil when za is off. c's endpoints, picker policy and
+// slots are set.
+func compileZoneAware(c *cluster, cc config.Cluster, zone string) *zoneAware {
+	if !cc.ZoneAware.Enabled {
+		return nil
+	}
+	z := &zoneAware{zone: zone, factor: int64(cc.ZoneAware.OverprovisioningFactor), level: make([]uint8, len(cc.Endpoints))}
+	if z.factor == 0 {
+		z.factor = config.DefaultOverprovisioningFactor
+	}
+	var members [2][]int
+	var weights [2][]uint32
+	for i, e := range cc.Endpoints {
+		l := uint8(1)
+		if e.Zone != "" && e.Zone == zone {
+			l = 0
+		}
+		z.level[i] = l
+		members[l] = append(members[l], i)
+		weights[l] = append(weights[l], e.Weight)
+	}
+	for l := range z.levels {
+		lv := &z.levels[l]
+		lv.n = len(members[l])
+		pos := weightSlots(weights[l])
+		if pos == nil {
+			lv.slots = members[l]
+			continue
+		}
+		lv.slots = make([]int, len(pos))
+		lv.weights = make([]int64, len(cc.Endpoints))
+		for k, j := range pos {
+			lv.slots[k] = members[l][j]
+			lv.weights[members[l][j]]++
+		}
+	}
+	z.pickers = [2]lb.Picker{newPicker(c.lbPolicy), newPicker(c.lbPolicy)}
+	z.draws = new(atomic.Uint64)
+	// Panic mode picks over c's positions (c.slots, or one per endpoint).
+	local, total := 0, len(c.endpoints)
+	if c.slots != nil {
+		total = len(c.slots)
+		for _, i := range c.slots {
+			if z.level[i] == 0 {
+				local++
+			}
+		}
+	} else {
+		local = len(members[0])
+	}
+	if total > 0 {
+		z.panicShare = int64(local) * shareUnit / int64(total)
+	}
+	return z
+}
+
+// newPicker returns a fresh picker of lb_policy name, as compileCluster
+// made it.
+func newPicker(name string) lb.Picker {
+	switch name {
+	case string(config.LBLeastRequest):
+		return lb.NewLeastRequest(nil)
+	case string(config.LBRandom):
+		return lb.NewRandom(nil)
+	}
+	return lb.NewRoundRobin()
+}
+
+// localShare is the share of picks the local level takes at now, in
+// shareUnit, outside panic mode. A level's health is its eligible
+// endpoints over its endpoints, pending ones left out of both (as panic
+// mode counts them); its load is min(100%, health × factor). When the
+// two loads sum to less than 100%, each level takes its load over their
+// sum (Envoy's normalized total health), so a level with no eligible
+// endpoint leaves all picks to the other. Two atomic loads while every
+// endpoint is eligible; one pass over the endpoints otherwise.
+func (z *zoneAware) localShare(r *resilience, now time.Time) int64 {
+	if (r.hc == nil || r.hc.UnhealthyCount() == 0) && r.det.EjectedCount(now) == 0 {
+		if z.levels[0].n > 0 {
+			return shareUnit
+		}
+		return 0
+	}
+	var ok, n [2]int64
+	pending := r.hc != nil && r.hc.PendingCount() > 0
+	for i, l := range z.level {
+		if r.eligible(i, now) {
+			ok[l]++
+			n[l]++
+			continue
+		}
+		// Status takes the checker's lock: only while a reload's new
+		// endpoints await their first check.
+		if pending && !r.hc.Healthy(i) && !r.hc.Status(i).Checked {
+			continue
+		}
+		n[l]++
+	}
+	return levelShare(ok, n, z.factor)
+}
+
+// levelShare is the local level's share, in shareUnit, of levels whose
+// ok[l] of n[l] endpoints are eligible, for overprovisioning factor
+// percent (see localShare).
+func levelShare(ok, n [2]int64, factor int64) int64 {
+	var load [2]int64
+	for l := range load {
+		if n[l] > 0 {
+			load[l] = min(shareUnit, ok[l]*factor*shareUnit/(100*n[l]))
+		}
+	}
+	total := load[0] + load[1]
+	switch {
+	case total == 0:
+		return 0
+	case total >= shareUnit:
+		return load[0]
+	}
+	return load[0] * shareUnit / total
+}
+
+// draw returns the next level draw, uniform in [0, shareUnit).
+func (z *zoneAware) draw() int64 {
+	// The top 20 bits of k × 2^64/φ.
+	return int64((z.draws.Add(1) * 0x9e3779b97f4a7c15) >> (64 - 20))
+}
+
+// pick chooses the level for s's attempt by the local share, then an
+// endpoint of it by the cluster's policy; a level where no endpoint is
+// eligible (or each was tried) yields to the other. Then, as cluster.pick
+// does, an endpoint already tried. Caller has set s.now and checked that
+// the cluster is not in panic mode.
+func (z *zoneAware) pick(c *cluster, s *attemptSet) *endpoint {
+	first := uint8(0)
+	if share := z.localShare(c.res, s.now); share < shareUnit && (share == 0 || z.draw() >= share) {
+		first = 1
+	}
+	if e := z.pickLevels(c, s, first); e != nil {
+		return e
+	}
+	if s.tried != nil || s.first != 0 {
+		saved, savedFirst := s.tried, s.first
+		s.tried, s.first = nil, 0
+		e := z.pickLevels(c, s, first)
+		s.tried, s.first = saved, savedFirst
+		return e
+	}
+	return nil
+}
+
+func (z *zoneAware) pickLevels(c *cluster, s *attemptSet, first uint8) *endpoint {
+	for _, l := range [2]uint8{first, 1 - first} {
+		s.level = l
+		if i := z.pickers[l].Pick((*levelSet)(s)); i >= 0 {
+			return c.endpoints[z.levels[l].slots[i]]
+		}
+	}
+	return nil
+}
+
+// levelSet is an attemptSet seen as the positions of its level
+// (attemptSet.level) of a zone-aware cluster. It is the same memory, so
+// passing it to a picker allocates nothing.
+type levelSet attemptSet
+
+func (l *levelSet) lv() *zoneLevel { return &l.c.zone.levels[l.level] }
+
+func (l *levelSet) Len() int { return len(l.lv().slots) }
+
+func (l *levelSet) Eligible(i int) bool {
+	e := l.lv().slots[i]
+	if l.tried != nil && l.tried[e] || int(l.first) == e+1 {
+		return false
+	}
+	return l.c.res.eligible(e, l.now)
+}
+
+func (l *levelSet) Active(i int) int64 { return l.c.endpoints[l.lv().slots[i]].active.Load() }
+
+func (l *levelSet) Weight(i int) int64 {
+	lv := l.lv()
+	if lv.weights == nil {
+		return 1
+	}
+	return lv.weights[lv.slots[i]]
+}
+
+var _ lb.Candidates = (*levelSet)(nil)
+
+// carryState gives z the balancers and the draw count of prev, the
+// zone-aware state of the cluster serving now, when the lb_policy is the
+// same, so that a reload neither restarts round robin in each level nor
+// the draw sequence.
+func (z *zoneAware) carryState(prev *zoneAware, samePolicy bool) {
+	if prev == nil {
+		return
+	}
+	z.draws = prev.draws
+	if samePolicy {
+		z.pickers = prev.pickers
+	}
+}
