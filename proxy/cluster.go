@@ -338,7 +338,8 @@ func (c *countedConn) Close() error {
 // endpoint is one member of a cluster.
 type endpoint struct {
 	addr string
-	idx  int // index in the cluster, as the outlier detector numbers it
+	zone string // as configured; empty: unknown
+	idx  int    // index in the cluster, as the outlier detector numbers it
 	// active counts the requests in flight. The same endpoint (cluster
 	// and address) of every snapshot shares it (see carryState), so that
 	// least_request and /clusters count the requests still running on

@@ -225,7 +225,7 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, zone string, used
 	}
 	weights := make([]uint32, 0, len(cc.Endpoints))
 	for i, e := range cc.Endpoints {
-		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, idx: i, conns: p.m.endpointConns(name, e.Address)})
+		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, zone: e.Zone, idx: i, conns: p.m.endpointConns(name, e.Address)})
 		weights = append(weights, e.Weight)
 	}
 	if c.slots = weightSlots(weights); c.slots != nil {

@@ -188,7 +188,7 @@ func New(opts Options) *Proxy {
 	p.reg = reg
 	p.m = newMetrics(reg)
 	p.bm = newBreakerMetrics(reg)
-	reg.MustRegister(skippedCollector{p})
+	reg.MustRegister(skippedCollector{p}, zoneShareCollector{p})
 	p.hm = newHealthMetrics(reg)
 	p.hcStopped = opts.NoHealthChecks
 	p.defaultMaxConns = int64(max(opts.DefaultMaxConnections, 0))
@@ -327,6 +327,23 @@ type ClusterStatus struct {
 	Breaker BreakerStatus          `json:"breaker"`
 	Limits  map[string]LimitStatus `json:"limits"`
 	Outlier OutlierStatus          `json:"outlier"`
+	// ZoneAware is the zone-aware balancing of a cluster with
+	// zone_aware enabled; absent otherwise.
+	ZoneAware *ZoneAwareStatus `json:"zone_aware,omitempty"`
+}
+
+// ZoneAwareStatus is a zone-aware cluster's split at one moment.
+type ZoneAwareStatus struct {
+	// Zone is node.zone, the sidecar's: the local level's zone.
+	Zone string `json:"zone"`
+	// LocalEndpoints and RemoteEndpoints count the endpoints of each
+	// level.
+	LocalEndpoints  int `json:"local_endpoints"`
+	RemoteEndpoints int `json:"remote_endpoints"`
+	// LocalSharePercent is the percentage of picks the local level
+	// takes now: by the levels' health, or its part of the endpoints'
+	// weights in panic mode.
+	LocalSharePercent float64 `json:"local_share_percent"`
 }
 
 // OutlierStatus is a cluster's outlier detection at one moment. Its
@@ -346,6 +363,8 @@ type OutlierStatus struct {
 // EndpointStatus is one endpoint of a cluster.
 type EndpointStatus struct {
 	Address string `json:"address"`
+	// Zone is the endpoint's zone as configured; absent when unknown.
+	Zone string `json:"zone,omitempty"`
 	// State is "healthy", "ejected" (by outlier detection),
 	// "unhealthy" (failing its active health check, and not ejected) or
 	// "pending" (added by a reload to a checked cluster, and not yet
@@ -425,8 +444,12 @@ func (p *Proxy) Clusters() []ClusterStatus {
 		for k := breaker.Limit(0); k < breaker.NumLimits; k++ {
 			cs.Limits[k.String()] = LimitStatus{InUse: ls.InUse[k], Max: ls.Max[k], Overflows: ls.Overflows[k]}
 		}
+		if z := c.zone; z != nil {
+			cs.ZoneAware = &ZoneAwareStatus{Zone: z.zone, LocalEndpoints: z.levels[0].n, RemoteEndpoints: z.levels[1].n,
+				LocalSharePercent: float64(c.localShare(now)) * 100 / shareUnit}
+		}
 		for i, e := range c.endpoints {
-			es := EndpointStatus{Address: e.addr, State: "healthy", ActiveRequests: e.active.Load()}
+			es := EndpointStatus{Address: e.addr, Zone: e.zone, State: "healthy", ActiveRequests: e.active.Load()}
 			if i < len(ds.Endpoints) {
 				d := ds.Endpoints[i]
 				es.TimesEjected = d.TimesEjected

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
@@ -312,5 +315,71 @@ func TestZoneDrawsFollowTheShare(t *testing.T) {
 		if want := int(pct * k / 100); under < want-10 || under > want+10 {
 			t.Errorf("share %d%%: %d of %d draws under it, want %d", pct, under, k, want)
 		}
+	}
+}
+
+// /clusters shows each endpoint's zone and a zone-aware cluster's local
+// share, and outrigger_proxy_zone_local_share exports the share: 70%
+// with 2 of 4 local endpoints eligible, the local part of the
+// endpoints (a half) in panic mode. A cluster without zone_aware has
+// neither.
+func TestZoneAwareShareInClustersAndMetrics(t *testing.T) {
+	f := newZoneFleet(t, 4, 4, config.LBRoundRobin)
+	cfg := f.config("a")
+	cfg.Clusters["plain"] = config.Cluster{Endpoints: []config.Endpoint{{Address: f.cl.Endpoints[0].Address, Zone: "a"}}}
+	h := startProxy(t, cfg)
+	f.waitStates(t, h)
+	status := func(name string) ClusterStatus {
+		for _, c := range h.p.Clusters() {
+			if c.Name == name {
+				return c
+			}
+		}
+		t.Fatalf("no cluster %s", name)
+		return ClusterStatus{}
+	}
+	gauge := func() float64 {
+		return testutil.ToFloat64(prometheus.CollectorFunc(zoneShareCollector{h.p}.Collect))
+	}
+	cs := status("svc")
+	if z := cs.ZoneAware; z == nil || z.Zone != "a" || z.LocalEndpoints != 4 || z.RemoteEndpoints != 4 || z.LocalSharePercent != 100 {
+		t.Fatalf("zone_aware %+v, want zone a, 4 and 4 endpoints, 100%%", cs.ZoneAware)
+	}
+	if cs.Endpoints[0].Zone != "a" || cs.Endpoints[7].Zone != "b" {
+		t.Fatalf("endpoint zones %q and %q", cs.Endpoints[0].Zone, cs.Endpoints[7].Zone)
+	}
+	if g := gauge(); g != 1 {
+		t.Fatalf("gauge %v, want 1", g)
+	}
+	if p := status("plain"); p.ZoneAware != nil || p.Endpoints[0].Zone != "a" {
+		t.Fatalf("plain cluster: zone_aware %+v, endpoint zone %q", p.ZoneAware, p.Endpoints[0].Zone)
+	}
+
+	f.local[0].status.Store(503)
+	f.local[1].status.Store(503)
+	f.waitStates(t, h)
+	if got := status("svc").ZoneAware.LocalSharePercent; got < 69.99 || got > 70.01 {
+		t.Fatalf("local share %.2f%%, want 70%%", got)
+	}
+	if g := gauge(); g < 0.6999 || g > 0.7001 {
+		t.Fatalf("gauge %v, want 0.7", g)
+	}
+
+	for _, b := range append(f.local[2:], f.remote[:3]...) {
+		b.status.Store(503)
+	}
+	f.waitStates(t, h)
+	cs = status("svc")
+	if !cs.Panic || cs.ZoneAware.LocalSharePercent != 50 || gauge() != 0.5 {
+		t.Fatalf("1 of 8 eligible: panic %v, local share %v%%, gauge %v, want panic at 50%%", cs.Panic, cs.ZoneAware.LocalSharePercent, gauge())
+	}
+
+	// A reload that turns zone_aware off drops the series.
+	cfg.Clusters["svc"] = func() config.Cluster { c := f.cl; c.ZoneAware.Enabled = false; return c }()
+	if err := h.p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(zoneShareCollector{h.p}); n != 0 {
+		t.Fatalf("%d series after zone_aware was turned off", n)
 	}
 }
