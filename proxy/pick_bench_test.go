@@ -12,7 +12,9 @@ import (
 
 // BenchmarkPick is the load balancer's choice for one attempt over 16
 // endpoints: without health checks, with all endpoints passing them, and
-// with one failing (panic mode is then decided without a scan).
+// with one failing (panic mode is then decided without a scan); then the
+// same two for a zone-aware cluster of 8 local and 8 remote endpoints
+// (with one failing, the local share takes a pass over the endpoints).
 func BenchmarkPick(b *testing.B) {
 	var addrs []string
 	for i := range 16 {
@@ -30,17 +32,31 @@ func BenchmarkPick(b *testing.B) {
 		name  string
 		addrs []string
 		hc    bool
-	}{{"no_health_check", addrs, false}, {"all_pass", healthyOnly, true}, {"one_fails", addrs, true}} {
+		zone  bool
+	}{{"no_health_check", addrs, false, false}, {"all_pass", healthyOnly, true, false}, {"one_fails", addrs, true, false},
+		{"zone_aware_all_pass", healthyOnly, true, true}, {"zone_aware_one_fails", addrs, true, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			cl := config.Cluster{Endpoints: eps(bc.addrs...), LBPolicy: config.LBLeastRequest}
 			if bc.hc {
 				cl.HealthCheck = &config.HealthCheck{Interval: time.Hour, HealthyThreshold: 1, UnhealthyThreshold: 1,
 					HTTP: &config.HTTPHealthCheck{}}
 			}
-			h := startProxy(b, simpleConfig(cl))
+			cfg := simpleConfig(cl)
+			if bc.zone {
+				cfg.Node.Zone = "a"
+				cl.ZoneAware.Enabled = true
+				for i := range cl.Endpoints {
+					cl.Endpoints[i].Zone = "a"
+					if i%2 == 1 {
+						cl.Endpoints[i].Zone = "b"
+					}
+				}
+				cfg.Clusters["svc"] = cl
+			}
+			h := startProxy(b, cfg)
 			c := h.p.snap.Load().clusters["svc"]
 			want := 0
-			if bc.name == "one_fails" {
+			if strings.HasSuffix(bc.name, "one_fails") {
 				want = 1
 			}
 			if c.res.hc != nil {
