@@ -357,11 +357,14 @@ type cluster struct {
 	name      string
 	endpoints []*endpoint
 	picker    lb.Picker
-	pool      *pool
-	res       *resilience
-	scheme    string // "http" or "https"
-	protocol  upstreamProtocol
-	lbPolicy  string
+	// zone is the cluster's levels when zone_aware is enabled, else nil.
+	// It sits by picker, on the cache line every pick reads.
+	zone     *zoneAware
+	pool     *pool
+	res      *resilience
+	scheme   string // "http" or "https"
+	protocol upstreamProtocol
+	lbPolicy string
 	// slots maps the balancer's positions to endpoint indexes when
 	// endpoint weights differ: each endpoint appears weight/gcd times,
 	// interleaved (see weightSlots). nil means one position per endpoint.
@@ -369,8 +372,6 @@ type cluster struct {
 	// weights holds each endpoint's number of positions in slots, its
 	// weight as the balancer sees it; nil when slots is.
 	weights []int64
-	// zone is the cluster's levels when zone_aware is enabled, else nil.
-	zone *zoneAware
 
 	active *atomic.Int64 // requests in flight, shared as endpoint.active is
 	m      clusterMetrics
