@@ -383,3 +383,38 @@ func TestZoneAwareShareInClustersAndMetrics(t *testing.T) {
 		t.Fatalf("%d series after zone_aware was turned off", n)
 	}
 }
+
+// An endpoint outlier detection ejected is out of its level's health as
+// one failing its check is: one of two local endpoints ejected leaves
+// the local level 70% of the picks.
+func TestZoneAwareCountsEjectedEndpointsOut(t *testing.T) {
+	var bad atomic.Bool
+	bad.Store(true)
+	flaky := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if bad.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.Write([]byte("local"))
+	})
+	steady := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("local")) })
+	var eps []config.Endpoint
+	eps = append(eps, config.Endpoint{Address: addr(flaky), Zone: "a"}, config.Endpoint{Address: addr(steady), Zone: "a"})
+	for range 2 {
+		s := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("remote")) })
+		eps = append(eps, config.Endpoint{Address: addr(s), Zone: "b"})
+	}
+	cfg := simpleConfig(config.Cluster{Endpoints: eps, ZoneAware: config.ZoneAware{Enabled: true},
+		OutlierDetection: breaker.OutlierConfig{Consecutive5xx: 1, MaxEjectionPercent: 100, BaseEjectionTime: time.Minute}})
+	cfg.Node.Zone = "a"
+	h := startProxy(t, cfg)
+	eventually(t, 5*time.Second, "the flaky endpoint ejected", func() bool {
+		readAll(t, mustGet(t, h.h1, h.url("/x")))
+		return endpointState(h, "svc", addr(flaky)).State == "ejected"
+	})
+	bad.Store(false)
+	local, remote := sendZoned(t, h, 200)
+	if local < 130 || local > 150 {
+		t.Fatalf("local %d, remote %d, want about 140 local", local, remote)
+	}
+}
