@@ -56,9 +56,9 @@ type zoneLevel struct {
 	n       int // endpoints in the level
 }
 
-// compileZoneAware returns the levels of c for zone_aware za and the
-// sidecar's zone, or nil when za is off. c's endpoints, picker policy and
-// slots are set.
+// compileZoneAware returns the levels of c for cc's zone_aware block and
+// zone, the sidecar's, or nil when the block is off. c's endpoints,
+// lbPolicy and slots are set.
 func compileZoneAware(c *cluster, cc config.Cluster, zone string) *zoneAware {
 	if !cc.ZoneAware.Enabled {
 		return nil
