@@ -148,9 +148,7 @@ func (z *zoneAware) localShare(r *resilience, now time.Time) int64 {
 			n[l]++
 			continue
 		}
-		// Status takes the checker's lock: only while a reload's new
-		// endpoints await their first check.
-		if pending && !r.hc.Healthy(i) && !r.hc.Status(i).Checked {
+		if pending && r.hc.Pending(i) {
 			continue
 		}
 		n[l]++

@@ -80,3 +80,23 @@ func TestCarryFromNothing(t *testing.T) {
 		t.Fatalf("state changed: %+v", c.Status(0))
 	}
 }
+
+// Pending(i) mirrors the pending state lock-free: set for an endpoint
+// CarryFrom adds, cleared by its first check, false out of range.
+func TestPendingMirrorsTheTracker(t *testing.T) {
+	cfg := fastConfig(TCP)
+	now := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	old := newChecker(t, cfg, []string{"10.0.0.1:80"})
+	next := newChecker(t, cfg, []string{"10.0.0.1:80", "10.0.0.2:80"})
+	next.CarryFrom(old, func(i int) (int, bool) { return 0, i == 0 })
+	if next.Pending(0) || !next.Pending(1) || next.Pending(2) || next.Pending(-1) {
+		t.Fatalf("Pending: %v %v %v %v", next.Pending(0), next.Pending(1), next.Pending(2), next.Pending(-1))
+	}
+	next.record(1, &CheckError{Cause: CauseConnect, Reason: "connect: refused"}, now)
+	if next.Pending(1) || next.Healthy(1) {
+		t.Fatal("a failed first check left the endpoint pending, or let it in")
+	}
+	if u, p := next.Counts(); u != 1 || p != 0 {
+		t.Fatalf("Counts = %d, %d; want 1 unhealthy, 0 pending", u, p)
+	}
+}

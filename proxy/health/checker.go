@@ -78,6 +78,8 @@ type Checker struct {
 	// healthy mirrors each tracker's healthy flag for lock-free reads; it
 	// is written under mu, together with the tracker and counts.
 	healthy []atomic.Bool
+	// unchecked mirrors each tracker's pending state, as healthy does.
+	unchecked []atomic.Bool
 	// counts holds, in one word so that a reader sees both of one moment,
 	// the unhealthy endpoints (low 32 bits) and those of them that are so
 	// for want of a check, the pending ones (high 32 bits).
@@ -151,6 +153,7 @@ func New(cfg Config, addrs []string, opts ...Option) (*Checker, error) {
 		onTransition: o.transition,
 		onResult:     o.result,
 		healthy:      make([]atomic.Bool, len(addrs)),
+		unchecked:    make([]atomic.Bool, len(addrs)),
 		due:          make([]atomic.Int64, len(addrs)),
 		cutStart:     make([]atomic.Int64, len(addrs)),
 		carried:      make([]atomic.Int64, len(addrs)),
@@ -272,6 +275,16 @@ func (c *Checker) Healthy(i int) bool {
 	return c.healthy[i].Load()
 }
 
+// Pending reports whether endpoint i is pending: added by CarryFrom and
+// not yet checked. It is lock-free and allocation-free; an i out of range
+// reports false.
+func (c *Checker) Pending(i int) bool {
+	if uint(i) >= uint(len(c.unchecked)) {
+		return false
+	}
+	return c.unchecked[i].Load()
+}
+
 // UnhealthyCount is the number of unhealthy endpoints, pending ones
 // included. Lock-free.
 func (c *Checker) UnhealthyCount() int { return int(uint32(c.counts.Load())) }
@@ -375,6 +388,7 @@ func (c *Checker) CarryFrom(old *Checker, oldIndex func(i int) (int, bool)) {
 func (c *Checker) setLocked(i int, t tracker) {
 	var delta int64 // to counts: ±1 unhealthy, ±1<<32 pending
 	if was, now := c.trackers[i].pending(), t.pending(); was != now {
+		c.unchecked[i].Store(now)
 		delta += 1 << 32
 		if was {
 			delta -= 2 << 32
