@@ -436,9 +436,15 @@ func (c *cluster) pick(s *attemptSet, now time.Time) *endpoint {
 		return nil
 	}
 	s.now = now
-	s.ignoreEjection = c.res.panic(now)
-	if c.zone != nil && !s.ignoreEjection {
-		return c.zone.pick(c, s)
+	if c.zone == nil {
+		s.ignoreEjection = c.res.panic(now)
+	} else {
+		e, whole := c.zone.pick(c, s)
+		if !whole {
+			return e
+		}
+		// Every level in panic: balance over every endpoint.
+		s.ignoreEjection = true
 	}
 	if i := c.picker.Pick(s); i >= 0 {
 		return c.endpoints[s.index(i)]
@@ -453,6 +459,17 @@ func (c *cluster) pick(s *attemptSet, now time.Time) *endpoint {
 		}
 	}
 	return nil
+}
+
+// panic reports whether some of c's picks at now ignore the endpoints'
+// health: the cluster's panic mode, or for a zone-aware cluster a
+// level's (see levelSplit).
+func (c *cluster) panic(now time.Time) bool {
+	if c.zone == nil {
+		return c.res.panic(now)
+	}
+	sp := c.zone.split(c.res, now)
+	return sp.whole || sp.panic[0] || sp.panic[1]
 }
 
 // maxSlots bounds the balancer positions weights expand to.

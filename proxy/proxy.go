@@ -322,7 +322,8 @@ type ClusterStatus struct {
 	Endpoints      []EndpointStatus `json:"endpoints"`
 	// Panic: so few endpoints are neither ejected nor failing their
 	// active health check (below outlier_detection.panic_threshold) that
-	// the load balancer picks among all of them.
+	// the load balancer picks among all of them; for a zone-aware
+	// cluster, that a level does so among its own (see levelSplit).
 	Panic   bool                   `json:"panic"`
 	Breaker BreakerStatus          `json:"breaker"`
 	Limits  map[string]LimitStatus `json:"limits"`
@@ -430,7 +431,7 @@ func (p *Proxy) Clusters() []ClusterStatus {
 			Protocol:       c.protocol.String(),
 			LBPolicy:       c.lbPolicy,
 			ActiveRequests: c.active.Load(),
-			Panic:          c.res.panic(now),
+			Panic:          c.panic(now),
 			Breaker: BreakerStatus{
 				State: bs.State.String(), Since: bs.Since, Reason: bs.Reason, OpenUntil: bs.OpenUntil,
 				Calls: bs.Calls, Failures: bs.Failures, FailureRate: bs.FailureRate, SlowRate: bs.SlowRate,

@@ -15,8 +15,10 @@ import (
 // locality: level 0 holds the endpoints in the sidecar's own zone
 // (node.zone), level 1 all the others. Each attempt first picks a level,
 // by the levels' health, then lets the cluster's lb_policy pick among that
-// level's eligible endpoints. Panic mode, decided for the whole cluster,
-// bypasses the levels (see cluster.pick).
+// level's eligible endpoints. Panic mode is decided per level, as Envoy
+// decides it (see levelSplit); when every level is in it the cluster
+// balances over all its endpoints, as without the levels (see
+// cluster.pick).
 
 // shareUnit is a level's whole share: shares are in parts of 2^20, finer
 // than Envoy's integer percents, so that a level's share follows its
@@ -125,20 +127,29 @@ func newPicker(name string) lb.Picker {
 	return lb.NewRoundRobin()
 }
 
-// localShare is the share of picks the local level takes at now, in
-// shareUnit, outside panic mode. A level's health is its eligible
+// zoneSplit is how a zone-aware cluster's picks go at one moment.
+type zoneSplit struct {
+	// share is the local level's share of the picks, in shareUnit.
+	share int64
+	// panic[l]: level l picks over all its endpoints, whatever their
+	// health (see levelSplit).
+	panic [2]bool
+	// whole: every level with endpoints is in panic, or every endpoint
+	// is pending; the cluster balances over all its endpoints, whatever
+	// their zone, as a cluster in panic mode does.
+	whole bool
+}
+
+// split is the levels' split at now. A level's health is its eligible
 // endpoints over its endpoints, pending ones left out of both (as panic
-// mode counts them); its load is min(100%, health × factor). When the
-// two loads sum to less than 100%, each level takes its load over their
-// sum (Envoy's normalized total health), so a level with no eligible
-// endpoint leaves all picks to the other. Two atomic loads while every
-// endpoint is eligible; one pass over the endpoints otherwise.
-func (z *zoneAware) localShare(r *resilience, now time.Time) int64 {
+// mode counts them). Two atomic loads while every endpoint is eligible;
+// one pass over the endpoints otherwise.
+func (z *zoneAware) split(r *resilience, now time.Time) zoneSplit {
 	if (r.hc == nil || r.hc.UnhealthyCount() == 0) && r.det.EjectedCount(now) == 0 {
 		if z.levels[0].n > 0 {
-			return shareUnit
+			return zoneSplit{share: shareUnit}
 		}
-		return 0
+		return zoneSplit{}
 	}
 	var ok, n [2]int64
 	pending := r.hc != nil && r.hc.PendingCount() > 0
@@ -153,27 +164,47 @@ func (z *zoneAware) localShare(r *resilience, now time.Time) int64 {
 		}
 		n[l]++
 	}
-	return levelShare(ok, n, z.factor)
+	return levelSplit(ok, n, z.factor, r.panicPct)
 }
 
-// levelShare is the local level's share, in shareUnit, of levels whose
-// ok[l] of n[l] endpoints are eligible, for overprovisioning factor
-// percent (see localShare).
-func levelShare(ok, n [2]int64, factor int64) int64 {
+// levelSplit splits the picks over levels whose ok[l] of n[l]
+// endpoints are eligible, for overprovisioning factor percent and
+// panic threshold panicPct percent, as Envoy splits them over priority
+// levels. A level's load is min(100%, health × factor); the local level
+// takes its load, or, when the two loads sum to less than 100%, its
+// load over their sum (Envoy's normalized total health), so a level
+// with no eligible endpoint leaves all picks to the other. Panic is
+// decided per level, and only while the loads sum to less than 100%:
+// while the other level can take what one lacks, a level that failed
+// whole is failed over, not balanced over in panic.
+func levelSplit(ok, n [2]int64, factor int64, panicPct float64) zoneSplit {
+	if n[0]+n[1] == 0 {
+		// Every endpoint is pending: the cluster is as new.
+		return zoneSplit{whole: true}
+	}
 	var load [2]int64
 	for l := range load {
 		if n[l] > 0 {
 			load[l] = min(shareUnit, ok[l]*factor*shareUnit/(100*n[l]))
 		}
 	}
-	total := load[0] + load[1]
-	switch {
-	case total == 0:
-		return 0
+	var s zoneSplit
+	switch total := load[0] + load[1]; {
 	case total >= shareUnit:
-		return load[0]
+		s.share = load[0]
+		return s
+	case total > 0:
+		s.share = load[0] * shareUnit / total
 	}
-	return load[0] * shareUnit / total
+	if panicPct <= 0 {
+		return s
+	}
+	s.whole = true
+	for l := range n {
+		s.panic[l] = n[l] > 0 && float64(ok[l])*100 < panicPct*float64(n[l])
+		s.whole = s.whole && (s.panic[l] || n[l] == 0)
+	}
+	return s
 }
 
 // draw returns the next level draw, uniform in [0, shareUnit).
@@ -185,29 +216,34 @@ func (z *zoneAware) draw() int64 {
 // pick chooses the level for s's attempt by the local share, then an
 // endpoint of it by the cluster's policy; a level where no endpoint is
 // eligible (or each was tried) yields to the other. Then, as cluster.pick
-// does, an endpoint already tried. Caller has set s.now and checked that
-// the cluster is not in panic mode.
-func (z *zoneAware) pick(c *cluster, s *attemptSet) *endpoint {
+// does, an endpoint already tried. It reports whole, and picks nothing,
+// when the cluster is to balance over all its endpoints (see
+// zoneSplit.whole). Caller has set s.now.
+func (z *zoneAware) pick(c *cluster, s *attemptSet) (e *endpoint, whole bool) {
+	sp := z.split(c.res, s.now)
+	if sp.whole {
+		return nil, true
+	}
 	first := uint8(0)
-	if share := z.localShare(c.res, s.now); share < shareUnit && (share == 0 || z.draw() >= share) {
+	if sp.share < shareUnit && (sp.share == 0 || z.draw() >= sp.share) {
 		first = 1
 	}
-	if e := z.pickLevels(c, s, first); e != nil {
-		return e
+	if e := z.pickLevels(c, s, sp, first); e != nil {
+		return e, false
 	}
 	if s.tried != nil || s.first != 0 {
 		saved, savedFirst := s.tried, s.first
 		s.tried, s.first = nil, 0
-		e := z.pickLevels(c, s, first)
+		e := z.pickLevels(c, s, sp, first)
 		s.tried, s.first = saved, savedFirst
-		return e
+		return e, false
 	}
-	return nil
+	return nil, false
 }
 
-func (z *zoneAware) pickLevels(c *cluster, s *attemptSet, first uint8) *endpoint {
+func (z *zoneAware) pickLevels(c *cluster, s *attemptSet, sp zoneSplit, first uint8) *endpoint {
 	for _, l := range [2]uint8{first, 1 - first} {
-		s.level = l
+		s.level, s.ignoreEjection = l, sp.panic[l]
 		if i := z.pickers[l].Pick((*levelSet)(s)); i >= 0 {
 			return c.endpoints[z.levels[l].slots[i]]
 		}
@@ -229,7 +265,7 @@ func (l *levelSet) Eligible(i int) bool {
 	if l.tried != nil && l.tried[e] || int(l.first) == e+1 {
 		return false
 	}
-	return l.c.res.eligible(e, l.now)
+	return l.ignoreEjection || l.c.res.eligible(e, l.now)
 }
 
 func (l *levelSet) Active(i int) int64 { return l.c.endpoints[l.lv().slots[i]].active.Load() }
@@ -259,13 +295,15 @@ func (z *zoneAware) carryState(prev *zoneAware, samePolicy bool) {
 }
 
 // localShare is the share of c's picks its local level takes at now, in
-// shareUnit: the local level's part of the positions in panic mode, its
-// share by health otherwise. c is zone-aware.
+// shareUnit: the local level's part of the positions when c balances
+// over all its endpoints, its share by health otherwise. c is
+// zone-aware.
 func (c *cluster) localShare(now time.Time) int64 {
-	if c.res.panic(now) {
+	sp := c.zone.split(c.res, now)
+	if sp.whole {
 		return c.zone.panicShare
 	}
-	return c.zone.localShare(c.res, now)
+	return sp.share
 }
 
 // zoneShareDesc describes outrigger_proxy_zone_local_share.

@@ -178,23 +178,56 @@ func TestZoneAwareSendsAllToRemoteWhenNoLocalIsEligible(t *testing.T) {
 	}
 }
 
-// Panic mode is the cluster's: when fewer than panic_threshold percent
-// of all endpoints are eligible, picks go over every endpoint whatever
-// its zone or health, as without zone awareness.
+// Panic mode is decided per level, while the levels' loads sum to less
+// than 100%: when both are under panic_threshold (none of 2 local
+// endpoints and 1 of 3 remote ones eligible) picks go over every
+// endpoint whatever its zone or health, as without zone awareness.
 func TestZoneAwarePanicModeBalancesOverAllEndpoints(t *testing.T) {
-	f := newZoneFleet(t, 2, 2, config.LBRoundRobin)
+	f := newZoneFleet(t, 2, 3, config.LBRoundRobin)
 	h := f.start(t)
 	f.local[0].status.Store(503)
 	f.local[1].status.Store(503)
 	f.remote[0].status.Store(503)
+	f.remote[1].status.Store(503)
 	f.waitStates(t, h)
 	if cs := h.p.Clusters(); !cs[0].Panic {
-		t.Fatal("1 of 4 endpoints eligible: not in panic mode")
+		t.Fatal("1 of 5 endpoints eligible: not in panic mode")
 	}
-	sendZoned(t, h, 80)
+	sendZoned(t, h, 100)
 	for i := range f.cl.Endpoints {
 		if got := f.backend(i).hits.Load(); got != 20 {
-			t.Fatalf("endpoint %d got %d of 80 requests, want 20 (round robin over all four)", i, got)
+			t.Fatalf("endpoint %d got %d of 100 requests, want 20 (round robin over all five)", i, got)
+		}
+	}
+}
+
+// levelSplit decides panic per level as Envoy does per priority level:
+// never while the loads sum to 100% or more, else for each level under
+// panic_threshold; the cluster balances over every endpoint when every
+// level with endpoints is in panic, or every endpoint is pending.
+func TestLevelSplitPanic(t *testing.T) {
+	for _, c := range []struct {
+		ok, n    [2]int64
+		pct      float64
+		panic    [2]bool
+		whole    bool
+		sharePct float64
+	}{
+		{[2]int64{0, 2}, [2]int64{3, 2}, 50, [2]bool{}, false, 0},            // local down, remote whole: failover
+		{[2]int64{0, 3}, [2]int64{4, 4}, 50, [2]bool{}, false, 0},            // 75% × 1.4 ≥ 100%
+		{[2]int64{0, 1}, [2]int64{2, 2}, 50, [2]bool{true, false}, false, 0}, // 0 + 70%: local in panic, but its load is 0
+		{[2]int64{1, 1}, [2]int64{5, 2}, 50, [2]bool{true, false}, false, 28.57},
+		{[2]int64{0, 1}, [2]int64{2, 3}, 50, [2]bool{true, true}, true, 0},
+		{[2]int64{0, 1}, [2]int64{0, 4}, 50, [2]bool{false, true}, true, 0}, // no local endpoint: as without levels
+		{[2]int64{0, 1}, [2]int64{2, 3}, 0, [2]bool{}, false, 0},            // threshold 0: never
+		{[2]int64{0, 0}, [2]int64{0, 0}, 50, [2]bool{}, true, 0},            // all pending
+		{[2]int64{0, 0}, [2]int64{0, 0}, 0, [2]bool{}, true, 0},
+	} {
+		s := levelSplit(c.ok, c.n, 140, c.pct)
+		share := float64(s.share) * 100 / shareUnit
+		if s.panic != c.panic || s.whole != c.whole || share < c.sharePct-0.01 || share > c.sharePct+0.01 {
+			t.Errorf("ok %v of %v, threshold %v: panic %v whole %v share %.2f%%, want %v %v %.2f%%",
+				c.ok, c.n, c.pct, s.panic, s.whole, share, c.panic, c.whole, c.sharePct)
 		}
 	}
 }
@@ -272,9 +305,9 @@ func TestZonesWithoutZoneAwareChangeNothing(t *testing.T) {
 	}
 }
 
-// levelShare follows Envoy's priority load, normalized when both levels
-// are short.
-func TestLevelShare(t *testing.T) {
+// levelSplit's share follows Envoy's priority load, normalized when both
+// levels are short.
+func TestLevelSplitShare(t *testing.T) {
 	for _, c := range []struct {
 		ok, n  [2]int64
 		factor int64
@@ -292,7 +325,7 @@ func TestLevelShare(t *testing.T) {
 		{[2]int64{0, 0}, [2]int64{4, 4}, 140, 0},   // none eligible
 		{[2]int64{1, 3}, [2]int64{10, 3}, 200, 20}, // 20% + 100%
 	} {
-		got := float64(levelShare(c.ok, c.n, c.factor)) * 100 / shareUnit
+		got := float64(levelSplit(c.ok, c.n, c.factor, 0).share) * 100 / shareUnit
 		if d := got - c.want; d < -0.01 || d > 0.01 {
 			t.Errorf("ok %v of %v, factor %d: local share %.2f%%, want %.0f%%", c.ok, c.n, c.factor, got, c.want)
 		}
@@ -416,5 +449,25 @@ func TestZoneAwareCountsEjectedEndpointsOut(t *testing.T) {
 	local, remote := sendZoned(t, h, 200)
 	if local < 130 || local > 150 {
 		t.Fatalf("local %d, remote %d, want about 140 local", local, remote)
+	}
+}
+
+// A local zone that fails whole, with the other zone healthy enough to
+// take its load, sends nothing to it: as Envoy disregards the panic
+// threshold while the levels' normalized total health is 100%, the 2 of
+// 5 endpoints left (under the 50% threshold) are not panic mode, and
+// every request goes to them.
+func TestZoneAwareLocalZoneDownIsFailoverNotPanic(t *testing.T) {
+	f := newZoneFleet(t, 3, 2, config.LBRoundRobin)
+	h := f.start(t)
+	for _, b := range f.local {
+		b.status.Store(503)
+	}
+	f.waitStates(t, h)
+	if cs := h.p.Clusters(); cs[0].Panic {
+		t.Fatal("panic mode with the remote zone whole")
+	}
+	if local, remote := sendZoned(t, h, 40); local != 0 || remote != 40 {
+		t.Fatalf("local %d, remote %d, want all 40 on the remote zone's healthy endpoints", local, remote)
 	}
 }

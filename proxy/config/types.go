@@ -368,8 +368,9 @@ type Cluster struct {
 // local level takes min(100%, its eligible share of endpoints ×
 // OverprovisioningFactor / 100) of the picks, the remote level the rest;
 // when both levels are short of that, the two shares are scaled to sum to
-// 100% (Envoy's normalized total health). Panic mode, which is decided
-// for the whole cluster, balances over every endpoint whatever its zone.
+// 100% (Envoy's normalized total health). Panic mode is decided per
+// level, and only then (Envoy's per-priority panic): while one level can
+// take what the other lacks, none is in panic.
 type ZoneAware struct {
 	// Enabled turns zone-aware balancing on; it needs node.zone. False
 	// (the default) balances over every endpoint whatever its zone.
