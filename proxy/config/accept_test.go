@@ -151,3 +151,22 @@ func TestConfigAfterEmptyDocumentsIsRead(t *testing.T) {
 		t.Fatalf("clusters = %+v", cfg.Clusters)
 	}
 }
+
+// A zone written as a number is the same zone in node.zone and in an
+// endpoint: both read it as written, so the endpoint is local.
+func TestZoneWrittenAsANumberReadsTheSameInNodeAndEndpoint(t *testing.T) {
+	c, err := Parse([]byte(`
+node: {zone: 1}
+clusters:
+  a:
+    zone_aware: {enabled: true}
+    endpoints: [{address: 10.0.0.1:80, zone: 1}, {address: 10.0.0.2:80, zone: 02}]
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps := c.Clusters["a"].Endpoints
+	if c.Node.Zone != "1" || eps[0].Zone != c.Node.Zone || eps[1].Zone != "02" {
+		t.Fatalf("node.zone %q, endpoint zones %q and %q, want 1, 1 and 02", c.Node.Zone, eps[0].Zone, eps[1].Zone)
+	}
+}

@@ -65,11 +65,16 @@ func (e *Endpoint) UnmarshalYAML(n *yaml.Node) error {
 				}
 				e.Weight = w
 			case "zone":
-				if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
+				// Any scalar, as written, as node.zone takes it: zone: 1
+				// must read as the same zone on both sides. A null is
+				// no zone, as node.zone's is.
+				if v.Kind != yaml.ScalarNode {
 					errs = append(errs, nodeError(v, "expected a string, got %s", describeNode(v)).Errors...)
 					continue
 				}
-				e.Zone = v.Value
+				if v.Tag != "!!null" {
+					e.Zone = v.Value
+				}
 			default:
 				errs = append(errs, nodeError(k, "unknown key %q (expected address, weight or zone)", k.Value).Errors...)
 			}
