@@ -18,11 +18,7 @@ import (
 // skipped the line.
 func TestAccessLogLinesAnAbortedResponse(t *testing.T) {
 	up := newRawUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
-	lp := startServedProxy(t, &config.Config{
-		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: up}}}},
-		Routes: []config.Route{{Name: "r", Cluster: "up",
-			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
-	})
+	lp := startServedProxy(t, routeAllTo(up, "r"))
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	// The client fails: on the response, or on its body, depending on
 	// whether the header went out before the abort.
@@ -54,11 +50,7 @@ func TestAccessLogLinesAResponseItsClientLeftMidBody(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	upAddr := up.Listener.Addr().String()
-	lp := startServedProxy(t, &config.Config{
-		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: upAddr}}}},
-		Routes: []config.Route{{Name: "r", Cluster: "up",
-			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
-	})
+	lp := startServedProxy(t, routeAllTo(upAddr, "r"))
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + lp.addr + "/left")
 	if err != nil {
@@ -90,11 +82,7 @@ func TestAccessLogSaysARouteTimeoutCutAResponse(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	upAddr := up.Listener.Addr().String()
-	lp := startServedProxy(t, &config.Config{
-		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: upAddr}}}},
-		Routes: []config.Route{{Name: "r", Cluster: "up", Timeout: 200 * time.Millisecond,
-			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
-	})
+	lp := startServedProxy(t, routeAllTo(upAddr, "r", func(r *config.Route) { r.Timeout = 200 * time.Millisecond }))
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + lp.addr + "/slow")
 	if err != nil {

@@ -262,11 +262,7 @@ func TestAccessLogBytesReceived(t *testing.T) {
 // Envoy's BYTES_RECEIVED counts an upgraded stream's.
 func TestAccessLogCountsWhatATunnelReceived(t *testing.T) {
 	up := newEchoUpgrader(t)
-	lp := startServedProxy(t, &config.Config{
-		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: up}}}},
-		Routes: []config.Route{{Name: "ws", Cluster: "up",
-			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
-	})
+	lp := startServedProxy(t, routeAllTo(up, "ws"))
 	first, second := "early bytes", strings.Repeat("echo", 5000)
 	c, err := net.Dial("tcp", lp.addr)
 	if err != nil {

@@ -94,3 +94,16 @@ func newRawUpstream(t *testing.T, resp string) string {
 	t.Cleanup(func() { ln.Close(); <-done })
 	return ln.Addr().String()
 }
+
+// routeAllTo is a config whose route name sends every path to one
+// cluster, "up", of the endpoint at addr; mod edits the route.
+func routeAllTo(addr, name string, mod ...func(*config.Route)) *config.Config {
+	r := config.Route{Name: name, Cluster: "up", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}
+	for _, f := range mod {
+		f(&r)
+	}
+	return &config.Config{
+		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: addr}}}},
+		Routes:   []config.Route{r},
+	}
+}

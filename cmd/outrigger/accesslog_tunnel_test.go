@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // newEchoUpgrader is an upstream that switches a request offering the
@@ -62,11 +60,7 @@ func tunnelEcho(t *testing.T, addr, path, msg string) {
 // response. upstream_host was empty, as for a reply the proxy made itself.
 func TestAccessLogNamesATunnelsUpstreamHost(t *testing.T) {
 	up := newEchoUpgrader(t)
-	lp := startServedProxy(t, &config.Config{
-		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: up}}}},
-		Routes: []config.Route{{Name: "ws", Cluster: "up",
-			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
-	})
+	lp := startServedProxy(t, routeAllTo(up, "ws"))
 	tunnelEcho(t, lp.addr, "/ws", "hello")
 	lines := waitLines(t, lp.logPath, 1)
 	if len(lines) != 1 {
@@ -83,11 +77,7 @@ func TestAccessLogNamesATunnelsUpstreamHost(t *testing.T) {
 // tunnel carried.
 func TestAccessLogCountsATunnelsBytes(t *testing.T) {
 	up := newEchoUpgrader(t)
-	lp := startServedProxy(t, &config.Config{
-		Clusters: map[string]config.Cluster{"up": {Endpoints: []config.Endpoint{{Address: up}}}},
-		Routes: []config.Route{{Name: "ws", Cluster: "up",
-			Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/"}}}},
-	})
+	lp := startServedProxy(t, routeAllTo(up, "ws"))
 	msg := strings.Repeat("echo", 10000)
 	tunnelEcho(t, lp.addr, "/ws", msg)
 	lines := waitLines(t, lp.logPath, 1)
