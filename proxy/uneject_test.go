@@ -85,12 +85,22 @@ func TestPassedHealthCheckUnejectsOnlyAHealthyEndpoint(t *testing.T) {
 	// budget is how many more checks pass (negative: none), unless every
 	// check passes.
 	var every atomic.Bool
-	var budget, passed, failed atomic.Int64
+	var budget, passed, failed, held atomic.Int64
 	every.Store(true)
+	// While gate is set, checks wait for it to close (see below).
+	var gate atomic.Pointer[chan struct{}]
 	sick := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/healthz" {
 			w.WriteHeader(500)
 			return
+		}
+		if g := gate.Load(); g != nil {
+			held.Add(1)
+			select {
+			case <-*g:
+			case <-r.Context().Done():
+				return
+			}
 		}
 		if every.Load() || budget.Add(-1) >= 0 {
 			passed.Add(1)
@@ -103,6 +113,7 @@ func TestPassedHealthCheckUnejectsOnlyAHealthyEndpoint(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	hc := fastHealthCheck()
 	hc.HealthyThreshold = 3
+	hc.Timeout = time.Minute // a held check must not time out
 	cl := config.Cluster{Endpoints: eps(addr(sick), addr(well)), HealthCheck: hc,
 		OutlierDetection: breaker.OutlierConfig{Consecutive5xx: 1, BaseEjectionTime: time.Hour, MaxEjectionPercent: 50}}
 	h := startProxy(t, simpleConfig(cl), func(o *Options) { o.Logger = zap.New(core) })
@@ -111,11 +122,24 @@ func TestPassedHealthCheckUnejectsOnlyAHealthyEndpoint(t *testing.T) {
 	}
 	state := func() EndpointStatus { return endpointState(h, "svc", addr(sick)) }
 
+	// A check that passes after the ejection would return the endpoint
+	// (it is healthy): hold the checks, the endpoint's next one at the
+	// gate before any request, so that none passes between the ejection
+	// and the failures.
+	eventually(t, 5*time.Second, "the endpoint checked healthy", func() bool {
+		s := state()
+		return s.HealthCheck != nil && s.HealthCheck.Checked && s.HealthCheck.Healthy
+	})
+	g := make(chan struct{})
+	gate.Store(&g)
+	eventually(t, 5*time.Second, "a check held", func() bool { return held.Load() > 0 })
 	eventually(t, 5*time.Second, "the failing endpoint ejected", func() bool {
 		readAll(t, mustGet(t, h.h1, h.url("/x")))
 		return counterValue(h.p.bm.ejections.WithLabelValues("svc")) == 1
 	})
 	every.Store(false)
+	gate.Store(nil)
+	close(g)
 	eventually(t, 5*time.Second, "the endpoint failing its check", func() bool {
 		s := state()
 		return s.HealthCheck != nil && !s.HealthCheck.Healthy
