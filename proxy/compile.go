@@ -215,7 +215,7 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, zone string, used
 	}
 	switch cc.LBPolicy {
 	case "", config.LBRoundRobin:
-		c.picker, c.lbPolicy = lb.NewRoundRobin(), string(config.LBRoundRobin)
+		c.picker, c.lbPolicy = lb.NewRoundRobinFrom(p.rrStart()), string(config.LBRoundRobin)
 	case config.LBLeastRequest:
 		c.picker, c.lbPolicy = lb.NewLeastRequest(nil), string(config.LBLeastRequest)
 	case config.LBRandom:
@@ -234,7 +234,7 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, zone string, used
 			c.weights[i]++
 		}
 	}
-	c.zone = compileZoneAware(c, cc, zone)
+	c.zone = compileZoneAware(c, cc, zone, p.rrStart)
 	var prev *cluster
 	if s := p.snap.Load(); s != nil {
 		prev = s.clusters[name]

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -109,4 +110,32 @@ func countsAfterStorm(t *testing.T, h2 bool) {
 		}
 		return true
 	})
+}
+
+// A round_robin cluster's first turn is Options.RoundRobinStart's, and by
+// default a random endpoint's: sidecars started together (a rollout) do
+// not all send their first request to the same endpoint.
+func TestRoundRobinStartsWhereOptionsSay(t *testing.T) {
+	var addrs []string
+	for i := range 4 {
+		s := upstream(t, false, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, i) })
+		addrs = append(addrs, addr(s))
+	}
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addrs...)})
+	first := func(start func() uint64) string {
+		h := startProxy(t, cfg, func(o *Options) { o.RoundRobinStart = start })
+		return readAll(t, mustGet(t, h.h1, h.url("/")))
+	}
+	if got := first(func() uint64 { return 2 }); got != "2" {
+		t.Fatalf("RoundRobinStart 2: first answer from endpoint %s", got)
+	}
+	seen := map[string]bool{}
+	for range 12 {
+		seen[first(nil)] = true
+	}
+	// Twelve proxies all starting at one endpoint of four: about 2 in
+	// 10 million by chance.
+	if len(seen) < 2 {
+		t.Fatalf("twelve proxies with random starts all sent their first request to endpoint %v", seen)
+	}
 }

@@ -34,6 +34,11 @@ type Options struct {
 	// Int63n returns a uniform value in [0, n); it draws retry back-off
 	// jitter and weighted-cluster choices. Nil means math/rand/v2.Int64N.
 	Int63n func(n int64) int64
+	// RoundRobinStart returns the first turn of a round_robin cluster the
+	// proxy builds (taken modulo its endpoint count). Nil means a random
+	// one, so that sidecars started together do not all send their first
+	// requests to a cluster's first endpoint.
+	RoundRobinStart func() uint64
 	// Wrap, when set, wraps the handler Serve serves for each listener
 	// (an access log, say). Nil serves Handler(l) as it is.
 	Wrap func(l Listener, h http.Handler) http.Handler
@@ -65,7 +70,9 @@ type Proxy struct {
 	hm     *healthMetrics
 	now    func() time.Time
 	int63n func(int64) int64
-	wrap   func(Listener, http.Handler) http.Handler
+	// rrStart is Options.RoundRobinStart, rand.Uint64 when nil.
+	rrStart func() uint64
+	wrap    func(Listener, http.Handler) http.Handler
 	// onRefused is Options.Refused.
 	onRefused func(Listener, h1server.Refusal)
 
@@ -162,6 +169,7 @@ func New(opts Options) *Proxy {
 		log:       opts.Logger,
 		now:       opts.Now,
 		int63n:    opts.Int63n,
+		rrStart:   opts.RoundRobinStart,
 		wrap:      opts.Wrap,
 		onRefused: opts.Refused,
 		pools:     map[transportKey]*pool{},
@@ -180,6 +188,9 @@ func New(opts Options) *Proxy {
 	}
 	if p.int63n == nil {
 		p.int63n = rand.Int64N
+	}
+	if p.rrStart == nil {
+		p.rrStart = rand.Uint64
 	}
 	reg := opts.Registry
 	if reg == nil {

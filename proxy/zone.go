@@ -60,8 +60,9 @@ type zoneLevel struct {
 
 // compileZoneAware returns the levels of c for cc's zone_aware block and
 // zone, the sidecar's, or nil when the block is off. c's endpoints,
-// lbPolicy and slots are set.
-func compileZoneAware(c *cluster, cc config.Cluster, zone string) *zoneAware {
+// lbPolicy and slots are set. start gives where each level's round robin
+// and the draw sequence begin (see Options.RoundRobinStart).
+func compileZoneAware(c *cluster, cc config.Cluster, zone string, start func() uint64) *zoneAware {
 	if !cc.ZoneAware.Enabled {
 		return nil
 	}
@@ -95,8 +96,9 @@ func compileZoneAware(c *cluster, cc config.Cluster, zone string) *zoneAware {
 			lv.weights[members[l][j]]++
 		}
 	}
-	z.pickers = [2]lb.Picker{newPicker(c.lbPolicy), newPicker(c.lbPolicy)}
+	z.pickers = [2]lb.Picker{newPicker(c.lbPolicy, start), newPicker(c.lbPolicy, start)}
 	z.draws = new(atomic.Uint64)
+	z.draws.Store(start())
 	// Panic mode picks over c's positions (c.slots, or one per endpoint).
 	local, total := 0, len(c.endpoints)
 	if c.slots != nil {
@@ -116,15 +118,15 @@ func compileZoneAware(c *cluster, cc config.Cluster, zone string) *zoneAware {
 }
 
 // newPicker returns a fresh picker of lb_policy name, as compileCluster
-// made it.
-func newPicker(name string) lb.Picker {
+// made it; a round robin's first turn is start's.
+func newPicker(name string, start func() uint64) lb.Picker {
 	switch name {
 	case string(config.LBLeastRequest):
 		return lb.NewLeastRequest(nil)
 	case string(config.LBRandom):
 		return lb.NewRandom(nil)
 	}
-	return lb.NewRoundRobin()
+	return lb.NewRoundRobinFrom(start())
 }
 
 // zoneSplit is how a zone-aware cluster's picks go at one moment.

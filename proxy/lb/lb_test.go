@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -266,5 +267,32 @@ func TestPickAcrossSetsOfDifferentSizes(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+	}
+}
+
+// NewRoundRobinFrom's first turn is its start, modulo the endpoints, and
+// the turns go on from there.
+func TestRoundRobinFromStartsAtItsStart(t *testing.T) {
+	c := newSet(3)
+	for i := range c.eligible {
+		c.eligible[i] = true
+	}
+	for _, tc := range []struct {
+		start uint64
+		want  []int
+	}{
+		{0, []int{0, 1, 2, 0}},
+		{1, []int{1, 2, 0, 1}},
+		{5, []int{2, 0, 1, 2}},
+		{1<<32 + 1, []int{1, 2, 0, 1}}, // only the low 32 bits count
+	} {
+		r := NewRoundRobinFrom(tc.start)
+		var got []int
+		for range tc.want {
+			got = append(got, r.Pick(c))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("start %d: picks %v, want %v", tc.start, got, tc.want)
+		}
 	}
 }

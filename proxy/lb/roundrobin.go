@@ -23,6 +23,17 @@ type RoundRobin struct {
 // NewRoundRobin returns a round-robin policy starting at endpoint 0.
 func NewRoundRobin() *RoundRobin { return &RoundRobin{} }
 
+// NewRoundRobinFrom returns a round-robin policy whose first turn is
+// start's low 32 bits (modulo the endpoint count), so that the turn
+// counter is nowhere near its wrap: a proxy that starts each cluster's
+// turns at a random endpoint keeps a fleet of proxies started together
+// from sending their first requests to the same endpoint.
+func NewRoundRobinFrom(start uint64) *RoundRobin {
+	r := &RoundRobin{}
+	r.next.Store(start & (1<<32 - 1))
+	return r
+}
+
 // Pick implements Picker.
 func (r *RoundRobin) Pick(c Candidates) int {
 	n := c.Len()
