@@ -139,7 +139,10 @@ func (p *Proxy) buildHealth(name string, cc config.Cluster, r, old *resilience) 
 		return err
 	}
 	ph.name, ph.hc = name, hc
-	if old != nil && old.hc != nil {
+	// Checks that never run (Options.NoHealthChecks, or after Shutdown)
+	// have nothing to carry, and must not leave the endpoints a reload
+	// adds pending for good.
+	if old != nil && old.hc != nil && !p.hcStopped {
 		oldIdx := make(map[string]int, len(old.endpoints))
 		for i, a := range old.endpoints {
 			oldIdx[a] = i

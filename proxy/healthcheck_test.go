@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -1038,5 +1039,26 @@ func TestHealthCheckEndpointAddedByReloadWaitsForItsFirstCheck(t *testing.T) {
 	})
 	if e := endpointState(h, "svc", bAddr); e.State != "healthy" {
 		t.Fatalf("b after its first pass: %+v", e)
+	}
+}
+
+// With health checks that never run (Options.NoHealthChecks, as
+// outrigger validate builds the proxy), an endpoint a reload adds is not
+// left pending for good: no check would ever let it in.
+func TestNoHealthChecksLeavesNoEndpointPending(t *testing.T) {
+	p := New(Options{Registry: prometheus.NewRegistry(), NoHealthChecks: true})
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	cl := config.Cluster{Endpoints: eps("127.0.0.1:1"), HealthCheck: fastHealthCheck()}
+	if err := p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	cl.Endpoints = eps("127.0.0.1:1", "127.0.0.1:2")
+	if err := p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range p.Clusters()[0].Endpoints {
+		if e.State != "healthy" {
+			t.Fatalf("endpoint %s is %q with checks that never run", e.Address, e.State)
+		}
 	}
 }
