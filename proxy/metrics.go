@@ -252,3 +252,43 @@ func (m *metrics) clusterMetrics(name string) clusterMetrics {
 		retries: m.retries.WithLabelValues(name),
 	}
 }
+
+// Series read at the scrape, per serving cluster.
+var (
+	skippedDesc = prometheus.NewDesc("outrigger_breaker_ejections_skipped_total",
+		"Outlier detections that ejected no endpoint, per cluster and reason: overflow (the max_ejection_percent cap), not_enforced (an enforcing_* percentage below 100).",
+		[]string{"cluster", "reason"}, nil)
+	zoneShareDesc = prometheus.NewDesc("outrigger_proxy_zone_local_share",
+		"Share of picks (0 to 1) a zone-aware cluster sends to the endpoints of the sidecar's own zone, by cluster.",
+		[]string{"cluster"}, nil)
+)
+
+// scrapeCollector exports what the serving snapshot's clusters hold as
+// it is at the scrape: each detector's skipped ejections (the detector
+// keeps the counts and shares them with the one a reload builds), and
+// each zone-aware cluster's local share (which follows health checks,
+// ejections and their expiry, so a gauge set on a change would need a
+// hook on each). Such series have nothing to bind or delete: a cluster a
+// reload removed, or turned zone_aware off for, is no longer exported.
+type scrapeCollector struct{ p *Proxy }
+
+func (c scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- skippedDesc
+	ch <- zoneShareDesc
+}
+
+func (c scrapeCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.p.snap.Load()
+	if s == nil {
+		return
+	}
+	now := c.p.now()
+	for name, cl := range s.clusters {
+		refused, notEnforced := cl.res.det.Skipped()
+		ch <- prometheus.MustNewConstMetric(skippedDesc, prometheus.CounterValue, float64(refused), name, "overflow")
+		ch <- prometheus.MustNewConstMetric(skippedDesc, prometheus.CounterValue, float64(notEnforced), name, "not_enforced")
+		if cl.zone != nil {
+			ch <- prometheus.MustNewConstMetric(zoneShareDesc, prometheus.GaugeValue, float64(cl.localShare(now))/shareUnit, name)
+		}
+	}
+}

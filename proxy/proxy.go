@@ -199,7 +199,7 @@ func New(opts Options) *Proxy {
 	p.reg = reg
 	p.m = newMetrics(reg)
 	p.bm = newBreakerMetrics(reg)
-	reg.MustRegister(skippedCollector{p}, zoneShareCollector{p})
+	reg.MustRegister(scrapeCollector{p})
 	p.hm = newHealthMetrics(reg)
 	p.hcStopped = opts.NoHealthChecks
 	p.defaultMaxConns = int64(max(opts.DefaultMaxConnections, 0))

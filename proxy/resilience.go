@@ -111,32 +111,6 @@ func newBreakerMetrics(reg prometheus.Registerer) *breakerMetrics {
 	return m
 }
 
-// skippedDesc describes outrigger_breaker_ejections_skipped_total.
-var skippedDesc = prometheus.NewDesc("outrigger_breaker_ejections_skipped_total",
-	"Outlier detections that ejected no endpoint, per cluster and reason: overflow (the max_ejection_percent cap), not_enforced (an enforcing_* percentage below 100).",
-	[]string{"cluster", "reason"}, nil)
-
-// skippedCollector exports each serving cluster's skipped ejections as
-// its detector counts them at the scrape: the detector keeps the counts
-// (and carries them to the detector a reload builds), so there is no
-// series to bind or delete, and a cluster a reload removed is no longer
-// exported.
-type skippedCollector struct{ p *Proxy }
-
-func (c skippedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- skippedDesc }
-
-func (c skippedCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.p.snap.Load()
-	if s == nil {
-		return
-	}
-	for name, cl := range s.clusters {
-		refused, notEnforced := cl.res.det.Skipped()
-		ch <- prometheus.MustNewConstMetric(skippedDesc, prometheus.CounterValue, float64(refused), name, "overflow")
-		ch <- prometheus.MustNewConstMetric(skippedDesc, prometheus.CounterValue, float64(notEnforced), name, "not_enforced")
-	}
-}
-
 // breakerSeries are the series a cluster's breaker and detector hooks
 // write, bound when the breaker or detector is built. A hook never looks
 // a series up by its labels: one of a cluster a reload removed, still

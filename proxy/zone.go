@@ -4,8 +4,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
@@ -306,33 +304,4 @@ func (c *cluster) localShare(now time.Time) int64 {
 		return c.zone.panicShare
 	}
 	return sp.share
-}
-
-// zoneShareDesc describes outrigger_proxy_zone_local_share.
-var zoneShareDesc = prometheus.NewDesc("outrigger_proxy_zone_local_share",
-	"Share of picks (0 to 1) a zone-aware cluster sends to the endpoints of the sidecar's own zone, by cluster.",
-	[]string{"cluster"}, nil)
-
-// zoneShareCollector exports each serving zone-aware cluster's local
-// share as it is at the scrape: the share follows health checks,
-// ejections and their expiry, so a gauge set on a change would need a
-// hook on each; computed at the scrape it has no series to bind or
-// delete, and a cluster a reload removed or turned zone_aware off for is
-// no longer exported.
-type zoneShareCollector struct{ p *Proxy }
-
-func (c zoneShareCollector) Describe(ch chan<- *prometheus.Desc) { ch <- zoneShareDesc }
-
-func (c zoneShareCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.p.snap.Load()
-	if s == nil {
-		return
-	}
-	now := c.p.now()
-	for name, cl := range s.clusters {
-		if cl.zone == nil {
-			continue
-		}
-		ch <- prometheus.MustNewConstMetric(zoneShareDesc, prometheus.GaugeValue, float64(cl.localShare(now))/shareUnit, name)
-	}
 }

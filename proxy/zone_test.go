@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
@@ -372,7 +371,7 @@ func TestZoneAwareShareInClustersAndMetrics(t *testing.T) {
 		return ClusterStatus{}
 	}
 	gauge := func() float64 {
-		return testutil.ToFloat64(prometheus.CollectorFunc(zoneShareCollector{h.p}.Collect))
+		return gathered(t, h, "outrigger_proxy_zone_local_share", "cluster", "svc")
 	}
 	cs := status("svc")
 	if z := cs.ZoneAware; z == nil || z.Zone != "a" || z.LocalEndpoints != 4 || z.RemoteEndpoints != 4 || z.LocalSharePercent != 100 {
@@ -412,7 +411,7 @@ func TestZoneAwareShareInClustersAndMetrics(t *testing.T) {
 	if err := h.p.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(zoneShareCollector{h.p}); n != 0 {
+	if n := testutil.CollectAndCount(scrapeCollector{h.p}, "outrigger_proxy_zone_local_share"); n != 0 {
 		t.Fatalf("%d series after zone_aware was turned off", n)
 	}
 }
