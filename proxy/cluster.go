@@ -472,6 +472,16 @@ func (c *cluster) panic(now time.Time) bool {
 	return sp.whole || sp.panic[0] || sp.panic[1]
 }
 
+// slotCounts is how many of slots (balancer positions, see weightSlots)
+// each of n endpoints holds: its weight as the balancer sees it.
+func slotCounts(slots []int, n int) []int64 {
+	w := make([]int64, n)
+	for _, i := range slots {
+		w[i]++
+	}
+	return w
+}
+
 // maxSlots bounds the balancer positions weights expand to.
 const maxSlots = 4096
 

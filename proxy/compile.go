@@ -18,7 +18,6 @@ import (
 	"github.com/outrigger-mesh/outrigger/composer"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/h1server"
-	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
 
 // snapshot is one applied configuration, compiled. It is never mutated
@@ -214,25 +213,21 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, zone string, used
 		c.scheme = "https"
 	}
 	switch cc.LBPolicy {
-	case "", config.LBRoundRobin:
-		c.picker, c.lbPolicy = lb.NewRoundRobinFrom(p.rrStart()), string(config.LBRoundRobin)
-	case config.LBLeastRequest:
-		c.picker, c.lbPolicy = lb.NewLeastRequest(nil), string(config.LBLeastRequest)
-	case config.LBRandom:
-		c.picker, c.lbPolicy = lb.NewRandom(nil), string(config.LBRandom)
+	case "":
+		c.lbPolicy = string(config.LBRoundRobin)
+	case config.LBRoundRobin, config.LBLeastRequest, config.LBRandom:
+		c.lbPolicy = string(cc.LBPolicy)
 	default:
 		return nil, fmt.Errorf("lb_policy: unknown policy %q", cc.LBPolicy)
 	}
+	c.picker = newPicker(c.lbPolicy, p.rrStart)
 	weights := make([]uint32, 0, len(cc.Endpoints))
 	for i, e := range cc.Endpoints {
 		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, zone: e.Zone, idx: i, conns: p.m.endpointConns(name, e.Address)})
 		weights = append(weights, e.Weight)
 	}
 	if c.slots = weightSlots(weights); c.slots != nil {
-		c.weights = make([]int64, len(c.endpoints))
-		for _, i := range c.slots {
-			c.weights[i]++
-		}
+		c.weights = slotCounts(c.slots, len(c.endpoints))
 	}
 	c.zone = compileZoneAware(c, cc, zone, p.rrStart)
 	var prev *cluster

@@ -88,11 +88,10 @@ func compileZoneAware(c *cluster, cc config.Cluster, zone string, start func() u
 			continue
 		}
 		lv.slots = make([]int, len(pos))
-		lv.weights = make([]int64, len(cc.Endpoints))
 		for k, j := range pos {
 			lv.slots[k] = members[l][j]
-			lv.weights[members[l][j]]++
 		}
+		lv.weights = slotCounts(lv.slots, len(cc.Endpoints))
 	}
 	z.pickers = [2]lb.Picker{newPicker(c.lbPolicy, start), newPicker(c.lbPolicy, start)}
 	z.draws = new(atomic.Uint64)
@@ -115,8 +114,8 @@ func compileZoneAware(c *cluster, cc config.Cluster, zone string, start func() u
 	return z
 }
 
-// newPicker returns a fresh picker of lb_policy name, as compileCluster
-// made it; a round robin's first turn is start's.
+// newPicker returns a fresh picker of lb_policy name (round_robin,
+// least_request or random); a round robin's first turn is start's.
 func newPicker(name string, start func() uint64) lb.Picker {
 	switch name {
 	case string(config.LBLeastRequest):
