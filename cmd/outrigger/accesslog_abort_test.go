@@ -29,11 +29,7 @@ func TestAccessLogLinesAnAbortedResponse(t *testing.T) {
 			t.Fatalf("the cut-off body read as complete: %q", b)
 		}
 	}
-	lines := waitLines(t, lp.logPath, 1)
-	if len(lines) != 1 {
-		t.Fatalf("%d lines: %v", len(lines), lines)
-	}
-	l := lines[0]
+	l := onlyLine(t, lp.logPath)
 	if l["path"] != "/cut" || l["status"] != 200.0 || l["bytes"] != 10.0 || l["upstream_host"] != up || l["error"] != "upstream_reset" {
 		t.Fatalf("line %v", l)
 	}
@@ -43,13 +39,7 @@ func TestAccessLogLinesAnAbortedResponse(t *testing.T) {
 // keeps the status that was sent and the bytes sent before, and no error
 // of the sidecar's.
 func TestAccessLogLinesAResponseItsClientLeftMidBody(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("first"))
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	}))
-	t.Cleanup(up.Close)
-	upAddr := up.Listener.Addr().String()
+	upAddr := firstThenStall(t)
 	lp := startServedProxy(t, routeAllTo(upAddr, "r"))
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + lp.addr + "/left")
@@ -61,11 +51,7 @@ func TestAccessLogLinesAResponseItsClientLeftMidBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close() // mid-body: closes the connection
-	lines := waitLines(t, lp.logPath, 1)
-	if len(lines) != 1 {
-		t.Fatalf("%d lines: %v", len(lines), lines)
-	}
-	l := lines[0]
+	l := onlyLine(t, lp.logPath)
 	if l["path"] != "/left" || l["status"] != 200.0 || l["bytes"] != 5.0 || l["upstream_host"] != upAddr || l["error"] != "" {
 		t.Fatalf("line %v", l)
 	}
@@ -75,13 +61,7 @@ func TestAccessLogLinesAResponseItsClientLeftMidBody(t *testing.T) {
 // says upstream_timeout, as a 504 the sidecar answered would, with the
 // status of the header that went out.
 func TestAccessLogSaysARouteTimeoutCutAResponse(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("first"))
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	}))
-	t.Cleanup(up.Close)
-	upAddr := up.Listener.Addr().String()
+	upAddr := firstThenStall(t)
 	lp := startServedProxy(t, routeAllTo(upAddr, "r", func(r *config.Route) { r.Timeout = 200 * time.Millisecond }))
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + lp.addr + "/slow")
@@ -93,11 +73,20 @@ func TestAccessLogSaysARouteTimeoutCutAResponse(t *testing.T) {
 	if err == nil {
 		t.Fatalf("the cut-off body read as complete: %q", b)
 	}
-	lines := waitLines(t, lp.logPath, 1)
-	if len(lines) != 1 {
-		t.Fatalf("%d lines: %v", len(lines), lines)
-	}
-	if l := lines[0]; l["status"] != 200.0 || l["bytes"] != 5.0 || l["upstream_host"] != upAddr || l["error"] != "upstream_timeout" {
+	if l := onlyLine(t, lp.logPath); l["status"] != 200.0 || l["bytes"] != 5.0 || l["upstream_host"] != upAddr || l["error"] != "upstream_timeout" {
 		t.Fatalf("line %v", l)
 	}
+}
+
+// firstThenStall starts an upstream that answers "first", flushed, and
+// then holds the response open until its request ends; it returns its
+// address.
+func firstThenStall(t *testing.T) string {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("first"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(up.Close)
+	return up.Listener.Addr().String()
 }

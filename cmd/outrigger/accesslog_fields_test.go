@@ -335,14 +335,7 @@ func TestAccessLogGRPCStatus(t *testing.T) {
 		t.Fatalf("cut stream: %v", err)
 	}
 	// No route: the proxy's own trailers-only UNIMPLEMENTED.
-	cc, err := grpc.NewClient("passthrough:///"+lp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if err := cc.Invoke(ctxFor(t, 10*time.Second), "/nowhere.Service/Call", &testpb.Empty{}, &testpb.Empty{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("no route: %v", err)
-	}
+	callNoRoute(t, lp.addr)
 	lines := waitLines(t, lp.logPath, 5)
 	want := []struct {
 		route string
@@ -463,14 +456,7 @@ func TestAccessLogAttempts(t *testing.T) {
 		if _, err := c.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
 			t.Fatal(err)
 		}
-		cc, err := grpc.NewClient("passthrough:///"+lp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		if err := cc.Invoke(ctxFor(t, 10*time.Second), "/nowhere.Service/Call", &testpb.Empty{}, &testpb.Empty{}); status.Code(err) != codes.Unimplemented {
-			t.Fatalf("no route: %v", err)
-		}
+		callNoRoute(t, lp.addr)
 		lines := waitLines(t, lp.logPath, 3)
 		if len(lines) != 3 {
 			t.Fatalf("%d lines: %v", len(lines), lines)
@@ -557,14 +543,7 @@ func TestAccessLogUpstreamHeaderTime(t *testing.T) {
 		if err != io.EOF {
 			t.Fatal(err)
 		}
-		cc, err := grpc.NewClient("passthrough:///"+lp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		if err := cc.Invoke(ctxFor(t, 10*time.Second), "/nowhere.Service/Call", &testpb.Empty{}, &testpb.Empty{}); status.Code(err) != codes.Unimplemented {
-			t.Fatalf("no route: %v", err)
-		}
+		callNoRoute(t, lp.addr)
 		lines := waitLines(t, lp.logPath, 2)
 		if len(lines) != 2 {
 			t.Fatalf("%d lines: %v", len(lines), lines)
@@ -574,4 +553,19 @@ func TestAccessLogUpstreamHeaderTime(t *testing.T) {
 			t.Errorf("line %v of the proxy's own reply has upstream_header_ms", lines[1])
 		}
 	})
+}
+
+// callNoRoute makes a gRPC call no route matches through the sidecar at
+// addr, and checks that it gets the proxy's own trailers-only
+// UNIMPLEMENTED.
+func callNoRoute(t *testing.T, addr string) {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if err := cc.Invoke(ctxFor(t, 10*time.Second), "/nowhere.Service/Call", &testpb.Empty{}, &testpb.Empty{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("no route: %v", err)
+	}
 }

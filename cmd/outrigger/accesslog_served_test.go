@@ -65,6 +65,17 @@ func waitLines(t *testing.T, p string, n int) []map[string]any {
 	return readAccessLog(t, p)
 }
 
+// onlyLine waits for the access log at p to have a line, and returns it;
+// a second line fails the test.
+func onlyLine(t *testing.T, p string) map[string]any {
+	t.Helper()
+	lines := waitLines(t, p, 1)
+	if len(lines) != 1 {
+		t.Fatalf("%d lines: %v", len(lines), lines)
+	}
+	return lines[0]
+}
+
 // newRawUpstream serves each connection to it with resp, written as it is
 // once a request's header has been read, then closes the connection.
 func newRawUpstream(t *testing.T, resp string) string {

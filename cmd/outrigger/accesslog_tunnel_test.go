@@ -62,11 +62,7 @@ func TestAccessLogNamesATunnelsUpstreamHost(t *testing.T) {
 	up := newEchoUpgrader(t)
 	lp := startServedProxy(t, routeAllTo(up, "ws"))
 	tunnelEcho(t, lp.addr, "/ws", "hello")
-	lines := waitLines(t, lp.logPath, 1)
-	if len(lines) != 1 {
-		t.Fatalf("%d lines: %v", len(lines), lines)
-	}
-	l := lines[0]
+	l := onlyLine(t, lp.logPath)
 	if l["status"] != 101.0 || l["route"] != "ws" || l["cluster"] != "up" || l["upstream_host"] != up || l["error"] != "" || l["attempts"] != 1.0 || l["upstream_header_ms"] == nil {
 		t.Fatalf("line %v", l)
 	}
@@ -80,11 +76,7 @@ func TestAccessLogCountsATunnelsBytes(t *testing.T) {
 	lp := startServedProxy(t, routeAllTo(up, "ws"))
 	msg := strings.Repeat("echo", 10000)
 	tunnelEcho(t, lp.addr, "/ws", msg)
-	lines := waitLines(t, lp.logPath, 1)
-	if len(lines) != 1 {
-		t.Fatalf("%d lines: %v", len(lines), lines)
-	}
-	if l := lines[0]; l["status"] != 101.0 || l["bytes"] != float64(len(msg)) {
+	if l := onlyLine(t, lp.logPath); l["status"] != 101.0 || l["bytes"] != float64(len(msg)) {
 		t.Fatalf("line %v; want status 101, bytes %d", l, len(msg))
 	}
 }
