@@ -76,6 +76,10 @@ type pool struct {
 	users   atomic.Int64
 	retired atomic.Bool
 
+	// sessions keeps the TLS sessions of the pool's connections for
+	// resumption; nil without TLS or with disable_session_resumption.
+	sessions *tlsSessions
+
 	// limits is the cluster's resource limits (max_connections is
 	// enforced at dial time); set at Apply, shared with the resilience.
 	// A connection releases its count through the Limits it was dialled
@@ -108,6 +112,11 @@ func (e *connectError) Unwrap() error { return e.err }
 
 func newPool(key transportKey, tc *tls.Config) *pool {
 	p := &pool{key: key}
+	var sessions func(addr string) tls.ClientSessionCache
+	if tc != nil && !key.tls.DisableSessionResumption {
+		p.sessions = new(tlsSessions)
+		sessions = p.sessions.forAddr
+	}
 	dialer := &net.Dialer{Timeout: key.connectTimeout, KeepAlive: 30 * time.Second}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		lim := p.limits.Load()
@@ -165,6 +174,9 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 					host, _, _ := net.SplitHostPort(addr)
 					c.ServerName = host
 				}
+				if sessions != nil {
+					c.ClientSessionCache = sessions(addr)
+				}
 				tc := tls.Client(raw, c)
 				if err := tc.HandshakeContext(ctx); err != nil {
 					raw.Close()
@@ -204,6 +216,7 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 		t := &h1client.Transport{
 			Dial:               dial,
 			TLSClientConfig:    tc,
+			TLSSessionCache:    sessions,
 			ConnectTimeout:     key.connectTimeout,
 			MaxConnsPerHost:    key.maxConnsPerHost,
 			MaxIdlePerHost:     key.maxIdlePerHost,

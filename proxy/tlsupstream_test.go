@@ -459,3 +459,132 @@ type atomicVersion struct{ v atomic.Uint32 }
 
 func (a *atomicVersion) store(v uint16) { a.v.Store(uint32(v)) }
 func (a *atomicVersion) load() uint16   { return uint16(a.v.Load()) }
+
+// resumingUpstream starts an HTTPS upstream serving cert (with ALPN h2
+// when h2) whose handler counts the requests that came on a resumed TLS
+// session and those that came on a full handshake. Each has its own
+// session ticket keys, as separate servers do.
+func resumingUpstream(t *testing.T, cert tls.Certificate, h2 bool) (s *httptest.Server, resumed, full *atomic.Int64) {
+	t.Helper()
+	resumed, full = new(atomic.Int64), new(atomic.Int64)
+	s = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS.DidResume {
+			resumed.Add(1)
+		} else {
+			full.Add(1)
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	if h2 {
+		s.TLS.NextProtos = []string{"h2"}
+		s.EnableHTTP2 = true
+	}
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s, resumed, full
+}
+
+// A new connection to an endpoint resumes the TLS session of the last
+// one (Envoy's default), per endpoint: the two endpoints share a server
+// name but not their ticket keys, so a cache keyed by the name alone, as
+// crypto/tls's is, would offer each the other's ticket under round robin
+// and never resume. disable_session_resumption does a full handshake on
+// every connection, and a reload that changes the cluster's TLS settings
+// starts again with a full one.
+func TestUpstreamTLSSessionsAreResumedPerEndpoint(t *testing.T) {
+	ca := newCA(t, "resumption CA")
+	cert := serverCert(t, ca, "svc.test").tlsCert(t)
+	dir := t.TempDir()
+	caPath := writeFile(t, dir, "ca.pem", ca.certPEM)
+	caCopy := writeFile(t, dir, "ca-copy.pem", ca.certPEM)
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		for _, disable := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s disable=%v", proto, disable), func(t *testing.T) {
+				a, aResumed, aFull := resumingUpstream(t, cert, proto == config.ProtocolHTTP2)
+				b, bResumed, bFull := resumingUpstream(t, cert, proto == config.ProtocolHTTP2)
+				c := config.Cluster{
+					Endpoints: eps(strings.TrimPrefix(a.URL, "https://"), strings.TrimPrefix(b.URL, "https://")),
+					Protocol:  proto,
+					LBPolicy:  config.LBRoundRobin,
+					TLS: config.TLS{Enabled: true, ServerName: "svc.test", CAFile: caPath,
+						DisableSessionResumption: disable},
+				}
+				// Each request on a connection of its own.
+				c.Pool.MaxRequestsPerConnection = 1
+				h := startProxy(t, simpleConfig(c))
+				get := func(n int) {
+					t.Helper()
+					for range n {
+						resp := mustGet(t, h.h1, h.url("/"))
+						if body := readAll(t, resp); resp.StatusCode != 200 {
+							t.Fatalf("%d %q", resp.StatusCode, body)
+						}
+					}
+				}
+				get(8)
+				wantFull, wantResumed := int64(1), int64(3)
+				if disable {
+					wantFull, wantResumed = 4, 0
+				}
+				for i, got := range [][2]int64{{aFull.Load(), aResumed.Load()}, {bFull.Load(), bResumed.Load()}} {
+					if got != [2]int64{wantFull, wantResumed} {
+						t.Fatalf("endpoint %d: %d full handshakes and %d resumed, want %d and %d",
+							i, got[0], got[1], wantFull, wantResumed)
+					}
+				}
+				if disable {
+					return
+				}
+				// The same CAs from another file: a new pool, whose first
+				// connections resume nothing.
+				c.TLS.CAFile = caCopy
+				if err := h.p.Apply(simpleConfig(c)); err != nil {
+					t.Fatal(err)
+				}
+				get(4)
+				if aFull.Load() != 2 || bFull.Load() != 2 || aResumed.Load() != 4 || bResumed.Load() != 4 {
+					t.Fatalf("after the reload: full %d+%d resumed %d+%d, want 2+2 and 4+4",
+						aFull.Load(), bFull.Load(), aResumed.Load(), bResumed.Load())
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkUpstreamTLSConnection measures a request that needs a new
+// TLS connection to its endpoint (max_requests_per_connection: 1), with
+// the last session resumed (the default) and with a full handshake each
+// time (disable_session_resumption). Time and allocations count the
+// whole process: client, proxy and upstream, both sides of the
+// handshake.
+func BenchmarkUpstreamTLSConnection(b *testing.B) {
+	ca := newCA(b, "bench CA")
+	cert := serverCert(b, ca, "svc.test").tlsCert(b)
+	caPath := writeFile(b, b.TempDir(), "ca.pem", ca.certPEM)
+	up := tlsUpstream(b, cert, nil)
+	for _, tc := range []struct {
+		name    string
+		disable bool
+	}{{"resumed", false}, {"full", true}} {
+		c := config.Cluster{Endpoints: eps(strings.TrimPrefix(up.URL, "https://")),
+			TLS: config.TLS{Enabled: true, ServerName: "svc.test", CAFile: caPath, DisableSessionResumption: tc.disable}}
+		c.Pool.MaxRequestsPerConnection = 1
+		h := startProxy(b, simpleConfig(c))
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := h.h1.Get(h.url("/"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
+	}
+}

@@ -140,8 +140,10 @@ func (d *secretDir) path(name string) string { return filepath.Join(d.dir, name)
 // mtlsUpstream is an HTTPS server, with the certificate serverCert holds
 // at each handshake, that requires a client certificate from clientCA
 // and answers with its common name; every response closes its
-// connection, so each request is a new handshake.
-func mtlsUpstream(t *testing.T, serverCert *atomic.Pointer[tls.Certificate], clientCA *testCA) *httptest.Server {
+// connection, so each request is a new handshake (a full one, or one
+// that resumes a session, which the returned config's session ticket
+// keys decide).
+func mtlsUpstream(t *testing.T, serverCert *atomic.Pointer[tls.Certificate], clientCA *testCA) (*httptest.Server, *tls.Config) {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(clientCA.cert)
@@ -152,14 +154,15 @@ func mtlsUpstream(t *testing.T, serverCert *atomic.Pointer[tls.Certificate], cli
 	// Served on a TLS listener of its own: httptest's StartTLS would add
 	// its own certificate, which a client without SNI (an IP address)
 	// gets in place of GetCertificate's.
-	s.Listener = tls.NewListener(s.Listener, &tls.Config{
+	tc := &tls.Config{
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serverCert.Load(), nil },
 		ClientCAs:      pool,
 		ClientAuth:     tls.RequireAndVerifyClientCert,
-	})
+	}
+	s.Listener = tls.NewListener(s.Listener, tc)
 	s.Start()
 	t.Cleanup(s.Close)
-	return s
+	return s, tc
 }
 
 // mtlsSidecar is a running outrigger whose cluster svc reaches an
@@ -173,6 +176,7 @@ type mtlsSidecar struct {
 	clientCA   *testCA
 	keyA       []byte // the key of client-a, the certificate the sidecar starts with
 	serverCert *atomic.Pointer[tls.Certificate]
+	serverTLS  *tls.Config // the upstream's
 }
 
 // startMTLSSidecar starts an mtlsUpstream and an outrigger whose cluster
@@ -185,7 +189,8 @@ func startMTLSSidecar(t *testing.T) *mtlsSidecar {
 		t.Fatal(err)
 	}
 	m.serverCert.Store(&first)
-	up := mtlsUpstream(t, m.serverCert, m.clientCA)
+	up, serverTLS := mtlsUpstream(t, m.serverCert, m.clientCA)
+	m.serverTLS = serverTLS
 
 	var certA []byte
 	certA, m.keyA = m.clientCA.issue(t, "client-a", false)
@@ -236,14 +241,22 @@ func TestRotatedClusterCertificatesAreUsedWithoutRestart(t *testing.T) {
 		return code == 200 && body == "client-b"
 	})
 
-	// The upstream moves to a certificate from a new CA: refused until the
-	// CA file has it too.
+	// The upstream moves to a certificate from a new CA, with new session
+	// ticket keys, as a server restarted with it has: refused until the
+	// CA file has it too. (A server that kept its ticket keys would
+	// resume the sessions of its old certificate, verified when they
+	// were made, as it would with any TLS client that resumes.)
 	newServerCA := newTestCA(t, "server CA 2")
 	sc2, sk2 := newServerCA.issue(t, "upstream", true)
 	second, err := tls.X509KeyPair(sc2, sk2)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var ticketKey [32]byte
+	if _, err := rand.Read(ticketKey[:]); err != nil {
+		t.Fatal(err)
+	}
+	m.serverTLS.SetSessionTicketKeys([][32]byte{ticketKey})
 	m.serverCert.Store(&second)
 	if code, _ := m.whoAmI(t); code != http.StatusBadGateway {
 		t.Fatalf("an upstream certificate from an untrusted CA got %d, want 502", code)

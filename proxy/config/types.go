@@ -562,6 +562,12 @@ type TLS struct {
 	// shows the versions offered.
 	MinVersion string `yaml:"min_version" json:"min_version"`
 	MaxVersion string `yaml:"max_version" json:"max_version"`
+
+	// DisableSessionResumption makes every new connection do a full
+	// handshake. False (the default) resumes, on a new connection to an
+	// endpoint, the last TLS session made with that endpoint, as Envoy
+	// does (its max_session_keys: 0 turns it off).
+	DisableSessionResumption bool `yaml:"disable_session_resumption" json:"disable_session_resumption"`
 }
 
 // TLSVersion is the crypto/tls version a MinVersion or MaxVersion names,

@@ -324,6 +324,7 @@ func (t *TLS) validate(p *problems, path string) {
 			field{"insecure_skip_verify", t.InsecureSkipVerify},
 			field{"min_version", t.MinVersion != ""},
 			field{"max_version", t.MaxVersion != ""},
+			field{"disable_session_resumption", t.DisableSessionResumption},
 		)
 		if len(set) > 0 {
 			p.addf(path, "%s set but enabled is false", strings.Join(set, ", "))

@@ -76,6 +76,9 @@ func (t *Transport) host(u *url.URL) (*hostPool, error) {
 			cfg.ServerName = h
 		}
 		cfg.NextProtos = []string{"http/1.1"}
+		if t.TLSSessionCache != nil {
+			cfg.ClientSessionCache = t.TLSSessionCache(k.addr)
+		}
 		hp.tlsConfig = cfg
 	}
 	t.mu.Lock()

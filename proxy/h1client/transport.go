@@ -28,6 +28,12 @@ type Transport struct {
 	// always ["http/1.1"]. nil means the zero tls.Config.
 	TLSClientConfig *tls.Config
 
+	// TLSSessionCache, when set, is the session cache of the connections
+	// to addr ("host:port"), in place of TLSClientConfig's: crypto/tls
+	// keys its cache by server name alone, which the endpoints behind
+	// one name share (a resumed session is the server's own).
+	TLSSessionCache func(addr string) tls.ClientSessionCache
+
 	// ConnectTimeout bounds making a connection: the dial and, for
 	// https, the TLS handshake, together, from the dial's start (as
 	// Envoy's connect_timeout covers TLS session setup). 0 means only
