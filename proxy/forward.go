@@ -1000,6 +1000,9 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		return false
 	}
 	kind := f.failKind(err, actx)
+	if kind == failConnect && f.r.Context().Err() == nil {
+		f.connectFailed(err, actx)
+	}
 	switch {
 	case f.r.Context().Err() != nil:
 		// The client went away: neither success nor failure.
@@ -1539,6 +1542,19 @@ func tlsFailure(err error) string {
 	return strings.TrimPrefix(cause.Error(), "tls: ")
 }
 
+// connectFailed counts an attempt's failure to connect by its reason
+// and tells an access log why its TLS handshake failed, if it did.
+//
+//go:noinline
+func (f *forwarding) connectFailed(err error, actx context.Context) {
+	f.c.m.connectFail[connectFailure(err, actx)].Inc()
+	if why := tlsFailure(err); why != "" {
+		if tr, ok := f.w.(TransportFailureRecorder); ok {
+			tr.RecordTransportFailure("TLS handshake: " + why)
+		}
+	}
+}
+
 // deadlineSkew is how close to the call's deadline an upstream's
 // cancellation counts as that deadline (see upstreamDeadline).
 const deadlineSkew = 100 * time.Millisecond
@@ -1732,6 +1748,15 @@ type RequestIDRecorder interface {
 // log uses it as Envoy's UPSTREAM_REQUEST_ATTEMPT_COUNT.
 type AttemptRecorder interface {
 	RecordAttempts(n int)
+}
+
+// TransportFailureRecorder is a ResponseWriter that is told why an
+// upstream attempt's TLS handshake failed ("TLS handshake: " and
+// crypto/tls's words), once for each attempt whose handshake failed, the
+// last one telling last. An access log uses it as Envoy's
+// UPSTREAM_TRANSPORT_FAILURE_REASON.
+type TransportFailureRecorder interface {
+	RecordTransportFailure(reason string)
 }
 
 // AbortRecorder is a ResponseWriter that is told why the proxy cut a

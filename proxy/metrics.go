@@ -20,6 +20,7 @@ type metrics struct {
 	active      *prometheus.GaugeVec     // cluster
 	conns       *prometheus.GaugeVec     // cluster, endpoint
 	retries     *prometheus.CounterVec   // cluster
+	connectFail *prometheus.CounterVec   // cluster, reason
 	localReply  *prometheus.CounterVec   // reason
 	fallbacks   *prometheus.CounterVec   // listener, route, reason
 	generation  prometheus.Gauge
@@ -118,6 +119,7 @@ func (m *metrics) deleteMissing(from, keep series) {
 		if _, ok := keep.clusters[c]; !ok {
 			m.active.DeleteLabelValues(c)
 			m.retries.DeleteLabelValues(c)
+			m.connectFail.DeletePartialMatch(prometheus.Labels{"cluster": c})
 		}
 	}
 	for e := range from.endpoints {
@@ -175,6 +177,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "outrigger_proxy_retries_total",
 			Help: "Upstream attempts made after the first one, by cluster.",
 		}, []string{"cluster"}),
+		connectFail: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_proxy_upstream_connect_failures_total",
+			Help: "Upstream connections a request could not make, by cluster and reason (refused, timeout, tls_untrusted, tls_expired, tls_name_mismatch, tls_handshake, protocol, other).",
+		}, []string{"cluster", "reason"}),
 		localReply: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrigger_proxy_local_replies_total",
 			Help: "Responses written by the proxy itself, by reason (the x-outrigger-error value).",
@@ -209,7 +215,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.downOverflow.WithLabelValues(l.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.localReply, m.fallbacks, m.underscores, m.downConns, m.downOverflow, m.generation)
+		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.connectFail, m.localReply, m.fallbacks, m.underscores, m.downConns, m.downOverflow, m.generation)
 	}
 	return m
 }
@@ -243,14 +249,22 @@ func (s *routeStats) record(status int, seconds float64) {
 type clusterMetrics struct {
 	active  prometheus.Gauge
 	retries prometheus.Counter
+	// connectFail counts by connectReason; every reason's series is
+	// there from the start, so that a request of a snapshot a reload
+	// replaced never creates one for a cluster the reload removed.
+	connectFail [numConnectReasons]prometheus.Counter
 }
 
 func (m *metrics) clusterMetrics(name string) clusterMetrics {
 	m.next.clusters[name] = struct{}{}
-	return clusterMetrics{
+	cm := clusterMetrics{
 		active:  m.active.WithLabelValues(name),
 		retries: m.retries.WithLabelValues(name),
 	}
+	for r := range connectReason(numConnectReasons) {
+		cm.connectFail[r] = m.connectFail.WithLabelValues(name, r.String())
+	}
+	return cm
 }
 
 // Series read at the scrape, per serving cluster.

@@ -188,19 +188,22 @@ func TestTLSHandshakeFailureIsNamedInTheReply(t *testing.T) {
 		proto config.Protocol
 		tls   config.TLS
 		want  string
+		// reason is the outrigger_proxy_upstream_connect_failures_total
+		// label the failures count under.
+		reason string
 	}{
 		{"self-signed http1", tlsUpstream(t, serverCert(t, newCA(t, "other CA")).tlsCert(t), nil), config.ProtocolHTTP1,
-			config.TLS{Enabled: true, CAFile: caPath}, "certificate signed by unknown authority"},
+			config.TLS{Enabled: true, CAFile: caPath}, "certificate signed by unknown authority", "tls_untrusted"},
 		{"self-signed http2", tlsUpstream(t, serverCert(t, newCA(t, "other CA")).tlsCert(t), h2), config.ProtocolHTTP2,
-			config.TLS{Enabled: true, CAFile: caPath}, "certificate signed by unknown authority"},
+			config.TLS{Enabled: true, CAFile: caPath}, "certificate signed by unknown authority", "tls_untrusted"},
 		{"expired", tlsUpstream(t, expired.tlsCert(t), nil), config.ProtocolHTTP1,
-			config.TLS{Enabled: true, CAFile: caPath}, "certificate has expired"},
+			config.TLS{Enabled: true, CAFile: caPath}, "certificate has expired", "tls_expired"},
 		{"other name", tlsUpstream(t, serverCert(t, ca, "a.example").tlsCert(t), h2), config.ProtocolGRPC,
-			config.TLS{Enabled: true, CAFile: caPath, ServerName: "b.example"}, "not b.example"},
+			config.TLS{Enabled: true, CAFile: caPath, ServerName: "b.example"}, "not b.example", "tls_name_mismatch"},
 		{"http/1.1 only", tlsUpstream(t, serverCert(t, ca).tlsCert(t), nil), config.ProtocolHTTP2,
-			config.TLS{Enabled: true, CAFile: caPath}, "no application protocol"},
+			config.TLS{Enabled: true, CAFile: caPath}, "no application protocol", "tls_handshake"},
 		{"no ALPN", tlsUpstream(t, serverCert(t, ca).tlsCert(t), []string{}), config.ProtocolHTTP2,
-			config.TLS{Enabled: true, CAFile: caPath}, "did not negotiate h2"},
+			config.TLS{Enabled: true, CAFile: caPath}, "did not negotiate h2", "tls_handshake"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := config.Cluster{Endpoints: eps(strings.TrimPrefix(tc.up.URL, "https://")), Protocol: tc.proto, TLS: tc.tls}
@@ -223,6 +226,7 @@ func TestTLSHandshakeFailureIsNamedInTheReply(t *testing.T) {
 				t.Fatalf("gRPC: grpc-status %q grpc-message %q, want 14 naming the TLS handshake and %q",
 					resp.Header.Get("Grpc-Status"), msg, tc.want)
 			}
+			wantConnectFailures(t, h, tc.reason, 2)
 		})
 	}
 
@@ -254,6 +258,7 @@ func TestTLSHandshakeFailureIsNamedInTheReply(t *testing.T) {
 		if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 502 || body != "upstream connect failure: TLS handshake: timed out\n" {
 			t.Fatalf("%s, silent server: %d %q, want 502 %q", proto, resp.StatusCode, body, "upstream connect failure: TLS handshake: timed out\n")
 		}
+		wantConnectFailures(t, h, "timeout", 1)
 	}
 
 	// A refused connection keeps the catalog's text.
@@ -266,6 +271,23 @@ func TestTLSHandshakeFailureIsNamedInTheReply(t *testing.T) {
 	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(closed), TLS: config.TLS{Enabled: true, CAFile: caPath}}))
 	if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 502 || body != "upstream connect failure\n" {
 		t.Fatalf("refused: %d %q, want 502 %q", resp.StatusCode, body, "upstream connect failure\n")
+	}
+	wantConnectFailures(t, h, "refused", 1)
+}
+
+// wantConnectFailures fails t unless cluster svc's
+// outrigger_proxy_upstream_connect_failures_total says n under reason
+// and 0 under every other.
+func wantConnectFailures(t *testing.T, h *harness, reason string, n float64) {
+	t.Helper()
+	for r := range connectReason(numConnectReasons) {
+		want := 0.0
+		if r.String() == reason {
+			want = n
+		}
+		if got := counterValue(h.p.m.connectFail.WithLabelValues("svc", r.String())); got != want {
+			t.Errorf("connect failures %q: %v, want %v", r, got, want)
+		}
 	}
 }
 

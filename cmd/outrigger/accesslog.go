@@ -301,13 +301,14 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 		bytes: rec.bytes + rec.tunnelled.Load(), bytesReceived: rec.body.n.Load() + rec.tunnelIn.Load(),
 		requestID: requestID, userAgent: rec.userAgent, route: rec.route, cluster: rec.cluster,
 		upstreamHost: rec.upstreamHost, attempts: rec.attempts,
-		err: own, upstreamErr: upstreamErr, remote: r.RemoteAddr,
+		err: own, upstreamErr: upstreamErr, transportFailure: rec.transportFailure, remote: r.RemoteAddr,
 	})
 }
 
 // accessLine is one access log line's fields. detail is written only
-// when set: it is a refused request's (see Refused); grpcStatus and
-// upstreamHeader only when not negative.
+// when set: it is a refused request's (see Refused); so is
+// transportFailure; grpcStatus and upstreamHeader only when not
+// negative.
 type accessLine struct {
 	listener, method, authority, path, protocol string
 	status, grpcStatus, attempts                int
@@ -316,6 +317,7 @@ type accessLine struct {
 	requestID, userAgent, route, cluster        string
 	upstreamHost                                string
 	err, upstreamErr, remote, detail            string
+	transportFailure                            string
 }
 
 // writeLine writes ln to l, with its fields in the documented order.
@@ -341,6 +343,7 @@ func writeLine(l *zap.Logger, ln *accessLine) {
 		zap.Int("attempts", ln.attempts),
 		zap.String("error", ln.err),
 		zap.String("upstream_error", ln.upstreamErr),
+		optionalString("upstream_transport_failure_reason", ln.transportFailure),
 		zap.String("remote", ln.remote),
 	)
 	if ln.detail != "" {
@@ -353,7 +356,7 @@ func writeLine(l *zap.Logger, ln *accessLine) {
 }
 
 // lineFields holds one line's fields: every line's, and detail.
-type lineFields [21]zap.Field
+type lineFields [22]zap.Field
 
 // linePool holds the lineFields of the lines being written. Passed to
 // the variadic Info, a line's fields would escape to the heap: 1.3 KB
@@ -372,6 +375,15 @@ func upstreamHeaderField(d time.Duration) zap.Field {
 		return zap.Skip()
 	}
 	return zap.Float64("upstream_header_ms", millis(d))
+}
+
+// optionalString is the field key: s, or nothing when s is empty (in
+// writeLine's array, zap.Skip keeps its slot at no cost).
+func optionalString(key, s string) zap.Field {
+	if s == "" {
+		return zap.Skip()
+	}
+	return zap.String(key, s)
 }
 
 // grpcStatusField is the grpc_status field of a line: the status as a
@@ -438,6 +450,9 @@ type recorder struct {
 	// aborted is why the proxy cut the response short after its header
 	// (proxy.AbortRecorder).
 	aborted string
+	// transportFailure is why the last upstream attempt whose TLS
+	// handshake failed failed (proxy.TransportFailureRecorder).
+	transportFailure string
 	// grpc: the request speaks gRPC (proxy.IsGRPC), read before the
 	// proxy as userAgent is.
 	grpc bool
@@ -471,6 +486,9 @@ func (r *recorder) RecordAttempts(n int) { r.attempts = n }
 
 // RecordAbort implements proxy.AbortRecorder.
 func (r *recorder) RecordAbort(reason string) { r.aborted = reason }
+
+// RecordTransportFailure implements proxy.TransportFailureRecorder.
+func (r *recorder) RecordTransportFailure(reason string) { r.transportFailure = reason }
 
 // RecordRequestID implements proxy.RequestIDRecorder.
 func (r *recorder) RecordRequestID(id string) { r.requestID = id }
@@ -633,9 +651,10 @@ func (r *recorder) AdoptHeader(h http.Header) bool {
 }
 
 var (
-	_ proxy.UpstreamMarker    = (*recorder)(nil)
-	_ proxy.RequestIDRecorder = (*recorder)(nil)
-	_ proxy.RouteRecorder     = (*recorder)(nil)
-	_ proxy.AbortRecorder     = (*recorder)(nil)
-	_ proxy.AttemptRecorder   = (*recorder)(nil)
+	_ proxy.UpstreamMarker           = (*recorder)(nil)
+	_ proxy.RequestIDRecorder        = (*recorder)(nil)
+	_ proxy.RouteRecorder            = (*recorder)(nil)
+	_ proxy.AbortRecorder            = (*recorder)(nil)
+	_ proxy.TransportFailureRecorder = (*recorder)(nil)
+	_ proxy.AttemptRecorder          = (*recorder)(nil)
 )
