@@ -77,7 +77,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 		if code == http.StatusSwitchingProtocols {
 			return
 		}
-		fields := appendFields(nil, rw.header)
+		fields := appendFields(nil, rw.header, false)
 		sc := rw.sc
 		sc.mu.Lock()
 		if !rw.st.reset && !sc.dead {
@@ -90,7 +90,10 @@ func (rw *responseWriter) WriteHeader(code int) {
 	rw.wroteHeader = true
 	rw.status = code
 	rw.bodyAllowed = bodyAllowed(code) && !rw.st.isHead
-	if cl := rw.header["Content-Length"]; len(cl) > 0 {
+	// A 304's content-length describes the representation (RFC 9110
+	// §8.6) and goes out; a 204 has none.
+	withLength := code != http.StatusNoContent
+	if cl := rw.header["Content-Length"]; len(cl) > 0 && withLength {
 		if n, ok := wire.ParseDecimal(cl[0]); !ok {
 			delete(rw.header, "Content-Length")
 		} else if rw.hasCL = true; rw.bodyAllowed {
@@ -99,7 +102,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 		}
 	}
 	rw.fields = fieldsPool.Get().(*[]hpack.HeaderField)
-	*rw.fields = appendFields((*rw.fields)[:0], rw.header)
+	*rw.fields = appendFields((*rw.fields)[:0], rw.header, withLength)
 }
 
 // fieldsPool holds the buffers of final header blocks, each a
@@ -123,8 +126,12 @@ func (rw *responseWriter) putFields() {
 
 // appendFields turns a header map into HTTP/2 fields: lowercase names,
 // without connection-specific fields (RFC 9113 §8.2.2), trailers or
-// invalid fields.
-func appendFields(dst []hpack.HeaderField, h http.Header) []hpack.HeaderField {
+// invalid fields; without content-length unless withLength. A server
+// must not send one with a 1xx or a 204 (RFC 9110 §8.6), and an HTTP/2
+// client that checks (nghttp2, so curl) fails the request on a non-zero
+// one; a proxy's handler passes on such a field from an HTTP/1.1
+// upstream's response (or any upstream's 1xx) as it came.
+func appendFields(dst []hpack.HeaderField, h http.Header, withLength bool) []hpack.HeaderField {
 	for k, vv := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
 			continue
@@ -133,6 +140,10 @@ func appendFields(dst []hpack.HeaderField, h http.Header) []hpack.HeaderField {
 		switch name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			continue
+		case "content-length":
+			if !withLength {
+				continue
+			}
 		}
 		if !httpguts.ValidHeaderFieldName(k) {
 			continue

@@ -659,3 +659,43 @@ func TestRequestKeptAfterHandlerReturns(t *testing.T) {
 		t.Fatalf("kept request changed: %s %s %q %s", r.Method, r.URL, r.Header.Get("X-A"), r.RequestURI)
 	}
 }
+
+// A 204 or a 1xx carries no content-length (RFC 9110 §8.6: a server
+// must not send one), whatever the handler's header says: a proxy
+// forwards an HTTP/1.1 upstream's "204 No Content" with its
+// "Content-Length: 5" (or an upstream's 1xx header) as it came, and an
+// HTTP/2 client that checks, as nghttp2 (curl) does, takes a non-zero
+// one for a malformed response and fails the request. A 304's describes
+// the representation, and stays.
+func TestNoContentLengthOn204Or1xx(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		w.Header().Set("Link", "</a>")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		switch r.URL.Path {
+		case "/204":
+			w.WriteHeader(http.StatusNoContent)
+		case "/304":
+			w.WriteHeader(http.StatusNotModified)
+		}
+	}))
+	rc := dialRaw(t, ts.addr)
+	for i, c := range []struct {
+		path, status, length string
+	}{
+		{"/204", "204", ""},
+		{"/304", "304", "5"},
+	} {
+		id := uint32(2*i + 1)
+		rc.get(id, c.path)
+		e := rc.until("103", func(e event) bool { return e.typ == http2.FrameHeaders && e.id == id })
+		if e.get(":status") != "103" || e.get("link") != "</a>" || e.get("content-length") != "" {
+			t.Errorf("%s: interim response %v, want 103 with link and no content-length", c.path, e.fields)
+		}
+		e = rc.until("final", func(e event) bool { return e.typ == http2.FrameHeaders && e.id == id })
+		if e.get(":status") != c.status || e.get("content-length") != c.length || !e.end {
+			t.Errorf("%s: final response %v (end %v), want %s with content-length %q", c.path, e.fields, e.end, c.status, c.length)
+		}
+	}
+}
