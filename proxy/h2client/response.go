@@ -74,23 +74,30 @@ func parseHeaderBlock(f *fieldList, hb *headerBlock) {
 		resp.Header = h
 	}
 	for _, hf := range regular {
-		if connectionSpecific[hf.Name] || hf.Name == "te" && hf.Value != "trailers" {
+		// A value's leading and trailing spaces and tabs are dropped, as
+		// h1client drops the optional whitespace around an HTTP/1.1
+		// field value (RFC 9110 §5.5). RFC 9113 §8.2.1 forbids them, but
+		// servers that check values only for control bytes (x/net/http2)
+		// send them; passed on, they would make the response malformed
+		// for an HTTP/2 client that checks (nghttp2, so curl).
+		v := wire.TrimOWS(hf.Value)
+		if connectionSpecific[hf.Name] || hf.Name == "te" && v != "trailers" {
 			hb.malformed = "connection-specific field " + hf.Name
 			return
 		}
 		k := canonicalKey(hf.Name)
 		if k == "Trailer" {
 			if resp != nil {
-				declareTrailers(resp, hf.Value)
+				declareTrailers(resp, v)
 			}
 			continue
 		}
 		if vv := h[k]; vv == nil && len(strs) > 0 {
-			strs[0] = hf.Value
+			strs[0] = v
 			h[k] = strs[:1:1]
 			strs = strs[1:]
 		} else {
-			h[k] = append(vv, hf.Value)
+			h[k] = append(vv, v)
 		}
 	}
 	if f.Truncated {

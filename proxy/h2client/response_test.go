@@ -76,6 +76,32 @@ func TestParseHeaderBlockGRPCResponse(t *testing.T) {
 	}
 }
 
+// A field value that starts or ends with spaces or tabs (which RFC 9113
+// §8.2.1 forbids, and some servers send anyway: x/net/http2 checks only
+// for control bytes) is taken without them, as an HTTP/1.1 reader takes
+// them for the optional whitespace around the value (RFC 9110 §5.5).
+// Passed on as they came, an HTTP/2 client that checks (nghttp2, so
+// curl and Envoy) would take the proxy's response for a malformed one.
+func TestParseHeaderBlockTrimsValueEdgeWhitespace(t *testing.T) {
+	var hb headerBlock
+	parseHeaderBlock(headersFrame(false, ":status", "200", "x-sp", " v ", "x-tab", "\tw\t", "x-in", "a  b", "content-length", " 5"), &hb)
+	if hb.malformed != "" {
+		t.Fatalf("head malformed: %s", hb.malformed)
+	}
+	for k, want := range map[string]string{"X-Sp": "v", "X-Tab": "w", "X-In": "a  b", "Content-Length": "5"} {
+		if got := hb.header[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("head %s = %q, want %q", k, got, want)
+		}
+	}
+	if hb.resp.ContentLength != 5 {
+		t.Errorf("ContentLength %d, want 5", hb.resp.ContentLength)
+	}
+	parseHeaderBlock(headersFrame(true, "grpc-status", "0 ", "x-sig", " s"), &hb)
+	if hb.malformed != "" || hb.header.Get("Grpc-Status") != "0" || hb.header["X-Sig"][0] != "s" {
+		t.Fatalf("trailers: %+v", hb)
+	}
+}
+
 // BenchmarkParseHeaderBlock parses a gRPC response's head and trailers
 // (the header block reader's decoding is not in it).
 func BenchmarkParseHeaderBlock(b *testing.B) {
