@@ -148,6 +148,13 @@ func (c *conn) newRequest(hd *head) (*response, error) {
 		for _, k := range []string{"Connection", "Upgrade", "Http2-Settings"} {
 			delete(h, k)
 		}
+		if w.expectedFirst {
+			// Answered here, and the body read whole: as the HTTP/2
+			// server's requests whose 100 it sends, the request goes on
+			// without it, so that no proxy asks its upstream for a
+			// second 100 (and waits for it) for a body it holds.
+			delete(h, "Expect")
+		}
 		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
 		w.h2cSettings = settings
 		w.req = r.WithContext(c.ctx)
