@@ -208,6 +208,26 @@ func TestAbsoluteFormTarget(t *testing.T) {
 	}
 }
 
+// TestAbsoluteFormTargetWithEmptyPath: an absolute-form target with an
+// empty path ("http://a.example", with a query or without) has the path
+// "/" (RFC 9110 §4.2.3: the two are the same URI; RFC 9112 §3.2.1: a
+// client sends "/" in origin-form for it), as an HTTP/2 request's :path
+// never lacks one. Left empty, it matched no route on "/" (the proxy
+// answered 404) and was told apart from the origin-form request.
+func TestAbsoluteFormTargetWithEmptyPath(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Host+" "+r.URL.Path+"?"+r.URL.RawQuery+" "+r.RequestURI)
+	}))
+	c := dial(t, ts.addr)
+	c.send(t, "GET http://a.example HTTP/1.1\r\nHost: other\r\n\r\n"+
+		"GET http://a.example:81?q=1 HTTP/1.1\r\nHost: other\r\n\r\n")
+	for _, want := range []string{"a.example /? http://a.example", "a.example:81 /?q=1 http://a.example:81?q=1"} {
+		if resp, body := c.response(t, "GET"); resp.StatusCode != 200 || body != want {
+			t.Fatalf("%d %q, want 200 %q", resp.StatusCode, body, want)
+		}
+	}
+}
+
 // TestChunkedBodyEndingInBareLF: a chunked body whose empty trailer
 // section ends with a bare LF (RFC 9112 §2.2) ends there: the server
 // neither waits for a byte past it nor loses the next request.

@@ -75,6 +75,12 @@ func (c *conn) newRequest(hd *head) (*response, error) {
 		if err := checkAbsoluteTarget(u); err != nil {
 			return nil, err
 		}
+		if u.Path == "" {
+			// "http://a.example" is "http://a.example/" (RFC 9110
+			// §4.2.3), whose origin-form is "/" (RFC 9112 §3.2.1): the
+			// path routes match and an upstream is sent.
+			u.Path = "/"
+		}
 	}
 
 	// Host (RFC 9112 §3.2): exactly one, valid, and required in HTTP/1.1.
