@@ -126,11 +126,13 @@ func (rw *responseWriter) putFields() {
 
 // appendFields turns a header map into HTTP/2 fields: lowercase names,
 // without connection-specific fields (RFC 9113 §8.2.2), trailers or
-// invalid fields; without content-length unless withLength. A server
-// must not send one with a 1xx or a 204 (RFC 9110 §8.6), and an HTTP/2
-// client that checks (nghttp2, so curl) fails the request on a non-zero
-// one; a proxy's handler passes on such a field from an HTTP/1.1
-// upstream's response (or any upstream's 1xx) as it came.
+// invalid fields; without content-length unless withLength, and then
+// with its first value only. A server must not send one with a 1xx or a
+// 204 (RFC 9110 §8.6), and an HTTP/2 client that checks (nghttp2, so
+// curl) fails the request on a non-zero one, or on a second field even
+// of the same value; a proxy's handler passes on such fields from an
+// HTTP/1.1 upstream's response (or any upstream's 1xx) as they came.
+// (WriteHeader has dropped a first value that is not a length.)
 func appendFields(dst []hpack.HeaderField, h http.Header, withLength bool) []hpack.HeaderField {
 	for k, vv := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
@@ -141,9 +143,10 @@ func appendFields(dst []hpack.HeaderField, h http.Header, withLength bool) []hpa
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			continue
 		case "content-length":
-			if !withLength {
-				continue
+			if withLength && len(vv) > 0 {
+				dst = append(dst, hpack.HeaderField{Name: name, Value: vv[0]})
 			}
+			continue
 		}
 		if !httpguts.ValidHeaderFieldName(k) {
 			continue

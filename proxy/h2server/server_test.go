@@ -699,3 +699,27 @@ func TestNoContentLengthOn204Or1xx(t *testing.T) {
 		}
 	}
 }
+
+// A content-length the handler's header holds twice over (an HTTP/1.1
+// upstream may repeat the field, RFC 9110 §8.6 lets a recipient take
+// repeats of one value as one) goes out once: an HTTP/2 client that
+// checks (nghttp2, so curl) takes a second content-length field for a
+// malformed response, even of the same value.
+func TestContentLengthSentOnce(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Length"] = []string{"5", "5"}
+		io.WriteString(w, "hello")
+	}))
+	rc := dialRaw(t, ts.addr)
+	rc.get(1, "/")
+	e := rc.until("HEADERS", func(e event) bool { return e.typ == http2.FrameHeaders && e.id == 1 })
+	n := 0
+	for _, f := range e.fields {
+		if f.Name == "content-length" {
+			n++
+		}
+	}
+	if n != 1 || e.get("content-length") != "5" {
+		t.Fatalf("response fields %v, want one content-length: 5", e.fields)
+	}
+}
