@@ -415,6 +415,14 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		}
 		rt.fallback = fb
 	}
+	if rc.Fault != nil {
+		rt.fault = p.compileFault(lname, name, rc.Fault)
+		if rt.localStats == nil {
+			// The requests it answers, or whose client left during its
+			// delay, have no cluster.
+			rt.localStats = p.m.routeStats(lname, name, "")
+		}
+	}
 	if rc.Composition != nil {
 		if err := p.compileComposition(rt, rc.Composition, s); err != nil {
 			return nil, fmt.Errorf("composition: %w", err)

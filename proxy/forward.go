@@ -152,6 +152,16 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if recordRoute && rt.clusters == nil {
 		rr.RecordRoute(rt.name, "")
 	}
+	// routeStart is when the route's action begins: after a fault's
+	// delay, which the route timeout does not include (Envoy's fault
+	// filter runs before its router) while the request's duration does.
+	routeStart := start
+	if rt.fault != nil {
+		if answered := p.serveFault(w, r, rt, grpc, start); answered {
+			return
+		}
+		routeStart = p.now()
+	}
 	if rt.direct != nil {
 		status := p.writeDirect(w, rt)
 		rt.localStats.record(status, p.now().Sub(start).Seconds())
@@ -182,7 +192,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ar.RecordAttempts(int(f.attempts))
 		}
 	}()
-	f.run(start)
+	f.run(routeStart)
 	if f.deferred != nil {
 		stats = rt.fallback.stats
 		p.serveFallback(f)

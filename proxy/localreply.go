@@ -34,6 +34,9 @@ const (
 	// refused before the handler ran (see Proxy.Serve); that server
 	// writes the answer, without x-outrigger-error.
 	ReasonDownstreamProtocolError
+	// ReasonFaultAbort is a route's fault injection answering a request
+	// (routes[].fault.abort), with the status the fault names.
+	ReasonFaultAbort
 	ReasonDirectResponse // not an error; counted so direct responses are visible
 	numReasons
 )
@@ -59,6 +62,7 @@ var reasonInfo = [numReasons]struct {
 	ReasonPathWithEscapedSlash:    {"path_with_escaped_slash", http.StatusBadRequest, grpcInternal, "request path has an escaped slash or backslash"},
 	ReasonEscapedSlashRedirect:    {"escaped_slash_redirect", http.StatusTemporaryRedirect, 0, ""},
 	ReasonDownstreamProtocolError: {"downstream_protocol_error", http.StatusBadRequest, grpcInternal, "malformed request"},
+	ReasonFaultAbort:              {"fault_abort", 0, 0, "fault injected"},
 	ReasonDirectResponse:          {"direct_response", 0, 0, ""},
 }
 
@@ -78,6 +82,9 @@ type localReply struct {
 	detail string
 	// extra headers, e.g. x-outrigger-breaker and retry-after.
 	extra [][2]string
+	// httpStatus and grpcStatus replace the catalog's when set (a
+	// fault's abort).
+	httpStatus, grpcStatus int
 }
 
 // writeLocalReply writes lr to w in the request's protocol: a short text
@@ -96,17 +103,30 @@ func writeLocalReply(w http.ResponseWriter, grpc bool, lr localReply) int {
 		h.Set(kv[0], kv[1])
 	}
 	if grpc {
+		code := info.grpcStatus
+		if lr.grpcStatus != 0 {
+			code = lr.grpcStatus
+		}
 		h.Set("Content-Type", "application/grpc")
-		h.Set("Grpc-Status", strconv.Itoa(info.grpcStatus))
+		h.Set("Grpc-Status", strconv.Itoa(code))
 		h.Set("Grpc-Message", encodeGRPCMessage(msg))
 		w.WriteHeader(http.StatusOK)
 		return http.StatusOK
+	}
+	status := info.httpStatus
+	if lr.httpStatus != 0 {
+		status = lr.httpStatus
+	}
+	if status == http.StatusNoContent || status == http.StatusNotModified {
+		// A status without content (a fault's abort may name one).
+		w.WriteHeader(status)
+		return status
 	}
 	body := msg + "\n"
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(info.httpStatus)
+	w.WriteHeader(status)
 	_, _ = w.Write([]byte(body))
-	return info.httpStatus
+	return status
 }

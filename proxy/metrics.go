@@ -23,6 +23,7 @@ type metrics struct {
 	connectFail *prometheus.CounterVec   // cluster, reason
 	localReply  *prometheus.CounterVec   // reason
 	fallbacks   *prometheus.CounterVec   // listener, route, reason
+	faults      *prometheus.CounterVec   // listener, route, fault
 	generation  prometheus.Gauge
 	localByCode [numReasons]prometheus.Counter
 
@@ -55,11 +56,13 @@ type series struct {
 	routes       map[[3]string]struct{} // listener, route, cluster
 	clusters     map[string]struct{}
 	endpoints    map[[2]string]struct{} // cluster, address
+	faults       map[[2]string]struct{} // listener, route: the routes with a fault
 	compositions []*composer.Composition
 }
 
 func newSeries() series {
-	return series{routes: map[[3]string]struct{}{}, clusters: map[string]struct{}{}, endpoints: map[[2]string]struct{}{}}
+	return series{routes: map[[3]string]struct{}{}, clusters: map[string]struct{}{}, endpoints: map[[2]string]struct{}{},
+		faults: map[[2]string]struct{}{}}
 }
 
 // endpointConns records that the compile in progress has endpoint addr
@@ -113,6 +116,11 @@ func (m *metrics) deleteMissing(from, keep series) {
 		m.duration.Delete(l)
 		if _, ok := keepRoutes[[2]string{k[0], k[1]}]; !ok {
 			m.fallbacks.DeletePartialMatch(prometheus.Labels{"listener": k[0], "route": k[1]})
+		}
+	}
+	for k := range from.faults {
+		if _, ok := keep.faults[k]; !ok {
+			m.faults.DeletePartialMatch(prometheus.Labels{"listener": k[0], "route": k[1]})
 		}
 	}
 	for c := range from.clusters {
@@ -189,6 +197,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "outrigger_proxy_fallbacks_total",
 			Help: "Requests answered by their route's fallback, by listener, route and the reason the primary cluster could not take them.",
 		}, []string{"listener", "route", "reason"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_proxy_faults_injected_total",
+			Help: "Requests a route's fault injection delayed or aborted, by listener, route and fault (delay, abort).",
+		}, []string{"listener", "route", "fault"}),
 		underscores: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrigger_proxy_dropped_headers_with_underscores_total",
 			Help: "Request header and trailer fields dropped for an underscore in their name (headers_with_underscores: drop), by listener.",
@@ -215,7 +227,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.downOverflow.WithLabelValues(l.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.connectFail, m.localReply, m.fallbacks, m.underscores, m.downConns, m.downOverflow, m.generation)
+		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.connectFail, m.localReply, m.fallbacks, m.faults, m.underscores, m.downConns, m.downOverflow, m.generation)
 	}
 	return m
 }

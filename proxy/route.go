@@ -315,7 +315,9 @@ type route struct {
 
 	maxRequestBody int64 // 0: unlimited
 
-	localStats *routeStats // local replies on this route (cluster label ""); nil for a cluster route without a direct-response fallback
+	localStats *routeStats // local replies on this route (cluster label ""); nil for a cluster route without a direct-response fallback or a fault
+
+	fault *routeFault // nil: none
 }
 
 // pickCluster chooses among weighted clusters with the injected rand.

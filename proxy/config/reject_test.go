@@ -783,6 +783,46 @@ clusters: {}
 		{"bad log level", `
 logging: {level: verbose}
 `, `t.yaml:2: logging.level: unknown level "verbose" (valid: debug, info, warn, error)`},
+		{"empty fault", okCluster + `
+routes:
+  - cluster: a
+    fault: {}
+`, `t.yaml:8: routes[0].fault: set delay, abort or both`},
+		{"fault delay without percent", okCluster + `
+routes:
+  - cluster: a
+    fault: {delay: {fixed: 1s}}
+`, `t.yaml:8: routes[0].fault.delay.percent: must be above 0 and at most 100, got 0`},
+		{"fault delay without time", okCluster + `
+routes:
+  - cluster: a
+    fault: {delay: {percent: 10}}
+`, `t.yaml:8: routes[0].fault.delay.fixed: required, above 0`},
+		{"fault abort over 100 percent", okCluster + `
+routes:
+  - cluster: a
+    fault: {abort: {http_status: 503, percent: 100.5}}
+`, `t.yaml:8: routes[0].fault.abort.percent: must be above 0 and at most 100, got 100.5`},
+		{"fault abort without status", okCluster + `
+routes:
+  - cluster: a
+    fault: {abort: {percent: 5}}
+`, `t.yaml:8: routes[0].fault.abort: set http_status, grpc_status or both`},
+		{"fault abort with a bad status", okCluster + `
+routes:
+  - cluster: a
+    fault: {abort: {http_status: 99, percent: 5}}
+`, `t.yaml:8: routes[0].fault.abort.http_status: must be 200-599, got 99`},
+		{"fault abort with a bad gRPC status", okCluster + `
+routes:
+  - cluster: a
+    fault: {abort: {grpc_status: UNAVAILBLE, percent: 5}}
+`, `t.yaml:8: routes[0].fault.abort.grpc_status: "UNAVAILBLE" is not a gRPC status name (e.g. UNAVAILABLE) or code (1-16)`},
+		{"fault with negative max_active", okCluster + `
+routes:
+  - cluster: a
+    fault: {max_active: -1, delay: {fixed: 1s, percent: 1}}
+`, `t.yaml:8: routes[0].fault.max_active: must not be negative, got -1`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

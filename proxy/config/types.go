@@ -1,6 +1,8 @@
 package config
 
 import (
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
@@ -754,6 +756,76 @@ type Route struct {
 	// the proxy's local reply is sent. Only with cluster or
 	// weighted_clusters.
 	Fallback *Fallback `yaml:"fallback,omitempty" json:"fallback,omitempty"`
+
+	// Fault injects delays and aborts into a share of the route's
+	// requests, to see how the callers and the rest of the mesh cope
+	// (Envoy's HTTP fault filter, Istio's VirtualService fault). Absent
+	// (nil) means none.
+	Fault *Fault `yaml:"fault,omitempty" json:"fault,omitempty"`
+}
+
+// Fault is a route's fault injection: a delay, an abort, or both (a
+// request may be delayed, then aborted). Each draws its own share of
+// the requests.
+type Fault struct {
+	// Delay holds a share of the requests for a fixed time before the
+	// route's action runs; the route timeout starts after it.
+	Delay *FaultDelay `yaml:"delay,omitempty" json:"delay,omitempty"`
+
+	// Abort answers a share of the requests with an error of the
+	// proxy's own (x-outrigger-error: fault_abort) instead of running
+	// the route's action.
+	Abort *FaultAbort `yaml:"abort,omitempty" json:"abort,omitempty"`
+
+	// MaxActive caps the requests a delay holds at once (Envoy's
+	// max_active_faults); past it, requests go on without the fault.
+	// Aborts are not held and not capped. Zero means no cap.
+	MaxActive int `yaml:"max_active" json:"max_active"`
+}
+
+// FaultDelay delays Percent of the requests by Fixed.
+type FaultDelay struct {
+	// Fixed is the delay; required, above zero.
+	Fixed time.Duration `yaml:"fixed" json:"fixed"`
+	// Percent is the share of the requests delayed, above 0 and at most
+	// 100 (a fraction such as 0.5 is allowed).
+	Percent float64 `yaml:"percent" json:"percent"`
+}
+
+// FaultAbort answers Percent of the requests itself. At least one of
+// HTTPStatus and GRPCStatus is set: a gRPC request gets GRPCStatus in a
+// trailers-only reply, or without it the gRPC status a client reads from
+// HTTPStatus; any other request gets HTTPStatus, and is not aborted when
+// only GRPCStatus is set.
+type FaultAbort struct {
+	// HTTPStatus is the status sent, 200 to 599.
+	HTTPStatus int `yaml:"http_status" json:"http_status"`
+	// GRPCStatus is the gRPC status sent to gRPC requests: a name such
+	// as "UNAVAILABLE", or a code from 1 to 16.
+	GRPCStatus string `yaml:"grpc_status" json:"grpc_status"`
+	// Percent is the share of the requests aborted, as FaultDelay's.
+	Percent float64 `yaml:"percent" json:"percent"`
+}
+
+// GRPCCode is the code GRPCStatus names (1 to 16), or 0 when it is empty
+// or names none.
+func (a *FaultAbort) GRPCCode() int {
+	s := strings.TrimSpace(a.GRPCStatus)
+	if s == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		if n >= 1 && n <= 16 {
+			return n
+		}
+		return 0
+	}
+	for c := 1; c <= 16; c++ {
+		if strings.EqualFold(s, breaker.GRPCCodeName(c)) {
+			return c
+		}
+	}
+	return 0
 }
 
 // Fallback is a route's second choice: exactly one of DirectResponse and

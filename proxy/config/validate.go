@@ -495,6 +495,46 @@ func (r *Route) validate(p *problems, path string) {
 	}
 	r.RequestHeaders.validate(p, path+".request_headers")
 	r.ResponseHeaders.validate(p, path+".response_headers")
+	if r.Fault != nil {
+		r.Fault.validate(p, path+".fault")
+	}
+}
+
+func (f *Fault) validate(p *problems, path string) {
+	if f.Delay == nil && f.Abort == nil {
+		p.add(path, "set delay, abort or both")
+	}
+	if f.MaxActive < 0 {
+		p.addf(path+".max_active", "must not be negative, got %d", f.MaxActive)
+	}
+	if d := f.Delay; d != nil {
+		if d.Fixed <= 0 {
+			p.add(path+".delay.fixed", "required, above 0")
+		} else {
+			checkDuration(p, path+".delay.fixed", d.Fixed)
+		}
+		checkPercent(p, path+".delay.percent", d.Percent)
+	}
+	if a := f.Abort; a != nil {
+		switch {
+		case a.HTTPStatus == 0 && a.GRPCStatus == "":
+			p.add(path+".abort", "set http_status, grpc_status or both")
+		case a.HTTPStatus != 0 && (a.HTTPStatus < 200 || a.HTTPStatus > 599):
+			p.addf(path+".abort.http_status", "must be 200-599, got %d", a.HTTPStatus)
+		}
+		if a.GRPCStatus != "" && a.GRPCCode() == 0 {
+			p.addf(path+".abort.grpc_status", "%q is not a gRPC status name (e.g. UNAVAILABLE) or code (1-16)", a.GRPCStatus)
+		}
+		checkPercent(p, path+".abort.percent", a.Percent)
+	}
+}
+
+// checkPercent reports a share of requests that is not above 0 and at
+// most 100.
+func checkPercent(p *problems, path string, v float64) {
+	if !(v > 0 && v <= 100) {
+		p.addf(path, "must be above 0 and at most 100, got %v", v)
+	}
 }
 
 func (d *DirectResponse) validate(p *problems, dp string) {

@@ -1,0 +1,122 @@
+package proxy
+
+import (
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// routeFault is a route's compiled fault injection (routes[].fault), as
+// Envoy's HTTP fault filter: it runs after the route matched and before
+// its action, so that the action (and its route timeout) sees a delayed
+// request as if it came late, and an aborted one never.
+type routeFault struct {
+	// delay holds delayPerMillion of every million requests for delay;
+	// 0: no delay.
+	delay           time.Duration
+	delayPerMillion int
+	// abortPerMillion of every million requests are answered with
+	// abortHTTP (0: a request that is not gRPC goes on) or, for gRPC,
+	// abortGRPC.
+	abortPerMillion      int
+	abortHTTP, abortGRPC int
+	// maxActive caps the requests delayed at once; 0: no cap. active
+	// counts them (for the snapshot's route: a reload starts again).
+	maxActive int64
+	active    atomic.Int64
+
+	delays, aborts prometheus.Counter
+}
+
+// perMillion is a percentage as a count per million requests.
+func perMillion(percent float64) int { return int(percent*10_000 + 0.5) }
+
+func (p *Proxy) compileFault(lname, route string, f *config.Fault) *routeFault {
+	rf := &routeFault{maxActive: int64(f.MaxActive)}
+	if d := f.Delay; d != nil {
+		rf.delay, rf.delayPerMillion = d.Fixed, perMillion(d.Percent)
+		rf.delays = p.m.faults.WithLabelValues(lname, route, "delay")
+	}
+	if a := f.Abort; a != nil {
+		rf.abortPerMillion, rf.abortHTTP = perMillion(a.Percent), a.HTTPStatus
+		rf.abortGRPC = a.GRPCCode()
+		if rf.abortGRPC == 0 {
+			rf.abortGRPC = grpcCodeForHTTP(a.HTTPStatus)
+		}
+		rf.aborts = p.m.faults.WithLabelValues(lname, route, "abort")
+	}
+	p.m.next.faults[[2]string{lname, route}] = struct{}{}
+	return rf
+}
+
+// grpcCodeForHTTP is the gRPC status a gRPC client reads from an HTTP
+// status in place of a gRPC answer (gRPC's "HTTP to gRPC Status Code
+// Mapping").
+func grpcCodeForHTTP(status int) int {
+	switch status {
+	case http.StatusBadRequest:
+		return grpcInternal
+	case http.StatusUnauthorized:
+		return 16 // UNAUTHENTICATED
+	case http.StatusForbidden:
+		return 7 // PERMISSION_DENIED
+	case http.StatusNotFound:
+		return grpcUnimplemented
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return grpcUnavailable
+	}
+	return 2 // UNKNOWN
+}
+
+// inject runs the fault for one request: it holds a drawn delay (or
+// until the client goes away) and reports whether the request was
+// answered, by a drawn abort, or is to be dropped because its client
+// went away during the delay (answered is then true and status 0).
+func (f *routeFault) inject(p *Proxy, w http.ResponseWriter, r *http.Request, grpc bool) (answered bool, status int) {
+	if f.delayPerMillion > 0 && p.intn(1_000_000) < f.delayPerMillion {
+		if f.maxActive == 0 || f.active.Add(1) <= f.maxActive {
+			f.delays.Inc()
+			t := time.NewTimer(f.delay)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+			}
+			if f.maxActive != 0 {
+				f.active.Add(-1)
+			}
+			if r.Context().Err() != nil {
+				return true, 0
+			}
+		} else {
+			f.active.Add(-1)
+		}
+	}
+	if f.abortPerMillion > 0 && (grpc || f.abortHTTP != 0) && p.intn(1_000_000) < f.abortPerMillion {
+		f.aborts.Inc()
+		return true, p.localReply(w, grpc, localReply{reason: ReasonFaultAbort,
+			httpStatus: f.abortHTTP, grpcStatus: f.abortGRPC})
+	}
+	return false, 0
+}
+
+// serveFault runs rt's fault for r and reports whether it answered the
+// request (an abort) or the client went away during its delay; the
+// route's cluster="" series count those, from start.
+//
+//go:noinline
+func (p *Proxy) serveFault(w http.ResponseWriter, r *http.Request, rt *route, grpc bool, start time.Time) bool {
+	answered, status := rt.fault.inject(p, w, r, grpc)
+	if !answered {
+		return false
+	}
+	if status == 0 {
+		status = statusClientClosed
+	}
+	rt.localStats.record(status, p.now().Sub(start).Seconds())
+	return true
+}
