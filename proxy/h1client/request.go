@@ -243,8 +243,18 @@ func (o *outgoing) writeHead(bw *bufio.Writer, req *http.Request) {
 			bw.WriteString("\r\n")
 		}
 	}
-	if req.Close && req.Header["Connection"] == nil {
-		bw.WriteString("Connection: close\r\n")
+	if req.Header["Connection"] == nil {
+		// TE is for the connection it is sent on, which the sender
+		// says by naming it in Connection (RFC 9110 §10.1.4).
+		_, te := req.Header["Te"]
+		switch {
+		case te && req.Close:
+			bw.WriteString("Connection: TE, close\r\n")
+		case te:
+			bw.WriteString("Connection: TE\r\n")
+		case req.Close:
+			bw.WriteString("Connection: close\r\n")
+		}
 	}
 	bw.WriteString("\r\n")
 }

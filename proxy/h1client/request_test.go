@@ -223,3 +223,51 @@ func TestExpectContinueOnStaleConnectionRetried(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// A request with "TE: trailers" names TE in its Connection field (RFC
+// 9110 §10.1.4: TE is for the connection it is sent on), together with
+// close when the request closes the connection; one without TE has no
+// Connection field of the transport's.
+func TestTENamedInConnection(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		te    bool
+		close bool
+		want  string // the Connection field, "" for none
+	}{
+		{"te", true, false, "TE"},
+		{"te and close", true, true, "TE, close"},
+		{"close", false, true, "close"},
+		{"neither", false, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			heads := make(chan []string, 1)
+			rs := startRaw(t, func(c net.Conn, br *bufio.Reader, _ int) {
+				lines, err := headLines(br)
+				heads <- lines
+				if err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+			})
+			tr := newTransport(t)
+			req, _ := http.NewRequest("GET", "http://"+rs.addr, nil)
+			if tc.te {
+				req.Header["Te"] = []string{"trailers"}
+			}
+			req.Close = tc.close
+			if resp, err := tr.RoundTrip(req.WithContext(ctxTimeout(t, 5*time.Second))); err == nil {
+				resp.Body.Close()
+			}
+			var conn []string
+			for _, l := range <-heads {
+				if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, "Connection") {
+					conn = append(conn, strings.TrimSpace(v))
+				}
+			}
+			if got := strings.Join(conn, "|"); got != tc.want {
+				t.Fatalf("Connection %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
