@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -103,6 +104,30 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	rw.fields = fieldsPool.Get().(*[]hpack.HeaderField)
 	*rw.fields = appendFields((*rw.fields)[:0], rw.header, withLength)
+	if _, ok := rw.header["Date"]; !ok {
+		// RFC 9110 §6.6.1: a server with a clock sends Date, and one
+		// that forwards a response without it adds it; the HTTP/1.1
+		// server does too.
+		*rw.fields = append(*rw.fields, hpack.HeaderField{Name: "date", Value: dateValue(time.Now())})
+	}
+}
+
+// The Date field's value, formatted once a second.
+type dateText struct {
+	sec int64
+	s   string
+}
+
+var dateCache atomic.Pointer[dateText]
+
+func dateValue(now time.Time) string {
+	sec := now.Unix()
+	if d := dateCache.Load(); d != nil && d.sec == sec {
+		return d.s
+	}
+	s := now.UTC().Format(http.TimeFormat)
+	dateCache.Store(&dateText{sec: sec, s: s})
+	return s
 }
 
 // fieldsPool holds the buffers of final header blocks, each a

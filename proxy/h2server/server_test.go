@@ -723,3 +723,45 @@ func TestContentLengthSentOnce(t *testing.T) {
 		t.Fatalf("response fields %v, want one content-length: 5", e.fields)
 	}
 }
+
+// A final response without Date gets one (RFC 9110 §6.6.1, as the
+// HTTP/1.1 server adds it); one with its own keeps it, alone; a 1xx
+// gets none.
+func TestDateAddedWhenAbsent(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusEarlyHints)
+		if r.URL.Path == "/own" {
+			w.Header().Set("Date", "Tue, 01 Dec 2026 00:00:00 GMT")
+		}
+	}))
+	rc := dialRaw(t, ts.addr)
+	for i, path := range []string{"/", "/own"} {
+		id := uint32(2*i + 1)
+		before := time.Now().Add(-time.Second)
+		rc.get(id, path)
+		e := rc.until("103", func(e event) bool { return e.typ == http2.FrameHeaders && e.id == id })
+		if e.get("date") != "" {
+			t.Errorf("%s: 103 with date %q", path, e.get("date"))
+		}
+		e = rc.until("final", func(e event) bool { return e.typ == http2.FrameHeaders && e.id == id })
+		var dates []string
+		for _, f := range e.fields {
+			if f.Name == "date" {
+				dates = append(dates, f.Value)
+			}
+		}
+		if len(dates) != 1 {
+			t.Fatalf("%s: date fields %q, want one", path, dates)
+		}
+		if path == "/own" {
+			if dates[0] != "Tue, 01 Dec 2026 00:00:00 GMT" {
+				t.Errorf("%s: date %q, want the handler's", path, dates[0])
+			}
+			continue
+		}
+		d, err := http.ParseTime(dates[0])
+		if err != nil || d.Before(before.Truncate(time.Second)) || d.After(time.Now().Add(time.Second)) {
+			t.Errorf("%s: date %q (%v), want the time of the response", path, dates[0], err)
+		}
+	}
+}
