@@ -117,8 +117,10 @@ func segmentOptions(s TopicConfig, now func() time.Time) segment.Options {
 
 // openTopic opens (creating when create is set) the topic in dir. On any
 // error every partition opened so far is closed.
-func openTopic(dir string, meta topicMeta, settings TopicConfig, now func() time.Time) (t *Topic, err error) {
-	t = &Topic{meta: meta, dir: dir, settings: settings}
+func openTopic(dir string, meta topicMeta, settings TopicConfig, now func() time.Time) (_ *Topic, err error) {
+	// t is not the named result: an error return sets that to nil before
+	// the deferred close runs, which must close the partitions t holds.
+	t := &Topic{meta: meta, dir: dir, settings: settings}
 	defer func() {
 		if err != nil {
 			t.close()

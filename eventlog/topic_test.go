@@ -101,3 +101,21 @@ func TestOpenRejectsInvalidConfig(t *testing.T) {
 		t.Fatalf("missing AppURL: %v", err)
 	}
 }
+
+// A data directory that another event log holds is refused with an
+// error, not a crash: the partition that cannot be locked fails the
+// topic's open, which closes the partitions it opened before it.
+func TestOpenOfADataDirInUseIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	openTestBroker(t, dir, ordersConfig(), nil, Options{})
+	cfg := ordersConfig()
+	cfg.DataDir = dir
+	b, err := Open(cfg, nil, nil, Options{})
+	if err == nil {
+		b.Close()
+		t.Fatal("a second Open of a data directory in use succeeded")
+	}
+	if !strings.Contains(err.Error(), "partition") {
+		t.Fatalf("error %q does not name the partition it could not open", err)
+	}
+}
