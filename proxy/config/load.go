@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"regexp"
@@ -522,6 +523,9 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 				elem = t.Elem()
 			}
 		}
+		// A type that decodes itself (an endpoint's mapping) checks its
+		// own values' types.
+		custom := t != nil && reflect.PointerTo(t).Implements(unmarshalerType)
 		if keys := len(n.Content) / 2; keys > maxMappingKeys {
 			x.refused = append(x.refused, &FieldError{Line: n.Line, Path: path,
 				Msg: fmt.Sprintf("a mapping of %d keys; at most %d are allowed", keys, maxMappingKeys)})
@@ -572,6 +576,9 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 				}
 			}
 			x.add(indexEntry{line: k.Line, col: k.Column, path: p, key: true, node: k, known: known})
+			if !custom {
+				x.checkInteger(v, p, vt)
+			}
 			x.walk(v, p, vt)
 		}
 	case yaml.SequenceNode:
@@ -580,9 +587,39 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 			elem = t.Elem()
 		}
 		for i, item := range n.Content {
+			x.checkInteger(item, indexPath(path, i), elem)
 			x.walk(item, indexPath(path, i), elem)
 		}
 	}
+}
+
+var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+
+// checkInteger refuses a number with a fraction (2.5) for a key that
+// takes an integer: the YAML library would cut the fraction off and keep
+// the integer, without a word. A whole number written as a float (1e6,
+// 2048.0) loses nothing and is taken, as the library takes it (and as
+// protobuf's JSON reads an integer field). Durations have messages of
+// their own (a unit is required).
+func (x *nodeIndex) checkInteger(n *yaml.Node, path string, t reflect.Type) {
+	n = resolve(n)
+	if t == nil || t == durationTypeT || (!isSigned(t) && !isUnsigned(t)) || n.Kind != yaml.ScalarNode || n.Tag != "!!float" {
+		return
+	}
+	if fractional(n) {
+		x.keyErrs = append(x.keyErrs, &FieldError{Line: n.Line, Path: path, Msg: typeMsg(n, t)})
+	}
+}
+
+// fractional reports whether n is a finite number with a fractional
+// part. An infinity or NaN is not: the YAML library refuses those for an
+// integer itself.
+func fractional(n *yaml.Node) bool {
+	var f float64
+	if n.Decode(&f) != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return false
+	}
+	return f != math.Trunc(f)
 }
 
 // lineOf returns the line of path, or of its nearest ancestor in the

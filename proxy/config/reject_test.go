@@ -746,6 +746,22 @@ listeners: {max_request_header_bytes: 99999999999999999999999}
 		{"integer beyond int64", `
 listeners: {max_request_header_bytes: 9223372036854775808}
 `, `t.yaml:2: listeners.max_request_header_bytes: 9223372036854775808 is out of range (-9223372036854775808 to 9223372036854775807)`},
+		// The YAML library would cut a fraction off and keep the
+		// integer: 2048.9 read as 2048, 1.5 as 1.
+		{"fraction for an integer", `
+listeners: {max_request_header_bytes: 2048.9}
+`, `t.yaml:2: listeners.max_request_header_bytes: expected an integer, got the number 2048.9`},
+		{"fraction for a count", okCluster + `    circuit_breaker: {window: {size: 50.5}}
+`, `t.yaml:5: clusters.a.circuit_breaker.window.size: expected an integer, got the number 50.5`},
+		{"fraction for an endpoint weight", `
+clusters:
+  a:
+    endpoints: [{address: "10.0.0.1:80", weight: 2.5}]
+`, `t.yaml:4: clusters.a.endpoints[0].weight: expected an integer from 1 to 10000, got the number 2.5`},
+		{"fraction in a list of integers", okCluster + `routes:
+  - cluster: a
+    retry: {retry_on: [retriable-status-codes], retriable_status_codes: [503.5]}
+`, `t.yaml:7: routes[0].retry.retriable_status_codes[0]: expected an integer, got the number 503.5`},
 		{"list expected", `
 routes:
   - direct_response: {status: 200}

@@ -52,7 +52,8 @@ func (e *Endpoint) UnmarshalYAML(n *yaml.Node) error {
 				e.Address = v.Value
 			case "weight":
 				var w uint32
-				if err := v.Decode(&w); err != nil {
+				// The library would decode 2.5 as 2.
+				if err := v.Decode(&w); err != nil || fractional(v) {
 					errs = append(errs, nodeError(v, "expected an integer from 1 to %d, got %s", MaxEndpointWeight, describeNode(v)).Errors...)
 					continue
 				}
