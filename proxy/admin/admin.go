@@ -184,13 +184,17 @@ func newMux(opts Options, timeout time.Duration) http.Handler {
 	}
 	if opts.Pprof {
 		// The explicit routes mirror net/http/pprof's init, which registers
-		// on http.DefaultServeMux; this mux is not that one.
+		// on http.DefaultServeMux; this mux is not that one. They take GET
+		// (and HEAD) only, as the other reads here do, and the symbol
+		// lookup its addresses in a POST body too, as pprof sends them:
+		// another method is answered 405, not with a profile.
 		pp := http.NewServeMux()
-		pp.HandleFunc("/debug/pprof/", profiling(pprof.Index, timeout))
-		pp.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		pp.HandleFunc("/debug/pprof/profile", profiling(pprof.Profile, timeout))
-		pp.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		pp.HandleFunc("/debug/pprof/trace", profiling(pprof.Trace, timeout))
+		pp.HandleFunc("GET /debug/pprof/", profiling(pprof.Index, timeout))
+		pp.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		pp.HandleFunc("GET /debug/pprof/profile", profiling(pprof.Profile, timeout))
+		pp.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		pp.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		pp.HandleFunc("GET /debug/pprof/trace", profiling(pprof.Trace, timeout))
 		handle("/debug/pprof/", "GET  /debug/pprof/               Go profiles (loopback)", loopbackOnly(pp))
 	}
 	mux.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

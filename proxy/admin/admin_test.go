@@ -339,3 +339,44 @@ func TestCollectForReadsSecondsAsPprofDoes(t *testing.T) {
 		}
 	}
 }
+
+// Every route answers a method it does not take with 405 and an Allow
+// header naming those it takes (RFC 9110 §15.5.5), the profiles too:
+// they only read, but for the symbol lookup, which takes its addresses
+// in a POST body as well.
+func TestAMethodARouteDoesNotTakeIs405WithAllow(t *testing.T) {
+	h := New(Options{
+		Gatherer:    prometheus.NewRegistry(),
+		Ready:       func() error { return nil },
+		Config:      func() ConfigStatus { return ConfigStatus{} },
+		Clusters:    func() any { return []string{} },
+		SetBreaker:  func(string, BreakerAction) error { return nil },
+		LogLevel:    func() string { return "info" },
+		SetLogLevel: func(string) error { return nil },
+		Pprof:       true,
+	})
+	for _, tc := range []struct{ method, path, allow string }{
+		{"POST", "/", "GET, HEAD"},
+		{"POST", "/ready", "GET, HEAD"},
+		{"DELETE", "/live", "GET, HEAD"},
+		{"POST", "/metrics", "GET, HEAD"},
+		{"PUT", "/config", "GET, HEAD"},
+		{"POST", "/clusters", "GET, HEAD"},
+		{"GET", "/clusters/a/breaker", "POST"},
+		{"PUT", "/logging", "GET, HEAD, POST"},
+		{"POST", "/debug/pprof/", "GET, HEAD"},
+		{"DELETE", "/debug/pprof/heap", "GET, HEAD"},
+		{"PUT", "/debug/pprof/profile", "GET, HEAD"},
+		{"POST", "/debug/pprof/cmdline", "GET, HEAD"},
+		{"PUT", "/debug/pprof/symbol", "GET, HEAD, POST"},
+		{"OPTIONS", "/debug/pprof/trace", "GET, HEAD"},
+	} {
+		r := httptest.NewRequest(tc.method, "http://127.0.0.1:15000"+tc.path, nil)
+		r.RemoteAddr = "127.0.0.1:40000"
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusMethodNotAllowed || w.Header().Get("Allow") != tc.allow {
+			t.Errorf("%s %s: got %d, Allow %q; want 405, Allow %q", tc.method, tc.path, w.Code, w.Header().Get("Allow"), tc.allow)
+		}
+	}
+}
