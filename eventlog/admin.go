@@ -48,9 +48,7 @@ func (b *Broker) AdminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /groups/{group}", b.handleGroup)
 	mux.HandleFunc("POST /groups/{group}/offsets/reset", b.handleReset)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errf(&Error{http.StatusNotFound, "not_found", "no such endpoint"}, "%s %s", r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", noRoute(mux))
 	return mux
 }
 

@@ -28,10 +28,32 @@ func (b *Broker) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/groups/{group}/members/{member}", b.handleLeave)
 	mux.HandleFunc("GET /v1/groups/{group}", b.handleGroup)
 	mux.HandleFunc("POST /v1/groups/{group}/offsets/reset", b.handleReset)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errf(&Error{http.StatusNotFound, "not_found", "no such endpoint"}, "%s %s", r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", noRoute(mux))
 	return mux
+}
+
+// noRoute answers a request no route of mux took: 405
+// method_not_allowed, with an Allow header naming the methods the path
+// takes, when a route of mux serves its path with another method (as
+// net/http's ServeMux answers, which the catch-all "/" route stops it
+// from doing); 404 not_found when none does.
+func noRoute(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodDelete, http.MethodGet, http.MethodHead, http.MethodPatch, http.MethodPost, http.MethodPut} {
+			other := r.WithContext(r.Context())
+			other.Method = m
+			if _, pattern := mux.Handler(other); pattern != "/" && pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, errf(ErrMethodNotAllowed, "%s %s: the path takes %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+			return
+		}
+		writeError(w, errf(&Error{http.StatusNotFound, "not_found", "no such endpoint"}, "%s %s", r.Method, r.URL.Path))
+	}
 }
 
 // ---- wire types ----

@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -302,5 +303,43 @@ func TestRequestBodyLimit(t *testing.T) {
 	st := call(t, "POST", tb.api.URL+"/v1/topics/orders/records", `{"value":"`+strings.Repeat("y", 600)+`"}`, nil, &e)
 	if st != 413 || e.Code != "request_too_large" {
 		t.Fatalf("got %d %+v", st, e)
+	}
+}
+
+// A path that one of the endpoints serves, asked with a method none of
+// them takes, is answered 405 method_not_allowed with an Allow header
+// naming the methods it takes (RFC 9110 §15.5.6), on the app API and
+// the admin API alike; a path none serves stays 404 not_found.
+func TestAMethodAPathDoesNotTakeIs405WithAllow(t *testing.T) {
+	tb := openTestBroker(t, t.TempDir(), ordersConfig(), nil, Options{})
+	for _, tc := range []struct {
+		base, method, path string
+		status             int
+		code, allow        string
+	}{
+		{tb.admin.URL, "PUT", "/topics", 405, "method_not_allowed", "GET, HEAD, POST"},
+		{tb.admin.URL, "POST", "/groups", 405, "method_not_allowed", "GET, HEAD"},
+		{tb.admin.URL, "PUT", "/topics/orders", 405, "method_not_allowed", "DELETE, GET, HEAD"},
+		{tb.admin.URL, "GET", "/groups/g/offsets/reset", 405, "method_not_allowed", "POST"},
+		{tb.admin.URL, "GET", "/nowhere", 404, "not_found", ""},
+		{tb.api.URL, "GET", "/v1/topics/orders/records", 405, "method_not_allowed", "POST"},
+		{tb.api.URL, "PUT", "/v1/groups/g", 405, "method_not_allowed", "GET, HEAD"},
+		{tb.api.URL, "GET", "/v1/nowhere", 404, "not_found", ""},
+	} {
+		req, err := http.NewRequest(tc.method, tc.base+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e errorBody
+		err = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.status || e.Code != tc.code || resp.Header.Get("Allow") != tc.allow {
+			t.Errorf("%s %s: got %d %q, Allow %q (%v); want %d %q, Allow %q",
+				tc.method, tc.path, resp.StatusCode, e.Code, resp.Header.Get("Allow"), err, tc.status, tc.code, tc.allow)
+		}
 	}
 }

@@ -28,6 +28,7 @@ var (
 	ErrUnknownPartition    = &Error{http.StatusNotFound, "unknown_partition", "unknown partition"}
 	ErrUnknownGroup        = &Error{http.StatusNotFound, "unknown_group", "unknown group"}
 	ErrUnknownMember       = &Error{http.StatusNotFound, "unknown_member", "unknown member: join the group again"}
+	ErrMethodNotAllowed    = &Error{http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed"}
 	ErrTopicExists         = &Error{http.StatusConflict, "topic_exists", "topic already exists"}
 	ErrTopicDeclared       = &Error{http.StatusConflict, "topic_declared", "topic is declared in config"}
 	ErrReservedTopic       = &Error{http.StatusForbidden, "reserved_topic", "topics starting with \"__\" are internal"}
