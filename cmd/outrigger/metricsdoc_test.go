@@ -35,15 +35,46 @@ func TestEveryMetricIsDocumentedWithItsTypeAndLabels(t *testing.T) {
 		t.Fatalf("found %d metrics in the code; the scan is broken", len(code))
 	}
 
+	rows, named := documentedMetrics(t)
+
+	for _, name := range slices.Sorted(maps.Keys(code)) {
+		c := code[name]
+		if len(rows[name]) == 0 {
+			t.Errorf("%s (%s) is in no metrics table of the docs", name, c.at)
+			continue
+		}
+		for _, r := range rows[name] {
+			if r.typ != c.typ {
+				t.Errorf("%s: %s is a %s, the docs say %s", r.at, name, c.typ, r.typ)
+			}
+			if r.labels != nil && !slices.Equal(sorted(r.labels), sorted(c.labels)) {
+				t.Errorf("%s: %s has labels %v, the docs say %v", r.at, name, c.labels, r.labels)
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(named)) {
+		if _, ok := code[name]; !ok {
+			t.Errorf("%s names %s, which the code does not declare", named[name], name)
+		}
+	}
+}
+
+// docRow is a row of a metrics table of the docs.
+type docRow struct {
+	typ    string
+	labels []string // nil: the row says nothing of labels
+	at     string   // page:line
+}
+
+// documentedMetrics reads the metrics tables of README.md and
+// docs/*.md: the rows of each metric, and every full metric name the
+// pages mention, with a page that does.
+func documentedMetrics(t *testing.T) (rows map[string][]docRow, named map[string]string) {
+	t.Helper()
 	files, _ := filepath.Glob("../../docs/*.md")
 	files = append(files, "../../README.md")
-	named := map[string]string{} // every full metric name the pages mention -> page
-	type docRow struct {
-		typ    string
-		labels []string // nil: the row says nothing of labels
-		at     string
-	}
-	rows := map[string][]docRow{}
+	named = map[string]string{}
+	rows = map[string][]docRow{}
 	nameRe := regexp.MustCompile(`outrigger_[a-z0-9_]*[a-z0-9]\b`)
 	rowRe := regexp.MustCompile("^\\| `(outrigger_[a-z0-9_]+)(?:\\{([a-z0-9_,]*)\\})?` \\| ([a-z]+) \\|(?: ([^|]*)\\|)?")
 	for _, f := range files {
@@ -79,27 +110,7 @@ func TestEveryMetricIsDocumentedWithItsTypeAndLabels(t *testing.T) {
 			rows[m[1]] = append(rows[m[1]], r)
 		}
 	}
-
-	for _, name := range slices.Sorted(maps.Keys(code)) {
-		c := code[name]
-		if len(rows[name]) == 0 {
-			t.Errorf("%s (%s) is in no metrics table of the docs", name, c.at)
-			continue
-		}
-		for _, r := range rows[name] {
-			if r.typ != c.typ {
-				t.Errorf("%s: %s is a %s, the docs say %s", r.at, name, c.typ, r.typ)
-			}
-			if r.labels != nil && !slices.Equal(sorted(r.labels), sorted(c.labels)) {
-				t.Errorf("%s: %s has labels %v, the docs say %v", r.at, name, c.labels, r.labels)
-			}
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(named)) {
-		if _, ok := code[name]; !ok {
-			t.Errorf("%s names %s, which the code does not declare", named[name], name)
-		}
-	}
+	return rows, named
 }
 
 // declaredMetrics finds the outrigger_* metrics declared in the non-test
