@@ -23,6 +23,8 @@ listeners:
   app_api: {address: "127.0.0.1:0"}
 `,
 		"shutdown delay at its bound": "listeners: {shutdown_delay: 5m}\n",
+		// YAML 1.1's spellings of booleans, unquoted, as Envoy reads them.
+		"unquoted yes and off for booleans": "listeners: {outbound: {disabled: off}}\nlogging: {access_log: {enabled: yes}}\n",
 		// Whole numbers written as floats lose nothing.
 		"whole numbers for integers": "listeners: {max_request_body_bytes: 1e6, max_request_header_bytes: 2048.0}\nclusters: {a: {endpoints: [{address: \"10.0.0.1:80\", weight: 2.0}]}}\n",
 		"every action on headers with underscores": `

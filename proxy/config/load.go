@@ -577,7 +577,7 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 			}
 			x.add(indexEntry{line: k.Line, col: k.Column, path: p, key: true, node: k, known: known})
 			if !custom {
-				x.checkInteger(v, p, vt)
+				x.checkScalar(v, p, vt)
 			}
 			x.walk(v, p, vt)
 		}
@@ -587,7 +587,7 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 			elem = t.Elem()
 		}
 		for i, item := range n.Content {
-			x.checkInteger(item, indexPath(path, i), elem)
+			x.checkScalar(item, indexPath(path, i), elem)
 			x.walk(item, indexPath(path, i), elem)
 		}
 	}
@@ -595,20 +595,40 @@ func (x *nodeIndex) walk(n *yaml.Node, path string, t reflect.Type) {
 
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
-// checkInteger refuses a number with a fraction (2.5) for a key that
-// takes an integer: the YAML library would cut the fraction off and keep
-// the integer, without a word. A whole number written as a float (1e6,
-// 2048.0) loses nothing and is taken, as the library takes it (and as
-// protobuf's JSON reads an integer field). Durations have messages of
-// their own (a unit is required).
-func (x *nodeIndex) checkInteger(n *yaml.Node, path string, t reflect.Type) {
+// checkScalar refuses what the YAML library would take for a key's type
+// by changing it, without a word:
+//   - a number with a fraction (2.5) for a key that takes an integer,
+//     which it cuts to the integer. A whole number written as a float
+//     (1e6, 2048.0) loses nothing and is taken, as the library takes it
+//     (and as protobuf's JSON reads an integer field). Durations have
+//     messages of their own (a unit is required).
+//   - a quoted string for a boolean: the library reads "yes", "on",
+//     "no", "off" (YAML 1.1's spellings) as booleans even quoted, while
+//     it refuses "true". Unquoted, those spellings stay booleans, as
+//     Envoy's YAML reads them.
+func (x *nodeIndex) checkScalar(n *yaml.Node, path string, t reflect.Type) {
 	n = resolve(n)
-	if t == nil || t == durationTypeT || (!isSigned(t) && !isUnsigned(t)) || n.Kind != yaml.ScalarNode || n.Tag != "!!float" {
+	if t == nil || n.Kind != yaml.ScalarNode {
 		return
 	}
-	if fractional(n) {
+	bad := false
+	switch {
+	case t == durationTypeT:
+	case isSigned(t) || isUnsigned(t):
+		bad = n.Tag == "!!float" && fractional(n)
+	case t.Kind() == reflect.Bool:
+		bad = n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 && quotedBool(n.Value)
+	}
+	if bad {
 		x.keyErrs = append(x.keyErrs, &FieldError{Line: n.Line, Path: path, Msg: typeMsg(n, t)})
 	}
+}
+
+// quotedBool reports whether the YAML library takes s, quoted, for a
+// boolean; a quoted value it refuses ("true", "maybe") it reports itself.
+func quotedBool(s string) bool {
+	var b bool
+	return yaml.Unmarshal([]byte(strconv.Quote(s)), &b) == nil
 }
 
 // fractional reports whether n is a finite number with a fractional

@@ -732,6 +732,19 @@ listeners: {max_request_header_bytes: 100}
 listeners:
   outbound: {disabled: maybe}
 `, `t.yaml:3: listeners.outbound.disabled: expected true or false, got "maybe"`},
+		// The YAML library reads the YAML 1.1 spellings (yes, no, on,
+		// off) as booleans even quoted, while it refuses "true" quoted.
+		{"quoted yes for a boolean", `
+logging: {access_log: {enabled: "yes"}}
+`, `t.yaml:2: logging.access_log.enabled: expected true or false, got "yes"`},
+		{"quoted yes for a header's append", okCluster + `routes:
+  - cluster: a
+    request_headers: {add: [{name: x-a, value: b, append: "yes"}]}
+`, `t.yaml:7: routes[0].request_headers.add[0].append: expected true or false, got "yes"`},
+		{"quoted off for a boolean", `
+listeners:
+  outbound: {disabled: 'off'}
+`, `t.yaml:3: listeners.outbound.disabled: expected true or false, got "off"`},
 		{"integer expected", `
 listeners: {max_request_header_bytes: lots}
 `, `t.yaml:2: listeners.max_request_header_bytes: expected an integer, got "lots"`},
