@@ -46,6 +46,7 @@ routes:
   - name: svc
     match: {authority: [svc]}
     cluster: svc
+    fault: {delay: {fixed: 1ms, percent: 100}}
   - name: dead
     match: {authority: [dead]}
     cluster: dead
@@ -83,6 +84,7 @@ eventlog:
 	for _, name := range []string{
 		"outrigger_build_info", "outrigger_config_reloads_total",
 		"outrigger_proxy_requests_total", "outrigger_proxy_retries_total", "outrigger_proxy_fallbacks_total",
+		"outrigger_proxy_faults_injected_total", "outrigger_proxy_upstream_connect_failures_total",
 		"outrigger_proxy_zone_local_share", "outrigger_breaker_state", "outrigger_breaker_ejections_skipped_total",
 		"outrigger_composer_requests_total", "outrigger_eventlog_produced_records_total",
 	} {
