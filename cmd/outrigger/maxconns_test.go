@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,6 +48,24 @@ func TestSidecarClosesConnectionsOverMaxConnections(t *testing.T) {
 	c := newClient(t)
 	if !strings.Contains(p.stderr.String(), "open-file limit") {
 		t.Errorf("the start does not log the default connection cap:\n%s", p.stderr.String())
+	}
+	// /config shows the inbound listener's cap, the default the start
+	// computed and logged, and the outbound's as configured.
+	if m := regexp.MustCompile(`"max_connections":(\d+)`).FindStringSubmatch(p.stderr.String()); m != nil {
+		var eff struct {
+			Listeners struct {
+				Outbound, Inbound struct {
+					MaxConnections int `json:"max_connections"`
+				}
+			}
+		}
+		if err := json.Unmarshal(getConfig(t, c, p.addrs.Admin).Effective, &eff); err != nil {
+			t.Fatal(err)
+		}
+		if got := eff.Listeners; got.Outbound.MaxConnections != 1 || strconv.Itoa(got.Inbound.MaxConnections) != m[1] {
+			t.Errorf("/config max_connections: outbound %d, inbound %d; want 1 and the default %s",
+				got.Outbound.MaxConnections, got.Inbound.MaxConnections, m[1])
+		}
 	}
 
 	open := dialGet(t, p.addrs.Outbound)

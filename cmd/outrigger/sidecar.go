@@ -181,6 +181,7 @@ func runSidecar(ctx context.Context, o sidecarOptions) error {
 	// The proxy's wrap reads s.access when Serve starts, below, and its
 	// refused hook once a listener serves.
 	maxConns, nofile := defaultMaxConnections()
+	s.state.defaultMaxConns = maxConns
 	s.proxy = proxy.New(proxy.Options{Logger: s.log.Named("proxy"), Registry: reg,
 		Wrap:                  func(l proxy.Listener, h http.Handler) http.Handler { return s.access.Wrap(l.String(), h) },
 		Refused:               func(l proxy.Listener, r h1server.Refusal) { s.access.Refused(l.String(), r) },

@@ -16,6 +16,11 @@ import (
 // sidecar records into it after each attempt.
 type configState struct {
 	source string
+	// defaultMaxConns is the connection cap a listener without
+	// max_connections gets (proxy.Options.DefaultMaxConnections), which
+	// /config shows in place of its 0; 0 for none. Set before the first
+	// config applies.
+	defaultMaxConns int
 
 	generation prometheus.Gauge
 	reloads    *prometheus.CounterVec
@@ -69,9 +74,27 @@ const (
 	tlsRebuild                    // the serving config, applied again for its rotated TLS files
 )
 
+// shown is cfg as /config shows it: with the listeners' connection cap
+// the start computed in place of the 0 that stands for it. cfg itself
+// (its hash, what a reload compares) keeps the 0.
+func (s *configState) shown(cfg *config.Config) *config.Config {
+	out, in := &cfg.Listeners.Outbound.MaxConnections, &cfg.Listeners.Inbound.MaxConnections
+	if s.defaultMaxConns <= 0 || *out != 0 && *in != 0 {
+		return cfg
+	}
+	c := *cfg
+	if *out == 0 {
+		c.Listeners.Outbound.MaxConnections = s.defaultMaxConns
+	}
+	if *in == 0 {
+		c.Listeners.Inbound.MaxConnections = s.defaultMaxConns
+	}
+	return &c
+}
+
 // applied records cfg as serving and returns the new generation.
 func (s *configState) applied(cfg *config.Config, kind reloadKind, now time.Time) uint64 {
-	eff, err := config.EffectiveJSON(cfg)
+	eff, err := config.EffectiveJSON(s.shown(cfg))
 	if err != nil {
 		// The config types are plain data; a marshal failure is a bug worth
 		// seeing in /config rather than a reason to refuse the config.
