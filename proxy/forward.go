@@ -410,7 +410,7 @@ func (f *forwarding) run(start time.Time) {
 		// the attempt lives on the route context (an abandoned response is
 		// ended by closing its body).
 		actx, acancel := ctx, noCancel // ctx is r.Context() when direct
-		var perTry timerStopper
+		var perTry *perTryTimer
 		if perTryTimeout > 0 {
 			actx, acancel, perTry = f.perTryContext(ctx, perTryTimeout, out)
 		}
@@ -428,10 +428,10 @@ func (f *forwarding) run(start time.Time) {
 			if direct {
 				dl = f.dl
 			}
-			resp, err = hrt.RoundTripHooks(actx, out, tr, dl)
+			resp, err = hrt.RoundTripHooks(actx, out, attemptHooks(tr, perTry), dl)
 			tr.releasePending()
 		} else {
-			resp, err = f.roundTripTrace(actx, out, attempt)
+			resp, err = f.roundTripTrace(actx, out, attempt, perTry)
 		}
 		headersInTime := perTry == nil || perTry.Stop()
 		if err == nil && !headersInTime {
@@ -857,13 +857,84 @@ func setAttemptCount(h http.Header, n uint16) {
 }
 
 // timerStopper is an attempt's per-try timer: a *time.Timer, or an
-// uploadTimer when the request has a body. Stop
-// reports whether the timer had not fired.
+// uploadTimer when the request has a body. Stop disarms it.
 type timerStopper interface{ Stop() bool }
 
+// perTryTimer is an attempt's per-try timer together with the hooks the
+// attempt is made with: its attemptTrace (set by attemptHooks), and a
+// gate between the timer's end and a 1xx response passed on to the
+// client, whichever comes first. Once a 1xx went to the client the
+// response has started and the per-try timeout no longer applies, only
+// the route's: Envoy ignores a per-try timeout once the downstream
+// response started, so an upstream that sends 102 Processing or 103
+// Early Hints before a slow answer is not cut (nor retried, see
+// retryCandidate). The gate is here rather than in attemptTrace, which
+// forwarding embeds and has no room for it (see
+// TestForwardingFitsItsSizeClass).
+type perTryTimer struct {
+	*attemptTrace
+	t      timerStopper
+	cancel context.CancelCauseFunc
+	state  atomic.Int32 // perTryRunning, then perTryFired or perTryHeld
+}
+
+// perTryTimer.state's values.
+const (
+	perTryRunning int32 = iota
+	perTryFired         // the timer ended the attempt
+	perTryHeld          // headers or a 1xx came first: the timer no longer counts
+)
+
+// expire is the timer's end: it cancels the attempt with
+// errPerTryTimeout unless its response is under way.
+func (p *perTryTimer) expire() {
+	if p.state.CompareAndSwap(perTryRunning, perTryFired) {
+		p.cancel(errPerTryTimeout)
+	}
+}
+
+// hold takes the attempt out of the timer's reach; it reports false when
+// the timer ended the attempt first.
+func (p *perTryTimer) hold() bool {
+	return p.state.CompareAndSwap(perTryRunning, perTryHeld) || p.state.Load() == perTryHeld
+}
+
+// Got1xxResponse passes an interim response on to the client, which ends
+// the per-try timeout's hold on the attempt; one that comes after the
+// timer ended the attempt is not passed on (it ends the round trip), so
+// that the attempt may still be retried. A composition call passes
+// nothing on to a client: its per-try timeout goes on.
+func (p *perTryTimer) Got1xxResponse(code int, header textproto.MIMEHeader) error {
+	if p.toClient() && !p.hold() {
+		return errPerTryTimeout
+	}
+	return p.attemptTrace.Got1xxResponse(code, header)
+}
+
+// attemptHooks is what an attempt made with trace tr reports its events
+// to: tr, or under a per-try timer, the timer, which gates tr's 1xx
+// responses.
+func attemptHooks(tr *attemptTrace, perTry *perTryTimer) roundtrip.Hooks {
+	if perTry == nil {
+		return tr
+	}
+	perTry.attemptTrace = tr
+	return perTry
+}
+
+// Stop disarms the timer as the attempt's response headers arrive (or
+// the attempt failed); it reports whether the timer had not ended the
+// attempt, which from then on it cannot.
+func (p *perTryTimer) Stop() bool {
+	p.t.Stop()
+	return p.hold()
+}
+
 // perTryContext is an attempt's context under a per-try timeout: a timer
-// cancels it with errPerTryTimeout. As Envoy's per-try timeout, the timer
-// runs from the end of the request, not from the attempt's start: at
+// cancels it with errPerTryTimeout unless the attempt's response headers,
+// or a 1xx passed on to the client, came first (see perTryTimer). As
+// Envoy's per-try timeout, the timer runs from the end of the request,
+// not from the attempt's start: at
 // once for a request without a body; for one with a body, once the
 // attempt has read the whole body (out.Body is wrapped to see it), so
 // that a client's slow upload is never taken for the upstream's
@@ -878,12 +949,14 @@ type timerStopper interface{ Stop() bool }
 // reads never wait on the client.
 //
 //go:noinline
-func (f *forwarding) perTryContext(ctx context.Context, d time.Duration, out *http.Request) (context.Context, context.CancelCauseFunc, timerStopper) {
+func (f *forwarding) perTryContext(ctx context.Context, d time.Duration, out *http.Request) (context.Context, context.CancelCauseFunc, *perTryTimer) {
 	actx, acancel := context.WithCancelCause(ctx)
+	pt := &perTryTimer{cancel: acancel}
 	if out.Body == nil {
-		return actx, acancel, time.AfterFunc(d, func() { acancel(errPerTryTimeout) })
+		pt.t = time.AfterFunc(d, pt.expire)
+		return actx, acancel, pt
 	}
-	u := &uploadTimer{body: out.Body, left: -1, d: d, cancel: acancel}
+	u := &uploadTimer{body: out.Body, left: -1, d: d, pt: pt}
 	if out.ContentLength > 0 {
 		u.left = out.ContentLength
 	}
@@ -891,7 +964,8 @@ func (f *forwarding) perTryContext(ctx context.Context, d time.Duration, out *ht
 	u.t = time.AfterFunc(d, u.expire)
 	u.mu.Unlock()
 	out.Body = u
-	return actx, acancel, u
+	pt.t = u
+	return actx, acancel, pt
 }
 
 // uploadTimer is the request body of an attempt under a per-try
@@ -903,10 +977,10 @@ func (f *forwarding) perTryContext(ctx context.Context, d time.Duration, out *ht
 // of its choosing, possibly after RoundTrip returned; Stop, from the
 // forwarder, disarms the timer for good.
 type uploadTimer struct {
-	body   io.ReadCloser
-	left   int64 // bytes to the declared length; -1 when unknown
-	d      time.Duration
-	cancel context.CancelCauseFunc
+	body io.ReadCloser
+	left int64 // bytes to the declared length; -1 when unknown
+	d    time.Duration
+	pt   *perTryTimer // ends the attempt
 
 	mu      sync.Mutex
 	t       *time.Timer
@@ -961,7 +1035,7 @@ func (u *uploadTimer) expire() {
 	}
 	u.fired = true
 	u.mu.Unlock()
-	u.cancel(errPerTryTimeout)
+	u.pt.expire()
 }
 
 // Stop disarms the timer for good; it reports whether the timer had not
@@ -974,24 +1048,23 @@ func (u *uploadTimer) Stop() bool {
 	return !u.fired
 }
 
-// roundTripTrace makes an attempt through a transport that reports
-// through httptrace, with an attemptTrace of its own: the first attempt
-// has f's, which no other attempt then uses, a retry a new one.
+// roundTripTrace makes an attempt, under its per-try timer perTry (nil:
+// none), through a transport that reports through httptrace, with an
+// attemptTrace of its own: the first attempt has f's, which no other
+// attempt then uses, a retry a new one.
 //
 //go:noinline
-func (f *forwarding) roundTripTrace(actx context.Context, out *http.Request, attempt int) (*http.Response, error) {
+func (f *forwarding) roundTripTrace(actx context.Context, out *http.Request, attempt int, perTry *perTryTimer) (*http.Response, error) {
 	tr := &f.trace
 	if attempt > 0 {
 		tr = new(attemptTrace)
-		// Whose 1xx went to the client carries over from attempt to
-		// attempt (see Got1xxResponse).
-		tr.info1xx.Store(f.trace.info1xx.Load())
 	}
 	tr.init(f.infoWriter(), f.c.res.limits)
-	resp, err := f.c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, tr.clientTrace())))
+	resp, err := f.c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, clientTrace(attemptHooks(tr, perTry)))))
 	tr.releasePending()
-	if tr != &f.trace {
-		f.trace.info1xx.Store(tr.info1xx.Load())
+	if tr != &f.trace && tr.info1xx.Load() {
+		// retryCandidate reads f's.
+		f.trace.info1xx.Store(true)
 	}
 	return resp, err
 }
@@ -1308,17 +1381,11 @@ type attemptTrace struct {
 	w       http.ResponseWriter
 	limits  *breaker.Limits
 	pending atomic.Bool
-	// info1xx says whose 1xx responses went to the client: none yet
-	// (info1xxNone), this attempt's, or an earlier attempt's.
-	info1xx atomic.Int32
+	// info1xx: a 1xx response went to the client, so the response has
+	// started and the attempt is the request's last (see
+	// retryCandidate). f's trace keeps it from attempt to attempt.
+	info1xx atomic.Bool
 }
-
-// attemptTrace.info1xx's values.
-const (
-	info1xxNone = iota
-	info1xxThis
-	info1xxEarlier
-)
 
 // hooksRoundTripper is a transport that reports an attempt's events
 // to roundtrip.Hooks directly (h1client's and h2client's Transports
@@ -1341,9 +1408,6 @@ func (a *attemptTrace) init(w http.ResponseWriter, limits *breaker.Limits) {
 	a.w = w
 	a.limits = limits
 	a.pending.Store(true)
-	// The 1xx responses the previous attempt forwarded are now an
-	// earlier attempt's.
-	a.info1xx.CompareAndSwap(info1xxThis, info1xxEarlier)
 }
 
 // GotConn frees the pending slot: the attempt has its connection.
@@ -1352,17 +1416,17 @@ func (a *attemptTrace) GotConn() { a.releasePending() }
 // Got1xxResponse sends an informational response (103 Early Hints, 102
 // Processing) downstream as it arrives, as net/http/httputil does.
 //
-// Only one attempt's go: once an attempt's 1xx reached the client, those
-// of a retry are dropped. The retry's upstream, asked again, answers
-// again with its 103 or 100, and the client would get them twice for one
-// request (a refused stream or a reset after a 1xx, retried). A 1xx is
-// advice ahead of the final response: the hints the client has had serve
-// the retry's final response as well.
+// The response has then started: as Envoy's router, which gives up its
+// retries once it passes a 1xx on, the proxy makes the attempt the
+// request's last (a retry's upstream would answer its 1xx again, or
+// other hints, for one response), and the per-try timeout no longer
+// applies to it (see perTryTimer). A composition call's writer keeps no
+// 1xx: nothing goes to a client, so the call's retries go on.
 func (a *attemptTrace) Got1xxResponse(code int, header textproto.MIMEHeader) error {
-	if a.info1xx.Load() == info1xxEarlier {
+	if !a.toClient() {
 		return nil
 	}
-	a.info1xx.Store(info1xxThis)
+	a.info1xx.Store(true)
 	h := a.w.Header()
 	// Hop-by-hop fields (and those its Connection names) are the
 	// upstream hop's, as in a final response.
@@ -1373,18 +1437,24 @@ func (a *attemptTrace) Got1xxResponse(code int, header textproto.MIMEHeader) err
 	return nil
 }
 
+// toClient reports whether a 1xx response written to a.w goes to the
+// client: a composition call's captureWriter keeps none.
+func (a *attemptTrace) toClient() bool {
+	_, captured := a.w.(*captureWriter)
+	return !captured
+}
+
 func (a *attemptTrace) releasePending() {
 	if a.pending.CompareAndSwap(true, false) {
 		a.limits.Release(breaker.LimitPendingRequests)
 	}
 }
 
-// clientTrace is a's hooks for a transport that reports through
-// httptrace.
-func (a *attemptTrace) clientTrace() *httptrace.ClientTrace {
+// clientTrace is h for a transport that reports through httptrace.
+func clientTrace(h roundtrip.Hooks) *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
-		GotConn:        func(httptrace.GotConnInfo) { a.GotConn() },
-		Got1xxResponse: a.Got1xxResponse,
+		GotConn:        func(httptrace.GotConnInfo) { h.GotConn() },
+		Got1xxResponse: h.Got1xxResponse,
 	}
 }
 
@@ -1636,12 +1706,14 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 }
 
 // retryCandidate is canRetry's first test, which does not depend on the
-// breaker's state: attempts left, a classifier failure and a retry_on
-// condition. The cluster's classifier has the last word: what it does not
-// call a failure is not retried, whatever retry_on lists.
+// breaker's state: attempts left, a classifier failure, no 1xx response
+// passed on to the client (the response has started, see
+// attemptTrace.Got1xxResponse) and a retry_on condition. The cluster's
+// classifier has the last word: what it does not call a failure is not
+// retried, whatever retry_on lists.
 func (f *forwarding) retryCandidate(attempt int, kind failKind, status, grpcStatus int, v breaker.Verdict) bool {
 	p := &f.rt.retry
-	return attempt < p.maxRetries && v.Failure && p.retriable(kind, status, grpcStatus)
+	return attempt < p.maxRetries && v.Failure && !f.trace.info1xx.Load() && p.retriable(kind, status, grpcStatus)
 }
 
 // takeRetry reserves, for the rest of this request (one slot however many
