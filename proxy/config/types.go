@@ -961,15 +961,22 @@ type RetryPolicy struct {
 	//                           (REFUSED_STREAM, or above a GOAWAY's last
 	//                           stream id)
 	//   reset                   the connection or stream was reset mid-way
-	//   5xx                     any 5xx response (and reset, connect-failure)
-	//   gateway-error           502, 503 or 504
+	//                           (a refused stream too)
+	//   5xx                     any 5xx response (and reset, connect-failure,
+	//                           per-try timeout)
+	//   gateway-error           502, 503 or 504 (and reset, connect-failure,
+	//                           per-try timeout)
 	//   retriable-status-codes  a status in RetriableStatusCodes
 	//   unavailable             gRPC status UNAVAILABLE
 	//   resource-exhausted      gRPC status RESOURCE_EXHAUSTED
 	//   deadline-exceeded       gRPC status DEADLINE_EXCEEDED
 	//   cancelled               gRPC status CANCELLED
-	// Empty means [connect-failure, refused-stream, gateway-error,
-	// unavailable].
+	// (gRPC statuses of a trailers-only answer). Only what the cluster's
+	// failure classifier counts as a failure is retried: a status of
+	// RetriableStatusCodes outside its http_statuses, or a gRPC condition
+	// outside its grpc_statuses (CANCELLED, by default), never is, and
+	// validation refuses it. Empty means [connect-failure, refused-stream,
+	// gateway-error, unavailable].
 	RetryOn []RetryCondition `yaml:"retry_on" json:"retry_on"`
 
 	// RetriableStatusCodes are HTTP statuses (100-599) to retry on; they
