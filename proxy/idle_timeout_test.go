@@ -723,3 +723,25 @@ func TestIdleTimeoutCountsInformationalResponses(t *testing.T) {
 		}
 	}
 }
+
+// A retry's back-off moves no bytes: one longer than the route's
+// idle_timeout ends the request with 408 stream_idle_timeout, the retry
+// not sent.
+func TestIdleTimeoutEndsARetrysBackoff(t *testing.T) {
+	bad := failing(503)
+	up := upstream(t, false, bad.ServeHTTP)
+	cfg := retryCfg([]string{addr(up)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"5xx"},
+		Backoff: config.Backoff{Base: time.Hour, Max: time.Hour}}, idleRoute)
+	// The back-off drawn is the longest there is.
+	h := startProxy(t, cfg, func(o *Options) { o.Int63n = func(n int64) int64 { return n - 1 } })
+	start := time.Now()
+	resp := mustGet(t, h.h1, h.url("/"))
+	body := readAll(t, resp)
+	checkIdleElapsed(t, time.Since(start))
+	if resp.StatusCode != http.StatusRequestTimeout || resp.Header.Get(hdrError) != "stream_idle_timeout" {
+		t.Fatalf("got %d %q %q, want 408 stream_idle_timeout", resp.StatusCode, resp.Header.Get(hdrError), body)
+	}
+	if n := bad.n.Load(); n != 1 {
+		t.Fatalf("%d attempts, want the first alone", n)
+	}
+}

@@ -141,3 +141,17 @@ func TestRetriableStatusCodesRetryOnlyWhatTheClassifierCallsAFailure(t *testing.
 		})
 	}
 }
+
+// The methods retried without allow_non_idempotent are RFC 9110's
+// idempotent ones (§9.2.2): the safe methods and PUT, DELETE.
+func TestIdempotentMethodsAreRFC9110s(t *testing.T) {
+	var got []string
+	for _, m := range []string{"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "POST", "PATCH", "CONNECT", "PROPFIND", "get"} {
+		if idempotent(m) {
+			got = append(got, m)
+		}
+	}
+	if w := "[GET HEAD OPTIONS TRACE PUT DELETE]"; fmt.Sprint(got) != w {
+		t.Fatalf("idempotent: %v, want %v", got, w)
+	}
+}
