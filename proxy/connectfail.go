@@ -20,14 +20,14 @@ import (
 type connectReason uint8
 
 const (
-	connectRefused          connectReason = iota // nothing listens, or no route to the host
-	connectTimeout                               // connect_timeout (or the request's time) ran out, TCP or TLS
-	connectTLSUntrusted                          // the certificate chains to no trusted CA
-	connectTLSExpired                            // the certificate expired or is not valid yet
-	connectTLSNameMismatch                       // the certificate does not cover the server name
-	connectTLSHandshake                          // another TLS failure: an alert from the server, no ALPN h2, a protocol error
-	connectProtocol                              // the HTTP/2 connection preface and SETTINGS exchange failed
-	connectOther                                 // anything else (a reset during the connect, a dial error)
+	connectRefused         connectReason = iota // nothing listens, or no route to the host
+	connectTimeout                              // connect_timeout (or the request's time) ran out, TCP or TLS
+	connectTLSUntrusted                         // the certificate chains to no trusted CA
+	connectTLSExpired                           // the certificate expired or is not valid yet
+	connectTLSNameMismatch                      // the certificate does not cover the server name
+	connectTLSHandshake                         // another TLS failure: an alert from the server, no ALPN h2, a protocol error
+	connectProtocol                             // the HTTP/2 connection preface and SETTINGS exchange failed
+	connectOther                                // anything else (a reset during the connect, a dial error)
 	numConnectReasons
 )
 
