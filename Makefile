@@ -1,6 +1,6 @@
 # Outrigger: build, run, test, fuzz, soak, bench.
 #   make run     build, then start the example app with a sidecar in front of it
-#   make test    go vet, then every test with the race detector
+#   make test    go vet and gofmt, then every test with the race detector
 GO       ?= go
 BIN      ?= bin/outrigger
 PKGS     ?= ./...
@@ -24,8 +24,11 @@ run: build
 deps:
 	./.ci/deps
 
+# go vet, and gofmt's verdict on every Go file (a file it would change fails).
 vet:
 	$(GO) vet $(PKGS)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:" $$unformatted; exit 1; fi
 
 # Every test, with the race detector. Long soak and fault suites are in `make soak`.
 test: deps vet
