@@ -481,7 +481,8 @@ func (f *forwarding) run(start time.Time) {
 				// A response whose reset header asks for a wait longer
 				// than the route allows is the answer (see resetAllows).
 				wait := time.Duration(-1)
-				if f.canRetry(attempt, failNone, resp.StatusCode, gs, hv) && f.resetAllows(resp.Header, &wait) && f.takeRetry(&retryHeld) {
+				if f.canRetry(attempt, failNone, resp.StatusCode, gs, hv) && !overloaded(resp.Header) &&
+					f.resetAllows(resp.Header, &wait) && f.takeRetry(&retryHeld) {
 					f.reached = true
 					// Closed, not read: a body that stalls would hold the
 					// retry until the route deadline. Both transports
@@ -1730,6 +1731,19 @@ func (f *forwarding) takeRetry(held *bool) bool {
 	}
 	*held = true
 	return true
+}
+
+// overloaded reports whether a response says that the upstream is
+// overloaded: another Outrigger's overflow local reply (a resource limit
+// of its cluster was full), or Envoy's x-envoy-overloaded. Such an
+// answer is not retried, as Envoy does not retry x-envoy-overloaded: a
+// retry would add load where there is too much already.
+func overloaded(h http.Header) bool {
+	if _, ok := h["X-Envoy-Overloaded"]; ok {
+		return true
+	}
+	v := h[hdrError]
+	return len(v) > 0 && v[0] == ReasonOverflow.String()
 }
 
 // resetAllows reports whether a response whose header is h may be

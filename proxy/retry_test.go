@@ -489,3 +489,40 @@ func TestRetryH2CGetWithEndedStream(t *testing.T) {
 		t.Fatalf("bad hit %d, good hit %d; want 2 and 2", bad.n.Load(), good.n.Load())
 	}
 }
+
+// An upstream's answer that says it is overloaded (another Outrigger's
+// overflow, Envoy's x-envoy-overloaded) is not retried, as Envoy does
+// not retry x-envoy-overloaded; another sidecar's breaker_open is (the
+// next endpoint's breaker may be closed), as is a plain 503.
+func TestOverloadedAnswerIsNotRetried(t *testing.T) {
+	fast := config.Backoff{Base: time.Millisecond, Max: time.Millisecond}
+	for _, tc := range []struct {
+		name    string
+		header  [2]string
+		retried bool
+	}{
+		{"outrigger overflow", [2]string{HeaderError, "overflow"}, false},
+		{"envoy overloaded", [2]string{"X-Envoy-Overloaded", "true"}, false},
+		{"outrigger breaker open", [2]string{HeaderError, "breaker_open"}, true},
+		{"plain", [2]string{"X-Other", "x"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := &counting{fn: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set(tc.header[0], tc.header[1])
+				w.WriteHeader(503)
+			}}
+			good := echoing()
+			a, b := upstream(t, false, bad.ServeHTTP), upstream(t, false, good.ServeHTTP)
+			h := startProxy(t, retryCfg([]string{addr(a), addr(b)},
+				config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"5xx"}, Backoff: fast}))
+			resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+			want, wantGood := 503, int64(0)
+			if tc.retried {
+				want, wantGood = 200, 1
+			}
+			if resp.StatusCode != want || bad.n.Load() != 1 || good.n.Load() != wantGood {
+				t.Fatalf("%d %q; %d and %d upstream requests, want %d", resp.StatusCode, body, bad.n.Load(), good.n.Load(), want)
+			}
+		})
+	}
+}
