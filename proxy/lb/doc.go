@@ -13,6 +13,12 @@
 //     a "panic mode" that ignores ejections is the caller's decision, made by
 //     passing a Candidates whose Eligible says so.
 //   - Pick is safe for concurrent use and never blocks.
-//   - Policies hold no per-endpoint state, so the endpoint list may change
-//     between calls (a config reload builds a new cluster anyway).
+//   - Round robin, least request and random hold no per-endpoint state,
+//     so the endpoint list may change between calls (a config reload
+//     builds a new cluster anyway). [Maglev] is built for one endpoint
+//     list, whose addresses and weights make its table; the caller builds
+//     a new one when the list changes.
+//   - Maglev is deterministic: the same endpoint list and the same key
+//     ([Maglev.PickKey]) give the same endpoint in every process, and
+//     [Hash] has no per-process seed.
 package lb
