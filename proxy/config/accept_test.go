@@ -27,6 +27,21 @@ listeners:
 		"unquoted yes and off for booleans": "listeners: {outbound: {disabled: off}}\nlogging: {access_log: {enabled: yes}}\n",
 		// Whole numbers written as floats lose nothing.
 		"whole numbers for integers": "listeners: {max_request_body_bytes: 1e6, max_request_header_bytes: 2048.0}\nclusters: {a: {endpoints: [{address: \"10.0.0.1:80\", weight: 2.0}]}}\n",
+		"maglev with every hash policy": `
+clusters:
+  a: {endpoints: [{address: "10.0.0.1:80", weight: 3}, "10.0.0.2:80"], lb_policy: maglev}
+  b: {endpoints: ["10.0.0.3:80"], lb_policy: maglev}
+routes:
+  - cluster: a
+    hash_policy:
+      - {header: x-user, terminal: true}
+      - {header: ":authority"}
+      - {cookie: session}
+      - {query_parameter: user}
+      - {source_ip: true}
+  - weighted_clusters: [{cluster: a, weight: 1}, {cluster: b, weight: 1}]
+    hash_policy: [{cookie: session}]
+`,
 		"every action on headers with underscores": `
 listeners:
   outbound: {headers_with_underscores: reject}

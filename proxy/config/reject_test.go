@@ -263,7 +263,65 @@ clusters:
 		{"bad protocol", okCluster + `    protocol: http3
 `, `t.yaml:5: clusters.a.protocol: unknown protocol "http3" (valid: http1, http2, grpc)`},
 		{"unknown lb policy", okCluster + `    lb_policy: ring_hash
-`, `t.yaml:5: clusters.a.lb_policy: unknown load-balancing policy "ring_hash" (valid: round_robin, least_request, random)`},
+`, `t.yaml:5: clusters.a.lb_policy: unknown load-balancing policy "ring_hash" (valid: round_robin, least_request, random, maglev)`},
+		{"maglev with zone_aware", `
+node: {zone: z1}
+clusters:
+  a:
+    endpoints: [10.0.0.1:80]
+    lb_policy: maglev
+    zone_aware: {enabled: true}
+`, `t.yaml:7: clusters.a.zone_aware.enabled: not supported with lb_policy maglev: the zone level is drawn per request, so keys would not stay on their endpoint`},
+		{"hash_policy on a round_robin cluster", okCluster + `routes:
+  - cluster: a
+    hash_policy: [{header: x-user}]
+`, `t.yaml:7: routes[0].hash_policy: needs lb_policy maglev on cluster "a", whose clusters.a.lb_policy is round_robin: only maglev picks by the hash`},
+		{"hash_policy on a weighted cluster not maglev", `
+clusters:
+  a: {endpoints: [10.0.0.1:80], lb_policy: maglev}
+  b: {endpoints: [10.0.0.2:80], lb_policy: least_request}
+routes:
+  - weighted_clusters: [{cluster: a, weight: 1}, {cluster: b, weight: 1}]
+    hash_policy: [{cookie: session}]
+`, `t.yaml:7: routes[0].hash_policy: needs lb_policy maglev on cluster "b", whose clusters.b.lb_policy is least_request: only maglev picks by the hash`},
+		{"hash_policy empty and double entries", `
+clusters:
+  a: {endpoints: [10.0.0.1:80], lb_policy: maglev}
+routes:
+  - cluster: a
+    hash_policy:
+      - {header: ""}
+      - {source_ip: false, terminal: true}
+      - {header: x-user, cookie: session}
+`, "t.yaml:7: routes[0].hash_policy[0]: set one of header, cookie or query_parameter (with a non-empty name) or source_ip: true\n" +
+			"t.yaml:8: routes[0].hash_policy[1]: set one of header, cookie or query_parameter (with a non-empty name) or source_ip: true\n" +
+			"t.yaml:9: routes[0].hash_policy[2]: set only one of header, cookie, source_ip and query_parameter, got header and cookie"},
+		{"hash_policy bad names", `
+clusters:
+  a: {endpoints: [10.0.0.1:80], lb_policy: maglev}
+routes:
+  - cluster: a
+    hash_policy:
+      - {header: "x user"}
+      - {header: transfer-encoding}
+      - {cookie: "a;b"}
+      - {query_parameter: "a=b"}
+`, "t.yaml:7: routes[0].hash_policy[0].header: invalid header name \"x user\"\n" +
+			"t.yaml:8: routes[0].hash_policy[1].header: header \"transfer-encoding\" frames the request body and is taken out of the request's fields by the listener: a matcher on it never sees it\n" +
+			"t.yaml:9: routes[0].hash_policy[2].cookie: invalid cookie name \"a;b\" (a token, RFC 6265 §4.1.1)\n" +
+			"t.yaml:10: routes[0].hash_policy[3].query_parameter: invalid query parameter name \"a=b\" (no \"&\", \"=\", \"#\", spaces or control characters: it is compared with the query as written)"},
+		{"hash_policy unknown key", `
+clusters:
+  a: {endpoints: [10.0.0.1:80], lb_policy: maglev}
+routes:
+  - cluster: a
+    hash_policy: [{header_name: x-user}]
+`, `t.yaml:6: routes[0].hash_policy[0].header_name: unknown key "header_name"`},
+		{"hash_policy on a direct response", `
+routes:
+  - direct_response: {status: 200}
+    hash_policy: [{source_ip: true}]
+`, `t.yaml:4: routes[0].hash_policy: only with cluster or weighted_clusters: it picks an endpoint of a maglev cluster`},
 		{"tls settings while disabled", okCluster + `    tls: {server_name: a.example, ca_file: /ca.pem}
 `, `t.yaml:5: clusters.a.tls: server_name, ca_file set but enabled is false`},
 		{"pool connection life negative", okCluster + `    pool: {max_requests_per_connection: -1, max_connection_duration: -1s}

@@ -303,6 +303,10 @@ const (
 	LBRoundRobin   LBPolicy = "round_robin"
 	LBLeastRequest LBPolicy = "least_request"
 	LBRandom       LBPolicy = "random"
+	// LBMaglev is consistent hashing by a Maglev lookup table (Envoy's
+	// maglev): a request's key (the route's hash_policy) picks the
+	// endpoint, the same one for the same key from every sidecar.
+	LBMaglev LBPolicy = "maglev"
 )
 
 // Cluster is an upstream service: a set of endpoints and how to talk to them.
@@ -326,8 +330,10 @@ type Cluster struct {
 	// handshake). Zero means 1s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout" json:"connect_timeout"`
 
-	// LBPolicy is "round_robin", "least_request" (power of two choices) or
-	// "random". Empty means "round_robin".
+	// LBPolicy is "round_robin", "least_request" (power of two choices),
+	// "random" or "maglev" (consistent hashing on the key a route's
+	// hash_policy takes from the request; not with zone_aware). Empty
+	// means "round_robin".
 	LBPolicy LBPolicy `yaml:"lb_policy" json:"lb_policy"`
 
 	// Pool tunes the connection pool to each endpoint.
@@ -748,6 +754,17 @@ type Route struct {
 	// name. Empty means no edits.
 	ResponseHeaders HeaderMutation `yaml:"response_headers" json:"response_headers"`
 
+	// HashPolicy makes the request's hash key, by which a cluster with
+	// lb_policy maglev picks its endpoint, so that requests with the same
+	// key go to the same endpoint (Envoy's route hash_policy, Istio's
+	// consistentHash). The policies are evaluated in order and the hashes
+	// of those that find their value are combined; one marked terminal
+	// stops the evaluation when a hash has been made (by it or one
+	// before). A request none of them finds a value in goes to a random
+	// endpoint. Only with cluster or weighted_clusters, whose clusters
+	// must all be maglev. Empty means none.
+	HashPolicy []HashPolicy `yaml:"hash_policy,omitempty" json:"hash_policy,omitempty"`
+
 	// Fallback answers the request another way when the route's cluster
 	// cannot take it: its circuit breaker is open, a resource limit is
 	// full, it has no healthy endpoint, or (after any retries) no
@@ -826,6 +843,38 @@ func (a *FaultAbort) GRPCCode() int {
 		}
 	}
 	return 0
+}
+
+// HashPolicy is one source of a request's hash key: exactly one of
+// Header, Cookie, SourceIP and QueryParameter.
+type HashPolicy struct {
+	// Header hashes the value of this request header (case-insensitive
+	// name), as the client sent it, before the route's request_headers
+	// edits; the values of a header sent several times are hashed
+	// whatever their order. ":authority", ":method", ":path" and
+	// ":scheme" name the pseudo-headers. A request without it gives no
+	// hash.
+	Header string `yaml:"header,omitempty" json:"header,omitempty"`
+
+	// Cookie hashes the value of the first cookie of this name (case
+	// sensitive) in the request's Cookie headers. A request without it
+	// gives no hash: no cookie is set on the response (Envoy's cookie
+	// generation with a ttl is not offered).
+	Cookie string `yaml:"cookie,omitempty" json:"cookie,omitempty"`
+
+	// SourceIP, when true, hashes the IP address of the client's
+	// connection to the listener (its peer, not X-Forwarded-For).
+	SourceIP bool `yaml:"source_ip,omitempty" json:"source_ip,omitempty"`
+
+	// QueryParameter hashes the value of the first query parameter of
+	// this name, both as written in the request (escapes not decoded). A
+	// request without it gives no hash.
+	QueryParameter string `yaml:"query_parameter,omitempty" json:"query_parameter,omitempty"`
+
+	// Terminal, when true, ends the evaluation here once a hash has been
+	// made, by this policy or one before it: the policies after it serve
+	// only requests that gave none. False (the default) goes on.
+	Terminal bool `yaml:"terminal,omitempty" json:"terminal,omitempty"`
 }
 
 // Fallback is a route's second choice: exactly one of DirectResponse and

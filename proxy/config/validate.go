@@ -156,9 +156,15 @@ func (cl *Cluster) validate(p *problems, path string) {
 	}
 	checkProtocol(p, path+".protocol", cl.Protocol)
 	switch cl.LBPolicy {
-	case "", LBRoundRobin, LBLeastRequest, LBRandom:
+	case "", LBRoundRobin, LBLeastRequest, LBRandom, LBMaglev:
 	default:
-		p.addf(path+".lb_policy", "unknown load-balancing policy %q (valid: round_robin, least_request, random)", cl.LBPolicy)
+		p.addf(path+".lb_policy", "unknown load-balancing policy %q (valid: round_robin, least_request, random, maglev)", cl.LBPolicy)
+	}
+	if cl.LBPolicy == LBMaglev && cl.ZoneAware.Enabled {
+		// The level of each pick is drawn by the levels' health, not by
+		// the key: a key would go to its endpoint in one level or the
+		// other from one request to the next.
+		p.add(path+".zone_aware.enabled", "not supported with lb_policy maglev: the zone level is drawn per request, so keys would not stay on their endpoint")
 	}
 	checkDuration(p, path+".connect_timeout", cl.ConnectTimeout)
 	cl.TLS.validate(p, path+".tls")
@@ -398,6 +404,8 @@ func (r *Route) validate(p *problems, path string) {
 		}
 	}
 
+	r.validateHashPolicy(p, path+".hash_policy")
+
 	if fb := r.Fallback; fb != nil {
 		fp := path + ".fallback"
 		switch {
@@ -534,6 +542,47 @@ func (f *Fault) validate(p *problems, path string) {
 func checkPercent(p *problems, path string, v float64) {
 	if !(v > 0 && v <= 100) {
 		p.addf(path, "must be above 0 and at most 100, got %v", v)
+	}
+}
+
+// validateHashPolicy checks each hash_policy entry on its own; that the
+// route's clusters are maglev is a cross-reference (validateReferences).
+func (r *Route) validateHashPolicy(p *problems, path string) {
+	if len(r.HashPolicy) > 0 && r.Cluster == "" && r.WeightedClusters == nil {
+		p.add(path, "only with cluster or weighted_clusters: it picks an endpoint of a maglev cluster")
+	}
+	for i, h := range r.HashPolicy {
+		ip := indexPath(path, i)
+		set := present(
+			field{"header", h.Header != ""},
+			field{"cookie", h.Cookie != ""},
+			field{"source_ip", h.SourceIP},
+			field{"query_parameter", h.QueryParameter != ""},
+		)
+		switch len(set) {
+		case 0:
+			p.add(ip, "set one of header, cookie or query_parameter (with a non-empty name) or source_ip: true")
+		case 1:
+		default:
+			p.addf(ip, "set only one of header, cookie, source_ip and query_parameter, got %s", strings.Join(set, " and "))
+		}
+		switch {
+		case h.Header == "":
+		case matchablePseudo[strings.ToLower(h.Header)]:
+		case !httpguts.ValidHeaderFieldName(h.Header):
+			p.addf(ip+".header", "invalid header name %q", h.Header)
+		default:
+			if msg := checkMatchableHeader(h.Header); msg != "" {
+				p.add(ip+".header", msg)
+			}
+		}
+		if h.Cookie != "" && !wire.IsToken(h.Cookie) {
+			// RFC 6265 §4.1.1: a cookie-name is a token.
+			p.addf(ip+".cookie", "invalid cookie name %q (a token, RFC 6265 §4.1.1)", h.Cookie)
+		}
+		if q := h.QueryParameter; q != "" && (strings.ContainsAny(q, "&=#") || strings.ContainsFunc(q, badURIRune)) {
+			p.addf(ip+".query_parameter", "invalid query parameter name %q (no \"&\", \"=\", \"#\", spaces or control characters: it is compared with the query as written)", q)
+		}
 	}
 }
 
@@ -942,6 +991,21 @@ func (c *Config) validateReferences(p *problems) {
 		}
 		if fb := r.Fallback; fb != nil && fb.Cluster != "" && !known(fb.Cluster) {
 			unknown(path+".fallback.cluster", fb.Cluster)
+		}
+		if len(r.HashPolicy) > 0 {
+			targets := []string{r.Cluster}
+			for _, wc := range r.WeightedClusters {
+				targets = append(targets, wc.Cluster)
+			}
+			for _, name := range targets {
+				if name == "" || !known(name) {
+					continue
+				}
+				// The implicit inbound|app cluster is round robin.
+				if pol := orString(string(c.Clusters[name].LBPolicy), string(LBRoundRobin)); pol != string(LBMaglev) {
+					p.addf(path+".hash_policy", "needs lb_policy maglev on cluster %q, whose clusters.%s.lb_policy is %s: only maglev picks by the hash", name, name, pol)
+				}
+			}
 		}
 		if r.Retry != nil {
 			if r.Cluster != "" && known(r.Cluster) {
