@@ -442,9 +442,19 @@ func (s *attemptSet) Weight(i int) int64 {
 
 var _ lb.Candidates = (*attemptSet)(nil)
 
+// hashKey is a request's hash key for a maglev cluster (see
+// route.hashKey); ok false: the request has none. It is passed to each
+// pick rather than kept in attemptSet, which would take forwarding out
+// of its size class.
+type hashKey struct {
+	v  uint64
+	ok bool
+}
+
 // pick chooses an endpoint for the next attempt, preferring endpoints this
 // request has not tried; when all were tried it falls back to any eligible.
-func (c *cluster) pick(s *attemptSet, now time.Time) *endpoint {
+// A maglev cluster picks by key when the request has one.
+func (c *cluster) pick(s *attemptSet, now time.Time, key hashKey) *endpoint {
 	if len(c.endpoints) == 0 {
 		return nil
 	}
@@ -459,19 +469,30 @@ func (c *cluster) pick(s *attemptSet, now time.Time) *endpoint {
 		// Every level in panic: balance over every endpoint.
 		s.ignoreEjection = true
 	}
-	if i := c.picker.Pick(s); i >= 0 {
+	if i := c.pickOne(s, key); i >= 0 {
 		return c.endpoints[s.index(i)]
 	}
 	if s.tried != nil || s.first != 0 {
 		saved, savedFirst := s.tried, s.first
 		s.tried, s.first = nil, 0
-		i := c.picker.Pick(s)
+		i := c.pickOne(s, key)
 		s.tried, s.first = saved, savedFirst
 		if i >= 0 {
 			return c.endpoints[s.index(i)]
 		}
 	}
 	return nil
+}
+
+// pickOne is c's picker's choice among s: by key for a maglev
+// cluster, when the request has one.
+func (c *cluster) pickOne(s *attemptSet, key hashKey) int {
+	if key.ok {
+		if m, ok := c.picker.(*lb.Maglev); ok {
+			return m.PickKey(s, key.v)
+		}
+	}
+	return c.picker.Pick(s)
 }
 
 // panic reports whether some of c's picks at now ignore the endpoints'
@@ -571,10 +592,10 @@ func (c *cluster) markTried(s *attemptSet, e *endpoint) {
 // which its requests in flight go on updating: the counts of requests in
 // flight, the cluster's and each endpoint's that stays (by address, in
 // order when an address is listed more than once), and, for the same
-// load-balancing policy, the balancer itself, so that round robin goes
-// on from its turn instead of starting every reload at the first
-// endpoint (every sidecar in step), and a zone-aware cluster's level
-// balancers and draws. A fresh counter starts at zero.
+// load-balancing policy other than maglev, the balancer itself, so that
+// round robin goes on from its turn instead of starting every reload at
+// the first endpoint (every sidecar in step), and a zone-aware cluster's
+// level balancers and draws. A fresh counter starts at zero.
 func (c *cluster) carryState(prev *cluster) {
 	if prev == nil {
 		c.active = new(atomic.Int64)
@@ -584,7 +605,9 @@ func (c *cluster) carryState(prev *cluster) {
 		return
 	}
 	c.active = prev.active
-	if prev.lbPolicy == c.lbPolicy {
+	// A Maglev table belongs to its endpoint list: c's is built from
+	// its own (the same list builds the same table).
+	if prev.lbPolicy == c.lbPolicy && c.lbPolicy != string(config.LBMaglev) {
 		c.picker = prev.picker
 	}
 	if c.zone != nil {

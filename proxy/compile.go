@@ -18,6 +18,7 @@ import (
 	"github.com/outrigger-mesh/outrigger/composer"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/h1server"
+	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
 
 // snapshot is one applied configuration, compiled. It is never mutated
@@ -215,19 +216,31 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, zone string, used
 	switch cc.LBPolicy {
 	case "":
 		c.lbPolicy = string(config.LBRoundRobin)
-	case config.LBRoundRobin, config.LBLeastRequest, config.LBRandom:
+	case config.LBRoundRobin, config.LBLeastRequest, config.LBRandom, config.LBMaglev:
 		c.lbPolicy = string(cc.LBPolicy)
 	default:
 		return nil, fmt.Errorf("lb_policy: unknown policy %q", cc.LBPolicy)
 	}
-	c.picker = newPicker(c.lbPolicy, p.rrStart)
 	weights := make([]uint32, 0, len(cc.Endpoints))
 	for i, e := range cc.Endpoints {
 		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, zone: e.Zone, idx: i, conns: p.m.endpointConns(name, e.Address)})
 		weights = append(weights, e.Weight)
 	}
-	if c.slots = weightSlots(weights); c.slots != nil {
-		c.weights = slotCounts(c.slots, len(c.endpoints))
+	if cc.LBPolicy == config.LBMaglev {
+		if cc.ZoneAware.Enabled {
+			return nil, fmt.Errorf("zone_aware.enabled: not supported with lb_policy maglev")
+		}
+		// The table holds the weights: one position per endpoint.
+		addrs := make([]string, len(c.endpoints))
+		for i, e := range c.endpoints {
+			addrs[i] = e.addr
+		}
+		c.picker = lb.NewMaglev(addrs, weights, nil)
+	} else {
+		c.picker = newPicker(c.lbPolicy, p.rrStart)
+		if c.slots = weightSlots(weights); c.slots != nil {
+			c.weights = slotCounts(c.slots, len(c.endpoints))
+		}
 	}
 	c.zone = compileZoneAware(c, cc, zone, p.rrStart)
 	var prev *cluster
@@ -389,6 +402,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 	}
 	rt.reqHeaders = compileMutation(rc.RequestHeaders)
 	rt.respHeaders = compileMutation(rc.ResponseHeaders)
+	rt.hash = compileHashPolicy(rc.HashPolicy)
 
 	switch {
 	case rc.TimeoutDisabled:

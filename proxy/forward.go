@@ -354,6 +354,12 @@ func (f *forwarding) run(start time.Time) {
 	c.pool.users.Add(1)
 	acquired = true
 
+	var key hashKey
+	if f.rt.hash != nil {
+		// Before outboundHeader, which may edit r's header in place:
+		// the key is the request's as the client sent it.
+		key.v, key.ok = f.rt.hashKey(r)
+	}
 	hdr := f.outboundHeader()
 	path, rawPath := r.URL.Path, r.URL.RawPath
 	if np := f.rt.rewritePath(path); np != path {
@@ -384,7 +390,7 @@ func (f *forwarding) run(start time.Time) {
 		if attempt > 0 || now.IsZero() {
 			now = f.p.now()
 		}
-		ep := c.pick(&f.set, now)
+		ep := c.pick(&f.set, now, key)
 		if ep == nil {
 			f.failNoHealthyUpstream()
 			return

@@ -14,7 +14,9 @@ import (
 // endpoints: without health checks, with all endpoints passing them, and
 // with one failing (panic mode is then decided without a scan); then the
 // same two for a zone-aware cluster of 8 local and 8 remote endpoints
-// (with one failing, the local share takes a pass over the endpoints).
+// (with one failing, the local share takes a pass over the endpoints),
+// and for a maglev cluster picking by a different key each time (with
+// one failing, a sixteenth of the keys walk on to the next slot).
 func BenchmarkPick(b *testing.B) {
 	var addrs []string
 	for i := range 16 {
@@ -33,10 +35,13 @@ func BenchmarkPick(b *testing.B) {
 		addrs []string
 		hc    bool
 		zone  bool
-	}{{"no_health_check", addrs, false, false}, {"all_pass", healthyOnly, true, false}, {"one_fails", addrs, true, false},
-		{"zone_aware_all_pass", healthyOnly, true, true}, {"zone_aware_one_fails", addrs, true, true}} {
+		lb    config.LBPolicy
+	}{{"no_health_check", addrs, false, false, config.LBLeastRequest}, {"all_pass", healthyOnly, true, false, config.LBLeastRequest},
+		{"one_fails", addrs, true, false, config.LBLeastRequest},
+		{"zone_aware_all_pass", healthyOnly, true, true, config.LBLeastRequest}, {"zone_aware_one_fails", addrs, true, true, config.LBLeastRequest},
+		{"maglev_all_pass", healthyOnly, true, false, config.LBMaglev}, {"maglev_one_fails", addrs, true, false, config.LBMaglev}} {
 		b.Run(bc.name, func(b *testing.B) {
-			cl := config.Cluster{Endpoints: eps(bc.addrs...), LBPolicy: config.LBLeastRequest}
+			cl := config.Cluster{Endpoints: eps(bc.addrs...), LBPolicy: bc.lb}
 			if bc.hc {
 				cl.HealthCheck = &config.HealthCheck{Interval: time.Hour, HealthyThreshold: 1, UnhealthyThreshold: 1,
 					HTTP: &config.HTTPHealthCheck{}}
@@ -71,10 +76,15 @@ func BenchmarkPick(b *testing.B) {
 			}
 			now := time.Now()
 			s := &attemptSet{c: c}
+			var key hashKey
+			if bc.lb == config.LBMaglev {
+				key.ok = true
+			}
 			b.ReportAllocs()
 			for b.Loop() {
 				*s = attemptSet{c: c}
-				if c.pick(s, now) == nil {
+				key.v += 0x9e3779b97f4a7c15
+				if c.pick(s, now, key) == nil {
 					b.Fatal("no endpoint")
 				}
 			}

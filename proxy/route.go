@@ -299,6 +299,10 @@ type route struct {
 	prefixRewriteEscaped string
 	reqHeaders           headerEdit
 	respHeaders          headerEdit
+	// hash makes the request's hash key for a maglev cluster
+	// (hash_policy); nil: the request has none. A fallback cluster's
+	// route, a copy, has it too.
+	hash []hashPolicy
 
 	timeout       time.Duration // whole request incl. retries; 0: none
 	perTryTimeout time.Duration // each attempt until response headers; 0: none
