@@ -437,6 +437,14 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 			rt.localStats = p.m.routeStats(lname, name, "")
 		}
 	}
+	if len(rc.Mirror) > 0 {
+		// After the fallback, whose copy of the route has none.
+		ms, err := p.compileMirrors(lname, rt, rc.Mirror, s)
+		if err != nil {
+			return nil, err
+		}
+		rt.mirrors = ms
+	}
 	if rc.Composition != nil {
 		if err := p.compileComposition(rt, rc.Composition, s); err != nil {
 			return nil, fmt.Errorf("composition: %w", err)

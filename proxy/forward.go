@@ -383,6 +383,9 @@ func (f *forwarding) run(start time.Time) {
 	if hasBody(r) {
 		body, stopStallWatch = f.requestBody(ctx, direct, limit)
 	}
+	if f.rt.mirrors != nil {
+		f.mirror(hdr, path, rawPath)
+	}
 	f.set.c = c
 
 	for attempt := 0; ; attempt++ {

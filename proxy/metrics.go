@@ -24,6 +24,7 @@ type metrics struct {
 	localReply  *prometheus.CounterVec   // reason
 	fallbacks   *prometheus.CounterVec   // listener, route, reason
 	faults      *prometheus.CounterVec   // listener, route, fault
+	mirrored    *prometheus.CounterVec   // listener, route, cluster, result
 	generation  prometheus.Gauge
 	localByCode [numReasons]prometheus.Counter
 
@@ -57,12 +58,13 @@ type series struct {
 	clusters     map[string]struct{}
 	endpoints    map[[2]string]struct{} // cluster, address
 	faults       map[[2]string]struct{} // listener, route: the routes with a fault
+	mirrors      map[[3]string]struct{} // listener, route, cluster: a route's mirrors
 	compositions []*composer.Composition
 }
 
 func newSeries() series {
 	return series{routes: map[[3]string]struct{}{}, clusters: map[string]struct{}{}, endpoints: map[[2]string]struct{}{},
-		faults: map[[2]string]struct{}{}}
+		faults: map[[2]string]struct{}{}, mirrors: map[[3]string]struct{}{}}
 }
 
 // endpointConns records that the compile in progress has endpoint addr
@@ -121,6 +123,11 @@ func (m *metrics) deleteMissing(from, keep series) {
 	for k := range from.faults {
 		if _, ok := keep.faults[k]; !ok {
 			m.faults.DeletePartialMatch(prometheus.Labels{"listener": k[0], "route": k[1]})
+		}
+	}
+	for k := range from.mirrors {
+		if _, ok := keep.mirrors[k]; !ok {
+			m.mirrored.DeletePartialMatch(prometheus.Labels{"listener": k[0], "route": k[1], "cluster": k[2]})
 		}
 	}
 	for c := range from.clusters {
@@ -201,6 +208,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "outrigger_proxy_faults_injected_total",
 			Help: "Requests a route's fault injection delayed or aborted, by listener, route and fault (delay, abort).",
 		}, []string{"listener", "route", "fault"}),
+		mirrored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_proxy_mirrored_requests_total",
+			Help: "Copies of a route's requests for its mirror clusters, by listener, route, mirror cluster and result (sent, failed, dropped_body, dropped_overflow).",
+		}, []string{"listener", "route", "cluster", "result"}),
 		underscores: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrigger_proxy_dropped_headers_with_underscores_total",
 			Help: "Request header and trailer fields dropped for an underscore in their name (headers_with_underscores: drop), by listener.",
@@ -227,7 +238,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.downOverflow.WithLabelValues(l.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.connectFail, m.localReply, m.fallbacks, m.faults, m.underscores, m.downConns, m.downOverflow, m.generation)
+		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.connectFail, m.localReply, m.fallbacks, m.faults, m.mirrored, m.underscores, m.downConns, m.downOverflow, m.generation)
 	}
 	return m
 }

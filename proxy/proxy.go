@@ -89,6 +89,10 @@ type Proxy struct {
 	snap     atomic.Pointer[snapshot]
 	inflight atomic.Int64
 
+	// mirrors runs the routes' mirrored requests; Shutdown stops it
+	// once the requests in flight are done.
+	mirrors *mirrorRunner
+
 	// gates cap each listener's downstream connections, across the
 	// servers Serve runs for it; Apply sets their caps.
 	gates [numListeners]*connGate
@@ -178,6 +182,7 @@ func New(opts Options) *Proxy {
 		evalDone:  make(chan struct{}),
 		applied:   make(chan struct{}, 1),
 		servers:   map[net.Listener]*served{},
+		mirrors:   newMirrorRunner(),
 	}
 	if p.log == nil {
 		p.log = zap.NewNop()
@@ -761,6 +766,9 @@ func drainServers(ctx context.Context, servers []*served) error {
 // Shutdown stops every Serve from accepting, lets requests in flight finish
 // until ctx is done, then closes the remaining connections and the idle
 // upstream connections. It returns ctx's error if the drain did not finish.
+// Mirrored requests (routes[].mirror) still in flight once the requests
+// are done are cancelled, not waited for, and Shutdown returns once their
+// goroutines have.
 //
 // The inbound listeners drain first: the outbound ones go on accepting
 // and serving until the inbound requests in flight (upgraded connections
@@ -800,6 +808,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		err = e
 	}
 	finishDrain(err, &p.inflight, servers...)
+	// No request is left to start a mirrored one: those in flight are
+	// cancelled rather than waited for (a copy's answer matters to no
+	// one), before the pools close their idle connections.
+	p.mirrors.stop()
 	p.applyMu.Lock()
 	for _, pl := range p.pools {
 		pl.closeIdle()

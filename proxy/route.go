@@ -322,6 +322,8 @@ type route struct {
 	localStats *routeStats // local replies on this route (cluster label ""); nil for a cluster route without a direct-response fallback or a fault
 
 	fault *routeFault // nil: none
+
+	mirrors []routeMirror // nil: none (see mirror.go)
 }
 
 // pickCluster chooses among weighted clusters with the injected rand.

@@ -140,6 +140,27 @@ routes: [{cluster: a, timeout: 0}]
 	}
 }
 
+// A route's mirror may copy to its own cluster (as Envoy allows), to a
+// weighted route's clusters, and to several clusters; a mirror without
+// percent copies every request.
+func TestMirrorAccepted(t *testing.T) {
+	cfg, err := Parse([]byte(`
+clusters: {a: {endpoints: ["10.0.0.1:80"]}, b: {endpoints: ["10.0.0.2:80"]}}
+routes:
+  - cluster: a
+    mirror: [{cluster: a}, {cluster: b, percent: 0.5}]
+  - weighted_clusters: [{cluster: a, weight: 1}, {cluster: b, weight: 1}]
+    mirror: [{cluster: b, percent: 100}]
+`), "t.yaml")
+	if err != nil {
+		t.Fatalf("rejected:\n%v", err)
+	}
+	m := cfg.Routes[0].Mirror
+	if len(m) != 2 || m[0].MirrorPercent() != 100 || m[1].MirrorPercent() != 0.5 {
+		t.Fatalf("mirror = %+v", m)
+	}
+}
+
 // YAML merge keys share settings between clusters; the merged values apply
 // and the explicit ones win.
 func TestMergeKeysApply(t *testing.T) {

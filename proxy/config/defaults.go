@@ -197,6 +197,12 @@ func (r *Route) applyDefaults(i int) {
 	if r.DirectResponse == nil && !r.TimeoutDisabled {
 		setDuration(&r.Timeout, DefaultRouteTimeout)
 	}
+	for i := range r.Mirror {
+		if r.Mirror[i].Percent == nil {
+			all := 100.0
+			r.Mirror[i].Percent = &all
+		}
+	}
 	if rp := r.Retry; rp != nil {
 		setInt(&rp.Attempts, DefaultRetryAttempts)
 		if len(rp.RetryOn) == 0 {

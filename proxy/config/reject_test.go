@@ -910,6 +910,46 @@ routes:
   - cluster: a
     fault: {max_active: -1, delay: {fixed: 1s, percent: 1}}
 `, `t.yaml:8: routes[0].fault.max_active: must not be negative, got -1`},
+		{"mirror to an unknown cluster", okCluster + `
+routes:
+  - cluster: a
+    mirror: [{cluster: b}]
+`, `t.yaml:8: routes[0].mirror[0].cluster: unknown cluster "b" (did you mean "a"?)`},
+		{"mirror without a cluster", okCluster + `
+routes:
+  - cluster: a
+    mirror: [{percent: 5}]
+`, `t.yaml:8: routes[0].mirror[0].cluster: required`},
+		{"mirror to a cluster twice", okCluster + `
+routes:
+  - cluster: a
+    mirror: [{cluster: a}, {cluster: a, percent: 1}]
+`, `t.yaml:8: routes[0].mirror[1].cluster: duplicate cluster "a" (also mirror[0])`},
+		{"mirror of no requests", okCluster + `
+routes:
+  - cluster: a
+    mirror: [{cluster: a, percent: 0}]
+`, `t.yaml:8: routes[0].mirror[0].percent: must be above 0 and at most 100, got 0`},
+		{"mirror of over 100 percent", okCluster + `
+routes:
+  - cluster: a
+    mirror:
+      - cluster: a
+        percent: 101
+`, `t.yaml:10: routes[0].mirror[0].percent: must be above 0 and at most 100, got 101`},
+		{"mirror with direct_response", okCluster + `
+routes:
+  - direct_response: {status: 200}
+    mirror: [{cluster: a}]
+`, `t.yaml:8: routes[0].mirror: not used with direct_response`},
+		{"mirror with composition", okCluster + `
+routes:
+  - match: {path: {exact: /c}}
+    composition:
+      calls:
+        - {name: x, cluster: a, path: /x}
+    mirror: [{cluster: a}]
+`, `t.yaml:11: routes[0].mirror: not used with composition`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

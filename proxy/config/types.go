@@ -779,6 +779,35 @@ type Route struct {
 	// (Envoy's HTTP fault filter, Istio's VirtualService fault). Absent
 	// (nil) means none.
 	Fault *Fault `yaml:"fault,omitempty" json:"fault,omitempty"`
+
+	// Mirror sends a copy of a share of the route's requests to other
+	// clusters, fire and forget: the client gets the answer of the
+	// route's own cluster, never a mirror's (Envoy's
+	// request_mirror_policies, Istio's VirtualService mirror). Only with
+	// cluster or weighted_clusters. Empty means none.
+	Mirror []Mirror `yaml:"mirror,omitempty" json:"mirror,omitempty"`
+}
+
+// Mirror is one cluster a route's requests are copied to.
+type Mirror struct {
+	// Cluster receives the copies; required. It may be the route's own
+	// cluster (as Envoy allows): the copies then come with a Host
+	// ending in "-shadow".
+	Cluster string `yaml:"cluster" json:"cluster"`
+
+	// Percent is the share of the route's requests copied, above 0 and
+	// at most 100 (a fraction such as 0.5 is allowed). Absent (nil)
+	// means 100, every request, as Istio's mirrorPercentage.
+	Percent *float64 `yaml:"percent,omitempty" json:"percent,omitempty"`
+}
+
+// MirrorPercent is m's share of the requests: Percent, or 100 when it
+// is absent.
+func (m *Mirror) MirrorPercent() float64 {
+	if m.Percent == nil {
+		return 100
+	}
+	return *m.Percent
 }
 
 // Fault is a route's fault injection: a delay, an abort, or both (a

@@ -448,6 +448,7 @@ func (r *Route) validate(p *problems, path string) {
 			{"include_request_attempt_count", r.IncludeRequestAttemptCount},
 			{"prefix_rewrite", r.PrefixRewrite != ""},
 			{"request_headers", len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0},
+			{"mirror", len(r.Mirror) > 0},
 		} {
 			if f.set && len(actions) == 1 {
 				p.add(path+"."+f.key, "not used with direct_response")
@@ -468,6 +469,9 @@ func (r *Route) validate(p *problems, path string) {
 			// The calls are bounded by the route timeout and the
 			// composition's deadline; none streams to the client.
 			{"idle_timeout", r.IdleTimeout != 0},
+			// A copy of a composite request would be composed again,
+			// its calls made twice; mirror a call's own route instead.
+			{"mirror", len(r.Mirror) > 0},
 		} {
 			if f.set {
 				p.add(path+"."+f.key, "not used with composition")
@@ -505,6 +509,20 @@ func (r *Route) validate(p *problems, path string) {
 	r.ResponseHeaders.validate(p, path+".response_headers")
 	if r.Fault != nil {
 		r.Fault.validate(p, path+".fault")
+	}
+	seen := map[string]int{}
+	for i, m := range r.Mirror {
+		ip := indexPath(path+".mirror", i)
+		if m.Cluster == "" {
+			p.add(ip+".cluster", "required")
+		} else if j, dup := seen[m.Cluster]; dup {
+			p.addf(ip+".cluster", "duplicate cluster %q (also mirror[%d])", m.Cluster, j)
+		} else {
+			seen[m.Cluster] = i
+		}
+		if m.Percent != nil {
+			checkPercent(p, ip+".percent", *m.Percent)
+		}
 	}
 }
 
@@ -1005,6 +1023,11 @@ func (c *Config) validateReferences(p *problems) {
 				if pol := orString(string(c.Clusters[name].LBPolicy), string(LBRoundRobin)); pol != string(LBMaglev) {
 					p.addf(path+".hash_policy", "needs lb_policy maglev on cluster %q, whose clusters.%s.lb_policy is %s: only maglev picks by the hash", name, name, pol)
 				}
+			}
+		}
+		for j, m := range r.Mirror {
+			if m.Cluster != "" && !known(m.Cluster) {
+				unknown(indexPath(path+".mirror", j)+".cluster", m.Cluster)
 			}
 		}
 		if r.Retry != nil {

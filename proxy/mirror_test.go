@@ -1,0 +1,346 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// mirrored is what a mirror upstream saw of one request.
+type mirrored struct {
+	method, path, host, requestID, added, forwardedFor string
+	body                                               string
+	contentLength                                      int64
+}
+
+// mirrorUpstream starts an upstream that reports each request it gets
+// on the returned channel, then runs hold (when not nil) before it
+// answers 200 "mirror".
+func mirrorUpstream(t *testing.T, hold func(r *http.Request)) (string, chan mirrored) {
+	got := make(chan mirrored, 64)
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- mirrored{method: r.Method, path: r.URL.RequestURI(), host: r.Host, requestID: r.Header.Get("X-Request-Id"),
+			added: r.Header.Get("X-Added"), forwardedFor: r.Header.Get("X-Forwarded-For"), body: string(b),
+			contentLength: r.ContentLength}
+		if hold != nil {
+			hold(r)
+		}
+		_, _ = io.WriteString(w, "mirror")
+	})
+	return addr(up), got
+}
+
+// mirrorConfig routes everything to cluster svc at primary, mirrored to
+// cluster shadow at shadow with percent (nil: absent).
+func mirrorConfig(primary, shadow string, percent *float64, mod ...func(*config.Route)) *config.Config {
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(primary)}, append([]func(*config.Route){func(r *config.Route) {
+		r.Mirror = []config.Mirror{{Cluster: "shadow", Percent: percent}}
+	}}, mod...)...)
+	cfg.Clusters["shadow"] = config.Cluster{Endpoints: eps(shadow)}
+	return cfg
+}
+
+func (h *harness) mirrorCount(res mirrorResult) float64 {
+	return counterValue(h.p.m.mirrored.WithLabelValues("outbound", "all", "shadow", mirrorResultNames[res]))
+}
+
+// receive waits for the mirror upstream's next request.
+func receive(t *testing.T, got chan mirrored) mirrored {
+	t.Helper()
+	select {
+	case m := <-got:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("the mirror upstream got no request")
+		return mirrored{}
+	}
+}
+
+// The mirror gets the request as the primary does, after the route's
+// prefix_rewrite and request_headers, with the same x-request-id and
+// X-Forwarded-For, its body (whether sent with a length or chunked),
+// and its Host with "-shadow" before the port. The client gets the
+// primary's answer.
+func TestMirrorGetsTheRequestThePrimaryGets(t *testing.T) {
+	primary := make(chan mirrored, 8)
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		primary <- mirrored{method: r.Method, path: r.URL.RequestURI(), host: r.Host, requestID: r.Header.Get("X-Request-Id"),
+			added: r.Header.Get("X-Added"), forwardedFor: r.Header.Get("X-Forwarded-For"), body: string(b)}
+		_, _ = io.WriteString(w, "primary")
+	})
+	shadow, got := mirrorUpstream(t, nil)
+	h := startProxy(t, mirrorConfig(addr(p), shadow, nil, func(r *config.Route) {
+		r.Match.Path.Prefix = "/api/"
+		r.PrefixRewrite = "/v2/"
+		r.RequestHeaders.Add = []config.HeaderValue{{Name: "x-added", Value: "yes"}}
+	}))
+	for _, tc := range []struct {
+		name    string
+		body    io.Reader
+		length  int64
+		wantLen int64
+	}{
+		{"no body", nil, 0, 0},
+		{"body with a length", strings.NewReader("hello mirror"), 12, 12},
+		// Sent chunked; the copy goes with its length, as it is whole.
+		{"chunked body", io.MultiReader(strings.NewReader("hello "), strings.NewReader("mirror")), -1, 12},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			method := "POST"
+			if tc.body == nil {
+				method = "GET"
+			}
+			req, _ := http.NewRequest(method, h.url("/api/items?q=1"), tc.body)
+			req.ContentLength = tc.length
+			req.Host = "api.example:8080"
+			resp, err := h.h1.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body := readAll(t, resp); resp.StatusCode != 200 || body != "primary" {
+				t.Fatalf("client got %d %q, want the primary's 200", resp.StatusCode, body)
+			}
+			pr, m := receive(t, primary), receive(t, got)
+			want := pr
+			want.host = "api.example-shadow:8080"
+			want.contentLength = tc.wantLen
+			if pr.host != "api.example:8080" || pr.path != "/v2/items?q=1" || pr.added != "yes" || pr.requestID == "" || pr.forwardedFor != "127.0.0.1" {
+				t.Fatalf("primary got %+v", pr)
+			}
+			if m != want {
+				t.Fatalf("mirror got\n%+v\nwant\n%+v", m, want)
+			}
+		})
+	}
+	eventually(t, 10*time.Second, "3 mirrored requests counted", func() bool { return h.mirrorCount(mirrorSent) == 3 })
+}
+
+// A mirror that does not answer delays neither the client's response
+// nor later requests: the client has the primary's answer while the
+// mirror upstream still holds its copy. Shutdown then ends the copy in
+// flight at once, and counts it failed.
+func TestMirrorNeverDelaysThePrimaryAndShutdownEndsIt(t *testing.T) {
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "primary") })
+	var held atomic.Int64
+	ended := make(chan struct{}, 8)
+	shadow, got := mirrorUpstream(t, func(r *http.Request) {
+		held.Add(1)
+		<-r.Context().Done() // never answers: only the proxy ends it
+		held.Add(-1)
+		ended <- struct{}{}
+	})
+	h := startProxy(t, mirrorConfig(addr(p), shadow, nil, func(r *config.Route) { r.Timeout = time.Minute }))
+	for i := range 2 {
+		resp, body := do(t, h.h1, "POST", h.url("/"), []byte("data"))
+		if resp.StatusCode != 200 || body != "primary" {
+			t.Fatalf("request %d: %d %q, want the primary's 200", i, resp.StatusCode, body)
+		}
+	}
+	receive(t, got)
+	receive(t, got)
+	eventually(t, 10*time.Second, "the mirror upstream to hold both copies", func() bool { return held.Load() == 2 })
+	if v := h.mirrorCount(mirrorSent) + h.mirrorCount(mirrorFailed); v != 0 {
+		t.Fatalf("%v copies ended while the mirror upstream holds them", v)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := h.p.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("Shutdown took %v: it waited for the mirrored requests", took)
+	}
+	// Shutdown returned once the copies' goroutines had: counted.
+	if v := h.mirrorCount(mirrorFailed); v != 2 {
+		t.Fatalf("failed copies after Shutdown: %v, want 2", v)
+	}
+	for range 2 {
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the mirror upstream's request was not ended by Shutdown")
+		}
+	}
+}
+
+// A mirror that cannot be reached is the mirror cluster's failure only:
+// the client has the primary's answer, and the copy counts as failed,
+// and as a connect failure of the mirror cluster, as any request's.
+func TestMirrorFailureIsNotTheClients(t *testing.T) {
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "primary") })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	h := startProxy(t, mirrorConfig(addr(p), refused, nil))
+	for i := range 3 {
+		resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+		if resp.StatusCode != 200 || body != "primary" || resp.Header.Get(HeaderError) != "" {
+			t.Fatalf("request %d: %d %q %q, want the primary's 200", i, resp.StatusCode, body, resp.Header.Get(HeaderError))
+		}
+	}
+	eventually(t, 10*time.Second, "3 failed copies", func() bool { return h.mirrorCount(mirrorFailed) == 3 })
+	if v := counterValue(h.p.m.connectFail.WithLabelValues("shadow", "refused")); v != 3 {
+		t.Fatalf("connect failures of the mirror cluster: %v, want 3", v)
+	}
+	if v := counterValue(h.p.m.requests.WithLabelValues("outbound", "all", "svc", "2xx")); v != 3 {
+		t.Fatalf("route requests: %v, want the 3 the client sent", v)
+	}
+}
+
+// percent copies that share of the requests: with draws that go round
+// the quarters of the million, 25 % of 40 requests are mirrored.
+func TestMirrorPercent(t *testing.T) {
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {})
+	shadow, got := mirrorUpstream(t, nil)
+	var next atomic.Int64
+	draw := func(n int64) int64 { return (next.Add(1) - 1) % 4 * (n / 4) }
+	quarter := 25.0
+	h := startProxy(t, mirrorConfig(addr(p), shadow, &quarter), func(o *Options) { o.Int63n = draw })
+	for range 40 {
+		if resp, _ := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 200 {
+			t.Fatalf("%d, want 200", resp.StatusCode)
+		}
+	}
+	eventually(t, 10*time.Second, "10 copies sent", func() bool { return h.mirrorCount(mirrorSent) == 10 })
+	if len(got) != 10 {
+		t.Fatalf("the mirror upstream got %d requests, want 10", len(got))
+	}
+}
+
+// A body over the cap, with a length or chunked, reaches the primary
+// whole and is not mirrored; nor is one over max_request_body_bytes,
+// which the client is refused.
+func TestMirrorDropsABodyOverTheCap(t *testing.T) {
+	var primaryGot atomic.Int64
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if bytes.Equal(b, bytes.Repeat([]byte("x"), len(b))) {
+			primaryGot.Store(int64(len(b)))
+		}
+	})
+	shadow, got := mirrorUpstream(t, nil)
+	h := startProxy(t, mirrorConfig(addr(p), shadow, nil))
+	large := bytes.Repeat([]byte("x"), mirrorBodyCap+1)
+	for _, chunked := range []bool{false, true} {
+		primaryGot.Store(0)
+		req, _ := http.NewRequest("POST", h.url("/"), io.MultiReader(bytes.NewReader(large)))
+		if !chunked {
+			req.ContentLength = int64(len(large))
+		}
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.StatusCode != 200 || primaryGot.Load() != int64(len(large)) {
+			t.Fatalf("chunked %v: %d, the primary got %d bytes; want 200 and %d", chunked, resp.StatusCode, primaryGot.Load(), len(large))
+		}
+	}
+	eventually(t, 10*time.Second, "2 copies dropped", func() bool { return h.mirrorCount(mirrorDroppedBody) == 2 })
+
+	// Within the cap but over max_request_body_bytes: refused, and not
+	// mirrored either. A length that says so is refused before the
+	// request is forwarded, so before any mirror is drawn (not counted);
+	// a chunked body crosses the limit as it streams.
+	cfg := mirrorConfig(addr(p), shadow, nil)
+	cfg.Listeners.MaxRequestBodyBytes = 10
+	if err := h.p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, chunked := range []bool{false, true} {
+		req, _ := http.NewRequest("POST", h.url("/"), io.MultiReader(strings.NewReader("more than ten bytes")))
+		if !chunked {
+			req.ContentLength = 19
+		}
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("chunked %v: %d, want 413", chunked, resp.StatusCode)
+		}
+	}
+	eventually(t, 10*time.Second, "3 copies dropped", func() bool { return h.mirrorCount(mirrorDroppedBody) == 3 })
+	if len(got) != 0 || h.mirrorCount(mirrorSent) != 0 {
+		t.Fatalf("the mirror upstream got %d requests, want none", len(got))
+	}
+}
+
+// Past the bound on copies in flight, copies are dropped and counted;
+// the client never waits for a slot.
+func TestMirrorOverflowDrops(t *testing.T) {
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {})
+	release := make(chan struct{})
+	shadow, got := mirrorUpstream(t, func(r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	h := startProxy(t, mirrorConfig(addr(p), shadow, nil))
+	h.p.mirrors.setMax(1)
+	for range 3 {
+		if resp, _ := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 200 {
+			t.Fatalf("%d, want 200", resp.StatusCode)
+		}
+	}
+	receive(t, got)
+	if v := h.mirrorCount(mirrorDroppedOverflow); v != 2 {
+		t.Fatalf("copies dropped past the bound: %v, want 2", v)
+	}
+	close(release)
+	eventually(t, 10*time.Second, "the copy in flight to be sent", func() bool { return h.mirrorCount(mirrorSent) == 1 })
+	if resp, _ := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 200 {
+		t.Fatalf("%d, want 200", resp.StatusCode)
+	}
+	receive(t, got)
+	eventually(t, 10*time.Second, "a copy sent once a slot is free", func() bool { return h.mirrorCount(mirrorSent) == 2 })
+}
+
+// A reload that removes a route's mirror removes its series; the
+// series are there from the route's start, at 0.
+func TestMirrorSeriesGoWithTheMirror(t *testing.T) {
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {})
+	shadow, _ := mirrorUpstream(t, nil)
+	h := startProxy(t, mirrorConfig(addr(p), shadow, nil))
+	if n := countSeries(t, h, "outrigger_proxy_mirrored_requests_total", "route", "all"); n != int(numMirrorResults) {
+		t.Fatalf("%d mirror series, want %d", n, numMirrorResults)
+	}
+	if err := h.p.Apply(simpleConfig(config.Cluster{Endpoints: eps(addr(p))})); err != nil {
+		t.Fatal(err)
+	}
+	if n := countSeries(t, h, "outrigger_proxy_mirrored_requests_total", "route", "all"); n != 0 {
+		t.Fatalf("%d mirror series after the mirror was removed, want 0", n)
+	}
+}
+
+func TestShadowHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"api":              "api-shadow",
+		"api.example:8080": "api.example-shadow:8080",
+		"10.0.0.1:80":      "10.0.0.1-shadow:80",
+		"[::1]:80":         "[::1]-shadow:80",
+		"[::1]":            "[::1]-shadow",
+		"":                 "",
+	} {
+		if got := shadowHost(in); got != want {
+			t.Errorf("shadowHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
