@@ -72,8 +72,9 @@ type routeMirror struct {
 	perMillion int
 	// rt is the route as the copies see it: the route timeout (or the
 	// default one when the route has none, so that a copy never lives
-	// forever), no retries, no rewrite or header edits (the copy carries
-	// the primary's).
+	// forever), its attempt count header (a copy's one attempt is 1), no
+	// retries, no rewrite or header edits (the copy carries the
+	// primary's).
 	rt     *route
 	counts [numMirrorResults]prometheus.Counter
 }
@@ -96,7 +97,7 @@ func (p *Proxy) compileMirrors(lname string, rt *route, ms []config.Mirror, s *s
 			return nil, fmt.Errorf("mirror[%d].cluster: unknown cluster %q", i, mc.Cluster)
 		}
 		m := routeMirror{c: c, perMillion: perMillion(mc.MirrorPercent()),
-			rt: &route{name: rt.name, timeout: timeout}}
+			rt: &route{name: rt.name, timeout: timeout, attemptCount: rt.attemptCount}}
 		for r := range numMirrorResults {
 			m.counts[r] = p.m.mirrored.WithLabelValues(lname, rt.name, c.name, mirrorResultNames[r])
 		}

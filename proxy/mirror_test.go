@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,14 +13,18 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // mirrored is what a mirror upstream saw of one request.
 type mirrored struct {
-	method, path, host, requestID, added, forwardedFor string
-	body                                               string
-	contentLength                                      int64
+	method, path, host, requestID, added, forwardedFor, attempt, expect string
+	body                                                                string
+	contentLength                                                       int64
 }
 
 // mirrorUpstream starts an upstream that reports each request it gets
@@ -29,8 +35,8 @@ func mirrorUpstream(t *testing.T, hold func(r *http.Request)) (string, chan mirr
 	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		got <- mirrored{method: r.Method, path: r.URL.RequestURI(), host: r.Host, requestID: r.Header.Get("X-Request-Id"),
-			added: r.Header.Get("X-Added"), forwardedFor: r.Header.Get("X-Forwarded-For"), body: string(b),
-			contentLength: r.ContentLength}
+			added: r.Header.Get("X-Added"), forwardedFor: r.Header.Get("X-Forwarded-For"), attempt: r.Header.Get(hdrAttemptCount),
+			body: string(b), contentLength: r.ContentLength}
 		if hold != nil {
 			hold(r)
 		}
@@ -342,5 +348,116 @@ func TestShadowHost(t *testing.T) {
 		if got := shadowHost(in); got != want {
 			t.Errorf("shadowHost(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// streamRecorder is a testService that also reports each client
+// stream's aggregated size and :authority.
+type streamRecorder struct {
+	testService
+	streams chan string
+}
+
+func (s *streamRecorder) StreamingInputCall(stream grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
+	total := 0
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			md, _ := metadata.FromIncomingContext(stream.Context())
+			s.streams <- fmt.Sprintf("%d %s", total, strings.Join(md.Get(":authority"), ","))
+			return stream.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
+		}
+		if err != nil {
+			return err
+		}
+		total += len(m.GetPayload().GetBody())
+	}
+}
+
+// gRPC calls are mirrored once their request stream is whole: a unary
+// call, and a client stream once the client ends it, with every message
+// and the -shadow authority.
+func TestMirrorGRPC(t *testing.T) {
+	primary, shadow := &streamRecorder{streams: make(chan string, 4)}, &streamRecorder{streams: make(chan string, 4)}
+	cfg := grpcConfig(startGRPCServer(t, primary))
+	cfg.Clusters["shadow"] = config.Cluster{Endpoints: eps(startGRPCServer(t, shadow)), Protocol: config.ProtocolGRPC}
+	cfg.Routes[0].Mirror = []config.Mirror{{Cluster: "shadow"}}
+	h := startProxy(t, cfg)
+	c := grpcClient(t, h.out)
+
+	resp, err := c.UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hi")}})
+	if err != nil || string(resp.GetPayload().GetBody()) != "hi" {
+		t.Fatalf("unary: %v %v", resp, err)
+	}
+	eventually(t, 10*time.Second, "the mirror's unary call", func() bool { return shadow.calls.Load() == 1 })
+
+	stream, err := c.StreamingInputCall(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := stream.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 100)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := stream.CloseAndRecv(); err != nil || r.GetAggregatedPayloadSize() != 300 {
+		t.Fatalf("client stream: %v %v", r, err)
+	}
+	if got := <-primary.streams; got != "300 "+h.out {
+		t.Fatalf("primary: %q", got)
+	}
+	host, port, _ := net.SplitHostPort(h.out)
+	select {
+	case got := <-shadow.streams:
+		if want := "300 " + host + "-shadow:" + port; got != want {
+			t.Fatalf("mirror: %q, want %q", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the mirror got no client stream")
+	}
+	eventually(t, 10*time.Second, "2 copies sent", func() bool {
+		return counterValue(h.p.m.mirrored.WithLabelValues("outbound", "grpc", "shadow", "sent")) == 2
+	})
+}
+
+// On a route that retries, the copy is made once, of the body as the
+// client sent it, however many attempts the primary makes; its one
+// attempt is attempt 1.
+func TestMirrorOnceWhateverThePrimaryRetries(t *testing.T) {
+	var attempts atomic.Int64
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if attempts.Add(1) == 1 {
+			w.WriteHeader(503)
+			return
+		}
+		_, _ = w.Write(b)
+	})
+	shadow, got := mirrorUpstream(t, nil)
+	h := startProxy(t, mirrorConfig(addr(p), shadow, nil, func(r *config.Route) {
+		r.Retry = &config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"5xx"}, AllowNonIdempotent: true,
+			Backoff: config.Backoff{Base: time.Millisecond, Max: time.Millisecond}}
+		r.IncludeRequestAttemptCount = true
+	}))
+	for _, chunked := range []bool{false, true} {
+		attempts.Store(0)
+		req, _ := http.NewRequest("POST", h.url("/"), io.MultiReader(strings.NewReader("once")))
+		if !chunked {
+			req.ContentLength = 4
+		}
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(t, resp); resp.StatusCode != 200 || body != "once" || attempts.Load() != 2 {
+			t.Fatalf("chunked %v: %d %q after %d attempts, want the retry's 200", chunked, resp.StatusCode, body, attempts.Load())
+		}
+		if m := receive(t, got); m.body != "once" || m.attempt != "1" {
+			t.Fatalf("chunked %v: the mirror got %q, attempt %q", chunked, m.body, m.attempt)
+		}
+	}
+	eventually(t, 10*time.Second, "2 copies sent", func() bool { return h.mirrorCount(mirrorSent) == 2 })
+	if len(got) != 0 {
+		t.Fatalf("%d more copies, want one per request", len(got))
 	}
 }
