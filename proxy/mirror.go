@@ -220,6 +220,9 @@ func (f *forwarding) mirror(hdr http.Header, path, rawPath string) {
 	mc := &mirrorCopy{p: p, s: f.s, to: to, method: r.Method, host: shadowHost(r.Host),
 		path: path, raw: rawPath, query: r.URL.RawQuery, forceQuery: r.URL.ForceQuery,
 		header: hdr.Clone(), grpc: f.grpc}
+	// The copy's body is whole in memory when it goes: asking the
+	// mirror whether to send it would only wait for its 100 Continue.
+	delete(mc.header, "Expect")
 	switch {
 	case f.upgrade != "":
 		// A protocol switch's stream is not a body that can be copied,

@@ -36,7 +36,7 @@ func mirrorUpstream(t *testing.T, hold func(r *http.Request)) (string, chan mirr
 		b, _ := io.ReadAll(r.Body)
 		got <- mirrored{method: r.Method, path: r.URL.RequestURI(), host: r.Host, requestID: r.Header.Get("X-Request-Id"),
 			added: r.Header.Get("X-Added"), forwardedFor: r.Header.Get("X-Forwarded-For"), attempt: r.Header.Get(hdrAttemptCount),
-			body: string(b), contentLength: r.ContentLength}
+			expect: r.Header.Get("Expect"), body: string(b), contentLength: r.ContentLength}
 		if hold != nil {
 			hold(r)
 		}
@@ -459,5 +459,33 @@ func TestMirrorOnceWhateverThePrimaryRetries(t *testing.T) {
 	eventually(t, 10*time.Second, "2 copies sent", func() bool { return h.mirrorCount(mirrorSent) == 2 })
 	if len(got) != 0 {
 		t.Fatalf("%d more copies, want one per request", len(got))
+	}
+}
+
+// A client's "Expect: 100-continue" goes to the primary, which decides
+// whether to take the body, and not with the copy, whose body is whole
+// in memory: the mirror would only be waited for.
+func TestMirrorCopyDoesNotExpectContinue(t *testing.T) {
+	primary := make(chan string, 1)
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		primary <- r.Header.Get("Expect") + " " + string(b)
+	})
+	shadow, got := mirrorUpstream(t, nil)
+	h := startProxy(t, mirrorConfig(addr(p), shadow, nil))
+	c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: api\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nbody"); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-primary; got != "100-continue body" {
+		t.Fatalf("primary got %q, want the Expect and the body", got)
+	}
+	if m := receive(t, got); m.expect != "" || m.body != "body" || m.host != "api-shadow" {
+		t.Fatalf("mirror got %+v, want the body without Expect", m)
 	}
 }
