@@ -489,3 +489,31 @@ func TestMirrorCopyDoesNotExpectContinue(t *testing.T) {
 		t.Fatalf("mirror got %+v, want the body without Expect", m)
 	}
 }
+
+// A request that ends before its body was read whole (the primary
+// answered without waiting for the rest of it) is not mirrored: the
+// copy is counted dropped when the request ends. (The primary speaks
+// HTTP/2: net/http's HTTP/1.1 server reads the rest of a body its
+// handler left before it answers.)
+func TestMirrorDropsABodyThePrimaryDidNotRead(t *testing.T) {
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "early") })
+	shadow, got := mirrorUpstream(t, nil)
+	cfg := mirrorConfig(addr(p), shadow, nil)
+	cfg.Clusters["svc"] = config.Cluster{Endpoints: eps(addr(p)), Protocol: config.ProtocolHTTP2}
+	h := startProxy(t, cfg)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = io.WriteString(pw, "part of a body") }()
+	req, _ := http.NewRequest("POST", h.url("/"), pr)
+	resp, err := h.h1.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); resp.StatusCode != 200 || body != "early" {
+		t.Fatalf("%d %q, want the primary's early answer", resp.StatusCode, body)
+	}
+	eventually(t, 10*time.Second, "the copy to be dropped", func() bool { return h.mirrorCount(mirrorDroppedBody) == 1 })
+	if len(got) != 0 || h.mirrorCount(mirrorSent) != 0 {
+		t.Fatalf("the mirror upstream got %d requests, want none", len(got))
+	}
+}
