@@ -30,6 +30,9 @@ const (
 	DefaultTLSMinVersion = "1.2"
 	DefaultTLSMaxVersion = "1.3"
 
+	// DefaultTLSHandshakeTimeout is a listener tls's handshake_timeout.
+	DefaultTLSHandshakeTimeout = 10 * time.Second
+
 	DefaultHealthCheckInterval = 5 * time.Second
 	DefaultHealthCheckTimeout  = time.Second
 	DefaultHealthyThreshold    = 2
@@ -101,6 +104,8 @@ func (c *Config) WithDefaults() *Config {
 	setString((*string)(&l.Inbound.AppProtocol), string(ProtocolHTTP1))
 	setString((*string)(&l.Inbound.HeadersWithUnderscores), string(HeadersWithUnderscoresAllow))
 	setString(&l.AppAPI.Address, DefaultAppAPIAddress)
+	l.Outbound.TLS.applyDefaults()
+	l.Inbound.TLS.applyDefaults()
 	setInt(&l.MaxRequestHeaderBytes, DefaultMaxRequestHeaderBytes)
 	setDuration(&l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setDuration(&l.IdleTimeout, DefaultIdleTimeout)
@@ -313,4 +318,15 @@ func deepCopy(v reflect.Value) reflect.Value {
 	default:
 		return v
 	}
+}
+
+// applyDefaults fills in a listener tls's defaults, only with TLS on:
+// Validate refuses a tls key beside enabled: false.
+func (t *ListenerTLS) applyDefaults() {
+	if !t.Enabled {
+		return
+	}
+	setString(&t.MinVersion, DefaultTLSMinVersion)
+	setString(&t.MaxVersion, DefaultTLSMaxVersion)
+	setDuration(&t.HandshakeTimeout, DefaultTLSHandshakeTimeout)
 }

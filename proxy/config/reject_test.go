@@ -60,6 +60,41 @@ listeners:
     app: 127.0.0.1:8080
     max_connections: -5
 `, `t.yaml:5: listeners.inbound.max_connections: must not be negative, got -5 (0 means a quarter of the open-file limit)`},
+		{"listener tls settings while disabled", `
+listeners:
+  inbound:
+    app: 127.0.0.1:8080
+    tls: {cert_file: /c.pem, require_client_cert: true, handshake_timeout: 1s}
+`, `t.yaml:5: listeners.inbound.tls: cert_file, require_client_cert, handshake_timeout set but enabled is false`},
+		{"listener tls without a certificate", `
+listeners:
+  outbound:
+    tls: {enabled: true, key_file: /k.pem}
+`, `t.yaml:4: listeners.outbound.tls: cert_file and key_file are required`},
+		{"listener tls requiring a client certificate with no CA", `
+listeners:
+  inbound:
+    app: 127.0.0.1:8080
+    tls: {enabled: true, cert_file: /c.pem, key_file: /k.pem, require_client_cert: true}
+`, `t.yaml:5: listeners.inbound.tls.require_client_cert: needs client_ca_file, the CAs to verify client certificates with`},
+		{"listener tls unknown versions", `
+listeners:
+  inbound:
+    app: 127.0.0.1:8080
+    tls: {enabled: true, cert_file: /c.pem, key_file: /k.pem, min_version: "1.0", max_version: "1.4"}
+`, "t.yaml:5: listeners.inbound.tls.min_version: must be \"1.2\" or \"1.3\", got \"1.0\"\nt.yaml:5: listeners.inbound.tls.max_version: must be \"1.2\" or \"1.3\", got \"1.4\""},
+		{"listener tls versions crossed", `
+listeners:
+  inbound:
+    app: 127.0.0.1:8080
+    tls: {enabled: true, cert_file: /c.pem, key_file: /k.pem, min_version: "1.3", max_version: "1.2"}
+`, `t.yaml:5: listeners.inbound.tls: min_version 1.3 is above max_version 1.2`},
+		{"listener tls negative handshake timeout", `
+listeners:
+  inbound:
+    app: 127.0.0.1:8080
+    tls: {enabled: true, cert_file: /c.pem, key_file: /k.pem, handshake_timeout: -1s}
+`, `t.yaml:5: listeners.inbound.tls.handshake_timeout: must not be negative, got -1s`},
 		{"bad duration", okCluster + `    connect_timeout: 1 second
 `, `t.yaml:5: clusters.a.connect_timeout: invalid duration "1 second": expected a number with a unit, e.g. "250ms", "1s", "1m30s"`},
 		{"duration without unit", okCluster + `    connect_timeout: 5

@@ -10,10 +10,10 @@ import (
 )
 
 // MaxTLSFileBytes bounds a file a cluster's tls names (ca_file,
-// cert_file, key_file): the largest CA bundles are a few hundred KB.
+// cert_file, key_file), or a listener's: the largest CA bundles are a few hundred KB.
 const MaxTLSFileBytes = 4 << 20
 
-// ReadTLSFile reads a file a cluster's tls names: a regular file (or a
+// ReadTLSFile reads a file a cluster's or a listener's tls names: a regular file (or a
 // symlink to one) of at most MaxTLSFileBytes. Anything else is an error
 // that says what it is: a FIFO or a device, whose read could wait for
 // good (and hold the reload, or the check of the files every 2 s, and
@@ -89,14 +89,31 @@ func (t TLS) NamesFiles() bool {
 	return t.Enabled && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "")
 }
 
-// NamesTLSFiles reports whether a cluster's tls names a file.
+// NamesTLSFiles reports whether a cluster's or a listener's tls names a
+// file.
 func (c *Config) NamesTLSFiles() bool {
 	for _, cc := range c.Clusters {
 		if cc.TLS.NamesFiles() {
 			return true
 		}
 	}
-	return false
+	return c.Listeners.Outbound.TLS.NamesFiles() || c.Listeners.Inbound.TLS.NamesFiles()
+}
+
+// filesSum is as TLS's, for the files a listener's tls names
+// (cert_file, key_file, client_ca_file).
+func (t ListenerTLS) filesSum(seen map[string][sha256.Size]byte) [sha256.Size]byte {
+	var sum [sha256.Size]byte
+	if !t.NamesFiles() {
+		return sum
+	}
+	h := sha256.New()
+	for _, p := range []string{t.CertFile, t.KeyFile, t.ClientCAFile} {
+		fs := fileSum(p, seen)
+		h.Write(fs[:])
+	}
+	h.Sum(sum[:0])
+	return sum
 }
 
 // fileSum identifies what path holds now: its bytes, or the error that
@@ -126,9 +143,10 @@ func fileSum(path string, seen map[string][sha256.Size]byte) [sha256.Size]byte {
 }
 
 // TLSFilesDigest combines the FilesSum of every cluster, in the order of
-// their names: it changes when any file a cluster's tls names changes.
-// Each file is read once, however many clusters name it (clusters
-// commonly share one certificate, key and CA bundle).
+// their names, and the sums of the listeners' tls files: it changes when
+// any file a cluster's or a listener's tls names changes. Each file is
+// read once, however many clusters and listeners name it (they commonly
+// share one certificate, key and CA bundle).
 func (c *Config) TLSFilesDigest() [sha256.Size]byte {
 	names := make([]string, 0, len(c.Clusters))
 	for name, cc := range c.Clusters {
@@ -142,6 +160,19 @@ func (c *Config) TLSFilesDigest() [sha256.Size]byte {
 	for _, name := range names {
 		s := c.Clusters[name].TLS.filesSum(seen)
 		h.Write([]byte(name))
+		h.Write([]byte{0})
+		h.Write(s[:])
+	}
+	// A "/" no cluster name has keeps these apart from the clusters'.
+	for _, l := range []struct {
+		name string
+		tls  ListenerTLS
+	}{{"/listeners.outbound", c.Listeners.Outbound.TLS}, {"/listeners.inbound", c.Listeners.Inbound.TLS}} {
+		if !l.tls.Enabled {
+			continue
+		}
+		s := l.tls.filesSum(seen)
+		h.Write([]byte(l.name))
 		h.Write([]byte{0})
 		h.Write(s[:])
 	}

@@ -56,6 +56,47 @@ func TestTLSFilesSumFollowsContent(t *testing.T) {
 	}
 }
 
+// A listener's tls files are watched as a cluster's are: the digest the
+// sidecar compares every 2 s changes with each of them, and a config
+// whose listener names files says so.
+func TestTLSFilesDigestFollowsListenerFiles(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, ca := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem")
+	for _, p := range []string{cert, key, ca} {
+		if err := os.WriteFile(p, []byte(p), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &Config{}
+	if c.NamesTLSFiles() {
+		t.Fatal("a config without tls names files")
+	}
+	plain := c.TLSFilesDigest()
+	c.Listeners.Inbound.TLS = ListenerTLS{Enabled: true, CertFile: cert, KeyFile: key, ClientCAFile: ca}
+	if !c.NamesTLSFiles() {
+		t.Fatal("the inbound listener's tls files are not named")
+	}
+	d := c.TLSFilesDigest()
+	if d == plain {
+		t.Fatal("the digest left the inbound listener's files out")
+	}
+	for _, p := range []string{cert, key, ca} {
+		if err := os.WriteFile(p, []byte(p+" rotated"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n := c.TLSFilesDigest()
+		if n == d {
+			t.Fatalf("the digest missed a change of %s", filepath.Base(p))
+		}
+		d = n
+	}
+	// The same files on the other listener are another configuration.
+	c.Listeners.Outbound.TLS, c.Listeners.Inbound.TLS = c.Listeners.Inbound.TLS, ListenerTLS{}
+	if c.TLSFilesDigest() == d {
+		t.Fatal("the outbound listener's files sum as the inbound one's")
+	}
+}
+
 // Clusters commonly share one certificate, key and CA bundle. The digest,
 // taken every tick of the sidecar's watch, reads each file once however
 // many clusters name it; it read the files once per cluster, so 200

@@ -210,6 +210,11 @@ type OutboundListener struct {
 	// the admin and app API listeners and files always find one; no cap
 	// where the limit cannot be read. Must not be negative.
 	MaxConnections int `yaml:"max_connections" json:"max_connections"`
+
+	// TLS, when enabled, has the listener terminate TLS, and verify its
+	// clients' certificates when it names a client_ca_file (mutual
+	// TLS). Off (the default) means plaintext.
+	TLS ListenerTLS `yaml:"tls" json:"tls"`
 }
 
 // InboundListener takes traffic for the local app. It runs only when App is
@@ -248,6 +253,11 @@ type InboundListener struct {
 	// the admin and app API listeners and files always find one; no cap
 	// where the limit cannot be read. Must not be negative.
 	MaxConnections int `yaml:"max_connections" json:"max_connections"`
+
+	// TLS, when enabled, has the listener terminate TLS, and verify its
+	// clients' certificates when it names a client_ca_file (mutual
+	// TLS). Off (the default) means plaintext.
+	TLS ListenerTLS `yaml:"tls" json:"tls"`
 }
 
 // HeadersWithUnderscores is what a listener does with a request field
@@ -576,6 +586,45 @@ type TLS struct {
 	// endpoint, the last TLS session made with that endpoint, as Envoy
 	// does (its max_session_keys: 0 turns it off).
 	DisableSessionResumption bool `yaml:"disable_session_resumption" json:"disable_session_resumption"`
+}
+
+// ListenerTLS configures TLS on a listener (downstream TLS): Envoy's
+// DownstreamTlsContext.
+type ListenerTLS struct {
+	// Enabled turns TLS on. False (the default) means plaintext, and then
+	// no other field may be set.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+
+	// CertFile and KeyFile are the PEM certificate (chain) and key the
+	// listener presents. Required when TLS is enabled.
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+
+	// ClientCAFile is a PEM file of the CAs a client certificate must
+	// chain to. Empty means client certificates are neither asked for
+	// nor verified.
+	ClientCAFile string `yaml:"client_ca_file" json:"client_ca_file"`
+
+	// RequireClientCert refuses the handshake of a client that sends no
+	// certificate. False (the default) asks for one and verifies it if
+	// sent, and lets a client without one in. Needs ClientCAFile.
+	RequireClientCert bool `yaml:"require_client_cert" json:"require_client_cert"`
+
+	// MinVersion and MaxVersion bound the TLS versions accepted: "1.2"
+	// or "1.3". Empty means 1.2 and 1.3, which [Config.WithDefaults]
+	// writes in when TLS is enabled.
+	MinVersion string `yaml:"min_version" json:"min_version"`
+	MaxVersion string `yaml:"max_version" json:"max_version"`
+
+	// HandshakeTimeout bounds the TLS handshake, from the connection's
+	// accept (Envoy's transport_socket_connect_timeout): a client that
+	// has not finished it by then is disconnected. Zero means 10s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout" json:"handshake_timeout"`
+}
+
+// NamesFiles reports whether t is enabled and names a file.
+func (t ListenerTLS) NamesFiles() bool {
+	return t.Enabled && (t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "")
 }
 
 // TLSVersion is the crypto/tls version a MinVersion or MaxVersion names,

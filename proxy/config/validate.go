@@ -84,6 +84,8 @@ func (l *Listeners) validate(p *problems, path string) {
 	checkHeadersWithUnderscores(p, path+".inbound.headers_with_underscores", l.Inbound.HeadersWithUnderscores)
 	checkMaxConnections(p, path+".outbound.max_connections", l.Outbound.MaxConnections)
 	checkMaxConnections(p, path+".inbound.max_connections", l.Inbound.MaxConnections)
+	l.Outbound.TLS.validate(p, path+".outbound.tls")
+	l.Inbound.TLS.validate(p, path+".inbound.tls")
 	switch n := l.MaxRequestHeaderBytes; {
 	case n < 0:
 		p.add(path+".max_request_header_bytes", "must not be negative")
@@ -340,17 +342,48 @@ func (t *TLS) validate(p *problems, path string) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		p.add(path, "cert_file and key_file must be set together")
 	}
-	lo, okLo := TLSVersion(t.MinVersion)
+	checkTLSVersions(p, path, t.MinVersion, t.MaxVersion)
+}
+
+// checkTLSVersions checks a tls block's min_version and max_version.
+func checkTLSVersions(p *problems, path, minV, maxV string) {
+	lo, okLo := TLSVersion(minV)
 	if !okLo {
-		p.addf(path+".min_version", `must be "1.2" or "1.3", got %q`, t.MinVersion)
+		p.addf(path+".min_version", `must be "1.2" or "1.3", got %q`, minV)
 	}
-	hi, okHi := TLSVersion(t.MaxVersion)
+	hi, okHi := TLSVersion(maxV)
 	if !okHi {
-		p.addf(path+".max_version", `must be "1.2" or "1.3", got %q`, t.MaxVersion)
+		p.addf(path+".max_version", `must be "1.2" or "1.3", got %q`, maxV)
 	}
 	if okLo && okHi && lo != 0 && hi != 0 && lo > hi {
-		p.addf(path, "min_version %s is above max_version %s", t.MinVersion, t.MaxVersion)
+		p.addf(path, "min_version %s is above max_version %s", minV, maxV)
 	}
+}
+
+func (t *ListenerTLS) validate(p *problems, path string) {
+	if !t.Enabled {
+		set := present(
+			field{"cert_file", t.CertFile != ""},
+			field{"key_file", t.KeyFile != ""},
+			field{"client_ca_file", t.ClientCAFile != ""},
+			field{"require_client_cert", t.RequireClientCert},
+			field{"min_version", t.MinVersion != ""},
+			field{"max_version", t.MaxVersion != ""},
+			field{"handshake_timeout", t.HandshakeTimeout != 0},
+		)
+		if len(set) > 0 {
+			p.addf(path, "%s set but enabled is false", strings.Join(set, ", "))
+		}
+		return
+	}
+	if t.CertFile == "" || t.KeyFile == "" {
+		p.add(path, "cert_file and key_file are required")
+	}
+	if t.RequireClientCert && t.ClientCAFile == "" {
+		p.add(path+".require_client_cert", "needs client_ca_file, the CAs to verify client certificates with")
+	}
+	checkTLSVersions(p, path, t.MinVersion, t.MaxVersion)
+	checkDuration(p, path+".handshake_timeout", t.HandshakeTimeout)
 }
 
 func (r *Route) validate(p *problems, path string) {
