@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -85,6 +86,12 @@ type conn struct {
 	// hasDeadline: a read deadline may be set on rwc.
 	hasDeadline bool
 
+	// tlsConn is rwc when the connection speaks TLS (connLimits.tls),
+	// and tlsState its state once the handshake is done: every
+	// request's Request.TLS.
+	tlsConn  *tls.Conn
+	tlsState *tls.ConnectionState
+
 	// rdMu orders a handler's SetReadDeadline, which may come from any
 	// goroutine (a timer ending a stalled request body), against the end
 	// of its request: once rdClosed, the read deadline is the serving
@@ -122,8 +129,34 @@ type conn struct {
 func newConn(s *Server, rwc net.Conn, lim *connLimits) *conn {
 	c := &conn{s: s, lim: lim, rwc: rwc, accepted: time.Now()}
 	c.remote = rwc.RemoteAddr().String()
-	c.cr.src = rwc
+	if lim.tls != nil {
+		// The handshake is left to the connection's goroutine (see
+		// handshake); tls.Server only wraps.
+		c.tlsConn = tls.Server(rwc, lim.tls)
+		c.rwc = c.tlsConn
+	}
+	c.cr.src = c.rwc
 	return c
+}
+
+// handshake does the TLS handshake, within the handshake timeout, and
+// reports whether it succeeded; a failure is passed to
+// Server.HandshakeFailed. Shutdown and Close end a handshake under way by
+// closing the connection, as they end the wait for a first request.
+func (c *conn) handshake() bool {
+	if d := c.lim.handshakeTimeout; d > 0 {
+		_ = c.tlsConn.SetDeadline(c.accepted.Add(d))
+	}
+	if err := c.tlsConn.Handshake(); err != nil {
+		if c.s.HandshakeFailed != nil {
+			c.s.HandshakeFailed(err)
+		}
+		return false
+	}
+	_ = c.tlsConn.SetDeadline(time.Time{})
+	st := c.tlsConn.ConnectionState()
+	c.tlsState = &st
+	return true
 }
 
 // connReader is the source of the connection's bufio.Reader. It enforces
@@ -236,6 +269,20 @@ func (c *conn) serve() {
 		}
 		c.br, c.bw, c.tp.R = nil, nil, nil
 	}()
+
+	if c.tlsConn != nil {
+		if !c.handshake() {
+			return
+		}
+		if c.tlsState.NegotiatedProtocol == "h2" && s.H2 != nil {
+			if !c.state.CompareAndSwap(stateIdle, stateActive) {
+				return // closed by Shutdown or Close
+			}
+			c.used.Store(true)
+			c.serveH2(nil, nil)
+			return
+		}
+	}
 
 	first := true
 	for {
@@ -711,6 +758,7 @@ func (c *conn) serveH2(upgrade *http.Request, settings []byte) {
 		Upgrade:  upgrade,
 		Settings: settings,
 		Limits:   c.lim.h2,
+		TLS:      c.tlsState,
 	})
 }
 

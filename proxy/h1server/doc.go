@@ -178,7 +178,8 @@
 //
 // # What it does not do
 //
-// No TLS (the proxy's listeners are cleartext), no HTTP/2 of its own, no
+// No TLS of its own (Limits.TLS hands the handshake to crypto/tls, on
+// each connection's goroutine), no HTTP/2 of its own, no
 // Content-Type sniffing (a response without Content-Type goes without
 // one; the proxy's handlers set it), no Pragma to Cache-Control rewrite,
 // no http.ServerContextKey in request contexts (http.LocalAddrContextKey

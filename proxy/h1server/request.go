@@ -109,6 +109,7 @@ func (c *conn) newRequest(hd *head) (*response, error) {
 		Host:       host,
 		RemoteAddr: c.remote,
 		RequestURI: uri,
+		TLS:        c.tlsState,
 	}
 	// RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only
 	// with "keep-alive", and "close" wins over it, as in net/http.
@@ -130,7 +131,7 @@ func (c *conn) newRequest(hd *head) (*response, error) {
 		}
 	}
 
-	if c.s.H2 != nil && minor >= 1 && isH2CUpgrade(h) {
+	if c.s.H2 != nil && minor >= 1 && c.tlsState == nil && isH2CUpgrade(h) {
 		settings, err := h2cSettings(h)
 		if err != nil {
 			return nil, badRequest(err.Error())

@@ -3,6 +3,7 @@ package h1server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -81,6 +82,12 @@ type Server struct {
 	// is set to this one by the first Serve.
 	Refused func(Refusal)
 
+	// HandshakeFailed, when set, is told of each TLS handshake (see
+	// Limits.TLS) that failed, its deadline passing included, with its
+	// error, on the connection's goroutine, which then closes the
+	// connection. It must not block.
+	HandshakeFailed func(err error)
+
 	// Gate, when set, admits the connections Serve accepts: each one is
 	// offered to Gate.Admit as soon as it is accepted, and one refused is
 	// closed at once, before anything is read from it or written to it
@@ -139,6 +146,19 @@ type Limits struct {
 	// IdleTimeout is as Server.IdleTimeout, and is also HTTP/2
 	// connections' idle timeout.
 	IdleTimeout time.Duration
+	// TLS, when set, has the connections speak TLS with this
+	// configuration: each does its handshake on its own goroutine (never
+	// the accept loop's), within HandshakeTimeout of its accept, and is
+	// then handed to H2 when ALPN chose "h2", else served as HTTP/1.1
+	// (without "Upgrade: h2c", which is for cleartext only: RFC 9113
+	// §3.1); its requests' Request.TLS is the connection's state, and
+	// ReadHeaderTimeout counts from the handshake's end. Its NextProtos
+	// are the protocols offered ("h2" and "http/1.1"). Nil means
+	// cleartext.
+	TLS *tls.Config
+	// HandshakeTimeout bounds a TLS connection's handshake, from its
+	// accept. Zero means no limit.
+	HandshakeTimeout time.Duration
 }
 
 // connLimits are the limits a connection keeps for its life, taken at
@@ -151,10 +171,13 @@ type connLimits struct {
 	// limits) leaves H2's own MaxHeaderBytes, ReadHeaderTimeout and
 	// IdleTimeout in force.
 	h2 *h2server.ConnLimits
+	// tls and handshakeTimeout are Limits.TLS and HandshakeTimeout.
+	tls              *tls.Config
+	handshakeTimeout time.Duration
 }
 
-// SetLimits replaces MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout
-// for the connections Serve accepts after it returns, HTTP/1.1 and
+// SetLimits replaces MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout,
+// and the TLS settings, for the connections Serve accepts after it returns, HTTP/1.1 and
 // HTTP/2 alike (for HTTP/2 connections, l's MaxHeaderBytes,
 // ReadHeaderTimeout and IdleTimeout then replace H2's). Connections already accepted keep the
 // limits they were accepted with, for their whole life. It may be called
@@ -167,6 +190,8 @@ func (s *Server) SetLimits(l Limits) {
 		readHeaderTimeout: l.ReadHeaderTimeout,
 		idleTimeout:       l.IdleTimeout,
 		h2:                &h2server.ConnLimits{MaxHeaderBytes: l.MaxHeaderBytes, IdleTimeout: l.IdleTimeout, ReadHeaderTimeout: l.ReadHeaderTimeout},
+		tls:               l.TLS,
+		handshakeTimeout:  l.HandshakeTimeout,
 	})
 }
 

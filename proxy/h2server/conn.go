@@ -3,6 +3,7 @@ package h2server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,9 +33,11 @@ type serverConn struct {
 	cancel  context.CancelFunc
 	reqConn reqctx.Conn // what the streams' contexts share of ctx
 	remote  string
-	br      *bufio.Reader
-	fr      *http2.Framer
-	hr      *headerReader
+	// tls is ConnOpts.TLS: every request's Request.TLS.
+	tls *tls.ConnectionState
+	br  *bufio.Reader
+	fr  *http2.Framer
+	hr  *headerReader
 
 	streamWindow int32 // receive window announced per stream
 	connWindow   int32 // receive window of the connection

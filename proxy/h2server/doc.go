@@ -203,7 +203,8 @@
 //
 // # Not supported
 //
-// TLS (the connection is served as given; Request.TLS is nil), server
+// TLS of its own (the connection is served as given: proxy/h1server
+// does the handshake and passes its state in ConnOpts.TLS), server
 // push, extended CONNECT (RFC 8441), priorities, a SETTINGS
 // acknowledgement timeout, and server-wide write or read timeouts: a
 // client that stops reading holds the handlers that write to it (within

@@ -324,6 +324,7 @@ func (sc *serverConn) newRequest(st *stream, f *headerBlock) (status int, err er
 		Host:       authority,
 		RemoteAddr: sc.remote,
 		RequestURI: requestURI,
+		TLS:        sc.tls,
 	}
 	if vv, ok := h["Trailer"]; ok {
 		for _, v := range vv {

@@ -3,6 +3,7 @@ package h2server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"sync"
@@ -120,6 +121,10 @@ type ConnOpts struct {
 	// (proxy/h1server passes the limits in force when it accepted the
 	// connection). Nil means the Server's.
 	Limits *ConnLimits
+
+	// TLS is the state of the TLS connection c is (its handshake done),
+	// which every request's Request.TLS then is; nil for cleartext.
+	TLS *tls.ConnectionState
 }
 
 // ConnLimits are the limits of one connection that ConnOpts.Limits may
@@ -218,6 +223,7 @@ func (s *Server) ServeConn(c net.Conn, opts *ConnOpts) {
 		parent = context.Background()
 	}
 	sc := newServerConn(s, c, parent, opts.Limits)
+	sc.tls = opts.TLS
 	err := sc.start(opts)
 	s.track(sc, true)
 	defer s.track(sc, false)
