@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -51,13 +50,18 @@ type listenerLimits struct {
 	maxHeaderBytes    int
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
+	// tls is each listener's TLS configuration (see serverTLS), nil for
+	// plaintext; handshakeTimeout its tls.handshake_timeout.
+	tls              [numListeners]*tls.Config
+	handshakeTimeout [numListeners]time.Duration
 }
 
-// h1 is l as the server takes it. Call it on l.withDefaults(): a zero in
-// h1server.Limits is not the configuration's default (a zero timeout
-// means none, a zero header limit 1 MiB).
-func (l listenerLimits) h1() h1server.Limits {
-	return h1server.Limits{MaxHeaderBytes: l.maxHeaderBytes, ReadHeaderTimeout: l.readHeaderTimeout, IdleTimeout: l.idleTimeout}
+// h1 is l as the server of listener ln takes it. Call it on
+// l.withDefaults(): a zero in h1server.Limits is not the configuration's
+// default (a zero timeout means none, a zero header limit 1 MiB).
+func (l listenerLimits) h1(ln Listener) h1server.Limits {
+	return h1server.Limits{MaxHeaderBytes: l.maxHeaderBytes, ReadHeaderTimeout: l.readHeaderTimeout, IdleTimeout: l.idleTimeout,
+		TLS: l.tls[ln], HandshakeTimeout: l.handshakeTimeout[ln]}
 }
 
 func (l listenerLimits) withDefaults() listenerLimits {
@@ -69,6 +73,11 @@ func (l listenerLimits) withDefaults() listenerLimits {
 	}
 	if l.idleTimeout == 0 {
 		l.idleTimeout = 5 * time.Minute
+	}
+	for i, d := range l.handshakeTimeout {
+		if d == 0 {
+			l.handshakeTimeout[i] = config.DefaultTLSHandshakeTimeout
+		}
 	}
 	return l
 }
@@ -114,6 +123,16 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 			readHeaderTimeout: cfg.Listeners.ReadHeaderTimeout,
 			idleTimeout:       cfg.Listeners.IdleTimeout,
 		},
+	}
+	for l, lt := range [numListeners]config.ListenerTLS{Outbound: cfg.Listeners.Outbound.TLS, Inbound: cfg.Listeners.Inbound.TLS} {
+		if !lt.Enabled {
+			continue
+		}
+		tc, err := serverTLS(lt)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("listeners.%s.tls: %w", Listener(l), err)
+		}
+		s.limits.tls[l], s.limits.handshakeTimeout[l] = tc, lt.HandshakeTimeout
 	}
 	used := map[transportKey]*pool{}
 	res := map[string]*resilience{}
@@ -290,36 +309,16 @@ func clientTLS(t config.TLS) (*tls.Config, error) {
 	tc.MinVersion, _ = config.TLSVersion(t.MinVersion)
 	tc.MaxVersion, _ = config.TLSVersion(t.MaxVersion)
 	if t.CAFile != "" {
-		pem, err := config.ReadTLSFile(t.CAFile)
+		pool, err := loadCAPool("ca_file", t.CAFile)
 		if err != nil {
 			return nil, err
-		}
-		if err := pemWhole(pem); err != nil {
-			return nil, fmt.Errorf("ca_file %s: %w", t.CAFile, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificates", t.CAFile)
 		}
 		tc.RootCAs = pool
 	}
 	if t.CertFile != "" || t.KeyFile != "" {
-		certPEM, err := config.ReadTLSFile(t.CertFile)
+		cert, err := loadKeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
 			return nil, err
-		}
-		if err := pemWhole(certPEM); err != nil {
-			return nil, fmt.Errorf("cert_file %s: %w", t.CertFile, err)
-		}
-		keyPEM, err := config.ReadTLSFile(t.KeyFile)
-		if err != nil {
-			return nil, err
-		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			// Its words begin with the "tls: " the caller's key path
-			// already says.
-			return nil, fmt.Errorf("cert_file %s and key_file %s: %s", t.CertFile, t.KeyFile, strings.TrimPrefix(err.Error(), "tls: "))
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}

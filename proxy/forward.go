@@ -1499,8 +1499,9 @@ const (
 )
 
 // outboundHeader builds the header block sent upstream: the inbound one
-// minus hop-by-hop headers, plus x-forwarded-*, x-request-id and the
-// route's edits. traceparent and tracestate pass through untouched.
+// minus hop-by-hop headers, plus x-forwarded-* (x-forwarded-client-cert
+// only for a verified client certificate), x-request-id and the route's
+// edits. traceparent and tracestate pass through untouched.
 func (f *forwarding) outboundHeader() http.Header {
 	r := f.r
 	var h http.Header
@@ -1550,6 +1551,17 @@ func (f *forwarding) outboundHeader() http.Header {
 		h[hdrForwardedProto] = protoHTTP
 		if r.TLS != nil {
 			h[hdrForwardedProto] = protoHTTPS
+		}
+	}
+	// x-forwarded-client-cert names the certificate the listener
+	// verified, or nothing: a client's own would be a forged identity
+	// (Envoy's SANITIZE_SET). Not among addedRequestHeaders, which size
+	// the header's map: it is rarely set, and one more name there would
+	// grow the map of a request with a few fields past one group.
+	delete(h, hdrClientCert)
+	if r.TLS != nil {
+		if v := clientCertField(r.TLS); v != "" {
+			h[hdrClientCert] = []string{v}
 		}
 	}
 	if f.upgrade != "" {

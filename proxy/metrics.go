@@ -40,6 +40,12 @@ type metrics struct {
 	downConns    *prometheus.GaugeVec
 	downOverflow *prometheus.CounterVec
 
+	// downTLSFail counts the listeners' failed TLS handshakes, by
+	// listener and handshakeReason; downTLSFailed are its children,
+	// there from the start, at 0.
+	downTLSFail   *prometheus.CounterVec
+	downTLSFailed [numListeners][numHandshakeReasons]prometheus.Counter
+
 	// next collects the label sets a compile in progress uses; live holds
 	// those of the applied snapshot, and the endpoints it removed that
 	// still have connections open (see deleteMissing). Both are guarded
@@ -224,6 +230,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "outrigger_proxy_downstream_connections_overflow_total",
 			Help: "Client connections closed as soon as accepted because their listener had max_connections open, by listener.",
 		}, []string{"listener"}),
+		downTLSFail: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_proxy_downstream_tls_handshake_failures_total",
+			Help: "Client connections a listener with tls closed because their TLS handshake failed, by listener and reason (no_client_cert, bad_client_cert, timeout, closed, protocol, other).",
+		}, []string{"listener", "reason"}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outrigger_proxy_config_generation",
 			Help: "Generation of the configuration the proxy serves; increases by one per successful Apply.",
@@ -236,9 +246,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.underscoresDropped[l] = m.underscores.WithLabelValues(l.String())
 		m.downConns.WithLabelValues(l.String())
 		m.downOverflow.WithLabelValues(l.String())
+		for r := handshakeReason(0); r < numHandshakeReasons; r++ {
+			m.downTLSFailed[l][r] = m.downTLSFail.WithLabelValues(l.String(), r.String())
+		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.connectFail, m.localReply, m.fallbacks, m.faults, m.mirrored, m.underscores, m.downConns, m.downOverflow, m.generation)
+		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.connectFail, m.localReply, m.fallbacks, m.faults, m.mirrored, m.underscores, m.downConns, m.downOverflow, m.downTLSFail, m.generation)
 	}
 	return m
 }

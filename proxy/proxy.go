@@ -288,10 +288,10 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	// Connections accepted from here on get the new listener limits;
 	// those open keep theirs (see Serve for the one registering now).
 	p.srvMu.Lock()
-	lim := s.limits.withDefaults().h1()
+	lim := s.limits.withDefaults()
 	for _, sv := range p.servers {
 		if sv.srv != nil {
-			sv.srv.SetLimits(lim)
+			sv.srv.SetLimits(lim.h1(sv.l))
 		}
 	}
 	p.srvMu.Unlock()
@@ -564,7 +564,10 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		BaseContext: base,
 		ErrorLog:    func(msg string, err error) { log.Warn(msg, zap.Error(err)) },
 		Refused:     func(r h1server.Refusal) { p.refused(l, r) },
-		Gate:        p.gates[l],
+		HandshakeFailed: func(err error) {
+			p.m.downTLSFailed[l][classifyHandshake(err)].Inc()
+		},
+		Gate: p.gates[l],
 		// The header size, read-header and idle limits: SetLimits below,
 		// before Serve, under srvMu.
 	}
@@ -593,7 +596,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	// The limits of the snapshot serving now: an Apply that comes later
 	// sets them again, since this server is registered (Apply stores its
 	// snapshot before it takes srvMu).
-	srv.SetLimits(p.listenerLimits().h1())
+	srv.SetLimits(p.listenerLimits().h1(l))
 	p.srvMu.Unlock()
 	defer func() {
 		p.srvMu.Lock()

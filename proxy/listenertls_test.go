@@ -1,0 +1,317 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// listenerPKI is a CA, the inbound listener's certificate and key
+// files, and the CA as a client_ca_file.
+type listenerPKI struct {
+	ca                        *testCert
+	dir                       string
+	certFile, keyFile, caFile string
+}
+
+func newListenerPKI(t testing.TB) *listenerPKI {
+	t.Helper()
+	ca := newCA(t, "mesh CA")
+	srv := serverCert(t, ca, "callee.test")
+	dir := t.TempDir()
+	return &listenerPKI{ca: ca, dir: dir,
+		certFile: writeFile(t, dir, "tls.crt", srv.certPEM),
+		keyFile:  writeFile(t, dir, "tls.key", srv.keyPEM),
+		caFile:   writeFile(t, dir, "ca.crt", ca.certPEM)}
+}
+
+// clientCert makes a client certificate signed by ca with the SPIFFE id
+// spiffe as its URI SAN.
+func clientCert(t testing.TB, ca *testCert, spiffe string) *testCert {
+	t.Helper()
+	u, err := url.Parse(spiffe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "caller", Organization: []string{"Mesh, Inc."}},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs: []*url.URL{u}}, ca)
+}
+
+// tlsClient is an HTTPS client trusting ca, presenting cert when not
+// nil, speaking HTTP/2 (ALPN h2) when h2, else HTTP/1.1 (no ALPN).
+func tlsClient(t testing.TB, ca *testCert, cert *testCert, h2 bool) *http.Client {
+	t.Helper()
+	tc := &tls.Config{RootCAs: x509.NewCertPool(), ServerName: "callee.test"}
+	tc.RootCAs.AddCert(ca.cert)
+	if cert != nil {
+		// Sent whatever CAs the listener names: Certificates would be
+		// left out for a certificate of another CA.
+		c := cert.tlsCert(t)
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
+	}
+	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: h2, DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// seenHeaders is an app that records the x-forwarded-client-cert and
+// X-Forwarded-Proto of the last request it served.
+type seenHeaders struct {
+	mu          sync.Mutex
+	xfcc, proto []string
+}
+
+func (s *seenHeaders) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.xfcc, s.proto = r.Header.Values("X-Forwarded-Client-Cert"), r.Header.Values("X-Forwarded-Proto")
+	s.mu.Unlock()
+	io.WriteString(w, "ok")
+}
+
+func (s *seenHeaders) last() (xfcc, proto []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.xfcc, s.proto
+}
+
+func inboundTLSConfig(app string, tl config.ListenerTLS) *config.Config {
+	return &config.Config{Listeners: config.Listeners{Inbound: config.InboundListener{App: app, TLS: tl}}}
+}
+
+// The inbound listener with tls terminates it and serves HTTP/1.1 to a
+// client that offers no ALPN and HTTP/2 to one that offers h2; the app
+// sees X-Forwarded-Proto https and no x-forwarded-client-cert, not even
+// the one the client sent. On the plain outbound listener a client's
+// x-forwarded-client-cert is removed too.
+func TestInboundTLSServesHTTP1AndHTTP2ByALPN(t *testing.T) {
+	pki := newListenerPKI(t)
+	app := &seenHeaders{}
+	up := upstream(t, false, app.ServeHTTP)
+	cfg := inboundTLSConfig(addr(up), config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile})
+	cfg.Clusters = map[string]config.Cluster{"svc": {Endpoints: eps(addr(up))}}
+	cfg.Routes = []config.Route{{Name: "all", Cluster: "svc"}}
+	h := startProxy(t, cfg)
+
+	for _, tc := range []struct {
+		name  string
+		h2    bool
+		proto string
+	}{{"http1", false, "HTTP/1.1"}, {"h2", true, "HTTP/2.0"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tlsClient(t, pki.ca, nil, tc.h2)
+			resp := mustGet(t, c, "https://"+h.in+"/", "X-Forwarded-Client-Cert", "Hash=forged;URI=spiffe://cluster.local/ns/x/sa/admin")
+			if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
+				t.Fatalf("got %d %q, want 200 ok", resp.StatusCode, b)
+			}
+			if resp.Proto != tc.proto || resp.TLS == nil {
+				t.Fatalf("served over %s (TLS %v), want %s over TLS", resp.Proto, resp.TLS != nil, tc.proto)
+			}
+			xfcc, proto := app.last()
+			if len(xfcc) != 0 || len(proto) != 1 || proto[0] != "https" {
+				t.Fatalf("app saw x-forwarded-client-cert %q and X-Forwarded-Proto %q, want none and https", xfcc, proto)
+			}
+		})
+	}
+
+	resp := mustGet(t, h.h1, h.url("/"), "X-Forwarded-Client-Cert", "Hash=forged")
+	readAll(t, resp)
+	if xfcc, proto := app.last(); len(xfcc) != 0 || len(proto) != 1 || proto[0] != "http" {
+		t.Fatalf("through the plain listener the app saw x-forwarded-client-cert %q and X-Forwarded-Proto %q, want none and http", xfcc, proto)
+	}
+	// A plain request to the TLS listener is no handshake.
+	c, err := net.Dial("tcp", h.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, c)
+	eventually(t, 5*time.Second, "a protocol failure counted", func() bool {
+		return counterValue(h.p.m.downTLSFailed[Inbound][handshakeProtocol]) == 1
+	})
+}
+
+// With require_client_cert, a client without a certificate and one whose
+// certificate another CA signed fail the handshake, each counted by its
+// reason; a client with a certificate of the listener's client CA is
+// served, and the app sees the certificate's hash and URI SAN in
+// x-forwarded-client-cert in place of the one the client sent. Without
+// require_client_cert a client without a certificate is served, and its
+// x-forwarded-client-cert removed.
+func TestInboundMutualTLS(t *testing.T) {
+	pki := newListenerPKI(t)
+	app := &seenHeaders{}
+	up := upstream(t, false, app.ServeHTTP)
+	tl := config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, RequireClientCert: true}
+	h := startProxy(t, inboundTLSConfig(addr(up), tl))
+	fails := func(r handshakeReason) float64 { return counterValue(h.p.m.downTLSFailed[Inbound][r]) }
+
+	for _, h2 := range []bool{false, true} {
+		if _, err := tlsClient(t, pki.ca, nil, h2).Get("https://" + h.in + "/"); err == nil {
+			t.Fatalf("h2 %v: a client without a certificate was served", h2)
+		}
+	}
+	eventually(t, 5*time.Second, "no_client_cert counted twice", func() bool { return fails(handshakeNoClientCert) == 2 })
+
+	stranger := clientCert(t, newCA(t, "other CA"), "spiffe://cluster.local/ns/x/sa/stranger")
+	if _, err := tlsClient(t, pki.ca, stranger, false).Get("https://" + h.in + "/"); err == nil {
+		t.Fatal("a client certificate of another CA was accepted")
+	}
+	eventually(t, 5*time.Second, "bad_client_cert counted", func() bool { return fails(handshakeBadClientCert) == 1 })
+
+	const id = "spiffe://cluster.local/ns/shop/sa/caller"
+	caller := clientCert(t, pki.ca, id)
+	sum := sha256.Sum256(caller.cert.Raw)
+	want := "Hash=" + hex.EncodeToString(sum[:]) + `;Subject="CN=caller,O=Mesh\, Inc.";URI=` + id
+	for _, h2 := range []bool{false, true} {
+		resp := mustGet(t, tlsClient(t, pki.ca, caller, h2), "https://"+h.in+"/", "X-Forwarded-Client-Cert", "Hash=forged;URI=spiffe://cluster.local/ns/x/sa/admin")
+		if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
+			t.Fatalf("h2 %v: got %d %q, want 200 ok", h2, resp.StatusCode, b)
+		}
+		if xfcc, _ := app.last(); len(xfcc) != 1 || xfcc[0] != want {
+			t.Fatalf("h2 %v: app saw x-forwarded-client-cert %q, want %q", h2, xfcc, want)
+		}
+	}
+
+	tl.RequireClientCert = false
+	if err := h.p.Apply(inboundTLSConfig(addr(up), tl)); err != nil {
+		t.Fatal(err)
+	}
+	resp := mustGet(t, tlsClient(t, pki.ca, nil, false), "https://"+h.in+"/", "X-Forwarded-Client-Cert", "Hash=forged")
+	if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
+		t.Fatalf("optional client certificate: got %d %q, want 200 ok", resp.StatusCode, b)
+	}
+	if xfcc, _ := app.last(); len(xfcc) != 0 {
+		t.Fatalf("a client without a certificate passed x-forwarded-client-cert %q on", xfcc)
+	}
+}
+
+// gRPC over TLS to the inbound listener, with grpc-go's TLS credentials
+// and a client certificate.
+func TestInboundMutualTLSGRPC(t *testing.T) {
+	pki := newListenerPKI(t)
+	cfg := inboundTLSConfig(startGRPCServer(t, &testService{}),
+		config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, RequireClientCert: true})
+	cfg.Listeners.Inbound.AppProtocol = config.ProtocolGRPC
+	h := startProxy(t, cfg)
+	roots := x509.NewCertPool()
+	roots.AddCert(pki.ca.cert)
+	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "callee.test",
+		Certificates: []tls.Certificate{clientCert(t, pki.ca, "spiffe://cluster.local/ns/a/sa/b").tlsCert(t)}})
+	cc, err := grpc.NewClient("passthrough:///"+h.in, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	var hdr metadata.MD
+	ctx := metadata.AppendToOutgoingContext(ctxT(t, 5*time.Second), "x-echo", "v1")
+	if _, err := testpb.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&hdr)); err != nil {
+		t.Fatalf("UnaryCall over mutual TLS: %v", err)
+	}
+	if v := hdr.Get("x-echo-header"); len(v) != 1 || v[0] != "v1" {
+		t.Fatalf("the app's response header came back as %v", hdr)
+	}
+}
+
+// A certificate rewritten in place and applied again (as the sidecar
+// does when the files change) is what new handshakes get, while a
+// connection open before goes on serving with the old one.
+func TestInboundTLSCertificateRotation(t *testing.T) {
+	pki := newListenerPKI(t)
+	app := &seenHeaders{}
+	up := upstream(t, false, app.ServeHTTP)
+	cfg := inboundTLSConfig(addr(up), config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile})
+	h := startProxy(t, cfg)
+	peer := func(c *http.Client, when string) *x509.Certificate {
+		t.Helper()
+		resp := mustGet(t, c, "https://"+h.in+"/")
+		if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
+			t.Fatalf("%s: got %d %q, want 200 ok", when, resp.StatusCode, b)
+		}
+		return resp.TLS.PeerCertificates[0]
+	}
+	old := tlsClient(t, pki.ca, nil, false)
+	first := peer(old, "before the rotation")
+
+	next := serverCert(t, pki.ca, "callee.test")
+	writeFile(t, pki.dir, "tls.crt", next.certPEM)
+	writeFile(t, pki.dir, "tls.key", next.keyPEM)
+	if err := h.p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := peer(tlsClient(t, pki.ca, nil, true), "a new connection"); !got.Equal(next.cert) {
+		t.Fatalf("a new connection got certificate %v, want the rotated %v", got.SerialNumber, next.cert.SerialNumber)
+	}
+	if got := peer(old, "the connection open before"); !got.Equal(first) {
+		t.Fatal("the connection open before the rotation was replaced by a new one")
+	}
+}
+
+// A client that connects and sends no ClientHello is disconnected once
+// handshake_timeout passes, and counted; meanwhile the listener goes on
+// serving others (the handshake is not the accept loop's).
+func TestInboundTLSHandshakeTimeout(t *testing.T) {
+	pki := newListenerPKI(t)
+	up := upstream(t, false, (&seenHeaders{}).ServeHTTP)
+	h := startProxy(t, inboundTLSConfig(addr(up),
+		config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile, HandshakeTimeout: 300 * time.Millisecond}))
+	silent, err := net.Dial("tcp", h.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	start := time.Now()
+
+	resp := mustGet(t, tlsClient(t, pki.ca, nil, false), "https://"+h.in+"/")
+	if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
+		t.Fatalf("another client beside the silent one: got %d %q", resp.StatusCode, b)
+	}
+
+	_ = silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := silent.Read(make([]byte, 1))
+	if n != 0 || err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("the silent client read %d, %v; want the connection closed", n, err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("closed after %v, before handshake_timeout", d)
+	}
+	eventually(t, 5*time.Second, "the timeout counted", func() bool {
+		return counterValue(h.p.m.downTLSFailed[Inbound][handshakeTimeout]) == 1
+	})
+}
+
+// A listener's files are read at Apply: one missing fails it naming its
+// key, and the configuration serving goes on.
+func TestListenerTLSFileErrorFailsApply(t *testing.T) {
+	pki := newListenerPKI(t)
+	up := upstream(t, false, (&seenHeaders{}).ServeHTTP)
+	h := startProxy(t, inboundTLSConfig(addr(up), config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile}))
+	err := h.p.Apply(inboundTLSConfig(addr(up), config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile,
+		ClientCAFile: pki.dir + "/missing.crt"}))
+	if err == nil || !strings.HasPrefix(err.Error(), "listeners.inbound.tls: ") || !strings.Contains(err.Error(), "missing.crt") {
+		t.Fatalf("Apply with a missing client_ca_file: %v", err)
+	}
+	resp := mustGet(t, tlsClient(t, pki.ca, nil, false), "https://"+h.in+"/")
+	if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
+		t.Fatalf("after the failed Apply: got %d %q", resp.StatusCode, b)
+	}
+}
