@@ -530,7 +530,7 @@ func (s *sidecar) rebuildServing() {
 	if cur == nil || cur.TLSFilesDigest() == s.proxy.TLSFilesDigest() {
 		return // a reload took the files in since they were read
 	}
-	s.log.Info("a file a cluster's tls names changed: reloading", zap.String(fieldConfig, s.opts.configPath))
+	s.log.Info("a TLS file the configuration names changed: reloading", zap.String(fieldConfig, s.opts.configPath))
 	// A copy: the command's override edits what it is given.
 	c := *cur
 	s.reloadLocked(&c, nil, triggerTLSFiles, tlsRebuild)
