@@ -57,6 +57,9 @@ func connectFailure(err error, actx context.Context) connectReason {
 		if timedOut(err) {
 			return connectTimeout
 		}
+		if remoteAlert(err) != nil {
+			return connectTLSHandshake
+		}
 		return connectProtocol
 	case timedOut(err):
 		return connectTimeout
@@ -82,6 +85,20 @@ func tlsReason(err error) connectReason {
 		return connectTLSNameMismatch
 	}
 	return connectTLSHandshake
+}
+
+// remoteAlert returns the TLS alert err carries from the server, nil
+// when it carries none. An HTTP/2 connection's preface exchange fails
+// with one when the server refused the handshake after the client's end
+// of it: under TLS 1.3 the server checks the client's certificate then
+// (RFC 8446 §4.4.2.4), so a server that wants one the cluster does not
+// have, or does not trust it, says so on the first read.
+func remoteAlert(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" {
+		return oe
+	}
+	return nil
 }
 
 // timedOut reports whether err is a deadline's: the connect's own, the

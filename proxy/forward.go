@@ -1630,11 +1630,14 @@ func tlsFailure(err error) string {
 	var cause error
 	var he *h1client.HandshakeError
 	var ce *connectError
+	var h2he *h2client.HandshakeError
 	switch {
 	case errors.As(err, &he):
 		cause = he.Err
 	case errors.As(err, &ce) && ce.tls:
 		cause = ce.err
+	case errors.As(err, &h2he) && remoteAlert(h2he.Err) != nil:
+		cause = remoteAlert(h2he.Err)
 	default:
 		return ""
 	}

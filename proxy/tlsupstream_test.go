@@ -610,3 +610,55 @@ func BenchmarkUpstreamTLSConnection(b *testing.B) {
 		})
 	}
 }
+
+// An upstream that demands a client certificate the cluster does not
+// have refuses the handshake. Under TLS 1.2 the client's handshake fails
+// with the server's alert; under TLS 1.3 it ends before the server has
+// checked the client's certificate, and the alert comes with the first
+// read (RFC 8446 §4.4.2.4): after the request was sent over HTTP/1.1, in
+// place of the SETTINGS over HTTP/2. Both are a connect failure, a
+// tls_handshake one, named in the reply, and a POST, which the upstream
+// never saw, is retried as after any connect failure: under TLS 1.3 it
+// was a reset of a request sent (HTTP/1.1), not retried, and a
+// "protocol" failure (HTTP/2).
+func TestUpstreamRefusingTheClientCertificateIsATLSConnectFailure(t *testing.T) {
+	ca := newCA(t, "upstream CA")
+	caPath := writeFile(t, t.TempDir(), "ca.pem", ca.certPEM)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.certPEM)
+	for _, ver := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+			t.Run(fmt.Sprintf("%s/%s", tls.VersionName(ver), proto), func(t *testing.T) {
+				var seen atomic.Int64
+				s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					seen.Add(1)
+				}))
+				alpn := []string{"http/1.1"}
+				if proto == config.ProtocolHTTP2 {
+					alpn = []string{"h2"}
+				}
+				s.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert(t, ca).tlsCert(t)}, NextProtos: alpn,
+					ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MaxVersion: ver}
+				s.EnableHTTP2 = proto == config.ProtocolHTTP2
+				s.Config.ErrorLog = log.New(io.Discard, "", 0)
+				s.StartTLS()
+				defer s.Close()
+				c := config.Cluster{Endpoints: eps(strings.TrimPrefix(s.URL, "https://")), Protocol: proto,
+					TLS: config.TLS{Enabled: true, CAFile: caPath}}
+				h := startProxy(t, simpleConfig(c, func(r *config.Route) {
+					r.Retry = &config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{config.RetryOnConnectFailure}}
+				}))
+				resp, body := do(t, h.h1, "POST", h.url("/"), []byte("order"))
+				if resp.StatusCode != 502 || resp.Header.Get(HeaderError) != "upstream_connect_failure" ||
+					!strings.HasPrefix(body, "upstream connect failure: TLS handshake: remote error: ") {
+					t.Fatalf("got %d %q %q, want 502 upstream_connect_failure naming the server's alert",
+						resp.StatusCode, resp.Header.Get(HeaderError), body)
+				}
+				if n := seen.Load(); n != 0 {
+					t.Fatalf("the upstream served %d requests", n)
+				}
+				wantConnectFailures(t, h, "tls_handshake", 2)
+			})
+		}
+	}
+}

@@ -91,9 +91,11 @@ type conn struct {
 }
 
 // HandshakeError is a TLS connection to an upstream that could not be
-// established: the handshake failed or timed out, or the server chose an
-// application protocol other than HTTP/1.1. No byte of the request was
-// sent, so, like a refused TCP connection, it is a connect failure.
+// established: the handshake failed or timed out, the server chose an
+// application protocol other than HTTP/1.1, or the server refused the
+// handshake after the client's end of it (see refusedHandshake). The
+// server processed no byte of the request, so, like a refused TCP
+// connection, it is a connect failure.
 type HandshakeError struct {
 	Addr string
 	Err  error
@@ -314,6 +316,21 @@ type guardedError struct{}
 func (guardedError) Error() string   { return "h1client: read refused while checking for buffered input" }
 func (guardedError) Timeout() bool   { return true }
 func (guardedError) Temporary() bool { return true }
+
+// refusedHandshake returns err as a HandshakeError when it is the server
+// refusing the TLS handshake, else err: a TLS alert from the server
+// before any byte of the connection's first response. Under TLS 1.3 the
+// client's handshake ends before the server has checked the client's
+// certificate (RFC 8446 §4.4.2.4), so a server that wants one and got
+// none, or one it does not trust, says so on the first read, after the
+// request was written; the server never processed it.
+func (c *conn) refusedHandshake(err error) error {
+	var oe *net.OpError
+	if c.tlsState == nil || c.exchanges != 1 || !errors.As(err, &oe) || oe.Op != "remote error" {
+		return err
+	}
+	return &HandshakeError{Addr: c.hp.key.addr, Err: oe}
+}
 
 // fail ends a failed exchange: stops watching its context (which may
 // outlive the request, and would keep c reachable until it ends) and

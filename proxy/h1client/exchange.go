@@ -56,6 +56,9 @@ func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Reque
 			c.bw = nil
 			c.fail()
 			stale = silent && !c.ended(ctx) && c.reused && o.idempotent
+			if silent {
+				err = c.refusedHandshake(err)
+			}
 			return nil, stale, c.wrapErr(ctx, "reading response", err)
 		case send:
 			err = c.writeBody(o, req)
@@ -79,8 +82,15 @@ func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Reque
 		// The server may have answered before it stopped reading (a
 		// 413, a 401): read what it said, else report the write.
 		if o.length != 0 && c.written > 0 {
-			if mode, rerr := c.readHead(rb, ev, o.method, false); rerr == nil {
+			mode, rerr := c.readHead(rb, ev, o.method, false)
+			if rerr == nil {
 				return c.finish(ctx, rb, mode, false)
+			}
+			// The server that stopped reading may have refused the
+			// handshake.
+			var he *HandshakeError
+			if errors.As(c.refusedHandshake(rerr), &he) {
+				err = he
 			}
 		}
 		c.fail()
@@ -91,7 +101,7 @@ func (c *conn) exchange(ctx context.Context, deadline time.Time, req *http.Reque
 		if _, err = c.br.Peek(1); err != nil {
 			c.fail()
 			stale = !c.ended(ctx) && c.reused && o.idempotent
-			return nil, stale, c.wrapErr(ctx, "reading response", noResponse(err))
+			return nil, stale, c.wrapErr(ctx, "reading response", c.refusedHandshake(noResponse(err)))
 		}
 		if mode, err = c.readHead(rb, ev, o.method, false); err != nil {
 			c.fail()
