@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
@@ -313,5 +314,40 @@ func TestListenerTLSFileErrorFailsApply(t *testing.T) {
 	resp := mustGet(t, tlsClient(t, pki.ca, nil, false), "https://"+h.in+"/")
 	if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
 		t.Fatalf("after the failed Apply: got %d %q", resp.StatusCode, b)
+	}
+}
+
+// A client that offers no ALPN protocol and opens with the HTTP/2
+// connection preface is served HTTP/2, as Envoy infers the codec from
+// the first bytes when ALPN chose none; one that offers none and sends
+// an HTTP/1.1 request gets HTTP/1.1 (TestInboundTLSServesHTTP1AndHTTP2ByALPN).
+func TestInboundTLSPriorKnowledgeHTTP2WithoutALPN(t *testing.T) {
+	pki := newListenerPKI(t)
+	up := upstream(t, false, (&seenHeaders{}).ServeHTTP)
+	h := startProxy(t, inboundTLSConfig(addr(up), config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile}))
+	roots := x509.NewCertPool()
+	roots.AddCert(pki.ca.cert)
+	c, err := tls.Dial("tcp", h.in, &tls.Config{RootCAs: roots, ServerName: "callee.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if p := c.ConnectionState().NegotiatedProtocol; p != "" {
+		t.Fatalf("ALPN chose %q for a client that offered none", p)
+	}
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.(*http2.SettingsFrame); !ok {
+		t.Fatalf("the listener answered the preface with %v, want SETTINGS", f)
 	}
 }
