@@ -348,7 +348,7 @@ func pemWhole(b []byte) error {
 }
 
 func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapshot) (*route, error) {
-	rt := &route{name: name}
+	rt := &route{name: name, inbound: l == Inbound}
 	m, err := compileMatch(rc.Match)
 	if err != nil {
 		return nil, err

@@ -1553,13 +1553,15 @@ func (f *forwarding) outboundHeader() http.Header {
 			h[hdrForwardedProto] = protoHTTPS
 		}
 	}
-	// x-forwarded-client-cert names the certificate the listener
-	// verified, or nothing: a client's own would be a forged identity
-	// (Envoy's SANITIZE_SET). Not among addedRequestHeaders, which size
-	// the header's map: it is rarely set, and one more name there would
+	// x-forwarded-client-cert names the certificate the inbound
+	// listener verified, or nothing: a client's own would be a forged
+	// identity (Envoy's SANITIZE_SET), and the outbound listener's
+	// client, the app, is not named to other services (Envoy's sidecar
+	// outbound SANITIZE). Not among addedRequestHeaders, which size the
+	// header's map: it is rarely set, and one more name there would
 	// grow the map of a request with a few fields past one group.
 	delete(h, hdrClientCert)
-	if r.TLS != nil {
+	if r.TLS != nil && f.rt.inbound {
 		if v := clientCertField(r.TLS); v != "" {
 			h[hdrClientCert] = []string{v}
 		}

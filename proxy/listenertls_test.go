@@ -351,3 +351,30 @@ func TestInboundTLSPriorKnowledgeHTTP2WithoutALPN(t *testing.T) {
 		t.Fatalf("the listener answered the preface with %v, want SETTINGS", f)
 	}
 }
+
+// The outbound listener verifies a client certificate as the inbound one
+// does, but its requests go to other services, which are not told the
+// app's certificate: no x-forwarded-client-cert, neither the client's
+// nor one of the listener's making (as Envoy's sidecar outbound).
+func TestOutboundMutualTLSNamesNoClientCertificate(t *testing.T) {
+	pki := newListenerPKI(t)
+	app := &seenHeaders{}
+	up := upstream(t, false, app.ServeHTTP)
+	cfg := &config.Config{
+		Listeners: config.Listeners{Outbound: config.OutboundListener{TLS: config.ListenerTLS{Enabled: true,
+			CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, RequireClientCert: true}}},
+		Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(addr(up))}},
+		Routes:   []config.Route{{Name: "all", Cluster: "svc"}},
+	}
+	h := startProxy(t, cfg)
+	caller := clientCert(t, pki.ca, "spiffe://cluster.local/ns/shop/sa/app")
+	for _, h2 := range []bool{false, true} {
+		resp := mustGet(t, tlsClient(t, pki.ca, caller, h2), "https://"+h.out+"/", "X-Forwarded-Client-Cert", "Hash=forged")
+		if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
+			t.Fatalf("h2 %v: got %d %q, want 200 ok", h2, resp.StatusCode, b)
+		}
+		if xfcc, proto := app.last(); len(xfcc) != 0 || len(proto) != 1 || proto[0] != "https" {
+			t.Fatalf("h2 %v: the upstream saw x-forwarded-client-cert %q and X-Forwarded-Proto %q, want none and https", h2, xfcc, proto)
+		}
+	}
+}

@@ -324,6 +324,13 @@ type route struct {
 	fault *routeFault // nil: none
 
 	mirrors []routeMirror // nil: none (see mirror.go)
+
+	// inbound: the route is the inbound listener's, whose requests carry
+	// the identity of a client certificate it verified on to the app
+	// (x-forwarded-client-cert). An outbound route's go to other
+	// services, which are not told the app's certificate (as Envoy's
+	// sidecar outbound sanitizes it).
+	inbound bool
 }
 
 // pickCluster chooses among weighted clusters with the injected rand.
