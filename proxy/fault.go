@@ -80,6 +80,7 @@ func (f *routeFault) inject(p *Proxy, w http.ResponseWriter, r *http.Request, gr
 	if f.delayPerMillion > 0 && p.intn(1_000_000) < f.delayPerMillion {
 		if f.maxActive == 0 || f.active.Add(1) <= f.maxActive {
 			f.delays.Inc()
+			held := time.Now()
 			t := time.NewTimer(f.delay)
 			select {
 			case <-t.C:
@@ -92,6 +93,12 @@ func (f *routeFault) inject(p *Proxy, w http.ResponseWriter, r *http.Request, gr
 			if r.Context().Err() != nil {
 				return true, 0
 			}
+			if grpc && !spendGRPCTimeout(r.Header, time.Since(held)) {
+				// The client's deadline passed during the delay: it has
+				// given up, and the upstream's work would be thrown
+				// away. Answered as a grpc-timeout of zero is.
+				return true, p.localReply(w, grpc, localReply{reason: ReasonUpstreamTimeout})
+			}
 		} else {
 			f.active.Add(-1)
 		}
@@ -102,6 +109,31 @@ func (f *routeFault) inject(p *Proxy, w http.ResponseWriter, r *http.Request, gr
 			httpStatus: f.abortHTTP, grpcStatus: f.abortGRPC})
 	}
 	return false, 0
+}
+
+// spendGRPCTimeout takes spent, the time a delay held the request, from
+// the grpc-timeout in h, and reports whether any is left. The route
+// timeout starts after the delay (as Envoy's router runs after its
+// fault filter), but grpc-timeout is the client's own deadline, which
+// ran during it: without this, the route deadline would take the whole
+// grpc-timeout again from the delay's end, forward a call the client
+// has given up on, and tell the upstream it has more time than the
+// client gives it. A missing or malformed grpc-timeout is left alone
+// (see routeDeadline).
+func spendGRPCTimeout(h http.Header, spent time.Duration) bool {
+	vv := h[hdrGRPCTimeout]
+	if len(vv) == 0 || vv[0] == "" {
+		return true
+	}
+	d, err := parseGRPCTimeout(vv[0])
+	if err != nil {
+		return true
+	}
+	if d -= spent; d <= 0 {
+		return false
+	}
+	h[hdrGRPCTimeout] = []string{formatGRPCTimeout(d)}
+	return true
 }
 
 // serveFault runs rt's fault for r and reports whether it answered the
