@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -187,6 +188,10 @@ type mirrorCopy struct {
 	forceQuery   bool
 	header       http.Header // a copy of the primary's outbound header
 	grpc         bool
+	// tls is the client connection's TLS state: the copy's forwarding
+	// sets x-forwarded-client-cert from it, as the primary's did (it
+	// removes any other, as a client's own).
+	tls *tls.ConnectionState
 
 	decided atomic.Bool
 	// For a body: src is the client's body, read through Read; body is
@@ -219,7 +224,7 @@ func (f *forwarding) mirror(hdr http.Header, path, rawPath string) {
 	}
 	mc := &mirrorCopy{p: p, s: f.s, to: to, method: r.Method, host: shadowHost(r.Host),
 		path: path, raw: rawPath, query: r.URL.RawQuery, forceQuery: r.URL.ForceQuery,
-		header: hdr.Clone(), grpc: f.grpc}
+		header: hdr.Clone(), grpc: f.grpc, tls: r.TLS}
 	// The copy's body is whole in memory when it goes: asking the
 	// mirror whether to send it would only wait for its 100 Continue.
 	delete(mc.header, "Expect")
@@ -323,6 +328,7 @@ func (mc *mirrorCopy) send(ctx context.Context, m *routeMirror) {
 		// second X-Forwarded-For hop.
 		Header: mc.header,
 		Host:   mc.host,
+		TLS:    mc.tls,
 	}
 	if mc.body != nil {
 		r.Body = io.NopCloser(bytes.NewReader(mc.body))
