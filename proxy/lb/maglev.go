@@ -40,6 +40,10 @@ type Maglev struct {
 	n     int // endpoints the table was built for
 	size  int // slots
 	intn  IntN
+	// addrs and weights are the endpoints the table was built from, in
+	// their order, weights as the table counts them (0 as 1): see Same.
+	addrs   []string
+	weights []uint32
 }
 
 // MaglevTableSize is the lookup table's size: Envoy's default. It is a
@@ -64,7 +68,11 @@ func NewMaglev(addrs []string, weights []uint32, intn IntN) *Maglev {
 
 // newMaglev builds a table of size slots; size is a prime.
 func newMaglev(addrs []string, weights []uint32, size int, intn IntN) *Maglev {
-	m := &Maglev{n: len(addrs), size: size, intn: orDefault(intn)}
+	m := &Maglev{n: len(addrs), size: size, intn: orDefault(intn),
+		addrs: slices.Clone(addrs), weights: make([]uint32, len(addrs))}
+	for i := range m.weights {
+		m.weights[i] = tableWeight(weights, i)
+	}
 	if len(addrs) == 0 {
 		return m
 	}
@@ -91,10 +99,7 @@ func newMaglev(addrs []string, weights []uint32, size int, intn IntN) *Maglev {
 	usize := uint64(size)
 	for k, i := range order {
 		h := Hash(addrs[i])
-		w := uint64(1)
-		if i < len(weights) && weights[i] > 1 {
-			w = uint64(weights[i])
-		}
+		w := uint64(m.weights[i])
 		// The offset and the skip must be independent hashes of the
 		// address: one hash finished twice with different constants.
 		es[k] = entry{pos: fmix64(h) % usize, skip: fmix64(h^0x9e3779b97f4a7c15)%(usize-1) + 1, weight: w, idx: int32(i)}
@@ -123,6 +128,33 @@ func newMaglev(addrs []string, weights []uint32, size int, intn IntN) *Maglev {
 		}
 	}
 	return m
+}
+
+// tableWeight is the weight the table gives endpoint i of weights (nil,
+// or one per endpoint): 0 counts as 1.
+func tableWeight(weights []uint32, i int) uint32 {
+	if i < len(weights) && weights[i] > 1 {
+		return weights[i]
+	}
+	return 1
+}
+
+// Same reports whether m was built for the endpoints addrs with weights
+// (as NewMaglev takes them), in the same order: a table is a pure
+// function of them, so a caller given the same list again (a reload
+// that leaves the cluster's endpoints alone) can keep m rather than
+// spend the milliseconds and memory of building its equal. The order
+// matters: the table holds indexes into the list.
+func (m *Maglev) Same(addrs []string, weights []uint32) bool {
+	if !slices.Equal(m.addrs, addrs) {
+		return false
+	}
+	for i, w := range m.weights {
+		if tableWeight(weights, i) != w {
+			return false
+		}
+	}
+	return true
 }
 
 // Pick implements Picker for a request without a key: a random slot's
