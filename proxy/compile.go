@@ -443,7 +443,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		rt.fallback = fb
 	}
 	if rc.Fault != nil {
-		rt.fault = p.compileFault(lname, name, rc.Fault)
+		rt.fault = p.compileFault(l, name, rc.Fault)
 		if rt.localStats == nil {
 			// The requests it answers, or whose client left during its
 			// delay, have no cluster.

@@ -25,9 +25,10 @@ type routeFault struct {
 	abortPerMillion      int
 	abortHTTP, abortGRPC int
 	// maxActive caps the requests delayed at once; 0: no cap. active
-	// counts them (for the snapshot's route: a reload starts again).
+	// counts them, shared with the route of the same listener and name
+	// in the snapshots before (see compileFault).
 	maxActive int64
-	active    atomic.Int64
+	active    *atomic.Int64
 
 	delays, aborts prometheus.Counter
 }
@@ -35,8 +36,26 @@ type routeFault struct {
 // perMillion is a percentage as a count per million requests.
 func perMillion(percent float64) int { return int(percent*10_000 + 0.5) }
 
-func (p *Proxy) compileFault(lname, route string, f *config.Fault) *routeFault {
+// compileFault compiles the fault of route on listener l. The count of
+// requests its delay holds is the one of the route of the same name in
+// the snapshot serving now, when that has a fault: the requests held
+// there still wait, and a reload (a control plane pushes them often)
+// must not let another max_active of them be held, as Envoy's
+// active_faults gauge outlives a configuration update.
+func (p *Proxy) compileFault(l Listener, route string, f *config.Fault) *routeFault {
+	lname := l.String()
 	rf := &routeFault{maxActive: int64(f.MaxActive)}
+	if s := p.snap.Load(); s != nil {
+		for _, prev := range s.tables[l].routes {
+			if prev.name == route && prev.fault != nil {
+				rf.active = prev.fault.active
+				break
+			}
+		}
+	}
+	if rf.active == nil {
+		rf.active = new(atomic.Int64)
+	}
 	if d := f.Delay; d != nil {
 		rf.delay, rf.delayPerMillion = d.Fixed, perMillion(d.Percent)
 		rf.delays = p.m.faults.WithLabelValues(lname, route, "delay")

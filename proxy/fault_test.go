@@ -200,3 +200,51 @@ func TestFaultSeriesGoWithTheFault(t *testing.T) {
 		t.Fatalf("%d after the fault was removed, want 200", resp.StatusCode)
 	}
 }
+
+// max_active counts the requests a route's delay holds across reloads,
+// as Envoy's active_faults gauge does: the requests a delay holds when a
+// reload comes still count against the reloaded route's cap, so that a
+// control plane's pushes do not let the held requests grow past it.
+func TestFaultMaxActiveHoldsAcrossReloads(t *testing.T) {
+	a, got := countingUpstream(t)
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(a)},
+		withFault(&config.Fault{MaxActive: 1, Delay: &config.FaultDelay{Fixed: time.Hour, Percent: 100}}))
+	h := startProxy(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	held := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", h.url("/held"), nil)
+		resp, err := h.h1.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		held <- err
+	}()
+	delays := h.p.m.faults.WithLabelValues("outbound", "all", "delay")
+	eventually(t, 10*time.Second, "the first request to be held", func() bool { return counterValue(delays) == 1 })
+	if err := h.p.Apply(simpleConfig(config.Cluster{Endpoints: eps(a)},
+		withFault(&config.Fault{MaxActive: 1, Delay: &config.FaultDelay{Fixed: time.Hour, Percent: 100}}))); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer rcancel()
+	req, _ := http.NewRequestWithContext(rctx, "GET", h.url("/next"), nil)
+	resp, err := h.h1.Do(req)
+	if err != nil {
+		t.Fatalf("after a reload: %v; a second request was held past max_active 1", err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || got.Load() != 1 {
+		t.Fatalf("after a reload: %d, %d upstream requests; want it forwarded at once", resp.StatusCode, got.Load())
+	}
+	cancel()
+	<-held
+	// The held request's end is counted: the cap is free again.
+	eventually(t, 10*time.Second, "the held request to end", func() bool {
+		return counterValue(h.p.m.requests.WithLabelValues("outbound", "all", "", "4xx")) == 1
+	})
+	if f := h.p.snap.Load().tables[Outbound].routes[0].fault; f.active.Load() != 0 {
+		t.Fatalf("%d requests counted held after the last one ended", f.active.Load())
+	}
+}
