@@ -98,7 +98,7 @@ func (p *Proxy) compileMirrors(lname string, rt *route, ms []config.Mirror, s *s
 			return nil, fmt.Errorf("mirror[%d].cluster: unknown cluster %q", i, mc.Cluster)
 		}
 		m := routeMirror{c: c, perMillion: perMillion(mc.MirrorPercent()),
-			rt: &route{name: rt.name, timeout: timeout, attemptCount: rt.attemptCount}}
+			rt: &route{name: rt.name, timeout: timeout, attemptCount: rt.attemptCount, inbound: rt.inbound}}
 		for r := range numMirrorResults {
 			m.counts[r] = p.m.mirrored.WithLabelValues(lname, rt.name, c.name, mirrorResultNames[r])
 		}

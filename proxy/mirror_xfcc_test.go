@@ -11,12 +11,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
 // A copy carries the x-forwarded-client-cert the primary got, the
-// identity of the client certificate the listener verified: a mirror
-// that authorizes by it (as the service it shadows does) must not see
-// the copies as anonymous.
+// identity of the client certificate the inbound listener verified: a
+// mirror that authorizes by it (as the service it shadows does) must not
+// see the copies as anonymous.
 func TestMirrorCopyCarriesTheClientCertificateIdentity(t *testing.T) {
 	primary := make(chan string, 1)
 	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
@@ -27,7 +29,7 @@ func TestMirrorCopyCarriesTheClientCertificateIdentity(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		shadowXFCC <- r.Header.Get(hdrClientCert)
 	})
-	h := startProxy(t, mirrorConfig(addr(p), addr(shadow), nil))
+	h := startProxy(t, mirrorConfig(addr(p), addr(shadow), nil, func(r *config.Route) { r.Listener = config.Inbound }))
 
 	cert := &x509.Certificate{Raw: []byte("caller"), Subject: pkix.Name{CommonName: "caller"}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -37,7 +39,7 @@ func TestMirrorCopyCarriesTheClientCertificateIdentity(t *testing.T) {
 	req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert},
 		VerifiedChains: [][]*x509.Certificate{{cert}}}
 	rec := httptest.NewRecorder()
-	h.p.Handler(Outbound).ServeHTTP(rec, req)
+	h.p.Handler(Inbound).ServeHTTP(rec, req)
 	cancel()
 	want := <-primary
 	if !strings.Contains(want, "CN=caller") {
