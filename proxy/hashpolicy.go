@@ -108,7 +108,10 @@ func (hp *hashPolicy) eval(r *http.Request) (uint64, bool) {
 		}
 		return sum, true
 	case hashCookie:
-		if v, ok := cookieValue(r.Header, hp.name); ok {
+		// An empty value is no key (as in Envoy): a client that sends
+		// "session=" before it has a session would otherwise go, with
+		// every other such client, to one endpoint.
+		if v, ok := cookieValue(r.Header, hp.name); ok && v != "" {
 			return lb.Hash(v), true
 		}
 	case hashSourceIP:

@@ -194,6 +194,9 @@ func TestHashKeyPolicies(t *testing.T) {
 		{"pseudo-header", []config.HashPolicy{{Header: ":authority"}}, req(), lb.Hash("svc"), true},
 		{"query parameter", []config.HashPolicy{{QueryParameter: "q"}}, req(), lb.Hash("Q"), true},
 		{"source ip", []config.HashPolicy{{SourceIP: true}}, req(), lb.Hash("192.0.2.1"), true}, // httptest's RemoteAddr
+		{"cookie", []config.HashPolicy{{Cookie: "s"}}, req("Cookie", "t=B; s=A"), a, true},
+		{"empty cookie is no key", []config.HashPolicy{{Cookie: "s"}, {Header: "x-b"}}, req("Cookie", "s=", "X-B", "B"), b, true},
+		{"empty quoted cookie is no key", []config.HashPolicy{{Cookie: "s"}}, req("Cookie", `s=""`), 0, false},
 	} {
 		rt := &route{hash: compileHashPolicy(tc.hps)}
 		got, ok := rt.hashKey(tc.r)
