@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -188,6 +189,9 @@ type mirrorCopy struct {
 	forceQuery   bool
 	header       http.Header // a copy of the primary's outbound header
 	grpc         bool
+	// made is when the copy was readied: the time a gRPC call's body
+	// then takes to end is charged to its grpc-timeout (see start).
+	made time.Time
 	// tls is the client connection's TLS state: the copy's forwarding
 	// sets x-forwarded-client-cert from it, as the primary's did (it
 	// removes any other, as a client's own).
@@ -225,6 +229,9 @@ func (f *forwarding) mirror(hdr http.Header, path, rawPath string) {
 	mc := &mirrorCopy{p: p, s: f.s, to: to, method: r.Method, host: shadowHost(r.Host),
 		path: path, raw: rawPath, query: r.URL.RawQuery, forceQuery: r.URL.ForceQuery,
 		header: hdr.Clone(), grpc: f.grpc, tls: r.TLS}
+	if f.grpc {
+		mc.made = p.now()
+	}
 	// The copy's body is whole in memory when it goes: asking the
 	// mirror whether to send it would only wait for its 100 Continue.
 	delete(mc.header, "Expect")
@@ -295,6 +302,16 @@ func (mc *mirrorCopy) drop(res mirrorResult) {
 // proxy's mirrorRunner, unless it was decided already.
 func (mc *mirrorCopy) start() {
 	if !mc.decided.CompareAndSwap(false, true) {
+		return
+	}
+	// The grpc-timeout in the header is what the primary was left when
+	// it went; a client stream's copy goes when the stream has ended,
+	// and the client's deadline ran meanwhile. The header is the
+	// copies' to share from here on, read only.
+	if mc.grpc && !spendGRPCTimeout(mc.header, mc.p.now().Sub(mc.made)) {
+		for _, m := range mc.to {
+			m.counts[mirrorFailed].Inc()
+		}
 		return
 	}
 	for _, m := range mc.to {

@@ -517,3 +517,62 @@ func TestMirrorDropsABodyThePrimaryDidNotRead(t *testing.T) {
 		t.Fatalf("the mirror upstream got %d requests, want none", len(got))
 	}
 }
+
+// deadlineRecorder is a testService that reports, for each client
+// stream, how long the deadline it was given left it when it began.
+type deadlineRecorder struct {
+	testService
+	left chan time.Duration
+}
+
+func (s *deadlineRecorder) StreamingInputCall(stream grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
+	left := time.Duration(-1)
+	if dl, ok := stream.Context().Deadline(); ok {
+		left = time.Until(dl)
+	}
+	s.left <- left
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return stream.SendAndClose(&testpb.StreamingInputCallResponse{})
+		}
+	}
+}
+
+// A client stream's copy goes when the stream has ended, and its
+// grpc-timeout is what the client's deadline has left then, not what it
+// had when the primary went: the time the stream took is charged to it.
+func TestMirrorClientStreamCopyKeepsTheClientsDeadline(t *testing.T) {
+	primary, shadow := &deadlineRecorder{left: make(chan time.Duration, 1)}, &deadlineRecorder{left: make(chan time.Duration, 1)}
+	cfg := grpcConfig(startGRPCServer(t, primary))
+	cfg.Clusters["shadow"] = config.Cluster{Endpoints: eps(startGRPCServer(t, shadow)), Protocol: config.ProtocolGRPC}
+	cfg.Routes[0].Mirror = []config.Mirror{{Cluster: "shadow"}}
+	h := startProxy(t, cfg)
+	c := grpcClient(t, h.out)
+
+	ctx := ctxT(t, 5*time.Second)
+	dl, _ := ctx.Deadline()
+	stream, err := c.StreamingInputCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	<-primary.left
+	// The stream lasts a second more before the client ends it.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	leftAtEnd := time.Until(dl)
+	if _, err := stream.CloseAndRecv(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-shadow.left:
+		if got < 0 || got > leftAtEnd+200*time.Millisecond {
+			t.Fatalf("the copy had %v left, the client %v when its stream ended", got, leftAtEnd)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the mirror got no client stream")
+	}
+}
