@@ -130,29 +130,68 @@ func TestLargeBodiesStreamWithoutBuffering(t *testing.T) {
 }
 
 func TestHotApplyUnderLoadLosesNoRequest(t *testing.T) {
-	mk := func(tag string) *http.ServeMux {
-		m := http.NewServeMux()
-		m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.Copy(io.Discard, r.Body)
-			fmt.Fprint(w, tag)
-		})
-		return m
-	}
-	a := upstream(t, false, mk("a").ServeHTTP)
-	b := upstream(t, true, mk("b").ServeHTTP)
+	a := upstream(t, false, tagged("a").ServeHTTP)
+	b := upstream(t, true, tagged("b").ServeHTTP)
 	cfgA := simpleConfig(config.Cluster{Endpoints: eps(addr(a))})
 	cfgB := &config.Config{
 		Clusters: map[string]config.Cluster{"svc2": {Endpoints: eps(addr(b)), Protocol: config.ProtocolHTTP2}},
 		Routes:   []config.Route{{Name: "all", Cluster: "svc2"}},
 	}
+	loadAcrossReloads(t, startProxy(t, cfgA), cfgB, cfgA)
+}
+
+// The same with the route features that keep state across reloads or
+// run beside the request: a maglev cluster with a hash policy (its table
+// kept or rebuilt), a mirror (copies in flight as their cluster goes) and
+// a fault's delay (its active count carried over).
+func TestHotApplyWithRouteFeaturesUnderLoadLosesNoRequest(t *testing.T) {
+	a := upstream(t, false, tagged("a").ServeHTTP)
+	b := upstream(t, true, tagged("b").ServeHTTP)
+	c := upstream(t, true, tagged("b").ServeHTTP)
+	cfgA := simpleConfig(config.Cluster{Endpoints: eps(addr(a))})
+	cfgA.Clusters["shadow"] = config.Cluster{Endpoints: eps(addr(c))}
+	cfgA.Routes[0].Mirror = []config.Mirror{{Cluster: "shadow"}}
+	cfgB := &config.Config{
+		Clusters: map[string]config.Cluster{
+			"svc2":   {Endpoints: eps(addr(b), addr(c)), Protocol: config.ProtocolHTTP2, LBPolicy: config.LBMaglev},
+			"shadow": {Endpoints: eps(addr(a))},
+		},
+		Routes: []config.Route{{Name: "all", Cluster: "svc2",
+			HashPolicy: []config.HashPolicy{{Header: "x-user"}},
+			Mirror:     []config.Mirror{{Cluster: "shadow"}},
+			Fault:      &config.Fault{MaxActive: 2, Delay: &config.FaultDelay{Fixed: time.Millisecond, Percent: 50}}}},
+	}
 	h := startProxy(t, cfgA)
+	loadAcrossReloads(t, h, cfgB, cfgA)
+	if n := counterValue(h.p.m.mirrored.WithLabelValues("outbound", "all", "shadow", "sent")); n == 0 {
+		t.Fatal("no copy was sent")
+	}
+}
+
+// tagged answers every request with tag, its body read.
+func tagged(tag string) *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, tag)
+	})
+	return m
+}
+
+// loadAcrossReloads sends requests through h from four clients (HTTP/1.1
+// and h2c, each with its own x-user) while it applies the configurations
+// cfgs in turn, 40 times, waiting for a few requests to be answered
+// after each; it fails t unless every request was answered 200 "a" or
+// "b".
+func loadAcrossReloads(t *testing.T, h *harness, cfgs ...*config.Config) {
+	t.Helper()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
-		go func(c *http.Client) {
+		go func(c *http.Client, user string) {
 			defer wg.Done()
 			for i := 0; i < 100000; i++ {
 				select {
@@ -160,7 +199,9 @@ func TestHotApplyUnderLoadLosesNoRequest(t *testing.T) {
 					return
 				default:
 				}
-				resp, err := c.Post(h.url("/"), "text/plain", strings.NewReader("ping"))
+				req, _ := http.NewRequest("POST", h.url("/"), strings.NewReader("ping"))
+				req.Header.Set("X-User", user)
+				resp, err := c.Do(req)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
@@ -175,14 +216,11 @@ func TestHotApplyUnderLoadLosesNoRequest(t *testing.T) {
 				}
 				ok.Add(1)
 			}
-		}(map[bool]*http.Client{true: h.h1, false: h.h2c}[g%2 == 0])
+		}(map[bool]*http.Client{true: h.h1, false: h.h2c}[g%2 == 0], fmt.Sprintf("user-%d", g))
 	}
+	gen := h.p.Generation()
 	for i := 0; i < 40; i++ {
-		cfg := cfgA
-		if i%2 == 0 {
-			cfg = cfgB
-		}
-		if err := h.p.Apply(cfg); err != nil {
+		if err := h.p.Apply(cfgs[i%len(cfgs)]); err != nil {
 			t.Fatal(err)
 		}
 		target := ok.Load() + 5
@@ -193,8 +231,8 @@ func TestHotApplyUnderLoadLosesNoRequest(t *testing.T) {
 	if failed.Load() != 0 {
 		t.Fatalf("%d requests failed across reloads (first: %v), %d ok", failed.Load(), firstErr.Load(), ok.Load())
 	}
-	if g := h.p.Generation(); g != 41 {
-		t.Fatalf("generation %d, want 41", g)
+	if g := h.p.Generation(); g != gen+40 {
+		t.Fatalf("generation %d, want %d", g, gen+40)
 	}
 }
 
