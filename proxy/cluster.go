@@ -351,8 +351,11 @@ func (c *countedConn) Close() error {
 // endpoint is one member of a cluster.
 type endpoint struct {
 	addr string
-	zone string // as configured; empty: unknown
-	idx  int    // index in the cluster, as the outlier detector numbers it
+	// authority is the Host auto_host_rewrite sends it (see
+	// endpointAuthority).
+	authority string
+	zone      string // as configured; empty: unknown
+	idx       int    // index in the cluster, as the outlier detector numbers it
 	// active counts the requests in flight. The same endpoint (cluster
 	// and address) of every snapshot shares it (see carryState), so that
 	// least_request and /clusters count the requests still running on

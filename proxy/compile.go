@@ -242,7 +242,8 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, zone string, used
 	}
 	weights := make([]uint32, 0, len(cc.Endpoints))
 	for i, e := range cc.Endpoints {
-		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, zone: e.Zone, idx: i, conns: p.m.endpointConns(name, e.Address)})
+		c.endpoints = append(c.endpoints, &endpoint{addr: e.Address, authority: endpointAuthority(e.Address, c.scheme),
+			zone: e.Zone, idx: i, conns: p.m.endpointConns(name, e.Address)})
 		weights = append(weights, e.Weight)
 	}
 	if cc.LBPolicy == config.LBMaglev {
@@ -314,6 +315,18 @@ func (p *Proxy) compileCluster(name string, cc config.Cluster, zone string, used
 	}
 	used[key] = c.pool
 	return c, nil
+}
+
+// endpointAuthority is the Host a client calling the endpoint at addr
+// ("host:port") itself would send: addr, without the port when it is
+// the scheme's default (RFC 9110 §4.2.1, §4.2.2), as curl and browsers
+// leave it out and some virtual hosts only know the name without it.
+func endpointAuthority(addr, scheme string) string {
+	_, port := splitHostPort(addr)
+	if port == "" || !(scheme == "http" && port == "80" || scheme == "https" && port == "443") {
+		return addr
+	}
+	return addr[:len(addr)-len(port)-1] // "[::1]:80" keeps its brackets
 }
 
 func clientTLS(t config.TLS) (*tls.Config, error) {
@@ -413,6 +426,20 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		// Exact matches rewrite the whole path.
 		rt.match.path, rt.match.exactRewrite = pathExact, true
 	}
+	if rr := rc.RegexRewrite; rr != nil {
+		// "." matches a newline decoded from "%0A" too, as in
+		// match.path.regex.
+		re, err := regexp.Compile("(?s:" + rr.Pattern + ")")
+		if err != nil {
+			return nil, fmt.Errorf("regex_rewrite.pattern: %w", err)
+		}
+		sub, err := compileSubstitution(rr.Substitution, re.NumSubexp())
+		if err != nil {
+			return nil, fmt.Errorf("regex_rewrite.%w", err)
+		}
+		rt.regexRewrite = &regexRewrite{re: re, sub: sub}
+	}
+	rt.hostRewrite, rt.autoHost = rc.HostRewrite, rc.AutoHostRewrite && rc.HostRewrite == ""
 	rt.reqHeaders = compileMutation(rc.RequestHeaders)
 	rt.respHeaders = compileMutation(rc.ResponseHeaders)
 	rt.hash = compileHashPolicy(rc.HashPolicy)
@@ -669,6 +696,26 @@ func compileMatch(mc config.RouteMatch) (routeMatch, error) {
 			hm.kind, hm.value = headerExact, hc.Exact
 		}
 		m.headers = append(m.headers, hm)
+	}
+	for i, qc := range mc.QueryParameters {
+		qm := queryMatcher{name: qc.Name}
+		switch {
+		case qc.Present:
+			qm.kind = headerPresent
+		case qc.Prefix != "":
+			qm.kind, qm.value = headerPrefix, qc.Prefix
+		case qc.Regex != "":
+			// A decoded value may hold a line feed ("%0A"), as a path
+			// may: "." matches it too.
+			re, err := regexp.Compile("^(?s:" + qc.Regex + ")$")
+			if err != nil {
+				return m, fmt.Errorf("match.query_parameters[%d].regex: %w", i, err)
+			}
+			qm.kind, qm.re = headerRegex, re
+		default:
+			qm.kind, qm.value = headerExact, qc.Exact
+		}
+		m.queries = append(m.queries, qm)
 	}
 	return m, nil
 }

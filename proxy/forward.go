@@ -378,6 +378,12 @@ func (f *forwarding) run(start time.Time) {
 		}
 		path, rawPath = np, er
 	}
+	if f.rt.regexRewrite != nil {
+		var ok bool
+		if path, rawPath, ok = f.regexRewritePath(); !ok {
+			return
+		}
+	}
 
 	var body io.Reader
 	if hasBody(r) {
@@ -785,11 +791,43 @@ func (f *forwarding) attemptRequest(attempt int, hdr http.Header, body io.Reader
 	out.Header = h
 	out.Body = reqBody
 	out.Host = r.Host
+	if f.rt.hostRewrite != "" {
+		out.Host = f.rt.hostRewrite
+	} else if f.rt.autoHost {
+		out.Host = ep.authority
+	}
 	out.Trailer = r.Trailer
 	if reqBody != nil {
 		out.ContentLength = r.ContentLength
 	}
 	return out
+}
+
+// regexRewritePath applies the route's regex_rewrite to the request's
+// path, decoded and normalized, and returns the path to send, decoded
+// and escaped (rawPath "" when it has no escapes of its own). A result
+// that does not begin with "/" is no path an upstream can be sent, nor
+// is one that begins with an escaped '/' ("%2F", which the pattern saw
+// as '/', but which stays escaped): the request is answered
+// invalid_request, and ok is false.
+//
+//go:noinline
+func (f *forwarding) regexRewritePath() (path, rawPath string, ok bool) {
+	u := f.r.URL
+	path, escaped, changed := f.rt.regexRewrite.rewrite(u.Path, u.EscapedPath())
+	if !changed {
+		return u.Path, u.RawPath, true
+	}
+	if !strings.HasPrefix(escaped, "/") {
+		f.reply(localReply{reason: ReasonInvalidRequest, detail: "the route's regex_rewrite made a path that does not begin with \"/\""})
+		return "", "", false
+	}
+	if u.RawPath == "" {
+		// Then the path had no escapes of its own, nor has the new one:
+		// escaped is how net/url sends path.
+		escaped = ""
+	}
+	return path, escaped, true
 }
 
 // setGRPCTimeout sets the grpc-timeout of an attempt (hasBody: it sends

@@ -226,7 +226,7 @@ func (f *forwarding) mirror(hdr http.Header, path, rawPath string) {
 	if len(to) == 0 {
 		return
 	}
-	mc := &mirrorCopy{p: p, s: f.s, to: to, method: r.Method, host: shadowHost(r.Host),
+	mc := &mirrorCopy{p: p, s: f.s, to: to, method: r.Method, host: shadowHost(f.mirrorHost()),
 		path: path, raw: rawPath, query: r.URL.RawQuery, forceQuery: r.URL.ForceQuery,
 		header: hdr.Clone(), grpc: f.grpc, tls: r.TLS}
 	if f.grpc {
@@ -260,6 +260,17 @@ func (f *forwarding) mirror(hdr http.Header, path, rawPath string) {
 		// request's context.
 		context.AfterFunc(r.Context(), func() { mc.drop(mirrorDroppedBody) })
 	}
+}
+
+// mirrorHost is the Host a copy is sent with, before its "-shadow":
+// the route's host_rewrite, as Envoy's copies carry the primary's
+// rewritten host; else the client's, auto_host_rewrite's being the
+// primary's endpoint, of another cluster than the copy's.
+func (f *forwarding) mirrorHost() string {
+	if f.rt.hostRewrite != "" {
+		return f.rt.hostRewrite
+	}
+	return f.r.Host
 }
 
 // Read reads the client's body for the primary, keeping a copy of it;

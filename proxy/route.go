@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -158,6 +160,109 @@ func (m *headerMatcher) match(r *http.Request) bool {
 	return got != m.invert
 }
 
+// queryMatcher matches one parameter of the request's query: the first
+// of its name, both compared decoded (see config.QueryParameterMatch).
+// Envoy compares them as written; here a value matches however the
+// client spelled it ("?role=%61dmin" is "?role=admin"), as paths are
+// matched decoded, so that no other spelling passes by a route.
+type queryMatcher struct {
+	name  string
+	kind  headerKind
+	value string
+	re    *regexp.Regexp
+}
+
+// match reports whether the query rawQuery (as sent, without "?")
+// satisfies m. It allocates only to decode a value with escapes for a
+// regex.
+func (m *queryMatcher) match(rawQuery string) bool {
+	v, ok := queryParam(rawQuery, m.name)
+	if !ok {
+		return false
+	}
+	switch m.kind {
+	case headerPresent:
+		return true
+	case headerExact:
+		eq, _ := decodedHasPrefix(v, m.value, true)
+		return eq
+	case headerPrefix:
+		eq, _ := decodedHasPrefix(v, m.value, false)
+		return eq
+	}
+	if strings.ContainsAny(v, "%+") {
+		d, err := url.QueryUnescape(v)
+		if err != nil {
+			return false
+		}
+		v = d
+	}
+	return m.re.MatchString(v) // anchored at compile time
+}
+
+// queryParam returns the value, as written, of the first parameter of
+// rawQuery whose decoded name is name ("" for one written without "=").
+// Parameters are separated by "&" alone, as Envoy splits them; one
+// whose name or value has a malformed escape is skipped, as Go's
+// url.ParseQuery skips it.
+func queryParam(rawQuery, name string) (string, bool) {
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if eq, ok := decodedHasPrefix(k, name, true); !eq || !ok {
+			continue
+		}
+		if _, ok := decodedHasPrefix(v, "", false); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// decodedHasPrefix reports whether raw, a query name or value as
+// written, decodes ("%XX" escapes, "+" a space) to a string that begins
+// with want (whole: that is want), without allocating. ok is false when
+// raw has a malformed escape, wherever it is.
+func decodedHasPrefix(raw, want string, whole bool) (match, ok bool) {
+	match = true
+	n := 0 // bytes of the decoded form so far
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch c {
+		case '%':
+			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
+				return false, false
+			}
+			c = unhex(raw[i+1])<<4 | unhex(raw[i+2])
+			i += 2
+		case '+':
+			c = ' '
+		}
+		if n < len(want) {
+			match = match && c == want[n]
+		} else if whole {
+			match = false
+		}
+		n++
+	}
+	return match && n >= len(want), true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
 // routeMatch is the compiled match of one route. Every present condition
 // must hold.
 type routeMatch struct {
@@ -167,6 +272,7 @@ type routeMatch struct {
 	pathRe      *regexp.Regexp
 	methods     []string // empty: any
 	headers     []headerMatcher
+	queries     []queryMatcher
 	// exactRewrite: prefix_rewrite on an exact path replaces the whole path.
 	exactRewrite bool
 }
@@ -230,6 +336,11 @@ func (m *routeMatch) match(host, port, path string, r *http.Request) bool {
 	}
 	for i := range m.headers {
 		if !m.headers[i].match(r) {
+			return false
+		}
+	}
+	for i := range m.queries {
+		if !m.queries[i].match(r.URL.RawQuery) {
 			return false
 		}
 	}
@@ -297,8 +408,13 @@ type route struct {
 	// prefixRewriteEscaped is prefixRewrite in its escaped form, for a
 	// path that keeps its escapes (see rewriteEscaped).
 	prefixRewriteEscaped string
-	reqHeaders           headerEdit
-	respHeaders          headerEdit
+	regexRewrite         *regexRewrite // nil: none
+	// hostRewrite replaces the Host sent upstream when set
+	// (host_rewrite); autoHost sends the endpoint's (auto_host_rewrite).
+	hostRewrite string
+	autoHost    bool
+	reqHeaders  headerEdit
+	respHeaders headerEdit
 	// hash makes the request's hash key for a maglev cluster
 	// (hash_policy); nil: the request has none. A fallback cluster's
 	// route, a copy, has it too.
@@ -433,4 +549,118 @@ func (t *routeTable) find(r *http.Request) *route {
 		}
 	}
 	return nil
+}
+
+// regexRewrite is a route's regex_rewrite: every match of re in the
+// decoded path is replaced by sub.
+type regexRewrite struct {
+	re  *regexp.Regexp
+	sub []subPiece
+}
+
+// subPiece is one part of a substitution: a group of the match (group
+// >= 0; 0 the whole match) or text, decoded and escaped as sent.
+type subPiece struct {
+	group         int
+	text, escaped string
+}
+
+// compileSubstitution splits sub, as config.RegexRewrite writes it,
+// into its pieces; groups is the number of groups of the pattern.
+func compileSubstitution(sub string, groups int) ([]subPiece, error) {
+	var out []subPiece
+	var text strings.Builder
+	flush := func() {
+		if text.Len() > 0 {
+			t := text.String()
+			out = append(out, subPiece{group: -1, text: t, escaped: (&url.URL{Path: t}).EscapedPath()})
+			text.Reset()
+		}
+	}
+	for i := 0; i < len(sub); i++ {
+		c := sub[i]
+		if c != '\\' {
+			text.WriteByte(c)
+			continue
+		}
+		if i++; i == len(sub) {
+			return nil, fmt.Errorf("substitution ends with a lone backslash")
+		}
+		switch c = sub[i]; {
+		case c == '\\':
+			text.WriteByte(c)
+		case c >= '0' && c <= '9' && int(c-'0') <= groups:
+			flush()
+			out = append(out, subPiece{group: int(c - '0')})
+		default:
+			return nil, fmt.Errorf("substitution: \\%c names no group of the pattern", c)
+		}
+	}
+	flush()
+	return out, nil
+}
+
+// rewrite replaces the matches in path, the decoded path, and returns
+// the new path decoded and escaped; escaped is path's escaped form. The
+// pattern sees the decoded path, as route matching does, but what the
+// new path takes from the old one (the text between matches, the
+// groups) keeps its escapes, so that an escaped '/' ("%2F") stays
+// inside its segment rather than becoming a separator; the
+// substitution's text is escaped as a path is sent. changed is false
+// when nothing matched.
+func (w *regexRewrite) rewrite(path, escaped string) (np, ne string, changed bool) {
+	ms := w.re.FindAllStringSubmatchIndex(path, -1)
+	if ms == nil {
+		return path, escaped, false
+	}
+	off, ok := escapeOffsets(path, escaped)
+	if !ok {
+		// Not an escaping of path: take the one net/url would send.
+		escaped = (&url.URL{Path: path}).EscapedPath()
+		off, _ = escapeOffsets(path, escaped)
+	}
+	var d, e strings.Builder
+	d.Grow(len(path))
+	e.Grow(len(escaped))
+	last := 0
+	for _, m := range ms {
+		d.WriteString(path[last:m[0]])
+		e.WriteString(escaped[off[last]:off[m[0]]])
+		for _, pc := range w.sub {
+			if pc.group < 0 {
+				d.WriteString(pc.text)
+				e.WriteString(pc.escaped)
+				continue
+			}
+			a, b := m[2*pc.group], m[2*pc.group+1]
+			if a < 0 {
+				continue // the group took no part in the match: empty
+			}
+			d.WriteString(path[a:b])
+			e.WriteString(escaped[off[a]:off[b]])
+		}
+		last = m[1]
+	}
+	d.WriteString(path[last:])
+	e.WriteString(escaped[off[last]:])
+	return d.String(), e.String(), true
+}
+
+// escapeOffsets maps each byte offset of path to the offset of its
+// escaped form in escaped, where each byte of path is itself or one
+// "%XX" (off[len(path)] is len(escaped)). ok is false when escaped is
+// not such a form of path.
+func escapeOffsets(path, escaped string) (off []int, ok bool) {
+	off = make([]int, len(path)+1)
+	j := 0
+	for i := 0; i < len(path); i++ {
+		off[i] = j
+		if j < len(escaped) && escaped[j] == '%' {
+			j += 3
+		} else {
+			j++
+		}
+	}
+	off[len(path)] = j
+	return off, j == len(escaped)
 }

@@ -27,6 +27,26 @@ listeners:
 		"unquoted yes and off for booleans": "listeners: {outbound: {disabled: off}}\nlogging: {access_log: {enabled: yes}}\n",
 		// Whole numbers written as floats lose nothing.
 		"whole numbers for integers": "listeners: {max_request_body_bytes: 1e6, max_request_header_bytes: 2048.0}\nclusters: {a: {endpoints: [{address: \"10.0.0.1:80\", weight: 2.0}]}}\n",
+		"query matchers and rewrites": `
+clusters:
+  a: {endpoints: ["10.0.0.1:80"]}
+routes:
+  - cluster: a
+    match:
+      path: {prefix: /service/}
+      query_parameters:
+        - {name: v, prefix: "2."}
+        - {name: debug, present: true}
+        - {name: role, exact: admin}
+        - {name: q, regex: "a b|c"}
+    regex_rewrite: {pattern: '^/service/([^/]+)(/.*)$', substitution: '\2/instance/\1\\\0'}
+    host_rewrite: "backend.example.com:8443"
+  - cluster: a
+    auto_host_rewrite: true
+    regex_rewrite: {pattern: "-", substitution: ""}
+  - cluster: a
+    host_rewrite: "[::1]:8080"
+`,
 		"maglev with every hash policy": `
 clusters:
   a: {endpoints: [{address: "10.0.0.1:80", weight: 3}, "10.0.0.2:80"], lb_policy: maglev}

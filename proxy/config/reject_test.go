@@ -657,6 +657,104 @@ routes:
   - cluster: a
     match: {path: {prefix: "/a%20b/"}}
 `, `t.yaml:8: routes[0].match.path.prefix: must be written decoded, without "%" escapes: paths are matched decoded and sent escaped ("/a b" matches and sends /a%20b; a "%" the path decodes to is matched by path.regex)`},
+		{"query parameter match without matcher", okCluster + `
+routes:
+  - cluster: a
+    match:
+      query_parameters: [{name: v}]
+`, `t.yaml:9: routes[0].match.query_parameters[0]: set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`},
+		{"query parameter match without name", okCluster + `
+routes:
+  - cluster: a
+    match:
+      query_parameters: [{exact: "1"}]
+`, `t.yaml:9: routes[0].match.query_parameters[0].name: required`},
+		{"query parameter match with two matchers", okCluster + `
+routes:
+  - cluster: a
+    match:
+      query_parameters: [{name: v, exact: "1", present: true}]
+`, `t.yaml:9: routes[0].match.query_parameters[0]: set only one of exact, prefix, regex and present, got exact and present`},
+		{"query parameter match with a bad regex", okCluster + `
+routes:
+  - cluster: a
+    match:
+      query_parameters: [{name: v, regex: "("}]
+`, `t.yaml:9: routes[0].match.query_parameters[0].regex: invalid regex: missing closing ): ` + "`(`"},
+		{"host_rewrite with a path", okCluster + `
+routes:
+  - cluster: a
+    host_rewrite: api.example.com/x
+`, `t.yaml:8: routes[0].host_rewrite: must be a host or host:port, got "api.example.com/x"`},
+		{"host_rewrite with a space", okCluster + `
+routes:
+  - cluster: a
+    host_rewrite: "api example"
+`, `t.yaml:8: routes[0].host_rewrite: must be a host or host:port, got "api example"`},
+		{"host_rewrite and auto_host_rewrite", okCluster + `
+routes:
+  - cluster: a
+    host_rewrite: api.example.com
+    auto_host_rewrite: true
+`, `t.yaml:8: routes[0].host_rewrite: set only one of host_rewrite and auto_host_rewrite`},
+		{"host_rewrite with direct_response", `
+routes:
+  - direct_response: {status: 200}
+    host_rewrite: api.example.com
+`, `t.yaml:4: routes[0].host_rewrite: not used with direct_response`},
+		{"auto_host_rewrite with composition", okCluster + `
+routes:
+  - auto_host_rewrite: true
+    composition:
+      calls: [{name: x, cluster: a, path: /x}]
+`, `t.yaml:7: routes[0].auto_host_rewrite: not used with composition`},
+		{"regex_rewrite and prefix_rewrite", okCluster + `
+routes:
+  - cluster: a
+    match: {path: {prefix: /api/}}
+    prefix_rewrite: /v1/
+    regex_rewrite: {pattern: "^/api/", substitution: /v1/}
+`, `t.yaml:10: routes[0].regex_rewrite: set only one of prefix_rewrite and regex_rewrite`},
+		{"regex_rewrite without pattern", okCluster + `
+routes:
+  - cluster: a
+    regex_rewrite: {substitution: /v1/}
+`, `t.yaml:8: routes[0].regex_rewrite.pattern: required`},
+		{"regex_rewrite with a bad pattern", okCluster + `
+routes:
+  - cluster: a
+    regex_rewrite: {pattern: "a(", substitution: /v1/}
+`, `t.yaml:8: routes[0].regex_rewrite.pattern: invalid regex: missing closing ): ` + "`a(`"},
+		{"regex_rewrite naming a missing group", okCluster + `
+routes:
+  - cluster: a
+    regex_rewrite: {pattern: "^/(a)/(b)", substitution: '/\3'}
+`, `t.yaml:8: routes[0].regex_rewrite.substitution: "\3" names group 3, but the pattern has 2`},
+		{"regex_rewrite with a Go-style group", okCluster + `
+routes:
+  - cluster: a
+    regex_rewrite: {pattern: "^/(a)", substitution: '/\{1}'}
+`, `t.yaml:8: routes[0].regex_rewrite.substitution: "\{" is not a group reference: "\0" to "\9" insert a group, "\\" a backslash`},
+		{"regex_rewrite ending in a backslash", okCluster + `
+routes:
+  - cluster: a
+    regex_rewrite: {pattern: "^/(a)", substitution: '/x\'}
+`, `t.yaml:8: routes[0].regex_rewrite.substitution: ends with a lone "\": write "\\" for a backslash`},
+		{"regex_rewrite with an escape", okCluster + `
+routes:
+  - cluster: a
+    regex_rewrite: {pattern: "^/(a)", substitution: '/a%20b/\1'}
+`, `t.yaml:8: routes[0].regex_rewrite.substitution: must be written decoded, without "%" escapes: the rewritten path is sent escaped ("/a b/" sends /a%20b/)`},
+		{"regex_rewrite with a query", okCluster + `
+routes:
+  - cluster: a
+    regex_rewrite: {pattern: "^/(a)", substitution: '/x?y=\1'}
+`, `t.yaml:8: routes[0].regex_rewrite.substitution: must not contain "?" or "#": a rewrite replaces part of the path and cannot add a query or fragment`},
+		{"regex_rewrite with direct_response", `
+routes:
+  - direct_response: {status: 200}
+    regex_rewrite: {pattern: "^/a", substitution: /b}
+`, `t.yaml:4: routes[0].regex_rewrite: not used with direct_response`},
 		{"escape in path exact", okCluster + `
 routes:
   - cluster: a

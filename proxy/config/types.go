@@ -792,6 +792,24 @@ type Route struct {
 	// forwarded unchanged.
 	PrefixRewrite string `yaml:"prefix_rewrite" json:"prefix_rewrite"`
 
+	// RegexRewrite rewrites the path with a regular expression before
+	// forwarding (Envoy's regex_rewrite, Istio's uri_regex_rewrite).
+	// Absent (nil) means none. Not with PrefixRewrite.
+	RegexRewrite *RegexRewrite `yaml:"regex_rewrite,omitempty" json:"regex_rewrite,omitempty"`
+
+	// HostRewrite replaces the Host (HTTP/2 :authority) sent upstream with
+	// this host or host:port (Envoy's host_rewrite_literal, Istio's
+	// rewrite.authority). Empty means the client's is sent. Not with
+	// AutoHostRewrite.
+	HostRewrite string `yaml:"host_rewrite" json:"host_rewrite"`
+
+	// AutoHostRewrite, when true, sends each attempt with the Host of the
+	// endpoint it goes to: its address, without the port when that is
+	// the default of the cluster's scheme (80, or 443 with tls), as a
+	// client calling the endpoint itself would send it (Envoy's
+	// auto_host_rewrite). False (the default) sends the client's.
+	AutoHostRewrite bool `yaml:"auto_host_rewrite" json:"auto_host_rewrite"`
+
 	// RequestHeaders edits the request's headers before forwarding.
 	RequestHeaders HeaderMutation `yaml:"request_headers" json:"request_headers"`
 
@@ -835,6 +853,23 @@ type Route struct {
 	// request_mirror_policies, Istio's VirtualService mirror). Only with
 	// cluster or weighted_clusters. Empty means none.
 	Mirror []Mirror `yaml:"mirror,omitempty" json:"mirror,omitempty"`
+}
+
+// RegexRewrite replaces every match of Pattern in the request's path
+// with Substitution.
+type RegexRewrite struct {
+	// Pattern is an RE2 regular expression (Go's regexp syntax),
+	// unanchored, matched against the decoded, normalized path without
+	// its query, as match.path.regex is; "." matches a newline too.
+	// Required.
+	Pattern string `yaml:"pattern" json:"pattern"`
+
+	// Substitution replaces each match: "\1" to "\9" insert the
+	// pattern's numbered groups and "\0" the whole match, as in RE2's
+	// (and Envoy's) substitutions; "\\" is one backslash. Its other
+	// text is written decoded, without "%", "?" or "#", as
+	// prefix_rewrite is. Empty removes the matches.
+	Substitution string `yaml:"substitution" json:"substitution"`
 }
 
 // Mirror is one cluster a route's requests are copied to.
@@ -990,6 +1025,35 @@ type RouteMatch struct {
 
 	// Headers must all match.
 	Headers []HeaderMatch `yaml:"headers" json:"headers"`
+
+	// QueryParameters must all match. Empty means any query.
+	QueryParameters []QueryParameterMatch `yaml:"query_parameters,omitempty" json:"query_parameters,omitempty"`
+}
+
+// QueryParameterMatch matches one parameter of the request's query with
+// exactly one of Exact, Prefix, Regex or Present (Envoy's
+// QueryParameterMatcher, Istio's queryParams). The parameter is the
+// first of that name in the query; names and values are compared
+// decoded ("%20" and "+" are a space); a parameter whose name or value
+// has a malformed escape is skipped.
+type QueryParameterMatch struct {
+	// Name is the parameter's name, compared exactly (case-sensitive).
+	// Required.
+	Name string `yaml:"name" json:"name"`
+
+	// Exact matches the value exactly. Empty means unset: an empty value
+	// is matched by Regex "^$".
+	Exact string `yaml:"exact,omitempty" json:"exact,omitempty"`
+
+	// Prefix matches values starting with it.
+	Prefix string `yaml:"prefix,omitempty" json:"prefix,omitempty"`
+
+	// Regex is an RE2 regular expression that must match the whole value.
+	Regex string `yaml:"regex,omitempty" json:"regex,omitempty"`
+
+	// Present, when true, matches when the parameter is in the query,
+	// with or without a value ("?debug" has it).
+	Present bool `yaml:"present,omitempty" json:"present,omitempty"`
 }
 
 // PathMatch matches the request path with at most one of its fields.

@@ -480,6 +480,9 @@ func (r *Route) validate(p *problems, path string) {
 			{"retry", r.Retry != nil},
 			{"include_request_attempt_count", r.IncludeRequestAttemptCount},
 			{"prefix_rewrite", r.PrefixRewrite != ""},
+			{"regex_rewrite", r.RegexRewrite != nil},
+			{"host_rewrite", r.HostRewrite != ""},
+			{"auto_host_rewrite", r.AutoHostRewrite},
 			{"request_headers", len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0},
 			{"mirror", len(r.Mirror) > 0},
 		} {
@@ -498,6 +501,10 @@ func (r *Route) validate(p *problems, path string) {
 			set bool
 		}{
 			{"prefix_rewrite", r.PrefixRewrite != ""},
+			{"regex_rewrite", r.RegexRewrite != nil},
+			// Each call names its own cluster, path and headers.
+			{"host_rewrite", r.HostRewrite != ""},
+			{"auto_host_rewrite", r.AutoHostRewrite},
 			{"request_headers", len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0},
 			// The calls are bounded by the route timeout and the
 			// composition's deadline; none streams to the client.
@@ -538,6 +545,20 @@ func (r *Route) validate(p *problems, path string) {
 			checkDecodedPath(p, path+".prefix_rewrite", r.PrefixRewrite, true)
 		}
 	}
+	if rr := r.RegexRewrite; rr != nil {
+		if r.PrefixRewrite != "" {
+			p.add(path+".regex_rewrite", "set only one of prefix_rewrite and regex_rewrite")
+		}
+		rr.validate(p, path+".regex_rewrite")
+	}
+	if h := r.HostRewrite; h != "" {
+		switch {
+		case r.AutoHostRewrite:
+			p.add(path+".host_rewrite", "set only one of host_rewrite and auto_host_rewrite")
+		case !httpguts.ValidHostHeader(h) || strings.ContainsAny(h, "/?#@") || strings.ContainsFunc(h, badURIRune):
+			p.addf(path+".host_rewrite", "must be a host or host:port, got %q", h)
+		}
+	}
 	r.RequestHeaders.validate(p, path+".request_headers")
 	r.ResponseHeaders.validate(p, path+".response_headers")
 	if r.Fault != nil {
@@ -557,6 +578,51 @@ func (r *Route) validate(p *problems, path string) {
 			checkPercent(p, ip+".percent", *m.Percent)
 		}
 	}
+}
+
+func (rr *RegexRewrite) validate(p *problems, path string) {
+	if rr.Pattern == "" {
+		p.add(path+".pattern", "required")
+		return
+	}
+	re, err := regexp.Compile(rr.Pattern)
+	if err != nil {
+		p.addf(path+".pattern", "invalid regex: %v", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		return
+	}
+	if msg := substitutionProblem(rr.Substitution, re.NumSubexp()); msg != "" {
+		p.add(path+".substitution", msg)
+		return
+	}
+	checkDecodedPath(p, path+".substitution", rr.Substitution, true)
+}
+
+// substitutionProblem says what is wrong with a regex_rewrite
+// substitution for a pattern of groups numbered groups, or "". A
+// backslash is followed by a digit naming the whole match (0) or a
+// group the pattern has, or by another backslash, as RE2 reads a
+// rewrite string: anything else after one was meant as something the
+// substitution does not do (a "$", which Go's regexp would expand, is
+// text here).
+func substitutionProblem(sub string, groups int) string {
+	for i := 0; i < len(sub); i++ {
+		if sub[i] != '\\' {
+			continue
+		}
+		i++
+		switch {
+		case i == len(sub):
+			return `ends with a lone "\": write "\\" for a backslash`
+		case sub[i] == '\\':
+		case sub[i] >= '0' && sub[i] <= '9':
+			if n := int(sub[i] - '0'); n > groups {
+				return fmt.Sprintf(`"\%d" names group %d, but the pattern has %d`, n, n, groups)
+			}
+		default:
+			return fmt.Sprintf(`"\%c" is not a group reference: "\0" to "\9" insert a group, "\\" a backslash`, sub[i])
+		}
+	}
+	return ""
 }
 
 func (f *Fault) validate(p *problems, path string) {
@@ -734,6 +800,33 @@ func (m *RouteMatch) validate(p *problems, path string) {
 		case 1:
 		default:
 			p.addf(hp, "set only one of exact, prefix, regex and present, got %s", strings.Join(set, " and "))
+		}
+	}
+	for i, q := range m.QueryParameters {
+		qp := indexPath(path+".query_parameters", i)
+		if q.Name == "" {
+			p.add(qp+".name", "required")
+		}
+		var set []string
+		if q.Exact != "" {
+			set = append(set, "exact")
+		}
+		if q.Prefix != "" {
+			set = append(set, "prefix")
+		}
+		if q.Regex != "" {
+			set = append(set, "regex")
+			checkRegex(p, qp+".regex", q.Regex)
+		}
+		if q.Present {
+			set = append(set, "present")
+		}
+		switch len(set) {
+		case 0:
+			p.add(qp, `set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`)
+		case 1:
+		default:
+			p.addf(qp, "set only one of exact, prefix, regex and present, got %s", strings.Join(set, " and "))
 		}
 	}
 }

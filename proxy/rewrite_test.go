@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// echoUpstream answers each request with the Host, escaped path and
+// query it got, one per line, over HTTP/1.1 and h2c.
+func echoUpstream(t *testing.T) string {
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s\n%s\n%s\n%s", r.Host, r.URL.EscapedPath(), r.URL.RawQuery, r.Proto)
+	})
+	return addr(up)
+}
+
+// get sends a GET for target (a path and query) with Host host through
+// client c, and returns the status and the echoed lines.
+func getEcho(t *testing.T, c *http.Client, h *harness, host, target string) (int, []string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+h.out+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.Opaque = target // sent as written
+	req.Host = host
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.Split(string(b), "\n")
+}
+
+// host_rewrite sends its host upstream in place of the client's,
+// auto_host_rewrite the address of the endpoint the attempt goes to,
+// over HTTP/1.1 (Host) and HTTP/2 (:authority) upstreams alike; the
+// route is matched on the client's authority.
+func TestHostRewriteSendsTheRouteOrEndpointHost(t *testing.T) {
+	up := echoUpstream(t)
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			cfg := &config.Config{
+				Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(up), Protocol: proto}},
+				Routes: []config.Route{
+					{Name: "literal", Match: config.RouteMatch{Authority: []string{"api.local"}}, Cluster: "svc", HostRewrite: "backend.example.com:8443"},
+					{Name: "auto", Match: config.RouteMatch{Authority: []string{"ext.local"}}, Cluster: "svc", AutoHostRewrite: true},
+					{Name: "plain", Cluster: "svc"},
+				},
+			}
+			h := startProxy(t, cfg)
+			wantProto := "HTTP/1.1"
+			if proto == config.ProtocolHTTP2 {
+				wantProto = "HTTP/2.0"
+			}
+			for _, c := range []struct{ host, want string }{
+				{"api.local", "backend.example.com:8443"},
+				{"ext.local", up},
+				{"other.local:81", "other.local:81"},
+			} {
+				for _, client := range []string{"h1", "h2c"} {
+					status, got := getEcho(t, h.client(client), h, c.host, "/p?q=1")
+					if status != 200 || len(got) != 4 || got[0] != c.want || got[3] != wantProto {
+						t.Errorf("%s from %s: status %d, upstream got %q; want host %q over %s", c.host, client, status, got, c.want, wantProto)
+					}
+				}
+			}
+		})
+	}
+}
+
+// An endpoint on its scheme's default port is sent the Host a client
+// would send it: without the port.
+func TestEndpointAuthorityLeavesOutTheDefaultPort(t *testing.T) {
+	for _, c := range []struct{ addr, scheme, want string }{
+		{"api.example.com:80", "http", "api.example.com"},
+		{"api.example.com:443", "https", "api.example.com"},
+		{"api.example.com:443", "http", "api.example.com:443"},
+		{"api.example.com:80", "https", "api.example.com:80"},
+		{"[::1]:80", "http", "[::1]"},
+		{"10.0.0.1:8080", "http", "10.0.0.1:8080"},
+	} {
+		if got := endpointAuthority(c.addr, c.scheme); got != c.want {
+			t.Errorf("endpointAuthority(%q, %q) = %q, want %q", c.addr, c.scheme, got, c.want)
+		}
+	}
+}
+
+// regex_rewrite replaces every match in the decoded, normalized path
+// with its substitution, "\1" naming a group; the query goes on as
+// sent, and what the new path takes from the old keeps its escapes.
+func TestRegexRewriteRewritesThePath(t *testing.T) {
+	up := echoUpstream(t)
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(up)}},
+		Routes: []config.Route{
+			{Name: "swap", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/service/"}}, Cluster: "svc",
+				RegexRewrite: &config.RegexRewrite{Pattern: `^/service/([^/]+)(/.*)$`, Substitution: `\2/instance/\1`}},
+			{Name: "all", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/dash/"}}, Cluster: "svc",
+				RegexRewrite: &config.RegexRewrite{Pattern: `-`, Substitution: `_`}},
+			{Name: "text", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/text/"}}, Cluster: "svc",
+				RegexRewrite: &config.RegexRewrite{Pattern: `^/text/(.*)$`, Substitution: `/a b/$1\\\1`}},
+			{Name: "bad", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/bad/"}}, Cluster: "svc",
+				RegexRewrite: &config.RegexRewrite{Pattern: `^/bad/`, Substitution: `x/`}},
+		},
+	}
+	h := startProxy(t, cfg)
+	for _, c := range []struct{ target, path, query string }{
+		{"/service/foo/v1/api?x=1&y", "/v1/api/instance/foo", "x=1&y"},
+		{"/service/a%20b/c", "/c/instance/a%20b", ""},
+		// An escaped slash is a '/' to the pattern, as to path
+		// matching, but stays escaped where it goes.
+		{"/service/foo/a%2Fb", "/a%2Fb/instance/foo", ""},
+		{"/service/x/../y/z", "/z/instance/y", ""}, // after normalization
+		{"/service/nomatch", "/service/nomatch", ""},
+		{"/dash/a-b-c?k=a-b", "/dash/a_b_c", "k=a-b"},
+		// Text is escaped as sent; "$1" is text, "\\" a backslash.
+		{"/text/q", "/a%20b/$1%5Cq", ""},
+	} {
+		for _, client := range []string{"h1", "h2c"} {
+			status, got := getEcho(t, h.client(client), h, "svc", c.target)
+			if status != 200 || len(got) != 4 || got[1] != c.path || got[2] != c.query {
+				t.Errorf("%s from %s: status %d, upstream got %q; want path %q, query %q", c.target, client, status, got, c.path, c.query)
+			}
+		}
+	}
+	// A rewrite whose result does not begin with "/" is refused, as is
+	// one that begins with an escaped one.
+	for _, target := range []string{"/bad/x", "/service/a%2Fb/c"} {
+		req, _ := http.NewRequest(http.MethodGet, h.url("/"), nil)
+		req.URL.Opaque = target
+		resp, err := h.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, resp)
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("X-Outrigger-Error") != "invalid_request" || !strings.Contains(body, "regex_rewrite") {
+			t.Errorf("%s: %d %q %q", target, resp.StatusCode, resp.Header.Get("X-Outrigger-Error"), body)
+		}
+	}
+}
+
+func TestCompileSubstitution(t *testing.T) {
+	for _, c := range []struct {
+		sub    string
+		groups int
+		want   string // pieces as text or \N
+		err    bool
+	}{
+		{`/x/\1\0`, 1, `[/x/][\1][\0]`, false},
+		{`a\\b`, 0, `[a\b]`, false},
+		{`\2`, 1, ``, true},
+		{`\`, 1, ``, true},
+		{`\n`, 1, ``, true},
+		{`${1}`, 1, `[${1}]`, false},
+	} {
+		ps, err := compileSubstitution(c.sub, c.groups)
+		if (err != nil) != c.err {
+			t.Errorf("%q: error %v", c.sub, err)
+			continue
+		}
+		var b strings.Builder
+		for _, p := range ps {
+			if p.group >= 0 {
+				fmt.Fprintf(&b, `[\%d]`, p.group)
+			} else {
+				fmt.Fprintf(&b, "[%s]", p.text)
+			}
+		}
+		if b.String() != c.want {
+			t.Errorf("%q: pieces %s, want %s", c.sub, b.String(), c.want)
+		}
+	}
+}
