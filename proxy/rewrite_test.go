@@ -178,3 +178,33 @@ func TestCompileSubstitution(t *testing.T) {
 		}
 	}
 }
+
+// A mirrored copy carries the route's host_rewrite with "-shadow", as
+// Envoy's copies carry the rewritten host, and the rewritten path;
+// under auto_host_rewrite it carries the client's host, its endpoint
+// being of the mirror's cluster.
+func TestMirroredCopyCarriesTheRewrites(t *testing.T) {
+	primary := echoUpstream(t)
+	shadow, got := mirrorUpstream(t, nil)
+	for _, c := range []struct {
+		name     string
+		mod      func(*config.Route)
+		wantHost string
+	}{
+		{"host_rewrite", func(r *config.Route) { r.HostRewrite = "backend.example:8443" }, "backend.example-shadow:8443"},
+		{"auto_host_rewrite", func(r *config.Route) { r.AutoHostRewrite = true }, "api.example-shadow"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := startProxy(t, mirrorConfig(primary, shadow, nil, c.mod, func(r *config.Route) {
+				r.RegexRewrite = &config.RegexRewrite{Pattern: "^/old/", Substitution: "/new/"}
+			}))
+			status, _ := getEcho(t, h.h1, h, "api.example", "/old/x?q=1")
+			if status != 200 {
+				t.Fatalf("status %d", status)
+			}
+			if m := receive(t, got); m.host != c.wantHost || m.path != "/new/x?q=1" {
+				t.Errorf("mirror got host %q, path %q; want %q, /new/x?q=1", m.host, m.path, c.wantHost)
+			}
+		})
+	}
+}
