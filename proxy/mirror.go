@@ -190,7 +190,8 @@ type mirrorCopy struct {
 	header       http.Header // a copy of the primary's outbound header
 	grpc         bool
 	// made is when the copy was readied: the time a gRPC call's body
-	// then takes to end is charged to its grpc-timeout (see start).
+	// then takes to end is charged to its grpc-timeout (see start). Wall
+	// clock time, as a deadline's: Options.Now is the metrics' clock.
 	made time.Time
 	// tls is the client connection's TLS state: the copy's forwarding
 	// sets x-forwarded-client-cert from it, as the primary's did (it
@@ -230,7 +231,7 @@ func (f *forwarding) mirror(hdr http.Header, path, rawPath string) {
 		path: path, raw: rawPath, query: r.URL.RawQuery, forceQuery: r.URL.ForceQuery,
 		header: hdr.Clone(), grpc: f.grpc, tls: r.TLS}
 	if f.grpc {
-		mc.made = p.now()
+		mc.made = time.Now()
 	}
 	// The copy's body is whole in memory when it goes: asking the
 	// mirror whether to send it would only wait for its 100 Continue.
@@ -319,7 +320,7 @@ func (mc *mirrorCopy) start() {
 	// it went; a client stream's copy goes when the stream has ended,
 	// and the client's deadline ran meanwhile. The header is the
 	// copies' to share from here on, read only.
-	if mc.grpc && !spendGRPCTimeout(mc.header, mc.p.now().Sub(mc.made)) {
+	if mc.grpc && !spendGRPCTimeout(mc.header, time.Since(mc.made)) {
 		for _, m := range mc.to {
 			m.counts[mirrorFailed].Inc()
 		}

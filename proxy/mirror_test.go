@@ -576,3 +576,30 @@ func TestMirrorClientStreamCopyKeepsTheClientsDeadline(t *testing.T) {
 		t.Fatal("the mirror got no client stream")
 	}
 }
+
+// A gRPC copy's grpc-timeout is charged the real time its request took
+// to be whole, not the time Options.Now, the metrics' clock, tells: a
+// proxy whose metrics clock runs apart from the wall clock (an injected
+// one) still sends the copy, with the client's deadline.
+func TestMirrorGRPCDeadlineIsRealTime(t *testing.T) {
+	primary, shadow := &testService{}, &testService{}
+	cfg := grpcConfig(startGRPCServer(t, primary))
+	cfg.Clusters["shadow"] = config.Cluster{Endpoints: eps(startGRPCServer(t, shadow)), Protocol: config.ProtocolGRPC}
+	cfg.Routes[0].Mirror = []config.Mirror{{Cluster: "shadow"}}
+	// Each reading of the metrics clock is an hour after the last.
+	var hours atomic.Int64
+	h := startProxy(t, cfg, func(o *Options) {
+		o.Now = func() time.Time { return time.Unix(0, 0).Add(time.Duration(hours.Add(1)) * time.Hour) }
+	})
+	c := grpcClient(t, h.out)
+
+	if _, err := c.UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hi")}}); err != nil {
+		t.Fatal(err)
+	}
+	sent := h.p.m.mirrored.WithLabelValues("outbound", "grpc", "shadow", mirrorResultNames[mirrorSent])
+	failed := h.p.m.mirrored.WithLabelValues("outbound", "grpc", "shadow", mirrorResultNames[mirrorFailed])
+	eventually(t, 10*time.Second, "the copy's result", func() bool { return counterValue(sent)+counterValue(failed) == 1 })
+	if counterValue(sent) != 1 || shadow.calls.Load() != 1 {
+		t.Fatalf("%v sent, %v failed, %d calls at the mirror; want the copy sent", counterValue(sent), counterValue(failed), shadow.calls.Load())
+	}
+}
