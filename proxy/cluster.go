@@ -76,10 +76,6 @@ type pool struct {
 	users   atomic.Int64
 	retired atomic.Bool
 
-	// sessions keeps the TLS sessions of the pool's connections for
-	// resumption; nil without TLS or with disable_session_resumption.
-	sessions *tlsSessions
-
 	// limits is the cluster's resource limits (max_connections is
 	// enforced at dial time); set at Apply, shared with the resilience.
 	// A connection releases its count through the Limits it was dialled
@@ -112,10 +108,11 @@ func (e *connectError) Unwrap() error { return e.err }
 
 func newPool(key transportKey, tc *tls.Config) *pool {
 	p := &pool{key: key}
+	// The TLS sessions of the pool's connections, for resumption; nil
+	// without TLS or with disable_session_resumption.
 	var sessions func(addr string) tls.ClientSessionCache
 	if tc != nil && !key.tls.DisableSessionResumption {
-		p.sessions = new(tlsSessions)
-		sessions = p.sessions.forAddr
+		sessions = new(tlsSessions).forAddr
 	}
 	dialer := &net.Dialer{Timeout: key.connectTimeout, KeepAlive: 30 * time.Second}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -26,10 +26,11 @@ const maxTLSSessions = 1024
 // round robin. Each dial gets instead a view keyed by its address too
 // (forAddr).
 //
-// A cache belongs to one pool (or one health checker), made with its
-// tls.Config, so a reload that changes the cluster's TLS settings or
-// files starts an empty cache with its new pool: a session verified
-// against CAs a reload removed is never resumed. crypto/tls itself
+// A cache belongs to one pool, made with its tls.Config (active health
+// checks make their connections without one), so a reload that changes
+// the cluster's TLS settings or files starts an empty cache with its new
+// pool: a session verified against CAs a reload removed is never
+// resumed. crypto/tls itself
 // refuses a cached session whose certificate expired or does not cover
 // the server name.
 type tlsSessions struct {
@@ -80,13 +81,6 @@ func (a addrSessions) Put(sessionKey string, cs *tls.ClientSessionState) {
 		}
 	}
 	a.s.m[k] = cs
-}
-
-// len is the number of sessions kept.
-func (s *tlsSessions) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.m)
 }
 
 var _ tls.ClientSessionCache = addrSessions{}
