@@ -778,56 +778,43 @@ func (m *RouteMatch) validate(p *problems, path string) {
 				p.add(hp+".name", msg)
 			}
 		}
-		var set []string
-		if h.Exact != "" {
-			set = append(set, "exact")
-		}
-		if h.Prefix != "" {
-			set = append(set, "prefix")
-		}
-		if h.Regex != "" {
-			set = append(set, "regex")
-			checkRegex(p, hp+".regex", h.Regex)
-		}
-		if h.Present {
-			set = append(set, "present")
-		}
-		switch len(set) {
-		case 0:
-			// An empty exact is no matcher: the field cannot tell it from
-			// one left out (Envoy's string matcher takes exact "").
-			p.add(hp, `set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`)
-		case 1:
-		default:
-			p.addf(hp, "set only one of exact, prefix, regex and present, got %s", strings.Join(set, " and "))
-		}
+		checkValueMatch(p, hp, h.Exact, h.Prefix, h.Regex, h.Present)
 	}
 	for i, q := range m.QueryParameters {
 		qp := indexPath(path+".query_parameters", i)
 		if q.Name == "" {
 			p.add(qp+".name", "required")
 		}
-		var set []string
-		if q.Exact != "" {
-			set = append(set, "exact")
-		}
-		if q.Prefix != "" {
-			set = append(set, "prefix")
-		}
-		if q.Regex != "" {
-			set = append(set, "regex")
-			checkRegex(p, qp+".regex", q.Regex)
-		}
-		if q.Present {
-			set = append(set, "present")
-		}
-		switch len(set) {
-		case 0:
-			p.add(qp, `set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`)
-		case 1:
-		default:
-			p.addf(qp, "set only one of exact, prefix, regex and present, got %s", strings.Join(set, " and "))
-		}
+		checkValueMatch(p, qp, q.Exact, q.Prefix, q.Regex, q.Present)
+	}
+}
+
+// checkValueMatch checks the value matcher of a header or query
+// parameter at path: exactly one of exact, prefix, regex (valid) and
+// present.
+func checkValueMatch(p *problems, path, exact, prefix, regex string, present bool) {
+	var set []string
+	if exact != "" {
+		set = append(set, "exact")
+	}
+	if prefix != "" {
+		set = append(set, "prefix")
+	}
+	if regex != "" {
+		set = append(set, "regex")
+		checkRegex(p, path+".regex", regex)
+	}
+	if present {
+		set = append(set, "present")
+	}
+	switch len(set) {
+	case 0:
+		// An empty exact is no matcher: the field cannot tell it from
+		// one left out (Envoy's string matcher takes exact "").
+		p.add(path, `set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`)
+	case 1:
+	default:
+		p.addf(path, "set only one of exact, prefix, regex and present, got %s", strings.Join(set, " and "))
 	}
 }
 
