@@ -305,9 +305,9 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 	})
 }
 
-// accessLine is one access log line's fields. detail is written only
-// when set: it is a refused request's (see Refused); so is
-// transportFailure; grpcStatus and upstreamHeader only when not
+// accessLine is one access log line's fields. detail and
+// transportFailure are written only when set (detail is a refused
+// request's, see Refused); grpcStatus and upstreamHeader only when not
 // negative.
 type accessLine struct {
 	listener, method, authority, path, protocol string
