@@ -23,8 +23,9 @@ import (
 // and Istio's VirtualService mirror: a copy of a share of a route's
 // requests goes to each mirror cluster, fire and forget. The copy is the
 // request as the primary cluster is sent it (after the route's
-// prefix_rewrite and request_headers, with the same x-request-id), its
-// Host with "-shadow" appended, and its body when that is whole within
+// prefix_rewrite or regex_rewrite and request_headers, with the same
+// x-request-id), its Host (host_rewrite's, else the client's) with
+// "-shadow" appended, and its body when that is whole within
 // mirrorBodyCap. Each copy runs on a goroutine of its own through the
 // same forwarding code as any request (the mirror cluster's load
 // balancer, breaker, limits, outlier detection and pool), with no
