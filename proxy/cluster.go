@@ -605,8 +605,9 @@ func (c *cluster) carryState(prev *cluster) {
 		return
 	}
 	c.active = prev.active
-	// A Maglev table belongs to its endpoint list: c's is built from
-	// its own (the same list builds the same table).
+	// A Maglev table belongs to its endpoint list: compileCluster gave
+	// c the one of its own list, prev's when the list is prev's (see
+	// Maglev.Same).
 	if prev.lbPolicy == c.lbPolicy && c.lbPolicy != string(config.LBMaglev) {
 		c.picker = prev.picker
 	}
