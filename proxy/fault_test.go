@@ -150,17 +150,8 @@ func TestFaultDelayMaxActiveAndClientGone(t *testing.T) {
 		withFault(&config.Fault{MaxActive: 1, Delay: &config.FaultDelay{Fixed: time.Hour, Percent: 100}})))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	held := make(chan error, 1)
-	go func() {
-		req, _ := http.NewRequestWithContext(ctx, "GET", h.url("/held"), nil)
-		resp, err := h.h1.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		held <- err
-	}()
+	held := holdRequest(t, h, ctx)
 	delays := h.p.m.faults.WithLabelValues("outbound", "all", "delay")
-	eventually(t, 10*time.Second, "the first request to be held", func() bool { return counterValue(delays) == 1 })
 	if resp, body := do(t, h.h1, "GET", h.url("/next"), nil); resp.StatusCode != 200 || got.Load() != 1 {
 		t.Fatalf("past max_active: %d %q, %d upstream requests; want it forwarded at once", resp.StatusCode, body, got.Load())
 	}
@@ -179,6 +170,26 @@ func TestFaultDelayMaxActiveAndClientGone(t *testing.T) {
 	if got.Load() != 1 || counterValue(delays) != 1 {
 		t.Fatalf("%d upstream requests and %v delays, want 1 and 1", got.Load(), counterValue(delays))
 	}
+}
+
+// holdRequest sends GET /held, which the route's fault is to delay for
+// good, until ctx ends; it waits for the delay to hold it, and the
+// returned channel has the request's end, nil for a response.
+func holdRequest(t *testing.T, h *harness, ctx context.Context) <-chan error {
+	t.Helper()
+	delays := h.p.m.faults.WithLabelValues("outbound", "all", "delay")
+	before := counterValue(delays)
+	held := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", h.url("/held"), nil)
+		resp, err := h.h1.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		held <- err
+	}()
+	eventually(t, 10*time.Second, "the request to be held", func() bool { return counterValue(delays) == before+1 })
+	return held
 }
 
 // A reload that removes a route's fault removes its series.
@@ -212,17 +223,7 @@ func TestFaultMaxActiveHoldsAcrossReloads(t *testing.T) {
 	h := startProxy(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	held := make(chan error, 1)
-	go func() {
-		req, _ := http.NewRequestWithContext(ctx, "GET", h.url("/held"), nil)
-		resp, err := h.h1.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		held <- err
-	}()
-	delays := h.p.m.faults.WithLabelValues("outbound", "all", "delay")
-	eventually(t, 10*time.Second, "the first request to be held", func() bool { return counterValue(delays) == 1 })
+	held := holdRequest(t, h, ctx)
 	if err := h.p.Apply(simpleConfig(config.Cluster{Endpoints: eps(a)},
 		withFault(&config.Fault{MaxActive: 1, Delay: &config.FaultDelay{Fixed: time.Hour, Percent: 100}}))); err != nil {
 		t.Fatal(err)
