@@ -792,21 +792,11 @@ func (m *RouteMatch) validate(p *problems, path string) {
 // checkValueMatch checks the value matcher of a header or query
 // parameter at path: exactly one of exact, prefix, regex (valid) and
 // present.
-func checkValueMatch(p *problems, path, exact, prefix, regex string, present bool) {
-	var set []string
-	if exact != "" {
-		set = append(set, "exact")
-	}
-	if prefix != "" {
-		set = append(set, "prefix")
-	}
+func checkValueMatch(p *problems, path, exact, prefix, regex string, isPresent bool) {
 	if regex != "" {
-		set = append(set, "regex")
 		checkRegex(p, path+".regex", regex)
 	}
-	if present {
-		set = append(set, "present")
-	}
+	set := present(field{"exact", exact != ""}, field{"prefix", prefix != ""}, field{"regex", regex != ""}, field{"present", isPresent})
 	switch len(set) {
 	case 0:
 		// An empty exact is no matcher: the field cannot tell it from
