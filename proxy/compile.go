@@ -181,6 +181,15 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 			})
 		}
 	}
+	// The serving snapshot's buckets, indexed once for all the routes
+	// (see compileRateLimit); only when a route has a rate limit.
+	var buckets map[routeKey]*tokenBucket
+	for _, rc := range routes {
+		if rc.RateLimit != nil {
+			buckets = p.prevBuckets()
+			break
+		}
+	}
 	for l := range s.tables {
 		s.tables[l] = &routeTable{}
 		s.noRoute[l] = p.m.routeStats(Listener(l).String(), "", "")
@@ -198,7 +207,7 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 		if name == "" {
 			name = "route[" + strconv.Itoa(i) + "]"
 		}
-		rt, err := p.compileRoute(l, name, rc, s)
+		rt, err := p.compileRoute(l, name, rc, s, buckets)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
@@ -374,7 +383,10 @@ func pemWhole(b []byte) error {
 	return nil
 }
 
-func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapshot) (*route, error) {
+// compileRoute builds route name of listener l from rc over the clusters
+// of s; buckets are the serving snapshot's rate limit buckets (see
+// prevBuckets).
+func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapshot, buckets map[routeKey]*tokenBucket) (*route, error) {
 	rt := &route{name: name, inbound: l == Inbound}
 	m, err := compileMatch(rc.Match)
 	if err != nil {
@@ -474,6 +486,13 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		if rt.localStats == nil {
 			// The requests it answers, or whose client left during its
 			// delay, have no cluster.
+			rt.localStats = p.m.routeStats(lname, name, "")
+		}
+	}
+	if rc.RateLimit != nil {
+		rt.rateLimit = p.compileRateLimit(l, name, *rc.RateLimit, buckets)
+		if rt.localStats == nil {
+			// The requests it refuses have no cluster.
 			rt.localStats = p.m.routeStats(lname, name, "")
 		}
 	}

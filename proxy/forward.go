@@ -162,6 +162,13 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		routeStart = p.now()
 	}
+	// After the fault, as Envoy's local rate limit filter is placed
+	// after its fault filter: a request the fault answered never reaches
+	// the action and spends no token, and one it delayed spends its
+	// token when it goes on.
+	if rt.rateLimit != nil && p.serveRateLimit(w, rt, grpc, start, routeStart) {
+		return
+	}
 	if rt.direct != nil {
 		status := p.writeDirect(w, rt)
 		rt.localStats.record(status, p.now().Sub(start).Seconds())

@@ -37,6 +37,9 @@ const (
 	// ReasonFaultAbort is a route's fault injection answering a request
 	// (routes[].fault.abort), with the status the fault names.
 	ReasonFaultAbort
+	// ReasonRateLimited is a request the route's rate limit refused
+	// (routes[].rate_limit): its bucket had no token.
+	ReasonRateLimited
 	ReasonDirectResponse // not an error; counted so direct responses are visible
 	numReasons
 )
@@ -63,6 +66,7 @@ var reasonInfo = [numReasons]struct {
 	ReasonEscapedSlashRedirect:    {"escaped_slash_redirect", http.StatusTemporaryRedirect, 0, ""},
 	ReasonDownstreamProtocolError: {"downstream_protocol_error", http.StatusBadRequest, grpcInternal, "malformed request"},
 	ReasonFaultAbort:              {"fault_abort", 0, 0, "fault injected"},
+	ReasonRateLimited:             {"rate_limited", http.StatusTooManyRequests, grpcResourceExhausted, "local rate limit exceeded"},
 	ReasonDirectResponse:          {"direct_response", 0, 0, ""},
 }
 

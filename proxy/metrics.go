@@ -311,6 +311,9 @@ var (
 	zoneShareDesc = prometheus.NewDesc("outrigger_proxy_zone_local_share",
 		"Share of picks (0 to 1) a zone-aware cluster sends to the endpoints of the sidecar's own zone, by cluster.",
 		[]string{"cluster"}, nil)
+	rateLimitTokensDesc = prometheus.NewDesc("outrigger_proxy_rate_limit_tokens",
+		"Tokens left in a route's rate limit bucket (routes[].rate_limit), by listener and route.",
+		[]string{"listener", "route"}, nil)
 )
 
 // scrapeCollector exports what the serving snapshot's clusters hold as
@@ -318,13 +321,17 @@ var (
 // keeps the counts and shares them with the one a reload builds), and
 // each zone-aware cluster's local share (which follows health checks,
 // ejections and their expiry, so a gauge set on a change would need a
-// hook on each). Such series have nothing to bind or delete: a cluster a
-// reload removed, or turned zone_aware off for, is no longer exported.
+// hook on each); and each route's rate limit tokens, which requests take
+// without a metric to update and time gives back. Such series have
+// nothing to bind or delete: a cluster a reload removed, or turned
+// zone_aware off for, and a route without a rate limit, are no longer
+// exported.
 type scrapeCollector struct{ p *Proxy }
 
 func (c scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- skippedDesc
 	ch <- zoneShareDesc
+	ch <- rateLimitTokensDesc
 }
 
 func (c scrapeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -339,6 +346,14 @@ func (c scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(skippedDesc, prometheus.CounterValue, float64(notEnforced), name, "not_enforced")
 		if cl.zone != nil {
 			ch <- prometheus.MustNewConstMetric(zoneShareDesc, prometheus.GaugeValue, float64(cl.localShare(now))/shareUnit, name)
+		}
+	}
+	for l, t := range s.tables {
+		for _, rt := range t.routes {
+			if rt.rateLimit != nil {
+				ch <- prometheus.MustNewConstMetric(rateLimitTokensDesc, prometheus.GaugeValue,
+					float64(rt.rateLimit.tokens(now)), Listener(l).String(), rt.name)
+			}
 		}
 	}
 }

@@ -435,9 +435,13 @@ type route struct {
 
 	maxRequestBody int64 // 0: unlimited
 
-	localStats *routeStats // local replies on this route (cluster label ""); nil for a cluster route without a direct-response fallback or a fault
+	localStats *routeStats // local replies on this route (cluster label ""); nil for a cluster route without a direct-response fallback, a fault or a rate limit
 
 	fault *routeFault // nil: none
+	// rateLimit is the route's token bucket (rate_limit), shared by all
+	// its requests and kept across reloads that keep the setting; nil:
+	// none.
+	rateLimit *tokenBucket
 
 	mirrors []routeMirror // nil: none (see mirror.go)
 

@@ -47,6 +47,17 @@ routes:
   - cluster: a
     host_rewrite: "[::1]:8080"
 `,
+		"rate limits at Envoy's bounds": `
+clusters:
+  a: {endpoints: ["10.0.0.1:80"]}
+routes:
+  - cluster: a
+    rate_limit: {max_tokens: 1, fill_interval: 50ms}
+  - cluster: a
+    rate_limit: {max_tokens: 4294967295, tokens_per_fill: 4294967295, fill_interval: 1h}
+  - direct_response: {status: 200}
+    rate_limit: {max_tokens: 5, tokens_per_fill: 0, fill_interval: 1s}
+`,
 		"maglev with every hash policy": `
 clusters:
   a: {endpoints: [{address: "10.0.0.1:80", weight: 3}, "10.0.0.2:80"], lb_policy: maglev}

@@ -208,6 +208,9 @@ func (r *Route) applyDefaults(i int) {
 			r.Mirror[i].Percent = &all
 		}
 	}
+	if rl := r.RateLimit; rl != nil {
+		rl.TokensPerFill = rl.Fill()
+	}
 	if rp := r.Retry; rp != nil {
 		setInt(&rp.Attempts, DefaultRetryAttempts)
 		if len(rp.RetryOn) == 0 {

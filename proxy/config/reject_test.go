@@ -1043,6 +1043,51 @@ routes:
   - cluster: a
     fault: {max_active: -1, delay: {fixed: 1s, percent: 1}}
 `, `t.yaml:8: routes[0].fault.max_active: must not be negative, got -1`},
+		{"rate limit without max_tokens", okCluster + `
+routes:
+  - cluster: a
+    rate_limit: {fill_interval: 1s}
+`, `t.yaml:8: routes[0].rate_limit.max_tokens: required, from 1 to 4294967295, got 0`},
+		{"rate limit with negative max_tokens", okCluster + `
+routes:
+  - cluster: a
+    rate_limit: {max_tokens: -5, fill_interval: 1s}
+`, `t.yaml:8: routes[0].rate_limit.max_tokens: required, from 1 to 4294967295, got -5`},
+		{"rate limit with max_tokens over uint32", okCluster + `
+routes:
+  - cluster: a
+    rate_limit: {max_tokens: 4294967296, fill_interval: 1s}
+`, `t.yaml:8: routes[0].rate_limit.max_tokens: must be from 1 to 4294967295, got 4294967296`},
+		{"rate limit with negative tokens_per_fill", okCluster + `
+routes:
+  - cluster: a
+    rate_limit: {max_tokens: 10, tokens_per_fill: -1, fill_interval: 1s}
+`, `t.yaml:8: routes[0].rate_limit.tokens_per_fill: must be from 1 to 4294967295 (0 means 1), got -1`},
+		{"rate limit with tokens_per_fill over uint32", okCluster + `
+routes:
+  - cluster: a
+    rate_limit: {max_tokens: 10, tokens_per_fill: 4294967296, fill_interval: 1s}
+`, `t.yaml:8: routes[0].rate_limit.tokens_per_fill: must be from 1 to 4294967295 (0 means 1), got 4294967296`},
+		{"rate limit without fill_interval", okCluster + `
+routes:
+  - cluster: a
+    rate_limit: {max_tokens: 10}
+`, `t.yaml:8: routes[0].rate_limit.fill_interval: required, at least 50ms`},
+		{"rate limit with a fill_interval under Envoy's 50ms", okCluster + `
+routes:
+  - cluster: a
+    rate_limit: {max_tokens: 10, fill_interval: 49ms}
+`, `t.yaml:8: routes[0].rate_limit.fill_interval: must be at least 50ms, got 49ms`},
+		{"rate limit with a negative fill_interval", okCluster + `
+routes:
+  - cluster: a
+    rate_limit: {max_tokens: 10, fill_interval: -1s}
+`, `t.yaml:8: routes[0].rate_limit.fill_interval: must be at least 50ms, got -1s`},
+		{"rate limit with an unknown key", okCluster + `
+routes:
+  - cluster: a
+    rate_limit: {max_tokens: 10, fill_interval: 1s, tokens_per_fil: 2}
+`, `t.yaml:8: routes[0].rate_limit.tokens_per_fil: unknown key "tokens_per_fil" (did you mean "tokens_per_fill"?)`},
 		{"mirror to an unknown cluster", okCluster + `
 routes:
   - cluster: a

@@ -847,6 +847,13 @@ type Route struct {
 	// (nil) means none.
 	Fault *Fault `yaml:"fault,omitempty" json:"fault,omitempty"`
 
+	// RateLimit caps the rate of the requests the route takes with a
+	// token bucket of its own, shared by all of them, as Envoy's local
+	// rate limit filter: a request that finds the bucket empty is
+	// answered 429 (x-outrigger-error: rate_limited) instead of running
+	// the route's action. Absent (nil) means no limit.
+	RateLimit *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+
 	// Mirror sends a copy of a share of the route's requests to other
 	// clusters, fire and forget: the client gets the answer of the
 	// route's own cluster, never a mirror's (Envoy's
@@ -911,6 +918,37 @@ type Fault struct {
 	// max_active_faults); past it, requests go on without the fault.
 	// Aborts are not held and not capped. Zero means no cap.
 	MaxActive int `yaml:"max_active" json:"max_active"`
+}
+
+// RateLimit is a token bucket (Envoy's TokenBucket): it starts full,
+// each request the route takes spends one token, and tokens come back
+// at TokensPerFill every FillInterval, spread evenly over the interval,
+// up to MaxTokens.
+type RateLimit struct {
+	// MaxTokens is the most tokens the bucket holds, and so the largest
+	// burst let through at once; required, from 1 to 4294967295.
+	MaxTokens int64 `yaml:"max_tokens" json:"max_tokens"`
+	// TokensPerFill is the tokens added every FillInterval, from 1 to
+	// 4294967295. Zero means 1, as in Envoy.
+	TokensPerFill int64 `yaml:"tokens_per_fill" json:"tokens_per_fill"`
+	// FillInterval is the period TokensPerFill tokens are added over;
+	// required, at least 50ms (Envoy's minimum).
+	FillInterval time.Duration `yaml:"fill_interval" json:"fill_interval"`
+}
+
+// Bounds of a rate limit: Envoy's (its token counts are uint32, and it
+// refuses a fill interval under 50ms).
+const (
+	MaxRateLimitTokens       = 1<<32 - 1
+	MinRateLimitFillInterval = 50 * time.Millisecond
+)
+
+// Fill is TokensPerFill, or its default 1 when it is zero.
+func (rl *RateLimit) Fill() int64 {
+	if rl.TokensPerFill == 0 {
+		return 1
+	}
+	return rl.TokensPerFill
 }
 
 // FaultDelay delays Percent of the requests by Fixed.

@@ -564,6 +564,9 @@ func (r *Route) validate(p *problems, path string) {
 	if r.Fault != nil {
 		r.Fault.validate(p, path+".fault")
 	}
+	if r.RateLimit != nil {
+		r.RateLimit.validate(p, path+".rate_limit")
+	}
 	seen := map[string]int{}
 	for i, m := range r.Mirror {
 		ip := indexPath(path+".mirror", i)
@@ -651,6 +654,26 @@ func (f *Fault) validate(p *problems, path string) {
 			p.addf(path+".abort.grpc_status", "%q is not a gRPC status name (e.g. UNAVAILABLE) or code (1-16)", a.GRPCStatus)
 		}
 		checkPercent(p, path+".abort.percent", a.Percent)
+	}
+}
+
+func (rl *RateLimit) validate(p *problems, path string) {
+	switch {
+	case rl.MaxTokens <= 0:
+		p.addf(path+".max_tokens", "required, from 1 to %d, got %d", int64(MaxRateLimitTokens), rl.MaxTokens)
+	case rl.MaxTokens > MaxRateLimitTokens:
+		p.addf(path+".max_tokens", "must be from 1 to %d, got %d", int64(MaxRateLimitTokens), rl.MaxTokens)
+	}
+	if rl.TokensPerFill < 0 || rl.TokensPerFill > MaxRateLimitTokens {
+		p.addf(path+".tokens_per_fill", "must be from 1 to %d (0 means 1), got %d", int64(MaxRateLimitTokens), rl.TokensPerFill)
+	}
+	switch {
+	case rl.FillInterval == 0:
+		p.addf(path+".fill_interval", "required, at least %s", MinRateLimitFillInterval)
+	case rl.FillInterval < MinRateLimitFillInterval:
+		// Envoy's minimum, so that a configuration it refuses is not
+		// taken here, and the reverse.
+		p.addf(path+".fill_interval", "must be at least %s, got %s", MinRateLimitFillInterval, rl.FillInterval)
 	}
 }
 
