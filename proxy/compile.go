@@ -181,12 +181,13 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 			})
 		}
 	}
-	// The serving snapshot's buckets, indexed once for all the routes
-	// (see compileRateLimit); only when a route has a rate limit.
-	var buckets map[routeKey]*tokenBucket
+	// The serving snapshot's routes with state a reload carries over,
+	// indexed once for all the routes (see compileRateLimit and
+	// compileFault); only when a route has a rate limit or a fault.
+	var prev map[routeKey]*route
 	for _, rc := range routes {
-		if rc.RateLimit != nil {
-			buckets = p.prevBuckets()
+		if rc.RateLimit != nil || rc.Fault != nil {
+			prev = p.prevRoutes()
 			break
 		}
 	}
@@ -207,7 +208,7 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 		if name == "" {
 			name = "route[" + strconv.Itoa(i) + "]"
 		}
-		rt, err := p.compileRoute(l, name, rc, s, buckets)
+		rt, err := p.compileRoute(l, name, rc, s, prev)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
@@ -384,9 +385,9 @@ func pemWhole(b []byte) error {
 }
 
 // compileRoute builds route name of listener l from rc over the clusters
-// of s; buckets are the serving snapshot's rate limit buckets (see
-// prevBuckets).
-func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapshot, buckets map[routeKey]*tokenBucket) (*route, error) {
+// of s; prev indexes the serving snapshot's routes with state a reload
+// carries over (see prevRoutes).
+func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapshot, prev map[routeKey]*route) (*route, error) {
 	rt := &route{name: name, inbound: l == Inbound}
 	m, err := compileMatch(rc.Match)
 	if err != nil {
@@ -482,7 +483,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		rt.fallback = fb
 	}
 	if rc.Fault != nil {
-		rt.fault = p.compileFault(l, name, rc.Fault)
+		rt.fault = p.compileFault(l, name, rc.Fault, prev)
 		if rt.localStats == nil {
 			// The requests it answers, or whose client left during its
 			// delay, have no cluster.
@@ -490,7 +491,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		}
 	}
 	if rc.RateLimit != nil {
-		rt.rateLimit = p.compileRateLimit(l, name, *rc.RateLimit, buckets)
+		rt.rateLimit = p.compileRateLimit(l, name, *rc.RateLimit, prev)
 		if rt.localStats == nil {
 			// The requests it refuses have no cluster.
 			rt.localStats = p.m.routeStats(lname, name, "")

@@ -41,19 +41,14 @@ func perMillion(percent float64) int { return int(percent*10_000 + 0.5) }
 // the snapshot serving now, when that has a fault: the requests held
 // there still wait, and a reload (a control plane pushes them often)
 // must not let another max_active of them be held, as Envoy's
-// active_faults gauge outlives a configuration update.
-func (p *Proxy) compileFault(l Listener, route string, f *config.Fault) *routeFault {
+// active_faults gauge outlives a configuration update. prev indexes the
+// serving snapshot's routes (see prevRoutes).
+func (p *Proxy) compileFault(l Listener, route string, f *config.Fault, prev map[routeKey]*route) *routeFault {
 	lname := l.String()
 	rf := &routeFault{maxActive: int64(f.MaxActive)}
-	if s := p.snap.Load(); s != nil {
-		for _, prev := range s.tables[l].routes {
-			if prev.name == route && prev.fault != nil {
-				rf.active = prev.fault.active
-				break
-			}
-		}
-	}
-	if rf.active == nil {
+	if r := prev[routeKey{l, route}]; r != nil && r.fault != nil {
+		rf.active = r.fault.active
+	} else {
 		rf.active = new(atomic.Int64)
 	}
 	if d := f.Delay; d != nil {
@@ -95,7 +90,7 @@ func grpcCodeForHTTP(status int) int {
 // until the client goes away) and reports whether the request was
 // answered, by a drawn abort, or is to be dropped because its client
 // went away during the delay (answered is then true and status 0).
-func (f *routeFault) inject(p *Proxy, w http.ResponseWriter, r *http.Request, grpc bool) (answered bool, status int) {
+func (f *routeFault) inject(p *Proxy, w http.ResponseWriter, r *http.Request, grpc bool, edit *headerEdit) (answered bool, status int) {
 	if f.delayPerMillion > 0 && p.intn(1_000_000) < f.delayPerMillion {
 		if f.maxActive == 0 || f.active.Add(1) <= f.maxActive {
 			f.delays.Inc()
@@ -116,6 +111,7 @@ func (f *routeFault) inject(p *Proxy, w http.ResponseWriter, r *http.Request, gr
 				// The client's deadline passed during the delay: it has
 				// given up, and the upstream's work would be thrown
 				// away. Answered as a grpc-timeout of zero is.
+				edit.apply(w.Header())
 				return true, p.localReply(w, grpc, localReply{reason: ReasonUpstreamTimeout})
 			}
 		} else {
@@ -124,6 +120,9 @@ func (f *routeFault) inject(p *Proxy, w http.ResponseWriter, r *http.Request, gr
 	}
 	if f.abortPerMillion > 0 && (grpc || f.abortHTTP != 0) && p.intn(1_000_000) < f.abortPerMillion {
 		f.aborts.Inc()
+		// The route's response_headers edits apply to its local
+		// replies, before their own fields.
+		edit.apply(w.Header())
 		return true, p.localReply(w, grpc, localReply{reason: ReasonFaultAbort,
 			httpStatus: f.abortHTTP, grpcStatus: f.abortGRPC})
 	}
@@ -161,7 +160,7 @@ func spendGRPCTimeout(h http.Header, spent time.Duration) bool {
 //
 //go:noinline
 func (p *Proxy) serveFault(w http.ResponseWriter, r *http.Request, rt *route, grpc bool, start time.Time) bool {
-	answered, status := rt.fault.inject(p, w, r, grpc)
+	answered, status := rt.fault.inject(p, w, r, grpc, &rt.respHeaders)
 	if !answered {
 		return false
 	}

@@ -249,3 +249,20 @@ func TestFaultMaxActiveHoldsAcrossReloads(t *testing.T) {
 		t.Fatalf("%d requests counted held after the last one ended", f.active.Load())
 	}
 }
+
+// The route's response_headers edits apply to a fault's abort, as to the
+// route's other local replies, and the reply's own fields win over them.
+func TestFaultAbortCarriesTheRoutesResponseHeaders(t *testing.T) {
+	a, _ := countingUpstream(t)
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(a)},
+		withFault(&config.Fault{Abort: &config.FaultAbort{HTTPStatus: 503, Percent: 100}}),
+		func(r *config.Route) {
+			r.ResponseHeaders.Add = config.HeaderValues{{Name: "X-Route", Value: "all"}, {Name: HeaderError, Value: "edited"}}
+		}))
+	for _, grpc := range []bool{false, true} {
+		resp, _ := faultCall(t, h, grpc)
+		if resp.Header.Get("X-Route") != "all" || resp.Header.Get(HeaderError) != "fault_abort" {
+			t.Fatalf("grpc %v: x-route %q, %s %q; want all and fault_abort", grpc, resp.Header.Get("X-Route"), HeaderError, resp.Header.Get(HeaderError))
+		}
+	}
+}

@@ -123,10 +123,10 @@ func retryAfterSeconds(wait time.Duration) string {
 // rate_limit is the same, so that a reload (a control plane pushes them
 // often) does not hand out another max_tokens; a new, full one when the
 // route is new or its rate_limit changed. prev indexes the serving
-// snapshot's buckets, made once per compile (see prevBuckets).
-func (p *Proxy) compileRateLimit(l Listener, route string, rl config.RateLimit, prev map[routeKey]*tokenBucket) *tokenBucket {
-	if b := prev[routeKey{l, route}]; b != nil && b.limit == rl {
-		return b
+// snapshot's routes, made once per compile (see prevRoutes).
+func (p *Proxy) compileRateLimit(l Listener, route string, rl config.RateLimit, prev map[routeKey]*route) *tokenBucket {
+	if r := prev[routeKey{l, route}]; r != nil && r.rateLimit != nil && r.rateLimit.limit == rl {
+		return r.rateLimit
 	}
 	return newTokenBucket(rl, p.now())
 }
@@ -137,27 +137,28 @@ type routeKey struct {
 	name string
 }
 
-// prevBuckets indexes the rate limit buckets of the snapshot serving
-// now by route, so that compiling each route looks its own up in
-// constant time; nil when none has one.
-func (p *Proxy) prevBuckets() map[routeKey]*tokenBucket {
+// prevRoutes indexes the routes of the snapshot serving now that hold
+// state a reload carries over (a rate limit's bucket, a fault's count of
+// the requests it holds), by listener and name, so that compiling each
+// route looks its own up in constant time; nil when none has any.
+func (p *Proxy) prevRoutes() map[routeKey]*route {
 	s := p.snap.Load()
 	if s == nil {
 		return nil
 	}
-	var m map[routeKey]*tokenBucket
+	var m map[routeKey]*route
 	for l, t := range s.tables {
 		if t == nil {
 			continue
 		}
 		for _, rt := range t.routes {
-			if rt.rateLimit == nil {
+			if rt.rateLimit == nil && rt.fault == nil {
 				continue
 			}
 			if m == nil {
-				m = map[routeKey]*tokenBucket{}
+				m = map[routeKey]*route{}
 			}
-			m[routeKey{Listener(l), rt.name}] = rt.rateLimit
+			m[routeKey{Listener(l), rt.name}] = rt
 		}
 	}
 	return m
