@@ -388,7 +388,7 @@ func pemWhole(b []byte) error {
 // of s; prev indexes the serving snapshot's routes with state a reload
 // carries over (see prevRoutes).
 func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapshot, prev map[routeKey]*route) (*route, error) {
-	rt := &route{name: name, inbound: l == Inbound}
+	rt := &route{name: name, key: newRouteKey(l, name, &rc), inbound: l == Inbound}
 	m, err := compileMatch(rc.Match)
 	if err != nil {
 		return nil, err
@@ -483,7 +483,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		rt.fallback = fb
 	}
 	if rc.Fault != nil {
-		rt.fault = p.compileFault(l, name, rc.Fault, prev)
+		rt.fault = p.compileFault(rt.key, rc.Fault, prev)
 		if rt.localStats == nil {
 			// The requests it answers, or whose client left during its
 			// delay, have no cluster.
@@ -491,7 +491,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		}
 	}
 	if rc.RateLimit != nil {
-		rt.rateLimit = p.compileRateLimit(l, name, *rc.RateLimit, prev)
+		rt.rateLimit = p.compileRateLimit(rt.key, *rc.RateLimit, prev)
 		if rt.localStats == nil {
 			// The requests it refuses have no cluster.
 			rt.localStats = p.m.routeStats(lname, name, "")

@@ -36,17 +36,17 @@ type routeFault struct {
 // perMillion is a percentage as a count per million requests.
 func perMillion(percent float64) int { return int(percent*10_000 + 0.5) }
 
-// compileFault compiles the fault of route on listener l. The count of
-// requests its delay holds is the one of the route of the same name in
+// compileFault compiles the fault of the route key names. The count of
+// requests its delay holds is the one of the route of the same key in
 // the snapshot serving now, when that has a fault: the requests held
 // there still wait, and a reload (a control plane pushes them often)
 // must not let another max_active of them be held, as Envoy's
 // active_faults gauge outlives a configuration update. prev indexes the
 // serving snapshot's routes (see prevRoutes).
-func (p *Proxy) compileFault(l Listener, route string, f *config.Fault, prev map[routeKey]*route) *routeFault {
-	lname := l.String()
+func (p *Proxy) compileFault(key routeKey, f *config.Fault, prev map[routeKey]*route) *routeFault {
+	lname, route := key.l.String(), key.name
 	rf := &routeFault{maxActive: int64(f.MaxActive)}
-	if r := prev[routeKey{l, route}]; r != nil && r.fault != nil {
+	if r := prev[key]; r != nil && r.fault != nil {
 		rf.active = r.fault.active
 	} else {
 		rf.active = new(atomic.Int64)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"math"
 	"math/bits"
 	"net/http"
@@ -118,28 +119,45 @@ func retryAfterSeconds(wait time.Duration) string {
 	return strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10)
 }
 
-// compileRateLimit returns the bucket of route on listener l: the one
-// the route of the same name had in the snapshot serving now when its
+// compileRateLimit returns the bucket of the route key names: the one
+// the route of the same key had in the snapshot serving now when its
 // rate_limit is the same, so that a reload (a control plane pushes them
 // often) does not hand out another max_tokens; a new, full one when the
 // route is new or its rate_limit changed. prev indexes the serving
 // snapshot's routes, made once per compile (see prevRoutes).
-func (p *Proxy) compileRateLimit(l Listener, route string, rl config.RateLimit, prev map[routeKey]*route) *tokenBucket {
-	if r := prev[routeKey{l, route}]; r != nil && r.rateLimit != nil && r.rateLimit.limit == rl {
+func (p *Proxy) compileRateLimit(key routeKey, rl config.RateLimit, prev map[routeKey]*route) *tokenBucket {
+	if r := prev[key]; r != nil && r.rateLimit != nil && r.rateLimit.limit == rl {
 		return r.rateLimit
 	}
 	return newTokenBucket(rl, p.now())
 }
 
-// routeKey names a route across snapshots: its listener and name.
+// routeKey names a route across snapshots: its listener and name, and
+// for a route left without a name, its match too. Such a route is named
+// by its index, which a reload that inserts or removes a route before it
+// gives to another route: the match keeps that one from taking over
+// the state of the route that was there (an emptied bucket would refuse
+// requests it never let through).
 type routeKey struct {
-	l    Listener
-	name string
+	l     Listener
+	name  string
+	match string // the unnamed route's match, as JSON; "" for a named one
+}
+
+// newRouteKey is the key of rc, named name, on listener l.
+func newRouteKey(l Listener, name string, rc *config.Route) routeKey {
+	k := routeKey{l: l, name: name}
+	if rc.Name == "" {
+		// Plain data: marshalling it cannot fail.
+		b, _ := json.Marshal(&rc.Match)
+		k.match = string(b)
+	}
+	return k
 }
 
 // prevRoutes indexes the routes of the snapshot serving now that hold
 // state a reload carries over (a rate limit's bucket, a fault's count of
-// the requests it holds), by listener and name, so that compiling each
+// the requests it holds), by their key, so that compiling each
 // route looks its own up in constant time; nil when none has any.
 func (p *Proxy) prevRoutes() map[routeKey]*route {
 	s := p.snap.Load()
@@ -147,7 +165,7 @@ func (p *Proxy) prevRoutes() map[routeKey]*route {
 		return nil
 	}
 	var m map[routeKey]*route
-	for l, t := range s.tables {
+	for _, t := range s.tables {
 		if t == nil {
 			continue
 		}
@@ -158,7 +176,7 @@ func (p *Proxy) prevRoutes() map[routeKey]*route {
 			if m == nil {
 				m = map[routeKey]*route{}
 			}
-			m[routeKey{Listener(l), rt.name}] = rt
+			m[rt.key] = rt
 		}
 	}
 	return m

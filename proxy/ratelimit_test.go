@@ -352,3 +352,47 @@ func TestRateLimitRunsAfterTheFaultAndTakesTheRouteEdits(t *testing.T) {
 		t.Fatalf("after the fault: %d, want the token the aborted requests did not spend", resp.StatusCode)
 	}
 }
+
+// An unnamed route is named by its index, which a reload that inserts
+// a route before it gives to another route: that route, with the same
+// rate_limit, does not take over the emptied bucket of the one that
+// was there, which would refuse requests it never let through.
+func TestRateLimitUnnamedRouteKeepsNoBucketOfAnotherRoute(t *testing.T) {
+	a, _ := countingUpstream(t)
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	rl := config.RateLimit{MaxTokens: 1, FillInterval: time.Hour}
+	route := func(prefix string) config.Route {
+		r := rl
+		return config.Route{Cluster: "svc", RateLimit: &r,
+			Match: config.RouteMatch{Path: config.PathMatch{Prefix: prefix}}}
+	}
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(a)})
+	cfg.Routes = []config.Route{route("/a")}
+	h := startProxy(t, cfg, func(o *Options) { o.Now = clock.Now })
+	get := func(path string) int {
+		t.Helper()
+		resp, _ := do(t, h.h1, "GET", h.url(path), nil)
+		return resp.StatusCode
+	}
+	if s := get("/a"); s != http.StatusOK {
+		t.Fatalf("/a: %d, want 200", s)
+	}
+	if s := get("/a"); s != http.StatusTooManyRequests {
+		t.Fatalf("/a past its one token: %d, want 429", s)
+	}
+
+	cfg.Routes = []config.Route{route("/b"), route("/a")}
+	if err := h.p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if s := get("/b"); s != http.StatusOK {
+		t.Fatalf("/b, new at routes[0] where /a was: %d, want 200 from a bucket of its own", s)
+	}
+	// The same routes again keep their buckets, emptied now.
+	if err := h.p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if s := get("/b"); s != http.StatusTooManyRequests {
+		t.Fatalf("/b after a reload that kept it: %d, want 429", s)
+	}
+}

@@ -393,7 +393,9 @@ type directResponse struct {
 
 // route is one compiled route. Immutable once in a snapshot.
 type route struct {
-	name  string
+	name string
+	// key finds the route's state in the next snapshot (see routeKey).
+	key   routeKey
 	match routeMatch
 
 	// Exactly one action.
