@@ -114,9 +114,15 @@ func (b *tokenBucket) tokens(now time.Time) uint64 {
 }
 
 // retryAfterSeconds is the Retry-After value for wait: whole seconds, rounded
-// up, so that a client that comes back then finds a token.
+// up, so that a client that comes back then finds a token. The
+// remainder is rounded apart, as adding a second less a nanosecond to
+// the longest wait (math.MaxInt64) would wrap it negative.
 func retryAfterSeconds(wait time.Duration) string {
-	return strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10)
+	s := int64(wait / time.Second)
+	if wait%time.Second != 0 {
+		s++
+	}
+	return strconv.FormatInt(s, 10)
 }
 
 // compileRateLimit returns the bucket of the route key names: the one

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -394,5 +395,25 @@ func TestRateLimitUnnamedRouteKeepsNoBucketOfAnotherRoute(t *testing.T) {
 	}
 	if s := get("/b"); s != http.StatusTooManyRequests {
 		t.Fatalf("/b after a reload that kept it: %d, want 429", s)
+	}
+}
+
+// Retry-After rounds the wait up to whole seconds, and stays a positive
+// count for the longest wait waitFor gives (math.MaxInt64, a token too
+// far to count), where adding the second less a nanosecond would wrap.
+func TestRetryAfterSecondsRoundsUpWithoutOverflow(t *testing.T) {
+	for _, c := range []struct {
+		wait time.Duration
+		want string
+	}{
+		{1, "1"},
+		{20 * time.Millisecond, "1"},
+		{time.Second, "1"},
+		{time.Second + 1, "2"},
+		{math.MaxInt64, "9223372037"},
+	} {
+		if got := retryAfterSeconds(c.wait); got != c.want {
+			t.Errorf("retryAfterSeconds(%d) = %s, want %s", c.wait, got, c.want)
+		}
 	}
 }
