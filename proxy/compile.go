@@ -701,41 +701,41 @@ func compileMatch(mc config.RouteMatch) (routeMatch, error) {
 			// alike): a matcher on host matches that, as on :authority.
 			hm.pseudo = ":authority"
 		}
-		switch {
-		case hc.Present:
-			hm.kind = headerPresent
-		case hc.Prefix != "":
-			hm.kind, hm.value = headerPrefix, hc.Prefix
-		case hc.Regex != "":
-			re, err := regexp.Compile("^(?:" + hc.Regex + ")$")
-			if err != nil {
-				return m, fmt.Errorf("match.headers[%d].regex: %w", i, err)
-			}
-			hm.kind, hm.re = headerRegex, re
-		default:
-			hm.kind, hm.value = headerExact, hc.Exact
+		var err error
+		if hm.kind, hm.value, hm.re, err = compileValueMatch(hc.Present, hc.Exact, hc.Prefix, hc.Regex, ""); err != nil {
+			return m, fmt.Errorf("match.headers[%d].regex: %w", i, err)
 		}
 		m.headers = append(m.headers, hm)
 	}
 	for i, qc := range mc.QueryParameters {
 		qm := queryMatcher{name: qc.Name}
-		switch {
-		case qc.Present:
-			qm.kind = headerPresent
-		case qc.Prefix != "":
-			qm.kind, qm.value = headerPrefix, qc.Prefix
-		case qc.Regex != "":
-			// A decoded value may hold a line feed ("%0A"), as a path
-			// may: "." matches it too.
-			re, err := regexp.Compile("^(?s:" + qc.Regex + ")$")
-			if err != nil {
-				return m, fmt.Errorf("match.query_parameters[%d].regex: %w", i, err)
-			}
-			qm.kind, qm.re = headerRegex, re
-		default:
-			qm.kind, qm.value = headerExact, qc.Exact
+		var err error
+		// A decoded value may hold a line feed ("%0A"), as a path may:
+		// "." matches it too.
+		if qm.kind, qm.value, qm.re, err = compileValueMatch(qc.Present, qc.Exact, qc.Prefix, qc.Regex, "s"); err != nil {
+			return m, fmt.Errorf("match.query_parameters[%d].regex: %w", i, err)
 		}
 		m.queries = append(m.queries, qm)
 	}
 	return m, nil
+}
+
+// compileValueMatch compiles the one test of a header's or a query
+// parameter's value that validation let through: present, a prefix, a
+// regex (anchored at both ends, with the regexp flags given), or else
+// exact. Its error is the regex's.
+func compileValueMatch(present bool, exact, prefix, regex, flags string) (headerKind, string, *regexp.Regexp, error) {
+	switch {
+	case present:
+		return headerPresent, "", nil, nil
+	case prefix != "":
+		return headerPrefix, prefix, nil, nil
+	case regex != "":
+		re, err := regexp.Compile("^(?" + flags + ":" + regex + ")$")
+		if err != nil {
+			return 0, "", nil, err
+		}
+		return headerRegex, "", re, nil
+	}
+	return headerExact, exact, nil, nil
 }
