@@ -306,6 +306,20 @@ func TestCompositeHotApplySwapsComposition(t *testing.T) {
 	}
 }
 
+// oneCallComposition routes /one to a composition of one call, to
+// cluster a at upstream, under a route retry policy of attempts.
+func oneCallComposition(upstream string, attempts int) *config.Config {
+	return &config.Config{
+		Clusters: map[string]config.Cluster{"a": {Endpoints: eps(upstream)}},
+		Routes: []config.Route{{
+			Name:        "one",
+			Match:       config.RouteMatch{Path: config.PathMatch{Exact: "/one"}},
+			Retry:       &config.RetryPolicy{Attempts: attempts, Backoff: config.Backoff{Base: time.Millisecond}},
+			Composition: &composer.Spec{Calls: []composer.Call{{Name: "a", Cluster: "a", Path: "/a"}}},
+		}},
+	}
+}
+
 func TestCompositeCallsUseRouteRetryPolicy(t *testing.T) {
 	var n atomic.Int64
 	flaky := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
@@ -315,16 +329,7 @@ func TestCompositeCallsUseRouteRetryPolicy(t *testing.T) {
 		}
 		io.WriteString(w, `{"ok":true}`)
 	})
-	cfg := &config.Config{
-		Clusters: map[string]config.Cluster{"a": {Endpoints: eps(addr(flaky))}},
-		Routes: []config.Route{{
-			Name:        "one",
-			Match:       config.RouteMatch{Path: config.PathMatch{Exact: "/one"}},
-			Retry:       &config.RetryPolicy{Attempts: 2, Backoff: config.Backoff{Base: time.Millisecond}},
-			Composition: &composer.Spec{Calls: []composer.Call{{Name: "a", Cluster: "a", Path: "/a"}}},
-		}},
-	}
-	h := startProxy(t, cfg)
+	h := startProxy(t, oneCallComposition(addr(flaky), 2))
 	resp := mustGet(t, h.h1, h.url("/one"))
 	if body := readAll(t, resp); resp.StatusCode != 200 || strings.TrimSpace(body) != `{"ok":true}` {
 		t.Fatalf("status %d body %s", resp.StatusCode, body)

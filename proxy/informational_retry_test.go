@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outrigger-mesh/outrigger/composer"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
@@ -128,16 +127,7 @@ func TestCompositeCallRetriedAfterAnInterimResponse(t *testing.T) {
 		}
 		io.WriteString(w, `{"ok":true}`)
 	})
-	cfg := &config.Config{
-		Clusters: map[string]config.Cluster{"a": {Endpoints: eps(addr(flaky))}},
-		Routes: []config.Route{{
-			Name:        "one",
-			Match:       config.RouteMatch{Path: config.PathMatch{Exact: "/one"}},
-			Retry:       &config.RetryPolicy{Attempts: 1, Backoff: config.Backoff{Base: time.Millisecond}},
-			Composition: &composer.Spec{Calls: []composer.Call{{Name: "a", Cluster: "a", Path: "/a"}}},
-		}},
-	}
-	h := startProxy(t, cfg)
+	h := startProxy(t, oneCallComposition(addr(flaky), 1))
 	status, body, interim := getWith1xx(t, h.h1, h.url("/one"))
 	if status != 200 || strings.TrimSpace(body) != `{"ok":true}` || len(interim) != 0 || n.Load() != 2 {
 		t.Fatalf("%d %q after %v, %d calls: want the retry's answer and no 1xx", status, body, interim, n.Load())
