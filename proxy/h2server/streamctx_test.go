@@ -348,13 +348,22 @@ func TestStreamContextWatchEnd(t *testing.T) {
 					t.Error("StopWatch before the end")
 				}
 				ew.WatchEnd(func() {
-					// The handler waits on release, the writer has
-					// nothing to write: nobody else takes the lock.
-					free := sc.mu.TryLock()
-					if free {
+					// Another goroutine takes the lock while this one
+					// waits: it can if this one does not hold it
+					// (the connection's writer, woken by the end, may
+					// hold it for a moment), never if it does.
+					got := make(chan struct{})
+					go func() {
+						sc.mu.Lock()
 						sc.mu.Unlock()
+						close(got)
+					}()
+					select {
+					case <-got:
+						lockFree <- true
+					case <-time.After(2 * time.Second):
+						lockFree <- false
 					}
-					lockFree <- free
 				})
 				started <- r.Context()
 				<-release
