@@ -106,6 +106,13 @@ type connectError struct {
 func (e *connectError) Error() string { return fmt.Sprintf("connect to %s: %v", e.addr, e.err) }
 func (e *connectError) Unwrap() error { return e.err }
 
+// isConnectionsOverflow reports whether err is the cluster's
+// max_connections refusing a dial.
+func isConnectionsOverflow(err error) bool {
+	var le *breaker.LimitError
+	return errors.As(err, &le) && le.Limit == breaker.LimitConnections
+}
+
 func newPool(key transportKey, tc *tls.Config) *pool {
 	p := &pool{key: key}
 	// The TLS sessions of the pool's connections, for resumption; nil
@@ -211,11 +218,14 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 		// read/write goroutines and their hand-offs per request. It
 		// never uses HTTP_PROXY and never adds compression.
 		t := &h1client.Transport{
-			Dial:               dial,
-			TLSClientConfig:    tc,
-			TLSSessionCache:    sessions,
-			ConnectTimeout:     key.connectTimeout,
-			MaxConnsPerHost:    key.maxConnsPerHost,
+			Dial:            dial,
+			TLSClientConfig: tc,
+			TLSSessionCache: sessions,
+			ConnectTimeout:  key.connectTimeout,
+			MaxConnsPerHost: key.maxConnsPerHost,
+			// At the cluster's max_connections a request waits for one
+			// of its endpoint's connections, as in Envoy's pools.
+			DialOverflow:       isConnectionsOverflow,
 			MaxIdlePerHost:     key.maxIdlePerHost,
 			IdleTimeout:        idle,
 			MaxRequestsPerConn: key.maxRequests,

@@ -125,8 +125,13 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 	}
 	nc, err := dial(ctx, "tcp", hp.key.addr)
 	if err != nil {
+		wrapped := fmt.Errorf("h1client: dial %s: %w", hp.key.addr, err)
+		if t.DialOverflow != nil && t.DialOverflow(err) {
+			// The slot stays taken: getConn decides (overflowed).
+			return nil, &overflowError{wrapped}
+		}
 		hp.releaseSlot()
-		return nil, fmt.Errorf("h1client: dial %s: %w", hp.key.addr, err)
+		return nil, wrapped
 	}
 	c := &conn{hp: hp, nc: nc, born: t.now()}
 	if sc, ok := nc.(syscall.Conn); ok {

@@ -101,8 +101,28 @@ func (t *Transport) host(u *url.URL) (*hostPool, error) {
 // (peeked at) before it is returned, not only one idle for peekAfter:
 // the request cannot be sent again if a connection the server closed
 // fails it. fresh asks for a new connection: an idle one is taken only
-// at MaxConnsPerHost.
+// at MaxConnsPerHost. A dial that DialOverflow refuses has the request
+// wait as at MaxConnsPerHost while the host has a connection that may
+// come free, and fail with the dial's error when it has none.
 func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Time, check, fresh bool) (c *conn, wasIdle bool, idleTime time.Duration, err error) {
+	// dctx is ctx bounded by deadline, made for the first dial or wait
+	// (an idle connection needs none).
+	var dctx context.Context
+	var cancel context.CancelFunc
+	defer func() {
+		if cancel != nil {
+			cancel()
+		}
+	}()
+	bounded := func() context.Context {
+		if dctx == nil {
+			dctx, cancel = roundtrip.WithDeadline(ctx, deadline)
+		}
+		return dctx
+	}
+	// overflow is the last dial's error when DialOverflow refused it:
+	// the request waits for one of the host's connections.
+	var overflow error
 	for {
 		c = nil
 		now := t.now()
@@ -122,7 +142,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 		if hp.removed {
 			hp = t.attachLocked(hp)
 		}
-		if n := len(hp.idle); n > 0 && (!fresh || t.MaxConnsPerHost > 0 && hp.open >= t.MaxConnsPerHost) {
+		if n := len(hp.idle); n > 0 && (!fresh || overflow != nil || t.MaxConnsPerHost > 0 && hp.open >= t.MaxConnsPerHost) {
 			c = hp.idle[n-1]
 			hp.idle[n-1] = nil
 			hp.idle = hp.idle[:n-1]
@@ -157,12 +177,14 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			c.unframedRisk = false
 			return c, true, idleTime, nil
 		}
-		if len(expired) > 0 || t.MaxConnsPerHost <= 0 || hp.open < t.MaxConnsPerHost {
+		if len(expired) > 0 || overflow == nil && (t.MaxConnsPerHost <= 0 || hp.open < t.MaxConnsPerHost) {
 			// Take a slot for a new connection: an expired
 			// connection's, which it leaves closed without giving the
 			// slot up (given up, it would go to a request queued
 			// meanwhile, and both would dial in it), else a free one.
-			// The other expired connections give theirs up.
+			// The other expired connections give theirs up. (Closed,
+			// expired connections leave room under DialOverflow's cap
+			// too, so an overflowed request dials again.)
 			var took *conn
 			if n := len(expired); n > 0 {
 				took, expired = expired[n-1], expired[:n-1]
@@ -177,19 +199,28 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			for _, e := range expired {
 				e.discard()
 			}
-			ctx, cancel := roundtrip.WithDeadline(ctx, deadline)
-			defer cancel()
-			c, err = t.dial(ctx, hp)
+			if c, err = t.dial(bounded(), hp); t.overflowed(hp, &err) {
+				overflow = err
+				continue
+			}
 			return c, false, 0, err
 		}
-		ctx, cancel := roundtrip.WithDeadline(ctx, deadline)
-		defer cancel()
+		if overflow != nil && hp.open == 0 {
+			// The host's connections closed since: none to wait for.
+			if len(hp.waiters) == 0 && t.hosts[hp.key] == hp {
+				delete(t.hosts, hp.key)
+				hp.removed = true
+			}
+			t.mu.Unlock()
+			return nil, false, 0, overflow
+		}
+		wctx := bounded()
 		w := &waiter{ch: make(chan *conn, 1)}
 		hp.waiters = append(hp.waiters, w)
 		t.mu.Unlock()
 		select {
 		case c = <-w.ch:
-		case <-ctx.Done():
+		case <-wctx.Done():
 			t.mu.Lock()
 			i := slices.Index(hp.waiters, w)
 			if i >= 0 {
@@ -204,8 +235,9 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 					hp.releaseSlot()
 				}
 			}
-			return nil, false, 0, fmt.Errorf("h1client: waiting for a connection to %s: %w", hp.key.addr, context.Cause(ctx))
+			return nil, false, 0, fmt.Errorf("h1client: waiting for a connection to %s: %w", hp.key.addr, context.Cause(wctx))
 		}
+		overflow = nil // woken: with a connection, or a slot to dial in
 		if c != nil {
 			// Handed over at the end of its last response: looked at
 			// as an idle connection is (bar the idle time), since bytes
@@ -219,17 +251,54 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 					continue // closed meanwhile: its slot is gone
 				}
 				_ = c.nc.Close()
-				c, err = t.dial(ctx, hp)
+				if c, err = t.dial(wctx, hp); t.overflowed(hp, &err) {
+					overflow = err
+					continue
+				}
 				return c, false, 0, err
 			}
 			c.unframedRisk = false
 			return c, false, 0, nil
 		}
 		// A slot was handed over.
-		c, err = t.dial(ctx, hp)
+		if c, err = t.dial(wctx, hp); t.overflowed(hp, &err) {
+			overflow = err
+			continue
+		}
 		return c, false, 0, err
 	}
 }
+
+// overflowed handles the end of a dial that took a slot of hp: it
+// reports whether *err is a dial DialOverflow refused and the request
+// is to wait for one of hp's connections. Such a dial keeps its slot
+// (see dial), and *err is made the dial's own error. The slot is given
+// up without a hand-over while hp has other connections, which come
+// free in time (a waiter handed it would dial and be refused as well);
+// with none, it goes to the next waiter (which dials, and is refused
+// or not, in its turn) or back to the host, and the request fails.
+func (t *Transport) overflowed(hp *hostPool, err *error) bool {
+	oe, ok := (*err).(*overflowError)
+	if !ok {
+		return false
+	}
+	*err = oe.err
+	t.mu.Lock()
+	if hp.open > 1 {
+		hp.open--
+		t.mu.Unlock()
+		return true
+	}
+	t.mu.Unlock()
+	hp.releaseSlot()
+	return false
+}
+
+// overflowError is a dial error DialOverflow recognised, returned by
+// dial with the connection's slot still held (see overflowed).
+type overflowError struct{ err error }
+
+func (e *overflowError) Error() string { return e.err.Error() }
 
 // attachLocked returns the pool that now stands for removed hp's host:
 // the one created since, or hp itself, put back. Either way every

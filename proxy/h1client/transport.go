@@ -70,6 +70,15 @@ type Transport struct {
 	// or closed, or for its context to end. 0 means no limit.
 	MaxConnsPerHost int
 
+	// DialOverflow, when set, reports whether an error of Dial means
+	// that a cap on connections beyond this Transport's was reached (a
+	// cluster's max_connections across its endpoints). A request whose
+	// dial it refuses waits, as at MaxConnsPerHost, for one of its
+	// host's connections to be returned or closed (an idle one is taken
+	// at once), as long as the host has one open; with none, it fails
+	// with the error. Envoy's connection pools queue the same way.
+	DialOverflow func(error) bool
+
 	// MaxResponseHeaderBytes caps a response's status line and header
 	// block (and, separately, each 1xx response's and the trailers). 0
 	// means 10 MiB, as in net/http.

@@ -1,0 +1,160 @@
+package proxy
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// At the cluster's max_connections an HTTP/1.1 call waits for one of its
+// endpoint's connections, as in Envoy's pools: five calls at once over
+// max_connections 1 all succeed, one after the other on one connection;
+// the overflows are counted (Envoy's upstream_cx_overflow) but no call
+// is refused.
+func TestMaxConnectionsQueuesForTheEndpointsConnection(t *testing.T) {
+	up := newHeldUpstream(t)
+	cl := config.Cluster{Endpoints: eps(up.addr), Limits: breaker.LimitsConfig{MaxConnections: 1}}
+	h := startProxy(t, simpleConfig(cl))
+	up.unblockOnCleanup(t)
+
+	res := send(h, 5)
+	for i := range 5 {
+		eventually(t, 5*time.Second, "one call upstream, the others waiting", func() bool {
+			return up.entered.Load() == int64(i+1) && limitsInUse(h)[breaker.LimitPendingRequests] == int64(4-i)
+		})
+		up.release <- struct{}{}
+	}
+	for range 5 {
+		if r := <-res; r[0] != "200 OK" {
+			t.Fatalf("a call: %v, want 200", r)
+		}
+	}
+	if m := up.maxOpenConns(); m != 1 {
+		t.Fatalf("%d connections open at once, max_connections 1", m)
+	}
+	snap := h.p.snap.Load().clusters["svc"].res.limits.Snapshot()
+	if snap.Overflows[breaker.LimitConnections] == 0 {
+		t.Error("no max_connections overflow counted")
+	}
+	if n := gathered(t, h, "outrigger_breaker_rejected_total", "reason", "max_connections"); n != 0 {
+		t.Errorf("%v calls counted refused by max_connections, want 0", n)
+	}
+}
+
+// The calls waiting at max_connections hold max_pending_requests slots:
+// one over it is refused at once, as in Envoy.
+func TestMaxConnectionsQueueBoundedByMaxPendingRequests(t *testing.T) {
+	up := newHeldUpstream(t)
+	cl := config.Cluster{Endpoints: eps(up.addr), Limits: breaker.LimitsConfig{MaxConnections: 1, MaxPendingRequests: 1}}
+	h := startProxy(t, simpleConfig(cl))
+	up.unblockOnCleanup(t)
+
+	first := send(h, 1)
+	eventually(t, 5*time.Second, "a call upstream", func() bool { return up.entered.Load() == 1 })
+	second := send(h, 1)
+	eventually(t, 5*time.Second, "a call waiting", func() bool {
+		return limitsInUse(h)[breaker.LimitPendingRequests] == 1
+	})
+	resp, _ := do(t, h.h1, http.MethodGet, h.url("/"), nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Outrigger-Breaker") != "max_pending_requests" {
+		t.Fatalf("a third call: %d %q, want 503 max_pending_requests", resp.StatusCode, resp.Header.Get("X-Outrigger-Breaker"))
+	}
+	up.release <- struct{}{}
+	eventually(t, 5*time.Second, "the waiting call upstream", func() bool { return up.entered.Load() == 2 })
+	up.release <- struct{}{}
+	for _, ch := range []<-chan [2]string{first, second} {
+		if r := <-ch; r[0] != "200 OK" {
+			t.Fatalf("a call: %v, want 200", r)
+		}
+	}
+}
+
+// A call whose endpoint has no connection to wait for (the cluster's
+// max_connections are all another endpoint's) is refused at once.
+func TestMaxConnectionsRefusesWhenTheEndpointHasNoConnection(t *testing.T) {
+	a, b := newHeldUpstream(t), newHeldUpstream(t)
+	cl := config.Cluster{Endpoints: eps(a.addr, b.addr), LBPolicy: config.LBRoundRobin, Limits: breaker.LimitsConfig{MaxConnections: 1}}
+	h := startProxy(t, simpleConfig(cl))
+	a.unblockOnCleanup(t)
+	b.unblockOnCleanup(t)
+
+	// Round robin sends the next call to the other endpoint, whichever
+	// took the first.
+	first := send(h, 1)
+	eventually(t, 5*time.Second, "a call upstream", func() bool { return a.entered.Load()+b.entered.Load() == 1 })
+	resp, _ := do(t, h.h1, http.MethodGet, h.url("/"), nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Outrigger-Breaker") != "max_connections" {
+		t.Fatalf("a call to the other endpoint: %d %q, want 503 max_connections", resp.StatusCode, resp.Header.Get("X-Outrigger-Breaker"))
+	}
+	if n := limitsInUse(h)[breaker.LimitPendingRequests]; n != 0 {
+		t.Fatalf("%d calls still pending", n)
+	}
+	held := a
+	if b.entered.Load() == 1 {
+		held = b
+	}
+	held.release <- struct{}{}
+	if r := <-first; r[0] != "200 OK" {
+		t.Fatalf("the first call: %v", r)
+	}
+}
+
+// A call waiting at max_connections waits no longer than its route
+// timeout (504), and gives its max_pending_requests slot back.
+func TestMaxConnectionsWaitEndsWithTheRouteTimeout(t *testing.T) {
+	up := newHeldUpstream(t)
+	cl := config.Cluster{Endpoints: eps(up.addr), Limits: breaker.LimitsConfig{MaxConnections: 1}}
+	h := startProxy(t, simpleConfig(cl, func(r *config.Route) { r.Timeout = 300 * time.Millisecond }))
+	up.unblockOnCleanup(t)
+
+	first := send(h, 1)
+	eventually(t, 5*time.Second, "a call upstream", func() bool { return up.entered.Load() == 1 })
+	// The first call times out too, unless released: release it once the
+	// second waits, so that only the second's wait runs out.
+	second := send(h, 1)
+	eventually(t, 5*time.Second, "a call waiting", func() bool {
+		return limitsInUse(h)[breaker.LimitPendingRequests] == 1
+	})
+	if r := <-first; r[0] != "504 Gateway Timeout" {
+		t.Fatalf("the held call: %v, want 504", r)
+	}
+	if r := <-second; r[0] != "504 Gateway Timeout" {
+		t.Fatalf("the waiting call: %v, want 504", r)
+	}
+	eventually(t, 5*time.Second, "nothing pending", func() bool {
+		return limitsInUse(h)[breaker.LimitPendingRequests] == 0
+	})
+}
+
+// A call waiting at max_connections is served when the connection it
+// waits for closes instead of coming back (the upstream closed it): it
+// dials in the place the closed one left.
+func TestMaxConnectionsWaiterDialsWhenTheConnectionCloses(t *testing.T) {
+	up := newHeldUpstream(t)
+	cl := config.Cluster{Endpoints: eps(up.addr), Limits: breaker.LimitsConfig{MaxConnections: 1}}
+	up.closing.Store(true) // its answers close their connections
+	h := startProxy(t, simpleConfig(cl))
+	up.unblockOnCleanup(t)
+
+	res := send(h, 3)
+	for i := range 3 {
+		eventually(t, 5*time.Second, "one call upstream, the others waiting", func() bool {
+			return up.entered.Load() == int64(i+1) && limitsInUse(h)[breaker.LimitPendingRequests] == int64(2-i)
+		})
+		up.release <- struct{}{}
+	}
+	for range 3 {
+		if r := <-res; r[0] != "200 OK" {
+			t.Fatalf("a call: %v, want 200", r)
+		}
+	}
+	// (The upstream may see the next connection before it has seen the
+	// last one closed: its count of connections open at once is not the
+	// proxy's.)
+	if n := up.accepted.Load(); n != 3 {
+		t.Fatalf("%d connections made, want one per call", n)
+	}
+}
