@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -52,7 +53,33 @@ func serverTLS(t config.ListenerTLS) (*tls.Config, error) {
 			tc.ClientAuth = tls.RequireAndVerifyClientCert
 		}
 	}
+	// crypto/tls fails the handshake of a client whose ALPN offer has
+	// none of NextProtos (RFC 7301 §3.2), where Envoy goes on without
+	// ALPN and serves HTTP/1.1: such a client is given a copy without
+	// NextProtos, made once here rather than per handshake. It keeps
+	// the certificate and CAs of tc, and tc's session ticket keys
+	// encrypt and decrypt its tickets (crypto/tls uses the original
+	// config's keys when the returned one sets none).
+	noALPN := tc.Clone()
+	noALPN.NextProtos = nil
+	tc.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if len(hello.SupportedProtos) == 0 || offersALPN(hello.SupportedProtos) {
+			return nil, nil
+		}
+		return noALPN, nil
+	}
 	return tc, nil
+}
+
+// offersALPN reports whether a client's ALPN offer has a protocol of
+// alpnProtos.
+func offersALPN(offered []string) bool {
+	for _, p := range offered {
+		if slices.Contains(alpnProtos, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // loadCAPool reads a PEM CA bundle from path, key being the config key

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -376,5 +377,92 @@ func TestOutboundMutualTLSNamesNoClientCertificate(t *testing.T) {
 		if xfcc, proto := app.last(); len(xfcc) != 0 || len(proto) != 1 || proto[0] != "https" {
 			t.Fatalf("h2 %v: the upstream saw x-forwarded-client-cert %q and X-Forwarded-Proto %q, want none and https", h2, xfcc, proto)
 		}
+	}
+}
+
+// rawTLSGet dials addr with tc, sends one HTTP/1.1 GET of / on the TLS
+// connection and returns the connection's state and the response's
+// status and body.
+func rawTLSGet(t testing.TB, addr string, tc *tls.Config) (tls.ConnectionState, int, string) {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, tc)
+	if err != nil {
+		t.Fatalf("handshake with ALPN %q: %v", tc.NextProtos, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: callee.test\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("ALPN %q: %v", tc.NextProtos, err)
+	}
+	b := readAll(t, resp)
+	// Read to the end, so that a session ticket sent after the
+	// handshake reaches tc's session cache.
+	io.Copy(io.Discard, c)
+	return c.ConnectionState(), resp.StatusCode, b
+}
+
+// A client whose ALPN offer has nothing in common with the listener's
+// (only spdy/3, or only h3) completes the handshake with no protocol
+// chosen and is served HTTP/1.1, as Envoy goes on without ALPN then;
+// its client certificate is verified and named as any other client's,
+// it resumes its TLS session, and a rotated certificate reaches it.
+func TestInboundTLSUnknownALPNServedHTTP1(t *testing.T) {
+	pki := newListenerPKI(t)
+	app := &seenHeaders{}
+	up := upstream(t, false, app.ServeHTTP)
+	cfg := inboundTLSConfig(addr(up), config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile})
+	h := startProxy(t, cfg)
+	const id = "spiffe://cluster.local/ns/shop/sa/caller"
+	caller := clientCert(t, pki.ca, id)
+	sum := sha256.Sum256(caller.cert.Raw)
+	wantXFCC := "Hash=" + hex.EncodeToString(sum[:]) + `;Subject="CN=caller,O=Mesh\, Inc.";URI=` + id
+	roots := x509.NewCertPool()
+	roots.AddCert(pki.ca.cert)
+	clientTLS := func(protos ...string) *tls.Config {
+		return &tls.Config{RootCAs: roots, ServerName: "callee.test", NextProtos: protos,
+			Certificates: []tls.Certificate{caller.tlsCert(t)}, ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	}
+
+	for _, protos := range [][]string{{"spdy/3"}, {"h3"}, {"h3", "spdy/3"}} {
+		tc := clientTLS(protos...)
+		for i := range 2 {
+			st, code, body := rawTLSGet(t, h.in, tc)
+			if st.NegotiatedProtocol != "" || code != 200 || body != "ok" {
+				t.Fatalf("ALPN %q: negotiated %q, got %d %q; want none, 200 ok", protos, st.NegotiatedProtocol, code, body)
+			}
+			if xfcc, _ := app.last(); len(xfcc) != 1 || xfcc[0] != wantXFCC {
+				t.Fatalf("ALPN %q: app saw x-forwarded-client-cert %q, want %q", protos, xfcc, wantXFCC)
+			}
+			if i == 1 && !st.DidResume {
+				t.Fatalf("ALPN %q: the second connection did not resume the first's session", protos)
+			}
+		}
+	}
+	// A client that offers http/1.1 beside an unknown protocol gets it.
+	if st, _, _ := rawTLSGet(t, h.in, clientTLS("spdy/3", "http/1.1")); st.NegotiatedProtocol != "http/1.1" {
+		t.Fatalf("ALPN spdy/3, http/1.1: negotiated %q, want http/1.1", st.NegotiatedProtocol)
+	}
+	// The variant without ALPN is made once per applied configuration,
+	// not per handshake.
+	tc := h.p.snap.Load().limits.tls[Inbound]
+	hello := &tls.ClientHelloInfo{SupportedProtos: []string{"spdy/3"}}
+	a, _ := tc.GetConfigForClient(hello)
+	b, _ := tc.GetConfigForClient(hello)
+	if a == nil || a != b || len(a.NextProtos) != 0 {
+		t.Fatalf("GetConfigForClient for spdy/3 gave %p and %p (NextProtos %q), want one config without ALPN", a, b, a.NextProtos)
+	}
+
+	next := serverCert(t, pki.ca, "callee.test")
+	writeFile(t, pki.dir, "tls.crt", next.certPEM)
+	writeFile(t, pki.dir, "tls.key", next.keyPEM)
+	if err := h.p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _ := rawTLSGet(t, h.in, clientTLS("spdy/3")); !st.PeerCertificates[0].Equal(next.cert) {
+		t.Fatal("a client offering spdy/3 was not given the rotated certificate")
 	}
 }
