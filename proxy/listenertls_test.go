@@ -353,6 +353,40 @@ func TestInboundTLSPriorKnowledgeHTTP2WithoutALPN(t *testing.T) {
 	}
 }
 
+// A client for which ALPN chose http/1.1 speaks HTTP/1.1 on that
+// connection, whatever it sends: the HTTP/2 connection preface is then a
+// malformed HTTP/1.1 request (version 2.0), answered 505 over HTTP/1.1
+// as the HTTP/1.1 server answers it, never HTTP/2 (Envoy infers the
+// protocol from the first bytes only when ALPN chose none).
+func TestInboundTLSALPNHTTP1IgnoresHTTP2Preface(t *testing.T) {
+	pki := newListenerPKI(t)
+	up := upstream(t, false, (&seenHeaders{}).ServeHTTP)
+	h := startProxy(t, inboundTLSConfig(addr(up), config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile}))
+	roots := x509.NewCertPool()
+	roots.AddCert(pki.ca.cert)
+	c, err := tls.Dial("tcp", h.in, &tls.Config{RootCAs: roots, ServerName: "callee.test", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if p := c.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+		t.Fatalf("ALPN chose %q, want http/1.1", p)
+	}
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	// Taken for HTTP/2, the preface would be answered with SETTINGS.
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no HTTP/1.1 answer to the preface: %v", err)
+	}
+	readAll(t, resp)
+	if resp.ProtoMajor != 1 || resp.StatusCode != http.StatusHTTPVersionNotSupported {
+		t.Fatalf("got %s %d, want HTTP/1.1 505", resp.Proto, resp.StatusCode)
+	}
+}
+
 // The outbound listener verifies a client certificate as the inbound one
 // does, but its requests go to other services, which are not told the
 // app's certificate: no x-forwarded-client-cert, neither the client's

@@ -315,7 +315,11 @@ func (c *conn) serve() {
 		if first {
 			c.used.Store(true)
 		}
-		if first && s.H2 != nil && c.sawPreface() {
+		// Over TLS the preface means HTTP/2 only when ALPN chose no
+		// protocol: one that chose http/1.1 made the connection HTTP/1.1,
+		// and the preface is then a request of version 2.0, refused as
+		// such (RFC 7301: the protocol is the one ALPN selected).
+		if first && s.H2 != nil && (c.tlsState == nil || c.tlsState.NegotiatedProtocol == "") && c.sawPreface() {
 			c.cr.noLimit()
 			c.clearReadDeadline()
 			c.serveH2(nil, nil)

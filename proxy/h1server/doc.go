@@ -119,8 +119,10 @@
 //
 // # HTTP/2
 //
-// With H2 set, a connection that opens with the HTTP/2 client preface,
-// and one whose request asks "Upgrade: h2c" with one valid HTTP2-Settings
+// With H2 set, a connection that opens with the HTTP/2 client preface
+// (over TLS, only when ALPN chose no protocol: one that chose
+// "http/1.1" is HTTP/1.1, and its preface a request of version 2.0,
+// answered 505), and one whose request asks "Upgrade: h2c" with one valid HTTP2-Settings
 // header (RFC 7540 §3.2; a body of up to 64 KiB is read first, within
 // ReadHeaderTimeout), is served
 // by H2's ServeConn (package h2server), with the bytes the HTTP/1.1 reader

@@ -149,9 +149,11 @@ type Limits struct {
 	// TLS, when set, has the connections speak TLS with this
 	// configuration: each does its handshake on its own goroutine (never
 	// the accept loop's), within HandshakeTimeout of its accept, and is
-	// then handed to H2 when ALPN chose "h2", else served as HTTP/1.1
-	// (without "Upgrade: h2c", which is for cleartext only: RFC 9113
-	// §3.1); its requests' Request.TLS is the connection's state, and
+	// then handed to H2 when ALPN chose "h2", or when ALPN chose none
+	// and it opens with the HTTP/2 client preface, else served as
+	// HTTP/1.1 (without "Upgrade: h2c", which is for cleartext only:
+	// RFC 9113 §3.1; after ALPN chose "http/1.1" the preface is an
+	// HTTP/1.1 request of version 2.0, answered 505); its requests' Request.TLS is the connection's state, and
 	// ReadHeaderTimeout counts from the handshake's end. Its NextProtos
 	// are the protocols offered ("h2" and "http/1.1"). Nil means
 	// cleartext.
