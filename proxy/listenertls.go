@@ -172,11 +172,14 @@ const hdrClientCert = "X-Forwarded-Client-Cert"
 
 // clientCertField is the x-forwarded-client-cert value for a request
 // that came over a TLS connection whose client certificate verified,
-// "" for any other: Envoy's format (Hash of the certificate's DER in
-// hex, its Subject, its first URI SAN, where Istio puts the SPIFFE id,
-// and its DNS SANs, semicolon-separated key=value pairs, a value with
-// a comma, semicolon, equals sign or double quote in double quotes).
-// By, the listener's own URI SAN, is left out.
+// "" for any other, as Envoy writes it with Subject, URI and DNS set:
+// Hash, the hex SHA-256 of the certificate's DER; Subject, in double
+// quotes always; URI, once for each URI SAN (where Istio puts the
+// SPIFFE id), or once empty when there is none; DNS, once for each DNS
+// SAN. Pairs are separated by semicolons, and a URI or DNS value with a
+// comma, semicolon, equals sign or double quote is written in double
+// quotes, as the format asks (Envoy writes those raw). By, the
+// listener's own URI SAN, is left out.
 func clientCertField(st *tls.ConnectionState) string {
 	if st == nil || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
 		return ""
@@ -186,12 +189,18 @@ func clientCertField(st *tls.ConnectionState) string {
 	var b strings.Builder
 	b.WriteString("Hash=")
 	b.WriteString(hex.EncodeToString(sum[:]))
-	b.WriteString(`;Subject=`)
-	// Envoy quotes the subject always.
-	writeXFCCQuoted(&b, c.Subject.String())
-	if len(c.URIs) > 0 {
+	// The RFC 2253 string has already escaped its double quotes (and
+	// its , + \ < > ;) with a backslash: quoting it is all that is left
+	// to do, as Envoy does with BoringSSL's RFC 2253 string.
+	b.WriteString(`;Subject="`)
+	b.WriteString(c.Subject.String())
+	b.WriteByte('"')
+	if len(c.URIs) == 0 {
 		b.WriteString(";URI=")
-		writeXFCCValue(&b, c.URIs[0].String())
+	}
+	for _, u := range c.URIs {
+		b.WriteString(";URI=")
+		writeXFCCValue(&b, u.String())
 	}
 	for _, d := range c.DNSNames {
 		b.WriteString(";DNS=")
@@ -200,20 +209,14 @@ func clientCertField(st *tls.ConnectionState) string {
 	return b.String()
 }
 
-// writeXFCCValue writes v, quoted when it has a character XFCC's syntax
-// uses.
+// writeXFCCValue writes v, in double quotes when it has a character
+// XFCC's syntax uses, a double quote in it then escaped with a
+// backslash.
 func writeXFCCValue(b *strings.Builder, v string) {
-	if strings.ContainsAny(v, `,;="`) {
-		writeXFCCQuoted(b, v)
+	if !strings.ContainsAny(v, `,;="`) {
+		b.WriteString(v)
 		return
 	}
-	b.WriteString(v)
-}
-
-// writeXFCCQuoted writes v in double quotes, a double quote in it
-// escaped with a backslash, as Envoy escapes it (and only it: the
-// backslashes of an RFC 2253 subject, "O=Mesh\, Inc.", stay as they are).
-func writeXFCCQuoted(b *strings.Builder, v string) {
 	b.WriteByte('"')
 	for i := 0; i < len(v); i++ {
 		if v[i] == '"' {

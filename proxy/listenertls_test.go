@@ -207,6 +207,66 @@ func TestInboundMutualTLS(t *testing.T) {
 	}
 }
 
+// x-forwarded-client-cert is written as Envoy writes it, for client
+// certificates whose subjects have the characters its syntax uses: the
+// subject, always quoted, is the RFC 2253 string, whose own escapes
+// (a backslash before each of , ; " + < > \) are the only ones, so a
+// " in it is escaped once; URI= is there, empty, for a certificate
+// without a URI SAN, once for each of several; each DNS SAN is its own
+// DNS=. A URI with such characters is quoted as the format asks.
+func TestInboundXFCCMatchesEnvoy(t *testing.T) {
+	pki := newListenerPKI(t)
+	app := &seenHeaders{}
+	up := upstream(t, false, app.ServeHTTP)
+	h := startProxy(t, inboundTLSConfig(addr(up), config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile,
+		ClientCAFile: pki.caFile, RequireClientCert: true}))
+	uris := func(ss ...string) []*url.URL {
+		var us []*url.URL
+		for _, s := range ss {
+			u, err := url.Parse(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			us = append(us, u)
+		}
+		return us
+	}
+	for _, tc := range []struct {
+		name    string
+		subject pkix.Name
+		uris    []*url.URL
+		dns     []string
+		want    string // after "Hash=<hex>;"
+	}{
+		{"quote", pkix.Name{CommonName: `say "hi"`, Organization: []string{`Acme "Labs"`}}, nil, nil,
+			`Subject="CN=say \"hi\",O=Acme \"Labs\"";URI=`},
+		{"comma semicolon equals", pkix.Name{CommonName: "a=b;c", Organization: []string{"Mesh, Inc."}, OrganizationalUnit: []string{"x=y"}},
+			uris("spiffe://cluster.local/ns/shop/sa/caller"), nil,
+			`Subject="CN=a=b\;c,OU=x=y,O=Mesh\, Inc.";URI=spiffe://cluster.local/ns/shop/sa/caller`},
+		{"dns only", pkix.Name{CommonName: "caller"}, nil, []string{"caller.shop.svc", "caller"},
+			`Subject="CN=caller";URI=;DNS=caller.shop.svc;DNS=caller`},
+		{"two uris", pkix.Name{CommonName: "caller"}, uris("spiffe://cluster.local/ns/a/sa/b", "https://caller.test/id"), []string{"caller.test"},
+			`Subject="CN=caller";URI=spiffe://cluster.local/ns/a/sa/b;URI=https://caller.test/id;DNS=caller.test`},
+		// Envoy writes a URI raw; the format asks for quotes.
+		{"uri with semicolon", pkix.Name{CommonName: "caller"}, uris(`https://caller.test/id;v=1`), nil,
+			`Subject="CN=caller";URI="https://caller.test/id;v=1"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cert := newCert(t, &x509.Certificate{Subject: tc.subject, URIs: tc.uris, DNSNames: tc.dns,
+				KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, pki.ca)
+			sum := sha256.Sum256(cert.cert.Raw)
+			want := "Hash=" + hex.EncodeToString(sum[:]) + ";" + tc.want
+			resp := mustGet(t, tlsClient(t, pki.ca, cert, false), "https://"+h.in+"/")
+			if b := readAll(t, resp); resp.StatusCode != 200 || b != "ok" {
+				t.Fatalf("got %d %q, want 200 ok", resp.StatusCode, b)
+			}
+			if xfcc, _ := app.last(); len(xfcc) != 1 || xfcc[0] != want {
+				t.Fatalf("app saw x-forwarded-client-cert %q,\nwant %q", xfcc, want)
+			}
+		})
+	}
+}
+
 // gRPC over TLS to the inbound listener, with grpc-go's TLS credentials
 // and a client certificate.
 func TestInboundMutualTLSGRPC(t *testing.T) {
