@@ -133,7 +133,7 @@ const (
 	handshakeTimeout                              // handshake_timeout passed
 	handshakeClosed                               // the client closed or reset the connection before the handshake's end
 	handshakeProtocol                             // not TLS, no version or cipher in common, an alert from the client (it refused the listener's certificate)
-	handshakeOther                                // anything else (the connection closed by a shutdown)
+	handshakeOther                                // anything else (a handshake Shutdown or Close cuts is not reported: h1server.Server.HandshakeFailed)
 	numHandshakeReasons
 )
 

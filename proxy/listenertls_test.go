@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -359,6 +361,50 @@ func TestInboundTLSHandshakeTimeout(t *testing.T) {
 	eventually(t, 5*time.Second, "the timeout counted", func() bool {
 		return counterValue(h.p.m.downTLSFailed[Inbound][handshakeTimeout]) == 1
 	})
+}
+
+// A handshake that the proxy's own shutdown cuts is no failure of the
+// client's: it is not counted under any reason, as Envoy counts a
+// handshake failure only when the handshake itself fails.
+func TestInboundTLSHandshakeCutByShutdownNotCounted(t *testing.T) {
+	pki := newListenerPKI(t)
+	up := upstream(t, false, (&seenHeaders{}).ServeHTTP)
+	p := New(Options{})
+	if err := p.Apply(inboundTLSConfig(addr(up), config.ListenerTLS{Enabled: true, CertFile: pki.certFile, KeyFile: pki.keyFile})); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln, Inbound) }()
+	// A client whose ClientHello has not come yet: the handshake waits
+	// for it (handshake_timeout is 10 s).
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	open := func() float64 { return counterValue(p.m.downConns.WithLabelValues(Inbound.String())) }
+	eventually(t, 5*time.Second, "the connection accepted", func() bool { return open() == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v, want the deadline (a new connection is given 5 s)", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+	// The connection's goroutine reports a failed handshake before it
+	// gives the connection back.
+	eventually(t, 5*time.Second, "the connection closed", func() bool { return open() == 0 })
+	for r := range numHandshakeReasons {
+		if n := counterValue(p.m.downTLSFailed[Inbound][r]); n != 0 {
+			t.Fatalf("the handshake cut by Shutdown was counted as %s", r)
+		}
+	}
 }
 
 // A listener's files are read at Apply: one missing fails it naming its

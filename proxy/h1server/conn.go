@@ -142,13 +142,16 @@ func newConn(s *Server, rwc net.Conn, lim *connLimits) *conn {
 // handshake does the TLS handshake, within the handshake timeout, and
 // reports whether it succeeded; a failure is passed to
 // Server.HandshakeFailed. Shutdown and Close end a handshake under way by
-// closing the connection, as they end the wait for a first request.
+// closing the connection, as they end the wait for a first request;
+// that end is the server's doing, not the client's, and is not passed.
 func (c *conn) handshake() bool {
 	if d := c.lim.handshakeTimeout; d > 0 {
 		_ = c.tlsConn.SetDeadline(c.accepted.Add(d))
 	}
 	if err := c.tlsConn.Handshake(); err != nil {
-		if c.s.HandshakeFailed != nil {
+		// Shutdown and Close mark the connection closed before they
+		// close it.
+		if c.s.HandshakeFailed != nil && c.state.Load() != stateClosed {
 			c.s.HandshakeFailed(err)
 		}
 		return false

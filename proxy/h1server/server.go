@@ -85,7 +85,9 @@ type Server struct {
 	// HandshakeFailed, when set, is told of each TLS handshake (see
 	// Limits.TLS) that failed, its deadline passing included, with its
 	// error, on the connection's goroutine, which then closes the
-	// connection. It must not block.
+	// connection. A handshake that Shutdown or Close ended, by closing
+	// its connection, is not a failure and is not told. It must not
+	// block.
 	HandshakeFailed func(err error)
 
 	// Gate, when set, admits the connections Serve accepts: each one is
