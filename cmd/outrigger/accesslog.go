@@ -412,7 +412,7 @@ func (a *accessLog) Refused(listener string, r h1server.Refusal) {
 	writeLine(l, &accessLine{
 		listener: listener, method: r.Method, authority: r.Host, path: r.Path, protocol: r.Proto,
 		status: r.Status, grpcStatus: -1, bytes: int64(r.Bytes), duration: r.Duration, upstreamHeader: -1,
-		err: proxy.ReasonDownstreamProtocolError.String(), remote: r.RemoteAddr, detail: r.Detail,
+		err: proxy.ReasonDownstreamProtocolError.String(), remote: r.RemoteAddr, detail: r.Detail, userAgent: r.UserAgent,
 	})
 }
 

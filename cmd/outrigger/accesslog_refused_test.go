@@ -55,7 +55,7 @@ func sendMalformedH2(t *testing.T, addr string) http2.ErrCode {
 	fr.WriteSettings()
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
-	for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc"}, {":path", "/h2"}, {"connection", "close"}} {
+	for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc"}, {":path", "/h2"}, {"user-agent", "h2probe/4"}, {"connection", "close"}} {
 		enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
 	}
 	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
@@ -76,7 +76,8 @@ func sendMalformedH2(t *testing.T, addr string) http2.ErrCode {
 // (a malformed header, a request line that is none, a transfer coding
 // it does not implement, a malformed HTTP/2 stream) each get one access
 // log line, with what is known of them and the reason
-// downstream_protocol_error, and are counted as the proxy's own answers
+// downstream_protocol_error (the User-Agent too when it was read before
+// the fault), and are counted as the proxy's own answers
 // without a route. They went unseen: no line, no count.
 func TestRefusedRequestsAreLoggedAndCounted(t *testing.T) {
 	up := newUpstream(t, "a")
@@ -100,7 +101,7 @@ func TestRefusedRequestsAreLoggedAndCounted(t *testing.T) {
 			return true
 		})
 	}
-	if s := sendRaw(t, p.addrs.Outbound, "GET /a/b?q=1 HTTP/1.1\r\nHost: svc\r\nNoColon\r\n\r\n"); s != 400 {
+	if s := sendRaw(t, p.addrs.Outbound, "GET /a/b?q=1 HTTP/1.1\r\nHost: svc\r\nUser-Agent: probe/1\r\nNoColon\r\n\r\n"); s != 400 {
 		t.Fatalf("malformed header: %d", s)
 	}
 	waitLines(1)
@@ -108,7 +109,7 @@ func TestRefusedRequestsAreLoggedAndCounted(t *testing.T) {
 		t.Fatalf("garbage: %d", s)
 	}
 	waitLines(2)
-	if s := sendRaw(t, p.addrs.Outbound, "POST /up HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"); s != 501 {
+	if s := sendRaw(t, p.addrs.Outbound, "POST /up HTTP/1.1\r\nHost: svc\r\nUser-Agent: probe/3\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"); s != 501 {
 		t.Fatalf("unknown transfer coding: %d", s)
 	}
 	waitLines(3)
@@ -120,10 +121,10 @@ func TestRefusedRequestsAreLoggedAndCounted(t *testing.T) {
 		t.Fatalf("%d lines, want 4: %v", len(lines), lines)
 	}
 	want := []map[string]any{
-		{"method": "GET", "authority": "svc", "path": "/a/b", "protocol": "HTTP/1.1", "status": 400.0, "detail": "malformed header"},
-		{"method": "", "authority": "", "path": "", "protocol": "", "status": 400.0, "detail": "malformed request line"},
-		{"method": "POST", "authority": "svc", "path": "/up", "protocol": "HTTP/1.1", "status": 501.0, "detail": "unsupported transfer encoding"},
-		{"method": "GET", "authority": "svc", "path": "/h2", "protocol": "HTTP/2.0", "status": 0.0, "detail": "malformed request", "bytes": 0.0},
+		{"method": "GET", "authority": "svc", "path": "/a/b", "protocol": "HTTP/1.1", "status": 400.0, "detail": "malformed header", "user_agent": "probe/1"},
+		{"method": "", "authority": "", "path": "", "protocol": "", "status": 400.0, "detail": "malformed request line", "user_agent": ""},
+		{"method": "POST", "authority": "svc", "path": "/up", "protocol": "HTTP/1.1", "status": 501.0, "detail": "unsupported transfer encoding", "user_agent": "probe/3"},
+		{"method": "GET", "authority": "svc", "path": "/h2", "protocol": "HTTP/2.0", "status": 0.0, "detail": "malformed request", "bytes": 0.0, "user_agent": "h2probe/4"},
 	}
 	for i, l := range lines {
 		for k, v := range want[i] {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -729,6 +730,10 @@ func (c *conn) replyError(err error, hd *head) {
 			if r.Host == "" && len(hd.hosts) == 1 {
 				r.Host = hd.hosts[0]
 			}
+		}
+		if v := hd.header["User-Agent"]; len(v) > 0 {
+			// The fields read before the fault.
+			r.UserAgent = strings.Clone(v[0])
 		}
 		fn(r)
 	}

@@ -20,6 +20,9 @@ type Refusal struct {
 	// HTTP/1.1 request line that does not parse, or an HTTP/2 header
 	// block that does not decode).
 	Method, Host, Path, Proto string
+	// UserAgent is the request's User-Agent, when its header block was
+	// read that far.
+	UserAgent string
 	// Status is the status answered; 0 for a stream reset (RST_STREAM
 	// PROTOCOL_ERROR) that carries none.
 	Status int
@@ -55,6 +58,12 @@ func (sc *serverConn) refused(f *headerBlock, status int, detail string) {
 				r.Host = strings.Clone(hf.Value)
 			case ":path":
 				r.Path = refusedPath(hf.Value)
+			}
+		}
+		for _, hf := range f.RegularFields() {
+			if hf.Name == "user-agent" {
+				r.UserAgent = strings.Clone(hf.Value)
+				break
 			}
 		}
 	}
