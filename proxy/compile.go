@@ -453,6 +453,7 @@ func (p *Proxy) compileRoute(l Listener, name string, rc config.Route, s *snapsh
 		rt.regexRewrite = &regexRewrite{re: re, sub: sub}
 	}
 	rt.hostRewrite, rt.autoHost = rc.HostRewrite, rc.AutoHostRewrite && rc.HostRewrite == ""
+	rt.appendXFH = rc.AppendXForwardedHost && (rt.hostRewrite != "" || rt.autoHost)
 	rt.reqHeaders = compileMutation(rc.RequestHeaders)
 	rt.respHeaders = compileMutation(rc.ResponseHeaders)
 	rt.hash = compileHashPolicy(rc.HashPolicy)

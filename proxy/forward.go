@@ -1625,6 +1625,13 @@ func (f *forwarding) outboundHeader() http.Header {
 			has |= hasUserAgent
 		}
 	}
+	if f.rt.appendXFH {
+		// After the route's edits, as Envoy rewrites the Host after
+		// them. Here, in the header every attempt copies, the client's
+		// Host goes in once: a retry, whose Host auto_host_rewrite
+		// takes from another endpoint, carries the same list.
+		appendForwardedHost(h, r.Host)
+	}
 	if has&hasUserAgent == 0 {
 		// An empty value stops net/http from adding its own
 		// User-Agent. It goes in after the route's edits, which would

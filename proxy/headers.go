@@ -40,6 +40,7 @@ const (
 	hdrRequestID      = "X-Request-Id"
 	hdrForwardedFor   = "X-Forwarded-For"
 	hdrForwardedProto = "X-Forwarded-Proto"
+	hdrForwardedHost  = "X-Forwarded-Host"
 	hdrError          = HeaderError
 	hdrBreaker        = "X-Outrigger-Breaker"
 	hdrGRPCTimeout    = "Grpc-Timeout"
@@ -162,27 +163,71 @@ func appendForwardedFor(h http.Header, prior []string, remoteAddr string, slot [
 	if err != nil || ip == "" {
 		return
 	}
+	slot[0] = appendList(prior, ip)
+	h[hdrForwardedFor] = slot
+}
+
+// appendList returns the field lines prior joined as one list with v
+// last: prior's lines joined with ", " and then v, in one allocation,
+// the empty (or whitespace) lines left out (see appendForwardedFor); v
+// alone, without allocating, when there are none.
+func appendList(prior []string, v string) string {
 	n := 0
 	for _, p := range prior {
 		if wire.TrimOWS(p) != "" {
 			n += len(p) + len(", ")
 		}
 	}
-	if n > 0 {
-		// strings.Join(prior, ", ") + ", " + ip, in one allocation.
-		var b strings.Builder
-		b.Grow(n + len(ip))
-		for _, p := range prior {
-			if wire.TrimOWS(p) != "" {
-				b.WriteString(p)
-				b.WriteString(", ")
-			}
-		}
-		b.WriteString(ip)
-		ip = b.String()
+	if n == 0 {
+		return v
 	}
-	slot[0] = ip
-	h[hdrForwardedFor] = slot
+	var b strings.Builder
+	b.Grow(n + len(v))
+	for _, p := range prior {
+		if wire.TrimOWS(p) != "" {
+			b.WriteString(p)
+			b.WriteString(", ")
+		}
+	}
+	b.WriteString(v)
+	return b.String()
+}
+
+// appendForwardedHost appends host, the client's Host, to
+// x-forwarded-host, as a route that rewrites the Host asks
+// (append_x_forwarded_host), after the list earlier proxies built,
+// joined as X-Forwarded-For is. A list that ends with host already is
+// left as it is, as Envoy leaves it: a chain of proxies that each
+// rewrite the Host names the client's once.
+func appendForwardedHost(h http.Header, host string) {
+	if host == "" {
+		return
+	}
+	prior := h[hdrForwardedHost]
+	if lastListElement(prior) == host {
+		return
+	}
+	h[hdrForwardedHost] = []string{appendList(prior, host)}
+}
+
+// lastListElement returns the last element of the list that the field
+// lines vv make (RFC 9110 §5.6.1), empty elements skipped; "" when
+// there is none.
+func lastListElement(vv []string) string {
+	for i := len(vv) - 1; i >= 0; i-- {
+		v := vv[i]
+		for {
+			j := strings.LastIndexByte(v, ',')
+			if e := wire.TrimOWS(v[j+1:]); e != "" {
+				return e
+			}
+			if j < 0 {
+				break
+			}
+			v = v[:j]
+		}
+	}
+	return ""
 }
 
 // copyResponseHeader copies an upstream response's headers to the

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
@@ -207,4 +210,99 @@ func TestMirroredCopyCarriesTheRewrites(t *testing.T) {
 			}
 		})
 	}
+}
+
+// append_x_forwarded_host appends the client's Host to x-forwarded-host
+// when the route rewrites the Host, after what the client sent and not
+// twice in a row (Envoy's append_x_forwarded_host); without it, or
+// without a rewrite, x-forwarded-host goes on as the client sent it.
+func TestAppendXForwardedHostNamesTheClientsHost(t *testing.T) {
+	up := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s\n%s", r.Host, strings.Join(r.Header.Values("X-Forwarded-Host"), "|"))
+	})
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			cfg := &config.Config{
+				Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(addr(up)), Protocol: proto}},
+				Routes: []config.Route{
+					{Name: "literal", Match: config.RouteMatch{Authority: []string{"api.local"}}, Cluster: "svc", HostRewrite: "backend.example", AppendXForwardedHost: true},
+					{Name: "auto", Match: config.RouteMatch{Authority: []string{"ext.local"}}, Cluster: "svc", AutoHostRewrite: true, AppendXForwardedHost: true},
+					{Name: "off", Match: config.RouteMatch{Authority: []string{"off.local"}}, Cluster: "svc", HostRewrite: "backend.example"},
+					{Name: "plain", Cluster: "svc"},
+				},
+			}
+			h := startProxy(t, cfg)
+			for _, c := range []struct {
+				host     string
+				xfh      []string // sent by the client
+				wantHost string
+				wantXFH  string // the upstream's lines, joined with "|"
+			}{
+				{"api.local", nil, "backend.example", "api.local"},
+				{"api.local:8080", []string{"edge.example"}, "backend.example", "edge.example, api.local:8080"},
+				{"api.local", []string{"a.example", "b.example"}, "backend.example", "a.example, b.example, api.local"},
+				// The client's host last already: not appended again.
+				{"api.local", []string{"edge.example, api.local"}, "backend.example", "edge.example, api.local"},
+				{"ext.local", nil, addr(up), "ext.local"},
+				{"off.local", []string{"edge.example"}, "backend.example", "edge.example"},
+				{"other.local", []string{"edge.example"}, "other.local", "edge.example"},
+				{"other.local", nil, "other.local", ""},
+			} {
+				for _, client := range []string{"h1", "h2c"} {
+					req, _ := http.NewRequest(http.MethodGet, h.url("/"), nil)
+					req.Host = c.host
+					for _, v := range c.xfh {
+						req.Header.Add("X-Forwarded-Host", v)
+					}
+					resp, body := sendReq(t, h.client(client), req)
+					if got := strings.SplitN(body, "\n", 2); resp.StatusCode != 200 || len(got) != 2 || got[0] != c.wantHost || got[1] != c.wantXFH {
+						t.Errorf("%s from %s with %q: %d, upstream got %q; want host %q, x-forwarded-host %q", c.host, client, c.xfh, resp.StatusCode, got, c.wantHost, c.wantXFH)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Every attempt carries the same x-forwarded-host, the client's Host
+// appended once: a retry under auto_host_rewrite, which goes with
+// another endpoint's Host, appends neither the first attempt's Host nor
+// the client's again.
+func TestAppendXForwardedHostIsTheSameOnEveryAttempt(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	record := func(status int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			seen = append(seen, r.Host+" "+strings.Join(r.Header.Values("X-Forwarded-Host"), "|"))
+			mu.Unlock()
+			w.WriteHeader(status)
+		}
+	}
+	a, b := upstream(t, false, record(503)), upstream(t, false, record(200))
+	h := startProxy(t, retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"5xx"}, Backoff: config.Backoff{Base: time.Millisecond}},
+		func(r *config.Route) { r.AutoHostRewrite, r.AppendXForwardedHost = true, true }))
+	req, _ := http.NewRequest(http.MethodGet, h.url("/"), nil)
+	req.Host = "api.local"
+	req.Header.Set("X-Forwarded-Host", "edge.example")
+	if resp, _ := sendReq(t, h.h1, req); resp.StatusCode != 200 {
+		t.Fatalf("status %d, want 200 from the retry", resp.StatusCode)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{addr(a) + " edge.example, api.local", addr(b) + " edge.example, api.local"}
+	if !slices.Equal(seen, want) {
+		t.Errorf("attempts got %q, want %q", seen, want)
+	}
+}
+
+// sendReq sends req through client c and returns the response with its body
+// read.
+func sendReq(t *testing.T, c *http.Client, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	return resp, readAll(t, resp)
 }

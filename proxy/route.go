@@ -415,6 +415,9 @@ type route struct {
 	// (host_rewrite); autoHost sends the endpoint's (auto_host_rewrite).
 	hostRewrite string
 	autoHost    bool
+	// appendXFH appends the client's Host to x-forwarded-host, the
+	// route rewriting it (append_x_forwarded_host).
+	appendXFH   bool
 	reqHeaders  headerEdit
 	respHeaders headerEdit
 	// hash makes the request's hash key for a maglev cluster

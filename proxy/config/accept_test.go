@@ -41,8 +41,10 @@ routes:
         - {name: q, regex: "a b|c"}
     regex_rewrite: {pattern: '^/service/([^/]+)(/.*)$', substitution: '\2/instance/\1\\\0'}
     host_rewrite: "backend.example.com:8443"
+    append_x_forwarded_host: true
   - cluster: a
     auto_host_rewrite: true
+    append_x_forwarded_host: true
     regex_rewrite: {pattern: "-", substitution: ""}
   - cluster: a
     host_rewrite: "[::1]:8080"

@@ -708,6 +708,22 @@ routes:
     composition:
       calls: [{name: x, cluster: a, path: /x}]
 `, `t.yaml:7: routes[0].auto_host_rewrite: not used with composition`},
+		{"append_x_forwarded_host without a host rewrite", okCluster + `
+routes:
+  - cluster: a
+    append_x_forwarded_host: true
+`, `t.yaml:8: routes[0].append_x_forwarded_host: requires host_rewrite or auto_host_rewrite (the client's Host goes on unchanged without one)`},
+		{"append_x_forwarded_host with direct_response", `
+routes:
+  - direct_response: {status: 200}
+    append_x_forwarded_host: true
+`, `t.yaml:4: routes[0].append_x_forwarded_host: not used with direct_response`},
+		{"append_x_forwarded_host with composition", okCluster + `
+routes:
+  - append_x_forwarded_host: true
+    composition:
+      calls: [{name: x, cluster: a, path: /x}]
+`, `t.yaml:7: routes[0].append_x_forwarded_host: not used with composition`},
 		{"regex_rewrite and prefix_rewrite", okCluster + `
 routes:
   - cluster: a

@@ -810,6 +810,14 @@ type Route struct {
 	// auto_host_rewrite). False (the default) sends the client's.
 	AutoHostRewrite bool `yaml:"auto_host_rewrite" json:"auto_host_rewrite"`
 
+	// AppendXForwardedHost, when true, appends the client's Host (HTTP/2
+	// :authority) to the x-forwarded-host that every attempt carries, as
+	// HostRewrite or AutoHostRewrite replaces it, unless it is the list's
+	// last element already (Envoy's append_x_forwarded_host). False (the
+	// default) leaves x-forwarded-host as the client sent it. Requires
+	// HostRewrite or AutoHostRewrite.
+	AppendXForwardedHost bool `yaml:"append_x_forwarded_host" json:"append_x_forwarded_host"`
+
 	// RequestHeaders edits the request's headers before forwarding.
 	RequestHeaders HeaderMutation `yaml:"request_headers" json:"request_headers"`
 

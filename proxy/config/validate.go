@@ -483,6 +483,7 @@ func (r *Route) validate(p *problems, path string) {
 			{"regex_rewrite", r.RegexRewrite != nil},
 			{"host_rewrite", r.HostRewrite != ""},
 			{"auto_host_rewrite", r.AutoHostRewrite},
+			{"append_x_forwarded_host", r.AppendXForwardedHost},
 			{"request_headers", len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0},
 			{"mirror", len(r.Mirror) > 0},
 		} {
@@ -505,6 +506,7 @@ func (r *Route) validate(p *problems, path string) {
 			// Each call names its own cluster, path and headers.
 			{"host_rewrite", r.HostRewrite != ""},
 			{"auto_host_rewrite", r.AutoHostRewrite},
+			{"append_x_forwarded_host", r.AppendXForwardedHost},
 			{"request_headers", len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0},
 			// The calls are bounded by the route timeout and the
 			// composition's deadline; none streams to the client.
@@ -558,6 +560,11 @@ func (r *Route) validate(p *problems, path string) {
 		case !httpguts.ValidHostHeader(h) || strings.ContainsAny(h, "/?#@") || strings.ContainsFunc(h, badURIRune):
 			p.addf(path+".host_rewrite", "must be a host or host:port, got %q", h)
 		}
+	}
+	if r.AppendXForwardedHost && r.HostRewrite == "" && !r.AutoHostRewrite && r.DirectResponse == nil && r.Composition == nil {
+		// Envoy accepts it and does nothing; here a setting that could
+		// never act is a mistake to point out.
+		p.add(path+".append_x_forwarded_host", "requires host_rewrite or auto_host_rewrite (the client's Host goes on unchanged without one)")
 	}
 	r.RequestHeaders.validate(p, path+".request_headers")
 	r.ResponseHeaders.validate(p, path+".response_headers")
