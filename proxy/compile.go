@@ -709,11 +709,12 @@ func compileMatch(mc config.RouteMatch) (routeMatch, error) {
 		m.headers = append(m.headers, hm)
 	}
 	for i, qc := range mc.QueryParameters {
-		qm := queryMatcher{name: qc.Name}
+		// present: false is present: true inverted.
+		qm := queryMatcher{name: qc.Name, invert: qc.Invert || qc.Present != nil && !*qc.Present}
 		var err error
 		// A decoded value may hold a line feed ("%0A"), as a path may:
 		// "." matches it too.
-		if qm.kind, qm.value, qm.re, err = compileValueMatch(qc.Present, qc.Exact, qc.Prefix, qc.Regex, "s"); err != nil {
+		if qm.kind, qm.value, qm.re, err = compileValueMatch(qc.Present != nil, qc.Exact, qc.Prefix, qc.Regex, "s"); err != nil {
 			return m, fmt.Errorf("match.query_parameters[%d].regex: %w", i, err)
 		}
 		m.queries = append(m.queries, qm)

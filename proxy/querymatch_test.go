@@ -15,9 +15,9 @@ func TestQueryParameterMatchers(t *testing.T) {
 	cfg := &config.Config{Routes: []config.Route{
 		{Name: "admin", Match: config.RouteMatch{QueryParameters: []config.QueryParameterMatch{{Name: "role", Exact: "admin"}}}, DirectResponse: direct("admin")},
 		{Name: "both", Match: config.RouteMatch{QueryParameters: []config.QueryParameterMatch{
-			{Name: "v", Prefix: "2."}, {Name: "debug", Present: true}}}, DirectResponse: direct("both")},
+			{Name: "v", Prefix: "2."}, {Name: "debug", Present: new(true)}}}, DirectResponse: direct("both")},
 		{Name: "space", Match: config.RouteMatch{QueryParameters: []config.QueryParameterMatch{{Name: "q", Regex: "a b|c\nd"}}}, DirectResponse: direct("space")},
-		{Name: "name", Match: config.RouteMatch{QueryParameters: []config.QueryParameterMatch{{Name: "a b", Present: true}}}, DirectResponse: direct("name")},
+		{Name: "name", Match: config.RouteMatch{QueryParameters: []config.QueryParameterMatch{{Name: "a b", Present: new(true)}}}, DirectResponse: direct("name")},
 		{Name: "rest", DirectResponse: direct("rest")},
 	}}
 	h := startProxy(t, cfg)
@@ -78,9 +78,60 @@ func TestDecodedHasPrefix(t *testing.T) {
 	}
 }
 
-// A route with query matchers finds its parameter without allocating.
+// invert turns a query parameter matcher's result around, an absent
+// parameter's included; present: false matches a query without the
+// parameter (one whose every occurrence has a malformed escape counts
+// as absent, as it never matches a value).
+func TestQueryParameterMatchersInvertAndAbsent(t *testing.T) {
+	direct := func(body string) *config.DirectResponse { return &config.DirectResponse{Status: 200, Body: body} }
+	q := func(m config.QueryParameterMatch) config.RouteMatch {
+		return config.RouteMatch{Path: config.PathMatch{Prefix: "/" + m.Name}, QueryParameters: []config.QueryParameterMatch{m}}
+	}
+	cfg := &config.Config{Routes: []config.Route{
+		{Name: "not-admin", Match: q(config.QueryParameterMatch{Name: "role", Exact: "admin", Invert: true}), DirectResponse: direct("not-admin")},
+		{Name: "no-token", Match: q(config.QueryParameterMatch{Name: "token", Present: new(false)}), DirectResponse: direct("no-token")},
+		{Name: "not-v2", Match: q(config.QueryParameterMatch{Name: "v", Prefix: "2.", Invert: true}), DirectResponse: direct("not-v2")},
+		{Name: "not-digits", Match: q(config.QueryParameterMatch{Name: "n", Regex: "[0-9]+", Invert: true}), DirectResponse: direct("not-digits")},
+		{Name: "rest", DirectResponse: direct("rest")},
+	}}
+	h := startProxy(t, cfg)
+	for _, c := range []struct{ target, want string }{
+		{"/role?role=admin", "rest"},
+		{"/role?role=%61dmin", "rest"}, // decoded before it is inverted
+		{"/role?role=user", "not-admin"},
+		{"/role?role=user&role=admin", "not-admin"}, // the first one counts
+		{"/role", "not-admin"},                      // absent: not admin
+		{"/role?role", "not-admin"},
+		{"/token", "no-token"},
+		{"/token?x=1", "no-token"},
+		{"/token?token", "rest"}, // present without a value
+		{"/token?token=", "rest"},
+		{"/token?token=abc", "rest"},
+		{"/token?Token=abc", "no-token"}, // names are case-sensitive
+		{"/token?to%6Ben=abc", "rest"},   // names are decoded
+		{"/token?token=%zz", "no-token"}, // a malformed one is skipped
+		{"/v?v=2.1", "rest"},
+		{"/v?v=1.9", "not-v2"},
+		{"/v", "not-v2"},
+		{"/n?n=42", "rest"},
+		{"/n?n=4%32", "rest"},
+		{"/n?n=4x", "not-digits"},
+	} {
+		resp, err := h.h1.Get(h.url(c.target))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, resp); got != c.want {
+			t.Errorf("%q went to route %q, want %q", c.target, got, c.want)
+		}
+	}
+}
+
+// A route with query matchers finds its parameter without allocating,
+// inverted or not.
 func TestQueryParameterMatchDoesNotAllocate(t *testing.T) {
-	m := routeMatch{queries: []queryMatcher{{name: "role", kind: headerExact, value: "admin"}, {name: "v", kind: headerPrefix, value: "2"}}}
+	m := routeMatch{queries: []queryMatcher{{name: "role", kind: headerExact, value: "admin"}, {name: "v", kind: headerPrefix, value: "2"},
+		{name: "role", kind: headerExact, value: "user", invert: true}, {name: "token", kind: headerPresent, invert: true}}}
 	r, _ := http.NewRequest("GET", "http://x/p?a=1&v=2.5&role=%61dmin", nil)
 	if n := testing.AllocsPerRun(100, func() {
 		if !m.match("x", "80", "/p", r) {

@@ -170,12 +170,21 @@ type queryMatcher struct {
 	kind  headerKind
 	value string
 	re    *regexp.Regexp
+	// invert turns the result around (invert, present: false): a query
+	// without the parameter matches.
+	invert bool
 }
 
 // match reports whether the query rawQuery (as sent, without "?")
 // satisfies m. It allocates only to decode a value with escapes for a
 // regex.
 func (m *queryMatcher) match(rawQuery string) bool {
+	return m.test(rawQuery) != m.invert
+}
+
+// test reports whether the query rawQuery has the parameter and its
+// value passes m's test, before any inversion.
+func (m *queryMatcher) test(rawQuery string) bool {
 	v, ok := queryParam(rawQuery, m.name)
 	if !ok {
 		return false

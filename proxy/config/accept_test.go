@@ -37,7 +37,9 @@ routes:
       query_parameters:
         - {name: v, prefix: "2."}
         - {name: debug, present: true}
+        - {name: trace, present: false}
         - {name: role, exact: admin}
+        - {name: tier, prefix: free, invert: true}
         - {name: q, regex: "a b|c"}
     regex_rewrite: {pattern: '^/service/([^/]+)(/.*)$', substitution: '\2/instance/\1\\\0'}
     host_rewrite: "backend.example.com:8443"

@@ -675,6 +675,24 @@ routes:
     match:
       query_parameters: [{name: v, exact: "1", present: true}]
 `, `t.yaml:9: routes[0].match.query_parameters[0]: set only one of exact, prefix, regex and present, got exact and present`},
+		{"query parameter match with exact and present: false", okCluster + `
+routes:
+  - cluster: a
+    match:
+      query_parameters: [{name: v, exact: "1", present: false}]
+`, `t.yaml:9: routes[0].match.query_parameters[0]: set only one of exact, prefix, regex and present, got exact and present`},
+		{"query parameter match with present: false inverted", okCluster + `
+routes:
+  - cluster: a
+    match:
+      query_parameters: [{name: v, present: false, invert: true}]
+`, `t.yaml:9: routes[0].match.query_parameters[0].invert: not with present: false, which matches an absent parameter already (inverted, it is present: true)`},
+		{"query parameter match inverted without matcher", okCluster + `
+routes:
+  - cluster: a
+    match:
+      query_parameters: [{name: v, invert: true}]
+`, `t.yaml:9: routes[0].match.query_parameters[0]: set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`},
 		{"query parameter match with a bad regex", okCluster + `
 routes:
   - cluster: a

@@ -1081,7 +1081,8 @@ type RouteMatch struct {
 // QueryParameterMatcher, Istio's queryParams). The parameter is the
 // first of that name in the query; names and values are compared
 // decoded ("%20" and "+" are a space); a parameter whose name or value
-// has a malformed escape is skipped.
+// has a malformed escape is skipped, so that a query with no other of
+// that name has none.
 type QueryParameterMatch struct {
 	// Name is the parameter's name, compared exactly (case-sensitive).
 	// Required.
@@ -1098,8 +1099,16 @@ type QueryParameterMatch struct {
 	Regex string `yaml:"regex,omitempty" json:"regex,omitempty"`
 
 	// Present, when true, matches when the parameter is in the query,
-	// with or without a value ("?debug" has it).
-	Present bool `yaml:"present,omitempty" json:"present,omitempty"`
+	// with or without a value ("?debug" has it); when false, when it is
+	// not (Envoy's present_match). Absent (nil) means unset.
+	Present *bool `yaml:"present,omitempty" json:"present,omitempty"`
+
+	// Invert turns the result around: the route matches when the
+	// parameter does not, an absent parameter included (exact: admin
+	// with invert matches "?role=user" and a query without role). False
+	// (the default) means no inversion. Not with present: false, which
+	// is already the inverse of present: true.
+	Invert bool `yaml:"invert,omitempty" json:"invert,omitempty"`
 }
 
 // PathMatch matches the request path with at most one of its fields.

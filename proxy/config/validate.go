@@ -815,13 +815,17 @@ func (m *RouteMatch) validate(p *problems, path string) {
 		if q.Name == "" {
 			p.add(qp+".name", "required")
 		}
-		checkValueMatch(p, qp, q.Exact, q.Prefix, q.Regex, q.Present)
+		checkValueMatch(p, qp, q.Exact, q.Prefix, q.Regex, q.Present != nil)
+		if q.Present != nil && !*q.Present && q.Invert {
+			p.add(qp+".invert", "not with present: false, which matches an absent parameter already (inverted, it is present: true)")
+		}
 	}
 }
 
 // checkValueMatch checks the value matcher of a header or query
 // parameter at path: exactly one of exact, prefix, regex (valid) and
-// present.
+// present (isPresent: the key is set, to true or, for a query
+// parameter, false).
 func checkValueMatch(p *problems, path, exact, prefix, regex string, isPresent bool) {
 	if regex != "" {
 		checkRegex(p, path+".regex", regex)
