@@ -1785,14 +1785,20 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 }
 
 // retryCandidate is canRetry's first test, which does not depend on the
-// breaker's state: attempts left, a classifier failure, no 1xx response
-// passed on to the client (the response has started, see
-// attemptTrace.Got1xxResponse) and a retry_on condition. The cluster's
-// classifier has the last word: what it does not call a failure is not
-// retried, whatever retry_on lists.
+// breaker's state: attempts left, a classifier failure or a status of
+// retriable_status_codes, no 1xx response passed on to the client (the
+// response has started, see attemptTrace.Got1xxResponse) and a retry_on
+// condition. The cluster's classifier has the last word on the other
+// conditions: what it does not call a failure is not retried, whatever
+// retry_on lists. A listed status is retried whatever it says, as
+// Envoy's retriable_status_codes are apart from its outlier detection,
+// so that a route may retry a 409 without its cluster's breaker and
+// outlier detector counting one a failure: they are told the
+// classifier's verdict, v, as of any attempt.
 func (f *forwarding) retryCandidate(attempt int, kind failKind, status, grpcStatus int, v breaker.Verdict) bool {
 	p := &f.rt.retry
-	return attempt < p.maxRetries && v.Failure && !f.trace.info1xx.Load() && p.retriable(kind, status, grpcStatus)
+	return attempt < p.maxRetries && (v.Failure || p.listedStatus(kind, status, grpcStatus)) &&
+		!f.trace.info1xx.Load() && p.retriable(kind, status, grpcStatus)
 }
 
 // takeRetry reserves, for the rest of this request (one slot however many

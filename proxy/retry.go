@@ -118,6 +118,21 @@ func (p *retryPolicy) retriable(kind failKind, status, grpcStatus int) bool {
 	return p.grpcRetriable(grpcStatus)
 }
 
+// listedStatus reports whether an attempt answered status, with no
+// gRPC status other than OK deciding its outcome (as the classifier
+// reads one), is retried by retriable_status_codes.
+func (p *retryPolicy) listedStatus(kind failKind, status, grpcStatus int) bool {
+	if kind != failNone || grpcStatus > 0 || p.on&retryRetriableStatus == 0 {
+		return false
+	}
+	for _, s := range p.statuses {
+		if s == status {
+			return true
+		}
+	}
+	return false
+}
+
 // grpcRetriable reports whether grpcStatus matches one of the policy's
 // gRPC retry_on conditions.
 func (p *retryPolicy) grpcRetriable(grpcStatus int) bool {

@@ -88,20 +88,21 @@ func TestRetryOnConditionsMatchTheirOutcomes(t *testing.T) {
 	}
 }
 
-// retriable_status_codes retries a listed status only when the cluster's
-// failure classifier counts it as a failure (docs/proxy.md, Retries: the
-// classifier has the last word): a 409 under the default classifier (5xx)
-// is answered as it is; listed in failure_classifier.http_statuses, it is
-// retried. Validation refuses the first config; Apply, which does not
-// validate, holds to the classifier all the same.
-func TestRetriableStatusCodesRetryOnlyWhatTheClassifierCallsAFailure(t *testing.T) {
+// retriable_status_codes retries a listed status whatever the cluster's
+// failure classifier says of it, as Envoy's retries are apart from its
+// outlier detection: a 409 under the default classifier (5xx) is
+// retried, and the breaker and the outlier detector are told it
+// succeeded, as the classifier says; listed in
+// failure_classifier.http_statuses too, it is retried and counted a
+// failure.
+func TestRetriableStatusCodesRetryWhateverTheClassifierSays(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		statuses []string
-		want     int
+		failure  bool // the classifier counts 409 a failure
 	}{
-		{"default classifier", nil, 409},
-		{"409 a failure", []string{"5xx", "409"}, 200},
+		{"default classifier", nil, false},
+		{"409 a failure", []string{"5xx", "409"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conflict, good := failing(409), echoing()
@@ -112,33 +113,63 @@ func TestRetriableStatusCodesRetryOnlyWhatTheClassifierCallsAFailure(t *testing.
 			c := cfg.Clusters["svc"]
 			c.LBPolicy = config.LBRoundRobin
 			c.FailureClassifier = breaker.ClassifierConfig{HTTPStatuses: tc.statuses}
+			// No evaluation while the test runs, which would clear the
+			// detector's counts; nor an ejection.
+			c.OutlierDetection = breaker.OutlierConfig{Interval: time.Hour, Consecutive5xx: 100}
 			cfg.Clusters["svc"] = c
 			h := startProxy(t, cfg)
 			// Round robin over two endpoints: at least one of two
 			// requests starts on the one that answers 409.
-			conflicts := int64(0)
 			for i := 0; i < 2; i++ {
-				resp, body := do(t, h.h1, "PUT", h.url("/"), []byte("x"))
-				switch resp.StatusCode {
-				case 409:
-					conflicts++
-				case 200:
-				default:
-					t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+				if resp, body := do(t, h.h1, "PUT", h.url("/"), []byte("x")); resp.StatusCode != 200 {
+					t.Fatalf("request %d: %d %q, want the retry's 200", i, resp.StatusCode, body)
 				}
 			}
-			if conflict.n.Load() == 0 {
-				t.Fatal("no request went to the endpoint that answers 409")
+			n := conflict.n.Load()
+			if n == 0 || good.n.Load() != 2 {
+				t.Fatalf("%d requests to the endpoint that answers 409, %d to the other; want some and 2", n, good.n.Load())
 			}
-			if tc.want == 409 {
-				// Every 409 reached the client, and no request was sent twice.
-				if conflicts != conflict.n.Load() || conflict.n.Load()+good.n.Load() != 2 {
-					t.Fatalf("%d 409s answered, %d sent, %d to the good endpoint: the 409 was retried", conflicts, conflict.n.Load(), good.n.Load())
-				}
-			} else if conflicts != 0 || good.n.Load() != 2 {
-				t.Fatalf("%d 409s answered, %d to the good endpoint: the 409 was not retried", conflicts, good.n.Load())
+			res := h.p.snap.Load().clusters["svc"].res
+			wantFailures := int64(0)
+			if tc.failure {
+				wantFailures = n
+			}
+			if s := res.br.Snapshot(time.Now()); s.Calls != n+2 || s.Failures != wantFailures {
+				t.Errorf("breaker counted %d failures of %d calls, want %d of %d", s.Failures, s.Calls, wantFailures, n+2)
+			}
+			wantSuccesses := uint64(n)
+			if tc.failure {
+				wantSuccesses = 0
+			}
+			if s := res.det.Snapshot(time.Now()).Endpoints[0]; s.IntervalRequests != uint64(n) || s.IntervalSuccesses != wantSuccesses {
+				t.Errorf("outlier detector counted %d successes of %d requests to the 409 endpoint, want %d of %d", s.IntervalSuccesses, s.IntervalRequests, wantSuccesses, n)
 			}
 		})
+	}
+}
+
+// A listed status passes the classifier by only when it decides the
+// outcome: not for a transport failure, nor for an answer whose gRPC
+// status (other than OK) is what the classifier reads.
+func TestListedStatusIsTheHTTPStatusThatDecides(t *testing.T) {
+	p := retryPolicy{on: retryRetriableStatus, statuses: []int{409}}
+	for _, c := range []struct {
+		kind       failKind
+		status, gs int
+		want       bool
+	}{
+		{failNone, 409, -1, true},
+		{failNone, 409, 0, true},
+		{failNone, 409, 14, false},
+		{failNone, 410, -1, false},
+		{failReset, 0, -1, false},
+	} {
+		if got := p.listedStatus(c.kind, c.status, c.gs); got != c.want {
+			t.Errorf("listedStatus(%v, %d, %d) = %v, want %v", c.kind, c.status, c.gs, got, c.want)
+		}
+	}
+	if (&retryPolicy{on: retry5xx, statuses: []int{409}}).listedStatus(failNone, 409, -1) {
+		t.Error("a 409 listed without retriable-status-codes in retry_on passes the classifier by")
 	}
 }
 

@@ -127,6 +127,12 @@ routes:
   - cluster: a
     retry: {retry_on: [retriable-status-codes, 5xx], retriable_status_codes: [409, 429]}
 `,
+		"retriable status codes the classifier accepts": `
+clusters: {a: {endpoints: ["10.0.0.1:80"]}, b: {endpoints: ["10.0.0.2:80"], failure_classifier: {http_statuses: ["none"]}}}
+routes:
+  - weighted_clusters: [{cluster: a, weight: 1}, {cluster: b, weight: 1}]
+    retry: {retry_on: [retriable-status-codes], retriable_status_codes: [409, 400, 599]}
+`,
 		"header add list with append": `
 clusters: {a: {endpoints: ["10.0.0.1:80"]}}
 routes:

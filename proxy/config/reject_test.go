@@ -438,19 +438,13 @@ routes:
     retry:
       retry_on: [unavailable, cancelled]
 `, `t.yaml:9: routes[0].retry.retry_on[1]: cancelled never retries on cluster "a": its failure_classifier does not count CANCELLED as a failure, and what it accepts is not retried (list CANCELLED in clusters.a.failure_classifier.grpc_statuses)`},
-		{"retry on a status code a weighted cluster's classifier accepts", `
-clusters:
-  a:
-    endpoints: [10.0.0.1:80]
-    failure_classifier: {http_statuses: ["409", "5xx"]}
-  b:
-    endpoints: [10.0.0.2:80]
+		{"retriable status code below 400", okCluster + `
 routes:
-  - weighted_clusters: [{cluster: a, weight: 1}, {cluster: b, weight: 1}]
+  - cluster: a
     retry:
       retry_on: [retriable-status-codes]
-      retriable_status_codes: [503, 409]
-`, `t.yaml:12: routes[0].retry.retriable_status_codes[1]: 409 never retries on cluster "b": its failure_classifier does not count it as a failure, and what it accepts is not retried (list it in clusters.b.failure_classifier.http_statuses)`},
+      retriable_status_codes: [409, 200]
+`, `t.yaml:10: routes[0].retry.retriable_status_codes[1]: must be an HTTP error status from 400 to 599, got 200`},
 		{"backoff max below base", okCluster + `
 routes:
   - cluster: a

@@ -1217,16 +1217,20 @@ type RetryPolicy struct {
 	//   resource-exhausted      gRPC status RESOURCE_EXHAUSTED
 	//   deadline-exceeded       gRPC status DEADLINE_EXCEEDED
 	//   cancelled               gRPC status CANCELLED
-	// (gRPC statuses of a trailers-only answer). Only what the cluster's
-	// failure classifier counts as a failure is retried: a status of
-	// RetriableStatusCodes outside its http_statuses, or a gRPC condition
-	// outside its grpc_statuses (CANCELLED, by default), never is, and
-	// validation refuses it. Empty means [connect-failure, refused-stream,
+	// (gRPC statuses of a trailers-only answer). Except for
+	// RetriableStatusCodes, only what the cluster's failure classifier
+	// counts as a failure is retried: a gRPC condition outside its
+	// grpc_statuses (CANCELLED, by default) never is, and validation
+	// refuses it. Empty means [connect-failure, refused-stream,
 	// gateway-error, unavailable].
 	RetryOn []RetryCondition `yaml:"retry_on" json:"retry_on"`
 
-	// RetriableStatusCodes are HTTP statuses (100-599) to retry on; they
+	// RetriableStatusCodes are HTTP statuses (400-599) to retry on; they
 	// require "retriable-status-codes" in RetryOn, and it requires them.
+	// They are retried whatever the cluster's failure classifier says of
+	// them (Envoy's retriable_status_codes), and the breaker and outlier
+	// detector are told the classifier's verdict: a 409 retried under the
+	// default classifier counts as a success to them.
 	RetriableStatusCodes []int `yaml:"retriable_status_codes" json:"retriable_status_codes"`
 
 	// Backoff spaces the retries.

@@ -908,8 +908,11 @@ func (rp *RetryPolicy) validate(p *problems, path string) {
 		}
 	}
 	for i, code := range rp.RetriableStatusCodes {
-		if code < 100 || code > 599 {
-			p.addf(indexPath(path+".retriable_status_codes", i), "must be an HTTP status from 100 to 599, got %d", code)
+		// A listed status is retried whatever the failure classifier
+		// says of it: a 1xx is no answer, and a 2xx or 3xx one no retry
+		// should repeat.
+		if code < 400 || code > 599 {
+			p.addf(indexPath(path+".retriable_status_codes", i), "must be an HTTP error status from 400 to 599, got %d", code)
 		}
 	}
 	switch {
@@ -975,11 +978,12 @@ var retryGRPCCodes = map[RetryCondition]int{
 }
 
 // checkRetryClassified refuses a retry condition that names a gRPC status
-// or an HTTP status (retriable_status_codes) which the failure classifier
-// of cluster, a route's cluster, does not count as a failure: the
-// classifier has the last word on retries (what it accepts is never
-// retried), so such a condition could never take effect. A classifier
-// that does not validate is reported with its cluster.
+// which the failure classifier of cluster, a route's cluster, does not
+// count as a failure: the classifier has the last word on those retries
+// (what it accepts is not retried), so such a condition could never
+// take effect. retriable_status_codes are retried whatever it says, so
+// they are not checked here. A classifier that does not validate is
+// reported with its cluster.
 func (c *Config) checkRetryClassified(p *problems, path string, rp *RetryPolicy, cluster string) {
 	var cc breaker.ClassifierConfig
 	if cl, ok := c.Clusters[cluster]; ok {
@@ -989,24 +993,13 @@ func (c *Config) checkRetryClassified(p *problems, path string, rp *RetryPolicy,
 	if err != nil {
 		return
 	}
-	codes := false
 	for i, cond := range rp.RetryOn {
-		codes = codes || cond == RetryOnRetriableStatusCodes
 		g, ok := retryGRPCCodes[cond]
 		if !ok || cls.Classify(breaker.Outcome{GRPCStatus: g}).Failure {
 			continue
 		}
 		name := breaker.GRPCCodeName(g)
 		p.addf(indexPath(path+".retry_on", i), "%s never retries on cluster %q: its failure_classifier does not count %s as a failure, and what it accepts is not retried (list %s in clusters.%s.failure_classifier.grpc_statuses)", cond, cluster, name, name, cluster)
-	}
-	if !codes {
-		return
-	}
-	for i, code := range rp.RetriableStatusCodes {
-		if code < 100 || code > 599 || cls.Classify(breaker.Outcome{HTTPStatus: code, GRPCStatus: -1}).Failure {
-			continue
-		}
-		p.addf(indexPath(path+".retriable_status_codes", i), "%d never retries on cluster %q: its failure_classifier does not count it as a failure, and what it accepts is not retried (list it in clusters.%s.failure_classifier.http_statuses)", code, cluster, cluster)
 	}
 }
 
