@@ -162,6 +162,10 @@ func TestCompileSubstitution(t *testing.T) {
 		{`\`, 1, ``, true},
 		{`\n`, 1, ``, true},
 		{`${1}`, 1, `[${1}]`, false},
+		// A reference is one digit, as in RE2's Rewrite (and so
+		// Envoy's): "\10" is group 1, then "0", however many groups.
+		{`\10`, 10, `[\1][0]`, false},
+		{`\1\0`, 0, ``, true},
 	} {
 		ps, err := compileSubstitution(c.sub, c.groups)
 		if (err != nil) != c.err {
