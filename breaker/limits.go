@@ -236,6 +236,15 @@ func (l *Limits) Acquire(k Limit) error {
 	}
 }
 
+// AcquireOver takes one unit of resource k even beyond its limit, after
+// an Acquire refused it (which counted the overflow): for what must go
+// ahead regardless, as Envoy's connection pools make a host's first
+// connection whatever the cluster's max_connections. It is released as
+// an Acquire's is.
+func (l *Limits) AcquireOver(k Limit) {
+	l.n.cur[k].Add(1)
+}
+
 // Release returns one unit of resource k taken by Acquire.
 func (l *Limits) Release(k Limit) {
 	if l.n.cur[k].Add(-1) < 0 {

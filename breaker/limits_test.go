@@ -49,6 +49,30 @@ func TestLimitsRefuseOverflowNamingTheLimit(t *testing.T) {
 	}
 }
 
+// AcquireOver takes a unit beyond the limit; what is in use then stays
+// over it, refusing every Acquire, until enough is released.
+func TestAcquireOverGoesBeyondTheLimit(t *testing.T) {
+	l := mustLimits(t, LimitsConfig{MaxConnections: 1})
+	if err := l.Acquire(LimitConnections); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Acquire(LimitConnections); err == nil {
+		t.Fatal("a second unit under a limit of 1")
+	}
+	l.AcquireOver(LimitConnections)
+	if s := l.Snapshot(); s.InUse[LimitConnections] != 2 || s.Overflows[LimitConnections] != 1 {
+		t.Fatalf("snapshot %+v, want 2 in use and 1 overflow", s)
+	}
+	l.Release(LimitConnections)
+	if err := l.Acquire(LimitConnections); err == nil {
+		t.Fatal("acquired with the limit still full")
+	}
+	l.Release(LimitConnections)
+	if err := l.Acquire(LimitConnections); err != nil {
+		t.Fatalf("after both releases: %v", err)
+	}
+}
+
 func TestLimitsDefaultsAreEnvoys(t *testing.T) {
 	s := mustLimits(t, LimitsConfig{}).Snapshot()
 	if s.Max != [NumLimits]int64{1024, 1024, 1024, 3} {

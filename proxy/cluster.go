@@ -18,6 +18,7 @@ import (
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 	"github.com/outrigger-mesh/outrigger/proxy/h1client"
 	"github.com/outrigger-mesh/outrigger/proxy/h2client"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/sockio"
 	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
@@ -126,7 +127,13 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 		lim := p.limits.Load()
 		if lim != nil {
 			if err := lim.Acquire(breaker.LimitConnections); err != nil {
-				return nil, err
+				if !roundtrip.FirstConn(ctx) {
+					return nil, err
+				}
+				// The endpoint has no connection: it gets one whatever
+				// the limit (as Envoy's pools), else its calls could
+				// neither be sent nor queued.
+				lim.AcquireOver(breaker.LimitConnections)
 			}
 		}
 		c, err := dialer.DialContext(ctx, network, addr)

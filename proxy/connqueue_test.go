@@ -72,33 +72,50 @@ func TestMaxConnectionsQueueBoundedByMaxPendingRequests(t *testing.T) {
 	}
 }
 
-// A call whose endpoint has no connection to wait for (the cluster's
-// max_connections are all another endpoint's) is refused at once.
-func TestMaxConnectionsRefusesWhenTheEndpointHasNoConnection(t *testing.T) {
-	a, b := newHeldUpstream(t), newHeldUpstream(t)
-	cl := config.Cluster{Endpoints: eps(a.addr, b.addr), LBPolicy: config.LBRoundRobin, Limits: breaker.LimitsConfig{MaxConnections: 1}}
-	h := startProxy(t, simpleConfig(cl))
-	a.unblockOnCleanup(t)
-	b.unblockOnCleanup(t)
+// An endpoint with no connection gets one whatever the cluster's
+// max_connections (as Envoy's pools make a host's first connection), so
+// that a limit under the number of endpoints leaves none of them
+// unreachable: over HTTP/1.1 and HTTP/2, two endpoints under
+// max_connections 1 each serve a call, the overflow counted.
+func TestMaxConnectionsLetsEachEndpointHaveAConnection(t *testing.T) {
+	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
+		t.Run(string(proto), func(t *testing.T) {
+			release := make(chan struct{})
+			var ups []string
+			for range 2 {
+				up := upstream(t, proto == config.ProtocolHTTP2, func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("X-Proto", r.Proto)
+					select {
+					case <-release:
+					case <-r.Context().Done():
+					}
+				})
+				ups = append(ups, addr(up))
+			}
+			cl := config.Cluster{Endpoints: eps(ups...), Protocol: proto, LBPolicy: config.LBRoundRobin,
+				Limits: breaker.LimitsConfig{MaxConnections: 1}}
+			h := startProxy(t, simpleConfig(cl))
+			t.Cleanup(func() { close(release) })
 
-	// Round robin sends the next call to the other endpoint, whichever
-	// took the first.
-	first := send(h, 1)
-	eventually(t, 5*time.Second, "a call upstream", func() bool { return a.entered.Load()+b.entered.Load() == 1 })
-	resp, _ := do(t, h.h1, http.MethodGet, h.url("/"), nil)
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Outrigger-Breaker") != "max_connections" {
-		t.Fatalf("a call to the other endpoint: %d %q, want 503 max_connections", resp.StatusCode, resp.Header.Get("X-Outrigger-Breaker"))
-	}
-	if n := limitsInUse(h)[breaker.LimitPendingRequests]; n != 0 {
-		t.Fatalf("%d calls still pending", n)
-	}
-	held := a
-	if b.entered.Load() == 1 {
-		held = b
-	}
-	held.release <- struct{}{}
-	if r := <-first; r[0] != "200 OK" {
-		t.Fatalf("the first call: %v", r)
+			res := send(h, 2)
+			eventually(t, 5*time.Second, "both calls upstream", func() bool {
+				return limitsInUse(h)[breaker.LimitRequests] == 2 && limitsInUse(h)[breaker.LimitPendingRequests] == 0
+			})
+			if n := limitsInUse(h)[breaker.LimitConnections]; n != 2 {
+				t.Fatalf("%d connections counted, want one per endpoint", n)
+			}
+			release <- struct{}{}
+			release <- struct{}{}
+			for range 2 {
+				if r := <-res; r[0] != "200 OK" {
+					t.Fatalf("a call: %v, want 200", r)
+				}
+			}
+			snap := h.p.snap.Load().clusters["svc"].res.limits.Snapshot()
+			if snap.Overflows[breaker.LimitConnections] == 0 {
+				t.Error("the connection over the limit is not counted an overflow")
+			}
+		})
 	}
 }
 

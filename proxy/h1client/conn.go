@@ -123,6 +123,12 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		ctx, cancel = context.WithTimeout(ctx, t.ConnectTimeout)
 		defer cancel()
 	}
+	t.mu.Lock()
+	first := hp.open == 1 // the slot the caller holds, and no other
+	t.mu.Unlock()
+	if first && t.DialOverflow != nil {
+		ctx = roundtrip.WithFirstConn(ctx)
+	}
 	nc, err := dial(ctx, "tcp", hp.key.addr)
 	if err != nil {
 		wrapped := fmt.Errorf("h1client: dial %s: %w", hp.key.addr, err)

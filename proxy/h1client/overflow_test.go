@@ -9,17 +9,21 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 )
 
 // errCapped is the error of a dial a cap beyond the Transport refused.
 var errCapped = errors.New("connections capped")
 
 // cappedDial returns a Dial that refuses (errCapped) while *refuse is set,
-// and a DialOverflow that recognises its refusals.
-func cappedDial(refuse *atomic.Bool) (func(context.Context, string, string) (net.Conn, error), func(error) bool) {
+// unless it is a host's first connection (roundtrip.FirstConn), as the
+// proxy's cluster-wide cap does, or always with strict; and a
+// DialOverflow that recognises its refusals.
+func cappedDial(refuse *atomic.Bool, strict bool) (func(context.Context, string, string) (net.Conn, error), func(error) bool) {
 	var d net.Dialer
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if refuse.Load() {
+		if refuse.Load() && (strict || !roundtrip.FirstConn(ctx)) {
 			return nil, errCapped
 		}
 		return d.DialContext(ctx, network, addr)
@@ -64,7 +68,7 @@ func TestDialOverflowWaitsForTheHostsConnection(t *testing.T) {
 		io.WriteString(w, "ok")
 	})
 	var refuse atomic.Bool
-	dial, overflow := cappedDial(&refuse)
+	dial, overflow := cappedDial(&refuse, false)
 	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.DialOverflow = dial, overflow })
 	addr := srv.Listener.Addr().String()
 
@@ -88,10 +92,9 @@ func TestDialOverflowWaitsForTheHostsConnection(t *testing.T) {
 }
 
 // Requests waiting for a connection that closes instead of coming back
-// each dial in turn, and fail with the dial's error when refused again
-// (with no connection left to wait for), none waiting on for nothing;
-// the host is then left as if never used.
-func TestDialOverflowWaitersFailWhenTheLastConnectionCloses(t *testing.T) {
+// dial in the place it left: as the host's first connection again,
+// which the cap does not hold back, so none waits on for nothing.
+func TestDialOverflowWaitersDialWhenTheLastConnectionCloses(t *testing.T) {
 	release := make(chan struct{})
 	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		<-release
@@ -99,7 +102,46 @@ func TestDialOverflowWaitersFailWhenTheLastConnectionCloses(t *testing.T) {
 		io.WriteString(w, "ok")
 	})
 	var refuse atomic.Bool
-	dial, overflow := cappedDial(&refuse)
+	dial, overflow := cappedDial(&refuse, false)
+	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.DialOverflow = dial, overflow })
+	addr := srv.Listener.Addr().String()
+
+	first := roundTripAsync(tr, srv.URL)
+	eventually(t, "the first connection", func() bool { return srv.opened.Load() == 1 })
+	refuse.Store(true)
+	second := roundTripAsync(tr, srv.URL)
+	third := roundTripAsync(tr, srv.URL)
+	eventually(t, "two waiters", func() bool { o, w := hostState(tr, addr); return o == 1 && w == 2 })
+	for range 3 {
+		release <- struct{}{}
+	}
+	for _, ch := range []<-chan error{first, second, third} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a call still waits")
+		}
+	}
+	if n := srv.opened.Load(); n != 3 {
+		t.Fatalf("%d connections, want one per call", n)
+	}
+}
+
+// A Dial that refuses even a host's first connection fails the request
+// with its error, and the waiters behind it each in turn, none left
+// waiting; the host is left as if never used.
+func TestDialOverflowRefusingTheFirstConnectionFails(t *testing.T) {
+	release := make(chan struct{})
+	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Header().Set("Connection", "close")
+		io.WriteString(w, "ok")
+	})
+	var refuse atomic.Bool
+	dial, overflow := cappedDial(&refuse, true)
 	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.DialOverflow = dial, overflow })
 	addr := srv.Listener.Addr().String()
 
@@ -133,20 +175,32 @@ func TestDialOverflowWaitersFailWhenTheLastConnectionCloses(t *testing.T) {
 	}
 }
 
-// A request refused a dial with no connection of its host's open fails
-// at once with the dial's error, the host left unused.
-func TestDialOverflowWithoutConnectionFails(t *testing.T) {
-	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+// A host's first connection is dialled as such (roundtrip.FirstConn),
+// and the cap lets it through; a second, over the cap, is refused and
+// the request waits for the first.
+func TestDialOverflowFirstConnectionIsMade(t *testing.T) {
+	release := make(chan struct{})
+	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "ok")
+	})
 	refuse := new(atomic.Bool)
 	refuse.Store(true)
-	dial, overflow := cappedDial(refuse)
+	dial, overflow := cappedDial(refuse, false)
 	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.DialOverflow = dial, overflow })
-	req, _ := http.NewRequest("GET", srv.URL, nil)
-	if _, err := tr.RoundTrip(req); !errors.Is(err, errCapped) {
-		t.Fatalf("err %v, want the dial's error", err)
+	first := roundTripAsync(tr, srv.URL)
+	eventually(t, "the first connection", func() bool { return srv.opened.Load() == 1 })
+	second := roundTripAsync(tr, srv.URL)
+	eventually(t, "a waiter", func() bool { _, w := hostState(tr, srv.Listener.Addr().String()); return w == 1 })
+	release <- struct{}{}
+	release <- struct{}{}
+	for _, ch := range []<-chan error{first, second} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
 	}
-	if o, _ := hostState(tr, srv.Listener.Addr().String()); o != -1 {
-		t.Fatalf("host left with %d open", o)
+	if n := srv.opened.Load(); n != 1 {
+		t.Fatalf("%d connections, want the first alone", n)
 	}
 }
 
@@ -155,7 +209,7 @@ func TestDialOverflowWithoutConnectionFails(t *testing.T) {
 func TestDialOverflowTakesAnIdleConnection(t *testing.T) {
 	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	var refuse atomic.Bool
-	dial, overflow := cappedDial(&refuse)
+	dial, overflow := cappedDial(&refuse, false)
 	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.DialOverflow = dial, overflow })
 	if _, body := get(t, tr, srv.URL); body != "ok" {
 		t.Fatalf("body %q", body)

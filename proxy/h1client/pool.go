@@ -120,9 +120,10 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 		}
 		return dctx
 	}
-	// overflow is the last dial's error when DialOverflow refused it:
-	// the request waits for one of the host's connections.
+	// overflow is the last dial's error when DialOverflow refused it
+	// and queue said to wait for one of the host's connections.
 	var overflow error
+	var queue bool
 	for {
 		c = nil
 		now := t.now()
@@ -199,7 +200,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			for _, e := range expired {
 				e.discard()
 			}
-			if c, err = t.dial(bounded(), hp); t.overflowed(hp, &err) {
+			if c, queue, err = t.dialSlot(bounded(), hp); queue {
 				overflow = err
 				continue
 			}
@@ -207,12 +208,10 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 		}
 		if overflow != nil && hp.open == 0 {
 			// The host's connections closed since: none to wait for.
-			if len(hp.waiters) == 0 && t.hosts[hp.key] == hp {
-				delete(t.hosts, hp.key)
-				hp.removed = true
-			}
+			// Its first connection is dialled instead (see dialSlot).
 			t.mu.Unlock()
-			return nil, false, 0, overflow
+			overflow = nil
+			continue
 		}
 		wctx := bounded()
 		w := &waiter{ch: make(chan *conn, 1)}
@@ -251,7 +250,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 					continue // closed meanwhile: its slot is gone
 				}
 				_ = c.nc.Close()
-				if c, err = t.dial(wctx, hp); t.overflowed(hp, &err) {
+				if c, queue, err = t.dialSlot(wctx, hp); queue {
 					overflow = err
 					continue
 				}
@@ -261,7 +260,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			return c, false, 0, nil
 		}
 		// A slot was handed over.
-		if c, err = t.dial(wctx, hp); t.overflowed(hp, &err) {
+		if c, queue, err = t.dialSlot(wctx, hp); queue {
 			overflow = err
 			continue
 		}
@@ -269,29 +268,34 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 	}
 }
 
-// overflowed handles the end of a dial that took a slot of hp: it
-// reports whether *err is a dial DialOverflow refused and the request
-// is to wait for one of hp's connections. Such a dial keeps its slot
-// (see dial), and *err is made the dial's own error. The slot is given
-// up without a hand-over while hp has other connections, which come
-// free in time (a waiter handed it would dial and be refused as well);
-// with none, it goes to the next waiter (which dials, and is refused
-// or not, in its turn) or back to the host, and the request fails.
-func (t *Transport) overflowed(hp *hostPool, err *error) bool {
-	oe, ok := (*err).(*overflowError)
+// dialSlot dials a connection to hp in a slot of hp's the caller
+// holds. A dial DialOverflow refuses gives the slot up, without a
+// hand-over, and reports queue while hp has other connections, which
+// come free in time (a waiter handed the slot would dial and be refused
+// as well); with none left, it is dialled again as hp's first
+// connection (roundtrip.WithFirstConn), which the cap does not hold
+// back, so that the host always has a connection to queue on. A Dial
+// that refuses that one too fails the request.
+func (t *Transport) dialSlot(ctx context.Context, hp *hostPool) (c *conn, queue bool, err error) {
+	c, err = t.dial(ctx, hp)
+	oe, ok := err.(*overflowError)
 	if !ok {
-		return false
+		return c, false, err
 	}
-	*err = oe.err
 	t.mu.Lock()
 	if hp.open > 1 {
 		hp.open--
 		t.mu.Unlock()
-		return true
+		return nil, true, oe.err
 	}
 	t.mu.Unlock()
-	hp.releaseSlot()
-	return false
+	if c, err = t.dial(ctx, hp); err != nil {
+		if oe, ok := err.(*overflowError); ok {
+			hp.releaseSlot()
+			err = oe.err
+		}
+	}
+	return c, false, err
 }
 
 // overflowError is a dial error DialOverflow recognised, returned by

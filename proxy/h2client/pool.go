@@ -7,6 +7,8 @@ import (
 	"net"
 	"slices"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
 )
 
 // hostPool is one host's connections. Its fields are guarded by the
@@ -101,10 +103,17 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		}
 		dc := &dialCall{done: make(chan struct{})}
 		hp.dialing = dc
+		dctx := ctx
+		if len(hp.conns) == len(expired) {
+			// The host's first connection (bar those expiring): a cap on connections shared
+			// with other hosts does not hold it back (see
+			// roundtrip.WithFirstConn).
+			dctx = roundtrip.WithFirstConn(ctx)
+		}
 		t.mu.Unlock()
 		closeAll(expired, errIdleClosed)
 
-		dc.c, dc.err = t.dial(ctx, hp)
+		dc.c, dc.err = t.dial(dctx, hp)
 		dc.ctxErr = dc.err != nil && ctx.Err() != nil
 		t.mu.Lock()
 		hp.dialing = nil
