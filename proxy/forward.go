@@ -149,7 +149,9 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rr, recordRoute := w.(RouteRecorder)
-	if recordRoute && rt.clusters == nil {
+	if recordRoute && (rt.clusters == nil || rt.fault != nil || rt.rateLimit != nil) {
+		// Before the fault and the rate limit too: their replies are
+		// the route's, before any cluster is picked.
 		rr.RecordRoute(rt.name, "")
 	}
 	// routeStart is when the route's action begins: after a fault's
