@@ -54,6 +54,7 @@ func (p *Proxy) compileFault(key routeKey, f *config.Fault, prev map[routeKey]*r
 	if d := f.Delay; d != nil {
 		rf.delay, rf.delayPerMillion = d.Fixed, perMillion(d.Percent)
 		rf.delays = p.m.faults.WithLabelValues(lname, route, "delay")
+		p.m.next.faults[[3]string{lname, route, "delay"}] = struct{}{}
 	}
 	if a := f.Abort; a != nil {
 		rf.abortPerMillion, rf.abortHTTP = perMillion(a.Percent), a.HTTPStatus
@@ -62,8 +63,8 @@ func (p *Proxy) compileFault(key routeKey, f *config.Fault, prev map[routeKey]*r
 			rf.abortGRPC = grpcCodeForHTTP(a.HTTPStatus)
 		}
 		rf.aborts = p.m.faults.WithLabelValues(lname, route, "abort")
+		p.m.next.faults[[3]string{lname, route, "abort"}] = struct{}{}
 	}
-	p.m.next.faults[[2]string{lname, route}] = struct{}{}
 	return rf
 }
 

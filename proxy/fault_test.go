@@ -266,3 +266,27 @@ func TestFaultAbortCarriesTheRoutesResponseHeaders(t *testing.T) {
 		}
 	}
 }
+
+// A reload that keeps a route's fault but drops one of its kinds removes
+// that kind's series: the route exports a series for the kinds it
+// injects, not one frozen at the count of a delay it no longer has.
+func TestFaultSeriesGoWithTheKindRemoved(t *testing.T) {
+	a, _ := countingUpstream(t)
+	both := &config.Fault{Delay: &config.FaultDelay{Fixed: time.Millisecond, Percent: 100},
+		Abort: &config.FaultAbort{HTTPStatus: 503, Percent: 100}}
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(a)}, withFault(both)))
+	faultCall(t, h, false)
+	if n := countSeries(t, h, "outrigger_proxy_faults_injected_total", "fault", "delay"); n != 1 {
+		t.Fatalf("%d delay series, want 1", n)
+	}
+	if err := h.p.Apply(simpleConfig(config.Cluster{Endpoints: eps(a)},
+		withFault(&config.Fault{Abort: &config.FaultAbort{HTTPStatus: 503, Percent: 100}}))); err != nil {
+		t.Fatal(err)
+	}
+	if n := countSeries(t, h, "outrigger_proxy_faults_injected_total", "fault", "delay"); n != 0 {
+		t.Fatalf("%d delay series after the delay was removed, want 0", n)
+	}
+	if n := countSeries(t, h, "outrigger_proxy_faults_injected_total", "fault", "abort"); n != 1 {
+		t.Fatalf("%d abort series, want 1: the abort stays", n)
+	}
+}

@@ -63,14 +63,14 @@ type series struct {
 	routes       map[[3]string]struct{} // listener, route, cluster
 	clusters     map[string]struct{}
 	endpoints    map[[2]string]struct{} // cluster, address
-	faults       map[[2]string]struct{} // listener, route: the routes with a fault
+	faults       map[[3]string]struct{} // listener, route, fault: the kinds each route's fault injects
 	mirrors      map[[3]string]struct{} // listener, route, cluster: a route's mirrors
 	compositions []*composer.Composition
 }
 
 func newSeries() series {
 	return series{routes: map[[3]string]struct{}{}, clusters: map[string]struct{}{}, endpoints: map[[2]string]struct{}{},
-		faults: map[[2]string]struct{}{}, mirrors: map[[3]string]struct{}{}}
+		faults: map[[3]string]struct{}{}, mirrors: map[[3]string]struct{}{}}
 }
 
 // endpointConns records that the compile in progress has endpoint addr
@@ -128,7 +128,7 @@ func (m *metrics) deleteMissing(from, keep series) {
 	}
 	for k := range from.faults {
 		if _, ok := keep.faults[k]; !ok {
-			m.faults.DeletePartialMatch(prometheus.Labels{"listener": k[0], "route": k[1]})
+			m.faults.DeleteLabelValues(k[0], k[1], k[2])
 		}
 	}
 	for k := range from.mirrors {
