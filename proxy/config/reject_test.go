@@ -1136,6 +1136,16 @@ routes:
   - cluster: a
     mirror: [{cluster: a, percent: 0}]
 `, `t.yaml:8: routes[0].mirror[0].percent: must be above 0 and at most 100, got 0`},
+		{"mirror of a share finer than a millionth", okCluster + `
+routes:
+  - cluster: a
+    mirror: [{cluster: a, percent: 0.00001}]
+`, `t.yaml:8: routes[0].mirror[0].percent: must be at least 0.0001 (one request in a million, the finest share drawn), got 1e-05`},
+		{"fault delay of a share finer than a millionth", okCluster + `
+routes:
+  - cluster: a
+    fault: {delay: {fixed: 1s, percent: 0.00004}}
+`, `t.yaml:8: routes[0].fault.delay.percent: must be at least 0.0001 (one request in a million, the finest share drawn), got 4e-05`},
 		{"mirror of over 100 percent", okCluster + `
 routes:
   - cluster: a

@@ -895,7 +895,8 @@ type Mirror struct {
 	Cluster string `yaml:"cluster" json:"cluster"`
 
 	// Percent is the share of the route's requests copied, above 0 and
-	// at most 100 (a fraction such as 0.5 is allowed). Absent (nil)
+	// at most 100 (a fraction such as 0.5 is allowed); at least 0.0001,
+	// as FaultDelay's. Absent (nil)
 	// means 100, every request, as Istio's mirrorPercentage.
 	Percent *float64 `yaml:"percent,omitempty" json:"percent,omitempty"`
 }
@@ -964,7 +965,8 @@ type FaultDelay struct {
 	// Fixed is the delay; required, above zero.
 	Fixed time.Duration `yaml:"fixed" json:"fixed"`
 	// Percent is the share of the requests delayed, above 0 and at most
-	// 100 (a fraction such as 0.5 is allowed).
+	// 100 (a fraction such as 0.5 is allowed); at least 0.0001, one in a
+	// million, the finest share drawn.
 	Percent float64 `yaml:"percent" json:"percent"`
 }
 

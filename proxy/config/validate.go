@@ -685,10 +685,15 @@ func (rl *RateLimit) validate(p *problems, path string) {
 }
 
 // checkPercent reports a share of requests that is not above 0 and at
-// most 100.
+// most 100, or that is finer than the proxy draws: a share is drawn as a
+// count per million requests, rounded, and one that rounds to none
+// would be accepted and never drawn.
 func checkPercent(p *problems, path string, v float64) {
-	if !(v > 0 && v <= 100) {
+	switch {
+	case !(v > 0 && v <= 100):
 		p.addf(path, "must be above 0 and at most 100, got %v", v)
+	case v*10_000 < 0.5:
+		p.addf(path, "must be at least 0.0001 (one request in a million, the finest share drawn), got %v", v)
 	}
 }
 
