@@ -132,6 +132,9 @@ func retryAfterSeconds(wait time.Duration) string {
 // route is new or its rate_limit changed. prev indexes the serving
 // snapshot's routes, made once per compile (see prevRoutes).
 func (p *Proxy) compileRateLimit(key routeKey, rl config.RateLimit, prev map[routeKey]*route) *tokenBucket {
+	// Compared with its default written in: a tokens_per_fill of 0 is
+	// the same limit as one of 1.
+	rl.TokensPerFill = rl.Fill()
 	if r := prev[key]; r != nil && r.rateLimit != nil && r.rateLimit.limit == rl {
 		return r.rateLimit
 	}

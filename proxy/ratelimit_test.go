@@ -417,3 +417,25 @@ func TestRetryAfterSecondsRoundsUpWithoutOverflow(t *testing.T) {
 		}
 	}
 }
+
+// A reload that writes tokens_per_fill as its default (1), where the
+// serving configuration left it out (0 means 1), keeps the bucket: the
+// rate limit is the same, and a control plane that spells its defaults
+// out on one push and not on the next must not refill it.
+func TestRateLimitBucketKeptWhenTokensPerFillIsWrittenAsItsDefault(t *testing.T) {
+	a, _ := countingUpstream(t)
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(a)},
+		withRateLimit(config.RateLimit{MaxTokens: 1, FillInterval: time.Hour})),
+		func(o *Options) { o.Now = clock.Now })
+	if passed, _ := rateLimited(t, h, 2); passed != 1 {
+		t.Fatalf("%d let through, want 1", passed)
+	}
+	if err := h.p.Apply(simpleConfig(config.Cluster{Endpoints: eps(a)},
+		withRateLimit(config.RateLimit{MaxTokens: 1, TokensPerFill: 1, FillInterval: time.Hour}))); err != nil {
+		t.Fatal(err)
+	}
+	if passed, _ := rateLimited(t, h, 2); passed != 0 {
+		t.Fatalf("after a reload that wrote tokens_per_fill's default: %d let through, want none: the bucket was refilled", passed)
+	}
+}
