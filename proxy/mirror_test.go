@@ -603,3 +603,31 @@ func TestMirrorGRPCDeadlineIsRealTime(t *testing.T) {
 		t.Fatalf("%v sent, %v failed, %d calls at the mirror; want the copy sent", counterValue(sent), counterValue(failed), shadow.calls.Load())
 	}
 }
+
+// A request the primary's cluster refuses once it was readied (here a
+// connection that could not be made) is copied when it has no body, and
+// not when it has one: the primary never read the body, and a copy goes
+// only with a body read whole, so it counts as dropped_body.
+func TestMirrorOfARequestThePrimaryNeverSent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	shadow, got := mirrorUpstream(t, nil)
+	h := startProxy(t, mirrorConfig(refused, shadow, nil))
+	if resp, _ := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("GET: %d, want 502", resp.StatusCode)
+	}
+	if m := receive(t, got); m.method != "GET" {
+		t.Fatalf("the mirror got %s, want the GET", m.method)
+	}
+	if resp, _ := do(t, h.h1, "POST", h.url("/"), []byte("a body")); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("POST: %d, want 502", resp.StatusCode)
+	}
+	eventually(t, 10*time.Second, "the POST's copy to be dropped", func() bool { return h.mirrorCount(mirrorDroppedBody) == 1 })
+	if len(got) != 0 || h.mirrorCount(mirrorSent) != 1 {
+		t.Fatalf("the mirror got %d more requests and %v were sent, want none and 1", len(got), h.mirrorCount(mirrorSent))
+	}
+}
