@@ -1071,6 +1071,11 @@ routes:
   - cluster: a
     fault: {max_active: -1, delay: {fixed: 1s, percent: 1}}
 `, `t.yaml:8: routes[0].fault.max_active: must not be negative, got -1`},
+		{"fault max_active without a delay", okCluster + `
+routes:
+  - cluster: a
+    fault: {max_active: 5, abort: {http_status: 503, percent: 1}}
+`, `t.yaml:8: routes[0].fault.max_active: caps the requests the delay holds, and the fault has no delay (aborts are not capped)`},
 		{"rate limit without max_tokens", okCluster + `
 routes:
   - cluster: a

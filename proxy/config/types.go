@@ -924,8 +924,10 @@ type Fault struct {
 	Abort *FaultAbort `yaml:"abort,omitempty" json:"abort,omitempty"`
 
 	// MaxActive caps the requests a delay holds at once (Envoy's
-	// max_active_faults); past it, requests go on without the fault.
-	// Aborts are not held and not capped. Zero means no cap.
+	// max_active_faults); past it, requests go on undelayed (an abort is
+	// still drawn for them).
+	// Aborts are not held and not capped: set only with Delay. Zero
+	// means no cap.
 	MaxActive int `yaml:"max_active" json:"max_active"`
 }
 

@@ -639,8 +639,13 @@ func (f *Fault) validate(p *problems, path string) {
 	if f.Delay == nil && f.Abort == nil {
 		p.add(path, "set delay, abort or both")
 	}
-	if f.MaxActive < 0 {
+	switch {
+	case f.MaxActive < 0:
 		p.addf(path+".max_active", "must not be negative, got %d", f.MaxActive)
+	case f.MaxActive > 0 && f.Delay == nil:
+		// Envoy's max_active_faults caps its aborts too: said here
+		// rather than taken without effect.
+		p.add(path+".max_active", "caps the requests the delay holds, and the fault has no delay (aborts are not capped)")
 	}
 	if d := f.Delay; d != nil {
 		if d.Fixed <= 0 {
