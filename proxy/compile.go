@@ -654,6 +654,14 @@ func compileRetry(rc config.RetryPolicy) (retryPolicy, error) {
 			})
 		}
 	}
+	for i, hc := range rc.RetriableHeaders {
+		hm := headerMatcher{name: http.CanonicalHeaderKey(hc.Name), invert: hc.Invert}
+		var err error
+		if hm.kind, hm.value, hm.re, err = compileValueMatch(hc.Present, hc.Exact, hc.Prefix, hc.Regex, ""); err != nil {
+			return rp, fmt.Errorf("retriable_headers[%d].regex: %w", i, err)
+		}
+		rp.headers = append(rp.headers, hm)
+	}
 	on := rc.RetryOn
 	if len(on) == 0 {
 		on = []config.RetryCondition{config.RetryOnConnectFailure, config.RetryOnRefusedStream,

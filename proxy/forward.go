@@ -499,13 +499,13 @@ func (f *forwarding) run(start time.Time) {
 		recorded := false
 		if atHeaders {
 			hv = f.classify(failNone, resp.StatusCode, gs)
-			if f.retryCandidate(attempt, failNone, resp.StatusCode, gs, hv) {
+			if f.retryCandidate(attempt, failNone, resp.StatusCode, gs, resp.Header, hv) {
 				f.report(permit, ep, hv)
 				recorded = true
 				// A response whose reset header asks for a wait longer
 				// than the route allows is the answer (see resetAllows).
 				wait := time.Duration(-1)
-				if f.canRetry(attempt, failNone, resp.StatusCode, gs, hv) && !overloaded(resp.Header) &&
+				if f.canRetry(attempt, failNone, resp.StatusCode, gs, resp.Header, hv) && !overloaded(resp.Header) &&
 					f.resetAllows(resp.Header, &wait) && f.takeRetry(&retryHeld) {
 					f.reached = true
 					// Closed, not read: a body that stalls would hold the
@@ -1193,7 +1193,7 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		return false
 	}
 	v := f.record(permit, ep, kind, 0, -1)
-	if f.canRetry(attempt, kind, 0, -1, v) && f.takeRetry(retryHeld) {
+	if f.canRetry(attempt, kind, 0, -1, nil, v) && f.takeRetry(retryHeld) {
 		if kind != failConnect && kind != failRefused {
 			f.reached = true
 		}
@@ -1753,8 +1753,8 @@ func failureReply(k failKind, err error) localReply {
 // canRetry decides, without side effects, whether the result of attempt
 // (0-based) warrants another one: attempts left, a retry_on condition, a
 // method that may be repeated, and a body that can be sent again.
-func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int, v breaker.Verdict) bool {
-	if !f.retryCandidate(attempt, kind, status, grpcStatus, v) {
+func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int, h http.Header, v breaker.Verdict) bool {
+	if !f.retryCandidate(attempt, kind, status, grpcStatus, h, v) {
 		return false
 	}
 	if st := f.c.res.br.State(); st == breaker.StateOpen || st == breaker.StateForcedOpen {
@@ -1787,20 +1787,24 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 }
 
 // retryCandidate is canRetry's first test, which does not depend on the
-// breaker's state: attempts left, a classifier failure or a status of
-// retriable_status_codes, no 1xx response passed on to the client (the
-// response has started, see attemptTrace.Got1xxResponse) and a retry_on
-// condition. The cluster's classifier has the last word on the other
-// conditions: what it does not call a failure is not retried, whatever
-// retry_on lists. A listed status is retried whatever it says, as
-// Envoy's retriable_status_codes are apart from its outlier detection,
-// so that a route may retry a 409 without its cluster's breaker and
-// outlier detector counting one a failure: they are told the
-// classifier's verdict, v, as of any attempt.
-func (f *forwarding) retryCandidate(attempt int, kind failKind, status, grpcStatus int, v breaker.Verdict) bool {
+// breaker's state: attempts left, no 1xx response passed on to the
+// client (the response has started, see attemptTrace.Got1xxResponse),
+// and either a retry_on condition on a classifier failure or one of the
+// conditions retried whatever the classifier says (retryPolicy.regardless).
+// The cluster's classifier has the last word on the other conditions:
+// what it does not call a failure is not retried, whatever retry_on
+// lists. A status of retriable_status_codes, a 409 of retriable-4xx and
+// a header of retriable_headers are retried whatever it says, as
+// Envoy's are apart from its outlier detection, so that a route may
+// retry a 409 without its cluster's breaker and outlier detector
+// counting one a failure: they are told the classifier's verdict, v, as
+// of any attempt. h is the response's header, nil without one.
+func (f *forwarding) retryCandidate(attempt int, kind failKind, status, grpcStatus int, h http.Header, v breaker.Verdict) bool {
 	p := &f.rt.retry
-	return attempt < p.maxRetries && (v.Failure || p.listedStatus(kind, status, grpcStatus)) &&
-		!f.trace.info1xx.Load() && p.retriable(kind, status, grpcStatus)
+	if attempt >= p.maxRetries || f.trace.info1xx.Load() {
+		return false
+	}
+	return p.regardless(kind, status, grpcStatus, h) || v.Failure && p.retriable(kind, status, grpcStatus)
 }
 
 // takeRetry reserves, for the rest of this request (one slot however many

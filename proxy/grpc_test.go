@@ -423,6 +423,22 @@ func TestGRPCTrailersOnlyUnavailableRetriedWithoutAllowNonIdempotent(t *testing.
 	}
 }
 
+// retry_on internal retries a trailers-only INTERNAL (the default
+// classifier counts it a failure): a server that always answers it is
+// called once per attempt.
+func TestGRPCTrailersOnlyInternalRetried(t *testing.T) {
+	svc := &testService{}
+	target := startGRPCServer(t, svc)
+	cfg := grpcConfig(target)
+	cfg.Routes[0].Retry = &config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"internal"}, Backoff: config.Backoff{Base: time.Microsecond}}
+	h := startProxy(t, cfg)
+	c := grpcClient(t, h.out)
+	_, err := c.UnaryCall(ctxT(t, 5*time.Second), &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.Internal), Message: "bug"}})
+	if status.Code(err) != codes.Internal || svc.calls.Load() != 3 {
+		t.Fatalf("INTERNAL: %v after %d calls, want 3", err, svc.calls.Load())
+	}
+}
+
 func TestGRPCStatusRetryNeedsWholeBody(t *testing.T) {
 	// The kept body is smaller than the request: the call cannot be
 	// resent, so UNAVAILABLE is passed on after one attempt.

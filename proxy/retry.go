@@ -26,6 +26,9 @@ const (
 	retryGRPCResourceExhausted
 	retryGRPCUnavailable
 	retryRefusedStream // HTTP/2 REFUSED_STREAM: the upstream did not process the request
+	retryRetriable4xx  // 409 Conflict
+	retryRetriableHeaders
+	retryGRPCInternal
 )
 
 // retryOnNames maps config tokens (Envoy's x-envoy-retry-on and
@@ -41,6 +44,9 @@ var retryOnNames = map[string]retryOn{
 	"resource-exhausted":     retryGRPCResourceExhausted,
 	"unavailable":            retryGRPCUnavailable,
 	"refused-stream":         retryRefusedStream,
+	"retriable-4xx":          retryRetriable4xx,
+	"retriable-headers":      retryRetriableHeaders,
+	"internal":               retryGRPCInternal,
 }
 
 // retryPolicy is a route's compiled retry policy.
@@ -48,7 +54,9 @@ type retryPolicy struct {
 	maxRetries int // 0: no retries
 	on         retryOn
 	statuses   []int
-	base, max  time.Duration // back-off: full jitter over [0, min(max, base*2^n))
+	// headers are retriable_headers, matched against a response's.
+	headers   []headerMatcher
+	base, max time.Duration // back-off: full jitter over [0, min(max, base*2^n))
 	// allowAnyMethod permits retrying non-idempotent methods (POST, PATCH).
 	allowAnyMethod bool
 	// maxBuffered is the largest request body kept for replay.
@@ -118,16 +126,31 @@ func (p *retryPolicy) retriable(kind failKind, status, grpcStatus int) bool {
 	return p.grpcRetriable(grpcStatus)
 }
 
-// listedStatus reports whether an attempt answered status, with no
-// gRPC status other than OK deciding its outcome (as the classifier
-// reads one), is retried by retriable_status_codes.
-func (p *retryPolicy) listedStatus(kind failKind, status, grpcStatus int) bool {
-	if kind != failNone || grpcStatus > 0 || p.on&retryRetriableStatus == 0 {
+// regardless reports whether an attempt answered status with header h,
+// no gRPC status other than OK deciding its outcome (as the classifier
+// reads one), is retried whatever the cluster's failure classifier says
+// of it: a status of retriable_status_codes, a 409 under retriable-4xx,
+// or a header retriable_headers match (Envoy retries these apart from
+// its outlier detection). h is nil without a response.
+func (p *retryPolicy) regardless(kind failKind, status, grpcStatus int, h http.Header) bool {
+	if kind != failNone || grpcStatus > 0 {
 		return false
 	}
-	for _, s := range p.statuses {
-		if s == status {
-			return true
+	if p.on&retryRetriableStatus != 0 {
+		for _, s := range p.statuses {
+			if s == status {
+				return true
+			}
+		}
+	}
+	if status == http.StatusConflict && p.on&retryRetriable4xx != 0 {
+		return true
+	}
+	if p.on&retryRetriableHeaders != 0 {
+		for i := range p.headers {
+			if p.headers[i].matchHeader(h) {
+				return true
+			}
 		}
 	}
 	return false
@@ -145,6 +168,8 @@ func (p *retryPolicy) grpcRetriable(grpcStatus int) bool {
 		return p.on&retryGRPCResourceExhausted != 0
 	case grpcUnavailable:
 		return p.on&retryGRPCUnavailable != 0
+	case grpcInternal:
+		return p.on&retryGRPCInternal != 0
 	}
 	return false
 }

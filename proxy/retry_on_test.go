@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -19,24 +20,26 @@ func TestRetryOnConditionsMatchTheirOutcomes(t *testing.T) {
 		name       string
 		kind       failKind
 		status, gs int
+		h          http.Header
 	}
 	outcomes := []outcome{
-		{"connect", failConnect, 0, -1},
-		{"refused", failRefused, 0, -1},
-		{"reset", failReset, 0, -1},
-		{"timeout", failTimeout, 0, -1},
-		{"409", failNone, 409, -1},
-		{"500", failNone, 500, -1},
-		{"501", failNone, 501, -1},
-		{"502", failNone, 502, -1},
-		{"503", failNone, 503, -1},
-		{"504", failNone, 504, -1},
-		{"200", failNone, 200, -1},
-		{"grpc-cancelled", failNone, 200, grpcCanceled},
-		{"grpc-deadline-exceeded", failNone, 200, grpcDeadlineExceeded},
-		{"grpc-resource-exhausted", failNone, 200, grpcResourceExhausted},
-		{"grpc-unavailable", failNone, 200, grpcUnavailable},
-		{"grpc-internal", failNone, 200, grpcInternal},
+		{"connect", failConnect, 0, -1, nil},
+		{"refused", failRefused, 0, -1, nil},
+		{"reset", failReset, 0, -1, nil},
+		{"timeout", failTimeout, 0, -1, nil},
+		{"409", failNone, 409, -1, nil},
+		{"500", failNone, 500, -1, nil},
+		{"501", failNone, 501, -1, nil},
+		{"502", failNone, 502, -1, nil},
+		{"503", failNone, 503, -1, nil},
+		{"504", failNone, 504, -1, nil},
+		{"200", failNone, 200, -1, nil},
+		{"200-header", failNone, 200, -1, http.Header{"X-Retry": {"yes"}}},
+		{"grpc-cancelled", failNone, 200, grpcCanceled, nil},
+		{"grpc-deadline-exceeded", failNone, 200, grpcDeadlineExceeded, nil},
+		{"grpc-resource-exhausted", failNone, 200, grpcResourceExhausted, nil},
+		{"grpc-unavailable", failNone, 200, grpcUnavailable, nil},
+		{"grpc-internal", failNone, 200, grpcInternal, nil},
 	}
 	want := map[config.RetryCondition][]string{
 		"connect-failure":        {"connect"},
@@ -49,14 +52,20 @@ func TestRetryOnConditionsMatchTheirOutcomes(t *testing.T) {
 		"deadline-exceeded":      {"grpc-deadline-exceeded"},
 		"resource-exhausted":     {"grpc-resource-exhausted"},
 		"unavailable":            {"grpc-unavailable"},
+		"internal":               {"grpc-internal"},
+		"retriable-4xx":          {"409"},
+		"retriable-headers":      {"200-header"},
 	}
 	if len(want) != len(retryOnNames) {
 		t.Fatalf("%d conditions checked, %d known", len(want), len(retryOnNames))
 	}
 	for cond, retried := range want {
 		rc := config.RetryPolicy{RetryOn: []config.RetryCondition{cond}}
-		if cond == config.RetryOnRetriableStatusCodes {
+		switch cond {
+		case config.RetryOnRetriableStatusCodes:
 			rc.RetriableStatusCodes = []int{409, 501}
+		case config.RetryOnRetriableHeaders:
+			rc.RetriableHeaders = []config.HeaderMatch{{Name: "x-retry", Exact: "yes"}}
 		}
 		p, err := compileRetry(rc)
 		if err != nil {
@@ -64,7 +73,7 @@ func TestRetryOnConditionsMatchTheirOutcomes(t *testing.T) {
 		}
 		var got []string
 		for _, o := range outcomes {
-			if p.retriable(o.kind, o.status, o.gs) {
+			if p.retriable(o.kind, o.status, o.gs) || p.regardless(o.kind, o.status, o.gs, o.h) {
 				got = append(got, o.name)
 			}
 		}
@@ -148,28 +157,82 @@ func TestRetriableStatusCodesRetryWhateverTheClassifierSays(t *testing.T) {
 	}
 }
 
-// A listed status passes the classifier by only when it decides the
+// retriable-4xx retries a 409, and retriable-headers a response with a
+// header retriable_headers match (here a 200 that says so), both whatever
+// the default classifier says of them, as Envoy's; the breaker is told
+// the classifier's verdict (no failure).
+func TestRetriable4xxAndRetriableHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		bad  *counting
+		rp   config.RetryPolicy
+	}{
+		{"retriable-4xx", failing(409), config.RetryPolicy{RetryOn: []config.RetryCondition{"retriable-4xx"}}},
+		{"retriable-headers", &counting{fn: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Upstream-Retry", "please")
+			w.Write([]byte("stale"))
+		}}, config.RetryPolicy{RetryOn: []config.RetryCondition{"retriable-headers"},
+			RetriableHeaders: []config.HeaderMatch{{Name: "x-upstream-retry", Prefix: "pl"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			good := echoing()
+			a, b := upstream(t, false, tc.bad.ServeHTTP), upstream(t, false, good.ServeHTTP)
+			tc.rp.Attempts = 1
+			tc.rp.Backoff = config.Backoff{Base: time.Microsecond}
+			cfg := retryCfg([]string{addr(a), addr(b)}, tc.rp)
+			c := cfg.Clusters["svc"]
+			c.LBPolicy = config.LBRoundRobin
+			cfg.Clusters["svc"] = c
+			h := startProxy(t, cfg)
+			for i := 0; i < 2; i++ {
+				if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 200 || resp.Header.Get("X-Upstream-Retry") != "" {
+					t.Fatalf("request %d: %d %q, want the retry's 200", i, resp.StatusCode, body)
+				}
+			}
+			if tc.bad.n.Load() == 0 || good.n.Load() != 2 {
+				t.Fatalf("%d requests to the endpoint to retry, %d to the other; want some and 2", tc.bad.n.Load(), good.n.Load())
+			}
+			if s := h.p.snap.Load().clusters["svc"].res.br.Snapshot(time.Now()); s.Failures != 0 {
+				t.Errorf("breaker counted %d failures, want none", s.Failures)
+			}
+		})
+	}
+}
+
+// A listed status, a 409 under retriable-4xx and a header retriable_headers
+// match pass the classifier by only when the HTTP answer decides the
 // outcome: not for a transport failure, nor for an answer whose gRPC
-// status (other than OK) is what the classifier reads.
-func TestListedStatusIsTheHTTPStatusThatDecides(t *testing.T) {
-	p := retryPolicy{on: retryRetriableStatus, statuses: []int{409}}
+// status (other than OK) is what the classifier reads; and only with
+// their condition in retry_on.
+func TestRetriedRegardlessOnlyWhenTheHTTPAnswerDecides(t *testing.T) {
+	hm := headerMatcher{name: "X-Retry", kind: headerExact, value: "yes"}
+	p := retryPolicy{on: retryRetriableStatus | retryRetriable4xx | retryRetriableHeaders, statuses: []int{429}, headers: []headerMatcher{hm}}
+	yes := http.Header{"X-Retry": {"yes"}}
+	no := http.Header{"X-Retry": {"no"}}
 	for _, c := range []struct {
 		kind       failKind
 		status, gs int
+		h          http.Header
 		want       bool
 	}{
-		{failNone, 409, -1, true},
-		{failNone, 409, 0, true},
-		{failNone, 409, 14, false},
-		{failNone, 410, -1, false},
-		{failReset, 0, -1, false},
+		{failNone, 429, -1, nil, true},
+		{failNone, 429, 0, nil, true},
+		{failNone, 429, 14, nil, false},
+		{failNone, 409, -1, nil, true},
+		{failNone, 409, 14, nil, false},
+		{failNone, 410, -1, nil, false},
+		{failNone, 200, -1, yes, true},
+		{failNone, 503, -1, yes, true},
+		{failNone, 200, -1, no, false},
+		{failNone, 200, 13, yes, false},
+		{failReset, 0, -1, nil, false},
 	} {
-		if got := p.listedStatus(c.kind, c.status, c.gs); got != c.want {
-			t.Errorf("listedStatus(%v, %d, %d) = %v, want %v", c.kind, c.status, c.gs, got, c.want)
+		if got := p.regardless(c.kind, c.status, c.gs, c.h); got != c.want {
+			t.Errorf("regardless(%v, %d, %d, %v) = %v, want %v", c.kind, c.status, c.gs, c.h, got, c.want)
 		}
 	}
-	if (&retryPolicy{on: retry5xx, statuses: []int{409}}).listedStatus(failNone, 409, -1) {
-		t.Error("a 409 listed without retriable-status-codes in retry_on passes the classifier by")
+	if (&retryPolicy{on: retry5xx, statuses: []int{409}, headers: []headerMatcher{hm}}).regardless(failNone, 409, -1, yes) {
+		t.Error("a 409 or a header retried without their conditions in retry_on")
 	}
 }
 

@@ -133,6 +133,19 @@ func (m *headerMatcher) match(r *http.Request) bool {
 	if m.pseudo != "" {
 		vv, ok = []string{pseudoHeader(r, m.pseudo)}, true
 	}
+	return m.test(vv, ok)
+}
+
+// matchHeader reports whether header h (a response's: no pseudo-headers)
+// satisfies m.
+func (m *headerMatcher) matchHeader(h http.Header) bool {
+	vv, ok := h[m.name]
+	return m.test(vv, ok)
+}
+
+// test reports whether a header's values vv (ok: it is present) satisfy
+// m.
+func (m *headerMatcher) test(vv []string, ok bool) bool {
 	var got bool
 	switch m.kind {
 	case headerPresent:

@@ -425,7 +425,7 @@ routes:
   - cluster: a
     retry:
       retry_on: [5xx, 5xxx]
-`, `t.yaml:9: routes[0].retry.retry_on[1]: unknown retry condition "5xxx" (valid: connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, unavailable, resource-exhausted, deadline-exceeded, cancelled)`},
+`, `t.yaml:9: routes[0].retry.retry_on[1]: unknown retry condition "5xxx" (valid: connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, retriable-4xx, retriable-headers, unavailable, resource-exhausted, deadline-exceeded, cancelled, internal)`},
 		{"status codes without condition", okCluster + `
 routes:
   - cluster: a
@@ -438,6 +438,42 @@ routes:
     retry:
       retry_on: [unavailable, cancelled]
 `, `t.yaml:9: routes[0].retry.retry_on[1]: cancelled never retries on cluster "a": its failure_classifier does not count CANCELLED as a failure, and what it accepts is not retried (list CANCELLED in clusters.a.failure_classifier.grpc_statuses)`},
+		{"retriable headers without condition", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      retriable_headers: [{name: x-retry, present: true}]
+`, `t.yaml:9: routes[0].retry.retriable_headers: set, but retry_on lacks retriable-headers`},
+		{"retriable-headers without headers", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      retry_on: [retriable-headers]
+`, `t.yaml:8: routes[0].retry.retriable_headers: required when retry_on has retriable-headers`},
+		{"retriable header on the status pseudo-header", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      retry_on: [retriable-headers]
+      retriable_headers: [{name: ":status", exact: "503"}]
+`, `t.yaml:10: routes[0].retry.retriable_headers[0].name: ":status": a response's pseudo-header is its status; use retriable_status_codes`},
+		{"retriable header without a matcher", okCluster + `
+routes:
+  - cluster: a
+    retry:
+      retry_on: [retriable-headers]
+      retriable_headers: [{name: x-retry}]
+`, `t.yaml:10: routes[0].retry.retriable_headers[0]: set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`},
+		{"retry on INTERNAL the classifier accepts", `
+clusters:
+  b:
+    endpoints: [10.0.0.1:80]
+    failure_classifier: {grpc_statuses: [UNAVAILABLE]}
+routes:
+  - cluster: b
+    retry:
+      retry_on: [internal]
+`, `t.yaml:9: routes[0].retry.retry_on[0]: internal never retries on cluster "b": its failure_classifier does not count INTERNAL as a failure, and what it accepts is not retried (list INTERNAL in clusters.b.failure_classifier.grpc_statuses)`},
 		{"retriable status code below 400", okCluster + `
 routes:
   - cluster: a

@@ -1217,13 +1217,18 @@ type RetryPolicy struct {
 	//   gateway-error           502, 503 or 504 (and reset, connect-failure,
 	//                           per-try timeout)
 	//   retriable-status-codes  a status in RetriableStatusCodes
+	//   retriable-4xx           409 Conflict (Envoy's retriable 4xx)
+	//   retriable-headers       a response with a header that matches one
+	//                           of RetriableHeaders
 	//   unavailable             gRPC status UNAVAILABLE
 	//   resource-exhausted      gRPC status RESOURCE_EXHAUSTED
 	//   deadline-exceeded       gRPC status DEADLINE_EXCEEDED
 	//   cancelled               gRPC status CANCELLED
+	//   internal                gRPC status INTERNAL
 	// (gRPC statuses of a trailers-only answer). Except for
-	// RetriableStatusCodes, only what the cluster's failure classifier
-	// counts as a failure is retried: a gRPC condition outside its
+	// retriable-status-codes, retriable-4xx and retriable-headers, only
+	// what the cluster's failure classifier counts as a failure is
+	// retried: a gRPC condition outside its
 	// grpc_statuses (CANCELLED, by default) never is, and validation
 	// refuses it. Empty means [connect-failure, refused-stream,
 	// gateway-error, unavailable].
@@ -1236,6 +1241,13 @@ type RetryPolicy struct {
 	// detector are told the classifier's verdict: a 409 retried under the
 	// default classifier counts as a success to them.
 	RetriableStatusCodes []int `yaml:"retriable_status_codes" json:"retriable_status_codes"`
+
+	// RetriableHeaders match response headers to retry on (Envoy's
+	// retriable_headers): a response with a header that matches any of
+	// them is retried, whatever the cluster's failure classifier says of
+	// it (the breaker and outlier detector are told its verdict). They
+	// require "retriable-headers" in RetryOn, and it requires them.
+	RetriableHeaders []HeaderMatch `yaml:"retriable_headers,omitempty" json:"retriable_headers,omitempty"`
 
 	// Backoff spaces the retries.
 	Backoff Backoff `yaml:"backoff" json:"backoff"`
@@ -1285,6 +1297,9 @@ const (
 	RetryOnResourceExhausted    RetryCondition = "resource-exhausted"
 	RetryOnDeadlineExceeded     RetryCondition = "deadline-exceeded"
 	RetryOnCancelled            RetryCondition = "cancelled"
+	RetryOnRetriable4xx         RetryCondition = "retriable-4xx"
+	RetryOnRetriableHeaders     RetryCondition = "retriable-headers"
+	RetryOnInternal             RetryCondition = "internal"
 )
 
 // Backoff is jittered exponential back-off: before retry n (from 1) the

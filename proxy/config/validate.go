@@ -908,14 +908,35 @@ func (rp *RetryPolicy) validate(p *problems, path string) {
 	case rp.Attempts > MaxRetryAttempts:
 		p.addf(path+".attempts", "must be at most %d, got %d", MaxRetryAttempts, rp.Attempts)
 	}
-	wantCodes := false
+	wantCodes, wantHeaders := false, false
 	for i, c := range rp.RetryOn {
 		if !validRetryCondition[c] {
 			p.addf(indexPath(path+".retry_on", i), "unknown retry condition %q (valid: %s)", c, retryConditionList)
 		}
-		if c == RetryOnRetriableStatusCodes {
+		switch c {
+		case RetryOnRetriableStatusCodes:
 			wantCodes = true
+		case RetryOnRetriableHeaders:
+			wantHeaders = true
 		}
+	}
+	for i, h := range rp.RetriableHeaders {
+		hp := indexPath(path+".retriable_headers", i)
+		switch {
+		case h.Name == "":
+			p.add(hp+".name", "required")
+		case strings.HasPrefix(h.Name, ":"):
+			p.addf(hp+".name", "%q: a response's pseudo-header is its status; use retriable_status_codes", h.Name)
+		case !httpguts.ValidHeaderFieldName(h.Name):
+			p.addf(hp+".name", "invalid header name %q", h.Name)
+		}
+		checkValueMatch(p, hp, h.Exact, h.Prefix, h.Regex, h.Present)
+	}
+	switch {
+	case wantHeaders && len(rp.RetriableHeaders) == 0:
+		p.add(path+".retriable_headers", "required when retry_on has retriable-headers")
+	case !wantHeaders && len(rp.RetriableHeaders) > 0:
+		p.add(path+".retriable_headers", "set, but retry_on lacks retriable-headers")
 	}
 	for i, code := range rp.RetriableStatusCodes {
 		// A listed status is retried whatever the failure classifier
@@ -984,15 +1005,16 @@ func (rl *RateLimitedBackoff) validate(p *problems, path string) {
 
 // retryGRPCCodes are the gRPC statuses of the gRPC retry conditions.
 var retryGRPCCodes = map[RetryCondition]int{
-	RetryOnCancelled: 1, RetryOnDeadlineExceeded: 4, RetryOnResourceExhausted: 8, RetryOnUnavailable: 14,
+	RetryOnCancelled: 1, RetryOnDeadlineExceeded: 4, RetryOnResourceExhausted: 8, RetryOnInternal: 13, RetryOnUnavailable: 14,
 }
 
 // checkRetryClassified refuses a retry condition that names a gRPC status
 // which the failure classifier of cluster, a route's cluster, does not
 // count as a failure: the classifier has the last word on those retries
 // (what it accepts is not retried), so such a condition could never
-// take effect. retriable_status_codes are retried whatever it says, so
-// they are not checked here. A classifier that does not validate is
+// take effect. retriable_status_codes, retriable-4xx and
+// retriable-headers are retried whatever it says, so they are not
+// checked here. A classifier that does not validate is
 // reported with its cluster.
 func (c *Config) checkRetryClassified(p *problems, path string, rp *RetryPolicy, cluster string) {
 	var cc breaker.ClassifierConfig
@@ -1017,10 +1039,11 @@ var validRetryCondition = map[RetryCondition]bool{
 	RetryOnConnectFailure: true, RetryOnRefusedStream: true, RetryOnReset: true,
 	RetryOn5xx: true, RetryOnGatewayError: true, RetryOnRetriableStatusCodes: true,
 	RetryOnUnavailable: true, RetryOnResourceExhausted: true,
-	RetryOnDeadlineExceeded: true, RetryOnCancelled: true,
+	RetryOnDeadlineExceeded: true, RetryOnCancelled: true, RetryOnInternal: true,
+	RetryOnRetriable4xx: true, RetryOnRetriableHeaders: true,
 }
 
-var retryConditionList = "connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, unavailable, resource-exhausted, deadline-exceeded, cancelled"
+var retryConditionList = "connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, retriable-4xx, retriable-headers, unavailable, resource-exhausted, deadline-exceeded, cancelled, internal"
 
 func (m *HeaderMutation) validate(p *problems, path string) {
 	m.Add.validate(p, path+".add")
