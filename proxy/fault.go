@@ -25,8 +25,9 @@ type routeFault struct {
 	abortPerMillion      int
 	abortHTTP, abortGRPC int
 	// maxActive caps the requests delayed at once; 0: no cap. active
-	// counts them, shared with the route of the same listener and name
-	// in the snapshots before (see compileFault).
+	// counts them (with or without a cap, so that a reload that sets
+	// one finds them counted), shared with the route of the same
+	// listener and name in the snapshots before (see compileFault).
 	maxActive int64
 	active    *atomic.Int64
 
@@ -38,16 +39,20 @@ func perMillion(percent float64) int { return int(percent*10_000 + 0.5) }
 
 // compileFault compiles the fault of the route key names. The count of
 // requests its delay holds is the one of the route of the same key in
-// the snapshot serving now, when that has a fault: the requests held
-// there still wait, and a reload (a control plane pushes them often)
-// must not let another max_active of them be held, as Envoy's
-// active_faults gauge outlives a configuration update. prev indexes the
-// serving snapshot's routes (see prevRoutes).
+// the snapshot serving now, when that has a fault, else the one an
+// earlier reload removed while it held requests (see keepHeldFaults):
+// the requests held there still wait, and a reload (a control plane
+// pushes them often) must not let another max_active of them be held,
+// as Envoy's active_faults gauge outlives a configuration update. prev
+// indexes the serving snapshot's routes (see prevRoutes). Caller holds
+// applyMu.
 func (p *Proxy) compileFault(key routeKey, f *config.Fault, prev map[routeKey]*route) *routeFault {
 	lname, route := key.l.String(), key.name
 	rf := &routeFault{maxActive: int64(f.MaxActive)}
 	if r := prev[key]; r != nil && r.fault != nil {
 		rf.active = r.fault.active
+	} else if n := p.heldFaults[key]; n != nil {
+		rf.active = n
 	} else {
 		rf.active = new(atomic.Int64)
 	}
@@ -66,6 +71,56 @@ func (p *Proxy) compileFault(key routeKey, f *config.Fault, prev map[routeKey]*r
 		p.m.next.faults[[3]string{lname, route, "abort"}] = struct{}{}
 	}
 	return rf
+}
+
+// keepHeldFaults keeps, once s replaced old, the counts of the
+// requests held by the delays of the faults s no longer has, while they
+// hold any, so that a later reload that adds a route's fault back
+// counts them against its max_active (see compileFault); it forgets
+// those that hold none, or that s took on. A request that matched its
+// route just before a reload and is held after it on a count forgotten
+// as empty escapes the cap: it would take holding it across every
+// compile to close that, for one request a reload. Caller holds
+// applyMu.
+func (p *Proxy) keepHeldFaults(old, s *snapshot) {
+	var held map[routeKey]*atomic.Int64
+	keep := func(k routeKey, n *atomic.Int64) {
+		if n.Load() == 0 {
+			return
+		}
+		if held == nil {
+			held = map[routeKey]*atomic.Int64{}
+		}
+		held[k] = n
+	}
+	for k, n := range p.heldFaults {
+		keep(k, n)
+	}
+	if old != nil {
+		for _, t := range old.tables {
+			if t == nil {
+				continue
+			}
+			for _, rt := range t.routes {
+				if rt.fault != nil {
+					keep(rt.key, rt.fault.active)
+				}
+			}
+		}
+	}
+	if held != nil {
+		for _, t := range s.tables {
+			if t == nil {
+				continue
+			}
+			for _, rt := range t.routes {
+				if rt.fault != nil {
+					delete(held, rt.key)
+				}
+			}
+		}
+	}
+	p.heldFaults = held
 }
 
 // grpcCodeForHTTP is the gRPC status a gRPC client reads from an HTTP
@@ -93,7 +148,7 @@ func grpcCodeForHTTP(status int) int {
 // went away during the delay (answered is then true and status 0).
 func (f *routeFault) inject(p *Proxy, w http.ResponseWriter, r *http.Request, grpc bool, edit *headerEdit) (answered bool, status int) {
 	if f.delayPerMillion > 0 && p.intn(1_000_000) < f.delayPerMillion {
-		if f.maxActive == 0 || f.active.Add(1) <= f.maxActive {
+		if n := f.active.Add(1); f.maxActive == 0 || n <= f.maxActive {
 			f.delays.Inc()
 			held := time.Now()
 			t := time.NewTimer(f.delay)
@@ -102,9 +157,7 @@ func (f *routeFault) inject(p *Proxy, w http.ResponseWriter, r *http.Request, gr
 			case <-r.Context().Done():
 				t.Stop()
 			}
-			if f.maxActive != 0 {
-				f.active.Add(-1)
-			}
+			f.active.Add(-1)
 			if r.Context().Err() != nil {
 				return true, 0
 			}

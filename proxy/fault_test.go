@@ -250,6 +250,71 @@ func TestFaultMaxActiveHoldsAcrossReloads(t *testing.T) {
 	}
 }
 
+// The requests a route's delay holds count against its max_active
+// whatever the reloads between: one that removes the fault and a later
+// one that adds it back while a request is still held, or one that
+// gives a fault without max_active a cap while its delay holds a
+// request. In both, the next request goes on undelayed.
+func TestFaultMaxActiveCountsTheRequestsHeldBeforeAnyReload(t *testing.T) {
+	capped := &config.Fault{MaxActive: 1, Delay: &config.FaultDelay{Fixed: time.Hour, Percent: 100}}
+	uncapped := &config.Fault{Delay: &config.FaultDelay{Fixed: time.Hour, Percent: 100}}
+	for _, tc := range []struct {
+		name  string
+		first *config.Fault
+		then  []*config.Fault // the reloads' faults, nil for none
+	}{
+		{"removed then added back", capped, []*config.Fault{nil, capped}},
+		{"removed, changed, then added back", capped, []*config.Fault{nil, {Abort: &config.FaultAbort{GRPCStatus: "4", Percent: 100}}, nil, capped}},
+		{"capped by a reload", uncapped, []*config.Fault{capped}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, got := countingUpstream(t)
+			h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(a)}, withFault(tc.first)))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			held := holdRequest(t, h, ctx)
+			for _, f := range tc.then {
+				var mod []func(*config.Route)
+				if f != nil {
+					mod = append(mod, withFault(f))
+				}
+				if err := h.p.Apply(simpleConfig(config.Cluster{Endpoints: eps(a)}, mod...)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer rcancel()
+			req, _ := http.NewRequestWithContext(rctx, "GET", h.url("/next"), nil)
+			resp, err := h.h1.Do(req)
+			if err != nil {
+				t.Fatalf("%v; a second request was held past max_active 1", err)
+			}
+			readAll(t, resp)
+			if resp.StatusCode != 200 || got.Load() != 1 {
+				t.Fatalf("%d, %d upstream requests; want it forwarded at once", resp.StatusCode, got.Load())
+			}
+			cancel()
+			<-held
+			f := h.p.snap.Load().tables[Outbound].routes[0].fault
+			eventually(t, 10*time.Second, "the held request's end to free the cap", func() bool { return f.active.Load() == 0 })
+			// The count of a fault a reload removed is kept only while
+			// its delay holds requests.
+			if err := h.p.Apply(simpleConfig(config.Cluster{Endpoints: eps(a)})); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.p.Apply(simpleConfig(config.Cluster{Endpoints: eps(a)})); err != nil {
+				t.Fatal(err)
+			}
+			h.p.applyMu.Lock()
+			n := len(h.p.heldFaults)
+			h.p.applyMu.Unlock()
+			if n != 0 {
+				t.Fatalf("%d counts of removed faults kept with no request held", n)
+			}
+		})
+	}
+}
+
 // The route's response_headers edits apply to a fault's abort, as to the
 // route's other local replies, and the reply's own fields win over them.
 func TestFaultAbortCarriesTheRoutesResponseHeaders(t *testing.T) {

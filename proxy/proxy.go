@@ -116,6 +116,11 @@ type Proxy struct {
 	// which none starts. Both guarded by applyMu.
 	hcPending []*pendingHealth
 	hcStopped bool
+	// heldFaults are the counts of the requests held by the delays of
+	// faults a reload removed, by route, kept while they hold any: a
+	// reload that adds the route's fault back counts on from them (see
+	// compileFault). Guarded by applyMu.
+	heldFaults map[routeKey]*atomic.Int64
 
 	// The outlier evaluator goroutine: started by the first Handler call
 	// (Serve calls Handler), stopped and joined by Shutdown.
@@ -272,7 +277,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	oldRes := p.res
 	p.res = res
-	p.snap.Store(s)
+	p.keepHeldFaults(p.snap.Swap(s), s)
 	// Before the series are committed, so that those of the endpoints
 	// removed whose connections this closes go with this reload.
 	for _, c := range s.clusters {
