@@ -383,11 +383,11 @@ func (mc *mirrorCopy) send(ctx context.Context, m *routeMirror) {
 // shadowHost is host with "-shadow" appended to its host part, before a
 // port ("api:8080" becomes "api-shadow:8080"), as Envoy marks its shadow
 // requests, so that the mirror's service and logs can tell them. An
-// empty host stays empty (the transport sends the endpoint's address).
+// empty host (HTTP/1.0 without Host, HTTP/1.1 with an empty one) is
+// "-shadow", as Envoy's shadow writer appends it to whatever host there
+// is: left empty, the copy would go with its endpoint's address, as the
+// primary does, and look like a request of the mirror's own.
 func shadowHost(host string) string {
-	if host == "" {
-		return ""
-	}
 	// The port begins at the last ':' after any IPv6 literal's ']'.
 	if i := strings.LastIndexByte(host, ':'); i > strings.LastIndexByte(host, ']') {
 		return host[:i] + "-shadow" + host[i:]

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
@@ -343,7 +346,7 @@ func TestShadowHost(t *testing.T) {
 		"10.0.0.1:80":      "10.0.0.1-shadow:80",
 		"[::1]:80":         "[::1]-shadow:80",
 		"[::1]":            "[::1]-shadow",
-		"":                 "",
+		"":                 "-shadow",
 	} {
 		if got := shadowHost(in); got != want {
 			t.Errorf("shadowHost(%q) = %q, want %q", in, got, want)
@@ -629,5 +632,82 @@ func TestMirrorOfARequestThePrimaryNeverSent(t *testing.T) {
 	eventually(t, 10*time.Second, "the POST's copy to be dropped", func() bool { return h.mirrorCount(mirrorDroppedBody) == 1 })
 	if len(got) != 0 || h.mirrorCount(mirrorSent) != 1 {
 		t.Fatalf("the mirror got %d more requests and %v were sent, want none and 1", len(got), h.mirrorCount(mirrorSent))
+	}
+}
+
+// A request with an empty Host (HTTP/1.0 without one, or HTTP/1.1 with
+// "Host:" empty, RFC 9112 §3.2) is mirrored with the Host "-shadow", as
+// Envoy's shadow writer appends "-shadow" to whatever host it has, so
+// that the mirror can still tell the copy from a request of its own. An
+// HTTP/2 request without :authority never gets that far: it is
+// malformed, and neither forwarded nor mirrored.
+func TestMirrorOfARequestWithoutHost(t *testing.T) {
+	primary := make(chan string, 8)
+	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {
+		primary <- r.Host
+		_, _ = io.WriteString(w, "primary")
+	})
+	shadow, got := mirrorUpstream(t, nil)
+	h := startProxy(t, mirrorConfig(addr(p), shadow, nil))
+	for _, req := range []string{
+		"GET /a HTTP/1.0\r\n\r\n",
+		"GET /b HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n",
+	} {
+		c, err := net.DialTimeout("tcp", h.out, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		body := readAll(t, resp)
+		c.Close()
+		if resp.StatusCode != 200 || body != "primary" {
+			t.Fatalf("%q: client got %d %q, want the primary's 200", req, resp.StatusCode, body)
+		}
+		<-primary
+		if m := receive(t, got); m.host != "-shadow" {
+			t.Fatalf("%q: mirror got Host %q, want -shadow", req, m.host)
+		}
+	}
+
+	c, fr := dialRawH2(t, h.out)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/c"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if i == 100 {
+			t.Fatal("no reset of the stream without :authority")
+		}
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read frame: %v", err)
+		}
+		if f, ok := f.(*http2.SettingsFrame); ok && !f.IsAck() {
+			_ = fr.WriteSettingsAck()
+		}
+		if f, ok := f.(*http2.RSTStreamFrame); ok && f.StreamID == 1 {
+			if f.ErrCode != http2.ErrCodeProtocol {
+				t.Fatalf("stream without :authority reset %v, want PROTOCOL_ERROR", f.ErrCode)
+			}
+			break
+		}
+		if f, ok := f.(*http2.HeadersFrame); ok && f.StreamID == 1 {
+			t.Fatal("the stream without :authority got a response")
+		}
+	}
+	c.Close()
+	if v := h.mirrorCount(mirrorSent); v != 2 {
+		t.Fatalf("%v copies sent, want the 2 of the HTTP/1 requests", v)
 	}
 }
