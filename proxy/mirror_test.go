@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/lb"
 )
 
 // mirrored is what a mirror upstream saw of one request.
@@ -709,5 +710,36 @@ func TestMirrorOfARequestWithoutHost(t *testing.T) {
 	c.Close()
 	if v := h.mirrorCount(mirrorSent); v != 2 {
 		t.Fatalf("%v copies sent, want the 2 of the HTTP/1 requests", v)
+	}
+}
+
+// A copy has no hash key, as Envoy's shadow requests have none (they go
+// through its async client, whose route has no hash_policy): a maglev
+// mirror cluster picks its endpoint as for a request without a key, at
+// random, whatever the route's hash_policy finds in the request, which
+// still picks the primary's endpoint. Of 64 copies with one key, both
+// of two mirror endpoints get some (all on one: a chance of 2^-63).
+func TestMirrorCopyHasNoHashKey(t *testing.T) {
+	primary, paddrs := selfBackends(t, 2)
+	mirror, maddrs := selfBackends(t, 2)
+	cfg := maglevConfig(paddrs, config.HashPolicy{Header: "x-user"})
+	cfg.Routes[0].Mirror = []config.Mirror{{Cluster: "shadow"}}
+	cfg.Clusters["shadow"] = config.Cluster{Endpoints: eps(maddrs...), LBPolicy: config.LBMaglev}
+	h := startProxy(t, cfg)
+	want := owner(paddrs, lb.Hash("u1"))
+	const n = 64
+	for range n {
+		if got := via(t, h, "/", "x-user", "u1"); got != want {
+			t.Fatalf("primary %s answered, want the key's owner %s", got, want)
+		}
+	}
+	eventually(t, 10*time.Second, "every copy to be sent", func() bool {
+		return counterValue(h.p.m.mirrored.WithLabelValues("outbound", "all", "shadow", "sent")) == n
+	})
+	if a, b := mirror[0].hits.Load(), mirror[1].hits.Load(); a == 0 || b == 0 || a+b != n {
+		t.Fatalf("mirror endpoints got %d and %d copies of %d with one key, want both some", a, b, n)
+	}
+	if a, b := primary[0].hits.Load(), primary[1].hits.Load(); a+b != n || a != 0 && b != 0 {
+		t.Fatalf("primary endpoints got %d and %d requests with one key, want all on one", a, b)
 	}
 }
