@@ -743,3 +743,96 @@ func TestMirrorCopyHasNoHashKey(t *testing.T) {
 		t.Fatalf("primary endpoints got %d and %d requests with one key, want all on one", a, b)
 	}
 }
+
+// mirrorsRunning is the number of copies in flight.
+func (h *harness) mirrorsRunning() int {
+	h.p.mirrors.mu.Lock()
+	defer h.p.mirrors.mu.Unlock()
+	return h.p.mirrors.running
+}
+
+// exportedMirrorCounts returns the outrigger_proxy_mirrored_requests_total
+// series of route "all" the registry exports, by result, read without
+// creating any.
+func exportedMirrorCounts(t *testing.T, h *harness) map[string]float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "outrigger_proxy_mirrored_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var route, result string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "route":
+					route = l.GetValue()
+				case "result":
+					result = l.GetValue()
+				}
+			}
+			if route == "all" {
+				out[result] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+// A copy in flight when a reload comes is counted on its mirror's series
+// when the reload kept the mirror; when the reload removed it, on no
+// series, as the old configuration's requests are: the series the
+// reload deleted does not come back with it, and the series of the
+// mirror a later reload adds back starts at 0, which the copy leaves
+// alone.
+func TestMirrorCopyInFlightAcrossAReload(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		reloads []bool // each reload's config: with the mirror or without
+		want    map[string]float64
+	}{
+		{"kept", []bool{true}, map[string]float64{"sent": 1, "failed": 0, "dropped_body": 0, "dropped_overflow": 0}},
+		{"removed", []bool{false}, map[string]float64{}},
+		{"removed then added back", []bool{false, true}, map[string]float64{"sent": 0, "failed": 0, "dropped_body": 0, "dropped_overflow": 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) {})
+			release := make(chan struct{})
+			shadow, got := mirrorUpstream(t, func(r *http.Request) {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			})
+			h := startProxy(t, mirrorConfig(addr(p), shadow, nil))
+			if resp, _ := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 200 {
+				t.Fatalf("%d, want 200", resp.StatusCode)
+			}
+			receive(t, got)
+			for _, with := range tc.reloads {
+				cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(p))})
+				if with {
+					cfg = mirrorConfig(addr(p), shadow, nil)
+				}
+				if err := h.p.Apply(cfg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			close(release)
+			eventually(t, 10*time.Second, "the copy to end", func() bool { return h.mirrorsRunning() == 0 })
+			exported := exportedMirrorCounts(t, h)
+			if len(exported) != len(tc.want) {
+				t.Fatalf("exported %v, want %v", exported, tc.want)
+			}
+			for k, v := range tc.want {
+				if exported[k] != v {
+					t.Fatalf("exported %v, want %v", exported, tc.want)
+				}
+			}
+		})
+	}
+}
