@@ -175,3 +175,61 @@ func TestMaxConnectionsWaiterDialsWhenTheConnectionCloses(t *testing.T) {
 		t.Fatalf("%d connections made, want one per call", n)
 	}
 }
+
+// A call whose wait at max_connections runs out never reached its
+// endpoint: it is answered 504 but counted neither by the breaker nor by
+// the outlier detector, as Envoy's router tells outlier detection
+// nothing of a request still pending in the pool. Three waits that run
+// out behind a held call leave a breaker that trips after three
+// failures in a row closed, with no failure.
+func TestMaxConnectionsWaitRunningOutIsNotTheEndpointsFailure(t *testing.T) {
+	up := newHeldUpstream(t)
+	cfg := &config.Config{
+		Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(up.addr),
+			Limits: breaker.LimitsConfig{MaxConnections: 1}, CircuitBreaker: tripsAfter(3)}},
+		Routes: []config.Route{
+			{Name: "held", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/held"}}, Cluster: "svc", Timeout: 10 * time.Second},
+			{Name: "short", Cluster: "svc", Timeout: 300 * time.Millisecond},
+		},
+	}
+	h := startProxy(t, cfg)
+	up.unblockOnCleanup(t)
+
+	get := func(path string) <-chan int {
+		out := make(chan int, 1)
+		go func() {
+			resp, err := h.h1.Get(h.url(path))
+			if err != nil {
+				out <- 0
+				return
+			}
+			resp.Body.Close()
+			out <- resp.StatusCode
+		}()
+		return out
+	}
+	held := get("/held")
+	eventually(t, 5*time.Second, "a call upstream", func() bool { return up.entered.Load() == 1 })
+	var waiting []<-chan int
+	for range 3 {
+		waiting = append(waiting, get("/"))
+	}
+	eventually(t, 5*time.Second, "three calls waiting", func() bool {
+		return limitsInUse(h)[breaker.LimitPendingRequests] == 3
+	})
+	for _, ch := range waiting {
+		if code := <-ch; code != http.StatusGatewayTimeout {
+			t.Fatalf("a waiting call: %d, want 504", code)
+		}
+	}
+	if s := svcBreaker(h); s.State != breaker.StateClosed || s.Failures != 0 {
+		t.Fatalf("breaker %v with %d failures, want closed with none", s.State, s.Failures)
+	}
+	up.release <- struct{}{}
+	if code := <-held; code != http.StatusOK {
+		t.Fatalf("the held call: %d, want 200", code)
+	}
+	if n := up.entered.Load(); n != 1 {
+		t.Fatalf("%d calls reached the upstream, want the held one", n)
+	}
+}

@@ -1140,6 +1140,12 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		return false
 	}
 	kind := f.failKind(err, actx)
+	// A wait for one of the endpoint's connections (at max_connections
+	// or max_connections_per_endpoint) that ran out never reached the
+	// endpoint: neither the breaker nor outlier detection counts it, as
+	// Envoy's router tells outlier detection nothing of a request still
+	// pending in its pool. It is answered, or retried, as its kind says.
+	waited := errors.Is(err, h1client.ErrConnectionWait)
 	if kind == failConnect && f.r.Context().Err() == nil {
 		f.connectFailed(err, actx)
 	}
@@ -1181,7 +1187,7 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		f.replyReason(ReasonRequestHeadersTooLarge)
 		return false
 	case f.routeDone():
-		if f.touch != nil && f.touch.awaitingClient() {
+		if waited || f.touch != nil && f.touch.awaitingClient() {
 			// The deadline passed while the client's body was awaited
 			// (see watchBodyStall): the client's doing, not the
 			// endpoint's, so it counts neither way, as a client gone.
@@ -1192,7 +1198,13 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		f.replyReason(f.timeoutReason())
 		return false
 	}
-	v := f.record(permit, ep, kind, 0, -1)
+	var v breaker.Verdict
+	if waited {
+		permit.Cancel()
+		v = f.classify(kind, 0, -1)
+	} else {
+		v = f.record(permit, ep, kind, 0, -1)
+	}
 	if f.canRetry(attempt, kind, 0, -1, nil, v) && f.takeRetry(retryHeld) {
 		if kind != failConnect && kind != failRefused {
 			f.reached = true

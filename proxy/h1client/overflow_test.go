@@ -234,3 +234,32 @@ func mustHost(t *testing.T, tr *Transport, req *http.Request) *hostPool {
 	}
 	return hp
 }
+
+// A request whose wait for its host's connection runs out fails with
+// ErrConnectionWait and its context's cause, and leaves the queue.
+func TestDialOverflowWaitEndsWithErrConnectionWait(t *testing.T) {
+	release := make(chan struct{})
+	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "ok")
+	})
+	refuse := new(atomic.Bool)
+	refuse.Store(true)
+	dial, overflow := cappedDial(refuse, false)
+	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.DialOverflow = dial, overflow })
+	addr := srv.Listener.Addr().String()
+	first := roundTripAsync(tr, srv.URL)
+	eventually(t, "the first connection", func() bool { return srv.opened.Load() == 1 })
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 100*time.Millisecond), "GET", srv.URL, nil)
+	_, err := tr.RoundTrip(req)
+	if !errors.Is(err, ErrConnectionWait) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err %v, want ErrConnectionWait and the deadline", err)
+	}
+	if o, w := hostState(tr, addr); o != 1 || w != 0 {
+		t.Fatalf("host left with %d open, %d waiting; want the first connection alone", o, w)
+	}
+	release <- struct{}{}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -3,6 +3,7 @@ package h1client
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -39,6 +40,15 @@ type hostPool struct {
 	// the end of its exchange rather than kept idle.
 	draining bool
 }
+
+// ErrConnectionWait is in the error (test with errors.Is) of a request
+// whose wait for one of its host's connections (at MaxConnsPerHost, or
+// at a cap DialOverflow recognises) ended with its context or deadline,
+// whose cause the error wraps too. The request took no connection: the
+// host never saw it, and a caller should not count it against the host
+// (Envoy's router tells outlier detection nothing of a request still
+// pending in its pool).
+var ErrConnectionWait = errors.New("h1client: waiting for a connection")
 
 // waiter is a request queued at MaxConnsPerHost. It receives exactly one
 // value: a connection handed over by a finished request, or nil, meaning
@@ -234,7 +244,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 					hp.releaseSlot()
 				}
 			}
-			return nil, false, 0, fmt.Errorf("h1client: waiting for a connection to %s: %w", hp.key.addr, context.Cause(wctx))
+			return nil, false, 0, fmt.Errorf("%w to %s: %w", ErrConnectionWait, hp.key.addr, context.Cause(wctx))
 		}
 		overflow = nil // woken: with a connection, or a slot to dial in
 		if c != nil {
