@@ -126,7 +126,7 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 	t.mu.Lock()
 	first := hp.open == 1 // the slot the caller holds, and no other
 	t.mu.Unlock()
-	if first && t.DialOverflow != nil {
+	if first && t.DialOverflow != nil && !roundtrip.FirstConn(ctx) {
 		ctx = roundtrip.WithFirstConn(ctx)
 	}
 	nc, err := dial(ctx, "tcp", hp.key.addr)

@@ -299,7 +299,9 @@ func (t *Transport) dialSlot(ctx context.Context, hp *hostPool) (c *conn, queue 
 		return nil, true, oe.err
 	}
 	t.mu.Unlock()
-	if c, err = t.dial(ctx, hp); err != nil {
+	// Marked here, as decided under the lock: dial's own look at
+	// hp.open may find another request's slot taken since.
+	if c, err = t.dial(roundtrip.WithFirstConn(ctx), hp); err != nil {
 		if oe, ok := err.(*overflowError); ok {
 			hp.releaseSlot()
 			err = oe.err
