@@ -41,6 +41,9 @@ type snapshot struct {
 	// escapedSlashes is listeners.path_with_escaped_slashes.
 	escapedSlashes escapedSlashAction
 
+	// envoyHeaders: the outbound listener honors Envoy's request
+	// headers (see envoyOverrides).
+	envoyHeaders bool
 	// underscores is each listener's headers_with_underscores.
 	underscores [numListeners]underscoreAction
 }
@@ -110,6 +113,7 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 		normalizePath:  cfg.Listeners.PathNormalization != config.PathNormalizationNone,
 		mergeSlashes:   cfg.Listeners.PathNormalization == config.PathNormalizationMergeSlashes,
 		escapedSlashes: compileEscapedSlashes(cfg.Listeners.PathWithEscapedSlashes),
+		envoyHeaders:   cfg.Listeners.Outbound.EnvoyRequestHeaders != config.EnvoyRequestHeadersIgnore,
 		underscores: [numListeners]underscoreAction{
 			Outbound: compileUnderscores(cfg.Listeners.Outbound.HeadersWithUnderscores),
 			Inbound:  compileUnderscores(cfg.Listeners.Inbound.HeadersWithUnderscores),

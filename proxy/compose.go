@@ -105,7 +105,7 @@ func (b *composeBackend) Do(ctx context.Context, call *composer.Request) (*compo
 	f := new(forwarding)
 	f.p, f.s, f.rt, f.c, f.w, f.r = b.p, b.s, b.rt, c, cw, r
 	if dl, ok := ctx.Deadline(); ok {
-		f.deadline = dl
+		f.setCallDeadline(dl)
 	}
 	aborted := runForwarding(f)
 
@@ -116,7 +116,7 @@ func (b *composeBackend) Do(ctx context.Context, call *composer.Request) (*compo
 		return nil, fmt.Errorf("call to cluster %s: %w", c.name, context.Cause(ctx))
 	case aborted && !cw.full && ctx.Err() != nil:
 		return nil, fmt.Errorf("call to cluster %s: body cut short: %w", c.name, context.Cause(ctx))
-	case aborted && !cw.full && !f.deadline.IsZero() && !time.Now().Before(f.deadline):
+	case aborted && !cw.full && f.deadlineNs != 0 && !time.Now().Before(f.callDeadline()):
 		// The call's deadline cut the body short. h1client ends the read at
 		// that deadline itself, which can be a moment before ctx's own timer
 		// fires: the call timed out either way, the upstream did nothing wrong.

@@ -89,7 +89,8 @@ func (p *Proxy) serveFallback(f *forwarding) {
 	c := fb.rt.clusters[0].c
 	// Made in place on the heap, as in ServeHTTP.
 	f2 := new(forwarding)
-	f2.p, f2.s, f2.rt, f2.c, f2.w, f2.r, f2.grpc, f2.deadline = p, f.s, fb.rt, c, fw, r, f.grpc, f.dl
+	f2.p, f2.s, f2.rt, f2.c, f2.w, f2.r, f2.grpc = p, f.s, fb.rt, c, fw, r, f.grpc
+	f2.setCallDeadline(f.dl)
 	// The fallback's attempts are further attempts of the same request
 	// (x-outrigger-attempt-count goes on counting).
 	f2.attempts = f.attempts

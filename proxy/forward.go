@@ -193,6 +193,9 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A fallback cluster is sent the request as it came: the header is
 	// then copied, not edited (see ownHeader).
 	f.ownHeader = rt.fallback == nil
+	if h.l == Outbound && s.envoyHeaders {
+		f.ov = envoyOverrides(r.Header, rt)
+	}
 	stats := wc.stats
 	defer func() {
 		// Runs during an ErrAbortHandler panic too, so aborted streams count.
@@ -267,9 +270,11 @@ type forwarding struct {
 	cancel  context.CancelFunc
 	upgrade string // protocol an HTTP/1.1 upgrade asks for, or ""
 	status  int    // status sent downstream, for metrics
-	// deadline, when set, also bounds the request (a composition call's
-	// deadline); its expiry is an upstream timeout, not a client gone.
-	deadline time.Time
+	// deadlineNs, when set, also bounds the request (a composition
+	// call's deadline, wall-clock Unix nanoseconds, as sentDL: a
+	// time.Time would take forwarding out of its size class); its expiry
+	// is an upstream timeout, not a client gone. See callDeadline.
+	deadlineNs int64
 	// local is the local reply sent, if the proxy answered itself.
 	local *localReply
 	// deferred is the local reply left for the route's fallback (see fail).
@@ -280,6 +285,9 @@ type forwarding struct {
 	// what is left of it.
 	dl time.Time
 
+	// ov: the request's Envoy headers override its route's timeouts or
+	// retries (see envoyOverrides).
+	ov      *requestOverrides
 	limited *limitedBody
 	replay  *replayBody
 	view    *bodyView
@@ -565,6 +573,19 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 	ctx = r.Context()
 	timeout := rt.timeout
 	perTryTimeout = rt.perTryTimeout
+	if ov := f.ov; ov != nil {
+		if ov.hasTimeout {
+			timeout = ov.timeout // 0: none, as Envoy takes it
+		}
+		// A per-try timeout not under the route timeout is ignored, as
+		// Envoy ignores it.
+		if ov.hasPerTry && timeout > 0 && ov.perTry >= timeout {
+			ov.hasPerTry = false
+		}
+		if ov.hasPerTry {
+			perTryTimeout = ov.perTry
+		}
+	}
 	// The route timeout bounds an upgrade request as any other until its
 	// response: its body, the wait for the 101, a refusal's body. A
 	// switched protocol then lives as long as its peers want, within the
@@ -593,7 +614,7 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 		if timeout > 0 {
 			f.dl = wallStart(f.p, start).Add(timeout)
 		}
-		f.dl = earliest(f.dl, f.deadline)
+		f.dl = earliest(f.dl, f.callDeadline())
 		if dl, ok := ctx.Deadline(); ok {
 			f.dl = earliest(f.dl, dl)
 		}
@@ -605,7 +626,7 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 	if timeout > 0 {
 		dl = wallStart(f.p, start).Add(timeout)
 	}
-	if dl = earliest(dl, f.deadline); !dl.IsZero() {
+	if dl = earliest(dl, f.callDeadline()); !dl.IsZero() {
 		ctx, f.cancel = context.WithDeadline(ctx, dl)
 	}
 	if rt.idleTimeout > 0 {
@@ -614,6 +635,25 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 	f.ctx = ctx
 	f.dl, _ = ctx.Deadline()
 	return ctx, false, perTryTimeout
+}
+
+// callDeadline is the deadline that bounds the request besides its
+// route's (see deadlineNs); zero for none.
+func (f *forwarding) callDeadline() time.Time {
+	if f.deadlineNs == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, f.deadlineNs)
+}
+
+// setCallDeadline sets the deadline callDeadline returns; a zero dl
+// sets none.
+func (f *forwarding) setCallDeadline(dl time.Time) {
+	if dl.IsZero() {
+		f.deadlineNs = 0
+		return
+	}
+	f.deadlineNs = dl.UnixNano()
 }
 
 // errStreamIdle is the route context's cause when the route's
@@ -744,8 +784,8 @@ func (f *forwarding) requestBody(ctx context.Context, direct bool, limit int64) 
 		f.limited = &limitedBody{r: f.touch, remaining: limit}
 		body = f.limited
 	}
-	if f.rt.retry.maxRetries > 0 {
-		f.replay = newReplayBody(body, f.rt.retry.maxBuffered, r.ContentLength)
+	if rp := f.retryPolicy(); rp.maxRetries > 0 {
+		f.replay = newReplayBody(body, rp.maxBuffered, r.ContentLength)
 		f.replay.idle = f.touch.idle
 	}
 	return body, f.watchBodyStall(ctx, direct)
@@ -857,7 +897,7 @@ func (f *forwarding) setGRPCTimeout(h http.Header, hasBody bool) {
 	if !f.dl.IsZero() {
 		d, set = f.dl.Sub(now), true
 	}
-	if pt := f.rt.perTryTimeout; f.rt.grpcPerTry && (!set || pt < d) && (!hasBody || f.bodyWhole()) {
+	if pt := f.perTryTimeout(); f.rt.grpcPerTry && pt > 0 && (!set || pt < d) && (!hasBody || f.bodyWhole()) {
 		d, set = pt, true
 	}
 	if !set {
@@ -1772,7 +1812,7 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 	if st := f.c.res.br.State(); st == breaker.StateOpen || st == breaker.StateForcedOpen {
 		return false
 	}
-	p := &f.rt.retry
+	p := f.retryPolicy()
 	// Connect failures and refused streams never reached the application,
 	// so they are safe to retry whatever the method. So is a gRPC call the
 	// server ended trailers-only with a status gRPC's own retry policy
@@ -1812,7 +1852,7 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 // counting one a failure: they are told the classifier's verdict, v, as
 // of any attempt. h is the response's header, nil without one.
 func (f *forwarding) retryCandidate(attempt int, kind failKind, status, grpcStatus int, h http.Header, v breaker.Verdict) bool {
-	p := &f.rt.retry
+	p := f.retryPolicy()
 	if attempt >= p.maxRetries || f.trace.info1xx.Load() {
 		return false
 	}
@@ -1860,7 +1900,7 @@ func overloaded(h http.Header) bool {
 //
 //go:noinline
 func (f *forwarding) resetAllows(h http.Header, wait *time.Duration) bool {
-	p := &f.rt.retry
+	p := f.retryPolicy()
 	if len(p.resetHeaders) == 0 {
 		return true
 	}
@@ -1895,7 +1935,7 @@ func (f *forwarding) prepareRetry(attempt int, wait time.Duration) bool {
 		}
 	}
 	if wait < 0 {
-		wait = f.rt.retry.backoff(attempt+1, f.p.int63n)
+		wait = f.retryPolicy().backoff(attempt+1, f.p.int63n)
 	}
 	if !sleepCtx(f.routeCtx(), wait) {
 		return false

@@ -100,6 +100,7 @@ func (c *Config) WithDefaults() *Config {
 	l := &out.Listeners
 	setString(&l.Outbound.Address, DefaultOutboundAddress)
 	setString((*string)(&l.Outbound.HeadersWithUnderscores), string(HeadersWithUnderscoresAllow))
+	setString((*string)(&l.Outbound.EnvoyRequestHeaders), string(EnvoyRequestHeadersHonor))
 	setString(&l.Inbound.Address, DefaultInboundAddress)
 	setString((*string)(&l.Inbound.AppProtocol), string(ProtocolHTTP1))
 	setString((*string)(&l.Inbound.HeadersWithUnderscores), string(HeadersWithUnderscoresAllow))

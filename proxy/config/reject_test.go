@@ -420,6 +420,10 @@ routes:
   - cluster: a
     retry: {attempts: 11}
 `, `t.yaml:8: routes[0].retry.attempts: must be at most 10, got 11`},
+		{"bad envoy_request_headers", okCluster + `
+listeners:
+  outbound: {envoy_request_headers: trust}
+`, `t.yaml:7: listeners.outbound.envoy_request_headers: unknown value "trust" (valid: honor, ignore)`},
 		{"bad retry_on", okCluster + `
 routes:
   - cluster: a

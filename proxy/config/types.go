@@ -215,7 +215,28 @@ type OutboundListener struct {
 	// clients' certificates when it names a client_ca_file (mutual
 	// TLS). Off (the default) means plaintext.
 	TLS ListenerTLS `yaml:"tls" json:"tls"`
+
+	// EnvoyRequestHeaders is what the listener does with the request
+	// headers of Envoy's router by which an app sets one request's
+	// timeouts and retries (x-envoy-upstream-rq-timeout-ms,
+	// x-envoy-upstream-rq-per-try-timeout-ms, x-envoy-max-retries,
+	// x-envoy-retry-on, x-envoy-retry-grpc-on,
+	// x-envoy-retriable-status-codes): "honor" them and remove them from
+	// the request, as Envoy does for its internal callers, or "ignore"
+	// them (they are forwarded as any other header). Empty means
+	// "honor". The inbound listener never honors them: its callers are
+	// other services.
+	EnvoyRequestHeaders EnvoyRequestHeaders `yaml:"envoy_request_headers" json:"envoy_request_headers"`
 }
+
+// EnvoyRequestHeaders is listeners.outbound.envoy_request_headers.
+type EnvoyRequestHeaders string
+
+// The values of listeners.outbound.envoy_request_headers.
+const (
+	EnvoyRequestHeadersHonor  EnvoyRequestHeaders = "honor"
+	EnvoyRequestHeadersIgnore EnvoyRequestHeaders = "ignore"
+)
 
 // InboundListener takes traffic for the local app. It runs only when App is
 // set.

@@ -81,6 +81,11 @@ func (l *Listeners) validate(p *problems, path string) {
 	}
 	checkProtocol(p, path+".inbound.app_protocol", l.Inbound.AppProtocol)
 	checkHeadersWithUnderscores(p, path+".outbound.headers_with_underscores", l.Outbound.HeadersWithUnderscores)
+	switch l.Outbound.EnvoyRequestHeaders {
+	case "", EnvoyRequestHeadersHonor, EnvoyRequestHeadersIgnore:
+	default:
+		p.addf(path+".outbound.envoy_request_headers", "unknown value %q (valid: honor, ignore)", l.Outbound.EnvoyRequestHeaders)
+	}
 	checkHeadersWithUnderscores(p, path+".inbound.headers_with_underscores", l.Inbound.HeadersWithUnderscores)
 	checkMaxConnections(p, path+".outbound.max_connections", l.Outbound.MaxConnections)
 	checkMaxConnections(p, path+".inbound.max_connections", l.Inbound.MaxConnections)

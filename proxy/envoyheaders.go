@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// The request headers of Envoy's router that set one request's timeouts
+// and retries: apps written for an Envoy sidecar send them. The outbound
+// listener honors them (its caller is the local app, as Envoy honors
+// them from internal callers) unless listeners.outbound
+// .envoy_request_headers is "ignore", and removes them from the request.
+const (
+	hdrEnvoyTimeout              = "X-Envoy-Upstream-Rq-Timeout-Ms"
+	hdrEnvoyPerTryTimeout        = "X-Envoy-Upstream-Rq-Per-Try-Timeout-Ms"
+	hdrEnvoyMaxRetries           = "X-Envoy-Max-Retries"
+	hdrEnvoyRetryOn              = "X-Envoy-Retry-On"
+	hdrEnvoyRetryGRPCOn          = "X-Envoy-Retry-Grpc-On"
+	hdrEnvoyRetriableStatusCodes = "X-Envoy-Retriable-Status-Codes"
+
+	// maxEnvoyMillis bounds a timeout header: a year.
+	maxEnvoyMillis = int64(365 * 24 * time.Hour / time.Millisecond)
+)
+
+// The conditions x-envoy-retry-on and x-envoy-retry-grpc-on may name.
+const (
+	envoyRetryOnHTTP = retryConnectFailure | retryReset | retry5xx | retryGatewayError |
+		retryRetriableStatus | retryRefusedStream | retryRetriable4xx
+	envoyRetryOnGRPC = retryGRPCCancelled | retryGRPCDeadlineExceeded | retryGRPCResourceExhausted |
+		retryGRPCUnavailable | retryGRPCInternal
+)
+
+// requestOverrides are what a request's Envoy headers set in place of its
+// route's settings.
+type requestOverrides struct {
+	// timeout replaces the route timeout when hasTimeout (0: none, as
+	// Envoy takes 0); perTry the per-try timeout when hasPerTry.
+	timeout, perTry       time.Duration
+	hasTimeout, hasPerTry bool
+	// retry, when set, is the route's retry policy with the headers'
+	// changes.
+	retry *retryPolicy
+}
+
+// envoyOverrides reads the Envoy request headers of h, removing them,
+// into the overrides of rt's settings they make; nil when h has none
+// (the common case costs one pass over h's names). Values that do not
+// parse are ignored, as Envoy ignores them, and removed all the same;
+// conditions Outrigger does not know (envoy-ratelimited,
+// reset-before-request, retriable-headers without names to match) too.
+func envoyOverrides(h http.Header, rt *route) *requestOverrides {
+	found := false
+	for k := range h {
+		if strings.HasPrefix(k, "X-Envoy-") {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return nil
+	}
+	ov := &requestOverrides{}
+	if ms, ok := envoyMillis(h[hdrEnvoyTimeout]); ok {
+		ov.timeout, ov.hasTimeout = time.Duration(ms)*time.Millisecond, true
+	}
+	if ms, ok := envoyMillis(h[hdrEnvoyPerTryTimeout]); ok && ms > 0 {
+		ov.perTry, ov.hasPerTry = time.Duration(ms)*time.Millisecond, true
+	}
+	var on retryOn
+	for _, v := range h[hdrEnvoyRetryOn] {
+		on |= envoyConditions(v, envoyRetryOnHTTP)
+	}
+	for _, v := range h[hdrEnvoyRetryGRPCOn] {
+		on |= envoyConditions(v, envoyRetryOnGRPC)
+	}
+	var codes []int
+	for _, v := range h[hdrEnvoyRetriableStatusCodes] {
+		for f := range strings.SplitSeq(v, ",") {
+			if c, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && c >= 400 && c <= 599 {
+				codes = append(codes, c)
+			}
+		}
+	}
+	maxRetries, hasMax := -1, false
+	if vv := h[hdrEnvoyMaxRetries]; len(vv) > 0 {
+		if n, err := strconv.Atoi(strings.TrimSpace(vv[0])); err == nil && n >= 0 {
+			maxRetries, hasMax = min(n, config.MaxRetryAttempts), true
+		}
+	}
+	// A route without a retry policy retries only when the request names
+	// conditions (Envoy: a policy or x-envoy-retry-on is needed); it then
+	// gets the defaults of a retry block, one retry.
+	if rp := &rt.retry; rp.maxRetries > 0 || on != 0 {
+		if on != 0 || len(codes) > 0 || hasMax {
+			cp := *rp
+			if rp.maxRetries == 0 {
+				cp = retryPolicy{maxRetries: 1, base: defaultBackoffBase, max: 10 * defaultBackoffBase, maxBuffered: defaultMaxBuffered}
+			}
+			cp.on |= on
+			if len(codes) > 0 {
+				cp.statuses = append(append([]int(nil), rp.statuses...), codes...)
+			}
+			if hasMax {
+				cp.maxRetries = maxRetries
+			}
+			ov.retry = &cp
+		}
+	}
+	for _, k := range [...]string{hdrEnvoyTimeout, hdrEnvoyPerTryTimeout, hdrEnvoyMaxRetries, hdrEnvoyRetryOn, hdrEnvoyRetryGRPCOn, hdrEnvoyRetriableStatusCodes} {
+		delete(h, k)
+	}
+	if !ov.hasTimeout && !ov.hasPerTry && ov.retry == nil {
+		return nil
+	}
+	return ov
+}
+
+// envoyMillis parses the first of vv as a whole number of milliseconds,
+// at most a year.
+func envoyMillis(vv []string) (int64, bool) {
+	if len(vv) == 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(vv[0]), 10, 64)
+	if err != nil || n < 0 || n > maxEnvoyMillis {
+		return 0, false
+	}
+	return n, true
+}
+
+// envoyConditions are the retry conditions of the comma-separated list
+// v that are among allowed.
+func envoyConditions(v string, allowed retryOn) retryOn {
+	var on retryOn
+	for f := range strings.SplitSeq(v, ",") {
+		if bit, ok := retryOnNames[strings.TrimSpace(f)]; ok && bit&allowed != 0 {
+			on |= bit
+		}
+	}
+	return on
+}
+
+// retryPolicy is the request's retry policy: its Envoy headers' (see
+// envoyOverrides), else its route's.
+func (f *forwarding) retryPolicy() *retryPolicy {
+	if f.ov != nil && f.ov.retry != nil {
+		return f.ov.retry
+	}
+	return &f.rt.retry
+}
+
+// perTryTimeout is the request's per-try timeout: its Envoy header's
+// when one applies (see routeDeadline), else its route's.
+func (f *forwarding) perTryTimeout() time.Duration {
+	if f.ov != nil && f.ov.hasPerTry {
+		return f.ov.perTry
+	}
+	return f.rt.perTryTimeout
+}

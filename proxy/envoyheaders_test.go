@@ -1,0 +1,237 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+)
+
+// envoyHeaderNames are the headers envoyOverrides consumes.
+var envoyHeaderNames = []string{hdrEnvoyTimeout, hdrEnvoyPerTryTimeout, hdrEnvoyMaxRetries,
+	hdrEnvoyRetryOn, hdrEnvoyRetryGRPCOn, hdrEnvoyRetriableStatusCodes}
+
+// What each Envoy header sets, what is ignored (values that do not
+// parse, conditions of the other header or unknown), and that all of
+// them leave the request, honored or not.
+func TestEnvoyOverridesParse(t *testing.T) {
+	routeRetry, err := compileRetry(config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"connect-failure"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withRetry, without := &route{retry: routeRetry}, &route{}
+	for _, tc := range []struct {
+		name   string
+		rt     *route
+		h      map[string]string
+		check  func(*testing.T, *requestOverrides)
+		isNone bool
+	}{
+		{name: "none", rt: withRetry, h: map[string]string{"X-Other": "1"}, isNone: true},
+		{name: "unparsable values only", rt: withRetry, h: map[string]string{hdrEnvoyTimeout: "soon", hdrEnvoyPerTryTimeout: "-5", hdrEnvoyMaxRetries: "x"}, isNone: true},
+		{name: "timeouts", rt: without, h: map[string]string{hdrEnvoyTimeout: "250", hdrEnvoyPerTryTimeout: " 50 "}, check: func(t *testing.T, ov *requestOverrides) {
+			if !ov.hasTimeout || ov.timeout != 250*time.Millisecond || !ov.hasPerTry || ov.perTry != 50*time.Millisecond || ov.retry != nil {
+				t.Fatalf("%+v", ov)
+			}
+		}},
+		{name: "timeout 0 is none", rt: without, h: map[string]string{hdrEnvoyTimeout: "0", hdrEnvoyPerTryTimeout: "0"}, check: func(t *testing.T, ov *requestOverrides) {
+			if !ov.hasTimeout || ov.timeout != 0 || ov.hasPerTry {
+				t.Fatalf("%+v", ov)
+			}
+		}},
+		{name: "conditions added to the route's", rt: withRetry, h: map[string]string{hdrEnvoyRetryOn: "5xx, unavailable, envoy-ratelimited", hdrEnvoyRetryGRPCOn: "internal,5xx"}, check: func(t *testing.T, ov *requestOverrides) {
+			if ov.retry == nil || ov.retry.on != retryConnectFailure|retry5xx|retryGRPCInternal || ov.retry.maxRetries != 2 {
+				t.Fatalf("retry %+v", ov.retry)
+			}
+		}},
+		{name: "max retries, capped", rt: withRetry, h: map[string]string{hdrEnvoyMaxRetries: "50"}, check: func(t *testing.T, ov *requestOverrides) {
+			if ov.retry == nil || ov.retry.maxRetries != config.MaxRetryAttempts || ov.retry.on != retryConnectFailure {
+				t.Fatalf("retry %+v", ov.retry)
+			}
+		}},
+		{name: "max retries 0 turns the route's off", rt: withRetry, h: map[string]string{hdrEnvoyMaxRetries: "0"}, check: func(t *testing.T, ov *requestOverrides) {
+			if ov.retry == nil || ov.retry.maxRetries != 0 {
+				t.Fatalf("retry %+v", ov.retry)
+			}
+		}},
+		{name: "max retries without a policy or conditions", rt: without, h: map[string]string{hdrEnvoyMaxRetries: "3"}, isNone: true},
+		{name: "conditions without a route policy", rt: without, h: map[string]string{hdrEnvoyRetryOn: "retriable-status-codes", hdrEnvoyRetriableStatusCodes: "409, 200, 429", hdrEnvoyMaxRetries: "3"}, check: func(t *testing.T, ov *requestOverrides) {
+			r := ov.retry
+			if r == nil || r.maxRetries != 3 || r.on != retryRetriableStatus || len(r.statuses) != 2 || r.statuses[0] != 409 || r.statuses[1] != 429 ||
+				r.base != defaultBackoffBase || r.maxBuffered != defaultMaxBuffered {
+				t.Fatalf("retry %+v", r)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			for k, v := range tc.h {
+				h.Set(k, v)
+			}
+			ov := envoyOverrides(h, tc.rt)
+			if tc.isNone != (ov == nil) {
+				t.Fatalf("overrides %+v", ov)
+			}
+			if tc.check != nil {
+				tc.check(t, ov)
+			}
+			for _, k := range envoyHeaderNames {
+				if _, ok := h[k]; ok {
+					t.Errorf("%s left in the request", k)
+				}
+			}
+			if tc.h["X-Other"] != "" && h.Get("X-Other") == "" {
+				t.Error("another header was removed")
+			}
+			if tc.rt == withRetry && (withRetry.retry.on != retryConnectFailure || withRetry.retry.maxRetries != 2) {
+				t.Fatalf("the route's policy was changed: %+v", withRetry.retry)
+			}
+		})
+	}
+}
+
+// A request without Envoy headers costs no allocation.
+func TestEnvoyOverridesWithoutHeadersAllocatesNothing(t *testing.T) {
+	h := http.Header{"Accept": {"*/*"}, "User-Agent": {"x"}, "X-Request-Id": {"abc"}}
+	rt := &route{}
+	if n := testing.AllocsPerRun(100, func() {
+		if envoyOverrides(h, rt) != nil {
+			t.Fatal("overrides")
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations", n)
+	}
+}
+
+// headerRecorder answers after delay (per call, in order; the last one
+// repeats) with status, and records whether the call carried any of
+// envoyHeaderNames.
+type headerRecorder struct {
+	delays   []time.Duration
+	statuses []int
+	calls    atomic.Int64
+	sawEnvoy atomic.Bool
+}
+
+func (u *headerRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := int(u.calls.Add(1)) - 1
+	for _, k := range envoyHeaderNames {
+		if r.Header.Get(k) != "" {
+			u.sawEnvoy.Store(true)
+		}
+	}
+	d, st := u.delays[min(n, len(u.delays)-1)], u.statuses[min(n, len(u.statuses)-1)]
+	select {
+	case <-time.After(d):
+	case <-r.Context().Done():
+		return
+	}
+	w.WriteHeader(st)
+	json.NewEncoder(w).Encode(n)
+}
+
+func envoyGet(t *testing.T, h *harness, url string, hdr map[string]string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := h.h1.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	return resp
+}
+
+// The outbound listener honors x-envoy-upstream-rq-timeout-ms, both ways
+// (shorter than the route's: 504; 0 lifts a route timeout the upstream
+// would pass), and removes it.
+func TestEnvoyTimeoutHeaderHonoredOutbound(t *testing.T) {
+	up := &headerRecorder{delays: []time.Duration{300 * time.Millisecond}, statuses: []int{200}}
+	s := upstream(t, false, up.ServeHTTP)
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(s))}, func(r *config.Route) { r.Timeout = 100 * time.Millisecond }))
+
+	if resp := envoyGet(t, h, h.url("/"), nil); resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("without the header: %d, want the route timeout's 504", resp.StatusCode)
+	}
+	if resp := envoyGet(t, h, h.url("/"), map[string]string{hdrEnvoyTimeout: "0"}); resp.StatusCode != 200 {
+		t.Fatalf("x-envoy-upstream-rq-timeout-ms 0: %d, want 200 (no route timeout)", resp.StatusCode)
+	}
+	if resp := envoyGet(t, h, h.url("/"), map[string]string{hdrEnvoyTimeout: "5000"}); resp.StatusCode != 200 {
+		t.Fatalf("x-envoy-upstream-rq-timeout-ms 5000: %d, want 200", resp.StatusCode)
+	}
+	if up.sawEnvoy.Load() {
+		t.Fatal("the upstream was sent the header")
+	}
+}
+
+// x-envoy-retry-on and x-envoy-max-retries make a route without a retry
+// policy retry: two 503s, then the answer, in three attempts.
+func TestEnvoyRetryHeadersRetry(t *testing.T) {
+	up := &headerRecorder{delays: []time.Duration{0}, statuses: []int{503, 503, 200}}
+	s := upstream(t, false, up.ServeHTTP)
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(s))}))
+
+	resp := envoyGet(t, h, h.url("/"), map[string]string{hdrEnvoyRetryOn: "5xx", hdrEnvoyMaxRetries: "2"})
+	if resp.StatusCode != 200 || up.calls.Load() != 3 {
+		t.Fatalf("%d after %d calls, want 200 after 3", resp.StatusCode, up.calls.Load())
+	}
+	if up.sawEnvoy.Load() {
+		t.Fatal("the upstream was sent the headers")
+	}
+	// Without them, the route does not retry.
+	up.calls.Store(0)
+	if resp := envoyGet(t, h, h.url("/"), nil); resp.StatusCode != 503 || up.calls.Load() != 1 {
+		t.Fatalf("without the headers: %d after %d calls, want 503 after 1", resp.StatusCode, up.calls.Load())
+	}
+}
+
+// x-envoy-upstream-rq-per-try-timeout-ms cuts a slow first attempt, which
+// x-envoy-retry-on retries; one not under the route timeout is ignored.
+func TestEnvoyPerTryTimeoutHeader(t *testing.T) {
+	up := &headerRecorder{delays: []time.Duration{2 * time.Second, 0}, statuses: []int{200}}
+	s := upstream(t, false, up.ServeHTTP)
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(s))}, func(r *config.Route) { r.Timeout = 10 * time.Second }))
+	resp := envoyGet(t, h, h.url("/"), map[string]string{hdrEnvoyPerTryTimeout: "100", hdrEnvoyRetryOn: "gateway-error"})
+	if resp.StatusCode != 200 || up.calls.Load() != 2 {
+		t.Fatalf("%d after %d calls, want 200 after 2", resp.StatusCode, up.calls.Load())
+	}
+	ov := envoyOverrides(http.Header{hdrEnvoyPerTryTimeout: {"20000"}}, &route{})
+	f := &forwarding{r: httpRequest(t), rt: &route{timeout: 10 * time.Second}, ov: ov, c: &cluster{protocol: protoHTTP1}, p: h.p}
+	if _, _, pt := f.routeDeadline(nil, time.Now()); pt != 0 {
+		t.Fatalf("a per-try timeout over the route's applied: %v", pt)
+	}
+	f.releaseRouteCtx()
+}
+
+// With envoy_request_headers: ignore, and on the inbound listener, the
+// headers are forwarded as any other and change nothing.
+func TestEnvoyHeadersIgnored(t *testing.T) {
+	up := &headerRecorder{delays: []time.Duration{0}, statuses: []int{503, 200}}
+	s := upstream(t, false, up.ServeHTTP)
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(s))})
+	cfg.Listeners.Outbound.EnvoyRequestHeaders = config.EnvoyRequestHeadersIgnore
+	cfg.Listeners.Inbound.App = addr(s)
+	h := startProxy(t, cfg)
+	hdr := map[string]string{hdrEnvoyRetryOn: "5xx", hdrEnvoyMaxRetries: "2"}
+	if resp := envoyGet(t, h, h.url("/"), hdr); resp.StatusCode != 503 || up.calls.Load() != 1 || !up.sawEnvoy.Load() {
+		t.Fatalf("ignored: %d after %d calls (upstream saw the headers: %v), want 503 after 1, forwarded", resp.StatusCode, up.calls.Load(), up.sawEnvoy.Load())
+	}
+	up.calls.Store(0)
+	up.sawEnvoy.Store(false)
+	if resp := envoyGet(t, h, "http://"+h.in+"/", hdr); resp.StatusCode != 503 || up.calls.Load() != 1 || !up.sawEnvoy.Load() {
+		t.Fatalf("inbound: %d after %d calls (upstream saw the headers: %v), want 503 after 1, forwarded", resp.StatusCode, up.calls.Load(), up.sawEnvoy.Load())
+	}
+}
+
+func httpRequest(t *testing.T) *http.Request {
+	req, err := http.NewRequest("GET", "http://svc/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
