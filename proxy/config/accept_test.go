@@ -87,6 +87,29 @@ listeners:
   outbound: {max_connections: 2}
   inbound: {app: "127.0.0.1:8080", max_connections: 100000}
 `,
+		"authorization rules of every form": `
+listeners:
+  inbound:
+    tls: {enabled: true, cert_file: /c.crt, key_file: /c.key, client_ca_file: /ca.crt}
+authorization:
+  deny:
+    - name: no-identity
+      from: {not_principals: ["*"]}
+    - name: nothing-at-all
+      listeners: [outbound]
+      to: {paths: ["*/admin", "/debug/*"], not_paths: ["/debug/ok"]}
+  allow:
+    - name: orders-read
+      listeners: [inbound]
+      from:
+        principals: ["spiffe://cluster.local/ns/shop/sa/orders", "spiffe://cluster.local/ns/ops/*", "*/sa/probe", "*", "urn:x"]
+        namespaces: [shop, "sh*", "*op", "*"]
+        ip_blocks: [10.0.0.0/8, 10.1.2.3, "fd00::/8", "::1"]
+      to: {methods: [GET, HEAD], paths: [/items, "/items/*", "*"]}
+      when:
+        headers: [{name: x-tenant, exact: a}, {name: ":method", prefix: G, invert: true}]
+    - name: any
+`,
 		"headers with underscores allowed": "listeners: {outbound: {headers_with_underscores: allow}}\n",
 		"all-interfaces listener":          "listeners: {outbound: {address: \":15101\"}}\n",
 		"authority patterns": `
@@ -249,5 +272,21 @@ clusters:
 	eps := c.Clusters["a"].Endpoints
 	if c.Node.Zone != "1" || eps[0].Zone != c.Node.Zone || eps[1].Zone != "02" {
 		t.Fatalf("node.zone %q, endpoint zones %q and %q, want 1, 1 and 02", c.Node.Zone, eps[0].Zone, eps[1].Zone)
+	}
+}
+
+// An authorization rule without listeners applies to the inbound one,
+// which WithDefaults writes in; one that names its listeners keeps them.
+func TestAuthorizationRuleListenersDefaultToInbound(t *testing.T) {
+	cfg, err := Parse([]byte(`
+authorization:
+  deny: [{name: a}, {name: b, listeners: [outbound, inbound]}]
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Authorization.Deny
+	if len(d[0].Listeners) != 1 || d[0].Listeners[0] != Inbound || len(d[1].Listeners) != 2 || d[1].Listeners[0] != Outbound {
+		t.Fatalf("listeners %v and %v, want [inbound] and [outbound inbound]", d[0].Listeners, d[1].Listeners)
 	}
 }

@@ -141,6 +141,12 @@ func (c *Config) WithDefaults() *Config {
 		out.Routes = append(out.Routes, r)
 	}
 
+	for _, rules := range [][]AuthorizationRule{out.Authorization.Deny, out.Authorization.Allow} {
+		for i := range rules {
+			rules[i].Listeners = rules[i].RuleListeners()
+		}
+	}
+
 	setString(&out.Logging.Level, DefaultLogLevel)
 	setString(&out.Logging.Format, DefaultLogFormat)
 	return out

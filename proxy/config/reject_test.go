@@ -16,6 +16,18 @@ clusters:
     endpoints: [10.0.0.1:80]
 `
 
+// An inbound listener that verifies client certificates, for the
+// authorization cases that match on the principal.
+const mtlsInbound = `
+listeners:
+  inbound:
+    tls:
+      enabled: true
+      cert_file: /etc/certs/tls.crt
+      key_file: /etc/certs/tls.key
+      client_ca_file: /etc/certs/ca.crt
+`
+
 func TestParseRejects(t *testing.T) {
 	cases := []struct {
 		name string
@@ -1211,6 +1223,131 @@ routes:
         - {name: x, cluster: a, path: /x}
     mirror: [{cluster: a}]
 `, `t.yaml:11: routes[0].mirror: not used with composition`},
+		{"authorization rule without a name", `
+authorization:
+  deny:
+    - to: {paths: [/admin]}
+`, `t.yaml:4: authorization.deny[0].name: required: the rule's name in metrics and the access log`},
+		{"authorization rule names shared by deny and allow", `
+authorization:
+  deny:
+    - name: r
+  allow:
+    - name: r
+`, `t.yaml:6: authorization.allow[0].name: duplicate rule name "r" (also authorization.deny[0])`},
+		{"authorization rule named none", `
+authorization:
+  deny: [{name: none}]
+`, `t.yaml:3: authorization.deny[0].name: "none" names a request no allow rule matched in the access log: choose another name`},
+		{"authorization rule name with a space", `
+authorization:
+  deny: [{name: "a b"}]
+`, `t.yaml:3: authorization.deny[0].name: invalid rule name "a b": use 1-255 printable ASCII characters without spaces`},
+		{"authorization rule on an unknown listener", `
+authorization:
+  allow:
+    - name: r
+      listeners: [inbound, app_api]
+`, `t.yaml:5: authorization.allow[0].listeners[1]: unknown listener "app_api" (valid: inbound, outbound)`},
+		{"authorization rule naming a listener twice", `
+authorization:
+  allow:
+    - name: r
+      listeners: [outbound, outbound]
+`, `t.yaml:5: authorization.allow[0].listeners[1]: duplicate listener "outbound"`},
+		{"authorization principal with a star inside", mtlsInbound + `
+authorization:
+  allow:
+    - name: r
+      from: {principals: ["spiffe://cluster.local/ns/*/sa/x"]}
+`, `t.yaml:13: authorization.allow[0].from.principals[0]: a "*" may only begin or end a pattern, once ("v", "v*", "*v" or "*"): got "spiffe://cluster.local/ns/*/sa/x"`},
+		{"authorization principal with stars at both ends", mtlsInbound + `
+authorization:
+  allow:
+    - name: r
+      from: {not_principals: ["*/ns/shop/*"]}
+`, `t.yaml:13: authorization.allow[0].from.not_principals[0]: a "*" may only begin or end a pattern, once ("v", "v*", "*v" or "*"): got "*/ns/shop/*"`},
+		{"authorization principal empty", mtlsInbound + `
+authorization:
+  allow:
+    - name: r
+      from: {principals: [""]}
+`, `t.yaml:13: authorization.allow[0].from.principals[0]: must not be empty ("*" matches any value)`},
+		{"authorization principal in Istio's form without the scheme", mtlsInbound + `
+authorization:
+  allow:
+    - name: r
+      from: {principals: [cluster.local/ns/shop/sa/orders]}
+`, `t.yaml:13: authorization.allow[0].from.principals[0]: a principal is the client certificate's whole URI SAN, scheme included: write "spiffe://cluster.local/ns/shop/sa/orders" (Istio's principals leave "spiffe://" out), got "cluster.local/ns/shop/sa/orders"`},
+		{"authorization namespace with a slash", mtlsInbound + `
+authorization:
+  allow:
+    - name: r
+      from: {namespaces: [shop/sa]}
+`, `t.yaml:13: authorization.allow[0].from.namespaces[0]: a namespace is one segment of the principal's path, without "/": got "shop/sa"`},
+		{"authorization principal on a listener without client certificates", `
+authorization:
+  allow:
+    - name: r
+      from: {principals: ["*"]}
+`, `t.yaml:5: authorization.allow[0].from: matches on the client's principal, but listener inbound verifies no client certificate (listeners.inbound.tls.client_ca_file is not set): no request on it has one`},
+		{"authorization not_principals on the outbound listener without client certificates", mtlsInbound + `
+authorization:
+  deny:
+    - name: r
+      listeners: [inbound, outbound]
+      from: {not_principals: ["*"]}
+`, `t.yaml:14: authorization.deny[0].from: matches on the client's principal, but listener outbound verifies no client certificate (listeners.outbound.tls.client_ca_file is not set): no request on it has one`},
+		{"authorization ip block malformed", `
+authorization:
+  deny:
+    - name: r
+      from: {ip_blocks: [10.0.0.0/33]}
+`, `t.yaml:5: authorization.deny[0].from.ip_blocks[0]: "10.0.0.0/33" is not an IP address or CIDR block (10.0.0.0/8, fd00::/8, 10.1.2.3)`},
+		{"authorization method in lower case", `
+authorization:
+  deny:
+    - name: r
+      to: {methods: [get]}
+`, `t.yaml:5: authorization.deny[0].to.methods[0]: method "get" must be upper case ("GET")`},
+		{"authorization path without a slash", `
+authorization:
+  deny:
+    - name: r
+      to: {paths: [admin]}
+`, `t.yaml:5: authorization.deny[0].to.paths[0]: must start with "/" (or "*" for a suffix), got "admin"`},
+		{"authorization path with an escape", `
+authorization:
+  deny:
+    - name: r
+      to: {not_paths: ["/a%20b*"]}
+`, `t.yaml:5: authorization.deny[0].to.not_paths[0]: must be written decoded, without "%" escapes: paths are matched decoded and sent escaped ("/a b" matches and sends /a%20b; a "%" the path decodes to is matched by path.regex)`},
+		{"authorization path with a query", `
+authorization:
+  deny:
+    - name: r
+      to: {paths: ["*/x?y"]}
+`, `t.yaml:5: authorization.deny[0].to.paths[0]: must not contain "?" or "#": it is matched against the path alone, without query or fragment`},
+		{"authorization header matcher without a test", `
+authorization:
+  deny:
+    - name: r
+      when:
+        headers: [{name: x-debug}]
+`, `t.yaml:6: authorization.deny[0].when.headers[0]: set one of exact, prefix, regex or present (an empty exact or prefix is not a matcher: to match an empty value, write regex: "^$")`},
+		{"authorization header matcher on a connection field", `
+authorization:
+  deny:
+    - name: r
+      when:
+        headers: [{name: te, present: true}]
+`, `t.yaml:6: authorization.deny[0].when.headers[0].name: header "te" describes the client's connection, not the request, and an HTTP/2 request has none but "te: trailers" (RFC 9113 §8.2.2), so a route on it would tell the protocols apart`},
+		{"authorization unknown key", `
+authorization:
+  deny:
+    - name: r
+      from: {principal: [x]}
+`, `t.yaml:5: authorization.deny[0].from.principal: unknown key "principal" (did you mean "principals"?)`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

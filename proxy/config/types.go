@@ -47,6 +47,11 @@ type Config struct {
 	// publish/subscribe (package eventlog documents every key). The zero
 	// value means its defaults.
 	EventLog eventlog.Config `yaml:"eventlog" json:"eventlog"`
+
+	// Authorization refuses requests by the caller's verified identity
+	// and what they ask for (Istio's AuthorizationPolicy). The zero
+	// value means every request is allowed.
+	Authorization Authorization `yaml:"authorization,omitempty" json:"authorization,omitempty"`
 }
 
 // Node identifies this sidecar.

@@ -68,6 +68,7 @@ func (c *Config) validateSections(p *problems) {
 	}
 	c.Logging.validate(p, "logging")
 	p.nested("eventlog", c.EventLog.Validate())
+	c.Authorization.validate(p, "authorization")
 }
 
 func (l *Listeners) validate(p *problems, path string) {
@@ -797,9 +798,26 @@ func (m *RouteMatch) validate(p *problems, path string) {
 	if len(set) > 1 {
 		p.addf(pp, "set only one of exact, prefix and regex, got %s", strings.Join(set, " and "))
 	}
+	checkMethods(p, path+".methods", m.Methods)
+	checkHeaderMatches(p, path+".headers", m.Headers)
+	for i, q := range m.QueryParameters {
+		qp := indexPath(path+".query_parameters", i)
+		if q.Name == "" {
+			p.add(qp+".name", "required")
+		}
+		checkValueMatch(p, qp, q.Exact, q.Prefix, q.Regex, q.Present != nil)
+		if q.Present != nil && !*q.Present && q.Invert {
+			p.add(qp+".invert", "not with present: false, which matches an absent parameter already (inverted, it is present: true)")
+		}
+	}
+}
+
+// checkMethods checks a list of methods to match at path: tokens,
+// upper case, each once.
+func checkMethods(p *problems, path string, methods []string) {
 	seen := map[string]bool{}
-	for i, meth := range m.Methods {
-		ip := indexPath(path+".methods", i)
+	for i, meth := range methods {
+		ip := indexPath(path, i)
 		switch {
 		case !wire.IsToken(meth):
 			p.addf(ip, "invalid method %q", meth)
@@ -810,8 +828,13 @@ func (m *RouteMatch) validate(p *problems, path string) {
 		}
 		seen[meth] = true
 	}
-	for i, h := range m.Headers {
-		hp := indexPath(path+".headers", i)
+}
+
+// checkHeaderMatches checks a list of request header matchers at path
+// (a route's match.headers, an authorization rule's when.headers).
+func checkHeaderMatches(p *problems, path string, hs []HeaderMatch) {
+	for i, h := range hs {
+		hp := indexPath(path, i)
 		switch {
 		case h.Name == "":
 			p.add(hp+".name", "required")
@@ -824,16 +847,6 @@ func (m *RouteMatch) validate(p *problems, path string) {
 			}
 		}
 		checkValueMatch(p, hp, h.Exact, h.Prefix, h.Regex, h.Present)
-	}
-	for i, q := range m.QueryParameters {
-		qp := indexPath(path+".query_parameters", i)
-		if q.Name == "" {
-			p.add(qp+".name", "required")
-		}
-		checkValueMatch(p, qp, q.Exact, q.Prefix, q.Regex, q.Present != nil)
-		if q.Present != nil && !*q.Present && q.Invert {
-			p.add(qp+".invert", "not with present: false, which matches an absent parameter already (inverted, it is present: true)")
-		}
 	}
 }
 
@@ -1132,6 +1145,7 @@ func (l *Logging) validate(p *problems, path string) {
 
 // validateReferences checks what one section says about another.
 func (c *Config) validateReferences(p *problems) {
+	c.validateAuthorizationReferences(p)
 	if c.Node.Zone == "" {
 		// Without the sidecar's own zone no endpoint is local: every
 		// pick would go to the other zones' level, which reads as zone
