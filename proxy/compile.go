@@ -46,6 +46,10 @@ type snapshot struct {
 	envoyHeaders bool
 	// underscores is each listener's headers_with_underscores.
 	underscores [numListeners]underscoreAction
+
+	// authz is each listener's authorization rules (see authz.go); nil
+	// for a listener no rule names.
+	authz [numListeners]*authzPolicy
 }
 
 // listenerLimits are the downstream server settings.
@@ -198,6 +202,12 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 	for l := range s.tables {
 		s.tables[l] = &routeTable{}
 		s.noRoute[l] = p.m.routeStats(Listener(l).String(), "", "")
+	}
+	for l := range s.authz {
+		var err error
+		if s.authz[l], err = p.compileAuthorization(Listener(l), cfg.Authorization); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	for i, rc := range routes {
 		l := Outbound
@@ -704,22 +714,11 @@ func compileMatch(mc config.RouteMatch) (routeMatch, error) {
 		m.path, m.pathValue = pathPrefix, "/"
 	}
 	m.methods = append(m.methods, mc.Methods...)
-	for i, hc := range mc.Headers {
-		hm := headerMatcher{name: http.CanonicalHeaderKey(hc.Name), invert: hc.Invert}
-		if strings.HasPrefix(hc.Name, ":") {
-			hm.pseudo = strings.ToLower(hc.Name)
-		} else if hm.name == "Host" {
-			// The servers keep Host as the request's authority, out of
-			// the header map (HTTP/1.1 Host and HTTP/2 :authority
-			// alike): a matcher on host matches that, as on :authority.
-			hm.pseudo = ":authority"
-		}
-		var err error
-		if hm.kind, hm.value, hm.re, err = compileValueMatch(hc.Present, hc.Exact, hc.Prefix, hc.Regex, ""); err != nil {
-			return m, fmt.Errorf("match.headers[%d].regex: %w", i, err)
-		}
-		m.headers = append(m.headers, hm)
+	hm, err := compileHeaderMatchers(mc.Headers)
+	if err != nil {
+		return m, fmt.Errorf("match.%w", err)
 	}
+	m.headers = hm
 	for i, qc := range mc.QueryParameters {
 		// present: false is present: true inverted.
 		qm := queryMatcher{name: qc.Name, invert: qc.Invert || qc.Present != nil && !*qc.Present}
@@ -732,6 +731,30 @@ func compileMatch(mc config.RouteMatch) (routeMatch, error) {
 		m.queries = append(m.queries, qm)
 	}
 	return m, nil
+}
+
+// compileHeaderMatchers compiles request header matchers (a route's
+// match.headers, an authorization rule's when.headers); nil for none.
+// Its error's path begins with "headers".
+func compileHeaderMatchers(hs []config.HeaderMatch) ([]headerMatcher, error) {
+	var out []headerMatcher
+	for i, hc := range hs {
+		hm := headerMatcher{name: http.CanonicalHeaderKey(hc.Name), invert: hc.Invert}
+		if strings.HasPrefix(hc.Name, ":") {
+			hm.pseudo = strings.ToLower(hc.Name)
+		} else if hm.name == "Host" {
+			// The servers keep Host as the request's authority, out of
+			// the header map (HTTP/1.1 Host and HTTP/2 :authority
+			// alike): a matcher on host matches that, as on :authority.
+			hm.pseudo = ":authority"
+		}
+		var err error
+		if hm.kind, hm.value, hm.re, err = compileValueMatch(hc.Present, hc.Exact, hc.Prefix, hc.Regex, ""); err != nil {
+			return nil, fmt.Errorf("headers[%d].regex: %w", i, err)
+		}
+		out = append(out, hm)
+	}
+	return out, nil
 }
 
 // compileValueMatch compiles the one test of a header's or a query

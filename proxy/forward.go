@@ -69,6 +69,23 @@ func (h *listenerHandler) refuse(s *snapshot, w http.ResponseWriter, grpc bool, 
 	s.noRoute[h.l].record(status, h.p.now().Sub(start).Seconds())
 }
 
+// deny answers a request the listener's authorization rules refused,
+// 403 rbac_denied, as the listener's answer without a route, and tells
+// an AuthorizationRecorder which rule refused it (nil: no allow rule
+// matched). Out of line: most requests are not refused.
+//
+//go:noinline
+func (h *listenerHandler) deny(s *snapshot, w http.ResponseWriter, grpc bool, rule *authzRule, start time.Time) {
+	if ar, ok := w.(AuthorizationRecorder); ok {
+		name := ""
+		if rule != nil {
+			name = rule.name
+		}
+		ar.RecordDenial(name)
+	}
+	h.refuse(s, w, grpc, localReply{reason: ReasonRBACDenied}, start)
+}
+
 // Handler returns the handler of listener l. It serves HTTP/1.1 and, when
 // the server delivers them (see Serve), HTTP/2 requests. The first call
 // starts the goroutine that runs outlier detection at its interval;
@@ -142,6 +159,14 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status := p.writeEscapedSlashRedirect(w, grpc, r.URL)
 		s.noRoute[h.l].record(status, p.now().Sub(start).Seconds())
 		return
+	}
+	if az := s.authz[h.l]; az != nil {
+		// After normalization, on the path the routes see, and before
+		// routing, as Envoy's RBAC filter runs before its router.
+		if rule, ok := az.check(r); !ok {
+			h.deny(s, w, grpc, rule, start)
+			return
+		}
 	}
 	rt := s.tables[h.l].find(r)
 	if rt == nil {
@@ -1995,6 +2020,15 @@ type AttemptRecorder interface {
 // UPSTREAM_TRANSPORT_FAILURE_REASON.
 type TransportFailureRecorder interface {
 	RecordTransportFailure(reason string)
+}
+
+// AuthorizationRecorder is a ResponseWriter that is told, before the
+// 403 rbac_denied is written, the authorization rule that refused a
+// request: the deny rule's name, or "" when the listener has allow
+// rules and the request matched none. An access log uses it as Envoy's
+// rbac_access_denied_matched_policy[...] response code details.
+type AuthorizationRecorder interface {
+	RecordDenial(rule string)
 }
 
 // AbortRecorder is a ResponseWriter that is told why the proxy cut a

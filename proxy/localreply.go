@@ -40,6 +40,9 @@ const (
 	// ReasonRateLimited is a request the route's rate limit refused
 	// (routes[].rate_limit): its bucket had no token.
 	ReasonRateLimited
+	// ReasonRBACDenied is a request the listener's authorization rules
+	// refused (authorization), before routing.
+	ReasonRBACDenied
 	ReasonDirectResponse // not an error; counted so direct responses are visible
 	numReasons
 )
@@ -67,6 +70,7 @@ var reasonInfo = [numReasons]struct {
 	ReasonDownstreamProtocolError: {"downstream_protocol_error", http.StatusBadRequest, grpcInternal, "malformed request"},
 	ReasonFaultAbort:              {"fault_abort", 0, 0, "fault injected"},
 	ReasonRateLimited:             {"rate_limited", http.StatusTooManyRequests, grpcResourceExhausted, "local rate limit exceeded"},
+	ReasonRBACDenied:              {"rbac_denied", http.StatusForbidden, grpcPermissionDenied, "RBAC: access denied"},
 	ReasonDirectResponse:          {"direct_response", 0, 0, ""},
 }
 

@@ -25,8 +25,12 @@ type metrics struct {
 	fallbacks   *prometheus.CounterVec   // listener, route, reason
 	faults      *prometheus.CounterVec   // listener, route, fault
 	mirrored    *prometheus.CounterVec   // listener, route, cluster, result
-	generation  prometheus.Gauge
-	localByCode [numReasons]prometheus.Counter
+	authzDenied *prometheus.CounterVec   // listener, rule
+	// authzAllowed counts the requests a listener's authorization rules
+	// let through, by listener; there from the start, at 0.
+	authzAllowed [numListeners]prometheus.Counter
+	generation   prometheus.Gauge
+	localByCode  [numReasons]prometheus.Counter
 
 	// underscores counts the request header and trailer fields dropped
 	// for an underscore in their name (headers_with_underscores: drop),
@@ -65,12 +69,21 @@ type series struct {
 	endpoints    map[[2]string]struct{} // cluster, address
 	faults       map[[3]string]struct{} // listener, route, fault: the kinds each route's fault injects
 	mirrors      map[[3]string]struct{} // listener, route, cluster: a route's mirrors
+	authz        map[[2]string]struct{} // listener, rule: the authorization_denied series
 	compositions []*composer.Composition
 }
 
 func newSeries() series {
 	return series{routes: map[[3]string]struct{}{}, clusters: map[string]struct{}{}, endpoints: map[[2]string]struct{}{},
-		faults: map[[3]string]struct{}{}, mirrors: map[[3]string]struct{}{}}
+		faults: map[[3]string]struct{}{}, mirrors: map[[3]string]struct{}{}, authz: map[[2]string]struct{}{}}
+}
+
+// authzDeniedSeries records that the compile in progress has the
+// authorization_denied series of rule on listener, and returns it
+// (rule "" counts the requests no allow rule matched).
+func (m *metrics) authzDeniedSeries(listener, rule string) prometheus.Counter {
+	m.next.authz[[2]string{listener, rule}] = struct{}{}
+	return m.authzDenied.WithLabelValues(listener, rule)
 }
 
 // endpointConns records that the compile in progress has endpoint addr
@@ -134,6 +147,11 @@ func (m *metrics) deleteMissing(from, keep series) {
 	for k := range from.mirrors {
 		if _, ok := keep.mirrors[k]; !ok {
 			m.mirrored.DeletePartialMatch(prometheus.Labels{"listener": k[0], "route": k[1], "cluster": k[2]})
+		}
+	}
+	for k := range from.authz {
+		if _, ok := keep.authz[k]; !ok {
+			m.authzDenied.DeleteLabelValues(k[0], k[1])
 		}
 	}
 	for c := range from.clusters {
@@ -218,6 +236,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "outrigger_proxy_mirrored_requests_total",
 			Help: "Copies of a route's requests for its mirror clusters, by listener, route, mirror cluster and result (sent, failed, dropped_body, dropped_overflow).",
 		}, []string{"listener", "route", "cluster", "result"}),
+		authzDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outrigger_proxy_authorization_denied_total",
+			Help: "Requests refused by the authorization rules (403 rbac_denied), by listener and rule: the deny rule that matched, or \"\" when the listener has allow rules and none matched.",
+		}, []string{"listener", "rule"}),
 		underscores: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outrigger_proxy_dropped_headers_with_underscores_total",
 			Help: "Request header and trailer fields dropped for an underscore in their name (headers_with_underscores: drop), by listener.",
@@ -242,7 +264,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for r := Reason(0); r < numReasons; r++ {
 		m.localByCode[r] = m.localReply.WithLabelValues(r.String())
 	}
+	allowed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outrigger_proxy_authorization_allowed_total",
+		Help: "Requests a listener's authorization rules let through, by listener (counted on a listener with rules only).",
+	}, []string{"listener"})
 	for l := Listener(0); l < numListeners; l++ {
+		m.authzAllowed[l] = allowed.WithLabelValues(l.String())
 		m.underscoresDropped[l] = m.underscores.WithLabelValues(l.String())
 		m.downConns.WithLabelValues(l.String())
 		m.downOverflow.WithLabelValues(l.String())
@@ -251,7 +278,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.connectFail, m.localReply, m.fallbacks, m.faults, m.mirrored, m.underscores, m.downConns, m.downOverflow, m.downTLSFail, m.generation)
+		reg.MustRegister(m.requests, m.duration, m.active, m.conns, m.retries, m.connectFail, m.localReply, m.fallbacks, m.faults, m.mirrored, m.authzDenied, allowed, m.underscores, m.downConns, m.downOverflow, m.downTLSFail, m.generation)
 	}
 	return m
 }
