@@ -302,13 +302,15 @@ func logServed(l *zap.Logger, listener string, r *http.Request, rec *recorder, r
 		requestID: requestID, userAgent: rec.userAgent, route: rec.route, cluster: rec.cluster,
 		upstreamHost: rec.upstreamHost, attempts: rec.attempts,
 		err: own, upstreamErr: upstreamErr, transportFailure: rec.transportFailure, remote: r.RemoteAddr,
+		detail: rec.detail,
 	})
 }
 
 // accessLine is one access log line's fields. detail and
 // transportFailure are written only when set (detail is a refused
-// request's, see Refused); grpcStatus and upstreamHeader only when not
-// negative.
+// request's, see Refused, or names the authorization rule that refused
+// one, see recorder.RecordDenial); grpcStatus and upstreamHeader only
+// when not negative.
 type accessLine struct {
 	listener, method, authority, path, protocol string
 	status, grpcStatus, attempts                int
@@ -460,6 +462,9 @@ type recorder struct {
 	// proxy, which edits the header in place (a route's request_headers
 	// may set it).
 	userAgent string
+	// detail is Envoy's response code details of a request the
+	// authorization rules refused (proxy.AuthorizationRecorder).
+	detail string
 	// requestID is the x-request-id the proxy made (proxy.RequestIDRecorder);
 	// the last one, which a route's fallback made when its primary's
 	// attempts never reached the upstream's application.
@@ -489,6 +494,16 @@ func (r *recorder) RecordAbort(reason string) { r.aborted = reason }
 
 // RecordTransportFailure implements proxy.TransportFailureRecorder.
 func (r *recorder) RecordTransportFailure(reason string) { r.transportFailure = reason }
+
+// RecordDenial implements proxy.AuthorizationRecorder: the detail is
+// Envoy's RBAC response code details, naming the deny rule that refused
+// the request, or none when no allow rule matched it.
+func (r *recorder) RecordDenial(rule string) {
+	if rule == "" {
+		rule = config.AuthorizationNone
+	}
+	r.detail = "rbac_access_denied_matched_policy[" + rule + "]"
+}
 
 // RecordRequestID implements proxy.RequestIDRecorder.
 func (r *recorder) RecordRequestID(id string) { r.requestID = id }
@@ -657,4 +672,5 @@ var (
 	_ proxy.AbortRecorder            = (*recorder)(nil)
 	_ proxy.TransportFailureRecorder = (*recorder)(nil)
 	_ proxy.AttemptRecorder          = (*recorder)(nil)
+	_ proxy.AuthorizationRecorder    = (*recorder)(nil)
 )
