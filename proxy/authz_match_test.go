@@ -200,3 +200,31 @@ func FuzzAuthorizationPattern(f *testing.F) {
 		}
 	})
 }
+
+// Checking a request against rules that read no principal allocates
+// nothing: the client's facts live on the stack.
+func TestAuthorizationCheckDoesNotAllocate(t *testing.T) {
+	var rules []authzRule
+	for _, rc := range []config.AuthorizationRule{
+		{Name: "admin", To: config.AuthorizationOperation{Paths: []string{"/admin*"}}},
+		{Name: "net", From: config.AuthorizationSource{IPBlocks: []string{"10.0.0.0/8"}}, To: config.AuthorizationOperation{Methods: []string{"GET"}}},
+	} {
+		ar, err := compileAuthzRule(&rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules = append(rules, ar)
+	}
+	p := New(Options{})
+	az := &authzPolicy{deny: rules[:1], allow: rules[1:], allowed: p.m.authzAllowed[Inbound]}
+	az.deny[0].denied = p.m.authzDeniedSeries("inbound", "admin")
+	az.noAllow = p.m.authzDeniedSeries("inbound", "")
+	r := authzRequest(t, "GET", "/items", "10.1.2.3:5000", "-", false)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, ok := az.check(r); !ok {
+			t.Fatal("refused")
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per check, want 0", n)
+	}
+}
