@@ -117,6 +117,17 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		var d net.Dialer
 		dial = d.DialContext
 	}
+	// failed gives up the slot of a connection that could not be made:
+	// a failure of the endpoint fails the host's waiters with it (see
+	// failSlot), the end of the request's own context does not.
+	reqCtx := ctx
+	failed := func(err error) {
+		if reqCtx.Err() != nil {
+			hp.releaseSlot()
+		} else {
+			hp.failSlot(err)
+		}
+	}
 	if t.ConnectTimeout > 0 {
 		// The connection outlives ctx: a bound on its making only.
 		var cancel context.CancelFunc
@@ -136,7 +147,7 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 			// The slot stays taken: getConn decides (overflowed).
 			return nil, &overflowError{wrapped}
 		}
-		hp.releaseSlot()
+		failed(wrapped)
 		return nil, wrapped
 	}
 	c := &conn{hp: hp, nc: nc, born: t.now()}
@@ -150,8 +161,11 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		c.guard = &readGuard{Conn: nc}
 		tc := tls.Client(c.guard, hp.tlsConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
-			c.discard()
-			return nil, &HandshakeError{Addr: hp.key.addr, Err: err}
+			herr := &HandshakeError{Addr: hp.key.addr, Err: err}
+			c.closed.Store(true) // never in the pool: no one else holds it
+			_ = c.nc.Close()
+			failed(herr)
+			return nil, herr
 		}
 		st := tc.ConnectionState()
 		if p := st.NegotiatedProtocol; p != "" && p != "http/1.1" {

@@ -263,3 +263,124 @@ func TestDialOverflowWaitEndsWithErrConnectionWait(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// gatedDial returns a Dial that counts its calls and, for the first,
+// waits for gate and fails with errRefusedHere; later calls dial.
+func gatedDial(calls *atomic.Int32, gate <-chan struct{}) func(context.Context, string, string) (net.Conn, error) {
+	var d net.Dialer
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if calls.Add(1) == 1 {
+			select {
+			case <-gate:
+				return nil, errRefusedHere
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+var errRefusedHere = errors.New("connection refused here")
+
+// When the dial of a host's only connection fails, the requests waiting
+// for a connection to the host fail with its error at once (as Envoy
+// fails its pending requests), none dialling again in turn.
+func TestFailedDialFailsTheHostsWaiters(t *testing.T) {
+	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	var calls atomic.Int32
+	gate := make(chan struct{})
+	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.MaxConnsPerHost = gatedDial(&calls, gate), 1 })
+	addr := srv.Listener.Addr().String()
+	first := roundTripAsync(tr, srv.URL)
+	eventually(t, "the first dial", func() bool { return calls.Load() == 1 })
+	second, third := roundTripAsync(tr, srv.URL), roundTripAsync(tr, srv.URL)
+	eventually(t, "two waiters", func() bool { o, w := hostState(tr, addr); return o == 1 && w == 2 })
+	close(gate)
+	for _, ch := range []<-chan error{first, second, third} {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, errRefusedHere) {
+				t.Fatalf("a call: %v, want the dial's error", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a call still waits")
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d dials, want the one", n)
+	}
+	if o, _ := hostState(tr, addr); o != -1 {
+		t.Fatalf("host left with %d open", o)
+	}
+	if _, body := get(t, tr, srv.URL); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+}
+
+// A dial ended by its own request's context fails no one else: the
+// first waiter dials in its place.
+func TestDialEndedByItsRequestPassesTheSlotOn(t *testing.T) {
+	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	var calls atomic.Int32
+	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.MaxConnsPerHost = gatedDial(&calls, nil), 1 })
+	addr := srv.Listener.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+	first := make(chan error, 1)
+	go func() { _, err := tr.RoundTrip(req); first <- err }()
+	eventually(t, "the first dial", func() bool { return calls.Load() == 1 })
+	second := roundTripAsync(tr, srv.URL)
+	eventually(t, "a waiter", func() bool { _, w := hostState(tr, addr); return w == 1 })
+	cancel()
+	if err := <-first; err == nil {
+		t.Fatal("the cancelled call succeeded")
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("the waiter: %v, want its own dial's answer", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d dials, want 2", n)
+	}
+}
+
+// With another connection of the host open, a failed dial fails no
+// waiter: the open connection may still serve them.
+func TestFailedDialBesideAnOpenConnectionKeepsTheWaiters(t *testing.T) {
+	release := make(chan struct{})
+	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			<-release
+		}
+		io.WriteString(w, "ok")
+	})
+	var calls atomic.Int32
+	calls.Store(-1) // the held call's dial is the 0th, made at once
+	gate := make(chan struct{})
+	var d net.Dialer
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if calls.Add(1) == 1 {
+			<-gate
+			return nil, errRefusedHere
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.MaxConnsPerHost = dial, 2 })
+	addr := srv.Listener.Addr().String()
+	held := roundTripAsync(tr, srv.URL+"/hold")
+	eventually(t, "the held call", func() bool { return srv.opened.Load() == 1 })
+	failing := roundTripAsync(tr, srv.URL)
+	eventually(t, "the failing dial", func() bool { return calls.Load() == 1 })
+	waiting := roundTripAsync(tr, srv.URL)
+	eventually(t, "a waiter", func() bool { o, w := hostState(tr, addr); return o == 2 && w == 1 })
+	close(gate)
+	if err := <-failing; !errors.Is(err, errRefusedHere) {
+		t.Fatalf("the failing dial's call: %v", err)
+	}
+	close(release)
+	for _, ch := range []<-chan error{held, waiting} {
+		if err := <-ch; err != nil {
+			t.Fatalf("a call: %v", err)
+		}
+	}
+}

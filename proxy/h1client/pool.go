@@ -52,8 +52,13 @@ var ErrConnectionWait = errors.New("h1client: waiting for a connection")
 
 // waiter is a request queued at MaxConnsPerHost. It receives exactly one
 // value: a connection handed over by a finished request, or nil, meaning
-// a slot was handed over and the waiter may dial.
-type waiter struct{ ch chan *conn }
+// a slot was handed over and the waiter may dial, or, when err is set
+// (before the send), that the host's last connection failed to be made
+// and the waiter fails with err (see failSlot).
+type waiter struct {
+	ch  chan *conn
+	err error
+}
 
 // host returns u's hostPool, creating it on first use.
 func (t *Transport) host(u *url.URL) (*hostPool, error) {
@@ -237,16 +242,21 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			}
 			t.mu.Unlock()
 			if i < 0 {
-				// Handed something as the context ended: pass it on.
+				// Handed something as the context ended: pass it on
+				// (a failure holds nothing).
 				if c := <-w.ch; c != nil {
 					c.release(true)
-				} else {
+				} else if w.err == nil {
 					hp.releaseSlot()
 				}
 			}
 			return nil, false, 0, fmt.Errorf("%w to %s: %w", ErrConnectionWait, hp.key.addr, context.Cause(wctx))
 		}
 		overflow = nil // woken: with a connection, or a slot to dial in
+		if w.err != nil {
+			// The host's last connection could not be made: no slot.
+			return nil, false, 0, w.err
+		}
 		if c != nil {
 			// Handed over at the end of its last response: looked at
 			// as an idle connection is (bar the idle time), since bytes
@@ -451,6 +461,36 @@ func (t *Transport) sweepRemove(dead []sweepCandidate) {
 	t.mu.Unlock()
 	for _, c := range gone {
 		c.discard()
+	}
+}
+
+// failSlot gives up the place of a connection that could not be made
+// (its dial or handshake failed with err). When it was the host's only
+// connection, the requests waiting for one fail with err at once, as
+// Envoy's pools fail their pending requests when a connection attempt
+// fails, rather than each dial in turn and wait for the same failure
+// (up to the connect timeout each, against an endpoint that does not
+// answer); the proxy retries them elsewhere. Otherwise the place goes
+// to the first waiter, or back to the host, as releaseSlot's.
+func (hp *hostPool) failSlot(err error) {
+	t := hp.t
+	t.mu.Lock()
+	if hp.open != 1 || len(hp.waiters) == 0 {
+		t.mu.Unlock()
+		hp.releaseSlot()
+		return
+	}
+	waiters := hp.waiters
+	hp.waiters = nil
+	hp.open = 0
+	if t.hosts[hp.key] == hp {
+		delete(t.hosts, hp.key)
+		hp.removed = true
+	}
+	t.mu.Unlock()
+	for _, w := range waiters {
+		w.err = err
+		w.ch <- nil // buffered, and only ever sent to once
 	}
 }
 
