@@ -176,7 +176,11 @@ func (c *peer) principalID() (string, bool) {
 func (c *peer) address() (netip.Addr, bool) {
 	if !c.readAddr {
 		if ap, err := netip.ParseAddrPort(c.r.RemoteAddr); err == nil {
-			c.addr, c.addrOK = ap.Addr().Unmap(), true
+			// Without its zone (a link-local client's "%eth0"): a
+			// block holds none, and netip.Prefix.Contains refuses
+			// every address that has one, which would let such a
+			// client past a deny rule for its block.
+			c.addr, c.addrOK = ap.Addr().Unmap().WithZone(""), true
 		}
 		c.readAddr = true
 	}

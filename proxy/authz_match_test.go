@@ -137,6 +137,12 @@ func TestAuthorizationRuleMatches(t *testing.T) {
 			req{"GET", "/", "[::ffff:10.1.2.3]:80", "-", false, nil}, true},
 		{"ipv6 block", config.AuthorizationRule{From: config.AuthorizationSource{IPBlocks: []string{"fd00::/8"}}},
 			req{"GET", "/", "[fd00::1]:80", "-", false, nil}, true},
+		// A link-local client's address has its interface's zone, which
+		// names no other address: it is in the blocks its address is in.
+		{"zoned client", config.AuthorizationRule{From: config.AuthorizationSource{IPBlocks: []string{"fe80::/10"}}},
+			req{"GET", "/", "[fe80::1%eth0]:80", "-", false, nil}, true},
+		{"zoned client, single ip", config.AuthorizationRule{From: config.AuthorizationSource{IPBlocks: []string{"fe80::1"}}},
+			req{"GET", "/", "[fe80::1%eth0]:80", "-", false, nil}, true},
 		{"method", config.AuthorizationRule{To: config.AuthorizationOperation{Methods: []string{"HEAD", "GET"}}}, plain, true},
 		{"another method", config.AuthorizationRule{To: config.AuthorizationOperation{Methods: []string{"POST"}}}, plain, false},
 		{"path prefix", config.AuthorizationRule{To: config.AuthorizationOperation{Paths: []string{"/it*"}}}, plain, true},
