@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/normpath"
 )
 
 // Authorization (config.Authorization) is Istio's AuthorizationPolicy,
@@ -111,12 +113,18 @@ type authzPolicy struct {
 	// (rule=""); nil when the listener has no allow rule. allowed
 	// counts the requests let through.
 	noAllow, allowed prometheus.Counter
+	// normalize and mergeSlashes are the listeners' path_normalization
+	// (see escapedSlashReading).
+	normalize, mergeSlashes bool
 }
 
 // peer is what the rules know of a request's client, read once for
 // all the rules and only when one asks for it.
 type peer struct {
 	r *http.Request
+	// path is the path the rules match: the request's, or the other
+	// reading of one with an escaped slash (see check).
+	path string
 	// principal is the first URI SAN of the verified client
 	// certificate, has whether there is one; read once readPrincipal.
 	principal          string
@@ -237,10 +245,10 @@ func (a *authzRule) match(c *peer) bool {
 			return false
 		}
 	}
-	if len(a.paths) > 0 && !matchAny(a.paths, r.URL.Path) {
+	if len(a.paths) > 0 && !matchAny(a.paths, c.path) {
 		return false
 	}
-	if len(a.notPaths) > 0 && matchAny(a.notPaths, r.URL.Path) {
+	if len(a.notPaths) > 0 && matchAny(a.notPaths, c.path) {
 		return false
 	}
 	for i := range a.headers {
@@ -251,34 +259,74 @@ func (a *authzRule) match(c *peer) bool {
 	return true
 }
 
-// check decides r: deny rules first, then, when there are allow rules,
-// one of them must match. denied is the deny rule that refused r, or
-// nil when no allow rule matched; ok is whether r may go on.
+// check decides r, and counts the decision. A path that still has an
+// escaped slash (path_with_escaped_slashes keep) is read two ways
+// upstream: as routed, "%2F" inside a segment, and by an upstream that
+// decodes it first, as a separator ("/public%2F..%2Fadmin" is then
+// "/admin"). r goes on only when the rules let both readings through,
+// so that neither passes a deny rule or meets an allow rule the other
+// would not; denied is the deny rule that refused it, or nil when no
+// allow rule matched; ok is whether r may go on.
 func (az *authzPolicy) check(r *http.Request) (denied *authzRule, ok bool) {
-	c := peer{r: r}
+	c := peer{r: r, path: r.URL.Path}
+	denied, ok = az.decide(&c)
+	if ok && az.normalize {
+		if p, other := escapedSlashReading(r.URL, az.mergeSlashes); other {
+			c.path = p
+			denied, ok = az.decide(&c)
+		}
+	}
+	switch {
+	case denied != nil:
+		denied.denied.Inc()
+	case ok:
+		az.allowed.Inc()
+	default:
+		az.noAllow.Inc()
+	}
+	return denied, ok
+}
+
+// decide decides the request of c on c.path: deny rules first, then,
+// when there are allow rules, one of them must match. denied is the
+// deny rule that refused it, or nil when no allow rule matched; ok is
+// whether it may go on.
+func (az *authzPolicy) decide(c *peer) (denied *authzRule, ok bool) {
 	for i := range az.deny {
-		if az.deny[i].match(&c) {
-			az.deny[i].denied.Inc()
+		if az.deny[i].match(c) {
 			return &az.deny[i], false
 		}
 	}
 	if len(az.allow) == 0 {
-		az.allowed.Inc()
 		return nil, true
 	}
 	for i := range az.allow {
-		if az.allow[i].match(&c) {
-			az.allowed.Inc()
+		if az.allow[i].match(c) {
 			return nil, true
 		}
 	}
-	az.noAllow.Inc()
 	return nil, false
 }
 
+// escapedSlashReading is the path of u (normalized) as an upstream that
+// takes "%2F" for a separator reads it: each made one, then normalized
+// again as the listeners normalize (mergeSlashes), which removes the
+// dot segments that exposes; other is false when that is u's path (no
+// "%2F" is left, as after path_with_escaped_slashes unescape_*). It
+// allocates only for a path with a "%2F".
+func escapedSlashReading(u *url.URL, mergeSlashes bool) (path string, other bool) {
+	p, raw, unescaped := normpath.UnescapeSlashes(u.Path, u.RawPath)
+	if !unescaped {
+		return "", false
+	}
+	p, _, _ = normpath.Normalize(p, raw, mergeSlashes)
+	return p, p != u.Path
+}
+
 // compileAuthorization builds listener l's policy from a: nil when no
-// rule names l.
-func (p *Proxy) compileAuthorization(l Listener, a config.Authorization) (*authzPolicy, error) {
+// rule names l. normalize and mergeSlashes are the listeners'
+// path_normalization.
+func (p *Proxy) compileAuthorization(l Listener, a config.Authorization, normalize, mergeSlashes bool) (*authzPolicy, error) {
 	want := config.Outbound
 	if l == Inbound {
 		want = config.Inbound
@@ -316,6 +364,8 @@ func (p *Proxy) compileAuthorization(l Listener, a config.Authorization) (*authz
 		az.noAllow = p.m.authzDeniedSeries(lname, "")
 	}
 	az.allowed = p.m.authzAllowed[l]
+	az.normalize = normalize
+	az.mergeSlashes = mergeSlashes
 	return &az, nil
 }
 

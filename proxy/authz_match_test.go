@@ -166,7 +166,8 @@ func TestAuthorizationRuleMatches(t *testing.T) {
 				t.Fatal(err)
 			}
 			q := tc.req
-			c := peer{r: authzRequest(t, q.method, q.path, q.remote, q.id, q.verified, q.hdr...)}
+			r := authzRequest(t, q.method, q.path, q.remote, q.id, q.verified, q.hdr...)
+			c := peer{r: r, path: r.URL.Path}
 			if got := ar.match(&c); got != tc.want {
 				t.Fatalf("match = %v, want %v", got, tc.want)
 			}

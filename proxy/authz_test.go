@@ -307,3 +307,62 @@ func TestAuthorizationReloadWhileRequestsRun(t *testing.T) {
 		t.Fatalf("%d authorization_denied series of the removed rule no-other are exported", n)
 	}
 }
+
+// Under path_with_escaped_slashes keep (the default), the path sent on
+// keeps its "%2F", which one upstream reads as part of a segment and
+// another as a separator ("/public%2F..%2Fadmin" is then "/admin"): a
+// request with one is let through only when the rules let through both
+// the path as routed and the path as the second upstream reads it,
+// dot segments removed, so that neither an allow rule's prefix nor a
+// deny rule's path is passed by that way. Paths that both readings
+// agree on are judged as before.
+func TestAuthorizationEscapedSlashReadBothWays(t *testing.T) {
+	app := &countingApp{}
+	up := upstream(t, false, app.ServeHTTP)
+	admin := config.AuthorizationRule{Name: "admin", Listeners: []config.Direction{config.Outbound},
+		To: config.AuthorizationOperation{Paths: []string{"/admin", "/admin/*"}}}
+	public := config.AuthorizationRule{Name: "public", Listeners: []config.Direction{config.Outbound},
+		To: config.AuthorizationOperation{Paths: []string{"/public/*"}}}
+	for _, tc := range []struct {
+		allow bool
+		path  string
+		want  int
+		rule  string // the deny series that counts a 403
+	}{
+		{true, "/public/x", 200, ""},
+		{true, "/public/a%2Fb", 200, ""},
+		{true, "/public/a%2F..%2Fb", 200, ""},
+		{true, "/public%2F..%2Fadmin", 403, "admin"},
+		{true, "/public/x%2F..%2F..%2Fadmin", 403, "admin"},
+		{true, "/public%2F..%2Fitems", 403, ""},
+		{false, "/x%2F..%2Fadmin", 403, "admin"},
+		{false, "/x%2F..%2Fadmin%2Fusers", 403, "admin"},
+		{false, "/x%2F..%2Fitems", 200, ""},
+	} {
+		cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))})
+		cfg.Authorization.Deny = []config.AuthorizationRule{admin}
+		if tc.allow {
+			cfg.Authorization.Allow = []config.AuthorizationRule{public}
+		}
+		h := startProxy(t, cfg)
+		for _, c := range []*http.Client{h.h1, h.h2c} {
+			before, denied := app.n.Load(), authzDenied(h, Outbound, tc.rule)
+			resp := mustGet(t, c, h.url(tc.path))
+			if b := readAll(t, resp); resp.StatusCode != tc.want {
+				t.Fatalf("allow list %v, %s: got %d %q, want %d", tc.allow, tc.path, resp.StatusCode, b, tc.want)
+			}
+			if tc.want == 200 {
+				if app.n.Load() != before+1 {
+					t.Fatalf("allow list %v, %s: allowed but the app did not serve it", tc.allow, tc.path)
+				}
+				continue
+			}
+			if app.n.Load() != before {
+				t.Fatalf("allow list %v, %s: refused but the app served it", tc.allow, tc.path)
+			}
+			if got := authzDenied(h, Outbound, tc.rule); got != denied+1 {
+				t.Fatalf("allow list %v, %s: authorization_denied{rule=%q} went from %v to %v, want one more", tc.allow, tc.path, tc.rule, denied, got)
+			}
+		}
+	}
+}

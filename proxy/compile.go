@@ -205,7 +205,7 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 	}
 	for l := range s.authz {
 		var err error
-		if s.authz[l], err = p.compileAuthorization(Listener(l), cfg.Authorization); err != nil {
+		if s.authz[l], err = p.compileAuthorization(Listener(l), cfg.Authorization, s.normalizePath, s.mergeSlashes); err != nil {
 			return nil, nil, nil, err
 		}
 	}
