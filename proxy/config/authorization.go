@@ -207,6 +207,14 @@ func (r *AuthorizationRule) validate(p *problems, path string) {
 		checkPathPattern(p, indexPath(tp+".not_paths", i), v)
 	}
 	checkHeaderMatches(p, path+".when.headers", r.When.Headers)
+	for i, h := range r.When.Headers {
+		// Rules run before the proxy replaces the client's own (Envoy
+		// sets it before its RBAC filter runs): a matcher on it would
+		// trust what any client writes.
+		if strings.EqualFold(h.Name, "x-forwarded-client-cert") {
+			p.add(indexPath(path+".when.headers", i)+".name", "the rules see the client's own x-forwarded-client-cert, which any client can write and the proxy replaces before forwarding: match the verified certificate's URI SAN with from.principals")
+		}
+	}
 }
 
 // PatternProblem is what is wrong with an authorization pattern

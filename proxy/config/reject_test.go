@@ -1342,6 +1342,13 @@ authorization:
       when:
         headers: [{name: te, present: true}]
 `, `t.yaml:6: authorization.deny[0].when.headers[0].name: header "te" describes the client's connection, not the request, and an HTTP/2 request has none but "te: trailers" (RFC 9113 §8.2.2), so a route on it would tell the protocols apart`},
+		{"authorization header matcher on x-forwarded-client-cert", `
+authorization:
+  allow:
+    - name: r
+      when:
+        headers: [{name: X-Forwarded-Client-Cert, regex: ".*DNS=admin.*"}]
+`, `t.yaml:6: authorization.allow[0].when.headers[0].name: the rules see the client's own x-forwarded-client-cert, which any client can write and the proxy replaces before forwarding: match the verified certificate's URI SAN with from.principals`},
 		{"authorization unknown key", `
 authorization:
   deny:
