@@ -236,7 +236,11 @@ func (a *authzRule) match(c *peer) bool {
 	if len(a.methods) > 0 {
 		in := false
 		for _, m := range a.methods {
-			if m == r.Method {
+			// Without case: methods are case-sensitive (RFC 9110 §9.1),
+			// but an upstream that reads "delete" as DELETE must not see
+			// it pass a deny rule for DELETE (Istio refuses such a
+			// request outright).
+			if strings.EqualFold(m, r.Method) {
 				in = true
 				break
 			}

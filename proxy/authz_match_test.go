@@ -145,6 +145,11 @@ func TestAuthorizationRuleMatches(t *testing.T) {
 			req{"GET", "/", "[fe80::1%eth0]:80", "-", false, nil}, true},
 		{"method", config.AuthorizationRule{To: config.AuthorizationOperation{Methods: []string{"HEAD", "GET"}}}, plain, true},
 		{"another method", config.AuthorizationRule{To: config.AuthorizationOperation{Methods: []string{"POST"}}}, plain, false},
+		// A method sent in another case is the one it spells to an
+		// upstream that reads methods without case: a deny rule for
+		// DELETE is not passed by with "delete".
+		{"method in lower case", config.AuthorizationRule{To: config.AuthorizationOperation{Methods: []string{"DELETE"}}},
+			req{"delete", "/items", "10.1.2.3:5000", "-", false, nil}, true},
 		{"path prefix", config.AuthorizationRule{To: config.AuthorizationOperation{Paths: []string{"/it*"}}}, plain, true},
 		{"not_paths", config.AuthorizationRule{To: config.AuthorizationOperation{Paths: []string{"*"}, NotPaths: []string{"/items"}}}, plain, false},
 		{"header", config.AuthorizationRule{When: config.AuthorizationCondition{Headers: []config.HeaderMatch{{Name: "x-tenant", Exact: "a"}}}},
