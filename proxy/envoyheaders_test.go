@@ -235,3 +235,33 @@ func httpRequest(t *testing.T) *http.Request {
 	}
 	return req
 }
+
+// The route's fallback cluster is the route as another cluster sees it
+// (the same timeouts and retry policy), so it honors the request's Envoy
+// headers as the primary did: x-envoy-upstream-rq-timeout-ms lifts the
+// route timeout for it too, and x-envoy-retry-on with
+// x-envoy-max-retries makes it retry.
+func TestEnvoyHeadersHonoredByFallbackCluster(t *testing.T) {
+	up := &headerRecorder{delays: []time.Duration{300 * time.Millisecond}, statuses: []int{200}}
+	s := upstream(t, false, up.ServeHTTP)
+	h := startProxy(t, fallbackConfig(refusedAddr(t), addr(s), &config.Fallback{Cluster: "spare"},
+		func(r *config.Route) { r.Timeout = 100 * time.Millisecond }))
+	if resp := envoyGet(t, h, h.url("/"), nil); resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("without the header: %d, want the route timeout's 504", resp.StatusCode)
+	}
+	if resp := envoyGet(t, h, h.url("/"), map[string]string{hdrEnvoyTimeout: "5000"}); resp.StatusCode != 200 ||
+		resp.Header.Get(hdrFallback) != "upstream_connect_failure" {
+		t.Fatalf("x-envoy-upstream-rq-timeout-ms 5000: %d (fallback %q), want the fallback's 200", resp.StatusCode, resp.Header.Get(hdrFallback))
+	}
+
+	retrying := &headerRecorder{delays: []time.Duration{0}, statuses: []int{503, 503, 200}}
+	s2 := upstream(t, false, retrying.ServeHTTP)
+	h2 := startProxy(t, fallbackConfig(refusedAddr(t), addr(s2), &config.Fallback{Cluster: "spare"}))
+	resp := envoyGet(t, h2, h2.url("/"), map[string]string{hdrEnvoyRetryOn: "5xx", hdrEnvoyMaxRetries: "2"})
+	if resp.StatusCode != 200 || retrying.calls.Load() != 3 {
+		t.Fatalf("%d after %d calls of the fallback, want 200 after 3", resp.StatusCode, retrying.calls.Load())
+	}
+	if up.sawEnvoy.Load() || retrying.sawEnvoy.Load() {
+		t.Fatal("the fallback cluster was sent the headers")
+	}
+}

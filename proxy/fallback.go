@@ -91,6 +91,9 @@ func (p *Proxy) serveFallback(f *forwarding) {
 	f2 := new(forwarding)
 	f2.p, f2.s, f2.rt, f2.c, f2.w, f2.r, f2.grpc = p, f.s, fb.rt, c, fw, r, f.grpc
 	f2.setCallDeadline(f.dl)
+	// fb.rt has the route's timeouts and retry policy, so the request's
+	// Envoy headers change them for the fallback as for the primary.
+	f2.ov = f.ov
 	// The fallback's attempts are further attempts of the same request
 	// (x-outrigger-attempt-count goes on counting).
 	f2.attempts = f.attempts
