@@ -38,7 +38,8 @@ const (
 // route's settings.
 type requestOverrides struct {
 	// timeout replaces the route timeout when hasTimeout (0: none, as
-	// Envoy takes 0); perTry the per-try timeout when hasPerTry.
+	// Envoy takes 0); perTry the per-try timeout when hasPerTry (0:
+	// none, the route's included).
 	timeout, perTry       time.Duration
 	hasTimeout, hasPerTry bool
 	// retry, when set, is the route's retry policy with the headers'
@@ -67,7 +68,8 @@ func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 	if ms, ok := envoyMillis(h[hdrEnvoyTimeout]); ok {
 		ov.timeout, ov.hasTimeout = time.Duration(ms)*time.Millisecond, true
 	}
-	if ms, ok := envoyMillis(h[hdrEnvoyPerTryTimeout]); ok && ms > 0 {
+	// 0 is none, replacing the route's, as Envoy takes it.
+	if ms, ok := envoyMillis(h[hdrEnvoyPerTryTimeout]); ok {
 		ov.perTry, ov.hasPerTry = time.Duration(ms)*time.Millisecond, true
 	}
 	var on retryOn

@@ -37,8 +37,8 @@ func TestEnvoyOverridesParse(t *testing.T) {
 				t.Fatalf("%+v", ov)
 			}
 		}},
-		{name: "timeout 0 is none", rt: without, h: map[string]string{hdrEnvoyTimeout: "0", hdrEnvoyPerTryTimeout: "0"}, check: func(t *testing.T, ov *requestOverrides) {
-			if !ov.hasTimeout || ov.timeout != 0 || ov.hasPerTry {
+		{name: "timeouts 0 are none", rt: without, h: map[string]string{hdrEnvoyTimeout: "0", hdrEnvoyPerTryTimeout: "0"}, check: func(t *testing.T, ov *requestOverrides) {
+			if !ov.hasTimeout || ov.timeout != 0 || !ov.hasPerTry || ov.perTry != 0 {
 				t.Fatalf("%+v", ov)
 			}
 		}},
@@ -263,5 +263,20 @@ func TestEnvoyHeadersHonoredByFallbackCluster(t *testing.T) {
 	}
 	if up.sawEnvoy.Load() || retrying.sawEnvoy.Load() {
 		t.Fatal("the fallback cluster was sent the headers")
+	}
+}
+// x-envoy-upstream-rq-per-try-timeout-ms 0, or one not under the route
+// timeout, leaves the request without a per-try timeout, the route's
+// included, as Envoy sets its per-try timeout to none then.
+func TestEnvoyPerTryTimeoutHeaderNone(t *testing.T) {
+	for _, v := range []string{"0", "20000"} {
+		ov := envoyOverrides(http.Header{hdrEnvoyPerTryTimeout: {v}}, &route{})
+		f := &forwarding{r: httpRequest(t), rt: &route{timeout: 10 * time.Second, perTryTimeout: time.Second},
+			ov: ov, c: &cluster{protocol: protoHTTP1}, p: &Proxy{now: time.Now}}
+		_, _, pt := f.routeDeadline(nil, time.Now())
+		f.releaseRouteCtx()
+		if pt != 0 || f.perTryTimeout() != 0 {
+			t.Errorf("per-try %s: %v (%v for grpc-timeout), want none", v, pt, f.perTryTimeout())
+		}
 	}
 }

@@ -602,10 +602,11 @@ func (f *forwarding) routeDeadline(hrt hooksRoundTripper, start time.Time) (ctx 
 		if ov.hasTimeout {
 			timeout = ov.timeout // 0: none, as Envoy takes it
 		}
-		// A per-try timeout not under the route timeout is ignored, as
-		// Envoy ignores it.
+		// A per-try timeout not under the route timeout leaves none,
+		// the route's included, as Envoy sets its per-try timeout to
+		// zero then (router.cc, FilterUtility::finalTimeout).
 		if ov.hasPerTry && timeout > 0 && ov.perTry >= timeout {
-			ov.hasPerTry = false
+			ov.perTry = 0
 		}
 		if ov.hasPerTry {
 			perTryTimeout = ov.perTry
