@@ -21,6 +21,12 @@ const (
 	hdrEnvoyRetryOn              = "X-Envoy-Retry-On"
 	hdrEnvoyRetryGRPCOn          = "X-Envoy-Retry-Grpc-On"
 	hdrEnvoyRetriableStatusCodes = "X-Envoy-Retriable-Status-Codes"
+	// Consumed with the others, as Envoy's router removes every retry
+	// header it reads (router/retry_state_impl.cc), but not honored:
+	// retriable-headers needs a route's retriable_headers, and no
+	// request is hedged.
+	hdrEnvoyRetriableHeaderNames = "X-Envoy-Retriable-Header-Names"
+	hdrEnvoyHedgeOnPerTryTimeout = "X-Envoy-Hedge-On-Per-Try-Timeout"
 
 	// maxEnvoyMillis bounds a timeout header: a year.
 	maxEnvoyMillis = int64(365 * 24 * time.Hour / time.Millisecond)
@@ -112,7 +118,8 @@ func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 			ov.retry = &cp
 		}
 	}
-	for _, k := range [...]string{hdrEnvoyTimeout, hdrEnvoyPerTryTimeout, hdrEnvoyMaxRetries, hdrEnvoyRetryOn, hdrEnvoyRetryGRPCOn, hdrEnvoyRetriableStatusCodes} {
+	for _, k := range [...]string{hdrEnvoyTimeout, hdrEnvoyPerTryTimeout, hdrEnvoyMaxRetries, hdrEnvoyRetryOn, hdrEnvoyRetryGRPCOn,
+		hdrEnvoyRetriableStatusCodes, hdrEnvoyRetriableHeaderNames, hdrEnvoyHedgeOnPerTryTimeout} {
 		delete(h, k)
 	}
 	if !ov.hasTimeout && !ov.hasPerTry && ov.retry == nil {

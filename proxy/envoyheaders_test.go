@@ -12,7 +12,8 @@ import (
 
 // envoyHeaderNames are the headers envoyOverrides consumes.
 var envoyHeaderNames = []string{hdrEnvoyTimeout, hdrEnvoyPerTryTimeout, hdrEnvoyMaxRetries,
-	hdrEnvoyRetryOn, hdrEnvoyRetryGRPCOn, hdrEnvoyRetriableStatusCodes}
+	hdrEnvoyRetryOn, hdrEnvoyRetryGRPCOn, hdrEnvoyRetriableStatusCodes,
+	hdrEnvoyRetriableHeaderNames, hdrEnvoyHedgeOnPerTryTimeout}
 
 // What each Envoy header sets, what is ignored (values that do not
 // parse, conditions of the other header or unknown), and that all of
@@ -58,6 +59,9 @@ func TestEnvoyOverridesParse(t *testing.T) {
 			}
 		}},
 		{name: "max retries without a policy or conditions", rt: without, h: map[string]string{hdrEnvoyMaxRetries: "3"}, isNone: true},
+		// Consumed by Envoy's router with the others, honored by neither
+		// here: no retriable-headers from the request, no hedging.
+		{name: "retriable header names and hedging", rt: withRetry, h: map[string]string{hdrEnvoyRetriableHeaderNames: "x-retry", hdrEnvoyHedgeOnPerTryTimeout: "true"}, isNone: true},
 		{name: "conditions without a route policy", rt: without, h: map[string]string{hdrEnvoyRetryOn: "retriable-status-codes", hdrEnvoyRetriableStatusCodes: "409, 200, 429", hdrEnvoyMaxRetries: "3"}, check: func(t *testing.T, ov *requestOverrides) {
 			r := ov.retry
 			if r == nil || r.maxRetries != 3 || r.on != retryRetriableStatus || len(r.statuses) != 2 || r.statuses[0] != 409 || r.statuses[1] != 429 ||
@@ -265,6 +269,7 @@ func TestEnvoyHeadersHonoredByFallbackCluster(t *testing.T) {
 		t.Fatal("the fallback cluster was sent the headers")
 	}
 }
+
 // x-envoy-upstream-rq-per-try-timeout-ms 0, or one not under the route
 // timeout, leaves the request without a per-try timeout, the route's
 // included, as Envoy sets its per-try timeout to none then.

@@ -227,7 +227,9 @@ type OutboundListener struct {
 	// x-envoy-upstream-rq-per-try-timeout-ms, x-envoy-max-retries,
 	// x-envoy-retry-on, x-envoy-retry-grpc-on,
 	// x-envoy-retriable-status-codes): "honor" them and remove them from
-	// the request, as Envoy does for its internal callers, or "ignore"
+	// the request, with x-envoy-retriable-header-names and
+	// x-envoy-hedge-on-per-try-timeout (removed, not honored), as Envoy
+	// does for its internal callers, or "ignore"
 	// them (they are forwarded as any other header). Empty means
 	// "honor". The inbound listener never honors them: its callers are
 	// other services.
