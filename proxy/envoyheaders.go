@@ -85,11 +85,23 @@ func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 	for _, v := range h[hdrEnvoyRetryGRPCOn] {
 		on |= envoyConditions(v, envoyRetryOnGRPC)
 	}
+	// Each status once, the route's included: a header that repeats one
+	// makes neither a list as long as the header nor a longer scan of
+	// every response.
 	var codes []int
-	for _, v := range h[hdrEnvoyRetriableStatusCodes] {
-		for f := range strings.SplitSeq(v, ",") {
-			if c, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && c >= 400 && c <= 599 {
-				codes = append(codes, c)
+	if vv := h[hdrEnvoyRetriableStatusCodes]; len(vv) > 0 {
+		var seen [200]bool // 400–599
+		for _, c := range rt.retry.statuses {
+			if c >= 400 && c <= 599 { // as validated
+				seen[c-400] = true
+			}
+		}
+		for _, v := range vv {
+			for f := range strings.SplitSeq(v, ",") {
+				if c, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && c >= 400 && c <= 599 && !seen[c-400] {
+					seen[c-400] = true
+					codes = append(codes, c)
+				}
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -284,4 +285,53 @@ func TestEnvoyPerTryTimeoutHeaderNone(t *testing.T) {
 			t.Errorf("per-try %s: %v (%v for grpc-timeout), want none", v, pt, f.perTryTimeout())
 		}
 	}
+}
+
+// Whatever the headers say, envoyOverrides does not panic, removes every
+// one of them (several lines of each included) and no other, leaves the
+// route's policy alone, and makes overrides within bounds: a retry count
+// of at most 10, conditions the headers may name, listed statuses within
+// 400–599 and each at most once, whatever the length of the list.
+func FuzzEnvoyOverrides(f *testing.F) {
+	f.Add("250", "50", "3", "5xx,reset", "unavailable", "409, 503", true)
+	f.Add(" 0 ", "0", "-1", ",,retriable-4xx ,", "internal\ncancelled", "400\n599,600,0,+409", false)
+	f.Add("99999999999999999999", "1e3", "4294967297", "retriable-headers", "5xx", strings.Repeat("409,", 300), true)
+	f.Fuzz(func(t *testing.T, timeout, perTry, maxRetries, retryOn, grpcOn, codes string, policy bool) {
+		h := http.Header{"X-Other": {"keep"}}
+		for k, v := range map[string]string{hdrEnvoyTimeout: timeout, hdrEnvoyPerTryTimeout: perTry, hdrEnvoyMaxRetries: maxRetries,
+			hdrEnvoyRetryOn: retryOn, hdrEnvoyRetryGRPCOn: grpcOn, hdrEnvoyRetriableStatusCodes: codes} {
+			for line := range strings.SplitSeq(v, "\n") {
+				h.Add(k, line)
+			}
+		}
+		rt := &route{}
+		if policy {
+			rt.retry = retryPolicy{maxRetries: 2, on: retryConnectFailure | retryRetriableStatus, statuses: []int{429}}
+		}
+		ov := envoyOverrides(h, rt)
+		if len(h) != 1 || h.Get("X-Other") != "keep" {
+			t.Fatalf("left %q", h)
+		}
+		if policy && (rt.retry.maxRetries != 2 || len(rt.retry.statuses) != 1) {
+			t.Fatalf("the route's policy was changed: %+v", rt.retry)
+		}
+		if ov == nil {
+			return
+		}
+		if ov.timeout < 0 || ov.timeout > time.Duration(maxEnvoyMillis)*time.Millisecond || ov.perTry < 0 {
+			t.Fatalf("timeouts %+v", ov)
+		}
+		if r := ov.retry; r != nil {
+			if r.maxRetries < 0 || r.maxRetries > config.MaxRetryAttempts || r.on&^(rt.retry.on|envoyRetryOnHTTP|envoyRetryOnGRPC) != 0 {
+				t.Fatalf("retry %+v", r)
+			}
+			seen := map[int]bool{}
+			for _, c := range r.statuses {
+				if c < 400 || c > 599 || seen[c] {
+					t.Fatalf("statuses %v", r.statuses)
+				}
+				seen[c] = true
+			}
+		}
+	})
 }
