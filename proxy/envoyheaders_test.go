@@ -335,3 +335,24 @@ func FuzzEnvoyOverrides(f *testing.F) {
 		}
 	})
 }
+
+// A mirrored copy is sent without the Envoy headers the outbound
+// listener honored, as the primary is.
+func TestEnvoyHeadersNotMirrored(t *testing.T) {
+	primary := &headerRecorder{delays: []time.Duration{0}, statuses: []int{200}}
+	shadow := &headerRecorder{delays: []time.Duration{0}, statuses: []int{200}}
+	p, m := upstream(t, false, primary.ServeHTTP), upstream(t, false, shadow.ServeHTTP)
+	h := startProxy(t, mirrorConfig(addr(p), addr(m), nil))
+	if resp := envoyGet(t, h, h.url("/"), map[string]string{hdrEnvoyTimeout: "5000", hdrEnvoyRetryOn: "5xx"}); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	for deadline := time.Now().Add(10 * time.Second); shadow.calls.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the mirror got no copy")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if primary.sawEnvoy.Load() || shadow.sawEnvoy.Load() {
+		t.Fatalf("headers sent: primary %v, mirror %v", primary.sawEnvoy.Load(), shadow.sawEnvoy.Load())
+	}
+}
