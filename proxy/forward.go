@@ -140,6 +140,15 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if strings.IndexByte(r.URL.Path, 0) >= 0 {
+		// A NUL (%00) in the decoded path: no route should match it,
+		// nor a rule pass it, since upstreams written in C, or with a
+		// file system behind them, end the path at it (/admin%00.png is
+		// /admin to them). Refused, as Spring's and GitLab's firewalls
+		// refuse it, before anything reads the path.
+		h.refuse(s, w, grpc, localReply{reason: ReasonInvalidRequest, detail: "path has a NUL (%00)"}, start)
+		return
+	}
 	var redirect bool
 	if a := s.escapedSlashes; a != escapedSlashesKeep {
 		// Before normalization, as Envoy does it: normalizing decodes
