@@ -150,27 +150,34 @@ func principalOf(r *http.Request) (string, bool) {
 	return c.URIs[0].String(), true
 }
 
-// namespaceOf is the namespace a principal names: the segment after
-// "/ns/" in the path of a spiffe:// id
-// (spiffe://cluster.local/ns/shop/sa/orders is in shop), as Istio
-// reads it; ok is false when it names none.
-func namespaceOf(principal string) (string, bool) {
+// inNamespace reports whether principal, a spiffe:// id, is in a
+// namespace one of ps matches: a segment after "/ns/" in its path that
+// a "/" follows, any of them, as Istio reads namespaces (the principal
+// regex .*/ns/<namespace>/.*): spiffe://cluster.local/ns/shop/sa/orders
+// is in shop; spiffe://td/ns/a/ns/b/sa/x in a and in b;
+// spiffe://cluster.local/ns/shop, with nothing after, in none.
+func inNamespace(ps []pattern, principal string) bool {
 	rest, ok := strings.CutPrefix(principal, "spiffe://")
 	if !ok {
-		return "", false
+		return false
 	}
 	i := strings.IndexByte(rest, '/')
 	if i < 0 {
-		return "", false
+		return false
 	}
-	_, after, ok := strings.Cut(rest[i:], "/ns/")
-	if !ok {
-		return "", false
+	rest = rest[i:] // the path, from its first '/'
+	for {
+		j := strings.Index(rest, "/ns/")
+		if j < 0 {
+			return false
+		}
+		seg := rest[j+len("/ns/"):]
+		if k := strings.IndexByte(seg, '/'); k > 0 && matchAny(ps, seg[:k]) {
+			return true
+		}
+		// On from the next byte: "/ns/ns/x/" names ns and x.
+		rest = rest[j+1:]
 	}
-	if j := strings.IndexByte(after, '/'); j >= 0 {
-		after = after[:j]
-	}
-	return after, after != ""
 }
 
 func (c *peer) principalID() (string, bool) {
@@ -210,11 +217,8 @@ func (a *authzRule) match(c *peer) bool {
 		if len(a.notPrincipals) > 0 && ok && matchAny(a.notPrincipals, id) {
 			return false
 		}
-		if len(a.namespaces) > 0 {
-			ns, found := namespaceOf(id)
-			if !ok || !found || !matchAny(a.namespaces, ns) {
-				return false
-			}
+		if len(a.namespaces) > 0 && (!ok || !inNamespace(a.namespaces, id)) {
+			return false
 		}
 	}
 	if len(a.ipBlocks) > 0 {

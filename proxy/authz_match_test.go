@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -44,22 +45,31 @@ func TestAuthorizationPatternForms(t *testing.T) {
 	}
 }
 
-// The namespace is the segment after /ns/ of a spiffe:// principal's
-// path, as Istio reads it.
-func TestAuthorizationNamespaceOfPrincipal(t *testing.T) {
-	for id, want := range map[string]string{
-		"spiffe://cluster.local/ns/shop/sa/orders": "shop",
-		"spiffe://cluster.local/ns/shop":           "shop",
-		"spiffe://td/x/ns/a/sa/b":                  "a",
-		"spiffe://cluster.local/ns//sa/x":          "",
-		"spiffe://cluster.local/sa/x":              "",
-		"spiffe://ns/shop/sa/x":                    "",
-		"https://example.com/ns/shop/sa/x":         "",
-		"":                                         "",
+// A principal is in the namespaces named by a segment after /ns/ of its
+// spiffe:// path that a "/" follows, any of them, as Istio's principal
+// regex .*/ns/<namespace>/.* reads them.
+func TestAuthorizationPrincipalNamespaces(t *testing.T) {
+	names := []string{"shop", "a", "b", "x", "ns"}
+	for id, want := range map[string][]string{
+		"spiffe://cluster.local/ns/shop/sa/orders": {"shop"},
+		"spiffe://cluster.local/ns/shop":           nil,
+		"spiffe://td/x/ns/a/sa/b":                  {"a"},
+		"spiffe://td/ns/a/ns/b/sa/x":               {"a", "b"},
+		"spiffe://td/ns/ns/x/sa/y":                 {"x", "ns"},
+		"spiffe://cluster.local/ns//sa/x":          nil,
+		"spiffe://cluster.local/sa/x":              nil,
+		"spiffe://ns/shop/sa/x":                    nil,
+		"https://example.com/ns/shop/sa/x":         nil,
+		"":                                         nil,
 	} {
-		got, ok := namespaceOf(id)
-		if got != want || ok != (want != "") {
-			t.Errorf("namespaceOf(%q) = %q, %v, want %q", id, got, ok, want)
+		var got []string
+		for _, n := range names {
+			if inNamespace([]pattern{compilePattern(n)}, id) {
+				got = append(got, n)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%q is in %v, want %v", id, got, want)
 		}
 	}
 }
