@@ -456,7 +456,9 @@ func TestContextCancelResetsStream(t *testing.T) {
 	for _, after := range []bool{false, true} {
 		t.Run(fmt.Sprint("after headers ", after), func(t *testing.T) {
 			rst := make(chan http2.ErrCode, 1)
+			sent := make(chan struct{})
 			s := startRawForRequest(t, nil, func(rc *rawConn, h *http2.MetaHeadersFrame) {
+				close(sent)
 				if after {
 					rc.headers(h.StreamID, false, ":status", "200")
 				}
@@ -479,7 +481,19 @@ func TestContextCancelResetsStream(t *testing.T) {
 				time.AfterFunc(20*time.Millisecond, func() { cancel(cause) })
 				_, err = io.ReadAll(resp.Body)
 			} else {
-				time.AfterFunc(20*time.Millisecond, func() { cancel(cause) })
+				// Cancel once the server has the request's HEADERS: a
+				// cancel timed from the start could land in the dial or
+				// the handshake on a loaded machine, before there is a
+				// stream to reset.
+				stop := make(chan struct{})
+				defer close(stop)
+				go func() {
+					select {
+					case <-sent:
+						cancel(cause)
+					case <-stop:
+					}
+				}()
 				_, err = tr.RoundTrip(req)
 			}
 			if !errors.Is(err, cause) {
