@@ -65,7 +65,12 @@ func TestFarPastDeadlineHasPassed(t *testing.T) {
 func TestDeadlineExtendedWhileWaiting(t *testing.T) {
 	forEachKind(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
 		c, s := pair(t, wrap)
-		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		// The old deadline must not pass before the read is seen
+		// waiting and the deadline moved: finding the read among the
+		// goroutines took more than 100 ms now and then on a loaded
+		// machine under the race detector, so it is a second away.
+		old := time.Now().Add(time.Second)
+		c.SetReadDeadline(old)
 		done := make(chan result, 1)
 		go func() {
 			n, err := blockedRead(c, make([]byte, 16))
@@ -76,7 +81,7 @@ func TestDeadlineExtendedWhileWaiting(t *testing.T) {
 		select {
 		case r := <-done:
 			t.Fatalf("Read returned %d, %v after its deadline was moved later", r.n, r.err)
-		case <-time.After(300 * time.Millisecond):
+		case <-time.After(time.Until(old) + 300*time.Millisecond):
 		}
 		if _, err := s.Write([]byte("late")); err != nil {
 			t.Fatal(err)
