@@ -21,7 +21,13 @@ import (
 // given its buffers back.
 func waitNoConns(t testing.TB, s *Server) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	waitNoConnsWithin(t, s, 5*time.Second)
+}
+
+// waitNoConnsWithin is waitNoConns with a wait of d.
+func waitNoConnsWithin(t testing.TB, s *Server, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		s.mu.Lock()
 		n := len(s.conns)
@@ -427,13 +433,28 @@ func fillUnread(t *testing.T, c *rawConn, req string) {
 // later one blocked for good, holding the connection and its goroutine;
 // the idle timeout bounds it, as it bounds a connection that sends
 // nothing.
+//
+// The fill stops at a write that found no room for 300 ms, which on a
+// loaded machine may come before the server has blocked: it may be
+// slow to read, or loopback TCP between it and a client with a small
+// receive buffer that reads nothing may stall (segments dropped,
+// retransmissions backed off for seconds). The server then still has
+// the requests in the socket buffers to answer (up to megabytes of
+// them, seconds of work under the race detector), hence the wait of
+// 30 s; and the fill's last write may have been cut in the middle of a
+// request, whose rest the server, its send buffer not full, would wait
+// for as long as the connection lasts with no read-header timeout,
+// hence the one of a second.
 func TestIdleTimeoutBoundsTheEndOfAResponseToAClientThatReadsNothing(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello")
-	}), func(s *Server) { s.IdleTimeout = 200 * time.Millisecond })
+	}), func(s *Server) {
+		s.IdleTimeout = 200 * time.Millisecond
+		s.ReadHeaderTimeout = time.Second
+	})
 	c := dial(t, ts.addr)
 	fillUnread(t, c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	waitNoConns(t, ts.Server)
+	waitNoConnsWithin(t, ts.Server, 30*time.Second)
 }
 
 // servePipe serves s on a proxytest.PipeListener and returns a client end,
