@@ -59,29 +59,41 @@ func hostState(tr *Transport, addr string) (open, waiters int) {
 	return hp.open, len(hp.waiters)
 }
 
+// behindOneConnection starts three calls on a Transport whose Dial
+// cappedDial(strict) refuses once the first call has its connection:
+// the first holds the host's one connection until release, the other two
+// wait for it. The server's answers close their connections with closing.
+// refuse is the Dial's switch, set.
+func behindOneConnection(t *testing.T, strict, closing bool) (srv *server, tr *Transport, refuse *atomic.Bool, release chan struct{}, calls []<-chan error) {
+	t.Helper()
+	release = make(chan struct{})
+	srv = startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		if closing {
+			w.Header().Set("Connection", "close")
+		}
+		io.WriteString(w, "ok")
+	})
+	refuse = new(atomic.Bool)
+	dial, overflow := cappedDial(refuse, strict)
+	tr = newTransport(t, func(tr *Transport) { tr.Dial, tr.DialOverflow = dial, overflow })
+	addr := srv.Listener.Addr().String()
+	calls = append(calls, roundTripAsync(tr, srv.URL))
+	eventually(t, "the first connection", func() bool { return srv.opened.Load() == 1 })
+	refuse.Store(true)
+	calls = append(calls, roundTripAsync(tr, srv.URL), roundTripAsync(tr, srv.URL))
+	eventually(t, "two waiters", func() bool { o, w := hostState(tr, addr); return o == 1 && w == 2 })
+	return srv, tr, refuse, release, calls
+}
+
 // A request whose dial DialOverflow refuses waits for one of its host's
 // connections while the host has one, and gets it when it comes back.
 func TestDialOverflowWaitsForTheHostsConnection(t *testing.T) {
-	release := make(chan struct{})
-	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		io.WriteString(w, "ok")
-	})
-	var refuse atomic.Bool
-	dial, overflow := cappedDial(&refuse, false)
-	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.DialOverflow = dial, overflow })
-	addr := srv.Listener.Addr().String()
-
-	first := roundTripAsync(tr, srv.URL)
-	eventually(t, "the first connection", func() bool { return srv.opened.Load() == 1 })
-	refuse.Store(true)
-	second := roundTripAsync(tr, srv.URL)
-	third := roundTripAsync(tr, srv.URL)
-	eventually(t, "two waiters", func() bool { o, w := hostState(tr, addr); return o == 1 && w == 2 })
+	srv, _, _, release, calls := behindOneConnection(t, false, false)
 	for range 3 {
 		release <- struct{}{}
 	}
-	for _, ch := range []<-chan error{first, second, third} {
+	for _, ch := range calls {
 		if err := <-ch; err != nil {
 			t.Fatal(err)
 		}
@@ -95,27 +107,11 @@ func TestDialOverflowWaitsForTheHostsConnection(t *testing.T) {
 // dial in the place it left: as the host's first connection again,
 // which the cap does not hold back, so none waits on for nothing.
 func TestDialOverflowWaitersDialWhenTheLastConnectionCloses(t *testing.T) {
-	release := make(chan struct{})
-	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		w.Header().Set("Connection", "close")
-		io.WriteString(w, "ok")
-	})
-	var refuse atomic.Bool
-	dial, overflow := cappedDial(&refuse, false)
-	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.DialOverflow = dial, overflow })
-	addr := srv.Listener.Addr().String()
-
-	first := roundTripAsync(tr, srv.URL)
-	eventually(t, "the first connection", func() bool { return srv.opened.Load() == 1 })
-	refuse.Store(true)
-	second := roundTripAsync(tr, srv.URL)
-	third := roundTripAsync(tr, srv.URL)
-	eventually(t, "two waiters", func() bool { o, w := hostState(tr, addr); return o == 1 && w == 2 })
+	srv, _, _, release, calls := behindOneConnection(t, false, true)
 	for range 3 {
 		release <- struct{}{}
 	}
-	for _, ch := range []<-chan error{first, second, third} {
+	for _, ch := range calls {
 		select {
 		case err := <-ch:
 			if err != nil {
@@ -134,28 +130,13 @@ func TestDialOverflowWaitersDialWhenTheLastConnectionCloses(t *testing.T) {
 // with its error, and the waiters behind it each in turn, none left
 // waiting; the host is left as if never used.
 func TestDialOverflowRefusingTheFirstConnectionFails(t *testing.T) {
-	release := make(chan struct{})
-	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		w.Header().Set("Connection", "close")
-		io.WriteString(w, "ok")
-	})
-	var refuse atomic.Bool
-	dial, overflow := cappedDial(&refuse, true)
-	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.DialOverflow = dial, overflow })
+	srv, tr, refuse, release, calls := behindOneConnection(t, true, true)
 	addr := srv.Listener.Addr().String()
-
-	first := roundTripAsync(tr, srv.URL)
-	eventually(t, "the first connection", func() bool { return srv.opened.Load() == 1 })
-	refuse.Store(true)
-	second := roundTripAsync(tr, srv.URL)
-	third := roundTripAsync(tr, srv.URL)
-	eventually(t, "two waiters", func() bool { o, w := hostState(tr, addr); return o == 1 && w == 2 })
 	release <- struct{}{}
-	if err := <-first; err != nil {
+	if err := <-calls[0]; err != nil {
 		t.Fatal(err)
 	}
-	for _, ch := range []<-chan error{second, third} {
+	for _, ch := range calls[1:] {
 		select {
 		case err := <-ch:
 			if !errors.Is(err, errCapped) {
