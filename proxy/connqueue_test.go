@@ -9,6 +9,25 @@ import (
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
+// oneAtATime sends n calls at once through h to up, which holds each,
+// and checks that up gets them one at a time, the others waiting for a
+// connection, and that each is answered 200 once let go.
+func oneAtATime(t *testing.T, h *harness, up *heldUpstream, n int) {
+	t.Helper()
+	res := send(h, n)
+	for i := range n {
+		eventually(t, 5*time.Second, "one call upstream, the others waiting", func() bool {
+			return up.entered.Load() == int64(i+1) && limitsInUse(h)[breaker.LimitPendingRequests] == int64(n-1-i)
+		})
+		up.release <- struct{}{}
+	}
+	for range n {
+		if r := <-res; r[0] != "200 OK" {
+			t.Fatalf("a call: %v, want 200", r)
+		}
+	}
+}
+
 // At the cluster's max_connections an HTTP/1.1 call waits for one of its
 // endpoint's connections, as in Envoy's pools: five calls at once over
 // max_connections 1 all succeed, one after the other on one connection;
@@ -20,18 +39,7 @@ func TestMaxConnectionsQueuesForTheEndpointsConnection(t *testing.T) {
 	h := startProxy(t, simpleConfig(cl))
 	up.unblockOnCleanup(t)
 
-	res := send(h, 5)
-	for i := range 5 {
-		eventually(t, 5*time.Second, "one call upstream, the others waiting", func() bool {
-			return up.entered.Load() == int64(i+1) && limitsInUse(h)[breaker.LimitPendingRequests] == int64(4-i)
-		})
-		up.release <- struct{}{}
-	}
-	for range 5 {
-		if r := <-res; r[0] != "200 OK" {
-			t.Fatalf("a call: %v, want 200", r)
-		}
-	}
+	oneAtATime(t, h, up, 5)
 	if m := up.maxOpenConns(); m != 1 {
 		t.Fatalf("%d connections open at once, max_connections 1", m)
 	}
@@ -156,18 +164,7 @@ func TestMaxConnectionsWaiterDialsWhenTheConnectionCloses(t *testing.T) {
 	h := startProxy(t, simpleConfig(cl))
 	up.unblockOnCleanup(t)
 
-	res := send(h, 3)
-	for i := range 3 {
-		eventually(t, 5*time.Second, "one call upstream, the others waiting", func() bool {
-			return up.entered.Load() == int64(i+1) && limitsInUse(h)[breaker.LimitPendingRequests] == int64(2-i)
-		})
-		up.release <- struct{}{}
-	}
-	for range 3 {
-		if r := <-res; r[0] != "200 OK" {
-			t.Fatalf("a call: %v, want 200", r)
-		}
-	}
+	oneAtATime(t, h, up, 3)
 	// (The upstream may see the next connection before it has seen the
 	// last one closed: its count of connections open at once is not the
 	// proxy's.)
