@@ -123,10 +123,9 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 	reqCtx := ctx
 	failed := func(err error) {
 		if reqCtx.Err() != nil {
-			hp.releaseSlot()
-		} else {
-			hp.failSlot(err)
+			err = nil
 		}
+		hp.failSlot(err)
 	}
 	if t.ConnectTimeout > 0 {
 		// The connection outlives ctx: a bound on its making only.
@@ -136,6 +135,7 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 	}
 	t.mu.Lock()
 	first := hp.open == 1 // the slot the caller holds, and no other
+	hp.dialing++          // until made, or given up in failSlot
 	t.mu.Unlock()
 	if first && t.DialOverflow != nil && !roundtrip.FirstConn(ctx) {
 		ctx = roundtrip.WithFirstConn(ctx)
@@ -145,6 +145,7 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		wrapped := fmt.Errorf("h1client: dial %s: %w", hp.key.addr, err)
 		if t.DialOverflow != nil && t.DialOverflow(err) {
 			// The slot stays taken: getConn decides (overflowed).
+			hp.dialEnded()
 			return nil, &overflowError{wrapped}
 		}
 		failed(wrapped)
@@ -170,13 +171,15 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 		st := tc.ConnectionState()
 		if p := st.NegotiatedProtocol; p != "" && p != "http/1.1" {
 			tc.Close()
-			hp.releaseSlot()
-			return nil, &HandshakeError{Addr: hp.key.addr, Err: fmt.Errorf("negotiated protocol %q, not http/1.1", p)}
+			herr := &HandshakeError{Addr: hp.key.addr, Err: fmt.Errorf("negotiated protocol %q, not http/1.1", p)}
+			failed(herr)
+			return nil, herr
 		}
 		c.tlsState = &st
 		c.nc = tc
 	}
 	c.cancelFn = c.cancel
+	hp.dialEnded()
 	return c, nil
 }
 

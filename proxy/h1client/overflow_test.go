@@ -365,3 +365,56 @@ func TestFailedDialBesideAnOpenConnectionKeepsTheWaiters(t *testing.T) {
 		}
 	}
 }
+
+// A connection still being dialled is no connection the waiters can be
+// served on: when the host has no connection made, a failed dial fails
+// its waiters though another dial is in flight, rather than hand its
+// slot to one that dials into the same failure.
+func TestFailedDialBesideAnotherDialFailsTheWaiters(t *testing.T) {
+	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	var calls atomic.Int32
+	gates := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
+	var d net.Dialer
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if n := calls.Add(1); n <= 2 {
+			<-gates[n-1]
+			return nil, errRefusedHere
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.MaxConnsPerHost = dial, 2 })
+	addr := srv.Listener.Addr().String()
+	first := roundTripAsync(tr, srv.URL)
+	eventually(t, "the first dial", func() bool { return calls.Load() == 1 })
+	second := roundTripAsync(tr, srv.URL)
+	eventually(t, "the second dial", func() bool { return calls.Load() == 2 })
+	third, fourth := roundTripAsync(tr, srv.URL), roundTripAsync(tr, srv.URL)
+	eventually(t, "two waiters", func() bool { o, w := hostState(tr, addr); return o == 2 && w == 2 })
+	close(gates[0])
+	for _, ch := range []<-chan error{first, third, fourth} {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, errRefusedHere) {
+				t.Fatalf("a call: %v, want the dial's error", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a call still waits")
+		}
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d dials, want the two", n)
+	}
+	if o, w := hostState(tr, addr); o != 1 || w != 0 {
+		t.Fatalf("host with %d open, %d waiting; want the dial in flight alone", o, w)
+	}
+	close(gates[1])
+	if err := <-second; !errors.Is(err, errRefusedHere) {
+		t.Fatalf("the second dial's call: %v", err)
+	}
+	if o, _ := hostState(tr, addr); o != -1 {
+		t.Fatalf("host left with %d open", o)
+	}
+	if _, body := get(t, tr, srv.URL); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+}

@@ -29,6 +29,9 @@ type hostPool struct {
 	// open counts connections dialling, in use, idle or upgraded: what
 	// MaxConnsPerHost caps.
 	open int
+	// dialing counts, of open, the connections being dialled (or their
+	// TLS handshakes made): none a waiter can be handed.
+	dialing int
 	// waiters queue, first come first served, requests waiting for a
 	// connection under MaxConnsPerHost.
 	waiters []*waiter
@@ -464,26 +467,29 @@ func (t *Transport) sweepRemove(dead []sweepCandidate) {
 	}
 }
 
-// failSlot gives up the place of a connection that could not be made
-// (its dial or handshake failed with err). When it was the host's only
-// connection, the requests waiting for one fail with err at once, as
-// Envoy's pools fail their pending requests when a connection attempt
-// fails, rather than each dial in turn and wait for the same failure
-// (up to the connect timeout each, against an endpoint that does not
-// answer); the proxy retries them elsewhere. Otherwise the place goes
-// to the first waiter, or back to the host, as releaseSlot's.
+// failSlot gives up the place of a connection that could not be made,
+// its dial ended (see dial): err is the endpoint's failure, nil when
+// the request's own end cut the dial short. When the host has no other
+// connection made (any other place is a dial still in flight), the
+// requests waiting for one fail with err at once, as Envoy's pools fail
+// their pending requests when a connection attempt fails, rather than
+// each dial in turn and wait for the same failure (up to the connect
+// timeout each, against an endpoint that does not answer); the proxy
+// retries them elsewhere. Otherwise the place goes to the first waiter,
+// or back to the host, as releaseSlot's.
 func (hp *hostPool) failSlot(err error) {
 	t := hp.t
 	t.mu.Lock()
-	if hp.open != 1 || len(hp.waiters) == 0 {
+	hp.dialing--
+	if err == nil || hp.open-1 != hp.dialing || len(hp.waiters) == 0 {
 		t.mu.Unlock()
 		hp.releaseSlot()
 		return
 	}
 	waiters := hp.waiters
 	hp.waiters = nil
-	hp.open = 0
-	if t.hosts[hp.key] == hp {
+	hp.open--
+	if hp.open == 0 && t.hosts[hp.key] == hp {
 		delete(t.hosts, hp.key)
 		hp.removed = true
 	}
@@ -492,6 +498,14 @@ func (hp *hostPool) failSlot(err error) {
 		w.err = err
 		w.ch <- nil // buffered, and only ever sent to once
 	}
+}
+
+// dialEnded counts out of dialing a dial that made its connection, or
+// that DialOverflow refused (its slot still held: see dialSlot).
+func (hp *hostPool) dialEnded() {
+	hp.t.mu.Lock()
+	hp.dialing--
+	hp.t.mu.Unlock()
 }
 
 // releaseSlot gives up a closed connection's place under MaxConnsPerHost:
