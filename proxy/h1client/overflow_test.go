@@ -418,3 +418,49 @@ func TestFailedDialBesideAnotherDialFailsTheWaiters(t *testing.T) {
 		t.Fatalf("body %q", body)
 	}
 }
+
+// A waiter whose context ends as a failed dial fails it holds no slot,
+// whichever it sees first: it gives none back.
+func TestWaiterEndingAsTheDialFailsGivesNoSlotBack(t *testing.T) {
+	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	var calls atomic.Int32
+	gate := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var d net.Dialer
+	dial := func(dctx context.Context, network, addr string) (net.Conn, error) {
+		if calls.Add(1) == 1 {
+			<-gate
+			cancel() // the waiter's end, racing the failure's hand-over
+			return nil, errRefusedHere
+		}
+		return d.DialContext(dctx, network, addr)
+	}
+	tr := newTransport(t, func(tr *Transport) { tr.Dial, tr.MaxConnsPerHost = dial, 1 })
+	addr := srv.Listener.Addr().String()
+	first := roundTripAsync(tr, srv.URL)
+	eventually(t, "the first dial", func() bool { return calls.Load() == 1 })
+	tr.mu.Lock()
+	hp := tr.hosts[hostKey{"http", addr}]
+	tr.mu.Unlock()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+	waiter := make(chan error, 1)
+	go func() { _, err := tr.RoundTrip(req); waiter <- err }()
+	eventually(t, "a waiter", func() bool { _, w := hostState(tr, addr); return w == 1 })
+	close(gate)
+	if err := <-first; !errors.Is(err, errRefusedHere) {
+		t.Fatalf("the dialling call: %v", err)
+	}
+	if err := <-waiter; !errors.Is(err, errRefusedHere) && !errors.Is(err, ErrConnectionWait) {
+		t.Fatalf("the waiter: %v", err)
+	}
+	tr.mu.Lock()
+	open := hp.open
+	tr.mu.Unlock()
+	if open != 0 {
+		t.Fatalf("the failed host's pool counts %d open, want 0", open)
+	}
+	if _, body := get(t, tr, srv.URL); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+}
