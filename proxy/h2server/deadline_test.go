@@ -124,9 +124,11 @@ func TestSetDeadlinesAfterHandlerFailOnStream(t *testing.T) {
 		t.Fatal(status)
 	}
 	rc2 := <-rcs
-	if err := rc2.SetReadDeadline(time.Now()); !errors.Is(err, errHandlerDone) {
-		t.Fatalf("SetReadDeadline after the handler: %v", err)
-	}
+	// The client can have the response (sent when the handler returns)
+	// a moment before the handler's goroutine marks the stream ended.
+	waitFor(t, "SetReadDeadline to fail once the handler has returned", func() bool {
+		return errors.Is(rc2.SetReadDeadline(time.Now()), errHandlerDone)
+	})
 	if err := rc2.SetWriteDeadline(time.Now()); !errors.Is(err, errHandlerDone) {
 		t.Fatalf("SetWriteDeadline after the handler: %v", err)
 	}
