@@ -39,10 +39,14 @@ func (r connectReason) String() string { return connectReasonNames[r] }
 
 // connectFailure classifies err, an attempt's failure that failKind
 // called failConnect; actx is the attempt's context, which the per-try
-// timeout or the route's deadline may have ended the connect through
-// (crypto/tls and the dialer then fail with the context's error).
+// timeout, the route's deadline or its idle_timeout may have ended the
+// connect through (crypto/tls and the dialer then fail with the
+// context's error). Those end it with a cause of their own; a per-try
+// context is also cancelled, without one, as soon as its attempt has
+// failed, before the failure is classified, which says nothing of why
+// the connect failed.
 func connectFailure(err error, actx context.Context) connectReason {
-	if actx.Err() != nil {
+	if cause := context.Cause(actx); cause != nil && cause != context.Canceled {
 		return connectTimeout
 	}
 	var he *h1client.HandshakeError

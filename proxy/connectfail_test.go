@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/h1client"
+)
+
+// handshakeErr is the error of a TLS handshake, trusting ca, with a
+// server on 127.0.0.1 presenting chain (leaf first) for serverName.
+func handshakeErr(t *testing.T, ca *testCert, serverName string, chain ...*testCert) error {
+	t.Helper()
+	cert := tls.Certificate{PrivateKey: chain[0].key}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.cert.Raw)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_ = c.(*tls.Conn).Handshake()
+		c.Close()
+	}()
+	defer func() { <-done }()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	d := tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: serverName}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+	if err == nil {
+		c.Close()
+		t.Fatal("the handshake succeeded")
+	}
+	return err
+}
+
+// Each TLS verification failure counts under its own reason, however
+// deep the transport wrapped it: HTTP/1.1's HandshakeError, the h2 TLS
+// dial's connectError, and the wrapping of the layers above them.
+func TestConnectFailureClassifiesTLSVerification(t *testing.T) {
+	ca := newCA(t, "classify CA")
+	other := newCA(t, "other CA")
+	leaf := func(parent *testCert, notBefore, notAfter time.Time) *testCert {
+		return newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "upstream"},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"svc.test"},
+			NotBefore: notBefore, NotAfter: notAfter}, parent)
+	}
+	now := time.Now()
+	expiredInter := newCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "expired intermediate"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+		NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)}, ca)
+	for _, tc := range []struct {
+		name string
+		err  error
+		want connectReason
+	}{
+		{"untrusted", handshakeErr(t, ca, "svc.test", serverCert(t, other, "svc.test")), connectTLSUntrusted},
+		{"expired", handshakeErr(t, ca, "svc.test", leaf(ca, now.Add(-48*time.Hour), now.Add(-24*time.Hour))), connectTLSExpired},
+		{"not yet valid", handshakeErr(t, ca, "svc.test", leaf(ca, now.Add(24*time.Hour), now.Add(48*time.Hour))), connectTLSExpired},
+		{"expired intermediate", handshakeErr(t, ca, "svc.test", leaf(expiredInter, now.Add(-time.Hour), now.Add(time.Hour)), expiredInter), connectTLSExpired},
+		{"other name", handshakeErr(t, ca, "b.test", serverCert(t, ca, "svc.test")), connectTLSNameMismatch},
+	} {
+		for _, wrap := range []struct {
+			name string
+			f    func(error) error
+		}{
+			{"http1", func(err error) error {
+				return fmt.Errorf("attempt: %w", fmt.Errorf("round trip: %w", &h1client.HandshakeError{Addr: "a", Err: err}))
+			}},
+			{"h2", func(err error) error {
+				return fmt.Errorf("h2client: dial a: %w", &connectError{addr: "a", err: err, tls: true})
+			}},
+		} {
+			if got := connectFailure(wrap.f(tc.err), context.Background()); got != tc.want {
+				t.Errorf("%s, %s: %v (%v), want %v", tc.name, wrap.name, got, tc.err, tc.want)
+			}
+		}
+	}
+}
+
+// A route with a per-try timeout counts its connect failures by what
+// they were, not as timeouts: the attempt's own context is cancelled
+// once it has failed, before the failure is classified, which is not
+// the per-try timeout cutting the connect short.
+func TestConnectFailureUnderPerTryTimeoutKeepsItsReason(t *testing.T) {
+	ca := newCA(t, "per-try CA")
+	caPath := writeFile(t, t.TempDir(), "ca.pem", ca.certPEM)
+	untrusted := tlsUpstream(t, serverCert(t, newCA(t, "other CA")).tlsCert(t), nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	// A server that accepts and never answers the ClientHello: the
+	// per-try timeout ends the handshake, a timeout.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	held := make(chan net.Conn, 1)
+	go func() {
+		defer close(held)
+		if c, err := silent.Accept(); err == nil {
+			held <- c
+		}
+	}()
+	defer func() {
+		silent.Close()
+		if c := <-held; c != nil {
+			c.Close()
+		}
+	}()
+	for _, tc := range []struct {
+		addr   string
+		tls    config.TLS
+		perTry time.Duration
+		reason string
+	}{
+		{closed, config.TLS{}, 5 * time.Second, "refused"},
+		{strings.TrimPrefix(untrusted.URL, "https://"), config.TLS{Enabled: true, CAFile: caPath}, 5 * time.Second, "tls_untrusted"},
+		{silent.Addr().String(), config.TLS{Enabled: true, CAFile: caPath}, 100 * time.Millisecond, "timeout"},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(tc.addr), TLS: tc.tls}, func(r *config.Route) {
+				r.PerTryTimeout = tc.perTry
+			}))
+			if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode/100 != 5 {
+				t.Fatalf("%d %q, want a 5xx", resp.StatusCode, body)
+			}
+			wantConnectFailures(t, h, tc.reason, 1)
+		})
+	}
+}
