@@ -152,3 +152,54 @@ func TestConnectFailureUnderPerTryTimeoutKeepsItsReason(t *testing.T) {
 		})
 	}
 }
+
+// connectFailureSeries is the reasons h's registry has an
+// outrigger_proxy_upstream_connect_failures_total series of cluster for.
+func connectFailureSeries(t *testing.T, h *harness, cluster string) []string {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, mf := range mfs {
+		if mf.GetName() != "outrigger_proxy_upstream_connect_failures_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var c, r string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "cluster":
+					c = l.GetValue()
+				case "reason":
+					r = l.GetValue()
+				}
+			}
+			if c == cluster {
+				reasons = append(reasons, r)
+			}
+		}
+	}
+	return reasons
+}
+
+// Every reason's series of a cluster is there, at 0, from its start,
+// and all go with it when a reload removes it.
+func TestConnectFailureSeriesFollowTheCluster(t *testing.T) {
+	cfg := simpleConfig(config.Cluster{Endpoints: eps("127.0.0.1:1")})
+	cfg.Clusters["other"] = config.Cluster{Endpoints: eps("127.0.0.1:2")}
+	h := startProxy(t, cfg)
+	if got := connectFailureSeries(t, h, "other"); len(got) != int(numConnectReasons) {
+		t.Fatalf("series of a new cluster: %q, want one per reason", got)
+	}
+	if err := h.p.Apply(simpleConfig(config.Cluster{Endpoints: eps("127.0.0.1:1")})); err != nil {
+		t.Fatal(err)
+	}
+	if got := connectFailureSeries(t, h, "other"); len(got) != 0 {
+		t.Fatalf("series of a removed cluster: %q, want none", got)
+	}
+	if got := connectFailureSeries(t, h, "svc"); len(got) != int(numConnectReasons) {
+		t.Fatalf("series of the cluster kept: %q, want one per reason", got)
+	}
+}
