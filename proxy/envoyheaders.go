@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
@@ -21,12 +23,16 @@ const (
 	hdrEnvoyRetryOn              = "X-Envoy-Retry-On"
 	hdrEnvoyRetryGRPCOn          = "X-Envoy-Retry-Grpc-On"
 	hdrEnvoyRetriableStatusCodes = "X-Envoy-Retriable-Status-Codes"
-	// Consumed with the others, as Envoy's router removes every retry
-	// header it reads (router/retry_state_impl.cc), but not honored:
-	// retriable-headers needs a route's retriable_headers, and no
-	// request is hedged.
+	// The response headers whose presence retriable-headers retries.
 	hdrEnvoyRetriableHeaderNames = "X-Envoy-Retriable-Header-Names"
+	// Consumed with the others, as Envoy's router removes every retry
+	// header it reads (router/retry_state_impl.cc), but not honored: no
+	// request is hedged.
 	hdrEnvoyHedgeOnPerTryTimeout = "X-Envoy-Hedge-On-Per-Try-Timeout"
+
+	// maxEnvoyHeaderNames bounds the names a request adds to
+	// retriable_headers, each matched against every response.
+	maxEnvoyHeaderNames = 16
 
 	// maxEnvoyMillis bounds a timeout header: a year.
 	maxEnvoyMillis = int64(365 * 24 * time.Hour / time.Millisecond)
@@ -35,7 +41,7 @@ const (
 // The conditions x-envoy-retry-on and x-envoy-retry-grpc-on may name.
 const (
 	envoyRetryOnHTTP = retryConnectFailure | retryReset | retry5xx | retryGatewayError |
-		retryRetriableStatus | retryRefusedStream | retryRetriable4xx
+		retryRetriableStatus | retryRefusedStream | retryRetriable4xx | retryRetriableHeaders
 	envoyRetryOnGRPC = retryGRPCCancelled | retryGRPCDeadlineExceeded | retryGRPCResourceExhausted |
 		retryGRPCUnavailable | retryGRPCInternal
 )
@@ -58,7 +64,7 @@ type requestOverrides struct {
 // (the common case costs one pass over h's names). Values that do not
 // parse are ignored, as Envoy ignores them, and removed all the same;
 // conditions Outrigger does not know (envoy-ratelimited,
-// reset-before-request, retriable-headers without names to match) too.
+// reset-before-request) too.
 func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 	found := false
 	for k := range h {
@@ -105,6 +111,17 @@ func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 			}
 		}
 	}
+	// Each a presence matcher, as Envoy takes them, beside the route's
+	// retriable_headers; names that are not field names are ignored.
+	var names []headerMatcher
+	for _, v := range h[hdrEnvoyRetriableHeaderNames] {
+		for f := range strings.SplitSeq(v, ",") {
+			n := strings.TrimSpace(f)
+			if len(names) < maxEnvoyHeaderNames && httpguts.ValidHeaderFieldName(n) {
+				names = append(names, headerMatcher{name: http.CanonicalHeaderKey(n), kind: headerPresent})
+			}
+		}
+	}
 	maxRetries, hasMax := -1, false
 	if vv := h[hdrEnvoyMaxRetries]; len(vv) > 0 {
 		if n, err := strconv.Atoi(strings.TrimSpace(vv[0])); err == nil && n >= 0 {
@@ -115,7 +132,7 @@ func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 	// conditions (Envoy: a policy or x-envoy-retry-on is needed); it then
 	// gets the defaults of a retry block, one retry.
 	if rp := &rt.retry; rp.maxRetries > 0 || on != 0 {
-		if on != 0 || len(codes) > 0 || hasMax {
+		if on != 0 || len(codes) > 0 || len(names) > 0 || hasMax {
 			cp := *rp
 			if rp.maxRetries == 0 {
 				cp = retryPolicy{maxRetries: 1, base: defaultBackoffBase, max: 10 * defaultBackoffBase, maxBuffered: defaultMaxBuffered}
@@ -123,6 +140,9 @@ func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 			cp.on |= on
 			if len(codes) > 0 {
 				cp.statuses = append(append([]int(nil), rp.statuses...), codes...)
+			}
+			if len(names) > 0 {
+				cp.headers = append(append([]headerMatcher(nil), rp.headers...), names...)
 			}
 			if hasMax {
 				cp.maxRetries = maxRetries

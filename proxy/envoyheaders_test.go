@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
@@ -60,9 +63,15 @@ func TestEnvoyOverridesParse(t *testing.T) {
 			}
 		}},
 		{name: "max retries without a policy or conditions", rt: without, h: map[string]string{hdrEnvoyMaxRetries: "3"}, isNone: true},
-		// Consumed by Envoy's router with the others, honored by neither
-		// here: no retriable-headers from the request, no hedging.
-		{name: "retriable header names and hedging", rt: withRetry, h: map[string]string{hdrEnvoyRetriableHeaderNames: "x-retry", hdrEnvoyHedgeOnPerTryTimeout: "true"}, isNone: true},
+		// Hedging is consumed, not honored.
+		{name: "hedging", rt: withRetry, h: map[string]string{hdrEnvoyHedgeOnPerTryTimeout: "true"}, isNone: true},
+		{name: "retriable header names", rt: withRetry, h: map[string]string{hdrEnvoyRetryOn: "retriable-headers", hdrEnvoyRetriableHeaderNames: "x-retry, bad name,x-again"}, check: func(t *testing.T, ov *requestOverrides) {
+			r := ov.retry
+			if r == nil || r.on != retryConnectFailure|retryRetriableHeaders || len(r.headers) != 2 ||
+				r.headers[0] != (headerMatcher{name: "X-Retry", kind: headerPresent}) || r.headers[1] != (headerMatcher{name: "X-Again", kind: headerPresent}) {
+				t.Fatalf("retry %+v", r)
+			}
+		}},
 		{name: "conditions without a route policy", rt: without, h: map[string]string{hdrEnvoyRetryOn: "retriable-status-codes", hdrEnvoyRetriableStatusCodes: "409, 200, 429", hdrEnvoyMaxRetries: "3"}, check: func(t *testing.T, ov *requestOverrides) {
 			r := ov.retry
 			if r == nil || r.maxRetries != 3 || r.on != retryRetriableStatus || len(r.statuses) != 2 || r.statuses[0] != 409 || r.statuses[1] != 429 ||
@@ -293,13 +302,13 @@ func TestEnvoyPerTryTimeoutHeaderNone(t *testing.T) {
 // of at most 10, conditions the headers may name, listed statuses within
 // 400–599 and each at most once, whatever the length of the list.
 func FuzzEnvoyOverrides(f *testing.F) {
-	f.Add("250", "50", "3", "5xx,reset", "unavailable", "409, 503", true)
-	f.Add(" 0 ", "0", "-1", ",,retriable-4xx ,", "internal\ncancelled", "400\n599,600,0,+409", false)
-	f.Add("99999999999999999999", "1e3", "4294967297", "retriable-headers", "5xx", strings.Repeat("409,", 300), true)
-	f.Fuzz(func(t *testing.T, timeout, perTry, maxRetries, retryOn, grpcOn, codes string, policy bool) {
+	f.Add("250", "50", "3", "5xx,reset", "unavailable", "409, 503", "x-retry", true)
+	f.Add(" 0 ", "0", "-1", ",,retriable-4xx ,", "internal\ncancelled", "400\n599,600,0,+409", "a b,,\x00", false)
+	f.Add("99999999999999999999", "1e3", "4294967297", "retriable-headers", "5xx", strings.Repeat("409,", 300), strings.Repeat("x,", 100), true)
+	f.Fuzz(func(t *testing.T, timeout, perTry, maxRetries, retryOn, grpcOn, codes, names string, policy bool) {
 		h := http.Header{"X-Other": {"keep"}}
 		for k, v := range map[string]string{hdrEnvoyTimeout: timeout, hdrEnvoyPerTryTimeout: perTry, hdrEnvoyMaxRetries: maxRetries,
-			hdrEnvoyRetryOn: retryOn, hdrEnvoyRetryGRPCOn: grpcOn, hdrEnvoyRetriableStatusCodes: codes} {
+			hdrEnvoyRetryOn: retryOn, hdrEnvoyRetryGRPCOn: grpcOn, hdrEnvoyRetriableStatusCodes: codes, hdrEnvoyRetriableHeaderNames: names} {
 			for line := range strings.SplitSeq(v, "\n") {
 				h.Add(k, line)
 			}
@@ -324,6 +333,14 @@ func FuzzEnvoyOverrides(f *testing.F) {
 		if r := ov.retry; r != nil {
 			if r.maxRetries < 0 || r.maxRetries > config.MaxRetryAttempts || r.on&^(rt.retry.on|envoyRetryOnHTTP|envoyRetryOnGRPC) != 0 {
 				t.Fatalf("retry %+v", r)
+			}
+			if len(r.headers) > len(rt.retry.headers)+maxEnvoyHeaderNames {
+				t.Fatalf("%d retriable headers", len(r.headers))
+			}
+			for _, m := range r.headers {
+				if m.kind != headerPresent || !httpguts.ValidHeaderFieldName(m.name) {
+					t.Fatalf("retriable header %+v", m)
+				}
 			}
 			seen := map[int]bool{}
 			for _, c := range r.statuses {
@@ -354,6 +371,24 @@ func TestEnvoyHeadersNotMirrored(t *testing.T) {
 	}
 	if primary.sawEnvoy.Load() || shadow.sawEnvoy.Load() {
 		t.Fatalf("headers sent: primary %v, mirror %v", primary.sawEnvoy.Load(), shadow.sawEnvoy.Load())
+	}
+}
+
+// x-envoy-retry-on: retriable-headers with x-envoy-retriable-header-names
+// retries a response that has one of the named headers, on a route
+// without a retry policy.
+func TestEnvoyRetriableHeaderNamesRetry(t *testing.T) {
+	var calls atomic.Int64
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("X-Try-Elsewhere", "1")
+		}
+		io.WriteString(w, "answer")
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	resp := envoyGet(t, h, h.url("/"), map[string]string{hdrEnvoyRetryOn: "retriable-headers", hdrEnvoyRetriableHeaderNames: "x-try-elsewhere"})
+	if resp.StatusCode != 200 || resp.Header.Get("X-Try-Elsewhere") != "" || calls.Load() != 2 {
+		t.Fatalf("%d %v after %d calls, want the second answer", resp.StatusCode, resp.Header, calls.Load())
 	}
 }
 

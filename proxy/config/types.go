@@ -226,8 +226,8 @@ type OutboundListener struct {
 	// timeouts and retries (x-envoy-upstream-rq-timeout-ms,
 	// x-envoy-upstream-rq-per-try-timeout-ms, x-envoy-max-retries,
 	// x-envoy-retry-on, x-envoy-retry-grpc-on,
-	// x-envoy-retriable-status-codes): "honor" them and remove them from
-	// the request, with x-envoy-retriable-header-names and
+	// x-envoy-retriable-status-codes, x-envoy-retriable-header-names):
+	// "honor" them and remove them from the request, with
 	// x-envoy-hedge-on-per-try-timeout (removed, not honored), as Envoy
 	// does for its internal callers, or "ignore"
 	// them (they are forwarded as any other header). Empty means
