@@ -180,9 +180,29 @@ func (r *mirrorRunner) setMax(n int) {
 // copies start once it is whole; until then the copy is pending, and
 // the first of start and drop decides its fate.
 type mirrorCopy struct {
-	p  *Proxy
-	s  *snapshot
+	mirrorRequest
 	to []*routeMirror
+
+	// made is when the copy was readied: the time a gRPC call's body
+	// then takes to end is charged to its grpc-timeout (see start). Wall
+	// clock time, as a deadline's: Options.Now is the metrics' clock.
+	made time.Time
+
+	decided atomic.Bool
+	// For a body: src is the client's body, read through Read; length
+	// its declared length (-1: unknown), limit the most it may be.
+	src    io.Reader
+	length int64
+	limit  int64
+}
+
+// mirrorRequest is what a copy's requests are made of: start hands each
+// a mirrorRequest of its own, never the mirrorCopy, whose src holds the
+// client's request body (and with it the client's connection, its
+// buffers and its response writer) for as long as the copies take.
+type mirrorRequest struct {
+	p *Proxy
+	s *snapshot
 
 	method, host string
 	path, raw    string // the primary's path, rewritten, and its escaped form
@@ -190,23 +210,13 @@ type mirrorCopy struct {
 	forceQuery   bool
 	header       http.Header // a copy of the primary's outbound header
 	grpc         bool
-	// made is when the copy was readied: the time a gRPC call's body
-	// then takes to end is charged to its grpc-timeout (see start). Wall
-	// clock time, as a deadline's: Options.Now is the metrics' clock.
-	made time.Time
 	// tls is the client connection's TLS state: the copy's forwarding
 	// sets x-forwarded-client-cert from it, as the primary's did (it
 	// removes any other, as a client's own).
 	tls *tls.ConnectionState
-
-	decided atomic.Bool
-	// For a body: src is the client's body, read through Read; body is
-	// what was read of it, length its declared length (-1: unknown),
-	// limit the most it may be.
-	src    io.Reader
-	body   []byte
-	length int64
-	limit  int64
+	// body is what was read of the client's body, whole when the copy
+	// starts.
+	body []byte
 }
 
 // mirror draws the route's mirrors for f's request and readies a copy
@@ -228,9 +238,9 @@ func (f *forwarding) mirror(hdr http.Header, path, rawPath string) {
 	if len(to) == 0 {
 		return
 	}
-	mc := &mirrorCopy{p: p, s: f.s, to: to, method: r.Method, host: shadowHost(f.mirrorHost()),
+	mc := &mirrorCopy{to: to, mirrorRequest: mirrorRequest{p: p, s: f.s, method: r.Method, host: shadowHost(f.mirrorHost()),
 		path: path, raw: rawPath, query: r.URL.RawQuery, forceQuery: r.URL.ForceQuery,
-		header: hdr.Clone(), grpc: f.grpc, tls: r.TLS}
+		header: hdr.Clone(), grpc: f.grpc, tls: r.TLS}}
 	if f.grpc {
 		mc.made = time.Now()
 	}
@@ -327,8 +337,10 @@ func (mc *mirrorCopy) start() {
 		}
 		return
 	}
+	req := new(mirrorRequest)
+	*req = mc.mirrorRequest
 	for _, m := range mc.to {
-		if !mc.p.mirrors.start(func(ctx context.Context) { mc.send(ctx, m) }) {
+		if !mc.p.mirrors.start(func(ctx context.Context) { req.send(ctx, m) }) {
 			m.counts[mirrorDroppedOverflow].Inc()
 		}
 	}
@@ -337,8 +349,8 @@ func (mc *mirrorCopy) start() {
 // send makes one copy's request to m's cluster and counts its result.
 // Its response is read and thrown away. A panic is the proxy's bug: it
 // is logged, and ends the copy, not the process.
-func (mc *mirrorCopy) send(ctx context.Context, m *routeMirror) {
-	p := mc.p
+func (mr *mirrorRequest) send(ctx context.Context, m *routeMirror) {
+	p := mr.p
 	defer func() {
 		if v := recover(); v != nil {
 			p.log.Error("mirrored request panicked", zap.String("cluster", m.c.name),
@@ -347,8 +359,8 @@ func (mc *mirrorCopy) send(ctx context.Context, m *routeMirror) {
 		}
 	}()
 	r := &http.Request{
-		Method:     mc.method,
-		URL:        &url.URL{Path: mc.path, RawPath: mc.raw, RawQuery: mc.query, ForceQuery: mc.forceQuery},
+		Method:     mr.method,
+		URL:        &url.URL{Path: mr.path, RawPath: mr.raw, RawQuery: mr.query, ForceQuery: mr.forceQuery},
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
@@ -356,18 +368,18 @@ func (mc *mirrorCopy) send(ctx context.Context, m *routeMirror) {
 		// outboundHeader), and finds the forwarding headers the primary
 		// was given there already. With no RemoteAddr, it adds no
 		// second X-Forwarded-For hop.
-		Header: mc.header,
-		Host:   mc.host,
-		TLS:    mc.tls,
+		Header: mr.header,
+		Host:   mr.host,
+		TLS:    mr.tls,
 	}
-	if mc.body != nil {
-		r.Body = io.NopCloser(bytes.NewReader(mc.body))
-		r.ContentLength = int64(len(mc.body))
+	if mr.body != nil {
+		r.Body = io.NopCloser(bytes.NewReader(mr.body))
+		r.ContentLength = int64(len(mr.body))
 	}
 	r = r.WithContext(ctx)
 	// Made in place on the heap, as in ServeHTTP.
 	f := new(forwarding)
-	f.p, f.s, f.rt, f.c, f.w, f.r, f.grpc = p, mc.s, m.rt, m.c, new(discardWriter), r, mc.grpc
+	f.p, f.s, f.rt, f.c, f.w, f.r, f.grpc = p, mr.s, m.rt, m.c, new(discardWriter), r, mr.grpc
 	aborted := runForwarding(f)
 	res := mirrorSent
 	if f.local != nil || aborted || f.status == statusClientClosed {
