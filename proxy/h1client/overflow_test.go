@@ -47,6 +47,22 @@ func roundTripAsync(tr *Transport, url string) <-chan error {
 	return out
 }
 
+// awaitCalls waits, 5 s at most each, for the calls' results, and fails
+// unless each is want (nil: success; else an error that wraps it).
+func awaitCalls(t *testing.T, want error, calls ...<-chan error) {
+	t.Helper()
+	for _, ch := range calls {
+		select {
+		case err := <-ch:
+			if want == nil && err != nil || want != nil && !errors.Is(err, want) {
+				t.Fatalf("a call: %v, want %v", err, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a call still waits")
+		}
+	}
+}
+
 // hostState is the host's open count and waiters, as the pool has them
 // (-1, -1 when the host is not in the Transport).
 func hostState(tr *Transport, addr string) (open, waiters int) {
@@ -111,16 +127,7 @@ func TestDialOverflowWaitersDialWhenTheLastConnectionCloses(t *testing.T) {
 	for range 3 {
 		release <- struct{}{}
 	}
-	for _, ch := range calls {
-		select {
-		case err := <-ch:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("a call still waits")
-		}
-	}
+	awaitCalls(t, nil, calls...)
 	if n := srv.opened.Load(); n != 3 {
 		t.Fatalf("%d connections, want one per call", n)
 	}
@@ -136,16 +143,7 @@ func TestDialOverflowRefusingTheFirstConnectionFails(t *testing.T) {
 	if err := <-calls[0]; err != nil {
 		t.Fatal(err)
 	}
-	for _, ch := range calls[1:] {
-		select {
-		case err := <-ch:
-			if !errors.Is(err, errCapped) {
-				t.Fatalf("a waiter: %v, want the dial's error", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("a waiter still waits, with no connection to wait for")
-		}
-	}
+	awaitCalls(t, errCapped, calls[1:]...)
 	if o, w := hostState(tr, addr); o != -1 {
 		t.Fatalf("host left with %d open, %d waiting", o, w)
 	}
@@ -278,16 +276,7 @@ func TestFailedDialFailsTheHostsWaiters(t *testing.T) {
 	second, third := roundTripAsync(tr, srv.URL), roundTripAsync(tr, srv.URL)
 	eventually(t, "two waiters", func() bool { o, w := hostState(tr, addr); return o == 1 && w == 2 })
 	close(gate)
-	for _, ch := range []<-chan error{first, second, third} {
-		select {
-		case err := <-ch:
-			if !errors.Is(err, errRefusedHere) {
-				t.Fatalf("a call: %v, want the dial's error", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("a call still waits")
-		}
-	}
+	awaitCalls(t, errRefusedHere, first, second, third)
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("%d dials, want the one", n)
 	}
@@ -391,16 +380,7 @@ func TestFailedDialBesideAnotherDialFailsTheWaiters(t *testing.T) {
 	third, fourth := roundTripAsync(tr, srv.URL), roundTripAsync(tr, srv.URL)
 	eventually(t, "two waiters", func() bool { o, w := hostState(tr, addr); return o == 2 && w == 2 })
 	close(gates[0])
-	for _, ch := range []<-chan error{first, third, fourth} {
-		select {
-		case err := <-ch:
-			if !errors.Is(err, errRefusedHere) {
-				t.Fatalf("a call: %v, want the dial's error", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("a call still waits")
-		}
-	}
+	awaitCalls(t, errRefusedHere, first, third, fourth)
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("%d dials, want the two", n)
 	}
