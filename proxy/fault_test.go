@@ -228,17 +228,7 @@ func TestFaultMaxActiveHoldsAcrossReloads(t *testing.T) {
 		withFault(&config.Fault{MaxActive: 1, Delay: &config.FaultDelay{Fixed: time.Hour, Percent: 100}}))); err != nil {
 		t.Fatal(err)
 	}
-	rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer rcancel()
-	req, _ := http.NewRequestWithContext(rctx, "GET", h.url("/next"), nil)
-	resp, err := h.h1.Do(req)
-	if err != nil {
-		t.Fatalf("after a reload: %v; a second request was held past max_active 1", err)
-	}
-	readAll(t, resp)
-	if resp.StatusCode != 200 || got.Load() != 1 {
-		t.Fatalf("after a reload: %d, %d upstream requests; want it forwarded at once", resp.StatusCode, got.Load())
-	}
+	nextForwardedAtOnce(t, h, got)
 	cancel()
 	<-held
 	// The held request's end is counted: the cap is free again.
@@ -247,6 +237,24 @@ func TestFaultMaxActiveHoldsAcrossReloads(t *testing.T) {
 	})
 	if f := h.p.snap.Load().tables[Outbound].routes[0].fault; f.active.Load() != 0 {
 		t.Fatalf("%d requests counted held after the last one ended", f.active.Load())
+	}
+}
+
+// nextForwardedAtOnce sends one more request through h, with a delay
+// holding another past max_active 1, and fails unless it is forwarded
+// at once (within 3 s, the only request upstream counted by got).
+func nextForwardedAtOnce(t *testing.T, h *harness, got *atomic.Int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.url("/next"), nil)
+	resp, err := h.h1.Do(req)
+	if err != nil {
+		t.Fatalf("%v; a second request was held past max_active 1", err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || got.Load() != 1 {
+		t.Fatalf("%d, %d upstream requests; want it forwarded at once", resp.StatusCode, got.Load())
 	}
 }
 
@@ -282,17 +290,7 @@ func TestFaultMaxActiveCountsTheRequestsHeldBeforeAnyReload(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer rcancel()
-			req, _ := http.NewRequestWithContext(rctx, "GET", h.url("/next"), nil)
-			resp, err := h.h1.Do(req)
-			if err != nil {
-				t.Fatalf("%v; a second request was held past max_active 1", err)
-			}
-			readAll(t, resp)
-			if resp.StatusCode != 200 || got.Load() != 1 {
-				t.Fatalf("%d, %d upstream requests; want it forwarded at once", resp.StatusCode, got.Load())
-			}
+			nextForwardedAtOnce(t, h, got)
 			cancel()
 			<-held
 			f := h.p.snap.Load().tables[Outbound].routes[0].fault
