@@ -121,7 +121,8 @@ func (t *Transport) host(u *url.URL) (*hostPool, error) {
 // fails it. fresh asks for a new connection: an idle one is taken only
 // at MaxConnsPerHost. A dial that DialOverflow refuses has the request
 // wait as at MaxConnsPerHost while the host has a connection that may
-// come free, and fail with the dial's error when it has none.
+// come free; with none, it is dialled as the host's first connection
+// (see dialSlot).
 func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Time, check, fresh bool) (c *conn, wasIdle bool, idleTime time.Duration, err error) {
 	// dctx is ctx bounded by deadline, made for the first dial or wait
 	// (an idle connection needs none).
@@ -138,10 +139,9 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 		}
 		return dctx
 	}
-	// overflow is the last dial's error when DialOverflow refused it
-	// and queue said to wait for one of the host's connections.
-	var overflow error
-	var queue bool
+	// overflowed: the last dial was one DialOverflow refused and
+	// dialSlot said to queue for one of the host's connections.
+	var overflowed, queue bool
 	for {
 		c = nil
 		now := t.now()
@@ -161,7 +161,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 		if hp.removed {
 			hp = t.attachLocked(hp)
 		}
-		if n := len(hp.idle); n > 0 && (!fresh || overflow != nil || t.MaxConnsPerHost > 0 && hp.open >= t.MaxConnsPerHost) {
+		if n := len(hp.idle); n > 0 && (!fresh || overflowed || t.MaxConnsPerHost > 0 && hp.open >= t.MaxConnsPerHost) {
 			c = hp.idle[n-1]
 			hp.idle[n-1] = nil
 			hp.idle = hp.idle[:n-1]
@@ -196,7 +196,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			c.unframedRisk = false
 			return c, true, idleTime, nil
 		}
-		if len(expired) > 0 || overflow == nil && (t.MaxConnsPerHost <= 0 || hp.open < t.MaxConnsPerHost) {
+		if len(expired) > 0 || !overflowed && (t.MaxConnsPerHost <= 0 || hp.open < t.MaxConnsPerHost) {
 			// Take a slot for a new connection: an expired
 			// connection's, which it leaves closed without giving the
 			// slot up (given up, it would go to a request queued
@@ -219,16 +219,16 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 				e.discard()
 			}
 			if c, queue, err = t.dialSlot(bounded(), hp); queue {
-				overflow = err
+				overflowed = true
 				continue
 			}
 			return c, false, 0, err
 		}
-		if overflow != nil && hp.open == 0 {
+		if overflowed && hp.open == 0 {
 			// The host's connections closed since: none to wait for.
 			// Its first connection is dialled instead (see dialSlot).
 			t.mu.Unlock()
-			overflow = nil
+			overflowed = false
 			continue
 		}
 		wctx := bounded()
@@ -255,7 +255,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			}
 			return nil, false, 0, fmt.Errorf("%w to %s: %w", ErrConnectionWait, hp.key.addr, context.Cause(wctx))
 		}
-		overflow = nil // woken: with a connection, or a slot to dial in
+		overflowed = false // woken: with a connection, or a slot to dial in
 		if w.err != nil {
 			// The host's last connection could not be made: no slot.
 			return nil, false, 0, w.err
@@ -274,7 +274,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 				}
 				_ = c.nc.Close()
 				if c, queue, err = t.dialSlot(wctx, hp); queue {
-					overflow = err
+					overflowed = true
 					continue
 				}
 				return c, false, 0, err
@@ -284,7 +284,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 		}
 		// A slot was handed over.
 		if c, queue, err = t.dialSlot(wctx, hp); queue {
-			overflow = err
+			overflowed = true
 			continue
 		}
 		return c, false, 0, err
