@@ -211,6 +211,10 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 			PingTimeout:       15 * time.Second,
 			MaxStreamsPerConn: key.maxRequests,
 			MaxConnAge:        key.maxAge,
+			// At the cluster's max_connections, with every stream of
+			// the endpoint's connections taken, a request waits for
+			// one, as in Envoy's pools.
+			DialOverflow: isConnectionsOverflow,
 			// A body announced with "Expect: 100-continue" waits for
 			// the upstream's 100 (or its refusal) this long, as HTTP/1.1
 			// clusters' do.

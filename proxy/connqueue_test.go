@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -46,6 +47,30 @@ func TestMaxConnectionsQueuesForTheEndpointsConnection(t *testing.T) {
 	snap := h.p.snap.Load().clusters["svc"].res.limits.Snapshot()
 	if snap.Overflows[breaker.LimitConnections] == 0 {
 		t.Error("no max_connections overflow counted")
+	}
+	if n := gathered(t, h, "outrigger_breaker_rejected_total", "reason", "max_connections"); n != 0 {
+		t.Errorf("%v calls counted refused by max_connections, want 0", n)
+	}
+}
+
+// At max_connections an HTTP/2 call that finds every stream of its
+// endpoint's connections taken (the upstream allows one at a time) waits
+// for one, as in Envoy's pools, instead of being refused: three calls at
+// once over max_connections 1 all succeed, one after the other on one
+// connection.
+func TestMaxConnectionsQueuesForAStreamOverHTTP2(t *testing.T) {
+	up := newHeldUpstream(t, func(s *httptest.Server) {
+		s.Config.Protocols = new(http.Protocols)
+		s.Config.Protocols.SetUnencryptedHTTP2(true)
+		s.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1}
+	})
+	cl := config.Cluster{Endpoints: eps(up.addr), Protocol: config.ProtocolHTTP2, Limits: breaker.LimitsConfig{MaxConnections: 1}}
+	h := startProxy(t, simpleConfig(cl))
+	up.unblockOnCleanup(t)
+
+	oneAtATime(t, h, up, 3)
+	if n := up.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections made, want 1", n)
 	}
 	if n := gathered(t, h, "outrigger_breaker_rejected_total", "reason", "max_connections"); n != 0 {
 		t.Errorf("%v calls counted refused by max_connections, want 0", n)

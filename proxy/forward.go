@@ -1220,7 +1220,7 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 	// endpoint: neither the breaker nor outlier detection counts it, as
 	// Envoy's router tells outlier detection nothing of a request still
 	// pending in its pool. It is answered, or retried, as its kind says.
-	waited := errors.Is(err, h1client.ErrConnectionWait)
+	waited := errors.Is(err, h1client.ErrConnectionWait) || errors.Is(err, h2client.ErrConnectionWait)
 	if kind == failConnect && f.r.Context().Err() == nil {
 		f.connectFailed(err, actx)
 	}

@@ -29,7 +29,7 @@ type heldUpstream struct {
 	open, maxOpen int
 }
 
-func newHeldUpstream(t *testing.T) *heldUpstream {
+func newHeldUpstream(t *testing.T, mod ...func(*httptest.Server)) *heldUpstream {
 	u := &heldUpstream{release: make(chan struct{}), done: make(chan struct{})}
 	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.entered.Add(1)
@@ -53,6 +53,9 @@ func newHeldUpstream(t *testing.T) *heldUpstream {
 		case http.StateClosed, http.StateHijacked:
 			u.open--
 		}
+	}
+	for _, f := range mod {
+		f(s)
 	}
 	s.Start()
 	t.Cleanup(s.Close)

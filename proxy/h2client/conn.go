@@ -407,6 +407,9 @@ func (c *conn) drain() (idle bool) {
 // releaseLocked gives back a slot reserve took or a stream held.
 func (c *conn) releaseLocked() {
 	c.reserved--
+	if c.hp != nil {
+		c.hp.freed.notify()
+	}
 	if c.reserved > 0 {
 		return
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
@@ -22,7 +24,64 @@ type hostPool struct {
 	// draining: Retain let the host go, so each of its connections
 	// closes when its last stream ends.
 	draining bool
+	// freed wakes the requests waiting at DialOverflow's cap for a
+	// stream slot on one of the host's connections, or for one of them
+	// to close.
+	freed slotSignal
+	// closes counts the host's connections removed from conns.
+	closes uint64
 }
+
+// slotSignal wakes every request waiting for room on a host's
+// connections when a stream slot comes free or a connection closes. Its
+// mu is taken under no other lock's protection of it and takes none, so
+// a connection calls notify with its own mu held.
+type slotSignal struct {
+	// waiting counts the requests armed: notify does nothing without
+	// one, so a stream's end costs one atomic load.
+	waiting atomic.Int32
+	mu      sync.Mutex
+	ch      chan struct{} // closed by the next notify; nil: none made
+}
+
+// arm registers a waiter and returns the channel the next notify closes.
+// A waiter arms before it looks for room: room made after the look
+// closes the channel, room made before it is found by the look (see
+// notify).
+func (s *slotSignal) arm() <-chan struct{} {
+	s.waiting.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+// disarm ends a wait arm began.
+func (s *slotSignal) disarm() { s.waiting.Add(-1) }
+
+// notify wakes every armed waiter. It is called after the room is made
+// (under the lock the waiters' look takes): a waiter whose look missed
+// it had armed before, which this load sees.
+func (s *slotSignal) notify() {
+	if s.waiting.Load() == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+}
+
+// ErrConnectionWait is in the error (test with errors.Is) of a request
+// whose wait for room on its host's connections, at a cap DialOverflow
+// recognises, ended with its context or deadline, whose cause the error
+// wraps too. The request took no stream: the host never saw it, and a
+// caller should not count it against the host.
+var ErrConnectionWait = errors.New("h2client: waiting for a stream")
 
 // dialCall is one dial (and handshake) in flight. done is closed when it
 // ends; c or err is its result.
@@ -33,14 +92,26 @@ type dialCall struct {
 	// ctxErr is set when the dial ended because the dialling request's
 	// context ended: the waiters, whose contexts may be alive, try again.
 	ctxErr bool
+	// closesAt is the host's closes when DialOverflow's cap refused the
+	// dial (see getConn).
+	closesAt uint64
+}
+
+// overflow reports whether a dial error is DialOverflow's cap.
+func (t *Transport) overflow(err error) bool {
+	return t.DialOverflow != nil && t.DialOverflow(err)
 }
 
 // getConn returns a connection with a stream slot reserved for the
 // caller: the first open connection with room for one more stream, else a
 // new one; avoid, when set, is not taken (a retry goes elsewhere). One dial per host is in flight at a time; others wait for it.
+// A dial that DialOverflow refuses has the request, and those waiting
+// for that dial, wait for a stream slot on the host's connections, or
+// for one of them to close (when the request dials again); a host with
+// no connection left has its first dialled (roundtrip.WithFirstConn).
 // reused reports whether the connection carried streams before. A
-// deadline (zero: none) bounds the wait for a dial and the dial as ctx
-// does; only those make a context for it.
+// deadline (zero: none) bounds the waits and the dial as ctx does; only
+// those make a context for it.
 func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string, avoid *conn) (c *conn, reused bool, err error) {
 	if addr == "" {
 		return nil, false, errors.New("h2client: request has no host")
@@ -48,6 +119,22 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, false, fmt.Errorf("h2client: bad address %q: %w", addr, err)
 	}
+	// overflowed: the last dial this request made or waited for was
+	// refused at DialOverflow's cap, when overHost had closed closesAt
+	// connections. armed is the host whose freed the request is armed
+	// on, wake the channel its next notify closes.
+	var (
+		overflowed bool
+		overHost   *hostPool
+		closesAt   uint64
+		armed      *hostPool
+		wake       <-chan struct{}
+	)
+	defer func() {
+		if armed != nil {
+			armed.freed.disarm()
+		}
+	}()
 	for {
 		var expired []*conn
 		now := t.now()
@@ -59,6 +146,14 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 				t.hosts = make(map[string]*hostPool)
 			}
 			t.hosts[addr] = hp
+		}
+		if overflowed {
+			// Armed before the look below, so that room made after it
+			// wakes the wait (see slotSignal.arm).
+			if armed != nil {
+				armed.freed.disarm()
+			}
+			armed, wake = hp, hp.freed.arm()
 		}
 		c = nil
 		for _, cc := range hp.conns {
@@ -97,10 +192,26 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 				return nil, false, fmt.Errorf("h2client: waiting for a connection to %s: %w", addr, context.Cause(ctx))
 			}
 			if dc.err != nil && !dc.ctxErr {
-				return nil, false, dc.err
+				if !t.overflow(dc.err) {
+					return nil, false, dc.err
+				}
+				overflowed, overHost, closesAt = true, hp, dc.closesAt
 			}
 			continue
 		}
+		if overflowed && hp == overHost && hp.closes == closesAt && len(hp.conns) > len(expired) {
+			// At the cap, and none of the host's connections closed
+			// since: wait for room on them.
+			t.mu.Unlock()
+			closeAll(expired, errIdleClosed)
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return nil, false, fmt.Errorf("%w to %s: %w", ErrConnectionWait, addr, context.Cause(ctx))
+			}
+			continue
+		}
+		overflowed = false
 		dc := &dialCall{done: make(chan struct{})}
 		hp.dialing = dc
 		dctx := ctx
@@ -117,6 +228,11 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		dc.ctxErr = dc.err != nil && ctx.Err() != nil
 		t.mu.Lock()
 		hp.dialing = nil
+		if dc.err != nil && !dc.ctxErr && t.overflow(dc.err) {
+			// Read under the lock with the refusal: a connection that
+			// closes after it has the request dial again.
+			dc.closesAt = hp.closes
+		}
 		ok, usable := false, false
 		if dc.c != nil {
 			// The dialling request takes the first stream: each request
@@ -137,6 +253,10 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		t.mu.Unlock()
 		close(dc.done)
 		if dc.err != nil {
+			if !dc.ctxErr && t.overflow(dc.err) {
+				overflowed, overHost, closesAt = true, hp, dc.closesAt
+				continue
+			}
 			return nil, false, dc.err
 		}
 		if !ok {
@@ -182,6 +302,9 @@ func (t *Transport) removeConn(c *conn) {
 	}
 	if i := slices.Index(hp.conns, c); i >= 0 {
 		hp.conns = slices.Delete(hp.conns, i, i+1)
+		hp.closes++
+		// Its place under DialOverflow's cap is free.
+		hp.freed.notify()
 	}
 	if len(hp.conns) == 0 && hp.dialing == nil && t.hosts[hp.addr] == hp {
 		delete(t.hosts, hp.addr)

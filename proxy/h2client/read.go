@@ -220,6 +220,9 @@ func (c *conn) onSettingsLocked(f *http2.SettingsFrame) error {
 		}
 		switch st.ID {
 		case http2.SettingMaxConcurrentStreams:
+			if st.Val > c.maxStreams && c.hp != nil {
+				defer c.hp.freed.notify() // after the change, under c.mu
+			}
 			c.maxStreams = st.Val
 		case http2.SettingInitialWindowSize:
 			// Applies to every stream's window, as a delta (§6.9.2).

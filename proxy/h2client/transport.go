@@ -40,6 +40,19 @@ type Transport struct {
 	// none). 0 means no limit.
 	MaxConnAge time.Duration
 
+	// DialOverflow, when set, reports whether an error of Dial means
+	// that a cap on connections beyond this Transport's was reached (a
+	// cluster's max_connections across its endpoints). A request that
+	// finds every stream of its host's connections taken and whose dial
+	// DialOverflow refuses waits for a stream to end or a connection to
+	// close (it then dials again), for as long as its context and
+	// deadline allow (then failing with ErrConnectionWait). A host with
+	// no connection has its first dialled with a context marked
+	// roundtrip.WithFirstConn, which the cap should let through, so that
+	// there is always a connection to wait on. Envoy's connection pools
+	// queue the same way.
+	DialOverflow func(error) bool
+
 	// ReadIdleTimeout is how long a connection may stay silent before a
 	// PING is sent to check it (the check runs between one and two
 	// ReadIdleTimeouts after the last frame read). The check also closes

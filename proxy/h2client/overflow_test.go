@@ -1,0 +1,262 @@
+package h2client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/roundtrip"
+)
+
+// errCapped is cappedDialer's refusal.
+var errCapped = errors.New("connection cap reached")
+
+// cappedDialer dials TCP with at most max connections open at once, as
+// a cluster's max_connections does: beyond it a dial is refused with
+// errCapped, unless its context is marked roundtrip.WithFirstConn.
+type cappedDialer struct {
+	max     int32
+	open    atomic.Int32
+	dials   atomic.Int32 // connections made
+	refused atomic.Int32
+}
+
+func (d *cappedDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if d.open.Add(1) > d.max && !roundtrip.FirstConn(ctx) {
+		d.open.Add(-1)
+		d.refused.Add(1)
+		return nil, errCapped
+	}
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, addr)
+	if err != nil {
+		d.open.Add(-1)
+		return nil, err
+	}
+	d.dials.Add(1)
+	return &cappedConn{Conn: c, d: d}, nil
+}
+
+// transport returns a Transport dialling through d, with DialOverflow
+// recognising its refusal.
+func (d *cappedDialer) transport(t *testing.T) *Transport {
+	return newTransport(t, func(tr *Transport) {
+		tr.Dial = d.dial
+		tr.DialOverflow = func(err error) bool { return errors.Is(err, errCapped) }
+	})
+}
+
+// cappedConn gives its place under the cap back once, on Close.
+type cappedConn struct {
+	net.Conn
+	d    *cappedDialer
+	once sync.Once
+}
+
+func (c *cappedConn) Close() error {
+	c.once.Do(func() { c.d.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// holdServer starts a server that allows one stream per connection and
+// holds requests to /hold until release opens; entered receives a value
+// as each /hold request reaches it.
+func holdServer(t *testing.T) (s *h2Server, entered chan struct{}, release *gate) {
+	entered = make(chan struct{}, 8)
+	release = newGate()
+	s = startH2(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			entered <- struct{}{}
+			<-release.ch
+		}
+		_, _ = io.WriteString(w, "ok "+r.URL.Path)
+	}, func(srv *http2.Server) { srv.MaxConcurrentStreams = 1 })
+	t.Cleanup(release.open)
+	return s, entered, release
+}
+
+// At a cap DialOverflow recognises, a request that finds the host's one
+// connection's streams all taken waits for one to end instead of
+// failing, and is sent on that connection: several of them, one after
+// the other, every one of them through the waiters of a refused dial or
+// through a refused dial of its own.
+func TestDialOverflowWaitsForAStream(t *testing.T) {
+	s, entered, release := holdServer(t)
+	d := &cappedDialer{max: 1}
+	tr := d.transport(t)
+	held := make(chan outcome, 1)
+	holdReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/hold"), nil)
+	go func() { held <- fetch(tr, holdReq) }()
+	recv(t, entered)
+
+	const waiting = 3
+	out := make(chan outcome, waiting)
+	for range waiting {
+		req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/next"), nil)
+		go func() { out <- fetch(tr, req) }()
+	}
+	eventually(t, "a refused dial", func() bool { return d.refused.Load() >= 1 })
+	select {
+	case o := <-out:
+		t.Fatalf("a request ended while the only stream was held: %v", o)
+	default:
+	}
+	release.open()
+	if o := recv(t, held); o.err != nil || o.body != "ok /hold" {
+		t.Fatalf("held request: %v", o)
+	}
+	for range waiting {
+		if o := recv(t, out); o.err != nil || o.body != "ok /next" {
+			t.Fatalf("waiting request: %v, want it sent once a stream was free", o)
+		}
+	}
+	if n := d.dials.Load(); n != 1 {
+		t.Fatalf("%d connections made, want 1 (the cap)", n)
+	}
+}
+
+// A wait at the cap ends with the request's context, with an error that
+// says it never got a stream (ErrConnectionWait) and why.
+func TestDialOverflowWaitEndsWithErrConnectionWait(t *testing.T) {
+	s, entered, _ := holdServer(t)
+	d := &cappedDialer{max: 1}
+	tr := d.transport(t)
+	holdReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/hold"), nil)
+	go func() { _ = fetch(tr, holdReq) }()
+	recv(t, entered)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.url("/next"), nil)
+	o := fetch(tr, req)
+	if !errors.Is(o.err, ErrConnectionWait) || !errors.Is(o.err, context.DeadlineExceeded) {
+		t.Fatalf("%v, want ErrConnectionWait and the deadline", o)
+	}
+	if d.refused.Load() == 0 {
+		t.Fatal("no dial was refused: the request did not wait at the cap")
+	}
+	// The waiter is gone: a stream's end wakes no one.
+	tr.mu.Lock()
+	hp := tr.hosts[s.addr]
+	tr.mu.Unlock()
+	if n := hp.freed.waiting.Load(); n != 0 {
+		t.Fatalf("%d waiters armed after the wait ended, want 0", n)
+	}
+}
+
+// A connection that closes while requests wait at the cap leaves its
+// place: a waiter dials again (as the host's first connection, when it
+// was the last) and is sent on the new connection.
+func TestDialOverflowDialsWhenAConnectionCloses(t *testing.T) {
+	s, entered, _ := holdServer(t)
+	d := &cappedDialer{max: 1}
+	tr := d.transport(t)
+	held := make(chan outcome, 1)
+	holdReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/hold"), nil)
+	go func() { held <- fetch(tr, holdReq) }()
+	recv(t, entered)
+
+	out := make(chan outcome, 1)
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/next"), nil)
+	go func() { out <- fetch(tr, req) }()
+	eventually(t, "a refused dial", func() bool { return d.refused.Load() >= 1 })
+
+	tr.mu.Lock()
+	first := tr.hosts[s.addr].conns[0]
+	tr.mu.Unlock()
+	first.close(errors.New("closed by the test"))
+	if o := recv(t, held); o.err == nil {
+		t.Fatalf("held request: %v, want the closed connection's error", o)
+	}
+	if o := recv(t, out); o.err != nil || o.body != "ok /next" {
+		t.Fatalf("waiting request: %v, want it sent on a new connection", o)
+	}
+	if n := d.dials.Load(); n != 2 {
+		t.Fatalf("%d connections made, want 2", n)
+	}
+}
+
+// A server that raises SETTINGS_MAX_CONCURRENT_STREAMS makes room on its
+// connection: a request waiting at the cap is sent on it while the
+// first stream is still open.
+func TestDialOverflowWaiterTakesStreamsTheServerAdds(t *testing.T) {
+	sawSecond := make(chan struct{})
+	raise := make(chan struct{})
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingMaxConcurrentStreams, Val: 1}}, func(rc *rawConn, n int) {
+		first, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		select {
+		case <-raise:
+		case <-time.After(10 * time.Second):
+			return
+		}
+		if err := rc.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 2}); err != nil {
+			return
+		}
+		second, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		close(sawSecond)
+		rc.respond(second.StreamID, "second")
+		rc.respond(first.StreamID, "first")
+		rc.answerTheRest("more")
+	})
+	d := &cappedDialer{max: 1}
+	tr := d.transport(t)
+	firstOut := make(chan outcome, 1)
+	firstReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/first", nil)
+	go func() { firstOut <- fetch(tr, firstReq) }()
+	eventually(t, "the first stream", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		hp := tr.hosts[s.addr]
+		if hp == nil || len(hp.conns) != 1 {
+			return false
+		}
+		c := hp.conns[0]
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.streams) == 1
+	})
+	secondOut := make(chan outcome, 1)
+	secondReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/second", nil)
+	go func() { secondOut <- fetch(tr, secondReq) }()
+	eventually(t, "a refused dial", func() bool { return d.refused.Load() >= 1 })
+	close(raise)
+	recv(t, sawSecond)
+	if o := recv(t, secondOut); o.err != nil || o.body != "second" {
+		t.Fatalf("second: %v", o)
+	}
+	if o := recv(t, firstOut); o.err != nil || o.body != "first" {
+		t.Fatalf("first: %v", o)
+	}
+	if n := d.dials.Load(); n != 1 {
+		t.Fatalf("%d connections made, want 1", n)
+	}
+}
+
+// Without DialOverflow, a refused dial fails the request with the dial's
+// error, as before: the cap is someone else's to report.
+func TestDialRefusalWithoutDialOverflowFails(t *testing.T) {
+	s, entered, _ := holdServer(t)
+	d := &cappedDialer{max: 1}
+	tr := newTransport(t, func(tr *Transport) { tr.Dial = d.dial })
+	holdReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/hold"), nil)
+	go func() { _ = fetch(tr, holdReq) }()
+	recv(t, entered)
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/next"), nil)
+	if o := fetch(tr, req); !errors.Is(o.err, errCapped) {
+		t.Fatalf("%v, want the dial's refusal", o)
+	}
+}
