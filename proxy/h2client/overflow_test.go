@@ -260,3 +260,56 @@ func TestDialRefusalWithoutDialOverflowFails(t *testing.T) {
 		t.Fatalf("%v, want the dial's refusal", o)
 	}
 }
+
+// A request the server refused unprocessed (REFUSED_STREAM) is sent again
+// on another connection; at the cap, with no other to be had, it is sent
+// again on the same one rather than waiting for one that cannot come.
+func TestDialOverflowRetryOfARefusedStreamTakesTheSameConnection(t *testing.T) {
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingMaxConcurrentStreams, Val: 2}}, func(rc *rawConn, n int) {
+		held, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		refused, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		if err := rc.fr.WriteRSTStream(refused.StreamID, http2.ErrCodeRefusedStream); err != nil {
+			return
+		}
+		again, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		rc.respond(again.StreamID, "again")
+		rc.respond(held.StreamID, "held")
+		rc.answerTheRest("more")
+	})
+	d := &cappedDialer{max: 1}
+	tr := d.transport(t)
+	heldOut := make(chan outcome, 1)
+	heldReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/held", nil)
+	go func() { heldOut <- fetch(tr, heldReq) }()
+	eventually(t, "the first stream", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		hp := tr.hosts[s.addr]
+		if hp == nil || len(hp.conns) != 1 {
+			return false
+		}
+		c := hp.conns[0]
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.streams) == 1
+	})
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/refused", nil)
+	if o := fetch(tr, req); o.err != nil || o.body != "again" {
+		t.Fatalf("refused request: %v, want it sent again on the one connection", o)
+	}
+	if o := recv(t, heldOut); o.err != nil || o.body != "held" {
+		t.Fatalf("held: %v", o)
+	}
+	if n, r := d.dials.Load(), d.refused.Load(); n != 1 || r == 0 {
+		t.Fatalf("%d connections made and %d dials refused, want 1 and the retry's refused", n, r)
+	}
+}

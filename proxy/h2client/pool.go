@@ -157,7 +157,9 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		}
 		c = nil
 		for _, cc := range hp.conns {
-			if cc == avoid {
+			if cc == avoid && !overflowed {
+				// At the cap there is no other connection to be
+				// had: the one avoided will do.
 				continue
 			}
 			ok, r, exp := cc.reserve(now)
