@@ -379,15 +379,19 @@ func TestInboundTLSHandshakeCutByShutdownNotCounted(t *testing.T) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln, Inbound) }()
-	// A client whose ClientHello has not come yet: the handshake waits
-	// for it (handshake_timeout is 10 s).
-	silent, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	// Clients whose ClientHello has not come yet: the handshakes wait
+	// for it (handshake_timeout is 10 s). The second one is counted
+	// open only once the accept loop has handed the first to the server
+	// (which Shutdown then waits for), not merely counted it.
+	for range 2 {
+		silent, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
 	}
-	defer silent.Close()
 	open := func() float64 { return counterValue(p.m.downConns.WithLabelValues(Inbound.String())) }
-	eventually(t, 5*time.Second, "the connection accepted", func() bool { return open() == 1 })
+	eventually(t, 5*time.Second, "the connections accepted", func() bool { return open() == 2 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -399,7 +403,7 @@ func TestInboundTLSHandshakeCutByShutdownNotCounted(t *testing.T) {
 	}
 	// The connection's goroutine reports a failed handshake before it
 	// gives the connection back.
-	eventually(t, 5*time.Second, "the connection closed", func() bool { return open() == 0 })
+	eventually(t, 5*time.Second, "the connections closed", func() bool { return open() == 0 })
 	for r := range numHandshakeReasons {
 		if n := counterValue(p.m.downTLSFailed[Inbound][r]); n != 0 {
 			t.Fatalf("the handshake cut by Shutdown was counted as %s", r)
