@@ -313,3 +313,66 @@ func TestDialOverflowRetryOfARefusedStreamTakesTheSameConnection(t *testing.T) {
 		t.Fatalf("%d connections made and %d dials refused, want 1 and the retry's refused", n, r)
 	}
 }
+
+// Many requests at once over a cap of two connections to a server that
+// allows two streams each, some with contexts that end while they wait:
+// each one is answered or fails with ErrConnectionWait, the cap holds,
+// and no waiter is left armed.
+func TestDialOverflowUnderContention(t *testing.T) {
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Millisecond)
+		_, _ = io.WriteString(w, "ok")
+	}, func(srv *http2.Server) { srv.MaxConcurrentStreams = 2 })
+	d := &cappedDialer{max: 2}
+	var maxOpen atomic.Int32
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.dial(ctx, network, addr)
+			for n := d.open.Load(); err == nil && n > maxOpen.Load(); n = d.open.Load() {
+				maxOpen.CompareAndSwap(maxOpen.Load(), n)
+			}
+			return c, err
+		}
+		tr.DialOverflow = func(err error) bool { return errors.Is(err, errCapped) }
+	})
+	const workers, each = 16, 12
+	var ok, waited atomic.Int32
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				timeout := 10 * time.Second
+				if (w+i)%4 == 0 {
+					timeout = time.Duration(1+i%3) * time.Millisecond
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				req, _ := http.NewRequestWithContext(ctx, "GET", s.url("/"), nil)
+				o := fetch(tr, req)
+				cancel()
+				switch {
+				case o.err == nil && o.body == "ok":
+					ok.Add(1)
+				case errors.Is(o.err, ErrConnectionWait) || errors.Is(o.err, context.DeadlineExceeded):
+					waited.Add(1)
+				default:
+					t.Errorf("request: %v", o)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() < workers*each*3/4 {
+		t.Fatalf("%d of %d requests answered (%d ran out of time), want every one with a long timeout", ok.Load(), workers*each, waited.Load())
+	}
+	// The first connection is let through the cap and may pass it by one.
+	if m := maxOpen.Load(); m > 3 {
+		t.Fatalf("%d connections open at once over a cap of 2", m)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, hp := range tr.hosts {
+		if n := hp.freed.waiting.Load(); n != 0 {
+			t.Fatalf("%d waiters armed after every request ended", n)
+		}
+	}
+}

@@ -255,7 +255,11 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		t.mu.Unlock()
 		close(dc.done)
 		if dc.err != nil {
-			if !dc.ctxErr && t.overflow(dc.err) {
+			if t.overflow(dc.err) {
+				if dc.ctxErr {
+					// Refused, and out of time to wait.
+					return nil, false, fmt.Errorf("%w to %s: %w", ErrConnectionWait, addr, context.Cause(ctx))
+				}
 				overflowed, overHost, closesAt = true, hp, dc.closesAt
 				continue
 			}
