@@ -354,18 +354,22 @@ func TestPingTimeoutClosesConnection(t *testing.T) {
 			return false
 		})
 	})
+	// PingTimeout also bounds the handshake and the acknowledgement of
+	// the client's SETTINGS: a second, so that a loaded machine slow to
+	// run the server's goroutine does not fail the connection with the
+	// SETTINGS timeout first.
 	tr := newTransport(t, func(tr *Transport) {
 		tr.ReadIdleTimeout = 20 * time.Millisecond
-		tr.PingTimeout = 50 * time.Millisecond
+		tr.PingTimeout = time.Second
 	})
 	req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
 	_, err := tr.RoundTrip(req)
 	if !errors.Is(err, errPingTimeout) {
 		t.Fatalf("err = %v, want the ping timeout", err)
 	}
-	if len(pings) == 0 {
-		t.Fatal("server saw no PING")
-	}
+	// The server reads the PING on its own goroutine, which may come to
+	// it after the client has given up on the answer.
+	recv(t, pings)
 }
 
 func TestPingAnsweredKeepsConnection(t *testing.T) {
