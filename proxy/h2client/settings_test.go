@@ -102,9 +102,12 @@ func TestServerThatNeverAcknowledgesSettingsGetsSettingsTimeout(t *testing.T) {
 			}
 		}
 	})
+	// The first request's round trip must end within PingTimeout of the
+	// preface: a second, not 300 ms, which a loaded machine could take
+	// to dial, hand the server the request and read its answer.
 	tr := newTransport(t, func(tr *Transport) {
 		tr.ReadIdleTimeout = -1
-		tr.PingTimeout = 300 * time.Millisecond
+		tr.PingTimeout = time.Second
 	})
 	if _, body := get(t, tr, "http://"+s.addr+"/"); body != "ok" {
 		t.Fatalf("body %q", body)
