@@ -133,9 +133,13 @@ func TestServerThatNeverAcknowledgesSettingsGetsSettingsTimeout(t *testing.T) {
 // past PingTimeout: the acknowledgement stops the SETTINGS timer.
 func TestSettingsAcknowledgedKeepsTheConnection(t *testing.T) {
 	s := startRaw(t, nil, func(rc *rawConn, n int) { rc.answerTheRest("ok") })
+	// PingTimeout bounds the server's SETTINGS and its acknowledgement
+	// of ours, which must come within it: half a second, which a loaded
+	// machine slow to run the server's goroutine does not exceed (with
+	// 50 ms the handshake could fail with the SETTINGS timeout).
 	tr := newTransport(t, func(tr *Transport) {
 		tr.ReadIdleTimeout = -1
-		tr.PingTimeout = 50 * time.Millisecond
+		tr.PingTimeout = 500 * time.Millisecond
 	})
 	get(t, tr, "http://"+s.addr+"/")
 	c := onlyConn(t, tr, s.addr)
@@ -151,6 +155,7 @@ func TestSettingsAcknowledgedKeepsTheConnection(t *testing.T) {
 		if _, body := get(t, tr, "http://"+s.addr+"/"); body != "ok" {
 			t.Fatalf("body %q", body)
 		}
+		time.Sleep(tr.PingTimeout / 20) // the client's pace
 	}
 	if n := s.accepted.Load(); n != 1 {
 		t.Fatalf("%d connections, want 1", n)
