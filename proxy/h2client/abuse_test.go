@@ -378,14 +378,18 @@ func TestEndedHeaderBlockLeavesNoDeadline(t *testing.T) {
 			rc.fr.WriteData(h.StreamID, true, []byte("ok"))
 		})
 	})
+	// PingTimeout bounds the handshake and the time from the HEADERS
+	// frame to its CONTINUATION, two writes of the server's goroutine:
+	// half a second, which a loaded machine does not take between them
+	// (50 ms failed the handshake, or cut the block, now and then).
 	tr := newTransport(t, func(tr *Transport) {
 		tr.ReadIdleTimeout = -1
-		tr.PingTimeout = 50 * time.Millisecond
+		tr.PingTimeout = 500 * time.Millisecond
 	})
 	for range 2 {
-		req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/", nil)
+		req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
 		resp := roundTrip(t, tr, req)
-		timer := time.AfterFunc(3*tr.PingTimeout, func() { next <- struct{}{} })
+		timer := time.AfterFunc(2*tr.PingTimeout, func() { next <- struct{}{} })
 		b, err := io.ReadAll(resp.Body)
 		timer.Stop()
 		resp.Body.Close()
