@@ -347,11 +347,16 @@ func TestHeaderBlockLeftOpenIsCutByPingTimeout(t *testing.T) {
 					}
 				}
 			})
+			// PingTimeout also bounds the handshake and the server's
+			// acknowledgement of the client's SETTINGS, which must come
+			// first: a second, which a loaded machine does not take to
+			// run the server's goroutine (200 ms could end the
+			// connection with the SETTINGS timeout instead).
 			tr := newTransport(t, func(tr *Transport) {
 				tr.ReadIdleTimeout = -1
-				tr.PingTimeout = 200 * time.Millisecond
+				tr.PingTimeout = time.Second
 			})
-			req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/", nil)
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/", nil)
 			if _, err := tr.RoundTrip(req); !errors.Is(err, errHeaderBlockTimeout) {
 				t.Fatalf("err = %v, want the header block's timeout", err)
 			}
