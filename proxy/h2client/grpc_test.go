@@ -192,7 +192,14 @@ func TestGRPCUnaryStatusAndMetadata(t *testing.T) {
 
 func TestGRPCDeadlineCancelsUpstream(t *testing.T) {
 	client, svc := startGRPC(t)
-	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-hang", "1"), 100*time.Millisecond)
+	// The connections first (grpc-go's to the relay, the Transport's to
+	// the server), then a deadline long enough for the call to reach the
+	// server on a loaded machine: one that passed before, in a dial,
+	// failed the call as well but cancelled no upstream call.
+	if _, err := client.UnaryCall(ctxTimeout(t, 10*time.Second), &testpb.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-hang", "1"), time.Second)
 	defer cancel()
 	_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
 	if code := status.Code(err); code != codes.DeadlineExceeded {
