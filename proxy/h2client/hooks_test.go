@@ -83,7 +83,11 @@ func TestRoundTripHooksDeadlineEndsGRPCBodyRead(t *testing.T) {
 	go pw.Write(grpcMessage(t, &testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 10}}}))
 
 	var hooks recordingHooks
-	deadline := time.Now().Add(500 * time.Millisecond)
+	// The dial, the handshake and the server's reply come before the
+	// deadline: two seconds, which a loaded machine under the race
+	// detector does not take for them (500 ms failed the round trip or
+	// the reply's read now and then).
+	deadline := time.Now().Add(2 * time.Second)
 	resp, err := tr.RoundTripHooks(context.Background(), req, &hooks, deadline)
 	if err != nil {
 		t.Fatal(err)
