@@ -285,7 +285,10 @@ func TestSetWriteDeadlineThatPassesWithoutAWaitFailsWrites(t *testing.T) {
 	errs := make(chan [2]error, 1)
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
-		dl := time.Now().Add(20 * time.Millisecond)
+		// The write and Flush before it must come first: a second, which
+		// a loaded machine does not take between two lines (with 20 ms
+		// they failed now and then, and the client got no "before").
+		dl := time.Now().Add(time.Second)
 		if err := rc.SetWriteDeadline(dl); err != nil {
 			t.Error(err)
 		}
