@@ -42,7 +42,11 @@ func TestConnLimitsReplaceServerLimits(t *testing.T) {
 		t.Fatalf("plain connection: SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", got, http.DefaultMaxHeaderBytes)
 	}
 
-	ts.opts.Store(&ConnOpts{Limits: &ConnLimits{MaxHeaderBytes: 1000, IdleTimeout: 100 * time.Millisecond}})
+	// The limited connection's request must come within its idle
+	// timeout, after a round trip on the plain one: a second, which a
+	// loaded machine does not take (100 ms could close it first, GOAWAY
+	// naming no stream).
+	ts.opts.Store(&ConnOpts{Limits: &ConnLimits{MaxHeaderBytes: 1000, IdleTimeout: time.Second}})
 	limited := dialRaw(t, ts.addr)
 	if got := limited.serverSettings()[http2.SettingMaxHeaderListSize]; got != 1000 {
 		t.Fatalf("limited connection: SETTINGS_MAX_HEADER_LIST_SIZE %d, want 1000", got)
