@@ -79,9 +79,12 @@ func TestConnLimitsReplaceServerLimits(t *testing.T) {
 // ConnLimits' zero values mean the protocol defaults (1 MiB, no idle
 // timeout), not the Server's fields.
 func TestConnLimitsZeroMeansDefaults(t *testing.T) {
+	// The Server's idle timeout must not pass before a connection
+	// without Limits has sent its request: a second, not 100 ms, which a
+	// loaded machine could take from the accept to the request.
 	ts := start(t, okHandler(), func(s *Server) {
 		s.MaxHeaderBytes = 1000
-		s.IdleTimeout = 100 * time.Millisecond
+		s.IdleTimeout = time.Second
 	})
 	ts.opts.Store(&ConnOpts{Limits: &ConnLimits{}})
 	zero := dialRaw(t, ts.addr)
