@@ -192,7 +192,10 @@ func TestConnectionErrorAfterNoticeNamesLastStream(t *testing.T) {
 // The idle timeout closes in one step: GOAWAY naming the last stream,
 // no notice.
 func TestIdleTimeoutGoAwayIsSingle(t *testing.T) {
-	ts := start(t, okHandler(), func(s *Server) { s.IdleTimeout = 50 * time.Millisecond })
+	// Stream 1 must arrive within the idle timeout of the accept: a
+	// second, which a loaded machine does not take (with 50 ms the idle
+	// GOAWAY could come first, naming no stream).
+	ts := start(t, okHandler(), func(s *Server) { s.IdleTimeout = time.Second })
 	rc := dialRaw(t, ts.addr)
 	rc.get(1, "/")
 	rc.response(1)
