@@ -367,7 +367,10 @@ func TestOpenHeaderBlockEndsConnectionAfterReadHeaderTimeout(t *testing.T) {
 		close(ended)
 	}), func(s *Server) {
 		s.IdleTimeout = time.Hour
-		s.ReadHeaderTimeout = 100 * time.Millisecond
+		// The preface, and the two-frame block below, must be read
+		// within it: a second, which a loaded machine does not take
+		// (with 100 ms their timers fired now and then).
+		s.ReadHeaderTimeout = time.Second
 	})
 	rc := dialRaw(t, ts.addr)
 	// A block of two frames, ended in time: its timer is stopped.
@@ -375,7 +378,7 @@ func TestOpenHeaderBlockEndsConnectionAfterReadHeaderTimeout(t *testing.T) {
 	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:3], EndStream: true})
 	rc.fr.WriteContinuation(1, true, block[3:])
 	rc.until("stream 1's response", func(e event) bool { return e.id == 1 && e.typ == http2.FrameHeaders })
-	passed := time.Now().Add(200 * time.Millisecond)
+	passed := time.Now().Add(1500 * time.Millisecond)
 	waitFor(t, "the timeout to pass", func() bool { return time.Now().After(passed) })
 	rc.fr.WritePing(false, [8]byte{1})
 	if e := rc.until("PING ack", func(e event) bool { return e.typ == http2.FramePing || e.typ == http2.FrameGoAway }); e.typ != http2.FramePing {
