@@ -540,9 +540,12 @@ func bufferedAfterBursts(t *testing.T, streams, burst, read int, goOn bool) (hel
 // past it the connection gets GOAWAY ENHANCE_YOUR_CALM and is closed.
 // One that sent it in time is not held to it afterwards.
 func TestClientPrefaceWithinReadHeaderTimeout(t *testing.T) {
+	// The "in time" connection must send its preface within it: a
+	// second, which a loaded machine does not take (with 100 ms the
+	// timer fired now and then before the client's SETTINGS was read).
 	ts := start(t, okHandler(), func(s *Server) {
 		s.IdleTimeout = time.Hour
-		s.ReadHeaderTimeout = 100 * time.Millisecond
+		s.ReadHeaderTimeout = time.Second
 	})
 	// goAwayCalm reads frames (the server's SETTINGS) until GOAWAY, which
 	// must be ENHANCE_YOUR_CALM, then until the server closes.
@@ -593,7 +596,7 @@ func TestClientPrefaceWithinReadHeaderTimeout(t *testing.T) {
 	t.Run("in time", func(t *testing.T) {
 		rc := dialRaw(t, ts.addr)
 		rc.t = t
-		passed := time.Now().Add(300 * time.Millisecond)
+		passed := time.Now().Add(1500 * time.Millisecond)
 		waitFor(t, "the timeout to pass", func() bool { return time.Now().After(passed) })
 		rc.fr.WritePing(false, [8]byte{1})
 		if e := rc.until("PING ack", func(e event) bool { return e.typ == http2.FramePing || e.typ == http2.FrameGoAway }); e.typ != http2.FramePing {
