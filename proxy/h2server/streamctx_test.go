@@ -174,7 +174,10 @@ func TestStreamContextThroughShutdown(t *testing.T) {
 	rc := dialRaw(t, ts.addr)
 	rc.get(1, "/")
 	ctx := within(t, "the handler", started)
-	sctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Its deadline must not pass before the test has read the notice
+	// and looked at the context: a second, which a loaded machine does
+	// not take (300 ms could end the context before the look).
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- ts.Shutdown(sctx) }()
