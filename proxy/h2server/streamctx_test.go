@@ -235,7 +235,10 @@ func TestStreamContextEndsWithTheConnectionContext(t *testing.T) {
 }
 
 func TestStreamContextTakesTheConnectionDeadline(t *testing.T) {
-	dl := time.Now().Add(300 * time.Millisecond)
+	// The handler must start before the deadline, dial and accept
+	// included: a second, which a loaded machine does not take (with
+	// 300 ms the connection could end before stream 1 was read).
+	dl := time.Now().Add(time.Second)
 	parent, cancel := context.WithDeadline(context.Background(), dl)
 	defer cancel()
 	started := make(chan context.Context, 1)
