@@ -377,6 +377,15 @@ func fetch(tr http.RoundTripper, req *http.Request) outcome {
 	return o
 }
 
+// goFetch GETs url through tr from a goroutine of its own, within 10 s;
+// the outcome comes on the channel returned.
+func goFetch(t testing.TB, tr http.RoundTripper, url string) <-chan outcome {
+	out := make(chan outcome, 1)
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", url, nil)
+	go func() { out <- fetch(tr, req) }()
+	return out
+}
+
 // sendInOrder GETs each path on addr from a goroutine of its own, the
 // next one only once the server has signalled on seen that it read the
 // one before, so that the streams reach the server in the order given.
@@ -417,6 +426,24 @@ type gate struct {
 func newGate() *gate {
 	ch := make(chan struct{})
 	return &gate{ch: ch, open: sync.OnceFunc(func() { close(ch) })}
+}
+
+// waitFirstStream waits until tr has one connection to addr, carrying
+// one stream.
+func waitFirstStream(t testing.TB, tr *Transport, addr string) {
+	t.Helper()
+	eventually(t, "the first stream", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		hp := tr.hosts[addr]
+		if hp == nil || len(hp.conns) != 1 {
+			return false
+		}
+		c := hp.conns[0]
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.streams) == 1
+	})
 }
 
 // isClosed reports whether the connection has closed.

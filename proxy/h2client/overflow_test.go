@@ -92,9 +92,7 @@ func TestDialOverflowWaitsForAStream(t *testing.T) {
 	s, entered, release := holdServer(t)
 	d := &cappedDialer{max: 1}
 	tr := d.transport(t)
-	held := make(chan outcome, 1)
-	holdReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/hold"), nil)
-	go func() { held <- fetch(tr, holdReq) }()
+	held := goFetch(t, tr, s.url("/hold"))
 	recv(t, entered)
 
 	const waiting = 3
@@ -129,8 +127,7 @@ func TestDialOverflowWaitEndsWithErrConnectionWait(t *testing.T) {
 	s, entered, _ := holdServer(t)
 	d := &cappedDialer{max: 1}
 	tr := d.transport(t)
-	holdReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/hold"), nil)
-	go func() { _ = fetch(tr, holdReq) }()
+	goFetch(t, tr, s.url("/hold"))
 	recv(t, entered)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -159,14 +156,10 @@ func TestDialOverflowDialsWhenAConnectionCloses(t *testing.T) {
 	s, entered, _ := holdServer(t)
 	d := &cappedDialer{max: 1}
 	tr := d.transport(t)
-	held := make(chan outcome, 1)
-	holdReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/hold"), nil)
-	go func() { held <- fetch(tr, holdReq) }()
+	held := goFetch(t, tr, s.url("/hold"))
 	recv(t, entered)
 
-	out := make(chan outcome, 1)
-	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/next"), nil)
-	go func() { out <- fetch(tr, req) }()
+	out := goFetch(t, tr, s.url("/next"))
 	eventually(t, "a refused dial", func() bool { return d.refused.Load() >= 1 })
 
 	tr.mu.Lock()
@@ -214,24 +207,9 @@ func TestDialOverflowWaiterTakesStreamsTheServerAdds(t *testing.T) {
 	})
 	d := &cappedDialer{max: 1}
 	tr := d.transport(t)
-	firstOut := make(chan outcome, 1)
-	firstReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/first", nil)
-	go func() { firstOut <- fetch(tr, firstReq) }()
-	eventually(t, "the first stream", func() bool {
-		tr.mu.Lock()
-		defer tr.mu.Unlock()
-		hp := tr.hosts[s.addr]
-		if hp == nil || len(hp.conns) != 1 {
-			return false
-		}
-		c := hp.conns[0]
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return len(c.streams) == 1
-	})
-	secondOut := make(chan outcome, 1)
-	secondReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/second", nil)
-	go func() { secondOut <- fetch(tr, secondReq) }()
+	firstOut := goFetch(t, tr, "http://"+s.addr+"/first")
+	waitFirstStream(t, tr, s.addr)
+	secondOut := goFetch(t, tr, "http://"+s.addr+"/second")
 	eventually(t, "a refused dial", func() bool { return d.refused.Load() >= 1 })
 	close(raise)
 	recv(t, sawSecond)
@@ -252,8 +230,7 @@ func TestDialRefusalWithoutDialOverflowFails(t *testing.T) {
 	s, entered, _ := holdServer(t)
 	d := &cappedDialer{max: 1}
 	tr := newTransport(t, func(tr *Transport) { tr.Dial = d.dial })
-	holdReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/hold"), nil)
-	go func() { _ = fetch(tr, holdReq) }()
+	goFetch(t, tr, s.url("/hold"))
 	recv(t, entered)
 	req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", s.url("/next"), nil)
 	if o := fetch(tr, req); !errors.Is(o.err, errCapped) {
@@ -287,21 +264,8 @@ func TestDialOverflowRetryOfARefusedStreamTakesTheSameConnection(t *testing.T) {
 	})
 	d := &cappedDialer{max: 1}
 	tr := d.transport(t)
-	heldOut := make(chan outcome, 1)
-	heldReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/held", nil)
-	go func() { heldOut <- fetch(tr, heldReq) }()
-	eventually(t, "the first stream", func() bool {
-		tr.mu.Lock()
-		defer tr.mu.Unlock()
-		hp := tr.hosts[s.addr]
-		if hp == nil || len(hp.conns) != 1 {
-			return false
-		}
-		c := hp.conns[0]
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return len(c.streams) == 1
-	})
+	heldOut := goFetch(t, tr, "http://"+s.addr+"/held")
+	waitFirstStream(t, tr, s.addr)
 	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/refused", nil)
 	if o := fetch(tr, req); o.err != nil || o.body != "again" {
 		t.Fatalf("refused request: %v, want it sent again on the one connection", o)

@@ -66,18 +66,7 @@ func TestLoweredMaxConcurrentStreamsHoldsForRequestsAlreadyPlaced(t *testing.T) 
 	firstDone := make(chan outcome, 1)
 	firstReq, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "GET", "http://"+s.addr+"/first", nil)
 	go func() { firstDone <- fetch(tr, firstReq) }()
-	eventually(t, "the first stream", func() bool {
-		tr.mu.Lock()
-		defer tr.mu.Unlock()
-		hp := tr.hosts[s.addr]
-		if hp == nil || len(hp.conns) != 1 {
-			return false
-		}
-		c := hp.conns[0]
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return len(c.streams) == 1
-	})
+	waitFirstStream(t, tr, s.addr)
 	c := onlyConn(t, tr, s.addr)
 	// The second request has its slot on the first connection when the
 	// server lowers the limit.
