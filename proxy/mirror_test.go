@@ -315,7 +315,11 @@ func TestMirrorOverflowDrops(t *testing.T) {
 		t.Fatalf("copies dropped past the bound: %v, want 2", v)
 	}
 	close(release)
-	eventually(t, 10*time.Second, "the copy in flight to be sent", func() bool { return h.mirrorCount(mirrorSent) == 1 })
+	// The copy is counted before its goroutine gives its slot back: the
+	// next copy finds the slot free only once that goroutine has ended.
+	eventually(t, 10*time.Second, "the copy in flight to be sent and its slot freed", func() bool {
+		return h.mirrorCount(mirrorSent) == 1 && h.mirrorsRunning() == 0
+	})
 	if resp, _ := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != 200 {
 		t.Fatalf("%d, want 200", resp.StatusCode)
 	}
