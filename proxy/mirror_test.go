@@ -190,13 +190,7 @@ func TestMirrorNeverDelaysThePrimaryAndShutdownEndsIt(t *testing.T) {
 // and as a connect failure of the mirror cluster, as any request's.
 func TestMirrorFailureIsNotTheClients(t *testing.T) {
 	p := upstream(t, true, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "primary") })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := ln.Addr().String()
-	ln.Close()
-	h := startProxy(t, mirrorConfig(addr(p), refused, nil))
+	h := startProxy(t, mirrorConfig(addr(p), refusedAddr(t), nil))
 	for i := range 3 {
 		resp, body := do(t, h.h1, "GET", h.url("/"), nil)
 		if resp.StatusCode != 200 || body != "primary" || resp.Header.Get(HeaderError) != "" {
@@ -617,14 +611,8 @@ func TestMirrorGRPCDeadlineIsRealTime(t *testing.T) {
 // not when it has one: the primary never read the body, and a copy goes
 // only with a body read whole, so it counts as dropped_body.
 func TestMirrorOfARequestThePrimaryNeverSent(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := ln.Addr().String()
-	ln.Close()
 	shadow, got := mirrorUpstream(t, nil)
-	h := startProxy(t, mirrorConfig(refused, shadow, nil))
+	h := startProxy(t, mirrorConfig(refusedAddr(t), shadow, nil))
 	if resp, _ := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("GET: %d, want 502", resp.StatusCode)
 	}
