@@ -347,12 +347,7 @@ func TestHealthCheckGRPCAuthority(t *testing.T) {
 func TestHealthCheckFailuresCountedByReason(t *testing.T) {
 	a, aAddr := newHealthyBackend(t, "a")
 	a.status.Store(503)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := ln.Addr().String()
-	ln.Close()
+	refused := refusedAddr(t)
 	_, okAddr := newHealthyBackend(t, "ok")
 	cl := config.Cluster{Endpoints: eps(aAddr, refused, okAddr), HealthCheck: fastHealthCheck(),
 		OutlierDetection: breaker.OutlierConfig{Disabled: true}}
