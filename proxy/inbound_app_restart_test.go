@@ -14,12 +14,9 @@ import (
 // cluster) opened after five failures and kept answering 503
 // breaker_open for its open period after the app was back.
 func TestInboundRequestsReachTheAppAsSoonAsItIsBack(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	appAddr := ln.Addr().String()
-	ln.Close() // the app is down: nothing listens on its port
+	// The app is down: nothing listens on its port, which no listener
+	// the test starts meanwhile is given.
+	appAddr, release := holdRefusedAddr(t)
 
 	cfg := &config.Config{}
 	cfg.Listeners.Inbound.App = appAddr
@@ -35,7 +32,8 @@ func TestInboundRequestsReachTheAppAsSoonAsItIsBack(t *testing.T) {
 		}
 	}
 
-	ln, err = net.Listen("tcp", appAddr)
+	release()
+	ln, err := net.Listen("tcp", appAddr)
 	if err != nil {
 		t.Skipf("the app's port was taken meanwhile: %v", err)
 	}
