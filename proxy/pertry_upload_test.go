@@ -15,9 +15,14 @@ import (
 	"github.com/outrigger-mesh/outrigger/proxy/config"
 )
 
-// uploadPerTry is the per-try timeout of these tests; a slow client
-// takes several times as long to upload its body.
-const uploadPerTry = 100 * time.Millisecond
+// uploadPerTry is the per-try timeout of these tests: long enough for an
+// upstream on a loaded machine to answer within it once it has the body.
+// A slow client sends a piece of its body every uploadPace, and takes
+// longer than uploadPerTry to upload it.
+const (
+	uploadPerTry = time.Second
+	uploadPace   = uploadPerTry / 3
+)
 
 // uploadSlowly sends a request with a body of pieces bytes to addr over
 // a plain socket, one piece every pace (the client's own slowness, the
@@ -77,12 +82,12 @@ func TestPerTryTimeoutStartsAfterSlowUpload(t *testing.T) {
 				r.PerTryTimeout = uploadPerTry
 			}))
 			for i := 0; i < 2; i++ {
-				resp, body, took := uploadSlowly(t, h.out, "POST", 5, uploadPerTry)
+				resp, body, took := uploadSlowly(t, h.out, "POST", 5, uploadPace)
 				if resp.StatusCode != 200 || body != "got 50" {
 					t.Fatalf("upload %d over %v: %d %q %q, want 200 %q", i, took, resp.StatusCode,
 						resp.Header.Get(hdrError), body, "got 50")
 				}
-				if took < 2*uploadPerTry {
+				if took <= uploadPerTry {
 					t.Fatalf("upload %d took %v, not longer than the per-try timeout", i, took)
 				}
 			}
@@ -109,15 +114,16 @@ func TestPerTryTimeoutBoundsUpstreamSlowAfterUpload(t *testing.T) {
 			t.Cleanup(func() { close(stop) })
 			cc := config.Cluster{Endpoints: eps(addr(up)), Protocol: proto, CircuitBreaker: tripsAfter(1)}
 			h := startProxy(t, simpleConfig(cc, func(r *config.Route) {
-				r.Timeout = 5 * time.Second
+				r.Timeout = 10 * time.Second
 				r.PerTryTimeout = uploadPerTry
 			}))
-			resp, _, took := uploadSlowly(t, h.out, "POST", 4, uploadPerTry)
+			resp, _, took := uploadSlowly(t, h.out, "POST", 4, uploadPace)
 			if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get(hdrError) != "upstream_timeout" {
 				t.Fatalf("%d %q, want 504 upstream_timeout", resp.StatusCode, resp.Header.Get(hdrError))
 			}
-			// The upload took 3 paces; the timeout then ran one more.
-			if took < 4*uploadPerTry || took > 3*time.Second {
+			// The upload took 3 paces; the timeout then ran whole, and
+			// well before the route's.
+			if took < 3*uploadPace+uploadPerTry || took > 6*time.Second {
 				t.Fatalf("504 after %v: the per-try timeout did not run from the upload's end", took)
 			}
 			// The upstream's timeout counts against it.
@@ -153,10 +159,10 @@ func TestRetryAfterPerTryTimeoutReplaysSlowUpload(t *testing.T) {
 	rp := config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"gateway-error"},
 		Backoff: config.Backoff{Base: time.Microsecond}}
 	h := startProxy(t, retryCfg([]string{addr(up)}, rp, func(r *config.Route) {
-		r.Timeout = 5 * time.Second
+		r.Timeout = 10 * time.Second
 		r.PerTryTimeout = uploadPerTry
 	}))
-	resp, body, took := uploadSlowly(t, h.out, "PUT", 5, uploadPerTry)
+	resp, body, took := uploadSlowly(t, h.out, "PUT", 5, uploadPace)
 	if resp.StatusCode != 200 || body != "got 50 piece 004" || calls.Load() != 2 {
 		t.Fatalf("after %v: %d %q %q, %d calls; want 200 %q from the retry", took, resp.StatusCode,
 			resp.Header.Get(hdrError), body, calls.Load(), "got 50 piece 004")
@@ -246,7 +252,9 @@ func TestRetryAfterUpstreamStoppedReadingBody(t *testing.T) {
 		Backoff: config.Backoff{Base: time.Microsecond}, MaxBufferedBodyBytes: size}
 	h := startProxy(t, retryCfg([]string{addr(a), addr(b)}, rp, func(r *config.Route) {
 		r.TimeoutDisabled = true
-		r.PerTryTimeout = 200 * time.Millisecond
+		// The retry's each wait on its upstream, and its answer, must come
+		// within it on a loaded machine too.
+		r.PerTryTimeout = time.Second
 	}))
 	resp, took := sendUnread(t, h.out, "PUT", size)
 	if resp.StatusCode != 200 || stuck.Load() != 1 || got.Load() != size {
