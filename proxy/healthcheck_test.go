@@ -57,9 +57,13 @@ func newHealthyBackend(t *testing.T, name string) (*healthyBackend, string) {
 	return b, addr(s)
 }
 
+// fastHealthCheck checks every 20 ms, one check deciding the endpoint's
+// state. Its timeout is long enough that a check of a backend that
+// answers is never cut on a loaded machine: one cut would turn the
+// endpoint unhealthy and steer the test's requests away from it.
 func fastHealthCheck() *config.HealthCheck {
 	return &config.HealthCheck{
-		Interval: 20 * time.Millisecond, Timeout: time.Second,
+		Interval: 20 * time.Millisecond, Timeout: 10 * time.Second,
 		HealthyThreshold: 1, UnhealthyThreshold: 1,
 		HTTP: &config.HTTPHealthCheck{Path: "/healthz"},
 	}
