@@ -225,8 +225,11 @@ func TestRetryBudgetIsPerClusterAndSharedByRoutes(t *testing.T) {
 			// 1% of a few requests in flight rounds down: min_retry_concurrency 1 is the limit.
 			Limits: breaker.LimitsConfig{RetryBudget: &breaker.RetryBudgetConfig{BudgetPercent: 1, MinRetryConcurrency: 1}},
 		}},
+		// Route a's request holds the budget until its timeout, by which
+		// route b's request must have been refused its retry, on a loaded
+		// machine too.
 		Routes: []config.Route{
-			{Name: "a", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/a"}}, Cluster: "svc", Retry: &rp, Timeout: 500 * time.Millisecond},
+			{Name: "a", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/a"}}, Cluster: "svc", Retry: &rp, Timeout: 2 * time.Second},
 			{Name: "b", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/b"}}, Cluster: "svc", Retry: &rp, Timeout: 500 * time.Millisecond},
 		},
 	}
