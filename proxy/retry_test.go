@@ -280,8 +280,10 @@ func TestPerTryTimeoutRetriesElsewhere(t *testing.T) {
 	slow := &counting{fn: func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }}
 	good := echoing()
 	a, b := upstream(t, false, slow.ServeHTTP), upstream(t, false, good.ServeHTTP)
+	// The retry's answer must come within the per-try timeout on a
+	// loaded machine too.
 	h := startProxy(t, retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"gateway-error"}, Backoff: config.Backoff{Base: time.Microsecond}},
-		func(r *config.Route) { r.PerTryTimeout = 100 * time.Millisecond }))
+		func(r *config.Route) { r.PerTryTimeout = time.Second }))
 	resp, body := do(t, h.h1, "GET", h.url("/"), nil)
 	if resp.StatusCode != 200 || slow.n.Load() != 1 || good.n.Load() != 1 {
 		t.Fatalf("%d %q slow=%d good=%d", resp.StatusCode, body, slow.n.Load(), good.n.Load())
