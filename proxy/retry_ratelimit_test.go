@@ -167,12 +167,14 @@ func TestRateLimitedRetryNotMadeWhenTheWaitIsTooLong(t *testing.T) {
 			header("Retry-After", "99999999999999999999999"), nil},
 		{"a reset time over max_interval", retryAfterFirst,
 			header("X-Ratelimit-Reset", strconv.FormatInt(time.Now().Unix()+3600, 10)), nil},
+		// The timeouts are seconds long: the 429 itself must come within
+		// them on a loaded machine, these subtests running side by side.
 		{"past the route deadline", retryAfterFirst,
-			header("Retry-After", "2"), func(r *config.Route) { r.Timeout = time.Second }},
+			header("Retry-After", "5"), func(r *config.Route) { r.Timeout = 3 * time.Second }},
 		{"past the route deadline with a per-try timeout", retryAfterFirst,
-			header("Retry-After", "2"), func(r *config.Route) { r.Timeout, r.PerTryTimeout = time.Second, 500*time.Millisecond }},
+			header("Retry-After", "5"), func(r *config.Route) { r.Timeout, r.PerTryTimeout = 3*time.Second, 2*time.Second }},
 		{"longer than the idle timeout", retryAfterFirst,
-			header("Retry-After", "2"), func(r *config.Route) { r.IdleTimeout = time.Second }},
+			header("Retry-After", "5"), func(r *config.Route) { r.IdleTimeout = 3 * time.Second }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
