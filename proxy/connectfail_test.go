@@ -105,12 +105,10 @@ func TestConnectFailureUnderPerTryTimeoutKeepsItsReason(t *testing.T) {
 	ca := newCA(t, "per-try CA")
 	caPath := writeFile(t, t.TempDir(), "ca.pem", ca.certPEM)
 	untrusted := tlsUpstream(t, serverCert(t, newCA(t, "other CA")).tlsCert(t), nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
+	// Bound and not listening, for the rest of the test: the port of a
+	// listener closed at once was free for the next listener, the
+	// silent server's below or the proxy's own (see holdRefusedAddr).
+	closed := refusedAddr(t)
 	// A server that accepts and never answers the ClientHello: the
 	// per-try timeout ends the handshake, a timeout.
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
