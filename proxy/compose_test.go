@@ -223,10 +223,10 @@ func TestCompositeRequiredCallWithOpenBreakerFails(t *testing.T) {
 func TestCompositeUnreachableClusterIsConnectFailure(t *testing.T) {
 	s := startShop(t)
 	cfg := s.config(true)
-	dead := upstream(t, false, func(http.ResponseWriter, *http.Request) {})
-	deadAddr := addr(dead)
-	dead.Close()
-	cfg.Clusters["shipments"] = config.Cluster{Endpoints: eps(deadAddr), OutlierDetection: breaker.OutlierConfig{Disabled: true}}
+	// Bound and not listening for the rest of the test (see
+	// holdRefusedAddr): the port of an upstream closed at once was free
+	// for the proxy started next to take for a listener of its own.
+	cfg.Clusters["shipments"] = config.Cluster{Endpoints: eps(refusedAddr(t)), OutlierDetection: breaker.OutlierConfig{Disabled: true}}
 	h := startProxy(t, cfg)
 	resp := mustGet(t, h.h1, h.url("/orders/1/details"))
 	body := readAll(t, resp)
