@@ -153,30 +153,67 @@ func TestMaxConnectionsLetsEachEndpointHaveAConnection(t *testing.T) {
 }
 
 // A call waiting at max_connections waits no longer than its route
-// timeout (504), and gives its max_pending_requests slot back.
+// timeout (504), and gives its max_pending_requests slot back. The call
+// it waits behind has a route of its own whose timeout outlasts the
+// test: with one timeout for both, a waiting call that came in after
+// the held one had timed out (300 ms after it began, on a loaded
+// machine) took the connection that call left and never waited.
 func TestMaxConnectionsWaitEndsWithTheRouteTimeout(t *testing.T) {
 	up := newHeldUpstream(t)
-	cl := config.Cluster{Endpoints: eps(up.addr), Limits: breaker.LimitsConfig{MaxConnections: 1}}
-	h := startProxy(t, simpleConfig(cl, func(r *config.Route) { r.Timeout = 300 * time.Millisecond }))
+	h := startProxy(t, heldAndShortRoutes(up.addr, config.Cluster{}))
 	up.unblockOnCleanup(t)
 
-	first := send(h, 1)
+	held := getStatus(h, "/held")
 	eventually(t, 5*time.Second, "a call upstream", func() bool { return up.entered.Load() == 1 })
-	// The first call times out too, unless released: release it once the
-	// second waits, so that only the second's wait runs out.
-	second := send(h, 1)
-	eventually(t, 5*time.Second, "a call waiting", func() bool {
-		return limitsInUse(h)[breaker.LimitPendingRequests] == 1
-	})
-	if r := <-first; r[0] != "504 Gateway Timeout" {
-		t.Fatalf("the held call: %v, want 504", r)
+	if code := <-getStatus(h, "/"); code != http.StatusGatewayTimeout {
+		t.Fatalf("the waiting call: %d, want 504", code)
 	}
-	if r := <-second; r[0] != "504 Gateway Timeout" {
-		t.Fatalf("the waiting call: %v, want 504", r)
+	// It never reached the endpoint, and met max_connections: its wait
+	// for the held call's connection is what ran out.
+	if n := up.entered.Load(); n != 1 {
+		t.Fatalf("%d calls reached the upstream, want the held one", n)
+	}
+	if n := h.p.snap.Load().clusters["svc"].res.limits.Snapshot().Overflows[breaker.LimitConnections]; n == 0 {
+		t.Fatal("the waiting call met no max_connections overflow")
 	}
 	eventually(t, 5*time.Second, "nothing pending", func() bool {
 		return limitsInUse(h)[breaker.LimitPendingRequests] == 0
 	})
+	up.release <- struct{}{}
+	if code := <-held; code != http.StatusOK {
+		t.Fatalf("the held call: %d, want 200", code)
+	}
+}
+
+// heldAndShortRoutes routes /held to cluster svc (cl, with endpoint ep and
+// max_connections 1) under a route timeout the tests outlast, and
+// everything else to it under a 300 ms route timeout.
+func heldAndShortRoutes(ep string, cl config.Cluster) *config.Config {
+	cl.Endpoints = eps(ep)
+	cl.Limits.MaxConnections = 1
+	return &config.Config{
+		Clusters: map[string]config.Cluster{"svc": cl},
+		Routes: []config.Route{
+			{Name: "held", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/held"}}, Cluster: "svc", Timeout: 10 * time.Second},
+			{Name: "short", Cluster: "svc", Timeout: 300 * time.Millisecond},
+		},
+	}
+}
+
+// getStatus GETs path through h and returns a channel that gets the
+// response's status (0 for a transport error).
+func getStatus(h *harness, path string) <-chan int {
+	out := make(chan int, 1)
+	go func() {
+		resp, err := h.h1.Get(h.url(path))
+		if err != nil {
+			out <- 0
+			return
+		}
+		resp.Body.Close()
+		out <- resp.StatusCode
+	}()
+	return out
 }
 
 // A call waiting at max_connections is served when the connection it
@@ -203,46 +240,30 @@ func TestMaxConnectionsWaiterDialsWhenTheConnectionCloses(t *testing.T) {
 // the outlier detector, as Envoy's router tells outlier detection
 // nothing of a request still pending in the pool. Three waits that run
 // out behind a held call leave a breaker that trips after three
-// failures in a row closed, with no failure.
+// failures in a row closed, with no failure. (The three are not looked
+// for waiting all at once: each waits 300 ms from its own start, and on
+// a loaded machine the first could be over before the last began.)
 func TestMaxConnectionsWaitRunningOutIsNotTheEndpointsFailure(t *testing.T) {
 	up := newHeldUpstream(t)
-	cfg := &config.Config{
-		Clusters: map[string]config.Cluster{"svc": {Endpoints: eps(up.addr),
-			Limits: breaker.LimitsConfig{MaxConnections: 1}, CircuitBreaker: tripsAfter(3)}},
-		Routes: []config.Route{
-			{Name: "held", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/held"}}, Cluster: "svc", Timeout: 10 * time.Second},
-			{Name: "short", Cluster: "svc", Timeout: 300 * time.Millisecond},
-		},
-	}
-	h := startProxy(t, cfg)
+	h := startProxy(t, heldAndShortRoutes(up.addr, config.Cluster{CircuitBreaker: tripsAfter(3)}))
 	up.unblockOnCleanup(t)
 
-	get := func(path string) <-chan int {
-		out := make(chan int, 1)
-		go func() {
-			resp, err := h.h1.Get(h.url(path))
-			if err != nil {
-				out <- 0
-				return
-			}
-			resp.Body.Close()
-			out <- resp.StatusCode
-		}()
-		return out
-	}
-	held := get("/held")
+	held := getStatus(h, "/held")
 	eventually(t, 5*time.Second, "a call upstream", func() bool { return up.entered.Load() == 1 })
 	var waiting []<-chan int
 	for range 3 {
-		waiting = append(waiting, get("/"))
+		waiting = append(waiting, getStatus(h, "/"))
 	}
-	eventually(t, 5*time.Second, "three calls waiting", func() bool {
-		return limitsInUse(h)[breaker.LimitPendingRequests] == 3
-	})
 	for _, ch := range waiting {
 		if code := <-ch; code != http.StatusGatewayTimeout {
 			t.Fatalf("a waiting call: %d, want 504", code)
 		}
+	}
+	if n := up.entered.Load(); n != 1 {
+		t.Fatalf("%d calls reached the upstream, want the held one", n)
+	}
+	if n := h.p.snap.Load().clusters["svc"].res.limits.Snapshot().Overflows[breaker.LimitConnections]; n < 3 {
+		t.Fatalf("%d max_connections overflows, want one for each waiting call", n)
 	}
 	if s := svcBreaker(h); s.State != breaker.StateClosed || s.Failures != 0 {
 		t.Fatalf("breaker %v with %d failures, want closed with none", s.State, s.Failures)
