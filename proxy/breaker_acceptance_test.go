@@ -229,7 +229,7 @@ func failureModes() []failureMode {
 	}, {
 		name:     "timeout",
 		protocol: config.ProtocolHTTP1,
-		route:    "per_try_timeout: 50ms",
+		route:    "per_try_timeout: " + acceptancePerTry.String(),
 		start: func(t *testing.T) (string, func(bool), *atomic.Int64) {
 			fail, n := new(atomic.Bool), new(atomic.Int64)
 			fail.Store(true)
@@ -297,6 +297,11 @@ func failureModes() []failureMode {
 const (
 	acceptanceThreshold = 5
 	acceptanceOpenBase  = 300 * time.Millisecond
+	// acceptancePerTry is the per-try timeout of the timeout mode,
+	// which its recovered upstream's answers must come within: 50ms
+	// left a probe on a loaded machine under -race room to outlast it
+	// and fail.
+	acceptancePerTry = 500 * time.Millisecond
 )
 
 // breakerYAML is one cluster with a consecutive-failures breaker (the
@@ -327,12 +332,16 @@ routes:
 // retry-after) and nothing reaches the upstream, even one that has
 // recovered; after the open period a probe goes through; a probe that
 // fails re-opens it for a longer period; and it closes once probes
-// succeed.
+// succeed. The proxy's clock is the test's, stopped but where the test
+// moves it past an open period: on the real clock, a call begun inside
+// the period on a loaded machine could end after it, as a probe.
 func TestAcceptanceBreakerLifecycleForEachFailureMode(t *testing.T) {
 	for _, m := range failureModes() {
 		t.Run(m.name, func(t *testing.T) {
 			upAddr, setFailing, arrivals := m.start(t)
-			h := startProxy(t, parseConfig(t, breakerYAML, m.protocol, upAddr, acceptanceThreshold, acceptanceOpenBase, m.route))
+			clock := &fakeClock{now: time.Unix(1e9, 0)}
+			h := startProxy(t, parseConfig(t, breakerYAML, m.protocol, upAddr, acceptanceThreshold, acceptanceOpenBase, m.route),
+				func(o *Options) { o.Now = clock.Now })
 			call := m.caller(t, h)
 			br := func() BreakerStatus { return h.p.Clusters()[0].Breaker }
 			reached := func() int64 {
@@ -369,43 +378,35 @@ func TestAcceptanceBreakerLifecycleForEachFailureMode(t *testing.T) {
 			}
 
 			// Open: the upstream recovers at once, but no call reaches it
-			// until the open period ends. Calls are made only well inside
-			// the period, so that none can become a probe.
+			// until the open period ends.
 			setFailing(false)
 			before := reached()
-			rejected, took := 0, time.Duration(0)
-			for i := 0; i < 50 && time.Now().Before(first.OpenUntil.Add(-100*time.Millisecond)); i++ {
-				start := time.Now()
+			const rejected = 20
+			start := time.Now()
+			for i := range rejected {
 				if v := call(); v != rejectedOpen {
 					t.Fatalf("call %d while open: %v", i, v)
 				}
-				took += time.Since(start)
-				rejected++
 			}
-			if rejected == 0 {
-				t.Fatal("no call made inside the open period (machine too slow for open.base)")
-			}
+			took := time.Since(start)
 			if got := reached(); got != before {
 				t.Fatalf("open breaker let %d calls reach the upstream", got-before)
 			}
-			// Fail fast: far below the 50ms per-try timeout of the
-			// timeout mode, even on a busy machine under -race.
-			if mean := took / time.Duration(rejected); mean > 25*time.Millisecond {
+			// Fail fast: far below the per-try timeout of the timeout
+			// mode, even on a busy machine under -race.
+			if mean := took / rejected; mean > acceptancePerTry/5 {
 				t.Fatalf("rejections took %v on average", mean)
 			}
-			if got := br().RejectedOpen; got != uint64(rejected) {
+			if got := br().RejectedOpen; got != rejected {
 				t.Fatalf("rejected_open %d, want %d", got, rejected)
 			}
 
 			// After the open period a probe reaches the recovered upstream;
 			// with successes_to_close 2 the breaker stays half-open.
-			eventually(t, 5*time.Second, "a probe answered", func() bool {
-				v := call()
-				if v == failedUpstream {
-					t.Fatalf("recovered upstream failed")
-				}
-				return v == answered
-			})
+			clock.Add(first.OpenUntil.Sub(clock.Now()) + time.Millisecond)
+			if v := call(); v != answered {
+				t.Fatalf("first call after the open period: %v, want a probe the recovered upstream answers", v)
+			}
 			if got := reached(); got != before+1 {
 				t.Fatalf("upstream reached %d times after the open period, want 1 probe", got-before)
 			}
@@ -436,6 +437,7 @@ func TestAcceptanceBreakerLifecycleForEachFailureMode(t *testing.T) {
 			}
 
 			// Recovery: probes succeed and the breaker closes.
+			clock.Add(second.OpenUntil.Sub(clock.Now()) + time.Millisecond)
 			eventually(t, 10*time.Second, "breaker closed", func() bool {
 				if v := call(); v == failedUpstream {
 					t.Fatalf("recovered upstream failed")
