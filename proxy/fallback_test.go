@@ -133,7 +133,9 @@ func TestFallbackNotUsedOnTimeoutOrUpstreamStatus(t *testing.T) {
 	spare := echoing()
 	srv := upstream(t, false, spare.ServeHTTP)
 	h := startProxy(t, fallbackConfig(addr(slow), addr(srv), &config.Fallback{Cluster: "spare"}, func(r *config.Route) {
-		r.Timeout = 100 * time.Millisecond
+		// The 503 is to come within it: 100ms left a loaded machine
+		// under -race room to miss it (504).
+		r.Timeout = time.Second
 	}))
 	resp, _ := do(t, h.h1, "GET", h.url("/slow"), nil)
 	if resp.StatusCode != 504 || resp.Header.Get("X-Outrigger-Fallback") != "" {
