@@ -206,11 +206,13 @@ func TestEnvoyRetryHeadersRetry(t *testing.T) {
 
 // x-envoy-upstream-rq-per-try-timeout-ms cuts a slow first attempt, which
 // x-envoy-retry-on retries; one not under the route timeout is ignored.
+// The per-try timeout is a second, which the retry is to be answered
+// within: 100ms left a loaded machine under -race room to miss it.
 func TestEnvoyPerTryTimeoutHeader(t *testing.T) {
-	up := &headerRecorder{delays: []time.Duration{2 * time.Second, 0}, statuses: []int{200}}
+	up := &headerRecorder{delays: []time.Duration{5 * time.Second, 0}, statuses: []int{200}}
 	s := upstream(t, false, up.ServeHTTP)
 	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(s))}, func(r *config.Route) { r.Timeout = 10 * time.Second }))
-	resp := envoyGet(t, h, h.url("/"), map[string]string{hdrEnvoyPerTryTimeout: "100", hdrEnvoyRetryOn: "gateway-error"})
+	resp := envoyGet(t, h, h.url("/"), map[string]string{hdrEnvoyPerTryTimeout: "1000", hdrEnvoyRetryOn: "gateway-error"})
 	if resp.StatusCode != 200 || up.calls.Load() != 2 {
 		t.Fatalf("%d after %d calls, want 200 after 2", resp.StatusCode, up.calls.Load())
 	}
