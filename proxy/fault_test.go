@@ -114,11 +114,14 @@ func TestFaultAbortPercent(t *testing.T) {
 // A delay holds the request before the route's action, and the route
 // timeout starts after it: a delay longer than the timeout still gets
 // the upstream's answer. A direct response with a delay is a slow mock.
+// The route timeout is a second, which the upstream is to answer
+// within: 100ms left a loaded machine under -race room to miss it.
 func TestFaultDelayHoldsTheRequestOutsideTheRouteTimeout(t *testing.T) {
 	a, got := countingUpstream(t)
-	const delay = 300 * time.Millisecond
+	const timeout = time.Second
+	const delay = timeout + 100*time.Millisecond
 	cfg := simpleConfig(config.Cluster{Endpoints: eps(a)}, withFault(&config.Fault{Delay: &config.FaultDelay{Fixed: delay, Percent: 100}}),
-		func(r *config.Route) { r.Timeout = 100 * time.Millisecond })
+		func(r *config.Route) { r.Timeout = timeout })
 	cfg.Routes = append([]config.Route{{Name: "mock", Match: config.RouteMatch{Path: config.PathMatch{Exact: "/mock"}},
 		DirectResponse: &config.DirectResponse{Status: 200, Body: "mocked"},
 		Fault:          &config.Fault{Delay: &config.FaultDelay{Fixed: delay, Percent: 100}}}}, cfg.Routes...)
