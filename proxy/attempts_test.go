@@ -14,7 +14,9 @@ import (
 // A per-try timeout that runs out while the attempt is still connecting
 // ends an attempt that never reached the upstream: a connect failure,
 // which is safe to retry whatever the method, not a timeout of a
-// request the upstream may have acted on.
+// request the upstream may have acted on. The per-try timeout is a
+// second, which the retry is to be answered within: 150ms left a loaded
+// machine under -race room to miss it.
 func TestPerTryTimeoutDuringConnectIsAConnectFailure(t *testing.T) {
 	for _, h2c := range []bool{false, true} {
 		name := "http1"
@@ -28,7 +30,7 @@ func TestPerTryTimeoutDuringConnectIsAConnectFailure(t *testing.T) {
 			cfg := retryCfg([]string{bh, addr(b)}, config.RetryPolicy{Attempts: 1,
 				RetryOn: []config.RetryCondition{"connect-failure", "gateway-error"},
 				Backoff: config.Backoff{Base: time.Microsecond}},
-				func(r *config.Route) { r.PerTryTimeout = 150 * time.Millisecond })
+				func(r *config.Route) { r.PerTryTimeout = time.Second })
 			c := cfg.Clusters["svc"]
 			c.ConnectTimeout = 5 * time.Second
 			if h2c {
