@@ -51,7 +51,7 @@ func (s *shop) parallel(fn func()) {
 	if s.gate != nil {
 		select {
 		case <-s.gate:
-		case <-time.After(2 * time.Second):
+		case <-time.After(10 * time.Second):
 		}
 	}
 	fn()
@@ -136,7 +136,9 @@ func TestCompositeRouteJoinsDependentAndParallelCalls(t *testing.T) {
 	// customers and shipments both wait at the gate: when both are in
 	// flight at once, they ran in parallel.
 	go func() {
-		deadline := time.Now().Add(2 * time.Second)
+		// Bounded generously: the second call's arrival, on a loaded
+		// machine under -race, could be more than 2 s behind the first.
+		deadline := time.Now().Add(10 * time.Second)
 		for s.inFlight.Load() < 2 && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
