@@ -998,7 +998,7 @@ routes:
 			t.Fatalf("call %d: a body cut short upstream arrived whole", i)
 		}
 	}
-	eventually(t, 2*time.Second, "breaker open after three bodies cut short", func() bool {
+	eventually(t, 10*time.Second, "breaker open after three bodies cut short", func() bool {
 		return h.p.Clusters()[0].Breaker.State == "open"
 	})
 }
