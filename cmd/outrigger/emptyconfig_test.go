@@ -40,9 +40,7 @@ func TestReloadOfAnEmptyFileKeepsServing(t *testing.T) {
 		if cb.Generation != 1 || !strings.Contains(cb.LastReloadError, path+": config is empty") {
 			t.Fatalf("%s: generation %d, last_reload_error %q; want 1 and %q", step, cb.Generation, cb.LastReloadError, path+": config is empty")
 		}
-		if v := metric(t, c, admin, "outrigger_config_last_reload_error"); v != 1 {
-			t.Fatalf("%s: outrigger_config_last_reload_error %v, want 1", step, v)
-		}
+		waitMetric(t, c, admin, "outrigger_config_last_reload_error", 1)
 		serving(step)
 	}
 
@@ -54,9 +52,7 @@ func TestReloadOfAnEmptyFileKeepsServing(t *testing.T) {
 	if cb := getConfig(t, c, admin); cb.LastReloadError != "" {
 		t.Fatalf("error not cleared: %q", cb.LastReloadError)
 	}
-	if v := metric(t, c, admin, "outrigger_config_last_reload_error"); v != 0 {
-		t.Fatalf("outrigger_config_last_reload_error %v, want 0", v)
-	}
+	waitMetric(t, c, admin, "outrigger_config_last_reload_error", 0)
 	serving("after")
 }
 

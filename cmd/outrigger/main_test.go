@@ -393,6 +393,16 @@ func metric(t *testing.T, c *http.Client, admin, sample string) float64 {
 	return 0
 }
 
+// waitMetric waits for sample (as metric takes it) to read want. A
+// reload's metrics are set a moment after /config shows its outcome: a
+// test that waited for /config reads them with this.
+func waitMetric(t *testing.T, c *http.Client, admin, sample string, want float64) {
+	t.Helper()
+	waitFor(t, 10*time.Second, fmt.Sprintf("%s at %v", sample, want), func() bool {
+		return metric(t, c, admin, sample) == want
+	})
+}
+
 func TestVersionPrintsBuildInformation(t *testing.T) {
 	code, out, _ := runCmd(t, "version")
 	if code != 0 || !strings.Contains(out, "outrigger "+testVersion) || !strings.Contains(out, "commit abc1234") || !strings.Contains(out, "go1.") {
@@ -603,12 +613,8 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	if cb.Generation != 2 || !strings.Contains(cb.LastReloadError, "routes[0].retry.attempts") || !strings.Contains(cb.LastReloadError, path) {
 		t.Fatalf("after an invalid edit: %+v", cb)
 	}
-	if v := metric(t, c, admin, "outrigger_config_last_reload_error"); v != 1 {
-		t.Fatalf("outrigger_config_last_reload_error %v, want 1", v)
-	}
-	if v := metric(t, c, admin, `outrigger_config_reloads_total{result="failure"}`); v != 1 {
-		t.Fatalf("failed reloads %v, want 1", v)
-	}
+	waitMetric(t, c, admin, "outrigger_config_last_reload_error", 1)
+	waitMetric(t, c, admin, `outrigger_config_reloads_total{result="failure"}`, 1)
 	if v := metric(t, c, admin, `outrigger_config_reloads_total{result="success"}`); v != 1 {
 		t.Fatalf("successful reloads %v, want 1", v)
 	}
@@ -631,9 +637,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	if cb := getConfig(t, c, admin); cb.LastReloadError != "" {
 		t.Fatalf("error not cleared: %+v", cb)
 	}
-	if v := metric(t, c, admin, "outrigger_config_last_reload_error"); v != 0 {
-		t.Fatalf("outrigger_config_last_reload_error %v, want 0", v)
-	}
+	waitMetric(t, c, admin, "outrigger_config_last_reload_error", 0)
 }
 
 func TestSIGHUPReloads(t *testing.T) {
