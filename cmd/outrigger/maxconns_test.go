@@ -46,9 +46,11 @@ func TestSidecarClosesConnectionsOverMaxConnections(t *testing.T) {
 	path := writeConfig(t, capped(1))
 	p := start(t, "run", "-c", path)
 	c := newClient(t)
-	if !strings.Contains(p.stderr.String(), "open-file limit") {
-		t.Errorf("the start does not log the default connection cap:\n%s", p.stderr.String())
-	}
+	// Logged before the address file start waited for, but copied from
+	// the process's standard error by a goroutine of exec's own.
+	waitFor(t, 10*time.Second, "the start's line on the default connection cap", func() bool {
+		return strings.Contains(p.stderr.String(), "open-file limit")
+	})
 	// /config shows the inbound listener's cap, the default the start
 	// computed and logged, and the outbound's as configured.
 	if m := regexp.MustCompile(`"max_connections":(\d+)`).FindStringSubmatch(p.stderr.String()); m != nil {
