@@ -326,7 +326,10 @@ func TestRequiredCallFailureStatuses(t *testing.T) {
 		}, 502, ReasonInvalidJSON},
 		{"overall deadline", func(e *env, spec *Spec) Backend {
 			e.service("customers", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
-			spec.Limits.Deadline = Duration(100 * time.Millisecond)
+			// The order call must be answered within it, or it is the
+			// call the deadline fails: not 100ms, which a loaded machine
+			// can take for a first call's connection and answer.
+			spec.Limits.Deadline = Duration(2 * time.Second)
 			return e.backend
 		}, 504, ReasonDeadline},
 	}
@@ -355,7 +358,10 @@ func TestDeadlineBoundsOptionalCallsToo(t *testing.T) {
 	e := shopEnv(t)
 	e.service("shipments", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 	spec := shopSpec()
-	spec.Limits.Deadline = Duration(100 * time.Millisecond)
+	// The required calls (order, then customer) must be answered within
+	// it: not 100ms, which a loaded machine can take for their first
+	// connections and answers.
+	spec.Limits.Deadline = Duration(2 * time.Second)
 	base, _ := e.serve("GET /orders/{id}/details", spec, Options{})
 	r := e.get(base + "/orders/1/details")
 	if r.status != 200 || !strings.Contains(string(r.body), `"reason":"deadline_exceeded","http_status":504`) {
