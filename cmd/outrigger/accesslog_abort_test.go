@@ -59,10 +59,13 @@ func TestAccessLogLinesAResponseItsClientLeftMidBody(t *testing.T) {
 
 // A route timeout that passes mid-body cuts the response short: the line
 // says upstream_timeout, as a 504 the sidecar answered would, with the
-// status of the header that went out.
+// status of the header that went out. The timeout is 2s, not 200ms: the
+// header must come before it, and a loaded machine can take 200ms for the
+// first connection to the upstream and its answer (the proxy then answers
+// 504 itself).
 func TestAccessLogSaysARouteTimeoutCutAResponse(t *testing.T) {
 	upAddr := firstThenStall(t)
-	lp := startServedProxy(t, routeAllTo(upAddr, "r", func(r *config.Route) { r.Timeout = 200 * time.Millisecond }))
+	lp := startServedProxy(t, routeAllTo(upAddr, "r", func(r *config.Route) { r.Timeout = 2 * time.Second }))
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + lp.addr + "/slow")
 	if err != nil {
