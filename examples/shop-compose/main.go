@@ -62,6 +62,11 @@ type options struct {
 	failShipments bool
 	check         bool
 	anyPort       bool
+	// minCallTimeout, when set, raises each call's timeout to at least
+	// it (the tests: a machine under load can take longer than the
+	// example's timeouts to make a first connection, which would make
+	// its answers differ).
+	minCallTimeout time.Duration
 }
 
 func run(out io.Writer, o options) error {
@@ -76,6 +81,11 @@ func run(out io.Writer, o options) error {
 	known := func(c string) bool { _, ok := cfg.Clusters[c]; return ok }
 	if err := route.Composition.Validate(known); err != nil {
 		return fmt.Errorf("composition.yaml: routes[0].composition: %w", err)
+	}
+	for i := range route.Composition.Calls {
+		if c := &route.Composition.Calls[i]; time.Duration(c.Timeout) < o.minCallTimeout {
+			c.Timeout = composer.Duration(o.minCallTimeout)
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -15,7 +16,7 @@ func TestMain(m *testing.M) {
 
 func TestExampleComposesTheShop(t *testing.T) {
 	var out strings.Builder
-	if err := run(&out, options{listen: "127.0.0.1:0", check: true, anyPort: true}); err != nil {
+	if err := run(&out, options{listen: "127.0.0.1:0", check: true, anyPort: true, minCallTimeout: 5 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	got := out.String()
@@ -36,7 +37,7 @@ func TestExampleComposesTheShop(t *testing.T) {
 
 func TestExampleShowsAPartialResponse(t *testing.T) {
 	var out strings.Builder
-	if err := run(&out, options{listen: "127.0.0.1:0", check: true, anyPort: true, failShipments: true}); err != nil {
+	if err := run(&out, options{listen: "127.0.0.1:0", check: true, anyPort: true, failShipments: true, minCallTimeout: 5 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	want := `GET /orders/1/details -> 200 (x-outrigger-partial: shipments)`
