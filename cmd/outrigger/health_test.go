@@ -42,6 +42,7 @@ clusters:
     endpoints: [%s, %s]
     health_check:
       interval: 20ms
+      timeout: 5s
       healthy_threshold: 1
       unhealthy_threshold: 1
       http: {path: /healthz, expected_statuses: ["200-299"]}

@@ -238,24 +238,37 @@ func newClient(t *testing.T) *http.Client {
 }
 
 // upstream is a real HTTP server that says who it is in X-Upstream and
-// answers /slow?d= after d, announcing on arrivals each slow request it got.
+// answers /slow?d= after d (d=hold: once release is called),
+// announcing on arrivals each slow request it got.
 type upstream struct {
 	*httptest.Server
 	arrivals chan struct{}
+	held     chan struct{} // closed by release
+	release  func()
 }
 
 func newUpstream(t *testing.T, name string) *upstream {
-	u := &upstream{arrivals: make(chan struct{}, 16)}
+	u := &upstream{arrivals: make(chan struct{}, 16), held: make(chan struct{})}
+	u.release = sync.OnceFunc(func() { close(u.held) })
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Upstream", name)
 		if r.URL.Path == "/slow" {
-			d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+			var wait <-chan time.Time // nil: wait for held
+			if v := r.URL.Query().Get("d"); v != "hold" {
+				d, _ := time.ParseDuration(v)
+				wait = time.After(d)
+			}
 			select {
 			case u.arrivals <- struct{}{}:
 			default:
 			}
+			held := u.held
+			if wait != nil {
+				held = nil
+			}
 			select {
-			case <-time.After(d):
+			case <-wait:
+			case <-held:
 			case <-r.Context().Done():
 				return
 			}
@@ -263,6 +276,7 @@ func newUpstream(t *testing.T, name string) *upstream {
 		fmt.Fprintf(w, "%s %s", name, r.URL.Path)
 	}))
 	t.Cleanup(u.Close)
+	t.Cleanup(u.release) // before Close, which waits for the handlers
 	return u
 }
 
@@ -280,7 +294,19 @@ type slowResult struct {
 // the result arrives on the channel when it ends.
 func sendSlow(t *testing.T, up *upstream, addr string, d time.Duration) <-chan slowResult {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+addr+"/slow?d="+d.String(), nil)
+	return sendSlowFor(t, up, addr, d.String())
+}
+
+// sendHeld is sendSlow for a request the upstream holds until its
+// release.
+func sendHeld(t *testing.T, up *upstream, addr string) <-chan slowResult {
+	t.Helper()
+	return sendSlowFor(t, up, addr, "hold")
+}
+
+func sendSlowFor(t *testing.T, up *upstream, addr, d string) <-chan slowResult {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+"/slow?d="+d, nil)
 	req.Host = "svc"
 	res := doAsync(newClient(t), req)
 	select {
@@ -659,7 +685,7 @@ func TestSIGTERMDrainsInFlightRequestsAndExits0(t *testing.T) {
 	up := newUpstream(t, "a")
 	p := start(t, "run", "-c", writeConfig(t, sidecarConfig(up.addr(), up.addr(), "")))
 	c := newClient(t)
-	res := sendSlow(t, up, p.addrs.Outbound, 1500*time.Millisecond)
+	res := sendHeld(t, up, p.addrs.Outbound)
 	p.signal(syscall.SIGTERM)
 
 	// While draining: not ready, and the admin endpoint still answers.
@@ -671,6 +697,7 @@ func TestSIGTERMDrainsInFlightRequestsAndExits0(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 503
 	})
+	up.release()
 
 	r := <-res
 	if r.err != nil || r.code != 200 || r.body != "a /slow" {
