@@ -438,10 +438,13 @@ func TestIdleTimeoutLetsTheResponseEndWaitForTheClient(t *testing.T) {
 		body   int
 		end    time.Duration // the upstream's wait before ending its body
 	}{
-		// The last piece waits 500 ms for window; the body ends 1.25 s
-		// after it was read, 750 ms after it was written.
-		{"after a slow write", func(r *config.Route) { r.Timeout = 30 * time.Second; r.IdleTimeout = time.Second },
-			16 << 10, 500 * time.Millisecond, 32 << 10, 1250 * time.Millisecond},
+		// The last piece waits 1 s for window; the body ends 2.25 s
+		// after it was read, 1.25 s after it was written. Each wait
+		// leaves 750 ms or more of the idle timeout spare (see
+		// movingIdleTimeout): with 1 s, 500 ms and 1.25 s the end had
+		// 250 ms, which a stall on a loaded machine could take.
+		{"after a slow write", func(r *config.Route) { r.Timeout = 30 * time.Second; r.IdleTimeout = 2 * time.Second },
+			16 << 10, time.Second, 32 << 10, 2250 * time.Millisecond},
 		// A short body is held back until the end, which waits 1.3 s
 		// for window.
 		{"held back", func(r *config.Route) { r.TimeoutDisabled = true; r.IdleTimeout = 2 * time.Second },
