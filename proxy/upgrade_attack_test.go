@@ -116,7 +116,10 @@ func TestUpgradeInHTTP10RequestIsIgnored(t *testing.T) {
 // switched), and each holds a goroutine pair, an upstream connection and
 // a slot of max_requests. One that carries bytes stays open.
 func TestIdleTunnelClosedAfterIdleTimeout(t *testing.T) {
-	const idle = 500 * time.Millisecond
+	// The gaps between messages leave most of it spare (see
+	// movingIdleTimeout): with 500 ms and gaps of 100 ms, a stall of
+	// 400 ms on a loaded machine would close the busy tunnel.
+	const idle = movingIdleTimeout
 	cfg := simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))})
 	cfg.Listeners.IdleTimeout = idle
 	h := startProxy(t, cfg)
@@ -126,11 +129,11 @@ func TestIdleTunnelClosedAfterIdleTimeout(t *testing.T) {
 	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
 		t.Fatalf("%v %v", resp, err)
 	}
-	// Busy for two idle timeouts: a message every fifth of one.
-	busyUntil := time.Now().Add(2 * idle)
+	// Busy for one idle timeout and a half: a message every tenth of one.
+	busyUntil := time.Now().Add(idle * 3 / 2)
 	var lastSent time.Time
 	for i := 0; time.Now().Before(busyUntil); i++ {
-		<-time.After(idle / 5)
+		<-time.After(idle / 10)
 		lastSent = time.Now()
 		fmt.Fprintf(c, "msg %d\n", i)
 		if line, err := br.ReadString('\n'); err != nil || line != fmt.Sprintf("echo msg %d\n", i) {
