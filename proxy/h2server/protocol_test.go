@@ -538,7 +538,9 @@ func TestBlockedWriterReleasedByConnectionEnd(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	ts := start(t, okHandler(), func(s *Server) { s.IdleTimeout = 100 * time.Millisecond })
+	// A second, not less: the idle time runs from the accept, so the
+	// request must arrive within it, which a loaded machine could miss.
+	ts := start(t, okHandler(), func(s *Server) { s.IdleTimeout = time.Second })
 	rc := dialRaw(t, ts.addr)
 	rc.get(1, "/")
 	rc.response(1)
