@@ -46,7 +46,11 @@ func TestSetLimitsHTTP1AppliesToNewConnections(t *testing.T) {
 	old := dial(t, ts.addr)
 	old.get(t, "GET /old HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusOK)
 
-	ts.SetLimits(Limits{MaxHeaderBytes: 1 << 10, ReadHeaderTimeout: 100 * time.Millisecond, IdleTimeout: 100 * time.Millisecond})
+	// Timeouts of a second, not less: a new connection's first request
+	// must be read within the read-header timeout of its accept, and
+	// the server's answer written within the idle timeout, which a
+	// loaded machine could miss.
+	ts.SetLimits(Limits{MaxHeaderBytes: 1 << 10, ReadHeaderTimeout: time.Second, IdleTimeout: time.Second})
 	if ts.MaxHeaderBytes != 0 || ts.ReadHeaderTimeout != 0 || ts.IdleTimeout != 0 {
 		t.Fatalf("SetLimits changed the fields: %d %v %v", ts.MaxHeaderBytes, ts.ReadHeaderTimeout, ts.IdleTimeout)
 	}
