@@ -231,7 +231,10 @@ func TestSetLimitsHTTP2AppliesToNewConnections(t *testing.T) {
 		t.Fatalf("old connection: SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", old.maxHeaderList, http.DefaultMaxHeaderBytes)
 	}
 
-	ts.SetLimits(Limits{MaxHeaderBytes: 1000, IdleTimeout: 100 * time.Millisecond})
+	// An idle timeout of a second, not less: it runs from the new
+	// connection's start, and its request must arrive within it, which a
+	// loaded machine could miss.
+	ts.SetLimits(Limits{MaxHeaderBytes: 1000, IdleTimeout: time.Second})
 
 	if status := old.get(1, "/old-big", bigFields()...); status != "200" {
 		t.Fatalf("old connection, big header list: %s", status)
