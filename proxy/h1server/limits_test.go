@@ -257,7 +257,9 @@ func TestSetLimitsHTTP2AppliesToNewConnections(t *testing.T) {
 // timeout once its stream 1 is done.
 func TestSetLimitsH2CUpgrade(t *testing.T) {
 	ts := start(t, pathHandler())
-	ts.SetLimits(Limits{IdleTimeout: 100 * time.Millisecond})
+	// An idle timeout of a second, not less: it bounds the write of the
+	// 101, which a loaded machine could start past a shorter one.
+	ts.SetLimits(Limits{IdleTimeout: time.Second})
 	code, status, body, _, c := h2cUpgrade(t, ts.addr, "GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: \r\n\r\n")
 	if code != 101 || status != "200" || body != "/up" {
 		t.Fatalf("%d %s %q", code, status, body)
