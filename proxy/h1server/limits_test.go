@@ -386,7 +386,10 @@ func TestSetLimitsTrailerLimit(t *testing.T) {
 // bounds a later request's head, not the (longer) idle timeout.
 func TestSetLimitsReadHeaderTimeoutOnKeptAliveConnection(t *testing.T) {
 	ts := start(t, pathHandler())
-	ts.SetLimits(Limits{ReadHeaderTimeout: 100 * time.Millisecond, IdleTimeout: time.Minute})
+	// A read-header timeout of a second, not less: the first request
+	// must be read within it of the accept, which a loaded machine could
+	// miss.
+	ts.SetLimits(Limits{ReadHeaderTimeout: time.Second, IdleTimeout: time.Minute})
 	c := dial(t, ts.addr)
 	c.get(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusOK)
 	c.send(t, "GET /second HTTP/1.1\r\n")
