@@ -535,9 +535,14 @@ func TestClientGoneCancelsContext(t *testing.T) {
 }
 
 func TestReadHeaderAndIdleTimeoutsCloseConnections(t *testing.T) {
+	// Timeouts of a second, not less: the idle connection's request must
+	// be read within the read-header timeout of its accept, and its
+	// response written within the idle timeout, which a loaded machine
+	// could miss.
+	const idleTimeout = time.Second
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *Server) {
-		s.ReadHeaderTimeout = 100 * time.Millisecond
-		s.IdleTimeout = 150 * time.Millisecond
+		s.ReadHeaderTimeout = time.Second
+		s.IdleTimeout = idleTimeout
 	})
 	slow := dial(t, ts.addr)
 	slow.send(t, "GET / HTTP/1.1\r\nHost: x\r\n")
@@ -553,7 +558,7 @@ func TestReadHeaderAndIdleTimeoutsCloseConnections(t *testing.T) {
 	if !idle.closed(5 * time.Second) {
 		t.Fatal("idle connection kept past IdleTimeout")
 	}
-	if d := time.Since(start); d < 100*time.Millisecond {
+	if d := time.Since(start); d < idleTimeout/2 {
 		t.Fatalf("idle connection closed after %v, before IdleTimeout", d)
 	}
 }
