@@ -80,7 +80,9 @@ func TestServedOrUnansweredRequestsAreNotReportedRefused(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(400)
 	}), func(s *Server) {
-		s.ReadHeaderTimeout = 200 * time.Millisecond
+		// A second, not less: the first request must be read within it
+		// of the accept, which a loaded machine could miss.
+		s.ReadHeaderTimeout = time.Second
 		s.Refused = func(r Refusal) { refused <- r }
 	})
 	c := dial(t, ts.addr)
