@@ -934,10 +934,14 @@ func TestEmptyLinesAfterRequestKeepTimeouts(t *testing.T) {
 		rht, idle time.Duration
 		tail      string
 	}{
-		{"empty lines, both timeouts", 200 * time.Millisecond, 200 * time.Millisecond, "\r\n\r\n"},
-		{"empty lines, idle timeout only", 0, 200 * time.Millisecond, "\r\n\r\n"},
-		{"bare LFs, idle timeout only", 0, 200 * time.Millisecond, "\n\n"},
-		{"empty lines and half a head", 200 * time.Millisecond, 200 * time.Millisecond, "\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n"},
+		// Timeouts of a second, not less: the request must be read
+		// within the read-header timeout of the accept, and its response
+		// written within the idle timeout, which a loaded machine could
+		// miss.
+		{"empty lines, both timeouts", time.Second, time.Second, "\r\n\r\n"},
+		{"empty lines, idle timeout only", 0, time.Second, "\r\n\r\n"},
+		{"bare LFs, idle timeout only", 0, time.Second, "\n\n"},
+		{"empty lines and half a head", time.Second, time.Second, "\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *Server) {
