@@ -19,12 +19,16 @@ func TestDeadlineWhileWaitingForHeaders(t *testing.T) {
 		<-r.Context().Done() // until the client's connection closes
 	})
 	tr := newTransport(t)
+	// A second, not less: the dial and the request's write must come
+	// before the deadline, which a loaded machine could miss, failing
+	// the round trip in the dial instead.
+	const timeout = time.Second
 	start := time.Now()
-	_, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, start.Add(100*time.Millisecond))
+	_, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, start.Add(timeout))
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "reading response") {
 		t.Fatalf("err = %v, want a deadline reading the response", err)
 	}
-	if d := time.Since(start); d < 100*time.Millisecond || d > 5*time.Second {
+	if d := time.Since(start); d < timeout || d > 5*time.Second {
 		t.Fatalf("returned after %v", d)
 	}
 	eventually(t, "server to see the connection closed", func() bool { return s.closed.Load() == 1 })
