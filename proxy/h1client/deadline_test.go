@@ -68,7 +68,9 @@ func TestDeadlineDoesNotOutliveItsExchange(t *testing.T) {
 		w.Write([]byte("ok"))
 	})
 	tr := newTransport(t)
-	dl := time.Now().Add(100 * time.Millisecond)
+	// A second, not less: the first exchange, dial included, must end
+	// before the deadline, which a loaded machine could miss.
+	dl := time.Now().Add(time.Second)
 	resp, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, dl)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +81,7 @@ func TestDeadlineDoesNotOutliveItsExchange(t *testing.T) {
 	resp.Body.Close()
 	// The idle connection, reused past the first deadline, carries none
 	// (and so does a body-less response's).
-	for _, url := range []string{s.URL + "/?delay=200ms", s.URL + "/?delay=10ms"} {
+	for _, url := range []string{s.URL + "/?delay=1s", s.URL + "/?delay=10ms"} {
 		resp, body := do(t, tr, mustRequest(t, "GET", url, nil))
 		if resp.StatusCode != 200 || body != "ok" {
 			t.Fatalf("got %d %q", resp.StatusCode, body)
