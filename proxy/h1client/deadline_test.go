@@ -145,6 +145,10 @@ func TestDeadlineBoundsWaitForConnection(t *testing.T) {
 		<-release
 		w.Write([]byte("ok"))
 	})
+	// Let go before the server's Close, which waits for the handler,
+	// should the test fail first.
+	letGo := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(letGo)
 	tr := newTransport(t, func(tr *Transport) { tr.MaxConnsPerHost = 1 })
 	held := make(chan error, 1)
 	go func() {
@@ -156,11 +160,14 @@ func TestDeadlineBoundsWaitForConnection(t *testing.T) {
 		held <- err
 	}()
 	eventually(t, "first request in the handler", func() bool { return inHandler.Load() == 1 })
-	_, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(50*time.Millisecond))
+	// A second, not less: a deadline that passed before the round trip
+	// looked for a connection fails it without a wait, which a loaded
+	// machine could bring about with a shorter one.
+	_, err := tr.RoundTripHooks(context.Background(), mustRequest(t, "GET", s.URL, nil), nil, time.Now().Add(time.Second))
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "waiting for a connection") {
 		t.Fatalf("err = %v", err)
 	}
-	close(release)
+	letGo()
 	if err := <-held; err != nil {
 		t.Fatal(err)
 	}
