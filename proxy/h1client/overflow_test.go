@@ -222,6 +222,9 @@ func TestDialOverflowWaitEndsWithErrConnectionWait(t *testing.T) {
 		<-release
 		io.WriteString(w, "ok")
 	})
+	// Let go before the server's Close, which waits for the handler,
+	// should the test fail first.
+	t.Cleanup(func() { close(release) })
 	refuse := new(atomic.Bool)
 	refuse.Store(true)
 	dial, overflow := cappedDial(refuse, false)
@@ -229,7 +232,10 @@ func TestDialOverflowWaitEndsWithErrConnectionWait(t *testing.T) {
 	addr := srv.Listener.Addr().String()
 	first := roundTripAsync(tr, srv.URL)
 	eventually(t, "the first connection", func() bool { return srv.opened.Load() == 1 })
-	req, _ := http.NewRequestWithContext(ctxTimeout(t, 100*time.Millisecond), "GET", srv.URL, nil)
+	// A second, not less: a context that ended before the round trip
+	// looked for a connection fails it without ErrConnectionWait, which
+	// a loaded machine could bring about with a shorter one.
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, time.Second), "GET", srv.URL, nil)
 	_, err := tr.RoundTrip(req)
 	if !errors.Is(err, ErrConnectionWait) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v, want ErrConnectionWait and the deadline", err)
