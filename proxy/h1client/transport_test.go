@@ -614,6 +614,10 @@ func TestMaxConnsPerHostQueues(t *testing.T) {
 		}
 		w.Write([]byte("ok"))
 	})
+	// Let go before the server's Close, which waits for the handler,
+	// should the test fail first.
+	letGo := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(letGo)
 	tr := newTransport(t, func(tr *Transport) { tr.MaxConnsPerHost = 1 })
 	held := make(chan error, 1)
 	go func() {
@@ -626,8 +630,11 @@ func TestMaxConnsPerHostQueues(t *testing.T) {
 	}()
 	eventually(t, "first request in the handler", func() bool { return inHandler.Load() == 1 })
 
-	// A queued request whose context ends gives up.
-	_, err := tr.RoundTrip(mustRequest(t, "GET", s.URL, nil).WithContext(ctxTimeout(t, 50*time.Millisecond)))
+	// A queued request whose context ends gives up. A second, not less:
+	// a context that ended before the round trip looked for a connection
+	// fails it without a wait, which a loaded machine could bring about
+	// with a shorter one.
+	_, err := tr.RoundTrip(mustRequest(t, "GET", s.URL, nil).WithContext(ctxTimeout(t, time.Second)))
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "waiting for a connection") {
 		t.Fatalf("err = %v", err)
 	}
@@ -645,7 +652,7 @@ func TestMaxConnsPerHostQueues(t *testing.T) {
 		}
 		return false
 	})
-	close(release)
+	letGo()
 	if err := <-held; err != nil {
 		t.Fatal(err)
 	}
