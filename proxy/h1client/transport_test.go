@@ -923,13 +923,18 @@ func TestIdleConnectionClosedByServerIsSwept(t *testing.T) {
 	// No request comes: the sweep finds the closed connection and frees
 	// its socket and its MaxConnsPerHost slot.
 	eventually(t, "idle connection swept", func() bool { return closed.Load() == 1 })
-	tr.mu.Lock()
-	for _, hp := range tr.hosts {
-		if hp.open != 0 || len(hp.idle) != 0 {
-			t.Errorf("open %d idle %d after the sweep", hp.open, len(hp.idle))
+	// The slot is given back after the socket's close: waited for, not
+	// looked at once.
+	eventually(t, "the swept connection's slot freed", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		for _, hp := range tr.hosts {
+			if hp.open != 0 || len(hp.idle) != 0 {
+				return false
+			}
 		}
-	}
-	tr.mu.Unlock()
+		return true
+	})
 	get(t, tr, s.URL)
 }
 
