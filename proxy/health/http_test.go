@@ -181,7 +181,9 @@ func TestHTTPKeepsOneConnectionAndRedialsAfterAFailure(t *testing.T) {
 	})
 	defer close(release) // before the server's Close, which waits for handlers
 	cfg := fastConfig(HTTP)
-	cfg.Timeout = 100 * time.Millisecond
+	// A second, not less: every check but the hung one, dial included,
+	// must end within it, which a loaded machine could miss.
+	cfg.Timeout = time.Second
 	c := newChecker(t, cfg, []string{srv.addr()})
 	for range 5 {
 		if err := checkNow(t, c, 0); err != nil {
