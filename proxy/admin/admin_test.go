@@ -294,11 +294,15 @@ func TestClientThatStopsReadingIsCutOffAtTheWriteTimeout(t *testing.T) {
 // than the write timeout: their deadline counts the seconds asked for.
 // The index and a plain profile, which take none, answer as usual.
 func TestProfilesLongerThanTheWriteTimeoutAreWrittenWhole(t *testing.T) {
-	url, _ := serve(t, New(Options{Pprof: true, WriteTimeout: 100 * time.Millisecond}))
+	// A write timeout of a second, not less: the index and the plain
+	// profile must be written within it, and a profile within it of
+	// the end of its collection (stopping a CPU profile takes a while),
+	// which a loaded machine could miss. The collections are longer.
+	url, _ := serve(t, New(Options{Pprof: true, WriteTimeout: time.Second}))
 	for _, path := range []string{
-		"/debug/pprof/profile?seconds=1",
-		"/debug/pprof/trace?seconds=0.5",
-		"/debug/pprof/heap?seconds=1",
+		"/debug/pprof/profile?seconds=2",
+		"/debug/pprof/trace?seconds=1.5",
+		"/debug/pprof/heap?seconds=2",
 		"/debug/pprof/",
 		"/debug/pprof/goroutine?debug=1",
 	} {
