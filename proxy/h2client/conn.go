@@ -309,32 +309,35 @@ func (c *conn) releaseReader() {
 
 // reserve takes a stream slot when the connection can open one more
 // stream. expired reports a connection idle beyond IdleTimeout, or idle
-// with its stream ids spent, which the caller closes. Called with the Transport's mu held.
-func (c *conn) reserve(now time.Time) (ok, reused, expired bool) {
+// with its stream ids spent, which the caller closes; closing, one that
+// will take no new stream (closed, after GOAWAY, past MaxConnAge or
+// MaxStreamsPerConn), whose streams only end. Called with the
+// Transport's mu held.
+func (c *conn) reserve(now time.Time) (ok, reused, expired, closing bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.noNew {
-		return false, false, false
+		return false, false, false, true
 	}
 	if c.reserved == 0 && c.used {
 		if d := c.t.idleTimeout(); d > 0 && now.Sub(c.idleSince) >= d {
 			c.noNew = true
-			return false, false, true
+			return false, false, true, true
 		}
 	}
 	if uint64(c.nextID)+2*uint64(c.reserved) > maxStreamID || c.agedLocked(now) {
 		c.noNew, c.closeWhenIdle = true, true
 		// Idle already: no stream's end will close it.
-		return false, false, c.reserved == 0
+		return false, false, c.reserved == 0, true
 	}
 	if uint32(c.reserved) >= c.maxStreams {
-		return false, false, false
+		return false, false, false, false
 	}
 	c.reserved++
 	c.countStreamLocked()
 	reused = c.used
 	c.used = true
-	return true, reused, false
+	return true, reused, false, false
 }
 
 // agedLocked reports whether the connection is past the Transport's

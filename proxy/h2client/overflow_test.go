@@ -343,3 +343,58 @@ func TestDialOverflowUnderContention(t *testing.T) {
 		}
 	}
 }
+
+// A connection that takes no new streams (here after the server's
+// GOAWAY) while one of its streams goes on does not hold the host's
+// place under the cap: the next request dials as the host's first
+// connection, as Envoy's pools count only connections that take
+// streams, instead of waiting for that stream to end.
+func TestDialOverflowLetsAHostWhoseConnectionIsGoingAwayDial(t *testing.T) {
+	release := newGate()
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		if n > 0 {
+			rc.answerTheRest("new")
+			return
+		}
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		if err := rc.fr.WriteGoAway(h.StreamID, http2.ErrCodeNo, nil); err != nil {
+			return
+		}
+		select {
+		case <-release.ch:
+		case <-time.After(10 * time.Second):
+			return
+		}
+		rc.respond(h.StreamID, "old")
+	})
+	t.Cleanup(release.open)
+	d := &cappedDialer{max: 1}
+	tr := d.transport(t)
+	old := goFetch(t, tr, "http://"+s.addr+"/old")
+	eventually(t, "the GOAWAY read", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		hp := tr.hosts[s.addr]
+		if hp == nil || len(hp.conns) != 1 {
+			return false
+		}
+		c := hp.conns[0]
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.goAway
+	})
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/new", nil)
+	if o := fetch(tr, req); o.err != nil || o.body != "new" {
+		t.Fatalf("%v, want it sent on a new connection while the old one's stream goes on", o)
+	}
+	release.open()
+	if o := recv(t, old); o.err != nil || o.body != "old" {
+		t.Fatalf("old: %v", o)
+	}
+	if n := d.dials.Load(); n != 2 {
+		t.Fatalf("%d connections made, want 2", n)
+	}
+}

@@ -156,13 +156,18 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 			armed, wake = hp, hp.freed.arm()
 		}
 		c = nil
+		// live counts the connections that may take new streams once
+		// theirs end: with none, the host's next connection is dialled
+		// as its first.
+		live := 0
 		for _, cc := range hp.conns {
 			if cc == avoid && !overflowed {
 				// At the cap there is no other connection to be
 				// had: the one avoided will do.
+				live++
 				continue
 			}
-			ok, r, exp := cc.reserve(now)
+			ok, r, exp, closing := cc.reserve(now)
 			if exp {
 				expired = append(expired, cc)
 				continue
@@ -170,6 +175,9 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 			if ok {
 				c, reused = cc, r
 				break
+			}
+			if !closing {
+				live++
 			}
 		}
 		if c != nil {
@@ -201,7 +209,7 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 			}
 			continue
 		}
-		if overflowed && hp == overHost && hp.closes == closesAt && len(hp.conns) > len(expired) {
+		if overflowed && hp == overHost && hp.closes == closesAt && live > 0 {
 			// At the cap, and none of the host's connections closed
 			// since: wait for room on them.
 			t.mu.Unlock()
@@ -217,10 +225,11 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		dc := &dialCall{done: make(chan struct{})}
 		hp.dialing = dc
 		dctx := ctx
-		if len(hp.conns) == len(expired) {
-			// The host's first connection (bar those expiring): a cap on connections shared
-			// with other hosts does not hold it back (see
-			// roundtrip.WithFirstConn).
+		if live == 0 {
+			// The host's first connection (bar those expiring or
+			// closing, as Envoy's pools count only those that take
+			// streams): a cap on connections shared with other hosts
+			// does not hold it back (see roundtrip.WithFirstConn).
 			dctx = roundtrip.WithFirstConn(ctx)
 		}
 		t.mu.Unlock()
