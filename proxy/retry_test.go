@@ -288,8 +288,10 @@ func TestPerTryTimeoutRetriesElsewhere(t *testing.T) {
 	if resp.StatusCode != 200 || slow.n.Load() != 1 || good.n.Load() != 1 {
 		t.Fatalf("%d %q slow=%d good=%d", resp.StatusCode, body, slow.n.Load(), good.n.Load())
 	}
-	// Without a retry the per-try timeout is a 504.
-	h2 := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(a))}, func(r *config.Route) { r.PerTryTimeout = 50 * time.Millisecond }))
+	// Without a retry the per-try timeout is a 504. It is a second: a
+	// connection not made within it is a connect failure (502), and on a
+	// loaded machine that could take longer than 50 ms.
+	h2 := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(a))}, func(r *config.Route) { r.PerTryTimeout = time.Second }))
 	resp, _ = do(t, h2.h1, "GET", h2.url("/"), nil)
 	if resp.StatusCode != 504 || resp.Header.Get("X-Outrigger-Error") != "upstream_timeout" {
 		t.Fatalf("no retry: %d %q", resp.StatusCode, resp.Header.Get("X-Outrigger-Error"))
