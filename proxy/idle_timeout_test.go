@@ -485,7 +485,9 @@ func TestIdleTimeoutLetsTheResponseEndWaitForTheClient(t *testing.T) {
 // of the body. Without a route timeout nothing did, so an event stream
 // asked for on such a connection held its request (its slot, breaker
 // permit, goroutine and upstream request) for as long as the client
-// kept the connection open.
+// kept the connection open. The event stream's request must reach its
+// upstream (on a connection of its own) before the idle timeout, so
+// that the upstream sees it end.
 func TestIdleTimeoutBoundsTheHeaderBlockOfAClientThatDoesNotRead(t *testing.T) {
 	var sent atomic.Int64
 	ended := make(chan struct{})
@@ -507,7 +509,7 @@ func TestIdleTimeoutBoundsTheHeaderBlockOfAClientThatDoesNotRead(t *testing.T) {
 			sent.Add(int64(len(chunk)))
 		}
 	})
-	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, idleRoute)
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, movingIdleRoute)
 	// /big has no idle timeout: its responses fill the connection and
 	// stay, waiting for room.
 	cfg.Routes = append([]config.Route{{Name: "big", Cluster: "svc", TimeoutDisabled: true,
