@@ -21,17 +21,23 @@ import (
 // the cluster's breaker (docs/proxy.md: the breaker and outlier detector
 // get the attempt's outcome, and a call the client abandoned counts
 // neither way). Counting it let a few slow clients trip the breaker for
-// every caller of a healthy cluster.
+// every caller of a healthy cluster. The stalls' route timeout is a
+// second: only a deadline that passes while the body is awaited is the
+// client's, one that passes before, in the connection to the upstream
+// (a new one for each stall over HTTP/1.1), is the upstream's, and on a
+// loaded machine two connections in a row could outlast 200 ms and trip
+// the breaker.
 func TestStalledRequestBodyDoesNotCountAgainstTheUpstream(t *testing.T) {
+	const timeout = time.Second
 	for _, proto := range []config.Protocol{config.ProtocolHTTP1, config.ProtocolHTTP2} {
 		t.Run(string(proto), func(t *testing.T) {
 			su := &stallUpstream{}
 			up := upstream(t, proto == config.ProtocolHTTP2, su.handler)
 			cc := config.Cluster{Endpoints: eps(addr(up)), Protocol: proto,
 				CircuitBreaker: tripsAfter(2)}
-			cfg := simpleConfig(cc, func(r *config.Route) { r.Timeout = stallTimeout })
+			cfg := simpleConfig(cc, func(r *config.Route) { r.Timeout = timeout })
 			// The healthy request goes to the same cluster on a route
-			// with the default timeout: under stallTimeout, on a loaded
+			// with the default timeout: under the stalls', on a loaded
 			// machine, its answer could come too late and be a 504 of its
 			// own.
 			cfg.Routes = append([]config.Route{{Name: "healthy", Cluster: "svc",
