@@ -214,10 +214,14 @@ func TestTunnelPassesUpstreamHalfClose(t *testing.T) {
 // An upgrade request whose body stalls is bounded like any other: the
 // route timeout (which, for an upgrade, bounds the wait for the 101)
 // ends it with a 504, without counting it against the upstream, and the
-// request does not stay in flight until the client goes.
+// request does not stay in flight until the client goes. The timeout is
+// a second: only a deadline that passes while the body is awaited is the
+// client's, one that passes in the connection to the upstream is the
+// upstream's, and on a loaded machine that could take longer than
+// 200 ms.
 func TestUpgradeRequestWithStalledBodyEnds(t *testing.T) {
 	cc := config.Cluster{Endpoints: eps(echoUpgrade(t)), CircuitBreaker: tripsAfter(1)}
-	h := startProxy(t, simpleConfig(cc, func(r *config.Route) { r.Timeout = 200 * time.Millisecond }))
+	h := startProxy(t, simpleConfig(cc, func(r *config.Route) { r.Timeout = time.Second }))
 	c := dialRaw(t, h.out)
 	fmt.Fprint(c, "POST /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nContent-Length: 100\r\n\r\n0123456789")
 	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
