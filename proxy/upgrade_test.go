@@ -66,21 +66,29 @@ func openEchoTunnel(t *testing.T, h *harness, first string) (net.Conn, *bufio.Re
 	return c, br
 }
 
+// A tunnel outlives the route timeout, which bounds only the wait for
+// the 101. The timeout is a second: the 101 must come within it, and on
+// a loaded machine it could come after 200 ms and the request was
+// answered 504.
 func TestUpgradeTunnelsBothWaysPastRouteTimeout(t *testing.T) {
-	cfg := simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}, func(r *config.Route) { r.Timeout = 200 * time.Millisecond })
+	const timeout = time.Second
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(echoUpgrade(t))}, func(r *config.Route) { r.Timeout = timeout })
 	h := startProxy(t, cfg)
+	start := time.Now()
 	// The first line rides in the same packet as the request.
 	c, br := openEchoTunnel(t, h, "first\n")
 	if line, _ := br.ReadString('\n'); line != "echo first\n" {
 		t.Fatalf("%q", line)
 	}
-	// Keep talking for longer than the route timeout.
-	deadline := time.Now().Add(400 * time.Millisecond)
+	// Keep talking until past the route timeout: a message every tenth
+	// of it.
+	deadline := start.Add(timeout * 3 / 2)
 	for i := 0; time.Now().Before(deadline); i++ {
 		fmt.Fprintf(c, "msg %d\n", i)
 		if line, err := br.ReadString('\n'); err != nil || line != fmt.Sprintf("echo msg %d\n", i) {
 			t.Fatalf("exchange %d: %q %v", i, line, err)
 		}
+		<-time.After(timeout / 10)
 	}
 	if n := h.p.inflight.Load(); n != 1 {
 		t.Fatalf("tunnel not counted in flight: %d", n)
