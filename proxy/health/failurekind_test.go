@@ -51,7 +51,10 @@ func TestHTTPStatusEjectsAtOnceAndTimeoutsCount(t *testing.T) {
 	defer close(release) // before the server's Close, which waits for handlers
 	cfg := fastConfig(HTTP)
 	cfg.HealthyThreshold, cfg.UnhealthyThreshold = 2, 3
-	cfg.Timeout = 100 * time.Millisecond
+	// The checks that are answered must end, dial included, within
+	// their timeout, which a loaded machine could stretch past 100 ms:
+	// they get 5 s, and the hung ones 100 ms below.
+	cfg.Timeout = 5 * time.Second
 	c := newChecker(t, cfg, []string{srv.addr()})
 
 	expectState(t, c, "first check", true, 0)
@@ -66,6 +69,7 @@ func TestHTTPStatusEjectsAtOnceAndTimeoutsCount(t *testing.T) {
 	expectState(t, c, "two successes", true, 0)
 
 	hang.Store(true)
+	c.cfg.Timeout = 100 * time.Millisecond
 	for k := 1; k <= 2; k++ {
 		err := expectState(t, c, "timeouts below the threshold", true, k)
 		if ce := err.(*CheckError); ce.Cause != CauseTimeout || ce.Immediate {
