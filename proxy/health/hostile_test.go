@@ -299,19 +299,21 @@ func TestHTTPConnectionCloseRedialsEachCheck(t *testing.T) {
 // An answer that comes after its check timed out is never read as the
 // next check's: the timed-out check's connection is closed.
 func TestHTTPLateAnswerIsNotTakenForTheNextCheck(t *testing.T) {
-	var conns atomic.Int64
+	// The first check's request is answered 200, late, and every other
+	// request 503 at once. The test says which request is the first
+	// check's, not the order in which connections are served: each is
+	// served on a goroutine of its own, and the first check's could run
+	// after the next check's connection is being served.
+	var late atomic.Bool
+	late.Store(true)
 	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
-		first := conns.Add(1) == 1
 		for {
 			if _, err := http.ReadRequest(br); err != nil {
 				return
 			}
-			if first {
-				// Answer 200 late, then whatever comes next on this
-				// connection with 200 as well, at once.
+			if late.CompareAndSwap(true, false) {
 				time.Sleep(300 * time.Millisecond) // the late answer under test
 				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
-				first = false
 				continue
 			}
 			c.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"))
@@ -323,6 +325,7 @@ func TestHTTPLateAnswerIsNotTakenForTheNextCheck(t *testing.T) {
 	if cause, _ := causeOf(t, checkNow(t, c, 0)); cause != CauseTimeout {
 		t.Fatalf("the slow check: cause %q, want timeout", cause)
 	}
+	late.Store(false) // a request read only now is not the timed-out check's
 	cfg.Timeout = 2 * time.Second
 	c.cfg.Timeout = cfg.Timeout
 	for k := range 3 {
