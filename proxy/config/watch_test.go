@@ -16,6 +16,15 @@ import (
 
 const waitLimit = 10 * time.Second
 
+// tornSettle is the Settle of the tests' watchers, unless a test sets a
+// longer one. writeFile truncates the file, then writes it: a read in
+// between finds it empty, a failure that Settle holds back until the
+// write's event has the file read again. On a loaded machine under the
+// race detector the test's goroutine can stall between those two calls
+// for longer than 100 ms (Settle's default, at the tests' 20 ms
+// debounce), and the empty file was then delivered as an error.
+const tornSettle = time.Second
+
 func configWithTimeout(d string) string {
 	return "clusters: {a: {endpoints: [\"10.0.0.1:80\"]}}\nroutes: [{cluster: a, timeout: " + d + "}]\n"
 }
@@ -35,10 +44,11 @@ func startWatcher(t *testing.T, path string) <-chan delivery {
 }
 
 // startWatcherWith also returns a channel that receives after each read
-// the watcher makes.
+// the watcher makes. Its Settle is the default, 5 debounces, or
+// tornSettle if longer.
 func startWatcherWith(t *testing.T, path string, debounce time.Duration) (<-chan delivery, <-chan struct{}) {
 	t.Helper()
-	_, ch, reads := startWatcherSettle(t, path, debounce, 0)
+	_, ch, reads := startWatcherSettle(t, path, debounce, max(tornSettle, 5*debounce))
 	return ch, reads
 }
 
@@ -419,7 +429,7 @@ func TestWatchFailureThatStaysIsDeliveredAfterSettle(t *testing.T) {
 	default:
 	}
 
-	_, ch2, _ := startWatcherSettle(t, path, 20*time.Millisecond, 50*time.Millisecond)
+	_, ch2, _ := startWatcherSettle(t, path, 20*time.Millisecond, tornSettle)
 	writeFile(t, path, configWithTimeout("bad"))
 	d := next(t, ch2)
 	if d.cfg != nil || d.err == nil || !strings.Contains(d.err.Error(), `invalid duration "bad"`) {
@@ -715,7 +725,7 @@ func TestWatchSeesWhatALinkLeadsToDeletedAndWrittenAgain(t *testing.T) {
 		if err := os.Symlink(target, path); err != nil {
 			t.Fatal(err)
 		}
-		_, ch, _ := startWatcherSettle(t, path, 20*time.Millisecond, 50*time.Millisecond)
+		_, ch, _ := startWatcherSettle(t, path, 20*time.Millisecond, tornSettle)
 		if err := os.Remove(target); err != nil {
 			t.Fatal(err)
 		}
@@ -733,7 +743,7 @@ func TestWatchSeesWhatALinkLeadsToDeletedAndWrittenAgain(t *testing.T) {
 		if err := os.Symlink(filepath.Join("releases", "v1"), cur); err != nil {
 			t.Fatal(err)
 		}
-		_, ch, _ := startWatcherSettle(t, filepath.Join(cur, "outrigger.yaml"), 20*time.Millisecond, 50*time.Millisecond)
+		_, ch, _ := startWatcherSettle(t, filepath.Join(cur, "outrigger.yaml"), 20*time.Millisecond, tornSettle)
 		if err := os.RemoveAll(filepath.Join(root, "releases", "v1")); err != nil {
 			t.Fatal(err)
 		}
