@@ -567,8 +567,11 @@ func TestWatchReloadHandsOnAtOnceAndRunComparesWithIt(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outrigger.yaml")
 	writeFile(t, path, configWithTimeout("1s"))
 	// A debounce far longer than a write and a Reload take: Run reads
-	// only after the last write below.
-	w, ch, _ := startWatcherSettle(t, path, 300*time.Millisecond, waitLimit)
+	// only after the last write below. A second, not 300 ms: a Run that
+	// read the file while the test's goroutine stalled between a write
+	// and its Reload delivered that write itself, ahead of the one the
+	// test waits for.
+	w, ch, _ := startWatcherSettle(t, path, time.Second, waitLimit)
 	reload := func() delivery {
 		var d delivery
 		w.Reload(func(c *Config, err error) { d = delivery{c, err} })
