@@ -515,8 +515,10 @@ func TestWatchKubernetesSymlinkSwappedTwiceQuickly(t *testing.T) {
 	if err := os.Symlink(filepath.Join("..data", "outrigger.yaml"), path); err != nil {
 		t.Fatal(err)
 	}
-	// A debounce long enough for both swaps to fall in one burst.
-	ch, reads := startWatcherWith(t, path, 500*time.Millisecond)
+	// A debounce long enough for both swaps to fall in one burst, even
+	// when the test's goroutine stalls between them on a loaded machine:
+	// a second, not 500 ms.
+	ch, reads := startWatcherWith(t, path, time.Second)
 
 	version("..2", configWithTimeout("2s"))
 	version("..3", configWithTimeout("3s"))
