@@ -163,22 +163,24 @@ func TestDeadlineAfterAWaitThatEndedEarly(t *testing.T) {
 		t.Fatalf("the 50ms deadline fired after %v", el)
 	}
 	// The timer was armed for the 50ms deadline and fired; a wait ended
-	// early by data leaves one armed for 100ms; a later deadline of 300ms
-	// must not fire when that one does.
-	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	// early by data leaves one armed for its deadline; a later deadline
+	// must not fire when that one does. The data must come before the
+	// earlier deadline, a second away: at 100 ms, a writer goroutine run
+	// late on a loaded machine let the read time out.
+	first := time.Now().Add(time.Second)
+	c.SetReadDeadline(first)
 	go s.Write([]byte("y"))
 	if _, err := blockedRead(c, buf); err != nil {
 		t.Fatal(err)
 	}
-	start = time.Now()
-	c.SetReadDeadline(start.Add(300 * time.Millisecond))
+	later := first.Add(300 * time.Millisecond)
+	c.SetReadDeadline(later)
 	_, err := c.Read(buf)
-	el := time.Since(start)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Read = %v, want a timeout", err)
 	}
-	if el < 300*time.Millisecond {
-		t.Fatalf("the 300ms deadline fired after %v", el)
+	if early := time.Until(later); early > 0 {
+		t.Fatalf("the deadline fired %v before its time, at the earlier wait's", early)
 	}
 }
 
