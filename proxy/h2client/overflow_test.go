@@ -19,18 +19,22 @@ import (
 // errCapped is cappedDialer's refusal.
 var errCapped = errors.New("connection cap reached")
 
-// cappedDialer dials TCP with at most max connections open at once, as
-// a cluster's max_connections does: beyond it a dial is refused with
-// errCapped, unless its context is marked roundtrip.WithFirstConn.
+// cappedDialer dials TCP with at most max (plus extra) connections open
+// at once, as a cluster's max_connections does: beyond it a dial is
+// refused with errCapped, unless its context is marked
+// roundtrip.WithFirstConn.
 type cappedDialer struct {
-	max     int32
+	max int32
+	// extra raises the cap while a test runs, as a connection to another
+	// of the cluster's endpoints closing, or a reload, leaves room.
+	extra   atomic.Int32
 	open    atomic.Int32
 	dials   atomic.Int32 // connections made
 	refused atomic.Int32
 }
 
 func (d *cappedDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if d.open.Add(1) > d.max && !roundtrip.FirstConn(ctx) {
+	if d.open.Add(1) > d.max+d.extra.Load() && !roundtrip.FirstConn(ctx) {
 		d.open.Add(-1)
 		d.refused.Add(1)
 		return nil, errCapped
@@ -393,6 +397,105 @@ func TestDialOverflowLetsAHostWhoseConnectionIsGoingAwayDial(t *testing.T) {
 	release.open()
 	if o := recv(t, old); o.err != nil || o.body != "old" {
 		t.Fatalf("old: %v", o)
+	}
+	if n := d.dials.Load(); n != 2 {
+		t.Fatalf("%d connections made, want 2", n)
+	}
+}
+
+// armedOn reports how many requests are armed to wait at the cap for
+// room on addr's connections. Read under the Transport's lock, under
+// which a request arms and looks for room in one go: a count that
+// includes a request means it has looked, and waits unless it dials.
+func armedOn(tr *Transport, addr string) int32 {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	hp := tr.hosts[addr]
+	if hp == nil {
+		return 0
+	}
+	return hp.freed.waiting.Load()
+}
+
+// A connection dialled while requests wait at the cap (here the cap
+// left room for another request's dial, as another endpoint's
+// connection closing would) has its free streams taken by them at
+// once, as Envoy's pools attach pending requests to a connection as it
+// becomes ready; they waited for a stream on the host's other
+// connections to end.
+func TestDialOverflowWaiterTakesAStreamOfAConnectionDialledMeanwhile(t *testing.T) {
+	release := newGate()
+	s := startRaw(t, nil, func(rc *rawConn, n int) {
+		if n == 0 {
+			// The first connection allows one stream: its first.
+			if err := rc.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1}); err != nil {
+				return
+			}
+			h, err := rc.readRequestHeaders()
+			if err != nil {
+				return
+			}
+			select {
+			case <-release.ch:
+			case <-time.After(10 * time.Second):
+				return
+			}
+			rc.respond(h.StreamID, "held")
+			rc.answerTheRest("more")
+			return
+		}
+		// The second allows many: /waiting is answered at once, the
+		// other held.
+		var held uint32
+		for range 2 {
+			h, err := rc.readRequestHeaders()
+			if err != nil {
+				return
+			}
+			if h.PseudoValue("path") == "/waiting" {
+				rc.respond(h.StreamID, "waiting")
+			} else {
+				held = h.StreamID
+			}
+		}
+		select {
+		case <-release.ch:
+		case <-time.After(10 * time.Second):
+			return
+		}
+		rc.respond(held, "dialled")
+		rc.answerTheRest("more")
+	})
+	t.Cleanup(release.open)
+	d := &cappedDialer{max: 1}
+	tr := d.transport(t)
+	heldOut := goFetch(t, tr, "http://"+s.addr+"/held")
+	waitFirstStream(t, tr, s.addr)
+	eventually(t, "the first connection's limit of one stream", func() bool {
+		tr.mu.Lock()
+		c := tr.hosts[s.addr].conns[0]
+		tr.mu.Unlock()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.maxStreams == 1
+	})
+
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/waiting", nil)
+	waiting := make(chan outcome, 1)
+	go func() { waiting <- fetch(tr, req) }()
+	eventually(t, "the request waiting at the cap", func() bool { return armedOn(tr, s.addr) == 1 })
+
+	d.extra.Store(1)
+	dialledOut := goFetch(t, tr, "http://"+s.addr+"/dialled")
+	if o := recv(t, waiting); o.err != nil || o.body != "waiting" {
+		t.Fatalf("waiting request: %v, want it sent on the connection dialled while it waited", o)
+	}
+	release.open()
+	if o := recv(t, heldOut); o.err != nil || o.body != "held" {
+		t.Fatalf("held: %v", o)
+	}
+	if o := recv(t, dialledOut); o.err != nil || o.body != "dialled" {
+		t.Fatalf("dialled: %v", o)
 	}
 	if n := d.dials.Load(); n != 2 {
 		t.Fatalf("%d connections made, want 2", n)

@@ -25,8 +25,8 @@ type hostPool struct {
 	// closes when its last stream ends.
 	draining bool
 	// freed wakes the requests waiting at DialOverflow's cap for a
-	// stream slot on one of the host's connections, or for one of them
-	// to close.
+	// stream slot on one of the host's connections (a new one
+	// included), or for one of them to close.
 	freed slotSignal
 	// closes counts the host's connections removed from conns.
 	closes uint64
@@ -256,6 +256,13 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 					// The dialling request's stream keeps it open.
 					dc.c.drain()
 				}
+				// Its other streams are room for the requests
+				// waiting at DialOverflow's cap: one whose dial the
+				// cap let through (another host's connection closed
+				// meanwhile, or this host's all take no new stream)
+				// dialled it while they slept, and the server's
+				// SETTINGS woke them before it was listed.
+				hp.freed.notify()
 			}
 		}
 		if !usable && len(hp.conns) == 0 && t.hosts[addr] == hp {

@@ -44,9 +44,10 @@ type Transport struct {
 	// that a cap on connections beyond this Transport's was reached (a
 	// cluster's max_connections across its endpoints). A request that
 	// finds every stream of its host's connections taken and whose dial
-	// DialOverflow refuses waits for a stream to end or a connection to
-	// close (it then dials again), for as long as its context and
-	// deadline allow (then failing with ErrConnectionWait). A host with
+	// DialOverflow refuses waits for a stream to end, a connection to
+	// close (it then dials again) or a new connection with room, for as
+	// long as its context and deadline allow (then failing with
+	// ErrConnectionWait). A host with
 	// no connection has its first dialled with a context marked
 	// roundtrip.WithFirstConn, which the cap should let through, so that
 	// there is always a connection to wait on. Envoy's connection pools
