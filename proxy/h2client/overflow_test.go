@@ -501,3 +501,57 @@ func TestDialOverflowWaiterTakesAStreamOfAConnectionDialledMeanwhile(t *testing.
 		t.Fatalf("%d connections made, want 2", n)
 	}
 }
+
+// A request waiting at the cap when the host's one connection receives
+// GOAWAY, a stream of its going on, dials the host's next connection as
+// its first, as a request that comes after the GOAWAY does, instead of
+// waiting for that stream to end.
+func TestDialOverflowWaiterDialsWhenTheConnectionGoesAway(t *testing.T) {
+	goAway, release := newGate(), newGate()
+	s := startRaw(t, []http2.Setting{{ID: http2.SettingMaxConcurrentStreams, Val: 1}}, func(rc *rawConn, n int) {
+		if n > 0 {
+			rc.answerTheRest("new")
+			return
+		}
+		h, err := rc.readRequestHeaders()
+		if err != nil {
+			return
+		}
+		for _, g := range []*gate{goAway, release} {
+			select {
+			case <-g.ch:
+			case <-time.After(10 * time.Second):
+				return
+			}
+			if g == goAway {
+				if err := rc.fr.WriteGoAway(h.StreamID, http2.ErrCodeNo, nil); err != nil {
+					return
+				}
+			}
+		}
+		rc.respond(h.StreamID, "old")
+	})
+	t.Cleanup(goAway.open)
+	t.Cleanup(release.open)
+	d := &cappedDialer{max: 1}
+	tr := d.transport(t)
+	old := goFetch(t, tr, "http://"+s.addr+"/old")
+	waitFirstStream(t, tr, s.addr)
+
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/new", nil)
+	waiting := make(chan outcome, 1)
+	go func() { waiting <- fetch(tr, req) }()
+	eventually(t, "the request waiting at the cap", func() bool { return armedOn(tr, s.addr) == 1 })
+
+	goAway.open()
+	if o := recv(t, waiting); o.err != nil || o.body != "new" {
+		t.Fatalf("waiting request: %v, want it sent on a new connection while the old one's stream goes on", o)
+	}
+	release.open()
+	if o := recv(t, old); o.err != nil || o.body != "old" {
+		t.Fatalf("old: %v", o)
+	}
+	if n := d.dials.Load(); n != 2 {
+		t.Fatalf("%d connections made, want 2", n)
+	}
+}

@@ -290,6 +290,12 @@ func (c *conn) onWindowUpdateLocked(f *http2.WindowUpdateFrame) (http2.ErrCode, 
 func (c *conn) onGoAwayLocked(f *http2.GoAwayFrame) {
 	c.noNew, c.closeWhenIdle = true, true
 	c.goAway = true
+	if c.hp != nil {
+		// A host whose connections all take no new stream has its
+		// next dialled as its first, whatever DialOverflow's cap:
+		// the requests waiting at the cap look again (see getConn).
+		c.hp.freed.notify()
+	}
 	if f.ErrCode == http2.ErrCodeEnhanceYourCalm && string(f.DebugData()) == "too_many_pings" {
 		c.t.slowPings()
 	}
