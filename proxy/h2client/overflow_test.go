@@ -31,6 +31,9 @@ type cappedDialer struct {
 	open    atomic.Int32
 	dials   atomic.Int32 // connections made
 	refused atomic.Int32
+	// holdClose, when set, holds the Close of the connections' sockets
+	// until it opens, before they give their places back.
+	holdClose atomic.Pointer[gate]
 }
 
 func (d *cappedDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -66,6 +69,9 @@ type cappedConn struct {
 }
 
 func (c *cappedConn) Close() error {
+	if g := c.d.holdClose.Load(); g != nil {
+		<-g.ch
+	}
 	c.once.Do(func() { c.d.open.Add(-1) })
 	return c.Conn.Close()
 }
@@ -553,5 +559,59 @@ func TestDialOverflowWaiterDialsWhenTheConnectionGoesAway(t *testing.T) {
 	}
 	if n := d.dials.Load(); n != 2 {
 		t.Fatalf("%d connections made, want 2", n)
+	}
+}
+
+// A connection that closes while requests wait at the cap leaves its
+// place under the cap only once its socket has closed, which its writer
+// does after it has left the host's list: a waiter dials again then,
+// not when the connection left the list, where the cap, still counting
+// it, refused the dial and the waiter went back to sleep on the host's
+// other connection until its deadline.
+func TestDialOverflowWaiterDialsOnceTheClosedSocketLeftItsPlace(t *testing.T) {
+	s, entered, release := holdServer(t)
+	d := &cappedDialer{max: 2}
+	tr := d.transport(t)
+	closing := newGate()
+	t.Cleanup(closing.open)
+	held1 := goFetch(t, tr, s.url("/hold"))
+	recv(t, entered)
+	held2 := goFetch(t, tr, s.url("/hold"))
+	recv(t, entered)
+
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", s.url("/next"), nil)
+	waiting := make(chan outcome, 1)
+	go func() { waiting <- fetch(tr, req) }()
+	eventually(t, "the request waiting at the cap", func() bool { return armedOn(tr, s.addr) == 1 })
+
+	d.holdClose.Store(closing)
+	tr.mu.Lock()
+	first := tr.hosts[s.addr].conns[0]
+	tr.mu.Unlock()
+	first.close(errors.New("closed by the test"))
+	if o := recv(t, held1); o.err == nil {
+		t.Fatalf("held request: %v, want the closed connection's error", o)
+	}
+	// The close woke the waiter (the channel it was armed on is gone);
+	// once it is armed again, with no dial in flight, it has looked,
+	// and dialled if it was to, with the socket still open.
+	eventually(t, "the waiter looking again", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		hp := tr.hosts[s.addr]
+		hp.freed.mu.Lock()
+		defer hp.freed.mu.Unlock()
+		return len(hp.conns) == 1 && hp.dialing == nil && hp.freed.ch != nil
+	})
+	closing.open()
+	if o := recv(t, waiting); o.err != nil || o.body != "ok /next" {
+		t.Fatalf("waiting request: %v, want it sent on a new connection once the closed one's socket closed", o)
+	}
+	release.open()
+	if o := recv(t, held2); o.err != nil || o.body != "ok /hold" {
+		t.Fatalf("held request: %v", o)
+	}
+	if n := d.dials.Load(); n != 3 {
+		t.Fatalf("%d connections made, want 3", n)
 	}
 }

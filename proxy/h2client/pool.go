@@ -28,7 +28,9 @@ type hostPool struct {
 	// stream slot on one of the host's connections (a new one
 	// included), or for one of them to close.
 	freed slotSignal
-	// closes counts the host's connections removed from conns.
+	// closes counts the sockets of the host's connections closed: the
+	// places they held under DialOverflow's cap are free (see
+	// socketClosed).
 	closes uint64
 }
 
@@ -324,12 +326,36 @@ func (t *Transport) removeConn(c *conn) {
 	}
 	if i := slices.Index(hp.conns, c); i >= 0 {
 		hp.conns = slices.Delete(hp.conns, i, i+1)
-		hp.closes++
-		// Its place under DialOverflow's cap is free.
+		// It takes no stream: a host left with none that do has its
+		// next dialled as its first. (Its place under DialOverflow's
+		// cap is free once its socket has closed: socketClosed.)
 		hp.freed.notify()
 	}
 	if len(hp.conns) == 0 && hp.dialing == nil && t.hosts[hp.addr] == hp {
 		delete(t.hosts, hp.addr)
+	}
+}
+
+// socketClosed counts the close of a socket of hp's host and wakes the
+// requests waiting at DialOverflow's cap, which dial again. The cap
+// counts a connection until its socket closes, which its writer does
+// after removeConn, once it has written the last frames: counted by
+// removeConn, a close let a waiter dial while the cap still held the
+// place, be refused, and sleep on as if no connection had closed.
+func (t *Transport) socketClosed(hp *hostPool) {
+	if hp == nil {
+		return
+	}
+	t.mu.Lock()
+	// The host's pool now: hp, or the one made since its last
+	// connection was removed, whose waiters the place is free for.
+	cur := t.hosts[hp.addr]
+	if cur != nil {
+		cur.closes++
+	}
+	t.mu.Unlock()
+	if cur != nil {
+		cur.freed.notify()
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 // they never wait for the system call.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
-	defer c.nc.Close()
+	defer c.closeSocket()
 	for {
 		select {
 		case <-c.wake:
@@ -69,6 +69,13 @@ func (c *conn) writeLoop() {
 			return
 		}
 	}
+}
+
+// closeSocket closes the connection's socket, the writer's last act, and
+// counts the close for its host (see Transport.socketClosed).
+func (c *conn) closeSocket() {
+	c.nc.Close()
+	c.t.socketClosed(c.hp)
 }
 
 // waitDrainedLocked returns a channel closed when the writer next takes
