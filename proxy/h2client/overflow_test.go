@@ -34,12 +34,20 @@ type cappedDialer struct {
 	// holdClose, when set, holds the Close of the connections' sockets
 	// until it opens, before they give their places back.
 	holdClose atomic.Pointer[gate]
+	// holdRefusal, when set, holds a refused dial until it opens,
+	// after sending on refusing.
+	holdRefusal atomic.Pointer[gate]
+	refusing    chan struct{}
 }
 
 func (d *cappedDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	if d.open.Add(1) > d.max+d.extra.Load() && !roundtrip.FirstConn(ctx) {
 		d.open.Add(-1)
 		d.refused.Add(1)
+		if g := d.holdRefusal.Load(); g != nil {
+			d.refusing <- struct{}{}
+			<-g.ch
+		}
 		return nil, errCapped
 	}
 	var nd net.Dialer
@@ -606,6 +614,52 @@ func TestDialOverflowWaiterDialsOnceTheClosedSocketLeftItsPlace(t *testing.T) {
 	closing.open()
 	if o := recv(t, waiting); o.err != nil || o.body != "ok /next" {
 		t.Fatalf("waiting request: %v, want it sent on a new connection once the closed one's socket closed", o)
+	}
+	release.open()
+	if o := recv(t, held2); o.err != nil || o.body != "ok /hold" {
+		t.Fatalf("held request: %v", o)
+	}
+	if n := d.dials.Load(); n != 3 {
+		t.Fatalf("%d connections made, want 3", n)
+	}
+}
+
+// A connection that closes while a request's dial is being refused at
+// the cap, after the refusal, leaves a place the request dials in: it
+// does not wait as if the cap were still full.
+func TestDialOverflowConnectionClosedDuringARefusedDialIsDialledIn(t *testing.T) {
+	s, entered, release := holdServer(t)
+	d := &cappedDialer{max: 2, refusing: make(chan struct{}, 1)}
+	tr := d.transport(t)
+	refusal := newGate()
+	t.Cleanup(refusal.open)
+	held1 := goFetch(t, tr, s.url("/hold"))
+	recv(t, entered)
+	held2 := goFetch(t, tr, s.url("/hold"))
+	recv(t, entered)
+
+	d.holdRefusal.Store(refusal)
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", s.url("/next"), nil)
+	waiting := make(chan outcome, 1)
+	go func() { waiting <- fetch(tr, req) }()
+	recv(t, d.refusing)
+	d.holdRefusal.Store(nil)
+
+	tr.mu.Lock()
+	first := tr.hosts[s.addr].conns[0]
+	tr.mu.Unlock()
+	first.close(errors.New("closed by the test"))
+	if o := recv(t, held1); o.err == nil {
+		t.Fatalf("held request: %v, want the closed connection's error", o)
+	}
+	eventually(t, "the closed connection's socket closed", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return tr.hosts[s.addr].closes == 1
+	})
+	refusal.open()
+	if o := recv(t, waiting); o.err != nil || o.body != "ok /next" {
+		t.Fatalf("waiting request: %v, want it sent on a new connection in the closed one's place", o)
 	}
 	release.open()
 	if o := recv(t, held2); o.err != nil || o.body != "ok /hold" {

@@ -94,8 +94,10 @@ type dialCall struct {
 	// ctxErr is set when the dial ended because the dialling request's
 	// context ended: the waiters, whose contexts may be alive, try again.
 	ctxErr bool
-	// closesAt is the host's closes when DialOverflow's cap refused the
-	// dial (see getConn).
+	// closesAt is the host's closes when the dial began: a socket that
+	// closes after it may have left the place DialOverflow's cap then
+	// refused, so a refused dial is followed by another, not a wait
+	// (see getConn).
 	closesAt uint64
 }
 
@@ -122,8 +124,8 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		return nil, false, fmt.Errorf("h2client: bad address %q: %w", addr, err)
 	}
 	// overflowed: the last dial this request made or waited for was
-	// refused at DialOverflow's cap, when overHost had closed closesAt
-	// connections. armed is the host whose freed the request is armed
+	// refused at DialOverflow's cap; overHost had closed closesAt
+	// sockets when that dial began. armed is the host whose freed the request is armed
 	// on, wake the channel its next notify closes.
 	var (
 		overflowed bool
@@ -224,7 +226,11 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 			continue
 		}
 		overflowed = false
-		dc := &dialCall{done: make(chan struct{})}
+		// closesAt is read now, not with the refusal: the cap refuses
+		// within Dial, without the lock, and a socket that closed
+		// between the refusal and a read after Dial returned would
+		// have the request wait in a place the cap has free.
+		dc := &dialCall{done: make(chan struct{}), closesAt: hp.closes}
 		hp.dialing = dc
 		dctx := ctx
 		if live == 0 {
@@ -241,11 +247,6 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		dc.ctxErr = dc.err != nil && ctx.Err() != nil
 		t.mu.Lock()
 		hp.dialing = nil
-		if dc.err != nil && !dc.ctxErr && t.overflow(dc.err) {
-			// Read under the lock with the refusal: a connection that
-			// closes after it has the request dial again.
-			dc.closesAt = hp.closes
-		}
 		ok, usable := false, false
 		if dc.c != nil {
 			// The dialling request takes the first stream: each request
