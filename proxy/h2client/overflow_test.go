@@ -38,7 +38,15 @@ type cappedDialer struct {
 	// after sending on refusing.
 	holdRefusal atomic.Pointer[gate]
 	refusing    chan struct{}
+	// holdDial, when set, holds each dial the cap lets through until it
+	// opens, after sending the dialling request's dialTag on dialling.
+	holdDial atomic.Pointer[gate]
+	dialling chan string
 }
+
+// dialTag is the context key of a request's name, which cappedDialer
+// sends on dialling.
+type dialTag struct{}
 
 func (d *cappedDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	if d.open.Add(1) > d.max+d.extra.Load() && !roundtrip.FirstConn(ctx) {
@@ -49,6 +57,16 @@ func (d *cappedDialer) dial(ctx context.Context, network, addr string) (net.Conn
 			<-g.ch
 		}
 		return nil, errCapped
+	}
+	if g := d.holdDial.Load(); g != nil {
+		tag, _ := ctx.Value(dialTag{}).(string)
+		d.dialling <- tag
+		select {
+		case <-g.ch:
+		case <-ctx.Done():
+			d.open.Add(-1)
+			return nil, ctx.Err()
+		}
 	}
 	var nd net.Dialer
 	c, err := nd.DialContext(ctx, network, addr)
@@ -667,5 +685,68 @@ func TestDialOverflowConnectionClosedDuringARefusedDialIsDialledIn(t *testing.T)
 	}
 	if n := d.dials.Load(); n != 3 {
 		t.Fatalf("%d connections made, want 3", n)
+	}
+}
+
+// A request that waited at the cap and then waits for another request's
+// dial (woken, with it, by a connection's close) fails with
+// ErrConnectionWait and its context's cause when its context ends: it
+// is still waiting for room on the host's connections, and the host
+// never saw it.
+func TestDialOverflowWaitForAnotherRequestsDialEndsWithErrConnectionWait(t *testing.T) {
+	s, entered, _ := holdServer(t)
+	d := &cappedDialer{max: 1, dialling: make(chan string, 1)}
+	tr := d.transport(t)
+	dial := newGate()
+	t.Cleanup(dial.open)
+	held := goFetch(t, tr, s.url("/hold"))
+	recv(t, entered)
+
+	// Two requests wait at the cap, each cancelled with a cause of its
+	// own.
+	causes := map[string]error{"one": errors.New("one gave up"), "two": errors.New("two gave up")}
+	cancels := map[string]context.CancelCauseFunc{}
+	outs := map[string]chan outcome{}
+	for name := range causes {
+		ctx, cancel := context.WithCancelCause(context.WithValue(context.Background(), dialTag{}, name))
+		t.Cleanup(func() { cancel(nil) })
+		out := make(chan outcome, 1)
+		cancels[name], outs[name] = cancel, out
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.url("/next"), nil)
+		go func() { out <- fetch(tr, req) }()
+	}
+	eventually(t, "two requests waiting at the cap", func() bool { return armedOn(tr, s.addr) == 2 })
+
+	// The host's only connection closes: one of them dials the host's
+	// first connection, held, and the other waits for that dial.
+	d.holdDial.Store(dial)
+	tr.mu.Lock()
+	first := tr.hosts[s.addr].conns[0]
+	tr.mu.Unlock()
+	first.close(errors.New("closed by the test"))
+	if o := recv(t, held); o.err == nil {
+		t.Fatalf("held request: %v, want the closed connection's error", o)
+	}
+	dialler := recv(t, d.dialling)
+	other := "one"
+	if dialler == "one" {
+		other = "two"
+	}
+	// Both armed on the host's new pool: each has looked, the other
+	// found the dial in flight.
+	eventually(t, "the other request waiting for the dial", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		hp := tr.hosts[s.addr]
+		return hp != nil && hp.dialing != nil && hp.freed.waiting.Load() == 2
+	})
+	cancels[other](causes[other])
+	if o := recv(t, outs[other]); !errors.Is(o.err, ErrConnectionWait) || !errors.Is(o.err, causes[other]) {
+		t.Fatalf("%s: %v, want ErrConnectionWait and its cause", other, o)
+	}
+	d.holdDial.Store(nil)
+	dial.open()
+	if o := recv(t, outs[dialler]); o.err != nil || o.body != "ok /next" {
+		t.Fatalf("%s: %v, want it sent on the connection it dialled", dialler, o)
 	}
 }
