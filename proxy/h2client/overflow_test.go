@@ -383,8 +383,7 @@ func TestDialOverflowUnderContention(t *testing.T) {
 // A connection that takes no new streams (here after the server's
 // GOAWAY) while one of its streams goes on does not hold the host's
 // place under the cap: the next request dials as the host's first
-// connection, as Envoy's pools count only connections that take
-// streams, instead of waiting for that stream to end.
+// connection instead of waiting for that stream to end.
 func TestDialOverflowLetsAHostWhoseConnectionIsGoingAwayDial(t *testing.T) {
 	release := newGate()
 	s := startRaw(t, nil, func(rc *rawConn, n int) {

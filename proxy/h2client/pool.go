@@ -241,10 +241,12 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		hp.dialing = dc
 		dctx := ctx
 		if live == 0 {
-			// The host's first connection (bar those expiring or
-			// closing, as Envoy's pools count only those that take
-			// streams): a cap on connections shared with other hosts
-			// does not hold it back (see roundtrip.WithFirstConn).
+			// The host's first connection, bar those expiring or
+			// closing (Envoy's pools count a draining one as busy and
+			// wait for it to close, which a long stream may put off
+			// beyond any deadline): a cap on connections shared with
+			// other hosts does not hold it back (see
+			// roundtrip.WithFirstConn).
 			dctx = roundtrip.WithFirstConn(ctx)
 		}
 		t.mu.Unlock()

@@ -47,11 +47,12 @@ type Transport struct {
 	// DialOverflow refuses waits for a stream to end, a connection to
 	// close (it then dials again) or a new connection with room, for as
 	// long as its context and deadline allow (then failing with
-	// ErrConnectionWait). A host with
-	// no connection has its first dialled with a context marked
-	// roundtrip.WithFirstConn, which the cap should let through, so that
-	// there is always a connection to wait on. Envoy's connection pools
-	// queue the same way.
+	// ErrConnectionWait). A host with no connection that takes new
+	// streams (none, or only ones going away) has its next dialled with
+	// a context marked roundtrip.WithFirstConn, which the cap should let
+	// through, so that there is always a connection to wait on. Envoy's
+	// connection pools queue the same way (but count a connection going
+	// away as busy).
 	DialOverflow func(error) bool
 
 	// ReadIdleTimeout is how long a connection may stay silent before a
