@@ -749,3 +749,33 @@ func TestDialOverflowWaitForAnotherRequestsDialEndsWithErrConnectionWait(t *test
 		t.Fatalf("%s: %v, want it sent on the connection it dialled", dialler, o)
 	}
 }
+
+// A request that waits for another request's dial to its host and runs
+// out of time first never reached the host: its error says so
+// (ErrConnectionWait), so that the proxy does not count it against the
+// host; the dial's own end is the dialling request's.
+func TestWaitForAnotherRequestsDialEndsWithErrConnectionWait(t *testing.T) {
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	dialing, letDial := make(chan struct{}, 1), newGate()
+	t.Cleanup(letDial.open)
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialing <- struct{}{}
+			<-letDial.ch
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}
+	})
+	first := goFetch(t, tr, s.url("/first"))
+	recv(t, dialing)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.url("/second"), nil)
+	if o := fetch(tr, req); !errors.Is(o.err, ErrConnectionWait) || !errors.Is(o.err, context.DeadlineExceeded) {
+		t.Fatalf("%v, want ErrConnectionWait and the deadline", o)
+	}
+	letDial.open()
+	if o := recv(t, first); o.err != nil || o.body != "ok" {
+		t.Fatalf("the dialling request: %v", o)
+	}
+}

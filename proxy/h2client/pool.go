@@ -80,10 +80,10 @@ func (s *slotSignal) notify() {
 
 // ErrConnectionWait is in the error (test with errors.Is) of a request
 // whose wait for room on its host's connections, at a cap DialOverflow
-// recognises, ended with its context or deadline, whose cause the error
-// wraps too; so is the wait, after the cap refused it, for another
-// request's dial. The request took no stream: the host never saw it, and a
-// caller should not count it against the host.
+// recognises, or for another request's dial to the host, ended with its
+// context or deadline, whose cause the error wraps too. The request took
+// no stream: the host never saw it, and a caller should not count it
+// against the host (a dial that fails is the dialling request's).
 var ErrConnectionWait = errors.New("h2client: waiting for a stream")
 
 // dialCall is one dial (and handshake) in flight. done is closed when it
@@ -204,13 +204,10 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 			select {
 			case <-dc.done:
 			case <-ctx.Done():
-				if overflowed {
-					// Still waiting at the cap, now for the room
-					// another request's dial may make: the host
-					// never saw this one.
-					return nil, false, fmt.Errorf("%w to %s: %w", ErrConnectionWait, addr, context.Cause(ctx))
-				}
-				return nil, false, fmt.Errorf("h2client: waiting for a connection to %s: %w", addr, context.Cause(ctx))
+				// Waiting for another request's dial (at the cap or
+				// not): the host never saw this one, and the dial's
+				// own failure, if any, is the dialling request's.
+				return nil, false, fmt.Errorf("%w to %s: %w", ErrConnectionWait, addr, context.Cause(ctx))
 			}
 			if dc.err != nil && !dc.ctxErr {
 				if !t.overflow(dc.err) {
