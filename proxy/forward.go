@@ -379,13 +379,13 @@ func (f *forwarding) run(start time.Time) {
 	// this frame.
 	res := c.res
 	acquired, retryHeld := false, false
-	var stopStallWatch func() bool
+	var stall *stallWatch
 	defer func() {
 		if retryHeld {
 			res.limits.Release(breaker.LimitRetries)
 		}
-		if stopStallWatch != nil {
-			stopStallWatch()
+		if stall != nil {
+			stall.stop()
 		}
 		if acquired {
 			c.m.active.Dec()
@@ -438,7 +438,7 @@ func (f *forwarding) run(start time.Time) {
 
 	var body io.Reader
 	if hasBody(r) {
-		body, stopStallWatch = f.requestBody(ctx, direct, limit)
+		body, stall = f.requestBody(ctx, direct, limit)
 	}
 	if f.rt.mirrors != nil {
 		f.mirror(hdr, path, rawPath)
@@ -807,11 +807,11 @@ func (f *forwarding) releaseRouteCtx() {
 
 // requestBody wraps the request body for the attempts: it notes whether
 // it was read, enforces max_request_body_bytes (limit > 0) and keeps it
-// for replay when the route retries. stop, when not nil, ends the watch
-// of a stalled body (see watchBodyStall).
+// for replay when the route retries. stall, when not nil, is the watch
+// of a stalled body, for the caller to stop (see watchBodyStall).
 //
 //go:noinline
-func (f *forwarding) requestBody(ctx context.Context, direct bool, limit int64) (body io.Reader, stop func() bool) {
+func (f *forwarding) requestBody(ctx context.Context, direct bool, limit int64) (body io.Reader, stall *stallWatch) {
 	r := f.r
 	f.touch = &touchReader{r: r.Body, idle: f.idle()}
 	body = f.touch
@@ -1444,28 +1444,68 @@ func (f *forwarding) failNoHealthyUpstream() {
 // route timeout (504 upstream_timeout, gRPC DEADLINE_EXCEEDED), or is
 // aborted if the response has started. Only requests with a body pay for
 // this: a timer when the transport takes the deadline itself (direct, no
-// route context), else a context.AfterFunc on the route context. The
-// returned stop is nil when there is no deadline.
-func (f *forwarding) watchBodyStall(ctx context.Context, direct bool) (stop func() bool) {
+// route context), else a context.AfterFunc on the route context. It
+// returns nil when there is no deadline.
+func (f *forwarding) watchBodyStall(ctx context.Context, direct bool) *stallWatch {
 	if f.dl.IsZero() {
 		return nil
 	}
-	w, rctx := f.w, f.r.Context()
-	expire := func() {
-		if rctx.Err() != nil {
-			// The client went away: its body has ended already.
-			return
-		}
-		// A writer without read deadlines (ErrNotSupported) is left as
-		// it is: its body is not read from a client.
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
-	}
+	sw := &stallWatch{w: f.w, rctx: f.r.Context()}
 	if direct {
 		// Fires at or after f.dl, so routeDone holds by then.
-		return time.AfterFunc(time.Until(f.dl), expire).Stop
+		sw.t = time.AfterFunc(time.Until(f.dl), sw.expire)
+	} else {
+		// Runs once ctx is done, so routeDone holds by then.
+		sw.stopAfter = context.AfterFunc(ctx, sw.expire)
 	}
-	// Runs once ctx is done, so routeDone holds by then.
-	return context.AfterFunc(ctx, expire)
+	return sw
+}
+
+// stallWatch is watchBodyStall's watch of one request. Stopped, it lets
+// go of the request's writer and context: a stopped timer can stay in
+// the runtime's timer heap, with its function, until its time would have
+// come (the route deadline), and through the writer it would keep the
+// whole request (its body, its connection's buffers, the response)
+// from being collected.
+type stallWatch struct {
+	w    http.ResponseWriter
+	rctx context.Context
+	// t or stopAfter is the watch: a timer, or a context.AfterFunc.
+	t         *time.Timer
+	stopAfter func() bool
+	// done is taken by whichever of expire and stop comes first: only it
+	// reads or clears w and rctx.
+	done atomic.Bool
+}
+
+// expire sets the client's read deadline to now, unless stop came first.
+func (sw *stallWatch) expire() {
+	if !sw.done.CompareAndSwap(false, true) {
+		return
+	}
+	w, rctx := sw.w, sw.rctx
+	sw.w, sw.rctx = nil, nil
+	if rctx.Err() != nil {
+		// The client went away: its body has ended already.
+		return
+	}
+	// A writer without read deadlines (ErrNotSupported) is left as
+	// it is: its body is not read from a client.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}
+
+// stop ends the watch; false means expire ran or is running.
+func (sw *stallWatch) stop() bool {
+	if sw.t != nil {
+		sw.t.Stop()
+	} else {
+		sw.stopAfter()
+	}
+	if !sw.done.CompareAndSwap(false, true) {
+		return false
+	}
+	sw.w, sw.rctx = nil, nil
+	return true
 }
 
 // routeCtx returns the route context: the request's context bounded by

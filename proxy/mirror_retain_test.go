@@ -65,3 +65,38 @@ func TestMirrorCopyDoesNotHoldTheClientsRequest(t *testing.T) {
 		return wb.Value() == nil
 	})
 }
+
+// The watch of a stalled body lets go of the request's writer and
+// context once stopped, so that a stopped timer the runtime keeps until
+// its time would have come (the route deadline) does not keep the
+// request with it; whichever of expire and stop comes first has them.
+func TestStallWatchLetsTheRequestGoWhenStopped(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "http://svc/", strings.NewReader("x"))
+		f := &forwarding{w: rec, r: req, dl: time.Now().Add(time.Minute)}
+		ctx, cancel := context.WithCancel(context.Background())
+		sw := f.watchBodyStall(ctx, direct)
+		if !sw.stop() {
+			t.Fatalf("direct %v: stop before the deadline reports the watch ended already", direct)
+		}
+		if sw.w != nil || sw.rctx != nil {
+			t.Fatalf("direct %v: the stopped watch keeps the request's writer or context", direct)
+		}
+		sw.expire() // as a timer that fires late would: no effect
+		cancel()
+		if sw.stop() {
+			t.Fatalf("direct %v: a second stop reports it stopped the watch", direct)
+		}
+	}
+	// Expired first: stop then reports the watch had ended.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "http://svc/", strings.NewReader("x"))
+	ctx, cancel := context.WithCancel(context.Background())
+	sw := (&forwarding{w: rec, r: req, dl: time.Now().Add(time.Minute)}).watchBodyStall(ctx, false)
+	cancel()
+	eventually(t, 10*time.Second, "the watch to expire with its context", func() bool { return sw.done.Load() })
+	if sw.stop() {
+		t.Fatal("stop after expire reports it stopped the watch")
+	}
+}
