@@ -71,6 +71,9 @@ type pool struct {
 	// connections to the hosts its argument reports true for, and
 	// closes the others once idle (see retainEndpoints).
 	retain func(keep func(addr string) bool)
+	// retryOverflowed is the transport's RetryOverflowed: the calls
+	// waiting at max_connections dial again (see setLimits).
+	retryOverflowed func()
 
 	// users counts snapshots referencing the pool plus requests in flight;
 	// when it reaches zero after retirement the idle conns are closed.
@@ -223,6 +226,7 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 		p.rt = t
 		p.closeIdle = t.CloseIdleConnections
 		p.retain = t.Retain
+		p.retryOverflowed = t.RetryOverflowed
 	default:
 		// HTTP/1.1 (and HTTP/1.1 over TLS): h1client does each exchange
 		// on the forwarding goroutine, without http.Transport's
@@ -248,8 +252,22 @@ func newPool(key transportKey, tc *tls.Config) *pool {
 		p.rt = t
 		p.closeIdle = t.CloseIdleConnections
 		p.retain = t.Retain
+		p.retryOverflowed = t.RetryOverflowed
 	}
 	return p
+}
+
+// setLimits makes lim the limits the pool's dials are held to. A
+// max_connections raised above the one before applies to the calls
+// waiting at it at once, as Envoy's circuit breakers apply new limits:
+// they dial again, instead of waiting for a stream or connection of
+// their endpoint to end, which a long call may put off beyond their
+// deadlines. Caller holds Proxy.applyMu.
+func (p *pool) setLimits(lim *breaker.Limits) {
+	prev := p.limits.Swap(lim)
+	if prev != nil && prev.Snapshot().Max[breaker.LimitConnections] < lim.Snapshot().Max[breaker.LimitConnections] {
+		p.retryOverflowed()
+	}
 }
 
 // retainEndpoints keeps the pool's connections to c's endpoints and

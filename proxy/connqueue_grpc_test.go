@@ -333,6 +333,61 @@ func TestMaxConnectionsGRPCWaitEndsWithThePerTryTimeout(t *testing.T) {
 	}
 }
 
+// A reload that raises max_connections applies to the gRPC calls
+// waiting at the old limit at once, as Envoy's circuit breakers do: the
+// calls waiting behind a held stream dial connections of their own
+// under the new limit, without waiting for the stream to end; so do
+// they when the reload also changes the cluster's connection settings,
+// and the calls wait in a pool the reload retired.
+func TestMaxConnectionsRaisedByAReloadServesTheGRPCCallsWaiting(t *testing.T) {
+	for _, newPool := range []bool{false, true} {
+		name := "kept pool"
+		if newPool {
+			name = "new pool"
+		}
+		t.Run(name, func(t *testing.T) {
+			up, ep := newHeldGRPC(t, 1)
+			r := config.Route{Timeout: 10 * time.Second}
+			h := startProxy(t, grpcHeldConfig(ep, config.Cluster{}, r))
+			up.unblockOnCleanup(t)
+			c := grpcClient(t, h.out)
+
+			st := openStream(t, ctxT(t, 10*time.Second), c)
+			calls := []<-chan unaryResult{callUnary(c, 10*time.Second), callUnary(c, 10*time.Second)}
+			eventually(t, 5*time.Second, "two calls waiting", func() bool { return pending(h) == 2 })
+
+			pool := h.p.snap.Load().clusters["svc"].pool
+			cl := config.Cluster{Limits: breaker.LimitsConfig{MaxConnections: 3}}
+			if newPool {
+				cl.ConnectTimeout = 3 * time.Second
+			}
+			cfg := grpcHeldConfig(ep, cl, r)
+			cl = cfg.Clusters["svc"]
+			cl.Limits.MaxConnections = 3 // grpcHeldConfig's is 1
+			cfg.Clusters["svc"] = cl
+			if err := h.p.Apply(cfg); err != nil {
+				t.Fatal(err)
+			}
+			if kept := h.p.snap.Load().clusters["svc"].pool == pool; kept == newPool {
+				t.Fatalf("the reload kept the pool: %v, want %v", kept, !newPool)
+			}
+			eventually(t, 5*time.Second, "the waiting calls upstream", func() bool { return up.entered.Load() == 3 })
+			if n := limitsInUse(h)[breaker.LimitConnections]; n != 3 {
+				t.Fatalf("%d connections, want 3", n)
+			}
+			up.release <- struct{}{}
+			up.release <- struct{}{}
+			for _, ch := range calls {
+				if r := <-ch; r.err != nil {
+					t.Fatalf("a waiting call: %v", r.err)
+				}
+			}
+			echo(t, st)
+			closeStream(t, st)
+		})
+	}
+}
+
 // A reload that removes the endpoint gRPC calls wait for at
 // max_connections leaves their waits bounded by their route timeout:
 // the held stream goes on to its end, and a waiting call ends by its

@@ -276,3 +276,35 @@ func TestMaxConnectionsWaitRunningOutIsNotTheEndpointsFailure(t *testing.T) {
 		t.Fatalf("%d calls reached the upstream, want the held one", n)
 	}
 }
+
+// A reload that raises max_connections applies to the HTTP/1.1 calls
+// waiting at the old limit at once, as Envoy's circuit breakers do: the
+// calls waiting behind a held one dial connections of their own under
+// the new limit, without waiting for it to end.
+func TestMaxConnectionsRaisedByAReloadServesTheCallsWaiting(t *testing.T) {
+	up := newHeldUpstream(t)
+	cl := config.Cluster{Endpoints: eps(up.addr), Limits: breaker.LimitsConfig{MaxConnections: 1}}
+	h := startProxy(t, simpleConfig(cl))
+	up.unblockOnCleanup(t)
+
+	res := send(h, 3)
+	eventually(t, 5*time.Second, "a call upstream, two waiting", func() bool {
+		return up.entered.Load() == 1 && limitsInUse(h)[breaker.LimitPendingRequests] == 2
+	})
+	cl.Limits.MaxConnections = 3
+	if err := h.p.Apply(simpleConfig(cl)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the waiting calls upstream", func() bool { return up.entered.Load() == 3 })
+	if n := limitsInUse(h)[breaker.LimitConnections]; n != 3 {
+		t.Fatalf("%d connections, want 3", n)
+	}
+	for range 3 {
+		up.release <- struct{}{}
+	}
+	for range 3 {
+		if r := <-res; r[0] != "200 OK" {
+			t.Fatalf("a call: %v, want 200", r)
+		}
+	}
+}

@@ -260,8 +260,8 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		return err
 	}
 	for _, c := range s.clusters {
-		c.pool.limits.Store(c.res.limits)
 		c.pool.bindConns(c)
+		c.pool.setLimits(c.res.limits)
 	}
 	s.gen = p.gen.Load() + 1
 	old := p.pools
@@ -315,6 +315,12 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	for k, pl := range old {
 		if used[k] == pl {
 			continue
+		}
+		if r := res[k.cluster]; r != nil {
+			// The calls of the cluster still waiting for a connection
+			// in the pool its new settings retired are held to its new
+			// limits, as those of the pool that replaces it.
+			pl.setLimits(r.limits)
 		}
 		pl.retired.Store(true)
 		if pl.users.Load() == 0 {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"sync"
 	"time"
 )
@@ -299,6 +300,27 @@ func (t *Transport) Retain(keep func(addr string) bool) {
 	t.mu.Unlock()
 	for _, c := range idle {
 		c.discard()
+	}
+}
+
+// RetryOverflowed hands the requests waiting for one of their host's
+// connections a slot to dial in, as far as MaxConnsPerHost allows: a cap
+// DialOverflow recognises may have been raised since it refused them (a
+// proxy applies new limits at once, as Envoy's circuit breakers do).
+// Those it refuses again wait again, behind the others.
+func (t *Transport) RetryOverflowed() {
+	var woken []*waiter
+	t.mu.Lock()
+	for _, hp := range t.hosts {
+		for len(hp.waiters) > 0 && (t.MaxConnsPerHost <= 0 || hp.open < t.MaxConnsPerHost) {
+			woken = append(woken, hp.waiters[0])
+			hp.waiters = slices.Delete(hp.waiters, 0, 1)
+			hp.open++
+		}
+	}
+	t.mu.Unlock()
+	for _, w := range woken {
+		w.ch <- nil // buffered, and only ever sent to once
 	}
 }
 

@@ -28,9 +28,9 @@ type hostPool struct {
 	// stream slot on one of the host's connections (a new one
 	// included), or for one of them to close.
 	freed slotSignal
-	// closes counts the sockets of the host's connections closed: the
-	// places they held under DialOverflow's cap are free (see
-	// socketClosed).
+	// closes counts the sockets of the host's connections closed, whose
+	// places under DialOverflow's cap are free (see socketClosed), and
+	// the calls of RetryOverflowed, which may have made room under it.
 	closes uint64
 }
 

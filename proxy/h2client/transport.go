@@ -282,6 +282,24 @@ func (t *Transport) Retain(keep func(addr string) bool) {
 	closeAll(idle, errHostRetired)
 }
 
+// RetryOverflowed has the requests waiting at a cap DialOverflow
+// recognises dial again, as when one of their host's connections
+// closes: the cap may have been raised since it refused them (a proxy
+// applies new limits at once, as Envoy's circuit breakers do). Those it
+// refuses again wait again.
+func (t *Transport) RetryOverflowed() {
+	t.mu.Lock()
+	hosts := make([]*hostPool, 0, len(t.hosts))
+	for _, hp := range t.hosts {
+		hp.closes++
+		hosts = append(hosts, hp)
+	}
+	t.mu.Unlock()
+	for _, hp := range hosts {
+		hp.freed.notify()
+	}
+}
+
 // errHostRetired ends a connection to a host Retain let go.
 var errHostRetired = errors.New("h2client: connection closed: its host is no longer pooled")
 
