@@ -547,3 +547,34 @@ func TestMaxConnectionsQueuesOfTwoClustersShareNothing(t *testing.T) {
 		t.Fatalf("svc's waiting call: %v", r.err)
 	}
 }
+
+// A gRPC stream waiting at max_connections whose client cancels it
+// gives its max_pending_requests slot back at once and is counted by
+// neither the breaker nor outlier detection; the held stream goes on.
+func TestMaxConnectionsGRPCWaitCancelledByTheClient(t *testing.T) {
+	up, ep := newHeldGRPC(t, 1)
+	h := startProxy(t, grpcHeldConfig(ep, config.Cluster{CircuitBreaker: tripsAfter(1)}, config.Route{}))
+	up.unblockOnCleanup(t)
+	c := grpcClient(t, h.out)
+
+	st := openStream(t, ctxT(t, 10*time.Second), c)
+	ctx, cancel := context.WithCancel(ctxT(t, 10*time.Second))
+	second, err := c.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the second stream waiting", func() bool { return pending(h) == 1 })
+	cancel()
+	if _, err := second.Recv(); status.Code(err) != codes.Canceled {
+		t.Fatalf("the cancelled stream: %v, want CANCELED", err)
+	}
+	eventually(t, 5*time.Second, "nothing pending", func() bool { return pending(h) == 0 })
+	if s := svcBreaker(h); s.State != breaker.StateClosed || s.Failures != 0 {
+		t.Fatalf("breaker %v with %d failures, want closed with none", s.State, s.Failures)
+	}
+	echo(t, st)
+	closeStream(t, st)
+	if n := up.entered.Load(); n != 1 {
+		t.Fatalf("%d streams upstream, want the held one", n)
+	}
+}
