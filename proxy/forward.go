@@ -535,20 +535,28 @@ func (f *forwarding) run(start time.Time) {
 		// that goes downstream is reported to the breaker and the outlier
 		// detector only once its body is copied: a body the upstream cuts
 		// short is a failure whatever its status said, and slow_calls
-		// measure the whole response. A retry candidate is reported at
-		// once, so that a breaker it trips refuses the retry.
+		// measure the whole response. A retry candidate the classifier
+		// calls a failure is reported at once, so that a breaker it trips
+		// refuses the retry; one it calls a success (retried whatever it
+		// says, see retryPolicy.regardless) only once it is retried, as
+		// its body, if it goes downstream, may still make it a failure.
 		var hv breaker.Verdict
 		recorded := false
 		if atHeaders {
 			hv = f.classify(failNone, resp.StatusCode, gs)
 			if f.retryCandidate(attempt, failNone, resp.StatusCode, gs, resp.Header, hv) {
-				f.report(permit, ep, hv)
-				recorded = true
+				if hv.Failure {
+					f.report(permit, ep, hv)
+					recorded = true
+				}
 				// A response whose reset header asks for a wait longer
 				// than the route allows is the answer (see resetAllows).
 				wait := time.Duration(-1)
 				if f.canRetry(attempt, failNone, resp.StatusCode, gs, resp.Header, hv) && !overloaded(resp.Header) &&
 					f.resetAllows(resp.Header, &wait) && f.takeRetry(&retryHeld) {
+					if !recorded {
+						f.report(permit, ep, hv)
+					}
 					f.reached = true
 					// Closed, not read: a body that stalls would hold the
 					// retry until the route deadline. Both transports

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,5 +249,64 @@ func TestIdempotentMethodsAreRFC9110s(t *testing.T) {
 	}
 	if w := "[GET HEAD OPTIONS TRACE PUT DELETE]"; fmt.Sprint(got) != w {
 		t.Fatalf("idempotent: %v, want %v", got, w)
+	}
+}
+
+// A response retried whatever the classifier says (a 409 under
+// retriable-4xx, a header retriable_headers match) that is not retried
+// after all (here a POST without allow_non_idempotent) goes to the
+// client, and is reported as any answer that goes there: once its body
+// is copied. The classifier calls the 409 a success, but its body, cut
+// short by the upstream, makes it a failure for the breaker and the
+// outlier detector, as it is without the retry policy.
+func TestResponseRetriedRegardlessButNotRetriedCountsItsBody(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		rp     config.RetryPolicy
+	}{
+		{"retriable-4xx", 409, config.RetryPolicy{RetryOn: []config.RetryCondition{"retriable-4xx"}}},
+		{"retriable-headers", 200, config.RetryPolicy{RetryOn: []config.RetryCondition{"retriable-headers"},
+			RetriableHeaders: []config.HeaderMatch{{Name: "x-upstream-retry", Present: true}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := &counting{fn: func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("X-Upstream-Retry", "1")
+				w.Header().Set("Content-Length", "1000")
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte("partial"))
+				w.(http.Flusher).Flush()
+				if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+					c.Close()
+				}
+			}}
+			s := upstream(t, false, up.ServeHTTP)
+			tc.rp.Attempts = 1
+			cfg := retryCfg([]string{addr(s)}, tc.rp)
+			c := cfg.Clusters["svc"]
+			c.OutlierDetection = breaker.OutlierConfig{Interval: time.Hour, Consecutive5xx: 100}
+			cfg.Clusters["svc"] = c
+			h := startProxy(t, cfg)
+			req, _ := http.NewRequest("POST", h.url("/"), strings.NewReader("x"))
+			if resp, err := h.h1.Do(req); err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					t.Fatalf("%d with its whole body, want it cut short", resp.StatusCode)
+				}
+			}
+			if n := up.n.Load(); n != 1 {
+				t.Fatalf("%d calls, want 1 (a POST is not retried)", n)
+			}
+			res := h.p.snap.Load().clusters["svc"].res
+			eventually(t, 5*time.Second, "the call reported", func() bool { return res.br.Snapshot(time.Now()).Calls == 1 })
+			if s := res.br.Snapshot(time.Now()); s.Failures != 1 {
+				t.Errorf("breaker counted %d failures of %d calls, want the cut body's 1", s.Failures, s.Calls)
+			}
+			if s := res.det.Snapshot(time.Now()).Endpoints[0]; s.IntervalRequests != 1 || s.IntervalSuccesses != 0 {
+				t.Errorf("outlier detector counted %d successes of %d requests, want 0 of 1", s.IntervalSuccesses, s.IntervalRequests)
+			}
+		})
 	}
 }
