@@ -64,7 +64,9 @@ type requestOverrides struct {
 // (the common case costs one pass over h's names). Values that do not
 // parse are ignored, as Envoy ignores them, and removed all the same;
 // conditions Outrigger does not know (envoy-ratelimited,
-// reset-before-request) too.
+// reset-before-request) too. A header's lines are one value, joined with
+// commas, as Envoy's header map joins them: the lists take every line's
+// items, and a number on more than one line does not parse.
 func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 	found := false
 	for k := range h {
@@ -123,7 +125,7 @@ func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 		}
 	}
 	maxRetries, hasMax := -1, false
-	if vv := h[hdrEnvoyMaxRetries]; len(vv) > 0 {
+	if vv := h[hdrEnvoyMaxRetries]; len(vv) == 1 { // see envoyMillis
 		if n, err := strconv.Atoi(strings.TrimSpace(vv[0])); err == nil && n >= 0 {
 			maxRetries, hasMax = min(n, config.MaxRetryAttempts), true
 		}
@@ -160,10 +162,12 @@ func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 	return ov
 }
 
-// envoyMillis parses the first of vv as a whole number of milliseconds,
-// at most a year.
+// envoyMillis parses vv, a header's lines, as a whole number of
+// milliseconds, at most a year. A header on more than one line does not
+// parse: Envoy's header map joins the lines with commas into one value
+// (RFC 9110 §5.3), which is then no number.
 func envoyMillis(vv []string) (int64, bool) {
-	if len(vv) == 0 {
+	if len(vv) != 1 {
 		return 0, false
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(vv[0]), 10, 64)

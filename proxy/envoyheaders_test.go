@@ -401,3 +401,41 @@ func BenchmarkEnvoyOverrides(b *testing.B) {
 		}
 	}
 }
+
+// A timeout or x-envoy-max-retries sent on more than one line is one
+// value, its lines joined with commas, as Envoy's header map joins them:
+// it does not parse and is ignored, as Envoy ignores it, and removed all
+// the same. The route's timeout and retries apply.
+func TestEnvoyHeaderOnSeveralLinesIsIgnored(t *testing.T) {
+	up := &headerRecorder{delays: []time.Duration{300 * time.Millisecond}, statuses: []int{200}}
+	s := upstream(t, false, up.ServeHTTP)
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(s))}, func(r *config.Route) { r.Timeout = 100 * time.Millisecond }))
+	req, _ := http.NewRequest("GET", h.url("/"), nil)
+	req.Header[hdrEnvoyTimeout] = []string{"5000", "5000"}
+	resp, err := h.h1.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("x-envoy-upstream-rq-timeout-ms on two lines: %d, want the route timeout's 504", resp.StatusCode)
+	}
+
+	retrying := &headerRecorder{delays: []time.Duration{0}, statuses: []int{503, 200}}
+	s2 := upstream(t, false, retrying.ServeHTTP)
+	h2 := startProxy(t, retryCfg([]string{addr(s2)}, config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"5xx"},
+		Backoff: config.Backoff{Base: time.Millisecond}}))
+	req, _ = http.NewRequest("GET", h2.url("/"), nil)
+	req.Header[hdrEnvoyMaxRetries] = []string{"0", "0"}
+	resp, err = h2.h1.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || retrying.calls.Load() != 2 {
+		t.Fatalf("x-envoy-max-retries on two lines: %d after %d calls, want the route's retry: 200 after 2", resp.StatusCode, retrying.calls.Load())
+	}
+	if up.sawEnvoy.Load() || retrying.sawEnvoy.Load() {
+		t.Fatal("the upstream was sent the headers")
+	}
+}
