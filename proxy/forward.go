@@ -1936,7 +1936,9 @@ func (f *forwarding) canRetry(attempt int, kind failKind, status, grpcStatus int
 // of any attempt. h is the response's header, nil without one.
 func (f *forwarding) retryCandidate(attempt int, kind failKind, status, grpcStatus int, h http.Header, v breaker.Verdict) bool {
 	p := f.retryPolicy()
-	if attempt >= p.maxRetries || f.trace.info1xx.Load() {
+	if attempt >= p.maxRetries || f.trace.info1xx.Load() || status == http.StatusSwitchingProtocols {
+		// (A 101 is the tunnel the client asked for, whatever a
+		// retriable_headers matcher says of its header.)
 		return false
 	}
 	return p.regardless(kind, status, grpcStatus, h) || v.Failure && p.retriable(kind, status, grpcStatus)

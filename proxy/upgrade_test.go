@@ -216,3 +216,41 @@ func TestForcedShutdownWaitsForTheWrapperOfATunnelItEnds(t *testing.T) {
 		t.Fatal("Shutdown returned before the tunnel's wrapper")
 	}
 }
+
+// A 101 is the tunnel, not a response to retry: a retriable_headers
+// matcher that matches it (an inverted one, here) leaves it as it is,
+// and the upstream switches protocols once.
+func TestUpgradeIsNotRetriedOnRetriableHeaders(t *testing.T) {
+	var upgrades atomic.Int32
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		upgrades.Add(1)
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Up: 1\r\n\r\n")
+		brw.Flush()
+		for {
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			brw.WriteString("echo " + line)
+			brw.Flush()
+		}
+	})
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, func(r *config.Route) {
+		r.Retry = &config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"retriable-headers"},
+			Backoff:          config.Backoff{Base: time.Microsecond},
+			RetriableHeaders: []config.HeaderMatch{{Name: "x-healthy", Present: true, Invert: true}}}
+	})
+	h := startProxy(t, cfg)
+	_, br := openEchoTunnel(t, h, "first\n")
+	if line, _ := br.ReadString('\n'); line != "echo first\n" {
+		t.Fatalf("%q", line)
+	}
+	if n := upgrades.Load(); n != 1 {
+		t.Fatalf("the upstream switched protocols %d times, want once", n)
+	}
+}
