@@ -41,7 +41,7 @@ const (
 // The conditions x-envoy-retry-on and x-envoy-retry-grpc-on may name.
 const (
 	envoyRetryOnHTTP = retryConnectFailure | retryReset | retry5xx | retryGatewayError |
-		retryRetriableStatus | retryRefusedStream | retryRetriable4xx | retryRetriableHeaders
+		retryRetriableStatus | retryRefusedStream | retryRetriable4xx | retryRetriableHeaders | retryEnvoyRateLimited
 	envoyRetryOnGRPC = retryGRPCCancelled | retryGRPCDeadlineExceeded | retryGRPCResourceExhausted |
 		retryGRPCUnavailable | retryGRPCInternal
 )
@@ -63,8 +63,7 @@ type requestOverrides struct {
 // into the overrides of rt's settings they make; nil when h has none
 // (the common case costs one pass over h's names). Values that do not
 // parse are ignored, as Envoy ignores them, and removed all the same;
-// conditions Outrigger does not know (envoy-ratelimited,
-// reset-before-request) too. A header's lines are one value, joined with
+// conditions Outrigger does not know (reset-before-request) too. A header's lines are one value, joined with
 // commas, as Envoy's header map joins them: the lists take every line's
 // items, and a number on more than one line does not parse.
 func envoyOverrides(h http.Header, rt *route) *requestOverrides {

@@ -48,7 +48,7 @@ func TestEnvoyOverridesParse(t *testing.T) {
 			}
 		}},
 		{name: "conditions added to the route's", rt: withRetry, h: map[string]string{hdrEnvoyRetryOn: "5xx, unavailable, envoy-ratelimited", hdrEnvoyRetryGRPCOn: "internal,5xx"}, check: func(t *testing.T, ov *requestOverrides) {
-			if ov.retry == nil || ov.retry.on != retryConnectFailure|retry5xx|retryGRPCInternal || ov.retry.maxRetries != 2 {
+			if ov.retry == nil || ov.retry.on != retryConnectFailure|retry5xx|retryEnvoyRateLimited|retryGRPCInternal || ov.retry.maxRetries != 2 {
 				t.Fatalf("retry %+v", ov.retry)
 			}
 		}},

@@ -1941,7 +1941,7 @@ func (f *forwarding) retryCandidate(attempt int, kind failKind, status, grpcStat
 		// retriable_headers matcher says of its header.)
 		return false
 	}
-	return p.regardless(kind, status, grpcStatus, h) || v.Failure && p.retriable(kind, status, grpcStatus)
+	return p.retries(kind, status, grpcStatus, h, v.Failure)
 }
 
 // takeRetry reserves, for the rest of this request (one slot however many

@@ -29,6 +29,7 @@ const (
 	retryRetriable4xx  // 409 Conflict
 	retryRetriableHeaders
 	retryGRPCInternal
+	retryEnvoyRateLimited // x-envoy-ratelimited in the response
 )
 
 // retryOnNames maps config tokens (Envoy's x-envoy-retry-on and
@@ -47,6 +48,7 @@ var retryOnNames = map[string]retryOn{
 	"retriable-4xx":          retryRetriable4xx,
 	"retriable-headers":      retryRetriableHeaders,
 	"internal":               retryGRPCInternal,
+	"envoy-ratelimited":      retryEnvoyRateLimited,
 }
 
 // retryPolicy is a route's compiled retry policy.
@@ -154,6 +156,20 @@ func (p *retryPolicy) regardless(kind failKind, status, grpcStatus int, h http.H
 		}
 	}
 	return false
+}
+
+// retries reports whether the policy's conditions retry an attempt's
+// outcome, failure being the cluster's classifier's verdict: one of the
+// conditions retried whatever the classifier says (see regardless), or
+// a retry_on condition on a failure. A response an upstream Envoy's
+// rate limiter refused (x-envoy-ratelimited) is retried under
+// envoy-ratelimited, whatever the classifier says, and under no other
+// condition, as Envoy's router decides. h is nil without a response.
+func (p *retryPolicy) retries(kind failKind, status, grpcStatus int, h http.Header, failure bool) bool {
+	if _, ok := h["X-Envoy-Ratelimited"]; ok {
+		return p.on&retryEnvoyRateLimited != 0
+	}
+	return p.regardless(kind, status, grpcStatus, h) || failure && p.retriable(kind, status, grpcStatus)
 }
 
 // grpcRetriable reports whether grpcStatus matches one of the policy's

@@ -42,6 +42,8 @@ func TestRetryOnConditionsMatchTheirOutcomes(t *testing.T) {
 		{"grpc-resource-exhausted", failNone, 200, grpcResourceExhausted, nil},
 		{"grpc-unavailable", failNone, 200, grpcUnavailable, nil},
 		{"grpc-internal", failNone, 200, grpcInternal, nil},
+		{"429-ratelimited", failNone, 429, -1, http.Header{"X-Envoy-Ratelimited": {"true"}}},
+		{"503-ratelimited", failNone, 503, -1, http.Header{"X-Envoy-Ratelimited": {"true"}}},
 	}
 	want := map[config.RetryCondition][]string{
 		"connect-failure":        {"connect"},
@@ -57,6 +59,7 @@ func TestRetryOnConditionsMatchTheirOutcomes(t *testing.T) {
 		"internal":               {"grpc-internal"},
 		"retriable-4xx":          {"409"},
 		"retriable-headers":      {"200-header"},
+		"envoy-ratelimited":      {"429-ratelimited", "503-ratelimited"},
 	}
 	if len(want) != len(retryOnNames) {
 		t.Fatalf("%d conditions checked, %d known", len(want), len(retryOnNames))
@@ -75,7 +78,7 @@ func TestRetryOnConditionsMatchTheirOutcomes(t *testing.T) {
 		}
 		var got []string
 		for _, o := range outcomes {
-			if p.retriable(o.kind, o.status, o.gs) || p.regardless(o.kind, o.status, o.gs, o.h) {
+			if p.retries(o.kind, o.status, o.gs, o.h, true) {
 				got = append(got, o.name)
 			}
 		}
@@ -90,7 +93,7 @@ func TestRetryOnConditionsMatchTheirOutcomes(t *testing.T) {
 	}
 	var got []string
 	for _, o := range outcomes {
-		if p.retriable(o.kind, o.status, o.gs) {
+		if p.retries(o.kind, o.status, o.gs, o.h, true) {
 			got = append(got, o.name)
 		}
 	}
@@ -306,6 +309,58 @@ func TestResponseRetriedRegardlessButNotRetriedCountsItsBody(t *testing.T) {
 			}
 			if s := res.det.Snapshot(time.Now()).Endpoints[0]; s.IntervalRequests != 1 || s.IntervalSuccesses != 0 {
 				t.Errorf("outlier detector counted %d successes of %d requests, want 0 of 1", s.IntervalSuccesses, s.IntervalRequests)
+			}
+		})
+	}
+}
+
+// A response an upstream Envoy's rate limiter refused (x-envoy-ratelimited)
+// is retried under envoy-ratelimited, whatever the classifier says, and
+// under no other condition, as Envoy's router decides: a 503 with the
+// header is the answer under gateway-error, and a 429 with it is
+// retried elsewhere under envoy-ratelimited.
+func TestEnvoyRateLimitedResponses(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		status  int
+		on      []config.RetryCondition
+		retried bool
+	}{
+		{"gateway-error", http.StatusServiceUnavailable, []config.RetryCondition{"gateway-error"}, false},
+		{"envoy-ratelimited", http.StatusTooManyRequests, []config.RetryCondition{"envoy-ratelimited"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			limited := &counting{fn: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Envoy-Ratelimited", "true")
+				w.WriteHeader(tc.status)
+			}}
+			good := echoing()
+			a, b := upstream(t, false, limited.ServeHTTP), upstream(t, false, good.ServeHTTP)
+			cfg := retryCfg([]string{addr(a), addr(b)}, config.RetryPolicy{Attempts: 1, RetryOn: tc.on,
+				Backoff: config.Backoff{Base: time.Microsecond}})
+			c := cfg.Clusters["svc"]
+			c.LBPolicy = config.LBRoundRobin
+			cfg.Clusters["svc"] = c
+			h := startProxy(t, cfg)
+			for i := 0; i < 2; i++ {
+				resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+				limitedAnswer := resp.StatusCode == tc.status && resp.Header.Get("X-Envoy-Ratelimited") != ""
+				if tc.retried && (resp.StatusCode != 200 || limitedAnswer) {
+					t.Fatalf("request %d: %d %q, want the retry's 200", i, resp.StatusCode, body)
+				}
+				if !tc.retried && resp.StatusCode != 200 && !limitedAnswer {
+					t.Fatalf("request %d: %d %q, want the limited answer or the other endpoint's 200", i, resp.StatusCode, body)
+				}
+			}
+			// Round robin: without retries the two requests go one to
+			// each endpoint; with them, each retry of the limited
+			// endpoint's answer goes to the other.
+			if tc.retried {
+				if limited.n.Load() == 0 || good.n.Load() != 2 {
+					t.Fatalf("%d requests to the limited endpoint, %d to the other; want some and 2", limited.n.Load(), good.n.Load())
+				}
+			} else if limited.n.Load() != 1 || good.n.Load() != 1 {
+				t.Fatalf("%d requests to the limited endpoint, %d to the other; want 1 and 1 (no retry)", limited.n.Load(), good.n.Load())
 			}
 		})
 	}

@@ -441,7 +441,7 @@ routes:
   - cluster: a
     retry:
       retry_on: [5xx, 5xxx]
-`, `t.yaml:9: routes[0].retry.retry_on[1]: unknown retry condition "5xxx" (valid: connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, retriable-4xx, retriable-headers, unavailable, resource-exhausted, deadline-exceeded, cancelled, internal)`},
+`, `t.yaml:9: routes[0].retry.retry_on[1]: unknown retry condition "5xxx" (valid: connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, retriable-4xx, retriable-headers, envoy-ratelimited, unavailable, resource-exhausted, deadline-exceeded, cancelled, internal)`},
 		{"status codes without condition", okCluster + `
 routes:
   - cluster: a

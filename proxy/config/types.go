@@ -1248,13 +1248,17 @@ type RetryPolicy struct {
 	//   retriable-4xx           409 Conflict (Envoy's retriable 4xx)
 	//   retriable-headers       a response with a header that matches one
 	//                           of RetriableHeaders
+	//   envoy-ratelimited       a response with x-envoy-ratelimited (an
+	//                           upstream Envoy's rate limiter), which
+	//                           without it is never retried
 	//   unavailable             gRPC status UNAVAILABLE
 	//   resource-exhausted      gRPC status RESOURCE_EXHAUSTED
 	//   deadline-exceeded       gRPC status DEADLINE_EXCEEDED
 	//   cancelled               gRPC status CANCELLED
 	//   internal                gRPC status INTERNAL
 	// (gRPC statuses of a trailers-only answer). Except for
-	// retriable-status-codes, retriable-4xx and retriable-headers, only
+	// retriable-status-codes, retriable-4xx, retriable-headers and
+	// envoy-ratelimited, only
 	// what the cluster's failure classifier counts as a failure is
 	// retried: a gRPC condition outside its
 	// grpc_statuses (CANCELLED, by default) never is, and validation
@@ -1328,6 +1332,7 @@ const (
 	RetryOnRetriable4xx         RetryCondition = "retriable-4xx"
 	RetryOnRetriableHeaders     RetryCondition = "retriable-headers"
 	RetryOnInternal             RetryCondition = "internal"
+	RetryOnEnvoyRateLimited     RetryCondition = "envoy-ratelimited"
 )
 
 // Backoff is jittered exponential back-off: before retry n (from 1) the

@@ -1058,10 +1058,10 @@ var validRetryCondition = map[RetryCondition]bool{
 	RetryOn5xx: true, RetryOnGatewayError: true, RetryOnRetriableStatusCodes: true,
 	RetryOnUnavailable: true, RetryOnResourceExhausted: true,
 	RetryOnDeadlineExceeded: true, RetryOnCancelled: true, RetryOnInternal: true,
-	RetryOnRetriable4xx: true, RetryOnRetriableHeaders: true,
+	RetryOnRetriable4xx: true, RetryOnRetriableHeaders: true, RetryOnEnvoyRateLimited: true,
 }
 
-var retryConditionList = "connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, retriable-4xx, retriable-headers, unavailable, resource-exhausted, deadline-exceeded, cancelled, internal"
+var retryConditionList = "connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes, retriable-4xx, retriable-headers, envoy-ratelimited, unavailable, resource-exhausted, deadline-exceeded, cancelled, internal"
 
 func (m *HeaderMutation) validate(p *problems, path string) {
 	m.Add.validate(p, path+".add")
