@@ -78,6 +78,23 @@ func (d *cappedDialer) dial(ctx context.Context, network, addr string) (net.Conn
 	return &cappedConn{Conn: c, d: d}, nil
 }
 
+// wantDials fails the test unless d made n connections.
+func (d *cappedDialer) wantDials(t testing.TB, n int32) {
+	t.Helper()
+	if got := d.dials.Load(); got != n {
+		t.Fatalf("%d connections made, want %d", got, n)
+	}
+}
+
+// wantBody receives what on ch and fails the test unless it is body,
+// whole and without error.
+func wantBody(t testing.TB, ch <-chan outcome, body, what string) {
+	t.Helper()
+	if o := recv(t, ch); o.err != nil || o.body != body {
+		t.Fatalf("%s: %v, want %q", what, o, body)
+	}
+}
+
 // transport returns a Transport dialling through d, with DialOverflow
 // recognising its refusal.
 func (d *cappedDialer) transport(t *testing.T) *Transport {
@@ -144,17 +161,13 @@ func TestDialOverflowWaitsForAStream(t *testing.T) {
 	default:
 	}
 	release.open()
-	if o := recv(t, held); o.err != nil || o.body != "ok /hold" {
-		t.Fatalf("held request: %v", o)
-	}
+	wantBody(t, held, "ok /hold", "held request")
 	for range waiting {
 		if o := recv(t, out); o.err != nil || o.body != "ok /next" {
 			t.Fatalf("waiting request: %v, want it sent once a stream was free", o)
 		}
 	}
-	if n := d.dials.Load(); n != 1 {
-		t.Fatalf("%d connections made, want 1 (the cap)", n)
-	}
+	d.wantDials(t, 1)
 }
 
 // A wait at the cap ends with the request's context, with an error that
@@ -205,12 +218,8 @@ func TestDialOverflowDialsWhenAConnectionCloses(t *testing.T) {
 	if o := recv(t, held); o.err == nil {
 		t.Fatalf("held request: %v, want the closed connection's error", o)
 	}
-	if o := recv(t, out); o.err != nil || o.body != "ok /next" {
-		t.Fatalf("waiting request: %v, want it sent on a new connection", o)
-	}
-	if n := d.dials.Load(); n != 2 {
-		t.Fatalf("%d connections made, want 2", n)
-	}
+	wantBody(t, out, "ok /next", "waiting request: want it sent on a new connection")
+	d.wantDials(t, 2)
 }
 
 // A server that raises SETTINGS_MAX_CONCURRENT_STREAMS makes room on its
@@ -249,15 +258,9 @@ func TestDialOverflowWaiterTakesStreamsTheServerAdds(t *testing.T) {
 	eventually(t, "a refused dial", func() bool { return d.refused.Load() >= 1 })
 	close(raise)
 	recv(t, sawSecond)
-	if o := recv(t, secondOut); o.err != nil || o.body != "second" {
-		t.Fatalf("second: %v", o)
-	}
-	if o := recv(t, firstOut); o.err != nil || o.body != "first" {
-		t.Fatalf("first: %v", o)
-	}
-	if n := d.dials.Load(); n != 1 {
-		t.Fatalf("%d connections made, want 1", n)
-	}
+	wantBody(t, secondOut, "second", "second")
+	wantBody(t, firstOut, "first", "first")
+	d.wantDials(t, 1)
 }
 
 // Without DialOverflow, a refused dial fails the request with the dial's
@@ -306,9 +309,7 @@ func TestDialOverflowRetryOfARefusedStreamTakesTheSameConnection(t *testing.T) {
 	if o := fetch(tr, req); o.err != nil || o.body != "again" {
 		t.Fatalf("refused request: %v, want it sent again on the one connection", o)
 	}
-	if o := recv(t, heldOut); o.err != nil || o.body != "held" {
-		t.Fatalf("held: %v", o)
-	}
+	wantBody(t, heldOut, "held", "held")
 	if n, r := d.dials.Load(), d.refused.Load(); n != 1 || r == 0 {
 		t.Fatalf("%d connections made and %d dials refused, want 1 and the retry's refused", n, r)
 	}
@@ -426,12 +427,8 @@ func TestDialOverflowLetsAHostWhoseConnectionIsGoingAwayDial(t *testing.T) {
 		t.Fatalf("%v, want it sent on a new connection while the old one's stream goes on", o)
 	}
 	release.open()
-	if o := recv(t, old); o.err != nil || o.body != "old" {
-		t.Fatalf("old: %v", o)
-	}
-	if n := d.dials.Load(); n != 2 {
-		t.Fatalf("%d connections made, want 2", n)
-	}
+	wantBody(t, old, "old", "old")
+	d.wantDials(t, 2)
 }
 
 // armedOn reports how many requests are armed to wait at the cap for
@@ -518,19 +515,11 @@ func TestDialOverflowWaiterTakesAStreamOfAConnectionDialledMeanwhile(t *testing.
 
 	d.extra.Store(1)
 	dialledOut := goFetch(t, tr, "http://"+s.addr+"/dialled")
-	if o := recv(t, waiting); o.err != nil || o.body != "waiting" {
-		t.Fatalf("waiting request: %v, want it sent on the connection dialled while it waited", o)
-	}
+	wantBody(t, waiting, "waiting", "waiting request: want it sent on the connection dialled while it waited")
 	release.open()
-	if o := recv(t, heldOut); o.err != nil || o.body != "held" {
-		t.Fatalf("held: %v", o)
-	}
-	if o := recv(t, dialledOut); o.err != nil || o.body != "dialled" {
-		t.Fatalf("dialled: %v", o)
-	}
-	if n := d.dials.Load(); n != 2 {
-		t.Fatalf("%d connections made, want 2", n)
-	}
+	wantBody(t, heldOut, "held", "held")
+	wantBody(t, dialledOut, "dialled", "dialled")
+	d.wantDials(t, 2)
 }
 
 // A request waiting at the cap when the host's one connection receives
@@ -575,16 +564,10 @@ func TestDialOverflowWaiterDialsWhenTheConnectionGoesAway(t *testing.T) {
 	eventually(t, "the request waiting at the cap", func() bool { return armedOn(tr, s.addr) == 1 })
 
 	goAway.open()
-	if o := recv(t, waiting); o.err != nil || o.body != "new" {
-		t.Fatalf("waiting request: %v, want it sent on a new connection while the old one's stream goes on", o)
-	}
+	wantBody(t, waiting, "new", "waiting request: want it sent on a new connection while the old one's stream goes on")
 	release.open()
-	if o := recv(t, old); o.err != nil || o.body != "old" {
-		t.Fatalf("old: %v", o)
-	}
-	if n := d.dials.Load(); n != 2 {
-		t.Fatalf("%d connections made, want 2", n)
-	}
+	wantBody(t, old, "old", "old")
+	d.wantDials(t, 2)
 }
 
 // A connection that closes while requests wait at the cap leaves its
@@ -629,16 +612,10 @@ func TestDialOverflowWaiterDialsOnceTheClosedSocketLeftItsPlace(t *testing.T) {
 		return len(hp.conns) == 1 && hp.dialing == nil && hp.freed.ch != nil
 	})
 	closing.open()
-	if o := recv(t, waiting); o.err != nil || o.body != "ok /next" {
-		t.Fatalf("waiting request: %v, want it sent on a new connection once the closed one's socket closed", o)
-	}
+	wantBody(t, waiting, "ok /next", "waiting request: want it sent on a new connection once the closed one's socket closed")
 	release.open()
-	if o := recv(t, held2); o.err != nil || o.body != "ok /hold" {
-		t.Fatalf("held request: %v", o)
-	}
-	if n := d.dials.Load(); n != 3 {
-		t.Fatalf("%d connections made, want 3", n)
-	}
+	wantBody(t, held2, "ok /hold", "held request")
+	d.wantDials(t, 3)
 }
 
 // A connection that closes while a request's dial is being refused at
@@ -675,16 +652,10 @@ func TestDialOverflowConnectionClosedDuringARefusedDialIsDialledIn(t *testing.T)
 		return tr.hosts[s.addr].closes == 1
 	})
 	refusal.open()
-	if o := recv(t, waiting); o.err != nil || o.body != "ok /next" {
-		t.Fatalf("waiting request: %v, want it sent on a new connection in the closed one's place", o)
-	}
+	wantBody(t, waiting, "ok /next", "waiting request: want it sent on a new connection in the closed one's place")
 	release.open()
-	if o := recv(t, held2); o.err != nil || o.body != "ok /hold" {
-		t.Fatalf("held request: %v", o)
-	}
-	if n := d.dials.Load(); n != 3 {
-		t.Fatalf("%d connections made, want 3", n)
-	}
+	wantBody(t, held2, "ok /hold", "held request")
+	d.wantDials(t, 3)
 }
 
 // A request that waited at the cap and then waits for another request's
@@ -775,7 +746,5 @@ func TestWaitForAnotherRequestsDialEndsWithErrConnectionWait(t *testing.T) {
 		t.Fatalf("%v, want ErrConnectionWait and the deadline", o)
 	}
 	letDial.open()
-	if o := recv(t, first); o.err != nil || o.body != "ok" {
-		t.Fatalf("the dialling request: %v", o)
-	}
+	wantBody(t, first, "ok", "the dialling request")
 }
