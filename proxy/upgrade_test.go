@@ -17,7 +17,11 @@ import (
 
 // echoUpgrade is an upstream that switches to the "echo" protocol and
 // echoes lines until the client closes.
-func echoUpgrade(t *testing.T) string {
+func echoUpgrade(t *testing.T) string { return echoUpgradeCounted(t, nil) }
+
+// echoUpgradeCounted is echoUpgrade, counting its switches in upgrades
+// when not nil.
+func echoUpgradeCounted(t *testing.T, upgrades *atomic.Int32) string {
 	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "echo" || !strings.EqualFold(r.Header.Get("Connection"), "upgrade") {
 			http.Error(w, "want upgrade", 400)
@@ -28,6 +32,9 @@ func echoUpgrade(t *testing.T) string {
 			return
 		}
 		defer c.Close()
+		if upgrades != nil {
+			upgrades.Add(1)
+		}
 		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Up: 1\r\n\r\n")
 		brw.Flush()
 		for {
@@ -222,25 +229,8 @@ func TestForcedShutdownWaitsForTheWrapperOfATunnelItEnds(t *testing.T) {
 // and the upstream switches protocols once.
 func TestUpgradeIsNotRetriedOnRetriableHeaders(t *testing.T) {
 	var upgrades atomic.Int32
-	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		upgrades.Add(1)
-		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Up: 1\r\n\r\n")
-		brw.Flush()
-		for {
-			line, err := brw.ReadString('\n')
-			if err != nil {
-				return
-			}
-			brw.WriteString("echo " + line)
-			brw.Flush()
-		}
-	})
-	cfg := simpleConfig(config.Cluster{Endpoints: eps(addr(up))}, func(r *config.Route) {
+	up := echoUpgradeCounted(t, &upgrades)
+	cfg := simpleConfig(config.Cluster{Endpoints: eps(up)}, func(r *config.Route) {
 		r.Retry = &config.RetryPolicy{Attempts: 2, RetryOn: []config.RetryCondition{"retriable-headers"},
 			Backoff:          config.Backoff{Base: time.Microsecond},
 			RetriableHeaders: []config.HeaderMatch{{Name: "x-healthy", Present: true, Invert: true}}}
