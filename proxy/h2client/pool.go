@@ -126,8 +126,8 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 	}
 	// overflowed: the last dial this request made or waited for was
 	// refused at DialOverflow's cap; overHost had closed closesAt
-	// sockets when that dial began. armed is the host whose freed the request is armed
-	// on, wake the channel its next notify closes.
+	// sockets when that dial began. armed is the host whose freed the
+	// request is armed on, wake the channel its next notify closes.
 	var (
 		overflowed bool
 		overHost   *hostPool
