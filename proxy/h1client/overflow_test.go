@@ -450,3 +450,63 @@ func TestWaiterEndingAsTheDialFailsGivesNoSlotBack(t *testing.T) {
 		t.Fatalf("body %q", body)
 	}
 }
+
+// RetryOverflowed has the requests waiting after a refused dial dial
+// again: the cap may have been raised. Each gets a connection of its
+// own without waiting for the held one.
+func TestRetryOverflowedDialsForTheWaiters(t *testing.T) {
+	srv, tr, refuse, release, calls := behindOneConnection(t, false, false)
+	addr := srv.Listener.Addr().String()
+	refuse.Store(false)
+	tr.RetryOverflowed()
+	eventually(t, "a connection per call", func() bool { return srv.opened.Load() == 3 })
+	if o, w := hostState(tr, addr); o != 3 || w != 0 {
+		t.Fatalf("host with %d open, %d waiting; want 3 and none", o, w)
+	}
+	for range 3 {
+		release <- struct{}{}
+	}
+	awaitCalls(t, nil, calls...)
+}
+
+// A raise whose RetryOverflowed runs after the cap refused a request's
+// dial but before the request has joined the host's queue is not lost
+// on it: the request dials again rather than waiting for the held
+// connection. (DialOverflow runs between the two: it raises the cap
+// there, the first time it is asked.)
+func TestRetryOverflowedBeforeTheRefusedRequestWaits(t *testing.T) {
+	release := make(chan struct{})
+	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "ok")
+	})
+	t.Cleanup(func() { close(release) })
+	refuse := new(atomic.Bool)
+	dial, overflow := cappedDial(refuse, false)
+	var tr *Transport
+	var raised atomic.Bool
+	tr = newTransport(t, func(c *Transport) {
+		c.Dial = dial
+		c.DialOverflow = func(err error) bool {
+			if !overflow(err) {
+				return false
+			}
+			if raised.CompareAndSwap(false, true) {
+				refuse.Store(false)
+				tr.RetryOverflowed()
+			}
+			return true
+		}
+	})
+	first := roundTripAsync(tr, srv.URL)
+	eventually(t, "the first connection", func() bool { return srv.opened.Load() == 1 })
+	refuse.Store(true)
+	second := roundTripAsync(tr, srv.URL)
+	eventually(t, "a second connection", func() bool { return srv.opened.Load() == 2 })
+	release <- struct{}{}
+	release <- struct{}{}
+	awaitCalls(t, nil, first, second)
+	if !raised.Load() {
+		t.Fatal("the cap never refused the second dial")
+	}
+}

@@ -140,8 +140,10 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 		return dctx
 	}
 	// overflowed: the last dial was one DialOverflow refused and
-	// dialSlot said to queue for one of the host's connections.
+	// dialSlot said to queue for one of the host's connections; seen is
+	// t.retries as it was before that dial.
 	var overflowed, queue bool
+	var seen uint64
 	for {
 		c = nil
 		now := t.now()
@@ -218,15 +220,18 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			for _, e := range expired {
 				e.discard()
 			}
-			if c, queue, err = t.dialSlot(bounded(), hp); queue {
+			if c, queue, err = t.dialSlot(bounded(), hp, &seen); queue {
 				overflowed = true
 				continue
 			}
 			return c, false, 0, err
 		}
-		if overflowed && hp.open == 0 {
+		if overflowed && (hp.open == 0 || t.retries.Load() != seen) {
 			// The host's connections closed since: none to wait for.
 			// Its first connection is dialled instead (see dialSlot).
+			// Or RetryOverflowed ran since the refused dial began: the
+			// cap may be higher now, and the call that would have
+			// woken this request found it not yet queued.
 			t.mu.Unlock()
 			overflowed = false
 			continue
@@ -273,7 +278,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 					continue // closed meanwhile: its slot is gone
 				}
 				_ = c.nc.Close()
-				if c, queue, err = t.dialSlot(wctx, hp); queue {
+				if c, queue, err = t.dialSlot(wctx, hp, &seen); queue {
 					overflowed = true
 					continue
 				}
@@ -283,7 +288,7 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 			return c, false, 0, nil
 		}
 		// A slot was handed over.
-		if c, queue, err = t.dialSlot(wctx, hp); queue {
+		if c, queue, err = t.dialSlot(wctx, hp, &seen); queue {
 			overflowed = true
 			continue
 		}
@@ -298,8 +303,10 @@ func (t *Transport) getConn(ctx context.Context, hp *hostPool, deadline time.Tim
 // as well); with none left, it is dialled again as hp's first
 // connection (roundtrip.WithFirstConn), which the cap does not hold
 // back, so that the host always has a connection to queue on. A Dial
-// that refuses that one too fails the request.
-func (t *Transport) dialSlot(ctx context.Context, hp *hostPool) (c *conn, queue bool, err error) {
+// that refuses that one too fails the request. seen is set to
+// t.retries as it was before the dial.
+func (t *Transport) dialSlot(ctx context.Context, hp *hostPool, seen *uint64) (c *conn, queue bool, err error) {
+	*seen = t.retries.Load()
 	c, err = t.dial(ctx, hp)
 	oe, ok := err.(*overflowError)
 	if !ok {

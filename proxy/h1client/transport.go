@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -100,6 +101,11 @@ type Transport struct {
 	// keep is the last Retain's: the hosts whose connections are pooled
 	// (nil: all). Guarded by mu.
 	keep func(addr string) bool
+	// retries counts the calls of RetryOverflowed (changed under mu).
+	// A request refused a dial joins its host's queue only if none came
+	// since the dial began: one that did may have raised the cap after
+	// the refusal and found the queue without it (see dialSlot).
+	retries atomic.Uint64
 	// sweeper, armed while connections are idle, closes idle
 	// connections the server closed or that expired (see sweep).
 	sweeper *time.Timer // guarded by mu
@@ -311,6 +317,7 @@ func (t *Transport) Retain(keep func(addr string) bool) {
 func (t *Transport) RetryOverflowed() {
 	var woken []*waiter
 	t.mu.Lock()
+	t.retries.Add(1)
 	for _, hp := range t.hosts {
 		for len(hp.waiters) > 0 && (t.MaxConnsPerHost <= 0 || hp.open < t.MaxConnsPerHost) {
 			woken = append(woken, hp.waiters[0])
