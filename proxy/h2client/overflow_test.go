@@ -748,3 +748,26 @@ func TestWaitForAnotherRequestsDialEndsWithErrConnectionWait(t *testing.T) {
 	letDial.open()
 	wantBody(t, first, "ok", "the dialling request")
 }
+
+// A request waiting at the cap for a stream on a host that Retain lets
+// go dials the host's next connection as its first, as one that comes
+// after the Retain does, instead of sleeping until the held stream ends
+// or its deadline: the host's connection takes no new stream.
+func TestDialOverflowWaiterDialsWhenItsHostIsLetGo(t *testing.T) {
+	s, entered, release := holdServer(t)
+	d := &cappedDialer{max: 1}
+	tr := d.transport(t)
+	held := goFetch(t, tr, s.url("/hold"))
+	recv(t, entered)
+
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", s.url("/next"), nil)
+	waiting := make(chan outcome, 1)
+	go func() { waiting <- fetch(tr, req) }()
+	eventually(t, "the request waiting at the cap", func() bool { return armedOn(tr, s.addr) == 1 })
+
+	tr.Retain(func(string) bool { return false })
+	wantBody(t, waiting, "ok /next", "waiting request: want it sent on a new connection while the held stream goes on")
+	release.open()
+	wantBody(t, held, "ok /hold", "held request")
+	d.wantDials(t, 2)
+}

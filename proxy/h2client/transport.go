@@ -265,6 +265,7 @@ func (t *Transport) CloseIdleConnections() {
 // any cap on the connections open, until the idle timeout.
 func (t *Transport) Retain(keep func(addr string) bool) {
 	var idle []*conn
+	var let []*hostPool
 	t.mu.Lock()
 	t.keep = keep
 	for addr, hp := range t.hosts {
@@ -272,6 +273,7 @@ func (t *Transport) Retain(keep func(addr string) bool) {
 		if !hp.draining {
 			continue
 		}
+		let = append(let, hp)
 		for _, c := range hp.conns {
 			if c.drain() {
 				idle = append(idle, c)
@@ -279,6 +281,13 @@ func (t *Transport) Retain(keep func(addr string) bool) {
 		}
 	}
 	t.mu.Unlock()
+	// The requests waiting at DialOverflow's cap for a stream on a
+	// host let go look again: its connections take no new stream, so
+	// they dial its next as its first, as a request that comes now
+	// does, rather than sleep until a stream ends or their deadline.
+	for _, hp := range let {
+		hp.freed.notify()
+	}
 	closeAll(idle, errHostRetired)
 }
 
