@@ -771,3 +771,24 @@ func TestDialOverflowWaiterDialsWhenItsHostIsLetGo(t *testing.T) {
 	wantBody(t, held, "ok /hold", "held request")
 	d.wantDials(t, 2)
 }
+
+// A request waiting at the cap for a stream on a connection that passes
+// MaxConnAge while its stream goes on dials the host's next connection
+// as its first, as one that comes after does: the aged connection takes
+// no new stream, and no stream's end may come before its deadline.
+func TestDialOverflowWaiterDialsWhenTheConnectionAges(t *testing.T) {
+	s, entered, release := holdServer(t)
+	d := &cappedDialer{max: 1}
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = d.dial
+		tr.DialOverflow = func(err error) bool { return errors.Is(err, errCapped) }
+		tr.MaxConnAge = 300 * time.Millisecond
+	})
+	held := goFetch(t, tr, s.url("/hold"))
+	recv(t, entered)
+
+	wantBody(t, goFetch(t, tr, s.url("/next")), "ok /next", "waiting request: want it sent on a new connection once the held one aged")
+	release.open()
+	wantBody(t, held, "ok /hold", "held request")
+	d.wantDials(t, 2)
+}

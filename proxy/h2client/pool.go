@@ -163,8 +163,11 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		c = nil
 		// live counts the connections that may take new streams once
 		// theirs end: with none, the host's next connection is dialled
-		// as its first.
+		// as its first. agesAt is when the first of them passes
+		// MaxConnAge (zero: never), which takes it out of live with no
+		// stream ending to wake a wait.
 		live := 0
+		var agesAt time.Time
 		for _, cc := range hp.conns {
 			if cc == avoid && !overflowed {
 				// At the cap there is no other connection to be
@@ -183,6 +186,11 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 			}
 			if !closing {
 				live++
+				if a := t.MaxConnAge; a > 0 {
+					if at := cc.born.Add(a); agesAt.IsZero() || at.Before(agesAt) {
+						agesAt = at
+					}
+				}
 			}
 		}
 		if c != nil {
@@ -219,13 +227,28 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		}
 		if overflowed && hp == overHost && hp.closes == closesAt && live > 0 {
 			// At the cap, and none of the host's connections closed
-			// since: wait for room on them.
+			// since: wait for room on them, or for the first of them to
+			// age, when it counts as closing.
 			t.mu.Unlock()
 			closeAll(expired, errIdleClosed)
+			var aged <-chan time.Time
+			var tm *time.Timer
+			var waitErr error
+			if !agesAt.IsZero() {
+				tm = time.NewTimer(agesAt.Sub(now))
+				aged = tm.C
+			}
 			select {
 			case <-wake:
+			case <-aged:
 			case <-ctx.Done():
-				return nil, false, fmt.Errorf("%w to %s: %w", ErrConnectionWait, addr, context.Cause(ctx))
+				waitErr = fmt.Errorf("%w to %s: %w", ErrConnectionWait, addr, context.Cause(ctx))
+			}
+			if tm != nil {
+				tm.Stop()
+			}
+			if waitErr != nil {
+				return nil, false, waitErr
 			}
 			continue
 		}
