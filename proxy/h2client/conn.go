@@ -411,7 +411,7 @@ func (c *conn) drain() (idle bool) {
 func (c *conn) releaseLocked() {
 	c.reserved--
 	if c.hp != nil {
-		c.hp.freed.notify()
+		c.hp.freed.notifyOne()
 	}
 	if c.reserved > 0 {
 		return

@@ -3,6 +3,7 @@ package h2client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -609,7 +610,7 @@ func TestDialOverflowWaiterDialsOnceTheClosedSocketLeftItsPlace(t *testing.T) {
 		hp := tr.hosts[s.addr]
 		hp.freed.mu.Lock()
 		defer hp.freed.mu.Unlock()
-		return len(hp.conns) == 1 && hp.dialing == nil && hp.freed.ch != nil
+		return len(hp.conns) == 1 && hp.dialing == nil && len(hp.freed.line) == 1
 	})
 	closing.open()
 	wantBody(t, waiting, "ok /next", "waiting request: want it sent on a new connection once the closed one's socket closed")
@@ -702,13 +703,13 @@ func TestDialOverflowWaitForAnotherRequestsDialEndsWithErrConnectionWait(t *test
 	if dialler == "one" {
 		other = "two"
 	}
-	// Both armed on the host's new pool: each has looked, the other
-	// found the dial in flight.
+	// The other in line on the host's new pool (the dialler is out of
+	// line while it dials): it has looked and found the dial in flight.
 	eventually(t, "the other request waiting for the dial", func() bool {
 		tr.mu.Lock()
 		defer tr.mu.Unlock()
 		hp := tr.hosts[s.addr]
-		return hp != nil && hp.dialing != nil && hp.freed.waiting.Load() == 2
+		return hp != nil && hp.dialing != nil && hp.freed.waiting.Load() == 1
 	})
 	cancels[other](causes[other])
 	if o := recv(t, outs[other]); !errors.Is(o.err, ErrConnectionWait) || !errors.Is(o.err, causes[other]) {
@@ -791,4 +792,47 @@ func TestDialOverflowWaiterDialsWhenTheConnectionAges(t *testing.T) {
 	release.open()
 	wantBody(t, held, "ok /hold", "held request")
 	d.wantDials(t, 2)
+}
+
+// Requests waiting at the cap get the stream slots that come free in the
+// order they began to wait, as Envoy's pending requests do: a slot wakes
+// the first in line alone, which a later request cannot pass.
+func TestDialOverflowWaitersAreServedInTheirOrder(t *testing.T) {
+	release := newGate()
+	t.Cleanup(release.open)
+	entered := make(chan struct{}, 1)
+	var mu sync.Mutex
+	var order []string
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			entered <- struct{}{}
+			<-release.ch
+			return
+		}
+		mu.Lock()
+		order = append(order, r.URL.Path)
+		mu.Unlock()
+	}, func(srv *http2.Server) { srv.MaxConcurrentStreams = 1 })
+	d := &cappedDialer{max: 1}
+	tr := d.transport(t)
+	held := goFetch(t, tr, s.url("/hold"))
+	recv(t, entered)
+
+	var outs []<-chan outcome
+	want := []string{"/w1", "/w2", "/w3", "/w4"}
+	for i, p := range want {
+		outs = append(outs, goFetch(t, tr, s.url(p)))
+		eventually(t, p+" in line", func() bool { return armedOn(tr, s.addr) == int32(i+1) })
+	}
+	release.open()
+	recv(t, held)
+	for i, ch := range outs {
+		wantBody(t, ch, "", want[i])
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("served in the order %v, want %v", order, want)
+	}
+	d.wantDials(t, 1)
 }

@@ -34,48 +34,108 @@ type hostPool struct {
 	closes uint64
 }
 
-// slotSignal wakes every request waiting for room on a host's
-// connections when a stream slot comes free or a connection closes. Its
+// slotSignal wakes the requests waiting for room on a host's
+// connections: the first in line when one stream slot comes free (first
+// in, first out, as Envoy's pending requests), every one when more room
+// may have been made (a connection dialled or closed, a raised cap). Its
 // mu is taken under no other lock's protection of it and takes none, so
 // a connection calls notify with its own mu held.
 type slotSignal struct {
-	// waiting counts the requests armed: notify does nothing without
+	// waiting counts the requests in line: notify does nothing without
 	// one, so a stream's end costs one atomic load.
 	waiting atomic.Int32
 	mu      sync.Mutex
-	ch      chan struct{} // closed by the next notify; nil: none made
+	line    []*slotWaiter // guarded by mu
 }
 
-// arm registers a waiter and returns the channel the next notify closes.
-// A waiter arms before it looks for room: room made after the look
-// closes the channel, room made before it is found by the look (see
-// notify).
-func (s *slotSignal) arm() <-chan struct{} {
-	s.waiting.Add(1)
+// slotWaiter is one request's place in a slotSignal's line.
+type slotWaiter struct {
+	// ch receives when the request is taken out of line to look again.
+	ch chan struct{}
+	// queued: in line; woken: taken out by a notify, since the request
+	// last armed. Guarded by the slotSignal's mu.
+	queued, woken bool
+}
+
+func newSlotWaiter() *slotWaiter { return &slotWaiter{ch: make(chan struct{}, 1)} }
+
+// arm puts w in line, unless it is there, before the request looks for
+// room: room made after the look wakes it, room made before it is found
+// by the look (see notify). A request taken out of line to look, and
+// that found none (another took it), goes back to the front; a new one
+// to the back.
+func (s *slotSignal) arm(w *slotWaiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ch == nil {
-		s.ch = make(chan struct{})
+	if w.queued {
+		return
 	}
-	return s.ch
+	select {
+	case <-w.ch: // the look that follows stands for it
+	default:
+	}
+	if w.woken {
+		s.line = slices.Insert(s.line, 0, w)
+	} else {
+		s.line = append(s.line, w)
+	}
+	w.queued, w.woken = true, false
+	s.waiting.Add(1)
 }
 
-// disarm ends a wait arm began.
-func (s *slotSignal) disarm() { s.waiting.Add(-1) }
+// disarm takes w out of line as the request gives up its wait. A wake
+// it had not acted on is passed on to the next in line, whose look may
+// find the room it was woken for.
+func (s *slotSignal) disarm(w *slotWaiter) {
+	s.mu.Lock()
+	if w.queued {
+		s.line = slices.DeleteFunc(s.line, func(x *slotWaiter) bool { return x == w })
+		w.queued = false
+		s.waiting.Add(-1)
+	}
+	pass := w.woken
+	w.woken = false
+	s.mu.Unlock()
+	if pass {
+		s.notifyOne()
+	}
+}
 
-// notify wakes every armed waiter. It is called after the room is made
-// (under the lock the waiters' look takes): a waiter whose look missed
-// it had armed before, which this load sees.
+// notifyOne wakes the first request in line, for one stream slot that
+// came free. It is called after the room is made (under the lock the
+// waiters' look takes): a waiter whose look missed it had armed before,
+// which this load sees.
+func (s *slotSignal) notifyOne() {
+	if s.waiting.Load() == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.line) > 0 {
+		s.wakeLocked(s.line[0])
+		s.line = slices.Delete(s.line, 0, 1)
+	}
+}
+
+// notify wakes every request in line: more than one slot may have come
+// free, or the host's connections changed so that they dial.
 func (s *slotSignal) notify() {
 	if s.waiting.Load() == 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ch != nil {
-		close(s.ch)
-		s.ch = nil
+	for _, w := range s.line {
+		s.wakeLocked(w)
 	}
+	clear(s.line)
+	s.line = s.line[:0]
+}
+
+func (s *slotSignal) wakeLocked(w *slotWaiter) {
+	w.queued, w.woken = false, true
+	s.waiting.Add(-1)
+	w.ch <- struct{}{} // buffered, and empty: sent to once per arm
 }
 
 // ErrConnectionWait is in the error (test with errors.Is) of a request
@@ -126,18 +186,18 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 	}
 	// overflowed: the last dial this request made or waited for was
 	// refused at DialOverflow's cap; overHost had closed closesAt
-	// sockets when that dial began. armed is the host whose freed the
-	// request is armed on, wake the channel its next notify closes.
+	// sockets when that dial began. armed is the host in whose freed
+	// line the request is, as w.
 	var (
 		overflowed bool
 		overHost   *hostPool
 		closesAt   uint64
 		armed      *hostPool
-		wake       <-chan struct{}
+		w          *slotWaiter
 	)
 	defer func() {
 		if armed != nil {
-			armed.freed.disarm()
+			armed.freed.disarm(w)
 		}
 	}()
 	for {
@@ -155,10 +215,14 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		if overflowed {
 			// Armed before the look below, so that room made after it
 			// wakes the wait (see slotSignal.arm).
-			if armed != nil {
-				armed.freed.disarm()
+			if armed != nil && armed != hp {
+				armed.freed.disarm(w)
 			}
-			armed, wake = hp, hp.freed.arm()
+			if w == nil {
+				w = newSlotWaiter()
+			}
+			armed = hp
+			hp.freed.arm(w)
 		}
 		c = nil
 		// live counts the connections that may take new streams once
@@ -209,7 +273,15 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 		if dc := hp.dialing; dc != nil {
 			t.mu.Unlock()
 			closeAll(expired, errIdleClosed)
+			// A request in line looks again when a stream slot comes
+			// free before the dial ends.
+			var wake <-chan struct{}
+			if armed != nil {
+				wake = w.ch
+			}
 			select {
+			case <-wake:
+				continue
 			case <-dc.done:
 			case <-ctx.Done():
 				// Waiting for another request's dial (at the cap or
@@ -239,7 +311,7 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 				aged = tm.C
 			}
 			select {
-			case <-wake:
+			case <-w.ch:
 			case <-aged:
 			case <-ctx.Done():
 				waitErr = fmt.Errorf("%w to %s: %w", ErrConnectionWait, addr, context.Cause(ctx))
@@ -253,6 +325,12 @@ func (t *Transport) getConn(ctx context.Context, deadline time.Time, addr string
 			continue
 		}
 		overflowed = false
+		if armed != nil {
+			// Out of line while it dials, so that a slot that comes
+			// free meanwhile goes to the next in line.
+			armed.freed.disarm(w)
+			armed = nil
+		}
 		// closesAt is read now, not with the refusal: the cap refuses
 		// within Dial, without the lock, and a socket that closed
 		// between the refusal and a read after Dial returned would
