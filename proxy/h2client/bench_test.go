@@ -3,6 +3,7 @@ package h2client
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -140,3 +141,41 @@ type benchHooks struct{ conns atomic.Int64 }
 
 func (h *benchHooks) GotConn()                                       { h.conns.Add(1) }
 func (h *benchHooks) Got1xxResponse(int, textproto.MIMEHeader) error { return nil }
+
+// BenchmarkQueueAtTheCap sends 256 requests at once to a host whose one
+// connection (the cap: one) takes one stream at a time, so that 255 of
+// them wait in line, and measures the time and CPU to serve them all
+// (cpu-ns/req). Each stream's end wakes one of them.
+func BenchmarkQueueAtTheCap(b *testing.B) {
+	const n = 256
+	s := startH2(b, func(w http.ResponseWriter, r *http.Request) {}, func(srv *http2.Server) { srv.MaxConcurrentStreams = 1 })
+	d := &cappedDialer{max: 1}
+	tr := newTransport(b, func(tr *Transport) {
+		tr.Dial = d.dial
+		tr.DialOverflow = func(err error) bool { return errors.Is(err, errCapped) }
+	})
+	url := s.url("/")
+	errs := make(chan error, n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for range b.N {
+		for range n {
+			go func() {
+				req, _ := http.NewRequest("GET", url, nil)
+				resp, err := tr.RoundTrip(req)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				errs <- err
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N*n), "cpu-ns/req")
+}
