@@ -132,13 +132,18 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 			idleTimeout:       cfg.Listeners.IdleTimeout,
 		},
 	}
+	// The listeners' and clusters' problems (files that cannot be read,
+	// for one) are listed together, as validation's are, so that a
+	// config is not fixed one problem per try.
+	var errs []error
 	for l, lt := range [numListeners]config.ListenerTLS{Outbound: cfg.Listeners.Outbound.TLS, Inbound: cfg.Listeners.Inbound.TLS} {
 		if !lt.Enabled {
 			continue
 		}
 		tc, err := serverTLS(lt)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("listeners.%s.tls: %w", Listener(l), err)
+			errs = append(errs, fmt.Errorf("listeners.%s.tls: %w", Listener(l), err))
+			continue
 		}
 		s.limits.tls[l], s.limits.handshakeTimeout[l] = tc, lt.HandshakeTimeout
 	}
@@ -164,12 +169,19 @@ func (p *Proxy) compile(cfg *config.Config) (*snapshot, map[transportKey]*pool, 
 	for _, name := range names {
 		c, err := p.compileCluster(name, clusters[name], cfg.Node.Zone, used)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("clusters.%s: %w", name, err)
+			errs = append(errs, fmt.Errorf("clusters.%s: %w", name, err))
+			continue
 		}
 		if c.res, err = p.buildResilience(name, clusters[name], p.res[name]); err != nil {
-			return nil, nil, nil, fmt.Errorf("clusters.%s.%w", name, err)
+			errs = append(errs, fmt.Errorf("clusters.%s.%w", name, err))
+			continue
 		}
 		s.clusters[name] = c
+	}
+	if len(errs) > 0 {
+		// The routes are not built: those of a cluster left out would
+		// add problems of their own that are not.
+		return nil, nil, nil, errors.Join(errs...)
 	}
 
 	routes := cfg.Routes

@@ -110,3 +110,18 @@ func TestRunRefusesAnAddressFileItCannotWrite(t *testing.T) {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
 }
+
+// validate lists every problem the proxy finds building the listeners
+// and clusters, each with its line: it stopped at the first.
+func TestValidateListsEveryProblemOfTheProxysBuild(t *testing.T) {
+	path := writeConfig(t, "listeners:\n  inbound:\n    tls:\n      enabled: true\n      cert_file: /nonexistent/cert.pem\n      key_file: /nonexistent/key.pem\n"+
+		"clusters:\n  a:\n    endpoints: [127.0.0.1:9]\n    tls:\n      enabled: true\n      ca_file: /nonexistent/a.pem\n"+
+		"  b:\n    endpoints: [127.0.0.1:9]\n    tls:\n      enabled: true\n      ca_file: /nonexistent/b.pem\n")
+	code, out, stderr := runCmd(t, "validate", "-c", path)
+	if code != 1 || out != "" ||
+		!strings.Contains(stderr, path+":3: listeners.inbound.tls: ") ||
+		!strings.Contains(stderr, path+":8: clusters.a: ") || !strings.Contains(stderr, "/nonexistent/a.pem") ||
+		!strings.Contains(stderr, path+":13: clusters.b: ") || !strings.Contains(stderr, "/nonexistent/b.pem") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}

@@ -43,7 +43,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 func buildProblems(cfg *config.Config, apply func(*config.Config) error) []error {
 	var problems []error
 	if err := apply(cfg); err != nil {
-		problems = append(problems, err)
+		// The proxy joins the problems it finds building the listeners
+		// and clusters: each is listed on its own line.
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			problems = append(problems, j.Unwrap()...)
+		} else {
+			problems = append(problems, err)
+		}
 	}
 	if err := checkAccessLog(cfg.Logging.AccessLog); err != nil {
 		problems = append(problems, err)
