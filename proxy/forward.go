@@ -542,8 +542,16 @@ func (f *forwarding) run(start time.Time) {
 		// its body, if it goes downstream, may still make it a failure.
 		var hv breaker.Verdict
 		recorded := false
-		if atHeaders {
-			hv = f.classify(failNone, resp.StatusCode, gs)
+		// A gRPC response with trailers to come is retried at its
+		// headers on the conditions they decide (a retriable_headers
+		// match, x-envoy-ratelimited), as Envoy's router does; its
+		// outcome for the breaker is its trailers', so a retry reports
+		// it as an answer in good form (a success), as Envoy's outlier
+		// detection takes its 200.
+		if atHeaders || f.grpc && f.retryPolicy().on&(retryRetriableHeaders|retryEnvoyRateLimited) != 0 {
+			if atHeaders {
+				hv = f.classify(failNone, resp.StatusCode, gs)
+			}
 			if f.retryCandidate(attempt, failNone, resp.StatusCode, gs, resp.Header, hv) {
 				if hv.Failure {
 					f.report(permit, ep, hv)

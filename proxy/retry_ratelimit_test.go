@@ -308,3 +308,50 @@ func TestRateLimitedRetryOfAGRPCCall(t *testing.T) {
 		t.Fatalf("retry came %v after the first attempt, before the 1s retry-after", d)
 	}
 }
+
+// retryHeaderService answers its first UnaryCall with a header block of
+// its own that carries x-upstream-retry, then a message and OK, as a
+// gRPC server that says in its headers that another instance should take
+// the call; later calls as testService does.
+type retryHeaderService struct {
+	testService
+	calls atomic.Int32
+}
+
+func (s *retryHeaderService) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	if s.calls.Add(1) == 1 {
+		if err := grpc.SendHeader(ctx, metadata.Pairs("x-upstream-retry", "please")); err != nil {
+			return nil, err
+		}
+		return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: []byte("stale")}}, nil
+	}
+	return s.testService.UnaryCall(ctx, req)
+}
+
+// A gRPC response that is not trailers-only, whose header block a
+// retriable_headers matcher matches, is retried at its headers, as
+// Envoy's router decides retriable-headers: its status is in trailers
+// still to come, but the headers are enough for this condition.
+func TestRetriableHeadersOfAGRPCResponseWithTrailers(t *testing.T) {
+	svc := &retryHeaderService{}
+	cfg := grpcConfig(startGRPCServer(t, svc))
+	cfg.Routes[0].Retry = &config.RetryPolicy{Attempts: 1, AllowNonIdempotent: true,
+		RetryOn:          []config.RetryCondition{config.RetryOnRetriableHeaders},
+		RetriableHeaders: []config.HeaderMatch{{Name: "x-upstream-retry", Present: true}},
+		Backoff:          config.Backoff{Base: time.Microsecond}}
+	h := startProxy(t, cfg)
+	var md metadata.MD
+	resp, err := grpcClient(t, h.out).UnaryCall(ctxT(t, 10*time.Second), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hi")}}, grpc.Header(&md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp.GetPayload().GetBody()) != "hi" || len(md.Get("x-upstream-retry")) != 0 {
+		t.Fatalf("payload %q, header %v: want the retry's answer", resp.GetPayload().GetBody(), md)
+	}
+	if n := svc.calls.Load(); n != 2 {
+		t.Fatalf("%d calls upstream, want 2", n)
+	}
+	if s := h.p.snap.Load().clusters["grpc"].res.br.Snapshot(time.Now()); s.Failures != 0 {
+		t.Errorf("breaker counted %d failures, want none", s.Failures)
+	}
+}
