@@ -353,6 +353,13 @@ func (c *conn) countStreamLocked() {
 	c.started++
 	if m := c.t.MaxStreamsPerConn; m > 0 && c.started >= m {
 		c.noNew, c.closeWhenIdle = true, true
+		if c.hp != nil {
+			// As after GOAWAY: the requests waiting at DialOverflow's
+			// cap look again, and dial the host's next connection if
+			// it has no other. A stream's end wakes only the first in
+			// line, which may be the one that took this last stream.
+			c.hp.freed.notify()
+		}
 	}
 }
 

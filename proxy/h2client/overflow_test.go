@@ -836,3 +836,51 @@ func TestDialOverflowWaitersAreServedInTheirOrder(t *testing.T) {
 	}
 	d.wantDials(t, 1)
 }
+
+// A request waiting at the cap behind another that takes the last
+// stream MaxStreamsPerConn allows on the host's one connection (woken,
+// as first in line, by the end of the stream before) dials the host's
+// next connection as its first, as after a GOAWAY, instead of sleeping
+// until a stream on that connection, which takes no new one, ends or
+// its deadline passes.
+func TestDialOverflowWaiterDialsWhenTheLastStreamOfTheConnectionIsTaken(t *testing.T) {
+	first, release := newGate(), newGate()
+	entered := make(chan struct{}, 1)
+	s := startH2(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/first":
+			<-first.ch
+		case "/hold":
+			entered <- struct{}{}
+			<-release.ch
+		}
+		_, _ = io.WriteString(w, "ok "+r.URL.Path)
+	}, func(srv *http2.Server) { srv.MaxConcurrentStreams = 1 })
+	t.Cleanup(first.open)
+	t.Cleanup(release.open)
+	d := &cappedDialer{max: 1}
+	tr := newTransport(t, func(tr *Transport) {
+		tr.Dial = d.dial
+		tr.DialOverflow = func(err error) bool { return errors.Is(err, errCapped) }
+		tr.MaxStreamsPerConn = 2
+	})
+	firstOut := goFetch(t, tr, s.url("/first"))
+	waitFirstStream(t, tr, s.addr)
+
+	held := goFetch(t, tr, s.url("/hold"))
+	eventually(t, "the first request in line", func() bool { return armedOn(tr, s.addr) == 1 })
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", s.url("/next"), nil)
+	waiting := make(chan outcome, 1)
+	go func() { waiting <- fetch(tr, req) }()
+	eventually(t, "the second request in line", func() bool { return armedOn(tr, s.addr) == 2 })
+
+	// The first stream's end wakes the first in line, which takes the
+	// connection's last stream.
+	first.open()
+	wantBody(t, firstOut, "ok /first", "first request")
+	recv(t, entered)
+	wantBody(t, waiting, "ok /next", "second in line: want it sent on a new connection while the last stream of the old one goes on")
+	release.open()
+	wantBody(t, held, "ok /hold", "held request")
+	d.wantDials(t, 2)
+}
