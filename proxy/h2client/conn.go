@@ -327,6 +327,12 @@ func (c *conn) reserve(now time.Time) (ok, reused, expired, closing bool) {
 	}
 	if uint64(c.nextID)+2*uint64(c.reserved) > maxStreamID || c.agedLocked(now) {
 		c.noNew, c.closeWhenIdle = true, true
+		if c.hp != nil {
+			// Spent or aged, found by this look: the requests waiting
+			// at DialOverflow's cap look again too (see
+			// countStreamLocked).
+			c.hp.freed.notify()
+		}
 		// Idle already: no stream's end will close it.
 		return false, false, c.reserved == 0, true
 	}
