@@ -190,7 +190,11 @@ func TestMaxConnectionsWaitEndsWithTheRouteTimeout(t *testing.T) {
 
 // heldAndShortRoutes routes /held to cluster svc (cl, with endpoint ep and
 // max_connections 1) under a route timeout the tests outlast, and
-// everything else to it under a 300 ms route timeout.
+// everything else to it under a 1 s route timeout. A second, not less:
+// the timeout runs from the call's start, and one that passes before
+// the call has asked for a connection (a loaded machine can hold it up
+// that long) ends it before it waits, as a timeout of the endpoint's
+// that meets no max_connections overflow.
 func heldAndShortRoutes(ep string, cl config.Cluster) *config.Config {
 	cl.Endpoints = eps(ep)
 	cl.Limits.MaxConnections = 1
@@ -198,7 +202,7 @@ func heldAndShortRoutes(ep string, cl config.Cluster) *config.Config {
 		Clusters: map[string]config.Cluster{"svc": cl},
 		Routes: []config.Route{
 			{Name: "held", Match: config.RouteMatch{Path: config.PathMatch{Prefix: "/held"}}, Cluster: "svc", Timeout: 10 * time.Second},
-			{Name: "short", Cluster: "svc", Timeout: 300 * time.Millisecond},
+			{Name: "short", Cluster: "svc", Timeout: time.Second},
 		},
 	}
 }
@@ -244,8 +248,9 @@ func TestMaxConnectionsWaiterDialsWhenTheConnectionCloses(t *testing.T) {
 // nothing of a request still pending in the pool. Three waits that run
 // out behind a held call leave a breaker that trips after three
 // failures in a row closed, with no failure. (The three are not looked
-// for waiting all at once: each waits 300 ms from its own start, and on
-// a loaded machine the first could be over before the last began.)
+// for waiting all at once: each waits its route timeout from its own
+// start, and on a loaded machine the first could be over before the
+// last began.)
 func TestMaxConnectionsWaitRunningOutIsNotTheEndpointsFailure(t *testing.T) {
 	up := newHeldUpstream(t)
 	h := startProxy(t, heldAndShortRoutes(up.addr, config.Cluster{CircuitBreaker: tripsAfter(3)}))
