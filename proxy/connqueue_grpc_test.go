@@ -254,18 +254,26 @@ func TestMaxConnectionsGRPCQueueBoundedByMaxPendingRequests(t *testing.T) {
 // longer than its route timeout (DEADLINE_EXCEEDED, the proxy's
 // upstream_timeout), and three such waits leave a breaker that trips
 // after three failures closed, with no failure, and the endpoint
-// unejected: they never reached it.
+// unejected: they never reached it. The timeout is a second, not less:
+// it runs from the call's start, and one that passes before the call
+// has asked for a connection (a loaded machine can hold it up that
+// long) ends it before it waits, as a timeout of the endpoint's. The
+// three wait at once, each its timeout from its own start.
 func TestMaxConnectionsGRPCWaitEndsWithTheRouteTimeout(t *testing.T) {
 	up, ep := newHeldGRPC(t, 1)
 	cl := config.Cluster{CircuitBreaker: tripsAfter(3),
 		OutlierDetection: breaker.OutlierConfig{Consecutive5xx: 3, BaseEjectionTime: time.Hour, MaxEjectionPercent: 100}}
-	h := startProxy(t, grpcHeldConfig(ep, cl, config.Route{Timeout: 300 * time.Millisecond}))
+	h := startProxy(t, grpcHeldConfig(ep, cl, config.Route{Timeout: time.Second}))
 	up.unblockOnCleanup(t)
 	c := grpcClient(t, h.out)
 
 	st := openStream(t, ctxT(t, 10*time.Second), c)
-	for i := range 3 {
-		r := <-callUnary(c, 10*time.Second)
+	var calls []<-chan unaryResult
+	for range 3 {
+		calls = append(calls, callUnary(c, 10*time.Second))
+	}
+	for i, ch := range calls {
+		r := <-ch
 		if status.Code(r.err) != codes.DeadlineExceeded || len(r.md.Get("x-outrigger-error")) == 0 || r.md.Get("x-outrigger-error")[0] != "upstream_timeout" {
 			t.Fatalf("waiting call %d: %v %v, want DEADLINE_EXCEEDED upstream_timeout", i, r.err, r.md)
 		}
