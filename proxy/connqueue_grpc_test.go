@@ -295,7 +295,12 @@ func TestMaxConnectionsGRPCWaitEndsWithTheRouteTimeout(t *testing.T) {
 // ends an attempt: with retry_on covering it (gateway-error), the call
 // is retried, and the retry, waiting in turn, takes the stream the held
 // one leaves; without a retry it is answered DEADLINE_EXCEEDED. Neither
-// wait is the endpoint's failure.
+// wait is the endpoint's failure. The timeout is a second, not less: it
+// runs from each attempt's start, and one that passes before the
+// attempt has asked for a connection (a loaded machine can hold it up
+// that long) ends it before it waits, as a timeout of the endpoint's;
+// the retry's must outlast the held stream's end and the retry's way
+// upstream and back.
 func TestMaxConnectionsGRPCWaitEndsWithThePerTryTimeout(t *testing.T) {
 	for _, retry := range []bool{true, false} {
 		name := "retried"
@@ -304,7 +309,7 @@ func TestMaxConnectionsGRPCWaitEndsWithThePerTryTimeout(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			up, ep := newHeldGRPC(t, 1)
-			r := config.Route{Timeout: 10 * time.Second, PerTryTimeout: 300 * time.Millisecond}
+			r := config.Route{Timeout: 10 * time.Second, PerTryTimeout: time.Second}
 			if retry {
 				r.Retry = &config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{config.RetryOnGatewayError}, AllowNonIdempotent: true}
 			}
@@ -323,11 +328,23 @@ func TestMaxConnectionsGRPCWaitEndsWithThePerTryTimeout(t *testing.T) {
 				retries := h.p.m.retries.WithLabelValues("svc")
 				eventually(t, 5*time.Second, "the waiting call retried", func() bool { return counterValue(retries) == 1 })
 				eventually(t, 5*time.Second, "the retry waiting", func() bool { return pending(h) == 1 })
+				// The retry is let go as soon as it is upstream, so that
+				// its per-try timeout waits on no poll of this test's.
+				released := make(chan struct{})
+				go func() {
+					defer close(released)
+					select {
+					case up.release <- struct{}{}:
+					case <-up.done:
+					}
+				}()
 				closeStream(t, st)
-				eventually(t, 5*time.Second, "the retry upstream", func() bool { return up.entered.Load() == 2 })
-				up.release <- struct{}{}
 				if r := <-call; r.err != nil {
 					t.Fatalf("the retried call: %v", r.err)
+				}
+				<-released
+				if n := up.entered.Load(); n != 2 {
+					t.Fatalf("%d calls upstream, want the stream and the retry", n)
 				}
 			}
 			if s := svcBreaker(h); s.State != breaker.StateClosed || s.Failures != 0 {
