@@ -180,7 +180,10 @@ func TestDialOverflowWaitEndsWithErrConnectionWait(t *testing.T) {
 	goFetch(t, tr, s.url("/hold"))
 	recv(t, entered)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	// A second, not less: a context that ended before the round trip
+	// looked for a connection fails it without ErrConnectionWait, which
+	// a loaded machine could bring about with a shorter one.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", s.url("/next"), nil)
 	o := fetch(tr, req)
@@ -740,7 +743,8 @@ func TestWaitForAnotherRequestsDialEndsWithErrConnectionWait(t *testing.T) {
 	})
 	first := goFetch(t, tr, s.url("/first"))
 	recv(t, dialing)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	// A second, not less, as in TestDialOverflowWaitEndsWithErrConnectionWait.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", s.url("/second"), nil)
 	if o := fetch(tr, req); !errors.Is(o.err, ErrConnectionWait) || !errors.Is(o.err, context.DeadlineExceeded) {
