@@ -487,6 +487,8 @@ func (f *forwarding) run(start time.Time) {
 		// transport may call httptrace hooks later, so each attempt
 		// gets its own (see roundTripTrace).
 		var resp *http.Response
+		// unconnected: the attempt ended before it had a connection.
+		var unconnected bool
 		if hrt != nil {
 			tr := &f.trace
 			tr.init(f.infoWriter(), res.limits)
@@ -495,9 +497,9 @@ func (f *forwarding) run(start time.Time) {
 				dl = f.dl
 			}
 			resp, err = hrt.RoundTripHooks(actx, out, attemptHooks(tr, perTry), dl)
-			tr.releasePending()
+			unconnected = tr.releasePending()
 		} else {
-			resp, err = f.roundTripTrace(actx, out, attempt, perTry)
+			resp, unconnected, err = f.roundTripTrace(actx, out, attempt, perTry)
 		}
 		headersInTime := perTry == nil || perTry.Stop()
 		if err == nil && !headersInTime {
@@ -510,7 +512,7 @@ func (f *forwarding) run(start time.Time) {
 		if err != nil {
 			ep.active.Add(-1)
 			acancel(nil)
-			if f.attemptFailed(err, actx, attempt, permit, ep, &retryHeld) {
+			if f.attemptFailed(err, actx, attempt, permit, ep, &retryHeld, unconnected) {
 				continue
 			}
 			return
@@ -1202,27 +1204,28 @@ func (u *uploadTimer) Stop() bool {
 // attempt then uses, a retry a new one.
 //
 //go:noinline
-func (f *forwarding) roundTripTrace(actx context.Context, out *http.Request, attempt int, perTry *perTryTimer) (*http.Response, error) {
+func (f *forwarding) roundTripTrace(actx context.Context, out *http.Request, attempt int, perTry *perTryTimer) (resp *http.Response, unconnected bool, err error) {
 	tr := &f.trace
 	if attempt > 0 {
 		tr = new(attemptTrace)
 	}
 	tr.init(f.infoWriter(), f.c.res.limits)
-	resp, err := f.c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, clientTrace(attemptHooks(tr, perTry)))))
-	tr.releasePending()
+	resp, err = f.c.pool.rt.RoundTrip(out.WithContext(httptrace.WithClientTrace(actx, clientTrace(attemptHooks(tr, perTry)))))
+	unconnected = tr.releasePending()
 	if tr != &f.trace && tr.info1xx.Load() {
 		// retryCandidate reads f's.
 		f.trace.info1xx.Store(true)
 	}
-	return resp, err
+	return resp, unconnected, err
 }
 
 // attemptFailed handles an attempt that got no usable response: it
 // records the failure and either answers the request (false) or readies
-// a retry (true).
+// a retry (true). unconnected: the attempt ended before it had a
+// connection.
 //
 //go:noinline
-func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int, permit breaker.Permit, ep *endpoint, retryHeld *bool) (retry bool) {
+func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int, permit breaker.Permit, ep *endpoint, retryHeld *bool, unconnected bool) (retry bool) {
 	var le *breaker.LimitError
 	if errors.As(err, &le) {
 		// max_connections refused the dial: the call was not made.
@@ -1236,7 +1239,12 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 	// endpoint: neither the breaker nor outlier detection counts it, as
 	// Envoy's router tells outlier detection nothing of a request still
 	// pending in its pool. It is answered, or retried, as its kind says.
-	waited := errors.Is(err, h1client.ErrConnectionWait) || errors.Is(err, h2client.ErrConnectionWait)
+	// So is an attempt that ended before it had a connection for any
+	// reason but the connection's failure (a dial or handshake that
+	// failed, timed out included, is the endpoint's): a route or per-try
+	// deadline that passed before the transport looked for one.
+	waited := errors.Is(err, h1client.ErrConnectionWait) || errors.Is(err, h2client.ErrConnectionWait) ||
+		unconnected && kind != failConnect
 	if kind == failConnect && f.r.Context().Err() == nil {
 		f.connectFailed(err, actx)
 	}
@@ -1297,7 +1305,7 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		v = f.record(permit, ep, kind, 0, -1)
 	}
 	if f.canRetry(attempt, kind, 0, -1, nil, v) && f.takeRetry(retryHeld) {
-		if kind != failConnect && kind != failRefused {
+		if !waited && kind != failConnect && kind != failRefused {
 			f.reached = true
 		}
 		if !f.prepareRetry(attempt, -1) {
@@ -1644,10 +1652,14 @@ func (a *attemptTrace) toClient() bool {
 	return !captured
 }
 
-func (a *attemptTrace) releasePending() {
+// releasePending frees the pending slot if GotConn has not, and reports
+// whether it did: the attempt ended without a connection.
+func (a *attemptTrace) releasePending() (unconnected bool) {
 	if a.pending.CompareAndSwap(true, false) {
 		a.limits.Release(breaker.LimitPendingRequests)
+		return true
 	}
+	return false
 }
 
 // clientTrace is h for a transport that reports through httptrace.
