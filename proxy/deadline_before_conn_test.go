@@ -27,7 +27,7 @@ func TestDeadlinePassedBeforeTheConnectionIsNotTheEndpointsFailure(t *testing.T)
 	cfg := grpcConfig(addr(up))
 	c := cfg.Clusters["grpc"]
 	c.CircuitBreaker = tripsAfter(3)
-	c.OutlierDetection = breaker.OutlierConfig{Interval: time.Hour, Consecutive5xx: 3, ConsecutiveGatewayFailure: 3, MaxEjectionPercent: 100}
+	c.OutlierDetection = breaker.OutlierConfig{Consecutive5xx: 3, BaseEjectionTime: time.Hour, MaxEjectionPercent: 100}
 	cfg.Clusters["grpc"] = c
 	cfg.Routes[0].Timeout = time.Minute
 	h := startProxy(t, cfg)
@@ -51,8 +51,9 @@ func TestDeadlinePassedBeforeTheConnectionIsNotTheEndpointsFailure(t *testing.T)
 	if s := h.p.snap.Load().clusters["grpc"].res.br.Snapshot(time.Now()); s.State != breaker.StateClosed || s.Failures != 0 {
 		t.Fatalf("breaker %v with %d failures, want closed with none", s.State, s.Failures)
 	}
-	// (Outlier detection, told of the three, would have ejected the only
-	// endpoint: the call below would then find none healthy.)
+	if h.p.snap.Load().clusters["grpc"].res.det.Ejected(0, time.Now()) {
+		t.Fatal("the endpoint ejected")
+	}
 	req, _ := http.NewRequest("POST", h.url("/grpc.testing.TestService/UnaryCall"), strings.NewReader("\x00\x00\x00\x00\x00"))
 	req.Header.Set("Content-Type", "application/grpc")
 	req.Header.Set("Te", "trailers")
