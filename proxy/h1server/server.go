@@ -416,8 +416,8 @@ func (s *Server) StopAccepting() {
 // connections remain (closed ones count until their goroutine has left,
 // so that Shutdown joins them).
 func (s *Server) closeIdle() (busy int) {
+	var idle []net.Conn
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	now := time.Now()
 	for c := range s.conns {
 		busy++
@@ -430,10 +430,28 @@ func (s *Server) closeIdle() (busy int) {
 			continue
 		}
 		if c.state.CompareAndSwap(stateIdle, stateClosed) {
-			c.rwc.Close()
+			idle = append(idle, c.rwc)
 		}
 	}
+	s.mu.Unlock()
+	closeEach(idle)
 	return busy
+}
+
+// closeEach closes conns, outside the Server's lock and each on its own:
+// a TLS connection's Close sends close_notify first, which waits up to
+// five seconds (crypto/tls's bound) for room in a send buffer its client
+// stopped reading, and must hold up neither the other closes nor the
+// Server (net/http closes them one after the other under its lock). A
+// bare TCP socket's Close does not wait: it is closed at once.
+func closeEach(conns []net.Conn) {
+	for _, rc := range conns {
+		if _, ok := rc.(*net.TCPConn); ok {
+			rc.Close()
+			continue
+		}
+		go rc.Close()
+	}
 }
 
 // newConnGrace is how long Shutdown lets a connection accepted before it
@@ -449,11 +467,13 @@ func (s *Server) Close() error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
 	s.closeListenersLocked()
+	conns := make([]net.Conn, 0, len(s.conns))
 	for c := range s.conns {
 		c.state.Store(stateClosed)
-		c.rwc.Close()
+		conns = append(conns, c.rwc)
 	}
 	s.mu.Unlock()
+	closeEach(conns)
 	if s.H2 != nil {
 		_ = s.H2.Close()
 	}
