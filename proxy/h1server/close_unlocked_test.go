@@ -5,25 +5,17 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
 
-// stallingListener hands out connections whose Close reports itself on
-// closing and then waits for release, as a TLS connection's does while
-// its close_notify waits for room in a send buffer its client stopped
-// reading (up to crypto/tls's five seconds).
+// stallingListener hands out connections whose Close stalls (see
+// proxytest.StallingClose).
 type stallingListener struct {
 	net.Listener
-	closing chan struct{}
-	release chan struct{}
-}
-
-type stallingConn struct {
-	net.Conn
-	l    *stallingListener
-	once sync.Once
+	stall *proxytest.StallingClose
 }
 
 func (l *stallingListener) Accept() (net.Conn, error) {
@@ -31,15 +23,7 @@ func (l *stallingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &stallingConn{Conn: c, l: l}, nil
-}
-
-func (c *stallingConn) Close() error {
-	c.once.Do(func() {
-		c.l.closing <- struct{}{}
-		<-c.l.release
-	})
-	return c.Conn.Close()
+	return l.stall.Wrap(c), nil
 }
 
 // Close and Shutdown close connections outside the Server's lock and
@@ -55,13 +39,11 @@ func TestConnectionsCloseWithoutWaitingForEachOther(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ln := &stallingListener{Listener: inner, closing: make(chan struct{}, 4), release: make(chan struct{})}
+			stall := proxytest.NewStallingClose(4)
 			served := make(chan error, 1)
-			go func() { served <- s.Serve(ln) }()
-			var once sync.Once
-			open := func() { once.Do(func() { close(ln.release) }) }
+			go func() { served <- s.Serve(&stallingListener{Listener: inner, stall: stall}) }()
 			t.Cleanup(func() {
-				open()
+				stall.Release()
 				s.Close()
 				<-served
 			})
@@ -79,24 +61,20 @@ func TestConnectionsCloseWithoutWaitingForEachOther(t *testing.T) {
 			go func() {
 				if how == "Close" {
 					s.Close()
-				} else {
-					ctx, cancel := contextWithTimeout(10 * time.Second)
-					defer cancel()
-					s.Shutdown(ctx)
+					return
 				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				s.Shutdown(ctx)
 			}()
 			for i := range 2 {
 				select {
-				case <-ln.closing:
+				case <-stall.Closing:
 				case <-time.After(5 * time.Second):
 					t.Fatalf("%d of the 2 connections closing while the first's Close stalls, want both", i)
 				}
 			}
-			open()
+			stall.Release()
 		})
 	}
-}
-
-func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), d)
 }

@@ -11,26 +11,9 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
-
-// stallingConn's Close reports itself on closing and then waits for
-// release, as a TLS connection's does while its close_notify waits for
-// room in a send buffer its client stopped reading (up to crypto/tls's
-// five seconds).
-type stallingConn struct {
-	net.Conn
-	closing chan<- struct{}
-	release <-chan struct{}
-	once    sync.Once
-}
-
-func (c *stallingConn) Close() error {
-	c.once.Do(func() {
-		c.closing <- struct{}{}
-		<-c.release
-	})
-	return c.Conn.Close()
-}
 
 // Close closes the connections each on its own: one whose Close stalls
 // does not hold up the others'. It closed them one after the other.
@@ -40,9 +23,7 @@ func TestCloseDoesNotWaitForOneConnectionsClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	closing, release := make(chan struct{}, 4), make(chan struct{})
-	var once sync.Once
-	open := func() { once.Do(func() { close(release) }) }
+	stall := proxytest.NewStallingClose(4)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -55,12 +36,12 @@ func TestCloseDoesNotWaitForOneConnectionsClose(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.ServeConn(&stallingConn{Conn: c, closing: closing, release: release}, nil)
+				s.ServeConn(stall.Wrap(c), nil)
 			}()
 		}
 	}()
 	t.Cleanup(func() {
-		open()
+		stall.Release()
 		ln.Close()
 		s.Close()
 		wg.Wait()
@@ -81,10 +62,10 @@ func TestCloseDoesNotWaitForOneConnectionsClose(t *testing.T) {
 	go s.Close()
 	for i := range 2 {
 		select {
-		case <-closing:
+		case <-stall.Closing:
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%d of the 2 connections closing while the first's Close stalls, want both", i)
 		}
 	}
-	open()
+	stall.Release()
 }

@@ -3,8 +3,9 @@
 // proxy/h2server) share: a loopback peer that runs a function on each
 // connection it accepts (Serve), a listener of unbuffered pipes that
 // stands for a client whose socket buffers are full (PipeListener), a
-// clock tests move by hand (Clock), and a server's error log kept for
-// the test to read (Log). Only tests import it.
+// clock tests move by hand (Clock), a server's error log kept for the
+// test to read (Log), and connections whose Close stalls
+// (StallingClose). Only tests import it.
 //
 // Serve's goroutines are the test's: its cleanup stops them and waits
 // for them, so that goleak's check at the end of the package's tests
