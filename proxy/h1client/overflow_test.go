@@ -31,6 +31,20 @@ func cappedDial(refuse *atomic.Bool, strict bool) (func(context.Context, string,
 	return dial, func(err error) bool { return errors.Is(err, errCapped) }
 }
 
+// heldServer starts a server whose handler answers "ok" once it
+// receives on release. The test's cleanup closes release before the
+// server's Close, which waits for the handlers, should the test fail
+// first.
+func heldServer(t *testing.T) (*server, chan struct{}) {
+	release := make(chan struct{})
+	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "ok")
+	})
+	t.Cleanup(func() { close(release) })
+	return srv, release
+}
+
 // roundTripAsync starts a GET of url on tr and returns a channel with its
 // body, or its error.
 func roundTripAsync(tr *Transport, url string) <-chan error {
@@ -158,11 +172,7 @@ func TestDialOverflowRefusingTheFirstConnectionFails(t *testing.T) {
 // and the cap lets it through; a second, over the cap, is refused and
 // the request waits for the first.
 func TestDialOverflowFirstConnectionIsMade(t *testing.T) {
-	release := make(chan struct{})
-	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		io.WriteString(w, "ok")
-	})
+	srv, release := heldServer(t)
 	refuse := new(atomic.Bool)
 	refuse.Store(true)
 	dial, overflow := cappedDial(refuse, false)
@@ -217,14 +227,7 @@ func mustHost(t *testing.T, tr *Transport, req *http.Request) *hostPool {
 // A request whose wait for its host's connection runs out fails with
 // ErrConnectionWait and its context's cause, and leaves the queue.
 func TestDialOverflowWaitEndsWithErrConnectionWait(t *testing.T) {
-	release := make(chan struct{})
-	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		io.WriteString(w, "ok")
-	})
-	// Let go before the server's Close, which waits for the handler,
-	// should the test fail first.
-	t.Cleanup(func() { close(release) })
+	srv, release := heldServer(t)
 	refuse := new(atomic.Bool)
 	refuse.Store(true)
 	dial, overflow := cappedDial(refuse, false)
@@ -475,12 +478,7 @@ func TestRetryOverflowedDialsForTheWaiters(t *testing.T) {
 // connection. (DialOverflow runs between the two: it raises the cap
 // there, the first time it is asked.)
 func TestRetryOverflowedBeforeTheRefusedRequestWaits(t *testing.T) {
-	release := make(chan struct{})
-	srv := startServer(t, func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		io.WriteString(w, "ok")
-	})
-	t.Cleanup(func() { close(release) })
+	srv, release := heldServer(t)
 	refuse := new(atomic.Bool)
 	dial, overflow := cappedDial(refuse, false)
 	var tr *Transport
