@@ -31,16 +31,25 @@ func TestDeadlinePassedBeforeTheConnectionIsNotTheEndpointsFailure(t *testing.T)
 	cfg.Clusters["grpc"] = c
 	cfg.Routes[0].Timeout = time.Minute
 	h := startProxy(t, cfg)
-	for i := range 3 {
+	// call POSTs an empty unary call with grpc-timeout timeout (none
+	// when empty) and returns its response, read to its end.
+	call := func(timeout string) *http.Response {
+		t.Helper()
 		req, _ := http.NewRequest("POST", h.url("/grpc.testing.TestService/UnaryCall"), strings.NewReader("\x00\x00\x00\x00\x00"))
 		req.Header.Set("Content-Type", "application/grpc")
 		req.Header.Set("Te", "trailers")
-		req.Header.Set("Grpc-Timeout", "1n")
+		if timeout != "" {
+			req.Header.Set("Grpc-Timeout", timeout)
+		}
 		resp, err := h.h2c.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		readAll(t, resp)
+		return resp
+	}
+	for i := range 3 {
+		resp := call("1n")
 		if s := resp.Header.Get("Grpc-Status") + resp.Trailer.Get("Grpc-Status"); s != "4" {
 			t.Fatalf("call %d: grpc-status %q, want 4 (DEADLINE_EXCEEDED)", i, s)
 		}
@@ -54,14 +63,7 @@ func TestDeadlinePassedBeforeTheConnectionIsNotTheEndpointsFailure(t *testing.T)
 	if h.p.snap.Load().clusters["grpc"].res.det.Ejected(0, time.Now()) {
 		t.Fatal("the endpoint ejected")
 	}
-	req, _ := http.NewRequest("POST", h.url("/grpc.testing.TestService/UnaryCall"), strings.NewReader("\x00\x00\x00\x00\x00"))
-	req.Header.Set("Content-Type", "application/grpc")
-	req.Header.Set("Te", "trailers")
-	resp, err := h.h2c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAll(t, resp)
+	resp := call("")
 	if resp.StatusCode != 200 || reached.Load() != 1 {
 		t.Fatalf("a call with time to spare: %d, %d upstream; want it served", resp.StatusCode, reached.Load())
 	}
