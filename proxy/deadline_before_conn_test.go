@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -8,6 +10,8 @@ import (
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
+	"github.com/outrigger-mesh/outrigger/proxy/config"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/proxytest"
 )
 
 // A call whose deadline has passed before its attempt got a connection
@@ -66,5 +70,41 @@ func TestDeadlinePassedBeforeTheConnectionIsNotTheEndpointsFailure(t *testing.T)
 	resp := call("")
 	if resp.StatusCode != 200 || reached.Load() != 1 {
 		t.Fatalf("a call with time to spare: %d, %d upstream; want it served", resp.StatusCode, reached.Load())
+	}
+}
+
+// An HTTP/2 endpoint that accepts connections and never sends its
+// SETTINGS (a hung process whose kernel still completes the TCP
+// handshake) fails every attempt in the connection's handshake, which
+// the attempt's deadline cuts short before it has a stream: that is the
+// endpoint's failure to connect, as a TLS handshake that times out is,
+// and the breaker counts it (Envoy sends the request on a connection
+// once it is connected, and times it out on the host). Left uncounted,
+// the breaker never opened on an endpoint that answered nothing.
+func TestHTTP2HandshakeCutByTheDeadlineIsTheEndpointsFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		route, perTry time.Duration
+	}{
+		{"per-try timeout", time.Minute, 150 * time.Millisecond},
+		{"route timeout", 150 * time.Millisecond, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Accepts, and reads what it is sent until the test's end.
+			silent := proxytest.Serve(t, func(c net.Conn, _ int) { io.Copy(io.Discard, c) })
+			cfg := simpleConfig(config.Cluster{Endpoints: eps(silent), Protocol: config.ProtocolHTTP2, CircuitBreaker: tripsAfter(3)}, func(r *config.Route) {
+				r.Timeout, r.PerTryTimeout = tc.route, tc.perTry
+			})
+			h := startProxy(t, cfg)
+			for i := range 3 {
+				if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode/100 != 5 {
+					t.Fatalf("call %d: %d %q, want a 5xx", i, resp.StatusCode, body)
+				}
+			}
+			if s := svcBreaker(h); s.State != breaker.StateOpen {
+				t.Fatalf("breaker %v with %d failures, want open after three handshakes that timed out", s.State, s.Failures)
+			}
+			wantConnectFailures(t, h, "timeout", 3)
+		})
 	}
 }

@@ -287,9 +287,11 @@ func (c *conn) goAwayHandshake(code http2.ErrCode) {
 // HandshakeError is a connection to an upstream whose HTTP/2 handshake
 // failed: the server closed it, sent something other than a valid
 // SETTINGS frame first, or sent nothing within PingTimeout (it is then
-// sent GOAWAY SETTINGS_TIMEOUT). No request was sent on it, so, like a
+// sent GOAWAY SETTINGS_TIMEOUT), or the dialling request's context ended
+// first (Err is then its cause). No request was sent on it, so, like a
 // refused TCP connection, it is a failure to connect: every request that
-// waited for the connection fails with it. Test with errors.As.
+// waited for the connection fails with it, bar one whose dialling
+// request's context ended, when they dial again. Test with errors.As.
 type HandshakeError struct {
 	Addr string
 	Err  error

@@ -125,7 +125,9 @@
 // error types; a failed handshake (the server closed, broke the
 // protocol in its preface or sent no SETTINGS in time) is a
 // HandshakeError, a failure to connect, for the request that dialled
-// and those that waited for the dial. When the request's context ends
+// and those that waited for the dial; one the dialling request's
+// context cut short is a HandshakeError wrapping its cause, for that
+// request alone. When the request's context ends
 // the stream is reset with CANCEL and RoundTrip, or Body.Read, returns
 // an error wrapping context.Cause. A context with WatchEnd and StopWatch
 // methods (proxy/internal/reqctx's, the proxy's request contexts) is

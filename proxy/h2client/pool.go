@@ -416,7 +416,11 @@ func (t *Transport) dial(ctx context.Context, hp *hostPool) (*conn, error) {
 	if err != nil {
 		nc.Close()
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("h2client: handshake with %s: %w", addr, context.Cause(ctx))
+			// Cut short by the request's context: still a connection
+			// the server did not complete (one that never sends its
+			// SETTINGS holds every request here), so a failure to
+			// connect, not an end of the request's before one.
+			err = context.Cause(ctx)
 		}
 		return nil, &HandshakeError{Addr: addr, Err: err}
 	}
