@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -8,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/outrigger-mesh/outrigger/breaker"
 	"github.com/outrigger-mesh/outrigger/proxy/config"
@@ -106,5 +109,38 @@ func TestHTTP2HandshakeCutByTheDeadlineIsTheEndpointsFailure(t *testing.T) {
 			}
 			wantConnectFailures(t, h, "timeout", 3)
 		})
+	}
+}
+
+// An HTTP/2 endpoint whose SETTINGS allow no streams fails each attempt
+// before it has one, on a connection the endpoint did make: the
+// endpoint's failure (a reset), as Envoy's router counts the reset of a
+// stream sent on a connection it had, not an attempt whose deadline
+// passed before its connection. Left uncounted, such an endpoint failed
+// every call sent to it and was never ejected.
+func TestHTTP2UpstreamAllowingNoStreamsIsTheEndpointsFailure(t *testing.T) {
+	up := proxytest.Serve(t, func(c net.Conn, _ int) {
+		br := bufio.NewReader(c)
+		if _, err := io.ReadFull(br, make([]byte, len(http2.ClientPreface))); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, br)
+		if fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 0}) != nil {
+			return
+		}
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(up), Protocol: config.ProtocolHTTP2, CircuitBreaker: tripsAfter(3)}))
+	for i := range 3 {
+		if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode/100 != 5 {
+			t.Fatalf("call %d: %d %q, want a 5xx", i, resp.StatusCode, body)
+		}
+	}
+	if s := svcBreaker(h); s.State != breaker.StateOpen {
+		t.Fatalf("breaker %v with %d failures, want open after three calls the endpoint took no stream for", s.State, s.Failures)
 	}
 }

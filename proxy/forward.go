@@ -1239,12 +1239,14 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 	// endpoint: neither the breaker nor outlier detection counts it, as
 	// Envoy's router tells outlier detection nothing of a request still
 	// pending in its pool. It is answered, or retried, as its kind says.
-	// So is an attempt that ended before it had a connection for any
-	// reason but the connection's failure (a dial or handshake that
-	// failed, timed out included, is the endpoint's): a route or per-try
-	// deadline that passed before the transport looked for one.
+	// So is an attempt whose route or per-try deadline passed before it
+	// had a connection, bar the connection's failure (a dial or
+	// handshake that failed, timed out included, is the endpoint's):
+	// one that passed before the transport looked for one. A connection
+	// the endpoint made but gave no stream to (an HTTP/2 server that
+	// allows none) failed the attempt on the endpoint's side: it counts.
 	waited := errors.Is(err, h1client.ErrConnectionWait) || errors.Is(err, h2client.ErrConnectionWait) ||
-		unconnected && kind != failConnect
+		unconnected && (kind == failTimeout || kind != failConnect && f.routeDone())
 	if kind == failConnect && f.r.Context().Err() == nil {
 		f.connectFailed(err, actx)
 	}
