@@ -119,7 +119,25 @@ func TestHTTP2HandshakeCutByTheDeadlineIsTheEndpointsFailure(t *testing.T) {
 // passed before its connection. Left uncounted, such an endpoint failed
 // every call sent to it and was never ejected.
 func TestHTTP2UpstreamAllowingNoStreamsIsTheEndpointsFailure(t *testing.T) {
-	up := proxytest.Serve(t, func(c net.Conn, _ int) {
+	up, _ := noStreamsUpstream(t)
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(up), Protocol: config.ProtocolHTTP2, CircuitBreaker: tripsAfter(3)}))
+	for i := range 3 {
+		if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode/100 != 5 {
+			t.Fatalf("call %d: %d %q, want a 5xx", i, resp.StatusCode, body)
+		}
+	}
+	if s := svcBreaker(h); s.State != breaker.StateOpen {
+		t.Fatalf("breaker %v with %d failures, want open after three calls the endpoint took no stream for", s.State, s.Failures)
+	}
+}
+
+// noStreamsUpstream is the address of an HTTP/2 server whose SETTINGS
+// allow no streams, and the count of the connections it accepted.
+func noStreamsUpstream(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	conns := new(atomic.Int32)
+	return proxytest.Serve(t, func(c net.Conn, _ int) {
+		conns.Add(1)
 		br := bufio.NewReader(c)
 		if _, err := io.ReadFull(br, make([]byte, len(http2.ClientPreface))); err != nil {
 			return
@@ -133,14 +151,29 @@ func TestHTTP2UpstreamAllowingNoStreamsIsTheEndpointsFailure(t *testing.T) {
 				return
 			}
 		}
+	}), conns
+}
+
+// An attempt that failed before it had a stream never reached the
+// upstream's application, whatever failed it: here an HTTP/2 endpoint
+// that allows no streams, retried on the cluster's other endpoint,
+// which refuses the connection. The request is one no upstream saw, so
+// the route's fallback answers it, as after two connect failures.
+func TestFallbackAfterAnAttemptThatHadNoStream(t *testing.T) {
+	noStreams, conns := noStreamsUpstream(t)
+	cfg := fallbackConfig(noStreams, "", &config.Fallback{DirectResponse: &config.DirectResponse{Status: 200, Body: "spare"}}, func(r *config.Route) {
+		r.Retry = &config.RetryPolicy{Attempts: 1, RetryOn: []config.RetryCondition{"reset", "connect-failure"}, Backoff: config.Backoff{Base: time.Millisecond}}
 	})
-	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(up), Protocol: config.ProtocolHTTP2, CircuitBreaker: tripsAfter(3)}))
-	for i := range 3 {
-		if resp, body := do(t, h.h1, "GET", h.url("/"), nil); resp.StatusCode/100 != 5 {
-			t.Fatalf("call %d: %d %q, want a 5xx", i, resp.StatusCode, body)
-		}
+	c := cfg.Clusters["svc"]
+	c.Protocol = config.ProtocolHTTP2
+	c.Endpoints = append(c.Endpoints, eps(refusedAddr(t))...)
+	cfg.Clusters["svc"] = c
+	h := startProxy(t, cfg)
+	resp, body := do(t, h.h1, "GET", h.url("/"), nil)
+	if resp.StatusCode != 200 || body != "spare" || resp.Header.Get(hdrFallback) != "upstream_connect_failure" {
+		t.Fatalf("%d %q %s %q, want the fallback for a connect failure", resp.StatusCode, body, hdrFallback, resp.Header.Get(hdrFallback))
 	}
-	if s := svcBreaker(h); s.State != breaker.StateOpen {
-		t.Fatalf("breaker %v with %d failures, want open after three calls the endpoint took no stream for", s.State, s.Failures)
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections to the endpoint that allows no streams, want 1 (the first attempt's)", n)
 	}
 }

@@ -1307,7 +1307,9 @@ func (f *forwarding) attemptFailed(err error, actx context.Context, attempt int,
 		v = f.record(permit, ep, kind, 0, -1)
 	}
 	if f.canRetry(attempt, kind, 0, -1, nil, v) && f.takeRetry(retryHeld) {
-		if !waited && kind != failConnect && kind != failRefused {
+		// An attempt that had no connection (or stream) never reached
+		// the application, whatever failed it.
+		if !unconnected && kind != failConnect && kind != failRefused {
 			f.reached = true
 		}
 		if !f.prepareRetry(attempt, -1) {
