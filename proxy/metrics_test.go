@@ -286,3 +286,21 @@ func TestClusterRoutesExportNoSeriesWithoutTheirCluster(t *testing.T) {
 		}
 	}
 }
+
+// A failed Apply leaves no series of the inbound app's cluster it would
+// have added with the listener's app, which the config's clusters do not
+// list: the build goes on past a cluster with a problem (to list them
+// all), so the app's cluster was built, its breaker series with it.
+func TestFailedApplyLeavesNoSeriesOfTheInboundAppCluster(t *testing.T) {
+	up := upstream(t, false, func(w http.ResponseWriter, r *http.Request) {})
+	h := startProxy(t, simpleConfig(config.Cluster{Endpoints: eps(addr(up))}))
+	bad := simpleConfig(config.Cluster{Endpoints: eps(addr(up))})
+	bad.Listeners.Inbound.App = addr(up)
+	bad.Clusters["a"] = config.Cluster{Endpoints: eps(addr(up)), TLS: config.TLS{Enabled: true, CAFile: t.TempDir() + "/missing.pem"}}
+	if err := h.p.Apply(bad); err == nil || !strings.Contains(err.Error(), "missing.pem") {
+		t.Fatalf("Apply with a missing ca_file: %v", err)
+	}
+	if n := seriesWith(t, h, "cluster", config.InboundAppCluster); n != 0 {
+		t.Fatalf("a failed Apply left %d series of the inbound app's cluster", n)
+	}
+}

@@ -250,12 +250,20 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		p.m.discard()
 		p.startHealth(false)
 		// Clusters the failed config would have added may have created
-		// breaker and health series while compiling.
-		for name := range cfg.Clusters {
+		// breaker and health series while compiling: the build goes on
+		// past a cluster with a problem, so every one of them, the
+		// inbound app's (which cfg.Clusters need not list) included.
+		drop := func(name string) {
 			if _, ok := p.res[name]; !ok {
 				p.bm.deleteCluster(name)
 				p.hm.deleteCluster(name)
 			}
+		}
+		for name := range cfg.Clusters {
+			drop(name)
+		}
+		if cfg.Listeners.Inbound.App != "" {
+			drop(config.InboundAppCluster)
 		}
 		return err
 	}
