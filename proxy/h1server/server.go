@@ -438,12 +438,14 @@ func (s *Server) closeIdle() (busy int) {
 	return busy
 }
 
-// closeEach closes conns, outside the Server's lock and each on its own:
-// a TLS connection's Close sends close_notify first, which waits up to
-// five seconds (crypto/tls's bound) for room in a send buffer its client
-// stopped reading, and must hold up neither the other closes nor the
-// Server (net/http closes them one after the other under its lock). A
-// bare TCP socket's Close does not wait: it is closed at once.
+// closeEach closes idle connections, outside the Server's lock and each
+// on its own: a TLS connection's Close sends close_notify first, which
+// waits up to five seconds (crypto/tls's bound) for room in a send
+// buffer its client stopped reading, and must hold up neither the other
+// closes nor the Server (net/http closes them one after the other under
+// its lock). A bare TCP socket's Close does not wait: it is closed at
+// once. No handler runs on an idle connection, so none can write to one
+// whose close is still to come.
 func closeEach(conns []net.Conn) {
 	for _, rc := range conns {
 		if _, ok := rc.(*net.TCPConn); ok {
@@ -452,6 +454,18 @@ func closeEach(conns []net.Conn) {
 		}
 		go rc.Close()
 	}
+}
+
+// closeHard closes c's socket at once: a TLS connection's without the
+// close_notify its Close would send first, which can wait up to five
+// seconds for room in a send buffer its client stopped reading. For
+// Close, which cuts connections short anyway.
+func closeHard(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		tc.NetConn().Close()
+		return
+	}
+	c.Close()
 }
 
 // newConnGrace is how long Shutdown lets a connection accepted before it
@@ -467,13 +481,15 @@ func (s *Server) Close() error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
 	s.closeListenersLocked()
-	conns := make([]net.Conn, 0, len(s.conns))
 	for c := range s.conns {
 		c.state.Store(stateClosed)
-		conns = append(conns, c.rwc)
+		// At once, before the requests' contexts end below: a handler
+		// that returns then must find its connection closed, or a
+		// response it never wrote (an empty 200) could reach the
+		// client as a whole one.
+		closeHard(c.rwc)
 	}
 	s.mu.Unlock()
-	closeEach(conns)
 	if s.H2 != nil {
 		_ = s.H2.Close()
 	}

@@ -1183,15 +1183,7 @@ func (sc *serverConn) closeNow() {
 	sc.mu.Lock()
 	sc.dieLocked(errConnClosed)
 	sc.unlock()
-	if _, ok := sc.nc.(*net.TCPConn); ok {
-		sc.nc.Close()
-		return
-	}
-	// A TLS connection's Close sends close_notify first, which waits up
-	// to five seconds (crypto/tls's bound) for room in a send buffer its
-	// client stopped reading: Server.Close, closing each connection,
-	// must not wait for it. (A bare TCP socket's Close does not wait.)
-	go sc.nc.Close()
+	sc.nc.Close()
 }
 
 // dieLocked marks the connection gone: appends are dropped from now on,
