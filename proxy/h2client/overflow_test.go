@@ -449,6 +449,19 @@ func armedOn(tr *Transport, addr string) int32 {
 	return hp.freed.waiting.Load()
 }
 
+// fetchInLine GETs url on tr (within 5 s) from a goroutine of its own,
+// and returns once the request is the armed'th in line at the cap on
+// addr's host (what names it for a failure): its outcome comes on the
+// channel returned.
+func fetchInLine(t *testing.T, tr *Transport, url, addr string, armed int32, what string) <-chan outcome {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", url, nil)
+	out := make(chan outcome, 1)
+	go func() { out <- fetch(tr, req) }()
+	eventually(t, what, func() bool { return armedOn(tr, addr) == armed })
+	return out
+}
+
 // A connection dialled while requests wait at the cap (here the cap
 // left room for another request's dial, as another endpoint's
 // connection closing would) has its free streams taken by them at
@@ -512,10 +525,7 @@ func TestDialOverflowWaiterTakesAStreamOfAConnectionDialledMeanwhile(t *testing.
 		return c.maxStreams == 1
 	})
 
-	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/waiting", nil)
-	waiting := make(chan outcome, 1)
-	go func() { waiting <- fetch(tr, req) }()
-	eventually(t, "the request waiting at the cap", func() bool { return armedOn(tr, s.addr) == 1 })
+	waiting := fetchInLine(t, tr, "http://"+s.addr+"/waiting", s.addr, 1, "the request waiting at the cap")
 
 	d.extra.Store(1)
 	dialledOut := goFetch(t, tr, "http://"+s.addr+"/dialled")
@@ -562,10 +572,7 @@ func TestDialOverflowWaiterDialsWhenTheConnectionGoesAway(t *testing.T) {
 	old := goFetch(t, tr, "http://"+s.addr+"/old")
 	waitFirstStream(t, tr, s.addr)
 
-	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", "http://"+s.addr+"/new", nil)
-	waiting := make(chan outcome, 1)
-	go func() { waiting <- fetch(tr, req) }()
-	eventually(t, "the request waiting at the cap", func() bool { return armedOn(tr, s.addr) == 1 })
+	waiting := fetchInLine(t, tr, "http://"+s.addr+"/new", s.addr, 1, "the request waiting at the cap")
 
 	goAway.open()
 	wantBody(t, waiting, "new", "waiting request: want it sent on a new connection while the old one's stream goes on")
@@ -591,10 +598,7 @@ func TestDialOverflowWaiterDialsOnceTheClosedSocketLeftItsPlace(t *testing.T) {
 	held2 := goFetch(t, tr, s.url("/hold"))
 	recv(t, entered)
 
-	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", s.url("/next"), nil)
-	waiting := make(chan outcome, 1)
-	go func() { waiting <- fetch(tr, req) }()
-	eventually(t, "the request waiting at the cap", func() bool { return armedOn(tr, s.addr) == 1 })
+	waiting := fetchInLine(t, tr, s.url("/next"), s.addr, 1, "the request waiting at the cap")
 
 	d.holdClose.Store(closing)
 	tr.mu.Lock()
@@ -765,10 +769,7 @@ func TestDialOverflowWaiterDialsWhenItsHostIsLetGo(t *testing.T) {
 	held := goFetch(t, tr, s.url("/hold"))
 	recv(t, entered)
 
-	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", s.url("/next"), nil)
-	waiting := make(chan outcome, 1)
-	go func() { waiting <- fetch(tr, req) }()
-	eventually(t, "the request waiting at the cap", func() bool { return armedOn(tr, s.addr) == 1 })
+	waiting := fetchInLine(t, tr, s.url("/next"), s.addr, 1, "the request waiting at the cap")
 
 	tr.Retain(func(string) bool { return false })
 	wantBody(t, waiting, "ok /next", "waiting request: want it sent on a new connection while the held stream goes on")
@@ -873,10 +874,7 @@ func TestDialOverflowWaiterDialsWhenTheLastStreamOfTheConnectionIsTaken(t *testi
 
 	held := goFetch(t, tr, s.url("/hold"))
 	eventually(t, "the first request in line", func() bool { return armedOn(tr, s.addr) == 1 })
-	req, _ := http.NewRequestWithContext(ctxTimeout(t, 5*time.Second), "GET", s.url("/next"), nil)
-	waiting := make(chan outcome, 1)
-	go func() { waiting <- fetch(tr, req) }()
-	eventually(t, "the second request in line", func() bool { return armedOn(tr, s.addr) == 2 })
+	waiting := fetchInLine(t, tr, s.url("/next"), s.addr, 2, "the second request in line")
 
 	// The first stream's end wakes the first in line, which takes the
 	// connection's last stream.
