@@ -593,7 +593,12 @@ func TestMaxConnectionsGRPCWaitCancelledByTheClient(t *testing.T) {
 	if _, err := second.Recv(); status.Code(err) != codes.Canceled {
 		t.Fatalf("the cancelled stream: %v, want CANCELED", err)
 	}
-	eventually(t, 5*time.Second, "nothing pending", func() bool { return pending(h) == 0 })
+	// Its max_requests slot is given back once its outcome is recorded
+	// (the pending one before): the breaker is read after that.
+	eventually(t, 5*time.Second, "the cancelled call ended", func() bool {
+		in := limitsInUse(h)
+		return in[breaker.LimitPendingRequests] == 0 && in[breaker.LimitRequests] == 1
+	})
 	if s := svcBreaker(h); s.State != breaker.StateClosed || s.Failures != 0 {
 		t.Fatalf("breaker %v with %d failures, want closed with none", s.State, s.Failures)
 	}
