@@ -3,7 +3,6 @@ package h2client
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -150,10 +149,7 @@ func BenchmarkQueueAtTheCap(b *testing.B) {
 	const n = 256
 	s := startH2(b, func(w http.ResponseWriter, r *http.Request) {}, func(srv *http2.Server) { srv.MaxConcurrentStreams = 1 })
 	d := &cappedDialer{max: 1}
-	tr := newTransport(b, func(tr *Transport) {
-		tr.Dial = d.dial
-		tr.DialOverflow = func(err error) bool { return errors.Is(err, errCapped) }
-	})
+	tr := d.transport(b)
 	url := s.url("/")
 	errs := make(chan error, n)
 	b.ReportAllocs()

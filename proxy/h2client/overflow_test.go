@@ -97,12 +97,12 @@ func wantBody(t testing.TB, ch <-chan outcome, body, what string) {
 }
 
 // transport returns a Transport dialling through d, with DialOverflow
-// recognising its refusal.
-func (d *cappedDialer) transport(t *testing.T) *Transport {
-	return newTransport(t, func(tr *Transport) {
+// recognising its refusal, and then mod applied.
+func (d *cappedDialer) transport(t testing.TB, mod ...func(*Transport)) *Transport {
+	return newTransport(t, append([]func(*Transport){func(tr *Transport) {
 		tr.Dial = d.dial
 		tr.DialOverflow = func(err error) bool { return errors.Is(err, errCapped) }
-	})
+	}}, mod...)...)
 }
 
 // cappedConn gives its place under the cap back once, on Close.
@@ -785,11 +785,7 @@ func TestDialOverflowWaiterDialsWhenItsHostIsLetGo(t *testing.T) {
 func TestDialOverflowWaiterDialsWhenTheConnectionAges(t *testing.T) {
 	s, entered, release := holdServer(t)
 	d := &cappedDialer{max: 1}
-	tr := newTransport(t, func(tr *Transport) {
-		tr.Dial = d.dial
-		tr.DialOverflow = func(err error) bool { return errors.Is(err, errCapped) }
-		tr.MaxConnAge = 300 * time.Millisecond
-	})
+	tr := d.transport(t, func(tr *Transport) { tr.MaxConnAge = 300 * time.Millisecond })
 	held := goFetch(t, tr, s.url("/hold"))
 	recv(t, entered)
 
@@ -864,11 +860,7 @@ func TestDialOverflowWaiterDialsWhenTheLastStreamOfTheConnectionIsTaken(t *testi
 	t.Cleanup(first.open)
 	t.Cleanup(release.open)
 	d := &cappedDialer{max: 1}
-	tr := newTransport(t, func(tr *Transport) {
-		tr.Dial = d.dial
-		tr.DialOverflow = func(err error) bool { return errors.Is(err, errCapped) }
-		tr.MaxStreamsPerConn = 2
-	})
+	tr := d.transport(t, func(tr *Transport) { tr.MaxStreamsPerConn = 2 })
 	firstOut := goFetch(t, tr, s.url("/first"))
 	waitFirstStream(t, tr, s.addr)
 
