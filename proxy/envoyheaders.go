@@ -30,6 +30,12 @@ const (
 	// request is hedged.
 	hdrEnvoyHedgeOnPerTryTimeout = "X-Envoy-Hedge-On-Per-Try-Timeout"
 
+	// Response headers an upstream Envoy sets: its rate limiter refused
+	// the request (retried under envoy-ratelimited only), or it is
+	// overloaded (never retried).
+	hdrEnvoyRateLimited = "X-Envoy-Ratelimited"
+	hdrEnvoyOverloaded  = "X-Envoy-Overloaded"
+
 	// maxEnvoyHeaderNames bounds the names a request adds to
 	// retriable_headers, each matched against every response.
 	maxEnvoyHeaderNames = 16
@@ -63,9 +69,10 @@ type requestOverrides struct {
 // into the overrides of rt's settings they make; nil when h has none
 // (the common case costs one pass over h's names). Values that do not
 // parse are ignored, as Envoy ignores them, and removed all the same;
-// conditions Outrigger does not know (reset-before-request) too. A header's lines are one value, joined with
-// commas, as Envoy's header map joins them: the lists take every line's
-// items, and a number on more than one line does not parse.
+// conditions Outrigger does not know (reset-before-request) too. A
+// header's lines are one value, joined with commas, as Envoy's header
+// map joins them: the lists take every line's items, and a number on
+// more than one line does not parse.
 func envoyOverrides(h http.Header, rt *route) *requestOverrides {
 	found := false
 	for k := range h {

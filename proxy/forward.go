@@ -1990,7 +1990,7 @@ func (f *forwarding) takeRetry(held *bool) bool {
 // answer is not retried, as Envoy does not retry x-envoy-overloaded: a
 // retry would add load where there is too much already.
 func overloaded(h http.Header) bool {
-	if _, ok := h["X-Envoy-Overloaded"]; ok {
+	if _, ok := h[hdrEnvoyOverloaded]; ok {
 		return true
 	}
 	v := h[hdrError]

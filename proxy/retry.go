@@ -166,7 +166,7 @@ func (p *retryPolicy) regardless(kind failKind, status, grpcStatus int, h http.H
 // envoy-ratelimited, whatever the classifier says, and under no other
 // condition, as Envoy's router decides. h is nil without a response.
 func (p *retryPolicy) retries(kind failKind, status, grpcStatus int, h http.Header, failure bool) bool {
-	if _, ok := h["X-Envoy-Ratelimited"]; ok {
+	if _, ok := h[hdrEnvoyRateLimited]; ok {
 		return p.on&retryEnvoyRateLimited != 0
 	}
 	return p.regardless(kind, status, grpcStatus, h) || failure && p.retriable(kind, status, grpcStatus)
